@@ -1,0 +1,141 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Config } from '../config/schema';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { KeyAlgorithm, KeyBackend, SigningKey } from '../keys/key-backend';
+import { CaMaterial } from './certificate-authority';
+import {
+  KU,
+  assembleCertificate,
+  authorityKeyIdentifier,
+  basicConstraints,
+  encodeTbs,
+  keyIdentifier,
+  keyUsage,
+  newSerial,
+  subjectKeyIdentifier,
+} from './certificate-encoder';
+import { certificateParts } from './certificate-parts';
+import { encodeName } from './name';
+import { toPem } from './pem';
+
+/** CaState is ca/state.json: which key and certificate serve each CA role. Written last, as the commit marker. */
+export interface CaState {
+  version: 1;
+  root: { name: string; keyRef: string; certFile: string };
+  issuing: { name: string; keyRef: string; certFile: string };
+}
+
+export interface CaHierarchy {
+  root: CaMaterial;
+  issuing: CaMaterial;
+  state: CaState;
+}
+
+export const caDir = (cfg: Config): string => path.join(cfg.dataDir, 'ca');
+const stateFile = (cfg: Config): string => path.join(caDir(cfg), 'state.json');
+
+export function caExists(cfg: Config): boolean {
+  return fs.existsSync(stateFile(cfg));
+}
+
+function writeAtomic(file: string, data: string | Buffer, mode = 0o644): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, data, { mode });
+  fs.renameSync(tmp, file);
+}
+
+async function signCaCert(args: {
+  issuerKey: SigningKey;
+  issuerName: Buffer;
+  issuerKeyId?: Buffer;
+  subjectName: Buffer;
+  spki: Buffer;
+  validitySeconds: number;
+  pathLen?: number;
+  now: Date;
+}): Promise<Buffer> {
+  const ski = keyIdentifier(args.spki);
+  const extensions = [basicConstraints(true, args.pathLen), keyUsage([KU.digitalSignature, KU.keyCertSign, KU.cRLSign]), subjectKeyIdentifier(ski)];
+  if (args.issuerKeyId) extensions.push(authorityKeyIdentifier(args.issuerKeyId));
+  const nb = new Date(Math.floor(args.now.getTime() / 1000) * 1000 - 3600_000);
+  const tbs = encodeTbs({
+    serial: newSerial(),
+    signatureAlgorithm: args.issuerKey.signatureAlgorithm,
+    issuer: args.issuerName,
+    notBefore: nb,
+    notAfter: new Date(nb.getTime() + args.validitySeconds * 1000),
+    subject: args.subjectName,
+    spki: args.spki,
+    extensions,
+  });
+  return assembleCertificate(tbs, args.issuerKey.signatureAlgorithm, await args.issuerKey.sign(tbs));
+}
+
+/**
+ * initCa creates the root and issuing CA keys and certificates. It refuses to run when a CA exists,
+ * and writes state.json last so a crash half-way leaves no CA that looks complete.
+ */
+export async function initCa(cfg: Config, keys: KeyBackend, now = new Date()): Promise<CaHierarchy> {
+  if (caExists(cfg)) throw new DeviceCaError('conflict', `a CA already exists in ${caDir(cfg)}; refusing to overwrite`);
+  fs.mkdirSync(caDir(cfg), { recursive: true, mode: 0o755 });
+  const stamp = now.toISOString().slice(0, 10).replace(/-/g, '') + '-' + crypto.randomBytes(3).toString('hex');
+  const rootAlg = (cfg.ca.root.algorithm ?? cfg.ca.algorithm) as KeyAlgorithm;
+  const issAlg = (cfg.ca.issuing.algorithm ?? cfg.ca.algorithm) as KeyAlgorithm;
+  const rootKey = await keys.generate('root', rootAlg, `${cfg.ca.root.name}-${stamp}`);
+  const rootName = encodeName([
+    { type: 'O', value: cfg.ca.organization },
+    { type: 'CN', value: cfg.ca.root.commonName ?? `${cfg.ca.organization} Root CA` },
+  ]);
+  const rootDer = await signCaCert({ issuerKey: rootKey, issuerName: rootName, subjectName: rootName, spki: rootKey.spki, validitySeconds: cfg.ca.root.validity, now });
+  const issKey = await keys.generate('issuing', issAlg, `${cfg.ca.issuing.name}-${stamp}`);
+  const issName = encodeName([
+    { type: 'O', value: cfg.ca.organization },
+    { type: 'CN', value: cfg.ca.issuing.commonName ?? `${cfg.ca.organization} Issuing CA` },
+  ]);
+  const issDer = await signCaCert({
+    issuerKey: rootKey,
+    issuerName: rootName,
+    issuerKeyId: keyIdentifier(rootKey.spki),
+    subjectName: issName,
+    spki: issKey.spki,
+    validitySeconds: Math.min(cfg.ca.issuing.validity, cfg.ca.root.validity - 7200),
+    pathLen: 0,
+    now,
+  });
+  const dir = caDir(cfg);
+  const rootFile = path.join(dir, `${cfg.ca.root.name}.crt`);
+  const issFile = path.join(dir, `${cfg.ca.issuing.name}.crt`);
+  writeAtomic(rootFile, rootDer);
+  writeAtomic(issFile, issDer);
+  writeAtomic(path.join(dir, `${cfg.ca.root.name}.pem`), toPem(rootDer, 'CERTIFICATE'));
+  writeAtomic(path.join(dir, `${cfg.ca.issuing.name}.pem`), toPem(issDer, 'CERTIFICATE'));
+  writeAtomic(path.join(dir, 'chain.pem'), toPem(issDer, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE'));
+  const state: CaState = {
+    version: 1,
+    root: { name: cfg.ca.root.name, keyRef: rootKey.ref, certFile: rootFile },
+    issuing: { name: cfg.ca.issuing.name, keyRef: issKey.ref, certFile: issFile },
+  };
+  writeAtomic(stateFile(cfg), JSON.stringify(state, null, 2) + '\n');
+  return { root: material(state.root.name, rootDer, rootKey), issuing: material(state.issuing.name, issDer, issKey), state };
+}
+
+/** loadCa opens an existing hierarchy: certificates from files, keys from the backend. */
+export async function loadCa(cfg: Config, keys: KeyBackend): Promise<CaHierarchy> {
+  if (!caExists(cfg)) throw new DeviceCaError('config', `no CA in ${caDir(cfg)}; run \`device-ca init\` first`);
+  const state = JSON.parse(fs.readFileSync(stateFile(cfg), 'utf8')) as CaState;
+  const rootDer = fs.readFileSync(state.root.certFile);
+  const issDer = fs.readFileSync(state.issuing.certFile);
+  const [rootKey, issKey] = [await keys.load(state.root.keyRef), await keys.load(state.issuing.keyRef)];
+  const issuing = material(state.issuing.name, issDer, issKey);
+  if (!issKey.spki.equals(issuing.key.spki) || !certificateParts(issDer).spki.equals(issKey.spki))
+    throw new DeviceCaError('config', `issuing CA key ${state.issuing.keyRef} does not match ${state.issuing.certFile}`);
+  return { root: material(state.root.name, rootDer, rootKey), issuing, state };
+}
+
+function material(name: string, der: Buffer, key: SigningKey): CaMaterial {
+  const parts = certificateParts(der);
+  const x = new crypto.X509Certificate(der);
+  return { name, der, subject: parts.subject, keyId: keyIdentifier(parts.spki), notAfter: new Date(x.validTo), key };
+}

@@ -1,0 +1,133 @@
+import {
+  KU,
+  SanEntry,
+  assembleCertificate,
+  authorityInfoAccess,
+  authorityKeyIdentifier,
+  basicConstraints,
+  crlDistributionPoints,
+  encodeTbs,
+  extKeyUsage,
+  keyUsage,
+  newSerial,
+  subjectAltName,
+  subjectKeyIdentifier,
+  keyIdentifier,
+} from './certificate-encoder';
+import { NameAttribute, encodeName } from './name';
+import { OID } from '../der/oids';
+import { SigningKey } from '../keys/key-backend';
+
+/** CaMaterial is one CA as the signing core needs it: certificate, key, and pre-encoded parts. */
+export interface CaMaterial {
+  name: string;
+  der: Buffer;
+  subject: Buffer; // DER Name, the issuer of what it signs
+  keyId: Buffer; // SKI of the CA, AKI of what it signs
+  notAfter: Date;
+  key: SigningKey;
+}
+
+/** LeafProfile is what the RA may choose; the CA decides serial, validity window and URLs. */
+export interface LeafProfile {
+  name: string;
+  validitySeconds: number;
+  serverAuth: boolean;
+}
+
+/** AuthorizedRequest is input the RA already authorized: the CA signs it as is. */
+export interface AuthorizedRequest {
+  profile: LeafProfile;
+  subject: NameAttribute[];
+  spki: Buffer;
+  keyType: 'ec' | 'rsa';
+  sans: SanEntry[];
+}
+
+export interface IssuedCertificate {
+  serial: string; // lowercase hex, 32 digits
+  der: Buffer;
+  notBefore: Date;
+  notAfter: Date;
+  shard: number;
+  issuer: string;
+}
+
+export interface CertificateAuthorityOptions {
+  issuing: CaMaterial;
+  publicUrl: string;
+  crlShards: number;
+  backdateSeconds: number;
+}
+
+/**
+ * CertificateAuthority is the small, dumb signing core (ARCHITECTURE rule 2): authorized input in,
+ * DER out. It owns serials (126 random bits) and validity, and knows nothing of HTTP or devices.
+ */
+export class CertificateAuthority {
+  private readonly fixedExt: { aki: Buffer; aia: Buffer; bc: Buffer; ekuClient: Buffer; ekuBoth: Buffer; kuEc: Buffer; kuRsa: Buffer };
+  private readonly cdpByShard: Buffer[];
+
+  constructor(private readonly opts: CertificateAuthorityOptions) {
+    const base = opts.publicUrl;
+    const ca = opts.issuing;
+    this.fixedExt = {
+      aki: authorityKeyIdentifier(ca.keyId),
+      aia: authorityInfoAccess(`${base}/ocsp`, `${base}/ca/${ca.name}.crt`),
+      bc: basicConstraints(false),
+      ekuClient: extKeyUsage([OID.clientAuth]),
+      ekuBoth: extKeyUsage([OID.clientAuth, OID.serverAuth]),
+      kuEc: keyUsage([KU.digitalSignature]),
+      kuRsa: keyUsage([KU.digitalSignature, KU.keyEncipherment]),
+    };
+    this.cdpByShard = Array.from({ length: opts.crlShards }, (_, i) => crlDistributionPoints(crlUrl(base, ca.name, i)));
+  }
+
+  get issuer(): CaMaterial {
+    return this.opts.issuing;
+  }
+
+  /** issue signs a leaf certificate. The caller records it before handing it out. */
+  async issue(req: AuthorizedRequest, now = new Date()): Promise<IssuedCertificate> {
+    const ca = this.opts.issuing;
+    const serial = newSerial();
+    const shard = serial.readUInt32BE(12) % this.opts.crlShards;
+    const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000 - this.opts.backdateSeconds * 1000);
+    let notAfter = new Date(Math.floor(now.getTime() / 1000) * 1000 + req.profile.validitySeconds * 1000);
+    if (notAfter > ca.notAfter) notAfter = ca.notAfter; // never outlive the issuer
+    const x = this.fixedExt;
+    const extensions = [
+      x.bc,
+      req.keyType === 'ec' ? x.kuEc : x.kuRsa,
+      req.profile.serverAuth ? x.ekuBoth : x.ekuClient,
+      subjectKeyIdentifier(keyIdentifier(req.spki)),
+      x.aki,
+    ];
+    if (req.sans.length) extensions.push(subjectAltName(req.sans));
+    extensions.push(this.cdpByShard[shard], x.aia);
+    const tbs = encodeTbs({
+      serial,
+      signatureAlgorithm: ca.key.signatureAlgorithm,
+      issuer: ca.subject,
+      notBefore,
+      notAfter,
+      subject: encodeName(req.subject),
+      spki: req.spki,
+      extensions,
+    });
+    const sig = await ca.key.sign(tbs);
+    return {
+      serial: serial.toString('hex'),
+      der: assembleCertificate(tbs, ca.key.signatureAlgorithm, sig),
+      notBefore,
+      notAfter,
+      shard,
+      issuer: ca.name,
+    };
+  }
+}
+
+/** crlUrl is the distribution point of one CRL shard (served by the CRL issue's endpoint). */
+export function crlUrl(base: string, caName: string, shard: number): string {
+  return `${base}/crl/${caName}/${shard}.crl`;
+}

@@ -1,0 +1,188 @@
+#!/usr/bin/env node
+import 'reflect-metadata';
+import { Command, Option } from 'commander';
+import * as crypto from 'node:crypto';
+import { initCa, caExists, caDir } from '../ca/ca-hierarchy';
+import { toPem } from '../ca/pem';
+import { loadConfig } from '../config/load-config';
+import { parseDuration } from '../config/duration';
+import { Config } from '../config/schema';
+import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
+import { createLogger, openKeyBackend, openRegistrationAuthority, openStore } from '../main';
+import { serve } from './serve';
+import { printRecords, printRecord } from './output';
+
+/** device-ca command line: the operator's interface. Every command takes --json and --help. */
+const program = new Command();
+program
+  .name('device-ca')
+  .description('A certificate authority for device fleets: EST enrollment, device lifecycle, CRL and OCSP.')
+  .option('-c, --config <file>', 'YAML config file (default: $DEVICE_CA_CONFIG, else built-in defaults; see config/default.yaml)')
+  .option('--json', 'machine-readable JSON output')
+  .showHelpAfterError()
+  .addHelpText('after', '\nEnvironment: DEVICE_CA_DATA (data dir), DEVICE_CA_HTTPS_PORT, DEVICE_CA_HTTP_PORT, DEVICE_CA_PUBLIC_URL,\nand DEVICE_CA_<KEY_PATH> for any config key (e.g. DEVICE_CA_ENROLLMENT_SECRET_TTL=1d).');
+
+const globals = (): { config?: string; json?: boolean } => program.opts();
+const config = (): Config => loadConfig({ file: globals().config });
+const json = (): boolean => Boolean(globals().json);
+
+program
+  .command('init')
+  .description('create the root and issuing CA (keys and certificates) in the data directory; never overwrites')
+  .action(async () => {
+    const cfg = config();
+    const keys = openKeyBackend(cfg);
+    const store = openStore(cfg);
+    try {
+      const h = await initCa(cfg, keys);
+      const out = { dataDir: cfg.dataDir, root: { name: h.state.root.name, key: h.state.root.keyRef, cert: h.state.root.certFile }, issuing: { name: h.state.issuing.name, key: h.state.issuing.keyRef, cert: h.state.issuing.certFile } };
+      if (json()) console.log(JSON.stringify(out, null, 2));
+      else console.log(`created CA in ${caDir(cfg)}\n  root:    ${out.root.cert}\n  issuing: ${out.issuing.cert}\n  trust anchor for clients: ${caDir(cfg)}/chain.pem`);
+    } finally {
+      await store.close();
+      await keys.close();
+    }
+  });
+
+program
+  .command('serve')
+  .description('run the HTTPS (EST) and HTTP (CA certs, health, metrics) listeners; creates the CA on first start')
+  .action(async () => {
+    const cfg = config();
+    await serve(cfg, createLogger(cfg));
+  });
+
+const devices = program.command('devices').description('register and inspect devices');
+devices
+  .command('add <id>')
+  .description('register a device; prints its one-time enrollment secret alone on stdout')
+  .option('--owner <owner>', 'owner (written as O= in its certificates)')
+  .option('--label <label>', 'EST label the device must enroll under')
+  .option('--secret-ttl <duration>', 'secret lifetime, e.g. 1h, 7d (default: enrollment.secretTtl)')
+  .action(async (id: string, o: { owner?: string; label?: string; secretTtl?: string }) => {
+    const cfg = config();
+    let ttl: number | undefined;
+    if (o.secretTtl !== undefined) {
+      try {
+        ttl = parseDuration(o.secretTtl);
+      } catch (e) {
+        throw new DeviceCaError('bad-request', `--secret-ttl: ${(e as Error).message}`);
+      }
+    }
+    const h = await openRegistrationAuthority(cfg);
+    try {
+      const r = await h.ra.registerDevice({ id, owner: o.owner, label: o.label, secretTtlSeconds: ttl, actor: `cli:${process.env.USER ?? 'operator'}` });
+      if (json()) console.log(JSON.stringify({ id: r.device.id, owner: r.device.owner, label: r.device.label, secret: r.secret, secretExpiresAt: r.expiresAt.toISOString() }));
+      else console.log(r.secret);
+    } finally {
+      await h.close();
+    }
+  });
+devices
+  .command('list')
+  .description('list devices')
+  .option('--owner <owner>')
+  .addOption(new Option('--state <state>').choices(['registered', 'active', 'suspended', 'retired']))
+  .option('--limit <n>', 'at most n devices', '100')
+  .option('--after <id>', 'page: devices after this id')
+  .action(async (o: { owner?: string; state?: 'registered'; limit: string; after?: string }) => {
+    const store = openStore(config());
+    try {
+      const list = await store.listDevices({ owner: o.owner, state: o.state, limit: Number(o.limit), after: o.after });
+      printRecords(json(), list, ['id', 'owner', 'label', 'state', 'updatedAt']);
+    } finally {
+      await store.close();
+    }
+  });
+devices
+  .command('show <id>')
+  .description('show a device and its certificates')
+  .action(async (id: string) => {
+    const store = openStore(config());
+    try {
+      const d = await store.getDevice(id);
+      if (!d) throw new DeviceCaError('not-found', `no device ${id}`);
+      const certs = (await store.listCertificates({ deviceId: id, limit: 1000 })).map(({ der: _der, ...c }) => c);
+      printRecord(json(), { ...d, certificates: certs });
+    } finally {
+      await store.close();
+    }
+  });
+
+const certs = program.command('certs').description('inspect issued certificates');
+certs
+  .command('list')
+  .description('list certificates')
+  .option('--device <id>', 'only this device')
+  .addOption(new Option('--status <status>').choices(['valid', 'revoked']))
+  .option('--limit <n>', 'at most n', '100')
+  .option('--after <serial>', 'page: after this serial')
+  .action(async (o: { device?: string; status?: 'valid'; limit: string; after?: string }) => {
+    const store = openStore(config());
+    try {
+      const list = await store.listCertificates({ deviceId: o.device, status: o.status, limit: Number(o.limit), after: o.after });
+      printRecords(json(), list.map(({ der: _d, ...c }) => c), ['serial', 'deviceId', 'subject', 'status', 'notAfter']);
+    } finally {
+      await store.close();
+    }
+  });
+certs
+  .command('show <serial>')
+  .description('show one certificate (hex serial), with its PEM')
+  .action(async (serial: string) => {
+    const store = openStore(config());
+    try {
+      const c = await store.getCertificate(serial.toLowerCase().replace(/^0x/, '').replace(/:/g, '').replace(/^0+(?=.)/, ''));
+      if (!c) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
+      const { der, ...rest } = c;
+      printRecord(json(), { ...rest, sha256: crypto.createHash('sha256').update(der).digest('hex'), pem: toPem(der, 'CERTIFICATE') });
+    } finally {
+      await store.close();
+    }
+  });
+
+const requests = program.command('requests').description('the manual-approval queue (EST 202 Accepted)');
+requests
+  .command('list')
+  .description('list enrollment requests (default: pending)')
+  .addOption(new Option('--status <status>').choices(['pending', 'approved', 'rejected', 'issued', 'all']).default('pending'))
+  .action(async (o: { status: string }) => {
+    const store = openStore(config());
+    try {
+      const list = await store.listRequests({ status: o.status === 'all' ? undefined : (o.status as 'pending'), limit: 1000 });
+      printRecords(json(), list.map(({ csr: _c, ...r }) => r), ['id', 'deviceId', 'label', 'operation', 'status', 'createdAt']);
+    } finally {
+      await store.close();
+    }
+  });
+for (const [cmd, decision] of [['approve', 'approved'], ['reject', 'rejected']] as const) {
+  requests
+    .command(`${cmd} <id>`)
+    .description(`${cmd} a pending request; the device gets its answer when it retries`)
+    .action(async (id: string) => {
+      const h = await openRegistrationAuthority(config());
+      try {
+        const r = await h.ra.decideRequest(id, decision, `cli:${process.env.USER ?? 'operator'}`);
+        const { csr: _c, ...rest } = r;
+        if (json()) console.log(JSON.stringify(rest));
+        else console.log(`${r.id} ${r.status}`);
+      } finally {
+        await h.close();
+      }
+    });
+}
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (e) {
+    const err = isDeviceCaError(e) ? e : null;
+    const message = err ? err.message : 'internal error: ' + (e as Error)?.message;
+    if (json()) console.error(JSON.stringify({ error: { code: err?.code ?? 'internal', message } }));
+    else console.error(`device-ca: ${message}`);
+    process.exitCode = err?.code === 'not-found' ? 4 : err?.code === 'config' ? 3 : 1;
+  }
+}
+
+void caExists;
+void main();

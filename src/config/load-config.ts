@@ -1,0 +1,139 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import YAML from 'yaml';
+import { ZodError, ZodType } from 'zod';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { Config, configSchema } from './schema';
+
+/**
+ * ENV_ALIASES: the environment names in the public contract (shared/CONTRACT.md) that do not follow
+ * the generic DEVICE_CA_<PATH> rule.
+ */
+const ENV_ALIASES: Record<string, string[]> = {
+  DEVICE_CA_DATA: ['dataDir'],
+  DEVICE_CA_HTTPS_PORT: ['https', 'port'],
+  DEVICE_CA_HTTP_PORT: ['http', 'port'],
+  DEVICE_CA_PUBLIC_URL: ['publicUrl'],
+};
+
+const snake = (k: string): string => k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+
+/** envName is the generic environment variable for a config path: https.bodyLimit -> DEVICE_CA_HTTPS_BODY_LIMIT. */
+export function envName(pathParts: string[]): string {
+  return 'DEVICE_CA_' + pathParts.map(snake).join('_');
+}
+
+/** scalarPaths lists every leaf key of the schema's default config, the keys the environment may set. */
+function leafPaths(obj: unknown, prefix: string[] = []): string[][] {
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return [prefix];
+  const out: string[][] = [];
+  for (const [k, v] of Object.entries(obj as Record<string, unknown>)) {
+    if (prefix.length === 0 && k === 'est') continue; // label maps are set in the file
+    out.push(...leafPaths(v, [...prefix, k]));
+  }
+  return out;
+}
+
+/** coerceEnv turns an environment string into the type the schema expects at that path. */
+function coerceEnv(raw: string, sample: unknown): unknown {
+  if (typeof sample === 'number') return /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw;
+  if (typeof sample === 'boolean') return raw === 'true' ? true : raw === 'false' ? false : raw;
+  if (Array.isArray(sample)) return raw.split(',').map((s) => s.trim()).filter(Boolean);
+  return raw;
+}
+
+function setPath(obj: Record<string, unknown>, p: string[], value: unknown): void {
+  let cur = obj;
+  for (const k of p.slice(0, -1)) {
+    if (cur[k] === undefined || typeof cur[k] !== 'object') cur[k] = {};
+    cur = cur[k] as Record<string, unknown>;
+  }
+  cur[p[p.length - 1]] = value;
+}
+
+function getPath(obj: unknown, p: string[]): unknown {
+  let cur = obj as Record<string, unknown> | undefined;
+  for (const k of p) cur = cur?.[k] as Record<string, unknown> | undefined;
+  return cur;
+}
+
+function formatZod(e: ZodError, source: string): string {
+  return e.issues
+    .map((i) => {
+      const keys = (i as { keys?: string[] }).keys;
+      const at = [...i.path, ...(keys && keys.length === 1 ? keys : [])].join('.') || '(root)';
+      return `${source}: ${at}: ${i.message}`;
+    })
+    .join('\n');
+}
+
+export interface LoadOptions {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  overrides?: Record<string, unknown>;
+}
+
+/**
+ * loadConfig reads the YAML file (if any), applies environment overrides, validates against the strict
+ * schema and returns a deep-frozen Config. Any problem is a DeviceCaError('config') naming the key.
+ */
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const file = opts.file ?? env.DEVICE_CA_CONFIG;
+  let raw: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new DeviceCaError('config', `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+    }
+    try {
+      raw = (YAML.parse(text) as Record<string, unknown>) ?? {};
+    } catch (e) {
+      throw new DeviceCaError('config', `${file}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    }
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw new DeviceCaError('config', `${file}: top level must be a mapping`);
+  }
+  const fileCheck = configSchema.safeParse(raw);
+  if (!fileCheck.success) throw new DeviceCaError('config', formatZod(fileCheck.error, file ?? 'config'));
+
+  const defaults = configSchema.parse({});
+  const merged = structuredClone(raw);
+  const fromEnv: string[] = [];
+  for (const p of leafPaths(defaults)) {
+    const name = envName(p);
+    if (env[name] !== undefined) {
+      setPath(merged, p, coerceEnv(env[name]!, getPath(defaults, p)));
+      fromEnv.push(name);
+    }
+  }
+  for (const [name, p] of Object.entries(ENV_ALIASES)) {
+    if (env[name] !== undefined) {
+      setPath(merged, p, coerceEnv(env[name]!, getPath(defaults, p)));
+      fromEnv.push(name);
+    }
+  }
+  for (const [k, v] of Object.entries(opts.overrides ?? {})) if (v !== undefined) setPath(merged, k.split('.'), v);
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) throw new DeviceCaError('config', formatZod(parsed.error, fromEnv.length ? `environment (${[...new Set(fromEnv)].join(', ')})` : 'config'));
+  const cfg = parsed.data;
+  cfg.dataDir = path.resolve(cfg.dataDir);
+  if (!path.isAbsolute(cfg.store.path)) cfg.store.path = path.join(cfg.dataDir, cfg.store.path);
+  return deepFreeze(cfg);
+}
+
+/** publicBaseUrl is where relying parties fetch CRLs, OCSP and CA certificates. */
+export function publicBaseUrl(cfg: Config): string {
+  return (cfg.publicUrl ?? `http://localhost:${cfg.http.port}`).replace(/\/+$/, '');
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+export type { ZodType };

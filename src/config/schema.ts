@@ -1,0 +1,135 @@
+import { z } from 'zod';
+import { parseDuration } from './duration';
+import { KEY_ALGORITHMS } from '../keys/key-backend';
+
+/**
+ * schema: the one strict description of device-ca's configuration. Defaults live here and only here;
+ * config/default.yaml documents the same keys. Unknown keys are rejected so a typo fails at start.
+ */
+const duration = z
+  .union([z.string(), z.number()])
+  .transform((v, ctx) => {
+    try {
+      return parseDuration(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+const port = z.number().int().min(0).max(65535);
+const keyAlgorithm = z.enum(KEY_ALGORITHMS as [string, ...string[]]);
+
+const listener = (defaultPort: number) =>
+  z.strictObject({
+    port: port.default(defaultPort),
+    /** hosts to bind; "::" with ipv6Only false takes IPv4 and IPv6 on every interface */
+    host: z.string().default('::'),
+    /** largest request body accepted, bytes */
+    bodyLimit: z.number().int().min(1024).max(16 * 1024 * 1024).default(64 * 1024),
+  });
+
+const caCert = (name: string, days: number) =>
+  z.strictObject({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, . _ - only').default(name),
+    /** Subject common name of the CA certificate */
+    commonName: z.string().min(1).max(64).optional(),
+    validity: duration.prefault(`${days}d`),
+    algorithm: keyAlgorithm.optional(),
+  });
+
+export const labelSchema = z.strictObject({
+  /** authentication methods accepted for simpleenroll/serverkeygen */
+  auth: z.array(z.enum(['basic', 'bootstrap-cert'])).min(1).default(['basic', 'bootstrap-cert']),
+  /** RFC 7030 §3.5: require challengePassword = tls-unique / tls-exporter */
+  proofOfPossession: z.boolean().default(false),
+  /** hold requests for an operator (EST 202) until `device-ca requests approve` */
+  manualApproval: z.boolean().default(false),
+  validity: duration.prefault('365d'),
+  /** add serverAuth to the EKU (device-to-device TLS servers) */
+  serverAuth: z.boolean().default(false),
+  /** copy DNS/IP SANs from the CSR; otherwise only the CN (device id) is used */
+  allowCsrSans: z.boolean().default(false),
+  keyAlgorithms: z.array(keyAlgorithm).min(1).default(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072']),
+  serverKeyGen: z.boolean().default(true),
+});
+export type LabelConfig = z.infer<typeof labelSchema>;
+
+export const configSchema = z.strictObject({
+  /** where keys, CA certificates and the embedded store live */
+  dataDir: z.string().default('./data'),
+  /** base of CRL, OCSP and caIssuers URLs written into certificates; default http://localhost:<http.port> */
+  publicUrl: z.string().url().optional(),
+  /** worker processes for `serve`; 0 = one per CPU core */
+  workers: z.number().int().min(0).max(256).default(0),
+  /** seconds `serve` waits for in-flight requests after SIGTERM */
+  shutdownGrace: duration.prefault('10s'),
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+  http: listener(8080).prefault({}),
+  https: listener(8443)
+    .extend({
+      /** PEM files of an external server certificate chain and key; when absent device-ca issues one */
+      certFile: z.string().optional(),
+      keyFile: z.string().optional(),
+      /** extra DNS names / IPs for the issued server certificate (localhost and 127.0.0.1, ::1 always) */
+      names: z.array(z.string()).default([]),
+    })
+    .prefault({}),
+  ca: z
+    .strictObject({
+      algorithm: keyAlgorithm.default('ecdsa-p256'),
+      organization: z.string().default('device-ca'),
+      root: caCert('device-ca-root', 7300).prefault({}),
+      issuing: caCert('device-ca-issuing', 3650).prefault({}),
+      /** notBefore is set this far in the past to tolerate device clock skew */
+      backdate: duration.prefault('5m'),
+    })
+    .prefault({}),
+  keys: z
+    .strictObject({
+      backend: z.enum(['software']).default('software'),
+      /** environment variable holding the passphrase for software key files (optional) */
+      passphraseEnv: z.string().default('DEVICE_CA_KEY_PASSPHRASE'),
+    })
+    .prefault({}),
+  store: z
+    .strictObject({
+      type: z.enum(['sqlite']).default('sqlite'),
+      /** SQLite file; relative paths are under dataDir */
+      path: z.string().default('device-ca.sqlite'),
+    })
+    .prefault({}),
+  crl: z.strictObject({ shards: z.number().int().min(1).max(65536).default(16) }).prefault({}),
+  enrollment: z
+    .strictObject({
+      /** lifetime of a one-time enrollment secret */
+      secretTtl: duration.prefault('7d'),
+      /** scrypt cost: log2(N), r=8, p=1. 12 = 4 MiB and ~7 ms per check */
+      secretHashCost: z.number().int().min(10).max(20).default(12),
+      /** failed authentications per device id allowed within authFailureWindow before 429 */
+      authFailureLimit: z.number().int().min(1).default(5),
+      authFailureWindow: duration.prefault('15m'),
+      /** Retry-After for EST 202 (manual approval) */
+      pendingRetryAfter: duration.prefault('60s'),
+    })
+    .prefault({}),
+  bootstrap: z
+    .strictObject({
+      /** PEM files (or directories of them) of manufacturer CAs whose IDevID client certs may enroll */
+      trustAnchors: z.array(z.string()).default([]),
+      /** where the device id is taken from in a bootstrap certificate */
+      deviceIdFrom: z.enum(['subject.CN', 'subject.serialNumber', 'san.uri', 'san.dns']).default('subject.serialNumber'),
+      /** optional regex with one capture group applied to that value */
+      deviceIdPattern: z.string().optional(),
+      /** register an unknown device on first bootstrap enrollment under this owner (unset: device must exist) */
+      autoRegisterOwner: z.string().optional(),
+    })
+    .prefault({}),
+  est: z
+    .strictObject({
+      /** label name -> policy; "default" serves /.well-known/est/ without a label */
+      labels: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/), labelSchema).prefault({ default: {} }),
+    })
+    .prefault({}),
+});
+
+export type Config = z.infer<typeof configSchema>;

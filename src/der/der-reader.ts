@@ -1,0 +1,99 @@
+import { DeviceCaError } from '../errors/device-ca-error';
+
+/**
+ * der-reader: a bounds-checked DER walker for untrusted input. It only splits TLVs; it never recurses
+ * on its own, so a hostile nesting depth cannot exhaust the stack. Every malformation throws
+ * DeviceCaError('bad-request').
+ */
+export interface Tlv {
+  tag: number;
+  /** header+content, a view into the source buffer */
+  full: Buffer;
+  /** content only */
+  value: Buffer;
+}
+
+function bad(what: string): never {
+  throw new DeviceCaError('bad-request', `malformed DER: ${what}`);
+}
+
+/** readTlv reads one TLV at offset; returns it and the offset after it. */
+export function readTlv(buf: Buffer, offset = 0): { tlv: Tlv; next: number } {
+  if (offset + 2 > buf.length) bad('truncated header');
+  const tag = buf[offset];
+  if ((tag & 0x1f) === 0x1f) bad('high tag numbers are not used here');
+  let len = buf[offset + 1];
+  let p = offset + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0) bad('indefinite length');
+    if (n > 4) bad('length too long');
+    if (p + n > buf.length) bad('truncated length');
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[p + i];
+    p += n;
+  }
+  if (p + len > buf.length) bad('truncated content');
+  return { tlv: { tag, full: buf.subarray(offset, p + len), value: buf.subarray(p, p + len) }, next: p + len };
+}
+
+/** readOne parses a buffer that must hold exactly one TLV. */
+export function readOne(buf: Buffer, expectTag?: number): Tlv {
+  const { tlv, next } = readTlv(buf, 0);
+  if (next !== buf.length) bad('trailing bytes');
+  if (expectTag !== undefined && tlv.tag !== expectTag) bad(`expected tag 0x${expectTag.toString(16)}, got 0x${tlv.tag.toString(16)}`);
+  return tlv;
+}
+
+/** children splits a constructed value into its TLVs (at most maxItems, to bound work). */
+export function children(t: Tlv, maxItems = 1000): Tlv[] {
+  const out: Tlv[] = [];
+  let p = 0;
+  while (p < t.value.length) {
+    if (out.length >= maxItems) bad('too many elements');
+    const { tlv, next } = readTlv(t.value, p);
+    out.push(tlv);
+    p = next;
+  }
+  return out;
+}
+
+export function expectTag(t: Tlv, tag: number, what: string): Tlv {
+  if (t.tag !== tag) bad(`${what}: unexpected tag 0x${t.tag.toString(16)}`);
+  return t;
+}
+
+/** decodeOid turns OBJECT IDENTIFIER content into dotted form. */
+export function decodeOid(t: Tlv): string {
+  expectTag(t, 0x06, 'OBJECT IDENTIFIER');
+  const v = t.value;
+  if (v.length === 0 || v.length > 64) bad('OID length');
+  const parts: number[] = [];
+  let acc = 0;
+  for (let i = 0; i < v.length; i++) {
+    acc = acc * 128 + (v[i] & 0x7f);
+    if (!(v[i] & 0x80)) {
+      parts.push(acc);
+      acc = 0;
+    } else if (i === v.length - 1) bad('OID truncated');
+  }
+  const first = parts.shift()!;
+  const a = first < 80 ? Math.floor(first / 40) : 2;
+  return [a, first - a * 40, ...parts].join('.');
+}
+
+/** decodeString reads the string types a CSR subject or attribute may use. */
+export function decodeString(t: Tlv): string {
+  switch (t.tag) {
+    case 0x0c: // UTF8String
+      return t.value.toString('utf8');
+    case 0x13: // PrintableString
+    case 0x16: // IA5String
+    case 0x14: // TeletexString, treated as Latin-1
+      return t.value.toString('latin1');
+    case 0x1e: // BMPString
+      return Buffer.from(t.value).swap16().toString('utf16le');
+    default:
+      return bad(`unexpected string tag 0x${t.tag.toString(16)}`);
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * DeviceCaError is the one error class of device-ca. Its `code` is a stable union that every protocol
+ * maps to its own reply in one file (EST: protocols/est/est-error-map.ts). `message` is short, safe to
+ * show a client, and never contains key material or internal detail; `detail` may, and is only logged.
+ */
+export type ErrorCode =
+  | 'bad-request' // malformed input: bad base64, bad DER, wrong content type
+  | 'bad-csr' // CSR parses but is unacceptable (bad signature, missing fields)
+  | 'bad-key' // key algorithm or size not allowed by policy
+  | 'too-large' // body or field over its size limit
+  | 'unauthenticated' // no or wrong credentials
+  | 'forbidden' // authenticated, but not allowed (another device's cert, revoked, retired)
+  | 'rate-limited' // too many failed authentications
+  | 'not-found' // unknown label, device, serial
+  | 'conflict' // already exists, illegal state transition
+  | 'pending' // accepted for manual approval, not issued yet
+  | 'not-implemented'
+  | 'config' // bad configuration, detected at start-up
+  | 'key-backend' // key store unavailable or failing
+  | 'internal';
+
+export class DeviceCaError extends Error {
+  /** retryAfterSeconds is set for 'rate-limited' and 'pending' so adapters can send Retry-After. */
+  readonly retryAfterSeconds?: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    opts: { detail?: string; retryAfterSeconds?: number; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'DeviceCaError';
+    this.detail = opts.detail;
+    this.retryAfterSeconds = opts.retryAfterSeconds;
+  }
+  readonly detail?: string;
+}
+
+/** isDeviceCaError narrows unknown throwables at protocol boundaries. */
+export function isDeviceCaError(e: unknown): e is DeviceCaError {
+  return e instanceof DeviceCaError;
+}
+
+/** toDeviceCaError wraps anything else as 'internal' so nothing unexpected leaks to a client. */
+export function toDeviceCaError(e: unknown): DeviceCaError {
+  if (isDeviceCaError(e)) return e;
+  return new DeviceCaError('internal', 'internal error', { detail: e instanceof Error ? e.message : String(e), cause: e });
+}

@@ -1,0 +1,63 @@
+import express, { NextFunction, Request, Response } from 'express';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import { HttpObservability } from './request-context';
+
+/** baseApp: an express app with the settings both listeners share. */
+function baseApp(obs: HttpObservability): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(obs.middleware());
+  return app;
+}
+
+/** finish adds the 404 and last-resort error handlers: never a stack trace, never HTML. */
+function finish(app: express.Express, log: Logger): void {
+  app.use((_req: Request, res: Response) => {
+    res.locals.route = res.locals.route ?? 'not-found';
+    res.status(404).type('text/plain').send('not found\n');
+  });
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const e = err as { status?: number; message?: string };
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+      res.status(e.status).type('text/plain').send('bad request\n');
+      return;
+    }
+    log.error({ err: { message: e?.message } }, 'unhandled error');
+    res.status(500).type('text/plain').send('internal error\n');
+  });
+}
+
+export interface Mount {
+  path: string;
+  router: express.RequestHandler;
+}
+
+/** createHttpsListener: EST and (later) the admin API, with optional TLS client certificates. */
+export function createHttpsListener(args: { tls: https.ServerOptions; mounts: Mount[]; registry: Registry; log: Logger }): https.Server {
+  const obs = new HttpObservability('https', args.registry, args.log);
+  const app = baseApp(obs);
+  for (const m of args.mounts) app.use(m.path, m.router);
+  finish(app, args.log);
+  const server = https.createServer(args.tls, app);
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+  return server;
+}
+
+/** createHttpListener: CA certificates, health and metrics (later CRL, OCSP, SCEP) over plain HTTP. */
+export function createHttpListener(args: { mounts: Mount[]; registry: Registry; log: Logger }): http.Server {
+  const obs = new HttpObservability('http', args.registry, args.log);
+  const app = baseApp(obs);
+  for (const m of args.mounts) app.use(m.path, m.router);
+  finish(app, args.log);
+  const server = http.createServer(app);
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+  return server;
+}

@@ -1,0 +1,210 @@
+import 'reflect-metadata';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import pino, { Logger } from 'pino';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { CaHierarchy, caExists, initCa, loadCa } from './ca/ca-hierarchy';
+import { CertificateAuthority } from './ca/certificate-authority';
+import { pemBlocks, toPem } from './ca/pem';
+import { publicBaseUrl } from './config/load-config';
+import { Config } from './config/schema';
+import { DeviceCaError } from './errors/device-ca-error';
+import { createHttpListener, createHttpsListener } from './http/listeners';
+import { KeyBackend } from './keys/key-backend';
+import { SoftwareKeyBackend, generateKeyPair } from './keys/software-key-backend';
+import { caCertsRouter } from './protocols/ca-certs/ca-certs-router';
+import { estRouter } from './protocols/est/est-router';
+import { opsRouter } from './protocols/ops/ops-router';
+import { BootstrapPolicy } from './ra/bootstrap-identity';
+import { RegistrationAuthority } from './ra/registration-authority';
+import { Store } from './store/store';
+import { SqliteStore } from './store/sqlite/sqlite-store';
+
+/**
+ * main: the one place that wires concrete classes together (constructor injection, no singletons).
+ * The CLI and the tests build everything through these functions.
+ */
+
+export function createLogger(cfg: Config, dest?: pino.DestinationStream): Logger {
+  return pino(
+    {
+      level: cfg.log.level,
+      base: { pid: process.pid },
+      redact: { paths: ['password', 'secret', 'authorization', '*.password', '*.secret', '*.authorization', 'privateKey'], censor: '[redacted]' },
+    },
+    dest ?? pino.destination({ fd: 2, sync: false }),
+  );
+}
+
+export function openStore(cfg: Config): Store {
+  return new SqliteStore(cfg.store.path);
+}
+
+export function openKeyBackend(cfg: Config): KeyBackend {
+  const pass = process.env[cfg.keys.passphraseEnv];
+  return new SoftwareKeyBackend(path.join(cfg.dataDir, 'keys'), pass && pass.length ? pass : undefined);
+}
+
+/** ensureCa creates the CA hierarchy on first start; later starts load it. */
+export async function ensureCa(cfg: Config, keys: KeyBackend): Promise<{ ca: CaHierarchy; created: boolean }> {
+  if (caExists(cfg)) return { ca: await loadCa(cfg, keys), created: false };
+  try {
+    return { ca: await initCa(cfg, keys), created: true };
+  } catch (e) {
+    if (e instanceof DeviceCaError && e.code === 'conflict' && caExists(cfg)) return { ca: await loadCa(cfg, keys), created: false };
+    throw e;
+  }
+}
+
+export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): CertificateAuthority {
+  return new CertificateAuthority({ issuing: hierarchy.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate });
+}
+
+/** loadBootstrapPolicy reads the configured manufacturer trust anchors (PEM files or directories of them). */
+export function loadBootstrapPolicy(cfg: Config): BootstrapPolicy {
+  const anchors: crypto.X509Certificate[] = [];
+  for (const p of cfg.bootstrap.trustAnchors) {
+    let files: string[];
+    try {
+      files = fs.statSync(p).isDirectory() ? fs.readdirSync(p).filter((f) => /\.(pem|crt)$/.test(f)).map((f) => path.join(p, f)) : [p];
+    } catch {
+      throw new DeviceCaError('config', `bootstrap.trustAnchors: cannot read ${p}`);
+    }
+    for (const f of files) {
+      const text = fs.readFileSync(f, 'utf8');
+      const ders = pemBlocks(text);
+      if (!ders.length) throw new DeviceCaError('config', `bootstrap.trustAnchors: no PEM certificate in ${f}`);
+      anchors.push(...ders.map((d) => new crypto.X509Certificate(d)));
+    }
+  }
+  let pattern: RegExp | undefined;
+  if (cfg.bootstrap.deviceIdPattern) {
+    try {
+      pattern = new RegExp(cfg.bootstrap.deviceIdPattern);
+    } catch {
+      throw new DeviceCaError('config', 'bootstrap.deviceIdPattern: not a valid regular expression');
+    }
+  }
+  return { anchors, deviceIdFrom: cfg.bootstrap.deviceIdFrom, deviceIdPattern: pattern };
+}
+
+const TLS_RENEW_BEFORE_MS = 30 * 86400_000;
+
+/**
+ * ensureTlsServerCertificate returns the HTTPS listener's certificate chain and key: the configured
+ * external files, or one issued by the issuing CA for localhost, 127.0.0.1, ::1 and https.names,
+ * renewed 30 days before it expires or when the names change.
+ */
+export async function ensureTlsServerCertificate(cfg: Config, ca: CertificateAuthority, hierarchy: CaHierarchy, store: Store): Promise<{ certPem: string; keyPem: string }> {
+  if (cfg.https.certFile || cfg.https.keyFile) {
+    if (!cfg.https.certFile || !cfg.https.keyFile) throw new DeviceCaError('config', 'https.certFile and https.keyFile go together');
+    try {
+      return { certPem: fs.readFileSync(cfg.https.certFile, 'utf8'), keyPem: fs.readFileSync(cfg.https.keyFile, 'utf8') };
+    } catch (e) {
+      throw new DeviceCaError('config', `https.certFile/keyFile: ${(e as Error).message}`);
+    }
+  }
+  const dir = path.join(cfg.dataDir, 'tls');
+  const certFile = path.join(dir, 'server.pem');
+  const keyFile = path.join(dir, 'server.key');
+  const names = ['localhost', '127.0.0.1', '::1', ...cfg.https.names];
+  try {
+    const certPem = fs.readFileSync(certFile, 'utf8');
+    const x = new crypto.X509Certificate(certPem);
+    const have = (x.subjectAltName ?? '').split(', ').map((s) => s.replace(/^(DNS|IP Address):/, '').toLowerCase());
+    const fresh = new Date(x.validTo).getTime() - Date.now() > TLS_RENEW_BEFORE_MS;
+    const sameNames = names.every((n) => have.includes(n.toLowerCase()) || (n === '::1' && have.includes('0:0:0:0:0:0:0:1')));
+    if (fresh && sameNames && x.checkIssued(new crypto.X509Certificate(hierarchy.issuing.der))) return { certPem, keyPem: fs.readFileSync(keyFile, 'utf8') };
+  } catch {
+    // missing or unreadable: issue a new one
+  }
+  const kp = generateKeyPair('ecdsa-p256');
+  const spki = kp.publicKey.export({ type: 'spki', format: 'der' });
+  const sans = names.map((n) => (/^[\d.]+$/.test(n) || n.includes(':') ? { type: 'ip' as const, value: n } : { type: 'dns' as const, value: n }));
+  const issued = await ca.issue({ profile: { name: 'tls-server', validitySeconds: 397 * 86400, serverAuth: true }, subject: [{ type: 'CN', value: 'localhost' }], spki, keyType: 'ec', sans });
+  await store.recordIssuance({
+    cert: { serial: issued.serial, deviceId: null, issuer: issued.issuer, subject: 'CN=localhost', profile: 'tls-server', notBefore: issued.notBefore, notAfter: issued.notAfter, shard: issued.shard, spkiSha256: crypto.createHash('sha256').update(spki).digest('hex'), der: issued.der },
+    audit: { type: 'certificate.issued', actor: 'device-ca', subject: 'tls-server', data: { serial: issued.serial, names } },
+  });
+  const certPem = toPem(issued.der, 'CERTIFICATE') + toPem(hierarchy.issuing.der, 'CERTIFICATE');
+  const keyPem = kp.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(keyFile + '.tmp', keyPem, { mode: 0o600 });
+  fs.writeFileSync(certFile + '.tmp', certPem);
+  fs.renameSync(keyFile + '.tmp', keyFile);
+  fs.renameSync(certFile + '.tmp', certFile);
+  return { certPem, keyPem };
+}
+
+export interface Service {
+  https: https.Server;
+  http: http.Server;
+  ra: RegistrationAuthority;
+  store: Store;
+  registry: Registry;
+  close(): Promise<void>;
+}
+
+export interface ServiceOptions {
+  log: Logger;
+  /** metricsText lets a cluster worker serve metrics aggregated by the primary */
+  metricsText?: () => Promise<string>;
+}
+
+/** buildService wires one worker's listeners (not yet listening), RA, CA, store and keys. */
+export async function buildService(cfg: Config, opts: ServiceOptions): Promise<Service> {
+  const store = openStore(cfg);
+  const keys = openKeyBackend(cfg);
+  const hierarchy = await loadCa(cfg, keys);
+  const ca = buildCertificateAuthority(cfg, hierarchy);
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
+  const bootstrap = loadBootstrapPolicy(cfg);
+  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, metrics: registry });
+  const tlsCert = await ensureTlsServerCertificate(cfg, ca, hierarchy, store);
+  const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
+  const httpsServer = createHttpsListener({
+    tls: { cert: tlsCert.certPem, key: tlsCert.keyPem, ca: trustPems, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
+    mounts: [{ path: '/.well-known/est', router: estRouter({ ra, caCerts: [hierarchy.issuing.der, hierarchy.root.der], bodyLimit: cfg.https.bodyLimit }) }],
+    registry,
+    log: opts.log,
+  });
+  const metricsRegistry = opts.metricsText ? ({ contentType: registry.contentType, metrics: opts.metricsText } as unknown as Registry) : registry;
+  const httpServer = createHttpListener({
+    mounts: [
+      { path: '/ca', router: caCertsRouter(new Map([[hierarchy.root.name, hierarchy.root.der], [hierarchy.issuing.name, hierarchy.issuing.der]])) },
+      { path: '/', router: opsRouter({ registry: metricsRegistry, health: async () => void (await store.getDevice('')) }) },
+    ],
+    registry,
+    log: opts.log,
+  });
+  return {
+    https: httpsServer,
+    http: httpServer,
+    ra,
+    store,
+    registry,
+    async close() {
+      await store.close();
+      await keys.close();
+    },
+  };
+}
+
+/** openRegistrationAuthority: what the CLI needs to register devices and decide requests. */
+export async function openRegistrationAuthority(cfg: Config): Promise<{ ra: RegistrationAuthority; store: Store; close(): Promise<void> }> {
+  const store = openStore(cfg);
+  const keys = openKeyBackend(cfg);
+  try {
+    const hierarchy = await loadCa(cfg, keys);
+    const ra = new RegistrationAuthority({ config: cfg, store, ca: buildCertificateAuthority(cfg, hierarchy), bootstrap: loadBootstrapPolicy(cfg) });
+    return { ra, store, close: async () => (await store.close(), await keys.close()) };
+  } catch (e) {
+    await store.close();
+    await keys.close();
+    throw e;
+  }
+}

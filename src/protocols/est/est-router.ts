@@ -1,0 +1,145 @@
+import * as crypto from 'node:crypto';
+import { NextFunction, Request, Response, Router } from 'express';
+import { TLSSocket } from 'node:tls';
+import { certsOnly } from '../../cms/certs-only';
+import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
+import { readRawBody } from '../../http/raw-body';
+import { ChannelBinding, Credentials, EstOperation, RegistrationAuthority } from '../../ra/registration-authority';
+import { decodeEstBody, encodeBase64Body } from './est-body';
+import { EST_STATUS } from './est-error-map';
+
+const CERTS_ONLY = 'application/pkcs7-mime; smime-type=certs-only';
+const DEFAULT_LABEL = 'default';
+
+export interface EstRouterOptions {
+  ra: RegistrationAuthority;
+  /** caCerts: issuing CA first, then root: what /cacerts returns */
+  caCerts: Buffer[];
+  bodyLimit: number;
+  realm?: string;
+}
+
+/**
+ * estRouter is the EST adapter (RFC 7030, RFC 8951), mounted at /.well-known/est. It decodes the
+ * request, makes one call into the RA and encodes the reply; it decides nothing itself.
+ */
+export function estRouter(opts: EstRouterOptions): Router {
+  const r = Router({ caseSensitive: true, strict: false });
+  const cacertsBody = encodeBase64Body(certsOnly(opts.caCerts));
+  const realm = opts.realm ?? 'device-ca EST';
+
+  const handle =
+    (name: string, fn: (req: Request, res: Response, label: string) => Promise<void>) =>
+    async (req: Request, res: Response): Promise<void> => {
+      const label = (req.params.label as string | undefined) ?? DEFAULT_LABEL;
+      res.locals.route = `est.${name}`;
+      try {
+        opts.ra.label(label); // unknown label: 404 before anything else
+        await fn(req, res, label);
+      } catch (e) {
+        sendEstError(res, toDeviceCaError(e), realm);
+      }
+    };
+
+  const cacerts = handle('cacerts', async (_req, res) => sendBase64(res, 200, CERTS_ONLY, cacertsBody));
+  const csrattrs = handle('csrattrs', async (_req, res, label) => sendBase64(res, 200, 'application/csrattrs', encodeBase64Body(opts.ra.csrAttrs(label))));
+  const enroll = (op: EstOperation) =>
+    handle(op, async (req, res, label) => {
+      const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+      if (ct !== 'application/pkcs10') throw new DeviceCaError('bad-request', 'Content-Type must be application/pkcs10');
+      const csr = decodeEstBody(await readRawBody(req, opts.bodyLimit));
+      const out = await opts.ra.enroll({ label, operation: op, csr, credentials: credentials(req), binding: channelBinding(req) });
+      if (out.status === 'pending') {
+        res.setHeader('Retry-After', String(out.retryAfterSeconds));
+        sendText(res, 202, `request ${out.requestId} is waiting for approval\n`);
+        return;
+      }
+      const certBody = encodeBase64Body(certsOnly([out.certificate]));
+      if (op !== 'serverkeygen') return sendBase64(res, 200, CERTS_ONLY, certBody);
+      // RFC 7030 §4.4.2: multipart/mixed, the private key (PKCS#8) first, then the certificate
+      const boundary = `est-${crypto.randomBytes(12).toString('hex')}`;
+      const body =
+        `--${boundary}\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n\r\n${encodeBase64Body(out.privateKeyPkcs8!)}` +
+        `--${boundary}\r\nContent-Type: ${CERTS_ONLY}\r\nContent-Transfer-Encoding: base64\r\n\r\n${certBody}` +
+        `--${boundary}--\r\n`;
+      res.status(200).setHeader('Content-Type', `multipart/mixed; boundary=${boundary}`);
+      res.setHeader('Content-Length', Buffer.byteLength(body));
+      res.end(body);
+    });
+
+  for (const prefix of ['', '/:label']) {
+    r.get(`${prefix}/cacerts`, cacerts);
+    r.get(`${prefix}/csrattrs`, csrattrs);
+    r.post(`${prefix}/simpleenroll`, enroll('simpleenroll'));
+    r.post(`${prefix}/simplereenroll`, enroll('simplereenroll'));
+    r.post(`${prefix}/serverkeygen`, enroll('serverkeygen'));
+    r.all(`${prefix}/fullcmc`, handle('fullcmc', async () => {
+      throw new DeviceCaError('not-implemented', 'fullcmc is not supported');
+    }));
+  }
+  r.use((req: Request, res: Response, _next: NextFunction) => {
+    res.locals.route = 'est.unknown';
+    sendText(res, 404, 'unknown EST operation or label\n');
+  });
+  return r;
+}
+
+function sendBase64(res: Response, status: number, type: string, body: string): void {
+  res.status(status);
+  res.setHeader('Content-Type', type);
+  res.setHeader('Content-Transfer-Encoding', 'base64');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}
+
+function sendText(res: Response, status: number, text: string): void {
+  res.status(status);
+  res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(text);
+}
+
+function sendEstError(res: Response, e: DeviceCaError, realm: string): void {
+  const status = EST_STATUS[e.code];
+  res.locals.errorCode = e.code;
+  if (status >= 500) res.locals.error = e; // logged by the access log, never sent
+  if (status === 401) res.setHeader('WWW-Authenticate', `Basic realm="${realm}", charset="UTF-8"`);
+  if (e.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(e.retryAfterSeconds));
+  sendText(res, status, status >= 500 ? (status === 503 ? 'service unavailable\n' : 'internal error\n') : `${e.message}\n`);
+}
+
+/** credentials: HTTP Basic (RFC 7617) and the TLS client certificate chain, leaf first. */
+function credentials(req: Request): Credentials {
+  const c: Credentials = {};
+  const h = req.headers.authorization;
+  if (h && /^basic /i.test(h)) {
+    const dec = Buffer.from(h.slice(6).trim(), 'base64').toString('utf8');
+    const i = dec.indexOf(':');
+    if (i > 0) c.basic = { username: dec.slice(0, i), password: dec.slice(i + 1) };
+  }
+  const sock = req.socket as TLSSocket;
+  if (typeof sock.getPeerCertificate === 'function') {
+    const chain: Buffer[] = [];
+    let cur = sock.getPeerCertificate(true) as (ReturnType<TLSSocket['getPeerCertificate']> & { issuerCertificate?: unknown }) | undefined;
+    const seen = new Set<string>();
+    while (cur && cur.raw && !seen.has(cur.fingerprint256) && chain.length < 6) {
+      seen.add(cur.fingerprint256);
+      chain.push(cur.raw);
+      cur = cur.issuerCertificate as typeof cur;
+    }
+    if (chain.length) c.clientCert = { chain };
+  }
+  return c;
+}
+
+/**
+ * channelBinding: tls-unique is the first Finished message (RFC 5929 §3.1): the client's on a full
+ * handshake. RFC 9266 tls-exporter on TLS 1.3; RFC 8446 §7.5 makes an empty context equal to none.
+ */
+function channelBinding(req: Request): ChannelBinding {
+  const sock = req.socket as TLSSocket;
+  if (typeof sock.getProtocol !== 'function') return {};
+  if (sock.getProtocol() === 'TLSv1.3') return { tlsExporter: sock.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0)) };
+  const fin = sock.isSessionReused() ? sock.getFinished() : sock.getPeerFinished();
+  return fin ? { tlsUnique: fin } : {};
+}

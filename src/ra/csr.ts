@@ -1,0 +1,147 @@
+import * as crypto from 'node:crypto';
+import { Tlv, children, decodeOid, decodeString, expectTag, readOne } from '../der/der-reader';
+import { OID } from '../der/oids';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { KeyAlgorithm } from '../keys/key-backend';
+import { SanEntry } from '../ca/certificate-encoder';
+
+/** MAX_CSR_BYTES bounds a PKCS#10 request; RSA-4096 with extensions stays far below. */
+export const MAX_CSR_BYTES = 16 * 1024;
+
+/** ParsedCsr is what the RA needs from a PKCS#10 request (RFC 2986), after the signature checked out. */
+export interface ParsedCsr {
+  der: Buffer;
+  subject: { type: string; value: string }[];
+  spki: Buffer;
+  keyAlgorithm: KeyAlgorithm | null; // null: a type device-ca does not issue for
+  keyType: 'ec' | 'rsa' | 'other';
+  challengePassword: string | null;
+  sans: SanEntry[];
+  /** otherSans counts SAN types device-ca does not copy (email, otherName, ...) */
+  otherSans: number;
+}
+
+const SIG_HASH: Record<string, string> = {
+  [OID.ecdsaWithSHA256]: 'sha256',
+  [OID.ecdsaWithSHA384]: 'sha384',
+  [OID.ecdsaWithSHA512]: 'sha512',
+  [OID.sha256WithRSAEncryption]: 'sha256',
+  [OID.sha384WithRSAEncryption]: 'sha384',
+  [OID.sha512WithRSAEncryption]: 'sha512',
+};
+const NAME_TYPES: Record<string, string> = { [OID.commonName]: 'CN', [OID.organizationName]: 'O', [OID.serialNumber]: 'serialNumber' };
+
+const bad = (msg: string): never => {
+  throw new DeviceCaError('bad-csr', msg);
+};
+
+/**
+ * parseCsr decodes a DER CertificationRequest and verifies its self-signature. Malformed DER is
+ * 'bad-request'; a well-formed request that is unusable (bad signature, unknown algorithm) is 'bad-csr'.
+ */
+export function parseCsr(der: Buffer): ParsedCsr {
+  if (der.length > MAX_CSR_BYTES) throw new DeviceCaError('too-large', `CSR larger than ${MAX_CSR_BYTES} bytes`);
+  const top = children(readOne(der, 0x30), 3);
+  if (top.length !== 3) bad('CSR must be SEQUENCE { info, algorithm, signature }');
+  const [info, sigAlg, sigBits] = top;
+  expectTag(info, 0x30, 'certificationRequestInfo');
+  expectTag(sigBits, 0x03, 'signature');
+  const f = children(info, 4);
+  if (f.length < 3) bad('certificationRequestInfo is incomplete');
+  expectTag(f[0], 0x02, 'version');
+  if (f[0].value.length !== 1 || f[0].value[0] !== 0) bad('CSR version must be 0 (v1)');
+  const subject = parseName(expectTag(f[1], 0x30, 'subject'));
+  const spki = expectTag(f[2], 0x30, 'subjectPKInfo').full;
+  const attrs = f[3] ? parseAttributes(f[3]) : { challengePassword: null, sans: [], otherSans: 0 };
+
+  const sigOid = decodeOid(children(expectTag(sigAlg, 0x30, 'signatureAlgorithm'), 2)[0]);
+  const hash = SIG_HASH[sigOid];
+  if (!hash) bad(`unsupported CSR signature algorithm ${sigOid}`);
+  let pub: crypto.KeyObject;
+  try {
+    pub = crypto.createPublicKey({ key: spki, format: 'der', type: 'spki' });
+  } catch {
+    return bad('subject public key cannot be parsed');
+  }
+  if (sigBits.value.length < 2 || sigBits.value[0] !== 0) bad('signature BIT STRING malformed');
+  const sig = sigBits.value.subarray(1);
+  const ec = pub.asymmetricKeyType === 'ec';
+  let ok = false;
+  try {
+    ok = crypto.verify(hash, info.full, ec ? { key: pub, dsaEncoding: 'der' } : pub, sig);
+  } catch {
+    ok = false;
+  }
+  if (!ok) bad('CSR signature does not verify');
+  return { der, subject, spki, keyAlgorithm: keyAlgorithmOf(pub), keyType: ec ? 'ec' : pub.asymmetricKeyType === 'rsa' ? 'rsa' : 'other', ...attrs };
+}
+
+export function keyAlgorithmOf(pub: crypto.KeyObject): KeyAlgorithm | null {
+  const d = pub.asymmetricKeyDetails ?? {};
+  if (pub.asymmetricKeyType === 'ec') return d.namedCurve === 'prime256v1' ? 'ecdsa-p256' : d.namedCurve === 'secp384r1' ? 'ecdsa-p384' : null;
+  if (pub.asymmetricKeyType === 'rsa') return d.modulusLength === 2048 ? 'rsa-2048' : d.modulusLength === 3072 ? 'rsa-3072' : null;
+  return null;
+}
+
+function parseName(name: Tlv): { type: string; value: string }[] {
+  const out: { type: string; value: string }[] = [];
+  for (const rdn of children(name, 32)) {
+    expectTag(rdn, 0x31, 'RDN');
+    for (const atv of children(rdn, 8)) {
+      const [t, v] = children(expectTag(atv, 0x30, 'AttributeTypeAndValue'), 2);
+      if (!v) bad('attribute without value');
+      const oid = decodeOid(t);
+      out.push({ type: NAME_TYPES[oid] ?? oid, value: decodeString(v) });
+    }
+  }
+  return out;
+}
+
+function parseAttributes(a: Tlv): Pick<ParsedCsr, 'challengePassword' | 'sans' | 'otherSans'> {
+  expectTag(a, 0xa0, 'attributes');
+  let challengePassword: string | null = null;
+  let sans: SanEntry[] = [];
+  let otherSans = 0;
+  for (const attr of children(a, 32)) {
+    const [t, values] = children(expectTag(attr, 0x30, 'Attribute'), 2);
+    if (!values) bad('attribute without values');
+    const oid = decodeOid(t);
+    const vs = children(expectTag(values, 0x31, 'attribute values'), 8);
+    if (oid === OID.challengePassword) {
+      // PKCS#9 allows PrintableString and UTF8String; clients send either
+      if (vs.length !== 1) bad('challengePassword must have one value');
+      challengePassword = decodeString(vs[0]);
+    } else if (oid === OID.extensionRequest) {
+      for (const ext of children(expectTag(vs[0], 0x30, 'extensions'), 64)) {
+        const parts = children(expectTag(ext, 0x30, 'Extension'), 3);
+        if (decodeOid(parts[0]) !== OID.subjectAltName) continue;
+        const octets = expectTag(parts[parts.length - 1], 0x04, 'extnValue');
+        const r = parseSans(readOne(octets.value, 0x30));
+        sans = r.sans;
+        otherSans = r.other;
+      }
+    }
+  }
+  return { challengePassword, sans, otherSans };
+}
+
+function parseSans(gns: Tlv): { sans: SanEntry[]; other: number } {
+  const sans: SanEntry[] = [];
+  let other = 0;
+  for (const gn of children(gns, 64)) {
+    if (gn.tag === 0x82) sans.push({ type: 'dns', value: gn.value.toString('latin1') });
+    else if (gn.tag === 0x86) sans.push({ type: 'uri', value: gn.value.toString('latin1') });
+    else if (gn.tag === 0x87) {
+      if (gn.value.length !== 4 && gn.value.length !== 16) bad('iPAddress SAN must be 4 or 16 octets');
+      sans.push({ type: 'ip', value: ipString(gn.value) });
+    } else other++;
+  }
+  return { sans, other };
+}
+
+function ipString(b: Buffer): string {
+  if (b.length === 4) return [...b].join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
+  return groups.join(':');
+}

@@ -1,0 +1,72 @@
+/**
+ * migrations: versioned schema changes for the SQLite store, applied in order inside a transaction.
+ * Never edit a released migration; append a new one.
+ */
+export const MIGRATIONS: string[] = [
+  `CREATE TABLE devices (
+     id TEXT PRIMARY KEY,
+     owner TEXT,
+     label TEXT,
+     state TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE INDEX devices_owner ON devices(owner);
+   CREATE TABLE secrets (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     device_id TEXT NOT NULL REFERENCES devices(id),
+     hash TEXT NOT NULL,
+     expires_at INTEGER NOT NULL,
+     used_at INTEGER
+   );
+   CREATE INDEX secrets_device ON secrets(device_id);
+   CREATE TABLE certificates (
+     serial TEXT PRIMARY KEY,
+     device_id TEXT,
+     issuer TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     profile TEXT NOT NULL,
+     not_before INTEGER NOT NULL,
+     not_after INTEGER NOT NULL,
+     shard INTEGER NOT NULL,
+     spki_sha256 TEXT NOT NULL,
+     der BLOB NOT NULL,
+     status TEXT NOT NULL,
+     revoked_at INTEGER,
+     revocation_reason TEXT,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX certificates_device ON certificates(device_id);
+   CREATE INDEX certificates_shard ON certificates(issuer, shard, status);
+   CREATE TABLE auth_failures (
+     key TEXT NOT NULL,
+     at INTEGER NOT NULL
+   );
+   CREATE INDEX auth_failures_key ON auth_failures(key, at);
+   CREATE TABLE requests (
+     id TEXT PRIMARY KEY,
+     device_id TEXT NOT NULL,
+     label TEXT NOT NULL,
+     operation TEXT NOT NULL,
+     csr_sha256 TEXT NOT NULL,
+     csr BLOB NOT NULL,
+     status TEXT NOT NULL,
+     cert_serial TEXT,
+     created_at INTEGER NOT NULL,
+     decided_at INTEGER,
+     decided_by TEXT
+   );
+   CREATE INDEX requests_lookup ON requests(device_id, csr_sha256);
+   CREATE INDEX requests_status ON requests(status, created_at);
+   CREATE TABLE audit (
+     seq INTEGER PRIMARY KEY,
+     at INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     actor TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     data TEXT NOT NULL,
+     prev_hash TEXT NOT NULL,
+     hash TEXT NOT NULL
+   );
+   CREATE INDEX audit_subject ON audit(subject);`,
+];

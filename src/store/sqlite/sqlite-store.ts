@@ -1,0 +1,285 @@
+import Database from 'better-sqlite3';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { GENESIS, auditHash } from '../../audit/audit-chain';
+import { DeviceCaError } from '../../errors/device-ca-error';
+import {
+  AuditInput,
+  AuditRecord,
+  CertificateRecord,
+  CertificateStatus,
+  DeviceRecord,
+  DeviceState,
+  EnrollmentRequestRecord,
+  Page,
+  RequestStatus,
+  SecretRecord,
+  Store,
+} from '../store';
+import { MIGRATIONS } from './migrations';
+
+type Row = Record<string, unknown>;
+const ms = (d: Date): number => d.getTime();
+const date = (v: unknown): Date => new Date(Number(v));
+const dateOrNull = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(Number(v)));
+const limitOf = (p: Page): number => Math.min(Math.max(p.limit ?? 100, 1), 1000);
+
+/**
+ * SqliteStore is the embedded default store: one file, WAL journal, shared safely by the worker
+ * processes of one machine (each opens its own connection; writers serialize on SQLite's lock).
+ * synchronous=NORMAL in WAL mode keeps every committed transaction across a process crash.
+ */
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 10000');
+    this.db.pragma('foreign_keys = ON');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    this.db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+    this.db
+      .transaction(() => {
+        const row = this.db.prepare('SELECT version FROM schema_version').get() as Row | undefined;
+        let v = row ? Number(row.version) : 0;
+        if (!row) this.db.prepare('INSERT INTO schema_version (version) VALUES (0)').run();
+        if (v > MIGRATIONS.length) throw new DeviceCaError('config', `store schema version ${v} is newer than this device-ca (${MIGRATIONS.length})`);
+        for (; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]);
+        this.db.prepare('UPDATE schema_version SET version = ?').run(v);
+      })
+      .immediate();
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+
+  // ---- audit ----
+  private appendAuditSync(e: AuditInput, at = new Date()): AuditRecord {
+    const last = this.db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
+    const seq = last ? Number(last.seq) + 1 : 1;
+    const prevHash = last ? String(last.hash) : GENESIS;
+    const rec = { seq, at, type: e.type, actor: e.actor, subject: e.subject, data: e.data };
+    const hash = auditHash(prevHash, rec);
+    this.db
+      .prepare('INSERT INTO audit (seq, at, type, actor, subject, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(seq, ms(at), e.type, e.actor, e.subject, JSON.stringify(e.data), prevHash, hash);
+    return { ...rec, prevHash, hash };
+  }
+
+  async appendAudit(e: AuditInput): Promise<AuditRecord> {
+    return this.db.transaction(() => this.appendAuditSync(e)).immediate();
+  }
+
+  async listAudit(filter: Page & { subject?: string }): Promise<AuditRecord[]> {
+    const after = filter.after ? Number(filter.after) : 0;
+    const rows = (
+      filter.subject
+        ? this.db.prepare('SELECT * FROM audit WHERE seq > ? AND subject = ? ORDER BY seq LIMIT ?').all(after, filter.subject, limitOf(filter))
+        : this.db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(after, limitOf(filter))
+    ) as Row[];
+    return rows.map((r) => ({
+      seq: Number(r.seq),
+      at: date(r.at),
+      type: String(r.type),
+      actor: String(r.actor),
+      subject: String(r.subject),
+      data: JSON.parse(String(r.data)),
+      prevHash: String(r.prev_hash),
+      hash: String(r.hash),
+    }));
+  }
+
+  // ---- devices and secrets ----
+  async createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt'>, audit: AuditInput): Promise<DeviceRecord> {
+    const now = new Date();
+    return this.db
+      .transaction(() => {
+        if (this.db.prepare('SELECT 1 FROM devices WHERE id = ?').get(d.id)) throw new DeviceCaError('conflict', `device ${d.id} already exists`);
+        this.db.prepare('INSERT INTO devices (id, owner, label, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run(d.id, d.owner, d.label, d.state, ms(now), ms(now));
+        this.db.prepare('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(d.id, secret.hash, ms(secret.expiresAt));
+        this.appendAuditSync(audit, now);
+        return { ...d, createdAt: now, updatedAt: now };
+      })
+      .immediate();
+  }
+
+  async getDevice(id: string): Promise<DeviceRecord | null> {
+    const r = this.db.prepare('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
+    return r ? deviceFromRow(r) : null;
+  }
+
+  async listDevices(filter: { owner?: string; state?: DeviceState } & Page): Promise<DeviceRecord[]> {
+    const where = ['id > ?'];
+    const args: unknown[] = [filter.after ?? ''];
+    if (filter.owner !== undefined) (where.push('owner = ?'), args.push(filter.owner));
+    if (filter.state !== undefined) (where.push('state = ?'), args.push(filter.state));
+    const rows = this.db.prepare(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limitOf(filter)) as Row[];
+    return rows.map(deviceFromRow);
+  }
+
+  async activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]> {
+    const rows = this.db
+      .prepare('SELECT * FROM secrets WHERE device_id = ? AND used_at IS NULL AND expires_at > ? ORDER BY id DESC')
+      .all(deviceId, ms(now)) as Row[];
+    return rows.map((r) => ({ id: Number(r.id), deviceId: String(r.device_id), hash: String(r.hash), expiresAt: date(r.expires_at), usedAt: null }));
+  }
+
+  // ---- certificates ----
+  async getCertificate(serial: string): Promise<CertificateRecord | null> {
+    const r = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
+    return r ? certFromRow(r) : null;
+  }
+
+  async listCertificates(filter: { deviceId?: string; status?: CertificateStatus } & Page): Promise<CertificateRecord[]> {
+    const where = ['serial > ?'];
+    const args: unknown[] = [filter.after ?? ''];
+    if (filter.deviceId !== undefined) (where.push('device_id = ?'), args.push(filter.deviceId));
+    if (filter.status !== undefined) (where.push('status = ?'), args.push(filter.status));
+    const rows = this.db.prepare(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limitOf(filter)) as Row[];
+    return rows.map(certFromRow);
+  }
+
+  async recordIssuance(args: Parameters<Store['recordIssuance']>[0]): Promise<void> {
+    const c = args.cert;
+    const now = new Date();
+    this.db
+      .transaction(() => {
+        if (args.consumeSecretId !== undefined) {
+          const r = this.db.prepare('UPDATE secrets SET used_at = ? WHERE id = ? AND used_at IS NULL').run(ms(now), args.consumeSecretId);
+          if (r.changes !== 1) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
+        }
+        this.db
+          .prepare(
+            `INSERT INTO certificates (serial, device_id, issuer, subject, profile, not_before, not_after, shard, spki_sha256, der, status, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)`,
+          )
+          .run(c.serial, c.deviceId, c.issuer, c.subject, c.profile, ms(c.notBefore), ms(c.notAfter), c.shard, c.spkiSha256, c.der, ms(now));
+        if (c.deviceId !== null)
+          this.db.prepare("UPDATE devices SET state = 'active', updated_at = ? WHERE id = ? AND state = 'registered'").run(ms(now), c.deviceId);
+        if (args.requestId !== undefined)
+          this.db.prepare("UPDATE requests SET status = 'issued', cert_serial = ? WHERE id = ? AND status = 'approved'").run(c.serial, args.requestId);
+        this.appendAuditSync(args.audit, now);
+      })
+      .immediate();
+  }
+
+  // ---- authentication failures ----
+  async recordAuthFailure(key: string, now: Date, windowSeconds: number): Promise<number> {
+    return this.db
+      .transaction(() => {
+        this.db.prepare('DELETE FROM auth_failures WHERE key = ? AND at <= ?').run(key, ms(now) - windowSeconds * 1000);
+        this.db.prepare('INSERT INTO auth_failures (key, at) VALUES (?, ?)').run(key, ms(now));
+        return Number((this.db.prepare('SELECT COUNT(*) AS n FROM auth_failures WHERE key = ?').get(key) as Row).n);
+      })
+      .immediate();
+  }
+
+  async countAuthFailures(key: string, now: Date, windowSeconds: number): Promise<{ count: number; oldest: Date | null }> {
+    const r = this.db.prepare('SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_failures WHERE key = ? AND at > ?').get(key, ms(now) - windowSeconds * 1000) as Row;
+    return { count: Number(r.n), oldest: dateOrNull(r.oldest) };
+  }
+
+  async clearAuthFailures(key: string): Promise<void> {
+    this.db.prepare('DELETE FROM auth_failures WHERE key = ?').run(key);
+  }
+
+  // ---- manual approval queue ----
+  async createRequest(r: Parameters<Store['createRequest']>[0], audit: AuditInput): Promise<EnrollmentRequestRecord> {
+    const now = new Date();
+    return this.db
+      .transaction(() => {
+        this.db
+          .prepare("INSERT INTO requests (id, device_id, label, operation, csr_sha256, csr, status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)")
+          .run(r.id, r.deviceId, r.label, r.operation, r.csrSha256, r.csr, ms(now));
+        this.appendAuditSync(audit, now);
+        return { ...r, status: 'pending' as const, certSerial: null, createdAt: now, decidedAt: null, decidedBy: null };
+      })
+      .immediate();
+  }
+
+  async getRequest(id: string): Promise<EnrollmentRequestRecord | null> {
+    const r = this.db.prepare('SELECT * FROM requests WHERE id = ?').get(id) as Row | undefined;
+    return r ? requestFromRow(r) : null;
+  }
+
+  async findRequest(deviceId: string, csrSha256: string): Promise<EnrollmentRequestRecord | null> {
+    const r = this.db.prepare('SELECT * FROM requests WHERE device_id = ? AND csr_sha256 = ? ORDER BY created_at DESC LIMIT 1').get(deviceId, csrSha256) as Row | undefined;
+    return r ? requestFromRow(r) : null;
+  }
+
+  async listRequests(filter: { status?: RequestStatus } & Page): Promise<EnrollmentRequestRecord[]> {
+    const rows = (
+      filter.status
+        ? this.db.prepare('SELECT * FROM requests WHERE id > ? AND status = ? ORDER BY id LIMIT ?').all(filter.after ?? '', filter.status, limitOf(filter))
+        : this.db.prepare('SELECT * FROM requests WHERE id > ? ORDER BY id LIMIT ?').all(filter.after ?? '', limitOf(filter))
+    ) as Row[];
+    return rows.map(requestFromRow);
+  }
+
+  async decideRequest(id: string, status: 'approved' | 'rejected', by: string, audit: AuditInput): Promise<EnrollmentRequestRecord> {
+    const now = new Date();
+    return this.db
+      .transaction(() => {
+        const r = this.db.prepare('SELECT * FROM requests WHERE id = ?').get(id) as Row | undefined;
+        if (!r) throw new DeviceCaError('not-found', `no request ${id}`);
+        if (r.status !== 'pending') throw new DeviceCaError('conflict', `request ${id} is ${r.status}, not pending`);
+        this.db.prepare('UPDATE requests SET status = ?, decided_at = ?, decided_by = ? WHERE id = ?').run(status, ms(now), by, id);
+        this.appendAuditSync(audit, now);
+        return { ...requestFromRow(r), status, decidedAt: now, decidedBy: by };
+      })
+      .immediate();
+  }
+}
+
+function deviceFromRow(r: Row): DeviceRecord {
+  return {
+    id: String(r.id),
+    owner: r.owner === null ? null : String(r.owner),
+    label: r.label === null ? null : String(r.label),
+    state: String(r.state) as DeviceState,
+    createdAt: date(r.created_at),
+    updatedAt: date(r.updated_at),
+  };
+}
+
+function certFromRow(r: Row): CertificateRecord {
+  return {
+    serial: String(r.serial),
+    deviceId: r.device_id === null ? null : String(r.device_id),
+    issuer: String(r.issuer),
+    subject: String(r.subject),
+    profile: String(r.profile),
+    notBefore: date(r.not_before),
+    notAfter: date(r.not_after),
+    shard: Number(r.shard),
+    spkiSha256: String(r.spki_sha256),
+    der: r.der as Buffer,
+    status: String(r.status) as CertificateStatus,
+    revokedAt: dateOrNull(r.revoked_at),
+    revocationReason: r.revocation_reason === null ? null : String(r.revocation_reason),
+    createdAt: date(r.created_at),
+  };
+}
+
+function requestFromRow(r: Row): EnrollmentRequestRecord {
+  return {
+    id: String(r.id),
+    deviceId: String(r.device_id),
+    label: String(r.label),
+    operation: String(r.operation) as EnrollmentRequestRecord['operation'],
+    csrSha256: String(r.csr_sha256),
+    csr: r.csr as Buffer,
+    status: String(r.status) as RequestStatus,
+    certSerial: r.cert_serial === null ? null : String(r.cert_serial),
+    createdAt: date(r.created_at),
+    decidedAt: dateOrNull(r.decided_at),
+    decidedBy: r.decided_by === null ? null : String(r.decided_by),
+  };
+}
