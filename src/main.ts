@@ -21,6 +21,15 @@ import { opsRouter } from './protocols/ops/ops-router';
 import { BootstrapPolicy } from './ra/bootstrap-identity';
 import { RegistrationAuthority } from './ra/registration-authority';
 import { Store } from './store/store';
+import { CrlPublisher } from './ca/crl-publisher';
+import { OcspResponder } from './ca/ocsp-codec';
+import { OcspService } from './ca/ocsp-service';
+import { crlRouter } from './protocols/crl/crl-router';
+import { ocspHandler } from './protocols/ocsp/ocsp-handler';
+import { adminRouter } from './protocols/admin/admin-router';
+import { AdminAccess, fingerprintOfPem } from './ra/admin-access';
+import { DeviceLifecycle } from './ra/device-lifecycle';
+import { SigningKey } from './keys/key-backend';
 import { SqliteStore } from './store/sqlite/sqlite-store';
 
 /**
@@ -139,10 +148,67 @@ export async function ensureTlsServerCertificate(cfg: Config, ca: CertificateAut
   return { certPem, keyPem };
 }
 
+/** OcspResponderState is <dataDir>/ca/ocsp-responder.json: the responder key (kept across renewals) and certificate. */
+interface OcspResponderState {
+  keyRef: string;
+  certFile: string;
+}
+
+/**
+ * ensureOcspResponder returns the delegated OCSP responder key and certificate, issuing the certificate
+ * when it is missing or has less than a third of its lifetime left. The key is made once.
+ */
+export async function ensureOcspResponder(cfg: Config, keys: KeyBackend, ca: CertificateAuthority, store: Store): Promise<{ key: SigningKey; cert: Buffer }> {
+  const stateFile = path.join(cfg.dataDir, 'ca', 'ocsp-responder.json');
+  let state: OcspResponderState | null = null;
+  try {
+    state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as OcspResponderState;
+  } catch {
+    state = null;
+  }
+  let key: SigningKey;
+  if (state) key = await keys.load(state.keyRef);
+  else key = await keys.generate('ocsp', cfg.ca.algorithm as SigningKey['algorithm'], `${cfg.ca.issuing.name}-ocsp-${crypto.randomBytes(3).toString('hex')}`);
+  if (state) {
+    try {
+      const der = fs.readFileSync(state.certFile);
+      const x = new crypto.X509Certificate(der);
+      const left = new Date(x.validTo).getTime() - Date.now();
+      if (left > (cfg.ocsp.responderValidity * 1000) / 3 && x.checkIssued(new crypto.X509Certificate(ca.issuer.der)) && der.includes(key.spki)) return { key, cert: der };
+    } catch {
+      // missing or unreadable: issue a new one
+    }
+  }
+  const issued = await ca.issueOcspResponder(key.spki, cfg.ocsp.responderValidity);
+  await store.recordIssuance({
+    cert: { serial: issued.serial, deviceId: null, issuer: issued.issuer, subject: `CN=${cfg.ca.issuing.name} OCSP responder`, profile: 'ocsp-responder', notBefore: issued.notBefore, notAfter: issued.notAfter, shard: issued.shard, spkiSha256: crypto.createHash('sha256').update(key.spki).digest('hex'), der: issued.der },
+    audit: { type: 'certificate.issued', actor: 'device-ca', subject: 'ocsp-responder', data: { serial: issued.serial } },
+  });
+  const certFile = path.join(cfg.dataDir, 'ca', `${cfg.ca.issuing.name}-ocsp-${issued.serial.slice(0, 8)}.crt`);
+  fs.writeFileSync(certFile + '.tmp', issued.der);
+  fs.renameSync(certFile + '.tmp', certFile);
+  fs.writeFileSync(stateFile + '.tmp', JSON.stringify({ keyRef: key.ref, certFile }, null, 2) + '\n');
+  fs.renameSync(stateFile + '.tmp', stateFile);
+  return { key, cert: issued.der };
+}
+
+/** operatorFingerprints reads admin.clientCerts. */
+function operatorFingerprints(cfg: Config): string[] {
+  return cfg.admin.clientCerts.map((f) => {
+    try {
+      return fingerprintOfPem(fs.readFileSync(f, 'utf8'));
+    } catch {
+      throw new DeviceCaError('config', `admin.clientCerts: cannot read a PEM certificate from ${f}`);
+    }
+  });
+}
+
 export interface Service {
   https: https.Server;
   http: http.Server;
   ra: RegistrationAuthority;
+  lifecycle: DeviceLifecycle;
+  crl: CrlPublisher;
   store: Store;
   registry: Registry;
   close(): Promise<void>;
@@ -152,6 +218,8 @@ export interface ServiceOptions {
   log: Logger;
   /** metricsText lets a cluster worker serve metrics aggregated by the primary */
   metricsText?: () => Promise<string>;
+  /** publishCrls: this process runs the CRL publication timer (one worker per node does) */
+  publishCrls?: boolean;
 }
 
 /** buildService wires one worker's listeners (not yet listening), RA, CA, store and keys. */
@@ -164,11 +232,22 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
   const bootstrap = loadBootstrapPolicy(cfg);
   const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, metrics: registry });
+  const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
+  const lifecycle = new DeviceLifecycle(cfg, store, (changes) => {
+    // re-issue the touched shards now; OCSP reads status from the store on every request
+    for (const shard of new Set(changes.map((c) => c.shard))) crl.publish(shard).catch((e) => opts.log.error({ err: { message: (e as Error).message } }, 'CRL publication failed'));
+  });
+  const access = new AdminAccess(store, operatorFingerprints(cfg));
+  const responder = await ensureOcspResponder(cfg, keys, ca, store);
+  const ocsp = new OcspService([hierarchy.issuing], new OcspResponder(responder.key, responder.cert), store, cfg.ocsp);
   const tlsCert = await ensureTlsServerCertificate(cfg, ca, hierarchy, store);
   const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
   const httpsServer = createHttpsListener({
     tls: { cert: tlsCert.certPem, key: tlsCert.keyPem, ca: trustPems, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
-    mounts: [{ path: '/.well-known/est', router: estRouter({ ra, caCerts: [hierarchy.issuing.der, hierarchy.root.der], bodyLimit: cfg.https.bodyLimit }) }],
+    mounts: [
+      { path: '/.well-known/est', router: estRouter({ ra, caCerts: [hierarchy.issuing.der, hierarchy.root.der], bodyLimit: cfg.https.bodyLimit }) },
+      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, store, bodyLimit: cfg.https.bodyLimit }) },
+    ],
     registry,
     log: opts.log,
   });
@@ -176,32 +255,41 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const httpServer = createHttpListener({
     mounts: [
       { path: '/ca', router: caCertsRouter(new Map([[hierarchy.root.name, hierarchy.root.der], [hierarchy.issuing.name, hierarchy.issuing.der]])) },
+      { path: '/crl', router: crlRouter([crl], 60) },
       { path: '/', router: opsRouter({ registry: metricsRegistry, health: async () => void (await store.getDevice('')) }) },
     ],
+    fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry }) }],
     registry,
     log: opts.log,
   });
+  if (opts.publishCrls !== false) crl.start((e) => opts.log.error({ err: { message: (e as Error).message } }, 'CRL refresh failed'));
   return {
     https: httpsServer,
     http: httpServer,
     ra,
+    lifecycle,
+    crl,
     store,
     registry,
     async close() {
+      crl.stop();
       await store.close();
       await keys.close();
     },
   };
 }
 
-/** openRegistrationAuthority: what the CLI needs to register devices and decide requests. */
-export async function openRegistrationAuthority(cfg: Config): Promise<{ ra: RegistrationAuthority; store: Store; close(): Promise<void> }> {
+/** openRegistrationAuthority: what the CLI needs to register devices, change their lifecycle and decide requests. */
+export async function openRegistrationAuthority(cfg: Config): Promise<{ ra: RegistrationAuthority; lifecycle: DeviceLifecycle; access: AdminAccess; crl: CrlPublisher; caCerts: Buffer[]; store: Store; close(): Promise<void> }> {
   const store = openStore(cfg);
   const keys = openKeyBackend(cfg);
   try {
     const hierarchy = await loadCa(cfg, keys);
     const ra = new RegistrationAuthority({ config: cfg, store, ca: buildCertificateAuthority(cfg, hierarchy), bootstrap: loadBootstrapPolicy(cfg) });
-    return { ra, store, close: async () => (await store.close(), await keys.close()) };
+    const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
+    // a CLI change reaches running services through the store (shard revisions, OCSP status reads)
+    const lifecycle = new DeviceLifecycle(cfg, store);
+    return { ra, lifecycle, access: new AdminAccess(store), crl, caCerts: [hierarchy.issuing.der, hierarchy.root.der], store, close: async () => (await store.close(), await keys.close()) };
   } catch (e) {
     await store.close();
     await keys.close();

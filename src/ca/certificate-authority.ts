@@ -16,6 +16,7 @@ import {
 } from './certificate-encoder';
 import { NameAttribute, encodeName } from './name';
 import { OID } from '../der/oids';
+import { ocspResponderExtensions } from './ocsp-codec';
 import { SigningKey } from '../keys/key-backend';
 
 /** CaMaterial is one CA as the signing core needs it: certificate, key, and pre-encoded parts. */
@@ -87,43 +88,58 @@ export class CertificateAuthority {
     return this.opts.issuing;
   }
 
+  /**
+   * issueOcspResponder signs a delegated OCSP responder certificate (RFC 6960 §4.2.2.2): EKU
+   * id-kp-OCSPSigning and id-pkix-ocsp-nocheck, so clients need no status for the responder itself.
+   */
+  async issueOcspResponder(spki: Buffer, validitySeconds: number, now = new Date()): Promise<IssuedCertificate> {
+    return this.sign(
+      { subject: [{ type: 'O', value: 'device-ca' }, { type: 'CN', value: `${this.opts.issuing.name} OCSP responder` }], spki, validitySeconds },
+      [this.fixedExt.bc, keyUsage([KU.digitalSignature]), ...ocspResponderExtensions(), subjectKeyIdentifier(keyIdentifier(spki)), this.fixedExt.aki],
+      now,
+    );
+  }
+
   /** issue signs a leaf certificate. The caller records it before handing it out. */
   async issue(req: AuthorizedRequest, now = new Date()): Promise<IssuedCertificate> {
+    const x = this.fixedExt;
+    return this.sign(
+      { subject: req.subject, spki: req.spki, validitySeconds: req.profile.validitySeconds },
+      (shard) => {
+        const extensions = [x.bc, req.keyType === 'ec' ? x.kuEc : x.kuRsa, req.profile.serverAuth ? x.ekuBoth : x.ekuClient, subjectKeyIdentifier(keyIdentifier(req.spki)), x.aki];
+        if (req.sans.length) extensions.push(subjectAltName(req.sans));
+        extensions.push(this.cdpByShard[shard], x.aia);
+        return extensions;
+      },
+      now,
+    );
+  }
+
+  /** sign: serial, shard and validity window are chosen here and nowhere else. */
+  private async sign(
+    t: { subject: NameAttribute[]; spki: Buffer; validitySeconds: number },
+    extensions: Buffer[] | ((shard: number) => Buffer[]),
+    now: Date,
+  ): Promise<IssuedCertificate> {
     const ca = this.opts.issuing;
     const serial = newSerial();
     const shard = serial.readUInt32BE(12) % this.opts.crlShards;
-    const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000 - this.opts.backdateSeconds * 1000);
-    let notAfter = new Date(Math.floor(now.getTime() / 1000) * 1000 + req.profile.validitySeconds * 1000);
+    const second = Math.floor(now.getTime() / 1000) * 1000;
+    const notBefore = new Date(second - this.opts.backdateSeconds * 1000);
+    let notAfter = new Date(second + t.validitySeconds * 1000);
     if (notAfter > ca.notAfter) notAfter = ca.notAfter; // never outlive the issuer
-    const x = this.fixedExt;
-    const extensions = [
-      x.bc,
-      req.keyType === 'ec' ? x.kuEc : x.kuRsa,
-      req.profile.serverAuth ? x.ekuBoth : x.ekuClient,
-      subjectKeyIdentifier(keyIdentifier(req.spki)),
-      x.aki,
-    ];
-    if (req.sans.length) extensions.push(subjectAltName(req.sans));
-    extensions.push(this.cdpByShard[shard], x.aia);
     const tbs = encodeTbs({
       serial,
       signatureAlgorithm: ca.key.signatureAlgorithm,
       issuer: ca.subject,
       notBefore,
       notAfter,
-      subject: encodeName(req.subject),
-      spki: req.spki,
-      extensions,
+      subject: encodeName(t.subject),
+      spki: t.spki,
+      extensions: typeof extensions === 'function' ? extensions(shard) : extensions,
     });
     const sig = await ca.key.sign(tbs);
-    return {
-      serial: serial.toString('hex'),
-      der: assembleCertificate(tbs, ca.key.signatureAlgorithm, sig),
-      notBefore,
-      notAfter,
-      shard,
-      issuer: ca.name,
-    };
+    return { serial: serial.toString('hex'), der: assembleCertificate(tbs, ca.key.signatureAlgorithm, sig), notBefore, notAfter, shard, issuer: ca.name };
   }
 }
 

@@ -2,7 +2,11 @@
 import 'reflect-metadata';
 import { Command, Option } from 'commander';
 import * as crypto from 'node:crypto';
-import { initCa, caExists, caDir } from '../ca/ca-hierarchy';
+import { initCa, caDir } from '../ca/ca-hierarchy';
+import { exportHashedDir, runReload } from '../ca/crl-export';
+import { verifyAuditChain } from '../audit/audit-verify';
+import { OPERATOR } from '../ra/device-lifecycle';
+import { REVOCATION_REASONS } from '../store/store';
 import { toPem } from '../ca/pem';
 import { loadConfig } from '../config/load-config';
 import { parseDuration } from '../config/duration';
@@ -25,6 +29,14 @@ program
 const globals = (): { config?: string; json?: boolean } => program.opts();
 const config = (): Config => loadConfig({ file: globals().config });
 const json = (): boolean => Boolean(globals().json);
+const actor = (): string => `cli:${process.env.USER ?? 'operator'}`;
+const ttlOption = (v: string): number => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    throw new DeviceCaError('bad-request', `--secret-ttl: ${(e as Error).message}`);
+  }
+};
 
 program
   .command('init')
@@ -109,6 +121,153 @@ devices
     }
   });
 
+for (const [cmd, what] of [
+  ['suspend', 'put every valid certificate on hold (certificateHold); OCSP and CRL show it at once'],
+  ['resume', 'release the holds of a suspended device'],
+  ['retire', 'end of life: revoke everything (cessationOfOperation), delete credentials; the id can never enroll again'],
+] as const) {
+  devices
+    .command(`${cmd} <id>`)
+    .description(what)
+    .action(async (id: string) => {
+      const h = await openRegistrationAuthority(config());
+      try {
+        const r = await h.lifecycle[cmd](id, OPERATOR, actor());
+        if (json()) console.log(JSON.stringify({ device: r.device, certificates: r.changed }));
+        else console.log(`${r.device.id} ${r.device.state}${r.changed.length ? `; certificates: ${r.changed.map((c) => `${c.serial} ${c.status}${c.reason ? ` (${c.reason})` : ''}`).join(', ')}` : ''}`);
+      } finally {
+        await h.close();
+      }
+    });
+}
+devices
+  .command('transfer <id>')
+  .description('hand a device to a new owner: revoke its certificates (affiliationChanged), drop its credentials; prints the new one-time secret alone on stdout')
+  .requiredOption('--to <owner>', 'the new owner')
+  .option('--secret-ttl <duration>', 'lifetime of the new secret (default: enrollment.secretTtl)')
+  .action(async (id: string, o: { to: string; secretTtl?: string }) => {
+    const h = await openRegistrationAuthority(config());
+    try {
+      const r = await h.lifecycle.transfer(id, o.to, OPERATOR, actor(), o.secretTtl === undefined ? undefined : ttlOption(o.secretTtl));
+      if (json()) console.log(JSON.stringify({ device: r.device, certificates: r.changed, secret: r.secret, secretExpiresAt: r.expiresAt.toISOString() }));
+      else console.log(r.secret);
+    } finally {
+      await h.close();
+    }
+  });
+
+program
+  .command('revoke <serial>')
+  .description('revoke one certificate (hex serial); idempotent')
+  .requiredOption('--reason <reason>', `RFC 5280 reason: ${REVOCATION_REASONS.join(', ')}`)
+  .action(async (serial: string, o: { reason: string }) => {
+    const h = await openRegistrationAuthority(config());
+    try {
+      const r = await h.lifecycle.revoke(serial, o.reason, OPERATOR, actor());
+      if (json()) console.log(JSON.stringify({ serial: r.cert.serial, status: r.cert.status, reason: r.cert.revocationReason, changed: r.changed }));
+      else console.log(`${r.cert.serial} revoked (${r.cert.revocationReason})${r.changed ? '' : ' already'}`);
+    } finally {
+      await h.close();
+    }
+  });
+
+const tokens = program.command('tokens').description('admin API bearer tokens');
+tokens
+  .command('create')
+  .description('create a token; prints it alone on stdout (stored only as a hash)')
+  .requiredOption('--scope <scope>', 'operator | owner:<name>')
+  .option('--description <text>')
+  .action(async (o: { scope: string; description?: string }) => {
+    const h = await openRegistrationAuthority(config());
+    try {
+      const r = await h.access.createToken(o.scope, o.description ?? null, actor());
+      if (json()) console.log(JSON.stringify({ id: r.record.id, scope: r.record.scope, token: r.token }));
+      else console.log(r.token);
+    } finally {
+      await h.close();
+    }
+  });
+tokens
+  .command('list')
+  .description('list tokens (never the tokens themselves)')
+  .action(async () => {
+    const h = await openRegistrationAuthority(config());
+    try {
+      printRecords(json(), (await h.access.listTokens()).map(({ hash: _h, ...t }) => t), ['id', 'scope', 'description', 'createdAt', 'revokedAt']);
+    } finally {
+      await h.close();
+    }
+  });
+tokens
+  .command('revoke <id>')
+  .description('revoke a token')
+  .action(async (id: string) => {
+    const h = await openRegistrationAuthority(config());
+    try {
+      const t = await h.access.revokeToken(id, actor());
+      if (json()) console.log(JSON.stringify({ id: t.id, revokedAt: t.revokedAt }));
+      else console.log(`${t.id} revoked`);
+    } finally {
+      await h.close();
+    }
+  });
+
+program
+  .command('audit')
+  .description('the hash-chained audit log')
+  .command('verify')
+  .description('check the audit hash chain; exit 1 if a record was edited, removed or reordered')
+  .action(async () => {
+    const store = openStore(config());
+    try {
+      const v = await verifyAuditChain(store);
+      if (json()) console.log(JSON.stringify(v));
+      else if (v.ok) console.log(`audit log intact: ${v.records} records, last hash ${v.lastHash}`);
+      else console.log(`audit log BROKEN at record ${v.firstBad!.seq}: ${v.firstBad!.problem}`);
+      if (!v.ok) process.exitCode = 1;
+    } finally {
+      await store.close();
+    }
+  });
+
+program
+  .command('crl')
+  .description('certificate revocation lists')
+  .command('export')
+  .description('write CA certificates and current CRLs as an OpenSSL hashed directory (<hash>.0, <hash>.rN) for FreeRADIUS ca_path')
+  .requiredOption('--dir <dir>', 'target directory')
+  .option('--reload-cmd <cmd>', 'shell command run after the files changed (e.g. "systemctl reload freeradius")')
+  .option('--watch', 'keep the directory current: re-export whenever a CRL is re-issued')
+  .action(async (o: { dir: string; reloadCmd?: string; watch?: boolean }) => {
+    const cfg = config();
+    const h = await openRegistrationAuthority(cfg);
+    let last = '';
+    const once = async () => {
+      const numbers = await exportHashedDir(o.dir, h.caCerts, h.crl);
+      const sig = [...numbers.values()].join(',');
+      if (sig === last) return;
+      last = sig;
+      if (json()) console.log(JSON.stringify({ dir: o.dir, crls: Object.fromEntries([...numbers].map(([s, n]) => [s, n.toString()])) }));
+      else console.log(`exported ${numbers.size} CRLs and ${h.caCerts.length} CA certificates to ${o.dir}`);
+      if (o.reloadCmd) {
+        const code = await runReload(o.reloadCmd);
+        if (code !== 0) console.error(`device-ca: reload command exited ${code}`);
+      }
+    };
+    try {
+      await once();
+      if (!o.watch) return;
+      await new Promise<void>((resolve) => {
+        const timer = setInterval(() => void once().catch((e) => console.error(`device-ca: export failed: ${(e as Error).message}`)), cfg.crl.checkInterval * 1000);
+        const stop = () => (clearInterval(timer), resolve());
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    } finally {
+      await h.close();
+    }
+  });
+
 const certs = program.command('certs').description('inspect issued certificates');
 certs
   .command('list')
@@ -184,5 +343,4 @@ async function main(): Promise<void> {
   }
 }
 
-void caExists;
 void main();

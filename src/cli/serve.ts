@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import { Config } from '../config/schema';
-import { buildCertificateAuthority, buildService, ensureCa, ensureTlsServerCertificate, openKeyBackend, openStore, Service } from '../main';
+import { buildCertificateAuthority, buildService, ensureCa, ensureOcspResponder, ensureTlsServerCertificate, openKeyBackend, openStore, Service } from '../main';
 
 /**
  * serve runs device-ca: the primary creates the CA on first start, issues the HTTPS certificate, then
@@ -26,7 +26,9 @@ async function prepare(cfg: Config, log: Logger): Promise<void> {
   try {
     const { ca, created } = await ensureCa(cfg, keys);
     if (created) log.info({ dataDir: cfg.dataDir, root: ca.state.root.name, issuing: ca.state.issuing.name }, 'created a new CA hierarchy');
-    await ensureTlsServerCertificate(cfg, buildCertificateAuthority(cfg, ca), ca, store);
+    const authority = buildCertificateAuthority(cfg, ca);
+    await ensureTlsServerCertificate(cfg, authority, ca, store);
+    await ensureOcspResponder(cfg, keys, authority, store);
   } finally {
     await store.close();
     await keys.close();
@@ -38,8 +40,12 @@ function runPrimary(cfg: Config, log: Logger, n: number): Promise<void> {
   let stopping = false;
   let ready = 0;
   return new Promise((resolve) => {
+    // one worker publishes CRLs on a timer; the others serve what it (or a fetch) generated
+    let publisher: Worker | undefined;
     const fork = (): Worker => {
-      const w = cluster.fork();
+      const publishes = !publisher || publisher.isDead();
+      const w = cluster.fork({ DEVICE_CA_WORKER_PUBLISHES_CRLS: publishes ? '1' : '0' });
+      if (publishes) publisher = w;
       w.on('message', async (m: { type?: string; id?: string }) => {
         if (m?.type === 'device-ca:ready' && ++ready === n) log.info({ workers: n, https: cfg.https.port, http: cfg.http.port }, 'device-ca is serving');
         if (m?.type === 'device-ca:metrics') {
@@ -118,7 +124,7 @@ async function runWorker(cfg: Config, log: Logger, inCluster: boolean): Promise<
           setTimeout(() => pending.has(id) && (pending.delete(id), resolve('')), 5000).unref();
         });
     }
-    svc = await buildService(cfg, { log, metricsText });
+    svc = await buildService(cfg, { log, metricsText, publishCrls: !inCluster || process.env.DEVICE_CA_WORKER_PUBLISHES_CRLS === '1' });
     if (inCluster) {
       new AggregatorRegistry(); // installs prom-client's worker-side reply listener
       AggregatorRegistry.setRegistries([svc.registry]);

@@ -98,7 +98,37 @@ export const configSchema = z.strictObject({
       path: z.string().default('device-ca.sqlite'),
     })
     .prefault({}),
-  crl: z.strictObject({ shards: z.number().int().min(1).max(65536).default(16) }).prefault({}),
+  crl: z
+    .strictObject({
+      shards: z.number().int().min(1).max(65536).default(16),
+      /** nextUpdate - thisUpdate of every CRL */
+      validity: duration.prefault('24h'),
+      /** a CRL is re-issued when less than this is left before its nextUpdate (never lapses) */
+      renewBefore: duration.prefault('12h'),
+      /** how often the service checks for revocations to publish; a revocation is in its shard's CRL within this */
+      checkInterval: duration.prefault('2s'),
+    })
+    .prefault({}),
+  ocsp: z
+    .strictObject({
+      /** nextUpdate - thisUpdate of OCSP responses */
+      validity: duration.prefault('1h'),
+      /** HTTP max-age on GET responses (RFC 5019), at most the time left before nextUpdate */
+      maxAge: duration.prefault('60s'),
+      /** pre-signed nonce-less responses kept per worker */
+      cacheSize: z.number().int().min(0).max(10_000_000).default(100_000),
+      /** lifetime of the delegated responder certificate; renewed when a third of it is left */
+      responderValidity: duration.prefault('30d'),
+      /** largest OCSP request accepted, bytes */
+      maxRequestBytes: z.number().int().min(256).max(65536).default(8192),
+    })
+    .prefault({}),
+  admin: z
+    .strictObject({
+      /** PEM files of client certificates that act as operators on the admin API (pinned by SHA-256) */
+      clientCerts: z.array(z.string()).default([]),
+    })
+    .prefault({}),
   enrollment: z
     .strictObject({
       /** lifetime of a one-time enrollment secret */

@@ -206,7 +206,12 @@ export class RegistrationAuthority {
   }
 
   private async authenticateEnroll(c: Credentials, label: LabelConfig): Promise<Principal> {
-    if (c.basic && label.auth.includes('basic')) return this.authenticateSecret(c.basic.username, c.basic.password);
+    if (c.basic && label.auth.includes('basic')) {
+      // a retired id is a tombstone: refused as such, whatever the secret
+      const d = DEVICE_ID.test(c.basic.username) ? await this.store.getDevice(c.basic.username) : null;
+      if (d?.state === 'retired') throw new DeviceCaError('forbidden', 'device is retired');
+      return this.authenticateSecret(c.basic.username, c.basic.password);
+    }
     if (c.clientCert && label.auth.includes('bootstrap-cert')) {
       const p = await this.classifyClientCert(c.clientCert.chain);
       if (p.kind === 'bootstrap') return p;

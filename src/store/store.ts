@@ -30,8 +30,58 @@ export interface CertificateRecord {
   der: Buffer;
   status: CertificateStatus;
   revokedAt: Date | null;
-  revocationReason: string | null;
+  revocationReason: RevocationReason | null;
+  invalidityDate: Date | null;
   createdAt: Date;
+}
+
+/** RevocationReason: RFC 5280 §5.3.1 names; removeFromCRL is not a reason one revokes with. */
+export type RevocationReason =
+  | 'unspecified'
+  | 'keyCompromise'
+  | 'cACompromise'
+  | 'affiliationChanged'
+  | 'superseded'
+  | 'cessationOfOperation'
+  | 'certificateHold'
+  | 'privilegeWithdrawn'
+  | 'aACompromise';
+export const REVOCATION_REASONS: readonly RevocationReason[] = ['unspecified', 'keyCompromise', 'cACompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation', 'certificateHold', 'privilegeWithdrawn', 'aACompromise'];
+
+/** CertificateChange: what one certificate's status became in a revocation or release. */
+export interface CertificateChange {
+  serial: string;
+  issuer: string;
+  shard: number;
+  status: CertificateStatus;
+  reason: RevocationReason | null;
+}
+
+export interface TokenRecord {
+  id: string;
+  hash: string; // sha256 hex of the bearer token (tokens are 256 random bits: a fast hash suffices)
+  scope: string; // 'operator' | 'owner:<name>'
+  description: string | null;
+  createdAt: Date;
+  revokedAt: Date | null;
+}
+
+export interface CrlRecord {
+  issuer: string;
+  shard: number;
+  number: bigint;
+  revision: number;
+  thisUpdate: Date;
+  nextUpdate: Date;
+  entries: number;
+  der: Buffer;
+}
+
+export interface RevokedRow {
+  serial: string;
+  revokedAt: Date;
+  reason: RevocationReason | null;
+  invalidityDate: Date | null;
 }
 
 export interface SecretRecord {
@@ -88,14 +138,14 @@ export interface DeviceStore {
 
 export interface CertificateStore {
   getCertificate(serial: string): Promise<CertificateRecord | null>;
-  listCertificates(filter: { deviceId?: string; status?: CertificateStatus } & Page): Promise<CertificateRecord[]>;
+  listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & Page): Promise<CertificateRecord[]>;
   /**
    * recordIssuance stores a certificate, marks the device active, consumes the secret (if given; fails
    * with 'unauthenticated' if it was consumed meanwhile), settles the request (if given) and appends the
    * audit result, all in one transaction. Nothing is returned to a client before this resolves.
    */
   recordIssuance(args: {
-    cert: Omit<CertificateRecord, 'createdAt' | 'status' | 'revokedAt' | 'revocationReason'>;
+    cert: Omit<CertificateRecord, 'createdAt' | 'status' | 'revokedAt' | 'revocationReason' | 'invalidityDate'>;
     consumeSecretId?: number;
     requestId?: string;
     audit: AuditInput;
@@ -124,6 +174,58 @@ export interface AuditStore {
   listAudit(filter: Page & { subject?: string }): Promise<AuditRecord[]>;
 }
 
-export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore {
+/**
+ * DeviceChange is one lifecycle step, applied atomically: the device row, its certificates, its secrets
+ * and the audit record change together or not at all. The RA decides; the store only applies.
+ */
+export interface DeviceChange {
+  deviceId: string;
+  /** the change applies only if the device is in one of these states; otherwise 'conflict' */
+  fromStates: DeviceState[];
+  toState: DeviceState;
+  newOwner?: string | null;
+  /** revoke every unexpired certificate of the device (valid or on hold) with this reason */
+  revoke?: { reason: RevocationReason; at: Date; holdOnly?: false } | { reason: 'certificateHold'; at: Date; holdOnly: true };
+  /** put held certificates back to valid (certificateHold released) */
+  releaseHolds?: boolean;
+  deleteSecrets?: boolean;
+  addSecret?: { hash: string; expiresAt: Date };
+  /** cancel pending manual-approval requests */
+  cancelRequests?: boolean;
+  audit: AuditInput;
+}
+
+export interface RevocationStore {
+  applyDeviceChange(c: DeviceChange): Promise<{ device: DeviceRecord; changed: CertificateChange[] }>;
+  /**
+   * revokeCertificate revokes one certificate; idempotent: an already revoked certificate is returned
+   * unchanged (changed = false), except that a certificateHold may become a permanent revocation.
+   */
+  revokeCertificate(serial: string, reason: RevocationReason, at: Date, invalidityDate: Date | null, audit: AuditInput): Promise<{ cert: CertificateRecord; changed: boolean }>;
+  /** releaseHold puts a certificate on hold back to valid; 'conflict' if it is not on hold. */
+  releaseHold(serial: string, audit: AuditInput): Promise<CertificateRecord>;
+  /** shardRevision changes whenever a certificate in the shard changes status. */
+  shardRevision(issuer: string, shard: number): Promise<number>;
+  /** revokedInShard streams the revoked, unexpired certificates of one shard in pages. */
+  revokedInShard(issuer: string, shard: number, now: Date, pageSize?: number): AsyncIterable<RevokedRow[]>;
+  /** nextCrlNumber allocates a monotonic CRL number for an issuer (RFC 5280 §5.2.3). */
+  nextCrlNumber(issuer: string): Promise<bigint>;
+  /** saveCrl keeps the newest CRL of a shard (never replaces a higher number with a lower one). */
+  saveCrl(c: CrlRecord): Promise<void>;
+  getCrl(issuer: string, shard: number): Promise<CrlRecord | null>;
+  /** crlInfo: the newest CRL's metadata without its (possibly large) DER */
+  crlInfo(issuer: string, shard: number): Promise<Omit<CrlRecord, 'der'> | null>;
+  /** certificateStatus: the fields OCSP needs, without the certificate bytes */
+  certificateStatus(serial: string): Promise<Pick<CertificateRecord, 'serial' | 'issuer' | 'status' | 'revokedAt' | 'revocationReason' | 'notAfter'> | null>;
+}
+
+export interface TokenStore {
+  createToken(t: Omit<TokenRecord, 'createdAt' | 'revokedAt'>, audit: AuditInput): Promise<TokenRecord>;
+  findToken(hash: string): Promise<TokenRecord | null>;
+  listTokens(): Promise<TokenRecord[]>;
+  revokeToken(id: string, audit: AuditInput): Promise<TokenRecord>;
+}
+
+export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore {
   close(): Promise<void>;
 }

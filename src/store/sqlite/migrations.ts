@@ -70,3 +70,38 @@ export const MIGRATIONS: string[] = [
    );
    CREATE INDEX audit_subject ON audit(subject);`,
 ];
+
+// 2: revocation, lifecycle, tokens, CRL series
+MIGRATIONS.push(
+  `ALTER TABLE certificates ADD COLUMN invalidity_date INTEGER;
+   CREATE INDEX certificates_revoked ON certificates(issuer, shard, status, not_after);
+   CREATE TABLE crl_shards (
+     issuer TEXT NOT NULL,
+     shard INTEGER NOT NULL,
+     revision INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (issuer, shard)
+   );
+   CREATE TABLE crl_numbers (
+     issuer TEXT PRIMARY KEY,
+     next_number INTEGER NOT NULL
+   );
+   CREATE TABLE crls (
+     issuer TEXT NOT NULL,
+     shard INTEGER NOT NULL,
+     number INTEGER NOT NULL,
+     revision INTEGER NOT NULL,
+     this_update INTEGER NOT NULL,
+     next_update INTEGER NOT NULL,
+     entries INTEGER NOT NULL,
+     der BLOB NOT NULL,
+     PRIMARY KEY (issuer, shard)
+   );
+   CREATE TABLE tokens (
+     id TEXT PRIMARY KEY,
+     hash TEXT NOT NULL UNIQUE,
+     scope TEXT NOT NULL,
+     description TEXT,
+     created_at INTEGER NOT NULL,
+     revoked_at INTEGER
+   );`,
+);

@@ -10,8 +10,14 @@ import {
   CertificateStatus,
   DeviceRecord,
   DeviceState,
+  CertificateChange,
+  CrlRecord,
+  DeviceChange,
   EnrollmentRequestRecord,
   Page,
+  RevocationReason,
+  RevokedRow,
+  TokenRecord,
   RequestStatus,
   SecretRecord,
   Store,
@@ -40,7 +46,9 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 10000');
     this.db.pragma('foreign_keys = ON');
     this.migrate();
+    this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
   }
+  private readonly statusStmt: Database.Statement;
 
   private migrate(): void {
     this.db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
@@ -137,11 +145,12 @@ export class SqliteStore implements Store {
     return r ? certFromRow(r) : null;
   }
 
-  async listCertificates(filter: { deviceId?: string; status?: CertificateStatus } & Page): Promise<CertificateRecord[]> {
+  async listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & Page): Promise<CertificateRecord[]> {
     const where = ['serial > ?'];
     const args: unknown[] = [filter.after ?? ''];
     if (filter.deviceId !== undefined) (where.push('device_id = ?'), args.push(filter.deviceId));
     if (filter.status !== undefined) (where.push('status = ?'), args.push(filter.status));
+    if (filter.owner !== undefined) (where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)'), args.push(filter.owner));
     const rows = this.db.prepare(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limitOf(filter)) as Row[];
     return rows.map(certFromRow);
   }
@@ -236,6 +245,178 @@ export class SqliteStore implements Store {
       })
       .immediate();
   }
+
+  // ---- revocation and lifecycle ----
+  private bumpShard(issuer: string, shard: number): void {
+    this.db
+      .prepare('INSERT INTO crl_shards (issuer, shard, revision) VALUES (?, ?, 1) ON CONFLICT(issuer, shard) DO UPDATE SET revision = revision + 1')
+      .run(issuer, shard);
+  }
+
+  async applyDeviceChange(c: DeviceChange): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
+    const now = new Date();
+    return this.db
+      .transaction(() => {
+        const row = this.db.prepare('SELECT * FROM devices WHERE id = ?').get(c.deviceId) as Row | undefined;
+        if (!row) throw new DeviceCaError('not-found', `no device ${c.deviceId}`);
+        const state = String(row.state) as DeviceState;
+        if (!c.fromStates.includes(state)) throw new DeviceCaError('conflict', `device ${c.deviceId} is ${state}`);
+        const changed: CertificateChange[] = [];
+        if (c.revoke) {
+          // holdOnly: valid -> hold. Otherwise: valid or held -> revoked with the reason.
+          const sql = c.revoke.holdOnly
+            ? "SELECT serial, issuer, shard FROM certificates WHERE device_id = ? AND status = 'valid' AND not_after > ?"
+            : "SELECT serial, issuer, shard FROM certificates WHERE device_id = ? AND not_after > ? AND (status = 'valid' OR revocation_reason = 'certificateHold')";
+          const certs = this.db.prepare(sql).all(c.deviceId, ms(now)) as Row[];
+          const upd = this.db.prepare("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ?");
+          for (const x of certs) {
+            upd.run(ms(c.revoke.at), c.revoke.reason, x.serial);
+            this.bumpShard(String(x.issuer), Number(x.shard));
+            changed.push({ serial: String(x.serial), issuer: String(x.issuer), shard: Number(x.shard), status: 'revoked', reason: c.revoke.reason });
+          }
+        }
+        if (c.releaseHolds) {
+          const held = this.db.prepare("SELECT serial, issuer, shard FROM certificates WHERE device_id = ? AND status = 'revoked' AND revocation_reason = 'certificateHold'").all(c.deviceId) as Row[];
+          const upd = this.db.prepare("UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = ?");
+          for (const x of held) {
+            upd.run(x.serial);
+            this.bumpShard(String(x.issuer), Number(x.shard));
+            changed.push({ serial: String(x.serial), issuer: String(x.issuer), shard: Number(x.shard), status: 'valid', reason: null });
+          }
+        }
+        if (c.deleteSecrets) this.db.prepare('DELETE FROM secrets WHERE device_id = ?').run(c.deviceId);
+        if (c.addSecret) this.db.prepare('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(c.deviceId, c.addSecret.hash, ms(c.addSecret.expiresAt));
+        if (c.cancelRequests) this.db.prepare("UPDATE requests SET status = 'rejected', decided_at = ?, decided_by = 'lifecycle' WHERE device_id = ? AND status IN ('pending', 'approved')").run(ms(now), c.deviceId);
+        const owner = c.newOwner !== undefined ? c.newOwner : row.owner;
+        this.db.prepare('UPDATE devices SET state = ?, owner = ?, updated_at = ? WHERE id = ?').run(c.toState, owner, ms(now), c.deviceId);
+        this.appendAuditSync({ ...c.audit, data: { ...c.audit.data, certificates: changed.map((x) => x.serial) } }, now);
+        return { device: deviceFromRow({ ...row, state: c.toState, owner, updated_at: ms(now) }), changed };
+      })
+      .immediate();
+  }
+
+  async revokeCertificate(serial: string, reason: RevocationReason, at: Date, invalidityDate: Date | null, audit: AuditInput): Promise<{ cert: CertificateRecord; changed: boolean }> {
+    return this.db
+      .transaction(() => {
+        const r = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
+        if (!r) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
+        const cur = certFromRow(r);
+        const onHold = cur.status === 'revoked' && cur.revocationReason === 'certificateHold';
+        if (cur.status === 'revoked' && !(onHold && reason !== 'certificateHold')) return { cert: cur, changed: false };
+        this.db.prepare("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?, invalidity_date = ? WHERE serial = ?").run(ms(at), reason, invalidityDate ? ms(invalidityDate) : null, serial);
+        this.bumpShard(cur.issuer, cur.shard);
+        this.appendAuditSync(audit);
+        return { cert: { ...cur, status: 'revoked' as const, revokedAt: at, revocationReason: reason, invalidityDate }, changed: true };
+      })
+      .immediate();
+  }
+
+  async releaseHold(serial: string, audit: AuditInput): Promise<CertificateRecord> {
+    return this.db
+      .transaction(() => {
+        const r = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
+        if (!r) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
+        const cur = certFromRow(r);
+        if (!(cur.status === 'revoked' && cur.revocationReason === 'certificateHold')) throw new DeviceCaError('conflict', `certificate ${serial} is not on hold`);
+        this.db.prepare("UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = ?").run(serial);
+        this.bumpShard(cur.issuer, cur.shard);
+        this.appendAuditSync(audit);
+        return { ...cur, status: 'valid' as const, revokedAt: null, revocationReason: null };
+      })
+      .immediate();
+  }
+
+  async shardRevision(issuer: string, shard: number): Promise<number> {
+    const r = this.db.prepare('SELECT revision FROM crl_shards WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
+    return r ? Number(r.revision) : 0;
+  }
+
+  async *revokedInShard(issuer: string, shard: number, now: Date, pageSize = 10000): AsyncIterable<RevokedRow[]> {
+    // keyset pagination: each page is its own short read, so writers are never blocked for long
+    const stmt = this.db.prepare(
+      "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates WHERE issuer = ? AND shard = ? AND status = 'revoked' AND not_after > ? AND serial > ? ORDER BY serial LIMIT ?",
+    );
+    stmt.raw(true);
+    let after = '';
+    for (;;) {
+      const rows = stmt.all(issuer, shard, ms(now), after, pageSize) as unknown[][];
+      if (rows.length === 0) return;
+      yield rows.map((x) => ({ serial: String(x[0]), revokedAt: date(x[1]), reason: x[2] === null ? null : (String(x[2]) as RevocationReason), invalidityDate: dateOrNull(x[3]) }));
+      if (rows.length < pageSize) return;
+      after = String(rows[rows.length - 1][0]);
+    }
+  }
+
+  async nextCrlNumber(issuer: string): Promise<bigint> {
+    return this.db
+      .transaction(() => {
+        this.db.prepare('INSERT INTO crl_numbers (issuer, next_number) VALUES (?, 1) ON CONFLICT(issuer) DO UPDATE SET next_number = next_number + 1').run(issuer);
+        return BigInt((this.db.prepare('SELECT next_number FROM crl_numbers WHERE issuer = ?').get(issuer) as Row).next_number as number);
+      })
+      .immediate();
+  }
+
+  async saveCrl(c: CrlRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO crls (issuer, shard, number, revision, this_update, next_update, entries, der) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(issuer, shard) DO UPDATE SET number = excluded.number, revision = excluded.revision, this_update = excluded.this_update,
+           next_update = excluded.next_update, entries = excluded.entries, der = excluded.der WHERE excluded.number > crls.number`,
+      )
+      .run(c.issuer, c.shard, Number(c.number), c.revision, ms(c.thisUpdate), ms(c.nextUpdate), c.entries, c.der);
+  }
+
+  async getCrl(issuer: string, shard: number): Promise<CrlRecord | null> {
+    const r = this.db.prepare('SELECT * FROM crls WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
+    if (!r) return null;
+    return { issuer: String(r.issuer), shard: Number(r.shard), number: BigInt(r.number as number), revision: Number(r.revision), thisUpdate: date(r.this_update), nextUpdate: date(r.next_update), entries: Number(r.entries), der: r.der as Buffer };
+  }
+
+  async crlInfo(issuer: string, shard: number): Promise<Omit<CrlRecord, 'der'> | null> {
+    const r = this.db.prepare('SELECT issuer, shard, number, revision, this_update, next_update, entries FROM crls WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
+    if (!r) return null;
+    return { issuer: String(r.issuer), shard: Number(r.shard), number: BigInt(r.number as number), revision: Number(r.revision), thisUpdate: date(r.this_update), nextUpdate: date(r.next_update), entries: Number(r.entries) };
+  }
+
+  async certificateStatus(serial: string): Promise<Pick<CertificateRecord, 'serial' | 'issuer' | 'status' | 'revokedAt' | 'revocationReason' | 'notAfter'> | null> {
+    const r = this.statusStmt.get(serial) as Row | undefined;
+    if (!r) return null;
+    return { serial, issuer: String(r.issuer), status: String(r.status) as CertificateStatus, revokedAt: dateOrNull(r.revoked_at), revocationReason: r.revocation_reason === null ? null : (String(r.revocation_reason) as RevocationReason), notAfter: date(r.not_after) };
+  }
+
+  // ---- admin API tokens ----
+  async createToken(t: Omit<TokenRecord, 'createdAt' | 'revokedAt'>, audit: AuditInput): Promise<TokenRecord> {
+    const now = new Date();
+    return this.db
+      .transaction(() => {
+        this.db.prepare('INSERT INTO tokens (id, hash, scope, description, created_at) VALUES (?, ?, ?, ?, ?)').run(t.id, t.hash, t.scope, t.description, ms(now));
+        this.appendAuditSync(audit, now);
+        return { ...t, createdAt: now, revokedAt: null };
+      })
+      .immediate();
+  }
+
+  async findToken(hash: string): Promise<TokenRecord | null> {
+    const r = this.db.prepare('SELECT * FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
+    return r ? tokenFromRow(r) : null;
+  }
+
+  async listTokens(): Promise<TokenRecord[]> {
+    return (this.db.prepare('SELECT * FROM tokens ORDER BY created_at').all() as Row[]).map(tokenFromRow);
+  }
+
+  async revokeToken(id: string, audit: AuditInput): Promise<TokenRecord> {
+    const now = new Date();
+    return this.db
+      .transaction(() => {
+        const r = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as Row | undefined;
+        if (!r) throw new DeviceCaError('not-found', `no token ${id}`);
+        if (r.revoked_at === null) this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ?').run(ms(now), id);
+        this.appendAuditSync(audit, now);
+        return { ...tokenFromRow(r), revokedAt: dateOrNull(r.revoked_at) ?? now };
+      })
+      .immediate();
+  }
 }
 
 function deviceFromRow(r: Row): DeviceRecord {
@@ -263,7 +444,8 @@ function certFromRow(r: Row): CertificateRecord {
     der: r.der as Buffer,
     status: String(r.status) as CertificateStatus,
     revokedAt: dateOrNull(r.revoked_at),
-    revocationReason: r.revocation_reason === null ? null : String(r.revocation_reason),
+    revocationReason: r.revocation_reason === null ? null : (String(r.revocation_reason) as RevocationReason),
+    invalidityDate: dateOrNull(r.invalidity_date),
     createdAt: date(r.created_at),
   };
 }
@@ -282,4 +464,8 @@ function requestFromRow(r: Row): EnrollmentRequestRecord {
     decidedAt: dateOrNull(r.decided_at),
     decidedBy: r.decided_by === null ? null : String(r.decided_by),
   };
+}
+
+function tokenFromRow(r: Row): TokenRecord {
+  return { id: String(r.id), hash: String(r.hash), scope: String(r.scope), description: r.description === null ? null : String(r.description), createdAt: date(r.created_at), revokedAt: dateOrNull(r.revoked_at) };
 }

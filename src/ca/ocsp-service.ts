@@ -1,0 +1,106 @@
+import * as crypto from 'node:crypto';
+import { Config } from '../config/schema';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { RevocationStore } from '../store/store';
+import { CaMaterial } from './certificate-authority';
+import { OcspCertId, OcspResponder, OcspSingleResponse, OcspStatus, certIdMatchesIssuer, encodeOcspError, parseOcspRequest } from './ocsp-codec';
+import { certificateParts } from './certificate-parts';
+
+/** OcspAnswer is the response bytes plus, for a cacheable (nonce-less) answer, what HTTP caching needs. */
+export interface OcspAnswer {
+  der: Buffer;
+  cache?: { thisUpdate: Date; nextUpdate: Date; etag: string };
+  /** outcome for metrics: good | revoked | unknown | mixed | malformed | unauthorized | error */
+  outcome: string;
+}
+
+interface Cached {
+  der: Buffer;
+  statusKey: string;
+  thisUpdate: Date;
+  nextUpdate: Date;
+  etag: string;
+  outcome: string;
+}
+
+type StatusRow = Awaited<ReturnType<RevocationStore['certificateStatus']>>;
+
+/**
+ * OcspService answers RFC 6960 requests for the issuing CAs it serves. Requests with a nonce are signed
+ * live and echo it (FreeRADIUS requires that by default). Nonce-less single requests (RFC 5019) get a
+ * pre-signed response from a cache; before any cached answer is sent, the certificate's status is read
+ * from the store, so a revocation made by any process is visible on the next request.
+ */
+export class OcspService {
+  private readonly cache = new Map<string, Cached>();
+  private readonly issuers: { ca: CaMaterial; spki: Buffer }[];
+
+  constructor(
+    issuers: CaMaterial[],
+    private readonly responder: OcspResponder,
+    private readonly store: Pick<RevocationStore, 'certificateStatus'>,
+    private readonly cfg: Config['ocsp'],
+    private readonly now: () => Date = () => new Date(),
+  ) {
+    this.issuers = issuers.map((ca) => ({ ca, spki: certificateParts(ca.der).spki }));
+  }
+
+  async respond(request: Buffer): Promise<OcspAnswer> {
+    let req;
+    try {
+      req = parseOcspRequest(request, { maxBytes: this.cfg.maxRequestBytes });
+    } catch (e) {
+      if (e instanceof DeviceCaError) return { der: encodeOcspError('malformedRequest'), outcome: 'malformed' };
+      throw e;
+    }
+    for (const id of req.certIds) if (!this.issuerOf(id)) return { der: encodeOcspError('unauthorized'), outcome: 'unauthorized' };
+    try {
+      if (!req.nonce && req.certIds.length === 1) return await this.cached(req.certIds[0]);
+      const now = this.now();
+      const singles: OcspSingleResponse[] = [];
+      for (const id of req.certIds) singles.push({ ...toStatus(await this.store.certificateStatus(id.serialNumber), this.issuerOf(id)!), certId: id, ...this.window(now) });
+      const der = await this.responder.respond(singles, { nonce: req.nonce, producedAt: now });
+      return { der, outcome: singles.length === 1 ? singles[0].status : 'mixed' };
+    } catch (e) {
+      void e;
+      return { der: encodeOcspError('internalError'), outcome: 'error' };
+    }
+  }
+
+  private issuerOf(id: OcspCertId): CaMaterial | undefined {
+    return this.issuers.find((i) => certIdMatchesIssuer(id, i.ca.subject, i.spki))?.ca;
+  }
+
+  private window(now: Date): { thisUpdate: Date; nextUpdate: Date } {
+    const t = new Date(Math.floor(now.getTime() / 1000) * 1000);
+    return { thisUpdate: t, nextUpdate: new Date(t.getTime() + this.cfg.validity * 1000) };
+  }
+
+  private async cached(id: OcspCertId): Promise<OcspAnswer> {
+    const key = id.der.toString('latin1');
+    const row = await this.store.certificateStatus(id.serialNumber);
+    const status = toStatus(row, this.issuerOf(id)!);
+    const statusKey = status.status === 'revoked' ? `r|${status.revokedAt.getTime()}|${status.reason ?? ''}` : status.status;
+    const now = this.now();
+    const hit = this.cache.get(key);
+    // re-sign when the status changed or half of the validity is gone
+    if (hit && hit.statusKey === statusKey && hit.nextUpdate.getTime() - now.getTime() > (this.cfg.validity * 1000) / 2)
+      return { der: hit.der, cache: { thisUpdate: hit.thisUpdate, nextUpdate: hit.nextUpdate, etag: hit.etag }, outcome: hit.outcome };
+    const w = this.window(now);
+    const der = await this.responder.respond([{ ...status, certId: id, ...w }], { producedAt: now });
+    const entry: Cached = { der, statusKey, ...w, etag: '"' + crypto.createHash('sha1').update(der).digest('hex') + '"', outcome: status.status };
+    if (this.cfg.cacheSize > 0) {
+      this.cache.delete(key);
+      if (this.cache.size >= this.cfg.cacheSize) this.cache.delete(this.cache.keys().next().value as string); // oldest first
+      this.cache.set(key, entry);
+    }
+    return { der, cache: { thisUpdate: entry.thisUpdate, nextUpdate: entry.nextUpdate, etag: entry.etag }, outcome: entry.outcome };
+  }
+}
+
+/** toStatus: valid -> good, revoked (hold included, with its reason) -> revoked, never issued here -> unknown. */
+function toStatus(row: StatusRow, issuer: CaMaterial): OcspStatus {
+  if (!row || row.issuer !== issuer.name) return { status: 'unknown' };
+  if (row.status === 'revoked' && row.revokedAt) return { status: 'revoked', revokedAt: row.revokedAt, reason: row.revocationReason ?? undefined };
+  return { status: 'good' };
+}

@@ -1,0 +1,67 @@
+import * as crypto from 'node:crypto';
+import { AuditLog } from '../audit/audit-log';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { Store, TokenRecord } from '../store/store';
+import { Scope } from './device-lifecycle';
+
+const TOKEN = /^dca_[A-Za-z0-9_-]{43}$/;
+const sha256 = (s: string | Buffer): string => crypto.createHash('sha256').update(s).digest('hex');
+
+/**
+ * AdminAccess decides who is calling the admin API: a bearer token (stored as SHA-256; tokens are 256
+ * random bits, so a slow hash adds nothing) with scope operator or owner:<name>, or a pinned operator
+ * client certificate.
+ */
+export class AdminAccess {
+  private readonly pinned: Set<string>;
+
+  constructor(
+    private readonly store: Store,
+    operatorCertFingerprints: string[] = [],
+  ) {
+    this.pinned = new Set(operatorCertFingerprints.map((f) => f.toUpperCase()));
+  }
+
+  async createToken(scope: string, description: string | null, actor: string): Promise<{ token: string; record: TokenRecord }> {
+    parseScope(scope);
+    const token = 'dca_' + crypto.randomBytes(32).toString('base64url');
+    const id = crypto.randomBytes(8).toString('hex');
+    const record = await this.store.createToken({ id, hash: sha256(token), scope, description }, AuditLog.input('token.created', actor, id, { scope }));
+    return { token, record };
+  }
+
+  revokeToken(id: string, actor: string): Promise<TokenRecord> {
+    return this.store.revokeToken(id, AuditLog.input('token.revoked', actor, id, {}));
+  }
+
+  listTokens(): Promise<TokenRecord[]> {
+    return this.store.listTokens();
+  }
+
+  /** authenticate returns the caller's scope and a name for the audit log. */
+  async authenticate(authorization: string | undefined, clientCert: Buffer | undefined): Promise<{ scope: Scope; actor: string }> {
+    if (authorization && /^bearer /i.test(authorization)) {
+      const token = authorization.slice(7).trim();
+      const rec = TOKEN.test(token) ? await this.store.findToken(sha256(token)) : null;
+      if (!rec || rec.revokedAt) throw new DeviceCaError('unauthenticated', 'invalid or revoked token');
+      return { scope: parseScope(rec.scope), actor: `token:${rec.id}` };
+    }
+    if (clientCert) {
+      const fp = new crypto.X509Certificate(clientCert).fingerprint256.replace(/:/g, '');
+      if (this.pinned.has(fp)) return { scope: { kind: 'operator' }, actor: `cert:${fp.slice(0, 16)}` };
+    }
+    throw new DeviceCaError('unauthenticated', 'bearer token or operator client certificate required');
+  }
+}
+
+export function parseScope(s: string): Scope {
+  if (s === 'operator') return { kind: 'operator' };
+  const m = /^owner:(.{1,128})$/.exec(s);
+  if (m) return { kind: 'owner', owner: m[1] };
+  throw new DeviceCaError('bad-request', 'scope must be "operator" or "owner:<name>"');
+}
+
+/** fingerprintOfPem: SHA-256 fingerprint (hex, no colons) of a PEM certificate, for admin.clientCerts. */
+export function fingerprintOfPem(pem: string): string {
+  return new crypto.X509Certificate(pem).fingerprint256.replace(/:/g, '');
+}
