@@ -101,6 +101,7 @@ export function loadBootstrapPolicy(cfg: Config): BootstrapPolicy {
 }
 
 const TLS_RENEW_BEFORE_MS = 30 * 86400_000;
+const RESPONDER_CHECK_MS = 6 * 3600_000;
 
 /**
  * ensureTlsServerCertificate returns the HTTPS listener's certificate chain and key: the configured
@@ -263,6 +264,20 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     log: opts.log,
   });
   if (opts.publishCrls !== false) crl.start((e) => opts.log.error({ err: { message: (e as Error).message } }, 'CRL refresh failed'));
+  // the responder certificate is renewed while the service runs (a third of its life before expiry)
+  let responderCert = responder.cert;
+  const renewal = setInterval(() => {
+    ensureOcspResponder(cfg, keys, ca, store)
+      .then((r) => {
+        if (!r.cert.equals(responderCert)) {
+          responderCert = r.cert;
+          ocsp.useResponder(new OcspResponder(r.key, r.cert));
+          opts.log.info('OCSP responder certificate renewed');
+        }
+      })
+      .catch((e) => opts.log.error({ err: { message: (e as Error).message } }, 'OCSP responder renewal failed'));
+  }, RESPONDER_CHECK_MS);
+  renewal.unref();
   return {
     https: httpsServer,
     http: httpServer,
@@ -273,6 +288,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     registry,
     async close() {
       crl.stop();
+      clearInterval(renewal);
       await store.close();
       await keys.close();
     },

@@ -1,6 +1,6 @@
 import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
-import { CrlRecord, RevocationStore, RevokedRow } from '../store/store';
+import { AuditStore, CrlRecord, RevocationStore, RevokedRow } from '../store/store';
 import { CaMaterial, crlUrl } from './certificate-authority';
 import { RevokedEntry, encodeCrlStream } from './crl-encoder';
 
@@ -18,7 +18,7 @@ export class CrlPublisher {
 
   constructor(
     private readonly ca: CaMaterial,
-    private readonly store: RevocationStore,
+    private readonly store: RevocationStore & AuditStore,
     private readonly cfg: Config['crl'],
     private readonly publicUrl: string,
     private readonly now: () => Date = () => new Date(),
@@ -78,6 +78,7 @@ export class CrlPublisher {
     );
     const rec: CrlRecord = { issuer: this.ca.name, shard, number, revision, thisUpdate, nextUpdate, entries: enc.entries, der: Buffer.from(enc.der) };
     await this.store.saveCrl(rec);
+    await this.store.appendAudit({ type: 'crl.published', actor: 'device-ca', subject: `${this.ca.name}/${shard}`, data: { number: number.toString(), entries: enc.entries, nextUpdate: nextUpdate.toISOString() } });
     this.held.set(shard, rec);
     return rec;
   }

@@ -37,12 +37,18 @@ export class OcspService {
 
   constructor(
     issuers: CaMaterial[],
-    private readonly responder: OcspResponder,
+    private responder: OcspResponder,
     private readonly store: Pick<RevocationStore, 'certificateStatus'>,
     private readonly cfg: Config['ocsp'],
     private readonly now: () => Date = () => new Date(),
   ) {
     this.issuers = issuers.map((ca) => ({ ca, spki: certificateParts(ca.der).spki }));
+  }
+
+  /** useResponder switches to a renewed responder certificate; cached answers signed before are dropped. */
+  useResponder(r: OcspResponder): void {
+    this.responder = r;
+    this.cache.clear();
   }
 
   async respond(request: Buffer): Promise<OcspAnswer> {
