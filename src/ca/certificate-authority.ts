@@ -16,6 +16,7 @@ import {
 } from './certificate-encoder';
 import { NameAttribute, encodeName } from './name';
 import { OID } from '../der/oids';
+import { DeviceCaError } from '../errors/device-ca-error';
 import { ocspResponderExtensions } from './ocsp-codec';
 import { SigningKey } from '../keys/key-backend';
 
@@ -128,6 +129,7 @@ export class CertificateAuthority {
     const notBefore = new Date(second - this.opts.backdateSeconds * 1000);
     let notAfter = new Date(second + t.validitySeconds * 1000);
     if (notAfter > ca.notAfter) notAfter = ca.notAfter; // never outlive the issuer
+    if (notAfter <= notBefore) throw new DeviceCaError('config', `issuing CA ${ca.name} has expired; roll it over`);
     const tbs = encodeTbs({
       serial,
       signatureAlgorithm: ca.key.signatureAlgorithm,

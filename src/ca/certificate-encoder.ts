@@ -127,6 +127,12 @@ function generalName(s: SanEntry): Buffer {
 
 export function ipBytes(ip: string): Buffer {
   if (ip.includes(':')) {
+    // an embedded IPv4 tail (::ffff:192.0.2.7, RFC 4291 §2.2) becomes two 16-bit groups
+    const v4 = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(ip);
+    if (v4) {
+      const b = v4[2].split('.').map(Number);
+      ip = `${v4[1]}${((b[0] << 8) | b[1]).toString(16)}:${((b[2] << 8) | b[3]).toString(16)}`;
+    }
     const [head, tail] = ip.split('::');
     const h = head ? head.split(':') : [];
     const t = tail !== undefined ? (tail ? tail.split(':') : []) : [];

@@ -92,6 +92,7 @@ export function decodeString(t: Tlv): string {
     case 0x14: // TeletexString, treated as Latin-1
       return t.value.toString('latin1');
     case 0x1e: // BMPString
+      if (t.value.length % 2) return bad('BMPString of odd length');
       return Buffer.from(t.value).swap16().toString('utf16le');
     default:
       return bad(`unexpected string tag 0x${t.tag.toString(16)}`);

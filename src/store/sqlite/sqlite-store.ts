@@ -37,6 +37,8 @@ const limitOf = (p: Page): number => Math.min(Math.max(p.limit ?? 100, 1), 1000)
  */
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
+  /** stmts caches prepared statements by SQL text: preparing costs more than running on the issuance path */
+  private readonly stmts = new Map<string, Database.Statement>();
 
   constructor(file: string) {
     fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -49,6 +51,15 @@ export class SqliteStore implements Store {
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
   }
   private readonly statusStmt: Database.Statement;
+
+  private stmt(sql: string): Database.Statement {
+    let s = this.stmts.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.stmts.set(sql, s);
+    }
+    return s;
+  }
 
   private migrate(): void {
     this.db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
@@ -70,14 +81,17 @@ export class SqliteStore implements Store {
 
   // ---- audit ----
   private appendAuditSync(e: AuditInput, at = new Date()): AuditRecord {
-    const last = this.db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
+    const last = this.stmt('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
     const seq = last ? Number(last.seq) + 1 : 1;
     const prevHash = last ? String(last.hash) : GENESIS;
-    const rec = { seq, at, type: e.type, actor: e.actor, subject: e.subject, data: e.data };
+    // hash what is stored: JSON turns Dates into strings and drops undefined; hashing the live object would
+    // make the chain unverifiable from the store
+    const data = JSON.parse(JSON.stringify(e.data ?? {})) as Record<string, unknown>;
+    const rec = { seq, at, type: e.type, actor: e.actor, subject: e.subject, data };
     const hash = auditHash(prevHash, rec);
     this.db
       .prepare('INSERT INTO audit (seq, at, type, actor, subject, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-      .run(seq, ms(at), e.type, e.actor, e.subject, JSON.stringify(e.data), prevHash, hash);
+      .run(seq, ms(at), e.type, e.actor, e.subject, JSON.stringify(data), prevHash, hash);
     return { ...rec, prevHash, hash };
   }
 
@@ -89,8 +103,8 @@ export class SqliteStore implements Store {
     const after = filter.after ? Number(filter.after) : 0;
     const rows = (
       filter.subject
-        ? this.db.prepare('SELECT * FROM audit WHERE seq > ? AND subject = ? ORDER BY seq LIMIT ?').all(after, filter.subject, limitOf(filter))
-        : this.db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(after, limitOf(filter))
+        ? this.stmt('SELECT * FROM audit WHERE seq > ? AND subject = ? ORDER BY seq LIMIT ?').all(after, filter.subject, limitOf(filter))
+        : this.stmt('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(after, limitOf(filter))
     ) as Row[];
     return rows.map((r) => ({
       seq: Number(r.seq),
@@ -109,9 +123,9 @@ export class SqliteStore implements Store {
     const now = new Date();
     return this.db
       .transaction(() => {
-        if (this.db.prepare('SELECT 1 FROM devices WHERE id = ?').get(d.id)) throw new DeviceCaError('conflict', `device ${d.id} already exists`);
-        this.db.prepare('INSERT INTO devices (id, owner, label, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run(d.id, d.owner, d.label, d.state, ms(now), ms(now));
-        this.db.prepare('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(d.id, secret.hash, ms(secret.expiresAt));
+        if (this.stmt('SELECT 1 FROM devices WHERE id = ?').get(d.id)) throw new DeviceCaError('conflict', `device ${d.id} already exists`);
+        this.stmt('INSERT INTO devices (id, owner, label, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run(d.id, d.owner, d.label, d.state, ms(now), ms(now));
+        this.stmt('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(d.id, secret.hash, ms(secret.expiresAt));
         this.appendAuditSync(audit, now);
         return { ...d, createdAt: now, updatedAt: now };
       })
@@ -119,7 +133,7 @@ export class SqliteStore implements Store {
   }
 
   async getDevice(id: string): Promise<DeviceRecord | null> {
-    const r = this.db.prepare('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
     return r ? deviceFromRow(r) : null;
   }
 
@@ -128,7 +142,7 @@ export class SqliteStore implements Store {
     const args: unknown[] = [filter.after ?? ''];
     if (filter.owner !== undefined) (where.push('owner = ?'), args.push(filter.owner));
     if (filter.state !== undefined) (where.push('state = ?'), args.push(filter.state));
-    const rows = this.db.prepare(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limitOf(filter)) as Row[];
+    const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limitOf(filter)) as Row[];
     return rows.map(deviceFromRow);
   }
 
@@ -141,7 +155,7 @@ export class SqliteStore implements Store {
 
   // ---- certificates ----
   async getCertificate(serial: string): Promise<CertificateRecord | null> {
-    const r = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
+    const r = this.stmt('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
     return r ? certFromRow(r) : null;
   }
 
@@ -151,7 +165,7 @@ export class SqliteStore implements Store {
     if (filter.deviceId !== undefined) (where.push('device_id = ?'), args.push(filter.deviceId));
     if (filter.status !== undefined) (where.push('status = ?'), args.push(filter.status));
     if (filter.owner !== undefined) (where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)'), args.push(filter.owner));
-    const rows = this.db.prepare(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limitOf(filter)) as Row[];
+    const rows = this.stmt(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limitOf(filter)) as Row[];
     return rows.map(certFromRow);
   }
 
@@ -161,7 +175,7 @@ export class SqliteStore implements Store {
     this.db
       .transaction(() => {
         if (args.consumeSecretId !== undefined) {
-          const r = this.db.prepare('UPDATE secrets SET used_at = ? WHERE id = ? AND used_at IS NULL').run(ms(now), args.consumeSecretId);
+          const r = this.stmt('UPDATE secrets SET used_at = ? WHERE id = ? AND used_at IS NULL').run(ms(now), args.consumeSecretId);
           if (r.changes !== 1) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
         }
         this.db
@@ -171,9 +185,9 @@ export class SqliteStore implements Store {
           )
           .run(c.serial, c.deviceId, c.issuer, c.subject, c.profile, ms(c.notBefore), ms(c.notAfter), c.shard, c.spkiSha256, c.der, ms(now));
         if (c.deviceId !== null)
-          this.db.prepare("UPDATE devices SET state = 'active', updated_at = ? WHERE id = ? AND state = 'registered'").run(ms(now), c.deviceId);
+          this.stmt("UPDATE devices SET state = 'active', updated_at = ? WHERE id = ? AND state = 'registered'").run(ms(now), c.deviceId);
         if (args.requestId !== undefined)
-          this.db.prepare("UPDATE requests SET status = 'issued', cert_serial = ? WHERE id = ? AND status = 'approved'").run(c.serial, args.requestId);
+          this.stmt("UPDATE requests SET status = 'issued', cert_serial = ? WHERE id = ? AND status = 'approved'").run(c.serial, args.requestId);
         this.appendAuditSync(args.audit, now);
       })
       .immediate();
@@ -183,20 +197,20 @@ export class SqliteStore implements Store {
   async recordAuthFailure(key: string, now: Date, windowSeconds: number): Promise<number> {
     return this.db
       .transaction(() => {
-        this.db.prepare('DELETE FROM auth_failures WHERE key = ? AND at <= ?').run(key, ms(now) - windowSeconds * 1000);
-        this.db.prepare('INSERT INTO auth_failures (key, at) VALUES (?, ?)').run(key, ms(now));
-        return Number((this.db.prepare('SELECT COUNT(*) AS n FROM auth_failures WHERE key = ?').get(key) as Row).n);
+        this.stmt('DELETE FROM auth_failures WHERE key = ? AND at <= ?').run(key, ms(now) - windowSeconds * 1000);
+        this.stmt('INSERT INTO auth_failures (key, at) VALUES (?, ?)').run(key, ms(now));
+        return Number((this.stmt('SELECT COUNT(*) AS n FROM auth_failures WHERE key = ?').get(key) as Row).n);
       })
       .immediate();
   }
 
   async countAuthFailures(key: string, now: Date, windowSeconds: number): Promise<{ count: number; oldest: Date | null }> {
-    const r = this.db.prepare('SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_failures WHERE key = ? AND at > ?').get(key, ms(now) - windowSeconds * 1000) as Row;
+    const r = this.stmt('SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_failures WHERE key = ? AND at > ?').get(key, ms(now) - windowSeconds * 1000) as Row;
     return { count: Number(r.n), oldest: dateOrNull(r.oldest) };
   }
 
   async clearAuthFailures(key: string): Promise<void> {
-    this.db.prepare('DELETE FROM auth_failures WHERE key = ?').run(key);
+    this.stmt('DELETE FROM auth_failures WHERE key = ?').run(key);
   }
 
   // ---- manual approval queue ----
@@ -214,20 +228,20 @@ export class SqliteStore implements Store {
   }
 
   async getRequest(id: string): Promise<EnrollmentRequestRecord | null> {
-    const r = this.db.prepare('SELECT * FROM requests WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM requests WHERE id = ?').get(id) as Row | undefined;
     return r ? requestFromRow(r) : null;
   }
 
   async findRequest(deviceId: string, csrSha256: string): Promise<EnrollmentRequestRecord | null> {
-    const r = this.db.prepare('SELECT * FROM requests WHERE device_id = ? AND csr_sha256 = ? ORDER BY created_at DESC LIMIT 1').get(deviceId, csrSha256) as Row | undefined;
+    const r = this.stmt('SELECT * FROM requests WHERE device_id = ? AND csr_sha256 = ? ORDER BY created_at DESC LIMIT 1').get(deviceId, csrSha256) as Row | undefined;
     return r ? requestFromRow(r) : null;
   }
 
   async listRequests(filter: { status?: RequestStatus } & Page): Promise<EnrollmentRequestRecord[]> {
     const rows = (
       filter.status
-        ? this.db.prepare('SELECT * FROM requests WHERE id > ? AND status = ? ORDER BY id LIMIT ?').all(filter.after ?? '', filter.status, limitOf(filter))
-        : this.db.prepare('SELECT * FROM requests WHERE id > ? ORDER BY id LIMIT ?').all(filter.after ?? '', limitOf(filter))
+        ? this.stmt('SELECT * FROM requests WHERE id > ? AND status = ? ORDER BY id LIMIT ?').all(filter.after ?? '', filter.status, limitOf(filter))
+        : this.stmt('SELECT * FROM requests WHERE id > ? ORDER BY id LIMIT ?').all(filter.after ?? '', limitOf(filter))
     ) as Row[];
     return rows.map(requestFromRow);
   }
@@ -236,10 +250,10 @@ export class SqliteStore implements Store {
     const now = new Date();
     return this.db
       .transaction(() => {
-        const r = this.db.prepare('SELECT * FROM requests WHERE id = ?').get(id) as Row | undefined;
+        const r = this.stmt('SELECT * FROM requests WHERE id = ?').get(id) as Row | undefined;
         if (!r) throw new DeviceCaError('not-found', `no request ${id}`);
         if (r.status !== 'pending') throw new DeviceCaError('conflict', `request ${id} is ${r.status}, not pending`);
-        this.db.prepare('UPDATE requests SET status = ?, decided_at = ?, decided_by = ? WHERE id = ?').run(status, ms(now), by, id);
+        this.stmt('UPDATE requests SET status = ?, decided_at = ?, decided_by = ? WHERE id = ?').run(status, ms(now), by, id);
         this.appendAuditSync(audit, now);
         return { ...requestFromRow(r), status, decidedAt: now, decidedBy: by };
       })
@@ -257,7 +271,7 @@ export class SqliteStore implements Store {
     const now = new Date();
     return this.db
       .transaction(() => {
-        const row = this.db.prepare('SELECT * FROM devices WHERE id = ?').get(c.deviceId) as Row | undefined;
+        const row = this.stmt('SELECT * FROM devices WHERE id = ?').get(c.deviceId) as Row | undefined;
         if (!row) throw new DeviceCaError('not-found', `no device ${c.deviceId}`);
         const state = String(row.state) as DeviceState;
         if (!c.fromStates.includes(state)) throw new DeviceCaError('conflict', `device ${c.deviceId} is ${state}`);
@@ -267,8 +281,8 @@ export class SqliteStore implements Store {
           const sql = c.revoke.holdOnly
             ? "SELECT serial, issuer, shard FROM certificates WHERE device_id = ? AND status = 'valid' AND not_after > ?"
             : "SELECT serial, issuer, shard FROM certificates WHERE device_id = ? AND not_after > ? AND (status = 'valid' OR revocation_reason = 'certificateHold')";
-          const certs = this.db.prepare(sql).all(c.deviceId, ms(now)) as Row[];
-          const upd = this.db.prepare("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ?");
+          const certs = this.stmt(sql).all(c.deviceId, ms(now)) as Row[];
+          const upd = this.stmt("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ?");
           for (const x of certs) {
             upd.run(ms(c.revoke.at), c.revoke.reason, x.serial);
             this.bumpShard(String(x.issuer), Number(x.shard));
@@ -276,19 +290,19 @@ export class SqliteStore implements Store {
           }
         }
         if (c.releaseHolds) {
-          const held = this.db.prepare("SELECT serial, issuer, shard FROM certificates WHERE device_id = ? AND status = 'revoked' AND revocation_reason = 'certificateHold'").all(c.deviceId) as Row[];
-          const upd = this.db.prepare("UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = ?");
+          const held = this.stmt("SELECT serial, issuer, shard FROM certificates WHERE device_id = ? AND status = 'revoked' AND revocation_reason = 'certificateHold'").all(c.deviceId) as Row[];
+          const upd = this.stmt("UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = ?");
           for (const x of held) {
             upd.run(x.serial);
             this.bumpShard(String(x.issuer), Number(x.shard));
             changed.push({ serial: String(x.serial), issuer: String(x.issuer), shard: Number(x.shard), status: 'valid', reason: null });
           }
         }
-        if (c.deleteSecrets) this.db.prepare('DELETE FROM secrets WHERE device_id = ?').run(c.deviceId);
-        if (c.addSecret) this.db.prepare('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(c.deviceId, c.addSecret.hash, ms(c.addSecret.expiresAt));
-        if (c.cancelRequests) this.db.prepare("UPDATE requests SET status = 'rejected', decided_at = ?, decided_by = 'lifecycle' WHERE device_id = ? AND status IN ('pending', 'approved')").run(ms(now), c.deviceId);
+        if (c.deleteSecrets) this.stmt('DELETE FROM secrets WHERE device_id = ?').run(c.deviceId);
+        if (c.addSecret) this.stmt('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(c.deviceId, c.addSecret.hash, ms(c.addSecret.expiresAt));
+        if (c.cancelRequests) this.stmt("UPDATE requests SET status = 'rejected', decided_at = ?, decided_by = 'lifecycle' WHERE device_id = ? AND status IN ('pending', 'approved')").run(ms(now), c.deviceId);
         const owner = c.newOwner !== undefined ? c.newOwner : row.owner;
-        this.db.prepare('UPDATE devices SET state = ?, owner = ?, updated_at = ? WHERE id = ?').run(c.toState, owner, ms(now), c.deviceId);
+        this.stmt('UPDATE devices SET state = ?, owner = ?, updated_at = ? WHERE id = ?').run(c.toState, owner, ms(now), c.deviceId);
         this.appendAuditSync({ ...c.audit, data: { ...c.audit.data, certificates: changed.map((x) => x.serial) } }, now);
         return { device: deviceFromRow({ ...row, state: c.toState, owner, updated_at: ms(now) }), changed };
       })
@@ -298,12 +312,12 @@ export class SqliteStore implements Store {
   async revokeCertificate(serial: string, reason: RevocationReason, at: Date, invalidityDate: Date | null, audit: AuditInput): Promise<{ cert: CertificateRecord; changed: boolean }> {
     return this.db
       .transaction(() => {
-        const r = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
+        const r = this.stmt('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
         if (!r) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
         const cur = certFromRow(r);
         const onHold = cur.status === 'revoked' && cur.revocationReason === 'certificateHold';
         if (cur.status === 'revoked' && !(onHold && reason !== 'certificateHold')) return { cert: cur, changed: false };
-        this.db.prepare("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?, invalidity_date = ? WHERE serial = ?").run(ms(at), reason, invalidityDate ? ms(invalidityDate) : null, serial);
+        this.stmt("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?, invalidity_date = ? WHERE serial = ?").run(ms(at), reason, invalidityDate ? ms(invalidityDate) : null, serial);
         this.bumpShard(cur.issuer, cur.shard);
         this.appendAuditSync(audit);
         return { cert: { ...cur, status: 'revoked' as const, revokedAt: at, revocationReason: reason, invalidityDate }, changed: true };
@@ -314,11 +328,11 @@ export class SqliteStore implements Store {
   async releaseHold(serial: string, audit: AuditInput): Promise<CertificateRecord> {
     return this.db
       .transaction(() => {
-        const r = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
+        const r = this.stmt('SELECT * FROM certificates WHERE serial = ?').get(serial) as Row | undefined;
         if (!r) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
         const cur = certFromRow(r);
         if (!(cur.status === 'revoked' && cur.revocationReason === 'certificateHold')) throw new DeviceCaError('conflict', `certificate ${serial} is not on hold`);
-        this.db.prepare("UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = ?").run(serial);
+        this.stmt("UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = ?").run(serial);
         this.bumpShard(cur.issuer, cur.shard);
         this.appendAuditSync(audit);
         return { ...cur, status: 'valid' as const, revokedAt: null, revocationReason: null };
@@ -327,13 +341,13 @@ export class SqliteStore implements Store {
   }
 
   async shardRevision(issuer: string, shard: number): Promise<number> {
-    const r = this.db.prepare('SELECT revision FROM crl_shards WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
+    const r = this.stmt('SELECT revision FROM crl_shards WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
     return r ? Number(r.revision) : 0;
   }
 
   async *revokedInShard(issuer: string, shard: number, now: Date, pageSize = 10000): AsyncIterable<RevokedRow[]> {
     // keyset pagination: each page is its own short read, so writers are never blocked for long
-    const stmt = this.db.prepare(
+    const stmt = this.stmt(
       "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates WHERE issuer = ? AND shard = ? AND status = 'revoked' AND not_after > ? AND serial > ? ORDER BY serial LIMIT ?",
     );
     stmt.raw(true);
@@ -350,8 +364,8 @@ export class SqliteStore implements Store {
   async nextCrlNumber(issuer: string): Promise<bigint> {
     return this.db
       .transaction(() => {
-        this.db.prepare('INSERT INTO crl_numbers (issuer, next_number) VALUES (?, 1) ON CONFLICT(issuer) DO UPDATE SET next_number = next_number + 1').run(issuer);
-        return BigInt((this.db.prepare('SELECT next_number FROM crl_numbers WHERE issuer = ?').get(issuer) as Row).next_number as number);
+        this.stmt('INSERT INTO crl_numbers (issuer, next_number) VALUES (?, 1) ON CONFLICT(issuer) DO UPDATE SET next_number = next_number + 1').run(issuer);
+        return BigInt((this.stmt('SELECT next_number FROM crl_numbers WHERE issuer = ?').get(issuer) as Row).next_number as number);
       })
       .immediate();
   }
@@ -367,13 +381,13 @@ export class SqliteStore implements Store {
   }
 
   async getCrl(issuer: string, shard: number): Promise<CrlRecord | null> {
-    const r = this.db.prepare('SELECT * FROM crls WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
+    const r = this.stmt('SELECT * FROM crls WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
     if (!r) return null;
     return { issuer: String(r.issuer), shard: Number(r.shard), number: BigInt(r.number as number), revision: Number(r.revision), thisUpdate: date(r.this_update), nextUpdate: date(r.next_update), entries: Number(r.entries), der: r.der as Buffer };
   }
 
   async crlInfo(issuer: string, shard: number): Promise<Omit<CrlRecord, 'der'> | null> {
-    const r = this.db.prepare('SELECT issuer, shard, number, revision, this_update, next_update, entries FROM crls WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
+    const r = this.stmt('SELECT issuer, shard, number, revision, this_update, next_update, entries FROM crls WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
     if (!r) return null;
     return { issuer: String(r.issuer), shard: Number(r.shard), number: BigInt(r.number as number), revision: Number(r.revision), thisUpdate: date(r.this_update), nextUpdate: date(r.next_update), entries: Number(r.entries) };
   }
@@ -389,7 +403,7 @@ export class SqliteStore implements Store {
     const now = new Date();
     return this.db
       .transaction(() => {
-        this.db.prepare('INSERT INTO tokens (id, hash, scope, description, created_at) VALUES (?, ?, ?, ?, ?)').run(t.id, t.hash, t.scope, t.description, ms(now));
+        this.stmt('INSERT INTO tokens (id, hash, scope, description, created_at) VALUES (?, ?, ?, ?, ?)').run(t.id, t.hash, t.scope, t.description, ms(now));
         this.appendAuditSync(audit, now);
         return { ...t, createdAt: now, revokedAt: null };
       })
@@ -397,21 +411,21 @@ export class SqliteStore implements Store {
   }
 
   async findToken(hash: string): Promise<TokenRecord | null> {
-    const r = this.db.prepare('SELECT * FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
+    const r = this.stmt('SELECT * FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
     return r ? tokenFromRow(r) : null;
   }
 
   async listTokens(): Promise<TokenRecord[]> {
-    return (this.db.prepare('SELECT * FROM tokens ORDER BY created_at').all() as Row[]).map(tokenFromRow);
+    return (this.stmt('SELECT * FROM tokens ORDER BY created_at').all() as Row[]).map(tokenFromRow);
   }
 
   async revokeToken(id: string, audit: AuditInput): Promise<TokenRecord> {
     const now = new Date();
     return this.db
       .transaction(() => {
-        const r = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as Row | undefined;
+        const r = this.stmt('SELECT * FROM tokens WHERE id = ?').get(id) as Row | undefined;
         if (!r) throw new DeviceCaError('not-found', `no token ${id}`);
-        if (r.revoked_at === null) this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ?').run(ms(now), id);
+        if (r.revoked_at === null) this.stmt('UPDATE tokens SET revoked_at = ? WHERE id = ?').run(ms(now), id);
         this.appendAuditSync(audit, now);
         return { ...tokenFromRow(r), revokedAt: dateOrNull(r.revoked_at) ?? now };
       })

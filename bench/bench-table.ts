@@ -1,0 +1,138 @@
+import * as os from 'node:os';
+
+/**
+ * bench-table: the shape every benchmark module returns and the table run.ts prints. Machines are noisy,
+ * so each figure stands beside a baseline measured in the same run, and the ratio is what to compare
+ * across machines and commits.
+ */
+export interface BenchRow {
+  name: string;
+  /** the measured figure, with its unit ("5 210 cert/s") */
+  figure: string;
+  /** what the figure is compared with, measured in the same process and run, with its unit */
+  baseline: string;
+  /** figure / baseline in the sense the name gives (speed-up, share, fraction of the raw rate) */
+  ratio: number;
+  note?: string;
+}
+
+/** BenchFunction is what each bench module exports (benchIssuance, benchCrl, ...). */
+export type BenchFunction = () => Promise<BenchRow[]>;
+
+export interface Measurement {
+  iterations: number;
+  seconds: number;
+  perSecond: number;
+  microsPerOp: number;
+  /** process CPU time (all threads) per op, µs */
+  cpuMicrosPerOp: number;
+}
+
+/**
+ * measure runs op until both minIterations and minSeconds are reached (after warmup runs that are not
+ * timed) and returns its rate. op may be sync or async; an async op is awaited one at a time.
+ */
+export async function measure(op: (i: number) => unknown, opts: { minIterations?: number; minSeconds?: number; warmup?: number; maxIterations?: number } = {}): Promise<Measurement> {
+  const minIterations = opts.minIterations ?? 200;
+  const minNs = BigInt(Math.round((opts.minSeconds ?? 1) * 1e9));
+  const maxIterations = opts.maxIterations ?? Number.MAX_SAFE_INTEGER;
+  const warmup = opts.warmup ?? 50;
+  for (let i = 0; i < warmup; i++) await op(i);
+  const cpu0 = process.cpuUsage();
+  const start = process.hrtime.bigint();
+  let n = 0;
+  let elapsed = 0n;
+  // check the clock every 16 ops: hrtime is cheap but not free next to a 20 µs op
+  while (n < maxIterations && (n < minIterations || elapsed < minNs)) {
+    for (let k = 0; k < 16 && n < maxIterations; k++, n++) {
+      const r = op(warmup + n);
+      if (r && typeof (r as Promise<unknown>).then === 'function') await r;
+    }
+    elapsed = process.hrtime.bigint() - start;
+  }
+  const seconds = Number(elapsed) / 1e9;
+  const cpu = process.cpuUsage(cpu0);
+  return { iterations: n, seconds, perSecond: n / seconds, microsPerOp: (seconds * 1e6) / n, cpuMicrosPerOp: (cpu.user + cpu.system) / n };
+}
+
+export interface Contender {
+  op: (i: number) => unknown;
+  /** per round */
+  minIterations?: number;
+  /** per round */
+  minSeconds?: number;
+  warmup?: number;
+}
+
+/**
+ * bestOfRounds measures several contenders round-robin (a, b, c, a, b, c, ...) and keeps each one's best
+ * round. On a shared, noisy machine a burst of load then hits every contender alike instead of skewing one
+ * ratio, and the best round is the least disturbed one. Each op gets indexes that never repeat.
+ */
+export async function bestOfRounds<K extends string>(contenders: Record<K, Contender>, rounds = 5): Promise<Record<K, Measurement & { rounds: number; totalIterations: number }>> {
+  const keys = Object.keys(contenders) as K[];
+  const best = {} as Record<K, Measurement & { rounds: number; totalIterations: number }>;
+  const next = {} as Record<K, number>;
+  for (const k of keys) next[k] = 0;
+  for (let r = 0; r < rounds; r++) {
+    for (const k of keys) {
+      const c = contenders[k];
+      const base = next[k];
+      const m = await measure((i) => c.op(base + i), { minIterations: c.minIterations, minSeconds: c.minSeconds, warmup: r === 0 ? c.warmup : 0 });
+      next[k] = base + (r === 0 ? (c.warmup ?? 50) : 0) + m.iterations + 16;
+      const total = (best[k]?.totalIterations ?? 0) + m.iterations;
+      if (!best[k] || m.perSecond > best[k].perSecond) best[k] = { ...m, rounds: rounds, totalIterations: total };
+      else best[k].totalIterations = total;
+    }
+  }
+  return best;
+}
+
+/** fmtRate prints a rate with thin grouping: 5210.4 -> "5 210/s". */
+export function fmtRate(perSecond: number, unit = ''): string {
+  const v = perSecond >= 100 ? Math.round(perSecond).toLocaleString('en-US').replace(/,/g, ' ') : perSecond.toPrecision(3);
+  return `${v} ${unit}/s`.replace(' /s', '/s');
+}
+
+export function fmtMicros(us: number): string {
+  return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(1)} µs`;
+}
+
+export function fmtRatio(r: number): string {
+  if (!Number.isFinite(r)) return String(r);
+  return r >= 100 ? `${r.toFixed(0)}x` : r >= 10 ? `${r.toFixed(1)}x` : `${r.toFixed(2)}x`;
+}
+
+export interface Section {
+  module: string;
+  rows?: BenchRow[];
+  /** "skipped: not present", "failed: <message>" */
+  status?: string;
+  seconds?: number;
+}
+
+/** formatTable lays the sections out as one plain-text table, a column per field. */
+export function formatTable(sections: Section[]): string {
+  const header = ['bench', 'measurement', 'figure', 'baseline (same run)', 'ratio', 'note'];
+  const lines: string[][] = [];
+  for (const s of sections) {
+    if (!s.rows) {
+      lines.push([s.module, s.status ?? '', '', '', '', '']);
+      continue;
+    }
+    s.rows.forEach((r, i) => lines.push([i === 0 ? s.module : '', r.name, r.figure, r.baseline, fmtRatio(r.ratio), r.note ?? '']));
+  }
+  const widths = header.map((h, c) => Math.min(c === 5 ? 80 : 200, Math.max(h.length, ...lines.map((l) => l[c].length))));
+  const fmt = (cells: string[]): string =>
+    cells
+      .map((v, c) => (c === 4 ? v.padStart(widths[c]) : v.padEnd(widths[c])))
+      .join('  ')
+      .trimEnd();
+  return [fmt(header), widths.map((w) => '-'.repeat(w)).join('  '), ...lines.map(fmt)].join('\n');
+}
+
+/** machineLine says where the figures come from; ratios travel between machines, rates do not. */
+export function machineLine(): string {
+  const cpus = os.cpus();
+  return `node ${process.version}, ${cpus[0]?.model ?? 'unknown CPU'} x${cpus.length}, ${os.platform()} ${os.release()}, ${new Date().toISOString()}`;
+}
