@@ -76,6 +76,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    if (this.queue.length) this.flush(); // nothing queued is lost
     this.db.close();
   }
 
@@ -96,7 +97,51 @@ export class SqliteStore implements Store {
   }
 
   async appendAudit(e: AuditInput): Promise<AuditRecord> {
-    return this.db.transaction(() => this.appendAuditSync(e)).immediate();
+    return this.grouped(() => this.appendAuditSync(e));
+  }
+
+  // ---- group commit ----
+  private queue: { fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  private flushScheduled = false;
+
+  /**
+   * grouped runs a write in the next group commit: the writes queued during one event-loop turn share one
+   * IMMEDIATE transaction, each inside its own savepoint, so one failing write rolls back alone. A caller's
+   * promise settles only after the whole group committed, so "recorded before returned" still holds, and
+   * under load one fsync-free commit serves many issuances.
+   */
+  private grouped<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const jobs = this.queue;
+    this.queue = [];
+    const results: { ok: boolean; v: unknown }[] = [];
+    try {
+      this.db
+        .transaction(() => {
+          for (const j of jobs) {
+            try {
+              results.push({ ok: true, v: this.db.transaction(j.fn)() }); // nested: a SAVEPOINT
+            } catch (e) {
+              results.push({ ok: false, v: e });
+            }
+          }
+        })
+        .immediate();
+    } catch (e) {
+      for (const j of jobs) j.reject(e);
+      return;
+    }
+    jobs.forEach((j, i) => (results[i].ok ? j.resolve(results[i].v) : j.reject(results[i].v)));
   }
 
   async listAudit(filter: Page & { subject?: string }): Promise<AuditRecord[]> {
@@ -172,25 +217,21 @@ export class SqliteStore implements Store {
   async recordIssuance(args: Parameters<Store['recordIssuance']>[0]): Promise<void> {
     const c = args.cert;
     const now = new Date();
-    this.db
-      .transaction(() => {
+    return this.grouped(() => {
         if (args.consumeSecretId !== undefined) {
           const r = this.stmt('UPDATE secrets SET used_at = ? WHERE id = ? AND used_at IS NULL').run(ms(now), args.consumeSecretId);
           if (r.changes !== 1) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
         }
-        this.db
-          .prepare(
-            `INSERT INTO certificates (serial, device_id, issuer, subject, profile, not_before, not_after, shard, spki_sha256, der, status, created_at)
+        this.stmt(
+          `INSERT INTO certificates (serial, device_id, issuer, subject, profile, not_before, not_after, shard, spki_sha256, der, status, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)`,
-          )
-          .run(c.serial, c.deviceId, c.issuer, c.subject, c.profile, ms(c.notBefore), ms(c.notAfter), c.shard, c.spkiSha256, c.der, ms(now));
+        ).run(c.serial, c.deviceId, c.issuer, c.subject, c.profile, ms(c.notBefore), ms(c.notAfter), c.shard, c.spkiSha256, c.der, ms(now));
         if (c.deviceId !== null)
           this.stmt("UPDATE devices SET state = 'active', updated_at = ? WHERE id = ? AND state = 'registered'").run(ms(now), c.deviceId);
         if (args.requestId !== undefined)
           this.stmt("UPDATE requests SET status = 'issued', cert_serial = ? WHERE id = ? AND status = 'approved'").run(c.serial, args.requestId);
         this.appendAuditSync(args.audit, now);
-      })
-      .immediate();
+    });
   }
 
   // ---- authentication failures ----
