@@ -9,6 +9,8 @@ declare -A CHECK=(
   [curl]=/usr/bin/curl
   [softhsm2]=/usr/bin/softhsm2-util
   [opensc]=/usr/bin/pkcs11-tool
+  [freeradius]=/usr/sbin/freeradius
+  [eapoltest]=/usr/bin/eapol_test
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do
@@ -23,5 +25,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing test peers: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Packages with a daemon (freeradius) start their system service on install. The tests run their own
+# instances on free loopback ports and never use it, so keep invoke-rc.d from starting anything
+# (exit 101 = action forbidden), unless the host already has a policy of its own.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get update -qq >&2
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -7,6 +7,7 @@ import * as https from 'node:https';
 import pino, { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { CaHierarchy, caExists, initCa, loadCa } from './ca/ca-hierarchy';
+import { certificateParts } from './ca/certificate-parts';
 import { CertificateAuthority } from './ca/certificate-authority';
 import { pemBlocks, toPem } from './ca/pem';
 import { publicBaseUrl } from './config/load-config';
@@ -29,7 +30,10 @@ import { ocspHandler } from './protocols/ocsp/ocsp-handler';
 import { adminRouter } from './protocols/admin/admin-router';
 import { AdminAccess, fingerprintOfPem } from './ra/admin-access';
 import { DeviceLifecycle } from './ra/device-lifecycle';
-import { SigningKey } from './keys/key-backend';
+import { KeyRole, SigningKey } from './keys/key-backend';
+import { KeyRouter } from './keys/key-router';
+import { Pkcs11KeyBackend } from './keys/pkcs11/pkcs11-key-backend';
+import { parsePkcs11Uri } from './keys/pkcs11/pkcs11-uri';
 import { SqliteStore } from './store/sqlite/sqlite-store';
 
 /**
@@ -52,9 +56,63 @@ export function openStore(cfg: Config): Store {
   return new SqliteStore(cfg.store.path);
 }
 
+/** keysBackendKind resolves keys.backend 'auto': a configured PKCS#11 module means the HSM. */
+export function keysBackendKind(cfg: Config): 'software' | 'pkcs11' {
+  return cfg.keys.backend === 'auto' ? (cfg.keys.pkcs11.module ? 'pkcs11' : 'software') : cfg.keys.backend;
+}
+
+/** readPin takes a token's PIN from the named environment variable or file; never from the config file. */
+function readPin(t: { pinEnv?: string; pinFile?: string }, what: string): string {
+  if (t.pinFile) {
+    try {
+      return fs.readFileSync(t.pinFile, 'utf8').split(/\r?\n/)[0];
+    } catch {
+      throw new DeviceCaError('config', `${what}.pinFile: cannot read ${t.pinFile}`);
+    }
+  }
+  const name = t.pinEnv ?? 'DEVICE_CA_PKCS11_PIN';
+  const pin = process.env[name];
+  if (pin === undefined || pin === '') throw new DeviceCaError('config', `${what}: no PIN: set ${name} (or ${what}.pinFile)`);
+  return pin;
+}
+
+/**
+ * openKeyBackend builds the KeyBackend for this process: software files, or PKCS#11 tokens (one backend
+ * per token, shared by the roles on it; each process has its own PKCS#11 state and session pool).
+ */
 export function openKeyBackend(cfg: Config): KeyBackend {
   const pass = process.env[cfg.keys.passphraseEnv];
-  return new SoftwareKeyBackend(path.join(cfg.dataDir, 'keys'), pass && pass.length ? pass : undefined);
+  const software = new SoftwareKeyBackend(path.join(cfg.dataDir, 'keys'), pass && pass.length ? pass : undefined);
+  if (keysBackendKind(cfg) === 'software') return software;
+  const p = cfg.keys.pkcs11;
+  if (!p.module) throw new DeviceCaError('config', 'keys.pkcs11.module: the PKCS#11 module path is required (DEVICE_CA_PKCS11_MODULE)');
+  if (!p.token && !p.serial) throw new DeviceCaError('config', 'keys.pkcs11.token: name the token by label (DEVICE_CA_PKCS11_TOKEN) or serial');
+  const tokens = new Map<string, Promise<KeyBackend>>();
+  const tokenBackend = (t: { token?: string; serial?: string; pinEnv?: string; pinFile?: string }, what: string): Promise<KeyBackend> => {
+    const key = `${t.token ?? ''}|${t.serial ?? ''}`;
+    let b = tokens.get(key);
+    if (!b) {
+      const opened = Promise.resolve().then(() => new Pkcs11KeyBackend({ module: p.module!, token: t.token, serial: t.serial, pin: readPin(t, what), sessionPoolSize: p.sessionPoolSize }).open());
+      tokens.set(key, opened);
+      b = opened;
+    }
+    return b;
+  };
+  const roleToken = (role: KeyRole) => {
+    const r = cfg.keys.roles[role];
+    return r.token || r.serial ? { token: r.token, serial: r.serial, pinEnv: r.pinEnv ?? p.pinEnv, pinFile: r.pinFile ?? p.pinFile } : p;
+  };
+  return new KeyRouter(
+    (role) => tokenBackend(roleToken(role), cfg.keys.roles[role].token || cfg.keys.roles[role].serial ? `keys.roles.${role}` : 'keys.pkcs11'),
+    async (ref) => {
+      if (!ref.startsWith('pkcs11:')) return software;
+      const u = parsePkcs11Uri(ref);
+      // the PIN of a token comes from the role (or default) configuration that names it
+      const named = (['root', 'issuing', 'ocsp', 'ra'] as KeyRole[]).map(roleToken).find((t) => (u.token && t.token === u.token) || (u.serial && t.serial === u.serial));
+      return tokenBackend(named ?? { token: u.token, serial: u.serial, pinEnv: p.pinEnv, pinFile: p.pinFile }, 'keys.pkcs11');
+    },
+    (role) => cfg.keys.roles[role].key,
+  );
 }
 
 /** ensureCa creates the CA hierarchy on first start; later starts load it. */
@@ -147,6 +205,31 @@ export async function ensureTlsServerCertificate(cfg: Config, ca: CertificateAut
   fs.renameSync(keyFile + '.tmp', keyFile);
   fs.renameSync(certFile + '.tmp', certFile);
   return { certPem, keyPem };
+}
+
+/** keyAssignments: which key serves which role (for `device-ca keys list`), from the CA state files. */
+export function keyAssignments(cfg: Config): { role: string; ca: string; ref: string; certificate: string; spkiSha256: string }[] {
+  if (!caExists(cfg)) throw new DeviceCaError('config', `no CA in ${path.join(cfg.dataDir, 'ca')}; run \`device-ca init\` first`);
+  const state = JSON.parse(fs.readFileSync(path.join(cfg.dataDir, 'ca', 'state.json'), 'utf8')) as CaHierarchy['state'];
+  const rows = [
+    { role: 'root', ca: state.root.name, ref: state.root.keyRef, certificate: state.root.certFile },
+    { role: 'issuing', ca: state.issuing.name, ref: state.issuing.keyRef, certificate: state.issuing.certFile },
+  ];
+  try {
+    const o = JSON.parse(fs.readFileSync(path.join(cfg.dataDir, 'ca', 'ocsp-responder.json'), 'utf8')) as OcspResponderState;
+    rows.push({ role: 'ocsp', ca: state.issuing.name, ref: o.keyRef, certificate: o.certFile });
+  } catch {
+    // no responder yet: made at the first `serve`
+  }
+  return rows.map((r) => {
+    let spkiSha256 = '';
+    try {
+      spkiSha256 = crypto.createHash('sha256').update(certificateParts(fs.readFileSync(r.certificate)).spki).digest('hex');
+    } catch {
+      spkiSha256 = '(certificate unreadable)';
+    }
+    return { ...r, spkiSha256 };
+  });
 }
 
 /** OcspResponderState is <dataDir>/ca/ocsp-responder.json: the responder key (kept across renewals) and certificate. */

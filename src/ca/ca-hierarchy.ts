@@ -27,8 +27,11 @@ export interface CaState {
   issuing: { name: string; keyRef: string; certFile: string };
 }
 
+/** CaCertificate: a CA as relying parties see it, without its key (the root's key stays offline). */
+export type CaCertificate = Omit<CaMaterial, 'key'>;
+
 export interface CaHierarchy {
-  root: CaMaterial;
+  root: CaCertificate;
   issuing: CaMaterial;
   state: CaState;
 }
@@ -77,7 +80,7 @@ async function signCaCert(args: {
  * initCa creates the root and issuing CA keys and certificates. It refuses to run when a CA exists,
  * and writes state.json last so a crash half-way leaves no CA that looks complete.
  */
-export async function initCa(cfg: Config, keys: KeyBackend, now = new Date()): Promise<CaHierarchy> {
+export async function initCa(cfg: Config, keys: KeyBackend, now = new Date()): Promise<CaHierarchy & { root: CaMaterial }> {
   if (caExists(cfg)) throw new DeviceCaError('conflict', `a CA already exists in ${caDir(cfg)}; refusing to overwrite`);
   fs.mkdirSync(caDir(cfg), { recursive: true, mode: 0o755 });
   const stamp = now.toISOString().slice(0, 10).replace(/-/g, '') + '-' + crypto.randomBytes(3).toString('hex');
@@ -127,11 +130,13 @@ export async function loadCa(cfg: Config, keys: KeyBackend): Promise<CaHierarchy
   const state = JSON.parse(fs.readFileSync(stateFile(cfg), 'utf8')) as CaState;
   const rootDer = fs.readFileSync(state.root.certFile);
   const issDer = fs.readFileSync(state.issuing.certFile);
-  const [rootKey, issKey] = [await keys.load(state.root.keyRef), await keys.load(state.issuing.keyRef)];
+  // the root key is not opened: serving never signs with it, and it may live on an offline token
+  const issKey = await keys.load(state.issuing.keyRef);
   const issuing = material(state.issuing.name, issDer, issKey);
   if (!certificateParts(issDer).spki.equals(issKey.spki))
     throw new DeviceCaError('config', `issuing CA key ${state.issuing.keyRef} does not match ${state.issuing.certFile}`);
-  return { root: material(state.root.name, rootDer, rootKey), issuing, state };
+  const { key: _none, ...root } = material(state.root.name, rootDer, issKey);
+  return { root, issuing, state };
 }
 
 function material(name: string, der: Buffer, key: SigningKey): CaMaterial {

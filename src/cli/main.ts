@@ -12,7 +12,7 @@ import { loadConfig } from '../config/load-config';
 import { parseDuration } from '../config/duration';
 import { Config } from '../config/schema';
 import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
-import { createLogger, openKeyBackend, openRegistrationAuthority, openStore } from '../main';
+import { createLogger, keyAssignments, openKeyBackend, openRegistrationAuthority, openStore } from '../main';
 import { serve } from './serve';
 import { printRecords, printRecord } from './output';
 
@@ -236,7 +236,7 @@ program
   .command('export')
   .description('write CA certificates and current CRLs as an OpenSSL hashed directory (<hash>.0, <hash>.rN) for FreeRADIUS ca_path')
   .requiredOption('--dir <dir>', 'target directory')
-  .option('--reload-cmd <cmd>', 'shell command run after the files changed (e.g. "systemctl reload freeradius")')
+  .option('--reload-cmd <cmd>', 'shell command run after the files changed (e.g. "systemctl restart freeradius": FreeRADIUS does not re-read CRLs on HUP)')
   .option('--watch', 'keep the directory current: re-export whenever a CRL is re-issued')
   .action(async (o: { dir: string; reloadCmd?: string; watch?: boolean }) => {
     const cfg = config();
@@ -266,6 +266,16 @@ program
     } finally {
       await h.close();
     }
+  });
+
+program
+  .command('keys')
+  .description('CA keys')
+  .command('list')
+  .description('which key serves which role: PKCS#11 URI (RFC 7512) or key file, and the SHA-256 of its public key')
+  .action(async () => {
+    const rows = keyAssignments(config());
+    printRecords(json(), rows, ['role', 'ca', 'ref', 'spkiSha256']);
   });
 
 const certs = program.command('certs').description('inspect issued certificates');

@@ -14,6 +14,8 @@ const ENV_ALIASES: Record<string, string[]> = {
   DEVICE_CA_HTTPS_PORT: ['https', 'port'],
   DEVICE_CA_HTTP_PORT: ['http', 'port'],
   DEVICE_CA_PUBLIC_URL: ['publicUrl'],
+  DEVICE_CA_PKCS11_MODULE: ['keys', 'pkcs11', 'module'],
+  DEVICE_CA_PKCS11_TOKEN: ['keys', 'pkcs11', 'token'],
 };
 
 const snake = (k: string): string => k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
@@ -23,22 +25,30 @@ export function envName(pathParts: string[]): string {
   return 'DEVICE_CA_' + pathParts.map(snake).join('_');
 }
 
-/** scalarPaths lists every leaf key of the schema's default config, the keys the environment may set. */
-function leafPaths(obj: unknown, prefix: string[] = []): string[][] {
-  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return [prefix];
-  const out: string[][] = [];
-  for (const [k, v] of Object.entries(obj as Record<string, unknown>)) {
-    if (prefix.length === 0 && k === 'est') continue; // label maps are set in the file
-    out.push(...leafPaths(v, [...prefix, k]));
-  }
-  return out;
+type SchemaNode = { def: { type: string; innerType?: SchemaNode; in?: SchemaNode }; shape?: Record<string, SchemaNode> };
+type Leaf = { path: string[]; kind: string };
+
+/** unwrap looks through optional/default/prefault/nullable wrappers to the schema that holds the value. */
+function unwrap(n: SchemaNode): SchemaNode {
+  let cur = n;
+  while (['optional', 'default', 'prefault', 'nullable'].includes(cur.def.type) && cur.def.innerType) cur = cur.def.innerType;
+  return cur;
+}
+
+/** leaves lists every scalar or list key of the schema (label maps excepted): the keys the environment may set. */
+function leaves(node: SchemaNode, prefix: string[] = []): Leaf[] {
+  const n = unwrap(node);
+  if (n.def.type === 'object' && n.shape) return Object.entries(n.shape).flatMap(([k, v]) => leaves(v, [...prefix, k]));
+  if (n.def.type === 'record') return [];
+  // a duration is a pipe from string|number: set from the environment as given
+  return [{ path: prefix, kind: n.def.type === 'pipe' ? 'string' : n.def.type }];
 }
 
 /** coerceEnv turns an environment string into the type the schema expects at that path. */
-function coerceEnv(raw: string, sample: unknown): unknown {
-  if (typeof sample === 'number') return /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw;
-  if (typeof sample === 'boolean') return raw === 'true' ? true : raw === 'false' ? false : raw;
-  if (Array.isArray(sample)) return raw.split(',').map((s) => s.trim()).filter(Boolean);
+function coerceEnv(raw: string, kind: string): unknown {
+  if (kind === 'number') return /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw;
+  if (kind === 'boolean') return raw === 'true' ? true : raw === 'false' ? false : raw;
+  if (kind === 'array') return raw.split(',').map((s) => s.trim()).filter(Boolean);
   return raw;
 }
 
@@ -49,12 +59,6 @@ function setPath(obj: Record<string, unknown>, p: string[], value: unknown): voi
     cur = cur[k] as Record<string, unknown>;
   }
   cur[p[p.length - 1]] = value;
-}
-
-function getPath(obj: unknown, p: string[]): unknown {
-  let cur = obj as Record<string, unknown> | undefined;
-  for (const k of p) cur = cur?.[k] as Record<string, unknown> | undefined;
-  return cur;
 }
 
 function formatZod(e: ZodError, source: string): string {
@@ -98,19 +102,14 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   const fileCheck = configSchema.safeParse(raw);
   if (!fileCheck.success) throw new DeviceCaError('config', formatZod(fileCheck.error, file ?? 'config'));
 
-  const defaults = configSchema.parse({});
   const merged = structuredClone(raw);
   const fromEnv: string[] = [];
-  for (const p of leafPaths(defaults)) {
-    const name = envName(p);
-    if (env[name] !== undefined) {
-      setPath(merged, p, coerceEnv(env[name]!, getPath(defaults, p)));
-      fromEnv.push(name);
-    }
-  }
-  for (const [name, p] of Object.entries(ENV_ALIASES)) {
-    if (env[name] !== undefined) {
-      setPath(merged, p, coerceEnv(env[name]!, getPath(defaults, p)));
+  const all = leaves(configSchema as unknown as SchemaNode);
+  const kindOf = (p: string[]) => all.find((l) => l.path.join('.') === p.join('.'))?.kind ?? 'string';
+  const sources: [string, string[]][] = [...all.map((l): [string, string[]] => [envName(l.path), l.path]), ...Object.entries(ENV_ALIASES)];
+  for (const [name, p] of sources) {
+    if (env[name] !== undefined && env[name] !== '') {
+      setPath(merged, p, coerceEnv(env[name]!, kindOf(p)));
       fromEnv.push(name);
     }
   }

@@ -37,6 +37,25 @@ const caCert = (name: string, days: number) =>
     algorithm: keyAlgorithm.optional(),
   });
 
+/** pkcs11Token: which token and where its PIN comes from; the PIN itself never sits in the config file. */
+const pkcs11Token = {
+  /** token label (DEVICE_CA_PKCS11_TOKEN) */
+  token: z.string().optional(),
+  /** token serial number, instead of or besides the label */
+  serial: z.string().optional(),
+  /** environment variable holding the user PIN */
+  pinEnv: z.string().optional(),
+  /** file holding the user PIN (first line) */
+  pinFile: z.string().optional(),
+};
+const roleKey = z
+  .strictObject({
+    ...pkcs11Token,
+    /** adopt this existing key (PKCS#11 URI, RFC 7512) instead of generating one at init */
+    key: z.string().optional(),
+  })
+  .prefault({});
+
 export const labelSchema = z.strictObject({
   /** authentication methods accepted for simpleenroll/serverkeygen */
   auth: z.array(z.enum(['basic', 'bootstrap-cert'])).min(1).default(['basic', 'bootstrap-cert']),
@@ -86,9 +105,28 @@ export const configSchema = z.strictObject({
     .prefault({}),
   keys: z
     .strictObject({
-      backend: z.enum(['software']).default('software'),
+      /** auto: pkcs11 when keys.pkcs11.module is set (DEVICE_CA_PKCS11_MODULE), else software files */
+      backend: z.enum(['auto', 'software', 'pkcs11']).default('auto'),
       /** environment variable holding the passphrase for software key files (optional) */
       passphraseEnv: z.string().default('DEVICE_CA_KEY_PASSPHRASE'),
+      pkcs11: z
+        .strictObject({
+          /** path of the PKCS#11 module (.so) */
+          module: z.string().optional(),
+          ...pkcs11Token,
+          /** sessions per process; one signature runs per session at a time */
+          sessionPoolSize: z.number().int().min(1).max(64).default(4),
+        })
+        .prefault({}),
+      /** per role: another token (e.g. an offline root), or an existing key to adopt by PKCS#11 URI */
+      roles: z
+        .strictObject({
+          root: roleKey,
+          issuing: roleKey,
+          ocsp: roleKey,
+          ra: roleKey,
+        })
+        .prefault({}),
     })
     .prefault({}),
   store: z
