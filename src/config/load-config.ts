@@ -65,8 +65,9 @@ function formatZod(e: ZodError, source: string): string {
   return e.issues
     .map((i) => {
       const keys = (i as { keys?: string[] }).keys;
-      const at = [...i.path, ...(keys && keys.length === 1 ? keys : [])].join('.') || '(root)';
-      return `${source}: ${at}: ${i.message}`;
+      // one line per unknown key, each with its full path
+      if (keys && keys.length) return keys.map((k) => `${source}: ${[...i.path, k].join('.')}: unknown key`).join('\n');
+      return `${source}: ${i.path.join('.') || '(root)'}: ${i.message}`;
     })
     .join('\n');
 }

@@ -60,8 +60,8 @@ export function estRouter(opts: EstRouterOptions): Router {
       const boundary = `est-${crypto.randomBytes(12).toString('hex')}`;
       const body =
         `--${boundary}\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n\r\n${encodeBase64Body(out.privateKeyPkcs8!)}` +
-        `--${boundary}\r\nContent-Type: ${CERTS_ONLY}\r\nContent-Transfer-Encoding: base64\r\n\r\n${certBody}` +
-        `--${boundary}--\r\n`;
+        `\r\n--${boundary}\r\nContent-Type: ${CERTS_ONLY}\r\nContent-Transfer-Encoding: base64\r\n\r\n${certBody}` +
+        `\r\n--${boundary}--\r\n`; // RFC 2046 §5.1.1: CRLF belongs to the delimiter
       res.status(200).setHeader('Content-Type', `multipart/mixed; boundary=${boundary}`);
       res.setHeader('Content-Length', Buffer.byteLength(body));
       res.end(body);

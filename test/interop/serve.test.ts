@@ -1,0 +1,348 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tls from 'node:tls';
+import { CLI_JS, REPO_ROOT, RunningService, assertBuilt, runCli, runProcess, startService } from '../helpers/service-process';
+import { TmpDir, makeTmpDir } from '../helpers/tmp';
+
+/**
+ * `device-ca serve` as an operator runs it: first start creates the CA and later starts reuse it, SIGTERM
+ * drains requests in flight, workers share the ports, a bad config fails fast naming the key, and the
+ * listeners take IPv4 and IPv6.
+ */
+
+let tmp: TmpDir;
+let n = 0;
+const started: RunningService[] = [];
+
+async function start(opts: Parameters<typeof startService>[0] = {}): Promise<RunningService> {
+  const s = await startService(opts);
+  started.push(s);
+  return s;
+}
+
+beforeAll(() => {
+  assertBuilt();
+  tmp = makeTmpDir('device-ca-serve-');
+});
+
+afterAll(async () => {
+  await Promise.all(started.map((s) => s.stop()));
+  tmp?.cleanup();
+});
+
+interface Reply {
+  status: number;
+  headers: string;
+  body: Buffer;
+}
+
+/** curl: one request; https URLs are checked against the service's chain.pem */
+async function curl(svc: RunningService, url: string, args: string[] = []): Promise<Reply> {
+  const i = ++n;
+  const hdr = tmp.file(`http/${i}.head`);
+  const out = tmp.file(`http/${i}.body`);
+  const r = await runProcess('curl', ['-sS', '--cacert', svc.chainPem, '-D', hdr, '-o', out, ...args, url]);
+  if (r.code !== 0) throw new Error(`curl ${url} failed (${r.code}): ${r.stderr}`);
+  const headers = fs.readFileSync(hdr, 'latin1');
+  const heads = headers.split(/\r?\n\r?\n/).filter((b) => b.startsWith('HTTP/'));
+  const status = Number(/^HTTP\/\S+ (\d{3})/.exec(heads[heads.length - 1] ?? '')?.[1] ?? 0);
+  return { status, headers, body: fs.existsSync(out) ? fs.readFileSync(out) : Buffer.alloc(0) };
+}
+
+async function openssl(...args: string[]): Promise<string> {
+  const r = await runProcess('openssl', args);
+  if (r.code !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** newDeviceCsr registers a device and makes a base64 P-256 CSR for it */
+async function newDeviceCsr(svc: RunningService, id: string): Promise<{ secret: string; body: string }> {
+  const add = await svc.cli(['devices', 'add', id, '--owner', 'acme']);
+  expect(add.code).toBe(0);
+  const k = tmp.file(`keys/${id}.pem`);
+  const der = tmp.file(`csr/${id}.der`);
+  await openssl('req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', k, '-subj', `/CN=${id}`, '-outform', 'DER', '-out', der);
+  return { secret: add.stdout.trim(), body: fs.readFileSync(der).toString('base64').replace(/(.{64})/g, '$1\n') + '\n' };
+}
+
+/** enroll: curl simpleenroll; returns the status and, on 200, the certificate subject as openssl prints it */
+async function enroll(svc: RunningService, id: string): Promise<{ status: number; subject?: string }> {
+  const { secret, body } = await newDeviceCsr(svc, id);
+  const f = tmp.write(`req/${id}.b64`, body);
+  const r = await curl(svc, `${svc.est}/simpleenroll`, ['-u', `${id}:${secret}`, '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${f}`]);
+  if (r.status !== 200) return { status: r.status };
+  const p7 = tmp.write(`p7/${id}.der`, Buffer.from(r.body.toString('latin1'), 'base64'));
+  const subject = await openssl('pkcs7', '-inform', 'DER', '-in', p7, '-print_certs', '-noout');
+  return { status: 200, subject: subject.trim() };
+}
+
+function filesHash(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of fs.readdirSync(dir).sort()) out[f] = crypto.createHash('sha256').update(fs.readFileSync(path.join(dir, f))).digest('hex');
+  return out;
+}
+
+/** connectError: the error code of a TCP connect, or 'connected' */
+function connectResult(port: number, host = '127.0.0.1'): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host });
+    s.once('connect', () => {
+      s.destroy();
+      resolve('connected');
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+}
+
+const running = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** childPids: the processes whose parent is pid (from /proc, Linux) */
+function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(d));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return out;
+}
+
+describe('first start creates the CA, later starts reuse it', () => {
+  const caFiles = ['chain.pem', 'device-ca-issuing.crt', 'device-ca-issuing.pem', 'device-ca-root.crt', 'device-ca-root.pem', 'state.json'];
+  let dataDir: string;
+  let firstHashes: Record<string, string>;
+  let firstCacerts: Buffer;
+
+  beforeAll(() => {
+    dataDir = tmp.file('reuse-data');
+    fs.mkdirSync(dataDir);
+  });
+
+  it('npm start runs exactly `node dist/cli/main.js serve` (what these tests start)', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string>; bin: Record<string, string> };
+    expect(pkg.scripts.start).toBe('node dist/cli/main.js serve');
+    expect(path.resolve(REPO_ROOT, pkg.bin['device-ca'])).toBe(CLI_JS);
+  });
+
+  it('on an empty data directory: creates the CA files in <data>/ca and serves EST and the CA certificates', async () => {
+    expect(fs.readdirSync(dataDir)).toEqual([]);
+    const svc = await start({ dataDir });
+    expect(fs.readdirSync(path.join(dataDir, 'ca')).sort()).toEqual(expect.arrayContaining(caFiles));
+    firstHashes = filesHash(path.join(dataDir, 'ca'));
+    const cacerts = await curl(svc, `${svc.est}/cacerts`);
+    expect(cacerts.status).toBe(200);
+    firstCacerts = cacerts.body;
+    const p7 = tmp.write('reuse-cacerts.der', Buffer.from(cacerts.body.toString('latin1'), 'base64'));
+    const certs = await openssl('pkcs7', '-inform', 'DER', '-in', p7, '-print_certs');
+    expect(certs.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/g)!.join('')).toBe(fs.readFileSync(svc.chainPem, 'utf8'));
+    const root = await curl(svc, `http://127.0.0.1:${svc.httpPort}/ca/device-ca-root.crt`);
+    expect(root.status).toBe(200);
+    expect(root.body.equals(fs.readFileSync(path.join(dataDir, 'ca', 'device-ca-root.crt')))).toBe(true);
+    const e = await enroll(svc, 'reuse-1');
+    expect(e.status).toBe(200);
+    expect(e.subject).toMatch(/^subject=O = acme, CN = reuse-1\n/);
+    expect(await svc.stop()).toBe(0);
+  });
+
+  it('a second start on the same data directory reuses the CA byte for byte', async () => {
+    const svc = await start({ dataDir });
+    expect(filesHash(path.join(dataDir, 'ca'))).toEqual(firstHashes);
+    const cacerts = await curl(svc, `${svc.est}/cacerts`);
+    expect(cacerts.status).toBe(200);
+    expect(cacerts.body.equals(firstCacerts)).toBe(true);
+    // the first start's devices and certificates are still there
+    const list = await svc.cli(['certs', 'list', '--device', 'reuse-1', '--json']);
+    expect(JSON.parse(list.stdout)).toHaveLength(1);
+    expect(await svc.stop()).toBe(0);
+  });
+
+  it('`device-ca init` on an existing CA refuses with a non-zero exit and leaves the CA files unchanged', async () => {
+    const r = await runCli(['init'], { DEVICE_CA_DATA: dataDir });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/already exists/);
+    expect(r.stdout).toBe('');
+    expect(filesHash(path.join(dataDir, 'ca'))).toEqual(firstHashes);
+  });
+
+  it('`device-ca init` on an empty directory creates the CA and names chain.pem', async () => {
+    const fresh = tmp.file('init-data');
+    const r = await runCli(['init'], { DEVICE_CA_DATA: fresh });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(path.join(fresh, 'ca', 'chain.pem'));
+    expect(fs.readdirSync(path.join(fresh, 'ca')).sort()).toEqual(expect.arrayContaining(caFiles));
+    const v = await runProcess('openssl', ['verify', '-CAfile', path.join(fresh, 'ca', 'device-ca-root.pem'), path.join(fresh, 'ca', 'device-ca-issuing.pem')]);
+    expect(v.stdout.trim()).toBe(`${path.join(fresh, 'ca', 'device-ca-issuing.pem')}: OK`);
+  });
+});
+
+describe('SIGTERM while a request is in flight', () => {
+  it('finishes the slow request with 200, refuses new connections meanwhile, then exits 0', async () => {
+    const svc = await start();
+    const { secret, body } = await newDeviceCsr(svc, 'slow-1');
+    const bodyBuf = Buffer.from(body);
+    const sock = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const s = tls.connect({ host: '127.0.0.1', servername: 'localhost', port: svc.httpsPort, ca: fs.readFileSync(svc.chainPem) }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const chunks: Buffer[] = [];
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
+    sock.write(
+      [
+        'POST /.well-known/est/simpleenroll HTTP/1.1',
+        'Host: localhost',
+        `Authorization: Basic ${Buffer.from(`slow-1:${secret}`).toString('base64')}`,
+        'Content-Type: application/pkcs10',
+        `Content-Length: ${bodyBuf.length}`,
+        'Connection: close',
+        '',
+        '',
+      ].join('\r\n'),
+    );
+    const pieces = 5;
+    const size = Math.ceil(bodyBuf.length / pieces);
+    sock.write(bodyBuf.subarray(0, size));
+    await new Promise((r) => setTimeout(r, 200));
+
+    process.kill(svc.pid, 'SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(running(svc.pid)).toBe(true); // still draining
+    expect(await connectResult(svc.httpsPort)).toBe('ECONNREFUSED');
+    expect(await connectResult(svc.httpPort)).toBe('ECONNREFUSED');
+
+    for (let i = 1; i < pieces; i++) {
+      sock.write(bodyBuf.subarray(i * size, (i + 1) * size));
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await closed;
+    const reply = Buffer.concat(chunks).toString('latin1');
+    expect(reply).toMatch(/^HTTP\/1\.1 200 /);
+    expect(reply).toMatch(/\r\nContent-Type: application\/pkcs7-mime; smime-type=certs-only\r\n/i);
+    const exit = await svc.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(await connectResult(svc.httpsPort)).toBe('ECONNREFUSED');
+    // the certificate made it to the store before the process ended
+    const list = await runCli(['certs', 'list', '--device', 'slow-1', '--json'], { DEVICE_CA_DATA: svc.dataDir });
+    expect(JSON.parse(list.stdout)).toHaveLength(1);
+  });
+});
+
+describe('workers: 2', () => {
+  let svc: RunningService;
+  beforeAll(async () => {
+    svc = await start({ workers: 2 });
+  });
+
+  it('runs two worker processes under the primary', () => {
+    const kids = childPids(svc.pid);
+    expect(kids).toHaveLength(2);
+    for (const k of kids) expect(fs.readFileSync(`/proc/${k}/cmdline`, 'utf8').split('\0')).toContain(CLI_JS);
+  });
+
+  it('enrolls devices concurrently, and /metrics counts every request across workers', async () => {
+    const ids = ['w-1', 'w-2', 'w-3', 'w-4'];
+    const results = await Promise.all(ids.map((id) => enroll(svc, id)));
+    for (const [i, r] of results.entries()) {
+      expect(r.status).toBe(200);
+      expect(r.subject).toContain(`subject=O = acme, CN = ${ids[i]}`);
+    }
+    const m = await curl(svc, `http://127.0.0.1:${svc.httpPort}/metrics`);
+    expect(m.status).toBe(200);
+    const text = m.body.toString('utf8');
+    const lines = text.split('\n').filter((l) => l.startsWith('device_ca_http_requests_total{'));
+    expect(lines.length).toBeGreaterThan(0);
+    const enrolls = lines.filter((l) => l.includes('route="est.simpleenroll"') && l.includes('status="200"'));
+    expect(enrolls.reduce((sum, l) => sum + Number(l.split(' ').pop()), 0)).toBe(ids.length);
+  });
+
+  it('one secret sent by 6 concurrent requests (spread over both workers) issues exactly one certificate', async () => {
+    const id = 'w-race';
+    const { secret, body } = await newDeviceCsr(svc, id);
+    const f = tmp.write(`req/${id}.b64`, body);
+    const replies = await Promise.all(
+      Array.from({ length: 6 }, () => curl(svc, `${svc.est}/simpleenroll`, ['-u', `${id}:${secret}`, '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${f}`])),
+    );
+    const statuses = replies.map((r) => r.status).sort();
+    if (statuses.join() !== '200,401,401,401,401,401') {
+      const seen = replies.map((r) => `${r.status} ${r.body.toString('latin1').slice(0, 80).trim()}`).join('\n');
+      throw new Error(`expected one 200 and five 401, got:\n${seen}\nservice log:\n${svc.logs().slice(-4000)}`);
+    }
+    const list = await svc.cli(['certs', 'list', '--device', id, '--json']);
+    expect(JSON.parse(list.stdout)).toHaveLength(1);
+  });
+
+  it('SIGTERM stops the primary and both workers with exit code 0', async () => {
+    const kids = childPids(svc.pid);
+    expect(await svc.stop()).toBe(0);
+    for (const k of kids) expect(running(k)).toBe(false);
+  });
+});
+
+describe('a bad configuration fails fast, naming the key', () => {
+  it('an unknown key in the config file (https.prot): non-zero exit, stderr names https.prot', async () => {
+    const file = tmp.write('bad-key.yaml', 'https:\n  prot: 8443\n');
+    const r = await runCli(['serve'], { DEVICE_CA_CONFIG: file, DEVICE_CA_DATA: tmp.file('bad-key-data'), DEVICE_CA_LOG_LEVEL: 'warn' }, { timeoutMs: 15_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.code).not.toBeNull();
+    expect(r.stderr).toContain('https.prot');
+    expect(fs.existsSync(tmp.file('bad-key-data/ca'))).toBe(false); // nothing created
+  });
+
+  it('an unknown key in a label (est.labels.strict.keyAlgorithm): stderr names the path', async () => {
+    const file = tmp.write('bad-label.yaml', 'est:\n  labels:\n    default: {}\n    strict: { keyAlgorithm: [ecdsa-p256] }\n');
+    const r = await runCli(['serve'], { DEVICE_CA_CONFIG: file, DEVICE_CA_DATA: tmp.file('bad-label-data') }, { timeoutMs: 15_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('est.labels.strict.keyAlgorithm');
+  });
+
+  it('DEVICE_CA_HTTP_PORT=abc: non-zero exit, stderr names http.port', async () => {
+    const r = await runCli(['serve'], { DEVICE_CA_HTTP_PORT: 'abc', DEVICE_CA_DATA: tmp.file('bad-env-data') }, { timeoutMs: 15_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.code).not.toBeNull();
+    expect(r.stderr).toContain('http.port');
+    expect(r.stderr).toContain('DEVICE_CA_HTTP_PORT');
+  });
+});
+
+/** hasIpv6Loopback: whether this machine has ::1 at all (containers without IPv6 do not) */
+const hasIpv6Loopback = Object.values(os.networkInterfaces())
+  .flat()
+  .some((a) => a?.address === '::1');
+
+describe('listeners', () => {
+  let svc: RunningService;
+  beforeAll(async () => {
+    svc = await start();
+  });
+
+  it('answer on 127.0.0.1 (HTTP /healthz, HTTPS EST with the server certificate verified for the IP)', async () => {
+    const h = await curl(svc, `http://127.0.0.1:${svc.httpPort}/healthz`);
+    expect(h.status).toBe(200);
+    expect(h.body.toString()).toBe('ok\n');
+    const e = await curl(svc, `https://127.0.0.1:${svc.httpsPort}/.well-known/est/cacerts`);
+    expect(e.status).toBe(200);
+  });
+
+  (hasIpv6Loopback ? it : it.skip)('answer on [::1] (HTTP /healthz, HTTPS EST with the server certificate verified for ::1)', async () => {
+    const h = await curl(svc, `http://[::1]:${svc.httpPort}/healthz`);
+    expect(h.status).toBe(200);
+    expect(h.body.toString()).toBe('ok\n');
+    const e = await curl(svc, `https://[::1]:${svc.httpsPort}/.well-known/est/cacerts`);
+    expect(e.status).toBe(200);
+  });
+});

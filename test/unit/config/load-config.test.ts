@@ -1,0 +1,216 @@
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { envName, loadConfig, publicBaseUrl } from '../../../src/config/load-config';
+import { DeviceCaError } from '../../../src/errors/device-ca-error';
+import { makeTmpDir, TmpDir } from '../../helpers/tmp';
+
+/** loadConfig: defaults, environment overrides, strict keys with the path in the message, a frozen result. */
+
+let tmp: TmpDir;
+beforeAll(() => {
+  tmp = makeTmpDir('device-ca-config-');
+});
+afterAll(() => tmp.cleanup());
+
+/** configError: the message of the DeviceCaError('config') loadConfig throws; anything else fails the test */
+function configError(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof DeviceCaError && e.code === 'config') return e.message;
+    throw new Error(`expected DeviceCaError('config'), got ${(e as Error)?.constructor?.name}: ${(e as Error)?.message}`);
+  }
+  throw new Error('expected loadConfig to throw');
+}
+
+let badFiles = 0;
+const yaml = (name: string, text: string): string => tmp.write(name, text);
+
+describe('defaults', () => {
+  const cfg = loadConfig({ env: {} });
+
+  it.each([
+    ['https.port', cfg.https.port, 8443],
+    ['http.port', cfg.http.port, 8080],
+    ['https.host', cfg.https.host, '::'],
+    ['https.bodyLimit', cfg.https.bodyLimit, 65536],
+    ['workers', cfg.workers, 0],
+    ['shutdownGrace', cfg.shutdownGrace, 10],
+    ['log.level', cfg.log.level, 'info'],
+    ['enrollment.secretTtl (7d)', cfg.enrollment.secretTtl, 7 * 86400],
+    ['enrollment.authFailureLimit', cfg.enrollment.authFailureLimit, 5],
+    ['enrollment.authFailureWindow (15m)', cfg.enrollment.authFailureWindow, 900],
+    ['enrollment.pendingRetryAfter (60s)', cfg.enrollment.pendingRetryAfter, 60],
+    ['ca.algorithm', cfg.ca.algorithm, 'ecdsa-p256'],
+    ['ca.root.validity (7300d)', cfg.ca.root.validity, 7300 * 86400],
+    ['ca.issuing.validity (3650d)', cfg.ca.issuing.validity, 3650 * 86400],
+    ['crl.shards', cfg.crl.shards, 16],
+    ['bootstrap.deviceIdFrom', cfg.bootstrap.deviceIdFrom, 'subject.serialNumber'],
+  ])('%s', (_name, got, want) => {
+    expect(got).toEqual(want);
+  });
+
+  it('has the label "default" with every key algorithm and no proof of possession or manual approval', () => {
+    expect(Object.keys(cfg.est.labels)).toEqual(['default']);
+    expect(cfg.est.labels.default).toMatchObject({
+      auth: ['basic', 'bootstrap-cert'],
+      proofOfPossession: false,
+      manualApproval: false,
+      allowCsrSans: false,
+      serverKeyGen: true,
+      validity: 365 * 86400,
+      keyAlgorithms: ['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072'],
+    });
+  });
+
+  it('resolves dataDir to an absolute path and puts the SQLite file under it', () => {
+    expect(cfg.dataDir).toBe(path.resolve('./data'));
+    expect(cfg.store.path).toBe(path.join(cfg.dataDir, 'device-ca.sqlite'));
+  });
+
+  it('publicBaseUrl defaults to http://localhost:<http port>', () => {
+    expect(publicBaseUrl(cfg)).toBe('http://localhost:8080');
+    expect(publicBaseUrl(loadConfig({ env: { DEVICE_CA_PUBLIC_URL: 'https://pki.example.net/' } }))).toBe('https://pki.example.net');
+  });
+
+  it('ignores DEVICE_CA_* variables of the calling process when env is given', () => {
+    const saved = process.env.DEVICE_CA_HTTPS_PORT;
+    process.env.DEVICE_CA_HTTPS_PORT = '1234';
+    try {
+      expect(loadConfig({ env: {} }).https.port).toBe(8443);
+    } finally {
+      if (saved === undefined) delete process.env.DEVICE_CA_HTTPS_PORT;
+      else process.env.DEVICE_CA_HTTPS_PORT = saved;
+    }
+  });
+});
+
+describe('environment overrides', () => {
+  it.each([
+    ['DEVICE_CA_HTTPS_PORT', '9443', (c: ReturnType<typeof loadConfig>) => c.https.port, 9443],
+    ['DEVICE_CA_HTTP_PORT', '9080', (c: ReturnType<typeof loadConfig>) => c.http.port, 9080],
+    ['DEVICE_CA_ENROLLMENT_SECRET_TTL', '1d', (c: ReturnType<typeof loadConfig>) => c.enrollment.secretTtl, 86400],
+    ['DEVICE_CA_ENROLLMENT_SECRET_TTL', '90', (c: ReturnType<typeof loadConfig>) => c.enrollment.secretTtl, 90],
+    ['DEVICE_CA_HTTPS_BODY_LIMIT', '2048', (c: ReturnType<typeof loadConfig>) => c.https.bodyLimit, 2048],
+    ['DEVICE_CA_WORKERS', '2', (c: ReturnType<typeof loadConfig>) => c.workers, 2],
+    ['DEVICE_CA_LOG_LEVEL', 'warn', (c: ReturnType<typeof loadConfig>) => c.log.level, 'warn'],
+    ['DEVICE_CA_ENROLLMENT_AUTH_FAILURE_LIMIT', '3', (c: ReturnType<typeof loadConfig>) => c.enrollment.authFailureLimit, 3],
+    ['DEVICE_CA_HTTPS_NAMES', 'ca.example.net, 192.0.2.1', (c: ReturnType<typeof loadConfig>) => c.https.names, ['ca.example.net', '192.0.2.1']],
+    ['DEVICE_CA_DATA', '/var/lib/device-ca', (c: ReturnType<typeof loadConfig>) => c.dataDir, '/var/lib/device-ca'],
+  ] as const)('%s=%s', (name, value, pick, want) => {
+    expect(pick(loadConfig({ env: { [name]: value } }))).toEqual(want);
+  });
+
+  it('DEVICE_CA_DATA also moves the SQLite file', () => {
+    expect(loadConfig({ env: { DEVICE_CA_DATA: '/srv/ca' } }).store.path).toBe('/srv/ca/device-ca.sqlite');
+  });
+
+  it('envName maps a config path to its variable', () => {
+    expect(envName(['enrollment', 'secretTtl'])).toBe('DEVICE_CA_ENROLLMENT_SECRET_TTL');
+    expect(envName(['https', 'bodyLimit'])).toBe('DEVICE_CA_HTTPS_BODY_LIMIT');
+  });
+
+  it('the environment wins over the file; the rest of the file stays', () => {
+    const file = yaml('env-over-file.yaml', 'https:\n  port: 7443\n  bodyLimit: 4096\nworkers: 3\n');
+    const cfg = loadConfig({ file, env: { DEVICE_CA_HTTPS_PORT: '6443' } });
+    expect(cfg.https.port).toBe(6443);
+    expect(cfg.https.bodyLimit).toBe(4096);
+    expect(cfg.workers).toBe(3);
+  });
+
+  it('DEVICE_CA_CONFIG names the file when no file is passed', () => {
+    const file = yaml('from-env.yaml', 'workers: 4\n');
+    expect(loadConfig({ env: { DEVICE_CA_CONFIG: file } }).workers).toBe(4);
+  });
+
+  it('a bad value names the key path and the variable: DEVICE_CA_HTTP_PORT=abc', () => {
+    const m = configError(() => loadConfig({ env: { DEVICE_CA_HTTP_PORT: 'abc' } }));
+    expect(m).toMatch(/^environment \(DEVICE_CA_HTTP_PORT\): http\.port: /);
+  });
+
+  it.each([
+    ['DEVICE_CA_HTTPS_PORT', '70000', 'https.port'],
+    ['DEVICE_CA_ENROLLMENT_SECRET_TTL', 'soon', 'enrollment.secretTtl'],
+    ['DEVICE_CA_LOG_LEVEL', 'loud', 'log.level'],
+    ['DEVICE_CA_HTTPS_BODY_LIMIT', '10', 'https.bodyLimit'],
+  ])('%s=%s is refused naming %s', (name, value, key) => {
+    expect(configError(() => loadConfig({ env: { [name]: value } }))).toContain(`: ${key}: `);
+  });
+});
+
+describe('the file', () => {
+  it('reads labels with their own policies and fills label defaults', () => {
+    const file = yaml(
+      'labels.yaml',
+      'est:\n  labels:\n    default: {}\n    strict: { keyAlgorithms: [ecdsa-p256] }\n    pop: { proofOfPossession: true }\n    manual: { manualApproval: true, validity: 30d }\n',
+    );
+    const cfg = loadConfig({ file, env: {} });
+    expect(Object.keys(cfg.est.labels).sort()).toEqual(['default', 'manual', 'pop', 'strict']);
+    expect(cfg.est.labels.strict.keyAlgorithms).toEqual(['ecdsa-p256']);
+    expect(cfg.est.labels.strict.auth).toEqual(['basic', 'bootstrap-cert']);
+    expect(cfg.est.labels.pop.proofOfPossession).toBe(true);
+    expect(cfg.est.labels.manual).toMatchObject({ manualApproval: true, validity: 30 * 86400 });
+  });
+
+  it.each([
+    ['an unknown top-level key', 'tls', 'tls:\n  port: 1\n'],
+    ['an unknown nested key', 'https.prot', 'https:\n  prot: 8443\n'],
+    ['an unknown label key', 'est.labels.strict.keyAlgorithm', 'est:\n  labels:\n    strict: { keyAlgorithm: [ecdsa-p256] }\n'],
+    ['a key algorithm that does not exist', 'est.labels.strict.keyAlgorithms.0', 'est:\n  labels:\n    strict: { keyAlgorithms: [dsa-1024] }\n'],
+    ['a bad duration', 'enrollment.secretTtl', 'enrollment:\n  secretTtl: forever\n'],
+    ['a wrong type', 'workers', 'workers: many\n'],
+    ['a label name outside [a-z0-9-]', 'est.labels.Bad_Name', 'est:\n  labels:\n    Bad_Name: {}\n'],
+  ])('%s is refused; the message is "<file>: %s: ..."', (_name, key, text) => {
+    const file = yaml(`bad-${++badFiles}.yaml`, text);
+    const m = configError(() => loadConfig({ file, env: {} }));
+    expect(m.startsWith(`${file}: ${key}: `)).toBe(true);
+  });
+
+  it('a file that does not exist, or is not YAML, or is a list: config errors naming the file', () => {
+    const missing = path.join(os.tmpdir(), 'device-ca-no-such-config.yaml');
+    expect(configError(() => loadConfig({ file: missing, env: {} }))).toContain(missing);
+    const notYaml = yaml('not-yaml.yaml', 'https: [\n');
+    expect(configError(() => loadConfig({ file: notYaml, env: {} }))).toContain(notYaml);
+    const list = yaml('list.yaml', '- a\n- b\n');
+    expect(configError(() => loadConfig({ file: list, env: {} }))).toContain(list);
+  });
+
+  it('an empty file means the defaults', () => {
+    expect(loadConfig({ file: yaml('empty.yaml', ''), env: {} })).toEqual(loadConfig({ env: {} }));
+  });
+});
+
+describe('the result is frozen', () => {
+  const cfg = loadConfig({ env: {} });
+
+  it('at every level', () => {
+    expect(Object.isFrozen(cfg)).toBe(true);
+    expect(Object.isFrozen(cfg.https)).toBe(true);
+    expect(Object.isFrozen(cfg.https.names)).toBe(true);
+    expect(Object.isFrozen(cfg.est.labels)).toBe(true);
+    expect(Object.isFrozen(cfg.est.labels.default)).toBe(true);
+    expect(Object.isFrozen(cfg.est.labels.default.keyAlgorithms)).toBe(true);
+  });
+
+  it('so writes throw (strict mode) and change nothing', () => {
+    expect(() => {
+      (cfg as { workers: number }).workers = 9;
+    }).toThrow(TypeError);
+    expect(() => {
+      (cfg.https as { port: number }).port = 1;
+    }).toThrow(TypeError);
+    expect(() => {
+      (cfg.est.labels.default.keyAlgorithms as string[]).push('rsa-4096');
+    }).toThrow(TypeError);
+    expect(cfg.workers).toBe(0);
+    expect(cfg.https.port).toBe(8443);
+  });
+
+  it('each call returns its own object (a frozen default cannot leak between loads)', () => {
+    const a = loadConfig({ env: {} });
+    const b = loadConfig({ env: { DEVICE_CA_HTTPS_PORT: '9443' } });
+    expect(a).not.toBe(b);
+    expect(a.https.port).toBe(8443);
+    expect(b.https.port).toBe(9443);
+  });
+});
