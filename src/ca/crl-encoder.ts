@@ -12,6 +12,7 @@ import {
   oid,
   seq,
   time,
+  writeGeneralizedTime,
   writeHeader,
 } from '../der/der-writer';
 import { OID } from '../der/oids';
@@ -153,7 +154,9 @@ class RevokedListWriter {
     readonly reserve: number,
     expectedEntries: number,
   ) {
-    this.buf = Buffer.allocUnsafe(reserve + Math.max(4096, Math.ceil(expectedEntries * 50)) + SIGNATURE_SLACK);
+    // zero-filled, not allocUnsafe: der is a view, and the rest of its ArrayBuffer must not hold stale heap
+    // bytes. Large calloc'd blocks are fresh zero pages, so this costs nothing and untouched capacity stays non-resident.
+    this.buf = Buffer.alloc(reserve + Math.max(4096, Math.ceil(expectedEntries * 50)) + SIGNATURE_SLACK);
     this.pos = reserve;
   }
 
@@ -161,7 +164,7 @@ class RevokedListWriter {
     if (this.pos + extra <= this.buf.length) return;
     let cap = this.buf.length * 2;
     while (cap < this.pos + extra) cap *= 2;
-    const next = Buffer.allocUnsafe(cap);
+    const next = Buffer.alloc(cap);
     this.buf.copy(next, 0, 0, this.pos);
     this.buf = next;
   }
@@ -289,22 +292,6 @@ function decodeHex(s: string, out: Buffer): number {
 function digits2(b: Buffer, p: number, n: number): void {
   b[p] = 48 + ((n / 10) | 0);
   b[p + 1] = 48 + (n % 10);
-}
-
-/** writeGeneralizedTime writes a complete GeneralizedTime TLV (YYYYMMDDHHMMSSZ, no fraction: RFC 5280 §4.1.2.5.2). */
-function writeGeneralizedTime(b: Buffer, p: number, d: Date): number {
-  const y = d.getUTCFullYear();
-  b[p] = 0x18;
-  b[p + 1] = 15;
-  digits2(b, p + 2, (y / 100) | 0);
-  digits2(b, p + 4, y % 100);
-  digits2(b, p + 6, d.getUTCMonth() + 1);
-  digits2(b, p + 8, d.getUTCDate());
-  digits2(b, p + 10, d.getUTCHours());
-  digits2(b, p + 12, d.getUTCMinutes());
-  digits2(b, p + 14, d.getUTCSeconds());
-  b[p + 16] = 0x5a;
-  return p + 17;
 }
 
 /** issuingDistributionPoint encodes the IDP extension: RFC 5280 §5.2.5, critical, fullName URI. */

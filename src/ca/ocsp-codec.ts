@@ -1,5 +1,5 @@
 import * as crypto from 'node:crypto';
-import { NULL, bitString, contextExplicit, enumerated, generalizedTime, octetString, oid, seq, tlv } from '../der/der-writer';
+import { NULL, contextExplicit, derHeaderSize, enumerated, octetString, oid, seq, tlv, writeGeneralizedTime, writeHeader } from '../der/der-writer';
 import { Tlv, children, decodeOid, expectTag, readOne } from '../der/der-reader';
 import { OID } from '../der/oids';
 import { DeviceCaError } from '../errors/device-ca-error';
@@ -263,8 +263,6 @@ export function ocspResponderExtensions(): Buffer[] {
 const SUCCESSFUL = enumerated(0);
 const OID_BASIC = oid(OID.ocspBasic);
 const OID_NONCE = oid(OID.ocspNonce);
-const GOOD = Buffer.from([0x80, 0x00]); // good [0] IMPLICIT NULL
-const UNKNOWN = Buffer.from([0x82, 0x00]); // unknown [2] IMPLICIT UnknownInfo (NULL)
 
 /**
  * OcspResponder signs BasicOCSPResponses for one responder key and certificate (the CA itself, or a
@@ -294,16 +292,62 @@ export class OcspResponder {
     this.certs = opts.includeCertificate === false ? Buffer.alloc(0) : contextExplicit(0, seq(certificate));
   }
 
-  /** respond builds, signs and wraps a successful OCSPResponse (responseType id-pkix-ocsp-basic). */
+  /**
+   * respond builds, signs and wraps a successful OCSPResponse (responseType id-pkix-ocsp-basic). Lengths
+   * are computed first and each layer is written once into an exact-size buffer: the TBS, then the response.
+   */
   async respond(responses: readonly OcspSingleResponse[], opts: OcspResponseOptions = {}): Promise<Buffer> {
     if (responses.length === 0) throw new DeviceCaError('internal', 'OCSP response needs at least one SingleResponse');
-    const parts: Buffer[] = [this.responderId, gtime(opts.producedAt ?? new Date()), seq(...responses.map(singleResponse))];
-    // responseExtensions [1] EXPLICIT Extensions { nonce, extnValue echoed verbatim }
-    if (opts.nonce) parts.push(contextExplicit(1, seq(seq(OID_NONCE, octetString(opts.nonce)))));
-    const tbs = seq(...parts);
+    const producedAt = checkTime(opts.producedAt ?? new Date());
+    const singles = responses.map(singleResponse);
+    let singlesLen = 0;
+    for (const s of singles) singlesLen += s.length;
+    // responseExtensions [1] EXPLICIT Extensions { Extension { nonce, extnValue echoed verbatim } }
+    const nonce = opts.nonce;
+    const extContent = nonce ? OID_NONCE.length + derHeaderSize(nonce.length) + nonce.length : 0;
+    const extLen = nonce ? derHeaderSize(extContent) + extContent : 0;
+    const extsLen = nonce ? derHeaderSize(extLen) + extLen : 0;
+    const wrapLen = nonce ? derHeaderSize(extsLen) + extsLen : 0;
+    // ResponseData { responderID, producedAt, responses, responseExtensions }
+    const tbsContent = this.responderId.length + GENERALIZED_TIME_LEN + derHeaderSize(singlesLen) + singlesLen + wrapLen;
+    const tbs = Buffer.allocUnsafe(derHeaderSize(tbsContent) + tbsContent);
+    let p = writeHeader(tbs, 0, 0x30, tbsContent);
+    p += this.responderId.copy(tbs, p);
+    p = writeGeneralizedTime(tbs, p, producedAt);
+    p = writeHeader(tbs, p, 0x30, singlesLen);
+    for (const s of singles) p += s.copy(tbs, p);
+    if (nonce) {
+      p = writeHeader(tbs, p, 0xa1, extsLen);
+      p = writeHeader(tbs, p, 0x30, extLen);
+      p = writeHeader(tbs, p, 0x30, extContent);
+      p += OID_NONCE.copy(tbs, p);
+      p = writeHeader(tbs, p, 0x04, nonce.length);
+      nonce.copy(tbs, p);
+    }
+
     const sig = await this.key.sign(tbs);
-    const basic = seq(tbs, this.key.signatureAlgorithm, bitString(sig), this.certs);
-    return seq(SUCCESSFUL, contextExplicit(0, seq(OID_BASIC, octetString(basic))));
+    const sigAlg = this.key.signatureAlgorithm;
+    // OCSPResponse { successful, [0] EXPLICIT ResponseBytes { id-pkix-ocsp-basic, OCTET STRING { BasicOCSPResponse } } }
+    const basicContent = tbs.length + sigAlg.length + derHeaderSize(sig.length + 1) + sig.length + 1 + this.certs.length;
+    const basicLen = derHeaderSize(basicContent) + basicContent;
+    const rbContent = OID_BASIC.length + derHeaderSize(basicLen) + basicLen;
+    const rbLen = derHeaderSize(rbContent) + rbContent;
+    const topContent = SUCCESSFUL.length + derHeaderSize(rbLen) + rbLen;
+    const out = Buffer.allocUnsafe(derHeaderSize(topContent) + topContent);
+    p = writeHeader(out, 0, 0x30, topContent);
+    p += SUCCESSFUL.copy(out, p);
+    p = writeHeader(out, p, 0xa0, rbLen);
+    p = writeHeader(out, p, 0x30, rbContent);
+    p += OID_BASIC.copy(out, p);
+    p = writeHeader(out, p, 0x04, basicLen);
+    p = writeHeader(out, p, 0x30, basicContent);
+    p += tbs.copy(out, p);
+    p += sigAlg.copy(out, p);
+    p = writeHeader(out, p, 0x03, sig.length + 1);
+    out[p++] = 0; // no unused bits
+    p += sig.copy(out, p);
+    this.certs.copy(out, p);
+    return out;
   }
 }
 
@@ -317,36 +361,64 @@ export function encodeBasicOcspResponse(
   return new OcspResponder(key, responderCertificate).respond(responses, opts);
 }
 
-/** gtime: GeneralizedTime without fractional seconds (RFC 6960 §4.2.2.1 follows RFC 5280 §4.1.2.5.2). */
-function gtime(d: Date): Buffer {
-  if (!(d instanceof Date) || Number.isNaN(d.getTime())) throw new DeviceCaError('internal', 'OCSP response: invalid date');
-  return generalizedTime(d);
+const GENERALIZED_TIME_LEN = 17;
+
+/** checkTime: GeneralizedTime needs a valid date in years 0..9999 (no fractional seconds are written: RFC 6960 §4.2.2.1 via RFC 5280 §4.1.2.5.2). */
+function checkTime(d: Date): Date {
+  const y = d instanceof Date ? d.getUTCFullYear() : NaN;
+  if (!(y >= 0 && y <= 9999)) throw new DeviceCaError('internal', 'OCSP response: invalid date');
+  return d;
 }
 
-/** singleResponse: SingleResponse ::= SEQUENCE { certID, certStatus, thisUpdate, nextUpdate [0] EXPLICIT OPTIONAL } */
+/** singleResponse: SingleResponse ::= SEQUENCE { certID, certStatus, thisUpdate, nextUpdate [0] EXPLICIT OPTIONAL }, written in one buffer. */
 function singleResponse(r: OcspSingleResponse): Buffer {
   const certId = Buffer.isBuffer(r.certId) ? r.certId : r.certId.der;
-  let status: Buffer;
+  let code: number | undefined;
+  let statusLen: number;
   switch (r.status) {
-    case 'good':
-      status = GOOD;
+    case 'good': // good [0] IMPLICIT NULL
+    case 'unknown': // unknown [2] IMPLICIT UnknownInfo (NULL)
+      statusLen = 2;
       break;
-    case 'unknown':
-      status = UNKNOWN;
-      break;
-    case 'revoked': {
+    case 'revoked':
       // revoked [1] IMPLICIT RevokedInfo { revocationTime, revocationReason [0] EXPLICIT CRLReason OPTIONAL };
       // 'unspecified' is left out as in the CRL (RFC 5280 §5.3.1)
-      const code = r.reason === undefined || r.reason === 'unspecified' ? undefined : crlReasonCode(r.reason);
-      if (r.reason !== undefined && r.reason !== 'unspecified' && code === undefined)
-        throw new DeviceCaError('internal', `unknown revocation reason ${JSON.stringify(r.reason)}`);
-      status = code === undefined ? tlv(0xa1, gtime(r.revokedAt)) : tlv(0xa1, gtime(r.revokedAt), contextExplicit(0, enumerated(code)));
+      checkTime(r.revokedAt);
+      if (r.reason !== undefined && r.reason !== 'unspecified') {
+        code = crlReasonCode(r.reason);
+        if (code === undefined) throw new DeviceCaError('internal', `unknown revocation reason ${JSON.stringify(r.reason)}`);
+      }
+      statusLen = 2 + GENERALIZED_TIME_LEN + (code === undefined ? 0 : 5);
       break;
-    }
     default:
       throw new DeviceCaError('internal', `unknown OCSP status ${JSON.stringify((r as { status: unknown }).status)}`);
   }
-  return r.nextUpdate
-    ? seq(certId, status, gtime(r.thisUpdate), contextExplicit(0, gtime(r.nextUpdate)))
-    : seq(certId, status, gtime(r.thisUpdate));
+  checkTime(r.thisUpdate);
+  if (r.nextUpdate) checkTime(r.nextUpdate);
+  const content = certId.length + statusLen + GENERALIZED_TIME_LEN + (r.nextUpdate ? 2 + GENERALIZED_TIME_LEN : 0);
+  const out = Buffer.allocUnsafe(derHeaderSize(content) + content);
+  let p = writeHeader(out, 0, 0x30, content);
+  p += certId.copy(out, p);
+  if (r.status === 'revoked') {
+    out[p++] = 0xa1;
+    out[p++] = statusLen - 2;
+    p = writeGeneralizedTime(out, p, r.revokedAt);
+    if (code !== undefined) {
+      out[p++] = 0xa0;
+      out[p++] = 3;
+      out[p++] = 0x0a;
+      out[p++] = 1;
+      out[p++] = code;
+    }
+  } else {
+    out[p++] = r.status === 'good' ? 0x80 : 0x82;
+    out[p++] = 0;
+  }
+  p = writeGeneralizedTime(out, p, r.thisUpdate);
+  if (r.nextUpdate) {
+    out[p++] = 0xa0;
+    out[p++] = GENERALIZED_TIME_LEN;
+    writeGeneralizedTime(out, p, r.nextUpdate);
+  }
+  return out;
 }

@@ -140,3 +140,27 @@ export function writeHeader(buf: Buffer, offset: number, tag: number, len: numbe
   }
   return p;
 }
+
+/**
+ * writeGeneralizedTime writes a GeneralizedTime TLV (YYYYMMDDHHMMSSZ, 17 octets; no fraction, RFC 5280
+ * §4.1.2.5.2) into buf at offset and returns the offset after it. The caller checks the year is 0..9999.
+ */
+export function writeGeneralizedTime(buf: Buffer, offset: number, d: Date): number {
+  const y = d.getUTCFullYear();
+  const p = offset;
+  const w2 = (at: number, n: number): void => {
+    buf[at] = 48 + ((n / 10) | 0);
+    buf[at + 1] = 48 + (n % 10);
+  };
+  buf[p] = 0x18;
+  buf[p + 1] = 15;
+  w2(p + 2, (y / 100) | 0);
+  w2(p + 4, y % 100);
+  w2(p + 6, d.getUTCMonth() + 1);
+  w2(p + 8, d.getUTCDate());
+  w2(p + 10, d.getUTCHours());
+  w2(p + 12, d.getUTCMinutes());
+  w2(p + 14, d.getUTCSeconds());
+  buf[p + 16] = 0x5a; // Z
+  return p + 17;
+}
