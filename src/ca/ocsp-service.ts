@@ -3,7 +3,7 @@ import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { RevocationStore } from '../store/store';
 import { CaMaterial } from './certificate-authority';
-import { OcspCertId, OcspResponder, OcspSingleResponse, OcspStatus, certIdMatchesIssuer, encodeOcspError, parseOcspRequest } from './ocsp-codec';
+import { OcspCertId, OcspHashName, OcspResponder, OcspSingleResponse, OcspStatus, certIdHashes, encodeOcspError, parseOcspRequest } from './ocsp-codec';
 import { certificateParts } from './certificate-parts';
 
 /** OcspAnswer is the response bytes plus, for a cacheable (nonce-less) answer, what HTTP caching needs. */
@@ -33,7 +33,8 @@ type StatusRow = Awaited<ReturnType<RevocationStore['certificateStatus']>>;
  */
 export class OcspService {
   private readonly cache = new Map<string, Cached>();
-  private readonly issuers: { ca: CaMaterial; spki: Buffer }[];
+  /** issuers with their CertID hashes computed once per hash algorithm (not per request) */
+  private readonly issuers: { ca: CaMaterial; hashes: Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }> }[];
 
   constructor(
     issuers: CaMaterial[],
@@ -42,7 +43,11 @@ export class OcspService {
     private readonly cfg: Config['ocsp'],
     private readonly now: () => Date = () => new Date(),
   ) {
-    this.issuers = issuers.map((ca) => ({ ca, spki: certificateParts(ca.der).spki }));
+    this.issuers = issuers.map((ca) => {
+      const spki = certificateParts(ca.der).spki;
+      const h = (alg: OcspHashName) => certIdHashes(ca.subject, spki, alg);
+      return { ca, hashes: { sha1: h('sha1'), sha256: h('sha256'), sha384: h('sha384'), sha512: h('sha512') } };
+    });
   }
 
   /** useResponder switches to a renewed responder certificate; cached answers signed before are dropped. */
@@ -59,22 +64,29 @@ export class OcspService {
       if (e instanceof DeviceCaError) return { der: encodeOcspError('malformedRequest'), outcome: 'malformed' };
       throw e;
     }
-    for (const id of req.certIds) if (!this.issuerOf(id)) return { der: encodeOcspError('unauthorized'), outcome: 'unauthorized' };
+    const issuers: CaMaterial[] = [];
+    for (const id of req.certIds) {
+      const ca = this.issuerOf(id);
+      if (!ca) return { der: encodeOcspError('unauthorized'), outcome: 'unauthorized' };
+      issuers.push(ca);
+    }
     try {
-      if (!req.nonce && req.certIds.length === 1) return await this.cached(req.certIds[0]);
+      if (!req.nonce && req.certIds.length === 1) return await this.cached(req.certIds[0], issuers[0]);
       const now = this.now();
       const singles: OcspSingleResponse[] = [];
-      for (const id of req.certIds) singles.push({ ...toStatus(await this.store.certificateStatus(id.serialNumber), this.issuerOf(id)!), certId: id, ...this.window(now) });
+      for (let i = 0; i < req.certIds.length; i++) {
+        const id = req.certIds[i];
+        singles.push({ ...toStatus(await this.store.certificateStatus(id.serialNumber), issuers[i]), certId: id, ...this.window(now) });
+      }
       const der = await this.responder.respond(singles, { nonce: req.nonce, producedAt: now });
       return { der, outcome: singles.length === 1 ? singles[0].status : 'mixed' };
-    } catch (e) {
-      void e;
+    } catch {
       return { der: encodeOcspError('internalError'), outcome: 'error' };
     }
   }
 
   private issuerOf(id: OcspCertId): CaMaterial | undefined {
-    return this.issuers.find((i) => certIdMatchesIssuer(id, i.ca.subject, i.spki))?.ca;
+    return this.issuers.find((i) => i.hashes[id.hash].issuerNameHash.equals(id.issuerNameHash) && i.hashes[id.hash].issuerKeyHash.equals(id.issuerKeyHash))?.ca;
   }
 
   private window(now: Date): { thisUpdate: Date; nextUpdate: Date } {
@@ -82,10 +94,10 @@ export class OcspService {
     return { thisUpdate: t, nextUpdate: new Date(t.getTime() + this.cfg.validity * 1000) };
   }
 
-  private async cached(id: OcspCertId): Promise<OcspAnswer> {
+  private async cached(id: OcspCertId, issuer: CaMaterial): Promise<OcspAnswer> {
     const key = id.der.toString('latin1');
     const row = await this.store.certificateStatus(id.serialNumber);
-    const status = toStatus(row, this.issuerOf(id)!);
+    const status = toStatus(row, issuer);
     const statusKey = status.status === 'revoked' ? `r|${status.revokedAt.getTime()}|${status.reason ?? ''}` : status.status;
     const now = this.now();
     const hit = this.cache.get(key);

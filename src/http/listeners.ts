@@ -58,7 +58,7 @@ export interface FastRoute {
 
 /** createHttpListener: CA certificates, CRLs, OCSP, health and metrics over plain HTTP. */
 export function createHttpListener(args: { mounts: Mount[]; fast?: FastRoute[]; registry: Registry; log: Logger }): http.Server {
-  const obs = new HttpObservability('http', args.registry, args.log);
+  const obs = new HttpObservability('http', args.registry, args.log, new Set((args.fast ?? []).map((f) => f.route)));
   const app = baseApp(obs);
   for (const m of args.mounts) app.use(m.path, m.router);
   finish(app, args.log);

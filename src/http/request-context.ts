@@ -16,6 +16,8 @@ export class HttpObservability {
     private readonly listener: 'https' | 'http',
     registry: Registry,
     private readonly log: Logger,
+    /** quietRoutes: hot routes (OCSP) whose successful requests are logged at debug; the metrics count them */
+    private readonly quietRoutes: ReadonlySet<string> = new Set(),
   ) {
     this.duration =
       (registry.getSingleMetric('device_ca_http_request_duration_seconds') as Histogram<'listener' | 'route' | 'method' | 'status'>) ??
@@ -44,6 +46,7 @@ export class HttpObservability {
         this.total.inc(labels);
         const line = { reqId: id, method: req.method, route: labels.route, status: res.statusCode, ms: Math.round(secs * 1e4) / 10, remote: req.socket.remoteAddress, code: res.locals.errorCode };
         if (res.locals.error) this.log.error({ ...line, err: { message: res.locals.error.message, detail: res.locals.error.detail } }, 'request failed');
+        else if (this.quietRoutes.has(labels.route) && res.statusCode < 400) this.log.debug(line, 'request');
         else this.log.info(line, 'request');
       });
       next();
