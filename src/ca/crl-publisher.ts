@@ -15,6 +15,7 @@ export class CrlPublisher {
   /** last CRL per shard held in memory, so a large CRL is read from the store once per number */
   private readonly held = new Map<number, CrlRecord>();
   private timer?: NodeJS.Timeout;
+  private stopped = false;
 
   constructor(
     private readonly ca: CaMaterial,
@@ -96,6 +97,7 @@ export class CrlPublisher {
 
   /** start checks every crl.checkInterval; errors are reported, never thrown out of the timer. */
   start(onError: (e: unknown) => void, onPublished?: (shards: number[]) => void): void {
+    this.stopped = false;
     const tick = async () => {
       try {
         const shards = await this.refresh();
@@ -103,6 +105,7 @@ export class CrlPublisher {
       } catch (e) {
         onError(e);
       }
+      if (this.stopped) return; // stop() came while this refresh ran
       this.timer = setTimeout(tick, this.cfg.checkInterval * 1000);
       this.timer.unref();
     };
@@ -110,6 +113,7 @@ export class CrlPublisher {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
   }
 }

@@ -58,11 +58,14 @@ export class DeviceLifecycle {
 
   async resume(id: string, scope: Scope, actor: string): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
     await this.device(id, scope);
-    const valid = await this.store.listCertificates({ deviceId: id, limit: 1 });
+    // back to active only if a certificate comes back from hold (a transferred device may have none)
+    const now = this.now();
+    const certs = await this.store.listCertificates({ deviceId: id, limit: 1000 });
+    const usable = certs.some((c) => c.notAfter > now && (c.status === 'valid' || c.revocationReason === 'certificateHold'));
     return this.apply({
       deviceId: id,
       fromStates: ['suspended'],
-      toState: valid.length ? 'active' : 'registered',
+      toState: usable ? 'active' : 'registered',
       releaseHolds: true,
       audit: AuditLog.input('device.resumed', actor, id, {}),
     });

@@ -1,0 +1,305 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { OcspAnswer, OcspService } from '../../../src/ca/ocsp-service';
+import { OcspResponder, certIdHashes, encodeCertId } from '../../../src/ca/ocsp-codec';
+import { certificateParts } from '../../../src/ca/certificate-parts';
+import { toPem } from '../../../src/ca/pem';
+import { contextExplicit, octetString, oid, seq } from '../../../src/der/der-writer';
+import { OID } from '../../../src/der/oids';
+import { Config } from '../../../src/config/schema';
+import { generateKeyPair, softwareSigningKey } from '../../../src/keys/software-key-backend';
+import { RevocationStore } from '../../../src/store/store';
+import { TestCa, makeTestCa } from '../../fixtures/test-ca';
+
+/**
+ * OcspService: nonce-less single requests (RFC 5019) are answered from a cache of pre-signed responses
+ * that is checked against the store's status on every request; a changed status or a response past half
+ * its validity is re-signed; a nonce gets a live response that echoes it (FreeRADIUS needs that); a CertID
+ * of an issuer it does not serve is `unauthorized`, a broken request `malformedRequest`. Requests are
+ * built by `openssl ocsp -reqout` and answers are checked by `openssl ocsp -respin`, as a relying party would.
+ */
+
+type Row = NonNullable<Awaited<ReturnType<RevocationStore['certificateStatus']>>>;
+const HOUR = 3600_000;
+const MALFORMED = Buffer.from('30030a0101', 'hex');
+const INTERNAL = Buffer.from('30030a0102', 'hex');
+const UNAUTHORIZED = Buffer.from('30030a0106', 'hex');
+
+let tca: TestCa;
+let dir: string;
+let responder: OcspResponder;
+let rows: Map<string, Row>;
+let reads: number;
+let failing: boolean;
+let clock: Date;
+let n = 0;
+const cfgOf = (o: Partial<Config['ocsp']> = {}): Config['ocsp'] => ({ validity: 3600, maxAge: 60, cacheSize: 100, responderValidity: 30 * 86400, maxRequestBytes: 8192, ...o });
+const store: Pick<RevocationStore, 'certificateStatus'> = {
+  async certificateStatus(serial: string) {
+    reads++;
+    if (failing) throw new Error('store down');
+    return rows.get(serial) ?? null;
+  },
+};
+const service = (o: Partial<Config['ocsp']> = {}) => new OcspService([tca.hierarchy.issuing], responder, store, cfgOf(o), () => clock);
+
+beforeAll(async () => {
+  tca = await makeTestCa({}, 'device-ca-ocspsvc-');
+  dir = tca.dir;
+  const { privateKey } = generateKeyPair('ecdsa-p256');
+  const key = softwareSigningKey(privateKey, 'ecdsa-p256', 'memory');
+  const cert = await tca.ca.issueOcspResponder(key.spki, 30 * 86400);
+  responder = new OcspResponder(key, cert.der);
+  fs.writeFileSync(path.join(dir, 'issuing.pem'), toPem(tca.hierarchy.issuing.der, 'CERTIFICATE'));
+  fs.writeFileSync(path.join(dir, 'chain.pem'), toPem(tca.hierarchy.issuing.der, 'CERTIFICATE') + toPem(tca.hierarchy.root.der, 'CERTIFICATE'));
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'other.key', '-subj', '/O=device-ca/CN=device-ca Issuing CA', '-days', '1', '-out', 'other.pem']);
+});
+afterAll(() => tca.cleanup());
+
+beforeEach(() => {
+  rows = new Map();
+  reads = 0;
+  failing = false;
+  clock = new Date(Date.now() - 60_000);
+});
+
+const NOT_AFTER = new Date(Date.now() + 365 * 24 * HOUR);
+const good = (serial: string): Row => ({ serial, issuer: tca.hierarchy.issuing.name, status: 'valid', revokedAt: null, revocationReason: null, notAfter: NOT_AFTER });
+const revoked = (serial: string, reason: Row['revocationReason'], at = new Date(clock.getTime() - 1000)): Row => ({ ...good(serial), status: 'revoked', revokedAt: new Date(Math.floor(at.getTime() / 1000) * 1000), revocationReason: reason });
+
+function openssl(args: string[]): { status: number | null; out: string } {
+  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+/** request: `openssl ocsp -issuer <issuer> -serial 0x<serial> -reqout`, nonce unless noNonce */
+function request(serials: string[], o: { noNonce?: boolean; issuer?: string; sha256?: boolean } = {}): { der: Buffer; file: string } {
+  const file = `req-${++n}.der`;
+  // the digest option applies to the -serial options after it
+  const args = ['ocsp', ...(o.sha256 ? ['-sha256'] : []), '-issuer', o.issuer ?? 'issuing.pem', ...serials.flatMap((s) => ['-serial', `0x${s}`]), '-reqout', file];
+  if (o.noNonce) args.push('-no_nonce');
+  const r = openssl(args);
+  expect(r.status).toBe(0);
+  return { der: fs.readFileSync(path.join(dir, file)), file };
+}
+
+/** verdict: `openssl ocsp -respin` of the answer, checked against the request it answers (nonce included) */
+function verdict(a: OcspAnswer, req: { file: string }): string {
+  const f = `resp-${++n}.der`;
+  fs.writeFileSync(path.join(dir, f), a.der);
+  return openssl(['ocsp', '-reqin', req.file, '-respin', f, '-CAfile', 'chain.pem', '-resp_text']).out;
+}
+
+/** single: openssl's -resp_text block for one serial: "Cert Status: ...", revocation time and reason */
+function single(text: string, serial: string): string {
+  const i = text.indexOf(`Serial Number: ${serial.toUpperCase()}`);
+  if (i < 0) return `(no response for ${serial})`;
+  return text.slice(i).split(/Certificate ID:|Response Extensions:|Signature Algorithm:/)[0];
+}
+
+const SERIAL = '4a1b2c3d4e5f60718293a4b5c6d7e8f9';
+const SERIAL2 = '5a1b2c3d4e5f60718293a4b5c6d7e8f9';
+
+describe('nonce-less single requests: the cache', () => {
+  it('a cache hit returns the identical bytes and caching metadata, and still reads the status', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = service();
+    const req = request([SERIAL], { noNonce: true });
+    const first = await svc.respond(req.der);
+    clock = new Date(clock.getTime() + 5 * 60_000);
+    const second = await svc.respond(req.der);
+    expect(second.der.equals(first.der)).toBe(true);
+    expect(second.cache).toEqual(first.cache);
+    expect(first.cache!.etag).toMatch(/^"[0-9a-f]{40}"$/);
+    expect(first.cache!.nextUpdate.getTime() - first.cache!.thisUpdate.getTime()).toBe(HOUR);
+    expect(first.outcome).toBe('good');
+    expect(reads).toBe(2); // a revocation by another process is seen on the next request
+    const v = verdict(second, req);
+    expect(v).toContain('Response verify OK');
+    expect(single(v, SERIAL)).toContain('Cert Status: good');
+    expect(v).not.toContain('Response Extensions'); // no nonce in a pre-signed response
+  });
+
+  it('a status change is answered at once with a new response: revoked with its reason, then the hold released', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = service();
+    const req = request([SERIAL], { noNonce: true });
+    const before = await svc.respond(req.der);
+
+    rows.set(SERIAL, revoked(SERIAL, 'certificateHold'));
+    const held = await svc.respond(req.der);
+    expect(held.der.equals(before.der)).toBe(false);
+    expect(held.cache!.etag).not.toBe(before.cache!.etag);
+    expect(held.outcome).toBe('revoked');
+    expect(single(verdict(held, req), SERIAL)).toMatch(/Cert Status: revoked\s+Revocation Time: .*\s+Revocation Reason: certificateHold \(0x6\)/);
+
+    rows.set(SERIAL, revoked(SERIAL, 'keyCompromise'));
+    const compromised = await svc.respond(req.der);
+    expect(compromised.der.equals(held.der)).toBe(false);
+    expect(single(verdict(compromised, req), SERIAL)).toMatch(/Revocation Reason: keyCompromise \(0x1\)/);
+
+    rows.set(SERIAL, good(SERIAL));
+    const released = await svc.respond(req.der);
+    expect(released.outcome).toBe('good');
+    expect(single(verdict(released, req), SERIAL)).toContain('Cert Status: good');
+  });
+
+  it('unspecified is revoked without a reason', async () => {
+    rows.set(SERIAL, revoked(SERIAL, 'unspecified'));
+    const req = request([SERIAL], { noNonce: true });
+    const v = single(verdict(await service().respond(req.der), req), SERIAL);
+    expect(v).toContain('Cert Status: revoked');
+    expect(v).not.toMatch(/Reason/);
+  });
+
+  it('is re-signed once half of the validity is gone', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = service();
+    const req = request([SERIAL], { noNonce: true });
+    const first = await svc.respond(req.der);
+    clock = new Date(clock.getTime() + 29 * 60_000);
+    expect((await svc.respond(req.der)).der.equals(first.der)).toBe(true);
+    clock = new Date(clock.getTime() + 2 * 60_000); // 31 min: less than half of the hour left
+    const later = await svc.respond(req.der);
+    expect(later.der.equals(first.der)).toBe(false);
+    expect(later.cache!.thisUpdate.getTime()).toBe(Math.floor(clock.getTime() / 1000) * 1000);
+  });
+
+  it('keeps at most cacheSize responses, oldest out first; cacheSize 0 signs every time', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    rows.set(SERIAL2, good(SERIAL2));
+    const small = service({ cacheSize: 1 });
+    const r1 = request([SERIAL], { noNonce: true });
+    const r2 = request([SERIAL2], { noNonce: true });
+    const a = await small.respond(r1.der);
+    await small.respond(r2.der); // evicts SERIAL
+    expect((await small.respond(r1.der)).der.equals(a.der)).toBe(false);
+
+    const none = service({ cacheSize: 0 });
+    const x = await none.respond(r1.der);
+    const y = await none.respond(r1.der);
+    expect(x.der.equals(y.der)).toBe(false); // ECDSA: a new signature each time
+    expect(y.cache).toBeDefined(); // still cacheable by HTTP caches
+  });
+
+  it('SHA-256 CertIDs are answered too, echoing the CertID as sent', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const req = request([SERIAL], { noNonce: true, sha256: true });
+    const a = await service().respond(req.der);
+    expect(a.outcome).toBe('good');
+    const v = verdict(a, req);
+    expect(v).toContain('Response verify OK');
+    expect(v).toMatch(/Hash Algorithm: sha256/);
+  });
+});
+
+describe('requests with a nonce: live responses', () => {
+  it('echo the nonce (openssl checks it), are never cached, and leave the cache alone', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = service();
+    const plain = request([SERIAL], { noNonce: true });
+    const cached = await svc.respond(plain.der);
+
+    const r1 = request([SERIAL]);
+    const r2 = request([SERIAL]);
+    const a1 = await svc.respond(r1.der);
+    const a2 = await svc.respond(r2.der);
+    expect(a1.cache).toBeUndefined();
+    expect(a1.outcome).toBe('good');
+    expect(a1.der.equals(a2.der)).toBe(false);
+    for (const [a, r] of [[a1, r1], [a2, r2]] as const) {
+      const v = verdict(a, r);
+      expect(v).toContain('Response verify OK');
+      expect(v).toMatch(/Response Extensions:\s*\n\s*OCSP Nonce:/);
+      expect(v).not.toMatch(/WARNING: no nonce in response|nonce verify error/i);
+    }
+    // r1's nonce is inside a1, r2's inside a2
+    const nonceOf = (req: Buffer) => req.subarray(req.length - 18);
+    expect(a1.der.includes(nonceOf(r1.der))).toBe(true);
+    expect(a2.der.includes(nonceOf(r2.der))).toBe(true);
+    expect(a1.der.includes(nonceOf(r2.der))).toBe(false);
+    // the nonce-less answer is still the cached one
+    expect((await svc.respond(plain.der)).der.equals(cached.der)).toBe(true);
+  });
+
+  it('a nonce that is wrong for the request makes openssl refuse: the check above is real', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = service();
+    const r1 = request([SERIAL]);
+    const r2 = request([SERIAL]);
+    const v = verdict(await svc.respond(r2.der), r1);
+    expect(v).toMatch(/nonce verify error/i);
+  });
+
+  it('answers several certificates in one live response (outcome mixed)', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    rows.set(SERIAL2, revoked(SERIAL2, 'superseded'));
+    const req = request([SERIAL, SERIAL2], { noNonce: true });
+    const a = await service().respond(req.der);
+    expect(a.outcome).toBe('mixed');
+    expect(a.cache).toBeUndefined();
+    const v = verdict(a, req);
+    expect(v).toContain('Response verify OK');
+    expect(single(v, SERIAL)).toContain('Cert Status: good');
+    expect(single(v, SERIAL2)).toMatch(/Cert Status: revoked\s+Revocation Time: .*\s+Revocation Reason: superseded \(0x4\)/);
+  });
+
+  it('a nonce longer than 64 octets is malformed (RFC 8954)', async () => {
+    const { issuerNameHash, issuerKeyHash } = certIdHashes(tca.hierarchy.issuing.subject, certificateParts(tca.hierarchy.issuing.der).spki);
+    const id = encodeCertId({ hash: 'sha1', issuerNameHash, issuerKeyHash, serialNumber: SERIAL });
+    const ext = (len: number) => contextExplicit(2, seq(seq(oid(OID.ocspNonce), octetString(octetString(Buffer.alloc(len, 7))))));
+    rows.set(SERIAL, good(SERIAL));
+    expect((await service().respond(seq(seq(seq(seq(id)), ext(64))))).outcome).toBe('good');
+    expect((await service().respond(seq(seq(seq(seq(id)), ext(65))))).der).toEqual(MALFORMED);
+  });
+});
+
+describe('errors are OCSPResponses with an error status', () => {
+  it('unknown serial of our issuer: unknown', async () => {
+    const req = request(['7fffffff']);
+    const a = await service().respond(req.der);
+    expect(a.outcome).toBe('unknown');
+    const v = verdict(a, req);
+    expect(v).toContain('Response verify OK');
+    expect(single(v, '7FFFFFFF')).toContain('Cert Status: unknown');
+  });
+
+  it('a serial the store knows under another issuer name is unknown, not good', async () => {
+    rows.set(SERIAL, { ...good(SERIAL), issuer: 'some-other-ca' });
+    expect((await service().respond(request([SERIAL], { noNonce: true }).der)).outcome).toBe('unknown');
+  });
+
+  it('a CertID of an issuer it does not serve (same name, other key): unauthorized (6)', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    for (const req of [request([SERIAL], { issuer: 'other.pem' }), request([SERIAL], { issuer: 'other.pem', noNonce: true }), request([SERIAL, SERIAL2], { issuer: 'other.pem' })]) {
+      const a = await service().respond(req.der);
+      expect(a).toEqual({ der: UNAUTHORIZED, outcome: 'unauthorized' });
+    }
+    expect(reads).toBe(0); // decided before any store read
+  });
+
+  it.each([
+    ['empty', () => Buffer.alloc(0)],
+    ['garbage', () => Buffer.from('this is not DER at all')],
+    ['a truncated request', () => Buffer.from('3082ffff30', 'hex')],
+    ['a certificate instead of a request', () => tca.hierarchy.issuing.der],
+    ['a valid request followed by junk', () => Buffer.concat([request([SERIAL]).der, Buffer.from([0])])],
+    ['over maxRequestBytes', () => Buffer.concat([Buffer.from('30822070', 'hex'), Buffer.alloc(0x2070)])],
+  ] as [string, () => Buffer][])('%s: malformedRequest (1)', async (_what, body) => {
+    const a = await service().respond(body());
+    expect(a).toEqual({ der: MALFORMED, outcome: 'malformed' });
+    expect(reads).toBe(0);
+  });
+
+  it('a failing store: internalError (2), and nothing cached', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = service();
+    const req = request([SERIAL], { noNonce: true });
+    failing = true;
+    expect(await svc.respond(req.der)).toEqual({ der: INTERNAL, outcome: 'error' });
+    expect((await svc.respond(request([SERIAL]).der)).der).toEqual(INTERNAL);
+    failing = false;
+    expect((await svc.respond(req.der)).outcome).toBe('good');
+  });
+});

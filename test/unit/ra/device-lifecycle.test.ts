@@ -1,0 +1,336 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { verifyAuditChain } from '../../../src/audit/audit-verify';
+import { loadConfig } from '../../../src/config/load-config';
+import { Config } from '../../../src/config/schema';
+import { DeviceCaError, ErrorCode } from '../../../src/errors/device-ca-error';
+import { DeviceLifecycle, OPERATOR, Scope, normalizeSerial } from '../../../src/ra/device-lifecycle';
+import { hashSecret, verifySecret } from '../../../src/ra/enrollment-secret';
+import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
+import { CertificateChange, CertificateRecord } from '../../../src/store/store';
+
+/**
+ * DeviceLifecycle over a real SqliteStore: every legal transition changes device, certificates, secrets and
+ * audit together and tells the listener what changed; every illegal one is 'conflict' and changes nothing;
+ * a device or certificate outside an owner's scope is 'not-found' and is left alone.
+ */
+
+const NOW = new Date('2026-03-01T12:00:00.000Z');
+const DAY = 86400_000;
+const ACME: Scope = { kind: 'owner', owner: 'acme' };
+const GLOBEX: Scope = { kind: 'owner', owner: 'globex' };
+
+let dir: string;
+let store: SqliteStore;
+let cfg: Config;
+let changes: CertificateChange[][];
+let lifecycle: DeviceLifecycle;
+let serialSeq = 0;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-lifecycle-'));
+  cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { 'enrollment.secretHashCost': 10, 'crl.shards': 4 } });
+  store = new SqliteStore(path.join(dir, 'device-ca.sqlite'));
+  changes = [];
+  lifecycle = new DeviceLifecycle(cfg, store, (c) => changes.push(c), () => NOW);
+});
+afterEach(async () => {
+  await store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function addDevice(id: string, owner: string | null = 'acme', secret = 'first-secret'): Promise<void> {
+  await store.createDevice({ id, owner, label: null, state: 'registered' }, { hash: await hashSecret(secret, 10), expiresAt: new Date(Date.now() + DAY) }, { type: 'device.registered', actor: 'test', subject: id, data: {} });
+}
+
+/** issue records a certificate for a device (as the RA does after signing); expired ones end before now. */
+async function issue(deviceId: string | null, o: { expired?: boolean } = {}): Promise<string> {
+  const serial = (0x40000000 + ++serialSeq).toString(16) + crypto.randomBytes(12).toString('hex');
+  const notAfter = o.expired ? new Date(Date.now() - DAY) : new Date(Date.now() + 365 * DAY);
+  await store.recordIssuance({
+    cert: { serial, deviceId, issuer: 'device-ca-issuing', subject: `CN=${deviceId}`, profile: 'default', notBefore: new Date(Date.now() - 400 * DAY), notAfter, shard: serialSeq % 4, spkiSha256: 'ab'.repeat(32), der: Buffer.from(`der ${serial}`) },
+    audit: { type: 'certificate.issued', actor: 'test', subject: deviceId ?? 'none', data: { serial } },
+  });
+  return serial;
+}
+
+const cert = async (serial: string): Promise<CertificateRecord> => (await store.getCertificate(serial))!;
+const state = async (id: string) => (await store.getDevice(id))!.state;
+
+async function codeOf(p: Promise<unknown>): Promise<ErrorCode | 'resolved'> {
+  try {
+    await p;
+    return 'resolved';
+  } catch (e) {
+    if (!(e instanceof DeviceCaError)) throw e;
+    return e.code;
+  }
+}
+
+/** snapshot: everything a failed transition must leave untouched */
+async function snapshot(id: string) {
+  const d = await store.getDevice(id);
+  const certs = (await store.listCertificates({ deviceId: id, limit: 1000 })).map((c) => [c.serial, c.status, c.revocationReason]);
+  const secrets = (await store.activeSecrets(id, new Date())).map((s) => s.id);
+  const audit = (await store.listAudit({ limit: 1000 })).length;
+  return { d, certs, secrets, audit };
+}
+
+describe('suspend and resume', () => {
+  it('suspend puts only valid, unexpired certificates on hold; resume releases exactly those', async () => {
+    await addDevice('dev-1');
+    const valid = await issue('dev-1');
+    const compromised = await issue('dev-1');
+    const expired = await issue('dev-1', { expired: true });
+    await lifecycle.revoke(compromised, 'keyCompromise', OPERATOR, 'test');
+    changes = [];
+
+    const s = await lifecycle.suspend('dev-1', OPERATOR, 'op');
+    expect(s.device.state).toBe('suspended');
+    expect(s.changed).toEqual([{ serial: valid, issuer: 'device-ca-issuing', shard: expect.any(Number), status: 'revoked', reason: 'certificateHold' }]);
+    expect(changes).toEqual([s.changed]);
+    expect(await cert(valid)).toMatchObject({ status: 'revoked', revocationReason: 'certificateHold', revokedAt: NOW });
+    expect(await cert(compromised)).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise' });
+    expect(await cert(expired)).toMatchObject({ status: 'valid', revocationReason: null });
+    expect(await state('dev-1')).toBe('suspended');
+
+    changes = [];
+    const r = await lifecycle.resume('dev-1', OPERATOR, 'op');
+    expect(r.device.state).toBe('active');
+    expect(r.changed).toEqual([{ serial: valid, issuer: 'device-ca-issuing', shard: expect.any(Number), status: 'valid', reason: null }]);
+    expect(changes).toEqual([r.changed]);
+    expect(await cert(valid)).toMatchObject({ status: 'valid', revocationReason: null, revokedAt: null });
+    expect(await cert(compromised)).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise' });
+  });
+
+  it('a suspended device that never had a certificate resumes as registered, with no certificate change', async () => {
+    await addDevice('dev-new');
+    await lifecycle.suspend('dev-new', OPERATOR, 'op');
+    const r = await lifecycle.resume('dev-new', OPERATOR, 'op');
+    expect(r).toMatchObject({ device: { state: 'registered' }, changed: [] });
+    expect(changes).toEqual([]); // nothing to re-publish
+  });
+
+  it('resume returns a device to the state it was suspended from: a transferred device that has not enrolled again stays registered', async () => {
+    // registered -> (transfer revokes every certificate) -> suspend -> resume: the new owner has no certificate yet
+    await addDevice('dev-moved');
+    await issue('dev-moved');
+    await lifecycle.transfer('dev-moved', 'globex', OPERATOR, 'op');
+    expect(await state('dev-moved')).toBe('registered');
+    await lifecycle.suspend('dev-moved', OPERATOR, 'op');
+    const r = await lifecycle.resume('dev-moved', OPERATOR, 'op');
+    expect(r.changed).toEqual([]);
+    expect(r.device.state).toBe('registered');
+    expect(await state('dev-moved')).toBe('registered');
+  });
+
+  it.each([
+    ['resume of an active device', async () => (await addDevice('d'), await issue('d'), lifecycle.resume('d', OPERATOR, 'op'))],
+    ['resume of a registered device', async () => (await addDevice('d'), lifecycle.resume('d', OPERATOR, 'op'))],
+    ['suspend twice', async () => (await addDevice('d'), await lifecycle.suspend('d', OPERATOR, 'op'), lifecycle.suspend('d', OPERATOR, 'op'))],
+    ['resume twice', async () => (await addDevice('d'), await lifecycle.suspend('d', OPERATOR, 'op'), await lifecycle.resume('d', OPERATOR, 'op'), lifecycle.resume('d', OPERATOR, 'op'))],
+    ['retire twice', async () => (await addDevice('d'), await lifecycle.retire('d', OPERATOR, 'op'), lifecycle.retire('d', OPERATOR, 'op'))],
+    ['suspend a retired device', async () => (await addDevice('d'), await lifecycle.retire('d', OPERATOR, 'op'), lifecycle.suspend('d', OPERATOR, 'op'))],
+    ['resume a retired device', async () => (await addDevice('d'), await lifecycle.retire('d', OPERATOR, 'op'), lifecycle.resume('d', OPERATOR, 'op'))],
+    ['transfer a retired device', async () => (await addDevice('d'), await lifecycle.retire('d', OPERATOR, 'op'), lifecycle.transfer('d', 'globex', OPERATOR, 'op'))],
+  ] as [string, () => Promise<unknown>][])('%s is a conflict', async (_what, attempt) => {
+    const p = attempt();
+    const code = await codeOf(p);
+    expect(code).toBe('conflict');
+  });
+
+  it('an illegal transition changes nothing: no certificate, secret or audit record', async () => {
+    await addDevice('dev-c');
+    await issue('dev-c');
+    const before = await snapshot('dev-c');
+    changes = [];
+    expect(await codeOf(lifecycle.resume('dev-c', OPERATOR, 'op'))).toBe('conflict');
+    expect(await snapshot('dev-c')).toEqual(before);
+    expect(changes).toEqual([]);
+  });
+});
+
+describe('transfer', () => {
+  it('changes the owner, revokes valid and held certificates with affiliationChanged and replaces the secrets', async () => {
+    await addDevice('dev-t', 'acme', 'old-secret');
+    const a = await issue('dev-t');
+    const b = await issue('dev-t');
+    await lifecycle.suspend('dev-t', OPERATOR, 'op'); // a and b on hold
+    const c = await issue('dev-t'); // a valid one next to the held ones
+    changes = [];
+
+    const t = await lifecycle.transfer('dev-t', 'globex', OPERATOR, 'op', 3600);
+    expect(t.device).toMatchObject({ id: 'dev-t', owner: 'globex', state: 'registered' });
+    expect(t.changed.map((x) => x.serial).sort()).toEqual([a, b, c].sort());
+    expect(t.changed.every((x) => x.status === 'revoked' && x.reason === 'affiliationChanged')).toBe(true);
+    expect(changes).toEqual([t.changed]);
+    for (const s of [a, b, c]) expect(await cert(s)).toMatchObject({ status: 'revoked', revocationReason: 'affiliationChanged', revokedAt: NOW });
+    expect((await store.getDevice('dev-t'))!.owner).toBe('globex');
+
+    // the new secret is the only one, it works, the old one is gone, and it expires after the given TTL
+    expect(t.expiresAt).toEqual(new Date(NOW.getTime() + 3600_000));
+    const secrets = await store.activeSecrets('dev-t', NOW);
+    expect(secrets).toHaveLength(1);
+    expect(await verifySecret(t.secret, secrets[0].hash)).toBe(true);
+    expect(await verifySecret('old-secret', secrets[0].hash)).toBe(false);
+
+    const last = (await store.listAudit({ subject: 'dev-t', limit: 100 })).pop()!;
+    expect(last).toMatchObject({ type: 'device.transferred', actor: 'op', data: { from: 'acme', to: 'globex' } });
+    expect((last.data.certificates as string[]).sort()).toEqual([a, b, c].sort());
+  });
+
+  it('the default secret lifetime is enrollment.secretTtl', async () => {
+    await addDevice('dev-ttl');
+    const t = await lifecycle.transfer('dev-ttl', 'globex', OPERATOR, 'op');
+    expect(t.expiresAt).toEqual(new Date(NOW.getTime() + cfg.enrollment.secretTtl * 1000));
+  });
+
+  it('leaves already revoked certificates with their reason', async () => {
+    await addDevice('dev-k');
+    const k = await issue('dev-k');
+    await lifecycle.revoke(k, 'keyCompromise', OPERATOR, 'op');
+    const t = await lifecycle.transfer('dev-k', 'globex', OPERATOR, 'op');
+    expect(t.changed).toEqual([]);
+    expect(await cert(k)).toMatchObject({ revocationReason: 'keyCompromise' });
+  });
+
+  it('rejects an unprintable or empty owner, and an owner giving a device to itself', async () => {
+    await addDevice('dev-o');
+    expect(await codeOf(lifecycle.transfer('dev-o', '', OPERATOR, 'op'))).toBe('bad-request');
+    expect(await codeOf(lifecycle.transfer('dev-o', 'evil\nowner', OPERATOR, 'op'))).toBe('bad-request');
+    expect(await codeOf(lifecycle.transfer('dev-o', 'x'.repeat(129), OPERATOR, 'op'))).toBe('bad-request');
+    expect(await codeOf(lifecycle.transfer('dev-o', 'acme', ACME, 'op'))).toBe('conflict');
+    expect((await store.getDevice('dev-o'))!.owner).toBe('acme');
+  });
+
+  it('an owner may hand its own device to another owner, and then no longer sees it', async () => {
+    await addDevice('dev-h');
+    await lifecycle.transfer('dev-h', 'globex', ACME, 'token:acme');
+    expect(await codeOf(lifecycle.device('dev-h', ACME))).toBe('not-found');
+    expect((await lifecycle.device('dev-h', GLOBEX)).owner).toBe('globex');
+  });
+});
+
+describe('retire', () => {
+  it('revokes valid and held certificates with cessationOfOperation and deletes every secret', async () => {
+    await addDevice('dev-r');
+    const a = await issue('dev-r');
+    const b = await issue('dev-r');
+    await lifecycle.suspend('dev-r', OPERATOR, 'op');
+    await lifecycle.resume('dev-r', OPERATOR, 'op');
+    await lifecycle.revoke(b, 'certificateHold', OPERATOR, 'op');
+    changes = [];
+    const r = await lifecycle.retire('dev-r', OPERATOR, 'op');
+    expect(r.device.state).toBe('retired');
+    expect(r.changed.map((x) => [x.serial, x.reason]).sort()).toEqual([[a, 'cessationOfOperation'], [b, 'cessationOfOperation']].sort());
+    expect(changes).toEqual([r.changed]);
+    expect(await store.activeSecrets('dev-r', NOW)).toEqual([]);
+    expect(await state('dev-r')).toBe('retired');
+  });
+});
+
+describe('revoke', () => {
+  it('revokes once; a second revocation changes nothing and publishes nothing', async () => {
+    await addDevice('dev-v');
+    const s = await issue('dev-v');
+    const first = await lifecycle.revoke(s, 'superseded', OPERATOR, 'op');
+    expect(first).toMatchObject({ changed: true, cert: { status: 'revoked', revocationReason: 'superseded', revokedAt: NOW } });
+    expect(changes).toEqual([[{ serial: s, issuer: 'device-ca-issuing', shard: first.cert.shard, status: 'revoked', reason: 'superseded' }]]);
+    const second = await lifecycle.revoke(s, 'keyCompromise', OPERATOR, 'op');
+    expect(second).toMatchObject({ changed: false, cert: { revocationReason: 'superseded' } });
+    expect(changes).toHaveLength(1);
+  });
+
+  it('a held certificate may be revoked for good', async () => {
+    await addDevice('dev-hold');
+    const s = await issue('dev-hold');
+    await lifecycle.suspend('dev-hold', OPERATOR, 'op');
+    const r = await lifecycle.revoke(s, 'keyCompromise', OPERATOR, 'op');
+    expect(r).toMatchObject({ changed: true, cert: { revocationReason: 'keyCompromise' } });
+    // and resume does not bring it back
+    await lifecycle.resume('dev-hold', OPERATOR, 'op');
+    expect(await cert(s)).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise' });
+  });
+
+  it('accepts the serial as openssl and operators write it', async () => {
+    await addDevice('dev-s');
+    const s = await issue('dev-s');
+    const colons = s.toUpperCase().match(/../g)!.join(':');
+    expect((await lifecycle.certificate(colons, OPERATOR)).serial).toBe(s);
+    expect((await lifecycle.certificate(`0x00${s.toUpperCase()}`, OPERATOR)).serial).toBe(s);
+    expect(normalizeSerial(' 00:0A:bc ')).toBe('abc');
+    expect(normalizeSerial('xyz')).toBeNull();
+    expect(normalizeSerial('1'.repeat(41))).toBeNull();
+  });
+
+  it.each([
+    ['an unknown reason', 'removeFromCRL', 'bad-request'],
+    ['a made-up reason', 'stolen', 'bad-request'],
+  ])('%s is bad-request', async (_w, reason, code) => {
+    await addDevice('dev-b');
+    const s = await issue('dev-b');
+    expect(await codeOf(lifecycle.revoke(s, reason, OPERATOR, 'op'))).toBe(code);
+    expect(await cert(s)).toMatchObject({ status: 'valid' });
+  });
+
+  it('an unknown or malformed serial is not-found', async () => {
+    expect(await codeOf(lifecycle.revoke('deadbeef', 'keyCompromise', OPERATOR, 'op'))).toBe('not-found');
+    expect(await codeOf(lifecycle.revoke('not hex', 'keyCompromise', OPERATOR, 'op'))).toBe('not-found');
+  });
+});
+
+describe('owner scope', () => {
+  it("another owner's device and certificates are not-found and stay untouched", async () => {
+    await addDevice('acme-1', 'acme');
+    const s = await issue('acme-1');
+    const before = await snapshot('acme-1');
+    const attempts: [string, Promise<unknown>][] = [
+      ['device', lifecycle.device('acme-1', GLOBEX)],
+      ['suspend', lifecycle.suspend('acme-1', GLOBEX, 'x')],
+      ['resume', lifecycle.resume('acme-1', GLOBEX, 'x')],
+      ['retire', lifecycle.retire('acme-1', GLOBEX, 'x')],
+      ['transfer', lifecycle.transfer('acme-1', 'globex', GLOBEX, 'x')],
+      ['certificate', lifecycle.certificate(s, GLOBEX)],
+      ['revoke', lifecycle.revoke(s, 'keyCompromise', GLOBEX, 'x')],
+    ];
+    for (const [what, p] of attempts) expect([what, await codeOf(p)]).toEqual([what, 'not-found']);
+    expect(await snapshot('acme-1')).toEqual(before);
+    expect(changes).toEqual([]);
+    // its own owner and the operator see it
+    expect((await lifecycle.device('acme-1', ACME)).id).toBe('acme-1');
+    expect((await lifecycle.certificate(s, ACME)).serial).toBe(s);
+    expect((await lifecycle.certificate(s, OPERATOR)).serial).toBe(s);
+  });
+
+  it('certificates without a device (the TLS server, the OCSP responder) and devices without an owner are operator-only', async () => {
+    const tls = await issue(null);
+    await addDevice('orphan', null);
+    expect(await codeOf(lifecycle.certificate(tls, ACME))).toBe('not-found');
+    expect(await codeOf(lifecycle.device('orphan', ACME))).toBe('not-found');
+    expect((await lifecycle.certificate(tls, OPERATOR)).serial).toBe(tls);
+    expect((await lifecycle.device('orphan', OPERATOR)).owner).toBeNull();
+  });
+
+  it('an unknown or invalid device id is not-found', async () => {
+    expect(await codeOf(lifecycle.device('nope', OPERATOR))).toBe('not-found');
+    expect(await codeOf(lifecycle.suspend('a:b', OPERATOR, 'op'))).toBe('not-found');
+    expect(await codeOf(lifecycle.retire('', OPERATOR, 'op'))).toBe('not-found');
+  });
+});
+
+it('every change leaves an intact audit chain', async () => {
+  await addDevice('dev-a');
+  const s = await issue('dev-a');
+  await lifecycle.suspend('dev-a', OPERATOR, 'op');
+  await lifecycle.resume('dev-a', OPERATOR, 'op');
+  await lifecycle.revoke(s, 'superseded', OPERATOR, 'op');
+  await lifecycle.transfer('dev-a', 'globex', OPERATOR, 'op');
+  await lifecycle.retire('dev-a', OPERATOR, 'op');
+  const v = await verifyAuditChain(store);
+  expect(v).toMatchObject({ ok: true });
+  const types = (await store.listAudit({ subject: 'dev-a', limit: 100 })).map((r) => r.type);
+  expect(types).toEqual(['device.registered', 'certificate.issued', 'device.suspended', 'device.resumed', 'device.transferred', 'device.retired']);
+  expect((await store.listAudit({ subject: s, limit: 100 })).map((r) => r.type)).toEqual(['certificate.revoked']);
+});
