@@ -8,7 +8,7 @@ import { AdminAccess } from '../../ra/admin-access';
 import { DeviceLifecycle, Scope } from '../../ra/device-lifecycle';
 import { RegistrationAuthority } from '../../ra/registration-authority';
 import { CertificateRecord, DeviceState, Store } from '../../store/store';
-import { ADMIN_STATUS } from './admin-error-map';
+import { HTTP_ERROR_STATUS } from '../http-error-status';
 import { OPENAPI } from './openapi';
 
 export interface AdminRouterOptions {
@@ -57,7 +57,7 @@ export function adminRouter(o: AdminRouterOptions): Router {
       res.status(status).json(out);
     } catch (e) {
       const err = toDeviceCaError(e);
-      const status = ADMIN_STATUS[err.code];
+      const status = HTTP_ERROR_STATUS[err.code];
       if (status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="device-ca admin"');
       if (status >= 500) res.locals.error = err;
       res.locals.errorCode = err.code;

@@ -6,7 +6,7 @@ import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { ChannelBinding, Credentials, EstOperation, RegistrationAuthority } from '../../ra/registration-authority';
 import { decodeEstBody, encodeBase64Body } from './est-body';
-import { EST_STATUS } from './est-error-map';
+import { HTTP_ERROR_STATUS } from '../http-error-status';
 
 const CERTS_ONLY = 'application/pkcs7-mime; smime-type=certs-only';
 const DEFAULT_LABEL = 'default';
@@ -100,7 +100,7 @@ function sendText(res: Response, status: number, text: string): void {
 }
 
 function sendEstError(res: Response, e: DeviceCaError, realm: string): void {
-  const status = EST_STATUS[e.code];
+  const status = HTTP_ERROR_STATUS[e.code];
   res.locals.errorCode = e.code;
   if (status >= 500) res.locals.error = e; // logged by the access log, never sent
   if (status === 401) res.setHeader('WWW-Authenticate', `Basic realm="${realm}", charset="UTF-8"`);
