@@ -1,7 +1,8 @@
 import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ProcessResult, RunningService, assertBuilt, runProcess, startService } from '../helpers/service-process';
+import { Reply, header, must, openssl, opensslAny, pkiClient } from '../helpers/pki-client';
+import { RunningService, assertBuilt, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
 /**
@@ -13,44 +14,12 @@ import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
 let svc: RunningService;
 let tmp: TmpDir;
-let seq = 0;
-const next = (): number => ++seq;
 let issuingPem: string;
 let api: string;
 
 // ------------------------------------------------------------------------------------------- helpers
 
-async function must(file: string, args: string[], input?: string | Buffer): Promise<ProcessResult> {
-  const r = await runProcess(file, args, { input });
-  if (r.code !== 0) throw new Error(`${file} ${args.join(' ')} exited ${r.code}:\n${r.stderr}${r.stdout}`);
-  return r;
-}
-const openssl = (...args: string[]): Promise<ProcessResult> => must('openssl', args);
-
-interface Reply {
-  status: number;
-  headers: Map<string, string>;
-  body: Buffer;
-  text: string;
-}
-const header = (r: Reply, name: string): string | undefined => r.headers.get(name.toLowerCase());
-
-async function curl(url: string, args: string[] = []): Promise<Reply> {
-  const n = next();
-  const hdr = tmp.file(`http/${n}.head`);
-  const out = tmp.file(`http/${n}.body`);
-  const r = await runProcess('curl', ['-sS', '--cacert', svc.chainPem, '-D', hdr, '-o', out, ...args, url]);
-  if (r.code !== 0) throw new Error(`curl ${args.join(' ')} ${url} failed (${r.code}): ${r.stderr}`);
-  const heads = fs.readFileSync(hdr, 'latin1').split(/\r?\n\r?\n/).filter((b) => /^HTTP\/\S+ \d{3}/.test(b));
-  const lines = heads[heads.length - 1].split(/\r?\n/);
-  const headers = new Map<string, string>();
-  for (const l of lines.slice(1)) {
-    const i = l.indexOf(':');
-    if (i > 0) headers.set(l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim());
-  }
-  const body = fs.existsSync(out) ? fs.readFileSync(out) : Buffer.alloc(0);
-  return { status: Number(/^HTTP\/\S+ (\d{3})/.exec(lines[0])![1]), headers, body, text: body.toString('utf8') };
-}
+const { next, curl, cli, teardown } = pkiClient({ svc: () => svc, tmp: () => tmp, textEncoding: 'utf8' });
 
 interface ApiReply extends Reply {
   json: any;
@@ -69,10 +38,6 @@ async function call(method: 'GET' | 'POST', p: string, o: { token?: string | nul
   let json: unknown;
   if (/^application\/json/.test(header(r, 'content-type') ?? '')) json = JSON.parse(r.text);
   return { ...r, json };
-}
-
-async function cli(...args: string[]): Promise<ProcessResult> {
-  return svc.cli(args);
 }
 
 /** auditCount: `device-ca audit verify --json`; the chain must be intact every time it is asked */
@@ -133,8 +98,7 @@ async function enrollOverEst(id: string, secret: string): Promise<{ crt: string;
 /** ocspStatus: `openssl ocsp` against the URL in the certificate; "good" or "revoked (<reason>)" */
 async function ocspStatus(crt: string): Promise<string> {
   const url = (await openssl('x509', '-in', crt, '-noout', '-ocsp_uri')).stdout.trim();
-  const r = await runProcess('openssl', ['ocsp', '-issuer', issuingPem, '-cert', crt, '-url', url, '-CAfile', svc.chainPem]);
-  const out = r.stdout + r.stderr;
+  const { out } = await opensslAny('ocsp', '-issuer', issuingPem, '-cert', crt, '-url', url, '-CAfile', svc.chainPem);
   expect(out).toContain('Response verify OK');
   const status = new RegExp(`${crt.replace(/[.]/g, '\\.')}: (\\w+)`).exec(out)![1];
   const reason = /\n\s*Reason: (\S+)/.exec(out)?.[1];
@@ -171,11 +135,7 @@ beforeAll(async () => {
   await Promise.all([...secrets].map(async ([id, s]) => certs.set(id, await enrollOverEst(id, s))));
 }, 60_000);
 
-afterAll(async () => {
-  const code = await svc?.stop();
-  tmp?.cleanup();
-  expect(code).toBe(0);
-});
+afterAll(teardown);
 
 // -------------------------------------------------------------------------------------------- tests
 

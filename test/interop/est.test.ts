@@ -1,7 +1,8 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as tls from 'node:tls';
-import { ProcessResult, RunningService, assertBuilt, runProcess, startService } from '../helpers/service-process';
+import { must, openssl, pkiClient } from '../helpers/pki-client';
+import { RunningService, assertBuilt, runProcess, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
 /**
@@ -12,10 +13,10 @@ import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
 let svc: RunningService;
 let tmp: TmpDir;
-let seq = 0;
-const next = (): number => ++seq;
 
 // ------------------------------------------------------------------------------------------- helpers
+
+const { next, curlRaw, teardown } = pkiClient({ svc: () => svc, tmp: () => tmp });
 
 interface Reply {
   status: number;
@@ -44,23 +45,10 @@ function parseHead(block: string): { status: number; headers: Map<string, string
   return { status, headers, headerBlock: last };
 }
 
-async function must(file: string, args: string[], input?: string | Buffer): Promise<ProcessResult> {
-  const r = await runProcess(file, args, { input });
-  if (r.code !== 0) throw new Error(`${file} ${args.join(' ')} exited ${r.code}:\n${r.stderr}${r.stdout}`);
-  return r;
-}
-const openssl = (...args: string[]): Promise<ProcessResult> => must('openssl', args);
-
 /** curl runs one request with the CA chain as trust anchor and returns status, headers and body bytes. */
 async function curl(url: string, args: string[] = []): Promise<Reply> {
-  const n = next();
-  const hdr = tmp.file(`http/${n}.head`);
-  const out = tmp.file(`http/${n}.body`);
-  const r = await runProcess('curl', ['-sS', '--cacert', svc.chainPem, '-D', hdr, '-o', out, ...args, url]);
-  if (r.code !== 0) throw new Error(`curl ${args.join(' ')} ${url} failed (${r.code}): ${r.stderr}`);
-  const head = parseHead(fs.readFileSync(hdr, 'latin1'));
-  const body = fs.existsSync(out) ? fs.readFileSync(out) : Buffer.alloc(0);
-  return { ...head, body, text: body.toString('latin1') };
+  const { head, body } = await curlRaw(url, args);
+  return { ...parseHead(head), body, text: body.toString('latin1') };
 }
 
 interface PostOptions {
@@ -324,11 +312,7 @@ beforeAll(async () => {
   await Promise.all([key('p256'), key('p384'), key('rsa2048'), key('ed25519')]);
 });
 
-afterAll(async () => {
-  const code = await svc?.stop();
-  tmp?.cleanup();
-  expect(code).toBe(0);
-});
+afterAll(teardown);
 
 // -------------------------------------------------------------------------------------------- tests
 
