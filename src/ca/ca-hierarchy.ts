@@ -82,7 +82,6 @@ async function signCaCert(args: {
  */
 export async function initCa(cfg: Config, keys: KeyBackend, now = new Date()): Promise<CaHierarchy & { root: CaMaterial }> {
   if (caExists(cfg)) throw new DeviceCaError('conflict', `a CA already exists in ${caDir(cfg)}; refusing to overwrite`);
-  fs.mkdirSync(caDir(cfg), { recursive: true, mode: 0o755 });
   const stamp = now.toISOString().slice(0, 10).replace(/-/g, '') + '-' + crypto.randomBytes(3).toString('hex');
   const rootAlg = (cfg.ca.root.algorithm ?? cfg.ca.algorithm) as KeyAlgorithm;
   const issAlg = (cfg.ca.issuing.algorithm ?? cfg.ca.algorithm) as KeyAlgorithm;
@@ -107,7 +106,9 @@ export async function initCa(cfg: Config, keys: KeyBackend, now = new Date()): P
     pathLen: 0,
     now,
   });
+  // the directory is made only now that both keys exist: a key backend failure leaves nothing behind
   const dir = caDir(cfg);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   const rootFile = path.join(dir, `${cfg.ca.root.name}.crt`);
   const issFile = path.join(dir, `${cfg.ca.issuing.name}.crt`);
   writeAtomic(rootFile, rootDer);

@@ -44,14 +44,12 @@ program
   .action(async () => {
     const cfg = config();
     const keys = openKeyBackend(cfg);
-    const store = openStore(cfg);
     try {
       const h = await initCa(cfg, keys);
       const out = { dataDir: cfg.dataDir, root: { name: h.state.root.name, key: h.state.root.keyRef, cert: h.state.root.certFile }, issuing: { name: h.state.issuing.name, key: h.state.issuing.keyRef, cert: h.state.issuing.certFile } };
       if (json()) console.log(JSON.stringify(out, null, 2));
       else console.log(`created CA in ${caDir(cfg)}\n  root:    ${out.root.cert}\n  issuing: ${out.issuing.cert}\n  trust anchor for clients: ${caDir(cfg)}/chain.pem`);
     } finally {
-      await store.close();
       await keys.close();
     }
   });

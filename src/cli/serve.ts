@@ -22,15 +22,17 @@ export async function serve(cfg: Config, log: Logger): Promise<void> {
 
 async function prepare(cfg: Config, log: Logger): Promise<void> {
   const keys = openKeyBackend(cfg);
-  const store = openStore(cfg); // runs migrations once, before workers open the file
+  let store: ReturnType<typeof openStore> | undefined;
   try {
+    // keys first: a wrong PIN or an absent token fails before anything is written to the data directory
     const { ca, created } = await ensureCa(cfg, keys);
     if (created) log.info({ dataDir: cfg.dataDir, root: ca.state.root.name, issuing: ca.state.issuing.name }, 'created a new CA hierarchy');
+    store = openStore(cfg); // runs migrations once, before workers open the file
     const authority = buildCertificateAuthority(cfg, ca);
     await ensureTlsServerCertificate(cfg, authority, ca, store);
     await ensureOcspResponder(cfg, keys, authority, store);
   } finally {
-    await store.close();
+    await store?.close();
     await keys.close();
   }
 }
