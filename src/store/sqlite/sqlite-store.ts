@@ -132,7 +132,8 @@ export class SqliteStore implements Store {
             try {
               results.push({ ok: true, v: this.db.transaction(j.fn)() }); // nested: a SAVEPOINT
             } catch (e) {
-              results.push({ ok: false, v: e });
+              // one error class leaves the store: SQLite's own errors become 'internal' (detail logged only)
+              results.push({ ok: false, v: e instanceof DeviceCaError ? e : new DeviceCaError('internal', 'store write failed', { detail: (e as Error)?.message, cause: e }) });
             }
           }
         })
