@@ -59,9 +59,12 @@ export function openStore(cfg: Config): Store {
   return new SqliteStore(cfg.store.path);
 }
 
-/** keysBackendKind resolves keys.backend 'auto': a configured PKCS#11 module means the HSM. */
+/** keysBackendKind resolves keys.backend 'auto': a configured PKCS#11 module or token means the HSM. */
 export function keysBackendKind(cfg: Config): 'software' | 'pkcs11' {
-  return cfg.keys.backend === 'auto' ? (cfg.keys.pkcs11.module ? 'pkcs11' : 'software') : cfg.keys.backend;
+  if (cfg.keys.backend !== 'auto') return cfg.keys.backend;
+  // a token named without a module is a mistake to report, not a reason to fall back to key files
+  const p = cfg.keys.pkcs11;
+  return p.module || p.token || p.serial ? 'pkcs11' : 'software';
 }
 
 /** readPin takes a token's PIN from the named environment variable or file; never from the config file. */

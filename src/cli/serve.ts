@@ -45,6 +45,7 @@ function runPrimary(cfg: Config, log: Logger, n: number): Promise<void> {
   const aggregator = new AggregatorRegistry();
   let stopping = false;
   let ready = 0;
+  let started = 0;
   return new Promise((resolve) => {
     // one worker publishes CRLs on a timer; the others serve what it (or a fetch) generated
     let publisher: Worker | undefined;
@@ -53,7 +54,16 @@ function runPrimary(cfg: Config, log: Logger, n: number): Promise<void> {
       const w = cluster.fork({ DEVICE_CA_WORKER_PUBLISHES_CRLS: publishes ? '1' : '0' });
       if (publishes) publisher = w;
       w.on('message', async (m: { type?: string; id?: string }) => {
-        if (m?.type === 'device-ca:ready' && ++ready === n) log.info({ workers: n, https: cfg.https.port, http: cfg.http.port }, 'device-ca is serving');
+        if (m?.type === 'device-ca:ready') {
+          ready++;
+          // start workers one after another: token logins at the same instant can corrupt a SoftHSM
+          // file store (softhsm/SoftHSMv2#757), and a staggered start costs well under a second
+          if (!stopping && started < n) {
+            started++;
+            fork();
+          }
+          if (ready === n) log.info({ workers: n, https: cfg.https.port, http: cfg.http.port }, 'device-ca is serving');
+        }
         if (m?.type === 'device-ca:metrics') {
           let text = '';
           try {
@@ -92,7 +102,8 @@ function runPrimary(cfg: Config, log: Logger, n: number): Promise<void> {
     });
     process.on('SIGTERM', () => stop(0));
     process.on('SIGINT', () => stop(0));
-    for (let i = 0; i < n; i++) fork();
+    started = 1;
+    fork();
   });
 }
 

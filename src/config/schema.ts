@@ -105,7 +105,7 @@ export const configSchema = z.strictObject({
     .prefault({}),
   keys: z
     .strictObject({
-      /** auto: pkcs11 when keys.pkcs11.module is set (DEVICE_CA_PKCS11_MODULE), else software files */
+      /** auto: pkcs11 when keys.pkcs11.module, token or serial is set (DEVICE_CA_PKCS11_*), else software files */
       backend: z.enum(['auto', 'software', 'pkcs11']).default('auto'),
       /** environment variable holding the passphrase for software key files (optional) */
       passphraseEnv: z.string().default('DEVICE_CA_KEY_PASSPHRASE'),

@@ -92,14 +92,38 @@ export class Pkcs11RsaSigningKey extends Pkcs11SigningKey implements RsaPssSigne
   }
 }
 
+/** NativeLib: the pkcs11js callback forms under graphene's Session (lib and handle are public there). */
+type NativeLib = {
+  C_Sign(h: Buffer, data: Buffer, out: Buffer, cb: (err: Error | null, sig: Buffer) => void): void;
+  C_Decrypt(h: Buffer, data: Buffer, out: Buffer, cb: (err: Error | null, out: Buffer) => void): void;
+};
+const native = (session: graphene.Session): { lib: NativeLib; handle: Buffer } => session as unknown as { lib: NativeLib; handle: Buffer };
+
+/** keep holds buffers alive until the native call that points into them has called back. */
+function keep(...bufs: Buffer[]): number {
+  return bufs.length;
+}
+
 /**
  * signOnce runs C_SignInit (synchronous: it only sets up the operation) and C_Sign through pkcs11js'
  * callback form, which runs on the libuv thread pool, so the event loop never waits for the token.
+ * The input and output buffers are held by the callback's closure: pkcs11js keeps only raw pointers
+ * into them while the call waits for a pool thread, and graphene's Sign.once makes a copy that nothing
+ * holds, so a garbage collection in that gap let the token sign freed memory (about 1% of signatures
+ * under load; test/interop/pkcs11-service-signatures.test.ts).
  */
 export function signOnce(session: graphene.Session, mechanism: graphene.MechanismType, key: graphene.Key, input: Buffer): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
     try {
-      session.createSign(mechanism, key).once(input, (err, sig) => (err ? reject(err) : resolve(Buffer.from(sig))));
+      session.createSign(mechanism, key); // C_SignInit
+      const data = Buffer.from(input);
+      const out = Buffer.alloc(1024);
+      const { lib, handle } = native(session);
+      lib.C_Sign(handle, data, out, (err, sig) => {
+        keep(data, out);
+        if (err) reject(err);
+        else resolve(Buffer.from(sig));
+      });
     } catch (e) {
       reject(e);
     }
@@ -116,7 +140,15 @@ export function decryptOnce(
 ): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
     try {
-      session.createDecipher(mechanism, key).once(input, Buffer.alloc(maxOut), (err, out) => (err ? reject(err) : resolve(Buffer.from(out))));
+      session.createDecipher(mechanism, key); // C_DecryptInit
+      const data = Buffer.from(input);
+      const out = Buffer.alloc(maxOut);
+      const { lib, handle } = native(session);
+      lib.C_Decrypt(handle, data, out, (err, plain) => {
+        keep(data, out);
+        if (err) reject(err);
+        else resolve(Buffer.from(plain));
+      });
     } catch (e) {
       reject(e);
     }
