@@ -346,7 +346,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     tls: { cert: tlsCert.certPem, key: tlsCert.keyPem, ca: trustPems, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
     mounts: [
       { path: '/.well-known/est', router: estRouter({ ra, caCerts: [hierarchy.issuing.der, hierarchy.root.der], bodyLimit: cfg.https.bodyLimit }) },
-      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, store, bodyLimit: cfg.https.bodyLimit }) },
+      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit }) },
     ],
     registry,
     log: opts.log,

@@ -33,6 +33,29 @@ export class DeviceLifecycle {
     return d;
   }
 
+  /** listDevices: an owner scope sees its own devices whatever owner filter it asks for. */
+  listDevices(filter: { owner?: string; state?: DeviceState; limit?: number; after?: string }, scope: Scope): Promise<DeviceRecord[]> {
+    return this.store.listDevices({ ...filter, owner: scope.kind === 'owner' ? scope.owner : filter.owner });
+  }
+
+  /** listCertificates: a device filter outside the scope is 'not-found'; an owner scope sees its own devices' only. */
+  async listCertificates(filter: { deviceId?: string; status?: 'valid' | 'revoked'; limit?: number; after?: string }, scope: Scope): Promise<CertificateRecord[]> {
+    if (filter.deviceId !== undefined) await this.device(filter.deviceId, scope);
+    return this.store.listCertificates({ ...filter, owner: scope.kind === 'owner' ? scope.owner : undefined });
+  }
+
+  /** ownerFor decides the owner of a device an admin caller registers: an owner scope registers for itself only. */
+  ownerFor(requested: string | undefined, scope: Scope): string | undefined {
+    if (scope.kind === 'operator') return requested;
+    if (requested !== undefined && requested !== scope.owner) throw new DeviceCaError('forbidden', 'an owner token registers devices for its own owner only');
+    return scope.owner;
+  }
+
+  /** requireOperator: the approval queue and other fleet-wide actions are the operator's. */
+  requireOperator(scope: Scope): void {
+    if (scope.kind !== 'operator') throw new DeviceCaError('forbidden', 'operator scope required');
+  }
+
   async certificate(serial: string, scope: Scope): Promise<CertificateRecord> {
     const s = normalizeSerial(serial);
     const c = s ? await this.store.getCertificate(s) : null;

@@ -7,7 +7,7 @@ import { readRawBody } from '../../http/raw-body';
 import { AdminAccess } from '../../ra/admin-access';
 import { DeviceLifecycle, Scope } from '../../ra/device-lifecycle';
 import { RegistrationAuthority } from '../../ra/registration-authority';
-import { CertificateRecord, DeviceState, Store } from '../../store/store';
+import { CertificateRecord, DeviceState } from '../../store/store';
 import { HTTP_ERROR_STATUS } from '../http-error-status';
 import { OPENAPI } from './openapi';
 
@@ -15,7 +15,6 @@ export interface AdminRouterOptions {
   access: AdminAccess;
   lifecycle: DeviceLifecycle;
   ra: RegistrationAuthority;
-  store: Store;
   bodyLimit: number;
 }
 
@@ -64,9 +63,7 @@ export function adminRouter(o: AdminRouterOptions): Router {
       res.status(status).json({ error: { code: err.code, message: status >= 500 ? 'internal error' : err.message } });
     }
   };
-  const operatorOnly = (c: Caller) => {
-    if (c.scope.kind !== 'operator') throw new DeviceCaError('forbidden', 'operator scope required');
-  };
+  const operatorOnly = (c: Caller) => o.lifecycle.requireOperator(c.scope);
 
   r.get('/openapi.json', (_req: Request, res: Response) => {
     res.locals.route = 'admin.openapi';
@@ -76,19 +73,16 @@ export function adminRouter(o: AdminRouterOptions): Router {
   r.get('/devices', route('devices.list', async (req, c) => {
     const state = str(req.query.state);
     if (state !== undefined && !STATES.includes(state as DeviceState)) throw new DeviceCaError('bad-request', `state must be one of ${STATES.join(', ')}`);
-    const owner = c.scope.kind === 'owner' ? c.scope.owner : str(req.query.owner);
-    return [200, { items: await o.store.listDevices({ owner, state: state as DeviceState | undefined, limit: limit(req.query.limit), after: str(req.query.after) }) }];
+    return [200, { items: await o.lifecycle.listDevices({ owner: str(req.query.owner), state: state as DeviceState | undefined, limit: limit(req.query.limit), after: str(req.query.after) }, c.scope) }];
   }));
   r.post('/devices', route('devices.add', async (_req, c, b) => {
-    const owner = str(b.owner);
-    if (c.scope.kind === 'owner' && owner !== undefined && owner !== c.scope.owner) throw new DeviceCaError('forbidden', 'an owner token registers devices for its own owner only');
     const ttl = b.secretTtl === undefined ? undefined : parseTtl(b.secretTtl);
-    const out = await o.ra.registerDevice({ id: String(b.id ?? ''), owner: c.scope.kind === 'owner' ? c.scope.owner : owner, label: str(b.label), secretTtlSeconds: ttl, actor: c.actor });
+    const out = await o.ra.registerDevice({ id: String(b.id ?? ''), owner: o.lifecycle.ownerFor(str(b.owner), c.scope), label: str(b.label), secretTtlSeconds: ttl, actor: c.actor });
     return [201, { device: out.device, secret: out.secret, secretExpiresAt: out.expiresAt }];
   }));
   r.get('/devices/:id', route('devices.show', async (req, c) => {
     const d = await o.lifecycle.device(String(req.params.id), c.scope);
-    const certs = await o.store.listCertificates({ deviceId: d.id, limit: 1000 });
+    const certs = await o.lifecycle.listCertificates({ deviceId: d.id, limit: 1000 }, c.scope);
     return [200, { ...d, certificates: certs.map((x) => certJson(x)) }];
   }));
   for (const action of ['suspend', 'resume', 'retire'] as const) {
@@ -105,11 +99,9 @@ export function adminRouter(o: AdminRouterOptions): Router {
   }));
 
   r.get('/certificates', route('certs.list', async (req, c) => {
-    const device = str(req.query.device);
-    if (device !== undefined) await o.lifecycle.device(device, c.scope);
     const status = str(req.query.status);
     if (status !== undefined && status !== 'valid' && status !== 'revoked') throw new DeviceCaError('bad-request', 'status must be valid or revoked');
-    const items = await o.store.listCertificates({ deviceId: device, status: status as 'valid' | undefined, owner: c.scope.kind === 'owner' ? c.scope.owner : undefined, limit: limit(req.query.limit), after: str(req.query.after) });
+    const items = await o.lifecycle.listCertificates({ deviceId: str(req.query.device), status: status as 'valid' | undefined, limit: limit(req.query.limit), after: str(req.query.after) }, c.scope);
     return [200, { items: items.map((x) => certJson(x)) }];
   }));
   r.get('/certificates/:serial', route('certs.show', async (req, c) => [200, certJson(await o.lifecycle.certificate(String(req.params.serial), c.scope), true)]));
