@@ -17,8 +17,11 @@ import { hashSecret, newEnrollmentSecret, verifySecret } from './enrollment-secr
 /** Credentials are what a protocol adapter extracted from the request, not yet trusted. */
 export interface Credentials {
   basic?: { username: string; password: string };
-  /** clientCert: the TLS peer's certificate chain, leaf first, as presented/verified by the TLS layer */
-  clientCert?: { chain: Buffer[] };
+  /**
+   * clientCert: the TLS peer's certificate as the TLS layer parsed it, and (only read on the bootstrap
+   * path, since building it costs) the certificates the peer presented behind it.
+   */
+  clientCert?: { leaf: crypto.X509Certificate; intermediates: () => Buffer[] };
 }
 
 /** ChannelBinding values of the TLS connection, for RFC 7030 §3.5 proof of possession. */
@@ -44,7 +47,7 @@ export type EnrollOutcome =
 type Principal =
   | { kind: 'secret'; deviceId: string; secretId: number }
   | { kind: 'bootstrap'; deviceId: string; anchor: string }
-  | { kind: 'device-cert'; deviceId: string; cert: CertificateRecord };
+  | { kind: 'device-cert'; deviceId: string; cert: CertificateRecord; x509: crypto.X509Certificate };
 
 /** DEVICE_ID: no ':' (HTTP Basic user names cannot carry it), no spaces, bounded. */
 export const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
@@ -213,7 +216,7 @@ export class RegistrationAuthority {
       return this.authenticateSecret(c.basic.username, c.basic.password);
     }
     if (c.clientCert && label.auth.includes('bootstrap-cert')) {
-      const p = await this.classifyClientCert(c.clientCert.chain);
+      const p = await this.classifyClientCert(c.clientCert);
       if (p.kind === 'bootstrap') return p;
       throw new DeviceCaError('forbidden', 'an enrolled device renews with simplereenroll');
     }
@@ -222,7 +225,7 @@ export class RegistrationAuthority {
 
   private async authenticateReenroll(c: Credentials): Promise<Principal> {
     if (!c.clientCert) throw new DeviceCaError('unauthenticated', 'simplereenroll requires the current certificate as TLS client certificate');
-    const p = await this.classifyClientCert(c.clientCert.chain);
+    const p = await this.classifyClientCert(c.clientCert);
     if (p.kind !== 'device-cert') throw new DeviceCaError('forbidden', 'simplereenroll requires a certificate issued by this CA');
     return p;
   }
@@ -245,26 +248,30 @@ export class RegistrationAuthority {
     throw new DeviceCaError('unauthenticated', 'authentication failed');
   }
 
-  /** classifyClientCert tells a current device certificate (issued here) from a bootstrap (IDevID) one. */
-  private async classifyClientCert(chain: Buffer[]): Promise<Principal> {
-    if (chain.length === 0) throw new DeviceCaError('unauthenticated', 'no client certificate');
-    let leaf: crypto.X509Certificate;
-    let presented: crypto.X509Certificate[];
-    try {
-      leaf = new crypto.X509Certificate(chain[0]);
-      presented = chain.slice(1, 6).map((d) => new crypto.X509Certificate(d));
-    } catch {
-      throw new DeviceCaError('unauthenticated', 'client certificate cannot be parsed');
-    }
+  /**
+   * classifyClientCert tells a current device certificate (issued here) from a bootstrap (IDevID) one.
+   * A certificate byte-identical to one this CA recorded is authentic without a signature check (TLS has
+   * proved possession of its key); only the bootstrap path parses and verifies a chain.
+   */
+  private async classifyClientCert(c: NonNullable<Credentials['clientCert']>): Promise<Principal> {
+    const leaf = c.leaf;
     const now = this.now();
-    if (leaf.checkIssued(this.issuingX509) && leaf.verify(this.issuingX509.publicKey)) {
+    if (leaf.checkIssued(this.issuingX509)) {
       const serial = leaf.serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
       const rec = await this.store.getCertificate(serial);
-      if (!rec || !rec.der.equals(chain[0])) throw new DeviceCaError('forbidden', 'certificate is not known to this CA');
-      if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'certificate is revoked');
-      if (!withinValidity(leaf, now)) throw new DeviceCaError('forbidden', 'certificate has expired');
-      if (!rec.deviceId) throw new DeviceCaError('forbidden', 'certificate does not belong to a device');
-      return { kind: 'device-cert', deviceId: rec.deviceId, cert: rec };
+      if (rec && rec.der.equals(leaf.raw)) {
+        if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'certificate is revoked');
+        if (!withinValidity(leaf, now)) throw new DeviceCaError('forbidden', 'certificate has expired');
+        if (!rec.deviceId) throw new DeviceCaError('forbidden', 'certificate does not belong to a device');
+        return { kind: 'device-cert', deviceId: rec.deviceId, cert: rec, x509: leaf };
+      }
+      if (leaf.verify(this.issuingX509.publicKey)) throw new DeviceCaError('forbidden', 'certificate is not known to this CA');
+    }
+    let presented: crypto.X509Certificate[];
+    try {
+      presented = c.intermediates().slice(0, 5).map((d) => new crypto.X509Certificate(d));
+    } catch {
+      throw new DeviceCaError('unauthenticated', 'client certificate chain cannot be parsed');
     }
     const anchor = chainsToAnchor(leaf, presented, this.deps.bootstrap.anchors, now);
     if (!anchor) throw new DeviceCaError('unauthenticated', 'client certificate is not trusted');
@@ -310,7 +317,7 @@ export class RegistrationAuthority {
     if (csr.sans.length > 0 && !label.allowCsrSans) throw new DeviceCaError('forbidden', 'CSR subjectAltNames are not allowed on this label');
     if (p.kind === 'device-cert') {
       // RFC 7030 §4.2.2: Subject and SubjectAltName must be identical to the certificate being renewed
-      const x = new crypto.X509Certificate(p.cert.der);
+      const x = p.x509;
       const want = x.subject.split('\n').filter((l) => l.startsWith('CN=') || l.startsWith('O=')).sort().join('\n');
       const got = csr.subject.map((a) => `${a.type}=${a.value}`).sort().join('\n');
       if (want !== got) throw new DeviceCaError('forbidden', 'simplereenroll: CSR subject differs from the current certificate');

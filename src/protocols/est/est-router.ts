@@ -108,7 +108,7 @@ function sendEstError(res: Response, e: DeviceCaError, realm: string): void {
   sendText(res, status, status >= 500 ? (status === 503 ? 'service unavailable\n' : 'internal error\n') : `${e.message}\n`);
 }
 
-/** credentials: HTTP Basic (RFC 7617) and the TLS client certificate chain, leaf first. */
+/** credentials: HTTP Basic (RFC 7617) and the TLS client certificate (its chain built only when asked for). */
 function credentials(req: Request): Credentials {
   const c: Credentials = {};
   const h = req.headers.authorization;
@@ -118,16 +118,26 @@ function credentials(req: Request): Credentials {
     if (i > 0) c.basic = { username: dec.slice(0, i), password: dec.slice(i + 1) };
   }
   const sock = req.socket as TLSSocket;
-  if (typeof sock.getPeerCertificate === 'function') {
-    const chain: Buffer[] = [];
-    let cur = sock.getPeerCertificate(true) as (ReturnType<TLSSocket['getPeerCertificate']> & { issuerCertificate?: unknown }) | undefined;
-    const seen = new Set<string>();
-    while (cur && cur.raw && !seen.has(cur.fingerprint256) && chain.length < 6) {
-      seen.add(cur.fingerprint256);
-      chain.push(cur.raw);
-      cur = cur.issuerCertificate as typeof cur;
-    }
-    if (chain.length) c.clientCert = { chain };
+  if (typeof sock.getPeerCertificate !== 'function') return c;
+  // the chain Node built at handshake time (leaf first); each entry's raw DER is parsed only if needed
+  const peer = sock.getPeerCertificate(true) as (ReturnType<TLSSocket['getPeerCertificate']> & { issuerCertificate?: unknown }) | undefined;
+  if (peer && peer.raw) {
+    const leaf = sock.getPeerX509Certificate();
+    if (!leaf) return c;
+    c.clientCert = {
+      leaf,
+      intermediates: () => {
+        const chain: Buffer[] = [];
+        const seen = new Set<string>([peer.fingerprint256]);
+        let cur = peer.issuerCertificate as typeof peer | undefined;
+        while (cur && cur.raw && !seen.has(cur.fingerprint256) && chain.length < 5) {
+          seen.add(cur.fingerprint256);
+          chain.push(cur.raw);
+          cur = cur.issuerCertificate as typeof cur;
+        }
+        return chain;
+      },
+    };
   }
   return c;
 }

@@ -1,0 +1,133 @@
+import { performance } from 'node:perf_hooks';
+import * as tls from 'node:tls';
+
+/**
+ * est-client is the EST benchmark's load generator, run as its own process (child_process.fork) so the
+ * numbers it reports are not disturbed by the orchestrator and its client-side crypto is the same in
+ * every run. Each request is a NEW TLS connection (full handshake, no session resumption: no session
+ * is ever offered) with a hand-written HTTP/1.1 request and `Connection: close`; a fixed number of
+ * requests are kept in flight for a fixed time.
+ */
+
+/** ClientRequest is one request: raw HTTP/1.1 text (none: TLS connect, then close) and a TLS identity. */
+export interface ClientRequest {
+  http?: string;
+  /** index into ClientJob.identities: the TLS client certificate to present */
+  identity?: number;
+}
+
+export interface ClientJob {
+  port: number;
+  concurrency: number;
+  durationMs: number;
+  requests: ClientRequest[];
+  /** cycle: reuse requests round-robin; otherwise each is sent once (one-time secrets) */
+  cycle: boolean;
+  identities: { certPem: string; keyPem: string }[];
+}
+
+export interface ClientResult {
+  /** sent: requests started, including those still in flight at the deadline (their secrets are spent) */
+  sent: number;
+  ok: number;
+  failed: number;
+  elapsedMs: number;
+  /** exhausted: every request was sent before the time was up, so elapsedMs is shorter */
+  exhausted: boolean;
+  statuses: Record<string, number>;
+  /** latMs: latency of each counted success, connect to close */
+  latMs: number[];
+  clientCpuMs: number;
+  firstError?: string;
+}
+
+type One = { ok: boolean; status: string; ms: number; error?: string };
+
+function once(port: number, ctx: tls.SecureContext, req: ClientRequest): Promise<One> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    let status = '';
+    let head = '';
+    let error: string | undefined;
+    const s = tls.connect({ host: '127.0.0.1', port, secureContext: ctx, rejectUnauthorized: false });
+    s.setTimeout(15_000, () => s.destroy(new Error('timeout')));
+    s.on('secureConnect', () => {
+      // connect+close: half-close and wait for the server's close, so its side of the handshake is done too.
+      // A request is written without half-closing: node's HTTP server aborts a request whose client has ended.
+      if (req.http === undefined) s.end();
+      else s.write(req.http);
+    });
+    s.on('data', (d: Buffer) => {
+      if (status || head.length > 256) return;
+      head += d.toString('latin1');
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(head);
+      if (m) status = m[1];
+    });
+    s.on('error', (e) => (error = error ?? e.message));
+    s.on('close', () => {
+      const ok = !error && (req.http === undefined ? true : status.startsWith('2'));
+      resolve({ ok, status: error ? 'error' : req.http === undefined ? 'closed' : status || 'no-status', ms: performance.now() - t0, error: error ?? (ok ? undefined : `HTTP ${status}: ${head.split('\r\n\r\n')[1]?.slice(0, 200) ?? ''}`) });
+    });
+  });
+}
+
+/** runJob keeps job.concurrency requests in flight for job.durationMs; completions after the deadline are not counted. */
+export function runJob(job: ClientJob): Promise<ClientResult> {
+  const anon = tls.createSecureContext({});
+  const ctxs = job.identities.map((i) => tls.createSecureContext({ cert: i.certPem, key: i.keyPem }));
+  const statuses: Record<string, number> = {};
+  const lat: number[] = [];
+  let ok = 0;
+  let failed = 0;
+  let next = 0;
+  let inflight = 0;
+  let last = 0;
+  let firstError: string | undefined;
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  const deadline = start + job.durationMs;
+  return new Promise((resolve) => {
+    const finish = () => {
+      const exhausted = !job.cycle && next >= job.requests.length && last < deadline;
+      const cpu = process.cpuUsage(cpu0);
+      resolve({
+        sent: next,
+        ok,
+        failed,
+        elapsedMs: exhausted ? last - start : job.durationMs,
+        exhausted,
+        statuses,
+        latMs: lat.map((x) => Math.round(x * 100) / 100),
+        clientCpuMs: (cpu.user + cpu.system) / 1000,
+        firstError,
+      });
+    };
+    const launch = () => {
+      while (inflight < job.concurrency && performance.now() < deadline && (job.cycle || next < job.requests.length)) {
+        const req = job.requests[next++ % job.requests.length];
+        inflight++;
+        void once(job.port, req.identity === undefined ? anon : ctxs[req.identity], req).then((r) => {
+          inflight--;
+          const t = performance.now();
+          if (t <= deadline) {
+            last = t;
+            statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+            if (r.ok) (ok++, lat.push(r.ms));
+            else (failed++, (firstError = firstError ?? r.error));
+          }
+          launch();
+        });
+      }
+      if (inflight === 0) finish();
+    };
+    launch();
+  });
+}
+
+if (require.main === module && process.send) {
+  process.on('message', (m: { type: string; job: ClientJob }) => {
+    if (m.type === 'run') void runJob(m.job).then((result) => process.send!({ type: 'result', result }));
+    if (m.type === 'exit') process.disconnect();
+  });
+  process.send({ type: 'ready' });
+}
