@@ -1,7 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
+import { childrenOf, cpuMsOf, freePort, serviceEnv } from './bench-process';
 
 /**
  * est-server starts `device-ca serve` (cli/main.js of the compiled service) as the operator would, on loopback ports, and
@@ -10,60 +10,10 @@ import * as path from 'node:path';
  * depend on how much of the two cores the load generator took.
  */
 
-/** freePort asks the kernel for an unused loopback port. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort, machineBusyMs, serviceEnv } from './bench-process';
 
-/** serviceEnv: the process environment without any DEVICE_CA_* setting, plus the given ones. */
-export function serviceEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DEVICE_CA_')) env[k] = v;
-  return { ...env, ...extra };
-}
-
-const CLK_TCK = 100; // USER_HZ on Linux
-
-/** procCpuMs: utime + stime of one process, from /proc/<pid>/stat; 0 when it is gone. */
-function procCpuMs(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-  } catch {
-    return 0;
-  }
-}
-
-/** childrenOf lists the pids whose parent is `pid` (the cluster workers of the primary). */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(d));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return out;
-}
-
-/** machineBusyMs: CPU time spent not idle on the whole machine (all cores), from /proc/stat. */
-export function machineBusyMs(): number {
-  const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const idle = cpu[3] + (cpu[4] ?? 0);
-  return ((cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle) * 1000) / CLK_TCK;
-}
+/** procCpuMs: utime + stime of one process; 0 when it is gone. */
+const procCpuMs = (pid: number): number => cpuMsOf([pid]);
 
 export interface ServerHandle {
   pid: number;

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { cpuMsOf, freePort, procStat, serviceEnv } from './bench-process';
 
 /**
  * ocsp-http-servers starts the two responders bench/ocsp-http compares, on 127.0.0.1 and free ports, each
@@ -13,35 +14,14 @@ import * as path from 'node:path';
  * CPU per response, which does not depend on how much of the two cores the load generator took.
  */
 
-/** freePort asks the kernel for an unused loopback port. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const CLK_TCK = 100; // USER_HZ on Linux
-
-function stat(pid: number | string): string[] | null {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return s.slice(s.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return null;
-  }
-}
+export { freePort, machineBusyMs, cpuMsOf } from './bench-process';
 
 /** treeOf lists pid and all its descendants. */
 export function treeOf(pid: number): number[] {
   const kids = new Map<number, number[]>();
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
-    const f = stat(d);
+    const f = procStat(d);
     if (!f) continue;
     const ppid = Number(f[1]);
     if (!kids.has(ppid)) kids.set(ppid, []);
@@ -54,23 +34,6 @@ export function treeOf(pid: number): number[] {
   };
   walk(pid);
   return out;
-}
-
-/** cpuMsOf: utime + stime of the given processes (those still alive). */
-export function cpuMsOf(pids: number[]): number {
-  let t = 0;
-  for (const p of pids) {
-    const f = stat(p);
-    if (f) t += ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-  }
-  return t;
-}
-
-/** machineBusyMs: CPU time spent not idle on the whole machine (all cores), from /proc/stat. */
-export function machineBusyMs(): number {
-  const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const idle = cpu[3] + (cpu[4] ?? 0);
-  return ((cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle) * 1000) / CLK_TCK;
 }
 
 export interface Responder {
@@ -166,7 +129,7 @@ async function launch(o: {
       }
       // what outlived the wrapper: cluster workers still writing CPU profiles get a moment; openssl -multi's
       // forked responders outlive their parent's SIGTERM and are stopped by pid
-      const alive = () => tree.filter((p) => fs.existsSync(`/proc/${p}`) && stat(p)?.[0] !== 'Z');
+      const alive = () => tree.filter((p) => fs.existsSync(`/proc/${p}`) && procStat(p)?.[0] !== 'Z');
       const signal = (sig: NodeJS.Signals) => {
         for (const p of alive()) {
           try {
@@ -185,13 +148,6 @@ async function launch(o: {
       signal('SIGKILL');
     },
   };
-}
-
-/** serviceEnv: the process environment without any DEVICE_CA_* setting, plus the given ones. */
-function serviceEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DEVICE_CA_')) env[k] = v;
-  return { ...env, ...extra };
 }
 
 /**
