@@ -399,7 +399,8 @@ export async function openRegistrationAuthority(cfg: Config): Promise<{ ra: Regi
   const store = openStore(cfg);
   const keys = openKeyBackend(cfg);
   try {
-    const hierarchy = await loadCa(cfg, keys);
+    // lazy: `devices add`, `tokens create` and the like never sign, so they never open a token
+    const hierarchy = await loadCa(cfg, keys, { lazyKeys: true });
     const ra = new RegistrationAuthority({ config: cfg, store, ca: buildCertificateAuthority(cfg, hierarchy), bootstrap: loadBootstrapPolicy(cfg) });
     const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
     // a CLI change reaches running services through the store (shard revisions, OCSP status reads)

@@ -4,6 +4,8 @@ import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm, KeyBackend, SigningKey } from '../keys/key-backend';
+import { signatureAlgorithmFor } from '../keys/signature-algorithm';
+import { algorithmOfKey } from '../keys/software-key-backend';
 import { CaMaterial } from './certificate-authority';
 import {
   KU,
@@ -126,18 +128,39 @@ export async function initCa(cfg: Config, keys: KeyBackend, now = new Date()): P
 }
 
 /** loadCa opens an existing hierarchy: certificates from files, keys from the backend. */
-export async function loadCa(cfg: Config, keys: KeyBackend): Promise<CaHierarchy> {
+export async function loadCa(cfg: Config, keys: KeyBackend, opts: { lazyKeys?: boolean } = {}): Promise<CaHierarchy> {
   if (!caExists(cfg)) throw new DeviceCaError('config', `no CA in ${caDir(cfg)}; run \`device-ca init\` first`);
   const state = JSON.parse(fs.readFileSync(stateFile(cfg), 'utf8')) as CaState;
   const rootDer = fs.readFileSync(state.root.certFile);
   const issDer = fs.readFileSync(state.issuing.certFile);
-  // the root key is not opened: serving never signs with it, and it may live on an offline token
-  const issKey = await keys.load(state.issuing.keyRef);
+  const spki = certificateParts(issDer).spki;
+  const check = (k: SigningKey): SigningKey => {
+    if (!spki.equals(k.spki)) throw new DeviceCaError('config', `issuing CA key ${state.issuing.keyRef} does not match ${state.issuing.certFile}`);
+    return k;
+  };
+  // the root key is not opened: serving never signs with it, and it may live on an offline token.
+  // lazyKeys: the issuing key is opened on its first signature (CLI commands that only touch the store
+  // then never log in to a token)
+  const issKey = opts.lazyKeys ? lazySigningKey(state.issuing.keyRef, spki, async () => check(await keys.load(state.issuing.keyRef))) : check(await keys.load(state.issuing.keyRef));
   const issuing = material(state.issuing.name, issDer, issKey);
-  if (!certificateParts(issDer).spki.equals(issKey.spki))
-    throw new DeviceCaError('config', `issuing CA key ${state.issuing.keyRef} does not match ${state.issuing.certFile}`);
   const { key: _none, ...root } = material(state.root.name, rootDer, issKey);
   return { root, issuing, state };
+}
+
+/** lazySigningKey: a SigningKey described by its certificate's public key, loaded when it first signs. */
+function lazySigningKey(ref: string, spki: Buffer, load: () => Promise<SigningKey>): SigningKey {
+  const algorithm = algorithmOfKey(crypto.createPublicKey({ key: spki, format: 'der', type: 'spki' }));
+  let loaded: Promise<SigningKey> | undefined;
+  return {
+    algorithm,
+    ref,
+    spki,
+    signatureAlgorithm: signatureAlgorithmFor(algorithm),
+    sign: async (data: Buffer) => {
+      loaded ??= load();
+      return (await loaded).sign(data);
+    },
+  };
 }
 
 function material(name: string, der: Buffer, key: SigningKey): CaMaterial {

@@ -280,6 +280,18 @@ describe('quick path: every CA key on token "ca"', () => {
     expect(fs.existsSync(keysDir) ? fs.readdirSync(keysDir) : []).toEqual([]);
   });
 
+  test('store-only CLI commands (devices add/show/retire, tokens create) run with no PIN set: they never log in to the token', async () => {
+    const env = { ...svc.env, DEVICE_CA_PKCS11_PIN: '' };
+    const add = await runCli(['devices', 'add', 'p11-nopin', '--owner', 'acme'], env);
+    expect({ code: add.code, stderr: add.stderr, secret: /^[A-Za-z0-9_-]{27}$/.test(add.stdout.trim()) }).toEqual({ code: 0, stderr: '', secret: true });
+    const token = await runCli(['tokens', 'create', '--scope', 'operator'], env);
+    expect({ code: token.code, stderr: token.stderr, token: /^dca_/.test(token.stdout.trim()) }).toEqual({ code: 0, stderr: '', token: true });
+    const retire = await runCli(['devices', 'retire', 'p11-nopin'], env);
+    expect({ code: retire.code, stderr: retire.stderr }).toEqual({ code: 0, stderr: '' });
+    const show = await runCli(['devices', 'show', 'p11-nopin', '--json'], env);
+    expect(JSON.parse(show.stdout).state).toBe('retired');
+  });
+
   test('enrollment over EST verifies; OCSP good, then revoked after retire; the CRL at the certificate\'s URL lists it', async () => {
     const { cert } = await enroll(svc, 'p11-dev-1');
     firstCert = cert;
