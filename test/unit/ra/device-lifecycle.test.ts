@@ -72,9 +72,9 @@ async function codeOf(p: Promise<unknown>): Promise<ErrorCode | 'resolved'> {
 /** snapshot: everything a failed transition must leave untouched */
 async function snapshot(id: string) {
   const d = await store.getDevice(id);
-  const certs = (await store.listCertificates({ deviceId: id, limit: 1000 })).map((c) => [c.serial, c.status, c.revocationReason]);
+  const certs = (await store.listCertificates({ deviceId: id, limit: 1000 })).items.map((c) => [c.serial, c.status, c.revocationReason]);
   const secrets = (await store.activeSecrets(id, new Date())).map((s) => s.id);
-  const audit = (await store.listAudit({ limit: 1000 })).length;
+  const audit = (await store.listAudit({ limit: 1000 })).items.length;
   return { d, certs, secrets, audit };
 }
 
@@ -176,7 +176,7 @@ describe('transfer', () => {
     expect(await verifySecret(t.secret, secrets[0].hash)).toBe(true);
     expect(await verifySecret('old-secret', secrets[0].hash)).toBe(false);
 
-    const last = (await store.listAudit({ subject: 'dev-t', limit: 100 })).pop()!;
+    const last = (await store.listAudit({ subject: 'dev-t', limit: 100 })).items.pop()!;
     expect(last).toMatchObject({ type: 'device.transferred', actor: 'op', data: { from: 'acme', to: 'globex' } });
     expect((last.data.certificates as string[]).sort()).toEqual([a, b, c].sort());
   });
@@ -330,7 +330,7 @@ it('every change leaves an intact audit chain', async () => {
   await lifecycle.retire('dev-a', OPERATOR, 'op');
   const v = await verifyAuditChain(store);
   expect(v).toMatchObject({ ok: true });
-  const types = (await store.listAudit({ subject: 'dev-a', limit: 100 })).map((r) => r.type);
+  const types = (await store.listAudit({ subject: 'dev-a', limit: 100 })).items.map((r) => r.type);
   expect(types).toEqual(['device.registered', 'certificate.issued', 'device.suspended', 'device.resumed', 'device.transferred', 'device.retired']);
-  expect((await store.listAudit({ subject: s, limit: 100 })).map((r) => r.type)).toEqual(['certificate.revoked']);
+  expect((await store.listAudit({ subject: s, limit: 100 })).items.map((r) => r.type)).toEqual(['certificate.revoked']);
 });
