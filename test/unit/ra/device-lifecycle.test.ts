@@ -48,7 +48,8 @@ async function addDevice(id: string, owner: string | null = 'acme', secret = 'fi
 /** issue records a certificate for a device (as the RA does after signing); expired ones end before now. */
 async function issue(deviceId: string | null, o: { expired?: boolean } = {}): Promise<string> {
   const serial = (0x40000000 + ++serialSeq).toString(16) + crypto.randomBytes(12).toString('hex');
-  const notAfter = o.expired ? new Date(Date.now() - DAY) : new Date(Date.now() + 365 * DAY);
+  // expired by both clocks: the store's (real time) and the lifecycle's (NOW)
+  const notAfter = o.expired ? new Date(Math.min(Date.now(), NOW.getTime()) - DAY) : new Date(Date.now() + 365 * DAY);
   await store.recordIssuance({
     cert: { serial, deviceId, issuer: 'device-ca-issuing', subject: `CN=${deviceId}`, profile: 'default', notBefore: new Date(Date.now() - 400 * DAY), notAfter, shard: serialSeq % 4, spkiSha256: 'ab'.repeat(32), der: Buffer.from(`der ${serial}`) },
     audit: { type: 'certificate.issued', actor: 'test', subject: deviceId ?? 'none', data: { serial } },
@@ -103,6 +104,23 @@ describe('suspend and resume', () => {
     expect(changes).toEqual([r.changed]);
     expect(await cert(valid)).toMatchObject({ status: 'valid', revocationReason: null, revokedAt: null });
     expect(await cert(compromised)).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise' });
+  });
+
+  it('resume of a device with more certificates than one store page: all held ones come back and the device is active', async () => {
+    // 1,000 expired certificates sort first (lower serials); the 1,050 held ones are all on later pages
+    await addDevice('dev-many');
+    await Promise.all(Array.from({ length: 1000 }, () => issue('dev-many', { expired: true })));
+    const held = await Promise.all(Array.from({ length: 1050 }, () => issue('dev-many')));
+    const s = await lifecycle.suspend('dev-many', OPERATOR, 'op');
+    expect(s.changed.map((c) => c.serial).sort()).toEqual([...held].sort());
+
+    const r = await lifecycle.resume('dev-many', OPERATOR, 'op');
+    expect(r.device.state).toBe('active');
+    expect(await state('dev-many')).toBe('active');
+    expect(r.changed.map((c) => c.serial).sort()).toEqual([...held].sort());
+    expect(r.changed.every((c) => c.status === 'valid')).toBe(true);
+    const stillHeld = (await store.listCertificates({ deviceId: 'dev-many', status: 'revoked', limit: 1000 })).items;
+    expect(stillHeld).toEqual([]);
   });
 
   it('a suspended device that never had a certificate resumes as registered, with no certificate change', async () => {
