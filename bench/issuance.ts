@@ -229,7 +229,7 @@ export async function benchIssuance(opts: { seconds?: number; rounds?: number } 
     const { core, concurrent, withIntent, sign, previous, parseOnly, verifyOnly, issueOnly, generatorOnly, recordOnly } = m;
 
     // ---- sanity: the core really issued and recorded what it claims ----
-    const last = await st.listCertificates({ deviceId: deviceIds[1], limit: 1 });
+    const last = (await st.listCertificates({ deviceId: deviceIds[1], limit: 1 })).items;
     if (!last.length || !new crypto.X509Certificate(last[0].der).verify(crypto.createPublicKey(issuingKey))) throw new Error('issued certificate does not verify');
 
     const met = core.perSecond >= ISSUANCE_TARGET_PER_SECOND;

@@ -132,7 +132,7 @@ export async function benchPkcs11Issuance(opts: { seconds?: number; rounds?: num
     );
 
     // ---- sanity after timing: the HSM contender really issued and recorded certificates under its CA ----
-    const recorded = await store.listCertificates({ deviceId: rig.deviceIds[7], limit: 1000 });
+    const recorded = (await store.listCertificates({ deviceId: rig.deviceIds[7], limit: 1000 })).items;
     const hsmIssued = recorded.filter((c) => new crypto.X509Certificate(c.der).checkIssued(new crypto.X509Certificate(hsmIssuing.der)));
     if (!hsmIssued.length || !hsmIssued.every((c) => verifySignedDer(c.der, hsmIssuing.key.spki))) throw new Error('no verifiable HSM-issued certificate was recorded');
 

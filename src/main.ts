@@ -35,7 +35,7 @@ import { KeyRouter } from './keys/key-router';
 import { groupedSigning } from './keys/grouped-signing-key';
 import { Pkcs11KeyBackend } from './keys/pkcs11/pkcs11-key-backend';
 import { parsePkcs11Uri } from './keys/pkcs11/pkcs11-uri';
-import { SqliteStore } from './store/sqlite/sqlite-store';
+import { createStore } from './store/create-store';
 
 /**
  * main: the one place that wires concrete classes together (constructor injection, no singletons).
@@ -56,7 +56,7 @@ export function createLogger(cfg: Config, dest?: pino.DestinationStream): Logger
 }
 
 export function openStore(cfg: Config): Store {
-  return new SqliteStore(cfg.store.path);
+  return createStore(cfg);
 }
 
 /** keysBackendKind resolves keys.backend 'auto': a configured PKCS#11 module or token means the HSM. */

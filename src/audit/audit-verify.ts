@@ -1,5 +1,6 @@
-import { AuditStore } from '../store/store';
-import { GENESIS, auditHash } from './audit-chain';
+import { everyItem } from '../store/paging';
+import { AuditStore, MAX_PAGE_LIMIT } from '../store/store';
+import { AuditHead, GENESIS, auditLinkProblem } from './audit-chain';
 
 export interface AuditVerdict {
   ok: boolean;
@@ -10,26 +11,18 @@ export interface AuditVerdict {
 }
 
 /**
- * verifyAuditChain walks the whole audit log in order and checks that sequence numbers run without gaps
- * from 1, every prevHash is the previous record's hash and every hash matches the record's content:
- * an edited, removed or reordered record breaks it. (Cutting records off the end leaves a valid, shorter
- * chain: compare `lastHash` with a copy kept elsewhere to detect that.)
+ * verifyAuditChain walks the whole audit log in order, following the store's `next` cursor until it is
+ * null, and checks that sequence numbers run without gaps from 1, every prevHash is the previous record's
+ * hash and every hash matches the record's content: an edited, removed or reordered record breaks it.
+ * (Cutting records off the end leaves a valid, shorter chain: compare `lastHash` with a copy kept
+ * elsewhere to detect that.)
  */
-export async function verifyAuditChain(store: AuditStore, pageSize = 5000): Promise<AuditVerdict> {
-  let prev = GENESIS;
-  let expected = 1;
-  let after: string | undefined;
-  for (;;) {
-    const page = await store.listAudit({ after, limit: pageSize });
-    for (const r of page) {
-      const bad = (problem: string): AuditVerdict => ({ ok: false, records: expected - 1, firstBad: { seq: r.seq, problem }, lastHash: prev });
-      if (r.seq !== expected) return bad(`expected record ${expected}, found ${r.seq} (a record was removed or reordered)`);
-      if (r.prevHash !== prev) return bad('prevHash does not match the previous record');
-      if (auditHash(prev, r) !== r.hash) return bad('content does not match its hash (the record was edited)');
-      prev = r.hash;
-      expected++;
-    }
-    if (page.length < pageSize) return { ok: true, records: expected - 1, lastHash: prev };
-    after = String(page[page.length - 1].seq);
+export async function verifyAuditChain(store: Pick<AuditStore, 'listAudit'>, pageSize = MAX_PAGE_LIMIT): Promise<AuditVerdict> {
+  let prev: AuditHead | null = null;
+  for await (const r of everyItem((after) => store.listAudit({ after, limit: pageSize }))) {
+    const problem = auditLinkProblem(prev, r);
+    if (problem) return { ok: false, records: prev ? prev.seq : 0, firstBad: { seq: r.seq, problem }, lastHash: prev ? prev.hash : GENESIS };
+    prev = r;
   }
+  return { ok: true, records: prev ? prev.seq : 0, lastHash: prev ? prev.hash : GENESIS };
 }

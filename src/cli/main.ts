@@ -14,6 +14,7 @@ import { Config } from '../config/schema';
 import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
 import { createLogger, keyAssignments, openKeyBackend, openRegistrationAuthority, openStore } from '../main';
 import { serve } from './serve';
+import { collectItems } from '../store/paging';
 import { printRecords, printRecord } from './output';
 
 /** device-ca command line: the operator's interface. Every command takes --json and --help. */
@@ -30,6 +31,17 @@ const globals = (): { config?: string; json?: boolean } => program.opts();
 const config = (): Config => loadConfig({ file: globals().config });
 const json = (): boolean => Boolean(globals().json);
 const actor = (): string => `cli:${process.env.USER ?? 'operator'}`;
+/** listLimit reads --limit and --all: how many items a list command gathers, following the store's pages. */
+const listLimit = (o: { limit: string; all?: boolean }): number => {
+  if (o.all) return Infinity;
+  const n = Number(o.limit);
+  if (!Number.isInteger(n) || n < 1) throw new DeviceCaError('bad-request', '--limit must be a positive integer');
+  return n;
+};
+/** moreHint tells on stderr (stdout keeps its format) how to get the next page when a list stopped at --limit. */
+const moreHint = (what: string, next: string | null): void => {
+  if (next !== null) console.error(`device-ca: more ${what}: repeat with --after ${next} (or --all)`);
+};
 const ttlOption = (v: string): number => {
   try {
     return parseDuration(v);
@@ -94,12 +106,15 @@ devices
   .option('--owner <owner>')
   .addOption(new Option('--state <state>').choices(['registered', 'active', 'suspended', 'retired']))
   .option('--limit <n>', 'at most n devices', '100')
-  .option('--after <id>', 'page: devices after this id')
-  .action(async (o: { owner?: string; state?: 'registered'; limit: string; after?: string }) => {
+  .option('--after <cursor>', 'page: continue after this cursor (printed on stderr when more remain)')
+  .option('--all', 'every device, however many')
+  .action(async (o: { owner?: string; state?: 'registered'; limit: string; after?: string; all?: boolean }) => {
+    const max = listLimit(o);
     const store = openStore(config());
     try {
-      const list = await store.listDevices({ owner: o.owner, state: o.state, limit: Number(o.limit), after: o.after });
-      printRecords(json(), list, ['id', 'owner', 'label', 'state', 'updatedAt']);
+      const page = await collectItems((after, want) => store.listDevices({ owner: o.owner, state: o.state, limit: want, after }), max, o.after);
+      printRecords(json(), page.items, ['id', 'owner', 'label', 'state', 'updatedAt']);
+      moreHint('devices', page.next);
     } finally {
       await store.close();
     }
@@ -112,7 +127,7 @@ devices
     try {
       const d = await store.getDevice(id);
       if (!d) throw new DeviceCaError('not-found', `no device ${id}`);
-      const certs = (await store.listCertificates({ deviceId: id, limit: 1000 })).map(({ der: _der, ...c }) => c);
+      const certs = (await collectItems((after, want) => store.listCertificates({ deviceId: id, after, limit: want }))).items.map(({ der: _der, ...c }) => c);
       printRecord(json(), { ...d, certificates: certs });
     } finally {
       await store.close();
@@ -191,7 +206,8 @@ tokens
   .action(async () => {
     const h = await openRegistrationAuthority(config());
     try {
-      printRecords(json(), (await h.access.listTokens()).map(({ hash: _h, ...t }) => t), ['id', 'scope', 'description', 'createdAt', 'revokedAt']);
+      const all = await collectItems((after, want) => h.access.listTokens({ after, limit: want }));
+      printRecords(json(), all.items.map(({ hash: _h, ...t }) => t), ['id', 'scope', 'description', 'createdAt', 'revokedAt']);
     } finally {
       await h.close();
     }
@@ -283,12 +299,15 @@ certs
   .option('--device <id>', 'only this device')
   .addOption(new Option('--status <status>').choices(['valid', 'revoked']))
   .option('--limit <n>', 'at most n', '100')
-  .option('--after <serial>', 'page: after this serial')
-  .action(async (o: { device?: string; status?: 'valid'; limit: string; after?: string }) => {
+  .option('--after <cursor>', 'page: continue after this cursor (printed on stderr when more remain)')
+  .option('--all', 'every certificate, however many')
+  .action(async (o: { device?: string; status?: 'valid'; limit: string; after?: string; all?: boolean }) => {
+    const max = listLimit(o);
     const store = openStore(config());
     try {
-      const list = await store.listCertificates({ deviceId: o.device, status: o.status, limit: Number(o.limit), after: o.after });
-      printRecords(json(), list.map(({ der: _d, ...c }) => c), ['serial', 'deviceId', 'subject', 'status', 'notAfter']);
+      const page = await collectItems((after, want) => store.listCertificates({ deviceId: o.device, status: o.status, limit: want, after }), max, o.after);
+      printRecords(json(), page.items.map(({ der: _d, ...c }) => c), ['serial', 'deviceId', 'subject', 'status', 'notAfter']);
+      moreHint('certificates', page.next);
     } finally {
       await store.close();
     }
@@ -316,8 +335,9 @@ requests
   .action(async (o: { status: string }) => {
     const store = openStore(config());
     try {
-      const list = await store.listRequests({ status: o.status === 'all' ? undefined : (o.status as 'pending'), limit: 1000 });
-      printRecords(json(), list.map(({ csr: _c, ...r }) => r), ['id', 'deviceId', 'label', 'operation', 'status', 'createdAt']);
+      const status = o.status === 'all' ? undefined : (o.status as 'pending');
+      const all = await collectItems((after, want) => store.listRequests({ status, after, limit: want }));
+      printRecords(json(), all.items.map(({ csr: _c, ...r }) => r), ['id', 'deviceId', 'label', 'operation', 'status', 'createdAt']);
     } finally {
       await store.close();
     }

@@ -1,7 +1,7 @@
 import * as crypto from 'node:crypto';
 import { AuditLog } from '../audit/audit-log';
 import { DeviceCaError } from '../errors/device-ca-error';
-import { Store, TokenRecord } from '../store/store';
+import { Page, PageRequest, Store, TokenRecord } from '../store/store';
 import { Scope } from './device-lifecycle';
 
 const TOKEN = /^dca_[A-Za-z0-9_-]{43}$/;
@@ -34,8 +34,8 @@ export class AdminAccess {
     return this.store.revokeToken(id, AuditLog.input('token.revoked', actor, id, {}));
   }
 
-  listTokens(): Promise<TokenRecord[]> {
-    return this.store.listTokens();
+  listTokens(page: PageRequest = {}): Promise<Page<TokenRecord>> {
+    return this.store.listTokens(page);
   }
 
   /** authenticate returns the caller's scope and a name for the audit log. */

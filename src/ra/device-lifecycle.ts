@@ -1,7 +1,8 @@
 import { AuditLog } from '../audit/audit-log';
 import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
-import { CertificateChange, CertificateRecord, DeviceRecord, DeviceState, REVOCATION_REASONS, RevocationReason, Store } from '../store/store';
+import { everyItem } from '../store/paging';
+import { CertificateChange, CertificateRecord, DeviceRecord, DeviceState, MAX_PAGE_LIMIT, Page, PageRequest, REVOCATION_REASONS, RevocationReason, Store } from '../store/store';
 import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
 import { DEVICE_ID } from './registration-authority';
 
@@ -34,12 +35,12 @@ export class DeviceLifecycle {
   }
 
   /** listDevices: an owner scope sees its own devices whatever owner filter it asks for. */
-  listDevices(filter: { owner?: string; state?: DeviceState; limit?: number; after?: string }, scope: Scope): Promise<DeviceRecord[]> {
+  listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest, scope: Scope): Promise<Page<DeviceRecord>> {
     return this.store.listDevices({ ...filter, owner: scope.kind === 'owner' ? scope.owner : filter.owner });
   }
 
   /** listCertificates: a device filter outside the scope is 'not-found'; an owner scope sees its own devices' only. */
-  async listCertificates(filter: { deviceId?: string; status?: 'valid' | 'revoked'; limit?: number; after?: string }, scope: Scope): Promise<CertificateRecord[]> {
+  async listCertificates(filter: { deviceId?: string; status?: 'valid' | 'revoked' } & PageRequest, scope: Scope): Promise<Page<CertificateRecord>> {
     if (filter.deviceId !== undefined) await this.device(filter.deviceId, scope);
     return this.store.listCertificates({ ...filter, owner: scope.kind === 'owner' ? scope.owner : undefined });
   }
@@ -83,8 +84,14 @@ export class DeviceLifecycle {
     await this.device(id, scope);
     // back to active only if a certificate comes back from hold (a transferred device may have none)
     const now = this.now();
-    const certs = await this.store.listCertificates({ deviceId: id, limit: 1000 });
-    const usable = certs.some((c) => c.notAfter > now && (c.status === 'valid' || c.revocationReason === 'certificateHold'));
+    let usable = false;
+    // every page: a device may hold more certificates than one page, and the usable one may be on any of them
+    for await (const c of everyItem((after) => this.store.listCertificates({ deviceId: id, after, limit: MAX_PAGE_LIMIT }))) {
+      if (c.notAfter > now && (c.status === 'valid' || c.revocationReason === 'certificateHold')) {
+        usable = true;
+        break;
+      }
+    }
     return this.apply({
       deviceId: id,
       fromStates: ['suspended'],

@@ -8,7 +8,7 @@ import { Config, LabelConfig } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm } from '../keys/key-backend';
 import { generateKeyPair } from '../keys/software-key-backend';
-import { CertificateRecord, DeviceRecord, EnrollmentRequestRecord, Store } from '../store/store';
+import { CertificateRecord, DeviceRecord, EnrollmentRequestRecord, Page, PageRequest, Store } from '../store/store';
 import { BootstrapPolicy, bootstrapDeviceId, chainsToAnchor, withinValidity } from './bootstrap-identity';
 import { csrAttributes } from './csr-attributes';
 import { ParsedCsr, parseCsr } from './csr';
@@ -348,8 +348,9 @@ export class RegistrationAuthority {
 
   // ------------------------------------------------------ approval queue
 
-  listRequests(status?: EnrollmentRequestRecord['status']): Promise<EnrollmentRequestRecord[]> {
-    return this.store.listRequests({ status, limit: 1000 });
+  /** listRequests pages through the approval queue; follow `next` for more. */
+  listRequests(filter: { status?: EnrollmentRequestRecord['status'] } & PageRequest): Promise<Page<EnrollmentRequestRecord>> {
+    return this.store.listRequests(filter);
   }
 
   decideRequest(id: string, decision: 'approved' | 'rejected', actor: string): Promise<EnrollmentRequestRecord> {

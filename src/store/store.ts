@@ -121,24 +121,46 @@ export interface AuditRecord {
 
 export type AuditInput = Pick<AuditRecord, 'type' | 'actor' | 'subject' | 'data'>;
 
-export interface Page {
+/**
+ * PageRequest is a caller's cursor into a list: `after` is the `next` of the previous page (absent for the
+ * first page), `limit` how many items the caller wants (default DEFAULT_PAGE_LIMIT). A store answers at
+ * most MAX_PAGE_LIMIT items per call, whatever the limit asks; it never drops rows silently, because
+ * `next` is set whenever more rows exist.
+ */
+export interface PageRequest {
   limit?: number;
-  /** opaque cursor from the previous page's last item (id or serial) */
+  /** opaque cursor: the `next` of the previous page */
   after?: string;
 }
+
+/**
+ * Page is one page of a list. `next` is an opaque cursor for the following page, or null when there are
+ * no more rows: a caller that follows `next` until null sees every row (a short page does not mean the end).
+ */
+export interface Page<T> {
+  items: T[];
+  next: string | null;
+}
+
+/** DEFAULT_PAGE_LIMIT: items per page when the caller gives no limit. */
+export const DEFAULT_PAGE_LIMIT = 100;
+/** MAX_PAGE_LIMIT: the most items any store returns in one page (larger limits are clamped; `next` still leads on). */
+export const MAX_PAGE_LIMIT = 1000;
 
 export interface DeviceStore {
   /** createDevice inserts a device and its first secret together; 'conflict' if the id exists. */
   createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt'>, audit: AuditInput): Promise<DeviceRecord>;
   getDevice(id: string): Promise<DeviceRecord | null>;
-  listDevices(filter: { owner?: string; state?: DeviceState } & Page): Promise<DeviceRecord[]>;
+  /** listDevices: devices in id order. */
+  listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>>;
   /** activeSecrets: unused, unexpired secrets of a device, newest first. */
   activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]>;
 }
 
 export interface CertificateStore {
   getCertificate(serial: string): Promise<CertificateRecord | null>;
-  listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & Page): Promise<CertificateRecord[]>;
+  /** listCertificates: certificates in serial order. */
+  listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & PageRequest): Promise<Page<CertificateRecord>>;
   /**
    * recordIssuance stores a certificate, marks the device active, consumes the secret (if given; fails
    * with 'unauthenticated' if it was consumed meanwhile), settles the request (if given) and appends the
@@ -156,14 +178,13 @@ export interface AuthFailureStore {
   /** recordAuthFailure counts one failure for key; returns failures within the window, including this one. */
   recordAuthFailure(key: string, now: Date, windowSeconds: number): Promise<number>;
   countAuthFailures(key: string, now: Date, windowSeconds: number): Promise<{ count: number; oldest: Date | null }>;
-  clearAuthFailures(key: string): Promise<void>;
 }
 
 export interface RequestStore {
   createRequest(r: Omit<EnrollmentRequestRecord, 'status' | 'certSerial' | 'createdAt' | 'decidedAt' | 'decidedBy'>, audit: AuditInput): Promise<EnrollmentRequestRecord>;
-  getRequest(id: string): Promise<EnrollmentRequestRecord | null>;
   findRequest(deviceId: string, csrSha256: string): Promise<EnrollmentRequestRecord | null>;
-  listRequests(filter: { status?: RequestStatus } & Page): Promise<EnrollmentRequestRecord[]>;
+  /** listRequests: requests in id order. */
+  listRequests(filter: { status?: RequestStatus } & PageRequest): Promise<Page<EnrollmentRequestRecord>>;
   /** decideRequest moves a pending request to approved or rejected; 'conflict' if it is not pending. */
   decideRequest(id: string, status: 'approved' | 'rejected', by: string, audit: AuditInput): Promise<EnrollmentRequestRecord>;
 }
@@ -171,7 +192,8 @@ export interface RequestStore {
 export interface AuditStore {
   /** appendAudit adds a record to the hash chain. */
   appendAudit(e: AuditInput): Promise<AuditRecord>;
-  listAudit(filter: Page & { subject?: string }): Promise<AuditRecord[]>;
+  /** listAudit: records in chain (seq) order. */
+  listAudit(filter: { subject?: string } & PageRequest): Promise<Page<AuditRecord>>;
 }
 
 /**
@@ -222,7 +244,8 @@ export interface RevocationStore {
 export interface TokenStore {
   createToken(t: Omit<TokenRecord, 'createdAt' | 'revokedAt'>, audit: AuditInput): Promise<TokenRecord>;
   findToken(hash: string): Promise<TokenRecord | null>;
-  listTokens(): Promise<TokenRecord[]>;
+  /** listTokens: tokens oldest first. */
+  listTokens(page: PageRequest): Promise<Page<TokenRecord>>;
   revokeToken(id: string, audit: AuditInput): Promise<TokenRecord>;
 }
 

@@ -196,6 +196,30 @@ describe('operator token', () => {
     expect(bad.json.error.code).toBe('bad-request');
   });
 
+  it('pages lists explicitly: { items, next }, and following next as ?after= sees every device once', async () => {
+    const all = await call('GET', '/devices', { token: operator });
+    expect(all.json.next).toBeNull();
+    const seen: string[] = [];
+    let after: string | null = null;
+    for (let pages = 0; ; pages++) {
+      const r: ApiReply = await call('GET', `/devices?limit=1${after === null ? '' : `&after=${encodeURIComponent(after)}`}`, { token: operator });
+      expect(r.status).toBe(200);
+      expect(r.json.items.length).toBeLessThanOrEqual(1);
+      seen.push(...r.json.items.map((d: { id: string }) => d.id));
+      after = r.json.next;
+      if (after === null) break;
+      expect(pages).toBeLessThan(1000);
+    }
+    expect(seen).toEqual(all.json.items.map((d: { id: string }) => d.id));
+    expect(seen.length).toBeGreaterThan(1);
+    const certsPage = await call('GET', '/certificates?limit=1', { token: operator });
+    expect(certsPage.json.items).toHaveLength(1);
+    expect(typeof certsPage.json.next).toBe('string');
+    const requests = await call('GET', '/requests?limit=1000', { token: operator });
+    expect(requests.json).toMatchObject({ items: expect.any(Array), next: null });
+    expect((await call('GET', '/requests?status=lost', { token: operator })).status).toBe(400);
+  });
+
   it('shows a device with its certificates, and one certificate with its PEM', async () => {
     const d = await call('GET', '/devices/acme-1', { token: operator });
     expect(d.status).toBe(200);

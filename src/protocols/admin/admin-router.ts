@@ -7,7 +7,8 @@ import { readRawBody } from '../../http/raw-body';
 import { AdminAccess } from '../../ra/admin-access';
 import { DeviceLifecycle, Scope } from '../../ra/device-lifecycle';
 import { RegistrationAuthority } from '../../ra/registration-authority';
-import { CertificateRecord, DeviceState } from '../../store/store';
+import { collectItems } from '../../store/paging';
+import { CertificateRecord, DEFAULT_PAGE_LIMIT, DeviceState, MAX_PAGE_LIMIT, RequestStatus } from '../../store/store';
 import { HTTP_ERROR_STATUS } from '../http-error-status';
 import { OPENAPI } from './openapi';
 
@@ -24,7 +25,9 @@ type Handler = (req: Request, caller: Caller, body: Record<string, unknown>) => 
 const STATES: DeviceState[] = ['registered', 'active', 'suspended', 'retired'];
 const certJson = ({ der, ...c }: CertificateRecord, withPem = false) => ({ ...c, ...(withPem ? { pem: toPem(der, 'CERTIFICATE') } : {}) });
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-const limit = (v: unknown): number => Math.min(Math.max(Number(v ?? 100) || 100, 1), 1000);
+const REQUEST_STATUSES: RequestStatus[] = ['pending', 'approved', 'rejected', 'issued'];
+/** limit: ?limit= clamped to the store's page size; a list answer's `next` leads to the rest. */
+const limit = (v: unknown): number => Math.min(Math.max(Number(v ?? DEFAULT_PAGE_LIMIT) || DEFAULT_PAGE_LIMIT, 1), MAX_PAGE_LIMIT);
 
 /**
  * adminRouter is the admin API (/api/v1): JSON in and out, the same operations as the CLI. It
@@ -73,7 +76,8 @@ export function adminRouter(o: AdminRouterOptions): Router {
   r.get('/devices', route('devices.list', async (req, c) => {
     const state = str(req.query.state);
     if (state !== undefined && !STATES.includes(state as DeviceState)) throw new DeviceCaError('bad-request', `state must be one of ${STATES.join(', ')}`);
-    return [200, { items: await o.lifecycle.listDevices({ owner: str(req.query.owner), state: state as DeviceState | undefined, limit: limit(req.query.limit), after: str(req.query.after) }, c.scope) }];
+    const page = await o.lifecycle.listDevices({ owner: str(req.query.owner), state: state as DeviceState | undefined, limit: limit(req.query.limit), after: str(req.query.after) }, c.scope);
+    return [200, { items: page.items, next: page.next }];
   }));
   r.post('/devices', route('devices.add', async (_req, c, b) => {
     const ttl = b.secretTtl === undefined ? undefined : parseTtl(b.secretTtl);
@@ -82,8 +86,9 @@ export function adminRouter(o: AdminRouterOptions): Router {
   }));
   r.get('/devices/:id', route('devices.show', async (req, c) => {
     const d = await o.lifecycle.device(String(req.params.id), c.scope);
-    const certs = await o.lifecycle.listCertificates({ deviceId: d.id, limit: 1000 }, c.scope);
-    return [200, { ...d, certificates: certs.map((x) => certJson(x)) }];
+    // all of them: GET /certificates?device= pages through the same list
+    const certs = await collectItems((after, want) => o.lifecycle.listCertificates({ deviceId: d.id, after, limit: want }, c.scope));
+    return [200, { ...d, certificates: certs.items.map((x) => certJson(x)) }];
   }));
   for (const action of ['suspend', 'resume', 'retire'] as const) {
     r.post(`/devices/:id/${action}`, route(`devices.${action}`, async (req, c) => {
@@ -101,8 +106,8 @@ export function adminRouter(o: AdminRouterOptions): Router {
   r.get('/certificates', route('certs.list', async (req, c) => {
     const status = str(req.query.status);
     if (status !== undefined && status !== 'valid' && status !== 'revoked') throw new DeviceCaError('bad-request', 'status must be valid or revoked');
-    const items = await o.lifecycle.listCertificates({ deviceId: str(req.query.device), status: status as 'valid' | undefined, limit: limit(req.query.limit), after: str(req.query.after) }, c.scope);
-    return [200, { items: items.map((x) => certJson(x)) }];
+    const page = await o.lifecycle.listCertificates({ deviceId: str(req.query.device), status: status as 'valid' | undefined, limit: limit(req.query.limit), after: str(req.query.after) }, c.scope);
+    return [200, { items: page.items.map((x) => certJson(x)), next: page.next }];
   }));
   r.get('/certificates/:serial', route('certs.show', async (req, c) => [200, certJson(await o.lifecycle.certificate(String(req.params.serial), c.scope), true)]));
   r.post('/certificates/:serial/revoke', route('certs.revoke', async (req, c, b) => {
@@ -113,8 +118,9 @@ export function adminRouter(o: AdminRouterOptions): Router {
   r.get('/requests', route('requests.list', async (req, c) => {
     operatorOnly(c);
     const status = str(req.query.status);
-    const items = await o.ra.listRequests(status as 'pending' | undefined);
-    return [200, { items: items.map(({ csr: _c, ...x }) => x) }];
+    if (status !== undefined && !REQUEST_STATUSES.includes(status as RequestStatus)) throw new DeviceCaError('bad-request', `status must be one of ${REQUEST_STATUSES.join(', ')}`);
+    const page = await o.ra.listRequests({ status: status as RequestStatus | undefined, limit: limit(req.query.limit), after: str(req.query.after) });
+    return [200, { items: page.items.map(({ csr: _c, ...x }) => x), next: page.next }];
   }));
   for (const [action, decision] of [['approve', 'approved'], ['reject', 'rejected']] as const) {
     r.post(`/requests/:id/${action}`, route(`requests.${action}`, async (req, c) => {

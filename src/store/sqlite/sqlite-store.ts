@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { GENESIS, auditHash } from '../../audit/audit-chain';
+import { nextAuditRecord } from '../../audit/audit-chain';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import {
   AuditInput,
@@ -15,6 +15,7 @@ import {
   DeviceChange,
   EnrollmentRequestRecord,
   Page,
+  PageRequest,
   RevocationReason,
   RevokedRow,
   TokenRecord,
@@ -22,13 +23,19 @@ import {
   SecretRecord,
   Store,
 } from '../store';
+import { pageLimit, pageOf } from '../paging';
 import { MIGRATIONS } from './migrations';
 
 type Row = Record<string, unknown>;
 const ms = (d: Date): number => d.getTime();
 const date = (v: unknown): Date => new Date(Number(v));
 const dateOrNull = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(Number(v)));
-const limitOf = (p: Page): number => Math.min(Math.max(p.limit ?? 100, 1), 1000);
+/** seqCursor reads an audit cursor: the seq of the last record of the previous page. */
+const seqCursor = (after: string | undefined): number => {
+  if (after === undefined || after === '') return 0;
+  if (!/^\d{1,15}$/.test(after)) throw new DeviceCaError('bad-request', 'after: not a cursor of this list');
+  return Number(after);
+};
 
 /**
  * SqliteStore is the embedded default store: one file, WAL journal, shared safely by the worker
@@ -83,17 +90,11 @@ export class SqliteStore implements Store {
   // ---- audit ----
   private appendAuditSync(e: AuditInput, at = new Date()): AuditRecord {
     const last = this.stmt('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
-    const seq = last ? Number(last.seq) + 1 : 1;
-    const prevHash = last ? String(last.hash) : GENESIS;
-    // hash what is stored: JSON turns Dates into strings and drops undefined; hashing the live object would
-    // make the chain unverifiable from the store
-    const data = JSON.parse(JSON.stringify(e.data ?? {})) as Record<string, unknown>;
-    const rec = { seq, at, type: e.type, actor: e.actor, subject: e.subject, data };
-    const hash = auditHash(prevHash, rec);
-    this.db
-      .prepare('INSERT INTO audit (seq, at, type, actor, subject, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-      .run(seq, ms(at), e.type, e.actor, e.subject, JSON.stringify(data), prevHash, hash);
-    return { ...rec, prevHash, hash };
+    const rec = nextAuditRecord(last ? { seq: Number(last.seq), hash: String(last.hash) } : null, e, at);
+    this.stmt('INSERT INTO audit (seq, at, type, actor, subject, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
+      rec.seq, ms(at), rec.type, rec.actor, rec.subject, JSON.stringify(rec.data), rec.prevHash, rec.hash,
+    );
+    return rec;
   }
 
   async appendAudit(e: AuditInput): Promise<AuditRecord> {
@@ -145,14 +146,15 @@ export class SqliteStore implements Store {
     jobs.forEach((j, i) => (results[i].ok ? j.resolve(results[i].v) : j.reject(results[i].v)));
   }
 
-  async listAudit(filter: Page & { subject?: string }): Promise<AuditRecord[]> {
-    const after = filter.after ? Number(filter.after) : 0;
+  async listAudit(filter: { subject?: string } & PageRequest): Promise<Page<AuditRecord>> {
+    const after = seqCursor(filter.after);
+    const limit = pageLimit(filter);
     const rows = (
-      filter.subject
-        ? this.stmt('SELECT * FROM audit WHERE seq > ? AND subject = ? ORDER BY seq LIMIT ?').all(after, filter.subject, limitOf(filter))
-        : this.stmt('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(after, limitOf(filter))
+      filter.subject !== undefined
+        ? this.stmt('SELECT * FROM audit WHERE seq > ? AND subject = ? ORDER BY seq LIMIT ?').all(after, filter.subject, limit + 1)
+        : this.stmt('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(after, limit + 1)
     ) as Row[];
-    return rows.map((r) => ({
+    const records = rows.map((r) => ({
       seq: Number(r.seq),
       at: date(r.at),
       type: String(r.type),
@@ -162,6 +164,7 @@ export class SqliteStore implements Store {
       prevHash: String(r.prev_hash),
       hash: String(r.hash),
     }));
+    return pageOf(records, limit, (r) => String(r.seq));
   }
 
   // ---- devices and secrets ----
@@ -183,13 +186,14 @@ export class SqliteStore implements Store {
     return r ? deviceFromRow(r) : null;
   }
 
-  async listDevices(filter: { owner?: string; state?: DeviceState } & Page): Promise<DeviceRecord[]> {
+  async listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>> {
+    const limit = pageLimit(filter);
     const where = ['id > ?'];
     const args: unknown[] = [filter.after ?? ''];
     if (filter.owner !== undefined) (where.push('owner = ?'), args.push(filter.owner));
     if (filter.state !== undefined) (where.push('state = ?'), args.push(filter.state));
-    const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limitOf(filter)) as Row[];
-    return rows.map(deviceFromRow);
+    const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
+    return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
 
   async activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]> {
@@ -205,14 +209,15 @@ export class SqliteStore implements Store {
     return r ? certFromRow(r) : null;
   }
 
-  async listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & Page): Promise<CertificateRecord[]> {
+  async listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & PageRequest): Promise<Page<CertificateRecord>> {
+    const limit = pageLimit(filter);
     const where = ['serial > ?'];
     const args: unknown[] = [filter.after ?? ''];
     if (filter.deviceId !== undefined) (where.push('device_id = ?'), args.push(filter.deviceId));
     if (filter.status !== undefined) (where.push('status = ?'), args.push(filter.status));
     if (filter.owner !== undefined) (where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)'), args.push(filter.owner));
-    const rows = this.stmt(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limitOf(filter)) as Row[];
-    return rows.map(certFromRow);
+    const rows = this.stmt(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limit + 1) as Row[];
+    return pageOf(rows.map(certFromRow), limit, (c) => c.serial);
   }
 
   async recordIssuance(args: Parameters<Store['recordIssuance']>[0]): Promise<void> {
@@ -251,10 +256,6 @@ export class SqliteStore implements Store {
     return { count: Number(r.n), oldest: dateOrNull(r.oldest) };
   }
 
-  async clearAuthFailures(key: string): Promise<void> {
-    this.stmt('DELETE FROM auth_failures WHERE key = ?').run(key);
-  }
-
   // ---- manual approval queue ----
   async createRequest(r: Parameters<Store['createRequest']>[0], audit: AuditInput): Promise<EnrollmentRequestRecord> {
     const now = new Date();
@@ -269,23 +270,19 @@ export class SqliteStore implements Store {
       .immediate();
   }
 
-  async getRequest(id: string): Promise<EnrollmentRequestRecord | null> {
-    const r = this.stmt('SELECT * FROM requests WHERE id = ?').get(id) as Row | undefined;
-    return r ? requestFromRow(r) : null;
-  }
-
   async findRequest(deviceId: string, csrSha256: string): Promise<EnrollmentRequestRecord | null> {
     const r = this.stmt('SELECT * FROM requests WHERE device_id = ? AND csr_sha256 = ? ORDER BY created_at DESC LIMIT 1').get(deviceId, csrSha256) as Row | undefined;
     return r ? requestFromRow(r) : null;
   }
 
-  async listRequests(filter: { status?: RequestStatus } & Page): Promise<EnrollmentRequestRecord[]> {
+  async listRequests(filter: { status?: RequestStatus } & PageRequest): Promise<Page<EnrollmentRequestRecord>> {
+    const limit = pageLimit(filter);
     const rows = (
-      filter.status
-        ? this.stmt('SELECT * FROM requests WHERE id > ? AND status = ? ORDER BY id LIMIT ?').all(filter.after ?? '', filter.status, limitOf(filter))
-        : this.stmt('SELECT * FROM requests WHERE id > ? ORDER BY id LIMIT ?').all(filter.after ?? '', limitOf(filter))
+      filter.status !== undefined
+        ? this.stmt('SELECT * FROM requests WHERE id > ? AND status = ? ORDER BY id LIMIT ?').all(filter.after ?? '', filter.status, limit + 1)
+        : this.stmt('SELECT * FROM requests WHERE id > ? ORDER BY id LIMIT ?').all(filter.after ?? '', limit + 1)
     ) as Row[];
-    return rows.map(requestFromRow);
+    return pageOf(rows.map(requestFromRow), limit, (r) => r.id);
   }
 
   async decideRequest(id: string, status: 'approved' | 'rejected', by: string, audit: AuditInput): Promise<EnrollmentRequestRecord> {
@@ -457,8 +454,16 @@ export class SqliteStore implements Store {
     return r ? tokenFromRow(r) : null;
   }
 
-  async listTokens(): Promise<TokenRecord[]> {
-    return (this.stmt('SELECT * FROM tokens ORDER BY created_at').all() as Row[]).map(tokenFromRow);
+  async listTokens(page: PageRequest): Promise<Page<TokenRecord>> {
+    // cursor "<created ms>:<id>": creation order, ties broken by id
+    const limit = pageLimit(page);
+    let rows: Row[];
+    if (page.after) {
+      const m = /^(\d{1,15}):(.+)$/.exec(page.after);
+      if (!m) throw new DeviceCaError('bad-request', 'after: not a cursor of this list');
+      rows = this.stmt('SELECT * FROM tokens WHERE created_at > ? OR (created_at = ? AND id > ?) ORDER BY created_at, id LIMIT ?').all(Number(m[1]), Number(m[1]), m[2], limit + 1) as Row[];
+    } else rows = this.stmt('SELECT * FROM tokens ORDER BY created_at, id LIMIT ?').all(limit + 1) as Row[];
+    return pageOf(rows.map(tokenFromRow), limit, (t) => `${t.createdAt.getTime()}:${t.id}`);
   }
 
   async revokeToken(id: string, audit: AuditInput): Promise<TokenRecord> {

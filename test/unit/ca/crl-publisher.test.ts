@@ -204,7 +204,7 @@ describe('when a CRL is re-issued', () => {
     const s = await issue(1);
     await revoke(s, 'keyCompromise');
     const d = await pub.current(1);
-    const published = (await store.listAudit({ limit: 1000 })).filter((r) => r.type === 'crl.published');
+    const published = (await store.listAudit({ limit: 1000 })).items.filter((r) => r.type === 'crl.published');
     expect(published.map((r) => [r.subject, r.data.number, r.data.entries])).toEqual([
       [`${issuer()}/1`, c.number.toString(), 0],
       [`${issuer()}/1`, d.number.toString(), 1],

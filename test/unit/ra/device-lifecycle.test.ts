@@ -48,7 +48,8 @@ async function addDevice(id: string, owner: string | null = 'acme', secret = 'fi
 /** issue records a certificate for a device (as the RA does after signing); expired ones end before now. */
 async function issue(deviceId: string | null, o: { expired?: boolean } = {}): Promise<string> {
   const serial = (0x40000000 + ++serialSeq).toString(16) + crypto.randomBytes(12).toString('hex');
-  const notAfter = o.expired ? new Date(Date.now() - DAY) : new Date(Date.now() + 365 * DAY);
+  // expired by both clocks: the store's (real time) and the lifecycle's (NOW)
+  const notAfter = o.expired ? new Date(Math.min(Date.now(), NOW.getTime()) - DAY) : new Date(Date.now() + 365 * DAY);
   await store.recordIssuance({
     cert: { serial, deviceId, issuer: 'device-ca-issuing', subject: `CN=${deviceId}`, profile: 'default', notBefore: new Date(Date.now() - 400 * DAY), notAfter, shard: serialSeq % 4, spkiSha256: 'ab'.repeat(32), der: Buffer.from(`der ${serial}`) },
     audit: { type: 'certificate.issued', actor: 'test', subject: deviceId ?? 'none', data: { serial } },
@@ -72,9 +73,9 @@ async function codeOf(p: Promise<unknown>): Promise<ErrorCode | 'resolved'> {
 /** snapshot: everything a failed transition must leave untouched */
 async function snapshot(id: string) {
   const d = await store.getDevice(id);
-  const certs = (await store.listCertificates({ deviceId: id, limit: 1000 })).map((c) => [c.serial, c.status, c.revocationReason]);
+  const certs = (await store.listCertificates({ deviceId: id, limit: 1000 })).items.map((c) => [c.serial, c.status, c.revocationReason]);
   const secrets = (await store.activeSecrets(id, new Date())).map((s) => s.id);
-  const audit = (await store.listAudit({ limit: 1000 })).length;
+  const audit = (await store.listAudit({ limit: 1000 })).items.length;
   return { d, certs, secrets, audit };
 }
 
@@ -103,6 +104,23 @@ describe('suspend and resume', () => {
     expect(changes).toEqual([r.changed]);
     expect(await cert(valid)).toMatchObject({ status: 'valid', revocationReason: null, revokedAt: null });
     expect(await cert(compromised)).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise' });
+  });
+
+  it('resume of a device with more certificates than one store page: all held ones come back and the device is active', async () => {
+    // 1,000 expired certificates sort first (lower serials); the 1,050 held ones are all on later pages
+    await addDevice('dev-many');
+    await Promise.all(Array.from({ length: 1000 }, () => issue('dev-many', { expired: true })));
+    const held = await Promise.all(Array.from({ length: 1050 }, () => issue('dev-many')));
+    const s = await lifecycle.suspend('dev-many', OPERATOR, 'op');
+    expect(s.changed.map((c) => c.serial).sort()).toEqual([...held].sort());
+
+    const r = await lifecycle.resume('dev-many', OPERATOR, 'op');
+    expect(r.device.state).toBe('active');
+    expect(await state('dev-many')).toBe('active');
+    expect(r.changed.map((c) => c.serial).sort()).toEqual([...held].sort());
+    expect(r.changed.every((c) => c.status === 'valid')).toBe(true);
+    const stillHeld = (await store.listCertificates({ deviceId: 'dev-many', status: 'revoked', limit: 1000 })).items;
+    expect(stillHeld).toEqual([]);
   });
 
   it('a suspended device that never had a certificate resumes as registered, with no certificate change', async () => {
@@ -176,7 +194,7 @@ describe('transfer', () => {
     expect(await verifySecret(t.secret, secrets[0].hash)).toBe(true);
     expect(await verifySecret('old-secret', secrets[0].hash)).toBe(false);
 
-    const last = (await store.listAudit({ subject: 'dev-t', limit: 100 })).pop()!;
+    const last = (await store.listAudit({ subject: 'dev-t', limit: 100 })).items.pop()!;
     expect(last).toMatchObject({ type: 'device.transferred', actor: 'op', data: { from: 'acme', to: 'globex' } });
     expect((last.data.certificates as string[]).sort()).toEqual([a, b, c].sort());
   });
@@ -330,7 +348,7 @@ it('every change leaves an intact audit chain', async () => {
   await lifecycle.retire('dev-a', OPERATOR, 'op');
   const v = await verifyAuditChain(store);
   expect(v).toMatchObject({ ok: true });
-  const types = (await store.listAudit({ subject: 'dev-a', limit: 100 })).map((r) => r.type);
+  const types = (await store.listAudit({ subject: 'dev-a', limit: 100 })).items.map((r) => r.type);
   expect(types).toEqual(['device.registered', 'certificate.issued', 'device.suspended', 'device.resumed', 'device.transferred', 'device.retired']);
-  expect((await store.listAudit({ subject: s, limit: 100 })).map((r) => r.type)).toEqual(['certificate.revoked']);
+  expect((await store.listAudit({ subject: s, limit: 100 })).items.map((r) => r.type)).toEqual(['certificate.revoked']);
 });

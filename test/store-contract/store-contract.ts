@@ -1,0 +1,501 @@
+import * as crypto from 'node:crypto';
+import { GENESIS, auditLinkProblem } from '../../src/audit/audit-chain';
+import { verifyAuditChain } from '../../src/audit/audit-verify';
+import { DeviceCaError, ErrorCode } from '../../src/errors/device-ca-error';
+import { collectItems } from '../../src/store/paging';
+import { AuditInput, AuditRecord, CertificateRecord, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, Store } from '../../src/store/store';
+
+/**
+ * StoreUnderTest is what a store's test file hands the contract: a fresh, empty store, and optional
+ * hooks for what only that backend can do.
+ */
+export interface StoreUnderTest {
+  store: Store;
+  /** another: a second client of the same data (another worker process or node), for cross-client races */
+  another?: () => Promise<Store>;
+  /** tamperAudit: edits the stored data of one audit record behind the store's back, as someone with access to the database could */
+  tamperAudit?: (seq: number, data: Record<string, unknown>) => Promise<void>;
+  /** cleanup: closes what the factory opened (the store itself included, unless a test closed it) and removes its data */
+  cleanup(): Promise<void>;
+}
+
+/**
+ * describeStoreContract is the one behaviour every Store must have, run unchanged against each backend
+ * (SQLite in test/unit/store/sqlite-store-contract.test.ts; Redis alongside it). It speaks only the Store
+ * interface: what a test sees is what the RA, CA and CLI see.
+ */
+export function describeStoreContract(name: string, factory: () => Promise<StoreUnderTest>): void {
+  describe(`Store contract: ${name}`, () => {
+    let sut: StoreUnderTest;
+    let store: Store;
+    beforeEach(async () => {
+      sut = await factory();
+      store = sut.store;
+    });
+    afterEach(async () => {
+      await sut.cleanup();
+    });
+
+    const audit = (type: string, subject: string, data: Record<string, unknown> = {}): AuditInput => ({ type, actor: 'test', subject, data });
+    const DAY = 86400_000;
+    const secret = () => ({ hash: 'scrypt$12$8$1$c2FsdA==$aGFzaA==', expiresAt: new Date(Date.now() + DAY) });
+    const addDevice = (id: string, owner: string | null = null) => store.createDevice({ id, owner, label: null, state: 'registered' }, secret(), audit('device.create', id));
+    const allAudit = async (): Promise<AuditRecord[]> => (await collectItems((after, want) => store.listAudit({ after, limit: want }))).items;
+    const auditCount = async (): Promise<number> => (await allAudit()).length;
+
+    function cert(serial: string, deviceId: string | null, o: { shard?: number; notAfter?: Date; issuer?: string } = {}): Parameters<Store['recordIssuance']>[0]['cert'] {
+      return {
+        serial,
+        deviceId,
+        issuer: o.issuer ?? 'device-ca-issuing',
+        subject: `CN=${deviceId}`,
+        profile: 'default',
+        notBefore: new Date('2025-01-01T00:00:00Z'),
+        notAfter: o.notAfter ?? new Date(Date.now() + 365 * DAY),
+        shard: o.shard ?? 3,
+        spkiSha256: crypto.createHash('sha256').update(serial).digest('hex'),
+        der: Buffer.from(`der of ${serial}`),
+      };
+    }
+    const issue = (serial: string, deviceId: string | null, o: Parameters<typeof cert>[2] = {}) => store.recordIssuance({ cert: cert(serial, deviceId, o), audit: audit('cert.issue', serial) });
+
+    async function codeOf(p: Promise<unknown>): Promise<ErrorCode | 'resolved'> {
+      try {
+        await p;
+        return 'resolved';
+      } catch (e) {
+        expect(e).toBeInstanceOf(DeviceCaError);
+        return (e as DeviceCaError).code;
+      }
+    }
+
+    /** walk follows next from the first page with a fixed limit and records every page's size. */
+    async function walk<T>(list: (after: string | undefined) => Promise<Page<T>>): Promise<{ items: T[]; sizes: number[] }> {
+      const items: T[] = [];
+      const sizes: number[] = [];
+      let after: string | undefined;
+      for (let guard = 0; guard < 10_000; guard++) {
+        const page = await list(after);
+        items.push(...page.items);
+        sizes.push(page.items.length);
+        if (page.next === null) return { items, sizes };
+        expect(page.next).not.toBe(after); // a cursor that does not move would loop forever
+        after = page.next;
+      }
+      throw new Error('paging did not end');
+    }
+
+    describe('devices and secrets', () => {
+      it('createDevice stores the device and its first secret; a second create of the id is a conflict that writes nothing', async () => {
+        const d = await store.createDevice({ id: 'dev-1', owner: 'a', label: 'first', state: 'registered' }, secret(), audit('device.create', 'dev-1'));
+        expect(d).toMatchObject({ id: 'dev-1', owner: 'a', label: 'first', state: 'registered' });
+        expect(await store.getDevice('dev-1')).toEqual(d);
+        expect(await store.getDevice('dev-2')).toBeNull();
+        expect(await codeOf(store.createDevice({ id: 'dev-1', owner: 'b', label: 'second', state: 'registered' }, secret(), audit('device.create', 'dev-1')))).toBe('conflict');
+        expect(await store.getDevice('dev-1')).toMatchObject({ owner: 'a', label: 'first' });
+        expect(await store.activeSecrets('dev-1', new Date())).toHaveLength(1);
+        expect(await auditCount()).toBe(1);
+      });
+
+      it('activeSecrets: unused and unexpired only, newest first', async () => {
+        const now = new Date();
+        await store.createDevice({ id: 'dev-1', owner: null, label: null, state: 'registered' }, { hash: 'h1', expiresAt: new Date(now.getTime() + 1000) }, audit('device.create', 'dev-1'));
+        expect((await store.activeSecrets('dev-1', now)).map((s) => [s.hash, s.deviceId, s.usedAt])).toEqual([['h1', 'dev-1', null]]);
+        await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['registered'], toState: 'registered', addSecret: { hash: 'h2', expiresAt: new Date(now.getTime() + 5000) }, audit: audit('secret.add', 'dev-1') });
+        expect((await store.activeSecrets('dev-1', now)).map((s) => s.hash)).toEqual(['h2', 'h1']);
+        expect((await store.activeSecrets('dev-1', new Date(now.getTime() + 1000))).map((s) => s.hash)).toEqual(['h2']);
+        expect(await store.activeSecrets('dev-2', now)).toEqual([]);
+      });
+    });
+
+    describe('paging', () => {
+      it('listDevices: following next with any page size yields every device once, in id order, filters applied on every page', async () => {
+        const ids: string[] = [];
+        await Promise.all(
+          Array.from({ length: 23 }, (_, i) => {
+            const id = `dev-${String(i).padStart(3, '0')}`;
+            ids.push(id);
+            return addDevice(id, i % 3 === 0 ? 'acme' : 'globex');
+          }),
+        );
+        for (const limit of [1, 5, 7, 23, 24, 1000]) {
+          const { items, sizes } = await walk((after) => store.listDevices({ after, limit }));
+          expect(items.map((d) => d.id)).toEqual(ids);
+          expect(sizes.slice(0, -1).every((n) => n === limit)).toBe(true);
+        }
+        const acme = await walk((after) => store.listDevices({ owner: 'acme', after, limit: 2 }));
+        expect(acme.items.map((d) => d.id)).toEqual(ids.filter((_, i) => i % 3 === 0));
+        expect((await store.listDevices({ state: 'active' })).items).toEqual([]);
+        // a page that ends exactly at the last row says so: no empty extra page
+        expect(await store.listDevices({ limit: 23 })).toMatchObject({ next: null });
+        expect((await store.listDevices({})).items).toHaveLength(23); // default limit is DEFAULT_PAGE_LIMIT
+      });
+
+      it(`a limit above MAX_PAGE_LIMIT (${MAX_PAGE_LIMIT}) is clamped, and next still leads to the rest: nothing is silently cut`, async () => {
+        const n = MAX_PAGE_LIMIT + 345;
+        await addDevice('dev-big');
+        await Promise.all(Array.from({ length: n }, (_, i) => issue(`a${String(i).padStart(6, '0')}`, 'dev-big')));
+        const first = await store.listCertificates({ deviceId: 'dev-big', limit: 5000 });
+        expect(first.items).toHaveLength(MAX_PAGE_LIMIT);
+        expect(first.next).not.toBeNull();
+        const { items, sizes } = await walk((after) => store.listCertificates({ deviceId: 'dev-big', after, limit: 5000 }));
+        expect(sizes).toEqual([MAX_PAGE_LIMIT, 345]);
+        expect(new Set(items.map((c) => c.serial)).size).toBe(n);
+        expect(items.map((c) => c.serial)).toEqual([...items.map((c) => c.serial)].sort());
+        expect((await store.listCertificates({ deviceId: 'dev-big' })).items).toHaveLength(DEFAULT_PAGE_LIMIT);
+      });
+
+      it('listCertificates filters by device, status and owner on every page', async () => {
+        await addDevice('dev-a', 'acme');
+        await addDevice('dev-b', 'globex');
+        const serials = { a: [] as string[], b: [] as string[] };
+        for (let i = 0; i < 9; i++) {
+          serials.a.push(`a0${i}`);
+          serials.b.push(`b0${i}`);
+          await issue(`a0${i}`, 'dev-a');
+          await issue(`b0${i}`, 'dev-b');
+        }
+        for (const s of ['a01', 'a04', 'b02']) await store.revokeCertificate(s, 'keyCompromise', new Date(), null, audit('certificate.revoked', s));
+        const serialsOf = async (f: Parameters<Store['listCertificates']>[0]) => (await walk((after) => store.listCertificates({ ...f, after, limit: 2 }))).items.map((c) => c.serial);
+        expect(await serialsOf({ deviceId: 'dev-a' })).toEqual(serials.a);
+        expect(await serialsOf({ owner: 'globex' })).toEqual(serials.b);
+        expect(await serialsOf({ status: 'revoked' })).toEqual(['a01', 'a04', 'b02']);
+        expect(await serialsOf({ deviceId: 'dev-a', status: 'valid' })).toEqual(serials.a.filter((s) => s !== 'a01' && s !== 'a04'));
+        expect(await serialsOf({ owner: 'nobody' })).toEqual([]);
+      });
+
+      it('listRequests, listAudit and listTokens page the same way', async () => {
+        await addDevice('dev-1');
+        for (let i = 0; i < 11; i++) {
+          await store.createRequest({ id: `req-${String(i).padStart(2, '0')}`, deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: `sha-${i}`, csr: Buffer.from(`csr-${i}`) }, audit('request.create', 'dev-1'));
+          await store.createToken({ id: `tok-${String(i).padStart(2, '0')}`, hash: `hash-${i}`, scope: 'operator', description: null }, audit('token.created', `tok-${i}`));
+        }
+        for (const id of ['req-02', 'req-05', 'req-09']) await store.decideRequest(id, 'approved', 'op', audit('request.approve', id));
+        const req = await walk((after) => store.listRequests({ after, limit: 4 }));
+        expect(req.items.map((r) => r.id)).toEqual(Array.from({ length: 11 }, (_, i) => `req-${String(i).padStart(2, '0')}`));
+        expect(req.sizes).toEqual([4, 4, 3]);
+        expect((await walk((after) => store.listRequests({ status: 'approved', after, limit: 2 }))).items.map((r) => r.id)).toEqual(['req-02', 'req-05', 'req-09']);
+        const tok = await walk((after) => store.listTokens({ after, limit: 3 }));
+        expect(tok.items.map((t) => t.id).sort()).toEqual(Array.from({ length: 11 }, (_, i) => `tok-${String(i).padStart(2, '0')}`));
+        expect(tok.sizes).toEqual([3, 3, 3, 2]);
+        const aud = await walk((after) => store.listAudit({ after, limit: 6 }));
+        expect(aud.items.map((r) => r.seq)).toEqual(Array.from({ length: 26 }, (_, i) => i + 1));
+        const sub = await walk((after) => store.listAudit({ subject: 'dev-1', after, limit: 4 }));
+        expect(sub.items.map((r) => r.type)).toEqual(['device.create', ...Array(11).fill('request.create')]);
+      });
+
+      it('a cursor that is not one of the list is bad-request, not a silent empty page', async () => {
+        await store.appendAudit(audit('x', 'y'));
+        expect(await codeOf(store.listAudit({ after: 'not-a-seq' }))).toBe('bad-request');
+      });
+    });
+
+    describe('certificates and recordIssuance', () => {
+      beforeEach(async () => {
+        await addDevice('dev-1');
+      });
+
+      it('stores the certificate, activates the device, consumes the secret and appends audit, together', async () => {
+        const [s] = await store.activeSecrets('dev-1', new Date());
+        const c = cert('aa01', 'dev-1');
+        await store.recordIssuance({ cert: c, consumeSecretId: s.id, audit: audit('cert.issue', 'aa01', { serial: 'aa01' }) });
+        const got = (await store.getCertificate('aa01'))!;
+        expect(got).toMatchObject({ ...c, der: expect.any(Buffer), status: 'valid', revokedAt: null, revocationReason: null, invalidityDate: null });
+        expect(got.der.equals(c.der)).toBe(true);
+        expect(got.createdAt).toBeInstanceOf(Date);
+        expect(await store.certificateStatus('aa01')).toEqual({ serial: 'aa01', issuer: c.issuer, status: 'valid', revokedAt: null, revocationReason: null, notAfter: c.notAfter });
+        expect(await store.certificateStatus('ffff')).toBeNull();
+        expect(await store.getCertificate('ffff')).toBeNull();
+        expect((await store.getDevice('dev-1'))!.state).toBe('active');
+        expect(await store.activeSecrets('dev-1', new Date())).toEqual([]);
+        expect((await allAudit()).map((a) => a.type)).toEqual(['device.create', 'cert.issue']);
+      });
+
+      it('the secret is single use: a second consume is unauthenticated and writes nothing', async () => {
+        const [s] = await store.activeSecrets('dev-1', new Date());
+        await store.recordIssuance({ cert: cert('aa01', 'dev-1'), consumeSecretId: s.id, audit: audit('cert.issue', 'aa01') });
+        const before = await auditCount();
+        expect(await codeOf(store.recordIssuance({ cert: cert('aa02', 'dev-1'), consumeSecretId: s.id, audit: audit('cert.issue', 'aa02') }))).toBe('unauthenticated');
+        expect(await store.getCertificate('aa02')).toBeNull();
+        expect(await auditCount()).toBe(before);
+      });
+
+      it('two issuances racing for one secret: exactly one wins, the loser writes nothing', async () => {
+        const [s] = await store.activeSecrets('dev-1', new Date());
+        const other = sut.another ? await sut.another() : store;
+        try {
+          const results = await Promise.allSettled([
+            store.recordIssuance({ cert: cert('bb01', 'dev-1'), consumeSecretId: s.id, audit: audit('cert.issue', 'bb01') }),
+            other.recordIssuance({ cert: cert('bb02', 'dev-1'), consumeSecretId: s.id, audit: audit('cert.issue', 'bb02') }),
+            store.recordIssuance({ cert: cert('bb03', 'dev-1'), consumeSecretId: s.id, audit: audit('cert.issue', 'bb03') }),
+          ]);
+          expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected', 'rejected']);
+          for (const r of results) if (r.status === 'rejected') expect((r.reason as DeviceCaError).code).toBe('unauthenticated');
+          expect((await store.listCertificates({ deviceId: 'dev-1' })).items).toHaveLength(1);
+          expect((await allAudit()).filter((a) => a.type === 'cert.issue')).toHaveLength(1);
+        } finally {
+          if (other !== store) await other.close();
+        }
+      });
+
+      it('a failing issuance (duplicate serial) leaves nothing half-written: secret, device state and audit unchanged', async () => {
+        await issue('cc01', null);
+        const [s] = await store.activeSecrets('dev-1', new Date());
+        const before = await auditCount();
+        await expect(store.recordIssuance({ cert: cert('cc01', 'dev-1'), consumeSecretId: s.id, audit: audit('cert.issue', 'cc01') })).rejects.toBeInstanceOf(DeviceCaError);
+        expect((await store.activeSecrets('dev-1', new Date())).map((x) => x.id)).toEqual([s.id]);
+        expect((await store.getDevice('dev-1'))!.state).toBe('registered');
+        expect((await store.getCertificate('cc01'))!.deviceId).toBeNull();
+        expect(await auditCount()).toBe(before);
+      });
+
+      it('settles an approved request to issued with the serial; an issued request cannot be decided again', async () => {
+        await store.createRequest({ id: 'req-1', deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: 'ab', csr: Buffer.from('csr') }, audit('request.create', 'req-1'));
+        await store.decideRequest('req-1', 'approved', 'admin', audit('request.approve', 'req-1'));
+        await store.recordIssuance({ cert: cert('dd01', 'dev-1'), requestId: 'req-1', audit: audit('cert.issue', 'dd01') });
+        expect(await store.findRequest('dev-1', 'ab')).toMatchObject({ status: 'issued', certSerial: 'dd01', decidedBy: 'admin' });
+        expect(await codeOf(store.decideRequest('req-1', 'rejected', 'admin', audit('request.reject', 'req-1')))).toBe('conflict');
+      });
+    });
+
+    describe('manual approval requests', () => {
+      const newRequest = (id: string) => store.createRequest({ id, deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: `sha-${id}`, csr: Buffer.from(`csr-${id}`) }, audit('request.create', id));
+      beforeEach(async () => {
+        await addDevice('dev-1');
+      });
+
+      it('pending -> approved; a second decision either way is a conflict and writes nothing', async () => {
+        expect(await newRequest('req-1')).toMatchObject({ id: 'req-1', status: 'pending', certSerial: null, decidedAt: null, decidedBy: null });
+        expect(await store.decideRequest('req-1', 'approved', 'alice', audit('request.approve', 'req-1'))).toMatchObject({ id: 'req-1', status: 'approved', decidedBy: 'alice' });
+        const before = await auditCount();
+        for (const next of ['approved', 'rejected'] as const) expect(await codeOf(store.decideRequest('req-1', next, 'bob', audit('request.decide', 'req-1')))).toBe('conflict');
+        expect(await store.findRequest('dev-1', 'sha-req-1')).toMatchObject({ status: 'approved', decidedBy: 'alice' });
+        expect(await auditCount()).toBe(before);
+      });
+
+      it('pending -> rejected, then no approval; an unknown id is not-found', async () => {
+        await newRequest('req-2');
+        expect((await store.decideRequest('req-2', 'rejected', 'alice', audit('request.reject', 'req-2'))).status).toBe('rejected');
+        expect(await codeOf(store.decideRequest('req-2', 'approved', 'alice', audit('request.approve', 'req-2')))).toBe('conflict');
+        expect(await codeOf(store.decideRequest('nope', 'approved', 'alice', audit('request.approve', 'nope')))).toBe('not-found');
+      });
+
+      it('findRequest finds by device and CSR hash, with the CSR bytes', async () => {
+        await newRequest('req-a');
+        expect((await store.findRequest('dev-1', 'sha-req-a'))!.csr.equals(Buffer.from('csr-req-a'))).toBe(true);
+        expect(await store.findRequest('dev-1', 'sha-none')).toBeNull();
+        expect(await store.findRequest('dev-2', 'sha-req-a')).toBeNull();
+      });
+    });
+
+    describe('audit chain', () => {
+      it('hashes link: seq 1..n, prevHash = previous hash (GENESIS first), each hash recomputes; the returned record is the stored one', async () => {
+        await store.createDevice({ id: 'dev-1', owner: null, label: null, state: 'registered' }, secret(), audit('device.create', 'dev-1', { owner: null, z: 1, a: [1, 'x'] }));
+        const rec = await store.appendAudit(audit('note', 'dev-1', { nested: { b: 2, a: 1 }, text: 'ünïcode', when: new Date('2026-01-01T00:00:00Z'), gone: undefined }));
+        for (let i = 0; i < 20; i++) await store.appendAudit(audit('tick', `t${i}`, { i }));
+        const all = await allAudit();
+        expect(all).toHaveLength(22);
+        expect(all[0].prevHash).toBe(GENESIS);
+        all.forEach((r, i) => expect(auditLinkProblem(i ? all[i - 1] : null, r)).toBeNull());
+        expect(all[1]).toEqual(rec);
+        expect(rec.data).toEqual({ nested: { b: 2, a: 1 }, text: 'ünïcode', when: '2026-01-01T00:00:00.000Z' }); // stored as JSON keeps it
+        expect(await verifyAuditChain(store)).toEqual({ ok: true, records: 22, lastHash: all[21].hash });
+      });
+
+      it('concurrent appends still form one chain without gaps or forks', async () => {
+        const other = sut.another ? await sut.another() : store;
+        try {
+          await Promise.all(Array.from({ length: 60 }, (_, i) => (i % 2 ? other : store).appendAudit(audit('tick', `t${i}`, { i }))));
+        } finally {
+          if (other !== store) await other.close();
+        }
+        expect(await verifyAuditChain(store)).toMatchObject({ ok: true, records: 60 });
+      });
+
+      it('audit verify reads past every page boundary: 20,000 records, the one edited near the end is named', async () => {
+        if (!sut.tamperAudit) return; // a store without a way to edit behind its back cannot show this
+        const n = 20_000;
+        for (let i = 0; i < n; i += 2000) await Promise.all(Array.from({ length: 2000 }, (_, j) => store.appendAudit(audit('tick', `t${i + j}`, { i: i + j }))));
+        expect(await verifyAuditChain(store)).toMatchObject({ ok: true, records: n });
+        await sut.tamperAudit(19_990, { i: -1 });
+        const v = await verifyAuditChain(store);
+        expect(v).toMatchObject({ ok: false, records: 19_989, firstBad: { seq: 19_990, problem: expect.stringContaining('edited') } });
+      });
+    });
+
+    describe('applyDeviceChange', () => {
+      beforeEach(async () => {
+        await addDevice('dev-1', 'acme');
+        await issue('e01', 'dev-1', { shard: 1 });
+        await issue('e02', 'dev-1', { shard: 2 });
+        await issue('e03', 'dev-1', { shard: 1, notAfter: new Date(Date.now() - DAY) }); // expired: never touched
+      });
+      const statuses = async () => (await store.listCertificates({ deviceId: 'dev-1' })).items.map((c: CertificateRecord) => [c.serial, c.status, c.revocationReason]);
+
+      it('a device not in fromStates is a conflict and nothing changes; an unknown device is not-found', async () => {
+        const before = { certs: await statuses(), audit: await auditCount(), secrets: await store.activeSecrets('dev-1', new Date()), rev: await store.shardRevision('device-ca-issuing', 1) };
+        expect(await codeOf(store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['suspended'], toState: 'active', releaseHolds: true, deleteSecrets: true, revoke: { reason: 'keyCompromise', at: new Date() }, audit: audit('x', 'dev-1') }))).toBe('conflict');
+        expect(await statuses()).toEqual(before.certs);
+        expect(await auditCount()).toBe(before.audit);
+        expect(await store.activeSecrets('dev-1', new Date())).toEqual(before.secrets);
+        expect(await store.shardRevision('device-ca-issuing', 1)).toBe(before.rev);
+        expect((await store.getDevice('dev-1'))!.state).toBe('active');
+        expect(await codeOf(store.applyDeviceChange({ deviceId: 'nope', fromStates: ['active'], toState: 'retired', audit: audit('x', 'nope') }))).toBe('not-found');
+      });
+
+      it('hold, release and revoke change exactly the unexpired certificates, and the audit record lists them', async () => {
+        const at = new Date('2026-02-01T00:00:00Z');
+        const held = await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['active'], toState: 'suspended', revoke: { reason: 'certificateHold', at, holdOnly: true }, audit: audit('device.suspended', 'dev-1') });
+        expect(held.device).toMatchObject({ id: 'dev-1', state: 'suspended', owner: 'acme' });
+        expect(held.changed).toEqual([
+          { serial: 'e01', issuer: 'device-ca-issuing', shard: 1, status: 'revoked', reason: 'certificateHold' },
+          { serial: 'e02', issuer: 'device-ca-issuing', shard: 2, status: 'revoked', reason: 'certificateHold' },
+        ]);
+        expect((await store.getCertificate('e01'))!.revokedAt).toEqual(at);
+        expect(await statuses()).toEqual([['e01', 'revoked', 'certificateHold'], ['e02', 'revoked', 'certificateHold'], ['e03', 'valid', null]]);
+        const released = await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['suspended'], toState: 'active', releaseHolds: true, audit: audit('device.resumed', 'dev-1') });
+        expect(released.changed.map((c) => [c.serial, c.status, c.reason])).toEqual([['e01', 'valid', null], ['e02', 'valid', null]]);
+        const moved = await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['active'], toState: 'registered', newOwner: 'globex', revoke: { reason: 'affiliationChanged', at }, deleteSecrets: true, addSecret: { hash: 'new', expiresAt: new Date(Date.now() + DAY) }, audit: audit('device.transferred', 'dev-1') });
+        expect(moved.device).toMatchObject({ state: 'registered', owner: 'globex' });
+        expect(await store.getDevice('dev-1')).toEqual(moved.device);
+        expect(await statuses()).toEqual([['e01', 'revoked', 'affiliationChanged'], ['e02', 'revoked', 'affiliationChanged'], ['e03', 'valid', null]]);
+        expect((await store.activeSecrets('dev-1', new Date())).map((s) => s.hash)).toEqual(['new']);
+        const last = (await allAudit()).pop()!;
+        expect(last).toMatchObject({ type: 'device.transferred', subject: 'dev-1' });
+        expect((last.data.certificates as string[]).sort()).toEqual(['e01', 'e02']);
+      });
+
+      it('cancelRequests rejects the pending and approved requests of the device', async () => {
+        await store.createRequest({ id: 'r1', deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: 's1', csr: Buffer.from('1') }, audit('request.create', 'r1'));
+        await store.createRequest({ id: 'r2', deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: 's2', csr: Buffer.from('2') }, audit('request.create', 'r2'));
+        await store.decideRequest('r2', 'approved', 'op', audit('request.approve', 'r2'));
+        await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['active'], toState: 'retired', revoke: { reason: 'cessationOfOperation', at: new Date() }, deleteSecrets: true, cancelRequests: true, audit: audit('device.retired', 'dev-1') });
+        expect((await store.listRequests({})).items.map((r) => [r.id, r.status])).toEqual([['r1', 'rejected'], ['r2', 'rejected']]);
+        expect(await store.activeSecrets('dev-1', new Date())).toEqual([]);
+      });
+    });
+
+    describe('revocation and CRL state', () => {
+      beforeEach(async () => {
+        await addDevice('dev-1');
+        await issue('f01', 'dev-1', { shard: 5 });
+        await issue('f02', 'dev-1', { shard: 5 });
+        await issue('f03', 'dev-1', { shard: 6 });
+        await issue('f04', 'dev-1', { shard: 5, notAfter: new Date(Date.now() - DAY) });
+      });
+
+      it('revokeCertificate is idempotent; a hold may become permanent; a second revocation writes nothing', async () => {
+        const at = new Date('2026-02-01T00:00:00Z');
+        const inv = new Date('2026-01-15T00:00:00Z');
+        const r1 = await store.revokeCertificate('f01', 'certificateHold', at, null, audit('certificate.revoked', 'f01'));
+        expect(r1).toMatchObject({ changed: true, cert: { serial: 'f01', status: 'revoked', revocationReason: 'certificateHold', revokedAt: at } });
+        expect((await store.revokeCertificate('f01', 'certificateHold', new Date(), null, audit('certificate.revoked', 'f01'))).changed).toBe(false);
+        const r2 = await store.revokeCertificate('f01', 'keyCompromise', at, inv, audit('certificate.revoked', 'f01'));
+        expect(r2).toMatchObject({ changed: true, cert: { revocationReason: 'keyCompromise', invalidityDate: inv } });
+        const before = await auditCount();
+        const r3 = await store.revokeCertificate('f01', 'superseded', new Date(), null, audit('certificate.revoked', 'f01'));
+        expect(r3).toMatchObject({ changed: false, cert: { revocationReason: 'keyCompromise' } });
+        expect(await auditCount()).toBe(before);
+        expect(await store.getCertificate('f01')).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise', revokedAt: at, invalidityDate: inv });
+        expect(await store.certificateStatus('f01')).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise', revokedAt: at });
+        expect(await codeOf(store.revokeCertificate('ffff', 'keyCompromise', at, null, audit('certificate.revoked', 'ffff')))).toBe('not-found');
+      });
+
+      it('releaseHold: a held certificate becomes valid; anything else is a conflict', async () => {
+        await store.revokeCertificate('f02', 'certificateHold', new Date(), null, audit('certificate.revoked', 'f02'));
+        expect(await store.releaseHold('f02', audit('certificate.released', 'f02'))).toMatchObject({ serial: 'f02', status: 'valid', revokedAt: null, revocationReason: null });
+        expect(await codeOf(store.releaseHold('f02', audit('certificate.released', 'f02')))).toBe('conflict');
+        expect(await codeOf(store.releaseHold('ffff', audit('certificate.released', 'ffff')))).toBe('not-found');
+      });
+
+      it('shardRevision increases with every status change in its shard only', async () => {
+        const rev = (s: number) => store.shardRevision('device-ca-issuing', s);
+        const r5 = await rev(5);
+        const r6 = await rev(6);
+        await store.revokeCertificate('f01', 'certificateHold', new Date(), null, audit('certificate.revoked', 'f01'));
+        const a = await rev(5);
+        expect(a).toBeGreaterThan(r5);
+        await store.releaseHold('f01', audit('certificate.released', 'f01'));
+        expect(await rev(5)).toBeGreaterThan(a);
+        expect(await rev(6)).toBe(r6);
+        await store.revokeCertificate('f01', 'keyCompromise', new Date(), null, audit('certificate.revoked', 'f01'));
+        const b = await rev(5);
+        await store.revokeCertificate('f01', 'keyCompromise', new Date(), null, audit('certificate.revoked', 'f01')); // no change
+        expect(await rev(5)).toBe(b);
+        expect(await store.shardRevision('other-ca', 5)).toBe(0);
+      });
+
+      it('revokedInShard yields every revoked, unexpired certificate of the shard, across pages', async () => {
+        await Promise.all(Array.from({ length: 25 }, (_, i) => issue(`g${String(i).padStart(3, '0')}`, 'dev-1', { shard: 5 })));
+        const revoked = ['f01', 'g003', 'g010', 'g011', 'g017', 'g024'];
+        for (const s of [...revoked, 'f03', 'f04']) await store.revokeCertificate(s, 'keyCompromise', new Date('2026-02-01T00:00:00Z'), null, audit('certificate.revoked', s));
+        const seen: string[] = [];
+        for await (const page of store.revokedInShard('device-ca-issuing', 5, new Date(), 4)) {
+          expect(page.length).toBeLessThanOrEqual(4);
+          seen.push(...page.map((r) => r.serial));
+        }
+        expect(seen.sort()).toEqual(revoked.sort()); // f03 (shard 6) and f04 (expired) are not in it
+        for await (const page of store.revokedInShard('device-ca-issuing', 5, new Date())) expect(page[0]).toEqual({ serial: 'f01', revokedAt: new Date('2026-02-01T00:00:00Z'), reason: 'keyCompromise', invalidityDate: null });
+      });
+
+      it('nextCrlNumber is strictly increasing per issuer, also across clients', async () => {
+        const other = sut.another ? await sut.another() : store;
+        try {
+          const got = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? other : store).nextCrlNumber('ca-a')));
+          expect(new Set(got.map(String)).size).toBe(20);
+          const later = await store.nextCrlNumber('ca-a');
+          expect(got.every((n) => n < later)).toBe(true);
+          expect(typeof later).toBe('bigint');
+          expect(await store.nextCrlNumber('ca-b')).toBeLessThan(later);
+        } finally {
+          if (other !== store) await other.close();
+        }
+      });
+
+      it('saveCrl keeps the highest number: an older CRL never replaces a newer one', async () => {
+        const crl = (n: number) => ({ issuer: 'ca-a', shard: 2, number: BigInt(n), revision: n * 10, thisUpdate: new Date(n * 1000), nextUpdate: new Date(n * 1000 + DAY), entries: n, der: Buffer.from(`crl ${n}`) });
+        expect(await store.getCrl('ca-a', 2)).toBeNull();
+        expect(await store.crlInfo('ca-a', 2)).toBeNull();
+        await store.saveCrl(crl(5));
+        await store.saveCrl(crl(3));
+        expect((await store.getCrl('ca-a', 2))!.der.toString()).toBe('crl 5');
+        await store.saveCrl(crl(7));
+        const { der, ...info } = crl(7);
+        expect(await store.crlInfo('ca-a', 2)).toEqual(info);
+        expect((await store.getCrl('ca-a', 2))!.der.equals(der)).toBe(true);
+        expect(await store.getCrl('ca-a', 3)).toBeNull();
+      });
+    });
+
+    describe('tokens', () => {
+      it('createToken, findToken by hash, revokeToken (repeatable, revokedAt kept); an unknown id is not-found', async () => {
+        const t = await store.createToken({ id: 't1', hash: 'h1', scope: 'owner:acme', description: 'ci' }, audit('token.created', 't1'));
+        expect(t).toMatchObject({ id: 't1', hash: 'h1', scope: 'owner:acme', description: 'ci', revokedAt: null });
+        expect(await store.findToken('h1')).toEqual(t);
+        expect(await store.findToken('h2')).toBeNull();
+        const r = await store.revokeToken('t1', audit('token.revoked', 't1'));
+        expect(r.revokedAt).toBeInstanceOf(Date);
+        expect((await store.findToken('h1'))!.revokedAt).toEqual(r.revokedAt);
+        expect((await store.revokeToken('t1', audit('token.revoked', 't1'))).revokedAt).toEqual(r.revokedAt);
+        expect(await codeOf(store.revokeToken('nope', audit('token.revoked', 'nope')))).toBe('not-found');
+      });
+    });
+
+    describe('authentication failures', () => {
+      const t0 = new Date('2030-01-01T00:00:00Z');
+      const at = (s: number): Date => new Date(t0.getTime() + s * 1000);
+
+      it('counts failures inside the window (now - window, now], per key, and forgets old ones', async () => {
+        expect(await store.recordAuthFailure('dev-1', at(0), 10)).toBe(1);
+        expect(await store.recordAuthFailure('dev-1', at(1), 10)).toBe(2);
+        expect(await store.recordAuthFailure('dev-2', at(1), 10)).toBe(1);
+        expect(await store.recordAuthFailure('dev-1', at(2), 10)).toBe(3);
+        expect(await store.countAuthFailures('dev-1', at(5), 10)).toEqual({ count: 3, oldest: at(0) });
+        expect(await store.countAuthFailures('dev-1', at(10), 10)).toEqual({ count: 2, oldest: at(1) });
+        expect(await store.countAuthFailures('dev-1', at(30), 10)).toEqual({ count: 0, oldest: null });
+        expect(await store.recordAuthFailure('dev-1', at(11), 10)).toBe(2);
+        expect(await store.countAuthFailures('dev-2', at(5), 10)).toEqual({ count: 1, oldest: at(1) });
+      });
+    });
+  });
+}
