@@ -184,7 +184,7 @@ describe('recordIssuance', () => {
   });
 
   it('settles an approved request to issued with the serial', async () => {
-    await store.createRequest({ id: 'req-1', deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: 'ab', csr: Buffer.from('csr') }, audit('request.create', 'req-1'));
+    await store.createRequest({ id: 'req-1', deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: 'ab', csr: Buffer.from('csr') }, audit('request.create', 'req-1'));
     await store.decideRequest('req-1', 'approved', 'admin', audit('request.approve', 'req-1'));
     await store.recordIssuance({ cert: cert('dd01', 'dev-1'), requestId: 'req-1', audit: audit('cert.issue', 'dd01') });
     expect(await store.getRequest('req-1')).toMatchObject({ status: 'issued', certSerial: 'dd01', decidedBy: 'admin' });
@@ -195,7 +195,7 @@ describe('audit chain', () => {
   it('hashes link: seq 1..n, prevHash = previous hash (GENESIS first), hash recomputes with auditHash', async () => {
     await store.createDevice({ id: 'dev-1', owner: null, label: null, state: 'registered' }, secret, audit('device.create', 'dev-1', { owner: null, z: 1, a: [1, 'x'] }));
     await store.appendAudit(audit('note', 'dev-1', { nested: { b: 2, a: 1 }, text: 'ünïcode' }));
-    await store.createRequest({ id: 'req-1', deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: 'ab', csr: Buffer.from('csr') }, audit('request.create', 'req-1'));
+    await store.createRequest({ id: 'req-1', deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: 'ab', csr: Buffer.from('csr') }, audit('request.create', 'req-1'));
     await store.decideRequest('req-1', 'rejected', 'admin', audit('request.reject', 'req-1'));
     const [s] = await store.activeSecrets('dev-1', new Date());
     await store.recordIssuance({ cert: cert('ee01', 'dev-1'), consumeSecretId: s.id, audit: audit('cert.issue', 'ee01', { serial: 'ee01' }) });
@@ -264,7 +264,7 @@ describe('authentication failures', () => {
 });
 
 describe('manual approval requests', () => {
-  const newRequest = (id: string) => store.createRequest({ id, deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: `sha-${id}`, csr: Buffer.from(`csr-${id}`) }, audit('request.create', id));
+  const newRequest = (id: string) => store.createRequest({ id, deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: `sha-${id}`, csr: Buffer.from(`csr-${id}`) }, audit('request.create', id));
 
   it('pending -> approved; a second decision is a conflict and writes nothing', async () => {
     const r = await newRequest('req-1');
