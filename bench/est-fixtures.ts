@@ -19,11 +19,10 @@ export interface DistConfig {
 export interface DistRa {
   registerDevice(args: { id: string; owner?: string; actor: string }): Promise<{ secret: string }>;
   enroll(input: {
-    label: string;
-    operation: 'simpleenroll';
+    profile: string;
+    operation: 'enroll';
     csr: Buffer;
-    credentials: { basic: { username: string; password: string } };
-    binding: Record<string, never>;
+    proofs: { secret: { deviceId: string; secret: string } };
   }): Promise<{ status: 'issued'; certificate: Buffer } | { status: 'pending' }>;
 }
 
@@ -168,7 +167,7 @@ export async function enrollPool(dist: Dist, env: NodeJS.ProcessEnv, prefix: str
         const key = p256();
         const csr = csrFor(key, id, OWNER);
         const { secret } = await h.ra.registerDevice({ id, owner: OWNER, actor: 'bench' });
-        const out = await h.ra.enroll({ label: 'default', operation: 'simpleenroll', csr, credentials: { basic: { username: id, password: secret } }, binding: {} });
+        const out = await h.ra.enroll({ profile: 'default', operation: 'enroll', csr, proofs: { secret: { deviceId: id, secret } } });
         if (out.status !== 'issued') throw new Error(`bench/est: pool enrollment of ${id} did not issue (${out.status})`);
         const certPem = new crypto.X509Certificate(out.certificate).toString();
         return { id, certPem, keyPem: key.export({ type: 'pkcs8', format: 'pem' }) as string, csr };

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CaHierarchy, initCa } from '../src/ca/ca-hierarchy';
-import { AuthorizedRequest, CertificateAuthority, IssuedCertificate, LeafProfile } from '../src/ca/certificate-authority';
+import { AuthorizedRequest, CertificateAuthority, CertificateProfile, IssuedCertificate } from '../src/ca/certificate-authority';
 import { newSerial } from '../src/ca/certificate-encoder';
 import { certificateParts } from '../src/ca/certificate-parts';
 import { encodeName } from '../src/ca/name';
@@ -38,7 +38,7 @@ export interface IssuanceRig {
   h: CaHierarchy;
   ca: CertificateAuthority;
   store: SqliteStore;
-  profile: LeafProfile;
+  profile: CertificateProfile & { name: string };
   pool: Buffer[];
   deviceIds: string[];
   leafRequest(csr: ParsedCsr): AuthorizedRequest;
@@ -54,9 +54,9 @@ export async function makeIssuanceRig(): Promise<IssuanceRig> {
   const cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { publicUrl: 'http://ca.example.test:8080' } });
   const h = await initCa(cfg, new SoftwareKeyBackend(path.join(dir, 'keys')));
   if (h.issuing.key.algorithm !== 'ecdsa-p256') throw new Error(`expected an ecdsa-p256 issuing key, got ${h.issuing.key.algorithm}`);
-  const ca = new CertificateAuthority({ issuing: h.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate });
+  const profile = { name: 'default', validitySeconds: 365 * 86400, serverAuth: false };
+  const ca = new CertificateAuthority({ issuing: h.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles: new Map([[profile.name, profile]]) });
   const store = new SqliteStore(cfg.store.path);
-  const profile: LeafProfile = { name: 'default', validitySeconds: 365 * 86400, serverAuth: false };
 
   // 200 distinct keys, requests and registered devices, made before any timing
   const deviceIds = Array.from({ length: POOL }, (_, i) => `bench-dev-${String(i).padStart(4, '0')}`);
@@ -75,7 +75,7 @@ export async function makeIssuanceRig(): Promise<IssuanceRig> {
     deviceIds,
     leafRequest(csr) {
       if (csr.keyType !== 'ec' || csr.keyAlgorithm !== 'ecdsa-p256') throw new Error('pool request is not P-256');
-      return { profile, subject: [{ type: 'CN', value: csr.subject[0].value }], spki: csr.spki, keyType: 'ec', sans: csr.sans };
+      return { profile: profile.name, subject: [{ type: 'CN', value: csr.subject[0].value }], spki: csr.spki, keyType: 'ec', sans: csr.sans };
     },
     certRecord(csr, cn, c) {
       return {

@@ -164,7 +164,7 @@ export async function makeOcspRig(opts: { devices: number; log: (s: string) => v
     for (let i = 0; i < opts.devices; i++) {
       const id = `ocsp-bench-${String(i).padStart(4, '0')}`;
       const { secret } = await h.ra.registerDevice({ id, owner: 'bench', actor: 'bench' });
-      const out = await h.ra.enroll({ label: 'default', operation: 'simpleenroll', csr: csrFor(key, id, 'bench'), credentials: { basic: { username: id, password: secret } }, binding: {} });
+      const out = await h.ra.enroll({ profile: 'default', operation: 'enroll', csr: csrFor(key, id, 'bench'), proofs: { secret: { deviceId: id, secret } } });
       if (out.status !== 'issued' || !out.certificate) throw new Error(`bench/ocsp-http: enrollment of ${id} did not issue (${out.status})`);
       const serial = certificateParts(out.certificate).serial;
       enrolled.push({ id, der: out.certificate, serial });

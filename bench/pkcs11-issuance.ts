@@ -76,7 +76,7 @@ export async function benchPkcs11Issuance(opts: { seconds?: number; rounds?: num
     const hsmHierarchy = await initCa(hsmCfg, backend);
     const hsmIssuing = hsmHierarchy.issuing;
     if (!hsmIssuing.key.ref.startsWith('pkcs11:') || hsmIssuing.key.algorithm !== rig.h.issuing.key.algorithm) throw new Error(`expected an ${rig.h.issuing.key.algorithm} issuing key on the token, got ${hsmIssuing.key.ref}`);
-    const hsmCa = new CertificateAuthority({ issuing: hsmIssuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate });
+    const hsmCa = new CertificateAuthority({ issuing: hsmIssuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles: new Map([[rig.profile.name, rig.profile]]), ocspResponderValidity: 86400 });
     const cas = { software: rig.ca, hsm: hsmCa };
 
     /** issueWith: the issuance core of bench/issuance.ts with the given CA */
@@ -92,7 +92,7 @@ export async function benchPkcs11Issuance(opts: { seconds?: number; rounds?: num
     // ---- OCSP: a delegated responder key per contender, certified by the rig's CA ----
     const ocspHsmKey = await backend.generate('ocsp', 'ecdsa-p256', `bench-ocsp-${crypto.randomBytes(4).toString('hex')}`);
     const ocspSwKey = softwareSigningKey(generateKeyPair('ecdsa-p256').privateKey, 'ecdsa-p256', 'memory');
-    const responderFor = async (key: SigningKey): Promise<OcspResponder> => new OcspResponder(key, (await rig.ca.issueOcspResponder(key.spki, 86400)).der);
+    const responderFor = async (key: SigningKey): Promise<OcspResponder> => new OcspResponder(key, (await rig.ca.issueOcspResponder(key.spki)).der);
     const responders = { software: await responderFor(ocspSwKey), hsm: await responderFor(ocspHsmKey) };
     const issuerParts = certificateParts(rig.h.issuing.der);
     const { issuerNameHash, issuerKeyHash } = certIdHashes(issuerParts.subject, issuerParts.spki, 'sha1');

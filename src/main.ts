@@ -8,9 +8,10 @@ import pino, { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { CaHierarchy, caExists, initCa, loadCa } from './ca/ca-hierarchy';
 import { certificateParts } from './ca/certificate-parts';
-import { CertificateAuthority } from './ca/certificate-authority';
+import { CertificateAuthority, OCSP_RESPONDER_PROFILE, TLS_SERVER_PROFILE } from './ca/certificate-authority';
 import { pemBlocks, toPem } from './ca/pem';
 import { publicBaseUrl } from './config/load-config';
+import { resolveProfiles } from './config/enrollment-profiles';
 import { Config } from './config/schema';
 import { DeviceCaError } from './errors/device-ca-error';
 import { createHttpListener, createHttpsListener } from './http/listeners';
@@ -142,8 +143,10 @@ export async function ensureCa(cfg: Config, keys: KeyBackend): Promise<{ ca: CaH
   }
 }
 
+/** buildCertificateAuthority: the CA knows every enrollment profile's validity and EKU by name. */
 export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): CertificateAuthority {
-  return new CertificateAuthority({ issuing: hierarchy.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate });
+  const profiles = new Map([...resolveProfiles(cfg).profiles].map(([name, p]) => [name, { validitySeconds: p.validity, serverAuth: p.serverAuth }]));
+  return new CertificateAuthority({ issuing: hierarchy.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles, ocspResponderValidity: cfg.ocsp.responderValidity });
 }
 
 /** loadBootstrapPolicy reads the configured manufacturer trust anchors (PEM files or directories of them). */
@@ -208,9 +211,9 @@ export async function ensureTlsServerCertificate(cfg: Config, ca: CertificateAut
   const kp = generateKeyPair('ecdsa-p256');
   const spki = kp.publicKey.export({ type: 'spki', format: 'der' });
   const sans = names.map((n) => (/^[\d.]+$/.test(n) || n.includes(':') ? { type: 'ip' as const, value: n } : { type: 'dns' as const, value: n }));
-  const issued = await ca.issue({ profile: { name: 'tls-server', validitySeconds: 397 * 86400, serverAuth: true }, subject: [{ type: 'CN', value: 'localhost' }], spki, keyType: 'ec', sans });
+  const issued = await ca.issue({ profile: TLS_SERVER_PROFILE, subject: [{ type: 'CN', value: 'localhost' }], spki, keyType: 'ec', sans });
   await store.recordIssuance({
-    cert: { serial: issued.serial, deviceId: null, issuer: issued.issuer, subject: 'CN=localhost', profile: 'tls-server', notBefore: issued.notBefore, notAfter: issued.notAfter, shard: issued.shard, spkiSha256: crypto.createHash('sha256').update(spki).digest('hex'), der: issued.der },
+    cert: { serial: issued.serial, deviceId: null, issuer: issued.issuer, subject: 'CN=localhost', profile: TLS_SERVER_PROFILE, notBefore: issued.notBefore, notAfter: issued.notAfter, shard: issued.shard, spkiSha256: crypto.createHash('sha256').update(spki).digest('hex'), der: issued.der },
     audit: { type: 'certificate.issued', actor: 'device-ca', subject: 'tls-server', data: { serial: issued.serial, names } },
   });
   const certPem = toPem(issued.der, 'CERTIFICATE') + toPem(hierarchy.issuing.der, 'CERTIFICATE');
@@ -279,9 +282,9 @@ export async function ensureOcspResponder(cfg: Config, keys: KeyBackend, ca: Cer
       // missing or unreadable: issue a new one
     }
   }
-  const issued = await ca.issueOcspResponder(key.spki, cfg.ocsp.responderValidity);
+  const issued = await ca.issueOcspResponder(key.spki);
   await store.recordIssuance({
-    cert: { serial: issued.serial, deviceId: null, issuer: issued.issuer, subject: `CN=${cfg.ca.issuing.name} OCSP responder`, profile: 'ocsp-responder', notBefore: issued.notBefore, notAfter: issued.notAfter, shard: issued.shard, spkiSha256: crypto.createHash('sha256').update(key.spki).digest('hex'), der: issued.der },
+    cert: { serial: issued.serial, deviceId: null, issuer: issued.issuer, subject: `CN=${cfg.ca.issuing.name} OCSP responder`, profile: OCSP_RESPONDER_PROFILE, notBefore: issued.notBefore, notAfter: issued.notAfter, shard: issued.shard, spkiSha256: crypto.createHash('sha256').update(key.spki).digest('hex'), der: issued.der },
     audit: { type: 'certificate.issued', actor: 'device-ca', subject: 'ocsp-responder', data: { serial: issued.serial } },
   });
   const certFile = path.join(cfg.dataDir, 'ca', `${cfg.ca.issuing.name}-ocsp-${issued.serial.slice(0, 8)}.crt`);

@@ -30,16 +30,23 @@ export interface CaMaterial {
   key: SigningKey;
 }
 
-/** LeafProfile is what the RA may choose; the CA decides serial, validity window and URLs. */
-export interface LeafProfile {
-  name: string;
+/**
+ * CertificateProfile is what a profile name means to the CA (as Boulder's CA maps a profile name to its
+ * settings): the RA picks the name, numbers never travel from the RA.
+ */
+export interface CertificateProfile {
   validitySeconds: number;
   serverAuth: boolean;
 }
 
-/** AuthorizedRequest is input the RA already authorized: the CA signs it as is. */
+/** TLS_SERVER_PROFILE: the built-in profile of the HTTPS listener's own certificate (397 days, the CA/B limit). */
+export const TLS_SERVER_PROFILE = 'tls-server';
+/** OCSP_RESPONDER_PROFILE: the built-in profile of the delegated OCSP responder certificate. */
+export const OCSP_RESPONDER_PROFILE = 'ocsp-responder';
+
+/** AuthorizedRequest is input the RA already authorized: the CA signs it as is, under the named profile. */
 export interface AuthorizedRequest {
-  profile: LeafProfile;
+  profile: string;
   subject: NameAttribute[];
   spki: Buffer;
   keyType: 'ec' | 'rsa';
@@ -60,6 +67,10 @@ export interface CertificateAuthorityOptions {
   publicUrl: string;
   crlShards: number;
   backdateSeconds: number;
+  /** profiles: enrollment profile name -> settings; the built-in service profiles are added here */
+  profiles?: ReadonlyMap<string, CertificateProfile>;
+  /** ocspResponderValidity: lifetime of the delegated OCSP responder certificate (default 30 days) */
+  ocspResponderValidity?: number;
 }
 
 /**
@@ -69,8 +80,14 @@ export interface CertificateAuthorityOptions {
 export class CertificateAuthority {
   private readonly fixedExt: { aki: Buffer; aia: Buffer; bc: Buffer; ekuClient: Buffer; ekuBoth: Buffer; kuEc: Buffer; kuRsa: Buffer };
   private readonly cdpByShard: Buffer[];
+  private readonly profiles: Map<string, CertificateProfile>;
 
   constructor(private readonly opts: CertificateAuthorityOptions) {
+    this.profiles = new Map(opts.profiles ?? []);
+    for (const reserved of [TLS_SERVER_PROFILE, OCSP_RESPONDER_PROFILE]) {
+      if (this.profiles.has(reserved)) throw new DeviceCaError('config', `profile name "${reserved}" is reserved for the CA's own certificates`);
+    }
+    this.profiles.set(TLS_SERVER_PROFILE, { validitySeconds: 397 * 86400, serverAuth: true });
     const base = opts.publicUrl;
     const ca = opts.issuing;
     this.fixedExt = {
@@ -93,7 +110,8 @@ export class CertificateAuthority {
    * issueOcspResponder signs a delegated OCSP responder certificate (RFC 6960 §4.2.2.2): EKU
    * id-kp-OCSPSigning and id-pkix-ocsp-nocheck, so clients need no status for the responder itself.
    */
-  async issueOcspResponder(spki: Buffer, validitySeconds: number, now = new Date()): Promise<IssuedCertificate> {
+  async issueOcspResponder(spki: Buffer, now = new Date()): Promise<IssuedCertificate> {
+    const validitySeconds = this.opts.ocspResponderValidity ?? 30 * 86400;
     return this.sign(
       { subject: [{ type: 'O', value: 'device-ca' }, { type: 'CN', value: `${this.opts.issuing.name} OCSP responder` }], spki, validitySeconds },
       [this.fixedExt.bc, keyUsage([KU.digitalSignature]), ...ocspResponderExtensions(), subjectKeyIdentifier(keyIdentifier(spki)), this.fixedExt.aki],
@@ -101,13 +119,20 @@ export class CertificateAuthority {
     );
   }
 
-  /** issue signs a leaf certificate. The caller records it before handing it out. */
+  /** hasProfile: whether issue() knows this profile name (own entries only, never Object.prototype). */
+  hasProfile(name: string): boolean {
+    return this.profiles.has(name);
+  }
+
+  /** issue signs a leaf certificate under a named profile. The caller records it before handing it out. */
   async issue(req: AuthorizedRequest, now = new Date()): Promise<IssuedCertificate> {
     const x = this.fixedExt;
+    const profile = this.profiles.get(req.profile);
+    if (!profile) throw new DeviceCaError('internal', `no certificate profile "${req.profile}"`);
     return this.sign(
-      { subject: req.subject, spki: req.spki, validitySeconds: req.profile.validitySeconds },
+      { subject: req.subject, spki: req.spki, validitySeconds: profile.validitySeconds },
       (shard) => {
-        const extensions = [x.bc, req.keyType === 'ec' ? x.kuEc : x.kuRsa, req.profile.serverAuth ? x.ekuBoth : x.ekuClient, subjectKeyIdentifier(keyIdentifier(req.spki)), x.aki];
+        const extensions = [x.bc, req.keyType === 'ec' ? x.kuEc : x.kuRsa, profile.serverAuth ? x.ekuBoth : x.ekuClient, subjectKeyIdentifier(keyIdentifier(req.spki)), x.aki];
         if (req.sans.length) extensions.push(subjectAltName(req.sans));
         extensions.push(this.cdpByShard[shard], x.aia);
         return extensions;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseDuration } from './duration';
 import { KEY_ALGORITHMS } from '../keys/key-backend';
+import { resolveProfiles } from './enrollment-profiles';
 
 /**
  * schema: the one strict description of device-ca's configuration. Defaults live here and only here;
@@ -56,8 +57,15 @@ const roleKey = z
   })
   .prefault({});
 
-export const labelSchema = z.strictObject({
-  /** authentication methods accepted for simpleenroll/serverkeygen */
+/** NAME: profile and label names; they appear in URLs and the store. */
+const profileName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lower-case letters, digits and - only, at most 32');
+
+/**
+ * profileSchema: the policy of one named enrollment profile (`profiles.<name>`), whatever protocol the
+ * device enrolls with. The RA reads the decision keys; the CA reads validity and serverAuth by name.
+ */
+export const profileSchema = z.strictObject({
+  /** authenticators accepted for a first enrollment and server keygen: one-time secret, manufacturer certificate */
   auth: z.array(z.enum(['basic', 'bootstrap-cert'])).min(1).default(['basic', 'bootstrap-cert']),
   /** RFC 7030 §3.5: require challengePassword = tls-unique / tls-exporter */
   proofOfPossession: z.boolean().default(false),
@@ -71,7 +79,30 @@ export const labelSchema = z.strictObject({
   keyAlgorithms: z.array(keyAlgorithm).min(1).default(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072']),
   serverKeyGen: z.boolean().default(true),
 });
+export type ProfileConfig = z.infer<typeof profileSchema>;
+
+/** POLICY_KEYS: the profile keys; before profiles existed a label carried them inline. */
+export const POLICY_KEYS = Object.keys(profileSchema.shape) as (keyof ProfileConfig)[];
+
+/** inlinePolicy: the profile keys without their defaults, so a label shows which ones it really set. */
+const inlinePolicy = Object.fromEntries(Object.entries(profileSchema.shape).map(([k, v]) => [k, (v as unknown as { unwrap(): z.ZodType }).unwrap().optional()])) as {
+  [K in keyof ProfileConfig]: z.ZodOptional<z.ZodType<ProfileConfig[K]>>;
+};
+
+/**
+ * labelSchema: one EST label (`est.labels.<label>`). Policy lives on the profile the label names
+ * (`profile`, default: the profile named like the label); EST-only options stay here. Policy keys
+ * written inline (the form before profiles) still work: they make a profile of the label's name.
+ */
+export const labelSchema = z.strictObject({
+  /** the enrollment profile this label serves; default: the profile named like the label */
+  profile: profileName.optional(),
+  ...inlinePolicy,
+});
 export type LabelConfig = z.infer<typeof labelSchema>;
+
+/** RESERVED_PROFILES: the CA's built-in service profiles; no enrollment profile may take their names. */
+export const RESERVED_PROFILES: readonly string[] = ['tls-server', 'ocsp-responder'];
 
 export const configSchema = z.strictObject({
   /** where keys, CA certificates and the embedded store live */
@@ -178,6 +209,8 @@ export const configSchema = z.strictObject({
       authFailureWindow: duration.prefault('15m'),
       /** Retry-After for EST 202 (manual approval) */
       pendingRetryAfter: duration.prefault('60s'),
+      /** a device that lost the reply may repeat its enrollment (same secret, same key) this long and gets the same certificate */
+      retryWindow: duration.prefault('10m'),
     })
     .prefault({}),
   bootstrap: z
@@ -192,12 +225,16 @@ export const configSchema = z.strictObject({
       autoRegisterOwner: z.string().optional(),
     })
     .prefault({}),
+  /** profile name -> enrollment policy */
+  profiles: z.record(profileName, profileSchema).prefault({ default: {} }),
   est: z
     .strictObject({
-      /** label name -> policy; "default" serves /.well-known/est/ without a label */
-      labels: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/), labelSchema).prefault({ default: {} }),
+      /** label name -> profile (and EST-only options); "default" serves /.well-known/est/ without a label */
+      labels: z.record(profileName, labelSchema).prefault({ default: { profile: 'default' } }),
     })
     .prefault({}),
+}).superRefine((cfg, ctx) => {
+  for (const p of resolveProfiles(cfg).problems) ctx.addIssue({ code: 'custom', path: p.path, message: p.message });
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -1,13 +1,13 @@
 import { oid, seq, set } from '../der/der-writer';
 import { OID } from '../der/oids';
-import { LabelConfig } from '../config/schema';
+import { ProfileConfig } from '../config/schema';
 
 /**
- * csrAttributes builds the RFC 7030 §4.5.2 CsrAttrs for a label: challengePassword when proof of
+ * csrAttributes builds the RFC 7030 §4.5.2 CsrAttrs for a profile: challengePassword when proof of
  * possession is required (§3.5), then the preferred key type and signature algorithm. RFC 8951 §3.2
  * keeps the Attribute form { ecPublicKey, { curve } } for naming a curve.
  */
-export function csrAttributes(label: LabelConfig): Buffer {
+export function csrAttributes(label: ProfileConfig): Buffer {
   const items: Buffer[] = [];
   if (label.proofOfPossession) items.push(oid(OID.challengePassword));
   const first = label.keyAlgorithms[0];

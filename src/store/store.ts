@@ -90,15 +90,20 @@ export interface SecretRecord {
   hash: string; // scrypt$<log2N>$<r>$<p>$<salt b64>$<hash b64>
   expiresAt: Date;
   usedAt: Date | null;
+  /** certSerial: the certificate the secret was spent on, so a lost reply can be repeated */
+  certSerial: string | null;
 }
 
 export type RequestStatus = 'pending' | 'approved' | 'rejected' | 'issued';
+
+/** EnrollOperation: what a request asks for, whatever protocol carried it (EST simpleenroll, simplereenroll, serverkeygen). */
+export type EnrollOperation = 'enroll' | 'renew' | 'server-keygen';
 
 export interface EnrollmentRequestRecord {
   id: string;
   deviceId: string;
   label: string;
-  operation: 'simpleenroll' | 'simplereenroll' | 'serverkeygen';
+  operation: EnrollOperation;
   csrSha256: string;
   csr: Buffer;
   status: RequestStatus;
@@ -149,12 +154,14 @@ export const MAX_PAGE_LIMIT = 1000;
 
 export interface DeviceStore {
   /** createDevice inserts a device and its first secret together; 'conflict' if the id exists. */
-  createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt'>, audit: AuditInput): Promise<DeviceRecord>;
+  createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>, audit: AuditInput): Promise<DeviceRecord>;
   getDevice(id: string): Promise<DeviceRecord | null>;
   /** listDevices: devices in id order. */
   listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>>;
   /** activeSecrets: unused, unexpired secrets of a device, newest first. */
   activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]>;
+  /** spentSecrets: secrets of a device spent on a certificate at or after usedSince, newest first. */
+  spentSecrets(deviceId: string, usedSince: Date): Promise<SecretRecord[]>;
 }
 
 export interface CertificateStore {
@@ -163,7 +170,7 @@ export interface CertificateStore {
   listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & PageRequest): Promise<Page<CertificateRecord>>;
   /**
    * recordIssuance stores a certificate, marks the device active, consumes the secret (if given; fails
-   * with 'unauthenticated' if it was consumed meanwhile), settles the request (if given) and appends the
+   * with 'unauthenticated' if it was consumed meanwhile) and links it to the certificate, settles the request (if given) and appends the
    * audit result, all in one transaction. Nothing is returned to a client before this resolves.
    */
   recordIssuance(args: {

@@ -431,12 +431,29 @@ describe('EST labels bound to a device (devices add --label)', () => {
 });
 
 describe('EST authentication failures', () => {
-  it('a used secret is refused: 401 with WWW-Authenticate: Basic realm=...', async () => {
+  it('a used secret with another key is refused: 401 with WWW-Authenticate: Basic realm=...', async () => {
     const id = `dev-${next()}`;
     const secret = await register(id);
-    const k = await key('p256');
-    await expectIssued(await post('simpleenroll', b64(await csr(k, `/CN=${id}`)), { user: [id, secret] }), id);
-    expectUnauthenticated(await post('simpleenroll', b64(await csr(k, `/CN=${id}`)), { user: [id, secret] }));
+    await expectIssued(await post('simpleenroll', b64(await csr(await key('p256'), `/CN=${id}`)), { user: [id, secret] }), id);
+    expectUnauthenticated(await post('simpleenroll', b64(await csr(await key('p256', `other-${id}`), `/CN=${id}`)), { user: [id, secret] }));
+  });
+
+  it('a lost reply: the same secret and the same key again within enrollment.retryWindow get the identical certificate; a new key then gets 401', async () => {
+    const id = `dev-${next()}`;
+    const secret = await register(id);
+    const k = await key('p256', `lost-${id}`);
+    const first = await post('simpleenroll', b64(await csr(k, `/CN=${id}`)), { user: [id, secret] });
+    const a = await expectIssued(first, id);
+    // a fresh CSR (new signature) for the same key, as a device that retries after a timeout makes
+    const again = await post('simpleenroll', b64(await csr(k, `/CN=${id}`)), { user: [id, secret] });
+    const b = await expectIssued(again, id);
+    expect(b.serial).toBe(a.serial);
+    expect(b.pem).toBe(a.pem);
+    expect(again.body.equals(first.body)).toBe(true);
+    // still one certificate for the device
+    const listed = JSON.parse((await svc.cli(['certs', 'list', '--device', id, '--json'])).stdout) as { serial: string }[];
+    expect(listed).toHaveLength(1);
+    expectUnauthenticated(await post('simpleenroll', b64(await csr(await key('p256', `new-${id}`), `/CN=${id}`)), { user: [id, secret] }));
   });
 
   it('a wrong secret, an unknown device and no credentials at all: 401', async () => {
@@ -717,6 +734,14 @@ describe('EST labels and operations', () => {
     expectClean(r);
   });
 
+  it('a label named like an Object.prototype property (constructor, __proto__, toString): 404, never a 200 or a 500', async () => {
+    for (const [op, label] of [['csrattrs', 'constructor'], ['cacerts', '__proto__'], ['csrattrs', 'toString'], ['cacerts', 'hasOwnProperty']]) {
+      const r = await curl(estUrl(op, label));
+      expect({ label, status: r.status }).toEqual({ label, status: 404 });
+      expectClean(r);
+    }
+  });
+
   it('fullcmc: 501', async () => {
     const r = await post('fullcmc', 'MAA=\n', { contentType: 'application/pkcs7-mime; smime-type=CMC-request' });
     expect(r.status).toBe(501);
@@ -745,7 +770,7 @@ describe('EST manual approval (label manual)', () => {
     expect(list.code).toBe(0);
     const mine = (JSON.parse(list.stdout) as { id: string; deviceId: string; status: string; label: string; operation: string }[]).filter((q) => q.deviceId === id);
     expect(mine).toHaveLength(1);
-    expect(mine[0]).toMatchObject({ status: 'pending', label: 'manual', operation: 'simpleenroll' });
+    expect(mine[0]).toMatchObject({ status: 'pending', label: 'manual', operation: 'enroll' });
     // asking again before a decision keeps it pending: still 202, no second request
     const again = await post('simpleenroll', body, { user: [id, secret], label: 'manual' });
     expect(again.status).toBe(202);

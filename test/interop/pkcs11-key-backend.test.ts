@@ -406,10 +406,10 @@ describe('the CA on HSM keys', () => {
       backend = await openBackend().open();
       const loaded = await loadCa(cfg, backend);
       expect(loaded.issuing.key.spki).toEqual(made.issuing.key.spki);
-      const ca = new CertificateAuthority({ issuing: loaded.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate });
+      const ca = new CertificateAuthority({ issuing: loaded.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles: new Map([['device', { validitySeconds: 3600, serverAuth: false }]]) });
       const leafKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
       const leaf = await ca.issue({
-        profile: { name: 'device', validitySeconds: 3600, serverAuth: false },
+        profile: 'device',
         subject: [{ type: 'CN', value: 'dev-1' }],
         spki: leafKey.publicKey.export({ type: 'spki', format: 'der' }),
         keyType: 'ec',

@@ -167,7 +167,7 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       it('listRequests, listAudit and listTokens page the same way', async () => {
         await addDevice('dev-1');
         for (let i = 0; i < 11; i++) {
-          await store.createRequest({ id: `req-${String(i).padStart(2, '0')}`, deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: `sha-${i}`, csr: Buffer.from(`csr-${i}`) }, audit('request.create', 'dev-1'));
+          await store.createRequest({ id: `req-${String(i).padStart(2, '0')}`, deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: `sha-${i}`, csr: Buffer.from(`csr-${i}`) }, audit('request.create', 'dev-1'));
           await store.createToken({ id: `tok-${String(i).padStart(2, '0')}`, hash: `hash-${i}`, scope: 'operator', description: null }, audit('token.created', `tok-${i}`));
         }
         for (const id of ['req-02', 'req-05', 'req-09']) await store.decideRequest(id, 'approved', 'op', audit('request.approve', id));
@@ -250,7 +250,7 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
 
       it('settles an approved request to issued with the serial; an issued request cannot be decided again', async () => {
-        await store.createRequest({ id: 'req-1', deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: 'ab', csr: Buffer.from('csr') }, audit('request.create', 'req-1'));
+        await store.createRequest({ id: 'req-1', deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: 'ab', csr: Buffer.from('csr') }, audit('request.create', 'req-1'));
         await store.decideRequest('req-1', 'approved', 'admin', audit('request.approve', 'req-1'));
         await store.recordIssuance({ cert: cert('dd01', 'dev-1'), requestId: 'req-1', audit: audit('cert.issue', 'dd01') });
         expect(await store.findRequest('dev-1', 'ab')).toMatchObject({ status: 'issued', certSerial: 'dd01', decidedBy: 'admin' });
@@ -259,7 +259,7 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
     });
 
     describe('manual approval requests', () => {
-      const newRequest = (id: string) => store.createRequest({ id, deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: `sha-${id}`, csr: Buffer.from(`csr-${id}`) }, audit('request.create', id));
+      const newRequest = (id: string) => store.createRequest({ id, deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: `sha-${id}`, csr: Buffer.from(`csr-${id}`) }, audit('request.create', id));
       beforeEach(async () => {
         await addDevice('dev-1');
       });
@@ -366,8 +366,8 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
 
       it('cancelRequests rejects the pending and approved requests of the device', async () => {
-        await store.createRequest({ id: 'r1', deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: 's1', csr: Buffer.from('1') }, audit('request.create', 'r1'));
-        await store.createRequest({ id: 'r2', deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: 's2', csr: Buffer.from('2') }, audit('request.create', 'r2'));
+        await store.createRequest({ id: 'r1', deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: 's1', csr: Buffer.from('1') }, audit('request.create', 'r1'));
+        await store.createRequest({ id: 'r2', deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: 's2', csr: Buffer.from('2') }, audit('request.create', 'r2'));
         await store.decideRequest('r2', 'approved', 'op', audit('request.approve', 'r2'));
         await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['active'], toState: 'retired', revoke: { reason: 'cessationOfOperation', at: new Date() }, deleteSecrets: true, cancelRequests: true, audit: audit('device.retired', 'dev-1') });
         expect((await store.listRequests({})).items.map((r) => [r.id, r.status])).toEqual([['r1', 'rejected'], ['r2', 'rejected']]);

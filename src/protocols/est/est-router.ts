@@ -4,12 +4,16 @@ import { TLSSocket } from 'node:tls';
 import { certsOnly } from '../../cms/certs-only';
 import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
-import { ChannelBinding, Credentials, EstOperation, RegistrationAuthority } from '../../ra/registration-authority';
+import { ChannelBinding, EnrollOperation, Proofs, RegistrationAuthority } from '../../ra/registration-authority';
 import { decodeEstBody, encodeBase64Body } from './est-body';
 import { HTTP_ERROR_STATUS } from '../http-error-status';
 
 const CERTS_ONLY = 'application/pkcs7-mime; smime-type=certs-only';
 const DEFAULT_LABEL = 'default';
+
+type EstOperation = 'simpleenroll' | 'simplereenroll' | 'serverkeygen';
+/** OPERATION: the RA's protocol-neutral name of each EST enrollment operation (RFC 7030 §4.2, §4.4). */
+const OPERATION: Record<EstOperation, EnrollOperation> = { simpleenroll: 'enroll', simplereenroll: 'renew', serverkeygen: 'server-keygen' };
 
 export interface EstRouterOptions {
   ra: RegistrationAuthority;
@@ -29,26 +33,26 @@ export function estRouter(opts: EstRouterOptions): Router {
   const realm = opts.realm ?? 'device-ca EST';
 
   const handle =
-    (name: string, fn: (req: Request, res: Response, label: string) => Promise<void>) =>
+    (name: string, fn: (req: Request, res: Response, profile: string) => Promise<void>) =>
     async (req: Request, res: Response): Promise<void> => {
       const label = (req.params.label as string | undefined) ?? DEFAULT_LABEL;
       res.locals.route = `est.${name}`;
       try {
-        opts.ra.label(label); // unknown label: 404 before anything else
-        await fn(req, res, label);
+        const profile = opts.ra.profileForLabel(label); // unknown label: 404 before anything else
+        await fn(req, res, profile);
       } catch (e) {
         sendEstError(res, toDeviceCaError(e), realm);
       }
     };
 
   const cacerts = handle('cacerts', async (_req, res) => sendBase64(res, 200, CERTS_ONLY, cacertsBody));
-  const csrattrs = handle('csrattrs', async (_req, res, label) => sendBase64(res, 200, 'application/csrattrs', encodeBase64Body(opts.ra.csrAttrs(label))));
+  const csrattrs = handle('csrattrs', async (_req, res, profile) => sendBase64(res, 200, 'application/csrattrs', encodeBase64Body(opts.ra.csrAttrs(profile))));
   const enroll = (op: EstOperation) =>
-    handle(op, async (req, res, label) => {
+    handle(op, async (req, res, profile) => {
       const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
       if (ct !== 'application/pkcs10') throw new DeviceCaError('bad-request', 'Content-Type must be application/pkcs10');
       const csr = decodeEstBody(await readRawBody(req, opts.bodyLimit));
-      const out = await opts.ra.enroll({ label, operation: op, csr, credentials: credentials(req), binding: channelBinding(req) });
+      const out = await opts.ra.enroll({ profile, operation: OPERATION[op], csr, proofs: { ...credentials(req), channelBinding: channelBinding(req) } });
       if (out.status === 'pending') {
         res.setHeader('Retry-After', String(out.retryAfterSeconds));
         sendText(res, 202, `request ${out.requestId} is waiting for approval\n`);
@@ -109,13 +113,13 @@ function sendEstError(res: Response, e: DeviceCaError, realm: string): void {
 }
 
 /** credentials: HTTP Basic (RFC 7617) and the TLS client certificate (its chain built only when asked for). */
-function credentials(req: Request): Credentials {
-  const c: Credentials = {};
+function credentials(req: Request): Proofs {
+  const c: Proofs = {};
   const h = req.headers.authorization;
   if (h && /^basic /i.test(h)) {
     const dec = Buffer.from(h.slice(6).trim(), 'base64').toString('utf8');
     const i = dec.indexOf(':');
-    if (i > 0) c.basic = { username: dec.slice(0, i), password: dec.slice(i + 1) };
+    if (i > 0) c.secret = { deviceId: dec.slice(0, i), secret: dec.slice(i + 1) };
   }
   const sock = req.socket as TLSSocket;
   if (typeof sock.getPeerCertificate !== 'function') return c;
@@ -124,7 +128,7 @@ function credentials(req: Request): Credentials {
   if (peer && peer.raw) {
     const leaf = sock.getPeerX509Certificate();
     if (!leaf) return c;
-    c.clientCert = {
+    c.clientCertificate = {
       leaf,
       intermediates: () => {
         const chain: Buffer[] = [];

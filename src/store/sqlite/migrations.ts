@@ -113,3 +113,15 @@ MIGRATIONS.push(
    DROP INDEX certificates_revoked;
    CREATE INDEX certificates_crl ON certificates(issuer, shard, status, serial);`,
 );
+
+// 4: protocol-neutral operation names in the approval queue; a spent secret remembers the certificate it
+// bought, so a device that lost the reply can fetch the same certificate again (enrollment.retryWindow)
+MIGRATIONS.push(
+  `UPDATE requests SET operation = CASE operation
+     WHEN 'simpleenroll' THEN 'enroll'
+     WHEN 'simplereenroll' THEN 'renew'
+     WHEN 'serverkeygen' THEN 'server-keygen'
+     ELSE operation END;
+   ALTER TABLE secrets ADD COLUMN cert_serial TEXT;
+   CREATE INDEX secrets_spent ON secrets(device_id, used_at);`,
+);

@@ -168,7 +168,7 @@ export class SqliteStore implements Store {
   }
 
   // ---- devices and secrets ----
-  async createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt'>, audit: AuditInput): Promise<DeviceRecord> {
+  async createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>, audit: AuditInput): Promise<DeviceRecord> {
     const now = new Date();
     return this.db
       .transaction(() => {
@@ -200,7 +200,12 @@ export class SqliteStore implements Store {
     const rows = this.db
       .prepare('SELECT * FROM secrets WHERE device_id = ? AND used_at IS NULL AND expires_at > ? ORDER BY id DESC')
       .all(deviceId, ms(now)) as Row[];
-    return rows.map((r) => ({ id: Number(r.id), deviceId: String(r.device_id), hash: String(r.hash), expiresAt: date(r.expires_at), usedAt: null }));
+    return rows.map((r) => ({ id: Number(r.id), deviceId: String(r.device_id), hash: String(r.hash), expiresAt: date(r.expires_at), usedAt: null, certSerial: null }));
+  }
+
+  async spentSecrets(deviceId: string, usedSince: Date): Promise<SecretRecord[]> {
+    const rows = this.stmt('SELECT * FROM secrets WHERE device_id = ? AND used_at >= ? AND cert_serial IS NOT NULL ORDER BY id DESC').all(deviceId, ms(usedSince)) as Row[];
+    return rows.map((r) => ({ id: Number(r.id), deviceId: String(r.device_id), hash: String(r.hash), expiresAt: date(r.expires_at), usedAt: date(r.used_at), certSerial: String(r.cert_serial) }));
   }
 
   // ---- certificates ----
@@ -225,7 +230,7 @@ export class SqliteStore implements Store {
     const now = new Date();
     return this.grouped(() => {
         if (args.consumeSecretId !== undefined) {
-          const r = this.stmt('UPDATE secrets SET used_at = ? WHERE id = ? AND used_at IS NULL').run(ms(now), args.consumeSecretId);
+          const r = this.stmt('UPDATE secrets SET used_at = ?, cert_serial = ? WHERE id = ? AND used_at IS NULL').run(ms(now), c.serial, args.consumeSecretId);
           if (r.changes !== 1) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
         }
         this.stmt(

@@ -68,8 +68,8 @@ describe.each<{ label: string; overrides: Record<string, unknown> }>([
     let leafPem: string;
     let issued: Awaited<ReturnType<CertificateAuthority['issue']>>;
     beforeAll(async () => {
-      issued = await t.ca.issue({
-        profile: { name: 'device', validitySeconds: 365 * 86400, serverAuth },
+      issued = await t.caWith({ device: { validitySeconds: 365 * 86400, serverAuth } }).issue({
+        profile: 'device',
         subject: [{ type: 'CN', value: 'dev-1' }],
         spki: spkiOf(leaf),
         keyType: leaf.startsWith('rsa') ? 'rsa' : 'ec',
@@ -121,7 +121,7 @@ describe.each<{ label: string; overrides: Record<string, unknown> }>([
 
   it('serial: 32 hex digits, a positive 16-octet INTEGER, first octet 01xxxxxx', async () => {
     for (let i = 0; i < 50; i++) {
-      const c = await t.ca.issue({ profile: { name: 'p', validitySeconds: 3600, serverAuth: false }, subject: [{ type: 'CN', value: 'x' }], spki: t.hierarchy.issuing.key.spki, keyType: 'ec', sans: [] });
+      const c = await t.caWith({ p: { validitySeconds: 3600, serverAuth: false } }).issue({ profile: 'p', subject: [{ type: 'CN', value: 'x' }], spki: t.hierarchy.issuing.key.spki, keyType: 'ec', sans: [] });
       expect(c.serial).toMatch(/^[4-7][0-9a-f]{31}$/);
       const serialTlv = children(readOne(certificateParts(c.der).tbs))[1];
       expect(serialTlv.tag).toBe(0x02);
@@ -137,12 +137,14 @@ describe('validity window', () => {
     t = await makeTestCa({ 'ca.backdate': '5m', 'ca.root.validity': '3d', 'ca.issuing.validity': '2d' }, 'device-ca-val-');
   });
   afterAll(() => t?.cleanup());
-  const req = (validitySeconds: number) => ({ profile: { name: 'p', validitySeconds, serverAuth: false }, subject: [{ type: 'CN' as const, value: 'x' }], spki: t.hierarchy.issuing.key.spki, keyType: 'ec' as const, sans: [] });
+  const req = () => ({ profile: 'p', subject: [{ type: 'CN' as const, value: 'x' }], spki: t.hierarchy.issuing.key.spki, keyType: 'ec' as const, sans: [] });
+  /** caFor: a CA whose profile 'p' has the given validity */
+  const caFor = (validitySeconds: number, o: { backdateSeconds?: number; publicUrl?: string; crlShards?: number } = {}) => t.caWith({ p: { validitySeconds, serverAuth: false } }, o);
 
   it('notBefore is backdated, whole seconds; notAfter is now + validity', async () => {
     const sec = Math.floor(Date.now() / 1000) * 1000;
     const now = new Date(sec + 678);
-    const c = await new CertificateAuthority({ issuing: t.hierarchy.issuing, publicUrl: BASE, crlShards: 16, backdateSeconds: 300 }).issue(req(60), now);
+    const c = await caFor(60, { publicUrl: BASE, crlShards: 16, backdateSeconds: 300 }).issue(req(), now);
     expect(c.notBefore.getTime()).toBe(sec - 300_000);
     expect(c.notAfter.getTime()).toBe(sec + 60_000);
     const x = new crypto.X509Certificate(c.der);
@@ -155,11 +157,11 @@ describe('validity window', () => {
   // its notBefore instead of refusing. Flip to it() once fixed.
   it('refuses to issue after the issuing CA expired', async () => {
     const later = new Date(t.hierarchy.issuing.notAfter.getTime() + 86400_000);
-    await expect(t.ca.issue(req(60), later)).rejects.toBeInstanceOf(DeviceCaError);
+    await expect(caFor(60).issue(req(), later)).rejects.toBeInstanceOf(DeviceCaError);
   });
 
   it('a leaf never outlives its issuer', async () => {
-    const c = await t.ca.issue(req(365 * 86400));
+    const c = await caFor(365 * 86400).issue(req());
     expect(c.notAfter.getTime()).toBe(t.hierarchy.issuing.notAfter.getTime());
     expect(new Date(new crypto.X509Certificate(c.der).validTo).getTime()).toBe(new Date(new crypto.X509Certificate(t.hierarchy.issuing.der).validTo).getTime());
   });
@@ -172,7 +174,8 @@ describe('validity window', () => {
 
   it('shards spread over all CRL shards', async () => {
     const seen = new Set<number>();
-    for (let i = 0; i < 400; i++) seen.add((await t.ca.issue(req(60))).shard);
+    const ca = caFor(60);
+    for (let i = 0; i < 400; i++) seen.add((await ca.issue(req())).shard);
     expect([...seen].sort((a, b) => a - b)).toEqual(Array.from({ length: t.cfg.crl.shards }, (_, i) => i));
   });
 });

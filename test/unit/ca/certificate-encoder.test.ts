@@ -134,7 +134,7 @@ describe.each(HIERARCHIES)('$label', (h) => {
   it.each(cases)('$label, $sanLabel, serverAuth $serverAuth: TBS equals @peculiar/x509 output', async (c) => {
     const subject = SUBJECTS[(c.sans.length + (c.serverAuth ? 1 : 0)) % SUBJECTS.length];
     const spki = leafKeys.get(c.alg)!;
-    const issued = await t.ca.issue({ profile: { name: 'device', validitySeconds: h.leafValidity, serverAuth: c.serverAuth }, subject, spki, keyType: c.keyType, sans: c.sans });
+    const issued = await t.caWith({ device: { validitySeconds: h.leafValidity, serverAuth: c.serverAuth } }).issue({ profile: 'device', subject, spki, keyType: c.keyType, sans: c.sans });
     const ref = await referenceLeaf({
       serialHex: issued.serial,
       notBefore: issued.notBefore,

@@ -49,7 +49,7 @@ beforeAll(async () => {
   dir = tca.dir;
   const { privateKey } = generateKeyPair('ecdsa-p256');
   const key = softwareSigningKey(privateKey, 'ecdsa-p256', 'memory');
-  const cert = await tca.ca.issueOcspResponder(key.spki, 30 * 86400);
+  const cert = await tca.ca.issueOcspResponder(key.spki);
   responder = new OcspResponder(key, cert.der);
   fs.writeFileSync(path.join(dir, 'issuing.pem'), toPem(tca.hierarchy.issuing.der, 'CERTIFICATE'));
   fs.writeFileSync(path.join(dir, 'chain.pem'), toPem(tca.hierarchy.issuing.der, 'CERTIFICATE') + toPem(tca.hierarchy.root.der, 'CERTIFICATE'));

@@ -1,5 +1,6 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { resolveProfiles } from '../../../src/config/enrollment-profiles';
 import { envName, loadConfig, publicBaseUrl } from '../../../src/config/load-config';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { makeTmpDir, TmpDir } from '../../helpers/tmp';
@@ -41,6 +42,7 @@ describe('defaults', () => {
     ['enrollment.authFailureLimit', cfg.enrollment.authFailureLimit, 5],
     ['enrollment.authFailureWindow (15m)', cfg.enrollment.authFailureWindow, 900],
     ['enrollment.pendingRetryAfter (60s)', cfg.enrollment.pendingRetryAfter, 60],
+    ['enrollment.retryWindow (10m)', cfg.enrollment.retryWindow, 600],
     ['ca.algorithm', cfg.ca.algorithm, 'ecdsa-p256'],
     ['ca.root.validity (7300d)', cfg.ca.root.validity, 7300 * 86400],
     ['ca.issuing.validity (3650d)', cfg.ca.issuing.validity, 3650 * 86400],
@@ -50,9 +52,10 @@ describe('defaults', () => {
     expect(got).toEqual(want);
   });
 
-  it('has the label "default" with every key algorithm and no proof of possession or manual approval', () => {
-    expect(Object.keys(cfg.est.labels)).toEqual(['default']);
-    expect(cfg.est.labels.default).toMatchObject({
+  it('has the label "default" serving the profile "default": every key algorithm, no proof of possession or manual approval', () => {
+    expect(cfg.est.labels).toEqual({ default: { profile: 'default' } });
+    expect(Object.keys(cfg.profiles)).toEqual(['default']);
+    expect(cfg.profiles.default).toMatchObject({
       auth: ['basic', 'bootstrap-cert'],
       proofOfPossession: false,
       manualApproval: false,
@@ -139,17 +142,42 @@ describe('environment overrides', () => {
 });
 
 describe('the file', () => {
-  it('reads labels with their own policies and fills label defaults', () => {
+  it('reads labels with their policy inline (the form before profiles): each makes a profile of its name, defaults filling the rest', () => {
     const file = yaml(
       'labels.yaml',
       'est:\n  labels:\n    default: {}\n    strict: { keyAlgorithms: [ecdsa-p256] }\n    pop: { proofOfPossession: true }\n    manual: { manualApproval: true, validity: 30d }\n',
     );
-    const cfg = loadConfig({ file, env: {} });
-    expect(Object.keys(cfg.est.labels).sort()).toEqual(['default', 'manual', 'pop', 'strict']);
-    expect(cfg.est.labels.strict.keyAlgorithms).toEqual(['ecdsa-p256']);
-    expect(cfg.est.labels.strict.auth).toEqual(['basic', 'bootstrap-cert']);
-    expect(cfg.est.labels.pop.proofOfPossession).toBe(true);
-    expect(cfg.est.labels.manual).toMatchObject({ manualApproval: true, validity: 30 * 86400 });
+    const { profiles, labels } = resolveProfiles(loadConfig({ file, env: {} }));
+    expect([...labels].sort()).toEqual([['default', 'default'], ['manual', 'manual'], ['pop', 'pop'], ['strict', 'strict']]);
+    expect(profiles.get('strict')!.keyAlgorithms).toEqual(['ecdsa-p256']);
+    expect(profiles.get('strict')!.auth).toEqual(['basic', 'bootstrap-cert']);
+    expect(profiles.get('pop')!.proofOfPossession).toBe(true);
+    expect(profiles.get('manual')).toMatchObject({ manualApproval: true, validity: 30 * 86400, proofOfPossession: false });
+    expect(profiles.get('default')).toEqual(loadConfig({ env: {} }).profiles.default);
+  });
+
+  it('inline policy on the label "default" keeps its meaning (not shadowed by the built-in profile "default")', () => {
+    const file = yaml('legacy-default.yaml', 'est:\n  labels:\n    default: { manualApproval: true }\n');
+    expect(resolveProfiles(loadConfig({ file, env: {} })).profiles.get('default')!.manualApproval).toBe(true);
+  });
+
+  it('reads named profiles and labels that map onto them; a bare label without a profile of its name gets the default policy', () => {
+    const file = yaml(
+      'profiles.yaml',
+      'profiles:\n  default: {}\n  sensors: { keyAlgorithms: [ecdsa-p384], validity: 90d }\nest:\n  labels:\n    default: {}\n    field: { profile: sensors }\n    lab: { profile: sensors }\n    spare: {}\n',
+    );
+    const { profiles, labels } = resolveProfiles(loadConfig({ file, env: {} }));
+    expect(Object.fromEntries(labels)).toEqual({ default: 'default', field: 'sensors', lab: 'sensors', spare: 'spare' });
+    expect(profiles.get('sensors')).toMatchObject({ keyAlgorithms: ['ecdsa-p384'], validity: 90 * 86400 });
+    expect(profiles.get('spare')).toEqual(profiles.get('default'));
+  });
+
+  it('profile and label lookups are Maps: "constructor" or "__proto__" is no profile unless configured', () => {
+    const { profiles, labels } = resolveProfiles(loadConfig({ env: {} }));
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      expect(profiles.get(name)).toBeUndefined();
+      expect(labels.get(name)).toBeUndefined();
+    }
   });
 
   it.each([
@@ -160,6 +188,11 @@ describe('the file', () => {
     ['a bad duration', 'enrollment.secretTtl', 'enrollment:\n  secretTtl: forever\n'],
     ['a wrong type', 'workers', 'workers: many\n'],
     ['a label name outside [a-z0-9-]', 'est.labels.Bad_Name', 'est:\n  labels:\n    Bad_Name: {}\n'],
+    ['a label naming a profile that does not exist', 'est.labels.field.profile', 'est:\n  labels:\n    field: { profile: nosuch }\n'],
+    ['a label naming a profile and carrying policy too', 'est.labels.field.validity', 'profiles:\n  p: {}\nest:\n  labels:\n    field: { profile: p, validity: 1d }\n'],
+    ['inline policy on a label whose profile is configured too', 'est.labels.strict.keyAlgorithms', 'profiles:\n  strict: { validity: 1d }\nest:\n  labels:\n    strict: { keyAlgorithms: [ecdsa-p256] }\n'],
+    ['a profile named like a built-in CA profile', 'profiles.tls-server', 'profiles:\n  tls-server: {}\n'],
+    ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
   ])('%s is refused; the message is "<file>: %s: ..."', (_name, key, text) => {
     const file = yaml(`bad-${++badFiles}.yaml`, text);
     const m = configError(() => loadConfig({ file, env: {} }));
@@ -189,7 +222,7 @@ describe('the result is frozen', () => {
     expect(Object.isFrozen(cfg.https.names)).toBe(true);
     expect(Object.isFrozen(cfg.est.labels)).toBe(true);
     expect(Object.isFrozen(cfg.est.labels.default)).toBe(true);
-    expect(Object.isFrozen(cfg.est.labels.default.keyAlgorithms)).toBe(true);
+    expect(Object.isFrozen(cfg.profiles.default.keyAlgorithms)).toBe(true);
   });
 
   it('so writes throw (strict mode) and change nothing', () => {
@@ -200,7 +233,7 @@ describe('the result is frozen', () => {
       (cfg.https as { port: number }).port = 1;
     }).toThrow(TypeError);
     expect(() => {
-      (cfg.est.labels.default.keyAlgorithms as string[]).push('rsa-4096');
+      (cfg.profiles.default.keyAlgorithms as string[]).push('rsa-4096');
     }).toThrow(TypeError);
     expect(cfg.workers).toBe(0);
     expect(cfg.https.port).toBe(8443);
