@@ -217,7 +217,7 @@ describe('idempotent enrollment: a device that lost the reply gets the same cert
     const again = await hi.issued('default', 'enroll', hi.csr(id, { key }).der, secretProof(id, secret));
     expect(again.serial).toBe(first.serial);
     expect(again.certificate.equals(first.certificate)).toBe(true);
-    expect(await hi.store.listCertificates({ deviceId: id })).toHaveLength(1);
+    expect((await hi.store.listCertificates({ deviceId: id })).items).toHaveLength(1);
     const repeated = (await hi.audit('certificate.repeated')).filter((a) => a.subject === id);
     expect(repeated).toHaveLength(1);
     expect(repeated[0].data).toMatchObject({ serial: first.serial, profile: 'default', operation: 'enroll' });
