@@ -1,6 +1,6 @@
 import { CaseGenerator, Generated } from './fuzz-case';
 import { AdminRoute, FuzzMaterial } from './fuzz-material';
-import { RawRequest } from './raw-http';
+import { RawRequest } from '../helpers/raw-http';
 import { reshape } from './request-shapes';
 import { SeededRandom } from './seeded-random';
 import { HOSTILE_SEGMENTS, ODD_VALUES, PROTO_NAMES, mutateJson } from './text-mutations';
@@ -29,7 +29,7 @@ export function adminCorpus(m: FuzzMaterial): Generated[] {
     out.push(post('/devices', `{"id":"fz-corpus-${++n}","secretTtl":${ttl}}`, `secretTtl ${ttl}`));
     out.push(post(`/devices/${m.adminDevices[m.adminDevices.length - 1]}/transfer`, `{"to":"fuzz-3","secretTtl":${ttl}}`, `transfer secretTtl ${ttl}`));
   }
-  for (const limit of ['1e300', '-1', 'NaN', '9007199254740993', '0x10', '']) out.push(get(`/devices?limit=${limit}`, `limit=${limit}`), get(`/certificates?limit=${limit}&after=${limit}`, `certificates limit=${limit}`));
+  for (const limit of ['1e300', '-1', 'NaN', '9007199254740993', '0x10', '', '1.5', '0.5', '999.9']) out.push(get(`/devices?limit=${limit}`, `limit=${limit}`), get(`/certificates?limit=${limit}&after=${limit}`, `certificates limit=${limit}`));
   out.push(post('/devices', `{"__proto__":{"admin":true},"id":"fz-corpus-${++n}"}`, '__proto__ key'));
   out.push(post('/devices', `{"constructor":{"prototype":{"admin":true}},"id":"fz-corpus-${++n}"}`, 'constructor.prototype key'));
   out.push(post('/devices', '['.repeat(30_000) + ']'.repeat(30_000), '30 000 nested arrays'));

@@ -7,7 +7,7 @@ import { CampaignSettings, ProtocolResult, campaignSettings, runProtocol, summar
 import { FuzzMaterial, prepareMaterial } from './fuzz-material';
 import { httpCases, httpCorpus } from './http-cases';
 import { ocspCases, ocspCorpus } from './ocsp-cases';
-import { sendRaw } from './raw-http';
+import { sendRaw } from '../helpers/raw-http';
 import { LogWatch, serviceRss } from './service-watch';
 
 /**

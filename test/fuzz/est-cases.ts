@@ -1,7 +1,7 @@
 import { mutateBytes } from './byte-mutations';
 import { CaseGenerator, Generated } from './fuzz-case';
 import { FuzzMaterial, certFromEstReply } from './fuzz-material';
-import { RawRequest } from './raw-http';
+import { RawRequest } from '../helpers/raw-http';
 import { reshape } from './request-shapes';
 import { SeededRandom } from './seeded-random';
 import { HOSTILE_SEGMENTS, PROTO_NAMES, mutateBase64 } from './text-mutations';

@@ -1,6 +1,6 @@
 import { CaseGenerator, FuzzCase, Generated, Protocol, describeCase, verdict } from './fuzz-case';
 import { KNOWN_DEFECTS, knownDefectOf } from './known-defects';
-import { Endpoint, RawReply, TransportFailure, sendRaw } from './raw-http';
+import { Endpoint, RawReply, TransportFailure, sendRaw } from '../helpers/raw-http';
 import { LogWatch, WORKER_EXITED } from './service-watch';
 import { SeededRandom, deriveSeed } from './seeded-random';
 

@@ -1,4 +1,4 @@
-import { RawReply, RawRequest, TransportFailure, encodeRequest } from './raw-http';
+import { RawReply, RawRequest, TransportFailure, encodeRequest } from '../helpers/raw-http';
 import { SeededRandom } from './seeded-random';
 
 /**
@@ -39,7 +39,7 @@ export function verdict(c: FuzzCase, reply: RawReply | TransportFailure): Verdic
   if (reply.kind === 'transport') return { ok: false, why: `transport: ${reply.error}` };
   if (reply.status < 500) return { ok: true };
   if (reply.status === 503 && reply.headers.has('retry-after')) return { ok: true };
-  if (reply.status === 501 && /\/fullcmc(\?|$)/.test(c.request.path)) return { ok: true };
+  if (reply.status === 501 && /\/fullcmc(\/|\?|#|$)/.test(c.request.path)) return { ok: true };
   return { ok: false, why: `HTTP ${reply.status}` };
 }
 

@@ -6,7 +6,7 @@ import { buildCsr } from '../fixtures/build-csr';
 import { openssl } from '../helpers/pki-client';
 import { RunningService } from '../helpers/service-process';
 import { TmpDir } from '../helpers/tmp';
-import { Endpoint, RawReply, sendRaw } from './raw-http';
+import { Endpoint, RawReply, sendRaw } from '../helpers/raw-http';
 
 /**
  * fuzz-material: the VALID requests the campaign mutates, made against the running service the way a

@@ -1,6 +1,6 @@
 import { CaseGenerator, Generated } from './fuzz-case';
 import { FuzzMaterial } from './fuzz-material';
-import { RawRequest } from './raw-http';
+import { RawRequest } from '../helpers/raw-http';
 import { reshape } from './request-shapes';
 import { HOSTILE_SEGMENTS, PROTO_NAMES } from './text-mutations';
 

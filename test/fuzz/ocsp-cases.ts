@@ -1,7 +1,7 @@
 import { mutateBytes, nestedSequences } from './byte-mutations';
 import { CaseGenerator, Generated } from './fuzz-case';
 import { FuzzMaterial } from './fuzz-material';
-import { RawRequest } from './raw-http';
+import { RawRequest } from '../helpers/raw-http';
 import { reshape } from './request-shapes';
 import { HOSTILE_SEGMENTS, mutateBase64 } from './text-mutations';
 

@@ -1,4 +1,4 @@
-import { RawRequest } from './raw-http';
+import { RawRequest } from '../helpers/raw-http';
 import { SeededRandom } from './seeded-random';
 import { CONTENT_TYPES, oddHeaders } from './text-mutations';
 

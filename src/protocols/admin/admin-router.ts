@@ -24,7 +24,8 @@ type Handler = (req: Request, caller: Caller, body: Record<string, unknown>) => 
 const STATES: DeviceState[] = ['registered', 'active', 'suspended', 'retired'];
 const certJson = ({ der, ...c }: CertificateRecord, withPem = false) => ({ ...c, ...(withPem ? { pem: toPem(der, 'CERTIFICATE') } : {}) });
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-const limit = (v: unknown): number => Math.min(Math.max(Number(v ?? 100) || 100, 1), 1000);
+/** limit: a page size in 1..1000; a fraction is cut to an integer (SQLite refuses LIMIT 1.5 with a 500). */
+const limit = (v: unknown): number => Math.min(Math.max(Math.trunc(Number(v ?? 100)) || 100, 1), 1000);
 
 /**
  * adminRouter is the admin API (/api/v1): JSON in and out, the same operations as the CLI. It
