@@ -21,7 +21,7 @@ import { LogWatch, serviceRss } from './service-watch';
 
 const settings: CampaignSettings = campaignSettings(process.env, 4);
 /** RSS_GROWTH_LIMIT: how much the service's summed RSS may grow over the campaign (FUZZ_RSS_GROWTH_MB) */
-const RSS_GROWTH_LIMIT = Number(process.env.FUZZ_RSS_GROWTH_MB ?? 200) * 1024 * 1024;
+const RSS_GROWTH_LIMIT = Number(process.env.FUZZ_RSS_GROWTH_MB ?? 256) * 1024 * 1024;
 const perProtocolTimeout = (settings.secondsPerProtocol + 60) * 1000;
 
 let svc: RunningService;
