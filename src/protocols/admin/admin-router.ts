@@ -26,8 +26,8 @@ const STATES: DeviceState[] = ['registered', 'active', 'suspended', 'retired'];
 const certJson = ({ der, ...c }: CertificateRecord, withPem = false) => ({ ...c, ...(withPem ? { pem: toPem(der, 'CERTIFICATE') } : {}) });
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 const REQUEST_STATUSES: RequestStatus[] = ['pending', 'approved', 'rejected', 'issued'];
-/** limit: ?limit= clamped to the store's page size; a list answer's `next` leads to the rest. */
-const limit = (v: unknown): number => Math.min(Math.max(Number(v ?? DEFAULT_PAGE_LIMIT) || DEFAULT_PAGE_LIMIT, 1), MAX_PAGE_LIMIT);
+/** limit: ?limit= clamped to the store's page size (a fraction cut to an integer); a list answer's `next` leads to the rest. */
+const limit = (v: unknown): number => Math.min(Math.max(Math.trunc(Number(v ?? DEFAULT_PAGE_LIMIT)) || DEFAULT_PAGE_LIMIT, 1), MAX_PAGE_LIMIT);
 
 /**
  * adminRouter is the admin API (/api/v1): JSON in and out, the same operations as the CLI. It

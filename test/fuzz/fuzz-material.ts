@@ -1,0 +1,151 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { X509Certificates } from '@peculiar/x509';
+import { buildCsr } from '../fixtures/build-csr';
+import { openssl } from '../helpers/pki-client';
+import { RunningService } from '../helpers/service-process';
+import { TmpDir } from '../helpers/tmp';
+import { Endpoint, RawReply, sendRaw } from '../helpers/raw-http';
+
+/**
+ * fuzz-material: the VALID requests the campaign mutates, made against the running service the way a
+ * device and an operator make them: an operator token, registered devices with their one-time secrets
+ * and CSRs, an enrolled device (certificate and key) for re-enrollment, OCSP requests made by openssl,
+ * the admin routes read from /api/v1/openapi.json.
+ */
+
+/** EstSlot: a registered device whose secret is still unused, and a CSR for it. */
+export interface EstSlot {
+  id: string;
+  secret: string;
+  csr: Buffer;
+}
+
+export interface EnrolledDevice {
+  id: string;
+  certPem: string;
+  keyPem: string;
+  serial: string;
+  /** csr: a re-enrollment CSR (same subject, same key) */
+  csr: Buffer;
+}
+
+export interface AdminRoute {
+  method: 'GET' | 'POST';
+  /** template: /devices/{id} */
+  template: string;
+  query: string[];
+  /** body: a valid body for the route ({} when it takes none) */
+  body: Record<string, unknown>;
+}
+
+export interface FuzzMaterial {
+  ep: Endpoint;
+  token: string;
+  estSlots: EstSlot[];
+  reenroll: EnrolledDevice;
+  /** adminDevices: ids the admin campaign may suspend, transfer and retire (never the EST ones) */
+  adminDevices: string[];
+  adminSerials: string[];
+  adminRoutes: AdminRoute[];
+  ocspRequests: Buffer[];
+  caNames: string[];
+  /** replaceSlot: register a fresh device in slot i (its secret was used by a successful enrollment) */
+  replaceSlot(i: number): Promise<void>;
+}
+
+/** bodyJson: a reply body as JSON (the admin API never chunks its replies). */
+const bodyJson = (r: RawReply): Record<string, unknown> => JSON.parse(r.body.toString('utf8')) as Record<string, unknown>;
+
+/** certFromEstReply: the certificate inside an EST certs-only reply (base64 PKCS#7). */
+export function certFromEstReply(r: RawReply): Buffer {
+  const p7 = Buffer.from(r.body.toString('latin1'), 'base64');
+  const certs = new X509Certificates();
+  certs.import(p7);
+  return Buffer.from(certs[0].rawData);
+}
+
+/** newEcKey: a P-256 key pair as KeyObject and PEM. */
+function newEcKey(): { key: crypto.KeyObject; pem: string } {
+  const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return { key: privateKey, pem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
+}
+
+export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: string): Promise<FuzzMaterial> {
+  const ep: Endpoint = { host: '127.0.0.1', httpsPort: svc.httpsPort, httpPort: svc.httpPort, ca: fs.readFileSync(svc.chainPem, 'utf8') };
+  const auth: [string, string] = ['Authorization', `Bearer ${token}`];
+  let serial = 0;
+
+  const admin = async (method: string, p: string, body?: unknown): Promise<RawReply> => {
+    const r = await sendRaw(ep, { listener: 'https', method, path: `/api/v1${p}`, headers: [auth, ['Content-Type', 'application/json']], body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)) });
+    if (r.kind !== 'reply' || r.status >= 300) throw new Error(`admin ${method} ${p}: ${r.kind === 'reply' ? `HTTP ${r.status} ${r.body.toString()}` : r.error}`);
+    return r;
+  };
+  const register = async (prefix: string): Promise<EstSlot> => {
+    const id = `${prefix}-${++serial}`;
+    const r = await admin('POST', '/devices', { id, owner: 'fuzz' });
+    return { id, secret: bodyJson(r).secret as string, csr: buildCsr({ privateKey: newEcKey().key, subject: [{ type: 'CN', value: id }] }) };
+  };
+  const enroll = async (prefix: string): Promise<EnrolledDevice> => {
+    const id = `${prefix}-${++serial}`;
+    const secret = bodyJson(await admin('POST', '/devices', { id, owner: 'fuzz' })).secret as string;
+    const k = newEcKey();
+    const csr = buildCsr({ privateKey: k.key, subject: [{ type: 'CN', value: id }] });
+    const r = await sendRaw(ep, { listener: 'https', method: 'POST', path: '/.well-known/est/simpleenroll', headers: [['Authorization', `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`], ['Content-Type', 'application/pkcs10']], body: Buffer.from(csr.toString('base64')) });
+    if (r.kind !== 'reply' || r.status !== 200) throw new Error(`enroll ${id}: ${r.kind === 'reply' ? `HTTP ${r.status} ${r.body.toString()}` : r.error}`);
+    const der = certFromEstReply(r);
+    const x = new crypto.X509Certificate(der);
+    // the re-enrollment CSR carries the certificate's subject (O=owner, CN=id) as the RA requires
+    const subject = x.subject.split('\n').map((l) => {
+      const i = l.indexOf('=');
+      return { type: l.slice(0, i), value: l.slice(i + 1) };
+    });
+    return { id, certPem: x.toString(), keyPem: k.pem, serial: x.serialNumber.toLowerCase(), csr: buildCsr({ privateKey: k.key, subject: subject as never }) };
+  };
+
+  const estSlots = await Promise.all(Array.from({ length: 6 }, () => register('fz-est')));
+  const reenroll = await enroll('fz-reenroll');
+  const adminEnrolled = await Promise.all(Array.from({ length: 3 }, () => enroll('fz-admin')));
+  const adminDevices = [...adminEnrolled.map((d) => d.id), ...(await Promise.all([register('fz-admin'), register('fz-admin')])).map((s) => s.id)];
+
+  // OCSP requests as openssl makes them, with and without a nonce, for a real certificate
+  const issuing = path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem');
+  const certFile = tmp.write('fuzz/reenroll.crt', reenroll.certPem);
+  const ocspRequests: Buffer[] = [];
+  for (const [pre, post] of [[[], []], [[], ['-no_nonce']], [['-sha256'], []]]) {
+    const out = tmp.file(`fuzz/ocsp-${ocspRequests.length}.der`);
+    await openssl('ocsp', '-issuer', issuing, ...pre, '-cert', certFile, '-reqout', out, ...post);
+    ocspRequests.push(fs.readFileSync(out));
+  }
+
+  // every admin route the service documents, with a valid body for each POST
+  const spec = bodyJson(await sendRaw(ep, { listener: 'https', method: 'GET', path: '/api/v1/openapi.json', headers: [] }) as RawReply) as { paths: Record<string, Record<string, { parameters?: { name: string; in: string }[] }>> };
+  const validBody: Record<string, Record<string, unknown>> = {
+    '/devices': { id: 'fz-new', owner: 'fuzz', label: 'default', secretTtl: '1d' },
+    '/devices/{id}/transfer': { to: 'fuzz-2', secretTtl: '1h' },
+    '/certificates/{serial}/revoke': { reason: 'superseded' },
+  };
+  const adminRoutes: AdminRoute[] = [];
+  for (const [template, ops] of Object.entries(spec.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      adminRoutes.push({ method: method.toUpperCase() as 'GET' | 'POST', template, query: (op.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name), body: method === 'post' ? (validBody[template] ?? {}) : {} });
+    }
+  }
+
+  const m: FuzzMaterial = {
+    ep,
+    token,
+    estSlots,
+    reenroll,
+    adminDevices,
+    adminSerials: adminEnrolled.map((d) => d.serial),
+    adminRoutes,
+    ocspRequests,
+    caNames: ['device-ca-issuing', 'device-ca-root'],
+    async replaceSlot(i) {
+      m.estSlots[i] = await register('fz-est');
+    },
+  };
+  return m;
+}
