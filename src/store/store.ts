@@ -4,13 +4,21 @@
  * it either happens entirely or not at all.
  */
 
-export type DeviceState = 'registered' | 'active' | 'suspended' | 'retired';
+/**
+ * DeviceState: `transferring` is the half-way point of a two-sided ownership transfer: the owner (or an
+ * operator) has released the device to a named new owner (`pendingOwner`) who has not claimed it yet. Its
+ * certificates are already revoked and it has no credential, so it cannot enroll.
+ */
+export type DeviceState = 'registered' | 'active' | 'suspended' | 'transferring' | 'retired';
+export const DEVICE_STATES: readonly DeviceState[] = ['registered', 'active', 'suspended', 'transferring', 'retired'];
 
 export interface DeviceRecord {
   id: string;
   owner: string | null;
   label: string | null;
   state: DeviceState;
+  /** pendingOwner: the new owner a `transferring` device was released to; null in every other state */
+  pendingOwner: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -129,7 +137,7 @@ export interface Page {
 
 export interface DeviceStore {
   /** createDevice inserts a device and its first secret together; 'conflict' if the id exists. */
-  createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt'>, audit: AuditInput): Promise<DeviceRecord>;
+  createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt'>, audit: AuditInput): Promise<DeviceRecord>;
   getDevice(id: string): Promise<DeviceRecord | null>;
   listDevices(filter: { owner?: string; state?: DeviceState } & Page): Promise<DeviceRecord[]>;
   /** activeSecrets: unused, unexpired secrets of a device, newest first. */
@@ -183,7 +191,14 @@ export interface DeviceChange {
   /** the change applies only if the device is in one of these states; otherwise 'conflict' */
   fromStates: DeviceState[];
   toState: DeviceState;
+  /**
+   * expect: the change applies only if the device still has this owner / pending owner (what the RA read
+   * when it decided); otherwise 'conflict'. Closes the gap between the RA's check and the write.
+   */
+  expect?: { owner?: string | null; pendingOwner?: string | null };
   newOwner?: string | null;
+  /** set (or with null, clear) the owner a transferring device was released to */
+  pendingOwner?: string | null;
   /** revoke every unexpired certificate of the device (valid or on hold) with this reason */
   revoke?: { reason: RevocationReason; at: Date; holdOnly?: false } | { reason: 'certificateHold'; at: Date; holdOnly: true };
   /** put held certificates back to valid (certificateHold released) */

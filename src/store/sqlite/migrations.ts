@@ -113,3 +113,6 @@ MIGRATIONS.push(
    DROP INDEX certificates_revoked;
    CREATE INDEX certificates_crl ON certificates(issuer, shard, status, serial);`,
 );
+
+// 4: two-sided ownership transfer: the new owner a `transferring` device was released to
+MIGRATIONS.push(`ALTER TABLE devices ADD COLUMN pending_owner TEXT;`);
