@@ -32,8 +32,7 @@ const secretTtl = z
   .pipe(z.number().min(1, 'must be at least 1s').max(MAX_SECRET_TTL_SECONDS, 'must be at most 365d').int('must be a whole number of seconds'));
 
 /** limit: query strings are text; a page is 1-1000 items, and a value outside that is refused, not clamped */
-const limit = z
-  .string()
+const limit = text()
   .regex(/^\d{1,7}$/, 'must be a whole number')
   .transform(Number)
   .pipe(z.number().min(1, 'must be at least 1').max(1000, 'must be at most 1000'));
