@@ -150,7 +150,9 @@ export interface CertificateStore {
   /**
    * recordIssuance stores a certificate, marks the device active, consumes the secret (if given; fails
    * with 'unauthenticated' if it was consumed meanwhile), settles the request (if given) and appends the
-   * audit result, all in one transaction. Nothing is returned to a client before this resolves.
+   * audit result, all in one transaction. Nothing is returned to a client before this resolves. A device
+   * that is no longer registered or active (released, suspended or retired while the certificate was
+   * being signed) fails with 'forbidden' and nothing is recorded.
    */
   recordIssuance(args: {
     cert: Omit<CertificateRecord, 'createdAt' | 'status' | 'revokedAt' | 'revocationReason' | 'invalidityDate'>;

@@ -219,6 +219,12 @@ export class SqliteStore implements Store {
     const c = args.cert;
     const now = new Date();
     return this.grouped(() => {
+        // the RA checked the device's state before signing; a release, suspension or retirement that
+        // committed meanwhile must not be outlived by a certificate recorded after it
+        if (c.deviceId !== null) {
+          const d = this.stmt('SELECT state FROM devices WHERE id = ?').get(c.deviceId) as Row | undefined;
+          if (d && d.state !== 'registered' && d.state !== 'active') throw new DeviceCaError('forbidden', `device is ${String(d.state)}`);
+        }
         if (args.consumeSecretId !== undefined) {
           const r = this.stmt('UPDATE secrets SET used_at = ? WHERE id = ? AND used_at IS NULL').run(ms(now), args.consumeSecretId);
           if (r.changes !== 1) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');

@@ -183,6 +183,16 @@ describe('recordIssuance', () => {
     expect(count('audit')).toBe(2);
   });
 
+  it.each(['transferring', 'suspended', 'retired'] as const)('a device %s while its certificate was signed: forbidden, nothing recorded', async (state) => {
+    await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['registered'], toState: state, pendingOwner: state === 'transferring' ? 'bravo' : null, audit: audit(`device.${state}`, 'dev-1') });
+    const before = { certs: count('certificates'), audit: count('audit') };
+    const err = await rejectionOf(store.recordIssuance({ cert: cert('ee01', 'dev-1'), audit: audit('cert.issue', 'ee01') }));
+    expect([err.code, err.message]).toEqual(['forbidden', `device is ${state}`]);
+    expect(await store.getCertificate('ee01')).toBeNull();
+    expect({ certs: count('certificates'), audit: count('audit') }).toEqual(before);
+    expect((await store.getDevice('dev-1'))!.state).toBe(state);
+  });
+
   it('settles an approved request to issued with the serial', async () => {
     await store.createRequest({ id: 'req-1', deviceId: 'dev-1', label: 'default', operation: 'simpleenroll', csrSha256: 'ab', csr: Buffer.from('csr') }, audit('request.create', 'req-1'));
     await store.decideRequest('req-1', 'approved', 'admin', audit('request.approve', 'req-1'));
