@@ -6,7 +6,7 @@ import { initCa, caDir } from '../ca/ca-hierarchy';
 import { exportHashedDir, runReload } from '../ca/crl-export';
 import { verifyAuditChain } from '../audit/audit-verify';
 import { OPERATOR } from '../ra/device-lifecycle';
-import { REVOCATION_REASONS } from '../store/store';
+import { DEVICE_STATES, REVOCATION_REASONS } from '../store/store';
 import { toPem } from '../ca/pem';
 import { loadConfig } from '../config/load-config';
 import { parseDuration } from '../config/duration';
@@ -104,7 +104,7 @@ devices
   .command('list')
   .description('list devices')
   .option('--owner <owner>')
-  .addOption(new Option('--state <state>').choices(['registered', 'active', 'suspended', 'retired']))
+  .addOption(new Option('--state <state>').choices([...DEVICE_STATES]))
   .option('--limit <n>', 'at most n devices', '100')
   .option('--after <cursor>', 'page: continue after this cursor (printed on stderr when more remain)')
   .option('--all', 'every device, however many')
@@ -155,7 +155,7 @@ for (const [cmd, what] of [
 }
 devices
   .command('transfer <id>')
-  .description('hand a device to a new owner: revoke its certificates (affiliationChanged), drop its credentials; prints the new one-time secret alone on stdout')
+  .description('release and claim in one step: revoke its certificates (affiliationChanged), drop its credentials, set the new owner; prints the new one-time secret alone on stdout')
   .requiredOption('--to <owner>', 'the new owner')
   .option('--secret-ttl <duration>', 'lifetime of the new secret (default: enrollment.secretTtl)')
   .action(async (id: string, o: { to: string; secretTtl?: string }) => {
@@ -168,6 +168,39 @@ devices
       await h.close();
     }
   });
+devices
+  .command('release <id>')
+  .description('first half of a two-sided transfer: revoke its certificates (affiliationChanged), drop its credentials; the device is transferring until the new owner claims it')
+  .requiredOption('--to <owner>', 'the new owner')
+  .action(async (id: string, o: { to: string }) => {
+    const h = await openRegistrationAuthority(config());
+    try {
+      const r = await h.lifecycle.release(id, o.to, OPERATOR, actor());
+      if (json()) console.log(JSON.stringify({ device: r.device, certificates: r.changed }));
+      else console.log(`${r.device.id} transferring to ${r.device.pendingOwner}${r.changed.length ? `; certificates: ${r.changed.map((c) => `${c.serial} ${c.status} (${c.reason})`).join(', ')}` : ''}`);
+    } finally {
+      await h.close();
+    }
+  });
+for (const [cmd, method, what] of [
+  ['claim', 'claim', 'second half of a transfer, on behalf of the new owner: it becomes the owner; prints the new one-time secret alone on stdout'],
+  ['cancel-release', 'cancelRelease', 'take a release back before the claim: the device stays with its owner, registered; prints a new one-time secret alone on stdout'],
+] as const) {
+  devices
+    .command(`${cmd} <id>`)
+    .description(what)
+    .option('--secret-ttl <duration>', 'lifetime of the new secret (default: enrollment.secretTtl)')
+    .action(async (id: string, o: { secretTtl?: string }) => {
+      const h = await openRegistrationAuthority(config());
+      try {
+        const r = await h.lifecycle[method](id, OPERATOR, actor(), o.secretTtl === undefined ? undefined : ttlOption(o.secretTtl));
+        if (json()) console.log(JSON.stringify({ device: r.device, certificates: r.changed, secret: r.secret, secretExpiresAt: r.expiresAt.toISOString() }));
+        else console.log(r.secret);
+      } finally {
+        await h.close();
+      }
+    });
+}
 
 program
   .command('revoke <serial>')

@@ -15,9 +15,10 @@ export const OPERATOR: Scope = { kind: 'operator' };
 
 /**
  * DeviceLifecycle decides every change after enrollment: suspend/resume (certificateHold and its
- * release), transfer to a new owner (revoke affiliationChanged, new secret), retire (revoke
- * cessationOfOperation, tombstone), and revocation of single certificates. Illegal transitions are
- * 'conflict'; a device outside the caller's scope is 'not-found', as if it did not exist.
+ * release), transfer to a new owner (two-sided between owners: release, then claim; one step for an
+ * operator), retire (revoke cessationOfOperation, tombstone), and revocation of single certificates.
+ * Illegal transitions are 'conflict'; a device outside the caller's scope is 'not-found', as if it did
+ * not exist.
  */
 export class DeviceLifecycle {
   constructor(
@@ -27,10 +28,25 @@ export class DeviceLifecycle {
     private readonly now: () => Date = () => new Date(),
   ) {}
 
-  /** device returns a device the scope may see. */
+  /**
+   * device returns a device the scope may see: an operator sees every device, an owner its own, and the
+   * new owner a `transferring` device was released to sees that device too (it must be able to claim it).
+   * Anything else is 'not-found', worded as for an id that does not exist.
+   */
   async device(id: string, scope: Scope): Promise<DeviceRecord> {
     const d = DEVICE_ID.test(id) ? await this.store.getDevice(id) : null;
-    if (!d || (scope.kind === 'owner' && d.owner !== scope.owner)) throw new DeviceCaError('not-found', `no device ${id}`);
+    const visible = d && (scope.kind === 'operator' || d.owner === scope.owner || (d.state === 'transferring' && d.pendingOwner === scope.owner));
+    if (!d || !visible) throw new DeviceCaError('not-found', `no device ${id}`);
+    return d;
+  }
+
+  /**
+   * owned returns a device the scope may change: the operator's or its owner's. The new owner of a
+   * `transferring` device sees it but may only claim it: anything else is 'forbidden' until it does.
+   */
+  private async owned(id: string, scope: Scope): Promise<DeviceRecord> {
+    const d = await this.device(id, scope);
+    if (scope.kind === 'owner' && d.owner !== scope.owner) throw new DeviceCaError('forbidden', `device ${id} is being transferred to ${scope.owner}: claim it first`);
     return d;
   }
 
@@ -69,9 +85,10 @@ export class DeviceLifecycle {
   }
 
   async suspend(id: string, scope: Scope, actor: string): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
-    await this.device(id, scope);
+    const d = await this.owned(id, scope);
     return this.apply({
       deviceId: id,
+      expect: { owner: d.owner },
       fromStates: ['active', 'registered'],
       toState: 'suspended',
       revoke: { reason: 'certificateHold', at: this.now(), holdOnly: true },
@@ -81,7 +98,7 @@ export class DeviceLifecycle {
   }
 
   async resume(id: string, scope: Scope, actor: string): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
-    await this.device(id, scope);
+    const d = await this.owned(id, scope);
     // back to active only if a certificate comes back from hold (a transferred device may have none)
     const now = this.now();
     let usable = false;
@@ -94,6 +111,7 @@ export class DeviceLifecycle {
     }
     return this.apply({
       deviceId: id,
+      expect: { owner: d.owner },
       fromStates: ['suspended'],
       toState: usable ? 'active' : 'registered',
       releaseHolds: true,
@@ -101,39 +119,125 @@ export class DeviceLifecycle {
     });
   }
 
-  /** transfer hands a device to a new owner: old certificates and credentials stop working at once. */
+  /**
+   * transfer is the operator's one-step ownership transfer (release and claim at once): old certificates
+   * are revoked (affiliationChanged) and credentials dropped, the new owner is set and a new one-time secret
+   * is returned. An owner cannot do this alone: it releases, and the new owner claims.
+   */
   async transfer(id: string, newOwner: string, scope: Scope, actor: string, secretTtlSeconds?: number): Promise<{ device: DeviceRecord; changed: CertificateChange[]; secret: string; expiresAt: Date }> {
-    if (!/^[^\u0000-\u001f]{1,128}$/.test(newOwner)) throw new DeviceCaError('bad-request', 'owner must be 1-128 printable characters');
-    const before = await this.device(id, scope);
-    if (scope.kind === 'owner' && scope.owner === newOwner) throw new DeviceCaError('conflict', `device ${id} already belongs to ${newOwner}`);
-    const secret = newEnrollmentSecret();
-    const expiresAt = new Date(this.now().getTime() + (secretTtlSeconds ?? this.cfg.enrollment.secretTtl) * 1000);
+    const before = await this.owned(id, scope);
+    this.requireOperator(scope);
+    checkOwnerName(newOwner);
+    const { secret, expiresAt, hash } = await this.newSecret(secretTtlSeconds);
     const r = await this.apply({
       deviceId: id,
-      fromStates: ['registered', 'active', 'suspended'],
+      expect: { owner: before.owner },
+      fromStates: ['registered', 'active', 'suspended', 'transferring'],
       toState: 'registered',
       newOwner,
+      pendingOwner: null,
       revoke: { reason: 'affiliationChanged', at: this.now() },
       deleteSecrets: true,
-      addSecret: { hash: await hashSecret(secret, this.cfg.enrollment.secretHashCost), expiresAt },
+      addSecret: { hash, expiresAt },
       cancelRequests: true,
       audit: AuditLog.input('device.transferred', actor, id, { from: before.owner, to: newOwner }),
     });
     return { ...r, secret, expiresAt };
   }
 
-  /** retire ends a device: everything revoked, credentials deleted; the id stays as a tombstone. */
-  async retire(id: string, scope: Scope, actor: string): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
-    await this.device(id, scope);
+  /**
+   * release is the first half of a transfer between owners: the current owner (or an operator) names the
+   * new owner. The device's certificates are revoked (affiliationChanged) and its secrets and pending
+   * requests dropped at once, so nothing issued under the old owner keeps working; the device stays the
+   * old owner's, `transferring`, and cannot enroll until the new owner claims it (or the release is
+   * cancelled). No credential for the new owner exists before its claim.
+   */
+  async release(id: string, newOwner: string, scope: Scope, actor: string): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
+    const before = await this.owned(id, scope);
+    checkOwnerName(newOwner);
+    if (before.owner === newOwner) throw new DeviceCaError('conflict', `device ${id} already belongs to ${newOwner}`);
     return this.apply({
       deviceId: id,
+      expect: { owner: before.owner },
       fromStates: ['registered', 'active', 'suspended'],
+      toState: 'transferring',
+      pendingOwner: newOwner,
+      revoke: { reason: 'affiliationChanged', at: this.now() },
+      deleteSecrets: true,
+      cancelRequests: true,
+      audit: AuditLog.input('device.released', actor, id, { from: before.owner, to: newOwner }),
+    });
+  }
+
+  /**
+   * claim is the second half: the new owner named in the release (or an operator, on its behalf) takes the
+   * device. Only now does the device get a credential for the new owner: a one-time secret, returned once
+   * to the claimer; its next enrollment carries the new owner in its certificate.
+   */
+  async claim(id: string, scope: Scope, actor: string, secretTtlSeconds?: number): Promise<{ device: DeviceRecord; changed: CertificateChange[]; secret: string; expiresAt: Date }> {
+    const before = await this.device(id, scope);
+    if (before.state !== 'transferring') throw new DeviceCaError('conflict', `device ${id} is ${before.state}, not transferring`);
+    if (scope.kind === 'owner' && before.pendingOwner !== scope.owner) throw new DeviceCaError('forbidden', `device ${id} was released to another owner; only that owner or an operator may claim it`);
+    const { secret, expiresAt, hash } = await this.newSecret(secretTtlSeconds);
+    const r = await this.apply({
+      deviceId: id,
+      expect: { owner: before.owner, pendingOwner: before.pendingOwner },
+      fromStates: ['transferring'],
+      toState: 'registered',
+      newOwner: before.pendingOwner,
+      pendingOwner: null,
+      deleteSecrets: true,
+      addSecret: { hash, expiresAt },
+      audit: AuditLog.input('device.claimed', actor, id, { from: before.owner, to: before.pendingOwner }),
+    });
+    return { ...r, secret, expiresAt };
+  }
+
+  /**
+   * cancelRelease takes a release back before the claim: the releasing owner (or an operator) keeps the
+   * device, `registered`. Its certificates stay revoked (a revocation is never undone), so a new one-time
+   * secret is returned to the canceller, the only way back for the device short of an operator.
+   */
+  async cancelRelease(id: string, scope: Scope, actor: string, secretTtlSeconds?: number): Promise<{ device: DeviceRecord; changed: CertificateChange[]; secret: string; expiresAt: Date }> {
+    const before = await this.owned(id, scope);
+    if (before.state !== 'transferring') throw new DeviceCaError('conflict', `device ${id} is ${before.state}, not transferring`);
+    const { secret, expiresAt, hash } = await this.newSecret(secretTtlSeconds);
+    const r = await this.apply({
+      deviceId: id,
+      expect: { owner: before.owner, pendingOwner: before.pendingOwner },
+      fromStates: ['transferring'],
+      toState: 'registered',
+      pendingOwner: null,
+      deleteSecrets: true,
+      addSecret: { hash, expiresAt },
+      audit: AuditLog.input('device.release-cancelled', actor, id, { owner: before.owner, to: before.pendingOwner }),
+    });
+    return { ...r, secret, expiresAt };
+  }
+
+  /** retire ends a device: everything revoked, credentials deleted; the id stays as a tombstone. */
+  async retire(id: string, scope: Scope, actor: string): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
+    const d = await this.owned(id, scope);
+    return this.apply({
+      deviceId: id,
+      expect: { owner: d.owner },
+      fromStates: ['registered', 'active', 'suspended', 'transferring'],
       toState: 'retired',
+      pendingOwner: null,
       revoke: { reason: 'cessationOfOperation', at: this.now() },
       deleteSecrets: true,
       cancelRequests: true,
       audit: AuditLog.input('device.retired', actor, id, {}),
     });
+  }
+
+  private async newSecret(ttlSeconds?: number): Promise<{ secret: string; expiresAt: Date; hash: string }> {
+    const ttl = ttlSeconds ?? this.cfg.enrollment.secretTtl;
+    if (!(ttl > 0)) throw new DeviceCaError('bad-request', 'secret TTL must be positive');
+    const secret = newEnrollmentSecret();
+    const expiresAt = new Date(this.now().getTime() + ttl * 1000);
+    if (Number.isNaN(expiresAt.getTime())) throw new DeviceCaError('bad-request', 'secret TTL is out of range');
+    return { secret, expiresAt, hash: await hashSecret(secret, this.cfg.enrollment.secretHashCost) };
   }
 
   /** revoke one certificate. Idempotent; a held certificate may be revoked for good. */
@@ -151,6 +255,11 @@ export class DeviceLifecycle {
     if (r.changed.length) this.onChange(r.changed);
     return r;
   }
+}
+
+/** checkOwnerName: owners are written into certificates as O=, so printable and bounded. */
+function checkOwnerName(owner: string): void {
+  if (!/^[^\u0000-\u001f]{1,128}$/.test(owner)) throw new DeviceCaError('bad-request', 'owner must be 1-128 printable characters');
 }
 
 /** normalizeSerial accepts hex with or without colons, 0x or leading zeros; null when not hex. */

@@ -129,12 +129,21 @@ export class RegistrationAuthority {
     const ttl = args.secretTtlSeconds ?? this.cfg.enrollment.secretTtl;
     if (!(ttl > 0)) throw new DeviceCaError('bad-request', 'secret TTL must be positive');
     const expiresAt = new Date(this.now().getTime() + ttl * 1000);
+    if (Number.isNaN(expiresAt.getTime())) throw new DeviceCaError('bad-request', 'secret TTL is out of range');
     const hash = await hashSecret(secret, this.cfg.enrollment.secretHashCost);
-    const device = await this.store.createDevice(
-      { id: args.id, owner: args.owner ?? null, label: profile, state: 'registered' },
-      { hash, expiresAt },
-      AuditLog.input('device.registered', args.actor, args.id, { owner: args.owner ?? null, label: profile }),
-    );
+    const device = await this.store
+      .createDevice(
+        { id: args.id, owner: args.owner ?? null, label: profile, state: 'registered' },
+        { hash, expiresAt },
+        AuditLog.input('device.registered', args.actor, args.id, { owner: args.owner ?? null, label: profile, secretExpiresAt: expiresAt.toISOString() }),
+      )
+      .catch((e: unknown) => {
+        // Device ids are one namespace across owners, so a taken id must be refused; the refusal is the same
+        // whoever holds it (the caller, another owner, a tombstone) and in whatever state: it says "taken",
+        // never whose. Everywhere else a device outside the caller's scope is 404.
+        if (e instanceof DeviceCaError && e.code === 'conflict') throw new DeviceCaError('conflict', `device id ${args.id} is not available`);
+        throw e;
+      });
     return { device, secret, expiresAt };
   }
 
@@ -165,6 +174,8 @@ export class RegistrationAuthority {
     if (!device) throw new DeviceCaError('unauthenticated', 'authentication failed');
     if (device.state === 'retired') throw new DeviceCaError('forbidden', 'device is retired');
     if (device.state === 'suspended') throw new DeviceCaError('forbidden', 'device is suspended');
+    // released to a new owner who has not claimed it: nothing may be issued under either owner meanwhile
+    if (device.state === 'transferring') throw new DeviceCaError('forbidden', 'device is being transferred');
     if (device.label !== null && device.label !== req.profile) throw new DeviceCaError('forbidden', `device is registered for profile "${device.label}"`);
     const csr = parseCsr(req.csr);
     if (profile.proofOfPossession) checkChannelBinding(csr.challengePassword, req.proofs.channelBinding);

@@ -4,13 +4,21 @@
  * it either happens entirely or not at all.
  */
 
-export type DeviceState = 'registered' | 'active' | 'suspended' | 'retired';
+/**
+ * DeviceState: `transferring` is the half-way point of a two-sided ownership transfer: the owner (or an
+ * operator) has released the device to a named new owner (`pendingOwner`) who has not claimed it yet. Its
+ * certificates are already revoked and it has no credential, so it cannot enroll.
+ */
+export type DeviceState = 'registered' | 'active' | 'suspended' | 'transferring' | 'retired';
+export const DEVICE_STATES: readonly DeviceState[] = ['registered', 'active', 'suspended', 'transferring', 'retired'];
 
 export interface DeviceRecord {
   id: string;
   owner: string | null;
   label: string | null;
   state: DeviceState;
+  /** pendingOwner: the new owner a `transferring` device was released to; null in every other state */
+  pendingOwner: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -154,7 +162,7 @@ export const MAX_PAGE_LIMIT = 1000;
 
 export interface DeviceStore {
   /** createDevice inserts a device and its first secret together; 'conflict' if the id exists. */
-  createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>, audit: AuditInput): Promise<DeviceRecord>;
+  createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>, audit: AuditInput): Promise<DeviceRecord>;
   getDevice(id: string): Promise<DeviceRecord | null>;
   /** listDevices: devices in id order. */
   listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>>;
@@ -171,7 +179,9 @@ export interface CertificateStore {
   /**
    * recordIssuance stores a certificate, marks the device active, consumes the secret (if given; fails
    * with 'unauthenticated' if it was consumed meanwhile) and links it to the certificate, settles the request (if given) and appends the
-   * audit result, all in one transaction. Nothing is returned to a client before this resolves.
+   * audit result, all in one transaction. Nothing is returned to a client before this resolves. A device
+   * that is no longer registered or active (released, suspended or retired while the certificate was
+   * being signed) fails with 'forbidden' and nothing is recorded.
    */
   recordIssuance(args: {
     cert: Omit<CertificateRecord, 'createdAt' | 'status' | 'revokedAt' | 'revocationReason' | 'invalidityDate'>;
@@ -212,7 +222,14 @@ export interface DeviceChange {
   /** the change applies only if the device is in one of these states; otherwise 'conflict' */
   fromStates: DeviceState[];
   toState: DeviceState;
+  /**
+   * expect: the change applies only if the device still has this owner / pending owner (what the RA read
+   * when it decided); otherwise 'conflict'. Closes the gap between the RA's check and the write.
+   */
+  expect?: { owner?: string | null; pendingOwner?: string | null };
   newOwner?: string | null;
+  /** set (or with null, clear) the owner a transferring device was released to */
+  pendingOwner?: string | null;
   /** revoke every unexpired certificate of the device (valid or on hold) with this reason */
   revoke?: { reason: RevocationReason; at: Date; holdOnly?: false } | { reason: 'certificateHold'; at: Date; holdOnly: true };
   /** put held certificates back to valid (certificateHold released) */

@@ -163,8 +163,12 @@ describe('the OpenAPI document', () => {
     expect(r.json.openapi).toMatch(/^3\.\d+\.\d+$/);
     expect(Object.keys(r.json.paths).sort()).toEqual(
       [
+        '/openapi.json',
         '/devices',
         '/devices/{id}',
+        '/devices/{id}/release',
+        '/devices/{id}/claim',
+        '/devices/{id}/cancel-release',
         '/devices/{id}/suspend',
         '/devices/{id}/resume',
         '/devices/{id}/retire',
@@ -378,6 +382,14 @@ describe('owner-scoped token (owner:acme)', () => {
     await expectAudited(mid, { type: 'device.resumed', subject: 'acme-1', actor: `token:${acmeTokenId}` });
   });
 
+  it('cannot transfer its device in one step (403): acme cannot hand a device to another owner, nor fill its list', async () => {
+    const before = await auditCount();
+    const r = await call('POST', '/devices/acme-1/transfer', { token: acme, json: { to: 'bravo' } });
+    expect([r.status, r.json.error.code]).toEqual([403, 'forbidden']);
+    expect(await ocspStatus(certs.get('acme-1')!.crt)).toBe('good');
+    await expectNotAudited(before);
+  });
+
   it('registers devices for its own owner only', async () => {
     const own = await call('POST', '/devices', { token: acme, json: { id: 'acme-3' } });
     expect(own.status).toBe(201);
@@ -385,6 +397,12 @@ describe('owner-scoped token (owner:acme)', () => {
     const other = await call('POST', '/devices', { token: acme, json: { id: 'acme-4', owner: 'globex' } });
     expect(other.status).toBe(403);
     expect(other.json.error.code).toBe('forbidden');
+    // a taken id: the same 409 for its own device and for globex's, naming no owner
+    const taken = await Promise.all([call('POST', '/devices', { token: acme, json: { id: 'acme-3' } }), call('POST', '/devices', { token: acme, json: { id: 'globex-1' } })]);
+    expect(taken.map((t) => [t.status, t.json.error.message])).toEqual([
+      [409, 'device id acme-3 is not available'],
+      [409, 'device id globex-1 is not available'],
+    ]);
   });
 
   it('cannot see or decide the approval queue (403)', async () => {
@@ -448,5 +466,71 @@ describe('authentication and malformed requests', () => {
     const r = await call('POST', '/devices', { token: operator, raw: JSON.stringify({ id: 'big', pad: 'x'.repeat(70_000) }) });
     expect(r.status).toBe(413);
     expect(r.json.error.code).toBe('too-large');
+  });
+});
+
+describe('ownership transfer between owners: release, claim, cancel-release', () => {
+  let bravo: string;
+  let globex: string;
+  beforeAll(async () => {
+    bravo = (await cli('tokens', 'create', '--scope', 'owner:bravo')).stdout.trim();
+    globex = (await cli('tokens', 'create', '--scope', 'owner:globex')).stdout.trim();
+  });
+
+  /** acmeDevice: an acme device enrolled over EST */
+  async function acmeDevice(id: string): Promise<{ crt: string; serial: string }> {
+    const r = await call('POST', '/devices', { token: acme, json: { id } });
+    expect(r.status).toBe(201);
+    return enrollOverEst(id, r.json.secret);
+  }
+  const ids = (r: ApiReply) => r.json.items.map((d: { id: string }) => d.id);
+
+  it('acme releases to bravo: revoked at once (OCSP), transferring, no credential; bravo sees it but not in its list; globex gets 404; then bravo claims and the device enrolls as O=bravo', async () => {
+    const { crt } = await acmeDevice('xfer-1');
+    let count = await auditCount();
+    const rel = await call('POST', '/devices/xfer-1/release', { token: acme, json: { to: 'bravo' } });
+    expect(rel.status).toBe(200);
+    expect(rel.json.device).toMatchObject({ id: 'xfer-1', owner: 'acme', state: 'transferring', pendingOwner: 'bravo' });
+    expect(rel.json.secret).toBeUndefined();
+    expect(await ocspStatus(crt)).toBe('revoked (affiliationChanged)');
+    count = await expectAudited(count, { type: 'device.released', subject: 'xfer-1', data: { from: 'acme', to: 'bravo' } });
+
+    // bravo's list is not filled by acme; bravo can look the device up to claim it; globex cannot
+    expect(ids(await call('GET', '/devices', { token: bravo }))).not.toContain('xfer-1');
+    expect(ids(await call('GET', '/devices', { token: acme }))).toContain('xfer-1');
+    expect((await call('GET', '/devices/xfer-1', { token: bravo })).json).toMatchObject({ state: 'transferring', owner: 'acme', pendingOwner: 'bravo', certificates: [] });
+    expect((await call('GET', '/devices/xfer-1', { token: globex })).status).toBe(404);
+    expect((await call('POST', '/devices/xfer-1/claim', { token: globex })).status).toBe(404);
+    // the releasing side cannot claim for bravo, bravo cannot suspend or cancel before claiming
+    expect((await call('POST', '/devices/xfer-1/claim', { token: acme })).status).toBe(403);
+    expect((await call('POST', '/devices/xfer-1/suspend', { token: bravo })).status).toBe(403);
+    expect((await call('POST', '/devices/xfer-1/cancel-release', { token: bravo })).status).toBe(403);
+    await expectNotAudited(count);
+
+    const claim = await call('POST', '/devices/xfer-1/claim', { token: bravo, json: { secretTtl: '1h' } });
+    expect(claim.status).toBe(200);
+    expect(claim.json.device).toMatchObject({ owner: 'bravo', state: 'registered', pendingOwner: null });
+    expect(claim.json.secret).toMatch(/^[A-Za-z0-9_-]{20,}$/);
+    count = await expectAudited(count, { type: 'device.claimed', subject: 'xfer-1', data: { from: 'acme', to: 'bravo' } });
+    expect((await call('GET', '/devices/xfer-1', { token: acme })).status).toBe(404);
+    const fresh = await enrollOverEst('xfer-1', claim.json.secret);
+    const subject = (await openssl('x509', '-in', fresh.crt, '-noout', '-subject', '-nameopt', 'RFC2253')).stdout.trim();
+    expect(subject).toBe('subject=CN=xfer-1,O=bravo');
+    expect(await ocspStatus(fresh.crt)).toBe('good');
+  });
+
+  it('acme cancels a release before the claim: the device stays acme\'s with a new secret (enrolls as O=acme); bravo can no longer claim', async () => {
+    const { crt } = await acmeDevice('xfer-2');
+    expect((await call('POST', '/devices/xfer-2/release', { token: acme, json: { to: 'bravo' } })).status).toBe(200);
+    const before = await auditCount();
+    const c = await call('POST', '/devices/xfer-2/cancel-release', { token: acme });
+    expect(c.status).toBe(200);
+    expect(c.json.device).toMatchObject({ owner: 'acme', state: 'registered', pendingOwner: null });
+    await expectAudited(before, { type: 'device.release-cancelled', subject: 'xfer-2', data: { owner: 'acme', to: 'bravo' } });
+    expect(await ocspStatus(crt)).toBe('revoked (affiliationChanged)');
+    const claim = await call('POST', '/devices/xfer-2/claim', { token: bravo });
+    expect([claim.status, claim.json.error.code]).toEqual([404, 'not-found']);
+    const again = await enrollOverEst('xfer-2', c.json.secret);
+    expect((await openssl('x509', '-in', again.crt, '-noout', '-subject', '-nameopt', 'RFC2253')).stdout.trim()).toBe('subject=CN=xfer-2,O=acme');
   });
 });

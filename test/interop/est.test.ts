@@ -896,6 +896,19 @@ describe('EST bootstrap with a manufacturer certificate (IDevID)', () => {
     expectUnauthenticated(r);
   });
 
+  it('a trusted IDevID of a device released to a new owner (transferring) is refused until the claim; then it enrolls as the new owner', async () => {
+    await register('SN126');
+    const idev = await makeIdevid(maker, 'SN126');
+    const rel = await svc.cli(['devices', 'release', 'SN126', '--to', 'bravo']);
+    expect({ code: rel.code, stdout: rel.stdout }).toEqual({ code: 0, stdout: 'SN126 transferring to bravo\n' });
+    const refused = await post('simpleenroll', b64(await csr(await key('p256'), '/CN=SN126')), { cert: idev.cert, key: idev.key });
+    expect({ status: refused.status, text: refused.text.trim() }).toEqual({ status: 403, text: 'device is being transferred' });
+    expect((await svc.cli(['devices', 'claim', 'SN126'])).code).toBe(0);
+    const r = await post('simpleenroll', b64(await csr(await key('p256'), '/CN=SN126')), { cert: idev.cert, key: idev.key });
+    expect(r.status).toBe(200);
+    expect((await inspect((await certsOf(r.body))[0])).subject).toBe('CN=SN126,O=bravo');
+  });
+
   it('a trusted IDevID for a device that is not registered: 401', async () => {
     const idev = await makeIdevid(maker, 'SN999');
     const r = await post('simpleenroll', b64(await csr(await key('p256'), '/CN=SN999')), { cert: idev.cert, key: idev.key });

@@ -36,7 +36,7 @@ beforeAll(async () => {
   svc = await startService();
   issuingPem = path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem');
   operatorToken = (await cliOk('tokens', 'create', '--scope', 'operator')).trim();
-  const all = await Promise.all([enroll('dev-xfer', 'acme', 'cli'), enroll('dev-susp'), enroll('dev-active')]);
+  const all = await Promise.all([enroll('dev-xfer', 'acme', 'cli'), enroll('dev-susp'), enroll('dev-active'), enroll('dev-rel', 'acme', 'cli')]);
   for (const d of all) devices.set(d.id, d);
 }, 60_000);
 
@@ -102,6 +102,31 @@ describe('transfer and retire', () => {
     const crl = await crlUntil(d, (c) => entryOf(c, d.serial) !== undefined);
     expect(entryOf(crl, d.serial)).toMatch(/Affiliation Changed/);
     devices.set('dev-xfer-new', { ...fresh, secret });
+  });
+
+  it('release: revoked at once (affiliationChanged), transferring, nothing enrolls; cancel-release prints a secret for the old owner; claim prints the only secret for the new one', async () => {
+    const d = dev('dev-rel');
+    expect(await cliOk('devices', 'release', 'dev-rel', '--to', 'globex')).toMatch(/^dev-rel transferring to globex; certificates: [0-9a-f]+ revoked \(affiliationChanged\)\n$/);
+    await expectOcsp(d, 'revoked', 'affiliationChanged');
+    expect((await reenroll(d, '/O=acme/CN=dev-rel')).status).toBe(403);
+    expect((await postEst('simpleenroll', await csrB64(d.key, '/CN=dev-rel'), { user: ['dev-rel', d.secret] })).status).toBe(401);
+    const listed = JSON.parse(await cliOk('devices', 'list', '--state', 'transferring', '--json')) as { id: string; owner: string; pendingOwner: string }[];
+    expect(listed.find((x) => x.id === 'dev-rel')).toMatchObject({ owner: 'acme', pendingOwner: 'globex' });
+    const again = await cli('devices', 'release', 'dev-rel', '--to', 'initech');
+    expect({ code: again.code, stderr: again.stderr }).toEqual({ code: 1, stderr: 'device-ca: device dev-rel is transferring\n' });
+
+    // cancelled: back to acme, with a new secret that enrolls as O=acme
+    const back = (await cliOk('devices', 'cancel-release', 'dev-rel')).trim();
+    expect(back).toMatch(/^[A-Za-z0-9_-]{20,}$/);
+    expect(JSON.parse(await cliOk('devices', 'show', 'dev-rel', '--json'))).toMatchObject({ owner: 'acme', state: 'registered', pendingOwner: null });
+    expect((await cli('devices', 'claim', 'dev-rel')).stderr).toBe('device-ca: device dev-rel is registered, not transferring\n');
+
+    // released again and claimed: the claim's secret enrolls as O=globex, the cancel's secret no longer works
+    await cliOk('devices', 'release', 'dev-rel', '--to', 'globex');
+    const secret = (await cliOk('devices', 'claim', 'dev-rel')).trim();
+    expect((await postEst('simpleenroll', await csrB64(d.key, '/CN=dev-rel'), { user: ['dev-rel', back] })).status).toBe(401);
+    const crt = await certOf(await postEst('simpleenroll', await csrB64(d.key, '/CN=dev-rel'), { user: ['dev-rel', secret] }), 'dev-rel');
+    expect((await openssl('x509', '-in', crt, '-noout', '-subject', '-nameopt', 'RFC2253')).stdout.trim()).toBe('subject=CN=dev-rel,O=globex');
   });
 
   it('retire: every certificate revoked (cessationOfOperation); the id can never enroll again (403 with any secret); retiring twice fails with a clear message', async () => {

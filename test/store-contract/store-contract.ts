@@ -249,6 +249,16 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(await auditCount()).toBe(before);
       });
 
+      it.each(['transferring', 'suspended', 'retired'] as const)('a device %s while its certificate was signed: forbidden, nothing recorded', async (state) => {
+        await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['registered'], toState: state, pendingOwner: state === 'transferring' ? 'bravo' : null, audit: audit(`device.${state}`, 'dev-1') });
+        const before = await auditCount();
+        const err = await store.recordIssuance({ cert: cert('ee01', 'dev-1'), audit: audit('cert.issue', 'ee01') }).then(() => null, (e: unknown) => e as DeviceCaError);
+        expect([err?.code, err?.message]).toEqual(['forbidden', `device is ${state}`]);
+        expect(await store.getCertificate('ee01')).toBeNull();
+        expect(await auditCount()).toBe(before);
+        expect((await store.getDevice('dev-1'))!.state).toBe(state);
+      });
+
       it('settles an approved request to issued with the serial; an issued request cannot be decided again', async () => {
         await store.createRequest({ id: 'req-1', deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: 'ab', csr: Buffer.from('csr') }, audit('request.create', 'req-1'));
         await store.decideRequest('req-1', 'approved', 'admin', audit('request.approve', 'req-1'));

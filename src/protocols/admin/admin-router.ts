@@ -1,15 +1,15 @@
 import { NextFunction, Request, Response, Router } from 'express';
 import { TLSSocket } from 'node:tls';
 import { toPem } from '../../ca/pem';
-import { parseDuration } from '../../config/duration';
 import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { AdminAccess } from '../../ra/admin-access';
 import { DeviceLifecycle, Scope } from '../../ra/device-lifecycle';
 import { RegistrationAuthority } from '../../ra/registration-authority';
 import { collectItems } from '../../store/paging';
-import { CertificateRecord, DEFAULT_PAGE_LIMIT, DeviceState, MAX_PAGE_LIMIT, RequestStatus } from '../../store/store';
+import { CertificateRecord, DEFAULT_PAGE_LIMIT, DeviceState, RequestStatus } from '../../store/store';
 import { HTTP_ERROR_STATUS } from '../http-error-status';
+import { BODY, QUERY, parseInput } from './admin-input';
 import { OPENAPI } from './openapi';
 
 export interface AdminRouterOptions {
@@ -22,17 +22,14 @@ export interface AdminRouterOptions {
 type Caller = { scope: Scope; actor: string };
 type Handler = (req: Request, caller: Caller, body: Record<string, unknown>) => Promise<[number, unknown]>;
 
-const STATES: DeviceState[] = ['registered', 'active', 'suspended', 'retired'];
 const certJson = ({ der, ...c }: CertificateRecord, withPem = false) => ({ ...c, ...(withPem ? { pem: toPem(der, 'CERTIFICATE') } : {}) });
-const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-const REQUEST_STATUSES: RequestStatus[] = ['pending', 'approved', 'rejected', 'issued'];
-/** limit: ?limit= clamped to the store's page size (a fraction cut to an integer); a list answer's `next` leads to the rest. */
-const limit = (v: unknown): number => Math.min(Math.max(Math.trunc(Number(v ?? DEFAULT_PAGE_LIMIT)) || DEFAULT_PAGE_LIMIT, 1), MAX_PAGE_LIMIT);
 
 /**
  * adminRouter is the admin API (/api/v1): JSON in and out, the same operations as the CLI. It
- * authenticates through AdminAccess and calls the RA; an owner-scoped caller meets another owner's
- * device as 404. Errors are { error: { code, message } }.
+ * authenticates through AdminAccess, checks the body and query string (admin-input.ts) and calls the
+ * RA, which decides scope: an owner-scoped caller meets another owner's device as 404. Every route is
+ * listed in openapi.ts (the authorization matrix test fails on one that is not). Errors are
+ * { error: { code, message } }.
  */
 export function adminRouter(o: AdminRouterOptions): Router {
   const r = Router();
@@ -74,57 +71,76 @@ export function adminRouter(o: AdminRouterOptions): Router {
   });
 
   r.get('/devices', route('devices.list', async (req, c) => {
-    const state = str(req.query.state);
-    if (state !== undefined && !STATES.includes(state as DeviceState)) throw new DeviceCaError('bad-request', `state must be one of ${STATES.join(', ')}`);
-    const page = await o.lifecycle.listDevices({ owner: str(req.query.owner), state: state as DeviceState | undefined, limit: limit(req.query.limit), after: str(req.query.after) }, c.scope);
+    const q = parseInput(QUERY.devices, req.query, 'query');
+    const page = await o.lifecycle.listDevices({ owner: q.owner, state: q.state as DeviceState | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
     return [200, { items: page.items, next: page.next }];
   }));
-  r.post('/devices', route('devices.add', async (_req, c, b) => {
-    const ttl = b.secretTtl === undefined ? undefined : parseTtl(b.secretTtl);
-    const out = await o.ra.registerDevice({ id: String(b.id ?? ''), owner: o.lifecycle.ownerFor(str(b.owner), c.scope), label: str(b.label), secretTtlSeconds: ttl, actor: c.actor });
+  r.post('/devices', route('devices.add', async (req, c, raw) => {
+    parseInput(QUERY.none, req.query, 'query');
+    const b = parseInput(BODY.register, raw, 'body');
+    const out = await o.ra.registerDevice({ id: b.id, owner: o.lifecycle.ownerFor(b.owner, c.scope), label: b.label, secretTtlSeconds: b.secretTtl, actor: c.actor });
     return [201, { device: out.device, secret: out.secret, secretExpiresAt: out.expiresAt }];
   }));
   r.get('/devices/:id', route('devices.show', async (req, c) => {
+    parseInput(QUERY.none, req.query, 'query');
     const d = await o.lifecycle.device(String(req.params.id), c.scope);
     // all of them: GET /certificates?device= pages through the same list
     const certs = await collectItems((after, want) => o.lifecycle.listCertificates({ deviceId: d.id, after, limit: want }, c.scope));
     return [200, { ...d, certificates: certs.items.map((x) => certJson(x)) }];
   }));
   for (const action of ['suspend', 'resume', 'retire'] as const) {
-    r.post(`/devices/:id/${action}`, route(`devices.${action}`, async (req, c) => {
+    r.post(`/devices/:id/${action}`, route(`devices.${action}`, async (req, c, raw) => {
+      parseInput(QUERY.none, req.query, 'query');
+      parseInput(BODY.none, raw, 'body');
       const out = await o.lifecycle[action](String(req.params.id), c.scope, c.actor);
       return [200, { device: out.device, certificates: out.changed }];
     }));
   }
-  r.post('/devices/:id/transfer', route('devices.transfer', async (req, c, b) => {
-    const to = str(b.to);
-    if (!to) throw new DeviceCaError('bad-request', 'body must name the new owner: {"to": "<owner>"}');
-    const out = await o.lifecycle.transfer(String(req.params.id), to, c.scope, c.actor, b.secretTtl === undefined ? undefined : parseTtl(b.secretTtl));
+  r.post('/devices/:id/transfer', route('devices.transfer', async (req, c, raw) => {
+    parseInput(QUERY.none, req.query, 'query');
+    const b = parseInput(BODY.transfer, raw, 'body');
+    const out = await o.lifecycle.transfer(String(req.params.id), b.to, c.scope, c.actor, b.secretTtl);
     return [200, { device: out.device, certificates: out.changed, secret: out.secret, secretExpiresAt: out.expiresAt }];
   }));
+  r.post('/devices/:id/release', route('devices.release', async (req, c, raw) => {
+    parseInput(QUERY.none, req.query, 'query');
+    const b = parseInput(BODY.release, raw, 'body');
+    const out = await o.lifecycle.release(String(req.params.id), b.to, c.scope, c.actor);
+    return [200, { device: out.device, certificates: out.changed }];
+  }));
+  for (const action of ['claim', 'cancelRelease'] as const) {
+    r.post(`/devices/:id/${action === 'claim' ? 'claim' : 'cancel-release'}`, route(`devices.${action}`, async (req, c, raw) => {
+      parseInput(QUERY.none, req.query, 'query');
+      const b = parseInput(BODY.newSecret, raw, 'body');
+      const out = await o.lifecycle[action](String(req.params.id), c.scope, c.actor, b.secretTtl);
+      return [200, { device: out.device, certificates: out.changed, secret: out.secret, secretExpiresAt: out.expiresAt }];
+    }));
+  }
 
   r.get('/certificates', route('certs.list', async (req, c) => {
-    const status = str(req.query.status);
-    if (status !== undefined && status !== 'valid' && status !== 'revoked') throw new DeviceCaError('bad-request', 'status must be valid or revoked');
-    const page = await o.lifecycle.listCertificates({ deviceId: str(req.query.device), status: status as 'valid' | undefined, limit: limit(req.query.limit), after: str(req.query.after) }, c.scope);
+    const q = parseInput(QUERY.certificates, req.query, 'query');
+    const page = await o.lifecycle.listCertificates({ deviceId: q.device, status: q.status, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
     return [200, { items: page.items.map((x) => certJson(x)), next: page.next }];
   }));
-  r.get('/certificates/:serial', route('certs.show', async (req, c) => [200, certJson(await o.lifecycle.certificate(String(req.params.serial), c.scope), true)]));
-  r.post('/certificates/:serial/revoke', route('certs.revoke', async (req, c, b) => {
-    const out = await o.lifecycle.revoke(String(req.params.serial), str(b.reason) ?? 'unspecified', c.scope, c.actor);
+  r.get('/certificates/:serial', route('certs.show', async (req, c) => (parseInput(QUERY.none, req.query, 'query'), [200, certJson(await o.lifecycle.certificate(String(req.params.serial), c.scope), true)])));
+  r.post('/certificates/:serial/revoke', route('certs.revoke', async (req, c, raw) => {
+    parseInput(QUERY.none, req.query, 'query');
+    const b = parseInput(BODY.revoke, raw, 'body');
+    const out = await o.lifecycle.revoke(String(req.params.serial), b.reason ?? 'unspecified', c.scope, c.actor);
     return [200, { certificate: certJson(out.cert), changed: out.changed }];
   }));
 
   r.get('/requests', route('requests.list', async (req, c) => {
     operatorOnly(c);
-    const status = str(req.query.status);
-    if (status !== undefined && !REQUEST_STATUSES.includes(status as RequestStatus)) throw new DeviceCaError('bad-request', `status must be one of ${REQUEST_STATUSES.join(', ')}`);
-    const page = await o.ra.listRequests({ status: status as RequestStatus | undefined, limit: limit(req.query.limit), after: str(req.query.after) });
+    const q = parseInput(QUERY.requests, req.query, 'query');
+    const page = await o.ra.listRequests({ status: q.status as RequestStatus | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after });
     return [200, { items: page.items.map(({ csr: _c, ...x }) => x), next: page.next }];
   }));
   for (const [action, decision] of [['approve', 'approved'], ['reject', 'rejected']] as const) {
-    r.post(`/requests/:id/${action}`, route(`requests.${action}`, async (req, c) => {
+    r.post(`/requests/:id/${action}`, route(`requests.${action}`, async (req, c, raw) => {
       operatorOnly(c);
+      parseInput(QUERY.none, req.query, 'query');
+      parseInput(BODY.none, raw, 'body');
       const { csr: _c, ...x } = await o.ra.decideRequest(String(req.params.id), decision, c.actor);
       return [200, x];
     }));
@@ -136,10 +152,3 @@ export function adminRouter(o: AdminRouterOptions): Router {
   return r;
 }
 
-function parseTtl(v: unknown): number {
-  try {
-    return parseDuration(v as string | number);
-  } catch (e) {
-    throw new DeviceCaError('bad-request', `secretTtl: ${(e as Error).message}`);
-  }
-}

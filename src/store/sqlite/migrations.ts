@@ -125,3 +125,6 @@ MIGRATIONS.push(
    ALTER TABLE secrets ADD COLUMN cert_serial TEXT;
    CREATE INDEX secrets_spent ON secrets(device_id, used_at);`,
 );
+
+// 5: two-sided ownership transfer: the new owner a `transferring` device was released to
+MIGRATIONS.push(`ALTER TABLE devices ADD COLUMN pending_owner TEXT;`);

@@ -168,7 +168,7 @@ export class SqliteStore implements Store {
   }
 
   // ---- devices and secrets ----
-  async createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>, audit: AuditInput): Promise<DeviceRecord> {
+  async createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>, audit: AuditInput): Promise<DeviceRecord> {
     const now = new Date();
     return this.db
       .transaction(() => {
@@ -176,7 +176,7 @@ export class SqliteStore implements Store {
         this.stmt('INSERT INTO devices (id, owner, label, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run(d.id, d.owner, d.label, d.state, ms(now), ms(now));
         this.stmt('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(d.id, secret.hash, ms(secret.expiresAt));
         this.appendAuditSync(audit, now);
-        return { ...d, createdAt: now, updatedAt: now };
+        return { ...d, pendingOwner: null, createdAt: now, updatedAt: now };
       })
       .immediate();
   }
@@ -229,6 +229,12 @@ export class SqliteStore implements Store {
     const c = args.cert;
     const now = new Date();
     return this.grouped(() => {
+        // the RA checked the device's state before signing; a release, suspension or retirement that
+        // committed meanwhile must not be outlived by a certificate recorded after it
+        if (c.deviceId !== null) {
+          const d = this.stmt('SELECT state FROM devices WHERE id = ?').get(c.deviceId) as Row | undefined;
+          if (d && d.state !== 'registered' && d.state !== 'active') throw new DeviceCaError('forbidden', `device is ${String(d.state)}`);
+        }
         if (args.consumeSecretId !== undefined) {
           const r = this.stmt('UPDATE secrets SET used_at = ?, cert_serial = ? WHERE id = ? AND used_at IS NULL').run(ms(now), c.serial, args.consumeSecretId);
           if (r.changes !== 1) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
@@ -319,6 +325,9 @@ export class SqliteStore implements Store {
         if (!row) throw new DeviceCaError('not-found', `no device ${c.deviceId}`);
         const state = String(row.state) as DeviceState;
         if (!c.fromStates.includes(state)) throw new DeviceCaError('conflict', `device ${c.deviceId} is ${state}`);
+        const pending = row.pending_owner === null || row.pending_owner === undefined ? null : String(row.pending_owner);
+        if ((c.expect?.owner !== undefined && c.expect.owner !== row.owner) || (c.expect?.pendingOwner !== undefined && c.expect.pendingOwner !== pending))
+          throw new DeviceCaError('conflict', `device ${c.deviceId} changed meanwhile; try again`);
         const changed: CertificateChange[] = [];
         if (c.revoke) {
           // holdOnly: valid -> hold. Otherwise: valid or held -> revoked with the reason.
@@ -346,9 +355,10 @@ export class SqliteStore implements Store {
         if (c.addSecret) this.stmt('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(c.deviceId, c.addSecret.hash, ms(c.addSecret.expiresAt));
         if (c.cancelRequests) this.stmt("UPDATE requests SET status = 'rejected', decided_at = ?, decided_by = 'lifecycle' WHERE device_id = ? AND status IN ('pending', 'approved')").run(ms(now), c.deviceId);
         const owner = c.newOwner !== undefined ? c.newOwner : row.owner;
-        this.stmt('UPDATE devices SET state = ?, owner = ?, updated_at = ? WHERE id = ?').run(c.toState, owner, ms(now), c.deviceId);
+        const pendingOwner = c.pendingOwner !== undefined ? c.pendingOwner : pending;
+        this.stmt('UPDATE devices SET state = ?, owner = ?, pending_owner = ?, updated_at = ? WHERE id = ?').run(c.toState, owner, pendingOwner, ms(now), c.deviceId);
         this.appendAuditSync({ ...c.audit, data: { ...c.audit.data, certificates: changed.map((x) => x.serial) } }, now);
-        return { device: deviceFromRow({ ...row, state: c.toState, owner, updated_at: ms(now) }), changed };
+        return { device: deviceFromRow({ ...row, state: c.toState, owner, pending_owner: pendingOwner, updated_at: ms(now) }), changed };
       })
       .immediate();
   }
@@ -491,6 +501,7 @@ function deviceFromRow(r: Row): DeviceRecord {
     owner: r.owner === null ? null : String(r.owner),
     label: r.label === null ? null : String(r.label),
     state: String(r.state) as DeviceState,
+    pendingOwner: r.pending_owner === null || r.pending_owner === undefined ? null : String(r.pending_owner),
     createdAt: date(r.created_at),
     updatedAt: date(r.updated_at),
   };

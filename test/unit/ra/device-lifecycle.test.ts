@@ -175,8 +175,8 @@ describe('transfer', () => {
     await addDevice('dev-t', 'acme', 'old-secret');
     const a = await issue('dev-t');
     const b = await issue('dev-t');
-    await lifecycle.suspend('dev-t', OPERATOR, 'op'); // a and b on hold
-    const c = await issue('dev-t'); // a valid one next to the held ones
+    const c = await issue('dev-t'); // stays valid next to the held ones
+    for (const held of [a, b]) await lifecycle.revoke(held, 'certificateHold', OPERATOR, 'op');
     changes = [];
 
     const t = await lifecycle.transfer('dev-t', 'globex', OPERATOR, 'op', 3600);
@@ -214,20 +214,132 @@ describe('transfer', () => {
     expect(await cert(k)).toMatchObject({ revocationReason: 'keyCompromise' });
   });
 
-  it('rejects an unprintable or empty owner, and an owner giving a device to itself', async () => {
+  it('rejects an unprintable or empty owner, and an owner releasing a device to itself', async () => {
     await addDevice('dev-o');
     expect(await codeOf(lifecycle.transfer('dev-o', '', OPERATOR, 'op'))).toBe('bad-request');
     expect(await codeOf(lifecycle.transfer('dev-o', 'evil\nowner', OPERATOR, 'op'))).toBe('bad-request');
     expect(await codeOf(lifecycle.transfer('dev-o', 'x'.repeat(129), OPERATOR, 'op'))).toBe('bad-request');
-    expect(await codeOf(lifecycle.transfer('dev-o', 'acme', ACME, 'op'))).toBe('conflict');
-    expect((await store.getDevice('dev-o'))!.owner).toBe('acme');
+    expect(await codeOf(lifecycle.release('dev-o', 'evil\nowner', ACME, 'op'))).toBe('bad-request');
+    expect(await codeOf(lifecycle.release('dev-o', 'acme', ACME, 'op'))).toBe('conflict');
+    expect(await store.getDevice('dev-o')).toMatchObject({ owner: 'acme', state: 'registered', pendingOwner: null });
   });
 
-  it('an owner may hand its own device to another owner, and then no longer sees it', async () => {
+  it('an owner cannot transfer in one step (it releases; the new owner claims): forbidden, and nothing changes', async () => {
     await addDevice('dev-h');
-    await lifecycle.transfer('dev-h', 'globex', ACME, 'token:acme');
-    expect(await codeOf(lifecycle.device('dev-h', ACME))).toBe('not-found');
-    expect((await lifecycle.device('dev-h', GLOBEX)).owner).toBe('globex');
+    const s = await issue('dev-h');
+    const before = await snapshot('dev-h');
+    expect(await codeOf(lifecycle.transfer('dev-h', 'globex', ACME, 'token:acme'))).toBe('forbidden');
+    expect(await snapshot('dev-h')).toEqual(before);
+    expect(await cert(s)).toMatchObject({ status: 'valid' });
+    expect(await codeOf(lifecycle.device('dev-h', GLOBEX))).toBe('not-found');
+  });
+});
+
+describe('two-sided transfer: release, claim, cancel-release', () => {
+  const BRAVO: Scope = { kind: 'owner', owner: 'bravo' };
+
+  it('release revokes at once (affiliationChanged), drops every credential and leaves the device with its owner, transferring', async () => {
+    await addDevice('dev-x', 'acme', 'old-secret');
+    const a = await issue('dev-x');
+    const r = await lifecycle.release('dev-x', 'bravo', ACME, 'token:acme');
+    expect(r.device).toMatchObject({ id: 'dev-x', owner: 'acme', state: 'transferring', pendingOwner: 'bravo' });
+    expect(r.changed).toEqual([expect.objectContaining({ serial: a, status: 'revoked', reason: 'affiliationChanged' })]);
+    expect(changes).toEqual([r.changed]);
+    expect(await cert(a)).toMatchObject({ status: 'revoked', revocationReason: 'affiliationChanged' });
+    expect(await store.activeSecrets('dev-x', NOW)).toEqual([]);
+    expect(await store.getDevice('dev-x')).toMatchObject({ owner: 'acme', state: 'transferring', pendingOwner: 'bravo' });
+    const last = (await store.listAudit({ subject: 'dev-x', limit: 100 })).items.pop()!;
+    expect(last).toMatchObject({ type: 'device.released', actor: 'token:acme', data: { from: 'acme', to: 'bravo', certificates: [a] } });
+  });
+
+  it('the old and the new owner see a transferring device, nobody else; the new owner may only claim it', async () => {
+    await addDevice('dev-x');
+    await lifecycle.release('dev-x', 'bravo', ACME, 'x');
+    expect((await lifecycle.device('dev-x', ACME)).state).toBe('transferring');
+    expect((await lifecycle.device('dev-x', BRAVO)).pendingOwner).toBe('bravo');
+    expect(await codeOf(lifecycle.device('dev-x', GLOBEX))).toBe('not-found');
+    const before = await snapshot('dev-x');
+    for (const [what, p] of [
+      ['suspend', lifecycle.suspend('dev-x', BRAVO, 'x')],
+      ['retire', lifecycle.retire('dev-x', BRAVO, 'x')],
+      ['release again', lifecycle.release('dev-x', 'globex', BRAVO, 'x')],
+      ['cancel', lifecycle.cancelRelease('dev-x', BRAVO, 'x')],
+      ['transfer', lifecycle.transfer('dev-x', 'bravo', BRAVO, 'x')],
+    ] as [string, Promise<unknown>][])
+      expect([what, await codeOf(p)]).toEqual([what, 'forbidden']);
+    for (const [what, p] of [
+      ['claim by another owner', lifecycle.claim('dev-x', GLOBEX, 'x')],
+      ['cancel by another owner', lifecycle.cancelRelease('dev-x', GLOBEX, 'x')],
+    ] as [string, Promise<unknown>][])
+      expect([what, await codeOf(p)]).toEqual([what, 'not-found']);
+    expect(await codeOf(lifecycle.claim('dev-x', ACME, 'x'))).toBe('forbidden'); // the releasing side cannot claim for the other
+    expect(await codeOf(lifecycle.suspend('dev-x', ACME, 'x'))).toBe('conflict');
+    expect(await codeOf(lifecycle.release('dev-x', 'globex', ACME, 'x'))).toBe('conflict');
+    expect(await snapshot('dev-x')).toEqual(before);
+  });
+
+  it('claim by the new owner makes it the owner and issues the only credential: a one-time secret with the given lifetime', async () => {
+    await addDevice('dev-x');
+    await issue('dev-x');
+    await lifecycle.release('dev-x', 'bravo', ACME, 'x');
+    changes = [];
+    const c = await lifecycle.claim('dev-x', BRAVO, 'token:bravo', 3600);
+    expect(c.device).toMatchObject({ owner: 'bravo', state: 'registered', pendingOwner: null });
+    expect(c.changed).toEqual([]);
+    expect(c.expiresAt).toEqual(new Date(NOW.getTime() + 3600_000));
+    const secrets = await store.activeSecrets('dev-x', NOW);
+    expect(secrets).toHaveLength(1);
+    expect(await verifySecret(c.secret, secrets[0].hash)).toBe(true);
+    expect(await codeOf(lifecycle.device('dev-x', ACME))).toBe('not-found');
+    expect((await lifecycle.device('dev-x', BRAVO)).owner).toBe('bravo');
+    const last = (await store.listAudit({ subject: 'dev-x', limit: 100 })).items.pop()!;
+    expect(last).toMatchObject({ type: 'device.claimed', actor: 'token:bravo', data: { from: 'acme', to: 'bravo' } });
+    expect(await codeOf(lifecycle.claim('dev-x', BRAVO, 'x'))).toBe('conflict'); // once
+  });
+
+  it('an operator may claim on the new owner\'s behalf, and cancel a release', async () => {
+    await addDevice('dev-op');
+    await lifecycle.release('dev-op', 'bravo', OPERATOR, 'op');
+    expect((await lifecycle.claim('dev-op', OPERATOR, 'op')).device).toMatchObject({ owner: 'bravo', state: 'registered' });
+    await lifecycle.release('dev-op', 'globex', OPERATOR, 'op');
+    expect((await lifecycle.cancelRelease('dev-op', OPERATOR, 'op')).device).toMatchObject({ owner: 'bravo', state: 'registered', pendingOwner: null });
+  });
+
+  it('cancel-release returns the device to its owner, registered, with a new secret; the certificates stay revoked and the new owner can no longer claim', async () => {
+    await addDevice('dev-c', 'acme', 'old-secret');
+    const a = await issue('dev-c');
+    await lifecycle.release('dev-c', 'bravo', ACME, 'x');
+    const r = await lifecycle.cancelRelease('dev-c', ACME, 'token:acme');
+    expect(r.device).toMatchObject({ owner: 'acme', state: 'registered', pendingOwner: null });
+    expect(await cert(a)).toMatchObject({ status: 'revoked', revocationReason: 'affiliationChanged' });
+    const secrets = await store.activeSecrets('dev-c', NOW);
+    expect(secrets).toHaveLength(1);
+    expect(await verifySecret(r.secret, secrets[0].hash)).toBe(true);
+    expect(await verifySecret('old-secret', secrets[0].hash)).toBe(false);
+    expect(await codeOf(lifecycle.claim('dev-c', BRAVO, 'x'))).toBe('not-found');
+    const last = (await store.listAudit({ subject: 'dev-c', limit: 100 })).items.pop()!;
+    expect(last).toMatchObject({ type: 'device.release-cancelled', data: { owner: 'acme', to: 'bravo' } });
+  });
+
+  it('a claim decided on a release that was cancelled and re-released meanwhile is a conflict (the store re-checks the pending owner)', async () => {
+    await addDevice('dev-race');
+    await lifecycle.release('dev-race', 'bravo', ACME, 'x');
+    const stale = await store.getDevice('dev-race');
+    await lifecycle.cancelRelease('dev-race', ACME, 'x');
+    await lifecycle.release('dev-race', 'globex', ACME, 'x');
+    const p = store.applyDeviceChange({ deviceId: 'dev-race', expect: { pendingOwner: stale!.pendingOwner }, fromStates: ['transferring'], toState: 'registered', newOwner: 'bravo', pendingOwner: null, audit: { type: 't', actor: 'x', subject: 'dev-race', data: {} } });
+    expect(await codeOf(p)).toBe('conflict');
+    expect(await store.getDevice('dev-race')).toMatchObject({ owner: 'acme', pendingOwner: 'globex', state: 'transferring' });
+  });
+
+  it('a transferring device may be retired (by its owner or an operator); the operator\'s one-step transfer overrides a release', async () => {
+    await addDevice('dev-r1');
+    await lifecycle.release('dev-r1', 'bravo', ACME, 'x');
+    expect((await lifecycle.retire('dev-r1', ACME, 'x')).device).toMatchObject({ state: 'retired', pendingOwner: null });
+    expect(await codeOf(lifecycle.device('dev-r1', BRAVO))).toBe('not-found');
+    await addDevice('dev-r2');
+    await lifecycle.release('dev-r2', 'bravo', ACME, 'x');
+    expect((await lifecycle.transfer('dev-r2', 'globex', OPERATOR, 'op')).device).toMatchObject({ owner: 'globex', state: 'registered', pendingOwner: null });
   });
 });
 

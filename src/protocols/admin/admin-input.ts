@@ -1,0 +1,68 @@
+import { z } from 'zod';
+import { parseDuration } from '../../config/duration';
+import { DeviceCaError } from '../../errors/device-ca-error';
+import { DEVICE_STATES, REVOCATION_REASONS } from '../../store/store';
+
+/**
+ * admin-input: the shape of every admin API body and query string, in zod (the library the config uses).
+ * Objects are strict (an unknown field is a 400 naming it, not silently ignored) and every number and
+ * string is bounded, so no value reaches the RA that it cannot represent (a `secretTtl` of 1e300 was an
+ * "Invalid time value" 500). These are syntax checks only; every decision stays in ra/.
+ */
+
+/** MAX_SECRET_TTL_SECONDS: a one-time secret lives at most a year (the "1y" of parseDuration). */
+export const MAX_SECRET_TTL_SECONDS = 31_536_000;
+
+/** text: a string field; a missing required one says so rather than "expected string, received undefined" */
+const text = () => z.string({ error: (iss) => (iss.input === undefined ? 'is required' : 'must be a string') });
+const owner = text().regex(/^[^\u0000-\u001f]{1,128}$/, 'must be 1-128 printable characters');
+const deviceId = text().min(1, 'must not be empty').max(128, 'must be at most 128 characters');
+const cursor = text().max(256, 'must be at most 256 characters');
+
+const secretTtl = z
+  .union([z.string().max(32, 'must be at most 32 characters'), z.number()], { error: 'must be a duration such as "7d" or a number of seconds' })
+  .transform((v, ctx) => {
+    try {
+      return parseDuration(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  })
+  .pipe(z.number().min(1, 'must be at least 1s').max(MAX_SECRET_TTL_SECONDS, 'must be at most 365d').int('must be a whole number of seconds'));
+
+/** limit: query strings are text; a page is 1-1000 items, and a value outside that is refused, not clamped */
+const limit = text()
+  .regex(/^\d{1,7}$/, 'must be a whole number')
+  .transform(Number)
+  .pipe(z.number().min(1, 'must be at least 1').max(1000, 'must be at most 1000'));
+
+export const BODY = {
+  register: z.strictObject({ id: deviceId, owner: owner.optional(), label: text().min(1, 'must not be empty').max(64, 'must be at most 64 characters').optional(), secretTtl: secretTtl.optional() }),
+  none: z.strictObject({}),
+  transfer: z.strictObject({ to: owner, secretTtl: secretTtl.optional() }),
+  release: z.strictObject({ to: owner }),
+  newSecret: z.strictObject({ secretTtl: secretTtl.optional() }),
+  revoke: z.strictObject({ reason: z.enum(REVOCATION_REASONS as [string, ...string[]]).optional() }),
+};
+
+export const QUERY = {
+  none: z.strictObject({}),
+  devices: z.strictObject({ owner: owner.optional(), state: z.enum(DEVICE_STATES as [string, ...string[]]).optional(), limit: limit.optional(), after: cursor.optional() }),
+  certificates: z.strictObject({ device: deviceId.optional(), status: z.enum(['valid', 'revoked']).optional(), limit: limit.optional(), after: cursor.optional() }),
+  requests: z.strictObject({ status: z.enum(['pending', 'approved', 'rejected', 'issued']).optional(), limit: limit.optional(), after: cursor.optional() }),
+};
+
+/**
+ * parseInput checks a body or query string against its schema; a failure is 'bad-request' naming the
+ * field ("secretTtl: must be at most 365d", "unknown field \"force\"") and never echoing its value.
+ */
+export function parseInput<S extends z.ZodType>(schema: S, value: unknown, where: 'body' | 'query'): z.output<S> {
+  const r = schema.safeParse(value ?? {});
+  if (r.success) return r.data;
+  const i = r.error.issues[0];
+  if (i.code === 'unrecognized_keys') throw new DeviceCaError('bad-request', `${where}: unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => JSON.stringify(k.slice(0, 64))).join(', ')}`);
+  const field = i.path.length ? i.path.map(String).join('.') : where;
+  const message = i.code === 'invalid_value' ? `must be one of ${i.values.map(String).join(', ')}` : i.message;
+  throw new DeviceCaError('bad-request', `${field}: ${message}`);
+}

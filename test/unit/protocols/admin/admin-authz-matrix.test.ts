@@ -1,0 +1,171 @@
+import * as crypto from 'node:crypto';
+import { OPENAPI } from '../../../../src/protocols/admin/openapi';
+import { AdminApp, ApiReply, startAdminApp } from './admin-app';
+
+/**
+ * The admin API's authorization matrix: every route of the OpenAPI document x every kind of caller, with
+ * the status that caller must get. The routes are enumerated from the document (and the document checked
+ * against the router), so a route added without its row here fails. Each cell runs on fresh fixtures; a
+ * refused call must leave the device, its certificate and the audit log as they were, and a 404 must read
+ * exactly like the 404 for an id that does not exist.
+ *
+ * Callers: the operator; `owner` = owner:acme, which owns every fixture device; `newOwner` = owner:bravo,
+ * the owner a `transferring` fixture was released to (for other fixtures just one more owner); `other` =
+ * owner:globex; no token; a revoked token; a token that never existed.
+ */
+
+const CALLERS = ['operator', 'owner', 'newOwner', 'other', 'none', 'revoked', 'bad'] as const;
+type Caller = (typeof CALLERS)[number];
+type Statuses = [number, number, number, number, number, number, number];
+
+interface Target {
+  path: string;
+  body?: unknown;
+  /** the device id or serial in the path, for the "404 reads like an unknown id" check */
+  subject?: string;
+  unknown?: string;
+  /** device and certificate a refused call must leave untouched */
+  device?: string;
+  serial?: string | null;
+}
+
+interface Variant {
+  name: string;
+  target: (app: AdminApp) => Promise<Target>;
+  expect: Statuses;
+}
+
+const ANON: [number, number, number] = [401, 401, 401];
+const unknownDevice = () => `m-unknown-${crypto.randomBytes(4).toString('hex')}`;
+const unknownSerial = () => '4' + crypto.randomBytes(15).toString('hex');
+const onDevice =
+  (state: Parameters<AdminApp['device']>[0], action: string, body?: unknown) =>
+  async (app: AdminApp): Promise<Target> => {
+    const d = await app.device(state);
+    return { path: `/devices/${d.id}${action}`, body, subject: d.id, unknown: unknownDevice(), device: d.id, serial: d.serial };
+  };
+const onCertificate =
+  (action: string, body?: unknown) =>
+  async (app: AdminApp): Promise<Target> => {
+    const d = await app.device('active');
+    return { path: `/certificates/${d.serial}${action}`, body, subject: d.serial!, unknown: unknownSerial(), device: d.id, serial: d.serial };
+  };
+const onRequest = (action: string) => async (app: AdminApp): Promise<Target> => ({ path: `/requests/${await app.pendingRequest()}${action}`, body: {} });
+
+/** MATRIX: `METHOD /path` as in the OpenAPI document -> variants, each [operator, owner, newOwner, other, none, revoked, bad] */
+const MATRIX: Record<string, Variant[]> = {
+  'GET /openapi.json': [{ name: 'public', target: async () => ({ path: '/openapi.json' }), expect: [200, 200, 200, 200, 200, 200, 200] }],
+  'GET /devices': [{ name: 'list', target: async () => ({ path: '/devices' }), expect: [200, 200, 200, 200, ...ANON] }],
+  'POST /devices': [
+    { name: 'register for acme', target: async () => ({ path: '/devices', body: { id: unknownDevice(), owner: 'acme' } }), expect: [201, 201, 403, 403, ...ANON] },
+    {
+      // device ids are one namespace: a taken id is refused alike for everyone (it says "taken", never whose)
+      name: 'an id acme holds',
+      target: async (app) => {
+        const d = await app.device('active');
+        return { path: '/devices', body: { id: d.id }, device: d.id, serial: d.serial };
+      },
+      expect: [409, 409, 409, 409, ...ANON],
+    },
+  ],
+  'GET /devices/{id}': [
+    { name: 'active device', target: onDevice('active', ''), expect: [200, 200, 404, 404, ...ANON] },
+    { name: 'transferring device', target: onDevice('transferring', ''), expect: [200, 200, 200, 404, ...ANON] },
+  ],
+  'POST /devices/{id}/suspend': [
+    { name: 'active device', target: onDevice('active', '/suspend'), expect: [200, 200, 404, 404, ...ANON] },
+    { name: 'transferring device', target: onDevice('transferring', '/suspend'), expect: [409, 409, 403, 404, ...ANON] },
+  ],
+  'POST /devices/{id}/resume': [{ name: 'suspended device', target: onDevice('suspended', '/resume'), expect: [200, 200, 404, 404, ...ANON] }],
+  'POST /devices/{id}/retire': [
+    { name: 'active device', target: onDevice('active', '/retire'), expect: [200, 200, 404, 404, ...ANON] },
+    { name: 'transferring device', target: onDevice('transferring', '/retire'), expect: [200, 200, 403, 404, ...ANON] },
+  ],
+  'POST /devices/{id}/transfer': [
+    { name: 'active device', target: onDevice('active', '/transfer', { to: 'initech' }), expect: [200, 403, 404, 404, ...ANON] },
+    { name: 'transferring device', target: onDevice('transferring', '/transfer', { to: 'bravo' }), expect: [200, 403, 403, 404, ...ANON] },
+  ],
+  'POST /devices/{id}/release': [
+    { name: 'active device', target: onDevice('active', '/release', { to: 'bravo' }), expect: [200, 200, 404, 404, ...ANON] },
+    { name: 'transferring device', target: onDevice('transferring', '/release', { to: 'globex' }), expect: [409, 409, 403, 404, ...ANON] },
+  ],
+  'POST /devices/{id}/claim': [
+    { name: 'transferring device', target: onDevice('transferring', '/claim'), expect: [200, 403, 200, 404, ...ANON] },
+    { name: 'active device', target: onDevice('active', '/claim'), expect: [409, 409, 404, 404, ...ANON] },
+  ],
+  'POST /devices/{id}/cancel-release': [
+    { name: 'transferring device', target: onDevice('transferring', '/cancel-release'), expect: [200, 200, 403, 404, ...ANON] },
+    { name: 'active device', target: onDevice('active', '/cancel-release'), expect: [409, 409, 404, 404, ...ANON] },
+  ],
+  'GET /certificates': [{ name: 'list', target: async () => ({ path: '/certificates' }), expect: [200, 200, 200, 200, ...ANON] }],
+  'GET /certificates/{serial}': [{ name: "acme's certificate", target: onCertificate(''), expect: [200, 200, 404, 404, ...ANON] }],
+  'POST /certificates/{serial}/revoke': [{ name: "acme's certificate", target: onCertificate('/revoke', { reason: 'superseded' }), expect: [200, 200, 404, 404, ...ANON] }],
+  'GET /requests': [{ name: 'queue', target: async () => ({ path: '/requests' }), expect: [200, 403, 403, 403, ...ANON] }],
+  'POST /requests/{id}/approve': [{ name: 'pending request', target: onRequest('/approve'), expect: [200, 403, 403, 403, ...ANON] }],
+  'POST /requests/{id}/reject': [{ name: 'pending request', target: onRequest('/reject'), expect: [200, 403, 403, 403, ...ANON] }],
+};
+
+/** DOCUMENTED: every `METHOD /path` of the OpenAPI document */
+const DOCUMENTED = Object.entries(OPENAPI.paths as Record<string, Record<string, unknown>>).flatMap(([p, ops]) =>
+  Object.keys(ops)
+    .filter((m) => ['get', 'put', 'post', 'delete', 'patch', 'head', 'options'].includes(m))
+    .map((m) => `${m.toUpperCase()} ${p}`),
+);
+
+let app: AdminApp;
+beforeAll(async () => {
+  app = await startAdminApp();
+}, 60_000);
+afterAll(() => app?.close());
+
+const tokenOf = (c: Caller): string | undefined =>
+  ({ operator: app.tokens.operator, owner: app.tokens.acme, newOwner: app.tokens.bravo, other: app.tokens.globex, none: undefined, revoked: app.tokens.revoked, bad: app.tokens.bad })[c];
+
+async function snapshot(t: Target) {
+  return {
+    device: t.device ? await app.store.getDevice(t.device) : null,
+    cert: t.serial ? await app.store.certificateStatus(t.serial) : null,
+    audit: await app.auditRecords(),
+  };
+}
+
+const send = (method: string, t: Target, path: string, token: string | undefined): Promise<ApiReply> =>
+  app.call(method, path, { token, json: method === 'POST' ? (t.body ?? {}) : undefined });
+
+describe('the OpenAPI document lists every route of the admin router', () => {
+  it('router routes == documented routes', () => {
+    const served = (app.router.stack as { route?: { path: string; methods: Record<string, boolean> } }[])
+      .filter((l) => l.route)
+      .flatMap((l) => Object.keys(l.route!.methods).map((m) => `${m.toUpperCase()} ${l.route!.path.replace(/:(\w+)/g, '{$1}')}`));
+    expect([...new Set(served)].sort()).toEqual([...DOCUMENTED].sort());
+  });
+
+  it('every documented route has a row in the matrix, and every row a documented route', () => {
+    expect(Object.keys(MATRIX).sort()).toEqual([...DOCUMENTED].sort());
+  });
+});
+
+describe.each(DOCUMENTED)('%s', (route) => {
+  const [method] = route.split(' ');
+  const variants = MATRIX[route] ?? [];
+  it('has an expectation for every caller', () => {
+    expect(variants.length).toBeGreaterThan(0);
+  });
+  const cells = variants.flatMap((v) => CALLERS.map((c, i) => [v.name, c, v.expect[i], v] as const));
+  if (!cells.length) return;
+  it.each(cells)('%s, %s: %d', async (_name, caller, status, v) => {
+    const t = await v.target(app);
+    const before = await snapshot(t);
+    const r = await send(method, t, t.path, tokenOf(caller));
+    expect({ caller, status: r.status, body: r.status === status ? undefined : r.text }).toEqual({ caller, status, body: undefined });
+    expect(r.headers.get('content-type')).toMatch(/^application\/json/);
+    if (status < 400) return;
+    expect(r.json.error).toEqual({ code: expect.any(String), message: expect.any(String) });
+    if (status === 401) expect(r.headers.get('www-authenticate')).toMatch(/^Bearer realm=/);
+    expect(await snapshot(t)).toEqual(before);
+    if (status === 404 && t.subject && t.unknown) {
+      const u = await send(method, t, t.path.replace(t.subject, t.unknown), tokenOf(caller));
+      expect({ status: u.status, text: u.text.split(t.unknown).join('X') }).toEqual({ status: 404, text: r.text.split(t.subject).join('X') });
+    }
+  });
+});
