@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as graphene from 'graphene-pk11';
 import { initCa, loadCa } from '../../src/ca/ca-hierarchy';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store';
 import { CertificateAuthority } from '../../src/ca/certificate-authority';
 import { KU, assembleCertificate, basicConstraints, encodeTbs, keyIdentifier, keyUsage, newSerial, subjectKeyIdentifier } from '../../src/ca/certificate-encoder';
 import { encodeName } from '../../src/ca/name';
@@ -400,11 +401,13 @@ describe('the CA on HSM keys', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-pkcs11-ca-'));
     try {
       const cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { publicUrl: 'http://ca.example.test:8080' } });
-      const made = await initCa(cfg, backend);
+      const store = new SqliteStore(cfg.store.path);
+      const made = await initCa(cfg, backend, store);
       expect(parsePkcs11Uri(made.state.root.keyRef).token).toBe('ca');
       await backend.close();
       backend = await openBackend().open();
-      const loaded = await loadCa(cfg, backend);
+      const loaded = await loadCa(cfg, backend, store);
+      await store.close();
       expect(loaded.issuing.key.spki).toEqual(made.issuing.key.spki);
       const ca = new CertificateAuthority({ issuing: loaded.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate });
       const leafKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
