@@ -1,0 +1,165 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { HIERARCHY_RECORD, caExists, ensureCa, initCa, loadCa } from '../../../src/ca/ca-hierarchy';
+import { CertificateAuthority } from '../../../src/ca/certificate-authority';
+import { toPem } from '../../../src/ca/pem';
+import { OCSP_RESPONDER_RECORD, TLS_SERVER_RECORD, readOcspResponder, readTlsServerCertificate } from '../../../src/ca/service-certificates';
+import { loadConfig, publicBaseUrl } from '../../../src/config/load-config';
+import { Config } from '../../../src/config/schema';
+import { generateKeyPair, SoftwareKeyBackend } from '../../../src/keys/software-key-backend';
+import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
+
+/**
+ * The CA's state lives in the store: init writes it in one step, key refs are relative to the data
+ * directory (a moved data directory keeps working), and a data directory made by the previous version
+ * (ca/state.json with absolute paths, ocsp-responder.json, tls/server.pem) is imported on first use.
+ */
+
+let root: string;
+beforeEach(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-castate-'));
+});
+afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
+
+const configFor = (dataDir: string): Config => loadConfig({ env: { DEVICE_CA_DATA: dataDir }, overrides: { publicUrl: 'http://ca.example.test:8080' } });
+const keysFor = (cfg: Config) => new SoftwareKeyBackend(path.join(cfg.dataDir, 'keys'));
+
+async function withStore<T>(cfg: Config, f: (s: SqliteStore) => Promise<T>): Promise<T> {
+  const s = new SqliteStore(cfg.store.path);
+  try {
+    return await f(s);
+  } finally {
+    await s.close();
+  }
+}
+
+describe('initCa writes the CA into the store', () => {
+  it('keeps key refs relative to the data dir, writes 0600 exports, and a moved data dir loads and signs', async () => {
+    const cfg = configFor(path.join(root, 'a'));
+    const made = await withStore(cfg, (s) => initCa(cfg, keysFor(cfg), s));
+    const rec = await withStore(cfg, async (s) => (await s.getCaState(HIERARCHY_RECORD))!.value as { root: { keyRef: string }; issuing: { keyRef: string; der: string } });
+    expect(rec.root.keyRef).toMatch(/^keys\/device-ca-root-.*\.key\.pem$/);
+    expect(rec.issuing.keyRef).toMatch(/^keys\/device-ca-issuing-.*\.key\.pem$/);
+    expect(Buffer.from(rec.issuing.der, 'base64').equals(made.issuing.der)).toBe(true);
+    const chain = path.join(cfg.dataDir, 'ca', 'chain.pem');
+    expect(fs.readFileSync(chain, 'utf8')).toBe(toPem(made.issuing.der, 'CERTIFICATE') + toPem(made.root.der, 'CERTIFICATE'));
+    expect(fs.statSync(chain).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.join(cfg.dataDir, 'ca')).mode & 0o777).toBe(0o700);
+    expect(fs.existsSync(path.join(cfg.dataDir, 'ca', 'state.json'))).toBe(false);
+
+    fs.renameSync(cfg.dataDir, path.join(root, 'moved'));
+    const moved = configFor(path.join(root, 'moved'));
+    const h = await withStore(moved, (s) => loadCa(moved, keysFor(moved), s));
+    expect(h.state.issuing.keyRef.startsWith(moved.dataDir + path.sep)).toBe(true);
+    const sig = await h.issuing.key.sign(Buffer.from('probe'));
+    expect(crypto.verify('sha256', Buffer.from('probe'), crypto.createPublicKey({ key: made.issuing.key.spki, format: 'der', type: 'spki' }), sig)).toBe(true);
+  });
+
+  it('a crash before the store write (here: the store refuses it) leaves no CA that looks complete', async () => {
+    const cfg = configFor(path.join(root, 'b'));
+    await withStore(cfg, async (s) => {
+      const failing = Object.assign(Object.create(s) as SqliteStore, { saveCaState: () => Promise.reject(new Error('disk full')) });
+      await expect(initCa(cfg, keysFor(cfg), failing)).rejects.toThrow('disk full');
+      expect(await caExists(cfg, s)).toBe(false);
+      expect(fs.existsSync(path.join(cfg.dataDir, 'ca', 'chain.pem'))).toBe(false);
+      await expect(loadCa(cfg, keysFor(cfg), s)).rejects.toMatchObject({ code: 'config' });
+      // and a second init then succeeds
+      await initCa(cfg, keysFor(cfg), s);
+      expect(await caExists(cfg, s)).toBe(true);
+    });
+  });
+
+  it('ensureCa restores a deleted export on the next start, byte for byte', async () => {
+    const cfg = configFor(path.join(root, 'c'));
+    await withStore(cfg, (s) => ensureCa(cfg, keysFor(cfg), s));
+    const chain = path.join(cfg.dataDir, 'ca', 'chain.pem');
+    const before = fs.readFileSync(chain);
+    fs.unlinkSync(chain);
+    const again = await withStore(cfg, (s) => ensureCa(cfg, keysFor(cfg), s));
+    expect(again.created).toBe(false);
+    expect(fs.readFileSync(chain).equals(before)).toBe(true);
+  });
+});
+
+/**
+ * writeLegacyDataDir lays out a data directory the way the previous device-ca left it: keys/, the
+ * certificate files and ca/state.json with ABSOLUTE paths, ca/ocsp-responder.json, tls/server.pem+key,
+ * and no CA records in the SQLite file.
+ */
+async function writeLegacyDataDir(dataDir: string) {
+  const cfg = configFor(dataDir);
+  const keys = keysFor(cfg);
+  // the CA material itself, made in a scratch store that is thrown away
+  const scratch = path.join(root, 'scratch.sqlite');
+  const s = new SqliteStore(scratch);
+  const h = await initCa(cfg, keys, s);
+  await s.close();
+  for (const f of [scratch, scratch + '-wal', scratch + '-shm']) fs.rmSync(f, { force: true });
+  const caDir = path.join(dataDir, 'ca');
+  fs.writeFileSync(
+    path.join(caDir, 'state.json'),
+    JSON.stringify({
+      version: 1,
+      root: { name: 'device-ca-root', keyRef: h.root.key.ref, certFile: path.join(caDir, 'device-ca-root.crt') },
+      issuing: { name: 'device-ca-issuing', keyRef: h.issuing.key.ref, certFile: path.join(caDir, 'device-ca-issuing.crt') },
+    }),
+  );
+  const ca = new CertificateAuthority({ issuing: h.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate });
+  const ocspKey = await keys.generate('ocsp', 'ecdsa-p256', 'device-ca-issuing-ocsp-abcdef');
+  const ocsp = await ca.issueOcspResponder(ocspKey.spki, cfg.ocsp.responderValidity);
+  const ocspFile = path.join(caDir, `device-ca-issuing-ocsp-${ocsp.serial.slice(0, 8)}.crt`);
+  fs.writeFileSync(ocspFile, ocsp.der);
+  fs.writeFileSync(path.join(caDir, 'ocsp-responder.json'), JSON.stringify({ keyRef: ocspKey.ref, certFile: ocspFile }));
+  const kp = generateKeyPair('ecdsa-p256');
+  const tls = await ca.issue({ profile: { name: 'tls-server', validitySeconds: 397 * 86400, serverAuth: true }, subject: [{ type: 'CN', value: 'localhost' }], spki: kp.publicKey.export({ type: 'spki', format: 'der' }), keyType: 'ec', sans: [{ type: 'dns', value: 'localhost' }, { type: 'ip', value: '127.0.0.1' }, { type: 'ip', value: '::1' }] });
+  fs.mkdirSync(path.join(dataDir, 'tls'), { mode: 0o700 });
+  const keyPem = kp.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  fs.writeFileSync(path.join(dataDir, 'tls', 'server.key'), keyPem, { mode: 0o600 });
+  fs.writeFileSync(path.join(dataDir, 'tls', 'server.pem'), toPem(tls.der, 'CERTIFICATE') + toPem(h.issuing.der, 'CERTIFICATE'));
+  return { h, ocspDer: ocsp.der, ocspSpki: ocspKey.spki, tlsDer: tls.der, keyPem };
+}
+
+describe('a data directory from the previous version', () => {
+  it.each([
+    ['in place', false],
+    ['after it was moved (state.json paths no longer exist)', true],
+  ])('is imported into the store on first load, %s, and keeps working', async (_label, move) => {
+    const made = path.join(root, 'old');
+    const old = await writeLegacyDataDir(made);
+    let dataDir = made;
+    if (move) {
+      dataDir = path.join(root, 'elsewhere');
+      fs.renameSync(made, dataDir);
+    }
+    const cfg = configFor(dataDir);
+    await withStore(cfg, async (s) => {
+      expect(await caExists(cfg, s)).toBe(true);
+      const h = await loadCa(cfg, keysFor(cfg), s);
+      expect(h.issuing.der.equals(old.h.issuing.der)).toBe(true);
+      expect(h.root.der.equals(old.h.root.der)).toBe(true);
+      const sig = await h.issuing.key.sign(Buffer.from('probe'));
+      expect(crypto.verify('sha256', Buffer.from('probe'), crypto.createPublicKey({ key: old.h.issuing.key.spki, format: 'der', type: 'spki' }), sig)).toBe(true);
+      const rec = (await s.getCaState(HIERARCHY_RECORD))!.value as { root: { keyRef: string }; issuing: { keyRef: string } };
+      expect([rec.root.keyRef, rec.issuing.keyRef]).toEqual([path.relative(made, old.h.root.key.ref), path.relative(made, old.h.issuing.key.ref)]);
+      expect((await s.listAudit({ subject: 'device-ca-issuing' })).map((a) => a.type)).toEqual(['ca.imported']);
+
+      const ocsp = (await readOcspResponder(cfg, keysFor(cfg), s))!;
+      expect(ocsp.cert.equals(old.ocspDer)).toBe(true);
+      expect(ocsp.key.spki.equals(old.ocspSpki)).toBe(true);
+      expect(((await s.getCaState(OCSP_RESPONDER_RECORD))!.value as { keyRef: string }).keyRef).toMatch(/^keys\//);
+      const tls = (await readTlsServerCertificate(cfg, h, s))!;
+      expect(tls.certPem).toBe(toPem(old.tlsDer, 'CERTIFICATE') + toPem(old.h.issuing.der, 'CERTIFICATE'));
+      expect(tls.keyPem).toBe(old.keyPem);
+      expect(((await s.getCaState(TLS_SERVER_RECORD))!.value as { keyRef: string }).keyRef).toBe('tls/server.key');
+      // init now refuses: the imported CA exists
+      await expect(initCa(cfg, keysFor(cfg), s)).rejects.toMatchObject({ code: 'conflict' });
+    });
+    // a second load reads the store and imports nothing again
+    await withStore(cfg, async (s) => {
+      await loadCa(cfg, keysFor(cfg), s);
+      expect((await s.listAudit({ subject: 'device-ca-issuing' })).map((a) => a.type)).toEqual(['ca.imported']);
+    });
+  });
+});
