@@ -3,13 +3,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { HIERARCHY_RECORD, caExists, ensureCa, initCa, loadCa } from '../../../src/ca/ca-hierarchy';
-import { CertificateAuthority } from '../../../src/ca/certificate-authority';
 import { toPem } from '../../../src/ca/pem';
 import { OCSP_RESPONDER_RECORD, TLS_SERVER_RECORD, readOcspResponder, readTlsServerCertificate } from '../../../src/ca/service-certificates';
-import { loadConfig, publicBaseUrl } from '../../../src/config/load-config';
+import { loadConfig } from '../../../src/config/load-config';
 import { Config } from '../../../src/config/schema';
-import { generateKeyPair, SoftwareKeyBackend } from '../../../src/keys/software-key-backend';
+import { SoftwareKeyBackend } from '../../../src/keys/software-key-backend';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
+import { writeLegacyDataDir } from '../../fixtures/legacy-data-dir';
 
 /**
  * The CA's state lives in the store: init writes it in one step, key refs are relative to the data
@@ -83,51 +83,13 @@ describe('initCa writes the CA into the store', () => {
   });
 });
 
-/**
- * writeLegacyDataDir lays out a data directory the way the previous device-ca left it: keys/, the
- * certificate files and ca/state.json with ABSOLUTE paths, ca/ocsp-responder.json, tls/server.pem+key,
- * and no CA records in the SQLite file.
- */
-async function writeLegacyDataDir(dataDir: string) {
-  const cfg = configFor(dataDir);
-  const keys = keysFor(cfg);
-  // the CA material itself, made in a scratch store that is thrown away
-  const scratch = path.join(root, 'scratch.sqlite');
-  const s = new SqliteStore(scratch);
-  const h = await initCa(cfg, keys, s);
-  await s.close();
-  for (const f of [scratch, scratch + '-wal', scratch + '-shm']) fs.rmSync(f, { force: true });
-  const caDir = path.join(dataDir, 'ca');
-  fs.writeFileSync(
-    path.join(caDir, 'state.json'),
-    JSON.stringify({
-      version: 1,
-      root: { name: 'device-ca-root', keyRef: h.root.key.ref, certFile: path.join(caDir, 'device-ca-root.crt') },
-      issuing: { name: 'device-ca-issuing', keyRef: h.issuing.key.ref, certFile: path.join(caDir, 'device-ca-issuing.crt') },
-    }),
-  );
-  const ca = new CertificateAuthority({ issuing: h.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate });
-  const ocspKey = await keys.generate('ocsp', 'ecdsa-p256', 'device-ca-issuing-ocsp-abcdef');
-  const ocsp = await ca.issueOcspResponder(ocspKey.spki, cfg.ocsp.responderValidity);
-  const ocspFile = path.join(caDir, `device-ca-issuing-ocsp-${ocsp.serial.slice(0, 8)}.crt`);
-  fs.writeFileSync(ocspFile, ocsp.der);
-  fs.writeFileSync(path.join(caDir, 'ocsp-responder.json'), JSON.stringify({ keyRef: ocspKey.ref, certFile: ocspFile }));
-  const kp = generateKeyPair('ecdsa-p256');
-  const tls = await ca.issue({ profile: { name: 'tls-server', validitySeconds: 397 * 86400, serverAuth: true }, subject: [{ type: 'CN', value: 'localhost' }], spki: kp.publicKey.export({ type: 'spki', format: 'der' }), keyType: 'ec', sans: [{ type: 'dns', value: 'localhost' }, { type: 'ip', value: '127.0.0.1' }, { type: 'ip', value: '::1' }] });
-  fs.mkdirSync(path.join(dataDir, 'tls'), { mode: 0o700 });
-  const keyPem = kp.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-  fs.writeFileSync(path.join(dataDir, 'tls', 'server.key'), keyPem, { mode: 0o600 });
-  fs.writeFileSync(path.join(dataDir, 'tls', 'server.pem'), toPem(tls.der, 'CERTIFICATE') + toPem(h.issuing.der, 'CERTIFICATE'));
-  return { h, ocspDer: ocsp.der, ocspSpki: ocspKey.spki, tlsDer: tls.der, keyPem };
-}
-
 describe('a data directory from the previous version', () => {
   it.each([
     ['in place', false],
     ['after it was moved (state.json paths no longer exist)', true],
   ])('is imported into the store on first load, %s, and keeps working', async (_label, move) => {
     const made = path.join(root, 'old');
-    const old = await writeLegacyDataDir(made);
+    const old = await writeLegacyDataDir(made, path.join(root, 'scratch.sqlite'));
     let dataDir = made;
     if (move) {
       dataDir = path.join(root, 'elsewhere');
