@@ -13,6 +13,7 @@ import { parseDuration } from '../config/duration';
 import { Config } from '../config/schema';
 import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
 import { keyAssignments } from '../ca/key-assignments';
+import { KeyRouter } from '../keys/key-router';
 import { openKeyBackend } from '../keys/open-key-backend';
 import { createLogger, openRegistrationAuthority, openStore } from '../main';
 import { serve } from './serve';
@@ -46,6 +47,8 @@ program
   .action(async () => {
     const cfg = config();
     const keys = openKeyBackend(cfg);
+    // keys first: a wrong PIN or an absent token fails before the store file is created
+    if (keys instanceof KeyRouter) await Promise.all([keys.open('root'), keys.open('issuing')]).catch(async (e: unknown) => (await keys.close(), Promise.reject(e)));
     const store = openStore(cfg);
     try {
       const h = await initCa(cfg, keys, store);

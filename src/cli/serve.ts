@@ -1,5 +1,6 @@
 import cluster, { Worker } from 'node:cluster';
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import { Logger } from 'pino';
@@ -8,6 +9,7 @@ import { Config } from '../config/schema';
 import { CA_DUTIES_LEASE, CA_DUTIES_LEASE_TTL_MS } from '../ca/ca-duties';
 import { ensureCa } from '../ca/ca-hierarchy';
 import { ensureOcspResponder, ensureTlsServerCertificate } from '../ca/service-certificates';
+import { KeyRouter } from '../keys/key-router';
 import { openKeyBackend } from '../keys/open-key-backend';
 import { buildCertificateAuthority, buildService, openStore, Service } from '../main';
 
@@ -32,10 +34,19 @@ export async function serve(cfg: Config, log: Logger): Promise<void> {
  */
 async function prepare(cfg: Config, log: Logger): Promise<void> {
   const keys = openKeyBackend(cfg);
+  // keys first: a wrong PIN or an absent token fails before anything (the store file included) is written
+  try {
+    if (keys instanceof KeyRouter) {
+      await keys.open('issuing');
+      if (!fs.existsSync(cfg.store.path)) await keys.open('root'); // a first start makes the root key too
+    }
+  } catch (e) {
+    await keys.close();
+    throw e;
+  }
   const store = openStore(cfg); // runs migrations once, before workers open the file
   const holder = `${os.hostname()}:${process.pid}:prepare`;
   try {
-    // a wrong PIN or an absent token fails here, before the CA is written into the store
     const { ca, created } = await ensureCa(cfg, keys, store);
     if (created) log.info({ dataDir: cfg.dataDir, root: ca.state.root.name, issuing: ca.state.issuing.name }, 'created a new CA hierarchy');
     if (await store.acquireLease(CA_DUTIES_LEASE, holder, CA_DUTIES_LEASE_TTL_MS, new Date())) {

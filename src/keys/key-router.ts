@@ -31,6 +31,16 @@ export class KeyRouter implements KeyBackend, RsaDecryptor {
     return b.generate(role, algorithm, label);
   }
 
+  /**
+   * open opens (and logs in to) the backend that holds a role's keys now, without touching a key, so a
+   * wrong PIN or an absent token fails before anything is written to the data directory.
+   */
+  async open(role: KeyRole): Promise<void> {
+    const existing = this.adopt(role);
+    if (existing) await this.owner(existing);
+    else this.opened.add(await this.forRole(role));
+  }
+
   async load(ref: string): Promise<SigningKey> {
     return (await this.owner(ref)).load(ref);
   }
