@@ -18,6 +18,7 @@ import { Pkcs11KeyBackend } from '../../src/keys/pkcs11/pkcs11-key-backend';
 import { acquireModule, moduleUsers, releaseModule } from '../../src/keys/pkcs11/pkcs11-module';
 import { parsePkcs11Uri } from '../../src/keys/pkcs11/pkcs11-uri';
 import { hashFor } from '../../src/keys/signature-algorithm';
+import { openKeyBackend } from '../../src/keys/open-key-backend';
 import { SoftwareKeyBackend } from '../../src/keys/software-key-backend';
 import { SoftHsm, createSoftHsm } from '../helpers/softhsm';
 
@@ -251,6 +252,27 @@ describe('capabilities', () => {
     bad[0] ^= 0xff;
     await expect(backend.rsaDecrypt(ra.ref, bad)).rejects.toMatchObject({ code: 'bad-request', message: 'RSA decryption failed' });
     await expect(backend.rsaDecrypt(ra.ref, ct.subarray(1))).rejects.toMatchObject({ code: 'bad-request' });
+  });
+
+  test("through the service's key router (openKeyBackend): an RA key generated on the token decrypts", async () => {
+    const cfg = loadConfig({ env: { DEVICE_CA_DATA: fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-router-')), DEVICE_CA_PKCS11_MODULE: hsm.module, DEVICE_CA_PKCS11_TOKEN: 'ca' } });
+    const saved = process.env.DEVICE_CA_PKCS11_PIN;
+    process.env.DEVICE_CA_PKCS11_PIN = hsm.pin;
+    const router = openKeyBackend(cfg);
+    try {
+      expect(isRsaDecryptor(router)).toBe(true);
+      if (!isRsaDecryptor(router)) return;
+      const ra = await router.generate('ra', 'rsa-2048', `router-ra-${crypto.randomBytes(3).toString('hex')}`);
+      expect(ra.ref).toMatch(/^pkcs11:token=ca;/);
+      const secret = crypto.randomBytes(32);
+      const ct = crypto.publicEncrypt({ key: crypto.createPublicKey({ key: ra.spki, format: 'der', type: 'spki' }), padding: crypto.constants.RSA_PKCS1_PADDING }, secret);
+      expect(await router.rsaDecrypt(ra.ref, ct)).toEqual(secret);
+    } finally {
+      await router.close();
+      if (saved === undefined) delete process.env.DEVICE_CA_PKCS11_PIN;
+      else process.env.DEVICE_CA_PKCS11_PIN = saved;
+      fs.rmSync(cfg.dataDir, { recursive: true, force: true });
+    }
   });
 
   test('rsaDecrypt refuses keys generated for other roles (no CKA_DECRYPT)', async () => {
