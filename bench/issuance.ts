@@ -52,11 +52,11 @@ export interface IssuanceRig {
 export async function makeIssuanceRig(): Promise<IssuanceRig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-bench-issuance-'));
   const cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { publicUrl: 'http://ca.example.test:8080' } });
-  const h = await initCa(cfg, new SoftwareKeyBackend(path.join(dir, 'keys')));
+  const store = new SqliteStore(cfg.store.path);
+  const h = await initCa(cfg, new SoftwareKeyBackend(path.join(dir, 'keys')), store);
   if (h.issuing.key.algorithm !== 'ecdsa-p256') throw new Error(`expected an ecdsa-p256 issuing key, got ${h.issuing.key.algorithm}`);
   const profile = { name: 'default', validitySeconds: 365 * 86400, serverAuth: false };
   const ca = new CertificateAuthority({ issuing: h.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles: new Map([[profile.name, profile]]) });
-  const store = new SqliteStore(cfg.store.path);
 
   // 200 distinct keys, requests and registered devices, made before any timing
   const deviceIds = Array.from({ length: POOL }, (_, i) => `bench-dev-${String(i).padStart(4, '0')}`);

@@ -26,9 +26,9 @@ interface DistApi {
   loadConfig(opts: { env: NodeJS.ProcessEnv }): { dataDir: string };
   openKeyBackend(cfg: unknown): { close(): Promise<void> };
   openStore(cfg: unknown): { close(): Promise<void> };
-  ensureCa(cfg: unknown, keys: unknown): Promise<{ ca: unknown }>;
+  ensureCa(cfg: unknown, keys: unknown, store: unknown): Promise<{ ca: unknown }>;
   buildCertificateAuthority(cfg: unknown, hierarchy: unknown): unknown;
-  ensureOcspResponder(cfg: unknown, keys: unknown, ca: unknown, store: unknown): Promise<{ cert: Buffer }>;
+  ensureOcspResponder(cfg: unknown, keys: unknown, ca: unknown, store: unknown): Promise<{ cert: Buffer; key: { ref: string } }>;
   openRegistrationAuthority(cfg: unknown): Promise<{
     ra: {
       registerDevice(a: { id: string; owner?: string; actor: string }): Promise<{ secret: string }>;
@@ -138,12 +138,16 @@ export async function makeOcspRig(opts: { devices: number; log: (s: string) => v
 
   // the CA hierarchy and the delegated OCSP responder, as `serve` makes them on first start
   const cfg = dist.loadConfig({ env });
+  let responderDer: Buffer;
+  let responderKeyFile: string;
   {
     const keys = dist.openKeyBackend(cfg);
     const store = dist.openStore(cfg);
     try {
-      const { ca } = await dist.ensureCa(cfg, keys);
-      await dist.ensureOcspResponder(cfg, keys, dist.buildCertificateAuthority(cfg, ca), store);
+      const { ca } = await dist.ensureCa(cfg, keys, store);
+      const r = await dist.ensureOcspResponder(cfg, keys, dist.buildCertificateAuthority(cfg, ca), store);
+      responderDer = r.cert;
+      responderKeyFile = r.key.ref; // a software key file: the bench runs without a token
     } finally {
       await store.close();
       await keys.close();
@@ -151,8 +155,7 @@ export async function makeOcspRig(opts: { devices: number; log: (s: string) => v
   }
   const issuingPem = fs.readFileSync(path.join(dataDir, 'ca', 'device-ca-issuing.pem'), 'utf8');
   const issuing = new crypto.X509Certificate(issuingPem);
-  const responderState = JSON.parse(fs.readFileSync(path.join(dataDir, 'ca', 'ocsp-responder.json'), 'utf8')) as { keyRef: string; certFile: string };
-  const responder = new crypto.X509Certificate(fs.readFileSync(responderState.certFile));
+  const responder = new crypto.X509Certificate(responderDer);
   if (!responder.checkIssued(issuing)) throw new Error('bench/ocsp-http: the responder certificate is not issued by the issuing CA');
 
   // enroll the devices and revoke every fourth certificate
@@ -194,7 +197,7 @@ export async function makeOcspRig(opts: { devices: number; log: (s: string) => v
 
   fs.writeFileSync(path.join(opensslDir, 'issuing.pem'), issuingPem);
   fs.writeFileSync(path.join(opensslDir, 'ocsp.pem'), responder.toString());
-  fs.copyFileSync(responderState.keyRef, path.join(opensslDir, 'ocsp.key'));
+  fs.copyFileSync(responderKeyFile, path.join(opensslDir, 'ocsp.key'));
   fs.chmodSync(path.join(opensslDir, 'ocsp.key'), 0o600);
 
   // requests: CertID (SHA-1, as openssl and RFC 5019 clients send) for each certificate

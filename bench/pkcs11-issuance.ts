@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { initCa } from '../src/ca/ca-hierarchy';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store';
 import { CertificateAuthority } from '../src/ca/certificate-authority';
 import { certificateParts } from '../src/ca/certificate-parts';
 import { OcspResponder, certIdHashes, encodeCertId } from '../src/ca/ocsp-codec';
@@ -73,7 +74,8 @@ export async function benchPkcs11Issuance(opts: { seconds?: number; rounds?: num
 
     // ---- the same CA shape with its keys on the token: initCa on the PKCS#11 backend ----
     const hsmCfg = loadConfig({ env: { DEVICE_CA_DATA: hsmDir }, overrides: { publicUrl: 'http://ca.example.test:8080' } });
-    const hsmHierarchy = await initCa(hsmCfg, backend);
+    const hsmStore = new SqliteStore(hsmCfg.store.path);
+    const hsmHierarchy = await initCa(hsmCfg, backend, hsmStore).finally(() => hsmStore.close());
     const hsmIssuing = hsmHierarchy.issuing;
     if (!hsmIssuing.key.ref.startsWith('pkcs11:') || hsmIssuing.key.algorithm !== rig.h.issuing.key.algorithm) throw new Error(`expected an ${rig.h.issuing.key.algorithm} issuing key on the token, got ${hsmIssuing.key.ref}`);
     const hsmCa = new CertificateAuthority({ issuing: hsmIssuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles: new Map([[rig.profile.name, rig.profile]]), ocspResponderValidity: 86400 });

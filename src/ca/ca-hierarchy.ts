@@ -2,6 +2,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
+import { writeFileAtomic } from '../data-dir/atomic-file';
+import { fromStoredRef, importLegacyPath, toStoredRef } from '../data-dir/data-dir-ref';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm, KeyBackend, SigningKey } from '../keys/key-backend';
 import { signatureAlgorithmFor } from '../keys/signature-algorithm';
@@ -21,10 +23,16 @@ import {
 import { certificateParts } from './certificate-parts';
 import { encodeName } from './name';
 import { toPem } from './pem';
+import { AuditStore, CaStateStore } from '../store/store';
 
-/** CaState is ca/state.json: which key and certificate serve each CA role. Written last, as the commit marker. */
+/**
+ * CaState says which key and certificate serve each CA role. keyRef is what a KeyBackend opens (a key
+ * file path resolved under the data directory, or a PKCS#11 URI); certFile is the operator export in
+ * <dataDir>/ca. The state itself lives in the store (record HIERARCHY_RECORD), so the workers and
+ * nodes sharing a store share one CA.
+ */
 export interface CaState {
-  version: 1;
+  version: 2;
   root: { name: string; keyRef: string; certFile: string };
   issuing: { name: string; keyRef: string; certFile: string };
 }
@@ -38,17 +46,64 @@ export interface CaHierarchy {
   state: CaState;
 }
 
-export const caDir = (cfg: Config): string => path.join(cfg.dataDir, 'ca');
-const stateFile = (cfg: Config): string => path.join(caDir(cfg), 'state.json');
+/** HIERARCHY_RECORD names the store record of the CA hierarchy. */
+export const HIERARCHY_RECORD = 'hierarchy';
 
-export function caExists(cfg: Config): boolean {
-  return fs.existsSync(stateFile(cfg));
+/** StoredCa is the store record: key refs relative to the data directory (issue 8 point 9), certificates as base64 DER. */
+interface StoredCa {
+  version: 2;
+  root: { name: string; keyRef: string; der: string };
+  issuing: { name: string; keyRef: string; der: string };
 }
 
-function writeAtomic(file: string, data: string | Buffer, mode = 0o644): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, data, { mode });
-  fs.renameSync(tmp, file);
+/** LegacyCaState is ca/state.json of device-ca before the CA state moved into the store (absolute paths). */
+interface LegacyCaState {
+  version: 1;
+  root: { name: string; keyRef: string; certFile: string };
+  issuing: { name: string; keyRef: string; certFile: string };
+}
+
+export const caDir = (cfg: Config): string => path.join(cfg.dataDir, 'ca');
+const legacyStateFile = (cfg: Config): string => path.join(caDir(cfg), 'state.json');
+
+/** caExists: the store holds a CA, or the data directory holds one from an older device-ca (imported on load). */
+export async function caExists(cfg: Config, store: CaStateStore): Promise<boolean> {
+  return (await store.getCaState(HIERARCHY_RECORD)) !== null || fs.existsSync(legacyStateFile(cfg));
+}
+
+/**
+ * readCaRecord returns the CA's store record, importing ca/state.json (and the certificate files it
+ * names) from an older data directory on first use; null when there is no CA. The import is a
+ * create-only write, so two processes importing at once agree on one record.
+ */
+async function readCaRecord(cfg: Config, store: CaStateStore & Partial<AuditStore>): Promise<StoredCa | null> {
+  const entry = await store.getCaState(HIERARCHY_RECORD);
+  if (entry) return entry.value as StoredCa;
+  let legacy: LegacyCaState;
+  try {
+    legacy = JSON.parse(fs.readFileSync(legacyStateFile(cfg), 'utf8')) as LegacyCaState;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new DeviceCaError('config', `cannot read ${legacyStateFile(cfg)}: ${(e as Error).message}`);
+  }
+  const role = (r: LegacyCaState['root']): StoredCa['root'] => {
+    const certFile = fromStoredRef(cfg.dataDir, importLegacyPath(cfg.dataDir, r.certFile, 'ca'));
+    let der: Buffer;
+    try {
+      der = fs.readFileSync(certFile);
+    } catch {
+      throw new DeviceCaError('config', `cannot import the CA from ${legacyStateFile(cfg)}: ${r.certFile} is unreadable`);
+    }
+    return { name: r.name, keyRef: importLegacyPath(cfg.dataDir, r.keyRef, 'keys'), der: der.toString('base64') };
+  };
+  const rec: StoredCa = { version: 2, root: role(legacy.root), issuing: role(legacy.issuing) };
+  try {
+    await store.saveCaState(HIERARCHY_RECORD, rec, 0, { type: 'ca.imported', actor: 'device-ca', subject: rec.issuing.name, data: { from: 'ca/state.json', root: rec.root.name, issuing: rec.issuing.name } });
+  } catch (e) {
+    if (e instanceof DeviceCaError && e.code === 'conflict') return (await store.getCaState(HIERARCHY_RECORD))!.value as StoredCa;
+    throw e;
+  }
+  return rec;
 }
 
 async function signCaCert(args: {
@@ -79,11 +134,12 @@ async function signCaCert(args: {
 }
 
 /**
- * initCa creates the root and issuing CA keys and certificates. It refuses to run when a CA exists,
- * and writes state.json last so a crash half-way leaves no CA that looks complete.
+ * initCa creates the root and issuing CA keys and certificates and writes them into the store in one
+ * create-only write, so a crash half-way leaves no CA that looks complete (at worst, unused keys). It
+ * refuses to run when a CA exists. The files in <dataDir>/ca are exports for operators, written after.
  */
-export async function initCa(cfg: Config, keys: KeyBackend, now = new Date()): Promise<CaHierarchy & { root: CaMaterial }> {
-  if (caExists(cfg)) throw new DeviceCaError('conflict', `a CA already exists in ${caDir(cfg)}; refusing to overwrite`);
+export async function initCa(cfg: Config, keys: KeyBackend, store: CaStateStore & AuditStore, now = new Date()): Promise<CaHierarchy & { root: CaMaterial }> {
+  if (await caExists(cfg, store)) throw new DeviceCaError('conflict', `a CA already exists in ${cfg.store.path}; refusing to overwrite`);
   const stamp = now.toISOString().slice(0, 10).replace(/-/g, '') + '-' + crypto.randomBytes(3).toString('hex');
   const rootAlg = (cfg.ca.root.algorithm ?? cfg.ca.algorithm) as KeyAlgorithm;
   const issAlg = (cfg.ca.issuing.algorithm ?? cfg.ca.algorithm) as KeyAlgorithm;
@@ -108,34 +164,67 @@ export async function initCa(cfg: Config, keys: KeyBackend, now = new Date()): P
     pathLen: 0,
     now,
   });
-  // the directory is made only now that both keys exist: a key backend failure leaves nothing behind
-  const dir = caDir(cfg);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const rootFile = path.join(dir, `${cfg.ca.root.name}.crt`);
-  const issFile = path.join(dir, `${cfg.ca.issuing.name}.crt`);
-  writeAtomic(rootFile, rootDer);
-  writeAtomic(issFile, issDer);
-  writeAtomic(path.join(dir, `${cfg.ca.root.name}.pem`), toPem(rootDer, 'CERTIFICATE'));
-  writeAtomic(path.join(dir, `${cfg.ca.issuing.name}.pem`), toPem(issDer, 'CERTIFICATE'));
-  writeAtomic(path.join(dir, 'chain.pem'), toPem(issDer, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE'));
-  const state: CaState = {
-    version: 1,
-    root: { name: cfg.ca.root.name, keyRef: rootKey.ref, certFile: rootFile },
-    issuing: { name: cfg.ca.issuing.name, keyRef: issKey.ref, certFile: issFile },
+  const rec: StoredCa = {
+    version: 2,
+    root: { name: cfg.ca.root.name, keyRef: toStoredRef(cfg.dataDir, rootKey.ref), der: rootDer.toString('base64') },
+    issuing: { name: cfg.ca.issuing.name, keyRef: toStoredRef(cfg.dataDir, issKey.ref), der: issDer.toString('base64') },
   };
-  writeAtomic(stateFile(cfg), JSON.stringify(state, null, 2) + '\n');
+  // the commit point: one create-only write (a concurrent init loses with 'conflict')
+  await store.saveCaState(HIERARCHY_RECORD, rec, 0, {
+    type: 'ca.created',
+    actor: 'device-ca',
+    subject: rec.issuing.name,
+    data: { root: rec.root.name, issuing: rec.issuing.name, rootKey: rec.root.keyRef, issuingKey: rec.issuing.keyRef },
+  });
+  exportCaFiles(cfg, rootDer, issDer);
+  const state = stateOf(cfg, rec);
   return { root: material(state.root.name, rootDer, rootKey), issuing: material(state.issuing.name, issDer, issKey), state };
 }
 
-/** loadCa opens an existing hierarchy: certificates from files, keys from the backend. */
-export async function loadCa(cfg: Config, keys: KeyBackend, opts: { lazyKeys?: boolean } = {}): Promise<CaHierarchy> {
-  if (!caExists(cfg)) throw new DeviceCaError('config', `no CA in ${caDir(cfg)}; run \`device-ca init\` first`);
-  const state = JSON.parse(fs.readFileSync(stateFile(cfg), 'utf8')) as CaState;
-  const rootDer = fs.readFileSync(state.root.certFile);
-  const issDer = fs.readFileSync(state.issuing.certFile);
+/**
+ * exportCaFiles writes the CA certificates for operators and relying parties: <name>.crt (DER),
+ * <name>.pem and chain.pem (issuing then root; the README's trust anchor for clients). A file whose
+ * bytes are already right is left alone, so a restart does not touch them.
+ */
+export function exportCaFiles(cfg: Config, rootDer: Buffer, issDer: Buffer): void {
+  const dir = caDir(cfg);
+  const files: [string, Buffer | string][] = [
+    [`${cfg.ca.root.name}.crt`, rootDer],
+    [`${cfg.ca.issuing.name}.crt`, issDer],
+    [`${cfg.ca.root.name}.pem`, toPem(rootDer, 'CERTIFICATE')],
+    [`${cfg.ca.issuing.name}.pem`, toPem(issDer, 'CERTIFICATE')],
+    ['chain.pem', toPem(issDer, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE')],
+  ];
+  for (const [name, data] of files) {
+    const f = path.join(dir, name);
+    try {
+      if (fs.readFileSync(f).equals(Buffer.from(data))) continue;
+    } catch {
+      // missing: write it
+    }
+    writeFileAtomic(f, data);
+  }
+}
+
+/** stateOf is the runtime view of a store record: key refs resolved under this data directory. */
+function stateOf(cfg: Config, rec: StoredCa): CaState {
+  const role = (r: StoredCa['root']) => ({ name: r.name, keyRef: fromStoredRef(cfg.dataDir, r.keyRef), certFile: path.join(caDir(cfg), `${r.name}.crt`) });
+  return { version: 2, root: role(rec.root), issuing: role(rec.issuing) };
+}
+
+/**
+ * loadCa opens the CA in the store (importing an older data directory's ca/state.json on first use):
+ * certificates from the store, keys from the backend.
+ */
+export async function loadCa(cfg: Config, keys: KeyBackend, store: CaStateStore & AuditStore, opts: { lazyKeys?: boolean } = {}): Promise<CaHierarchy> {
+  const rec = await readCaRecord(cfg, store);
+  if (!rec) throw new DeviceCaError('config', `no CA in ${cfg.store.path}; run \`device-ca init\` first`);
+  const state = stateOf(cfg, rec);
+  const rootDer = Buffer.from(rec.root.der, 'base64');
+  const issDer = Buffer.from(rec.issuing.der, 'base64');
   const spki = certificateParts(issDer).spki;
   const check = (k: SigningKey): SigningKey => {
-    if (!spki.equals(k.spki)) throw new DeviceCaError('config', `issuing CA key ${state.issuing.keyRef} does not match ${state.issuing.certFile}`);
+    if (!spki.equals(k.spki)) throw new DeviceCaError('config', `issuing CA key ${state.issuing.keyRef} does not match the issuing CA certificate ${state.issuing.name}`);
     return k;
   };
   // the root key is not opened: serving never signs with it, and it may live on an offline token.
@@ -167,4 +256,24 @@ function material(name: string, der: Buffer, key: SigningKey): CaMaterial {
   const parts = certificateParts(der);
   const x = new crypto.X509Certificate(der);
   return { name, der, subject: parts.subject, keyId: keyIdentifier(parts.spki), notAfter: new Date(x.validTo), key };
+}
+
+/**
+ * ensureCa creates the CA hierarchy on first start; later starts load it (importing an older data
+ * directory's files) and restore any missing export in <dataDir>/ca. Two processes starting at once
+ * on an empty store agree on one CA: the loser of the create-only write loads the winner's.
+ */
+export async function ensureCa(cfg: Config, keys: KeyBackend, store: CaStateStore & AuditStore): Promise<{ ca: CaHierarchy; created: boolean }> {
+  const load = async () => {
+    const ca = await loadCa(cfg, keys, store);
+    exportCaFiles(cfg, ca.root.der, ca.issuing.der);
+    return { ca, created: false };
+  };
+  if (await caExists(cfg, store)) return load();
+  try {
+    return { ca: await initCa(cfg, keys, store), created: true };
+  } catch (e) {
+    if (e instanceof DeviceCaError && e.code === 'conflict' && (await caExists(cfg, store))) return load();
+    throw e;
+  }
 }

@@ -12,7 +12,10 @@ import { loadConfig } from '../config/load-config';
 import { parseDuration } from '../config/duration';
 import { Config } from '../config/schema';
 import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
-import { createLogger, keyAssignments, openKeyBackend, openRegistrationAuthority, openStore } from '../main';
+import { keyAssignments } from '../ca/key-assignments';
+import { KeyRouter } from '../keys/key-router';
+import { openKeyBackend } from '../keys/open-key-backend';
+import { createLogger, openRegistrationAuthority, openStore } from '../main';
 import { serve } from './serve';
 import { collectItems } from '../store/paging';
 import { printRecords, printRecord } from './output';
@@ -56,12 +59,16 @@ program
   .action(async () => {
     const cfg = config();
     const keys = openKeyBackend(cfg);
+    // keys first: a wrong PIN or an absent token fails before the store file is created
+    if (keys instanceof KeyRouter) await Promise.all([keys.open('root'), keys.open('issuing')]).catch(async (e: unknown) => (await keys.close(), Promise.reject(e)));
+    const store = openStore(cfg);
     try {
-      const h = await initCa(cfg, keys);
+      const h = await initCa(cfg, keys, store);
       const out = { dataDir: cfg.dataDir, root: { name: h.state.root.name, key: h.state.root.keyRef, cert: h.state.root.certFile }, issuing: { name: h.state.issuing.name, key: h.state.issuing.keyRef, cert: h.state.issuing.certFile } };
       if (json()) console.log(JSON.stringify(out, null, 2));
       else console.log(`created CA in ${caDir(cfg)}\n  root:    ${out.root.cert}\n  issuing: ${out.issuing.cert}\n  trust anchor for clients: ${caDir(cfg)}/chain.pem`);
     } finally {
+      await store.close();
       await keys.close();
     }
   });
@@ -321,8 +328,16 @@ program
   .command('list')
   .description('which key serves which role: PKCS#11 URI (RFC 7512) or key file, and the SHA-256 of its public key')
   .action(async () => {
-    const rows = keyAssignments(config());
-    printRecords(json(), rows, ['role', 'ca', 'ref', 'spkiSha256']);
+    const cfg = config();
+    const keys = openKeyBackend(cfg);
+    const store = openStore(cfg);
+    try {
+      const rows = await keyAssignments(cfg, keys, store);
+      printRecords(json(), rows, ['role', 'ca', 'ref', 'spkiSha256']);
+    } finally {
+      await store.close();
+      await keys.close();
+    }
   });
 
 const certs = program.command('certs').description('inspect issued certificates');

@@ -1,11 +1,17 @@
 import cluster, { Worker } from 'node:cluster';
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import { Config } from '../config/schema';
-import { buildCertificateAuthority, buildService, ensureCa, ensureOcspResponder, ensureTlsServerCertificate, openKeyBackend, openStore, Service } from '../main';
+import { CA_DUTIES_LEASE, CA_DUTIES_LEASE_TTL_MS } from '../ca/ca-duties';
+import { ensureCa } from '../ca/ca-hierarchy';
+import { ensureOcspResponder, ensureTlsServerCertificate } from '../ca/service-certificates';
+import { KeyRouter } from '../keys/key-router';
+import { openKeyBackend } from '../keys/open-key-backend';
+import { buildCertificateAuthority, buildService, openStore, Service } from '../main';
 
 /**
  * serve runs device-ca: the primary creates the CA on first start, issues the HTTPS certificate, then
@@ -20,19 +26,40 @@ export async function serve(cfg: Config, log: Logger): Promise<void> {
   return runPrimary(cfg, log, n);
 }
 
+/**
+ * prepare runs once before the workers start: creates (or imports) the CA, then issues the HTTPS and
+ * OCSP responder certificates that are missing or due, under the CA duties lease, so it never races a
+ * worker or another node doing the same. When another process holds the lease, that one issues them and
+ * the workers wait for them in the store.
+ */
 async function prepare(cfg: Config, log: Logger): Promise<void> {
   const keys = openKeyBackend(cfg);
-  let store: ReturnType<typeof openStore> | undefined;
+  // keys first: a wrong PIN or an absent token fails before anything (the store file included) is written
   try {
-    // keys first: a wrong PIN or an absent token fails before anything is written to the data directory
-    const { ca, created } = await ensureCa(cfg, keys);
+    if (keys instanceof KeyRouter) {
+      await keys.open('issuing');
+      if (!fs.existsSync(cfg.store.path)) await keys.open('root'); // a first start makes the root key too
+    }
+  } catch (e) {
+    await keys.close();
+    throw e;
+  }
+  const store = openStore(cfg); // runs migrations once, before workers open the file
+  const holder = `${os.hostname()}:${process.pid}:prepare`;
+  try {
+    const { ca, created } = await ensureCa(cfg, keys, store);
     if (created) log.info({ dataDir: cfg.dataDir, root: ca.state.root.name, issuing: ca.state.issuing.name }, 'created a new CA hierarchy');
-    store = openStore(cfg); // runs migrations once, before workers open the file
-    const authority = buildCertificateAuthority(cfg, ca);
-    await ensureTlsServerCertificate(cfg, authority, ca, store);
-    await ensureOcspResponder(cfg, keys, authority, store);
+    if (await store.acquireLease(CA_DUTIES_LEASE, holder, CA_DUTIES_LEASE_TTL_MS, new Date())) {
+      try {
+        const authority = buildCertificateAuthority(cfg, ca);
+        await ensureTlsServerCertificate(cfg, authority, ca, store);
+        await ensureOcspResponder(cfg, keys, authority, store);
+      } finally {
+        await store.releaseLease(CA_DUTIES_LEASE, holder);
+      }
+    }
   } finally {
-    await store?.close();
+    await store.close();
     await keys.close();
   }
 }
@@ -47,12 +74,9 @@ function runPrimary(cfg: Config, log: Logger, n: number): Promise<void> {
   let ready = 0;
   let started = 0;
   return new Promise((resolve) => {
-    // one worker publishes CRLs on a timer; the others serve what it (or a fetch) generated
-    let publisher: Worker | undefined;
+    // CRL publication and certificate renewal run in whichever worker holds the CA duties lease (ca-duties.ts)
     const fork = (): Worker => {
-      const publishes = !publisher || publisher.isDead();
-      const w = cluster.fork({ DEVICE_CA_WORKER_PUBLISHES_CRLS: publishes ? '1' : '0' });
-      if (publishes) publisher = w;
+      const w = cluster.fork();
       w.on('message', async (m: { type?: string; id?: string }) => {
         if (m?.type === 'device-ca:ready') {
           ready++;
@@ -141,7 +165,7 @@ async function runWorker(cfg: Config, log: Logger, inCluster: boolean): Promise<
           setTimeout(() => pending.has(id) && (pending.delete(id), resolve('')), 5000).unref();
         });
     }
-    svc = await buildService(cfg, { log, metricsText, publishCrls: !inCluster || process.env.DEVICE_CA_WORKER_PUBLISHES_CRLS === '1' });
+    svc = await buildService(cfg, { log, metricsText });
     if (inCluster) {
       new AggregatorRegistry(); // installs prom-client's worker-side reply listener
       AggregatorRegistry.setRegistries([svc.registry]);

@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { Counter, Registry } from 'prom-client';
 import { AuditLog } from '../audit/audit-log';
+import { issueAndRecord } from '../ca/issuance';
 import { AuthorizedRequest, CertificateAuthority } from '../ca/certificate-authority';
 import { SanEntry } from '../ca/certificate-encoder';
 import { NameAttribute, nameToString } from '../ca/name';
@@ -275,36 +276,26 @@ export class RegistrationAuthority {
    * Nothing reaches the client before the record is committed.
    */
   private async issue(i: Issuance): Promise<{ serial: string; der: Buffer }> {
-    const actor = principalName(i.principal);
-    const spkiSha256 = sha256(i.spki);
-    await this.audit.intent('certificate.issue', actor, i.device.id, { profile: i.profile, operation: i.operation });
-    const req: AuthorizedRequest = { profile: i.profile, subject: i.subject, spki: i.spki, keyType: i.keyType, sans: i.sans };
-    const issued = await this.ca.issue(req, this.now());
     const previous = i.principal.kind === 'device-cert' ? i.principal.cert : undefined;
-    await this.store.recordIssuance({
-      cert: {
-        serial: issued.serial,
+    const req: AuthorizedRequest = { profile: i.profile, subject: i.subject, spki: i.spki, keyType: i.keyType, sans: i.sans };
+    return issueAndRecord(
+      this.ca,
+      this.store,
+      req,
+      {
         deviceId: i.device.id,
-        issuer: issued.issuer,
         subject: nameToString(i.subject),
-        profile: i.profile,
-        notBefore: issued.notBefore,
-        notAfter: issued.notAfter,
-        shard: issued.shard,
-        spkiSha256,
-        der: issued.der,
+        consumeSecretId: i.principal.kind === 'secret' ? i.principal.secretId : undefined,
+        requestId: i.requestId,
+        audit: {
+          actor: principalName(i.principal),
+          subject: i.device.id,
+          intent: { operation: i.operation },
+          data: { profile: i.profile, operation: i.operation, ...(previous ? { renewal: previous.spkiSha256 === sha256(i.spki) ? 'renew' : 'rekey', previous: previous.serial } : {}) },
+        },
       },
-      consumeSecretId: i.principal.kind === 'secret' ? i.principal.secretId : undefined,
-      requestId: i.requestId,
-      audit: AuditLog.input('certificate.issued', actor, i.device.id, {
-        serial: issued.serial,
-        profile: i.profile,
-        operation: i.operation,
-        notAfter: issued.notAfter.toISOString(),
-        ...(previous ? { renewal: previous.spkiSha256 === spkiSha256 ? 'renew' : 'rekey', previous: previous.serial } : {}),
-      }),
-    });
-    return issued;
+      this.now(),
+    );
   }
 
   /** approvalGate: pending (EST 202) until an operator approves; the retried request (same CSR) then proceeds. */

@@ -273,6 +273,51 @@ export interface TokenStore {
   revokeToken(id: string, audit: AuditInput): Promise<TokenRecord>;
 }
 
-export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore {
+/** Lease is held by one holder until expiresAt; fence grows each time the lease changes hands. */
+export interface Lease {
+  /**
+   * fence strictly increases on every change of holder (and when a holder re-takes a lease it had let
+   * expire), so work stamped with an older fence can be told apart from the current holder's.
+   */
+  fence: number;
+  expiresAt: Date;
+}
+
+/**
+ * LeaseStore elects one process among all workers and nodes sharing the store for a periodic duty
+ * (CRL publication, service certificate renewal). Each call is atomic across processes.
+ */
+export interface LeaseStore {
+  /**
+   * acquireLease takes the named lease for ttlMs from now, or renews it when holder already holds it;
+   * null when another holder's lease has not yet expired.
+   */
+  acquireLease(name: string, holder: string, ttlMs: number, now: Date): Promise<Lease | null>;
+  /** releaseLease lets the lease go at once if holder holds it (another process may take it next). */
+  releaseLease(name: string, holder: string): Promise<void>;
+}
+
+/** CaStateEntry is one named CA state record: a JSON value owned by ca/, and its version for compare-and-set. */
+export interface CaStateEntry {
+  value: unknown;
+  version: number;
+  updatedAt: Date;
+}
+
+/**
+ * CaStateStore keeps the CA's own state (its certificates, which key backs each role, the service
+ * certificates) in the store, so every worker and every node sharing the store serves one CA.
+ */
+export interface CaStateStore {
+  getCaState(name: string): Promise<CaStateEntry | null>;
+  /**
+   * saveCaState writes a record only if its version is still ifVersion (0: only if it does not exist
+   * yet); 'conflict' otherwise. Returns the new version. The audit record, if given, is appended in
+   * the same transaction.
+   */
+  saveCaState(name: string, value: unknown, ifVersion: number, audit?: AuditInput): Promise<number>;
+}
+
+export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, LeaseStore, CaStateStore {
   close(): Promise<void>;
 }

@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as graphene from 'graphene-pk11';
 import { initCa, loadCa } from '../../src/ca/ca-hierarchy';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store';
 import { CertificateAuthority } from '../../src/ca/certificate-authority';
 import { KU, assembleCertificate, basicConstraints, encodeTbs, keyIdentifier, keyUsage, newSerial, subjectKeyIdentifier } from '../../src/ca/certificate-encoder';
 import { encodeName } from '../../src/ca/name';
@@ -17,6 +18,7 @@ import { Pkcs11KeyBackend } from '../../src/keys/pkcs11/pkcs11-key-backend';
 import { acquireModule, moduleUsers, releaseModule } from '../../src/keys/pkcs11/pkcs11-module';
 import { parsePkcs11Uri } from '../../src/keys/pkcs11/pkcs11-uri';
 import { hashFor } from '../../src/keys/signature-algorithm';
+import { openKeyBackend } from '../../src/keys/open-key-backend';
 import { SoftwareKeyBackend } from '../../src/keys/software-key-backend';
 import { SoftHsm, createSoftHsm } from '../helpers/softhsm';
 
@@ -252,6 +254,27 @@ describe('capabilities', () => {
     await expect(backend.rsaDecrypt(ra.ref, ct.subarray(1))).rejects.toMatchObject({ code: 'bad-request' });
   });
 
+  test("through the service's key router (openKeyBackend): an RA key generated on the token decrypts", async () => {
+    const cfg = loadConfig({ env: { DEVICE_CA_DATA: fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-router-')), DEVICE_CA_PKCS11_MODULE: hsm.module, DEVICE_CA_PKCS11_TOKEN: 'ca' } });
+    const saved = process.env.DEVICE_CA_PKCS11_PIN;
+    process.env.DEVICE_CA_PKCS11_PIN = hsm.pin;
+    const router = openKeyBackend(cfg);
+    try {
+      expect(isRsaDecryptor(router)).toBe(true);
+      if (!isRsaDecryptor(router)) return;
+      const ra = await router.generate('ra', 'rsa-2048', `router-ra-${crypto.randomBytes(3).toString('hex')}`);
+      expect(ra.ref).toMatch(/^pkcs11:token=ca;/);
+      const secret = crypto.randomBytes(32);
+      const ct = crypto.publicEncrypt({ key: crypto.createPublicKey({ key: ra.spki, format: 'der', type: 'spki' }), padding: crypto.constants.RSA_PKCS1_PADDING }, secret);
+      expect(await router.rsaDecrypt(ra.ref, ct)).toEqual(secret);
+    } finally {
+      await router.close();
+      if (saved === undefined) delete process.env.DEVICE_CA_PKCS11_PIN;
+      else process.env.DEVICE_CA_PKCS11_PIN = saved;
+      fs.rmSync(cfg.dataDir, { recursive: true, force: true });
+    }
+  });
+
   test('rsaDecrypt refuses keys generated for other roles (no CKA_DECRYPT)', async () => {
     const issuing = keys.get('rsa-3072')!;
     const ct = crypto.publicEncrypt({ key: crypto.createPublicKey({ key: issuing.spki, format: 'der', type: 'spki' }), padding: crypto.constants.RSA_PKCS1_PADDING }, Buffer.from('x'));
@@ -400,11 +423,13 @@ describe('the CA on HSM keys', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-pkcs11-ca-'));
     try {
       const cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { publicUrl: 'http://ca.example.test:8080' } });
-      const made = await initCa(cfg, backend);
+      const store = new SqliteStore(cfg.store.path);
+      const made = await initCa(cfg, backend, store);
       expect(parsePkcs11Uri(made.state.root.keyRef).token).toBe('ca');
       await backend.close();
       backend = await openBackend().open();
-      const loaded = await loadCa(cfg, backend);
+      const loaded = await loadCa(cfg, backend, store);
+      await store.close();
       expect(loaded.issuing.key.spki).toEqual(made.issuing.key.spki);
       const ca = new CertificateAuthority({ issuing: loaded.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles: new Map([['device', { validitySeconds: 3600, serverAuth: false }]]) });
       const leafKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });

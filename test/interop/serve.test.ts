@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { CLI_JS, REPO_ROOT, RunningService, assertBuilt, runCli, runProcess, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
+import { writeLegacyDataDir } from '../fixtures/legacy-data-dir';
 
 /**
  * `device-ca serve` as an operator runs it: first start creates the CA and later starts reuse it, SIGTERM
@@ -123,7 +124,8 @@ function childPids(pid: number): number[] {
 }
 
 describe('first start creates the CA, later starts reuse it', () => {
-  const caFiles = ['chain.pem', 'device-ca-issuing.crt', 'device-ca-issuing.pem', 'device-ca-root.crt', 'device-ca-root.pem', 'state.json'];
+  // the CA state itself is in the store; these are the operator exports
+  const caFiles = ['chain.pem', 'device-ca-issuing.crt', 'device-ca-issuing.pem', 'device-ca-root.crt', 'device-ca-root.pem'];
   let dataDir: string;
   let firstHashes: Record<string, string>;
   let firstCacerts: Buffer;
@@ -187,6 +189,32 @@ describe('first start creates the CA, later starts reuse it', () => {
     expect(fs.readdirSync(path.join(fresh, 'ca')).sort()).toEqual(expect.arrayContaining(caFiles));
     const v = await runProcess('openssl', ['verify', '-CAfile', path.join(fresh, 'ca', 'device-ca-root.pem'), path.join(fresh, 'ca', 'device-ca-issuing.pem')]);
     expect(v.stdout.trim()).toBe(`${path.join(fresh, 'ca', 'device-ca-issuing.pem')}: OK`);
+  });
+});
+
+describe('a data directory made by the previous version (ca/state.json with absolute paths, tls/server.pem)', () => {
+  it('is imported into the store on first start: same CA, same HTTPS certificate, enrollment works, and a second start reuses it', async () => {
+    const dataDir = tmp.file('legacy-data');
+    const old = await writeLegacyDataDir(dataDir, tmp.file('legacy-scratch.sqlite'));
+    for (let round = 0; round < 2; round++) {
+      const svc = await start({ dataDir });
+      const served = await new Promise<Buffer>((resolve, reject) => {
+        const s = tls.connect({ host: '127.0.0.1', servername: 'localhost', port: svc.httpsPort, ca: fs.readFileSync(svc.chainPem) }, () => {
+          resolve(s.getPeerCertificate().raw);
+          s.destroy();
+        });
+        s.once('error', reject);
+      });
+      expect(served.equals(old.tlsDer)).toBe(true);
+      const root = await curl(svc, `http://127.0.0.1:${svc.httpPort}/ca/device-ca-root.crt`);
+      expect(root.body.equals(old.h.root.der)).toBe(true);
+      const e = await enroll(svc, `legacy-${round}`);
+      expect(e.status).toBe(200);
+      const list = JSON.parse((await svc.cli(['certs', 'list', '--json'])).stdout) as { profile: string }[];
+      // nothing was re-issued for the service: the imported HTTPS and responder certificates are in use
+      expect(list.filter((c) => c.profile === 'tls-server' || c.profile === 'ocsp-responder')).toEqual([]);
+      expect(await svc.stop()).toBe(0);
+    }
   });
 });
 

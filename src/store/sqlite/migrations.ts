@@ -128,3 +128,20 @@ MIGRATIONS.push(
 
 // 5: two-sided ownership transfer: the new owner a `transferring` device was released to
 MIGRATIONS.push(`ALTER TABLE devices ADD COLUMN pending_owner TEXT;`);
+
+// 6: CA state (certificates, key refs, service certificates) and leases for the periodic duties, so
+// the workers and nodes sharing a store share one CA and elect one publisher
+MIGRATIONS.push(
+  `CREATE TABLE ca_state (
+     name TEXT PRIMARY KEY,
+     value TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE TABLE leases (
+     name TEXT PRIMARY KEY,
+     holder TEXT NOT NULL,
+     fence INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL
+   );`,
+);

@@ -1,7 +1,6 @@
 import Database from 'better-sqlite3';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { nextAuditRecord } from '../../audit/audit-chain';
+import { createPrivateFile } from '../../data-dir/atomic-file';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import {
   AuditInput,
@@ -11,7 +10,9 @@ import {
   DeviceRecord,
   DeviceState,
   CertificateChange,
+  CaStateEntry,
   CrlRecord,
+  Lease,
   DeviceChange,
   EnrollmentRequestRecord,
   Page,
@@ -48,7 +49,8 @@ export class SqliteStore implements Store {
   private readonly stmts = new Map<string, Database.Statement>();
 
   constructor(file: string) {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
+    // the file holds enrollment secrets' hashes and the CA state: 0600 in a 0700 directory, whatever the umask
+    if (file !== ':memory:') createPrivateFile(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
@@ -493,6 +495,54 @@ export class SqliteStore implements Store {
       })
       .immediate();
   }
+  // ---- leases ----
+  async acquireLease(name: string, holder: string, ttlMs: number, now: Date): Promise<Lease | null> {
+    return this.db
+      .transaction((): Lease | null => {
+        const row = this.stmt('SELECT holder, fence, expires_at FROM leases WHERE name = ?').get(name) as Row | undefined;
+        const expiresAt = ms(now) + ttlMs;
+        if (!row) {
+          this.stmt('INSERT INTO leases (name, holder, fence, expires_at) VALUES (?, ?, 1, ?)').run(name, holder, expiresAt);
+          return { fence: 1, expiresAt: new Date(expiresAt) };
+        }
+        const live = Number(row.expires_at) > ms(now);
+        if (live && row.holder !== holder) return null;
+        // a renewal by the live holder keeps its fence; any new tenure gets the next one
+        const fence = live ? Number(row.fence) : Number(row.fence) + 1;
+        this.stmt('UPDATE leases SET holder = ?, fence = ?, expires_at = ? WHERE name = ?').run(holder, fence, expiresAt, name);
+        return { fence, expiresAt: new Date(expiresAt) };
+      })
+      .immediate();
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    // the row stays (expired) so the fence keeps growing from where it was
+    this.stmt('UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?').run(name, holder);
+  }
+
+  // ---- CA state ----
+  async getCaState(name: string): Promise<CaStateEntry | null> {
+    const row = this.stmt('SELECT value, version, updated_at FROM ca_state WHERE name = ?').get(name) as Row | undefined;
+    return row ? { value: JSON.parse(String(row.value)) as unknown, version: Number(row.version), updatedAt: date(row.updated_at) } : null;
+  }
+
+  async saveCaState(name: string, value: unknown, ifVersion: number, audit?: AuditInput): Promise<number> {
+    const now = new Date();
+    return this.db
+      .transaction(() => {
+        const row = this.stmt('SELECT version FROM ca_state WHERE name = ?').get(name) as Row | undefined;
+        const current = row ? Number(row.version) : 0;
+        if (current !== ifVersion) throw new DeviceCaError('conflict', `CA state ${name} changed meanwhile (version ${current}, expected ${ifVersion})`);
+        const next = current + 1;
+        this.stmt(
+          'INSERT INTO ca_state (name, value, version, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at',
+        ).run(name, JSON.stringify(value), next, ms(now));
+        if (audit) this.appendAuditSync(audit, now);
+        return next;
+      })
+      .immediate();
+  }
+
 }
 
 function deviceFromRow(r: Row): DeviceRecord {

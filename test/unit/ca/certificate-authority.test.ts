@@ -2,7 +2,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { caExists, initCa, loadCa } from '../../../src/ca/ca-hierarchy';
+import { HIERARCHY_RECORD, caExists, initCa, loadCa } from '../../../src/ca/ca-hierarchy';
+import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { CertificateAuthority, crlUrl } from '../../../src/ca/certificate-authority';
 import { certificateParts } from '../../../src/ca/certificate-parts';
 import { toPem } from '../../../src/ca/pem';
@@ -187,13 +188,19 @@ describe('CA hierarchy files', () => {
   });
   afterAll(() => t?.cleanup());
 
+  let store: SqliteStore;
+  beforeAll(() => {
+    store = new SqliteStore(t.cfg.store.path);
+  });
+  afterAll(() => store?.close());
+
   it('initCa refuses to overwrite an existing CA', async () => {
-    expect(caExists(t.cfg)).toBe(true);
-    await expect(initCa(t.cfg, t.keys)).rejects.toMatchObject({ code: 'conflict' });
+    expect(await caExists(t.cfg, store)).toBe(true);
+    await expect(initCa(t.cfg, t.keys, store)).rejects.toMatchObject({ code: 'conflict' });
   });
 
   it('loadCa returns the same certificates and working keys', async () => {
-    const h = await loadCa(t.cfg, t.keys);
+    const h = await loadCa(t.cfg, t.keys, store);
     expect(h.issuing.der.equals(t.hierarchy.issuing.der)).toBe(true);
     expect(h.root.der.equals(t.hierarchy.root.der)).toBe(true);
     expect(h.issuing.keyId.equals(t.hierarchy.issuing.keyId)).toBe(true);
@@ -203,13 +210,16 @@ describe('CA hierarchy files', () => {
 
   it('loadCa rejects an issuing certificate that does not match the key', async () => {
     const other = await makeTestCa({}, 'device-ca-files2-');
+    const entry = (await store.getCaState(HIERARCHY_RECORD))!;
+    const rec = entry.value as { issuing: { der: string } };
     try {
-      fs.copyFileSync(other.hierarchy.state.issuing.certFile, t.hierarchy.state.issuing.certFile);
-      const err = await loadCa(t.cfg, t.keys).catch((e: unknown) => e);
+      const swapped = { ...rec, issuing: { ...rec.issuing, der: other.hierarchy.issuing.der.toString('base64') } };
+      const v = await store.saveCaState(HIERARCHY_RECORD, swapped, entry.version);
+      const err = await loadCa(t.cfg, t.keys, store).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(DeviceCaError);
       expect((err as DeviceCaError).code).toBe('config');
+      await store.saveCaState(HIERARCHY_RECORD, rec, v);
     } finally {
-      fs.writeFileSync(t.hierarchy.state.issuing.certFile, t.hierarchy.issuing.der);
       other.cleanup();
     }
   });

@@ -1,0 +1,312 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Config } from '../config/schema';
+import { writeFileAtomic } from '../data-dir/atomic-file';
+import { fromStoredRef, importLegacyPath, toStoredRef } from '../data-dir/data-dir-ref';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { KeyBackend, SigningKey } from '../keys/key-backend';
+import { generateKeyPair } from '../keys/software-key-backend';
+import { AuditStore, CaStateStore, CertificateStore } from '../store/store';
+import { CaHierarchy } from './ca-hierarchy';
+import { CertificateAuthority, TLS_SERVER_PROFILE } from './certificate-authority';
+import { issueAndRecord, signAndRecord } from './issuance';
+import { pemBlocks, toPem } from './pem';
+
+/**
+ * service-certificates: the certificates device-ca issues to itself, the delegated OCSP responder
+ * certificate and the HTTPS server certificate. Their current version lives in the store (records
+ * OCSP_RESPONDER_RECORD and TLS_SERVER_RECORD), so one process (the holder of the CA duties lease)
+ * issues a renewal and every worker and node picks it up from there.
+ */
+
+export const OCSP_RESPONDER_RECORD = 'ocsp-responder';
+export const TLS_SERVER_RECORD = 'tls-server';
+
+/** TLS_RENEW_BEFORE_MS: the HTTPS certificate (397 days) is renewed 30 days before it expires. */
+export const TLS_RENEW_BEFORE_MS = 30 * 86400_000;
+
+export type ServiceCertificateStore = CaStateStore & AuditStore & Pick<CertificateStore, 'recordIssuance'>;
+
+/** StoredOcspResponder: the responder key (made once, kept across renewals) and its current certificate. */
+interface StoredOcspResponder {
+  keyRef: string;
+  der: string;
+}
+
+/** StoredTlsServer: the HTTPS certificate and its software key file, relative to the data directory (0600). */
+interface StoredTlsServer {
+  keyRef: string;
+  der: string;
+}
+
+export interface OcspResponderMaterial {
+  key: SigningKey;
+  cert: Buffer;
+  /** version of the store record, to tell a renewal from what a worker already uses */
+  version: number;
+}
+
+export interface TlsServerMaterial {
+  certPem: string;
+  keyPem: string;
+  version: number;
+}
+
+async function getRecord<T>(store: CaStateStore, name: string): Promise<{ value: T; version: number } | null> {
+  const e = await store.getCaState(name);
+  return e ? { value: e.value as T, version: e.version } : null;
+}
+
+/** saveOrReread writes a record (compare-and-set); when another process saved first, its record wins. */
+async function saveOrReread<T>(store: ServiceCertificateStore, name: string, value: T, ifVersion: number): Promise<{ value: T; version: number; mine: boolean }> {
+  try {
+    return { value, version: await store.saveCaState(name, value, ifVersion), mine: true };
+  } catch (e) {
+    if (!(e instanceof DeviceCaError && e.code === 'conflict')) throw e;
+    const now = await getRecord<T>(store, name);
+    if (!now) throw e;
+    return { ...now, mine: false };
+  }
+}
+
+// ---------- OCSP responder ----------
+
+/**
+ * importLegacyOcspResponder reads <dataDir>/ca/ocsp-responder.json of an older device-ca (absolute
+ * paths) into the store, once.
+ */
+async function importLegacyOcspResponder(cfg: Config, store: ServiceCertificateStore): Promise<{ value: StoredOcspResponder; version: number } | null> {
+  const file = path.join(cfg.dataDir, 'ca', 'ocsp-responder.json');
+  let legacy: { keyRef: string; certFile: string };
+  try {
+    legacy = JSON.parse(fs.readFileSync(file, 'utf8')) as { keyRef: string; certFile: string };
+  } catch {
+    return null;
+  }
+  let der: Buffer;
+  try {
+    der = fs.readFileSync(fromStoredRef(cfg.dataDir, importLegacyPath(cfg.dataDir, legacy.certFile, 'ca')));
+  } catch {
+    return null; // the certificate is gone: a new one is issued for the same key below
+  }
+  const value: StoredOcspResponder = { keyRef: importLegacyPath(cfg.dataDir, legacy.keyRef, 'keys'), der: der.toString('base64') };
+  return saveOrReread(store, OCSP_RESPONDER_RECORD, value, 0);
+}
+
+async function currentOcspRecord(cfg: Config, store: ServiceCertificateStore): Promise<{ value: StoredOcspResponder; version: number } | null> {
+  return (await getRecord<StoredOcspResponder>(store, OCSP_RESPONDER_RECORD)) ?? (await importLegacyOcspResponder(cfg, store));
+}
+
+/** readOcspResponder returns the responder in the store without issuing; null when none was issued yet. */
+export async function readOcspResponder(cfg: Config, keys: KeyBackend, store: ServiceCertificateStore): Promise<OcspResponderMaterial | null> {
+  const rec = await currentOcspRecord(cfg, store);
+  if (!rec) return null;
+  return { key: await keys.load(fromStoredRef(cfg.dataDir, rec.value.keyRef)), cert: Buffer.from(rec.value.der, 'base64'), version: rec.version };
+}
+
+/**
+ * ensureOcspResponder returns the delegated OCSP responder key and certificate, issuing the certificate
+ * when it is missing or has less than a third of its lifetime left. The key is made once. Run it in one
+ * process at a time (the CA duties lease holder, or `serve` before it starts workers); should another
+ * process save first anyway, its certificate is returned and this one stays only in the certificate table.
+ */
+export async function ensureOcspResponder(cfg: Config, keys: KeyBackend, ca: CertificateAuthority, store: ServiceCertificateStore, now = new Date()): Promise<OcspResponderMaterial> {
+  const rec = await currentOcspRecord(cfg, store);
+  let key: SigningKey;
+  if (rec) {
+    key = await keys.load(fromStoredRef(cfg.dataDir, rec.value.keyRef));
+    const der = Buffer.from(rec.value.der, 'base64');
+    try {
+      const x = new crypto.X509Certificate(der);
+      const left = new Date(x.validTo).getTime() - now.getTime();
+      if (left > (cfg.ocsp.responderValidity * 1000) / 3 && x.checkIssued(new crypto.X509Certificate(ca.issuer.der)) && der.includes(key.spki)) return { key, cert: der, version: rec.version };
+    } catch {
+      // unparsable: issue a new one
+    }
+  } else {
+    key = await keys.generate('ocsp', cfg.ca.algorithm as SigningKey['algorithm'], `${cfg.ca.issuing.name}-ocsp-${crypto.randomBytes(3).toString('hex')}`);
+  }
+  const issued = await signAndRecord(store, { spki: key.spki, profile: 'ocsp-responder' }, () => ca.issueOcspResponder(key.spki, now), {
+    deviceId: null,
+    subject: `O=device-ca, CN=${cfg.ca.issuing.name} OCSP responder`,
+    audit: { actor: 'device-ca', subject: 'ocsp-responder', data: { renewal: rec !== null } },
+  });
+  const saved = await saveOrReread(store, OCSP_RESPONDER_RECORD, { keyRef: toStoredRef(cfg.dataDir, key.ref), der: issued.der.toString('base64') }, rec?.version ?? 0);
+  if (!saved.mine) return (await readOcspResponder(cfg, keys, store))!;
+  return { key, cert: issued.der, version: saved.version };
+}
+
+// ---------- HTTPS server certificate ----------
+
+/** tlsNames: the HTTPS certificate always names localhost, 127.0.0.1 and ::1, then https.names. */
+function tlsNames(cfg: Config): string[] {
+  return ['localhost', '127.0.0.1', '::1', ...cfg.https.names];
+}
+
+/** externalTls: the operator's own certificate and key files (https.certFile, https.keyFile). */
+function externalTls(cfg: Config): TlsServerMaterial | null {
+  if (!cfg.https.certFile && !cfg.https.keyFile) return null;
+  if (!cfg.https.certFile || !cfg.https.keyFile) throw new DeviceCaError('config', 'https.certFile and https.keyFile go together');
+  try {
+    return { certPem: fs.readFileSync(cfg.https.certFile, 'utf8'), keyPem: fs.readFileSync(cfg.https.keyFile, 'utf8'), version: 0 };
+  } catch (e) {
+    throw new DeviceCaError('config', `https.certFile/keyFile: ${(e as Error).message}`);
+  }
+}
+
+/** importLegacyTls reads <dataDir>/tls/server.pem and server.key of an older device-ca into the store, once. */
+async function importLegacyTls(cfg: Config, store: ServiceCertificateStore): Promise<{ value: StoredTlsServer; version: number } | null> {
+  const dir = path.join(cfg.dataDir, 'tls');
+  let der: Buffer | undefined;
+  try {
+    der = pemBlocks(fs.readFileSync(path.join(dir, 'server.pem'), 'utf8'))[0];
+  } catch {
+    return null;
+  }
+  if (!der || !fs.existsSync(path.join(dir, 'server.key'))) return null;
+  return saveOrReread(store, TLS_SERVER_RECORD, { keyRef: 'tls/server.key', der: der.toString('base64') }, 0);
+}
+
+async function currentTlsRecord(cfg: Config, store: ServiceCertificateStore): Promise<{ value: StoredTlsServer; version: number } | null> {
+  return (await getRecord<StoredTlsServer>(store, TLS_SERVER_RECORD)) ?? (await importLegacyTls(cfg, store));
+}
+
+function tlsMaterial(cfg: Config, hierarchy: CaHierarchy, rec: { value: StoredTlsServer; version: number }): TlsServerMaterial {
+  const der = Buffer.from(rec.value.der, 'base64');
+  return { certPem: toPem(der, 'CERTIFICATE') + toPem(hierarchy.issuing.der, 'CERTIFICATE'), keyPem: fs.readFileSync(fromStoredRef(cfg.dataDir, rec.value.keyRef), 'utf8'), version: rec.version };
+}
+
+/**
+ * readTlsServerCertificate returns the HTTPS chain and key without issuing: the external files when
+ * configured, else the certificate in the store; null when none was issued yet.
+ */
+export async function readTlsServerCertificate(cfg: Config, hierarchy: CaHierarchy, store: ServiceCertificateStore): Promise<TlsServerMaterial | null> {
+  const ext = externalTls(cfg);
+  if (ext) return ext;
+  const rec = await currentTlsRecord(cfg, store);
+  return rec ? tlsMaterial(cfg, hierarchy, rec) : null;
+}
+
+/**
+ * ensureTlsServerCertificate returns the HTTPS listener's certificate chain and key: the configured
+ * external files, or one issued by the issuing CA for localhost, 127.0.0.1, ::1 and https.names,
+ * renewed 30 days before it expires or when the names change. Its key is a software key in a 0600 file
+ * under <dataDir>/tls, named after the certificate, so a renewal never overwrites the key in use.
+ */
+export async function ensureTlsServerCertificate(cfg: Config, ca: CertificateAuthority, hierarchy: CaHierarchy, store: ServiceCertificateStore, now = new Date()): Promise<TlsServerMaterial> {
+  const ext = externalTls(cfg);
+  if (ext) return ext;
+  const names = tlsNames(cfg);
+  const rec = await currentTlsRecord(cfg, store);
+  if (rec) {
+    try {
+      const x = new crypto.X509Certificate(Buffer.from(rec.value.der, 'base64'));
+      const have = (x.subjectAltName ?? '').split(', ').map((s) => s.replace(/^(DNS|IP Address):/, '').toLowerCase());
+      const fresh = new Date(x.validTo).getTime() - now.getTime() > TLS_RENEW_BEFORE_MS;
+      const sameNames = names.every((n) => have.includes(n.toLowerCase()) || (n === '::1' && have.includes('0:0:0:0:0:0:0:1')));
+      if (fresh && sameNames && x.checkIssued(new crypto.X509Certificate(hierarchy.issuing.der))) return tlsMaterial(cfg, hierarchy, rec);
+    } catch {
+      // unparsable certificate or unreadable key: issue a new one
+    }
+  }
+  const kp = generateKeyPair('ecdsa-p256');
+  const spki = kp.publicKey.export({ type: 'spki', format: 'der' });
+  const sans = names.map((n) => (/^[\d.]+$/.test(n) || n.includes(':') ? { type: 'ip' as const, value: n } : { type: 'dns' as const, value: n }));
+  const issued = await issueAndRecord(
+    ca,
+    store,
+    { profile: TLS_SERVER_PROFILE, subject: [{ type: 'CN', value: 'localhost' }], spki, keyType: 'ec', sans },
+    { deviceId: null, subject: 'CN=localhost', audit: { actor: 'device-ca', subject: 'tls-server', data: { names, renewal: rec !== null } } },
+    now,
+  );
+  // the key file first: a record in the store always names a key that exists
+  const keyRef = path.join('tls', `server-${issued.serial.slice(0, 16)}.key`);
+  writeFileAtomic(fromStoredRef(cfg.dataDir, keyRef), kp.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
+  const saved = await saveOrReread(store, TLS_SERVER_RECORD, { keyRef, der: issued.der.toString('base64') }, rec?.version ?? 0);
+  return tlsMaterial(cfg, hierarchy, saved);
+}
+
+// ---------- every worker: follow the store ----------
+
+export interface ServiceCertificatesOptions {
+  cfg: Config;
+  keys: KeyBackend;
+  ca: CertificateAuthority;
+  hierarchy: CaHierarchy;
+  store: ServiceCertificateStore;
+  now?: () => Date;
+}
+
+/**
+ * ServiceCertificates is one worker's view of its service certificates: renew() (the CA duties lease
+ * holder only) issues what is due into the store; reload() (every worker) picks up a newer version from
+ * the store and hands it to the listeners through the change handlers.
+ */
+export class ServiceCertificates {
+  private ocsp?: OcspResponderMaterial;
+  private tls?: TlsServerMaterial;
+  private ocspChanged: (m: OcspResponderMaterial) => void = () => undefined;
+  private tlsChanged: (m: TlsServerMaterial) => void = () => undefined;
+
+  constructor(private readonly o: ServiceCertificatesOptions) {}
+
+  /** onChange sets what a worker does with a renewed certificate (OCSP: useResponder; HTTPS: setSecureContext). */
+  onChange(h: { ocsp?: (m: OcspResponderMaterial) => void; tls?: (m: TlsServerMaterial) => void }): void {
+    if (h.ocsp) this.ocspChanged = h.ocsp;
+    if (h.tls) this.tlsChanged = h.tls;
+  }
+
+  /** renew issues the OCSP responder and HTTPS certificates when due (run by the lease holder only). */
+  async renew(): Promise<void> {
+    const now = this.now();
+    await ensureOcspResponder(this.o.cfg, this.o.keys, this.o.ca, this.o.store, now);
+    await ensureTlsServerCertificate(this.o.cfg, this.o.ca, this.o.hierarchy, this.o.store, now);
+  }
+
+  /** reload reads the store's versions; returns true when it found (and handed on) a newer one. */
+  async reload(): Promise<boolean> {
+    let changed = false;
+    const ocsp = await getRecord<StoredOcspResponder>(this.o.store, OCSP_RESPONDER_RECORD);
+    if (ocsp && ocsp.version !== this.ocsp?.version) {
+      this.ocsp = (await readOcspResponder(this.o.cfg, this.o.keys, this.o.store))!;
+      this.ocspChanged(this.ocsp);
+      changed = true;
+    }
+    if (!externalTls(this.o.cfg)) {
+      const tls = await getRecord<StoredTlsServer>(this.o.store, TLS_SERVER_RECORD);
+      if (tls && tls.version !== this.tls?.version) {
+        this.tls = tlsMaterial(this.o.cfg, this.o.hierarchy, tls);
+        this.tlsChanged(this.tls);
+        changed = true;
+      }
+    } else this.tls ??= externalTls(this.o.cfg)!;
+    return changed;
+  }
+
+  /**
+   * current returns the certificates a worker starts with, reading (or importing) them from the store.
+   * Until the lease holder has issued them (a first start on a shared store), it runs tryRenew (one
+   * CA duties round) and polls, for up to waitMs.
+   */
+  async current(tryRenew: () => Promise<void>, waitMs = 60_000): Promise<{ ocsp: OcspResponderMaterial; tls: TlsServerMaterial }> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      // the importing reads first: an older data directory's files become store records here
+      const ocsp = await readOcspResponder(this.o.cfg, this.o.keys, this.o.store);
+      const tls = await readTlsServerCertificate(this.o.cfg, this.o.hierarchy, this.o.store);
+      if (ocsp && tls) {
+        this.ocsp = ocsp;
+        this.tls = tls;
+        return { ocsp, tls };
+      }
+      if (Date.now() > deadline) throw new DeviceCaError('internal', 'the OCSP responder and HTTPS certificates were not issued in time (is another device-ca process holding the CA duties lease stuck?)');
+      await tryRenew();
+      if (!(await readOcspResponder(this.o.cfg, this.o.keys, this.o.store)) || !(await readTlsServerCertificate(this.o.cfg, this.o.hierarchy, this.o.store))) await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  private now(): Date {
+    return (this.o.now ?? (() => new Date()))();
+  }
+}
