@@ -1,4 +1,3 @@
-import 'reflect-metadata';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
