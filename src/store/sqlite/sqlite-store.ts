@@ -186,8 +186,8 @@ export class SqliteStore implements Store {
   async listDevices(filter: { owner?: string; state?: DeviceState } & Page): Promise<DeviceRecord[]> {
     const where = ['id > ?'];
     const args: unknown[] = [filter.after ?? ''];
-    if (filter.owner !== undefined) (where.push('owner = ?'), args.push(filter.owner));
-    if (filter.state !== undefined) (where.push('state = ?'), args.push(filter.state));
+    if (filter.owner !== undefined) { where.push('owner = ?'); args.push(filter.owner); }
+    if (filter.state !== undefined) { where.push('state = ?'); args.push(filter.state); }
     const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limitOf(filter)) as Row[];
     return rows.map(deviceFromRow);
   }
@@ -208,9 +208,9 @@ export class SqliteStore implements Store {
   async listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & Page): Promise<CertificateRecord[]> {
     const where = ['serial > ?'];
     const args: unknown[] = [filter.after ?? ''];
-    if (filter.deviceId !== undefined) (where.push('device_id = ?'), args.push(filter.deviceId));
-    if (filter.status !== undefined) (where.push('status = ?'), args.push(filter.status));
-    if (filter.owner !== undefined) (where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)'), args.push(filter.owner));
+    if (filter.deviceId !== undefined) { where.push('device_id = ?'); args.push(filter.deviceId); }
+    if (filter.status !== undefined) { where.push('status = ?'); args.push(filter.status); }
+    if (filter.owner !== undefined) { where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)'); args.push(filter.owner); }
     const rows = this.stmt(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limitOf(filter)) as Row[];
     return rows.map(certFromRow);
   }
