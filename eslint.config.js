@@ -3,15 +3,16 @@
  * two cores (the type checker already runs as `npm run typecheck`). Formatting is prettier's job alone:
  * eslint-config-prettier switches off every stylistic rule that could disagree with it.
  */
+const { defineConfig } = require('eslint/config');
 const js = require('@eslint/js');
 const tseslint = require('typescript-eslint');
 const prettier = require('eslint-config-prettier');
 
-module.exports = tseslint.config(
+module.exports = defineConfig(
   { ignores: ['dist/', 'dist-bench/', 'data/', 'coverage/', 'node_modules/'] },
   {
     files: ['**/*.ts'],
-    extends: [js.configs.recommended, ...tseslint.configs.recommended],
+    extends: [js.configs.recommended, tseslint.configs.recommended],
     rules: {
       // Express tells error handlers by arity, so `_next` must stay; `{ der: _d, ...rest }` is how a field is left out.
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', ignoreRestSiblings: true }],
