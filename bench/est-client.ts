@@ -112,8 +112,13 @@ export function runJob(job: ClientJob): Promise<ClientResult> {
           if (t <= deadline) {
             last = t;
             statuses[r.status] = (statuses[r.status] ?? 0) + 1;
-            if (r.ok) (ok++, lat.push(r.ms));
-            else (failed++, (firstError = firstError ?? r.error));
+            if (r.ok) {
+              ok++;
+              lat.push(r.ms);
+            } else {
+              failed++;
+              firstError = firstError ?? r.error;
+            }
           }
           launch();
         });

@@ -1,7 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { childrenOf, cpuMsOf, freePort, serviceEnv } from './bench-process';
+import { childrenOf, cpuMsOf, serviceEnv } from './bench-process';
 
 /**
  * est-server starts `device-ca serve` (cli/main.js of the compiled service) as the operator would, on loopback ports, and

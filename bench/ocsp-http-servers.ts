@@ -1,7 +1,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { cpuMsOf, freePort, procStat, serviceEnv } from './bench-process';
 
@@ -142,7 +141,10 @@ async function launch(o: {
       const t0 = Date.now();
       let termed = false;
       while (alive().length && Date.now() - t0 < 10_000) {
-        if (!termed && Date.now() - t0 > 1_000) (signal('SIGTERM'), (termed = true));
+        if (!termed && Date.now() - t0 > 1_000) {
+          signal('SIGTERM');
+          termed = true;
+        }
         await new Promise((r) => setTimeout(r, 50));
       }
       signal('SIGKILL');

@@ -107,10 +107,21 @@ export async function measure(s: Omit<Scenario, 'server'> & { server: Responder 
   const result = await new Promise<ClientResult>((resolve, reject) => {
     const timer = setTimeout(() => (child.kill('SIGKILL'), reject(new Error(`${s.label}: load generator timed out`))), (o.seconds + o.warmupSeconds) * 1000 + 30_000);
     child.on('message', (m: ClientMessage) => {
-      if (m.type === 'window-start') (cpu0 = s.server.cpuMs()), (busy0 = machineBusyMs()), (idle0 = idleCpu());
-      else if (m.type === 'window-end') (cpu = s.server.cpuMs() - cpu0), (busy = machineBusyMs() - busy0), (idle = idleCpu() - idle0);
-      else if (m.type === 'result') clearTimeout(timer), resolve(m.result);
-      else if (m.type === 'failed') clearTimeout(timer), reject(new Error(`${s.label}: ${m.message}`));
+      if (m.type === 'window-start') {
+        cpu0 = s.server.cpuMs();
+        busy0 = machineBusyMs();
+        idle0 = idleCpu();
+      } else if (m.type === 'window-end') {
+        cpu = s.server.cpuMs() - cpu0;
+        busy = machineBusyMs() - busy0;
+        idle = idleCpu() - idle0;
+      } else if (m.type === 'result') {
+        clearTimeout(timer);
+        resolve(m.result);
+      } else if (m.type === 'failed') {
+        clearTimeout(timer);
+        reject(new Error(`${s.label}: ${m.message}`));
+      }
     });
     child.on('exit', (code) => {
       clearTimeout(timer);

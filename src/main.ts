@@ -1,4 +1,3 @@
-import 'reflect-metadata';
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import * as https from 'node:https';

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import 'reflect-metadata';
 import { Command, Option } from 'commander';
 import * as crypto from 'node:crypto';
 import { initCa, caDir } from '../ca/ca-hierarchy';

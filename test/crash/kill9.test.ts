@@ -3,11 +3,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openssl, opensslAny } from '../helpers/pki-client';
 import { Endpoint, RawReply, sendRaw } from '../helpers/raw-http';
-import { RunningService, assertBuilt, runProcess, startService } from '../helpers/service-process';
+import { RunningService, assertBuilt, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 import { servicePids } from '../fuzz/service-watch';
 import { SeededRandom } from '../fuzz/seeded-random';
-import { EnrollmentLoad, LoadDevice, endpointOf, normalSerial } from './enrollment-load';
+import { EnrollmentLoad, LoadDevice, endpointOf } from './enrollment-load';
 
 /**
  * Crash safety (issue 8): EST enrollment under load from concurrent clients while the WHOLE service

@@ -542,9 +542,10 @@ describe('EST /simpleenroll with bad input', () => {
     expect((await send(b64(der))).status).toBe(400);
   });
 
-  it('a wrong Content-Type (text/plain): 400 or 415', async () => {
+  it('a wrong Content-Type (text/plain): 400', async () => {
     const r = await send(b64(await csr(await key('p256'), `/CN=${id}`)), { contentType: 'text/plain' });
-    expect([400, 415]).toContain(r.status);
+    // the EST router refuses anything but application/pkcs10 as bad-request (400) before reading the body
+    expect(r.status).toBe(400);
   });
 
   it('a body over https.bodyLimit (70 KB > 64 KiB): 413', async () => {
@@ -623,12 +624,11 @@ describe('EST /simplereenroll with the current certificate as TLS client certifi
     expectUnauthenticated(await post('simplereenroll', b64(await csr(keyFile, `/O=acme/CN=${id}`))));
   });
 
-  it('a self-signed client certificate with the same subject: 401 or 403', async () => {
+  it('a self-signed client certificate with the same subject: 401', async () => {
     const self = tmp.file('self-signed.pem');
     await openssl('req', '-x509', '-new', '-key', keyFile, '-subj', `/O=acme/CN=${id}`, '-days', '1', '-out', self);
-    const r = await post('simplereenroll', b64(await csr(keyFile, `/O=acme/CN=${id}`)), { cert: self, key: keyFile });
-    expect([401, 403]).toContain(r.status);
-    expectClean(r);
+    // not issued by this CA and chaining to no bootstrap anchor: the RA does not know who this is (unauthenticated)
+    expectUnauthenticated(await post('simplereenroll', b64(await csr(keyFile, `/O=acme/CN=${id}`)), { cert: self, key: keyFile }));
   });
 });
 

@@ -192,8 +192,8 @@ export class SqliteStore implements Store {
     const limit = pageLimit(filter);
     const where = ['id > ?'];
     const args: unknown[] = [filter.after ?? ''];
-    if (filter.owner !== undefined) (where.push('owner = ?'), args.push(filter.owner));
-    if (filter.state !== undefined) (where.push('state = ?'), args.push(filter.state));
+    if (filter.owner !== undefined) { where.push('owner = ?'); args.push(filter.owner); }
+    if (filter.state !== undefined) { where.push('state = ?'); args.push(filter.state); }
     const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
@@ -220,9 +220,9 @@ export class SqliteStore implements Store {
     const limit = pageLimit(filter);
     const where = ['serial > ?'];
     const args: unknown[] = [filter.after ?? ''];
-    if (filter.deviceId !== undefined) (where.push('device_id = ?'), args.push(filter.deviceId));
-    if (filter.status !== undefined) (where.push('status = ?'), args.push(filter.status));
-    if (filter.owner !== undefined) (where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)'), args.push(filter.owner));
+    if (filter.deviceId !== undefined) { where.push('device_id = ?'); args.push(filter.deviceId); }
+    if (filter.status !== undefined) { where.push('status = ?'); args.push(filter.status); }
+    if (filter.owner !== undefined) { where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)'); args.push(filter.owner); }
     const rows = this.stmt(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(certFromRow), limit, (c) => c.serial);
   }

@@ -1,4 +1,3 @@
-import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import * as asn1js from 'asn1js';
 import { spawn, spawnSync } from 'node:child_process';

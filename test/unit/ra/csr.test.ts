@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -103,7 +104,7 @@ describe('openssl req fixtures', () => {
 
   it('each fixture is one openssl also accepts (the fixtures are what they claim)', () => {
     for (const f of ['ec-p256-printable-san.der', 'ec-p384-utf8.der', 'rsa-2048-san.der', 'ec-p256-plain.der', 'ed25519.der']) {
-      const v = require('node:child_process').spawnSync('openssl', ['req', '-inform', 'DER', '-in', path.join(__dirname, '../../fixtures/csr', f), '-noout', '-verify'], { encoding: 'utf8' });
+      const v = spawnSync('openssl', ['req', '-inform', 'DER', '-in', path.join(__dirname, '../../fixtures/csr', f), '-noout', '-verify'], { encoding: 'utf8' });
       expect(`${v.stdout}${v.stderr}`).toMatch(/verify OK/);
     }
   });
