@@ -206,7 +206,16 @@ export class RegistrationAuthority {
     const subject: NameAttribute[] = [];
     if (device.owner) subject.push({ type: 'O', value: device.owner });
     subject.push({ type: 'CN', value: device.id });
-    const issued = await this.issue({ profile: req.profile, operation: req.operation, device, principal, subject, spki, keyType, sans, requestId });
+    let issued: { serial: string; der: Buffer };
+    try {
+      issued = await this.issue({ profile: req.profile, operation: req.operation, device, principal, subject, spki, keyType, sans, requestId });
+    } catch (e) {
+      // a client that sent the same request again before reading the first reply: the copy that lost the
+      // race for the secret answers as a repeat of the one that won (same certificate), not as a 401
+      const won = principal.kind === 'secret' && e instanceof DeviceCaError && e.code === 'unauthenticated' ? await this.spentOn(principal) : null;
+      if (won) return this.repeat(req, device, csr, won);
+      throw e;
+    }
     return { status: 'issued', serial: issued.serial, certificate: issued.der, privateKeyPkcs8 };
   }
 
@@ -268,6 +277,14 @@ export class RegistrationAuthority {
     if (!same) return this.secrets.refuse(device.id);
     await this.audit.event('certificate.repeated', principalName(p), device.id, { serial: cert.serial, profile: req.profile, operation: req.operation });
     return { status: 'issued', serial: cert.serial, certificate: cert.der };
+  }
+
+  /** spentOn: the secret principal as a repeat, if its secret was spent on a certificate within enrollment.retryWindow. */
+  private async spentOn(p: Extract<Principal, { kind: 'secret' }>): Promise<Extract<Principal, { kind: 'secret-repeat' }> | null> {
+    const window = this.cfg.enrollment.retryWindow;
+    if (!(window > 0)) return null;
+    const spent = (await this.store.spentSecrets(p.deviceId, new Date(this.now().getTime() - window * 1000))).find((s) => s.id === p.secretId);
+    return spent?.certSerial ? { kind: 'secret-repeat', deviceId: p.deviceId, secretId: spent.id, certSerial: spent.certSerial } : null;
   }
 
   /**

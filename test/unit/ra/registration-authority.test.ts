@@ -1,4 +1,5 @@
 import * as crypto from 'node:crypto';
+import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { generateKeyPair } from '../../../src/keys/software-key-backend';
 import { RaHarness, certProof, makeRaHarness, secretProof } from './ra-harness';
 
@@ -221,6 +222,26 @@ describe('idempotent enrollment: a device that lost the reply gets the same cert
     const repeated = (await hi.audit('certificate.repeated')).filter((a) => a.subject === id);
     expect(repeated).toHaveLength(1);
     expect(repeated[0].data).toMatchObject({ serial: first.serial, profile: 'default', operation: 'enroll' });
+  });
+
+  it('the same request sent twice at once (a client retrying before the reply): both answered with the one certificate', async () => {
+    const id = nextId();
+    const secret = await hi.register(id);
+    const der = hi.csr(id).der;
+    const [a, b] = await Promise.all([hi.issued('default', 'enroll', der, secretProof(id, secret)), hi.issued('default', 'enroll', der, secretProof(id, secret))]);
+    expect(b.serial).toBe(a.serial);
+    expect(b.certificate.equals(a.certificate)).toBe(true);
+    expect((await hi.store.listCertificates({ deviceId: id })).items).toHaveLength(1);
+    expect((await hi.audit('certificate.repeated')).filter((x) => x.subject === id)).toHaveLength(1);
+  });
+
+  it('the same secret with two different keys at once: one certificate, the other unauthenticated', async () => {
+    const id = nextId();
+    const secret = await hi.register(id);
+    const results = await Promise.allSettled([hi.issued('default', 'enroll', hi.csr(id).der, secretProof(id, secret)), hi.issued('default', 'enroll', hi.csr(id).der, secretProof(id, secret))]);
+    expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    expect(((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as DeviceCaError).code).toBe('unauthenticated');
+    expect((await hi.store.listCertificates({ deviceId: id })).items).toHaveLength(1);
   });
 
   it('another key, another profile, server-keygen or after the window: unauthenticated, and counted as a failure', async () => {
