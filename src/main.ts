@@ -345,7 +345,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const httpsServer = createHttpsListener({
     tls: { cert: tlsCert.certPem, key: tlsCert.keyPem, ca: trustPems, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
     mounts: [
-      { path: '/.well-known/est', router: estRouter({ ra, caCerts: [hierarchy.issuing.der, hierarchy.root.der], bodyLimit: cfg.https.bodyLimit }) },
+      { path: '/.well-known/est', router: estRouter({ ra, caCerts: [hierarchy.issuing.der, hierarchy.root.der], bodyLimit: cfg.https.bodyLimit, replyBase64: Object.fromEntries(Object.entries(cfg.est.labels).map(([name, l]) => [name, l.replyBase64])) }) },
       { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit }) },
     ],
     registry,

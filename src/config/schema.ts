@@ -70,6 +70,8 @@ export const labelSchema = z.strictObject({
   allowCsrSans: z.boolean().default(false),
   keyAlgorithms: z.array(keyAlgorithm).min(1).default(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072']),
   serverKeyGen: z.boolean().default(true),
+  /** how reply bodies are written (RFC 8951 §3.1 allows both): single-line base64, or wrapped at 64 columns */
+  replyBase64: z.enum(['single-line', 'wrapped-64']).default('single-line'),
 });
 export type LabelConfig = z.infer<typeof labelSchema>;
 

@@ -5,7 +5,7 @@ import { certsOnly } from '../../cms/certs-only';
 import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { ChannelBinding, Credentials, EstOperation, RegistrationAuthority } from '../../ra/registration-authority';
-import { decodeEstBody, encodeBase64Body } from './est-body';
+import { EstReplyBase64, decodeEstBody, encodeBase64Body } from './est-body';
 import { HTTP_ERROR_STATUS } from '../http-error-status';
 
 const CERTS_ONLY = 'application/pkcs7-mime; smime-type=certs-only';
@@ -17,6 +17,8 @@ export interface EstRouterOptions {
   caCerts: Buffer[];
   bodyLimit: number;
   realm?: string;
+  /** replyBase64: label -> how its reply bodies are written (est.labels.<label>.replyBase64); default 'single-line' */
+  replyBase64?: Readonly<Record<string, EstReplyBase64>>;
 }
 
 /**
@@ -25,8 +27,10 @@ export interface EstRouterOptions {
  */
 export function estRouter(opts: EstRouterOptions): Router {
   const r = Router({ caseSensitive: true, strict: false });
-  const cacertsBody = encodeBase64Body(certsOnly(opts.caCerts));
+  const cacertsDer = certsOnly(opts.caCerts);
+  const cacertsBody: Record<EstReplyBase64, string> = { 'single-line': encodeBase64Body(cacertsDer, 'single-line'), 'wrapped-64': encodeBase64Body(cacertsDer, 'wrapped-64') };
   const realm = opts.realm ?? 'device-ca EST';
+  const styleOf = (label: string): EstReplyBase64 => opts.replyBase64?.[label] ?? 'single-line';
 
   const handle =
     (name: string, fn: (req: Request, res: Response, label: string) => Promise<void>) =>
@@ -41,8 +45,8 @@ export function estRouter(opts: EstRouterOptions): Router {
       }
     };
 
-  const cacerts = handle('cacerts', async (_req, res) => sendBase64(res, 200, CERTS_ONLY, cacertsBody));
-  const csrattrs = handle('csrattrs', async (_req, res, label) => sendBase64(res, 200, 'application/csrattrs', encodeBase64Body(opts.ra.csrAttrs(label))));
+  const cacerts = handle('cacerts', async (_req, res, label) => sendBase64(res, 200, CERTS_ONLY, cacertsBody[styleOf(label)]));
+  const csrattrs = handle('csrattrs', async (_req, res, label) => sendBase64(res, 200, 'application/csrattrs', encodeBase64Body(opts.ra.csrAttrs(label), styleOf(label))));
   const enroll = (op: EstOperation) =>
     handle(op, async (req, res, label) => {
       const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
@@ -54,12 +58,13 @@ export function estRouter(opts: EstRouterOptions): Router {
         sendText(res, 202, `request ${out.requestId} is waiting for approval\n`);
         return;
       }
-      const certBody = encodeBase64Body(certsOnly([out.certificate]));
+      const style = styleOf(label);
+      const certBody = encodeBase64Body(certsOnly([out.certificate]), style);
       if (op !== 'serverkeygen') return sendBase64(res, 200, CERTS_ONLY, certBody);
       // RFC 7030 §4.4.2: multipart/mixed, the private key (PKCS#8) first, then the certificate
       const boundary = `est-${crypto.randomBytes(12).toString('hex')}`;
       const body =
-        `--${boundary}\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n\r\n${encodeBase64Body(out.privateKeyPkcs8!)}` +
+        `--${boundary}\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n\r\n${encodeBase64Body(out.privateKeyPkcs8!, style)}` +
         `\r\n--${boundary}\r\nContent-Type: ${CERTS_ONLY}\r\nContent-Transfer-Encoding: base64\r\n\r\n${certBody}` +
         `\r\n--${boundary}--\r\n`; // RFC 2046 §5.1.1: CRLF belongs to the delimiter
       res.status(200).setHeader('Content-Type', `multipart/mixed; boundary=${boundary}`);
