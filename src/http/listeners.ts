@@ -3,6 +3,8 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { Logger } from 'pino';
 import { Registry } from 'prom-client';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { HttpErrorReplyOptions, sendHttpError } from '../protocols/http-error-reply';
 import { HttpObservability } from './request-context';
 
 /** baseApp: an express app with the settings both listeners share. */
@@ -14,20 +16,23 @@ function baseApp(obs: HttpObservability): express.Express {
   return app;
 }
 
-/** finish adds the 404 and last-resort error handlers: never a stack trace, never HTML. */
-function finish(app: express.Express, log: Logger): void {
+/** FALLBACK_REPLY: errors no protocol router answered (unknown path, a parser express itself ran) */
+const FALLBACK_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic realm="device-ca"' };
+
+/** finish adds the 404 and last-resort error handlers: the one error reply, never a stack trace, never HTML. */
+function finish(app: express.Express): void {
   app.use((_req: Request, res: Response) => {
     res.locals.route = res.locals.route ?? 'not-found';
-    res.status(404).type('text/plain').send('not found\n');
+    sendHttpError(res, new DeviceCaError('not-found', 'not found'), FALLBACK_REPLY);
   });
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const e = err as { status?: number; message?: string };
-    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
-      res.status(e.status).type('text/plain').send('bad request\n');
+    const status = (err as { status?: unknown } | null)?.status;
+    // express and its parsers mark client errors with a status (a bad URI, an oversize body)
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      sendHttpError(res, new DeviceCaError(status === 413 ? 'too-large' : 'bad-request', status === 413 ? 'body too large' : 'bad request'), FALLBACK_REPLY);
       return;
     }
-    log.error({ err: { message: e?.message } }, 'unhandled error');
-    res.status(500).type('text/plain').send('internal error\n');
+    sendHttpError(res, err, FALLBACK_REPLY); // 'internal': logged with the request id by the access log
   });
 }
 
@@ -41,7 +46,7 @@ export function createHttpsListener(args: { tls: https.ServerOptions; mounts: Mo
   const obs = new HttpObservability('https', args.registry, args.log);
   const app = baseApp(obs);
   for (const m of args.mounts) app.use(m.path, m.router);
-  finish(app, args.log);
+  finish(app);
   const server = https.createServer(args.tls, app);
   server.headersTimeout = 20_000;
   server.requestTimeout = 30_000;
@@ -61,7 +66,7 @@ export function createHttpListener(args: { mounts: Mount[]; fast?: FastRoute[]; 
   const obs = new HttpObservability('http', args.registry, args.log, new Set((args.fast ?? []).map((f) => f.route)));
   const app = baseApp(obs);
   for (const m of args.mounts) app.use(m.path, m.router);
-  finish(app, args.log);
+  finish(app);
   const track = obs.middleware();
   const fast = args.fast ?? [];
   const server = http.createServer((req, res) => {

@@ -2,11 +2,11 @@ import * as crypto from 'node:crypto';
 import { NextFunction, Request, Response, Router } from 'express';
 import { TLSSocket } from 'node:tls';
 import { certsOnly } from '../../cms/certs-only';
-import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
+import { DeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { ChannelBinding, Credentials, EstOperation, RegistrationAuthority } from '../../ra/registration-authority';
 import { EstReplyBase64, decodeEstBody, encodeBase64Body } from './est-body';
-import { HTTP_ERROR_STATUS } from '../http-error-status';
+import { sendHttpError } from '../http-error-reply';
 
 const CERTS_ONLY = 'application/pkcs7-mime; smime-type=certs-only';
 const DEFAULT_LABEL = 'default';
@@ -30,6 +30,7 @@ export function estRouter(opts: EstRouterOptions): Router {
   const cacertsDer = certsOnly(opts.caCerts);
   const cacertsBody: Record<EstReplyBase64, string> = { 'single-line': encodeBase64Body(cacertsDer, 'single-line'), 'wrapped-64': encodeBase64Body(cacertsDer, 'wrapped-64') };
   const realm = opts.realm ?? 'device-ca EST';
+  const errorReply = { format: 'text', challenge: `Basic realm="${realm}", charset="UTF-8"` } as const;
   const styleOf = (label: string): EstReplyBase64 => opts.replyBase64?.[label] ?? 'single-line';
 
   const handle =
@@ -41,7 +42,7 @@ export function estRouter(opts: EstRouterOptions): Router {
         opts.ra.label(label); // unknown label: 404 before anything else
         await fn(req, res, label);
       } catch (e) {
-        sendEstError(res, toDeviceCaError(e), realm);
+        sendHttpError(res, e, errorReply);
       }
     };
 
@@ -84,7 +85,7 @@ export function estRouter(opts: EstRouterOptions): Router {
   }
   r.use((req: Request, res: Response, _next: NextFunction) => {
     res.locals.route = 'est.unknown';
-    sendText(res, 404, 'unknown EST operation or label\n');
+    sendHttpError(res, new DeviceCaError('not-found', 'unknown EST operation or label'), errorReply);
   });
   return r;
 }
@@ -102,15 +103,6 @@ function sendText(res: Response, status: number, text: string): void {
   res.setHeader('Content-Type', 'text/plain; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(text));
   res.end(text);
-}
-
-function sendEstError(res: Response, e: DeviceCaError, realm: string): void {
-  const status = HTTP_ERROR_STATUS[e.code];
-  res.locals.errorCode = e.code;
-  if (status >= 500) res.locals.error = e; // logged by the access log, never sent
-  if (status === 401) res.setHeader('WWW-Authenticate', `Basic realm="${realm}", charset="UTF-8"`);
-  if (e.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(e.retryAfterSeconds));
-  sendText(res, status, status >= 500 ? (status === 503 ? 'service unavailable\n' : 'internal error\n') : `${e.message}\n`);
 }
 
 /** credentials: HTTP Basic (RFC 7617) and the TLS client certificate (its chain built only when asked for). */
