@@ -343,7 +343,16 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const tlsCert = await ensureTlsServerCertificate(cfg, ca, hierarchy, store);
   const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
   const httpsServer = createHttpsListener({
-    tls: { cert: tlsCert.certPem, key: tlsCert.keyPem, ca: trustPems, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
+    tls: {
+      cert: tlsCert.certPem,
+      key: tlsCert.keyPem,
+      ca: trustPems,
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+      ciphers: cfg.https.ciphers,
+      handshakeTimeout: cfg.https.handshakeTimeout * 1000,
+    },
     mounts: [
       { path: '/.well-known/est', router: estRouter({ ra, caCerts: [hierarchy.issuing.der, hierarchy.root.der], bodyLimit: cfg.https.bodyLimit, replyBase64: Object.fromEntries(Object.entries(cfg.est.labels).map(([name, l]) => [name, l.replyBase64])) }) },
       { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit }) },
