@@ -11,6 +11,11 @@ declare -A CHECK=(
   [opensc]=/usr/bin/pkcs11-tool
   [freeradius]=/usr/sbin/freeradius
   [eapoltest]=/usr/bin/eapol_test
+  # strongSwan pki as an EST client; its ECDSA keys and TLS come from the openssl plugin (standard),
+  # the OCSP check of the server certificate from the curl plugin (extra)
+  [strongswan-pki]=/usr/bin/pki
+  [libstrongswan-standard-plugins]=/usr/lib/ipsec/plugins/libstrongswan-openssl.so
+  [libstrongswan-extra-plugins]=/usr/lib/ipsec/plugins/libstrongswan-curl.so
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do

@@ -3,14 +3,14 @@ import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { RevocationStore } from '../store/store';
 import { CaMaterial } from './certificate-authority';
-import { OcspCertId, OcspHashName, OcspResponder, OcspSingleResponse, OcspStatus, certIdHashes, encodeOcspError, parseOcspRequest } from './ocsp-codec';
+import { OcspCertId, OcspHashName, OcspResponder, OcspSingleResponse, OcspStatus, certIdHashes, parseOcspRequest } from './ocsp-codec';
 import { certificateParts } from './certificate-parts';
 
 /** OcspAnswer is the response bytes plus, for a cacheable (nonce-less) answer, what HTTP caching needs. */
 export interface OcspAnswer {
   der: Buffer;
   cache?: { thisUpdate: Date; nextUpdate: Date; etag: string };
-  /** outcome for metrics: good | revoked | unknown | mixed | malformed | unauthorized | error */
+  /** outcome for metrics: good | revoked | unknown | mixed (errors are thrown, and counted by the adapter) */
   outcome: string;
 }
 
@@ -56,33 +56,29 @@ export class OcspService {
     this.cache.clear();
   }
 
+  /**
+   * respond answers one DER OCSPRequest. What it cannot answer it throws as a DeviceCaError, which the OCSP
+   * adapter turns into an OCSPResponseStatus (protocols/ocsp/ocsp-error-map.ts) and logs: 'bad-request' for
+   * a malformed request (checked before any store read), 'not-found' for a CertID of a CA not served here,
+   * and the store's or the key's own error when answering fails. Nothing failed is cached.
+   */
   async respond(request: Buffer): Promise<OcspAnswer> {
-    let req;
-    try {
-      req = parseOcspRequest(request, { maxBytes: this.cfg.maxRequestBytes });
-    } catch (e) {
-      if (e instanceof DeviceCaError) return { der: encodeOcspError('malformedRequest'), outcome: 'malformed' };
-      throw e;
-    }
+    const req = parseOcspRequest(request, { maxBytes: this.cfg.maxRequestBytes });
     const issuers: CaMaterial[] = [];
     for (const id of req.certIds) {
       const ca = this.issuerOf(id);
-      if (!ca) return { der: encodeOcspError('unauthorized'), outcome: 'unauthorized' };
+      if (!ca) throw new DeviceCaError('not-found', 'the request names a CA this responder does not serve');
       issuers.push(ca);
     }
-    try {
-      if (!req.nonce && req.certIds.length === 1) return await this.cached(req.certIds[0], issuers[0]);
-      const now = this.now();
-      const singles: OcspSingleResponse[] = [];
-      for (let i = 0; i < req.certIds.length; i++) {
-        const id = req.certIds[i];
-        singles.push({ ...toStatus(await this.store.certificateStatus(id.serialNumber), issuers[i]), certId: id, ...this.window(now) });
-      }
-      const der = await this.responder.respond(singles, { nonce: req.nonce, producedAt: now });
-      return { der, outcome: singles.length === 1 ? singles[0].status : 'mixed' };
-    } catch {
-      return { der: encodeOcspError('internalError'), outcome: 'error' };
+    if (!req.nonce && req.certIds.length === 1) return await this.cached(req.certIds[0], issuers[0]);
+    const now = this.now();
+    const singles: OcspSingleResponse[] = [];
+    for (let i = 0; i < req.certIds.length; i++) {
+      const id = req.certIds[i];
+      singles.push({ ...toStatus(await this.store.certificateStatus(id.serialNumber), issuers[i]), certId: id, ...this.window(now) });
     }
+    const der = await this.responder.respond(singles, { nonce: req.nonce, producedAt: now });
+    return { der, outcome: singles.length === 1 ? singles[0].status : 'mixed' };
   }
 
   private issuerOf(id: OcspCertId): CaMaterial | undefined {

@@ -1,3 +1,4 @@
+import * as tls from 'node:tls';
 import { z } from 'zod';
 import { parseDuration } from './duration';
 import { KEY_ALGORITHMS } from '../keys/key-backend';
@@ -18,6 +19,37 @@ const duration = z
     }
   });
 const port = z.number().int().min(0).max(65535);
+
+/**
+ * MOZILLA_INTERMEDIATE_CIPHERS: Mozilla's "intermediate" server configuration (ssl-config.mozilla.org, v5.7):
+ * TLS 1.3 suites, then ECDHE/DHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2. Node's default also takes
+ * CBC suites with SHA-1 MACs (AES128-SHA, no forward secrecy), CCM8 and ARIA, which this drops. The DHE
+ * suites are inert: the listener sets no DH parameters.
+ */
+export const MOZILLA_INTERMEDIATE_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'DHE-RSA-AES128-GCM-SHA256',
+  'DHE-RSA-AES256-GCM-SHA384',
+  'DHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/** opensslAccepts: a cipher list OpenSSL refuses fails at config load, with the key's path, not at listen */
+function opensslAccepts(ciphers: string): boolean {
+  try {
+    tls.createSecureContext({ ciphers });
+    return true;
+  } catch {
+    return false;
+  }
+}
 const keyAlgorithm = z.enum(KEY_ALGORITHMS as [string, ...string[]]);
 
 const listener = (defaultPort: number) =>
@@ -97,6 +129,8 @@ const inlinePolicy = Object.fromEntries(Object.entries(profileSchema.shape).map(
 export const labelSchema = z.strictObject({
   /** the enrollment profile this label serves; default: the profile named like the label */
   profile: profileName.optional(),
+  /** EST only: how reply bodies are written (RFC 8951 §3.1 allows both): single-line base64, or wrapped at 64 columns */
+  replyBase64: z.enum(['single-line', 'wrapped-64']).default('single-line'),
   ...inlinePolicy,
 });
 export type LabelConfig = z.infer<typeof labelSchema>;
@@ -122,6 +156,14 @@ export const configSchema = z.strictObject({
       keyFile: z.string().optional(),
       /** extra DNS names / IPs for the issued server certificate (localhost and 127.0.0.1, ::1 always) */
       names: z.array(z.string()).default([]),
+      /** OpenSSL cipher list, TLS 1.3 suites (TLS_*) included; default Mozilla "intermediate": AEAD with forward secrecy only */
+      ciphers: z
+        .string()
+        .min(1)
+        .refine(opensslAccepts, 'not a cipher list OpenSSL accepts')
+        .default(MOZILLA_INTERMEDIATE_CIPHERS),
+      /** a connection whose TLS handshake has not completed by then is closed (and logged) */
+      handshakeTimeout: duration.prefault('10s'),
     })
     .prefault({}),
   ca: z

@@ -1,7 +1,8 @@
 /**
  * DeviceCaError is the one error class of device-ca. Its `code` is a stable union that every protocol
- * maps to its own reply in one file (EST: protocols/est/est-error-map.ts). `message` is short, safe to
- * show a client, and never contains key material or internal detail; `detail` may, and is only logged.
+ * maps to its own reply in one file (HTTP: protocols/http-error-status.ts, OCSP:
+ * protocols/ocsp/ocsp-error-map.ts). `message` is short, safe to show a client, and never contains key
+ * material or internal detail; `detail` may, and is only logged.
  */
 export type ErrorCode =
   | 'bad-request' // malformed input: bad base64, bad DER, wrong content type
@@ -13,14 +14,13 @@ export type ErrorCode =
   | 'rate-limited' // too many failed authentications
   | 'not-found' // unknown label, device, serial
   | 'conflict' // already exists, illegal state transition
-  | 'pending' // accepted for manual approval, not issued yet
   | 'not-implemented'
   | 'config' // bad configuration, detected at start-up
   | 'key-backend' // key store unavailable or failing
   | 'internal';
 
 export class DeviceCaError extends Error {
-  /** retryAfterSeconds is set for 'rate-limited' and 'pending' so adapters can send Retry-After. */
+  /** retryAfterSeconds: when to come back, for 'rate-limited' and 'key-backend'; adapters send it as Retry-After. */
   readonly retryAfterSeconds?: number;
   constructor(
     readonly code: ErrorCode,

@@ -39,6 +39,7 @@ export class HttpObservability {
       const incoming = req.headers['x-request-id'];
       const id = typeof incoming === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(incoming) ? incoming : crypto.randomUUID();
       res.setHeader('X-Request-Id', id);
+      res.locals.requestId = id; // error replies quote it (sendHttpError), so a user's report finds the log line
       res.on('finish', () => {
         const secs = Number(process.hrtime.bigint() - start) / 1e9;
         const labels = { listener: this.listener, route: String(res.locals.route ?? 'unknown'), method: req.method, status: String(res.statusCode) };

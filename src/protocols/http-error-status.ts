@@ -2,8 +2,9 @@ import { ErrorCode } from '../errors/device-ca-error';
 
 /**
  * HTTP_ERROR_STATUS maps every DeviceCaError code to an HTTP status, for the protocols that answer in HTTP
- * statuses (EST, RFC 7030 §4.2.3, and the admin API). SCEP and OCSP carry errors inside their own
- * messages (failInfo, OCSPResponseStatus) and have their own maps.
+ * statuses (EST, RFC 7030 §4.2.3, the admin API, CRLs); sendHttpError (http-error-reply.ts) writes the reply.
+ * A manual-approval wait is not an error: the RA returns it as an outcome and EST answers 202 + Retry-After.
+ * SCEP and OCSP carry errors inside their own messages (failInfo, OCSPResponseStatus) and have their own maps.
  */
 export const HTTP_ERROR_STATUS: Record<ErrorCode, number> = {
   'bad-request': 400,
@@ -15,7 +16,6 @@ export const HTTP_ERROR_STATUS: Record<ErrorCode, number> = {
   'rate-limited': 429,
   'not-found': 404,
   conflict: 409,
-  pending: 202,
   'not-implemented': 501,
   config: 500,
   'key-backend': 503,

@@ -289,7 +289,7 @@ describe('operator token', () => {
     // a refused change: 409 with a JSON error, and no audit record
     const again = await call('POST', '/devices/acme-2/retire', { token: operator });
     expect(again.status).toBe(409);
-    expect(again.json.error).toEqual({ code: 'conflict', message: 'device acme-2 is retired' });
+    expect(again.json.error).toEqual({ code: 'conflict', message: 'device acme-2 is retired', requestId: header(again, 'x-request-id') });
     const resume = await call('POST', '/devices/acme-2/resume', { token: operator });
     expect(resume.status).toBe(409);
     await expectNotAudited(count);

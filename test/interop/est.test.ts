@@ -133,13 +133,19 @@ async function register(id: string, ...extra: string[]): Promise<string> {
 
 const CERTS_ONLY = 'application/pkcs7-mime; smime-type=certs-only';
 
-/** expectBase64Reply: the RFC 8951 reply shape deployed clients rely on */
-function expectBase64Reply(r: Reply, contentType: string): void {
+/** expectBase64Reply: the RFC 8951 reply shape deployed clients rely on; one line unless the label wraps */
+function expectBase64Reply(r: Reply, contentType: string, style: 'single-line' | 'wrapped-64' = 'single-line'): void {
   expect(r.status).toBe(200);
   expect(header(r, 'content-type')).toBe(contentType);
   expect(header(r, 'content-transfer-encoding')).toBe('base64');
   expectLengthNotChunked(r);
-  expectWrappedBase64(r.text);
+  if (style === 'wrapped-64') expectWrappedBase64(r.text);
+  else expectSingleLineBase64(r.text);
+}
+
+/** expectSingleLineBase64: the whole base64 on one line and a final newline (strongSwan pki 5.9.8 reads nothing else) */
+function expectSingleLineBase64(text: string): void {
+  expect(text).toMatch(/^[A-Za-z0-9+/]+={0,2}\n$/);
 }
 
 function expectLengthNotChunked(r: Reply): void {
@@ -303,6 +309,7 @@ beforeAll(async () => {
       '    strict: { keyAlgorithms: [ecdsa-p256] }',
       '    pop: { proofOfPossession: true }',
       '    manual: { manualApproval: true }',
+      '    wrapped: { replyBase64: wrapped-64 }',
       'bootstrap:',
       `  trustAnchors: [${JSON.stringify(maker.caPem)}]`,
       '',
@@ -317,7 +324,7 @@ afterAll(teardown);
 // -------------------------------------------------------------------------------------------- tests
 
 describe('EST /cacerts', () => {
-  it('returns a certs-only PKCS#7 with the issuing CA and the root, base64 wrapped, Content-Length, no chunking', async () => {
+  it('returns a certs-only PKCS#7 with the issuing CA and the root, base64 on one line, Content-Length, no chunking', async () => {
     const r = await curl(estUrl('cacerts'));
     expectBase64Reply(r, CERTS_ONLY);
     const certs = await certsOf(r.body);
@@ -330,6 +337,19 @@ describe('EST /cacerts', () => {
     const print = await openssl('pkcs7', '-inform', 'DER', '-in', f, '-print');
     expect(print.stdout).toMatch(/signer_info:\s*\n\s*<EMPTY>/);
     expect(print.stdout).toMatch(/crl:\s*\n\s*<ABSENT>/);
+  });
+
+  it('a label with replyBase64: wrapped-64 sends the same PKCS#7 in 64-column lines; openssl base64 -d reads it', async () => {
+    const one = await curl(estUrl('cacerts'));
+    const r = await curl(estUrl('cacerts', 'wrapped'));
+    expectBase64Reply(r, CERTS_ONLY, 'wrapped-64');
+    const der = (await must('base64', ['-d'], r.body)).stdoutBytes;
+    expect(der.equals((await must('base64', ['-d'], one.body)).stdoutBytes)).toBe(true);
+    // openssl's own decoder (no -A) needs lines: what this style is kept for
+    const viaOpenssl = (await must('openssl', ['base64', '-d'], r.body)).stdoutBytes;
+    expect(viaOpenssl.equals(der)).toBe(true);
+    // and the default one-line body decodes with openssl base64 -d -A
+    expect((await must('openssl', ['base64', '-d', '-A'], one.body)).stdoutBytes.equals(der)).toBe(true);
   });
 
   it('verifies an issued certificate against the returned root (trusted) and issuing CA (untrusted)', async () => {
@@ -676,7 +696,7 @@ describe('EST /serverkeygen', () => {
     expect(parts.map((p) => p.headers.get('content-type'))).toEqual(['application/pkcs8', CERTS_ONLY]);
     for (const p of parts) {
       expect(p.headers.get('content-transfer-encoding')).toBe('base64');
-      expectWrappedBase64(p.body.replace(/\r\n$/, ''));
+      expectSingleLineBase64(p.body.replace(/\r\n$/, ''));
     }
     const keyDer = tmp.write('skg/key.der', (await must('base64', ['-d'], parts[0].body)).stdoutBytes);
     // PrivateKeyInfo (RFC 5208): version 0, then an AlgorithmIdentifier, not an SEC1/PKCS#1 key

@@ -1,14 +1,14 @@
 import { NextFunction, Request, Response, Router } from 'express';
 import { TLSSocket } from 'node:tls';
 import { toPem } from '../../ca/pem';
-import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
+import { DeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { AdminAccess } from '../../ra/admin-access';
 import { DeviceLifecycle, Scope } from '../../ra/device-lifecycle';
 import { RegistrationAuthority } from '../../ra/registration-authority';
 import { collectItems } from '../../store/paging';
 import { CertificateRecord, DEFAULT_PAGE_LIMIT, DeviceState, RequestStatus } from '../../store/store';
-import { HTTP_ERROR_STATUS } from '../http-error-status';
+import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
 import { BODY, QUERY, parseInput } from './admin-input';
 import { OPENAPI } from './openapi';
 
@@ -22,6 +22,8 @@ export interface AdminRouterOptions {
 type Caller = { scope: Scope; actor: string };
 type Handler = (req: Request, caller: Caller, body: Record<string, unknown>) => Promise<[number, unknown]>;
 
+/** ERROR_REPLY: JSON errors; a 401 asks for a bearer token (RFC 6750 §3), the admin API's credential */
+const ERROR_REPLY: HttpErrorReplyOptions = { format: 'json', challenge: 'Bearer realm="device-ca admin"' };
 const certJson = ({ der, ...c }: CertificateRecord, withPem = false) => ({ ...c, ...(withPem ? { pem: toPem(der, 'CERTIFICATE') } : {}) });
 
 /**
@@ -29,7 +31,7 @@ const certJson = ({ der, ...c }: CertificateRecord, withPem = false) => ({ ...c,
  * authenticates through AdminAccess, checks the body and query string (admin-input.ts) and calls the
  * RA, which decides scope: an owner-scoped caller meets another owner's device as 404. Every route is
  * listed in openapi.ts (the authorization matrix test fails on one that is not). Errors are
- * { error: { code, message } }.
+ * { error: { code, message, requestId } } (sendHttpError).
  */
 export function adminRouter(o: AdminRouterOptions): Router {
   const r = Router();
@@ -55,12 +57,7 @@ export function adminRouter(o: AdminRouterOptions): Router {
       const [status, out] = await fn(req, caller, body);
       res.status(status).json(out);
     } catch (e) {
-      const err = toDeviceCaError(e);
-      const status = HTTP_ERROR_STATUS[err.code];
-      if (status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="device-ca admin"');
-      if (status >= 500) res.locals.error = err;
-      res.locals.errorCode = err.code;
-      res.status(status).json({ error: { code: err.code, message: status >= 500 ? 'internal error' : err.message } });
+      sendHttpError(res, e, ERROR_REPLY);
     }
   };
   const operatorOnly = (c: Caller) => o.lifecycle.requireOperator(c.scope);
@@ -147,7 +144,7 @@ export function adminRouter(o: AdminRouterOptions): Router {
   }
   r.use((_req: Request, res: Response, _n: NextFunction) => {
     res.locals.route = 'admin.unknown';
-    res.status(404).json({ error: { code: 'not-found', message: 'unknown admin API path' } });
+    sendHttpError(res, new DeviceCaError('not-found', 'unknown admin API path'), ERROR_REPLY);
   });
   return r;
 }

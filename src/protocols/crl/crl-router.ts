@@ -2,6 +2,10 @@ import { Request, Response, Router } from 'express';
 import { CrlPublisher } from '../../ca/crl-publisher';
 import { crlToPem } from '../../ca/crl-encoder';
 import { DeviceCaError } from '../../errors/device-ca-error';
+import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
+
+/** ERROR_REPLY: CRL fetchers (openssl, FreeRADIUS, curl) read short text; nothing here asks for credentials */
+const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic realm="device-ca"' };
 
 /**
  * crlRouter serves /crl/<ca-name>/<shard>.crl (DER, application/pkix-crl, RFC 5280 §4.2.1.13) and
@@ -15,7 +19,7 @@ export function crlRouter(publishers: CrlPublisher[], maxAgeSeconds: number): Ro
     const pub = publishers.find((p) => p.caName === req.params.ca);
     const m = /^(\d{1,5})\.crl(\.pem)?$/.exec(String(req.params.file));
     if (!pub || !m) {
-      res.status(404).type('text/plain').send('unknown CRL\n');
+      sendHttpError(res, new DeviceCaError('not-found', 'unknown CRL'), ERROR_REPLY);
       return;
     }
     try {
@@ -35,12 +39,7 @@ export function crlRouter(publishers: CrlPublisher[], maxAgeSeconds: number): Ro
       res.setHeader('Content-Length', body.length);
       res.end(body);
     } catch (e) {
-      if (e instanceof DeviceCaError && e.code === 'not-found') {
-        res.status(404).type('text/plain').send('unknown CRL shard\n');
-        return;
-      }
-      res.locals.error = e;
-      res.status(503).type('text/plain').send('CRL unavailable\n');
+      sendHttpError(res, e, ERROR_REPLY); // an unknown shard is 'not-found'; a signing failure 5xx, detail logged
     }
   });
   return r;

@@ -2,11 +2,11 @@ import * as crypto from 'node:crypto';
 import { NextFunction, Request, Response, Router } from 'express';
 import { TLSSocket } from 'node:tls';
 import { certsOnly } from '../../cms/certs-only';
-import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
+import { DeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { ChannelBinding, EnrollOperation, Proofs, RegistrationAuthority } from '../../ra/registration-authority';
-import { decodeEstBody, encodeBase64Body } from './est-body';
-import { HTTP_ERROR_STATUS } from '../http-error-status';
+import { EstReplyBase64, decodeEstBody, encodeBase64Body } from './est-body';
+import { sendHttpError } from '../http-error-reply';
 
 const CERTS_ONLY = 'application/pkcs7-mime; smime-type=certs-only';
 const DEFAULT_LABEL = 'default';
@@ -21,6 +21,8 @@ export interface EstRouterOptions {
   caCerts: Buffer[];
   bodyLimit: number;
   realm?: string;
+  /** replyBase64: label -> how its reply bodies are written (est.labels.<label>.replyBase64); default 'single-line' */
+  replyBase64?: ReadonlyMap<string, EstReplyBase64>;
 }
 
 /**
@@ -29,26 +31,29 @@ export interface EstRouterOptions {
  */
 export function estRouter(opts: EstRouterOptions): Router {
   const r = Router({ caseSensitive: true, strict: false });
-  const cacertsBody = encodeBase64Body(certsOnly(opts.caCerts));
+  const cacertsDer = certsOnly(opts.caCerts);
+  const cacertsBody: Record<EstReplyBase64, string> = { 'single-line': encodeBase64Body(cacertsDer, 'single-line'), 'wrapped-64': encodeBase64Body(cacertsDer, 'wrapped-64') };
   const realm = opts.realm ?? 'device-ca EST';
+  const errorReply = { format: 'text', challenge: `Basic realm="${realm}", charset="UTF-8"` } as const;
+  const styleOf = (label: string): EstReplyBase64 => opts.replyBase64?.get(label) ?? 'single-line';
 
   const handle =
-    (name: string, fn: (req: Request, res: Response, profile: string) => Promise<void>) =>
+    (name: string, fn: (req: Request, res: Response, profile: string, style: EstReplyBase64) => Promise<void>) =>
     async (req: Request, res: Response): Promise<void> => {
       const label = (req.params.label as string | undefined) ?? DEFAULT_LABEL;
       res.locals.route = `est.${name}`;
       try {
         const profile = opts.ra.profileForLabel(label); // unknown label: 404 before anything else
-        await fn(req, res, profile);
+        await fn(req, res, profile, styleOf(label));
       } catch (e) {
-        sendEstError(res, toDeviceCaError(e), realm);
+        sendHttpError(res, e, errorReply);
       }
     };
 
-  const cacerts = handle('cacerts', async (_req, res) => sendBase64(res, 200, CERTS_ONLY, cacertsBody));
-  const csrattrs = handle('csrattrs', async (_req, res, profile) => sendBase64(res, 200, 'application/csrattrs', encodeBase64Body(opts.ra.csrAttrs(profile))));
+  const cacerts = handle('cacerts', async (_req, res, _profile, style) => sendBase64(res, 200, CERTS_ONLY, cacertsBody[style]));
+  const csrattrs = handle('csrattrs', async (_req, res, profile, style) => sendBase64(res, 200, 'application/csrattrs', encodeBase64Body(opts.ra.csrAttrs(profile), style)));
   const enroll = (op: EstOperation) =>
-    handle(op, async (req, res, profile) => {
+    handle(op, async (req, res, profile, style) => {
       const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
       if (ct !== 'application/pkcs10') throw new DeviceCaError('bad-request', 'Content-Type must be application/pkcs10');
       const csr = decodeEstBody(await readRawBody(req, opts.bodyLimit));
@@ -58,12 +63,12 @@ export function estRouter(opts: EstRouterOptions): Router {
         sendText(res, 202, `request ${out.requestId} is waiting for approval\n`);
         return;
       }
-      const certBody = encodeBase64Body(certsOnly([out.certificate]));
+      const certBody = encodeBase64Body(certsOnly([out.certificate]), style);
       if (op !== 'serverkeygen') return sendBase64(res, 200, CERTS_ONLY, certBody);
       // RFC 7030 §4.4.2: multipart/mixed, the private key (PKCS#8) first, then the certificate
       const boundary = `est-${crypto.randomBytes(12).toString('hex')}`;
       const body =
-        `--${boundary}\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n\r\n${encodeBase64Body(out.privateKeyPkcs8!)}` +
+        `--${boundary}\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n\r\n${encodeBase64Body(out.privateKeyPkcs8!, style)}` +
         `\r\n--${boundary}\r\nContent-Type: ${CERTS_ONLY}\r\nContent-Transfer-Encoding: base64\r\n\r\n${certBody}` +
         `\r\n--${boundary}--\r\n`; // RFC 2046 §5.1.1: CRLF belongs to the delimiter
       res.status(200).setHeader('Content-Type', `multipart/mixed; boundary=${boundary}`);
@@ -83,7 +88,7 @@ export function estRouter(opts: EstRouterOptions): Router {
   }
   r.use((req: Request, res: Response, _next: NextFunction) => {
     res.locals.route = 'est.unknown';
-    sendText(res, 404, 'unknown EST operation or label\n');
+    sendHttpError(res, new DeviceCaError('not-found', 'unknown EST operation or label'), errorReply);
   });
   return r;
 }
@@ -101,15 +106,6 @@ function sendText(res: Response, status: number, text: string): void {
   res.setHeader('Content-Type', 'text/plain; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(text));
   res.end(text);
-}
-
-function sendEstError(res: Response, e: DeviceCaError, realm: string): void {
-  const status = HTTP_ERROR_STATUS[e.code];
-  res.locals.errorCode = e.code;
-  if (status >= 500) res.locals.error = e; // logged by the access log, never sent
-  if (status === 401) res.setHeader('WWW-Authenticate', `Basic realm="${realm}", charset="UTF-8"`);
-  if (e.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(e.retryAfterSeconds));
-  sendText(res, status, status >= 500 ? (status === 503 ? 'service unavailable\n' : 'internal error\n') : `${e.message}\n`);
 }
 
 /** credentials: HTTP Basic (RFC 7617) and the TLS client certificate (its chain built only when asked for). */

@@ -2,12 +2,16 @@ import * as http from 'node:http';
 import { Counter, Registry } from 'prom-client';
 import { OcspService } from '../../ca/ocsp-service';
 import { encodeOcspError } from '../../ca/ocsp-codec';
+import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
+import { OCSP_ERROR_OUTCOME, OCSP_ERROR_STATUS } from './ocsp-error-map';
 
 /**
  * ocspHandler is the OCSP adapter (RFC 6960 Appendix A, RFC 5019): POST /ocsp with the DER request as
  * body, GET /ocsp/<url-encoded base64 request>. It runs on the raw Node request, ahead of express,
  * because it is the hottest path of the service. Every reply is an OCSPResponse with HTTP 200, errors
- * included (malformedRequest, unauthorized), as clients expect.
+ * included, as clients expect: a thrown DeviceCaError becomes the status OCSP_ERROR_STATUS names. A
+ * failure of ours (internalError, tryLater) goes to res.locals.error, which the access log writes at error
+ * level with the request id; the metrics count every outcome.
  */
 export function ocspHandler(service: OcspService, opts: { maxRequestBytes: number; maxAgeSeconds: number; registry: Registry }) {
   const answers =
@@ -22,7 +26,7 @@ export function ocspHandler(service: OcspService, opts: { maxRequestBytes: numbe
   return (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const method = req.method ?? '';
     const answer = (request: Buffer | null) => {
-      const work = request === null ? Promise.resolve({ der: encodeOcspError('malformedRequest'), outcome: 'malformed' as string, cache: undefined }) : service.respond(request);
+      const work = request === null ? Promise.reject(new DeviceCaError('bad-request', 'OCSP request is not base64 DER or is over ocsp.maxRequestBytes')) : service.respond(request);
       work.then(
         (a) => {
           answers.inc({ method, outcome: a.outcome });
@@ -37,9 +41,16 @@ export function ocspHandler(service: OcspService, opts: { maxRequestBytes: numbe
           } else if (method === 'GET') headers['Cache-Control'] = 'no-store';
           send(res, a.der, headers);
         },
-        () => {
-          answers.inc({ method, outcome: 'error' });
-          send(res, encodeOcspError('internalError'));
+        (thrown: unknown) => {
+          const e = toDeviceCaError(thrown);
+          const status = OCSP_ERROR_STATUS[e.code];
+          answers.inc({ method, outcome: OCSP_ERROR_OUTCOME[status] });
+          const locals = (res as http.ServerResponse & { locals?: Record<string, unknown> }).locals;
+          if (locals) {
+            locals.errorCode = e.code;
+            if (status === 'internalError' || status === 'tryLater') locals.error = e;
+          }
+          send(res, encodeOcspError(status), method === 'GET' ? { 'Cache-Control': 'no-store' } : {});
         },
       );
     };

@@ -16,15 +16,12 @@ import { TestCa, makeTestCa } from '../../fixtures/test-ca';
  * OcspService: nonce-less single requests (RFC 5019) are answered from a cache of pre-signed responses
  * that is checked against the store's status on every request; a changed status or a response past half
  * its validity is re-signed; a nonce gets a live response that echoes it (FreeRADIUS needs that); a CertID
- * of an issuer it does not serve is `unauthorized`, a broken request `malformedRequest`. Requests are
+ * of an issuer it does not serve throws 'not-found', a broken request 'bad-request'. Requests are
  * built by `openssl ocsp -reqout` and answers are checked by `openssl ocsp -respin`, as a relying party would.
  */
 
 type Row = NonNullable<Awaited<ReturnType<RevocationStore['certificateStatus']>>>;
 const HOUR = 3600_000;
-const MALFORMED = Buffer.from('30030a0101', 'hex');
-const INTERNAL = Buffer.from('30030a0102', 'hex');
-const UNAUTHORIZED = Buffer.from('30030a0106', 'hex');
 
 let tca: TestCa;
 let dir: string;
@@ -251,11 +248,11 @@ describe('requests with a nonce: live responses', () => {
     const ext = (len: number) => contextExplicit(2, seq(seq(oid(OID.ocspNonce), octetString(octetString(Buffer.alloc(len, 7))))));
     rows.set(SERIAL, good(SERIAL));
     expect((await service().respond(seq(seq(seq(seq(id)), ext(64))))).outcome).toBe('good');
-    expect((await service().respond(seq(seq(seq(seq(id)), ext(65))))).der).toEqual(MALFORMED);
+    await expect(service().respond(seq(seq(seq(seq(id)), ext(65))))).rejects.toMatchObject({ code: 'bad-request' });
   });
 });
 
-describe('errors are OCSPResponses with an error status', () => {
+describe('what it cannot answer it throws as a DeviceCaError (the OCSP adapter maps it to a status)', () => {
   it('unknown serial of our issuer: unknown', async () => {
     const req = request(['7fffffff']);
     const a = await service().respond(req.der);
@@ -270,11 +267,10 @@ describe('errors are OCSPResponses with an error status', () => {
     expect((await service().respond(request([SERIAL], { noNonce: true }).der)).outcome).toBe('unknown');
   });
 
-  it('a CertID of an issuer it does not serve (same name, other key): unauthorized (6)', async () => {
+  it("a CertID of an issuer it does not serve (same name, other key): 'not-found' (the adapter's unauthorized)", async () => {
     rows.set(SERIAL, good(SERIAL));
     for (const req of [request([SERIAL], { issuer: 'other.pem' }), request([SERIAL], { issuer: 'other.pem', noNonce: true }), request([SERIAL, SERIAL2], { issuer: 'other.pem' })]) {
-      const a = await service().respond(req.der);
-      expect(a).toEqual({ der: UNAUTHORIZED, outcome: 'unauthorized' });
+      await expect(service().respond(req.der)).rejects.toMatchObject({ name: 'DeviceCaError', code: 'not-found' });
     }
     expect(reads).toBe(0); // decided before any store read
   });
@@ -286,19 +282,18 @@ describe('errors are OCSPResponses with an error status', () => {
     ['a certificate instead of a request', () => tca.hierarchy.issuing.der],
     ['a valid request followed by junk', () => Buffer.concat([request([SERIAL]).der, Buffer.from([0])])],
     ['over maxRequestBytes', () => Buffer.concat([Buffer.from('30822070', 'hex'), Buffer.alloc(0x2070)])],
-  ] as [string, () => Buffer][])('%s: malformedRequest (1)', async (_what, body) => {
-    const a = await service().respond(body());
-    expect(a).toEqual({ der: MALFORMED, outcome: 'malformed' });
+  ] as [string, () => Buffer][])("%s: 'bad-request' (the adapter's malformedRequest)", async (_what, body) => {
+    await expect(service().respond(body())).rejects.toMatchObject({ name: 'DeviceCaError', code: 'bad-request' });
     expect(reads).toBe(0);
   });
 
-  it('a failing store: internalError (2), and nothing cached', async () => {
+  it("a failing store: the store's error is thrown, and nothing cached", async () => {
     rows.set(SERIAL, good(SERIAL));
     const svc = service();
     const req = request([SERIAL], { noNonce: true });
     failing = true;
-    expect(await svc.respond(req.der)).toEqual({ der: INTERNAL, outcome: 'error' });
-    expect((await svc.respond(request([SERIAL]).der)).der).toEqual(INTERNAL);
+    await expect(svc.respond(req.der)).rejects.toThrow('store down');
+    await expect(svc.respond(request([SERIAL]).der)).rejects.toThrow('store down');
     failing = false;
     expect((await svc.respond(req.der)).outcome).toBe('good');
   });

@@ -53,7 +53,7 @@ describe('defaults', () => {
   });
 
   it('has the label "default" serving the profile "default": every key algorithm, no proof of possession or manual approval', () => {
-    expect(cfg.est.labels).toEqual({ default: { profile: 'default' } });
+    expect(cfg.est.labels).toEqual({ default: { profile: 'default', replyBase64: 'single-line' } });
     expect(Object.keys(cfg.profiles)).toEqual(['default']);
     expect(cfg.profiles.default).toMatchObject({
       auth: ['basic', 'bootstrap-cert'],

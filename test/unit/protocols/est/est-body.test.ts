@@ -77,11 +77,17 @@ describe('decodeEstBody refuses malformed bodies with bad-request', () => {
 });
 
 describe('encodeBase64Body writes RFC 8951 base64', () => {
-  it.each([1, 47, 48, 49, 96, 235, 1000])('%i bytes: 64-column LF lines, one final newline, round trip', (len) => {
+  const der = (len: number): Buffer => {
     const d = Buffer.alloc(len, 0);
     d[0] = 0x30;
     for (let i = 1; i < len; i++) d[i] = (i * 37) & 0xff;
-    const s = encodeBase64Body(d);
+    return d;
+  };
+  const sizes = [1, 47, 48, 49, 96, 235, 1000];
+
+  it.each(sizes)("wrapped-64, %i bytes: 64-column LF lines, one final newline, round trip", (len) => {
+    const d = der(len);
+    const s = encodeBase64Body(d, 'wrapped-64');
     expect(s.endsWith('\n')).toBe(true);
     expect(s.endsWith('\n\n')).toBe(false);
     expect(s).not.toContain('\r');
@@ -90,6 +96,16 @@ describe('encodeBase64Body writes RFC 8951 base64', () => {
     expect(lines[lines.length - 1].length).toBeGreaterThan(0);
     expect(lines[lines.length - 1].length).toBeLessThanOrEqual(64);
     expect(Buffer.from(s, 'base64').equals(d)).toBe(true);
+    expect(decodeEstBody(Buffer.from(s)).equals(d)).toBe(true);
+  });
+
+  // strongSwan pki 5.9.8 fails on any line break inside the base64: the default must have none
+  it.each(sizes)('single-line (the default), %i bytes: one line of base64 and one final LF, round trip', (len) => {
+    const d = der(len);
+    const s = encodeBase64Body(d);
+    expect(s).toBe(encodeBase64Body(d, 'single-line'));
+    expect(s).toMatch(/^[A-Za-z0-9+/]+={0,2}\n$/);
+    expect(s).toBe(`${d.toString('base64')}\n`);
     expect(decodeEstBody(Buffer.from(s)).equals(d)).toBe(true);
   });
 });
