@@ -1,3 +1,5 @@
+import Database from 'better-sqlite3';
+import * as crypto from 'node:crypto';
 import * as enrollmentSecret from '../../../src/ra/enrollment-secret';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { RaHarness, makeRaHarness, secretProof } from './ra-harness';
@@ -60,5 +62,40 @@ describe('brute-force lockout under concurrency', () => {
     expect(results.map((r) => r.code)).toEqual(['unauthenticated', 'issued', 'unauthenticated']);
     // the two wrong guesses count; the successful attempt does not (and does not clear them either)
     expect((await h.store.countAuthFailures(`basic:${id}`, h.now(), h.cfg.enrollment.authFailureWindow)).count).toBe(2);
+  });
+});
+
+describe('a flood of made-up user names', () => {
+  let f: RaHarness;
+  beforeAll(async () => {
+    f = await makeRaHarness({ overrides: { 'enrollment.authFailureMaxUnknown': 100 } });
+  });
+  afterAll(() => f?.close());
+
+  it('400 random names: the store keeps at most authFailureMaxUnknown of them, and a locked device stays locked', async () => {
+    const id = 'flooded-device';
+    const secret = await f.register(id);
+    const attempt = async (user: string, pw: string): Promise<string> =>
+      f.enroll('default', 'enroll', f.csr(id).der, secretProof(user, pw)).then(
+        (out) => out.status,
+        (e: unknown) => (e instanceof DeviceCaError ? e.code : Promise.reject(e)),
+      );
+    for (let i = 0; i < 5; i++) expect(await attempt(id, `wrong-${i}`)).toBe('unauthenticated');
+    const names = Array.from({ length: 400 }, () => crypto.randomBytes(12).toString('hex'));
+    for (let i = 0; i < names.length; i += 20) {
+      const codes = await Promise.all(names.slice(i, i + 20).map((u) => attempt(u, 'guess')));
+      expect(new Set(codes)).toEqual(new Set(['unauthenticated']));
+    }
+    const db = new Database(f.cfg.store.path, { readonly: true });
+    try {
+      const r = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(evictable), 0) AS ev FROM auth_attempts').get() as { n: number; ev: number };
+      expect(r).toEqual({ n: 105, ev: 100 });
+    } finally {
+      db.close();
+    }
+    // the newest names are still counted, the oldest were dropped
+    expect((await f.store.countAuthFailures(`basic:${names[399]}`, f.now(), f.cfg.enrollment.authFailureWindow)).count).toBe(1);
+    expect((await f.store.countAuthFailures(`basic:${names[0]}`, f.now(), f.cfg.enrollment.authFailureWindow)).count).toBe(0);
+    expect(await attempt(id, secret)).toBe('rate-limited');
   });
 });
