@@ -1,3 +1,4 @@
+import * as crypto from 'node:crypto';
 import { AuditLog } from '../../audit/audit-log';
 import { Config } from '../../config/schema';
 import { DeviceCaError } from '../../errors/device-ca-error';
@@ -94,4 +95,9 @@ export class SecretAuthenticator implements Authenticator {
   }
 }
 
-const failureKey = (deviceId: string): string => `basic:${deviceId.slice(0, 200)}`;
+/**
+ * failureKey: the name failures are counted under. A name that cannot be a device id (too long, odd
+ * characters) is counted under a digest, so no stored key is longer than a device id; '#' never occurs in
+ * a device id, so the two kinds cannot meet.
+ */
+const failureKey = (deviceId: string): string => (DEVICE_ID.test(deviceId) ? `basic:${deviceId}` : `basic:#${crypto.createHash('sha256').update(deviceId).digest('base64url')}`);

@@ -98,4 +98,29 @@ describe('a flood of made-up user names', () => {
     expect((await f.store.countAuthFailures(`basic:${names[0]}`, f.now(), f.cfg.enrollment.authFailureWindow)).count).toBe(0);
     expect(await attempt(id, secret)).toBe('rate-limited');
   });
+
+  it('names that cannot be device ids (300 characters, spaces, colons) are locked out like any other, under keys no longer than a device id', async () => {
+    const long = 'x'.repeat(300);
+    for (const user of [long, 'a b', `${'y'.repeat(199)}:z`]) {
+      for (let i = 0; i < 5; i++) expect(await outcomeOf(f, user, `guess-${i}`)).toBe('unauthenticated');
+      expect(await outcomeOf(f, user, 'guess-6')).toBe('rate-limited');
+    }
+    // a name differing only after the 200th character is its own name
+    expect(await outcomeOf(f, `${long}!`, 'guess')).toBe('unauthenticated');
+    const db = new Database(f.cfg.store.path, { readonly: true });
+    try {
+      expect((db.prepare('SELECT MAX(LENGTH(key)) AS n FROM auth_attempts').get() as { n: number }).n).toBeLessThanOrEqual('basic:'.length + 128);
+    } finally {
+      db.close();
+    }
+  });
 });
+
+async function outcomeOf(harness: RaHarness, user: string, pw: string): Promise<string> {
+  try {
+    return (await harness.enroll('default', 'enroll', harness.csr('any').der, secretProof(user, pw))).status;
+  } catch (e) {
+    if (e instanceof DeviceCaError) return e.code;
+    throw e;
+  }
+}
