@@ -249,6 +249,11 @@ export const configSchema = z.strictObject({
       /** failed authentications per device id allowed within authFailureWindow before 429 */
       authFailureLimit: z.number().int().min(1).default(5),
       authFailureWindow: duration.prefault('15m'),
+      /**
+       * failed attempts on names that are not registered devices kept at most (oldest dropped first), so
+       * made-up user names cannot fill the disk; a registered device keeps at most authFailureLimit
+       */
+      authFailureMaxUnknown: z.number().int().min(100).default(100_000),
       /** Retry-After for EST 202 (manual approval) */
       pendingRetryAfter: duration.prefault('60s'),
       /** a device that lost the reply may repeat its enrollment (same secret, same key) this long and gets the same certificate */

@@ -191,9 +191,40 @@ export interface CertificateStore {
   }): Promise<void>;
 }
 
+/**
+ * AuthAttemptRules are what the RA decided about one authentication attempt; the store only applies them
+ * atomically. Attempts count within the sliding window (now - windowSeconds, now].
+ */
+export interface AuthAttemptRules {
+  windowSeconds: number;
+  /** limit: attempts per key within the window; once reached, reservations are refused until the oldest leaves the window */
+  limit: number;
+  /**
+   * evictable: the attempt may be dropped before its window ends, oldest first, so that at most
+   * maxEvictable evictable attempts are stored (all keys together). The RA marks attempts on names that
+   * are not registered devices, so a flood of made-up names has a fixed size and never pushes out a real
+   * device's failures; a key's own attempts are at most `limit`, so the rest is bounded by the devices.
+   */
+  evictable: boolean;
+  maxEvictable: number;
+}
+
+/** AuthAttemptReservation: a slot counted against the key (attemptId, and the attempts in the window including it) or a refusal until retryAt. */
+export type AuthAttemptReservation = { allowed: true; attemptId: string; attempts: number } | { allowed: false; retryAt: Date };
+
 export interface AuthFailureStore {
-  /** recordAuthFailure counts one failure for key; returns failures within the window, including this one. */
-  recordAuthFailure(key: string, now: Date, windowSeconds: number): Promise<number>;
+  /**
+   * reserveAuthAttempt counts an attempt for key BEFORE its credential is checked: in one atomic step
+   * (across workers and nodes) it forgets the key's attempts older than the window, and stores this one
+   * only if fewer than rules.limit remain; otherwise it refuses with the time the oldest leaves the
+   * window. It also drops expired attempts of other keys, a few per call, and evictable attempts beyond
+   * rules.maxEvictable, so the table stays bounded without a sweeper. A stored attempt is a failure
+   * unless forgiven.
+   */
+  reserveAuthAttempt(key: string, now: Date, rules: AuthAttemptRules): Promise<AuthAttemptReservation>;
+  /** forgiveAuthAttempt removes a reserved attempt whose credential turned out right; unknown or evicted ids are ignored. */
+  forgiveAuthAttempt(attemptId: string): Promise<void>;
+  /** countAuthFailures: the attempts stored for key within the window, and the oldest of them. */
   countAuthFailures(key: string, now: Date, windowSeconds: number): Promise<{ count: number; oldest: Date | null }>;
 }
 

@@ -491,20 +491,87 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
     });
 
-    describe('authentication failures', () => {
+    describe('authentication attempts', () => {
       const t0 = new Date('2030-01-01T00:00:00Z');
       const at = (s: number): Date => new Date(t0.getTime() + s * 1000);
+      const kept = (limit: number, windowSeconds = 10) => ({ windowSeconds, limit, evictable: false, maxEvictable: 100 });
+      const EVER = 1e9; // a window that sees every stored attempt, expired or not
+      const reserve = async (key: string, s: number, rules = kept(100)) => {
+        const r = await store.reserveAuthAttempt(key, at(s), rules);
+        if (!r.allowed) throw new Error(`expected a slot for ${key} at ${s}s`);
+        return r;
+      };
 
-      it('counts failures inside the window (now - window, now], per key, and forgets old ones', async () => {
-        expect(await store.recordAuthFailure('dev-1', at(0), 10)).toBe(1);
-        expect(await store.recordAuthFailure('dev-1', at(1), 10)).toBe(2);
-        expect(await store.recordAuthFailure('dev-2', at(1), 10)).toBe(1);
-        expect(await store.recordAuthFailure('dev-1', at(2), 10)).toBe(3);
+      it('counts attempts inside the window (now - window, now], per key, and forgets old ones', async () => {
+        expect((await reserve('dev-1', 0)).attempts).toBe(1);
+        expect((await reserve('dev-1', 1)).attempts).toBe(2);
+        expect((await reserve('dev-2', 1)).attempts).toBe(1);
+        expect((await reserve('dev-1', 2)).attempts).toBe(3);
         expect(await store.countAuthFailures('dev-1', at(5), 10)).toEqual({ count: 3, oldest: at(0) });
         expect(await store.countAuthFailures('dev-1', at(10), 10)).toEqual({ count: 2, oldest: at(1) });
         expect(await store.countAuthFailures('dev-1', at(30), 10)).toEqual({ count: 0, oldest: null });
-        expect(await store.recordAuthFailure('dev-1', at(11), 10)).toBe(2);
         expect(await store.countAuthFailures('dev-2', at(5), 10)).toEqual({ count: 1, oldest: at(1) });
+        expect((await reserve('dev-1', 11)).attempts).toBe(2);
+      });
+
+      it('at the limit a reservation is refused, stores nothing, and says when the oldest attempt leaves the window', async () => {
+        for (const s of [0, 2, 4]) await reserve('dev-1', s, kept(3));
+        expect(await store.reserveAuthAttempt('dev-1', at(5), kept(3))).toEqual({ allowed: false, retryAt: at(10) });
+        expect(await store.reserveAuthAttempt('dev-1', at(9), kept(3))).toEqual({ allowed: false, retryAt: at(10) });
+        expect((await store.countAuthFailures('dev-1', at(9), 10)).count).toBe(3);
+        // the attempt at 0 s leaves at 10 s: one slot, then refused until the attempt at 2 s leaves
+        expect((await reserve('dev-1', 10, kept(3))).attempts).toBe(3);
+        expect(await store.reserveAuthAttempt('dev-1', at(10), kept(3))).toEqual({ allowed: false, retryAt: at(12) });
+        expect((await reserve('dev-2', 10, kept(3))).attempts).toBe(1);
+      });
+
+      it('forgiveAuthAttempt gives the slot back; ids are never reused; an unknown id is ignored', async () => {
+        const a = await reserve('dev-1', 0, kept(2));
+        const b = await reserve('dev-1', 1, kept(2));
+        expect((await store.reserveAuthAttempt('dev-1', at(2), kept(2))).allowed).toBe(false);
+        await store.forgiveAuthAttempt(b.attemptId);
+        const c = await reserve('dev-1', 3, kept(2));
+        expect(c.attempts).toBe(2);
+        expect(new Set([a.attemptId, b.attemptId, c.attemptId]).size).toBe(3);
+        await store.forgiveAuthAttempt(b.attemptId); // again: c is not touched
+        await store.forgiveAuthAttempt('no-such-attempt');
+        await store.forgiveAuthAttempt('999999999');
+        expect(await store.countAuthFailures('dev-1', at(5), 10)).toEqual({ count: 2, oldest: at(0) });
+      });
+
+      it('concurrent reservations from two clients: exactly `limit` are allowed, the rest refused with retryAt', async () => {
+        const other = sut.another ? await sut.another() : store;
+        try {
+          const got = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? other : store).reserveAuthAttempt('dev-1', at(i / 10), kept(7))));
+          const allowed = got.filter((r) => r.allowed);
+          expect(allowed).toHaveLength(7);
+          expect(new Set(allowed.map((r) => r.attemptId)).size).toBe(7);
+          expect(allowed.map((r) => r.attempts).sort((x, y) => x - y)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+          for (const r of got) if (!r.allowed) expect(r.retryAt.getTime()).toBeGreaterThan(t0.getTime());
+          expect((await other.countAuthFailures('dev-1', at(5), 10)).count).toBe(7);
+        } finally {
+          if (other !== store) await other.close();
+        }
+      });
+
+      it('expired attempts of other keys are removed as new attempts arrive, not only for the same key', async () => {
+        for (let i = 0; i < 10; i++) await reserve(`gone-${i}`, 0);
+        await reserve('dev-1', 0);
+        await reserve('late', 30);
+        for (let i = 0; i < 10; i++) expect((await store.countAuthFailures(`gone-${i}`, at(30), EVER)).count).toBe(0);
+        expect((await store.countAuthFailures('dev-1', at(30), EVER)).count).toBe(0);
+        expect((await store.countAuthFailures('late', at(30), 10)).count).toBe(1);
+      });
+
+      it('evictable attempts beyond maxEvictable are dropped oldest first; kept attempts are never evicted', async () => {
+        const rules = { windowSeconds: 3600, limit: 5, evictable: true, maxEvictable: 100 };
+        for (let i = 0; i < 3; i++) await reserve('device', 0, kept(5, 3600));
+        for (let i = 0; i < 250; i++) await reserve(`random-${i}`, 1, rules);
+        const left = await Promise.all(Array.from({ length: 250 }, async (_, i) => (await store.countAuthFailures(`random-${i}`, at(2), 3600)).count));
+        expect(left.slice(0, 150).every((c) => c === 0)).toBe(true);
+        expect(left.slice(150).every((c) => c === 1)).toBe(true);
+        expect((await store.countAuthFailures('device', at(2), 3600)).count).toBe(3);
+        expect((await store.reserveAuthAttempt('device', at(2), kept(3, 3600))).allowed).toBe(false);
       });
     });
   });

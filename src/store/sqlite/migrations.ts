@@ -145,3 +145,20 @@ MIGRATIONS.push(
      expires_at INTEGER NOT NULL
    );`,
 );
+
+// 7: authentication attempts are reserved before the credential is checked (so parallel guesses cannot
+// overtake the limit) and the table is bounded: an id that is never reused names an attempt to forgive,
+// and attempts on names that are not devices are evictable, oldest first (id order), beyond a cap.
+// Failures stored by the previous release are kept, as evictable.
+MIGRATIONS.push(
+  `CREATE TABLE auth_attempts (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     key TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     evictable INTEGER NOT NULL
+   );
+   INSERT INTO auth_attempts (key, at, evictable) SELECT key, at, 1 FROM auth_failures ORDER BY at;
+   DROP TABLE auth_failures;
+   CREATE INDEX auth_attempts_key ON auth_attempts(key, at);
+   CREATE INDEX auth_attempts_evictable ON auth_attempts(evictable, id);`,
+);

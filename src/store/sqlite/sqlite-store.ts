@@ -5,6 +5,8 @@ import { DeviceCaError } from '../../errors/device-ca-error';
 import {
   AuditInput,
   AuditRecord,
+  AuthAttemptReservation,
+  AuthAttemptRules,
   CertificateRecord,
   CertificateStatus,
   DeviceRecord,
@@ -28,6 +30,8 @@ import { pageLimit, pageOf } from '../paging';
 import { MIGRATIONS } from './migrations';
 
 type Row = Record<string, unknown>;
+/** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation */
+const AUTH_PURGE_BATCH = 32;
 const ms = (d: Date): number => d.getTime();
 const date = (v: unknown): Date => new Date(Number(v));
 const dateOrNull = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(Number(v)));
@@ -253,19 +257,33 @@ export class SqliteStore implements Store {
     });
   }
 
-  // ---- authentication failures ----
-  async recordAuthFailure(key: string, now: Date, windowSeconds: number): Promise<number> {
+  // ---- authentication attempts ----
+  async reserveAuthAttempt(key: string, now: Date, rules: AuthAttemptRules): Promise<AuthAttemptReservation> {
+    const cutoff = ms(now) - rules.windowSeconds * 1000;
     return this.db
-      .transaction(() => {
-        this.stmt('DELETE FROM auth_failures WHERE key = ? AND at <= ?').run(key, ms(now) - windowSeconds * 1000);
-        this.stmt('INSERT INTO auth_failures (key, at) VALUES (?, ?)').run(key, ms(now));
-        return Number((this.stmt('SELECT COUNT(*) AS n FROM auth_failures WHERE key = ?').get(key) as Row).n);
+      .transaction((): AuthAttemptReservation => {
+        // expired attempts of any key, oldest first, a few per call: they leave AUTH_PURGE_BATCH times
+        // faster than attempts arrive, at a bounded cost per attempt
+        this.stmt('DELETE FROM auth_attempts WHERE id IN (SELECT id FROM auth_attempts ORDER BY id LIMIT ?) AND at <= ?').run(AUTH_PURGE_BATCH, cutoff);
+        this.stmt('DELETE FROM auth_attempts WHERE key = ? AND at <= ?').run(key, cutoff);
+        const r = this.stmt('SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_attempts WHERE key = ?').get(key) as Row;
+        const n = Number(r.n);
+        if (n >= rules.limit) return { allowed: false, retryAt: new Date(Number(r.oldest) + rules.windowSeconds * 1000) };
+        const id = Number(this.stmt('INSERT INTO auth_attempts (key, at, evictable) VALUES (?, ?, ?)').run(key, ms(now), rules.evictable ? 1 : 0).lastInsertRowid);
+        // ids only grow (AUTOINCREMENT), so the evictable attempts left have ids in (id - maxEvictable, id]
+        if (rules.evictable) this.stmt('DELETE FROM auth_attempts WHERE evictable = 1 AND id <= ?').run(id - rules.maxEvictable);
+        return { allowed: true, attemptId: String(id), attempts: n + 1 };
       })
       .immediate();
   }
 
+  async forgiveAuthAttempt(attemptId: string): Promise<void> {
+    if (!/^\d{1,15}$/.test(attemptId)) return;
+    this.stmt('DELETE FROM auth_attempts WHERE id = ?').run(Number(attemptId));
+  }
+
   async countAuthFailures(key: string, now: Date, windowSeconds: number): Promise<{ count: number; oldest: Date | null }> {
-    const r = this.stmt('SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_failures WHERE key = ? AND at > ?').get(key, ms(now) - windowSeconds * 1000) as Row;
+    const r = this.stmt('SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_attempts WHERE key = ? AND at > ?').get(key, ms(now) - windowSeconds * 1000) as Row;
     return { count: Number(r.n), oldest: dateOrNull(r.oldest) };
   }
 

@@ -41,6 +41,7 @@ describe('defaults', () => {
     ['enrollment.secretTtl (7d)', cfg.enrollment.secretTtl, 7 * 86400],
     ['enrollment.authFailureLimit', cfg.enrollment.authFailureLimit, 5],
     ['enrollment.authFailureWindow (15m)', cfg.enrollment.authFailureWindow, 900],
+    ['enrollment.authFailureMaxUnknown', cfg.enrollment.authFailureMaxUnknown, 100_000],
     ['enrollment.pendingRetryAfter (60s)', cfg.enrollment.pendingRetryAfter, 60],
     ['enrollment.retryWindow (10m)', cfg.enrollment.retryWindow, 600],
     ['ca.algorithm', cfg.ca.algorithm, 'ecdsa-p256'],

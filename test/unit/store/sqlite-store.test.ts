@@ -58,7 +58,7 @@ const count = (table: string): number => raw((db) => (db.prepare(`SELECT COUNT(*
 describe('migrations', () => {
   it('a new file gets the whole schema and the current version', () => {
     const tables = raw((db) => (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map((r) => r.name));
-    expect(tables).toEqual(expect.arrayContaining(['audit', 'auth_failures', 'certificates', 'devices', 'requests', 'schema_version', 'secrets']));
+    expect(tables).toEqual(expect.arrayContaining(['audit', 'auth_attempts', 'certificates', 'devices', 'requests', 'schema_version', 'secrets']));
     expect(raw((db) => db.prepare('SELECT version FROM schema_version').all())).toEqual([{ version: MIGRATIONS.length }]);
     expect(raw((db) => db.pragma('journal_mode', { simple: true }))).toBe('wal');
   });

@@ -110,6 +110,13 @@ describe('SecretAuthenticator', () => {
     expect(await code(auth.authenticate({ secret: { deviceId: 'dev-1', secret: 'right' } }))).toBe('unauthenticated');
   });
 
+  it('refuse() on a locked device: unauthenticated, and nothing more is stored (a device keeps at most authFailureLimit failures)', async () => {
+    await addDevice('dev-1', 'right');
+    for (let i = 0; i < 7; i++) expect(await code(auth.refuse('dev-1'))).toBe('unauthenticated');
+    expect((await store.countAuthFailures('basic:dev-1', now(), 1e9)).count).toBe(cfg.enrollment.authFailureLimit);
+    expect((await store.listAudit({ subject: 'dev-1' })).items.filter((a) => a.type === 'auth.locked')).toHaveLength(1);
+  });
+
   it('refuse(): counts a failure and throws unauthenticated', async () => {
     await addDevice('dev-1', 'right');
     expect(await code(auth.refuse('dev-1'))).toBe('unauthenticated');
