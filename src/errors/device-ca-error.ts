@@ -17,10 +17,11 @@ export type ErrorCode =
   | 'not-implemented'
   | 'config' // bad configuration, detected at start-up
   | 'key-backend' // key store unavailable or failing
+  | 'store-unavailable' // the store cannot be read or written (disk full, I/O error, corrupt file, locked too long)
   | 'internal';
 
 export class DeviceCaError extends Error {
-  /** retryAfterSeconds is set for 'rate-limited' and 'pending' so adapters can send Retry-After. */
+  /** retryAfterSeconds is set for 'rate-limited', 'pending' and 'store-unavailable' so adapters can send Retry-After. */
   readonly retryAfterSeconds?: number;
   constructor(
     readonly code: ErrorCode,

@@ -145,3 +145,11 @@ MIGRATIONS.push(
      expires_at INTEGER NOT NULL
    );`,
 );
+
+// 7: one row the health probe (/healthz) rewrites, so a store that cannot write shows as unhealthy
+MIGRATIONS.push(
+  `CREATE TABLE store_probe (
+     id INTEGER PRIMARY KEY,
+     at INTEGER NOT NULL
+   );`,
+);
