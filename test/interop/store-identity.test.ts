@@ -109,6 +109,19 @@ describe('a fresh data directory', () => {
   });
 });
 
+describe('a running service', () => {
+  it('moves the mark when it publishes CRLs, not only at start and stop', async () => {
+    const d = tmp.file('running-data');
+    const svc = await start({ dataDir: d, env: { DEVICE_CA_CRL_SHARDS: '4' } });
+    // the start recorded the mark before any CRL existed; the lease holder then publishes one per shard
+    const deadline = Date.now() + 15_000;
+    while (identity(d).mark.crlNumber !== '4' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const running = identity(d).mark;
+    expect(await svc.stop()).toBe(0);
+    expect(running.crlNumber).toBe('4');
+  });
+});
+
 describe('a store that does not hold the CA the data directory shows', () => {
   it.each([
     ['zero-length', (d: string) => (removeStore(d), fs.writeFileSync(path.join(d, STORE), ''))],
