@@ -1,4 +1,3 @@
-import Database from 'better-sqlite3';
 import { DeviceCaError } from '../../errors/device-ca-error';
 
 /**
@@ -31,12 +30,16 @@ function primaryCode(code: string): string {
  * reason and how long a client should wait), or null for anything else (a constraint, a bug).
  */
 export function sqliteFailure(e: unknown): { reason: string; retryAfterSeconds: number; detail: string } | null {
-  if (!(e instanceof Database.SqliteError)) return null;
-  const primary = primaryCode(e.code);
+  // recognised by name and code, not instanceof: better-sqlite3 registers its SqliteError class once per
+  // process, so a second copy of the module (a test runner's registry) throws instances of the first
+  const err = e as { name?: unknown; code?: unknown; message?: unknown } | null;
+  if (typeof err !== 'object' || err === null || err.name !== 'SqliteError' || typeof err.code !== 'string') return null;
+  const code = err.code;
+  const primary = primaryCode(code);
   const reason = UNAVAILABLE_CODES.get(primary);
   if (reason === undefined) return null;
   const retryAfterSeconds = primary === 'SQLITE_BUSY' ? STORE_RETRY_AFTER_SECONDS.busy : STORE_RETRY_AFTER_SECONDS.other;
-  return { reason, retryAfterSeconds, detail: `${e.code}: ${e.message}` };
+  return { reason, retryAfterSeconds, detail: `${code}: ${String(err.message)}` };
 }
 
 /**
