@@ -6,6 +6,7 @@ import pino, { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { CaDuties, CA_DUTIES_INTERVAL_MS, CA_DUTIES_LEASE_TTL_MS } from './ca/ca-duties';
 import { CaHierarchy, loadCa } from './ca/ca-hierarchy';
+import { StoreMarkRecorder, verifyStoreIdentity } from './ca/ca-identity';
 import { CertificateAuthority } from './ca/certificate-authority';
 import { CrlPublisher } from './ca/crl-publisher';
 import { OcspResponder } from './ca/ocsp-codec';
@@ -30,6 +31,7 @@ import { DeviceLifecycle } from './ra/device-lifecycle';
 import { operatorFingerprints } from './ra/operator-fingerprints';
 import { RegistrationAuthority } from './ra/registration-authority';
 import { createStore } from './store/create-store';
+import { StoreHealth } from './store/store-health';
 import { Store } from './store/store';
 
 // moved out of main.ts (which only wires); re-exported for the CLI, tests and benches that import them here
@@ -102,9 +104,12 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, metrics: registry });
   const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
   const logError = (what: string) => (e: unknown) => opts.log.error({ err: { message: (e as Error).message } }, what);
+  // the store's high-water mark in the data directory moves after each CRL publication (ca-identity.ts)
+  const marks = new StoreMarkRecorder(cfg, store);
+  const recordMark = () => void marks.record().catch(logError('recording the store mark failed'));
   const lifecycle = new DeviceLifecycle(cfg, store, (changes) => {
     // re-issue the touched shards now; OCSP reads status from the store on every request
-    for (const shard of new Set(changes.map((c) => c.shard))) crl.publish(shard).catch(logError('CRL publication failed'));
+    for (const shard of new Set(changes.map((c) => c.shard))) crl.publish(shard).then(recordMark, logError('CRL publication failed'));
   });
   const access = new AdminAccess(store, operatorFingerprints(cfg));
   const certs = new ServiceCertificates({ cfg, keys, ca, hierarchy, store });
@@ -113,7 +118,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     holder: `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`,
     leaseTtlMs: opts.dutiesLeaseTtlMs ?? CA_DUTIES_LEASE_TTL_MS,
     intervalMs: opts.dutiesIntervalMs ?? CA_DUTIES_INTERVAL_MS,
-    onAcquire: () => crl.start(logError('CRL refresh failed')),
+    onAcquire: () => crl.start(logError('CRL refresh failed'), recordMark),
     onLose: () => crl.stop(),
     renew: () => certs.renew(),
     reload: async () => void (await certs.reload()),
@@ -133,12 +138,13 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     registry,
     log: opts.log,
   });
+  const health = new StoreHealth(store);
   const metricsRegistry = opts.metricsText ? ({ contentType: registry.contentType, metrics: opts.metricsText } as unknown as Registry) : registry;
   const httpServer = createHttpListener({
     mounts: [
       { path: '/ca', router: caCertsRouter(new Map([[hierarchy.root.name, hierarchy.root.der], [hierarchy.issuing.name, hierarchy.issuing.der]])) },
       { path: '/crl', router: crlRouter([crl], 60) },
-      { path: '/', router: opsRouter({ registry: metricsRegistry, health: async () => void (await store.getDevice('')) }) },
+      { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check() }) },
     ],
     fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry }) }],
     registry,
@@ -168,6 +174,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     async close() {
       await duties.stop();
       crl.stop();
+      await marks.record().catch(logError('recording the store mark failed'));
       await store.close();
       await keys.close();
     },
@@ -179,6 +186,8 @@ export async function openRegistrationAuthority(cfg: Config): Promise<{ ra: Regi
   const store = openStore(cfg);
   const keys = openKeyBackend(cfg);
   try {
+    // a store that is not this data directory's CA's is refused before anything reads or writes it
+    await verifyStoreIdentity(cfg, store);
     // lazy: `devices add`, `tokens create` and the like never sign, so they never open a token
     const hierarchy = await loadCa(cfg, keys, store, { lazyKeys: true });
     const ra = new RegistrationAuthority({ config: cfg, store, ca: buildCertificateAuthority(cfg, hierarchy), bootstrap: loadBootstrapPolicy(cfg) });

@@ -66,9 +66,22 @@ interface LegacyCaState {
 export const caDir = (cfg: Config): string => path.join(cfg.dataDir, 'ca');
 const legacyStateFile = (cfg: Config): string => path.join(caDir(cfg), 'state.json');
 
+/** hasLegacyState: the data directory holds a CA from an older device-ca (ca/state.json, imported on load). */
+export function hasLegacyState(cfg: Config): boolean {
+  return fs.existsSync(legacyStateFile(cfg));
+}
+
 /** caExists: the store holds a CA, or the data directory holds one from an older device-ca (imported on load). */
 export async function caExists(cfg: Config, store: CaStateStore): Promise<boolean> {
-  return (await store.getCaState(HIERARCHY_RECORD)) !== null || fs.existsSync(legacyStateFile(cfg));
+  return (await store.getCaState(HIERARCHY_RECORD)) !== null || hasLegacyState(cfg);
+}
+
+/** storedIssuingCa: the issuing CA's name and certificate as the store holds them; null when the store holds no CA. */
+export async function storedIssuingCa(store: CaStateStore): Promise<{ name: string; der: Buffer } | null> {
+  const entry = await store.getCaState(HIERARCHY_RECORD);
+  if (!entry) return null;
+  const rec = entry.value as StoredCa;
+  return { name: rec.issuing.name, der: Buffer.from(rec.issuing.der, 'base64') };
 }
 
 /**

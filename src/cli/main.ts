@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import * as crypto from 'node:crypto';
 import { initCa, caDir } from '../ca/ca-hierarchy';
+import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
 import { exportHashedDir, runReload } from '../ca/crl-export';
 import { verifyAuditChain } from '../audit/audit-verify';
 import { OPERATOR } from '../ra/device-lifecycle';
@@ -10,6 +11,7 @@ import { toPem } from '../ca/pem';
 import { loadConfig } from '../config/load-config';
 import { parseDuration } from '../config/duration';
 import { Config } from '../config/schema';
+import { Store } from '../store/store';
 import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
 import { keyAssignments } from '../ca/key-assignments';
 import { KeyRouter } from '../keys/key-router';
@@ -44,6 +46,21 @@ const listLimit = (o: { limit: string; all?: boolean }): number => {
 const moreHint = (what: string, next: string | null): void => {
   if (next !== null) console.error(`device-ca: more ${what}: repeat with --after ${next} (or --all)`);
 };
+/**
+ * openCheckedStore opens the store for a command, refusing (exit code 3) one that is not this data
+ * directory's CA's: missing, emptied, rolled back or another deployment's (ca-identity.ts). Only
+ * `serve --accept-store-rollback` serves a rolled-back store.
+ */
+const openCheckedStore = async (cfg: Config): Promise<Store> => {
+  const store = openStore(cfg);
+  try {
+    await verifyStoreIdentity(cfg, store);
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  return store;
+};
 const ttlOption = (v: string): number => {
   try {
     return parseDuration(v);
@@ -60,9 +77,17 @@ program
     const keys = openKeyBackend(cfg);
     // keys first: a wrong PIN or an absent token fails before the store file is created
     if (keys instanceof KeyRouter) await Promise.all([keys.open('root'), keys.open('issuing')]).catch(async (e: unknown) => (await keys.close(), Promise.reject(e)));
-    const store = openStore(cfg);
+    let store: Store;
+    try {
+      // an emptied store beside an existing CA is refused here, not answered with a second CA
+      store = await openCheckedStore(cfg);
+    } catch (e) {
+      await keys.close();
+      throw e;
+    }
     try {
       const h = await initCa(cfg, keys, store);
+      await recordStoreMark(cfg, store);
       const out = { dataDir: cfg.dataDir, root: { name: h.state.root.name, key: h.state.root.keyRef, cert: h.state.root.certFile }, issuing: { name: h.state.issuing.name, key: h.state.issuing.keyRef, cert: h.state.issuing.certFile } };
       if (json()) console.log(JSON.stringify(out, null, 2));
       else console.log(`created CA in ${caDir(cfg)}\n  root:    ${out.root.cert}\n  issuing: ${out.issuing.cert}\n  trust anchor for clients: ${caDir(cfg)}/chain.pem`);
@@ -75,9 +100,10 @@ program
 program
   .command('serve')
   .description('run the HTTPS (EST) and HTTP (CA certs, health, metrics) listeners; creates the CA on first start')
-  .action(async () => {
+  .option('--accept-store-rollback', 'serve a store that is behind the mark recorded in the data directory (restored from an older backup): what was recorded after it is lost; audited, and the mark is re-recorded')
+  .action(async (o: { acceptStoreRollback?: boolean }) => {
     const cfg = config();
-    await serve(cfg, createLogger(cfg));
+    await serve(cfg, createLogger(cfg), { acceptStoreRollback: Boolean(o.acceptStoreRollback) });
   });
 
 const devices = program.command('devices').description('register and inspect devices');
@@ -116,7 +142,7 @@ devices
   .option('--all', 'every device, however many')
   .action(async (o: { owner?: string; state?: 'registered'; limit: string; after?: string; all?: boolean }) => {
     const max = listLimit(o);
-    const store = openStore(config());
+    const store = await openCheckedStore(config());
     try {
       const page = await collectItems((after, want) => store.listDevices({ owner: o.owner, state: o.state, limit: want, after }), max, o.after);
       printRecords(json(), page.items, ['id', 'owner', 'label', 'state', 'updatedAt']);
@@ -129,7 +155,7 @@ devices
   .command('show <id>')
   .description('show a device and its certificates')
   .action(async (id: string) => {
-    const store = openStore(config());
+    const store = await openCheckedStore(config());
     try {
       const d = await store.getDevice(id);
       if (!d) throw new DeviceCaError('not-found', `no device ${id}`);
@@ -271,7 +297,7 @@ program
   .command('verify')
   .description('check the audit hash chain; exit 1 if a record was edited, removed or reordered')
   .action(async () => {
-    const store = openStore(config());
+    const store = await openCheckedStore(config());
     try {
       const v = await verifyAuditChain(store);
       if (json()) console.log(JSON.stringify(v));
@@ -329,7 +355,7 @@ program
   .action(async () => {
     const cfg = config();
     const keys = openKeyBackend(cfg);
-    const store = openStore(cfg);
+    const store = await openCheckedStore(cfg).catch(async (e: unknown) => (await keys.close(), Promise.reject(e)));
     try {
       const rows = await keyAssignments(cfg, keys, store);
       printRecords(json(), rows, ['role', 'ca', 'ref', 'spkiSha256']);
@@ -350,7 +376,7 @@ certs
   .option('--all', 'every certificate, however many')
   .action(async (o: { device?: string; status?: 'valid'; limit: string; after?: string; all?: boolean }) => {
     const max = listLimit(o);
-    const store = openStore(config());
+    const store = await openCheckedStore(config());
     try {
       const page = await collectItems((after, want) => store.listCertificates({ deviceId: o.device, status: o.status, limit: want, after }), max, o.after);
       printRecords(json(), page.items.map(({ der: _d, ...c }) => c), ['serial', 'deviceId', 'subject', 'status', 'notAfter']);
@@ -363,7 +389,7 @@ certs
   .command('show <serial>')
   .description('show one certificate (hex serial), with its PEM')
   .action(async (serial: string) => {
-    const store = openStore(config());
+    const store = await openCheckedStore(config());
     try {
       const c = await store.getCertificate(serial.toLowerCase().replace(/^0x/, '').replace(/:/g, '').replace(/^0+(?=.)/, ''));
       if (!c) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
@@ -380,7 +406,7 @@ requests
   .description('list enrollment requests (default: pending)')
   .addOption(new Option('--status <status>').choices(['pending', 'approved', 'rejected', 'issued', 'all']).default('pending'))
   .action(async (o: { status: string }) => {
-    const store = openStore(config());
+    const store = await openCheckedStore(config());
     try {
       const status = o.status === 'all' ? undefined : (o.status as 'pending');
       const all = await collectItems((after, want) => store.listRequests({ status, after, limit: want }));
@@ -414,7 +440,8 @@ async function main(): Promise<void> {
     const message = err ? err.message : 'internal error: ' + (e as Error)?.message;
     if (json()) console.error(JSON.stringify({ error: { code: err?.code ?? 'internal', message } }));
     else console.error(`device-ca: ${message}`);
-    process.exitCode = err?.code === 'not-found' ? 4 : err?.code === 'config' ? 3 : 1;
+    // 3: configuration or data errors, a store that cannot be opened or is not this CA's included
+    process.exitCode = err?.code === 'not-found' ? 4 : err?.code === 'config' || err?.code === 'store-unavailable' ? 3 : 1;
   }
 }
 

@@ -8,31 +8,41 @@ import { AggregatorRegistry } from 'prom-client';
 import { Config } from '../config/schema';
 import { CA_DUTIES_LEASE, CA_DUTIES_LEASE_TTL_MS } from '../ca/ca-duties';
 import { ensureCa } from '../ca/ca-hierarchy';
+import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
 import { ensureOcspResponder, ensureTlsServerCertificate } from '../ca/service-certificates';
 import { KeyRouter } from '../keys/key-router';
 import { openKeyBackend } from '../keys/open-key-backend';
 import { buildCertificateAuthority, buildService, openStore, Service } from '../main';
 
+/** ServeOptions: command-line flags of `device-ca serve`. */
+export interface ServeOptions {
+  /** acceptStoreRollback: serve a store that is behind the data directory's mark (ca-identity.ts), re-recording the mark */
+  acceptStoreRollback?: boolean;
+}
+
 /**
- * serve runs device-ca: the primary creates the CA on first start, issues the HTTPS certificate, then
- * forks one worker per core (config `workers`); workers share the listening ports and the store.
+ * serve runs device-ca: the primary checks that the store is this data directory's (ca-identity.ts),
+ * creates the CA on first start, issues the HTTPS certificate, then forks one worker per core (config
+ * `workers`); workers share the listening ports and the store.
  * SIGTERM/SIGINT: stop accepting, finish requests in flight (up to shutdownGrace), exit 0.
  */
-export async function serve(cfg: Config, log: Logger): Promise<void> {
+export async function serve(cfg: Config, log: Logger, opts: ServeOptions = {}): Promise<void> {
   if (cluster.isWorker) return runWorker(cfg, log, true);
-  await prepare(cfg, log);
+  await prepare(cfg, log, opts);
   const n = cfg.workers > 0 ? cfg.workers : os.availableParallelism();
   if (n === 1) return runWorker(cfg, log, false);
   return runPrimary(cfg, log, n);
 }
 
 /**
- * prepare runs once before the workers start: creates (or imports) the CA, then issues the HTTPS and
+ * prepare runs once before the workers start: refuses a store that is not this data directory's CA's
+ * (missing, emptied, rolled back, another deployment's), creates (or imports) the CA and records the
+ * store's mark in the data directory, then issues the HTTPS and
  * OCSP responder certificates that are missing or due, under the CA duties lease, so it never races a
  * worker or another node doing the same. When another process holds the lease, that one issues them and
  * the workers wait for them in the store.
  */
-async function prepare(cfg: Config, log: Logger): Promise<void> {
+async function prepare(cfg: Config, log: Logger, opts: ServeOptions): Promise<void> {
   const keys = openKeyBackend(cfg);
   // keys first: a wrong PIN or an absent token fails before anything (the store file included) is written
   try {
@@ -47,8 +57,11 @@ async function prepare(cfg: Config, log: Logger): Promise<void> {
   const store = openStore(cfg); // runs migrations once, before workers open the file
   const holder = `${os.hostname()}:${process.pid}:prepare`;
   try {
+    const { rollbackAccepted } = await verifyStoreIdentity(cfg, store, { acceptRollback: opts.acceptStoreRollback });
+    if (rollbackAccepted) log.warn({ store: cfg.store.path, problem: rollbackAccepted }, 'serving a rolled-back store (--accept-store-rollback); audited store.rollback-accepted');
     const { ca, created } = await ensureCa(cfg, keys, store);
     if (created) log.info({ dataDir: cfg.dataDir, root: ca.state.root.name, issuing: ca.state.issuing.name }, 'created a new CA hierarchy');
+    await recordStoreMark(cfg, store, { force: rollbackAccepted !== null });
     if (await store.acquireLease(CA_DUTIES_LEASE, holder, CA_DUTIES_LEASE_TTL_MS, new Date())) {
       try {
         const authority = buildCertificateAuthority(cfg, ca);

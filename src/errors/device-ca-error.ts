@@ -17,10 +17,11 @@ export type ErrorCode =
   | 'not-implemented'
   | 'config' // bad configuration, detected at start-up
   | 'key-backend' // key store unavailable or failing
+  | 'store-unavailable' // the store cannot be read or written (disk full, I/O error, corrupt file, locked too long)
   | 'internal';
 
 export class DeviceCaError extends Error {
-  /** retryAfterSeconds: when to come back, for 'rate-limited' and 'key-backend'; adapters send it as Retry-After. */
+  /** retryAfterSeconds: when to come back, for 'rate-limited', 'key-backend' and 'store-unavailable'; adapters send it as Retry-After. */
   readonly retryAfterSeconds?: number;
   constructor(
     readonly code: ErrorCode,

@@ -19,5 +19,6 @@ export const HTTP_ERROR_STATUS: Record<ErrorCode, number> = {
   'not-implemented': 501,
   config: 500,
   'key-backend': 503,
+  'store-unavailable': 503,
   internal: 500,
 };

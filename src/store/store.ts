@@ -349,6 +349,31 @@ export interface CaStateStore {
   saveCaState(name: string, value: unknown, ifVersion: number, audit?: AuditInput): Promise<number>;
 }
 
-export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, LeaseStore, CaStateStore {
+/**
+ * StoreHead is where a store's history stands: the audit chain's last record and the last CRL number
+ * allocated for one issuer. Both only ever grow, so a store that shows less than was once recorded
+ * elsewhere (ca/ca-identity.ts keeps that record in the data directory) was rolled back or replaced.
+ */
+export interface StoreHead {
+  /** auditSeq: seq of the last audit record; 0 when there is none */
+  auditSeq: number;
+  /** auditHash: hash of that record; null when there is none */
+  auditHash: string | null;
+  /** crlNumber: the last CRL number allocated for the issuer; 0 before the first CRL */
+  crlNumber: bigint;
+}
+
+/** IntegrityStore tells whether the store is the one it should be, and whether it can serve at all. */
+export interface IntegrityStore {
+  /** head reads where the store's history stands (audit chain head, issuer's last CRL number). */
+  head(issuer: string): Promise<StoreHead>;
+  /**
+   * probe reads and writes the store the way a request does (the write is a tiny upsert of its own),
+   * and fails with 'store-unavailable' when either cannot be done: a full disk, an I/O error, a corrupt file.
+   */
+  probe(now?: Date): Promise<void>;
+}
+
+export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, LeaseStore, CaStateStore, IntegrityStore {
   close(): Promise<void>;
 }

@@ -81,6 +81,8 @@ export interface StartOptions {
   dataDir?: string;
   /** how long to wait for /healthz, ms; default 20 000 */
   readyTimeoutMs?: number;
+  /** extra command-line arguments after `serve` (e.g. --accept-store-rollback) */
+  args?: string[];
 }
 
 export interface RunningService {
@@ -156,7 +158,7 @@ export async function startService(opts: StartOptions = {}): Promise<RunningServ
   if (opts.configYaml !== undefined) env.DEVICE_CA_CONFIG = work.write('config.yaml', opts.configYaml);
   Object.assign(env, opts.env ?? {});
 
-  const child = spawn(process.execPath, [CLI_JS, 'serve'], { env: cleanEnv(env), cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, [CLI_JS, 'serve', ...(opts.args ?? [])], { env: cleanEnv(env), cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   live.add(child);
   let output = '';
   const collect = (b: Buffer) => {

@@ -6,7 +6,7 @@ import { ErrorCode } from '../../errors/device-ca-error';
  * (RFC 6960 §2.3, §4.2.1): an OCSP error is an OCSPResponse without responseBytes inside an HTTP 200, never
  * an HTTP error status. Input the responder cannot read is malformedRequest. A CertID of a CA this
  * responder does not serve is unauthorized, as RFC 5019 §2.2.3 asks of a responder without the answer.
- * tryLater ("temporarily unable to respond") is for a key store or a limit that will clear by itself, so a
+ * tryLater ("temporarily unable to respond") is for a key store, a store that cannot be read, or a limit that will clear by itself, so a
  * relying party retries instead of treating the certificate as failed. Every other failure is internalError.
  */
 export const OCSP_ERROR_STATUS: Record<ErrorCode, Exclude<OcspErrorStatus, 'sigRequired'>> = {
@@ -20,6 +20,7 @@ export const OCSP_ERROR_STATUS: Record<ErrorCode, Exclude<OcspErrorStatus, 'sigR
   'not-found': 'unauthorized',
   'rate-limited': 'tryLater',
   'key-backend': 'tryLater',
+  'store-unavailable': 'tryLater',
   conflict: 'internalError',
   config: 'internalError',
   internal: 'internalError',

@@ -1,7 +1,12 @@
 import { Request, Response, Router } from 'express';
 import { Registry } from 'prom-client';
+import { isDeviceCaError } from '../../errors/device-ca-error';
 
-/** opsRouter: /healthz (liveness and store reachability) and /metrics (Prometheus text format). */
+/**
+ * opsRouter: /healthz (the store can be read and written) and /metrics (Prometheus text format).
+ * health rejects when the service should be taken out of a pool; a DeviceCaError's short message is the
+ * reason in the 503 body (never its detail), and its retryAfterSeconds the Retry-After.
+ */
 export function opsRouter(args: { registry: Registry; health: () => Promise<void> }): Router {
   const r = Router();
   r.get('/healthz', async (_req: Request, res: Response) => {
@@ -9,8 +14,10 @@ export function opsRouter(args: { registry: Registry; health: () => Promise<void
     try {
       await args.health();
       res.status(200).type('text/plain').send('ok\n');
-    } catch {
-      res.status(503).type('text/plain').send('unhealthy\n');
+    } catch (e) {
+      const err = isDeviceCaError(e) ? e : null;
+      res.setHeader('Retry-After', String(err?.retryAfterSeconds ?? 1));
+      res.status(503).type('text/plain').send(`unhealthy: ${err?.message ?? 'health check failed'}\n`);
     }
   });
   r.get('/metrics', async (_req: Request, res: Response) => {

@@ -162,3 +162,11 @@ MIGRATIONS.push(
    CREATE INDEX auth_attempts_key ON auth_attempts(key, at);
    CREATE INDEX auth_attempts_evictable ON auth_attempts(evictable, id);`,
 );
+
+// 8: one row the health probe (/healthz) rewrites, so a store that cannot write shows as unhealthy
+MIGRATIONS.push(
+  `CREATE TABLE store_probe (
+     id INTEGER PRIMARY KEY,
+     at INTEGER NOT NULL
+   );`,
+);

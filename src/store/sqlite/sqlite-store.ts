@@ -25,9 +25,11 @@ import {
   RequestStatus,
   SecretRecord,
   Store,
+  StoreHead,
 } from '../store';
 import { pageLimit, pageOf } from '../paging';
 import { MIGRATIONS } from './migrations';
+import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
 
 type Row = Record<string, unknown>;
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation */
@@ -139,8 +141,9 @@ export class SqliteStore implements Store {
             try {
               results.push({ ok: true, v: this.db.transaction(j.fn)() }); // nested: a SAVEPOINT
             } catch (e) {
-              // one error class leaves the store: SQLite's own errors become 'internal' (detail logged only)
-              results.push({ ok: false, v: e instanceof DeviceCaError ? e : new DeviceCaError('internal', 'store write failed', { detail: (e as Error)?.message, cause: e }) });
+              // one error class leaves the store: a full disk or a damaged file is 'store-unavailable',
+              // SQLite's other errors 'internal' (detail logged only)
+              results.push({ ok: false, v: e instanceof DeviceCaError ? e : (sqliteUnavailable(e) ?? new DeviceCaError('internal', 'store write failed', { detail: (e as Error)?.message, cause: e })) });
             }
           }
         })
@@ -538,6 +541,33 @@ export class SqliteStore implements Store {
     this.stmt('UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?').run(name, holder);
   }
 
+  // ---- integrity and health ----
+  async head(issuer: string): Promise<StoreHead> {
+    return this.db
+      .transaction((): StoreHead => {
+        const last = this.stmt('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
+        const crl = this.stmt('SELECT next_number FROM crl_numbers WHERE issuer = ?').get(issuer) as Row | undefined;
+        return { auditSeq: last ? Number(last.seq) : 0, auditHash: last ? String(last.hash) : null, crlNumber: crl ? BigInt(crl.next_number as number) : 0n };
+      })
+      .deferred();
+  }
+
+  async probe(now = new Date()): Promise<void> {
+    try {
+      // the pages most requests touch: the schema, the audit chain's head, the CA record
+      this.stmt('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get();
+      this.stmt("SELECT version FROM ca_state WHERE name = 'hierarchy'").get();
+    } catch (e) {
+      throw probeError('read', e);
+    }
+    try {
+      // a real write (a WAL frame): BEGIN IMMEDIATE alone takes the lock but would not notice a full disk
+      this.db.transaction(() => this.stmt('INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at').run(ms(now))).immediate();
+    } catch (e) {
+      throw probeError('write', e);
+    }
+  }
+
   // ---- CA state ----
   async getCaState(name: string): Promise<CaStateEntry | null> {
     const row = this.stmt('SELECT value, version, updated_at FROM ca_state WHERE name = ?').get(name) as Row | undefined;
@@ -561,6 +591,12 @@ export class SqliteStore implements Store {
       .immediate();
   }
 
+}
+
+/** probeError: 'store-unavailable' naming which half of the probe failed and why (the /healthz reason). */
+function probeError(what: 'read' | 'write', e: unknown): DeviceCaError {
+  const f = sqliteFailure(e);
+  return new DeviceCaError('store-unavailable', `store ${what} failed (${f?.reason ?? 'unexpected error'})`, { detail: f?.detail ?? (e as Error)?.message, retryAfterSeconds: f?.retryAfterSeconds ?? 30, cause: e });
 }
 
 function deviceFromRow(r: Row): DeviceRecord {

@@ -28,6 +28,7 @@ const EXPECTED: [ErrorCode, keyof typeof REPLY][] = [
   ['not-found', 'unauthorized'],
   ['rate-limited', 'tryLater'],
   ['key-backend', 'tryLater'],
+  ['store-unavailable', 'tryLater'],
   ['conflict', 'internalError'],
   ['config', 'internalError'],
   ['internal', 'internalError'],
