@@ -3,16 +3,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  KU,
-  assembleCertificate,
-  basicConstraints,
-  encodeTbs,
-  keyIdentifier,
-  keyUsage,
-  newSerial,
-  subjectKeyIdentifier,
-} from '../src/ca/certificate-encoder';
+import { KU, assembleCertificate, basicConstraints, encodeTbs, keyIdentifier, keyUsage, newSerial, subjectKeyIdentifier } from '../src/ca/certificate-encoder';
 import { certificateParts } from '../src/ca/certificate-parts';
 import { CrlReason, RevokedEntry, encodeCrlStream, writeCrlFile } from '../src/ca/crl-encoder';
 import { encodeName } from '../src/ca/name';
@@ -216,7 +207,10 @@ const revokedList = (der: Buffer): Buffer => {
 async function makeCa(dir: string): Promise<void> {
   const { privateKey } = generateKeyPair('ecdsa-p256');
   const key = softwareSigningKey(privateKey, 'ecdsa-p256', 'memory');
-  const name = encodeName([{ type: 'O', value: 'device-ca bench' }, { type: 'CN', value: 'CRL bench CA' }]);
+  const name = encodeName([
+    { type: 'O', value: 'device-ca bench' },
+    { type: 'CN', value: 'CRL bench CA' },
+  ]);
   const now = Date.now();
   const tbs = encodeTbs({
     serial: newSerial(),
@@ -336,7 +330,10 @@ if (require.main === module) {
       process.exitCode = 1;
     });
   } else {
-    const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+    const sizes = process.argv
+      .slice(2)
+      .map(Number)
+      .filter((n) => n > 0);
     benchCrl(sizes.length ? sizes : undefined).then((r) => console.table(r));
   }
 }

@@ -66,7 +66,12 @@ function once(port: number, ctx: tls.SecureContext, req: ClientRequest): Promise
     s.on('error', (e) => (error = error ?? e.message));
     s.on('close', () => {
       const ok = !error && (req.http === undefined ? true : status.startsWith('2'));
-      resolve({ ok, status: error ? 'error' : req.http === undefined ? 'closed' : status || 'no-status', ms: performance.now() - t0, error: error ?? (ok ? undefined : `HTTP ${status}: ${head.split('\r\n\r\n')[1]?.slice(0, 200) ?? ''}`) });
+      resolve({
+        ok,
+        status: error ? 'error' : req.http === undefined ? 'closed' : status || 'no-status',
+        ms: performance.now() - t0,
+        error: error ?? (ok ? undefined : `HTTP ${status}: ${head.split('\r\n\r\n')[1]?.slice(0, 200) ?? ''}`),
+      });
     });
   });
 }

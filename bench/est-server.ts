@@ -84,7 +84,13 @@ export async function startServer(o: StartOptions): Promise<ServerHandle> {
     logFile,
     workers,
     alive: () => !gone,
-    logTail: () => fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => !l.includes('"msg":"request"')).slice(-15).join('\n'),
+    logTail: () =>
+      fs
+        .readFileSync(logFile, 'utf8')
+        .split('\n')
+        .filter((l) => !l.includes('"msg":"request"'))
+        .slice(-15)
+        .join('\n'),
     cpuMs: () => procCpuMs(pid) + workers().reduce((a, w) => a + procCpuMs(w), 0),
     primaryCpuMs: () => procCpuMs(pid),
     async stop() {

@@ -159,9 +159,7 @@ class LoadClients {
     const shares = Array.from({ length: n }, (_, i) =>
       job.cycle ? [...job.requests.slice((i * job.requests.length) / n), ...job.requests.slice(0, (i * job.requests.length) / n)] : job.requests.filter((_, k) => k % n === i),
     );
-    const parts = await Promise.all(
-      this.clients.slice(0, n).map((c, i) => c.run({ ...job, concurrency: Math.floor(job.concurrency / n) + (i < job.concurrency % n ? 1 : 0), requests: shares[i] })),
-    );
+    const parts = await Promise.all(this.clients.slice(0, n).map((c, i) => c.run({ ...job, concurrency: Math.floor(job.concurrency / n) + (i < job.concurrency % n ? 1 : 0), requests: shares[i] })));
     const unsent = job.cycle ? job.requests : shares.flatMap((sh, i) => sh.slice(parts[i].sent));
     const statuses: Record<string, number> = {};
     for (const p of parts) for (const [k, v] of Object.entries(p.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
@@ -260,7 +258,18 @@ async function measure(c: Ctx, name: string, supply: Supply, cycle: boolean): Pr
     if (r.ok === 0) throw broken('nothing succeeded', r);
     const lat = [...r.latMs].sort((x, y) => x - y);
     const { latMs: _lat, unsent: _unsent, ...counts } = r;
-    const m: Measurement = { name, ...counts, p50Ms: pct(lat, 50), p99Ms: pct(lat, 99), rate: (r.ok * 1000) / r.elapsedMs, serverCpuMs: c.server.cpuMs() - s0, primaryCpuMs: c.server.primaryCpuMs() - p0, machineBusyMs: machineBusyMs() - m0, startUs, endUs };
+    const m: Measurement = {
+      name,
+      ...counts,
+      p50Ms: pct(lat, 50),
+      p99Ms: pct(lat, 99),
+      rate: (r.ok * 1000) / r.elapsedMs,
+      serverCpuMs: c.server.cpuMs() - s0,
+      primaryCpuMs: c.server.primaryCpuMs() - p0,
+      machineBusyMs: machineBusyMs() - m0,
+      startUs,
+      endUs,
+    };
     c.o.log(
       `  ${name.padEnd(34)} ${m.rate.toFixed(1).padStart(7)}/s  ok ${m.ok} failed ${m.failed}${m.exhausted ? ' (ran out of requests)' : ''}  ` +
         `p50 ${m.p50Ms.toFixed(1)} ms p99 ${m.p99Ms.toFixed(1)} ms  server CPU ${perOp(m).toFixed(2)} ms/op (${cores(m.serverCpuMs, m.elapsedMs)} cores, primary ${cores(m.primaryCpuMs, m.elapsedMs)})  ` +
@@ -314,8 +323,7 @@ export async function benchEst(opts: Partial<EstBenchOptions> = {}): Promise<Row
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-bench-est-'));
   const dataDir = path.join(tmp, 'data');
   const [httpsPort, httpPort] = [await freePort(), await freePort()];
-  const env = (extra: Record<string, string> = {}) =>
-    serviceEnv({ DEVICE_CA_DATA: dataDir, DEVICE_CA_HTTPS_PORT: String(httpsPort), DEVICE_CA_HTTP_PORT: String(httpPort), ...extra });
+  const env = (extra: Record<string, string> = {}) => serviceEnv({ DEVICE_CA_DATA: dataDir, DEVICE_CA_HTTPS_PORT: String(httpsPort), DEVICE_CA_HTTP_PORT: String(httpPort), ...extra });
   const serverWith = (extra: Partial<StartOptions>) => () => startServer({ serviceDir: service, dataDir, httpsPort, httpPort, ...extra });
   const cost10 = { DEVICE_CA_ENROLLMENT_SECRET_HASH_COST: '10' };
   let client: LoadClients | undefined;
@@ -323,7 +331,9 @@ export async function benchEst(opts: Partial<EstBenchOptions> = {}): Promise<Row
   let ctx: Ctx | undefined;
   let failed = false;
   try {
-    o.log(`bench/est: ${os.availableParallelism()} cores, concurrency ${o.concurrency} from ${o.clients} client processes, ${o.seconds} s per run after ${o.warmupSeconds} s warm-up; service ${service}; data ${dataDir}`);
+    o.log(
+      `bench/est: ${os.availableParallelism()} cores, concurrency ${o.concurrency} from ${o.clients} client processes, ${o.seconds} s per run after ${o.warmupSeconds} s warm-up; service ${service}; data ${dataDir}`,
+    );
     const cfg = await ensureDataDir(dist, env());
     const hash12 = scryptMs(cfg.enrollment.secretHashCost);
     const hash10 = scryptMs(10);
@@ -384,7 +394,11 @@ export async function benchEst(opts: Partial<EstBenchOptions> = {}): Promise<Row
       ctx.server = server = await ctx.restart();
       const cc10 = await measure(ctx, 'GET /cacerts', cacerts, true);
       const b10 = await measure(ctx, 'simpleenroll Basic (cost 10)', s10, false);
-      rows.splice(s12 ? 1 : 0, 0, row('est simpleenroll, HTTP Basic, scrypt cost 10', b10, cc10, 'enroll', `scrypt ${hash10.toFixed(1)} ms per verify; a second server started with DEVICE_CA_ENROLLMENT_SECRET_HASH_COST=10`));
+      rows.splice(
+        s12 ? 1 : 0,
+        0,
+        row('est simpleenroll, HTTP Basic, scrypt cost 10', b10, cc10, 'enroll', `scrypt ${hash10.toFixed(1)} ms per verify; a second server started with DEVICE_CA_ENROLLMENT_SECRET_HASH_COST=10`),
+      );
       await ctx.server.stop();
     }
 

@@ -62,7 +62,11 @@ export async function makeIssuanceRig(): Promise<IssuanceRig> {
   const deviceIds = Array.from({ length: POOL }, (_, i) => `bench-dev-${String(i).padStart(4, '0')}`);
   const pool = deviceIds.map((id) => buildCsr({ privateKey: generateKeyPair('ecdsa-p256').privateKey, subject: [{ type: 'CN', value: id }] }));
   for (const id of deviceIds)
-    await store.createDevice({ id, owner: 'bench', label: null, state: 'registered' }, { hash: 'scrypt$12$8$1$x$y', expiresAt: new Date(Date.now() + 86400_000) }, { type: 'device.create', actor: 'bench', subject: id, data: {} });
+    await store.createDevice(
+      { id, owner: 'bench', label: null, state: 'registered' },
+      { hash: 'scrypt$12$8$1$x$y', expiresAt: new Date(Date.now() + 86400_000) },
+      { type: 'device.create', actor: 'bench', subject: id, data: {} },
+    );
 
   const rig: IssuanceRig = {
     dir,

@@ -1,16 +1,7 @@
 import * as asn1js from 'asn1js';
 import * as crypto from 'node:crypto';
 import * as pkijs from 'pkijs';
-import {
-  KU,
-  assembleCertificate,
-  basicConstraints,
-  encodeTbs,
-  keyIdentifier,
-  keyUsage,
-  newSerial,
-  subjectKeyIdentifier,
-} from '../src/ca/certificate-encoder';
+import { KU, assembleCertificate, basicConstraints, encodeTbs, keyIdentifier, keyUsage, newSerial, subjectKeyIdentifier } from '../src/ca/certificate-encoder';
 import { encodeName } from '../src/ca/name';
 import { OcspResponder, OcspSingleResponse, certIdHashes, encodeCertId, ocspResponderExtensions, parseOcspRequest } from '../src/ca/ocsp-codec';
 import { children, readOne } from '../src/der/der-reader';
@@ -47,7 +38,10 @@ interface Fixture {
 async function fixture(): Promise<Fixture> {
   const { privateKey } = generateKeyPair('ecdsa-p256');
   const key = softwareSigningKey(privateKey, 'ecdsa-p256', 'memory');
-  const caName = encodeName([{ type: 'O', value: 'device-ca bench' }, { type: 'CN', value: 'OCSP bench CA' }]);
+  const caName = encodeName([
+    { type: 'O', value: 'device-ca bench' },
+    { type: 'CN', value: 'OCSP bench CA' },
+  ]);
   const now = Date.now();
   // a self-issued responder certificate with the delegated-responder extensions: realistic `certs` size
   const tbs = encodeTbs({
@@ -156,9 +150,7 @@ export async function benchOcspCodec(): Promise<BenchRow[]> {
   );
   // the two encoders must agree byte for byte, or the speed-up means nothing
   const producedAt = second();
-  const same = (await f.unsignedResponder.respond(single(parsed.certIds[0]), { nonce: parsed.nonce, producedAt })).equals(
-    pkijsBuild(f, pkijsCertId, parsed.nonce, responderCert, keyHash, producedAt),
-  );
+  const same = (await f.unsignedResponder.respond(single(parsed.certIds[0]), { nonce: parsed.nonce, producedAt })).equals(pkijsBuild(f, pkijsCertId, parsed.nonce, responderCert, keyHash, producedAt));
   return [
     {
       name: 'OCSP parse + build + sign, P-256, 1 CertID + nonce',

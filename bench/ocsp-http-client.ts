@@ -328,7 +328,7 @@ export async function runClient(job: ClientJob, notify: (m: ClientMessage) => vo
   const cpu = process.cpuUsage(cpu0);
   notify({ type: 'window-end' });
   // drain: every request sent gets its answer, every connection opened gets a request, then close
-  for (const until = Date.now() + 3000; busy.size && Date.now() < until; ) await new Promise((r) => setTimeout(r, 5));
+  for (const until = Date.now() + 3000; busy.size && Date.now() < until;) await new Promise((r) => setTimeout(r, 5));
   for (const s of sockets) s.destroy();
   latencies.sort((a, b) => a - b);
   const q = (p: number) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : NaN);

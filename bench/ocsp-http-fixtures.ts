@@ -185,7 +185,12 @@ export async function makeOcspRig(opts: { devices: number; log: (s: string) => v
       const expiry = indexTime(new Date(x.validTo));
       // openssl's index keys serials as BN_bn2hex does: uppercase, whole octets, no leading zero octets
       const hex = (e.serial.length % 2 ? '0' + e.serial : e.serial).toUpperCase();
-      if (row.status === 'revoked') lines.push(['R', expiry, `${indexTime(row.revokedAt!)}${row.revocationReason && row.revocationReason !== 'unspecified' ? ',' + row.revocationReason : ''}`, hex, 'unknown', `/O=bench/CN=${e.id}`].join('\t'));
+      if (row.status === 'revoked')
+        lines.push(
+          ['R', expiry, `${indexTime(row.revokedAt!)}${row.revocationReason && row.revocationReason !== 'unspecified' ? ',' + row.revocationReason : ''}`, hex, 'unknown', `/O=bench/CN=${e.id}`].join(
+            '\t',
+          ),
+        );
       else lines.push(['V', expiry, '', hex, 'unknown', `/O=bench/CN=${e.id}`].join('\t'));
     }
     fs.writeFileSync(path.join(opensslDir, 'index.txt'), lines.join('\n') + '\n');
@@ -244,7 +249,8 @@ function compareWithOpenssl(dir: string, opensslDir: string, cert: BenchCert): s
   fs.writeFileSync(certFile, new crypto.X509Certificate(cert.der).toString());
   const plain = path.join(dir, 'sample-req.der');
   const withNonce = path.join(dir, 'sample-req-nonce.der');
-  const run = (args: string[]) => execFileSync('openssl', ['ocsp', '-issuer', path.join(opensslDir, 'issuing.pem'), '-cert', certFile, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
+  const run = (args: string[]) =>
+    execFileSync('openssl', ['ocsp', '-issuer', path.join(opensslDir, 'issuing.pem'), '-cert', certFile, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
   run(['-no_nonce', '-reqout', plain]);
   run(['-reqout', withNonce]);
   const a = fs.readFileSync(plain);

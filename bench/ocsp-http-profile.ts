@@ -85,9 +85,12 @@ export function summariseOcspProfiles(dir: string, opts: { top?: number; respons
   }
   const table = (title: string, m: Map<string, number>) => {
     out.push(`  ${title}`);
-    for (const [k, v] of [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, top)) out.push(`    ${((100 * v) / Math.max(busyAll, 1)).toFixed(1).padStart(5)}%  ${Math.round(v).toString().padStart(6)} ms  ${per(v)}${k}`);
+    for (const [k, v] of [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, top))
+      out.push(`    ${((100 * v) / Math.max(busyAll, 1)).toFixed(1).padStart(5)}%  ${Math.round(v).toString().padStart(6)} ms  ${per(v)}${k}`);
   };
-  out.unshift(`cpu profiles in ${dir}: ${Math.round(busyAll)} ms of non-idle wall-clock samples${opts.responses ? ` for ${opts.responses} responses (${per(busyAll).trim()} incl. start-up and preemption, under the profiler)` : ''}; shares are of that`);
+  out.unshift(
+    `cpu profiles in ${dir}: ${Math.round(busyAll)} ms of non-idle wall-clock samples${opts.responses ? ` for ${opts.responses} responses (${per(busyAll).trim()} incl. start-up and preemption, under the profiler)` : ''}; shares are of that`,
+  );
   table('self time by area:', areaSelf);
   table('inclusive time by area (on the stack):', areaIncl);
   table('self time by function:', self);

@@ -156,7 +156,17 @@ async function launch(o: {
  * startDeviceCa: `node dist/cli/main.js serve` on an existing data directory, both listeners on 127.0.0.1.
  * workers 0 = the service default (one per core).
  */
-export async function startDeviceCa(o: { root: string; dataDir: string; name: string; logLevel: string; workers: number; nodeArgs?: string[]; env?: Record<string, string>; maxSeconds: number; probeBody: Buffer }): Promise<Responder> {
+export async function startDeviceCa(o: {
+  root: string;
+  dataDir: string;
+  name: string;
+  logLevel: string;
+  workers: number;
+  nodeArgs?: string[];
+  env?: Record<string, string>;
+  maxSeconds: number;
+  probeBody: Buffer;
+}): Promise<Responder> {
   const [httpPort, httpsPort] = [await freePort(), await freePort()];
   const env = serviceEnv({
     DEVICE_CA_DATA: o.dataDir,

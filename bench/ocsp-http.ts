@@ -193,14 +193,26 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
     // OCSP_BENCH_WHATIF=issuer,obs,...: one more device-ca with proposed fixes patched in (bench/ocsp-http-whatif)
     const whatif = opts.whatif.length
       ? await start(() =>
-          startDeviceCa({ root: rig.root, dataDir: rig.dataDir, name: 'device-ca-whatif', logLevel: 'info', workers: 0, nodeArgs: ['-r', path.join(__dirname, 'ocsp-http-whatif.js')], env: { OCSP_BENCH_WHATIF_PATCHES: opts.whatif.join(',') }, maxSeconds, probeBody }),
+          startDeviceCa({
+            root: rig.root,
+            dataDir: rig.dataDir,
+            name: 'device-ca-whatif',
+            logLevel: 'info',
+            workers: 0,
+            nodeArgs: ['-r', path.join(__dirname, 'ocsp-http-whatif.js')],
+            env: { OCSP_BENCH_WHATIF_PATCHES: opts.whatif.join(',') },
+            maxSeconds,
+            probeBody,
+          }),
         )
       : null;
     // the floor answers with the response device-ca itself gives for certs[0]
     const responseFile = path.join(rig.dir, 'floor-response.der');
     fs.writeFileSync(responseFile, (await probe(info.port, probeBody)).body);
     const floor = await start(() => startFloor({ dir: rig.dir, name: 'node-http-floor', workers, responseFile, maxSeconds, probeBody }));
-    opts.log(`device-ca: ${workers} workers per server; openssl -multi ${cores}; ${rig.certs.length} certificates; ${opts.rounds} rounds of ${opts.seconds} s (+${opts.warmupSeconds} s warm-up) per scenario`);
+    opts.log(
+      `device-ca: ${workers} workers per server; openssl -multi ${cores}; ${rig.certs.length} certificates; ${opts.rounds} rounds of ${opts.seconds} s (+${opts.warmupSeconds} s warm-up) per scenario`,
+    );
 
     const c = opts.concurrency;
     const oc = opts.opensslConcurrency;
@@ -215,12 +227,33 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
       { key: 'opensslMulti', label: `openssl ocsp -multi ${cores}, nonce POST, c=${oc}`, server: () => osslMulti, requests: rig.noncePost, connection: 'keep-alive', concurrency: oc },
       ...(whatif
         ? ([
-            { key: 'cachedPostWhatif', label: `what-if ${opts.whatif.join('+')}: cached POST /ocsp, keep-alive c=${c}, log info`, server: () => whatif, requests: rig.cachedPost, connection: 'keep-alive', concurrency: c },
-            { key: 'livePostWhatif', label: `what-if ${opts.whatif.join('+')}: nonce POST /ocsp, keep-alive c=${c}, log info`, server: () => whatif, requests: rig.noncePost, connection: 'keep-alive', concurrency: c },
+            {
+              key: 'cachedPostWhatif',
+              label: `what-if ${opts.whatif.join('+')}: cached POST /ocsp, keep-alive c=${c}, log info`,
+              server: () => whatif,
+              requests: rig.cachedPost,
+              connection: 'keep-alive',
+              concurrency: c,
+            },
+            {
+              key: 'livePostWhatif',
+              label: `what-if ${opts.whatif.join('+')}: nonce POST /ocsp, keep-alive c=${c}, log info`,
+              server: () => whatif,
+              requests: rig.noncePost,
+              connection: 'keep-alive',
+              concurrency: c,
+            },
           ] as Scenario[])
         : []),
       { key: 'opensslC1', label: 'openssl ocsp, nonce POST, c=1', server: () => ossl, requests: rig.noncePost, connection: 'keep-alive', concurrency: 1 },
-      { key: 'floor', label: `node:http floor (${workers} workers, fixed response), keep-alive c=${c}`, server: () => floor, requests: rig.cachedPost.slice(0, 1), connection: 'keep-alive', concurrency: c },
+      {
+        key: 'floor',
+        label: `node:http floor (${workers} workers, fixed response), keep-alive c=${c}`,
+        server: () => floor,
+        requests: rig.cachedPost.slice(0, 1),
+        connection: 'keep-alive',
+        concurrency: c,
+      },
     ];
     // OCSP_BENCH_ONLY=key,key (the openssl baseline always runs)
     const only = (process.env.OCSP_BENCH_ONLY ?? '').split(',').filter(Boolean);
@@ -247,33 +280,71 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
       if (!m) continue;
       const ratio = m.rate / base.rate;
       const ok = m.rate >= CACHED_TARGET_PER_SECOND && ratio >= CACHED_TARGET_RATIO;
-      rows.push({ name: `device-ca ${m.label}`, figure: rate(m), baseline: baseText, ratio, note: `${verdict(ok)} (>= ${fmt(CACHED_TARGET_PER_SECOND)}/s and >= ${CACHED_TARGET_RATIO}x); ${logNote(key)}; ${detail(m)}` });
+      rows.push({
+        name: `device-ca ${m.label}`,
+        figure: rate(m),
+        baseline: baseText,
+        ratio,
+        note: `${verdict(ok)} (>= ${fmt(CACHED_TARGET_PER_SECOND)}/s and >= ${CACHED_TARGET_RATIO}x); ${logNote(key)}; ${detail(m)}`,
+      });
     }
     for (const key of ['livePost', 'livePostWarn']) {
       const m = best.get(key);
       if (!m) continue;
       const ratio = m.rate / base.rate;
-      rows.push({ name: `device-ca ${m.label}`, figure: rate(m), baseline: baseText, ratio, note: `${verdict(ratio >= LIVE_TARGET_RATIO)} (>= ${LIVE_TARGET_RATIO}x); signed live, a distinct nonce per request; ${logNote(key)}; ${detail(m)}` });
+      rows.push({
+        name: `device-ca ${m.label}`,
+        figure: rate(m),
+        baseline: baseText,
+        ratio,
+        note: `${verdict(ratio >= LIVE_TARGET_RATIO)} (>= ${LIVE_TARGET_RATIO}x); signed live, a distinct nonce per request; ${logNote(key)}; ${detail(m)}`,
+      });
     }
     const close = best.get('liveClose');
-    if (close) rows.push({ name: `device-ca ${close.label}`, figure: rate(close), baseline: baseText, ratio: close.rate / base.rate, note: `openssl's regime: same client, pool and concurrency as the baseline; ${detail(close)}` });
+    if (close)
+      rows.push({
+        name: `device-ca ${close.label}`,
+        figure: rate(close),
+        baseline: baseText,
+        ratio: close.rate / base.rate,
+        note: `openssl's regime: same client, pool and concurrency as the baseline; ${detail(close)}`,
+      });
     for (const key of ['cachedPostWhatif', 'livePostWhatif']) {
       const m = best.get(key);
       const real = best.get(key.replace('Whatif', ''));
       if (!m || !real) continue;
-      rows.push({ name: m.label, figure: rate(m), baseline: `device-ca as built: ${rate(real)}, server CPU ${real.serverCpuUs.toFixed(0)} µs/resp`, ratio: m.rate / real.rate, note: `estimate of the proposed fixes (patched in memory); server CPU ${m.serverCpuUs.toFixed(0)} µs/resp (${(m.serverCpuUs - real.serverCpuUs).toFixed(0)}); ${m.rate / base.rate >= (key.startsWith('cached') ? CACHED_TARGET_RATIO : LIVE_TARGET_RATIO) ? 'would meet' : 'would still miss'} the ratio target (${(m.rate / base.rate).toFixed(2)}x openssl); ${detail(m)}` });
+      rows.push({
+        name: m.label,
+        figure: rate(m),
+        baseline: `device-ca as built: ${rate(real)}, server CPU ${real.serverCpuUs.toFixed(0)} µs/resp`,
+        ratio: m.rate / real.rate,
+        note: `estimate of the proposed fixes (patched in memory); server CPU ${m.serverCpuUs.toFixed(0)} µs/resp (${(m.serverCpuUs - real.serverCpuUs).toFixed(0)}); ${m.rate / base.rate >= (key.startsWith('cached') ? CACHED_TARGET_RATIO : LIVE_TARGET_RATIO) ? 'would meet' : 'would still miss'} the ratio target (${(m.rate / base.rate).toFixed(2)}x openssl); ${detail(m)}`,
+      });
     }
     const c1 = best.get('opensslC1');
-    if (c1) rows.push({ name: c1.label, figure: rate(c1), baseline: baseText, ratio: c1.rate / base.rate, note: `reference: one connection at a time, what a single sequential client sees; ${detail(c1)}` });
+    if (c1)
+      rows.push({ name: c1.label, figure: rate(c1), baseline: baseText, ratio: c1.rate / base.rate, note: `reference: one connection at a time, what a single sequential client sees; ${detail(c1)}` });
     const multi = best.get('opensslMulti');
     if (multi) rows.push({ name: multi.label, figure: rate(multi), baseline: baseText, ratio: multi.rate / base.rate, note: `reference: one forked responder per core; ${detail(multi)}` });
     const fl = best.get('floor');
     if (fl) {
       const cw = best.get('cachedPostWarn');
       const share = cw ? `; device-ca cached POST (log warn) reaches ${((100 * cw.rate) / fl.rate).toFixed(0)}% of it` : '';
-      rows.push({ name: fl.label, figure: rate(fl), baseline: baseText, ratio: fl.rate / base.rate, note: `reference: plain node:http, no OCSP work: the ceiling for a Node responder with this client on this machine now${share}; ${detail(fl)}` });
+      rows.push({
+        name: fl.label,
+        figure: rate(fl),
+        baseline: baseText,
+        ratio: fl.rate / base.rate,
+        note: `reference: plain node:http, no OCSP work: the ceiling for a Node responder with this client on this machine now${share}; ${detail(fl)}`,
+      });
     }
-    rows.push({ name: 'openssl ocsp (the baseline)', figure: rate(base), baseline: rate(base), ratio: 1, note: `HTTP/1.0, closes after every response (keep-alive not offered); ${detail(base)}; ${rig.requestCheck}` });
+    rows.push({
+      name: 'openssl ocsp (the baseline)',
+      figure: rate(base),
+      baseline: rate(base),
+      ratio: 1,
+      note: `HTTP/1.0, closes after every response (keep-alive not offered); ${detail(base)}; ${rig.requestCheck}`,
+    });
     return rows;
   } finally {
     for (const r of running.reverse()) await r.stop().catch(() => undefined);
@@ -295,10 +366,22 @@ async function profileRun(rig: OcspRig, opts: OcspHttpOptions, probeBody: Buffer
   ] as const) {
     const dir = path.join(profDir, key);
     fs.mkdirSync(dir);
-    const server = await startDeviceCa({ root: rig.root, dataDir: rig.dataDir, name: `device-ca-profile-${key}`, logLevel: 'info', workers: 0, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`], maxSeconds, probeBody });
+    const server = await startDeviceCa({
+      root: rig.root,
+      dataDir: rig.dataDir,
+      name: `device-ca-profile-${key}`,
+      logLevel: 'info',
+      workers: 0,
+      nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`],
+      maxSeconds,
+      probeBody,
+    });
     let m: Measurement;
     try {
-      m = await measure({ key, label: `profile ${key} POST`, server, requests, connection: 'keep-alive', concurrency: opts.concurrency }, { seconds: opts.seconds, warmupSeconds: opts.warmupSeconds, responderKey: rig.responderSpkiPem });
+      m = await measure(
+        { key, label: `profile ${key} POST`, server, requests, connection: 'keep-alive', concurrency: opts.concurrency },
+        { seconds: opts.seconds, warmupSeconds: opts.warmupSeconds, responderKey: rig.responderSpkiPem },
+      );
     } finally {
       await server.stop();
     }

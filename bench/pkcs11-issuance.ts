@@ -77,18 +77,28 @@ export async function benchPkcs11Issuance(opts: { seconds?: number; rounds?: num
     const hsmStore = new SqliteStore(hsmCfg.store.path);
     const hsmHierarchy = await initCa(hsmCfg, backend, hsmStore).finally(() => hsmStore.close());
     const hsmIssuing = hsmHierarchy.issuing;
-    if (!hsmIssuing.key.ref.startsWith('pkcs11:') || hsmIssuing.key.algorithm !== rig.h.issuing.key.algorithm) throw new Error(`expected an ${rig.h.issuing.key.algorithm} issuing key on the token, got ${hsmIssuing.key.ref}`);
-    const hsmCa = new CertificateAuthority({ issuing: hsmIssuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles: new Map([[rig.profile.name, rig.profile]]), ocspResponderValidity: 86400 });
+    if (!hsmIssuing.key.ref.startsWith('pkcs11:') || hsmIssuing.key.algorithm !== rig.h.issuing.key.algorithm)
+      throw new Error(`expected an ${rig.h.issuing.key.algorithm} issuing key on the token, got ${hsmIssuing.key.ref}`);
+    const hsmCa = new CertificateAuthority({
+      issuing: hsmIssuing,
+      publicUrl: publicBaseUrl(cfg),
+      crlShards: cfg.crl.shards,
+      backdateSeconds: cfg.ca.backdate,
+      profiles: new Map([[rig.profile.name, rig.profile]]),
+      ocspResponderValidity: 86400,
+    });
     const cas = { software: rig.ca, hsm: hsmCa };
 
     /** issueWith: the issuance core of bench/issuance.ts with the given CA */
-    const issueWith = (ca: CertificateAuthority) => async (i: number): Promise<void> => {
-      const csr = parseCsr(pool[i % POOL]);
-      const req = leafRequest(csr);
-      const c = await ca.issue(req);
-      const cn = req.subject[0].value;
-      await store.recordIssuance({ cert: certRecord(csr, cn, c), audit: auditOf(cn, c) });
-    };
+    const issueWith =
+      (ca: CertificateAuthority) =>
+      async (i: number): Promise<void> => {
+        const csr = parseCsr(pool[i % POOL]);
+        const req = leafRequest(csr);
+        const c = await ca.issue(req);
+        const cn = req.subject[0].value;
+        await store.recordIssuance({ cert: certRecord(csr, cn, c), audit: auditOf(cn, c) });
+      };
     const batch = (one: (i: number) => Promise<void>) => (i: number) => Promise.all(Array.from({ length: IN_FLIGHT }, (_, k) => one(i * IN_FLIGHT + k)));
 
     // ---- OCSP: a delegated responder key per contender, certified by the rig's CA ----
@@ -101,10 +111,12 @@ export async function benchPkcs11Issuance(opts: { seconds?: number; rounds?: num
     const certIds = Array.from({ length: 256 }, () => encodeCertId({ hash: 'sha1', issuerNameHash, issuerKeyHash, serialNumber: crypto.randomBytes(16).toString('hex') }));
     // nonce extnValue as openssl sends it: OCTET STRING of 16 random octets
     const nonces = Array.from({ length: 256 }, () => Buffer.concat([Buffer.from([0x04, 0x10]), crypto.randomBytes(16)]));
-    const respondWith = (r: OcspResponder) => (i: number): Promise<Buffer> => {
-      const now = new Date();
-      return r.respond([{ certId: certIds[i % 256], status: 'good', thisUpdate: now, nextUpdate: new Date(now.getTime() + 3600_000) }], { nonce: nonces[i % 256] });
-    };
+    const respondWith =
+      (r: OcspResponder) =>
+      (i: number): Promise<Buffer> => {
+        const now = new Date();
+        return r.respond([{ certId: certIds[i % 256], status: 'good', thisUpdate: now, nextUpdate: new Date(now.getTime() + 3600_000) }], { nonce: nonces[i % 256] });
+      };
     const ocspBatch = (one: (i: number) => Promise<Buffer>) => (i: number) => Promise.all(Array.from({ length: IN_FLIGHT }, (_, k) => one(i * IN_FLIGHT + k)));
 
     // ---- a benchmark of a broken path is worthless: check both paths' output first ----

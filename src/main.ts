@@ -67,7 +67,14 @@ export function openStore(cfg: Config): Store {
 /** buildCertificateAuthority: the CA knows every enrollment profile's validity and EKU by name. */
 export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): CertificateAuthority {
   const profiles = new Map([...resolveProfiles(cfg).profiles].map(([name, p]) => [name, { validitySeconds: p.validity, serverAuth: p.serverAuth }]));
-  return new CertificateAuthority({ issuing: hierarchy.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles, ocspResponderValidity: cfg.ocsp.responderValidity });
+  return new CertificateAuthority({
+    issuing: hierarchy.issuing,
+    publicUrl: publicBaseUrl(cfg),
+    crlShards: cfg.crl.shards,
+    backdateSeconds: cfg.ca.backdate,
+    profiles,
+    ocspResponderValidity: cfg.ocsp.responderValidity,
+  });
 }
 
 export interface Service {
@@ -132,7 +139,15 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const httpsServer = createHttpsListener({
     tls: { ...tlsContext, cert: initial.tls.certPem, key: initial.tls.keyPem, requestCert: true, rejectUnauthorized: false, handshakeTimeout: cfg.https.handshakeTimeout * 1000 },
     mounts: [
-      { path: '/.well-known/est', router: estRouter({ ra, caCerts: [hierarchy.issuing.der, hierarchy.root.der], bodyLimit: cfg.https.bodyLimit, replyBase64: new Map(Object.entries(cfg.est.labels).map(([name, l]) => [name, l.replyBase64])) }) },
+      {
+        path: '/.well-known/est',
+        router: estRouter({
+          ra,
+          caCerts: [hierarchy.issuing.der, hierarchy.root.der],
+          bodyLimit: cfg.https.bodyLimit,
+          replyBase64: new Map(Object.entries(cfg.est.labels).map(([name, l]) => [name, l.replyBase64])),
+        }),
+      },
       { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit }) },
     ],
     registry,
@@ -142,7 +157,15 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const metricsRegistry = opts.metricsText ? ({ contentType: registry.contentType, metrics: opts.metricsText } as unknown as Registry) : registry;
   const httpServer = createHttpListener({
     mounts: [
-      { path: '/ca', router: caCertsRouter(new Map([[hierarchy.root.name, hierarchy.root.der], [hierarchy.issuing.name, hierarchy.issuing.der]])) },
+      {
+        path: '/ca',
+        router: caCertsRouter(
+          new Map([
+            [hierarchy.root.name, hierarchy.root.der],
+            [hierarchy.issuing.name, hierarchy.issuing.der],
+          ]),
+        ),
+      },
       { path: '/crl', router: crlRouter([crl], 60) },
       { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check() }) },
     ],
@@ -182,7 +205,9 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
 }
 
 /** openRegistrationAuthority: what the CLI needs to register devices, change their lifecycle and decide requests. */
-export async function openRegistrationAuthority(cfg: Config): Promise<{ ra: RegistrationAuthority; lifecycle: DeviceLifecycle; access: AdminAccess; crl: CrlPublisher; caCerts: Buffer[]; store: Store; close(): Promise<void> }> {
+export async function openRegistrationAuthority(
+  cfg: Config,
+): Promise<{ ra: RegistrationAuthority; lifecycle: DeviceLifecycle; access: AdminAccess; crl: CrlPublisher; caCerts: Buffer[]; store: Store; close(): Promise<void> }> {
   const store = openStore(cfg);
   const keys = openKeyBackend(cfg);
   try {

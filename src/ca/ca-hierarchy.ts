@@ -9,17 +9,7 @@ import { KeyAlgorithm, KeyBackend, SigningKey } from '../keys/key-backend';
 import { signatureAlgorithmFor } from '../keys/signature-algorithm';
 import { algorithmOfKey } from '../keys/software-key-backend';
 import { CaMaterial } from './certificate-authority';
-import {
-  KU,
-  assembleCertificate,
-  authorityKeyIdentifier,
-  basicConstraints,
-  encodeTbs,
-  keyIdentifier,
-  keyUsage,
-  newSerial,
-  subjectKeyIdentifier,
-} from './certificate-encoder';
+import { KU, assembleCertificate, authorityKeyIdentifier, basicConstraints, encodeTbs, keyIdentifier, keyUsage, newSerial, subjectKeyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 import { encodeName } from './name';
 import { toPem } from './pem';
@@ -111,7 +101,12 @@ async function readCaRecord(cfg: Config, store: CaStateStore & Partial<AuditStor
   };
   const rec: StoredCa = { version: 2, root: role(legacy.root), issuing: role(legacy.issuing) };
   try {
-    await store.saveCaState(HIERARCHY_RECORD, rec, 0, { type: 'ca.imported', actor: 'device-ca', subject: rec.issuing.name, data: { from: 'ca/state.json', root: rec.root.name, issuing: rec.issuing.name } });
+    await store.saveCaState(HIERARCHY_RECORD, rec, 0, {
+      type: 'ca.imported',
+      actor: 'device-ca',
+      subject: rec.issuing.name,
+      data: { from: 'ca/state.json', root: rec.root.name, issuing: rec.issuing.name },
+    });
   } catch (e) {
     if (e instanceof DeviceCaError && e.code === 'conflict') return (await store.getCaState(HIERARCHY_RECORD))!.value as StoredCa;
     throw e;

@@ -130,7 +130,10 @@ export async function verifyStoreIdentity(cfg: Config, store: IdentityStore, opt
     if (hasLegacyState(cfg)) return { rollbackAccepted: null }; // an older device-ca's data directory: imported on load
     const found = caEvidence(cfg);
     if (found.length)
-      throw new DeviceCaError('config', `the store ${cfg.store.path} holds no CA, but the data directory ${cfg.dataDir} shows one exists (${found.slice(0, 3).join(', ')}): the store file is missing, empty or not this CA's; ${restore}`);
+      throw new DeviceCaError(
+        'config',
+        `the store ${cfg.store.path} holds no CA, but the data directory ${cfg.dataDir} shows one exists (${found.slice(0, 3).join(', ')}): the store file is missing, empty or not this CA's; ${restore}`,
+      );
     return { rollbackAccepted: null };
   }
   if (!id) return { rollbackAccepted: null }; // made before the identity file existed: recorded on this start
@@ -143,7 +146,10 @@ export async function verifyStoreIdentity(cfg: Config, store: IdentityStore, opt
   const behind = await rollbackProblem(store, issuing.name, id.mark);
   if (!behind) return { rollbackAccepted: null };
   if (!opts.acceptRollback)
-    throw new DeviceCaError('config', `${behind.problem}; restore the newest backup of the store, or start \`device-ca serve --accept-store-rollback\` to serve this one (what was recorded after it is lost)`);
+    throw new DeviceCaError(
+      'config',
+      `${behind.problem}; restore the newest backup of the store, or start \`device-ca serve --accept-store-rollback\` to serve this one (what was recorded after it is lost)`,
+    );
   await store.appendAudit({
     type: 'store.rollback-accepted',
     actor: 'device-ca',
@@ -164,7 +170,8 @@ export async function recordStoreMark(cfg: Config, store: IdentityStore, opts: {
   const keyId = issuingKeyId(issuing.der);
   const head = await store.head(issuing.name);
   const old = readIdentity(cfg);
-  if (old && old.issuing.keyId !== keyId) throw new DeviceCaError('config', `${identityFile(cfg)} names another CA (issuing key id ${old.issuing.keyId}) than the store (${keyId}); not overwriting it`);
+  if (old && old.issuing.keyId !== keyId)
+    throw new DeviceCaError('config', `${identityFile(cfg)} names another CA (issuing key id ${old.issuing.keyId}) than the store (${keyId}); not overwriting it`);
   if (old && !opts.force && (old.mark.auditSeq > head.auditSeq || (old.mark.auditSeq === head.auditSeq && BigInt(old.mark.crlNumber) >= head.crlNumber))) return old;
   const next: DataDirIdentity = {
     version: 1,

@@ -113,7 +113,14 @@ export class CertificateAuthority {
   async issueOcspResponder(spki: Buffer, now = new Date()): Promise<IssuedCertificate> {
     const validitySeconds = this.opts.ocspResponderValidity ?? 30 * 86400;
     return this.sign(
-      { subject: [{ type: 'O', value: 'device-ca' }, { type: 'CN', value: `${this.opts.issuing.name} OCSP responder` }], spki, validitySeconds },
+      {
+        subject: [
+          { type: 'O', value: 'device-ca' },
+          { type: 'CN', value: `${this.opts.issuing.name} OCSP responder` },
+        ],
+        spki,
+        validitySeconds,
+      },
       [this.fixedExt.bc, keyUsage([KU.digitalSignature]), ...ocspResponderExtensions(), subjectKeyIdentifier(keyIdentifier(spki)), this.fixedExt.aki],
       now,
     );
@@ -142,11 +149,7 @@ export class CertificateAuthority {
   }
 
   /** sign: serial, shard and validity window are chosen here and nowhere else. */
-  private async sign(
-    t: { subject: NameAttribute[]; spki: Buffer; validitySeconds: number },
-    extensions: Buffer[] | ((shard: number) => Buffer[]),
-    now: Date,
-  ): Promise<IssuedCertificate> {
+  private async sign(t: { subject: NameAttribute[]; spki: Buffer; validitySeconds: number }, extensions: Buffer[] | ((shard: number) => Buffer[]), now: Date): Promise<IssuedCertificate> {
     const ca = this.opts.issuing;
     const serial = newSerial();
     const shard = serial.readUInt32BE(12) % this.opts.crlShards;

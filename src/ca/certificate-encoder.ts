@@ -1,18 +1,5 @@
 import * as crypto from 'node:crypto';
-import {
-  BOOLEAN_TRUE,
-  bitString,
-  contextExplicit,
-  contextImplicitConstructed,
-  contextImplicitPrimitive,
-  integer,
-  integerFromUnsigned,
-  octetString,
-  oid,
-  seq,
-  time,
-  tlv,
-} from '../der/der-writer';
+import { BOOLEAN_TRUE, bitString, contextExplicit, contextImplicitConstructed, contextImplicitPrimitive, integer, integerFromUnsigned, octetString, oid, seq, time, tlv } from '../der/der-writer';
 import { OID } from '../der/oids';
 
 /**
@@ -162,16 +149,7 @@ export function authorityInfoAccess(ocspUrl: string | undefined, caIssuersUrl: s
 }
 
 export function encodeTbs(f: CertificateFields): Buffer {
-  return seq(
-    V3,
-    integerFromUnsigned(f.serial),
-    f.signatureAlgorithm,
-    f.issuer,
-    seq(time(f.notBefore), time(f.notAfter)),
-    f.subject,
-    f.spki,
-    contextExplicit(3, seq(...f.extensions)),
-  );
+  return seq(V3, integerFromUnsigned(f.serial), f.signatureAlgorithm, f.issuer, seq(time(f.notBefore), time(f.notAfter)), f.subject, f.spki, contextExplicit(3, seq(...f.extensions)));
 }
 
 /** assembleCertificate wraps a signed TBS: Certificate ::= SEQUENCE { tbs, signatureAlgorithm, signature }. */

@@ -74,9 +74,7 @@ export interface RevokedEntry {
  * RevokedEntrySource: entries one by one or in batches (arrays), sync or async. A store that pages through
  * its revocations should yield pages: one await per page instead of one per entry.
  */
-export type RevokedEntrySource =
-  | Iterable<RevokedEntry | readonly RevokedEntry[]>
-  | AsyncIterable<RevokedEntry | readonly RevokedEntry[]>;
+export type RevokedEntrySource = Iterable<RevokedEntry | readonly RevokedEntry[]> | AsyncIterable<RevokedEntry | readonly RevokedEntry[]>;
 
 /** IssuingDistributionPoint: RFC 5280 §5.2.5, always written critical. */
 export interface IssuingDistributionPoint {
@@ -324,8 +322,7 @@ export async function encodeCrlStream(params: CrlParams, entries: RevokedEntrySo
   const key = params.signingKey;
   const sigAlg = key.signatureAlgorithm;
   const { thisUpdate, nextUpdate } = params;
-  if (!(thisUpdate instanceof Date) || !(nextUpdate instanceof Date) || !(nextUpdate.getTime() > thisUpdate.getTime()))
-    throw new DeviceCaError('internal', 'CRL nextUpdate must be after thisUpdate');
+  if (!(thisUpdate instanceof Date) || !(nextUpdate instanceof Date) || !(nextUpdate.getTime() > thisUpdate.getTime())) throw new DeviceCaError('internal', 'CRL nextUpdate must be after thisUpdate');
   const exts = [authorityKeyIdentifier(params.authorityKeyId), crlNumberExtension(params.crlNumber)];
   if (params.issuingDistributionPoint !== undefined) exts.push(issuingDistributionPoint(params.issuingDistributionPoint));
   const crlExtensions = contextExplicit(0, seq(...exts));

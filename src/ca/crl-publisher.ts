@@ -79,7 +79,12 @@ export class CrlPublisher {
     );
     const rec: CrlRecord = { issuer: this.ca.name, shard, number, revision, thisUpdate, nextUpdate, entries: enc.entries, der: Buffer.from(enc.der) };
     await this.store.saveCrl(rec);
-    await this.store.appendAudit({ type: 'crl.published', actor: 'device-ca', subject: `${this.ca.name}/${shard}`, data: { number: number.toString(), entries: enc.entries, nextUpdate: nextUpdate.toISOString() } });
+    await this.store.appendAudit({
+      type: 'crl.published',
+      actor: 'device-ca',
+      subject: `${this.ca.name}/${shard}`,
+      data: { number: number.toString(), entries: enc.entries, nextUpdate: nextUpdate.toISOString() },
+    });
     this.held.set(shard, rec);
     return rec;
   }

@@ -11,9 +11,7 @@ const TYPE_OIDS = { CN: oid(OID.commonName), O: oid(OID.organizationName), seria
 
 /** encodeName builds an RDNSequence; RFC 5280 §4.1.2.6: UTF8String, except serialNumber (PrintableString). */
 export function encodeName(attrs: NameAttribute[]): Buffer {
-  return seq(
-    ...attrs.map((a) => set(seq(TYPE_OIDS[a.type], a.type === 'serialNumber' ? printableString(a.value) : utf8String(a.value)))),
-  );
+  return seq(...attrs.map((a) => set(seq(TYPE_OIDS[a.type], a.type === 'serialNumber' ? printableString(a.value) : utf8String(a.value)))));
 }
 
 /** nameToString renders a Name for logs and listings, RFC 4514 order reversed for readability. */

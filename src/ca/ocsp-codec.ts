@@ -212,10 +212,7 @@ function spkiKeyBits(spki: Buffer): Buffer {
 // ---------------------------------------------------------------------------------------------- responses
 
 /** OcspStatus: good, revoked (with time and optional reason) or unknown (RFC 6960 §2.2). */
-export type OcspStatus =
-  | { status: 'good' }
-  | { status: 'unknown' }
-  | { status: 'revoked'; revokedAt: Date; reason?: CrlReason };
+export type OcspStatus = { status: 'good' } | { status: 'unknown' } | { status: 'revoked'; revokedAt: Date; reason?: CrlReason };
 
 /** OcspSingleResponse: the answer for one CertID (a parsed one is echoed as received; a Buffer is a DER CertID). */
 export type OcspSingleResponse = OcspStatus & {
@@ -352,12 +349,7 @@ export class OcspResponder {
 }
 
 /** encodeBasicOcspResponse is OcspResponder.respond for one-off use; servers keep an OcspResponder. */
-export function encodeBasicOcspResponse(
-  key: SigningKey,
-  responderCertificate: Buffer,
-  responses: readonly OcspSingleResponse[],
-  opts: OcspResponseOptions = {},
-): Promise<Buffer> {
+export function encodeBasicOcspResponse(key: SigningKey, responderCertificate: Buffer, responses: readonly OcspSingleResponse[], opts: OcspResponseOptions = {}): Promise<Buffer> {
   return new OcspResponder(key, responderCertificate).respond(responses, opts);
 }
 

@@ -13,20 +13,22 @@ export function opensslNameHash(nameDer: Buffer): string {
   const canon = rdns.map((rdn) =>
     set(
       // OpenSSL orders the values of a multi-valued RDN by their canonical encoding
-      ...children(rdn, 16).map((atv) => {
-        const [t, v] = children(atv, 2);
-        let value: Buffer;
-        try {
-          const s = (v.tag === 0x1c ? universalString(v.value) : decodeString(v))
-            .replace(/[\t\n\v\f\r ]+/g, ' ')
-            .trim()
-            .replace(/[A-Z]/g, (c) => c.toLowerCase());
-          value = utf8String(s);
-        } catch {
-          value = v.full; // not a string type: kept as it is, as OpenSSL does
-        }
-        return seq(oid(decodeOid(t)), value);
-      }).sort(Buffer.compare),
+      ...children(rdn, 16)
+        .map((atv) => {
+          const [t, v] = children(atv, 2);
+          let value: Buffer;
+          try {
+            const s = (v.tag === 0x1c ? universalString(v.value) : decodeString(v))
+              .replace(/[\t\n\v\f\r ]+/g, ' ')
+              .trim()
+              .replace(/[A-Z]/g, (c) => c.toLowerCase());
+            value = utf8String(s);
+          } catch {
+            value = v.full; // not a string type: kept as it is, as OpenSSL does
+          }
+          return seq(oid(decodeOid(t)), value);
+        })
+        .sort(Buffer.compare),
     ),
   );
   const digest = crypto.createHash('sha1').update(Buffer.concat(canon)).digest();

@@ -300,9 +300,11 @@ export class ServiceCertificates {
         this.tls = tls;
         return { ocsp, tls };
       }
-      if (Date.now() > deadline) throw new DeviceCaError('internal', 'the OCSP responder and HTTPS certificates were not issued in time (is another device-ca process holding the CA duties lease stuck?)');
+      if (Date.now() > deadline)
+        throw new DeviceCaError('internal', 'the OCSP responder and HTTPS certificates were not issued in time (is another device-ca process holding the CA duties lease stuck?)');
       await tryRenew();
-      if (!(await readOcspResponder(this.o.cfg, this.o.keys, this.o.store)) || !(await readTlsServerCertificate(this.o.cfg, this.o.hierarchy, this.o.store))) await new Promise((r) => setTimeout(r, 500));
+      if (!(await readOcspResponder(this.o.cfg, this.o.keys, this.o.store)) || !(await readTlsServerCertificate(this.o.cfg, this.o.hierarchy, this.o.store)))
+        await new Promise((r) => setTimeout(r, 500));
     }
   }
 

@@ -29,7 +29,10 @@ program
   .option('-c, --config <file>', 'YAML config file (default: $DEVICE_CA_CONFIG, else built-in defaults; see config/default.yaml)')
   .option('--json', 'machine-readable JSON output')
   .showHelpAfterError()
-  .addHelpText('after', '\nEnvironment: DEVICE_CA_DATA (data dir), DEVICE_CA_HTTPS_PORT, DEVICE_CA_HTTP_PORT, DEVICE_CA_PUBLIC_URL,\nand DEVICE_CA_<KEY_PATH> for any config key (e.g. DEVICE_CA_ENROLLMENT_SECRET_TTL=1d).');
+  .addHelpText(
+    'after',
+    '\nEnvironment: DEVICE_CA_DATA (data dir), DEVICE_CA_HTTPS_PORT, DEVICE_CA_HTTP_PORT, DEVICE_CA_PUBLIC_URL,\nand DEVICE_CA_<KEY_PATH> for any config key (e.g. DEVICE_CA_ENROLLMENT_SECRET_TTL=1d).',
+  );
 
 const globals = (): { config?: string; json?: boolean } => program.opts();
 const config = (): Config => loadConfig({ file: globals().config });
@@ -88,7 +91,11 @@ program
     try {
       const h = await initCa(cfg, keys, store);
       await recordStoreMark(cfg, store);
-      const out = { dataDir: cfg.dataDir, root: { name: h.state.root.name, key: h.state.root.keyRef, cert: h.state.root.certFile }, issuing: { name: h.state.issuing.name, key: h.state.issuing.keyRef, cert: h.state.issuing.certFile } };
+      const out = {
+        dataDir: cfg.dataDir,
+        root: { name: h.state.root.name, key: h.state.root.keyRef, cert: h.state.root.certFile },
+        issuing: { name: h.state.issuing.name, key: h.state.issuing.keyRef, cert: h.state.issuing.certFile },
+      };
       if (json()) console.log(JSON.stringify(out, null, 2));
       else console.log(`created CA in ${caDir(cfg)}\n  root:    ${out.root.cert}\n  issuing: ${out.issuing.cert}\n  trust anchor for clients: ${caDir(cfg)}/chain.pem`);
     } finally {
@@ -100,7 +107,10 @@ program
 program
   .command('serve')
   .description('run the HTTPS (EST) and HTTP (CA certs, health, metrics) listeners; creates the CA on first start')
-  .option('--accept-store-rollback', 'serve a store that is behind the mark recorded in the data directory (restored from an older backup): what was recorded after it is lost; audited, and the mark is re-recorded')
+  .option(
+    '--accept-store-rollback',
+    'serve a store that is behind the mark recorded in the data directory (restored from an older backup): what was recorded after it is lost; audited, and the mark is re-recorded',
+  )
   .action(async (o: { acceptStoreRollback?: boolean }) => {
     const cfg = config();
     await serve(cfg, createLogger(cfg), { acceptStoreRollback: Boolean(o.acceptStoreRollback) });
@@ -179,7 +189,8 @@ for (const [cmd, what] of [
       try {
         const r = await h.lifecycle[cmd](id, OPERATOR, actor());
         if (json()) console.log(JSON.stringify({ device: r.device, certificates: r.changed }));
-        else console.log(`${r.device.id} ${r.device.state}${r.changed.length ? `; certificates: ${r.changed.map((c) => `${c.serial} ${c.status}${c.reason ? ` (${c.reason})` : ''}`).join(', ')}` : ''}`);
+        else
+          console.log(`${r.device.id} ${r.device.state}${r.changed.length ? `; certificates: ${r.changed.map((c) => `${c.serial} ${c.status}${c.reason ? ` (${c.reason})` : ''}`).join(', ')}` : ''}`);
       } finally {
         await h.close();
       }
@@ -209,7 +220,8 @@ devices
     try {
       const r = await h.lifecycle.release(id, o.to, OPERATOR, actor());
       if (json()) console.log(JSON.stringify({ device: r.device, certificates: r.changed }));
-      else console.log(`${r.device.id} transferring to ${r.device.pendingOwner}${r.changed.length ? `; certificates: ${r.changed.map((c) => `${c.serial} ${c.status} (${c.reason})`).join(', ')}` : ''}`);
+      else
+        console.log(`${r.device.id} transferring to ${r.device.pendingOwner}${r.changed.length ? `; certificates: ${r.changed.map((c) => `${c.serial} ${c.status} (${c.reason})`).join(', ')}` : ''}`);
     } finally {
       await h.close();
     }
@@ -272,7 +284,11 @@ tokens
     const h = await openRegistrationAuthority(config());
     try {
       const all = await collectItems((after, want) => h.access.listTokens({ after, limit: want }));
-      printRecords(json(), all.items.map(({ hash: _h, ...t }) => t), ['id', 'scope', 'description', 'createdAt', 'revokedAt']);
+      printRecords(
+        json(),
+        all.items.map(({ hash: _h, ...t }) => t),
+        ['id', 'scope', 'description', 'createdAt', 'revokedAt'],
+      );
     } finally {
       await h.close();
     }
@@ -379,7 +395,11 @@ certs
     const store = await openCheckedStore(config());
     try {
       const page = await collectItems((after, want) => store.listCertificates({ deviceId: o.device, status: o.status, limit: want, after }), max, o.after);
-      printRecords(json(), page.items.map(({ der: _d, ...c }) => c), ['serial', 'deviceId', 'subject', 'status', 'notAfter']);
+      printRecords(
+        json(),
+        page.items.map(({ der: _d, ...c }) => c),
+        ['serial', 'deviceId', 'subject', 'status', 'notAfter'],
+      );
       moreHint('certificates', page.next);
     } finally {
       await store.close();
@@ -391,7 +411,13 @@ certs
   .action(async (serial: string) => {
     const store = await openCheckedStore(config());
     try {
-      const c = await store.getCertificate(serial.toLowerCase().replace(/^0x/, '').replace(/:/g, '').replace(/^0+(?=.)/, ''));
+      const c = await store.getCertificate(
+        serial
+          .toLowerCase()
+          .replace(/^0x/, '')
+          .replace(/:/g, '')
+          .replace(/^0+(?=.)/, ''),
+      );
       if (!c) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
       const { der, ...rest } = c;
       printRecord(json(), { ...rest, sha256: crypto.createHash('sha256').update(der).digest('hex'), pem: toPem(der, 'CERTIFICATE') });
@@ -410,12 +436,19 @@ requests
     try {
       const status = o.status === 'all' ? undefined : (o.status as 'pending');
       const all = await collectItems((after, want) => store.listRequests({ status, after, limit: want }));
-      printRecords(json(), all.items.map(({ csr: _c, ...r }) => r), ['id', 'deviceId', 'label', 'operation', 'status', 'createdAt']);
+      printRecords(
+        json(),
+        all.items.map(({ csr: _c, ...r }) => r),
+        ['id', 'deviceId', 'label', 'operation', 'status', 'createdAt'],
+      );
     } finally {
       await store.close();
     }
   });
-for (const [cmd, decision] of [['approve', 'approved'], ['reject', 'rejected']] as const) {
+for (const [cmd, decision] of [
+  ['approve', 'approved'],
+  ['reject', 'rejected'],
+] as const) {
   requests
     .command(`${cmd} <id>`)
     .description(`${cmd} a pending request; the device gets its answer when it retries`)

@@ -13,7 +13,13 @@ export function printRecords<T extends object>(json: boolean, rows: T[], columns
   const cells = rows.map((r) => columns.map((c) => show(r[c])));
   const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i].length)));
   console.log(columns.map((c, i) => c.padEnd(widths[i])).join('  '));
-  for (const row of cells) console.log(row.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd());
+  for (const row of cells)
+    console.log(
+      row
+        .map((v, i) => v.padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    );
 }
 
 export function printRecord(json: boolean, rec: Record<string, unknown>): void {
@@ -24,7 +30,13 @@ export function printRecord(json: boolean, rec: Record<string, unknown>): void {
   for (const [k, v] of Object.entries(rec)) {
     if (Array.isArray(v)) {
       console.log(`${k}:`);
-      for (const item of v) console.log('  - ' + Object.entries(item as object).map(([a, b]) => `${a}=${show(b)}`).join(' '));
+      for (const item of v)
+        console.log(
+          '  - ' +
+            Object.entries(item as object)
+              .map(([a, b]) => `${a}=${show(b)}`)
+              .join(' '),
+        );
     } else if (typeof v === 'string' && v.includes('\n')) console.log(`${k}:\n${v.trimEnd()}`);
     else console.log(`${k}: ${show(v)}`);
   }

@@ -168,7 +168,10 @@ async function runWorker(cfg: Config, log: Logger, inCluster: boolean): Promise<
     if (inCluster) {
       const pending = new Map<string, (t: string) => void>();
       process.on('message', (m: { type?: string; id?: string; text?: string }) => {
-        if (m?.type === 'device-ca:metrics-reply' && m.id) { pending.get(m.id)?.(m.text ?? ''); pending.delete(m.id); }
+        if (m?.type === 'device-ca:metrics-reply' && m.id) {
+          pending.get(m.id)?.(m.text ?? '');
+          pending.delete(m.id);
+        }
       });
       metricsText = () =>
         new Promise((resolve) => {

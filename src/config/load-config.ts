@@ -48,7 +48,11 @@ function leaves(node: SchemaNode, prefix: string[] = []): Leaf[] {
 function coerceEnv(raw: string, kind: string): unknown {
   if (kind === 'number') return /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw;
   if (kind === 'boolean') return raw === 'true' ? true : raw === 'false' ? false : raw;
-  if (kind === 'array') return raw.split(',').map((s) => s.trim()).filter(Boolean);
+  if (kind === 'array')
+    return raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   return raw;
 }
 

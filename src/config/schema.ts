@@ -8,16 +8,14 @@ import { resolveProfiles } from './enrollment-profiles';
  * schema: the one strict description of device-ca's configuration. Defaults live here and only here;
  * config/default.yaml documents the same keys. Unknown keys are rejected so a typo fails at start.
  */
-const duration = z
-  .union([z.string(), z.number()])
-  .transform((v, ctx) => {
-    try {
-      return parseDuration(v);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: (e as Error).message });
-      return z.NEVER;
-    }
-  });
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
 const port = z.number().int().min(0).max(65535);
 
 /**
@@ -58,12 +56,20 @@ const listener = (defaultPort: number) =>
     /** hosts to bind; "::" with ipv6Only false takes IPv4 and IPv6 on every interface */
     host: z.string().default('::'),
     /** largest request body accepted, bytes */
-    bodyLimit: z.number().int().min(1024).max(16 * 1024 * 1024).default(64 * 1024),
+    bodyLimit: z
+      .number()
+      .int()
+      .min(1024)
+      .max(16 * 1024 * 1024)
+      .default(64 * 1024),
   });
 
 const caCert = (name: string, days: number) =>
   z.strictObject({
-    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, . _ - only').default(name),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, . _ - only')
+      .default(name),
     /** Subject common name of the CA certificate */
     commonName: z.string().min(1).max(64).optional(),
     validity: duration.prefault(`${days}d`),
@@ -98,7 +104,10 @@ const profileName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lower-case le
  */
 export const profileSchema = z.strictObject({
   /** authenticators accepted for a first enrollment and server keygen: one-time secret, manufacturer certificate */
-  auth: z.array(z.enum(['basic', 'bootstrap-cert'])).min(1).default(['basic', 'bootstrap-cert']),
+  auth: z
+    .array(z.enum(['basic', 'bootstrap-cert']))
+    .min(1)
+    .default(['basic', 'bootstrap-cert']),
   /** RFC 7030 §3.5: require challengePassword = tls-unique / tls-exporter */
   proofOfPossession: z.boolean().default(false),
   /** hold requests for an operator (EST 202) until `device-ca requests approve` */
@@ -138,150 +147,148 @@ export type LabelConfig = z.infer<typeof labelSchema>;
 /** RESERVED_PROFILES: the CA's built-in service profiles; no enrollment profile may take their names. */
 export const RESERVED_PROFILES: readonly string[] = ['tls-server', 'ocsp-responder'];
 
-export const configSchema = z.strictObject({
-  /** where keys, CA certificates and the embedded store live */
-  dataDir: z.string().default('./data'),
-  /** base of CRL, OCSP and caIssuers URLs written into certificates; default http://localhost:<http.port> */
-  publicUrl: z.string().url().optional(),
-  /** worker processes for `serve`; 0 = one per CPU core */
-  workers: z.number().int().min(0).max(256).default(0),
-  /** seconds `serve` waits for in-flight requests after SIGTERM */
-  shutdownGrace: duration.prefault('10s'),
-  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
-  http: listener(8080).prefault({}),
-  https: listener(8443)
-    .extend({
-      /** PEM files of an external server certificate chain and key; when absent device-ca issues one */
-      certFile: z.string().optional(),
-      keyFile: z.string().optional(),
-      /** extra DNS names / IPs for the issued server certificate (localhost and 127.0.0.1, ::1 always) */
-      names: z.array(z.string()).default([]),
-      /** OpenSSL cipher list, TLS 1.3 suites (TLS_*) included; default Mozilla "intermediate": AEAD with forward secrecy only */
-      ciphers: z
-        .string()
-        .min(1)
-        .refine(opensslAccepts, 'not a cipher list OpenSSL accepts')
-        .default(MOZILLA_INTERMEDIATE_CIPHERS),
-      /** a connection whose TLS handshake has not completed by then is closed (and logged) */
-      handshakeTimeout: duration.prefault('10s'),
-    })
-    .prefault({}),
-  ca: z
-    .strictObject({
-      algorithm: keyAlgorithm.default('ecdsa-p256'),
-      organization: z.string().default('device-ca'),
-      root: caCert('device-ca-root', 7300).prefault({}),
-      issuing: caCert('device-ca-issuing', 3650).prefault({}),
-      /** notBefore is set this far in the past to tolerate device clock skew */
-      backdate: duration.prefault('5m'),
-    })
-    .prefault({}),
-  keys: z
-    .strictObject({
-      /** auto: pkcs11 when keys.pkcs11.module, token or serial is set (DEVICE_CA_PKCS11_*), else software files */
-      backend: z.enum(['auto', 'software', 'pkcs11']).default('auto'),
-      /** environment variable holding the passphrase for software key files (optional) */
-      passphraseEnv: z.string().default('DEVICE_CA_KEY_PASSPHRASE'),
-      pkcs11: z
-        .strictObject({
-          /** path of the PKCS#11 module (.so) */
-          module: z.string().optional(),
-          ...pkcs11Token,
-          /** sessions per process; one signature runs per session at a time */
-          sessionPoolSize: z.number().int().min(1).max(64).default(4),
-        })
-        .prefault({}),
-      /** per role: another token (e.g. an offline root), or an existing key to adopt by PKCS#11 URI */
-      roles: z
-        .strictObject({
-          root: roleKey,
-          issuing: roleKey,
-          ocsp: roleKey,
-          ra: roleKey,
-        })
-        .prefault({}),
-    })
-    .prefault({}),
-  store: z
-    .strictObject({
-      type: z.enum(['sqlite']).default('sqlite'),
-      /** SQLite file; relative paths are under dataDir */
-      path: z.string().default('device-ca.sqlite'),
-    })
-    .prefault({}),
-  crl: z
-    .strictObject({
-      shards: z.number().int().min(1).max(65536).default(16),
-      /** nextUpdate - thisUpdate of every CRL */
-      validity: duration.prefault('24h'),
-      /** a CRL is re-issued when less than this is left before its nextUpdate (never lapses) */
-      renewBefore: duration.prefault('12h'),
-      /** how often the service checks for revocations to publish; a revocation is in its shard's CRL within this */
-      checkInterval: duration.prefault('2s'),
-    })
-    .prefault({}),
-  ocsp: z
-    .strictObject({
-      /** nextUpdate - thisUpdate of OCSP responses */
-      validity: duration.prefault('1h'),
-      /** HTTP max-age on GET responses (RFC 5019), at most the time left before nextUpdate */
-      maxAge: duration.prefault('60s'),
-      /** pre-signed nonce-less responses kept per worker */
-      cacheSize: z.number().int().min(0).max(10_000_000).default(100_000),
-      /** lifetime of the delegated responder certificate; renewed when a third of it is left */
-      responderValidity: duration.prefault('30d'),
-      /** largest OCSP request accepted, bytes */
-      maxRequestBytes: z.number().int().min(256).max(65536).default(8192),
-    })
-    .prefault({}),
-  admin: z
-    .strictObject({
-      /** PEM files of client certificates that act as operators on the admin API (pinned by SHA-256) */
-      clientCerts: z.array(z.string()).default([]),
-    })
-    .prefault({}),
-  enrollment: z
-    .strictObject({
-      /** lifetime of a one-time enrollment secret */
-      secretTtl: duration.prefault('7d'),
-      /** scrypt cost: log2(N), r=8, p=1. 12 = 4 MiB and ~7 ms per check */
-      secretHashCost: z.number().int().min(10).max(20).default(12),
-      /** failed authentications per device id allowed within authFailureWindow before 429 */
-      authFailureLimit: z.number().int().min(1).default(5),
-      authFailureWindow: duration.prefault('15m'),
-      /**
-       * failed attempts on names that are not registered devices kept at most (oldest dropped first), so
-       * made-up user names cannot fill the disk; a registered device keeps at most authFailureLimit
-       */
-      authFailureMaxUnknown: z.number().int().min(100).default(100_000),
-      /** Retry-After for EST 202 (manual approval) */
-      pendingRetryAfter: duration.prefault('60s'),
-      /** a device that lost the reply may repeat its enrollment (same secret, same key) this long and gets the same certificate */
-      retryWindow: duration.prefault('10m'),
-    })
-    .prefault({}),
-  bootstrap: z
-    .strictObject({
-      /** PEM files (or directories of them) of manufacturer CAs whose IDevID client certs may enroll */
-      trustAnchors: z.array(z.string()).default([]),
-      /** where the device id is taken from in a bootstrap certificate */
-      deviceIdFrom: z.enum(['subject.CN', 'subject.serialNumber', 'san.uri', 'san.dns']).default('subject.serialNumber'),
-      /** optional regex with one capture group applied to that value */
-      deviceIdPattern: z.string().optional(),
-      /** register an unknown device on first bootstrap enrollment under this owner (unset: device must exist) */
-      autoRegisterOwner: z.string().optional(),
-    })
-    .prefault({}),
-  /** profile name -> enrollment policy */
-  profiles: z.record(profileName, profileSchema).prefault({ default: {} }),
-  est: z
-    .strictObject({
-      /** label name -> profile (and EST-only options); "default" serves /.well-known/est/ without a label */
-      labels: z.record(profileName, labelSchema).prefault({ default: { profile: 'default' } }),
-    })
-    .prefault({}),
-}).superRefine((cfg, ctx) => {
-  for (const p of resolveProfiles(cfg).problems) ctx.addIssue({ code: 'custom', path: p.path, message: p.message });
-});
+export const configSchema = z
+  .strictObject({
+    /** where keys, CA certificates and the embedded store live */
+    dataDir: z.string().default('./data'),
+    /** base of CRL, OCSP and caIssuers URLs written into certificates; default http://localhost:<http.port> */
+    publicUrl: z.string().url().optional(),
+    /** worker processes for `serve`; 0 = one per CPU core */
+    workers: z.number().int().min(0).max(256).default(0),
+    /** seconds `serve` waits for in-flight requests after SIGTERM */
+    shutdownGrace: duration.prefault('10s'),
+    log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+    http: listener(8080).prefault({}),
+    https: listener(8443)
+      .extend({
+        /** PEM files of an external server certificate chain and key; when absent device-ca issues one */
+        certFile: z.string().optional(),
+        keyFile: z.string().optional(),
+        /** extra DNS names / IPs for the issued server certificate (localhost and 127.0.0.1, ::1 always) */
+        names: z.array(z.string()).default([]),
+        /** OpenSSL cipher list, TLS 1.3 suites (TLS_*) included; default Mozilla "intermediate": AEAD with forward secrecy only */
+        ciphers: z.string().min(1).refine(opensslAccepts, 'not a cipher list OpenSSL accepts').default(MOZILLA_INTERMEDIATE_CIPHERS),
+        /** a connection whose TLS handshake has not completed by then is closed (and logged) */
+        handshakeTimeout: duration.prefault('10s'),
+      })
+      .prefault({}),
+    ca: z
+      .strictObject({
+        algorithm: keyAlgorithm.default('ecdsa-p256'),
+        organization: z.string().default('device-ca'),
+        root: caCert('device-ca-root', 7300).prefault({}),
+        issuing: caCert('device-ca-issuing', 3650).prefault({}),
+        /** notBefore is set this far in the past to tolerate device clock skew */
+        backdate: duration.prefault('5m'),
+      })
+      .prefault({}),
+    keys: z
+      .strictObject({
+        /** auto: pkcs11 when keys.pkcs11.module, token or serial is set (DEVICE_CA_PKCS11_*), else software files */
+        backend: z.enum(['auto', 'software', 'pkcs11']).default('auto'),
+        /** environment variable holding the passphrase for software key files (optional) */
+        passphraseEnv: z.string().default('DEVICE_CA_KEY_PASSPHRASE'),
+        pkcs11: z
+          .strictObject({
+            /** path of the PKCS#11 module (.so) */
+            module: z.string().optional(),
+            ...pkcs11Token,
+            /** sessions per process; one signature runs per session at a time */
+            sessionPoolSize: z.number().int().min(1).max(64).default(4),
+          })
+          .prefault({}),
+        /** per role: another token (e.g. an offline root), or an existing key to adopt by PKCS#11 URI */
+        roles: z
+          .strictObject({
+            root: roleKey,
+            issuing: roleKey,
+            ocsp: roleKey,
+            ra: roleKey,
+          })
+          .prefault({}),
+      })
+      .prefault({}),
+    store: z
+      .strictObject({
+        type: z.enum(['sqlite']).default('sqlite'),
+        /** SQLite file; relative paths are under dataDir */
+        path: z.string().default('device-ca.sqlite'),
+      })
+      .prefault({}),
+    crl: z
+      .strictObject({
+        shards: z.number().int().min(1).max(65536).default(16),
+        /** nextUpdate - thisUpdate of every CRL */
+        validity: duration.prefault('24h'),
+        /** a CRL is re-issued when less than this is left before its nextUpdate (never lapses) */
+        renewBefore: duration.prefault('12h'),
+        /** how often the service checks for revocations to publish; a revocation is in its shard's CRL within this */
+        checkInterval: duration.prefault('2s'),
+      })
+      .prefault({}),
+    ocsp: z
+      .strictObject({
+        /** nextUpdate - thisUpdate of OCSP responses */
+        validity: duration.prefault('1h'),
+        /** HTTP max-age on GET responses (RFC 5019), at most the time left before nextUpdate */
+        maxAge: duration.prefault('60s'),
+        /** pre-signed nonce-less responses kept per worker */
+        cacheSize: z.number().int().min(0).max(10_000_000).default(100_000),
+        /** lifetime of the delegated responder certificate; renewed when a third of it is left */
+        responderValidity: duration.prefault('30d'),
+        /** largest OCSP request accepted, bytes */
+        maxRequestBytes: z.number().int().min(256).max(65536).default(8192),
+      })
+      .prefault({}),
+    admin: z
+      .strictObject({
+        /** PEM files of client certificates that act as operators on the admin API (pinned by SHA-256) */
+        clientCerts: z.array(z.string()).default([]),
+      })
+      .prefault({}),
+    enrollment: z
+      .strictObject({
+        /** lifetime of a one-time enrollment secret */
+        secretTtl: duration.prefault('7d'),
+        /** scrypt cost: log2(N), r=8, p=1. 12 = 4 MiB and ~7 ms per check */
+        secretHashCost: z.number().int().min(10).max(20).default(12),
+        /** failed authentications per device id allowed within authFailureWindow before 429 */
+        authFailureLimit: z.number().int().min(1).default(5),
+        authFailureWindow: duration.prefault('15m'),
+        /**
+         * failed attempts on names that are not registered devices kept at most (oldest dropped first), so
+         * made-up user names cannot fill the disk; a registered device keeps at most authFailureLimit
+         */
+        authFailureMaxUnknown: z.number().int().min(100).default(100_000),
+        /** Retry-After for EST 202 (manual approval) */
+        pendingRetryAfter: duration.prefault('60s'),
+        /** a device that lost the reply may repeat its enrollment (same secret, same key) this long and gets the same certificate */
+        retryWindow: duration.prefault('10m'),
+      })
+      .prefault({}),
+    bootstrap: z
+      .strictObject({
+        /** PEM files (or directories of them) of manufacturer CAs whose IDevID client certs may enroll */
+        trustAnchors: z.array(z.string()).default([]),
+        /** where the device id is taken from in a bootstrap certificate */
+        deviceIdFrom: z.enum(['subject.CN', 'subject.serialNumber', 'san.uri', 'san.dns']).default('subject.serialNumber'),
+        /** optional regex with one capture group applied to that value */
+        deviceIdPattern: z.string().optional(),
+        /** register an unknown device on first bootstrap enrollment under this owner (unset: device must exist) */
+        autoRegisterOwner: z.string().optional(),
+      })
+      .prefault({}),
+    /** profile name -> enrollment policy */
+    profiles: z.record(profileName, profileSchema).prefault({ default: {} }),
+    est: z
+      .strictObject({
+        /** label name -> profile (and EST-only options); "default" serves /.well-known/est/ without a label */
+        labels: z.record(profileName, labelSchema).prefault({ default: { profile: 'default' } }),
+      })
+      .prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    for (const p of resolveProfiles(cfg).problems) ctx.addIssue({ code: 'custom', path: p.path, message: p.message });
+  });
 
 export type Config = z.infer<typeof configSchema>;

@@ -55,8 +55,7 @@ export function integer(n: number): Buffer {
 /** oid encodes a dotted OBJECT IDENTIFIER. Callers cache the result: it is not on a per-request path. */
 export function oid(dotted: string): Buffer {
   const parts = dotted.split('.').map((p) => Number(p));
-  if (parts.length < 2 || parts.some((p) => !Number.isSafeInteger(p) || p < 0) || parts[0] > 2 || (parts[0] < 2 && parts[1] >= 40))
-    throw new RangeError(`bad OID ${dotted}`);
+  if (parts.length < 2 || parts.some((p) => !Number.isSafeInteger(p) || p < 0) || parts[0] > 2 || (parts[0] < 2 && parts[1] >= 40)) throw new RangeError(`bad OID ${dotted}`);
   const out: number[] = [];
   // X.690 §8.19.4: the first subidentifier is 40*X+Y, base-128 like the others (2.999 -> 0x88 0x37)
   for (const p of [parts[0] * 40 + parts[1], ...parts.slice(2)]) {

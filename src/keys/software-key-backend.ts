@@ -21,11 +21,7 @@ export class SoftwareKeyBackend implements KeyBackend {
     const file = path.join(this.dir, `${label}.key.pem`);
     if (fs.existsSync(file)) throw new DeviceCaError('conflict', `key file ${file} exists; refusing to overwrite`);
     const { privateKey } = generateKeyPair(algorithm);
-    const pem = privateKey.export(
-      this.passphrase
-        ? { type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: this.passphrase }
-        : { type: 'pkcs8', format: 'pem' },
-    ) as string;
+    const pem = privateKey.export(this.passphrase ? { type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: this.passphrase } : { type: 'pkcs8', format: 'pem' }) as string;
     // wx: never clobber a key another process created meanwhile
     fs.writeFileSync(file, pem, { mode: 0o600, flag: 'wx' });
     void role;
@@ -88,7 +84,6 @@ export function softwareSigningKey(privateKey: crypto.KeyObject, algorithm: KeyA
     ref,
     spki,
     signatureAlgorithm: signatureAlgorithmFor(algorithm),
-    sign: (data: Buffer) =>
-      Promise.resolve(crypto.sign(hash, data, isEc ? { key: privateKey, dsaEncoding: 'der' } : privateKey)),
+    sign: (data: Buffer) => Promise.resolve(crypto.sign(hash, data, isEc ? { key: privateKey, dsaEncoding: 'der' } : privateKey)),
   };
 }

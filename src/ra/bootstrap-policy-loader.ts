@@ -12,7 +12,12 @@ export function loadBootstrapPolicy(cfg: Config): BootstrapPolicy {
   for (const p of cfg.bootstrap.trustAnchors) {
     let files: string[];
     try {
-      files = fs.statSync(p).isDirectory() ? fs.readdirSync(p).filter((f) => /\.(pem|crt)$/.test(f)).map((f) => path.join(p, f)) : [p];
+      files = fs.statSync(p).isDirectory()
+        ? fs
+            .readdirSync(p)
+            .filter((f) => /\.(pem|crt)$/.test(f))
+            .map((f) => path.join(p, f))
+        : [p];
     } catch {
       throw new DeviceCaError('config', `bootstrap.trustAnchors: cannot read ${p}`);
     }

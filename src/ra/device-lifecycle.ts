@@ -124,7 +124,13 @@ export class DeviceLifecycle {
    * are revoked (affiliationChanged) and credentials dropped, the new owner is set and a new one-time secret
    * is returned. An owner cannot do this alone: it releases, and the new owner claims.
    */
-  async transfer(id: string, newOwner: string, scope: Scope, actor: string, secretTtlSeconds?: number): Promise<{ device: DeviceRecord; changed: CertificateChange[]; secret: string; expiresAt: Date }> {
+  async transfer(
+    id: string,
+    newOwner: string,
+    scope: Scope,
+    actor: string,
+    secretTtlSeconds?: number,
+  ): Promise<{ device: DeviceRecord; changed: CertificateChange[]; secret: string; expiresAt: Date }> {
     const before = await this.owned(id, scope);
     this.requireOperator(scope);
     checkOwnerName(newOwner);
@@ -245,7 +251,13 @@ export class DeviceLifecycle {
     if (!REVOCATION_REASONS.includes(reason as RevocationReason)) throw new DeviceCaError('bad-request', `reason must be one of: ${REVOCATION_REASONS.join(', ')}`);
     const c = await this.certificate(serial, scope);
     const at = this.now();
-    const r = await this.store.revokeCertificate(c.serial, reason as RevocationReason, at, invalidityDate ?? null, AuditLog.input('certificate.revoked', actor, c.serial, { reason, device: c.deviceId }));
+    const r = await this.store.revokeCertificate(
+      c.serial,
+      reason as RevocationReason,
+      at,
+      invalidityDate ?? null,
+      AuditLog.input('certificate.revoked', actor, c.serial, { reason, device: c.deviceId }),
+    );
     if (r.changed) this.onChange([{ serial: c.serial, issuer: c.issuer, shard: c.shard, status: 'revoked', reason: reason as RevocationReason }]);
     return r;
   }

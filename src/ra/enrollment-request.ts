@@ -36,6 +36,4 @@ export interface EnrollRequest {
 }
 
 /** EnrollOutcome: a certificate (and, for server-keygen, its key), or a pending manual approval. */
-export type EnrollOutcome =
-  | { status: 'issued'; serial: string; certificate: Buffer; privateKeyPkcs8?: Buffer }
-  | { status: 'pending'; requestId: string; retryAfterSeconds: number };
+export type EnrollOutcome = { status: 'issued'; serial: string; certificate: Buffer; privateKeyPkcs8?: Buffer } | { status: 'pending'; requestId: string; retryAfterSeconds: number };

@@ -254,11 +254,26 @@ export class RegistrationAuthority {
     if (p.kind === 'device-cert') {
       // RFC 7030 §4.2.2: Subject and SubjectAltName must be identical to the certificate being renewed
       const x = p.x509;
-      const want = x.subject.split('\n').filter((l) => l.startsWith('CN=') || l.startsWith('O=')).sort().join('\n');
-      const got = csr.subject.map((a) => `${a.type}=${a.value}`).sort().join('\n');
+      const want = x.subject
+        .split('\n')
+        .filter((l) => l.startsWith('CN=') || l.startsWith('O='))
+        .sort()
+        .join('\n');
+      const got = csr.subject
+        .map((a) => `${a.type}=${a.value}`)
+        .sort()
+        .join('\n');
       if (want !== got) throw new DeviceCaError('forbidden', 'renewal: CSR subject differs from the current certificate');
-      const wantSans = (x.subjectAltName ?? '').split(', ').filter(Boolean).map((s) => s.toLowerCase()).sort().join(',');
-      const gotSans = csr.sans.map((s) => sanText(s).toLowerCase()).sort().join(',');
+      const wantSans = (x.subjectAltName ?? '')
+        .split(', ')
+        .filter(Boolean)
+        .map((s) => s.toLowerCase())
+        .sort()
+        .join(',');
+      const gotSans = csr.sans
+        .map((s) => sanText(s).toLowerCase())
+        .sort()
+        .join(',');
       if (wantSans !== gotSans) throw new DeviceCaError('forbidden', 'renewal: CSR subjectAltName differs from the current certificate');
     }
     return csr.sans;
@@ -273,7 +288,13 @@ export class RegistrationAuthority {
   private async repeat(req: EnrollRequest, device: DeviceRecord, csr: ParsedCsr, p: Extract<Principal, { kind: 'secret-repeat' }>): Promise<EnrollOutcome> {
     const cert = await this.store.getCertificate(p.certSerial);
     const same =
-      req.operation === 'enroll' && cert !== null && cert.deviceId === device.id && cert.status === 'valid' && cert.profile === req.profile && cert.spkiSha256 === sha256(csr.spki) && cert.notAfter > this.now();
+      req.operation === 'enroll' &&
+      cert !== null &&
+      cert.deviceId === device.id &&
+      cert.status === 'valid' &&
+      cert.profile === req.profile &&
+      cert.spkiSha256 === sha256(csr.spki) &&
+      cert.notAfter > this.now();
     if (!same) return this.secrets.refuse(device.id);
     await this.audit.event('certificate.repeated', principalName(p), device.id, { serial: cert.serial, profile: req.profile, operation: req.operation });
     return { status: 'issued', serial: cert.serial, certificate: cert.der };
@@ -316,7 +337,11 @@ export class RegistrationAuthority {
   }
 
   /** approvalGate: pending (EST 202) until an operator approves; the retried request (same CSR) then proceeds. */
-  private async approvalGate(req: EnrollRequest, device: DeviceRecord, csr: ParsedCsr): Promise<{ status: 'pending'; requestId: string; retryAfterSeconds: number } | { status: 'go'; requestId: string }> {
+  private async approvalGate(
+    req: EnrollRequest,
+    device: DeviceRecord,
+    csr: ParsedCsr,
+  ): Promise<{ status: 'pending'; requestId: string; retryAfterSeconds: number } | { status: 'go'; requestId: string }> {
     const hash = sha256(csr.der);
     const retryAfterSeconds = this.cfg.enrollment.pendingRetryAfter;
     const existing = await this.store.findRequest(device.id, hash);
@@ -360,4 +385,3 @@ function sanText(s: SanEntry): string {
 
 const sha256 = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
 const truncate = (s: string): string => (s.length > 64 ? s.slice(0, 64) + '…' : s);
-

@@ -34,7 +34,11 @@ export interface LoadStats {
 }
 
 /** normalSerial: a hex serial as the store keeps it (lower case, no leading zeros, no colons). */
-export const normalSerial = (hex: string): string => hex.toLowerCase().replace(/:/g, '').replace(/^0+(?=.)/, '');
+export const normalSerial = (hex: string): string =>
+  hex
+    .toLowerCase()
+    .replace(/:/g, '')
+    .replace(/^0+(?=.)/, '');
 
 /** endpointOf: where to reach a service, trusting its chain. */
 export const endpointOf = (svc: RunningService): Endpoint => ({ host: '127.0.0.1', httpsPort: svc.httpsPort, httpPort: svc.httpPort, ca: fs.readFileSync(svc.chainPem, 'utf8') });
@@ -76,7 +80,10 @@ export class EnrollmentLoad {
   private stopped = false;
   inFlight = 0;
 
-  constructor(devices: LoadDevice[], private readonly clients: number) {
+  constructor(
+    devices: LoadDevice[],
+    private readonly clients: number,
+  ) {
     this.queue = [...devices];
   }
 
@@ -100,13 +107,20 @@ export class EnrollmentLoad {
       const csr = buildCsr({ privateKey: d.key, subject: [{ type: 'CN', value: d.id }] });
       this.inFlight++;
       this.stats.sent++;
-      const r = await sendRaw(ep, {
-        listener: 'https',
-        method: 'POST',
-        path: '/.well-known/est/simpleenroll',
-        headers: [['Authorization', `Basic ${Buffer.from(`${d.id}:${d.secret}`).toString('base64')}`], ['Content-Type', 'application/pkcs10']],
-        body: Buffer.from(csr.toString('base64')),
-      }, 20_000);
+      const r = await sendRaw(
+        ep,
+        {
+          listener: 'https',
+          method: 'POST',
+          path: '/.well-known/est/simpleenroll',
+          headers: [
+            ['Authorization', `Basic ${Buffer.from(`${d.id}:${d.secret}`).toString('base64')}`],
+            ['Content-Type', 'application/pkcs10'],
+          ],
+          body: Buffer.from(csr.toString('base64')),
+        },
+        20_000,
+      );
       this.inFlight--;
       if (r.kind === 'transport' || !complete(r)) {
         this.stats.interrupted++;

@@ -34,7 +34,16 @@ const kills: { pids: number[]; inFlight: number; receivedBefore: number }[] = []
 const start = () => startService({ workers: 2, dataDir, env: ENV, readyTimeoutMs: 60_000 });
 
 async function admin(ep: Endpoint, method: string, p: string, body?: unknown): Promise<RawReply> {
-  const r = await sendRaw(ep, { listener: 'https', method, path: `/api/v1${p}`, headers: [['Authorization', `Bearer ${token}`], ['Content-Type', 'application/json']], body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)) });
+  const r = await sendRaw(ep, {
+    listener: 'https',
+    method,
+    path: `/api/v1${p}`,
+    headers: [
+      ['Authorization', `Bearer ${token}`],
+      ['Content-Type', 'application/json'],
+    ],
+    body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)),
+  });
   if (r.kind !== 'reply') throw new Error(`admin ${method} ${p}: ${r.error}`);
   return r;
 }

@@ -14,7 +14,19 @@ import { HOSTILE_SEGMENTS, ODD_VALUES, PROTO_NAMES, mutateJson } from './text-mu
 
 /** ADMIN_CORPUS: requests sent on every run (the probe's findings among them). */
 export function adminCorpus(m: FuzzMaterial): Generated[] {
-  const post = (p: string, body: string, how: string): Generated => ({ how, request: { listener: 'https', method: 'POST', path: `/api/v1${p}`, headers: [['Authorization', `Bearer ${m.token}`], ['Content-Type', 'application/json']], body: Buffer.from(body) } });
+  const post = (p: string, body: string, how: string): Generated => ({
+    how,
+    request: {
+      listener: 'https',
+      method: 'POST',
+      path: `/api/v1${p}`,
+      headers: [
+        ['Authorization', `Bearer ${m.token}`],
+        ['Content-Type', 'application/json'],
+      ],
+      body: Buffer.from(body),
+    },
+  });
   const get = (p: string, how: string): Generated => ({ how, request: { listener: 'https', method: 'GET', path: `/api/v1${p}`, headers: [['Authorization', `Bearer ${m.token}`]] } });
   const out: Generated[] = [];
   let n = 0;
@@ -23,13 +35,18 @@ export function adminCorpus(m: FuzzMaterial): Generated[] {
     out.push(post('/devices', JSON.stringify({ id: name }), `id "${name}"`));
     out.push(post('/devices', JSON.stringify({ id: `fz-corpus-${++n}`, owner: name }), `owner "${name}"`));
     out.push(get(`/devices/${name}`, `GET device "${name}"`), get(`/certificates/${name}`, `GET certificate "${name}"`), get(`/devices?state=${name}&owner=${name}`, `list with "${name}"`));
-    out.push(post(`/devices/${name}/suspend`, '', `suspend "${name}"`), post(`/certificates/${name}/revoke`, JSON.stringify({ reason: name }), `revoke "${name}"`), post(`/requests/${name}/approve`, '', `approve "${name}"`));
+    out.push(
+      post(`/devices/${name}/suspend`, '', `suspend "${name}"`),
+      post(`/certificates/${name}/revoke`, JSON.stringify({ reason: name }), `revoke "${name}"`),
+      post(`/requests/${name}/approve`, '', `approve "${name}"`),
+    );
   }
   for (const ttl of ['1e300', '-1', '9007199254740993', '"NaN"', '"1e300d"', '"99999999999y"', '1e999']) {
     out.push(post('/devices', `{"id":"fz-corpus-${++n}","secretTtl":${ttl}}`, `secretTtl ${ttl}`));
     out.push(post(`/devices/${m.adminDevices[m.adminDevices.length - 1]}/transfer`, `{"to":"fuzz-3","secretTtl":${ttl}}`, `transfer secretTtl ${ttl}`));
   }
-  for (const limit of ['1e300', '-1', 'NaN', '9007199254740993', '0x10', '', '1.5', '0.5', '999.9']) out.push(get(`/devices?limit=${limit}`, `limit=${limit}`), get(`/certificates?limit=${limit}&after=${limit}`, `certificates limit=${limit}`));
+  for (const limit of ['1e300', '-1', 'NaN', '9007199254740993', '0x10', '', '1.5', '0.5', '999.9'])
+    out.push(get(`/devices?limit=${limit}`, `limit=${limit}`), get(`/certificates?limit=${limit}&after=${limit}`, `certificates limit=${limit}`));
   out.push(post('/devices', `{"__proto__":{"admin":true},"id":"fz-corpus-${++n}"}`, '__proto__ key'));
   out.push(post('/devices', `{"constructor":{"prototype":{"admin":true}},"id":"fz-corpus-${++n}"}`, 'constructor.prototype key'));
   out.push(post('/devices', '['.repeat(30_000) + ']'.repeat(30_000), '30 000 nested arrays'));

@@ -76,76 +76,103 @@ export function nestedSequences(depth: number, inner: Buffer = Buffer.from([0x05
 type ByteMutation = (rng: SeededRandom, valid: Buffer) => Mutated;
 
 const MUTATIONS: [string, ByteMutation][] = [
-  ['random', (rng) => {
-    const n = rng.pick([0, 1, 2, 16, 100, 1000, 4000]);
-    const b = rng.bytes(n);
-    if (n > 0 && rng.chance(0.5)) b[0] = 0x30; // look like a SEQUENCE half the time
-    return { bytes: b, how: `random ${n} bytes` };
-  }],
-  ['truncate', (rng, v) => {
-    const at = rng.int(v.length);
-    return { bytes: v.subarray(0, at), how: `truncated to ${at} of ${v.length}` };
-  }],
-  ['bitflip', (rng, v) => {
-    const b = Buffer.from(v);
-    const n = rng.range(1, 8);
-    const at: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const p = rng.int(b.length);
-      b[p] ^= 1 << rng.int(8);
-      at.push(p);
-    }
-    return { bytes: b, how: `bit flips at ${at.join(',')}` };
-  }],
-  ['splice', (rng, v) => {
-    const p = rng.int(v.length);
-    const kind = rng.pick(['insert', 'delete', 'duplicate'] as const);
-    const n = rng.range(1, 64);
-    if (kind === 'insert') return { bytes: Buffer.concat([v.subarray(0, p), rng.bytes(n), v.subarray(p)]), how: `${n} random bytes inserted at ${p}` };
-    if (kind === 'delete') return { bytes: Buffer.concat([v.subarray(0, p), v.subarray(p + n)]), how: `${n} bytes deleted at ${p}` };
-    return { bytes: Buffer.concat([v.subarray(0, p + n), v.subarray(p)]), how: `${n} bytes at ${p} duplicated` };
-  }],
-  ['der-length', (rng, v) => {
-    const tlvs = walkDer(v);
-    if (tlvs.length === 0) return { bytes: v, how: 'unchanged (no DER)' };
-    const t = rng.pick(tlvs);
-    const choices: [string, Buffer][] = [
-      ['huge 0x84ffffffff', Buffer.from([0x84, 0xff, 0xff, 0xff, 0xff])],
-      ['huge 0x88 (8 length bytes)', Buffer.from([0x88, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])],
-      ['2^31', Buffer.from([0x84, 0x80, 0x00, 0x00, 0x00])],
-      ['indefinite 0x80', Buffer.from([0x80])],
-      ['zero', Buffer.from([0x00])],
-      ['one short', derLength(Math.max(0, t.contentLen - 1))],
-      ['one long', derLength(t.contentLen + 1)],
-      ['non-minimal long form', Buffer.from([0x84, ...[0, 0, 0, 0].map((_, i) => (t.contentLen >>> (24 - 8 * i)) & 0xff)])],
-      ['reserved 0xff', Buffer.from([0xff])],
-      ['0x85 (5 length bytes)', Buffer.from([0x85, 0x00, 0x00, 0x00, 0x00, 0x10])],
-    ];
-    const [name, len] = rng.pick(choices);
-    return { bytes: replaceLength(v, t, len), how: `length of the element at ${t.tagOff} (tag 0x${v[t.tagOff].toString(16)}) made ${name}` };
-  }],
-  ['der-tag', (rng, v) => {
-    const tlvs = walkDer(v);
-    if (tlvs.length === 0) return { bytes: v, how: 'unchanged (no DER)' };
-    const t = rng.pick(tlvs);
-    const b = Buffer.from(v);
-    const tag = rng.pick([0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x13, 0x17, 0x18, 0x1f, 0x30, 0x31, 0xa0, 0xa3, 0x80, 0xbf, 0xff]);
-    b[t.tagOff] = tag;
-    return { bytes: b, how: `tag at ${t.tagOff} set to 0x${tag.toString(16)}` };
-  }],
-  ['der-nesting', (rng, v) => {
-    const depth = rng.pick([64, 1000, 10_000, 20_000]);
-    if (rng.chance(0.5)) return { bytes: nestedSequences(depth, v), how: `valid message inside ${depth} SEQUENCEs` };
-    // indefinite-length SEQUENCEs, never closed: a recursive parser that trusts them recurses depth times
-    return { bytes: Buffer.concat([Buffer.alloc(depth * 2, Buffer.from([0x30, 0x80])), v]), how: `${depth} unclosed indefinite-length SEQUENCEs` };
-  }],
-  ['der-element-swap', (rng, v) => {
-    const tlvs = walkDer(v).filter((t) => t.tagOff > 0);
-    if (tlvs.length === 0) return { bytes: v, how: 'unchanged (no DER)' };
-    const t = rng.pick(tlvs);
-    const el = rng.bytes(rng.range(0, 40));
-    return { bytes: Buffer.concat([v.subarray(0, t.contentOff), el, v.subarray(t.contentOff + t.contentLen)]), how: `content of the element at ${t.tagOff} replaced by ${el.length} random bytes (outer lengths now wrong)` };
-  }],
+  [
+    'random',
+    (rng) => {
+      const n = rng.pick([0, 1, 2, 16, 100, 1000, 4000]);
+      const b = rng.bytes(n);
+      if (n > 0 && rng.chance(0.5)) b[0] = 0x30; // look like a SEQUENCE half the time
+      return { bytes: b, how: `random ${n} bytes` };
+    },
+  ],
+  [
+    'truncate',
+    (rng, v) => {
+      const at = rng.int(v.length);
+      return { bytes: v.subarray(0, at), how: `truncated to ${at} of ${v.length}` };
+    },
+  ],
+  [
+    'bitflip',
+    (rng, v) => {
+      const b = Buffer.from(v);
+      const n = rng.range(1, 8);
+      const at: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const p = rng.int(b.length);
+        b[p] ^= 1 << rng.int(8);
+        at.push(p);
+      }
+      return { bytes: b, how: `bit flips at ${at.join(',')}` };
+    },
+  ],
+  [
+    'splice',
+    (rng, v) => {
+      const p = rng.int(v.length);
+      const kind = rng.pick(['insert', 'delete', 'duplicate'] as const);
+      const n = rng.range(1, 64);
+      if (kind === 'insert') return { bytes: Buffer.concat([v.subarray(0, p), rng.bytes(n), v.subarray(p)]), how: `${n} random bytes inserted at ${p}` };
+      if (kind === 'delete') return { bytes: Buffer.concat([v.subarray(0, p), v.subarray(p + n)]), how: `${n} bytes deleted at ${p}` };
+      return { bytes: Buffer.concat([v.subarray(0, p + n), v.subarray(p)]), how: `${n} bytes at ${p} duplicated` };
+    },
+  ],
+  [
+    'der-length',
+    (rng, v) => {
+      const tlvs = walkDer(v);
+      if (tlvs.length === 0) return { bytes: v, how: 'unchanged (no DER)' };
+      const t = rng.pick(tlvs);
+      const choices: [string, Buffer][] = [
+        ['huge 0x84ffffffff', Buffer.from([0x84, 0xff, 0xff, 0xff, 0xff])],
+        ['huge 0x88 (8 length bytes)', Buffer.from([0x88, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])],
+        ['2^31', Buffer.from([0x84, 0x80, 0x00, 0x00, 0x00])],
+        ['indefinite 0x80', Buffer.from([0x80])],
+        ['zero', Buffer.from([0x00])],
+        ['one short', derLength(Math.max(0, t.contentLen - 1))],
+        ['one long', derLength(t.contentLen + 1)],
+        ['non-minimal long form', Buffer.from([0x84, ...[0, 0, 0, 0].map((_, i) => (t.contentLen >>> (24 - 8 * i)) & 0xff)])],
+        ['reserved 0xff', Buffer.from([0xff])],
+        ['0x85 (5 length bytes)', Buffer.from([0x85, 0x00, 0x00, 0x00, 0x00, 0x10])],
+      ];
+      const [name, len] = rng.pick(choices);
+      return { bytes: replaceLength(v, t, len), how: `length of the element at ${t.tagOff} (tag 0x${v[t.tagOff].toString(16)}) made ${name}` };
+    },
+  ],
+  [
+    'der-tag',
+    (rng, v) => {
+      const tlvs = walkDer(v);
+      if (tlvs.length === 0) return { bytes: v, how: 'unchanged (no DER)' };
+      const t = rng.pick(tlvs);
+      const b = Buffer.from(v);
+      const tag = rng.pick([0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x13, 0x17, 0x18, 0x1f, 0x30, 0x31, 0xa0, 0xa3, 0x80, 0xbf, 0xff]);
+      b[t.tagOff] = tag;
+      return { bytes: b, how: `tag at ${t.tagOff} set to 0x${tag.toString(16)}` };
+    },
+  ],
+  [
+    'der-nesting',
+    (rng, v) => {
+      const depth = rng.pick([64, 1000, 10_000, 20_000]);
+      if (rng.chance(0.5)) return { bytes: nestedSequences(depth, v), how: `valid message inside ${depth} SEQUENCEs` };
+      // indefinite-length SEQUENCEs, never closed: a recursive parser that trusts them recurses depth times
+      return { bytes: Buffer.concat([Buffer.alloc(depth * 2, Buffer.from([0x30, 0x80])), v]), how: `${depth} unclosed indefinite-length SEQUENCEs` };
+    },
+  ],
+  [
+    'der-element-swap',
+    (rng, v) => {
+      const tlvs = walkDer(v).filter((t) => t.tagOff > 0);
+      if (tlvs.length === 0) return { bytes: v, how: 'unchanged (no DER)' };
+      const t = rng.pick(tlvs);
+      const el = rng.bytes(rng.range(0, 40));
+      return {
+        bytes: Buffer.concat([v.subarray(0, t.contentOff), el, v.subarray(t.contentOff + t.contentLen)]),
+        how: `content of the element at ${t.tagOff} replaced by ${el.length} random bytes (outer lengths now wrong)`,
+      };
+    },
+  ],
 ];
 
 /** mutateBytes applies one randomly chosen mutation (sometimes two) to a valid message. */

@@ -52,7 +52,9 @@ beforeAll(async () => {
   }
   rssBefore = serviceRss(svc.pid);
   watch = new LogWatch(svc);
-  process.stdout.write(`fuzz campaign: seed ${settings.seed}, ${settings.casesPerProtocol === Number.MAX_SAFE_INTEGER ? 'unbounded' : settings.casesPerProtocol} random cases or ${settings.secondsPerProtocol} s per protocol, ${settings.concurrency} in flight; service RSS ${(rssBefore.bytes / 2 ** 20).toFixed(0)} MiB in ${rssBefore.processes} processes\n`);
+  process.stdout.write(
+    `fuzz campaign: seed ${settings.seed}, ${settings.casesPerProtocol === Number.MAX_SAFE_INTEGER ? 'unbounded' : settings.casesPerProtocol} random cases or ${settings.secondsPerProtocol} s per protocol, ${settings.concurrency} in flight; service RSS ${(rssBefore.bytes / 2 ** 20).toFixed(0)} MiB in ${rssBefore.processes} processes\n`,
+  );
 }, 120_000);
 
 afterAll(async () => {
@@ -92,7 +94,9 @@ describe('fuzz campaign against the running service (2 workers)', () => {
     await new Promise((r) => setTimeout(r, 500));
     const after = serviceRss(svc.pid);
     const grew = after.bytes - rssBefore.bytes;
-    process.stdout.write(`fuzz campaign RSS: ${(rssBefore.bytes / 2 ** 20).toFixed(0)} MiB -> ${(after.bytes / 2 ** 20).toFixed(0)} MiB (${(grew / 2 ** 20).toFixed(0)} MiB growth, bound ${(RSS_GROWTH_LIMIT / 2 ** 20).toFixed(0)} MiB)\n`);
+    process.stdout.write(
+      `fuzz campaign RSS: ${(rssBefore.bytes / 2 ** 20).toFixed(0)} MiB -> ${(after.bytes / 2 ** 20).toFixed(0)} MiB (${(grew / 2 ** 20).toFixed(0)} MiB growth, bound ${(RSS_GROWTH_LIMIT / 2 ** 20).toFixed(0)} MiB)\n`,
+    );
     expect(after.processes).toBe(rssBefore.processes);
     expect(grew).toBeLessThan(RSS_GROWTH_LIMIT);
     // the service still answers correctly after the campaign

@@ -21,11 +21,39 @@ export function estCorpus(m: FuzzMaterial): Generated[] {
   for (const name of PROTO_NAMES) {
     for (const op of ['cacerts', 'csrattrs']) out.push({ how: `label "${name}"`, request: { listener: 'https', method: 'GET', path: `${EST}/${name}/${op}`, headers: [] } });
     const s = m.estSlots[0];
-    out.push({ how: `label "${name}" on simpleenroll`, request: { listener: 'https', method: 'POST', path: `${EST}/${name}/simpleenroll`, headers: [basic(s.id, 'wrong-secret'), ['Content-Type', 'application/pkcs10']], body: Buffer.from(s.csr.toString('base64')) } });
+    out.push({
+      how: `label "${name}" on simpleenroll`,
+      request: {
+        listener: 'https',
+        method: 'POST',
+        path: `${EST}/${name}/simpleenroll`,
+        headers: [basic(s.id, 'wrong-secret'), ['Content-Type', 'application/pkcs10']],
+        body: Buffer.from(s.csr.toString('base64')),
+      },
+    });
   }
-  for (const seg of ['..%2f..%2fapi%2fv1%2fdevices', '%2e%2e/%2e%2e/api/v1/devices', 'default%2fcacerts', '..%2fcacerts']) out.push({ how: `path ${seg}`, request: { listener: 'https', method: 'GET', path: `${EST}/${seg}`, headers: [] } });
-  out.push({ how: 'Basic with a prototype name as device id', request: { listener: 'https', method: 'POST', path: `${EST}/simpleenroll`, headers: [basic('__proto__', 'x'), ['Content-Type', 'application/pkcs10']], body: Buffer.from(m.estSlots[0].csr.toString('base64')) } });
-  out.push({ how: 'Basic with constructor as device id', request: { listener: 'https', method: 'POST', path: `${EST}/simpleenroll`, headers: [basic('constructor', 'x'), ['Content-Type', 'application/pkcs10']], body: Buffer.from(m.estSlots[0].csr.toString('base64')) } });
+  for (const seg of ['..%2f..%2fapi%2fv1%2fdevices', '%2e%2e/%2e%2e/api/v1/devices', 'default%2fcacerts', '..%2fcacerts'])
+    out.push({ how: `path ${seg}`, request: { listener: 'https', method: 'GET', path: `${EST}/${seg}`, headers: [] } });
+  out.push({
+    how: 'Basic with a prototype name as device id',
+    request: {
+      listener: 'https',
+      method: 'POST',
+      path: `${EST}/simpleenroll`,
+      headers: [basic('__proto__', 'x'), ['Content-Type', 'application/pkcs10']],
+      body: Buffer.from(m.estSlots[0].csr.toString('base64')),
+    },
+  });
+  out.push({
+    how: 'Basic with constructor as device id',
+    request: {
+      listener: 'https',
+      method: 'POST',
+      path: `${EST}/simpleenroll`,
+      headers: [basic('constructor', 'x'), ['Content-Type', 'application/pkcs10']],
+      body: Buffer.from(m.estSlots[0].csr.toString('base64')),
+    },
+  });
   return out;
 }
 

@@ -72,7 +72,12 @@ export async function runProtocol(protocol: Protocol, ep: Endpoint, corpus: Gene
     const g = fixed ? corpus[index] : generate(new SeededRandom(seed), index);
     return { ...g, protocol, index, seed, fixed };
   };
-  const onlyIndexes = s.only ? [...s.only].filter((k) => k.startsWith(`${protocol}:`)).map((k) => Number(k.slice(protocol.length + 1))).sort((a, b) => a - b) : undefined;
+  const onlyIndexes = s.only
+    ? [...s.only]
+        .filter((k) => k.startsWith(`${protocol}:`))
+        .map((k) => Number(k.slice(protocol.length + 1)))
+        .sort((a, b) => a - b)
+    : undefined;
   const take = (): number | undefined => {
     if (onlyIndexes) return onlyIndexes.shift();
     const i = nextIndex++;
@@ -130,7 +135,10 @@ export async function runProtocol(protocol: Protocol, ep: Endpoint, corpus: Gene
 
 /** summarize: one protocol's figures as printed after its run. */
 export function summarize(r: ProtocolResult): string {
-  const statuses = [...r.statuses].sort(([a], [b]) => a - b).map(([k, v]) => `${k}:${v}`).join(' ');
+  const statuses = [...r.statuses]
+    .sort(([a], [b]) => a - b)
+    .map(([k, v]) => `${k}:${v}`)
+    .join(' ');
   const known = [...r.knownMatched].map(([id, n]) => `${id} (${n} sent, ${r.known.get(id) ?? 0} answered 5xx)`).join('; ');
   const fixedNow = [...r.knownMatched].filter(([id]) => !r.known.has(id)).map(([id]) => id);
   return [

@@ -44,14 +44,20 @@ export function verdict(c: FuzzCase, reply: RawReply | TransportFailure): Verdic
 }
 
 const printable = (b: Buffer, max: number): string => {
-  const s = b.subarray(0, max).toString('latin1').replace(/[^\x20-\x7e\r\n]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const s = b
+    .subarray(0, max)
+    .toString('latin1')
+    .replace(/[^\x20-\x7e\r\n]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`);
   return b.length > max ? `${s}... (${b.length} bytes)` : s;
 };
 
 /** describeCase: the case as a report line block: coordinates, mutation, the request as sent (cut), the reply. */
 export function describeCase(c: FuzzCase, campaignSeed: number, reply: RawReply | TransportFailure, why: string): string {
   const sent = encodeRequest(c.request, 'localhost');
-  const got = reply.kind === 'reply' ? `HTTP ${reply.status} ${[...reply.headers].map(([k, v]) => `${k}: ${v.slice(0, 80)}`).join('; ')}\n    body: ${printable(reply.body, 300)}` : `${reply.error}; received: ${printable(reply.received, 200)}`;
+  const got =
+    reply.kind === 'reply'
+      ? `HTTP ${reply.status} ${[...reply.headers].map(([k, v]) => `${k}: ${v.slice(0, 80)}`).join('; ')}\n    body: ${printable(reply.body, 300)}`
+      : `${reply.error}; received: ${printable(reply.received, 200)}`;
   return [
     `[${c.protocol}:${c.index}] ${why} (case seed ${c.seed}; replay: FUZZ_SEED=${campaignSeed} FUZZ_ONLY=${c.protocol}:${c.index})`,
     `    mutation: ${c.how}`,

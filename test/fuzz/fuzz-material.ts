@@ -78,7 +78,13 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
   let serial = 0;
 
   const admin = async (method: string, p: string, body?: unknown): Promise<RawReply> => {
-    const r = await sendRaw(ep, { listener: 'https', method, path: `/api/v1${p}`, headers: [auth, ['Content-Type', 'application/json']], body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)) });
+    const r = await sendRaw(ep, {
+      listener: 'https',
+      method,
+      path: `/api/v1${p}`,
+      headers: [auth, ['Content-Type', 'application/json']],
+      body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)),
+    });
     if (r.kind !== 'reply' || r.status >= 300) throw new Error(`admin ${method} ${p}: ${r.kind === 'reply' ? `HTTP ${r.status} ${r.body.toString()}` : r.error}`);
     return r;
   };
@@ -92,7 +98,16 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     const secret = bodyJson(await admin('POST', '/devices', { id, owner: 'fuzz' })).secret as string;
     const k = newEcKey();
     const csr = buildCsr({ privateKey: k.key, subject: [{ type: 'CN', value: id }] });
-    const r = await sendRaw(ep, { listener: 'https', method: 'POST', path: '/.well-known/est/simpleenroll', headers: [['Authorization', `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`], ['Content-Type', 'application/pkcs10']], body: Buffer.from(csr.toString('base64')) });
+    const r = await sendRaw(ep, {
+      listener: 'https',
+      method: 'POST',
+      path: '/.well-known/est/simpleenroll',
+      headers: [
+        ['Authorization', `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`],
+        ['Content-Type', 'application/pkcs10'],
+      ],
+      body: Buffer.from(csr.toString('base64')),
+    });
     if (r.kind !== 'reply' || r.status !== 200) throw new Error(`enroll ${id}: ${r.kind === 'reply' ? `HTTP ${r.status} ${r.body.toString()}` : r.error}`);
     const der = certFromEstReply(r);
     const x = new crypto.X509Certificate(der);
@@ -113,14 +128,20 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
   const issuing = path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem');
   const certFile = tmp.write('fuzz/reenroll.crt', reenroll.certPem);
   const ocspRequests: Buffer[] = [];
-  for (const [pre, post] of [[[], []], [[], ['-no_nonce']], [['-sha256'], []]]) {
+  for (const [pre, post] of [
+    [[], []],
+    [[], ['-no_nonce']],
+    [['-sha256'], []],
+  ]) {
     const out = tmp.file(`fuzz/ocsp-${ocspRequests.length}.der`);
     await openssl('ocsp', '-issuer', issuing, ...pre, '-cert', certFile, '-reqout', out, ...post);
     ocspRequests.push(fs.readFileSync(out));
   }
 
   // every admin route the service documents, with a valid body for each POST
-  const spec = bodyJson(await sendRaw(ep, { listener: 'https', method: 'GET', path: '/api/v1/openapi.json', headers: [] }) as RawReply) as { paths: Record<string, Record<string, { parameters?: { name: string; in: string }[] }>> };
+  const spec = bodyJson((await sendRaw(ep, { listener: 'https', method: 'GET', path: '/api/v1/openapi.json', headers: [] })) as RawReply) as {
+    paths: Record<string, Record<string, { parameters?: { name: string; in: string }[] }>>;
+  };
   const validBody: Record<string, Record<string, unknown>> = {
     '/devices': { id: 'fz-new', owner: 'fuzz', label: 'default', secretTtl: '1d' },
     '/devices/{id}/transfer': { to: 'fuzz-2', secretTtl: '1h' },
@@ -129,7 +150,12 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
   const adminRoutes: AdminRoute[] = [];
   for (const [template, ops] of Object.entries(spec.paths)) {
     for (const [method, op] of Object.entries(ops)) {
-      adminRoutes.push({ method: method.toUpperCase() as 'GET' | 'POST', template, query: (op.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name), body: method === 'post' ? (validBody[template] ?? {}) : {} });
+      adminRoutes.push({
+        method: method.toUpperCase() as 'GET' | 'POST',
+        template,
+        query: (op.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name),
+        body: method === 'post' ? (validBody[template] ?? {}) : {},
+      });
     }
   }
 

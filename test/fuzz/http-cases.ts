@@ -54,7 +54,13 @@ export function httpCases(m: FuzzMaterial): CaseGenerator {
       const listener = rng.pick(['http', 'https'] as const);
       const depth = rng.range(1, 4);
       const segs = Array.from({ length: depth }, () => rng.pick([...HOSTILE_SEGMENTS, 'api', 'v1', '.well-known', 'est', 'crl', 'ca', 'ocsp', 'devices']));
-      request = { listener, method: rng.pick(['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH']), path: '/' + segs.join('/'), headers: [], body: rng.chance(0.3) ? rng.bytes(rng.range(0, 500)) : undefined };
+      request = {
+        listener,
+        method: rng.pick(['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH']),
+        path: '/' + segs.join('/'),
+        headers: [],
+        body: rng.chance(0.3) ? rng.bytes(rng.range(0, 500)) : undefined,
+      };
     }
     hows.push(`${request.method} ${request.path.slice(0, 80)}`);
     const shaped = reshape(rng, request, 0.25);

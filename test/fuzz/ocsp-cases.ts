@@ -43,7 +43,13 @@ export function ocspCases(m: FuzzMaterial): CaseGenerator {
     let request: RawRequest;
     if (rng.chance(0.5)) {
       hows.unshift('POST');
-      request = { listener: 'http', method: 'POST', path: rng.chance(0.9) ? '/ocsp' : rng.pick(['/ocsp/', '/ocsp?x=1', '/ocsp/x', `/ocsp/${rng.pick(HOSTILE_SEGMENTS)}`]), headers: [['Content-Type', 'application/ocsp-request']], body: der };
+      request = {
+        listener: 'http',
+        method: 'POST',
+        path: rng.chance(0.9) ? '/ocsp' : rng.pick(['/ocsp/', '/ocsp?x=1', '/ocsp/x', `/ocsp/${rng.pick(HOSTILE_SEGMENTS)}`]),
+        headers: [['Content-Type', 'application/ocsp-request']],
+        body: der,
+      };
     } else {
       hows.unshift('GET');
       let b64: string;

@@ -61,5 +61,9 @@ export class SeededRandom {
 
 /** deriveSeed: the seed of one case, from the campaign seed and the case's coordinates (protocol, index). */
 export function deriveSeed(seed: number, ...parts: (string | number)[]): number {
-  return crypto.createHash('sha256').update(`${seed}/${parts.join('/')}`).digest().readUInt32BE(0);
+  return crypto
+    .createHash('sha256')
+    .update(`${seed}/${parts.join('/')}`)
+    .digest()
+    .readUInt32BE(0);
 }

@@ -135,36 +135,54 @@ export function mutateJson(rng: SeededRandom, valid: Record<string, unknown>): T
   const keys = Object.keys(valid);
   const key = keys.length && rng.chance(0.7) ? rng.pick(keys) : rng.pick([...PROTO_NAMES, 'id', 'owner', 'label', 'secretTtl', 'to', 'reason', 'x'.repeat(1000)]);
   const choices: [string, () => string][] = [
-    [`"${key.slice(0, 40)}" set to an odd value`, () => {
-      const v = rng.pick(ODD_VALUES);
-      return JSON.stringify({ ...valid, [key]: v });
-    }],
-    [`"${key.slice(0, 40)}" set to an odd number token`, () => {
-      const n = rng.pick(ODD_NUMBER_TEXT);
-      return JSON.stringify({ ...valid, [key]: 0 }).replace(`${JSON.stringify(key)}:0`, `${JSON.stringify(key)}:${n}`);
-    }],
-    ['a prototype-named key', () => {
-      const name = rng.pick(PROTO_NAMES);
-      const text = JSON.stringify(valid);
-      const val = JSON.stringify(rng.pick<unknown>([{ polluted: true }, { prototype: { polluted: true } }, 'x', 1, null]));
-      return text.length > 2 ? `{"${name}":${val},${text.slice(1)}` : `{"${name}":${val}}`;
-    }],
-    ['duplicate key', () => {
-      const text = JSON.stringify(valid);
-      return text.length > 2 ? `${text.slice(0, -1)},${JSON.stringify(key)}:${JSON.stringify(rng.pick(ODD_VALUES))}}` : text;
-    }],
-    ['nested deep in a field', () => {
-      const depth = rng.pick([100, 1000, 5000, 20_000]);
-      const text = JSON.stringify({ ...valid, [key]: 0 });
-      return text.replace(`${JSON.stringify(key)}:0`, `${JSON.stringify(key)}:${deepJson(depth, rng.pick(['array', 'object'] as const))}`);
-    }],
+    [
+      `"${key.slice(0, 40)}" set to an odd value`,
+      () => {
+        const v = rng.pick(ODD_VALUES);
+        return JSON.stringify({ ...valid, [key]: v });
+      },
+    ],
+    [
+      `"${key.slice(0, 40)}" set to an odd number token`,
+      () => {
+        const n = rng.pick(ODD_NUMBER_TEXT);
+        return JSON.stringify({ ...valid, [key]: 0 }).replace(`${JSON.stringify(key)}:0`, `${JSON.stringify(key)}:${n}`);
+      },
+    ],
+    [
+      'a prototype-named key',
+      () => {
+        const name = rng.pick(PROTO_NAMES);
+        const text = JSON.stringify(valid);
+        const val = JSON.stringify(rng.pick<unknown>([{ polluted: true }, { prototype: { polluted: true } }, 'x', 1, null]));
+        return text.length > 2 ? `{"${name}":${val},${text.slice(1)}` : `{"${name}":${val}}`;
+      },
+    ],
+    [
+      'duplicate key',
+      () => {
+        const text = JSON.stringify(valid);
+        return text.length > 2 ? `${text.slice(0, -1)},${JSON.stringify(key)}:${JSON.stringify(rng.pick(ODD_VALUES))}}` : text;
+      },
+    ],
+    [
+      'nested deep in a field',
+      () => {
+        const depth = rng.pick([100, 1000, 5000, 20_000]);
+        const text = JSON.stringify({ ...valid, [key]: 0 });
+        return text.replace(`${JSON.stringify(key)}:0`, `${JSON.stringify(key)}:${deepJson(depth, rng.pick(['array', 'object'] as const))}`);
+      },
+    ],
     ['nested deep as the body', () => deepJson(rng.pick([1000, 10_000, 30_000]), rng.pick(['array', 'object'] as const))],
     ['not an object', () => rng.pick(['[]', '[{}]', '"x"', '1', '1e300', 'null', 'true', '""'])],
     ['invalid JSON', () => rng.pick(['{', '{"a":}', "{'a':1}", '{"a":NaN}', '{"a":Infinity}', '{"a":undefined}', '{"a":1,}', '\ufeff{}', '{"a":"\u0000"}', '{"a":"\\ud800"}', '{"a":"\\u00"}'])],
-    ['truncated', () => {
-      const text = JSON.stringify(valid);
-      return text.slice(0, rng.int(text.length));
-    }],
+    [
+      'truncated',
+      () => {
+        const text = JSON.stringify(valid);
+        return text.slice(0, rng.int(text.length));
+      },
+    ],
     ['every field odd', () => JSON.stringify(Object.fromEntries(keys.map((k) => [k, rng.pick(ODD_VALUES)])))],
   ];
   const [how, make] = rng.pick(choices);
@@ -202,7 +220,10 @@ export function oddHeaders(rng: SeededRandom): { headers: [string, string][]; ho
     ['a 20 KB header (over the default 16 KB head limit)', () => [['X-Fuzz', 'a'.repeat(20_000)]]],
     ['300 headers', () => Array.from({ length: 300 }, (_, i) => [`X-F${i}`, String(i)] as [string, string])],
     ['odd X-Request-Id', () => [['X-Request-Id', rng.pick(['__proto__', '../../x', 'a'.repeat(5000), '', '\u00ff'])]]],
-    ['Authorization garbage', () => [['Authorization', rng.pick(['Basic', 'Basic ', 'Basic ====', 'Basic !!!', `Basic ${'A'.repeat(8000)}`, 'Bearer', 'Bearer ', `Bearer ${'x'.repeat(8000)}`, 'Negotiate abc', '__proto__'])]]],
+    [
+      'Authorization garbage',
+      () => [['Authorization', rng.pick(['Basic', 'Basic ', 'Basic ====', 'Basic !!!', `Basic ${'A'.repeat(8000)}`, 'Bearer', 'Bearer ', `Bearer ${'x'.repeat(8000)}`, 'Negotiate abc', '__proto__'])]],
+    ],
     ['Content-Encoding gzip (body not gzip)', () => [['Content-Encoding', 'gzip']]],
     ['Expect: 100-continue', () => [['Expect', '100-continue']]],
     ['Expect: something else', () => [['Expect', 'x-unknown']]],

@@ -166,7 +166,14 @@ export function pkiClient(ctx: PkiClientContext) {
    */
   async function register(id: string, owner: string, via: 'cli' | 'api'): Promise<string> {
     if (via === 'cli') return (await cliOk('devices', 'add', id, '--owner', owner)).trim();
-    const r = await curl(`https://localhost:${svc().httpsPort}/api/v1/devices`, ['-H', `Authorization: Bearer ${need('operatorToken', ctx.operatorToken)}`, '-H', 'Content-Type: application/json', '--data-binary', JSON.stringify({ id, owner })]);
+    const r = await curl(`https://localhost:${svc().httpsPort}/api/v1/devices`, [
+      '-H',
+      `Authorization: Bearer ${need('operatorToken', ctx.operatorToken)}`,
+      '-H',
+      'Content-Type: application/json',
+      '--data-binary',
+      JSON.stringify({ id, owner }),
+    ]);
     if (r.status !== 201) throw new Error(`register ${id}: HTTP ${r.status} ${r.text}`);
     return (JSON.parse(r.text) as { secret: string }).secret;
   }

@@ -92,7 +92,10 @@ async function enrollOverEst(id: string, secret: string): Promise<{ crt: string;
   const p7 = tmp.write(`p7/${id}.der`, (await must('base64', ['-d'], r.body)).stdoutBytes);
   const crt = tmp.file(`certs/${id}.crt`);
   await openssl('pkcs7', '-inform', 'DER', '-in', p7, '-print_certs', '-out', crt);
-  const serial = (await openssl('x509', '-in', crt, '-noout', '-serial')).stdout.trim().replace(/^serial=/, '').toLowerCase();
+  const serial = (await openssl('x509', '-in', crt, '-noout', '-serial')).stdout
+    .trim()
+    .replace(/^serial=/, '')
+    .toLowerCase();
   return { crt, serial };
 }
 
@@ -128,7 +131,11 @@ beforeAll(async () => {
   acme = j.token;
   acmeTokenId = j.id;
   // two devices of acme and one of globex, each enrolled over EST
-  for (const [id, owner] of [['acme-1', 'acme'], ['acme-2', 'acme'], ['globex-1', 'globex']]) {
+  for (const [id, owner] of [
+    ['acme-1', 'acme'],
+    ['acme-2', 'acme'],
+    ['globex-1', 'globex'],
+  ]) {
     const r = await call('POST', '/devices', { token: operator, json: { id, owner } });
     expect(r.status).toBe(201);
     secrets.set(id, r.json.secret);
@@ -407,7 +414,11 @@ describe('owner-scoped token (owner:acme)', () => {
   });
 
   it('cannot see or decide the approval queue (403)', async () => {
-    for (const [m, p] of [['GET', '/requests'], ['POST', '/requests/00000000-0000-0000-0000-000000000000/approve'], ['POST', '/requests/x/reject']] as const) {
+    for (const [m, p] of [
+      ['GET', '/requests'],
+      ['POST', '/requests/00000000-0000-0000-0000-000000000000/approve'],
+      ['POST', '/requests/x/reject'],
+    ] as const) {
       const r = await call(m, p, { token: acme });
       expect([p, r.status, r.json.error.code]).toEqual([p, 403, 'forbidden']);
     }
@@ -520,7 +531,7 @@ describe('ownership transfer between owners: release, claim, cancel-release', ()
     expect(await ocspStatus(fresh.crt)).toBe('good');
   });
 
-  it('acme cancels a release before the claim: the device stays acme\'s with a new secret (enrolls as O=acme); bravo can no longer claim', async () => {
+  it("acme cancels a release before the claim: the device stays acme's with a new secret (enrolls as O=acme); bravo can no longer claim", async () => {
     const { crt } = await acmeDevice('xfer-2');
     expect((await call('POST', '/devices/xfer-2/release', { token: acme, json: { to: 'bravo' } })).status).toBe(200);
     const before = await auditCount();

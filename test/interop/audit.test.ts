@@ -37,7 +37,22 @@ async function enroll(id: string, secret: string): Promise<void> {
   await must('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-subj', `/CN=${id}`, '-outform', 'DER', '-out', der]);
   const b64 = tmp.write(`csr/${id}.b64`, (await must('base64', [der])).stdout);
   const out = tmp.file(`certs/${id}.p7`);
-  const r = await must('curl', ['-sS', '-o', out, '-w', '%{http_code}', '--cacert', svc.chainPem, '-u', `${id}:${secret}`, '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${b64}`, `${svc.est}/simpleenroll`]);
+  const r = await must('curl', [
+    '-sS',
+    '-o',
+    out,
+    '-w',
+    '%{http_code}',
+    '--cacert',
+    svc.chainPem,
+    '-u',
+    `${id}:${secret}`,
+    '-H',
+    'Content-Type: application/pkcs10',
+    '--data-binary',
+    `@${b64}`,
+    `${svc.est}/simpleenroll`,
+  ]);
   expect(r.stdout).toBe('200');
 }
 
@@ -136,9 +151,21 @@ describe('an untouched audit log', () => {
 
   it('holds every change that was made, in order, and verifies after the service stopped', async () => {
     await stopService();
-    const mine = all.filter((r) => r.type !== 'crl.published' && r.subject !== 'tls-server' && r.subject !== 'ocsp-responder').map((r) => `${r.type} ${r.subject.startsWith('dev-') ? r.subject : ''}`.trim());
+    const mine = all
+      .filter((r) => r.type !== 'crl.published' && r.subject !== 'tls-server' && r.subject !== 'ocsp-responder')
+      .map((r) => `${r.type} ${r.subject.startsWith('dev-') ? r.subject : ''}`.trim());
     expect(mine).toEqual(
-      expect.arrayContaining(['device.registered dev-a', 'device.registered dev-b', 'certificate.issued dev-a', 'certificate.issued dev-b', 'device.suspended dev-a', 'device.resumed dev-a', 'device.transferred dev-b', 'certificate.revoked', 'token.created']),
+      expect.arrayContaining([
+        'device.registered dev-a',
+        'device.registered dev-b',
+        'certificate.issued dev-a',
+        'certificate.issued dev-b',
+        'device.suspended dev-a',
+        'device.resumed dev-a',
+        'device.transferred dev-b',
+        'certificate.revoked',
+        'token.created',
+      ]),
     );
     expect(all.map((r) => r.seq)).toEqual(all.map((_r, i) => i + 1));
     expect(middle.seq).toBeGreaterThan(1);
@@ -193,7 +220,7 @@ describe('a tampered audit log (each change on its own copy of the store)', () =
     broken(await verify(dir), middle.seq, /prevHash|edited|reordered/);
   });
 
-  it("rewriting a record together with its own hash: exit 1 at the next record, whose prevHash no longer matches", async () => {
+  it('rewriting a record together with its own hash: exit 1 at the next record, whose prevHash no longer matches', async () => {
     const dir = tampered((db) => {
       const forged = { ...JSON.parse(middle.data), owner: 'mallory' };
       // the hash as audit-chain computes it, so this record alone looks consistent
@@ -241,6 +268,11 @@ describe('a tampered audit log (each change on its own copy of the store)', () =
 
 function sortKeys(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]));
+  if (v && typeof v === 'object')
+    return Object.fromEntries(
+      Object.keys(v)
+        .sort()
+        .map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]),
+    );
   return v;
 }

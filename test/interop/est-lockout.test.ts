@@ -30,8 +30,7 @@ async function csrFile(id: string): Promise<string> {
   return tmp.write(`csr/${id}.b64`, `${(await openssl('base64', '-in', der)).stdout}`);
 }
 
-const enroll = (body: string, user: string, secret: string) =>
-  curl(`${svc.est}/simpleenroll`, ['-H', 'Content-Type: application/pkcs10', '--data-binary', `@${body}`, '-u', `${user}:${secret}`]);
+const enroll = (body: string, user: string, secret: string) => curl(`${svc.est}/simpleenroll`, ['-H', 'Content-Type: application/pkcs10', '--data-binary', `@${body}`, '-u', `${user}:${secret}`]);
 
 it('50 parallel wrong secrets for one device id on 2 workers: five 401s, the rest 429 with Retry-After; then the right secret is 429 too', async () => {
   const id = `lock-${next()}`;

@@ -76,7 +76,11 @@ async function expectVerifies(crt: string): Promise<void> {
   expect(v.code).toBe(0);
 }
 
-const norm = (s: string): string => s.replace(/[^0-9a-f]/gi, '').toUpperCase().replace(/^0+(?=.)/, '');
+const norm = (s: string): string =>
+  s
+    .replace(/[^0-9a-f]/gi, '')
+    .toUpperCase()
+    .replace(/^0+(?=.)/, '');
 
 /** storedSerials: `device-ca devices show <id> --json`: the device's certificates as the store lists them */
 async function storedCerts(id: string): Promise<{ serial: string; status: string }[]> {

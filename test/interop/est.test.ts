@@ -97,7 +97,10 @@ function key(kind: KeyKind, name: string = kind): Promise<string> {
       rsa2048: ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'],
       ed25519: ['-algorithm', 'ED25519'],
     };
-    keyCache.set(cacheKey, openssl('genpkey', ...alg[kind], '-out', f).then(() => f));
+    keyCache.set(
+      cacheKey,
+      openssl('genpkey', ...alg[kind], '-out', f).then(() => f),
+    );
   }
   return keyCache.get(cacheKey)!;
 }
@@ -755,7 +758,12 @@ describe('EST labels and operations', () => {
   });
 
   it('a label named like an Object.prototype property (constructor, __proto__, toString): 404, never a 200 or a 500', async () => {
-    for (const [op, label] of [['csrattrs', 'constructor'], ['cacerts', '__proto__'], ['csrattrs', 'toString'], ['cacerts', 'hasOwnProperty']]) {
+    for (const [op, label] of [
+      ['csrattrs', 'constructor'],
+      ['cacerts', '__proto__'],
+      ['csrattrs', 'toString'],
+      ['cacerts', 'hasOwnProperty'],
+    ]) {
       const r = await curl(estUrl(op, label));
       expect({ label, status: r.status }).toEqual({ label, status: 404 });
       expectClean(r);

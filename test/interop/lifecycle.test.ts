@@ -82,7 +82,7 @@ describe('suspend and resume', () => {
 });
 
 describe('transfer and retire', () => {
-  it("transfer: the old certificate is revoked (affiliationChanged) and cannot renew; the new secret enrolls with O=<new owner>", async () => {
+  it('transfer: the old certificate is revoked (affiliationChanged) and cannot renew; the new secret enrolls with O=<new owner>', async () => {
     const d = dev('dev-xfer');
     const t = await cli('devices', 'transfer', 'dev-xfer', '--to', 'globex');
     expect(t.code).toBe(0);
@@ -151,4 +151,3 @@ describe('transfer and retire', () => {
     expect(r.status).toBe(403);
   });
 });
-

@@ -289,7 +289,10 @@ describe('capabilities', () => {
     if (!isRsaPssSigner(key)) return;
     const pub = crypto.createPublicKey({ key: key.spki, format: 'der', type: 'spki' });
     const data = Buffer.from('pss');
-    for (const [opts, hash, saltLength] of [[{}, 'sha256', 32], [{ hash: 'sha384', saltLength: 20 }, 'sha384', 20]] as const) {
+    for (const [opts, hash, saltLength] of [
+      [{}, 'sha256', 32],
+      [{ hash: 'sha384', saltLength: 20 }, 'sha384', 20],
+    ] as const) {
       const sig = await key.signRsaPss(data, opts);
       expect(crypto.verify(hash, data, { key: pub, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength }, sig)).toBe(true);
     }
@@ -431,7 +434,13 @@ describe('the CA on HSM keys', () => {
       const loaded = await loadCa(cfg, backend, store);
       await store.close();
       expect(loaded.issuing.key.spki).toEqual(made.issuing.key.spki);
-      const ca = new CertificateAuthority({ issuing: loaded.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles: new Map([['device', { validitySeconds: 3600, serverAuth: false }]]) });
+      const ca = new CertificateAuthority({
+        issuing: loaded.issuing,
+        publicUrl: publicBaseUrl(cfg),
+        crlShards: cfg.crl.shards,
+        backdateSeconds: cfg.ca.backdate,
+        profiles: new Map([['device', { validitySeconds: 3600, serverAuth: false }]]),
+      });
       const leafKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
       const leaf = await ca.issue({
         profile: 'device',

@@ -179,7 +179,10 @@ async function keysList(env: Record<string, string>): Promise<KeyRow[]> {
 function uriAttr(uri: string, name: string): Buffer | undefined {
   const m = new RegExp(`[:;]${name}=([^;?]*)`).exec(uri);
   if (!m) return undefined;
-  return Buffer.from(m[1].replace(/%([0-9a-fA-F]{2})|(.)/g, (_, h: string | undefined, c: string | undefined) => (h ? String.fromCharCode(parseInt(h, 16)) : c!)), 'latin1');
+  return Buffer.from(
+    m[1].replace(/%([0-9a-fA-F]{2})|(.)/g, (_, h: string | undefined, c: string | undefined) => (h ? String.fromCharCode(parseInt(h, 16)) : c!)),
+    'latin1',
+  );
 }
 
 /** privateKeyBlocks: `pkcs11-tool --list-objects --type privkey` after login, one entry per object, by CKA_ID hex */
@@ -221,7 +224,22 @@ async function enroll(s: Svc, id: string): Promise<{ cert: string; key: string }
   const b64 = path.join(dir, 'dev.b64');
   fs.writeFileSync(b64, (await must('base64', [der])).stdout);
   const reply = path.join(dir, 'reply.b64');
-  const c = await must('curl', ['-sS', '--cacert', s.chainPem, '-u', `${id}:${secret}`, '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${b64}`, '-o', reply, '-w', '%{http_code}', `${s.est}/simpleenroll`]);
+  const c = await must('curl', [
+    '-sS',
+    '--cacert',
+    s.chainPem,
+    '-u',
+    `${id}:${secret}`,
+    '-H',
+    'Content-Type: application/pkcs10',
+    '--data-binary',
+    `@${b64}`,
+    '-o',
+    reply,
+    '-w',
+    '%{http_code}',
+    `${s.est}/simpleenroll`,
+  ]);
   expect(c.stdout).toBe('200');
   const p7 = path.join(dir, 'reply.p7');
   fs.writeFileSync(p7, (await must('base64', ['-d', reply])).stdoutBytes);
@@ -295,7 +313,7 @@ describe('quick path: every CA key on token "ca"', () => {
     expect(JSON.parse(show.stdout).state).toBe('retired');
   });
 
-  test('enrollment over EST verifies; OCSP good, then revoked after retire; the CRL at the certificate\'s URL lists it', async () => {
+  test("enrollment over EST verifies; OCSP good, then revoked after retire; the CRL at the certificate's URL lists it", async () => {
     const { cert } = await enroll(svc, 'p11-dev-1');
     firstCert = cert;
     expect(await verifyChain(svc.chainPem, cert)).toBe(`${cert}: OK`);
@@ -363,12 +381,15 @@ describe('quick path: every CA key on token "ca"', () => {
 
     const request = (agent: https.Agent, method: string, p: string, headers: Record<string, string>, body: string): Promise<{ status: number; body: string }> =>
       new Promise((resolve, reject) => {
-        const req = https.request({ host: '127.0.0.1', servername: 'localhost', port: svc.httpsPort, method, path: p, agent, headers: { ...headers, 'Content-Length': String(Buffer.byteLength(body)) } }, (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('latin1') }));
-          res.on('error', reject);
-        });
+        const req = https.request(
+          { host: '127.0.0.1', servername: 'localhost', port: svc.httpsPort, method, path: p, agent, headers: { ...headers, 'Content-Length': String(Buffer.byteLength(body)) } },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('latin1') }));
+            res.on('error', reject);
+          },
+        );
         req.on('error', reject);
         req.end(body);
       });
@@ -424,7 +445,12 @@ describe('quick path: every CA key on token "ca"', () => {
     });
     const v = await runProcess('openssl', ['verify', '-CAfile', svc.chainPem, ...files]);
     expect({ code: v.code, notOk: `${v.stdout}${v.stderr}`.split('\n').filter((l) => l && !/ OK$/.test(l)) }).toEqual({ code: 0, notOk: [] });
-    expect(v.stdout.trim().split('\n').filter((l) => / OK$/.test(l))).toHaveLength(N);
+    expect(
+      v.stdout
+        .trim()
+        .split('\n')
+        .filter((l) => / OK$/.test(l)),
+    ).toHaveLength(N);
 
     const log = svc.logs();
     expect(log).not.toMatch(/CKR_OPERATION_ACTIVE/);
@@ -446,7 +472,11 @@ describe('start-up faults: exit at once naming the problem and the setting; noth
     const dataDir = tmp.file(`fault-${next()}/data`);
     const [a, b] = await freePorts(2);
     const t0 = Date.now();
-    const r = await runCli(['serve'], { DEVICE_CA_DATA: dataDir, DEVICE_CA_HTTPS_PORT: String(a), DEVICE_CA_HTTP_PORT: String(b), DEVICE_CA_WORKERS: '2', DEVICE_CA_LOG_LEVEL: 'warn', ...env }, { timeoutMs: 20_000 });
+    const r = await runCli(
+      ['serve'],
+      { DEVICE_CA_DATA: dataDir, DEVICE_CA_HTTPS_PORT: String(a), DEVICE_CA_HTTP_PORT: String(b), DEVICE_CA_WORKERS: '2', DEVICE_CA_LOG_LEVEL: 'warn', ...env },
+      { timeoutMs: 20_000 },
+    );
     return { code: r.code, ms: Date.now() - t0, stderr: r.stderr, dataDir: fs.existsSync(dataDir) ? fs.readdirSync(dataDir) : [] };
   }
 

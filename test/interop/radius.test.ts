@@ -94,7 +94,11 @@ interface Device {
   subject: string;
 }
 
-const normSerial = (s: string): string => s.replace(/[^0-9a-f]/gi, '').toUpperCase().replace(/^0+(?=.)/, '');
+const normSerial = (s: string): string =>
+  s
+    .replace(/[^0-9a-f]/gi, '')
+    .toUpperCase()
+    .replace(/^0+(?=.)/, '');
 
 async function newKey(name: string): Promise<string> {
   const f = tmp.file(`keys/${name}-${next()}.key`);
@@ -111,10 +115,33 @@ async function enroll(id: string, secret: string, o: { label?: string; key?: str
   const key = o.key ?? (await newKey(id));
   const csrDer = tmp.file(`est/${n}.csr.der`);
   await openssl('req', '-new', '-key', key, '-subj', `/CN=${id}`, '-outform', 'DER', '-out', csrDer);
-  const body = tmp.write(`est/${n}.csr.b64`, fs.readFileSync(csrDer).toString('base64').replace(/(.{64})/g, '$1\n') + '\n');
+  const body = tmp.write(
+    `est/${n}.csr.b64`,
+    fs
+      .readFileSync(csrDer)
+      .toString('base64')
+      .replace(/(.{64})/g, '$1\n') + '\n',
+  );
   const out = tmp.file(`est/${n}.p7.b64`);
   const url = `${svc.est}/${o.label ? o.label + '/' : ''}simpleenroll`;
-  const r = await must('curl', ['-sS', '--max-time', '15', '--cacert', svc.chainPem, '-u', `${id}:${secret}`, '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${body}`, '-o', out, '-w', '%{http_code}', url]);
+  const r = await must('curl', [
+    '-sS',
+    '--max-time',
+    '15',
+    '--cacert',
+    svc.chainPem,
+    '-u',
+    `${id}:${secret}`,
+    '-H',
+    'Content-Type: application/pkcs10',
+    '--data-binary',
+    `@${body}`,
+    '-o',
+    out,
+    '-w',
+    '%{http_code}',
+    url,
+  ]);
   expect({ id, status: r.stdout }).toEqual({ id, status: '200' });
   const p7 = tmp.write(`est/${n}.p7.der`, Buffer.from(fs.readFileSync(out, 'latin1'), 'base64'));
   const cert = tmp.file(`certs/${id}-${n}.crt`);
@@ -409,12 +436,22 @@ async function attempt(radius: Radius, dev: Device): Promise<Attempt> {
 }
 
 function expectAccepted(a: Attempt, id: string): void {
-  expect({ code: a.code, verdict: a.verdict, radius: a.radiusLine, timing: a.timing }).toEqual({ code: 0, verdict: 'SUCCESS', radius: expect.stringMatching(new RegExp(`^Login OK: \\[${id}\\]`)), timing: a.timing });
+  expect({ code: a.code, verdict: a.verdict, radius: a.radiusLine, timing: a.timing }).toEqual({
+    code: 0,
+    verdict: 'SUCCESS',
+    radius: expect.stringMatching(new RegExp(`^Login OK: \\[${id}\\]`)),
+    timing: a.timing,
+  });
 }
 
 /** expectRejected: eapol_test failed and FreeRADIUS names the reason (why: a pattern inside "Login incorrect (...)") */
 function expectRejected(a: Attempt, id: string, why: RegExp): void {
-  expect({ failed: a.code !== 0, verdict: a.verdict, radius: a.radiusLine, timing: a.timing }).toEqual({ failed: true, verdict: 'FAILURE', radius: expect.stringMatching(new RegExp(`^Login incorrect \\(.*${why.source}.*\\): \\[${id}\\]`)), timing: a.timing });
+  expect({ failed: a.code !== 0, verdict: a.verdict, radius: a.radiusLine, timing: a.timing }).toEqual({
+    failed: true,
+    verdict: 'FAILURE',
+    radius: expect.stringMatching(new RegExp(`^Login incorrect \\(.*${why.source}.*\\): \\[${id}\\]`)),
+    timing: a.timing,
+  });
 }
 
 const CRL_REVOKED = /OpenSSL says error 23 : certificate revoked/;

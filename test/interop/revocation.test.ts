@@ -272,7 +272,14 @@ describe('suspend (certificateHold) and resume', () => {
 });
 
 describe('URLs that name nothing', () => {
-  it.each(['/crl/device-ca-issuing/16.crl', '/crl/device-ca-issuing/99999.crl', '/crl/device-ca-issuing/-1.crl', '/crl/device-ca-issuing/abc.crl', '/crl/no-such-ca/0.crl', '/crl/device-ca-issuing/0.crl.der'])('%s: 404', async (p) => {
+  it.each([
+    '/crl/device-ca-issuing/16.crl',
+    '/crl/device-ca-issuing/99999.crl',
+    '/crl/device-ca-issuing/-1.crl',
+    '/crl/device-ca-issuing/abc.crl',
+    '/crl/no-such-ca/0.crl',
+    '/crl/device-ca-issuing/0.crl.der',
+  ])('%s: 404', async (p) => {
     const r = await curl(`http://127.0.0.1:${svc.httpPort}${p}`);
     expect(r.status).toBe(404);
     expect(header(r, 'content-type')).toMatch(/^text\/plain/);

@@ -66,7 +66,14 @@ async function newDeviceCsr(svc: RunningService, id: string): Promise<{ secret: 
   const k = tmp.file(`keys/${id}.pem`);
   const der = tmp.file(`csr/${id}.der`);
   await openssl('req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', k, '-subj', `/CN=${id}`, '-outform', 'DER', '-out', der);
-  return { secret: add.stdout.trim(), body: fs.readFileSync(der).toString('base64').replace(/(.{64})/g, '$1\n') + '\n' };
+  return {
+    secret: add.stdout.trim(),
+    body:
+      fs
+        .readFileSync(der)
+        .toString('base64')
+        .replace(/(.{64})/g, '$1\n') + '\n',
+  };
 }
 
 /** enroll: curl simpleenroll; returns the status and, on 200, the certificate subject as openssl prints it */
@@ -82,7 +89,11 @@ async function enroll(svc: RunningService, id: string): Promise<{ status: number
 
 function filesHash(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const f of fs.readdirSync(dir).sort()) out[f] = crypto.createHash('sha256').update(fs.readFileSync(path.join(dir, f))).digest('hex');
+  for (const f of fs.readdirSync(dir).sort())
+    out[f] = crypto
+      .createHash('sha256')
+      .update(fs.readFileSync(path.join(dir, f)))
+      .digest('hex');
   return out;
 }
 
@@ -322,7 +333,9 @@ describe('workers: 2', () => {
     const id = 'w-retry';
     const { secret, body } = await newDeviceCsr(svc, id);
     const f = tmp.write(`req/${id}.b64`, body);
-    const replies = await Promise.all(Array.from({ length: 6 }, () => curl(svc, `${svc.est}/simpleenroll`, ['-u', `${id}:${secret}`, '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${f}`])));
+    const replies = await Promise.all(
+      Array.from({ length: 6 }, () => curl(svc, `${svc.est}/simpleenroll`, ['-u', `${id}:${secret}`, '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${f}`])),
+    );
     expect(replies.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
     expect(new Set(replies.map((r) => r.body.toString('latin1'))).size).toBe(1);
     const list = await svc.cli(['certs', 'list', '--device', id, '--json']);

@@ -28,7 +28,11 @@ async function start(opts: Parameters<typeof startService>[0] = {}): Promise<Run
 /** serveOnce runs `device-ca serve` expecting it to refuse: it must exit on its own within the timeout. */
 async function serveOnce(dataDir: string, args: string[] = []) {
   const [https, http] = await freePorts(2);
-  return runCli(['serve', ...args], { DEVICE_CA_DATA: dataDir, DEVICE_CA_HTTPS_PORT: String(https), DEVICE_CA_HTTP_PORT: String(http), DEVICE_CA_WORKERS: '1', DEVICE_CA_LOG_LEVEL: 'warn' }, { timeoutMs: 20_000 });
+  return runCli(
+    ['serve', ...args],
+    { DEVICE_CA_DATA: dataDir, DEVICE_CA_HTTPS_PORT: String(https), DEVICE_CA_HTTP_PORT: String(http), DEVICE_CA_WORKERS: '1', DEVICE_CA_LOG_LEVEL: 'warn' },
+    { timeoutMs: 20_000 },
+  );
 }
 
 /** copyDataDir: a copy of a stopped service's data directory (the store has no WAL after a clean stop). */
@@ -52,7 +56,8 @@ function dirHashes(dir: string): Record<string, string> {
   return out;
 }
 
-const identity = (dataDir: string) => JSON.parse(fs.readFileSync(path.join(dataDir, 'ca-identity.json'), 'utf8')) as { issuing: { keyId: string }; mark: { auditSeq: number; crlNumber: string; recordedAt: string } };
+const identity = (dataDir: string) =>
+  JSON.parse(fs.readFileSync(path.join(dataDir, 'ca-identity.json'), 'utf8')) as { issuing: { keyId: string }; mark: { auditSeq: number; crlNumber: string; recordedAt: string } };
 
 /** auditTypes: the audit record types in a stopped service's store, read directly from the file */
 function auditTypes(dataDir: string): string[] {
@@ -155,7 +160,9 @@ describe('a store that does not hold the CA the data directory shows', () => {
     fs.rmSync(path.join(d, 'ca-identity.json'));
     const r = await serveOnce(d);
     expect(r.code).toBe(3);
-    expect(r.stderr).toContain(`the store ${path.join(d, STORE)} holds no CA, but the data directory ${d} shows one exists (${path.join(d, 'ca', 'chain.pem')}, ${path.join(d, 'ca', 'device-ca-issuing.crt')}`);
+    expect(r.stderr).toContain(
+      `the store ${path.join(d, STORE)} holds no CA, but the data directory ${d} shows one exists (${path.join(d, 'ca', 'chain.pem')}, ${path.join(d, 'ca', 'device-ca-issuing.crt')}`,
+    );
     // with the exports gone too, the CA key files are enough
     fs.rmSync(path.join(d, 'ca'), { recursive: true });
     const k = await serveOnce(d);
@@ -173,7 +180,9 @@ describe('a store that does not hold the CA the data directory shows', () => {
     for (const args of [[], ['--accept-store-rollback']]) {
       const r = await serveOnce(d, args);
       expect(r.code).toBe(3);
-      expect(r.stderr).toContain(`holds a different CA (device-ca-issuing, issuing key id ${await issuingKeyId(third.dataDir)}) than the data directory ${d} (device-ca-issuing, issuing key id ${await issuingKeyId(d)}`);
+      expect(r.stderr).toContain(
+        `holds a different CA (device-ca-issuing, issuing key id ${await issuingKeyId(third.dataDir)}) than the data directory ${d} (device-ca-issuing, issuing key id ${await issuingKeyId(d)}`,
+      );
     }
   });
 });

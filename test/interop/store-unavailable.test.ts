@@ -89,7 +89,23 @@ describeIfMount('the store on a full disk', () => {
     const add = await svc.cli(['devices', 'add', 'full-1', '--owner', 'acme']);
     expect(add.code).toBe(0);
     const der = tmp.file('full-1.csr.der');
-    const k = await runProcess('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', tmp.file('full-1.key'), '-subj', '/CN=full-1', '-outform', 'DER', '-out', der]);
+    const k = await runProcess('openssl', [
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      tmp.file('full-1.key'),
+      '-subj',
+      '/CN=full-1',
+      '-outform',
+      'DER',
+      '-out',
+      der,
+    ]);
     expect(k.code).toBe(0);
     const body = tmp.write('full-1.b64', fs.readFileSync(der).toString('base64') + '\n');
     enrollArgs = ['-u', `full-1:${add.stdout.trim()}`, '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${body}`];

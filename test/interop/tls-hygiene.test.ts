@@ -65,7 +65,11 @@ describe('cipher suites (TLS 1.2)', () => {
       expect(r.out).toMatch(/alert handshake failure|no shared cipher|no ciphers available/);
       expect(r.out).not.toContain('HTTP/1.1 200');
       await waitForFailure(() => failureLines().length > before);
-      expect(failureLines().slice(before).some((l) => /no.shared.cipher/i.test(l.reason ?? '') && /127\.0\.0\.1$/.test(l.remote ?? ''))).toBe(true);
+      expect(
+        failureLines()
+          .slice(before)
+          .some((l) => /no.shared.cipher/i.test(l.reason ?? '') && /127\.0\.0\.1$/.test(l.remote ?? '')),
+      ).toBe(true);
     },
   );
 

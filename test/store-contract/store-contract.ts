@@ -101,7 +101,13 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         const now = new Date();
         await store.createDevice({ id: 'dev-1', owner: null, label: null, state: 'registered' }, { hash: 'h1', expiresAt: new Date(now.getTime() + 1000) }, audit('device.create', 'dev-1'));
         expect((await store.activeSecrets('dev-1', now)).map((s) => [s.hash, s.deviceId, s.usedAt])).toEqual([['h1', 'dev-1', null]]);
-        await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['registered'], toState: 'registered', addSecret: { hash: 'h2', expiresAt: new Date(now.getTime() + 5000) }, audit: audit('secret.add', 'dev-1') });
+        await store.applyDeviceChange({
+          deviceId: 'dev-1',
+          fromStates: ['registered'],
+          toState: 'registered',
+          addSecret: { hash: 'h2', expiresAt: new Date(now.getTime() + 5000) },
+          audit: audit('secret.add', 'dev-1'),
+        });
         expect((await store.activeSecrets('dev-1', now)).map((s) => s.hash)).toEqual(['h2', 'h1']);
         expect((await store.activeSecrets('dev-1', new Date(now.getTime() + 1000))).map((s) => s.hash)).toEqual(['h2']);
         expect(await store.activeSecrets('dev-2', now)).toEqual([]);
@@ -167,7 +173,10 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       it('listRequests, listAudit and listTokens page the same way', async () => {
         await addDevice('dev-1');
         for (let i = 0; i < 11; i++) {
-          await store.createRequest({ id: `req-${String(i).padStart(2, '0')}`, deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: `sha-${i}`, csr: Buffer.from(`csr-${i}`) }, audit('request.create', 'dev-1'));
+          await store.createRequest(
+            { id: `req-${String(i).padStart(2, '0')}`, deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: `sha-${i}`, csr: Buffer.from(`csr-${i}`) },
+            audit('request.create', 'dev-1'),
+          );
           await store.createToken({ id: `tok-${String(i).padStart(2, '0')}`, hash: `hash-${i}`, scope: 'operator', description: null }, audit('token.created', `tok-${i}`));
         }
         for (const id of ['req-02', 'req-05', 'req-09']) await store.decideRequest(id, 'approved', 'op', audit('request.approve', id));
@@ -250,9 +259,18 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
 
       it.each(['transferring', 'suspended', 'retired'] as const)('a device %s while its certificate was signed: forbidden, nothing recorded', async (state) => {
-        await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['registered'], toState: state, pendingOwner: state === 'transferring' ? 'bravo' : null, audit: audit(`device.${state}`, 'dev-1') });
+        await store.applyDeviceChange({
+          deviceId: 'dev-1',
+          fromStates: ['registered'],
+          toState: state,
+          pendingOwner: state === 'transferring' ? 'bravo' : null,
+          audit: audit(`device.${state}`, 'dev-1'),
+        });
         const before = await auditCount();
-        const err = await store.recordIssuance({ cert: cert('ee01', 'dev-1'), audit: audit('cert.issue', 'ee01') }).then(() => null, (e: unknown) => e as DeviceCaError);
+        const err = await store.recordIssuance({ cert: cert('ee01', 'dev-1'), audit: audit('cert.issue', 'ee01') }).then(
+          () => null,
+          (e: unknown) => e as DeviceCaError,
+        );
         expect([err?.code, err?.message]).toEqual(['forbidden', `device is ${state}`]);
         expect(await store.getCertificate('ee01')).toBeNull();
         expect(await auditCount()).toBe(before);
@@ -269,7 +287,8 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
     });
 
     describe('manual approval requests', () => {
-      const newRequest = (id: string) => store.createRequest({ id, deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: `sha-${id}`, csr: Buffer.from(`csr-${id}`) }, audit('request.create', id));
+      const newRequest = (id: string) =>
+        store.createRequest({ id, deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: `sha-${id}`, csr: Buffer.from(`csr-${id}`) }, audit('request.create', id));
       beforeEach(async () => {
         await addDevice('dev-1');
       });
@@ -344,7 +363,19 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
 
       it('a device not in fromStates is a conflict and nothing changes; an unknown device is not-found', async () => {
         const before = { certs: await statuses(), audit: await auditCount(), secrets: await store.activeSecrets('dev-1', new Date()), rev: await store.shardRevision('device-ca-issuing', 1) };
-        expect(await codeOf(store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['suspended'], toState: 'active', releaseHolds: true, deleteSecrets: true, revoke: { reason: 'keyCompromise', at: new Date() }, audit: audit('x', 'dev-1') }))).toBe('conflict');
+        expect(
+          await codeOf(
+            store.applyDeviceChange({
+              deviceId: 'dev-1',
+              fromStates: ['suspended'],
+              toState: 'active',
+              releaseHolds: true,
+              deleteSecrets: true,
+              revoke: { reason: 'keyCompromise', at: new Date() },
+              audit: audit('x', 'dev-1'),
+            }),
+          ),
+        ).toBe('conflict');
         expect(await statuses()).toEqual(before.certs);
         expect(await auditCount()).toBe(before.audit);
         expect(await store.activeSecrets('dev-1', new Date())).toEqual(before.secrets);
@@ -355,20 +386,46 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
 
       it('hold, release and revoke change exactly the unexpired certificates, and the audit record lists them', async () => {
         const at = new Date('2026-02-01T00:00:00Z');
-        const held = await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['active'], toState: 'suspended', revoke: { reason: 'certificateHold', at, holdOnly: true }, audit: audit('device.suspended', 'dev-1') });
+        const held = await store.applyDeviceChange({
+          deviceId: 'dev-1',
+          fromStates: ['active'],
+          toState: 'suspended',
+          revoke: { reason: 'certificateHold', at, holdOnly: true },
+          audit: audit('device.suspended', 'dev-1'),
+        });
         expect(held.device).toMatchObject({ id: 'dev-1', state: 'suspended', owner: 'acme' });
         expect(held.changed).toEqual([
           { serial: 'e01', issuer: 'device-ca-issuing', shard: 1, status: 'revoked', reason: 'certificateHold' },
           { serial: 'e02', issuer: 'device-ca-issuing', shard: 2, status: 'revoked', reason: 'certificateHold' },
         ]);
         expect((await store.getCertificate('e01'))!.revokedAt).toEqual(at);
-        expect(await statuses()).toEqual([['e01', 'revoked', 'certificateHold'], ['e02', 'revoked', 'certificateHold'], ['e03', 'valid', null]]);
+        expect(await statuses()).toEqual([
+          ['e01', 'revoked', 'certificateHold'],
+          ['e02', 'revoked', 'certificateHold'],
+          ['e03', 'valid', null],
+        ]);
         const released = await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['suspended'], toState: 'active', releaseHolds: true, audit: audit('device.resumed', 'dev-1') });
-        expect(released.changed.map((c) => [c.serial, c.status, c.reason])).toEqual([['e01', 'valid', null], ['e02', 'valid', null]]);
-        const moved = await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['active'], toState: 'registered', newOwner: 'globex', revoke: { reason: 'affiliationChanged', at }, deleteSecrets: true, addSecret: { hash: 'new', expiresAt: new Date(Date.now() + DAY) }, audit: audit('device.transferred', 'dev-1') });
+        expect(released.changed.map((c) => [c.serial, c.status, c.reason])).toEqual([
+          ['e01', 'valid', null],
+          ['e02', 'valid', null],
+        ]);
+        const moved = await store.applyDeviceChange({
+          deviceId: 'dev-1',
+          fromStates: ['active'],
+          toState: 'registered',
+          newOwner: 'globex',
+          revoke: { reason: 'affiliationChanged', at },
+          deleteSecrets: true,
+          addSecret: { hash: 'new', expiresAt: new Date(Date.now() + DAY) },
+          audit: audit('device.transferred', 'dev-1'),
+        });
         expect(moved.device).toMatchObject({ state: 'registered', owner: 'globex' });
         expect(await store.getDevice('dev-1')).toEqual(moved.device);
-        expect(await statuses()).toEqual([['e01', 'revoked', 'affiliationChanged'], ['e02', 'revoked', 'affiliationChanged'], ['e03', 'valid', null]]);
+        expect(await statuses()).toEqual([
+          ['e01', 'revoked', 'affiliationChanged'],
+          ['e02', 'revoked', 'affiliationChanged'],
+          ['e03', 'valid', null],
+        ]);
         expect((await store.activeSecrets('dev-1', new Date())).map((s) => s.hash)).toEqual(['new']);
         const last = (await allAudit()).pop()!;
         expect(last).toMatchObject({ type: 'device.transferred', subject: 'dev-1' });
@@ -379,8 +436,19 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         await store.createRequest({ id: 'r1', deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: 's1', csr: Buffer.from('1') }, audit('request.create', 'r1'));
         await store.createRequest({ id: 'r2', deviceId: 'dev-1', label: 'default', operation: 'enroll', csrSha256: 's2', csr: Buffer.from('2') }, audit('request.create', 'r2'));
         await store.decideRequest('r2', 'approved', 'op', audit('request.approve', 'r2'));
-        await store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['active'], toState: 'retired', revoke: { reason: 'cessationOfOperation', at: new Date() }, deleteSecrets: true, cancelRequests: true, audit: audit('device.retired', 'dev-1') });
-        expect((await store.listRequests({})).items.map((r) => [r.id, r.status])).toEqual([['r1', 'rejected'], ['r2', 'rejected']]);
+        await store.applyDeviceChange({
+          deviceId: 'dev-1',
+          fromStates: ['active'],
+          toState: 'retired',
+          revoke: { reason: 'cessationOfOperation', at: new Date() },
+          deleteSecrets: true,
+          cancelRequests: true,
+          audit: audit('device.retired', 'dev-1'),
+        });
+        expect((await store.listRequests({})).items.map((r) => [r.id, r.status])).toEqual([
+          ['r1', 'rejected'],
+          ['r2', 'rejected'],
+        ]);
         expect(await store.activeSecrets('dev-1', new Date())).toEqual([]);
       });
     });
@@ -445,7 +513,8 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
           seen.push(...page.map((r) => r.serial));
         }
         expect(seen.sort()).toEqual(revoked.sort()); // f03 (shard 6) and f04 (expired) are not in it
-        for await (const page of store.revokedInShard('device-ca-issuing', 5, new Date())) expect(page[0]).toEqual({ serial: 'f01', revokedAt: new Date('2026-02-01T00:00:00Z'), reason: 'keyCompromise', invalidityDate: null });
+        for await (const page of store.revokedInShard('device-ca-issuing', 5, new Date()))
+          expect(page[0]).toEqual({ serial: 'f01', revokedAt: new Date('2026-02-01T00:00:00Z'), reason: 'keyCompromise', invalidityDate: null });
       });
 
       it('nextCrlNumber is strictly increasing per issuer, also across clients', async () => {
@@ -463,7 +532,16 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
 
       it('saveCrl keeps the highest number: an older CRL never replaces a newer one', async () => {
-        const crl = (n: number) => ({ issuer: 'ca-a', shard: 2, number: BigInt(n), revision: n * 10, thisUpdate: new Date(n * 1000), nextUpdate: new Date(n * 1000 + DAY), entries: n, der: Buffer.from(`crl ${n}`) });
+        const crl = (n: number) => ({
+          issuer: 'ca-a',
+          shard: 2,
+          number: BigInt(n),
+          revision: n * 10,
+          thisUpdate: new Date(n * 1000),
+          nextUpdate: new Date(n * 1000 + DAY),
+          entries: n,
+          der: Buffer.from(`crl ${n}`),
+        });
         expect(await store.getCrl('ca-a', 2)).toBeNull();
         expect(await store.crlInfo('ca-a', 2)).toBeNull();
         await store.saveCrl(crl(5));
@@ -643,11 +721,12 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       it('appends the audit record in the same transaction, and not at all when the write is refused', async () => {
         const s = store;
         await s.saveCaState('ocsp-responder', { x: 1 }, 0, { type: 'ca.state.saved', actor: 'test', subject: 'ocsp-responder', data: {} });
-        await expect(s.saveCaState('ocsp-responder', { x: 2 }, 0, { type: 'ca.state.saved', actor: 'test', subject: 'ocsp-responder', data: { refused: true } })).rejects.toMatchObject({ code: 'conflict' });
+        await expect(s.saveCaState('ocsp-responder', { x: 2 }, 0, { type: 'ca.state.saved', actor: 'test', subject: 'ocsp-responder', data: { refused: true } })).rejects.toMatchObject({
+          code: 'conflict',
+        });
         const audit = (await s.listAudit({ subject: 'ocsp-responder' })).items;
         expect(audit.map((r) => r.data)).toEqual([{}]);
       });
     });
-
   });
 }

@@ -66,14 +66,7 @@ export function loginError(e: unknown, token: string): DeviceCaError {
   }
 }
 
-const LOGIN_FAILURES = new Set([
-  'CKR_PIN_INCORRECT',
-  'CKR_PIN_INVALID',
-  'CKR_PIN_LOCKED',
-  'CKR_PIN_EXPIRED',
-  'CKR_PIN_LEN_RANGE',
-  'CKR_USER_PIN_NOT_INITIALIZED',
-]);
+const LOGIN_FAILURES = new Set(['CKR_PIN_INCORRECT', 'CKR_PIN_INVALID', 'CKR_PIN_LOCKED', 'CKR_PIN_EXPIRED', 'CKR_PIN_LEN_RANGE', 'CKR_USER_PIN_NOT_INITIALIZED']);
 
 /** isLoginFailure says a loginError came from the PIN itself: the session pool then never logs in again. */
 export function isLoginFailure(e: unknown): boolean {
@@ -83,11 +76,7 @@ export function isLoginFailure(e: unknown): boolean {
 }
 
 export function uninitializedTokenError(token: string, cause?: unknown): DeviceCaError {
-  return new DeviceCaError(
-    'config',
-    `PKCS#11 token ${token} is not initialized (CKR_TOKEN_NOT_RECOGNIZED); initialize it first, e.g. softhsm2-util --init-token`,
-    { cause },
-  );
+  return new DeviceCaError('config', `PKCS#11 token ${token} is not initialized (CKR_TOKEN_NOT_RECOGNIZED); initialize it first, e.g. softhsm2-util --init-token`, { cause });
 }
 
 /** keyBackendError wraps any other PKCS#11 failure; the CKR name goes in the message, which holds no secret. */

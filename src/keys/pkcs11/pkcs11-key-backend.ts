@@ -79,7 +79,7 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
   private closed = false;
   private readonly wanted: string;
   // non-enumerable, so neither console.log(backend) nor JSON.stringify shows the PIN
-  private declare readonly pin: string;
+  declare private readonly pin: string;
 
   constructor(private readonly opts: Pkcs11BackendOptions) {
     if (!opts || typeof opts.module !== 'string' || opts.module === '') throw new DeviceCaError('config', 'pkcs11: module path is required');
@@ -88,11 +88,10 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
     Object.defineProperty(this, 'pin', { value: opts.pin, enumerable: false });
     this.opts = { ...opts, pin: '' };
     this.wanted = [opts.token !== undefined ? `"${opts.token}"` : '', opts.serial !== undefined ? `serial ${opts.serial}` : ''].filter(Boolean).join(' ');
-    this.pool = new SessionPool<graphene.Session>(
-      { connect: (n) => this.connect(n), disconnect: (s) => this.disconnect(s) },
-      opts.sessionPoolSize ?? DEFAULT_SESSION_POOL_SIZE,
-      { recoverable: isRecoverable, fatal: isLoginFailure },
-    );
+    this.pool = new SessionPool<graphene.Session>({ connect: (n) => this.connect(n), disconnect: (s) => this.disconnect(s) }, opts.sessionPoolSize ?? DEFAULT_SESSION_POOL_SIZE, {
+      recoverable: isRecoverable,
+      fatal: isLoginFailure,
+    });
   }
 
   /** open connects and logs in now, so main.ts fails at start-up on a bad module, token or PIN. */
@@ -317,9 +316,7 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
         /* token pulled between C_GetSlotList and C_GetTokenInfo */
       }
     }
-    const matches = tokens.filter(
-      (t) => (this.opts.token === undefined || t.label === this.opts.token) && (this.opts.serial === undefined || t.serial === this.opts.serial),
-    );
+    const matches = tokens.filter((t) => (this.opts.token === undefined || t.label === this.opts.token) && (this.opts.serial === undefined || t.serial === this.opts.serial));
     if (matches.length === 0) {
       const present = tokens.map((t) => (t.flags & graphene.TokenFlag.TOKEN_INITIALIZED ? `"${t.label}" (serial ${t.serial})` : `an uninitialized token (serial ${t.serial || '?'})`));
       throw new DeviceCaError('config', `PKCS#11 token ${this.wanted} not found in module ${this.opts.module}; tokens present: ${present.length ? present.join(', ') : 'none'}`);

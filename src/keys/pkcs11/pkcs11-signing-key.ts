@@ -131,13 +131,7 @@ export function signOnce(session: graphene.Session, mechanism: graphene.Mechanis
 }
 
 /** decryptOnce is signOnce's counterpart for C_DecryptInit + C_Decrypt (callback form). */
-export function decryptOnce(
-  session: graphene.Session,
-  mechanism: graphene.MechanismType,
-  key: graphene.Key,
-  input: Buffer,
-  maxOut: number,
-): Promise<Buffer> {
+export function decryptOnce(session: graphene.Session, mechanism: graphene.MechanismType, key: graphene.Key, input: Buffer, maxOut: number): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
     try {
       session.createDecipher(mechanism, key); // C_DecryptInit

@@ -29,16 +29,7 @@ export interface Pkcs11Uri {
 
 const PATH_ATTRS = new Set(['token', 'serial', 'object', 'id', 'type']);
 // Standard RFC 7512 attributes device-ca does not match on: named so the error can say so plainly.
-const UNSUPPORTED_PATH_ATTRS = new Set([
-  'manufacturer',
-  'model',
-  'library-manufacturer',
-  'library-description',
-  'library-version',
-  'slot-description',
-  'slot-manufacturer',
-  'slot-id',
-]);
+const UNSUPPORTED_PATH_ATTRS = new Set(['manufacturer', 'model', 'library-manufacturer', 'library-description', 'library-version', 'slot-description', 'slot-manufacturer', 'slot-id']);
 const MAX_URI_LENGTH = 4096;
 
 const fail = (message: string): never => {
@@ -179,8 +170,7 @@ function utf8(bytes: Buffer, name: string): string {
 function percentEncode(bytes: Buffer, all = false): string {
   let s = '';
   for (const b of bytes) {
-    const unreserved =
-      (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x2d || b === 0x2e || b === 0x5f || b === 0x7e;
+    const unreserved = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x2d || b === 0x2e || b === 0x5f || b === 0x7e;
     s += !all && unreserved ? String.fromCharCode(b) : `%${b.toString(16).padStart(2, '0')}`;
   }
   return s;

@@ -67,80 +67,119 @@ export function adminRouter(o: AdminRouterOptions): Router {
     res.status(200).json(OPENAPI);
   });
 
-  r.get('/devices', route('devices.list', async (req, c) => {
-    const q = parseInput(QUERY.devices, req.query, 'query');
-    const page = await o.lifecycle.listDevices({ owner: q.owner, state: q.state as DeviceState | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
-    return [200, { items: page.items, next: page.next }];
-  }));
-  r.post('/devices', route('devices.add', async (req, c, raw) => {
-    parseInput(QUERY.none, req.query, 'query');
-    const b = parseInput(BODY.register, raw, 'body');
-    const out = await o.ra.registerDevice({ id: b.id, owner: o.lifecycle.ownerFor(b.owner, c.scope), label: b.label, secretTtlSeconds: b.secretTtl, actor: c.actor });
-    return [201, { device: out.device, secret: out.secret, secretExpiresAt: out.expiresAt }];
-  }));
-  r.get('/devices/:id', route('devices.show', async (req, c) => {
-    parseInput(QUERY.none, req.query, 'query');
-    const d = await o.lifecycle.device(String(req.params.id), c.scope);
-    // all of them: GET /certificates?device= pages through the same list
-    const certs = await collectItems((after, want) => o.lifecycle.listCertificates({ deviceId: d.id, after, limit: want }, c.scope));
-    return [200, { ...d, certificates: certs.items.map((x) => certJson(x)) }];
-  }));
+  r.get(
+    '/devices',
+    route('devices.list', async (req, c) => {
+      const q = parseInput(QUERY.devices, req.query, 'query');
+      const page = await o.lifecycle.listDevices({ owner: q.owner, state: q.state as DeviceState | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
+      return [200, { items: page.items, next: page.next }];
+    }),
+  );
+  r.post(
+    '/devices',
+    route('devices.add', async (req, c, raw) => {
+      parseInput(QUERY.none, req.query, 'query');
+      const b = parseInput(BODY.register, raw, 'body');
+      const out = await o.ra.registerDevice({ id: b.id, owner: o.lifecycle.ownerFor(b.owner, c.scope), label: b.label, secretTtlSeconds: b.secretTtl, actor: c.actor });
+      return [201, { device: out.device, secret: out.secret, secretExpiresAt: out.expiresAt }];
+    }),
+  );
+  r.get(
+    '/devices/:id',
+    route('devices.show', async (req, c) => {
+      parseInput(QUERY.none, req.query, 'query');
+      const d = await o.lifecycle.device(String(req.params.id), c.scope);
+      // all of them: GET /certificates?device= pages through the same list
+      const certs = await collectItems((after, want) => o.lifecycle.listCertificates({ deviceId: d.id, after, limit: want }, c.scope));
+      return [200, { ...d, certificates: certs.items.map((x) => certJson(x)) }];
+    }),
+  );
   for (const action of ['suspend', 'resume', 'retire'] as const) {
-    r.post(`/devices/:id/${action}`, route(`devices.${action}`, async (req, c, raw) => {
-      parseInput(QUERY.none, req.query, 'query');
-      parseInput(BODY.none, raw, 'body');
-      const out = await o.lifecycle[action](String(req.params.id), c.scope, c.actor);
-      return [200, { device: out.device, certificates: out.changed }];
-    }));
+    r.post(
+      `/devices/:id/${action}`,
+      route(`devices.${action}`, async (req, c, raw) => {
+        parseInput(QUERY.none, req.query, 'query');
+        parseInput(BODY.none, raw, 'body');
+        const out = await o.lifecycle[action](String(req.params.id), c.scope, c.actor);
+        return [200, { device: out.device, certificates: out.changed }];
+      }),
+    );
   }
-  r.post('/devices/:id/transfer', route('devices.transfer', async (req, c, raw) => {
-    parseInput(QUERY.none, req.query, 'query');
-    const b = parseInput(BODY.transfer, raw, 'body');
-    const out = await o.lifecycle.transfer(String(req.params.id), b.to, c.scope, c.actor, b.secretTtl);
-    return [200, { device: out.device, certificates: out.changed, secret: out.secret, secretExpiresAt: out.expiresAt }];
-  }));
-  r.post('/devices/:id/release', route('devices.release', async (req, c, raw) => {
-    parseInput(QUERY.none, req.query, 'query');
-    const b = parseInput(BODY.release, raw, 'body');
-    const out = await o.lifecycle.release(String(req.params.id), b.to, c.scope, c.actor);
-    return [200, { device: out.device, certificates: out.changed }];
-  }));
-  for (const action of ['claim', 'cancelRelease'] as const) {
-    r.post(`/devices/:id/${action === 'claim' ? 'claim' : 'cancel-release'}`, route(`devices.${action}`, async (req, c, raw) => {
+  r.post(
+    '/devices/:id/transfer',
+    route('devices.transfer', async (req, c, raw) => {
       parseInput(QUERY.none, req.query, 'query');
-      const b = parseInput(BODY.newSecret, raw, 'body');
-      const out = await o.lifecycle[action](String(req.params.id), c.scope, c.actor, b.secretTtl);
+      const b = parseInput(BODY.transfer, raw, 'body');
+      const out = await o.lifecycle.transfer(String(req.params.id), b.to, c.scope, c.actor, b.secretTtl);
       return [200, { device: out.device, certificates: out.changed, secret: out.secret, secretExpiresAt: out.expiresAt }];
-    }));
+    }),
+  );
+  r.post(
+    '/devices/:id/release',
+    route('devices.release', async (req, c, raw) => {
+      parseInput(QUERY.none, req.query, 'query');
+      const b = parseInput(BODY.release, raw, 'body');
+      const out = await o.lifecycle.release(String(req.params.id), b.to, c.scope, c.actor);
+      return [200, { device: out.device, certificates: out.changed }];
+    }),
+  );
+  for (const action of ['claim', 'cancelRelease'] as const) {
+    r.post(
+      `/devices/:id/${action === 'claim' ? 'claim' : 'cancel-release'}`,
+      route(`devices.${action}`, async (req, c, raw) => {
+        parseInput(QUERY.none, req.query, 'query');
+        const b = parseInput(BODY.newSecret, raw, 'body');
+        const out = await o.lifecycle[action](String(req.params.id), c.scope, c.actor, b.secretTtl);
+        return [200, { device: out.device, certificates: out.changed, secret: out.secret, secretExpiresAt: out.expiresAt }];
+      }),
+    );
   }
 
-  r.get('/certificates', route('certs.list', async (req, c) => {
-    const q = parseInput(QUERY.certificates, req.query, 'query');
-    const page = await o.lifecycle.listCertificates({ deviceId: q.device, status: q.status, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
-    return [200, { items: page.items.map((x) => certJson(x)), next: page.next }];
-  }));
-  r.get('/certificates/:serial', route('certs.show', async (req, c) => (parseInput(QUERY.none, req.query, 'query'), [200, certJson(await o.lifecycle.certificate(String(req.params.serial), c.scope), true)])));
-  r.post('/certificates/:serial/revoke', route('certs.revoke', async (req, c, raw) => {
-    parseInput(QUERY.none, req.query, 'query');
-    const b = parseInput(BODY.revoke, raw, 'body');
-    const out = await o.lifecycle.revoke(String(req.params.serial), b.reason ?? 'unspecified', c.scope, c.actor);
-    return [200, { certificate: certJson(out.cert), changed: out.changed }];
-  }));
-
-  r.get('/requests', route('requests.list', async (req, c) => {
-    operatorOnly(c);
-    const q = parseInput(QUERY.requests, req.query, 'query');
-    const page = await o.ra.listRequests({ status: q.status as RequestStatus | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after });
-    return [200, { items: page.items.map(({ csr: _c, ...x }) => x), next: page.next }];
-  }));
-  for (const [action, decision] of [['approve', 'approved'], ['reject', 'rejected']] as const) {
-    r.post(`/requests/:id/${action}`, route(`requests.${action}`, async (req, c, raw) => {
-      operatorOnly(c);
+  r.get(
+    '/certificates',
+    route('certs.list', async (req, c) => {
+      const q = parseInput(QUERY.certificates, req.query, 'query');
+      const page = await o.lifecycle.listCertificates({ deviceId: q.device, status: q.status, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
+      return [200, { items: page.items.map((x) => certJson(x)), next: page.next }];
+    }),
+  );
+  r.get(
+    '/certificates/:serial',
+    route('certs.show', async (req, c) => (parseInput(QUERY.none, req.query, 'query'), [200, certJson(await o.lifecycle.certificate(String(req.params.serial), c.scope), true)])),
+  );
+  r.post(
+    '/certificates/:serial/revoke',
+    route('certs.revoke', async (req, c, raw) => {
       parseInput(QUERY.none, req.query, 'query');
-      parseInput(BODY.none, raw, 'body');
-      const { csr: _c, ...x } = await o.ra.decideRequest(String(req.params.id), decision, c.actor);
-      return [200, x];
-    }));
+      const b = parseInput(BODY.revoke, raw, 'body');
+      const out = await o.lifecycle.revoke(String(req.params.serial), b.reason ?? 'unspecified', c.scope, c.actor);
+      return [200, { certificate: certJson(out.cert), changed: out.changed }];
+    }),
+  );
+
+  r.get(
+    '/requests',
+    route('requests.list', async (req, c) => {
+      operatorOnly(c);
+      const q = parseInput(QUERY.requests, req.query, 'query');
+      const page = await o.ra.listRequests({ status: q.status as RequestStatus | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after });
+      return [200, { items: page.items.map(({ csr: _c, ...x }) => x), next: page.next }];
+    }),
+  );
+  for (const [action, decision] of [
+    ['approve', 'approved'],
+    ['reject', 'rejected'],
+  ] as const) {
+    r.post(
+      `/requests/:id/${action}`,
+      route(`requests.${action}`, async (req, c, raw) => {
+        operatorOnly(c);
+        parseInput(QUERY.none, req.query, 'query');
+        parseInput(BODY.none, raw, 'body');
+        const { csr: _c, ...x } = await o.ra.decideRequest(String(req.params.id), decision, c.actor);
+        return [200, x];
+      }),
+    );
   }
   r.use((_req: Request, res: Response, _n: NextFunction) => {
     res.locals.route = 'admin.unknown';
@@ -148,4 +187,3 @@ export function adminRouter(o: AdminRouterOptions): Router {
   });
   return r;
 }
-

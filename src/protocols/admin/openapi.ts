@@ -24,46 +24,166 @@ const ok = (schema: object, code = '200') => ({ [code]: { description: 'OK', con
 const json = (schema: object, required = true) => ({ required, content: { 'application/json': { schema } } });
 const strict = (properties: object, required: string[] = []) => ({ type: 'object', additionalProperties: false, ...(required.length ? { required } : {}), properties });
 const owner = { type: 'string', minLength: 1, maxLength: 128, description: 'printable characters; written as O= in certificates' };
-const secretTtl = { oneOf: [{ type: 'string', maxLength: 32, example: '7d' }, { type: 'integer', minimum: 1, maximum: 31536000 }], description: 'lifetime of the one-time secret: a duration (90s, 15m, 12h, 7d, 1y) or seconds; 1s to 365d' };
+const secretTtl = {
+  oneOf: [
+    { type: 'string', maxLength: 32, example: '7d' },
+    { type: 'integer', minimum: 1, maximum: 31536000 },
+  ],
+  description: 'lifetime of the one-time secret: a duration (90s, 15m, 12h, 7d, 1y) or seconds; 1s to 365d',
+};
 const lifecycle = (summary: string) => ({ post: { summary, parameters: [idParam], requestBody: json(strict({}), false), responses: ok({ $ref: '#/components/schemas/LifecycleResult' }) } });
-const withSecret = (summary: string) => ({ post: { summary, parameters: [idParam], requestBody: json(strict({ secretTtl }), false), responses: ok({ $ref: '#/components/schemas/LifecycleResult' }) } });
+const withSecret = (summary: string) => ({
+  post: { summary, parameters: [idParam], requestBody: json(strict({ secretTtl }), false), responses: ok({ $ref: '#/components/schemas/LifecycleResult' }) },
+});
 
 export const OPENAPI = {
   openapi: '3.0.3',
-  info: { title: 'device-ca admin API', version: '1', description: 'Devices, certificates and the approval queue. Bearer token from `device-ca tokens create`, or a pinned operator client certificate. An owner-scoped token sees only its owner\'s devices: others are 404. Lists answer `{ items, next }`: pass `next` as `after` until it is null to see every row.' },
+  info: {
+    title: 'device-ca admin API',
+    version: '1',
+    description:
+      "Devices, certificates and the approval queue. Bearer token from `device-ca tokens create`, or a pinned operator client certificate. An owner-scoped token sees only its owner's devices: others are 404. Lists answer `{ items, next }`: pass `next` as `after` until it is null to see every row.",
+  },
   servers: [{ url: '/api/v1' }],
   security: [{ bearer: [] }],
   paths: {
-    '/openapi.json': { get: { summary: 'This document (no authentication)', security: [], responses: { '200': { description: 'OpenAPI 3 document', content: { 'application/json': { schema: { type: 'object' } } } } } } },
-    '/devices': {
-      get: { summary: 'List devices', parameters: [{ name: 'owner', in: 'query', schema: { type: 'string' } }, { name: 'state', in: 'query', schema: { $ref: '#/components/schemas/DeviceState' } }, ...pageParams], responses: ok(page({ $ref: '#/components/schemas/Device' })) },
-      post: { summary: 'Register a device; returns its one-time enrollment secret. Device ids are one namespace: a taken id is 409 "not available" whoever holds it', requestBody: json(strict({ id: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$' }, owner, label: { type: 'string', minLength: 1, maxLength: 64 }, secretTtl }, ['id'])), responses: ok({ type: 'object', properties: { device: { $ref: '#/components/schemas/Device' }, secret: { type: 'string' }, secretExpiresAt: { type: 'string', format: 'date-time' } } }, '201') },
+    '/openapi.json': {
+      get: { summary: 'This document (no authentication)', security: [], responses: { '200': { description: 'OpenAPI 3 document', content: { 'application/json': { schema: { type: 'object' } } } } } },
     },
-    '/devices/{id}': { get: { summary: 'A device with all its certificates (GET /certificates?device= pages through them)', parameters: [idParam], responses: ok({ $ref: '#/components/schemas/Device' }) } },
+    '/devices': {
+      get: {
+        summary: 'List devices',
+        parameters: [{ name: 'owner', in: 'query', schema: { type: 'string' } }, { name: 'state', in: 'query', schema: { $ref: '#/components/schemas/DeviceState' } }, ...pageParams],
+        responses: ok(page({ $ref: '#/components/schemas/Device' })),
+      },
+      post: {
+        summary: 'Register a device; returns its one-time enrollment secret. Device ids are one namespace: a taken id is 409 "not available" whoever holds it',
+        requestBody: json(
+          strict({ id: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$' }, owner, label: { type: 'string', minLength: 1, maxLength: 64 }, secretTtl }, [
+            'id',
+          ]),
+        ),
+        responses: ok({ type: 'object', properties: { device: { $ref: '#/components/schemas/Device' }, secret: { type: 'string' }, secretExpiresAt: { type: 'string', format: 'date-time' } } }, '201'),
+      },
+    },
+    '/devices/{id}': {
+      get: { summary: 'A device with all its certificates (GET /certificates?device= pages through them)', parameters: [idParam], responses: ok({ $ref: '#/components/schemas/Device' }) },
+    },
     '/devices/{id}/suspend': lifecycle('Suspend: certificates on hold (certificateHold)'),
     '/devices/{id}/resume': lifecycle('Resume: holds released'),
     '/devices/{id}/retire': lifecycle('Retire: revoke everything (cessationOfOperation), delete credentials; the id can never enroll again'),
-    '/devices/{id}/transfer': { post: { summary: 'Operator only: release and claim in one step: revoke (affiliationChanged), new owner, new one-time secret', parameters: [idParam], requestBody: json(strict({ to: owner, secretTtl }, ['to'])), responses: ok({ $ref: '#/components/schemas/LifecycleResult' }) } },
-    '/devices/{id}/release': { post: { summary: 'The owner (or an operator) releases the device to a named new owner: certificates revoked (affiliationChanged), credentials dropped, state transferring until the new owner claims it', parameters: [idParam], requestBody: json(strict({ to: owner }, ['to'])), responses: ok({ $ref: '#/components/schemas/LifecycleResult' }) } },
+    '/devices/{id}/transfer': {
+      post: {
+        summary: 'Operator only: release and claim in one step: revoke (affiliationChanged), new owner, new one-time secret',
+        parameters: [idParam],
+        requestBody: json(strict({ to: owner, secretTtl }, ['to'])),
+        responses: ok({ $ref: '#/components/schemas/LifecycleResult' }),
+      },
+    },
+    '/devices/{id}/release': {
+      post: {
+        summary:
+          'The owner (or an operator) releases the device to a named new owner: certificates revoked (affiliationChanged), credentials dropped, state transferring until the new owner claims it',
+        parameters: [idParam],
+        requestBody: json(strict({ to: owner }, ['to'])),
+        responses: ok({ $ref: '#/components/schemas/LifecycleResult' }),
+      },
+    },
     '/devices/{id}/claim': withSecret('The new owner named in the release (or an operator) claims a transferring device: it becomes the owner, and gets the new one-time secret (shown once)'),
-    '/devices/{id}/cancel-release': withSecret('The releasing owner (or an operator) cancels a release before the claim: the device stays its owner\'s, registered, with a new one-time secret (shown once)'),
-    '/certificates': { get: { summary: 'List certificates', parameters: [{ name: 'device', in: 'query', schema: { type: 'string' } }, { name: 'status', in: 'query', schema: { type: 'string', enum: ['valid', 'revoked'] } }, ...pageParams], responses: ok(page({ $ref: '#/components/schemas/Certificate' })) } },
+    '/devices/{id}/cancel-release': withSecret(
+      "The releasing owner (or an operator) cancels a release before the claim: the device stays its owner's, registered, with a new one-time secret (shown once)",
+    ),
+    '/certificates': {
+      get: {
+        summary: 'List certificates',
+        parameters: [{ name: 'device', in: 'query', schema: { type: 'string' } }, { name: 'status', in: 'query', schema: { type: 'string', enum: ['valid', 'revoked'] } }, ...pageParams],
+        responses: ok(page({ $ref: '#/components/schemas/Certificate' })),
+      },
+    },
     '/certificates/{serial}': { get: { summary: 'One certificate, with PEM', parameters: [serialParam], responses: ok({ $ref: '#/components/schemas/Certificate' }) } },
-    '/certificates/{serial}/revoke': { post: { summary: 'Revoke one certificate (idempotent)', parameters: [serialParam], requestBody: json(strict({ reason: { $ref: '#/components/schemas/Reason' } }), false), responses: ok({ type: 'object', properties: { certificate: { $ref: '#/components/schemas/Certificate' }, changed: { type: 'boolean' } } }) } },
-    '/requests': { get: { summary: 'Manual-approval queue (operator)', parameters: [{ name: 'status', in: 'query', schema: { type: 'string', enum: ['pending', 'approved', 'rejected', 'issued'] } }, ...pageParams], responses: ok(page({ $ref: '#/components/schemas/Request' })) } },
+    '/certificates/{serial}/revoke': {
+      post: {
+        summary: 'Revoke one certificate (idempotent)',
+        parameters: [serialParam],
+        requestBody: json(strict({ reason: { $ref: '#/components/schemas/Reason' } }), false),
+        responses: ok({ type: 'object', properties: { certificate: { $ref: '#/components/schemas/Certificate' }, changed: { type: 'boolean' } } }),
+      },
+    },
+    '/requests': {
+      get: {
+        summary: 'Manual-approval queue (operator)',
+        parameters: [{ name: 'status', in: 'query', schema: { type: 'string', enum: ['pending', 'approved', 'rejected', 'issued'] } }, ...pageParams],
+        responses: ok(page({ $ref: '#/components/schemas/Request' })),
+      },
+    },
     '/requests/{id}/approve': { post: { summary: 'Approve a pending request (operator)', parameters: [idParam], requestBody: json(strict({}), false), responses: ok({ type: 'object' }) } },
     '/requests/{id}/reject': { post: { summary: 'Reject a pending request (operator)', parameters: [idParam], requestBody: json(strict({}), false), responses: ok({ type: 'object' }) } },
   },
   components: {
     securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
-    responses: { Error: { description: 'Error', content: { 'application/json': { schema: { type: 'object', properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } } } } } } } },
+    responses: {
+      Error: {
+        description: 'Error',
+        content: { 'application/json': { schema: { type: 'object', properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } } } } } },
+      },
+    },
     schemas: {
       DeviceState: { type: 'string', enum: ['registered', 'active', 'suspended', 'transferring', 'retired'] },
-      Reason: { type: 'string', enum: ['unspecified', 'keyCompromise', 'cACompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation', 'certificateHold', 'privilegeWithdrawn', 'aACompromise'] },
-      Device: { type: 'object', properties: { id: { type: 'string' }, owner: { type: 'string', nullable: true }, label: { type: 'string', nullable: true }, state: { $ref: '#/components/schemas/DeviceState' }, pendingOwner: { type: 'string', nullable: true, description: 'the new owner a transferring device was released to' }, createdAt: { type: 'string', format: 'date-time' }, updatedAt: { type: 'string', format: 'date-time' } } },
-      Certificate: { type: 'object', properties: { serial: { type: 'string' }, deviceId: { type: 'string', nullable: true }, issuer: { type: 'string' }, subject: { type: 'string' }, status: { type: 'string', enum: ['valid', 'revoked'] }, revocationReason: { type: 'string', nullable: true }, notBefore: { type: 'string' }, notAfter: { type: 'string' }, shard: { type: 'integer' }, pem: { type: 'string' } } },
-      Request: { type: 'object', properties: { id: { type: 'string' }, deviceId: { type: 'string' }, label: { type: 'string' }, operation: { type: 'string' }, csrSha256: { type: 'string' }, status: { type: 'string', enum: ['pending', 'approved', 'rejected', 'issued'] }, certSerial: { type: 'string', nullable: true }, createdAt: { type: 'string', format: 'date-time' }, decidedAt: { type: 'string', format: 'date-time', nullable: true }, decidedBy: { type: 'string', nullable: true } } },
-      LifecycleResult: { type: 'object', properties: { device: { $ref: '#/components/schemas/Device' }, certificates: { type: 'array', items: { type: 'object', properties: { serial: { type: 'string' }, status: { type: 'string' }, reason: { type: 'string', nullable: true } } } }, secret: { type: 'string', description: 'transfer, claim and cancel-release only: the new one-time secret' }, secretExpiresAt: { type: 'string', format: 'date-time' } } },
+      Reason: {
+        type: 'string',
+        enum: ['unspecified', 'keyCompromise', 'cACompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation', 'certificateHold', 'privilegeWithdrawn', 'aACompromise'],
+      },
+      Device: {
+        type: 'object',
+        properties: {
+          id: { type: 'string' },
+          owner: { type: 'string', nullable: true },
+          label: { type: 'string', nullable: true },
+          state: { $ref: '#/components/schemas/DeviceState' },
+          pendingOwner: { type: 'string', nullable: true, description: 'the new owner a transferring device was released to' },
+          createdAt: { type: 'string', format: 'date-time' },
+          updatedAt: { type: 'string', format: 'date-time' },
+        },
+      },
+      Certificate: {
+        type: 'object',
+        properties: {
+          serial: { type: 'string' },
+          deviceId: { type: 'string', nullable: true },
+          issuer: { type: 'string' },
+          subject: { type: 'string' },
+          status: { type: 'string', enum: ['valid', 'revoked'] },
+          revocationReason: { type: 'string', nullable: true },
+          notBefore: { type: 'string' },
+          notAfter: { type: 'string' },
+          shard: { type: 'integer' },
+          pem: { type: 'string' },
+        },
+      },
+      Request: {
+        type: 'object',
+        properties: {
+          id: { type: 'string' },
+          deviceId: { type: 'string' },
+          label: { type: 'string' },
+          operation: { type: 'string' },
+          csrSha256: { type: 'string' },
+          status: { type: 'string', enum: ['pending', 'approved', 'rejected', 'issued'] },
+          certSerial: { type: 'string', nullable: true },
+          createdAt: { type: 'string', format: 'date-time' },
+          decidedAt: { type: 'string', format: 'date-time', nullable: true },
+          decidedBy: { type: 'string', nullable: true },
+        },
+      },
+      LifecycleResult: {
+        type: 'object',
+        properties: {
+          device: { $ref: '#/components/schemas/Device' },
+          certificates: { type: 'array', items: { type: 'object', properties: { serial: { type: 'string' }, status: { type: 'string' }, reason: { type: 'string', nullable: true } } } },
+          secret: { type: 'string', description: 'transfer, claim and cancel-release only: the new one-time secret' },
+          secretExpiresAt: { type: 'string', format: 'date-time' },
+        },
+      },
     },
   },
 } as const;

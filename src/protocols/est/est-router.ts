@@ -82,9 +82,12 @@ export function estRouter(opts: EstRouterOptions): Router {
     r.post(`${prefix}/simpleenroll`, enroll('simpleenroll'));
     r.post(`${prefix}/simplereenroll`, enroll('simplereenroll'));
     r.post(`${prefix}/serverkeygen`, enroll('serverkeygen'));
-    r.all(`${prefix}/fullcmc`, handle('fullcmc', async () => {
-      throw new DeviceCaError('not-implemented', 'fullcmc is not supported');
-    }));
+    r.all(
+      `${prefix}/fullcmc`,
+      handle('fullcmc', async () => {
+        throw new DeviceCaError('not-implemented', 'fullcmc is not supported');
+      }),
+    );
   }
   r.use((req: Request, res: Response, _next: NextFunction) => {
     res.locals.route = 'est.unknown';

@@ -17,7 +17,10 @@ export function opsRouter(args: { registry: Registry; health: () => Promise<void
     } catch (e) {
       const err = isDeviceCaError(e) ? e : null;
       res.setHeader('Retry-After', String(err?.retryAfterSeconds ?? 1));
-      res.status(503).type('text/plain').send(`unhealthy: ${err?.message ?? 'health check failed'}\n`);
+      res
+        .status(503)
+        .type('text/plain')
+        .send(`unhealthy: ${err?.message ?? 'health check failed'}\n`);
     }
   });
   r.get('/metrics', async (_req: Request, res: Response) => {

@@ -12,5 +12,6 @@ export function checkChannelBinding(challengePassword: string | null, binding: C
   if (!expected) throw new DeviceCaError('forbidden', 'proof of possession needs a TLS channel binding');
   if (challengePassword === null) throw new DeviceCaError('forbidden', 'proof of possession required: challengePassword must carry the TLS channel binding');
   const got = Buffer.from(challengePassword.trim(), 'base64');
-  if (got.length !== expected.length || !crypto.timingSafeEqual(got, expected)) throw new DeviceCaError('forbidden', 'proof of possession failed: challengePassword does not match this TLS connection');
+  if (got.length !== expected.length || !crypto.timingSafeEqual(got, expected))
+    throw new DeviceCaError('forbidden', 'proof of possession failed: challengePassword does not match this TLS connection');
 }

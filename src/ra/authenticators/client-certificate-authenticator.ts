@@ -53,7 +53,10 @@ export class ClientCertificateAuthenticator implements Authenticator {
     }
     let presented: crypto.X509Certificate[];
     try {
-      presented = c.intermediates().slice(0, 5).map((d) => new crypto.X509Certificate(d));
+      presented = c
+        .intermediates()
+        .slice(0, 5)
+        .map((d) => new crypto.X509Certificate(d));
     } catch {
       throw new DeviceCaError('unauthenticated', 'client certificate chain cannot be parsed');
     }
@@ -65,7 +68,11 @@ export class ClientCertificateAuthenticator implements Authenticator {
     if (auto !== undefined && !(await store.getDevice(deviceId))) {
       const hash = await hashSecret(newEnrollmentSecret(), this.deps.secretHashCost);
       await store
-        .createDevice({ id: deviceId, owner: auto, label: null, state: 'registered' }, { hash, expiresAt: now }, AuditLog.input('device.registered', `bootstrap:${anchor.subject.replace(/\n/g, ', ')}`, deviceId, { owner: auto, auto: true }))
+        .createDevice(
+          { id: deviceId, owner: auto, label: null, state: 'registered' },
+          { hash, expiresAt: now },
+          AuditLog.input('device.registered', `bootstrap:${anchor.subject.replace(/\n/g, ', ')}`, deviceId, { owner: auto, auto: true }),
+        )
         .catch((e) => {
           if (!(e instanceof DeviceCaError && e.code === 'conflict')) throw e; // registered meanwhile by another worker
         });

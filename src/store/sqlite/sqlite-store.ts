@@ -100,7 +100,14 @@ export class SqliteStore implements Store {
     const last = this.stmt('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
     const rec = nextAuditRecord(last ? { seq: Number(last.seq), hash: String(last.hash) } : null, e, at);
     this.stmt('INSERT INTO audit (seq, at, type, actor, subject, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
-      rec.seq, ms(at), rec.type, rec.actor, rec.subject, JSON.stringify(rec.data), rec.prevHash, rec.hash,
+      rec.seq,
+      ms(at),
+      rec.type,
+      rec.actor,
+      rec.subject,
+      JSON.stringify(rec.data),
+      rec.prevHash,
+      rec.hash,
     );
     return rec;
   }
@@ -143,7 +150,10 @@ export class SqliteStore implements Store {
             } catch (e) {
               // one error class leaves the store: a full disk or a damaged file is 'store-unavailable',
               // SQLite's other errors 'internal' (detail logged only)
-              results.push({ ok: false, v: e instanceof DeviceCaError ? e : (sqliteUnavailable(e) ?? new DeviceCaError('internal', 'store write failed', { detail: (e as Error)?.message, cause: e })) });
+              results.push({
+                ok: false,
+                v: e instanceof DeviceCaError ? e : (sqliteUnavailable(e) ?? new DeviceCaError('internal', 'store write failed', { detail: (e as Error)?.message, cause: e })),
+              });
             }
           }
         })
@@ -177,7 +187,11 @@ export class SqliteStore implements Store {
   }
 
   // ---- devices and secrets ----
-  async createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>, audit: AuditInput): Promise<DeviceRecord> {
+  async createDevice(
+    d: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>,
+    secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>,
+    audit: AuditInput,
+  ): Promise<DeviceRecord> {
     const now = new Date();
     return this.db
       .transaction(() => {
@@ -199,16 +213,20 @@ export class SqliteStore implements Store {
     const limit = pageLimit(filter);
     const where = ['id > ?'];
     const args: unknown[] = [filter.after ?? ''];
-    if (filter.owner !== undefined) { where.push('owner = ?'); args.push(filter.owner); }
-    if (filter.state !== undefined) { where.push('state = ?'); args.push(filter.state); }
+    if (filter.owner !== undefined) {
+      where.push('owner = ?');
+      args.push(filter.owner);
+    }
+    if (filter.state !== undefined) {
+      where.push('state = ?');
+      args.push(filter.state);
+    }
     const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
 
   async activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]> {
-    const rows = this.db
-      .prepare('SELECT * FROM secrets WHERE device_id = ? AND used_at IS NULL AND expires_at > ? ORDER BY id DESC')
-      .all(deviceId, ms(now)) as Row[];
+    const rows = this.db.prepare('SELECT * FROM secrets WHERE device_id = ? AND used_at IS NULL AND expires_at > ? ORDER BY id DESC').all(deviceId, ms(now)) as Row[];
     return rows.map((r) => ({ id: Number(r.id), deviceId: String(r.device_id), hash: String(r.hash), expiresAt: date(r.expires_at), usedAt: null, certSerial: null }));
   }
 
@@ -227,9 +245,18 @@ export class SqliteStore implements Store {
     const limit = pageLimit(filter);
     const where = ['serial > ?'];
     const args: unknown[] = [filter.after ?? ''];
-    if (filter.deviceId !== undefined) { where.push('device_id = ?'); args.push(filter.deviceId); }
-    if (filter.status !== undefined) { where.push('status = ?'); args.push(filter.status); }
-    if (filter.owner !== undefined) { where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)'); args.push(filter.owner); }
+    if (filter.deviceId !== undefined) {
+      where.push('device_id = ?');
+      args.push(filter.deviceId);
+    }
+    if (filter.status !== undefined) {
+      where.push('status = ?');
+      args.push(filter.status);
+    }
+    if (filter.owner !== undefined) {
+      where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)');
+      args.push(filter.owner);
+    }
     const rows = this.stmt(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(certFromRow), limit, (c) => c.serial);
   }
@@ -238,25 +265,23 @@ export class SqliteStore implements Store {
     const c = args.cert;
     const now = new Date();
     return this.grouped(() => {
-        // the RA checked the device's state before signing; a release, suspension or retirement that
-        // committed meanwhile must not be outlived by a certificate recorded after it
-        if (c.deviceId !== null) {
-          const d = this.stmt('SELECT state FROM devices WHERE id = ?').get(c.deviceId) as Row | undefined;
-          if (d && d.state !== 'registered' && d.state !== 'active') throw new DeviceCaError('forbidden', `device is ${String(d.state)}`);
-        }
-        if (args.consumeSecretId !== undefined) {
-          const r = this.stmt('UPDATE secrets SET used_at = ?, cert_serial = ? WHERE id = ? AND used_at IS NULL').run(ms(now), c.serial, args.consumeSecretId);
-          if (r.changes !== 1) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
-        }
-        this.stmt(
-          `INSERT INTO certificates (serial, device_id, issuer, subject, profile, not_before, not_after, shard, spki_sha256, der, status, created_at)
+      // the RA checked the device's state before signing; a release, suspension or retirement that
+      // committed meanwhile must not be outlived by a certificate recorded after it
+      if (c.deviceId !== null) {
+        const d = this.stmt('SELECT state FROM devices WHERE id = ?').get(c.deviceId) as Row | undefined;
+        if (d && d.state !== 'registered' && d.state !== 'active') throw new DeviceCaError('forbidden', `device is ${String(d.state)}`);
+      }
+      if (args.consumeSecretId !== undefined) {
+        const r = this.stmt('UPDATE secrets SET used_at = ?, cert_serial = ? WHERE id = ? AND used_at IS NULL').run(ms(now), c.serial, args.consumeSecretId);
+        if (r.changes !== 1) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
+      }
+      this.stmt(
+        `INSERT INTO certificates (serial, device_id, issuer, subject, profile, not_before, not_after, shard, spki_sha256, der, status, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)`,
-        ).run(c.serial, c.deviceId, c.issuer, c.subject, c.profile, ms(c.notBefore), ms(c.notAfter), c.shard, c.spkiSha256, c.der, ms(now));
-        if (c.deviceId !== null)
-          this.stmt("UPDATE devices SET state = 'active', updated_at = ? WHERE id = ? AND state = 'registered'").run(ms(now), c.deviceId);
-        if (args.requestId !== undefined)
-          this.stmt("UPDATE requests SET status = 'issued', cert_serial = ? WHERE id = ? AND status = 'approved'").run(c.serial, args.requestId);
-        this.appendAuditSync(args.audit, now);
+      ).run(c.serial, c.deviceId, c.issuer, c.subject, c.profile, ms(c.notBefore), ms(c.notAfter), c.shard, c.spkiSha256, c.der, ms(now));
+      if (c.deviceId !== null) this.stmt("UPDATE devices SET state = 'active', updated_at = ? WHERE id = ? AND state = 'registered'").run(ms(now), c.deviceId);
+      if (args.requestId !== undefined) this.stmt("UPDATE requests SET status = 'issued', cert_serial = ? WHERE id = ? AND status = 'approved'").run(c.serial, args.requestId);
+      this.appendAuditSync(args.audit, now);
     });
   }
 
@@ -335,9 +360,7 @@ export class SqliteStore implements Store {
 
   // ---- revocation and lifecycle ----
   private bumpShard(issuer: string, shard: number): void {
-    this.db
-      .prepare('INSERT INTO crl_shards (issuer, shard, revision) VALUES (?, ?, 1) ON CONFLICT(issuer, shard) DO UPDATE SET revision = revision + 1')
-      .run(issuer, shard);
+    this.db.prepare('INSERT INTO crl_shards (issuer, shard, revision) VALUES (?, ?, 1) ON CONFLICT(issuer, shard) DO UPDATE SET revision = revision + 1').run(issuer, shard);
   }
 
   async applyDeviceChange(c: DeviceChange): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
@@ -376,7 +399,8 @@ export class SqliteStore implements Store {
         }
         if (c.deleteSecrets) this.stmt('DELETE FROM secrets WHERE device_id = ?').run(c.deviceId);
         if (c.addSecret) this.stmt('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(c.deviceId, c.addSecret.hash, ms(c.addSecret.expiresAt));
-        if (c.cancelRequests) this.stmt("UPDATE requests SET status = 'rejected', decided_at = ?, decided_by = 'lifecycle' WHERE device_id = ? AND status IN ('pending', 'approved')").run(ms(now), c.deviceId);
+        if (c.cancelRequests)
+          this.stmt("UPDATE requests SET status = 'rejected', decided_at = ?, decided_by = 'lifecycle' WHERE device_id = ? AND status IN ('pending', 'approved')").run(ms(now), c.deviceId);
         const owner = c.newOwner !== undefined ? c.newOwner : row.owner;
         const pendingOwner = c.pendingOwner !== undefined ? c.pendingOwner : pending;
         this.stmt('UPDATE devices SET state = ?, owner = ?, pending_owner = ?, updated_at = ? WHERE id = ?').run(c.toState, owner, pendingOwner, ms(now), c.deviceId);
@@ -394,7 +418,12 @@ export class SqliteStore implements Store {
         const cur = certFromRow(r);
         const onHold = cur.status === 'revoked' && cur.revocationReason === 'certificateHold';
         if (cur.status === 'revoked' && !(onHold && reason !== 'certificateHold')) return { cert: cur, changed: false };
-        this.stmt("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?, invalidity_date = ? WHERE serial = ?").run(ms(at), reason, invalidityDate ? ms(invalidityDate) : null, serial);
+        this.stmt("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?, invalidity_date = ? WHERE serial = ?").run(
+          ms(at),
+          reason,
+          invalidityDate ? ms(invalidityDate) : null,
+          serial,
+        );
         this.bumpShard(cur.issuer, cur.shard);
         this.appendAuditSync(audit);
         return { cert: { ...cur, status: 'revoked' as const, revokedAt: at, revocationReason: reason, invalidityDate }, changed: true };
@@ -460,19 +489,43 @@ export class SqliteStore implements Store {
   async getCrl(issuer: string, shard: number): Promise<CrlRecord | null> {
     const r = this.stmt('SELECT * FROM crls WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
     if (!r) return null;
-    return { issuer: String(r.issuer), shard: Number(r.shard), number: BigInt(r.number as number), revision: Number(r.revision), thisUpdate: date(r.this_update), nextUpdate: date(r.next_update), entries: Number(r.entries), der: r.der as Buffer };
+    return {
+      issuer: String(r.issuer),
+      shard: Number(r.shard),
+      number: BigInt(r.number as number),
+      revision: Number(r.revision),
+      thisUpdate: date(r.this_update),
+      nextUpdate: date(r.next_update),
+      entries: Number(r.entries),
+      der: r.der as Buffer,
+    };
   }
 
   async crlInfo(issuer: string, shard: number): Promise<Omit<CrlRecord, 'der'> | null> {
     const r = this.stmt('SELECT issuer, shard, number, revision, this_update, next_update, entries FROM crls WHERE issuer = ? AND shard = ?').get(issuer, shard) as Row | undefined;
     if (!r) return null;
-    return { issuer: String(r.issuer), shard: Number(r.shard), number: BigInt(r.number as number), revision: Number(r.revision), thisUpdate: date(r.this_update), nextUpdate: date(r.next_update), entries: Number(r.entries) };
+    return {
+      issuer: String(r.issuer),
+      shard: Number(r.shard),
+      number: BigInt(r.number as number),
+      revision: Number(r.revision),
+      thisUpdate: date(r.this_update),
+      nextUpdate: date(r.next_update),
+      entries: Number(r.entries),
+    };
   }
 
   async certificateStatus(serial: string): Promise<Pick<CertificateRecord, 'serial' | 'issuer' | 'status' | 'revokedAt' | 'revocationReason' | 'notAfter'> | null> {
     const r = this.statusStmt.get(serial) as Row | undefined;
     if (!r) return null;
-    return { serial, issuer: String(r.issuer), status: String(r.status) as CertificateStatus, revokedAt: dateOrNull(r.revoked_at), revocationReason: r.revocation_reason === null ? null : (String(r.revocation_reason) as RevocationReason), notAfter: date(r.not_after) };
+    return {
+      serial,
+      issuer: String(r.issuer),
+      status: String(r.status) as CertificateStatus,
+      revokedAt: dateOrNull(r.revoked_at),
+      revocationReason: r.revocation_reason === null ? null : (String(r.revocation_reason) as RevocationReason),
+      notAfter: date(r.not_after),
+    };
   }
 
   // ---- admin API tokens ----
@@ -590,13 +643,16 @@ export class SqliteStore implements Store {
       })
       .immediate();
   }
-
 }
 
 /** probeError: 'store-unavailable' naming which half of the probe failed and why (the /healthz reason). */
 function probeError(what: 'read' | 'write', e: unknown): DeviceCaError {
   const f = sqliteFailure(e);
-  return new DeviceCaError('store-unavailable', `store ${what} failed (${f?.reason ?? 'unexpected error'})`, { detail: f?.detail ?? (e as Error)?.message, retryAfterSeconds: f?.retryAfterSeconds ?? 30, cause: e });
+  return new DeviceCaError('store-unavailable', `store ${what} failed (${f?.reason ?? 'unexpected error'})`, {
+    detail: f?.detail ?? (e as Error)?.message,
+    retryAfterSeconds: f?.retryAfterSeconds ?? 30,
+    cause: e,
+  });
 }
 
 function deviceFromRow(r: Row): DeviceRecord {
@@ -648,5 +704,12 @@ function requestFromRow(r: Row): EnrollmentRequestRecord {
 }
 
 function tokenFromRow(r: Row): TokenRecord {
-  return { id: String(r.id), hash: String(r.hash), scope: String(r.scope), description: r.description === null ? null : String(r.description), createdAt: date(r.created_at), revokedAt: dateOrNull(r.revoked_at) };
+  return {
+    id: String(r.id),
+    hash: String(r.hash),
+    scope: String(r.scope),
+    description: r.description === null ? null : String(r.description),
+    createdAt: date(r.created_at),
+    revokedAt: dateOrNull(r.revoked_at),
+  };
 }

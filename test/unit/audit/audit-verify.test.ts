@@ -24,7 +24,8 @@ afterEach(async () => {
 
 /** append n records; the store's group commit puts each batch in one transaction, so this is quick. */
 async function append(n: number): Promise<void> {
-  for (let i = 0; i < n; i += 2000) await Promise.all(Array.from({ length: Math.min(2000, n - i) }, (_, j) => store.appendAudit({ type: 'tick', actor: 'test', subject: `t${i + j}`, data: { i: i + j } })));
+  for (let i = 0; i < n; i += 2000)
+    await Promise.all(Array.from({ length: Math.min(2000, n - i) }, (_, j) => store.appendAudit({ type: 'tick', actor: 'test', subject: `t${i + j}`, data: { i: i + j } })));
 }
 
 /** edit changes one stored record behind the store's back, as someone with the database file could. */

@@ -71,7 +71,10 @@ describe('verifyStoreIdentity', () => {
   it('refuses a store whose CRL number is behind the mark, and with acceptRollback audits store.rollback-accepted', async () => {
     const id = (await recordStoreMark(t.cfg, store))!;
     fs.writeFileSync(identityFile(t.cfg), JSON.stringify({ ...id, mark: { ...id.mark, crlNumber: '5' } }));
-    await expect(verifyStoreIdentity(t.cfg, store)).rejects.toMatchObject({ code: 'config', message: expect.stringContaining(`store rolled back: CRL number 0 < 5 recorded at ${id.mark.recordedAt}`) });
+    await expect(verifyStoreIdentity(t.cfg, store)).rejects.toMatchObject({
+      code: 'config',
+      message: expect.stringContaining(`store rolled back: CRL number 0 < 5 recorded at ${id.mark.recordedAt}`),
+    });
     const before = (await store.head(ISSUER)).auditSeq;
     const r = await verifyStoreIdentity(t.cfg, store, { acceptRollback: true });
     expect(r.rollbackAccepted).toContain('CRL number 0 < 5');

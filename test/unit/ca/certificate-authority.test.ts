@@ -122,7 +122,9 @@ describe.each<{ label: string; overrides: Record<string, unknown> }>([
 
   it('serial: 32 hex digits, a positive 16-octet INTEGER, first octet 01xxxxxx', async () => {
     for (let i = 0; i < 50; i++) {
-      const c = await t.caWith({ p: { validitySeconds: 3600, serverAuth: false } }).issue({ profile: 'p', subject: [{ type: 'CN', value: 'x' }], spki: t.hierarchy.issuing.key.spki, keyType: 'ec', sans: [] });
+      const c = await t
+        .caWith({ p: { validitySeconds: 3600, serverAuth: false } })
+        .issue({ profile: 'p', subject: [{ type: 'CN', value: 'x' }], spki: t.hierarchy.issuing.key.spki, keyType: 'ec', sans: [] });
       expect(c.serial).toMatch(/^[4-7][0-9a-f]{31}$/);
       const serialTlv = children(readOne(certificateParts(c.der).tbs))[1];
       expect(serialTlv.tag).toBe(0x02);

@@ -88,9 +88,7 @@ async function referenceCrl(k: TestKey, p: CrlParams, entries: RevokedEntry[]): 
   if (p.issuingDistributionPoint !== undefined) {
     const idp: IssuingDistributionPoint = typeof p.issuingDistributionPoint === 'string' ? { url: p.issuingDistributionPoint } : p.issuingDistributionPoint;
     const uri = new asn1js.Primitive({ idBlock: { tagClass: 3, tagNumber: 6 }, valueHex: Buffer.from(idp.url, 'ascii') });
-    const fields: asn1js.AsnType[] = [
-      new asn1js.Constructed({ idBlock: { tagClass: 3, tagNumber: 0 }, value: [new asn1js.Constructed({ idBlock: { tagClass: 3, tagNumber: 0 }, value: [uri] })] }),
-    ];
+    const fields: asn1js.AsnType[] = [new asn1js.Constructed({ idBlock: { tagClass: 3, tagNumber: 0 }, value: [new asn1js.Constructed({ idBlock: { tagClass: 3, tagNumber: 0 }, value: [uri] })] })];
     if (idp.onlyContainsUserCerts) fields.push(new asn1js.Primitive({ idBlock: { tagClass: 3, tagNumber: 1 }, valueHex: new Uint8Array([0xff]) }));
     if (idp.onlyContainsCACerts) fields.push(new asn1js.Primitive({ idBlock: { tagClass: 3, tagNumber: 2 }, valueHex: new Uint8Array([0xff]) }));
     extensions.push(new x509.Extension('2.5.29.28', true, new asn1js.Sequence({ value: fields }).toBER()));
@@ -116,9 +114,7 @@ async function referenceCrl(k: TestKey, p: CrlParams, entries: RevokedEntry[]): 
   const list = AsnConvert.parse(crl.rawData, asn1X509.CertificateList);
   for (const r of list.tbsCertList.revokedCertificates ?? []) if (!r.crlEntryExtensions?.length) r.crlEntryExtensions = undefined;
   const tbs = Buffer.from(AsnConvert.serialize(list.tbsCertList));
-  const sig = rsa
-    ? crypto.sign('sha256', tbs, k.privateKey)
-    : crypto.sign('sha256', tbs, { key: k.privateKey, dsaEncoding: 'der' });
+  const sig = rsa ? crypto.sign('sha256', tbs, k.privateKey) : crypto.sign('sha256', tbs, { key: k.privateKey, dsaEncoding: 'der' });
   list.signature = new Uint8Array(sig).buffer as ArrayBuffer;
   return Buffer.from(AsnConvert.serialize(list));
 }
@@ -144,7 +140,10 @@ interface Pki {
 async function makePki(): Promise<Pki> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-crl-'));
   const ca = makeKey('ecdsa-p256');
-  const caName = encodeName([{ type: 'O', value: 'device-ca tests' }, { type: 'CN', value: 'CRL Test CA' }]);
+  const caName = encodeName([
+    { type: 'O', value: 'device-ca tests' },
+    { type: 'CN', value: 'CRL Test CA' },
+  ]);
   const caSki = keyIdentifier(ca.key.spki);
   const crlUrl = 'http://ca.example.test/crl/issuing/0.crl';
   const sign = async (subject: Buffer, spki: Buffer, extensions: Buffer[], serial = newSerial()): Promise<Buffer> => {
@@ -190,10 +189,7 @@ const ENTRY_SETS: { label: string; entries: RevokedEntry[] }[] = [
   { label: 'no entries (revokedCertificates absent)', entries: [] },
   {
     label: 'every reason, unspecified and none omitted',
-    entries: [
-      ...ALL_REASONS.map((reason, i) => ({ serial: newSerial(), revokedAt: sec(NOW.getTime() - i * 3_600_000), reason })),
-      { serial: newSerial(), revokedAt: NOW },
-    ],
+    entries: [...ALL_REASONS.map((reason, i) => ({ serial: newSerial(), revokedAt: sec(NOW.getTime() - i * 3_600_000), reason })), { serial: newSerial(), revokedAt: NOW }],
   },
   {
     label: 'invalidity dates, a revocation date past 2049 (GeneralizedTime)',
@@ -242,7 +238,10 @@ function params(k: TestKey, p: (typeof PARAM_SETS)[number], issuer: Buffer, aki:
 describe('encodeCrl: byte equality with @peculiar/x509 X509CrlGenerator', () => {
   const rsa = makeKey('rsa-2048');
   const ec = makeKey('ecdsa-p256');
-  const issuer = encodeName([{ type: 'O', value: 'device-ca' }, { type: 'CN', value: 'Issuing CA 1' }]);
+  const issuer = encodeName([
+    { type: 'O', value: 'device-ca' },
+    { type: 'CN', value: 'Issuing CA 1' },
+  ]);
   const aki = crypto.randomBytes(20);
 
   describe.each(PARAM_SETS)('$label', (ps) => {
@@ -384,10 +383,7 @@ describe('encodeCrl: openssl as the relying party', () => {
         }));
       }
     }
-    const crl = await encodeCrlStream(
-      { issuer: pki.caName, authorityKeyId: pki.caSki, crlNumber: 99n, thisUpdate: NOW, nextUpdate: new Date(NOW.getTime() + DAY), signingKey: pki.ca.key },
-      source(),
-    );
+    const crl = await encodeCrlStream({ issuer: pki.caName, authorityKeyId: pki.caSki, crlNumber: 99n, thisUpdate: NOW, nextUpdate: new Date(NOW.getTime() + DAY), signingKey: pki.ca.key }, source());
     expect(crl.entries).toBe(20_000);
     await writeCrlFile(path.join(pki.dir, 'big.crl'), crl.der);
     expect(openssl(['crl', '-inform', 'DER', '-in', 'big.crl', '-CAfile', 'ca.pem', '-noout'], pki.dir).out).toContain('verify OK');

@@ -224,7 +224,10 @@ describe('when a CRL is re-issued', () => {
     const published: number[][] = [];
     const errors: unknown[] = [];
     const fast = new CrlPublisher(tca.hierarchy.issuing, store, { ...CRL_CFG, checkInterval: 0.05 }, PUBLIC, () => clock);
-    fast.start((e) => errors.push(e), (s) => published.push(s));
+    fast.start(
+      (e) => errors.push(e),
+      (s) => published.push(s),
+    );
     try {
       await waitFor(() => published.length >= 1);
       const s = await issue(1);

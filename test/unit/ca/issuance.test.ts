@@ -25,7 +25,11 @@ const request = () => {
 describe('issueAndRecord', () => {
   it('stores the signed bytes with the record fields, after an intent record and before returning', async () => {
     const req = request();
-    const issued = await issueAndRecord(t.ca, store, req, { deviceId: null, subject: 'CN=localhost', audit: { actor: 'device-ca', subject: 'tls-server', intent: { why: 'test' }, data: { names: ['localhost'] } } });
+    const issued = await issueAndRecord(t.ca, store, req, {
+      deviceId: null,
+      subject: 'CN=localhost',
+      audit: { actor: 'device-ca', subject: 'tls-server', intent: { why: 'test' }, data: { names: ['localhost'] } },
+    });
     const rec = await store.getCertificate(issued.serial);
     expect(rec?.der.equals(issued.der)).toBe(true);
     expect(rec).toMatchObject({ deviceId: null, subject: 'CN=localhost', profile: 'tls-server', status: 'valid', spkiSha256: crypto.createHash('sha256').update(req.spki).digest('hex') });
@@ -38,7 +42,9 @@ describe('issueAndRecord', () => {
 
   it('a record the store refuses (a consumed secret) leaves the intent but no certificate, and rejects', async () => {
     const before = (await store.listAudit({ subject: 'dev-x' })).items.length;
-    await expect(issueAndRecord(t.ca, store, request(), { deviceId: 'dev-x', subject: 'CN=dev-x', consumeSecretId: 999999, audit: { actor: 'test', subject: 'dev-x' } })).rejects.toMatchObject({ code: 'unauthenticated' });
+    await expect(issueAndRecord(t.ca, store, request(), { deviceId: 'dev-x', subject: 'CN=dev-x', consumeSecretId: 999999, audit: { actor: 'test', subject: 'dev-x' } })).rejects.toMatchObject({
+      code: 'unauthenticated',
+    });
     const audit = (await store.listAudit({ subject: 'dev-x' })).items;
     expect(audit.slice(before).map((a) => a.type)).toEqual(['certificate.issue.intent']);
   });

@@ -93,7 +93,10 @@ interface Pki {
 
 async function makePki(): Promise<Pki> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-ocsp-'));
-  const caName = encodeName([{ type: 'O', value: 'device-ca tests' }, { type: 'CN', value: 'OCSP Test CA' }]);
+  const caName = encodeName([
+    { type: 'O', value: 'device-ca tests' },
+    { type: 'CN', value: 'OCSP Test CA' },
+  ]);
   const { privateKey: caPriv } = generateKeyPair('ecdsa-p256');
   const caKey = softwareSigningKey(caPriv, 'ecdsa-p256', 'memory');
   const caSki = keyIdentifier(caKey.spki);
@@ -317,10 +320,7 @@ describe('parseOcspRequest: malformed input is DeviceCaError(bad-request)', () =
 // ------------------------------------------------------------------ responses
 
 /** referenceResponse rebuilds an OCSPResponse with pkijs from the same fields and our signature value. */
-function referenceResponse(
-  f: { responderCert: Buffer | null; producedAt: Date; nonce?: Buffer; singles: OcspSingleResponse[] },
-  signature: Buffer,
-): Buffer {
+function referenceResponse(f: { responderCert: Buffer | null; producedAt: Date; nonce?: Buffer; singles: OcspSingleResponse[] }, signature: Buffer): Buffer {
   const responderCert = pkijs.Certificate.fromBER(f.responderCert ?? pki.ca.der);
   const keyHash = crypto.createHash('sha1').update(responderCert.subjectPublicKeyInfo.subjectPublicKey.valueBlock.valueHexView).digest();
   const rd = new pkijs.ResponseData({
@@ -371,10 +371,14 @@ function basicOf(resp: Buffer): ReturnType<typeof children> {
 }
 
 describe('OcspResponder: byte equality with pkijs', () => {
-  const cid = (p: Party, hash: 'sha1' | 'sha256' = 'sha1') =>
-    encodeCertId({ hash, ...certIdHashes(pki.caName, pki.ca.key.spki, hash), serialNumber: p.serial.toString('hex') });
+  const cid = (p: Party, hash: 'sha1' | 'sha256' = 'sha1') => encodeCertId({ hash, ...certIdHashes(pki.caName, pki.ca.key.spki, hash), serialNumber: p.serial.toString('hex') });
   const cases: { label: string; delegated: boolean; nonce: boolean; singles: () => OcspSingleResponse[] }[] = [
-    { label: 'good, delegated responder, nonce', delegated: true, nonce: true, singles: () => [{ certId: cid(pki.good), status: 'good', thisUpdate: NOW, nextUpdate: new Date(NOW.getTime() + HOUR) }] },
+    {
+      label: 'good, delegated responder, nonce',
+      delegated: true,
+      nonce: true,
+      singles: () => [{ certId: cid(pki.good), status: 'good', thisUpdate: NOW, nextUpdate: new Date(NOW.getTime() + HOUR) }],
+    },
     {
       label: 'revoked with reason, CA as responder, no nonce',
       delegated: false,
@@ -466,10 +470,7 @@ describe('OcspResponder: openssl ocsp verifies the responses', () => {
     { label: 'good, CA as responder', leaf: 'good', delegated: false, status: 'good', expect: [/good\.pem: good/] },
   ] as const)('-respin: $label', async (c) => {
     const responder = c.delegated ? new OcspResponder(pki.responder.key, pki.responder.der) : new OcspResponder(pki.ca.key, pki.ca.der, { includeCertificate: false });
-    const s =
-      c.status === 'revoked'
-        ? single(pki[c.leaf], { status: 'revoked', revokedAt: new Date(NOW.getTime() - HOUR), reason: 'keyCompromise' })
-        : single(pki[c.leaf], { status: c.status });
+    const s = c.status === 'revoked' ? single(pki[c.leaf], { status: 'revoked', revokedAt: new Date(NOW.getTime() - HOUR), reason: 'keyCompromise' }) : single(pki[c.leaf], { status: c.status });
     fs.writeFileSync(path.join(pki.dir, 'resp.der'), await responder.respond([s]));
     const r = openssl(['ocsp', '-respin', 'resp.der', '-issuer', 'ca.pem', '-cert', `${c.leaf}.pem`, '-CAfile', 'ca.pem', '-no_nonce', '-resp_text'], pki.dir);
     expect(r.out).toContain('Response verify OK');
@@ -511,7 +512,9 @@ describe('OcspResponder: openssl ocsp verifies the responses', () => {
             seen.push({ nonce: r.nonce?.toString('hex'), serials: r.certIds.map((i) => i.serialNumber) });
             const nonce = mode === 'echo' ? r.nonce : mode === 'wrong-nonce' ? octetString(crypto.randomBytes(16)) : undefined;
             body = await responder.respond(
-              r.certIds.map((id: OcspCertId) => ({ certId: id, thisUpdate: NOW, nextUpdate: new Date(NOW.getTime() + HOUR), ...(status[id.serialNumber] ?? { status: 'unknown' }) }) as OcspSingleResponse),
+              r.certIds.map(
+                (id: OcspCertId) => ({ certId: id, thisUpdate: NOW, nextUpdate: new Date(NOW.getTime() + HOUR), ...(status[id.serialNumber] ?? { status: 'unknown' }) }) as OcspSingleResponse,
+              ),
               { nonce },
             );
           } catch {
@@ -526,8 +529,7 @@ describe('OcspResponder: openssl ocsp verifies the responses', () => {
     });
     afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
-    const ask = (...certs: string[]) =>
-      opensslAsync(['ocsp', '-issuer', 'ca.pem', ...certs.flatMap((c) => ['-cert', c]), '-url', url, '-CAfile', 'ca.pem', '-resp_text'], pki.dir);
+    const ask = (...certs: string[]) => opensslAsync(['ocsp', '-issuer', 'ca.pem', ...certs.flatMap((c) => ['-cert', c]), '-url', url, '-CAfile', 'ca.pem', '-resp_text'], pki.dir);
 
     test('nonce echoed: openssl verifies response and nonce, good and revoked in one request', async () => {
       mode = 'echo';

@@ -50,7 +50,23 @@ beforeAll(async () => {
   responder = new OcspResponder(key, cert.der);
   fs.writeFileSync(path.join(dir, 'issuing.pem'), toPem(tca.hierarchy.issuing.der, 'CERTIFICATE'));
   fs.writeFileSync(path.join(dir, 'chain.pem'), toPem(tca.hierarchy.issuing.der, 'CERTIFICATE') + toPem(tca.hierarchy.root.der, 'CERTIFICATE'));
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'other.key', '-subj', '/O=device-ca/CN=device-ca Issuing CA', '-days', '1', '-out', 'other.pem']);
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'other.key',
+    '-subj',
+    '/O=device-ca/CN=device-ca Issuing CA',
+    '-days',
+    '1',
+    '-out',
+    'other.pem',
+  ]);
 });
 afterAll(() => tca.cleanup());
 
@@ -63,7 +79,12 @@ beforeEach(() => {
 
 const NOT_AFTER = new Date(Date.now() + 365 * 24 * HOUR);
 const good = (serial: string): Row => ({ serial, issuer: tca.hierarchy.issuing.name, status: 'valid', revokedAt: null, revocationReason: null, notAfter: NOT_AFTER });
-const revoked = (serial: string, reason: Row['revocationReason'], at = new Date(clock.getTime() - 1000)): Row => ({ ...good(serial), status: 'revoked', revokedAt: new Date(Math.floor(at.getTime() / 1000) * 1000), revocationReason: reason });
+const revoked = (serial: string, reason: Row['revocationReason'], at = new Date(clock.getTime() - 1000)): Row => ({
+  ...good(serial),
+  status: 'revoked',
+  revokedAt: new Date(Math.floor(at.getTime() / 1000) * 1000),
+  revocationReason: reason,
+});
 
 function openssl(args: string[]): { status: number | null; out: string } {
   const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
@@ -205,7 +226,10 @@ describe('requests with a nonce: live responses', () => {
     expect(a1.cache).toBeUndefined();
     expect(a1.outcome).toBe('good');
     expect(a1.der.equals(a2.der)).toBe(false);
-    for (const [a, r] of [[a1, r1], [a2, r2]] as const) {
+    for (const [a, r] of [
+      [a1, r1],
+      [a2, r2],
+    ] as const) {
       const v = verdict(a, r);
       expect(v).toContain('Response verify OK');
       expect(v).toMatch(/Response Extensions:\s*\n\s*OCSP Nonce:/);

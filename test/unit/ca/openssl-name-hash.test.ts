@@ -57,7 +57,16 @@ function reqCert(subj: string, o: { stringMask?: string; multivalue?: boolean } 
 function builtCert(name: Buffer): string {
   const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const key = softwareSigningKey(privateKey, 'ecdsa-p256', 'test');
-  const tbs = encodeTbs({ serial: newSerial(), signatureAlgorithm: key.signatureAlgorithm, issuer: name, notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 86400_000), subject: name, spki: key.spki, extensions: [] });
+  const tbs = encodeTbs({
+    serial: newSerial(),
+    signatureAlgorithm: key.signatureAlgorithm,
+    issuer: name,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86400_000),
+    subject: name,
+    spki: key.spki,
+    extensions: [],
+  });
   const sig = crypto.sign('sha256', tbs, { key: privateKey, dsaEncoding: 'der' });
   const f = path.join(dir, `built-${++n}.pem`);
   fs.writeFileSync(f, toPem(assembleCertificate(tbs, key.signatureAlgorithm, sig), 'CERTIFICATE'));

@@ -149,7 +149,12 @@ describe('the file', () => {
       'est:\n  labels:\n    default: {}\n    strict: { keyAlgorithms: [ecdsa-p256] }\n    pop: { proofOfPossession: true }\n    manual: { manualApproval: true, validity: 30d }\n',
     );
     const { profiles, labels } = resolveProfiles(loadConfig({ file, env: {} }));
-    expect([...labels].sort()).toEqual([['default', 'default'], ['manual', 'manual'], ['pop', 'pop'], ['strict', 'strict']]);
+    expect([...labels].sort()).toEqual([
+      ['default', 'default'],
+      ['manual', 'manual'],
+      ['pop', 'pop'],
+      ['strict', 'strict'],
+    ]);
     expect(profiles.get('strict')!.keyAlgorithms).toEqual(['ecdsa-p256']);
     expect(profiles.get('strict')!.auth).toEqual(['basic', 'bootstrap-cert']);
     expect(profiles.get('pop')!.proofOfPossession).toBe(true);
@@ -191,7 +196,11 @@ describe('the file', () => {
     ['a label name outside [a-z0-9-]', 'est.labels.Bad_Name', 'est:\n  labels:\n    Bad_Name: {}\n'],
     ['a label naming a profile that does not exist', 'est.labels.field.profile', 'est:\n  labels:\n    field: { profile: nosuch }\n'],
     ['a label naming a profile and carrying policy too', 'est.labels.field.validity', 'profiles:\n  p: {}\nest:\n  labels:\n    field: { profile: p, validity: 1d }\n'],
-    ['inline policy on a label whose profile is configured too', 'est.labels.strict.keyAlgorithms', 'profiles:\n  strict: { validity: 1d }\nest:\n  labels:\n    strict: { keyAlgorithms: [ecdsa-p256] }\n'],
+    [
+      'inline policy on a label whose profile is configured too',
+      'est.labels.strict.keyAlgorithms',
+      'profiles:\n  strict: { validity: 1d }\nest:\n  labels:\n    strict: { keyAlgorithms: [ecdsa-p256] }\n',
+    ],
     ['a profile named like a built-in CA profile', 'profiles.tls-server', 'profiles:\n  tls-server: {}\n'],
     ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
   ])('%s is refused; the message is "<file>: %s: ..."', (_name, key, text) => {

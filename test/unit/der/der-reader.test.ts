@@ -172,7 +172,13 @@ function selfSigned(privateKey: crypto.KeyObject): Buffer {
     notAfter: new Date('2055-01-01T00:00:00Z'),
     subject: name,
     spki,
-    extensions: [basicConstraints(true, 0), subjectAltName([{ type: 'dns', value: 'a.example' }, { type: 'ip', value: '::1' }])],
+    extensions: [
+      basicConstraints(true, 0),
+      subjectAltName([
+        { type: 'dns', value: 'a.example' },
+        { type: 'ip', value: '::1' },
+      ]),
+    ],
   });
   return assembleCertificate(tbs, alg, crypto.sign('sha256', tbs, { key: privateKey, dsaEncoding: 'der' }));
 }

@@ -1,17 +1,7 @@
 import * as crypto from 'node:crypto';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { KEY_ALGORITHMS } from '../../../src/keys/key-backend';
-import {
-  EC_CURVES,
-  digestInfo,
-  ecAlgorithmOf,
-  ecPointFromAttribute,
-  ecSpki,
-  ecdsaRawToDer,
-  isEcAlgorithm,
-  rsaAlgorithmOf,
-  rsaSpki,
-} from '../../../src/keys/pkcs11/public-key-info';
+import { EC_CURVES, digestInfo, ecAlgorithmOf, ecPointFromAttribute, ecSpki, ecdsaRawToDer, isEcAlgorithm, rsaAlgorithmOf, rsaSpki } from '../../../src/keys/pkcs11/public-key-info';
 import { generateKeyPair } from '../../../src/keys/software-key-backend';
 
 /**

@@ -19,7 +19,11 @@ describe('parsePkcs11Uri accepts', () => {
     ['serial', 'pkcs11:serial=18b06826ed552c2f;object=k', { serial: '18b06826ed552c2f', object: 'k' }],
     ['an empty value', 'pkcs11:token=;object=k', { token: '', object: 'k' }],
     ['every type value', 'pkcs11:type=secret-key', { type: 'secret-key' }],
-    ['module-path and module-name in the query', 'pkcs11:object=k?module-path=/usr/lib/softhsm/libsofthsm2.so&module-name=softhsm2', { object: 'k', modulePath: '/usr/lib/softhsm/libsofthsm2.so', moduleName: 'softhsm2' }],
+    [
+      'module-path and module-name in the query',
+      'pkcs11:object=k?module-path=/usr/lib/softhsm/libsofthsm2.so&module-name=softhsm2',
+      { object: 'k', modulePath: '/usr/lib/softhsm/libsofthsm2.so', moduleName: 'softhsm2' },
+    ],
     ['an empty query', 'pkcs11:object=k?', { object: 'k' }],
   ])('%s', (_what, uri, expected) => {
     expect(parsePkcs11Uri(uri)).toEqual(expected);

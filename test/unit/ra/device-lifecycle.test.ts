@@ -34,7 +34,12 @@ beforeEach(() => {
   cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { 'enrollment.secretHashCost': 10, 'crl.shards': 4 } });
   store = new SqliteStore(path.join(dir, 'device-ca.sqlite'));
   changes = [];
-  lifecycle = new DeviceLifecycle(cfg, store, (c) => changes.push(c), () => NOW);
+  lifecycle = new DeviceLifecycle(
+    cfg,
+    store,
+    (c) => changes.push(c),
+    () => NOW,
+  );
 });
 afterEach(async () => {
   await store.close();
@@ -42,7 +47,11 @@ afterEach(async () => {
 });
 
 async function addDevice(id: string, owner: string | null = 'acme', secret = 'first-secret'): Promise<void> {
-  await store.createDevice({ id, owner, label: null, state: 'registered' }, { hash: await hashSecret(secret, 10), expiresAt: new Date(Date.now() + DAY) }, { type: 'device.registered', actor: 'test', subject: id, data: {} });
+  await store.createDevice(
+    { id, owner, label: null, state: 'registered' },
+    { hash: await hashSecret(secret, 10), expiresAt: new Date(Date.now() + DAY) },
+    { type: 'device.registered', actor: 'test', subject: id, data: {} },
+  );
 }
 
 /** issue records a certificate for a device (as the RA does after signing); expired ones end before now. */
@@ -51,7 +60,18 @@ async function issue(deviceId: string | null, o: { expired?: boolean } = {}): Pr
   // expired by both clocks: the store's (real time) and the lifecycle's (NOW)
   const notAfter = o.expired ? new Date(Math.min(Date.now(), NOW.getTime()) - DAY) : new Date(Date.now() + 365 * DAY);
   await store.recordIssuance({
-    cert: { serial, deviceId, issuer: 'device-ca-issuing', subject: `CN=${deviceId}`, profile: 'default', notBefore: new Date(Date.now() - 400 * DAY), notAfter, shard: serialSeq % 4, spkiSha256: 'ab'.repeat(32), der: Buffer.from(`der ${serial}`) },
+    cert: {
+      serial,
+      deviceId,
+      issuer: 'device-ca-issuing',
+      subject: `CN=${deviceId}`,
+      profile: 'default',
+      notBefore: new Date(Date.now() - 400 * DAY),
+      notAfter,
+      shard: serialSeq % 4,
+      spkiSha256: 'ab'.repeat(32),
+      der: Buffer.from(`der ${serial}`),
+    },
     audit: { type: 'certificate.issued', actor: 'test', subject: deviceId ?? 'none', data: { serial } },
   });
   return serial;
@@ -297,7 +317,7 @@ describe('two-sided transfer: release, claim, cancel-release', () => {
     expect(await codeOf(lifecycle.claim('dev-x', BRAVO, 'x'))).toBe('conflict'); // once
   });
 
-  it('an operator may claim on the new owner\'s behalf, and cancel a release', async () => {
+  it("an operator may claim on the new owner's behalf, and cancel a release", async () => {
     await addDevice('dev-op');
     await lifecycle.release('dev-op', 'bravo', OPERATOR, 'op');
     expect((await lifecycle.claim('dev-op', OPERATOR, 'op')).device).toMatchObject({ owner: 'bravo', state: 'registered' });
@@ -327,12 +347,20 @@ describe('two-sided transfer: release, claim, cancel-release', () => {
     const stale = await store.getDevice('dev-race');
     await lifecycle.cancelRelease('dev-race', ACME, 'x');
     await lifecycle.release('dev-race', 'globex', ACME, 'x');
-    const p = store.applyDeviceChange({ deviceId: 'dev-race', expect: { pendingOwner: stale!.pendingOwner }, fromStates: ['transferring'], toState: 'registered', newOwner: 'bravo', pendingOwner: null, audit: { type: 't', actor: 'x', subject: 'dev-race', data: {} } });
+    const p = store.applyDeviceChange({
+      deviceId: 'dev-race',
+      expect: { pendingOwner: stale!.pendingOwner },
+      fromStates: ['transferring'],
+      toState: 'registered',
+      newOwner: 'bravo',
+      pendingOwner: null,
+      audit: { type: 't', actor: 'x', subject: 'dev-race', data: {} },
+    });
     expect(await codeOf(p)).toBe('conflict');
     expect(await store.getDevice('dev-race')).toMatchObject({ owner: 'acme', pendingOwner: 'globex', state: 'transferring' });
   });
 
-  it('a transferring device may be retired (by its owner or an operator); the operator\'s one-step transfer overrides a release', async () => {
+  it("a transferring device may be retired (by its owner or an operator); the operator's one-step transfer overrides a release", async () => {
     await addDevice('dev-r1');
     await lifecycle.release('dev-r1', 'bravo', ACME, 'x');
     expect((await lifecycle.retire('dev-r1', ACME, 'x')).device).toMatchObject({ state: 'retired', pendingOwner: null });
@@ -354,7 +382,12 @@ describe('retire', () => {
     changes = [];
     const r = await lifecycle.retire('dev-r', OPERATOR, 'op');
     expect(r.device.state).toBe('retired');
-    expect(r.changed.map((x) => [x.serial, x.reason]).sort()).toEqual([[a, 'cessationOfOperation'], [b, 'cessationOfOperation']].sort());
+    expect(r.changed.map((x) => [x.serial, x.reason]).sort()).toEqual(
+      [
+        [a, 'cessationOfOperation'],
+        [b, 'cessationOfOperation'],
+      ].sort(),
+    );
     expect(changes).toEqual([r.changed]);
     expect(await store.activeSecrets('dev-r', NOW)).toEqual([]);
     expect(await state('dev-r')).toBe('retired');

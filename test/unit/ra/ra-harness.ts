@@ -57,7 +57,14 @@ export async function makeRaHarness(o: RaHarnessOptions = {}): Promise<RaHarness
   const store = new SqliteStore(cfg.store.path);
   const hierarchy = await initCa(cfg, new SoftwareKeyBackend(path.join(dir, 'keys')), store);
   const profiles = new Map([...resolveProfiles(cfg).profiles].map(([n, p]) => [n, { validitySeconds: p.validity, serverAuth: p.serverAuth }]));
-  const ca = new CertificateAuthority({ issuing: hierarchy.issuing, publicUrl: publicBaseUrl(cfg), crlShards: cfg.crl.shards, backdateSeconds: cfg.ca.backdate, profiles, ocspResponderValidity: cfg.ocsp.responderValidity });
+  const ca = new CertificateAuthority({
+    issuing: hierarchy.issuing,
+    publicUrl: publicBaseUrl(cfg),
+    crlShards: cfg.crl.shards,
+    backdateSeconds: cfg.ca.backdate,
+    profiles,
+    ocspResponderValidity: cfg.ocsp.responderValidity,
+  });
   let offsetMs = 0;
   const now = (): Date => new Date(Date.now() + offsetMs);
   const bootstrap = o.bootstrap ?? { anchors: [], deviceIdFrom: cfg.bootstrap.deviceIdFrom };

@@ -54,7 +54,7 @@ describe('names a client sends are looked up as own entries, never on Object.pro
 });
 
 describe('profiles', () => {
-  it('an EST label maps onto its profile; the CA signs with that profile\'s validity', async () => {
+  it("an EST label maps onto its profile; the CA signs with that profile's validity", async () => {
     expect(h.ra.profileForLabel('field')).toBe('sensors');
     expect(h.ra.profileForLabel('default')).toBe('default');
     const id = nextId();
@@ -109,7 +109,9 @@ describe('authorize', () => {
     const secret = await h.register(id);
     const binding = crypto.randomBytes(12);
     expect(await h.refused('pop', 'enroll', h.csr(id).der, { ...secretProof(id, secret), channelBinding: { tlsUnique: binding } })).toBe('forbidden');
-    expect(await h.refused('pop', 'enroll', h.csr(id, { challengePassword: crypto.randomBytes(12).toString('base64') }).der, { ...secretProof(id, secret), channelBinding: { tlsUnique: binding } })).toBe('forbidden');
+    expect(
+      await h.refused('pop', 'enroll', h.csr(id, { challengePassword: crypto.randomBytes(12).toString('base64') }).der, { ...secretProof(id, secret), channelBinding: { tlsUnique: binding } }),
+    ).toBe('forbidden');
     await h.issued('pop', 'enroll', h.csr(id, { challengePassword: binding.toString('base64') }).der, { ...secretProof(id, secret), channelBinding: { tlsUnique: binding } });
   });
 
@@ -179,7 +181,7 @@ describe('issue', () => {
   });
 });
 
-describe('server-keygen key type: the CSR\'s when the profile allows it, else the profile\'s first', () => {
+describe("server-keygen key type: the CSR's when the profile allows it, else the profile's first", () => {
   it.each([
     ['sensors', 'ecdsa-p256', 'prime256v1'],
     ['sensors', 'ecdsa-p384', 'secp384r1'],
@@ -257,7 +259,7 @@ describe('idempotent enrollment: a device that lost the reply gets the same cert
     expect(await hi.refused('default', 'enroll', hi.csr(id, { key }).der, secretProof(id, secret))).toBe('unauthenticated');
   });
 
-  it('another device presenting the first device\'s spent secret: unauthenticated', async () => {
+  it("another device presenting the first device's spent secret: unauthenticated", async () => {
     const a = nextId();
     const b = nextId();
     const secret = await hi.register(a);

@@ -25,7 +25,11 @@ it('renames simpleenroll/simplereenroll/serverkeygen requests and leaves old spe
 
     const store = new SqliteStore(file);
     const ops = (await store.listRequests({})).items.map((r) => [r.id, r.operation]);
-    expect(ops).toEqual([['r0', 'enroll'], ['r1', 'renew'], ['r2', 'server-keygen']]);
+    expect(ops).toEqual([
+      ['r0', 'enroll'],
+      ['r1', 'renew'],
+      ['r2', 'server-keygen'],
+    ]);
     expect(await store.spentSecrets('dev-1', new Date(0))).toEqual([]);
     await store.close();
   } finally {

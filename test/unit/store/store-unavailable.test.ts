@@ -112,7 +112,11 @@ describe('a store file with damaged pages', () => {
     await new Promise((r) => server.once('listening', r));
     try {
       const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/healthz`);
-      expect({ status: res.status, retryAfter: res.headers.get('retry-after'), body: await res.text() }).toEqual({ status: 503, retryAfter: '30', body: 'unhealthy: store read failed (file corrupt)\n' });
+      expect({ status: res.status, retryAfter: res.headers.get('retry-after'), body: await res.text() }).toEqual({
+        status: 503,
+        retryAfter: '30',
+        body: 'unhealthy: store read failed (file corrupt)\n',
+      });
     } finally {
       server.close();
     }

@@ -80,7 +80,18 @@ export async function startAdminApp(): Promise<AdminApp> {
   async function issue(deviceId: string): Promise<string> {
     const serial = '4' + crypto.randomBytes(15).toString('hex');
     await store.recordIssuance({
-      cert: { serial, deviceId, issuer: 'device-ca-issuing', subject: `O=acme, CN=${deviceId}`, profile: 'default', notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 86400_000), shard: 0, spkiSha256: 'ab'.repeat(32), der: Buffer.from(`not a certificate ${serial}`) },
+      cert: {
+        serial,
+        deviceId,
+        issuer: 'device-ca-issuing',
+        subject: `O=acme, CN=${deviceId}`,
+        profile: 'default',
+        notBefore: new Date(Date.now() - 60_000),
+        notAfter: new Date(Date.now() + 86400_000),
+        shard: 0,
+        spkiSha256: 'ab'.repeat(32),
+        der: Buffer.from(`not a certificate ${serial}`),
+      },
       audit: { type: 'certificate.issued', actor: 'test', subject: deviceId, data: { serial } },
     });
     return serial;
@@ -101,7 +112,10 @@ export async function startAdminApp(): Promise<AdminApp> {
     const { id: deviceId } = await device('registered');
     const id = crypto.randomUUID();
     const csr = crypto.randomBytes(32);
-    await store.createRequest({ id, deviceId, label: 'default', operation: 'enroll', csrSha256: crypto.createHash('sha256').update(csr).digest('hex'), csr }, { type: 'request.created', actor: 'test', subject: id, data: {} });
+    await store.createRequest(
+      { id, deviceId, label: 'default', operation: 'enroll', csrSha256: crypto.createHash('sha256').update(csr).digest('hex'), csr },
+      { type: 'request.created', actor: 'test', subject: id, data: {} },
+    );
     return id;
   }
 

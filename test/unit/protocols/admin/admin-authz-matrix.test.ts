@@ -50,7 +50,9 @@ const onCertificate =
     const d = await app.device('active');
     return { path: `/certificates/${d.serial}${action}`, body, subject: d.serial!, unknown: unknownSerial(), device: d.id, serial: d.serial };
   };
-const onRequest = (action: string) => async (app: AdminApp): Promise<Target> => ({ path: `/requests/${await app.pendingRequest()}${action}`, body: {} });
+const onRequest =
+  (action: string) =>
+  async (app: AdminApp): Promise<Target> => ({ path: `/requests/${await app.pendingRequest()}${action}`, body: {} });
 
 /** MATRIX: `METHOD /path` as in the OpenAPI document -> variants, each [operator, owner, newOwner, other, none, revoked, bad] */
 const MATRIX: Record<string, Variant[]> = {
@@ -129,8 +131,7 @@ async function snapshot(t: Target) {
   };
 }
 
-const send = (method: string, t: Target, path: string, token: string | undefined): Promise<ApiReply> =>
-  app.call(method, path, { token, json: method === 'POST' ? (t.body ?? {}) : undefined });
+const send = (method: string, t: Target, path: string, token: string | undefined): Promise<ApiReply> => app.call(method, path, { token, json: method === 'POST' ? (t.body ?? {}) : undefined });
 
 describe('the OpenAPI document lists every route of the admin router', () => {
   it('router routes == documented routes', () => {

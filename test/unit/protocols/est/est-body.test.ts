@@ -13,7 +13,7 @@ const b64 = der.toString('base64');
 const wrap = (s: string, cols: number, eol = '\n'): string => s.replace(new RegExp(`(.{${cols}})`, 'g'), `$1${eol}`).replace(new RegExp(`(${eol})?$`), eol);
 const unpadded = b64.replace(/=+$/, '');
 /** oneModFour: base64 with characters appended until its length is 1 mod 4, which no base64 text can be */
-const oneModFour = unpadded + 'A'.repeat(((1 - unpadded.length) % 4 + 4) % 4 || 4);
+const oneModFour = unpadded + 'A'.repeat((((1 - unpadded.length) % 4) + 4) % 4 || 4);
 const pem = (s: string, eol = '\n'): string => `-----BEGIN CERTIFICATE REQUEST-----${eol}${wrap(s, 64, eol)}-----END CERTIFICATE REQUEST-----${eol}`;
 
 function codeOf(body: Buffer): string {
@@ -85,7 +85,7 @@ describe('encodeBase64Body writes RFC 8951 base64', () => {
   };
   const sizes = [1, 47, 48, 49, 96, 235, 1000];
 
-  it.each(sizes)("wrapped-64, %i bytes: 64-column LF lines, one final newline, round trip", (len) => {
+  it.each(sizes)('wrapped-64, %i bytes: 64-column LF lines, one final newline, round trip', (len) => {
     const d = der(len);
     const s = encodeBase64Body(d, 'wrapped-64');
     expect(s.endsWith('\n')).toBe(true);

@@ -18,7 +18,7 @@ describe('checkChannelBinding', () => {
 
   it.each([
     ['no challengePassword', null, { tlsUnique: unique }, /challengePassword must carry/],
-    ['another connection\'s binding', crypto.randomBytes(12).toString('base64'), { tlsUnique: unique }, /does not match/],
+    ["another connection's binding", crypto.randomBytes(12).toString('base64'), { tlsUnique: unique }, /does not match/],
     ['a prefix of the binding', unique.subarray(0, 6).toString('base64'), { tlsUnique: unique }, /does not match/],
     ['the binding in hex, not base64', unique.toString('hex'), { tlsUnique: unique }, /does not match/],
     ['no channel binding (not TLS)', unique.toString('base64'), undefined, /needs a TLS channel binding/],

@@ -19,7 +19,16 @@ let auth: ClientCertificateAuthenticator;
 /** idevid: a manufacturer certificate with subject serialNumber = sn (the default deviceIdFrom) */
 async function idevid(ca: TestCa, sn: string): Promise<Buffer> {
   const spki = crypto.createPublicKey(generateKeyPair('ecdsa-p256').privateKey).export({ type: 'spki', format: 'der' });
-  const out = await ca.caWith({ idevid: { validitySeconds: 86400, serverAuth: false } }).issue({ profile: 'idevid', subject: [{ type: 'serialNumber', value: sn }, { type: 'CN', value: `device ${sn}` }], spki, keyType: 'ec', sans: [] });
+  const out = await ca.caWith({ idevid: { validitySeconds: 86400, serverAuth: false } }).issue({
+    profile: 'idevid',
+    subject: [
+      { type: 'serialNumber', value: sn },
+      { type: 'CN', value: `device ${sn}` },
+    ],
+    spki,
+    keyType: 'ec',
+    sans: [],
+  });
   return out.der;
 }
 
@@ -27,7 +36,14 @@ beforeAll(async () => {
   [mfr, other] = await Promise.all([makeTestCa({}, 'device-ca-mfr-'), makeTestCa({}, 'device-ca-rogue-')]);
   const anchors = [new crypto.X509Certificate(mfr.hierarchy.root.der)];
   h = await makeRaHarness({ overrides: { 'bootstrap.autoRegisterOwner': 'maker' }, bootstrap: { anchors, deviceIdFrom: 'subject.serialNumber' } });
-  auth = new ClientCertificateAuthenticator({ store: h.store, issuingCaDer: h.ca.issuer.der, bootstrap: { anchors, deviceIdFrom: 'subject.serialNumber' }, bootstrapConfig: h.cfg.bootstrap, secretHashCost: 10, now: h.now });
+  auth = new ClientCertificateAuthenticator({
+    store: h.store,
+    issuingCaDer: h.ca.issuer.der,
+    bootstrap: { anchors, deviceIdFrom: 'subject.serialNumber' },
+    bootstrapConfig: h.cfg.bootstrap,
+    secretHashCost: 10,
+    now: h.now,
+  });
 });
 afterAll(async () => {
   await h?.close();
@@ -35,7 +51,11 @@ afterAll(async () => {
   other?.cleanup();
 });
 
-const code = (p: Promise<unknown>): Promise<string> => p.then(() => 'no error', (e) => (e instanceof DeviceCaError ? e.code : Promise.reject(e)));
+const code = (p: Promise<unknown>): Promise<string> =>
+  p.then(
+    () => 'no error',
+    (e) => (e instanceof DeviceCaError ? e.code : Promise.reject(e)),
+  );
 
 async function enrolled(id: string): Promise<{ serial: string; certificate: Buffer }> {
   const secret = await h.register(id);

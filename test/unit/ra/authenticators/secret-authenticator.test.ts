@@ -34,14 +34,29 @@ afterEach(async () => {
 });
 
 async function addDevice(id: string, secret: string, ttlMs = 86400_000): Promise<void> {
-  await store.createDevice({ id, owner: 'acme', label: null, state: 'registered' }, { hash: await hashSecret(secret, 10), expiresAt: new Date(Date.now() + ttlMs) }, { type: 'device.registered', actor: 'test', subject: id, data: {} });
+  await store.createDevice(
+    { id, owner: 'acme', label: null, state: 'registered' },
+    { hash: await hashSecret(secret, 10), expiresAt: new Date(Date.now() + ttlMs) },
+    { type: 'device.registered', actor: 'test', subject: id, data: {} },
+  );
 }
 
 /** spend records a certificate bought with the device's secret, as the RA does after signing */
 async function spend(id: string, serial: string): Promise<void> {
   const [s] = await store.activeSecrets(id, now());
   await store.recordIssuance({
-    cert: { serial, deviceId: id, issuer: 'ca', subject: `CN=${id}`, profile: 'default', notBefore: new Date(), notAfter: new Date(Date.now() + 86400_000), shard: 0, spkiSha256: 'ab'.repeat(32), der: Buffer.from(serial) },
+    cert: {
+      serial,
+      deviceId: id,
+      issuer: 'ca',
+      subject: `CN=${id}`,
+      profile: 'default',
+      notBefore: new Date(),
+      notAfter: new Date(Date.now() + 86400_000),
+      shard: 0,
+      spkiSha256: 'ab'.repeat(32),
+      der: Buffer.from(serial),
+    },
     consumeSecretId: s.id,
     audit: { type: 'certificate.issued', actor: 'test', subject: id, data: {} },
   });
