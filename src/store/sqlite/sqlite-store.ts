@@ -36,6 +36,11 @@ type Row = Record<string, unknown>;
 const AUTH_PURGE_BATCH = 32;
 const ms = (d: Date): number => d.getTime();
 const date = (v: unknown): Date => new Date(Number(v));
+/** conditions: the WHERE clauses of a filtered list, one per filter that is set (undefined = not filtered). */
+function conditions(...filters: [clause: string, value: unknown][]): { where: string[]; args: unknown[] } {
+  const set = filters.filter(([, v]) => v !== undefined);
+  return { where: set.map(([c]) => c), args: set.map(([, v]) => v) };
+}
 const dateOrNull = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(Number(v)));
 /** seqCursor reads an audit cursor: the seq of the last record of the previous page. */
 const seqCursor = (after: string | undefined): number => {
@@ -211,16 +216,7 @@ export class SqliteStore implements Store {
 
   async listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
-    const where = ['id > ?'];
-    const args: unknown[] = [filter.after ?? ''];
-    if (filter.owner !== undefined) {
-      where.push('owner = ?');
-      args.push(filter.owner);
-    }
-    if (filter.state !== undefined) {
-      where.push('state = ?');
-      args.push(filter.state);
-    }
+    const { where, args } = conditions(['id > ?', filter.after ?? ''], ['owner = ?', filter.owner], ['state = ?', filter.state]);
     const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
@@ -243,20 +239,12 @@ export class SqliteStore implements Store {
 
   async listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & PageRequest): Promise<Page<CertificateRecord>> {
     const limit = pageLimit(filter);
-    const where = ['serial > ?'];
-    const args: unknown[] = [filter.after ?? ''];
-    if (filter.deviceId !== undefined) {
-      where.push('device_id = ?');
-      args.push(filter.deviceId);
-    }
-    if (filter.status !== undefined) {
-      where.push('status = ?');
-      args.push(filter.status);
-    }
-    if (filter.owner !== undefined) {
-      where.push('device_id IN (SELECT id FROM devices WHERE owner = ?)');
-      args.push(filter.owner);
-    }
+    const { where, args } = conditions(
+      ['serial > ?', filter.after ?? ''],
+      ['device_id = ?', filter.deviceId],
+      ['status = ?', filter.status],
+      ['device_id IN (SELECT id FROM devices WHERE owner = ?)', filter.owner],
+    );
     const rows = this.stmt(`SELECT * FROM certificates WHERE ${where.join(' AND ')} ORDER BY serial LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(certFromRow), limit, (c) => c.serial);
   }

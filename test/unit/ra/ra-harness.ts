@@ -5,8 +5,8 @@ import * as path from 'node:path';
 import { initCa } from '../../../src/ca/ca-hierarchy';
 import { CertificateAuthority } from '../../../src/ca/certificate-authority';
 import { SanEntry } from '../../../src/ca/certificate-encoder';
-import { resolveProfiles } from '../../../src/config/enrollment-profiles';
-import { loadConfig, publicBaseUrl } from '../../../src/config/load-config';
+import { buildCertificateAuthority } from '../../../src/main';
+import { loadConfig } from '../../../src/config/load-config';
 import { Config } from '../../../src/config/schema';
 import { DeviceCaError, ErrorCode } from '../../../src/errors/device-ca-error';
 import { KeyAlgorithm } from '../../../src/keys/key-backend';
@@ -56,15 +56,7 @@ export async function makeRaHarness(o: RaHarnessOptions = {}): Promise<RaHarness
   const cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { publicUrl: 'http://ca.example.test:8080', 'enrollment.secretHashCost': 10, ...o.overrides } });
   const store = new SqliteStore(cfg.store.path);
   const hierarchy = await initCa(cfg, new SoftwareKeyBackend(path.join(dir, 'keys')), store);
-  const profiles = new Map([...resolveProfiles(cfg).profiles].map(([n, p]) => [n, { validitySeconds: p.validity, serverAuth: p.serverAuth }]));
-  const ca = new CertificateAuthority({
-    issuing: hierarchy.issuing,
-    publicUrl: publicBaseUrl(cfg),
-    crlShards: cfg.crl.shards,
-    backdateSeconds: cfg.ca.backdate,
-    profiles,
-    ocspResponderValidity: cfg.ocsp.responderValidity,
-  });
+  const ca = buildCertificateAuthority(cfg, hierarchy);
   let offsetMs = 0;
   const now = (): Date => new Date(Date.now() + offsetMs);
   const bootstrap = o.bootstrap ?? { anchors: [], deviceIdFrom: cfg.bootstrap.deviceIdFrom };
