@@ -31,7 +31,7 @@ export interface Dist {
   loadConfig(opts: { env: NodeJS.ProcessEnv }): DistConfig;
   openKeyBackend(cfg: DistConfig): { close(): Promise<void> };
   openStore(cfg: DistConfig): { close(): Promise<void> };
-  ensureCa(cfg: DistConfig, keys: unknown): Promise<{ created: boolean }>;
+  ensureCa(cfg: DistConfig, keys: unknown, store: unknown): Promise<{ created: boolean }>;
   openRegistrationAuthority(cfg: DistConfig): Promise<{ ra: DistRa; close(): Promise<void> }>;
 }
 
@@ -74,7 +74,7 @@ export async function ensureDataDir(dist: Dist, env: NodeJS.ProcessEnv): Promise
   const keys = dist.openKeyBackend(cfg);
   const store = dist.openStore(cfg);
   try {
-    await dist.ensureCa(cfg, keys);
+    await dist.ensureCa(cfg, keys, store);
   } finally {
     await store.close();
     await keys.close();
