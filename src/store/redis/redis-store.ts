@@ -560,8 +560,8 @@ export class RedisStore implements Store {
     const revokedIdx = this.k('shard-revoked', meta.issuer, meta.shard);
     if (meta.status === 'revoked') m.zadd(revokedIdx, 0, meta.serial);
     else m.zrem(revokedIdx, meta.serial);
-    // other nodes' caches learn of it at once (OCSP answers on every node within a second)
-    m.publish(this.k('cert-status'), meta.serial);
+    // no cache invalidation needed: OCSP (ca/ocsp-service.ts) reads the status from the store before any
+    // cached answer, so every node answers from this record as soon as EXEC returns
   }
 
   async applyDeviceChange(c: DeviceChange): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
