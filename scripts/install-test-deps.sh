@@ -16,6 +16,8 @@ declare -A CHECK=(
   [strongswan-pki]=/usr/bin/pki
   [libstrongswan-standard-plugins]=/usr/lib/ipsec/plugins/libstrongswan-openssl.so
   [libstrongswan-extra-plugins]=/usr/lib/ipsec/plugins/libstrongswan-curl.so
+  # the shared store's tests start their own redis-server on free ports
+  [redis-server]=/usr/bin/redis-server
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do

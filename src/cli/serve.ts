@@ -13,6 +13,7 @@ import { ensureOcspResponder, ensureTlsServerCertificate } from '../ca/service-c
 import { KeyRouter } from '../keys/key-router';
 import { openKeyBackend } from '../keys/open-key-backend';
 import { buildCertificateAuthority, buildService, openStore, Service } from '../main';
+import { checkStoreDurable } from '../store/create-store';
 
 /** ServeOptions: command-line flags of `device-ca serve`. */
 export interface ServeOptions {
@@ -57,6 +58,7 @@ async function prepare(cfg: Config, log: Logger, opts: ServeOptions): Promise<vo
   const store = openStore(cfg); // runs migrations once, before workers open the file
   const holder = `${os.hostname()}:${process.pid}:prepare`;
   try {
+    await checkStoreDurable(cfg, store); // a Redis without AOF or RDB would forget acknowledged certificates
     const { rollbackAccepted } = await verifyStoreIdentity(cfg, store, { acceptRollback: opts.acceptStoreRollback });
     if (rollbackAccepted) log.warn({ store: cfg.store.path, problem: rollbackAccepted }, 'serving a rolled-back store (--accept-store-rollback); audited store.rollback-accepted');
     const { ca, created } = await ensureCa(cfg, keys, store);

@@ -118,6 +118,18 @@ export function loadConfig(opts: LoadOptions = {}): Config {
       fromEnv.push(name);
     }
   }
+  const storeUrl = env.DEVICE_CA_STORE;
+  if (storeUrl !== undefined && storeUrl !== '') {
+    // DEVICE_CA_STORE (public contract): a redis:// URL selects the shared store, anything else is an SQLite file
+    if (/^rediss?:\/\//.test(storeUrl)) {
+      setPath(merged, ['store', 'type'], 'redis');
+      setPath(merged, ['store', 'url'], storeUrl);
+    } else {
+      setPath(merged, ['store', 'type'], 'sqlite');
+      setPath(merged, ['store', 'path'], storeUrl);
+    }
+    fromEnv.push('DEVICE_CA_STORE');
+  }
   for (const [k, v] of Object.entries(opts.overrides ?? {})) if (v !== undefined) setPath(merged, k.split('.'), v);
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) throw new DeviceCaError('config', formatZod(parsed.error, fromEnv.length ? `environment (${[...new Set(fromEnv)].join(', ')})` : 'config'));

@@ -210,10 +210,19 @@ export const configSchema = z
       .prefault({}),
     store: z
       .strictObject({
-        type: z.enum(['sqlite']).default('sqlite'),
+        /** sqlite: embedded, one machine; redis: shared by several nodes (DEVICE_CA_STORE=redis://host:port/db sets both type and url) */
+        type: z.enum(['sqlite', 'redis']).default('sqlite'),
         /** SQLite file; relative paths are under dataDir */
         path: z.string().default('device-ca.sqlite'),
+        /** redis only: redis://[user:password@]host:port/db, or rediss:// for TLS */
+        url: z
+          .string()
+          .regex(/^rediss?:\/\/[^\s]+$/, 'not a redis:// or rediss:// URL')
+          .optional(),
+        /** redis only: serve even when Redis keeps nothing across its restart (neither AOF nor RDB); certificates may then be lost */
+        allowNoPersistence: z.boolean().default(false),
       })
+      .refine((s) => s.type !== 'redis' || s.url !== undefined, { message: 'store.type redis needs store.url (or DEVICE_CA_STORE=redis://host:port/db)', path: ['url'] })
       .prefault({}),
     crl: z
       .strictObject({

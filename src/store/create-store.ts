@@ -1,5 +1,7 @@
 import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
+import { RedisStore } from './redis/redis-store';
+import { toRedisStoreError } from './redis/redis-errors';
 import { SqliteStore } from './sqlite/sqlite-store';
 import { sqliteFailure, toStoreError } from './sqlite/sqlite-errors';
 import { withStoreErrors } from './store-errors';
@@ -10,7 +12,10 @@ import { Store } from './store';
  * everything else sees only the Store interface. Each new backend (the shared Redis store) is one more case.
  * The store's own failures (full disk, I/O error, corrupt file) leave it as 'store-unavailable'.
  */
-export function createStore(cfg: Pick<Config, 'store'>): Store {
+/** StoreConfig: the store section; the Redis keys are optional, so an SQLite-only caller names type and path alone. */
+type StoreConfig = { store: Pick<Config['store'], 'type' | 'path'> & Partial<Config['store']> };
+
+export function createStore(cfg: StoreConfig): Store {
   const type: string = cfg.store.type;
   switch (type) {
     case 'sqlite': {
@@ -25,7 +30,22 @@ export function createStore(cfg: Pick<Config, 'store'>): Store {
       }
       return withStoreErrors(store, toStoreError);
     }
+    case 'redis':
+      // connects in the background: a Redis that cannot be reached fails each call with 'store-unavailable'
+      if (!cfg.store.url) throw new DeviceCaError('config', 'store.type redis needs store.url');
+      return withStoreErrors(new RedisStore({ url: cfg.store.url }), toRedisStoreError);
     default:
       throw new DeviceCaError('config', `store.type: unknown store ${JSON.stringify(type)}`);
   }
+}
+
+/**
+ * checkStoreDurable refuses, at start-up, a store that would lose acknowledged writes on its own restart:
+ * a Redis without AOF or RDB persistence, unless `store.allowNoPersistence` says the operator accepts it.
+ * The SQLite store always persists.
+ */
+export async function checkStoreDurable(cfg: StoreConfig, store: Store): Promise<void> {
+  if (cfg.store.type !== 'redis' || cfg.store.allowNoPersistence) return;
+  const check = (store as Partial<Pick<RedisStore, 'checkPersistence'>>).checkPersistence;
+  if (check) await check.call(store);
 }

@@ -1,0 +1,909 @@
+import { ChainableCommander, Redis, RedisOptions } from 'ioredis';
+import { nextAuditRecord } from '../../audit/audit-chain';
+import { DeviceCaError } from '../../errors/device-ca-error';
+import { pageLimit, pageOf } from '../paging';
+import {
+  AuditInput,
+  AuditRecord,
+  AuthAttemptReservation,
+  AuthAttemptRules,
+  CaStateEntry,
+  CertificateChange,
+  CertificateRecord,
+  CertificateStatus,
+  CrlRecord,
+  DeviceChange,
+  DeviceRecord,
+  DeviceState,
+  EnrollmentRequestRecord,
+  Lease,
+  Page,
+  PageRequest,
+  RequestStatus,
+  RevocationReason,
+  RevokedRow,
+  SecretRecord,
+  Store,
+  StoreHead,
+  TokenRecord,
+} from '../store';
+import { redisUnavailable } from './redis-errors';
+
+/** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation, as in the SQLite store */
+const AUTH_PURGE_BATCH = 32;
+/** TX_ATTEMPTS: optimistic transactions retried this often when another client wrote a watched key meanwhile */
+const TX_ATTEMPTS = 200;
+/** SCAN_BATCH: members read per round when a filtered list walks a sorted set */
+const SCAN_BATCH = 500;
+
+/** KEY_PREFIX: every key carries one hash tag, so every multi-key step lands in one Redis Cluster slot. */
+export const KEY_PREFIX = '{dca}';
+
+type Json = Record<string, unknown>;
+type Tx = ChainableCommander;
+const ms = (d: Date): number => d.getTime();
+const dateOrNull = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(Number(v)));
+const seqCursor = (after: string | undefined): number => {
+  if (after === undefined || after === '') return 0;
+  if (!/^\d{1,15}$/.test(after)) throw new DeviceCaError('bad-request', 'after: not a cursor of this list');
+  return Number(after);
+};
+/** lexAfter: the ZRANGEBYLEX lower bound strictly after a cursor ('-' from the start). */
+const lexAfter = (after: string | undefined): string => (after ? `(${after}` : '-');
+
+/** CertMeta: a certificate without its DER (kept under its own key, so status reads stay small). */
+type CertMeta = Omit<CertificateRecord, 'der' | 'notBefore' | 'notAfter' | 'revokedAt' | 'invalidityDate' | 'createdAt'> & {
+  notBefore: number;
+  notAfter: number;
+  revokedAt: number | null;
+  invalidityDate: number | null;
+  createdAt: number;
+};
+type SecretRow = { id: number; deviceId: string; hash: string; expiresAt: number; usedAt: number | null; certSerial: string | null };
+type DeviceRow = Omit<DeviceRecord, 'createdAt' | 'updatedAt'> & { createdAt: number; updatedAt: number };
+type RequestRow = Omit<EnrollmentRequestRecord, 'csr' | 'createdAt' | 'decidedAt'> & { csr: string; createdAt: number; decidedAt: number | null };
+type TokenRow = Omit<TokenRecord, 'createdAt' | 'revokedAt'> & { createdAt: number; revokedAt: number | null };
+type AuditRow = Omit<AuditRecord, 'at'> & { at: number };
+type AttemptRow = { key: string; at: number };
+
+/**
+ * RedisStoreOptions: how to reach Redis. `url` is redis://[user:pass@]host:port/db (rediss:// for TLS).
+ */
+export interface RedisStoreOptions {
+  url: string;
+  /** prefix: the hash-tagged key prefix (tests give each suite its own) */
+  prefix?: string;
+  /** connectTimeoutMs: a command fails with 'store-unavailable' instead of waiting longer for a connection */
+  connectTimeoutMs?: number;
+}
+
+/**
+ * RedisStore is the shared store for several nodes: every node (and every worker) holds two connections,
+ * a reader and a writer. Every write is one optimistic transaction (WATCH, reads, MULTI ... EXEC, retried
+ * when a watched key changed), with the same all-or-nothing steps as the SQLite store. Every write that
+ * appends to the audit chain watches the chain's head: those writes are serialized across all nodes like
+ * SQLite's one writer, which keeps one chain without forks, and makes the head the guard of every
+ * device, secret, certificate, request and token change (all of them are audited). The hashes are
+ * computed in Node (audit-chain.ts), not in Lua, since Redis' Lua has no SHA-256.
+ *
+ * Key layout: `{dca}:<kind>:<id>` JSON strings (DER and CRLs as raw bytes), and sorted sets for every list
+ * (lexicographic for ids and serials, scores for sequence numbers and times): no KEYS or SCAN. One hash
+ * tag means one Cluster slot: correct under Cluster, but the whole CA lives on one master (a first
+ * version's trade-off; device-ca's write rate is far below one Redis master's).
+ */
+export class RedisStore implements Store {
+  /** r: the reader connection (auto-pipelined); w: the writer, one transaction at a time (WATCH is per connection) */
+  readonly r: Redis;
+  private readonly w: Redis;
+  private readonly p: string;
+  private writeChain: Promise<unknown> = Promise.resolve();
+  private auditQueue: { e: AuditInput; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }[] = [];
+
+  constructor(opts: RedisStoreOptions) {
+    this.p = opts.prefix ?? KEY_PREFIX;
+    const common: RedisOptions = {
+      // a command waits for one reconnection attempt at most, then fails: the client gets 503 + Retry-After
+      maxRetriesPerRequest: 1,
+      connectTimeout: opts.connectTimeoutMs ?? 2000,
+      lazyConnect: false,
+      retryStrategy: (times) => Math.min(times * 200, 2000),
+    };
+    this.r = new Redis(opts.url, { ...common, enableAutoPipelining: true });
+    this.w = new Redis(opts.url, common);
+    // connection errors are reported through the command that fails; without a listener ioredis logs them
+    this.r.on('error', () => undefined);
+    this.w.on('error', () => undefined);
+  }
+
+  private k(...parts: (string | number)[]): string {
+    return [this.p, ...parts].join(':');
+  }
+
+  async close(): Promise<void> {
+    await this.writeChain.catch(() => undefined);
+    await Promise.allSettled([this.r.quit(), this.w.quit()]);
+    this.r.disconnect();
+    this.w.disconnect();
+  }
+
+  /**
+   * checkPersistence refuses a Redis that keeps nothing across its own restart (neither AOF nor RDB
+   * snapshots): certificates acknowledged to devices would vanish. CONFIG may be disabled (managed
+   * Redis): then INFO persistence decides, and an RDB-only server is trusted when its last save worked.
+   */
+  async checkPersistence(): Promise<void> {
+    const info = String(await this.r.info('persistence'));
+    const field = (name: string): string | undefined => new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim();
+    if (field('aof_enabled') === '1') return;
+    let save: string | undefined;
+    try {
+      const got = (await this.r.config('GET', 'save')) as string[];
+      save = got[1];
+    } catch {
+      save = field('rdb_last_bgsave_status') === 'ok' && field('rdb_changes_since_last_save') !== undefined ? 'unknown' : undefined;
+    }
+    if (save !== undefined && save.trim() !== '') return;
+    throw new DeviceCaError(
+      'config',
+      'the Redis store has no persistence (neither appendonly nor save): certificates would be lost when Redis restarts; enable AOF (appendonly yes), or set store.allowNoPersistence: true',
+    );
+  }
+
+  // ---- transactions ----
+  /** serial runs fn after every earlier write of this client: one transaction at a time on the writer connection. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.writeChain.then(fn, fn);
+    this.writeChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * tx runs one optimistic transaction: WATCH `watch`, let `body` read (on the writer) and queue its writes,
+   * EXEC; when another client changed a watched key, everything is read again. `body` throws to refuse
+   * (nothing is written). Audited bodies watch the audit head (see auditTo).
+   */
+  private tx<T>(watch: string[], body: (m: Tx) => Promise<T>): Promise<T> {
+    return this.serial(async () => {
+      for (let attempt = 0; attempt < TX_ATTEMPTS; attempt++) {
+        await this.w.watch(...watch);
+        const m = this.w.multi();
+        let result: T;
+        try {
+          result = await body(m);
+        } catch (e) {
+          await this.w.unwatch(); // the queued writes are never sent: MULTI goes out only with exec()
+          throw e;
+        }
+        const replies = await m.exec();
+        if (replies === null) {
+          if (attempt > 3) await new Promise((res) => setTimeout(res, Math.random() * Math.min(attempt, 20)));
+          continue; // a watched key changed: read again
+        }
+        for (const [err] of replies) if (err) throw err;
+        return result;
+      }
+      throw new DeviceCaError('store-unavailable', 'store busy (too many concurrent writers)', { retryAfterSeconds: 2 });
+    });
+  }
+
+  private get headKey(): string {
+    return this.k('audit', 'head');
+  }
+
+  /** auditTo reads the chain's head (watched by the caller's tx) and queues the next record. */
+  private async auditTo(m: Tx, e: AuditInput, at: Date, head?: { seq: number; hash: string } | null): Promise<AuditRecord> {
+    const h = head !== undefined ? head : await this.readHead(this.w);
+    const rec = nextAuditRecord(h, e, at);
+    this.queueAudit(m, rec);
+    return rec;
+  }
+
+  private queueAudit(m: Tx, rec: AuditRecord): void {
+    const row: AuditRow = { ...rec, at: ms(rec.at) };
+    m.hset(this.k('audit', 'rec'), String(rec.seq), JSON.stringify(row));
+    m.zadd(this.k('audit', 'subject', rec.subject), rec.seq, String(rec.seq));
+    m.set(this.headKey, `${rec.seq}:${rec.hash}`);
+  }
+
+  private async readHead(c: Redis): Promise<{ seq: number; hash: string } | null> {
+    const v = await c.get(this.headKey);
+    if (!v) return null;
+    const i = v.indexOf(':');
+    return { seq: Number(v.slice(0, i)), hash: v.slice(i + 1) };
+  }
+
+  private async getJson<T>(c: Redis, key: string): Promise<T | null> {
+    const v = await c.get(key);
+    return v === null ? null : (JSON.parse(v) as T);
+  }
+
+  private async mgetJson<T>(c: Redis, keys: string[]): Promise<(T | null)[]> {
+    if (keys.length === 0) return [];
+    return (await c.mget(...keys)).map((v) => (v === null ? null : (JSON.parse(v) as T)));
+  }
+
+  // ---- audit ----
+  /**
+   * appendAudit: appends waiting in this client are chained in one transaction (a group commit): one
+   * head read and one EXEC for all of them.
+   */
+  appendAudit(e: AuditInput): Promise<AuditRecord> {
+    return new Promise<AuditRecord>((resolve, reject) => {
+      this.auditQueue.push({ e, resolve, reject });
+      if (this.auditQueue.length === 1) void this.flushAudit();
+    });
+  }
+
+  private async flushAudit(): Promise<void> {
+    await this.serial(async () => undefined); // let other queued writes go first; gather what arrives meanwhile
+    const jobs = this.auditQueue;
+    this.auditQueue = [];
+    if (jobs.length === 0) return;
+    try {
+      const recs = await this.tx([this.headKey], async (m) => {
+        let head = await this.readHead(this.w);
+        const at = new Date();
+        return jobs.map((j) => {
+          const rec = nextAuditRecord(head, j.e, at);
+          this.queueAudit(m, rec);
+          head = rec;
+          return rec;
+        });
+      });
+      jobs.forEach((j, i) => j.resolve(recs[i]));
+    } catch (e) {
+      for (const j of jobs) j.reject(e);
+    }
+  }
+
+  async listAudit(filter: { subject?: string } & PageRequest): Promise<Page<AuditRecord>> {
+    const after = seqCursor(filter.after);
+    const limit = pageLimit(filter);
+    let seqs: string[];
+    if (filter.subject !== undefined) seqs = await this.r.zrangebyscore(this.k('audit', 'subject', filter.subject), `(${after}`, '+inf', 'LIMIT', 0, limit + 1);
+    else {
+      const head = await this.readHead(this.r);
+      const last = Math.min(head?.seq ?? 0, after + limit + 1);
+      seqs = [];
+      for (let s = after + 1; s <= last; s++) seqs.push(String(s));
+    }
+    const rows = seqs.length ? await this.r.hmget(this.k('audit', 'rec'), ...seqs) : [];
+    const records = rows.filter((v): v is string => v !== null).map((v) => auditFromRow(JSON.parse(v) as AuditRow));
+    return pageOf(records, limit, (r) => String(r.seq));
+  }
+
+  // ---- devices and secrets ----
+  async createDevice(
+    d: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>,
+    secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>,
+    audit: AuditInput,
+  ): Promise<DeviceRecord> {
+    const devKey = this.k('dev', d.id);
+    return this.tx([this.headKey, devKey], async (m) => {
+      if (await this.w.exists(devKey)) throw new DeviceCaError('conflict', `device ${d.id} already exists`);
+      const now = new Date();
+      const rec: DeviceRecord = { ...d, pendingOwner: null, createdAt: now, updatedAt: now };
+      m.set(devKey, JSON.stringify(deviceRow(rec)));
+      m.zadd(this.k('devs'), 0, d.id);
+      await this.addSecretTo(m, d.id, secret.hash, secret.expiresAt);
+      await this.auditTo(m, audit, now);
+      return rec;
+    });
+  }
+
+  private async addSecretTo(m: Tx, deviceId: string, hash: string, expiresAt: Date): Promise<void> {
+    // ids come from a counter outside the transaction: a retried transaction skips one, never reuses one
+    const id = await this.w.incr(this.k('secret', 'seq'));
+    const row: SecretRow = { id, deviceId, hash, expiresAt: ms(expiresAt), usedAt: null, certSerial: null };
+    m.set(this.k('secret', id), JSON.stringify(row));
+    m.zadd(this.k('dev-secrets', deviceId), id, String(id));
+  }
+
+  async getDevice(id: string): Promise<DeviceRecord | null> {
+    const row = await this.getJson<DeviceRow>(this.r, this.k('dev', id));
+    return row ? deviceFromRow(row) : null;
+  }
+
+  async listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>> {
+    const limit = pageLimit(filter);
+    const rows = await this.scanLex(this.k('devs'), filter.after, limit + 1, async (ids) => {
+      const devs = await this.mgetJson<DeviceRow>(
+        this.r,
+        ids.map((id) => this.k('dev', id)),
+      );
+      return devs.filter((x): x is DeviceRow => x !== null && (filter.owner === undefined || x.owner === filter.owner) && (filter.state === undefined || x.state === filter.state));
+    });
+    return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
+  }
+
+  /**
+   * scanLex walks a lexicographic sorted set from after, batch by batch, keeping what `load` returns for
+   * each batch, until `want` items are found or the set ends: a filter never hides rows behind a page.
+   */
+  private async scanLex<T>(key: string, after: string | undefined, want: number, load: (members: string[]) => Promise<T[]>): Promise<T[]> {
+    const out: T[] = [];
+    let from = lexAfter(after);
+    for (;;) {
+      const batch = Math.max(want - out.length, Math.min(SCAN_BATCH, want * 4));
+      const members = await this.r.zrangebylex(key, from, '+', 'LIMIT', 0, batch);
+      if (members.length === 0) return out;
+      for (const item of await load(members)) {
+        out.push(item);
+        if (out.length >= want) return out;
+      }
+      if (members.length < batch) return out;
+      from = `(${members[members.length - 1]}`;
+    }
+  }
+
+  private async secretsOf(c: Redis, deviceId: string): Promise<SecretRow[]> {
+    const ids = await c.zrevrange(this.k('dev-secrets', deviceId), 0, -1);
+    return (
+      await this.mgetJson<SecretRow>(
+        c,
+        ids.map((id) => this.k('secret', id)),
+      )
+    ).filter((x): x is SecretRow => x !== null);
+  }
+
+  async activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]> {
+    return (await this.secretsOf(this.r, deviceId)).filter((s) => s.usedAt === null && s.expiresAt > ms(now)).map(secretFromRow);
+  }
+
+  async spentSecrets(deviceId: string, usedSince: Date): Promise<SecretRecord[]> {
+    return (await this.secretsOf(this.r, deviceId)).filter((s) => s.usedAt !== null && s.usedAt >= ms(usedSince) && s.certSerial !== null).map(secretFromRow);
+  }
+
+  // ---- certificates ----
+  async getCertificate(serial: string): Promise<CertificateRecord | null> {
+    const [meta, der] = await Promise.all([this.getJson<CertMeta>(this.r, this.k('cert', serial)), this.r.getBuffer(this.k('cert-der', serial))]);
+    return meta && der ? certFromRow(meta, der) : null;
+  }
+
+  async listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & PageRequest): Promise<Page<CertificateRecord>> {
+    const limit = pageLimit(filter);
+    const index = filter.deviceId !== undefined ? this.k('dev-certs', filter.deviceId) : this.k('certs');
+    const rows = await this.scanLex(index, filter.after, limit + 1, async (serials) => {
+      let metas = (
+        await this.mgetJson<CertMeta>(
+          this.r,
+          serials.map((s) => this.k('cert', s)),
+        )
+      ).filter((x): x is CertMeta => x !== null && (filter.status === undefined || x.status === filter.status));
+      if (filter.owner !== undefined) {
+        const devIds = [...new Set(metas.map((x) => x.deviceId).filter((x): x is string => x !== null))];
+        const devs = await this.mgetJson<DeviceRow>(
+          this.r,
+          devIds.map((id) => this.k('dev', id)),
+        );
+        const owned = new Set(devs.filter((x) => x !== null && x.owner === filter.owner).map((x) => x!.id));
+        metas = metas.filter((x) => x.deviceId !== null && owned.has(x.deviceId));
+      }
+      if (metas.length === 0) return [];
+      const ders = await this.r.mgetBuffer(...metas.map((x) => this.k('cert-der', x.serial)));
+      return metas.map((x, i) => certFromRow(x, ders[i] ?? Buffer.alloc(0)));
+    });
+    return pageOf(rows, limit, (c) => c.serial);
+  }
+
+  async recordIssuance(args: Parameters<Store['recordIssuance']>[0]): Promise<void> {
+    const c = args.cert;
+    await this.tx([this.headKey], async (m) => {
+      const now = new Date();
+      // the RA checked the device's state before signing; a release, suspension or retirement that
+      // committed meanwhile must not be outlived by a certificate recorded after it
+      const dev = c.deviceId !== null ? await this.getJson<DeviceRow>(this.w, this.k('dev', c.deviceId)) : null;
+      if (dev && dev.state !== 'registered' && dev.state !== 'active') throw new DeviceCaError('forbidden', `device is ${dev.state}`);
+      let secret: SecretRow | null = null;
+      if (args.consumeSecretId !== undefined) {
+        secret = await this.getJson<SecretRow>(this.w, this.k('secret', args.consumeSecretId));
+        if (!secret || secret.usedAt !== null) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
+      }
+      if (await this.w.exists(this.k('cert', c.serial))) throw new DeviceCaError('internal', 'store write failed', { detail: `certificate serial ${c.serial} exists` });
+      const req = args.requestId !== undefined ? await this.getJson<RequestRow>(this.w, this.k('req', args.requestId)) : null;
+      if (secret) m.set(this.k('secret', secret.id), JSON.stringify({ ...secret, usedAt: ms(now), certSerial: c.serial }));
+      const { der, ...fields } = c;
+      const meta: CertMeta = {
+        ...fields,
+        notBefore: ms(c.notBefore),
+        notAfter: ms(c.notAfter),
+        status: 'valid',
+        revokedAt: null,
+        revocationReason: null,
+        invalidityDate: null,
+        createdAt: ms(now),
+      };
+      m.set(this.k('cert', c.serial), JSON.stringify(meta));
+      m.set(this.k('cert-der', c.serial), der);
+      m.zadd(this.k('certs'), 0, c.serial);
+      if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
+      if (dev && dev.state === 'registered') m.set(this.k('dev', dev.id), JSON.stringify({ ...dev, state: 'active', updatedAt: ms(now) }));
+      if (req && req.status === 'approved') m.set(this.k('req', req.id), JSON.stringify({ ...req, status: 'issued', certSerial: c.serial }));
+      await this.auditTo(m, args.audit, now);
+    });
+  }
+
+  // ---- authentication attempts ----
+  async reserveAuthAttempt(key: string, now: Date, rules: AuthAttemptRules): Promise<AuthAttemptReservation> {
+    const cutoff = ms(now) - rules.windowSeconds * 1000;
+    const all = this.k('auth', 'all');
+    const ev = this.k('auth', 'ev');
+    const keyZ = this.k('auth', 'key', key);
+    return this.tx([all, ev, keyZ], async (m): Promise<AuthAttemptReservation> => {
+      const drop = new Map<string, string>(); // attempt id -> its key
+      // expired attempts of any key, oldest first, a few per call (as the SQLite store)
+      const oldest = await this.w.zrange(all, 0, AUTH_PURGE_BATCH - 1);
+      const rows = await this.mgetJson<AttemptRow>(
+        this.w,
+        oldest.map((id) => this.k('auth', 'a', id)),
+      );
+      rows.forEach((r, i) => {
+        if (r === null) drop.set(oldest[i], '');
+        else if (r.at <= cutoff) drop.set(oldest[i], r.key);
+      });
+      const mine = await this.w.zrange(keyZ, 0, -1, 'WITHSCORES');
+      const live: { id: string; at: number }[] = [];
+      for (let i = 0; i < mine.length; i += 2) {
+        const at = Number(mine[i + 1]);
+        if (at <= cutoff) drop.set(mine[i], key);
+        else live.push({ id: mine[i], at });
+      }
+      const n = live.length;
+      let result: AuthAttemptReservation;
+      if (n >= rules.limit) {
+        const first = Math.min(...live.map((x) => x.at));
+        result = { allowed: false, retryAt: new Date(first + rules.windowSeconds * 1000) };
+      } else {
+        const id = await this.w.incr(this.k('auth', 'seq'));
+        m.set(this.k('auth', 'a', id), JSON.stringify({ key, at: ms(now) } satisfies AttemptRow));
+        m.zadd(all, id, String(id));
+        m.zadd(keyZ, ms(now), String(id));
+        if (rules.evictable) {
+          m.zadd(ev, id, String(id));
+          const count = (await this.w.zcard(ev)) + 1;
+          const excess = count - rules.maxEvictable;
+          if (excess > 0) {
+            const gone = await this.w.zrange(ev, 0, excess - 1);
+            const goneRows = await this.mgetJson<AttemptRow>(
+              this.w,
+              gone.map((g) => this.k('auth', 'a', g)),
+            );
+            gone.forEach((g, i) => drop.set(g, goneRows[i]?.key ?? ''));
+          }
+        }
+        result = { allowed: true, attemptId: String(id), attempts: n + 1 };
+      }
+      for (const [id, k] of drop) this.dropAttempt(m, id, k);
+      return result;
+    });
+  }
+
+  private dropAttempt(m: Tx, id: string, key: string): void {
+    m.del(this.k('auth', 'a', id));
+    m.zrem(this.k('auth', 'all'), id);
+    m.zrem(this.k('auth', 'ev'), id);
+    if (key !== '') m.zrem(this.k('auth', 'key', key), id);
+  }
+
+  async forgiveAuthAttempt(attemptId: string): Promise<void> {
+    if (!/^\d{1,15}$/.test(attemptId)) return;
+    const row = await this.getJson<AttemptRow>(this.r, this.k('auth', 'a', attemptId));
+    if (!row) return;
+    const m = this.r.multi();
+    this.dropAttempt(m, attemptId, row.key);
+    await m.exec();
+  }
+
+  async countAuthFailures(key: string, now: Date, windowSeconds: number): Promise<{ count: number; oldest: Date | null }> {
+    const got = await this.r.zrangebyscore(this.k('auth', 'key', key), `(${ms(now) - windowSeconds * 1000}`, '+inf', 'WITHSCORES');
+    return { count: got.length / 2, oldest: got.length ? new Date(Number(got[1])) : null };
+  }
+
+  // ---- manual approval queue ----
+  async createRequest(r: Parameters<Store['createRequest']>[0], audit: AuditInput): Promise<EnrollmentRequestRecord> {
+    const key = this.k('req', r.id);
+    return this.tx([this.headKey, key], async (m) => {
+      if (await this.w.exists(key)) throw new DeviceCaError('conflict', `request ${r.id} already exists`);
+      const now = new Date();
+      const rec: EnrollmentRequestRecord = { ...r, status: 'pending', certSerial: null, createdAt: now, decidedAt: null, decidedBy: null };
+      m.set(key, JSON.stringify(requestRow(rec)));
+      m.zadd(this.k('reqs'), 0, r.id);
+      m.zadd(this.k('dev-reqs', r.deviceId), 0, r.id);
+      m.set(this.k('req-by-csr', r.deviceId, r.csrSha256), r.id);
+      await this.auditTo(m, audit, now);
+      return rec;
+    });
+  }
+
+  async findRequest(deviceId: string, csrSha256: string): Promise<EnrollmentRequestRecord | null> {
+    const id = await this.r.get(this.k('req-by-csr', deviceId, csrSha256));
+    if (id === null) return null;
+    const row = await this.getJson<RequestRow>(this.r, this.k('req', id));
+    return row ? requestFromRow(row) : null;
+  }
+
+  async listRequests(filter: { status?: RequestStatus } & PageRequest): Promise<Page<EnrollmentRequestRecord>> {
+    const limit = pageLimit(filter);
+    const rows = await this.scanLex(this.k('reqs'), filter.after, limit + 1, async (ids) =>
+      (
+        await this.mgetJson<RequestRow>(
+          this.r,
+          ids.map((id) => this.k('req', id)),
+        )
+      ).filter((x): x is RequestRow => x !== null && (filter.status === undefined || x.status === filter.status)),
+    );
+    return pageOf(rows.map(requestFromRow), limit, (r) => r.id);
+  }
+
+  async decideRequest(id: string, status: 'approved' | 'rejected', by: string, audit: AuditInput): Promise<EnrollmentRequestRecord> {
+    return this.tx([this.headKey], async (m) => {
+      const row = await this.getJson<RequestRow>(this.w, this.k('req', id));
+      if (!row) throw new DeviceCaError('not-found', `no request ${id}`);
+      if (row.status !== 'pending') throw new DeviceCaError('conflict', `request ${id} is ${row.status}, not pending`);
+      const now = new Date();
+      const next: RequestRow = { ...row, status, decidedAt: ms(now), decidedBy: by };
+      m.set(this.k('req', id), JSON.stringify(next));
+      await this.auditTo(m, audit, now);
+      return requestFromRow(next);
+    });
+  }
+
+  // ---- revocation and lifecycle ----
+  private shardKey(issuer: string, shard: number): string {
+    return this.k('shard-rev', issuer, shard);
+  }
+
+  /** setCertStatus queues a status change: the record, the shard's revision, and the shard's revoked index. */
+  private setCertStatus(m: Tx, meta: CertMeta): void {
+    m.set(this.k('cert', meta.serial), JSON.stringify(meta));
+    m.incr(this.shardKey(meta.issuer, meta.shard));
+    const revokedIdx = this.k('shard-revoked', meta.issuer, meta.shard);
+    if (meta.status === 'revoked') m.zadd(revokedIdx, 0, meta.serial);
+    else m.zrem(revokedIdx, meta.serial);
+    // no cache invalidation needed: OCSP (ca/ocsp-service.ts) reads the status from the store before any
+    // cached answer, so every node answers from this record as soon as EXEC returns
+  }
+
+  async applyDeviceChange(c: DeviceChange): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
+    return this.tx([this.headKey], async (m) => {
+      const now = new Date();
+      const row = await this.getJson<DeviceRow>(this.w, this.k('dev', c.deviceId));
+      if (!row) throw new DeviceCaError('not-found', `no device ${c.deviceId}`);
+      if (!c.fromStates.includes(row.state)) throw new DeviceCaError('conflict', `device ${c.deviceId} is ${row.state}`);
+      const pending = row.pendingOwner ?? null;
+      if ((c.expect?.owner !== undefined && c.expect.owner !== row.owner) || (c.expect?.pendingOwner !== undefined && c.expect.pendingOwner !== pending))
+        throw new DeviceCaError('conflict', `device ${c.deviceId} changed meanwhile; try again`);
+      const changed: CertificateChange[] = [];
+      if (c.revoke || c.releaseHolds) {
+        const serials = await this.w.zrange(this.k('dev-certs', c.deviceId), 0, -1);
+        const metas = (
+          await this.mgetJson<CertMeta>(
+            this.w,
+            serials.map((s) => this.k('cert', s)),
+          )
+        ).filter((x): x is CertMeta => x !== null);
+        const held = (x: CertMeta) => x.status === 'revoked' && x.revocationReason === 'certificateHold';
+        for (const x of metas) {
+          if (c.revoke && x.notAfter > ms(now) && (c.revoke.holdOnly ? x.status === 'valid' : x.status === 'valid' || held(x))) {
+            this.setCertStatus(m, { ...x, status: 'revoked', revokedAt: ms(c.revoke.at), revocationReason: c.revoke.reason });
+            changed.push({ serial: x.serial, issuer: x.issuer, shard: x.shard, status: 'revoked', reason: c.revoke.reason });
+          }
+        }
+        if (c.releaseHolds)
+          for (const x of metas)
+            if (held(x)) {
+              this.setCertStatus(m, { ...x, status: 'valid', revokedAt: null, revocationReason: null });
+              changed.push({ serial: x.serial, issuer: x.issuer, shard: x.shard, status: 'valid', reason: null });
+            }
+      }
+      if (c.deleteSecrets) {
+        const ids = await this.w.zrange(this.k('dev-secrets', c.deviceId), 0, -1);
+        if (ids.length) m.del(...ids.map((id) => this.k('secret', id)));
+        m.del(this.k('dev-secrets', c.deviceId));
+      }
+      if (c.addSecret) await this.addSecretTo(m, c.deviceId, c.addSecret.hash, c.addSecret.expiresAt);
+      if (c.cancelRequests) {
+        const ids = await this.w.zrange(this.k('dev-reqs', c.deviceId), 0, -1);
+        const reqs = await this.mgetJson<RequestRow>(
+          this.w,
+          ids.map((id) => this.k('req', id)),
+        );
+        for (const r of reqs)
+          if (r && (r.status === 'pending' || r.status === 'approved')) m.set(this.k('req', r.id), JSON.stringify({ ...r, status: 'rejected', decidedAt: ms(now), decidedBy: 'lifecycle' }));
+      }
+      const owner = c.newOwner !== undefined ? c.newOwner : row.owner;
+      const pendingOwner = c.pendingOwner !== undefined ? c.pendingOwner : pending;
+      const next: DeviceRow = { ...row, state: c.toState, owner, pendingOwner, updatedAt: ms(now) };
+      m.set(this.k('dev', c.deviceId), JSON.stringify(next));
+      await this.auditTo(m, { ...c.audit, data: { ...c.audit.data, certificates: changed.map((x) => x.serial) } }, now);
+      return { device: deviceFromRow(next), changed };
+    });
+  }
+
+  async revokeCertificate(serial: string, reason: RevocationReason, at: Date, invalidityDate: Date | null, audit: AuditInput): Promise<{ cert: CertificateRecord; changed: boolean }> {
+    return this.tx([this.headKey], async (m) => {
+      const [meta, der] = await Promise.all([this.getJson<CertMeta>(this.w, this.k('cert', serial)), this.w.getBuffer(this.k('cert-der', serial))]);
+      if (!meta) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
+      const cur = certFromRow(meta, der ?? Buffer.alloc(0));
+      const onHold = cur.status === 'revoked' && cur.revocationReason === 'certificateHold';
+      if (cur.status === 'revoked' && !(onHold && reason !== 'certificateHold')) return { cert: cur, changed: false };
+      this.setCertStatus(m, { ...meta, status: 'revoked', revokedAt: ms(at), revocationReason: reason, invalidityDate: invalidityDate ? ms(invalidityDate) : null });
+      await this.auditTo(m, audit, new Date());
+      return { cert: { ...cur, status: 'revoked' as const, revokedAt: at, revocationReason: reason, invalidityDate }, changed: true };
+    });
+  }
+
+  async releaseHold(serial: string, audit: AuditInput): Promise<CertificateRecord> {
+    return this.tx([this.headKey], async (m) => {
+      const [meta, der] = await Promise.all([this.getJson<CertMeta>(this.w, this.k('cert', serial)), this.w.getBuffer(this.k('cert-der', serial))]);
+      if (!meta) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
+      if (!(meta.status === 'revoked' && meta.revocationReason === 'certificateHold')) throw new DeviceCaError('conflict', `certificate ${serial} is not on hold`);
+      this.setCertStatus(m, { ...meta, status: 'valid', revokedAt: null, revocationReason: null });
+      await this.auditTo(m, audit, new Date());
+      return { ...certFromRow(meta, der ?? Buffer.alloc(0)), status: 'valid' as const, revokedAt: null, revocationReason: null };
+    });
+  }
+
+  async shardRevision(issuer: string, shard: number): Promise<number> {
+    return Number((await this.r.get(this.shardKey(issuer, shard))) ?? 0);
+  }
+
+  async *revokedInShard(issuer: string, shard: number, now: Date, pageSize = 10000): AsyncIterable<RevokedRow[]> {
+    const idx = this.k('shard-revoked', issuer, shard);
+    let from = '-';
+    for (;;) {
+      const serials = await this.r.zrangebylex(idx, from, '+', 'LIMIT', 0, pageSize);
+      if (serials.length === 0) return;
+      const metas = await this.mgetJson<CertMeta>(
+        this.r,
+        serials.map((s) => this.k('cert', s)),
+      );
+      const page = metas
+        .filter((x): x is CertMeta => x !== null && x.status === 'revoked' && x.notAfter > ms(now))
+        .map((x) => ({ serial: x.serial, revokedAt: new Date(x.revokedAt ?? 0), reason: x.revocationReason, invalidityDate: dateOrNull(x.invalidityDate) }));
+      if (page.length) yield page;
+      if (serials.length < pageSize) return;
+      from = `(${serials[serials.length - 1]}`;
+    }
+  }
+
+  async nextCrlNumber(issuer: string): Promise<bigint> {
+    return BigInt(await this.r.incr(this.k('crl-number', issuer)));
+  }
+
+  async saveCrl(c: CrlRecord): Promise<void> {
+    const metaKey = this.k('crl', c.issuer, c.shard);
+    await this.tx([metaKey], async (m) => {
+      const cur = await this.getJson<{ number: string }>(this.w, metaKey);
+      if (cur && BigInt(cur.number) >= c.number) return;
+      const { der, ...info } = c;
+      m.set(metaKey, JSON.stringify({ ...info, number: String(c.number), thisUpdate: ms(c.thisUpdate), nextUpdate: ms(c.nextUpdate) }));
+      m.set(this.k('crl-der', c.issuer, c.shard), der);
+    });
+  }
+
+  async getCrl(issuer: string, shard: number): Promise<CrlRecord | null> {
+    // one MULTI: the metadata and the bytes of the same CRL
+    const replies = await this.r
+      .multi()
+      .get(this.k('crl', issuer, shard))
+      .getBuffer(this.k('crl-der', issuer, shard))
+      .exec();
+    const meta = replies?.[0]?.[1] as string | null;
+    const der = replies?.[1]?.[1] as Buffer | null;
+    if (!meta || !der) return null;
+    return { ...crlInfoFromJson(meta), der };
+  }
+
+  async crlInfo(issuer: string, shard: number): Promise<Omit<CrlRecord, 'der'> | null> {
+    const meta = await this.r.get(this.k('crl', issuer, shard));
+    return meta ? crlInfoFromJson(meta) : null;
+  }
+
+  async certificateStatus(serial: string): Promise<Pick<CertificateRecord, 'serial' | 'issuer' | 'status' | 'revokedAt' | 'revocationReason' | 'notAfter'> | null> {
+    const x = await this.getJson<CertMeta>(this.r, this.k('cert', serial));
+    if (!x) return null;
+    return { serial, issuer: x.issuer, status: x.status, revokedAt: dateOrNull(x.revokedAt), revocationReason: x.revocationReason, notAfter: new Date(x.notAfter) };
+  }
+
+  // ---- admin API tokens ----
+  private tokenMember(createdAt: number, id: string): string {
+    return `${String(createdAt).padStart(15, '0')}:${id}`;
+  }
+
+  async createToken(t: Omit<TokenRecord, 'createdAt' | 'revokedAt'>, audit: AuditInput): Promise<TokenRecord> {
+    const key = this.k('tok', t.id);
+    return this.tx([this.headKey, key], async (m) => {
+      if (await this.w.exists(key)) throw new DeviceCaError('conflict', `token ${t.id} already exists`);
+      const now = new Date();
+      const rec: TokenRecord = { ...t, createdAt: now, revokedAt: null };
+      m.set(key, JSON.stringify({ ...rec, createdAt: ms(now), revokedAt: null } satisfies TokenRow));
+      m.set(this.k('tok-hash', t.hash), t.id);
+      m.zadd(this.k('toks'), 0, this.tokenMember(ms(now), t.id));
+      await this.auditTo(m, audit, now);
+      return rec;
+    });
+  }
+
+  async findToken(hash: string): Promise<TokenRecord | null> {
+    const id = await this.r.get(this.k('tok-hash', hash));
+    if (id === null) return null;
+    const row = await this.getJson<TokenRow>(this.r, this.k('tok', id));
+    return row ? tokenFromRow(row) : null;
+  }
+
+  async listTokens(page: PageRequest): Promise<Page<TokenRecord>> {
+    // cursor "<created ms>:<id>": creation order, ties broken by id
+    const limit = pageLimit(page);
+    let from = '-';
+    if (page.after) {
+      const m = /^(\d{1,15}):(.+)$/.exec(page.after);
+      if (!m) throw new DeviceCaError('bad-request', 'after: not a cursor of this list');
+      from = `(${this.tokenMember(Number(m[1]), m[2])}`;
+    }
+    const members = await this.r.zrangebylex(this.k('toks'), from, '+', 'LIMIT', 0, limit + 1);
+    const rows = await this.mgetJson<TokenRow>(
+      this.r,
+      members.map((x) => this.k('tok', x.slice(16))),
+    );
+    return pageOf(rows.filter((x): x is TokenRow => x !== null).map(tokenFromRow), limit, (t) => `${t.createdAt.getTime()}:${t.id}`);
+  }
+
+  async revokeToken(id: string, audit: AuditInput): Promise<TokenRecord> {
+    return this.tx([this.headKey], async (m) => {
+      const row = await this.getJson<TokenRow>(this.w, this.k('tok', id));
+      if (!row) throw new DeviceCaError('not-found', `no token ${id}`);
+      const now = new Date();
+      const next: TokenRow = { ...row, revokedAt: row.revokedAt ?? ms(now) };
+      if (row.revokedAt === null) m.set(this.k('tok', id), JSON.stringify(next));
+      await this.auditTo(m, audit, now);
+      return tokenFromRow(next);
+    });
+  }
+
+  // ---- leases ----
+  async acquireLease(name: string, holder: string, ttlMs: number, now: Date): Promise<Lease | null> {
+    const key = this.k('lease', name);
+    return this.tx([key], async (m): Promise<Lease | null> => {
+      const row = await this.getJson<{ holder: string; fence: number; expiresAt: number }>(this.w, key);
+      const expiresAt = ms(now) + ttlMs;
+      let fence = 1;
+      if (row) {
+        const live = row.expiresAt > ms(now);
+        if (live && row.holder !== holder) return null;
+        // a renewal by the live holder keeps its fence; any new tenure gets the next one
+        fence = live ? row.fence : row.fence + 1;
+      }
+      m.set(key, JSON.stringify({ holder, fence, expiresAt }));
+      return { fence, expiresAt: new Date(expiresAt) };
+    });
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    const key = this.k('lease', name);
+    await this.tx([key], async (m) => {
+      const row = await this.getJson<{ holder: string; fence: number; expiresAt: number }>(this.w, key);
+      // the record stays (expired) so the fence keeps growing from where it was
+      if (row && row.holder === holder) m.set(key, JSON.stringify({ ...row, expiresAt: 0 }));
+    });
+  }
+
+  // ---- integrity and health ----
+  async head(issuer: string): Promise<StoreHead> {
+    const replies = await this.r.multi().get(this.headKey).get(this.k('crl-number', issuer)).exec();
+    const h = replies?.[0]?.[1] as string | null;
+    const crl = replies?.[1]?.[1] as string | null;
+    const i = h ? h.indexOf(':') : -1;
+    return { auditSeq: h ? Number(h.slice(0, i)) : 0, auditHash: h ? h.slice(i + 1) : null, crlNumber: crl ? BigInt(crl) : 0n };
+  }
+
+  async probe(now = new Date()): Promise<void> {
+    try {
+      await Promise.all([this.r.get(this.headKey), this.r.get(this.k('ca-state', 'hierarchy'))]);
+    } catch (e) {
+      throw probeError('read', e);
+    }
+    try {
+      // a real write: a Redis that cannot persist (MISCONF) or is out of memory (OOM) refuses it
+      await this.r.set(this.k('probe'), String(ms(now)));
+    } catch (e) {
+      throw probeError('write', e);
+    }
+  }
+
+  // ---- CA state ----
+  async getCaState(name: string): Promise<CaStateEntry | null> {
+    const row = await this.getJson<{ value: unknown; version: number; updatedAt: number }>(this.r, this.k('ca-state', name));
+    return row ? { value: row.value, version: row.version, updatedAt: new Date(row.updatedAt) } : null;
+  }
+
+  async saveCaState(name: string, value: unknown, ifVersion: number, audit?: AuditInput): Promise<number> {
+    const key = this.k('ca-state', name);
+    return this.tx(audit ? [this.headKey, key] : [key], async (m) => {
+      const row = await this.getJson<{ version: number }>(this.w, key);
+      const current = row ? row.version : 0;
+      if (current !== ifVersion) throw new DeviceCaError('conflict', `CA state ${name} changed meanwhile (version ${current}, expected ${ifVersion})`);
+      const now = new Date();
+      const next = current + 1;
+      m.set(key, JSON.stringify({ value, version: next, updatedAt: ms(now) }));
+      if (audit) await this.auditTo(m, audit, now);
+      return next;
+    });
+  }
+}
+
+/** probeError: 'store-unavailable' naming which half of the probe failed and why (the /healthz reason). */
+function probeError(what: 'read' | 'write', e: unknown): DeviceCaError {
+  const u = redisUnavailable(e);
+  const reason = u ? u.message.replace(/^store unavailable \((.*)\)$/, '$1') : 'unexpected error';
+  return new DeviceCaError('store-unavailable', `store ${what} failed (${reason})`, {
+    detail: u?.detail ?? (e as Error)?.message,
+    retryAfterSeconds: u?.retryAfterSeconds ?? 30,
+    cause: e,
+  });
+}
+
+function deviceRow(d: DeviceRecord): DeviceRow {
+  return { ...d, createdAt: ms(d.createdAt), updatedAt: ms(d.updatedAt) };
+}
+function deviceFromRow(r: DeviceRow): DeviceRecord {
+  return { id: r.id, owner: r.owner, label: r.label, state: r.state, pendingOwner: r.pendingOwner ?? null, createdAt: new Date(r.createdAt), updatedAt: new Date(r.updatedAt) };
+}
+function secretFromRow(r: SecretRow): SecretRecord {
+  return { id: r.id, deviceId: r.deviceId, hash: r.hash, expiresAt: new Date(r.expiresAt), usedAt: dateOrNull(r.usedAt), certSerial: r.certSerial };
+}
+function certFromRow(r: CertMeta, der: Buffer): CertificateRecord {
+  return {
+    serial: r.serial,
+    deviceId: r.deviceId,
+    issuer: r.issuer,
+    subject: r.subject,
+    profile: r.profile,
+    notBefore: new Date(r.notBefore),
+    notAfter: new Date(r.notAfter),
+    shard: r.shard,
+    spkiSha256: r.spkiSha256,
+    der,
+    status: r.status,
+    revokedAt: dateOrNull(r.revokedAt),
+    revocationReason: r.revocationReason,
+    invalidityDate: dateOrNull(r.invalidityDate),
+    createdAt: new Date(r.createdAt),
+  };
+}
+function requestRow(r: EnrollmentRequestRecord): RequestRow {
+  return { ...r, csr: r.csr.toString('base64'), createdAt: ms(r.createdAt), decidedAt: r.decidedAt ? ms(r.decidedAt) : null };
+}
+function requestFromRow(r: RequestRow): EnrollmentRequestRecord {
+  return {
+    id: r.id,
+    deviceId: r.deviceId,
+    label: r.label,
+    operation: r.operation,
+    csrSha256: r.csrSha256,
+    csr: Buffer.from(r.csr, 'base64'),
+    status: r.status,
+    certSerial: r.certSerial,
+    createdAt: new Date(r.createdAt),
+    decidedAt: dateOrNull(r.decidedAt),
+    decidedBy: r.decidedBy,
+  };
+}
+function tokenFromRow(r: TokenRow): TokenRecord {
+  return { id: r.id, hash: r.hash, scope: r.scope, description: r.description, createdAt: new Date(r.createdAt), revokedAt: dateOrNull(r.revokedAt) };
+}
+function auditFromRow(r: AuditRow): AuditRecord {
+  return { seq: r.seq, at: new Date(r.at), type: r.type, actor: r.actor, subject: r.subject, data: r.data, prevHash: r.prevHash, hash: r.hash };
+}
+function crlInfoFromJson(s: string): Omit<CrlRecord, 'der'> {
+  const j = JSON.parse(s) as Json;
+  return {
+    issuer: String(j.issuer),
+    shard: Number(j.shard),
+    number: BigInt(String(j.number)),
+    revision: Number(j.revision),
+    thisUpdate: new Date(Number(j.thisUpdate)),
+    nextUpdate: new Date(Number(j.nextUpdate)),
+    entries: Number(j.entries),
+  };
+}
