@@ -43,6 +43,10 @@ export interface CertificateProfile {
 export const TLS_SERVER_PROFILE = 'tls-server';
 /** OCSP_RESPONDER_PROFILE: the built-in profile of the delegated OCSP responder certificate. */
 export const OCSP_RESPONDER_PROFILE = 'ocsp-responder';
+/** SCEP_RA_PROFILE: the built-in profile of the SCEP RA certificate (RFC 8894 §2.1: signs replies, receives key transport). */
+export const SCEP_RA_PROFILE = 'scep-ra';
+/** SCEP_RA_VALIDITY_SECONDS: the RA certificate lives a year; clients pin it from GetCACert, so it changes rarely. */
+export const SCEP_RA_VALIDITY_SECONDS = 365 * 86400;
 
 /** AuthorizedRequest is input the RA already authorized: the CA signs it as is, under the named profile. */
 export interface AuthorizedRequest {
@@ -84,7 +88,7 @@ export class CertificateAuthority {
 
   constructor(private readonly opts: CertificateAuthorityOptions) {
     this.profiles = new Map(opts.profiles ?? []);
-    for (const reserved of [TLS_SERVER_PROFILE, OCSP_RESPONDER_PROFILE]) {
+    for (const reserved of [TLS_SERVER_PROFILE, OCSP_RESPONDER_PROFILE, SCEP_RA_PROFILE]) {
       if (this.profiles.has(reserved)) throw new DeviceCaError('config', `profile name "${reserved}" is reserved for the CA's own certificates`);
     }
     this.profiles.set(TLS_SERVER_PROFILE, { validitySeconds: 397 * 86400, serverAuth: true });
@@ -122,6 +126,25 @@ export class CertificateAuthority {
         validitySeconds,
       },
       [this.fixedExt.bc, keyUsage([KU.digitalSignature]), ...ocspResponderExtensions(), subjectKeyIdentifier(keyIdentifier(spki)), this.fixedExt.aki],
+      now,
+    );
+  }
+
+  /**
+   * issueScepRa signs the SCEP RA certificate: an RSA key with keyUsage digitalSignature (CertRep
+   * signatures) and keyEncipherment (the PKCS#1 v1.5 key transport clients encrypt to, RFC 8894 §3.5.1).
+   */
+  async issueScepRa(spki: Buffer, now = new Date()): Promise<IssuedCertificate> {
+    return this.sign(
+      {
+        subject: [
+          { type: 'O', value: 'device-ca' },
+          { type: 'CN', value: `${this.opts.issuing.name} SCEP RA` },
+        ],
+        spki,
+        validitySeconds: SCEP_RA_VALIDITY_SECONDS,
+      },
+      [this.fixedExt.bc, this.fixedExt.kuRsa, subjectKeyIdentifier(keyIdentifier(spki)), this.fixedExt.aki],
       now,
     );
   }

@@ -9,19 +9,20 @@ import { KeyBackend, SigningKey } from '../keys/key-backend';
 import { generateKeyPair } from '../keys/software-key-backend';
 import { AuditStore, CaStateStore, CertificateStore } from '../store/store';
 import { CaHierarchy } from './ca-hierarchy';
-import { CertificateAuthority, TLS_SERVER_PROFILE } from './certificate-authority';
+import { CertificateAuthority, SCEP_RA_PROFILE, TLS_SERVER_PROFILE } from './certificate-authority';
 import { issueAndRecord, signAndRecord } from './issuance';
 import { pemBlocks, toPem } from './pem';
 
 /**
  * service-certificates: the certificates device-ca issues to itself, the delegated OCSP responder
- * certificate and the HTTPS server certificate. Their current version lives in the store (records
+ * certificate, the SCEP RA certificate and the HTTPS server certificate. Their current version lives in the store (records
  * OCSP_RESPONDER_RECORD and TLS_SERVER_RECORD), so one process (the holder of the CA duties lease)
  * issues a renewal and every worker and node picks it up from there.
  */
 
 export const OCSP_RESPONDER_RECORD = 'ocsp-responder';
 export const TLS_SERVER_RECORD = 'tls-server';
+export const SCEP_RA_RECORD = 'scep-ra';
 
 /** TLS_RENEW_BEFORE_MS: the HTTPS certificate (397 days) is renewed 30 days before it expires. */
 export const TLS_RENEW_BEFORE_MS = 30 * 86400_000;
@@ -134,6 +135,59 @@ export async function ensureOcspResponder(cfg: Config, keys: KeyBackend, ca: Cer
   });
   const saved = await saveOrReread(store, OCSP_RESPONDER_RECORD, { keyRef: toStoredRef(cfg.dataDir, key.ref), der: issued.der.toString('base64') }, rec?.version ?? 0);
   if (!saved.mine) return (await readOcspResponder(cfg, keys, store))!;
+  return { key, cert: issued.der, version: saved.version };
+}
+
+// ---------- SCEP RA ----------
+
+/** StoredScepRa: the RA key ref (made once) and its current certificate, as the OCSP responder's. */
+type StoredScepRa = StoredOcspResponder;
+
+/** ScepRaMaterial: the SCEP RA key (RSA, software or token role 'ra') and its current certificate. */
+export interface ScepRaMaterial {
+  key: SigningKey;
+  cert: Buffer;
+  version: number;
+}
+
+/** readScepRa returns the RA key and certificate in the store without issuing; null when none was issued yet. */
+export async function readScepRa(cfg: Config, keys: KeyBackend, store: ServiceCertificateStore): Promise<ScepRaMaterial | null> {
+  const rec = await getRecord<StoredScepRa>(store, SCEP_RA_RECORD);
+  if (!rec) return null;
+  return { key: await keys.load(fromStoredRef(cfg.dataDir, rec.value.keyRef)), cert: Buffer.from(rec.value.der, 'base64'), version: rec.version };
+}
+
+/**
+ * ensureScepRa returns the SCEP RA key and certificate, issuing the certificate (through the one issuance
+ * path: recorded and audited) when missing, not issued by the current issuing CA, or with less than a third
+ * of its lifetime left. The key is RSA 2048 whatever ca.algorithm says, as SCEP key transport is RSA
+ * (RFC 8894 §3.5.1); it is made once by the backend of role 'ra' and kept across renewals, so clients that
+ * cached the RA certificate can still encrypt to it. The same one-process rule as ensureOcspResponder.
+ */
+export async function ensureScepRa(cfg: Config, keys: KeyBackend, ca: CertificateAuthority, store: ServiceCertificateStore, now = new Date()): Promise<ScepRaMaterial> {
+  const rec = await getRecord<StoredScepRa>(store, SCEP_RA_RECORD);
+  let key: SigningKey;
+  if (rec) {
+    key = await keys.load(fromStoredRef(cfg.dataDir, rec.value.keyRef));
+    const der = Buffer.from(rec.value.der, 'base64');
+    try {
+      const x = new crypto.X509Certificate(der);
+      const lifetime = new Date(x.validTo).getTime() - new Date(x.validFrom).getTime();
+      const left = new Date(x.validTo).getTime() - now.getTime();
+      if (left > lifetime / 3 && x.checkIssued(new crypto.X509Certificate(ca.issuer.der)) && der.includes(key.spki)) return { key, cert: der, version: rec.version };
+    } catch {
+      // unparsable: issue a new one
+    }
+  } else {
+    key = await keys.generate('ra', 'rsa-2048', `${cfg.ca.issuing.name}-scep-ra-${crypto.randomBytes(3).toString('hex')}`);
+  }
+  const issued = await signAndRecord(store, { spki: key.spki, profile: SCEP_RA_PROFILE }, () => ca.issueScepRa(key.spki, now), {
+    deviceId: null,
+    subject: `O=device-ca, CN=${cfg.ca.issuing.name} SCEP RA`,
+    audit: { actor: 'device-ca', subject: SCEP_RA_PROFILE, data: { renewal: rec !== null } },
+  });
+  const saved = await saveOrReread(store, SCEP_RA_RECORD, { keyRef: toStoredRef(cfg.dataDir, key.ref), der: issued.der.toString('base64') }, rec?.version ?? 0);
+  if (!saved.mine) return (await readScepRa(cfg, keys, store))!;
   return { key, cert: issued.der, version: saved.version };
 }
 

@@ -33,7 +33,7 @@ export interface ProfilesInput {
  * - policy keys written inline on a label (the older form) keep their meaning: they make the profile of
  *   the label's name, defaults filling the rest. Writing them inline AND configuring `profiles.<label>`
  *   is an error naming the fix, since one of the two would silently lose.
- * Profile names 'tls-server' and 'ocsp-responder' belong to the CA's own certificates.
+ * Profile names 'tls-server', 'ocsp-responder' and 'scep-ra' belong to the CA's own certificates.
  */
 export function resolveProfiles(cfg: ProfilesInput): EnrollmentProfiles & { problems: ProfileProblem[] } {
   const defaults = schema.profileSchema.parse({});

@@ -145,7 +145,7 @@ export const labelSchema = z.strictObject({
 export type LabelConfig = z.infer<typeof labelSchema>;
 
 /** RESERVED_PROFILES: the CA's built-in service profiles; no enrollment profile may take their names. */
-export const RESERVED_PROFILES: readonly string[] = ['tls-server', 'ocsp-responder'];
+export const RESERVED_PROFILES: readonly string[] = ['tls-server', 'ocsp-responder', 'scep-ra'];
 
 export const configSchema = z
   .strictObject({

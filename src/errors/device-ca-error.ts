@@ -8,6 +8,8 @@ export type ErrorCode =
   | 'bad-request' // malformed input: bad base64, bad DER, wrong content type
   | 'bad-csr' // CSR parses but is unacceptable (bad signature, missing fields)
   | 'bad-key' // key algorithm or size not allowed by policy
+  | 'bad-algorithm' // a signed or encrypted message (CMS) uses an algorithm device-ca does not accept
+  | 'bad-signature' // a signed message (CMS) whose signature or message digest does not verify
   | 'too-large' // body or field over its size limit
   | 'unauthenticated' // no or wrong credentials
   | 'forbidden' // authenticated, but not allowed (another device's cert, revoked, retired)

@@ -10,6 +10,8 @@ export const HTTP_ERROR_STATUS: Record<ErrorCode, number> = {
   'bad-request': 400,
   'bad-csr': 400,
   'bad-key': 400,
+  'bad-algorithm': 400,
+  'bad-signature': 400,
   'too-large': 413,
   unauthenticated: 401,
   forbidden: 403,

@@ -13,6 +13,8 @@ export const OCSP_ERROR_STATUS: Record<ErrorCode, Exclude<OcspErrorStatus, 'sigR
   'bad-request': 'malformedRequest',
   'bad-csr': 'malformedRequest',
   'bad-key': 'malformedRequest',
+  'bad-algorithm': 'malformedRequest',
+  'bad-signature': 'malformedRequest',
   'too-large': 'malformedRequest',
   'not-implemented': 'malformedRequest',
   unauthenticated: 'unauthorized',

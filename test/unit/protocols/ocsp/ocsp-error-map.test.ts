@@ -21,6 +21,8 @@ const EXPECTED: [ErrorCode, keyof typeof REPLY][] = [
   ['bad-request', 'malformedRequest'],
   ['bad-csr', 'malformedRequest'],
   ['bad-key', 'malformedRequest'],
+  ['bad-algorithm', 'malformedRequest'],
+  ['bad-signature', 'malformedRequest'],
   ['too-large', 'malformedRequest'],
   ['not-implemented', 'malformedRequest'],
   ['unauthenticated', 'unauthorized'],

@@ -1,0 +1,79 @@
+import * as crypto from 'node:crypto';
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+import { contextExplicit, contextImplicitPrimitive, integer, NULL, octetString, oid, seq, set } from '../der/der-writer';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { CMS_OID, CONTENT_CIPHERS, ContentCipher, contentCipherOf } from './cms-algorithms';
+import { octets, parsed, toBuffer, unwrapContentInfo } from './content-info';
+import { issuerAndSerialNumber } from './issuer-and-serial';
+import { KeyTransportDecryptor } from './rsa-key-transport';
+
+/** OpenedEnvelope: the decrypted content and the cipher the sender chose (a reply is encrypted the same way). */
+export interface OpenedEnvelope {
+  content: Buffer;
+  cipher: ContentCipher;
+}
+
+/**
+ * openEnvelopedData decrypts a CMS EnvelopedData (RFC 5652 §6) whose KeyTransRecipientInfo names our
+ * certificate (by issuer and serial, or by subjectKeyIdentifier). Errors: 'bad-request' when the input is
+ * malformed, not addressed to us, or does not decrypt (a bad key blob lands here too, through implicit
+ * rejection in the KeyTransportDecryptor); 'bad-algorithm' for a key-transport or content cipher we do not
+ * accept.
+ */
+export async function openEnvelopedData(ber: Buffer, recipient: { certificate: Buffer; key: KeyTransportDecryptor }): Promise<OpenedEnvelope> {
+  const content = unwrapContentInfo(ber, CMS_OID.envelopedData, 'EnvelopedData');
+  const env = parsed('EnvelopedData', () => new pkijs.EnvelopedData({ schema: content }));
+  const ours = issuerAndSerialNumber(recipient.certificate);
+  const ski = subjectKeyIdentifier(recipient.certificate);
+  const ktri = env.recipientInfos
+    .filter((ri) => ri.variant === 1)
+    .map((ri) => ri.value as pkijs.KeyTransRecipientInfo)
+    .find((k) => (k.rid instanceof pkijs.IssuerAndSerialNumber ? toBuffer(k.rid.toSchema().toBER()).equals(ours) : ski !== null && toBuffer(k.rid.valueBlock.valueHexView).equals(ski)));
+  if (!ktri) throw new DeviceCaError('bad-request', 'the message is not encrypted to this RA certificate');
+  if (ktri.keyEncryptionAlgorithm.algorithmId !== CMS_OID.rsaEncryption) throw new DeviceCaError('bad-algorithm', 'unsupported key-transport algorithm', { detail: ktri.keyEncryptionAlgorithm.algorithmId });
+  const eci = env.encryptedContentInfo;
+  const cipher = contentCipherOf(eci.contentEncryptionAlgorithm.algorithmId);
+  const spec = CONTENT_CIPHERS[cipher];
+  const params = eci.contentEncryptionAlgorithm.algorithmParams as unknown;
+  if (!(params instanceof asn1js.OctetString)) throw new DeviceCaError('bad-request', 'content-encryption IV missing');
+  const iv = octets(params);
+  if (iv.length !== spec.ivLength) throw new DeviceCaError('bad-request', 'content-encryption IV has the wrong length');
+  if (!eci.encryptedContent) throw new DeviceCaError('bad-request', 'EnvelopedData carries no encrypted content');
+  const encrypted = octets(eci.encryptedContent);
+  const key = await recipient.key.unwrapKey(toBuffer(ktri.encryptedKey.valueBlock.valueHexView), spec.keyLength);
+  try {
+    const d = crypto.createDecipheriv(cipher, key, iv);
+    return { content: Buffer.concat([d.update(encrypted), d.final()]), cipher };
+  } catch {
+    throw new DeviceCaError('bad-request', 'the message cannot be decrypted');
+  }
+}
+
+/**
+ * buildEnvelopedData encrypts content to one RSA certificate (KeyTransRecipientInfo v0, RSAES-PKCS1-v1_5
+ * key transport, RFC 5652 §6.2.1), with a fresh key and IV. Public-key encryption with PKCS#1 v1.5 padding
+ * stays allowed on Node 20; only private decryption was disabled.
+ */
+export function buildEnvelopedData(content: Buffer, recipientCertificate: Buffer, cipher: ContentCipher): Buffer {
+  const spec = CONTENT_CIPHERS[cipher];
+  const key = crypto.randomBytes(spec.keyLength);
+  const iv = crypto.randomBytes(spec.ivLength);
+  const c = crypto.createCipheriv(cipher, key, iv);
+  const encrypted = Buffer.concat([c.update(content), c.final()]);
+  const publicKey = new crypto.X509Certificate(recipientCertificate).publicKey;
+  if (publicKey.asymmetricKeyType !== 'rsa') throw new DeviceCaError('bad-algorithm', 'the recipient certificate has no RSA key to encrypt to');
+  const encryptedKey = crypto.publicEncrypt({ key: publicKey, padding: crypto.constants.RSA_PKCS1_PADDING }, key);
+  const ktri = seq(integer(0), issuerAndSerialNumber(recipientCertificate), seq(oid(CMS_OID.rsaEncryption), NULL), octetString(encryptedKey));
+  const eci = seq(oid(CMS_OID.data), seq(oid(spec.oid), octetString(iv)), contextImplicitPrimitive(0, encrypted));
+  return seq(oid(CMS_OID.envelopedData), contextExplicit(0, seq(integer(0), set(ktri), eci)));
+}
+
+/** subjectKeyIdentifier: the certificate's SKI extension value, or null. */
+function subjectKeyIdentifier(certDer: Buffer): Buffer | null {
+  const cert = parsed('certificate', () => pkijs.Certificate.fromBER(certDer));
+  const e = cert.extensions?.find((x) => x.extnID === '2.5.29.14');
+  if (!e) return null;
+  const inner = asn1js.fromBER(e.extnValue.valueBlock.valueHexView);
+  return inner.result instanceof asn1js.OctetString ? toBuffer(inner.result.valueBlock.valueHexView) : null;
+}

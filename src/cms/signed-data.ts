@@ -1,0 +1,120 @@
+import * as crypto from 'node:crypto';
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+import { contextExplicit, contextImplicitConstructed, integer, octetString, oid, seq, set } from '../der/der-writer';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { SigningKey } from '../keys/key-backend';
+import { CMS_OID, DIGEST_OID, DigestName, digestOf, signatureDigest } from './cms-algorithms';
+import { octets, parsed, toBuffer, unwrapContentInfo } from './content-info';
+import { issuerAndSerialNumber } from './issuer-and-serial';
+
+/** SignedMessage: a verified SignedData with one signer and signed attributes. */
+export interface SignedMessage {
+  /** content: the encapsulated content (eContent), or null when absent */
+  content: Buffer | null;
+  contentType: string;
+  /** certificates: DER of every certificate the message carries */
+  certificates: Buffer[];
+  signer: {
+    /** certificate: DER of the certificate whose key made the signature */
+    certificate: Buffer;
+    digest: DigestName;
+    /** attributes: signed attribute type -> the DER of each of its values */
+    attributes: ReadonlyMap<string, Buffer[]>;
+  };
+}
+
+/**
+ * verifySignedData parses a CMS SignedData (RFC 5652 §5) with exactly one SignerInfo carrying signed
+ * attributes, finds the signer's certificate among those the message carries, and checks the
+ * messageDigest and contentType attributes (§11.1, §11.2) and the signature over the DER SET OF the signed
+ * attributes (§5.4). It proves the message was signed by the key of that certificate, nothing about who
+ * the certificate belongs to: that is the caller's decision. Errors: 'bad-request' (malformed),
+ * 'bad-algorithm' (digest or signature algorithm not accepted), 'bad-signature' (does not verify).
+ */
+export function verifySignedData(ber: Buffer): SignedMessage {
+  const content = unwrapContentInfo(ber, CMS_OID.signedData, 'SignedData');
+  const sd = parsed('SignedData', () => new pkijs.SignedData({ schema: content }));
+  if (sd.signerInfos.length !== 1) throw new DeviceCaError('bad-request', 'SignedData must have exactly one signer');
+  const si = sd.signerInfos[0];
+  const certificates = (sd.certificates ?? []).filter((c): c is pkijs.Certificate => c instanceof pkijs.Certificate).map((c) => toBuffer(c.toSchema().toBER()));
+  const signerCert = certificates.find((c) => matchesSid(si.sid, c));
+  if (!signerCert) throw new DeviceCaError('bad-request', "SignedData does not carry the signer's certificate");
+  const eContent = sd.encapContentInfo.eContent;
+  const body = eContent ? octets(eContent) : null;
+  const digest = digestOf(si.digestAlgorithm.algorithmId);
+  signatureDigest(si.signatureAlgorithm.algorithmId, digest);
+  if (!si.signedAttrs) throw new DeviceCaError('bad-request', 'SignedData has no signed attributes');
+
+  const attributes = new Map<string, Buffer[]>();
+  for (const a of si.signedAttrs.attributes) {
+    if (attributes.has(a.type)) throw new DeviceCaError('bad-request', 'a signed attribute occurs twice');
+    attributes.set(a.type, a.values.map((v: asn1js.AsnType) => toBuffer(v.toBER())));
+  }
+  const ct = single(attributes, CMS_OID.contentType);
+  const md = single(attributes, CMS_OID.messageDigest);
+  const ctOid = asn1js.fromBER(ct).result;
+  if (!(ctOid instanceof asn1js.ObjectIdentifier) || ctOid.valueBlock.toString() !== sd.encapContentInfo.eContentType)
+    throw new DeviceCaError('bad-signature', 'contentType attribute differs from the content type');
+  const mdValue = asn1js.fromBER(md).result;
+  if (!(mdValue instanceof asn1js.OctetString)) throw new DeviceCaError('bad-request', 'messageDigest attribute is not an OCTET STRING');
+  const expected = crypto.createHash(digest).update(body ?? Buffer.alloc(0)).digest();
+  const got = octets(mdValue);
+  if (got.length !== expected.length || !crypto.timingSafeEqual(got, expected)) throw new DeviceCaError('bad-signature', 'message digest does not match the content');
+
+  // RFC 5652 §5.4: the signature covers the attributes as received, with the EXPLICIT SET OF tag in place of
+  // [0] IMPLICIT (pkijs keeps these bytes, retagged, in encodedValue)
+  const signedBytes = toBuffer(si.signedAttrs.encodedValue);
+  if (signedBytes[0] !== 0x31) throw new DeviceCaError('bad-request', 'signed attributes cannot be read');
+  const publicKey = new crypto.X509Certificate(signerCert).publicKey;
+  let ok: boolean;
+  try {
+    ok = crypto.verify(digest, signedBytes, publicKey, toBuffer(si.signature.valueBlock.valueHexView));
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new DeviceCaError('bad-signature', 'the message signature does not verify');
+  return { content: body, contentType: sd.encapContentInfo.eContentType, certificates, signer: { certificate: signerCert, digest, attributes } };
+}
+
+/** SignedAttribute: one signed attribute to add, as its type and the DER of each value. */
+export interface SignedAttribute {
+  type: string;
+  values: Buffer[];
+}
+
+/**
+ * buildSignedData signs content (or nothing: SCEP failure replies carry none) with signed attributes
+ * (contentType and messageDigest added here, RFC 5652 §5.3), the signer identified by issuer and serial
+ * (SignerInfo v1) and the given certificates carried. The digest follows the key (SHA-256, SHA-384 for
+ * P-384), as SigningKey.sign hashes with its own X.509 signature algorithm.
+ */
+export async function buildSignedData(args: { content: Buffer | null; contentType?: string; signer: { certificate: Buffer; key: SigningKey }; attributes: SignedAttribute[]; certificates: Buffer[] }): Promise<Buffer> {
+  const contentType = args.contentType ?? CMS_OID.data;
+  const digest: DigestName = args.signer.key.algorithm === 'ecdsa-p384' ? 'sha384' : 'sha256';
+  const digestAlg = seq(oid(DIGEST_OID[digest])); // RFC 5754 §2: parameters absent
+  const md = crypto
+    .createHash(digest)
+    .update(args.content ?? Buffer.alloc(0))
+    .digest();
+  const attrs = [{ type: CMS_OID.contentType, values: [oid(contentType)] }, { type: CMS_OID.messageDigest, values: [octetString(md)] }, ...args.attributes]
+    .map((a) => seq(oid(a.type), set(...a.values)))
+    .sort(Buffer.compare); // X.690 §11.6: DER SET OF in ascending order of the encodings
+  const signature = await args.signer.key.sign(set(...attrs));
+  const signerInfo = seq(integer(1), issuerAndSerialNumber(args.signer.certificate), digestAlg, contextImplicitConstructed(0, Buffer.concat(attrs)), args.signer.key.signatureAlgorithm, octetString(signature));
+  const encap = args.content ? seq(oid(contentType), contextExplicit(0, octetString(args.content))) : seq(oid(contentType));
+  const certs = args.certificates.length > 0 ? [contextImplicitConstructed(0, Buffer.concat(args.certificates))] : [];
+  const signedData = seq(integer(1), set(digestAlg), encap, ...certs, set(signerInfo));
+  return seq(oid(CMS_OID.signedData), contextExplicit(0, signedData));
+}
+
+function single(attrs: ReadonlyMap<string, Buffer[]>, type: string): Buffer {
+  const v = attrs.get(type);
+  if (!v || v.length !== 1) throw new DeviceCaError('bad-request', `signed attribute ${type} must have exactly one value`);
+  return v[0];
+}
+
+/** matchesSid: SCEP signers are named by issuer and serial (SignerInfo v1, RFC 8894 §3.2.1); a subjectKeyIdentifier sid matches nothing. */
+function matchesSid(sid: unknown, certDer: Buffer): boolean {
+  return sid instanceof pkijs.IssuerAndSerialNumber && toBuffer(sid.toSchema().toBER()).equals(issuerAndSerialNumber(certDer));
+}
