@@ -31,7 +31,8 @@ export async function openEnvelopedData(ber: Buffer, recipient: { certificate: B
     .map((ri) => ri.value as pkijs.KeyTransRecipientInfo)
     .find((k) => (k.rid instanceof pkijs.IssuerAndSerialNumber ? toBuffer(k.rid.toSchema().toBER()).equals(ours) : ski !== null && toBuffer(k.rid.valueBlock.valueHexView).equals(ski)));
   if (!ktri) throw new DeviceCaError('bad-request', 'the message is not encrypted to this RA certificate');
-  if (ktri.keyEncryptionAlgorithm.algorithmId !== CMS_OID.rsaEncryption) throw new DeviceCaError('bad-algorithm', 'unsupported key-transport algorithm', { detail: ktri.keyEncryptionAlgorithm.algorithmId });
+  if (ktri.keyEncryptionAlgorithm.algorithmId !== CMS_OID.rsaEncryption)
+    throw new DeviceCaError('bad-algorithm', 'unsupported key-transport algorithm', { detail: ktri.keyEncryptionAlgorithm.algorithmId });
   const eci = env.encryptedContentInfo;
   const cipher = contentCipherOf(eci.contentEncryptionAlgorithm.algorithmId);
   const spec = CONTENT_CIPHERS[cipher];

@@ -49,7 +49,10 @@ export function verifySignedData(ber: Buffer): SignedMessage {
   const attributes = new Map<string, Buffer[]>();
   for (const a of si.signedAttrs.attributes) {
     if (attributes.has(a.type)) throw new DeviceCaError('bad-request', 'a signed attribute occurs twice');
-    attributes.set(a.type, a.values.map((v: asn1js.AsnType) => toBuffer(v.toBER())));
+    attributes.set(
+      a.type,
+      a.values.map((v: asn1js.AsnType) => toBuffer(v.toBER())),
+    );
   }
   const ct = single(attributes, CMS_OID.contentType);
   const md = single(attributes, CMS_OID.messageDigest);
@@ -58,7 +61,10 @@ export function verifySignedData(ber: Buffer): SignedMessage {
     throw new DeviceCaError('bad-signature', 'contentType attribute differs from the content type');
   const mdValue = asn1js.fromBER(md).result;
   if (!(mdValue instanceof asn1js.OctetString)) throw new DeviceCaError('bad-request', 'messageDigest attribute is not an OCTET STRING');
-  const expected = crypto.createHash(digest).update(body ?? Buffer.alloc(0)).digest();
+  const expected = crypto
+    .createHash(digest)
+    .update(body ?? Buffer.alloc(0))
+    .digest();
   const got = octets(mdValue);
   if (got.length !== expected.length || !crypto.timingSafeEqual(got, expected)) throw new DeviceCaError('bad-signature', 'message digest does not match the content');
 
@@ -89,7 +95,13 @@ export interface SignedAttribute {
  * (SignerInfo v1) and the given certificates carried. The digest follows the key (SHA-256, SHA-384 for
  * P-384), as SigningKey.sign hashes with its own X.509 signature algorithm.
  */
-export async function buildSignedData(args: { content: Buffer | null; contentType?: string; signer: { certificate: Buffer; key: SigningKey }; attributes: SignedAttribute[]; certificates: Buffer[] }): Promise<Buffer> {
+export async function buildSignedData(args: {
+  content: Buffer | null;
+  contentType?: string;
+  signer: { certificate: Buffer; key: SigningKey };
+  attributes: SignedAttribute[];
+  certificates: Buffer[];
+}): Promise<Buffer> {
   const contentType = args.contentType ?? CMS_OID.data;
   const digest: DigestName = args.signer.key.algorithm === 'ecdsa-p384' ? 'sha384' : 'sha256';
   const digestAlg = seq(oid(DIGEST_OID[digest])); // RFC 5754 §2: parameters absent
@@ -101,7 +113,14 @@ export async function buildSignedData(args: { content: Buffer | null; contentTyp
     .map((a) => seq(oid(a.type), set(...a.values)))
     .sort(Buffer.compare); // X.690 §11.6: DER SET OF in ascending order of the encodings
   const signature = await args.signer.key.sign(set(...attrs));
-  const signerInfo = seq(integer(1), issuerAndSerialNumber(args.signer.certificate), digestAlg, contextImplicitConstructed(0, Buffer.concat(attrs)), args.signer.key.signatureAlgorithm, octetString(signature));
+  const signerInfo = seq(
+    integer(1),
+    issuerAndSerialNumber(args.signer.certificate),
+    digestAlg,
+    contextImplicitConstructed(0, Buffer.concat(attrs)),
+    args.signer.key.signatureAlgorithm,
+    octetString(signature),
+  );
   const encap = args.content ? seq(oid(contentType), contextExplicit(0, octetString(args.content))) : seq(oid(contentType));
   const certs = args.certificates.length > 0 ? [contextImplicitConstructed(0, Buffer.concat(args.certificates))] : [];
   const signedData = seq(integer(1), set(digestAlg), encap, ...certs, set(signerInfo));

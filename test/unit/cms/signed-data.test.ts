@@ -75,7 +75,12 @@ describe('buildSignedData (openssl cms verifies it)', () => {
 
   it('signs content with extra signed attributes; openssl verifies and reads them', async () => {
     const key = softwareSigningKey(device.key, 'rsa-2048', device.keyFile);
-    const sd = await buildSignedData({ content: Buffer.from('reply body'), signer: { certificate: device.certDer, key }, attributes: [{ type: TRANSACTION_ID, values: [printableString('12345')] }], certificates: [device.certDer] });
+    const sd = await buildSignedData({
+      content: Buffer.from('reply body'),
+      signer: { certificate: device.certDer, key },
+      attributes: [{ type: TRANSACTION_ID, values: [printableString('12345')] }],
+      certificates: [device.certDer],
+    });
     const f = path.join(device.dir, 'signed.der');
     fs.writeFileSync(f, sd);
     const out = openssl(['cms', '-verify', '-binary', '-inform', 'DER', '-in', f, '-CAfile', device.certFile, '-purpose', 'any']);
