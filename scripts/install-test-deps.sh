@@ -16,6 +16,10 @@ declare -A CHECK=(
   [strongswan-pki]=/usr/bin/pki
   [libstrongswan-standard-plugins]=/usr/lib/ipsec/plugins/libstrongswan-openssl.so
   [libstrongswan-extra-plugins]=/usr/lib/ipsec/plugins/libstrongswan-curl.so
+  # TPM 2.0 attestation: a software TPM with an EK certificate from its local CA, and the TCG tools
+  [swtpm]=/usr/bin/swtpm
+  [swtpm-tools]=/usr/bin/swtpm_setup
+  [tpm2-tools]=/usr/bin/tpm2_createak
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do
