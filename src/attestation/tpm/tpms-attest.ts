@@ -20,9 +20,7 @@ export interface TpmPcrSelection {
   pcrs: number[];
 }
 
-export type TpmAttested =
-  | { type: typeof TPM_ST_ATTEST.CERTIFY; name: Buffer; qualifiedName: Buffer }
-  | { type: typeof TPM_ST_ATTEST.QUOTE; pcrSelect: TpmPcrSelection[]; pcrDigest: Buffer };
+export type TpmAttested = { type: typeof TPM_ST_ATTEST.CERTIFY; name: Buffer; qualifiedName: Buffer } | { type: typeof TPM_ST_ATTEST.QUOTE; pcrSelect: TpmPcrSelection[]; pcrDigest: Buffer };
 
 /**
  * TpmsAttest is a parsed TPMS_ATTEST (TPM 2.0 Part 2 §10.12.12). Parsing does not check magic: the

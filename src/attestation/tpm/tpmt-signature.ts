@@ -4,9 +4,7 @@ import { malformedTpm, TpmReader } from './tpm-reader';
 import { eccCurve, TpmPublic, tpmPublicKey } from './tpm-public';
 
 /** TpmSignature is a parsed TPMT_SIGNATURE (TPM 2.0 Part 2 §11.3.4): RSA (PKCS#1 v1.5 or PSS) or ECDSA. */
-export type TpmSignature =
-  | { sigAlg: typeof TPM_ALG.RSASSA | typeof TPM_ALG.RSAPSS; hashAlg: number; sig: Buffer }
-  | { sigAlg: typeof TPM_ALG.ECDSA; hashAlg: number; r: Buffer; s: Buffer };
+export type TpmSignature = { sigAlg: typeof TPM_ALG.RSASSA | typeof TPM_ALG.RSAPSS; hashAlg: number; sig: Buffer } | { sigAlg: typeof TPM_ALG.ECDSA; hashAlg: number; r: Buffer; s: Buffer };
 
 /** parseTpmtSignature parses a TPMT_SIGNATURE that fills `buf` exactly (tpm2_quote -s, TPM2_Certify). */
 export function parseTpmtSignature(buf: Buffer): TpmSignature {

@@ -23,9 +23,7 @@ describe('TPMT_PUBLIC from swtpm', () => {
     if (ak.type !== TPM_ALG.RSA) return;
     expect(ak.keyBits).toBe(2048);
     expect(ak.scheme).toEqual({ scheme: TPM_ALG.RSASSA, hashAlg: TPM_ALG.SHA256 });
-    expect(attributeNames(ak.objectAttributes)).toEqual(
-      expect.arrayContaining(['fixedTPM', 'fixedParent', 'sensitiveDataOrigin', 'restricted', 'sign']),
-    );
+    expect(attributeNames(ak.objectAttributes)).toEqual(expect.arrayContaining(['fixedTPM', 'fixedParent', 'sensitiveDataOrigin', 'restricted', 'sign']));
     expect(ak.objectAttributes & TPMA_OBJECT.decrypt).toBe(0);
   });
 
