@@ -704,6 +704,61 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
     });
 
+    describe('TPM attestation (nonces, AK bindings)', () => {
+      const h = (s: string): string => crypto.createHash('sha256').update(s).digest('hex');
+      const challenge = (akName: string, deviceId: string, o: { ek?: string; expiresAt?: Date; secret?: string } = {}) => ({
+        akName,
+        deviceId,
+        akPublic: Buffer.from(`public of ${akName}`),
+        ekCertSha256: h(o.ek ?? 'ek-1'),
+        ekManufacturer: 'id:00001014',
+        ekModel: 'swtpm',
+        challengeSha256: h(o.secret ?? 'secret'),
+        challengeExpiresAt: o.expiresAt ?? new Date(Date.now() + 60_000),
+      });
+
+      it('a nonce works once, only for its device, only before it expires; old ones beyond the cap are dropped', async () => {
+        const now = new Date();
+        await store.saveNonce({ deviceId: 'd1', nonceSha256: h('n1'), expiresAt: new Date(now.getTime() + 60_000) }, now, 4);
+        await store.saveNonce({ deviceId: 'd1', nonceSha256: h('n2'), expiresAt: new Date(now.getTime() + 1_000) }, now, 4);
+        expect(await store.consumeNonce('d2', h('n1'), now)).toBe(false);
+        expect(await store.consumeNonce('d1', h('n1'), now)).toBe(true);
+        expect(await store.consumeNonce('d1', h('n1'), now)).toBe(false);
+        expect(await store.consumeNonce('d1', h('n2'), new Date(now.getTime() + 1_000))).toBe(false);
+        for (let i = 0; i < 3; i++) await store.saveNonce({ deviceId: 'd1', nonceSha256: h(`m${i}`), expiresAt: new Date(now.getTime() + 60_000) }, new Date(now.getTime() + i), 2);
+        expect(await store.consumeNonce('d1', h('m0'), now)).toBe(false);
+        expect(await store.consumeNonce('d1', h('m2'), now)).toBe(true);
+      });
+
+      it('an AK becomes active only with the right credential before the challenge expires, once, with an audit record', async () => {
+        await addDevice('d1');
+        const now = new Date();
+        await store.saveAkChallenge(challenge('000bak1', 'd1'), now, audit('tpm.ak.challenge', 'd1'));
+        expect((await store.getAk('000bak1'))?.status).toBe('pending');
+        expect(await store.activateAk('000bak1', 'd1', h('wrong'), now, audit('tpm.ak.activate', 'd1'))).toBeNull();
+        expect(await store.activateAk('000bak1', 'd2', h('secret'), now, audit('tpm.ak.activate', 'd2'))).toBeNull();
+        expect(await store.activateAk('000bak1', 'd1', h('secret'), new Date(now.getTime() + 60_000), audit('tpm.ak.activate', 'd1'))).toBeNull();
+        const active = await store.activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1', { ak: '000bak1' }));
+        expect(active).toMatchObject({ status: 'active', deviceId: 'd1', challengeSha256: null, akPublic: Buffer.from('public of 000bak1') });
+        expect(await store.activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1'))).toBeNull();
+        expect((await allAudit()).filter((r) => r.type === 'tpm.ak.activate').map((r) => r.data)).toEqual([{ ak: '000bak1' }]);
+        await expect(store.saveAkChallenge(challenge('000bak1', 'd2'), now, audit('tpm.ak.challenge', 'd2'))).rejects.toMatchObject({ code: 'conflict' });
+        expect((await store.aksOfDevice('d1')).map((a) => a.akName)).toEqual(['000bak1']);
+      });
+
+      it('retiring revokes the AK bindings and blocks the EK from registering again; a transfer (no block) does not', async () => {
+        const now = new Date();
+        await store.saveAkChallenge(challenge('000bak1', 'd1', { ek: 'ek-A' }), now, audit('tpm.ak.challenge', 'd1'));
+        await store.activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1'));
+        await store.saveAkChallenge(challenge('000bak2', 'd2', { ek: 'ek-B' }), now, audit('tpm.ak.challenge', 'd2'));
+        expect(await store.revokeAks('d2', false, now, audit('tpm.ak.revoke', 'd2'))).toBe(1);
+        expect(await store.revokeAks('d1', true, now, audit('tpm.ak.revoke', 'd1'))).toBe(1);
+        expect((await store.getAk('000bak1'))?.status).toBe('revoked');
+        await expect(store.saveAkChallenge(challenge('000bak9', 'd9', { ek: 'ek-A' }), now, audit('tpm.ak.challenge', 'd9'))).rejects.toMatchObject({ code: 'forbidden' });
+        await expect(store.saveAkChallenge(challenge('000bak8', 'd2', { ek: 'ek-B' }), now, audit('tpm.ak.challenge', 'd2'))).resolves.toMatchObject({ status: 'pending' });
+      });
+    });
+
     describe('CA state (getCaState / saveCaState)', () => {
       const other = async (): Promise<Store> => (sut.another ? sut.another() : store);
       it('creates only once, then changes only from the version read (compare-and-set), visible to another instance', async () => {
