@@ -13,6 +13,8 @@ import { makeTmpDir, TmpDir } from './tmp';
  */
 export interface SwTpm {
   dir: TmpDir;
+  /** port: the TPM command port (raw TPM 2.0 command bytes; the control port is port + 1) */
+  port: number;
   /** env for tpm2-tools: TPM2TOOLS_TCTI points at this TPM's command port */
   env: NodeJS.ProcessEnv;
   /** ekRoots: the PEM chain of the local CA that issued this TPM's EK certificate (issuer, then root) */
@@ -91,6 +93,7 @@ export async function startSwTpm(provisioned: TmpDir): Promise<SwTpm> {
   const run = (tool: string, args: string[]): Buffer => execFileSync(tool, args, { cwd: dir.path, env, stdio: ['ignore', 'pipe', 'pipe'] });
   return {
     dir,
+    port,
     env,
     ekIssuerPem: fs.readFileSync(path.join(provisioned.path, 'localca/issuercert.pem'), 'utf8'),
     ekRootPem: fs.readFileSync(path.join(provisioned.path, 'localca/swtpm-localca-rootca-cert.pem'), 'utf8'),

@@ -7,6 +7,7 @@ export type AttestationCheck =
   | 'ek-key-mismatch' // the EK public area sent is not the key in the EK certificate
   | 'ak-attributes' // the AK is not fixedTPM|fixedParent|sensitiveDataOrigin|restricted|sign, or can decrypt
   | 'ak-algorithm' // the AK is not RSA >= 2048 or ECC P-256+
+  | 'credential' // the credential returned is not the one MakeCredential sealed, or the challenge expired
   | 'ak-unregistered' // the evidence is signed by an AK not bound to this device
   | 'signature' // the AK signature over TPMS_ATTEST does not verify
   | 'magic' // TPMS_ATTEST.magic is not TPM_GENERATED_VALUE
