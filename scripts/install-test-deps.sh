@@ -18,6 +18,10 @@ declare -A CHECK=(
   [libstrongswan-extra-plugins]=/usr/lib/ipsec/plugins/libstrongswan-curl.so
   # the shared store's tests start their own redis-server on free ports
   [redis-server]=/usr/bin/redis-server
+  # TPM 2.0 attestation: a software TPM with an EK certificate from its local CA, and the TCG tools
+  [swtpm]=/usr/bin/swtpm
+  [swtpm-tools]=/usr/bin/swtpm_setup
+  [tpm2-tools]=/usr/bin/tpm2_createak
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do

@@ -376,6 +376,67 @@ export interface IntegrityStore {
   probe(now?: Date): Promise<void>;
 }
 
+/**
+ * AkBindingStatus: `pending` while the device has not answered the credential challenge (MakeCredential),
+ * `active` once it has (the AK is proven to live in the TPM of the certified EK), `revoked` when the device
+ * is retired or transferred or the operator revokes it.
+ */
+export type AkBindingStatus = 'pending' | 'active' | 'revoked';
+
+/** AkBindingRecord binds a TPM attestation key (by its TPM name) to a device and to the TPM's EK certificate. */
+export interface AkBindingRecord {
+  /** akName: hex of nameAlg || H(TPMT_PUBLIC), unique across devices */
+  akName: string;
+  deviceId: string;
+  /** akPublic: the AK's TPMT_PUBLIC, to verify its signatures without the device sending it again */
+  akPublic: Buffer;
+  /** ekCertSha256: hex SHA-256 of the EK certificate DER: identifies the TPM */
+  ekCertSha256: string;
+  ekManufacturer: string | null;
+  ekModel: string | null;
+  status: AkBindingStatus;
+  /** challengeSha256: hex SHA-256 of the credential the device must recover; null once used */
+  challengeSha256: string | null;
+  challengeExpiresAt: Date;
+  createdAt: Date;
+  activatedAt: Date | null;
+}
+
+/**
+ * AttestationStore keeps TPM attestation state: single-use nonces (by SHA-256, so a stored nonce is useless
+ * to whoever reads the database and a lookup by hash leaks nothing by its timing) and AK bindings. Each
+ * method is atomic; the RA decides, the store applies. An optional capability (ARCHITECTURE rule 4): the
+ * SQLite store has it, the Redis store not yet; isAttestationStore tells.
+ */
+export interface AttestationStore {
+  /** saveNonce stores a nonce of a device; it also drops the device's expired nonces, and its oldest beyond maxPerDevice. */
+  saveNonce(n: { deviceId: string; nonceSha256: string; expiresAt: Date }, now: Date, maxPerDevice: number): Promise<void>;
+  /** consumeNonce deletes the device's unexpired nonce with this hash and says whether there was one: a nonce works once. */
+  consumeNonce(deviceId: string, nonceSha256: string, now: Date): Promise<boolean>;
+  /**
+   * saveAkChallenge stores a pending binding (replacing a pending one of the same AK for the same device).
+   * 'forbidden' if the EK is blocked (its device was retired); 'conflict' if the AK is bound to another
+   * device or already active.
+   */
+  saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt'>, now: Date, audit: AuditInput): Promise<AkBindingRecord>;
+  /**
+   * activateAk turns a pending binding active if the credential's hash matches and the challenge has not
+   * expired, spending the challenge; null (and nothing changes) otherwise. The audit record is appended
+   * in the same transaction.
+   */
+  activateAk(akName: string, deviceId: string, challengeSha256: string, now: Date, audit: AuditInput): Promise<AkBindingRecord | null>;
+  getAk(akName: string): Promise<AkBindingRecord | null>;
+  /** aksOfDevice: a device's bindings, newest first. */
+  aksOfDevice(deviceId: string): Promise<AkBindingRecord[]>;
+  /** revokeAks revokes every binding of a device; with blockEks its EKs may never register again (retirement). */
+  revokeAks(deviceId: string, blockEks: boolean, now: Date, audit: AuditInput): Promise<number>;
+}
+
 export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, LeaseStore, CaStateStore, IntegrityStore {
   close(): Promise<void>;
+}
+
+/** isAttestationStore: whether a store keeps TPM attestation state (AttestationStore). */
+export function isAttestationStore(s: object): s is AttestationStore {
+  return typeof (s as Partial<AttestationStore>).saveNonce === 'function' && typeof (s as Partial<AttestationStore>).revokeAks === 'function';
 }

@@ -3,7 +3,7 @@ import { GENESIS, auditLinkProblem } from '../../src/audit/audit-chain';
 import { verifyAuditChain } from '../../src/audit/audit-verify';
 import { DeviceCaError, ErrorCode } from '../../src/errors/device-ca-error';
 import { collectItems } from '../../src/store/paging';
-import { AuditInput, AuditRecord, CertificateRecord, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, Store } from '../../src/store/store';
+import { AttestationStore, AuditInput, AuditRecord, CertificateRecord, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, Store, isAttestationStore } from '../../src/store/store';
 
 /**
  * StoreUnderTest is what a store's test file hands the contract: a fresh, empty store, and optional
@@ -24,7 +24,13 @@ export interface StoreUnderTest {
  * (SQLite in test/unit/store/sqlite-store-contract.test.ts; Redis alongside it). It speaks only the Store
  * interface: what a test sees is what the RA, CA and CLI see.
  */
-export function describeStoreContract(name: string, factory: () => Promise<StoreUnderTest>): void {
+/** ContractOptions: optional capabilities the store under test has (their cases run only then). */
+export interface ContractOptions {
+  /** attestation: the store is an AttestationStore (TPM nonces and AK bindings) */
+  attestation?: boolean;
+}
+
+export function describeStoreContract(name: string, factory: () => Promise<StoreUnderTest>, opts: ContractOptions = {}): void {
   describe(`Store contract: ${name}`, () => {
     let sut: StoreUnderTest;
     let store: Store;
@@ -701,6 +707,65 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
           expect(winners).toHaveLength(1);
           expect(winners[0]!.fence).toBe(round + 1);
         }
+      });
+    });
+
+    (opts.attestation ? describe : () => undefined)('TPM attestation (nonces, AK bindings)', () => {
+      const att = (): Store & AttestationStore => {
+        if (!isAttestationStore(store)) throw new Error('the store under test is not an AttestationStore');
+        return store;
+      };
+      const h = (s: string): string => crypto.createHash('sha256').update(s).digest('hex');
+      const challenge = (akName: string, deviceId: string, o: { ek?: string; expiresAt?: Date; secret?: string } = {}) => ({
+        akName,
+        deviceId,
+        akPublic: Buffer.from(`public of ${akName}`),
+        ekCertSha256: h(o.ek ?? 'ek-1'),
+        ekManufacturer: 'id:00001014',
+        ekModel: 'swtpm',
+        challengeSha256: h(o.secret ?? 'secret'),
+        challengeExpiresAt: o.expiresAt ?? new Date(Date.now() + 60_000),
+      });
+
+      it('a nonce works once, only for its device, only before it expires; old ones beyond the cap are dropped', async () => {
+        const now = new Date();
+        await att().saveNonce({ deviceId: 'd1', nonceSha256: h('n1'), expiresAt: new Date(now.getTime() + 60_000) }, now, 4);
+        await att().saveNonce({ deviceId: 'd1', nonceSha256: h('n2'), expiresAt: new Date(now.getTime() + 1_000) }, now, 4);
+        expect(await att().consumeNonce('d2', h('n1'), now)).toBe(false);
+        expect(await att().consumeNonce('d1', h('n1'), now)).toBe(true);
+        expect(await att().consumeNonce('d1', h('n1'), now)).toBe(false);
+        expect(await att().consumeNonce('d1', h('n2'), new Date(now.getTime() + 1_000))).toBe(false);
+        for (let i = 0; i < 3; i++) await att().saveNonce({ deviceId: 'd1', nonceSha256: h(`m${i}`), expiresAt: new Date(now.getTime() + 60_000) }, new Date(now.getTime() + i), 2);
+        expect(await att().consumeNonce('d1', h('m0'), now)).toBe(false);
+        expect(await att().consumeNonce('d1', h('m2'), now)).toBe(true);
+      });
+
+      it('an AK becomes active only with the right credential before the challenge expires, once, with an audit record', async () => {
+        await addDevice('d1');
+        const now = new Date();
+        await att().saveAkChallenge(challenge('000bak1', 'd1'), now, audit('tpm.ak.challenge', 'd1'));
+        expect((await att().getAk('000bak1'))?.status).toBe('pending');
+        expect(await att().activateAk('000bak1', 'd1', h('wrong'), now, audit('tpm.ak.activate', 'd1'))).toBeNull();
+        expect(await att().activateAk('000bak1', 'd2', h('secret'), now, audit('tpm.ak.activate', 'd2'))).toBeNull();
+        expect(await att().activateAk('000bak1', 'd1', h('secret'), new Date(now.getTime() + 60_000), audit('tpm.ak.activate', 'd1'))).toBeNull();
+        const active = await att().activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1', { ak: '000bak1' }));
+        expect(active).toMatchObject({ status: 'active', deviceId: 'd1', challengeSha256: null, akPublic: Buffer.from('public of 000bak1') });
+        expect(await att().activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1'))).toBeNull();
+        expect((await allAudit()).filter((r) => r.type === 'tpm.ak.activate').map((r) => r.data)).toEqual([{ ak: '000bak1' }]);
+        await expect(att().saveAkChallenge(challenge('000bak1', 'd2'), now, audit('tpm.ak.challenge', 'd2'))).rejects.toMatchObject({ code: 'conflict' });
+        expect((await att().aksOfDevice('d1')).map((a) => a.akName)).toEqual(['000bak1']);
+      });
+
+      it('retiring revokes the AK bindings and blocks the EK from registering again; a transfer (no block) does not', async () => {
+        const now = new Date();
+        await att().saveAkChallenge(challenge('000bak1', 'd1', { ek: 'ek-A' }), now, audit('tpm.ak.challenge', 'd1'));
+        await att().activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1'));
+        await att().saveAkChallenge(challenge('000bak2', 'd2', { ek: 'ek-B' }), now, audit('tpm.ak.challenge', 'd2'));
+        expect(await att().revokeAks('d2', false, now, audit('tpm.ak.revoke', 'd2'))).toBe(1);
+        expect(await att().revokeAks('d1', true, now, audit('tpm.ak.revoke', 'd1'))).toBe(1);
+        expect((await att().getAk('000bak1'))?.status).toBe('revoked');
+        await expect(att().saveAkChallenge(challenge('000bak9', 'd9', { ek: 'ek-A' }), now, audit('tpm.ak.challenge', 'd9'))).rejects.toMatchObject({ code: 'forbidden' });
+        await expect(att().saveAkChallenge(challenge('000bak8', 'd2', { ek: 'ek-B' }), now, audit('tpm.ak.challenge', 'd2'))).resolves.toMatchObject({ status: 'pending' });
       });
     });
 

@@ -170,3 +170,33 @@ MIGRATIONS.push(
      at INTEGER NOT NULL
    );`,
 );
+
+// 9: TPM attestation: single-use nonces (by hash), AK bindings to a device and its EK, EKs of retired devices
+MIGRATIONS.push(
+  `CREATE TABLE tpm_nonces (
+     device_id TEXT NOT NULL,
+     nonce_sha256 TEXT NOT NULL,
+     expires_at INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (device_id, nonce_sha256)
+   );
+   CREATE TABLE tpm_aks (
+     ak_name TEXT PRIMARY KEY,
+     device_id TEXT NOT NULL,
+     ak_public BLOB NOT NULL,
+     ek_cert_sha256 TEXT NOT NULL,
+     ek_manufacturer TEXT,
+     ek_model TEXT,
+     status TEXT NOT NULL,
+     challenge_sha256 TEXT,
+     challenge_expires_at INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     activated_at INTEGER
+   );
+   CREATE INDEX tpm_aks_device ON tpm_aks(device_id, created_at);
+   CREATE TABLE tpm_blocked_eks (
+     ek_cert_sha256 TEXT PRIMARY KEY,
+     device_id TEXT NOT NULL,
+     blocked_at INTEGER NOT NULL
+   );`,
+);

@@ -3,6 +3,9 @@ import { nextAuditRecord } from '../../audit/audit-chain';
 import { createPrivateFile } from '../../data-dir/atomic-file';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import {
+  AkBindingRecord,
+  AkBindingStatus,
+  AttestationStore,
   AuditInput,
   AuditRecord,
   AuthAttemptReservation,
@@ -54,7 +57,7 @@ const seqCursor = (after: string | undefined): number => {
  * processes of one machine (each opens its own connection; writers serialize on SQLite's lock).
  * synchronous=NORMAL in WAL mode keeps every committed transaction across a process crash.
  */
-export class SqliteStore implements Store {
+export class SqliteStore implements Store, AttestationStore {
   private readonly db: Database.Database;
   /** stmts caches prepared statements by SQL text: preparing costs more than running on the issuance path */
   private readonly stmts = new Map<string, Database.Statement>();
@@ -609,6 +612,86 @@ export class SqliteStore implements Store {
     }
   }
 
+  // ---- TPM attestation ----
+  async saveNonce(n: { deviceId: string; nonceSha256: string; expiresAt: Date }, now: Date, maxPerDevice: number): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.stmt('DELETE FROM tpm_nonces WHERE device_id = ? AND expires_at <= ?').run(n.deviceId, ms(now));
+        this.stmt('INSERT INTO tpm_nonces (device_id, nonce_sha256, expires_at, created_at) VALUES (?, ?, ?, ?)').run(n.deviceId, n.nonceSha256, ms(n.expiresAt), ms(now));
+        // keep the newest maxPerDevice: a device asking again and again cannot grow the table
+        this.stmt('DELETE FROM tpm_nonces WHERE device_id = ? AND rowid NOT IN (SELECT rowid FROM tpm_nonces WHERE device_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?)').run(
+          n.deviceId,
+          n.deviceId,
+          maxPerDevice,
+        );
+      })
+      .immediate();
+  }
+
+  async consumeNonce(deviceId: string, nonceSha256: string, now: Date): Promise<boolean> {
+    return this.stmt('DELETE FROM tpm_nonces WHERE device_id = ? AND nonce_sha256 = ? AND expires_at > ?').run(deviceId, nonceSha256, ms(now)).changes === 1;
+  }
+
+  async saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt'>, now: Date, audit: AuditInput): Promise<AkBindingRecord> {
+    return this.db
+      .transaction(() => {
+        if (this.stmt('SELECT 1 FROM tpm_blocked_eks WHERE ek_cert_sha256 = ?').get(b.ekCertSha256)) {
+          throw new DeviceCaError('forbidden', 'this TPM belonged to a retired device and may not register again');
+        }
+        const old = this.stmt('SELECT device_id, status FROM tpm_aks WHERE ak_name = ?').get(b.akName) as Row | undefined;
+        if (old && (String(old.device_id) !== b.deviceId || String(old.status) !== 'pending')) {
+          throw new DeviceCaError('conflict', 'this attestation key is already registered');
+        }
+        this.stmt('DELETE FROM tpm_aks WHERE ak_name = ?').run(b.akName);
+        this.stmt(
+          `INSERT INTO tpm_aks (ak_name, device_id, ak_public, ek_cert_sha256, ek_manufacturer, ek_model, status, challenge_sha256, challenge_expires_at, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
+        ).run(b.akName, b.deviceId, b.akPublic, b.ekCertSha256, b.ekManufacturer, b.ekModel, b.challengeSha256, ms(b.challengeExpiresAt), ms(now));
+        this.appendAuditSync(audit, now);
+        return { ...b, status: 'pending' as const, createdAt: now, activatedAt: null };
+      })
+      .immediate();
+  }
+
+  async activateAk(akName: string, deviceId: string, challengeSha256: string, now: Date, audit: AuditInput): Promise<AkBindingRecord | null> {
+    return this.db
+      .transaction(() => {
+        const changed = this.stmt(
+          `UPDATE tpm_aks SET status = 'active', challenge_sha256 = NULL, activated_at = ?
+           WHERE ak_name = ? AND device_id = ? AND status = 'pending' AND challenge_sha256 = ? AND challenge_expires_at > ?`,
+        ).run(ms(now), akName, deviceId, challengeSha256, ms(now)).changes;
+        if (changed !== 1) return null;
+        this.appendAuditSync(audit, now);
+        return akFromRow(this.stmt('SELECT * FROM tpm_aks WHERE ak_name = ?').get(akName) as Row);
+      })
+      .immediate();
+  }
+
+  async getAk(akName: string): Promise<AkBindingRecord | null> {
+    const r = this.stmt('SELECT * FROM tpm_aks WHERE ak_name = ?').get(akName) as Row | undefined;
+    return r ? akFromRow(r) : null;
+  }
+
+  async aksOfDevice(deviceId: string): Promise<AkBindingRecord[]> {
+    return (this.stmt('SELECT * FROM tpm_aks WHERE device_id = ? ORDER BY created_at DESC, ak_name').all(deviceId) as Row[]).map(akFromRow);
+  }
+
+  async revokeAks(deviceId: string, blockEks: boolean, now: Date, audit: AuditInput): Promise<number> {
+    return this.db
+      .transaction(() => {
+        if (blockEks) {
+          this.stmt('INSERT OR IGNORE INTO tpm_blocked_eks (ek_cert_sha256, device_id, blocked_at) SELECT DISTINCT ek_cert_sha256, device_id, ? FROM tpm_aks WHERE device_id = ?').run(
+            ms(now),
+            deviceId,
+          );
+        }
+        const n = this.stmt("UPDATE tpm_aks SET status = 'revoked', challenge_sha256 = NULL WHERE device_id = ? AND status != 'revoked'").run(deviceId).changes;
+        this.appendAuditSync(audit, now);
+        return n;
+      })
+      .immediate();
+  }
+
   // ---- CA state ----
   async getCaState(name: string): Promise<CaStateEntry | null> {
     const row = this.stmt('SELECT value, version, updated_at FROM ca_state WHERE name = ?').get(name) as Row | undefined;
@@ -688,6 +771,22 @@ function requestFromRow(r: Row): EnrollmentRequestRecord {
     createdAt: date(r.created_at),
     decidedAt: dateOrNull(r.decided_at),
     decidedBy: r.decided_by === null ? null : String(r.decided_by),
+  };
+}
+
+function akFromRow(r: Row): AkBindingRecord {
+  return {
+    akName: String(r.ak_name),
+    deviceId: String(r.device_id),
+    akPublic: Buffer.from(r.ak_public as Uint8Array),
+    ekCertSha256: String(r.ek_cert_sha256),
+    ekManufacturer: r.ek_manufacturer === null ? null : String(r.ek_manufacturer),
+    ekModel: r.ek_model === null ? null : String(r.ek_model),
+    status: String(r.status) as AkBindingStatus,
+    challengeSha256: r.challenge_sha256 === null ? null : String(r.challenge_sha256),
+    challengeExpiresAt: date(r.challenge_expires_at),
+    createdAt: date(r.created_at),
+    activatedAt: dateOrNull(r.activated_at),
   };
 }
 

@@ -5,24 +5,28 @@ import { makeTmpDir } from '../../helpers/tmp';
 import { describeStoreContract } from '../../store-contract/store-contract';
 
 /** The store contract on the embedded SQLite store: a fresh file per test; `another` is a second worker's connection. */
-describeStoreContract('sqlite', async () => {
-  const dir = makeTmpDir('device-ca-store-contract-');
-  const file = path.join(dir.path, 'device-ca.sqlite');
-  const store = new SqliteStore(file);
-  return {
-    store,
-    another: async () => new SqliteStore(file),
-    tamperAudit: async (seq, data) => {
-      const db = new Database(file);
-      try {
-        db.prepare('UPDATE audit SET data = ? WHERE seq = ?').run(JSON.stringify(data), seq);
-      } finally {
-        db.close();
-      }
-    },
-    cleanup: async () => {
-      await store.close().catch(() => undefined);
-      dir.cleanup();
-    },
-  };
-});
+describeStoreContract(
+  'sqlite',
+  async () => {
+    const dir = makeTmpDir('device-ca-store-contract-');
+    const file = path.join(dir.path, 'device-ca.sqlite');
+    const store = new SqliteStore(file);
+    return {
+      store,
+      another: async () => new SqliteStore(file),
+      tamperAudit: async (seq, data) => {
+        const db = new Database(file);
+        try {
+          db.prepare('UPDATE audit SET data = ? WHERE seq = ?').run(JSON.stringify(data), seq);
+        } finally {
+          db.close();
+        }
+      },
+      cleanup: async () => {
+        await store.close().catch(() => undefined);
+        dir.cleanup();
+      },
+    };
+  },
+  { attestation: true },
+);

@@ -1,0 +1,125 @@
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
+import { AkRegistrationRequest, verifyAkRegistration } from '../attestation/tpm/ak-registration';
+import { AttestationCheck } from '../attestation/tpm/attestation-verdict';
+import { CertifyStatement, verifyCertifyEvidence } from '../attestation/tpm/certify-evidence';
+import { KeyAttributePolicy } from '../attestation/tpm/key-policy';
+import { Credential, makeCredential } from '../attestation/tpm/make-credential';
+import { parseTpmtPublic } from '../attestation/tpm/tpm-public';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { AkBindingRecord, AttestationStore, AuditStore } from '../store/store';
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** NONCE_BYTES: 32 random bytes, under the 64-byte TPM2B_DATA limit of qualifyingData (INTEROP.md: > 66 fails). */
+const NONCE_BYTES = 32;
+/** MAX_NONCES_PER_DEVICE: outstanding nonces kept per device; a device asking in a loop cannot grow the store. */
+const MAX_NONCES_PER_DEVICE = 8;
+
+export interface TpmAttestationOptions {
+  /** ekRoots: trusted TPM manufacturer certificates (certs/tpm-roots/ and the configured directories) */
+  ekRoots: readonly X509Certificate[];
+  /** nonceTtlSeconds: how long a nonce is good for, measured on the CA's clock (device clocks are not trusted) */
+  nonceTtlSeconds: number;
+  /** challengeTtlSeconds: how long a device has to answer the MakeCredential challenge */
+  challengeTtlSeconds: number;
+  keyPolicy?: KeyAttributePolicy;
+  now?: () => Date;
+}
+
+/**
+ * attestationFailure is the one error a failed check becomes: 403 with the check's name as reason code
+ * (issue 9 point 5); the detail is only logged.
+ */
+function attestationFailure(check: AttestationCheck, detail: string): DeviceCaError {
+  return new DeviceCaError('forbidden', `attestation failed: ${check}`, { detail });
+}
+
+/**
+ * TpmAttestation makes the RA's TPM decisions: AK registration with credential activation, nonces, and
+ * the check of TPM2_Certify evidence for a CSR key. Callers have already authenticated the device (secret
+ * or bootstrap certificate) and pass its id: every nonce and AK is bound to that device. Each failed check
+ * is audited by name before the error is thrown.
+ */
+export class TpmAttestation {
+  private readonly now: () => Date;
+  constructor(
+    private readonly store: AttestationStore & Pick<AuditStore, 'appendAudit'>,
+    private readonly opts: TpmAttestationOptions,
+  ) {
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  private async refuse(deviceId: string, check: AttestationCheck, detail: string): Promise<never> {
+    await this.store.appendAudit({ type: 'tpm.attestation.failed', actor: `device:${deviceId}`, subject: deviceId, data: { check } });
+    throw attestationFailure(check, detail);
+  }
+
+  /** issueNonce returns a fresh single-use nonce for the device's next TPM2_Certify or TPM2_Quote. */
+  async issueNonce(deviceId: string): Promise<{ nonce: Buffer; expiresAt: Date }> {
+    const now = this.now();
+    const nonce = randomBytes(NONCE_BYTES);
+    const expiresAt = new Date(now.getTime() + this.opts.nonceTtlSeconds * 1000);
+    await this.store.saveNonce({ deviceId, nonceSha256: sha256(nonce), expiresAt }, now, MAX_NONCES_PER_DEVICE);
+    return { nonce, expiresAt };
+  }
+
+  /**
+   * registerAk checks the EK certificate, EK and AK, then answers with MakeCredential(EK, name(AK), secret):
+   * only the TPM holding both keys can recover the secret (TPM 2.0 Part 1 §24). The binding stays pending
+   * until activateAk.
+   */
+  async registerAk(deviceId: string, req: AkRegistrationRequest): Promise<Credential & { akName: Buffer }> {
+    const now = this.now();
+    const v = verifyAkRegistration(req, this.opts.ekRoots, now);
+    if (!v.ok) return this.refuse(deviceId, v.check, v.detail);
+    const secret = randomBytes(32);
+    const credential = makeCredential(v.value.ek, v.value.akName, secret);
+    await this.store.saveAkChallenge(
+      {
+        akName: v.value.akName.toString('hex'),
+        deviceId,
+        akPublic: v.value.ak.raw,
+        ekCertSha256: sha256(req.ekCertificate),
+        ekManufacturer: v.value.ekIdentity.manufacturer ?? null,
+        ekModel: v.value.ekIdentity.model ?? null,
+        challengeSha256: sha256(secret),
+        challengeExpiresAt: new Date(now.getTime() + this.opts.challengeTtlSeconds * 1000),
+      },
+      now,
+      { type: 'tpm.ak.challenge', actor: `device:${deviceId}`, subject: deviceId, data: { ak: v.value.akName.toString('hex'), ek: sha256(req.ekCertificate) } },
+    );
+    return { ...credential, akName: v.value.akName };
+  }
+
+  /** activateAk binds the AK to the device once it returns the secret TPM2_ActivateCredential recovered. */
+  async activateAk(deviceId: string, akName: Buffer, credential: Buffer): Promise<AkBindingRecord> {
+    const now = this.now();
+    const ak = akName.toString('hex');
+    const b = await this.store.activateAk(ak, deviceId, sha256(credential), now, { type: 'tpm.ak.activate', actor: `device:${deviceId}`, subject: deviceId, data: { ak } });
+    return b ?? this.refuse(deviceId, 'credential', 'wrong credential, expired challenge, or no pending registration of this AK');
+  }
+
+  /**
+   * checkCertify accepts a CSR key only if an active AK of this device certified it with one of the
+   * device's unexpired, unused nonces; the nonce is consumed only once everything else has passed, so a
+   * forged statement cannot burn a device's nonce.
+   */
+  async checkCertify(deviceId: string, st: CertifyStatement, csrSpki: Buffer): Promise<{ ak: AkBindingRecord }> {
+    const aks = (await this.store.aksOfDevice(deviceId)).filter((a) => a.status === 'active');
+    if (aks.length === 0) return this.refuse(deviceId, 'ak-unregistered', 'device has no active attestation key');
+    let last: { check: AttestationCheck; detail: string } = { check: 'ak-unregistered', detail: 'no AK of this device signed the statement' };
+    for (const ak of aks) {
+      const v = verifyCertifyEvidence(st, parseTpmtPublic(ak.akPublic), csrSpki, { keyPolicy: this.opts.keyPolicy });
+      if (!v.ok) {
+        // a signature that no AK of this device verifies: certified by an AK that is not registered to it
+        last = v.check === 'signature' ? { check: 'ak-unregistered', detail: v.detail } : v;
+        continue;
+      }
+      if (!(await this.store.consumeNonce(deviceId, sha256(v.value.extraData), this.now()))) {
+        return this.refuse(deviceId, 'nonce', 'qualifyingData is not an unexpired, unused nonce of this device');
+      }
+      return { ak };
+    }
+    return this.refuse(deviceId, last.check, last.detail);
+  }
+}
