@@ -64,9 +64,11 @@ export function openStore(cfg: Config): Store {
   return createStore(cfg);
 }
 
-/** buildCertificateAuthority: the CA knows every enrollment profile's validity and EKU by name. */
+/** buildCertificateAuthority: the CA knows every enrollment profile's validity, EKU and RSA key usage by name. */
 export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): CertificateAuthority {
-  const profiles = new Map([...resolveProfiles(cfg).profiles].map(([name, p]) => [name, { validitySeconds: p.validity, serverAuth: p.serverAuth }]));
+  const profiles = new Map(
+    [...resolveProfiles(cfg).profiles].map(([name, p]) => [name, { validitySeconds: p.validity, serverAuth: p.serverAuth, keyEncipherment: p.keyEncipherment }]),
+  );
   return new CertificateAuthority({
     issuing: hierarchy.issuing,
     publicUrl: publicBaseUrl(cfg),
@@ -74,6 +76,7 @@ export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): 
     backdateSeconds: cfg.ca.backdate,
     profiles,
     ocspResponderValidity: cfg.ocsp.responderValidity,
+    organization: cfg.ca.organization,
   });
 }
 

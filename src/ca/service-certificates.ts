@@ -129,7 +129,7 @@ export async function ensureOcspResponder(cfg: Config, keys: KeyBackend, ca: Cer
   }
   const issued = await signAndRecord(store, { spki: key.spki, profile: 'ocsp-responder' }, () => ca.issueOcspResponder(key.spki, now), {
     deviceId: null,
-    subject: `O=device-ca, CN=${cfg.ca.issuing.name} OCSP responder`,
+    subject: `O=${cfg.ca.organization}, CN=${cfg.ca.issuing.name} OCSP responder`,
     audit: { actor: 'device-ca', subject: 'ocsp-responder', data: { renewal: rec !== null } },
   });
   const saved = await saveOrReread(store, OCSP_RESPONDER_RECORD, { keyRef: toStoredRef(cfg.dataDir, key.ref), der: issued.der.toString('base64') }, rec?.version ?? 0);
