@@ -12,6 +12,7 @@ import { CrlPublisher } from './ca/crl-publisher';
 import { OcspResponder } from './ca/ocsp-codec';
 import { OcspService } from './ca/ocsp-service';
 import { toPem } from './ca/pem';
+import { publicUrlWarning } from './ca/public-url-warning';
 import { ServiceCertificates } from './ca/service-certificates';
 import { resolveProfiles } from './config/enrollment-profiles';
 import { publicBaseUrl } from './config/load-config';
@@ -157,6 +158,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     log: opts.log,
   });
   const health = new StoreHealth(store);
+  const publicUrlProblem = publicUrlWarning(cfg, hierarchy.issuing.name);
+  const warnings = (): string[] => (publicUrlProblem ? [publicUrlProblem] : []);
   const metricsRegistry = opts.metricsText ? ({ contentType: registry.contentType, metrics: opts.metricsText } as unknown as Registry) : registry;
   const httpServer = createHttpListener({
     mounts: [
@@ -170,7 +173,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
         ),
       },
       { path: '/crl', router: crlRouter([crl], 60) },
-      { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check() }) },
+      { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), warnings }) },
     ],
     fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry }) }],
     registry,
