@@ -178,7 +178,12 @@ export const configSchema = z
       .strictObject({
         algorithm: keyAlgorithm.default('ecdsa-p256'),
         organization: z.string().default('device-ca'),
-        root: caCert('device-ca-root', 7300).prefault({}),
+        root: caCert('device-ca-root', 7300)
+          .extend({
+            /** crlValidity: nextUpdate of the root CRL, signed where the root key lives (often offline), hence long */
+            crlValidity: duration.prefault('365d'),
+          })
+          .prefault({}),
         issuing: caCert('device-ca-issuing', 3650).prefault({}),
         /** notBefore is set this far in the past to tolerate device clock skew */
         backdate: duration.prefault('5m'),
