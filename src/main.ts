@@ -12,6 +12,9 @@ import { CrlPublisher } from './ca/crl-publisher';
 import { OcspResponder } from './ca/ocsp-codec';
 import { OcspService } from './ca/ocsp-service';
 import { toPem } from './ca/pem';
+import { publicUrlWarning } from './ca/public-url-warning';
+import { RootCrlInfo, readRootCrl } from './ca/root-crl';
+import { RootCrlWatch } from './ca/root-crl-watch';
 import { ServiceCertificates } from './ca/service-certificates';
 import { resolveProfiles } from './config/enrollment-profiles';
 import { publicBaseUrl } from './config/load-config';
@@ -64,9 +67,9 @@ export function openStore(cfg: Config): Store {
   return createStore(cfg);
 }
 
-/** buildCertificateAuthority: the CA knows every enrollment profile's validity and EKU by name. */
+/** buildCertificateAuthority: the CA knows every enrollment profile's validity, EKU and RSA key usage by name. */
 export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): CertificateAuthority {
-  const profiles = new Map([...resolveProfiles(cfg).profiles].map(([name, p]) => [name, { validitySeconds: p.validity, serverAuth: p.serverAuth }]));
+  const profiles = new Map([...resolveProfiles(cfg).profiles].map(([name, p]) => [name, { validitySeconds: p.validity, serverAuth: p.serverAuth, keyEncipherment: p.keyEncipherment }]));
   return new CertificateAuthority({
     issuing: hierarchy.issuing,
     publicUrl: publicBaseUrl(cfg),
@@ -74,6 +77,7 @@ export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): 
     backdateSeconds: cfg.ca.backdate,
     profiles,
     ocspResponderValidity: cfg.ocsp.responderValidity,
+    organization: cfg.ca.organization,
   });
 }
 
@@ -154,6 +158,10 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     log: opts.log,
   });
   const health = new StoreHealth(store);
+  const publicUrlProblem = publicUrlWarning(cfg, hierarchy.issuing.name);
+  const rootCrl = new RootCrlWatch(hierarchy.root.name, hierarchy.root.der, store, registry, (w) => opts.log.warn(w));
+  rootCrl.start(logError('reading the root CRL failed'));
+  const warnings = (): string[] => [publicUrlProblem, rootCrl.warning].filter((w): w is string => w !== null);
   const metricsRegistry = opts.metricsText ? ({ contentType: registry.contentType, metrics: opts.metricsText } as unknown as Registry) : registry;
   const httpServer = createHttpListener({
     mounts: [
@@ -166,8 +174,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
           ]),
         ),
       },
-      { path: '/crl', router: crlRouter([crl], 60) },
-      { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check() }) },
+      { path: '/crl', router: crlRouter([crl], 60, rootCrl) },
+      { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), warnings }) },
     ],
     fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry }) }],
     registry,
@@ -195,6 +203,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     registry,
     duties,
     async close() {
+      rootCrl.stop();
       await duties.stop();
       crl.stop();
       await marks.record().catch(logError('recording the store mark failed'));
@@ -205,9 +214,16 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
 }
 
 /** openRegistrationAuthority: what the CLI needs to register devices, change their lifecycle and decide requests. */
-export async function openRegistrationAuthority(
-  cfg: Config,
-): Promise<{ ra: RegistrationAuthority; lifecycle: DeviceLifecycle; access: AdminAccess; crl: CrlPublisher; caCerts: Buffer[]; store: Store; close(): Promise<void> }> {
+export async function openRegistrationAuthority(cfg: Config): Promise<{
+  ra: RegistrationAuthority;
+  lifecycle: DeviceLifecycle;
+  access: AdminAccess;
+  crl: CrlPublisher;
+  caCerts: Buffer[];
+  rootCrl: () => Promise<RootCrlInfo | null>;
+  store: Store;
+  close(): Promise<void>;
+}> {
   const store = openStore(cfg);
   const keys = openKeyBackend(cfg);
   try {
@@ -219,7 +235,16 @@ export async function openRegistrationAuthority(
     const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
     // a CLI change reaches running services through the store (shard revisions, OCSP status reads)
     const lifecycle = new DeviceLifecycle(cfg, store);
-    return { ra, lifecycle, access: new AdminAccess(store), crl, caCerts: [hierarchy.issuing.der, hierarchy.root.der], store, close: async () => (await store.close(), await keys.close()) };
+    return {
+      ra,
+      lifecycle,
+      access: new AdminAccess(store),
+      crl,
+      caCerts: [hierarchy.issuing.der, hierarchy.root.der],
+      rootCrl: () => readRootCrl(store, hierarchy.root.der),
+      store,
+      close: async () => (await store.close(), await keys.close()),
+    };
   } catch (e) {
     await store.close();
     await keys.close();

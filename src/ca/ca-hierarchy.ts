@@ -9,11 +9,25 @@ import { KeyAlgorithm, KeyBackend, SigningKey } from '../keys/key-backend';
 import { signatureAlgorithmFor } from '../keys/signature-algorithm';
 import { algorithmOfKey } from '../keys/software-key-backend';
 import { CaMaterial } from './certificate-authority';
-import { KU, assembleCertificate, authorityKeyIdentifier, basicConstraints, encodeTbs, keyIdentifier, keyUsage, newSerial, subjectKeyIdentifier } from './certificate-encoder';
+import {
+  KU,
+  assembleCertificate,
+  authorityInfoAccess,
+  authorityKeyIdentifier,
+  basicConstraints,
+  crlDistributionPoints,
+  encodeTbs,
+  keyIdentifier,
+  keyUsage,
+  newSerial,
+  subjectKeyIdentifier,
+} from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 import { encodeName } from './name';
 import { toPem } from './pem';
 import { AuditStore, CaStateStore } from '../store/store';
+import { publicBaseUrl } from '../config/load-config';
+import { rootCrlUrl, saveRootCrl, signRootCrl } from './root-crl';
 
 /**
  * CaState says which key and certificate serve each CA role. keyRef is what a KeyBackend opens (a key
@@ -39,11 +53,15 @@ export interface CaHierarchy {
 /** HIERARCHY_RECORD names the store record of the CA hierarchy. */
 export const HIERARCHY_RECORD = 'hierarchy';
 
-/** StoredCa is the store record: key refs relative to the data directory (issue 8 point 9), certificates as base64 DER. */
-interface StoredCa {
+/**
+ * StoredCa is the store record: key refs relative to the data directory (issue 8 point 9), certificates
+ * as base64 DER. issuing.replaced: serials (hex) of earlier certificates of the same issuing key
+ * (`ca reissue-issuing`), which `ca revoke-issuing` lists on the root CRL too.
+ */
+export interface StoredCa {
   version: 2;
   root: { name: string; keyRef: string; der: string };
-  issuing: { name: string; keyRef: string; der: string };
+  issuing: { name: string; keyRef: string; der: string; replaced?: string[] };
 }
 
 /** LegacyCaState is ca/state.json of device-ca before the CA state moved into the store (absolute paths). */
@@ -79,7 +97,7 @@ export async function storedIssuingCa(store: CaStateStore): Promise<{ name: stri
  * names) from an older data directory on first use; null when there is no CA. The import is a
  * create-only write, so two processes importing at once agree on one record.
  */
-async function readCaRecord(cfg: Config, store: CaStateStore & Partial<AuditStore>): Promise<StoredCa | null> {
+export async function readCaRecord(cfg: Config, store: CaStateStore & Partial<AuditStore>): Promise<StoredCa | null> {
   const entry = await store.getCaState(HIERARCHY_RECORD);
   if (entry) return entry.value as StoredCa;
   let legacy: LegacyCaState;
@@ -114,7 +132,12 @@ async function readCaRecord(cfg: Config, store: CaStateStore & Partial<AuditStor
   return rec;
 }
 
-async function signCaCert(args: {
+/**
+ * signCaCert signs a CA certificate. A CA certificate signed by the root (rootUrls) names the root CRL as
+ * its CRL distribution point and the root certificate as AIA caIssuers, so relying parties that check
+ * every CRL in the chain find the one that can revoke it (RFC 5280 §4.2.1.13, §4.2.2.1).
+ */
+export async function signCaCert(args: {
   issuerKey: SigningKey;
   issuerName: Buffer;
   issuerKeyId?: Buffer;
@@ -123,17 +146,21 @@ async function signCaCert(args: {
   validitySeconds: number;
   pathLen?: number;
   now: Date;
+  /** window: keep this notBefore/notAfter (a reissued certificate) instead of now - 1 h + validity */
+  window?: { notBefore: Date; notAfter: Date };
+  rootUrls?: { crl: string; caIssuers: string };
 }): Promise<Buffer> {
   const ski = keyIdentifier(args.spki);
   const extensions = [basicConstraints(true, args.pathLen), keyUsage([KU.digitalSignature, KU.keyCertSign, KU.cRLSign]), subjectKeyIdentifier(ski)];
   if (args.issuerKeyId) extensions.push(authorityKeyIdentifier(args.issuerKeyId));
-  const nb = new Date(Math.floor(args.now.getTime() / 1000) * 1000 - 3600_000);
+  if (args.rootUrls) extensions.push(crlDistributionPoints(args.rootUrls.crl), authorityInfoAccess(undefined, args.rootUrls.caIssuers));
+  const nb = args.window?.notBefore ?? new Date(Math.floor(args.now.getTime() / 1000) * 1000 - 3600_000);
   const tbs = encodeTbs({
     serial: newSerial(),
     signatureAlgorithm: args.issuerKey.signatureAlgorithm,
     issuer: args.issuerName,
     notBefore: nb,
-    notAfter: new Date(nb.getTime() + args.validitySeconds * 1000),
+    notAfter: args.window?.notAfter ?? new Date(nb.getTime() + args.validitySeconds * 1000),
     subject: args.subjectName,
     spki: args.spki,
     extensions,
@@ -171,6 +198,7 @@ export async function initCa(cfg: Config, keys: KeyBackend, store: CaStateStore 
     validitySeconds: Math.min(cfg.ca.issuing.validity, cfg.ca.root.validity - 7200),
     pathLen: 0,
     now,
+    rootUrls: rootUrlsOf(cfg, cfg.ca.root.name),
   });
   const rec: StoredCa = {
     version: 2,
@@ -184,9 +212,17 @@ export async function initCa(cfg: Config, keys: KeyBackend, store: CaStateStore 
     subject: rec.issuing.name,
     data: { root: rec.root.name, issuing: rec.issuing.name, rootKey: rec.root.keyRef, issuingKey: rec.issuing.keyRef },
   });
+  // the root key is at hand only now (it may go offline after): the first root CRL, empty
+  await saveRootCrl(store, rootDer, await signRootCrl({ rootKey, rootDer, validitySeconds: cfg.ca.root.crlValidity, entries: [], now }), 'device-ca', 'signed');
   exportCaFiles(cfg, rootDer, issDer);
   const state = stateOf(cfg, rec);
   return { root: material(state.root.name, rootDer, rootKey), issuing: material(state.issuing.name, issDer, issKey), state };
+}
+
+/** rootUrlsOf: the root CRL and root certificate URLs an issuing CA certificate names. */
+export function rootUrlsOf(cfg: Config, rootName: string): { crl: string; caIssuers: string } {
+  const base = publicBaseUrl(cfg);
+  return { crl: rootCrlUrl(base, rootName), caIssuers: `${base}/ca/${rootName}.crt` };
 }
 
 /**

@@ -37,6 +37,12 @@ export interface CaMaterial {
 export interface CertificateProfile {
   validitySeconds: number;
   serverAuth: boolean;
+  /**
+   * keyEncipherment: RSA leaves also get keyEncipherment (TLS 1.2 RSA key transport). Off unless a profile
+   * asks: RFC 5280 §4.2.1.12 lists digitalSignature as the key usage consistent with clientAuth, and
+   * TLS 1.3 never uses key transport.
+   */
+  keyEncipherment?: boolean;
 }
 
 /** TLS_SERVER_PROFILE: the built-in profile of the HTTPS listener's own certificate (397 days, the CA/B limit). */
@@ -75,6 +81,8 @@ export interface CertificateAuthorityOptions {
   profiles?: ReadonlyMap<string, CertificateProfile>;
   /** ocspResponderValidity: lifetime of the delegated OCSP responder certificate (default 30 days) */
   ocspResponderValidity?: number;
+  /** organization: the O= of the names the CA makes itself (the OCSP responder's, the SCEP RA's); default 'device-ca' */
+  organization?: string;
 }
 
 /**
@@ -82,7 +90,7 @@ export interface CertificateAuthorityOptions {
  * DER out. It owns serials (126 random bits) and validity, and knows nothing of HTTP or devices.
  */
 export class CertificateAuthority {
-  private readonly fixedExt: { aki: Buffer; aia: Buffer; bc: Buffer; ekuClient: Buffer; ekuBoth: Buffer; kuEc: Buffer; kuRsa: Buffer };
+  private readonly fixedExt: { aki: Buffer; aia: Buffer; bc: Buffer; ekuClient: Buffer; ekuBoth: Buffer; kuSign: Buffer; kuRsaTransport: Buffer };
   private readonly cdpByShard: Buffer[];
   private readonly profiles: Map<string, CertificateProfile>;
 
@@ -100,8 +108,8 @@ export class CertificateAuthority {
       bc: basicConstraints(false),
       ekuClient: extKeyUsage([OID.clientAuth]),
       ekuBoth: extKeyUsage([OID.clientAuth, OID.serverAuth]),
-      kuEc: keyUsage([KU.digitalSignature]),
-      kuRsa: keyUsage([KU.digitalSignature, KU.keyEncipherment]),
+      kuSign: keyUsage([KU.digitalSignature]),
+      kuRsaTransport: keyUsage([KU.digitalSignature, KU.keyEncipherment]),
     };
     this.cdpByShard = Array.from({ length: opts.crlShards }, (_, i) => crlDistributionPoints(crlUrl(base, ca.name, i)));
   }
@@ -119,7 +127,7 @@ export class CertificateAuthority {
     return this.sign(
       {
         subject: [
-          { type: 'O', value: 'device-ca' },
+          { type: 'O', value: this.opts.organization ?? 'device-ca' },
           { type: 'CN', value: `${this.opts.issuing.name} OCSP responder` },
         ],
         spki,
@@ -138,13 +146,13 @@ export class CertificateAuthority {
     return this.sign(
       {
         subject: [
-          { type: 'O', value: 'device-ca' },
+          { type: 'O', value: this.opts.organization ?? 'device-ca' },
           { type: 'CN', value: `${this.opts.issuing.name} SCEP RA` },
         ],
         spki,
         validitySeconds: SCEP_RA_VALIDITY_SECONDS,
       },
-      [this.fixedExt.bc, this.fixedExt.kuRsa, subjectKeyIdentifier(keyIdentifier(spki)), this.fixedExt.aki],
+      [this.fixedExt.bc, this.fixedExt.kuRsaTransport, subjectKeyIdentifier(keyIdentifier(spki)), this.fixedExt.aki],
       now,
     );
   }
@@ -162,7 +170,13 @@ export class CertificateAuthority {
     return this.sign(
       { subject: req.subject, spki: req.spki, validitySeconds: profile.validitySeconds },
       (shard) => {
-        const extensions = [x.bc, req.keyType === 'ec' ? x.kuEc : x.kuRsa, profile.serverAuth ? x.ekuBoth : x.ekuClient, subjectKeyIdentifier(keyIdentifier(req.spki)), x.aki];
+        const extensions = [
+          x.bc,
+          req.keyType === 'rsa' && profile.keyEncipherment ? x.kuRsaTransport : x.kuSign,
+          profile.serverAuth ? x.ekuBoth : x.ekuClient,
+          subjectKeyIdentifier(keyIdentifier(req.spki)),
+          x.aki,
+        ];
         if (req.sans.length) extensions.push(subjectAltName(req.sans));
         extensions.push(this.cdpByShard[shard], x.aia);
         return extensions;

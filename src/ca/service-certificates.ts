@@ -130,7 +130,7 @@ export async function ensureOcspResponder(cfg: Config, keys: KeyBackend, ca: Cer
   }
   const issued = await signAndRecord(store, { spki: key.spki, profile: 'ocsp-responder' }, () => ca.issueOcspResponder(key.spki, now), {
     deviceId: null,
-    subject: `O=device-ca, CN=${cfg.ca.issuing.name} OCSP responder`,
+    subject: `O=${cfg.ca.organization}, CN=${cfg.ca.issuing.name} OCSP responder`,
     audit: { actor: 'device-ca', subject: 'ocsp-responder', data: { renewal: rec !== null } },
   });
   const saved = await saveOrReread(store, OCSP_RESPONDER_RECORD, { keyRef: toStoredRef(cfg.dataDir, key.ref), der: issued.der.toString('base64') }, rec?.version ?? 0);
@@ -183,7 +183,7 @@ export async function ensureScepRa(cfg: Config, keys: KeyBackend, ca: Certificat
   }
   const issued = await signAndRecord(store, { spki: key.spki, profile: SCEP_RA_PROFILE }, () => ca.issueScepRa(key.spki, now), {
     deviceId: null,
-    subject: `O=device-ca, CN=${cfg.ca.issuing.name} SCEP RA`,
+    subject: `O=${cfg.ca.organization}, CN=${cfg.ca.issuing.name} SCEP RA`,
     audit: { actor: 'device-ca', subject: SCEP_RA_PROFILE, data: { renewal: rec !== null } },
   });
   const saved = await saveOrReread(store, SCEP_RA_RECORD, { keyRef: toStoredRef(cfg.dataDir, key.ref), der: issued.der.toString('base64') }, rec?.version ?? 0);

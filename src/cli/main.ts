@@ -1,9 +1,13 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import { initCa, caDir } from '../ca/ca-hierarchy';
 import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
 import { exportHashedDir, runReload } from '../ca/crl-export';
+import { importRootCrl, makeRootCrl, reissueIssuing, revokeIssuing } from '../ca/ca-lifecycle';
+import { CrlReason, crlReasonCode } from '../ca/crl-encoder';
+import { RootCrlInfo } from '../ca/root-crl';
 import { verifyAuditChain } from '../audit/audit-verify';
 import { OPERATOR } from '../ra/device-lifecycle';
 import { DEVICE_STATES, REVOCATION_REASONS } from '../store/store';
@@ -329,7 +333,7 @@ program
   .command('crl')
   .description('certificate revocation lists')
   .command('export')
-  .description('write CA certificates and current CRLs as an OpenSSL hashed directory (<hash>.0, <hash>.rN) for FreeRADIUS ca_path')
+  .description('write CA certificates and current CRLs (the root CRL included) as an OpenSSL hashed directory (<hash>.0, <hash>.rN) for FreeRADIUS ca_path')
   .requiredOption('--dir <dir>', 'target directory')
   .option('--reload-cmd <cmd>', 'shell command run after the files changed (e.g. "systemctl restart freeradius": FreeRADIUS does not re-read CRLs on HUP)')
   .option('--watch', 'keep the directory current: re-export whenever a CRL is re-issued')
@@ -338,11 +342,11 @@ program
     const h = await openRegistrationAuthority(cfg);
     let last = '';
     const once = async () => {
-      const numbers = await exportHashedDir(o.dir, h.caCerts, h.crl);
+      const numbers = await exportHashedDir(o.dir, h.caCerts, h.crl, await h.rootCrl());
       const sig = [...numbers.values()].join(',');
       if (sig === last) return;
       last = sig;
-      if (json()) console.log(JSON.stringify({ dir: o.dir, crls: Object.fromEntries([...numbers].map(([s, n]) => [s, n.toString()])) }));
+      if (json()) console.log(JSON.stringify({ dir: o.dir, crls: Object.fromEntries([...numbers].map(([s, n]) => [s < 0 ? 'root' : s, n.toString()])) }));
       else console.log(`exported ${numbers.size} CRLs and ${h.caCerts.length} CA certificates to ${o.dir}`);
       if (o.reloadCmd) {
         const code = await runReload(o.reloadCmd);
@@ -358,6 +362,90 @@ program
         process.once('SIGTERM', stop);
         process.once('SIGINT', stop);
       });
+    } finally {
+      await h.close();
+    }
+  });
+
+/**
+ * openRootSide opens what a root-key command needs: the key backend (the root key is opened on first use)
+ * and the checked store. `--out` runs on the offline machine holding the root key and a copy of the data
+ * directory; nothing there is written but the file.
+ */
+const openRootSide = async (cfg: Config): Promise<{ keys: ReturnType<typeof openKeyBackend>; store: Store; close(): Promise<void> }> => {
+  const keys = openKeyBackend(cfg);
+  const store = await openCheckedStore(cfg).catch(async (e: unknown) => (await keys.close(), Promise.reject(e)));
+  return { keys, store, close: async () => (await store.close(), await keys.close()) };
+};
+const printRootCrl = (what: string, info: RootCrlInfo, file?: string): void => {
+  const out = { number: info.number.toString(), thisUpdate: info.thisUpdate.toISOString(), nextUpdate: info.nextUpdate.toISOString(), revoked: info.entries.map((e) => String(e.serial)), file };
+  if (json()) console.log(JSON.stringify(out));
+  else console.log(`${what}: root CRL number ${out.number}, next update ${out.nextUpdate}, ${out.revoked.length} revoked CA certificate(s)${file ? `, written to ${file}` : ''}`);
+};
+
+const caCmd = program.command('ca').description("the CA's own life cycle: root CRL, reissuing and revoking the issuing CA");
+caCmd
+  .command('root-crl')
+  .description('sign a new root CRL with the root key (into the store, or --out a file on the offline root machine), or --import one signed elsewhere')
+  .option('--out <file>', 'write the signed root CRL (DER) to this file instead of the store; copy it to the server and run `ca root-crl --import <file>`')
+  .option('--import <file>', 'store a root CRL signed elsewhere (needs no root key): it must verify with the root certificate and be newer than the stored one')
+  .action(async (o: { out?: string; import?: string }) => {
+    const cfg = config();
+    if (o.out && o.import) throw new DeviceCaError('bad-request', '--out and --import go separately: --out where the root key is, --import on the server');
+    if (o.import) {
+      const store = await openCheckedStore(cfg);
+      try {
+        let der: Buffer;
+        try {
+          der = fs.readFileSync(o.import);
+        } catch (e) {
+          throw new DeviceCaError('bad-request', `--import: ${(e as Error).message}`);
+        }
+        const pem = /-----BEGIN X509 CRL-----([^-]+)-----END X509 CRL-----/.exec(der.toString('latin1'));
+        printRootCrl('imported', await importRootCrl(cfg, store, pem ? Buffer.from(pem[1], 'base64') : der, actor()));
+      } finally {
+        await store.close();
+      }
+      return;
+    }
+    const h = await openRootSide(cfg);
+    try {
+      const info = await makeRootCrl(cfg, h.keys, h.store, { store: !o.out, actor: actor() });
+      if (o.out) fs.writeFileSync(o.out, info.der);
+      printRootCrl('signed', info, o.out);
+    } finally {
+      await h.close();
+    }
+  });
+caCmd
+  .command('reissue-issuing')
+  .description('give the current issuing key a new certificate from the root (same name, key and validity) that names the root CRL; restart serve after')
+  .action(async () => {
+    const cfg = config();
+    const h = await openRootSide(cfg);
+    try {
+      const r = await reissueIssuing(cfg, h.keys, h.store, actor());
+      const x = new crypto.X509Certificate(r.der);
+      if (json()) console.log(JSON.stringify({ serial: x.serialNumber.toLowerCase(), replaced: r.replaced, notAfter: new Date(x.validTo).toISOString() }));
+      else console.log(`issuing CA certificate ${x.serialNumber.toLowerCase()} replaces ${r.replaced}; restart \`device-ca serve\` to serve it`);
+    } finally {
+      await h.close();
+    }
+  });
+caCmd
+  .command('revoke-issuing <name>')
+  .description('revoke the issuing CA (every certificate of its key) on the root CRL at once; needs the root key. Then roll over and re-enroll (README runbook)')
+  .requiredOption('--reason <reason>', `RFC 5280 reason, e.g. keyCompromise, cACompromise, superseded, cessationOfOperation`)
+  .option('--out <file>', 'offline root machine: write the new root CRL to this file (import it on the server with `ca root-crl --import`)')
+  .action(async (name: string, o: { reason: string; out?: string }) => {
+    if (crlReasonCode(o.reason) === undefined || o.reason === 'removeFromCRL' || o.reason === 'certificateHold')
+      throw new DeviceCaError('bad-request', `--reason: ${o.reason} is not a reason to revoke a CA (RFC 5280 §5.3.1)`);
+    const cfg = config();
+    const h = await openRootSide(cfg);
+    try {
+      const r = await revokeIssuing(cfg, h.keys, h.store, name, o.reason as CrlReason, { store: !o.out, actor: actor() });
+      if (o.out) fs.writeFileSync(o.out, r.crl.der);
+      printRootCrl(`revoked ${name} (${r.serials.join(', ')})`, r.crl, o.out);
     } finally {
       await h.close();
     }

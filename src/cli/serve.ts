@@ -9,6 +9,7 @@ import { Config } from '../config/schema';
 import { CA_DUTIES_LEASE, CA_DUTIES_LEASE_TTL_MS } from '../ca/ca-duties';
 import { ensureCa } from '../ca/ca-hierarchy';
 import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
+import { publicUrlWarning } from '../ca/public-url-warning';
 import { ensureOcspResponder, ensureTlsServerCertificate } from '../ca/service-certificates';
 import { KeyRouter } from '../keys/key-router';
 import { openKeyBackend } from '../keys/open-key-backend';
@@ -63,6 +64,8 @@ async function prepare(cfg: Config, log: Logger, opts: ServeOptions): Promise<vo
     if (rollbackAccepted) log.warn({ store: cfg.store.path, problem: rollbackAccepted }, 'serving a rolled-back store (--accept-store-rollback); audited store.rollback-accepted');
     const { ca, created } = await ensureCa(cfg, keys, store);
     if (created) log.info({ dataDir: cfg.dataDir, root: ca.state.root.name, issuing: ca.state.issuing.name }, 'created a new CA hierarchy');
+    const publicUrlProblem = publicUrlWarning(cfg, ca.state.issuing.name);
+    if (publicUrlProblem) log.warn(publicUrlProblem);
     await recordStoreMark(cfg, store, { force: rollbackAccepted !== null });
     if (await store.acquireLease(CA_DUTIES_LEASE, holder, CA_DUTIES_LEASE_TTL_MS, new Date())) {
       try {

@@ -100,7 +100,7 @@ const profileName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lower-case le
 
 /**
  * profileSchema: the policy of one named enrollment profile (`profiles.<name>`), whatever protocol the
- * device enrolls with. The RA reads the decision keys; the CA reads validity and serverAuth by name.
+ * device enrolls with. The RA reads the decision keys; the CA reads validity, serverAuth and keyEncipherment by name.
  */
 export const profileSchema = z.strictObject({
   /** authenticators accepted for a first enrollment and server keygen: one-time secret, manufacturer certificate */
@@ -115,6 +115,8 @@ export const profileSchema = z.strictObject({
   validity: duration.prefault('365d'),
   /** add serverAuth to the EKU (device-to-device TLS servers) */
   serverAuth: z.boolean().default(false),
+  /** RSA device keys: add keyEncipherment to keyUsage (TLS 1.2 RSA key transport); RFC 5280 §4.2.1.12 pairs clientAuth with digitalSignature only */
+  keyEncipherment: z.boolean().default(false),
   /** copy DNS/IP SANs from the CSR; otherwise only the CN (device id) is used */
   allowCsrSans: z.boolean().default(false),
   keyAlgorithms: z.array(keyAlgorithm).min(1).default(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072']),
@@ -176,7 +178,12 @@ export const configSchema = z
       .strictObject({
         algorithm: keyAlgorithm.default('ecdsa-p256'),
         organization: z.string().default('device-ca'),
-        root: caCert('device-ca-root', 7300).prefault({}),
+        root: caCert('device-ca-root', 7300)
+          .extend({
+            /** crlValidity: nextUpdate of the root CRL, signed where the root key lives (often offline), hence long */
+            crlValidity: duration.prefault('365d'),
+          })
+          .prefault({}),
         issuing: caCert('device-ca-issuing', 3650).prefault({}),
         /** notBefore is set this far in the past to tolerate device clock skew */
         backdate: duration.prefault('5m'),

@@ -1,5 +1,6 @@
 import { Request, Response, Router } from 'express';
 import { CrlPublisher } from '../../ca/crl-publisher';
+import { RootCrlInfo } from '../../ca/root-crl';
 import { crlToPem } from '../../ca/crl-encoder';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
@@ -7,13 +8,44 @@ import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
 /** ERROR_REPLY: CRL fetchers (openssl, FreeRADIUS, curl) read short text; nothing here asks for credentials */
 const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic realm="device-ca"' };
 
+/** RootCrlSource: the root CA's CRL as the store holds it (signed where the root key lives, root-crl.ts). */
+export interface RootCrlSource {
+  name: string;
+  current(): Promise<RootCrlInfo | null>;
+}
+
 /**
  * crlRouter serves /crl/<ca-name>/<shard>.crl (DER, application/pkix-crl, RFC 5280 §4.2.1.13) and
- * .crl.pem. Caching headers never reach past nextUpdate, and stay short because a shard is re-issued
- * within seconds of a revocation.
+ * .crl.pem, and the root CRL at /crl/<root-name>.crl (.crl.pem). Caching headers never reach past
+ * nextUpdate, and stay short because a shard is re-issued within seconds of a revocation (and the root
+ * CRL at once by `ca revoke-issuing`).
  */
-export function crlRouter(publishers: CrlPublisher[], maxAgeSeconds: number): Router {
+export function crlRouter(publishers: CrlPublisher[], maxAgeSeconds: number, root?: RootCrlSource): Router {
   const r = Router();
+  r.get('/:file', async (req: Request, res: Response) => {
+    res.locals.route = 'crl';
+    const m = /^(.+)\.crl(\.pem)?$/.exec(String(req.params.file));
+    try {
+      const crl = root && m && m[1] === root.name ? await root.current() : null;
+      if (!crl) throw new DeviceCaError('not-found', 'unknown CRL');
+      const etag = `"${root!.name}-${crl.number}"`;
+      const left = Math.floor((crl.nextUpdate.getTime() - Date.now()) / 1000);
+      res.setHeader('Last-Modified', crl.thisUpdate.toUTCString());
+      res.setHeader('Expires', crl.nextUpdate.toUTCString());
+      res.setHeader('ETag', etag);
+      res.setHeader('Cache-Control', `public, max-age=${Math.max(0, Math.min(left, maxAgeSeconds))}`);
+      if (req.headers['if-none-match'] === etag) {
+        res.status(304).end();
+        return;
+      }
+      const body = m![2] ? Buffer.from(crlToPem(crl.der)) : crl.der;
+      res.status(200).setHeader('Content-Type', m![2] ? 'application/x-pem-file' : 'application/pkix-crl');
+      res.setHeader('Content-Length', body.length);
+      res.end(body);
+    } catch (e) {
+      sendHttpError(res, e, ERROR_REPLY);
+    }
+  });
   r.get('/:ca/:file', async (req: Request, res: Response) => {
     res.locals.route = 'crl';
     const pub = publishers.find((p) => p.caName === req.params.ca);

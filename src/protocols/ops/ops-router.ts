@@ -6,14 +6,20 @@ import { isDeviceCaError } from '../../errors/device-ca-error';
  * opsRouter: /healthz (the store can be read and written) and /metrics (Prometheus text format).
  * health rejects when the service should be taken out of a pool; a DeviceCaError's short message is the
  * reason in the 503 body (never its detail), and its retryAfterSeconds the Retry-After.
+ * `/healthz?detail` adds one `warning: ...` line per thing an operator should fix that does not take
+ * the service out of a pool (publicUrl not set, a root CRL about to lapse); plain /healthz stays `ok`.
  */
-export function opsRouter(args: { registry: Registry; health: () => Promise<void> }): Router {
+export function opsRouter(args: { registry: Registry; health: () => Promise<void>; warnings?: () => string[] }): Router {
   const r = Router();
-  r.get('/healthz', async (_req: Request, res: Response) => {
+  r.get('/healthz', async (req: Request, res: Response) => {
     res.locals.route = 'healthz';
     try {
       await args.health();
-      res.status(200).type('text/plain').send('ok\n');
+      const detail = req.query.detail !== undefined ? (args.warnings?.() ?? []) : [];
+      res
+        .status(200)
+        .type('text/plain')
+        .send(['ok', ...detail.map((w) => `warning: ${w}`)].join('\n') + '\n');
     } catch (e) {
       const err = isDeviceCaError(e) ? e : null;
       res.setHeader('Retry-After', String(err?.retryAfterSeconds ?? 1));

@@ -36,7 +36,7 @@ describe.each<{ label: string; overrides: Record<string, unknown> }>([
   let root: string;
   let issuing: string;
   beforeAll(async () => {
-    t = await makeTestCa(overrides, 'device-ca-ca-');
+    t = await makeTestCa({ 'ca.organization': 'Acme Devices', ...overrides }, 'device-ca-ca-');
     root = path.join(t.dir, 'root.pem');
     issuing = path.join(t.dir, 'issuing.pem');
     fs.writeFileSync(root, toPem(t.hierarchy.root.der, 'CERTIFICATE'));
@@ -104,8 +104,8 @@ describe.each<{ label: string; overrides: Record<string, unknown> }>([
       expect(text).toMatch(new RegExp(`CRL Distribution Points:\\s+Full Name:\\s+URI:${BASE}/crl/device-ca-issuing/${shard}\\.crl\\s`));
       expect(crlUrl(BASE, 'device-ca-issuing', shard)).toBe(`${BASE}/crl/device-ca-issuing/${shard}.crl`);
       expect(text).toMatch(new RegExp(`Authority Information Access:\\s+OCSP - URI:${BASE}/ocsp\\s+CA Issuers - URI:${BASE}/ca/device-ca-issuing\\.crt`));
-      const ku = leaf.startsWith('rsa') ? 'Digital Signature, Key Encipherment' : 'Digital Signature';
-      expect(text).toMatch(new RegExp(`X509v3 Key Usage: critical\\s+${ku}\\n`));
+      // RFC 5280 §4.2.1.12: clientAuth goes with digitalSignature; RSA leaves get no keyEncipherment unless a profile asks
+      expect(text).toMatch(/X509v3 Key Usage: critical\s+Digital Signature\n/);
       expect(text).toMatch(new RegExp(`X509v3 Extended Key Usage:\\s+${serverAuth ? 'TLS Web Client Authentication, TLS Web Server Authentication' : 'TLS Web Client Authentication'}\\n`));
       expect(text).toMatch(/X509v3 Basic Constraints: critical\s+CA:FALSE/);
       expect(text).toMatch(/Subject: CN ?= ?dev-1\n/);
@@ -118,6 +118,21 @@ describe.each<{ label: string; overrides: Record<string, unknown> }>([
       expect(openssl(['x509', '-in', leafPem, '-noout', '-ocsp_uri']).out.trim()).toBe(`${BASE}/ocsp`);
       expect(openssl(['x509', '-in', leafPem, '-noout', '-serial']).out.trim().toLowerCase()).toBe(`serial=${issued.serial}`);
     });
+  });
+
+  it('an RSA leaf gets keyEncipherment only under a profile that asks for it; an EC leaf never', async () => {
+    const ca = t.caWith({ transport: { validitySeconds: 3600, serverAuth: false, keyEncipherment: true } });
+    const ku = async (alg: KeyAlgorithm) => {
+      const c = await ca.issue({ profile: 'transport', subject: [{ type: 'CN', value: 'x' }], spki: spkiOf(alg), keyType: alg.startsWith('rsa') ? 'rsa' : 'ec', sans: [] });
+      return /X509v3 Key Usage: critical\s+(.*)\n/.exec(openssl(['x509', '-noout', '-text'], toPem(c.der, 'CERTIFICATE')).out)![1];
+    };
+    expect(await ku('rsa-2048')).toBe('Digital Signature, Key Encipherment');
+    expect(await ku('ecdsa-p256')).toBe('Digital Signature');
+  });
+
+  it('the OCSP responder certificate names the configured organization', async () => {
+    const c = await t.caWith({}).issueOcspResponder(spkiOf('ecdsa-p256'));
+    expect(new crypto.X509Certificate(c.der).subject).toBe('O=Acme Devices\nCN=device-ca-issuing OCSP responder');
   });
 
   it('serial: 32 hex digits, a positive 16-octet INTEGER, first octet 01xxxxxx', async () => {

@@ -123,6 +123,7 @@ describe.each(HIERARCHIES)('$label', (h) => {
       spki: t.hierarchy.issuing.key.spki,
       issuerSpki: t.hierarchy.root.key.spki,
       pathLen: 0,
+      rootUrls: { crl: 'http://ca.example.test:8080/crl/device-ca-root.crl', caIssuers: 'http://ca.example.test:8080/ca/device-ca-root.crt' },
       signer: rootSigner,
     });
     expect(tbsOf(der).toString('hex')).toBe(tbsOf(ref).toString('hex'));

@@ -1,0 +1,67 @@
+import { RunningService, runProcess, startService } from '../helpers/service-process';
+import { TmpDir, makeTmpDir } from '../helpers/tmp';
+
+/**
+ * The CA's own life cycle against the built service: the root CRL is served at /crl/<root-name>.crl and
+ * written by `crl export`; `openssl verify -crl_check_all -CApath` accepts the service's own HTTPS
+ * certificate (a leaf of the issuing CA) through the exported directory, and rejects it at depth 1 once
+ * `ca revoke-issuing` ran. The service binds every interface without publicUrl: it says so.
+ */
+
+let svc: RunningService;
+let tmp: TmpDir;
+
+beforeAll(async () => {
+  tmp = makeTmpDir('device-ca-calife-');
+  svc = await startService();
+}, 60_000);
+afterAll(async () => {
+  await svc?.stop();
+  tmp?.cleanup();
+});
+
+const root = (): string => `http://127.0.0.1:${svc.httpPort}/crl/device-ca-root.crl`;
+const openssl = (...args: string[]) => runProcess('openssl', args);
+
+/** leafPem: the HTTPS server certificate the service issued itself, a leaf of the issuing CA. */
+async function leafPem(): Promise<string> {
+  const r = await runProcess('openssl', ['s_client', '-connect', `127.0.0.1:${svc.httpsPort}`, '-servername', 'localhost'], { input: '' });
+  const pem = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n/.exec(r.stdout)![0];
+  return tmp.write('leaf.pem', pem);
+}
+
+it('serves the root CRL (DER and PEM), signed by the root, empty', async () => {
+  const der = Buffer.from(await (await fetch(root())).arrayBuffer());
+  const file = tmp.write('root.crl', der);
+  const r = await openssl('crl', '-inform', 'DER', '-in', file, '-noout', '-text', '-CAfile', `${svc.dataDir}/ca/device-ca-root.pem`);
+  expect(r.stderr + r.stdout).toContain('verify OK');
+  expect(r.stdout).toContain('No Revoked Certificates');
+  expect(await (await fetch(`${root()}.pem`)).text()).toMatch(/^-----BEGIN X509 CRL-----\n/);
+  expect((await fetch(`http://127.0.0.1:${svc.httpPort}/crl/no-such-ca.crl`)).status).toBe(404);
+});
+
+it('/healthz?detail warns that publicUrl is not set while the listeners bind every interface', async () => {
+  const body = await (await fetch(`http://127.0.0.1:${svc.httpPort}/healthz?detail`)).text();
+  expect(body).toMatch(new RegExp(`^ok\\nwarning: publicUrl is not set .*http://localhost:${svc.httpPort}/ocsp`));
+  expect(svc.logs()).toContain('publicUrl is not set');
+});
+
+it('crl export + openssl verify -crl_check_all -CApath: OK; after ca revoke-issuing, certificate revoked at depth 1', async () => {
+  const leaf = await leafPem();
+  const dir = tmp.file('hashed');
+  const exp = await svc.cli(['crl', 'export', '--dir', dir]);
+  expect(exp.code).toBe(0);
+  const ok = await openssl('verify', '-crl_check_all', '-CApath', dir, leaf);
+  expect(ok.stdout).toBe(`${leaf}: OK\n`);
+
+  const rev = await svc.cli(['ca', 'revoke-issuing', 'device-ca-issuing', '--reason', 'keyCompromise']);
+  expect(rev.code).toBe(0);
+  // served at once (the service reads the store, at most a second old)
+  await new Promise((r) => setTimeout(r, 1100));
+  const file = tmp.write('root2.crl', Buffer.from(await (await fetch(root())).arrayBuffer()));
+  expect((await openssl('crl', '-inform', 'DER', '-in', file, '-noout', '-text')).stdout).toContain('Key Compromise');
+  expect((await svc.cli(['crl', 'export', '--dir', dir])).code).toBe(0);
+  const bad = await openssl('verify', '-crl_check_all', '-CApath', dir, leaf);
+  expect(bad.code).not.toBe(0);
+  expect(bad.stdout + bad.stderr).toMatch(/error 23 at 1 depth lookup: certificate revoked/);
+});
