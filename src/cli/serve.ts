@@ -1,6 +1,5 @@
 import cluster, { Worker } from 'node:cluster';
 import * as crypto from 'node:crypto';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import { Logger } from 'pino';
@@ -14,6 +13,7 @@ import { ensureOcspResponder, ensureTlsServerCertificate } from '../ca/service-c
 import { KeyRouter } from '../keys/key-router';
 import { openKeyBackend } from '../keys/open-key-backend';
 import { buildCertificateAuthority, buildService, openStore, Service } from '../main';
+import { needsRootKey } from './needs-root-key';
 import { checkStoreDurable } from '../store/create-store';
 
 /** ServeOptions: command-line flags of `device-ca serve`. */
@@ -50,7 +50,7 @@ async function prepare(cfg: Config, log: Logger, opts: ServeOptions): Promise<vo
   try {
     if (keys instanceof KeyRouter) {
       await keys.open('issuing');
-      if (!fs.existsSync(cfg.store.path)) await keys.open('root'); // a first start makes the root key too
+      if (await needsRootKey(cfg)) await keys.open('root'); // a first start makes the root key too
     }
   } catch (e) {
     await keys.close();
