@@ -15,7 +15,8 @@ import { toPem } from './ca/pem';
 import { publicUrlWarning } from './ca/public-url-warning';
 import { RootCrlInfo, readRootCrl } from './ca/root-crl';
 import { RootCrlWatch } from './ca/root-crl-watch';
-import { ServiceCertificates } from './ca/service-certificates';
+import { scepRaKeyTransport } from './ca/scep-ra-key-transport';
+import { ScepRaMaterial, ServiceCertificates } from './ca/service-certificates';
 import { resolveProfiles } from './config/enrollment-profiles';
 import { publicBaseUrl } from './config/load-config';
 import { Config } from './config/schema';
@@ -28,6 +29,7 @@ import { crlRouter } from './protocols/crl/crl-router';
 import { estRouter } from './protocols/est/est-router';
 import { ocspHandler } from './protocols/ocsp/ocsp-handler';
 import { opsRouter } from './protocols/ops/ops-router';
+import { ScepRa, scepRouter } from './protocols/scep/scep-router';
 import { AdminAccess } from './ra/admin-access';
 import { loadBootstrapPolicy } from './ra/bootstrap-policy-loader';
 import { DeviceLifecycle } from './ra/device-lifecycle';
@@ -162,6 +164,23 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const rootCrl = new RootCrlWatch(hierarchy.root.name, hierarchy.root.der, store, registry, (w) => opts.log.warn(w));
   rootCrl.start(logError('reading the root CRL failed'));
   const warnings = (): string[] => [publicUrlProblem, rootCrl.warning].filter((w): w is string => w !== null);
+  // the SCEP RA in use; a renewal saved by the CA duties holder replaces it (certs.onChange below)
+  const toScepRa = (m: ScepRaMaterial): ScepRa => ({ certificate: m.cert, key: m.key, transport: scepRaKeyTransport(cfg, keys, m.key.ref) });
+  let scepRa: ScepRa | null = initial.scep ? toScepRa(initial.scep) : null;
+  const scepMounts = scepRa
+    ? [
+        {
+          path: '/',
+          router: scepRouter({
+            ra,
+            scepRa: () => scepRa!,
+            caCerts: [hierarchy.issuing.der, hierarchy.root.der],
+            paths: new Map(Object.entries(cfg.scep.paths).map(([name, p]) => [name, p.profile])),
+            bodyLimit: cfg.http.bodyLimit,
+          }),
+        },
+      ]
+    : [];
   const metricsRegistry = opts.metricsText ? ({ contentType: registry.contentType, metrics: opts.metricsText } as unknown as Registry) : registry;
   const httpServer = createHttpListener({
     mounts: [
@@ -175,6 +194,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
         ),
       },
       { path: '/crl', router: crlRouter([crl], 60, rootCrl) },
+      ...scepMounts,
       { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), warnings }) },
     ],
     fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry }) }],
@@ -190,6 +210,10 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     tls: (m) => {
       httpsServer.setSecureContext({ ...tlsContext, cert: m.certPem, key: m.keyPem });
       opts.log.info('HTTPS server certificate renewed');
+    },
+    scep: (m) => {
+      scepRa = toScepRa(m);
+      opts.log.info('SCEP RA certificate renewed');
     },
   });
   duties.start();

@@ -300,22 +300,26 @@ export interface ServiceCertificatesOptions {
 export class ServiceCertificates {
   private ocsp?: OcspResponderMaterial;
   private tls?: TlsServerMaterial;
+  private scep?: ScepRaMaterial;
   private ocspChanged: (m: OcspResponderMaterial) => void = () => undefined;
   private tlsChanged: (m: TlsServerMaterial) => void = () => undefined;
+  private scepChanged: (m: ScepRaMaterial) => void = () => undefined;
 
   constructor(private readonly o: ServiceCertificatesOptions) {}
 
-  /** onChange sets what a worker does with a renewed certificate (OCSP: useResponder; HTTPS: setSecureContext). */
-  onChange(h: { ocsp?: (m: OcspResponderMaterial) => void; tls?: (m: TlsServerMaterial) => void }): void {
+  /** onChange sets what a worker does with a renewed certificate (OCSP: useResponder; HTTPS: setSecureContext; SCEP: the RA the router uses). */
+  onChange(h: { ocsp?: (m: OcspResponderMaterial) => void; tls?: (m: TlsServerMaterial) => void; scep?: (m: ScepRaMaterial) => void }): void {
     if (h.ocsp) this.ocspChanged = h.ocsp;
     if (h.tls) this.tlsChanged = h.tls;
+    if (h.scep) this.scepChanged = h.scep;
   }
 
-  /** renew issues the OCSP responder and HTTPS certificates when due (run by the lease holder only). */
+  /** renew issues the OCSP responder, HTTPS and (scep.enabled) SCEP RA certificates when due (run by the lease holder only). */
   async renew(): Promise<void> {
     const now = this.now();
     await ensureOcspResponder(this.o.cfg, this.o.keys, this.o.ca, this.o.store, now);
     await ensureTlsServerCertificate(this.o.cfg, this.o.ca, this.o.hierarchy, this.o.store, now);
+    if (this.o.cfg.scep.enabled) await ensureScepRa(this.o.cfg, this.o.keys, this.o.ca, this.o.store, now);
   }
 
   /** reload reads the store's versions; returns true when it found (and handed on) a newer one. */
@@ -335,6 +339,14 @@ export class ServiceCertificates {
         changed = true;
       }
     } else this.tls ??= externalTls(this.o.cfg)!;
+    if (this.o.cfg.scep.enabled) {
+      const scep = await getRecord<StoredScepRa>(this.o.store, SCEP_RA_RECORD);
+      if (scep && scep.version !== this.scep?.version) {
+        this.scep = (await readScepRa(this.o.cfg, this.o.keys, this.o.store))!;
+        this.scepChanged(this.scep);
+        changed = true;
+      }
+    }
     return changed;
   }
 
@@ -343,22 +355,28 @@ export class ServiceCertificates {
    * Until the lease holder has issued them (a first start on a shared store), it runs tryRenew (one
    * CA duties round) and polls, for up to waitMs.
    */
-  async current(tryRenew: () => Promise<void>, waitMs = 60_000): Promise<{ ocsp: OcspResponderMaterial; tls: TlsServerMaterial }> {
+  async current(tryRenew: () => Promise<void>, waitMs = 60_000): Promise<{ ocsp: OcspResponderMaterial; tls: TlsServerMaterial; scep: ScepRaMaterial | null }> {
     const deadline = Date.now() + waitMs;
-    for (;;) {
+    const scepWanted = this.o.cfg.scep.enabled;
+    const read = async () => ({
       // the importing reads first: an older data directory's files become store records here
-      const ocsp = await readOcspResponder(this.o.cfg, this.o.keys, this.o.store);
-      const tls = await readTlsServerCertificate(this.o.cfg, this.o.hierarchy, this.o.store);
-      if (ocsp && tls) {
-        this.ocsp = ocsp;
-        this.tls = tls;
-        return { ocsp, tls };
+      ocsp: await readOcspResponder(this.o.cfg, this.o.keys, this.o.store),
+      tls: await readTlsServerCertificate(this.o.cfg, this.o.hierarchy, this.o.store),
+      scep: scepWanted ? await readScepRa(this.o.cfg, this.o.keys, this.o.store) : null,
+    });
+    const complete = (m: Awaited<ReturnType<typeof read>>) => m.ocsp !== null && m.tls !== null && (!scepWanted || m.scep !== null);
+    for (;;) {
+      const m = await read();
+      if (complete(m)) {
+        this.ocsp = m.ocsp!;
+        this.tls = m.tls!;
+        this.scep = m.scep ?? undefined;
+        return { ocsp: m.ocsp!, tls: m.tls!, scep: m.scep };
       }
       if (Date.now() > deadline)
-        throw new DeviceCaError('internal', 'the OCSP responder and HTTPS certificates were not issued in time (is another device-ca process holding the CA duties lease stuck?)');
+        throw new DeviceCaError('internal', 'the OCSP responder, HTTPS and SCEP RA certificates were not issued in time (is another device-ca process holding the CA duties lease stuck?)');
       await tryRenew();
-      if (!(await readOcspResponder(this.o.cfg, this.o.keys, this.o.store)) || !(await readTlsServerCertificate(this.o.cfg, this.o.hierarchy, this.o.store)))
-        await new Promise((r) => setTimeout(r, 500));
+      if (!complete(await read())) await new Promise((r) => setTimeout(r, 500));
     }
   }
 

@@ -9,7 +9,7 @@ import { CA_DUTIES_LEASE, CA_DUTIES_LEASE_TTL_MS } from '../ca/ca-duties';
 import { ensureCa } from '../ca/ca-hierarchy';
 import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
 import { publicUrlWarning } from '../ca/public-url-warning';
-import { ensureOcspResponder, ensureTlsServerCertificate } from '../ca/service-certificates';
+import { ensureOcspResponder, ensureScepRa, ensureTlsServerCertificate } from '../ca/service-certificates';
 import { KeyRouter } from '../keys/key-router';
 import { openKeyBackend } from '../keys/open-key-backend';
 import { buildCertificateAuthority, buildService, openStore, Service } from '../main';
@@ -39,8 +39,8 @@ export async function serve(cfg: Config, log: Logger, opts: ServeOptions = {}): 
 /**
  * prepare runs once before the workers start: refuses a store that is not this data directory's CA's
  * (missing, emptied, rolled back, another deployment's), creates (or imports) the CA and records the
- * store's mark in the data directory, then issues the HTTPS and
- * OCSP responder certificates that are missing or due, under the CA duties lease, so it never races a
+ * store's mark in the data directory, then issues the HTTPS, OCSP responder and (scep.enabled) SCEP RA
+ * certificates that are missing or due, under the CA duties lease, so it never races a
  * worker or another node doing the same. When another process holds the lease, that one issues them and
  * the workers wait for them in the store.
  */
@@ -72,6 +72,8 @@ async function prepare(cfg: Config, log: Logger, opts: ServeOptions): Promise<vo
         const authority = buildCertificateAuthority(cfg, ca);
         await ensureTlsServerCertificate(cfg, authority, ca, store);
         await ensureOcspResponder(cfg, keys, authority, store);
+        // the SCEP RA key is RSA whatever ca.algorithm says: made only when SCEP is served
+        if (cfg.scep.enabled) await ensureScepRa(cfg, keys, authority, store);
       } finally {
         await store.releaseLease(CA_DUTIES_LEASE, holder);
       }

@@ -75,3 +75,21 @@ export function resolveProfiles(cfg: ProfilesInput): EnrollmentProfiles & { prob
   }
   return { profiles, labels, problems };
 }
+
+/**
+ * scepPathProblems checks what a SCEP path may serve: an existing profile that accepts the one-time secret
+ * ('basic'), since SCEP carries it in the CSR challengePassword (RFC 8894 §2.2), and without
+ * proofOfPossession, whose RFC 7030 §3.5 check needs that same challengePassword to hold the TLS channel
+ * binding (and SCEP runs over plain HTTP, with no TLS channel to bind to).
+ */
+export function scepPathProblems(paths: Record<string, { profile: string }>, profiles: ReadonlyMap<string, ProfileConfig>): ProfileProblem[] {
+  const problems: ProfileProblem[] = [];
+  for (const [name, p] of Object.entries(paths)) {
+    const at = ['scep', 'paths', name, 'profile'];
+    const profile = profiles.get(p.profile);
+    if (!profile) problems.push({ path: at, message: `no profile "${p.profile}" under profiles` });
+    else if (profile.proofOfPossession) problems.push({ path: at, message: `profile "${p.profile}" requires proofOfPossession, which SCEP cannot give (challengePassword carries the enrollment secret)` });
+    else if (!profile.auth.includes('basic')) problems.push({ path: at, message: `profile "${p.profile}" does not accept the one-time secret (auth: basic), the only credential of a SCEP enrollment` });
+  }
+  return problems;
+}

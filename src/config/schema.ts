@@ -2,7 +2,7 @@ import * as tls from 'node:tls';
 import { z } from 'zod';
 import { parseDuration } from './duration';
 import { KEY_ALGORITHMS } from '../keys/key-backend';
-import { resolveProfiles } from './enrollment-profiles';
+import { resolveProfiles, scepPathProblems } from './enrollment-profiles';
 
 /**
  * schema: the one strict description of device-ca's configuration. Defaults live here and only here;
@@ -145,6 +145,12 @@ export const labelSchema = z.strictObject({
   ...inlinePolicy,
 });
 export type LabelConfig = z.infer<typeof labelSchema>;
+
+/** scepPathSchema: one SCEP path (`scep.paths.<name>`): the enrollment profile it serves. */
+export const scepPathSchema = z.strictObject({
+  /** the enrollment profile this SCEP path serves */
+  profile: profileName,
+});
 
 /** RESERVED_PROFILES: the CA's built-in service profiles; no enrollment profile may take their names. */
 export const RESERVED_PROFILES: readonly string[] = ['tls-server', 'ocsp-responder', 'scep-ra'];
@@ -302,9 +308,19 @@ export const configSchema = z
         labels: z.record(profileName, labelSchema).prefault({ default: { profile: 'default' } }),
       })
       .prefault({}),
+    scep: z
+      .strictObject({
+        /** serve SCEP (RFC 8894) on the HTTP listener; off: no SCEP RA key (RSA) is ever made */
+        enabled: z.boolean().default(false),
+        /** path name -> the profile it serves: /scep/<name>; "default" serves /scep and /certsrv/mscep/mscep.dll */
+        paths: z.record(profileName, scepPathSchema).prefault({ default: { profile: 'default' } }),
+      })
+      .prefault({}),
   })
   .superRefine((cfg, ctx) => {
-    for (const p of resolveProfiles(cfg).problems) ctx.addIssue({ code: 'custom', path: p.path, message: p.message });
+    const resolved = resolveProfiles(cfg);
+    for (const p of resolved.problems) ctx.addIssue({ code: 'custom', path: p.path, message: p.message });
+    if (cfg.scep.enabled) for (const p of scepPathProblems(cfg.scep.paths, resolved.profiles)) ctx.addIssue({ code: 'custom', path: p.path, message: p.message });
   });
 
 export type Config = z.infer<typeof configSchema>;

@@ -178,6 +178,13 @@ describe('the file', () => {
     expect(profiles.get('spare')).toEqual(profiles.get('default'));
   });
 
+  it('SCEP is off by default, its path "default" serving the profile "default"; a proofOfPossession profile is only refused once SCEP is enabled', () => {
+    const cfg = loadConfig({ env: {} });
+    expect(cfg.scep).toEqual({ enabled: false, paths: { default: { profile: 'default' } } });
+    const file = yaml('scep-off.yaml', 'profiles:\n  default: { proofOfPossession: true }\n');
+    expect(loadConfig({ file, env: {} }).scep.enabled).toBe(false);
+  });
+
   it('profile and label lookups are Maps: "constructor" or "__proto__" is no profile unless configured', () => {
     const { profiles, labels } = resolveProfiles(loadConfig({ env: {} }));
     for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
@@ -203,6 +210,10 @@ describe('the file', () => {
     ],
     ['a profile named like a built-in CA profile', 'profiles.tls-server', 'profiles:\n  tls-server: {}\n'],
     ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
+    ['a SCEP path serving a profile with proofOfPossession', 'scep.paths.default.profile', 'profiles:\n  default: { proofOfPossession: true }\nscep:\n  enabled: true\n'],
+    ['a SCEP path serving a profile without the one-time secret', 'scep.paths.mdm.profile', 'profiles:\n  default: {}\n  boot: { auth: [bootstrap-cert] }\nscep:\n  enabled: true\n  paths:\n    mdm: { profile: boot }\n'],
+    ['a SCEP path naming a profile that does not exist', 'scep.paths.mdm.profile', 'scep:\n  enabled: true\n  paths:\n    mdm: { profile: nosuch }\n'],
+    ['an unknown SCEP path key', 'scep.paths.mdm.label', 'scep:\n  paths:\n    mdm: { profile: default, label: x }\n'],
   ])('%s is refused; the message is "<file>: %s: ..."', (_name, key, text) => {
     const file = yaml(`bad-${++badFiles}.yaml`, text);
     const m = configError(() => loadConfig({ file, env: {} }));

@@ -1,0 +1,216 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import pino from 'pino';
+import { buildSignedData, verifySignedData } from '../../../../src/cms/signed-data';
+import { printableString, octetString } from '../../../../src/der/der-writer';
+import { softwareSigningKey } from '../../../../src/keys/software-key-backend';
+import { SCEP_RA_RECORD } from '../../../../src/ca/service-certificates';
+import { buildService, Service } from '../../../../src/main';
+import { MESSAGE_TYPE, SCEP_OID } from '../../../../src/protocols/scep/scep-message';
+import { openssl, opensslStatus } from '../../cms/cms-fixture';
+import { makeTestCa, TestCa } from '../../../fixtures/test-ca';
+
+/**
+ * SCEP PKCSReq end to end, in process: the request is built the way a client builds it (CSR with the
+ * challengePassword and self-signed certificate by openssl, EnvelopedData by `openssl cms -encrypt` to the
+ * RA certificate from GetCACert, the pkiMessage signed with the device key), and openssl judges the reply.
+ */
+let t: TestCa;
+let svc: Service;
+let base: string;
+let n = 0;
+
+beforeAll(async () => {
+  t = await makeTestCa({ 'scep.enabled': true, 'enrollment.secretHashCost': 10 });
+  svc = await buildService(t.cfg, { log: pino({ level: 'silent' }) });
+  await new Promise<void>((r) => svc.http.listen(0, '127.0.0.1', () => r()));
+  base = `http://127.0.0.1:${(svc.http.address() as AddressInfo).port}`;
+}, 60_000);
+afterAll(async () => {
+  await new Promise<void>((r) => svc.http.close(() => r()));
+  await svc.close();
+  t.cleanup();
+});
+
+const file = (name: string, data: Buffer | string): string => {
+  const f = path.join(t.dir, name);
+  fs.writeFileSync(f, data);
+  return f;
+};
+
+async function get(query: string, pathName = '/scep'): Promise<{ status: number; type: string | null; body: Buffer }> {
+  const r = await fetch(`${base}${pathName}?${query}`);
+  return { status: r.status, type: r.headers.get('content-type'), body: Buffer.from(await r.arrayBuffer()) };
+}
+
+async function post(body: Buffer): Promise<{ status: number; type: string | null; body: Buffer }> {
+  const r = await fetch(`${base}/scep?operation=PKIOperation`, { method: 'POST', body });
+  return { status: r.status, type: r.headers.get('content-type'), body: Buffer.from(await r.arrayBuffer()) };
+}
+
+/** raCertFile: the first certificate GetCACert returns, as openssl prints them (the RA certificate). */
+async function raCertFile(): Promise<string> {
+  const r = await get('operation=GetCACert');
+  const pems = openssl(['pkcs7', '-inform', 'DER', '-print_certs'], r.body).toString().match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!;
+  return file('ra.pem', `${pems[0]}\n`);
+}
+
+/** Client: a device key, its self-signed certificate and a CSR (CN, challengePassword) made by openssl. */
+interface Client {
+  keyFile: string;
+  certFile: string;
+  key: crypto.KeyObject;
+  certDer: Buffer;
+  csrDer: Buffer;
+}
+
+function client(cn: string, challenge: string): Client {
+  const id = ++n;
+  const keyFile = path.join(t.dir, `dev-${id}.key`);
+  openssl(['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', keyFile]);
+  const conf = file(`req-${id}.cnf`, `[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nCN=${cn}\n[attrs]\nchallengePassword=${challenge}\n`);
+  const csrDer = openssl(['req', '-new', '-key', keyFile, '-config', conf, '-outform', 'DER']);
+  const certFile = path.join(t.dir, `self-${id}.pem`);
+  openssl(['req', '-x509', '-new', '-key', keyFile, '-subj', `/CN=${cn}`, '-days', '1', '-out', certFile]);
+  const certDer = Buffer.from(new crypto.X509Certificate(fs.readFileSync(certFile)).raw);
+  return { keyFile, certFile, key: crypto.createPrivateKey(fs.readFileSync(keyFile)), certDer, csrDer };
+}
+
+const transactionId = '12345678901234567890';
+const senderNonce = crypto.randomBytes(16);
+
+/** pkcsReq: the CSR enveloped by openssl to the RA certificate (AES-256-CBC, as certmonger does), signed as a PKCSReq pkiMessage. */
+async function pkcsReq(c: Client, raPem: string): Promise<Buffer> {
+  const envelope = openssl(['cms', '-encrypt', '-binary', '-outform', 'DER', '-aes256', raPem], c.csrDer);
+  return buildSignedData({
+    content: envelope,
+    signer: { certificate: c.certDer, key: softwareSigningKey(c.key, 'rsa-2048', 'memory') },
+    attributes: [
+      { type: SCEP_OID.messageType, values: [printableString(MESSAGE_TYPE.PKCSReq)] },
+      { type: SCEP_OID.transactionID, values: [printableString(transactionId)] },
+      { type: SCEP_OID.senderNonce, values: [octetString(senderNonce)] },
+    ],
+    certificates: [c.certDer],
+  });
+}
+
+/** certRep: the reply verified (our verifier and `openssl cms -verify` against the RA certificate) and its attributes read. */
+function certRep(body: Buffer, raPem: string): { status: string; failInfo?: string; failInfoText?: string; content: Buffer | null; attrs: ReadonlyMap<string, Buffer[]> } {
+  const m = verifySignedData(body);
+  const str = (type: string) => {
+    const v = m.signer.attributes.get(type)?.[0];
+    return v ? v.subarray(2).toString('utf8') : undefined;
+  };
+  // a FAILURE carries no content: openssl verifies it as detached over the empty content
+  const detached = m.content === null ? ['-content', '/dev/null'] : [];
+  const verdict = opensslStatus(['cms', '-verify', '-inform', 'DER', '-binary', '-CAfile', raPem, '-partial_chain', '-purpose', 'any', ...detached, '-out', '/dev/null'], body);
+  expect(verdict.stderr).toContain('Verification successful');
+  return { status: str(SCEP_OID.pkiStatus)!, failInfo: str(SCEP_OID.failInfo), failInfoText: str(SCEP_OID.failInfoText), content: m.content, attrs: m.signer.attributes };
+}
+
+describe('SCEP', () => {
+  it('GetCACaps advertises what is implemented, and no Renewal', async () => {
+    const r = await get('operation=GetCACaps');
+    expect(r.status).toBe(200);
+    expect(r.body.toString().trim().split('\n').sort()).toEqual(['AES', 'POSTPKIOperation', 'SCEPStandard', 'SHA-256', 'SHA-512']);
+  });
+
+  it('GetCACert returns the RA (RSA) then the issuing and root CA certificates', async () => {
+    const r = await get('operation=GetCACert', '/certsrv/mscep/mscep.dll');
+    expect(r.status).toBe(200);
+    expect(r.type).toBe('application/x-x509-ca-ra-cert');
+    const text = openssl(['pkcs7', '-inform', 'DER', '-print_certs', '-noout'], r.body).toString();
+    const subjects = text.split('\n').filter((l) => l.startsWith('subject='));
+    expect(subjects).toHaveLength(3);
+    expect(subjects[0]).toContain('SCEP RA');
+    const ra = await raCertFile();
+    expect(new crypto.X509Certificate(fs.readFileSync(ra)).publicKey.asymmetricKeyType).toBe('rsa');
+  });
+
+  it('PKCSReq (POST): SUCCESS with the certificate enveloped to the requester; openssl verifies it against the chain', async () => {
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-1', actor: 'test' });
+    const c = client('scep-dev-1', secret);
+    const ra = await raCertFile();
+    const r = await post(await pkcsReq(c, ra));
+    expect(r.status).toBe(200);
+    expect(r.type).toBe('application/x-pki-message');
+    const rep = certRep(r.body, ra);
+    expect(rep.status).toBe('0');
+    expect(rep.attrs.get(SCEP_OID.messageType)![0].subarray(2).toString()).toBe('3');
+    expect(rep.attrs.get(SCEP_OID.transactionID)![0].subarray(2).toString()).toBe(transactionId);
+    expect(rep.attrs.get(SCEP_OID.recipientNonce)![0].subarray(2)).toEqual(senderNonce);
+    expect(rep.attrs.get(SCEP_OID.senderNonce)![0].subarray(2)).not.toEqual(senderNonce);
+    const certsOnly = openssl(['cms', '-decrypt', '-inform', 'DER', '-recip', c.certFile, '-inkey', c.keyFile, '-binary'], rep.content!);
+    const leaf = file('scep-dev-1.pem', openssl(['pkcs7', '-inform', 'DER', '-print_certs'], certsOnly));
+    const chain = file('issuing.pem', new crypto.X509Certificate(t.hierarchy.issuing.der).toString());
+    const root = file('root.pem', new crypto.X509Certificate(t.hierarchy.root.der).toString());
+    expect(openssl(['verify', '-CAfile', root, '-untrusted', chain, '-purpose', 'sslclient', leaf]).toString()).toContain(': OK');
+    const x = new crypto.X509Certificate(fs.readFileSync(leaf));
+    expect(x.subject).toContain('CN=scep-dev-1');
+    expect(await svc.store.getDevice('scep-dev-1')).toMatchObject({ state: 'active' });
+    expect(x.publicKey.export({ type: 'spki', format: 'der' })).toEqual(crypto.createPublicKey(c.key).export({ type: 'spki', format: 'der' }));
+  });
+
+  it('PKCSReq (GET, %-encoded message=): a wrong secret is a signed FAILURE badRequest', async () => {
+    await svc.ra.registerDevice({ id: 'scep-dev-2', actor: 'test' });
+    const ra = await raCertFile();
+    const msg = await pkcsReq(client('scep-dev-2', 'not-the-secret'), ra);
+    const r = await get(`operation=PKIOperation&message=${encodeURIComponent(msg.toString('base64'))}`);
+    expect(r.status).toBe(200);
+    const rep = certRep(r.body, ra);
+    expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
+    expect(rep.failInfoText).toBe('authentication failed');
+    expect(rep.content).toBeNull();
+  });
+
+  it('a secret already spent, with another key: FAILURE badRequest', async () => {
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-3', actor: 'test' });
+    const ra = await raCertFile();
+    expect(certRep((await post(await pkcsReq(client('scep-dev-3', secret), ra))).body, ra).status).toBe('0');
+    const again = certRep((await post(await pkcsReq(client('scep-dev-3', secret), ra))).body, ra);
+    expect([again.status, again.failInfo]).toEqual(['2', '2']);
+  });
+
+  it('a tampered signature: FAILURE badMessageCheck, nothing issued', async () => {
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-4', actor: 'test' });
+    const ra = await raCertFile();
+    const msg = await pkcsReq(client('scep-dev-4', secret), ra);
+    msg[msg.length - 10] ^= 0x01; // inside the RSA signature, the last field of the message
+    const rep = certRep((await post(msg)).body, ra);
+    expect([rep.status, rep.failInfo]).toEqual(['2', '1']);
+    expect(await svc.store.getDevice('scep-dev-4')).toMatchObject({ state: 'registered' });
+  });
+
+  it.each([
+    ['garbage', Buffer.from('this is no pkiMessage')],
+    ['truncated DER', Buffer.from([0x30, 0x82, 0x10, 0x00, 0x06])],
+    ['empty', Buffer.alloc(0)],
+  ])('%s body: HTTP 400', async (_name, body) => {
+    expect((await post(body)).status).toBe(400);
+  });
+
+  it('an unknown operation, or an unknown path: HTTP 400 / 404', async () => {
+    expect((await get('operation=Nope')).status).toBe(400);
+    expect((await get('operation=GetCACaps', '/scep/nosuch')).status).toBe(404);
+  });
+});
+
+describe('SCEP disabled (the default)', () => {
+  it('makes no RA key or certificate, and /scep is not served', async () => {
+    const off = await makeTestCa({}, 'device-ca-scep-off-');
+    const s = await buildService(off.cfg, { log: pino({ level: 'silent' }) });
+    try {
+      await new Promise<void>((r) => s.http.listen(0, '127.0.0.1', () => r()));
+      const r = await fetch(`http://127.0.0.1:${(s.http.address() as AddressInfo).port}/scep?operation=GetCACert`);
+      expect(r.status).toBe(404);
+      expect(await s.store.getCaState(SCEP_RA_RECORD)).toBeNull();
+      expect(fs.readdirSync(path.join(off.dir, 'keys')).filter((f) => f.includes('scep-ra'))).toEqual([]);
+    } finally {
+      await new Promise<void>((r) => s.http.close(() => r()));
+      await s.close();
+      off.cleanup();
+    }
+  }, 60_000);
+});
