@@ -88,8 +88,10 @@ export function scepPathProblems(paths: Record<string, { profile: string }>, pro
     const at = ['scep', 'paths', name, 'profile'];
     const profile = profiles.get(p.profile);
     if (!profile) problems.push({ path: at, message: `no profile "${p.profile}" under profiles` });
-    else if (profile.proofOfPossession) problems.push({ path: at, message: `profile "${p.profile}" requires proofOfPossession, which SCEP cannot give (challengePassword carries the enrollment secret)` });
-    else if (!profile.auth.includes('basic')) problems.push({ path: at, message: `profile "${p.profile}" does not accept the one-time secret (auth: basic), the only credential of a SCEP enrollment` });
+    else if (profile.proofOfPossession)
+      problems.push({ path: at, message: `profile "${p.profile}" requires proofOfPossession, which SCEP cannot give (challengePassword carries the enrollment secret)` });
+    else if (!profile.auth.includes('basic'))
+      problems.push({ path: at, message: `profile "${p.profile}" does not accept the one-time secret (auth: basic), the only credential of a SCEP enrollment` });
   }
   return problems;
 }

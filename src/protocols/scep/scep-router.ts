@@ -96,7 +96,8 @@ export function scepRouter(opts: ScepRouterOptions): Router {
       if (header.messageType !== MESSAGE_TYPE.PKCSReq) throw new DeviceCaError('not-implemented', `SCEP messageType ${header.messageType.slice(0, 8)} is not supported`);
       if (msg.contentType !== CMS_OID.data || !msg.content) throw new DeviceCaError('bad-request', 'the pkiMessage carries no pkcsPKIEnvelope');
       // the reply is encrypted to the signer's certificate (RFC 8894 §3.3.2): RSA key transport only
-      if (new crypto.X509Certificate(msg.signer.certificate).publicKey.asymmetricKeyType !== 'rsa') throw new DeviceCaError('bad-algorithm', 'the signer certificate has no RSA key to encrypt the reply to');
+      if (new crypto.X509Certificate(msg.signer.certificate).publicKey.asymmetricKeyType !== 'rsa')
+        throw new DeviceCaError('bad-algorithm', 'the signer certificate has no RSA key to encrypt the reply to');
       const envelope = await openEnvelopedData(msg.content, { certificate: scepRa.certificate, key: scepRa.transport });
       const csr = parseCsr(envelope.content);
       const deviceId = csr.subject.find((a) => a.type === 'CN')?.value;

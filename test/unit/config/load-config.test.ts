@@ -211,7 +211,11 @@ describe('the file', () => {
     ['a profile named like a built-in CA profile', 'profiles.tls-server', 'profiles:\n  tls-server: {}\n'],
     ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
     ['a SCEP path serving a profile with proofOfPossession', 'scep.paths.default.profile', 'profiles:\n  default: { proofOfPossession: true }\nscep:\n  enabled: true\n'],
-    ['a SCEP path serving a profile without the one-time secret', 'scep.paths.mdm.profile', 'profiles:\n  default: {}\n  boot: { auth: [bootstrap-cert] }\nscep:\n  enabled: true\n  paths:\n    mdm: { profile: boot }\n'],
+    [
+      'a SCEP path serving a profile without the one-time secret',
+      'scep.paths.mdm.profile',
+      'profiles:\n  default: {}\n  boot: { auth: [bootstrap-cert] }\nscep:\n  enabled: true\n  paths:\n    mdm: { profile: boot }\n',
+    ],
     ['a SCEP path naming a profile that does not exist', 'scep.paths.mdm.profile', 'scep:\n  enabled: true\n  paths:\n    mdm: { profile: nosuch }\n'],
     ['an unknown SCEP path key', 'scep.paths.mdm.label', 'scep:\n  paths:\n    mdm: { profile: default, label: x }\n'],
   ])('%s is refused; the message is "<file>: %s: ..."', (_name, key, text) => {

@@ -53,7 +53,9 @@ async function post(body: Buffer): Promise<{ status: number; type: string | null
 /** raCertFile: the first certificate GetCACert returns, as openssl prints them (the RA certificate). */
 async function raCertFile(): Promise<string> {
   const r = await get('operation=GetCACert');
-  const pems = openssl(['pkcs7', '-inform', 'DER', '-print_certs'], r.body).toString().match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!;
+  const pems = openssl(['pkcs7', '-inform', 'DER', '-print_certs'], r.body)
+    .toString()
+    .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!;
   return file('ra.pem', `${pems[0]}\n`);
 }
 
