@@ -15,8 +15,19 @@ import { RootCrlInfo } from './root-crl';
  * rootCrl, when given, is written as <root hash>.r0 (caCerts[last] is the root): with it, relying parties
  * that check every CRL in the chain (FreeRADIUS check_all_crl) accept devices. Returns the CRL numbers
  * written: the issuing CA's shards, and the root CRL under key -1.
+ *
+ * o.rootOnly leaves the issuing CA certificate out (and removes one an earlier export wrote), so the root
+ * is the only trust anchor. FreeRADIUS 3.2 sets X509_V_FLAG_PARTIAL_CHAIN: with the issuing CA in ca_path
+ * the chain stops there, the root CRL's signer is outside it, and check_all_crl rejects every device
+ * ("unable to get certificate CRL" at depth 1). Devices then send their chain (leaf and issuing CA).
  */
-export async function exportHashedDir(dir: string, caCerts: Buffer[], publisher: CrlPublisher, rootCrl?: Pick<RootCrlInfo, 'der' | 'number'> | null): Promise<Map<number, bigint>> {
+export async function exportHashedDir(
+  dir: string,
+  caCerts: Buffer[],
+  publisher: CrlPublisher,
+  rootCrl?: Pick<RootCrlInfo, 'der' | 'number'> | null,
+  o: { rootOnly?: boolean } = {},
+): Promise<Map<number, bigint>> {
   fs.mkdirSync(dir, { recursive: true });
   const write = (name: string, text: string) => {
     const f = path.join(dir, name);
@@ -24,14 +35,19 @@ export async function exportHashedDir(dir: string, caCerts: Buffer[], publisher:
     fs.renameSync(f + '.tmp', f);
   };
   const byHash = new Map<string, number>();
-  for (const der of caCerts) {
+  const issuerHash = opensslNameHash(certificateParts(caCerts[0]).subject);
+  const anchors = o.rootOnly ? caCerts.slice(-1) : caCerts;
+  if (o.rootOnly) {
+    const rootHash = opensslNameHash(certificateParts(caCerts[caCerts.length - 1]).subject);
+    for (const f of fs.readdirSync(dir)) if (issuerHash !== rootHash && new RegExp(`^${issuerHash}\\.\\d+$`).test(f)) fs.unlinkSync(path.join(dir, f));
+  }
+  for (const der of anchors) {
     const h = opensslNameHash(certificateParts(der).subject);
     const n = byHash.get(h) ?? 0;
     byHash.set(h, n + 1);
     write(`${h}.${n}`, toPem(der, 'CERTIFICATE'));
   }
   const numbers = new Map<number, bigint>();
-  const issuerHash = opensslNameHash(certificateParts(caCerts[0]).subject);
   for (let s = 0; s < publisher.shards; s++) {
     const crl = await publisher.current(s);
     write(`${issuerHash}.r${s}`, crlToPem(crl.der));

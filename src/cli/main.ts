@@ -337,17 +337,18 @@ program
   .requiredOption('--dir <dir>', 'target directory')
   .option('--reload-cmd <cmd>', 'shell command run after the files changed (e.g. "systemctl restart freeradius": FreeRADIUS does not re-read CRLs on HUP)')
   .option('--watch', 'keep the directory current: re-export whenever a CRL is re-issued')
-  .action(async (o: { dir: string; reloadCmd?: string; watch?: boolean }) => {
+  .option('--root-only', 'trust only the root: leave the issuing CA certificate out (FreeRADIUS check_all_crl; devices send their chain)')
+  .action(async (o: { dir: string; reloadCmd?: string; watch?: boolean; rootOnly?: boolean }) => {
     const cfg = config();
     const h = await openRegistrationAuthority(cfg);
     let last = '';
     const once = async () => {
-      const numbers = await exportHashedDir(o.dir, h.caCerts, h.crl, await h.rootCrl());
+      const numbers = await exportHashedDir(o.dir, h.caCerts, h.crl, await h.rootCrl(), { rootOnly: o.rootOnly });
       const sig = [...numbers.values()].join(',');
       if (sig === last) return;
       last = sig;
       if (json()) console.log(JSON.stringify({ dir: o.dir, crls: Object.fromEntries([...numbers].map(([s, n]) => [s < 0 ? 'root' : s, n.toString()])) }));
-      else console.log(`exported ${numbers.size} CRLs and ${h.caCerts.length} CA certificates to ${o.dir}`);
+      else console.log(`exported ${numbers.size} CRLs and ${o.rootOnly ? 1 : h.caCerts.length} CA certificates to ${o.dir}`);
       if (o.reloadCmd) {
         const code = await runReload(o.reloadCmd);
         if (code !== 0) console.error(`device-ca: reload command exited ${code}`);

@@ -38,6 +38,7 @@ let serverChain: string;
 let serverKey: string;
 let crlRaddb: Raddb;
 let ocspRaddb: Raddb;
+let allCrlRaddb: Raddb;
 
 // ------------------------------------------------------------------------------------------- helpers
 
@@ -288,7 +289,7 @@ function replaceOnce(text: string, re: RegExp, to: string): string {
  * the copy; no user/group (runs as whoever runs the test); no reject_delay (the default 1 s would hide
  * the service's latency); no proxy socket; auth results logged. Then one site, one client, one module.
  */
-async function writeRaddb(name: string, o: { ocsp: boolean; caPath: string }): Promise<Raddb> {
+async function writeRaddb(name: string, o: { ocsp: boolean; caPath: string; checkAllCrl?: boolean }): Promise<Raddb> {
   const dir = path.join(tmp.path, `raddb-${name}`);
   const skip = /^(certs|sites-enabled\/|mods-enabled\/)/;
   fs.cpSync(RADDB_SOURCE, dir, { recursive: true, verbatimSymlinks: true, filter: (src) => !skip.test(path.relative(RADDB_SOURCE, src)) });
@@ -315,6 +316,7 @@ async function writeRaddb(name: string, o: { ocsp: boolean; caPath: string }): P
       SERVER_KEY: serverKey,
       SERVER_CHAIN: serverChain,
       CA_PATH: o.caPath,
+      CHECK_ALL_CRL: o.checkAllCrl ? 'yes' : 'no',
       OCSP_ENABLE: o.ocsp ? 'yes' : 'no',
       OCSP_URL: `http://127.0.0.1:${ocspTapPort}/ocsp`,
     }),
@@ -491,9 +493,12 @@ beforeAll(async () => {
   // exported once, before any revocation and never again: on the OCSP path the CRL FreeRADIUS holds is
   // stale on purpose, so every rejection there is the OCSP responder's
   await exportCrl(ocspCaPath);
+  const allCrlCaPath = path.join(tmp.path, 'capath-all-crl');
+  await exportCrl(allCrlCaPath);
   await startOcspTap();
   crlRaddb = await writeRaddb('crl', { ocsp: false, caPath: crlCaPath });
   ocspRaddb = await writeRaddb('ocsp', { ocsp: true, caPath: ocspCaPath });
+  allCrlRaddb = await writeRaddb('all-crl', { ocsp: false, caPath: allCrlCaPath, checkAllCrl: true });
 }, 60_000);
 
 afterAll(async () => {
@@ -620,6 +625,68 @@ describe('OCSP path: FreeRADIUS asks device-ca with a nonce on every handshake; 
 
       expect(await cli('devices', 'resume', dev.id)).toMatch(/^dev-6 active/);
       expectAccepted(await nextAttempt(r, dev, performance.now()), dev.id);
+    });
+  });
+});
+
+// ---------------------------------------------------------------- check_all_crl: the issuing CA revoked
+
+/**
+ * check_all_crl = yes asks OpenSSL for a CRL of every CA in the chain (X509_V_FLAG_CRL_CHECK_ALL): the
+ * root CRL that `crl export` writes beside the issuing CA's shards is what lets a device in, and
+ * `ca revoke-issuing` then shuts out every device at once (issue 15). FreeRADIUS 3.2 also sets
+ * X509_V_FLAG_PARTIAL_CHAIN, so the chain stops at the first CA in ca_path: the directory must hold the
+ * root alone (`crl export --root-only`) and devices send their chain. Runs last: the issuing CA stays
+ * revoked for the rest of the service's life.
+ */
+describe('check_all_crl = yes: crl export --dir --root-only with the root CRL; ca revoke-issuing rejects every device', () => {
+  /** rootCrlFile: the root CRL in an exported directory, <hash of the root's subject>.r0 */
+  async function rootCrlFile(dir: string): Promise<string> {
+    const hash = (await openssl('x509', '-in', path.join(svc.dataDir, 'ca', 'device-ca-root.pem'), '-noout', '-subject_hash')).stdout.trim();
+    const f = path.join(dir, `${hash}.r0`);
+    expect((await openssl('crl', '-in', f, '-noout', '-issuer')).stdout).toMatch(/Root CA/);
+    return f;
+  }
+
+  async function exportRootOnly(dir: string): Promise<void> {
+    expect(await cli('crl', 'export', '--dir', dir, '--root-only')).toMatch(/^exported \d+ CRLs and 1 CA certificates to /);
+  }
+
+  /** sendingChain: the device with a client_cert file holding its certificate and the issuing CA's */
+  function sendingChain(d: Device): Device {
+    const issuing = fs.readFileSync(path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem'), 'utf8');
+    return { ...d, cert: tmp.write(`certs/${d.id}-chain-${next()}.pem`, fs.readFileSync(d.cert, 'utf8') + issuing) };
+  }
+
+  test('devices sending their chain are accepted; without the root CRL, or with the issuing CA as an anchor, rejected at depth 1; after revoke-issuing every device is rejected', async () => {
+    const devs = [sendingChain(await newDevice('dev-7')), sendingChain(await newDevice('dev-8'))];
+    // beforeAll exported the full directory here: --root-only also takes the issuing CA certificate out
+    await exportRootOnly(allCrlRaddb.caPath);
+    expect(fs.readdirSync(allCrlRaddb.caPath).filter((f) => /^[0-9a-f]{8}\.\d+$/.test(f))).toHaveLength(1);
+    await withRadius(allCrlRaddb, async (r) => {
+      for (const d of devs) expectAccepted(await attempt(r, d), d.id);
+    });
+
+    // the same directory without the root CRL: what every device got before the root published one
+    const noRoot = path.join(tmp.path, 'capath-no-root-crl');
+    fs.cpSync(allCrlRaddb.caPath, noRoot, { recursive: true });
+    fs.rmSync(path.join(noRoot, path.basename(await rootCrlFile(noRoot))));
+    await withRadius(await writeRaddb('no-root-crl', { ocsp: false, caPath: noRoot, checkAllCrl: true }), async (r) => {
+      expectRejected(await attempt(r, devs[0]), devs[0].id, /unable to get certificate CRL/);
+    });
+    // the full directory (issuing CA as an anchor): FreeRADIUS's partial chain ends at the issuing CA
+    const full = path.join(tmp.path, 'capath-full');
+    await exportCrl(full);
+    await withRadius(await writeRaddb('full', { ocsp: false, caPath: full, checkAllCrl: true }), async (r) => {
+      expectRejected(await attempt(r, devs[0]), devs[0].id, /unable to get certificate CRL/);
+    });
+
+    expect((await svc.cli(['ca', 'revoke-issuing', 'device-ca-issuing', '--reason', 'keyCompromise'])).code).toBe(0);
+    await exportRootOnly(allCrlRaddb.caPath);
+    const rootCrl = await openssl('crl', '-in', await rootCrlFile(allCrlRaddb.caPath), '-noout', '-text');
+    expect(rootCrl.stdout).toMatch(/CRL Reason Code:\s*Key Compromise/);
+    await withRadius(allCrlRaddb, async (r) => {
+      for (const d of devs) expectRejected(await attempt(r, d), d.id, CRL_REVOKED);
     });
   });
 });
