@@ -246,13 +246,15 @@ export class DeviceLifecycle {
   }
 
   /**
-   * revokeAks ends a device's TPM attestation key bindings (stores without attestation state have none).
+   * revokeAks ends a device's TPM attestation key bindings (stores without attestation state have none;
+   * a device without AKs is left alone).
    * After a transfer or release the new owner's device must register an AK afresh (blockEks false: the
    * same TPM may); after retirement the EKs are blocked for good. Runs after the device change commits:
    * if it fails, the lifecycle change stands and the operator retries it.
    */
   private async revokeAks(id: string, blockEks: boolean, actor: string): Promise<void> {
-    if (!isAttestationStore(this.store)) return;
+    // a device that never registered an AK (most, without TPM attestation) gets no audit record for it
+    if (!isAttestationStore(this.store) || (await this.store.aksOfDevice(id)).length === 0) return;
     await this.store.revokeAks(id, blockEks, this.now(), AuditLog.input('tpm.ak.revoked', actor, id, { blockEks }));
   }
 
