@@ -35,9 +35,12 @@ import { loadBootstrapPolicy } from './ra/bootstrap-policy-loader';
 import { DeviceLifecycle } from './ra/device-lifecycle';
 import { operatorFingerprints } from './ra/operator-fingerprints';
 import { RegistrationAuthority } from './ra/registration-authority';
+import { TpmAttestation } from './ra/tpm-attestation';
+import { loadTpmRoots } from './ra/tpm-roots-loader';
+import { DeviceCaError } from './errors/device-ca-error';
 import { createStore } from './store/create-store';
 import { StoreHealth } from './store/store-health';
-import { Store } from './store/store';
+import { isAttestationStore, Store } from './store/store';
 
 // moved out of main.ts (which only wires); re-exported for the CLI, tests and benches that import them here
 export { ensureCa } from './ca/ca-hierarchy';
@@ -83,6 +86,19 @@ export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): 
   });
 }
 
+/**
+ * buildTpmAttestation: the RA's TPM decisions, when the store keeps attestation state. A profile with
+ * attestation on and a store without it (Redis, for now) is a config error at start, not a 501 later.
+ */
+export function buildTpmAttestation(cfg: Config, store: Store): TpmAttestation | undefined {
+  if (!isAttestationStore(store)) {
+    const on = [...resolveProfiles(cfg).profiles].find(([, p]) => p.attestation !== 'off');
+    if (on) throw new DeviceCaError('config', `profiles.${on[0]}.attestation: the ${cfg.store.type} store keeps no TPM attestation state; use sqlite or set attestation: off`);
+    return undefined;
+  }
+  return new TpmAttestation(store, { ekRoots: loadTpmRoots(cfg), nonceTtlSeconds: cfg.attestation.nonceTtl, challengeTtlSeconds: cfg.attestation.challengeTtl });
+}
+
 export interface Service {
   https: https.Server;
   http: http.Server;
@@ -114,7 +130,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
   const bootstrap = loadBootstrapPolicy(cfg);
-  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, metrics: registry });
+  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry });
   const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
   const logError = (what: string) => (e: unknown) => opts.log.error({ err: { message: (e as Error).message } }, what);
   // the store's high-water mark in the data directory moves after each CRL publication (ca-identity.ts)

@@ -121,6 +121,11 @@ export const profileSchema = z.strictObject({
   allowCsrSans: z.boolean().default(false),
   keyAlgorithms: z.array(keyAlgorithm).min(1).default(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072']),
   serverKeyGen: z.boolean().default(true),
+  /**
+   * TPM key attestation (issue 9): off = evidence in a CSR is ignored; optional = checked when the CSR
+   * carries it; required = a CSR without valid TPM2_Certify evidence of its key is refused (403)
+   */
+  attestation: z.enum(['off', 'optional', 'required']).default('off'),
 });
 export type ProfileConfig = z.infer<typeof profileSchema>;
 
@@ -298,6 +303,16 @@ export const configSchema = z
         deviceIdPattern: z.string().optional(),
         /** register an unknown device on first bootstrap enrollment under this owner (unset: device must exist) */
         autoRegisterOwner: z.string().optional(),
+      })
+      .prefault({}),
+    attestation: z
+      .strictObject({
+        /** PEM files, or directories of .pem/.crt files, of the TPM manufacturer CAs EK certificates must chain to; a directory that does not exist is skipped */
+        ekRoots: z.array(z.string()).default(['certs/tpm-roots']),
+        /** lifetime of a nonce from <label>/tpm/nonce, measured on the CA's clock (device clocks are not trusted) */
+        nonceTtl: duration.prefault('5m'),
+        /** how long a device has to answer the MakeCredential challenge of <label>/tpm/ak */
+        challengeTtl: duration.prefault('5m'),
       })
       .prefault({}),
     /** profile name -> enrollment policy */

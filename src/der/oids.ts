@@ -33,6 +33,10 @@ export const OID = {
   // PKCS#9 / CMS
   challengePassword: '1.2.840.113549.1.9.7',
   extensionRequest: '1.2.840.113549.1.9.14',
+  /** id-aa-evidence (draft-ietf-lamps-csr-attestation): TPM or other attestation evidence in a CSR */
+  evidence: '1.2.840.113549.1.9.16.2.59',
+  /** tcg-attest-tpm-certify (TCG): SEQUENCE { tpmsAttest, signature, keyBlob } OCTET STRINGs */
+  tcgAttestTpmCertify: '2.23.133.20.1',
   signedData: '1.2.840.113549.1.7.2',
   data: '1.2.840.113549.1.7.1',
   // CRL (RFC 5280 §5.2, §5.3)

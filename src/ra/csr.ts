@@ -19,7 +19,22 @@ export interface ParsedCsr {
   sans: SanEntry[];
   /** otherSans counts SAN types device-ca does not copy (email, otherName, ...) */
   otherSans: number;
+  /** evidence: the statements of the id-aa-evidence attribute (draft-ietf-lamps-csr-attestation), not yet checked */
+  evidence: EvidenceStatement[];
 }
+
+/**
+ * EvidenceStatement is one statement of the CSR evidence attribute: its type OID, the statement's DER
+ * as sent (its meaning depends on the type; ra/ decodes the ones it checks) and the optional hint.
+ */
+export interface EvidenceStatement {
+  type: string;
+  stmt: Buffer;
+  hint: string | null;
+}
+
+/** MAX_EVIDENCE_STATEMENTS bounds the statements read from one CSR (a TPM sends one certify, maybe one quote). */
+const MAX_EVIDENCE_STATEMENTS = 8;
 
 const SIG_HASH: Record<string, string> = {
   [OID.ecdsaWithSHA256]: 'sha256',
@@ -52,7 +67,7 @@ export function parseCsr(der: Buffer): ParsedCsr {
   if (f[0].value.length !== 1 || f[0].value[0] !== 0) bad('CSR version must be 0 (v1)');
   const subject = parseName(expectTag(f[1], 0x30, 'subject'));
   const spki = expectTag(f[2], 0x30, 'subjectPKInfo').full;
-  const attrs = f[3] ? parseAttributes(f[3]) : { challengePassword: null, sans: [], otherSans: 0 };
+  const attrs = f[3] ? parseAttributes(f[3]) : { challengePassword: null, sans: [], otherSans: 0, evidence: [] };
 
   const algParts = children(expectTag(sigAlg, 0x30, 'signatureAlgorithm'), 2);
   if (algParts.length === 0) bad('signatureAlgorithm is empty');
@@ -125,8 +140,9 @@ function parseName(name: Tlv): { type: string; value: string }[] {
   return out;
 }
 
-function parseAttributes(a: Tlv): Pick<ParsedCsr, 'challengePassword' | 'sans' | 'otherSans'> {
+function parseAttributes(a: Tlv): Pick<ParsedCsr, 'challengePassword' | 'sans' | 'otherSans' | 'evidence'> {
   expectTag(a, 0xa0, 'attributes');
+  const evidence: EvidenceStatement[] = [];
   let challengePassword: string | null = null;
   let sans: SanEntry[] = [];
   let otherSans = 0;
@@ -140,6 +156,9 @@ function parseAttributes(a: Tlv): Pick<ParsedCsr, 'challengePassword' | 'sans' |
       // PKCS#9 allows PrintableString and UTF8String; clients send either
       if (vs.length !== 1) bad('challengePassword must have one value');
       challengePassword = decodeString(vs[0]);
+    } else if (oid === OID.evidence) {
+      for (const v of vs) evidence.push(...evidenceStatements(v));
+      if (evidence.length > MAX_EVIDENCE_STATEMENTS) bad(`more than ${MAX_EVIDENCE_STATEMENTS} evidence statements`);
     } else if (oid === OID.extensionRequest) {
       for (const ext of children(expectTag(vs[0], 0x30, 'extensions'), 64)) {
         const parts = children(expectTag(ext, 0x30, 'Extension'), 3);
@@ -152,7 +171,41 @@ function parseAttributes(a: Tlv): Pick<ParsedCsr, 'challengePassword' | 'sans' |
       }
     }
   }
-  return { challengePassword, sans, otherSans };
+  return { challengePassword, sans, otherSans, evidence };
+}
+
+/**
+ * evidenceStatements reads one value of the evidence attribute in any of the shapes the revisions of
+ * draft-ietf-lamps-csr-attestation have used, told apart by where the first statement's type OID sits:
+ * - EvidenceStatement ::= SEQUENCE { type OID, stmt ANY, hint UTF8String OPTIONAL } (older single form);
+ * - EvidenceStatements ::= SEQUENCE OF EvidenceStatement (newest revisions, certificates elsewhere);
+ * - EvidenceBundle ::= SEQUENCE { evidences SEQUENCE OF EvidenceStatement, certs SEQUENCE OF ... OPTIONAL };
+ * - EvidenceBundles ::= SEQUENCE OF EvidenceBundle (revisions 03-1x).
+ * The certs field is skipped: a TPM's AK is trusted through its registration, not through certificates.
+ */
+function evidenceStatements(v: Tlv): EvidenceStatement[] {
+  const max = MAX_EVIDENCE_STATEMENTS + 1;
+  const first = (t: Tlv): Tlv | undefined => (t.tag === 0x30 ? children(t, max)[0] : undefined);
+  const l1 = first(v);
+  const l2 = l1 && first(l1);
+  const l3 = l2 && first(l2);
+  if (l1?.tag === 0x06) return [evidenceStatement(v)];
+  if (l2?.tag === 0x06) return children(v, max).map(evidenceStatement);
+  if (l3?.tag === 0x06) return evidenceBundle(v);
+  if (l3 && first(l3)?.tag === 0x06) return children(v, max).flatMap(evidenceBundle);
+  return bad('evidence attribute is not an EvidenceStatement, EvidenceBundle or a sequence of them');
+}
+
+function evidenceBundle(b: Tlv): EvidenceStatement[] {
+  const [evidences] = children(expectTag(b, 0x30, 'EvidenceBundle'), 2);
+  return children(expectTag(evidences, 0x30, 'evidences'), MAX_EVIDENCE_STATEMENTS + 1).map(evidenceStatement);
+}
+
+function evidenceStatement(s: Tlv): EvidenceStatement {
+  const parts = children(expectTag(s, 0x30, 'EvidenceStatement'), 3);
+  if (parts.length < 2) bad('EvidenceStatement needs a type and a statement');
+  const hint = parts[2] ? decodeString(expectTag(parts[2], 0x0c, 'hint')) : null;
+  return { type: decodeOid(parts[0]), stmt: parts[1].full, hint };
 }
 
 function parseSans(gns: Tlv): { sans: SanEntry[]; other: number } {

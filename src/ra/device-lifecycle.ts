@@ -2,7 +2,7 @@ import { AuditLog } from '../audit/audit-log';
 import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { everyItem } from '../store/paging';
-import { CertificateChange, CertificateRecord, DeviceRecord, DeviceState, MAX_PAGE_LIMIT, Page, PageRequest, REVOCATION_REASONS, RevocationReason, Store } from '../store/store';
+import { isAttestationStore, CertificateChange, CertificateRecord, DeviceRecord, DeviceState, MAX_PAGE_LIMIT, Page, PageRequest, REVOCATION_REASONS, RevocationReason, Store } from '../store/store';
 import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
 import { DEVICE_ID } from './registration-authority';
 
@@ -148,6 +148,7 @@ export class DeviceLifecycle {
       cancelRequests: true,
       audit: AuditLog.input('device.transferred', actor, id, { from: before.owner, to: newOwner }),
     });
+    await this.revokeAks(id, false, actor);
     return { ...r, secret, expiresAt };
   }
 
@@ -162,7 +163,7 @@ export class DeviceLifecycle {
     const before = await this.owned(id, scope);
     checkOwnerName(newOwner);
     if (before.owner === newOwner) throw new DeviceCaError('conflict', `device ${id} already belongs to ${newOwner}`);
-    return this.apply({
+    const r = await this.apply({
       deviceId: id,
       expect: { owner: before.owner },
       fromStates: ['registered', 'active', 'suspended'],
@@ -173,6 +174,8 @@ export class DeviceLifecycle {
       cancelRequests: true,
       audit: AuditLog.input('device.released', actor, id, { from: before.owner, to: newOwner }),
     });
+    await this.revokeAks(id, false, actor);
+    return r;
   }
 
   /**
@@ -221,10 +224,13 @@ export class DeviceLifecycle {
     return { ...r, secret, expiresAt };
   }
 
-  /** retire ends a device: everything revoked, credentials deleted; the id stays as a tombstone. */
+  /**
+   * retire ends a device: everything revoked, credentials deleted; the id stays as a tombstone. Its TPM
+   * attestation keys are revoked and its EKs blocked, so the same TPM can never register again (issue 9).
+   */
   async retire(id: string, scope: Scope, actor: string): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
     const d = await this.owned(id, scope);
-    return this.apply({
+    const r = await this.apply({
       deviceId: id,
       expect: { owner: d.owner },
       fromStates: ['registered', 'active', 'suspended', 'transferring'],
@@ -235,6 +241,21 @@ export class DeviceLifecycle {
       cancelRequests: true,
       audit: AuditLog.input('device.retired', actor, id, {}),
     });
+    await this.revokeAks(id, true, actor);
+    return r;
+  }
+
+  /**
+   * revokeAks ends a device's TPM attestation key bindings (stores without attestation state have none;
+   * a device without AKs is left alone).
+   * After a transfer or release the new owner's device must register an AK afresh (blockEks false: the
+   * same TPM may); after retirement the EKs are blocked for good. Runs after the device change commits:
+   * if it fails, the lifecycle change stands and the operator retries it.
+   */
+  private async revokeAks(id: string, blockEks: boolean, actor: string): Promise<void> {
+    // a device that never registered an AK (most, without TPM attestation) gets no audit record for it
+    if (!isAttestationStore(this.store) || (await this.store.aksOfDevice(id)).length === 0) return;
+    await this.store.revokeAks(id, blockEks, this.now(), AuditLog.input('tpm.ak.revoked', actor, id, { blockEks }));
   }
 
   private async newSecret(ttlSeconds?: number): Promise<{ secret: string; expiresAt: Date; hash: string }> {

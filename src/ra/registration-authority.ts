@@ -7,6 +7,10 @@ import { SanEntry } from '../ca/certificate-encoder';
 import { NameAttribute, nameToString } from '../ca/name';
 import { resolveProfiles } from '../config/enrollment-profiles';
 import { Config, ProfileConfig } from '../config/schema';
+import { AkRegistrationRequest } from '../attestation/tpm/ak-registration';
+import { decodeTpmCertifyStatement } from '../attestation/tpm/certify-statement-der';
+import { Credential } from '../attestation/tpm/make-credential';
+import { OID } from '../der/oids';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm } from '../keys/key-backend';
 import { generateKeyPair } from '../keys/software-key-backend';
@@ -18,9 +22,10 @@ import { SecretAuthenticator } from './authenticators/secret-authenticator';
 import { BootstrapPolicy } from './bootstrap-identity';
 import { csrAttributes } from './csr-attributes';
 import { ParsedCsr, parseCsr } from './csr';
-import { EnrollOutcome, EnrollRequest } from './enrollment-request';
+import { EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
 import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
 import { DEVICE_ID, Principal, principalName } from './principal';
+import { TpmAttestation } from './tpm-attestation';
 
 export type { ChannelBinding, EnrollOperation, EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
 export { DEVICE_ID };
@@ -32,6 +37,8 @@ export interface RegistrationAuthorityDeps {
   store: Store;
   ca: CertificateAuthority;
   bootstrap: BootstrapPolicy;
+  /** attestation: TPM decisions; absent when the store keeps no attestation state (profiles with attestation then refuse) */
+  attestation?: TpmAttestation;
   metrics?: Registry;
   now?: () => Date;
 }
@@ -67,9 +74,11 @@ export class RegistrationAuthority {
   private readonly clientCerts: ClientCertificateAuthenticator;
   private readonly authenticators: ReadonlyMap<AuthMethod, Authenticator>;
   private readonly enrollments: Counter<'profile' | 'operation' | 'result'>;
+  private readonly tpm?: TpmAttestation;
 
   constructor(deps: RegistrationAuthorityDeps) {
     this.cfg = deps.config;
+    this.tpm = deps.attestation;
     this.store = deps.store;
     this.ca = deps.ca;
     this.audit = new AuditLog(deps.store);
@@ -171,19 +180,14 @@ export class RegistrationAuthority {
     const principal = await this.authenticate(req, profile);
 
     // authorize
-    const device = await this.store.getDevice(principal.deviceId);
-    if (!device) throw new DeviceCaError('unauthenticated', 'authentication failed');
-    if (device.state === 'retired') throw new DeviceCaError('forbidden', 'device is retired');
-    if (device.state === 'suspended') throw new DeviceCaError('forbidden', 'device is suspended');
-    // released to a new owner who has not claimed it: nothing may be issued under either owner meanwhile
-    if (device.state === 'transferring') throw new DeviceCaError('forbidden', 'device is being transferred');
-    if (device.label !== null && device.label !== req.profile) throw new DeviceCaError('forbidden', `device is registered for profile "${device.label}"`);
+    const device = await this.deviceOf(principal, req.profile);
     const csr = parseCsr(req.csr);
     if (profile.proofOfPossession) checkChannelBinding(csr.challengePassword, req.proofs.channelBinding);
     if (req.operation !== 'server-keygen') this.checkKey(profile, csr.keyAlgorithm);
     const sans = this.checkIdentity(profile, device, csr, principal);
 
     if (principal.kind === 'secret-repeat') return this.repeat(req, device, csr, principal);
+    await this.checkAttestation(profile, req.operation, device, csr);
 
     // approve
     let requestId: string | undefined;
@@ -238,6 +242,78 @@ export class RegistrationAuthority {
       return p;
     }
     throw new DeviceCaError('unauthenticated', 'authentication required');
+  }
+
+  /** deviceOf: the authenticated device, if it may enroll now (state) under this profile (its label). */
+  private async deviceOf(principal: Principal, profileName: string): Promise<DeviceRecord> {
+    const device = await this.store.getDevice(principal.deviceId);
+    if (!device) throw new DeviceCaError('unauthenticated', 'authentication failed');
+    if (device.state === 'retired') throw new DeviceCaError('forbidden', 'device is retired');
+    if (device.state === 'suspended') throw new DeviceCaError('forbidden', 'device is suspended');
+    // released to a new owner who has not claimed it: nothing may be issued under either owner meanwhile
+    if (device.state === 'transferring') throw new DeviceCaError('forbidden', 'device is being transferred');
+    if (device.label !== null && device.label !== profileName) throw new DeviceCaError('forbidden', `device is registered for profile "${device.label}"`);
+    return device;
+  }
+
+  /**
+   * checkAttestation applies the profile's attestation policy to the CSR's evidence attribute
+   * (draft-ietf-lamps-csr-attestation): the tcg-attest-tpm-certify statement must show that an AK
+   * registered to this device certified the CSR's key with one of its nonces. 'optional' checks evidence
+   * when present; 'required' also refuses a CSR without it, and server keygen (that key is not in a TPM).
+   * Checked before manual approval, so an operator only sees requests whose key is attested.
+   */
+  private async checkAttestation(profile: ProfileConfig, operation: EnrollRequest['operation'], device: DeviceRecord, csr: ParsedCsr): Promise<void> {
+    if (profile.attestation === 'off') return;
+    const tpm = this.attestationService();
+    const st = operation === 'server-keygen' ? undefined : csr.evidence.find((e) => e.type === OID.tcgAttestTpmCertify);
+    if (!st) {
+      if (profile.attestation === 'required') await tpm.refuse(device.id, 'evidence', `no tcg-attest-tpm-certify statement (${operation})`);
+      return;
+    }
+    await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki);
+  }
+
+  private attestationService(): TpmAttestation {
+    if (!this.tpm) throw new DeviceCaError('not-implemented', 'TPM attestation needs a store that keeps attestation state (sqlite)');
+    return this.tpm;
+  }
+
+  // ------------------------------------------------------- TPM attestation
+
+  /**
+   * attestingDevice authenticates a TPM attestation request on a profile that has attestation on: a
+   * device with its current certificate (a renewal needs a nonce too), or the profile's first-enrollment
+   * authenticators (unspent one-time secret, bootstrap certificate). Nothing is spent.
+   */
+  private async attestingDevice(profileName: string, proofs: Proofs): Promise<{ device: DeviceRecord; tpm: TpmAttestation }> {
+    const profile = this.profile(profileName);
+    if (profile.attestation === 'off') throw new DeviceCaError('not-found', 'TPM attestation is not offered on this profile');
+    const tpm = this.attestationService();
+    let principal: Principal | null = await this.clientCerts.authenticate(proofs);
+    if (principal?.kind === 'bootstrap' && !profile.auth.includes('bootstrap-cert')) principal = null;
+    if (!principal && profile.auth.includes('basic')) principal = await this.secrets.authenticate(proofs);
+    if (!principal || principal.kind === 'secret-repeat') throw new DeviceCaError('unauthenticated', 'authentication required');
+    return { device: await this.deviceOf(principal, profileName), tpm };
+  }
+
+  /** tpmNonce: a single-use nonce for the device's next TPM2_Certify, valid attestation.nonceTtl on the CA's clock. */
+  async tpmNonce(profileName: string, proofs: Proofs): Promise<{ nonce: Buffer; expiresAt: Date }> {
+    const { device, tpm } = await this.attestingDevice(profileName, proofs);
+    return tpm.issueNonce(device.id);
+  }
+
+  /** tpmRegisterAk: checks EK certificate, EK and AK, and answers with the MakeCredential challenge. */
+  async tpmRegisterAk(profileName: string, proofs: Proofs, req: AkRegistrationRequest): Promise<Credential & { akName: Buffer }> {
+    const { device, tpm } = await this.attestingDevice(profileName, proofs);
+    return tpm.registerAk(device.id, req);
+  }
+
+  /** tpmActivateAk: binds the AK to the device once it returns the secret TPM2_ActivateCredential recovered. */
+  async tpmActivateAk(profileName: string, proofs: Proofs, akName: Buffer, secret: Buffer): Promise<{ akName: string; status: string }> {
+    const { device, tpm } = await this.attestingDevice(profileName, proofs);
+    const b = await tpm.activateAk(device.id, akName, secret);
+    return { akName: b.akName, status: b.status };
   }
 
   private checkKey(profile: ProfileConfig, alg: KeyAlgorithm | null): void {

@@ -49,7 +49,8 @@ export class TpmAttestation {
     this.now = opts.now ?? (() => new Date());
   }
 
-  private async refuse(deviceId: string, check: AttestationCheck, detail: string): Promise<never> {
+  /** refuse audits a failed check by name and throws the 403 naming it; the RA calls it for checks of its own (missing evidence). */
+  async refuse(deviceId: string, check: AttestationCheck, detail: string): Promise<never> {
     await this.store.appendAudit({ type: 'tpm.attestation.failed', actor: `device:${deviceId}`, subject: deviceId, data: { check } });
     throw attestationFailure(check, detail);
   }

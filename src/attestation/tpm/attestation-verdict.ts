@@ -3,6 +3,7 @@
  * text: the RA answers 403 with the name as the reason code and audits it (issue 9, point 5).
  */
 export type AttestationCheck =
+  | 'evidence' // the profile requires attestation and the CSR carries no tcg-attest-tpm-certify statement
   | 'ek-certificate' // EK certificate unreadable, expired, or not chaining to a trusted TPM manufacturer root
   | 'ek-key-mismatch' // the EK public area sent is not the key in the EK certificate
   | 'ak-attributes' // the AK is not fixedTPM|fixedParent|sensitiveDataOrigin|restricted|sign, or can decrypt

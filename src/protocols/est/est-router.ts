@@ -7,6 +7,7 @@ import { readRawBody } from '../../http/raw-body';
 import { ChannelBinding, EnrollOperation, Proofs, RegistrationAuthority } from '../../ra/registration-authority';
 import { EstReplyBase64, decodeEstBody, encodeBase64Body } from './est-body';
 import { sendHttpError } from '../http-error-reply';
+import { tpmRequest, TPM_AK_BODY, TPM_ACTIVATE_BODY } from './tpm-body';
 
 const CERTS_ONLY = 'application/pkcs7-mime; smime-type=certs-only';
 const DEFAULT_LABEL = 'default';
@@ -76,7 +77,31 @@ export function estRouter(opts: EstRouterOptions): Router {
       res.end(body);
     });
 
+  // TPM attestation (README "TPM attestation"): JSON in and out, authenticated like an enrollment
+  const sendJson = (res: Response, body: unknown): void => {
+    const text = JSON.stringify(body);
+    res.status(200).setHeader('Content-Type', 'application/json');
+    res.setHeader('Content-Length', Buffer.byteLength(text));
+    res.end(text);
+  };
+  const tpmNonce = handle('tpm.nonce', async (req, res, profile) => {
+    const n = await opts.ra.tpmNonce(profile, credentials(req));
+    sendJson(res, { nonce: n.nonce.toString('base64'), expiresAt: n.expiresAt.toISOString() });
+  });
+  const tpmAk = handle('tpm.ak', async (req, res, profile) => {
+    const b = tpmRequest(TPM_AK_BODY, await readRawBody(req, opts.bodyLimit));
+    const c = await opts.ra.tpmRegisterAk(profile, credentials(req), b);
+    sendJson(res, { akName: c.akName.toString('hex'), credentialBlob: c.credentialBlob.toString('base64'), encryptedSecret: c.secret.toString('base64') });
+  });
+  const tpmActivate = handle('tpm.ak.activate', async (req, res, profile) => {
+    const b = tpmRequest(TPM_ACTIVATE_BODY, await readRawBody(req, opts.bodyLimit));
+    sendJson(res, await opts.ra.tpmActivateAk(profile, credentials(req), b.akName, b.secret));
+  });
+
   for (const prefix of ['', '/:label']) {
+    r.post(`${prefix}/tpm/nonce`, tpmNonce);
+    r.post(`${prefix}/tpm/ak`, tpmAk);
+    r.post(`${prefix}/tpm/ak/activate`, tpmActivate);
     r.get(`${prefix}/cacerts`, cacerts);
     r.get(`${prefix}/csrattrs`, csrattrs);
     r.post(`${prefix}/simpleenroll`, enroll('simpleenroll'));

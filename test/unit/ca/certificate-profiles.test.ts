@@ -183,7 +183,11 @@ function certificateViolations(c: Parsed, issuer: Parsed, want: Expectation): st
         `key purpose ${purpose} has no consistent key usage (RFC 5280 §4.2.1.12)`,
       );
     }
-    for (const k of ku) rule([...eku].some((p) => (KU_CONSISTENT_WITH[p] ?? []).includes(k)), `key usage ${k} is consistent with none of the key purposes (RFC 5280 §4.2.1.12)`);
+    for (const k of ku)
+      rule(
+        [...eku].some((p) => (KU_CONSISTENT_WITH[p] ?? []).includes(k)),
+        `key usage ${k} is consistent with none of the key purposes (RFC 5280 §4.2.1.12)`,
+      );
   }
   // §4.2.1.2: SKI, non-critical, method 1 (SHA-1 of the subjectPublicKey bits); §4.2.1.1: AKI = the issuer's SKI
   const ski = extValue(c, OID.ski, SubjectKeyIdentifier);
@@ -265,7 +269,13 @@ const spkiOf = (alg: KeyAlgorithm): Buffer => crypto.createPublicKey(generateKey
 const firstPem = (pem: string): Buffer => Buffer.from(/-----BEGIN CERTIFICATE-----([^-]+)-----END CERTIFICATE-----/.exec(pem)![1].replace(/\s+/g, ''), 'base64');
 const shardUrl = (issuing: string) => new RegExp(`^${BASE.replace(/\./g, '\\.')}/crl/${issuing}/\\d+\\.crl$`);
 
-const LEAF = { ca: false, keyUsage: ['digitalSignature'] as Ku[], eku: [OID.clientAuth], crlDp: shardUrl('device-ca-issuing'), aia: { ocsp: [`${BASE}/ocsp`], caIssuers: [`${BASE}/ca/device-ca-issuing.crt`] } };
+const LEAF = {
+  ca: false,
+  keyUsage: ['digitalSignature'] as Ku[],
+  eku: [OID.clientAuth],
+  crlDp: shardUrl('device-ca-issuing'),
+  aia: { ocsp: [`${BASE}/ocsp`], caIssuers: [`${BASE}/ca/device-ca-issuing.crt`] },
+};
 
 describe.each<{ caAlg: KeyAlgorithm }>([{ caAlg: 'ecdsa-p256' }, { caAlg: 'rsa-2048' }])('certificate profiles of a $caAlg hierarchy', ({ caAlg }) => {
   let h: RaHarness;
@@ -292,7 +302,8 @@ describe.each<{ caAlg: KeyAlgorithm }>([{ caAlg: 'ecdsa-p256' }, { caAlg: 'rsa-2
   afterAll(() => h?.close());
 
   const leaf = (profile: string, alg: KeyAlgorithm) => async () =>
-    (await ca.issue({ profile, subject: [{ type: 'CN', value: `dev-${alg}` }], spki: spkiOf(alg), keyType: alg.startsWith('rsa') ? 'rsa' : 'ec', sans: [{ type: 'dns', value: 'dev.example.net' }] })).der;
+    (await ca.issue({ profile, subject: [{ type: 'CN', value: `dev-${alg}` }], spki: spkiOf(alg), keyType: alg.startsWith('rsa') ? 'rsa' : 'ec', sans: [{ type: 'dns', value: 'dev.example.net' }] }))
+      .der;
 
   const table: { name: string; der: () => Promise<Buffer>; issuer: () => Parsed; want: Expectation }[] = [
     { name: 'root', der: async () => hierarchy.root.der, issuer: () => root, want: { ca: true, keyUsage: ['digitalSignature', 'keyCertSign', 'cRLSign'], eku: null, crlDp: null, aia: null } },
@@ -300,7 +311,14 @@ describe.each<{ caAlg: KeyAlgorithm }>([{ caAlg: 'ecdsa-p256' }, { caAlg: 'rsa-2
       name: 'issuing CA',
       der: async () => hierarchy.issuing.der,
       issuer: () => root,
-      want: { ca: true, pathLen: 0, keyUsage: ['digitalSignature', 'keyCertSign', 'cRLSign'], eku: null, crlDp: `${BASE}/crl/device-ca-root.crl`, aia: { ocsp: [], caIssuers: [`${BASE}/ca/device-ca-root.crt`] } },
+      want: {
+        ca: true,
+        pathLen: 0,
+        keyUsage: ['digitalSignature', 'keyCertSign', 'cRLSign'],
+        eku: null,
+        crlDp: `${BASE}/crl/device-ca-root.crl`,
+        aia: { ocsp: [], caIssuers: [`${BASE}/ca/device-ca-root.crt`] },
+      },
     },
     ...(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072'] as const).map((alg) => ({ name: `device leaf ${alg}`, der: leaf('default', alg), issuer: () => issuing, want: LEAF })),
     { name: 'serverAuth profile, ecdsa-p256', der: leaf('server', 'ecdsa-p256'), issuer: () => issuing, want: { ...LEAF, eku: [OID.clientAuth, OID.serverAuth] } },
@@ -327,7 +345,12 @@ describe.each<{ caAlg: KeyAlgorithm }>([{ caAlg: 'ecdsa-p256' }, { caAlg: 'rsa-2
       issuer: () => issuing,
       want: { ca: false, keyUsage: ['digitalSignature'], eku: [OID.ocspSigning], crlDp: null, aia: null, ocspNoCheck: true },
     },
-    { name: 'TLS server', der: async () => firstPem((await ensureTlsServerCertificate(h.cfg, ca, hierarchy, h.store)).certPem), issuer: () => issuing, want: { ...LEAF, eku: [OID.clientAuth, OID.serverAuth] } },
+    {
+      name: 'TLS server',
+      der: async () => firstPem((await ensureTlsServerCertificate(h.cfg, ca, hierarchy, h.store)).certPem),
+      issuer: () => issuing,
+      want: { ...LEAF, eku: [OID.clientAuth, OID.serverAuth] },
+    },
     {
       name: 'SCEP RA (issueScepRa)',
       der: async () => (await ensureScepRa(h.cfg, keys, ca, h.store)).cert,
@@ -397,9 +420,7 @@ describe('the rules are not vacuous', () => {
     const der = (await h.ca.issue({ profile: 'default', subject: [{ type: 'CN', value: 'd' }], spki: spkiOf('ecdsa-p256'), keyType: 'ec', sans: [] })).der;
     const other = parse(fs.readFileSync(path.join(h.dir, 'ca', 'device-ca-root.crt')));
     const v = certificateViolations(parse(der), other, LEAF);
-    expect(v).toEqual(
-      expect.arrayContaining(['issuer name is not the issuer certificate subject', 'signature does not verify with the issuer key', 'AKI keyIdentifier is not the issuer SKI']),
-    );
+    expect(v).toEqual(expect.arrayContaining(['issuer name is not the issuer certificate subject', 'signature does not verify with the issuer key', 'AKI keyIdentifier is not the issuer SKI']));
     const crl = await new CrlPublisher(h.ca.issuer, h.store, h.cfg.crl, BASE).current(0);
     expect(crlViolations(crl.der, issuing, `${BASE}/crl/device-ca-issuing/1.crl`)).toEqual([`IDP ${BASE}/crl/device-ca-issuing/0.crl, want ${BASE}/crl/device-ca-issuing/1.crl`]);
     expect(crlViolations(crl.der, issuing, null)).toEqual(['unexpected IDP']);

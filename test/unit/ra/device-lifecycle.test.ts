@@ -497,3 +497,36 @@ it('every change leaves an intact audit chain', async () => {
   expect(types).toEqual(['device.registered', 'certificate.issued', 'device.suspended', 'device.resumed', 'device.transferred', 'device.retired']);
   expect((await store.listAudit({ subject: s, limit: 100 })).items.map((r) => r.type)).toEqual(['certificate.revoked']);
 });
+
+describe('TPM attestation keys through the lifecycle (issue 9)', () => {
+  const sha = (s: string): string => crypto.createHash('sha256').update(s).digest('hex');
+  async function bindAk(deviceId: string, ak: string, ek: string): Promise<void> {
+    const audit = { type: 'tpm.ak.challenge', actor: 'test', subject: deviceId, data: {} };
+    await store.saveAkChallenge(
+      { akName: ak, deviceId, akPublic: Buffer.alloc(4), ekCertSha256: sha(ek), ekManufacturer: null, ekModel: null, challengeSha256: sha('c'), challengeExpiresAt: new Date(NOW.getTime() + DAY) },
+      NOW,
+      audit,
+    );
+    expect(await store.activateAk(ak, deviceId, sha('c'), NOW, audit)).toMatchObject({ status: 'active' });
+  }
+  const statuses = async (id: string): Promise<string[]> => (await store.aksOfDevice(id)).map((a) => a.status);
+
+  it('release and transfer revoke the AKs (a fresh registration of the same TPM is allowed); retire also blocks the EK', async () => {
+    await addDevice('dev-r');
+    await bindAk('dev-r', '000b01', 'ek-r');
+    await lifecycle.release('dev-r', 'globex', ACME, 'op');
+    expect(await statuses('dev-r')).toEqual(['revoked']);
+    await addDevice('dev-t');
+    await bindAk('dev-t', '000b02', 'ek-t');
+    await lifecycle.transfer('dev-t', 'globex', OPERATOR, 'op');
+    expect(await statuses('dev-t')).toEqual(['revoked']);
+    await bindAk('dev-t', '000b03', 'ek-t'); // same TPM, new owner: registers again
+    expect(await statuses('dev-t')).toContain('active');
+    await lifecycle.retire('dev-t', OPERATOR, 'op');
+    expect(await statuses('dev-t')).toEqual(['revoked', 'revoked']);
+    // the retired device's EK may never register again, for any device
+    await addDevice('dev-new');
+    await expect(bindAk('dev-new', '000b04', 'ek-t')).rejects.toBeInstanceOf(DeviceCaError);
+    expect((await store.listAudit({ subject: 'dev-t', limit: 100 })).items.map((a) => [a.type, a.data])).toContainEqual(['tpm.ak.revoked', { blockEks: true }]);
+  });
+});

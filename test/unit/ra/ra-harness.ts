@@ -13,6 +13,7 @@ import { KeyAlgorithm } from '../../../src/keys/key-backend';
 import { SoftwareKeyBackend, generateKeyPair } from '../../../src/keys/software-key-backend';
 import { BootstrapPolicy } from '../../../src/ra/bootstrap-identity';
 import { EnrollOperation, EnrollOutcome, Proofs, RegistrationAuthority } from '../../../src/ra/registration-authority';
+import { TpmAttestation } from '../../../src/ra/tpm-attestation';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { AuditRecord } from '../../../src/store/store';
 import { collectItems } from '../../../src/store/paging';
@@ -60,7 +61,8 @@ export async function makeRaHarness(o: RaHarnessOptions = {}): Promise<RaHarness
   let offsetMs = 0;
   const now = (): Date => new Date(Date.now() + offsetMs);
   const bootstrap = o.bootstrap ?? { anchors: [], deviceIdFrom: cfg.bootstrap.deviceIdFrom };
-  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, now });
+  const attestation = new TpmAttestation(store, { ekRoots: [], nonceTtlSeconds: cfg.attestation.nonceTtl, challengeTtlSeconds: cfg.attestation.challengeTtl, now });
+  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation, now });
   const h: RaHarness = {
     dir,
     cfg,
