@@ -107,6 +107,22 @@ export async function readOcspResponder(cfg: Config, keys: KeyBackend, store: Se
 }
 
 /**
+ * stillServes: a stored service certificate is kept while it was issued by the current issuing CA, holds
+ * the key, and has more than minLeftMs (a number, or one computed from the certificate) of its life left;
+ * an unparsable one is replaced.
+ */
+function stillServes(der: Buffer, key: SigningKey, ca: CertificateAuthority, now: Date, minLeftMs: number | ((x: crypto.X509Certificate) => number)): boolean {
+  try {
+    const x = new crypto.X509Certificate(der);
+    const left = new Date(x.validTo).getTime() - now.getTime();
+    const min = typeof minLeftMs === 'number' ? minLeftMs : minLeftMs(x);
+    return left > min && x.checkIssued(new crypto.X509Certificate(ca.issuer.der)) && der.includes(key.spki);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * ensureOcspResponder returns the delegated OCSP responder key and certificate, issuing the certificate
  * when it is missing or has less than a third of its lifetime left. The key is made once. Run it in one
  * process at a time (the CA duties lease holder, or `serve` before it starts workers); should another
@@ -118,13 +134,7 @@ export async function ensureOcspResponder(cfg: Config, keys: KeyBackend, ca: Cer
   if (rec) {
     key = await keys.load(fromStoredRef(cfg.dataDir, rec.value.keyRef));
     const der = Buffer.from(rec.value.der, 'base64');
-    try {
-      const x = new crypto.X509Certificate(der);
-      const left = new Date(x.validTo).getTime() - now.getTime();
-      if (left > (cfg.ocsp.responderValidity * 1000) / 3 && x.checkIssued(new crypto.X509Certificate(ca.issuer.der)) && der.includes(key.spki)) return { key, cert: der, version: rec.version };
-    } catch {
-      // unparsable: issue a new one
-    }
+    if (stillServes(der, key, ca, now, (cfg.ocsp.responderValidity * 1000) / 3)) return { key, cert: der, version: rec.version };
   } else {
     key = await keys.generate('ocsp', cfg.ca.algorithm as SigningKey['algorithm'], `${cfg.ca.issuing.name}-ocsp-${crypto.randomBytes(3).toString('hex')}`);
   }
@@ -170,14 +180,7 @@ export async function ensureScepRa(cfg: Config, keys: KeyBackend, ca: Certificat
   if (rec) {
     key = await keys.load(fromStoredRef(cfg.dataDir, rec.value.keyRef));
     const der = Buffer.from(rec.value.der, 'base64');
-    try {
-      const x = new crypto.X509Certificate(der);
-      const lifetime = new Date(x.validTo).getTime() - new Date(x.validFrom).getTime();
-      const left = new Date(x.validTo).getTime() - now.getTime();
-      if (left > lifetime / 3 && x.checkIssued(new crypto.X509Certificate(ca.issuer.der)) && der.includes(key.spki)) return { key, cert: der, version: rec.version };
-    } catch {
-      // unparsable: issue a new one
-    }
+    if (stillServes(der, key, ca, now, (x) => (new Date(x.validTo).getTime() - new Date(x.validFrom).getTime()) / 3)) return { key, cert: der, version: rec.version };
   } else {
     key = await keys.generate('ra', 'rsa-2048', `${cfg.ca.issuing.name}-scep-ra-${crypto.randomBytes(3).toString('hex')}`);
   }

@@ -28,20 +28,7 @@ export function crlRouter(publishers: CrlPublisher[], maxAgeSeconds: number, roo
     try {
       const crl = root && m && m[1] === root.name ? await root.current() : null;
       if (!crl) throw new DeviceCaError('not-found', 'unknown CRL');
-      const etag = `"${root!.name}-${crl.number}"`;
-      const left = Math.floor((crl.nextUpdate.getTime() - Date.now()) / 1000);
-      res.setHeader('Last-Modified', crl.thisUpdate.toUTCString());
-      res.setHeader('Expires', crl.nextUpdate.toUTCString());
-      res.setHeader('ETag', etag);
-      res.setHeader('Cache-Control', `public, max-age=${Math.max(0, Math.min(left, maxAgeSeconds))}`);
-      if (req.headers['if-none-match'] === etag) {
-        res.status(304).end();
-        return;
-      }
-      const body = m![2] ? Buffer.from(crlToPem(crl.der)) : crl.der;
-      res.status(200).setHeader('Content-Type', m![2] ? 'application/x-pem-file' : 'application/pkix-crl');
-      res.setHeader('Content-Length', body.length);
-      res.end(body);
+      sendCrl(req, res, crl, `"${root!.name}-${crl.number}"`, Boolean(m![2]), maxAgeSeconds);
     } catch (e) {
       sendHttpError(res, e, ERROR_REPLY);
     }
@@ -56,23 +43,30 @@ export function crlRouter(publishers: CrlPublisher[], maxAgeSeconds: number, roo
     }
     try {
       const crl = await pub.current(Number(m[1]));
-      const etag = `"${crl.issuer}-${crl.shard}-${crl.number}"`;
-      const left = Math.floor((crl.nextUpdate.getTime() - Date.now()) / 1000);
-      res.setHeader('Last-Modified', crl.thisUpdate.toUTCString());
-      res.setHeader('Expires', crl.nextUpdate.toUTCString());
-      res.setHeader('ETag', etag);
-      res.setHeader('Cache-Control', `public, max-age=${Math.max(0, Math.min(left, maxAgeSeconds))}`);
-      if (req.headers['if-none-match'] === etag) {
-        res.status(304).end();
-        return;
-      }
-      const body = m[2] ? Buffer.from(crlToPem(crl.der)) : crl.der;
-      res.status(200).setHeader('Content-Type', m[2] ? 'application/x-pem-file' : 'application/pkix-crl');
-      res.setHeader('Content-Length', body.length);
-      res.end(body);
+      sendCrl(req, res, crl, `"${crl.issuer}-${crl.shard}-${crl.number}"`, Boolean(m[2]), maxAgeSeconds);
     } catch (e) {
       sendHttpError(res, e, ERROR_REPLY); // an unknown shard is 'not-found'; a signing failure 5xx, detail logged
     }
   });
   return r;
+}
+
+/**
+ * sendCrl answers one CRL, DER or PEM, with caching headers that never reach past its nextUpdate
+ * (Last-Modified, Expires, ETag and If-None-Match -> 304, max-age at most maxAgeSeconds).
+ */
+function sendCrl(req: Request, res: Response, crl: { der: Buffer; thisUpdate: Date; nextUpdate: Date }, etag: string, pem: boolean, maxAgeSeconds: number): void {
+  const left = Math.floor((crl.nextUpdate.getTime() - Date.now()) / 1000);
+  res.setHeader('Last-Modified', crl.thisUpdate.toUTCString());
+  res.setHeader('Expires', crl.nextUpdate.toUTCString());
+  res.setHeader('ETag', etag);
+  res.setHeader('Cache-Control', `public, max-age=${Math.max(0, Math.min(left, maxAgeSeconds))}`);
+  if (req.headers['if-none-match'] === etag) {
+    res.status(304).end();
+    return;
+  }
+  const body = pem ? Buffer.from(crlToPem(crl.der)) : crl.der;
+  res.status(200).setHeader('Content-Type', pem ? 'application/x-pem-file' : 'application/pkix-crl');
+  res.setHeader('Content-Length', body.length);
+  res.end(body);
 }

@@ -24,8 +24,8 @@ it('renames simpleenroll/simplereenroll/serverkeygen requests and leaves old spe
     db.close();
 
     const store = new SqliteStore(file);
-    const ops = (await store.listRequests({})).items.map((r) => [r.id, r.operation]);
-    expect(ops).toEqual([
+    const operations = (await store.listRequests({})).items.map((r) => [r.id, r.operation]);
+    expect(operations).toEqual([
       ['r0', 'enroll'],
       ['r1', 'renew'],
       ['r2', 'server-keygen'],
