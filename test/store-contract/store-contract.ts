@@ -743,7 +743,8 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       it('an AK becomes active only with the right credential before the challenge expires, once, with an audit record', async () => {
         await addDevice('d1');
         const now = new Date();
-        await att().saveAkChallenge(challenge('000bak1', 'd1'), now, audit('tpm.ak.challenge', 'd1'));
+        // the challenge expires 60 s after `now` exactly, so the activation at now + 60 s is past it
+        await att().saveAkChallenge(challenge('000bak1', 'd1', { expiresAt: new Date(now.getTime() + 60_000) }), now, audit('tpm.ak.challenge', 'd1'));
         expect((await att().getAk('000bak1'))?.status).toBe('pending');
         expect(await att().activateAk('000bak1', 'd1', h('wrong'), now, audit('tpm.ak.activate', 'd1'))).toBeNull();
         expect(await att().activateAk('000bak1', 'd2', h('secret'), now, audit('tpm.ak.activate', 'd2'))).toBeNull();
