@@ -2,7 +2,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openssl, opensslAny } from '../helpers/pki-client';
-import { Endpoint, RawReply, sendRaw } from '../helpers/raw-http';
+import { Endpoint, RawReply, adminRequest, sendRaw } from '../helpers/raw-http';
 import { RunningService, assertBuilt, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 import { servicePids } from '../fuzz/service-watch';
@@ -33,20 +33,7 @@ const kills: { pids: number[]; inFlight: number; receivedBefore: number }[] = []
 
 const start = () => startService({ workers: 2, dataDir, env: ENV, readyTimeoutMs: 60_000 });
 
-async function admin(ep: Endpoint, method: string, p: string, body?: unknown): Promise<RawReply> {
-  const r = await sendRaw(ep, {
-    listener: 'https',
-    method,
-    path: `/api/v1${p}`,
-    headers: [
-      ['Authorization', `Bearer ${token}`],
-      ['Content-Type', 'application/json'],
-    ],
-    body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)),
-  });
-  if (r.kind !== 'reply') throw new Error(`admin ${method} ${p}: ${r.error}`);
-  return r;
-}
+const admin = (ep: Endpoint, method: string, p: string, body?: unknown): Promise<RawReply> => adminRequest(ep, token, method, p, body);
 
 const alive = (pid: number): boolean => {
   try {

@@ -115,3 +115,19 @@ export function sendRaw(ep: Endpoint, r: RawRequest, timeoutMs = 15_000): Promis
     sock.on('error', (e: NodeJS.ErrnoException) => finish(`${e.code ?? ''} ${e.message}`.trim()));
   });
 }
+
+/** adminRequest: one admin API call (/api/v1 + p) with a bearer token and a JSON body; a transport failure throws. */
+export async function adminRequest(ep: Endpoint, token: string, method: string, p: string, body?: unknown): Promise<RawReply> {
+  const r = await sendRaw(ep, {
+    listener: 'https',
+    method,
+    path: `/api/v1${p}`,
+    headers: [
+      ['Authorization', `Bearer ${token}`],
+      ['Content-Type', 'application/json'],
+    ],
+    body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)),
+  });
+  if (r.kind !== 'reply') throw new Error(`admin ${method} ${p}: ${r.error}`);
+  return r;
+}

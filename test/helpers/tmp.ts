@@ -1,3 +1,4 @@
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -43,4 +44,15 @@ export function makeTmpDir(prefix = 'device-ca-test-'): TmpDir {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** filesHash: file name -> SHA-256 of its bytes, for every file in dir (to show files were left untouched). */
+export function filesHash(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of fs.readdirSync(dir).sort())
+    out[f] = crypto
+      .createHash('sha256')
+      .update(fs.readFileSync(path.join(dir, f)))
+      .digest('hex');
+  return out;
 }

@@ -4,10 +4,10 @@ import * as path from 'node:path';
 import { buildCsr } from '../fixtures/build-csr';
 import { EnrollmentLoad, LoadDevice, certFromCertsOnly, endpointOf, normalSerial } from '../crash/enrollment-load';
 import { openssl, opensslAny } from '../helpers/pki-client';
-import { Endpoint, RawReply, sendRaw } from '../helpers/raw-http';
+import { Endpoint, RawReply, adminRequest, sendRaw } from '../helpers/raw-http';
 import { RedisServer, hasRedisServer, startRedisServer } from '../helpers/redis-server';
 import { RunningService, assertBuilt, startService } from '../helpers/service-process';
-import { TmpDir, makeTmpDir } from '../helpers/tmp';
+import { TmpDir, filesHash, makeTmpDir } from '../helpers/tmp';
 
 /**
  * Many nodes, one CA (issue 11): one redis-server with AOF and three device-ca nodes (one worker each) on
@@ -31,20 +31,7 @@ let keysAfterNode1: Record<string, string>;
 
 const startNode = (dataDir: string) => startService({ dataDir, env: { ...ENV, DEVICE_CA_STORE: redis.url }, readyTimeoutMs: 60_000 });
 
-async function admin(ep: Endpoint, method: string, p: string, body?: unknown): Promise<RawReply> {
-  const r = await sendRaw(ep, {
-    listener: 'https',
-    method,
-    path: `/api/v1${p}`,
-    headers: [
-      ['Authorization', `Bearer ${token}`],
-      ['Content-Type', 'application/json'],
-    ],
-    body: body === undefined ? undefined : Buffer.from(JSON.stringify(body)),
-  });
-  if (r.kind !== 'reply') throw new Error(`admin ${method} ${p}: ${r.error}`);
-  return r;
-}
+const admin = (ep: Endpoint, method: string, p: string, body?: unknown): Promise<RawReply> => adminRequest(ep, token, method, p, body);
 
 async function register(ep: Endpoint, id: string): Promise<LoadDevice> {
   const r = await admin(ep, 'POST', '/devices', { id, owner: 'fleet' });
@@ -83,16 +70,7 @@ async function killNode(node: RunningService): Promise<void> {
   await node.stop(); // removes the run's scratch directory
 }
 
-const keyFiles = (dataDir: string): Record<string, string> => {
-  const dir = path.join(dataDir, 'keys');
-  const out: Record<string, string> = {};
-  for (const f of fs.readdirSync(dir).sort())
-    out[f] = crypto
-      .createHash('sha256')
-      .update(fs.readFileSync(path.join(dir, f)))
-      .digest('hex');
-  return out;
-};
+const keyFiles = (dataDir: string): Record<string, string> => filesHash(path.join(dataDir, 'keys'));
 
 beforeAll(async () => {
   assertBuilt();

@@ -1,11 +1,10 @@
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { CLI_JS, REPO_ROOT, RunningService, assertBuilt, runCli, runProcess, startService } from '../helpers/service-process';
-import { TmpDir, makeTmpDir } from '../helpers/tmp';
+import { TmpDir, filesHash, makeTmpDir } from '../helpers/tmp';
 import { writeLegacyDataDir } from '../fixtures/legacy-data-dir';
 
 /**
@@ -85,16 +84,6 @@ async function enroll(svc: RunningService, id: string): Promise<{ status: number
   const p7 = tmp.write(`p7/${id}.der`, Buffer.from(r.body.toString('latin1'), 'base64'));
   const subject = await openssl('pkcs7', '-inform', 'DER', '-in', p7, '-print_certs', '-noout');
   return { status: 200, subject: subject.trim() };
-}
-
-function filesHash(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const f of fs.readdirSync(dir).sort())
-    out[f] = crypto
-      .createHash('sha256')
-      .update(fs.readFileSync(path.join(dir, f)))
-      .digest('hex');
-  return out;
 }
 
 /** connectError: the error code of a TCP connect, or 'connected' */
