@@ -7,12 +7,13 @@ import { CampaignSettings, ProtocolResult, campaignSettings, runProtocol, summar
 import { FuzzMaterial, prepareMaterial } from './fuzz-material';
 import { httpCases, httpCorpus } from './http-cases';
 import { ocspCases, ocspCorpus } from './ocsp-cases';
+import { tpmCampaignYaml, tpmCases, tpmCorpus, writeTpmRoots } from './tpm-cases';
 import { sendRaw } from '../helpers/raw-http';
 import { LogWatch, serviceRss } from './service-watch';
 
 /**
  * The fuzz campaign (issue 8) against the built service with 2 workers, as a hostile client would meet
- * it: mutated EST, OCSP, admin API, CRL/CA and bare HTTP requests from fixed seeds. It fails on any 5xx
+ * it: mutated EST, OCSP, admin API, CRL/CA, bare HTTP and TPM attestation requests from fixed seeds. It fails on any 5xx
  * (except 503 + Retry-After), a connection reset or close without a reply, a worker restart, or the
  * service's memory growing past a bound. `npm test` runs a short campaign (FUZZ_CASES=300 random cases
  * per protocol, at most 10 s each); FUZZ_SECONDS=60 runs a longer one; FUZZ_SEED picks another seed;
@@ -34,8 +35,10 @@ const results: ProtocolResult[] = [];
 beforeAll(async () => {
   assertBuilt();
   tmp = makeTmpDir('device-ca-fuzz-');
+  writeTpmRoots(tmp.file('tpm-roots'));
   svc = await startService({
     workers: 2,
+    configYaml: tpmCampaignYaml(tmp.file('tpm-roots')),
     env: {
       // reach the CSR parser instead of the lock-out, and keep secret checks cheap: the campaign is about input handling
       DEVICE_CA_ENROLLMENT_AUTH_FAILURE_LIMIT: '100000000',
@@ -71,6 +74,7 @@ const PROTOCOLS: [Protocol, (m: FuzzMaterial) => Generated[], (m: FuzzMaterial) 
   ['ocsp', ocspCorpus, ocspCases],
   ['admin', adminCorpus, adminCases],
   ['crl-ca-http', httpCorpus, httpCases],
+  ['tpm', tpmCorpus, tpmCases],
 ];
 
 describe('fuzz campaign against the running service (2 workers)', () => {

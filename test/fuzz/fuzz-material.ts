@@ -7,6 +7,7 @@ import { openssl } from '../helpers/pki-client';
 import { RunningService } from '../helpers/service-process';
 import { TmpDir } from '../helpers/tmp';
 import { Endpoint, RawReply, sendRaw } from '../helpers/raw-http';
+import { TPM_LABEL } from './tpm-cases';
 
 /**
  * fuzz-material: the VALID requests the campaign mutates, made against the running service the way a
@@ -44,6 +45,8 @@ export interface FuzzMaterial {
   ep: Endpoint;
   token: string;
   estSlots: EstSlot[];
+  /** tpmDevice: a registered device on the TPM label (its secret authenticates the TPM routes; it is never enrolled) */
+  tpmDevice: EstSlot;
   reenroll: EnrolledDevice;
   /** adminDevices: ids the admin campaign may suspend, transfer and retire (never the EST ones) */
   adminDevices: string[];
@@ -88,9 +91,9 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     if (r.kind !== 'reply' || r.status >= 300) throw new Error(`admin ${method} ${p}: ${r.kind === 'reply' ? `HTTP ${r.status} ${r.body.toString()}` : r.error}`);
     return r;
   };
-  const register = async (prefix: string): Promise<EstSlot> => {
+  const register = async (prefix: string, label?: string): Promise<EstSlot> => {
     const id = `${prefix}-${++serial}`;
-    const r = await admin('POST', '/devices', { id, owner: 'fuzz' });
+    const r = await admin('POST', '/devices', { id, owner: 'fuzz', ...(label ? { label } : {}) });
     return { id, secret: bodyJson(r).secret as string, csr: buildCsr({ privateKey: newEcKey().key, subject: [{ type: 'CN', value: id }] }) };
   };
   const enroll = async (prefix: string): Promise<EnrolledDevice> => {
@@ -120,6 +123,7 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
   };
 
   const estSlots = await Promise.all(Array.from({ length: 6 }, () => register('fz-est')));
+  const tpmDevice = await register('fz-tpm', TPM_LABEL);
   const reenroll = await enroll('fz-reenroll');
   const adminEnrolled = await Promise.all(Array.from({ length: 3 }, () => enroll('fz-admin')));
   const adminDevices = [...adminEnrolled.map((d) => d.id), ...(await Promise.all([register('fz-admin'), register('fz-admin')])).map((s) => s.id)];
@@ -163,6 +167,7 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     ep,
     token,
     estSlots,
+    tpmDevice,
     reenroll,
     adminDevices,
     adminSerials: adminEnrolled.map((d) => d.serial),

@@ -6,7 +6,7 @@ import { HOSTILE_SEGMENTS, PROTO_NAMES } from './text-mutations';
 
 /**
  * http-cases: the CRL and CA certificate routes, health and metrics, and the HTTP layer itself on both
- * listeners: hostile CA names, shard numbers and file names, odd methods, request lines that are not
+ * listeners: hostile CA names, shard numbers and file names (root CRL and shard forms), odd methods, request lines that are not
  * HTTP at all, over-long request lines.
  */
 
@@ -16,8 +16,12 @@ const raw = (listener: 'http' | 'https', head: string, how: string): Generated =
 export function httpCorpus(m: FuzzMaterial): Generated[] {
   const get = (p: string, listener: 'http' | 'https' = 'http'): Generated => ({ how: `GET ${p.slice(0, 60)}`, request: { listener, method: 'GET', path: p, headers: [] } });
   const out: Generated[] = [];
-  for (const n of PROTO_NAMES) out.push(get(`/crl/${n}/0.crl`), get(`/crl/device-ca-issuing/${n}`), get(`/ca/${n}.crt`), get(`/${n}`), get(`/${n}`, 'https'), get(`/api/v1/${n}`, 'https'));
+  for (const n of PROTO_NAMES)
+    out.push(get(`/crl/${n}.crl`), get(`/crl/${n}/0.crl`), get(`/crl/device-ca-issuing/${n}`), get(`/ca/${n}.crt`), get(`/${n}`), get(`/${n}`, 'https'), get(`/api/v1/${n}`, 'https'));
   for (const f of ['99999.crl', '16.crl', '00000.crl', '0.crl.pem', '1e300.crl', '-1.crl', '9007199254740993.crl']) out.push(get(`/crl/device-ca-issuing/${f}`));
+  // the root CRL lives at /crl/<root>.crl (one segment), the issuing CA's shards at /crl/<ca>/<n>.crl
+  for (const f of ['device-ca-root.crl', 'device-ca-root.crl.pem', 'device-ca-root', 'device-ca-issuing.crl', '.crl', '..crl', 'device-ca-root.crl%00', 'device-ca-root.CRL'])
+    out.push(get(`/crl/${f}`));
   out.push(get('/crl/device-ca-issuing/0.crl'), get('/ca/device-ca-root.crt'), get('/ca/..%2f..%2fdata%2fca%2fdevice-ca-issuing.key'), get('/crl/..%2f..%2f/0.crl'));
   out.push(raw('http', 'GARBAGE\r\n\r\n', 'request line GARBAGE'));
   out.push(raw('http', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'HTTP/2 preface'));
@@ -40,7 +44,16 @@ export function httpCases(m: FuzzMaterial): CaseGenerator {
     const hows: string[] = [];
     let request: RawRequest;
     const k = rng.int(10);
-    if (k < 4) {
+    if (k < 1) {
+      // the one-segment form (root CRL)
+      const name = rng.chance(0.6) ? rng.pick(m.caNames) : rng.pick(HOSTILE_SEGMENTS);
+      request = {
+        listener: 'http',
+        method: 'GET',
+        path: `/crl/${name}${rng.pick(['.crl', '.crl.pem', '', '.crl.crl'])}`,
+        headers: rng.chance(0.3) ? [['If-None-Match', rng.pick(['*', '"x"', ''])]] : [],
+      };
+    } else if (k < 4) {
       const ca = rng.chance(0.7) ? rng.pick(m.caNames) : rng.pick(HOSTILE_SEGMENTS);
       const file = rng.chance(0.6) ? `${rng.int(20)}.crl${rng.chance(0.3) ? '.pem' : ''}` : `${rng.pick(HOSTILE_SEGMENTS)}${rng.pick(['', '.crl', '.crl.pem'])}`;
       request = { listener: 'http', method: 'GET', path: `/crl/${ca}/${file}`, headers: rng.chance(0.3) ? [['If-None-Match', rng.pick(['"device-ca-issuing-0-1"', '*', '"__proto__"', ''])]] : [] };
