@@ -1,13 +1,12 @@
 import * as crypto from 'node:crypto';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openssl, opensslAny } from '../helpers/pki-client';
 import { Endpoint, RawReply, adminRequest, sendRaw } from '../helpers/raw-http';
 import { RunningService, assertBuilt, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
-import { servicePids } from '../fuzz/service-watch';
 import { SeededRandom } from '../fuzz/seeded-random';
 import { EnrollmentLoad, LoadDevice, endpointOf } from './enrollment-load';
+import { killWhole } from './kill-whole';
 
 /**
  * Crash safety (issue 8): EST enrollment under load from concurrent clients while the WHOLE service
@@ -34,39 +33,6 @@ const kills: { pids: number[]; inFlight: number; receivedBefore: number }[] = []
 const start = () => startService({ workers: 2, dataDir, env: ENV, readyTimeoutMs: 60_000 });
 
 const admin = (ep: Endpoint, method: string, p: string, body?: unknown): Promise<RawReply> => adminRequest(ep, token, method, p, body);
-
-const alive = (pid: number): boolean => {
-  try {
-    return !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'latin1'));
-  } catch {
-    return false;
-  }
-};
-
-/** killWhole: SIGKILL to the service's process group and to every pid found under it; waits until all are gone. */
-async function killWhole(s: RunningService): Promise<number[]> {
-  const pids = servicePids(s.pid);
-  try {
-    process.kill(-s.pid, 'SIGKILL');
-  } catch {
-    // the group is gone already
-  }
-  for (const p of pids) {
-    try {
-      process.kill(p, 'SIGKILL');
-    } catch {
-      // dead
-    }
-  }
-  await s.exited;
-  const end = Date.now() + 10_000;
-  while (pids.some(alive)) {
-    if (Date.now() > end) throw new Error(`processes ${pids.filter(alive).join(', ')} survived SIGKILL`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await s.stop(); // removes the run's scratch directory; the data directory stays
-  return pids;
-}
 
 beforeAll(async () => {
   assertBuilt();
