@@ -135,10 +135,12 @@ export class DeviceLifecycle {
     this.requireOperator(scope);
     checkOwnerName(newOwner);
     const { secret, expiresAt, hash } = await this.newSecret(secretTtlSeconds);
+    const fromStates: DeviceState[] = ['registered', 'active', 'suspended', 'transferring'];
+    await this.revokeAks(before, fromStates, false, actor);
     const r = await this.apply({
       deviceId: id,
       expect: { owner: before.owner },
-      fromStates: ['registered', 'active', 'suspended', 'transferring'],
+      fromStates,
       toState: 'registered',
       newOwner,
       pendingOwner: null,
@@ -148,7 +150,6 @@ export class DeviceLifecycle {
       cancelRequests: true,
       audit: AuditLog.input('device.transferred', actor, id, { from: before.owner, to: newOwner }),
     });
-    await this.revokeAks(id, false, actor);
     return { ...r, secret, expiresAt };
   }
 
@@ -163,10 +164,12 @@ export class DeviceLifecycle {
     const before = await this.owned(id, scope);
     checkOwnerName(newOwner);
     if (before.owner === newOwner) throw new DeviceCaError('conflict', `device ${id} already belongs to ${newOwner}`);
+    const fromStates: DeviceState[] = ['registered', 'active', 'suspended'];
+    await this.revokeAks(before, fromStates, false, actor);
     const r = await this.apply({
       deviceId: id,
       expect: { owner: before.owner },
-      fromStates: ['registered', 'active', 'suspended'],
+      fromStates,
       toState: 'transferring',
       pendingOwner: newOwner,
       revoke: { reason: 'affiliationChanged', at: this.now() },
@@ -174,7 +177,6 @@ export class DeviceLifecycle {
       cancelRequests: true,
       audit: AuditLog.input('device.released', actor, id, { from: before.owner, to: newOwner }),
     });
-    await this.revokeAks(id, false, actor);
     return r;
   }
 
@@ -230,10 +232,12 @@ export class DeviceLifecycle {
    */
   async retire(id: string, scope: Scope, actor: string): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
     const d = await this.owned(id, scope);
+    const fromStates: DeviceState[] = ['registered', 'active', 'suspended', 'transferring'];
+    await this.revokeAks(d, fromStates, true, actor);
     const r = await this.apply({
       deviceId: id,
       expect: { owner: d.owner },
-      fromStates: ['registered', 'active', 'suspended', 'transferring'],
+      fromStates,
       toState: 'retired',
       pendingOwner: null,
       revoke: { reason: 'cessationOfOperation', at: this.now() },
@@ -241,21 +245,25 @@ export class DeviceLifecycle {
       cancelRequests: true,
       audit: AuditLog.input('device.retired', actor, id, {}),
     });
-    await this.revokeAks(id, true, actor);
     return r;
   }
 
   /**
    * revokeAks ends a device's TPM attestation key bindings (stores without attestation state have none;
-   * a device without AKs is left alone).
+   * a device without AKs is left alone) BEFORE the lifecycle change that calls for it commits: the AK
+   * state lives beside, not inside, the device change's transaction, and a crash between the two must
+   * fail closed. Revoked first, a crash leaves the device unchanged with its AKs gone, and the operator's
+   * retry completes the change; revoked after, a crash left a retired device whose EK was never blocked,
+   * and no retry could reach it (a retired device cannot be retired again).
    * After a transfer or release the new owner's device must register an AK afresh (blockEks false: the
-   * same TPM may); after retirement the EKs are blocked for good. Runs after the device change commits:
-   * if it fails, the lifecycle change stands and the operator retries it.
+   * same TPM may); after retirement the EKs are blocked for good. A device not in one of `fromStates`
+   * is left alone: the change will be refused as a conflict anyway.
    */
-  private async revokeAks(id: string, blockEks: boolean, actor: string): Promise<void> {
+  private async revokeAks(d: DeviceRecord, fromStates: DeviceState[], blockEks: boolean, actor: string): Promise<void> {
+    if (!fromStates.includes(d.state)) return;
     // a device that never registered an AK (most, without TPM attestation) gets no audit record for it
-    if (!isAttestationStore(this.store) || (await this.store.aksOfDevice(id)).length === 0) return;
-    await this.store.revokeAks(id, blockEks, this.now(), AuditLog.input('tpm.ak.revoked', actor, id, { blockEks }));
+    if (!isAttestationStore(this.store) || (await this.store.aksOfDevice(d.id)).length === 0) return;
+    await this.store.revokeAks(d.id, blockEks, this.now(), AuditLog.input('tpm.ak.revoked', actor, d.id, { blockEks }));
   }
 
   private async newSecret(ttlSeconds?: number): Promise<{ secret: string; expiresAt: Date; hash: string }> {

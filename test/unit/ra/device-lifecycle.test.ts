@@ -529,4 +529,30 @@ describe('TPM attestation keys through the lifecycle (issue 9)', () => {
     await expect(bindAk('dev-new', '000b04', 'ek-t')).rejects.toBeInstanceOf(DeviceCaError);
     expect((await store.listAudit({ subject: 'dev-t', limit: 100 })).items.map((a) => [a.type, a.data])).toContainEqual(['tpm.ak.revoked', { blockEks: true }]);
   });
+
+  it('a crash between the AK revocation and the device change fails closed: the retry retires, the EK stays blocked', async () => {
+    await addDevice('dev-c');
+    await bindAk('dev-c', '000b05', 'ek-c');
+    // the process dies as the device change is written: the change never commits
+    const apply = jest.spyOn(store, 'applyDeviceChange').mockRejectedValueOnce(new Error('killed'));
+    await expect(lifecycle.retire('dev-c', OPERATOR, 'op')).rejects.toThrow('killed');
+    apply.mockRestore();
+    expect(await statuses('dev-c')).toEqual(['revoked']);
+    expect((await store.getDevice('dev-c'))?.state).not.toBe('retired');
+    // the operator retries (no reply reached it) and the retirement completes
+    await lifecycle.retire('dev-c', OPERATOR, 'op');
+    expect((await store.getDevice('dev-c'))?.state).toBe('retired');
+    await addDevice('dev-c2');
+    await expect(bindAk('dev-c2', '000b06', 'ek-c')).rejects.toBeInstanceOf(DeviceCaError);
+  });
+
+  it('a device change refused as a conflict leaves the AKs alone', async () => {
+    await addDevice('dev-k');
+    await bindAk('dev-k', '000b07', 'ek-k');
+    await lifecycle.release('dev-k', 'globex', ACME, 'op');
+    await bindAk('dev-k', '000b08', 'ek-k');
+    // a transferring device cannot be released again: nothing changes, its new AK stays active
+    await expect(lifecycle.release('dev-k', 'initech', ACME, 'op')).rejects.toMatchObject({ code: 'conflict' });
+    expect(await statuses('dev-k')).toContain('active');
+  });
 });
