@@ -24,6 +24,7 @@ import { createLogger, openRegistrationAuthority, openStore } from '../main';
 import { serve } from './serve';
 import { collectItems } from '../store/paging';
 import { printRecords, printRecord } from './output';
+import { importDevices, importFormat } from './devices-import';
 
 /** device-ca command line: the operator's interface. Every command takes --json and --help. */
 const program = new Command();
@@ -67,6 +68,11 @@ const openCheckedStore = async (cfg: Config): Promise<Store> => {
     throw e;
   }
   return store;
+};
+/** progressBar: [#####.....] 50% */
+const progressBar = (done: number, total: number): string => {
+  const f = total > 0 ? done / total : 1;
+  return `[${'#'.repeat(Math.round(f * 30)).padEnd(30, '.')}] ${Math.floor(f * 100)}%`;
 };
 const ttlOption = (v: string): number => {
   try {
@@ -142,6 +148,58 @@ devices
       const r = await h.ra.registerDevice({ id, owner: o.owner, label: o.label, secretTtlSeconds: ttl, actor: `cli:${process.env.USER ?? 'operator'}` });
       if (json()) console.log(JSON.stringify({ id: r.device.id, owner: r.device.owner, label: r.device.label, secret: r.secret, secretExpiresAt: r.expiresAt.toISOString() }));
       else console.log(r.secret);
+    } finally {
+      await h.close();
+    }
+  });
+devices
+  .command('import <file>')
+  .description('register many devices from a JSON-lines or CSV file; writes their one-time secrets to a new file only you can read')
+  .requiredOption('--secrets-out <file>', "new file for the secrets (mode 0600, refused if it exists; '-' for stdout), in the input's format")
+  .addOption(new Option('--format <format>', 'input format (default: csv for *.csv, else jsonl)').choices(['jsonl', 'csv']))
+  .option('--owner <owner>', 'owner of devices whose line names none')
+  .option('--label <label>', 'EST label of devices whose line names none')
+  .option('--secret-ttl <duration>', 'secret lifetime, e.g. 30d (default: enrollment.secretTtl)')
+  .option('--skip-existing', 'pass over ids already registered (default: stop at the first, naming it)')
+  .option('--batch <n>', 'devices per store transaction (1-10000)', '1000')
+  .addHelpText(
+    'after',
+    [
+      '',
+      'Input: JSON lines {"id":"dev-1","owner":"acme","label":"default"} (owner and label optional), or CSV',
+      'with a header naming the columns id, owner, label. Every line is checked before anything is written;',
+      'bad lines are listed and nothing is imported. Output (--secrets-out): {"id","secret","secretExpiresAt"}',
+      'per line, or CSV id,secret,secretExpiresAt. Each batch of secrets is on disk before its devices exist.',
+    ].join('\n'),
+  )
+  .action(async (file: string, o: { secretsOut: string; format?: string; owner?: string; label?: string; secretTtl?: string; skipExisting?: boolean; batch: string }) => {
+    const cfg = config();
+    const ttl = o.secretTtl === undefined ? undefined : ttlOption(o.secretTtl);
+    if (!fs.existsSync(file)) throw new DeviceCaError('bad-request', `no such file: ${file}`);
+    const h = await openRegistrationAuthority(cfg);
+    const started = Date.now();
+    const bar = process.stderr.isTTY && !json();
+    try {
+      const r = await importDevices(h.ra, {
+        file,
+        format: importFormat(file, o.format),
+        secretsOut: o.secretsOut,
+        owner: o.owner,
+        label: o.label,
+        secretTtlSeconds: ttl,
+        skipExisting: Boolean(o.skipExisting),
+        batch: Number(o.batch),
+        actor: actor(),
+        progress: bar ? (done, total) => process.stderr.write(`\r${progressBar(done, total)} ${done}/${total} devices`) : undefined,
+      });
+      if (bar) process.stderr.write('\n');
+      const secs = (Date.now() - started) / 1000;
+      const summary = { file, created: r.created, existing: r.existing, seconds: Number(secs.toFixed(1)), secretsOut: o.secretsOut };
+      if (json()) (o.secretsOut === '-' ? console.error : console.log)(JSON.stringify(summary));
+      else
+        console.error(
+          `imported ${r.created} device(s)${r.existing ? `, ${r.existing} already registered passed over` : ''} in ${secs.toFixed(1)} s; secrets in ${o.secretsOut === '-' ? 'stdout' : o.secretsOut}`,
+        );
     } finally {
       await h.close();
     }

@@ -132,29 +132,65 @@ export class RegistrationAuthority {
    * profile it serves; the profile name is what is stored.
    */
   async registerDevice(args: { id: string; owner?: string; label?: string; secretTtlSeconds?: number; actor: string }): Promise<{ device: DeviceRecord; secret: string; expiresAt: Date }> {
+    const reg = this.registration(args);
+    const { secret, expiresAt, hash } = await this.newDeviceSecret(args.secretTtlSeconds);
+    const device = await this.store.createDevice({ ...reg, state: 'registered' }, { hash, expiresAt }, registeredAudit(reg, args.actor, expiresAt)).catch((e: unknown) => {
+      // Device ids are one namespace across owners, so a taken id must be refused; the refusal is the same
+      // whoever holds it (the caller, another owner, a tombstone) and in whatever state: it says "taken",
+      // never whose. Everywhere else a device outside the caller's scope is 404.
+      if (e instanceof DeviceCaError && e.code === 'conflict') throw new DeviceCaError('conflict', `device id ${args.id} is not available`);
+      throw e;
+    });
+    return { device, secret, expiresAt };
+  }
+
+  /**
+   * registration checks one device registration (id, owner, label) and answers what the store keeps: the
+   * label resolved to its profile. 'bad-request' / 'not-found' name the field. `devices import` runs it
+   * over a whole file before writing anything.
+   */
+  registration(args: { id: string; owner?: string; label?: string }): { id: string; owner: string | null; label: string | null } {
     if (!DEVICE_ID.test(args.id)) throw new DeviceCaError('bad-request', 'device id must be 1-128 characters of letters, digits, . _ @ - and start with a letter or digit');
     if (args.owner !== undefined && !OWNER.test(args.owner)) throw new DeviceCaError('bad-request', 'owner must be 1-128 printable characters');
-    const profile = args.label === undefined ? null : this.profiles.has(args.label) ? args.label : this.profileForLabel(args.label);
+    const label = args.label === undefined ? null : this.profiles.has(args.label) ? args.label : this.profileForLabel(args.label);
+    return { id: args.id, owner: args.owner ?? null, label };
+  }
+
+  /**
+   * prepareRegistrations is the first half of the bulk path (`devices import`): each registration
+   * checked and given a new one-time secret, nothing written. The caller keeps the secrets safe (on
+   * disk) before commitRegistrations writes the batch, so no committed device is without its secret.
+   */
+  async prepareRegistrations(items: { id: string; owner?: string; label?: string }[], opts: { secretTtlSeconds?: number }): Promise<PreparedRegistrations> {
+    const regs = items.map((i) => this.registration(i));
+    const secrets = await Promise.all(regs.map(() => this.newDeviceSecret(opts.secretTtlSeconds)));
+    return regs.map((reg, i) => ({ ...reg, ...secrets[i] }));
+  }
+
+  /**
+   * commitRegistrations writes a prepared batch in one store transaction, each device with its secret
+   * and its own `device.registered` audit record. A taken id fails the whole batch ('conflict', naming
+   * it) unless skipExisting passes it over (returned in `existing`; its prepared secret is void).
+   */
+  async commitRegistrations(batch: PreparedRegistrations, opts: { actor: string; skipExisting: boolean }): Promise<{ created: string[]; existing: string[] }> {
+    return this.store.createDevices(
+      batch.map((r) => ({
+        device: { id: r.id, owner: r.owner, label: r.label, state: 'registered' as const },
+        secret: { hash: r.hash, expiresAt: r.expiresAt },
+        audit: registeredAudit(r, opts.actor, r.expiresAt),
+      })),
+      { skipExisting: opts.skipExisting },
+    );
+  }
+
+  /** newDeviceSecret: a new one-time enrollment secret, its expiry and the hash the store keeps. */
+  private async newDeviceSecret(ttlSeconds?: number): Promise<{ secret: string; expiresAt: Date; hash: string }> {
     const secret = newEnrollmentSecret();
-    const ttl = args.secretTtlSeconds ?? this.cfg.enrollment.secretTtl;
+    const ttl = ttlSeconds ?? this.cfg.enrollment.secretTtl;
     if (!(ttl > 0)) throw new DeviceCaError('bad-request', 'secret TTL must be positive');
     const expiresAt = new Date(this.now().getTime() + ttl * 1000);
     if (Number.isNaN(expiresAt.getTime())) throw new DeviceCaError('bad-request', 'secret TTL is out of range');
-    const hash = await hashSecret(secret, this.cfg.enrollment.secretHashCost);
-    const device = await this.store
-      .createDevice(
-        { id: args.id, owner: args.owner ?? null, label: profile, state: 'registered' },
-        { hash, expiresAt },
-        AuditLog.input('device.registered', args.actor, args.id, { owner: args.owner ?? null, label: profile, secretExpiresAt: expiresAt.toISOString() }),
-      )
-      .catch((e: unknown) => {
-        // Device ids are one namespace across owners, so a taken id must be refused; the refusal is the same
-        // whoever holds it (the caller, another owner, a tombstone) and in whatever state: it says "taken",
-        // never whose. Everywhere else a device outside the caller's scope is 404.
-        if (e instanceof DeviceCaError && e.code === 'conflict') throw new DeviceCaError('conflict', `device id ${args.id} is not available`);
-        throw e;
-      });
-    return { device, secret, expiresAt };
+    return { secret, expiresAt, hash: await hashSecret(secret, this.cfg.enrollment.secretHashCost) };
   }
 
   // ------------------------------------------------------------- enrollment
@@ -461,3 +497,11 @@ function sanText(s: SanEntry): string {
 
 const sha256 = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
 const truncate = (s: string): string => (s.length > 64 ? s.slice(0, 64) + '…' : s);
+
+/** PreparedRegistrations: checked registrations with their new secrets (plain, for the operator) and hashes (for the store). */
+export type PreparedRegistrations = { id: string; owner: string | null; label: string | null; secret: string; expiresAt: Date; hash: string }[];
+
+/** registeredAudit: the audit record of one device registration. */
+function registeredAudit(reg: { id: string; owner: string | null; label: string | null }, actor: string, secretExpiresAt: Date) {
+  return AuditLog.input('device.registered', actor, reg.id, { owner: reg.owner, label: reg.label, secretExpiresAt: secretExpiresAt.toISOString() });
+}

@@ -165,6 +165,16 @@ export const MAX_PAGE_LIMIT = 1000;
 export interface DeviceStore {
   /** createDevice inserts a device and its first secret together; 'conflict' if the id exists. */
   createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>, audit: AuditInput): Promise<DeviceRecord>;
+  /**
+   * createDevices inserts many devices, each with its first secret and its audit record, in ONE
+   * transaction (the bulk path of `devices import`): with skipExisting a taken id is passed over and
+   * returned in `existing`; without, a taken id fails the whole batch with 'conflict' naming it and
+   * nothing is written. Ids within one batch must be distinct.
+   */
+  createDevices(
+    items: { device: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>; secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>; audit: AuditInput }[],
+    opts: { skipExisting: boolean },
+  ): Promise<{ created: string[]; existing: string[] }>;
   getDevice(id: string): Promise<DeviceRecord | null>;
   /** listDevices: devices in id order. */
   listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>>;

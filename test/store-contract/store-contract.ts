@@ -103,6 +103,27 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(await auditCount()).toBe(1);
       });
 
+      it('createDevices writes a batch in one transaction: a taken id fails it whole, or is passed over with skipExisting', async () => {
+        await addDevice('bulk-02', 'a');
+        const item = (id: string) => ({ device: { id, owner: 'b', label: null, state: 'registered' as const }, secret: secret(), audit: audit('device.registered', id) });
+        const before = await auditCount();
+        const err = await store.createDevices(['bulk-01', 'bulk-02', 'bulk-03'].map(item), { skipExisting: false }).catch((e: unknown) => e);
+        expect(err).toMatchObject({ code: 'conflict', message: expect.stringContaining('bulk-02') });
+        expect(await store.getDevice('bulk-01')).toBeNull();
+        expect(await auditCount()).toBe(before);
+        const r = await store.createDevices(['bulk-01', 'bulk-02', 'bulk-03'].map(item), { skipExisting: true });
+        expect(r).toEqual({ created: ['bulk-01', 'bulk-03'], existing: ['bulk-02'] });
+        expect(await store.getDevice('bulk-02')).toMatchObject({ owner: 'a' });
+        expect(await store.getDevice('bulk-03')).toMatchObject({ owner: 'b', state: 'registered' });
+        expect(await store.activeSecrets('bulk-03', new Date())).toHaveLength(1);
+        // one audit record per created device, in batch order, chained
+        expect((await allAudit()).slice(before).map((a) => a.subject)).toEqual(['bulk-01', 'bulk-03']);
+        expect(await verifyAuditChain(store)).toMatchObject({ ok: true });
+        expect(await codeOf(store.createDevices(['bulk-04', 'bulk-04'].map(item), { skipExisting: true }))).toBe('bad-request');
+        expect(await store.getDevice('bulk-04')).toBeNull();
+        expect(await store.createDevices([], { skipExisting: false })).toEqual({ created: [], existing: [] });
+      });
+
       it('activeSecrets: unused and unexpired only, newest first', async () => {
         const now = new Date();
         await store.createDevice({ id: 'dev-1', owner: null, label: null, state: 'registered' }, { hash: 'h1', expiresAt: new Date(now.getTime() + 1000) }, audit('device.create', 'dev-1'));

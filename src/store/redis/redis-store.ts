@@ -1,6 +1,7 @@
 import { ChainableCommander, Redis, RedisOptions } from 'ioredis';
 import { nextAuditRecord } from '../../audit/audit-chain';
 import { DeviceCaError } from '../../errors/device-ca-error';
+import { distinctIds } from '../batch';
 import { pageLimit, pageOf } from '../paging';
 import {
   AuditInput,
@@ -288,6 +289,45 @@ export class RedisStore implements Store {
       await this.addSecretTo(m, d.id, secret.hash, secret.expiresAt);
       await this.auditTo(m, audit, now);
       return rec;
+    });
+  }
+
+  async createDevices(
+    items: { device: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>; secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>; audit: AuditInput }[],
+    opts: { skipExisting: boolean },
+  ): Promise<{ created: string[]; existing: string[] }> {
+    distinctIds(items.map((i) => i.device.id));
+    if (items.length === 0) return { created: [], existing: [] };
+    const devKeys = items.map((i) => this.k('dev', i.device.id));
+    return this.tx([this.headKey, ...devKeys], async (m) => {
+      const taken = await this.w.mget(...devKeys);
+      const created: string[] = [];
+      const existing: string[] = [];
+      const fresh = items.filter((it, i) => {
+        if (taken[i] === null) return true;
+        if (!opts.skipExisting) throw new DeviceCaError('conflict', `device ${it.device.id} already exists`);
+        existing.push(it.device.id);
+        return false;
+      });
+      if (fresh.length === 0) return { created, existing };
+      const now = new Date();
+      // secret ids from the counter outside the transaction, as addSecretTo: a retry skips ids, never reuses them
+      const last = await this.w.incrby(this.k('secret', 'seq'), fresh.length);
+      let head = await this.readHead(this.w);
+      fresh.forEach(({ device: d, secret, audit }, i) => {
+        const rec: DeviceRecord = { ...d, pendingOwner: null, createdAt: now, updatedAt: now };
+        m.set(this.k('dev', d.id), JSON.stringify(deviceRow(rec)));
+        m.zadd(this.k('devs'), 0, d.id);
+        const id = last - fresh.length + 1 + i;
+        const row: SecretRow = { id, deviceId: d.id, hash: secret.hash, expiresAt: ms(secret.expiresAt), usedAt: null, certSerial: null };
+        m.set(this.k('secret', id), JSON.stringify(row));
+        m.zadd(this.k('dev-secrets', d.id), id, String(id));
+        const a = nextAuditRecord(head, audit, now);
+        this.queueAudit(m, a);
+        head = { seq: a.seq, hash: a.hash };
+        created.push(d.id);
+      });
+      return { created, existing };
     });
   }
 

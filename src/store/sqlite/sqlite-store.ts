@@ -30,6 +30,7 @@ import {
   Store,
   StoreHead,
 } from '../store';
+import { distinctIds } from '../batch';
 import { pageLimit, pageOf } from '../paging';
 import { MIGRATIONS } from './migrations';
 import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
@@ -208,6 +209,32 @@ export class SqliteStore implements Store, AttestationStore {
         this.stmt('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(d.id, secret.hash, ms(secret.expiresAt));
         this.appendAuditSync(audit, now);
         return { ...d, pendingOwner: null, createdAt: now, updatedAt: now };
+      })
+      .immediate();
+  }
+
+  async createDevices(
+    items: { device: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>; secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>; audit: AuditInput }[],
+    opts: { skipExisting: boolean },
+  ): Promise<{ created: string[]; existing: string[] }> {
+    distinctIds(items.map((i) => i.device.id));
+    const now = new Date();
+    return this.db
+      .transaction(() => {
+        const created: string[] = [];
+        const existing: string[] = [];
+        for (const { device: d, secret, audit } of items) {
+          if (this.stmt('SELECT 1 FROM devices WHERE id = ?').get(d.id)) {
+            if (!opts.skipExisting) throw new DeviceCaError('conflict', `device ${d.id} already exists`);
+            existing.push(d.id);
+            continue;
+          }
+          this.stmt('INSERT INTO devices (id, owner, label, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run(d.id, d.owner, d.label, d.state, ms(now), ms(now));
+          this.stmt('INSERT INTO secrets (device_id, hash, expires_at) VALUES (?, ?, ?)').run(d.id, secret.hash, ms(secret.expiresAt));
+          this.appendAuditSync(audit, now);
+          created.push(d.id);
+        }
+        return { created, existing };
       })
       .immediate();
   }
