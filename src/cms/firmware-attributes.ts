@@ -44,9 +44,7 @@ export function firmwareAttributes(m: FirmwareMetadata): SignedAttribute[] {
   const attrs: SignedAttribute[] = [{ type: CMS_OID.firmwarePackageId, values: [seq(name)] }];
   const types = [...new Set(m.hardware.map((h) => h.type))];
   if (types.length > 0) attrs.push({ type: CMS_OID.targetHardwareIds, values: [seq(...types.map((t) => oid(t)))] });
-  const withSerials = types
-    .map((t) => ({ t, serials: m.hardware.filter((h) => h.type === t && h.serial !== undefined).map((h) => h.serial!) }))
-    .filter((x) => x.serials.length > 0);
+  const withSerials = types.map((t) => ({ t, serials: m.hardware.filter((h) => h.type === t && h.serial !== undefined).map((h) => h.serial!) })).filter((x) => x.serials.length > 0);
   if (withSerials.length > 0)
     attrs.push({
       type: CMS_OID.communityIdentifiers,

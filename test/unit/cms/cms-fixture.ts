@@ -15,14 +15,14 @@ export interface CmsParty {
 
 /** openssl runs the real openssl; a failure throws with its stderr, so a test sees the peer's verdict. */
 export function openssl(args: string[], input?: Buffer): Buffer {
-  const r = spawnSync('openssl', args, { input });
+  const r = spawnSync('openssl', args, { input, maxBuffer: 1 << 28 });
   if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr.toString()}`);
   return r.stdout;
 }
 
 /** opensslStatus runs openssl and returns its exit status and stderr, for the refusals a test expects. */
 export function opensslStatus(args: string[], input?: Buffer): { status: number | null; stderr: string } {
-  const r = spawnSync('openssl', args, { input });
+  const r = spawnSync('openssl', args, { input, maxBuffer: 1 << 28 });
   return { status: r.status, stderr: r.stderr.toString() };
 }
 
