@@ -24,6 +24,7 @@ import { createLogger, openRegistrationAuthority, openStore } from '../main';
 import { serve } from './serve';
 import { collectItems } from '../store/paging';
 import { printRecords, printRecord } from './output';
+import { registerFirmwareCommands } from './firmware-commands';
 
 /** device-ca command line: the operator's interface. Every command takes --json and --help. */
 const program = new Command();
@@ -553,6 +554,8 @@ for (const [cmd, decision] of [
       }
     });
 }
+
+registerFirmwareCommands(program, { config, json, actor, openCheckedStore });
 
 async function main(): Promise<void> {
   try {
