@@ -1,4 +1,5 @@
 import * as crypto from 'node:crypto';
+import { children, readOne } from '../der/der-reader';
 import { bitString, contextExplicit, contextImplicitConstructed, integer, octetString, oid, seq, tlv } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
@@ -69,8 +70,8 @@ function uint32(n: number): Buffer {
   return b;
 }
 
-/** rawPoint: the uncompressed EC point (SEC 1 §2.3.3) of a public key, from its JWK coordinates. */
+/** rawPoint: the EC point (SEC 1 §2.3.3) of a public key: the subjectPublicKey BIT STRING of its SPKI, unused-bits octet dropped. */
 function rawPoint(key: crypto.KeyObject): Buffer {
-  const jwk = key.export({ format: 'jwk' });
-  return Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]);
+  const spki = key.export({ type: 'spki', format: 'der' });
+  return children(readOne(spki, 0x30), 2)[1].value.subarray(1);
 }

@@ -1,5 +1,5 @@
 import { children, decodeOid, readOne } from '../der/der-reader';
-import { contextExplicit, contextImplicitConstructed, integer, octetString, oid, seq, set } from '../der/der-writer';
+import { contextImplicitConstructed, derLength, integer, oid, set } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
 
@@ -60,10 +60,36 @@ export function parseSignedDataParts(der: Buffer): SignedDataParts {
  */
 export function encodeSignedData(p: SignedDataParts): Buffer {
   const unique = (xs: Buffer[]): Buffer[] => xs.filter((x, i) => xs.findIndex((y) => y.equals(x)) === i);
-  const encap = p.eContent ? seq(oid(p.eContentType), contextExplicit(0, octetString(p.eContent))) : seq(oid(p.eContentType));
+  const encap = p.eContent ? wrap(0x30, [oid(p.eContentType), wrap(0xa0, [wrap(0x04, [p.eContent])])]) : wrap(0x30, [oid(p.eContentType)]);
   const certs = p.certificates.length > 0 ? [contextImplicitConstructed(0, Buffer.concat(unique(p.certificates)))] : [];
   const crls = p.crls.length > 0 ? [contextImplicitConstructed(1, Buffer.concat(p.crls))] : [];
   const version = p.eContentType === CMS_OID.data ? 1 : 3;
-  const sd = seq(integer(version), set(...unique(p.digestAlgorithms)), encap, ...certs, ...crls, set(...p.signerInfos));
-  return seq(oid(CMS_OID.signedData), contextExplicit(0, sd));
+  const sd = wrap(0x30, [integer(version), set(...unique(p.digestAlgorithms)), encap, ...certs, ...crls, set(...p.signerInfos)]);
+  const ci = wrap(0x30, [oid(CMS_OID.signedData), wrap(0xa0, [sd])]);
+  return Buffer.concat(ci.parts, ci.length);
+}
+
+/**
+ * Rope: an encoding kept as its pieces until the end, so that a large eContent (a 64 MiB image) is
+ * copied once into the result instead of once per enclosing TLV.
+ */
+interface Rope {
+  parts: Buffer[];
+  length: number;
+}
+
+function wrap(tag: number, items: (Buffer | Rope)[]): Rope {
+  const parts: Buffer[] = [];
+  let length = 0;
+  for (const it of items) {
+    if (Buffer.isBuffer(it)) {
+      parts.push(it);
+      length += it.length;
+    } else {
+      parts.push(...it.parts);
+      length += it.length;
+    }
+  }
+  const header = Buffer.concat([Buffer.from([tag]), derLength(length)]);
+  return { parts: [header, ...parts], length: header.length + length };
 }
