@@ -1,4 +1,5 @@
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { writeFileAtomic } from '../data-dir/atomic-file';
@@ -116,10 +117,24 @@ async function createSignerCa(cfg: Config, keys: KeyBackend, store: SignerCaStor
   return { name, der, rootDer, key };
 }
 
-/** exportSignerCa writes ca/<name>.crt and ca/firmware-chain.pem (signer CA, root): the -CAfile for `openssl cms -verify`. */
+/**
+ * exportSignerCa writes ca/<name>.crt and ca/firmware-chain.pem (signer CA, root): the -CAfile for
+ * `openssl cms -verify`. A file whose bytes are already right is left alone.
+ */
 function exportSignerCa(cfg: Config, name: string, der: Buffer, rootDer: Buffer): void {
-  writeFileAtomic(path.join(caDir(cfg), `${name}.crt`), der);
-  writeFileAtomic(path.join(caDir(cfg), 'firmware-chain.pem'), toPem(der, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE'));
+  const files: [string, Buffer | string][] = [
+    [`${name}.crt`, der],
+    ['firmware-chain.pem', toPem(der, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE')],
+  ];
+  for (const [f, data] of files) {
+    const file = path.join(caDir(cfg), f);
+    try {
+      if (fs.readFileSync(file).equals(Buffer.from(data))) continue;
+    } catch {
+      // missing: write it
+    }
+    writeFileAtomic(file, data);
+  }
 }
 
 /**

@@ -28,6 +28,16 @@ const MAX_ELEMENTS = 256;
  * Errors: 'bad-request'.
  */
 export function parseSignedDataParts(der: Buffer): SignedDataParts {
+  try {
+    return splitSignedData(der);
+  } catch (e) {
+    // name the file's problem first: "malformed DER: truncated content" alone does not say which input
+    if (e instanceof DeviceCaError && e.message.startsWith('malformed DER')) throw new DeviceCaError('bad-request', `the file is not a DER CMS SignedData (${e.message})`, { cause: e });
+    throw e;
+  }
+}
+
+function splitSignedData(der: Buffer): SignedDataParts {
   const [type, content] = children(readOne(der, 0x30), 2);
   if (!type || !content || decodeOid(type) !== CMS_OID.signedData || content.tag !== 0xa0) throw new DeviceCaError('bad-request', 'the file is not a CMS SignedData');
   const f = children(readOne(content.value, 0x30), 6);

@@ -100,6 +100,20 @@ describe('signers', () => {
   });
 });
 
+describe('signing', () => {
+  it("a key that is not the certificate's, and a file that is not a package, are refused with a clear message", async () => {
+    const pkg = tmp.file('pkg/bad-0.der');
+    await offline('firmware', 'create', '--image', image, '--name', 'bad', '--version', '1', '--out', pkg);
+    const wrongKey = await runCli(['firmware', 'sign', '--in', pkg, '--cert', signers[0].crt, '--key', signers[1].key, '--out', tmp.file('pkg/bad-1.der')], {});
+    expect([wrongKey.code, wrongKey.stderr]).toEqual([1, 'device-ca: the key does not belong to the certificate\n']);
+    const notPkg = await runCli(['firmware', 'sign', '--in', image, '--cert', signers[0].crt, '--key', signers[0].key, '--out', tmp.file('pkg/bad-2.der')], {});
+    expect(notPkg.code).toBe(1);
+    expect(notPkg.stderr).toMatch(/^device-ca: the file is not a DER CMS SignedData \(malformed DER/);
+    const badVersion = await runCli(['firmware', 'create', '--image', image, '--name', 'bad', '--version', '1.2', '--out', tmp.file('pkg/bad-3.der')], {});
+    expect([badVersion.code, badVersion.stderr]).toEqual([1, 'device-ca: --version must be a non-negative integer\n']);
+  });
+});
+
 describe('release', () => {
   it('signed by all three roles: the release verifies with openssl against the firmware chain and gives the image', async () => {
     const pkg = await signedPackage('sensor-fw', 1, signers);
