@@ -3,11 +3,11 @@ import { OID } from '../der/oids';
 
 /** NameAttribute is one RDN attribute; device-ca writes single-valued RDNs only. */
 export interface NameAttribute {
-  type: 'CN' | 'O' | 'serialNumber';
+  type: 'CN' | 'O' | 'OU' | 'serialNumber';
   value: string;
 }
 
-const TYPE_OIDS = { CN: oid(OID.commonName), O: oid(OID.organizationName), serialNumber: oid(OID.serialNumber) };
+const TYPE_OIDS = { CN: oid(OID.commonName), O: oid(OID.organizationName), OU: oid(OID.organizationalUnitName), serialNumber: oid(OID.serialNumber) };
 
 /** encodeName builds an RDNSequence; RFC 5280 §4.1.2.6: UTF8String, except serialNumber (PrintableString). */
 export function encodeName(attrs: NameAttribute[]): Buffer {

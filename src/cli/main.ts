@@ -25,6 +25,7 @@ import { serve } from './serve';
 import { collectItems } from '../store/paging';
 import { printRecords, printRecord } from './output';
 import { importDevices, importFormat } from './devices-import';
+import { registerFirmwareCommands } from './firmware-commands';
 
 /** device-ca command line: the operator's interface. Every command takes --json and --help. */
 const program = new Command();
@@ -611,6 +612,8 @@ for (const [cmd, decision] of [
       }
     });
 }
+
+registerFirmwareCommands(program, { config, json, actor, openCheckedStore });
 
 async function main(): Promise<void> {
   try {

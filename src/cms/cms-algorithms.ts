@@ -9,6 +9,32 @@ export const CMS_OID = {
   messageDigest: '1.2.840.113549.1.9.4',
   signingTime: '1.2.840.113549.1.9.5',
   rsaEncryption: '1.2.840.113549.1.1.1',
+  /** RFC 4108 §2: id-ct-firmwarePackage, the content type of a firmware package */
+  firmwarePackage: '1.2.840.113549.1.9.16.1.16',
+  /** RFC 4108 §2.2.1: id-aa-firmwarePackageID */
+  firmwarePackageId: '1.2.840.113549.1.9.16.2.35',
+  /** RFC 4108 §2.2.2: id-aa-targetHardwareIDs */
+  targetHardwareIds: '1.2.840.113549.1.9.16.2.36',
+  /** RFC 4108 §2.2.5: id-aa-communityIdentifiers */
+  communityIdentifiers: '1.2.840.113549.1.9.16.2.40',
+  /** RFC 8017 A.2.1: id-RSAES-OAEP, and MGF1 (B.2.1) */
+  rsaesOaep: '1.2.840.113549.1.1.7',
+  mgf1: '1.2.840.113549.1.1.8',
+  /** RFC 5753 §7.1.4: dhSinglePass-stdDH-sha256kdf-scheme and -sha384kdf-scheme (ECDH, X9.63 KDF) */
+  ecdhStdSha256Kdf: '1.3.132.1.11.1',
+  ecdhStdSha384Kdf: '1.3.132.1.11.2',
+  /** RFC 3394 / RFC 3565 §2.3.2: id-aes256-wrap (parameters absent) */
+  aes256Wrap: '2.16.840.1.101.3.4.1.45',
+  ecPublicKey: '1.2.840.10045.2.1',
+  /**
+   * device-ca's own UUID OIDs (X.667 2.25 arc, no registration needed):
+   * packageTemplate: the RFC 4108 attributes of a package nobody has signed yet, carried as an
+   * OtherRevocationInfoFormat (RFC 5652 §10.2.1) until the first signer copies them into its SignerInfo;
+   * approvals: signed attribute of the CA's SignerInfo in an encrypted release, holding the signers'
+   * SignerInfos over the plaintext image (they cannot sit beside it: their digest is of the image).
+   */
+  packageTemplate: '2.25.42488998365112415796939854817394427682',
+  approvals: '2.25.34095129011205272110375071476827141686',
 } as const;
 
 /** DigestName: the message digests device-ca accepts in a CMS signature (RFC 8894 §3.5.2 lists SHA-1, SHA-256, SHA-512; SHA-384 for P-384 signers). */

@@ -6,7 +6,9 @@ import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID, CONTENT_CIPHERS, ContentCipher, contentCipherOf } from './cms-algorithms';
 import { octets, parsed, toBuffer, unwrapContentInfo } from './content-info';
 import { issuerAndSerialNumber } from './issuer-and-serial';
+import { curveOf, EcCurve, keyAgreeRecipientInfo } from './key-agree-recipient';
 import { KeyTransportDecryptor } from './rsa-key-transport';
+import { oaepKeyTransRecipientInfo } from './rsa-oaep-recipient';
 
 /** OpenedEnvelope: the decrypted content and the cipher the sender chose (a reply is encrypted the same way). */
 export interface OpenedEnvelope {
@@ -77,4 +79,34 @@ function subjectKeyIdentifier(certDer: Buffer): Buffer | null {
   if (!e) return null;
   const inner = asn1js.fromBER(e.extnValue.valueBlock.valueHexView);
   return inner.result instanceof asn1js.OctetString ? toBuffer(inner.result.valueBlock.valueHexView) : null;
+}
+
+/**
+ * envelopeToCertificates encrypts content (AES-256-CBC, fresh key and IV) to every certificate given and
+ * returns the DER ContentInfo of the EnvelopedData (RFC 5652 §6.1, version 2): one KeyAgreeRecipientInfo
+ * per EC curve (ECDH, RFC 5753) holding every EC recipient of that curve, and one KeyTransRecipientInfo
+ * with RSA-OAEP per RSA recipient (RFC 8017). `contentType` labels the encrypted content (RFC 4108 §2.1:
+ * id-ct-firmwarePackage for an image). 'bad-algorithm' for a certificate key we cannot encrypt to;
+ * 'bad-request' for no recipient.
+ */
+export function envelopeToCertificates(content: Buffer, contentType: string, certificates: Buffer[]): Buffer {
+  if (certificates.length === 0) throw new DeviceCaError('bad-request', 'an encrypted package needs at least one recipient');
+  const spec = CONTENT_CIPHERS['aes-256-cbc'];
+  const cek = crypto.randomBytes(spec.keyLength);
+  const iv = crypto.randomBytes(spec.ivLength);
+  const byCurve = new Map<EcCurve, { certificate: Buffer; publicKey: crypto.KeyObject }[]>();
+  const recipientInfos: Buffer[] = [];
+  for (const certificate of certificates) {
+    const publicKey = new crypto.X509Certificate(certificate).publicKey;
+    const curve = curveOf(publicKey);
+    if (curve) byCurve.set(curve, [...(byCurve.get(curve) ?? []), { certificate, publicKey }]);
+    else if (publicKey.asymmetricKeyType === 'rsa') recipientInfos.push(oaepKeyTransRecipientInfo(cek, certificate, publicKey));
+    else throw new DeviceCaError('bad-algorithm', `a recipient certificate has a ${publicKey.asymmetricKeyType} key; device-ca encrypts to RSA, P-256 and P-384 keys`);
+  }
+  for (const [curve, rs] of byCurve) recipientInfos.unshift(keyAgreeRecipientInfo(cek, curve, rs));
+  const c = crypto.createCipheriv('aes-256-cbc', cek, iv);
+  const encrypted = Buffer.concat([c.update(content), c.final()]);
+  const eci = seq(oid(contentType), seq(oid(spec.oid), octetString(iv)), contextImplicitPrimitive(0, encrypted));
+  // RFC 5652 §6.1: version 2 when a RecipientInfo is not version 0 (kari is 3), else 0
+  return seq(oid(CMS_OID.envelopedData), contextExplicit(0, seq(integer(byCurve.size > 0 ? 2 : 0), set(...recipientInfos), eci)));
 }

@@ -4,9 +4,12 @@ import * as pkijs from 'pkijs';
 import { contextExplicit, contextImplicitConstructed, integer, octetString, oid, seq, set } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
-import { CMS_OID, DIGEST_OID, DigestName, digestOf, signatureDigest } from './cms-algorithms';
+import { CMS_OID, DigestName, digestOf, signatureDigest } from './cms-algorithms';
 import { octets, parsed, toBuffer, unwrapContentInfo } from './content-info';
 import { issuerAndSerialNumber } from './issuer-and-serial';
+import { buildSignerInfo, SignedAttribute } from './signer-info';
+
+export type { SignedAttribute } from './signer-info';
 
 /** SignedMessage: a verified SignedData with one signer and signed attributes. */
 export interface SignedMessage {
@@ -83,17 +86,11 @@ export function verifySignedData(ber: Buffer): SignedMessage {
   return { content: body, contentType: sd.encapContentInfo.eContentType, certificates, signer: { certificate: signerCert, digest, attributes } };
 }
 
-/** SignedAttribute: one signed attribute to add, as its type and the DER of each value. */
-export interface SignedAttribute {
-  type: string;
-  values: Buffer[];
-}
-
 /**
  * buildSignedData signs content (or nothing: SCEP failure replies carry none) with signed attributes
- * (contentType and messageDigest added here, RFC 5652 §5.3), the signer identified by issuer and serial
- * (SignerInfo v1) and the given certificates carried. The digest follows the key (SHA-256, SHA-384 for
- * P-384), as SigningKey.sign hashes with its own X.509 signature algorithm.
+ * (contentType and messageDigest added by buildSignerInfo, RFC 5652 §5.3), the signer identified by issuer
+ * and serial (SignerInfo v1) and the given certificates carried. The digest follows the key (SHA-256,
+ * SHA-384 for P-384), as SigningKey.sign hashes with its own X.509 signature algorithm.
  */
 export async function buildSignedData(args: {
   content: Buffer | null;
@@ -103,27 +100,10 @@ export async function buildSignedData(args: {
   certificates: Buffer[];
 }): Promise<Buffer> {
   const contentType = args.contentType ?? CMS_OID.data;
-  const digest: DigestName = args.signer.key.algorithm === 'ecdsa-p384' ? 'sha384' : 'sha256';
-  const digestAlg = seq(oid(DIGEST_OID[digest])); // RFC 5754 §2: parameters absent
-  const md = crypto
-    .createHash(digest)
-    .update(args.content ?? Buffer.alloc(0))
-    .digest();
-  const attrs = [{ type: CMS_OID.contentType, values: [oid(contentType)] }, { type: CMS_OID.messageDigest, values: [octetString(md)] }, ...args.attributes]
-    .map((a) => seq(oid(a.type), set(...a.values)))
-    .sort(Buffer.compare); // X.690 §11.6: DER SET OF in ascending order of the encodings
-  const signature = await args.signer.key.sign(set(...attrs));
-  const signerInfo = seq(
-    integer(1),
-    issuerAndSerialNumber(args.signer.certificate),
-    digestAlg,
-    contextImplicitConstructed(0, Buffer.concat(attrs)),
-    args.signer.key.signatureAlgorithm,
-    octetString(signature),
-  );
+  const { signerInfo, digestAlgorithm } = await buildSignerInfo({ contentType, content: args.content, signer: args.signer, attributes: args.attributes });
   const encap = args.content ? seq(oid(contentType), contextExplicit(0, octetString(args.content))) : seq(oid(contentType));
   const certs = args.certificates.length > 0 ? [contextImplicitConstructed(0, Buffer.concat(args.certificates))] : [];
-  const signedData = seq(integer(1), set(digestAlg), encap, ...certs, set(signerInfo));
+  const signedData = seq(integer(1), set(digestAlgorithm), encap, ...certs, set(signerInfo));
   return seq(oid(CMS_OID.signedData), contextExplicit(0, signedData));
 }
 

@@ -222,6 +222,7 @@ export const configSchema = z
             issuing: roleKey,
             ocsp: roleKey,
             ra: roleKey,
+            signer: roleKey,
           })
           .prefault({}),
       })

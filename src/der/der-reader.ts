@@ -68,18 +68,19 @@ export function decodeOid(t: Tlv): string {
   expectTag(t, 0x06, 'OBJECT IDENTIFIER');
   const v = t.value;
   if (v.length === 0 || v.length > 64) bad('OID length');
-  const parts: number[] = [];
-  let acc = 0;
+  // BigInt arcs: UUID-based OIDs (2.25.<128-bit>, X.667) exceed Number's exact range
+  const parts: bigint[] = [];
+  let acc = 0n;
   for (let i = 0; i < v.length; i++) {
-    acc = acc * 128 + (v[i] & 0x7f);
+    acc = (acc << 7n) | BigInt(v[i] & 0x7f);
     if (!(v[i] & 0x80)) {
       parts.push(acc);
-      acc = 0;
+      acc = 0n;
     } else if (i === v.length - 1) bad('OID truncated');
   }
   const first = parts.shift()!;
-  const a = first < 80 ? Math.floor(first / 40) : 2;
-  return [a, first - a * 40, ...parts].join('.');
+  const a = first < 80n ? first / 40n : 2n;
+  return [a, first - a * 40n, ...parts].join('.');
 }
 
 /** decodeString reads the string types a CSR subject or attribute may use. */

@@ -52,18 +52,21 @@ export function integer(n: number): Buffer {
   return integerFromUnsigned(Buffer.from(bytes));
 }
 
-/** oid encodes a dotted OBJECT IDENTIFIER. Callers cache the result: it is not on a per-request path. */
+/**
+ * oid encodes a dotted OBJECT IDENTIFIER. Callers cache the result: it is not on a per-request path.
+ * Arcs are BigInts so that UUID-based OIDs (2.25.<128-bit UUID>, X.667) encode exactly.
+ */
 export function oid(dotted: string): Buffer {
-  const parts = dotted.split('.').map((p) => Number(p));
-  if (parts.length < 2 || parts.some((p) => !Number.isSafeInteger(p) || p < 0) || parts[0] > 2 || (parts[0] < 2 && parts[1] >= 40)) throw new RangeError(`bad OID ${dotted}`);
+  const parts = dotted.split('.').map((p) => (/^(0|[1-9][0-9]*)$/.test(p) ? BigInt(p) : -1n));
+  if (parts.length < 2 || parts.some((p) => p < 0n) || parts[0] > 2n || (parts[0] < 2n && parts[1] >= 40n)) throw new RangeError(`bad OID ${dotted}`);
   const out: number[] = [];
   // X.690 §8.19.4: the first subidentifier is 40*X+Y, base-128 like the others (2.999 -> 0x88 0x37)
-  for (const p of [parts[0] * 40 + parts[1], ...parts.slice(2)]) {
-    const stack: number[] = [p & 0x7f];
-    let v = Math.floor(p / 128);
-    while (v > 0) {
-      stack.unshift((v & 0x7f) | 0x80);
-      v = Math.floor(v / 128);
+  for (const p of [parts[0] * 40n + parts[1], ...parts.slice(2)]) {
+    const stack: number[] = [Number(p & 0x7fn)];
+    let v = p >> 7n;
+    while (v > 0n) {
+      stack.unshift(Number(v & 0x7fn) | 0x80);
+      v >>= 7n;
     }
     out.push(...stack);
   }

@@ -17,6 +17,7 @@ export const OID = {
   commonName: '2.5.4.3',
   serialNumber: '2.5.4.5',
   organizationName: '2.5.4.10',
+  organizationalUnitName: '2.5.4.11',
   // extensions
   subjectKeyIdentifier: '2.5.29.14',
   keyUsage: '2.5.29.15',

@@ -5,8 +5,8 @@
 export type KeyAlgorithm = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-2048' | 'rsa-3072';
 export const KEY_ALGORITHMS: readonly KeyAlgorithm[] = ['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072'];
 
-/** KeyRole names what a key signs; one key per role per CA. */
-export type KeyRole = 'root' | 'issuing' | 'ocsp' | 'ra';
+/** KeyRole names what a key signs; one key per role per CA ('signer': the firmware signer CA, docs/firmware.md). */
+export type KeyRole = 'root' | 'issuing' | 'ocsp' | 'ra' | 'signer';
 
 export interface SigningKey {
   readonly algorithm: KeyAlgorithm;

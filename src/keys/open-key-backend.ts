@@ -73,7 +73,7 @@ export function openKeyBackend(cfg: Config): KeyBackend {
       if (!ref.startsWith('pkcs11:')) return software;
       const u = parsePkcs11Uri(ref);
       // the PIN of a token comes from the role (or default) configuration that names it
-      const named = (['root', 'issuing', 'ocsp', 'ra'] as KeyRole[]).map(roleToken).find((t) => (u.token && t.token === u.token) || (u.serial && t.serial === u.serial));
+      const named = (['root', 'issuing', 'ocsp', 'ra', 'signer'] as KeyRole[]).map(roleToken).find((t) => (u.token && t.token === u.token) || (u.serial && t.serial === u.serial));
       return tokenBackend(named ?? { token: u.token, serial: u.serial, pinEnv: p.pinEnv, pinFile: p.pinFile }, 'keys.pkcs11');
     },
     (role) => cfg.keys.roles[role].key,

@@ -1,0 +1,157 @@
+import { Command } from 'commander';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import { parseHardwareList } from '../cms/firmware-attributes';
+import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../cms/firmware-package';
+import { pemBlocks, toPem } from '../ca/pem';
+import { Config } from '../config/schema';
+import { writeFileAtomic } from '../data-dir/atomic-file';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { SigningKey } from '../keys/key-backend';
+import { openKeyBackend } from '../keys/open-key-backend';
+import { algorithmOfKey, softwareSigningKey } from '../keys/software-key-backend';
+import { FirmwareReleases } from '../ra/firmware-release';
+import { Store } from '../store/store';
+import { printRecords } from './output';
+
+/** FirmwareCliContext: what the firmware commands take from the main program. */
+export interface FirmwareCliContext {
+  config: () => Config;
+  json: () => boolean;
+  actor: () => string;
+  openCheckedStore: (cfg: Config) => Promise<Store>;
+}
+
+/**
+ * registerFirmwareCommands adds `signers` and `firmware` (issue 13, docs/firmware.md). `firmware create`
+ * and `firmware sign` work offline, on a signer's machine without the data directory; `signers`,
+ * `firmware policy` and `firmware release` use the store.
+ */
+export function registerFirmwareCommands(program: Command, ctx: FirmwareCliContext): void {
+  const withReleases = async <T>(fn: (r: FirmwareReleases) => Promise<T>): Promise<T> => {
+    const cfg = ctx.config();
+    const store = await ctx.openCheckedStore(cfg);
+    const keys = openKeyBackend(cfg);
+    try {
+      return await fn(new FirmwareReleases(cfg, store, keys));
+    } finally {
+      await store.close();
+      await keys.close();
+    }
+  };
+
+  const signers = program.command('signers').description('firmware signers: code-signing certificates from the signer CA, one role each');
+  signers
+    .command('add <name>')
+    .description('certify a signer key (from its CSR) for a role; prints the signer certificate (PEM). The first signer creates the signer CA (needs the root key)')
+    .requiredOption('--role <role>', 'manufacturer, developer, administrator or any other role a policy names')
+    .requiredOption('--csr <file>', 'PKCS#10 request of the signer key (PEM or DER), made on the signer machine')
+    .action(async (name: string, o: { role: string; csr: string }) => {
+      const csr = readPemOrDer(o.csr, 'CERTIFICATE REQUEST');
+      const r = await withReleases((f) => f.addSigner({ name, role: o.role, csr, actor: ctx.actor() }));
+      if (ctx.json()) console.log(JSON.stringify({ name, role: o.role, serial: r.serial, certificate: toPem(r.certificate, 'CERTIFICATE') }));
+      else process.stdout.write(toPem(r.certificate, 'CERTIFICATE'));
+    });
+  signers
+    .command('list')
+    .description('list registered signers')
+    .action(async () => printRecords(ctx.json(), await withReleases((f) => f.listSigners()), ['name', 'role', 'serial', 'createdAt']));
+
+  const firmware = program.command('firmware').description('signed and encrypted firmware packages (CMS, RFC 4108)');
+  firmware
+    .command('create')
+    .description('make an unsigned firmware package (works offline)')
+    .requiredOption('--image <file>', 'the firmware image')
+    .requiredOption('--name <id>', 'package name (letters, digits, . _ -) or an OID')
+    .requiredOption('--version <n>', 'version, a non-negative integer (devices refuse a lower one)')
+    .option('--hardware <list>', 'target hardware modules: oid[:serial],...')
+    .requiredOption('--out <file>', 'the package (DER CMS)')
+    .action((o: { image: string; name: string; version: string; hardware?: string; out: string }) => {
+      if (!/^(0|[1-9][0-9]{0,14})$/.test(o.version)) throw new DeviceCaError('bad-request', '--version must be a non-negative integer');
+      const pkg = createFirmwarePackage(readFile(o.image), { name: o.name, version: Number(o.version), hardware: parseHardwareList(o.hardware) });
+      writeFileAtomic(o.out, pkg, 0o644);
+      if (ctx.json()) console.log(JSON.stringify({ out: o.out, bytes: pkg.length }));
+    });
+  firmware
+    .command('sign')
+    .description('add your signature to a package (works offline); prints what you signed')
+    .requiredOption('--in <file>', 'the package')
+    .requiredOption('--cert <file>', 'your signer certificate (PEM; the chain may follow it)')
+    .requiredOption('--key <key>', 'your private key: a PEM file, or a pkcs11: URI (keys.pkcs11 settings)')
+    .requiredOption('--out <file>', 'the package with your signature added')
+    .action(async (o: { in: string; cert: string; key: string; out: string }) => {
+      const certs = pemBlocks(readFile(o.cert).toString('latin1'));
+      if (certs.length === 0) throw new DeviceCaError('bad-request', `${o.cert} holds no PEM certificate`);
+      const before = readFirmwarePackage(readFile(o.in));
+      const withKey = async (key: SigningKey): Promise<Buffer> => {
+        if (!key.spki.equals(Buffer.from(new crypto.X509Certificate(certs[0]).publicKey.export({ type: 'spki', format: 'der' }))))
+          throw new DeviceCaError('bad-request', 'the key does not belong to the certificate');
+        return signFirmwarePackage(readFile(o.in), { certificate: certs[0], key, chain: certs.slice(1) }, new Date());
+      };
+      let out: Buffer;
+      if (o.key.startsWith('pkcs11:')) {
+        const keys = openKeyBackend(ctx.config());
+        try {
+          out = await withKey(await keys.load(o.key));
+        } finally {
+          await keys.close();
+        }
+      } else {
+        let k: crypto.KeyObject;
+        try {
+          k = crypto.createPrivateKey({ key: readFile(o.key), passphrase: process.env.DEVICE_CA_SIGNER_KEY_PASSPHRASE });
+        } catch (e) {
+          throw new DeviceCaError('bad-request', `cannot read the key ${o.key} (encrypted? set DEVICE_CA_SIGNER_KEY_PASSPHRASE)`, { cause: e });
+        }
+        out = await withKey(softwareSigningKey(k, algorithmOfKey(k), o.key));
+      }
+      writeFileAtomic(o.out, out, 0o644);
+      const m = before.metadata;
+      const summary = { name: m.name, version: m.version, hardware: m.hardware, sha256: crypto.createHash('sha256').update(before.image).digest('hex'), signers: before.signers.length + 1 };
+      if (ctx.json()) console.log(JSON.stringify(summary));
+      else console.log(`signed ${m.name} version ${m.version} (image sha256 ${summary.sha256}); ${summary.signers} signature(s)`);
+    });
+  const policy = firmware.command('policy').description('which roles must sign a release');
+  policy
+    .command('set')
+    .description('set the roles that must all sign (default policy, or one owner’s)')
+    .requiredOption('--roles <list>', 'comma-separated roles, e.g. manufacturer,developer,administrator')
+    .option('--owner <name>', 'the policy for this owner’s devices')
+    .action(async (o: { roles: string; owner?: string }) => {
+      const roles = o.roles.split(',').map((r) => r.trim());
+      await withReleases((f) => f.setPolicy({ roles, owner: o.owner, actor: ctx.actor() }));
+      if (ctx.json()) console.log(JSON.stringify({ owner: o.owner ?? null, roles }));
+    });
+  firmware
+    .command('release')
+    .description('check the policy and the signers, counter-sign as the CA and record the release; --encrypt-to encrypts the image to device certificates')
+    .requiredOption('--in <file>', 'the signed package')
+    .option('--encrypt-to <list>', 'device ids (comma-separated), or owner:<name> for every active device of an owner')
+    .requiredOption('--out <file>', 'the release (DER CMS)')
+    .action(async (o: { in: string; encryptTo?: string; out: string }) => {
+      const to = o.encryptTo;
+      const encryptTo = to === undefined ? undefined : to.startsWith('owner:') ? { owner: to.slice('owner:'.length) } : { deviceIds: to.split(',').map((d) => d.trim()) };
+      const r = await withReleases((f) => f.release({ package: readFile(o.in), encryptTo, actor: ctx.actor() }));
+      writeFileAtomic(o.out, r.release, 0o644);
+      if (ctx.json()) console.log(JSON.stringify(r.record));
+      else console.log(`released ${r.record.name} version ${r.record.version}${r.record.recipients ? ` encrypted to ${r.record.recipients.length} device(s)` : ''}`);
+    });
+  firmware
+    .command('list')
+    .description('list releases')
+    .action(async () => printRecords(ctx.json(), await withReleases((f) => f.listReleases()), ['name', 'version', 'sha256', 'releasedAt']));
+}
+
+function readFile(f: string): Buffer {
+  try {
+    return fs.readFileSync(f);
+  } catch (e) {
+    throw new DeviceCaError('not-found', `cannot read ${f}: ${(e as Error).message}`);
+  }
+}
+
+function readPemOrDer(f: string, label: string): Buffer {
+  const b = readFile(f);
+  const pem = pemBlocks(b.toString('latin1'), label);
+  return pem.length > 0 ? pem[0] : b;
+}

@@ -1,0 +1,228 @@
+import * as crypto from 'node:crypto';
+import { Config } from '../config/schema';
+import { buildFirmwareRelease, readFirmwarePackage } from '../cms/firmware-package';
+import { isSignedBy, issueSignerCertificate, openSignerCa, releaseSigner, signerCaCertificate } from '../ca/signer-ca';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { KeyBackend } from '../keys/key-backend';
+import { collectItems } from '../store/paging';
+import { AuditInput, Store } from '../store/store';
+import { parseCsr } from './csr';
+
+/**
+ * firmware-release: the decisions around firmware (issue 13): who may sign (registered signers and their
+ * roles), which roles a release needs (the policy, per owner), whether a package meets it, and to which
+ * devices a release is encrypted. CMS encoding is in cms/firmware-package.ts, the signer CA in
+ * ca/signer-ca.ts. Signers, policies and releases are ca_state records (both stores have them; no
+ * migration); every change is audited in the same write.
+ */
+
+/** SignerRecord: a registered signer: its name, role and the serial of its certificate (from the signer CA). */
+export interface SignerRecord {
+  name: string;
+  role: string;
+  serial: string;
+  createdAt: string;
+}
+
+/** ReleaseRecord: what was released, signed by whom, encrypted to whom. */
+export interface ReleaseRecord {
+  name: string;
+  version: number;
+  sha256: string;
+  signers: { name: string; role: string; serial: string; signingTime: string }[];
+  /** recipients: device ids the image is encrypted to; null for a plain release */
+  recipients: string[] | null;
+  releasedAt: string;
+}
+
+/** DEFAULT_ROLES: the roles a release needs when no policy was set (issue 13). */
+export const DEFAULT_ROLES: readonly string[] = ['manufacturer', 'developer', 'administrator'];
+
+const SIGNERS_RECORD = 'firmware-signers';
+const POLICY_RECORD = 'firmware-policy';
+const RELEASES_RECORD = 'firmware-releases';
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** SIGNING_TIME_SKEW_MS: how far in the future a signer's clock may be. */
+const SIGNING_TIME_SKEW_MS = 5 * 60_000;
+const SIGNER_VALIDITY_SECONDS = 2 * 365 * 86400;
+
+interface Policy {
+  default: string[];
+  owners: Record<string, string[]>;
+}
+
+export class FirmwareReleases {
+  constructor(
+    private readonly cfg: Config,
+    private readonly store: Store,
+    private readonly keys: KeyBackend,
+  ) {}
+
+  /**
+   * addSigner certifies a signer's key from its CSR (the CSR's self-signature proves possession) and
+   * registers name -> role. A name is registered once ('conflict'); the first signer creates the signer CA.
+   */
+  async addSigner(a: { name: string; role: string; csr: Buffer; actor: string; now?: Date }): Promise<{ serial: string; certificate: Buffer }> {
+    checkName(a.name, 'signer name');
+    checkName(a.role, 'role');
+    const csr = parseCsr(a.csr);
+    if (!csr.keyAlgorithm) throw new DeviceCaError('bad-key', 'the signer key must be ECDSA P-256/P-384 or RSA 2048/3072');
+    const { value } = await this.read<SignerRecord[]>(SIGNERS_RECORD, []);
+    if (value.some((s) => s.name === a.name)) throw new DeviceCaError('conflict', `signer ${a.name} exists`);
+    const ca = await openSignerCa(this.cfg, this.keys, this.store, a.now);
+    const issued = await issueSignerCertificate(this.cfg, ca, this.store, { name: a.name, role: a.role, spki: csr.spki, validitySeconds: SIGNER_VALIDITY_SECONDS, actor: a.actor }, a.now);
+    await this.update<SignerRecord[]>(
+      SIGNERS_RECORD,
+      [],
+      (list) => {
+        if (list.some((s) => s.name === a.name)) throw new DeviceCaError('conflict', `signer ${a.name} exists`);
+        return [...list, { name: a.name, role: a.role, serial: issued.serial, createdAt: (a.now ?? new Date()).toISOString() }];
+      },
+      { type: 'firmware.signer.added', actor: a.actor, subject: `signer:${a.name}`, data: { role: a.role, serial: issued.serial } },
+    );
+    return { serial: issued.serial, certificate: issued.der };
+  }
+
+  async listSigners(): Promise<SignerRecord[]> {
+    return (await this.read<SignerRecord[]>(SIGNERS_RECORD, [])).value;
+  }
+
+  /** setPolicy names the roles that must all sign a release (for one owner's devices, or the default). */
+  async setPolicy(a: { roles: string[]; owner?: string; actor: string }): Promise<void> {
+    const roles = [...new Set(a.roles)];
+    if (roles.length === 0) throw new DeviceCaError('bad-request', 'a policy names at least one role');
+    roles.forEach((r) => checkName(r, 'role'));
+    const change = (p: Policy): Policy => (a.owner === undefined ? { ...p, default: roles } : { ...p, owners: { ...p.owners, [a.owner]: roles } });
+    await this.update<Policy>(POLICY_RECORD, { default: [...DEFAULT_ROLES], owners: {} }, change, {
+      type: 'firmware.policy.set',
+      actor: a.actor,
+      subject: a.owner === undefined ? 'firmware-policy' : `owner:${a.owner}`,
+      data: { roles },
+    });
+  }
+
+  /** requiredRoles: the owner's policy, else the default policy, else DEFAULT_ROLES. */
+  async requiredRoles(owner?: string): Promise<string[]> {
+    const { value } = await this.read<Policy>(POLICY_RECORD, { default: [...DEFAULT_ROLES], owners: {} });
+    return owner !== undefined && Object.hasOwn(value.owners, owner) ? value.owners[owner] : value.default;
+  }
+
+  async listReleases(): Promise<ReleaseRecord[]> {
+    return (await this.read<ReleaseRecord[]>(RELEASES_RECORD, [])).value;
+  }
+
+  /**
+   * release decides whether a signed package may go out and makes the release:
+   * 1. every signature verifies (readFirmwarePackage) and every signer certificate was issued by the
+   *    signer CA to a registered signer, is not revoked, and was valid at its signingTime (which is not in
+   *    the future);
+   * 2. the roles of those signers cover the policy: of the owner (`encryptTo.owner`), of each named
+   *    device's owner, else the default; refused ('forbidden') naming the missing roles;
+   * 3. the version is not below the latest release of the same name (RFC 4108 anti-rollback);
+   * 4. recipients: the current certificate of each active device (a retired, suspended or transferring
+   *    device is never one: named explicitly it is refused, in an owner's fleet it is left out);
+   * then the signer CA counter-signs, and the signatures and release are audited.
+   */
+  async release(a: { package: Buffer; encryptTo?: { deviceIds?: string[]; owner?: string }; actor: string; now?: Date }): Promise<{ release: Buffer; record: ReleaseRecord }> {
+    const now = a.now ?? new Date();
+    const pkg = readFirmwarePackage(a.package);
+    if (pkg.signers.length === 0) throw new DeviceCaError('forbidden', 'the package is not signed');
+    const signerCa = await signerCaCertificate(this.store);
+    if (!signerCa) throw new DeviceCaError('forbidden', 'no signer is registered (device-ca signers add)');
+    const registered = await this.listSigners();
+    const signers: ReleaseRecord['signers'] = [];
+    for (const s of pkg.signers) {
+      const x = new crypto.X509Certificate(s.certificate);
+      const serial = x.serialNumber.toLowerCase().padStart(32, '0');
+      const who = registered.find((r) => r.serial === serial);
+      if (!who || !isSignedBy(s.certificate, signerCa)) throw new DeviceCaError('forbidden', `a signature is by ${x.subject.replace(/\n/g, ', ')}, which is not a registered signer certificate`);
+      const status = await this.store.certificateStatus(serial);
+      if (!status || status.status === 'revoked') throw new DeviceCaError('forbidden', `signer ${who.name}'s certificate is revoked`);
+      if (!s.signingTime) throw new DeviceCaError('forbidden', `signer ${who.name}'s signature has no signing time`);
+      if (s.signingTime < new Date(x.validFrom) || s.signingTime > new Date(x.validTo)) throw new DeviceCaError('forbidden', `signer ${who.name}'s certificate was not valid at its signing time`);
+      if (s.signingTime.getTime() > now.getTime() + SIGNING_TIME_SKEW_MS) throw new DeviceCaError('forbidden', `signer ${who.name}'s signing time is in the future`);
+      signers.push({ name: who.name, role: who.role, serial, signingTime: s.signingTime.toISOString() });
+    }
+    const recipients = a.encryptTo ? await this.recipients(a.encryptTo) : null;
+    const owners = recipients ? [...new Set(recipients.map((r) => r.owner))] : [];
+    const required = new Set<string>();
+    if (a.encryptTo?.owner !== undefined) (await this.requiredRoles(a.encryptTo.owner)).forEach((r) => required.add(r));
+    for (const o of owners) (await this.requiredRoles(o ?? undefined)).forEach((r) => required.add(r));
+    if (required.size === 0) (await this.requiredRoles()).forEach((r) => required.add(r));
+    const have = new Set(signers.map((s) => s.role));
+    const missing = [...required].filter((r) => !have.has(r));
+    if (missing.length > 0) throw new DeviceCaError('forbidden', `the release policy is not met: missing signatures of role ${missing.join(', ')}`);
+    const previous = (await this.listReleases()).filter((r) => r.name === pkg.metadata.name);
+    const latest = Math.max(-1, ...previous.map((r) => r.version));
+    if (pkg.metadata.version < latest) throw new DeviceCaError('conflict', `version ${pkg.metadata.version} is below the released version ${latest} of ${pkg.metadata.name}`);
+
+    const ca = await openSignerCa(this.cfg, this.keys, this.store, now);
+    for (const s of signers)
+      await this.store.appendAudit({ type: 'firmware.signature.accepted', actor: a.actor, subject: `firmware:${pkg.metadata.name}`, data: { version: pkg.metadata.version, ...s } });
+    const release = await buildFirmwareRelease(pkg, releaseSigner(ca), { now, recipients: recipients?.map((r) => r.certificate) });
+    const record: ReleaseRecord = {
+      name: pkg.metadata.name,
+      version: pkg.metadata.version,
+      sha256: crypto.createHash('sha256').update(pkg.image).digest('hex'),
+      signers,
+      recipients: recipients ? recipients.map((r) => r.deviceId) : null,
+      releasedAt: now.toISOString(),
+    };
+    await this.update<ReleaseRecord[]>(RELEASES_RECORD, [], (list) => [...list, record], {
+      type: 'firmware.released',
+      actor: a.actor,
+      subject: `firmware:${record.name}`,
+      data: { version: record.version, sha256: record.sha256, signers: signers.map((s) => s.name), recipients: record.recipients?.length ?? null },
+    });
+    return { release, record };
+  }
+
+  /** recipients: each device's newest valid certificate; see release() for which devices count. */
+  private async recipients(to: { deviceIds?: string[]; owner?: string }): Promise<{ deviceId: string; owner: string | null; certificate: Buffer }[]> {
+    const devices = [];
+    if (to.owner !== undefined) {
+      devices.push(...(await collectItems((after, limit) => this.store.listDevices({ owner: to.owner, state: 'active', after, limit }))).items);
+    }
+    for (const id of to.deviceIds ?? []) {
+      const d = await this.store.getDevice(id);
+      if (!d) throw new DeviceCaError('not-found', `device ${id} is not registered`);
+      if (d.state !== 'active') throw new DeviceCaError('forbidden', `device ${id} is ${d.state}: it cannot receive firmware`);
+      devices.push(d);
+    }
+    const out: { deviceId: string; owner: string | null; certificate: Buffer }[] = [];
+    for (const d of devices) {
+      if (out.some((o) => o.deviceId === d.id)) continue;
+      const certs = (await collectItems((after, limit) => this.store.listCertificates({ deviceId: d.id, status: 'valid', after, limit }))).items;
+      const current = certs.filter((c) => c.notAfter.getTime() > Date.now()).sort((x, y) => y.notBefore.getTime() - x.notBefore.getTime())[0];
+      if (!current) {
+        if (to.deviceIds?.includes(d.id)) throw new DeviceCaError('forbidden', `device ${d.id} has no valid certificate to encrypt to`);
+        continue;
+      }
+      out.push({ deviceId: d.id, owner: d.owner, certificate: current.der });
+    }
+    if (out.length === 0) throw new DeviceCaError('bad-request', 'no active device with a valid certificate to encrypt to');
+    return out;
+  }
+
+  private async read<T>(name: string, empty: T): Promise<{ value: T; version: number }> {
+    const e = await this.store.getCaState(name);
+    return e ? { value: e.value as T, version: e.version } : { value: empty, version: 0 };
+  }
+
+  /** update: a read-modify-write of one ca_state record, retried when another writer got there first. */
+  private async update<T>(name: string, empty: T, change: (v: T) => T, audit: AuditInput): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const { value, version } = await this.read(name, empty);
+      try {
+        await this.store.saveCaState(name, change(value), version, audit);
+        return;
+      } catch (e) {
+        if (!(e instanceof DeviceCaError && e.code === 'conflict' && e.message.startsWith('CA state')) || attempt >= 3) throw e;
+      }
+    }
+  }
+}
+
+function checkName(s: string, what: string): void {
+  if (!NAME_RE.test(s)) throw new DeviceCaError('bad-request', `${what} must be 1-64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)`);
+}

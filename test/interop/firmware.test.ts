@@ -1,0 +1,195 @@
+import Database from 'better-sqlite3';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Device, openssl, opensslAny, pkiClient } from '../helpers/pki-client';
+import { RunningService, assertBuilt, runCli, startService } from '../helpers/service-process';
+import { TmpDir, makeTmpDir } from '../helpers/tmp';
+
+/**
+ * Firmware (issue 13) as the parties and a device live it: three signers make their keys and CSRs with
+ * openssl on their own machines, `device-ca signers add` certifies them, each signs the package offline
+ * (`device-ca firmware sign` with no data directory), the operator releases it; openssl cms verifies the
+ * release against ca/firmware-chain.pem and a device's own key decrypts the exact image.
+ */
+
+let svc: RunningService;
+let tmp: TmpDir;
+let operatorToken: string;
+const { cli, cliOk, enroll, teardown } = pkiClient({
+  svc: () => svc,
+  tmp: () => tmp,
+  issuingPem: () => path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem'),
+  operatorToken: () => operatorToken,
+});
+
+interface Signer {
+  role: string;
+  key: string;
+  crt: string;
+}
+const signers: Signer[] = [];
+let image: string;
+let devA: Device, devB: Device, devOther: Device;
+
+/** offline: the CLI with no DEVICE_CA_* environment at all (a signer's machine) */
+const offline = async (...args: string[]): Promise<string> => {
+  const r = await runCli(args, {});
+  if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+};
+
+async function signedPackage(name: string, version: number, by: Signer[]): Promise<string> {
+  let pkg = tmp.file(`pkg/${name}-${version}-0.der`);
+  await offline('firmware', 'create', '--image', image, '--name', name, '--version', String(version), '--hardware', '1.3.6.1.4.1.99999.1:SN-1,1.3.6.1.4.1.99999.2', '--out', pkg);
+  for (const [i, s] of by.entries()) {
+    const out = tmp.file(`pkg/${name}-${version}-${i + 1}.der`);
+    expect(await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', out)).toContain(`signed ${name} version ${version}`);
+    pkg = out;
+  }
+  return pkg;
+}
+
+beforeAll(async () => {
+  assertBuilt();
+  tmp = makeTmpDir('device-ca-firmware-');
+  svc = await startService();
+  operatorToken = (await cliOk('tokens', 'create', '--scope', 'operator')).trim();
+  [devA, devB, devOther] = await Promise.all([enroll('fw-a', 'acme'), enroll('fw-b', 'acme'), enroll('fw-other', 'globex')]);
+  for (const [role, alg] of [
+    ['manufacturer', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']],
+    ['developer', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-384']],
+    ['administrator', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048']],
+  ] as const) {
+    const key = tmp.file(`signers/${role}.key`);
+    const csr = tmp.file(`signers/${role}.csr`);
+    await openssl('genpkey', ...alg, '-out', key);
+    await openssl('req', '-new', '-key', key, '-subj', `/CN=${role}-1`, '-out', csr);
+    const crt = tmp.write(`signers/${role}.crt`, await cliOk('signers', 'add', `${role}-1`, '--role', role, '--csr', csr));
+    signers.push({ role, key, crt });
+  }
+  image = tmp.write('image.bin', crypto.randomBytes(1 << 20));
+}, 120_000);
+
+afterAll(teardown);
+
+const chain = (): string => path.join(svc.dataDir, 'ca', 'firmware-chain.pem');
+
+describe('signers', () => {
+  it('signer certificates come from the signer CA (not the issuing CA), for code signing', async () => {
+    const text = (await openssl('x509', '-in', signers[0].crt, '-noout', '-text')).stdout;
+    expect(text).toContain('Code Signing');
+    expect(text).toMatch(/Subject: O = .*, OU = manufacturer, CN = manufacturer-1/);
+    expect(text).toMatch(/Issuer: .*Firmware Signer CA/);
+    expect((await opensslAny('verify', '-CAfile', chain(), signers[0].crt)).code).toBe(0);
+    expect((await opensslAny('verify', '-CAfile', path.join(svc.dataDir, 'ca', 'chain.pem'), '-partial_chain', signers[0].crt)).code).not.toBe(0);
+    const list = JSON.parse(await cliOk('signers', 'list', '--json')) as { name: string; role: string }[];
+    expect(list.map((s) => [s.name, s.role])).toEqual([
+      ['manufacturer-1', 'manufacturer'],
+      ['developer-1', 'developer'],
+      ['administrator-1', 'administrator'],
+    ]);
+  });
+
+  it('a second signer of the same name is refused', async () => {
+    const csr = tmp.file('signers/dup.csr');
+    await openssl('req', '-new', '-key', signers[0].key, '-subj', '/CN=dup', '-out', csr);
+    const r = await cli('signers', 'add', 'manufacturer-1', '--role', 'manufacturer', '--csr', csr);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('device-ca: signer manufacturer-1 exists\n');
+  });
+});
+
+describe('signing', () => {
+  it("a key that is not the certificate's, and a file that is not a package, are refused with a clear message", async () => {
+    const pkg = tmp.file('pkg/bad-0.der');
+    await offline('firmware', 'create', '--image', image, '--name', 'bad', '--version', '1', '--out', pkg);
+    const wrongKey = await runCli(['firmware', 'sign', '--in', pkg, '--cert', signers[0].crt, '--key', signers[1].key, '--out', tmp.file('pkg/bad-1.der')], {});
+    expect([wrongKey.code, wrongKey.stderr]).toEqual([1, 'device-ca: the key does not belong to the certificate\n']);
+    const notPkg = await runCli(['firmware', 'sign', '--in', image, '--cert', signers[0].crt, '--key', signers[0].key, '--out', tmp.file('pkg/bad-2.der')], {});
+    expect(notPkg.code).toBe(1);
+    expect(notPkg.stderr).toMatch(/^device-ca: the file is not a DER CMS SignedData \(malformed DER/);
+    const badVersion = await runCli(['firmware', 'create', '--image', image, '--name', 'bad', '--version', '1.2', '--out', tmp.file('pkg/bad-3.der')], {});
+    expect([badVersion.code, badVersion.stderr]).toEqual([1, 'device-ca: --version must be a non-negative integer\n']);
+  });
+});
+
+describe('release', () => {
+  it('signed by all three roles: the release verifies with openssl against the firmware chain and gives the image', async () => {
+    const pkg = await signedPackage('sensor-fw', 1, signers);
+    const release = tmp.file('rel/plain.der');
+    expect(await cliOk('firmware', 'release', '--in', pkg, '--out', release)).toBe('released sensor-fw version 1\n');
+    const out = tmp.file('rel/plain.out');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', release, '-CAfile', chain(), '-out', out);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+  });
+
+  it('encrypted to devices: openssl verifies, and each device key decrypts the exact image; a device not named cannot', async () => {
+    const pkg = await signedPackage('sensor-fw', 2, signers);
+    const release = tmp.file('rel/enc.der');
+    await cliOk('firmware', 'release', '--in', pkg, '--encrypt-to', 'fw-a,fw-b', '--out', release);
+    const x = tmp.file('rel/enc.x');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', release, '-CAfile', chain(), '-out', x);
+    for (const d of [devA, devB]) {
+      const out = tmp.file(`rel/enc-${d.id}.bin`);
+      await openssl('cms', '-decrypt', '-inform', 'DER', '-in', x, '-recip', d.crt, '-inkey', d.key, '-out', out);
+      expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+    }
+    expect((await opensslAny('cms', '-decrypt', '-inform', 'DER', '-in', x, '-recip', devOther.crt, '-inkey', devOther.key, '-out', tmp.file('rel/no.bin'))).code).not.toBe(0);
+  });
+
+  it('two of three roles: refused, naming the missing role, and nothing is released', async () => {
+    const pkg = await signedPackage('sensor-fw', 3, signers.slice(0, 2));
+    const r = await cli('firmware', 'release', '--in', pkg, '--out', tmp.file('rel/two.der'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('device-ca: the release policy is not met: missing signatures of role administrator\n');
+    expect(fs.existsSync(tmp.file('rel/two.der'))).toBe(false);
+    const releases = JSON.parse(await cliOk('firmware', 'list', '--json')) as { version: number }[];
+    expect(releases.map((x) => x.version)).toEqual([1, 2]);
+  });
+
+  it('a policy for an owner: two roles suffice for its fleet', async () => {
+    await cliOk('firmware', 'policy', 'set', '--roles', 'manufacturer,developer', '--owner', 'globex');
+    const pkg = await signedPackage('sensor-fw', 3, signers.slice(0, 2));
+    expect(await cliOk('firmware', 'release', '--in', pkg, '--encrypt-to', 'owner:globex', '--out', tmp.file('rel/globex.der'))).toBe('released sensor-fw version 3 encrypted to 1 device(s)\n');
+  });
+
+  it('a retired device is not a recipient of a later release to its owner, and is refused by name', async () => {
+    await cliOk('devices', 'retire', 'fw-b');
+    const pkg = await signedPackage('sensor-fw', 4, signers);
+    const release = tmp.file('rel/after-retire.der');
+    const rec = JSON.parse(await cliOk('firmware', 'release', '--in', pkg, '--encrypt-to', 'owner:acme', '--out', release, '--json')) as { recipients: string[] };
+    expect(rec.recipients).toEqual(['fw-a']);
+    const x = tmp.file('rel/after-retire.x');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', release, '-CAfile', chain(), '-out', x);
+    expect((await opensslAny('cms', '-decrypt', '-inform', 'DER', '-in', x, '-recip', devB.crt, '-inkey', devB.key, '-out', tmp.file('rel/b.bin'))).code).not.toBe(0);
+    const r = await cli('firmware', 'release', '--in', pkg, '--encrypt-to', 'fw-b', '--out', tmp.file('rel/b.der'));
+    expect(r.stderr).toBe('device-ca: device fw-b is retired: it cannot receive firmware\n');
+  });
+
+  it('an older version than the latest release is refused (anti-rollback)', async () => {
+    const pkg = await signedPackage('sensor-fw', 2, signers);
+    const r = await cli('firmware', 'release', '--in', pkg, '--out', tmp.file('rel/old.der'));
+    expect(r.stderr).toBe('device-ca: version 2 is below the released version 4 of sensor-fw\n');
+  });
+
+  it('a signer whose certificate is revoked is refused', async () => {
+    const serial = (await openssl('x509', '-in', signers[1].crt, '-noout', '-serial')).stdout
+      .trim()
+      .replace(/^serial=/, '')
+      .toLowerCase();
+    const pkg = await signedPackage('other-fw', 1, signers);
+    await cliOk('revoke', serial, '--reason', 'keyCompromise');
+    const r = await cli('firmware', 'release', '--in', pkg, '--out', tmp.file('rel/revoked.der'));
+    expect(r.stderr).toBe("device-ca: signer developer-1's certificate is revoked\n");
+  });
+
+  it('the audit log records the signatures and the release', async () => {
+    const db = new Database(path.join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
+    const types = (db.prepare("SELECT type FROM audit WHERE subject = 'firmware:sensor-fw'").all() as { type: string }[]).map((a) => a.type);
+    db.close();
+    expect((await cliOk('audit', 'verify')).startsWith('audit log intact')).toBe(true);
+    expect(types.filter((t) => t === 'firmware.released').length).toBe(4);
+    expect(types.filter((t) => t === 'firmware.signature.accepted').length).toBe(3 + 3 + 2 + 3);
+  });
+});

@@ -1,0 +1,181 @@
+import * as crypto from 'node:crypto';
+import * as path from 'node:path';
+import { openSignerCa, issueSignerCertificate } from '../../../src/ca/signer-ca';
+import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../../../src/cms/firmware-package';
+import { DeviceCaError } from '../../../src/errors/device-ca-error';
+import { KeyAlgorithm } from '../../../src/keys/key-backend';
+import { generateKeyPair, softwareSigningKey, SoftwareKeyBackend } from '../../../src/keys/software-key-backend';
+import { DeviceLifecycle, OPERATOR } from '../../../src/ra/device-lifecycle';
+import { FirmwareReleases } from '../../../src/ra/firmware-release';
+import { makeRaHarness, RaHarness, secretProof } from './ra-harness';
+
+/**
+ * The release decisions of ra/firmware-release.ts, in process with the real SQLite store and software
+ * keys: which signatures count, which roles a release needs (as a matrix), which devices receive it, and
+ * that a refusal records nothing. test/interop/firmware.test.ts drives the same through the CLI and openssl.
+ */
+
+let h: RaHarness;
+let fw: FirmwareReleases;
+interface Party {
+  name: string;
+  role: string;
+  certificate: Buffer;
+  key: ReturnType<typeof softwareSigningKey>;
+}
+const parties = new Map<string, Party>();
+
+async function addParty(name: string, role: string, alg: KeyAlgorithm = 'ecdsa-p256'): Promise<Party> {
+  const { privateKey } = generateKeyPair(alg);
+  const r = await fw.addSigner({ name, role, csr: h.csr(name, { key: privateKey }).der, actor: 'test' });
+  const p = { name, role, certificate: r.certificate, key: softwareSigningKey(privateKey, alg, `${name}.key`) };
+  parties.set(role, p);
+  return p;
+}
+
+const META = { name: 'fw', version: 1, hardware: [] };
+async function pkgSignedBy(roles: string[], meta = META, at = new Date()): Promise<Buffer> {
+  let pkg = createFirmwarePackage(Buffer.from('image bytes'), meta);
+  for (const r of roles) pkg = await signFirmwarePackage(pkg, parties.get(r)!, at);
+  return pkg;
+}
+async function refusal(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'released';
+  } catch (e) {
+    return e instanceof DeviceCaError ? `${e.code}: ${e.message}` : `other: ${String(e)}`;
+  }
+}
+async function device(id: string, owner = 'acme'): Promise<void> {
+  const secret = await h.register(id, { owner });
+  await h.issued('default', 'enroll', h.csr(id).der, secretProof(id, secret));
+}
+
+beforeAll(async () => {
+  h = await makeRaHarness();
+  fw = new FirmwareReleases(h.cfg, h.store, new SoftwareKeyBackend(path.join(h.dir, 'keys')));
+  await addParty('m', 'manufacturer');
+  await addParty('d', 'developer', 'ecdsa-p384');
+  await addParty('a', 'administrator', 'rsa-2048');
+  await addParty('q', 'qa');
+  await Promise.all([device('dev-1'), device('dev-2'), device('dev-g', 'globex')]);
+}, 60_000);
+afterAll(() => h.close());
+
+describe('roles: the default policy needs manufacturer, developer and administrator', () => {
+  const all = ['manufacturer', 'developer', 'administrator'];
+  const cases: [string[], string][] = [
+    [all, 'released'],
+    [[...all, 'qa'], 'released'],
+    [['developer', 'administrator'], 'forbidden: the release policy is not met: missing signatures of role manufacturer'],
+    [['manufacturer', 'administrator'], 'forbidden: the release policy is not met: missing signatures of role developer'],
+    [['manufacturer', 'developer', 'qa'], 'forbidden: the release policy is not met: missing signatures of role administrator'],
+    [['qa'], 'forbidden: the release policy is not met: missing signatures of role manufacturer, developer, administrator'],
+    [[], 'forbidden: the package is not signed'],
+  ];
+  it.each(cases)('signed by %j -> %s', async (roles, expected) => {
+    expect(await refusal(fw.release({ package: await pkgSignedBy(roles), actor: 'test' }))).toBe(expected);
+  });
+
+  it('an owner policy applies to releases for its devices; other owners keep the default', async () => {
+    await fw.setPolicy({ roles: ['qa'], owner: 'globex', actor: 'test' });
+    expect(await refusal(fw.release({ package: await pkgSignedBy(['qa']), encryptTo: { owner: 'globex' }, actor: 'test' }))).toBe('released');
+    expect(await refusal(fw.release({ package: await pkgSignedBy(['qa']), encryptTo: { deviceIds: ['dev-g'] }, actor: 'test' }))).toBe('released');
+    // a release to devices of both owners needs both policies
+    expect(await refusal(fw.release({ package: await pkgSignedBy(['qa']), encryptTo: { deviceIds: ['dev-g', 'dev-1'] }, actor: 'test' }))).toMatch(
+      /^forbidden: .*missing signatures of role manufacturer, developer, administrator$/,
+    );
+    expect(await fw.requiredRoles('acme')).toEqual(['manufacturer', 'developer', 'administrator']);
+  });
+});
+
+describe('signers: which signatures count', () => {
+  it('a certificate from another CA, with a valid signature, is not a signer', async () => {
+    const { privateKey } = generateKeyPair('ecdsa-p256');
+    const issued = await h.issued('default', 'enroll', h.csr('dev-x', { key: privateKey }).der, secretProof('dev-x', await h.register('dev-x')));
+    const foreign = { certificate: issued.certificate, key: softwareSigningKey(privateKey, 'ecdsa-p256', 'x') };
+    const pkg = await signFirmwarePackage(await pkgSignedBy(['manufacturer', 'developer', 'administrator']), foreign, new Date());
+    expect(await refusal(fw.release({ package: pkg, actor: 'test' }))).toMatch(/^forbidden: a signature is by .*CN=dev-x, which is not a registered signer certificate$/);
+  });
+
+  it('a signer CA certificate that was never registered as a signer does not count', async () => {
+    const { privateKey } = generateKeyPair('ecdsa-p256');
+    const ca = await openSignerCa(h.cfg, new SoftwareKeyBackend(path.join(h.dir, 'keys')), h.store);
+    const spki = crypto.createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
+    const c = await issueSignerCertificate(h.cfg, ca, h.store, { name: 'ghost', role: 'administrator', spki, validitySeconds: 86400, actor: 'test' });
+    const ghost = { certificate: c.der, key: softwareSigningKey(privateKey, 'ecdsa-p256', 'g') };
+    const pkg = await signFirmwarePackage(await pkgSignedBy(['manufacturer', 'developer']), ghost, new Date());
+    expect(await refusal(fw.release({ package: pkg, actor: 'test' }))).toMatch(/not a registered signer certificate$/);
+  });
+
+  it('a signing time outside the certificate, or ahead of the CA clock, is refused', async () => {
+    const before = await pkgSignedBy(['manufacturer', 'developer', 'administrator'], META, new Date(Date.now() - 86400_000));
+    expect(await refusal(fw.release({ package: before, actor: 'test' }))).toBe("forbidden: signer m's certificate was not valid at its signing time");
+    const ahead = await pkgSignedBy(['manufacturer', 'developer', 'administrator'], META, new Date(Date.now() + 3600_000));
+    expect(await refusal(fw.release({ package: ahead, actor: 'test' }))).toBe("forbidden: signer m's signing time is in the future");
+  });
+
+  it('a tampered package is refused as bad-signature', async () => {
+    const pkg = await pkgSignedBy(['manufacturer', 'developer', 'administrator']);
+    const at = pkg.indexOf(Buffer.from('image bytes'));
+    pkg[at] ^= 1;
+    expect(await refusal(fw.release({ package: pkg, actor: 'test' }))).toBe('bad-signature: message digest does not match the content');
+  });
+});
+
+describe('recipients', () => {
+  const ALL = ['manufacturer', 'developer', 'administrator'];
+
+  it('by owner: every active device of the owner with a valid certificate', async () => {
+    const r = await fw.release({ package: await pkgSignedBy(ALL, { ...META, version: 2 }), encryptTo: { owner: 'acme' }, actor: 'test' });
+    expect(r.record.recipients).toEqual(['dev-1', 'dev-2', 'dev-x']);
+  });
+
+  it('a suspended, retired, unknown or never-enrolled device named explicitly is refused; by owner it is left out', async () => {
+    const lifecycle = new DeviceLifecycle(h.cfg, h.store);
+    await lifecycle.suspend('dev-2', OPERATOR, 'test');
+    await lifecycle.retire('dev-x', OPERATOR, 'test');
+    await h.register('dev-new');
+    const pkg = await pkgSignedBy(ALL, { ...META, version: 3 });
+    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['dev-2'] }, actor: 'test' }))).toBe('forbidden: device dev-2 is suspended: it cannot receive firmware');
+    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['dev-x'] }, actor: 'test' }))).toBe('forbidden: device dev-x is retired: it cannot receive firmware');
+    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['nope'] }, actor: 'test' }))).toBe('not-found: device nope is not registered');
+    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['dev-new'] }, actor: 'test' }))).toBe('forbidden: device dev-new is registered: it cannot receive firmware');
+    const r = await fw.release({ package: pkg, encryptTo: { owner: 'acme' }, actor: 'test' });
+    expect(r.record.recipients).toEqual(['dev-1']);
+    expect(await refusal(fw.release({ package: pkg, encryptTo: { owner: 'nobody' }, actor: 'test' }))).toBe('bad-request: no active device with a valid certificate to encrypt to');
+  });
+});
+
+describe('records', () => {
+  it('a refusal records nothing; a release records the signers, audited per signature', async () => {
+    const before = (await fw.listReleases()).length;
+    const auditBefore = (await h.audit('firmware.released')).length;
+    await refusal(fw.release({ package: await pkgSignedBy(['qa']), actor: 'test' }));
+    expect((await fw.listReleases()).length).toBe(before);
+    expect((await h.audit('firmware.released')).length).toBe(auditBefore);
+    const r = await fw.release({ package: await pkgSignedBy(['manufacturer', 'developer', 'administrator'], { ...META, version: 9 }), actor: 'test' });
+    expect(r.record.signers.map((s) => [s.name, s.role])).toEqual([
+      ['m', 'manufacturer'],
+      ['d', 'developer'],
+      ['a', 'administrator'],
+    ]);
+    expect(r.record.sha256).toBe(crypto.createHash('sha256').update('image bytes').digest('hex'));
+    expect((await h.audit('firmware.released')).length).toBe(auditBefore + 1);
+    expect(readFirmwarePackage(r.release).signers.length).toBe(4); // the parties and the signer CA
+  });
+
+  it('an older version than the latest release of the name is refused', async () => {
+    expect(await refusal(fw.release({ package: await pkgSignedBy(['manufacturer', 'developer', 'administrator']), actor: 'test' }))).toBe('conflict: version 1 is below the released version 9 of fw');
+  });
+
+  it('signer names and roles are checked, and a name is registered once', async () => {
+    const csr = h.csr('z').der;
+    expect(await refusal(fw.addSigner({ name: 'm', role: 'x', csr, actor: 't' }))).toBe('conflict: signer m exists');
+    expect(await refusal(fw.addSigner({ name: 'bad name', role: 'x', csr, actor: 't' }))).toMatch(/^bad-request: signer name must be/);
+    expect(await refusal(fw.addSigner({ name: 'ok', role: '', csr, actor: 't' }))).toMatch(/^bad-request: role must be/);
+    expect(await refusal(fw.addSigner({ name: 'ok', role: 'x', csr: Buffer.from('junk'), actor: 't' }))).toMatch(/^bad-request/);
+    expect(await refusal(fw.setPolicy({ roles: [], actor: 't' }))).toBe('bad-request: a policy names at least one role');
+  });
+});
