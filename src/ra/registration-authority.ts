@@ -25,6 +25,7 @@ import { ParsedCsr, parseCsr } from './csr';
 import { EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
 import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
 import { DEVICE_ID, Principal, principalName } from './principal';
+import { ScepTransaction, ScepTransactions } from './scep-transactions';
 import { TpmAttestation } from './tpm-attestation';
 
 export type { ChannelBinding, EnrollOperation, EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
@@ -75,6 +76,7 @@ export class RegistrationAuthority {
   private readonly authenticators: ReadonlyMap<AuthMethod, Authenticator>;
   private readonly enrollments: Counter<'profile' | 'operation' | 'result'>;
   private readonly tpm?: TpmAttestation;
+  private readonly scepTransactions: ScepTransactions;
 
   constructor(deps: RegistrationAuthorityDeps) {
     this.cfg = deps.config;
@@ -97,6 +99,7 @@ export class RegistrationAuthority {
       [this.secrets.method, this.secrets],
       [this.clientCerts.method, this.clientCerts],
     ]);
+    this.scepTransactions = new ScepTransactions({ store: deps.store, windowSeconds: this.cfg.enrollment.retryWindow, now: this.now });
     this.enrollments = new Counter({
       name: 'device_ca_enrollments_total',
       help: 'Enrollment decisions by profile, operation and result',
@@ -172,6 +175,35 @@ export class RegistrationAuthority {
     }
   }
 
+  /**
+   * scepEnroll serves a SCEP PKCSReq or RenewalReq (RFC 8894 §3.3.1) whose signature the adapter verified
+   * against signerCertificate. PKCSReq: the message must be signed with the key the CSR is for (the
+   * requester's self-signed certificate, RFC 8894 §2.3 and §3.2), and the CSR carries the device id as CN
+   * and its one-time secret as challengePassword (§2.2). RenewalReq: the signer certificate is the
+   * device's current certificate, checked as EST re-enroll checks the TLS client certificate (§3.3.1.2).
+   * Then the transactionID rules (ScepTransactions) and the one enroll().
+   */
+  async scepEnroll(req: { profile: string; kind: ScepTransaction['kind']; transactionId: Buffer; signerCertificate: Buffer; csr: Buffer }): Promise<EnrollOutcome> {
+    let signer: crypto.X509Certificate;
+    try {
+      signer = new crypto.X509Certificate(req.signerCertificate);
+    } catch {
+      throw new DeviceCaError('bad-request', 'the signer certificate cannot be parsed');
+    }
+    const signerSpki = signer.publicKey.export({ type: 'spki', format: 'der' });
+    const csr = parseCsr(req.csr);
+    let request: EnrollRequest;
+    if (req.kind === 'PKCSReq') {
+      if (!signerSpki.equals(csr.spki)) throw new DeviceCaError('forbidden', 'a PKCSReq must be signed with the key its CSR is for (RenewalReq renews with the current certificate)');
+      const deviceId = csr.subject.find((a) => a.type === 'CN')?.value;
+      if (!deviceId || csr.challengePassword === null) throw new DeviceCaError('bad-csr', 'the CSR needs the device id as CN and its enrollment secret as challengePassword');
+      request = { profile: req.profile, operation: 'enroll', csr: req.csr, proofs: { secret: { deviceId, secret: csr.challengePassword } } };
+    } else {
+      request = { profile: req.profile, operation: 'renew', csr: req.csr, proofs: { clientCertificate: { leaf: signer, intermediates: () => [] } } };
+    }
+    return this.scepTransactions.run({ transactionId: req.transactionId, signerSpki, kind: req.kind, csr: req.csr }, () => this.enroll(request));
+  }
+
   private async decide(req: EnrollRequest): Promise<EnrollOutcome> {
     const profile = this.profile(req.profile);
     if (req.operation === 'server-keygen' && !profile.serverKeyGen) throw new DeviceCaError('not-found', 'server key generation is not offered on this profile');
@@ -231,7 +263,7 @@ export class RegistrationAuthority {
   private async authenticate(req: EnrollRequest, profile: ProfileConfig): Promise<Principal> {
     if (req.operation === 'renew') {
       const p = await this.clientCerts.authenticate(req.proofs);
-      if (!p) throw new DeviceCaError('unauthenticated', 'renewal requires the current certificate as TLS client certificate');
+      if (!p) throw new DeviceCaError('unauthenticated', 'renewal requires the current certificate (TLS client certificate, or the signer of a SCEP RenewalReq)');
       if (p.kind !== 'device-cert') throw new DeviceCaError('forbidden', 'renewal requires a certificate issued by this CA');
       return p;
     }

@@ -8,7 +8,6 @@ import { buildSignedData, SignedMessage, verifySignedData } from '../../cms/sign
 import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { SigningKey } from '../../keys/key-backend';
-import { parseCsr } from '../../ra/csr';
 import { RegistrationAuthority } from '../../ra/registration-authority';
 import { sendHttpError } from '../http-error-reply';
 import { FAIL_INFO_NUMBER, SCEP_FAIL_INFO } from './scep-error-map';
@@ -22,7 +21,7 @@ export interface ScepRa {
 }
 
 export interface ScepRouterOptions {
-  ra: Pick<RegistrationAuthority, 'enroll'>;
+  ra: Pick<RegistrationAuthority, 'scepEnroll'>;
   /** scepRa returns the RA in use now: a renewal (CA duties) swaps it without a restart */
   scepRa: () => ScepRa;
   /** caCerts: issuing CA first, then root: GetCACert returns the RA certificate, then these */
@@ -93,17 +92,14 @@ export function scepRouter(opts: ScepRouterOptions): Router {
     }
     const header = scepHeader(msg.signer.attributes);
     try {
-      if (header.messageType !== MESSAGE_TYPE.PKCSReq) throw new DeviceCaError('not-implemented', `SCEP messageType ${header.messageType.slice(0, 8)} is not supported`);
+      const kind = header.messageType === MESSAGE_TYPE.PKCSReq ? 'PKCSReq' : header.messageType === MESSAGE_TYPE.RenewalReq ? 'RenewalReq' : null;
+      if (kind === null) throw new DeviceCaError('not-implemented', `SCEP messageType ${header.messageType.slice(0, 8)} is not supported`);
       if (msg.contentType !== CMS_OID.data || !msg.content) throw new DeviceCaError('bad-request', 'the pkiMessage carries no pkcsPKIEnvelope');
       // the reply is encrypted to the signer's certificate (RFC 8894 §3.3.2): RSA key transport only
       if (new crypto.X509Certificate(msg.signer.certificate).publicKey.asymmetricKeyType !== 'rsa')
         throw new DeviceCaError('bad-algorithm', 'the signer certificate has no RSA key to encrypt the reply to');
       const envelope = await openEnvelopedData(msg.content, { certificate: scepRa.certificate, key: scepRa.transport });
-      const csr = parseCsr(envelope.content);
-      const deviceId = csr.subject.find((a) => a.type === 'CN')?.value;
-      // RFC 8894 §2.2: the challengePassword carries the device's one-time enrollment secret
-      if (!deviceId || csr.challengePassword === null) throw new DeviceCaError('bad-csr', 'the CSR needs the device id as CN and its enrollment secret as challengePassword');
-      const out = await opts.ra.enroll({ profile, operation: 'enroll', csr: envelope.content, proofs: { secret: { deviceId, secret: csr.challengePassword } } });
+      const out = await opts.ra.scepEnroll({ profile, kind, transactionId: header.transactionId, signerCertificate: msg.signer.certificate, csr: envelope.content });
       if (out.status === 'pending') return certRep(scepRa, header, { status: 'PENDING' }, null);
       return certRep(scepRa, header, { status: 'SUCCESS' }, buildEnvelopedData(certsOnly([out.certificate]), msg.signer.certificate, envelope.cipher));
     } catch (e) {

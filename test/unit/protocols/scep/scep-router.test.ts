@@ -81,20 +81,20 @@ function client(cn: string, challenge: string): Client {
 }
 
 const transactionId = '12345678901234567890';
-const senderNonce = crypto.randomBytes(16);
 
 /** pkcsReq: the CSR enveloped by openssl to the RA certificate (AES-256-CBC, as certmonger does), signed as a PKCSReq pkiMessage. */
-async function pkcsReq(c: Client, raPem: string): Promise<Buffer> {
-  const envelope = openssl(['cms', '-encrypt', '-binary', '-outform', 'DER', '-aes256', raPem], c.csrDer);
+async function pkcsReq(c: Client, raPem: string, o: { transactionId?: string; csr?: Buffer; messageType?: string; signer?: { certDer: Buffer; key: crypto.KeyObject } } = {}): Promise<Buffer> {
+  const envelope = openssl(['cms', '-encrypt', '-binary', '-outform', 'DER', '-aes256', raPem], o.csr ?? c.csrDer);
+  const signer = o.signer ?? c;
   return buildSignedData({
     content: envelope,
-    signer: { certificate: c.certDer, key: softwareSigningKey(c.key, 'rsa-2048', 'memory') },
+    signer: { certificate: signer.certDer, key: softwareSigningKey(signer.key, 'rsa-2048', 'memory') },
     attributes: [
-      { type: SCEP_OID.messageType, values: [printableString(MESSAGE_TYPE.PKCSReq)] },
-      { type: SCEP_OID.transactionID, values: [printableString(transactionId)] },
-      { type: SCEP_OID.senderNonce, values: [octetString(senderNonce)] },
+      { type: SCEP_OID.messageType, values: [printableString(o.messageType ?? MESSAGE_TYPE.PKCSReq)] },
+      { type: SCEP_OID.transactionID, values: [printableString(o.transactionId ?? transactionId)] },
+      { type: SCEP_OID.senderNonce, values: [octetString(crypto.randomBytes(16))] },
     ],
-    certificates: [c.certDer],
+    certificates: [signer.certDer],
   });
 }
 
@@ -135,15 +135,17 @@ describe('SCEP', () => {
     const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-1', actor: 'test' });
     const c = client('scep-dev-1', secret);
     const ra = await raCertFile();
-    const r = await post(await pkcsReq(c, ra));
+    const request = await pkcsReq(c, ra);
+    const r = await post(request);
     expect(r.status).toBe(200);
     expect(r.type).toBe('application/x-pki-message');
     const rep = certRep(r.body, ra);
     expect(rep.status).toBe('0');
     expect(rep.attrs.get(SCEP_OID.messageType)![0].subarray(2).toString()).toBe('3');
     expect(rep.attrs.get(SCEP_OID.transactionID)![0].subarray(2).toString()).toBe(transactionId);
-    expect(rep.attrs.get(SCEP_OID.recipientNonce)![0].subarray(2)).toEqual(senderNonce);
-    expect(rep.attrs.get(SCEP_OID.senderNonce)![0].subarray(2)).not.toEqual(senderNonce);
+    const sentNonce = verifySignedData(request).signer.attributes.get(SCEP_OID.senderNonce)![0];
+    expect(rep.attrs.get(SCEP_OID.recipientNonce)![0]).toEqual(sentNonce);
+    expect(rep.attrs.get(SCEP_OID.senderNonce)![0]).not.toEqual(sentNonce);
     const certsOnly = openssl(['cms', '-decrypt', '-inform', 'DER', '-recip', c.certFile, '-inkey', c.keyFile, '-binary'], rep.content!);
     const leaf = file('scep-dev-1.pem', openssl(['pkcs7', '-inform', 'DER', '-print_certs'], certsOnly));
     const chain = file('issuing.pem', new crypto.X509Certificate(t.hierarchy.issuing.der).toString());
@@ -183,6 +185,45 @@ describe('SCEP', () => {
     const rep = certRep((await post(msg)).body, ra);
     expect([rep.status, rep.failInfo]).toEqual(['2', '1']);
     expect(await svc.store.getDevice('scep-dev-4')).toMatchObject({ state: 'registered' });
+  });
+
+  /** issuedCert: the certificate in a SUCCESS CertRep, decrypted by openssl with the client's key. */
+  const issuedCert = (rep: { content: Buffer | null }, c: Client): Buffer =>
+    Buffer.from(
+      new crypto.X509Certificate(
+        openssl(['pkcs7', '-inform', 'DER', '-print_certs'], openssl(['cms', '-decrypt', '-inform', 'DER', '-recip', c.certFile, '-inkey', c.keyFile, '-binary'], rep.content!)),
+      ).raw,
+    );
+
+  it('the same request sent again (new message, same transactionID and CSR): SUCCESS with the same certificate', async () => {
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-5', actor: 'test' });
+    const c = client('scep-dev-5', secret);
+    const ra = await raCertFile();
+    const first = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-5' }))).body, ra);
+    const again = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-5' }))).body, ra);
+    expect([first.status, again.status]).toEqual(['0', '0']);
+    expect(issuedCert(again, c)).toEqual(issuedCert(first, c));
+  });
+
+  it('another CSR under a transactionID in use: FAILURE badRequest', async () => {
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-6', actor: 'test' });
+    const c = client('scep-dev-6', secret);
+    const ra = await raCertFile();
+    expect(certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-6' }))).body, ra).status).toBe('0');
+    const conf = file('req-other.cnf', `[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nCN=scep-dev-6\n[attrs]\nchallengePassword=another\n`);
+    const otherCsr = openssl(['req', '-new', '-key', c.keyFile, '-config', conf, '-outform', 'DER']); // same key, another request
+    const rep = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-6', csr: otherCsr }))).body, ra);
+    expect([rep.status, rep.failInfo, rep.failInfoText]).toEqual(['2', '2', 'transactionID is already in use for another request']);
+  });
+
+  it('a PKCSReq signed with a key other than the CSR key: FAILURE badRequest, nothing issued', async () => {
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-7', actor: 'test' });
+    const c = client('scep-dev-7', secret);
+    const ra = await raCertFile();
+    const rep = certRep((await post(await pkcsReq(c, ra, { signer: client('scep-dev-7', 'x') }))).body, ra);
+    expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
+    expect(rep.failInfoText).toContain('signed with the key its CSR is for');
+    expect(await svc.store.getDevice('scep-dev-7')).toMatchObject({ state: 'registered' });
   });
 
   it.each([
