@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { Counter, Registry } from 'prom-client';
 import { AuditLog } from '../audit/audit-log';
+import { CrlPublisher } from '../ca/crl-publisher';
 import { issueAndRecord } from '../ca/issuance';
 import { AuthorizedRequest, CertificateAuthority } from '../ca/certificate-authority';
 import { SanEntry } from '../ca/certificate-encoder';
@@ -10,11 +11,12 @@ import { Config, ProfileConfig } from '../config/schema';
 import { AkRegistrationRequest } from '../attestation/tpm/ak-registration';
 import { decodeTpmCertifyStatement } from '../attestation/tpm/certify-statement-der';
 import { Credential } from '../attestation/tpm/make-credential';
+import { children, readOne } from '../der/der-reader';
 import { OID } from '../der/oids';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm } from '../keys/key-backend';
 import { generateKeyPair } from '../keys/software-key-backend';
-import { DeviceRecord, EnrollmentRequestRecord, Page, PageRequest, Store } from '../store/store';
+import { CertificateRecord, DeviceRecord, EnrollmentRequestRecord, Page, PageRequest, Store } from '../store/store';
 import { AuthMethod, Authenticator } from './authenticators/authenticator';
 import { checkChannelBinding } from './authenticators/channel-binding-check';
 import { ClientCertificateAuthenticator } from './authenticators/client-certificate-authenticator';
@@ -42,6 +44,8 @@ export interface RegistrationAuthorityDeps {
   attestation?: TpmAttestation;
   metrics?: Registry;
   now?: () => Date;
+  /** crl: the issuing CA's CRL publisher, for SCEP GetCRL; absent where no CRL is served (the CLI) */
+  crl?: Pick<CrlPublisher, 'caName' | 'current'>;
 }
 
 /** Issuance is what the one issuance step needs once every decision is made. */
@@ -77,10 +81,12 @@ export class RegistrationAuthority {
   private readonly enrollments: Counter<'profile' | 'operation' | 'result'>;
   private readonly tpm?: TpmAttestation;
   private readonly scepTransactions: ScepTransactions;
+  private readonly crl?: Pick<CrlPublisher, 'caName' | 'current'>;
 
   constructor(deps: RegistrationAuthorityDeps) {
     this.cfg = deps.config;
     this.tpm = deps.attestation;
+    this.crl = deps.crl;
     this.store = deps.store;
     this.ca = deps.ca;
     this.audit = new AuditLog(deps.store);
@@ -184,12 +190,7 @@ export class RegistrationAuthority {
    * Then the transactionID rules (ScepTransactions) and the one enroll().
    */
   async scepEnroll(req: { profile: string; kind: ScepTransaction['kind']; transactionId: Buffer; signerCertificate: Buffer; csr: Buffer }): Promise<EnrollOutcome> {
-    let signer: crypto.X509Certificate;
-    try {
-      signer = new crypto.X509Certificate(req.signerCertificate);
-    } catch {
-      throw new DeviceCaError('bad-request', 'the signer certificate cannot be parsed');
-    }
+    const signer = parseCertificate(req.signerCertificate);
     const signerSpki = signer.publicKey.export({ type: 'spki', format: 'der' });
     const csr = parseCsr(req.csr);
     let request: EnrollRequest;
@@ -202,6 +203,44 @@ export class RegistrationAuthority {
       request = { profile: req.profile, operation: 'renew', csr: req.csr, proofs: { clientCertificate: { leaf: signer, intermediates: () => [] } } };
     }
     return this.scepTransactions.run({ transactionId: req.transactionId, signerSpki, kind: req.kind, csr: req.csr }, () => this.enroll(request));
+  }
+
+  /**
+   * scepGetCert decides SCEP GetCert (RFC 8894 §3.3.4): a device may fetch its own certificates only.
+   * The message must be signed with a current certificate this CA issued to a device (checked as for
+   * RenewalReq: recorded, valid, unexpired); the certificate asked for (IssuerAndSerialNumber) must have
+   * been issued to that same device, in any status (a device may learn that one was revoked). Anything
+   * else, unknown or another device's, is the same 'not-found' (badCertId), so the answer does not tell
+   * whether a serial exists.
+   */
+  async scepGetCert(req: { signerCertificate: Buffer; issuerAndSerial: Buffer }): Promise<Buffer> {
+    const p = await this.clientCerts.authenticate({ clientCertificate: { leaf: parseCertificate(req.signerCertificate), intermediates: () => [] } });
+    if (!p || p.kind !== 'device-cert') throw new DeviceCaError('unauthenticated', 'GetCert must be signed with a current certificate of the device');
+    const cert = await this.certificateOf(req.issuerAndSerial);
+    if (!cert || cert.deviceId !== p.deviceId) throw new DeviceCaError('not-found', 'no such certificate of this device');
+    return cert.der;
+  }
+
+  /**
+   * scepGetCrl decides SCEP GetCRL (RFC 8894 §3.3.5): the CRL of the shard that covers the certificate
+   * named by IssuerAndSerialNumber. CRLs are public (served at /crl without authentication), so any
+   * message whose signature verified may ask; 'not-found' (badCertId) when this CA issued no such
+   * certificate, or it came from an issuer whose CRLs this service does not publish.
+   */
+  async scepGetCrl(req: { issuerAndSerial: Buffer }): Promise<Buffer> {
+    const cert = await this.certificateOf(req.issuerAndSerial);
+    if (!cert || !this.crl || cert.issuer !== this.crl.caName) throw new DeviceCaError('not-found', 'no CRL covers that certificate here');
+    return (await this.crl.current(cert.shard)).der;
+  }
+
+  /** certificateOf: the certificate this CA recorded under an IssuerAndSerialNumber (RFC 5652 §10.2.4), issuer bytes compared exactly. */
+  private async certificateOf(issuerAndSerial: Buffer): Promise<CertificateRecord | null> {
+    const [issuer, serial] = children(readOne(issuerAndSerial, 0x30), 3);
+    if (!issuer || issuer.tag !== 0x30 || !serial || serial.tag !== 0x02 || serial.value.length === 0 || serial.value.length > 20)
+      throw new DeviceCaError('bad-request', 'IssuerAndSerialNumber is malformed');
+    const rec = await this.store.getCertificate(serial.value.toString('hex').replace(/^0+(?=.)/, ''));
+    if (!rec) return null;
+    return issuerNameDer(rec.der).equals(issuer.full) ? rec : null;
   }
 
   private async decide(req: EnrollRequest): Promise<EnrollOutcome> {
@@ -493,3 +532,17 @@ function sanText(s: SanEntry): string {
 
 const sha256 = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
 const truncate = (s: string): string => (s.length > 64 ? s.slice(0, 64) + '…' : s);
+
+function parseCertificate(der: Buffer): crypto.X509Certificate {
+  try {
+    return new crypto.X509Certificate(der);
+  } catch {
+    throw new DeviceCaError('bad-request', 'the signer certificate cannot be parsed');
+  }
+}
+
+/** issuerNameDer: the issuer Name of a DER certificate, byte for byte. */
+function issuerNameDer(certDer: Buffer): Buffer {
+  const f = children(children(readOne(certDer, 0x30))[0]);
+  return f[f[0].tag === 0xa0 ? 3 : 2].full;
+}

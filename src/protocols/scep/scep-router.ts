@@ -21,7 +21,7 @@ export interface ScepRa {
 }
 
 export interface ScepRouterOptions {
-  ra: Pick<RegistrationAuthority, 'scepEnroll'>;
+  ra: Pick<RegistrationAuthority, 'scepEnroll' | 'scepGetCert' | 'scepGetCrl'>;
   /** scepRa returns the RA in use now: a renewal (CA duties) swaps it without a restart */
   scepRa: () => ScepRa;
   /** caCerts: issuing CA first, then root: GetCACert returns the RA certificate, then these */
@@ -33,10 +33,12 @@ export interface ScepRouterOptions {
 
 const DEFAULT_PATH = 'default';
 /**
- * CA_CAPS: RFC 8894 §3.5.2. Renewal, GetNextCACert and the polling operations are not offered yet, so not
- * advertised: a client must not be told to send what it would get badRequest for.
+ * CA_CAPS: RFC 8894 §3.5.2. GetNextCACert is not offered yet, so not advertised: a client must not be
+ * told to send what it would get badRequest for.
  */
-const CA_CAPS = 'POSTPKIOperation\nSHA-256\nSHA-512\nAES\nSCEPStandard\n';
+const CA_CAPS = 'POSTPKIOperation\nRenewal\nSHA-256\nSHA-512\nAES\nSCEPStandard\n';
+/** KNOWN_TYPES: the pkiMessage types answered (RFC 8894 §3.2.1.2); CertPoll is not yet. */
+const KNOWN_TYPES: ReadonlySet<string> = new Set([MESSAGE_TYPE.PKCSReq, MESSAGE_TYPE.RenewalReq, MESSAGE_TYPE.GetCert, MESSAGE_TYPE.GetCRL]);
 const ERROR_REPLY = { format: 'text', challenge: 'SCEP' } as const;
 
 /**
@@ -92,16 +94,22 @@ export function scepRouter(opts: ScepRouterOptions): Router {
     }
     const header = scepHeader(msg.signer.attributes);
     try {
-      const kind = header.messageType === MESSAGE_TYPE.PKCSReq ? 'PKCSReq' : header.messageType === MESSAGE_TYPE.RenewalReq ? 'RenewalReq' : null;
-      if (kind === null) throw new DeviceCaError('not-implemented', `SCEP messageType ${header.messageType.slice(0, 8)} is not supported`);
+      const type = header.messageType;
+      if (!KNOWN_TYPES.has(type)) throw new DeviceCaError('not-implemented', `SCEP messageType ${type.slice(0, 8)} is not supported`);
       if (msg.contentType !== CMS_OID.data || !msg.content) throw new DeviceCaError('bad-request', 'the pkiMessage carries no pkcsPKIEnvelope');
       // the reply is encrypted to the signer's certificate (RFC 8894 §3.3.2): RSA key transport only
       if (new crypto.X509Certificate(msg.signer.certificate).publicKey.asymmetricKeyType !== 'rsa')
         throw new DeviceCaError('bad-algorithm', 'the signer certificate has no RSA key to encrypt the reply to');
       const envelope = await openEnvelopedData(msg.content, { certificate: scepRa.certificate, key: scepRa.transport });
-      const out = await opts.ra.scepEnroll({ profile, kind, transactionId: header.transactionId, signerCertificate: msg.signer.certificate, csr: envelope.content });
+      const reply = (certs: Buffer[], crls: Buffer[] = []) => certRep(scepRa, header, { status: 'SUCCESS' }, buildEnvelopedData(certsOnly(certs, crls), msg.signer.certificate, envelope.cipher));
+      const signerCertificate = msg.signer.certificate;
+      // RFC 8894 §3.3.4, §3.3.5: GetCert and GetCRL carry an IssuerAndSerialNumber
+      if (type === MESSAGE_TYPE.GetCert) return reply([await opts.ra.scepGetCert({ signerCertificate, issuerAndSerial: envelope.content })]);
+      if (type === MESSAGE_TYPE.GetCRL) return reply([], [await opts.ra.scepGetCrl({ issuerAndSerial: envelope.content })]);
+      const kind = type === MESSAGE_TYPE.PKCSReq ? 'PKCSReq' : 'RenewalReq';
+      const out = await opts.ra.scepEnroll({ profile, kind, transactionId: header.transactionId, signerCertificate, csr: envelope.content });
       if (out.status === 'pending') return certRep(scepRa, header, { status: 'PENDING' }, null);
-      return certRep(scepRa, header, { status: 'SUCCESS' }, buildEnvelopedData(certsOnly([out.certificate]), msg.signer.certificate, envelope.cipher));
+      return reply([out.certificate]);
     } catch (e) {
       return certRep(scepRa, header, failure(e, res), null);
     }

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DeviceCaError, ErrorCode } from '../../../src/errors/device-ca-error';
 import { EnrollOutcome } from '../../../src/ra/registration-authority';
+import { issuerAndSerialNumber } from '../../../src/cms/issuer-and-serial';
 import { printableString } from '../../../src/der/der-writer';
 import { openssl } from '../cms/cms-fixture';
 import { RaHarness, makeRaHarness } from './ra-harness';
@@ -186,5 +187,54 @@ describe('RenewalReq: signed with the current certificate, the rules of EST re-e
       'unauthenticated',
     );
     expect(await h.store.activeSecrets(id, h.now())).toHaveLength(1);
+  });
+});
+
+describe('GetCert authorization (RFC 8894 §3.3.4): a device fetches only its own certificates', () => {
+  const serialOf = (der: Buffer): string => new crypto.X509Certificate(der).serialNumber.toLowerCase().replace(/^0+/, '');
+  const revoke = (der: Buffer) => h.store.revokeCertificate(serialOf(der), 'superseded', h.now(), null, { type: 'certificate.revoked', actor: 'test', subject: serialOf(der), data: {} });
+  async function device(): Promise<{ id: string; cert: Buffer; key: crypto.KeyObject }> {
+    const id = nextId();
+    const secret = await h.register(id);
+    const csr = h.csr(id, { challengePassword: secret });
+    const out = issued(await h.ra.scepEnroll({ profile: 'default', kind: 'PKCSReq', transactionId: txId(`g-${id}`), signerCertificate: selfSigned(csr.key, id), csr: csr.der }));
+    return { id, cert: out.certificate, key: csr.key };
+  }
+  const getCert = async (signer: Buffer, asked: Buffer): Promise<Buffer | ErrorCode> => {
+    try {
+      return await h.ra.scepGetCert({ signerCertificate: signer, issuerAndSerial: issuerAndSerialNumber(asked) });
+    } catch (e) {
+      if (e instanceof DeviceCaError) return e.code;
+      throw e;
+    }
+  };
+
+  it.each([
+    ['its own current certificate, signed with it', 'own', 'current', 'cert'],
+    ['its own revoked certificate, signed with the current one', 'own-revoked', 'current', 'cert'],
+    ["another device's certificate", 'other', 'current', 'not-found'],
+    ['any certificate, signed with a self-signed certificate', 'own', 'self-signed', 'unauthenticated'],
+    ['its own certificate, signed with a revoked certificate', 'own', 'revoked', 'forbidden'],
+  ] as const)('%s: %s / %s -> %s', async (_name, asked, signer, expected) => {
+    const d = await device();
+    const other = await device();
+    let askedDer = d.cert;
+    let signerDer = d.cert;
+    if (asked === 'other') askedDer = other.cert;
+    if (asked === 'own-revoked') {
+      // renew, then revoke the first certificate: the device signs with the new one
+      const r = issued(await h.ra.scepEnroll({ profile: 'default', kind: 'RenewalReq', transactionId: txId(`rr-${d.id}`), signerCertificate: d.cert, csr: h.csr(d.id, { organization: 'acme' }).der }));
+      await revoke(d.cert);
+      signerDer = r.certificate;
+    }
+    if (signer === 'self-signed') signerDer = selfSigned(d.key, d.id);
+    if (signer === 'revoked') await revoke(d.cert);
+    const got = await getCert(signerDer, askedDer);
+    expect(expected === 'cert' ? (got as Buffer).equals(askedDer) : got).toBe(expected === 'cert' ? true : expected);
+  });
+
+  it('a malformed IssuerAndSerialNumber: bad-request', async () => {
+    const d = await device();
+    await expect(h.ra.scepGetCert({ signerCertificate: d.cert, issuerAndSerial: Buffer.from([0x30, 0x03, 0x02, 0x01, 0x01]) })).rejects.toMatchObject({ code: 'bad-request' });
   });
 });

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import pino from 'pino';
+import { issuerAndSerialNumber } from '../../../../src/cms/issuer-and-serial';
 import { buildSignedData, verifySignedData } from '../../../../src/cms/signed-data';
 import { printableString, octetString } from '../../../../src/der/der-writer';
 import { softwareSigningKey } from '../../../../src/keys/software-key-backend';
@@ -113,10 +114,10 @@ function certRep(body: Buffer, raPem: string): { status: string; failInfo?: stri
 }
 
 describe('SCEP', () => {
-  it('GetCACaps advertises what is implemented, and no Renewal', async () => {
+  it('GetCACaps advertises what is implemented (Renewal, no GetNextCACert)', async () => {
     const r = await get('operation=GetCACaps');
     expect(r.status).toBe(200);
-    expect(r.body.toString().trim().split('\n').sort()).toEqual(['AES', 'POSTPKIOperation', 'SCEPStandard', 'SHA-256', 'SHA-512']);
+    expect(r.body.toString().trim().split('\n').sort()).toEqual(['AES', 'POSTPKIOperation', 'Renewal', 'SCEPStandard', 'SHA-256', 'SHA-512']);
   });
 
   it('GetCACert returns the RA (RSA) then the issuing and root CA certificates', async () => {
@@ -224,6 +225,89 @@ describe('SCEP', () => {
     expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
     expect(rep.failInfoText).toContain('signed with the key its CSR is for');
     expect(await svc.store.getDevice('scep-dev-7')).toMatchObject({ state: 'registered' });
+  });
+
+  describe('with a device certificate: RenewalReq, GetCert, GetCRL', () => {
+    /** decrypt: the certs-only content of a SUCCESS CertRep, opened by openssl with the recipient's certificate and key. */
+    const decrypt = (rep: { content: Buffer | null }, certFile: string, keyFile: string): Buffer =>
+      openssl(['cms', '-decrypt', '-inform', 'DER', '-recip', certFile, '-inkey', keyFile, '-binary'], rep.content!);
+    const pemCerts = (certsOnly: Buffer): crypto.X509Certificate[] =>
+      (
+        openssl(['pkcs7', '-inform', 'DER', '-print_certs'], certsOnly)
+          .toString()
+          .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+      ).map((p) => new crypto.X509Certificate(p));
+    let ra: string;
+    let first: Client;
+    let current: { der: Buffer; file: string; key: crypto.KeyObject; keyFile: string };
+    let renewed: { der: Buffer; file: string };
+
+    beforeAll(async () => {
+      const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-8', actor: 'test' });
+      ra = await raCertFile();
+      first = client('scep-dev-8', secret);
+      const der = issuedCert(certRep((await post(await pkcsReq(first, ra, { transactionId: 'tx-8' }))).body, ra), first);
+      current = { der, file: file('scep-dev-8.pem', new crypto.X509Certificate(der).toString()), key: first.key, keyFile: first.keyFile };
+    }, 60_000);
+
+    it('RenewalReq signed with the current certificate: a certificate for the new key, enveloped to the current certificate; openssl verifies it', async () => {
+      const next = client('scep-dev-8', 'unused');
+      const rep = certRep((await post(await pkcsReq(next, ra, { transactionId: 'tx-8r', messageType: MESSAGE_TYPE.RenewalReq, signer: { certDer: current.der, key: current.key } }))).body, ra);
+      expect(rep.status).toBe('0');
+      const [leaf] = pemCerts(decrypt(rep, current.file, current.keyFile));
+      renewed = { der: Buffer.from(leaf.raw), file: file('scep-dev-8-renewed.pem', leaf.toString()) };
+      expect(leaf.publicKey.export({ type: 'spki', format: 'der' })).toEqual(crypto.createPublicKey(next.key).export({ type: 'spki', format: 'der' }));
+      const chain = file('issuing.pem', new crypto.X509Certificate(t.hierarchy.issuing.der).toString());
+      const root = file('root.pem', new crypto.X509Certificate(t.hierarchy.root.der).toString());
+      expect(openssl(['verify', '-CAfile', root, '-untrusted', chain, renewed.file]).toString()).toContain(': OK');
+    });
+
+    it('RenewalReq signed with a self-signed certificate: FAILURE badRequest', async () => {
+      const c = client('scep-dev-8', 'unused');
+      const rep = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-8s', messageType: MESSAGE_TYPE.RenewalReq }))).body, ra);
+      expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
+    });
+
+    it("GetCert: the device's own certificate by issuer and serial; another device's is FAILURE badCertId", async () => {
+      const mine = certRep(
+        (
+          await post(
+            await pkcsReq(first, ra, { transactionId: 'tx-8g', messageType: MESSAGE_TYPE.GetCert, csr: issuerAndSerialNumber(current.der), signer: { certDer: current.der, key: current.key } }),
+          )
+        ).body,
+        ra,
+      );
+      expect(mine.status).toBe('0');
+      expect(Buffer.from(pemCerts(decrypt(mine, current.file, current.keyFile))[0].raw)).toEqual(current.der);
+      const others = (await svc.store.listCertificates({ deviceId: 'scep-dev-1' })).items;
+      expect(others.length).toBeGreaterThan(0);
+      const theirs = certRep(
+        (
+          await post(
+            await pkcsReq(first, ra, { transactionId: 'tx-8h', messageType: MESSAGE_TYPE.GetCert, csr: issuerAndSerialNumber(others[0].der), signer: { certDer: current.der, key: current.key } }),
+          )
+        ).body,
+        ra,
+      );
+      expect([theirs.status, theirs.failInfo]).toEqual(['2', '4']);
+      // signed with a self-signed certificate: no device to speak for
+      const anon = certRep((await post(await pkcsReq(first, ra, { transactionId: 'tx-8i', messageType: MESSAGE_TYPE.GetCert, csr: issuerAndSerialNumber(current.der) }))).body, ra);
+      expect([anon.status, anon.failInfo]).toEqual(['2', '2']);
+    });
+
+    it('GetCRL: the CRL of the shard covering the certificate, signed by the issuing CA (openssl verifies it)', async () => {
+      const rep = certRep((await post(await pkcsReq(first, ra, { transactionId: 'tx-8c', messageType: MESSAGE_TYPE.GetCRL, csr: issuerAndSerialNumber(current.der) }))).body, ra);
+      expect(rep.status).toBe('0');
+      const crlPem = openssl(['pkcs7', '-inform', 'DER', '-print_certs'], decrypt(rep, first.certFile, first.keyFile)).toString();
+      expect(crlPem).toContain('-----BEGIN X509 CRL-----');
+      const issuing = file('issuing.pem', new crypto.X509Certificate(t.hierarchy.issuing.der).toString());
+      const verdict = opensslStatus(['crl', '-noout', '-CAfile', issuing], Buffer.from(crlPem.slice(crlPem.indexOf('-----BEGIN X509 CRL-----'))));
+      expect(verdict.stderr).toContain('verify OK');
+      const unknown = Buffer.from(issuerAndSerialNumber(current.der));
+      unknown[unknown.length - 1] ^= 0x01; // a serial this CA never issued
+      const none = certRep((await post(await pkcsReq(first, ra, { transactionId: 'tx-8d', messageType: MESSAGE_TYPE.GetCRL, csr: unknown }))).body, ra);
+      expect([none.status, none.failInfo]).toEqual(['2', '4']);
+    });
   });
 
   it.each([
