@@ -82,11 +82,13 @@ export class RegistrationAuthority {
   private readonly tpm?: TpmAttestation;
   private readonly scepTransactions: ScepTransactions;
   private readonly crl?: Pick<CrlPublisher, 'caName' | 'current'>;
+  private readonly issuingX509: crypto.X509Certificate;
 
   constructor(deps: RegistrationAuthorityDeps) {
     this.cfg = deps.config;
     this.tpm = deps.attestation;
     this.crl = deps.crl;
+    this.issuingX509 = new crypto.X509Certificate(deps.ca.issuer.der);
     this.store = deps.store;
     this.ca = deps.ca;
     this.audit = new AuditLog(deps.store);
@@ -183,26 +185,29 @@ export class RegistrationAuthority {
 
   /**
    * scepEnroll serves a SCEP PKCSReq or RenewalReq (RFC 8894 §3.3.1) whose signature the adapter verified
-   * against signerCertificate. PKCSReq: the message must be signed with the key the CSR is for (the
-   * requester's self-signed certificate, RFC 8894 §2.3 and §3.2), and the CSR carries the device id as CN
-   * and its one-time secret as challengePassword (§2.2). RenewalReq: the signer certificate is the
-   * device's current certificate, checked as EST re-enroll checks the TLS client certificate (§3.3.1.2).
+   * against signerCertificate. Who signed decides the operation:
+   * - a certificate this CA issued (RenewalReq, or a PKCSReq as certmonger and other RFC 8894 §2.3 clients
+   *   send it when they hold one): a renewal, the signer checked as EST re-enroll checks the TLS client
+   *   certificate (recorded, valid, unexpired; the CSR repeats its names);
+   * - otherwise a PKCSReq must be signed with the key its CSR is for (the requester's self-signed
+   *   certificate, §2.3), and the CSR carries the device id as CN and its one-time secret as
+   *   challengePassword (§2.2): a first enrollment. A RenewalReq signed with anything else is refused.
    * Then the transactionID rules (ScepTransactions) and the one enroll().
    */
-  async scepEnroll(req: { profile: string; kind: ScepTransaction['kind']; transactionId: Buffer; signerCertificate: Buffer; csr: Buffer }): Promise<EnrollOutcome> {
+  async scepEnroll(req: { profile: string; kind: 'PKCSReq' | 'RenewalReq'; transactionId: Buffer; signerCertificate: Buffer; csr: Buffer }): Promise<EnrollOutcome> {
     const signer = parseCertificate(req.signerCertificate);
     const signerSpki = signer.publicKey.export({ type: 'spki', format: 'der' });
     const csr = parseCsr(req.csr);
     let request: EnrollRequest;
-    if (req.kind === 'PKCSReq') {
-      if (!signerSpki.equals(csr.spki)) throw new DeviceCaError('forbidden', 'a PKCSReq must be signed with the key its CSR is for (RenewalReq renews with the current certificate)');
+    if (req.kind === 'RenewalReq' || signer.checkIssued(this.issuingX509)) {
+      request = { profile: req.profile, operation: 'renew', csr: req.csr, proofs: { clientCertificate: { leaf: signer, intermediates: () => [] } } };
+    } else {
+      if (!signerSpki.equals(csr.spki)) throw new DeviceCaError('forbidden', 'a PKCSReq must be signed with the key its CSR is for, or with the current certificate to renew');
       const deviceId = csr.subject.find((a) => a.type === 'CN')?.value;
       if (!deviceId || csr.challengePassword === null) throw new DeviceCaError('bad-csr', 'the CSR needs the device id as CN and its enrollment secret as challengePassword');
       request = { profile: req.profile, operation: 'enroll', csr: req.csr, proofs: { secret: { deviceId, secret: csr.challengePassword } } };
-    } else {
-      request = { profile: req.profile, operation: 'renew', csr: req.csr, proofs: { clientCertificate: { leaf: signer, intermediates: () => [] } } };
     }
-    return this.scepTransactions.run({ transactionId: req.transactionId, signerSpki, kind: req.kind, csr: req.csr }, () => this.enroll(request));
+    return this.scepTransactions.run({ transactionId: req.transactionId, signerSpki, operation: request.operation as ScepTransaction['operation'], csr: req.csr }, () => this.enroll(request));
   }
 
   /**

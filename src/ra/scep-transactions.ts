@@ -9,8 +9,11 @@ export interface ScepTransaction {
   transactionId: Buffer;
   /** signerSpki: DER SubjectPublicKeyInfo of the key that signed the message */
   signerSpki: Buffer;
-  /** kind: the message type asking (PKCSReq and RenewalReq are separate transactions) */
-  kind: 'PKCSReq' | 'RenewalReq';
+  /**
+   * operation: a first enrollment and a renewal are separate transactions, as clients that derive the
+   * transactionID from the public key (RFC 8894 §3.2.1.1) send the same one for both when the key is kept
+   */
+  operation: 'enroll' | 'renew';
   /** csr: the DER PKCS#10 the message carries */
   csr: Buffer;
 }
@@ -23,7 +26,7 @@ const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['rate-limited', 's
 
 /**
  * ScepTransactions applies RFC 8894 §3.2.1.1 and §3.3.1 to transactionIDs: a message sent again (same
- * signer key, same transactionID, same message type and CSR) gets the answer the first one got, without
+ * signer key, same transactionID, same operation and CSR) gets the answer the first one got, without
  * asking the RA again (no second issuance, no second failed attempt counted); another request under a
  * transactionID in use is refused (badRequest). A transaction belongs to the key that signs its
  * messages, so no one can occupy another device's transactionIDs (which are often a hash of its public
@@ -43,8 +46,8 @@ export class ScepTransactions {
   async run(tx: ScepTransaction, attempt: () => Promise<EnrollOutcome>): Promise<EnrollOutcome> {
     if (!(this.deps.windowSeconds > 0)) return attempt();
     const now = this.deps.now();
-    const key = sha256(tx.signerSpki, Buffer.from(tx.kind), tx.transactionId);
-    const requestSha256 = sha256(Buffer.from(tx.kind), tx.csr);
+    const key = sha256(tx.signerSpki, Buffer.from(tx.operation), tx.transactionId);
+    const requestSha256 = sha256(Buffer.from(tx.operation), tx.csr);
     const held = await this.deps.store.claimScepTransaction({ key, requestSha256, expiresAt: new Date(now.getTime() + this.deps.windowSeconds * 1000) }, now);
     if (held.requestSha256 !== requestSha256) throw new DeviceCaError('bad-request', 'transactionID is already in use for another request');
     if (held.outcome) return this.replay(held.outcome);

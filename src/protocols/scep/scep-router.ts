@@ -136,9 +136,18 @@ function failure(thrown: unknown, res: Response): CertRepStatus {
   return { status: 'FAILURE', failInfo: FAIL_INFO_NUMBER[failInfo], text: e.message };
 }
 
-/** certRep signs a CertRep (RFC 8894 §3.3.2) with the RA key; content: the EnvelopedData of a SUCCESS. */
+/**
+ * certRep signs a CertRep (RFC 8894 §3.3.2) with the RA key; content: the EnvelopedData of a SUCCESS.
+ * FAILURE and PENDING carry no pkcsPKIEnvelope, but an empty eContent rather than none: clients that
+ * verify with OpenSSL's PKCS7_verify (certmonger, sscep) reject a reply without content ("no content").
+ */
 function certRep(scepRa: ScepRa, request: ScepHeader, status: CertRepStatus, content: Buffer | null): Promise<Buffer> {
-  return buildSignedData({ content, signer: { certificate: scepRa.certificate, key: scepRa.key }, attributes: certRepAttributes(request, status), certificates: [scepRa.certificate] });
+  return buildSignedData({
+    content: content ?? Buffer.alloc(0),
+    signer: { certificate: scepRa.certificate, key: scepRa.key },
+    attributes: certRepAttributes(request, status),
+    certificates: [scepRa.certificate],
+  });
 }
 
 /**

@@ -164,6 +164,33 @@ describe('RenewalReq: signed with the current certificate, the rules of EST re-e
     expect(audit.data).toMatchObject({ operation: 'renew', renewal: 'rekey', previous: prev });
   });
 
+  it('a PKCSReq signed with the current certificate renews (certmonger), under the transactionID of the enrollment (same key kept)', async () => {
+    const id = nextId();
+    const secret = await h.register(id);
+    const key = h.csr(id).key;
+    const tx = txId('derived-from-the-public-key');
+    const first = issued(
+      await h.ra.scepEnroll({
+        profile: 'default',
+        kind: 'PKCSReq',
+        transactionId: tx,
+        signerCertificate: selfSigned(key, id),
+        csr: h.csr(id, { key, organization: 'acme', challengePassword: secret }).der,
+      }),
+    );
+    const renewed = issued(
+      await h.ra.scepEnroll({
+        profile: 'default',
+        kind: 'PKCSReq',
+        transactionId: tx,
+        signerCertificate: first.certificate,
+        csr: h.csr(id, { key, organization: 'acme', challengePassword: secret }).der,
+      }),
+    );
+    expect(renewed.serial).not.toBe(first.serial);
+    expect((await h.audit('certificate.issued')).find((a) => a.data.serial === renewed.serial)!.data).toMatchObject({ operation: 'renew', renewal: 'renew' });
+  });
+
   it('a revoked certificate, a self-signed one, or a subject change: refused', async () => {
     const d = await enrolled();
     const csr = h.csr(d.id, { organization: 'acme' });
