@@ -24,7 +24,12 @@ let base: string;
 let n = 0;
 
 beforeAll(async () => {
-  t = await makeTestCa({ 'scep.enabled': true, 'enrollment.secretHashCost': 10 });
+  t = await makeTestCa({
+    'scep.enabled': true,
+    'scep.paths': { default: { profile: 'default' }, manual: { profile: 'manual' } },
+    profiles: { default: {}, manual: { manualApproval: true } },
+    'enrollment.secretHashCost': 10,
+  });
   svc = await buildService(t.cfg, { log: pino({ level: 'silent' }) });
   await new Promise<void>((r) => svc.http.listen(0, '127.0.0.1', () => r()));
   base = `http://127.0.0.1:${(svc.http.address() as AddressInfo).port}`;
@@ -46,8 +51,8 @@ async function get(query: string, pathName = '/scep'): Promise<{ status: number;
   return { status: r.status, type: r.headers.get('content-type'), body: Buffer.from(await r.arrayBuffer()) };
 }
 
-async function post(body: Buffer): Promise<{ status: number; type: string | null; body: Buffer }> {
-  const r = await fetch(`${base}/scep?operation=PKIOperation`, { method: 'POST', body });
+async function post(body: Buffer, pathName = '/scep'): Promise<{ status: number; type: string | null; body: Buffer }> {
+  const r = await fetch(`${base}${pathName}?operation=PKIOperation`, { method: 'POST', body });
   return { status: r.status, type: r.headers.get('content-type'), body: Buffer.from(await r.arrayBuffer()) };
 }
 
@@ -224,6 +229,28 @@ describe('SCEP', () => {
     expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
     expect(rep.failInfoText).toContain('signed with the key its CSR is for');
     expect(await svc.store.getDevice('scep-dev-7')).toMatchObject({ state: 'registered' });
+  });
+
+  it('a profile with manual approval (/scep/manual): PENDING, then SUCCESS once an operator approves (the PKCSReq sent again); a rejected one FAILURE', async () => {
+    const ra = await raCertFile();
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-9', actor: 'test', label: 'manual' });
+    const c = client('scep-dev-9', secret);
+    const pending = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-9' }), '/scep/manual')).body, ra);
+    expect(pending.status).toBe('3');
+    expect(pending.content).toEqual(Buffer.alloc(0));
+    const [request] = (await svc.ra.listRequests({ status: 'pending' })).items.filter((r) => r.deviceId === 'scep-dev-9');
+    await svc.ra.decideRequest(request.id, 'approved', 'operator');
+    const done = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-9' }), '/scep/manual')).body, ra);
+    expect(done.status).toBe('0');
+    expect(new crypto.X509Certificate(issuedCert(done, c)).subject).toContain('CN=scep-dev-9');
+
+    const { secret: s2 } = await svc.ra.registerDevice({ id: 'scep-dev-10', actor: 'test', label: 'manual' });
+    const d = client('scep-dev-10', s2);
+    expect(certRep((await post(await pkcsReq(d, ra, { transactionId: 'tx-10' }), '/scep/manual')).body, ra).status).toBe('3');
+    const [r2] = (await svc.ra.listRequests({ status: 'pending' })).items.filter((r) => r.deviceId === 'scep-dev-10');
+    await svc.ra.decideRequest(r2.id, 'rejected', 'operator');
+    const refused = certRep((await post(await pkcsReq(d, ra, { transactionId: 'tx-10' }), '/scep/manual')).body, ra);
+    expect([refused.status, refused.failInfo, refused.failInfoText]).toEqual(['2', '2', 'the enrollment request was rejected by an operator']);
   });
 
   describe('with a device certificate: RenewalReq, GetCert, GetCRL', () => {
