@@ -69,7 +69,11 @@ describe('certmonger getcert request / resubmit against /scep', () => {
   let firstSerial: string;
 
   it('enrolls with the one-time secret as challengePassword: the certificate verifies, names the device, and is in the store', async () => {
-    const secret = await register(id, 'acme', 'cli');
+    // `devices add` prints the secret alone on stdout, and with SCEP on how to give it to a SCEP client on stderr
+    const add = await svc.cli(['devices', 'add', id, '--owner', 'acme']);
+    expect(add.code).toBe(0);
+    const secret = add.stdout.trim();
+    expect(add.stderr).toContain(`SCEP: give the secret as challengePassword in a CSR with CN=${id}, to http://localhost:${svc.httpPort}/scep\n`);
     dir = tmp.file('cm-1/state');
     crt = tmp.file('cm-1/dev.crt');
     const key = tmp.file('cm-1/dev.key');
