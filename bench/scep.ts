@@ -25,8 +25,10 @@ import { BenchRow, fmtRate } from './bench-table';
  * run: the ratio is what SCEP's CMS adds to an enrollment. One worker (this process), scrypt cost 10 for
  * both, RSA 2048 device keys for both (SCEP key transport needs RSA), 16 requests in flight. The client
  * shares the process and its core, so the figures are lower bounds. The requests (keys, self-signed
- * certificates, CSRs, pkiMessages) are made before any timing. Knobs: SCEP_BENCH_N (devices per mode, 96).
+ * certificates, CSRs, pkiMessages) are made before any timing. Knobs: SCEP_BENCH_N (devices per mode, 96),
+ * SCEP_BENCH_CONCURRENCY (requests in flight, 16).
  */
+const CONCURRENCY = Math.max(1, Number(process.env.SCEP_BENCH_CONCURRENCY) || 16);
 export async function benchScep(): Promise<BenchRow[]> {
   const n = Math.max(16, Number(process.env.SCEP_BENCH_N) || 96);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-bench-scep-'));
@@ -54,8 +56,8 @@ export async function benchScep(): Promise<BenchRow[]> {
         else scepReqs.push(await pkcsReq(dev, ra));
       }
     }
-    const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-    const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 16, rejectUnauthorized: false });
+    const httpAgent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+    const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: CONCURRENCY, rejectUnauthorized: false });
     const scep = await timed(scepReqs, async (m) => scepSuccess(await send(http, httpAgent, httpPort, '/scep?operation=PKIOperation', {}, m)));
     const est = await timed(
       estReqs,
@@ -72,7 +74,7 @@ export async function benchScep(): Promise<BenchRow[]> {
         figure: fmtRate(scep.rate, 'enroll'),
         baseline: fmtRate(est.rate, 'enroll'),
         ratio: scep.rate / est.rate,
-        note: `${n} each, 16 in flight, one process (client included), scrypt cost 10, RSA 2048 device keys`,
+        note: `${n} each, ${CONCURRENCY} in flight, one process (client included), scrypt cost 10, RSA 2048 device keys`,
       },
     ];
   } finally {
@@ -149,13 +151,13 @@ function scepSuccess(r: { status: number; body: Buffer }): boolean {
   return status !== undefined && status.subarray(2).toString() === PKI_STATUS.SUCCESS;
 }
 
-/** timed sends every request once, 16 in flight, and returns the rate of successful enrollments. */
+/** timed sends every request once, CONCURRENCY in flight, and returns the rate of successful enrollments. */
 async function timed<T>(reqs: T[], one: (r: T) => Promise<boolean>): Promise<{ ok: number; rate: number }> {
   let next = 0;
   let ok = 0;
   const t0 = process.hrtime.bigint();
   await Promise.all(
-    Array.from({ length: 16 }, async () => {
+    Array.from({ length: CONCURRENCY }, async () => {
       while (next < reqs.length) if (await one(reqs[next++])) ok++;
     }),
   );
