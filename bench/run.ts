@@ -14,6 +14,7 @@ const MODULES: { name: string; file: string; fn: string }[] = [
   { name: 'ocsp-codec', file: './ocsp-codec', fn: 'benchOcspCodec' },
   { name: 'pkcs11-sign', file: './pkcs11-sign', fn: 'benchPkcs11Sign' },
   { name: 'est', file: './est', fn: 'benchEst' },
+  { name: 'scep', file: './scep', fn: 'benchScep' },
   { name: 'ocsp-http', file: './ocsp-http', fn: 'benchOcspHttp' },
   { name: 'pkcs11-issuance', file: './pkcs11-issuance', fn: 'benchPkcs11Issuance' },
   { name: 'firmware', file: './firmware', fn: 'benchFirmware' },

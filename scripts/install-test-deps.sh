@@ -22,6 +22,9 @@ declare -A CHECK=(
   [swtpm]=/usr/bin/swtpm
   [swtpm-tools]=/usr/bin/swtpm_setup
   [tpm2-tools]=/usr/bin/tpm2_createak
+  # SCEP: certmonger as the client, its daemon on a private D-Bus session (dbus-run-session)
+  [certmonger]=/usr/sbin/certmonger
+  [dbus-daemon]=/usr/bin/dbus-run-session
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do

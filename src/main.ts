@@ -130,8 +130,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
   const bootstrap = loadBootstrapPolicy(cfg);
-  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry });
   const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
+  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry, crl });
   const logError = (what: string) => (e: unknown) => opts.log.error({ err: { message: (e as Error).message } }, what);
   // the store's high-water mark in the data directory moves after each CRL publication (ca-identity.ts)
   const marks = new StoreMarkRecorder(cfg, store);

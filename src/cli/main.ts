@@ -21,6 +21,7 @@ import { keyAssignments } from '../ca/key-assignments';
 import { KeyRouter } from '../keys/key-router';
 import { openKeyBackend } from '../keys/open-key-backend';
 import { createLogger, openRegistrationAuthority, openStore } from '../main';
+import { scepHint, scepUrls } from './scep-hint';
 import { serve } from './serve';
 import { collectItems } from '../store/paging';
 import { printRecords, printRecord } from './output';
@@ -147,8 +148,22 @@ devices
     const h = await openRegistrationAuthority(cfg);
     try {
       const r = await h.ra.registerDevice({ id, owner: o.owner, label: o.label, secretTtlSeconds: ttl, actor: `cli:${process.env.USER ?? 'operator'}` });
-      if (json()) console.log(JSON.stringify({ id: r.device.id, owner: r.device.owner, label: r.device.label, secret: r.secret, secretExpiresAt: r.expiresAt.toISOString() }));
-      else console.log(r.secret);
+      const scep = scepUrls(cfg, r.device.label);
+      if (json())
+        console.log(
+          JSON.stringify({
+            id: r.device.id,
+            owner: r.device.owner,
+            label: r.device.label,
+            secret: r.secret,
+            secretExpiresAt: r.expiresAt.toISOString(),
+            ...(scep.length > 0 ? { scepUrls: scep } : {}),
+          }),
+        );
+      else {
+        console.log(r.secret);
+        for (const line of scepHint(cfg, r.device.id, r.device.label)) console.error(line);
+      }
     } finally {
       await h.close();
     }

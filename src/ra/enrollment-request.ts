@@ -12,7 +12,8 @@ export interface Proofs {
   /** secret: a device id and its one-time enrollment secret (EST: HTTP Basic, RFC 7617) */
   secret?: { deviceId: string; secret: string };
   /**
-   * clientCertificate: the TLS peer's certificate as the TLS layer parsed it, and (only read on the
+   * clientCertificate: a certificate whose key the peer proved to hold: the TLS peer's certificate as the
+   * TLS layer parsed it (or the signer of a SCEP RenewalReq, whose signature the adapter verified), and (only read on the
    * bootstrap path, since building it costs) the certificates the peer presented behind it.
    */
   clientCertificate?: { leaf: crypto.X509Certificate; intermediates: () => Buffer[] };

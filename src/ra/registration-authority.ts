@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { Counter, Registry } from 'prom-client';
 import { AuditLog } from '../audit/audit-log';
+import { CrlPublisher } from '../ca/crl-publisher';
 import { issueAndRecord } from '../ca/issuance';
 import { AuthorizedRequest, CertificateAuthority } from '../ca/certificate-authority';
 import { SanEntry } from '../ca/certificate-encoder';
@@ -10,11 +11,12 @@ import { Config, ProfileConfig } from '../config/schema';
 import { AkRegistrationRequest } from '../attestation/tpm/ak-registration';
 import { decodeTpmCertifyStatement } from '../attestation/tpm/certify-statement-der';
 import { Credential } from '../attestation/tpm/make-credential';
+import { children, readOne } from '../der/der-reader';
 import { OID } from '../der/oids';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm } from '../keys/key-backend';
 import { generateKeyPair } from '../keys/software-key-backend';
-import { DeviceRecord, EnrollmentRequestRecord, Page, PageRequest, Store } from '../store/store';
+import { CertificateRecord, DeviceRecord, EnrollmentRequestRecord, Page, PageRequest, Store } from '../store/store';
 import { AuthMethod, Authenticator } from './authenticators/authenticator';
 import { checkChannelBinding } from './authenticators/channel-binding-check';
 import { ClientCertificateAuthenticator } from './authenticators/client-certificate-authenticator';
@@ -25,6 +27,7 @@ import { ParsedCsr, parseCsr } from './csr';
 import { EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
 import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
 import { DEVICE_ID, Principal, principalName } from './principal';
+import { ScepTransaction, ScepTransactions } from './scep-transactions';
 import { TpmAttestation } from './tpm-attestation';
 
 export type { ChannelBinding, EnrollOperation, EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
@@ -41,6 +44,8 @@ export interface RegistrationAuthorityDeps {
   attestation?: TpmAttestation;
   metrics?: Registry;
   now?: () => Date;
+  /** crl: the issuing CA's CRL publisher, for SCEP GetCRL; absent where no CRL is served (the CLI) */
+  crl?: Pick<CrlPublisher, 'caName' | 'current'>;
 }
 
 /** Issuance is what the one issuance step needs once every decision is made. */
@@ -75,10 +80,15 @@ export class RegistrationAuthority {
   private readonly authenticators: ReadonlyMap<AuthMethod, Authenticator>;
   private readonly enrollments: Counter<'profile' | 'operation' | 'result'>;
   private readonly tpm?: TpmAttestation;
+  private readonly scepTransactions: ScepTransactions;
+  private readonly crl?: Pick<CrlPublisher, 'caName' | 'current'>;
+  private readonly issuingX509: crypto.X509Certificate;
 
   constructor(deps: RegistrationAuthorityDeps) {
     this.cfg = deps.config;
     this.tpm = deps.attestation;
+    this.crl = deps.crl;
+    this.issuingX509 = new crypto.X509Certificate(deps.ca.issuer.der);
     this.store = deps.store;
     this.ca = deps.ca;
     this.audit = new AuditLog(deps.store);
@@ -97,6 +107,7 @@ export class RegistrationAuthority {
       [this.secrets.method, this.secrets],
       [this.clientCerts.method, this.clientCerts],
     ]);
+    this.scepTransactions = new ScepTransactions({ store: deps.store, windowSeconds: this.cfg.enrollment.retryWindow, now: this.now });
     this.enrollments = new Counter({
       name: 'device_ca_enrollments_total',
       help: 'Enrollment decisions by profile, operation and result',
@@ -208,6 +219,71 @@ export class RegistrationAuthority {
     }
   }
 
+  /**
+   * scepEnroll serves a SCEP PKCSReq or RenewalReq (RFC 8894 §3.3.1) whose signature the adapter verified
+   * against signerCertificate. Who signed decides the operation:
+   * - a certificate this CA issued (RenewalReq, or a PKCSReq as certmonger and other RFC 8894 §2.3 clients
+   *   send it when they hold one): a renewal, the signer checked as EST re-enroll checks the TLS client
+   *   certificate (recorded, valid, unexpired; the CSR repeats its names);
+   * - otherwise a PKCSReq must be signed with the key its CSR is for (the requester's self-signed
+   *   certificate, §2.3), and the CSR carries the device id as CN and its one-time secret as
+   *   challengePassword (§2.2): a first enrollment. A RenewalReq signed with anything else is refused.
+   * Then the transactionID rules (ScepTransactions) and the one enroll().
+   */
+  async scepEnroll(req: { profile: string; kind: 'PKCSReq' | 'RenewalReq'; transactionId: Buffer; signerCertificate: Buffer; csr: Buffer }): Promise<EnrollOutcome> {
+    const signer = parseCertificate(req.signerCertificate);
+    const signerSpki = signer.publicKey.export({ type: 'spki', format: 'der' });
+    const csr = parseCsr(req.csr);
+    let request: EnrollRequest;
+    if (req.kind === 'RenewalReq' || signer.checkIssued(this.issuingX509)) {
+      request = { profile: req.profile, operation: 'renew', csr: req.csr, proofs: { clientCertificate: { leaf: signer, intermediates: () => [] } } };
+    } else {
+      if (!signerSpki.equals(csr.spki)) throw new DeviceCaError('forbidden', 'a PKCSReq must be signed with the key its CSR is for, or with the current certificate to renew');
+      const deviceId = csr.subject.find((a) => a.type === 'CN')?.value;
+      if (!deviceId || csr.challengePassword === null) throw new DeviceCaError('bad-csr', 'the CSR needs the device id as CN and its enrollment secret as challengePassword');
+      request = { profile: req.profile, operation: 'enroll', csr: req.csr, proofs: { secret: { deviceId, secret: csr.challengePassword } } };
+    }
+    return this.scepTransactions.run({ transactionId: req.transactionId, signerSpki, operation: request.operation as ScepTransaction['operation'], csr: req.csr }, () => this.enroll(request));
+  }
+
+  /**
+   * scepGetCert decides SCEP GetCert (RFC 8894 §3.3.4): a device may fetch its own certificates only.
+   * The message must be signed with a current certificate this CA issued to a device (checked as for
+   * RenewalReq: recorded, valid, unexpired); the certificate asked for (IssuerAndSerialNumber) must have
+   * been issued to that same device, in any status (a device may learn that one was revoked). Anything
+   * else, unknown or another device's, is the same 'not-found' (badCertId), so the answer does not tell
+   * whether a serial exists.
+   */
+  async scepGetCert(req: { signerCertificate: Buffer; issuerAndSerial: Buffer }): Promise<Buffer> {
+    const p = await this.clientCerts.authenticate({ clientCertificate: { leaf: parseCertificate(req.signerCertificate), intermediates: () => [] } });
+    if (!p || p.kind !== 'device-cert') throw new DeviceCaError('unauthenticated', 'GetCert must be signed with a current certificate of the device');
+    const cert = await this.certificateOf(req.issuerAndSerial);
+    if (!cert || cert.deviceId !== p.deviceId) throw new DeviceCaError('not-found', 'no such certificate of this device');
+    return cert.der;
+  }
+
+  /**
+   * scepGetCrl decides SCEP GetCRL (RFC 8894 §3.3.5): the CRL of the shard that covers the certificate
+   * named by IssuerAndSerialNumber. CRLs are public (served at /crl without authentication), so any
+   * message whose signature verified may ask; 'not-found' (badCertId) when this CA issued no such
+   * certificate, or it came from an issuer whose CRLs this service does not publish.
+   */
+  async scepGetCrl(req: { issuerAndSerial: Buffer }): Promise<Buffer> {
+    const cert = await this.certificateOf(req.issuerAndSerial);
+    if (!cert || !this.crl || cert.issuer !== this.crl.caName) throw new DeviceCaError('not-found', 'no CRL covers that certificate here');
+    return (await this.crl.current(cert.shard)).der;
+  }
+
+  /** certificateOf: the certificate this CA recorded under an IssuerAndSerialNumber (RFC 5652 §10.2.4), issuer bytes compared exactly. */
+  private async certificateOf(issuerAndSerial: Buffer): Promise<CertificateRecord | null> {
+    const [issuer, serial] = children(readOne(issuerAndSerial, 0x30), 3);
+    if (!issuer || issuer.tag !== 0x30 || !serial || serial.tag !== 0x02 || serial.value.length === 0 || serial.value.length > 20)
+      throw new DeviceCaError('bad-request', 'IssuerAndSerialNumber is malformed');
+    const rec = await this.store.getCertificate(serial.value.toString('hex').replace(/^0+(?=.)/, ''));
+    if (!rec) return null;
+    return issuerNameDer(rec.der).equals(issuer.full) ? rec : null;
+  }
+
   private async decide(req: EnrollRequest): Promise<EnrollOutcome> {
     const profile = this.profile(req.profile);
     if (req.operation === 'server-keygen' && !profile.serverKeyGen) throw new DeviceCaError('not-found', 'server key generation is not offered on this profile');
@@ -267,7 +343,7 @@ export class RegistrationAuthority {
   private async authenticate(req: EnrollRequest, profile: ProfileConfig): Promise<Principal> {
     if (req.operation === 'renew') {
       const p = await this.clientCerts.authenticate(req.proofs);
-      if (!p) throw new DeviceCaError('unauthenticated', 'renewal requires the current certificate as TLS client certificate');
+      if (!p) throw new DeviceCaError('unauthenticated', 'renewal requires the current certificate (TLS client certificate, or the signer of a SCEP RenewalReq)');
       if (p.kind !== 'device-cert') throw new DeviceCaError('forbidden', 'renewal requires a certificate issued by this CA');
       return p;
     }
@@ -504,4 +580,18 @@ export type PreparedRegistrations = { id: string; owner: string | null; label: s
 /** registeredAudit: the audit record of one device registration. */
 function registeredAudit(reg: { id: string; owner: string | null; label: string | null }, actor: string, secretExpiresAt: Date) {
   return AuditLog.input('device.registered', actor, reg.id, { owner: reg.owner, label: reg.label, secretExpiresAt: secretExpiresAt.toISOString() });
+}
+
+function parseCertificate(der: Buffer): crypto.X509Certificate {
+  try {
+    return new crypto.X509Certificate(der);
+  } catch {
+    throw new DeviceCaError('bad-request', 'the signer certificate cannot be parsed');
+  }
+}
+
+/** issuerNameDer: the issuer Name of a DER certificate, byte for byte. */
+function issuerNameDer(certDer: Buffer): Buffer {
+  const f = children(children(readOne(certDer, 0x30))[0]);
+  return f[f[0].tag === 0xa0 ? 3 : 2].full;
 }

@@ -442,7 +442,39 @@ export interface AttestationStore {
   revokeAks(deviceId: string, blockEks: boolean, now: Date, audit: AuditInput): Promise<number>;
 }
 
-export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, LeaseStore, CaStateStore, IntegrityStore {
+/**
+ * ScepOutcome: the final answer to a SCEP transaction: the certificate issued, or the refusal (the
+ * DeviceCaError code and message the RA gave).
+ */
+export type ScepOutcome = { certSerial: string } | { errorCode: string; errorMessage: string };
+
+/**
+ * ScepTransactionRecord: what a SCEP transactionID (RFC 8894 §3.2.1.1) was first used for and, once
+ * final, its answer, so a message sent again gets the same answer and another request under the same
+ * transactionID can be refused. Kept until expiresAt.
+ */
+export interface ScepTransactionRecord {
+  /** key: hex digest the RA derives from the requester's key and the transactionID */
+  key: string;
+  /** requestSha256: hex digest of what was asked (message type and CSR) */
+  requestSha256: string;
+  /** outcome: null while no final answer exists (new, or pending manual approval) */
+  outcome: ScepOutcome | null;
+  expiresAt: Date;
+}
+
+/** ScepTransactionStore keeps SCEP transactions; each call is atomic across workers and nodes. */
+export interface ScepTransactionStore {
+  /**
+   * claimScepTransaction stores a new, unsettled record unless an unexpired one with the same key exists
+   * (an expired one is replaced), and returns the record in force: the new one or the existing one.
+   */
+  claimScepTransaction(rec: Omit<ScepTransactionRecord, 'outcome'>, now: Date): Promise<ScepTransactionRecord>;
+  /** settleScepTransaction records the outcome of an unsettled record with this key and request; otherwise nothing changes. */
+  settleScepTransaction(key: string, requestSha256: string, outcome: ScepOutcome): Promise<void>;
+}
+
+export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, LeaseStore, CaStateStore, IntegrityStore, ScepTransactionStore {
   close(): Promise<void>;
 }
 

@@ -8,12 +8,13 @@ import { FuzzMaterial, prepareMaterial } from './fuzz-material';
 import { httpCases, httpCorpus } from './http-cases';
 import { ocspCases, ocspCorpus } from './ocsp-cases';
 import { tpmCampaignYaml, tpmCases, tpmCorpus, writeTpmRoots } from './tpm-cases';
+import { scepCases, scepCorpus } from './scep-cases';
 import { sendRaw } from '../helpers/raw-http';
 import { LogWatch, serviceRss } from './service-watch';
 
 /**
  * The fuzz campaign (issue 8) against the built service with 2 workers, as a hostile client would meet
- * it: mutated EST, OCSP, admin API, CRL/CA, bare HTTP and TPM attestation requests from fixed seeds. It fails on any 5xx
+ * it: mutated EST, OCSP, admin API, CRL/CA, SCEP, bare HTTP and TPM attestation requests from fixed seeds. It fails on any 5xx
  * (except 503 + Retry-After), a connection reset or close without a reply, a worker restart, or the
  * service's memory growing past a bound. `npm test` runs a short campaign (FUZZ_CASES=300 random cases
  * per protocol, at most 10 s each); FUZZ_SECONDS=60 runs a longer one; FUZZ_SEED picks another seed;
@@ -43,6 +44,7 @@ beforeAll(async () => {
       // reach the CSR parser instead of the lock-out, and keep secret checks cheap: the campaign is about input handling
       DEVICE_CA_ENROLLMENT_AUTH_FAILURE_LIMIT: '100000000',
       DEVICE_CA_ENROLLMENT_SECRET_HASH_COST: '10',
+      DEVICE_CA_SCEP_ENABLED: 'true',
     },
   });
   const token = await svc.cli(['tokens', 'create', '--scope', 'operator']);
@@ -75,6 +77,7 @@ const PROTOCOLS: [Protocol, (m: FuzzMaterial) => Generated[], (m: FuzzMaterial) 
   ['admin', adminCorpus, adminCases],
   ['crl-ca-http', httpCorpus, httpCases],
   ['tpm', tpmCorpus, tpmCases],
+  ['scep', (m) => scepCorpus(m.scepMessages), (m) => scepCases(m.scepMessages)],
 ];
 
 describe('fuzz campaign against the running service (2 workers)', () => {

@@ -8,6 +8,7 @@ import { RunningService } from '../helpers/service-process';
 import { TmpDir } from '../helpers/tmp';
 import { Endpoint, RawReply, sendRaw } from '../helpers/raw-http';
 import { TPM_LABEL } from './tpm-cases';
+import { scepMessages } from './scep-cases';
 
 /**
  * fuzz-material: the VALID requests the campaign mutates, made against the running service the way a
@@ -54,6 +55,8 @@ export interface FuzzMaterial {
   adminRoutes: AdminRoute[];
   ocspRequests: Buffer[];
   caNames: string[];
+  /** scepMessages: valid SCEP pkiMessages (PKCSReq for registered devices, GetCert, GetCRL) */
+  scepMessages: Buffer[];
   /** replaceSlot: register a fresh device in slot i (its secret was used by a successful enrollment) */
   replaceSlot(i: number): Promise<void>;
 }
@@ -163,6 +166,8 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     }
   }
 
+  const scep = await scepMessages(ep, tmp, await Promise.all([register('fz-scep'), register('fz-scep')]));
+
   const m: FuzzMaterial = {
     ep,
     token,
@@ -174,6 +179,7 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     adminRoutes,
     ocspRequests,
     caNames: ['device-ca-issuing', 'device-ca-root'],
+    scepMessages: scep,
     async replaceSlot(i) {
       m.estSlots[i] = await register('fz-est');
     },

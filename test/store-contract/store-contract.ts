@@ -731,6 +731,42 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
     });
 
+    describe('SCEP transactions (claimScepTransaction / settleScepTransaction)', () => {
+      const t0 = new Date('2030-01-01T00:00:00Z');
+      const at = (ms: number): Date => new Date(t0.getTime() + ms);
+      const rec = (key: string, requestSha256: string, expiresAt = at(60_000)) => ({ key, requestSha256, expiresAt });
+
+      it('the first claim stores the request; a second claim of the key returns the first, whatever it asks', async () => {
+        expect(await store.claimScepTransaction(rec('tx-1', 'aa'), t0)).toEqual({ key: 'tx-1', requestSha256: 'aa', outcome: null, expiresAt: at(60_000) });
+        expect(await store.claimScepTransaction(rec('tx-1', 'bb'), at(1000))).toEqual({ key: 'tx-1', requestSha256: 'aa', outcome: null, expiresAt: at(60_000) });
+        expect((await store.claimScepTransaction(rec('tx-2', 'bb'), t0)).requestSha256).toBe('bb');
+      });
+
+      it('settle records the outcome once, only for the request claimed; later claims see it', async () => {
+        await store.claimScepTransaction(rec('tx-1', 'aa'), t0);
+        await store.settleScepTransaction('tx-1', 'bb', { certSerial: '99' }); // another request: no effect
+        expect((await store.claimScepTransaction(rec('tx-1', 'aa'), t0)).outcome).toBeNull();
+        await store.settleScepTransaction('tx-1', 'aa', { certSerial: '0a' });
+        await store.settleScepTransaction('tx-1', 'aa', { errorCode: 'forbidden', errorMessage: 'late' }); // already settled: no effect
+        expect((await store.claimScepTransaction(rec('tx-1', 'aa'), at(1))).outcome).toEqual({ certSerial: '0a' });
+        await store.claimScepTransaction(rec('tx-2', 'cc'), t0);
+        await store.settleScepTransaction('tx-2', 'cc', { errorCode: 'unauthenticated', errorMessage: 'authentication failed' });
+        expect((await store.claimScepTransaction(rec('tx-2', 'cc'), t0)).outcome).toEqual({ errorCode: 'unauthenticated', errorMessage: 'authentication failed' });
+      });
+
+      it('an expired transaction is replaced by the next claim', async () => {
+        await store.claimScepTransaction(rec('tx-1', 'aa'), t0);
+        await store.settleScepTransaction('tx-1', 'aa', { certSerial: '0a' });
+        expect(await store.claimScepTransaction(rec('tx-1', 'bb', at(120_000)), at(60_000))).toEqual({ key: 'tx-1', requestSha256: 'bb', outcome: null, expiresAt: at(120_000) });
+      });
+
+      it('two store clients claiming one key at once: both get the same record', async () => {
+        const stores = [store, sut.another ? await sut.another() : store];
+        const got = await Promise.all(stores.map((s, i) => s.claimScepTransaction(rec('race', `req-${i}`), t0)));
+        expect(got[0]).toEqual(got[1]);
+      });
+    });
+
     (opts.attestation ? describe : () => undefined)('TPM attestation (nonces, AK bindings)', () => {
       const att = (): Store & AttestationStore => {
         if (!isAttestationStore(store)) throw new Error('the store under test is not an AttestationStore');

@@ -11,7 +11,8 @@ export const FAIL_INFO_NUMBER: Record<FailInfo, number> = { badAlg: 0, badMessag
  * retries, not with a FAILURE that tells it to give up. A message whose signature or digest does not
  * verify is badMessageCheck; an algorithm we do not take is badAlg; every refused enrollment (wrong or
  * spent secret, another device's CSR, a key the profile refuses) is badRequest, as RFC 8894 §3.3.2.2 gives
- * no finer reason and the failInfoText carries the RA's short message.
+ * no finer reason and the failInfoText carries the RA's short message. A certificate or CRL that GetCert or
+ * GetCRL cannot name ('not-found') is badCertId (§3.2.1.4.5: no certificate matches the criteria).
  */
 export const SCEP_FAIL_INFO: Record<ErrorCode, FailInfo | null> = {
   'bad-request': 'badRequest',
@@ -23,7 +24,7 @@ export const SCEP_FAIL_INFO: Record<ErrorCode, FailInfo | null> = {
   unauthenticated: 'badRequest',
   forbidden: 'badRequest',
   'rate-limited': 'badRequest',
-  'not-found': 'badRequest',
+  'not-found': 'badCertId',
   conflict: 'badRequest',
   'not-implemented': 'badRequest',
   config: null,

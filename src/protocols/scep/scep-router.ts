@@ -8,7 +8,6 @@ import { buildSignedData, SignedMessage, verifySignedData } from '../../cms/sign
 import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { SigningKey } from '../../keys/key-backend';
-import { parseCsr } from '../../ra/csr';
 import { RegistrationAuthority } from '../../ra/registration-authority';
 import { sendHttpError } from '../http-error-reply';
 import { FAIL_INFO_NUMBER, SCEP_FAIL_INFO } from './scep-error-map';
@@ -22,7 +21,7 @@ export interface ScepRa {
 }
 
 export interface ScepRouterOptions {
-  ra: Pick<RegistrationAuthority, 'enroll'>;
+  ra: Pick<RegistrationAuthority, 'scepEnroll' | 'scepGetCert' | 'scepGetCrl'>;
   /** scepRa returns the RA in use now: a renewal (CA duties) swaps it without a restart */
   scepRa: () => ScepRa;
   /** caCerts: issuing CA first, then root: GetCACert returns the RA certificate, then these */
@@ -34,10 +33,12 @@ export interface ScepRouterOptions {
 
 const DEFAULT_PATH = 'default';
 /**
- * CA_CAPS: RFC 8894 §3.5.2. Renewal, GetNextCACert and the polling operations are not offered yet, so not
- * advertised: a client must not be told to send what it would get badRequest for.
+ * CA_CAPS: RFC 8894 §3.5.2. GetNextCACert is not offered yet, so not advertised: a client must not be
+ * told to send what it would get badRequest for.
  */
-const CA_CAPS = 'POSTPKIOperation\nSHA-256\nSHA-512\nAES\nSCEPStandard\n';
+const CA_CAPS = 'POSTPKIOperation\nRenewal\nSHA-256\nSHA-512\nAES\nSCEPStandard\n';
+/** KNOWN_TYPES: the pkiMessage types answered (RFC 8894 §3.2.1.2); CertPoll is not yet. */
+const KNOWN_TYPES: ReadonlySet<string> = new Set([MESSAGE_TYPE.PKCSReq, MESSAGE_TYPE.RenewalReq, MESSAGE_TYPE.GetCert, MESSAGE_TYPE.GetCRL]);
 const ERROR_REPLY = { format: 'text', challenge: 'SCEP' } as const;
 
 /**
@@ -93,19 +94,22 @@ export function scepRouter(opts: ScepRouterOptions): Router {
     }
     const header = scepHeader(msg.signer.attributes);
     try {
-      if (header.messageType !== MESSAGE_TYPE.PKCSReq) throw new DeviceCaError('not-implemented', `SCEP messageType ${header.messageType.slice(0, 8)} is not supported`);
+      const type = header.messageType;
+      if (!KNOWN_TYPES.has(type)) throw new DeviceCaError('not-implemented', `SCEP messageType ${type.slice(0, 8)} is not supported`);
       if (msg.contentType !== CMS_OID.data || !msg.content) throw new DeviceCaError('bad-request', 'the pkiMessage carries no pkcsPKIEnvelope');
       // the reply is encrypted to the signer's certificate (RFC 8894 §3.3.2): RSA key transport only
       if (new crypto.X509Certificate(msg.signer.certificate).publicKey.asymmetricKeyType !== 'rsa')
         throw new DeviceCaError('bad-algorithm', 'the signer certificate has no RSA key to encrypt the reply to');
       const envelope = await openEnvelopedData(msg.content, { certificate: scepRa.certificate, key: scepRa.transport });
-      const csr = parseCsr(envelope.content);
-      const deviceId = csr.subject.find((a) => a.type === 'CN')?.value;
-      // RFC 8894 §2.2: the challengePassword carries the device's one-time enrollment secret
-      if (!deviceId || csr.challengePassword === null) throw new DeviceCaError('bad-csr', 'the CSR needs the device id as CN and its enrollment secret as challengePassword');
-      const out = await opts.ra.enroll({ profile, operation: 'enroll', csr: envelope.content, proofs: { secret: { deviceId, secret: csr.challengePassword } } });
+      const reply = (certs: Buffer[], crls: Buffer[] = []) => certRep(scepRa, header, { status: 'SUCCESS' }, buildEnvelopedData(certsOnly(certs, crls), msg.signer.certificate, envelope.cipher));
+      const signerCertificate = msg.signer.certificate;
+      // RFC 8894 §3.3.4, §3.3.5: GetCert and GetCRL carry an IssuerAndSerialNumber
+      if (type === MESSAGE_TYPE.GetCert) return reply([await opts.ra.scepGetCert({ signerCertificate, issuerAndSerial: envelope.content })]);
+      if (type === MESSAGE_TYPE.GetCRL) return reply([], [await opts.ra.scepGetCrl({ issuerAndSerial: envelope.content })]);
+      const kind = type === MESSAGE_TYPE.PKCSReq ? 'PKCSReq' : 'RenewalReq';
+      const out = await opts.ra.scepEnroll({ profile, kind, transactionId: header.transactionId, signerCertificate, csr: envelope.content });
       if (out.status === 'pending') return certRep(scepRa, header, { status: 'PENDING' }, null);
-      return certRep(scepRa, header, { status: 'SUCCESS' }, buildEnvelopedData(certsOnly([out.certificate]), msg.signer.certificate, envelope.cipher));
+      return reply([out.certificate]);
     } catch (e) {
       return certRep(scepRa, header, failure(e, res), null);
     }
@@ -132,9 +136,18 @@ function failure(thrown: unknown, res: Response): CertRepStatus {
   return { status: 'FAILURE', failInfo: FAIL_INFO_NUMBER[failInfo], text: e.message };
 }
 
-/** certRep signs a CertRep (RFC 8894 §3.3.2) with the RA key; content: the EnvelopedData of a SUCCESS. */
+/**
+ * certRep signs a CertRep (RFC 8894 §3.3.2) with the RA key; content: the EnvelopedData of a SUCCESS.
+ * FAILURE and PENDING carry no pkcsPKIEnvelope, but an empty eContent rather than none: clients that
+ * verify with OpenSSL's PKCS7_verify (certmonger, sscep) reject a reply without content ("no content").
+ */
 function certRep(scepRa: ScepRa, request: ScepHeader, status: CertRepStatus, content: Buffer | null): Promise<Buffer> {
-  return buildSignedData({ content, signer: { certificate: scepRa.certificate, key: scepRa.key }, attributes: certRepAttributes(request, status), certificates: [scepRa.certificate] });
+  return buildSignedData({
+    content: content ?? Buffer.alloc(0),
+    signer: { certificate: scepRa.certificate, key: scepRa.key },
+    attributes: certRepAttributes(request, status),
+    certificates: [scepRa.certificate],
+  });
 }
 
 /**

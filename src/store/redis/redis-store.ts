@@ -23,6 +23,8 @@ import {
   RequestStatus,
   RevocationReason,
   RevokedRow,
+  ScepOutcome,
+  ScepTransactionRecord,
   SecretRecord,
   Store,
   StoreHead,
@@ -801,6 +803,27 @@ export class RedisStore implements Store {
     });
   }
 
+  // ---- SCEP transactions ----
+  async claimScepTransaction(rec: Omit<ScepTransactionRecord, 'outcome'>, now: Date): Promise<ScepTransactionRecord> {
+    const key = this.k('scep-tx', rec.key);
+    return this.tx([key], async (m): Promise<ScepTransactionRecord> => {
+      const row = await this.getJson<ScepTransactionRow>(this.w, key);
+      if (row && row.expiresAt > ms(now)) return { key: rec.key, requestSha256: row.requestSha256, outcome: row.outcome, expiresAt: new Date(row.expiresAt) };
+      const fresh: ScepTransactionRow = { requestSha256: rec.requestSha256, outcome: null, expiresAt: ms(rec.expiresAt) };
+      // Redis drops the key itself once it has expired (on the caller's clock, at least a second from now)
+      m.set(key, JSON.stringify(fresh), 'PX', Math.max(1000, ms(rec.expiresAt) - ms(now)));
+      return { ...rec, outcome: null };
+    });
+  }
+
+  async settleScepTransaction(key: string, requestSha256: string, outcome: ScepOutcome): Promise<void> {
+    const k = this.k('scep-tx', key);
+    await this.tx([k], async (m) => {
+      const row = await this.getJson<ScepTransactionRow>(this.w, k);
+      if (row && row.requestSha256 === requestSha256 && row.outcome === null) m.set(k, JSON.stringify({ ...row, outcome }), 'KEEPTTL');
+    });
+  }
+
   // ---- leases ----
   async acquireLease(name: string, holder: string, ttlMs: number, now: Date): Promise<Lease | null> {
     const key = this.k('lease', name);
@@ -946,4 +969,10 @@ function crlInfoFromJson(s: string): Omit<CrlRecord, 'der'> {
     nextUpdate: new Date(Number(j.nextUpdate)),
     entries: Number(j.entries),
   };
+}
+
+interface ScepTransactionRow {
+  requestSha256: string;
+  outcome: ScepOutcome | null;
+  expiresAt: number;
 }

@@ -200,3 +200,14 @@ MIGRATIONS.push(
      blocked_at INTEGER NOT NULL
    );`,
 );
+
+// 10: SCEP transactions (RFC 8894 §3.2.1.1): the request a transactionID was first used for, and its final answer
+MIGRATIONS.push(
+  `CREATE TABLE scep_transactions (
+     key TEXT PRIMARY KEY,
+     request_sha256 TEXT NOT NULL,
+     outcome TEXT,
+     expires_at INTEGER NOT NULL
+   );
+   CREATE INDEX scep_transactions_expiry ON scep_transactions(expires_at);`,
+);

@@ -26,6 +26,8 @@ import {
   RevokedRow,
   TokenRecord,
   RequestStatus,
+  ScepOutcome,
+  ScepTransactionRecord,
   SecretRecord,
   Store,
   StoreHead,
@@ -587,6 +589,24 @@ export class SqliteStore implements Store, AttestationStore {
       })
       .immediate();
   }
+  // ---- SCEP transactions ----
+  async claimScepTransaction(rec: Omit<ScepTransactionRecord, 'outcome'>, now: Date): Promise<ScepTransactionRecord> {
+    return this.db
+      .transaction((): ScepTransactionRecord => {
+        // expired rows go a few at a time, so the table stays bounded without a sweeper
+        this.stmt('DELETE FROM scep_transactions WHERE key IN (SELECT key FROM scep_transactions WHERE expires_at <= ? LIMIT 16)').run(ms(now));
+        const row = this.stmt('SELECT * FROM scep_transactions WHERE key = ? AND expires_at > ?').get(rec.key, ms(now)) as Row | undefined;
+        if (row) return scepTransactionFromRow(row);
+        this.stmt('INSERT OR REPLACE INTO scep_transactions (key, request_sha256, outcome, expires_at) VALUES (?, ?, NULL, ?)').run(rec.key, rec.requestSha256, ms(rec.expiresAt));
+        return { ...rec, outcome: null };
+      })
+      .immediate();
+  }
+
+  async settleScepTransaction(key: string, requestSha256: string, outcome: ScepOutcome): Promise<void> {
+    this.stmt('UPDATE scep_transactions SET outcome = ? WHERE key = ? AND request_sha256 = ? AND outcome IS NULL').run(JSON.stringify(outcome), key, requestSha256);
+  }
+
   // ---- leases ----
   async acquireLease(name: string, holder: string, ttlMs: number, now: Date): Promise<Lease | null> {
     return this.db
@@ -825,5 +845,14 @@ function tokenFromRow(r: Row): TokenRecord {
     description: r.description === null ? null : String(r.description),
     createdAt: date(r.created_at),
     revokedAt: dateOrNull(r.revoked_at),
+  };
+}
+
+function scepTransactionFromRow(r: Row): ScepTransactionRecord {
+  return {
+    key: String(r.key),
+    requestSha256: String(r.request_sha256),
+    outcome: r.outcome === null ? null : (JSON.parse(String(r.outcome)) as ScepOutcome),
+    expiresAt: new Date(Number(r.expires_at)),
   };
 }

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import pino from 'pino';
+import { issuerAndSerialNumber } from '../../../../src/cms/issuer-and-serial';
 import { buildSignedData, verifySignedData } from '../../../../src/cms/signed-data';
 import { printableString, octetString } from '../../../../src/der/der-writer';
 import { softwareSigningKey } from '../../../../src/keys/software-key-backend';
@@ -23,7 +24,12 @@ let base: string;
 let n = 0;
 
 beforeAll(async () => {
-  t = await makeTestCa({ 'scep.enabled': true, 'enrollment.secretHashCost': 10 });
+  t = await makeTestCa({
+    'scep.enabled': true,
+    'scep.paths': { default: { profile: 'default' }, manual: { profile: 'manual' } },
+    profiles: { default: {}, manual: { manualApproval: true } },
+    'enrollment.secretHashCost': 10,
+  });
   svc = await buildService(t.cfg, { log: pino({ level: 'silent' }) });
   await new Promise<void>((r) => svc.http.listen(0, '127.0.0.1', () => r()));
   base = `http://127.0.0.1:${(svc.http.address() as AddressInfo).port}`;
@@ -45,8 +51,8 @@ async function get(query: string, pathName = '/scep'): Promise<{ status: number;
   return { status: r.status, type: r.headers.get('content-type'), body: Buffer.from(await r.arrayBuffer()) };
 }
 
-async function post(body: Buffer): Promise<{ status: number; type: string | null; body: Buffer }> {
-  const r = await fetch(`${base}/scep?operation=PKIOperation`, { method: 'POST', body });
+async function post(body: Buffer, pathName = '/scep'): Promise<{ status: number; type: string | null; body: Buffer }> {
+  const r = await fetch(`${base}${pathName}?operation=PKIOperation`, { method: 'POST', body });
   return { status: r.status, type: r.headers.get('content-type'), body: Buffer.from(await r.arrayBuffer()) };
 }
 
@@ -81,20 +87,20 @@ function client(cn: string, challenge: string): Client {
 }
 
 const transactionId = '12345678901234567890';
-const senderNonce = crypto.randomBytes(16);
 
 /** pkcsReq: the CSR enveloped by openssl to the RA certificate (AES-256-CBC, as certmonger does), signed as a PKCSReq pkiMessage. */
-async function pkcsReq(c: Client, raPem: string): Promise<Buffer> {
-  const envelope = openssl(['cms', '-encrypt', '-binary', '-outform', 'DER', '-aes256', raPem], c.csrDer);
+async function pkcsReq(c: Client, raPem: string, o: { transactionId?: string; csr?: Buffer; messageType?: string; signer?: { certDer: Buffer; key: crypto.KeyObject } } = {}): Promise<Buffer> {
+  const envelope = openssl(['cms', '-encrypt', '-binary', '-outform', 'DER', '-aes256', raPem], o.csr ?? c.csrDer);
+  const signer = o.signer ?? c;
   return buildSignedData({
     content: envelope,
-    signer: { certificate: c.certDer, key: softwareSigningKey(c.key, 'rsa-2048', 'memory') },
+    signer: { certificate: signer.certDer, key: softwareSigningKey(signer.key, 'rsa-2048', 'memory') },
     attributes: [
-      { type: SCEP_OID.messageType, values: [printableString(MESSAGE_TYPE.PKCSReq)] },
-      { type: SCEP_OID.transactionID, values: [printableString(transactionId)] },
-      { type: SCEP_OID.senderNonce, values: [octetString(senderNonce)] },
+      { type: SCEP_OID.messageType, values: [printableString(o.messageType ?? MESSAGE_TYPE.PKCSReq)] },
+      { type: SCEP_OID.transactionID, values: [printableString(o.transactionId ?? transactionId)] },
+      { type: SCEP_OID.senderNonce, values: [octetString(crypto.randomBytes(16))] },
     ],
-    certificates: [c.certDer],
+    certificates: [signer.certDer],
   });
 }
 
@@ -105,18 +111,17 @@ function certRep(body: Buffer, raPem: string): { status: string; failInfo?: stri
     const v = m.signer.attributes.get(type)?.[0];
     return v ? v.subarray(2).toString('utf8') : undefined;
   };
-  // a FAILURE carries no content: openssl verifies it as detached over the empty content
-  const detached = m.content === null ? ['-content', '/dev/null'] : [];
-  const verdict = opensslStatus(['cms', '-verify', '-inform', 'DER', '-binary', '-CAfile', raPem, '-partial_chain', '-purpose', 'any', ...detached, '-out', '/dev/null'], body);
+  // every reply carries its content (a FAILURE an empty one), so openssl verifies it as it stands
+  const verdict = opensslStatus(['cms', '-verify', '-inform', 'DER', '-binary', '-CAfile', raPem, '-partial_chain', '-purpose', 'any', '-out', '/dev/null'], body);
   expect(verdict.stderr).toContain('Verification successful');
   return { status: str(SCEP_OID.pkiStatus)!, failInfo: str(SCEP_OID.failInfo), failInfoText: str(SCEP_OID.failInfoText), content: m.content, attrs: m.signer.attributes };
 }
 
 describe('SCEP', () => {
-  it('GetCACaps advertises what is implemented, and no Renewal', async () => {
+  it('GetCACaps advertises what is implemented (Renewal, no GetNextCACert)', async () => {
     const r = await get('operation=GetCACaps');
     expect(r.status).toBe(200);
-    expect(r.body.toString().trim().split('\n').sort()).toEqual(['AES', 'POSTPKIOperation', 'SCEPStandard', 'SHA-256', 'SHA-512']);
+    expect(r.body.toString().trim().split('\n').sort()).toEqual(['AES', 'POSTPKIOperation', 'Renewal', 'SCEPStandard', 'SHA-256', 'SHA-512']);
   });
 
   it('GetCACert returns the RA (RSA) then the issuing and root CA certificates', async () => {
@@ -135,15 +140,17 @@ describe('SCEP', () => {
     const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-1', actor: 'test' });
     const c = client('scep-dev-1', secret);
     const ra = await raCertFile();
-    const r = await post(await pkcsReq(c, ra));
+    const request = await pkcsReq(c, ra);
+    const r = await post(request);
     expect(r.status).toBe(200);
     expect(r.type).toBe('application/x-pki-message');
     const rep = certRep(r.body, ra);
     expect(rep.status).toBe('0');
     expect(rep.attrs.get(SCEP_OID.messageType)![0].subarray(2).toString()).toBe('3');
     expect(rep.attrs.get(SCEP_OID.transactionID)![0].subarray(2).toString()).toBe(transactionId);
-    expect(rep.attrs.get(SCEP_OID.recipientNonce)![0].subarray(2)).toEqual(senderNonce);
-    expect(rep.attrs.get(SCEP_OID.senderNonce)![0].subarray(2)).not.toEqual(senderNonce);
+    const sentNonce = verifySignedData(request).signer.attributes.get(SCEP_OID.senderNonce)![0];
+    expect(rep.attrs.get(SCEP_OID.recipientNonce)![0]).toEqual(sentNonce);
+    expect(rep.attrs.get(SCEP_OID.senderNonce)![0]).not.toEqual(sentNonce);
     const certsOnly = openssl(['cms', '-decrypt', '-inform', 'DER', '-recip', c.certFile, '-inkey', c.keyFile, '-binary'], rep.content!);
     const leaf = file('scep-dev-1.pem', openssl(['pkcs7', '-inform', 'DER', '-print_certs'], certsOnly));
     const chain = file('issuing.pem', new crypto.X509Certificate(t.hierarchy.issuing.der).toString());
@@ -164,7 +171,7 @@ describe('SCEP', () => {
     const rep = certRep(r.body, ra);
     expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
     expect(rep.failInfoText).toBe('authentication failed');
-    expect(rep.content).toBeNull();
+    expect(rep.content).toEqual(Buffer.alloc(0)); // an empty eContent, not none: OpenSSL-based clients need one
   });
 
   it('a secret already spent, with another key: FAILURE badRequest', async () => {
@@ -183,6 +190,150 @@ describe('SCEP', () => {
     const rep = certRep((await post(msg)).body, ra);
     expect([rep.status, rep.failInfo]).toEqual(['2', '1']);
     expect(await svc.store.getDevice('scep-dev-4')).toMatchObject({ state: 'registered' });
+  });
+
+  /** issuedCert: the certificate in a SUCCESS CertRep, decrypted by openssl with the client's key. */
+  const issuedCert = (rep: { content: Buffer | null }, c: Client): Buffer =>
+    Buffer.from(
+      new crypto.X509Certificate(
+        openssl(['pkcs7', '-inform', 'DER', '-print_certs'], openssl(['cms', '-decrypt', '-inform', 'DER', '-recip', c.certFile, '-inkey', c.keyFile, '-binary'], rep.content!)),
+      ).raw,
+    );
+
+  it('the same request sent again (new message, same transactionID and CSR): SUCCESS with the same certificate', async () => {
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-5', actor: 'test' });
+    const c = client('scep-dev-5', secret);
+    const ra = await raCertFile();
+    const first = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-5' }))).body, ra);
+    const again = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-5' }))).body, ra);
+    expect([first.status, again.status]).toEqual(['0', '0']);
+    expect(issuedCert(again, c)).toEqual(issuedCert(first, c));
+  });
+
+  it('another CSR under a transactionID in use: FAILURE badRequest', async () => {
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-6', actor: 'test' });
+    const c = client('scep-dev-6', secret);
+    const ra = await raCertFile();
+    expect(certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-6' }))).body, ra).status).toBe('0');
+    const conf = file('req-other.cnf', `[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nCN=scep-dev-6\n[attrs]\nchallengePassword=another\n`);
+    const otherCsr = openssl(['req', '-new', '-key', c.keyFile, '-config', conf, '-outform', 'DER']); // same key, another request
+    const rep = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-6', csr: otherCsr }))).body, ra);
+    expect([rep.status, rep.failInfo, rep.failInfoText]).toEqual(['2', '2', 'transactionID is already in use for another request']);
+  });
+
+  it('a PKCSReq signed with a key other than the CSR key: FAILURE badRequest, nothing issued', async () => {
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-7', actor: 'test' });
+    const c = client('scep-dev-7', secret);
+    const ra = await raCertFile();
+    const rep = certRep((await post(await pkcsReq(c, ra, { signer: client('scep-dev-7', 'x') }))).body, ra);
+    expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
+    expect(rep.failInfoText).toContain('signed with the key its CSR is for');
+    expect(await svc.store.getDevice('scep-dev-7')).toMatchObject({ state: 'registered' });
+  });
+
+  it('a profile with manual approval (/scep/manual): PENDING, then SUCCESS once an operator approves (the PKCSReq sent again); a rejected one FAILURE', async () => {
+    const ra = await raCertFile();
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-9', actor: 'test', label: 'manual' });
+    const c = client('scep-dev-9', secret);
+    const pending = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-9' }), '/scep/manual')).body, ra);
+    expect(pending.status).toBe('3');
+    expect(pending.content).toEqual(Buffer.alloc(0));
+    const [request] = (await svc.ra.listRequests({ status: 'pending' })).items.filter((r) => r.deviceId === 'scep-dev-9');
+    await svc.ra.decideRequest(request.id, 'approved', 'operator');
+    const done = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-9' }), '/scep/manual')).body, ra);
+    expect(done.status).toBe('0');
+    expect(new crypto.X509Certificate(issuedCert(done, c)).subject).toContain('CN=scep-dev-9');
+
+    const { secret: s2 } = await svc.ra.registerDevice({ id: 'scep-dev-10', actor: 'test', label: 'manual' });
+    const d = client('scep-dev-10', s2);
+    expect(certRep((await post(await pkcsReq(d, ra, { transactionId: 'tx-10' }), '/scep/manual')).body, ra).status).toBe('3');
+    const [r2] = (await svc.ra.listRequests({ status: 'pending' })).items.filter((r) => r.deviceId === 'scep-dev-10');
+    await svc.ra.decideRequest(r2.id, 'rejected', 'operator');
+    const refused = certRep((await post(await pkcsReq(d, ra, { transactionId: 'tx-10' }), '/scep/manual')).body, ra);
+    expect([refused.status, refused.failInfo, refused.failInfoText]).toEqual(['2', '2', 'the enrollment request was rejected by an operator']);
+  });
+
+  describe('with a device certificate: RenewalReq, GetCert, GetCRL', () => {
+    /** decrypt: the certs-only content of a SUCCESS CertRep, opened by openssl with the recipient's certificate and key. */
+    const decrypt = (rep: { content: Buffer | null }, certFile: string, keyFile: string): Buffer =>
+      openssl(['cms', '-decrypt', '-inform', 'DER', '-recip', certFile, '-inkey', keyFile, '-binary'], rep.content!);
+    const pemCerts = (certsOnly: Buffer): crypto.X509Certificate[] =>
+      (
+        openssl(['pkcs7', '-inform', 'DER', '-print_certs'], certsOnly)
+          .toString()
+          .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+      ).map((p) => new crypto.X509Certificate(p));
+    let ra: string;
+    let first: Client;
+    let current: { der: Buffer; file: string; key: crypto.KeyObject; keyFile: string };
+    let renewed: { der: Buffer; file: string };
+
+    beforeAll(async () => {
+      const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-8', actor: 'test' });
+      ra = await raCertFile();
+      first = client('scep-dev-8', secret);
+      const der = issuedCert(certRep((await post(await pkcsReq(first, ra, { transactionId: 'tx-8' }))).body, ra), first);
+      current = { der, file: file('scep-dev-8.pem', new crypto.X509Certificate(der).toString()), key: first.key, keyFile: first.keyFile };
+    }, 60_000);
+
+    it('RenewalReq signed with the current certificate: a certificate for the new key, enveloped to the current certificate; openssl verifies it', async () => {
+      const next = client('scep-dev-8', 'unused');
+      const rep = certRep((await post(await pkcsReq(next, ra, { transactionId: 'tx-8r', messageType: MESSAGE_TYPE.RenewalReq, signer: { certDer: current.der, key: current.key } }))).body, ra);
+      expect(rep.status).toBe('0');
+      const [leaf] = pemCerts(decrypt(rep, current.file, current.keyFile));
+      renewed = { der: Buffer.from(leaf.raw), file: file('scep-dev-8-renewed.pem', leaf.toString()) };
+      expect(leaf.publicKey.export({ type: 'spki', format: 'der' })).toEqual(crypto.createPublicKey(next.key).export({ type: 'spki', format: 'der' }));
+      const chain = file('issuing.pem', new crypto.X509Certificate(t.hierarchy.issuing.der).toString());
+      const root = file('root.pem', new crypto.X509Certificate(t.hierarchy.root.der).toString());
+      expect(openssl(['verify', '-CAfile', root, '-untrusted', chain, renewed.file]).toString()).toContain(': OK');
+    });
+
+    it('RenewalReq signed with a self-signed certificate: FAILURE badRequest', async () => {
+      const c = client('scep-dev-8', 'unused');
+      const rep = certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-8s', messageType: MESSAGE_TYPE.RenewalReq }))).body, ra);
+      expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
+    });
+
+    it("GetCert: the device's own certificate by issuer and serial; another device's is FAILURE badCertId", async () => {
+      const mine = certRep(
+        (
+          await post(
+            await pkcsReq(first, ra, { transactionId: 'tx-8g', messageType: MESSAGE_TYPE.GetCert, csr: issuerAndSerialNumber(current.der), signer: { certDer: current.der, key: current.key } }),
+          )
+        ).body,
+        ra,
+      );
+      expect(mine.status).toBe('0');
+      expect(Buffer.from(pemCerts(decrypt(mine, current.file, current.keyFile))[0].raw)).toEqual(current.der);
+      const others = (await svc.store.listCertificates({ deviceId: 'scep-dev-1' })).items;
+      expect(others.length).toBeGreaterThan(0);
+      const theirs = certRep(
+        (
+          await post(
+            await pkcsReq(first, ra, { transactionId: 'tx-8h', messageType: MESSAGE_TYPE.GetCert, csr: issuerAndSerialNumber(others[0].der), signer: { certDer: current.der, key: current.key } }),
+          )
+        ).body,
+        ra,
+      );
+      expect([theirs.status, theirs.failInfo]).toEqual(['2', '4']);
+      // signed with a self-signed certificate: no device to speak for
+      const anon = certRep((await post(await pkcsReq(first, ra, { transactionId: 'tx-8i', messageType: MESSAGE_TYPE.GetCert, csr: issuerAndSerialNumber(current.der) }))).body, ra);
+      expect([anon.status, anon.failInfo]).toEqual(['2', '2']);
+    });
+
+    it('GetCRL: the CRL of the shard covering the certificate, signed by the issuing CA (openssl verifies it)', async () => {
+      const rep = certRep((await post(await pkcsReq(first, ra, { transactionId: 'tx-8c', messageType: MESSAGE_TYPE.GetCRL, csr: issuerAndSerialNumber(current.der) }))).body, ra);
+      expect(rep.status).toBe('0');
+      const crlPem = openssl(['pkcs7', '-inform', 'DER', '-print_certs'], decrypt(rep, first.certFile, first.keyFile)).toString();
+      expect(crlPem).toContain('-----BEGIN X509 CRL-----');
+      const issuing = file('issuing.pem', new crypto.X509Certificate(t.hierarchy.issuing.der).toString());
+      const verdict = opensslStatus(['crl', '-noout', '-CAfile', issuing], Buffer.from(crlPem.slice(crlPem.indexOf('-----BEGIN X509 CRL-----'))));
+      expect(verdict.stderr).toContain('verify OK');
+      const unknown = Buffer.from(issuerAndSerialNumber(current.der));
+      unknown[unknown.length - 1] ^= 0x01; // a serial this CA never issued
+      const none = certRep((await post(await pkcsReq(first, ra, { transactionId: 'tx-8d', messageType: MESSAGE_TYPE.GetCRL, csr: unknown }))).body, ra);
+      expect([none.status, none.failInfo]).toEqual(['2', '4']);
+    });
   });
 
   it.each([
