@@ -187,7 +187,10 @@ export class RegistrationAuthority {
     const sans = this.checkIdentity(profile, device, csr, principal);
 
     if (principal.kind === 'secret-repeat') return this.repeat(req, device, csr, principal);
-    await this.checkAttestation(profile, req.operation, device, csr);
+    // a device polling for a request held for approval sends the same CSR again (RFC 7030 §4.2.3): its
+    // evidence, part of those bytes, was checked and its nonce spent when the request was queued
+    const queued = profile.manualApproval && principal.kind !== 'device-cert' ? await this.store.findRequest(device.id, sha256(csr.der)) : null;
+    if (!queued || queued.status === 'issued') await this.checkAttestation(profile, req.operation, device, csr);
 
     // approve
     let requestId: string | undefined;

@@ -21,6 +21,7 @@ import { makeTmpDir, TmpDir } from '../helpers/tmp';
 const AK1 = '0x81010002';
 const KEY = '0x81010003';
 const AK2 = '0x81010005';
+const AK3 = '0x81010006';
 const CERTIFY = join(__dirname, '../fixtures/tpm/tpm-certify.py');
 
 let prov: TmpDir;
@@ -29,6 +30,8 @@ let tmp: TmpDir;
 let svc: RunningService;
 let current: RunningService;
 const secrets = new Map<string, string>();
+/** labels: the EST label (and profile) each device is registered for */
+const labels = new Map<string, string>();
 const c = pkiClient({ svc: () => current, tmp: () => tmp });
 
 const configYaml = (nonceTtl: string): string =>
@@ -38,17 +41,19 @@ const configYaml = (nonceTtl: string): string =>
     `  nonceTtl: ${nonceTtl}`,
     'profiles:',
     '  tpm: { auth: [basic], attestation: required, keyAlgorithms: [ecdsa-p256] }',
+    '  tpm-manual: { auth: [basic], attestation: required, manualApproval: true }',
     'est:',
     '  labels:',
     '    default: {}',
     '    tpm: { profile: tpm }',
+    '    tpm-manual: { profile: tpm-manual }',
     '',
   ].join('\n');
 
 /** postTpm: POST <est>/tpm/<path> with the device's id and one-time secret (HTTP Basic), JSON in and out */
 async function postTpm(path: string, id: string, body: unknown): Promise<Reply> {
   const f = tmp.write(`json/${c.next()}.json`, JSON.stringify(body));
-  return c.curl(`${current.est}/tpm/tpm/${path}`, ['-u', `${id}:${secrets.get(id)}`, '-H', 'Content-Type: application/json', '--data-binary', `@${f}`]);
+  return c.curl(`${current.est}/${labels.get(id)}/tpm/${path}`, ['-u', `${id}:${secrets.get(id)}`, '-H', 'Content-Type: application/json', '--data-binary', `@${f}`]);
 }
 
 /** registerAk: POST tpm/ak, tpm2_activatecredential on the challenge, POST tpm/ak/activate */
@@ -106,7 +111,7 @@ function softwareCsr(id: string, ev?: Buffer): Buffer {
 
 const postLabel = async (id: string, csr: Buffer): Promise<Reply> => {
   const f = tmp.write(`req/${c.next()}.b64`, csr.toString('base64'));
-  return c.curl(`${current.est}/tpm/simpleenroll`, ['-H', 'Content-Type: application/pkcs10', '--data-binary', `@${f}`, '-u', `${id}:${secrets.get(id)}`]);
+  return c.curl(`${current.est}/${labels.get(id)}/simpleenroll`, ['-H', 'Content-Type: application/pkcs10', '--data-binary', `@${f}`, '-u', `${id}:${secrets.get(id)}`]);
 };
 
 /** failedChecks: the checks named by tpm.attestation.failed audit records of a device, read from the store file */
@@ -120,8 +125,9 @@ function failedChecks(s: RunningService, id: string): string[] {
   }
 }
 
-async function addDevice(s: RunningService, id: string): Promise<void> {
-  const r = await s.cli(['devices', 'add', id, '--owner', 'acme', '--label', 'tpm']);
+async function addDevice(s: RunningService, id: string, label = 'tpm'): Promise<void> {
+  labels.set(id, label);
+  const r = await s.cli(['devices', 'add', id, '--owner', 'acme', '--label', label]);
   expect(r.code).toBe(0);
   secrets.set(id, r.stdout.trim());
 }
@@ -137,6 +143,7 @@ beforeAll(async () => {
   for (const [name, handle] of [
     ['ak1', AK1],
     ['ak2', AK2],
+    ['ak3', AK3],
   ]) {
     tpm.tpm2('tpm2_createak', ['-C', 'ek.ctx', '-c', `${name}.ctx`, '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', `${name}.pub`, '-n', `${name}.name`]);
     tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', `${name}.ctx`, handle]);
@@ -192,6 +199,25 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
     const pub = (await openssl('x509', '-in', crt, '-noout', '-pubkey')).stdout;
     expect(pub).toBe(tpmPublicKey(parseTpm2bPublic(tpm.dir.read('key.pub'))).export({ type: 'spki', format: 'pem' }));
+  });
+
+  it('manual approval: the device polls with the same CSR and gets its certificate once approved; a new CSR cannot reuse the nonce', async () => {
+    await addDevice(svc, 'dev-4', 'tpm-manual');
+    expect((await registerAk('dev-4', AK3, 'ak3.pub')).status).toBe(200);
+    const ev = evidence(AK3, await nonceOf('dev-4'));
+    const csr = tpmCsr('dev-4', ev);
+    const held = await postLabel('dev-4', csr);
+    expect(held.status).toBe(202);
+    const requestId = /request (\S+) is waiting/.exec(held.text)![1];
+    expect((await postLabel('dev-4', csr)).status).toBe(202); // polling while the operator has not decided
+    // another CSR (the TPM signs again: ECDSA is randomized) with the evidence whose nonce the queued one spent
+    const reused = await postLabel('dev-4', tpmCsr('dev-4', ev));
+    expect(reused.status).toBe(403);
+    expect(reused.text).toContain('attestation failed: nonce');
+    await c.cliOk('requests', 'approve', requestId);
+    const crt = await c.certOf(await postLabel('dev-4', csr), 'dev-4');
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
+    expect(failedChecks(svc, 'dev-4')).toEqual(['nonce']);
   });
 
   it('refuses a stale nonce: older than attestation.nonceTtl on the CA clock', async () => {
