@@ -169,7 +169,18 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
   it('registers each device its own AK: EK certificate chain checked, credential activated in the TPM', async () => {
     const r1 = await registerAk('dev-1', AK1, 'ak1.pub');
     expect(r1.status).toBe(200);
-    expect(JSON.parse(r1.text)).toEqual({ akName: tpm.dir.read('ak1.name').toString('hex'), status: 'active' });
+    const a1 = JSON.parse(r1.text) as { akName: string; status: string; serial: string; certificate: string };
+    expect(a1).toMatchObject({ akName: tpm.dir.read('ak1.name').toString('hex'), status: 'active' });
+    // the AK certificate: chains to the CA, EKU tcg-kp-AIKCertificate, TCG policies residency + restricted, the AK's key
+    const akCrt = tmp.file('ak1.crt');
+    await openssl('x509', '-inform', 'DER', '-in', tmp.write('ak1.der', Buffer.from(a1.certificate, 'base64')), '-out', akCrt);
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, akCrt)).out).toBe(`${akCrt}: OK\n`);
+    const text = (await openssl('x509', '-in', akCrt, '-noout', '-text', '-serial')).stdout;
+    expect(text).toMatch(/X509v3 Extended Key Usage: *\n *2\.23\.133\.8\.3\n/);
+    expect(text).toMatch(/X509v3 Certificate Policies: *\n *Policy: 2\.23\.133\.11\.1\.1\n *Policy: 2\.23\.133\.11\.1\.3\n/);
+    expect(text).toContain('Subject: O = acme, CN = dev-1');
+    expect(text).toContain(`serial=${a1.serial.toUpperCase()}`);
+    expect((await openssl('x509', '-in', akCrt, '-noout', '-pubkey')).stdout).toBe(tpmPublicKey(parseTpm2bPublic(tpm.dir.read('ak1.pub'))).export({ type: 'spki', format: 'pem' }));
     expect((await registerAk('dev-2', AK2, 'ak2.pub')).status).toBe(200);
   });
 
@@ -199,6 +210,15 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
     const pub = (await openssl('x509', '-in', crt, '-noout', '-pubkey')).stdout;
     expect(pub).toBe(tpmPublicKey(parseTpm2bPublic(tpm.dir.read('key.pub'))).export({ type: 'spki', format: 'pem' }));
+    // the marker a relying party reads: TCG policies tcg-cap-verifiedTPMResidency and tcg-cap-verifiedTPMFixed
+    const text = (await openssl('x509', '-in', crt, '-noout', '-text')).stdout;
+    expect(text).toMatch(/X509v3 Certificate Policies: *\n *Policy: 2\.23\.133\.11\.1\.1\n *Policy: 2\.23\.133\.11\.1\.2\n/);
+    expect(text).toMatch(/X509v3 Extended Key Usage: *\n *TLS Web Client Authentication\n/);
+  });
+
+  it('a certificate from a profile without attestation carries no TPM marker', async () => {
+    const d = await c.enroll('dev-5', 'acme', 'cli');
+    expect((await openssl('x509', '-in', d.crt, '-noout', '-text')).stdout).not.toContain('Certificate Policies');
   });
 
   it('manual approval: the device polls with the same CSR and gets its certificate once approved; a new CSR cannot reuse the nonce', async () => {
@@ -217,6 +237,8 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     await c.cliOk('requests', 'approve', requestId);
     const crt = await c.certOf(await postLabel('dev-4', csr), 'dev-4');
     expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
+    // evidence checked when the request was queued: the approved certificate carries the marker too
+    expect((await openssl('x509', '-in', crt, '-noout', '-text')).stdout).toContain('Policy: 2.23.133.11.1.2');
     expect(failedChecks(svc, 'dev-4')).toEqual(['nonce']);
   });
 
