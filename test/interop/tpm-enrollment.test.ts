@@ -34,19 +34,25 @@ const secrets = new Map<string, string>();
 const labels = new Map<string, string>();
 const c = pkiClient({ svc: () => current, tmp: () => tmp });
 
-const configYaml = (nonceTtl: string): string =>
+/** configYaml: EK roots from the test's swtpm CA; with `own`, profiles and labels of the test, else the built-in label "tpm" */
+const configYaml = (nonceTtl: string, own = true): string =>
   [
     'attestation:',
     `  ekRoots: [${JSON.stringify(tmp.file('tpm-roots'))}]`,
     `  nonceTtl: ${nonceTtl}`,
-    'profiles:',
-    '  tpm: { auth: [basic], attestation: required, keyAlgorithms: [ecdsa-p256] }',
-    '  tpm-manual: { auth: [basic], attestation: required, manualApproval: true }',
-    'est:',
-    '  labels:',
-    '    default: {}',
-    '    tpm: { profile: tpm }',
-    '    tpm-manual: { profile: tpm-manual }',
+    ...(own
+      ? [
+          'profiles:',
+          '  default: {}',
+          '  tpm: { auth: [basic], attestation: required, keyAlgorithms: [ecdsa-p256] }',
+          '  tpm-manual: { auth: [basic], attestation: required, manualApproval: true }',
+          'est:',
+          '  labels:',
+          '    default: {}',
+          '    tpm: { profile: tpm }',
+          '    tpm-manual: { profile: tpm-manual }',
+        ]
+      : []),
     '',
   ].join('\n');
 
@@ -242,8 +248,8 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect(failedChecks(svc, 'dev-4')).toEqual(['nonce']);
   });
 
-  it('refuses a stale nonce: older than attestation.nonceTtl on the CA clock', async () => {
-    const short = await startService({ configYaml: configYaml('1s') });
+  it('refuses a stale nonce: older than attestation.nonceTtl on the CA clock (the built-in label "tpm" of the default config)', async () => {
+    const short = await startService({ configYaml: configYaml('1s', false) });
     try {
       current = short;
       await addDevice(short, 'dev-3');

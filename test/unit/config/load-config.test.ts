@@ -53,9 +53,13 @@ describe('defaults', () => {
     expect(got).toEqual(want);
   });
 
+  it('has the label "tpm" serving the built-in profile "tpm": attestation required, no server keygen', () => {
+    expect(cfg.profiles.tpm).toMatchObject({ attestation: 'required', serverKeyGen: false, auth: ['basic', 'bootstrap-cert'] });
+  });
+
   it('has the label "default" serving the profile "default": every key algorithm, no proof of possession or manual approval', () => {
-    expect(cfg.est.labels).toEqual({ default: { profile: 'default', replyBase64: 'single-line' } });
-    expect(Object.keys(cfg.profiles)).toEqual(['default']);
+    expect(cfg.est.labels).toEqual({ default: { profile: 'default', replyBase64: 'single-line' }, tpm: { profile: 'tpm', replyBase64: 'single-line' } });
+    expect(Object.keys(cfg.profiles)).toEqual(['default', 'tpm']);
     expect(cfg.profiles.default).toMatchObject({
       auth: ['basic', 'bootstrap-cert'],
       proofOfPossession: false,
@@ -176,6 +180,14 @@ describe('the file', () => {
     expect(Object.fromEntries(labels)).toEqual({ default: 'default', field: 'sensors', lab: 'sensors', spare: 'spare' });
     expect(profiles.get('sensors')).toMatchObject({ keyAlgorithms: ['ecdsa-p384'], validity: 90 * 86400 });
     expect(profiles.get('spare')).toEqual(profiles.get('default'));
+  });
+
+  it('a file with its own profiles but no "tpm" profile and no labels keeps only the label "default"; with its own labels, a label "tpm" without its profile is an error', () => {
+    const own = loadConfig({ file: yaml('own-profiles.yaml', 'profiles:\n  default: { manualApproval: true }\n'), env: {} });
+    expect(Object.keys(own.est.labels)).toEqual(['default']);
+    expect(Object.keys(own.profiles)).toEqual(['default']);
+    const bad = yaml('tpm-label-no-profile.yaml', 'profiles:\n  default: {}\nest:\n  labels:\n    tpm: { profile: tpm }\n');
+    expect(configError(() => loadConfig({ file: bad, env: {} }))).toContain('est.labels.tpm.profile: no profile "tpm" under profiles');
   });
 
   it('SCEP is off by default, its path "default" serving the profile "default"; a proofOfPossession profile is only refused once SCEP is enabled', () => {
