@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
+import { createHash, generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { tpm2ToolsCredentialFile } from '../../src/attestation/tpm/make-credential';
@@ -220,6 +220,26 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     const text = (await openssl('x509', '-in', crt, '-noout', '-text')).stdout;
     expect(text).toMatch(/X509v3 Certificate Policies: *\n *Policy: 2\.23\.133\.11\.1\.1\n *Policy: 2\.23\.133\.11\.1\.2\n/);
     expect(text).toMatch(/X509v3 Extended Key Usage: *\n *TLS Web Client Authentication\n/);
+
+    // devices show: the AK binding with its EK, the verdict, and which certificate's key was attested
+    const serial = (await openssl('x509', '-in', crt, '-noout', '-serial')).stdout
+      .trim()
+      .replace(/^serial=/, '')
+      .toLowerCase();
+    const shown = JSON.parse(await c.cliOk('devices', 'show', 'dev-1', '--json')) as {
+      aks: { akName: string; status: string; ekSha256: string; ekModel: string }[];
+      lastAttestation: { verdict: string; serial: string };
+      certificates: { serial: string; profile: string; tpmAttested: boolean }[];
+    };
+    expect(shown.aks).toEqual([
+      expect.objectContaining({ akName: tpm.dir.read('ak1.name').toString('hex'), status: 'active', ekSha256: createHash('sha256').update(tpm.dir.read('ek.der')).digest('hex'), ekModel: 'swtpm' }),
+    ]);
+    expect(shown.lastAttestation).toMatchObject({ verdict: 'attested', serial });
+    expect(shown.certificates.map((x) => [x.profile, x.tpmAttested]).sort()).toEqual([
+      ['tpm', true],
+      ['tpm-ak', false],
+    ]);
+    expect(await c.cliOk('devices', 'show', 'dev-2')).toMatch(/\nlastAttestation: refused \S+ check nonce\n/);
   });
 
   it('a certificate from a profile without attestation carries no TPM marker', async () => {
