@@ -239,6 +239,14 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
       ['tpm', true],
       ['tpm-ak', false],
     ]);
+    // the admin API's device view says the same, to the device's owner
+    const token = (await c.cliOk('tokens', 'create', '--scope', 'owner:acme')).trim();
+    const api = await c.curl(`https://localhost:${svc.httpsPort}/api/v1/devices/dev-1`, ['-H', `Authorization: Bearer ${token}`]);
+    expect(api.status).toBe(200);
+    const view = JSON.parse(api.text) as typeof shown;
+    expect(view.aks).toEqual(shown.aks);
+    expect(view.lastAttestation).toEqual(shown.lastAttestation);
+    expect(view.certificates.map((x) => [x.serial, x.tpmAttested]).sort()).toEqual(shown.certificates.map((x) => [x.serial, x.tpmAttested]).sort());
     expect(await c.cliOk('devices', 'show', 'dev-2')).toMatch(/\nlastAttestation: refused \S+ check nonce\n/);
   });
 
