@@ -165,7 +165,7 @@ export const scepPathSchema = z.strictObject({
 });
 
 /** RESERVED_PROFILES: the CA's built-in service profiles; no enrollment profile may take their names. */
-export const RESERVED_PROFILES: readonly string[] = ['tls-server', 'ocsp-responder', 'scep-ra'];
+export const RESERVED_PROFILES: readonly string[] = ['tls-server', 'ocsp-responder', 'scep-ra', 'tpm-ak'];
 
 export const configSchema = z
   .strictObject({

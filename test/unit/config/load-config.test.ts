@@ -221,6 +221,7 @@ describe('the file', () => {
       'profiles:\n  strict: { validity: 1d }\nest:\n  labels:\n    strict: { keyAlgorithms: [ecdsa-p256] }\n',
     ],
     ['a profile named like a built-in CA profile', 'profiles.tls-server', 'profiles:\n  tls-server: {}\n'],
+    ['a profile named like the AK certificate profile', 'profiles.tpm-ak', 'profiles:\n  default: {}\n  tpm-ak: {}\n'],
     ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
     ['a SCEP path serving a profile with proofOfPossession', 'scep.paths.default.profile', 'profiles:\n  default: { proofOfPossession: true }\nscep:\n  enabled: true\n'],
     [
