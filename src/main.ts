@@ -19,7 +19,7 @@ import { scepRaKeyTransport } from './ca/scep-ra-key-transport';
 import { ScepRaMaterial, ServiceCertificates } from './ca/service-certificates';
 import { resolveProfiles } from './config/enrollment-profiles';
 import { publicBaseUrl } from './config/load-config';
-import { Config } from './config/schema';
+import { BUILT_IN_TPM_PROFILE, Config, profileSchema } from './config/schema';
 import { createHttpListener, createHttpsListener } from './http/listeners';
 import { groupedSigning } from './keys/grouped-signing-key';
 import { openKeyBackend } from './keys/open-key-backend';
@@ -88,11 +88,14 @@ export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): 
 
 /**
  * buildTpmAttestation: the RA's TPM decisions, when the store keeps attestation state. A profile with
- * attestation on and a store without it (Redis, for now) is a config error at start, not a 501 later.
+ * attestation on and a store without it (Redis, for now) is a config error at start, not a 501 later;
+ * except the built-in `tpm` profile left as it is, which such a store serves with 501 on its routes (so
+ * the default config starts on every store).
  */
 export function buildTpmAttestation(cfg: Config, store: Store): TpmAttestation | undefined {
   if (!isAttestationStore(store)) {
-    const on = [...resolveProfiles(cfg).profiles].find(([, p]) => p.attestation !== 'off');
+    const builtIn = JSON.stringify(profileSchema.parse(BUILT_IN_TPM_PROFILE));
+    const on = [...resolveProfiles(cfg).profiles].find(([name, p]) => p.attestation !== 'off' && !(name === 'tpm' && JSON.stringify(p) === builtIn));
     if (on) throw new DeviceCaError('config', `profiles.${on[0]}.attestation: the ${cfg.store.type} store keeps no TPM attestation state; use sqlite or set attestation: off`);
     return undefined;
   }

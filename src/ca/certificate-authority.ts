@@ -7,6 +7,7 @@ import {
   basicConstraints,
   crlDistributionPoints,
   encodeTbs,
+  certificatePolicies,
   extKeyUsage,
   keyUsage,
   newSerial,
@@ -54,6 +55,20 @@ export const SCEP_RA_PROFILE = 'scep-ra';
 /** SCEP_RA_VALIDITY_SECONDS: the RA certificate lives a year; clients pin it from GetCACert, so it changes rarely. */
 export const SCEP_RA_VALIDITY_SECONDS = 365 * 86400;
 
+/** TPM_AK_PROFILE: the built-in profile of attestation key certificates (EKU tcg-kp-AIKCertificate). */
+export const TPM_AK_PROFILE = 'tpm-ak';
+
+/**
+ * TPM_ATTESTED_POLICIES: the certificatePolicies of a leaf whose key the RA verified to live in a TPM
+ * (TPM2_Certify by a registered AK, fixedTPM checked): tcg-cap-verifiedTPMResidency and
+ * tcg-cap-verifiedTPMFixed, the policy OIDs TCG "TPM 2.0 Keys for Device Identity and Attestation" §8
+ * defines for this, so relying parties that already know TCG's DevID profile read it without anything
+ * device-ca specific.
+ */
+export const TPM_ATTESTED_POLICIES = [OID.tcgVerifiedTpmResidency, OID.tcgVerifiedTpmFixed];
+/** TPM_AK_POLICIES: an AK certificate's: residency and restricted (the AK's attributes were checked at registration). */
+export const TPM_AK_POLICIES = [OID.tcgVerifiedTpmResidency, OID.tcgVerifiedTpmRestricted];
+
 /** AuthorizedRequest is input the RA already authorized: the CA signs it as is, under the named profile. */
 export interface AuthorizedRequest {
   profile: string;
@@ -61,6 +76,8 @@ export interface AuthorizedRequest {
   spki: Buffer;
   keyType: 'ec' | 'rsa';
   sans: SanEntry[];
+  /** tpmAttested: the RA verified TPM evidence for this key; the certificate carries TPM_ATTESTED_POLICIES */
+  tpmAttested?: boolean;
 }
 
 export interface IssuedCertificate {
@@ -96,7 +113,7 @@ export class CertificateAuthority {
 
   constructor(private readonly opts: CertificateAuthorityOptions) {
     this.profiles = new Map(opts.profiles ?? []);
-    for (const reserved of [TLS_SERVER_PROFILE, OCSP_RESPONDER_PROFILE, SCEP_RA_PROFILE]) {
+    for (const reserved of [TLS_SERVER_PROFILE, OCSP_RESPONDER_PROFILE, SCEP_RA_PROFILE, TPM_AK_PROFILE]) {
       if (this.profiles.has(reserved)) throw new DeviceCaError('config', `profile name "${reserved}" is reserved for the CA's own certificates`);
     }
     this.profiles.set(TLS_SERVER_PROFILE, { validitySeconds: 397 * 86400, serverAuth: true });
@@ -157,6 +174,21 @@ export class CertificateAuthority {
     );
   }
 
+  /**
+   * issueAttestationKey signs the certificate of a TPM attestation key once the device proved, by
+   * TPM2_ActivateCredential, that the AK lives in the TPM of a trusted EK: EKU tcg-kp-AIKCertificate
+   * (2.23.133.8.3), keyUsage digitalSignature, policies TPM_AK_POLICIES. No clientAuth: an AK signs
+   * TPM evidence, it does not authenticate TLS.
+   */
+  async issueAttestationKey(req: { subject: NameAttribute[]; spki: Buffer; validitySeconds: number }, now = new Date()): Promise<IssuedCertificate> {
+    const x = this.fixedExt;
+    return this.sign(
+      { subject: req.subject, spki: req.spki, validitySeconds: req.validitySeconds },
+      (shard) => [x.bc, x.kuSign, extKeyUsage([OID.tcgKpAkCertificate]), certificatePolicies(TPM_AK_POLICIES), subjectKeyIdentifier(keyIdentifier(req.spki)), x.aki, this.cdpByShard[shard], x.aia],
+      now,
+    );
+  }
+
   /** hasProfile: whether issue() knows this profile name (own entries only, never Object.prototype). */
   hasProfile(name: string): boolean {
     return this.profiles.has(name);
@@ -178,6 +210,7 @@ export class CertificateAuthority {
           x.aki,
         ];
         if (req.sans.length) extensions.push(subjectAltName(req.sans));
+        if (req.tpmAttested) extensions.push(certificatePolicies(TPM_ATTESTED_POLICIES));
         extensions.push(this.cdpByShard[shard], x.aia);
         return extensions;
       },

@@ -62,6 +62,11 @@ export function extKeyUsage(oids: string[]): Buffer {
   return extension(OIDS.eku, seq(...oids.map((o) => oid(o))));
 }
 
+/** certificatePolicies encodes PolicyInformation entries without qualifiers (RFC 5280 §4.2.1.4), not critical. */
+export function certificatePolicies(oids: string[]): Buffer {
+  return extension(oid(OID.certificatePolicies), seq(...oids.map((o) => seq(oid(o)))));
+}
+
 /** keyIdentifier: RFC 5280 §4.2.1.2 method (1), SHA-1 of the subjectPublicKey BIT STRING value. */
 export function keyIdentifier(spki: Buffer): Buffer {
   // SPKI = SEQ { AlgorithmIdentifier, BIT STRING }; the key bits are the last TLV's value minus the unused-bits octet

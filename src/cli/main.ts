@@ -10,6 +10,7 @@ import { CrlReason, crlReasonCode } from '../ca/crl-encoder';
 import { RootCrlInfo } from '../ca/root-crl';
 import { verifyAuditChain } from '../audit/audit-verify';
 import { OPERATOR } from '../ra/device-lifecycle';
+import { deviceAttestationFacts } from '../ra/device-attestation-facts';
 import { DEVICE_STATES, REVOCATION_REASONS } from '../store/store';
 import { toPem } from '../ca/pem';
 import { loadConfig } from '../config/load-config';
@@ -241,14 +242,20 @@ devices
   });
 devices
   .command('show <id>')
-  .description('show a device and its certificates')
+  .description('show a device, its certificates (tpmAttested: key attested by a TPM), its TPM attestation keys and last attestation verdict')
   .action(async (id: string) => {
     const store = await openCheckedStore(config());
     try {
       const d = await store.getDevice(id);
       if (!d) throw new DeviceCaError('not-found', `no device ${id}`);
-      const certs = (await collectItems((after, want) => store.listCertificates({ deviceId: id, after, limit: want }))).items.map(({ der: _der, ...c }) => c);
-      printRecord(json(), { ...d, certificates: certs });
+      const tpm = await deviceAttestationFacts(store, id);
+      const certs = (await collectItems((after, want) => store.listCertificates({ deviceId: id, after, limit: want }))).items.map(({ der: _der, ...c }) => ({
+        ...c,
+        tpmAttested: tpm.attestedSerials.has(c.serial),
+      }));
+      const last = tpm.lastAttestation;
+      const lastAttestation = json() || !last ? last : `${last.verdict} ${last.at.toISOString()} ${last.verdict === 'attested' ? `serial ${last.serial}` : `check ${last.check}`}`;
+      printRecord(json(), { ...d, certificates: certs, aks: tpm.aks, lastAttestation });
     } finally {
       await store.close();
     }

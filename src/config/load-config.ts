@@ -76,6 +76,19 @@ function formatZod(e: ZodError, source: string): string {
     .join('\n');
 }
 
+/**
+ * withoutBuiltInTpmLabel: the built-in EST labels are `default` and `tpm`. A file (or override) that lists
+ * its own profiles without a `tpm` profile, and no labels, keeps only the `default` label (as before the built-in
+ * `tpm` label existed) instead of failing on a label whose profile it did not write.
+ */
+function withoutBuiltInTpmLabel(raw: Record<string, unknown>): Record<string, unknown> {
+  const profiles = raw.profiles;
+  const est = raw.est as Record<string, unknown> | undefined;
+  if (!profiles || typeof profiles !== 'object' || Object.hasOwn(profiles, 'tpm')) return raw;
+  if (est !== undefined && (typeof est !== 'object' || est === null || est.labels !== undefined)) return raw;
+  return { ...raw, est: { ...est, labels: { default: { profile: 'default' } } } };
+}
+
 export interface LoadOptions {
   file?: string;
   env?: NodeJS.ProcessEnv;
@@ -104,6 +117,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     }
     if (typeof raw !== 'object' || Array.isArray(raw)) throw new DeviceCaError('config', `${file}: top level must be a mapping`);
   }
+  raw = withoutBuiltInTpmLabel(raw);
   const fileCheck = configSchema.safeParse(raw);
   if (!fileCheck.success) throw new DeviceCaError('config', formatZod(fileCheck.error, file ?? 'config'));
 
@@ -131,7 +145,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     fromEnv.push('DEVICE_CA_STORE');
   }
   for (const [k, v] of Object.entries(opts.overrides ?? {})) if (v !== undefined) setPath(merged, k.split('.'), v);
-  const parsed = configSchema.safeParse(merged);
+  const parsed = configSchema.safeParse(withoutBuiltInTpmLabel(merged));
   if (!parsed.success) throw new DeviceCaError('config', formatZod(parsed.error, fromEnv.length ? `environment (${[...new Set(fromEnv)].join(', ')})` : 'config'));
   const cfg = parsed.data;
   cfg.dataDir = path.resolve(cfg.dataDir);

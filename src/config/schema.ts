@@ -129,6 +129,13 @@ export const profileSchema = z.strictObject({
 });
 export type ProfileConfig = z.infer<typeof profileSchema>;
 
+/**
+ * BUILT_IN_TPM_PROFILE: the `tpm` profile of the default config (EST label `tpm`): TPM attestation
+ * required, so /.well-known/est/tpm/ works as soon as a manufacturer root is in certs/tpm-roots/; no
+ * server keygen (that key would not be in a TPM).
+ */
+export const BUILT_IN_TPM_PROFILE = { attestation: 'required', serverKeyGen: false } as const;
+
 /** POLICY_KEYS: the profile keys; before profiles existed a label carried them inline. */
 export const POLICY_KEYS = Object.keys(profileSchema.shape) as (keyof ProfileConfig)[];
 
@@ -158,7 +165,7 @@ export const scepPathSchema = z.strictObject({
 });
 
 /** RESERVED_PROFILES: the CA's built-in service profiles; no enrollment profile may take their names. */
-export const RESERVED_PROFILES: readonly string[] = ['tls-server', 'ocsp-responder', 'scep-ra'];
+export const RESERVED_PROFILES: readonly string[] = ['tls-server', 'ocsp-responder', 'scep-ra', 'tpm-ak'];
 
 export const configSchema = z
   .strictObject({
@@ -317,11 +324,11 @@ export const configSchema = z
       })
       .prefault({}),
     /** profile name -> enrollment policy */
-    profiles: z.record(profileName, profileSchema).prefault({ default: {} }),
+    profiles: z.record(profileName, profileSchema).prefault({ default: {}, tpm: BUILT_IN_TPM_PROFILE }),
     est: z
       .strictObject({
         /** label name -> profile (and EST-only options); "default" serves /.well-known/est/ without a label */
-        labels: z.record(profileName, labelSchema).prefault({ default: { profile: 'default' } }),
+        labels: z.record(profileName, labelSchema).prefault({ default: { profile: 'default' }, tpm: { profile: 'tpm' } }),
       })
       .prefault({}),
     scep: z

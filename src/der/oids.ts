@@ -38,6 +38,16 @@ export const OID = {
   evidence: '1.2.840.113549.1.9.16.2.59',
   /** tcg-attest-tpm-certify (TCG): SEQUENCE { tpmsAttest, signature, keyBlob } OCTET STRINGs */
   tcgAttestTpmCertify: '2.23.133.20.1',
+  /** certificatePolicies (RFC 5280 §4.2.1.4) */
+  certificatePolicies: '2.5.29.32',
+  /** tcg-kp-AIKCertificate (TCG EK Credential Profile): the EKU of an attestation key certificate */
+  tcgKpAkCertificate: '2.23.133.8.3',
+  /** tcg-cap-verifiedTPMResidency (TCG "TPM 2.0 Keys for Device Identity and Attestation" §8): the CA verified the key lives in a TPM */
+  tcgVerifiedTpmResidency: '2.23.133.11.1.1',
+  /** tcg-cap-verifiedTPMFixed: the CA verified the key is fixedTPM (an identity key, not an AK) */
+  tcgVerifiedTpmFixed: '2.23.133.11.1.2',
+  /** tcg-cap-verifiedTPMRestricted: the CA verified the key is a restricted TPM key (an attestation key) */
+  tcgVerifiedTpmRestricted: '2.23.133.11.1.3',
   signedData: '1.2.840.113549.1.7.2',
   data: '1.2.840.113549.1.7.1',
   // CRL (RFC 5280 §5.2, §5.3)

@@ -4,6 +4,7 @@ import { DeviceCaError } from '../errors/device-ca-error';
 import { everyItem } from '../store/paging';
 import { isAttestationStore, CertificateChange, CertificateRecord, DeviceRecord, DeviceState, MAX_PAGE_LIMIT, Page, PageRequest, REVOCATION_REASONS, RevocationReason, Store } from '../store/store';
 import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
+import { DeviceAttestationFacts, deviceAttestationFacts } from './device-attestation-facts';
 import { DEVICE_ID } from './registration-authority';
 
 /** StatusListener hears of every certificate status change, to refresh CRLs and OCSP caches at once. */
@@ -33,6 +34,12 @@ export class DeviceLifecycle {
    * new owner a `transferring` device was released to sees that device too (it must be able to claim it).
    * Anything else is 'not-found', worded as for an id that does not exist.
    */
+  /** attestation: a device's TPM facts (AK bindings, last verdict, attested certificates), for whoever may see the device. */
+  async attestation(id: string, scope: Scope): Promise<DeviceAttestationFacts> {
+    const d = await this.device(id, scope);
+    return deviceAttestationFacts(this.store, d.id);
+  }
+
   async device(id: string, scope: Scope): Promise<DeviceRecord> {
     const d = DEVICE_ID.test(id) ? await this.store.getDevice(id) : null;
     const visible = d && (scope.kind === 'operator' || d.owner === scope.owner || (d.state === 'transferring' && d.pendingOwner === scope.owner));

@@ -2,8 +2,8 @@ import * as crypto from 'node:crypto';
 import { Counter, Registry } from 'prom-client';
 import { AuditLog } from '../audit/audit-log';
 import { CrlPublisher } from '../ca/crl-publisher';
-import { issueAndRecord } from '../ca/issuance';
-import { AuthorizedRequest, CertificateAuthority } from '../ca/certificate-authority';
+import { issueAndRecord, signAndRecord } from '../ca/issuance';
+import { AuthorizedRequest, CertificateAuthority, TPM_AK_PROFILE } from '../ca/certificate-authority';
 import { SanEntry } from '../ca/certificate-encoder';
 import { NameAttribute, nameToString } from '../ca/name';
 import { resolveProfiles } from '../config/enrollment-profiles';
@@ -12,6 +12,7 @@ import { AkRegistrationRequest } from '../attestation/tpm/ak-registration';
 import { decodeTpmCertifyStatement } from '../attestation/tpm/certify-statement-der';
 import { Credential } from '../attestation/tpm/make-credential';
 import { children, readOne } from '../der/der-reader';
+import { parseTpmtPublic, tpmPublicKey } from '../attestation/tpm/tpm-public';
 import { OID } from '../der/oids';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm } from '../keys/key-backend';
@@ -59,6 +60,8 @@ interface Issuance {
   keyType: 'ec' | 'rsa';
   sans: SanEntry[];
   requestId?: string;
+  /** tpmAttested: TPM evidence for the key was verified; the certificate says so (TPM_ATTESTED_POLICIES) */
+  tpmAttested: boolean;
 }
 
 /**
@@ -299,7 +302,10 @@ export class RegistrationAuthority {
     const sans = this.checkIdentity(profile, device, csr, principal);
 
     if (principal.kind === 'secret-repeat') return this.repeat(req, device, csr, principal);
-    await this.checkAttestation(profile, req.operation, device, csr);
+    // a device polling for a request held for approval sends the same CSR again (RFC 7030 §4.2.3): its
+    // evidence, part of those bytes, was checked and its nonce spent when the request was queued
+    const queued = profile.manualApproval && principal.kind !== 'device-cert' ? await this.store.findRequest(device.id, sha256(csr.der)) : null;
+    const tpmAttested = !queued || queued.status === 'issued' ? await this.checkAttestation(profile, req.operation, device, csr) : this.hasCertifyEvidence(profile, req.operation, csr);
 
     // approve
     let requestId: string | undefined;
@@ -324,7 +330,7 @@ export class RegistrationAuthority {
     subject.push({ type: 'CN', value: device.id });
     let issued: { serial: string; der: Buffer };
     try {
-      issued = await this.issue({ profile: req.profile, operation: req.operation, device, principal, subject, spki, keyType, sans, requestId });
+      issued = await this.issue({ profile: req.profile, operation: req.operation, device, principal, subject, spki, keyType, sans, requestId, tpmAttested });
     } catch (e) {
       // a client that sent the same request again before reading the first reply: the copy that lost the
       // race for the secret answers as a repeat of the one that won (same certificate), not as a 401
@@ -373,17 +379,24 @@ export class RegistrationAuthority {
    * (draft-ietf-lamps-csr-attestation): the tcg-attest-tpm-certify statement must show that an AK
    * registered to this device certified the CSR's key with one of its nonces. 'optional' checks evidence
    * when present; 'required' also refuses a CSR without it, and server keygen (that key is not in a TPM).
-   * Checked before manual approval, so an operator only sees requests whose key is attested.
+   * Checked before manual approval, so an operator only sees requests whose key is attested. True when
+   * the key's evidence was verified (the certificate then says so).
    */
-  private async checkAttestation(profile: ProfileConfig, operation: EnrollRequest['operation'], device: DeviceRecord, csr: ParsedCsr): Promise<void> {
-    if (profile.attestation === 'off') return;
+  private async checkAttestation(profile: ProfileConfig, operation: EnrollRequest['operation'], device: DeviceRecord, csr: ParsedCsr): Promise<boolean> {
+    if (profile.attestation === 'off') return false;
     const tpm = this.attestationService();
     const st = operation === 'server-keygen' ? undefined : csr.evidence.find((e) => e.type === OID.tcgAttestTpmCertify);
     if (!st) {
       if (profile.attestation === 'required') await tpm.refuse(device.id, 'evidence', `no tcg-attest-tpm-certify statement (${operation})`);
-      return;
+      return false;
     }
     await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki);
+    return true;
+  }
+
+  /** hasCertifyEvidence: what checkAttestation returned for a CSR when its request was queued for approval. */
+  private hasCertifyEvidence(profile: ProfileConfig, operation: EnrollRequest['operation'], csr: ParsedCsr): boolean {
+    return profile.attestation !== 'off' && operation !== 'server-keygen' && csr.evidence.some((e) => e.type === OID.tcgAttestTpmCertify);
   }
 
   private attestationService(): TpmAttestation {
@@ -421,11 +434,26 @@ export class RegistrationAuthority {
     return tpm.registerAk(device.id, req);
   }
 
-  /** tpmActivateAk: binds the AK to the device once it returns the secret TPM2_ActivateCredential recovered. */
-  async tpmActivateAk(profileName: string, proofs: Proofs, akName: Buffer, secret: Buffer): Promise<{ akName: string; status: string }> {
+  /**
+   * tpmActivateAk binds the AK to the device once it returns the secret TPM2_ActivateCredential
+   * recovered, and issues the AK its certificate (EKU tcg-kp-AIKCertificate, TCG EK Credential Profile):
+   * subject O=owner, CN=device id, valid as long as the profile's device certificates. It is recorded as a
+   * certificate of the device (profile "tpm-ak"), so the device's lifecycle revokes it with the binding.
+   */
+  async tpmActivateAk(profileName: string, proofs: Proofs, akName: Buffer, secret: Buffer): Promise<{ akName: string; status: string; serial: string; certificate: Buffer }> {
     const { device, tpm } = await this.attestingDevice(profileName, proofs);
     const b = await tpm.activateAk(device.id, akName, secret);
-    return { akName: b.akName, status: b.status };
+    const subject: NameAttribute[] = [];
+    if (device.owner) subject.push({ type: 'O', value: device.owner });
+    subject.push({ type: 'CN', value: device.id });
+    const spki = tpmPublicKey(parseTpmtPublic(b.akPublic)).export({ type: 'spki', format: 'der' });
+    const cert = await signAndRecord(
+      this.store,
+      { spki, profile: TPM_AK_PROFILE },
+      () => this.ca.issueAttestationKey({ subject, spki, validitySeconds: this.profile(profileName).validity }, this.now()),
+      { deviceId: device.id, subject: nameToString(subject), audit: { actor: `device:${device.id}`, subject: device.id, data: { profile: TPM_AK_PROFILE, ak: b.akName } } },
+    );
+    return { akName: b.akName, status: b.status, serial: cert.serial, certificate: cert.der };
   }
 
   private checkKey(profile: ProfileConfig, alg: KeyAlgorithm | null): void {
@@ -503,7 +531,7 @@ export class RegistrationAuthority {
    */
   private async issue(i: Issuance): Promise<{ serial: string; der: Buffer }> {
     const previous = i.principal.kind === 'device-cert' ? i.principal.cert : undefined;
-    const req: AuthorizedRequest = { profile: i.profile, subject: i.subject, spki: i.spki, keyType: i.keyType, sans: i.sans };
+    const req: AuthorizedRequest = { profile: i.profile, subject: i.subject, spki: i.spki, keyType: i.keyType, sans: i.sans, tpmAttested: i.tpmAttested };
     return issueAndRecord(
       this.ca,
       this.store,
@@ -517,7 +545,12 @@ export class RegistrationAuthority {
           actor: principalName(i.principal),
           subject: i.device.id,
           intent: { operation: i.operation },
-          data: { profile: i.profile, operation: i.operation, ...(previous ? { renewal: previous.spkiSha256 === sha256(i.spki) ? 'renew' : 'rekey', previous: previous.serial } : {}) },
+          data: {
+            profile: i.profile,
+            operation: i.operation,
+            ...(i.tpmAttested ? { tpmAttested: true } : {}),
+            ...(previous ? { renewal: previous.spkiSha256 === sha256(i.spki) ? 'renew' : 'rekey', previous: previous.serial } : {}),
+          },
         },
       },
       this.now(),

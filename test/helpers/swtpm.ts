@@ -20,7 +20,7 @@ export interface SwTpm {
   /** ekRoots: the PEM chain of the local CA that issued this TPM's EK certificate (issuer, then root) */
   ekIssuerPem: string;
   ekRootPem: string;
-  /** tpm2 runs one tpm2-tools command in `dir` and returns its stdout; transient objects are flushed after */
+  /** tpm2 runs one tpm2-tools command in `dir` and returns its stdout; transient objects are flushed after, whether it failed or not */
   tpm2(tool: string, args: string[]): Buffer;
   stop(): Promise<void>;
 }
@@ -98,11 +98,14 @@ export async function startSwTpm(provisioned: TmpDir): Promise<SwTpm> {
     ekIssuerPem: fs.readFileSync(path.join(provisioned.path, 'localca/issuercert.pem'), 'utf8'),
     ekRootPem: fs.readFileSync(path.join(provisioned.path, 'localca/swtpm-localca-rootca-cert.pem'), 'utf8'),
     tpm2(tool, args) {
-      const out = run(tool, args);
-      // no resource manager between the tools and swtpm: free the object and session slots (INTEROP.md)
-      run('tpm2_flushcontext', ['-t']);
-      run('tpm2_flushcontext', ['-s']);
-      return out;
+      try {
+        return run(tool, args);
+      } finally {
+        // no resource manager between the tools and swtpm: free the object and session slots (INTEROP.md),
+        // also after a command that failed (it leaves what it loaded, and the next load runs out of slots)
+        run('tpm2_flushcontext', ['-t']);
+        run('tpm2_flushcontext', ['-s']);
+      }
     },
     async stop() {
       // a shutdown through the control channel, not a kill: a kill counts toward dictionary-attack lockout

@@ -91,7 +91,9 @@ export function adminRouter(o: AdminRouterOptions): Router {
       const d = await o.lifecycle.device(String(req.params.id), c.scope);
       // all of them: GET /certificates?device= pages through the same list
       const certs = await collectItems((after, want) => o.lifecycle.listCertificates({ deviceId: d.id, after, limit: want }, c.scope));
-      return [200, { ...d, certificates: certs.items.map((x) => certJson(x)) }];
+      const tpm = await o.lifecycle.attestation(d.id, c.scope);
+      const certificates = certs.items.map((x) => ({ ...certJson(x), tpmAttested: tpm.attestedSerials.has(x.serial) }));
+      return [200, { ...d, certificates, aks: tpm.aks, lastAttestation: tpm.lastAttestation }];
     }),
   );
   for (const action of ['suspend', 'resume', 'retire'] as const) {

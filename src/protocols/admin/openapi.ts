@@ -143,6 +143,29 @@ export const OPENAPI = {
           pendingOwner: { type: 'string', nullable: true, description: 'the new owner a transferring device was released to' },
           createdAt: { type: 'string', format: 'date-time' },
           updatedAt: { type: 'string', format: 'date-time' },
+          certificates: { type: 'array', description: 'GET /devices/{id} only; each with tpmAttested (its key was TPM-attested at issuance)', items: { $ref: '#/components/schemas/Certificate' } },
+          aks: {
+            type: 'array',
+            description: 'GET /devices/{id} only: TPM attestation key bindings',
+            items: {
+              type: 'object',
+              properties: {
+                akName: { type: 'string' },
+                status: { type: 'string', enum: ['pending', 'active', 'revoked'] },
+                ekSha256: { type: 'string', description: 'SHA-256 of the EK certificate' },
+                ekManufacturer: { type: 'string', nullable: true },
+                ekModel: { type: 'string', nullable: true },
+                registeredAt: { type: 'string', format: 'date-time' },
+                activatedAt: { type: 'string', format: 'date-time', nullable: true },
+              },
+            },
+          },
+          lastAttestation: {
+            type: 'object',
+            nullable: true,
+            description: "GET /devices/{id} only: the latest verdict: 'attested' (serial of the certificate) or 'refused' (the failed check)",
+            properties: { verdict: { type: 'string', enum: ['attested', 'refused'] }, at: { type: 'string', format: 'date-time' }, serial: { type: 'string' }, check: { type: 'string' } },
+          },
         },
       },
       Certificate: {

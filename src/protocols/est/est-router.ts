@@ -95,7 +95,8 @@ export function estRouter(opts: EstRouterOptions): Router {
   });
   const tpmActivate = handle('tpm.ak.activate', async (req, res, profile) => {
     const b = tpmRequest(TPM_ACTIVATE_BODY, await readRawBody(req, opts.bodyLimit));
-    sendJson(res, await opts.ra.tpmActivateAk(profile, credentials(req), b.akName, b.secret));
+    const a = await opts.ra.tpmActivateAk(profile, credentials(req), b.akName, b.secret);
+    sendJson(res, { akName: a.akName, status: a.status, serial: a.serial, certificate: a.certificate.toString('base64') });
   });
 
   for (const prefix of ['', '/:label']) {

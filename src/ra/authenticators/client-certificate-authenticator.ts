@@ -2,6 +2,7 @@ import * as crypto from 'node:crypto';
 import { AuditLog } from '../../audit/audit-log';
 import { Config } from '../../config/schema';
 import { DeviceCaError } from '../../errors/device-ca-error';
+import { TPM_AK_PROFILE } from '../../ca/certificate-authority';
 import { Store } from '../../store/store';
 import { BootstrapPolicy, bootstrapDeviceId, chainsToAnchor, withinValidity } from '../bootstrap-identity';
 import { hashSecret, newEnrollmentSecret } from '../enrollment-secret';
@@ -47,6 +48,8 @@ export class ClientCertificateAuthenticator implements Authenticator {
         if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'certificate is revoked');
         if (!withinValidity(leaf, now)) throw new DeviceCaError('forbidden', 'certificate has expired');
         if (!rec.deviceId) throw new DeviceCaError('forbidden', 'certificate does not belong to a device');
+        // an AK certificate names the device too, but an AK signs TPM evidence; it never authenticates a device
+        if (rec.profile === TPM_AK_PROFILE) throw new DeviceCaError('forbidden', 'an attestation key certificate does not authenticate a device');
         return { kind: 'device-cert', deviceId: rec.deviceId, cert: rec, x509: leaf };
       }
       if (leaf.verify(this.issuingX509.publicKey)) throw new DeviceCaError('forbidden', 'certificate is not known to this CA');

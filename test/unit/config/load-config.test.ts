@@ -53,9 +53,13 @@ describe('defaults', () => {
     expect(got).toEqual(want);
   });
 
+  it('has the label "tpm" serving the built-in profile "tpm": attestation required, no server keygen', () => {
+    expect(cfg.profiles.tpm).toMatchObject({ attestation: 'required', serverKeyGen: false, auth: ['basic', 'bootstrap-cert'] });
+  });
+
   it('has the label "default" serving the profile "default": every key algorithm, no proof of possession or manual approval', () => {
-    expect(cfg.est.labels).toEqual({ default: { profile: 'default', replyBase64: 'single-line' } });
-    expect(Object.keys(cfg.profiles)).toEqual(['default']);
+    expect(cfg.est.labels).toEqual({ default: { profile: 'default', replyBase64: 'single-line' }, tpm: { profile: 'tpm', replyBase64: 'single-line' } });
+    expect(Object.keys(cfg.profiles)).toEqual(['default', 'tpm']);
     expect(cfg.profiles.default).toMatchObject({
       auth: ['basic', 'bootstrap-cert'],
       proofOfPossession: false,
@@ -178,6 +182,14 @@ describe('the file', () => {
     expect(profiles.get('spare')).toEqual(profiles.get('default'));
   });
 
+  it('a file with its own profiles but no "tpm" profile and no labels keeps only the label "default"; with its own labels, a label "tpm" without its profile is an error', () => {
+    const own = loadConfig({ file: yaml('own-profiles.yaml', 'profiles:\n  default: { manualApproval: true }\n'), env: {} });
+    expect(Object.keys(own.est.labels)).toEqual(['default']);
+    expect(Object.keys(own.profiles)).toEqual(['default']);
+    const bad = yaml('tpm-label-no-profile.yaml', 'profiles:\n  default: {}\nest:\n  labels:\n    tpm: { profile: tpm }\n');
+    expect(configError(() => loadConfig({ file: bad, env: {} }))).toContain('est.labels.tpm.profile: no profile "tpm" under profiles');
+  });
+
   it('SCEP is off by default, its path "default" serving the profile "default"; a proofOfPossession profile is only refused once SCEP is enabled', () => {
     const cfg = loadConfig({ env: {} });
     expect(cfg.scep).toEqual({ enabled: false, paths: { default: { profile: 'default' } } });
@@ -209,6 +221,7 @@ describe('the file', () => {
       'profiles:\n  strict: { validity: 1d }\nest:\n  labels:\n    strict: { keyAlgorithms: [ecdsa-p256] }\n',
     ],
     ['a profile named like a built-in CA profile', 'profiles.tls-server', 'profiles:\n  tls-server: {}\n'],
+    ['a profile named like the AK certificate profile', 'profiles.tpm-ak', 'profiles:\n  default: {}\n  tpm-ak: {}\n'],
     ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
     ['a SCEP path serving a profile with proofOfPossession', 'scep.paths.default.profile', 'profiles:\n  default: { proofOfPossession: true }\nscep:\n  enabled: true\n'],
     [

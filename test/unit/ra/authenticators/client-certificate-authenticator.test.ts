@@ -1,4 +1,6 @@
 import * as crypto from 'node:crypto';
+import { TPM_AK_PROFILE } from '../../../../src/ca/certificate-authority';
+import { signAndRecord } from '../../../../src/ca/issuance';
 import { generateKeyPair } from '../../../../src/keys/software-key-backend';
 import { ClientCertificateAuthenticator } from '../../../../src/ra/authenticators/client-certificate-authenticator';
 import { DeviceCaError } from '../../../../src/errors/device-ca-error';
@@ -79,6 +81,17 @@ describe('ClientCertificateAuthenticator', () => {
     const c = await enrolled('dev-rev');
     await h.store.revokeCertificate(c.serial, 'keyCompromise', h.now(), null, { type: 't', actor: 't', subject: c.serial, data: {} });
     expect(await code(auth.authenticate(certProof(c.certificate)))).toBe('forbidden');
+  });
+
+  it('an attestation key certificate of a device (profile tpm-ak): forbidden, an AK never authenticates a device', async () => {
+    await h.register('dev-ak');
+    const spki = crypto.createPublicKey(generateKeyPair('rsa-2048').privateKey).export({ type: 'spki', format: 'der' });
+    const ak = await signAndRecord(h.store, { spki, profile: TPM_AK_PROFILE }, () => h.ca.issueAttestationKey({ subject: [{ type: 'CN', value: 'dev-ak' }], spki, validitySeconds: 86400 }), {
+      deviceId: 'dev-ak',
+      subject: 'CN=dev-ak',
+      audit: { actor: 'test', subject: 'dev-ak' },
+    });
+    await expect(auth.authenticate(certProof(ak.der))).rejects.toMatchObject({ code: 'forbidden', message: 'an attestation key certificate does not authenticate a device' });
   });
 
   it('a certificate signed by this CA but not in the store: forbidden', async () => {

@@ -1,0 +1,296 @@
+import { execFileSync } from 'node:child_process';
+import { createHash, generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { tpm2ToolsCredentialFile } from '../../src/attestation/tpm/make-credential';
+import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
+import { buildExternallySignedCsr, tpmCertifyStatement } from '../fixtures/build-csr';
+import { openssl, opensslAny, pkiClient, Reply } from '../helpers/pki-client';
+import { assertBuilt, RunningService, startService } from '../helpers/service-process';
+import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
+import { makeTmpDir, TmpDir } from '../helpers/tmp';
+
+/**
+ * TPM attestation end to end through the BUILT service (issue 9): a device with a real TPM (swtpm,
+ * tpm2-tools) registers its AK over EST (EK certificate from swtpm's provisioning, MakeCredential answered by
+ * tpm2_activatecredential), fetches a nonce, has the AK certify a key created in the TPM with the nonce as
+ * qualifyingData, and enrolls with a CSR signed by that TPM key carrying the evidence attribute. openssl
+ * verifies the certificate. Keys outside the TPM, stale nonces and another device's AK are refused with
+ * the failed check in the body and an audit record naming it.
+ */
+const AK1 = '0x81010002';
+const KEY = '0x81010003';
+const AK2 = '0x81010005';
+const AK3 = '0x81010006';
+const CERTIFY = join(__dirname, '../fixtures/tpm/tpm-certify.py');
+
+let prov: TmpDir;
+let tpm: SwTpm;
+let tmp: TmpDir;
+let svc: RunningService;
+let current: RunningService;
+const secrets = new Map<string, string>();
+/** labels: the EST label (and profile) each device is registered for */
+const labels = new Map<string, string>();
+const c = pkiClient({ svc: () => current, tmp: () => tmp });
+
+/** configYaml: EK roots from the test's swtpm CA; with `own`, profiles and labels of the test, else the built-in label "tpm" */
+const configYaml = (nonceTtl: string, own = true): string =>
+  [
+    'attestation:',
+    `  ekRoots: [${JSON.stringify(tmp.file('tpm-roots'))}]`,
+    `  nonceTtl: ${nonceTtl}`,
+    ...(own
+      ? [
+          'profiles:',
+          '  default: {}',
+          '  tpm: { auth: [basic], attestation: required, keyAlgorithms: [ecdsa-p256] }',
+          '  tpm-manual: { auth: [basic], attestation: required, manualApproval: true }',
+          'est:',
+          '  labels:',
+          '    default: {}',
+          '    tpm: { profile: tpm }',
+          '    tpm-manual: { profile: tpm-manual }',
+        ]
+      : []),
+    '',
+  ].join('\n');
+
+/** postTpm: POST <est>/tpm/<path> with the device's id and one-time secret (HTTP Basic), JSON in and out */
+async function postTpm(path: string, id: string, body: unknown): Promise<Reply> {
+  const f = tmp.write(`json/${c.next()}.json`, JSON.stringify(body));
+  return c.curl(`${current.est}/${labels.get(id)}/tpm/${path}`, ['-u', `${id}:${secrets.get(id)}`, '-H', 'Content-Type: application/json', '--data-binary', `@${f}`]);
+}
+
+/** registerAk: POST tpm/ak, tpm2_activatecredential on the challenge, POST tpm/ak/activate */
+async function registerAk(id: string, akHandle: string, akPub: string): Promise<Reply> {
+  const r = await postTpm('ak', id, {
+    ekCertificate: tpm.dir.read('ek.der').toString('base64'),
+    ekChain: [new X509Certificate(tpm.ekIssuerPem).raw.toString('base64')],
+    ekPublic: tpm.dir.read('ek.pub').toString('base64'),
+    akPublic: tpm.dir.read(akPub).toString('base64'),
+  });
+  expect(r.status).toBe(200);
+  const ch = JSON.parse(r.text) as { akName: string; credentialBlob: string; encryptedSecret: string };
+  const blob = tpm.dir.write(`cred-${id}.blob`, tpm2ToolsCredentialFile({ credentialBlob: Buffer.from(ch.credentialBlob, 'base64'), secret: Buffer.from(ch.encryptedSecret, 'base64') }));
+  tpm.tpm2('sh', [
+    '-c',
+    'tpm2_startauthsession --policy-session -S s.ctx >/dev/null && tpm2_policysecret -S s.ctx -c e >/dev/null && ' +
+      `tpm2_activatecredential -c ${akHandle} -C ek.ctx -i ${blob} -o secret-${id}.out -P session:s.ctx >/dev/null; rc=$?; tpm2_flushcontext s.ctx >/dev/null 2>&1; exit $rc`,
+  ]);
+  return postTpm('ak/activate', id, { akName: ch.akName, secret: tpm.dir.read(`secret-${id}.out`).toString('base64') });
+}
+
+async function nonceOf(id: string): Promise<Buffer> {
+  const r = await postTpm('nonce', id, {});
+  expect(r.status).toBe(200);
+  return Buffer.from((JSON.parse(r.text) as { nonce: string }).nonce, 'base64');
+}
+
+/** certify: TPM2_Certify of KEY by the AK with qualifyingData = nonce, as the evidence statement of the CSR */
+function evidence(akHandle: string, nonce: Buffer): Buffer {
+  execFileSync('python3', [CERTIFY, String(tpm.port), KEY, akHandle, nonce.toString('hex'), tpm.dir.file('c.attest'), tpm.dir.file('c.sig')]);
+  return tpmCertifyStatement({ tpmsAttest: tpm.dir.read('c.attest'), signature: tpm.dir.read('c.sig'), tpmtPublic: tpm.dir.read('key.pub').subarray(2) }, 'tpm2');
+}
+
+/** tpmCsr: a CSR for the TPM key, signed by the TPM (tpm2_sign), optionally carrying evidence */
+function tpmCsr(id: string, ev?: Buffer): Buffer {
+  const spki = tpmPublicKey(parseTpm2bPublic(tpm.dir.read('key.pub'))).export({ type: 'spki', format: 'der' });
+  return buildExternallySignedCsr({
+    spki,
+    subject: [{ type: 'CN', value: id }],
+    evidence: ev,
+    sign: (info) => {
+      tpm.dir.write('csr.info', info);
+      tpm.tpm2('tpm2_sign', ['-c', KEY, '-g', 'sha256', '-s', 'ecdsa', '-f', 'plain', '-o', 'csr.sig', 'csr.info']);
+      return tpm.dir.read('csr.sig');
+    },
+  });
+}
+
+/** softwareCsr: a CSR for a key openssl made outside the TPM, optionally carrying (someone else's) evidence */
+function softwareCsr(id: string, ev?: Buffer): Buffer {
+  const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const spki = key.publicKey.export({ type: 'spki', format: 'der' });
+  return buildExternallySignedCsr({ spki, subject: [{ type: 'CN', value: id }], evidence: ev, sign: (info) => sign('sha256', info, key.privateKey) });
+}
+
+const postLabel = async (id: string, csr: Buffer): Promise<Reply> => {
+  const f = tmp.write(`req/${c.next()}.b64`, csr.toString('base64'));
+  return c.curl(`${current.est}/${labels.get(id)}/simpleenroll`, ['-H', 'Content-Type: application/pkcs10', '--data-binary', `@${f}`, '-u', `${id}:${secrets.get(id)}`]);
+};
+
+/** failedChecks: the checks named by tpm.attestation.failed audit records of a device, read from the store file */
+function failedChecks(s: RunningService, id: string): string[] {
+  const db = new Database(join(s.dataDir, 'device-ca.sqlite'), { readonly: true });
+  try {
+    const rows = db.prepare("SELECT data FROM audit WHERE type = 'tpm.attestation.failed' AND subject = ? ORDER BY seq").all(id) as { data: string }[];
+    return rows.map((r) => (JSON.parse(r.data) as { check: string }).check);
+  } finally {
+    db.close();
+  }
+}
+
+async function addDevice(s: RunningService, id: string, label = 'tpm'): Promise<void> {
+  labels.set(id, label);
+  const r = await s.cli(['devices', 'add', id, '--owner', 'acme', '--label', label]);
+  expect(r.code).toBe(0);
+  secrets.set(id, r.stdout.trim());
+}
+
+beforeAll(async () => {
+  assertBuilt();
+  tmp = makeTmpDir('device-ca-tpm-enroll-');
+  prov = provisionSwTpm();
+  tpm = await startSwTpm(prov);
+  tmp.write('tpm-roots/swtpm-root.pem', tpm.ekRootPem);
+  tpm.tpm2('tpm2_getekcertificate', ['-o', 'ek.der']);
+  tpm.tpm2('tpm2_createek', ['-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub']);
+  for (const [name, handle] of [
+    ['ak1', AK1],
+    ['ak2', AK2],
+    ['ak3', AK3],
+  ]) {
+    tpm.tpm2('tpm2_createak', ['-C', 'ek.ctx', '-c', `${name}.ctx`, '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', `${name}.pub`, '-n', `${name}.name`]);
+    tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', `${name}.ctx`, handle]);
+  }
+  tpm.tpm2('tpm2_createprimary', ['-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', 'srk.ctx']);
+  tpm.tpm2('tpm2_create', ['-C', 'srk.ctx', '-G', 'ecc256:ecdsa-sha256', '-a', 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign|noda', '-u', 'key.pub', '-r', 'key.priv']);
+  tpm.tpm2('tpm2_load', ['-C', 'srk.ctx', '-u', 'key.pub', '-r', 'key.priv', '-c', 'key.ctx']);
+  tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', 'key.ctx', KEY]);
+  svc = await startService({ configYaml: configYaml('5m') });
+  current = svc;
+  await addDevice(svc, 'dev-1');
+  await addDevice(svc, 'dev-2');
+}, 60_000);
+
+afterAll(async () => {
+  await svc?.stop();
+  await tpm?.stop();
+  prov?.cleanup();
+  tmp?.cleanup();
+});
+
+describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
+  it('registers each device its own AK: EK certificate chain checked, credential activated in the TPM', async () => {
+    const r1 = await registerAk('dev-1', AK1, 'ak1.pub');
+    expect(r1.status).toBe(200);
+    const a1 = JSON.parse(r1.text) as { akName: string; status: string; serial: string; certificate: string };
+    expect(a1).toMatchObject({ akName: tpm.dir.read('ak1.name').toString('hex'), status: 'active' });
+    // the AK certificate: chains to the CA, EKU tcg-kp-AIKCertificate, TCG policies residency + restricted, the AK's key
+    const akCrt = tmp.file('ak1.crt');
+    await openssl('x509', '-inform', 'DER', '-in', tmp.write('ak1.der', Buffer.from(a1.certificate, 'base64')), '-out', akCrt);
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, akCrt)).out).toBe(`${akCrt}: OK\n`);
+    const text = (await openssl('x509', '-in', akCrt, '-noout', '-text', '-serial')).stdout;
+    expect(text).toMatch(/X509v3 Extended Key Usage: *\n *2\.23\.133\.8\.3\n/);
+    expect(text).toMatch(/X509v3 Certificate Policies: *\n *Policy: 2\.23\.133\.11\.1\.1\n *Policy: 2\.23\.133\.11\.1\.3\n/);
+    expect(text).toContain('Subject: O = acme, CN = dev-1');
+    expect(text).toContain(`serial=${a1.serial.toUpperCase()}`);
+    expect((await openssl('x509', '-in', akCrt, '-noout', '-pubkey')).stdout).toBe(tpmPublicKey(parseTpm2bPublic(tpm.dir.read('ak1.pub'))).export({ type: 'spki', format: 'pem' }));
+    expect((await registerAk('dev-2', AK2, 'ak2.pub')).status).toBe(200);
+  });
+
+  it('refuses a key that is not in the TPM: no evidence, or evidence about another key', async () => {
+    const none = await postLabel('dev-1', softwareCsr('dev-1'));
+    expect(none.status).toBe(403);
+    expect(none.text).toContain('attestation failed: evidence');
+    const other = await postLabel('dev-1', softwareCsr('dev-1', evidence(AK1, await nonceOf('dev-1'))));
+    expect(other.status).toBe(403);
+    expect(other.text).toContain('attestation failed: key-mismatch');
+    expect(failedChecks(svc, 'dev-1')).toEqual(['evidence', 'key-mismatch']);
+  });
+
+  it("refuses evidence certified by another device's AK, and a nonce of another device", async () => {
+    const byAk1 = await postLabel('dev-2', tpmCsr('dev-2', evidence(AK1, await nonceOf('dev-2'))));
+    expect(byAk1.status).toBe(403);
+    expect(byAk1.text).toContain('attestation failed: ak-unregistered');
+    const foreignNonce = await postLabel('dev-2', tpmCsr('dev-2', evidence(AK2, await nonceOf('dev-1'))));
+    expect(foreignNonce.status).toBe(403);
+    expect(foreignNonce.text).toContain('attestation failed: nonce');
+    expect(failedChecks(svc, 'dev-2')).toEqual(['ak-unregistered', 'nonce']);
+  });
+
+  it('issues a certificate for the TPM key: CSR signed by the TPM, TPM2_Certify with a fresh nonce; openssl verifies it', async () => {
+    const r = await postLabel('dev-1', tpmCsr('dev-1', evidence(AK1, await nonceOf('dev-1'))));
+    const crt = await c.certOf(r, 'dev-1');
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
+    const pub = (await openssl('x509', '-in', crt, '-noout', '-pubkey')).stdout;
+    expect(pub).toBe(tpmPublicKey(parseTpm2bPublic(tpm.dir.read('key.pub'))).export({ type: 'spki', format: 'pem' }));
+    // the marker a relying party reads: TCG policies tcg-cap-verifiedTPMResidency and tcg-cap-verifiedTPMFixed
+    const text = (await openssl('x509', '-in', crt, '-noout', '-text')).stdout;
+    expect(text).toMatch(/X509v3 Certificate Policies: *\n *Policy: 2\.23\.133\.11\.1\.1\n *Policy: 2\.23\.133\.11\.1\.2\n/);
+    expect(text).toMatch(/X509v3 Extended Key Usage: *\n *TLS Web Client Authentication\n/);
+
+    // devices show: the AK binding with its EK, the verdict, and which certificate's key was attested
+    const serial = (await openssl('x509', '-in', crt, '-noout', '-serial')).stdout
+      .trim()
+      .replace(/^serial=/, '')
+      .toLowerCase();
+    const shown = JSON.parse(await c.cliOk('devices', 'show', 'dev-1', '--json')) as {
+      aks: { akName: string; status: string; ekSha256: string; ekModel: string }[];
+      lastAttestation: { verdict: string; serial: string };
+      certificates: { serial: string; profile: string; tpmAttested: boolean }[];
+    };
+    expect(shown.aks).toEqual([
+      expect.objectContaining({ akName: tpm.dir.read('ak1.name').toString('hex'), status: 'active', ekSha256: createHash('sha256').update(tpm.dir.read('ek.der')).digest('hex'), ekModel: 'swtpm' }),
+    ]);
+    expect(shown.lastAttestation).toMatchObject({ verdict: 'attested', serial });
+    expect(shown.certificates.map((x) => [x.profile, x.tpmAttested]).sort()).toEqual([
+      ['tpm', true],
+      ['tpm-ak', false],
+    ]);
+    // the admin API's device view says the same, to the device's owner
+    const token = (await c.cliOk('tokens', 'create', '--scope', 'owner:acme')).trim();
+    const api = await c.curl(`https://localhost:${svc.httpsPort}/api/v1/devices/dev-1`, ['-H', `Authorization: Bearer ${token}`]);
+    expect(api.status).toBe(200);
+    const view = JSON.parse(api.text) as typeof shown;
+    expect(view.aks).toEqual(shown.aks);
+    expect(view.lastAttestation).toEqual(shown.lastAttestation);
+    expect(view.certificates.map((x) => [x.serial, x.tpmAttested]).sort()).toEqual(shown.certificates.map((x) => [x.serial, x.tpmAttested]).sort());
+    expect(await c.cliOk('devices', 'show', 'dev-2')).toMatch(/\nlastAttestation: refused \S+ check nonce\n/);
+  });
+
+  it('a certificate from a profile without attestation carries no TPM marker', async () => {
+    const d = await c.enroll('dev-5', 'acme', 'cli');
+    expect((await openssl('x509', '-in', d.crt, '-noout', '-text')).stdout).not.toContain('Certificate Policies');
+  });
+
+  it('manual approval: the device polls with the same CSR and gets its certificate once approved; a new CSR cannot reuse the nonce', async () => {
+    await addDevice(svc, 'dev-4', 'tpm-manual');
+    expect((await registerAk('dev-4', AK3, 'ak3.pub')).status).toBe(200);
+    const ev = evidence(AK3, await nonceOf('dev-4'));
+    const csr = tpmCsr('dev-4', ev);
+    const held = await postLabel('dev-4', csr);
+    expect(held.status).toBe(202);
+    const requestId = /request (\S+) is waiting/.exec(held.text)![1];
+    expect((await postLabel('dev-4', csr)).status).toBe(202); // polling while the operator has not decided
+    // another CSR (the TPM signs again: ECDSA is randomized) with the evidence whose nonce the queued one spent
+    const reused = await postLabel('dev-4', tpmCsr('dev-4', ev));
+    expect(reused.status).toBe(403);
+    expect(reused.text).toContain('attestation failed: nonce');
+    await c.cliOk('requests', 'approve', requestId);
+    const crt = await c.certOf(await postLabel('dev-4', csr), 'dev-4');
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
+    // evidence checked when the request was queued: the approved certificate carries the marker too
+    expect((await openssl('x509', '-in', crt, '-noout', '-text')).stdout).toContain('Policy: 2.23.133.11.1.2');
+    expect(failedChecks(svc, 'dev-4')).toEqual(['nonce']);
+  });
+
+  it('refuses a stale nonce: older than attestation.nonceTtl on the CA clock (the built-in label "tpm" of the default config)', async () => {
+    const short = await startService({ configYaml: configYaml('1s', false) });
+    try {
+      current = short;
+      await addDevice(short, 'dev-3');
+      expect((await registerAk('dev-3', AK1, 'ak1.pub')).status).toBe(200);
+      const nonce = await nonceOf('dev-3');
+      await new Promise((r) => setTimeout(r, 1500));
+      const stale = await postLabel('dev-3', tpmCsr('dev-3', evidence(AK1, nonce)));
+      expect(stale.status).toBe(403);
+      expect(stale.text).toContain('attestation failed: nonce');
+      expect(failedChecks(short, 'dev-3')).toEqual(['nonce']);
+    } finally {
+      current = svc;
+      expect(await short.stop()).toBe(0);
+    }
+  }, 60_000);
+});
