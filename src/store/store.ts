@@ -306,6 +306,36 @@ export interface TokenStore {
   revokeToken(id: string, audit: AuditInput): Promise<TokenRecord>;
 }
 
+/**
+ * ConsoleSessionRecord: one signed-in operator console session. The session id (the cookie) is kept only as
+ * its SHA-256; the session holds the SHA-256 of the admin token it was exchanged for, so the token's scope
+ * and revocation are read again on every request.
+ */
+export interface ConsoleSessionRecord {
+  idHash: string;
+  tokenHash: string;
+  createdAt: Date;
+  /** idleExpiresAt: the session ends here unless used before; each use moves it (never past expiresAt) */
+  idleExpiresAt: Date;
+  /** expiresAt: the absolute end, whatever the use */
+  expiresAt: Date;
+}
+
+/**
+ * ConsoleSessionStore keeps console sessions where every node sees them, so a session signed in on one
+ * node works on the next and a sign-out ends it everywhere.
+ */
+export interface ConsoleSessionStore {
+  createSession(s: ConsoleSessionRecord, now: Date): Promise<void>;
+  /**
+   * touchSession: the live session, its idle expiry moved to min(now + idleMs, expiresAt); null when there is
+   * none or it has expired (idle or absolute).
+   */
+  touchSession(idHash: string, now: Date, idleMs: number): Promise<ConsoleSessionRecord | null>;
+  /** deleteSession ends a session at once (sign-out); nothing happens for one that does not exist. */
+  deleteSession(idHash: string): Promise<void>;
+}
+
 /** Lease is held by one holder until expiresAt; fence grows each time the lease changes hands. */
 export interface Lease {
   /**
@@ -432,7 +462,7 @@ export interface AttestationStore {
   revokeAks(deviceId: string, blockEks: boolean, now: Date, audit: AuditInput): Promise<number>;
 }
 
-export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, LeaseStore, CaStateStore, IntegrityStore {
+export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, ConsoleSessionStore, LeaseStore, CaStateStore, IntegrityStore {
   close(): Promise<void>;
 }
 

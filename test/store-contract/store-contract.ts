@@ -659,6 +659,48 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
     });
 
+    describe('console sessions (createSession / touchSession / deleteSession)', () => {
+      // the idle expiry is real time: Redis enforces it with its own clock (PEXPIREAT)
+      const session = (idHash: string, o: { idleMs?: number; lifeMs?: number } = {}) => {
+        const now = new Date();
+        return { idHash, tokenHash: 'ab'.repeat(32), createdAt: now, idleExpiresAt: new Date(now.getTime() + (o.idleMs ?? 60_000)), expiresAt: new Date(now.getTime() + (o.lifeMs ?? 3600_000)) };
+      };
+
+      it('a session is found by its id hash, and each use moves its idle expiry, never past its absolute end', async () => {
+        const s = session('s1'.repeat(32), { lifeMs: 120_000 });
+        await store.createSession(s, s.createdAt);
+        const now = new Date();
+        const t = await store.touchSession(s.idHash, now, 90_000);
+        expect(t).toEqual({ ...s, idleExpiresAt: new Date(now.getTime() + 90_000) });
+        const capped = await store.touchSession(s.idHash, now, 600_000);
+        expect(capped?.idleExpiresAt).toEqual(s.expiresAt);
+        expect(await store.touchSession('ff'.repeat(32), now, 90_000)).toBeNull();
+      });
+
+      it('an idle-expired or absolutely expired session is gone', async () => {
+        const idle = session('i1'.repeat(32), { idleMs: -1000 });
+        await store.createSession(idle, idle.createdAt);
+        expect(await store.touchSession(idle.idHash, new Date(), 60_000)).toBeNull();
+        const old = session('o1'.repeat(32), { lifeMs: 30_000 });
+        await store.createSession(old, old.createdAt);
+        expect(await store.touchSession(old.idHash, new Date(old.expiresAt.getTime() + 1), 60_000)).toBeNull();
+        expect(await store.touchSession(old.idHash, new Date(), 60_000)).toBeNull();
+      });
+
+      it('deleteSession ends it for every client of the store; another session stays', async () => {
+        const a = session('a1'.repeat(32));
+        const b = session('b1'.repeat(32));
+        await store.createSession(a, a.createdAt);
+        await store.createSession(b, b.createdAt);
+        const other = sut.another ? await sut.another() : store;
+        expect(await other.touchSession(a.idHash, new Date(), 60_000)).not.toBeNull();
+        await store.deleteSession(a.idHash);
+        await store.deleteSession(a.idHash);
+        expect(await other.touchSession(a.idHash, new Date(), 60_000)).toBeNull();
+        expect(await store.touchSession(b.idHash, new Date(), 60_000)).not.toBeNull();
+      });
+    });
+
     describe('leases (acquireLease / releaseLease)', () => {
       const t0 = new Date('2030-01-01T00:00:00Z');
       const at = (ms: number): Date => new Date(t0.getTime() + ms);

@@ -8,6 +8,7 @@ import {
   AuthAttemptReservation,
   AuthAttemptRules,
   CaStateEntry,
+  ConsoleSessionRecord,
   CertificateChange,
   CertificateRecord,
   CertificateStatus,
@@ -62,6 +63,7 @@ type CertMeta = Omit<CertificateRecord, 'der' | 'notBefore' | 'notAfter' | 'revo
 type SecretRow = { id: number; deviceId: string; hash: string; expiresAt: number; usedAt: number | null; certSerial: string | null };
 type DeviceRow = Omit<DeviceRecord, 'createdAt' | 'updatedAt'> & { createdAt: number; updatedAt: number };
 type RequestRow = Omit<EnrollmentRequestRecord, 'csr' | 'createdAt' | 'decidedAt'> & { csr: string; createdAt: number; decidedAt: number | null };
+type SessionRow = { tokenHash: string; createdAt: number; expiresAt: number };
 type TokenRow = Omit<TokenRecord, 'createdAt' | 'revokedAt'> & { createdAt: number; revokedAt: number | null };
 type AuditRow = Omit<AuditRecord, 'at'> & { at: number };
 type AttemptRow = { key: string; at: number };
@@ -759,6 +761,31 @@ export class RedisStore implements Store {
       await this.auditTo(m, audit, now);
       return tokenFromRow(next);
     });
+  }
+
+  // ---- operator console sessions ----
+  // one key per session, which Redis itself deletes at the idle expiry (PEXPIREAT); the record holds the rest
+  async createSession(c: ConsoleSessionRecord, _now: Date): Promise<void> {
+    const row: SessionRow = { tokenHash: c.tokenHash, createdAt: ms(c.createdAt), expiresAt: ms(c.expiresAt) };
+    await this.w.multi().set(this.k('session', c.idHash), JSON.stringify(row)).pexpireat(this.k('session', c.idHash), ms(c.idleExpiresAt)).exec();
+  }
+
+  async touchSession(idHash: string, now: Date, idleMs: number): Promise<ConsoleSessionRecord | null> {
+    const key = this.k('session', idHash);
+    const row = await this.getJson<SessionRow>(this.w, key);
+    if (!row) return null;
+    if (row.expiresAt <= ms(now)) {
+      await this.w.del(key);
+      return null;
+    }
+    const idle = Math.min(ms(now) + idleMs, row.expiresAt);
+    // PEXPIREAT on a key a sign-out deleted in between answers 0 and creates nothing
+    if ((await this.w.pexpireat(key, idle)) !== 1) return null;
+    return { idHash, tokenHash: row.tokenHash, createdAt: new Date(row.createdAt), idleExpiresAt: new Date(idle), expiresAt: new Date(row.expiresAt) };
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    await this.w.del(this.k('session', idHash));
   }
 
   // ---- leases ----

@@ -16,6 +16,7 @@ import {
   DeviceState,
   CertificateChange,
   CaStateEntry,
+  ConsoleSessionRecord,
   CrlRecord,
   Lease,
   DeviceChange,
@@ -583,6 +584,43 @@ export class SqliteStore implements Store, AttestationStore {
   async releaseLease(name: string, holder: string): Promise<void> {
     // the row stays (expired) so the fence keeps growing from where it was
     this.stmt('UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?').run(name, holder);
+  }
+
+  // ---- operator console sessions ----
+  async createSession(c: ConsoleSessionRecord, now: Date): Promise<void> {
+    this.db
+      .transaction(() => {
+        // sessions nobody signed out of end here, a page of them at each sign-in
+        this.stmt('DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions WHERE idle_expires_at <= ? LIMIT 100)').run(ms(now));
+        this.stmt('INSERT INTO console_sessions (id_hash, token_hash, created_at, idle_expires_at, expires_at) VALUES (?, ?, ?, ?, ?)').run(
+          c.idHash,
+          c.tokenHash,
+          ms(c.createdAt),
+          ms(c.idleExpiresAt),
+          ms(c.expiresAt),
+        );
+      })
+      .immediate();
+  }
+
+  async touchSession(idHash: string, now: Date, idleMs: number): Promise<ConsoleSessionRecord | null> {
+    return this.db
+      .transaction((): ConsoleSessionRecord | null => {
+        const r = this.stmt('SELECT * FROM console_sessions WHERE id_hash = ?').get(idHash) as Row | undefined;
+        if (!r) return null;
+        if (Number(r.idle_expires_at) <= ms(now) || Number(r.expires_at) <= ms(now)) {
+          this.stmt('DELETE FROM console_sessions WHERE id_hash = ?').run(idHash);
+          return null;
+        }
+        const idle = Math.min(ms(now) + idleMs, Number(r.expires_at));
+        this.stmt('UPDATE console_sessions SET idle_expires_at = ? WHERE id_hash = ?').run(idle, idHash);
+        return { idHash, tokenHash: String(r.token_hash), createdAt: date(r.created_at), idleExpiresAt: new Date(idle), expiresAt: date(r.expires_at) };
+      })
+      .immediate();
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    this.stmt('DELETE FROM console_sessions WHERE id_hash = ?').run(idHash);
   }
 
   // ---- integrity and health ----
