@@ -22,6 +22,8 @@ declare -A CHECK=(
   [swtpm]=/usr/bin/swtpm
   [swtpm-tools]=/usr/bin/swtpm_setup
   [tpm2-tools]=/usr/bin/tpm2_createak
+  # the operator console's browser test: headless Chromium driven by playwright-core (no browser download)
+  [chromium]=/usr/bin/chromium
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do
