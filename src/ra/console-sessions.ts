@@ -80,6 +80,6 @@ export class ConsoleSessions {
 }
 
 /** csrfOf: the session's CSRF token, a one-way function of its id (so nothing more is stored). */
-function csrfOf(sessionId: string): string {
+export function csrfOf(sessionId: string): string {
   return crypto.createHash('sha256').update('device-ca console csrf\0').update(sessionId).digest('base64url');
 }
