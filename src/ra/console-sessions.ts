@@ -58,9 +58,7 @@ export class ConsoleSessions {
   async authenticate(sessionId: string | undefined, csrf: string | undefined, stateChanging: boolean): Promise<ConsoleCaller> {
     if (!sessionId || !SESSION_ID.test(sessionId)) throw new DeviceCaError('unauthenticated', 'not signed in to the console');
     const expected = csrfOf(sessionId);
-    if (stateChanging && !(typeof csrf === 'string' && csrf.length === expected.length && crypto.timingSafeEqual(Buffer.from(csrf), Buffer.from(expected)))) {
-      throw new DeviceCaError('forbidden', 'missing or wrong X-CSRF-Token header');
-    }
+    if (stateChanging && !sameToken(csrf, expected)) throw new DeviceCaError('forbidden', 'missing or wrong X-CSRF-Token header');
     const s = await this.store.touchSession(sha256(sessionId), this.clock(), this.settings.idleSeconds * 1000);
     if (!s) throw new DeviceCaError('unauthenticated', 'the console session has ended; sign in again');
     try {
@@ -77,6 +75,14 @@ export class ConsoleSessions {
     await this.authenticate(sessionId, csrf, true);
     await this.store.deleteSession(sha256(sessionId!));
   }
+}
+
+/** sameToken: constant-time comparison of the bytes (a header of as many characters can have more bytes). */
+function sameToken(given: string | undefined, expected: string): boolean {
+  if (typeof given !== 'string') return false;
+  const a = Buffer.from(given, 'utf8');
+  const b = Buffer.from(expected, 'utf8');
+  return a.length === b.length && crypto.timingSafeEqual(a, b);
 }
 
 /** csrfOf: the session's CSRF token, a one-way function of its id (so nothing more is stored). */

@@ -51,6 +51,8 @@ export interface FuzzMaterial {
   adminRoutes: AdminRoute[];
   ocspRequests: Buffer[];
   caNames: string[];
+  /** consoleSession: an operator console session (the cookie's value) and its CSRF token */
+  consoleSession: { id: string; csrf: string };
   /** replaceSlot: register a fresh device in slot i (its secret was used by a successful enrollment) */
   replaceSlot(i: number): Promise<void>;
 }
@@ -159,6 +161,10 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     }
   }
 
+  const signIn = await sendRaw(ep, { listener: 'https', method: 'POST', path: '/console/api/session', headers: [['Content-Type', 'application/json']], body: Buffer.from(JSON.stringify({ token })) });
+  if (signIn.kind !== 'reply' || signIn.status !== 201) throw new Error(`console sign-in: ${signIn.kind === 'reply' ? `HTTP ${signIn.status}` : signIn.error}`);
+  const consoleSession = { id: /dca_console=([^;]+)/.exec(signIn.headers.get('set-cookie') ?? '')![1], csrf: bodyJson(signIn).csrf as string };
+
   const m: FuzzMaterial = {
     ep,
     token,
@@ -169,6 +175,7 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     adminRoutes,
     ocspRequests,
     caNames: ['device-ca-issuing', 'device-ca-root'],
+    consoleSession,
     async replaceSlot(i) {
       m.estSlots[i] = await register('fz-est');
     },
