@@ -6,14 +6,16 @@ const STATES = ['', 'registered', 'active', 'suspended', 'transferring', 'retire
 const PAGE = 50;
 
 /**
- * renderDevices: one page of devices from the server (the store's {after, limit} paging), filtered by owner
- * and state there; the filter lives in the URL so a page can be bookmarked and the back button works.
+ * renderDevices: one page of devices from the server (the store's {after, limit} paging), filtered by id
+ * prefix, owner and state there; the filter lives in the URL so a page can be bookmarked and the back button works.
  */
 export async function renderDevices(app: HTMLElement, params: URLSearchParams, operator: boolean): Promise<void> {
+  const idPrefix = params.get('idPrefix') ?? '';
   const owner = params.get('owner') ?? '';
   const state = params.get('state') ?? '';
   const after = params.get('after') ?? '';
-  const page = await api<Page<Device>>('GET', `/v1/devices${q({ owner: operator ? owner : undefined, state, after, limit: PAGE })}`);
+  const page = await api<Page<Device>>('GET', `/v1/devices${q({ idPrefix, owner: operator ? owner : undefined, state, after, limit: PAGE })}`);
+  const prefixInput = h('input', { name: 'idPrefix', value: idPrefix, placeholder: 'any', id: 'filter-prefix' });
   const ownerInput = h('input', { name: 'owner', value: owner, placeholder: 'any', id: 'filter-owner' });
   const stateSelect = h('select', { name: 'state', id: 'filter-state' }, ...STATES.map((s) => h('option', { value: s, ...(s === state ? { selected: '' } : {}) }, s || 'any')));
   const idInput = h('input', { name: 'id', placeholder: 'device id', id: 'open-id', required: '' });
@@ -27,9 +29,10 @@ export async function renderDevices(app: HTMLElement, params: URLSearchParams, o
         id: 'device-filter',
         onsubmit: (e: Event) => {
           e.preventDefault();
-          location.hash = `#/devices${q({ owner: operator ? ownerInput.value.trim() : undefined, state: stateSelect.value })}`;
+          location.hash = `#/devices${q({ idPrefix: prefixInput.value.trim(), owner: operator ? ownerInput.value.trim() : undefined, state: stateSelect.value })}`;
         },
       },
+      h('label', {}, 'Id starts with', prefixInput),
       operator ? h('label', {}, 'Owner', ownerInput) : null,
       h('label', {}, 'State', stateSelect),
       h('button', { type: 'submit' }, 'Search'),
@@ -57,8 +60,8 @@ export async function renderDevices(app: HTMLElement, params: URLSearchParams, o
     h(
       'div',
       { class: 'pager' },
-      after ? h('a', { href: `#/devices${q({ owner, state })}` }, '« first page') : null,
-      page.next ? h('a', { href: `#/devices${q({ owner, state, after: page.next })}`, id: 'next-page' }, 'next page »') : null,
+      after ? h('a', { href: `#/devices${q({ idPrefix, owner, state })}` }, '« first page') : null,
+      page.next ? h('a', { href: `#/devices${q({ idPrefix, owner, state, after: page.next })}`, id: 'next-page' }, 'next page »') : null,
     ),
   );
 }

@@ -166,8 +166,11 @@ export interface DeviceStore {
   /** createDevice inserts a device and its first secret together; 'conflict' if the id exists. */
   createDevice(d: Omit<DeviceRecord, 'createdAt' | 'updatedAt' | 'pendingOwner'>, secret: Omit<SecretRecord, 'id' | 'deviceId' | 'usedAt' | 'certSerial'>, audit: AuditInput): Promise<DeviceRecord>;
   getDevice(id: string): Promise<DeviceRecord | null>;
-  /** listDevices: devices in id order. */
-  listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>>;
+  /**
+   * listDevices: devices in id order; idPrefix keeps the ids that start with it (device ids are ASCII
+   * letters, digits and . _ @ -, so the ids with a prefix are the range [prefix, prefix + DEL)).
+   */
+  listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>>;
   /** activeSecrets: unused, unexpired secrets of a device, newest first. */
   activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]>;
   /** spentSecrets: secrets of a device spent on a certificate at or after usedSince, newest first. */

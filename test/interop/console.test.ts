@@ -132,6 +132,11 @@ describe('an operator session', () => {
     await page.goto(`${base}/console/#/devices`);
     await page.locator('#device-list').waitFor();
     expect(await page.locator('#device-list').innerText()).toMatch(/acme-1[\s\S]*acme-2[\s\S]*globex-1/);
+    // search by id prefix, answered by the server
+    await page.locator('#filter-prefix').fill('acme-');
+    await page.locator('#device-filter button[type=submit]').click();
+    await page.locator('#device-list:not(:has-text("globex-1"))').waitFor();
+    expect(await page.locator('#device-list').innerText()).toMatch(/acme-1[\s\S]*acme-2/);
     await shot(page, '2-devices');
     await page.locator('#device-list a:text-is("acme-1")').click();
     await page.locator('#certificates').waitFor();

@@ -143,6 +143,21 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await store.listDevices({})).items).toHaveLength(23); // default limit is DEFAULT_PAGE_LIMIT
       });
 
+      it('listDevices with idPrefix: the ids that start with it, paged like the rest and combined with the other filters', async () => {
+        const ids = Array.from({ length: 23 }, (_, i) => `dev-${String(i).padStart(3, '0')}`);
+        await Promise.all(ids.map((id, i) => addDevice(id, i % 3 === 0 ? 'acme' : 'globex')));
+        await addDevice('dev-0', 'acme');
+        await addDevice('dev-1a', 'acme');
+        await addDevice('dev', 'acme');
+        const prefixed = await walk((after) => store.listDevices({ idPrefix: 'dev-01', after, limit: 3 }));
+        expect(prefixed.items.map((d) => d.id)).toEqual(ids.filter((id) => id.startsWith('dev-01')));
+        expect((await walk((after) => store.listDevices({ idPrefix: 'dev-0', owner: 'acme', after, limit: 2 }))).items.map((d) => d.id)).toEqual(['dev-0', ...ids.filter((id, i) => i % 3 === 0)]);
+        expect((await store.listDevices({ idPrefix: 'dev-1' })).items.map((d) => d.id)).toEqual(['dev-1a']);
+        expect((await store.listDevices({ idPrefix: 'dev-02', after: 'dev-001' })).items.map((d) => d.id)).toEqual(['dev-020', 'dev-021', 'dev-022']);
+        expect((await store.listDevices({ idPrefix: 'dev-00', after: 'dev-005' })).items.map((d) => d.id)).toEqual(['dev-006', 'dev-007', 'dev-008', 'dev-009']);
+        expect((await store.listDevices({ idPrefix: 'nope' })).items).toEqual([]);
+      });
+
       it(`a limit above MAX_PAGE_LIMIT (${MAX_PAGE_LIMIT}) is clamped, and next still leads to the rest: nothing is silently cut`, async () => {
         const n = MAX_PAGE_LIMIT + 345;
         await addDevice('dev-big');

@@ -306,9 +306,12 @@ export class RedisStore implements Store {
     return row ? deviceFromRow(row) : null;
   }
 
-  async listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>> {
+  async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
-    const rows = await this.scanLex(this.k('devs'), filter.after, limit + 1, async (ids) => {
+    const p = filter.idPrefix;
+    // with a prefix: the lexicographic range [p, p + DEL), entered at the cursor when it is inside it
+    const range = p === undefined ? undefined : { from: filter.after !== undefined && filter.after >= p ? `(${filter.after}` : `[${p}`, to: `(${p}\x7f` };
+    const rows = await this.scanLex(this.k('devs'), filter.after, limit + 1, range, async (ids) => {
       const devs = await this.mgetJson<DeviceRow>(
         this.r,
         ids.map((id) => this.k('dev', id)),
@@ -322,12 +325,12 @@ export class RedisStore implements Store {
    * scanLex walks a lexicographic sorted set from after, batch by batch, keeping what `load` returns for
    * each batch, until `want` items are found or the set ends: a filter never hides rows behind a page.
    */
-  private async scanLex<T>(key: string, after: string | undefined, want: number, load: (members: string[]) => Promise<T[]>): Promise<T[]> {
+  private async scanLex<T>(key: string, after: string | undefined, want: number, range: { from: string; to: string } | undefined, load: (members: string[]) => Promise<T[]>): Promise<T[]> {
     const out: T[] = [];
-    let from = lexAfter(after);
+    let from = range?.from ?? lexAfter(after);
     for (;;) {
       const batch = Math.max(want - out.length, Math.min(SCAN_BATCH, want * 4));
-      const members = await this.r.zrangebylex(key, from, '+', 'LIMIT', 0, batch);
+      const members = await this.r.zrangebylex(key, from, range?.to ?? '+', 'LIMIT', 0, batch);
       if (members.length === 0) return out;
       for (const item of await load(members)) {
         out.push(item);
@@ -365,7 +368,7 @@ export class RedisStore implements Store {
   async listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & PageRequest): Promise<Page<CertificateRecord>> {
     const limit = pageLimit(filter);
     const index = filter.deviceId !== undefined ? this.k('dev-certs', filter.deviceId) : this.k('certs');
-    const rows = await this.scanLex(index, filter.after, limit + 1, async (serials) => {
+    const rows = await this.scanLex(index, filter.after, limit + 1, undefined, async (serials) => {
       let metas = (
         await this.mgetJson<CertMeta>(
           this.r,
@@ -526,7 +529,7 @@ export class RedisStore implements Store {
 
   async listRequests(filter: { status?: RequestStatus } & PageRequest): Promise<Page<EnrollmentRequestRecord>> {
     const limit = pageLimit(filter);
-    const rows = await this.scanLex(this.k('reqs'), filter.after, limit + 1, async (ids) =>
+    const rows = await this.scanLex(this.k('reqs'), filter.after, limit + 1, undefined, async (ids) =>
       (
         await this.mgetJson<RequestRow>(
           this.r,

@@ -218,9 +218,15 @@ export class SqliteStore implements Store, AttestationStore {
     return r ? deviceFromRow(r) : null;
   }
 
-  async listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>> {
+  async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
-    const { where, args } = conditions(['id > ?', filter.after ?? ''], ['owner = ?', filter.owner], ['state = ?', filter.state]);
+    const { where, args } = conditions(
+      ['id > ?', filter.after ?? ''],
+      ['id >= ?', filter.idPrefix],
+      ['id < ?', filter.idPrefix === undefined ? undefined : filter.idPrefix + '\x7f'],
+      ['owner = ?', filter.owner],
+      ['state = ?', filter.state],
+    );
     const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
