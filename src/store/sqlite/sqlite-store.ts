@@ -220,10 +220,12 @@ export class SqliteStore implements Store, AttestationStore {
 
   async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
+    // one lower bound (the cursor or the prefix, whichever is further), so the primary key range starts there
+    const p = filter.idPrefix;
+    const fromPrefix = p !== undefined && (filter.after ?? '') < p;
     const { where, args } = conditions(
-      ['id > ?', filter.after ?? ''],
-      ['id >= ?', filter.idPrefix],
-      ['id < ?', filter.idPrefix === undefined ? undefined : filter.idPrefix + '\x7f'],
+      fromPrefix ? ['id >= ?', p] : ['id > ?', filter.after ?? ''],
+      ['id < ?', p === undefined ? undefined : p + '\x7f'],
       ['owner = ?', filter.owner],
       ['state = ?', filter.state],
     );
