@@ -150,6 +150,11 @@ describe('an operator session', () => {
     expect(await page.locator('#action-result').innerText()).toContain('the device is now retired; 1 certificate changed');
     expect(await page.locator('#history').innerText()).toContain('device.retired');
     await shot(page, '4-device-retired');
+    // on a phone: the same page, tables scroll sideways inside their box, the page itself does not
+    await page.setViewportSize({ width: 390, height: 844 });
+    expect(await page.evaluate<boolean>('document.documentElement.scrollWidth <= window.innerWidth')).toBe(true);
+    await shot(page, '4-device-retired-phone');
+    await page.setViewportSize({ width: 1280, height: 900 });
 
     expect(await stateInStore('acme-1')).toBe('retired');
     await expectOcsp(enrolled, 'revoked', 'cessationOfOperation');
