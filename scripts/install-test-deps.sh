@@ -25,6 +25,8 @@ declare -A CHECK=(
   # SCEP: certmonger as the client, its daemon on a private D-Bus session (dbus-run-session)
   [certmonger]=/usr/sbin/certmonger
   [dbus-daemon]=/usr/bin/dbus-run-session
+  # the operator console's browser test: headless Chromium driven by playwright-core (no browser download)
+  [chromium]=/usr/bin/chromium
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do

@@ -27,11 +27,14 @@ import { adminRouter } from './protocols/admin/admin-router';
 import { caCertsRouter } from './protocols/ca-certs/ca-certs-router';
 import { crlRouter } from './protocols/crl/crl-router';
 import { estRouter } from './protocols/est/est-router';
+import { consoleRouter } from './protocols/console/console-router';
 import { ocspHandler } from './protocols/ocsp/ocsp-handler';
 import { opsRouter } from './protocols/ops/ops-router';
 import { ScepRa, scepRouter } from './protocols/scep/scep-router';
 import { AdminAccess } from './ra/admin-access';
 import { loadBootstrapPolicy } from './ra/bootstrap-policy-loader';
+import { ConsoleOverview } from './ra/console-overview';
+import { ConsoleSessions } from './ra/console-sessions';
 import { DeviceLifecycle } from './ra/device-lifecycle';
 import { operatorFingerprints } from './ra/operator-fingerprints';
 import { RegistrationAuthority } from './ra/registration-authority';
@@ -161,6 +164,30 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };
+  const health = new StoreHealth(store);
+  // the operator console (issue 14): the admin API behind a session cookie, and its overview
+  let ocspCert: Buffer = initial.ocsp.cert;
+  const consoleMounts = cfg.console.enabled
+    ? [
+        {
+          path: '/console',
+          router: consoleRouter({
+            sessions: new ConsoleSessions(store, access, { idleSeconds: cfg.console.idleTimeout, maxAgeSeconds: cfg.console.maxAge }),
+            overview: new ConsoleOverview({
+              store,
+              lifecycle,
+              ra,
+              issuer: hierarchy.issuing.name,
+              crlShards: cfg.crl.shards,
+              ocspResponderCertificate: () => ocspCert,
+              storeHealth: () => health.check(),
+            }),
+            admin: { access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit },
+            maxAgeSeconds: cfg.console.maxAge,
+          }),
+        },
+      ]
+    : [];
   const httpsServer = createHttpsListener({
     tls: { ...tlsContext, cert: initial.tls.certPem, key: initial.tls.keyPem, requestCert: true, rejectUnauthorized: false, handshakeTimeout: cfg.https.handshakeTimeout * 1000 },
     mounts: [
@@ -174,11 +201,11 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
         }),
       },
       { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit }) },
+      ...consoleMounts,
     ],
     registry,
     log: opts.log,
   });
-  const health = new StoreHealth(store);
   const publicUrlProblem = publicUrlWarning(cfg, hierarchy.issuing.name);
   const rootCrl = new RootCrlWatch(hierarchy.root.name, hierarchy.root.der, store, registry, (w) => opts.log.warn(w));
   rootCrl.start(logError('reading the root CRL failed'));
@@ -224,6 +251,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   certs.onChange({
     ocsp: (m) => {
       ocsp.useResponder(new OcspResponder(groupedSigning(m.key), m.cert));
+      ocspCert = m.cert;
       opts.log.info('OCSP responder certificate renewed');
     },
     tls: (m) => {

@@ -281,6 +281,16 @@ export const configSchema = z
         clientCerts: z.array(z.string()).default([]),
       })
       .prefault({}),
+    console: z
+      .strictObject({
+        /** serve the operator console at /console/ on the HTTPS listener */
+        enabled: z.boolean().default(true),
+        /** a console session unused this long ends (seconds) */
+        idleTimeout: duration.prefault('15m'),
+        /** a console session ends this long after sign-in whatever its use (seconds) */
+        maxAge: duration.prefault('12h'),
+      })
+      .prefault({}),
     enrollment: z
       .strictObject({
         /** lifetime of a one-time enrollment secret */

@@ -38,14 +38,24 @@ export class AdminAccess {
     return this.store.listTokens(page);
   }
 
+  /** tokenCaller: the caller a bearer token stands for, and the token's hash (what a console session keeps). */
+  async tokenCaller(token: string): Promise<{ scope: Scope; actor: string; tokenHash: string }> {
+    return this.tokenHashCaller(TOKEN.test(token) ? sha256(token) : null);
+  }
+
+  /**
+   * tokenHashCaller: the caller behind a stored token hash, read again on each use so that revoking the
+   * token ends every console session made from it.
+   */
+  async tokenHashCaller(tokenHash: string | null): Promise<{ scope: Scope; actor: string; tokenHash: string }> {
+    const rec = tokenHash ? await this.store.findToken(tokenHash) : null;
+    if (!rec || rec.revokedAt) throw new DeviceCaError('unauthenticated', 'invalid or revoked token');
+    return { scope: parseScope(rec.scope), actor: `token:${rec.id}`, tokenHash: rec.hash };
+  }
+
   /** authenticate returns the caller's scope and a name for the audit log. */
   async authenticate(authorization: string | undefined, clientCert: Buffer | undefined): Promise<{ scope: Scope; actor: string }> {
-    if (authorization && /^bearer /i.test(authorization)) {
-      const token = authorization.slice(7).trim();
-      const rec = TOKEN.test(token) ? await this.store.findToken(sha256(token)) : null;
-      if (!rec || rec.revokedAt) throw new DeviceCaError('unauthenticated', 'invalid or revoked token');
-      return { scope: parseScope(rec.scope), actor: `token:${rec.id}` };
-    }
+    if (authorization && /^bearer /i.test(authorization)) return this.tokenCaller(authorization.slice(7).trim());
     if (clientCert) {
       const fp = new crypto.X509Certificate(clientCert).fingerprint256.replace(/:/g, '');
       if (this.pinned.has(fp)) return { scope: { kind: 'operator' }, actor: `cert:${fp.slice(0, 16)}` };

@@ -2,7 +2,20 @@ import { AuditLog } from '../audit/audit-log';
 import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { everyItem } from '../store/paging';
-import { isAttestationStore, CertificateChange, CertificateRecord, DeviceRecord, DeviceState, MAX_PAGE_LIMIT, Page, PageRequest, REVOCATION_REASONS, RevocationReason, Store } from '../store/store';
+import {
+  isAttestationStore,
+  AuditRecord,
+  CertificateChange,
+  CertificateRecord,
+  DeviceRecord,
+  DeviceState,
+  MAX_PAGE_LIMIT,
+  Page,
+  PageRequest,
+  REVOCATION_REASONS,
+  RevocationReason,
+  Store,
+} from '../store/store';
 import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
 import { DeviceAttestationFacts, deviceAttestationFacts } from './device-attestation-facts';
 import { DEVICE_ID } from './registration-authority';
@@ -58,7 +71,7 @@ export class DeviceLifecycle {
   }
 
   /** listDevices: an owner scope sees its own devices whatever owner filter it asks for. */
-  listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest, scope: Scope): Promise<Page<DeviceRecord>> {
+  listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest, scope: Scope): Promise<Page<DeviceRecord>> {
     return this.store.listDevices({ ...filter, owner: scope.kind === 'owner' ? scope.owner : filter.owner });
   }
 
@@ -66,6 +79,15 @@ export class DeviceLifecycle {
   async listCertificates(filter: { deviceId?: string; status?: 'valid' | 'revoked' } & PageRequest, scope: Scope): Promise<Page<CertificateRecord>> {
     if (filter.deviceId !== undefined) await this.device(filter.deviceId, scope);
     return this.store.listCertificates({ ...filter, owner: scope.kind === 'owner' ? scope.owner : undefined });
+  }
+
+  /**
+   * deviceAudit: the audit records about a device, oldest first, for a scope that may change it (its owner
+   * or the operator; the new owner of a transferring device sees them once it has claimed it).
+   */
+  async deviceAudit(id: string, scope: Scope, page: PageRequest): Promise<Page<AuditRecord>> {
+    await this.owned(id, scope);
+    return this.store.listAudit({ subject: id, ...page });
   }
 
   /** ownerFor decides the owner of a device an admin caller registers: an owner scope registers for itself only. */

@@ -176,8 +176,11 @@ export interface DeviceStore {
     opts: { skipExisting: boolean },
   ): Promise<{ created: string[]; existing: string[] }>;
   getDevice(id: string): Promise<DeviceRecord | null>;
-  /** listDevices: devices in id order. */
-  listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>>;
+  /**
+   * listDevices: devices in id order; idPrefix keeps the ids that start with it (device ids are ASCII
+   * letters, digits and . _ @ -, so the ids with a prefix are the range [prefix, prefix + DEL)).
+   */
+  listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>>;
   /** activeSecrets: unused, unexpired secrets of a device, newest first. */
   activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]>;
   /** spentSecrets: secrets of a device spent on a certificate at or after usedSince, newest first. */
@@ -314,6 +317,36 @@ export interface TokenStore {
   /** listTokens: tokens oldest first. */
   listTokens(page: PageRequest): Promise<Page<TokenRecord>>;
   revokeToken(id: string, audit: AuditInput): Promise<TokenRecord>;
+}
+
+/**
+ * ConsoleSessionRecord: one signed-in operator console session. The session id (the cookie) is kept only as
+ * its SHA-256; the session holds the SHA-256 of the admin token it was exchanged for, so the token's scope
+ * and revocation are read again on every request.
+ */
+export interface ConsoleSessionRecord {
+  idHash: string;
+  tokenHash: string;
+  createdAt: Date;
+  /** idleExpiresAt: the session ends here unless used before; each use moves it (never past expiresAt) */
+  idleExpiresAt: Date;
+  /** expiresAt: the absolute end, whatever the use */
+  expiresAt: Date;
+}
+
+/**
+ * ConsoleSessionStore keeps console sessions where every node sees them, so a session signed in on one
+ * node works on the next and a sign-out ends it everywhere.
+ */
+export interface ConsoleSessionStore {
+  createSession(s: ConsoleSessionRecord, now: Date): Promise<void>;
+  /**
+   * touchSession: the live session, its idle expiry moved to min(now + idleMs, expiresAt); null when there is
+   * none or it has expired (idle or absolute).
+   */
+  touchSession(idHash: string, now: Date, idleMs: number): Promise<ConsoleSessionRecord | null>;
+  /** deleteSession ends a session at once (sign-out); nothing happens for one that does not exist. */
+  deleteSession(idHash: string): Promise<void>;
 }
 
 /** Lease is held by one holder until expiresAt; fence grows each time the lease changes hands. */
@@ -474,7 +507,8 @@ export interface ScepTransactionStore {
   settleScepTransaction(key: string, requestSha256: string, outcome: ScepOutcome): Promise<void>;
 }
 
-export interface Store extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, LeaseStore, CaStateStore, IntegrityStore, ScepTransactionStore {
+export interface Store
+  extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, ConsoleSessionStore, LeaseStore, CaStateStore, IntegrityStore, ScepTransactionStore {
   close(): Promise<void>;
 }
 

@@ -1,6 +1,7 @@
 import { RunningService, assertBuilt, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 import { adminCases, adminCorpus } from './admin-cases';
+import { consoleCases, consoleCorpus } from './console-cases';
 import { estCases, estCorpus } from './est-cases';
 import { CaseGenerator, Generated, Protocol } from './fuzz-case';
 import { CampaignSettings, ProtocolResult, campaignSettings, runProtocol, summarize } from './fuzz-campaign';
@@ -14,14 +15,14 @@ import { LogWatch, serviceRss } from './service-watch';
 
 /**
  * The fuzz campaign (issue 8) against the built service with 2 workers, as a hostile client would meet
- * it: mutated EST, OCSP, admin API, CRL/CA, SCEP, bare HTTP and TPM attestation requests from fixed seeds. It fails on any 5xx
+ * it: mutated EST, OCSP, admin API, operator console, CRL/CA, SCEP, bare HTTP and TPM attestation requests from fixed seeds. It fails on any 5xx
  * (except 503 + Retry-After), a connection reset or close without a reply, a worker restart, or the
  * service's memory growing past a bound. `npm test` runs a short campaign (FUZZ_CASES=300 random cases
  * per protocol, at most 10 s each); FUZZ_SECONDS=60 runs a longer one; FUZZ_SEED picks another seed;
  * FUZZ_ONLY=est:12,admin:3 replays single cases. Known defects being fixed elsewhere: known-defects.ts.
  */
 
-const settings: CampaignSettings = campaignSettings(process.env, 4);
+const settings: CampaignSettings = campaignSettings(process.env, 5);
 /** RSS_GROWTH_LIMIT: how much the service's summed RSS may grow over the campaign (FUZZ_RSS_GROWTH_MB) */
 const RSS_GROWTH_LIMIT = Number(process.env.FUZZ_RSS_GROWTH_MB ?? 256) * 1024 * 1024;
 const perProtocolTimeout = (settings.secondsPerProtocol + 60) * 1000;
@@ -75,6 +76,7 @@ const PROTOCOLS: [Protocol, (m: FuzzMaterial) => Generated[], (m: FuzzMaterial) 
   ['est', estCorpus, estCases],
   ['ocsp', ocspCorpus, ocspCases],
   ['admin', adminCorpus, adminCases],
+  ['console', consoleCorpus, consoleCases],
   ['crl-ca-http', httpCorpus, httpCases],
   ['tpm', tpmCorpus, tpmCases],
   ['scep', (m) => scepCorpus(m.scepMessages), (m) => scepCases(m.scepMessages)],

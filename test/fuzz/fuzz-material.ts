@@ -57,6 +57,8 @@ export interface FuzzMaterial {
   caNames: string[];
   /** scepMessages: valid SCEP pkiMessages (PKCSReq for registered devices, GetCert, GetCRL) */
   scepMessages: Buffer[];
+  /** consoleSession: an operator console session (the cookie's value) and its CSRF token */
+  consoleSession: { id: string; csrf: string };
   /** replaceSlot: register a fresh device in slot i (its secret was used by a successful enrollment) */
   replaceSlot(i: number): Promise<void>;
 }
@@ -167,6 +169,9 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
   }
 
   const scep = await scepMessages(ep, tmp, await Promise.all([register('fz-scep'), register('fz-scep')]));
+  const signIn = await sendRaw(ep, { listener: 'https', method: 'POST', path: '/console/api/session', headers: [['Content-Type', 'application/json']], body: Buffer.from(JSON.stringify({ token })) });
+  if (signIn.kind !== 'reply' || signIn.status !== 201) throw new Error(`console sign-in: ${signIn.kind === 'reply' ? `HTTP ${signIn.status}` : signIn.error}`);
+  const consoleSession = { id: /dca_console=([^;]+)/.exec(signIn.headers.get('set-cookie') ?? '')![1], csrf: bodyJson(signIn).csrf as string };
 
   const m: FuzzMaterial = {
     ep,
@@ -180,6 +185,7 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     ocspRequests,
     caNames: ['device-ca-issuing', 'device-ca-root'],
     scepMessages: scep,
+    consoleSession,
     async replaceSlot(i) {
       m.estSlots[i] = await register('fz-est');
     },

@@ -164,6 +164,21 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await store.listDevices({})).items).toHaveLength(23); // default limit is DEFAULT_PAGE_LIMIT
       });
 
+      it('listDevices with idPrefix: the ids that start with it, paged like the rest and combined with the other filters', async () => {
+        const ids = Array.from({ length: 23 }, (_, i) => `dev-${String(i).padStart(3, '0')}`);
+        await Promise.all(ids.map((id, i) => addDevice(id, i % 3 === 0 ? 'acme' : 'globex')));
+        await addDevice('dev-0', 'acme');
+        await addDevice('dev-1a', 'acme');
+        await addDevice('dev', 'acme');
+        const prefixed = await walk((after) => store.listDevices({ idPrefix: 'dev-01', after, limit: 3 }));
+        expect(prefixed.items.map((d) => d.id)).toEqual(ids.filter((id) => id.startsWith('dev-01')));
+        expect((await walk((after) => store.listDevices({ idPrefix: 'dev-0', owner: 'acme', after, limit: 2 }))).items.map((d) => d.id)).toEqual(['dev-0', ...ids.filter((id, i) => i % 3 === 0)]);
+        expect((await store.listDevices({ idPrefix: 'dev-1' })).items.map((d) => d.id)).toEqual(['dev-1a']);
+        expect((await store.listDevices({ idPrefix: 'dev-02', after: 'dev-001' })).items.map((d) => d.id)).toEqual(['dev-020', 'dev-021', 'dev-022']);
+        expect((await store.listDevices({ idPrefix: 'dev-00', after: 'dev-005' })).items.map((d) => d.id)).toEqual(['dev-006', 'dev-007', 'dev-008', 'dev-009']);
+        expect((await store.listDevices({ idPrefix: 'nope' })).items).toEqual([]);
+      });
+
       it(`a limit above MAX_PAGE_LIMIT (${MAX_PAGE_LIMIT}) is clamped, and next still leads to the rest: nothing is silently cut`, async () => {
         const n = MAX_PAGE_LIMIT + 345;
         await addDevice('dev-big');
@@ -677,6 +692,48 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(left.slice(150).every((c) => c === 1)).toBe(true);
         expect((await store.countAuthFailures('device', at(2), 3600)).count).toBe(3);
         expect((await store.reserveAuthAttempt('device', at(2), kept(3, 3600))).allowed).toBe(false);
+      });
+    });
+
+    describe('console sessions (createSession / touchSession / deleteSession)', () => {
+      // the idle expiry is real time: Redis enforces it with its own clock (PEXPIREAT)
+      const session = (idHash: string, o: { idleMs?: number; lifeMs?: number } = {}) => {
+        const now = new Date();
+        return { idHash, tokenHash: 'ab'.repeat(32), createdAt: now, idleExpiresAt: new Date(now.getTime() + (o.idleMs ?? 60_000)), expiresAt: new Date(now.getTime() + (o.lifeMs ?? 3600_000)) };
+      };
+
+      it('a session is found by its id hash, and each use moves its idle expiry, never past its absolute end', async () => {
+        const s = session('s1'.repeat(32), { lifeMs: 120_000 });
+        await store.createSession(s, s.createdAt);
+        const now = new Date();
+        const t = await store.touchSession(s.idHash, now, 90_000);
+        expect(t).toEqual({ ...s, idleExpiresAt: new Date(now.getTime() + 90_000) });
+        const capped = await store.touchSession(s.idHash, now, 600_000);
+        expect(capped?.idleExpiresAt).toEqual(s.expiresAt);
+        expect(await store.touchSession('ff'.repeat(32), now, 90_000)).toBeNull();
+      });
+
+      it('an idle-expired or absolutely expired session is gone', async () => {
+        const idle = session('i1'.repeat(32), { idleMs: -1000 });
+        await store.createSession(idle, idle.createdAt);
+        expect(await store.touchSession(idle.idHash, new Date(), 60_000)).toBeNull();
+        const old = session('o1'.repeat(32), { lifeMs: 30_000 });
+        await store.createSession(old, old.createdAt);
+        expect(await store.touchSession(old.idHash, new Date(old.expiresAt.getTime() + 1), 60_000)).toBeNull();
+        expect(await store.touchSession(old.idHash, new Date(), 60_000)).toBeNull();
+      });
+
+      it('deleteSession ends it for every client of the store; another session stays', async () => {
+        const a = session('a1'.repeat(32));
+        const b = session('b1'.repeat(32));
+        await store.createSession(a, a.createdAt);
+        await store.createSession(b, b.createdAt);
+        const other = sut.another ? await sut.another() : store;
+        expect(await other.touchSession(a.idHash, new Date(), 60_000)).not.toBeNull();
+        await store.deleteSession(a.idHash);
+        await store.deleteSession(a.idHash);
+        expect(await other.touchSession(a.idHash, new Date(), 60_000)).toBeNull();
+        expect(await store.touchSession(b.idHash, new Date(), 60_000)).not.toBeNull();
       });
     });
 

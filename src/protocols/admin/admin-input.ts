@@ -48,7 +48,17 @@ export const BODY = {
 
 export const QUERY = {
   none: z.strictObject({}),
-  devices: z.strictObject({ owner: owner.optional(), state: z.enum(DEVICE_STATES as [string, ...string[]]).optional(), limit: limit.optional(), after: cursor.optional() }),
+  /** page: a list with nothing but paging (the console's device history) */
+  page: z.strictObject({ limit: limit.optional(), after: cursor.optional() }),
+  devices: z.strictObject({
+    idPrefix: text()
+      .regex(/^[A-Za-z0-9._@-]{1,128}$/, 'must be 1-128 characters of letters, digits, . _ @ -')
+      .optional(),
+    owner: owner.optional(),
+    state: z.enum(DEVICE_STATES as [string, ...string[]]).optional(),
+    limit: limit.optional(),
+    after: cursor.optional(),
+  }),
   certificates: z.strictObject({ device: deviceId.optional(), status: z.enum(['valid', 'revoked']).optional(), limit: limit.optional(), after: cursor.optional() }),
   requests: z.strictObject({ status: z.enum(['pending', 'approved', 'rejected', 'issued']).optional(), limit: limit.optional(), after: cursor.optional() }),
 };

@@ -17,9 +17,14 @@ export interface AdminRouterOptions {
   lifecycle: DeviceLifecycle;
   ra: RegistrationAuthority;
   bodyLimit: number;
+  /**
+   * authenticate: who is calling; default a bearer token or a pinned operator client certificate. The console
+   * mounts the same router behind its session cookie and CSRF check (protocols/console).
+   */
+  authenticate?: (req: Request) => Promise<Caller>;
 }
 
-type Caller = { scope: Scope; actor: string };
+export type Caller = { scope: Scope; actor: string };
 type Handler = (req: Request, caller: Caller, body: Record<string, unknown>) => Promise<[number, unknown]>;
 
 /** ERROR_REPLY: JSON errors; a 401 asks for a bearer token (RFC 6750 §3), the admin API's credential */
@@ -35,12 +40,17 @@ const certJson = ({ der, ...c }: CertificateRecord, withPem = false) => ({ ...c,
  */
 export function adminRouter(o: AdminRouterOptions): Router {
   const r = Router();
+  const authenticate =
+    o.authenticate ??
+    ((req: Request) => {
+      const sock = req.socket as TLSSocket;
+      const peer = typeof sock.getPeerCertificate === 'function' ? sock.getPeerCertificate() : undefined;
+      return o.access.authenticate(req.headers.authorization, peer && peer.raw ? peer.raw : undefined);
+    });
   const route = (name: string, fn: Handler) => async (req: Request, res: Response) => {
     res.locals.route = `admin.${name}`;
     try {
-      const sock = req.socket as TLSSocket;
-      const peer = typeof sock.getPeerCertificate === 'function' ? sock.getPeerCertificate() : undefined;
-      const caller = await o.access.authenticate(req.headers.authorization, peer && peer.raw ? peer.raw : undefined);
+      const caller = await authenticate(req);
       let body: Record<string, unknown> = {};
       if (req.method === 'POST') {
         const raw = await readRawBody(req, o.bodyLimit);
@@ -71,7 +81,7 @@ export function adminRouter(o: AdminRouterOptions): Router {
     '/devices',
     route('devices.list', async (req, c) => {
       const q = parseInput(QUERY.devices, req.query, 'query');
-      const page = await o.lifecycle.listDevices({ owner: q.owner, state: q.state as DeviceState | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
+      const page = await o.lifecycle.listDevices({ idPrefix: q.idPrefix, owner: q.owner, state: q.state as DeviceState | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
       return [200, { items: page.items, next: page.next }];
     }),
   );

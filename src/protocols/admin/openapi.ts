@@ -53,7 +53,12 @@ export const OPENAPI = {
     '/devices': {
       get: {
         summary: 'List devices',
-        parameters: [{ name: 'owner', in: 'query', schema: { type: 'string' } }, { name: 'state', in: 'query', schema: { $ref: '#/components/schemas/DeviceState' } }, ...pageParams],
+        parameters: [
+          { name: 'idPrefix', in: 'query', description: 'only ids that start with this', schema: { type: 'string', pattern: '^[A-Za-z0-9._@-]{1,128}$' } },
+          { name: 'owner', in: 'query', schema: { type: 'string' } },
+          { name: 'state', in: 'query', schema: { $ref: '#/components/schemas/DeviceState' } },
+          ...pageParams,
+        ],
         responses: ok(page({ $ref: '#/components/schemas/Device' })),
       },
       post: {

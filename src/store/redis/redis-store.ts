@@ -9,6 +9,7 @@ import {
   AuthAttemptReservation,
   AuthAttemptRules,
   CaStateEntry,
+  ConsoleSessionRecord,
   CertificateChange,
   CertificateRecord,
   CertificateStatus,
@@ -65,6 +66,7 @@ type CertMeta = Omit<CertificateRecord, 'der' | 'notBefore' | 'notAfter' | 'revo
 type SecretRow = { id: number; deviceId: string; hash: string; expiresAt: number; usedAt: number | null; certSerial: string | null };
 type DeviceRow = Omit<DeviceRecord, 'createdAt' | 'updatedAt'> & { createdAt: number; updatedAt: number };
 type RequestRow = Omit<EnrollmentRequestRecord, 'csr' | 'createdAt' | 'decidedAt'> & { csr: string; createdAt: number; decidedAt: number | null };
+type SessionRow = { tokenHash: string; createdAt: number; expiresAt: number };
 type TokenRow = Omit<TokenRecord, 'createdAt' | 'revokedAt'> & { createdAt: number; revokedAt: number | null };
 type AuditRow = Omit<AuditRecord, 'at'> & { at: number };
 type AttemptRow = { key: string; at: number };
@@ -346,9 +348,12 @@ export class RedisStore implements Store {
     return row ? deviceFromRow(row) : null;
   }
 
-  async listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>> {
+  async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
-    const rows = await this.scanLex(this.k('devs'), filter.after, limit + 1, async (ids) => {
+    const p = filter.idPrefix;
+    // with a prefix: the lexicographic range [p, p + DEL), entered at the cursor when it is inside it
+    const range = p === undefined ? undefined : { from: filter.after !== undefined && filter.after >= p ? `(${filter.after}` : `[${p}`, to: `(${p}\x7f` };
+    const rows = await this.scanLex(this.k('devs'), filter.after, limit + 1, range, async (ids) => {
       const devs = await this.mgetJson<DeviceRow>(
         this.r,
         ids.map((id) => this.k('dev', id)),
@@ -362,12 +367,12 @@ export class RedisStore implements Store {
    * scanLex walks a lexicographic sorted set from after, batch by batch, keeping what `load` returns for
    * each batch, until `want` items are found or the set ends: a filter never hides rows behind a page.
    */
-  private async scanLex<T>(key: string, after: string | undefined, want: number, load: (members: string[]) => Promise<T[]>): Promise<T[]> {
+  private async scanLex<T>(key: string, after: string | undefined, want: number, range: { from: string; to: string } | undefined, load: (members: string[]) => Promise<T[]>): Promise<T[]> {
     const out: T[] = [];
-    let from = lexAfter(after);
+    let from = range?.from ?? lexAfter(after);
     for (;;) {
       const batch = Math.max(want - out.length, Math.min(SCAN_BATCH, want * 4));
-      const members = await this.r.zrangebylex(key, from, '+', 'LIMIT', 0, batch);
+      const members = await this.r.zrangebylex(key, from, range?.to ?? '+', 'LIMIT', 0, batch);
       if (members.length === 0) return out;
       for (const item of await load(members)) {
         out.push(item);
@@ -405,7 +410,7 @@ export class RedisStore implements Store {
   async listCertificates(filter: { deviceId?: string; status?: CertificateStatus; owner?: string } & PageRequest): Promise<Page<CertificateRecord>> {
     const limit = pageLimit(filter);
     const index = filter.deviceId !== undefined ? this.k('dev-certs', filter.deviceId) : this.k('certs');
-    const rows = await this.scanLex(index, filter.after, limit + 1, async (serials) => {
+    const rows = await this.scanLex(index, filter.after, limit + 1, undefined, async (serials) => {
       let metas = (
         await this.mgetJson<CertMeta>(
           this.r,
@@ -566,7 +571,7 @@ export class RedisStore implements Store {
 
   async listRequests(filter: { status?: RequestStatus } & PageRequest): Promise<Page<EnrollmentRequestRecord>> {
     const limit = pageLimit(filter);
-    const rows = await this.scanLex(this.k('reqs'), filter.after, limit + 1, async (ids) =>
+    const rows = await this.scanLex(this.k('reqs'), filter.after, limit + 1, undefined, async (ids) =>
       (
         await this.mgetJson<RequestRow>(
           this.r,
@@ -822,6 +827,31 @@ export class RedisStore implements Store {
       const row = await this.getJson<ScepTransactionRow>(this.w, k);
       if (row && row.requestSha256 === requestSha256 && row.outcome === null) m.set(k, JSON.stringify({ ...row, outcome }), 'KEEPTTL');
     });
+  }
+
+  // ---- operator console sessions ----
+  // one key per session, which Redis itself deletes at the idle expiry (PEXPIREAT); the record holds the rest
+  async createSession(c: ConsoleSessionRecord, _now: Date): Promise<void> {
+    const row: SessionRow = { tokenHash: c.tokenHash, createdAt: ms(c.createdAt), expiresAt: ms(c.expiresAt) };
+    await this.w.multi().set(this.k('session', c.idHash), JSON.stringify(row)).pexpireat(this.k('session', c.idHash), ms(c.idleExpiresAt)).exec();
+  }
+
+  async touchSession(idHash: string, now: Date, idleMs: number): Promise<ConsoleSessionRecord | null> {
+    const key = this.k('session', idHash);
+    const row = await this.getJson<SessionRow>(this.w, key);
+    if (!row) return null;
+    if (row.expiresAt <= ms(now)) {
+      await this.w.del(key);
+      return null;
+    }
+    const idle = Math.min(ms(now) + idleMs, row.expiresAt);
+    // PEXPIREAT on a key a sign-out deleted in between answers 0 and creates nothing
+    if ((await this.w.pexpireat(key, idle)) !== 1) return null;
+    return { idHash, tokenHash: row.tokenHash, createdAt: new Date(row.createdAt), idleExpiresAt: new Date(idle), expiresAt: new Date(row.expiresAt) };
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    await this.w.del(this.k('session', idHash));
   }
 
   // ---- leases ----

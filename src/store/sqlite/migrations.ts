@@ -211,3 +211,15 @@ MIGRATIONS.push(
    );
    CREATE INDEX scep_transactions_expiry ON scep_transactions(expires_at);`,
 );
+
+// 11: operator console sessions (issue 14), by the SHA-256 of the session id; expired rows go on the next sign-in
+MIGRATIONS.push(
+  `CREATE TABLE console_sessions (
+     id_hash TEXT PRIMARY KEY,
+     token_hash TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     idle_expires_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL
+   );
+   CREATE INDEX console_sessions_idle ON console_sessions(idle_expires_at);`,
+);

@@ -16,6 +16,7 @@ import {
   DeviceState,
   CertificateChange,
   CaStateEntry,
+  ConsoleSessionRecord,
   CrlRecord,
   Lease,
   DeviceChange,
@@ -246,9 +247,17 @@ export class SqliteStore implements Store, AttestationStore {
     return r ? deviceFromRow(r) : null;
   }
 
-  async listDevices(filter: { owner?: string; state?: DeviceState } & PageRequest): Promise<Page<DeviceRecord>> {
+  async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
-    const { where, args } = conditions(['id > ?', filter.after ?? ''], ['owner = ?', filter.owner], ['state = ?', filter.state]);
+    // one lower bound (the cursor or the prefix, whichever is further), so the primary key range starts there
+    const p = filter.idPrefix;
+    const fromPrefix = p !== undefined && (filter.after ?? '') < p;
+    const { where, args } = conditions(
+      fromPrefix ? ['id >= ?', p] : ['id > ?', filter.after ?? ''],
+      ['id < ?', p === undefined ? undefined : p + '\x7f'],
+      ['owner = ?', filter.owner],
+      ['state = ?', filter.state],
+    );
     const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
@@ -630,6 +639,43 @@ export class SqliteStore implements Store, AttestationStore {
   async releaseLease(name: string, holder: string): Promise<void> {
     // the row stays (expired) so the fence keeps growing from where it was
     this.stmt('UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?').run(name, holder);
+  }
+
+  // ---- operator console sessions ----
+  async createSession(c: ConsoleSessionRecord, now: Date): Promise<void> {
+    this.db
+      .transaction(() => {
+        // sessions nobody signed out of end here, a page of them at each sign-in
+        this.stmt('DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions WHERE idle_expires_at <= ? LIMIT 100)').run(ms(now));
+        this.stmt('INSERT INTO console_sessions (id_hash, token_hash, created_at, idle_expires_at, expires_at) VALUES (?, ?, ?, ?, ?)').run(
+          c.idHash,
+          c.tokenHash,
+          ms(c.createdAt),
+          ms(c.idleExpiresAt),
+          ms(c.expiresAt),
+        );
+      })
+      .immediate();
+  }
+
+  async touchSession(idHash: string, now: Date, idleMs: number): Promise<ConsoleSessionRecord | null> {
+    return this.db
+      .transaction((): ConsoleSessionRecord | null => {
+        const r = this.stmt('SELECT * FROM console_sessions WHERE id_hash = ?').get(idHash) as Row | undefined;
+        if (!r) return null;
+        if (Number(r.idle_expires_at) <= ms(now) || Number(r.expires_at) <= ms(now)) {
+          this.stmt('DELETE FROM console_sessions WHERE id_hash = ?').run(idHash);
+          return null;
+        }
+        const idle = Math.min(ms(now) + idleMs, Number(r.expires_at));
+        this.stmt('UPDATE console_sessions SET idle_expires_at = ? WHERE id_hash = ?').run(idle, idHash);
+        return { idHash, tokenHash: String(r.token_hash), createdAt: date(r.created_at), idleExpiresAt: new Date(idle), expiresAt: date(r.expires_at) };
+      })
+      .immediate();
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    this.stmt('DELETE FROM console_sessions WHERE id_hash = ?').run(idHash);
   }
 
   // ---- integrity and health ----

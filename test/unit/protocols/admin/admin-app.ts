@@ -4,7 +4,10 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { verifyAuditChain } from '../../../../src/audit/audit-verify';
 import { adminRouter } from '../../../../src/protocols/admin/admin-router';
+import { consoleRouter } from '../../../../src/protocols/console/console-router';
 import { AdminAccess } from '../../../../src/ra/admin-access';
+import { ConsoleOverview } from '../../../../src/ra/console-overview';
+import { ConsoleSessions } from '../../../../src/ra/console-sessions';
 import { DeviceLifecycle, OPERATOR } from '../../../../src/ra/device-lifecycle';
 import { RegistrationAuthority } from '../../../../src/ra/registration-authority';
 import { SqliteStore } from '../../../../src/store/sqlite/sqlite-store';
@@ -25,6 +28,13 @@ export interface AdminApp {
   /** tokens: one bearer token per kind of caller; `revoked` was valid and then revoked, `bad` never existed */
   tokens: { operator: string; acme: string; bravo: string; globex: string; revoked: string; bad: string };
   call(method: string, p: string, o?: { token?: string; json?: unknown; raw?: string; contentType?: string }): Promise<ApiReply>;
+  /** sessions: the console's sessions over the same store and tokens (the console is mounted at /console) */
+  sessions: ConsoleSessions;
+  consoleRouter: express.Router;
+  /** consoleBase: http://127.0.0.1:<port>/console/api */
+  consoleBase: string;
+  /** consoleCall: a request to /console/api + p with a session cookie and, when given, the X-CSRF-Token header */
+  consoleCall(method: string, p: string, o?: { session?: string; csrf?: string; json?: unknown; headers?: Record<string, string> }): Promise<ApiReply>;
   /** device registers an acme device and brings it to a state (as an operator); returns id and certificate serial */
   device(state: 'registered' | 'active' | 'suspended' | 'transferring' | 'retired', owner?: string): Promise<{ id: string; serial: string | null }>;
   /** pendingRequest queues a manual-approval request for a new device of acme */
@@ -49,11 +59,21 @@ export async function startAdminApp(): Promise<AdminApp> {
   const lifecycle = new DeviceLifecycle(ca.cfg, store);
   const access = new AdminAccess(store);
   const router = adminRouter({ access, lifecycle, ra, bodyLimit: ca.cfg.https.bodyLimit });
+  const sessions = new ConsoleSessions(store, access, { idleSeconds: 900, maxAgeSeconds: 3600 });
+  const consoleRoutes = consoleRouter({
+    sessions,
+    overview: new ConsoleOverview({ store, lifecycle, ra, issuer: 'device-ca-issuing', crlShards: 2, ocspResponderCertificate: () => null, storeHealth: async () => undefined }),
+    admin: { access, lifecycle, ra, bodyLimit: ca.cfg.https.bodyLimit },
+    maxAgeSeconds: 3600,
+    assetsDir: path.join(ca.dir, 'no-console-assets'),
+  });
   const app = express();
   app.use('/api/v1', router);
+  app.use('/console', consoleRoutes);
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`;
+  const consoleBase = `http://127.0.0.1:${(server.address() as AddressInfo).port}/console/api`;
 
   const make = async (scope: string) => (await access.createToken(scope, null, 'test')).token;
   const revoked = await access.createToken('operator', 'revoked', 'test');
@@ -73,6 +93,17 @@ export async function startAdminApp(): Promise<AdminApp> {
     const body = o.raw ?? (o.json === undefined ? undefined : JSON.stringify(o.json));
     if (body !== undefined) headers['content-type'] = o.contentType ?? 'application/json';
     const r = await fetch(base + p, { method, headers, body });
+    const text = await r.text();
+    return { status: r.status, headers: r.headers, text, json: /^application\/json/.test(r.headers.get('content-type') ?? '') ? JSON.parse(text) : undefined };
+  }
+
+  async function consoleCall(method: string, p: string, o: { session?: string; csrf?: string; json?: unknown; headers?: Record<string, string> } = {}): Promise<ApiReply> {
+    const headers: Record<string, string> = { ...o.headers };
+    if (o.session) headers.cookie = `dca_console=${o.session}`;
+    if (o.csrf) headers['x-csrf-token'] = o.csrf;
+    const body = o.json === undefined ? undefined : JSON.stringify(o.json);
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const r = await fetch(consoleBase + p, { method, headers, body, redirect: 'manual' });
     const text = await r.text();
     return { status: r.status, headers: r.headers, text, json: /^application\/json/.test(r.headers.get('content-type') ?? '') ? JSON.parse(text) : undefined };
   }
@@ -128,6 +159,10 @@ export async function startAdminApp(): Promise<AdminApp> {
     router,
     tokens,
     call,
+    sessions,
+    consoleRouter: consoleRoutes,
+    consoleBase,
+    consoleCall,
     device,
     pendingRequest,
     auditRecords: async () => (await verifyAuditChain(store)).records,

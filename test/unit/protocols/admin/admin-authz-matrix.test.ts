@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
 import { OPENAPI } from '../../../../src/protocols/admin/openapi';
+import { csrfOf } from '../../../../src/ra/console-sessions';
 import { AdminApp, ApiReply, startAdminApp } from './admin-app';
 
 /**
@@ -146,18 +147,20 @@ describe('the OpenAPI document lists every route of the admin router', () => {
   });
 });
 
-describe.each(DOCUMENTED)('%s', (route) => {
+type Send = (method: string, t: Target, path: string, caller: Caller) => Promise<ApiReply>;
+
+/** cells: one test per variant x caller; a refusal is JSON, changes nothing, and a 404 reads like an unknown id's. */
+function cells(route: string, variants: Variant[], sendAs: Send): void {
   const [method] = route.split(' ');
-  const variants = MATRIX[route] ?? [];
   it('has an expectation for every caller', () => {
     expect(variants.length).toBeGreaterThan(0);
   });
-  const cells = variants.flatMap((v) => CALLERS.map((c, i) => [v.name, c, v.expect[i], v] as const));
-  if (!cells.length) return;
-  it.each(cells)('%s, %s: %d', async (_name, caller, status, v) => {
+  const all = variants.flatMap((v) => CALLERS.map((c, i) => [v.name, c, v.expect[i], v] as const));
+  if (!all.length) return;
+  it.each(all)('%s, %s: %d', async (_name, caller, status, v) => {
     const t = await v.target(app);
     const before = await snapshot(t);
-    const r = await send(method, t, t.path, tokenOf(caller));
+    const r = await sendAs(method, t, t.path, caller);
     expect({ caller, status: r.status, body: r.status === status ? undefined : r.text }).toEqual({ caller, status, body: undefined });
     expect(r.headers.get('content-type')).toMatch(/^application\/json/);
     if (status < 400) return;
@@ -165,8 +168,85 @@ describe.each(DOCUMENTED)('%s', (route) => {
     if (status === 401) expect(r.headers.get('www-authenticate')).toMatch(/^Bearer realm=/);
     expect(await snapshot(t)).toEqual(before);
     if (status === 404 && t.subject && t.unknown) {
-      const u = await send(method, t, t.path.replace(t.subject, t.unknown), tokenOf(caller));
+      const u = await sendAs(method, t, t.path.replace(t.subject, t.unknown), caller);
       expect({ status: u.status, text: u.text.split(t.unknown).join('X') }).toEqual({ status: 404, text: r.text.split(t.subject).join('X') });
+    }
+  });
+}
+
+describe.each(DOCUMENTED)('%s', (route) => cells(route, MATRIX[route] ?? [], (method, t, path, caller) => send(method, t, path, tokenOf(caller))));
+
+/**
+ * The console (/console/api) with session cookies: every admin route again through the console's mount,
+ * with the same expectations (a session is worth exactly its token; `revoked` signed in and then had its
+ * token revoked, `bad` is a session id that never existed), plus the console's own routes. POSTs carry the
+ * session's CSRF token; without it every POST is 403 and changes nothing.
+ */
+describe('the console: the same matrix with session cookies', () => {
+  type Session = { id: string; csrf: string } | undefined;
+  const sessions = {} as Record<Caller, Session>;
+  const signIn = async (token: string): Promise<Session> => {
+    const s = await app.sessions.signIn(token);
+    return { id: s.sessionId, csrf: s.csrf };
+  };
+  beforeAll(async () => {
+    sessions.operator = await signIn(app.tokens.operator);
+    sessions.owner = await signIn(app.tokens.acme);
+    sessions.newOwner = await signIn(app.tokens.bravo);
+    sessions.other = await signIn(app.tokens.globex);
+    sessions.none = undefined;
+    const doomed = await app.access.createToken('operator', 'revoked after sign-in', 'test');
+    sessions.revoked = await signIn(doomed.token);
+    await app.access.revokeToken(doomed.record.id, 'test');
+    // a well-formed session id that was never signed in, with the CSRF token that would go with it
+    const never = 'dcs_' + crypto.randomBytes(32).toString('base64url');
+    sessions.bad = { id: never, csrf: csrfOf(never) };
+  });
+  const consoleSend =
+    (prefix: string, o: { csrf?: boolean; fresh?: boolean } = {}): Send =>
+    async (method, t, path, caller) => {
+      // sign-out ends the session it is sent with: each such cell signs in anew
+      const s = o.fresh && caller !== 'none' && caller !== 'bad' && caller !== 'revoked' ? await signIn(tokenOf(caller)!) : sessions[caller];
+      return app.consoleCall(method, prefix + path, { session: s?.id, csrf: o.csrf === false ? undefined : s?.csrf, json: method === 'POST' ? (t.body ?? {}) : undefined });
+    };
+
+  describe.each(DOCUMENTED)('/console/api/v1 %s', (route) => cells(route, MATRIX[route] ?? [], consoleSend('/v1')));
+
+  /** CONSOLE_MATRIX: the console's own routes, `METHOD /path` under /console, [operator, owner, newOwner, other, none, revoked, bad] */
+  const CONSOLE_MATRIX: Record<string, Variant[]> = {
+    'GET /api/session': [{ name: 'session', target: async () => ({ path: '/session' }), expect: [200, 200, 200, 200, ...ANON] }],
+    'POST /api/session/sign-out': [{ name: 'sign out', target: async () => ({ path: '/session/sign-out' }), expect: [200, 200, 200, 200, ...ANON] }],
+    'GET /api/overview': [{ name: 'overview', target: async () => ({ path: '/overview' }), expect: [200, 200, 200, 200, ...ANON] }],
+    'GET /api/devices/:id/audit': [
+      { name: 'active device', target: onDevice('active', '/audit'), expect: [200, 200, 404, 404, ...ANON] },
+      { name: 'transferring device', target: onDevice('transferring', '/audit'), expect: [200, 200, 403, 404, ...ANON] },
+    ],
+  };
+
+  it('every route of the console router is in the console matrix (sign-in is tested on its own)', () => {
+    const served = (app.consoleRouter.stack as { route?: { path: unknown; methods: Record<string, boolean> } }[])
+      .filter((l) => l.route && typeof l.route.path === 'string')
+      .flatMap((l) => Object.keys(l.route!.methods).map((m) => `${m.toUpperCase()} ${l.route!.path as string}`))
+      .filter((r) => r !== 'POST /api/session');
+    expect([...new Set(served)].sort()).toEqual(Object.keys(CONSOLE_MATRIX).sort());
+  });
+
+  describe.each(Object.keys(CONSOLE_MATRIX))('/console %s', (route) => {
+    const fresh = route === 'POST /api/session/sign-out';
+    cells(route, CONSOLE_MATRIX[route], consoleSend('', { fresh }));
+  });
+
+  const POSTS = [...DOCUMENTED.filter((r) => r.startsWith('POST ')).map((r) => ['/v1', r] as const), ['', 'POST /api/session/sign-out'] as const];
+  it.each(POSTS)('without the CSRF token: %s%s is 403 for every signed-in caller, and changes nothing', async (prefix, route) => {
+    const variants = MATRIX[route] ?? CONSOLE_MATRIX[route];
+    for (const v of variants) {
+      for (const caller of ['operator', 'owner', 'newOwner', 'other'] as const) {
+        const t = await v.target(app);
+        const before = await snapshot(t);
+        const r = await consoleSend(prefix, { csrf: false })('POST', t, t.path, caller);
+        expect({ route, caller, status: r.status, error: r.json?.error?.message }).toEqual({ route, caller, status: 403, error: 'missing or wrong X-CSRF-Token header' });
+        expect(await snapshot(t)).toEqual(before);
+      }
     }
   });
 });

@@ -45,6 +45,8 @@ const CASES: Case[] = [
   ['revoke: an unknown field', 'POST', () => `/certificates/${active.serial}/revoke`, { reason: 'superseded', invalidity: 'yesterday' }, /^body: unknown field "invalidity"$/],
   ['approve: a body field', 'POST', () => '/requests/x/approve', { note: 'ok' }, /^body: unknown field "note"$/],
   ['devices: limit 0', 'GET', () => '/devices?limit=0', undefined, /^limit: must be at least 1$/],
+  ['devices: idPrefix with a space', 'GET', () => '/devices?idPrefix=a%20b', undefined, /^idPrefix: must be 1-128 characters of letters, digits, \. _ @ -$/],
+  ['devices: idPrefix empty', 'GET', () => '/devices?idPrefix=', undefined, /^idPrefix: must be 1-128 characters/],
   ['devices: limit 5000', 'GET', () => '/devices?limit=5000', undefined, /^limit: must be at most 1000$/],
   ['devices: limit 1e300', 'GET', () => '/devices?limit=1e300', undefined, /^limit: must be a whole number$/],
   ['devices: limit twice', 'GET', () => '/devices?limit=1&limit=2', undefined, /^limit: must be a string$/],

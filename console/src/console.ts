@@ -1,0 +1,119 @@
+import { ApiError, api, useCsrf } from './api.js';
+import { errorBox, renderDevice } from './device-page.js';
+import { renderDevices } from './devices-page.js';
+import { h, show } from './dom.js';
+import { renderOverview } from './overview-page.js';
+import { Session } from './types.js';
+
+/**
+ * console: the operator console's entry. It asks the service for the session (the cookie is HttpOnly),
+ * shows the sign-in form when there is none, and routes on the URL fragment: #/overview, #/devices,
+ * #/devices/<id>. Every page is drawn from the API's answers; a refusal is shown with the API's reason.
+ */
+const app = document.getElementById('app') as HTMLElement;
+const bar = document.getElementById('bar') as HTMLElement;
+let session: Session | null = null;
+
+async function start(): Promise<void> {
+  try {
+    session = await api<Session>('GET', '/session');
+    useCsrf(session.csrf);
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) {
+      show(app, errorBox(e));
+      return;
+    }
+    session = null;
+  }
+  await route();
+}
+
+function signIn(reason?: string): void {
+  show(bar, h('span', { class: 'brand' }, 'device-ca'));
+  const token = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'off', placeholder: 'dca_…', required: '' });
+  const out = h('div', { id: 'signin-error' }, reason ? h('p', { class: 'error', role: 'alert' }, reason) : null);
+  show(
+    app,
+    h(
+      'div',
+      { class: 'signin card' },
+      h('h1', {}, 'Sign in'),
+      h(
+        'form',
+        {
+          id: 'signin',
+          onsubmit: async (e: Event) => {
+            e.preventDefault();
+            try {
+              session = await api<Session>('POST', '/session', { token: token.value.trim() });
+              useCsrf(session.csrf);
+              token.value = '';
+              if (!location.hash || location.hash === '#/') location.hash = '#/overview';
+              await route();
+            } catch (err) {
+              show(out, errorBox(err));
+            }
+          },
+        },
+        h('label', {}, 'Admin token (from `device-ca tokens create`)', token),
+        h('button', { type: 'submit' }, 'Sign in'),
+      ),
+      out,
+    ),
+  );
+}
+
+function drawBar(s: Session): void {
+  show(
+    bar,
+    h('span', { class: 'brand' }, 'device-ca'),
+    h('a', { href: '#/overview' }, 'Overview'),
+    h('a', { href: '#/devices' }, 'Devices'),
+    h('span', { class: 'spacer' }),
+    h('span', { class: 'scope', id: 'scope' }, s.scope),
+    h(
+      'button',
+      {
+        type: 'button',
+        class: 'secondary',
+        id: 'sign-out',
+        onclick: async () => {
+          await api('POST', '/session/sign-out', {}).catch(() => undefined);
+          session = null;
+          useCsrf(null);
+          location.hash = '#/';
+          signIn('Signed out.');
+        },
+      },
+      'Sign out',
+    ),
+  );
+}
+
+async function route(): Promise<void> {
+  if (!session) {
+    signIn();
+    return;
+  }
+  drawBar(session);
+  const hash = location.hash.replace(/^#/, '') || '/overview';
+  const [pathPart, query = ''] = hash.split('?', 2);
+  const params = new URLSearchParams(query);
+  try {
+    const device = /^\/devices\/(.+)$/.exec(pathPart);
+    if (device) await renderDevice(app, decodeURIComponent(device[1]), session.scope);
+    else if (pathPart === '/devices') await renderDevices(app, params, session.scope === 'operator');
+    else await renderOverview(app);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      session = null;
+      useCsrf(null);
+      signIn(`${e.message}`);
+      return;
+    }
+    show(app, errorBox(e));
+  }
+}
+
+window.addEventListener('hashchange', () => void route());
+void start();

@@ -1,0 +1,50 @@
+/** types: the JSON the console reads, as the admin API and the console API send it. */
+export interface Device {
+  id: string;
+  owner: string | null;
+  label: string | null;
+  state: 'registered' | 'active' | 'suspended' | 'transferring' | 'retired';
+  pendingOwner: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Certificate {
+  serial: string;
+  deviceId: string | null;
+  subject: string;
+  profile: string;
+  notBefore: string;
+  notAfter: string;
+  status: 'valid' | 'revoked';
+  revokedAt: string | null;
+  revocationReason: string | null;
+}
+
+export interface Page<T> {
+  items: T[];
+  next: string | null;
+}
+
+export interface AuditRecord {
+  seq: number;
+  at: string;
+  type: string;
+  actor: string;
+  subject: string | null;
+  data: Record<string, unknown>;
+}
+
+export interface Overview {
+  scope: string;
+  devices: { total: number; byState: Record<string, number>; byOwner: { owner: string | null; count: number }[] };
+  pendingApprovals: number | null;
+  crlShards: { shard: number; number: string | null; thisUpdate: string | null; nextUpdate: string | null; entries: number | null }[];
+  ocspResponder: { notAfter: string; subject: string } | null;
+  store: { healthy: boolean; problem: string | null };
+}
+
+export interface Session {
+  csrf: string;
+  scope: string;
+}

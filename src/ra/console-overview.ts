@@ -1,0 +1,87 @@
+import * as crypto from 'node:crypto';
+import { isDeviceCaError } from '../errors/device-ca-error';
+import { everyItem } from '../store/paging';
+import { DEVICE_STATES, DeviceState, MAX_PAGE_LIMIT, Store } from '../store/store';
+import { DeviceLifecycle, Scope } from './device-lifecycle';
+import { RegistrationAuthority } from './registration-authority';
+
+/** ConsoleOverviewReply: what the console's first page shows. */
+export interface ConsoleOverviewReply {
+  scope: string;
+  devices: { total: number; byState: Record<DeviceState, number>; byOwner: { owner: string | null; count: number }[] };
+  /** pendingApprovals: requests waiting for an operator; null for an owner scope (the queue is the operator's) */
+  pendingApprovals: number | null;
+  crlShards: { shard: number; number: string | null; thisUpdate: Date | null; nextUpdate: Date | null; entries: number | null }[];
+  ocspResponder: { notAfter: Date; subject: string } | null;
+  store: { healthy: boolean; problem: string | null };
+}
+
+export interface ConsoleOverviewOptions {
+  store: Store;
+  lifecycle: DeviceLifecycle;
+  ra: RegistrationAuthority;
+  issuer: string;
+  crlShards: number;
+  /** ocspResponderCertificate: the responder certificate this process serves now (renewals swap it) */
+  ocspResponderCertificate: () => Buffer | null;
+  /** storeHealth: resolves when the store reads and writes (StoreHealth.check) */
+  storeHealth: () => Promise<void>;
+}
+
+/** OWNERS_SHOWN: the owners with most devices listed on the overview; the rest are summed as "others" by the page. */
+const OWNERS_SHOWN = 20;
+
+/**
+ * ConsoleOverview assembles the console's overview for a scope: an owner scope counts its own devices only
+ * (through DeviceLifecycle.listDevices, the same scope rule as the admin API) and does not see the approval
+ * queue. Device counts walk the device list page by page: exact, and proportional to the fleet (a counting
+ * index in the store is a later part of issue 14).
+ */
+export class ConsoleOverview {
+  constructor(private readonly o: ConsoleOverviewOptions) {}
+
+  async overview(scope: Scope): Promise<ConsoleOverviewReply> {
+    const byState = Object.fromEntries(DEVICE_STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
+    const owners = new Map<string | null, number>();
+    let total = 0;
+    for await (const d of everyItem((after) => this.o.lifecycle.listDevices({ after, limit: MAX_PAGE_LIMIT }, scope))) {
+      total++;
+      byState[d.state]++;
+      owners.set(d.owner, (owners.get(d.owner) ?? 0) + 1);
+    }
+    const byOwner = [...owners]
+      .map(([owner, count]) => ({ owner, count }))
+      .sort((a, b) => b.count - a.count || String(a.owner).localeCompare(String(b.owner)))
+      .slice(0, OWNERS_SHOWN);
+    let pendingApprovals: number | null = null;
+    if (scope.kind === 'operator') {
+      let after: string | undefined;
+      pendingApprovals = 0;
+      do {
+        const page = await this.o.ra.listRequests({ status: 'pending', after, limit: MAX_PAGE_LIMIT });
+        pendingApprovals += page.items.length;
+        after = page.next ?? undefined;
+      } while (after);
+    }
+    const crlShards = await Promise.all(
+      Array.from({ length: this.o.crlShards }, async (_x, shard) => {
+        const c = await this.o.store.crlInfo(this.o.issuer, shard);
+        return { shard, number: c ? c.number.toString() : null, thisUpdate: c?.thisUpdate ?? null, nextUpdate: c?.nextUpdate ?? null, entries: c?.entries ?? null };
+      }),
+    );
+    const der = this.o.ocspResponderCertificate();
+    const ocsp = der ? new crypto.X509Certificate(der) : null;
+    let problem: string | null = null;
+    await this.o.storeHealth().catch((e: unknown) => {
+      problem = isDeviceCaError(e) ? e.message : 'store probe failed';
+    });
+    return {
+      scope: scope.kind === 'operator' ? 'operator' : `owner:${scope.owner}`,
+      devices: { total, byState, byOwner },
+      pendingApprovals,
+      crlShards,
+      ocspResponder: ocsp ? { notAfter: new Date(ocsp.validTo), subject: ocsp.subject } : null,
+      store: { healthy: problem === null, problem },
+    };
+  }
+}

@@ -1,0 +1,256 @@
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { Browser, BrowserContext, Page, hasChromium, launchChromium } from '../helpers/browser';
+import { Device, header, pkiClient } from '../helpers/pki-client';
+import { REPO_ROOT, RunningService, assertBuilt, startService } from '../helpers/service-process';
+import { TmpDir, makeTmpDir } from '../helpers/tmp';
+
+/**
+ * The operator console (/console/) in headless Chromium from Debian, against the built service: an operator
+ * signs in with a token from `device-ca tokens create`, finds a device and retires it (the store says
+ * retired, `openssl ocsp` says revoked, the overview counts change); an owner-scoped session neither sees
+ * nor acts on another owner's device, in the page or by direct calls with its cookie; a POST without the
+ * CSRF token and a cross-site form post are refused; sign-out ends the session; the CSP header is sent and
+ * no console file is inline. Screenshots of each page land in test-results/console/.
+ */
+
+let svc: RunningService;
+let tmp: TmpDir;
+let issuingPem: string;
+let operatorToken: string;
+let acmeToken: string;
+let browser: Browser;
+let base: string;
+let enrolled: Device;
+
+const SHOTS = path.join(REPO_ROOT, 'test-results', 'console');
+const { curl, cliOk, enroll, register, expectOcsp, teardown } = pkiClient({ svc: () => svc, tmp: () => tmp, issuingPem: () => issuingPem, operatorToken: () => operatorToken });
+
+const shot = (page: Page, name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+const stateInStore = async (id: string): Promise<string> => (JSON.parse(await cliOk('devices', 'show', id, '--json')) as { state: string }).state;
+
+/** signIn: a fresh browser (its own cookie jar) signed in with a token through the form. */
+async function signIn(token: string): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.toString()));
+  await page.goto(`${base}/console/`);
+  await page.locator('#token').fill(token);
+  await page.locator('#signin button[type=submit]').click();
+  await page.locator('#scope').waitFor();
+  expect(errors).toEqual([]);
+  return { context, page };
+}
+
+/** csrfOf: the session's CSRF token, as the console's script reads it (GET /console/api/session with the cookie). */
+async function csrfOf(page: Page): Promise<string> {
+  return page.evaluate<string>(`fetch('/console/api/session').then((r) => r.json()).then((j) => j.csrf)`);
+}
+
+beforeAll(async () => {
+  assertBuilt();
+  if (!hasChromium()) throw new Error('/usr/bin/chromium is missing: run scripts/install-test-deps.sh (Debian package chromium)');
+  fs.mkdirSync(SHOTS, { recursive: true });
+  tmp = makeTmpDir('device-ca-console-');
+  svc = await startService();
+  base = `https://localhost:${svc.httpsPort}`;
+  issuingPem = path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem');
+  operatorToken = (await cliOk('tokens', 'create', '--scope', 'operator')).trim();
+  acmeToken = (await cliOk('tokens', 'create', '--scope', 'owner:acme')).trim();
+  enrolled = await enroll('acme-1', 'acme');
+  await register('acme-2', 'acme', 'api');
+  await register('globex-1', 'globex', 'api');
+  browser = await launchChromium();
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await teardown();
+});
+
+describe('the console is served by the service, with a strict Content-Security-Policy', () => {
+  it('GET /console/ sends the CSP and anti-framing headers; the page and its files hold no inline script or style', async () => {
+    const r = await curl(`${base}/console/`);
+    expect(r.status).toBe(200);
+    const csp = header(r, 'content-security-policy') ?? '';
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).toContain("style-src 'self'");
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).not.toContain('unsafe-inline');
+    expect(header(r, 'x-frame-options')).toBe('DENY');
+    expect(header(r, 'content-type')).toMatch(/^text\/html/);
+    // every script is a file of its own, no style element or attribute, no on* handler attribute
+    expect(r.text).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/i);
+    expect(r.text).not.toMatch(/<style|\sstyle=|\son[a-z]+=/i);
+    const assets = [...r.text.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]);
+    expect(assets.sort()).toEqual(['console.css', 'console.js']);
+    for (const a of assets) {
+      const f = await curl(`${base}/console/${a}`);
+      expect({ a, status: f.status, csp: header(f, 'content-security-policy') }).toEqual({ a, status: 200, csp });
+    }
+    expect((await curl(`${base}/console`)).status).toBe(301);
+  });
+
+  it('the browser renders the console with no CSP violation', async () => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    const messages: string[] = [];
+    page.on('console', (m) => messages.push(m.toString()));
+    await page.goto(`${base}/console/`);
+    await page.locator('#signin').waitFor();
+    await shot(page, '0-sign-in');
+    expect(messages.filter((m) => /Content Security Policy|Refused/i.test(m))).toEqual([]);
+    await context.close();
+  });
+});
+
+describe('an operator session', () => {
+  let context: BrowserContext;
+  let page: Page;
+  beforeAll(async () => {
+    ({ context, page } = await signIn(operatorToken));
+  });
+  afterAll(() => context?.close());
+
+  it('the session cookie is HttpOnly, Secure, SameSite=Strict and scoped to /console', async () => {
+    const cookies = (await context.cookies()).filter((c) => c.name === 'dca_console');
+    expect(cookies.map((c) => ({ path: c.path, httpOnly: c.httpOnly, secure: c.secure, sameSite: c.sameSite }))).toEqual([{ path: '/console', httpOnly: true, secure: true, sameSite: 'Strict' }]);
+    expect(await page.evaluate<string>('document.cookie')).toBe('');
+  });
+
+  it('sees the fleet on the overview, finds a device and retires it: the store says retired, OCSP says revoked, the counts change', async () => {
+    await page.locator('#devices-total .big').waitFor();
+    expect(await page.locator('#devices-total .big').innerText()).toBe('3');
+    expect(await page.locator('#by-state').innerText()).toMatch(/active\s+1/);
+    expect(await page.locator('#by-state').innerText()).toMatch(/retired\s+0/);
+    expect(await page.locator('#store-health').innerText()).toContain('healthy');
+    await shot(page, '1-overview');
+
+    await page.goto(`${base}/console/#/devices`);
+    await page.locator('#device-list').waitFor();
+    expect(await page.locator('#device-list').innerText()).toMatch(/acme-1[\s\S]*acme-2[\s\S]*globex-1/);
+    // search by id prefix, answered by the server
+    await page.locator('#filter-prefix').fill('acme-');
+    await page.locator('#device-filter button[type=submit]').click();
+    await page.locator('#device-list:not(:has-text("globex-1"))').waitFor();
+    expect(await page.locator('#device-list').innerText()).toMatch(/acme-1[\s\S]*acme-2/);
+    await shot(page, '2-devices');
+    await page.locator('#device-list a:text-is("acme-1")').click();
+    await page.locator('#certificates').waitFor();
+    expect(await page.locator('#device-id').innerText()).toBe('acme-1');
+    expect(await page.locator('#certificates').innerText()).toContain('valid');
+    await page.locator('#action-retire').click();
+    expect(await page.locator('#confirm-text').innerText()).toBe('Retire acme-1: revokes 1 certificate (cessationOfOperation); the device can never enroll again. This cannot be undone.');
+    await shot(page, '3-device-confirm-retire');
+    await page.locator('#confirm-action').click();
+    await page.locator('#action-result').waitFor();
+    expect(await page.locator('#action-result').innerText()).toContain('the device is now retired; 1 certificate changed');
+    expect(await page.locator('#history').innerText()).toContain('device.retired');
+    await shot(page, '4-device-retired');
+    // on a phone: the same page, tables scroll sideways inside their box, the page itself does not
+    await page.setViewportSize({ width: 390, height: 844 });
+    expect(await page.evaluate<boolean>('document.documentElement.scrollWidth <= window.innerWidth')).toBe(true);
+    await shot(page, '4-device-retired-phone');
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    expect(await stateInStore('acme-1')).toBe('retired');
+    await expectOcsp(enrolled, 'revoked', 'cessationOfOperation');
+
+    await page.goto(`${base}/console/#/overview`);
+    await page.locator('#by-state').waitFor();
+    expect(await page.locator('#by-state').innerText()).toMatch(/active\s+0/);
+    expect(await page.locator('#by-state').innerText()).toMatch(/retired\s+1/);
+  });
+
+  it('a POST without the CSRF token is refused with 403 and changes nothing; with it, the same call works', async () => {
+    const url = `${base}/console/api/v1/devices/acme-2/suspend`;
+    const bare = await page.evaluate<{ status: number; body: string }>(
+      `fetch(${JSON.stringify(url)}, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then(async (r) => ({ status: r.status, body: await r.text() }))`,
+    );
+    expect(bare.status).toBe(403);
+    expect(JSON.parse(bare.body).error).toMatchObject({ code: 'forbidden', message: 'missing or wrong X-CSRF-Token header' });
+    expect(await stateInStore('acme-2')).toBe('registered');
+    const wrong = await page.evaluate<number>(
+      `fetch(${JSON.stringify(url)}, { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': 'x'.repeat(43) }, body: '{}' }).then((r) => r.status)`,
+    );
+    expect(wrong).toBe(403);
+    // with the token, the same call goes through
+    const csrf = await csrfOf(page);
+    const ok = await page.evaluate<{ status: number; body: string }>(
+      `fetch(${JSON.stringify(url)}, { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': ${JSON.stringify(csrf)} }, body: '{}' }).then(async (r) => ({ status: r.status, body: await r.text() }))`,
+    );
+    expect(ok.status).toBe(200);
+    expect(await stateInStore('acme-2')).toBe('suspended');
+  });
+
+  it('a form posted from another site is refused (403) and changes nothing', async () => {
+    // the attacker's page: another origin, a form that posts itself to the console at once
+    const evil = http.createServer((_req, res) => {
+      res.setHeader('content-type', 'text/html');
+      res.end(
+        `<form id="f" method="POST" action="${base}/console/api/v1/devices/acme-2/retire" enctype="text/plain"><input name='{"a":"' value='"}'></form><script>document.getElementById('f').submit()</script>`,
+      );
+    });
+    await new Promise<void>((resolve) => evil.listen(0, '127.0.0.1', () => resolve()));
+    try {
+      const statuses: number[] = [];
+      const attacked = await context.newPage();
+      attacked.on('response', (r) => {
+        if (r.url().endsWith('/retire')) statuses.push(r.status());
+      });
+      await attacked.goto(`http://127.0.0.1:${(evil.address() as AddressInfo).port}/`);
+      await attacked.locator('body').waitFor();
+      for (let i = 0; i < 50 && statuses.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(statuses).toEqual([403]);
+      await attacked.close();
+    } finally {
+      evil.close();
+    }
+    expect(await stateInStore('acme-2')).toBe('suspended');
+  });
+
+  it('sign-out ends the session: the page asks to sign in and the old cookie is refused', async () => {
+    const cookie = (await context.cookies()).find((c) => c.name === 'dca_console')!.value;
+    await page.locator('#sign-out').click();
+    await page.locator('#signin').waitFor();
+    await shot(page, '6-signed-out');
+    expect((await context.cookies()).filter((c) => c.name === 'dca_console')).toEqual([]);
+    const r = await curl(`${base}/console/api/v1/devices`, ['-H', `Cookie: dca_console=${cookie}`]);
+    expect(r.status).toBe(401);
+  });
+});
+
+describe('an owner-scoped session', () => {
+  it("sees its owner's devices only, and cannot see or act on another owner's device by direct calls either", async () => {
+    const { context, page } = await signIn(acmeToken);
+    try {
+      expect(await page.locator('#scope').innerText()).toBe('owner:acme');
+      await page.locator('#devices-total .big').waitFor();
+      expect(await page.locator('#devices-total .big').innerText()).toBe('2');
+      expect(await page.locator('#pending-approvals').count()).toBe(0);
+      await page.goto(`${base}/console/#/devices`);
+      await page.locator('#device-list').waitFor();
+      const list = await page.locator('#device-list').innerText();
+      expect(list).toContain('acme-2');
+      expect(list).not.toContain('globex-1');
+      await shot(page, '5-owner-devices');
+      await page.goto(`${base}/console/#/devices/globex-1`);
+      await page.locator('.error').waitFor();
+      expect(await page.locator('.error').innerText()).toBe('404 not-found: no device globex-1');
+
+      const csrf = await csrfOf(page);
+      const get = await page.evaluate<number>(`fetch('/console/api/v1/devices/globex-1').then((r) => r.status)`);
+      const audit = await page.evaluate<number>(`fetch('/console/api/devices/globex-1/audit').then((r) => r.status)`);
+      const retire = await page.evaluate<number>(
+        `fetch('/console/api/v1/devices/globex-1/retire', { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': ${JSON.stringify(csrf)} }, body: '{}' }).then((r) => r.status)`,
+      );
+      expect({ get, audit, retire }).toEqual({ get: 404, audit: 404, retire: 404 });
+      expect(await stateInStore('globex-1')).toBe('registered');
+    } finally {
+      await context.close();
+    }
+  });
+});
