@@ -4,7 +4,7 @@ import { fromStoredRef } from '../data-dir/data-dir-ref';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyBackend, SigningKey } from '../keys/key-backend';
 import { AuditStore, CaStateStore } from '../store/store';
-import { HIERARCHY_RECORD, StoredCa, exportCaFiles, readCaRecord, rootUrlsOf, signCaCert } from './ca-hierarchy';
+import { HIERARCHY_RECORD, StoredCa, exportCaFiles, promoteDue, readCaRecord, rootUrlsOf, signCaCert } from './ca-hierarchy';
 import { keyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 import { CrlReason, RevokedEntry } from './crl-encoder';
@@ -19,15 +19,19 @@ import { RootCrlInfo, parseRootCrl, readRootCrl, saveRootCrl, signRootCrl } from
 
 export type LifecycleStore = CaStateStore & AuditStore;
 
-async function record(cfg: Config, store: LifecycleStore): Promise<{ rec: StoredCa; version: number }> {
+/**
+ * caRecord: the CA's store record as of now (a rollover whose time has come is promoted: promoteDue) and
+ * the version to write it back at.
+ */
+export async function caRecord(cfg: Config, store: LifecycleStore, now = new Date()): Promise<{ rec: StoredCa; version: number }> {
   await readCaRecord(cfg, store); // imports an older data directory first
   const e = await store.getCaState(HIERARCHY_RECORD);
   if (!e) throw new DeviceCaError('config', `no CA in ${cfg.store.path}; run \`device-ca init\` first`);
-  return { rec: e.value as StoredCa, version: e.version };
+  return { rec: promoteDue(e.value as StoredCa, now), version: e.version };
 }
 
 /** openRootKey loads the root key named in the store and checks it against the root certificate. */
-async function openRootKey(cfg: Config, keys: KeyBackend, rec: StoredCa): Promise<SigningKey> {
+export async function openRootKey(cfg: Config, keys: KeyBackend, rec: StoredCa): Promise<SigningKey> {
   const key = await keys.load(fromStoredRef(cfg.dataDir, rec.root.keyRef));
   if (!key.spki.equals(certificateParts(Buffer.from(rec.root.der, 'base64')).spki)) throw new DeviceCaError('config', `root key ${rec.root.keyRef} does not match the root CA certificate`);
   return key;
@@ -38,7 +42,7 @@ async function openRootKey(cfg: Config, keys: KeyBackend, rec: StoredCa): Promis
  * writes the bytes to a file (offline machine) and the store is left alone, otherwise it is stored.
  */
 export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: LifecycleStore, o: { add?: RevokedEntry[]; store: boolean; actor: string; now?: Date }): Promise<RootCrlInfo> {
-  const { rec } = await record(cfg, store);
+  const { rec } = await caRecord(cfg, store);
   const rootDer = Buffer.from(rec.root.der, 'base64');
   const rootKey = await openRootKey(cfg, keys, rec);
   const current = await readRootCrl(store, rootDer);
@@ -50,7 +54,7 @@ export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: Lifecycl
 
 /** importRootCrl stores a root CRL signed elsewhere (the offline root machine); it must verify with the root key and be newer. */
 export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buffer, actor: string): Promise<RootCrlInfo> {
-  const { rec } = await record(cfg, store);
+  const { rec } = await caRecord(cfg, store);
   return saveRootCrl(store, Buffer.from(rec.root.der, 'base64'), der, actor, 'imported');
 }
 
@@ -61,7 +65,7 @@ export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buf
  * Running services pick it up on restart.
  */
 export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: LifecycleStore, actor: string, now = new Date()): Promise<{ der: Buffer; replaced: string }> {
-  const { rec, version } = await record(cfg, store);
+  const { rec, version } = await caRecord(cfg, store);
   const rootDer = Buffer.from(rec.root.der, 'base64');
   const oldDer = Buffer.from(rec.issuing.der, 'base64');
   const rootKey = await openRootKey(cfg, keys, rec);
@@ -87,7 +91,7 @@ export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: Lifec
     subject: rec.issuing.name,
     data: { replaced: old.serial, serial: certificateParts(der).serial },
   });
-  exportCaFiles(cfg, rootDer, der);
+  exportCaFiles(cfg, rootDer, der, rec.issuing.name);
   return { der, replaced: old.serial };
 }
 
@@ -104,10 +108,12 @@ export async function revokeIssuing(
   reason: CrlReason,
   o: { store: boolean; actor: string; now?: Date },
 ): Promise<{ crl: RootCrlInfo; serials: string[] }> {
-  const { rec } = await record(cfg, store);
-  if (name !== rec.issuing.name) throw new DeviceCaError('not-found', `no issuing CA named ${name} (this CA's is ${rec.issuing.name})`);
+  const { rec } = await caRecord(cfg, store);
+  const all = [rec.issuing, ...(rec.next ? [rec.next] : []), ...(rec.retired ?? [])];
+  const target = all.find((i) => i.name === name);
+  if (!target) throw new DeviceCaError('not-found', `no issuing CA named ${name} (this CA's: ${all.map((i) => i.name).join(', ')})`);
   const now = o.now ?? new Date();
-  const serials = [certificateParts(Buffer.from(rec.issuing.der, 'base64')).serial, ...(rec.issuing.replaced ?? [])];
+  const serials = [certificateParts(Buffer.from(target.der, 'base64')).serial, ...(target.replaced ?? [])];
   const add = serials.map((serial) => ({ serial, revokedAt: new Date(Math.floor(now.getTime() / 1000) * 1000), reason }));
   const crl = await makeRootCrl(cfg, keys, store, { add, store: o.store, actor: o.actor, now });
   if (o.store) await store.appendAudit({ type: 'ca.issuing-revoked', actor: o.actor, subject: name, data: { serials, reason } });

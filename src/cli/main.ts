@@ -6,6 +6,8 @@ import { initCa, caDir } from '../ca/ca-hierarchy';
 import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
 import { exportHashedDir, runReload } from '../ca/crl-export';
 import { importRootCrl, makeRootCrl, reissueIssuing, revokeIssuing } from '../ca/ca-lifecycle';
+import { rolloverIssuing } from '../ca/issuing-rollover';
+import { CA_DUTIES_INTERVAL_MS } from '../ca/ca-duties';
 import { CrlReason, crlReasonCode } from '../ca/crl-encoder';
 import { RootCrlInfo } from '../ca/root-crl';
 import { verifyAuditChain } from '../audit/audit-verify';
@@ -447,6 +449,26 @@ caCmd
       const r = await revokeIssuing(cfg, h.keys, h.store, name, o.reason as CrlReason, { store: !o.out, actor: actor() });
       if (o.out) fs.writeFileSync(o.out, r.crl.der);
       printRootCrl(`revoked ${name} (${r.serials.join(', ')})`, r.crl, o.out);
+    } finally {
+      await h.close();
+    }
+  });
+
+caCmd
+  .command('rollover')
+  .description('make a new issuing CA (new key) under the same root; it takes over new issuance at --at (default now) on every node; the old one keeps its CRLs and OCSP')
+  .option('--at <time>', 'ISO 8601 time at which new issuance switches to the new issuing CA, e.g. 2027-01-15T09:00:00Z (default: now)')
+  .action(async (o: { at?: string }) => {
+    const at = o.at === undefined ? undefined : new Date(o.at);
+    if (at && (!/^\d{4}-\d{2}-\d{2}T/.test(o.at!) || Number.isNaN(at.getTime()))) throw new DeviceCaError('bad-request', `--at: ${o.at} is not an ISO 8601 time such as 2027-01-15T09:00:00Z`);
+    const cfg = config();
+    const h = await openRootSide(cfg);
+    try {
+      const r = await rolloverIssuing(cfg, h.keys, h.store, { at, actor: actor() });
+      const x = new crypto.X509Certificate(r.der);
+      const out = { name: r.name, serial: x.serialNumber.toLowerCase(), replaces: r.replaces, activatesAt: r.activatesAt.toISOString(), notAfter: new Date(x.validTo).toISOString(), key: r.keyRef };
+      if (json()) console.log(JSON.stringify(out));
+      else console.log(`issuing CA ${out.name} (${out.serial}) takes over from ${out.replaces} at ${out.activatesAt}; running services pick it up within ${CA_DUTIES_INTERVAL_MS / 1000} s`);
     } finally {
       await h.close();
     }
