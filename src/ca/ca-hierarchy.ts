@@ -52,6 +52,8 @@ export interface CaHierarchy {
   next?: { ca: CaMaterial; activatesAt: Date };
   /** retired: earlier issuing CAs whose certificates may still be in use: they keep their CRLs and OCSP */
   retired: CaMaterial[];
+  /** revoked: names of issuing CAs listed on the root CRL (their certificates no longer authenticate a device) */
+  revoked?: string[];
   state: CaState;
 }
 
@@ -79,6 +81,8 @@ export interface StoredIssuing {
   keyRef: string;
   der: string;
   replaced?: string[];
+  /** revoked: listed on the root CRL (`ca revoke-issuing`, or an imported root CRL naming it) */
+  revoked?: boolean;
 }
 
 /**
@@ -319,7 +323,8 @@ export async function loadCa(cfg: Config, keys: KeyBackend, store: CaStateStore 
   // a retired CA is served while a certificate it signed can be valid: none outlives its CA certificate
   for (const r of rec.retired ?? []) if (new Date(new crypto.X509Certificate(Buffer.from(r.der, 'base64')).validTo) > now) retired.push(await open(r));
   const { key: _none, ...root } = material(state.root.name, rootDer, issuing.key);
-  return { root, issuing, next, retired, state };
+  const revoked = [rec.issuing, ...(rec.next ? [rec.next] : []), ...(rec.retired ?? [])].filter((r) => r.revoked).map((r) => r.name);
+  return { root, issuing, next, retired, revoked, state };
 }
 
 /** openIssuing: one issuing CA's certificate from the store and its key from the backend, checked to match. */

@@ -4,7 +4,7 @@ import { fromStoredRef } from '../data-dir/data-dir-ref';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyBackend, SigningKey } from '../keys/key-backend';
 import { AuditStore, CaStateStore } from '../store/store';
-import { HIERARCHY_RECORD, StoredCa, exportCaFiles, promoteDue, readCaRecord, rootUrlsOf, signCaCert } from './ca-hierarchy';
+import { HIERARCHY_RECORD, StoredCa, StoredIssuing, exportCaFiles, promoteDue, readCaRecord, rootUrlsOf, signCaCert } from './ca-hierarchy';
 import { keyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 import { CrlReason, RevokedEntry } from './crl-encoder';
@@ -49,13 +49,46 @@ export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: Lifecycl
   const entries = [...(current?.entries ?? [])];
   for (const e of o.add ?? []) if (!entries.some((x) => String(x.serial) === String(e.serial))) entries.push(e);
   const der = await signRootCrl({ rootKey, rootDer, validitySeconds: cfg.ca.root.crlValidity, entries, now: o.now, after: current?.number });
-  return o.store ? saveRootCrl(store, rootDer, der, o.actor, 'signed') : parseRootCrl(der, rootDer);
+  if (!o.store) return parseRootCrl(der, rootDer);
+  const info = await saveRootCrl(store, rootDer, der, o.actor, 'signed');
+  await markRevoked(cfg, store, info);
+  return info;
+}
+
+/**
+ * markRevoked flags, in the CA record, every issuing CA whose certificate the root CRL lists, so every
+ * process stops accepting its device certificates as proof (issuing-ca-set.ts trusted) at its next
+ * reload. The root CRL stays the record of revocation; this is its reading, kept where the RA looks.
+ */
+async function markRevoked(cfg: Config, store: LifecycleStore, crl: RootCrlInfo): Promise<void> {
+  for (;;) {
+    const { rec, version } = await caRecord(cfg, store);
+    const hex = (s: string) => s.toLowerCase().replace(/^0+(?=.)/, '');
+    const listed = new Set(crl.entries.map((e) => hex(String(e.serial))));
+    let changed = false;
+    const mark = (r: StoredIssuing): StoredIssuing => {
+      const serials = [certificateParts(Buffer.from(r.der, 'base64')).serial, ...(r.replaced ?? [])];
+      if (r.revoked || !serials.some((s) => listed.has(hex(s)))) return r;
+      changed = true;
+      return { ...r, revoked: true };
+    };
+    const next: StoredCa = { ...rec, issuing: mark(rec.issuing), ...(rec.next ? { next: { ...mark(rec.next), activatesAt: rec.next.activatesAt } } : {}), retired: (rec.retired ?? []).map(mark) };
+    if (!changed) return;
+    try {
+      await store.saveCaState(HIERARCHY_RECORD, next, version);
+      return;
+    } catch (e) {
+      if (!(e instanceof DeviceCaError && e.code === 'conflict')) throw e; // written meanwhile: read again
+    }
+  }
 }
 
 /** importRootCrl stores a root CRL signed elsewhere (the offline root machine); it must verify with the root key and be newer. */
 export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buffer, actor: string): Promise<RootCrlInfo> {
   const { rec } = await caRecord(cfg, store);
-  return saveRootCrl(store, Buffer.from(rec.root.der, 'base64'), der, actor, 'imported');
+  const info = await saveRootCrl(store, Buffer.from(rec.root.der, 'base64'), der, actor, 'imported');
+  await markRevoked(cfg, store, info);
+  return info;
 }
 
 /**

@@ -76,7 +76,7 @@ export interface CertificateAuthorityOptions {
   /** issuing: the issuing CA of the CA's own service certificates (OCSP responder, SCEP RA, HTTPS) */
   issuing: CaMaterial;
   /** issuers: which issuing CA signs leaves at a given time (issuing-ca-set.ts, rollover); default: issuing */
-  issuers?: { active(now: Date): CaMaterial; all(): CaMaterial[] };
+  issuers?: { active(now: Date): CaMaterial; trusted(): CaMaterial[] };
   publicUrl: string;
   crlShards: number;
   backdateSeconds: number;
@@ -133,9 +133,12 @@ export class CertificateAuthority {
     return this.opts.issuing;
   }
 
-  /** servedIssuers: every issuing CA whose certificates are current (during a rollover, old and new). */
-  servedIssuers(): CaMaterial[] {
-    return this.opts.issuers?.all() ?? [this.opts.issuing];
+  /**
+   * trustedIssuers: the issuing CAs whose certificates authenticate a device (during a rollover, old and
+   * new), none the root CRL lists.
+   */
+  trustedIssuers(): CaMaterial[] {
+    return this.opts.issuers?.trusted() ?? [this.opts.issuing];
   }
 
   /**

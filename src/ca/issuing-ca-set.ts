@@ -42,6 +42,15 @@ export class IssuingCaSet {
   }
 
   /**
+   * trusted: the issuing CAs whose device certificates authenticate a device (re-enrollment): every one
+   * served except those the root CRL lists (a compromised CA's certificates prove nothing).
+   */
+  trusted(): CaMaterial[] {
+    const revoked = new Set(this.h.revoked ?? []);
+    return this.all().filter((c) => !revoked.has(c.name));
+  }
+
+  /**
    * chain: what clients fetch as the CA certificates (EST /cacerts, SCEP GetCACert): the active issuing
    * CA first (clients that take the first certificate as their issuer), then the other issuing CAs served
    * during a rollover's overlap, then the root.

@@ -87,7 +87,7 @@ export class RegistrationAuthority {
     this.secrets = new SecretAuthenticator(this.cfg.enrollment, deps.store, this.now);
     this.clientCerts = new ClientCertificateAuthenticator({
       store: deps.store,
-      issuingCas: () => deps.ca.servedIssuers().map((c) => c.der),
+      issuingCas: () => deps.ca.trustedIssuers().map((c) => c.der),
       bootstrap: deps.bootstrap,
       bootstrapConfig: this.cfg.bootstrap,
       secretHashCost: this.cfg.enrollment.secretHashCost,

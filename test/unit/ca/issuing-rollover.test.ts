@@ -93,7 +93,7 @@ describe('issuing CA rollover', () => {
     // the leaf names its own CA's CRL shard and certificate
     expect(after.der.toString('latin1')).toContain(`/crl/device-ca-issuing-2/${after.shard}.crl`);
     expect(after.der.toString('latin1')).toContain('/ca/device-ca-issuing-2.crt');
-    expect(ca.servedIssuers().map((c) => c.name)).toEqual(['device-ca-issuing', 'device-ca-issuing-2']);
+    expect(ca.trustedIssuers().map((c) => c.name)).toEqual(['device-ca-issuing', 'device-ca-issuing-2']);
   });
 
   it('after the activation time the store view promotes the new CA and keeps the old one retired', async () => {
@@ -107,5 +107,29 @@ describe('issuing CA rollover', () => {
     const r = await revokeIssuing(t.cfg, t.keys, store, 'device-ca-issuing-2', 'superseded', { store: false, actor: 'test', now: T0 });
     expect(r.serials).toEqual([certificateParts((await loadCa(t.cfg, t.keys, store, { now: T0 })).next!.ca.der).serial]);
     await expect(revokeIssuing(t.cfg, t.keys, store, 'nope', 'superseded', { store: false, actor: 'test', now: T0 })).rejects.toMatchObject({ code: 'not-found' });
+  });
+
+  it('once revoke-issuing lists the old CA on the root CRL, its certificates no longer authenticate a device (still served: CRLs, OCSP)', async () => {
+    const before = await loadCa(t.cfg, t.keys, store, { now: T0 });
+    expect(
+      buildCertificateAuthority(t.cfg, before, new IssuingCaSet(before))
+        .trustedIssuers()
+        .map((c) => c.name),
+    ).toEqual(['device-ca-issuing', 'device-ca-issuing-2']);
+    await revokeIssuing(t.cfg, t.keys, store, 'device-ca-issuing', 'keyCompromise', { store: true, actor: 'test', now: T0 });
+    const h = await loadCa(t.cfg, t.keys, store, { now: T0 });
+    expect(h.revoked).toEqual(['device-ca-issuing']);
+    const cas = new IssuingCaSet(h);
+    expect(
+      buildCertificateAuthority(t.cfg, h, cas)
+        .trustedIssuers()
+        .map((c) => c.name),
+    ).toEqual(['device-ca-issuing-2']);
+    expect(
+      cas
+        .all()
+        .map((c) => c.name)
+        .sort(),
+    ).toEqual(['device-ca-issuing', 'device-ca-issuing-2']);
   });
 });
