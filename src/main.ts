@@ -16,6 +16,7 @@ import { toPem } from './ca/pem';
 import { publicUrlWarning } from './ca/public-url-warning';
 import { RootCrlInfo, readRootCrl } from './ca/root-crl';
 import { RootCrlWatch } from './ca/root-crl-watch';
+import { RootOcspSource } from './ca/root-ocsp';
 import { scepRaKeyTransport } from './ca/scep-ra-key-transport';
 import { ScepRaMaterial, ServiceCertificates } from './ca/service-certificates';
 import { resolveProfiles } from './config/enrollment-profiles';
@@ -178,7 +179,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     onError: (what, e) => logError(`CA duties: ${what} failed`)(e),
   });
   const initial = await certs.current(() => duties.tick());
-  const ocsp = new OcspService(cas.all(), new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert), store, cfg.ocsp);
+  const ocsp = new OcspService(cas.all(), new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert), store, cfg.ocsp, undefined, new RootOcspSource(hierarchy.root.der, store));
   const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };

@@ -28,6 +28,7 @@ import { toPem } from './pem';
 import { AuditStore, CaStateStore } from '../store/store';
 import { publicBaseUrl } from '../config/load-config';
 import { rootCrlUrl, saveRootCrl, signRootCrl } from './root-crl';
+import { saveRootOcsp, signRootOcsp } from './root-ocsp';
 
 /**
  * CaState says which key and certificate serve each CA role. keyRef is what a KeyBackend opens (a key
@@ -257,7 +258,9 @@ export async function initCa(cfg: Config, keys: KeyBackend, store: CaStateStore 
     data: { root: rec.root.name, issuing: rec.issuing.name, rootKey: rec.root.keyRef, issuingKey: rec.issuing.keyRef },
   });
   // the root key is at hand only now (it may go offline after): the first root CRL, empty
-  await saveRootCrl(store, rootDer, await signRootCrl({ rootKey, rootDer, validitySeconds: cfg.ca.root.crlValidity, entries: [], now }), 'device-ca', 'signed');
+  const crl = await saveRootCrl(store, rootDer, await signRootCrl({ rootKey, rootDer, validitySeconds: cfg.ca.root.crlValidity, entries: [], now }), 'device-ca', 'signed');
+  // and the root's OCSP answer for the issuing CA certificate (good), which lapses with that CRL
+  await saveRootOcsp(store, await signRootOcsp({ rootKey, rec, entries: [], thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate }));
   exportCaFiles(cfg, rootDer, issDer);
   const state = stateOf(cfg, rec);
   return { root: material(state.root.name, rootDer, rootKey), issuing: material(state.issuing.name, issDer, issKey), retired: [], state };

@@ -9,6 +9,7 @@ import { keyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 import { CrlReason, RevokedEntry } from './crl-encoder';
 import { RootCrlInfo, parseRootCrl, readRootCrl, saveRootCrl, signRootCrl } from './root-crl';
+import { saveRootOcsp, signRootOcsp } from './root-ocsp';
 
 /**
  * ca-lifecycle: what only the root key can do to the CA itself: sign the root CRL, give the issuing key a
@@ -52,7 +53,22 @@ export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: Lifecycl
   if (!o.store) return parseRootCrl(der, rootDer);
   const info = await saveRootCrl(store, rootDer, der, o.actor, 'signed');
   await markRevoked(cfg, store, info);
+  await refreshRootOcsp(cfg, store, rootKey, o.now);
   return info;
+}
+
+/**
+ * refreshRootOcsp signs and stores the root's OCSP answer for the issuing CA certificates (root-ocsp.ts)
+ * from the CA record and root CRL as they are now; it lapses with the root CRL. Run wherever the root
+ * key is open with the store beside it.
+ */
+export async function refreshRootOcsp(cfg: Config, store: LifecycleStore, rootKey: SigningKey, now = new Date()): Promise<void> {
+  const { rec } = await caRecord(cfg, store, now);
+  const rootDer = Buffer.from(rec.root.der, 'base64');
+  const crl = await readRootCrl(store, rootDer);
+  const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
+  const nextUpdate = crl?.nextUpdate ?? new Date(Math.min(thisUpdate.getTime() + cfg.ca.root.crlValidity * 1000, new Date(new crypto.X509Certificate(rootDer).validTo).getTime()));
+  await saveRootOcsp(store, await signRootOcsp({ rootKey, rec, entries: crl?.entries ?? [], thisUpdate, nextUpdate }));
 }
 
 /**
@@ -125,6 +141,7 @@ export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: Lifec
     data: { replaced: old.serial, serial: certificateParts(der).serial },
   });
   exportCaFiles(cfg, rootDer, der, rec.issuing.name);
+  await refreshRootOcsp(cfg, store, rootKey, now);
   return { der, replaced: old.serial };
 }
 

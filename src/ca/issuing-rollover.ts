@@ -4,7 +4,7 @@ import { toStoredRef } from '../data-dir/data-dir-ref';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm, KeyBackend } from '../keys/key-backend';
 import { HIERARCHY_RECORD, StoredCa, exportCaFiles, rootUrlsOf, signCaCert } from './ca-hierarchy';
-import { LifecycleStore, caRecord, openRootKey } from './ca-lifecycle';
+import { LifecycleStore, caRecord, openRootKey, refreshRootOcsp } from './ca-lifecycle';
 import { keyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 import { encodeName } from './name';
@@ -68,6 +68,8 @@ export async function rolloverIssuing(cfg: Config, keys: KeyBackend, store: Life
     subject: name,
     data: { replaces: rec.issuing.name, activatesAt: activatesAt.toISOString(), serial: certificateParts(der).serial, key: keyRef },
   });
+  // the root vouches for the new CA over OCSP too
+  await refreshRootOcsp(cfg, store, rootKey, now);
   // <name>.crt/.pem for operators now; chain.pem follows at the first `serve` start after activatesAt
   exportCaFiles(cfg, rootDer, der, name, { chain: false });
   return { name, der, keyRef, activatesAt, replaces: rec.issuing.name };

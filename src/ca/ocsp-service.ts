@@ -5,12 +5,13 @@ import { RevocationStore } from '../store/store';
 import { CaMaterial } from './certificate-authority';
 import { OcspCertId, OcspHashName, OcspResponder, OcspSingleResponse, OcspStatus, certIdHashes, parseOcspRequest } from './ocsp-codec';
 import { certificateParts } from './certificate-parts';
+import { RootOcspSource, rootOcspEtag } from './root-ocsp';
 
 /** OcspAnswer is the response bytes plus, for a cacheable (nonce-less) answer, what HTTP caching needs. */
 export interface OcspAnswer {
   der: Buffer;
   cache?: { thisUpdate: Date; nextUpdate: Date; etag: string };
-  /** outcome for metrics: good | revoked | unknown | mixed (errors are thrown, and counted by the adapter) */
+  /** outcome for metrics: good | revoked | unknown | mixed | ca-certificate (errors are thrown, and counted by the adapter) */
   outcome: string;
 }
 
@@ -46,6 +47,8 @@ export class OcspService {
     private readonly store: Pick<RevocationStore, 'certificateStatus'>,
     private readonly cfg: Config['ocsp'],
     private readonly now: () => Date = () => new Date(),
+    /** root: the root-signed answers for the issuing CA certificates themselves (root-ocsp.ts) */
+    private readonly root?: RootOcspSource,
   ) {
     for (const ca of issuers) this.addIssuer(ca);
     this.delegatedFor = this.issuerOfResponder(responder);
@@ -92,6 +95,15 @@ export class OcspService {
    */
   async respond(request: Buffer): Promise<OcspAnswer> {
     const req = parseOcspRequest(request, { maxBytes: this.cfg.maxRequestBytes });
+    if (this.root && req.certIds.every((id) => this.root!.names(id))) {
+      // an issuing CA certificate: the root's pre-signed answer (no nonce: one response serves everyone)
+      const now = this.now();
+      const a = await this.root.answer(
+        req.certIds.map((id) => id.serialNumber),
+        now,
+      );
+      return { der: a.der, cache: req.nonce ? undefined : { thisUpdate: now, nextUpdate: a.nextUpdate, etag: rootOcspEtag(a.der) }, outcome: 'ca-certificate' };
+    }
     const issuers: CaMaterial[] = [];
     for (const id of req.certIds) {
       const ca = this.issuerOf(id);

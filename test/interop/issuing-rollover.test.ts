@@ -72,6 +72,12 @@ it('EST /cacerts holds the new issuing CA first, then the old one, then the root
   expect((await curl(`http://127.0.0.1:${svc.httpPort}/ca/${OLD}.crt`)).status).toBe(200);
 });
 
+it('the root answers OCSP for the new issuing CA certificate: good (signed by `ca rollover` where the root key is)', async () => {
+  const r = await opensslAny('ocsp', '-issuer', rootPem, '-cert', newPem, '-url', `http://127.0.0.1:${svc.httpPort}/ocsp`, '-CAfile', rootPem, '-no_nonce');
+  expect(r.out).toContain('Response verify OK');
+  expect(r.out).toContain(`${newPem}: good\n`);
+});
+
 it('a new device enrolls under the new issuing CA: openssl verify against root + new issuing CA', async () => {
   const d = await enroll('dev-new');
   devices.set(d.id, d);
