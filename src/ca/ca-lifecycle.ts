@@ -111,7 +111,7 @@ export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buf
  * reissueIssuing gives the current issuing key a new certificate signed by the root, with the same subject,
  * key and validity window but the extensions of this version (CRL distribution point = root CRL, AIA
  * caIssuers = root certificate). Certificates already issued chain to it unchanged (same name and key).
- * Running services pick it up on restart.
+ * Running services serve it in place of the old one from their next CA duties round (issuing-ca-set.ts).
  */
 export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: LifecycleStore, actor: string, now = new Date()): Promise<{ der: Buffer; replaced: string }> {
   const { rec, version } = await caRecord(cfg, store);

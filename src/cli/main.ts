@@ -422,7 +422,7 @@ caCmd
   });
 caCmd
   .command('reissue-issuing')
-  .description('give the current issuing key a new certificate from the root (same name, key and validity) that names the root CRL; restart serve after')
+  .description('give the current issuing key a new certificate from the root (same name, key and validity) that names the root CRL; running services serve it within 10 s')
   .action(async () => {
     const cfg = config();
     const h = await openRootSide(cfg);
@@ -430,7 +430,7 @@ caCmd
       const r = await reissueIssuing(cfg, h.keys, h.store, actor());
       const x = new crypto.X509Certificate(r.der);
       if (json()) console.log(JSON.stringify({ serial: x.serialNumber.toLowerCase(), replaced: r.replaced, notAfter: new Date(x.validTo).toISOString() }));
-      else console.log(`issuing CA certificate ${x.serialNumber.toLowerCase()} replaces ${r.replaced}; restart \`device-ca serve\` to serve it`);
+      else console.log(`issuing CA certificate ${x.serialNumber.toLowerCase()} replaces ${r.replaced}; running services serve it within ${CA_DUTIES_INTERVAL_MS / 1000} s`);
     } finally {
       await h.close();
     }
