@@ -293,6 +293,8 @@ export async function openRegistrationAuthority(cfg: Config): Promise<{
   access: AdminAccess;
   crl: CrlPublisher;
   caCerts: Buffer[];
+  /** otherIssuers: the other issuing CAs served during a rollover (next or retired), each with its CRL publisher */
+  otherIssuers: { der: Buffer; crl: CrlPublisher }[];
   rootCrl: () => Promise<RootCrlInfo | null>;
   store: Store;
   close(): Promise<void>;
@@ -314,6 +316,9 @@ export async function openRegistrationAuthority(cfg: Config): Promise<{
       access: new AdminAccess(store),
       crl,
       caCerts: [hierarchy.issuing.der, hierarchy.root.der],
+      otherIssuers: issuingCas(hierarchy)
+        .slice(1)
+        .map((c) => ({ der: c.der, crl: new CrlPublisher(c, store, cfg.crl, publicBaseUrl(cfg)) })),
       rootCrl: () => readRootCrl(store, hierarchy.root.der),
       store,
       close: async () => (await store.close(), await keys.close()),

@@ -346,11 +346,14 @@ program
     let last = '';
     const once = async () => {
       const numbers = await exportHashedDir(o.dir, h.caCerts, h.crl, await h.rootCrl(), { rootOnly: o.rootOnly });
-      const sig = [...numbers.values()].join(',');
+      // during a rollover the other issuing CA's certificate and CRLs too: its devices are still in use
+      const others = [];
+      for (const x of h.otherIssuers) others.push(...(await exportHashedDir(o.dir, [x.der, h.caCerts[h.caCerts.length - 1]], x.crl, null, { rootOnly: o.rootOnly })).values());
+      const sig = [...numbers.values(), ...others].join(',');
       if (sig === last) return;
       last = sig;
       if (json()) console.log(JSON.stringify({ dir: o.dir, crls: Object.fromEntries([...numbers].map(([s, n]) => [s < 0 ? 'root' : s, n.toString()])) }));
-      else console.log(`exported ${numbers.size} CRLs and ${o.rootOnly ? 1 : h.caCerts.length} CA certificates to ${o.dir}`);
+      else console.log(`exported ${numbers.size + others.length} CRLs and ${o.rootOnly ? 1 : h.caCerts.length + h.otherIssuers.length} CA certificates to ${o.dir}`);
       if (o.reloadCmd) {
         const code = await runReload(o.reloadCmd);
         if (code !== 0) console.error(`device-ca: reload command exited ${code}`);

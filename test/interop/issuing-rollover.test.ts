@@ -100,6 +100,13 @@ it('a device re-enrolling with its old certificate gets a certificate from the n
   expect((await describeCert('dev-renew', d.key, crt)).crlUrl).toContain(`/crl/${NEW}/`);
 });
 
+it('crl export writes both issuing CAs and their CRLs: openssl verify -crl_check_all -CApath accepts an old and a new device', async () => {
+  const dir = tmp.file('hashed');
+  await cliOk('crl', 'export', '--dir', dir);
+  const fresh = await enroll('dev-export');
+  for (const crt of [devices.get('dev-keep')!.crt, fresh.crt]) expect((await opensslAny('verify', '-crl_check_all', '-CApath', dir, crt)).out).toBe(`${crt}: OK\n`);
+});
+
 it('an old certificate still answers good over OCSP (the old CA’s responder)', async () => {
   const d = devices.get('dev-keep')!;
   const r = await ocsp(d, oldPem, svc.chainPem);
