@@ -5,9 +5,10 @@ import * as os from 'node:os';
 import pino, { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { CaDuties, CA_DUTIES_INTERVAL_MS, CA_DUTIES_LEASE_TTL_MS } from './ca/ca-duties';
-import { CaHierarchy, loadCa } from './ca/ca-hierarchy';
+import { CaHierarchy, issuingCas, loadCa } from './ca/ca-hierarchy';
 import { StoreMarkRecorder, verifyStoreIdentity } from './ca/ca-identity';
-import { CertificateAuthority } from './ca/certificate-authority';
+import { CaMaterial, CertificateAuthority } from './ca/certificate-authority';
+import { IssuingCaSet } from './ca/issuing-ca-set';
 import { CrlPublisher } from './ca/crl-publisher';
 import { OcspResponder } from './ca/ocsp-codec';
 import { OcspService } from './ca/ocsp-service';
@@ -15,6 +16,7 @@ import { toPem } from './ca/pem';
 import { publicUrlWarning } from './ca/public-url-warning';
 import { RootCrlInfo, readRootCrl } from './ca/root-crl';
 import { RootCrlWatch } from './ca/root-crl-watch';
+import { RootOcspSource } from './ca/root-ocsp';
 import { scepRaKeyTransport } from './ca/scep-ra-key-transport';
 import { ScepRaMaterial, ServiceCertificates } from './ca/service-certificates';
 import { resolveProfiles } from './config/enrollment-profiles';
@@ -76,10 +78,11 @@ export function openStore(cfg: Config): Store {
 }
 
 /** buildCertificateAuthority: the CA knows every enrollment profile's validity, EKU and RSA key usage by name. */
-export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): CertificateAuthority {
+export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy, issuers: IssuingCaSet = new IssuingCaSet(hierarchy)): CertificateAuthority {
   const profiles = new Map([...resolveProfiles(cfg).profiles].map(([name, p]) => [name, { validitySeconds: p.validity, serverAuth: p.serverAuth, keyEncipherment: p.keyEncipherment }]));
   return new CertificateAuthority({
     issuing: hierarchy.issuing,
+    issuers,
     publicUrl: publicBaseUrl(cfg),
     crlShards: cfg.crl.shards,
     backdateSeconds: cfg.ca.backdate,
@@ -111,6 +114,8 @@ export interface Service {
   ra: RegistrationAuthority;
   lifecycle: DeviceLifecycle;
   crl: CrlPublisher;
+  /** crls: one CRL publisher per issuing CA served (during a rollover, old and new) */
+  crls: CrlPublisher[];
   store: Store;
   registry: Registry;
   /** duties: CRL publication and service certificate renewal, run while this process holds the lease */
@@ -132,35 +137,55 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const store = openStore(cfg);
   const keys = openKeyBackend(cfg);
   const hierarchy = await loadCa(cfg, keys, store);
-  const ca = buildCertificateAuthority(cfg, hierarchy);
+  // the issuing CAs served; a rollover written by another process reaches this one in the duties reload
+  const cas = new IssuingCaSet(hierarchy, { store, load: () => loadCa(cfg, keys, store) });
+  const ca = buildCertificateAuthority(cfg, hierarchy, cas);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
   const bootstrap = loadBootstrapPolicy(cfg);
-  const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
-  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry, crl });
+  const crls = issuingCas(hierarchy).map((c) => new CrlPublisher(c, store, cfg.crl, publicBaseUrl(cfg)));
+  const crl = crls[0];
+  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry, crls });
   const logError = (what: string) => (e: unknown) => opts.log.error({ err: { message: (e as Error).message } }, what);
   // the store's high-water mark in the data directory moves after each CRL publication (ca-identity.ts)
   const marks = new StoreMarkRecorder(cfg, store);
   const recordMark = () => void marks.record().catch(logError('recording the store mark failed'));
   const lifecycle = new DeviceLifecycle(cfg, store, (changes) => {
     // re-issue the touched shards now; OCSP reads status from the store on every request
-    for (const shard of new Set(changes.map((c) => c.shard))) crl.publish(shard).then(recordMark, logError('CRL publication failed'));
+    // (on the CRL of the CA that issued each certificate: an old CA's after a rollover)
+    for (const key of new Set(changes.map((c) => `${c.issuer}/${c.shard}`))) {
+      const [issuer, shard] = [key.slice(0, key.lastIndexOf('/')), Number(key.slice(key.lastIndexOf('/') + 1))];
+      crls
+        .find((p) => p.caName === issuer)
+        ?.publish(shard)
+        .then(recordMark, logError('CRL publication failed'));
+    }
   });
   const access = new AdminAccess(store, operatorFingerprints(cfg));
   const certs = new ServiceCertificates({ cfg, keys, ca, hierarchy, store });
+  let holding = false;
   const duties = new CaDuties({
     store,
     holder: `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`,
     leaseTtlMs: opts.dutiesLeaseTtlMs ?? CA_DUTIES_LEASE_TTL_MS,
     intervalMs: opts.dutiesIntervalMs ?? CA_DUTIES_INTERVAL_MS,
-    onAcquire: () => crl.start(logError('CRL refresh failed'), recordMark),
-    onLose: () => crl.stop(),
+    onAcquire: () => {
+      holding = true;
+      for (const p of crls) p.start(logError('CRL refresh failed'), recordMark);
+    },
+    onLose: () => {
+      holding = false;
+      for (const p of crls) p.stop();
+    },
     renew: () => certs.renew(),
-    reload: async () => void (await certs.reload()),
+    reload: async () => {
+      await certs.reload();
+      await cas.refresh();
+    },
     onError: (what, e) => logError(`CA duties: ${what} failed`)(e),
   });
   const initial = await certs.current(() => duties.tick());
-  const ocsp = new OcspService([hierarchy.issuing], new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert), store, cfg.ocsp);
+  const ocsp = new OcspService(cas.all(), new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert), store, cfg.ocsp, undefined, new RootOcspSource(hierarchy.root.der, store));
   const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };
@@ -195,7 +220,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
         path: '/.well-known/est',
         router: estRouter({
           ra,
-          caCerts: [hierarchy.issuing.der, hierarchy.root.der],
+          caCerts: () => cas.chain(),
           bodyLimit: cfg.https.bodyLimit,
           replyBase64: new Map(Object.entries(cfg.est.labels).map(([name, l]) => [name, l.replyBase64])),
         }),
@@ -220,7 +245,11 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
           router: scepRouter({
             ra,
             scepRa: () => scepRa!,
-            caCerts: [hierarchy.issuing.der, hierarchy.root.der],
+            caCerts: () => cas.chain(),
+            nextCaCerts: () => {
+              const next = cas.pending();
+              return next ? [next.ca.der, hierarchy.root.der] : null;
+            },
             paths: new Map(Object.entries(cfg.scep.paths).map(([name, p]) => [name, p.profile])),
             bodyLimit: cfg.http.bodyLimit,
           }),
@@ -232,20 +261,23 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     mounts: [
       {
         path: '/ca',
-        router: caCertsRouter(
-          new Map([
-            [hierarchy.root.name, hierarchy.root.der],
-            [hierarchy.issuing.name, hierarchy.issuing.der],
-          ]),
-        ),
+        router: caCertsRouter((name) => (name === hierarchy.root.name ? hierarchy.root.der : cas.all().find((c) => c.name === name)?.der)),
       },
-      { path: '/crl', router: crlRouter([crl], 60, rootCrl) },
+      { path: '/crl', router: crlRouter(crls, 60, rootCrl) },
       ...scepMounts,
       { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), warnings }) },
     ],
     fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry }) }],
     registry,
     log: opts.log,
+  });
+  // an issuing CA made by `ca rollover` (in another process) is served here from the next reload on
+  cas.onAdded((added: CaMaterial) => {
+    const p = new CrlPublisher(added, store, cfg.crl, publicBaseUrl(cfg));
+    crls.push(p);
+    if (holding) p.start(logError('CRL refresh failed'), recordMark);
+    ocsp.addIssuer(added);
+    opts.log.info({ ca: added.name }, 'issuing CA added (rollover)');
   });
   // renewed certificates reach this worker from the store, whoever issued them
   certs.onChange({
@@ -270,13 +302,14 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     ra,
     lifecycle,
     crl,
+    crls,
     store,
     registry,
     duties,
     async close() {
       rootCrl.stop();
       await duties.stop();
-      crl.stop();
+      for (const p of crls) p.stop();
       await marks.record().catch(logError('recording the store mark failed'));
       await store.close();
       await keys.close();
@@ -291,6 +324,8 @@ export async function openRegistrationAuthority(cfg: Config): Promise<{
   access: AdminAccess;
   crl: CrlPublisher;
   caCerts: Buffer[];
+  /** otherIssuers: the other issuing CAs served during a rollover (next or retired), each with its CRL publisher */
+  otherIssuers: { der: Buffer; crl: CrlPublisher }[];
   rootCrl: () => Promise<RootCrlInfo | null>;
   store: Store;
   close(): Promise<void>;
@@ -312,6 +347,9 @@ export async function openRegistrationAuthority(cfg: Config): Promise<{
       access: new AdminAccess(store),
       crl,
       caCerts: [hierarchy.issuing.der, hierarchy.root.der],
+      otherIssuers: issuingCas(hierarchy)
+        .slice(1)
+        .map((c) => ({ der: c.der, crl: new CrlPublisher(c, store, cfg.crl, publicBaseUrl(cfg)) })),
       rootCrl: () => readRootCrl(store, hierarchy.root.der),
       store,
       close: async () => (await store.close(), await keys.close()),

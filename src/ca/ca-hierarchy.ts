@@ -28,6 +28,7 @@ import { toPem } from './pem';
 import { AuditStore, CaStateStore } from '../store/store';
 import { publicBaseUrl } from '../config/load-config';
 import { rootCrlUrl, saveRootCrl, signRootCrl } from './root-crl';
+import { saveRootOcsp, signRootOcsp } from './root-ocsp';
 
 /**
  * CaState says which key and certificate serve each CA role. keyRef is what a KeyBackend opens (a key
@@ -46,7 +47,14 @@ export type CaCertificate = Omit<CaMaterial, 'key'>;
 
 export interface CaHierarchy {
   root: CaCertificate;
+  /** issuing: the issuing CA in force when the hierarchy was loaded */
   issuing: CaMaterial;
+  /** next: the issuing CA `ca rollover` made, taking over new issuance at activatesAt */
+  next?: { ca: CaMaterial; activatesAt: Date };
+  /** retired: earlier issuing CAs whose certificates may still be in use: they keep their CRLs and OCSP */
+  retired: CaMaterial[];
+  /** revoked: names of issuing CAs listed on the root CRL (their certificates no longer authenticate a device) */
+  revoked?: string[];
   state: CaState;
 }
 
@@ -61,7 +69,32 @@ export const HIERARCHY_RECORD = 'hierarchy';
 export interface StoredCa {
   version: 2;
   root: { name: string; keyRef: string; der: string };
-  issuing: { name: string; keyRef: string; der: string; replaced?: string[] };
+  issuing: StoredIssuing;
+  /** next: a rolled-over issuing CA (`ca rollover`) that takes over new issuance at activatesAt (ISO time) */
+  next?: StoredIssuing & { activatesAt: string };
+  /** retired: earlier issuing CAs, served (CRLs, OCSP, /ca/<name>.crt) until their certificates expire */
+  retired?: StoredIssuing[];
+}
+
+/** StoredIssuing: one issuing CA in the store record. */
+export interface StoredIssuing {
+  name: string;
+  keyRef: string;
+  der: string;
+  replaced?: string[];
+  /** revoked: listed on the root CRL (`ca revoke-issuing`, or an imported root CRL naming it) */
+  revoked?: boolean;
+}
+
+/**
+ * promoteDue is the store record as of `now`: a next issuing CA whose activation time has come is the
+ * issuing CA, and the one it replaced is retired. Every process computes the same view from the same
+ * record, so new issuance switches at the chosen time on every node without anyone rewriting the store.
+ */
+export function promoteDue(rec: StoredCa, now: Date): StoredCa {
+  if (!rec.next || new Date(rec.next.activatesAt) > now) return rec;
+  const { activatesAt: _at, ...next } = rec.next;
+  return { version: 2, root: rec.root, issuing: next, retired: [...(rec.retired ?? []), rec.issuing] };
 }
 
 /** LegacyCaState is ca/state.json of device-ca before the CA state moved into the store (absolute paths). */
@@ -88,8 +121,20 @@ export async function caExists(cfg: Config, store: CaStateStore): Promise<boolea
 export async function storedIssuingCa(store: CaStateStore): Promise<{ name: string; der: Buffer } | null> {
   const entry = await store.getCaState(HIERARCHY_RECORD);
   if (!entry) return null;
-  const rec = entry.value as StoredCa;
+  const rec = promoteDue(entry.value as StoredCa, new Date());
   return { name: rec.issuing.name, der: Buffer.from(rec.issuing.der, 'base64') };
+}
+
+/**
+ * knownIssuingKeyIds: the key ids (hex) of every issuing CA the store record names (in force, next, retired):
+ * a data directory recorded under any of them belongs to this CA (a rollover changes the one in force).
+ */
+export async function knownIssuingKeyIds(store: CaStateStore): Promise<Set<string>> {
+  const entry = await store.getCaState(HIERARCHY_RECORD);
+  if (!entry) return new Set();
+  const rec = entry.value as StoredCa;
+  const all = [rec.issuing, ...(rec.next ? [rec.next] : []), ...(rec.retired ?? [])];
+  return new Set(all.map((i) => keyIdentifier(certificateParts(Buffer.from(i.der, 'base64')).spki).toString('hex')));
 }
 
 /**
@@ -213,10 +258,12 @@ export async function initCa(cfg: Config, keys: KeyBackend, store: CaStateStore 
     data: { root: rec.root.name, issuing: rec.issuing.name, rootKey: rec.root.keyRef, issuingKey: rec.issuing.keyRef },
   });
   // the root key is at hand only now (it may go offline after): the first root CRL, empty
-  await saveRootCrl(store, rootDer, await signRootCrl({ rootKey, rootDer, validitySeconds: cfg.ca.root.crlValidity, entries: [], now }), 'device-ca', 'signed');
+  const crl = await saveRootCrl(store, rootDer, await signRootCrl({ rootKey, rootDer, validitySeconds: cfg.ca.root.crlValidity, entries: [], now }), 'device-ca', 'signed');
+  // and the root's OCSP answer for the issuing CA certificate (good), which lapses with that CRL
+  await saveRootOcsp(store, await signRootOcsp({ rootKey, rec, entries: [], thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate }));
   exportCaFiles(cfg, rootDer, issDer);
   const state = stateOf(cfg, rec);
-  return { root: material(state.root.name, rootDer, rootKey), issuing: material(state.issuing.name, issDer, issKey), state };
+  return { root: material(state.root.name, rootDer, rootKey), issuing: material(state.issuing.name, issDer, issKey), retired: [], state };
 }
 
 /** rootUrlsOf: the root CRL and root certificate URLs an issuing CA certificate names. */
@@ -228,17 +275,19 @@ export function rootUrlsOf(cfg: Config, rootName: string): { crl: string; caIssu
 /**
  * exportCaFiles writes the CA certificates for operators and relying parties: <name>.crt (DER),
  * <name>.pem and chain.pem (issuing then root; the README's trust anchor for clients). A file whose
- * bytes are already right is left alone, so a restart does not touch them.
+ * bytes are already right is left alone, so a restart does not touch them. chain: false for a CA that is
+ * not in force yet (a pending rollover).
  */
-export function exportCaFiles(cfg: Config, rootDer: Buffer, issDer: Buffer): void {
+export function exportCaFiles(cfg: Config, rootDer: Buffer, issDer: Buffer, issName = cfg.ca.issuing.name, o: { chain?: boolean } = {}): void {
   const dir = caDir(cfg);
+  // issName: after a rollover the issuing CA in force is `<ca.issuing.name>-<n>`; each CA keeps its own files
   const files: [string, Buffer | string][] = [
     [`${cfg.ca.root.name}.crt`, rootDer],
-    [`${cfg.ca.issuing.name}.crt`, issDer],
+    [`${issName}.crt`, issDer],
     [`${cfg.ca.root.name}.pem`, toPem(rootDer, 'CERTIFICATE')],
-    [`${cfg.ca.issuing.name}.pem`, toPem(issDer, 'CERTIFICATE')],
-    ['chain.pem', toPem(issDer, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE')],
+    [`${issName}.pem`, toPem(issDer, 'CERTIFICATE')],
   ];
+  if (o.chain !== false) files.push(['chain.pem', toPem(issDer, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE')]);
   for (const [name, data] of files) {
     const f = path.join(dir, name);
     try {
@@ -260,24 +309,43 @@ function stateOf(cfg: Config, rec: StoredCa): CaState {
  * loadCa opens the CA in the store (importing an older data directory's ca/state.json on first use):
  * certificates from the store, keys from the backend.
  */
-export async function loadCa(cfg: Config, keys: KeyBackend, store: CaStateStore & AuditStore, opts: { lazyKeys?: boolean } = {}): Promise<CaHierarchy> {
-  const rec = await readCaRecord(cfg, store);
-  if (!rec) throw new DeviceCaError('config', `no CA in ${cfg.store.path}; run \`device-ca init\` first`);
+export async function loadCa(cfg: Config, keys: KeyBackend, store: CaStateStore & AuditStore, opts: { lazyKeys?: boolean; now?: Date } = {}): Promise<CaHierarchy> {
+  const stored = await readCaRecord(cfg, store);
+  if (!stored) throw new DeviceCaError('config', `no CA in ${cfg.store.path}; run \`device-ca init\` first`);
+  const now = opts.now ?? new Date();
+  const rec = promoteDue(stored, now);
   const state = stateOf(cfg, rec);
   const rootDer = Buffer.from(rec.root.der, 'base64');
-  const issDer = Buffer.from(rec.issuing.der, 'base64');
-  const spki = certificateParts(issDer).spki;
+  // the root key is not opened: serving never signs with it, and it may live on an offline token.
+  // lazyKeys: issuing keys are opened on their first signature (CLI commands that only touch the store
+  // then never log in to a token)
+  const open = (r: StoredIssuing) => openIssuing(cfg, keys, r, opts.lazyKeys ?? false);
+  const issuing = await open(rec.issuing);
+  const next = rec.next ? { ca: await open(rec.next), activatesAt: new Date(rec.next.activatesAt) } : undefined;
+  const retired: CaMaterial[] = [];
+  // a retired CA is served while a certificate it signed can be valid: none outlives its CA certificate
+  for (const r of rec.retired ?? []) if (new Date(new crypto.X509Certificate(Buffer.from(r.der, 'base64')).validTo) > now) retired.push(await open(r));
+  const { key: _none, ...root } = material(state.root.name, rootDer, issuing.key);
+  const revoked = [rec.issuing, ...(rec.next ? [rec.next] : []), ...(rec.retired ?? [])].filter((r) => r.revoked).map((r) => r.name);
+  return { root, issuing, next, retired, revoked, state };
+}
+
+/** openIssuing: one issuing CA's certificate from the store and its key from the backend, checked to match. */
+async function openIssuing(cfg: Config, keys: KeyBackend, r: StoredIssuing, lazy: boolean): Promise<CaMaterial> {
+  const der = Buffer.from(r.der, 'base64');
+  const spki = certificateParts(der).spki;
+  const keyRef = fromStoredRef(cfg.dataDir, r.keyRef);
   const check = (k: SigningKey): SigningKey => {
-    if (!spki.equals(k.spki)) throw new DeviceCaError('config', `issuing CA key ${state.issuing.keyRef} does not match the issuing CA certificate ${state.issuing.name}`);
+    if (!spki.equals(k.spki)) throw new DeviceCaError('config', `issuing CA key ${keyRef} does not match the issuing CA certificate ${r.name}`);
     return k;
   };
-  // the root key is not opened: serving never signs with it, and it may live on an offline token.
-  // lazyKeys: the issuing key is opened on its first signature (CLI commands that only touch the store
-  // then never log in to a token)
-  const issKey = opts.lazyKeys ? lazySigningKey(state.issuing.keyRef, spki, async () => check(await keys.load(state.issuing.keyRef))) : check(await keys.load(state.issuing.keyRef));
-  const issuing = material(state.issuing.name, issDer, issKey);
-  const { key: _none, ...root } = material(state.root.name, rootDer, issKey);
-  return { root, issuing, state };
+  const key = lazy ? lazySigningKey(keyRef, spki, async () => check(await keys.load(keyRef))) : check(await keys.load(keyRef));
+  return material(r.name, der, key);
+}
+
+/** issuingCas: every issuing CA a hierarchy serves: the one in force, the pending next one, the retired ones. */
+export function issuingCas(h: CaHierarchy): CaMaterial[] {
+  return [h.issuing, ...(h.next ? [h.next.ca] : []), ...h.retired];
 }
 
 /** lazySigningKey: a SigningKey described by its certificate's public key, loaded when it first signs. */
@@ -296,7 +364,7 @@ function lazySigningKey(ref: string, spki: Buffer, load: () => Promise<SigningKe
   };
 }
 
-function material(name: string, der: Buffer, key: SigningKey): CaMaterial {
+export function material(name: string, der: Buffer, key: SigningKey): CaMaterial {
   const parts = certificateParts(der);
   const x = new crypto.X509Certificate(der);
   return { name, der, subject: parts.subject, keyId: keyIdentifier(parts.spki), notAfter: new Date(x.validTo), key };
@@ -310,7 +378,7 @@ function material(name: string, der: Buffer, key: SigningKey): CaMaterial {
 export async function ensureCa(cfg: Config, keys: KeyBackend, store: CaStateStore & AuditStore): Promise<{ ca: CaHierarchy; created: boolean }> {
   const load = async () => {
     const ca = await loadCa(cfg, keys, store);
-    exportCaFiles(cfg, ca.root.der, ca.issuing.der);
+    exportCaFiles(cfg, ca.root.der, ca.issuing.der, ca.issuing.name);
     return { ca, created: false };
   };
   if (await caExists(cfg, store)) return load();

@@ -4,7 +4,7 @@ import { Config } from '../config/schema';
 import { writeFileAtomic } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { AuditStore, CaStateStore, IntegrityStore, StoreHead } from '../store/store';
-import { caDir, hasLegacyState, storedIssuingCa } from './ca-hierarchy';
+import { caDir, hasLegacyState, knownIssuingKeyIds, storedIssuingCa } from './ca-hierarchy';
 import { keyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 
@@ -138,12 +138,14 @@ export async function verifyStoreIdentity(cfg: Config, store: IdentityStore, opt
   }
   if (!id) return { rollbackAccepted: null }; // made before the identity file existed: recorded on this start
   const keyId = issuingKeyId(issuing.der);
-  if (keyId !== id.issuing.keyId)
+  // after a rollover the data directory may still name the issuing CA it replaced: the same CA
+  if (keyId !== id.issuing.keyId && !(await knownIssuingKeyIds(store)).has(id.issuing.keyId))
     throw new DeviceCaError(
       'config',
       `the store ${cfg.store.path} holds a different CA (${issuing.name}, issuing key id ${keyId}) than the data directory ${cfg.dataDir} (${id.issuing.name}, issuing key id ${id.issuing.keyId}, ${identityFile(cfg)}): another deployment's store? Fix store.path or the data directory`,
     );
-  const behind = await rollbackProblem(store, issuing.name, id.mark);
+  // the mark's CRL number is that of the issuing CA it was recorded under
+  const behind = await rollbackProblem(store, id.issuing.name, id.mark);
   if (!behind) return { rollbackAccepted: null };
   if (!opts.acceptRollback)
     throw new DeviceCaError(
@@ -170,9 +172,11 @@ export async function recordStoreMark(cfg: Config, store: IdentityStore, opts: {
   const keyId = issuingKeyId(issuing.der);
   const head = await store.head(issuing.name);
   const old = readIdentity(cfg);
-  if (old && old.issuing.keyId !== keyId)
+  const rolledOver = old !== null && old.issuing.keyId !== keyId;
+  if (rolledOver && !(await knownIssuingKeyIds(store)).has(old.issuing.keyId))
     throw new DeviceCaError('config', `${identityFile(cfg)} names another CA (issuing key id ${old.issuing.keyId}) than the store (${keyId}); not overwriting it`);
-  if (old && !opts.force && (old.mark.auditSeq > head.auditSeq || (old.mark.auditSeq === head.auditSeq && BigInt(old.mark.crlNumber) >= head.crlNumber))) return old;
+  // a rollover moves the record to the new issuing CA (its own CRL numbers); otherwise the mark never moves back
+  if (old && !rolledOver && !opts.force && (old.mark.auditSeq > head.auditSeq || (old.mark.auditSeq === head.auditSeq && BigInt(old.mark.crlNumber) >= head.crlNumber))) return old;
   const next: DataDirIdentity = {
     version: 1,
     issuing: { name: issuing.name, keyId },

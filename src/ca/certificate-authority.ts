@@ -90,7 +90,10 @@ export interface IssuedCertificate {
 }
 
 export interface CertificateAuthorityOptions {
+  /** issuing: the issuing CA of the CA's own service certificates (OCSP responder, SCEP RA, HTTPS) */
   issuing: CaMaterial;
+  /** issuers: which issuing CA signs leaves at a given time (issuing-ca-set.ts, rollover); default: issuing */
+  issuers?: { active(now: Date): CaMaterial; trusted(): CaMaterial[] };
   publicUrl: string;
   crlShards: number;
   backdateSeconds: number;
@@ -107,8 +110,9 @@ export interface CertificateAuthorityOptions {
  * DER out. It owns serials (126 random bits) and validity, and knows nothing of HTTP or devices.
  */
 export class CertificateAuthority {
-  private readonly fixedExt: { aki: Buffer; aia: Buffer; bc: Buffer; ekuClient: Buffer; ekuBoth: Buffer; kuSign: Buffer; kuRsaTransport: Buffer };
-  private readonly cdpByShard: Buffer[];
+  private readonly fixedExt: { bc: Buffer; ekuClient: Buffer; ekuBoth: Buffer; kuSign: Buffer; kuRsaTransport: Buffer };
+  /** perCa: the extensions that name the issuing CA (AKI, AIA, CRL DP per shard), encoded once per CA */
+  private readonly perCa = new Map<string, { aki: Buffer; aia: Buffer; cdpByShard: Buffer[] }>();
   private readonly profiles: Map<string, CertificateProfile>;
 
   constructor(private readonly opts: CertificateAuthorityOptions) {
@@ -117,22 +121,41 @@ export class CertificateAuthority {
       if (this.profiles.has(reserved)) throw new DeviceCaError('config', `profile name "${reserved}" is reserved for the CA's own certificates`);
     }
     this.profiles.set(TLS_SERVER_PROFILE, { validitySeconds: 397 * 86400, serverAuth: true });
-    const base = opts.publicUrl;
-    const ca = opts.issuing;
     this.fixedExt = {
-      aki: authorityKeyIdentifier(ca.keyId),
-      aia: authorityInfoAccess(`${base}/ocsp`, `${base}/ca/${ca.name}.crt`),
       bc: basicConstraints(false),
       ekuClient: extKeyUsage([OID.clientAuth]),
       ekuBoth: extKeyUsage([OID.clientAuth, OID.serverAuth]),
       kuSign: keyUsage([KU.digitalSignature]),
       kuRsaTransport: keyUsage([KU.digitalSignature, KU.keyEncipherment]),
     };
-    this.cdpByShard = Array.from({ length: opts.crlShards }, (_, i) => crlDistributionPoints(crlUrl(base, ca.name, i)));
+  }
+
+  /** caExt: the extensions naming one issuing CA (its key identifier, its certificate and OCSP URLs, its CRL shards). */
+  private caExt(ca: CaMaterial): { aki: Buffer; aia: Buffer; cdpByShard: Buffer[] } {
+    const id = `${ca.name}|${ca.keyId.toString('hex')}`;
+    let e = this.perCa.get(id);
+    if (!e) {
+      const base = this.opts.publicUrl;
+      e = {
+        aki: authorityKeyIdentifier(ca.keyId),
+        aia: authorityInfoAccess(`${base}/ocsp`, `${base}/ca/${ca.name}.crt`),
+        cdpByShard: Array.from({ length: this.opts.crlShards }, (_, i) => crlDistributionPoints(crlUrl(base, ca.name, i))),
+      };
+      this.perCa.set(id, e);
+    }
+    return e;
   }
 
   get issuer(): CaMaterial {
     return this.opts.issuing;
+  }
+
+  /**
+   * trustedIssuers: the issuing CAs whose certificates authenticate a device (during a rollover, old and
+   * new), none the root CRL lists.
+   */
+  trustedIssuers(): CaMaterial[] {
+    return this.opts.issuers?.trusted() ?? [this.opts.issuing];
   }
 
   /**
@@ -150,8 +173,9 @@ export class CertificateAuthority {
         spki,
         validitySeconds,
       },
-      [this.fixedExt.bc, keyUsage([KU.digitalSignature]), ...ocspResponderExtensions(), subjectKeyIdentifier(keyIdentifier(spki)), this.fixedExt.aki],
+      [this.fixedExt.bc, keyUsage([KU.digitalSignature]), ...ocspResponderExtensions(), subjectKeyIdentifier(keyIdentifier(spki)), this.caExt(this.opts.issuing).aki],
       now,
+      this.opts.issuing,
     );
   }
 
@@ -169,8 +193,9 @@ export class CertificateAuthority {
         spki,
         validitySeconds: SCEP_RA_VALIDITY_SECONDS,
       },
-      [this.fixedExt.bc, this.fixedExt.kuRsaTransport, subjectKeyIdentifier(keyIdentifier(spki)), this.fixedExt.aki],
+      [this.fixedExt.bc, this.fixedExt.kuRsaTransport, subjectKeyIdentifier(keyIdentifier(spki)), this.caExt(this.opts.issuing).aki],
       now,
+      this.opts.issuing,
     );
   }
 
@@ -181,11 +206,14 @@ export class CertificateAuthority {
    * TPM evidence, it does not authenticate TLS.
    */
   async issueAttestationKey(req: { subject: NameAttribute[]; spki: Buffer; validitySeconds: number }, now = new Date()): Promise<IssuedCertificate> {
-    const x = this.fixedExt;
+    // AK certificates are device certificates: from the issuing CA active now, as leaves are
+    const ca = this.opts.issuers?.active(now) ?? this.opts.issuing;
+    const x = { ...this.fixedExt, ...this.caExt(ca) };
     return this.sign(
       { subject: req.subject, spki: req.spki, validitySeconds: req.validitySeconds },
-      (shard) => [x.bc, x.kuSign, extKeyUsage([OID.tcgKpAkCertificate]), certificatePolicies(TPM_AK_POLICIES), subjectKeyIdentifier(keyIdentifier(req.spki)), x.aki, this.cdpByShard[shard], x.aia],
+      (shard) => [x.bc, x.kuSign, extKeyUsage([OID.tcgKpAkCertificate]), certificatePolicies(TPM_AK_POLICIES), subjectKeyIdentifier(keyIdentifier(req.spki)), x.aki, x.cdpByShard[shard], x.aia],
       now,
+      ca,
     );
   }
 
@@ -196,9 +224,11 @@ export class CertificateAuthority {
 
   /** issue signs a leaf certificate under a named profile. The caller records it before handing it out. */
   async issue(req: AuthorizedRequest, now = new Date()): Promise<IssuedCertificate> {
-    const x = this.fixedExt;
     const profile = this.profiles.get(req.profile);
     if (!profile) throw new DeviceCaError('internal', `no certificate profile "${req.profile}"`);
+    // the TLS server certificate chains to the CA the HTTPS listener sends; leaves to the one active now
+    const ca = req.profile === TLS_SERVER_PROFILE ? this.opts.issuing : (this.opts.issuers?.active(now) ?? this.opts.issuing);
+    const x = { ...this.fixedExt, ...this.caExt(ca) };
     return this.sign(
       { subject: req.subject, spki: req.spki, validitySeconds: profile.validitySeconds },
       (shard) => {
@@ -211,16 +241,21 @@ export class CertificateAuthority {
         ];
         if (req.sans.length) extensions.push(subjectAltName(req.sans));
         if (req.tpmAttested) extensions.push(certificatePolicies(TPM_ATTESTED_POLICIES));
-        extensions.push(this.cdpByShard[shard], x.aia);
+        extensions.push(x.cdpByShard[shard], x.aia);
         return extensions;
       },
       now,
+      ca,
     );
   }
 
   /** sign: serial, shard and validity window are chosen here and nowhere else. */
-  private async sign(t: { subject: NameAttribute[]; spki: Buffer; validitySeconds: number }, extensions: Buffer[] | ((shard: number) => Buffer[]), now: Date): Promise<IssuedCertificate> {
-    const ca = this.opts.issuing;
+  private async sign(
+    t: { subject: NameAttribute[]; spki: Buffer; validitySeconds: number },
+    extensions: Buffer[] | ((shard: number) => Buffer[]),
+    now: Date,
+    ca: CaMaterial,
+  ): Promise<IssuedCertificate> {
     const serial = newSerial();
     const shard = serial.readUInt32BE(12) % this.opts.crlShards;
     const second = Math.floor(now.getTime() / 1000) * 1000;

@@ -280,7 +280,7 @@ export class OcspResponder {
    */
   constructor(
     readonly key: SigningKey,
-    certificate: Buffer,
+    readonly certificate: Buffer,
     opts: { includeCertificate?: boolean } = {},
   ) {
     if (!certificate.includes(key.spki)) throw new DeviceCaError('config', 'OCSP responder certificate does not hold the responder key');

@@ -5,12 +5,13 @@ import { RevocationStore } from '../store/store';
 import { CaMaterial } from './certificate-authority';
 import { OcspCertId, OcspHashName, OcspResponder, OcspSingleResponse, OcspStatus, certIdHashes, parseOcspRequest } from './ocsp-codec';
 import { certificateParts } from './certificate-parts';
+import { RootOcspSource, rootOcspEtag } from './root-ocsp';
 
 /** OcspAnswer is the response bytes plus, for a cacheable (nonce-less) answer, what HTTP caching needs. */
 export interface OcspAnswer {
   der: Buffer;
   cache?: { thisUpdate: Date; nextUpdate: Date; etag: string };
-  /** outcome for metrics: good | revoked | unknown | mixed (errors are thrown, and counted by the adapter) */
+  /** outcome for metrics: good | revoked | unknown | mixed | ca-certificate (errors are thrown, and counted by the adapter) */
   outcome: string;
 }
 
@@ -34,7 +35,11 @@ type StatusRow = Awaited<ReturnType<RevocationStore['certificateStatus']>>;
 export class OcspService {
   private readonly cache = new Map<string, Cached>();
   /** issuers with their CertID hashes computed once per hash algorithm (not per request) */
-  private readonly issuers: { ca: CaMaterial; hashes: Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }> }[];
+  private readonly issuers: { ca: CaMaterial; hashes: Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }> }[] = [];
+  /** delegatedFor: the name of the issuing CA that issued the delegated responder certificate */
+  private delegatedFor: string | null = null;
+  /** own: responders that sign with an issuing CA's own key, for the CAs the delegated responder is not from */
+  private readonly own = new Map<string, OcspResponder>();
 
   constructor(
     issuers: CaMaterial[],
@@ -42,18 +47,44 @@ export class OcspService {
     private readonly store: Pick<RevocationStore, 'certificateStatus'>,
     private readonly cfg: Config['ocsp'],
     private readonly now: () => Date = () => new Date(),
+    /** root: the root-signed answers for the issuing CA certificates themselves (root-ocsp.ts) */
+    private readonly root?: RootOcspSource,
   ) {
-    this.issuers = issuers.map((ca) => {
-      const spki = certificateParts(ca.der).spki;
-      const h = (alg: OcspHashName) => certIdHashes(ca.subject, spki, alg);
-      return { ca, hashes: { sha1: h('sha1'), sha256: h('sha256'), sha384: h('sha384'), sha512: h('sha512') } };
-    });
+    for (const ca of issuers) this.addIssuer(ca);
+    this.delegatedFor = this.issuerOfResponder(responder);
+  }
+
+  /** addIssuer serves one more issuing CA (a rollover another process made; issuing-ca-set.ts). */
+  addIssuer(ca: CaMaterial): void {
+    if (this.issuers.some((i) => i.ca.name === ca.name)) return;
+    const spki = certificateParts(ca.der).spki;
+    const h = (alg: OcspHashName) => certIdHashes(ca.subject, spki, alg);
+    this.issuers.push({ ca, hashes: { sha1: h('sha1'), sha256: h('sha256'), sha384: h('sha384'), sha512: h('sha512') } });
+    if (this.responder) this.delegatedFor = this.issuerOfResponder(this.responder);
   }
 
   /** useResponder switches to a renewed responder certificate; cached answers signed before are dropped. */
   useResponder(r: OcspResponder): void {
     this.responder = r;
+    this.delegatedFor = this.issuerOfResponder(r);
     this.cache.clear();
+  }
+
+  private issuerOfResponder(r: OcspResponder): string | null {
+    const x = new crypto.X509Certificate(r.certificate);
+    return this.issuers.find((i) => x.checkIssued(new crypto.X509Certificate(i.ca.der)))?.ca.name ?? null;
+  }
+
+  /**
+   * responderFor: the delegated responder answers for the issuing CA that certified it (RFC 6960 §4.2.2.2);
+   * for any other served CA (during a rollover, the old or the new one) the CA signs with its own key, which
+   * RFC 6960 §4.2.2.2 allows without any further certificate.
+   */
+  private responderFor(ca: CaMaterial): OcspResponder {
+    if (ca.name === this.delegatedFor) return this.responder;
+    let r = this.own.get(ca.name);
+    if (!r) this.own.set(ca.name, (r = new OcspResponder(ca.key, ca.der)));
+    return r;
   }
 
   /**
@@ -64,6 +95,15 @@ export class OcspService {
    */
   async respond(request: Buffer): Promise<OcspAnswer> {
     const req = parseOcspRequest(request, { maxBytes: this.cfg.maxRequestBytes });
+    if (this.root && req.certIds.every((id) => this.root!.names(id))) {
+      // an issuing CA certificate: the root's pre-signed answer (no nonce: one response serves everyone)
+      const now = this.now();
+      const a = await this.root.answer(
+        req.certIds.map((id) => id.serialNumber),
+        now,
+      );
+      return { der: a.der, cache: req.nonce ? undefined : { thisUpdate: now, nextUpdate: a.nextUpdate, etag: rootOcspEtag(a.der) }, outcome: 'ca-certificate' };
+    }
     const issuers: CaMaterial[] = [];
     for (const id of req.certIds) {
       const ca = this.issuerOf(id);
@@ -77,7 +117,10 @@ export class OcspService {
       const id = req.certIds[i];
       singles.push({ ...toStatus(await this.store.certificateStatus(id.serialNumber), issuers[i]), certId: id, ...this.window(now) });
     }
-    const der = await this.responder.respond(singles, { nonce: req.nonce, producedAt: now });
+    const responder = this.responderFor(issuers[0]);
+    if (issuers.some((ca) => this.responderFor(ca) !== responder))
+      throw new DeviceCaError('not-found', 'the request names certificates of issuing CAs answered by different responders; ask for each separately');
+    const der = await responder.respond(singles, { nonce: req.nonce, producedAt: now });
     return { der, outcome: singles.length === 1 ? singles[0].status : 'mixed' };
   }
 
@@ -101,7 +144,7 @@ export class OcspService {
     if (hit && hit.statusKey === statusKey && hit.nextUpdate.getTime() - now.getTime() > (this.cfg.validity * 1000) / 2)
       return { der: hit.der, cache: { thisUpdate: hit.thisUpdate, nextUpdate: hit.nextUpdate, etag: hit.etag }, outcome: hit.outcome };
     const w = this.window(now);
-    const der = await this.responder.respond([{ ...status, certId: id, ...w }], { producedAt: now });
+    const der = await this.responderFor(issuer).respond([{ ...status, certId: id, ...w }], { producedAt: now });
     const entry: Cached = { der, statusKey, ...w, etag: '"' + crypto.createHash('sha1').update(der).digest('hex') + '"', outcome: status.status };
     if (this.cfg.cacheSize > 0) {
       this.cache.delete(key);

@@ -6,6 +6,8 @@ import { initCa, caDir } from '../ca/ca-hierarchy';
 import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
 import { exportHashedDir, runReload } from '../ca/crl-export';
 import { importRootCrl, makeRootCrl, reissueIssuing, revokeIssuing } from '../ca/ca-lifecycle';
+import { rolloverIssuing } from '../ca/issuing-rollover';
+import { CA_DUTIES_INTERVAL_MS } from '../ca/ca-duties';
 import { CrlReason, crlReasonCode } from '../ca/crl-encoder';
 import { RootCrlInfo } from '../ca/root-crl';
 import { verifyAuditChain } from '../audit/audit-verify';
@@ -425,11 +427,14 @@ program
     let last = '';
     const once = async () => {
       const numbers = await exportHashedDir(o.dir, h.caCerts, h.crl, await h.rootCrl(), { rootOnly: o.rootOnly });
-      const sig = [...numbers.values()].join(',');
+      // during a rollover the other issuing CA's certificate and CRLs too: its devices are still in use
+      const others = [];
+      for (const x of h.otherIssuers) others.push(...(await exportHashedDir(o.dir, [x.der, h.caCerts[h.caCerts.length - 1]], x.crl, null, { rootOnly: o.rootOnly })).values());
+      const sig = [...numbers.values(), ...others].join(',');
       if (sig === last) return;
       last = sig;
       if (json()) console.log(JSON.stringify({ dir: o.dir, crls: Object.fromEntries([...numbers].map(([s, n]) => [s < 0 ? 'root' : s, n.toString()])) }));
-      else console.log(`exported ${numbers.size} CRLs and ${o.rootOnly ? 1 : h.caCerts.length} CA certificates to ${o.dir}`);
+      else console.log(`exported ${numbers.size + others.length} CRLs and ${o.rootOnly ? 1 : h.caCerts.length + h.otherIssuers.length} CA certificates to ${o.dir}`);
       if (o.reloadCmd) {
         const code = await runReload(o.reloadCmd);
         if (code !== 0) console.error(`device-ca: reload command exited ${code}`);
@@ -465,7 +470,7 @@ const printRootCrl = (what: string, info: RootCrlInfo, file?: string): void => {
   else console.log(`${what}: root CRL number ${out.number}, next update ${out.nextUpdate}, ${out.revoked.length} revoked CA certificate(s)${file ? `, written to ${file}` : ''}`);
 };
 
-const caCmd = program.command('ca').description("the CA's own life cycle: root CRL, reissuing and revoking the issuing CA");
+const caCmd = program.command('ca').description("the CA's own life cycle: root CRL, rolling over, reissuing and revoking the issuing CA");
 caCmd
   .command('root-crl')
   .description('sign a new root CRL with the root key (into the store, or --out a file on the offline root machine), or --import one signed elsewhere')
@@ -501,7 +506,7 @@ caCmd
   });
 caCmd
   .command('reissue-issuing')
-  .description('give the current issuing key a new certificate from the root (same name, key and validity) that names the root CRL; restart serve after')
+  .description('give the current issuing key a new certificate from the root (same name, key and validity) that names the root CRL; running services serve it within 10 s')
   .action(async () => {
     const cfg = config();
     const h = await openRootSide(cfg);
@@ -509,7 +514,7 @@ caCmd
       const r = await reissueIssuing(cfg, h.keys, h.store, actor());
       const x = new crypto.X509Certificate(r.der);
       if (json()) console.log(JSON.stringify({ serial: x.serialNumber.toLowerCase(), replaced: r.replaced, notAfter: new Date(x.validTo).toISOString() }));
-      else console.log(`issuing CA certificate ${x.serialNumber.toLowerCase()} replaces ${r.replaced}; restart \`device-ca serve\` to serve it`);
+      else console.log(`issuing CA certificate ${x.serialNumber.toLowerCase()} replaces ${r.replaced}; running services serve it within ${CA_DUTIES_INTERVAL_MS / 1000} s`);
     } finally {
       await h.close();
     }
@@ -528,6 +533,26 @@ caCmd
       const r = await revokeIssuing(cfg, h.keys, h.store, name, o.reason as CrlReason, { store: !o.out, actor: actor() });
       if (o.out) fs.writeFileSync(o.out, r.crl.der);
       printRootCrl(`revoked ${name} (${r.serials.join(', ')})`, r.crl, o.out);
+    } finally {
+      await h.close();
+    }
+  });
+
+caCmd
+  .command('rollover')
+  .description('make a new issuing CA (new key) under the same root; it takes over new issuance at --at (default now) on every node; the old one keeps its CRLs and OCSP')
+  .option('--at <time>', 'ISO 8601 time at which new issuance switches to the new issuing CA, e.g. 2027-01-15T09:00:00Z (default: now)')
+  .action(async (o: { at?: string }) => {
+    const at = o.at === undefined ? undefined : new Date(o.at);
+    if (at && (!/^\d{4}-\d{2}-\d{2}T/.test(o.at!) || Number.isNaN(at.getTime()))) throw new DeviceCaError('bad-request', `--at: ${o.at} is not an ISO 8601 time such as 2027-01-15T09:00:00Z`);
+    const cfg = config();
+    const h = await openRootSide(cfg);
+    try {
+      const r = await rolloverIssuing(cfg, h.keys, h.store, { at, actor: actor() });
+      const x = new crypto.X509Certificate(r.der);
+      const out = { name: r.name, serial: x.serialNumber.toLowerCase(), replaces: r.replaces, activatesAt: r.activatesAt.toISOString(), notAfter: new Date(x.validTo).toISOString(), key: r.keyRef };
+      if (json()) console.log(JSON.stringify(out));
+      else console.log(`issuing CA ${out.name} (${out.serial}) takes over from ${out.replaces} at ${out.activatesAt}; running services pick it up within ${CA_DUTIES_INTERVAL_MS / 1000} s`);
     } finally {
       await h.close();
     }

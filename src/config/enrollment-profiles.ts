@@ -73,6 +73,12 @@ export function resolveProfiles(cfg: ProfilesInput): EnrollmentProfiles & { prob
     else if (!profiles.has(l.profile)) problems.push({ path: [...at, 'profile'], message: `no profile "${l.profile}" under profiles` });
     labels.set(label, l.profile);
   }
+  // RFC 5280 §4.2.1.12: keyEncipherment (TLS 1.2 RSA key transport) is a server's key usage; with clientAuth alone it is inconsistent
+  for (const [name, p] of profiles) {
+    if (!p.keyEncipherment || p.serverAuth) continue;
+    const at = Object.hasOwn(cfg.profiles, name) ? ['profiles', name, 'keyEncipherment'] : ['est', 'labels', name, 'keyEncipherment'];
+    problems.push({ path: at, message: 'keyEncipherment is for TLS servers doing RSA key transport: set serverAuth: true too, or drop keyEncipherment (RFC 5280 §4.2.1.12)' });
+  }
   return { profiles, labels, problems };
 }
 

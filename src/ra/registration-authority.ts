@@ -45,8 +45,8 @@ export interface RegistrationAuthorityDeps {
   attestation?: TpmAttestation;
   metrics?: Registry;
   now?: () => Date;
-  /** crl: the issuing CA's CRL publisher, for SCEP GetCRL; absent where no CRL is served (the CLI) */
-  crl?: Pick<CrlPublisher, 'caName' | 'current'>;
+  /** crls: the CRL publisher of each issuing CA served (old and new during a rollover; the list grows in place), for SCEP GetCRL; absent where no CRL is served (the CLI) */
+  crls?: readonly Pick<CrlPublisher, 'caName' | 'current'>[];
 }
 
 /** Issuance is what the one issuance step needs once every decision is made. */
@@ -84,13 +84,13 @@ export class RegistrationAuthority {
   private readonly enrollments: Counter<'profile' | 'operation' | 'result'>;
   private readonly tpm?: TpmAttestation;
   private readonly scepTransactions: ScepTransactions;
-  private readonly crl?: Pick<CrlPublisher, 'caName' | 'current'>;
+  private readonly crls?: readonly Pick<CrlPublisher, 'caName' | 'current'>[];
   private readonly issuingX509: crypto.X509Certificate;
 
   constructor(deps: RegistrationAuthorityDeps) {
     this.cfg = deps.config;
     this.tpm = deps.attestation;
-    this.crl = deps.crl;
+    this.crls = deps.crls;
     this.issuingX509 = new crypto.X509Certificate(deps.ca.issuer.der);
     this.store = deps.store;
     this.ca = deps.ca;
@@ -100,7 +100,7 @@ export class RegistrationAuthority {
     this.secrets = new SecretAuthenticator(this.cfg.enrollment, deps.store, this.now);
     this.clientCerts = new ClientCertificateAuthenticator({
       store: deps.store,
-      issuingCaDer: deps.ca.issuer.der,
+      issuingCas: () => deps.ca.trustedIssuers().map((c) => c.der),
       bootstrap: deps.bootstrap,
       bootstrapConfig: this.cfg.bootstrap,
       secretHashCost: this.cfg.enrollment.secretHashCost,
@@ -273,8 +273,10 @@ export class RegistrationAuthority {
    */
   async scepGetCrl(req: { issuerAndSerial: Buffer }): Promise<Buffer> {
     const cert = await this.certificateOf(req.issuerAndSerial);
-    if (!cert || !this.crl || cert.issuer !== this.crl.caName) throw new DeviceCaError('not-found', 'no CRL covers that certificate here');
-    return (await this.crl.current(cert.shard)).der;
+    // during a rollover the old and the new issuing CA each publish their own shards
+    const publisher = cert ? this.crls?.find((p) => p.caName === cert.issuer) : undefined;
+    if (!cert || !publisher) throw new DeviceCaError('not-found', 'no CRL covers that certificate here');
+    return (await publisher.current(cert.shard)).der;
   }
 
   /** certificateOf: the certificate this CA recorded under an IssuerAndSerialNumber (RFC 5652 §10.2.4), issuer bytes compared exactly. */

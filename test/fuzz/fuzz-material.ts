@@ -146,6 +146,10 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     await openssl('ocsp', '-issuer', issuing, ...pre, '-cert', certFile, '-reqout', out, ...post);
     ocspRequests.push(fs.readFileSync(out));
   }
+  // and one for the issuing CA certificate itself, answered from the root-signed response (root-ocsp.ts)
+  const rootOcsp = tmp.file('fuzz/ocsp-root.der');
+  await openssl('ocsp', '-issuer', path.join(svc.dataDir, 'ca', 'device-ca-root.pem'), '-cert', issuing, '-reqout', rootOcsp, '-no_nonce');
+  ocspRequests.push(fs.readFileSync(rootOcsp));
 
   // every admin route the service documents, with a valid body for each POST
   const spec = bodyJson((await sendRaw(ep, { listener: 'https', method: 'GET', path: '/api/v1/openapi.json', headers: [] })) as RawReply) as {

@@ -46,6 +46,28 @@ it('/healthz?detail warns that publicUrl is not set while the listeners bind eve
   expect(svc.logs()).toContain('publicUrl is not set');
 });
 
+/** ocspIssuing: `openssl ocsp -issuer root -cert issuing`, as a relying party checking the chain's CA certificate */
+const ocspIssuing = () =>
+  openssl(
+    'ocsp',
+    '-issuer',
+    `${svc.dataDir}/ca/device-ca-root.pem`,
+    '-cert',
+    `${svc.dataDir}/ca/device-ca-issuing.pem`,
+    '-url',
+    `http://127.0.0.1:${svc.httpPort}/ocsp`,
+    '-CAfile',
+    `${svc.dataDir}/ca/device-ca-root.pem`,
+    '-no_nonce',
+    '-resp_text',
+  );
+
+it('OCSP for the issuing CA certificate: good, signed by the root (made at init)', async () => {
+  const r = await ocspIssuing();
+  expect(r.stderr + r.stdout).toContain('Response verify OK');
+  expect(r.stdout).toContain(`${svc.dataDir}/ca/device-ca-issuing.pem: good\n`);
+});
+
 it('crl export + openssl verify -crl_check_all -CApath: OK; after ca revoke-issuing, certificate revoked at depth 1', async () => {
   const leaf = await leafPem();
   const dir = tmp.file('hashed');
@@ -64,4 +86,11 @@ it('crl export + openssl verify -crl_check_all -CApath: OK; after ca revoke-issu
   const bad = await openssl('verify', '-crl_check_all', '-CApath', dir, leaf);
   expect(bad.code).not.toBe(0);
   expect(bad.stdout + bad.stderr).toMatch(/error 23 at 1 depth lookup: certificate revoked/);
+});
+
+it('OCSP for the issuing CA certificate after ca revoke-issuing: revoked (keyCompromise), signed by the root', async () => {
+  const r = await ocspIssuing();
+  expect(r.stderr + r.stdout).toContain('Response verify OK');
+  expect(r.stdout).toContain(`${svc.dataDir}/ca/device-ca-issuing.pem: revoked\n`);
+  expect(r.stdout).toMatch(/Revocation Reason: keyCompromise \(0x1\)/);
 });

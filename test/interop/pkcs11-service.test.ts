@@ -458,6 +458,18 @@ describe('quick path: every CA key on token "ca"', () => {
     process.stderr.write(`pkcs11-service: ${N} concurrent enrollments (2 workers, keys on SoftHSM) in ${seconds.toFixed(2)} s\n`);
   }, 90_000);
 
+  test('ca rollover makes the new issuing key on the token (role issuing): sensitive, never extractable, its public key in the new CA certificate', async () => {
+    const r = await runCli(['ca', 'rollover', '--json'], svc.env);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+    const out = JSON.parse(r.stdout) as { name: string; key: string };
+    expect(out.name).toBe('device-ca-issuing-2');
+    expect(out.key).toMatch(/^pkcs11:token=ca;object=[^;]+;id=(%[0-9a-f]{2})+;type=private$/);
+    const idHex = uriAttr(out.key, 'id')!.toString('hex');
+    const block = privateKeyBlocks('ca').get(idHex);
+    expect(block).toMatch(/Access:\s*sensitive, always sensitive, never extractable, local/);
+    expect(spkiOfCertFile(path.join(dataDir, 'ca', 'device-ca-issuing-2.pem'))).toEqual(pubkeyFromToken('ca', idHex));
+  });
+
   afterAll(async () => {
     await svc?.stop();
   });

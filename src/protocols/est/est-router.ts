@@ -18,8 +18,11 @@ const OPERATION: Record<EstOperation, EnrollOperation> = { simpleenroll: 'enroll
 
 export interface EstRouterOptions {
   ra: RegistrationAuthority;
-  /** caCerts: issuing CA first, then root: what /cacerts returns */
-  caCerts: Buffer[];
+  /**
+   * caCerts: the issuing CA first, then root: what /cacerts returns. A function is asked on each request:
+   * during an issuing CA rollover it returns both issuing CAs, the active one first (issuing-ca-set.ts).
+   */
+  caCerts: Buffer[] | (() => Buffer[]);
   bodyLimit: number;
   realm?: string;
   /** replyBase64: label -> how its reply bodies are written (est.labels.<label>.replyBase64); default 'single-line' */
@@ -32,8 +35,17 @@ export interface EstRouterOptions {
  */
 export function estRouter(opts: EstRouterOptions): Router {
   const r = Router({ caseSensitive: true, strict: false });
-  const cacertsDer = certsOnly(opts.caCerts);
-  const cacertsBody: Record<EstReplyBase64, string> = { 'single-line': encodeBase64Body(cacertsDer, 'single-line'), 'wrapped-64': encodeBase64Body(cacertsDer, 'wrapped-64') };
+  const caCerts = typeof opts.caCerts === 'function' ? opts.caCerts : () => opts.caCerts as Buffer[];
+  // the encoded /cacerts bodies, re-encoded only when the certificates change
+  let cacertsMemo: { certs: Buffer[]; body: Record<EstReplyBase64, string> } | undefined;
+  const cacertsBody = (): Record<EstReplyBase64, string> => {
+    const certs = caCerts();
+    if (!cacertsMemo || cacertsMemo.certs.length !== certs.length || cacertsMemo.certs.some((c, i) => !c.equals(certs[i]))) {
+      const der = certsOnly(certs);
+      cacertsMemo = { certs, body: { 'single-line': encodeBase64Body(der, 'single-line'), 'wrapped-64': encodeBase64Body(der, 'wrapped-64') } };
+    }
+    return cacertsMemo.body;
+  };
   const realm = opts.realm ?? 'device-ca EST';
   const errorReply = { format: 'text', challenge: `Basic realm="${realm}", charset="UTF-8"` } as const;
   const styleOf = (label: string): EstReplyBase64 => opts.replyBase64?.get(label) ?? 'single-line';
@@ -51,7 +63,7 @@ export function estRouter(opts: EstRouterOptions): Router {
       }
     };
 
-  const cacerts = handle('cacerts', async (_req, res, _profile, style) => sendBase64(res, 200, CERTS_ONLY, cacertsBody[style]));
+  const cacerts = handle('cacerts', async (_req, res, _profile, style) => sendBase64(res, 200, CERTS_ONLY, cacertsBody()[style]));
   const csrattrs = handle('csrattrs', async (_req, res, profile, style) => sendBase64(res, 200, 'application/csrattrs', encodeBase64Body(opts.ra.csrAttrs(profile), style)));
   const enroll = (op: EstOperation) =>
     handle(op, async (req, res, profile, style) => {

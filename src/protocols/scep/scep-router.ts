@@ -24,8 +24,10 @@ export interface ScepRouterOptions {
   ra: Pick<RegistrationAuthority, 'scepEnroll' | 'scepGetCert' | 'scepGetCrl'>;
   /** scepRa returns the RA in use now: a renewal (CA duties) swaps it without a restart */
   scepRa: () => ScepRa;
-  /** caCerts: issuing CA first, then root: GetCACert returns the RA certificate, then these */
-  caCerts: Buffer[];
+  /** caCerts: issuing CA first, then root: GetCACert returns the RA certificate, then these (a function: asked each time) */
+  caCerts: Buffer[] | (() => Buffer[]);
+  /** nextCaCerts: the pending next issuing CA and the root while a rollover is pending (GetNextCACert), else null */
+  nextCaCerts?: () => Buffer[] | null;
   /** paths: SCEP path name (scep.paths) -> the enrollment profile it serves */
   paths: ReadonlyMap<string, string>;
   bodyLimit: number;
@@ -33,8 +35,8 @@ export interface ScepRouterOptions {
 
 const DEFAULT_PATH = 'default';
 /**
- * CA_CAPS: RFC 8894 §3.5.2. GetNextCACert is not offered yet, so not advertised: a client must not be
- * told to send what it would get badRequest for.
+ * CA_CAPS: RFC 8894 §3.5.2. The polling operations (CertPoll/GetCertInitial) are not offered yet, so not
+ * advertised: a client must not be told to send what it would get badRequest for. GetNextCACert is added while a rollover is pending.
  */
 const CA_CAPS = 'POSTPKIOperation\nRenewal\nSHA-256\nSHA-512\nAES\nSCEPStandard\n';
 /** KNOWN_TYPES: the pkiMessage types answered (RFC 8894 §3.2.1.2); CertPoll is not yet. */
@@ -64,10 +66,18 @@ export function scepRouter(opts: ScepRouterOptions): Router {
         if (profile === undefined) throw new DeviceCaError('not-found', 'unknown SCEP path');
         switch (operation) {
           case 'GetCACaps':
-            return send(res, 'text/plain; charset=utf-8', Buffer.from(CA_CAPS));
+            // GetNextCACert only while a rollover is pending: there is nothing to fetch otherwise
+            return send(res, 'text/plain; charset=utf-8', Buffer.from(opts.nextCaCerts?.() ? CA_CAPS + 'GetNextCACert\n' : CA_CAPS));
           case 'GetCACert':
             // RFC 8894 §4.2.1.2: an RA answers with a certs-only SignedData holding the RA and CA certificates
-            return send(res, 'application/x-x509-ca-ra-cert', certsOnly([opts.scepRa().certificate, ...opts.caCerts]));
+            return send(res, 'application/x-x509-ca-ra-cert', certsOnly([opts.scepRa().certificate, ...(typeof opts.caCerts === 'function' ? opts.caCerts() : opts.caCerts)]));
+          case 'GetNextCACert': {
+            // RFC 8894 §3.5.2, §4.6: a degenerate certs-only SignedData with the next CA's chain, signed by the RA
+            const next = opts.nextCaCerts?.();
+            if (!next) throw new DeviceCaError('not-found', 'no CA rollover is pending');
+            const ra = opts.scepRa();
+            return send(res, 'application/x-x509-next-ca-cert', await buildSignedData({ content: null, signer: { certificate: ra.certificate, key: ra.key }, attributes: [], certificates: next }));
+          }
           case 'PKIOperation': {
             const message = req.method === 'GET' ? fromQuery(query.get('message'), opts.bodyLimit) : fromBody(await readRawBody(req, opts.bodyLimit));
             const reply = await pkiOperation(message, profile, res);

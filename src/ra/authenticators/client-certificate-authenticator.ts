@@ -20,19 +20,30 @@ type CertStore = Pick<Store, 'getCertificate' | 'getDevice' | 'createDevice'>;
  */
 export class ClientCertificateAuthenticator implements Authenticator {
   readonly method = 'bootstrap-cert' as const;
-  private readonly issuingX509: crypto.X509Certificate;
+  /** parsed: issuing CA certificates parsed once (keyed by their DER) */
+  private readonly parsed = new Map<string, crypto.X509Certificate>();
 
   constructor(
     private readonly deps: {
       store: CertStore;
-      issuingCaDer: Buffer;
+      /** issuingCas: the issuing CAs whose device certificates count (during a rollover, old and new) */
+      issuingCas: () => Buffer[];
       bootstrap: BootstrapPolicy;
       bootstrapConfig: Config['bootstrap'];
       secretHashCost: number;
       now: () => Date;
     },
-  ) {
-    this.issuingX509 = new crypto.X509Certificate(deps.issuingCaDer);
+  ) {}
+
+  /** issuerOf: the served issuing CA whose name and key identifier the leaf names as its issuer, if any. */
+  private issuerOf(leaf: crypto.X509Certificate): crypto.X509Certificate | undefined {
+    for (const der of this.deps.issuingCas()) {
+      const key = der.toString('latin1');
+      let x = this.parsed.get(key);
+      if (!x) this.parsed.set(key, (x = new crypto.X509Certificate(der)));
+      if (leaf.checkIssued(x)) return x;
+    }
+    return undefined;
   }
 
   async authenticate(proofs: Proofs): Promise<Principal | null> {
@@ -41,7 +52,8 @@ export class ClientCertificateAuthenticator implements Authenticator {
     const { store, now: clock } = this.deps;
     const leaf = c.leaf;
     const now = clock();
-    if (leaf.checkIssued(this.issuingX509)) {
+    const issuer = this.issuerOf(leaf);
+    if (issuer) {
       const serial = leaf.serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
       const rec = await store.getCertificate(serial);
       if (rec && rec.der.equals(leaf.raw)) {
@@ -52,7 +64,7 @@ export class ClientCertificateAuthenticator implements Authenticator {
         if (rec.profile === TPM_AK_PROFILE) throw new DeviceCaError('forbidden', 'an attestation key certificate does not authenticate a device');
         return { kind: 'device-cert', deviceId: rec.deviceId, cert: rec, x509: leaf };
       }
-      if (leaf.verify(this.issuingX509.publicKey)) throw new DeviceCaError('forbidden', 'certificate is not known to this CA');
+      if (leaf.verify(issuer.publicKey)) throw new DeviceCaError('forbidden', 'certificate is not known to this CA');
     }
     let presented: crypto.X509Certificate[];
     try {

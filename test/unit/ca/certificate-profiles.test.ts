@@ -404,13 +404,20 @@ describe('the rules are not vacuous', () => {
   let h: RaHarness;
   let issuing: Parsed;
   beforeAll(async () => {
-    h = await makeRaHarness({ overrides: { profiles: { default: {}, 'client-transport': { keyEncipherment: true } } } });
+    h = await makeRaHarness({ overrides: { profiles: { default: {} } } });
     issuing = parse(h.ca.issuer.der);
   });
   afterAll(() => h?.close());
 
-  it('an RSA clientAuth-only leaf with keyEncipherment (a profile that opts in) breaks RFC 5280 §4.2.1.12', async () => {
-    const der = (await h.ca.issue({ profile: 'client-transport', subject: [{ type: 'CN', value: 'd' }], spki: spkiOf('rsa-2048'), keyType: 'rsa', sans: [] })).der;
+  it('an RSA clientAuth-only leaf with keyEncipherment (a CA profile config refuses to make) breaks RFC 5280 §4.2.1.12', async () => {
+    const ca = new CertificateAuthority({
+      issuing: h.ca.issuer,
+      publicUrl: BASE,
+      crlShards: 1,
+      backdateSeconds: 0,
+      profiles: new Map([['client-transport', { validitySeconds: 3600, serverAuth: false, keyEncipherment: true }]]),
+    });
+    const der = (await ca.issue({ profile: 'client-transport', subject: [{ type: 'CN', value: 'd' }], spki: spkiOf('rsa-2048'), keyType: 'rsa', sans: [] })).der;
     expect(certificateViolations(parse(der), issuing, { ...LEAF, keyUsage: ['digitalSignature', 'keyEncipherment'] })).toEqual([
       'key usage keyEncipherment is consistent with none of the key purposes (RFC 5280 §4.2.1.12)',
     ]);

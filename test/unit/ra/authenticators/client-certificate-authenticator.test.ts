@@ -40,7 +40,7 @@ beforeAll(async () => {
   h = await makeRaHarness({ overrides: { 'bootstrap.autoRegisterOwner': 'maker' }, bootstrap: { anchors, deviceIdFrom: 'subject.serialNumber' } });
   auth = new ClientCertificateAuthenticator({
     store: h.store,
-    issuingCaDer: h.ca.issuer.der,
+    issuingCas: () => [h.ca.issuer.der],
     bootstrap: { anchors, deviceIdFrom: 'subject.serialNumber' },
     bootstrapConfig: h.cfg.bootstrap,
     secretHashCost: 10,

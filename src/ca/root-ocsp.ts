@@ -1,0 +1,108 @@
+import * as crypto from 'node:crypto';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { SigningKey } from '../keys/key-backend';
+import { CaStateStore } from '../store/store';
+import { StoredCa } from './ca-hierarchy';
+import { certificateParts } from './certificate-parts';
+import { RevokedEntry } from './crl-encoder';
+import { OcspHashName, OcspResponder, OcspSingleResponse, certIdHashes, encodeCertId } from './ocsp-codec';
+
+/** ROOT_OCSP_RECORD names the store record of the root-signed OCSP response for the issuing CA certificates. */
+export const ROOT_OCSP_RECORD = 'root-ocsp';
+
+/** StoredRootOcsp: the response (base64 DER), the serials (hex) it answers for and when it lapses. */
+export interface StoredRootOcsp {
+  der: string;
+  serials: string[];
+  nextUpdate: string;
+}
+
+/** ROOT_OCSP_HASHES: CertID hash algorithms answered (openssl asks with SHA-1 by default, others with SHA-256). */
+const ROOT_OCSP_HASHES: OcspHashName[] = ['sha1', 'sha256'];
+
+const hex = (s: string): string => s.toLowerCase().replace(/^0+(?=.)/, '');
+
+/**
+ * signRootOcsp makes the OCSP answer for the CA certificates the root signed (every issuing CA certificate
+ * the record names: in force, next, retired, and the ones reissue-issuing replaced): one BasicOCSPResponse
+ * signed by the root key itself (RFC 6960 §4.2.2.2: the CA that issued the certificates), with a
+ * SingleResponse per certificate and CertID hash, revoked when the root CRL lists it, good otherwise.
+ * The root key signs only where it is (init, `ca root-crl`, `ca revoke-issuing`, `ca rollover`,
+ * `ca reissue-issuing`), so the response is pre-signed and lives as long as the root CRL signed with it.
+ * A single pre-signed response answers every request, so it carries no nonce (RFC 5019 §2.2.1 allows that).
+ */
+export async function signRootOcsp(args: { rootKey: SigningKey; rec: StoredCa; entries: RevokedEntry[]; thisUpdate: Date; nextUpdate: Date }): Promise<StoredRootOcsp> {
+  const rootDer = Buffer.from(args.rec.root.der, 'base64');
+  const root = certificateParts(rootDer);
+  const issuing = [args.rec.issuing, ...(args.rec.next ? [args.rec.next] : []), ...(args.rec.retired ?? [])];
+  const serials = [...new Set(issuing.flatMap((i) => [certificateParts(Buffer.from(i.der, 'base64')).serial, ...(i.replaced ?? [])].map(hex)))];
+  const revoked = new Map(args.entries.map((e) => [hex(String(e.serial)), e]));
+  const singles: OcspSingleResponse[] = [];
+  for (const hash of ROOT_OCSP_HASHES) {
+    const h = certIdHashes(root.subject, root.spki, hash);
+    for (const serialNumber of serials) {
+      const r = revoked.get(serialNumber);
+      const certId = encodeCertId({ hash, ...h, serialNumber });
+      singles.push({
+        ...(r ? { status: 'revoked' as const, revokedAt: r.revokedAt, reason: r.reason } : { status: 'good' as const }),
+        certId,
+        thisUpdate: args.thisUpdate,
+        nextUpdate: args.nextUpdate,
+      });
+    }
+  }
+  const der = await new OcspResponder(args.rootKey, rootDer).respond(singles, { producedAt: args.thisUpdate });
+  return { der: der.toString('base64'), serials, nextUpdate: args.nextUpdate.toISOString() };
+}
+
+/** saveRootOcsp stores the response (last writer wins: each is made from the record and root CRL of its time). */
+export async function saveRootOcsp(store: CaStateStore, value: StoredRootOcsp): Promise<void> {
+  for (;;) {
+    const cur = await store.getCaState(ROOT_OCSP_RECORD);
+    try {
+      await store.saveCaState(ROOT_OCSP_RECORD, value, cur?.version ?? 0);
+      return;
+    } catch (e) {
+      if (!(e instanceof DeviceCaError && e.code === 'conflict')) throw e;
+    }
+  }
+}
+
+/**
+ * RootOcspSource answers OCSP requests whose CertIDs name the root as issuer, from the stored response:
+ * the service never holds the root key. null when the request is not about the root's certificates.
+ */
+export class RootOcspSource {
+  private readonly hashes: Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }>;
+
+  constructor(
+    rootDer: Buffer,
+    private readonly store: Pick<CaStateStore, 'getCaState'>,
+  ) {
+    const p = certificateParts(rootDer);
+    const h = (alg: OcspHashName) => certIdHashes(p.subject, p.spki, alg);
+    this.hashes = { sha1: h('sha1'), sha256: h('sha256'), sha384: h('sha384'), sha512: h('sha512') };
+  }
+
+  /** names: does this CertID name the root as issuer? */
+  names(id: { hash: OcspHashName; issuerNameHash: Buffer; issuerKeyHash: Buffer }): boolean {
+    const h = this.hashes[id.hash];
+    return h.issuerNameHash.equals(id.issuerNameHash) && h.issuerKeyHash.equals(id.issuerKeyHash);
+  }
+
+  /**
+   * answer: the stored response when it covers every serial asked for and has not lapsed; otherwise
+   * 'not-found' (OCSP unauthorized), as for any certificate this responder cannot vouch for.
+   */
+  async answer(serials: string[], now: Date): Promise<{ der: Buffer; nextUpdate: Date }> {
+    const e = await this.store.getCaState(ROOT_OCSP_RECORD);
+    const v = e?.value as StoredRootOcsp | undefined;
+    if (!v || new Date(v.nextUpdate) <= now || !serials.every((s) => v.serials.includes(hex(s)))) throw new DeviceCaError('not-found', 'no current root-signed OCSP response for this CA certificate');
+    return { der: Buffer.from(v.der, 'base64'), nextUpdate: new Date(v.nextUpdate) };
+  }
+}
+
+/** rootOcspEtag: the ETag of a stored response (its SHA-1), for RFC 5019 GET caching. */
+export function rootOcspEtag(der: Buffer): string {
+  return '"' + crypto.createHash('sha1').update(der).digest('hex') + '"';
+}
