@@ -88,7 +88,7 @@ export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy): 
 
 /**
  * buildTpmAttestation: the RA's TPM decisions, when the store keeps attestation state. A profile with
- * attestation on and a store without it (Redis, for now) is a config error at start, not a 501 later.
+ * attestation on and a store without it is a config error at start, not a 501 later.
  */
 export function buildTpmAttestation(cfg: Config, store: Store): TpmAttestation | undefined {
   if (!isAttestationStore(store)) {

@@ -3,6 +3,8 @@ import { nextAuditRecord } from '../../audit/audit-chain';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { pageLimit, pageOf } from '../paging';
 import {
+  AkBindingRecord,
+  AttestationStore,
   AuditInput,
   AuditRecord,
   AuthAttemptReservation,
@@ -65,6 +67,14 @@ type RequestRow = Omit<EnrollmentRequestRecord, 'csr' | 'createdAt' | 'decidedAt
 type TokenRow = Omit<TokenRecord, 'createdAt' | 'revokedAt'> & { createdAt: number; revokedAt: number | null };
 type AuditRow = Omit<AuditRecord, 'at'> & { at: number };
 type AttemptRow = { key: string; at: number };
+/** NonceRow: a TPM nonce's times; `n` orders nonces saved in the same millisecond (SQLite's rowid) */
+type NonceRow = { expiresAt: number; createdAt: number; n: number };
+type AkRow = Omit<AkBindingRecord, 'akPublic' | 'challengeExpiresAt' | 'createdAt' | 'activatedAt'> & {
+  akPublic: string;
+  challengeExpiresAt: number;
+  createdAt: number;
+  activatedAt: number | null;
+};
 
 /**
  * RedisStoreOptions: how to reach Redis. `url` is redis://[user:pass@]host:port/db (rediss:// for TLS).
@@ -91,7 +101,7 @@ export interface RedisStoreOptions {
  * tag means one Cluster slot: correct under Cluster, but the whole CA lives on one master (a first
  * version's trade-off; device-ca's write rate is far below one Redis master's).
  */
-export class RedisStore implements Store {
+export class RedisStore implements Store, AttestationStore {
   /** r: the reader connection (auto-pipelined); w: the writer, one transaction at a time (WATCH is per connection) */
   readonly r: Redis;
   private readonly w: Redis;
@@ -811,6 +821,106 @@ export class RedisStore implements Store {
     }
   }
 
+  // ---- TPM attestation ----
+  // {dca}:tpm-nonces:<device> hash nonceSha256 -> NonceRow; {dca}:tpm-ak:<akName> AkRow;
+  // {dca}:tpm-dev-aks:<device> sorted set of AK names by creation time; {dca}:tpm-blocked-ek:<ekSha256>.
+  async saveNonce(n: { deviceId: string; nonceSha256: string; expiresAt: Date }, now: Date, maxPerDevice: number): Promise<void> {
+    const key = this.k('tpm-nonces', n.deviceId);
+    await this.tx([key], async (m) => {
+      const all = Object.entries(await this.w.hgetall(key)).map(([h, v]) => ({ h, ...(JSON.parse(v) as NonceRow) }));
+      const live = all.filter((x) => x.expiresAt > ms(now) && x.h !== n.nonceSha256);
+      const seq = all.reduce((hi, x) => Math.max(hi, x.n), 0) + 1;
+      live.push({ h: n.nonceSha256, expiresAt: ms(n.expiresAt), createdAt: ms(now), n: seq });
+      // keep the newest maxPerDevice: a device asking again and again cannot grow the hash
+      live.sort((a, b) => b.createdAt - a.createdAt || b.n - a.n);
+      const keep = live.slice(0, Math.max(0, maxPerDevice));
+      const kept = new Set(keep.map((x) => x.h));
+      const drop = all.filter((x) => !kept.has(x.h)).map((x) => x.h);
+      if (drop.length) m.hdel(key, ...drop);
+      const mine = keep.find((x) => x.h === n.nonceSha256);
+      if (mine) m.hset(key, mine.h, JSON.stringify({ expiresAt: mine.expiresAt, createdAt: mine.createdAt, n: mine.n } satisfies NonceRow));
+    });
+  }
+
+  async consumeNonce(deviceId: string, nonceSha256: string, now: Date): Promise<boolean> {
+    const key = this.k('tpm-nonces', deviceId);
+    return this.tx([key], async (m) => {
+      const v = await this.w.hget(key, nonceSha256);
+      if (v === null || (JSON.parse(v) as NonceRow).expiresAt <= ms(now)) return false;
+      m.hdel(key, nonceSha256); // EXEC fails (and the read repeats) if another node consumed it meanwhile
+      return true;
+    });
+  }
+
+  async saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt'>, now: Date, audit: AuditInput): Promise<AkBindingRecord> {
+    const akKey = this.k('tpm-ak', b.akName);
+    const blockedKey = this.k('tpm-blocked-ek', b.ekCertSha256);
+    return this.tx([this.headKey, akKey, blockedKey], async (m) => {
+      if (await this.w.exists(blockedKey)) throw new DeviceCaError('forbidden', 'this TPM belonged to a retired device and may not register again');
+      const old = await this.getJson<AkRow>(this.w, akKey);
+      if (old && (old.deviceId !== b.deviceId || old.status !== 'pending')) throw new DeviceCaError('conflict', 'this attestation key is already registered');
+      const rec: AkBindingRecord = { ...b, status: 'pending', createdAt: now, activatedAt: null };
+      m.set(akKey, JSON.stringify(akRow(rec)));
+      m.zadd(this.k('tpm-dev-aks', b.deviceId), ms(now), b.akName);
+      await this.auditTo(m, audit, now);
+      return rec;
+    });
+  }
+
+  async activateAk(akName: string, deviceId: string, challengeSha256: string, now: Date, audit: AuditInput): Promise<AkBindingRecord | null> {
+    const akKey = this.k('tpm-ak', akName);
+    return this.tx([this.headKey, akKey], async (m) => {
+      const row = await this.getJson<AkRow>(this.w, akKey);
+      if (!row || row.deviceId !== deviceId || row.status !== 'pending' || row.challengeSha256 !== challengeSha256 || row.challengeExpiresAt <= ms(now)) return null;
+      const next: AkRow = { ...row, status: 'active', challengeSha256: null, activatedAt: ms(now) };
+      m.set(akKey, JSON.stringify(next));
+      await this.auditTo(m, audit, now);
+      return akFromRow(next);
+    });
+  }
+
+  async getAk(akName: string): Promise<AkBindingRecord | null> {
+    const row = await this.getJson<AkRow>(this.r, this.k('tpm-ak', akName));
+    return row ? akFromRow(row) : null;
+  }
+
+  async aksOfDevice(deviceId: string): Promise<AkBindingRecord[]> {
+    const names = await this.r.zrange(this.k('tpm-dev-aks', deviceId), 0, -1);
+    const rows = await this.mgetJson<AkRow>(
+      this.r,
+      names.map((x) => this.k('tpm-ak', x)),
+    );
+    // newest first, ties by name (as the SQLite store); a binding moved to another device is not this device's
+    return rows
+      .filter((x): x is AkRow => x !== null && x.deviceId === deviceId)
+      .sort((a, b) => b.createdAt - a.createdAt || (a.akName < b.akName ? -1 : a.akName > b.akName ? 1 : 0))
+      .map(akFromRow);
+  }
+
+  async revokeAks(deviceId: string, blockEks: boolean, now: Date, audit: AuditInput): Promise<number> {
+    const idx = this.k('tpm-dev-aks', deviceId);
+    return this.tx([this.headKey, idx], async (m) => {
+      const names = await this.w.zrange(idx, 0, -1);
+      const rows = (
+        await this.mgetJson<AkRow>(
+          this.w,
+          names.map((x) => this.k('tpm-ak', x)),
+        )
+      ).filter((x): x is AkRow => x !== null && x.deviceId === deviceId);
+      if (blockEks) {
+        for (const ek of new Set(rows.map((x) => x.ekCertSha256))) m.set(this.k('tpm-blocked-ek', ek), JSON.stringify({ deviceId, blockedAt: ms(now) }), 'NX');
+      }
+      let n = 0;
+      for (const x of rows)
+        if (x.status !== 'revoked') {
+          m.set(this.k('tpm-ak', x.akName), JSON.stringify({ ...x, status: 'revoked', challengeSha256: null } satisfies AkRow));
+          n++;
+        }
+      await this.auditTo(m, audit, now);
+      return n;
+    });
+  }
+
   // ---- CA state ----
   async getCaState(name: string): Promise<CaStateEntry | null> {
     const row = await this.getJson<{ value: unknown; version: number; updatedAt: number }>(this.r, this.k('ca-state', name));
@@ -887,6 +997,30 @@ function requestFromRow(r: RequestRow): EnrollmentRequestRecord {
     createdAt: new Date(r.createdAt),
     decidedAt: dateOrNull(r.decidedAt),
     decidedBy: r.decidedBy,
+  };
+}
+function akRow(a: AkBindingRecord): AkRow {
+  return {
+    ...a,
+    akPublic: a.akPublic.toString('base64'),
+    challengeExpiresAt: ms(a.challengeExpiresAt),
+    createdAt: ms(a.createdAt),
+    activatedAt: a.activatedAt ? ms(a.activatedAt) : null,
+  };
+}
+function akFromRow(r: AkRow): AkBindingRecord {
+  return {
+    akName: r.akName,
+    deviceId: r.deviceId,
+    akPublic: Buffer.from(r.akPublic, 'base64'),
+    ekCertSha256: r.ekCertSha256,
+    ekManufacturer: r.ekManufacturer,
+    ekModel: r.ekModel,
+    status: r.status,
+    challengeSha256: r.challengeSha256,
+    challengeExpiresAt: new Date(r.challengeExpiresAt),
+    createdAt: new Date(r.createdAt),
+    activatedAt: dateOrNull(r.activatedAt),
   };
 }
 function tokenFromRow(r: TokenRow): TokenRecord {
