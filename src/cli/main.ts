@@ -24,6 +24,7 @@ import { createLogger, openRegistrationAuthority, openStore } from '../main';
 import { serve } from './serve';
 import { collectItems } from '../store/paging';
 import { printRecords, printRecord } from './output';
+import { storeCopy } from './store-copy-command';
 
 /** device-ca command line: the operator's interface. Every command takes --json and --help. */
 const program = new Command();
@@ -553,6 +554,17 @@ for (const [cmd, decision] of [
       }
     });
 }
+
+program
+  .command('store')
+  .description('the store itself')
+  .command('copy')
+  .description('copy a single-node CA (SQLite) into an empty shared Redis store, verify the copy by counts and the audit chain; stop the node first')
+  .requiredOption('--from <path>', 'the SQLite store file, or the data directory holding device-ca.sqlite')
+  .requiredOption('--to <url>', 'the Redis store: redis://[user:password@]host:port/db (or rediss://)')
+  .action(async (o: { from: string; to: string }) => {
+    await storeCopy(config(), o, { json: json(), actor: actor() });
+  });
 
 async function main(): Promise<void> {
   try {

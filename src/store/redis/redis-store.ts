@@ -29,6 +29,7 @@ import {
   StoreHead,
   TokenRecord,
 } from '../store';
+import { SnapshotRow, SnapshotTarget } from '../store-snapshot';
 import { redisUnavailable } from './redis-errors';
 
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation, as in the SQLite store */
@@ -101,7 +102,7 @@ export interface RedisStoreOptions {
  * tag means one Cluster slot: correct under Cluster, but the whole CA lives on one master (a first
  * version's trade-off; device-ca's write rate is far below one Redis master's).
  */
-export class RedisStore implements Store, AttestationStore {
+export class RedisStore implements Store, AttestationStore, SnapshotTarget {
   /** r: the reader connection (auto-pipelined); w: the writer, one transaction at a time (WATCH is per connection) */
   readonly r: Redis;
   private readonly w: Redis;
@@ -919,6 +920,158 @@ export class RedisStore implements Store, AttestationStore {
       await this.auditTo(m, audit, now);
       return n;
     });
+  }
+
+  // ---- snapshot import (device-ca store copy) ----
+  private imported: { maxSecretId: number; head: { seq: number; hash: string } | null; caState: Extract<SnapshotRow, { kind: 'ca-state' }>['row'][] } | null = null;
+
+  private get copyMarkKey(): string {
+    return this.k('copy', 'incomplete');
+  }
+
+  /** holdsData names what the store holds already (its CA, audit chain, devices, ...): empty for an empty store. */
+  async holdsData(): Promise<string[]> {
+    const probes: [string, string][] = [
+      [this.copyMarkKey, 'an unfinished copy'],
+      [this.k('ca-state', 'hierarchy'), 'a CA'],
+      [this.headKey, 'an audit chain'],
+      [this.k('devs'), 'devices'],
+      [this.k('certs'), 'certificates'],
+      [this.k('toks'), 'admin tokens'],
+      [this.k('reqs'), 'enrollment requests'],
+    ];
+    const found = await Promise.all(probes.map(([key]) => this.r.exists(key)));
+    return probes.filter((_, i) => found[i] === 1).map(([, what]) => what);
+  }
+
+  /** beginImport marks the store as holding an unfinished copy (refused if anything else marked it first). */
+  async beginImport(): Promise<void> {
+    const ok = await this.w.set(this.copyMarkKey, new Date().toISOString(), 'NX');
+    if (ok !== 'OK') throw new DeviceCaError('conflict', 'another copy into this store is under way or was interrupted');
+    this.imported = { maxSecretId: 0, head: null, caState: [] };
+  }
+
+  /**
+   * importSnapshot writes one batch (one MULTI) in this store's key layout, as the rows were recorded:
+   * ids, times and audit hashes unchanged. The CA state is held back until finishImport, so a copy that
+   * stops half-way never shows a CA.
+   */
+  async importSnapshot(rows: SnapshotRow[]): Promise<void> {
+    const st = this.imported;
+    if (!st) throw new DeviceCaError('internal', 'importSnapshot before beginImport');
+    const m = this.w.multi();
+    for (const x of rows) {
+      switch (x.kind) {
+        case 'device':
+          m.set(this.k('dev', x.row.id), JSON.stringify(deviceRow(x.row)));
+          m.zadd(this.k('devs'), 0, x.row.id);
+          break;
+        case 'secret': {
+          const r = x.row;
+          const row: SecretRow = { id: r.id, deviceId: r.deviceId, hash: r.hash, expiresAt: ms(r.expiresAt), usedAt: r.usedAt ? ms(r.usedAt) : null, certSerial: r.certSerial };
+          m.set(this.k('secret', r.id), JSON.stringify(row));
+          m.zadd(this.k('dev-secrets', r.deviceId), r.id, String(r.id));
+          st.maxSecretId = Math.max(st.maxSecretId, r.id);
+          break;
+        }
+        case 'certificate': {
+          const { der, ...c } = x.row;
+          const meta: CertMeta = {
+            ...c,
+            notBefore: ms(c.notBefore),
+            notAfter: ms(c.notAfter),
+            revokedAt: c.revokedAt ? ms(c.revokedAt) : null,
+            invalidityDate: c.invalidityDate ? ms(c.invalidityDate) : null,
+            createdAt: ms(c.createdAt),
+          };
+          m.set(this.k('cert', c.serial), JSON.stringify(meta));
+          m.set(this.k('cert-der', c.serial), der);
+          m.zadd(this.k('certs'), 0, c.serial);
+          if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
+          if (c.status === 'revoked') m.zadd(this.k('shard-revoked', c.issuer, c.shard), 0, c.serial);
+          break;
+        }
+        case 'request': {
+          const r = x.row;
+          m.set(this.k('req', r.id), JSON.stringify(requestRow(r)));
+          m.zadd(this.k('reqs'), 0, r.id);
+          m.zadd(this.k('dev-reqs', r.deviceId), 0, r.id);
+          m.set(this.k('req-by-csr', r.deviceId, r.csrSha256), r.id); // rows come oldest first: the newest wins, as findRequest
+          break;
+        }
+        case 'token': {
+          const t = x.row;
+          m.set(this.k('tok', t.id), JSON.stringify({ ...t, createdAt: ms(t.createdAt), revokedAt: t.revokedAt ? ms(t.revokedAt) : null } satisfies TokenRow));
+          m.set(this.k('tok-hash', t.hash), t.id);
+          m.zadd(this.k('toks'), 0, this.tokenMember(ms(t.createdAt), t.id));
+          break;
+        }
+        case 'crl': {
+          const { der, ...info } = x.row;
+          m.set(this.k('crl', info.issuer, info.shard), JSON.stringify({ ...info, number: String(info.number), thisUpdate: ms(info.thisUpdate), nextUpdate: ms(info.nextUpdate) }));
+          m.set(this.k('crl-der', info.issuer, info.shard), der);
+          break;
+        }
+        case 'crl-number':
+          m.set(this.k('crl-number', x.row.issuer), x.row.last.toString());
+          break;
+        case 'shard-revision':
+          m.set(this.shardKey(x.row.issuer, x.row.shard), String(x.row.revision));
+          break;
+        case 'tpm-ak':
+          m.set(this.k('tpm-ak', x.row.akName), JSON.stringify(akRow(x.row)));
+          m.zadd(this.k('tpm-dev-aks', x.row.deviceId), ms(x.row.createdAt), x.row.akName);
+          break;
+        case 'tpm-blocked-ek':
+          m.set(this.k('tpm-blocked-ek', x.row.ekCertSha256), JSON.stringify({ deviceId: x.row.deviceId, blockedAt: ms(x.row.blockedAt) }));
+          break;
+        case 'tpm-nonce': {
+          const n = x.row;
+          m.hset(this.k('tpm-nonces', n.deviceId), n.nonceSha256, JSON.stringify({ expiresAt: ms(n.expiresAt), createdAt: ms(n.createdAt), n: ms(n.createdAt) } satisfies NonceRow));
+          break;
+        }
+        case 'audit':
+          // the record and its subject index; the head is set once, by finishImport
+          m.hset(this.k('audit', 'rec'), String(x.row.seq), JSON.stringify({ ...x.row, at: ms(x.row.at) } satisfies AuditRow));
+          m.zadd(this.k('audit', 'subject', x.row.subject), x.row.seq, String(x.row.seq));
+          st.head = { seq: x.row.seq, hash: x.row.hash };
+          break;
+        case 'ca-state':
+          st.caState.push(x.row);
+          break;
+      }
+    }
+    const replies = await m.exec();
+    for (const [err] of replies ?? []) if (err) throw err;
+  }
+
+  /** finishImport writes the CA state, the audit head and the secret id counter in one MULTI, and clears the mark. */
+  async finishImport(): Promise<void> {
+    const st = this.imported;
+    if (!st) throw new DeviceCaError('internal', 'finishImport before beginImport');
+    const m = this.w.multi();
+    for (const c of st.caState) m.set(this.k('ca-state', c.name), JSON.stringify({ value: c.value, version: c.version, updatedAt: ms(c.updatedAt) }));
+    if (st.head) m.set(this.headKey, `${st.head.seq}:${st.head.hash}`);
+    if (st.maxSecretId > 0) m.set(this.k('secret', 'seq'), String(st.maxSecretId));
+    m.del(this.copyMarkKey);
+    const replies = await m.exec();
+    for (const [err] of replies ?? []) if (err) throw err;
+    this.imported = null;
+  }
+
+  /**
+   * abortImport deletes every key of this store's prefix: the store was empty when the copy began
+   * (holdsData), so everything there is the unfinished copy's. A SCAN, run only by the CLI, never by serve.
+   */
+  async abortImport(): Promise<void> {
+    const match = `${this.p.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.w.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await this.w.unlink(...keys);
+    } while (cursor !== '0');
+    this.imported = null;
   }
 
   // ---- CA state ----
