@@ -41,6 +41,7 @@ import { DeviceCaError } from './errors/device-ca-error';
 import { createStore } from './store/create-store';
 import { StoreHealth } from './store/store-health';
 import { isAttestationStore, Store } from './store/store';
+import { isRevocationFeed } from './store/revocation-feed';
 
 // moved out of main.ts (which only wires); re-exported for the CLI, tests and benches that import them here
 export { ensureCa } from './ca/ca-hierarchy';
@@ -154,7 +155,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     onError: (what, e) => logError(`CA duties: ${what} failed`)(e),
   });
   const initial = await certs.current(() => duties.tick());
-  const ocsp = new OcspService([hierarchy.issuing], new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert), store, cfg.ocsp);
+  // with a shared store's revocation feed, statuses are kept in memory until a change through any node
+  const ocsp = new OcspService([hierarchy.issuing], new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert), store, cfg.ocsp, undefined, isRevocationFeed(store) ? store : undefined);
   const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };
@@ -247,6 +249,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       await duties.stop();
       crl.stop();
       await marks.record().catch(logError('recording the store mark failed'));
+      ocsp.close();
       await store.close();
       await keys.close();
     },

@@ -29,6 +29,7 @@ import {
   StoreHead,
   TokenRecord,
 } from '../store';
+import { RevocationFeed } from '../revocation-feed';
 import { SnapshotRow, SnapshotTarget } from '../store-snapshot';
 import { redisUnavailable } from './redis-errors';
 
@@ -102,12 +103,14 @@ export interface RedisStoreOptions {
  * tag means one Cluster slot: correct under Cluster, but the whole CA lives on one master (a first
  * version's trade-off; device-ca's write rate is far below one Redis master's).
  */
-export class RedisStore implements Store, AttestationStore, SnapshotTarget {
+export class RedisStore implements Store, AttestationStore, SnapshotTarget, RevocationFeed {
   /** r: the reader connection (auto-pipelined); w: the writer, one transaction at a time (WATCH is per connection) */
   readonly r: Redis;
   private readonly w: Redis;
   private readonly p: string;
   private writeChain: Promise<unknown> = Promise.resolve();
+  /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
+  private readonly subscribers = new Set<Redis>();
   private auditQueue: { e: AuditInput; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }[] = [];
 
   constructor(opts: RedisStoreOptions) {
@@ -132,6 +135,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget {
 
   async close(): Promise<void> {
     await this.writeChain.catch(() => undefined);
+    for (const sub of this.subscribers) sub.disconnect();
+    this.subscribers.clear();
     await Promise.allSettled([this.r.quit(), this.w.quit()]);
     this.r.disconnect();
     this.w.disconnect();
@@ -571,8 +576,37 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget {
     const revokedIdx = this.k('shard-revoked', meta.issuer, meta.shard);
     if (meta.status === 'revoked') m.zadd(revokedIdx, 0, meta.serial);
     else m.zrem(revokedIdx, meta.serial);
-    // no cache invalidation needed: OCSP (ca/ocsp-service.ts) reads the status from the store before any
-    // cached answer, so every node answers from this record as soon as EXEC returns
+    // every node's OCSP status cache forgets this serial when EXEC commits (watchRevocations)
+    m.publish(this.revocationChannel, meta.serial);
+  }
+
+  private get revocationChannel(): string {
+    return this.k('revocations');
+  }
+
+  /**
+   * watchRevocations subscribes (on a connection of its own: a subscribed connection runs no other
+   * command) to the channel setCertStatus publishes on. It is live once SUBSCRIBE is acknowledged, and
+   * again after each reconnection once the subscription is renewed; not live while disconnected.
+   */
+  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void): () => void {
+    const sub = this.r.duplicate({ enableAutoPipelining: false, autoResubscribe: false, maxRetriesPerRequest: null });
+    sub.on('error', () => undefined);
+    let closed = false;
+    const subscribe = () =>
+      void sub.subscribe(this.revocationChannel).then(
+        () => !closed && onLive(true),
+        () => undefined,
+      );
+    sub.on('ready', subscribe);
+    sub.on('close', () => !closed && onLive(false));
+    sub.on('message', (_channel: string, serial: string) => onChange(serial));
+    this.subscribers.add(sub);
+    return () => {
+      closed = true;
+      this.subscribers.delete(sub);
+      sub.disconnect();
+    };
   }
 
   async applyDeviceChange(c: DeviceChange): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
