@@ -58,6 +58,24 @@ const enrollRaw = (d: LoadDevice) =>
   });
 
 describeIfRedis('a Redis-backed node while Redis is down', () => {
+  it('a revocation by another process (the CLI) changes the nonce-less OCSP answer the node had cached, within 1 s (pub/sub)', async () => {
+    const load = new EnrollmentLoad([await register('feed-1')], 1);
+    await load.run(endpointOf(node));
+    const r = load.received[0];
+    const crt = tmp.write('feed-1.pem', new crypto.X509Certificate(r.der).toString());
+    const issuing = path.join(node.dataDir, 'ca', 'device-ca-issuing.pem');
+    const ocsp = () => opensslAny('ocsp', '-no_nonce', '-issuer', issuing, '-cert', crt, '-url', `http://127.0.0.1:${node.httpPort}/ocsp`, '-CAfile', node.chainPem);
+    expect((await ocsp()).out).toContain(`${crt}: good`);
+    expect((await ocsp()).out).toContain(`${crt}: good`); // answered from the kept status
+    const out = await node.cli(['revoke', r.serial, '--reason', 'keyCompromise']);
+    expect(out.code).toBe(0);
+    const deadline = Date.now() + 1000;
+    let answer = (await ocsp()).out;
+    while (!answer.includes(`${crt}: revoked`) && Date.now() < deadline) answer = (await ocsp()).out;
+    expect(answer).toContain(`${crt}: revoked`);
+    expect(answer).toMatch(/Reason: keyCompromise/);
+  }, 60_000);
+
   it('OCSP answers from its pre-signed responses, enrollments and /healthz get 503 + Retry-After; after the restart all is served, nothing lost', async () => {
     const load = new EnrollmentLoad([await register('outage-1')], 1);
     await load.run(endpointOf(node));
