@@ -42,6 +42,7 @@ import { createStore } from './store/create-store';
 import { StoreHealth } from './store/store-health';
 import { isAttestationStore, Store } from './store/store';
 import { isRevocationFeed } from './store/revocation-feed';
+import { withStoreMetrics } from './store/store-metrics';
 
 // moved out of main.ts (which only wires); re-exported for the CLI, tests and benches that import them here
 export { ensureCa } from './ca/ca-hierarchy';
@@ -124,12 +125,13 @@ export interface ServiceOptions {
 
 /** buildService wires one worker's listeners (not yet listening), RA, CA, store and keys. */
 export async function buildService(cfg: Config, opts: ServiceOptions): Promise<Service> {
-  const store = openStore(cfg);
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
+  // store latency and errors per operation in /metrics
+  const store = withStoreMetrics(openStore(cfg), registry, cfg.store.type);
   const keys = openKeyBackend(cfg);
   const hierarchy = await loadCa(cfg, keys, store);
   const ca = buildCertificateAuthority(cfg, hierarchy);
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
   const bootstrap = loadBootstrapPolicy(cfg);
   const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry });
   const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));

@@ -100,6 +100,11 @@ describeIfRedis('a Redis-backed node while Redis is down', () => {
     expect(refused.kind === 'reply' && Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
     const health = await sendRaw(endpointOf(node), { listener: 'http', method: 'GET', path: '/healthz', headers: [] });
     expect(health.kind === 'reply' && health.status).toBe(503);
+    // /metrics shows the store's failures by operation and code
+    const metrics = await sendRaw(endpointOf(node), { listener: 'http', method: 'GET', path: '/metrics', headers: [] });
+    expect(metrics.kind === 'reply' && metrics.status).toBe(200);
+    expect((metrics as { body: Buffer }).body.toString()).toMatch(/device_ca_store_errors_total\{backend="redis",operation="\w+",code="store-unavailable"\} [1-9]/);
+    expect((metrics as { body: Buffer }).body.toString()).toMatch(/device_ca_store_operation_seconds_count\{backend="redis",operation="recordIssuance"\} [1-9]/);
 
     await redis.restart();
     let again = await enrollRaw(waiting);
