@@ -1,4 +1,4 @@
-import { ChainableCommander, Redis, RedisOptions } from 'ioredis';
+import { ChainableCommander, Cluster, Redis, RedisOptions } from 'ioredis';
 import { nextAuditRecord } from '../../audit/audit-chain';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { pageLimit, pageOf } from '../paging';
@@ -45,6 +45,8 @@ export const KEY_PREFIX = '{dca}';
 
 type Json = Record<string, unknown>;
 type Tx = ChainableCommander;
+/** RedisClient: a connection to a standalone (or Sentinel-managed) server, or a Cluster client; the commands are the same. */
+type RedisClient = Redis | Cluster;
 const ms = (d: Date): number => d.getTime();
 const dateOrNull = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(Number(v)));
 const seqCursor = (after: string | undefined): number => {
@@ -82,7 +84,12 @@ type AkRow = Omit<AkBindingRecord, 'akPublic' | 'challengeExpiresAt' | 'createdA
  * RedisStoreOptions: how to reach Redis. `url` is redis://[user:pass@]host:port/db (rediss:// for TLS).
  */
 export interface RedisStoreOptions {
+  /** url: the server (standalone); with sentinel, only its user, password, db and TLS are used; ignored with cluster */
   url: string;
+  /** sentinel: the master `name` as the Sentinels at `sentinels` (host:port) know it; ioredis follows failovers */
+  sentinel?: { name: string; sentinels: string[] };
+  /** cluster: seed nodes (host:port) of a Redis Cluster; every key is in the one slot of the hash tag */
+  cluster?: { nodes: string[] };
   /** prefix: the hash-tagged key prefix (tests give each suite its own) */
   prefix?: string;
   /** connectTimeoutMs: a command fails with 'store-unavailable' instead of waiting longer for a connection */
@@ -105,12 +112,12 @@ export interface RedisStoreOptions {
  */
 export class RedisStore implements Store, AttestationStore, SnapshotTarget, RevocationFeed {
   /** r: the reader connection (auto-pipelined); w: the writer, one transaction at a time (WATCH is per connection) */
-  readonly r: Redis;
-  private readonly w: Redis;
+  readonly r: RedisClient;
+  private readonly w: RedisClient;
   private readonly p: string;
   private writeChain: Promise<unknown> = Promise.resolve();
   /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
-  private readonly subscribers = new Set<Redis>();
+  private readonly subscribers = new Set<RedisClient>();
   private auditQueue: { e: AuditInput; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }[] = [];
 
   constructor(opts: RedisStoreOptions) {
@@ -122,8 +129,30 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       lazyConnect: false,
       retryStrategy: (times) => Math.min(times * 200, 2000),
     };
-    this.r = new Redis(opts.url, { ...common, enableAutoPipelining: true });
-    this.w = new Redis(opts.url, common);
+    const open = (o: RedisOptions, pipelined: boolean): RedisClient => {
+      if (opts.cluster)
+        return new Cluster(opts.cluster.nodes.map(hostPort), {
+          redisOptions: o,
+          enableAutoPipelining: pipelined,
+          clusterRetryStrategy: (times) => Math.min(times * 200, 2000),
+        });
+      if (opts.sentinel) {
+        const u = new URL(opts.url);
+        return new Redis({
+          ...o,
+          enableAutoPipelining: pipelined,
+          sentinels: opts.sentinel.sentinels.map(hostPort),
+          name: opts.sentinel.name,
+          username: u.username ? decodeURIComponent(u.username) : undefined,
+          password: u.password ? decodeURIComponent(u.password) : undefined,
+          db: Number(u.pathname.slice(1) || 0),
+          tls: u.protocol === 'rediss:' ? {} : undefined,
+        });
+      }
+      return new Redis(opts.url, { ...o, enableAutoPipelining: pipelined });
+    };
+    this.r = open(common, true);
+    this.w = open(common, false);
     // connection errors are reported through the command that fails; without a listener ioredis logs them
     this.r.on('error', () => undefined);
     this.w.on('error', () => undefined);
@@ -221,19 +250,19 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     m.set(this.headKey, `${rec.seq}:${rec.hash}`);
   }
 
-  private async readHead(c: Redis): Promise<{ seq: number; hash: string } | null> {
+  private async readHead(c: RedisClient): Promise<{ seq: number; hash: string } | null> {
     const v = await c.get(this.headKey);
     if (!v) return null;
     const i = v.indexOf(':');
     return { seq: Number(v.slice(0, i)), hash: v.slice(i + 1) };
   }
 
-  private async getJson<T>(c: Redis, key: string): Promise<T | null> {
+  private async getJson<T>(c: RedisClient, key: string): Promise<T | null> {
     const v = await c.get(key);
     return v === null ? null : (JSON.parse(v) as T);
   }
 
-  private async mgetJson<T>(c: Redis, keys: string[]): Promise<(T | null)[]> {
+  private async mgetJson<T>(c: RedisClient, keys: string[]): Promise<(T | null)[]> {
     if (keys.length === 0) return [];
     return (await c.mget(...keys)).map((v) => (v === null ? null : (JSON.parse(v) as T)));
   }
@@ -352,7 +381,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     }
   }
 
-  private async secretsOf(c: Redis, deviceId: string): Promise<SecretRow[]> {
+  private async secretsOf(c: RedisClient, deviceId: string): Promise<SecretRow[]> {
     const ids = await c.zrevrange(this.k('dev-secrets', deviceId), 0, -1);
     return (
       await this.mgetJson<SecretRow>(
@@ -590,7 +619,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
    * again after each reconnection once the subscription is renewed; not live while disconnected.
    */
   watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void): () => void {
-    const sub = this.r.duplicate({ enableAutoPipelining: false, autoResubscribe: false, maxRetriesPerRequest: null });
+    // under Cluster, PUBLISH reaches every node, so a subscription on any node hears it
+    const sub: RedisClient = this.r instanceof Cluster ? this.r.duplicate() : this.r.duplicate({ enableAutoPipelining: false, autoResubscribe: false, maxRetriesPerRequest: null });
     sub.on('error', () => undefined);
     let closed = false;
     const subscribe = () =>
@@ -1099,12 +1129,16 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
    */
   async abortImport(): Promise<void> {
     const match = `${this.p.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.w.scan(cursor, 'MATCH', match, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await this.w.unlink(...keys);
-    } while (cursor !== '0');
+    // under Cluster every key of this store is on the master of its one slot; SCAN runs per master
+    const servers: Redis[] = this.w instanceof Cluster ? this.w.nodes('master') : [this.w];
+    for (const server of servers) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await server.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await server.unlink(...keys);
+      } while (cursor !== '0');
+    }
     this.imported = null;
   }
 
@@ -1127,6 +1161,13 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       return next;
     });
   }
+}
+
+/** hostPort: "host:port" (IPv6 in brackets) as ioredis wants a node. */
+function hostPort(s: string): { host: string; port: number } {
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(s);
+  if (!m) throw new DeviceCaError('config', `not host:port: ${s}`);
+  return { host: m[1], port: Number(m[2]) };
 }
 
 /** probeError: 'store-unavailable' naming which half of the probe failed and why (the /healthz reason). */
