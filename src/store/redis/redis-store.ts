@@ -437,15 +437,17 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       const now = new Date();
       // the RA checked the device's state before signing; a release, suspension or retirement that
       // committed meanwhile must not be outlived by a certificate recorded after it
-      const dev = c.deviceId !== null ? await this.getJson<DeviceRow>(this.w, this.k('dev', c.deviceId)) : null;
+      // every read in one round trip (the connection pipelines them), then the checks in order
+      const [dev, secret, serialTaken, req, head] = await Promise.all([
+        c.deviceId !== null ? this.getJson<DeviceRow>(this.w, this.k('dev', c.deviceId)) : null,
+        args.consumeSecretId !== undefined ? this.getJson<SecretRow>(this.w, this.k('secret', args.consumeSecretId)) : null,
+        this.w.exists(this.k('cert', c.serial)),
+        args.requestId !== undefined ? this.getJson<RequestRow>(this.w, this.k('req', args.requestId)) : null,
+        this.readHead(this.w),
+      ]);
       if (dev && dev.state !== 'registered' && dev.state !== 'active') throw new DeviceCaError('forbidden', `device is ${dev.state}`);
-      let secret: SecretRow | null = null;
-      if (args.consumeSecretId !== undefined) {
-        secret = await this.getJson<SecretRow>(this.w, this.k('secret', args.consumeSecretId));
-        if (!secret || secret.usedAt !== null) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
-      }
-      if (await this.w.exists(this.k('cert', c.serial))) throw new DeviceCaError('internal', 'store write failed', { detail: `certificate serial ${c.serial} exists` });
-      const req = args.requestId !== undefined ? await this.getJson<RequestRow>(this.w, this.k('req', args.requestId)) : null;
+      if (args.consumeSecretId !== undefined && (!secret || secret.usedAt !== null)) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
+      if (serialTaken) throw new DeviceCaError('internal', 'store write failed', { detail: `certificate serial ${c.serial} exists` });
       if (secret) m.set(this.k('secret', secret.id), JSON.stringify({ ...secret, usedAt: ms(now), certSerial: c.serial }));
       const { der, ...fields } = c;
       const meta: CertMeta = {
@@ -464,7 +466,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
       if (dev && dev.state === 'registered') m.set(this.k('dev', dev.id), JSON.stringify({ ...dev, state: 'active', updatedAt: ms(now) }));
       if (req && req.status === 'approved') m.set(this.k('req', req.id), JSON.stringify({ ...req, status: 'issued', certSerial: c.serial }));
-      await this.auditTo(m, args.audit, now);
+      await this.auditTo(m, args.audit, now, head);
     });
   }
 
