@@ -249,8 +249,11 @@ export const configSchema = z
             sentinel: z.strictObject({ name: z.string().min(1), sentinels: z.array(hostPort).min(1) }).optional(),
             /** seed nodes (host:port) of a Redis Cluster; the CA's keys share one hash slot */
             cluster: z.strictObject({ nodes: z.array(hostPort).min(1) }).optional(),
+            /** after each write, WAIT for this many replicas (at most timeoutMs); fewer: the request gets 503 (not with cluster) */
+            waitReplicas: z.strictObject({ replicas: z.number().int().min(1).max(16), timeoutMs: z.number().int().min(1).max(60_000).default(1000) }).optional(),
           })
           .refine((r) => !(r.sentinel && r.cluster), { message: 'store.redis: sentinel or cluster, not both' })
+          .refine((r) => !(r.waitReplicas && r.cluster), { message: 'store.redis.waitReplicas does not work with cluster' })
           .prefault({}),
       })
       .refine((s) => s.type !== 'redis' || s.url !== undefined || s.redis.cluster !== undefined, {

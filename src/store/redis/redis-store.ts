@@ -90,6 +90,12 @@ export interface RedisStoreOptions {
   sentinel?: { name: string; sentinels: string[] };
   /** cluster: seed nodes (host:port) of a Redis Cluster; every key is in the one slot of the hash tag */
   cluster?: { nodes: string[] };
+  /**
+   * waitReplicas: after each write, WAIT until this many replicas acknowledged it (or timeoutMs); fewer is
+   * 'store-unavailable' (the write itself is done on the master: a device that retries gets the same
+   * certificate through the lost-reply repeat). Not with cluster.
+   */
+  waitReplicas?: { replicas: number; timeoutMs: number };
   /** prefix: the hash-tagged key prefix (tests give each suite its own) */
   prefix?: string;
   /** connectTimeoutMs: a command fails with 'store-unavailable' instead of waiting longer for a connection */
@@ -116,12 +122,15 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   private readonly w: RedisClient;
   private readonly p: string;
   private writeChain: Promise<unknown> = Promise.resolve();
+  private readonly waitReplicas?: { replicas: number; timeoutMs: number };
   /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
   private readonly subscribers = new Set<RedisClient>();
   private auditQueue: { e: AuditInput; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }[] = [];
 
   constructor(opts: RedisStoreOptions) {
     this.p = opts.prefix ?? KEY_PREFIX;
+    if (opts.waitReplicas && opts.cluster) throw new DeviceCaError('config', 'store.redis.waitReplicas does not work with store.redis.cluster');
+    this.waitReplicas = opts.waitReplicas;
     const common: RedisOptions = {
       // a command waits for one reconnection attempt at most, then fails: the client gets 503 + Retry-After
       maxRetriesPerRequest: 1,
@@ -225,10 +234,17 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           continue; // a watched key changed: read again
         }
         for (const [err] of replies) if (err) throw err;
+        if (replies.length && this.waitReplicas) await this.awaitReplicas(this.waitReplicas);
         return result;
       }
       throw new DeviceCaError('store-unavailable', 'store busy (too many concurrent writers)', { retryAfterSeconds: 2 });
     });
+  }
+
+  /** awaitReplicas: WAIT on the writer connection (the replication offset of its last write). */
+  private async awaitReplicas(w: { replicas: number; timeoutMs: number }): Promise<void> {
+    const acked = await (this.w as Redis).wait(w.replicas, w.timeoutMs);
+    if (acked < w.replicas) throw new DeviceCaError('store-unavailable', `store write not replicated (${acked} of ${w.replicas} replicas within ${w.timeoutMs} ms)`, { retryAfterSeconds: 5 });
   }
 
   private get headKey(): string {
