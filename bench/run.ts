@@ -18,6 +18,7 @@ const MODULES: { name: string; file: string; fn: string }[] = [
   { name: 'ocsp-http', file: './ocsp-http', fn: 'benchOcspHttp' },
   { name: 'pkcs11-issuance', file: './pkcs11-issuance', fn: 'benchPkcs11Issuance' },
   { name: 'firmware', file: './firmware', fn: 'benchFirmware' },
+  { name: 'redis-store', file: './redis-store', fn: 'benchRedisStore' },
 ];
 
 function load(file: string, fn: string): BenchFunction | string {

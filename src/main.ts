@@ -46,6 +46,8 @@ import { DeviceCaError } from './errors/device-ca-error';
 import { createStore } from './store/create-store';
 import { StoreHealth } from './store/store-health';
 import { isAttestationStore, Store } from './store/store';
+import { isRevocationFeed } from './store/revocation-feed';
+import { withStoreMetrics } from './store/store-metrics';
 
 // moved out of main.ts (which only wires); re-exported for the CLI, tests and benches that import them here
 export { ensureCa } from './ca/ca-hierarchy';
@@ -94,7 +96,7 @@ export function buildCertificateAuthority(cfg: Config, hierarchy: CaHierarchy, i
 
 /**
  * buildTpmAttestation: the RA's TPM decisions, when the store keeps attestation state. A profile with
- * attestation on and a store without it (Redis, for now) is a config error at start, not a 501 later;
+ * attestation on and a store without it is a config error at start, not a 501 later;
  * except the built-in `tpm` profile left as it is, which such a store serves with 501 on its routes (so
  * the default config starts on every store).
  */
@@ -134,14 +136,15 @@ export interface ServiceOptions {
 
 /** buildService wires one worker's listeners (not yet listening), RA, CA, store and keys. */
 export async function buildService(cfg: Config, opts: ServiceOptions): Promise<Service> {
-  const store = openStore(cfg);
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
+  // store latency and errors per operation in /metrics
+  const store = withStoreMetrics(openStore(cfg), registry, cfg.store.type);
   const keys = openKeyBackend(cfg);
   const hierarchy = await loadCa(cfg, keys, store);
   // the issuing CAs served; a rollover written by another process reaches this one in the duties reload
   const cas = new IssuingCaSet(hierarchy, { store, load: () => loadCa(cfg, keys, store) });
   const ca = buildCertificateAuthority(cfg, hierarchy, cas);
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
   const bootstrap = loadBootstrapPolicy(cfg);
   const crls = issuingCas(hierarchy).map((c) => new CrlPublisher(c, store, cfg.crl, publicBaseUrl(cfg)));
   const crl = crls[0];
@@ -185,7 +188,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     onError: (what, e) => logError(`CA duties: ${what} failed`)(e),
   });
   const initial = await certs.current(() => duties.tick());
-  const ocsp = new OcspService(cas.all(), new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert), store, cfg.ocsp, undefined, new RootOcspSource(hierarchy.root.der, store));
+  // with a shared store's revocation feed, statuses are kept in memory until a change through any node
+  const ocsp = new OcspService(cas.all(), new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert), store, cfg.ocsp, undefined, new RootOcspSource(hierarchy.root.der, store), isRevocationFeed(store) ? store : undefined);
   const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };
@@ -311,6 +315,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       await duties.stop();
       for (const p of crls) p.stop();
       await marks.record().catch(logError('recording the store mark failed'));
+      ocsp.close();
       await store.close();
       await keys.close();
     },

@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { Config } from '../config/schema';
-import { DeviceCaError } from '../errors/device-ca-error';
+import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
+import { RevocationFeed } from '../store/revocation-feed';
 import { RevocationStore } from '../store/store';
 import { CaMaterial } from './certificate-authority';
 import { OcspCertId, OcspHashName, OcspResponder, OcspSingleResponse, OcspStatus, certIdHashes, parseOcspRequest } from './ocsp-codec';
@@ -27,13 +28,30 @@ interface Cached {
 type StatusRow = Awaited<ReturnType<RevocationStore['certificateStatus']>>;
 
 /**
+ * STATUS_MAX_AGE_MS: how long a status learnt from the store is reused while the revocation feed is live.
+ * The feed drops a status as soon as it changes; this bound only limits the harm of a message lost
+ * without the subscription noticing.
+ */
+const STATUS_MAX_AGE_MS = 60_000;
+
+/**
  * OcspService answers RFC 6960 requests for the issuing CAs it serves. Requests with a nonce are signed
  * live and echo it (FreeRADIUS requires that by default). Nonce-less single requests (RFC 5019) get a
  * pre-signed response from a cache; before any cached answer is sent, the certificate's status is read
- * from the store, so a revocation made by any process is visible on the next request.
+ * from the store, so a revocation made by any process is visible on the next request. With a revocation
+ * feed (the shared Redis store's pub/sub), statuses are kept in memory while the feed is live and dropped
+ * when a status changes through any node, so a cached answer costs no store read. While the store is
+ * unavailable, a pre-signed answer is still served until its nextUpdate (RFC 5019 §6: a relying party
+ * may use it that long anyway); nothing new is signed.
  */
 export class OcspService {
   private readonly cache = new Map<string, Cached>();
+  /** statuses: by serial, learnt from the store while the feed was live (empty without a feed) */
+  private readonly statuses = new Map<string, { row: StatusRow; at: number }>();
+  private feedLive = false;
+  /** feedEpoch: counts feed events; a status read during which one arrived is not kept (it may predate the change) */
+  private feedEpoch = 0;
+  private readonly unwatch?: () => void;
   /** issuers with their CertID hashes computed once per hash algorithm (not per request) */
   private readonly issuers: { ca: CaMaterial; hashes: Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }> }[] = [];
   /** delegatedFor: the name of the issuing CA that issued the delegated responder certificate */
@@ -49,7 +67,19 @@ export class OcspService {
     private readonly now: () => Date = () => new Date(),
     /** root: the root-signed answers for the issuing CA certificates themselves (root-ocsp.ts) */
     private readonly root?: RootOcspSource,
+    feed?: RevocationFeed,
   ) {
+    this.unwatch = feed?.watchRevocations(
+      (serial) => {
+        this.feedEpoch++;
+        this.statuses.delete(serial);
+      },
+      (live) => {
+        this.feedEpoch++;
+        this.feedLive = live;
+        this.statuses.clear();
+      },
+    );
     for (const ca of issuers) this.addIssuer(ca);
     this.delegatedFor = this.issuerOfResponder(responder);
   }
@@ -61,6 +91,11 @@ export class OcspService {
     const h = (alg: OcspHashName) => certIdHashes(ca.subject, spki, alg);
     this.issuers.push({ ca, hashes: { sha1: h('sha1'), sha256: h('sha256'), sha384: h('sha384'), sha512: h('sha512') } });
     if (this.responder) this.delegatedFor = this.issuerOfResponder(this.responder);
+  }
+
+  /** close stops listening to the revocation feed. */
+  close(): void {
+    this.unwatch?.();
   }
 
   /** useResponder switches to a renewed responder certificate; cached answers signed before are dropped. */
@@ -133,13 +168,36 @@ export class OcspService {
     return { thisUpdate: t, nextUpdate: new Date(t.getTime() + this.cfg.validity * 1000) };
   }
 
+  /** statusOf: the certificate's status, from memory while the feed is live and the entry fresh, else from the store. */
+  private async statusOf(serial: string): Promise<StatusRow> {
+    const t = Date.now();
+    const known = this.feedLive ? this.statuses.get(serial) : undefined;
+    if (known && t - known.at < STATUS_MAX_AGE_MS) return known.row;
+    const epoch = this.feedEpoch;
+    const row = await this.store.certificateStatus(serial);
+    if (this.feedLive && epoch === this.feedEpoch && this.cfg.cacheSize > 0) {
+      this.statuses.delete(serial);
+      if (this.statuses.size >= this.cfg.cacheSize) this.statuses.delete(this.statuses.keys().next().value as string);
+      this.statuses.set(serial, { row, at: t });
+    }
+    return row;
+  }
+
   private async cached(id: OcspCertId, issuer: CaMaterial): Promise<OcspAnswer> {
     const key = id.der.toString('latin1');
-    const row = await this.store.certificateStatus(id.serialNumber);
+    const hit = this.cache.get(key);
+    let row: StatusRow;
+    try {
+      row = await this.statusOf(id.serialNumber);
+    } catch (e) {
+      // the store is unreachable: the last answer signed for this CertID holds until its nextUpdate
+      if (hit && isDeviceCaError(e) && e.code === 'store-unavailable' && hit.nextUpdate.getTime() > this.now().getTime())
+        return { der: hit.der, cache: { thisUpdate: hit.thisUpdate, nextUpdate: hit.nextUpdate, etag: hit.etag }, outcome: hit.outcome };
+      throw e;
+    }
     const status = toStatus(row, issuer);
     const statusKey = status.status === 'revoked' ? `r|${status.revokedAt.getTime()}|${status.reason ?? ''}` : status.status;
     const now = this.now();
-    const hit = this.cache.get(key);
     // re-sign when the status changed or half of the validity is gone
     if (hit && hit.statusKey === statusKey && hit.nextUpdate.getTime() - now.getTime() > (this.cfg.validity * 1000) / 2)
       return { der: hit.der, cache: { thisUpdate: hit.thisUpdate, nextUpdate: hit.nextUpdate, etag: hit.etag }, outcome: hit.outcome };

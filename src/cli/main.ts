@@ -30,6 +30,7 @@ import { collectItems } from '../store/paging';
 import { printRecords, printRecord } from './output';
 import { importDevices, importFormat } from './devices-import';
 import { registerFirmwareCommands } from './firmware-commands';
+import { storeCopy } from './store-copy-command';
 
 /** device-ca command line: the operator's interface. Every command takes --json and --help. */
 const program = new Command();
@@ -661,6 +662,16 @@ for (const [cmd, decision] of [
 }
 
 registerFirmwareCommands(program, { config, json, actor, openCheckedStore });
+program
+  .command('store')
+  .description('the store itself')
+  .command('copy')
+  .description('copy a single-node CA (SQLite) into an empty shared Redis store, verify the copy by counts and the audit chain; stop the node first')
+  .requiredOption('--from <path>', 'the SQLite store file, or the data directory holding device-ca.sqlite')
+  .requiredOption('--to <url>', 'the Redis store: redis://[user:password@]host:port/db (or rediss://)')
+  .action(async (o: { from: string; to: string }) => {
+    await storeCopy(config(), o, { json: json(), actor: actor() });
+  });
 
 async function main(): Promise<void> {
   try {

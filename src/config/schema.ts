@@ -95,6 +95,9 @@ const roleKey = z
   })
   .prefault({});
 
+/** hostPort: a Redis node or Sentinel as host:port (an IPv6 host in brackets). */
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'not host:port');
+
 /** NAME: profile and label names; they appear in URLs and the store. */
 const profileName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lower-case letters, digits and - only, at most 32');
 
@@ -247,8 +250,24 @@ export const configSchema = z
           .optional(),
         /** redis only: serve even when Redis keeps nothing across its restart (neither AOF nor RDB); certificates may then be lost */
         allowNoPersistence: z.boolean().default(false),
+        /** redis only: reach Redis through Sentinel or as a Cluster instead of the one server of url */
+        redis: z
+          .strictObject({
+            /** the master's name as the Sentinels know it, and the Sentinels (host:port); url then gives user, password, db, rediss */
+            sentinel: z.strictObject({ name: z.string().min(1), sentinels: z.array(hostPort).min(1) }).optional(),
+            /** seed nodes (host:port) of a Redis Cluster; the CA's keys share one hash slot */
+            cluster: z.strictObject({ nodes: z.array(hostPort).min(1) }).optional(),
+            /** after each write, WAIT for this many replicas (at most timeoutMs); fewer: the request gets 503 (not with cluster) */
+            waitReplicas: z.strictObject({ replicas: z.number().int().min(1).max(16), timeoutMs: z.number().int().min(1).max(60_000).default(1000) }).optional(),
+          })
+          .refine((r) => !(r.sentinel && r.cluster), { message: 'store.redis: sentinel or cluster, not both' })
+          .refine((r) => !(r.waitReplicas && r.cluster), { message: 'store.redis.waitReplicas does not work with cluster' })
+          .prefault({}),
       })
-      .refine((s) => s.type !== 'redis' || s.url !== undefined, { message: 'store.type redis needs store.url (or DEVICE_CA_STORE=redis://host:port/db)', path: ['url'] })
+      .refine((s) => s.type !== 'redis' || s.url !== undefined || s.redis.cluster !== undefined, {
+        message: 'store.type redis needs store.url (or DEVICE_CA_STORE=redis://host:port/db) or store.redis.cluster',
+        path: ['url'],
+      })
       .prefault({}),
     crl: z
       .strictObject({

@@ -32,8 +32,11 @@ export function createStore(cfg: StoreConfig): Store {
     }
     case 'redis':
       // connects in the background: a Redis that cannot be reached fails each call with 'store-unavailable'
-      if (!cfg.store.url) throw new DeviceCaError('config', 'store.type redis needs store.url');
-      return withStoreErrors(new RedisStore({ url: cfg.store.url }), toRedisStoreError);
+      if (!cfg.store.url && !cfg.store.redis?.cluster) throw new DeviceCaError('config', 'store.type redis needs store.url or store.redis.cluster');
+      return withStoreErrors(
+        new RedisStore({ url: cfg.store.url ?? 'redis://localhost:6379/0', sentinel: cfg.store.redis?.sentinel, cluster: cfg.store.redis?.cluster, waitReplicas: cfg.store.redis?.waitReplicas }),
+        toRedisStoreError,
+      );
     default:
       throw new DeviceCaError('config', `store.type: unknown store ${JSON.stringify(type)}`);
   }

@@ -449,7 +449,7 @@ export interface AkBindingRecord {
  * AttestationStore keeps TPM attestation state: single-use nonces (by SHA-256, so a stored nonce is useless
  * to whoever reads the database and a lookup by hash leaks nothing by its timing) and AK bindings. Each
  * method is atomic; the RA decides, the store applies. An optional capability (ARCHITECTURE rule 4): the
- * SQLite store has it, the Redis store not yet; isAttestationStore tells.
+ * SQLite and Redis stores have it; isAttestationStore tells.
  */
 export interface AttestationStore {
   /** saveNonce stores a nonce of a device; it also drops the device's expired nonces, and its oldest beyond maxPerDevice. */

@@ -66,3 +66,85 @@ export async function startRedisServer(opts: { persistence?: 'aof' | 'none' } = 
     },
   };
 }
+
+/** RedisCluster is a Redis Cluster of masters the tests started on free loopback ports (no replicas). */
+export interface RedisCluster {
+  /** nodes: host:port of every master */
+  nodes: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * startRedisCluster starts `masters` redis-servers with --cluster-enabled yes and AOF on, and joins them
+ * with `redis-cli --cluster create ... --cluster-yes` (the slots split between them); it waits until
+ * CLUSTER INFO says the cluster is ok.
+ */
+export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
+  const servers: RedisServer[] = [];
+  const tmps: TmpDir[] = [];
+  try {
+    for (let i = 0; i < masters; i++) {
+      const tmp = makeTmpDir('device-ca-redis-cluster-');
+      tmps.push(tmp);
+      const port = await freePort();
+      const child = spawn(
+        'redis-server',
+        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--dir', tmp.path, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--daemonize', 'no'],
+        { stdio: 'ignore' },
+      );
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        c.on('error', () => undefined);
+        try {
+          await c.connect();
+          if ((await c.ping()) === 'PONG') break;
+        } catch {
+          if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start`);
+          await new Promise((r) => setTimeout(r, 50));
+        } finally {
+          c.disconnect();
+        }
+      }
+      servers.push({
+        port,
+        url: `redis://127.0.0.1:${port}`,
+        dir: tmp.path,
+        async stop() {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          const exited = new Promise((r) => child.once('exit', r));
+          child.kill('SIGTERM');
+          await exited;
+        },
+        async restart() {
+          throw new Error('not supported for cluster nodes');
+        },
+      });
+    }
+    const nodes = servers.map((s) => `127.0.0.1:${s.port}`);
+    const made = spawnSync('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-yes'], { encoding: 'utf8', timeout: 30_000 });
+    if (made.status !== 0) throw new Error(`redis-cli --cluster create failed: ${made.stdout}${made.stderr}`);
+    const deadline = Date.now() + 20_000;
+    for (const s of servers) {
+      for (;;) {
+        const c = new Redis({ port: s.port, host: '127.0.0.1' });
+        const info = String(await c.cluster('INFO'));
+        c.disconnect();
+        if (/cluster_state:ok/.test(info)) break;
+        if (Date.now() > deadline) throw new Error(`Redis Cluster not ok on ${s.port}: ${info}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    return {
+      nodes,
+      async stop() {
+        await Promise.all(servers.map((s) => s.stop()));
+        for (const t of tmps) t.cleanup();
+      },
+    };
+  } catch (e) {
+    await Promise.all(servers.map((s) => s.stop()));
+    for (const t of tmps) t.cleanup();
+    throw e;
+  }
+}

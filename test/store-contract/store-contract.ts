@@ -854,6 +854,17 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(await att().consumeNonce('d1', h('m2'), now)).toBe(true);
       });
 
+      it('clients racing for one nonce (several nodes or workers): it is consumed exactly once', async () => {
+        const now = new Date();
+        const clients: Store[] = [store];
+        for (let i = 0; i < 3; i++) clients.push(sut.another ? await sut.another() : store);
+        for (let round = 0; round < 5; round++) {
+          await att().saveNonce({ deviceId: 'd1', nonceSha256: h(`race${round}`), expiresAt: new Date(now.getTime() + 60_000) }, now, 4);
+          const got = await Promise.all(clients.flatMap((c) => [0, 1].map(() => (c as Store & AttestationStore).consumeNonce('d1', h(`race${round}`), now))));
+          expect(got.filter(Boolean)).toHaveLength(1);
+        }
+      });
+
       it('an AK becomes active only with the right credential before the challenge expires, once, with an audit record', async () => {
         await addDevice('d1');
         const now = new Date();

@@ -1,9 +1,11 @@
-import { ChainableCommander, Redis, RedisOptions } from 'ioredis';
+import { ChainableCommander, Cluster, Redis, RedisOptions } from 'ioredis';
 import { nextAuditRecord } from '../../audit/audit-chain';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { distinctIds } from '../batch';
 import { pageLimit, pageOf } from '../paging';
 import {
+  AkBindingRecord,
+  AttestationStore,
   AuditInput,
   AuditRecord,
   AuthAttemptReservation,
@@ -31,6 +33,8 @@ import {
   StoreHead,
   TokenRecord,
 } from '../store';
+import { RevocationFeed } from '../revocation-feed';
+import { SnapshotRow, SnapshotTarget } from '../store-snapshot';
 import { redisUnavailable } from './redis-errors';
 
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation, as in the SQLite store */
@@ -45,6 +49,8 @@ export const KEY_PREFIX = '{dca}';
 
 type Json = Record<string, unknown>;
 type Tx = ChainableCommander;
+/** RedisClient: a connection to a standalone (or Sentinel-managed) server, or a Cluster client; the commands are the same. */
+type RedisClient = Redis | Cluster;
 const ms = (d: Date): number => d.getTime();
 const dateOrNull = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(Number(v)));
 const seqCursor = (after: string | undefined): number => {
@@ -70,12 +76,31 @@ type SessionRow = { tokenHash: string; createdAt: number; expiresAt: number };
 type TokenRow = Omit<TokenRecord, 'createdAt' | 'revokedAt'> & { createdAt: number; revokedAt: number | null };
 type AuditRow = Omit<AuditRecord, 'at'> & { at: number };
 type AttemptRow = { key: string; at: number };
+/** NonceRow: a TPM nonce's times; `n` orders nonces saved in the same millisecond (SQLite's rowid) */
+type NonceRow = { expiresAt: number; createdAt: number; n: number };
+type AkRow = Omit<AkBindingRecord, 'akPublic' | 'challengeExpiresAt' | 'createdAt' | 'activatedAt'> & {
+  akPublic: string;
+  challengeExpiresAt: number;
+  createdAt: number;
+  activatedAt: number | null;
+};
 
 /**
  * RedisStoreOptions: how to reach Redis. `url` is redis://[user:pass@]host:port/db (rediss:// for TLS).
  */
 export interface RedisStoreOptions {
+  /** url: the server (standalone); with sentinel, only its user, password, db and TLS are used; ignored with cluster */
   url: string;
+  /** sentinel: the master `name` as the Sentinels at `sentinels` (host:port) know it; ioredis follows failovers */
+  sentinel?: { name: string; sentinels: string[] };
+  /** cluster: seed nodes (host:port) of a Redis Cluster; every key is in the one slot of the hash tag */
+  cluster?: { nodes: string[] };
+  /**
+   * waitReplicas: after each write, WAIT until this many replicas acknowledged it (or timeoutMs); fewer is
+   * 'store-unavailable' (the write itself is done on the master: a device that retries gets the same
+   * certificate through the lost-reply repeat). Not with cluster.
+   */
+  waitReplicas?: { replicas: number; timeoutMs: number };
   /** prefix: the hash-tagged key prefix (tests give each suite its own) */
   prefix?: string;
   /** connectTimeoutMs: a command fails with 'store-unavailable' instead of waiting longer for a connection */
@@ -96,16 +121,21 @@ export interface RedisStoreOptions {
  * tag means one Cluster slot: correct under Cluster, but the whole CA lives on one master (a first
  * version's trade-off; device-ca's write rate is far below one Redis master's).
  */
-export class RedisStore implements Store {
+export class RedisStore implements Store, AttestationStore, SnapshotTarget, RevocationFeed {
   /** r: the reader connection (auto-pipelined); w: the writer, one transaction at a time (WATCH is per connection) */
-  readonly r: Redis;
-  private readonly w: Redis;
+  readonly r: RedisClient;
+  private readonly w: RedisClient;
   private readonly p: string;
   private writeChain: Promise<unknown> = Promise.resolve();
+  private readonly waitReplicas?: { replicas: number; timeoutMs: number };
+  /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
+  private readonly subscribers = new Set<RedisClient>();
   private auditQueue: { e: AuditInput; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }[] = [];
 
   constructor(opts: RedisStoreOptions) {
     this.p = opts.prefix ?? KEY_PREFIX;
+    if (opts.waitReplicas && opts.cluster) throw new DeviceCaError('config', 'store.redis.waitReplicas does not work with store.redis.cluster');
+    this.waitReplicas = opts.waitReplicas;
     const common: RedisOptions = {
       // a command waits for one reconnection attempt at most, then fails: the client gets 503 + Retry-After
       maxRetriesPerRequest: 1,
@@ -113,8 +143,30 @@ export class RedisStore implements Store {
       lazyConnect: false,
       retryStrategy: (times) => Math.min(times * 200, 2000),
     };
-    this.r = new Redis(opts.url, { ...common, enableAutoPipelining: true });
-    this.w = new Redis(opts.url, common);
+    const open = (o: RedisOptions, pipelined: boolean): RedisClient => {
+      if (opts.cluster)
+        return new Cluster(opts.cluster.nodes.map(hostPort), {
+          redisOptions: o,
+          enableAutoPipelining: pipelined,
+          clusterRetryStrategy: (times) => Math.min(times * 200, 2000),
+        });
+      if (opts.sentinel) {
+        const u = new URL(opts.url);
+        return new Redis({
+          ...o,
+          enableAutoPipelining: pipelined,
+          sentinels: opts.sentinel.sentinels.map(hostPort),
+          name: opts.sentinel.name,
+          username: u.username ? decodeURIComponent(u.username) : undefined,
+          password: u.password ? decodeURIComponent(u.password) : undefined,
+          db: Number(u.pathname.slice(1) || 0),
+          tls: u.protocol === 'rediss:' ? {} : undefined,
+        });
+      }
+      return new Redis(opts.url, { ...o, enableAutoPipelining: pipelined });
+    };
+    this.r = open(common, true);
+    this.w = open(common, false);
     // connection errors are reported through the command that fails; without a listener ioredis logs them
     this.r.on('error', () => undefined);
     this.w.on('error', () => undefined);
@@ -126,6 +178,8 @@ export class RedisStore implements Store {
 
   async close(): Promise<void> {
     await this.writeChain.catch(() => undefined);
+    for (const sub of this.subscribers) sub.disconnect();
+    this.subscribers.clear();
     await Promise.allSettled([this.r.quit(), this.w.quit()]);
     this.r.disconnect();
     this.w.disconnect();
@@ -185,10 +239,17 @@ export class RedisStore implements Store {
           continue; // a watched key changed: read again
         }
         for (const [err] of replies) if (err) throw err;
+        if (replies.length && this.waitReplicas) await this.awaitReplicas(this.waitReplicas);
         return result;
       }
       throw new DeviceCaError('store-unavailable', 'store busy (too many concurrent writers)', { retryAfterSeconds: 2 });
     });
+  }
+
+  /** awaitReplicas: WAIT on the writer connection (the replication offset of its last write). */
+  private async awaitReplicas(w: { replicas: number; timeoutMs: number }): Promise<void> {
+    const acked = await (this.w as Redis).wait(w.replicas, w.timeoutMs);
+    if (acked < w.replicas) throw new DeviceCaError('store-unavailable', `store write not replicated (${acked} of ${w.replicas} replicas within ${w.timeoutMs} ms)`, { retryAfterSeconds: 5 });
   }
 
   private get headKey(): string {
@@ -210,19 +271,19 @@ export class RedisStore implements Store {
     m.set(this.headKey, `${rec.seq}:${rec.hash}`);
   }
 
-  private async readHead(c: Redis): Promise<{ seq: number; hash: string } | null> {
+  private async readHead(c: RedisClient): Promise<{ seq: number; hash: string } | null> {
     const v = await c.get(this.headKey);
     if (!v) return null;
     const i = v.indexOf(':');
     return { seq: Number(v.slice(0, i)), hash: v.slice(i + 1) };
   }
 
-  private async getJson<T>(c: Redis, key: string): Promise<T | null> {
+  private async getJson<T>(c: RedisClient, key: string): Promise<T | null> {
     const v = await c.get(key);
     return v === null ? null : (JSON.parse(v) as T);
   }
 
-  private async mgetJson<T>(c: Redis, keys: string[]): Promise<(T | null)[]> {
+  private async mgetJson<T>(c: RedisClient, keys: string[]): Promise<(T | null)[]> {
     if (keys.length === 0) return [];
     return (await c.mget(...keys)).map((v) => (v === null ? null : (JSON.parse(v) as T)));
   }
@@ -383,7 +444,7 @@ export class RedisStore implements Store {
     }
   }
 
-  private async secretsOf(c: Redis, deviceId: string): Promise<SecretRow[]> {
+  private async secretsOf(c: RedisClient, deviceId: string): Promise<SecretRow[]> {
     const ids = await c.zrevrange(this.k('dev-secrets', deviceId), 0, -1);
     return (
       await this.mgetJson<SecretRow>(
@@ -439,15 +500,17 @@ export class RedisStore implements Store {
       const now = new Date();
       // the RA checked the device's state before signing; a release, suspension or retirement that
       // committed meanwhile must not be outlived by a certificate recorded after it
-      const dev = c.deviceId !== null ? await this.getJson<DeviceRow>(this.w, this.k('dev', c.deviceId)) : null;
+      // every read in one round trip (the connection pipelines them), then the checks in order
+      const [dev, secret, serialTaken, req, head] = await Promise.all([
+        c.deviceId !== null ? this.getJson<DeviceRow>(this.w, this.k('dev', c.deviceId)) : null,
+        args.consumeSecretId !== undefined ? this.getJson<SecretRow>(this.w, this.k('secret', args.consumeSecretId)) : null,
+        this.w.exists(this.k('cert', c.serial)),
+        args.requestId !== undefined ? this.getJson<RequestRow>(this.w, this.k('req', args.requestId)) : null,
+        this.readHead(this.w),
+      ]);
       if (dev && dev.state !== 'registered' && dev.state !== 'active') throw new DeviceCaError('forbidden', `device is ${dev.state}`);
-      let secret: SecretRow | null = null;
-      if (args.consumeSecretId !== undefined) {
-        secret = await this.getJson<SecretRow>(this.w, this.k('secret', args.consumeSecretId));
-        if (!secret || secret.usedAt !== null) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
-      }
-      if (await this.w.exists(this.k('cert', c.serial))) throw new DeviceCaError('internal', 'store write failed', { detail: `certificate serial ${c.serial} exists` });
-      const req = args.requestId !== undefined ? await this.getJson<RequestRow>(this.w, this.k('req', args.requestId)) : null;
+      if (args.consumeSecretId !== undefined && (!secret || secret.usedAt !== null)) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
+      if (serialTaken) throw new DeviceCaError('internal', 'store write failed', { detail: `certificate serial ${c.serial} exists` });
       if (secret) m.set(this.k('secret', secret.id), JSON.stringify({ ...secret, usedAt: ms(now), certSerial: c.serial }));
       const { der, ...fields } = c;
       const meta: CertMeta = {
@@ -466,7 +529,7 @@ export class RedisStore implements Store {
       if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
       if (dev && dev.state === 'registered') m.set(this.k('dev', dev.id), JSON.stringify({ ...dev, state: 'active', updatedAt: ms(now) }));
       if (req && req.status === 'approved') m.set(this.k('req', req.id), JSON.stringify({ ...req, status: 'issued', certSerial: c.serial }));
-      await this.auditTo(m, args.audit, now);
+      await this.auditTo(m, args.audit, now, head);
     });
   }
 
@@ -607,8 +670,38 @@ export class RedisStore implements Store {
     const revokedIdx = this.k('shard-revoked', meta.issuer, meta.shard);
     if (meta.status === 'revoked') m.zadd(revokedIdx, 0, meta.serial);
     else m.zrem(revokedIdx, meta.serial);
-    // no cache invalidation needed: OCSP (ca/ocsp-service.ts) reads the status from the store before any
-    // cached answer, so every node answers from this record as soon as EXEC returns
+    // every node's OCSP status cache forgets this serial when EXEC commits (watchRevocations)
+    m.publish(this.revocationChannel, meta.serial);
+  }
+
+  private get revocationChannel(): string {
+    return this.k('revocations');
+  }
+
+  /**
+   * watchRevocations subscribes (on a connection of its own: a subscribed connection runs no other
+   * command) to the channel setCertStatus publishes on. It is live once SUBSCRIBE is acknowledged, and
+   * again after each reconnection once the subscription is renewed; not live while disconnected.
+   */
+  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void): () => void {
+    // under Cluster, PUBLISH reaches every node, so a subscription on any node hears it
+    const sub: RedisClient = this.r instanceof Cluster ? this.r.duplicate() : this.r.duplicate({ enableAutoPipelining: false, autoResubscribe: false, maxRetriesPerRequest: null });
+    sub.on('error', () => undefined);
+    let closed = false;
+    const subscribe = () =>
+      void sub.subscribe(this.revocationChannel).then(
+        () => !closed && onLive(true),
+        () => undefined,
+      );
+    sub.on('ready', subscribe);
+    sub.on('close', () => !closed && onLive(false));
+    sub.on('message', (_channel: string, serial: string) => onChange(serial));
+    this.subscribers.add(sub);
+    return () => {
+      closed = true;
+      this.subscribers.delete(sub);
+      sub.disconnect();
+    };
   }
 
   async applyDeviceChange(c: DeviceChange): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
@@ -904,6 +997,262 @@ export class RedisStore implements Store {
     }
   }
 
+  // ---- TPM attestation ----
+  // {dca}:tpm-nonces:<device> hash nonceSha256 -> NonceRow; {dca}:tpm-ak:<akName> AkRow;
+  // {dca}:tpm-dev-aks:<device> sorted set of AK names by creation time; {dca}:tpm-blocked-ek:<ekSha256>.
+  async saveNonce(n: { deviceId: string; nonceSha256: string; expiresAt: Date }, now: Date, maxPerDevice: number): Promise<void> {
+    const key = this.k('tpm-nonces', n.deviceId);
+    await this.tx([key], async (m) => {
+      const all = Object.entries(await this.w.hgetall(key)).map(([h, v]) => ({ h, ...(JSON.parse(v) as NonceRow) }));
+      const live = all.filter((x) => x.expiresAt > ms(now) && x.h !== n.nonceSha256);
+      const seq = all.reduce((hi, x) => Math.max(hi, x.n), 0) + 1;
+      live.push({ h: n.nonceSha256, expiresAt: ms(n.expiresAt), createdAt: ms(now), n: seq });
+      // keep the newest maxPerDevice: a device asking again and again cannot grow the hash
+      live.sort((a, b) => b.createdAt - a.createdAt || b.n - a.n);
+      const keep = live.slice(0, Math.max(0, maxPerDevice));
+      const kept = new Set(keep.map((x) => x.h));
+      const drop = all.filter((x) => !kept.has(x.h)).map((x) => x.h);
+      if (drop.length) m.hdel(key, ...drop);
+      const mine = keep.find((x) => x.h === n.nonceSha256);
+      if (mine) m.hset(key, mine.h, JSON.stringify({ expiresAt: mine.expiresAt, createdAt: mine.createdAt, n: mine.n } satisfies NonceRow));
+    });
+  }
+
+  async consumeNonce(deviceId: string, nonceSha256: string, now: Date): Promise<boolean> {
+    const key = this.k('tpm-nonces', deviceId);
+    return this.tx([key], async (m) => {
+      const v = await this.w.hget(key, nonceSha256);
+      if (v === null || (JSON.parse(v) as NonceRow).expiresAt <= ms(now)) return false;
+      m.hdel(key, nonceSha256); // EXEC fails (and the read repeats) if another node consumed it meanwhile
+      return true;
+    });
+  }
+
+  async saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt'>, now: Date, audit: AuditInput): Promise<AkBindingRecord> {
+    const akKey = this.k('tpm-ak', b.akName);
+    const blockedKey = this.k('tpm-blocked-ek', b.ekCertSha256);
+    return this.tx([this.headKey, akKey, blockedKey], async (m) => {
+      if (await this.w.exists(blockedKey)) throw new DeviceCaError('forbidden', 'this TPM belonged to a retired device and may not register again');
+      const old = await this.getJson<AkRow>(this.w, akKey);
+      if (old && (old.deviceId !== b.deviceId || old.status !== 'pending')) throw new DeviceCaError('conflict', 'this attestation key is already registered');
+      const rec: AkBindingRecord = { ...b, status: 'pending', createdAt: now, activatedAt: null };
+      m.set(akKey, JSON.stringify(akRow(rec)));
+      m.zadd(this.k('tpm-dev-aks', b.deviceId), ms(now), b.akName);
+      await this.auditTo(m, audit, now);
+      return rec;
+    });
+  }
+
+  async activateAk(akName: string, deviceId: string, challengeSha256: string, now: Date, audit: AuditInput): Promise<AkBindingRecord | null> {
+    const akKey = this.k('tpm-ak', akName);
+    return this.tx([this.headKey, akKey], async (m) => {
+      const row = await this.getJson<AkRow>(this.w, akKey);
+      if (!row || row.deviceId !== deviceId || row.status !== 'pending' || row.challengeSha256 !== challengeSha256 || row.challengeExpiresAt <= ms(now)) return null;
+      const next: AkRow = { ...row, status: 'active', challengeSha256: null, activatedAt: ms(now) };
+      m.set(akKey, JSON.stringify(next));
+      await this.auditTo(m, audit, now);
+      return akFromRow(next);
+    });
+  }
+
+  async getAk(akName: string): Promise<AkBindingRecord | null> {
+    const row = await this.getJson<AkRow>(this.r, this.k('tpm-ak', akName));
+    return row ? akFromRow(row) : null;
+  }
+
+  async aksOfDevice(deviceId: string): Promise<AkBindingRecord[]> {
+    const names = await this.r.zrange(this.k('tpm-dev-aks', deviceId), 0, -1);
+    const rows = await this.mgetJson<AkRow>(
+      this.r,
+      names.map((x) => this.k('tpm-ak', x)),
+    );
+    // newest first, ties by name (as the SQLite store); a binding moved to another device is not this device's
+    return rows
+      .filter((x): x is AkRow => x !== null && x.deviceId === deviceId)
+      .sort((a, b) => b.createdAt - a.createdAt || (a.akName < b.akName ? -1 : a.akName > b.akName ? 1 : 0))
+      .map(akFromRow);
+  }
+
+  async revokeAks(deviceId: string, blockEks: boolean, now: Date, audit: AuditInput): Promise<number> {
+    const idx = this.k('tpm-dev-aks', deviceId);
+    return this.tx([this.headKey, idx], async (m) => {
+      const names = await this.w.zrange(idx, 0, -1);
+      const rows = (
+        await this.mgetJson<AkRow>(
+          this.w,
+          names.map((x) => this.k('tpm-ak', x)),
+        )
+      ).filter((x): x is AkRow => x !== null && x.deviceId === deviceId);
+      if (blockEks) {
+        for (const ek of new Set(rows.map((x) => x.ekCertSha256))) m.set(this.k('tpm-blocked-ek', ek), JSON.stringify({ deviceId, blockedAt: ms(now) }), 'NX');
+      }
+      let n = 0;
+      for (const x of rows)
+        if (x.status !== 'revoked') {
+          m.set(this.k('tpm-ak', x.akName), JSON.stringify({ ...x, status: 'revoked', challengeSha256: null } satisfies AkRow));
+          n++;
+        }
+      await this.auditTo(m, audit, now);
+      return n;
+    });
+  }
+
+  // ---- snapshot import (device-ca store copy) ----
+  private imported: { maxSecretId: number; head: { seq: number; hash: string } | null; caState: Extract<SnapshotRow, { kind: 'ca-state' }>['row'][] } | null = null;
+
+  private get copyMarkKey(): string {
+    return this.k('copy', 'incomplete');
+  }
+
+  /** holdsData names what the store holds already (its CA, audit chain, devices, ...): empty for an empty store. */
+  async holdsData(): Promise<string[]> {
+    const probes: [string, string][] = [
+      [this.copyMarkKey, 'an unfinished copy'],
+      [this.k('ca-state', 'hierarchy'), 'a CA'],
+      [this.headKey, 'an audit chain'],
+      [this.k('devs'), 'devices'],
+      [this.k('certs'), 'certificates'],
+      [this.k('toks'), 'admin tokens'],
+      [this.k('reqs'), 'enrollment requests'],
+    ];
+    const found = await Promise.all(probes.map(([key]) => this.r.exists(key)));
+    return probes.filter((_, i) => found[i] === 1).map(([, what]) => what);
+  }
+
+  /** beginImport marks the store as holding an unfinished copy (refused if anything else marked it first). */
+  async beginImport(): Promise<void> {
+    const ok = await this.w.set(this.copyMarkKey, new Date().toISOString(), 'NX');
+    if (ok !== 'OK') throw new DeviceCaError('conflict', 'another copy into this store is under way or was interrupted');
+    this.imported = { maxSecretId: 0, head: null, caState: [] };
+  }
+
+  /**
+   * importSnapshot writes one batch (one MULTI) in this store's key layout, as the rows were recorded:
+   * ids, times and audit hashes unchanged. The CA state is held back until finishImport, so a copy that
+   * stops half-way never shows a CA.
+   */
+  async importSnapshot(rows: SnapshotRow[]): Promise<void> {
+    const st = this.imported;
+    if (!st) throw new DeviceCaError('internal', 'importSnapshot before beginImport');
+    const m = this.w.multi();
+    for (const x of rows) {
+      switch (x.kind) {
+        case 'device':
+          m.set(this.k('dev', x.row.id), JSON.stringify(deviceRow(x.row)));
+          m.zadd(this.k('devs'), 0, x.row.id);
+          break;
+        case 'secret': {
+          const r = x.row;
+          const row: SecretRow = { id: r.id, deviceId: r.deviceId, hash: r.hash, expiresAt: ms(r.expiresAt), usedAt: r.usedAt ? ms(r.usedAt) : null, certSerial: r.certSerial };
+          m.set(this.k('secret', r.id), JSON.stringify(row));
+          m.zadd(this.k('dev-secrets', r.deviceId), r.id, String(r.id));
+          st.maxSecretId = Math.max(st.maxSecretId, r.id);
+          break;
+        }
+        case 'certificate': {
+          const { der, ...c } = x.row;
+          const meta: CertMeta = {
+            ...c,
+            notBefore: ms(c.notBefore),
+            notAfter: ms(c.notAfter),
+            revokedAt: c.revokedAt ? ms(c.revokedAt) : null,
+            invalidityDate: c.invalidityDate ? ms(c.invalidityDate) : null,
+            createdAt: ms(c.createdAt),
+          };
+          m.set(this.k('cert', c.serial), JSON.stringify(meta));
+          m.set(this.k('cert-der', c.serial), der);
+          m.zadd(this.k('certs'), 0, c.serial);
+          if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
+          if (c.status === 'revoked') m.zadd(this.k('shard-revoked', c.issuer, c.shard), 0, c.serial);
+          break;
+        }
+        case 'request': {
+          const r = x.row;
+          m.set(this.k('req', r.id), JSON.stringify(requestRow(r)));
+          m.zadd(this.k('reqs'), 0, r.id);
+          m.zadd(this.k('dev-reqs', r.deviceId), 0, r.id);
+          m.set(this.k('req-by-csr', r.deviceId, r.csrSha256), r.id); // rows come oldest first: the newest wins, as findRequest
+          break;
+        }
+        case 'token': {
+          const t = x.row;
+          m.set(this.k('tok', t.id), JSON.stringify({ ...t, createdAt: ms(t.createdAt), revokedAt: t.revokedAt ? ms(t.revokedAt) : null } satisfies TokenRow));
+          m.set(this.k('tok-hash', t.hash), t.id);
+          m.zadd(this.k('toks'), 0, this.tokenMember(ms(t.createdAt), t.id));
+          break;
+        }
+        case 'crl': {
+          const { der, ...info } = x.row;
+          m.set(this.k('crl', info.issuer, info.shard), JSON.stringify({ ...info, number: String(info.number), thisUpdate: ms(info.thisUpdate), nextUpdate: ms(info.nextUpdate) }));
+          m.set(this.k('crl-der', info.issuer, info.shard), der);
+          break;
+        }
+        case 'crl-number':
+          m.set(this.k('crl-number', x.row.issuer), x.row.last.toString());
+          break;
+        case 'shard-revision':
+          m.set(this.shardKey(x.row.issuer, x.row.shard), String(x.row.revision));
+          break;
+        case 'tpm-ak':
+          m.set(this.k('tpm-ak', x.row.akName), JSON.stringify(akRow(x.row)));
+          m.zadd(this.k('tpm-dev-aks', x.row.deviceId), ms(x.row.createdAt), x.row.akName);
+          break;
+        case 'tpm-blocked-ek':
+          m.set(this.k('tpm-blocked-ek', x.row.ekCertSha256), JSON.stringify({ deviceId: x.row.deviceId, blockedAt: ms(x.row.blockedAt) }));
+          break;
+        case 'tpm-nonce': {
+          const n = x.row;
+          m.hset(this.k('tpm-nonces', n.deviceId), n.nonceSha256, JSON.stringify({ expiresAt: ms(n.expiresAt), createdAt: ms(n.createdAt), n: ms(n.createdAt) } satisfies NonceRow));
+          break;
+        }
+        case 'audit':
+          // the record and its subject index; the head is set once, by finishImport
+          m.hset(this.k('audit', 'rec'), String(x.row.seq), JSON.stringify({ ...x.row, at: ms(x.row.at) } satisfies AuditRow));
+          m.zadd(this.k('audit', 'subject', x.row.subject), x.row.seq, String(x.row.seq));
+          st.head = { seq: x.row.seq, hash: x.row.hash };
+          break;
+        case 'ca-state':
+          st.caState.push(x.row);
+          break;
+      }
+    }
+    const replies = await m.exec();
+    for (const [err] of replies ?? []) if (err) throw err;
+  }
+
+  /** finishImport writes the CA state, the audit head and the secret id counter in one MULTI, and clears the mark. */
+  async finishImport(): Promise<void> {
+    const st = this.imported;
+    if (!st) throw new DeviceCaError('internal', 'finishImport before beginImport');
+    const m = this.w.multi();
+    for (const c of st.caState) m.set(this.k('ca-state', c.name), JSON.stringify({ value: c.value, version: c.version, updatedAt: ms(c.updatedAt) }));
+    if (st.head) m.set(this.headKey, `${st.head.seq}:${st.head.hash}`);
+    if (st.maxSecretId > 0) m.set(this.k('secret', 'seq'), String(st.maxSecretId));
+    m.del(this.copyMarkKey);
+    const replies = await m.exec();
+    for (const [err] of replies ?? []) if (err) throw err;
+    this.imported = null;
+  }
+
+  /**
+   * abortImport deletes every key of this store's prefix: the store was empty when the copy began
+   * (holdsData), so everything there is the unfinished copy's. A SCAN, run only by the CLI, never by serve.
+   */
+  async abortImport(): Promise<void> {
+    const match = `${this.p.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
+    // under Cluster every key of this store is on the master of its one slot; SCAN runs per master
+    const servers: Redis[] = this.w instanceof Cluster ? this.w.nodes('master') : [this.w];
+    for (const server of servers) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await server.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await server.unlink(...keys);
+      } while (cursor !== '0');
+    }
+    this.imported = null;
+  }
+
   // ---- CA state ----
   async getCaState(name: string): Promise<CaStateEntry | null> {
     const row = await this.getJson<{ value: unknown; version: number; updatedAt: number }>(this.r, this.k('ca-state', name));
@@ -923,6 +1272,13 @@ export class RedisStore implements Store {
       return next;
     });
   }
+}
+
+/** hostPort: "host:port" (IPv6 in brackets) as ioredis wants a node. */
+function hostPort(s: string): { host: string; port: number } {
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(s);
+  if (!m) throw new DeviceCaError('config', `not host:port: ${s}`);
+  return { host: m[1], port: Number(m[2]) };
 }
 
 /** probeError: 'store-unavailable' naming which half of the probe failed and why (the /healthz reason). */
@@ -980,6 +1336,30 @@ function requestFromRow(r: RequestRow): EnrollmentRequestRecord {
     createdAt: new Date(r.createdAt),
     decidedAt: dateOrNull(r.decidedAt),
     decidedBy: r.decidedBy,
+  };
+}
+function akRow(a: AkBindingRecord): AkRow {
+  return {
+    ...a,
+    akPublic: a.akPublic.toString('base64'),
+    challengeExpiresAt: ms(a.challengeExpiresAt),
+    createdAt: ms(a.createdAt),
+    activatedAt: a.activatedAt ? ms(a.activatedAt) : null,
+  };
+}
+function akFromRow(r: AkRow): AkBindingRecord {
+  return {
+    akName: r.akName,
+    deviceId: r.deviceId,
+    akPublic: Buffer.from(r.akPublic, 'base64'),
+    ekCertSha256: r.ekCertSha256,
+    ekManufacturer: r.ekManufacturer,
+    ekModel: r.ekModel,
+    status: r.status,
+    challengeSha256: r.challengeSha256,
+    challengeExpiresAt: new Date(r.challengeExpiresAt),
+    createdAt: new Date(r.createdAt),
+    activatedAt: dateOrNull(r.activatedAt),
   };
 }
 function tokenFromRow(r: TokenRow): TokenRecord {

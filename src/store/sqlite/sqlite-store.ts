@@ -35,6 +35,7 @@ import {
 } from '../store';
 import { distinctIds } from '../batch';
 import { pageLimit, pageOf } from '../paging';
+import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
 import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
 
@@ -61,7 +62,7 @@ const seqCursor = (after: string | undefined): number => {
  * processes of one machine (each opens its own connection; writers serialize on SQLite's lock).
  * synchronous=NORMAL in WAL mode keeps every committed transaction across a process crash.
  */
-export class SqliteStore implements Store, AttestationStore {
+export class SqliteStore implements Store, AttestationStore, SnapshotSource {
   private readonly db: Database.Database;
   /** stmts caches prepared statements by SQL text: preparing costs more than running on the issuance path */
   private readonly stmts = new Map<string, Database.Statement>();
@@ -185,17 +186,7 @@ export class SqliteStore implements Store, AttestationStore {
         ? this.stmt('SELECT * FROM audit WHERE seq > ? AND subject = ? ORDER BY seq LIMIT ?').all(after, filter.subject, limit + 1)
         : this.stmt('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(after, limit + 1)
     ) as Row[];
-    const records = rows.map((r) => ({
-      seq: Number(r.seq),
-      at: date(r.at),
-      type: String(r.type),
-      actor: String(r.actor),
-      subject: String(r.subject),
-      data: JSON.parse(String(r.data)),
-      prevHash: String(r.prev_hash),
-      hash: String(r.hash),
-    }));
-    return pageOf(records, limit, (r) => String(r.seq));
+    return pageOf(rows.map(auditFromRow), limit, (r) => String(r.seq));
   }
 
   // ---- devices and secrets ----
@@ -785,6 +776,54 @@ export class SqliteStore implements Store, AttestationStore {
       .immediate();
   }
 
+  // ---- snapshot (device-ca store copy) ----
+  /**
+   * exportSnapshot reads every row inside one read transaction: in WAL mode the rows are those of one
+   * moment, even if a node still writes meanwhile (what it writes later is not in this snapshot).
+   */
+  async *exportSnapshot(batchSize: number): AsyncIterable<SnapshotRow[]> {
+    const tables: [string, (r: Row) => SnapshotRow][] = [
+      ['SELECT * FROM devices ORDER BY id', (r) => ({ kind: 'device', row: deviceFromRow(r) })],
+      ['SELECT * FROM secrets ORDER BY id', (r) => ({ kind: 'secret', row: secretFromRow(r) })],
+      ['SELECT * FROM certificates ORDER BY serial', (r) => ({ kind: 'certificate', row: certFromRow(r) })],
+      ['SELECT * FROM requests ORDER BY created_at, id', (r) => ({ kind: 'request', row: requestFromRow(r) })],
+      ['SELECT * FROM tokens ORDER BY created_at, id', (r) => ({ kind: 'token', row: tokenFromRow(r) })],
+      ['SELECT * FROM crls ORDER BY issuer, shard', (r) => ({ kind: 'crl', row: crlFromRow(r) })],
+      ['SELECT * FROM crl_numbers ORDER BY issuer', (r) => ({ kind: 'crl-number', row: { issuer: String(r.issuer), last: BigInt(r.next_number as number) } })],
+      ['SELECT * FROM crl_shards ORDER BY issuer, shard', (r) => ({ kind: 'shard-revision', row: { issuer: String(r.issuer), shard: Number(r.shard), revision: Number(r.revision) } })],
+      ['SELECT * FROM tpm_aks ORDER BY ak_name', (r) => ({ kind: 'tpm-ak', row: akFromRow(r) })],
+      [
+        'SELECT * FROM tpm_blocked_eks ORDER BY ek_cert_sha256',
+        (r) => ({ kind: 'tpm-blocked-ek', row: { ekCertSha256: String(r.ek_cert_sha256), deviceId: String(r.device_id), blockedAt: date(r.blocked_at) } }),
+      ],
+      [
+        'SELECT * FROM tpm_nonces ORDER BY device_id, created_at, rowid',
+        (r) => ({ kind: 'tpm-nonce', row: { deviceId: String(r.device_id), nonceSha256: String(r.nonce_sha256), expiresAt: date(r.expires_at), createdAt: date(r.created_at) } }),
+      ],
+      ['SELECT * FROM audit ORDER BY seq', (r) => ({ kind: 'audit', row: auditFromRow(r) })],
+      [
+        'SELECT * FROM ca_state ORDER BY name',
+        (r) => ({ kind: 'ca-state', row: { name: String(r.name), value: JSON.parse(String(r.value)) as unknown, version: Number(r.version), updatedAt: date(r.updated_at) } }),
+      ],
+    ];
+    this.db.exec('BEGIN');
+    try {
+      for (const [sql, map] of tables) {
+        let batch: SnapshotRow[] = [];
+        for (const r of this.db.prepare(sql).iterate() as IterableIterator<Row>) {
+          batch.push(map(r));
+          if (batch.length >= batchSize) {
+            yield batch;
+            batch = [];
+          }
+        }
+        if (batch.length) yield batch;
+      }
+    } finally {
+      this.db.exec('COMMIT');
+    }
+  }
+
   // ---- CA state ----
   async getCaState(name: string): Promise<CaStateEntry | null> {
     const row = this.stmt('SELECT value, version, updated_at FROM ca_state WHERE name = ?').get(name) as Row | undefined;
@@ -864,6 +903,43 @@ function requestFromRow(r: Row): EnrollmentRequestRecord {
     createdAt: date(r.created_at),
     decidedAt: dateOrNull(r.decided_at),
     decidedBy: r.decided_by === null ? null : String(r.decided_by),
+  };
+}
+
+function auditFromRow(r: Row): AuditRecord {
+  return {
+    seq: Number(r.seq),
+    at: date(r.at),
+    type: String(r.type),
+    actor: String(r.actor),
+    subject: String(r.subject),
+    data: JSON.parse(String(r.data)) as AuditRecord['data'],
+    prevHash: String(r.prev_hash),
+    hash: String(r.hash),
+  };
+}
+
+function secretFromRow(r: Row): SecretRecord {
+  return {
+    id: Number(r.id),
+    deviceId: String(r.device_id),
+    hash: String(r.hash),
+    expiresAt: date(r.expires_at),
+    usedAt: dateOrNull(r.used_at),
+    certSerial: r.cert_serial === null || r.cert_serial === undefined ? null : String(r.cert_serial),
+  };
+}
+
+function crlFromRow(r: Row): CrlRecord {
+  return {
+    issuer: String(r.issuer),
+    shard: Number(r.shard),
+    number: BigInt(r.number as number),
+    revision: Number(r.revision),
+    thisUpdate: date(r.this_update),
+    nextUpdate: date(r.next_update),
+    entries: Number(r.entries),
+    der: r.der as Buffer,
   };
 }
 

@@ -9,6 +9,8 @@ import { contextExplicit, octetString, oid, seq } from '../../../src/der/der-wri
 import { OID } from '../../../src/der/oids';
 import { Config } from '../../../src/config/schema';
 import { generateKeyPair, softwareSigningKey } from '../../../src/keys/software-key-backend';
+import { DeviceCaError } from '../../../src/errors/device-ca-error';
+import { RevocationFeed } from '../../../src/store/revocation-feed';
 import { RevocationStore } from '../../../src/store/store';
 import { TestCa, makeTestCa } from '../../fixtures/test-ca';
 
@@ -28,13 +30,14 @@ let dir: string;
 let responder: OcspResponder;
 let rows: Map<string, Row>;
 let reads: number;
-let failing: boolean;
+let failing: boolean | 'unavailable';
 let clock: Date;
 let n = 0;
 const cfgOf = (o: Partial<Config['ocsp']> = {}): Config['ocsp'] => ({ validity: 3600, maxAge: 60, cacheSize: 100, responderValidity: 30 * 86400, maxRequestBytes: 8192, ...o });
 const store: Pick<RevocationStore, 'certificateStatus'> = {
   async certificateStatus(serial: string) {
     reads++;
+    if (failing === 'unavailable') throw new DeviceCaError('store-unavailable', 'store unavailable (Redis unreachable)');
     if (failing) throw new Error('store down');
     return rows.get(serial) ?? null;
   },
@@ -320,5 +323,117 @@ describe('what it cannot answer it throws as a DeviceCaError (the OCSP adapter m
     await expect(svc.respond(request([SERIAL]).der)).rejects.toThrow('store down');
     failing = false;
     expect((await svc.respond(req.der)).outcome).toBe('good');
+  });
+});
+
+describe('a store that is unavailable (Redis unreachable)', () => {
+  it('the last pre-signed answer is served until its nextUpdate, then tryLater; nothing new is signed', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = service();
+    const req = request([SERIAL], { noNonce: true });
+    const first = await svc.respond(req.der);
+    failing = 'unavailable';
+    clock = new Date(clock.getTime() + 50 * 60_000); // past half of the validity: would be re-signed, but cannot be
+    const during = await svc.respond(req.der);
+    expect(during.der.equals(first.der)).toBe(true);
+    expect(during.cache).toEqual(first.cache);
+    expect(single(verdict(during, req), SERIAL)).toContain('Cert Status: good');
+    // never answered before, a nonce (live signing), or past nextUpdate: the store's error (the adapter's tryLater)
+    await expect(svc.respond(request([SERIAL2], { noNonce: true }).der)).rejects.toMatchObject({ code: 'store-unavailable' });
+    await expect(svc.respond(request([SERIAL]).der)).rejects.toMatchObject({ code: 'store-unavailable' });
+    clock = new Date(first.cache!.nextUpdate.getTime());
+    await expect(svc.respond(req.der)).rejects.toMatchObject({ code: 'store-unavailable' });
+    failing = false;
+    expect(await svc.respond(req.der)).toMatchObject({ outcome: 'good' });
+  });
+
+  it('another failure of the store is not hidden by the cache', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = service();
+    const req = request([SERIAL], { noNonce: true });
+    await svc.respond(req.der);
+    failing = true;
+    await expect(svc.respond(req.der)).rejects.toThrow('store down');
+  });
+});
+
+describe('with a revocation feed (the shared store publishes status changes)', () => {
+  /** feed: a RevocationFeed the test drives: change(serial) as a published message, live(b) as the subscription's state */
+  function feed(): RevocationFeed & { change(serial: string): void; live(b: boolean): void; closed: boolean } {
+    let onChange: (s: string) => void = () => undefined;
+    let onLive: (b: boolean) => void = () => undefined;
+    const f = {
+      closed: false,
+      watchRevocations(c: (s: string) => void, l: (b: boolean) => void) {
+        onChange = c;
+        onLive = l;
+        return () => void (f.closed = true);
+      },
+      change: (serial: string) => onChange(serial),
+      live: (b: boolean) => onLive(b),
+    };
+    return f;
+  }
+  const withFeed = (f: RevocationFeed) => new OcspService([tca.hierarchy.issuing], responder, store, cfgOf(), () => clock, undefined, f);
+
+  it('while live, a cached answer reads nothing from the store; a published change is answered on the next request', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const f = feed();
+    const svc = withFeed(f);
+    const req = request([SERIAL], { noNonce: true });
+    f.live(true);
+    await svc.respond(req.der);
+    for (let i = 0; i < 5; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect(reads).toBe(1);
+    rows.set(SERIAL, revoked(SERIAL, 'keyCompromise'));
+    expect((await svc.respond(req.der)).outcome).toBe('good'); // not told yet: the kept status
+    f.change(SERIAL);
+    const after = await svc.respond(req.der);
+    expect(after.outcome).toBe('revoked');
+    expect(single(verdict(after, req), SERIAL)).toMatch(/Revocation Reason: keyCompromise/);
+    expect(reads).toBe(2);
+    svc.close();
+    expect(f.closed).toBe(true);
+  });
+
+  it('not live (never subscribed, or disconnected): every request reads the store, and what was kept is forgotten', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const f = feed();
+    const svc = withFeed(f);
+    const req = request([SERIAL], { noNonce: true });
+    await svc.respond(req.der);
+    await svc.respond(req.der);
+    expect(reads).toBe(2);
+    f.live(true);
+    await svc.respond(req.der);
+    await svc.respond(req.der);
+    expect(reads).toBe(3);
+    f.live(false);
+    rows.set(SERIAL, revoked(SERIAL, 'superseded'));
+    expect((await svc.respond(req.der)).outcome).toBe('revoked');
+    f.live(true); // a message may have been missed while away: the kept statuses were dropped
+    rows.set(SERIAL, good(SERIAL));
+    expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect(reads).toBe(5);
+  });
+
+  it('a change published while a status is being read is not overtaken by that read', async () => {
+    const f = feed();
+    const slow: Pick<RevocationStore, 'certificateStatus'> = {
+      async certificateStatus(serial: string) {
+        reads++;
+        const row = rows.get(serial) ?? null;
+        // the revocation commits and is published after this read saw the old status
+        rows.set(SERIAL, revoked(SERIAL, 'keyCompromise'));
+        f.change(SERIAL);
+        return row;
+      },
+    };
+    rows.set(SERIAL, good(SERIAL));
+    const svc = new OcspService([tca.hierarchy.issuing], responder, slow, cfgOf(), () => clock, undefined, f);
+    f.live(true);
+    const req = request([SERIAL], { noNonce: true });
+    expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect((await svc.respond(req.der)).outcome).toBe('revoked');
   });
 });

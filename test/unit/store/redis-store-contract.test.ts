@@ -16,27 +16,31 @@ afterAll(async () => {
   await server?.stop();
 });
 
-describeStoreContract('redis', async () => {
-  const admin = new Redis(server.url);
-  await admin.flushdb();
-  const opened: RedisStore[] = [];
-  const open = () => {
-    const s = new RedisStore({ url: server.url });
-    opened.push(s);
-    return s;
-  };
-  const store = open();
-  return {
-    store,
-    another: async () => open(),
-    tamperAudit: async (seq, data) => {
-      const key = '{dca}:audit:rec';
-      const row = JSON.parse((await admin.hget(key, String(seq)))!) as Record<string, unknown>;
-      await admin.hset(key, String(seq), JSON.stringify({ ...row, data }));
-    },
-    cleanup: async () => {
-      await Promise.allSettled(opened.map((s) => s.close()));
-      admin.disconnect();
-    },
-  };
-});
+describeStoreContract(
+  'redis',
+  async () => {
+    const admin = new Redis(server.url);
+    await admin.flushdb();
+    const opened: RedisStore[] = [];
+    const open = () => {
+      const s = new RedisStore({ url: server.url });
+      opened.push(s);
+      return s;
+    };
+    const store = open();
+    return {
+      store,
+      another: async () => open(),
+      tamperAudit: async (seq, data) => {
+        const key = '{dca}:audit:rec';
+        const row = JSON.parse((await admin.hget(key, String(seq)))!) as Record<string, unknown>;
+        await admin.hset(key, String(seq), JSON.stringify({ ...row, data }));
+      },
+      cleanup: async () => {
+        await Promise.allSettled(opened.map((s) => s.close()));
+        admin.disconnect();
+      },
+    };
+  },
+  { attestation: true },
+);

@@ -1,0 +1,70 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { Redis } from 'ioredis';
+import { RedisStore } from '../../../src/store/redis/redis-store';
+import { freePort } from '../../helpers/ports';
+import { RedisServer, hasRedisServer, startRedisServer } from '../../helpers/redis-server';
+import { TmpDir, makeTmpDir } from '../../helpers/tmp';
+
+/**
+ * store.redis.waitReplicas against a real primary and replica (redis-server --replicaof): a write returns
+ * once the replica has it; with the replica stopped (by pid) the write is 'store-unavailable' after the
+ * timeout, and what was written on the primary is there (a retry finds it).
+ */
+let primary: RedisServer;
+let replica: ChildProcess;
+let replicaDir: TmpDir;
+
+beforeAll(async () => {
+  if (!hasRedisServer()) throw new Error('redis-server is not installed: run scripts/install-test-deps.sh (Debian package redis-server)');
+  primary = await startRedisServer();
+  replicaDir = makeTmpDir('device-ca-redis-replica-');
+  const port = await freePort();
+  replica = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--dir', replicaDir.path, '--replicaof', '127.0.0.1', String(primary.port)], {
+    stdio: 'ignore',
+  });
+  const admin = new Redis(primary.url);
+  try {
+    for (let i = 0; i < 100; i++) {
+      if (/slave0:.*state=online/.test(String(await admin.info('replication')))) return; // connected and past the initial sync
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('the replica did not connect');
+  } finally {
+    admin.disconnect();
+  }
+}, 30_000);
+
+afterAll(async () => {
+  if (replica && replica.exitCode === null && replica.signalCode === null) {
+    const gone = new Promise((r) => replica.once('exit', r));
+    replica.kill('SIGTERM');
+    await gone;
+  }
+  replicaDir?.cleanup();
+  await primary?.stop();
+});
+
+const audit = (subject: string) => ({ type: 'token.created', actor: 'test', subject, data: {} });
+
+it('a write waits for the replica; without it, store-unavailable after the timeout, and the write is on the primary', async () => {
+  const store = new RedisStore({ url: primary.url, waitReplicas: { replicas: 1, timeoutMs: 300 } });
+  try {
+    await store.createToken({ id: 'tok-1', hash: 'h1', scope: 'operator', description: null }, audit('tok-1'));
+    const gone = new Promise((r) => replica.once('exit', r));
+    replica.kill('SIGTERM');
+    await gone;
+    await expect(store.createToken({ id: 'tok-2', hash: 'h2', scope: 'operator', description: null }, audit('tok-2'))).rejects.toMatchObject({
+      code: 'store-unavailable',
+      message: 'store write not replicated (0 of 1 replicas within 300 ms)',
+    });
+    expect(await store.findToken('h2')).toMatchObject({ id: 'tok-2' });
+    // reads do not wait
+    expect(await store.findToken('h1')).toMatchObject({ id: 'tok-1' });
+  } finally {
+    await store.close();
+  }
+});
+
+it('waitReplicas with cluster is a config error', () => {
+  expect(() => new RedisStore({ url: 'redis://x', cluster: { nodes: ['127.0.0.1:1'] }, waitReplicas: { replicas: 1, timeoutMs: 10 } })).toThrow(/waitReplicas does not work with/);
+});
