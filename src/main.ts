@@ -189,7 +189,15 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   });
   const initial = await certs.current(() => duties.tick());
   // with a shared store's revocation feed, statuses are kept in memory until a change through any node
-  const ocsp = new OcspService(cas.all(), new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert), store, cfg.ocsp, undefined, new RootOcspSource(hierarchy.root.der, store), isRevocationFeed(store) ? store : undefined);
+  const ocsp = new OcspService(
+    cas.all(),
+    new OcspResponder(groupedSigning(initial.ocsp.key), initial.ocsp.cert),
+    store,
+    cfg.ocsp,
+    undefined,
+    new RootOcspSource(hierarchy.root.der, store),
+    isRevocationFeed(store) ? store : undefined,
+  );
   const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };
