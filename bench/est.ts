@@ -2,6 +2,7 @@ import { ChildProcess, fork } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { BenchId } from './bench-table';
 import type { ClientJob, ClientRequest, ClientResult } from './est-client';
 import { Dist, PoolDevice, SecretDevice, enrollPool, ensureDataDir, loadDist, registerSecretDevices, repoRoot, scryptMs, serviceDir } from './est-fixtures';
 import { ProfileSummary, summariseProfiles } from './est-profile';
@@ -31,6 +32,7 @@ import { ServerHandle, StartOptions, freePort, machineBusyMs, serviceEnv, startS
  */
 
 export interface Row {
+  id?: BenchId;
   name: string;
   figure: string;
   baseline: string;
@@ -297,10 +299,11 @@ function secretsNeeded(o: EstBenchOptions, hashMs: number): number {
   return Math.ceil(bound * (o.seconds + o.warmupSeconds) * 1.15) + 50;
 }
 
-function row(name: string, m: Measurement, b: Measurement, unit: string, note: string): Row {
+function row(name: string, m: Measurement, b: Measurement, unit: string, note: string, id?: BenchId): Row {
   const ratio = m.rate / b.rate;
   const cpuRatio = perOp(b) / perOp(m);
   return {
+    ...(id ? { id } : {}),
     name,
     figure: `${r1(m.rate)} ${unit}/s (server ${perOp(m).toFixed(2)} ms CPU each)`,
     baseline: `${r1(b.rate)} ${b.name}/s (server ${perOp(b).toFixed(2)} ms CPU each)`,
@@ -372,14 +375,14 @@ export async function benchEst(opts: Partial<EstBenchOptions> = {}): Promise<Row
     const cc = await measure(ctx, 'GET /cacerts', cacerts, true);
     if (s12) {
       const b12 = await measure(ctx, `simpleenroll Basic (cost ${cfg.enrollment.secretHashCost})`, s12, false);
-      rows.push(row(`est simpleenroll, HTTP Basic, scrypt cost ${cfg.enrollment.secretHashCost} (default)`, b12, cc, 'enroll', `scrypt ${hash12.toFixed(1)} ms per verify`));
+      rows.push(row(`est simpleenroll, HTTP Basic, scrypt cost ${cfg.enrollment.secretHashCost} (default)`, b12, cc, 'enroll', `scrypt ${hash12.toFixed(1)} ms per verify`, 'est.enroll.basic'));
     }
     let mtls = '';
     if (want('reenroll')) {
       const hsM = await measure(ctx, 'TLS connect+close (client cert)', connectMtls, true);
       const ccM = await measure(ctx, 'GET /cacerts (client cert)', cacertsMtls, true);
       const re = await measure(ctx, 'simplereenroll (mTLS)', reenroll, true);
-      rows.push(row('est simplereenroll, mTLS (current cert)', re, ccM, 'reenroll', `baseline presents the same client certs; GET /cacerts without: ${r1(cc.rate)}/s`));
+      rows.push(row('est simplereenroll, mTLS (current cert)', re, ccM, 'reenroll', `baseline presents the same client certs; GET /cacerts without: ${r1(cc.rate)}/s`, 'est.reenroll.mtls'));
       mtls = `; with client cert: ${r1(ccM.rate)} vs ${r1(hsM.rate)} connect+close/s`;
     }
     const cc2 = await measure(ctx, 'GET /cacerts', cacerts, true);

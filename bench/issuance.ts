@@ -247,6 +247,7 @@ export async function benchIssuance(opts: { seconds?: number; rounds?: number } 
         note: `target >= ${ISSUANCE_TARGET_PER_SECOND}/s: ${met ? 'met' : 'NOT met'}; best of ${rounds} rounds, ${core.totalIterations} certs; process CPU ${fmtMicros(core.cpuMicrosPerOp)}/cert`,
       },
       {
+        id: 'issuance.core.parallel',
         name: `issuance core, ${IN_FLIGHT} in flight (group commit; P-256, 1 core)`,
         figure: `${fmtRate(concurrent.perSecond * IN_FLIGHT, 'cert')} (${fmtMicros(concurrent.microsPerOp / IN_FLIGHT)}/cert)`,
         baseline: `raw ECDSA P-256 crypto.sign, same key: ${fmtRate(sign.perSecond, 'sig')}`,
