@@ -33,6 +33,7 @@ import { ScepRa, scepRouter } from './protocols/scep/scep-router';
 import { AdminAccess } from './ra/admin-access';
 import { loadBootstrapPolicy } from './ra/bootstrap-policy-loader';
 import { DeviceLifecycle } from './ra/device-lifecycle';
+import { serverSecretKey } from './ra/enrollment-secret';
 import { operatorFingerprints } from './ra/operator-fingerprints';
 import { RegistrationAuthority } from './ra/registration-authority';
 import { TpmAttestation } from './ra/tpm-attestation';
@@ -130,7 +131,10 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'device_ca_' });
   const bootstrap = loadBootstrapPolicy(cfg);
-  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry });
+  // read (or, for a data directory of an earlier version, created) at start: a bad key file stops the start, not an enrollment
+  const secretKey = serverSecretKey(cfg);
+  secretKey();
+  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry, secretKey });
   const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
   const logError = (what: string) => (e: unknown) => opts.log.error({ err: { message: (e as Error).message } }, what);
   // the store's high-water mark in the data directory moves after each CRL publication (ca-identity.ts)

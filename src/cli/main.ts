@@ -10,6 +10,7 @@ import { CrlReason, crlReasonCode } from '../ca/crl-encoder';
 import { RootCrlInfo } from '../ca/root-crl';
 import { verifyAuditChain } from '../audit/audit-verify';
 import { OPERATOR } from '../ra/device-lifecycle';
+import { serverSecretKey } from '../ra/enrollment-secret';
 import { DEVICE_STATES, REVOCATION_REASONS } from '../store/store';
 import { toPem } from '../ca/pem';
 import { loadConfig } from '../config/load-config';
@@ -95,6 +96,8 @@ program
     try {
       const h = await initCa(cfg, keys, store);
       await recordStoreMark(cfg, store);
+      // the server key for one-time secrets is created with the CA keys, so it is copied with them
+      serverSecretKey(cfg)();
       const out = {
         dataDir: cfg.dataDir,
         root: { name: h.state.root.name, key: h.state.root.keyRef, cert: h.state.root.certFile },

@@ -3,7 +3,7 @@ import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { everyItem } from '../store/paging';
 import { isAttestationStore, CertificateChange, CertificateRecord, DeviceRecord, DeviceState, MAX_PAGE_LIMIT, Page, PageRequest, REVOCATION_REASONS, RevocationReason, Store } from '../store/store';
-import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
+import { hashSecret, newEnrollmentSecret, serverSecretKey } from './enrollment-secret';
 import { DEVICE_ID } from './registration-authority';
 
 /** StatusListener hears of every certificate status change, to refresh CRLs and OCSP caches at once. */
@@ -258,13 +258,18 @@ export class DeviceLifecycle {
     await this.store.revokeAks(id, blockEks, this.now(), AuditLog.input('tpm.ak.revoked', actor, id, { blockEks }));
   }
 
+  /** secretKey: the data directory's server key, read on the first secret this lifecycle issues. */
+  private secretKey(): Buffer {
+    return serverSecretKey(this.cfg)();
+  }
+
   private async newSecret(ttlSeconds?: number): Promise<{ secret: string; expiresAt: Date; hash: string }> {
     const ttl = ttlSeconds ?? this.cfg.enrollment.secretTtl;
     if (!(ttl > 0)) throw new DeviceCaError('bad-request', 'secret TTL must be positive');
     const secret = newEnrollmentSecret();
     const expiresAt = new Date(this.now().getTime() + ttl * 1000);
     if (Number.isNaN(expiresAt.getTime())) throw new DeviceCaError('bad-request', 'secret TTL is out of range');
-    return { secret, expiresAt, hash: await hashSecret(secret, this.cfg.enrollment.secretHashCost) };
+    return { secret, expiresAt, hash: hashSecret(secret, this.secretKey()) };
   }
 
   /** revoke one certificate. Idempotent; a held certificate may be revoked for good. */

@@ -23,7 +23,7 @@ import { BootstrapPolicy } from './bootstrap-identity';
 import { csrAttributes } from './csr-attributes';
 import { ParsedCsr, parseCsr } from './csr';
 import { EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
-import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
+import { SecretKey, hashSecret, newEnrollmentSecret, serverSecretKey } from './enrollment-secret';
 import { DEVICE_ID, Principal, principalName } from './principal';
 import { TpmAttestation } from './tpm-attestation';
 
@@ -41,6 +41,8 @@ export interface RegistrationAuthorityDeps {
   attestation?: TpmAttestation;
   metrics?: Registry;
   now?: () => Date;
+  /** secretKey: the server key one-time secrets are stored under; default: the data directory's (serverSecretKey) */
+  secretKey?: SecretKey;
 }
 
 /** Issuance is what the one issuance step needs once every decision is made. */
@@ -75,6 +77,7 @@ export class RegistrationAuthority {
   private readonly authenticators: ReadonlyMap<AuthMethod, Authenticator>;
   private readonly enrollments: Counter<'profile' | 'operation' | 'result'>;
   private readonly tpm?: TpmAttestation;
+  private readonly secretKey: SecretKey;
 
   constructor(deps: RegistrationAuthorityDeps) {
     this.cfg = deps.config;
@@ -84,13 +87,14 @@ export class RegistrationAuthority {
     this.audit = new AuditLog(deps.store);
     this.now = deps.now ?? (() => new Date());
     ({ profiles: this.profiles, labels: this.labels } = resolveProfiles(deps.config));
-    this.secrets = new SecretAuthenticator(this.cfg.enrollment, deps.store, this.now);
+    this.secretKey = deps.secretKey ?? serverSecretKey(deps.config);
+    this.secrets = new SecretAuthenticator(this.cfg.enrollment, deps.store, this.now, this.secretKey);
     this.clientCerts = new ClientCertificateAuthenticator({
       store: deps.store,
       issuingCaDer: deps.ca.issuer.der,
       bootstrap: deps.bootstrap,
       bootstrapConfig: this.cfg.bootstrap,
-      secretHashCost: this.cfg.enrollment.secretHashCost,
+      secretKey: this.secretKey,
       now: this.now,
     });
     this.authenticators = new Map<AuthMethod, Authenticator>([
@@ -140,7 +144,7 @@ export class RegistrationAuthority {
     if (!(ttl > 0)) throw new DeviceCaError('bad-request', 'secret TTL must be positive');
     const expiresAt = new Date(this.now().getTime() + ttl * 1000);
     if (Number.isNaN(expiresAt.getTime())) throw new DeviceCaError('bad-request', 'secret TTL is out of range');
-    const hash = await hashSecret(secret, this.cfg.enrollment.secretHashCost);
+    const hash = hashSecret(secret, this.secretKey());
     const device = await this.store
       .createDevice(
         { id: args.id, owner: args.owner ?? null, label: profile, state: 'registered' },

@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
 import { generateKeyPair } from '../../../../src/keys/software-key-backend';
+import { serverSecretKey } from '../../../../src/ra/enrollment-secret';
 import { ClientCertificateAuthenticator } from '../../../../src/ra/authenticators/client-certificate-authenticator';
 import { DeviceCaError } from '../../../../src/errors/device-ca-error';
 import { TestCa, makeTestCa } from '../../../fixtures/test-ca';
@@ -41,7 +42,7 @@ beforeAll(async () => {
     issuingCaDer: h.ca.issuer.der,
     bootstrap: { anchors, deviceIdFrom: 'subject.serialNumber' },
     bootstrapConfig: h.cfg.bootstrap,
-    secretHashCost: 10,
+    secretKey: serverSecretKey(h.cfg),
     now: h.now,
   });
 });
