@@ -33,6 +33,7 @@ import { ScepRa, scepRouter } from './protocols/scep/scep-router';
 import { AdminAccess } from './ra/admin-access';
 import { loadBootstrapPolicy } from './ra/bootstrap-policy-loader';
 import { DeviceLifecycle } from './ra/device-lifecycle';
+import { CsrVerifyPool } from './ra/csr-verify-pool';
 import { serverSecretKey } from './ra/enrollment-secret';
 import { operatorFingerprints } from './ra/operator-fingerprints';
 import { RegistrationAuthority } from './ra/registration-authority';
@@ -134,7 +135,9 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   // read (or, for a data directory of an earlier version, created) at start: a bad key file stops the start, not an enrollment
   const secretKey = serverSecretKey(cfg);
   secretKey();
-  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry, secretKey });
+  // CSR key import and signature checks on worker threads, one per core: this thread encodes, signs and records
+  const csrs = new CsrVerifyPool();
+  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry, secretKey, csrs });
   const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
   const logError = (what: string) => (e: unknown) => opts.log.error({ err: { message: (e as Error).message } }, what);
   // the store's high-water mark in the data directory moves after each CRL publication (ca-identity.ts)
@@ -251,6 +254,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       await duties.stop();
       crl.stop();
       await marks.record().catch(logError('recording the store mark failed'));
+      await csrs.close();
       await store.close();
       await keys.close();
     },

@@ -43,7 +43,17 @@ export interface RegistrationAuthorityDeps {
   now?: () => Date;
   /** secretKey: the server key one-time secrets are stored under; default: the data directory's (serverSecretKey) */
   secretKey?: SecretKey;
+  /** csrs: parses and verifies CSRs; the service passes a CsrVerifyPool (worker threads), default: parseCsr on this thread */
+  csrs?: CsrParser;
 }
+
+/** CsrParser parses a PKCS#10 request and checks its signature (parseCsr, or CsrVerifyPool.parse on worker threads). */
+export interface CsrParser {
+  parse(der: Buffer): Promise<ParsedCsr>;
+}
+
+/** inThread: parseCsr on the calling thread, for the CLI and tests. */
+const inThread: CsrParser = { parse: async (der) => parseCsr(der) };
 
 /** Issuance is what the one issuance step needs once every decision is made. */
 interface Issuance {
@@ -78,6 +88,7 @@ export class RegistrationAuthority {
   private readonly enrollments: Counter<'profile' | 'operation' | 'result'>;
   private readonly tpm?: TpmAttestation;
   private readonly secretKey: SecretKey;
+  private readonly csrs: CsrParser;
 
   constructor(deps: RegistrationAuthorityDeps) {
     this.cfg = deps.config;
@@ -88,6 +99,7 @@ export class RegistrationAuthority {
     this.now = deps.now ?? (() => new Date());
     ({ profiles: this.profiles, labels: this.labels } = resolveProfiles(deps.config));
     this.secretKey = deps.secretKey ?? serverSecretKey(deps.config);
+    this.csrs = deps.csrs ?? inThread;
     this.secrets = new SecretAuthenticator(this.cfg.enrollment, deps.store, this.now, this.secretKey);
     this.clientCerts = new ClientCertificateAuthenticator({
       store: deps.store,
@@ -185,7 +197,7 @@ export class RegistrationAuthority {
 
     // authorize
     const device = await this.deviceOf(principal, req.profile);
-    const csr = parseCsr(req.csr);
+    const csr = await this.csrs.parse(req.csr);
     if (profile.proofOfPossession) checkChannelBinding(csr.challengePassword, req.proofs.channelBinding);
     if (req.operation !== 'server-keygen') this.checkKey(profile, csr.keyAlgorithm);
     const sans = this.checkIdentity(profile, device, csr, principal);
