@@ -33,6 +33,12 @@ type StatusRow = Awaited<ReturnType<RevocationStore['certificateStatus']>>;
  */
 export class OcspService {
   private readonly cache = new Map<string, Cached>();
+  /**
+   * byRequest maps the exact bytes of a nonce-less single request already answered to its CertID and
+   * issuer, so a repeated request (what RFC 5019 clients and caches send) skips parsing and the issuer
+   * lookup. Only the parse is skipped: the status is still read from the store on every request.
+   */
+  private readonly byRequest = new Map<string, { id: OcspCertId; issuer: CaMaterial }>();
   /** issuers with their CertID hashes computed once per hash algorithm (not per request) */
   private readonly issuers: { ca: CaMaterial; hashes: Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }> }[];
 
@@ -63,6 +69,9 @@ export class OcspService {
    * and the store's or the key's own error when answering fails. Nothing failed is cached.
    */
   async respond(request: Buffer): Promise<OcspAnswer> {
+    const bytes = this.cfg.cacheSize > 0 && request.length <= this.cfg.maxRequestBytes ? request.toString('latin1') : null;
+    const known = bytes === null ? undefined : this.byRequest.get(bytes);
+    if (known) return await this.cached(known.id, known.issuer);
     const req = parseOcspRequest(request, { maxBytes: this.cfg.maxRequestBytes });
     const issuers: CaMaterial[] = [];
     for (const id of req.certIds) {
@@ -70,7 +79,10 @@ export class OcspService {
       if (!ca) throw new DeviceCaError('not-found', 'the request names a CA this responder does not serve');
       issuers.push(ca);
     }
-    if (!req.nonce && req.certIds.length === 1) return await this.cached(req.certIds[0], issuers[0]);
+    if (!req.nonce && req.certIds.length === 1) {
+      if (bytes !== null) remember(this.byRequest, bytes, { id: req.certIds[0], issuer: issuers[0] }, this.cfg.cacheSize);
+      return await this.cached(req.certIds[0], issuers[0]);
+    }
     const now = this.now();
     const singles: OcspSingleResponse[] = [];
     for (let i = 0; i < req.certIds.length; i++) {
@@ -103,13 +115,16 @@ export class OcspService {
     const w = this.window(now);
     const der = await this.responder.respond([{ ...status, certId: id, ...w }], { producedAt: now });
     const entry: Cached = { der, statusKey, ...w, etag: '"' + crypto.createHash('sha1').update(der).digest('hex') + '"', outcome: status.status };
-    if (this.cfg.cacheSize > 0) {
-      this.cache.delete(key);
-      if (this.cache.size >= this.cfg.cacheSize) this.cache.delete(this.cache.keys().next().value as string); // oldest first
-      this.cache.set(key, entry);
-    }
+    if (this.cfg.cacheSize > 0) remember(this.cache, key, entry, this.cfg.cacheSize);
     return { der, cache: { thisUpdate: entry.thisUpdate, nextUpdate: entry.nextUpdate, etag: entry.etag }, outcome: entry.outcome };
   }
+}
+
+/** remember puts key in a map of at most size entries, the oldest out first. */
+function remember<V>(map: Map<string, V>, key: string, value: V, size: number): void {
+  map.delete(key);
+  if (map.size >= size) map.delete(map.keys().next().value as string);
+  map.set(key, value);
 }
 
 /** toStatus: valid -> good, revoked (hold included, with its reason) -> revoked, never issued here -> unknown. */
