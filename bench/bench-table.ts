@@ -6,6 +6,11 @@ import * as os from 'node:os';
  * across machines and commits.
  */
 export interface BenchRow {
+  /**
+   * id names the row across runs and commits (one of BENCH_IDS) for the rows the performance targets are
+   * set on; reference rows have none. A row's name may change with its wording, its id does not.
+   */
+  id?: BenchId;
   name: string;
   /** the measured figure, with its unit ("5 210 cert/s") */
   figure: string;
@@ -15,6 +20,31 @@ export interface BenchRow {
   ratio: number;
   note?: string;
 }
+
+/**
+ * BENCH_IDS are the stable ids `npm run bench -- --json` gives the rows the performance issue sets targets
+ * on, each with the baseline it is compared with in the same run.
+ */
+export const BENCH_IDS = [
+  /** issuance core, 32 in flight, P-256, one core / raw ECDSA P-256 sign with the same key */
+  'issuance.core.parallel',
+  /** EST simpleenroll with HTTP Basic, default settings, a new TLS connection each / GET /cacerts the same way */
+  'est.enroll.basic',
+  /** EST simplereenroll over mTLS / GET /cacerts presenting the same client certificates */
+  'est.reenroll.mtls',
+  /** OCSP cached answers, keep-alive c=32 / a node:http cluster answering one fixed response, same client */
+  'ocsp.cached.keepalive',
+  /** OCSP with a nonce, a new connection per request / openssl ocsp driven the same way */
+  'ocsp.nonce.newconn',
+  /** issuance core with the issuing key on SoftHSM2 / the same core with a software key */
+  'pkcs11.issuance',
+  /** live OCSP responses with the responder key on SoftHSM2 / with a software key */
+  'pkcs11.ocsp.live',
+  /** a CRL of 1,000,000 entries from paged store entries / openssl ca -gencrl (ratio: speed-up) */
+  'crl.1m',
+] as const;
+
+export type BenchId = (typeof BENCH_IDS)[number];
 
 /** BenchFunction is what each bench module exports (benchIssuance, benchCrl, ...). */
 export type BenchFunction = () => Promise<BenchRow[]>;
@@ -129,6 +159,37 @@ export function formatTable(sections: Section[]): string {
       .join('  ')
       .trimEnd();
   return [fmt(header), widths.map((w) => '-'.repeat(w)).join('  '), ...lines.map(fmt)].join('\n');
+}
+
+/** JsonRow is one row of `--json` output: the module it came from and the row, id null for reference rows. */
+export interface JsonRow {
+  id: BenchId | null;
+  module: string;
+  name: string;
+  figure: string;
+  baseline: string;
+  ratio: number | null;
+  note: string | null;
+}
+
+/** BenchJson is what `npm run bench -- --json` prints on stdout: one object, rows flat in run order. */
+export interface BenchJson {
+  machine: string;
+  rows: JsonRow[];
+  /** modules that produced no rows, with why ("skipped: not present", "failed: ...") */
+  modules: { module: string; status: string | null; seconds: number | null }[];
+}
+
+/**
+ * benchJson flattens the sections into BenchJson. A ratio that is not a finite number (a baseline of 0)
+ * becomes null, since JSON has no NaN or Infinity.
+ */
+export function benchJson(machine: string, sections: Section[]): BenchJson {
+  const rows: JsonRow[] = [];
+  for (const s of sections)
+    for (const r of s.rows ?? [])
+      rows.push({ id: r.id ?? null, module: s.module, name: r.name, figure: r.figure, baseline: r.baseline, ratio: Number.isFinite(r.ratio) ? r.ratio : null, note: r.note ?? null });
+  return { machine, rows, modules: sections.map((s) => ({ module: s.module, status: s.status ?? null, seconds: s.seconds ?? null })) };
 }
 
 /** machineLine says where the figures come from; ratios travel between machines, rates do not. */

@@ -32,7 +32,7 @@ export interface Dist {
   openKeyBackend(cfg: DistConfig): { close(): Promise<void> };
   openStore(cfg: DistConfig): { close(): Promise<void> };
   ensureCa(cfg: DistConfig, keys: unknown, store: unknown): Promise<{ created: boolean }>;
-  openRegistrationAuthority(cfg: DistConfig): Promise<{ ra: DistRa; close(): Promise<void> }>;
+  openRegistrationAuthority(cfg: DistConfig): Promise<{ ra: DistRa; store: { activeSecrets(deviceId: string, now: Date): Promise<{ hash: string }[]> }; close(): Promise<void> }>;
 }
 
 /** repoRoot finds the device-ca checkout above this file (wherever it was compiled to), else above the working directory. */
@@ -139,18 +139,21 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R
 
 /**
  * registerSecretDevices registers `n` devices through RegistrationAuthority.registerDevice, so each
- * secret is hashed with scrypt at the cost in `env` (the cost is stored in the hash and is what the
- * server pays to verify it), and builds each device's CSR.
+ * secret is stored the way the service under test stores it (HMAC-SHA-256 now, scrypt in earlier builds),
+ * and builds each device's CSR. hashFormat is the stored hash's format, for the row's note.
  */
-export async function registerSecretDevices(dist: Dist, env: NodeJS.ProcessEnv, prefix: string, n: number): Promise<SecretDevice[]> {
+export async function registerSecretDevices(dist: Dist, env: NodeJS.ProcessEnv, prefix: string, n: number): Promise<{ devices: SecretDevice[]; hashFormat: string }> {
   const h = await dist.openRegistrationAuthority(dist.loadConfig({ env }));
   try {
     const key = p256(); // one key for all: the server does not look for key reuse, and keygen is not what is measured
     const ids = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
-    return await mapLimit(ids, 8, async (id) => {
+    const devices = await mapLimit(ids, 8, async (id) => {
       const { secret } = await h.ra.registerDevice({ id, owner: OWNER, actor: 'bench' });
       return { id, secret, csr: csrFor(key, id, OWNER) };
     });
+    const [stored] = await h.store.activeSecrets(ids[0], new Date());
+    const p = stored.hash.split('$');
+    return { devices, hashFormat: p[0] === 'scrypt' ? `scrypt cost ${p[1]}` : p[0] };
   } finally {
     await h.close();
   }
@@ -176,15 +179,4 @@ export async function enrollPool(dist: Dist, env: NodeJS.ProcessEnv, prefix: str
   } finally {
     await h.close();
   }
-}
-
-/** scryptMs times one scrypt at log2 N = cost, r = 8, p = 1 (the service's parameters), median of 5. */
-export function scryptMs(cost: number): number {
-  const t: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const s = process.hrtime.bigint();
-    crypto.scryptSync('x'.repeat(27), crypto.randomBytes(16), 32, { N: 2 ** cost, r: 8, p: 1, maxmem: 256 * 2 ** cost * 8 + 1024 * 1024 });
-    t.push(Number(process.hrtime.bigint() - s) / 1e6);
-  }
-  return t.sort((a, b) => a - b)[2];
 }

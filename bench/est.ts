@@ -2,8 +2,9 @@ import { ChildProcess, fork } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { BenchId } from './bench-table';
 import type { ClientJob, ClientRequest, ClientResult } from './est-client';
-import { Dist, PoolDevice, SecretDevice, enrollPool, ensureDataDir, loadDist, registerSecretDevices, repoRoot, scryptMs, serviceDir } from './est-fixtures';
+import { Dist, PoolDevice, enrollPool, ensureDataDir, loadDist, registerSecretDevices, repoRoot, serviceDir } from './est-fixtures';
 import { ProfileSummary, summariseProfiles } from './est-profile';
 import { ServerHandle, StartOptions, freePort, machineBusyMs, serviceEnv, startServer } from './est-server';
 
@@ -17,8 +18,8 @@ import { ServerHandle, StartOptions, freePort, machineBusyMs, serviceEnv, startS
  * enrollment itself adds; connect+close is reported beside it. The client runs on the same two cores
  * (about 1 ms of CPU per handshake), so each row also gives the server's CPU per request from /proc.
  *
- * Modes: simpleenroll with HTTP Basic one-time secrets (scrypt at the default cost 12 and at cost 10),
- * and simplereenroll authenticated by the device's current certificate (mTLS), whose baseline is the
+ * Modes: simpleenroll with HTTP Basic one-time secrets as the service stores them by default (HMAC-SHA-256
+ * under the server key; scrypt in builds before it: EST_BENCH_SERVICE_DIR runs another build), and simplereenroll authenticated by the device's current certificate (mTLS), whose baseline is the
  * same GET /cacerts presenting the same client certificates. TLS connect+close rates are reported too.
  *
  * Run: npm run bench -- est, or alone: npx tsc -p tsconfig.build.json && npx tsc -p tsconfig.bench.json &&
@@ -27,10 +28,11 @@ import { ServerHandle, StartOptions, freePort, machineBusyMs, serviceEnv, startS
  * EST_BENCH_POOL (64 devices for simplereenroll), EST_BENCH_ATTEMPTS (2: a run disturbed by other processes is
  * repeated, the quietest kept), EST_BENCH_CLIENTS (load generator processes, one per core), EST_BENCH_PROFILE=1,
  * EST_BENCH_KEEP=1 (keep the temp dir), EST_BENCH_QUIET=1 (no progress on stderr), EST_BENCH_MODES (a subset of
- * basic12,basic10,reenroll), EST_BENCH_SERVICE_DIR (compiled service to run instead of dist-bench/src or dist/).
+ * basic,reenroll), EST_BENCH_SERVICE_DIR (compiled service to run instead of dist-bench/src or dist/).
  */
 
 export interface Row {
+  id?: BenchId;
   name: string;
   figure: string;
   baseline: string;
@@ -47,7 +49,7 @@ export interface EstBenchOptions {
   clients: number;
   /** attempts: how often a run disturbed by other processes is repeated */
   attempts: number;
-  /** modes: which enrollment runs (basic12 = the default cost, basic10, reenroll); the baselines always run */
+  /** modes: which enrollment runs (basic = HTTP Basic, default settings; reenroll); the baselines always run */
   modes: string[];
   /** profile: one more server run, with node --cpu-prof on every worker, during simplereenroll */
   profile: boolean;
@@ -86,7 +88,7 @@ function defaults(): EstBenchOptions {
     pool: Math.round(envNumber('EST_BENCH_POOL', 64)),
     attempts: Math.round(envNumber('EST_BENCH_ATTEMPTS', 2)),
     clients: Math.round(envNumber('EST_BENCH_CLIENTS', os.availableParallelism())),
-    modes: (process.env.EST_BENCH_MODES ?? 'basic12,basic10,reenroll').split(',').map((m) => m.trim()),
+    modes: (process.env.EST_BENCH_MODES ?? 'basic,reenroll').split(',').map((m) => m.trim()),
     profile: process.env.EST_BENCH_PROFILE === '1',
     keep: process.env.EST_BENCH_KEEP === '1',
     // progress, per-run details and the profile go to stderr (a full run takes 2-4 minutes); EST_BENCH_QUIET=1 silences them
@@ -290,17 +292,19 @@ const r1 = (x: number): string => x.toFixed(1);
 
 /**
  * secretsNeeded sizes the one-time secrets for warm-up + run: an enrollment cannot cost the server less
- * CPU than one scrypt plus a TLS handshake (>= 0.5 ms here), on all cores. Too few only shortens the run.
+ * CPU than a TLS handshake, a signature and a store write (>= 1.5 ms here), on all cores. Too few only
+ * shortens the run (the row then says so).
  */
-function secretsNeeded(o: EstBenchOptions, hashMs: number): number {
-  const bound = (os.availableParallelism() * 1000) / (hashMs + 0.5);
+function secretsNeeded(o: EstBenchOptions): number {
+  const bound = (os.availableParallelism() * 1000) / 1.5;
   return Math.ceil(bound * (o.seconds + o.warmupSeconds) * 1.15) + 50;
 }
 
-function row(name: string, m: Measurement, b: Measurement, unit: string, note: string): Row {
+function row(name: string, m: Measurement, b: Measurement, unit: string, note: string, id?: BenchId): Row {
   const ratio = m.rate / b.rate;
   const cpuRatio = perOp(b) / perOp(m);
   return {
+    ...(id ? { id } : {}),
     name,
     figure: `${r1(m.rate)} ${unit}/s (server ${perOp(m).toFixed(2)} ms CPU each)`,
     baseline: `${r1(b.rate)} ${b.name}/s (server ${perOp(b).toFixed(2)} ms CPU each)`,
@@ -325,7 +329,6 @@ export async function benchEst(opts: Partial<EstBenchOptions> = {}): Promise<Row
   const [httpsPort, httpPort] = [await freePort(), await freePort()];
   const env = (extra: Record<string, string> = {}) => serviceEnv({ DEVICE_CA_DATA: dataDir, DEVICE_CA_HTTPS_PORT: String(httpsPort), DEVICE_CA_HTTP_PORT: String(httpPort), ...extra });
   const serverWith = (extra: Partial<StartOptions>) => () => startServer({ serviceDir: service, dataDir, httpsPort, httpPort, ...extra });
-  const cost10 = { DEVICE_CA_ENROLLMENT_SECRET_HASH_COST: '10' };
   let client: LoadClients | undefined;
   let server: ServerHandle | undefined;
   let ctx: Ctx | undefined;
@@ -334,10 +337,7 @@ export async function benchEst(opts: Partial<EstBenchOptions> = {}): Promise<Row
     o.log(
       `bench/est: ${os.availableParallelism()} cores, concurrency ${o.concurrency} from ${o.clients} client processes, ${o.seconds} s per run after ${o.warmupSeconds} s warm-up; service ${service}; data ${dataDir}`,
     );
-    const cfg = await ensureDataDir(dist, env());
-    const hash12 = scryptMs(cfg.enrollment.secretHashCost);
-    const hash10 = scryptMs(10);
-    o.log(`  scrypt (r=8, p=1), one call on one core: cost ${cfg.enrollment.secretHashCost} ${hash12.toFixed(1)} ms, cost 10 ${hash10.toFixed(1)} ms`);
+    await ensureDataDir(dist, env());
     const pool: PoolDevice[] = await enrollPool(dist, env(), 'pool', o.pool);
     const identities = pool.map((d) => ({ certPem: d.certPem, keyPem: d.keyPem }));
 
@@ -346,61 +346,47 @@ export async function benchEst(opts: Partial<EstBenchOptions> = {}): Promise<Row
     const connectMtls: ClientRequest[] = pool.map((_, i) => ({ identity: i }));
     const reenroll: ClientRequest[] = pool.map((d, i) => ({ http: postCsr(httpsPort, `${EST}/simplereenroll`, d.csr), identity: i }));
     // one-time secrets: the first attempt's are registered before its server starts, a repeat's between runs
-    const secrets = async (cost: number, hashMs: number, extra: Record<string, string>): Promise<Supply> => {
+    let hashFormat = '';
+    const secrets = async (): Promise<Supply> => {
       const register = async (attempt: number) => {
-        const n = secretsNeeded(o, hashMs);
+        const n = secretsNeeded(o);
         const t = Date.now();
-        const devs: SecretDevice[] = await registerSecretDevices(dist, env(extra), `basic${cost}-${attempt}`, n);
-        o.log(`  registered ${n} devices (scrypt cost ${cost}) in ${((Date.now() - t) / 1000).toFixed(1)} s`);
-        return devs.map((d) => ({ http: postCsr(httpsPort, `${EST}/simpleenroll`, d.csr, { user: d.id, pass: d.secret }) }));
+        const r = await registerSecretDevices(dist, env(), `basic-${attempt}`, n);
+        hashFormat = r.hashFormat;
+        o.log(`  registered ${n} devices (secrets stored as ${r.hashFormat}) in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+        return r.devices.map((d) => ({ http: postCsr(httpsPort, `${EST}/simpleenroll`, d.csr, { user: d.id, pass: d.secret }) }));
       };
       const first = await register(1);
       return (attempt: number) => (attempt === 1 ? Promise.resolve(first) : register(attempt));
     };
     const want = (m: string) => o.modes.includes(m);
-    const s12 = want('basic12') ? await secrets(cfg.enrollment.secretHashCost, hash12, {}) : undefined;
+    const sBasic = want('basic') ? await secrets() : undefined;
     client = await LoadClients.start(o.clients);
     const rows: Row[] = [];
 
     // -- server 1: the service's defaults (scrypt cost 12)
-    o.log(`server 1: defaults (secretHashCost ${cfg.enrollment.secretHashCost})`);
+    o.log('server 1: defaults');
     const start1 = serverWith({});
     server = await start1();
     o.log(`  pid ${server.pid}, workers ${server.workers().join(',')}`);
     ctx = { o, client, server, identities, restart: start1 };
     const hs = await measure(ctx, 'TLS connect+close', [{}], true);
     const cc = await measure(ctx, 'GET /cacerts', cacerts, true);
-    if (s12) {
-      const b12 = await measure(ctx, `simpleenroll Basic (cost ${cfg.enrollment.secretHashCost})`, s12, false);
-      rows.push(row(`est simpleenroll, HTTP Basic, scrypt cost ${cfg.enrollment.secretHashCost} (default)`, b12, cc, 'enroll', `scrypt ${hash12.toFixed(1)} ms per verify`));
+    if (sBasic) {
+      const b = await measure(ctx, 'simpleenroll Basic', sBasic, false);
+      rows.push(row('est simpleenroll, HTTP Basic (default settings)', b, cc, 'enroll', `secrets stored as ${hashFormat}`, 'est.enroll.basic'));
     }
     let mtls = '';
     if (want('reenroll')) {
       const hsM = await measure(ctx, 'TLS connect+close (client cert)', connectMtls, true);
       const ccM = await measure(ctx, 'GET /cacerts (client cert)', cacertsMtls, true);
       const re = await measure(ctx, 'simplereenroll (mTLS)', reenroll, true);
-      rows.push(row('est simplereenroll, mTLS (current cert)', re, ccM, 'reenroll', `baseline presents the same client certs; GET /cacerts without: ${r1(cc.rate)}/s`));
+      rows.push(row('est simplereenroll, mTLS (current cert)', re, ccM, 'reenroll', `baseline presents the same client certs; GET /cacerts without: ${r1(cc.rate)}/s`, 'est.reenroll.mtls'));
       mtls = `; with client cert: ${r1(ccM.rate)} vs ${r1(hsM.rate)} connect+close/s`;
     }
     const cc2 = await measure(ctx, 'GET /cacerts', cacerts, true);
     rows.push(row('est bare handshake check: GET /cacerts vs TLS connect+close', cc, hs, 'GET /cacerts', `GET /cacerts ${r1(cc2.rate)}/s at the end of the run${mtls}`));
     await ctx.server.stop();
-
-    if (want('basic10')) {
-      // -- server 2: DEVICE_CA_ENROLLMENT_SECRET_HASH_COST=10 (secrets registered at cost 10: verification uses the stored cost)
-      const s10 = await secrets(10, hash10, cost10);
-      o.log('server 2: DEVICE_CA_ENROLLMENT_SECRET_HASH_COST=10 (secrets registered at cost 10: the cost stored in the hash is what verification pays)');
-      ctx.restart = serverWith({ env: cost10 });
-      ctx.server = server = await ctx.restart();
-      const cc10 = await measure(ctx, 'GET /cacerts', cacerts, true);
-      const b10 = await measure(ctx, 'simpleenroll Basic (cost 10)', s10, false);
-      rows.splice(
-        s12 ? 1 : 0,
-        0,
-        row('est simpleenroll, HTTP Basic, scrypt cost 10', b10, cc10, 'enroll', `scrypt ${hash10.toFixed(1)} ms per verify; a second server started with DEVICE_CA_ENROLLMENT_SECRET_HASH_COST=10`),
-      );
-      await ctx.server.stop();
-    }
 
     if (o.profile) {
       const profDir = path.join(tmp, 'cpu-prof');

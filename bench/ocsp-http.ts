@@ -2,6 +2,7 @@ import { fork } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { BenchId } from './bench-table';
 import type { ClientJob, ClientMessage, ClientRequestSpec, ClientResult } from './ocsp-http-client';
 import { OcspRig, makeOcspRig, ocspRequest } from './ocsp-http-fixtures';
 import { summariseOcspProfiles } from './ocsp-http-profile';
@@ -47,6 +48,7 @@ import { Responder, machineBusyMs, probe, startDeviceCa, startFloor, startOpenss
  */
 
 export interface Row {
+  id?: BenchId;
   name: string;
   figure: string;
   baseline: string;
@@ -303,6 +305,7 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
     const close = best.get('liveClose');
     if (close)
       rows.push({
+        id: 'ocsp.nonce.newconn',
         name: `device-ca ${close.label}`,
         figure: rate(close),
         baseline: baseText,
@@ -327,6 +330,16 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
     const multi = best.get('opensslMulti');
     if (multi) rows.push({ name: multi.label, figure: rate(multi), baseline: baseText, ratio: multi.rate / base.rate, note: `reference: one forked responder per core; ${detail(multi)}` });
     const fl = best.get('floor');
+    const cachedInfo = best.get('cachedPost');
+    if (fl && cachedInfo)
+      rows.push({
+        id: 'ocsp.cached.keepalive',
+        name: `device-ca ${cachedInfo.label} vs the node:http floor`,
+        figure: rate(cachedInfo),
+        baseline: `${fl.label}: ${rate(fl)}`,
+        ratio: cachedInfo.rate / fl.rate,
+        note: `the floor is node:http answering one fixed response with the same workers and client: what any Node responder can reach here; ${detail(cachedInfo)}`,
+      });
     if (fl) {
       const cw = best.get('cachedPostWarn');
       const share = cw ? `; device-ca cached POST (log warn) reaches ${((100 * cw.rate) / fl.rate).toFixed(0)}% of it` : '';

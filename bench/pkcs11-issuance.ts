@@ -157,6 +157,7 @@ export async function benchPkcs11Issuance(opts: { seconds?: number; rounds?: num
     const threads = process.env.UV_THREADPOOL_SIZE ?? '4';
     return [
       {
+        id: 'pkcs11.issuance',
         name: `issuance core, issuing key on ${where} (pkcs11, pool ${poolSize}), ${IN_FLIGHT} in flight`,
         figure: `${fmtRate(issueHsm, 'cert')} (${fmtMicros(1e6 / issueHsm)}/cert)`,
         baseline: `same core, software key: ${fmtRate(issueSw, 'cert')}`,
@@ -180,6 +181,7 @@ export async function benchPkcs11Issuance(opts: { seconds?: number; rounds?: num
         note: 'latency view: each signature waits for a libuv thread round trip',
       },
       {
+        id: 'pkcs11.ocsp.live',
         name: `live OCSP response (nonce, 1 CertID), responder key on ${where}, ${IN_FLIGHT} in flight`,
         figure: fmtRate(rate(m.ocspHsm, IN_FLIGHT), 'resp'),
         baseline: `software responder key: ${fmtRate(rate(m.ocspSw, IN_FLIGHT), 'resp')}`,

@@ -1,10 +1,11 @@
-import { BenchFunction, Section, formatTable, machineLine } from './bench-table';
+import { BenchFunction, Section, benchJson, formatTable, machineLine } from './bench-table';
 
 /**
  * run: runs every benchmark module in sequence and prints one table (npm run bench).
  *   node dist-bench/bench/run.js                 all modules
  *   node dist-bench/bench/run.js issuance crl    only those whose name contains one of the words
- *   node dist-bench/bench/run.js --json          the rows as JSON on stdout after the table
+ *   node dist-bench/bench/run.js --json          only JSON on stdout (benchJson: every row, the target rows with
+ *                                                their stable id); progress and the table go to stderr
  * Modules are listed here, not discovered from the directory, so a stray file never runs; a module whose
  * file is not there yet is reported as skipped. Exit status 1 if any module that ran failed.
  */
@@ -42,7 +43,10 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`no benchmark matches ${filters.join(' ')}; known: ${MODULES.map((m) => m.name).join(', ')}\n`);
     return 2;
   }
-  process.stdout.write(`${machineLine()}\n`);
+  // with --json, stdout carries the JSON alone so a script can parse it; the human output moves to stderr
+  const out = json ? process.stderr : process.stdout;
+  const machine = machineLine();
+  out.write(`${machine}\n`);
   const sections: Section[] = [];
   let failed = false;
   for (const m of selected) {
@@ -55,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
         section.status = f;
         if (f.startsWith('failed')) failed = true;
       } else {
-        process.stdout.write(`running ${m.name} ...\n`);
+        out.write(`running ${m.name} ...\n`);
         section.rows = await f();
       }
     } catch (e) {
@@ -65,8 +69,8 @@ async function main(argv: string[]): Promise<number> {
     }
     section.seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   }
-  process.stdout.write(`\n${formatTable(sections)}\n`);
-  if (json) process.stdout.write(`${JSON.stringify({ machine: machineLine(), sections }, null, 2)}\n`);
+  out.write(`\n${formatTable(sections)}\n`);
+  if (json) process.stdout.write(`${JSON.stringify(benchJson(machine, sections), null, 2)}\n`);
   return failed ? 1 : 0;
 }
 

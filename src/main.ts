@@ -38,6 +38,8 @@ import { loadBootstrapPolicy } from './ra/bootstrap-policy-loader';
 import { ConsoleOverview } from './ra/console-overview';
 import { ConsoleSessions } from './ra/console-sessions';
 import { DeviceLifecycle } from './ra/device-lifecycle';
+import { CsrVerifyPool } from './ra/csr-verify-pool';
+import { serverSecretKey } from './ra/enrollment-secret';
 import { operatorFingerprints } from './ra/operator-fingerprints';
 import { RegistrationAuthority } from './ra/registration-authority';
 import { TpmAttestation } from './ra/tpm-attestation';
@@ -146,9 +148,14 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const cas = new IssuingCaSet(hierarchy, { store, load: () => loadCa(cfg, keys, store) });
   const ca = buildCertificateAuthority(cfg, hierarchy, cas);
   const bootstrap = loadBootstrapPolicy(cfg);
+  // read (or, for a data directory of an earlier version, created) at start: a bad key file stops the start, not an enrollment
+  const secretKey = serverSecretKey(cfg);
+  secretKey();
+  // CSR key import and signature checks on worker threads, one per core: this thread encodes, signs and records
+  const csrs = new CsrVerifyPool();
   const crls = issuingCas(hierarchy).map((c) => new CrlPublisher(c, store, cfg.crl, publicBaseUrl(cfg)));
   const crl = crls[0];
-  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry, crls });
+  const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry, crls, secretKey, csrs });
   const logError = (what: string) => (e: unknown) => opts.log.error({ err: { message: (e as Error).message } }, what);
   // the store's high-water mark in the data directory moves after each CRL publication (ca-identity.ts)
   const marks = new StoreMarkRecorder(cfg, store);
@@ -324,6 +331,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       for (const p of crls) p.stop();
       await marks.record().catch(logError('recording the store mark failed'));
       ocsp.close();
+      await csrs.close();
       await store.close();
       await keys.close();
     },

@@ -52,6 +52,12 @@ export class OcspService {
   /** feedEpoch: counts feed events; a status read during which one arrived is not kept (it may predate the change) */
   private feedEpoch = 0;
   private readonly unwatch?: () => void;
+  /**
+   * byRequest maps the exact bytes of a nonce-less single request already answered to its CertID and
+   * issuer, so a repeated request (what RFC 5019 clients and caches send) skips parsing and the issuer
+   * lookup. Only the parse is skipped: the status is still read from the store on every request.
+   */
+  private readonly byRequest = new Map<string, { id: OcspCertId; issuer: CaMaterial }>();
   /** issuers with their CertID hashes computed once per hash algorithm (not per request) */
   private readonly issuers: { ca: CaMaterial; hashes: Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }> }[] = [];
   /** delegatedFor: the name of the issuing CA that issued the delegated responder certificate */
@@ -129,6 +135,9 @@ export class OcspService {
    * and the store's or the key's own error when answering fails. Nothing failed is cached.
    */
   async respond(request: Buffer): Promise<OcspAnswer> {
+    const bytes = this.cfg.cacheSize > 0 && request.length <= this.cfg.maxRequestBytes ? request.toString('latin1') : null;
+    const known = bytes === null ? undefined : this.byRequest.get(bytes);
+    if (known) return await this.cached(known.id, known.issuer);
     const req = parseOcspRequest(request, { maxBytes: this.cfg.maxRequestBytes });
     if (this.root && req.certIds.every((id) => this.root!.names(id))) {
       // an issuing CA certificate: the root's pre-signed answer (no nonce: one response serves everyone)
@@ -145,7 +154,10 @@ export class OcspService {
       if (!ca) throw new DeviceCaError('not-found', 'the request names a CA this responder does not serve');
       issuers.push(ca);
     }
-    if (!req.nonce && req.certIds.length === 1) return await this.cached(req.certIds[0], issuers[0]);
+    if (!req.nonce && req.certIds.length === 1) {
+      if (bytes !== null) remember(this.byRequest, bytes, { id: req.certIds[0], issuer: issuers[0] }, this.cfg.cacheSize);
+      return await this.cached(req.certIds[0], issuers[0]);
+    }
     const now = this.now();
     const singles: OcspSingleResponse[] = [];
     for (let i = 0; i < req.certIds.length; i++) {
@@ -204,13 +216,16 @@ export class OcspService {
     const w = this.window(now);
     const der = await this.responderFor(issuer).respond([{ ...status, certId: id, ...w }], { producedAt: now });
     const entry: Cached = { der, statusKey, ...w, etag: '"' + crypto.createHash('sha1').update(der).digest('hex') + '"', outcome: status.status };
-    if (this.cfg.cacheSize > 0) {
-      this.cache.delete(key);
-      if (this.cache.size >= this.cfg.cacheSize) this.cache.delete(this.cache.keys().next().value as string); // oldest first
-      this.cache.set(key, entry);
-    }
+    if (this.cfg.cacheSize > 0) remember(this.cache, key, entry, this.cfg.cacheSize);
     return { der, cache: { thisUpdate: entry.thisUpdate, nextUpdate: entry.nextUpdate, etag: entry.etag }, outcome: entry.outcome };
   }
+}
+
+/** remember puts key in a map of at most size entries, the oldest out first. */
+function remember<V>(map: Map<string, V>, key: string, value: V, size: number): void {
+  map.delete(key);
+  if (map.size >= size) map.delete(map.keys().next().value as string);
+  map.set(key, value);
 }
 
 /** toStatus: valid -> good, revoked (hold included, with its reason) -> revoked, never issued here -> unknown. */

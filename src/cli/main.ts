@@ -13,6 +13,7 @@ import { RootCrlInfo } from '../ca/root-crl';
 import { verifyAuditChain } from '../audit/audit-verify';
 import { OPERATOR } from '../ra/device-lifecycle';
 import { deviceAttestationFacts } from '../ra/device-attestation-facts';
+import { serverSecretKey } from '../ra/enrollment-secret';
 import { DEVICE_STATES, REVOCATION_REASONS } from '../store/store';
 import { toPem } from '../ca/pem';
 import { loadConfig } from '../config/load-config';
@@ -107,6 +108,8 @@ program
     try {
       const h = await initCa(cfg, keys, store);
       await recordStoreMark(cfg, store);
+      // the server key for one-time secrets is created with the CA keys, so it is copied with them
+      serverSecretKey(cfg)();
       const out = {
         dataDir: cfg.dataDir,
         root: { name: h.state.root.name, key: h.state.root.keyRef, cert: h.state.root.certFile },

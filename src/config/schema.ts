@@ -314,7 +314,7 @@ export const configSchema = z
       .strictObject({
         /** lifetime of a one-time enrollment secret */
         secretTtl: duration.prefault('7d'),
-        /** scrypt cost: log2(N), r=8, p=1. 12 = 4 MiB and ~7 ms per check */
+        /** scrypt cost, log2(N), r=8, p=1 (12 = 4 MiB and ~7 ms per check), for secrets a person chose; generated secrets use HMAC (ra/enrollment-secret.ts) */
         secretHashCost: z.number().int().min(10).max(20).default(12),
         /** failed authentications per device id allowed within authFailureWindow before 429 */
         authFailureLimit: z.number().int().min(1).default(5),

@@ -53,8 +53,48 @@ const bad = (msg: string): never => {
 /**
  * parseCsr decodes a DER CertificationRequest and verifies its self-signature. Malformed DER is
  * 'bad-request'; a well-formed request that is unusable (bad signature, unknown algorithm) is 'bad-csr'.
+ * The RA verifies on worker threads instead (ra/csr-verify-pool.ts), with the same verdicts.
  */
 export function parseCsr(der: Buffer): ParsedCsr {
+  const csr = readCsr(der);
+  const v = csr.verify;
+  let pub: crypto.KeyObject;
+  try {
+    pub = crypto.createPublicKey(v.keyInput);
+  } catch {
+    return rejectSignature('key');
+  }
+  const ec = pub.asymmetricKeyType === 'ec';
+  let ok = false;
+  try {
+    ok = crypto.verify(v.hash, v.data, ec ? { key: pub, dsaEncoding: 'der' } : pub, v.sig);
+  } catch {
+    ok = false;
+  }
+  if (!ok) rejectSignature('signature');
+  return csr.complete(pub.asymmetricKeyType ?? 'other', v.algorithm ?? keyAlgorithmOf(pub));
+}
+
+/**
+ * UnverifiedCsr is a CertificationRequest decoded but not yet verified: what the signature check needs
+ * (plain data, so it can be posted to a worker thread) and complete(), which makes the ParsedCsr once the
+ * check passed.
+ */
+export interface UnverifiedCsr {
+  verify: {
+    /** createPublicKey's input: a JWK for P-256/P-384 points, else the SPKI DER */
+    keyInput: crypto.PublicKeyInput | crypto.JsonWebKeyInput;
+    /** the key algorithm when the SPKI bytes name it (EC fast path), else null: found from the imported key */
+    algorithm: KeyAlgorithm | null;
+    hash: string;
+    data: Buffer;
+    sig: Buffer;
+  };
+  complete(keyType: string, algorithm: KeyAlgorithm | null): ParsedCsr;
+}
+
+/** readCsr is parseCsr without the signature check: every DER and field check, in the same order. */
+export function readCsr(der: Buffer): UnverifiedCsr {
   if (der.length > MAX_CSR_BYTES) throw new DeviceCaError('too-large', `CSR larger than ${MAX_CSR_BYTES} bytes`);
   const top = children(readOne(der, 0x30), 3);
   if (top.length !== 3) bad('CSR must be SEQUENCE { info, algorithm, signature }');
@@ -74,24 +114,17 @@ export function parseCsr(der: Buffer): ParsedCsr {
   const sigOid = decodeOid(algParts[0]);
   const hash = SIG_HASH[sigOid];
   if (!hash) bad(`unsupported CSR signature algorithm ${sigOid}`);
-  let pub: crypto.KeyObject;
-  let keyAlgorithm: KeyAlgorithm | null;
-  try {
-    ({ key: pub, algorithm: keyAlgorithm } = importPublicKey(spki));
-  } catch {
-    return bad('subject public key cannot be parsed');
-  }
   if (sigBits.value.length < 2 || sigBits.value[0] !== 0) bad('signature BIT STRING malformed');
-  const sig = sigBits.value.subarray(1);
-  const ec = pub.asymmetricKeyType === 'ec';
-  let ok = false;
-  try {
-    ok = crypto.verify(hash, info.full, ec ? { key: pub, dsaEncoding: 'der' } : pub, sig);
-  } catch {
-    ok = false;
-  }
-  if (!ok) bad('CSR signature does not verify');
-  return { der, subject, spki, keyAlgorithm, keyType: ec ? 'ec' : pub.asymmetricKeyType === 'rsa' ? 'rsa' : 'other', ...attrs };
+  const { keyInput, algorithm } = publicKeyInput(spki);
+  return {
+    verify: { keyInput, algorithm, hash, data: info.full, sig: sigBits.value.subarray(1) },
+    complete: (keyType, keyAlgorithm) => ({ der, subject, spki, keyAlgorithm, keyType: keyType === 'ec' ? 'ec' : keyType === 'rsa' ? 'rsa' : 'other', ...attrs }),
+  };
+}
+
+/** rejectSignature throws parseCsr's error for a key that cannot be imported or a signature that does not verify. */
+export function rejectSignature(what: 'key' | 'signature'): never {
+  return bad(what === 'key' ? 'subject public key cannot be parsed' : 'CSR signature does not verify');
 }
 
 /** EC_SPKI: the fixed DER prefix of a named-curve SPKI with an uncompressed point (RFC 5480 §2), by curve. */
@@ -101,28 +134,39 @@ const EC_SPKI = [
 ] as const;
 
 /**
- * importPublicKey turns a CSR's SPKI into a KeyObject. OpenSSL 3.0's DER decoder (createPublicKey with
- * format 'der') costs about 110 µs per key; the same P-256/P-384 point as a JWK about 70 µs, with the same
- * on-curve check. Anything else takes the DER path. The key algorithm comes from the SPKI bytes, not from
- * asymmetricKeyDetails (another provider round trip).
+ * publicKeyInput says how to import a CSR's SPKI. OpenSSL 3.0's DER decoder (createPublicKey with format
+ * 'der') costs about 110 µs per key; the same P-256/P-384 point as a JWK about 70 µs, with the same
+ * on-curve check. Anything else takes the DER path. For the EC fast path the key algorithm comes from the
+ * SPKI bytes, not from asymmetricKeyDetails (another provider round trip).
  */
-export function importPublicKey(spki: Buffer): { key: crypto.KeyObject; algorithm: KeyAlgorithm | null } {
+function publicKeyInput(spki: Buffer): { keyInput: crypto.PublicKeyInput | crypto.JsonWebKeyInput; algorithm: KeyAlgorithm | null } {
   for (const c of EC_SPKI) {
     const p = c.prefix.length;
     if (spki.length === p + 1 + 2 * c.size && spki[p] === 0x04 && spki.subarray(0, p).equals(c.prefix)) {
       const x = spki.subarray(p + 1, p + 1 + c.size).toString('base64url');
       const y = spki.subarray(p + 1 + c.size).toString('base64url');
-      return { key: crypto.createPublicKey({ key: { kty: 'EC', crv: c.crv, x, y }, format: 'jwk' }), algorithm: c.algorithm };
+      return { keyInput: { key: { kty: 'EC', crv: c.crv, x, y }, format: 'jwk' }, algorithm: c.algorithm };
     }
   }
-  const key = crypto.createPublicKey({ key: spki, format: 'der', type: 'spki' });
-  return { key, algorithm: keyAlgorithmOf(key) };
+  return { keyInput: { key: spki, format: 'der', type: 'spki' }, algorithm: null };
+}
+
+/** importPublicKey turns a CSR's SPKI into a KeyObject (publicKeyInput's fast path for EC points). */
+export function importPublicKey(spki: Buffer): { key: crypto.KeyObject; algorithm: KeyAlgorithm | null } {
+  const { keyInput, algorithm } = publicKeyInput(spki);
+  const key = crypto.createPublicKey(keyInput);
+  return { key, algorithm: algorithm ?? keyAlgorithmOf(key) };
 }
 
 export function keyAlgorithmOf(pub: crypto.KeyObject): KeyAlgorithm | null {
   const d = pub.asymmetricKeyDetails ?? {};
-  if (pub.asymmetricKeyType === 'ec') return d.namedCurve === 'prime256v1' ? 'ecdsa-p256' : d.namedCurve === 'secp384r1' ? 'ecdsa-p384' : null;
-  if (pub.asymmetricKeyType === 'rsa') return d.modulusLength === 2048 ? 'rsa-2048' : d.modulusLength === 3072 ? 'rsa-3072' : null;
+  return keyAlgorithmFromDetails(pub.asymmetricKeyType, d.namedCurve, d.modulusLength);
+}
+
+/** keyAlgorithmFromDetails: the algorithm device-ca names a key by, from its type and details (null: one it does not issue for). */
+export function keyAlgorithmFromDetails(type: string | undefined, namedCurve: string | undefined, modulusLength: number | undefined): KeyAlgorithm | null {
+  if (type === 'ec') return namedCurve === 'prime256v1' ? 'ecdsa-p256' : namedCurve === 'secp384r1' ? 'ecdsa-p384' : null;
+  if (type === 'rsa') return modulusLength === 2048 ? 'rsa-2048' : modulusLength === 3072 ? 'rsa-3072' : null;
   return null;
 }
 

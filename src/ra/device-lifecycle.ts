@@ -16,7 +16,7 @@ import {
   RevocationReason,
   Store,
 } from '../store/store';
-import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
+import { hashSecret, newEnrollmentSecret, serverSecretKey } from './enrollment-secret';
 import { DeviceAttestationFacts, deviceAttestationFacts } from './device-attestation-facts';
 import { DEVICE_ID } from './registration-authority';
 
@@ -295,13 +295,18 @@ export class DeviceLifecycle {
     await this.store.revokeAks(d.id, blockEks, this.now(), AuditLog.input('tpm.ak.revoked', actor, d.id, { blockEks }));
   }
 
+  /** secretKey: the data directory's server key, read on the first secret this lifecycle issues. */
+  private secretKey(): Buffer {
+    return serverSecretKey(this.cfg)();
+  }
+
   private async newSecret(ttlSeconds?: number): Promise<{ secret: string; expiresAt: Date; hash: string }> {
     const ttl = ttlSeconds ?? this.cfg.enrollment.secretTtl;
     if (!(ttl > 0)) throw new DeviceCaError('bad-request', 'secret TTL must be positive');
     const secret = newEnrollmentSecret();
     const expiresAt = new Date(this.now().getTime() + ttl * 1000);
     if (Number.isNaN(expiresAt.getTime())) throw new DeviceCaError('bad-request', 'secret TTL is out of range');
-    return { secret, expiresAt, hash: await hashSecret(secret, this.cfg.enrollment.secretHashCost) };
+    return { secret, expiresAt, hash: hashSecret(secret, this.secretKey()) };
   }
 
   /** revoke one certificate. Idempotent; a held certificate may be revoked for good. */

@@ -26,7 +26,7 @@ import { BootstrapPolicy } from './bootstrap-identity';
 import { csrAttributes } from './csr-attributes';
 import { ParsedCsr, parseCsr } from './csr';
 import { EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
-import { hashSecret, newEnrollmentSecret } from './enrollment-secret';
+import { SecretKey, hashSecret, newEnrollmentSecret, serverSecretKey } from './enrollment-secret';
 import { DEVICE_ID, Principal, principalName } from './principal';
 import { ScepTransaction, ScepTransactions } from './scep-transactions';
 import { TpmAttestation } from './tpm-attestation';
@@ -47,7 +47,19 @@ export interface RegistrationAuthorityDeps {
   now?: () => Date;
   /** crls: the CRL publisher of each issuing CA served (old and new during a rollover; the list grows in place), for SCEP GetCRL; absent where no CRL is served (the CLI) */
   crls?: readonly Pick<CrlPublisher, 'caName' | 'current'>[];
+  /** secretKey: the server key one-time secrets are stored under; default: the data directory's (serverSecretKey) */
+  secretKey?: SecretKey;
+  /** csrs: parses and verifies CSRs; the service passes a CsrVerifyPool (worker threads), default: parseCsr on this thread */
+  csrs?: CsrParser;
 }
+
+/** CsrParser parses a PKCS#10 request and checks its signature (parseCsr, or CsrVerifyPool.parse on worker threads). */
+export interface CsrParser {
+  parse(der: Buffer): Promise<ParsedCsr>;
+}
+
+/** inThread: parseCsr on the calling thread, for the CLI and tests. */
+const inThread: CsrParser = { parse: async (der) => parseCsr(der) };
 
 /** Issuance is what the one issuance step needs once every decision is made. */
 interface Issuance {
@@ -86,6 +98,8 @@ export class RegistrationAuthority {
   private readonly scepTransactions: ScepTransactions;
   private readonly crls?: readonly Pick<CrlPublisher, 'caName' | 'current'>[];
   private readonly issuingX509: crypto.X509Certificate;
+  private readonly secretKey: SecretKey;
+  private readonly csrs: CsrParser;
 
   constructor(deps: RegistrationAuthorityDeps) {
     this.cfg = deps.config;
@@ -97,13 +111,15 @@ export class RegistrationAuthority {
     this.audit = new AuditLog(deps.store);
     this.now = deps.now ?? (() => new Date());
     ({ profiles: this.profiles, labels: this.labels } = resolveProfiles(deps.config));
-    this.secrets = new SecretAuthenticator(this.cfg.enrollment, deps.store, this.now);
+    this.secretKey = deps.secretKey ?? serverSecretKey(deps.config);
+    this.csrs = deps.csrs ?? inThread;
+    this.secrets = new SecretAuthenticator(this.cfg.enrollment, deps.store, this.now, this.secretKey);
     this.clientCerts = new ClientCertificateAuthenticator({
       store: deps.store,
       issuingCas: () => deps.ca.trustedIssuers().map((c) => c.der),
       bootstrap: deps.bootstrap,
       bootstrapConfig: this.cfg.bootstrap,
-      secretHashCost: this.cfg.enrollment.secretHashCost,
+      secretKey: this.secretKey,
       now: this.now,
     });
     this.authenticators = new Map<AuthMethod, Authenticator>([
@@ -204,7 +220,7 @@ export class RegistrationAuthority {
     if (!(ttl > 0)) throw new DeviceCaError('bad-request', 'secret TTL must be positive');
     const expiresAt = new Date(this.now().getTime() + ttl * 1000);
     if (Number.isNaN(expiresAt.getTime())) throw new DeviceCaError('bad-request', 'secret TTL is out of range');
-    return { secret, expiresAt, hash: await hashSecret(secret, this.cfg.enrollment.secretHashCost) };
+    return { secret, expiresAt, hash: hashSecret(secret, this.secretKey()) };
   }
 
   // ------------------------------------------------------------- enrollment
@@ -298,7 +314,7 @@ export class RegistrationAuthority {
 
     // authorize
     const device = await this.deviceOf(principal, req.profile);
-    const csr = parseCsr(req.csr);
+    const csr = await this.csrs.parse(req.csr);
     if (profile.proofOfPossession) checkChannelBinding(csr.challengePassword, req.proofs.channelBinding);
     if (req.operation !== 'server-keygen') this.checkKey(profile, csr.keyAlgorithm);
     const sans = this.checkIdentity(profile, device, csr, principal);

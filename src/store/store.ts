@@ -97,7 +97,7 @@ export interface RevokedRow {
 export interface SecretRecord {
   id: number;
   deviceId: string;
-  hash: string; // scrypt$<log2N>$<r>$<p>$<salt b64>$<hash b64>
+  hash: string; // hmac-sha256$<key id>$<mac b64url>, or scrypt$<log2N>$<r>$<p>$<salt b64>$<hash b64> (ra/enrollment-secret.ts)
   expiresAt: Date;
   usedAt: Date | null;
   /** certSerial: the certificate the secret was spent on, so a lost reply can be repeated */

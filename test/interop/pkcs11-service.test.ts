@@ -5,6 +5,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
 import { children, readOne } from '../../src/der/der-reader';
+import { ENROLLMENT_SECRET_KEY_FILE } from '../../src/keys/enrollment-secret-key';
 import { buildCsr } from '../fixtures/build-csr';
 import { freePorts } from '../helpers/ports';
 import { CLI_JS, ProcessResult, REPO_ROOT, assertBuilt, cleanEnv, runCli, runProcess } from '../helpers/service-process';
@@ -297,8 +298,10 @@ describe('quick path: every CA key on token "ca"', () => {
       if (r.role !== 'ocsp') expect(spkiOfCertFile(r.certificate)).toEqual(spki);
       else expect(r.certificate).toBe('store:ocsp-responder');
     }
+    // no private key of the CA on disk; the one file is the server key one-time secrets are stored under (README, Security)
     const keysDir = path.join(dataDir, 'keys');
-    expect(fs.existsSync(keysDir) ? fs.readdirSync(keysDir) : []).toEqual([]);
+    expect(fs.existsSync(keysDir) ? fs.readdirSync(keysDir) : []).toEqual([ENROLLMENT_SECRET_KEY_FILE]);
+    expect(fs.statSync(path.join(keysDir, ENROLLMENT_SECRET_KEY_FILE)).mode & 0o077).toBe(0);
   });
 
   test('store-only CLI commands (devices add/show/retire, tokens create) run with no PIN set: they never log in to the token', async () => {

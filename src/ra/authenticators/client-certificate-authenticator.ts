@@ -5,7 +5,7 @@ import { DeviceCaError } from '../../errors/device-ca-error';
 import { TPM_AK_PROFILE } from '../../ca/certificate-authority';
 import { Store } from '../../store/store';
 import { BootstrapPolicy, bootstrapDeviceId, chainsToAnchor, withinValidity } from '../bootstrap-identity';
-import { hashSecret, newEnrollmentSecret } from '../enrollment-secret';
+import { SecretKey, hashSecret, newEnrollmentSecret } from '../enrollment-secret';
 import { Proofs } from '../enrollment-request';
 import { DEVICE_ID, Principal } from '../principal';
 import { Authenticator } from './authenticator';
@@ -30,7 +30,8 @@ export class ClientCertificateAuthenticator implements Authenticator {
       issuingCas: () => Buffer[];
       bootstrap: BootstrapPolicy;
       bootstrapConfig: Config['bootstrap'];
-      secretHashCost: number;
+      /** the server key the placeholder secret of an auto-registered device is stored under */
+      secretKey: SecretKey;
       now: () => Date;
     },
   ) {}
@@ -81,7 +82,7 @@ export class ClientCertificateAuthenticator implements Authenticator {
     if (!deviceId || !DEVICE_ID.test(deviceId)) throw new DeviceCaError('forbidden', 'bootstrap certificate does not name a valid device id');
     const auto = this.deps.bootstrapConfig.autoRegisterOwner;
     if (auto !== undefined && !(await store.getDevice(deviceId))) {
-      const hash = await hashSecret(newEnrollmentSecret(), this.deps.secretHashCost);
+      const hash = hashSecret(newEnrollmentSecret(), this.deps.secretKey());
       await store
         .createDevice(
           { id: deviceId, owner: auto, label: null, state: 'registered' },

@@ -3,7 +3,7 @@ import { AuditLog } from '../../audit/audit-log';
 import { Config } from '../../config/schema';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { AuthAttemptRules, Store } from '../../store/store';
-import { hashSecret, newEnrollmentSecret, verifySecret } from '../enrollment-secret';
+import { SecretKey, hashSecret, newEnrollmentSecret, verifySecret } from '../enrollment-secret';
 import { Proofs } from '../enrollment-request';
 import { DEVICE_ID, Principal } from '../principal';
 import { Authenticator } from './authenticator';
@@ -11,7 +11,7 @@ import { Authenticator } from './authenticator';
 type SecretStore = Pick<Store, 'getDevice' | 'activeSecrets' | 'spentSecrets' | 'reserveAuthAttempt' | 'forgiveAuthAttempt' | 'appendAudit' | 'listAudit'>;
 
 /**
- * SecretAuthenticator checks a device id and its one-time enrollment secret (scrypt hash) under the
+ * SecretAuthenticator checks a device id and its one-time enrollment secret (HMAC, or an older scrypt hash) under the
  * per-device failure limit. Every attempt reserves a slot in the store BEFORE the secret is checked,
  * atomically across workers and nodes, so N parallel guesses get at most enrollment.authFailureLimit
  * checks; a right secret gives its slot back (it does not clear earlier failures: they leave with the
@@ -24,18 +24,25 @@ type SecretStore = Pick<Store, 'getDevice' | 'activeSecrets' | 'spentSecrets' | 
  */
 export class SecretAuthenticator implements Authenticator {
   readonly method = 'basic' as const;
-  private readonly dummyHash: Promise<string>;
+  private dummy?: string;
   private readonly audit: AuditLog;
 
   constructor(
     private readonly cfg: Config['enrollment'],
     private readonly store: SecretStore,
     private readonly now: () => Date,
+    private readonly secretKey: SecretKey,
   ) {
     this.audit = new AuditLog(store);
-    // compared against when the device id has no secret, so timing does not reveal which ids exist
-    this.dummyHash = hashSecret(newEnrollmentSecret(), cfg.secretHashCost);
-    this.dummyHash.catch(() => undefined);
+  }
+
+  /** dummyHash is compared against when the device id has no secret, so timing does not reveal which ids exist. */
+  private dummyHash(): string {
+    return (this.dummy ??= hashSecret(newEnrollmentSecret(), this.secretKey()));
+  }
+
+  private verify(candidate: string, stored: string): Promise<boolean> {
+    return verifySecret(candidate, stored, this.secretKey);
   }
 
   async authenticate(proofs: Proofs): Promise<Principal | null> {
@@ -51,7 +58,7 @@ export class SecretAuthenticator implements Authenticator {
       await this.store.forgiveAuthAttempt(slot.attemptId);
       return principal;
     }
-    if (!d) await verifySecret(secret, await this.dummyHash);
+    if (!d) await this.verify(secret, this.dummyHash());
     return this.fail(deviceId, slot.attempts);
   }
 
@@ -70,14 +77,14 @@ export class SecretAuthenticator implements Authenticator {
     throw new DeviceCaError('rate-limited', 'too many failed authentications; try later', { retryAfterSeconds: retry });
   }
 
-  /** check: an unspent secret of the device, else one spent on a certificate within retryWindow, else null (after the same scrypt work). */
+  /** check: an unspent secret of the device, else one spent on a certificate within retryWindow, else null (after the same hashing work). */
   private async check(deviceId: string, secret: string, now: Date): Promise<Principal | null> {
     const e = this.cfg;
     const active = await this.store.activeSecrets(deviceId, now);
-    for (const s of active) if (await verifySecret(secret, s.hash)) return { kind: 'secret', deviceId, secretId: s.id };
+    for (const s of active) if (await this.verify(secret, s.hash)) return { kind: 'secret', deviceId, secretId: s.id };
     const spent = e.retryWindow > 0 ? await this.store.spentSecrets(deviceId, new Date(now.getTime() - e.retryWindow * 1000)) : [];
-    for (const s of spent) if (s.certSerial && (await verifySecret(secret, s.hash))) return { kind: 'secret-repeat', deviceId, secretId: s.id, certSerial: s.certSerial };
-    if (active.length + spent.length === 0) await verifySecret(secret, await this.dummyHash);
+    for (const s of spent) if (s.certSerial && (await this.verify(secret, s.hash))) return { kind: 'secret-repeat', deviceId, secretId: s.id, certSerial: s.certSerial };
+    if (active.length + spent.length === 0) await this.verify(secret, this.dummyHash());
     return null;
   }
 

@@ -154,13 +154,23 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     const jobs = this.queue;
     this.queue = [];
     const results: { ok: boolean; v: unknown }[] = [];
+    // each job in its own savepoint, by cached statements: db.transaction(fn) per job built new wrapper
+    // functions for every write (8% of recordIssuance's time in a profile)
+    const savepoint = this.stmt('SAVEPOINT job');
+    const release = this.stmt('RELEASE job');
+    const rollback = this.stmt('ROLLBACK TO job');
     try {
       this.db
         .transaction(() => {
           for (const j of jobs) {
+            savepoint.run();
             try {
-              results.push({ ok: true, v: this.db.transaction(j.fn)() }); // nested: a SAVEPOINT
+              const v = j.fn();
+              release.run();
+              results.push({ ok: true, v });
             } catch (e) {
+              rollback.run();
+              release.run();
               // one error class leaves the store: a full disk or a damaged file is 'store-unavailable',
               // SQLite's other errors 'internal' (detail logged only)
               results.push({

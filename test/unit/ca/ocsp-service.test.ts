@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { OcspAnswer, OcspService } from '../../../src/ca/ocsp-service';
+import * as ocspCodec from '../../../src/ca/ocsp-codec';
 import { OcspResponder, certIdHashes, encodeCertId } from '../../../src/ca/ocsp-codec';
 import { certificateParts } from '../../../src/ca/certificate-parts';
 import { toPem } from '../../../src/ca/pem';
@@ -202,6 +203,32 @@ describe('nonce-less single requests: the cache', () => {
     const y = await none.respond(r1.der);
     expect(x.der.equals(y.der)).toBe(false); // ECDSA: a new signature each time
     expect(y.cache).toBeDefined(); // still cacheable by HTTP caches
+  });
+
+  it('a repeated request is parsed once, its status still read every time; a request with a nonce never takes that path', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = service();
+    const req = request([SERIAL], { noNonce: true });
+    const parse = jest.spyOn(ocspCodec, 'parseOcspRequest');
+    try {
+      const first = await svc.respond(req.der);
+      const again = await svc.respond(Buffer.from(req.der)); // equal bytes, another buffer
+      expect(parse).toHaveBeenCalledTimes(1);
+      expect(again.der.equals(first.der)).toBe(true);
+      expect(reads).toBe(2);
+      rows.set(SERIAL, revoked(SERIAL, 'keyCompromise'));
+      const third = await svc.respond(req.der);
+      expect(parse).toHaveBeenCalledTimes(1);
+      expect(third.outcome).toBe('revoked');
+      expect(single(verdict(third, req), SERIAL)).toMatch(/Revocation Reason: keyCompromise \(0x1\)/);
+      const withNonce = request([SERIAL]);
+      const live = await svc.respond(withNonce.der);
+      await svc.respond(withNonce.der);
+      expect(parse).toHaveBeenCalledTimes(3);
+      expect(verdict(live, withNonce)).toContain('Response verify OK');
+    } finally {
+      parse.mockRestore();
+    }
   });
 
   it('SHA-256 CertIDs are answered too, echoing the CertID as sent', async () => {

@@ -42,7 +42,7 @@ describe('brute-force lockout under concurrency', () => {
       expect(r.retryAfter).toBeGreaterThan(0);
       expect(r.retryAfter).toBeLessThanOrEqual(h.cfg.enrollment.authFailureWindow);
     }
-    // one scrypt check per counted attempt (the device has one active secret)
+    // one secret check per counted attempt (the device has one active secret)
     expect(verify).toHaveBeenCalledTimes(5);
     expect((await h.store.countAuthFailures(`basic:${id}`, h.now(), h.cfg.enrollment.authFailureWindow)).count).toBe(5);
     expect((await h.audit('auth.locked')).filter((a) => a.subject === id)).toHaveLength(1);

@@ -7,7 +7,7 @@ import { loadConfig } from '../../../src/config/load-config';
 import { Config } from '../../../src/config/schema';
 import { DeviceCaError, ErrorCode } from '../../../src/errors/device-ca-error';
 import { DeviceLifecycle, OPERATOR, Scope, normalizeSerial } from '../../../src/ra/device-lifecycle';
-import { hashSecret, verifySecret } from '../../../src/ra/enrollment-secret';
+import { hashChosenSecret, serverSecretKey, verifySecret } from '../../../src/ra/enrollment-secret';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { CertificateChange, CertificateRecord } from '../../../src/store/store';
 
@@ -49,7 +49,7 @@ afterEach(async () => {
 async function addDevice(id: string, owner: string | null = 'acme', secret = 'first-secret'): Promise<void> {
   await store.createDevice(
     { id, owner, label: null, state: 'registered' },
-    { hash: await hashSecret(secret, 10), expiresAt: new Date(Date.now() + DAY) },
+    { hash: await hashChosenSecret(secret, 10), expiresAt: new Date(Date.now() + DAY) },
     { type: 'device.registered', actor: 'test', subject: id, data: {} },
   );
 }
@@ -211,8 +211,8 @@ describe('transfer', () => {
     expect(t.expiresAt).toEqual(new Date(NOW.getTime() + 3600_000));
     const secrets = await store.activeSecrets('dev-t', NOW);
     expect(secrets).toHaveLength(1);
-    expect(await verifySecret(t.secret, secrets[0].hash)).toBe(true);
-    expect(await verifySecret('old-secret', secrets[0].hash)).toBe(false);
+    expect(await verifySecret(t.secret, secrets[0].hash, serverSecretKey(cfg))).toBe(true);
+    expect(await verifySecret('old-secret', secrets[0].hash, serverSecretKey(cfg))).toBe(false);
 
     const last = (await store.listAudit({ subject: 'dev-t', limit: 100 })).items.pop()!;
     expect(last).toMatchObject({ type: 'device.transferred', actor: 'op', data: { from: 'acme', to: 'globex' } });
@@ -309,7 +309,7 @@ describe('two-sided transfer: release, claim, cancel-release', () => {
     expect(c.expiresAt).toEqual(new Date(NOW.getTime() + 3600_000));
     const secrets = await store.activeSecrets('dev-x', NOW);
     expect(secrets).toHaveLength(1);
-    expect(await verifySecret(c.secret, secrets[0].hash)).toBe(true);
+    expect(await verifySecret(c.secret, secrets[0].hash, serverSecretKey(cfg))).toBe(true);
     expect(await codeOf(lifecycle.device('dev-x', ACME))).toBe('not-found');
     expect((await lifecycle.device('dev-x', BRAVO)).owner).toBe('bravo');
     const last = (await store.listAudit({ subject: 'dev-x', limit: 100 })).items.pop()!;
@@ -334,8 +334,8 @@ describe('two-sided transfer: release, claim, cancel-release', () => {
     expect(await cert(a)).toMatchObject({ status: 'revoked', revocationReason: 'affiliationChanged' });
     const secrets = await store.activeSecrets('dev-c', NOW);
     expect(secrets).toHaveLength(1);
-    expect(await verifySecret(r.secret, secrets[0].hash)).toBe(true);
-    expect(await verifySecret('old-secret', secrets[0].hash)).toBe(false);
+    expect(await verifySecret(r.secret, secrets[0].hash, serverSecretKey(cfg))).toBe(true);
+    expect(await verifySecret('old-secret', secrets[0].hash, serverSecretKey(cfg))).toBe(false);
     expect(await codeOf(lifecycle.claim('dev-c', BRAVO, 'x'))).toBe('not-found');
     const last = (await store.listAudit({ subject: 'dev-c', limit: 100 })).items.pop()!;
     expect(last).toMatchObject({ type: 'device.release-cancelled', data: { owner: 'acme', to: 'bravo' } });

@@ -2,6 +2,7 @@ import * as crypto from 'node:crypto';
 import { TPM_AK_PROFILE } from '../../../../src/ca/certificate-authority';
 import { signAndRecord } from '../../../../src/ca/issuance';
 import { generateKeyPair } from '../../../../src/keys/software-key-backend';
+import { serverSecretKey } from '../../../../src/ra/enrollment-secret';
 import { ClientCertificateAuthenticator } from '../../../../src/ra/authenticators/client-certificate-authenticator';
 import { DeviceCaError } from '../../../../src/errors/device-ca-error';
 import { TestCa, makeTestCa } from '../../../fixtures/test-ca';
@@ -43,7 +44,7 @@ beforeAll(async () => {
     issuingCas: () => [h.ca.issuer.der],
     bootstrap: { anchors, deviceIdFrom: 'subject.serialNumber' },
     bootstrapConfig: h.cfg.bootstrap,
-    secretHashCost: 10,
+    secretKey: serverSecretKey(h.cfg),
     now: h.now,
   });
 });

@@ -5,7 +5,7 @@ import { loadConfig } from '../../../../src/config/load-config';
 import { Config } from '../../../../src/config/schema';
 import { DeviceCaError } from '../../../../src/errors/device-ca-error';
 import { SecretAuthenticator } from '../../../../src/ra/authenticators/secret-authenticator';
-import { hashSecret } from '../../../../src/ra/enrollment-secret';
+import { hashChosenSecret, hashSecret, serverSecretKey } from '../../../../src/ra/enrollment-secret';
 import { SqliteStore } from '../../../../src/store/sqlite/sqlite-store';
 
 /**
@@ -26,17 +26,19 @@ beforeEach(() => {
   cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { 'enrollment.secretHashCost': 10 } });
   store = new SqliteStore(cfg.store.path);
   offset = 0;
-  auth = new SecretAuthenticator(cfg.enrollment, store, now);
+  auth = new SecretAuthenticator(cfg.enrollment, store, now, serverSecretKey(cfg));
 });
 afterEach(async () => {
   await store.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function addDevice(id: string, secret: string, ttlMs = 86400_000): Promise<void> {
+/** addDevice registers a device whose secret is stored as the RA stores it now (HMAC), or as before (scrypt) */
+async function addDevice(id: string, secret: string, ttlMs = 86400_000, format: 'hmac' | 'scrypt' = 'hmac'): Promise<void> {
+  const hash = format === 'hmac' ? hashSecret(secret, serverSecretKey(cfg)()) : await hashChosenSecret(secret, 10);
   await store.createDevice(
     { id, owner: 'acme', label: null, state: 'registered' },
-    { hash: await hashSecret(secret, 10), expiresAt: new Date(Date.now() + ttlMs) },
+    { hash, expiresAt: new Date(Date.now() + ttlMs) },
     { type: 'device.registered', actor: 'test', subject: id, data: {} },
   );
 }
@@ -107,6 +109,24 @@ describe('SecretAuthenticator', () => {
     // the window passes: the right secret works again
     offset = (cfg.enrollment.authFailureWindow + 1) * 1000;
     expect(await auth.authenticate({ secret: { deviceId: 'dev-1', secret: 'right' } })).toMatchObject({ kind: 'secret' });
+  });
+
+  it('a secret stored as scrypt before HMAC (existing devices) still authenticates; a wrong one is refused', async () => {
+    await addDevice('dev-old', 'right', 86400_000, 'scrypt');
+    const [s] = await store.activeSecrets('dev-old', now());
+    expect(s.hash).toMatch(/^scrypt\$10\$8\$1\$/);
+    expect(await code(auth.authenticate({ secret: { deviceId: 'dev-old', secret: 'wrong' } }))).toBe('unauthenticated');
+    expect(await auth.authenticate({ secret: { deviceId: 'dev-old', secret: 'right' } })).toEqual({ kind: 'secret', deviceId: 'dev-old', secretId: s.id });
+  });
+
+  it("a secret stored under another server key (a node without the data directory's key file) does not authenticate", async () => {
+    const other = hashSecret('right', Buffer.alloc(32, 7));
+    await store.createDevice(
+      { id: 'dev-k', owner: 'acme', label: null, state: 'registered' },
+      { hash: other, expiresAt: new Date(Date.now() + 86400_000) },
+      { type: 'device.registered', actor: 'test', subject: 'dev-k', data: {} },
+    );
+    expect(await code(auth.authenticate({ secret: { deviceId: 'dev-k', secret: 'right' } }))).toBe('unauthenticated');
   });
 
   it('a retired device: forbidden, whatever the secret', async () => {
