@@ -16,6 +16,7 @@ const MODULES: { name: string; file: string; fn: string }[] = [
   { name: 'est', file: './est', fn: 'benchEst' },
   { name: 'ocsp-http', file: './ocsp-http', fn: 'benchOcspHttp' },
   { name: 'pkcs11-issuance', file: './pkcs11-issuance', fn: 'benchPkcs11Issuance' },
+  { name: 'scale', file: './scale', fn: 'benchScale' },
 ];
 
 function load(file: string, fn: string): BenchFunction | string {
