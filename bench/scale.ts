@@ -100,7 +100,12 @@ async function prepare(name: Side['name'], root: string): Promise<Side> {
       const { secret } = await h.ra.registerDevice({ id, owner: 'bench-owner', actor: 'bench' });
       const out = await h.ra.enroll({ profile: 'default', operation: 'enroll', csr, proofs: { secret: { deviceId: id, secret } } });
       if (out.status !== 'issued' || !out.certificate) throw new Error(`bench/scale: enrollment of ${id} did not issue (${out.status})`);
-      pool.push({ certPem: new crypto.X509Certificate(out.certificate).toString(), keyPem: key.export({ type: 'pkcs8', format: 'pem' }) as string, csr, serial: certificateParts(out.certificate).serial });
+      pool.push({
+        certPem: new crypto.X509Certificate(out.certificate).toString(),
+        keyPem: key.export({ type: 'pkcs8', format: 'pem' }) as string,
+        csr,
+        serial: certificateParts(out.certificate).serial,
+      });
     }
   } finally {
     await h.close();
@@ -378,8 +383,22 @@ export async function benchScale(): Promise<BenchRow[]> {
     const rows: (BenchRow & { id: string })[] = [
       row('scale.issuance', `issuance core, ${IN_FLIGHT} in flight, on ${n.toLocaleString('en-US')} devices/certificates`, inProc.issueFull, inProc.issueBase, 'cert', 'in process, as bench/issuance'),
       row('scale.reenroll', 'EST simplereenroll, mTLS, new TLS connection each', best.reFull, best.reBase, 'reenroll', `device-ca serve, c=16, best of ${rounds}`),
-      row('scale.ocsp', 'OCSP cached, keep-alive c=32, certificates spread over the store', best.ocspFull, best.ocspBase, 'resp', `${full.ocsp.length} distinct certificates asked, good and revoked; best of ${rounds}`),
-      row('scale.crl', `CRL re-issue of one shard (${shardRevoked.toLocaleString('en-US')} of ${pf.revoked.toLocaleString('en-US')} revoked)`, inProc.crlFullUs / 1e6, inProc.crlBaseUs / 1e6, 's', 'read + sign + save; the baseline store holds only that shard\'s revoked certificates'),
+      row(
+        'scale.ocsp',
+        'OCSP cached, keep-alive c=32, certificates spread over the store',
+        best.ocspFull,
+        best.ocspBase,
+        'resp',
+        `${full.ocsp.length} distinct certificates asked, good and revoked; best of ${rounds}`,
+      ),
+      row(
+        'scale.crl',
+        `CRL re-issue of one shard (${shardRevoked.toLocaleString('en-US')} of ${pf.revoked.toLocaleString('en-US')} revoked)`,
+        inProc.crlFullUs / 1e6,
+        inProc.crlBaseUs / 1e6,
+        's',
+        "read + sign + save; the baseline store holds only that shard's revoked certificates",
+      ),
       {
         id: 'scale.populate',
         name: `bulk populate (bench fixture): ${n.toLocaleString('en-US')} devices + certificates + audit records`,
