@@ -205,7 +205,13 @@ function postCsr(port: number, csr: Buffer): string {
   return `POST /.well-known/est/simplereenroll HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/pkcs10\r\nContent-Transfer-Encoding: base64\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 
-async function measureReenroll(s: Side, server: ServerHandle, seconds: number): Promise<number> {
+/** Rate: requests per second, and the server's CPU per request (its whole process tree, from /proc), µs */
+interface Rate {
+  rate: number;
+  cpuUs: number;
+}
+
+async function measureReenroll(s: Side, server: ServerHandle, seconds: number): Promise<Rate> {
   const job = (durationMs: number): EstJob => ({
     port: server.httpsPort,
     concurrency: 16,
@@ -217,13 +223,15 @@ async function measureReenroll(s: Side, server: ServerHandle, seconds: number): 
   const run = (j: EstJob) =>
     clientRun<EstResult>('est-client.js', { type: 'run', job: j }, (m) => (m.type === 'result' ? m.result : undefined), j.durationMs + 60_000, { waitReady: true }).then((r) => {
       if (r.ok === 0 || r.failed > r.ok / 100) throw new Error(`bench/scale: ${s.name} simplereenroll: ${r.ok} ok, ${r.failed} failed (${r.firstError})`);
-      return (r.ok * 1000) / r.elapsedMs;
+      return r;
     });
   await run(job(1000)); // warm-up
-  return run(job(seconds * 1000));
+  const c0 = server.cpuMs();
+  const r = await run(job(seconds * 1000));
+  return { rate: (r.ok * 1000) / r.elapsedMs, cpuUs: ((server.cpuMs() - c0) * 1000) / r.ok };
 }
 
-async function measureOcsp(s: Side, server: ServerHandle, seconds: number): Promise<number> {
+async function measureOcsp(s: Side, server: ServerHandle, seconds: number): Promise<Rate> {
   const issuer = certificateParts(s.issuingDer);
   const { issuerNameHash, issuerKeyHash } = certIdHashes(issuer.subject, issuer.spki, 'sha1');
   const requests = s.ocsp.map((c): ClientRequestSpec => {
@@ -242,15 +250,21 @@ async function measureOcsp(s: Side, server: ServerHandle, seconds: number): Prom
     verifyEvery: 1021,
     responderKey: s.responderSpkiPem,
   };
+  let c0 = 0;
+  let cpuMs = 0;
   const r = await clientRun<OcspResult>(
     'ocsp-http-client.js',
     job,
-    (m) => (m.type === 'result' ? (m as Extract<OcspMessage, { type: 'result' }>).result : m.type === 'failed' ? new Error(`bench/scale: ${s.name} OCSP: ${m.message}`) : undefined),
+    (m) => {
+      if (m.type === 'window-start') c0 = server.cpuMs();
+      if (m.type === 'window-end') cpuMs = server.cpuMs() - c0;
+      return m.type === 'result' ? (m as Extract<OcspMessage, { type: 'result' }>).result : m.type === 'failed' ? new Error(`bench/scale: ${s.name} OCSP: ${m.message}`) : undefined;
+    },
     seconds * 1000 + 60_000,
     { waitReady: false },
   );
   if (r.errors > 0 || r.responses === 0) throw new Error(`bench/scale: ${s.name} OCSP: ${r.errors} bad of ${r.responses} (${r.firstError})`);
-  return r.rate;
+  return { rate: r.rate, cpuUs: (cpuMs * 1000) / (r.rate * r.seconds) };
 }
 
 // ------------------------------------------------------------------ devices import (the real CLI)
@@ -276,6 +290,9 @@ function timeImport(root: string, service: string, n: number): { perSecond: numb
 // ------------------------------------------------------------------ the benchmark
 
 const mb = (b: number): string => `${(b / 1e6).toFixed(0)} MB`;
+/** cpuNote: CPU per operation on both stores; steadier than rates when other processes share the cores */
+const cpuNote = (what: string, fullUs: number, baseUs: number): string => `${what} CPU per op ${fmtMicros(fullUs)} vs ${fmtMicros(baseUs)} empty (ratio ${(baseUs / fullUs).toFixed(2)})`;
+
 const row = (id: string, name: string, full: number, base: number, unit: string, note: string): BenchRow & { id: string } => ({
   id,
   name,
@@ -336,7 +353,7 @@ export async function benchScale(): Promise<BenchRow[]> {
     const ipBase = await inProcess(base);
     const ipFull = await inProcess(full);
     const crlEntries = [0, 0];
-    const inProc = { issueBase: 0, issueFull: 0, crlBaseUs: 0, crlFullUs: 0 };
+    const inProc = { issueBase: 0, issueFull: 0, crlBaseUs: 0, crlFullUs: 0, issueCpu: [0, 0], crlCpu: [0, 0] };
     try {
       const m = await bestOfRounds(
         {
@@ -349,6 +366,8 @@ export async function benchScale(): Promise<BenchRow[]> {
       );
       if (crlEntries[0] !== shardRevoked || crlEntries[1] !== shardRevoked) throw new Error(`bench/scale: shard ${SHARD} CRLs hold ${crlEntries.join('/')} entries, expected ${shardRevoked}`);
       Object.assign(inProc, { issueBase: m.issueBase.perSecond * IN_FLIGHT, issueFull: m.issueFull.perSecond * IN_FLIGHT, crlBaseUs: m.crlBase.microsPerOp, crlFullUs: m.crlFull.microsPerOp });
+      inProc.issueCpu = [m.issueFull.cpuMicrosPerOp / IN_FLIGHT, m.issueBase.cpuMicrosPerOp / IN_FLIGHT];
+      inProc.crlCpu = [m.crlFull.cpuMicrosPerOp, m.crlBase.cpuMicrosPerOp];
     } finally {
       await ipBase.close();
       await ipFull.close();
@@ -356,20 +375,20 @@ export async function benchScale(): Promise<BenchRow[]> {
 
     // ---- servers: re-enrollment (mTLS, new connection each) and OCSP cached (keep-alive)
     const best = { reBase: 0, reFull: 0, ocspBase: 0, ocspFull: 0 };
+    // server CPU per request: the least of the rounds (least disturbed by other processes)
+    const cpu = { reBase: Infinity, reFull: Infinity, ocspBase: Infinity, ocspFull: Infinity };
     for (let r = 0; r < rounds; r++) {
       for (const s of [base, full]) {
         const server = await startServer({ serviceDir: service, dataDir: s.dataDir, httpsPort: await freePort(), httpPort: await freePort() });
         try {
           const o = await measureOcsp(s, server, seconds);
           const re = await measureReenroll(s, server, seconds);
-          log(`  round ${r + 1} ${s.name}: OCSP ${o.toFixed(0)}/s, simplereenroll ${re.toFixed(1)}/s`);
-          if (s === base) {
-            best.ocspBase = Math.max(best.ocspBase, o);
-            best.reBase = Math.max(best.reBase, re);
-          } else {
-            best.ocspFull = Math.max(best.ocspFull, o);
-            best.reFull = Math.max(best.reFull, re);
-          }
+          log(`  round ${r + 1} ${s.name}: OCSP ${o.rate.toFixed(0)}/s (${o.cpuUs.toFixed(0)} µs server CPU each), simplereenroll ${re.rate.toFixed(1)}/s (${re.cpuUs.toFixed(0)} µs)`);
+          const k = s === base ? 'Base' : 'Full';
+          best[`ocsp${k}`] = Math.max(best[`ocsp${k}`], o.rate);
+          best[`re${k}`] = Math.max(best[`re${k}`], re.rate);
+          cpu[`ocsp${k}`] = Math.min(cpu[`ocsp${k}`], o.cpuUs);
+          cpu[`re${k}`] = Math.min(cpu[`re${k}`], re.cpuUs);
         } finally {
           await server.stop();
         }
@@ -381,15 +400,29 @@ export async function benchScale(): Promise<BenchRow[]> {
     log(`devices import: ${importN} devices in ${imp.seconds.toFixed(1)} s`);
 
     const rows: (BenchRow & { id: string })[] = [
-      row('scale.issuance', `issuance core, ${IN_FLIGHT} in flight, on ${n.toLocaleString('en-US')} devices/certificates`, inProc.issueFull, inProc.issueBase, 'cert', 'in process, as bench/issuance'),
-      row('scale.reenroll', 'EST simplereenroll, mTLS, new TLS connection each', best.reFull, best.reBase, 'reenroll', `device-ca serve, c=16, best of ${rounds}`),
+      row(
+        'scale.issuance',
+        `issuance core, ${IN_FLIGHT} in flight, on ${n.toLocaleString('en-US')} devices/certificates`,
+        inProc.issueFull,
+        inProc.issueBase,
+        'cert',
+        `in process, as bench/issuance; ${cpuNote('process', inProc.issueCpu[0], inProc.issueCpu[1])}`,
+      ),
+      row(
+        'scale.reenroll',
+        'EST simplereenroll, mTLS, new TLS connection each',
+        best.reFull,
+        best.reBase,
+        'reenroll',
+        `device-ca serve, c=16, best of ${rounds}; ${cpuNote('server', cpu.reFull, cpu.reBase)}`,
+      ),
       row(
         'scale.ocsp',
         'OCSP cached, keep-alive c=32, certificates spread over the store',
         best.ocspFull,
         best.ocspBase,
         'resp',
-        `${full.ocsp.length} distinct certificates asked, good and revoked; best of ${rounds}`,
+        `${full.ocsp.length} distinct certificates asked, good and revoked; best of ${rounds}; ${cpuNote('server', cpu.ocspFull, cpu.ocspBase)}`,
       ),
       row(
         'scale.crl',
@@ -397,7 +430,7 @@ export async function benchScale(): Promise<BenchRow[]> {
         inProc.crlFullUs / 1e6,
         inProc.crlBaseUs / 1e6,
         's',
-        "read + sign + save; the baseline store holds only that shard's revoked certificates",
+        `read + sign + save; the baseline store holds only that shard's revoked certificates; ${cpuNote('process', inProc.crlCpu[0], inProc.crlCpu[1])}`,
       ),
       {
         id: 'scale.populate',
