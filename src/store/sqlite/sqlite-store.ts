@@ -58,6 +58,14 @@ const seqCursor = (after: string | undefined): number => {
 };
 
 /**
+ * REVOKED_IN_SHARD_SQL is one page of a CRL shard's entries, in serial order. `status = 'revoked'` is
+ * written out (not bound) so SQLite can use the partial index certificates_crl_revoked (migration 12),
+ * which covers every column read here.
+ */
+export const REVOKED_IN_SHARD_SQL =
+  "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates WHERE issuer = ? AND shard = ? AND status = 'revoked' AND not_after > ? AND serial > ? ORDER BY serial LIMIT ?";
+
+/**
  * SqliteStore is the embedded default store: one file, WAL journal, shared safely by the worker
  * processes of one machine (each opens its own connection; writers serialize on SQLite's lock).
  * synchronous=NORMAL in WAL mode keeps every committed transaction across a process crash.
@@ -483,9 +491,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
 
   async *revokedInShard(issuer: string, shard: number, now: Date, pageSize = 10000): AsyncIterable<RevokedRow[]> {
     // keyset pagination: each page is its own short read, so writers are never blocked for long
-    const stmt = this.stmt(
-      "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates WHERE issuer = ? AND shard = ? AND status = 'revoked' AND not_after > ? AND serial > ? ORDER BY serial LIMIT ?",
-    );
+    const stmt = this.stmt(REVOKED_IN_SHARD_SQL);
     stmt.raw(true);
     let after = '';
     for (;;) {
