@@ -42,6 +42,14 @@ export const BENCH_IDS = [
   'pkcs11.ocsp.live',
   /** a CRL of 1,000,000 entries from paged store entries / openssl ca -gencrl (ratio: speed-up) */
   'crl.1m',
+  /** bench/scale: each on a store of BENCH_SCALE_N devices and certificates / the same on an empty store */
+  'scale.issuance',
+  'scale.reenroll',
+  'scale.ocsp',
+  'scale.crl',
+  /** bench/scale: filling the store (rows/s, store size) and `devices import` (devices/s); no baseline ratio target */
+  'scale.populate',
+  'scale.import',
 ] as const;
 
 export type BenchId = (typeof BENCH_IDS)[number];

@@ -14,7 +14,7 @@ import { KeyBackend } from '../src/keys/key-backend';
 import { buildCertificateAuthority, ensureCa, ensureOcspResponder, openKeyBackend, openRegistrationAuthority } from '../src/main';
 import { parseCsr } from '../src/ra/csr';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store';
-import { BenchRow, bestOfRounds, fmtMicros, fmtRate } from './bench-table';
+import { BenchId, BenchRow, bestOfRounds, fmtMicros, fmtRate } from './bench-table';
 import type { ClientJob as EstJob, ClientResult as EstResult } from './est-client';
 import { csrFor, repoRoot, serviceDir } from './est-fixtures';
 import { ServerHandle, freePort, startServer } from './est-server';
@@ -293,7 +293,7 @@ const mb = (b: number): string => `${(b / 1e6).toFixed(0)} MB`;
 /** cpuNote: CPU per operation on both stores; steadier than rates when other processes share the cores */
 const cpuNote = (what: string, fullUs: number, baseUs: number): string => `${what} CPU per op ${fmtMicros(fullUs)} vs ${fmtMicros(baseUs)} empty (ratio ${(baseUs / fullUs).toFixed(2)})`;
 
-const row = (id: string, name: string, full: number, base: number, unit: string, note: string): BenchRow & { id: string } => ({
+const row = (id: BenchId, name: string, full: number, base: number, unit: string, note: string): BenchRow & { id: BenchId } => ({
   id,
   name,
   figure: unit === 's' ? fmtMicros(full * 1e6) : fmtRate(full, unit),

@@ -39,7 +39,22 @@ describe('bench --json', () => {
 
   it('lists the stable ids the performance issue names, each once', () => {
     expect([...BENCH_IDS].sort()).toEqual(
-      ['crl.1m', 'est.enroll.basic', 'est.reenroll.mtls', 'issuance.core.parallel', 'ocsp.cached.keepalive', 'ocsp.nonce.newconn', 'pkcs11.issuance', 'pkcs11.ocsp.live'].sort(),
+      [
+        'crl.1m',
+        'est.enroll.basic',
+        'est.reenroll.mtls',
+        'issuance.core.parallel',
+        'ocsp.cached.keepalive',
+        'ocsp.nonce.newconn',
+        'pkcs11.issuance',
+        'pkcs11.ocsp.live',
+        'scale.issuance',
+        'scale.reenroll',
+        'scale.ocsp',
+        'scale.crl',
+        'scale.populate',
+        'scale.import',
+      ].sort(),
     );
   });
 
