@@ -50,6 +50,13 @@ export const BENCH_IDS = [
   /** bench/scale: filling the store (rows/s, store size) and `devices import` (devices/s); no baseline ratio target */
   'scale.populate',
   'scale.import',
+  /** bench/redis-http, the built service, one worker per node: a node on Redis / a node on SQLite (target 0.8) */
+  'redis.enroll.basic',
+  'redis.reenroll.mtls',
+  'redis.ocsp.cached',
+  /** bench/redis-http: 2 nodes on one Redis / 1 node (target 1.6) */
+  'redis.nodes2.enroll.basic',
+  'redis.nodes2.reenroll.mtls',
 ] as const;
 
 export type BenchId = (typeof BENCH_IDS)[number];

@@ -20,6 +20,7 @@ const MODULES: { name: string; file: string; fn: string }[] = [
   { name: 'pkcs11-issuance', file: './pkcs11-issuance', fn: 'benchPkcs11Issuance' },
   { name: 'firmware', file: './firmware', fn: 'benchFirmware' },
   { name: 'redis-store', file: './redis-store', fn: 'benchRedisStore' },
+  { name: 'redis-http', file: './redis-http', fn: 'benchRedisHttp' },
   { name: 'scale', file: './scale', fn: 'benchScale' },
 ];
 

@@ -12,6 +12,8 @@ export interface RedisServer {
   stop(opts?: { keep?: boolean }): Promise<void>;
   /** restart starts it again on the same port and directory (AOF replays what was acknowledged) */
   restart(): Promise<void>;
+  /** kill sends SIGKILL to its pid (a crash: no shutdown save) and waits for the exit; the data directory stays for restart() */
+  kill(): Promise<void>;
 }
 
 /** hasRedisServer: whether the Debian package redis-server is installed (scripts/install-test-deps.sh installs it). */
@@ -23,11 +25,13 @@ export function hasRedisServer(): boolean {
  * startRedisServer runs `redis-server` on 127.0.0.1 with AOF on and RDB snapshots off (what a CA should
  * run: every acknowledged write is in the append-only file), or with `persistence: 'none'` neither.
  */
-export async function startRedisServer(opts: { persistence?: 'aof' | 'none' } = {}): Promise<RedisServer> {
+export async function startRedisServer(opts: { persistence?: 'aof' | 'none'; appendfsync?: 'always' | 'everysec' } = {}): Promise<RedisServer> {
   const tmp: TmpDir = makeTmpDir('device-ca-redis-');
   const port = await freePort();
   let child: ChildProcess;
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', opts.persistence === 'none' ? 'no' : 'yes', '--dir', tmp.path, '--daemonize', 'no'];
+  // appendfsync always: Redis fsyncs the AOF before it replies, so an acknowledged write survives a crash of the machine too
+  if (opts.appendfsync) args.push('--appendfsync', opts.appendfsync);
   const launch = async () => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
     const deadline = Date.now() + 10_000;
@@ -63,6 +67,12 @@ export async function startRedisServer(opts: { persistence?: 'aof' | 'none' } = 
     async restart() {
       await halt();
       await launch();
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      process.kill(child.pid!, 'SIGKILL');
+      await exited;
     },
   };
 }
@@ -117,6 +127,9 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
           await exited;
         },
         async restart() {
+          throw new Error('not supported for cluster nodes');
+        },
+        async kill() {
           throw new Error('not supported for cluster nodes');
         },
       });

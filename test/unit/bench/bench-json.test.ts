@@ -54,6 +54,11 @@ describe('bench --json', () => {
         'scale.crl',
         'scale.populate',
         'scale.import',
+        'redis.enroll.basic',
+        'redis.reenroll.mtls',
+        'redis.ocsp.cached',
+        'redis.nodes2.enroll.basic',
+        'redis.nodes2.reenroll.mtls',
       ].sort(),
     );
   });
