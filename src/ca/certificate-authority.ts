@@ -226,8 +226,9 @@ export class CertificateAuthority {
   async issue(req: AuthorizedRequest, now = new Date()): Promise<IssuedCertificate> {
     const profile = this.profiles.get(req.profile);
     if (!profile) throw new DeviceCaError('internal', `no certificate profile "${req.profile}"`);
-    // the TLS server certificate chains to the CA the HTTPS listener sends; leaves to the one active now
-    const ca = req.profile === TLS_SERVER_PROFILE ? this.opts.issuing : this.leafIssuer(now);
+    // every leaf, the HTTPS certificate too, from the issuing CA active now (the listener sends the CA
+    // that signed its certificate: service-certificates.ts tlsMaterial)
+    const ca = this.leafIssuer(now);
     const x = { ...this.fixedExt, ...this.caExt(ca) };
     return this.sign(
       { subject: req.subject, spki: req.spki, validitySeconds: profile.validitySeconds },
