@@ -128,6 +128,16 @@ it('a revoked old certificate is listed on the old CA’s CRL (signed by the old
   expect(r.out).toContain(`${d.crt}: revoked\n`);
 });
 
+it('keys list: the issuing key in force is the new one; the old one is listed as retired (it still signs its CRLs)', async () => {
+  const rows = JSON.parse(await cliOk('keys', 'list', '--json')) as { role: string; ca: string; status: string; ref: string }[];
+  expect(rows.filter((r) => r.role.startsWith('issuing')).map((r) => [r.role, r.ca, r.status])).toEqual([
+    ['issuing', NEW, 'in force'],
+    ['issuing-retired', OLD, 'retired'],
+  ]);
+  const table = await cliOk('keys', 'list');
+  expect(table).toMatch(new RegExp(`^issuing-retired\\s+${OLD}\\s+retired\\s`, 'm'));
+});
+
 /**
  * OTHER_NODE_TLS is what a node started after the rollover does when it holds the CA duties (serve's
  * prepare step): it finds the HTTPS certificate not issued by its issuing CA (the new one) and issues one
