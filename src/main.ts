@@ -172,7 +172,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     }
   });
   const access = new AdminAccess(store, operatorFingerprints(cfg));
-  const certs = new ServiceCertificates({ cfg, keys, ca, hierarchy, store });
+  const certs = new ServiceCertificates({ cfg, keys, ca, hierarchy, store, issuers: () => cas.trusted() });
   let holding = false;
   const duties = new CaDuties({
     store,
@@ -189,8 +189,9 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     },
     renew: () => certs.renew(),
     reload: async () => {
-      await certs.reload();
+      // the CAs first: an HTTPS certificate another node issued from a new CA needs that CA for its chain
       await cas.refresh();
+      await certs.reload();
     },
     onError: (what, e) => logError(`CA duties: ${what} failed`)(e),
   });

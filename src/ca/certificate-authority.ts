@@ -93,7 +93,7 @@ export interface CertificateAuthorityOptions {
   /** issuing: the issuing CA of the CA's own service certificates (OCSP responder, SCEP RA, HTTPS) */
   issuing: CaMaterial;
   /** issuers: which issuing CA signs leaves at a given time (issuing-ca-set.ts, rollover); default: issuing */
-  issuers?: { active(now: Date): CaMaterial; trusted(): CaMaterial[] };
+  issuers?: { active(now: Date): CaMaterial; trusted(): CaMaterial[]; isRevoked?(name: string): boolean };
   publicUrl: string;
   crlShards: number;
   backdateSeconds: number;
@@ -207,7 +207,7 @@ export class CertificateAuthority {
    */
   async issueAttestationKey(req: { subject: NameAttribute[]; spki: Buffer; validitySeconds: number }, now = new Date()): Promise<IssuedCertificate> {
     // AK certificates are device certificates: from the issuing CA active now, as leaves are
-    const ca = this.opts.issuers?.active(now) ?? this.opts.issuing;
+    const ca = this.leafIssuer(now);
     const x = { ...this.fixedExt, ...this.caExt(ca) };
     return this.sign(
       { subject: req.subject, spki: req.spki, validitySeconds: req.validitySeconds },
@@ -226,8 +226,9 @@ export class CertificateAuthority {
   async issue(req: AuthorizedRequest, now = new Date()): Promise<IssuedCertificate> {
     const profile = this.profiles.get(req.profile);
     if (!profile) throw new DeviceCaError('internal', `no certificate profile "${req.profile}"`);
-    // the TLS server certificate chains to the CA the HTTPS listener sends; leaves to the one active now
-    const ca = req.profile === TLS_SERVER_PROFILE ? this.opts.issuing : (this.opts.issuers?.active(now) ?? this.opts.issuing);
+    // every leaf, the HTTPS certificate too, from the issuing CA active now (the listener sends the CA
+    // that signed its certificate: service-certificates.ts tlsMaterial)
+    const ca = this.leafIssuer(now);
     const x = { ...this.fixedExt, ...this.caExt(ca) };
     return this.sign(
       { subject: req.subject, spki: req.spki, validitySeconds: profile.validitySeconds },
@@ -247,6 +248,19 @@ export class CertificateAuthority {
       now,
       ca,
     );
+  }
+
+  /**
+   * leafIssuer: the issuing CA that signs device certificates at `now`, refusing one the root CRL lists
+   * (`ca revoke-issuing`): a certificate from it would fail every relying party that checks the chain's
+   * CRLs, so the operator must first make a new issuing CA (`ca rollover`, README runbook).
+   */
+  private leafIssuer(now: Date): CaMaterial {
+    const ca = this.opts.issuers?.active(now) ?? this.opts.issuing;
+    if (this.opts.issuers?.isRevoked?.(ca.name)) {
+      throw new DeviceCaError('config', `issuing CA ${ca.name} has been revoked; no certificate is issued until \`device-ca ca rollover\` makes a new issuing CA`);
+    }
+    return ca;
   }
 
   /** sign: serial, shard and validity window are chosen here and nowhere else. */

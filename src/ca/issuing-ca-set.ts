@@ -50,6 +50,11 @@ export class IssuingCaSet {
     return this.all().filter((c) => !revoked.has(c.name));
   }
 
+  /** isRevoked: whether the root CRL lists this issuing CA (`ca revoke-issuing`): it signs nothing more. */
+  isRevoked(name: string): boolean {
+    return (this.h.revoked ?? []).includes(name);
+  }
+
   /**
    * chain: what clients fetch as the CA certificates (EST /cacerts, SCEP GetCACert): the active issuing
    * CA first (clients that take the first certificate as their issuer), then the other issuing CAs served

@@ -8,8 +8,8 @@ import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyBackend, SigningKey } from '../keys/key-backend';
 import { generateKeyPair } from '../keys/software-key-backend';
 import { AuditStore, CaStateStore, CertificateStore } from '../store/store';
-import { CaHierarchy } from './ca-hierarchy';
-import { CertificateAuthority, SCEP_RA_PROFILE, TLS_SERVER_PROFILE } from './certificate-authority';
+import { CaHierarchy, issuingCas } from './ca-hierarchy';
+import { CaMaterial, CertificateAuthority, SCEP_RA_PROFILE, TLS_SERVER_PROFILE } from './certificate-authority';
 import { issueAndRecord, signAndRecord } from './issuance';
 import { pemBlocks, toPem } from './pem';
 
@@ -229,9 +229,23 @@ async function currentTlsRecord(cfg: Config, store: ServiceCertificateStore): Pr
   return (await getRecord<StoredTlsServer>(store, TLS_SERVER_RECORD)) ?? (await importLegacyTls(cfg, store));
 }
 
-function tlsMaterial(cfg: Config, hierarchy: CaHierarchy, rec: { value: StoredTlsServer; version: number }): TlsServerMaterial {
+/** signedBy: the certificate names this CA as its issuer and its signature verifies with the CA's key. */
+function signedBy(x: crypto.X509Certificate, ca: CaMaterial): boolean {
+  const c = new crypto.X509Certificate(ca.der);
+  return x.checkIssued(c) && x.verify(c.publicKey);
+}
+
+/**
+ * tlsMaterial: the HTTPS leaf followed by the issuing CA that actually signed it, found among `issuers`
+ * (every issuing CA served). After a rollover another node may have issued the leaf from the new CA while
+ * this process started under the old one: appending the start-time CA would send a chain that does not
+ * link (RFC 8446 §4.4.2: each certificate certifies the one before it). Falls back to the first CA.
+ */
+function tlsMaterial(cfg: Config, issuers: readonly CaMaterial[], rec: { value: StoredTlsServer; version: number }): TlsServerMaterial {
   const der = Buffer.from(rec.value.der, 'base64');
-  return { certPem: toPem(der, 'CERTIFICATE') + toPem(hierarchy.issuing.der, 'CERTIFICATE'), keyPem: fs.readFileSync(fromStoredRef(cfg.dataDir, rec.value.keyRef), 'utf8'), version: rec.version };
+  const leaf = new crypto.X509Certificate(der);
+  const issuer = issuers.find((c) => signedBy(leaf, c)) ?? issuers[0];
+  return { certPem: toPem(der, 'CERTIFICATE') + toPem(issuer.der, 'CERTIFICATE'), keyPem: fs.readFileSync(fromStoredRef(cfg.dataDir, rec.value.keyRef), 'utf8'), version: rec.version };
 }
 
 /**
@@ -242,7 +256,7 @@ export async function readTlsServerCertificate(cfg: Config, hierarchy: CaHierarc
   const ext = externalTls(cfg);
   if (ext) return ext;
   const rec = await currentTlsRecord(cfg, store);
-  return rec ? tlsMaterial(cfg, hierarchy, rec) : null;
+  return rec ? tlsMaterial(cfg, issuingCas(hierarchy), rec) : null;
 }
 
 /**
@@ -251,7 +265,14 @@ export async function readTlsServerCertificate(cfg: Config, hierarchy: CaHierarc
  * renewed 30 days before it expires or when the names change. Its key is a software key in a 0600 file
  * under <dataDir>/tls, named after the certificate, so a renewal never overwrites the key in use.
  */
-export async function ensureTlsServerCertificate(cfg: Config, ca: CertificateAuthority, hierarchy: CaHierarchy, store: ServiceCertificateStore, now = new Date()): Promise<TlsServerMaterial> {
+export async function ensureTlsServerCertificate(
+  cfg: Config,
+  ca: CertificateAuthority,
+  hierarchy: CaHierarchy,
+  store: ServiceCertificateStore,
+  now = new Date(),
+  issuers: readonly CaMaterial[] = issuingCas(hierarchy),
+): Promise<TlsServerMaterial> {
   const ext = externalTls(cfg);
   if (ext) return ext;
   const names = tlsNames(cfg);
@@ -262,7 +283,9 @@ export async function ensureTlsServerCertificate(cfg: Config, ca: CertificateAut
       const have = (x.subjectAltName ?? '').split(', ').map((s) => s.replace(/^(DNS|IP Address):/, '').toLowerCase());
       const fresh = new Date(x.validTo).getTime() - now.getTime() > TLS_RENEW_BEFORE_MS;
       const sameNames = names.every((n) => have.includes(n.toLowerCase()) || (n === '::1' && have.includes('0:0:0:0:0:0:0:1')));
-      if (fresh && sameNames && x.checkIssued(new crypto.X509Certificate(hierarchy.issuing.der))) return tlsMaterial(cfg, hierarchy, rec);
+      // kept while an issuing CA served (not revoked) signed it: after a rollover, nodes started before and
+      // after it agree on the certificate another node issued instead of replacing it every round
+      if (fresh && sameNames && issuers.some((c) => signedBy(x, c))) return tlsMaterial(cfg, issuers, rec);
     } catch {
       // unparsable certificate or unreadable key: issue a new one
     }
@@ -281,7 +304,7 @@ export async function ensureTlsServerCertificate(cfg: Config, ca: CertificateAut
   const keyRef = path.join('tls', `server-${issued.serial.slice(0, 16)}.key`);
   writeFileAtomic(fromStoredRef(cfg.dataDir, keyRef), kp.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
   const saved = await saveOrReread(store, TLS_SERVER_RECORD, { keyRef, der: issued.der.toString('base64') }, rec?.version ?? 0);
-  return tlsMaterial(cfg, hierarchy, saved);
+  return tlsMaterial(cfg, issuers, saved);
 }
 
 // ---------- every worker: follow the store ----------
@@ -292,6 +315,8 @@ export interface ServiceCertificatesOptions {
   ca: CertificateAuthority;
   hierarchy: CaHierarchy;
   store: ServiceCertificateStore;
+  /** issuers: the issuing CAs served now and not revoked (IssuingCaSet.trusted, which follows rollovers); default: the hierarchy's */
+  issuers?: () => readonly CaMaterial[];
   now?: () => Date;
 }
 
@@ -321,7 +346,7 @@ export class ServiceCertificates {
   async renew(): Promise<void> {
     const now = this.now();
     await ensureOcspResponder(this.o.cfg, this.o.keys, this.o.ca, this.o.store, now);
-    await ensureTlsServerCertificate(this.o.cfg, this.o.ca, this.o.hierarchy, this.o.store, now);
+    await ensureTlsServerCertificate(this.o.cfg, this.o.ca, this.o.hierarchy, this.o.store, now, this.o.issuers?.() ?? issuingCas(this.o.hierarchy));
     if (this.o.cfg.scep.enabled) await ensureScepRa(this.o.cfg, this.o.keys, this.o.ca, this.o.store, now);
   }
 
@@ -337,7 +362,7 @@ export class ServiceCertificates {
     if (!externalTls(this.o.cfg)) {
       const tls = await getRecord<StoredTlsServer>(this.o.store, TLS_SERVER_RECORD);
       if (tls && tls.version !== this.tls?.version) {
-        this.tls = tlsMaterial(this.o.cfg, this.o.hierarchy, tls);
+        this.tls = tlsMaterial(this.o.cfg, this.o.issuers?.() ?? issuingCas(this.o.hierarchy), tls);
         this.tlsChanged(this.tls);
         changed = true;
       }
@@ -364,7 +389,7 @@ export class ServiceCertificates {
     const read = async () => ({
       // the importing reads first: an older data directory's files become store records here
       ocsp: await readOcspResponder(this.o.cfg, this.o.keys, this.o.store),
-      tls: await readTlsServerCertificate(this.o.cfg, this.o.hierarchy, this.o.store),
+      tls: await this.readTls(),
       scep: scepWanted ? await readScepRa(this.o.cfg, this.o.keys, this.o.store) : null,
     });
     const complete = (m: Awaited<ReturnType<typeof read>>) => m.ocsp !== null && m.tls !== null && (!scepWanted || m.scep !== null);
@@ -381,6 +406,14 @@ export class ServiceCertificates {
       await tryRenew();
       if (!complete(await read())) await new Promise((r) => setTimeout(r, 500));
     }
+  }
+
+  /** readTls: the HTTPS chain from the store, its issuer looked up among the issuing CAs served now. */
+  private async readTls(): Promise<TlsServerMaterial | null> {
+    const ext = externalTls(this.o.cfg);
+    if (ext) return ext;
+    const rec = await currentTlsRecord(this.o.cfg, this.o.store);
+    return rec ? tlsMaterial(this.o.cfg, this.o.issuers?.() ?? issuingCas(this.o.hierarchy), rec) : null;
   }
 
   private now(): Date {

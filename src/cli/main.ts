@@ -566,14 +566,14 @@ program
   .command('keys')
   .description('CA keys')
   .command('list')
-  .description('which key serves which role: PKCS#11 URI (RFC 7512) or key file, and the SHA-256 of its public key')
+  .description('which key serves which role (pending and retired issuing keys too): PKCS#11 URI (RFC 7512) or key file, and the SHA-256 of its public key')
   .action(async () => {
     const cfg = config();
     const keys = openKeyBackend(cfg);
     const store = await openCheckedStore(cfg).catch(async (e: unknown) => (await keys.close(), Promise.reject(e)));
     try {
       const rows = await keyAssignments(cfg, keys, store);
-      printRecords(json(), rows, ['role', 'ca', 'ref', 'spkiSha256']);
+      printRecords(json(), rows, ['role', 'ca', 'status', 'ref', 'spkiSha256']);
     } finally {
       await store.close();
       await keys.close();

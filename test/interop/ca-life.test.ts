@@ -1,3 +1,4 @@
+import { pkiClient } from '../helpers/pki-client';
 import { RunningService, runProcess, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
@@ -94,3 +95,27 @@ it('OCSP for the issuing CA certificate after ca revoke-issuing: revoked (keyCom
   expect(r.stdout).toContain(`${svc.dataDir}/ca/device-ca-issuing.pem: revoked\n`);
   expect(r.stdout).toMatch(/Revocation Reason: keyCompromise \(0x1\)/);
 });
+
+it('after ca revoke-issuing the service issues nothing more from the revoked CA: EST 5xx, no certificate recorded, the log names `ca rollover`', async () => {
+  const { cliOk, postEst, csrB64 } = pkiClient({ svc: () => svc, tmp: () => tmp });
+  const secret = (await cliOk('devices', 'add', 'dev-after-revoke', '--owner', 'acme')).trim();
+  const key = tmp.file('dev-after-revoke.key');
+  expect((await openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key)).code).toBe(0);
+  const csr = await csrB64(key, '/CN=dev-after-revoke');
+  // the service reads the revocation at its next CA duties round (10 s); its renewal of the HTTPS
+  // certificate (signed by the revoked CA) is the first thing it refuses
+  const refusal = 'issuing CA device-ca-issuing has been revoked; no certificate is issued until `device-ca ca rollover`';
+  const count = () => svc.logs().split(refusal).length - 1;
+  const end = Date.now() + 40_000;
+  while (count() === 0) {
+    if (Date.now() > end) throw new Error(`the service did not read the revocation:\n${svc.logs()}`);
+    await new Promise((res) => setTimeout(res, 500));
+  }
+  const before = count();
+  const r = await postEst('simpleenroll', csr, { user: ['dev-after-revoke', secret] });
+  expect(r.status).toBe(500);
+  expect(r.text).not.toMatch(/at .*\.js:\d+/); // no stack to the client
+  expect(count()).toBeGreaterThan(before);
+  const certs = JSON.parse(await cliOk('certs', 'list', '--device', 'dev-after-revoke', '--json')) as unknown[];
+  expect(certs).toEqual([]);
+}, 60_000);

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { Device, entryOf, must, openssl, opensslAny, pkiClient } from '../helpers/pki-client';
-import { RunningService, assertBuilt, startService } from '../helpers/service-process';
+import { REPO_ROOT, RunningService, assertBuilt, cleanEnv, runProcess, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
 /**
@@ -127,3 +127,64 @@ it('a revoked old certificate is listed on the old CA’s CRL (signed by the old
   expect(r.out).toContain('Response verify OK');
   expect(r.out).toContain(`${d.crt}: revoked\n`);
 });
+
+it('keys list: the issuing key in force is the new one; the old one is listed as retired (it still signs its CRLs)', async () => {
+  const rows = JSON.parse(await cliOk('keys', 'list', '--json')) as { role: string; ca: string; status: string; ref: string }[];
+  expect(rows.filter((r) => r.role.startsWith('issuing')).map((r) => [r.role, r.ca, r.status])).toEqual([
+    ['issuing', NEW, 'in force'],
+    ['issuing-retired', OLD, 'retired'],
+  ]);
+  const table = await cliOk('keys', 'list');
+  expect(table).toMatch(new RegExp(`^issuing-retired\\s+${OLD}\\s+retired\\s`, 'm'));
+});
+
+/**
+ * OTHER_NODE_TLS is what a node started after the rollover does when it holds the CA duties (serve's
+ * prepare step): it finds the HTTPS certificate not issued by its issuing CA (the new one) and issues one
+ * from it into the shared store. Run with the built modules against the service's data directory.
+ */
+const OTHER_NODE_TLS = `
+const d = ${JSON.stringify(path.join(REPO_ROOT, 'dist'))};
+const { loadConfig } = require(d + '/config/load-config');
+const { openStore, buildCertificateAuthority, ensureTlsServerCertificate } = require(d + '/main');
+const { openKeyBackend } = require(d + '/keys/open-key-backend');
+const { loadCa } = require(d + '/ca/ca-hierarchy');
+(async () => {
+  const base = loadConfig();
+  // one more HTTPS name than the service: this node's certificate differs, so it issues one
+  const cfg = { ...base, https: { ...base.https, names: [...base.https.names, 'node-b.example.test'] } };
+  const store = openStore(cfg);
+  const keys = openKeyBackend(cfg);
+  const h = await loadCa(cfg, keys, store);
+  await ensureTlsServerCertificate(cfg, buildCertificateAuthority(cfg, h), h, store);
+  await store.close();
+  await keys.close();
+})().catch((e) => { console.error(e); process.exit(1); });
+`;
+
+/** showcerts: the subjects and issuers of the chain the HTTPS listener sends (openssl s_client -showcerts) */
+async function showcerts(): Promise<string> {
+  const r = await runProcess('openssl', ['s_client', '-connect', `127.0.0.1:${svc.httpsPort}`, '-servername', 'localhost', '-showcerts'], { input: '' });
+  return r.stdout;
+}
+
+it('HTTPS: after another node issued the listener certificate from the new CA, this node (not restarted) sends that CA behind it (openssl s_client -showcerts)', async () => {
+  const other = await runProcess(process.execPath, ['-e', OTHER_NODE_TLS], { env: cleanEnv(svc.env) });
+  expect(other.stderr).toBe('');
+  expect(other.code).toBe(0);
+  // the service reloads its service certificates each CA duties round (10 s)
+  const end = Date.now() + 30_000;
+  let out = await showcerts();
+  while (!/^ 0 s:.*\n\s+i:.*Issuing CA 2\n/m.test(out)) {
+    if (Date.now() > end) throw new Error(`the service did not pick up the new HTTPS certificate:\n${out}`);
+    await new Promise((r) => setTimeout(r, 500));
+    out = await showcerts();
+  }
+  // certificate 1 is the CA that signed certificate 0 (before: the issuing CA the service started with)
+  expect(out).toMatch(/^ 1 s:O ?= ?device-ca, CN ?= ?device-ca Issuing CA 2\n/m);
+  const pems = [...out.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/g)].map((m) => m[0]);
+  expect(pems).toHaveLength(2);
+  const leaf = tmp.write('https-leaf.pem', pems[0]);
+  const chain = tmp.write('https-chain.pem', pems[1]);
+  expect((await opensslAny('verify', '-CAfile', rootPem, '-untrusted', chain, leaf)).out).toBe(`${leaf}: OK\n`);
+}, 60_000);

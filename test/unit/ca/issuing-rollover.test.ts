@@ -133,3 +133,36 @@ describe('issuing CA rollover', () => {
     ).toEqual(['device-ca-issuing', 'device-ca-issuing-2']);
   });
 });
+
+describe('a revoked issuing CA', () => {
+  let t: TestCa;
+  let store: SqliteStore;
+  beforeAll(async () => {
+    t = await makeTestCa({}, 'device-ca-revoked-issuing-');
+    store = new SqliteStore(t.cfg.store.path);
+  });
+  afterAll(async () => {
+    await store.close();
+    t.cleanup();
+  });
+
+  it('signs no more leaves: a config error naming `ca rollover`; the CA the rollover makes issues', async () => {
+    await revokeIssuing(t.cfg, t.keys, store, 'device-ca-issuing', 'keyCompromise', { store: true, actor: 'test' });
+    const h = await loadCa(t.cfg, t.keys, store);
+    const ca = buildCertificateAuthority(t.cfg, h, new IssuingCaSet(h));
+    const refused = await ca.issue(leafRequest()).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(DeviceCaError);
+    expect(refused).toMatchObject({ code: 'config', message: expect.stringContaining('issuing CA device-ca-issuing has been revoked') });
+    expect((refused as Error).message).toContain('device-ca ca rollover');
+    await expect(ca.issueAttestationKey({ subject: [{ type: 'CN', value: 'ak' }], spki: leafRequest().spki, validitySeconds: 3600 })).rejects.toMatchObject({ code: 'config' });
+
+    await rolloverIssuing(t.cfg, t.keys, store, { actor: 'test' });
+    const h2 = await loadCa(t.cfg, t.keys, store);
+    const leaf = await buildCertificateAuthority(t.cfg, h2, new IssuingCaSet(h2)).issue(leafRequest());
+    expect(leaf.issuer).toBe('device-ca-issuing-2');
+    expect(new crypto.X509Certificate(leaf.der).issuer).toContain('CN=device-ca Issuing CA 2');
+  });
+});
