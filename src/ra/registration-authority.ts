@@ -10,6 +10,8 @@ import { resolveProfiles } from '../config/enrollment-profiles';
 import { Config, ProfileConfig } from '../config/schema';
 import { AkRegistrationRequest } from '../attestation/tpm/ak-registration';
 import { decodeTpmCertifyStatement } from '../attestation/tpm/certify-statement-der';
+import { decodeTpmQuoteStatement, PcrPolicy, QuoteStatement } from '../attestation/tpm/quote-evidence';
+import { TPM_ALG } from '../attestation/tpm/tpm-constants';
 import { Credential } from '../attestation/tpm/make-credential';
 import { children, readOne } from '../der/der-reader';
 import { parseTpmtPublic, tpmPublicKey } from '../attestation/tpm/tpm-public';
@@ -74,6 +76,14 @@ interface Issuance {
   requestId?: string;
   /** tpmAttested: TPM evidence for the key was verified; the certificate says so (TPM_ATTESTED_POLICIES) */
   tpmAttested: boolean;
+}
+
+/** PCR_BANK_ALG: the TPM_ALG id of each PCR bank a profile's pcrPolicy may name. */
+const PCR_BANK_ALG = { sha1: TPM_ALG.SHA1, sha256: TPM_ALG.SHA256, sha384: TPM_ALG.SHA384, sha512: TPM_ALG.SHA512 } as const;
+
+/** pcrPolicyOf turns a profile's pcrPolicy (config: bank name, index -> hex) into what the verifier compares. */
+function pcrPolicyOf(p: NonNullable<ProfileConfig['pcrPolicy']>): PcrPolicy {
+  return { bankAlg: PCR_BANK_ALG[p.bank], pcrs: new Map(Object.entries(p.pcrs).map(([i, v]) => [Number(i), Buffer.from(v, 'hex')])) };
 }
 
 /**
@@ -408,7 +418,13 @@ export class RegistrationAuthority {
       if (profile.attestation === 'required') await tpm.refuse(device.id, 'evidence', `no tcg-attest-tpm-certify statement (${operation})`);
       return false;
     }
-    await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki);
+    let pcr: { policy: PcrPolicy; quote: QuoteStatement } | undefined;
+    if (profile.pcrPolicy) {
+      const q = csr.evidence.find((e) => e.type === OID.deviceCaTpmQuote);
+      if (!q) await tpm.refuse(device.id, 'quote', 'the profile has a PCR policy and the CSR carries no TPM quote statement');
+      pcr = { policy: pcrPolicyOf(profile.pcrPolicy), quote: decodeTpmQuoteStatement(q!.stmt) };
+    }
+    await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki, pcr);
     return true;
   }
 

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { tpm2ToolsCredentialFile } from '../../src/attestation/tpm/make-credential';
 import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
-import { buildExternallySignedCsr, tpmCertifyStatement } from '../fixtures/build-csr';
+import { seq } from '../../src/der/der-writer';
+import { buildExternallySignedCsr, tpmCertifyStatement, tpmQuoteStatement } from '../fixtures/build-csr';
 import { openssl, opensslAny, pkiClient, Reply } from '../helpers/pki-client';
 import { assertBuilt, RunningService, startService } from '../helpers/service-process';
 import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
@@ -22,6 +23,9 @@ const AK1 = '0x81010002';
 const KEY = '0x81010003';
 const AK2 = '0x81010005';
 const AK3 = '0x81010006';
+const AK4 = '0x81010007';
+/** PCR_EVENT: what the PCR test extends PCR 23 with; the policy expects sha256(zeros || PCR_EVENT) */
+const PCR_EVENT = createHash('sha256').update('device-ca boot event').digest();
 const CERTIFY = join(__dirname, '../fixtures/tpm/tpm-certify.py');
 
 let prov: TmpDir;
@@ -46,11 +50,13 @@ const configYaml = (nonceTtl: string, own = true): string =>
           '  default: {}',
           '  tpm: { auth: [basic], attestation: required, keyAlgorithms: [ecdsa-p256] }',
           '  tpm-manual: { auth: [basic], attestation: required, manualApproval: true }',
+          `  tpm-pcr: { auth: [basic], attestation: required, pcrPolicy: { bank: sha256, pcrs: { '0': '${'00'.repeat(32)}', '23': '${createHash('sha256').update(Buffer.alloc(32)).update(PCR_EVENT).digest('hex')}' } } }`,
           'est:',
           '  labels:',
           '    default: {}',
           '    tpm: { profile: tpm }',
           '    tpm-manual: { profile: tpm-manual }',
+          '    tpm-pcr: { profile: tpm-pcr }',
         ]
       : []),
     '',
@@ -150,6 +156,7 @@ beforeAll(async () => {
     ['ak1', AK1],
     ['ak2', AK2],
     ['ak3', AK3],
+    ['ak4', AK4],
   ]) {
     tpm.tpm2('tpm2_createak', ['-C', 'ek.ctx', '-c', `${name}.ctx`, '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', `${name}.pub`, '-n', `${name}.name`]);
     tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', `${name}.ctx`, handle]);
@@ -274,6 +281,34 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     // evidence checked when the request was queued: the approved certificate carries the marker too
     expect((await openssl('x509', '-in', crt, '-noout', '-text')).stdout).toContain('Policy: 2.23.133.11.1.2');
     expect(failedChecks(svc, 'dev-4')).toEqual(['nonce']);
+  });
+
+  it('PCR policy: a TPM2_Quote with the nonce over the policy PCRs passes; with PCR 23 extended once more it is named in the 403', async () => {
+    await addDevice(svc, 'dev-6', 'tpm-pcr');
+    expect((await registerAk('dev-6', AK4, 'ak4.pub')).status).toBe(200);
+    tpm.tpm2('tpm2_pcrextend', [`23:sha256=${PCR_EVENT.toString('hex')}`]);
+    /** withQuote: certify + tpm2_quote over sha256:0,23 with the same nonce, both statements in the CSR's evidence */
+    const withQuote = (nonce: Buffer): Buffer => {
+      const certify = evidence(AK4, nonce);
+      tpm.tpm2('tpm2_quote', ['-c', AK4, '-l', 'sha256:0,23', '-q', nonce.toString('hex'), '-m', 'q.attest', '-s', 'q.sig', '-o', 'q.pcrs', '-F', 'values']);
+      const pcrs = tpm.dir.read('q.pcrs');
+      const quote = tpmQuoteStatement({ tpmsAttest: tpm.dir.read('q.attest'), signature: tpm.dir.read('q.sig'), pcrValues: [pcrs.subarray(0, 32), pcrs.subarray(32, 64)] });
+      return tpmCsr('dev-6', seq(certify, quote));
+    };
+    const none = await postLabel('dev-6', tpmCsr('dev-6', evidence(AK4, await nonceOf('dev-6'))));
+    expect(none.status).toBe(403);
+    expect(none.text).toContain('attestation failed: quote');
+    // one extend too many: PCR 23 is off the policy (the enrollment's secret stays unspent)
+    tpm.tpm2('tpm2_pcrextend', [`23:sha256=${PCR_EVENT.toString('hex')}`]);
+    const off = await postLabel('dev-6', withQuote(await nonceOf('dev-6')));
+    expect(off.status).toBe(403);
+    expect(off.text).toContain('attestation failed: pcr-value 23');
+    // back to the known state (PCR 23 is resettable from locality 0): the same device now enrolls
+    tpm.tpm2('tpm2_pcrreset', ['23']);
+    tpm.tpm2('tpm2_pcrextend', [`23:sha256=${PCR_EVENT.toString('hex')}`]);
+    const crt = await c.certOf(await postLabel('dev-6', withQuote(await nonceOf('dev-6'))), 'dev-6');
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
+    expect(failedChecks(svc, 'dev-6')).toEqual(['quote', 'pcr-value']);
   });
 
   it('refuses a stale nonce: older than attestation.nonceTtl on the CA clock (the built-in label "tpm" of the default config)', async () => {

@@ -287,3 +287,23 @@ describe('the result is frozen', () => {
     expect(b.https.port).toBe(9443);
   });
 });
+
+describe('profiles.<name>.pcrPolicy', () => {
+  const z64 = '00'.repeat(32);
+  it('reads a bank and PCR index -> value; absent by default', () => {
+    const file = yaml('pcr-ok.yaml', `profiles:\n  default: {}\n  p: { attestation: required, pcrPolicy: { pcrs: { '0': '${z64}', '23': '${'ab'.repeat(32)}' } } }\n`);
+    const cfg = loadConfig({ file, env: {} });
+    expect(cfg.profiles.p.pcrPolicy).toEqual({ bank: 'sha256', pcrs: { '0': z64, '23': 'ab'.repeat(32) } });
+    expect(loadConfig({ env: {} }).profiles.default.pcrPolicy).toBeUndefined();
+  });
+
+  it.each([
+    ['a value not of the bank size', `{ bank: sha384, pcrs: { '0': '${z64}' } }`],
+    ['PCR index 24', `{ pcrs: { '24': '${z64}' } }`],
+    ['no PCR', '{ pcrs: {} }'],
+    ['a value not hex', `{ pcrs: { '0': '${'zz'.repeat(32)}' } }`],
+  ])('refuses %s', (_n, policy) => {
+    const file = yaml(`pcr-bad-${++badFiles}.yaml`, `profiles:\n  default: {}\n  p: { pcrPolicy: ${policy} }\n`);
+    expect(configError(() => loadConfig({ file, env: {} }))).toContain('pcrPolicy');
+  });
+});
