@@ -20,6 +20,7 @@ import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm } from '../keys/key-backend';
 import { generateKeyPair } from '../keys/software-key-backend';
 import { CertificateRecord, DeviceRecord, EnrollmentRequestRecord, Page, PageRequest, Store } from '../store/store';
+import { everyItem } from '../store/paging';
 import { AuthMethod, Authenticator } from './authenticators/authenticator';
 import { checkChannelBinding } from './authenticators/channel-binding-check';
 import { ClientCertificateAuthenticator } from './authenticators/client-certificate-authenticator';
@@ -473,6 +474,8 @@ export class RegistrationAuthority {
    * recovered, and issues the AK its certificate (EKU tcg-kp-AIKCertificate, TCG EK Credential Profile):
    * subject O=owner, CN=device id, valid as long as the profile's device certificates. It is recorded as a
    * certificate of the device (profile "tpm-ak"), so the device's lifecycle revokes it with the binding.
+   * A device whose reply was lost repeats the same activation (same secret) while the challenge lives and
+   * gets the same certificate again.
    */
   async tpmActivateAk(profileName: string, proofs: Proofs, akName: Buffer, secret: Buffer): Promise<{ akName: string; status: string; serial: string; certificate: Buffer }> {
     const { device, tpm } = await this.attestingDevice(profileName, proofs);
@@ -481,6 +484,11 @@ export class RegistrationAuthority {
     if (device.owner) subject.push({ type: 'O', value: device.owner });
     subject.push({ type: 'CN', value: device.id });
     const spki = tpmPublicKey(parseTpmtPublic(b.akPublic)).export({ type: 'spki', format: 'der' });
+    // a repeat of an activation whose reply was lost (or that stopped before the certificate): the AK
+    // certificate already issued, if any, rather than a second one
+    for await (const c of everyItem((after) => this.store.listCertificates({ deviceId: device.id, status: 'valid', after }))) {
+      if (c.profile === TPM_AK_PROFILE && c.spkiSha256 === sha256(spki)) return { akName: b.akName, status: b.status, serial: c.serial, certificate: c.der };
+    }
     const cert = await signAndRecord(
       this.store,
       { spki, profile: TPM_AK_PROFILE },

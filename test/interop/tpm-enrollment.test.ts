@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createHash, generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { tpm2ToolsCredentialFile } from '../../src/attestation/tpm/make-credential';
@@ -24,6 +24,7 @@ const KEY = '0x81010003';
 const AK2 = '0x81010005';
 const AK3 = '0x81010006';
 const AK4 = '0x81010007';
+const AK5 = '0x81010008';
 /** PCR_EVENT: what the PCR test extends PCR 23 with; the policy expects sha256(zeros || PCR_EVENT) */
 const PCR_EVENT = createHash('sha256').update('device-ca boot event').digest();
 const CERTIFY = join(__dirname, '../fixtures/tpm/tpm-certify.py');
@@ -157,6 +158,7 @@ beforeAll(async () => {
     ['ak2', AK2],
     ['ak3', AK3],
     ['ak4', AK4],
+    ['ak5', AK5],
   ]) {
     tpm.tpm2('tpm2_createak', ['-C', 'ek.ctx', '-c', `${name}.ctx`, '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', `${name}.pub`, '-n', `${name}.name`]);
     tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', `${name}.ctx`, handle]);
@@ -195,6 +197,21 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect(text).toContain(`serial=${a1.serial.toUpperCase()}`);
     expect((await openssl('x509', '-in', akCrt, '-noout', '-pubkey')).stdout).toBe(tpmPublicKey(parseTpm2bPublic(tpm.dir.read('ak1.pub'))).export({ type: 'spki', format: 'pem' }));
     expect((await registerAk('dev-2', AK2, 'ak2.pub')).status).toBe(200);
+  });
+
+  it('a lost activation reply: the same activation repeated answers the same AK certificate, once; a wrong secret is refused', async () => {
+    await addDevice(svc, 'dev-7');
+    const first = await registerAk('dev-7', AK5, 'ak5.pub');
+    expect(first.status).toBe(200);
+    const body = { akName: tpm.dir.read('ak5.name').toString('hex'), secret: tpm.dir.read('secret-dev-7.out').toString('base64') };
+    const again = await postTpm('ak/activate', 'dev-7', body);
+    expect(again.status).toBe(200);
+    expect(JSON.parse(again.text)).toEqual(JSON.parse(first.text));
+    const wrong = await postTpm('ak/activate', 'dev-7', { ...body, secret: randomBytes(32).toString('base64') });
+    expect(wrong.status).toBe(403);
+    expect(wrong.text).toContain('attestation failed: credential');
+    const shown = JSON.parse(await c.cliOk('devices', 'show', 'dev-7', '--json')) as { certificates: { profile: string; serial: string }[] };
+    expect(shown.certificates.map((x) => [x.profile, x.serial])).toEqual([['tpm-ak', (JSON.parse(first.text) as { serial: string }).serial]]);
   });
 
   it('refuses a key that is not in the TPM: no evidence, or evidence about another key', async () => {
