@@ -25,6 +25,7 @@ const AK2 = '0x81010005';
 const AK3 = '0x81010006';
 const AK4 = '0x81010007';
 const AK5 = '0x81010008';
+const AK6 = '0x81010009';
 /** PCR_EVENT: what the PCR test extends PCR 23 with; the policy expects sha256(zeros || PCR_EVENT) */
 const PCR_EVENT = createHash('sha256').update('device-ca boot event').digest();
 const CERTIFY = join(__dirname, '../fixtures/tpm/tpm-certify.py');
@@ -69,17 +70,26 @@ async function postTpm(path: string, id: string, body: unknown): Promise<Reply> 
   return c.curl(`${current.est}/${labels.get(id)}/tpm/${path}`, ['-u', `${id}:${secrets.get(id)}`, '-H', 'Content-Type: application/json', '--data-binary', `@${f}`]);
 }
 
-/** registerAk: POST tpm/ak, tpm2_activatecredential on the challenge, POST tpm/ak/activate */
-async function registerAk(id: string, akHandle: string, akPub: string): Promise<Reply> {
+/**
+ * registerAk: POST tpm/ak, tpm2_activatecredential on the challenge, POST tpm/ak/activate. With `ecc`, the
+ * P-384 EK (certificate from NV 0x01c00016, key from the TCG high-range template H-3 that
+ * `tpm2_createek -G ecc384` makes): that template has userWithAuth, so the EK is used with its empty
+ * password instead of the PolicySecret(endorsement) session the RSA EK (template L-1) needs.
+ */
+async function registerAk(id: string, akHandle: string, akPub: string, ecc = false): Promise<Reply> {
   const r = await postTpm('ak', id, {
-    ekCertificate: tpm.dir.read('ek.der').toString('base64'),
+    ekCertificate: tpm.dir.read(ecc ? 'ekecc.der' : 'ek.der').toString('base64'),
     ekChain: [new X509Certificate(tpm.ekIssuerPem).raw.toString('base64')],
-    ekPublic: tpm.dir.read('ek.pub').toString('base64'),
+    ekPublic: tpm.dir.read(ecc ? 'ekecc.pub' : 'ek.pub').toString('base64'),
     akPublic: tpm.dir.read(akPub).toString('base64'),
   });
   expect(r.status).toBe(200);
   const ch = JSON.parse(r.text) as { akName: string; credentialBlob: string; encryptedSecret: string };
   const blob = tpm.dir.write(`cred-${id}.blob`, tpm2ToolsCredentialFile({ credentialBlob: Buffer.from(ch.credentialBlob, 'base64'), secret: Buffer.from(ch.encryptedSecret, 'base64') }));
+  if (ecc) {
+    tpm.tpm2('tpm2_activatecredential', ['-c', akHandle, '-C', 'ekecc.ctx', '-i', blob, '-o', `secret-${id}.out`]);
+    return postTpm('ak/activate', id, { akName: ch.akName, secret: tpm.dir.read(`secret-${id}.out`).toString('base64') });
+  }
   tpm.tpm2('sh', [
     '-c',
     'tpm2_startauthsession --policy-session -S s.ctx >/dev/null && tpm2_policysecret -S s.ctx -c e >/dev/null && ' +
@@ -163,6 +173,11 @@ beforeAll(async () => {
     tpm.tpm2('tpm2_createak', ['-C', 'ek.ctx', '-c', `${name}.ctx`, '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', `${name}.pub`, '-n', `${name}.name`]);
     tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', `${name}.ctx`, handle]);
   }
+  // the ECC EK: swtpm's P-384 EK certificate and the EK from the matching high-range template, an AK under it
+  tpm.tpm2('tpm2_nvread', ['0x01c00016', '-o', 'ekecc.der']);
+  tpm.tpm2('tpm2_createek', ['-c', 'ekecc.ctx', '-G', 'ecc384', '-u', 'ekecc.pub']);
+  tpm.tpm2('tpm2_createak', ['-C', 'ekecc.ctx', '-c', 'ak6.ctx', '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', 'ak6.pub', '-n', 'ak6.name']);
+  tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', 'ak6.ctx', AK6]);
   tpm.tpm2('tpm2_createprimary', ['-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', 'srk.ctx']);
   tpm.tpm2('tpm2_create', ['-C', 'srk.ctx', '-G', 'ecc256:ecdsa-sha256', '-a', 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign|noda', '-u', 'key.pub', '-r', 'key.priv']);
   tpm.tpm2('tpm2_load', ['-C', 'srk.ctx', '-u', 'key.pub', '-r', 'key.priv', '-c', 'key.ctx']);
@@ -212,6 +227,20 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect(wrong.text).toContain('attestation failed: credential');
     const shown = JSON.parse(await c.cliOk('devices', 'show', 'dev-7', '--json')) as { certificates: { profile: string; serial: string }[] };
     expect(shown.certificates.map((x) => [x.profile, x.serial])).toEqual([['tpm-ak', (JSON.parse(first.text) as { serial: string }).serial]]);
+  });
+
+  it('registers an AK under the ECC P-384 EK (certificate from NV 0x01c00016): ECDH + KDFe MakeCredential activated by the TPM', async () => {
+    await addDevice(svc, 'dev-8');
+    expect(new X509Certificate(tpm.dir.read('ekecc.der')).publicKey.asymmetricKeyDetails).toEqual({ namedCurve: 'secp384r1' });
+    const r = await registerAk('dev-8', AK6, 'ak6.pub', true);
+    expect(r.status).toBe(200);
+    const a = JSON.parse(r.text) as { akName: string; status: string; certificate: string };
+    expect(a).toMatchObject({ akName: tpm.dir.read('ak6.name').toString('hex'), status: 'active' });
+    const crt = tmp.file('ak6.crt');
+    await openssl('x509', '-inform', 'DER', '-in', tmp.write('ak6.der', Buffer.from(a.certificate, 'base64')), '-out', crt);
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
+    const shown = JSON.parse(await c.cliOk('devices', 'show', 'dev-8', '--json')) as { aks: { ekSha256: string }[] };
+    expect(shown.aks.map((x) => x.ekSha256)).toEqual([createHash('sha256').update(tpm.dir.read('ekecc.der')).digest('hex')]);
   });
 
   it('refuses a key that is not in the TPM: no evidence, or evidence about another key', async () => {
