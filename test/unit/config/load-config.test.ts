@@ -223,6 +223,7 @@ describe('the file', () => {
     ['a profile named like a built-in CA profile', 'profiles.tls-server', 'profiles:\n  tls-server: {}\n'],
     ['a profile named like the AK certificate profile', 'profiles.tpm-ak', 'profiles:\n  default: {}\n  tpm-ak: {}\n'],
     ['a profile with keyEncipherment but without serverAuth', 'profiles.p.keyEncipherment', 'profiles:\n  default: {}\n  p: { keyEncipherment: true }\n'],
+    ['a PCR policy on a profile with attestation off', 'profiles.p.pcrPolicy', `profiles:\n  default: {}\n  p: { pcrPolicy: { pcrs: { '0': '${'00'.repeat(32)}' } } }\n`],
     ['a label with keyEncipherment inline but without serverAuth', 'est.labels.gw.keyEncipherment', 'est:\n  labels:\n    gw: { keyEncipherment: true }\n'],
     ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
     ['a SCEP path serving a profile with proofOfPossession', 'scep.paths.default.profile', 'profiles:\n  default: { proofOfPossession: true }\nscep:\n  enabled: true\n'],
