@@ -79,6 +79,12 @@ export function resolveProfiles(cfg: ProfilesInput): EnrollmentProfiles & { prob
     const at = Object.hasOwn(cfg.profiles, name) ? ['profiles', name, 'keyEncipherment'] : ['est', 'labels', name, 'keyEncipherment'];
     problems.push({ path: at, message: 'keyEncipherment is for TLS servers doing RSA key transport: set serverAuth: true too, or drop keyEncipherment (RFC 5280 §4.2.1.12)' });
   }
+  // a PCR policy is checked with the key's evidence: on a profile that ignores evidence it would do nothing
+  for (const [name, p] of profiles) {
+    if (!p.pcrPolicy || p.attestation !== 'off') continue;
+    const at = Object.hasOwn(cfg.profiles, name) ? ['profiles', name, 'pcrPolicy'] : ['est', 'labels', name, 'pcrPolicy'];
+    problems.push({ path: at, message: 'pcrPolicy is checked with TPM evidence: set attestation: required (or optional)' });
+  }
   return { profiles, labels, problems };
 }
 

@@ -101,6 +101,18 @@ const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$
 /** NAME: profile and label names; they appear in URLs and the store. */
 const profileName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lower-case letters, digits and - only, at most 32');
 
+/** PCR_BANK_BYTES: digest size of each PCR bank a policy may name. */
+const PCR_BANK_BYTES = { sha1: 20, sha256: 32, sha384: 48, sha512: 64 } as const;
+
+/** pcrPolicySchema: `profiles.<name>.pcrPolicy`: a bank and PCR index (0-23) -> expected value in hex of the bank's size. */
+const pcrPolicySchema = z
+  .strictObject({
+    bank: z.enum(['sha1', 'sha256', 'sha384', 'sha512']).default('sha256'),
+    pcrs: z.record(z.string().regex(/^(?:1?[0-9]|2[0-3])$/, 'a PCR index 0-23'), z.string().regex(/^(?:[0-9a-fA-F]{2})+$/, 'hex')),
+  })
+  .refine((p) => Object.keys(p.pcrs).length > 0, { message: 'pcrs: name at least one PCR' })
+  .refine((p) => Object.values(p.pcrs).every((v) => v.length === 2 * PCR_BANK_BYTES[p.bank]), { message: 'pcrs: each value is a digest of the bank (sha256: 64 hex digits)' });
+
 /**
  * profileSchema: the policy of one named enrollment profile (`profiles.<name>`), whatever protocol the
  * device enrolls with. The RA reads the decision keys; the CA reads validity, serverAuth and keyEncipherment by name.
@@ -129,6 +141,11 @@ export const profileSchema = z.strictObject({
    * carries it; required = a CSR without valid TPM2_Certify evidence of its key is refused (403)
    */
   attestation: z.enum(['off', 'optional', 'required']).default('off'),
+  /**
+   * PCR policy (issue 9): with attestation on, the CSR must also carry a TPM2_Quote by the same AK with the
+   * same nonce, over exactly these PCRs of this bank, each holding the value given (hex)
+   */
+  pcrPolicy: pcrPolicySchema.optional(),
 });
 export type ProfileConfig = z.infer<typeof profileSchema>;
 

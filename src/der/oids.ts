@@ -38,6 +38,12 @@ export const OID = {
   evidence: '1.2.840.113549.1.9.16.2.59',
   /** tcg-attest-tpm-certify (TCG): SEQUENCE { tpmsAttest, signature, keyBlob } OCTET STRINGs */
   tcgAttestTpmCertify: '2.23.133.20.1',
+  /**
+   * device-ca TPM quote statement (README "TPM attestation"): SEQUENCE { tpmsAttest, signature, pcrValues }.
+   * Neither the TCG nor draft-ietf-lamps-csr-attestation registers a statement type for a TPM2_Quote, so it
+   * is a UUID OID (ITU-T X.667: 2.25.<UUID as an integer>), which needs no registration.
+   */
+  deviceCaTpmQuote: '2.25.122469466147481820546994239296106441130',
   /** certificatePolicies (RFC 5280 §4.2.1.4) */
   certificatePolicies: '2.5.29.32',
   /** tcg-kp-AIKCertificate (TCG EK Credential Profile): the EKU of an attestation key certificate */

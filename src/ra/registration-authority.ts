@@ -10,6 +10,8 @@ import { resolveProfiles } from '../config/enrollment-profiles';
 import { Config, ProfileConfig } from '../config/schema';
 import { AkRegistrationRequest } from '../attestation/tpm/ak-registration';
 import { decodeTpmCertifyStatement } from '../attestation/tpm/certify-statement-der';
+import { decodeTpmQuoteStatement, PcrPolicy, QuoteStatement } from '../attestation/tpm/quote-evidence';
+import { TPM_ALG } from '../attestation/tpm/tpm-constants';
 import { Credential } from '../attestation/tpm/make-credential';
 import { children, readOne } from '../der/der-reader';
 import { parseTpmtPublic, tpmPublicKey } from '../attestation/tpm/tpm-public';
@@ -18,6 +20,7 @@ import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm } from '../keys/key-backend';
 import { generateKeyPair } from '../keys/software-key-backend';
 import { CertificateRecord, DeviceRecord, EnrollmentRequestRecord, Page, PageRequest, Store } from '../store/store';
+import { everyItem } from '../store/paging';
 import { AuthMethod, Authenticator } from './authenticators/authenticator';
 import { checkChannelBinding } from './authenticators/channel-binding-check';
 import { ClientCertificateAuthenticator } from './authenticators/client-certificate-authenticator';
@@ -74,6 +77,14 @@ interface Issuance {
   requestId?: string;
   /** tpmAttested: TPM evidence for the key was verified; the certificate says so (TPM_ATTESTED_POLICIES) */
   tpmAttested: boolean;
+}
+
+/** PCR_BANK_ALG: the TPM_ALG id of each PCR bank a profile's pcrPolicy may name. */
+const PCR_BANK_ALG = { sha1: TPM_ALG.SHA1, sha256: TPM_ALG.SHA256, sha384: TPM_ALG.SHA384, sha512: TPM_ALG.SHA512 } as const;
+
+/** pcrPolicyOf turns a profile's pcrPolicy (config: bank name, index -> hex) into what the verifier compares. */
+function pcrPolicyOf(p: NonNullable<ProfileConfig['pcrPolicy']>): PcrPolicy {
+  return { bankAlg: PCR_BANK_ALG[p.bank], pcrs: new Map(Object.entries(p.pcrs).map(([i, v]) => [Number(i), Buffer.from(v, 'hex')])) };
 }
 
 /**
@@ -408,7 +419,13 @@ export class RegistrationAuthority {
       if (profile.attestation === 'required') await tpm.refuse(device.id, 'evidence', `no tcg-attest-tpm-certify statement (${operation})`);
       return false;
     }
-    await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki);
+    let pcr: { policy: PcrPolicy; quote: QuoteStatement } | undefined;
+    if (profile.pcrPolicy) {
+      const q = csr.evidence.find((e) => e.type === OID.deviceCaTpmQuote);
+      if (!q) await tpm.refuse(device.id, 'quote', 'the profile has a PCR policy and the CSR carries no TPM quote statement');
+      pcr = { policy: pcrPolicyOf(profile.pcrPolicy), quote: decodeTpmQuoteStatement(q!.stmt) };
+    }
+    await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki, pcr);
     return true;
   }
 
@@ -457,6 +474,8 @@ export class RegistrationAuthority {
    * recovered, and issues the AK its certificate (EKU tcg-kp-AIKCertificate, TCG EK Credential Profile):
    * subject O=owner, CN=device id, valid as long as the profile's device certificates. It is recorded as a
    * certificate of the device (profile "tpm-ak"), so the device's lifecycle revokes it with the binding.
+   * A device whose reply was lost repeats the same activation (same secret) while the challenge lives and
+   * gets the same certificate again.
    */
   async tpmActivateAk(profileName: string, proofs: Proofs, akName: Buffer, secret: Buffer): Promise<{ akName: string; status: string; serial: string; certificate: Buffer }> {
     const { device, tpm } = await this.attestingDevice(profileName, proofs);
@@ -465,6 +484,11 @@ export class RegistrationAuthority {
     if (device.owner) subject.push({ type: 'O', value: device.owner });
     subject.push({ type: 'CN', value: device.id });
     const spki = tpmPublicKey(parseTpmtPublic(b.akPublic)).export({ type: 'spki', format: 'der' });
+    // a repeat of an activation whose reply was lost (or that stopped before the certificate): the AK
+    // certificate already issued, if any, rather than a second one
+    for await (const c of everyItem((after) => this.store.listCertificates({ deviceId: device.id, status: 'valid', after }))) {
+      if (c.profile === TPM_AK_PROFILE && c.spkiSha256 === sha256(spki)) return { akName: b.akName, status: b.status, serial: c.serial, certificate: c.der };
+    }
     const cert = await signAndRecord(
       this.store,
       { spki, profile: TPM_AK_PROFILE },

@@ -5,6 +5,7 @@ import { CertifyStatement, verifyCertifyEvidence } from '../attestation/tpm/cert
 import { KeyAttributePolicy } from '../attestation/tpm/key-policy';
 import { Credential, makeCredential } from '../attestation/tpm/make-credential';
 import { parseTpmtPublic } from '../attestation/tpm/tpm-public';
+import { PcrPolicy, QuoteStatement, verifyQuoteEvidence } from '../attestation/tpm/quote-evidence';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { AkBindingRecord, AttestationStore, AuditStore } from '../store/store';
 
@@ -30,7 +31,7 @@ export interface TpmAttestationOptions {
  * attestationFailure is the one error a failed check becomes: 403 with the check's name as reason code
  * (issue 9 point 5); the detail is only logged.
  */
-function attestationFailure(check: AttestationCheck, detail: string): DeviceCaError {
+function attestationFailure(check: string, detail: string): DeviceCaError {
   return new DeviceCaError('forbidden', `attestation failed: ${check}`, { detail });
 }
 
@@ -49,10 +50,14 @@ export class TpmAttestation {
     this.now = opts.now ?? (() => new Date());
   }
 
-  /** refuse audits a failed check by name and throws the 403 naming it; the RA calls it for checks of its own (missing evidence). */
-  async refuse(deviceId: string, check: AttestationCheck, detail: string): Promise<never> {
-    await this.store.appendAudit({ type: 'tpm.attestation.failed', actor: `device:${deviceId}`, subject: deviceId, data: { check } });
-    throw attestationFailure(check, detail);
+  /**
+   * refuse audits a failed check by name and throws the 403 naming it; the RA calls it for checks of its
+   * own (missing evidence). `pcr` names the PCR whose value is outside the policy, in the audit record and
+   * the reason ("attestation failed: pcr-value 7").
+   */
+  async refuse(deviceId: string, check: AttestationCheck, detail: string, pcr?: number): Promise<never> {
+    await this.store.appendAudit({ type: 'tpm.attestation.failed', actor: `device:${deviceId}`, subject: deviceId, data: pcr === undefined ? { check } : { check, pcr } });
+    throw attestationFailure(pcr === undefined ? check : `${check} ${pcr}`, detail);
   }
 
   /** issueNonce returns a fresh single-use nonce for the device's next TPM2_Certify or TPM2_Quote. */
@@ -103,9 +108,11 @@ export class TpmAttestation {
   /**
    * checkCertify accepts a CSR key only if an active AK of this device certified it with one of the
    * device's unexpired, unused nonces; the nonce is consumed only once everything else has passed, so a
-   * forged statement cannot burn a device's nonce.
+   * forged statement cannot burn a device's nonce. With a PCR policy, `quote` must be a TPM2_Quote by the
+   * same AK with the same nonce whose PCRs match the policy (verifyQuoteEvidence); the one nonce then
+   * covers both statements.
    */
-  async checkCertify(deviceId: string, st: CertifyStatement, csrSpki: Buffer): Promise<{ ak: AkBindingRecord }> {
+  async checkCertify(deviceId: string, st: CertifyStatement, csrSpki: Buffer, pcr?: { policy: PcrPolicy; quote: QuoteStatement }): Promise<{ ak: AkBindingRecord }> {
     const aks = (await this.store.aksOfDevice(deviceId)).filter((a) => a.status === 'active');
     if (aks.length === 0) return this.refuse(deviceId, 'ak-unregistered', 'device has no active attestation key');
     let last: { check: AttestationCheck; detail: string } = { check: 'ak-unregistered', detail: 'no AK of this device signed the statement' };
@@ -115,6 +122,10 @@ export class TpmAttestation {
         // a signature that no AK of this device verifies: certified by an AK that is not registered to it
         last = v.check === 'signature' ? { check: 'ak-unregistered', detail: v.detail } : v;
         continue;
+      }
+      if (pcr) {
+        const q = verifyQuoteEvidence(pcr.quote, parseTpmtPublic(ak.akPublic), v.value.extraData, pcr.policy);
+        if (!q.ok) return this.refuse(deviceId, q.check, q.detail, q.pcr);
       }
       if (!(await this.store.consumeNonce(deviceId, sha256(v.value.extraData), this.now()))) {
         return this.refuse(deviceId, 'nonce', 'qualifyingData is not an unexpired, unused nonce of this device');

@@ -438,7 +438,7 @@ export interface AkBindingRecord {
   ekManufacturer: string | null;
   ekModel: string | null;
   status: AkBindingStatus;
-  /** challengeSha256: hex SHA-256 of the credential the device must recover; null once used */
+  /** challengeSha256: hex SHA-256 of the credential the device must recover; kept after activation (a lost reply's repeat), null once revoked */
   challengeSha256: string | null;
   challengeExpiresAt: Date;
   createdAt: Date;
@@ -464,8 +464,9 @@ export interface AttestationStore {
   saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt'>, now: Date, audit: AuditInput): Promise<AkBindingRecord>;
   /**
    * activateAk turns a pending binding active if the credential's hash matches and the challenge has not
-   * expired, spending the challenge; null (and nothing changes) otherwise. The audit record is appended
-   * in the same transaction.
+   * expired; null (and nothing changes) otherwise. The audit record is appended in the same transaction.
+   * The challenge's hash is kept until it expires: the same activation repeated before then (its reply was
+   * lost) returns the active binding again, with no second audit record.
    */
   activateAk(akName: string, deviceId: string, challengeSha256: string, now: Date, audit: AuditInput): Promise<AkBindingRecord | null>;
   getAk(akName: string): Promise<AkBindingRecord | null>;

@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { createHash, generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { tpm2ToolsCredentialFile } from '../../src/attestation/tpm/make-credential';
 import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
-import { buildExternallySignedCsr, tpmCertifyStatement } from '../fixtures/build-csr';
+import { seq } from '../../src/der/der-writer';
+import { buildExternallySignedCsr, tpmCertifyStatement, tpmQuoteStatement } from '../fixtures/build-csr';
 import { openssl, opensslAny, pkiClient, Reply } from '../helpers/pki-client';
 import { assertBuilt, RunningService, startService } from '../helpers/service-process';
 import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
@@ -22,6 +23,11 @@ const AK1 = '0x81010002';
 const KEY = '0x81010003';
 const AK2 = '0x81010005';
 const AK3 = '0x81010006';
+const AK4 = '0x81010007';
+const AK5 = '0x81010008';
+const AK6 = '0x81010009';
+/** PCR_EVENT: what the PCR test extends PCR 23 with; the policy expects sha256(zeros || PCR_EVENT) */
+const PCR_EVENT = createHash('sha256').update('device-ca boot event').digest();
 const CERTIFY = join(__dirname, '../fixtures/tpm/tpm-certify.py');
 
 let prov: TmpDir;
@@ -46,11 +52,13 @@ const configYaml = (nonceTtl: string, own = true): string =>
           '  default: {}',
           '  tpm: { auth: [basic], attestation: required, keyAlgorithms: [ecdsa-p256] }',
           '  tpm-manual: { auth: [basic], attestation: required, manualApproval: true }',
+          `  tpm-pcr: { auth: [basic], attestation: required, pcrPolicy: { bank: sha256, pcrs: { '0': '${'00'.repeat(32)}', '23': '${createHash('sha256').update(Buffer.alloc(32)).update(PCR_EVENT).digest('hex')}' } } }`,
           'est:',
           '  labels:',
           '    default: {}',
           '    tpm: { profile: tpm }',
           '    tpm-manual: { profile: tpm-manual }',
+          '    tpm-pcr: { profile: tpm-pcr }',
         ]
       : []),
     '',
@@ -62,17 +70,26 @@ async function postTpm(path: string, id: string, body: unknown): Promise<Reply> 
   return c.curl(`${current.est}/${labels.get(id)}/tpm/${path}`, ['-u', `${id}:${secrets.get(id)}`, '-H', 'Content-Type: application/json', '--data-binary', `@${f}`]);
 }
 
-/** registerAk: POST tpm/ak, tpm2_activatecredential on the challenge, POST tpm/ak/activate */
-async function registerAk(id: string, akHandle: string, akPub: string): Promise<Reply> {
+/**
+ * registerAk: POST tpm/ak, tpm2_activatecredential on the challenge, POST tpm/ak/activate. With `ecc`, the
+ * P-384 EK (certificate from NV 0x01c00016, key from the TCG high-range template H-3 that
+ * `tpm2_createek -G ecc384` makes): that template has userWithAuth, so the EK is used with its empty
+ * password instead of the PolicySecret(endorsement) session the RSA EK (template L-1) needs.
+ */
+async function registerAk(id: string, akHandle: string, akPub: string, ecc = false): Promise<Reply> {
   const r = await postTpm('ak', id, {
-    ekCertificate: tpm.dir.read('ek.der').toString('base64'),
+    ekCertificate: tpm.dir.read(ecc ? 'ekecc.der' : 'ek.der').toString('base64'),
     ekChain: [new X509Certificate(tpm.ekIssuerPem).raw.toString('base64')],
-    ekPublic: tpm.dir.read('ek.pub').toString('base64'),
+    ekPublic: tpm.dir.read(ecc ? 'ekecc.pub' : 'ek.pub').toString('base64'),
     akPublic: tpm.dir.read(akPub).toString('base64'),
   });
   expect(r.status).toBe(200);
   const ch = JSON.parse(r.text) as { akName: string; credentialBlob: string; encryptedSecret: string };
   const blob = tpm.dir.write(`cred-${id}.blob`, tpm2ToolsCredentialFile({ credentialBlob: Buffer.from(ch.credentialBlob, 'base64'), secret: Buffer.from(ch.encryptedSecret, 'base64') }));
+  if (ecc) {
+    tpm.tpm2('tpm2_activatecredential', ['-c', akHandle, '-C', 'ekecc.ctx', '-i', blob, '-o', `secret-${id}.out`]);
+    return postTpm('ak/activate', id, { akName: ch.akName, secret: tpm.dir.read(`secret-${id}.out`).toString('base64') });
+  }
   tpm.tpm2('sh', [
     '-c',
     'tpm2_startauthsession --policy-session -S s.ctx >/dev/null && tpm2_policysecret -S s.ctx -c e >/dev/null && ' +
@@ -150,10 +167,17 @@ beforeAll(async () => {
     ['ak1', AK1],
     ['ak2', AK2],
     ['ak3', AK3],
+    ['ak4', AK4],
+    ['ak5', AK5],
   ]) {
     tpm.tpm2('tpm2_createak', ['-C', 'ek.ctx', '-c', `${name}.ctx`, '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', `${name}.pub`, '-n', `${name}.name`]);
     tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', `${name}.ctx`, handle]);
   }
+  // the ECC EK: swtpm's P-384 EK certificate and the EK from the matching high-range template, an AK under it
+  tpm.tpm2('tpm2_nvread', ['0x01c00016', '-o', 'ekecc.der']);
+  tpm.tpm2('tpm2_createek', ['-c', 'ekecc.ctx', '-G', 'ecc384', '-u', 'ekecc.pub']);
+  tpm.tpm2('tpm2_createak', ['-C', 'ekecc.ctx', '-c', 'ak6.ctx', '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', 'ak6.pub', '-n', 'ak6.name']);
+  tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', 'ak6.ctx', AK6]);
   tpm.tpm2('tpm2_createprimary', ['-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', 'srk.ctx']);
   tpm.tpm2('tpm2_create', ['-C', 'srk.ctx', '-G', 'ecc256:ecdsa-sha256', '-a', 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign|noda', '-u', 'key.pub', '-r', 'key.priv']);
   tpm.tpm2('tpm2_load', ['-C', 'srk.ctx', '-u', 'key.pub', '-r', 'key.priv', '-c', 'key.ctx']);
@@ -188,6 +212,35 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect(text).toContain(`serial=${a1.serial.toUpperCase()}`);
     expect((await openssl('x509', '-in', akCrt, '-noout', '-pubkey')).stdout).toBe(tpmPublicKey(parseTpm2bPublic(tpm.dir.read('ak1.pub'))).export({ type: 'spki', format: 'pem' }));
     expect((await registerAk('dev-2', AK2, 'ak2.pub')).status).toBe(200);
+  });
+
+  it('a lost activation reply: the same activation repeated answers the same AK certificate, once; a wrong secret is refused', async () => {
+    await addDevice(svc, 'dev-7');
+    const first = await registerAk('dev-7', AK5, 'ak5.pub');
+    expect(first.status).toBe(200);
+    const body = { akName: tpm.dir.read('ak5.name').toString('hex'), secret: tpm.dir.read('secret-dev-7.out').toString('base64') };
+    const again = await postTpm('ak/activate', 'dev-7', body);
+    expect(again.status).toBe(200);
+    expect(JSON.parse(again.text)).toEqual(JSON.parse(first.text));
+    const wrong = await postTpm('ak/activate', 'dev-7', { ...body, secret: randomBytes(32).toString('base64') });
+    expect(wrong.status).toBe(403);
+    expect(wrong.text).toContain('attestation failed: credential');
+    const shown = JSON.parse(await c.cliOk('devices', 'show', 'dev-7', '--json')) as { certificates: { profile: string; serial: string }[] };
+    expect(shown.certificates.map((x) => [x.profile, x.serial])).toEqual([['tpm-ak', (JSON.parse(first.text) as { serial: string }).serial]]);
+  });
+
+  it('registers an AK under the ECC P-384 EK (certificate from NV 0x01c00016): ECDH + KDFe MakeCredential activated by the TPM', async () => {
+    await addDevice(svc, 'dev-8');
+    expect(new X509Certificate(tpm.dir.read('ekecc.der')).publicKey.asymmetricKeyDetails).toEqual({ namedCurve: 'secp384r1' });
+    const r = await registerAk('dev-8', AK6, 'ak6.pub', true);
+    expect(r.status).toBe(200);
+    const a = JSON.parse(r.text) as { akName: string; status: string; certificate: string };
+    expect(a).toMatchObject({ akName: tpm.dir.read('ak6.name').toString('hex'), status: 'active' });
+    const crt = tmp.file('ak6.crt');
+    await openssl('x509', '-inform', 'DER', '-in', tmp.write('ak6.der', Buffer.from(a.certificate, 'base64')), '-out', crt);
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
+    const shown = JSON.parse(await c.cliOk('devices', 'show', 'dev-8', '--json')) as { aks: { ekSha256: string }[] };
+    expect(shown.aks.map((x) => x.ekSha256)).toEqual([createHash('sha256').update(tpm.dir.read('ekecc.der')).digest('hex')]);
   });
 
   it('refuses a key that is not in the TPM: no evidence, or evidence about another key', async () => {
@@ -274,6 +327,34 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     // evidence checked when the request was queued: the approved certificate carries the marker too
     expect((await openssl('x509', '-in', crt, '-noout', '-text')).stdout).toContain('Policy: 2.23.133.11.1.2');
     expect(failedChecks(svc, 'dev-4')).toEqual(['nonce']);
+  });
+
+  it('PCR policy: a TPM2_Quote with the nonce over the policy PCRs passes; with PCR 23 extended once more it is named in the 403', async () => {
+    await addDevice(svc, 'dev-6', 'tpm-pcr');
+    expect((await registerAk('dev-6', AK4, 'ak4.pub')).status).toBe(200);
+    tpm.tpm2('tpm2_pcrextend', [`23:sha256=${PCR_EVENT.toString('hex')}`]);
+    /** withQuote: certify + tpm2_quote over sha256:0,23 with the same nonce, both statements in the CSR's evidence */
+    const withQuote = (nonce: Buffer): Buffer => {
+      const certify = evidence(AK4, nonce);
+      tpm.tpm2('tpm2_quote', ['-c', AK4, '-l', 'sha256:0,23', '-q', nonce.toString('hex'), '-m', 'q.attest', '-s', 'q.sig', '-o', 'q.pcrs', '-F', 'values']);
+      const pcrs = tpm.dir.read('q.pcrs');
+      const quote = tpmQuoteStatement({ tpmsAttest: tpm.dir.read('q.attest'), signature: tpm.dir.read('q.sig'), pcrValues: [pcrs.subarray(0, 32), pcrs.subarray(32, 64)] });
+      return tpmCsr('dev-6', seq(certify, quote));
+    };
+    const none = await postLabel('dev-6', tpmCsr('dev-6', evidence(AK4, await nonceOf('dev-6'))));
+    expect(none.status).toBe(403);
+    expect(none.text).toContain('attestation failed: quote');
+    // one extend too many: PCR 23 is off the policy (the enrollment's secret stays unspent)
+    tpm.tpm2('tpm2_pcrextend', [`23:sha256=${PCR_EVENT.toString('hex')}`]);
+    const off = await postLabel('dev-6', withQuote(await nonceOf('dev-6')));
+    expect(off.status).toBe(403);
+    expect(off.text).toContain('attestation failed: pcr-value 23');
+    // back to the known state (PCR 23 is resettable from locality 0): the same device now enrolls
+    tpm.tpm2('tpm2_pcrreset', ['23']);
+    tpm.tpm2('tpm2_pcrextend', [`23:sha256=${PCR_EVENT.toString('hex')}`]);
+    const crt = await c.certOf(await postLabel('dev-6', withQuote(await nonceOf('dev-6'))), 'dev-6');
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
+    expect(failedChecks(svc, 'dev-6')).toEqual(['quote', 'pcr-value']);
   });
 
   it('refuses a stale nonce: older than attestation.nonceTtl on the CA clock (the built-in label "tpm" of the default config)', async () => {

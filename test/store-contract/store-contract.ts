@@ -875,8 +875,13 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(await att().activateAk('000bak1', 'd2', h('secret'), now, audit('tpm.ak.activate', 'd2'))).toBeNull();
         expect(await att().activateAk('000bak1', 'd1', h('secret'), new Date(now.getTime() + 60_000), audit('tpm.ak.activate', 'd1'))).toBeNull();
         const active = await att().activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1', { ak: '000bak1' }));
-        expect(active).toMatchObject({ status: 'active', deviceId: 'd1', challengeSha256: null, akPublic: Buffer.from('public of 000bak1') });
-        expect(await att().activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1'))).toBeNull();
+        expect(active).toMatchObject({ status: 'active', deviceId: 'd1', akPublic: Buffer.from('public of 000bak1') });
+        // the same activation again (its reply was lost): the active binding, unchanged, not audited twice;
+        // after the challenge expired, with another credential or for another device: nothing
+        expect(await att().activateAk('000bak1', 'd1', h('secret'), new Date(now.getTime() + 1_000), audit('tpm.ak.activate', 'd1'))).toEqual(active);
+        expect(await att().activateAk('000bak1', 'd1', h('secret'), new Date(now.getTime() + 60_000), audit('tpm.ak.activate', 'd1'))).toBeNull();
+        expect(await att().activateAk('000bak1', 'd1', h('wrong'), now, audit('tpm.ak.activate', 'd1'))).toBeNull();
+        expect(await att().activateAk('000bak1', 'd2', h('secret'), now, audit('tpm.ak.activate', 'd2'))).toBeNull();
         expect((await allAudit()).filter((r) => r.type === 'tpm.ak.activate').map((r) => r.data)).toEqual([{ ak: '000bak1' }]);
         await expect(att().saveAkChallenge(challenge('000bak1', 'd2'), now, audit('tpm.ak.challenge', 'd2'))).rejects.toMatchObject({ code: 'conflict' });
         expect((await att().aksOfDevice('d1')).map((a) => a.akName)).toEqual(['000bak1']);
@@ -890,6 +895,7 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(await att().revokeAks('d2', false, now, audit('tpm.ak.revoke', 'd2'))).toBe(1);
         expect(await att().revokeAks('d1', true, now, audit('tpm.ak.revoke', 'd1'))).toBe(1);
         expect((await att().getAk('000bak1'))?.status).toBe('revoked');
+        expect(await att().activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1'))).toBeNull(); // no repeat once revoked
         await expect(att().saveAkChallenge(challenge('000bak9', 'd9', { ek: 'ek-A' }), now, audit('tpm.ak.challenge', 'd9'))).rejects.toMatchObject({ code: 'forbidden' });
         await expect(att().saveAkChallenge(challenge('000bak8', 'd2', { ek: 'ek-B' }), now, audit('tpm.ak.challenge', 'd2'))).resolves.toMatchObject({ status: 'pending' });
       });

@@ -17,7 +17,11 @@ export type AttestationCheck =
   | 'attested-name' // the certified name is not nameAlg || H(TPMT_PUBLIC) of the key sent
   | 'key-mismatch' // the certified key is not the CSR's key
   | 'key-attributes' // the certified key's attributes are not what the policy requires
-  | 'key-algorithm'; // the certified key's algorithm or size is not allowed
+  | 'key-algorithm' // the certified key's algorithm or size is not allowed
+  | 'quote' // the profile has a PCR policy and the CSR carries no TPM2_Quote statement
+  | 'pcr-selection' // the quote does not select exactly the policy's bank and PCRs
+  | 'pcr-digest' // the quote's PCR digest is not the hash of the PCR values claimed
+  | 'pcr-value'; // a claimed PCR value is not the policy's (the reason names the PCR)
 
 export type AttestationVerdict<T> = { ok: true; value: T } | { ok: false; check: AttestationCheck; detail: string };
 

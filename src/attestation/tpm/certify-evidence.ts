@@ -29,7 +29,7 @@ export interface VerifiedCertify {
  * readSignature accepts a TPMT_SIGNATURE or, as the issue asks, a raw signature in the AK's own scheme:
  * PKCS#1/PSS bytes for an RSA AK, r||s for an ECC AK.
  */
-function readSignature(sig: Buffer, ak: TpmPublic): TpmSignature | undefined {
+export function readSignature(sig: Buffer, ak: TpmPublic): TpmSignature | undefined {
   try {
     return parseTpmtSignature(sig);
   } catch (e) {

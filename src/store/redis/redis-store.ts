@@ -1047,8 +1047,10 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     const akKey = this.k('tpm-ak', akName);
     return this.tx([this.headKey, akKey], async (m) => {
       const row = await this.getJson<AkRow>(this.w, akKey);
-      if (!row || row.deviceId !== deviceId || row.status !== 'pending' || row.challengeSha256 !== challengeSha256 || row.challengeExpiresAt <= ms(now)) return null;
-      const next: AkRow = { ...row, status: 'active', challengeSha256: null, activatedAt: ms(now) };
+      if (!row || row.deviceId !== deviceId || row.status === 'revoked' || row.challengeSha256 !== challengeSha256 || row.challengeExpiresAt <= ms(now)) return null;
+      // a repeat of this activation (its reply was lost) while the challenge lives: the binding as it is, no audit
+      if (row.status === 'active') return akFromRow(row);
+      const next: AkRow = { ...row, status: 'active', activatedAt: ms(now) };
       m.set(akKey, JSON.stringify(next));
       await this.auditTo(m, audit, now);
       return akFromRow(next);

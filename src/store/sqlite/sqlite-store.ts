@@ -757,10 +757,19 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     return this.db
       .transaction(() => {
         const changed = this.stmt(
-          `UPDATE tpm_aks SET status = 'active', challenge_sha256 = NULL, activated_at = ?
+          `UPDATE tpm_aks SET status = 'active', activated_at = ?
            WHERE ak_name = ? AND device_id = ? AND status = 'pending' AND challenge_sha256 = ? AND challenge_expires_at > ?`,
         ).run(ms(now), akName, deviceId, challengeSha256, ms(now)).changes;
-        if (changed !== 1) return null;
+        if (changed !== 1) {
+          // a repeat of this activation (its reply was lost) while the challenge lives: the binding as it is, no audit
+          const r = this.stmt(`SELECT * FROM tpm_aks WHERE ak_name = ? AND device_id = ? AND status = 'active' AND challenge_sha256 = ? AND challenge_expires_at > ?`).get(
+            akName,
+            deviceId,
+            challengeSha256,
+            ms(now),
+          ) as Row | undefined;
+          return r ? akFromRow(r) : null;
+        }
         this.appendAuditSync(audit, now);
         return akFromRow(this.stmt('SELECT * FROM tpm_aks WHERE ak_name = ?').get(akName) as Row);
       })

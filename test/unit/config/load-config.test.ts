@@ -223,6 +223,7 @@ describe('the file', () => {
     ['a profile named like a built-in CA profile', 'profiles.tls-server', 'profiles:\n  tls-server: {}\n'],
     ['a profile named like the AK certificate profile', 'profiles.tpm-ak', 'profiles:\n  default: {}\n  tpm-ak: {}\n'],
     ['a profile with keyEncipherment but without serverAuth', 'profiles.p.keyEncipherment', 'profiles:\n  default: {}\n  p: { keyEncipherment: true }\n'],
+    ['a PCR policy on a profile with attestation off', 'profiles.p.pcrPolicy', `profiles:\n  default: {}\n  p: { pcrPolicy: { pcrs: { '0': '${'00'.repeat(32)}' } } }\n`],
     ['a label with keyEncipherment inline but without serverAuth', 'est.labels.gw.keyEncipherment', 'est:\n  labels:\n    gw: { keyEncipherment: true }\n'],
     ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
     ['a SCEP path serving a profile with proofOfPossession', 'scep.paths.default.profile', 'profiles:\n  default: { proofOfPossession: true }\nscep:\n  enabled: true\n'],
@@ -285,5 +286,25 @@ describe('the result is frozen', () => {
     expect(a).not.toBe(b);
     expect(a.https.port).toBe(8443);
     expect(b.https.port).toBe(9443);
+  });
+});
+
+describe('profiles.<name>.pcrPolicy', () => {
+  const z64 = '00'.repeat(32);
+  it('reads a bank and PCR index -> value; absent by default', () => {
+    const file = yaml('pcr-ok.yaml', `profiles:\n  default: {}\n  p: { attestation: required, pcrPolicy: { pcrs: { '0': '${z64}', '23': '${'ab'.repeat(32)}' } } }\n`);
+    const cfg = loadConfig({ file, env: {} });
+    expect(cfg.profiles.p.pcrPolicy).toEqual({ bank: 'sha256', pcrs: { '0': z64, '23': 'ab'.repeat(32) } });
+    expect(loadConfig({ env: {} }).profiles.default.pcrPolicy).toBeUndefined();
+  });
+
+  it.each([
+    ['a value not of the bank size', `{ bank: sha384, pcrs: { '0': '${z64}' } }`],
+    ['PCR index 24', `{ pcrs: { '24': '${z64}' } }`],
+    ['no PCR', '{ pcrs: {} }'],
+    ['a value not hex', `{ pcrs: { '0': '${'zz'.repeat(32)}' } }`],
+  ])('refuses %s', (_n, policy) => {
+    const file = yaml(`pcr-bad-${++badFiles}.yaml`, `profiles:\n  default: {}\n  p: { pcrPolicy: ${policy} }\n`);
+    expect(configError(() => loadConfig({ file, env: {} }))).toContain('pcrPolicy');
   });
 });
