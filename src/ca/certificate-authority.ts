@@ -258,7 +258,7 @@ export class CertificateAuthority {
   private leafIssuer(now: Date): CaMaterial {
     const ca = this.opts.issuers?.active(now) ?? this.opts.issuing;
     if (this.opts.issuers?.isRevoked?.(ca.name)) {
-      throw new DeviceCaError('config', `issuing CA ${ca.name} has been revoked; no certificate is issued until \`device-ca ca rollover\` makes a new issuing CA`);
+      throw new DeviceCaError('ca-unavailable', `issuing CA ${ca.name} has been revoked; no certificate is issued until \`device-ca ca rollover\` makes a new issuing CA`, { retryAfterSeconds: 3600 });
     }
     return ca;
   }
@@ -276,7 +276,8 @@ export class CertificateAuthority {
     const notBefore = new Date(second - this.opts.backdateSeconds * 1000);
     let notAfter = new Date(second + t.validitySeconds * 1000);
     if (notAfter > ca.notAfter) notAfter = ca.notAfter; // never outlive the issuer
-    if (notAfter <= notBefore) throw new DeviceCaError('config', `issuing CA ${ca.name} has expired; roll it over`);
+    if (notAfter <= notBefore)
+      throw new DeviceCaError('ca-unavailable', `issuing CA ${ca.name} has expired; no certificate is issued until \`device-ca ca rollover\` makes a new issuing CA`, { retryAfterSeconds: 3600 });
     const tbs = encodeTbs({
       serial,
       signatureAlgorithm: ca.key.signatureAlgorithm,

@@ -20,10 +20,11 @@ export type ErrorCode =
   | 'config' // bad configuration, detected at start-up
   | 'key-backend' // key store unavailable or failing
   | 'store-unavailable' // the store cannot be read or written (disk full, I/O error, corrupt file, locked too long)
+  | 'ca-unavailable' // the CA cannot issue until an operator acts (its issuing CA is revoked or expired: `ca rollover`)
   | 'internal';
 
 export class DeviceCaError extends Error {
-  /** retryAfterSeconds: when to come back, for 'rate-limited', 'key-backend' and 'store-unavailable'; adapters send it as Retry-After. */
+  /** retryAfterSeconds: when to come back, for 'rate-limited', 'key-backend', 'store-unavailable' and 'ca-unavailable'; adapters send it as Retry-After. */
   readonly retryAfterSeconds?: number;
   constructor(
     readonly code: ErrorCode,

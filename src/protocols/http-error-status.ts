@@ -22,5 +22,6 @@ export const HTTP_ERROR_STATUS: Record<ErrorCode, number> = {
   config: 500,
   'key-backend': 503,
   'store-unavailable': 503,
+  'ca-unavailable': 503,
   internal: 500,
 };

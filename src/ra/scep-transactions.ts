@@ -22,7 +22,7 @@ export interface ScepTransaction {
  * TRANSIENT: refusals not kept as a transaction's answer. A rate limit or an unavailable store is not
  * final: the same request may succeed later, so the transaction stays open.
  */
-const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['rate-limited', 'store-unavailable', 'key-backend', 'config', 'internal']);
+const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['rate-limited', 'store-unavailable', 'key-backend', 'ca-unavailable', 'config', 'internal']);
 
 /**
  * ScepTransactions applies RFC 8894 §3.2.1.1 and §3.3.1 to transactionIDs: a message sent again (same

@@ -23,6 +23,7 @@ export const OCSP_ERROR_STATUS: Record<ErrorCode, Exclude<OcspErrorStatus, 'sigR
   'rate-limited': 'tryLater',
   'key-backend': 'tryLater',
   'store-unavailable': 'tryLater',
+  'ca-unavailable': 'tryLater',
   conflict: 'internalError',
   config: 'internalError',
   internal: 'internalError',

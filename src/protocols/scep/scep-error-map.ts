@@ -30,5 +30,6 @@ export const SCEP_FAIL_INFO: Record<ErrorCode, FailInfo | null> = {
   config: null,
   'key-backend': null,
   'store-unavailable': null,
+  'ca-unavailable': null,
   internal: null,
 };

@@ -155,9 +155,9 @@ describe('a revoked issuing CA', () => {
       (e: unknown) => e,
     );
     expect(refused).toBeInstanceOf(DeviceCaError);
-    expect(refused).toMatchObject({ code: 'config', message: expect.stringContaining('issuing CA device-ca-issuing has been revoked') });
+    expect(refused).toMatchObject({ code: 'ca-unavailable', retryAfterSeconds: 3600, message: expect.stringContaining('issuing CA device-ca-issuing has been revoked') });
     expect((refused as Error).message).toContain('device-ca ca rollover');
-    await expect(ca.issueAttestationKey({ subject: [{ type: 'CN', value: 'ak' }], spki: leafRequest().spki, validitySeconds: 3600 })).rejects.toMatchObject({ code: 'config' });
+    await expect(ca.issueAttestationKey({ subject: [{ type: 'CN', value: 'ak' }], spki: leafRequest().spki, validitySeconds: 3600 })).rejects.toMatchObject({ code: 'ca-unavailable' });
 
     await rolloverIssuing(t.cfg, t.keys, store, { actor: 'test' });
     const h2 = await loadCa(t.cfg, t.keys, store);

@@ -31,6 +31,7 @@ const EXPECTED: [ErrorCode, keyof typeof REPLY][] = [
   ['rate-limited', 'tryLater'],
   ['key-backend', 'tryLater'],
   ['store-unavailable', 'tryLater'],
+  ['ca-unavailable', 'tryLater'],
   ['conflict', 'internalError'],
   ['config', 'internalError'],
   ['internal', 'internalError'],
