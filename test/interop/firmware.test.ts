@@ -16,7 +16,7 @@ import { TmpDir, makeTmpDir } from '../helpers/tmp';
 let svc: RunningService;
 let tmp: TmpDir;
 let operatorToken: string;
-const { cli, cliOk, enroll, teardown } = pkiClient({
+const { cli, cliOk, curl, enroll, teardown } = pkiClient({
   svc: () => svc,
   tmp: () => tmp,
   issuingPem: () => path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem'),
@@ -145,7 +145,7 @@ describe('release', () => {
     expect(r.stderr).toBe('device-ca: the release policy is not met: missing signatures of role administrator\n');
     expect(fs.existsSync(tmp.file('rel/two.der'))).toBe(false);
     const releases = JSON.parse(await cliOk('firmware', 'list', '--json')) as { version: number }[];
-    expect(releases.map((x) => x.version)).toEqual([1, 2]);
+    expect(releases.map((x) => x.version)).toEqual([2, 1]); // newest first
   });
 
   it('a policy for an owner: two roles suffice for its fleet', async () => {
@@ -191,5 +191,50 @@ describe('release', () => {
     expect((await cliOk('audit', 'verify')).startsWith('audit log intact')).toBe(true);
     expect(types.filter((t) => t === 'firmware.released').length).toBe(4);
     expect(types.filter((t) => t === 'firmware.signature.accepted').length).toBe(3 + 3 + 2 + 3);
+  });
+});
+
+describe('distribution (GET /firmware/<name>/latest and /<version>)', () => {
+  const http = (p: string) => curl(`http://localhost:${svc.httpPort}/firmware/${p}`);
+  const https = (p: string, d?: Device) => curl(`https://localhost:${svc.httpsPort}/firmware/${p}`, d ? ['--cert', d.crt, '--key', d.key] : []);
+
+  it('on HTTP: the newest plain release, byte for byte, which openssl verifies; an encrypted one does not exist there', async () => {
+    const latest = await http('sensor-fw/latest');
+    expect([latest.status, latest.headers.get('content-type')]).toEqual([200, 'application/cms']);
+    expect(latest.body.equals(fs.readFileSync(tmp.file('rel/plain.der')))).toBe(true);
+    const out = tmp.file('dl/plain.out');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', tmp.write('dl/plain.der', latest.body), '-CAfile', chain(), '-out', out);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+    expect((await http('sensor-fw/1')).status).toBe(200);
+    for (const p of ['sensor-fw/2', 'sensor-fw/4', 'sensor-fw/9', 'nope/latest', 'sensor-fw/x']) {
+      const r = await http(p);
+      expect([p, r.status, r.text]).toEqual([p, 404, 'no such firmware release\n']);
+    }
+  });
+
+  it('on HTTPS per device: its newest release, which its key decrypts; another device gets its own; a retired device nothing', async () => {
+    const a = await https('sensor-fw/latest', devA);
+    expect(a.status).toBe(200);
+    expect(a.body.equals(fs.readFileSync(tmp.file('rel/after-retire.der')))).toBe(true);
+    const x = tmp.file('dl/a.x');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', tmp.write('dl/a.der', a.body), '-CAfile', chain(), '-out', x);
+    const img = tmp.file('dl/a.bin');
+    await openssl('cms', '-decrypt', '-inform', 'DER', '-in', x, '-recip', devA.crt, '-inkey', devA.key, '-out', img);
+    expect(fs.readFileSync(img).equals(fs.readFileSync(image))).toBe(true);
+    expect((await https('sensor-fw/latest', devOther)).body.equals(fs.readFileSync(tmp.file('rel/globex.der')))).toBe(true);
+    expect((await https('sensor-fw/4', devOther)).status).toBe(404);
+    expect((await https('sensor-fw/1', devOther)).status).toBe(200);
+    const retired = await https('sensor-fw/latest', devB);
+    expect([retired.status, retired.text]).toEqual([403, 'the client certificate is revoked\n']);
+    expect((await https('sensor-fw/latest')).body.equals(fs.readFileSync(tmp.file('rel/plain.der')))).toBe(true);
+  });
+
+  it('each download is an audit record naming the device and the version', async () => {
+    const db = new Database(path.join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
+    const rows = (db.prepare("SELECT actor, data FROM audit WHERE type = 'firmware.downloaded'").all() as { actor: string; data: string }[]).map((r) => [r.actor, JSON.parse(r.data)]);
+    db.close();
+    expect(rows).toContainEqual(['device:fw-a', { version: 4, device: 'fw-a', encrypted: true }]);
+    expect(rows).toContainEqual(['device:fw-other', { version: 3, device: 'fw-other', encrypted: true }]);
+    expect(rows.filter(([actor]) => actor === 'anonymous').length).toBe(3); // HTTP latest and /1, HTTPS latest without a certificate
   });
 });
