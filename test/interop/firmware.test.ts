@@ -238,3 +238,41 @@ describe('distribution (GET /firmware/<name>/latest and /<version>)', () => {
     expect(rows.filter(([actor]) => actor === 'anonymous').length).toBe(3); // HTTP latest and /1, HTTPS latest without a certificate
   });
 });
+
+describe('firmware verify (what the device agent checks, offline)', () => {
+  const verify = (release: string, ...args: string[]) => runCli(['firmware', 'verify', '--in', release, '--chain', chain(), '--out', tmp.file(`verify/${crypto.randomUUID()}.bin`), ...args], {});
+  const refusal = async (release: string, ...args: string[]): Promise<string> => {
+    const r = await verify(release, ...args);
+    expect(r.code).toBe(1);
+    return r.stderr;
+  };
+
+  it('a plain release: every approval and role checked, the exact image written', async () => {
+    const out = tmp.file('verify/plain.bin');
+    const r = await runCli(['firmware', 'verify', '--in', tmp.file('rel/plain.der'), '--chain', chain(), '--installed', '0', '--hardware', '1.3.6.1.4.1.99999.1:SN-1', '--out', out], {});
+    expect([r.code, r.stdout]).toEqual([0, 'verified sensor-fw version 1, approved by manufacturer, developer, administrator\n']);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+  });
+
+  it('an encrypted release: decrypted with the device key, approvals checked against the image', async () => {
+    const out = tmp.file('verify/enc.bin');
+    const r = await runCli(['firmware', 'verify', '--in', tmp.file('rel/after-retire.der'), '--chain', chain(), '--cert', devA.crt, '--key', devA.key, '--installed', '3', '--out', out], {});
+    expect([r.code, r.stdout]).toEqual([0, 'verified sensor-fw version 4 (decrypted), approved by manufacturer, developer, administrator\n']);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+  });
+
+  it('refused, each with its reason: tampered image, missing role, older version, other hardware, another device', async () => {
+    const tampered = Buffer.from(fs.readFileSync(tmp.file('rel/plain.der')));
+    const at = tampered.indexOf(fs.readFileSync(image).subarray(0, 64));
+    tampered[at + 100] ^= 1;
+    expect(await refusal(tmp.write('verify/tampered.der', tampered))).toBe('device-ca: message digest does not match the content\n');
+    expect(await refusal(tmp.file('rel/globex.der'), '--cert', devOther.crt, '--key', devOther.key)).toBe('device-ca: the release lacks approvals of role administrator\n');
+    expect(await refusal(tmp.file('rel/plain.der'), '--installed', '1')).toBe('device-ca: version 1 is not above the installed version 1 (anti-rollback)\n');
+    expect(await refusal(tmp.file('rel/plain.der'), '--hardware', '1.3.6.1.4.1.99999.1:SN-2')).toBe('device-ca: the package is for other hardware (1.3.6.1.4.1.99999.1:SN-1, 1.3.6.1.4.1.99999.2)\n');
+    expect(await refusal(tmp.file('rel/plain.der'), '--hardware', '1.3.6.1.4.1.99999.3')).toMatch(/^device-ca: the package is for other hardware/);
+    expect(await refusal(tmp.file('rel/after-retire.der'), '--cert', devOther.crt, '--key', devOther.key)).toBe('device-ca: the release is not encrypted to this device certificate\n');
+    expect(await refusal(tmp.file('rel/after-retire.der'))).toBe('device-ca: the release is encrypted: give the device certificate and key (--cert, --key)\n');
+    // a module type named without serials takes any serial of it
+    expect((await verify(tmp.file('rel/plain.der'), '--hardware', '1.3.6.1.4.1.99999.2:whatever')).code).toBe(0);
+  });
+});
