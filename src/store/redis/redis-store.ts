@@ -1216,6 +1216,14 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         case 'ca-state':
           st.caState.push(x.row);
           break;
+        case 'firmware-release': {
+          const { der, ...info } = x.row;
+          const key = firmwareReleaseKey(info.name, info.version);
+          m.set(this.k('fw-rel', key), JSON.stringify({ ...info, releasedAt: ms(info.releasedAt) } satisfies ReleaseRow));
+          m.set(this.k('fw-rel-der', key), der);
+          m.zadd(this.k('fw-rels'), 0, key);
+          break;
+        }
       }
     }
     const replies = await m.exec();

@@ -818,6 +818,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
         'SELECT * FROM tpm_nonces ORDER BY device_id, created_at, rowid',
         (r) => ({ kind: 'tpm-nonce', row: { deviceId: String(r.device_id), nonceSha256: String(r.nonce_sha256), expiresAt: date(r.expires_at), createdAt: date(r.created_at) } }),
       ],
+      ['SELECT * FROM firmware_releases ORDER BY sort_key', (r) => ({ kind: 'firmware-release', row: { ...releaseFromRow(r), der: r.der as Buffer } })],
       ['SELECT * FROM audit ORDER BY seq', (r) => ({ kind: 'audit', row: auditFromRow(r) })],
       [
         'SELECT * FROM ca_state ORDER BY name',
