@@ -29,6 +29,7 @@ import { adminRouter } from './protocols/admin/admin-router';
 import { caCertsRouter } from './protocols/ca-certs/ca-certs-router';
 import { crlRouter } from './protocols/crl/crl-router';
 import { estRouter } from './protocols/est/est-router';
+import { firmwareRouter } from './protocols/firmware/firmware-router';
 import { consoleRouter } from './protocols/console/console-router';
 import { ocspHandler } from './protocols/ocsp/ocsp-handler';
 import { opsRouter } from './protocols/ops/ops-router';
@@ -38,6 +39,7 @@ import { loadBootstrapPolicy } from './ra/bootstrap-policy-loader';
 import { ConsoleOverview } from './ra/console-overview';
 import { ConsoleSessions } from './ra/console-sessions';
 import { DeviceLifecycle } from './ra/device-lifecycle';
+import { FirmwareDistribution } from './ra/firmware-distribution';
 import { CsrVerifyPool } from './ra/csr-verify-pool';
 import { serverSecretKey } from './ra/enrollment-secret';
 import { operatorFingerprints } from './ra/operator-fingerprints';
@@ -233,6 +235,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
         },
       ]
     : [];
+  // firmware releases (issue 13): plain ones on both listeners, encrypted ones per device over mTLS
+  const firmware = firmwareRouter({ distribution: new FirmwareDistribution(store) });
   const httpsServer = createHttpsListener({
     tls: { ...tlsContext, cert: initial.tls.certPem, key: initial.tls.keyPem, requestCert: true, rejectUnauthorized: false, handshakeTimeout: cfg.https.handshakeTimeout * 1000 },
     mounts: [
@@ -246,6 +250,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
         }),
       },
       { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit }) },
+      { path: '/firmware', router: firmware },
       ...consoleMounts,
     ],
     registry,
@@ -284,6 +289,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
         router: caCertsRouter((name) => (name === hierarchy.root.name ? hierarchy.root.der : cas.all().find((c) => c.name === name)?.der)),
       },
       { path: '/crl', router: crlRouter(crls, 60, rootCrl) },
+      { path: '/firmware', router: firmware },
       ...scepMounts,
       { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), warnings }) },
     ],

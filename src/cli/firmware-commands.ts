@@ -3,6 +3,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { parseHardwareList } from '../cms/firmware-attributes';
 import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../cms/firmware-package';
+import { verifyFirmwareRelease } from '../cms/firmware-release-verify';
 import { pemBlocks, toPem } from '../ca/pem';
 import { Config } from '../config/schema';
 import { writeFileAtomic } from '../data-dir/atomic-file';
@@ -10,7 +11,7 @@ import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
 import { openKeyBackend } from '../keys/open-key-backend';
 import { algorithmOfKey, softwareSigningKey } from '../keys/software-key-backend';
-import { FirmwareReleases } from '../ra/firmware-release';
+import { DEFAULT_ROLES, FirmwareReleases } from '../ra/firmware-release';
 import { Store } from '../store/store';
 import { printRecords } from './output';
 
@@ -123,6 +124,32 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
       if (ctx.json()) console.log(JSON.stringify({ owner: o.owner ?? null, roles }));
     });
   firmware
+    .command('verify')
+    .description("check a release as a device does, offline: the CA's counter-signature, every approval and role, the version, the hardware; decrypt; write the image")
+    .requiredOption('--in <file>', 'the release (DER CMS)')
+    .requiredOption('--chain <file>', 'the firmware chain (PEM: signer CA and root, <data>/ca/firmware-chain.pem)')
+    .option('--cert <file>', 'the device certificate (an encrypted release)')
+    .option('--key <file>', 'the device private key (an encrypted release)')
+    .option('--roles <list>', 'roles that must all have approved', DEFAULT_ROLES.join(','))
+    .option('--installed <version>', 'the installed version: refuse one not above it (anti-rollback)')
+    .option('--hardware <oid:serial>', "this device's hardware module type and serial: refuse a package for other hardware")
+    .requiredOption('--out <file>', 'where to write the image')
+    .action(async (o: { in: string; chain: string; cert?: string; key?: string; roles: string; installed?: string; hardware?: string; out: string }) => {
+      if ((o.cert === undefined) !== (o.key === undefined)) throw new DeviceCaError('bad-request', '--cert and --key go together');
+      if (o.installed !== undefined && !/^(0|[1-9][0-9]{0,15})$/.test(o.installed)) throw new DeviceCaError('bad-request', '--installed must be a non-negative integer');
+      const chain = pemBlocks(readFile(o.chain).toString('latin1'), 'CERTIFICATE');
+      const recipient = o.cert && o.key ? { certificate: readPemOrDer(o.cert, 'CERTIFICATE'), key: privateKeyOf(o.key) } : undefined;
+      const hardware = o.hardware === undefined ? undefined : parseHardwareList(o.hardware)[0];
+      const roles = o.roles
+        .split(',')
+        .map((r) => r.trim())
+        .filter((r) => r.length > 0);
+      const v = verifyFirmwareRelease(readFile(o.in), { chain, recipient, roles, installed: o.installed === undefined ? undefined : Number(o.installed), hardware, now: new Date() });
+      writeFileAtomic(o.out, v.image, 0o600);
+      if (ctx.json()) console.log(JSON.stringify({ ...v.metadata, encrypted: v.encrypted, approvals: v.approvals }));
+      else console.log(`verified ${v.metadata.name} version ${v.metadata.version}${v.encrypted ? ' (decrypted)' : ''}, approved by ${v.approvals.map((a) => a.role).join(', ')}`);
+    });
+  firmware
     .command('release')
     .description('check the policy and the signers, counter-sign as the CA and record the release; --encrypt-to encrypts the image to device certificates')
     .requiredOption('--in <file>', 'the signed package')
@@ -154,4 +181,14 @@ function readPemOrDer(f: string, label: string): Buffer {
   const b = readFile(f);
   const pem = pemBlocks(b.toString('latin1'), label);
   return pem.length > 0 ? pem[0] : b;
+}
+
+/** privateKeyOf: a PEM or DER (PKCS#8) private key file; 'bad-request' when it is not one. */
+function privateKeyOf(f: string): crypto.KeyObject {
+  const b = readFile(f);
+  try {
+    return b.includes('-----BEGIN') ? crypto.createPrivateKey(b) : crypto.createPrivateKey({ key: b, format: 'der', type: 'pkcs8' });
+  } catch {
+    throw new DeviceCaError('bad-request', `${f} is not a private key (PEM or DER PKCS#8)`);
+  }
 }

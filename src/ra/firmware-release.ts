@@ -5,15 +5,15 @@ import { isSignedBy, issueSignerCertificate, openSignerCa, releaseSigner, signer
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyBackend } from '../keys/key-backend';
 import { collectItems } from '../store/paging';
-import { AuditInput, Store } from '../store/store';
+import { AuditInput, FirmwareReleaseInfo, Store } from '../store/store';
 import { parseCsr } from './csr';
 
 /**
  * firmware-release: the decisions around firmware (issue 13): who may sign (registered signers and their
  * roles), which roles a release needs (the policy, per owner), whether a package meets it, and to which
  * devices a release is encrypted. CMS encoding is in cms/firmware-package.ts, the signer CA in
- * ca/signer-ca.ts. Signers, policies and releases are ca_state records (both stores have them; no
- * migration); every change is audited in the same write.
+ * ca/signer-ca.ts. Signers and policies are ca_state records; releases are rows of the store's firmware
+ * releases (FirmwareReleaseStore), with their bytes; every change is audited in the same write.
  */
 
 /** SignerRecord: a registered signer: its name, role and the serial of its certificate (from the signer CA). */
@@ -24,23 +24,14 @@ export interface SignerRecord {
   createdAt: string;
 }
 
-/** ReleaseRecord: what was released, signed by whom, encrypted to whom. */
-export interface ReleaseRecord {
-  name: string;
-  version: number;
-  sha256: string;
-  signers: { name: string; role: string; serial: string; signingTime: string }[];
-  /** recipients: device ids the image is encrypted to; null for a plain release */
-  recipients: string[] | null;
-  releasedAt: string;
-}
+/** ReleaseRecord: what was released, signed by whom, encrypted to whom (a row of the store's firmware releases). */
+export type ReleaseRecord = FirmwareReleaseInfo;
 
 /** DEFAULT_ROLES: the roles a release needs when no policy was set (issue 13). */
 export const DEFAULT_ROLES: readonly string[] = ['manufacturer', 'developer', 'administrator'];
 
 const SIGNERS_RECORD = 'firmware-signers';
 const POLICY_RECORD = 'firmware-policy';
-const RELEASES_RECORD = 'firmware-releases';
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** SIGNING_TIME_SKEW_MS: how far in the future a signer's clock may be. */
 const SIGNING_TIME_SKEW_MS = 5 * 60_000;
@@ -107,8 +98,9 @@ export class FirmwareReleases {
     return owner !== undefined && Object.hasOwn(value.owners, owner) ? value.owners[owner] : value.default;
   }
 
-  async listReleases(): Promise<ReleaseRecord[]> {
-    return (await this.read<ReleaseRecord[]>(RELEASES_RECORD, [])).value;
+  /** listReleases: every release (of one name), by name and newest version first. */
+  async listReleases(name?: string): Promise<ReleaseRecord[]> {
+    return (await collectItems((after, limit) => this.store.listFirmwareReleases({ name, after, limit }))).items;
   }
 
   /**
@@ -152,8 +144,7 @@ export class FirmwareReleases {
     const have = new Set(signers.map((s) => s.role));
     const missing = [...required].filter((r) => !have.has(r));
     if (missing.length > 0) throw new DeviceCaError('forbidden', `the release policy is not met: missing signatures of role ${missing.join(', ')}`);
-    const previous = (await this.listReleases()).filter((r) => r.name === pkg.metadata.name);
-    const latest = Math.max(-1, ...previous.map((r) => r.version));
+    const latest = (await this.store.listFirmwareReleases({ name: pkg.metadata.name, limit: 1 })).items[0]?.version ?? -1;
     if (pkg.metadata.version < latest) throw new DeviceCaError('conflict', `version ${pkg.metadata.version} is below the released version ${latest} of ${pkg.metadata.name}`);
 
     const ca = await openSignerCa(this.cfg, this.keys, this.store, now);
@@ -166,9 +157,10 @@ export class FirmwareReleases {
       sha256: crypto.createHash('sha256').update(pkg.image).digest('hex'),
       signers,
       recipients: recipients ? recipients.map((r) => r.deviceId) : null,
-      releasedAt: now.toISOString(),
+      releasedAt: now,
     };
-    await this.update<ReleaseRecord[]>(RELEASES_RECORD, [], (list) => [...list, record], {
+    // the store checks the version again in its transaction: two releases at once cannot roll back
+    await this.store.saveFirmwareRelease(record, release, {
       type: 'firmware.released',
       actor: a.actor,
       subject: `firmware:${record.name}`,

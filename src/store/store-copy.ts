@@ -22,6 +22,8 @@ export interface Census {
   requests: number;
   tokens: number;
   tpmAks: number;
+  /** firmwareReleases: name@version:sha256 of each release */
+  firmwareReleases: string[];
   auditRecords: number;
   auditLastHash: string;
   crlNumbers: Record<string, string>;
@@ -43,7 +45,7 @@ export interface CopySummary {
  * store to the shared Redis store): every row as recorded (ids, times, audit hashes), into a target that
  * holds nothing. It then verifies the copy: the target's audit chain verifies and ends at the source's
  * last hash, and the census (counts of devices, secrets, certificates, revocations, requests, tokens, AK
- * bindings; CRL numbers and CA state versions) is the same on both sides. A copy that fails half-way or
+ * bindings, firmware releases; CRL numbers and CA state versions) is the same on both sides. A copy that fails half-way or
  * does not verify is removed from the target, so nothing half-written is left to serve. Stop the node
  * that serves the source first: rows it writes after the snapshot began are not copied.
  */
@@ -94,6 +96,7 @@ async function takeCensus(store: Store, what: { names: string[]; crls: { issuer:
     requests: 0,
     tokens: 0,
     tpmAks: 0,
+    firmwareReleases: [],
     auditRecords: 0,
     auditLastHash: '',
     crlNumbers: {},
@@ -113,6 +116,7 @@ async function takeCensus(store: Store, what: { names: string[]; crls: { issuer:
   }
   c.requests = (await collectItems((after, limit) => store.listRequests({ after, limit }))).items.length;
   c.tokens = (await collectItems((after, limit) => store.listTokens({ after, limit }))).items.length;
+  for await (const r of everyItem((after) => store.listFirmwareReleases({ after, limit: MAX_PAGE_LIMIT }))) c.firmwareReleases.push(`${r.name}@${r.version}:${r.sha256}`);
   const audit = await verifyAuditChain(store);
   c.auditRecords = audit.records;
   c.auditLastHash = audit.lastHash;

@@ -508,8 +508,66 @@ export interface ScepTransactionStore {
   settleScepTransaction(key: string, requestSha256: string, outcome: ScepOutcome): Promise<void>;
 }
 
+/**
+ * FirmwareReleaseInfo: one firmware release as recorded (issue 13): what was released, signed by whom,
+ * encrypted to which devices. The release bytes are read apart (firmwareReleaseBytes): they can be large.
+ */
+export interface FirmwareReleaseInfo {
+  name: string;
+  /** version: RFC 4108 verNum */
+  version: number;
+  /** sha256: hex SHA-256 of the plaintext image */
+  sha256: string;
+  signers: { name: string; role: string; serial: string; signingTime: string }[];
+  /** recipients: device ids the image is encrypted to; null for a plain (unencrypted) release */
+  recipients: string[] | null;
+  releasedAt: Date;
+}
+
+/**
+ * FirmwareReleaseStore keeps firmware releases, one row per name and version, so a release does not grow
+ * one shared record. Lists run by name, then newest version first (`firmwareReleaseKey` is the cursor).
+ */
+export interface FirmwareReleaseStore {
+  /**
+   * saveFirmwareRelease records a release with its DER bytes, replacing a release of the same name and
+   * version (a re-release, e.g. to the devices enrolled since); 'conflict' when a higher version of the
+   * name is recorded (anti-rollback, checked in the same transaction). The audit record is appended in
+   * the same transaction.
+   */
+  saveFirmwareRelease(r: FirmwareReleaseInfo, der: Buffer, audit: AuditInput): Promise<void>;
+  getFirmwareRelease(name: string, version: number): Promise<FirmwareReleaseInfo | null>;
+  firmwareReleaseBytes(name: string, version: number): Promise<Buffer | null>;
+  listFirmwareReleases(filter: { name?: string } & PageRequest): Promise<Page<FirmwareReleaseInfo>>;
+}
+
+/** FIRMWARE_VERSION_MAX: the largest verNum a store orders (Number.MAX_SAFE_INTEGER, 16 digits). */
+const FIRMWARE_VERSION_MAX = Number.MAX_SAFE_INTEGER;
+
+/**
+ * firmwareReleaseKey: the sort key and page cursor of a release: the name, a space (below every name
+ * character), and the version subtracted from FIRMWARE_VERSION_MAX in 16 digits, so that ordering by key
+ * gives names in order and each name's newest version first, in SQLite and in a Redis lex sorted set alike.
+ */
+export function firmwareReleaseKey(name: string, version: number): string {
+  return `${name} ${String(FIRMWARE_VERSION_MAX - version).padStart(16, '0')}`;
+}
+
 export interface Store
-  extends DeviceStore, CertificateStore, AuthFailureStore, RequestStore, AuditStore, RevocationStore, TokenStore, ConsoleSessionStore, LeaseStore, CaStateStore, IntegrityStore, ScepTransactionStore {
+  extends
+    DeviceStore,
+    CertificateStore,
+    AuthFailureStore,
+    RequestStore,
+    AuditStore,
+    RevocationStore,
+    TokenStore,
+    ConsoleSessionStore,
+    LeaseStore,
+    CaStateStore,
+    IntegrityStore,
+    ScepTransactionStore,
+    FirmwareReleaseStore {
   close(): Promise<void>;
 }
 

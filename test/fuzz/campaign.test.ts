@@ -5,6 +5,7 @@ import { consoleCases, consoleCorpus } from './console-cases';
 import { estCases, estCorpus } from './est-cases';
 import { CaseGenerator, Generated, Protocol } from './fuzz-case';
 import { CampaignSettings, ProtocolResult, campaignSettings, runProtocol, summarize } from './fuzz-campaign';
+import { firmwareCases, firmwareCorpus } from './firmware-cases';
 import { FuzzMaterial, prepareMaterial } from './fuzz-material';
 import { httpCases, httpCorpus } from './http-cases';
 import { ocspCases, ocspCorpus } from './ocsp-cases';
@@ -15,7 +16,7 @@ import { LogWatch, serviceRss } from './service-watch';
 
 /**
  * The fuzz campaign (issue 8) against the built service with 2 workers, as a hostile client would meet
- * it: mutated EST, OCSP, admin API, operator console, CRL/CA, SCEP, bare HTTP and TPM attestation requests from fixed seeds. It fails on any 5xx
+ * it: mutated EST, OCSP, admin API, operator console, CRL/CA, SCEP, firmware download, bare HTTP and TPM attestation requests from fixed seeds. It fails on any 5xx
  * (except 503 + Retry-After), a connection reset or close without a reply, a worker restart, or the
  * service's memory growing past a bound. `npm test` runs a short campaign (FUZZ_CASES=300 random cases
  * per protocol, at most 10 s each); FUZZ_SECONDS=60 runs a longer one; FUZZ_SEED picks another seed;
@@ -80,6 +81,7 @@ const PROTOCOLS: [Protocol, (m: FuzzMaterial) => Generated[], (m: FuzzMaterial) 
   ['crl-ca-http', httpCorpus, httpCases],
   ['tpm', tpmCorpus, tpmCases],
   ['scep', (m) => scepCorpus(m.scepMessages), (m) => scepCases(m.scepMessages)],
+  ['firmware', firmwareCorpus, firmwareCases],
 ];
 
 describe('fuzz campaign against the running service (2 workers)', () => {

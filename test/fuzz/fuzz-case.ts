@@ -6,7 +6,7 @@ import { SeededRandom } from './seeded-random';
  * every reply (the verdict), and how a failing case is printed so that it can be replayed.
  */
 
-export type Protocol = 'est' | 'ocsp' | 'admin' | 'console' | 'crl-ca-http' | 'tpm' | 'scep';
+export type Protocol = 'est' | 'ocsp' | 'admin' | 'console' | 'crl-ca-http' | 'tpm' | 'scep' | 'firmware';
 
 /** Generated: a request and what was done to make it; after runs once the reply is in (state upkeep). */
 export interface Generated {

@@ -16,7 +16,7 @@ import { TmpDir, makeTmpDir } from '../helpers/tmp';
 let svc: RunningService;
 let tmp: TmpDir;
 let operatorToken: string;
-const { cli, cliOk, enroll, teardown } = pkiClient({
+const { cli, cliOk, curl, enroll, teardown } = pkiClient({
   svc: () => svc,
   tmp: () => tmp,
   issuingPem: () => path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem'),
@@ -145,7 +145,7 @@ describe('release', () => {
     expect(r.stderr).toBe('device-ca: the release policy is not met: missing signatures of role administrator\n');
     expect(fs.existsSync(tmp.file('rel/two.der'))).toBe(false);
     const releases = JSON.parse(await cliOk('firmware', 'list', '--json')) as { version: number }[];
-    expect(releases.map((x) => x.version)).toEqual([1, 2]);
+    expect(releases.map((x) => x.version)).toEqual([2, 1]); // newest first
   });
 
   it('a policy for an owner: two roles suffice for its fleet', async () => {
@@ -191,5 +191,88 @@ describe('release', () => {
     expect((await cliOk('audit', 'verify')).startsWith('audit log intact')).toBe(true);
     expect(types.filter((t) => t === 'firmware.released').length).toBe(4);
     expect(types.filter((t) => t === 'firmware.signature.accepted').length).toBe(3 + 3 + 2 + 3);
+  });
+});
+
+describe('distribution (GET /firmware/<name>/latest and /<version>)', () => {
+  const http = (p: string) => curl(`http://localhost:${svc.httpPort}/firmware/${p}`);
+  const https = (p: string, d?: Device) => curl(`https://localhost:${svc.httpsPort}/firmware/${p}`, d ? ['--cert', d.crt, '--key', d.key] : []);
+
+  it('on HTTP: the newest plain release, byte for byte, which openssl verifies; an encrypted one does not exist there', async () => {
+    const latest = await http('sensor-fw/latest');
+    expect([latest.status, latest.headers.get('content-type')]).toEqual([200, 'application/cms']);
+    expect(latest.body.equals(fs.readFileSync(tmp.file('rel/plain.der')))).toBe(true);
+    const out = tmp.file('dl/plain.out');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', tmp.write('dl/plain.der', latest.body), '-CAfile', chain(), '-out', out);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+    expect((await http('sensor-fw/1')).status).toBe(200);
+    for (const p of ['sensor-fw/2', 'sensor-fw/4', 'sensor-fw/9', 'nope/latest', 'sensor-fw/x']) {
+      const r = await http(p);
+      expect([p, r.status, r.text]).toEqual([p, 404, 'no such firmware release\n']);
+    }
+  });
+
+  it('on HTTPS per device: its newest release, which its key decrypts; another device gets its own; a retired device nothing', async () => {
+    const a = await https('sensor-fw/latest', devA);
+    expect(a.status).toBe(200);
+    expect(a.body.equals(fs.readFileSync(tmp.file('rel/after-retire.der')))).toBe(true);
+    const x = tmp.file('dl/a.x');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', tmp.write('dl/a.der', a.body), '-CAfile', chain(), '-out', x);
+    const img = tmp.file('dl/a.bin');
+    await openssl('cms', '-decrypt', '-inform', 'DER', '-in', x, '-recip', devA.crt, '-inkey', devA.key, '-out', img);
+    expect(fs.readFileSync(img).equals(fs.readFileSync(image))).toBe(true);
+    expect((await https('sensor-fw/latest', devOther)).body.equals(fs.readFileSync(tmp.file('rel/globex.der')))).toBe(true);
+    expect((await https('sensor-fw/4', devOther)).status).toBe(404);
+    expect((await https('sensor-fw/1', devOther)).status).toBe(200);
+    const retired = await https('sensor-fw/latest', devB);
+    expect([retired.status, retired.text]).toEqual([403, 'the client certificate is revoked\n']);
+    expect((await https('sensor-fw/latest')).body.equals(fs.readFileSync(tmp.file('rel/plain.der')))).toBe(true);
+  });
+
+  it('each download is an audit record naming the device and the version', async () => {
+    const db = new Database(path.join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
+    const rows = (db.prepare("SELECT actor, data FROM audit WHERE type = 'firmware.downloaded'").all() as { actor: string; data: string }[]).map((r) => [r.actor, JSON.parse(r.data)]);
+    db.close();
+    expect(rows).toContainEqual(['device:fw-a', { version: 4, device: 'fw-a', encrypted: true }]);
+    expect(rows).toContainEqual(['device:fw-other', { version: 3, device: 'fw-other', encrypted: true }]);
+    expect(rows.filter(([actor]) => actor === 'anonymous').length).toBe(3); // HTTP latest and /1, HTTPS latest without a certificate
+  });
+});
+
+describe('firmware verify (what the device agent checks, offline)', () => {
+  const verify = (release: string, ...args: string[]) => runCli(['firmware', 'verify', '--in', release, '--chain', chain(), '--out', tmp.file(`verify/${crypto.randomUUID()}.bin`), ...args], {});
+  const refusal = async (release: string, ...args: string[]): Promise<string> => {
+    const r = await verify(release, ...args);
+    expect(r.code).toBe(1);
+    return r.stderr;
+  };
+
+  it('a plain release: every approval and role checked, the exact image written', async () => {
+    const out = tmp.file('verify/plain.bin');
+    const r = await runCli(['firmware', 'verify', '--in', tmp.file('rel/plain.der'), '--chain', chain(), '--installed', '0', '--hardware', '1.3.6.1.4.1.99999.1:SN-1', '--out', out], {});
+    expect([r.code, r.stdout]).toEqual([0, 'verified sensor-fw version 1, approved by manufacturer, developer, administrator\n']);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+  });
+
+  it('an encrypted release: decrypted with the device key, approvals checked against the image', async () => {
+    const out = tmp.file('verify/enc.bin');
+    const r = await runCli(['firmware', 'verify', '--in', tmp.file('rel/after-retire.der'), '--chain', chain(), '--cert', devA.crt, '--key', devA.key, '--installed', '3', '--out', out], {});
+    expect([r.code, r.stdout]).toEqual([0, 'verified sensor-fw version 4 (decrypted), approved by manufacturer, developer, administrator\n']);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+  });
+
+  it('refused, each with its reason: tampered image, missing role, older version, other hardware, another device', async () => {
+    const tampered = Buffer.from(fs.readFileSync(tmp.file('rel/plain.der')));
+    const at = tampered.indexOf(fs.readFileSync(image).subarray(0, 64));
+    tampered[at + 100] ^= 1;
+    expect(await refusal(tmp.write('verify/tampered.der', tampered))).toBe('device-ca: message digest does not match the content\n');
+    expect(await refusal(tmp.file('rel/globex.der'), '--cert', devOther.crt, '--key', devOther.key)).toBe('device-ca: the release lacks approvals of role administrator\n');
+    expect(await refusal(tmp.file('rel/plain.der'), '--installed', '1')).toBe('device-ca: version 1 is not above the installed version 1 (anti-rollback)\n');
+    expect(await refusal(tmp.file('rel/plain.der'), '--hardware', '1.3.6.1.4.1.99999.1:SN-2')).toBe('device-ca: the package is for other hardware (1.3.6.1.4.1.99999.1:SN-1, 1.3.6.1.4.1.99999.2)\n');
+    expect(await refusal(tmp.file('rel/plain.der'), '--hardware', '1.3.6.1.4.1.99999.3')).toMatch(/^device-ca: the package is for other hardware/);
+    expect(await refusal(tmp.file('rel/after-retire.der'), '--cert', devOther.crt, '--key', devOther.key)).toBe('device-ca: the release is not encrypted to this device certificate\n');
+    expect(await refusal(tmp.file('rel/after-retire.der'))).toBe('device-ca: the release is encrypted: give the device certificate and key (--cert, --key)\n');
+    // a module type named without serials takes any serial of it
+    expect((await verify(tmp.file('rel/plain.der'), '--hardware', '1.3.6.1.4.1.99999.2:whatever')).code).toBe(0);
   });
 });

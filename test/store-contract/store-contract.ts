@@ -925,5 +925,52 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(audit.map((r) => r.data)).toEqual([{}]);
       });
     });
+
+    describe('firmware releases (saveFirmwareRelease / getFirmwareRelease / firmwareReleaseBytes / listFirmwareReleases)', () => {
+      const release = (name: string, version: number, recipients: string[] | null = null) => ({
+        name,
+        version,
+        sha256: 'ab'.repeat(32),
+        signers: [{ name: 'alice', role: 'developer', serial: '01', signingTime: '2026-01-01T00:00:00.000Z' }],
+        recipients,
+        releasedAt: new Date('2026-01-02T00:00:00Z'),
+      });
+      const save = (name: string, version: number, recipients: string[] | null = null, der = Buffer.from(`${name}@${version}`)) =>
+        store.saveFirmwareRelease(release(name, version, recipients), der, audit('firmware.released', `firmware:${name}`, { version }));
+
+      it('keeps each version with its bytes and recipients, visible to another instance', async () => {
+        await save('fw', 1);
+        await save('fw', 2, ['dev-1', 'dev-2'], Buffer.alloc(70_000, 7));
+        const other = sut.another ? await sut.another() : store;
+        expect(await other.getFirmwareRelease('fw', 2)).toEqual(release('fw', 2, ['dev-1', 'dev-2']));
+        expect(await other.firmwareReleaseBytes('fw', 2)).toEqual(Buffer.alloc(70_000, 7));
+        expect(await other.getFirmwareRelease('fw', 1)).toMatchObject({ recipients: null });
+        expect(await other.getFirmwareRelease('fw', 3)).toBeNull();
+        expect(await other.firmwareReleaseBytes('fw', 3)).toBeNull();
+        expect(await other.getFirmwareRelease('fw-other', 1)).toBeNull();
+      });
+
+      it('refuses a version below the newest of the name, writing nothing and auditing nothing; the same version replaces', async () => {
+        await save('fw', 5);
+        expect(await codeOf(save('fw', 4))).toBe('conflict');
+        expect(await store.getFirmwareRelease('fw', 4)).toBeNull();
+        await save('fw', 5, ['dev-9'], Buffer.from('again'));
+        expect(await store.getFirmwareRelease('fw', 5)).toMatchObject({ recipients: ['dev-9'] });
+        expect(await store.firmwareReleaseBytes('fw', 5)).toEqual(Buffer.from('again'));
+        await save('other', 1); // another name has its own versions
+        expect((await store.listAudit({ subject: 'firmware:fw' })).items.map((r) => r.data)).toEqual([{ version: 5 }, { version: 5 }]);
+      });
+
+      it('lists by name, newest version first, page by page without losing or repeating a row', async () => {
+        for (const v of [1, 2, 10, 11]) await save('a', v);
+        for (const v of [3, 100]) await save('a-b', v);
+        await save('b', 0);
+        const all = await walk((after) => store.listFirmwareReleases({ after, limit: 2 }));
+        expect(all.items.map((r) => `${r.name}@${r.version}`)).toEqual(['a@11', 'a@10', 'a@2', 'a@1', 'a-b@100', 'a-b@3', 'b@0']);
+        const named = await walk((after) => store.listFirmwareReleases({ name: 'a', after, limit: 3 }));
+        expect(named.items.map((r) => r.version)).toEqual([11, 10, 2, 1]);
+        expect((await store.listFirmwareReleases({ name: 'zzz' })).items).toEqual([]);
+      });
+    });
   });
 }

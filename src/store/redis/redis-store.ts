@@ -20,6 +20,8 @@ import {
   DeviceRecord,
   DeviceState,
   EnrollmentRequestRecord,
+  FirmwareReleaseInfo,
+  firmwareReleaseKey,
   Lease,
   Page,
   PageRequest,
@@ -1216,6 +1218,14 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         case 'ca-state':
           st.caState.push(x.row);
           break;
+        case 'firmware-release': {
+          const { der, ...info } = x.row;
+          const key = firmwareReleaseKey(info.name, info.version);
+          m.set(this.k('fw-rel', key), JSON.stringify({ ...info, releasedAt: ms(info.releasedAt) } satisfies ReleaseRow));
+          m.set(this.k('fw-rel-der', key), der);
+          m.zadd(this.k('fw-rels'), 0, key);
+          break;
+        }
       }
     }
     const replies = await m.exec();
@@ -1274,7 +1284,54 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       return next;
     });
   }
+
+  // ---- firmware releases ----
+  // fw-rels: lex sorted set of firmwareReleaseKey members; fw-rel:<key> the JSON row, fw-rel-der:<key> the bytes
+  async saveFirmwareRelease(r: FirmwareReleaseInfo, der: Buffer, audit: AuditInput): Promise<void> {
+    const index = this.k('fw-rels');
+    const key = firmwareReleaseKey(r.name, r.version);
+    await this.tx([this.headKey, index], async (m) => {
+      const newest = await this.w.zrangebylex(index, `[${r.name} `, `(${r.name}!`, 'LIMIT', 0, 1);
+      const top = newest.length ? await this.getJson<ReleaseRow>(this.w, this.k('fw-rel', newest[0])) : null;
+      if (top && top.version > r.version) throw new DeviceCaError('conflict', `version ${r.version} is below the released version ${top.version} of ${r.name}`);
+      m.set(this.k('fw-rel', key), JSON.stringify({ ...r, releasedAt: ms(r.releasedAt) }));
+      m.set(this.k('fw-rel-der', key), der);
+      m.zadd(index, 0, key);
+      await this.auditTo(m, audit, new Date());
+    });
+  }
+
+  async getFirmwareRelease(name: string, version: number): Promise<FirmwareReleaseInfo | null> {
+    const row = await this.getJson<ReleaseRow>(this.r, this.k('fw-rel', firmwareReleaseKey(name, version)));
+    return row ? { ...row, releasedAt: new Date(row.releasedAt) } : null;
+  }
+
+  async firmwareReleaseBytes(name: string, version: number): Promise<Buffer | null> {
+    return this.r.getBuffer(this.k('fw-rel-der', firmwareReleaseKey(name, version)));
+  }
+
+  async listFirmwareReleases(filter: { name?: string } & PageRequest): Promise<Page<FirmwareReleaseInfo>> {
+    const limit = pageLimit(filter);
+    const from = filter.after !== undefined ? `(${filter.after}` : filter.name !== undefined ? `[${filter.name} ` : '-';
+    const to = filter.name !== undefined ? `(${filter.name}!` : '+';
+    const rows = await this.scanLex(this.k('fw-rels'), undefined, limit + 1, { from, to }, async (keys) =>
+      (
+        await this.mgetJson<ReleaseRow>(
+          this.r,
+          keys.map((x) => this.k('fw-rel', x)),
+        )
+      ).filter((x): x is ReleaseRow => x !== null),
+    );
+    return pageOf(
+      rows.map((row) => ({ ...row, releasedAt: new Date(row.releasedAt) })),
+      limit,
+      (r) => firmwareReleaseKey(r.name, r.version),
+    );
+  }
 }
+
+/** ReleaseRow: a firmware release's JSON row (times in ms). */
+type ReleaseRow = Omit<FirmwareReleaseInfo, 'releasedAt'> & { releasedAt: number };
 
 /** hostPort: "host:port" (IPv6 in brackets) as ioredis wants a node. */
 function hostPort(s: string): { host: string; port: number } {

@@ -233,3 +233,19 @@ MIGRATIONS.push(
    CREATE INDEX certificates_crl_revoked ON certificates(issuer, shard, serial, not_after, revoked_at, revocation_reason, invalidity_date)
      WHERE status = 'revoked';`,
 );
+
+// 13: firmware releases (issue 13), one row per name and version instead of one growing ca_state record;
+// sort_key (firmwareReleaseKey) orders names, then each name's newest version first, and is the page cursor
+MIGRATIONS.push(
+  `CREATE TABLE firmware_releases (
+     sort_key TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     signers TEXT NOT NULL,
+     recipients TEXT,
+     released_at INTEGER NOT NULL,
+     der BLOB NOT NULL,
+     UNIQUE (name, version)
+   );`,
+);

@@ -21,6 +21,8 @@ import {
   Lease,
   DeviceChange,
   EnrollmentRequestRecord,
+  FirmwareReleaseInfo,
+  firmwareReleaseKey,
   Page,
   PageRequest,
   RevocationReason,
@@ -825,6 +827,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
         'SELECT * FROM tpm_nonces ORDER BY device_id, created_at, rowid',
         (r) => ({ kind: 'tpm-nonce', row: { deviceId: String(r.device_id), nonceSha256: String(r.nonce_sha256), expiresAt: date(r.expires_at), createdAt: date(r.created_at) } }),
       ],
+      ['SELECT * FROM firmware_releases ORDER BY sort_key', (r) => ({ kind: 'firmware-release', row: { ...releaseFromRow(r), der: r.der as Buffer } })],
       ['SELECT * FROM audit ORDER BY seq', (r) => ({ kind: 'audit', row: auditFromRow(r) })],
       [
         'SELECT * FROM ca_state ORDER BY name',
@@ -871,6 +874,56 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
       })
       .immediate();
   }
+
+  // ---- firmware releases ----
+  async saveFirmwareRelease(r: FirmwareReleaseInfo, der: Buffer, audit: AuditInput): Promise<void> {
+    const now = new Date();
+    this.db
+      .transaction(() => {
+        const top = this.stmt('SELECT MAX(version) AS v FROM firmware_releases WHERE name = ?').get(r.name) as Row;
+        if (top.v !== null && Number(top.v) > r.version) throw new DeviceCaError('conflict', `version ${r.version} is below the released version ${Number(top.v)} of ${r.name}`);
+        this.stmt(
+          `INSERT INTO firmware_releases (sort_key, name, version, sha256, signers, recipients, released_at, der) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT(sort_key) DO UPDATE SET sha256 = excluded.sha256, signers = excluded.signers, recipients = excluded.recipients, released_at = excluded.released_at, der = excluded.der`,
+        ).run(firmwareReleaseKey(r.name, r.version), r.name, r.version, r.sha256, JSON.stringify(r.signers), r.recipients === null ? null : JSON.stringify(r.recipients), ms(r.releasedAt), der);
+        this.appendAuditSync(audit, now);
+      })
+      .immediate();
+  }
+
+  async getFirmwareRelease(name: string, version: number): Promise<FirmwareReleaseInfo | null> {
+    const row = this.stmt(`SELECT ${RELEASE_COLUMNS} FROM firmware_releases WHERE sort_key = ?`).get(firmwareReleaseKey(name, version)) as Row | undefined;
+    return row ? releaseFromRow(row) : null;
+  }
+
+  async firmwareReleaseBytes(name: string, version: number): Promise<Buffer | null> {
+    const row = this.stmt('SELECT der FROM firmware_releases WHERE sort_key = ?').get(firmwareReleaseKey(name, version)) as Row | undefined;
+    return row ? (row.der as Buffer) : null;
+  }
+
+  async listFirmwareReleases(filter: { name?: string } & PageRequest): Promise<Page<FirmwareReleaseInfo>> {
+    const limit = pageLimit(filter);
+    const rows = (
+      filter.name !== undefined
+        ? this.stmt(`SELECT ${RELEASE_COLUMNS} FROM firmware_releases WHERE sort_key > ? AND name = ? ORDER BY sort_key LIMIT ?`).all(filter.after ?? '', filter.name, limit + 1)
+        : this.stmt(`SELECT ${RELEASE_COLUMNS} FROM firmware_releases WHERE sort_key > ? ORDER BY sort_key LIMIT ?`).all(filter.after ?? '', limit + 1)
+    ) as Row[];
+    return pageOf(rows.map(releaseFromRow), limit, (r) => firmwareReleaseKey(r.name, r.version));
+  }
+}
+
+/** RELEASE_COLUMNS: a release's row without its bytes. */
+const RELEASE_COLUMNS = 'name, version, sha256, signers, recipients, released_at';
+
+function releaseFromRow(r: Row): FirmwareReleaseInfo {
+  return {
+    name: String(r.name),
+    version: Number(r.version),
+    sha256: String(r.sha256),
+    signers: JSON.parse(String(r.signers)) as FirmwareReleaseInfo['signers'],
+    recipients: r.recipients === null ? null : (JSON.parse(String(r.recipients)) as string[]),
+    releasedAt: date(r.released_at),
+  };
 }
 
 /** probeError: 'store-unavailable' naming which half of the probe failed and why (the /healthz reason). */

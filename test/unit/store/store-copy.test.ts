@@ -51,6 +51,9 @@ afterEach(async () => {
 async function populate(s: SqliteStore): Promise<void> {
   await s.saveCaState('hierarchy', { issuing: { name: 'issuing-1' } }, 0, audit('ca.created', 'ca'));
   await s.saveCaState('ocsp-responder', { serial: 'aa' }, 0);
+  const fw = { name: 'fw', sha256: 'cd'.repeat(32), signers: [], recipients: ['dev-1'], releasedAt: new Date('2026-01-01T00:00:00Z') };
+  await s.saveFirmwareRelease({ ...fw, version: 1 }, Buffer.from('release 1'), audit('firmware.released', 'firmware:fw'));
+  await s.saveFirmwareRelease({ ...fw, version: 2, recipients: null }, Buffer.alloc(5000, 2), audit('firmware.released', 'firmware:fw'));
   for (const id of ['dev-1', 'dev-2', 'dev-3'])
     await s.createDevice({ id, owner: id === 'dev-3' ? 'team-b' : null, label: null, state: 'registered' }, { hash: `hash-${id}`, expiresAt: new Date(Date.now() + DAY) }, audit('device.create', id));
   const [secret] = await s.activeSecrets('dev-1', new Date());
@@ -104,7 +107,20 @@ it('copies every row: the target reads as the source did, and goes on from there
   await populate(sqlite);
   const progress: string[] = [];
   const summary = await copyStore(sqlite, redis, { progress: (p) => progress.push(`${p.kind}:${p.copied}`), batchSize: 2 });
-  expect(summary.rows).toMatchObject({ device: 3, secret: 3, certificate: 2, request: 1, token: 1, crl: 1, 'crl-number': 1, 'tpm-ak': 2, 'tpm-blocked-ek': 1, 'tpm-nonce': 1, 'ca-state': 2 });
+  expect(summary.rows).toMatchObject({
+    device: 3,
+    secret: 3,
+    certificate: 2,
+    request: 1,
+    token: 1,
+    crl: 1,
+    'crl-number': 1,
+    'tpm-ak': 2,
+    'tpm-blocked-ek': 1,
+    'tpm-nonce': 1,
+    'firmware-release': 2,
+    'ca-state': 2,
+  });
   expect(progress).toContain('device:3');
   expect(summary.census).toMatchObject({ devices: 3, certificates: 2, revokedCertificates: 1, requests: 1, tokens: 1, tpmAks: 2, crlNumbers: { 'issuing-1': '1' } });
 
@@ -116,6 +132,8 @@ it('copies every row: the target reads as the source did, and goes on from there
   expect(await redis.spentSecrets('dev-1', new Date(0))).toEqual(await sqlite.spentSecrets('dev-1', new Date(0)));
   expect(await redis.getCrl('issuing-1', 3)).toEqual(await sqlite.getCrl('issuing-1', 3));
   expect(await redis.getCaState('hierarchy')).toEqual(await sqlite.getCaState('hierarchy'));
+  expect(await redis.listFirmwareReleases({})).toEqual(await sqlite.listFirmwareReleases({}));
+  expect(await redis.firmwareReleaseBytes('fw', 2)).toEqual(Buffer.alloc(5000, 2));
   expect(await redis.findToken(h('token'))).toEqual(await sqlite.findToken(h('token')));
   expect(await redis.findRequest('dev-3', h('csr'))).toEqual(await sqlite.findRequest('dev-3', h('csr')));
   expect(await redis.aksOfDevice('dev-1')).toEqual(await sqlite.aksOfDevice('dev-1'));

@@ -1,0 +1,79 @@
+import * as crypto from 'node:crypto';
+import { children, decodeOid, readOne, Tlv } from '../der/der-reader';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { CMS_OID, contentCipherOf } from './cms-algorithms';
+import { issuerAndSerialNumber } from './issuer-and-serial';
+import { curveOf, x963Kdf } from './key-agree-recipient';
+import { contextExplicit, octetString, oid, seq } from '../der/der-writer';
+
+/**
+ * firmware-envelope-open: what a device does with the EnvelopedData of an encrypted release
+ * (envelopeToCertificates wrote it): find its own RecipientEncryptedKey (RFC 5753 ECDH, by issuer and
+ * serial, among the several of one KeyAgreeRecipientInfo: pkijs decrypts only the first) or its RSA-OAEP
+ * KeyTransRecipientInfo, unwrap the content key and decrypt. The device's key is a software key here; the
+ * TPM path belongs to the agent. Errors: 'bad-request' (malformed, or not addressed to this certificate,
+ * or does not decrypt), 'bad-algorithm'.
+ */
+export function openFirmwareEnvelope(contentInfo: Buffer, recipient: { certificate: Buffer; key: crypto.KeyObject }): { contentType: string; content: Buffer } {
+  const [type, body] = children(readOne(contentInfo, 0x30), 2);
+  if (!type || decodeOid(type) !== CMS_OID.envelopedData || body?.tag !== 0xa0) throw new DeviceCaError('bad-request', 'the release does not hold an EnvelopedData');
+  const fields = children(readOne(body.value, 0x30), 8).filter((f) => f.tag !== 0xa0); // skip originatorInfo
+  const [, ris, eci] = fields;
+  if (ris?.tag !== 0x31 || eci?.tag !== 0x30) throw new DeviceCaError('bad-request', 'the EnvelopedData cannot be read');
+  const ours = issuerAndSerialNumber(recipient.certificate);
+  let cek: Buffer | null = null;
+  for (const ri of children(ris, 64)) {
+    cek = ri.tag === 0xa1 ? keyAgreeCek(ri, ours, recipient.key) : ri.tag === 0x30 ? keyTransCek(ri, ours, recipient.key) : null;
+    if (cek) break;
+  }
+  if (!cek) throw new DeviceCaError('bad-request', 'the release is not encrypted to this device certificate');
+  const [ct, alg, enc] = children(eci, 3);
+  if (!ct || alg?.tag !== 0x30 || enc?.tag !== 0x80) throw new DeviceCaError('bad-request', 'the encrypted content cannot be read');
+  const [algOid, ivTlv] = children(alg, 2);
+  const cipher = contentCipherOf(decodeOid(algOid));
+  try {
+    const d = crypto.createDecipheriv(cipher, cek, ivTlv.value);
+    return { contentType: decodeOid(ct), content: Buffer.concat([d.update(enc.value), d.final()]) };
+  } catch {
+    throw new DeviceCaError('bad-request', 'the encrypted content does not decrypt');
+  }
+}
+
+/** keyAgreeCek: our content key from a KeyAgreeRecipientInfo (RFC 5652 §6.2.2, RFC 5753 §3.1.2), or null when none of its keys is ours. */
+function keyAgreeCek(kari: Tlv, ours: Buffer, key: crypto.KeyObject): Buffer | null {
+  const f = children(kari, 6);
+  const originator = f.find((x) => x.tag === 0xa0);
+  const alg = f.find((x, i) => i > 1 && x.tag === 0x30 && children(x, 2)[0]?.tag === 0x06);
+  const reks = f[f.length - 1];
+  if (!originator || !alg || reks?.tag !== 0x30) throw new DeviceCaError('bad-request', 'a KeyAgreeRecipientInfo cannot be read');
+  const mine = children(reks, 100_000).find((r) => Buffer.from(children(r, 2)[0].full).equals(ours));
+  if (!mine) return null;
+  const curve = curveOf(key);
+  if (!curve) throw new DeviceCaError('bad-algorithm', 'the release is encrypted by ECDH, and the key is not a P-256/P-384 key');
+  const scheme = decodeOid(children(alg, 2)[0]);
+  const hash = scheme === CMS_OID.ecdhStdSha256Kdf ? 'sha256' : scheme === CMS_OID.ecdhStdSha384Kdf ? 'sha384' : null;
+  if (!hash) throw new DeviceCaError('bad-algorithm', `key agreement ${scheme} is not one device-ca writes`);
+  const [, point] = children(readOne(originator.value, 0xa1), 2); // [1] IMPLICIT OriginatorPublicKey
+  const ecdh = crypto.createECDH(curve);
+  ecdh.setPrivateKey(Buffer.from(key.export({ format: 'jwk' }).d!, 'base64url'));
+  const z = ecdh.computeSecret(point.value.subarray(1));
+  const wrap = seq(oid(CMS_OID.aes256Wrap));
+  const kek = x963Kdf(hash, z, seq(wrap, contextExplicit(2, octetString(Buffer.from([0, 0, 1, 0])))), 32);
+  try {
+    const d = crypto.createDecipheriv('id-aes256-wrap', kek, Buffer.from('a6a6a6a6a6a6a6a6', 'hex'));
+    return Buffer.concat([d.update(children(mine, 2)[1].value), d.final()]);
+  } catch {
+    throw new DeviceCaError('bad-request', 'the content key does not unwrap with this device key');
+  }
+}
+
+/** keyTransCek: our content key from an RSA-OAEP KeyTransRecipientInfo (RFC 5652 §6.2.1, RFC 8017 §7.1), or null when it is not ours. */
+function keyTransCek(ktri: Tlv, ours: Buffer, key: crypto.KeyObject): Buffer | null {
+  const [, rid, , encryptedKey] = children(ktri, 4);
+  if (!rid || !Buffer.from(rid.full).equals(ours) || encryptedKey?.tag !== 0x04) return null;
+  try {
+    return crypto.privateDecrypt({ key, padding: crypto.constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, encryptedKey.value);
+  } catch {
+    throw new DeviceCaError('bad-request', 'the content key does not decrypt with this device key');
+  }
+}

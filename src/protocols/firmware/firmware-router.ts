@@ -1,0 +1,40 @@
+import { Request, Response, Router } from 'express';
+import { TLSSocket } from 'node:tls';
+import { FirmwareDistribution, FirmwareRequester } from '../../ra/firmware-distribution';
+import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
+
+/** ERROR_REPLY: agents and curl read short text; a device authenticates with its TLS certificate, never Basic */
+const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic realm="device-ca"' };
+
+/**
+ * firmwareRouter serves GET /firmware/<name>/latest and /firmware/<name>/<version>: the release as DER CMS
+ * (application/cms, RFC 7193). Mounted on the HTTP listener (plain releases only) and on the HTTPS
+ * listener, where the TLS client certificate is handed to the RA, which decides what this device may have
+ * (ra/firmware-distribution.ts). One RA call per request.
+ */
+export function firmwareRouter(opts: { distribution: FirmwareDistribution }): Router {
+  const r = Router();
+  r.get('/:name/:version', async (req: Request, res: Response) => {
+    res.locals.route = 'firmware';
+    try {
+      const got = await opts.distribution.download({ name: String(req.params.name), version: String(req.params.version), requester: requesterOf(req) });
+      res.status(200).setHeader('Content-Type', 'application/cms');
+      // per device and changing with each release: no shared cache may keep it
+      res.setHeader('Cache-Control', 'no-store');
+      res.setHeader('Content-Disposition', `attachment; filename="${got.release.name}-${got.release.version}.cms"`);
+      res.setHeader('Content-Length', got.der.length);
+      res.end(got.der);
+    } catch (e) {
+      sendHttpError(res, e, ERROR_REPLY);
+    }
+  });
+  return r;
+}
+
+/** requesterOf: the TLS client certificate, when the request came over TLS with one. */
+function requesterOf(req: Request): FirmwareRequester {
+  const sock = req.socket as TLSSocket;
+  if (typeof sock.getPeerX509Certificate !== 'function') return {};
+  const leaf = sock.getPeerX509Certificate();
+  return leaf ? { clientCertificate: leaf } : {};
+}

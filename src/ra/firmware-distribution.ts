@@ -1,0 +1,101 @@
+import * as crypto from 'node:crypto';
+import { TPM_AK_PROFILE } from '../ca/certificate-authority';
+import { SIGNER_PROFILE } from '../ca/signer-ca';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { FirmwareReleaseInfo, Store } from '../store/store';
+
+/**
+ * firmware-distribution: who may download which firmware release (issue 13). protocols/firmware asks one
+ * question per request, `download`, and serves the bytes it gets back. The rule:
+ *
+ * | requester                                   | plain release | encrypted release              |
+ * |---------------------------------------------|---------------|--------------------------------|
+ * | anyone (HTTP, or HTTPS without a client cert)| served        | 404, as if it did not exist    |
+ * | an active device (HTTPS, its current cert)   | served        | served if it is a recipient, else 404 |
+ * | a device not active, or a certificate that is not a current device certificate | 403 | 403 |
+ *
+ * `latest` is the newest version the requester may have, so a device is never pointed at a release it
+ * cannot read. A release the requester may not have is 'not-found' with the same message as one that does
+ * not exist: the answer tells nobody which encrypted releases exist. Every download is audited.
+ */
+
+/** FirmwareRequester: what the transport proved about who asks. */
+export interface FirmwareRequester {
+  /** clientCertificate: the TLS client certificate (the peer proved possession of its key), if any */
+  clientCertificate?: crypto.X509Certificate;
+}
+
+/** FirmwareDownload: the release served and its DER bytes (a CMS ContentInfo, docs/firmware.md). */
+export interface FirmwareDownload {
+  release: FirmwareReleaseInfo;
+  der: Buffer;
+}
+
+const NAME_RE = /^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[0-2](?:\.(?:0|[1-9][0-9]{0,15})){1,63})$/;
+const VERSION_RE = /^(?:0|[1-9][0-9]{0,15})$/;
+/** NOT_DEVICE_PROFILES: certificates of a device that do not authenticate it (a TPM AK signs evidence; a signer signs firmware). */
+const NOT_DEVICE_PROFILES: readonly string[] = [TPM_AK_PROFILE, SIGNER_PROFILE];
+/** NOT_FOUND: one message for "no such release" and "not yours", see above. */
+const NOT_FOUND = 'no such firmware release';
+
+type DistributionStore = Pick<Store, 'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'firmwareReleaseBytes' | 'listFirmwareReleases' | 'appendAudit'>;
+
+export class FirmwareDistribution {
+  constructor(
+    private readonly store: DistributionStore,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  /**
+   * download decides one request for `name` at `version` (digits, or 'latest') and returns the release;
+   * 'not-found' for a name or version that is malformed, unknown, or not the requester's (see the table);
+   * 'forbidden' for a client certificate that is not a current device certificate of an active device.
+   */
+  async download(a: { name: string; version: string; requester: FirmwareRequester }): Promise<FirmwareDownload> {
+    if (!NAME_RE.test(a.name) || (a.version !== 'latest' && !VERSION_RE.test(a.version))) throw new DeviceCaError('not-found', NOT_FOUND);
+    const deviceId = a.requester.clientCertificate ? await this.deviceOf(a.requester.clientCertificate) : null;
+    const mayHave = (r: FirmwareReleaseInfo): boolean => r.recipients === null || (deviceId !== null && r.recipients.includes(deviceId));
+    let release: FirmwareReleaseInfo | null = null;
+    if (a.version === 'latest') {
+      for (let after: string | undefined, guard = 0; guard < 10_000 && release === null; guard++) {
+        const page = await this.store.listFirmwareReleases({ name: a.name, after, limit: 100 });
+        release = page.items.find(mayHave) ?? null;
+        if (page.next === null) break;
+        after = page.next;
+      }
+    } else {
+      const version = Number(a.version);
+      if (!Number.isSafeInteger(version)) throw new DeviceCaError('not-found', NOT_FOUND);
+      release = await this.store.getFirmwareRelease(a.name, version);
+    }
+    if (!release || !mayHave(release)) throw new DeviceCaError('not-found', NOT_FOUND);
+    const der = await this.store.firmwareReleaseBytes(release.name, release.version);
+    if (!der) throw new DeviceCaError('not-found', NOT_FOUND);
+    await this.store.appendAudit({
+      type: 'firmware.downloaded',
+      actor: deviceId === null ? 'anonymous' : `device:${deviceId}`,
+      subject: `firmware:${release.name}`,
+      data: { version: release.version, device: deviceId, encrypted: release.recipients !== null },
+    });
+    return { release, der };
+  }
+
+  /**
+   * deviceOf: the device whose current certificate this is: byte-identical to a certificate this CA
+   * recorded for a device (TLS proved the key; no signature check needed), valid, unexpired, not an AK or
+   * signer certificate, of an active device. Anything else is 'forbidden': a device that presents a
+   * certificate expects to be known, and must learn why it is not.
+   */
+  private async deviceOf(leaf: crypto.X509Certificate): Promise<string> {
+    const serial = leaf.serialNumber.toLowerCase().padStart(32, '0'); // as the CA records it (32 hex digits)
+    const rec = await this.store.getCertificate(serial);
+    if (!rec || !rec.der.equals(leaf.raw) || !rec.deviceId || NOT_DEVICE_PROFILES.includes(rec.profile))
+      throw new DeviceCaError('forbidden', 'the client certificate is not a device certificate of this CA');
+    const now = this.now();
+    if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'the client certificate is revoked');
+    if (now < rec.notBefore || now > rec.notAfter) throw new DeviceCaError('forbidden', 'the client certificate is not within its validity');
+    const device = await this.store.getDevice(rec.deviceId);
+    if (!device || device.state !== 'active') throw new DeviceCaError('forbidden', `device ${rec.deviceId} is ${device?.state ?? 'unknown'}: it cannot receive firmware`);
+    return device.id;
+  }
+}
