@@ -373,9 +373,11 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
 async function profileRun(rig: OcspRig, opts: OcspHttpOptions, probeBody: Buffer, maxSeconds: number): Promise<void> {
   const profDir = path.join(rig.dir, 'profiles');
   fs.mkdirSync(profDir);
-  for (const [key, requests] of [
-    ['cached', rig.cachedPost],
-    ['live', rig.noncePost],
+  // liveClose: the nonce path with a new connection per request, as FreeRADIUS asks (ocsp.nonce.newconn)
+  for (const [key, requests, connection] of [
+    ['cached', rig.cachedPost, 'keep-alive'],
+    ['live', rig.noncePost, 'keep-alive'],
+    ['liveClose', rig.noncePost, 'close'],
   ] as const) {
     const dir = path.join(profDir, key);
     fs.mkdirSync(dir);
@@ -392,13 +394,13 @@ async function profileRun(rig: OcspRig, opts: OcspHttpOptions, probeBody: Buffer
     let m: Measurement;
     try {
       m = await measure(
-        { key, label: `profile ${key} POST`, server, requests, connection: 'keep-alive', concurrency: opts.concurrency },
+        { key, label: `profile ${key} POST`, server, requests, connection, concurrency: opts.concurrency },
         { seconds: opts.seconds, warmupSeconds: opts.warmupSeconds, responderKey: rig.responderSpkiPem },
       );
     } finally {
       await server.stop();
     }
-    opts.log(`profile (${key} POST, log info, node --cpu-prof on each process): ${rate(m)} under the profiler`);
+    opts.log(`profile (${key} POST, ${connection}, log info, node --cpu-prof on each process): ${rate(m)} under the profiler`);
     process.stderr.write(summariseOcspProfiles(dir, { responses: m.responses + m.warmupResponses }) + '\n');
   }
 }

@@ -1,21 +1,21 @@
 import * as crypto from 'node:crypto';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { SigningKey } from '../src/keys/key-backend';
-import { Pkcs11BackendOptions, Pkcs11KeyBackend } from '../src/keys/pkcs11/pkcs11-key-backend';
+import { Pkcs11BackendOptions, Pkcs11KeyBackend, defaultSignerThreads } from '../src/keys/pkcs11/pkcs11-key-backend';
 import { generateKeyPair, softwareSigningKey } from '../src/keys/software-key-backend';
 import { SoftHsm, createSoftHsm } from '../test/helpers/softhsm';
 import { BenchRow, fmtRate } from './bench-table';
 
 /**
  * benchPkcs11Sign measures ECDSA P-256 signatures per second through Pkcs11KeyBackend (hash in Node,
- * CKM_ECDSA on the token through pkcs11js' callback form on the libuv thread pool, DER conversion),
- * with 64 signatures in flight, for session pools of 1, 4 and 8. The baseline, measured round-robin in
- * the same run, is the software key (Node crypto, synchronous) under the same load. It also reports the
- * event loop's p99 delay while signing, which is what the pool's asynchronous signing is for.
+ * C_SignInit + CKM_ECDSA C_Sign on a token thread, batched, DER conversion), with 64 signatures in
+ * flight, for 1, 2 and 4 token threads (signerThreads). The baseline, measured round-robin in the same
+ * run, is the software key (Node crypto, synchronous) under the same load. It also reports the
+ * main-thread time per signature and the event loop's p99 delay while signing, which is what the token
+ * threads are for.
  *
  * Token: a throw-away SoftHSM2 token (test/helpers/softhsm.ts), or a real one when PKCS11_MODULE,
- * PKCS11_TOKEN and PKCS11_PIN are set. libuv runs 4 threads unless UV_THREADPOOL_SIZE says otherwise;
- * a pool larger than that cannot sign more at once.
+ * PKCS11_TOKEN and PKCS11_PIN are set.
  */
 
 const IN_FLIGHT = 64;
@@ -67,15 +67,15 @@ function verifies(key: SigningKey, data: Buffer, sig: Buffer): boolean {
 
 export async function benchPkcs11Sign(): Promise<BenchRow[]> {
   let hsm: SoftHsm | undefined;
-  let target: Omit<Pkcs11BackendOptions, 'sessionPoolSize'>;
+  let target: Omit<Pkcs11BackendOptions, 'signerThreads'>;
   if (process.env.PKCS11_MODULE) {
     target = { module: process.env.PKCS11_MODULE, token: process.env.PKCS11_TOKEN, pin: process.env.PKCS11_PIN ?? '' };
   } else {
     hsm = createSoftHsm();
     target = { module: hsm.module, token: 'ca', pin: hsm.pin };
   }
-  const poolSizes = [1, 4, 8];
-  const backends = await Promise.all(poolSizes.map((n) => new Pkcs11KeyBackend({ ...target, sessionPoolSize: n }).open()));
+  const threadCounts = [1, 2, 4];
+  const backends = await Promise.all(threadCounts.map((n) => new Pkcs11KeyBackend({ ...target, signerThreads: n }).open()));
   try {
     const generated = await backends[0].generate('issuing', 'ecdsa-p256', `bench-${crypto.randomBytes(4).toString('hex')}`);
     const hsmKeys = await Promise.all(backends.map((b) => b.load(generated.ref)));
@@ -87,7 +87,7 @@ export async function benchPkcs11Sign(): Promise<BenchRow[]> {
     }
 
     const contenders: Record<string, SigningKey> = { software };
-    poolSizes.forEach((n, i) => (contenders[`pool${n}`] = hsmKeys[i]));
+    threadCounts.forEach((n, i) => (contenders[`threads${n}`] = hsmKeys[i]));
     const best: Record<string, Run> = {};
     for (const k of Object.keys(contenders)) await throughput(contenders[k], IN_FLIGHT, 0.2); // warm-up
     for (let r = 0; r < ROUNDS; r++) {
@@ -98,28 +98,28 @@ export async function benchPkcs11Sign(): Promise<BenchRow[]> {
     }
 
     const sw = best.software;
-    const threads = process.env.UV_THREADPOOL_SIZE ?? '4';
     const where = hsm ? 'SoftHSM 2' : `token "${target.token}"`;
-    const rows: BenchRow[] = poolSizes.map((n) => ({
-      name: `ECDSA P-256 sign via pkcs11 (${where}), pool ${n}, ${IN_FLIGHT} in flight`,
-      figure: fmtRate(best[`pool${n}`].perSecond, 'sig'),
+    const dflt = defaultSignerThreads();
+    const rows: BenchRow[] = threadCounts.map((n) => ({
+      name: `ECDSA P-256 sign via pkcs11 (${where}), ${n} token thread${n > 1 ? 's' : ''}, ${IN_FLIGHT} in flight`,
+      figure: fmtRate(best[`threads${n}`].perSecond, 'sig'),
       baseline: `software key ${fmtRate(sw.perSecond, 'sig')}`,
-      ratio: best[`pool${n}`].perSecond / sw.perSecond,
-      note: n === 4 ? `default pool size; libuv threads: ${threads}` : undefined,
+      ratio: best[`threads${n}`].perSecond / sw.perSecond,
+      note: n === dflt ? 'default on this machine (cores - 1, 1 to 4)' : undefined,
     }));
     rows.push({
-      name: `main-thread time per pkcs11 signature, pool 4 (C_SignInit, hash, DER; C_Sign runs on a libuv thread)`,
-      figure: `${best.pool4.mainThreadMicrosPerOp.toFixed(1)} µs`,
+      name: `main-thread time per pkcs11 signature, 1 token thread (hash, message, DER; C_SignInit + C_Sign on the token thread)`,
+      figure: `${best.threads1.mainThreadMicrosPerOp.toFixed(1)} µs`,
       baseline: `software signature ${sw.mainThreadMicrosPerOp.toFixed(1)} µs`,
-      ratio: best.pool4.mainThreadMicrosPerOp / sw.mainThreadMicrosPerOp,
+      ratio: best.threads1.mainThreadMicrosPerOp / sw.mainThreadMicrosPerOp,
       note: 'event-loop active time / signatures',
     });
     const idle = await idleLoopDelay(SECONDS_PER_ROUND);
     rows.push({
-      name: `event-loop delay p99 while signing via pkcs11, pool 4, ${IN_FLIGHT} in flight`,
-      figure: `${best.pool4.loopP99Ms.toFixed(2)} ms`,
+      name: `event-loop delay p99 while signing via pkcs11, 1 token thread, ${IN_FLIGHT} in flight`,
+      figure: `${best.threads1.loopP99Ms.toFixed(2)} ms`,
       baseline: `idle loop ${idle.toFixed(2)} ms`,
-      ratio: best.pool4.loopP99Ms / idle,
+      ratio: best.threads1.loopP99Ms / idle,
       note: `software signing under the same load holds the loop for the whole ${SECONDS_PER_ROUND} s round`,
     });
     return rows;

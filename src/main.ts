@@ -40,7 +40,7 @@ import { ConsoleOverview } from './ra/console-overview';
 import { ConsoleSessions } from './ra/console-sessions';
 import { DeviceLifecycle } from './ra/device-lifecycle';
 import { FirmwareDistribution } from './ra/firmware-distribution';
-import { CsrVerifyPool } from './ra/csr-verify-pool';
+import { CsrVerifyPool, csrVerifyThreads } from './ra/csr-verify-pool';
 import { serverSecretKey } from './ra/enrollment-secret';
 import { operatorFingerprints } from './ra/operator-fingerprints';
 import { RegistrationAuthority } from './ra/registration-authority';
@@ -153,8 +153,9 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   // read (or, for a data directory of an earlier version, created) at start: a bad key file stops the start, not an enrollment
   const secretKey = serverSecretKey(cfg);
   secretKey();
-  // CSR key import and signature checks on worker threads, one per core: this thread encodes, signs and records
-  const csrs = new CsrVerifyPool();
+  // CSR key import and signature checks on worker threads, the cores shared among the worker processes:
+  // this thread encodes, signs and records
+  const csrs = new CsrVerifyPool({ threads: csrVerifyThreads(cfg.workers) });
   const crls = issuingCas(hierarchy).map((c) => new CrlPublisher(c, store, cfg.crl, publicBaseUrl(cfg)));
   const crl = crls[0];
   const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation: buildTpmAttestation(cfg, store), metrics: registry, crls, secretKey, csrs });

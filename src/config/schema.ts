@@ -240,6 +240,8 @@ export const configSchema = z
             ...pkcs11Token,
             /** sessions per process; one signature runs per session at a time */
             sessionPoolSize: z.number().int().min(1).max(64).default(4),
+            /** token threads per process that sign (each with its own session); default: cores - 1, 1 to 4 */
+            signerThreads: z.number().int().min(1).max(64).optional(),
           })
           .prefault({}),
         /** per role: another token (e.g. an offline root), or an existing key to adopt by PKCS#11 URI */

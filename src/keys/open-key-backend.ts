@@ -52,7 +52,7 @@ export function openKeyBackend(cfg: Config): KeyBackend {
           ? `keys.pkcs11.module (DEVICE_CA_PKCS11_MODULE), keys.pkcs11.token (DEVICE_CA_PKCS11_TOKEN), PIN from ${t.pinFile ? 'keys.pkcs11.pinFile' : (t.pinEnv ?? 'DEVICE_CA_PKCS11_PIN')}`
           : `keys.pkcs11.module, ${what}.token, PIN from ${t.pinFile ? `${what}.pinFile` : (t.pinEnv ?? 'DEVICE_CA_PKCS11_PIN')}`;
       const opened = Promise.resolve()
-        .then(() => new Pkcs11KeyBackend({ module: p.module!, token: t.token, serial: t.serial, pin: readPin(t, what), sessionPoolSize: p.sessionPoolSize }).open())
+        .then(() => new Pkcs11KeyBackend({ module: p.module!, token: t.token, serial: t.serial, pin: readPin(t, what), sessionPoolSize: p.sessionPoolSize, signerThreads: p.signerThreads }).open())
         .catch((e: unknown) => {
           // name the settings to check; the backend's message already says what went wrong
           if (e instanceof DeviceCaError && !e.message.includes('DEVICE_CA_PKCS11_PIN')) throw new DeviceCaError(e.code, `${e.message} [check ${settings}]`, { cause: e });

@@ -33,6 +33,17 @@ parentPort.on('message', (m) => {
 });
 `;
 
+/**
+ * csrVerifyThreads sizes one process' pool when `serve` forks worker processes (config `workers`, 0 = one
+ * per core): the cores divided among the processes, at least one thread each. A verify thread per core
+ * in every worker process would put cores x workers threads on the cores, each process' socket thread
+ * then competing with the other processes' verify threads.
+ */
+export function csrVerifyThreads(workers: number, cores: number = os.availableParallelism()): number {
+  const processes = workers > 0 ? workers : cores;
+  return Math.max(1, Math.floor(cores / processes));
+}
+
 interface Reply {
   id: number;
   imported: boolean;
@@ -53,7 +64,7 @@ interface Job {
  * CsrVerifyPool parses PKCS#10 requests on the calling thread (the DER walk is cheap) and leaves the
  * expensive part, key import and signature verification (about 80% of parseCsr), to worker threads, so
  * the thread that owns the sockets spends its time encoding, signing and recording. It has one thread per
- * core by default and a bounded queue: beyond maxQueued waiting requests it refuses new ones with
+ * core by default (the service passes csrVerifyThreads: the cores shared among its worker processes) and a bounded queue: beyond maxQueued waiting requests it refuses new ones with
  * 'rate-limited' (429 + Retry-After) rather than letting memory and latency grow without bound. The
  * verdicts are exactly parseCsr's (same errors, same ParsedCsr).
  */

@@ -307,6 +307,34 @@ describe('concurrency', () => {
     expect(sigs.filter((s, i) => verifyWithSpki(key, data[i], s))).toHaveLength(300);
   });
 
+  test('signing makes no PKCS#11 call on the calling thread: C_SignInit and C_Sign run on token threads', async () => {
+    // graphene's Session methods are the only way the main thread reaches C_SignInit / C_DecryptInit
+    const signInit = jest.spyOn(graphene.Session.prototype, 'createSign');
+    const decryptInit = jest.spyOn(graphene.Session.prototype, 'createDecipher');
+    try {
+      const one = await openBackend({ signerThreads: 1 }).open();
+      const ec = await one.load(keys.get('ecdsa-p256')!.ref);
+      const rsa = await one.load(keys.get('rsa-2048')!.ref);
+      const data = Array.from({ length: 200 }, (_, i) => Buffer.from(`threaded ${i}`));
+      const sigs = await Promise.all(data.map((d, i) => (i % 2 ? ec : rsa).sign(d)));
+      await one.close();
+      expect({
+        verified: sigs.filter((s, i) => verifyWithSpki(i % 2 ? ec : rsa, data[i], s)).length,
+        signInitOnMainThread: signInit.mock.calls.length,
+        decryptInitOnMainThread: decryptInit.mock.calls.length,
+      }).toEqual({ verified: 200, signInitOnMainThread: 0, decryptInitOnMainThread: 0 });
+    } finally {
+      signInit.mockRestore();
+      decryptInit.mockRestore();
+    }
+  });
+
+  test('signerThreads must be a positive integer', () => {
+    for (const n of [0, 1.5, -1]) {
+      expect(() => openBackend({ signerThreads: n })).toThrow(expect.objectContaining({ code: 'config', message: expect.stringMatching(/signerThreads must be a positive integer/) }));
+    }
+  });
+
   test('two backends in one process share one initialized module; closing one leaves the other working', async () => {
     const second = await openBackend({ sessionPoolSize: 2 }).open();
     expect(moduleUsers(hsm.module)).toBe(2);

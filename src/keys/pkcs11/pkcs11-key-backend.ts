@@ -1,4 +1,6 @@
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as graphene from 'graphene-pk11';
 import { DeviceCaError, isDeviceCaError } from '../../errors/device-ca-error';
 import { KEY_ALGORITHMS, KeyAlgorithm, KeyBackend, KeyRole, SigningKey } from '../key-backend';
@@ -10,16 +12,18 @@ import { KeyLocator, Pkcs11KeyRunner, Pkcs11RsaSigningKey, Pkcs11SigningKey } fr
 import { Pkcs11ObjectType, Pkcs11Uri, formatPkcs11Uri, parsePkcs11Uri } from './pkcs11-uri';
 import { EC_CURVES, ecAlgorithmOf, ecPointFromAttribute, ecSpki, isEcAlgorithm, rsaAlgorithmOf, rsaSpki } from './public-key-info';
 import { Lease, SessionPool } from './session-pool';
+import { TokenJob, TokenThreads } from './token-threads';
 
 /**
  * Pkcs11KeyBackend keeps device-ca's keys on a PKCS#11 token (an HSM, or SoftHSM in tests) behind the
  * same KeyBackend and SigningKey interfaces as the software backend, so the CA takes one code path.
  *
  * Keys are named by RFC 7512 URIs. Private keys are generated on the token as sensitive and never
- * extractable. Every token call goes through a SessionPool (one operation per session at a time, FIFO
- * queue, reconnect-and-retry-once after a lost session or login). Signing and decryption use
- * pkcs11js' callback forms, which run on the libuv thread pool; metadata calls (find, attribute
- * reads, login, C_SignInit) are synchronous but take microseconds on the token's side.
+ * extractable. Login, key lookup and the other metadata calls go through a SessionPool on the main
+ * thread (one operation per session at a time, FIFO queue, reconnect-and-retry-once after a lost
+ * session or login); they are rare (start-up, key load, after a reconnect). Signing and decryption run
+ * on token threads that own their sessions (token-threads.ts: C_SignInit + C_Sign there, batched when
+ * many are queued), so the thread that owns the sockets makes no PKCS#11 call per signature.
  */
 export interface Pkcs11BackendOptions {
   /** module is the path of the PKCS#11 library, e.g. /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so. */
@@ -30,11 +34,22 @@ export interface Pkcs11BackendOptions {
   serial?: string;
   /** pin is the user PIN; the caller reads it from the environment or a file, never from config text. */
   pin: string;
-  /** sessionPoolSize is how many sessions sign concurrently; default 4 (libuv's default thread pool size). */
+  /** sessionPoolSize is how many main-thread sessions serve key lookup, generation and listing; default 4. */
   sessionPoolSize?: number;
+  /** signerThreads is how many token threads sign (each with its own session); default defaultSignerThreads(). */
+  signerThreads?: number;
 }
 
 export const DEFAULT_SESSION_POOL_SIZE = 4;
+
+/**
+ * defaultSignerThreads: one thread per core beside the one that owns the sockets (at least one), at
+ * most 4. A software token (SoftHSM) is CPU-bound, so more threads than cores only add switching; a
+ * network HSM waits on round trips and may want more (signerThreads).
+ */
+export function defaultSignerThreads(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism() - 1));
+}
 
 /** Pkcs11ObjectInfo is one line of `device-ca keys list`. */
 export interface Pkcs11ObjectInfo {
@@ -73,6 +88,8 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
   readonly kind = 'pkcs11';
   private mod?: graphene.Module;
   private readonly pool: SessionPool<graphene.Session>;
+  private threads?: TokenThreads;
+  private slotHandle?: Buffer;
   private tokenLabel = '';
   private tokenSerial = '';
   private readonly decryptKeys = new Map<string, Promise<Pkcs11SigningKey>>();
@@ -85,6 +102,9 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
     if (!opts || typeof opts.module !== 'string' || opts.module === '') throw new DeviceCaError('config', 'pkcs11: module path is required');
     if (opts.token === undefined && opts.serial === undefined) throw new DeviceCaError('config', 'pkcs11: give the token label or serial');
     if (typeof opts.pin !== 'string' || opts.pin === '') throw new DeviceCaError('config', 'pkcs11: a user PIN is required');
+    if (opts.signerThreads !== undefined && (!Number.isInteger(opts.signerThreads) || opts.signerThreads < 1)) {
+      throw new DeviceCaError('config', `pkcs11: signerThreads must be a positive integer, got ${opts.signerThreads}`);
+    }
     Object.defineProperty(this, 'pin', { value: opts.pin, enumerable: false });
     this.opts = { ...opts, pin: '' };
     this.wanted = [opts.token !== undefined ? `"${opts.token}"` : '', opts.serial !== undefined ? `serial ${opts.serial}` : ''].filter(Boolean).join(' ');
@@ -128,7 +148,7 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
       const spki = publicKeyInfo(algorithm, pair.publicKey, pair.privateKey);
       const ref = formatPkcs11Uri({ token: this.tokenLabel, object: label, id, type: 'private' });
       const key = this.makeKey(algorithm, ref, spki, { id });
-      key.cached = { generation, object: pair.privateKey };
+      key.cached = { generation, handle: pair.privateKey.handle };
       return key;
     });
   }
@@ -180,6 +200,8 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // the token threads go first: after C_Finalize their sessions would be gone under them
+    await this.threads?.close();
     await this.pool.close();
     if (this.mod) {
       releaseModule(this.mod);
@@ -187,16 +209,46 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
     }
   }
 
-  /** withKey is Pkcs11KeyRunner for this backend's keys: finds the key object again when the pool reconnected. */
-  withKey<T>(key: Pkcs11SigningKey, what: string, op: (session: graphene.Session, key: graphene.Key) => Promise<T>): Promise<T> {
-    return this.op(what, async ({ session, generation }) => {
-      let object = key.cached?.generation === generation ? key.cached.object : undefined;
-      if (!object) {
-        object = this.findPrivateKey(session, key.locator, key.ref, 'key-backend');
-        key.cached = { generation, object };
+  /**
+   * runWithKey is Pkcs11KeyRunner for this backend's keys: the key's handle (found again on a main-thread
+   * session when the pool reconnected since) and the operation go to a token thread. A failure that
+   * reconnecting can cure (pkcs11-errors.ts) reconnects the pool once for every caller that saw it and
+   * is retried once, as pool operations are.
+   */
+  async runWithKey(key: Pkcs11SigningKey, what: string, job: Omit<TokenJob, 'key'>): Promise<Buffer> {
+    let retried = false;
+    for (;;) {
+      const { handle, generation } = await this.handleOf(key);
+      try {
+        return await this.tokenThreads().run({ ...job, key: handle });
+      } catch (e) {
+        if (retried || !isRecoverable(e)) throw keyBackendError(e, what);
+        retried = true;
+        await this.pool.recover(generation).catch((r: unknown) => {
+          throw keyBackendError(r, what);
+        });
       }
-      return op(session, object);
+    }
+  }
+
+  /** handleOf: the key's object handle under the pool's current generation, looked up on a pooled session if stale. */
+  private async handleOf(key: Pkcs11SigningKey): Promise<{ handle: Buffer; generation: number }> {
+    this.assertOpen();
+    const c = key.cached;
+    if (c && c.generation === this.pool.generation && this.pool.connected) return c;
+    return this.op('key lookup', async ({ session, generation }) => {
+      if (key.cached?.generation === generation) return key.cached;
+      const cached = { generation, handle: this.findPrivateKey(session, key.locator, key.ref, 'key-backend').handle };
+      key.cached = cached;
+      return cached;
     });
+  }
+
+  private tokenThreads(): TokenThreads {
+    if (!this.threads) {
+      this.threads = new TokenThreads(fs.realpathSync(this.opts.module), () => this.slotHandle!, this.opts.signerThreads ?? defaultSignerThreads());
+    }
+    return this.threads;
   }
 
   private async loadKey(ref: string): Promise<Pkcs11SigningKey> {
@@ -217,7 +269,7 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
       const pub = findPublicKey(session, attrs.keyType as number, id && id.length ? { id } : { label: attrs.label as string });
       const spki = publicKeyInfo(algorithm, pub, priv);
       const k = this.makeKey(algorithm, ref, spki, id && id.length ? { id } : { label: attrs.label as string });
-      k.cached = { generation, object: priv };
+      k.cached = { generation, handle: priv.handle };
       return k;
     });
     await assertPairMatches(key);
@@ -326,6 +378,7 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
     }
     const t = matches[0];
     if (!(t.flags & graphene.TokenFlag.TOKEN_INITIALIZED)) throw uninitializedTokenError(this.wanted);
+    this.slotHandle = t.slot.handle;
     this.tokenLabel = t.label;
     this.tokenSerial = t.serial;
     if (t.flags & graphene.TokenFlag.USER_PIN_LOCKED) throw loginError(new Error('CKR_PIN_LOCKED'), t.label);

@@ -5,6 +5,7 @@ import { KeyAlgorithm, SigningKey } from '../key-backend';
 import { hashFor, signatureAlgorithmFor } from '../signature-algorithm';
 import { RsaPssOptions, RsaPssSigner } from './key-capabilities';
 import { EC_CURVES, digestInfo, ecdsaRawToDer, isEcAlgorithm } from './public-key-info';
+import { TokenJob } from './token-threads';
 
 /**
  * Pkcs11SigningKey is a SigningKey whose private half never leaves the token. The message is hashed in
@@ -18,15 +19,18 @@ export interface KeyLocator {
   label?: string;
 }
 
-/** Pkcs11KeyRunner runs one operation on a pooled session with the key's current object handle. */
+/**
+ * Pkcs11KeyRunner runs one private-key operation with the key's current object handle, on a token
+ * thread (token-threads.ts); it finds the key again when the handle went stale.
+ */
 export interface Pkcs11KeyRunner {
-  withKey<T>(key: Pkcs11SigningKey, what: string, op: (session: graphene.Session, key: graphene.Key) => Promise<T>): Promise<T>;
+  runWithKey(key: Pkcs11SigningKey, what: string, job: Omit<TokenJob, 'key'>): Promise<Buffer>;
 }
 
 export class Pkcs11SigningKey implements SigningKey {
   readonly signatureAlgorithm: Buffer;
-  /** cached is the private key object under one pool generation: handles change after a re-login. */
-  cached?: { generation: number; object: graphene.Key };
+  /** cached is the private key object's handle under one pool generation: handles change after a re-login. */
+  cached?: { generation: number; handle: Buffer };
 
   constructor(
     protected readonly runner: Pkcs11KeyRunner,
@@ -43,10 +47,10 @@ export class Pkcs11SigningKey implements SigningKey {
     const digest = crypto.createHash(hash).update(data).digest();
     if (isEcAlgorithm(this.algorithm)) {
       const fieldBytes = EC_CURVES[this.algorithm].fieldBytes;
-      const raw = await this.runner.withKey(this, 'ECDSA signature', (s, k) => signOnce(s, graphene.MechanismEnum.ECDSA, k, digest));
+      const raw = await this.runner.runWithKey(this, 'ECDSA signature', { op: 'sign', mechanism: graphene.MechanismEnum.ECDSA, input: digest });
       return ecdsaRawToDer(raw, fieldBytes);
     }
-    return this.runner.withKey(this, 'RSA signature', (s, k) => signOnce(s, graphene.MechanismEnum.RSA_PKCS, k, digestInfo(hash, digest)));
+    return this.runner.runWithKey(this, 'RSA signature', { op: 'sign', mechanism: graphene.MechanismEnum.RSA_PKCS, input: digestInfo(hash, digest) });
   }
 }
 
@@ -79,8 +83,8 @@ export class Pkcs11RsaSigningKey extends Pkcs11SigningKey implements RsaPssSigne
       throw new DeviceCaError('bad-request', `RSA-PSS salt length ${saltLength} out of range`);
     }
     const digest = crypto.createHash(hash).update(data).digest();
-    const mech: graphene.IAlgorithm = { name: 'RSA_PKCS_PSS', params: new graphene.RsaPssParams(m.hash, m.mgf, saltLength) };
-    return this.runner.withKey(this, 'RSA-PSS signature', (s, k) => signOnce(s, mech, k, digest));
+    const pss = { hashAlg: m.hash as number, mgf: m.mgf as number, saltLen: saltLength };
+    return this.runner.runWithKey(this, 'RSA-PSS signature', { op: 'sign', mechanism: graphene.MechanismEnum.RSA_PKCS_PSS, pss, input: digest });
   }
 
   /** decrypt is CKM_RSA_PKCS decryption; reached through Pkcs11KeyBackend.rsaDecrypt. */
@@ -88,63 +92,6 @@ export class Pkcs11RsaSigningKey extends Pkcs11SigningKey implements RsaPssSigne
     if (ciphertext.length !== this.modulusBytes) {
       throw new DeviceCaError('bad-request', `RSA ciphertext must be ${this.modulusBytes} octets, got ${ciphertext.length}`);
     }
-    return this.runner.withKey(this, 'RSA decryption', (s, k) => decryptOnce(s, graphene.MechanismEnum.RSA_PKCS, k, ciphertext, this.modulusBytes));
+    return this.runner.runWithKey(this, 'RSA decryption', { op: 'decrypt', mechanism: graphene.MechanismEnum.RSA_PKCS, input: ciphertext, maxOut: this.modulusBytes });
   }
-}
-
-/** NativeLib: the pkcs11js callback forms under graphene's Session (lib and handle are public there). */
-type NativeLib = {
-  C_Sign(h: Buffer, data: Buffer, out: Buffer, cb: (err: Error | null, sig: Buffer) => void): void;
-  C_Decrypt(h: Buffer, data: Buffer, out: Buffer, cb: (err: Error | null, out: Buffer) => void): void;
-};
-const native = (session: graphene.Session): { lib: NativeLib; handle: Buffer } => session as unknown as { lib: NativeLib; handle: Buffer };
-
-/** keep holds buffers alive until the native call that points into them has called back. */
-function keep(...bufs: Buffer[]): number {
-  return bufs.length;
-}
-
-/**
- * signOnce runs C_SignInit (synchronous: it only sets up the operation) and C_Sign through pkcs11js'
- * callback form, which runs on the libuv thread pool, so the event loop never waits for the token.
- * The input and output buffers are held by the callback's closure: pkcs11js keeps only raw pointers
- * into them while the call waits for a pool thread, and graphene's Sign.once makes a copy that nothing
- * holds, so a garbage collection in that gap let the token sign freed memory (about 1% of signatures
- * under load; test/interop/pkcs11-service-signatures.test.ts).
- */
-export function signOnce(session: graphene.Session, mechanism: graphene.MechanismType, key: graphene.Key, input: Buffer): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    try {
-      session.createSign(mechanism, key); // C_SignInit
-      const data = Buffer.from(input);
-      const out = Buffer.alloc(1024);
-      const { lib, handle } = native(session);
-      lib.C_Sign(handle, data, out, (err, sig) => {
-        keep(data, out);
-        if (err) reject(err);
-        else resolve(Buffer.from(sig));
-      });
-    } catch (e) {
-      reject(e);
-    }
-  });
-}
-
-/** decryptOnce is signOnce's counterpart for C_DecryptInit + C_Decrypt (callback form). */
-export function decryptOnce(session: graphene.Session, mechanism: graphene.MechanismType, key: graphene.Key, input: Buffer, maxOut: number): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    try {
-      session.createDecipher(mechanism, key); // C_DecryptInit
-      const data = Buffer.from(input);
-      const out = Buffer.alloc(maxOut);
-      const { lib, handle } = native(session);
-      lib.C_Decrypt(handle, data, out, (err, plain) => {
-        keep(data, out);
-        if (err) reject(err);
-        else resolve(Buffer.from(plain));
-      });
-    } catch (e) {
-      reject(e);
-    }
-  });
 }

@@ -71,6 +71,20 @@ export class SessionPool<S> {
     return this.waiters.length;
   }
 
+  /** connected: sessions are open and no reconnect is under way. */
+  get connected(): boolean {
+    return this.state === 'connected';
+  }
+
+  /**
+   * recover is run()'s recovery for an operation that ran outside the pool (on a token thread) with
+   * handles of generation `seenGen` and failed recoverably: the sessions are replaced once, however many
+   * callers report the same generation.
+   */
+  recover(seenGen: number): Promise<void> {
+    return this.reconnect(seenGen);
+  }
+
   /** open connects now, so a bad PIN or missing token fails at start-up rather than on the first signature. */
   async open(): Promise<void> {
     await this.ensureConnected();

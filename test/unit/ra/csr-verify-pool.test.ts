@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { generateKeyPair } from '../../../src/keys/software-key-backend';
 import { ParsedCsr, parseCsr } from '../../../src/ra/csr';
-import { CsrVerifyPool } from '../../../src/ra/csr-verify-pool';
+import { CsrVerifyPool, csrVerifyThreads } from '../../../src/ra/csr-verify-pool';
 import { buildCsr } from '../../fixtures/build-csr';
 
 /**
@@ -101,5 +101,21 @@ describe('CsrVerifyPool', () => {
     const p = new CsrVerifyPool({ threads: 1 });
     await p.close();
     await expect(p.parse(buildCsr({ privateKey: generateKeyPair('ecdsa-p256').privateKey }))).rejects.toMatchObject({ code: 'internal' });
+  });
+});
+
+describe('csrVerifyThreads: the cores shared among the worker processes', () => {
+  test.each([
+    // [workers setting, cores, threads per process]
+    [0, 2, 1], // one worker per core: one verify thread each, not two
+    [0, 8, 1],
+    [2, 2, 1],
+    [2, 8, 4],
+    [1, 4, 4], // a single process keeps every core
+    [3, 8, 2],
+    [16, 4, 1], // more processes than cores: still one thread each
+    [0, 1, 1],
+  ])('workers %i on %i cores: %i thread(s) per process', (workers, cores, threads) => {
+    expect(csrVerifyThreads(workers, cores)).toBe(threads);
   });
 });
