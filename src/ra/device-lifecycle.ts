@@ -256,6 +256,31 @@ export class DeviceLifecycle {
   }
 
   /**
+   * replaceSecret gives a registered or active device of the caller's scope a new one-time enrollment secret,
+   * returned once: for a device whose secret was lost or leaked before it enrolled, or an active device that
+   * must enroll afresh (its certificates stay valid until the next enrollment supersedes them). Every earlier
+   * secret is deleted and pending approval requests are cancelled (they were made with the old secret), in
+   * the one store transaction that also writes the audit record. A suspended, transferring or retired device
+   * is a 'conflict': each has its own way back (resume, claim or cancel-release, none), which a secret would bypass.
+   */
+  async replaceSecret(id: string, scope: Scope, actor: string, secretTtlSeconds?: number): Promise<{ device: DeviceRecord; changed: CertificateChange[]; secret: string; expiresAt: Date }> {
+    const before = await this.owned(id, scope);
+    if (before.state !== 'registered' && before.state !== 'active') throw new DeviceCaError('conflict', `device ${id} is ${before.state}: a new secret is only for a registered or active device`);
+    const { secret, expiresAt, hash } = await this.newSecret(secretTtlSeconds);
+    const r = await this.apply({
+      deviceId: id,
+      expect: { owner: before.owner },
+      fromStates: [before.state],
+      toState: before.state,
+      deleteSecrets: true,
+      addSecret: { hash, expiresAt },
+      cancelRequests: true,
+      audit: AuditLog.input('device.secret-replaced', actor, id, { expiresAt: expiresAt.toISOString() }),
+    });
+    return { ...r, secret, expiresAt };
+  }
+
+  /**
    * retire ends a device: everything revoked, credentials deleted; the id stays as a tombstone. Its TPM
    * attestation keys are revoked and its EKs blocked, so the same TPM can never register again (issue 9).
    */

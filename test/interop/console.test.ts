@@ -3,7 +3,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Browser, BrowserContext, Page, hasChromium, launchChromium } from '../helpers/browser';
-import { Device, header, pkiClient } from '../helpers/pki-client';
+import { Device, header, openssl, pkiClient } from '../helpers/pki-client';
 import { REPO_ROOT, RunningService, assertBuilt, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
@@ -26,7 +26,7 @@ let base: string;
 let enrolled: Device;
 
 const SHOTS = path.join(REPO_ROOT, 'test-results', 'console');
-const { curl, cliOk, enroll, register, expectOcsp, teardown } = pkiClient({ svc: () => svc, tmp: () => tmp, issuingPem: () => issuingPem, operatorToken: () => operatorToken });
+const { curl, cliOk, csrB64, postEst, enroll, register, expectOcsp, teardown } = pkiClient({ svc: () => svc, tmp: () => tmp, issuingPem: () => issuingPem, operatorToken: () => operatorToken });
 
 const shot = (page: Page, name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 const stateInStore = async (id: string): Promise<string> => (JSON.parse(await cliOk('devices', 'show', id, '--json')) as { state: string }).state;
@@ -249,6 +249,39 @@ describe('an owner-scoped session', () => {
       );
       expect({ get, audit, retire }).toEqual({ get: 404, audit: 404, retire: 404 });
       expect(await stateInStore('globex-1')).toBe('registered');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('gets a new one-time secret for its own device after a confirmation, shown once: EST refuses the old secret and accepts the new one', async () => {
+    const oldSecret = await register('acme-3', 'acme', 'api');
+    const { context, page } = await signIn(acmeToken);
+    try {
+      await page.goto(`${base}/console/#/devices/acme-3`);
+      await page.locator('#action-secret').click();
+      expect(await page.locator('#confirm-text').innerText()).toBe(
+        'New secret acme-3: makes a new one-time enrollment secret, shown once on this page; the current secret stops working and pending approval requests are cancelled; 0 certificates stay valid.',
+      );
+      await shot(page, '7-device-confirm-secret');
+      await page.locator('#confirm-action').click();
+      await page.locator('#new-secret').waitFor();
+      const secret = await page.locator('#new-secret').innerText();
+      expect(secret).not.toBe(oldSecret);
+      expect(await page.locator('#history').innerText()).toContain('device.secret-replaced');
+      expect(await page.locator('#history').innerText()).not.toContain(secret);
+      await shot(page, '8-device-new-secret');
+      // shown once: the page drawn again has no secret on it
+      await page.reload();
+      await page.locator('#history').waitFor();
+      expect(await page.locator('#new-secret').count()).toBe(0);
+
+      const key = tmp.file('keys/acme-3.key');
+      await openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key);
+      const csr = await csrB64(key, '/CN=acme-3');
+      expect((await postEst('simpleenroll', csr, { user: ['acme-3', oldSecret] })).status).toBe(401);
+      expect((await postEst('simpleenroll', csr, { user: ['acme-3', secret] })).status).toBe(200);
+      expect(await stateInStore('acme-3')).toBe('active');
     } finally {
       await context.close();
     }

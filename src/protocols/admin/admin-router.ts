@@ -147,6 +147,16 @@ export function adminRouter(o: AdminRouterOptions): Router {
     );
   }
 
+  r.post(
+    '/devices/:id/secret',
+    route('devices.secret', async (req, c, raw) => {
+      parseInput(QUERY.none, req.query, 'query');
+      const b = parseInput(BODY.newSecret, raw, 'body');
+      const out = await o.lifecycle.replaceSecret(String(req.params.id), c.scope, c.actor, b.secretTtl);
+      return [200, { device: out.device, certificates: out.changed, secret: out.secret, secretExpiresAt: out.expiresAt }];
+    }),
+  );
+
   r.get(
     '/certificates',
     route('certs.list', async (req, c) => {

@@ -98,6 +98,9 @@ export const OPENAPI = {
     '/devices/{id}/cancel-release': withSecret(
       "The releasing owner (or an operator) cancels a release before the claim: the device stays its owner's, registered, with a new one-time secret (shown once)",
     ),
+    '/devices/{id}/secret': withSecret(
+      'A new one-time enrollment secret (shown once) for a registered or active device of your scope: earlier secrets stop working and pending approval requests are cancelled; certificates stay valid. Suspended, transferring and retired devices are 409',
+    ),
     '/certificates': {
       get: {
         summary: 'List certificates',
@@ -208,7 +211,7 @@ export const OPENAPI = {
         properties: {
           device: { $ref: '#/components/schemas/Device' },
           certificates: { type: 'array', items: { type: 'object', properties: { serial: { type: 'string' }, status: { type: 'string' }, reason: { type: 'string', nullable: true } } } },
-          secret: { type: 'string', description: 'transfer, claim and cancel-release only: the new one-time secret' },
+          secret: { type: 'string', description: 'transfer, claim, cancel-release and secret only: the new one-time secret' },
           secretExpiresAt: { type: 'string', format: 'date-time' },
         },
       },
