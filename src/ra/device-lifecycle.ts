@@ -7,6 +7,7 @@ import {
   AuditRecord,
   CertificateChange,
   CertificateRecord,
+  DeviceCounts,
   DeviceRecord,
   DeviceState,
   MAX_PAGE_LIMIT,
@@ -73,6 +74,11 @@ export class DeviceLifecycle {
   /** listDevices: an owner scope sees its own devices whatever owner filter it asks for. */
   listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest, scope: Scope): Promise<Page<DeviceRecord>> {
     return this.store.listDevices({ ...filter, owner: scope.kind === 'owner' ? scope.owner : filter.owner });
+  }
+
+  /** countDevices: the scope's devices by state and its owners with most devices, as listDevices would list them (an owner scope: its own). */
+  countDevices(scope: Scope, topOwners: number): Promise<DeviceCounts> {
+    return this.store.countDevices({ owner: scope.kind === 'owner' ? scope.owner : undefined, topOwners });
   }
 
   /** listCertificates: a device filter outside the scope is 'not-found'; an owner scope sees its own devices' only. */
