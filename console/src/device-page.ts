@@ -61,8 +61,7 @@ function actionsFor(d: DeviceDetail, scope: string): Action[] {
       name: 'secret',
       label: 'New secret',
       path: 'secret',
-      consequence: () =>
-        `makes a new one-time enrollment secret, shown once on this page; the current secret stops working and pending approval requests are cancelled; ${certs(live)} stay valid.`,
+      consequence: () => `makes a new one-time enrollment secret, shown once on this page; the current secret stops working and pending approval requests are cancelled; ${certs(live)} stay valid.`,
     });
   if (d.state !== 'retired' && !isNewOwner)
     out.push({

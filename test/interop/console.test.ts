@@ -55,7 +55,8 @@ beforeAll(async () => {
   if (!hasChromium()) throw new Error('/usr/bin/chromium is missing: run scripts/install-test-deps.sh (Debian package chromium)');
   fs.mkdirSync(SHOTS, { recursive: true });
   tmp = makeTmpDir('device-ca-console-');
-  svc = await startService();
+  // a label with manual approval, for the approval queue (`manual`), beside the default one
+  svc = await startService({ configYaml: ['est:', '  labels:', '    default: {}', '    manual: { manualApproval: true }', ''].join('\n') });
   base = `https://localhost:${svc.httpsPort}`;
   issuingPem = path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem');
   operatorToken = (await cliOk('tokens', 'create', '--scope', 'operator')).trim();
@@ -163,6 +164,60 @@ describe('an operator session', () => {
     await page.locator('#by-state').waitFor();
     expect(await page.locator('#by-state').innerText()).toMatch(/active\s+0/);
     expect(await page.locator('#by-state').innerText()).toMatch(/retired\s+1/);
+  });
+
+  it('finds a certificate by serial as openssl prints it, shows it decoded, and revokes it with a reason after a confirmation: OCSP says revoked', async () => {
+    const d = await enroll('ini-1', 'initech');
+    await page.goto(`${base}/console/#/certificates`);
+    await page.locator('#find-serial').fill(d.serial);
+    await page.locator('#serial-find button[type=submit]').click();
+    await page.locator('#certificate-fields').waitFor();
+    const fields = await page.locator('#certificate-fields').innerText();
+    expect(fields).toMatch(/subject\s+O=initech, CN=ini-1/);
+    expect(fields).toMatch(/extended key usage\s+clientAuth \(1\.3\.6\.1\.5\.5\.7\.3\.2\)/);
+    expect(fields).toMatch(/public key\s+ec prime256v1/);
+    expect(await page.locator('#certificate-pem').innerText()).toContain('-----BEGIN CERTIFICATE-----');
+    await page.locator('#action-revoke').click();
+    await page.locator('#revoke-reason').selectOption('keyCompromise');
+    const serial = await page.locator('#certificate-serial').innerText();
+    expect(await page.locator('#confirm-text').innerText()).toBe(
+      `Revoke certificate ${serial} of ini-1 (keyCompromise): relying parties see it revoked at the next OCSP answer and CRL. This cannot be undone.`,
+    );
+    await shot(page, '9-certificate-confirm-revoke');
+    await page.locator('#confirm-action').click();
+    await page.locator('#action-result').waitFor();
+    expect(await page.locator('#action-result').innerText()).toBe('Revoked (keyCompromise).');
+    expect(await page.locator('#action-revoke').count()).toBe(0);
+    await shot(page, '10-certificate-revoked');
+    await expectOcsp(d, 'revoked', 'keyCompromise');
+    // the device's certificates, listed by device id
+    await page.goto(`${base}/console/#/certificates`);
+    await page.locator('#find-device').fill('ini-1');
+    await page.locator('#device-find button[type=submit]').click();
+    await page.locator('#certificate-list').waitFor();
+    expect(await page.locator('#certificate-list').innerText()).toContain('revoked (keyCompromise)');
+  });
+
+  it('approves a request waiting in the queue after a confirmation: the device gets its certificate when it asks again', async () => {
+    const secret = await register('ini-2', 'initech', 'api');
+    const key = tmp.file('keys/ini-2.key');
+    await openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key);
+    const csrFile = tmp.write('req/ini-2.b64', await csrB64(key, '/CN=ini-2'));
+    const ask = () => curl(`${svc.est}/manual/simpleenroll`, ['-H', 'Content-Type: application/pkcs10', '--data-binary', `@${csrFile}`, '-u', `ini-2:${secret}`]);
+    expect((await ask()).status).toBe(202);
+    await page.goto(`${base}/console/#/approvals`);
+    await page.locator('#request-list').waitFor();
+    expect(await page.locator('#request-list').innerText()).toContain('ini-2');
+    await page.locator('#approve-ini-2').click();
+    expect(await page.locator('#confirm-text').innerText()).toBe('Approve the enroll request of ini-2 (label manual): the device gets its certificate when it asks again.');
+    await shot(page, '11-approvals-confirm');
+    await page.locator('#confirm-action').click();
+    await page.locator('#action-result').waitFor();
+    expect(await page.locator('#action-result').innerText()).toBe('Request of ini-2: approved.');
+    expect(await page.locator('#no-requests').count()).toBe(1);
+    await shot(page, '12-approvals-empty');
+    expect((await ask()).status).toBe(200);
+    expect(await stateInStore('ini-2')).toBe('active');
   });
 
   it('a POST without the CSRF token is refused with 403 and changes nothing; with it, the same call works', async () => {

@@ -108,7 +108,13 @@ export const OPENAPI = {
         responses: ok(page({ $ref: '#/components/schemas/Certificate' })),
       },
     },
-    '/certificates/{serial}': { get: { summary: 'One certificate, with PEM', parameters: [serialParam], responses: ok({ $ref: '#/components/schemas/Certificate' }) } },
+    '/certificates/{serial}': {
+      get: {
+        summary: 'One certificate, with PEM and its decoded fields (`decoded`: subject, issuer, validity, SANs, extended key usage as `keyUsage`, public key, SHA-256 fingerprint)',
+        parameters: [serialParam],
+        responses: ok({ $ref: '#/components/schemas/Certificate' }),
+      },
+    },
     '/certificates/{serial}/revoke': {
       post: {
         summary: 'Revoke one certificate (idempotent)',
@@ -189,6 +195,23 @@ export const OPENAPI = {
           notAfter: { type: 'string' },
           shard: { type: 'integer' },
           pem: { type: 'string' },
+          decoded: {
+            type: 'object',
+            nullable: true,
+            description: 'GET /certificates/{serial} only; null for bytes OpenSSL cannot read',
+            properties: {
+              subject: { type: 'string' },
+              issuer: { type: 'string' },
+              serialNumber: { type: 'string' },
+              validFrom: { type: 'string', format: 'date-time' },
+              validTo: { type: 'string', format: 'date-time' },
+              subjectAltName: { type: 'string', nullable: true },
+              keyUsage: { type: 'array', items: { type: 'string' }, description: 'extended key usage OIDs' },
+              publicKey: { type: 'string' },
+              fingerprintSha256: { type: 'string' },
+              ca: { type: 'boolean' },
+            },
+          },
         },
       },
       Request: {
