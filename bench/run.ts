@@ -21,6 +21,7 @@ const MODULES: { name: string; file: string; fn: string }[] = [
   { name: 'firmware', file: './firmware', fn: 'benchFirmware' },
   { name: 'redis-store', file: './redis-store', fn: 'benchRedisStore' },
   { name: 'scale', file: './scale', fn: 'benchScale' },
+  { name: 'console-overview', file: './console-overview', fn: 'benchConsoleOverview' },
 ];
 
 function load(file: string, fn: string): BenchFunction | string {
