@@ -22,6 +22,7 @@ const MODULES: { name: string; file: string; fn: string }[] = [
   { name: 'redis-store', file: './redis-store', fn: 'benchRedisStore' },
   { name: 'redis-http', file: './redis-http', fn: 'benchRedisHttp' },
   { name: 'scale', file: './scale', fn: 'benchScale' },
+  { name: 'console-overview', file: './console-overview', fn: 'benchConsoleOverview' },
 ];
 
 function load(file: string, fn: string): BenchFunction | string {

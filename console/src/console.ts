@@ -1,6 +1,8 @@
 import { ApiError, api, useCsrf } from './api.js';
 import { errorBox, renderDevice } from './device-page.js';
 import { renderDevices } from './devices-page.js';
+import { renderApprovals } from './approvals-page.js';
+import { renderCertificate, renderCertificates } from './certificates-page.js';
 import { h, show } from './dom.js';
 import { renderOverview } from './overview-page.js';
 import { Session } from './types.js';
@@ -8,7 +10,7 @@ import { Session } from './types.js';
 /**
  * console: the operator console's entry. It asks the service for the session (the cookie is HttpOnly),
  * shows the sign-in form when there is none, and routes on the URL fragment: #/overview, #/devices,
- * #/devices/<id>. Every page is drawn from the API's answers; a refusal is shown with the API's reason.
+ * #/devices/<id>, #/certificates, #/certificates/<serial>, #/approvals. Every page is drawn from the API's answers; a refusal is shown with the API's reason.
  */
 const app = document.getElementById('app') as HTMLElement;
 const bar = document.getElementById('bar') as HTMLElement;
@@ -69,6 +71,8 @@ function drawBar(s: Session): void {
     h('span', { class: 'brand' }, 'device-ca'),
     h('a', { href: '#/overview' }, 'Overview'),
     h('a', { href: '#/devices' }, 'Devices'),
+    h('a', { href: '#/certificates' }, 'Certificates'),
+    s.scope === 'operator' ? h('a', { href: '#/approvals' }, 'Approvals') : null,
     h('span', { class: 'spacer' }),
     h('span', { class: 'scope', id: 'scope' }, s.scope),
     h(
@@ -101,7 +105,11 @@ async function route(): Promise<void> {
   const params = new URLSearchParams(query);
   try {
     const device = /^\/devices\/(.+)$/.exec(pathPart);
+    const cert = /^\/certificates\/(.+)$/.exec(pathPart);
     if (device) await renderDevice(app, decodeURIComponent(device[1]), session.scope);
+    else if (cert) await renderCertificate(app, decodeURIComponent(cert[1]));
+    else if (pathPart === '/certificates') await renderCertificates(app, params);
+    else if (pathPart === '/approvals') await renderApprovals(app, params);
     else if (pathPart === '/devices') await renderDevices(app, params, session.scope === 'operator');
     else await renderOverview(app);
   } catch (e) {

@@ -56,6 +56,13 @@ function actionsFor(d: DeviceDetail, scope: string): Action[] {
       to: true,
       consequence: (to) => `revokes ${certs(live + held)} (affiliationChanged), makes ${to || 'the new owner'} the owner at once and makes a new one-time enrollment secret.`,
     });
+  if ((d.state === 'active' || d.state === 'registered') && (operator || scope === `owner:${d.owner}`))
+    out.push({
+      name: 'secret',
+      label: 'New secret',
+      path: 'secret',
+      consequence: () => `makes a new one-time enrollment secret, shown once on this page; the current secret stops working and pending approval requests are cancelled; ${certs(live)} stay valid.`,
+    });
   if (d.state !== 'retired' && !isNewOwner)
     out.push({
       name: 'retire',

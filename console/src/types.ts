@@ -21,6 +21,32 @@ export interface Certificate {
   revocationReason: string | null;
 }
 
+export interface CertificateDetail extends Certificate {
+  pem: string;
+  decoded: null | {
+    subject: string;
+    issuer: string;
+    serialNumber: string;
+    validFrom: string;
+    validTo: string;
+    subjectAltName: string | null;
+    keyUsage: string[];
+    publicKey: string;
+    fingerprintSha256: string;
+    ca: boolean;
+  };
+}
+
+export interface EnrollmentRequest {
+  id: string;
+  deviceId: string;
+  label: string;
+  operation: string;
+  csrSha256: string;
+  status: 'pending' | 'approved' | 'rejected' | 'issued';
+  createdAt: string;
+}
+
 export interface Page<T> {
   items: T[];
   next: string | null;

@@ -1,7 +1,6 @@
 import * as crypto from 'node:crypto';
 import { isDeviceCaError } from '../errors/device-ca-error';
-import { everyItem } from '../store/paging';
-import { DEVICE_STATES, DeviceState, MAX_PAGE_LIMIT, Store } from '../store/store';
+import { DeviceState, MAX_PAGE_LIMIT, Store } from '../store/store';
 import { DeviceLifecycle, Scope } from './device-lifecycle';
 import { RegistrationAuthority } from './registration-authority';
 
@@ -34,25 +33,14 @@ const OWNERS_SHOWN = 20;
 /**
  * ConsoleOverview assembles the console's overview for a scope: an owner scope counts its own devices only
  * (through DeviceLifecycle.listDevices, the same scope rule as the admin API) and does not see the approval
- * queue. Device counts walk the device list page by page: exact, and proportional to the fleet (a counting
- * index in the store is a later part of issue 14).
+ * queue. Device counts come from the counts the store keeps beside the devices (Store.countDevices), so
+ * the overview costs the same for ten devices and a million.
  */
 export class ConsoleOverview {
   constructor(private readonly o: ConsoleOverviewOptions) {}
 
   async overview(scope: Scope): Promise<ConsoleOverviewReply> {
-    const byState = Object.fromEntries(DEVICE_STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
-    const owners = new Map<string | null, number>();
-    let total = 0;
-    for await (const d of everyItem((after) => this.o.lifecycle.listDevices({ after, limit: MAX_PAGE_LIMIT }, scope))) {
-      total++;
-      byState[d.state]++;
-      owners.set(d.owner, (owners.get(d.owner) ?? 0) + 1);
-    }
-    const byOwner = [...owners]
-      .map(([owner, count]) => ({ owner, count }))
-      .sort((a, b) => b.count - a.count || String(a.owner).localeCompare(String(b.owner)))
-      .slice(0, OWNERS_SHOWN);
+    const counts = await this.o.lifecycle.countDevices(scope, OWNERS_SHOWN);
     let pendingApprovals: number | null = null;
     if (scope.kind === 'operator') {
       let after: string | undefined;
@@ -77,7 +65,7 @@ export class ConsoleOverview {
     });
     return {
       scope: scope.kind === 'operator' ? 'operator' : `owner:${scope.owner}`,
-      devices: { total, byState, byOwner },
+      devices: { total: counts.total, byState: counts.byState, byOwner: counts.topOwners },
       pendingApprovals,
       crlShards,
       ocspResponder: ocsp ? { notAfter: new Date(ocsp.validTo), subject: ocsp.subject } : null,

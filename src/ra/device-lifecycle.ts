@@ -7,6 +7,7 @@ import {
   AuditRecord,
   CertificateChange,
   CertificateRecord,
+  DeviceCounts,
   DeviceRecord,
   DeviceState,
   MAX_PAGE_LIMIT,
@@ -73,6 +74,11 @@ export class DeviceLifecycle {
   /** listDevices: an owner scope sees its own devices whatever owner filter it asks for. */
   listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest, scope: Scope): Promise<Page<DeviceRecord>> {
     return this.store.listDevices({ ...filter, owner: scope.kind === 'owner' ? scope.owner : filter.owner });
+  }
+
+  /** countDevices: the scope's devices by state and its owners with most devices, as listDevices would list them (an owner scope: its own). */
+  countDevices(scope: Scope, topOwners: number): Promise<DeviceCounts> {
+    return this.store.countDevices({ owner: scope.kind === 'owner' ? scope.owner : undefined, topOwners });
   }
 
   /** listCertificates: a device filter outside the scope is 'not-found'; an owner scope sees its own devices' only. */
@@ -251,6 +257,31 @@ export class DeviceLifecycle {
       deleteSecrets: true,
       addSecret: { hash, expiresAt },
       audit: AuditLog.input('device.release-cancelled', actor, id, { owner: before.owner, to: before.pendingOwner }),
+    });
+    return { ...r, secret, expiresAt };
+  }
+
+  /**
+   * replaceSecret gives a registered or active device of the caller's scope a new one-time enrollment secret,
+   * returned once: for a device whose secret was lost or leaked before it enrolled, or an active device that
+   * must enroll afresh (its certificates stay valid until the next enrollment supersedes them). Every earlier
+   * secret is deleted and pending approval requests are cancelled (they were made with the old secret), in
+   * the one store transaction that also writes the audit record. A suspended, transferring or retired device
+   * is a 'conflict': each has its own way back (resume, claim or cancel-release, none), which a secret would bypass.
+   */
+  async replaceSecret(id: string, scope: Scope, actor: string, secretTtlSeconds?: number): Promise<{ device: DeviceRecord; changed: CertificateChange[]; secret: string; expiresAt: Date }> {
+    const before = await this.owned(id, scope);
+    if (before.state !== 'registered' && before.state !== 'active') throw new DeviceCaError('conflict', `device ${id} is ${before.state}: a new secret is only for a registered or active device`);
+    const { secret, expiresAt, hash } = await this.newSecret(secretTtlSeconds);
+    const r = await this.apply({
+      deviceId: id,
+      expect: { owner: before.owner },
+      fromStates: [before.state],
+      toState: before.state,
+      deleteSecrets: true,
+      addSecret: { hash, expiresAt },
+      cancelRequests: true,
+      audit: AuditLog.input('device.secret-replaced', actor, id, { expiresAt: expiresAt.toISOString() }),
     });
     return { ...r, secret, expiresAt };
   }

@@ -12,6 +12,20 @@
 export type DeviceState = 'registered' | 'active' | 'suspended' | 'transferring' | 'retired';
 export const DEVICE_STATES: readonly DeviceState[] = ['registered', 'active', 'suspended', 'transferring', 'retired'];
 
+/** DeviceCounts: how many devices there are in each state, and the owners with most devices. */
+export interface DeviceCounts {
+  total: number;
+  byState: Record<DeviceState, number>;
+  /**
+   * topOwners: at most the number asked for, most devices first, ties by owner name (no owner after every
+   * name); which of several owners tied at the cut make it is the store's choice. Owners with no device are left out.
+   */
+  topOwners: { owner: string | null; count: number }[];
+}
+
+/** emptyDeviceCounts: a zero for every state, so a state without devices is still listed. */
+export const emptyDeviceCounts = (): Record<DeviceState, number> => Object.fromEntries(DEVICE_STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
+
 export interface DeviceRecord {
   id: string;
   owner: string | null;
@@ -181,6 +195,12 @@ export interface DeviceStore {
    * letters, digits and . _ @ -, so the ids with a prefix are the range [prefix, prefix + DEL)).
    */
   listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>>;
+  /**
+   * countDevices: devices by state and the owners with most devices, from counts the store keeps beside the
+   * devices and changes in the same transaction as each device (SQLite triggers, Redis counters), so the
+   * cost does not grow with the fleet. With `owner`: that owner's devices only.
+   */
+  countDevices(o: { owner?: string; topOwners: number }): Promise<DeviceCounts>;
   /** activeSecrets: unused, unexpired secrets of a device, newest first. */
   activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]>;
   /** spentSecrets: secrets of a device spent on a certificate at or after usedSince, newest first. */

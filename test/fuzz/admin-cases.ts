@@ -39,11 +39,13 @@ export function adminCorpus(m: FuzzMaterial): Generated[] {
       post(`/devices/${name}/suspend`, '', `suspend "${name}"`),
       post(`/certificates/${name}/revoke`, JSON.stringify({ reason: name }), `revoke "${name}"`),
       post(`/requests/${name}/approve`, '', `approve "${name}"`),
+      post(`/devices/${name}/secret`, JSON.stringify({ [name]: 1 }), `new secret for "${name}" with key "${name}"`),
     );
   }
   for (const ttl of ['1e300', '-1', '9007199254740993', '"NaN"', '"1e300d"', '"99999999999y"', '1e999']) {
     out.push(post('/devices', `{"id":"fz-corpus-${++n}","secretTtl":${ttl}}`, `secretTtl ${ttl}`));
     out.push(post(`/devices/${m.adminDevices[m.adminDevices.length - 1]}/transfer`, `{"to":"fuzz-3","secretTtl":${ttl}}`, `transfer secretTtl ${ttl}`));
+    out.push(post(`/devices/${m.adminDevices[0]}/secret`, `{"secretTtl":${ttl}}`, `new secret secretTtl ${ttl}`));
   }
   for (const limit of ['1e300', '-1', 'NaN', '9007199254740993', '0x10', '', '1.5', '0.5', '999.9'])
     out.push(get(`/devices?limit=${limit}`, `limit=${limit}`), get(`/certificates?limit=${limit}&after=${limit}`, `certificates limit=${limit}`));

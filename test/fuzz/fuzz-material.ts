@@ -158,6 +158,7 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
   const validBody: Record<string, Record<string, unknown>> = {
     '/devices': { id: 'fz-new', owner: 'fuzz', label: 'default', secretTtl: '1d' },
     '/devices/{id}/transfer': { to: 'fuzz-2', secretTtl: '1h' },
+    '/devices/{id}/secret': { secretTtl: '2h' },
     '/certificates/{serial}/revoke': { reason: 'superseded' },
   };
   const adminRoutes: AdminRoute[] = [];

@@ -26,6 +26,7 @@ export interface Locator {
 
 export interface Page {
   goto(url: string): Promise<BrowserResponse | null>;
+  reload(): Promise<BrowserResponse | null>;
   locator(selector: string): Locator;
   screenshot(o: { path: string; fullPage?: boolean }): Promise<Buffer>;
   evaluate<T>(fn: string): Promise<T>;

@@ -181,6 +181,7 @@ describe('the OpenAPI document', () => {
         '/devices/{id}/resume',
         '/devices/{id}/retire',
         '/devices/{id}/transfer',
+        '/devices/{id}/secret',
         '/certificates',
         '/certificates/{serial}',
         '/certificates/{serial}/revoke',

@@ -3,7 +3,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Browser, BrowserContext, Page, hasChromium, launchChromium } from '../helpers/browser';
-import { Device, header, pkiClient } from '../helpers/pki-client';
+import { Device, header, openssl, pkiClient } from '../helpers/pki-client';
 import { REPO_ROOT, RunningService, assertBuilt, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
@@ -26,7 +26,7 @@ let base: string;
 let enrolled: Device;
 
 const SHOTS = path.join(REPO_ROOT, 'test-results', 'console');
-const { curl, cliOk, enroll, register, expectOcsp, teardown } = pkiClient({ svc: () => svc, tmp: () => tmp, issuingPem: () => issuingPem, operatorToken: () => operatorToken });
+const { curl, cliOk, csrB64, postEst, enroll, register, expectOcsp, teardown } = pkiClient({ svc: () => svc, tmp: () => tmp, issuingPem: () => issuingPem, operatorToken: () => operatorToken });
 
 const shot = (page: Page, name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 const stateInStore = async (id: string): Promise<string> => (JSON.parse(await cliOk('devices', 'show', id, '--json')) as { state: string }).state;
@@ -55,7 +55,8 @@ beforeAll(async () => {
   if (!hasChromium()) throw new Error('/usr/bin/chromium is missing: run scripts/install-test-deps.sh (Debian package chromium)');
   fs.mkdirSync(SHOTS, { recursive: true });
   tmp = makeTmpDir('device-ca-console-');
-  svc = await startService();
+  // a label with manual approval, for the approval queue (`manual`), beside the default one
+  svc = await startService({ configYaml: ['est:', '  labels:', '    default: {}', '    manual: { manualApproval: true }', ''].join('\n') });
   base = `https://localhost:${svc.httpsPort}`;
   issuingPem = path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem');
   operatorToken = (await cliOk('tokens', 'create', '--scope', 'operator')).trim();
@@ -165,6 +166,60 @@ describe('an operator session', () => {
     expect(await page.locator('#by-state').innerText()).toMatch(/retired\s+1/);
   });
 
+  it('finds a certificate by serial as openssl prints it, shows it decoded, and revokes it with a reason after a confirmation: OCSP says revoked', async () => {
+    const d = await enroll('ini-1', 'initech');
+    await page.goto(`${base}/console/#/certificates`);
+    await page.locator('#find-serial').fill(d.serial);
+    await page.locator('#serial-find button[type=submit]').click();
+    await page.locator('#certificate-fields').waitFor();
+    const fields = await page.locator('#certificate-fields').innerText();
+    expect(fields).toMatch(/subject\s+O=initech, CN=ini-1/);
+    expect(fields).toMatch(/extended key usage\s+clientAuth \(1\.3\.6\.1\.5\.5\.7\.3\.2\)/);
+    expect(fields).toMatch(/public key\s+ec prime256v1/);
+    expect(await page.locator('#certificate-pem').innerText()).toContain('-----BEGIN CERTIFICATE-----');
+    await page.locator('#action-revoke').click();
+    await page.locator('#revoke-reason').selectOption('keyCompromise');
+    const serial = await page.locator('#certificate-serial').innerText();
+    expect(await page.locator('#confirm-text').innerText()).toBe(
+      `Revoke certificate ${serial} of ini-1 (keyCompromise): relying parties see it revoked at the next OCSP answer and CRL. This cannot be undone.`,
+    );
+    await shot(page, '9-certificate-confirm-revoke');
+    await page.locator('#confirm-action').click();
+    await page.locator('#action-result').waitFor();
+    expect(await page.locator('#action-result').innerText()).toBe('Revoked (keyCompromise).');
+    expect(await page.locator('#action-revoke').count()).toBe(0);
+    await shot(page, '10-certificate-revoked');
+    await expectOcsp(d, 'revoked', 'keyCompromise');
+    // the device's certificates, listed by device id
+    await page.goto(`${base}/console/#/certificates`);
+    await page.locator('#find-device').fill('ini-1');
+    await page.locator('#device-find button[type=submit]').click();
+    await page.locator('#certificate-list').waitFor();
+    expect(await page.locator('#certificate-list').innerText()).toContain('revoked (keyCompromise)');
+  });
+
+  it('approves a request waiting in the queue after a confirmation: the device gets its certificate when it asks again', async () => {
+    const secret = await register('ini-2', 'initech', 'api');
+    const key = tmp.file('keys/ini-2.key');
+    await openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key);
+    const csrFile = tmp.write('req/ini-2.b64', await csrB64(key, '/CN=ini-2'));
+    const ask = () => curl(`${svc.est}/manual/simpleenroll`, ['-H', 'Content-Type: application/pkcs10', '--data-binary', `@${csrFile}`, '-u', `ini-2:${secret}`]);
+    expect((await ask()).status).toBe(202);
+    await page.goto(`${base}/console/#/approvals`);
+    await page.locator('#request-list').waitFor();
+    expect(await page.locator('#request-list').innerText()).toContain('ini-2');
+    await page.locator('#approve-ini-2').click();
+    expect(await page.locator('#confirm-text').innerText()).toBe('Approve the enroll request of ini-2 (label manual): the device gets its certificate when it asks again.');
+    await shot(page, '11-approvals-confirm');
+    await page.locator('#confirm-action').click();
+    await page.locator('#action-result').waitFor();
+    expect(await page.locator('#action-result').innerText()).toBe('Request of ini-2: approved.');
+    expect(await page.locator('#no-requests').count()).toBe(1);
+    await shot(page, '12-approvals-empty');
+    expect((await ask()).status).toBe(200);
+    expect(await stateInStore('ini-2')).toBe('active');
+  });
+
   it('a POST without the CSRF token is refused with 403 and changes nothing; with it, the same call works', async () => {
     const url = `${base}/console/api/v1/devices/acme-2/suspend`;
     const bare = await page.evaluate<{ status: number; body: string }>(
@@ -249,6 +304,39 @@ describe('an owner-scoped session', () => {
       );
       expect({ get, audit, retire }).toEqual({ get: 404, audit: 404, retire: 404 });
       expect(await stateInStore('globex-1')).toBe('registered');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('gets a new one-time secret for its own device after a confirmation, shown once: EST refuses the old secret and accepts the new one', async () => {
+    const oldSecret = await register('acme-3', 'acme', 'api');
+    const { context, page } = await signIn(acmeToken);
+    try {
+      await page.goto(`${base}/console/#/devices/acme-3`);
+      await page.locator('#action-secret').click();
+      expect(await page.locator('#confirm-text').innerText()).toBe(
+        'New secret acme-3: makes a new one-time enrollment secret, shown once on this page; the current secret stops working and pending approval requests are cancelled; 0 certificates stay valid.',
+      );
+      await shot(page, '7-device-confirm-secret');
+      await page.locator('#confirm-action').click();
+      await page.locator('#new-secret').waitFor();
+      const secret = await page.locator('#new-secret').innerText();
+      expect(secret).not.toBe(oldSecret);
+      expect(await page.locator('#history').innerText()).toContain('device.secret-replaced');
+      expect(await page.locator('#history').innerText()).not.toContain(secret);
+      await shot(page, '8-device-new-secret');
+      // shown once: the page drawn again has no secret on it
+      await page.reload();
+      await page.locator('#history').waitFor();
+      expect(await page.locator('#new-secret').count()).toBe(0);
+
+      const key = tmp.file('keys/acme-3.key');
+      await openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key);
+      const csr = await csrB64(key, '/CN=acme-3');
+      expect((await postEst('simpleenroll', csr, { user: ['acme-3', oldSecret] })).status).toBe(401);
+      expect((await postEst('simpleenroll', csr, { user: ['acme-3', secret] })).status).toBe(200);
+      expect(await stateInStore('acme-3')).toBe('active');
     } finally {
       await context.close();
     }

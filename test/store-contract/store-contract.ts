@@ -3,7 +3,7 @@ import { GENESIS, auditLinkProblem } from '../../src/audit/audit-chain';
 import { verifyAuditChain } from '../../src/audit/audit-verify';
 import { DeviceCaError, ErrorCode } from '../../src/errors/device-ca-error';
 import { collectItems } from '../../src/store/paging';
-import { AttestationStore, AuditInput, AuditRecord, CertificateRecord, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, Store, isAttestationStore } from '../../src/store/store';
+import { AttestationStore, AuditInput, AuditRecord, CertificateRecord, DEFAULT_PAGE_LIMIT, DEVICE_STATES, MAX_PAGE_LIMIT, Page, Store, isAttestationStore } from '../../src/store/store';
 
 /**
  * StoreUnderTest is what a store's test file hands the contract: a fresh, empty store, and optional
@@ -138,6 +138,77 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await store.activeSecrets('dev-1', now)).map((s) => s.hash)).toEqual(['h2', 'h1']);
         expect((await store.activeSecrets('dev-1', new Date(now.getTime() + 1000))).map((s) => s.hash)).toEqual(['h2']);
         expect(await store.activeSecrets('dev-2', now)).toEqual([]);
+      });
+    });
+
+    describe('countDevices', () => {
+      /** walked: the counts by listing every device, what countDevices must agree with */
+      async function walked(owner?: string) {
+        const all = (await collectItems((after, want) => store.listDevices({ owner, after, limit: want }))).items;
+        const byState = Object.fromEntries(DEVICE_STATES.map((s) => [s, all.filter((d) => d.state === s).length]));
+        const owners = new Map<string | null, number>();
+        for (const d of all) owners.set(d.owner, (owners.get(d.owner) ?? 0) + 1);
+        const topOwners = [...owners].map(([o, count]) => ({ owner: o, count })).sort((a, b) => b.count - a.count || (a.owner === null ? 1 : b.owner === null ? -1 : a.owner < b.owner ? -1 : 1));
+        return { total: all.length, byState, topOwners };
+      }
+
+      it('an empty store counts zero in every state', async () => {
+        expect(await store.countDevices({ topOwners: 5 })).toEqual({ total: 0, byState: { registered: 0, active: 0, suspended: 0, transferring: 0, retired: 0 }, topOwners: [] });
+      });
+
+      it('follows every device write (create, batch, issuance, suspend, release, claim, retire; a refused change counts nothing), fleet-wide and per owner', async () => {
+        const item = (id: string, owner: string | null) => ({ device: { id, owner, label: null, state: 'registered' as const }, secret: secret(), audit: audit('device.registered', id) });
+        await store.createDevices([item('c-01', 'acme'), item('c-02', 'acme'), item('c-03', 'acme'), item('c-04', 'globex'), item('c-05', null)], { skipExisting: false });
+        await addDevice('c-06', 'globex');
+        await issue('c1', 'c-01');
+        await issue('c2', 'c-02');
+        await issue('c4', 'c-04');
+        await store.applyDeviceChange({ deviceId: 'c-02', fromStates: ['active'], toState: 'suspended', audit: audit('device.suspended', 'c-02') });
+        await store.applyDeviceChange({ deviceId: 'c-03', fromStates: ['registered'], toState: 'transferring', pendingOwner: 'bravo', audit: audit('device.released', 'c-03') });
+        await store.applyDeviceChange({ deviceId: 'c-03', fromStates: ['transferring'], toState: 'registered', newOwner: 'bravo', pendingOwner: null, audit: audit('device.claimed', 'c-03') });
+        await store.applyDeviceChange({ deviceId: 'c-06', fromStates: ['registered'], toState: 'retired', audit: audit('device.retired', 'c-06') });
+        // the same state again (a new secret) and a refused change leave the counts alone
+        await store.applyDeviceChange({ deviceId: 'c-01', fromStates: ['active'], toState: 'active', audit: audit('device.secret-replaced', 'c-01') });
+        expect(await codeOf(store.applyDeviceChange({ deviceId: 'c-05', fromStates: ['suspended'], toState: 'active', newOwner: 'acme', audit: audit('x', 'c-05') }))).toBe('conflict');
+
+        expect(await store.countDevices({ topOwners: 10 })).toEqual({
+          total: 6,
+          byState: { registered: 2, active: 2, suspended: 1, transferring: 0, retired: 1 },
+          topOwners: [
+            { owner: 'globex', count: 2 },
+            { owner: null, count: 1 },
+            { owner: 'acme', count: 2 },
+            { owner: 'bravo', count: 1 },
+          ].sort((a, b) => b.count - a.count || (a.owner === null ? 1 : b.owner === null ? -1 : a.owner < b.owner ? -1 : 1)),
+        });
+        expect(await store.countDevices({ topOwners: 10 })).toEqual(await walked());
+        expect(await store.countDevices({ owner: 'acme', topOwners: 10 })).toEqual(await walked('acme'));
+        expect(await store.countDevices({ owner: 'globex', topOwners: 10 })).toEqual({
+          total: 2,
+          byState: { registered: 0, active: 1, suspended: 0, transferring: 0, retired: 1 },
+          topOwners: [{ owner: 'globex', count: 2 }],
+        });
+        expect(await store.countDevices({ owner: 'nobody', topOwners: 10 })).toEqual({ total: 0, byState: { registered: 0, active: 0, suspended: 0, transferring: 0, retired: 0 }, topOwners: [] });
+        // at most topOwners, most devices first (acme and globex tie at 2: either may make the cut)
+        const top = (await store.countDevices({ topOwners: 1 })).topOwners;
+        expect(top).toHaveLength(1);
+        expect([
+          { owner: 'acme', count: 2 },
+          { owner: 'globex', count: 2 },
+        ]).toContainEqual(top[0]);
+        await store.applyDeviceChange({ deviceId: 'c-05', fromStates: ['registered'], toState: 'registered', newOwner: 'bravo', audit: audit('device.transferred', 'c-05') });
+        await addDevice('c-07', 'bravo');
+        expect((await store.countDevices({ topOwners: 1 })).topOwners).toEqual([{ owner: 'bravo', count: 3 }]);
+        expect(await store.countDevices({ topOwners: 10 })).toEqual(await walked());
+        // another client of the same data sees the same counts
+        if (sut.another) {
+          const other = await sut.another();
+          try {
+            expect(await other.countDevices({ topOwners: 10 })).toEqual(await walked());
+          } finally {
+            await other.close();
+          }
+        }
       });
     });
 

@@ -1,4 +1,5 @@
 import { NextFunction, Request, Response, Router } from 'express';
+import { X509Certificate } from 'node:crypto';
 import { TLSSocket } from 'node:tls';
 import { toPem } from '../../ca/pem';
 import { DeviceCaError } from '../../errors/device-ca-error';
@@ -147,6 +148,16 @@ export function adminRouter(o: AdminRouterOptions): Router {
     );
   }
 
+  r.post(
+    '/devices/:id/secret',
+    route('devices.secret', async (req, c, raw) => {
+      parseInput(QUERY.none, req.query, 'query');
+      const b = parseInput(BODY.newSecret, raw, 'body');
+      const out = await o.lifecycle.replaceSecret(String(req.params.id), c.scope, c.actor, b.secretTtl);
+      return [200, { device: out.device, certificates: out.changed, secret: out.secret, secretExpiresAt: out.expiresAt }];
+    }),
+  );
+
   r.get(
     '/certificates',
     route('certs.list', async (req, c) => {
@@ -157,7 +168,11 @@ export function adminRouter(o: AdminRouterOptions): Router {
   );
   r.get(
     '/certificates/:serial',
-    route('certs.show', async (req, c) => (parseInput(QUERY.none, req.query, 'query'), [200, certJson(await o.lifecycle.certificate(String(req.params.serial), c.scope), true)])),
+    route('certs.show', async (req, c) => {
+      parseInput(QUERY.none, req.query, 'query');
+      const cert = await o.lifecycle.certificate(String(req.params.serial), c.scope);
+      return [200, { ...certJson(cert, true), decoded: decodeCertificate(cert.der) }];
+    }),
   );
   r.post(
     '/certificates/:serial/revoke',
@@ -198,4 +213,31 @@ export function adminRouter(o: AdminRouterOptions): Router {
     sendHttpError(res, new DeviceCaError('not-found', 'unknown admin API path'), ERROR_REPLY);
   });
   return r;
+}
+
+/**
+ * decodeCertificate: the fields an operator reads in `openssl x509 -text`, as Node's X509Certificate
+ * (OpenSSL) prints them, for GET /certificates/{serial} (the console's certificate page shows them).
+ */
+function decodeCertificate(der: Buffer): Record<string, unknown> | null {
+  let x: X509Certificate;
+  try {
+    x = new X509Certificate(der);
+  } catch {
+    return null; // bytes OpenSSL cannot read: the record and its PEM are still shown
+  }
+  const key = x.publicKey;
+  const details = key.asymmetricKeyDetails ?? {};
+  return {
+    subject: x.subject.split('\n').join(', '),
+    issuer: x.issuer.split('\n').join(', '),
+    serialNumber: x.serialNumber,
+    validFrom: new Date(x.validFrom).toISOString(),
+    validTo: new Date(x.validTo).toISOString(),
+    subjectAltName: x.subjectAltName ?? null,
+    keyUsage: x.keyUsage ?? [],
+    publicKey: [key.asymmetricKeyType, details.namedCurve ?? (details.modulusLength ? `${details.modulusLength} bits` : undefined)].filter(Boolean).join(' '),
+    fingerprintSha256: x.fingerprint256,
+    ca: x.ca,
+  };
 }

@@ -98,6 +98,9 @@ export const OPENAPI = {
     '/devices/{id}/cancel-release': withSecret(
       "The releasing owner (or an operator) cancels a release before the claim: the device stays its owner's, registered, with a new one-time secret (shown once)",
     ),
+    '/devices/{id}/secret': withSecret(
+      'A new one-time enrollment secret (shown once) for a registered or active device of your scope: earlier secrets stop working and pending approval requests are cancelled; certificates stay valid. Suspended, transferring and retired devices are 409',
+    ),
     '/certificates': {
       get: {
         summary: 'List certificates',
@@ -105,7 +108,13 @@ export const OPENAPI = {
         responses: ok(page({ $ref: '#/components/schemas/Certificate' })),
       },
     },
-    '/certificates/{serial}': { get: { summary: 'One certificate, with PEM', parameters: [serialParam], responses: ok({ $ref: '#/components/schemas/Certificate' }) } },
+    '/certificates/{serial}': {
+      get: {
+        summary: 'One certificate, with PEM and its decoded fields (`decoded`: subject, issuer, validity, SANs, extended key usage as `keyUsage`, public key, SHA-256 fingerprint)',
+        parameters: [serialParam],
+        responses: ok({ $ref: '#/components/schemas/Certificate' }),
+      },
+    },
     '/certificates/{serial}/revoke': {
       post: {
         summary: 'Revoke one certificate (idempotent)',
@@ -186,6 +195,23 @@ export const OPENAPI = {
           notAfter: { type: 'string' },
           shard: { type: 'integer' },
           pem: { type: 'string' },
+          decoded: {
+            type: 'object',
+            nullable: true,
+            description: 'GET /certificates/{serial} only; null for bytes OpenSSL cannot read',
+            properties: {
+              subject: { type: 'string' },
+              issuer: { type: 'string' },
+              serialNumber: { type: 'string' },
+              validFrom: { type: 'string', format: 'date-time' },
+              validTo: { type: 'string', format: 'date-time' },
+              subjectAltName: { type: 'string', nullable: true },
+              keyUsage: { type: 'array', items: { type: 'string' }, description: 'extended key usage OIDs' },
+              publicKey: { type: 'string' },
+              fingerprintSha256: { type: 'string' },
+              ca: { type: 'boolean' },
+            },
+          },
         },
       },
       Request: {
@@ -208,7 +234,7 @@ export const OPENAPI = {
         properties: {
           device: { $ref: '#/components/schemas/Device' },
           certificates: { type: 'array', items: { type: 'object', properties: { serial: { type: 'string' }, status: { type: 'string' }, reason: { type: 'string', nullable: true } } } },
-          secret: { type: 'string', description: 'transfer, claim and cancel-release only: the new one-time secret' },
+          secret: { type: 'string', description: 'transfer, claim, cancel-release and secret only: the new one-time secret' },
           secretExpiresAt: { type: 'string', format: 'date-time' },
         },
       },

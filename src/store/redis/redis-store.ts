@@ -17,8 +17,11 @@ import {
   CertificateStatus,
   CrlRecord,
   DeviceChange,
+  DeviceCounts,
   DeviceRecord,
   DeviceState,
+  DEVICE_STATES,
+  emptyDeviceCounts,
   EnrollmentRequestRecord,
   FirmwareReleaseInfo,
   firmwareReleaseKey,
@@ -353,6 +356,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       const rec: DeviceRecord = { ...d, pendingOwner: null, createdAt: now, updatedAt: now };
       m.set(devKey, JSON.stringify(deviceRow(rec)));
       m.zadd(this.k('devs'), 0, d.id);
+      this.countDevice(m, rec, 1);
       await this.addSecretTo(m, d.id, secret.hash, secret.expiresAt);
       await this.auditTo(m, audit, now);
       return rec;
@@ -385,6 +389,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         const rec: DeviceRecord = { ...d, pendingOwner: null, createdAt: now, updatedAt: now };
         m.set(this.k('dev', d.id), JSON.stringify(deviceRow(rec)));
         m.zadd(this.k('devs'), 0, d.id);
+        this.countDevice(m, rec, 1);
         const id = last - fresh.length + 1 + i;
         const row: SecretRow = { id, deviceId: d.id, hash: secret.hash, expiresAt: ms(secret.expiresAt), usedAt: null, certSerial: null };
         m.set(this.k('secret', id), JSON.stringify(row));
@@ -396,6 +401,96 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       });
       return { created, existing };
     });
+  }
+
+  /**
+   * countDevice queues the change of the device counts for one device entering (1) or leaving (-1) an
+   * owner and state, in the transaction that writes the device: `dev-counts` holds `<state>|*` (the fleet)
+   * and `<state>|<owner key>` fields, `dev-owners` each owner's devices as a sorted-set score.
+   */
+  private countDevice(m: Tx, d: { owner: string | null; state: DeviceState }, by: 1 | -1): void {
+    const o = ownerKey(d.owner);
+    m.hincrby(this.k('dev-counts'), `${d.state}|*`, by);
+    m.hincrby(this.k('dev-counts'), `${d.state}|${o}`, by);
+    m.zincrby(this.k('dev-owners'), by, o);
+  }
+
+  async countDevices(o: { owner?: string; topOwners: number }): Promise<DeviceCounts> {
+    const field = o.owner === undefined ? '*' : ownerKey(o.owner);
+    let counts: Map<string, number>;
+    let owners: [string, number][];
+    // a store written by an earlier version has devices but no counts yet: counted once, then kept
+    const walked = (await this.r.exists(this.k('dev-counts-ready'))) ? null : await this.rebuildDeviceCounts();
+    if (walked) {
+      counts = walked.counts;
+      owners = [...walked.owners].filter(([, n]) => n > 0);
+    } else {
+      // MULTI on the reader: one consistent view; on the writer it would end a transaction's WATCH
+      const m = this.r.multi().hmget(this.k('dev-counts'), ...DEVICE_STATES.map((s) => `${s}|${field}`));
+      if (o.owner === undefined && o.topOwners > 0) m.zrevrangebyscore(this.k('dev-owners'), '+inf', '(0', 'WITHSCORES', 'LIMIT', 0, o.topOwners);
+      const replies = (await m.exec()) ?? [];
+      for (const [err] of replies) if (err) throw err;
+      counts = new Map((replies[0][1] as (string | null)[]).map((v, i) => [`${DEVICE_STATES[i]}|${field}`, Number(v ?? 0)]));
+      const flat = (replies[1]?.[1] ?? []) as string[];
+      owners = [];
+      for (let i = 0; i < flat.length; i += 2) owners.push([flat[i], Number(flat[i + 1])]);
+    }
+    const byState = emptyDeviceCounts();
+    let total = 0;
+    for (const s of DEVICE_STATES) {
+      byState[s] = counts.get(`${s}|${field}`) ?? 0;
+      total += byState[s];
+    }
+    let topOwners: DeviceCounts['topOwners'] = [];
+    if (o.owner !== undefined) topOwners = total > 0 && o.topOwners > 0 ? [{ owner: o.owner, count: total }] : [];
+    else
+      topOwners = owners
+        .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+        .slice(0, o.topOwners)
+        .map(([key, count]) => ({ owner: key === '-' ? null : key.slice(1), count }));
+    return { total, byState, topOwners };
+  }
+
+  /**
+   * rebuildDeviceCounts counts every device once (a store written before the counts existed) and saves the
+   * counts only if no device was written meanwhile: every device write moves the audit head, a copy into
+   * the store adds to `devs`; either makes it count again. After three tries (a busy fleet) it returns the
+   * walk's counts without saving them (exact as of the walk, like a listing), and the next call tries again.
+   */
+  private async rebuildDeviceCounts(): Promise<{ counts: Map<string, number>; owners: Map<string, number> } | null> {
+    let counts = new Map<string, number>();
+    let owners = new Map<string, number>();
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const [head, n] = await Promise.all([this.w.get(this.headKey), this.w.zcard(this.k('devs'))]);
+      counts = new Map<string, number>();
+      owners = new Map<string, number>();
+      const add = (k: string, map: Map<string, number>) => map.set(k, (map.get(k) ?? 0) + 1);
+      for (let start = 0; ; start += 1000) {
+        const ids = await this.w.zrange(this.k('devs'), start, start + 999);
+        if (ids.length === 0) break;
+        const rows = await this.mgetJson<DeviceRow>(
+          this.w,
+          ids.map((id) => this.k('dev', id)),
+        );
+        for (const r of rows) {
+          if (!r) continue;
+          add(`${r.state}|*`, counts);
+          add(`${r.state}|${ownerKey(r.owner)}`, counts);
+          add(ownerKey(r.owner), owners);
+        }
+      }
+      const saved = await this.tx([this.headKey, this.k('devs')], async (m) => {
+        const [head2, n2] = await Promise.all([this.w.get(this.headKey), this.w.zcard(this.k('devs'))]);
+        if (head2 !== head || n2 !== n) return false;
+        m.del(this.k('dev-counts'), this.k('dev-owners'));
+        if (counts.size) m.hset(this.k('dev-counts'), Object.fromEntries(counts));
+        if (owners.size) m.zadd(this.k('dev-owners'), ...[...owners].flatMap(([k, v]) => [v, k]));
+        m.set(this.k('dev-counts-ready'), '1');
+        return true;
+      });
+      if (saved) return null;
+    }
+    return { counts, owners };
   }
 
   private async addSecretTo(m: Tx, deviceId: string, hash: string, expiresAt: Date): Promise<void> {
@@ -529,7 +624,11 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       m.set(this.k('cert-der', c.serial), der);
       m.zadd(this.k('certs'), 0, c.serial);
       if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
-      if (dev && dev.state === 'registered') m.set(this.k('dev', dev.id), JSON.stringify({ ...dev, state: 'active', updatedAt: ms(now) }));
+      if (dev && dev.state === 'registered') {
+        m.set(this.k('dev', dev.id), JSON.stringify({ ...dev, state: 'active', updatedAt: ms(now) }));
+        this.countDevice(m, dev, -1);
+        this.countDevice(m, { owner: dev.owner, state: 'active' }, 1);
+      }
       if (req && req.status === 'approved') m.set(this.k('req', req.id), JSON.stringify({ ...req, status: 'issued', certSerial: c.serial }));
       await this.auditTo(m, args.audit, now, head);
     });
@@ -757,6 +856,10 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       const pendingOwner = c.pendingOwner !== undefined ? c.pendingOwner : pending;
       const next: DeviceRow = { ...row, state: c.toState, owner, pendingOwner, updatedAt: ms(now) };
       m.set(this.k('dev', c.deviceId), JSON.stringify(next));
+      if (row.owner !== next.owner || row.state !== next.state) {
+        this.countDevice(m, row, -1);
+        this.countDevice(m, next, 1);
+      }
       await this.auditTo(m, { ...c.audit, data: { ...c.audit.data, certificates: changed.map((x) => x.serial) } }, now);
       return { device: deviceFromRow(next), changed };
     });
@@ -1144,6 +1247,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         case 'device':
           m.set(this.k('dev', x.row.id), JSON.stringify(deviceRow(x.row)));
           m.zadd(this.k('devs'), 0, x.row.id);
+          this.countDevice(m, x.row, 1);
           break;
         case 'secret': {
           const r = x.row;
@@ -1350,6 +1454,9 @@ function probeError(what: 'read' | 'write', e: unknown): DeviceCaError {
     cause: e,
   });
 }
+
+/** ownerKey: the counters' name for an owner: '-' for none, '+' and the name otherwise (so no name is mistaken for none). */
+const ownerKey = (owner: string | null): string => (owner === null ? '-' : '+' + owner);
 
 function deviceRow(d: DeviceRecord): DeviceRow {
   return { ...d, createdAt: ms(d.createdAt), updatedAt: ms(d.updatedAt) };

@@ -249,3 +249,30 @@ MIGRATIONS.push(
      UNIQUE (name, version)
    );`,
 );
+
+// 14: device counts by owner and state (issue 14, the console's overview at fleet scale), kept by triggers
+// in the transaction of every device write, so counting does not walk the devices. owner_key is '-' for
+// no owner and '+' followed by the owner (NULLs would not meet in a primary key). Filled from the devices there are.
+MIGRATIONS.push(
+  `CREATE TABLE device_counts (
+     owner_key TEXT NOT NULL,
+     state TEXT NOT NULL,
+     n INTEGER NOT NULL,
+     PRIMARY KEY (owner_key, state)
+   ) WITHOUT ROWID;
+   INSERT INTO device_counts (owner_key, state, n)
+     SELECT CASE WHEN owner IS NULL THEN '-' ELSE '+' || owner END, state, COUNT(*) FROM devices GROUP BY 1, 2;
+   CREATE TRIGGER device_counts_insert AFTER INSERT ON devices BEGIN
+     INSERT INTO device_counts (owner_key, state, n) VALUES (CASE WHEN NEW.owner IS NULL THEN '-' ELSE '+' || NEW.owner END, NEW.state, 1)
+       ON CONFLICT (owner_key, state) DO UPDATE SET n = n + 1;
+   END;
+   CREATE TRIGGER device_counts_delete AFTER DELETE ON devices BEGIN
+     UPDATE device_counts SET n = n - 1 WHERE owner_key = CASE WHEN OLD.owner IS NULL THEN '-' ELSE '+' || OLD.owner END AND state = OLD.state;
+   END;
+   CREATE TRIGGER device_counts_update AFTER UPDATE OF owner, state ON devices
+     WHEN OLD.owner IS NOT NEW.owner OR OLD.state IS NOT NEW.state BEGIN
+     UPDATE device_counts SET n = n - 1 WHERE owner_key = CASE WHEN OLD.owner IS NULL THEN '-' ELSE '+' || OLD.owner END AND state = OLD.state;
+     INSERT INTO device_counts (owner_key, state, n) VALUES (CASE WHEN NEW.owner IS NULL THEN '-' ELSE '+' || NEW.owner END, NEW.state, 1)
+       ON CONFLICT (owner_key, state) DO UPDATE SET n = n + 1;
+   END;`,
+);

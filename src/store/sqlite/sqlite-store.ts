@@ -12,8 +12,11 @@ import {
   AuthAttemptRules,
   CertificateRecord,
   CertificateStatus,
+  DeviceCounts,
   DeviceRecord,
   DeviceState,
+  DEVICE_STATES,
+  emptyDeviceCounts,
   CertificateChange,
   CaStateEntry,
   ConsoleSessionRecord,
@@ -271,6 +274,23 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     );
     const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
+  }
+
+  async countDevices(o: { owner?: string; topOwners: number }): Promise<DeviceCounts> {
+    const key = o.owner === undefined ? undefined : '+' + o.owner;
+    const where = key === undefined ? '' : 'WHERE owner_key = ?';
+    const args = key === undefined ? [] : [key];
+    // one read transaction: the two sums agree even while another process writes
+    return this.db.transaction(() => {
+      const byState = emptyDeviceCounts();
+      let total = 0;
+      for (const r of this.stmt(`SELECT state, SUM(n) AS n FROM device_counts ${where} GROUP BY state`).all(...args) as Row[]) {
+        if ((DEVICE_STATES as string[]).includes(String(r.state))) byState[String(r.state) as DeviceState] = Number(r.n);
+        total += Number(r.n);
+      }
+      const top = this.stmt(`SELECT owner_key, SUM(n) AS n FROM device_counts ${where} GROUP BY owner_key HAVING SUM(n) > 0 ORDER BY n DESC, owner_key LIMIT ?`).all(...args, o.topOwners) as Row[];
+      return { total, byState, topOwners: top.map((r) => ({ owner: String(r.owner_key) === '-' ? null : String(r.owner_key).slice(1), count: Number(r.n) })) };
+    })();
   }
 
   async activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]> {

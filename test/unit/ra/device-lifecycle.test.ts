@@ -394,6 +394,64 @@ describe('retire', () => {
   });
 });
 
+describe('new secret (replaceSecret)', () => {
+  it('a registered device gets a new secret with the given lifetime; the old one stops working, pending requests are cancelled, the audit names no secret', async () => {
+    await addDevice('dev-s', 'acme', 'lost-secret');
+    const csr = crypto.randomBytes(16);
+    await store.createRequest(
+      { id: 'req-s', deviceId: 'dev-s', label: 'default', operation: 'enroll', csrSha256: crypto.createHash('sha256').update(csr).digest('hex'), csr },
+      { type: 'request.created', actor: 'test', subject: 'req-s', data: {} },
+    );
+    const r = await lifecycle.replaceSecret('dev-s', ACME, 'token:acme', 7200);
+    expect(r.device).toMatchObject({ id: 'dev-s', owner: 'acme', state: 'registered' });
+    expect(r.changed).toEqual([]);
+    expect(r.expiresAt).toEqual(new Date(NOW.getTime() + 7200_000));
+    const secrets = await store.activeSecrets('dev-s', NOW);
+    expect(secrets).toHaveLength(1);
+    expect(await verifySecret(r.secret, secrets[0].hash, serverSecretKey(cfg))).toBe(true);
+    expect(await verifySecret('lost-secret', secrets[0].hash, serverSecretKey(cfg))).toBe(false);
+    expect((await store.listRequests({ status: 'pending', limit: 10 })).items).toEqual([]);
+    const last = (await store.listAudit({ subject: 'dev-s', limit: 100 })).items.pop()!;
+    expect(last).toMatchObject({ type: 'device.secret-replaced', actor: 'token:acme', data: { expiresAt: r.expiresAt.toISOString() } });
+    expect(JSON.stringify(last)).not.toContain(r.secret);
+  });
+
+  it('an active device keeps its state and its valid certificates; the default lifetime is enrollment.secretTtl', async () => {
+    await addDevice('dev-sa');
+    const a = await issue('dev-sa');
+    expect(await state('dev-sa')).toBe('active');
+    changes = [];
+    const r = await lifecycle.replaceSecret('dev-sa', OPERATOR, 'op');
+    expect(r.device.state).toBe('active');
+    expect(await cert(a)).toMatchObject({ status: 'valid' });
+    expect(r.expiresAt).toEqual(new Date(NOW.getTime() + cfg.enrollment.secretTtl * 1000));
+    expect(changes).toEqual([]);
+  });
+
+  it.each(['suspended', 'transferring', 'retired'] as const)('a %s device is a conflict and nothing changes', async (s) => {
+    await addDevice('dev-sx', 'acme', 'kept-secret');
+    await issue('dev-sx');
+    if (s === 'suspended') await lifecycle.suspend('dev-sx', OPERATOR, 'op');
+    if (s === 'transferring') await lifecycle.release('dev-sx', 'bravo', OPERATOR, 'op');
+    if (s === 'retired') await lifecycle.retire('dev-sx', OPERATOR, 'op');
+    const before = await snapshot('dev-sx');
+    expect(await codeOf(lifecycle.replaceSecret('dev-sx', ACME, 'x'))).toBe('conflict');
+    expect(await codeOf(lifecycle.replaceSecret('dev-sx', OPERATOR, 'x'))).toBe('conflict');
+    expect(await snapshot('dev-sx')).toEqual(before);
+  });
+
+  it("another owner's device is not-found, the new owner of a transferring device forbidden, and nothing changes", async () => {
+    await addDevice('dev-so', 'acme', 'kept-secret');
+    const before = await snapshot('dev-so');
+    expect(await codeOf(lifecycle.replaceSecret('dev-so', GLOBEX, 'x'))).toBe('not-found');
+    expect(await snapshot('dev-so')).toEqual(before);
+    await lifecycle.release('dev-so', 'bravo', OPERATOR, 'op');
+    const released = await snapshot('dev-so');
+    expect(await codeOf(lifecycle.replaceSecret('dev-so', { kind: 'owner', owner: 'bravo' }, 'x'))).toBe('forbidden');
+    expect(await snapshot('dev-so')).toEqual(released);
+  });
+});
+
 describe('revoke', () => {
   it('revokes once; a second revocation changes nothing and publishes nothing', async () => {
     await addDevice('dev-v');

@@ -100,6 +100,13 @@ const MATRIX: Record<string, Variant[]> = {
     { name: 'transferring device', target: onDevice('transferring', '/cancel-release'), expect: [200, 200, 403, 404, ...ANON] },
     { name: 'active device', target: onDevice('active', '/cancel-release'), expect: [409, 409, 404, 404, ...ANON] },
   ],
+  'POST /devices/{id}/secret': [
+    { name: 'active device', target: onDevice('active', '/secret'), expect: [200, 200, 404, 404, ...ANON] },
+    { name: 'registered device', target: onDevice('registered', '/secret', { secretTtl: '1h' }), expect: [200, 200, 404, 404, ...ANON] },
+    { name: 'transferring device', target: onDevice('transferring', '/secret'), expect: [409, 409, 403, 404, ...ANON] },
+    { name: 'suspended device', target: onDevice('suspended', '/secret'), expect: [409, 409, 404, 404, ...ANON] },
+    { name: 'retired device', target: onDevice('retired', '/secret'), expect: [409, 409, 404, 404, ...ANON] },
+  ],
   'GET /certificates': [{ name: 'list', target: async () => ({ path: '/certificates' }), expect: [200, 200, 200, 200, ...ANON] }],
   'GET /certificates/{serial}': [{ name: "acme's certificate", target: onCertificate(''), expect: [200, 200, 404, 404, ...ANON] }],
   'POST /certificates/{serial}/revoke': [{ name: "acme's certificate", target: onCertificate('/revoke', { reason: 'superseded' }), expect: [200, 200, 404, 404, ...ANON] }],
