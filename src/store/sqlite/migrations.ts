@@ -233,3 +233,6 @@ MIGRATIONS.push(
    CREATE INDEX certificates_crl_revoked ON certificates(issuer, shard, serial, not_after, revoked_at, revocation_reason, invalidity_date)
      WHERE status = 'revoked';`,
 );
+
+// 13: a SCEP transaction held for manual approval keeps what its CertPoll needs (RFC 8894 §3.3.3): JSON ScepPending
+MIGRATIONS.push(`ALTER TABLE scep_transactions ADD COLUMN pending TEXT;`);
