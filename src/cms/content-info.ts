@@ -7,7 +7,8 @@ import { DeviceCaError } from '../errors/device-ca-error';
  * content. BER, not only DER: clients may send indefinite lengths and constructed OCTET STRINGs.
  */
 export function unwrapContentInfo(ber: Buffer, contentType: string, what: string): asn1js.AsnType {
-  const asn = asn1js.fromBER(new Uint8Array(ber.buffer, ber.byteOffset, ber.byteLength));
+  // asn1js throws (rather than reporting offset -1) on some malformed primitives, e.g. a GeneralizedTime it cannot convert
+  const asn = parsed(what, () => asn1js.fromBER(new Uint8Array(ber.buffer, ber.byteOffset, ber.byteLength)));
   if (asn.offset === -1 || asn.offset !== ber.length) throw new DeviceCaError('bad-request', `${what} is not valid BER`);
   let ci: pkijs.ContentInfo;
   try {

@@ -28,10 +28,13 @@ export async function openEnvelopedData(ber: Buffer, recipient: { certificate: B
   const env = parsed('EnvelopedData', () => new pkijs.EnvelopedData({ schema: content }));
   const ours = issuerAndSerialNumber(recipient.certificate);
   const ski = subjectKeyIdentifier(recipient.certificate);
-  const ktri = env.recipientInfos
-    .filter((ri) => ri.variant === 1)
-    .map((ri) => ri.value as pkijs.KeyTransRecipientInfo)
-    .find((k) => (k.rid instanceof pkijs.IssuerAndSerialNumber ? toBuffer(k.rid.toSchema().toBER()).equals(ours) : ski !== null && toBuffer(k.rid.valueBlock.valueHexView).equals(ski)));
+  // re-encoding a rid pkijs accepted can still throw on hostile input (a RangeError from a DataView): bad-request
+  const ktri = parsed('EnvelopedData recipients', () =>
+    env.recipientInfos
+      .filter((ri) => ri.variant === 1)
+      .map((ri) => ri.value as pkijs.KeyTransRecipientInfo)
+      .find((k) => (k.rid instanceof pkijs.IssuerAndSerialNumber ? toBuffer(k.rid.toSchema().toBER()).equals(ours) : ski !== null && toBuffer(k.rid.valueBlock.valueHexView).equals(ski))),
+  );
   if (!ktri) throw new DeviceCaError('bad-request', 'the message is not encrypted to this RA certificate');
   if (ktri.keyEncryptionAlgorithm.algorithmId !== CMS_OID.rsaEncryption)
     throw new DeviceCaError('bad-algorithm', 'unsupported key-transport algorithm', { detail: ktri.keyEncryptionAlgorithm.algorithmId });

@@ -1,12 +1,12 @@
 import * as crypto from 'node:crypto';
 import * as asn1js from 'asn1js';
-import * as pkijs from 'pkijs';
 import { contextExplicit, contextImplicitConstructed, integer, octetString, oid, seq, set } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
 import { CMS_OID, DigestName, digestOf, signatureDigest } from './cms-algorithms';
-import { octets, parsed, toBuffer, unwrapContentInfo } from './content-info';
+import { octets, parsed } from './content-info';
 import { issuerAndSerialNumber } from './issuer-and-serial';
+import { signedMessageParts } from './signed-message-parts';
 import { buildSignerInfo, SignedAttribute } from './signer-info';
 
 export type { SignedAttribute } from './signer-info';
@@ -36,33 +36,25 @@ export interface SignedMessage {
  * 'bad-algorithm' (digest or signature algorithm not accepted), 'bad-signature' (does not verify).
  */
 export function verifySignedData(ber: Buffer): SignedMessage {
-  const content = unwrapContentInfo(ber, CMS_OID.signedData, 'SignedData');
-  const sd = parsed('SignedData', () => new pkijs.SignedData({ schema: content }));
-  if (sd.signerInfos.length !== 1) throw new DeviceCaError('bad-request', 'SignedData must have exactly one signer');
-  const si = sd.signerInfos[0];
-  const certificates = (sd.certificates ?? []).filter((c): c is pkijs.Certificate => c instanceof pkijs.Certificate).map((c) => toBuffer(c.toSchema().toBER()));
-  const signerCert = certificates.find((c) => matchesSid(si.sid, c));
+  const sd = signedMessageParts(ber);
+  const certificates = sd.certificates;
+  const signerCert = sd.sid ? certificates.find((c) => issuerAndSerialNumber(c).equals(sd.sid!)) : undefined;
   if (!signerCert) throw new DeviceCaError('bad-request', "SignedData does not carry the signer's certificate");
-  const eContent = sd.encapContentInfo.eContent;
-  const body = eContent ? octets(eContent) : null;
-  const digest = digestOf(si.digestAlgorithm.algorithmId);
-  signatureDigest(si.signatureAlgorithm.algorithmId, digest);
-  if (!si.signedAttrs) throw new DeviceCaError('bad-request', 'SignedData has no signed attributes');
+  const body = sd.eContent;
+  const digest = digestOf(sd.digestAlgorithm);
+  signatureDigest(sd.signatureAlgorithm, digest);
+  if (!sd.signedAttrs) throw new DeviceCaError('bad-request', 'SignedData has no signed attributes');
 
   const attributes = new Map<string, Buffer[]>();
-  for (const a of si.signedAttrs.attributes) {
+  for (const a of sd.attributes) {
     if (attributes.has(a.type)) throw new DeviceCaError('bad-request', 'a signed attribute occurs twice');
-    attributes.set(
-      a.type,
-      a.values.map((v: asn1js.AsnType) => toBuffer(v.toBER())),
-    );
+    attributes.set(a.type, a.values);
   }
   const ct = single(attributes, CMS_OID.contentType);
   const md = single(attributes, CMS_OID.messageDigest);
-  const ctOid = asn1js.fromBER(ct).result;
-  if (!(ctOid instanceof asn1js.ObjectIdentifier) || ctOid.valueBlock.toString() !== sd.encapContentInfo.eContentType)
-    throw new DeviceCaError('bad-signature', 'contentType attribute differs from the content type');
-  const mdValue = asn1js.fromBER(md).result;
+  const ctOid = parsed('contentType attribute', () => asn1js.fromBER(ct)).result;
+  if (!(ctOid instanceof asn1js.ObjectIdentifier) || ctOid.valueBlock.toString() !== sd.eContentType) throw new DeviceCaError('bad-signature', 'contentType attribute differs from the content type');
+  const mdValue = parsed('messageDigest attribute', () => asn1js.fromBER(md)).result;
   if (!(mdValue instanceof asn1js.OctetString)) throw new DeviceCaError('bad-request', 'messageDigest attribute is not an OCTET STRING');
   const expected = crypto
     .createHash(digest)
@@ -71,19 +63,24 @@ export function verifySignedData(ber: Buffer): SignedMessage {
   const got = octets(mdValue);
   if (got.length !== expected.length || !crypto.timingSafeEqual(got, expected)) throw new DeviceCaError('bad-signature', 'message digest does not match the content');
 
-  // RFC 5652 §5.4: the signature covers the attributes as received, with the EXPLICIT SET OF tag in place of
-  // [0] IMPLICIT (pkijs keeps these bytes, retagged, in encodedValue)
-  const signedBytes = toBuffer(si.signedAttrs.encodedValue);
+  // RFC 5652 §5.4: the signature covers the attributes as received, with the EXPLICIT SET OF tag in place of [0] IMPLICIT
+  const signedBytes = sd.signedAttrs;
   if (signedBytes[0] !== 0x31) throw new DeviceCaError('bad-request', 'signed attributes cannot be read');
-  const publicKey = new crypto.X509Certificate(signerCert).publicKey;
+  let publicKey: crypto.KeyObject;
+  try {
+    publicKey = new crypto.X509Certificate(signerCert).publicKey;
+  } catch {
+    // a TLV that names the signer but is no certificate Node can read: the sender's fault, not ours
+    throw new DeviceCaError('bad-request', "the signer's certificate cannot be parsed");
+  }
   let ok: boolean;
   try {
-    ok = crypto.verify(digest, signedBytes, publicKey, toBuffer(si.signature.valueBlock.valueHexView));
+    ok = crypto.verify(digest, signedBytes, publicKey, sd.signature);
   } catch {
     ok = false;
   }
   if (!ok) throw new DeviceCaError('bad-signature', 'the message signature does not verify');
-  return { content: body, contentType: sd.encapContentInfo.eContentType, certificates, signer: { certificate: signerCert, digest, attributes } };
+  return { content: body, contentType: sd.eContentType, certificates, signer: { certificate: signerCert, digest, attributes } };
 }
 
 /**
@@ -111,9 +108,4 @@ function single(attrs: ReadonlyMap<string, Buffer[]>, type: string): Buffer {
   const v = attrs.get(type);
   if (!v || v.length !== 1) throw new DeviceCaError('bad-request', `signed attribute ${type} must have exactly one value`);
   return v[0];
-}
-
-/** matchesSid: SCEP signers are named by issuer and serial (SignerInfo v1, RFC 8894 §3.2.1); a subjectKeyIdentifier sid matches nothing. */
-function matchesSid(sid: unknown, certDer: Buffer): boolean {
-  return sid instanceof pkijs.IssuerAndSerialNumber && toBuffer(sid.toSchema().toBER()).equals(issuerAndSerialNumber(certDer));
 }

@@ -36,5 +36,10 @@ export interface EnrollRequest {
   proofs: Proofs;
 }
 
-/** EnrollOutcome: a certificate (and, for server-keygen, its key), or a pending manual approval. */
-export type EnrollOutcome = { status: 'issued'; serial: string; certificate: Buffer; privateKeyPkcs8?: Buffer } | { status: 'pending'; requestId: string; retryAfterSeconds: number };
+/**
+ * EnrollOutcome: a certificate (and, for server-keygen, its key), or a pending manual approval. A pending
+ * outcome names the device and, when a one-time secret authenticated the request, that secret: SCEP keeps
+ * them so a CertPoll, which carries no secret, can finish the request (ra/scep-transactions.ts).
+ */
+export type EnrollOutcome =
+  { status: 'issued'; serial: string; certificate: Buffer; privateKeyPkcs8?: Buffer } | { status: 'pending'; requestId: string; retryAfterSeconds: number; deviceId?: string; secretId?: number };

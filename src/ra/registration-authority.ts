@@ -238,9 +238,14 @@ export class RegistrationAuthority {
 
   /** enroll serves every enrollment operation of every protocol: authenticate, authorize, approve, issue. */
   async enroll(req: EnrollRequest): Promise<EnrollOutcome> {
+    return this.counted(req, () => this.decide(req));
+  }
+
+  /** counted runs one enrollment decision and counts its result in the enrollments metric. */
+  private async counted(req: EnrollRequest, decide: () => Promise<EnrollOutcome>): Promise<EnrollOutcome> {
     const known = this.profiles.has(req.profile) ? req.profile : 'unknown';
     try {
-      const out = await this.decide(req);
+      const out = await decide();
       this.enrollments.inc({ profile: known, operation: req.operation, result: out.status });
       return out;
     } catch (e) {
@@ -274,6 +279,34 @@ export class RegistrationAuthority {
       request = { profile: req.profile, operation: 'enroll', csr: req.csr, proofs: { secret: { deviceId, secret: csr.challengePassword } } };
     }
     return this.scepTransactions.run({ transactionId: req.transactionId, signerSpki, operation: request.operation as ScepTransaction['operation'], csr: req.csr }, () => this.enroll(request));
+  }
+
+  /**
+   * scepPoll decides a SCEP CertPoll (GetCertInitial, RFC 8894 §3.3.3): the requester asks again about a
+   * PKCSReq held for manual approval. The poll carries no CSR and no secret, only the transactionID, and
+   * is signed with the same key as the PKCSReq, so the transaction is found by that key and transactionID
+   * (ScepTransactions.poll): a poll from any other key finds nothing (not-found, badCertId). Its answer is
+   * the transaction's: PENDING until an operator decides; once approved, the queued CSR is issued as if
+   * the PKCSReq came again, with the principal the PKCSReq proved (its device and the secret it must
+   * spend, consumed by recordIssuance exactly once, whichever of poll and PKCSReq gets there first);
+   * FAILURE once rejected. issuerAndSubject is only checked for shape: the transactionID names the request.
+   */
+  async scepPoll(req: { profile: string; transactionId: Buffer; signerCertificate: Buffer; issuerAndSubject: Buffer }): Promise<EnrollOutcome> {
+    const [issuer, subject] = children(readOne(req.issuerAndSubject, 0x30), 3);
+    if (!issuer || issuer.tag !== 0x30 || !subject || subject.tag !== 0x30) throw new DeviceCaError('bad-request', 'IssuerAndSubject is malformed');
+    const signerSpki = parseCertificate(req.signerCertificate).publicKey.export({ type: 'spki', format: 'der' });
+    return this.scepTransactions.poll({ transactionId: req.transactionId, signerSpki }, async (pending) => {
+      const queued = await this.store.findRequest(pending.deviceId, pending.csrSha256);
+      if (!queued || queued.label !== req.profile) throw new DeviceCaError('not-found', 'no enrollment request of this transaction on this SCEP path');
+      // issued by the PKCSReq sent again a moment ago, its transaction not settled yet: the same certificate
+      if (queued.status === 'issued') {
+        const cert = queued.certSerial ? await this.store.getCertificate(queued.certSerial) : null;
+        if (!cert || cert.status !== 'valid' || cert.notAfter <= this.now()) throw new DeviceCaError('forbidden', 'the certificate of this transaction is no longer valid');
+        return { status: 'issued', serial: cert.serial, certificate: cert.der };
+      }
+      const request: EnrollRequest = { profile: req.profile, operation: 'enroll', csr: queued.csr, proofs: {} };
+      return this.counted(request, () => this.decide(request, { kind: 'secret', deviceId: pending.deviceId, secretId: pending.secretId }));
+    });
   }
 
   /**
@@ -316,12 +349,17 @@ export class RegistrationAuthority {
     return issuerNameDer(rec.der).equals(issuer.full) ? rec : null;
   }
 
-  private async decide(req: EnrollRequest): Promise<EnrollOutcome> {
+  /**
+   * decide: authenticate, authorize, approve, issue. proven: the principal an earlier message of the same
+   * transaction authenticated (a SCEP CertPoll for a request queued for approval), used instead of
+   * authenticating again.
+   */
+  private async decide(req: EnrollRequest, proven?: Extract<Principal, { kind: 'secret' }>): Promise<EnrollOutcome> {
     const profile = this.profile(req.profile);
     if (req.operation === 'server-keygen' && !profile.serverKeyGen) throw new DeviceCaError('not-found', 'server key generation is not offered on this profile');
 
     // authenticate
-    const principal = await this.authenticate(req, profile);
+    const principal = proven ?? (await this.authenticate(req, profile));
 
     // authorize
     const device = await this.deviceOf(principal, req.profile);
@@ -340,7 +378,7 @@ export class RegistrationAuthority {
     let requestId: string | undefined;
     if (profile.manualApproval && principal.kind !== 'device-cert') {
       const gate = await this.approvalGate(req, device, csr);
-      if (gate.status === 'pending') return gate;
+      if (gate.status === 'pending') return { ...gate, deviceId: device.id, ...(principal.kind === 'secret' ? { secretId: principal.secretId } : {}) };
       requestId = gate.requestId;
     }
 

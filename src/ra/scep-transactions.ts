@@ -1,6 +1,6 @@
 import * as crypto from 'node:crypto';
 import { DeviceCaError, ErrorCode, toDeviceCaError } from '../errors/device-ca-error';
-import { ScepOutcome, Store } from '../store/store';
+import { ScepOutcome, ScepPending, Store } from '../store/store';
 import { EnrollOutcome } from './enrollment-request';
 
 /** ScepTransaction names one SCEP request: who sent it, under which transactionID, and what it asks. */
@@ -24,6 +24,17 @@ export interface ScepTransaction {
  */
 const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['rate-limited', 'store-unavailable', 'key-backend', 'ca-unavailable', 'config', 'internal']);
 
+/** POLL_MISS: a CertPoll's refusals that leave its transaction open: TRANSIENT, and 'not-found' (asked on another path). */
+const POLL_MISS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([...TRANSIENT, 'not-found']);
+
+/**
+ * PENDING_HOLD_SECONDS: how long a transaction held for manual approval waits for its CertPoll (30 days).
+ * An operator may take days; RFC 8894 §3.3.3 leaves the polling period to the client (certmonger polls
+ * until it gets an answer). Each held transaction needed a valid one-time secret, so they are bounded by
+ * the devices registered.
+ */
+export const PENDING_HOLD_SECONDS = 30 * 24 * 3600;
+
 /**
  * ScepTransactions applies RFC 8894 §3.2.1.1 and §3.3.1 to transactionIDs: a message sent again (same
  * signer key, same transactionID, same operation and CSR) gets the answer the first one got, without
@@ -31,12 +42,13 @@ const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['rate-limited', 's
  * transactionID in use is refused (badRequest). A transaction belongs to the key that signs its
  * messages, so no one can occupy another device's transactionIDs (which are often a hash of its public
  * key, hence guessable). Transactions are remembered for enrollment.retryWindow (the window in which a
- * lost reply is repeated); 0 keeps none. A PENDING answer is not final: the same request is asked again.
+ * lost reply is repeated); 0 keeps none. A PENDING answer is not final: the same request is asked again,
+ * and the transaction is held (kept PENDING_HOLD_SECONDS, whatever the window) with what its CertPoll needs.
  */
 export class ScepTransactions {
   constructor(
     private readonly deps: {
-      store: Pick<Store, 'claimScepTransaction' | 'settleScepTransaction' | 'getCertificate'>;
+      store: Pick<Store, 'claimScepTransaction' | 'settleScepTransaction' | 'holdScepTransaction' | 'getScepTransaction' | 'getCertificate'>;
       windowSeconds: number;
       now: () => Date;
     },
@@ -44,19 +56,49 @@ export class ScepTransactions {
 
   /** run answers tx from its stored outcome, or through attempt (the RA's enrollment) and stores a final answer. */
   async run(tx: ScepTransaction, attempt: () => Promise<EnrollOutcome>): Promise<EnrollOutcome> {
-    if (!(this.deps.windowSeconds > 0)) return attempt();
     const now = this.deps.now();
-    const key = sha256(tx.signerSpki, Buffer.from(tx.operation), tx.transactionId);
+    const key = transactionKey(tx.signerSpki, tx.operation, tx.transactionId);
     const requestSha256 = sha256(Buffer.from(tx.operation), tx.csr);
-    const held = await this.deps.store.claimScepTransaction({ key, requestSha256, expiresAt: new Date(now.getTime() + this.deps.windowSeconds * 1000) }, now);
-    if (held.requestSha256 !== requestSha256) throw new DeviceCaError('bad-request', 'transactionID is already in use for another request');
-    if (held.outcome) return this.replay(held.outcome);
+    const holdUntil = new Date(now.getTime() + PENDING_HOLD_SECONDS * 1000);
+    const claim = (expiresAt: Date) => this.deps.store.claimScepTransaction({ key, requestSha256, expiresAt }, now);
+    if (this.deps.windowSeconds > 0) {
+      const held = await claim(new Date(now.getTime() + this.deps.windowSeconds * 1000));
+      if (held.requestSha256 !== requestSha256) throw new DeviceCaError('bad-request', 'transactionID is already in use for another request');
+      if (held.outcome) return this.replay(held.outcome);
+    }
+    const out = await this.settled(key, requestSha256, attempt);
+    if (out.status === 'pending' && out.deviceId !== undefined && out.secretId !== undefined) {
+      // without a replay window nothing was claimed: a held request still needs its record for CertPoll
+      if (!(this.deps.windowSeconds > 0) && (await claim(holdUntil)).requestSha256 !== requestSha256) return out;
+      const pending: ScepPending = { deviceId: out.deviceId, csrSha256: plainSha256(tx.csr), secretId: out.secretId };
+      await this.deps.store.holdScepTransaction(key, requestSha256, pending, holdUntil, now);
+    }
+    return out;
+  }
+
+  /**
+   * poll answers a CertPoll (RFC 8894 §3.3.3) of the first-enrollment transaction tx names: its final
+   * answer if it has one; while it is held for approval, attempt(pending) (the RA finishing the queued
+   * request), whose final answer is kept as the transaction's. A transactionID this key never used, or one
+   * not held, is 'not-found' (badCertId: nothing to poll for).
+   */
+  async poll(tx: Omit<ScepTransaction, 'csr' | 'operation'>, attempt: (pending: ScepPending) => Promise<EnrollOutcome>): Promise<EnrollOutcome> {
+    const key = transactionKey(tx.signerSpki, 'enroll', tx.transactionId);
+    const rec = await this.deps.store.getScepTransaction(key, this.deps.now());
+    if (rec?.outcome) return this.replay(rec.outcome);
+    if (!rec?.pending) throw new DeviceCaError('not-found', 'no pending SCEP transaction with this transactionID');
+    // 'not-found' from attempt is a poll that missed (another SCEP path), not the transaction's answer
+    return this.settled(key, rec.requestSha256, () => attempt(rec.pending!), POLL_MISS);
+  }
+
+  /** settled runs attempt and keeps a final answer (a certificate, or a refusal not in open: by default the TRANSIENT ones) as the transaction's. */
+  private async settled(key: string, requestSha256: string, attempt: () => Promise<EnrollOutcome>, open: ReadonlySet<ErrorCode> = TRANSIENT): Promise<EnrollOutcome> {
     let out: EnrollOutcome;
     try {
       out = await attempt();
     } catch (e) {
       const err = toDeviceCaError(e);
-      if (!TRANSIENT.has(err.code)) await this.deps.store.settleScepTransaction(key, requestSha256, { errorCode: err.code, errorMessage: err.message });
+      if (!open.has(err.code)) await this.deps.store.settleScepTransaction(key, requestSha256, { errorCode: err.code, errorMessage: err.message });
       throw e;
     }
     if (out.status === 'issued') await this.deps.store.settleScepTransaction(key, requestSha256, { certSerial: out.serial });
@@ -71,6 +113,13 @@ export class ScepTransactions {
     return { status: 'issued', serial: cert.serial, certificate: cert.der };
   }
 }
+
+/** transactionKey: a transaction belongs to the signer's key, and enrollment and renewal are apart. */
+function transactionKey(signerSpki: Buffer, operation: ScepTransaction['operation'], transactionId: Buffer): string {
+  return sha256(signerSpki, Buffer.from(operation), transactionId);
+}
+
+const plainSha256 = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
 
 function sha256(...parts: Buffer[]): string {
   const h = crypto.createHash('sha256');

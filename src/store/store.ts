@@ -514,7 +514,22 @@ export interface ScepTransactionRecord {
   requestSha256: string;
   /** outcome: null while no final answer exists (new, or pending manual approval) */
   outcome: ScepOutcome | null;
+  /** pending: set while the request waits for an operator (held), so a CertPoll can finish it */
+  pending: ScepPending | null;
   expiresAt: Date;
+}
+
+/**
+ * ScepPending: what a CertPoll (RFC 8894 §3.3.3) needs to finish a PKCSReq held for manual approval,
+ * since the poll carries neither the CSR nor the challengePassword: the device, the queued request (by
+ * the SHA-256 of its CSR) and the one-time secret the first message proved, spent at issuance.
+ */
+export interface ScepPending {
+  deviceId: string;
+  /** csrSha256: hex SHA-256 of the CSR DER, as the approval queue records it (findRequest) */
+  csrSha256: string;
+  /** secretId: the secret the PKCSReq authenticated with; issuance consumes it (recordIssuance consumeSecretId) */
+  secretId: number;
 }
 
 /** ScepTransactionStore keeps SCEP transactions; each call is atomic across workers and nodes. */
@@ -523,9 +538,16 @@ export interface ScepTransactionStore {
    * claimScepTransaction stores a new, unsettled record unless an unexpired one with the same key exists
    * (an expired one is replaced), and returns the record in force: the new one or the existing one.
    */
-  claimScepTransaction(rec: Omit<ScepTransactionRecord, 'outcome'>, now: Date): Promise<ScepTransactionRecord>;
+  claimScepTransaction(rec: Omit<ScepTransactionRecord, 'outcome' | 'pending'>, now: Date): Promise<ScepTransactionRecord>;
   /** settleScepTransaction records the outcome of an unsettled record with this key and request; otherwise nothing changes. */
   settleScepTransaction(key: string, requestSha256: string, outcome: ScepOutcome): Promise<void>;
+  /**
+   * holdScepTransaction marks an unsettled record with this key and request as pending and keeps it until
+   * expiresAt (a manual approval may take longer than the replay window); otherwise nothing changes.
+   */
+  holdScepTransaction(key: string, requestSha256: string, pending: ScepPending, expiresAt: Date, now: Date): Promise<void>;
+  /** getScepTransaction: the unexpired record with this key, or null (a CertPoll looks its transaction up). */
+  getScepTransaction(key: string, now: Date): Promise<ScepTransactionRecord | null>;
 }
 
 /**

@@ -55,7 +55,7 @@ export interface FuzzMaterial {
   adminRoutes: AdminRoute[];
   ocspRequests: Buffer[];
   caNames: string[];
-  /** scepMessages: valid SCEP pkiMessages (PKCSReq for registered devices, GetCert, GetCRL) */
+  /** scepMessages: valid SCEP pkiMessages (PKCSReq for registered devices, GetCert, GetCRL, CertPoll) */
   scepMessages: Buffer[];
   /** consoleSession: an operator console session (the cookie's value) and its CSRF token */
   consoleSession: { id: string; csrf: string };

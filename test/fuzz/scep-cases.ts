@@ -21,7 +21,7 @@ import { HOSTILE_SEGMENTS, PROTO_NAMES, mutateBase64 } from './text-mutations';
  * answer must be HTTP 400 (nothing to answer) or a signed CertRep (200), never a 5xx or a hang.
  */
 
-/** scepMessages: valid PKCSReq messages for the given devices (id, secret), and GetCert/GetCRL ones. */
+/** scepMessages: valid PKCSReq messages for the given devices (id, secret), and GetCert/GetCRL/CertPoll ones. */
 export async function scepMessages(ep: Endpoint, tmp: TmpDir, devices: { id: string; secret: string }[]): Promise<Buffer[]> {
   const r = await sendRaw(ep, { listener: 'http', method: 'GET', path: '/scep?operation=GetCACert', headers: [] });
   if (r.kind !== 'reply' || r.status !== 200) throw new Error('SCEP GetCACert failed: is scep.enabled set?');
@@ -51,7 +51,14 @@ export async function scepMessages(ep: Endpoint, tmp: TmpDir, devices: { id: str
         certificates: [cert],
       });
     out.push(await sign(MESSAGE_TYPE.PKCSReq, csr));
-    if (i === 0) out.push(await sign(MESSAGE_TYPE.GetCert, Buffer.from([0x30, 0x03, 0x02, 0x01, 0x01])), await sign(MESSAGE_TYPE.GetCRL, csr));
+    if (i === 0)
+      out.push(
+        await sign(MESSAGE_TYPE.GetCert, Buffer.from([0x30, 0x03, 0x02, 0x01, 0x01])),
+        await sign(MESSAGE_TYPE.GetCRL, csr),
+        // CertPoll: a malformed IssuerAndSubject, and a well-formed one (two empty Names) under a transactionID never PENDING
+        await sign(MESSAGE_TYPE.CertPoll, Buffer.from([0x30, 0x03, 0x02, 0x01, 0x01])),
+        await sign(MESSAGE_TYPE.CertPoll, Buffer.from([0x30, 0x04, 0x30, 0x00, 0x30, 0x00])),
+      );
   }
   return out;
 }

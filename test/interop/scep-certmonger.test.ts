@@ -20,7 +20,19 @@ const { next, cliOk, register, teardown } = pkiClient({ svc: () => svc, tmp: () 
 
 beforeAll(async () => {
   tmp = makeTmpDir('device-ca-scep-certmonger-');
-  svc = await startService({ configYaml: 'scep:\n  enabled: true\n' });
+  svc = await startService({
+    configYaml: [
+      'scep:',
+      '  enabled: true',
+      '  paths:',
+      '    default: { profile: default }',
+      '    manual: { profile: manual }',
+      'profiles:',
+      '  default: {}',
+      '  manual: { manualApproval: true }',
+      '',
+    ].join('\n'),
+  });
 }, 60_000);
 afterAll(teardown);
 
@@ -73,7 +85,8 @@ describe('certmonger getcert request / resubmit against /scep', () => {
     const add = await svc.cli(['devices', 'add', id, '--owner', 'acme']);
     expect(add.code).toBe(0);
     const secret = add.stdout.trim();
-    expect(add.stderr).toContain(`SCEP: give the secret as challengePassword in a CSR with CN=${id}, to http://localhost:${svc.httpPort}/scep\n`);
+    // a device without a label may use every SCEP path (this service also serves /scep/manual)
+    expect(add.stderr).toContain(`SCEP: give the secret as challengePassword in a CSR with CN=${id}, to http://localhost:${svc.httpPort}/scep or http://localhost:${svc.httpPort}/scep/manual\n`);
     dir = tmp.file('cm-1/state');
     crt = tmp.file('cm-1/dev.crt');
     const key = tmp.file('cm-1/dev.key');
@@ -114,4 +127,43 @@ describe('certmonger with a wrong secret', () => {
     expect(fs.existsSync(crt)).toBe(false);
     expect(await storedCerts(id)).toEqual([]);
   }, 120_000);
+});
+
+/**
+ * Manual approval with certmonger 0.79: on PENDING it keeps the request in CA_WORKING and, when it polls,
+ * sends its stored PKCSReq again (its scep-submit poll mode reads the PKCSReq message, not a
+ * GetCertInitial one), so this exercises the held transaction through the PKCSReq path; the CertPoll
+ * message itself is tested in process (test/unit/protocols/scep, test/unit/ra/scep-enroll.test.ts).
+ */
+describe('certmonger on a manual-approval profile (/scep/manual)', () => {
+  it('waits (CA_WORKING) while the request is pending; after `requests approve` its next poll gets the certificate', async () => {
+    const id = 'cm-dev-3';
+    const secret = await register(id, 'acme', 'cli');
+    const dir = tmp.file('cm-3/state');
+    const crt = tmp.file('cm-3/dev.crt');
+    const url = `${scepUrl()}/manual`;
+    // no -w: certmonger keeps the request and polls; the daemon ends with the script, its state stays in dir
+    const first = await certmonger(dir, [
+      `getcert add-scep-ca -s -c TestSCEP -u ${url}`,
+      `getcert request -s -c TestSCEP -f ${crt} -k ${tmp.file('cm-3/dev.key')} -N CN=${id},O=acme -L ${secret} -G RSA -g 2048 -v`,
+      'for i in $(seq 1 60); do getcert list -s | grep -q "status: CA_WORKING" && break; sleep 0.5; done',
+      'getcert list -s',
+    ]);
+    expect(first.stdout).toContain('status: CA_WORKING');
+    expect(fs.existsSync(crt)).toBe(false);
+    const pending = JSON.parse(await cliOk('requests', 'list', '--json')) as { id: string; deviceId: string }[];
+    const mine = pending.filter((r) => r.deviceId === id);
+    expect(mine).toHaveLength(1);
+    expect(await storedCerts(id)).toEqual([]);
+
+    await cliOk('requests', 'approve', mine[0].id);
+    // the daemon restarted with the request in CA_WORKING polls again on its own
+    const second = await certmonger(dir, ['for i in $(seq 1 120); do getcert list -s | grep -q "status: MONITORING" && break; sleep 0.5; done', 'getcert list -s']);
+    expect(second.stdout).toContain('status: MONITORING');
+    await expectVerifies(crt);
+    const serial = await serialOf(crt);
+    expect(await storedCerts(id)).toEqual([expect.objectContaining({ serial, status: 'valid' })]);
+    const issued = JSON.parse(await cliOk('requests', 'list', '--status', 'issued', '--json')) as { id: string; deviceId: string }[];
+    expect(issued.filter((r) => r.deviceId === id).map((r) => r.id)).toEqual([mine[0].id]);
+  }, 240_000);
 });

@@ -859,14 +859,14 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
     });
 
-    describe('SCEP transactions (claimScepTransaction / settleScepTransaction)', () => {
+    describe('SCEP transactions (claim / settle / hold / get)', () => {
       const t0 = new Date('2030-01-01T00:00:00Z');
       const at = (ms: number): Date => new Date(t0.getTime() + ms);
       const rec = (key: string, requestSha256: string, expiresAt = at(60_000)) => ({ key, requestSha256, expiresAt });
 
       it('the first claim stores the request; a second claim of the key returns the first, whatever it asks', async () => {
-        expect(await store.claimScepTransaction(rec('tx-1', 'aa'), t0)).toEqual({ key: 'tx-1', requestSha256: 'aa', outcome: null, expiresAt: at(60_000) });
-        expect(await store.claimScepTransaction(rec('tx-1', 'bb'), at(1000))).toEqual({ key: 'tx-1', requestSha256: 'aa', outcome: null, expiresAt: at(60_000) });
+        expect(await store.claimScepTransaction(rec('tx-1', 'aa'), t0)).toEqual({ key: 'tx-1', requestSha256: 'aa', outcome: null, pending: null, expiresAt: at(60_000) });
+        expect(await store.claimScepTransaction(rec('tx-1', 'bb'), at(1000))).toEqual({ key: 'tx-1', requestSha256: 'aa', outcome: null, pending: null, expiresAt: at(60_000) });
         expect((await store.claimScepTransaction(rec('tx-2', 'bb'), t0)).requestSha256).toBe('bb');
       });
 
@@ -885,7 +885,28 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       it('an expired transaction is replaced by the next claim', async () => {
         await store.claimScepTransaction(rec('tx-1', 'aa'), t0);
         await store.settleScepTransaction('tx-1', 'aa', { certSerial: '0a' });
-        expect(await store.claimScepTransaction(rec('tx-1', 'bb', at(120_000)), at(60_000))).toEqual({ key: 'tx-1', requestSha256: 'bb', outcome: null, expiresAt: at(120_000) });
+        expect(await store.claimScepTransaction(rec('tx-1', 'bb', at(120_000)), at(60_000))).toEqual({ key: 'tx-1', requestSha256: 'bb', outcome: null, pending: null, expiresAt: at(120_000) });
+      });
+
+      it('hold marks the claimed, unsettled request pending and keeps it longer; get reads it; settle keeps what hold wrote', async () => {
+        const held = { deviceId: 'dev-1', csrSha256: 'c5', secretId: 7 };
+        await store.claimScepTransaction(rec('tx-h', 'aa'), t0);
+        await store.holdScepTransaction('tx-h', 'bb', held, at(600_000), t0); // another request: no effect
+        expect(await store.getScepTransaction('tx-h', t0)).toEqual({ key: 'tx-h', requestSha256: 'aa', outcome: null, pending: null, expiresAt: at(60_000) });
+        await store.holdScepTransaction('tx-h', 'aa', held, at(600_000), t0);
+        expect(await store.getScepTransaction('tx-h', at(300_000))).toEqual({ key: 'tx-h', requestSha256: 'aa', outcome: null, pending: held, expiresAt: at(600_000) });
+        // a claim while held returns the held record (the PKCSReq sent again finds its transaction)
+        expect((await store.claimScepTransaction(rec('tx-h', 'aa', at(400_000)), at(300_000))).pending).toEqual(held);
+        await store.settleScepTransaction('tx-h', 'aa', { certSerial: '0b' });
+        expect(await store.getScepTransaction('tx-h', at(300_000))).toEqual({ key: 'tx-h', requestSha256: 'aa', outcome: { certSerial: '0b' }, pending: held, expiresAt: at(600_000) });
+        // a settled record is not held again, and nothing is held once expired
+        await store.holdScepTransaction('tx-h', 'aa', { ...held, secretId: 8 }, at(900_000), at(300_000));
+        expect((await store.getScepTransaction('tx-h', at(300_000)))?.pending).toEqual(held);
+        expect(await store.getScepTransaction('tx-h', at(600_000))).toBeNull();
+        await store.claimScepTransaction(rec('tx-e', 'aa'), t0);
+        await store.holdScepTransaction('tx-e', 'aa', held, at(600_000), at(60_000));
+        expect(await store.getScepTransaction('tx-e', at(60_000))).toBeNull();
+        expect(await store.getScepTransaction('tx-none', t0)).toBeNull();
       });
 
       it('two store clients claiming one key at once: both get the same record', async () => {

@@ -63,7 +63,9 @@ export function peekScepHeader(ber: Buffer): ScepHeader {
   const sd = parsed('SignedData', () => new pkijs.SignedData({ schema: content }));
   const attrs = sd.signerInfos.length === 1 ? sd.signerInfos[0].signedAttrs?.attributes : undefined;
   if (!attrs) throw new DeviceCaError('bad-request', 'SignedData has no signer with signed attributes');
-  return scepHeader(new Map(attrs.map((a) => [a.type, a.values.map((v: asn1js.AsnType) => toBuffer(v.toBER()))])));
+  // re-encoding a value pkijs accepted can still throw on hostile input (a RangeError from a DataView): bad-request
+  const values = parsed('SignedData attributes', () => attrs.map((a): [string, Buffer[]] => [a.type, a.values.map((v: asn1js.AsnType) => toBuffer(v.toBER()))]));
+  return scepHeader(new Map(values));
 }
 
 /** CertRepStatus: what a CertRep says, and for FAILURE why (failInfo number and text). */

@@ -21,7 +21,7 @@ export interface ScepRa {
 }
 
 export interface ScepRouterOptions {
-  ra: Pick<RegistrationAuthority, 'scepEnroll' | 'scepGetCert' | 'scepGetCrl'>;
+  ra: Pick<RegistrationAuthority, 'scepEnroll' | 'scepPoll' | 'scepGetCert' | 'scepGetCrl'>;
   /** scepRa returns the RA in use now: a renewal (CA duties) swaps it without a restart */
   scepRa: () => ScepRa;
   /** caCerts: issuing CA first, then root: GetCACert returns the RA certificate, then these (a function: asked each time) */
@@ -35,12 +35,14 @@ export interface ScepRouterOptions {
 
 const DEFAULT_PATH = 'default';
 /**
- * CA_CAPS: RFC 8894 §3.5.2. The polling operations (CertPoll/GetCertInitial) are not offered yet, so not
- * advertised: a client must not be told to send what it would get badRequest for. GetNextCACert is added while a rollover is pending.
+ * CA_CAPS: RFC 8894 §3.5.2, only what is served: POST PKIOperation, RenewalReq, SHA-256/512 digests,
+ * AES content encryption, and SCEPStandard (which implies those). CertPoll has no capability keyword: it is
+ * answered whenever a PKCSReq was PENDING. DES3 and SHA-1 are accepted from old clients but not offered
+ * (§3.5.2 discourages them). GetNextCACert is added while a rollover is pending.
  */
 const CA_CAPS = 'POSTPKIOperation\nRenewal\nSHA-256\nSHA-512\nAES\nSCEPStandard\n';
-/** KNOWN_TYPES: the pkiMessage types answered (RFC 8894 §3.2.1.2); CertPoll is not yet. */
-const KNOWN_TYPES: ReadonlySet<string> = new Set([MESSAGE_TYPE.PKCSReq, MESSAGE_TYPE.RenewalReq, MESSAGE_TYPE.GetCert, MESSAGE_TYPE.GetCRL]);
+/** KNOWN_TYPES: the pkiMessage types answered (RFC 8894 §3.2.1.2). */
+const KNOWN_TYPES: ReadonlySet<string> = new Set([MESSAGE_TYPE.PKCSReq, MESSAGE_TYPE.RenewalReq, MESSAGE_TYPE.CertPoll, MESSAGE_TYPE.GetCert, MESSAGE_TYPE.GetCRL]);
 const ERROR_REPLY = { format: 'text', challenge: 'SCEP' } as const;
 
 /**
@@ -116,8 +118,11 @@ export function scepRouter(opts: ScepRouterOptions): Router {
       // RFC 8894 §3.3.4, §3.3.5: GetCert and GetCRL carry an IssuerAndSerialNumber
       if (type === MESSAGE_TYPE.GetCert) return reply([await opts.ra.scepGetCert({ signerCertificate, issuerAndSerial: envelope.content })]);
       if (type === MESSAGE_TYPE.GetCRL) return reply([], [await opts.ra.scepGetCrl({ issuerAndSerial: envelope.content })]);
-      const kind = type === MESSAGE_TYPE.PKCSReq ? 'PKCSReq' : 'RenewalReq';
-      const out = await opts.ra.scepEnroll({ profile, kind, transactionId: header.transactionId, signerCertificate, csr: envelope.content });
+      // RFC 8894 §3.3.3: CertPoll (GetCertInitial) carries an IssuerAndSubject under the PKCSReq's transactionID
+      const out =
+        type === MESSAGE_TYPE.CertPoll
+          ? await opts.ra.scepPoll({ profile, transactionId: header.transactionId, signerCertificate, issuerAndSubject: envelope.content })
+          : await opts.ra.scepEnroll({ profile, kind: type === MESSAGE_TYPE.PKCSReq ? 'PKCSReq' : 'RenewalReq', transactionId: header.transactionId, signerCertificate, csr: envelope.content });
       if (out.status === 'pending') return certRep(scepRa, header, { status: 'PENDING' }, null);
       return reply([out.certificate]);
     } catch (e) {

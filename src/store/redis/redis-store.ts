@@ -32,6 +32,7 @@ import {
   RevocationReason,
   RevokedRow,
   ScepOutcome,
+  ScepPending,
   ScepTransactionRecord,
   SecretRecord,
   Store,
@@ -1007,16 +1008,31 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   // ---- SCEP transactions ----
-  async claimScepTransaction(rec: Omit<ScepTransactionRecord, 'outcome'>, now: Date): Promise<ScepTransactionRecord> {
+  async claimScepTransaction(rec: Omit<ScepTransactionRecord, 'outcome' | 'pending'>, now: Date): Promise<ScepTransactionRecord> {
     const key = this.k('scep-tx', rec.key);
     return this.tx([key], async (m): Promise<ScepTransactionRecord> => {
       const row = await this.getJson<ScepTransactionRow>(this.w, key);
-      if (row && row.expiresAt > ms(now)) return { key: rec.key, requestSha256: row.requestSha256, outcome: row.outcome, expiresAt: new Date(row.expiresAt) };
-      const fresh: ScepTransactionRow = { requestSha256: rec.requestSha256, outcome: null, expiresAt: ms(rec.expiresAt) };
+      if (row && row.expiresAt > ms(now)) return scepTransactionFromRow(rec.key, row);
+      const fresh: ScepTransactionRow = { requestSha256: rec.requestSha256, outcome: null, pending: null, expiresAt: ms(rec.expiresAt) };
       // Redis drops the key itself once it has expired (on the caller's clock, at least a second from now)
       m.set(key, JSON.stringify(fresh), 'PX', Math.max(1000, ms(rec.expiresAt) - ms(now)));
-      return { ...rec, outcome: null };
+      return { ...rec, outcome: null, pending: null };
     });
+  }
+
+  async holdScepTransaction(key: string, requestSha256: string, pending: ScepPending, expiresAt: Date, now: Date): Promise<void> {
+    const k = this.k('scep-tx', key);
+    await this.tx([k], async (m) => {
+      const row = await this.getJson<ScepTransactionRow>(this.w, k);
+      if (!row || row.requestSha256 !== requestSha256 || row.outcome !== null || row.expiresAt <= ms(now)) return;
+      const until = Math.max(row.expiresAt, ms(expiresAt));
+      m.set(k, JSON.stringify({ ...row, pending, expiresAt: until }), 'PX', Math.max(1000, until - ms(now)));
+    });
+  }
+
+  async getScepTransaction(key: string, now: Date): Promise<ScepTransactionRecord | null> {
+    const row = await this.getJson<ScepTransactionRow>(this.w, this.k('scep-tx', key));
+    return row && row.expiresAt > ms(now) ? scepTransactionFromRow(key, row) : null;
   }
 
   async settleScepTransaction(key: string, requestSha256: string, outcome: ScepOutcome): Promise<void> {
@@ -1550,5 +1566,11 @@ function crlInfoFromJson(s: string): Omit<CrlRecord, 'der'> {
 interface ScepTransactionRow {
   requestSha256: string;
   outcome: ScepOutcome | null;
+  /** pending: absent in rows written before CertPoll was served */
+  pending?: ScepPending | null;
   expiresAt: number;
+}
+
+function scepTransactionFromRow(key: string, row: ScepTransactionRow): ScepTransactionRecord {
+  return { key, requestSha256: row.requestSha256, outcome: row.outcome, pending: row.pending ?? null, expiresAt: new Date(row.expiresAt) };
 }

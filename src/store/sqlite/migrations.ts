@@ -276,3 +276,6 @@ MIGRATIONS.push(
        ON CONFLICT (owner_key, state) DO UPDATE SET n = n + 1;
    END;`,
 );
+
+// 15: a SCEP transaction held for manual approval keeps what its CertPoll needs (RFC 8894 §3.3.3): JSON ScepPending
+MIGRATIONS.push(`ALTER TABLE scep_transactions ADD COLUMN pending TEXT;`);

@@ -33,6 +33,7 @@ import {
   TokenRecord,
   RequestStatus,
   ScepOutcome,
+  ScepPending,
   ScepTransactionRecord,
   SecretRecord,
   Store,
@@ -628,21 +629,36 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
       .immediate();
   }
   // ---- SCEP transactions ----
-  async claimScepTransaction(rec: Omit<ScepTransactionRecord, 'outcome'>, now: Date): Promise<ScepTransactionRecord> {
+  async claimScepTransaction(rec: Omit<ScepTransactionRecord, 'outcome' | 'pending'>, now: Date): Promise<ScepTransactionRecord> {
     return this.db
       .transaction((): ScepTransactionRecord => {
         // expired rows go a few at a time, so the table stays bounded without a sweeper
         this.stmt('DELETE FROM scep_transactions WHERE key IN (SELECT key FROM scep_transactions WHERE expires_at <= ? LIMIT 16)').run(ms(now));
         const row = this.stmt('SELECT * FROM scep_transactions WHERE key = ? AND expires_at > ?').get(rec.key, ms(now)) as Row | undefined;
         if (row) return scepTransactionFromRow(row);
-        this.stmt('INSERT OR REPLACE INTO scep_transactions (key, request_sha256, outcome, expires_at) VALUES (?, ?, NULL, ?)').run(rec.key, rec.requestSha256, ms(rec.expiresAt));
-        return { ...rec, outcome: null };
+        this.stmt('INSERT OR REPLACE INTO scep_transactions (key, request_sha256, outcome, pending, expires_at) VALUES (?, ?, NULL, NULL, ?)').run(rec.key, rec.requestSha256, ms(rec.expiresAt));
+        return { ...rec, outcome: null, pending: null };
       })
       .immediate();
   }
 
   async settleScepTransaction(key: string, requestSha256: string, outcome: ScepOutcome): Promise<void> {
     this.stmt('UPDATE scep_transactions SET outcome = ? WHERE key = ? AND request_sha256 = ? AND outcome IS NULL').run(JSON.stringify(outcome), key, requestSha256);
+  }
+
+  async holdScepTransaction(key: string, requestSha256: string, pending: ScepPending, expiresAt: Date, now: Date): Promise<void> {
+    this.stmt('UPDATE scep_transactions SET pending = ?, expires_at = MAX(expires_at, ?) WHERE key = ? AND request_sha256 = ? AND outcome IS NULL AND expires_at > ?').run(
+      JSON.stringify(pending),
+      ms(expiresAt),
+      key,
+      requestSha256,
+      ms(now),
+    );
+  }
+
+  async getScepTransaction(key: string, now: Date): Promise<ScepTransactionRecord | null> {
+    const row = this.stmt('SELECT * FROM scep_transactions WHERE key = ? AND expires_at > ?').get(key, ms(now)) as Row | undefined;
+    return row ? scepTransactionFromRow(row) : null;
   }
 
   // ---- leases ----
@@ -1073,6 +1089,7 @@ function scepTransactionFromRow(r: Row): ScepTransactionRecord {
     key: String(r.key),
     requestSha256: String(r.request_sha256),
     outcome: r.outcome === null ? null : (JSON.parse(String(r.outcome)) as ScepOutcome),
+    pending: r.pending === null ? null : (JSON.parse(String(r.pending)) as ScepPending),
     expiresAt: new Date(Number(r.expires_at)),
   };
 }

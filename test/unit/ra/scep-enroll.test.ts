@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { DeviceCaError, ErrorCode } from '../../../src/errors/device-ca-error';
 import { EnrollOutcome } from '../../../src/ra/registration-authority';
 import { issuerAndSerialNumber } from '../../../src/cms/issuer-and-serial';
-import { printableString } from '../../../src/der/der-writer';
+import { children, readOne } from '../../../src/der/der-reader';
+import { printableString, tlv } from '../../../src/der/der-writer';
 import { openssl } from '../cms/cms-fixture';
 import { RaHarness, makeRaHarness } from './ra-harness';
 
@@ -18,7 +19,7 @@ let h: RaHarness;
 let n = 0;
 const nextId = (): string => `scep-ra-${++n}`;
 beforeAll(async () => {
-  h = await makeRaHarness({ overrides: { profiles: { default: {} }, 'enrollment.retryWindow': '10m' } });
+  h = await makeRaHarness({ overrides: { profiles: { default: {}, manual: { manualApproval: true } }, 'enrollment.retryWindow': '10m' } });
 });
 afterAll(() => h?.close());
 
@@ -141,8 +142,13 @@ describe('transactionID (RFC 8894 §3.2.1.1)', () => {
     const signer = selfSigned(key, id);
     await refusal(h.ra.scepEnroll({ profile: 'default', kind: 'PKCSReq', transactionId: txId('old'), signerCertificate: signer, csr: h.csr(id, { key, challengePassword: 'a' }).der }));
     h.advance(601);
-    const r = await refusal(h.ra.scepEnroll({ profile: 'default', kind: 'PKCSReq', transactionId: txId('old'), signerCertificate: signer, csr: h.csr(id, { key, challengePassword: 'b' }).der }));
-    expect(r.code).toBe('unauthenticated'); // asked anew, not "in use"
+    try {
+      const r = await refusal(h.ra.scepEnroll({ profile: 'default', kind: 'PKCSReq', transactionId: txId('old'), signerCertificate: signer, csr: h.csr(id, { key, challengePassword: 'b' }).der }));
+      expect(r.code).toBe('unauthenticated'); // asked anew, not "in use"
+    } finally {
+      // the store stamps spent secrets with the real time: later tests compare them with the RA clock
+      h.advance(-601);
+    }
   });
 });
 
@@ -263,5 +269,106 @@ describe('GetCert authorization (RFC 8894 §3.3.4): a device fetches only its ow
   it('a malformed IssuerAndSerialNumber: bad-request', async () => {
     const d = await device();
     await expect(h.ra.scepGetCert({ signerCertificate: d.cert, issuerAndSerial: Buffer.from([0x30, 0x03, 0x02, 0x01, 0x01]) })).rejects.toMatchObject({ code: 'bad-request' });
+  });
+});
+
+describe('CertPoll (GetCertInitial, RFC 8894 §3.3.3) for a profile with manual approval', () => {
+  /** issuerAndSubject: what a client polls with, the issuer and subject Names of its self-signed certificate. */
+  const issuerAndSubject = (certDer: Buffer): Buffer => {
+    const f = children(children(readOne(certDer, 0x30))[0]);
+    const i = f[0].tag === 0xa0 ? 1 : 0;
+    return tlv(0x30, f[i + 2].full, f[i + 4].full);
+  };
+  /** held: a device whose PKCSReq on /scep/manual was answered PENDING, and what it polls with. */
+  async function held(): Promise<{ id: string; pkcsReq: Parameters<RaHarness['ra']['scepEnroll']>[0]; poll: () => Promise<EnrollOutcome>; requestId: string }> {
+    const id = nextId();
+    const secret = await h.register(id, { label: 'manual' });
+    const csr = h.csr(id, { challengePassword: secret });
+    const signer = selfSigned(csr.key, id);
+    const pkcsReq = { profile: 'manual', kind: 'PKCSReq' as const, transactionId: txId(`p-${id}`), signerCertificate: signer, csr: csr.der };
+    const first = await h.ra.scepEnroll(pkcsReq);
+    if (first.status !== 'pending') throw new Error('expected PENDING');
+    const poll = () => h.ra.scepPoll({ profile: 'manual', transactionId: txId(`p-${id}`), signerCertificate: signer, issuerAndSubject: issuerAndSubject(signer) });
+    return { id, pkcsReq, poll, requestId: first.requestId };
+  }
+  const issuedTo = async (id: string) => (await h.audit('certificate.issued')).filter((a) => a.subject === id);
+
+  it('PENDING before the decision; once approved the poll issues the queued CSR and spends the secret; polls and the PKCSReq again get the same certificate', async () => {
+    const d = await held();
+    expect(await d.poll()).toMatchObject({ status: 'pending', requestId: d.requestId });
+    expect(await h.store.activeSecrets(d.id, h.now())).toHaveLength(1);
+    await h.ra.decideRequest(d.requestId, 'approved', 'operator');
+    const out = issued(await d.poll());
+    const x = new crypto.X509Certificate(out.certificate);
+    expect(x.subject).toBe(`O=acme\nCN=${d.id}`);
+    expect(x.publicKey.export({ type: 'spki', format: 'der' })).toEqual(new crypto.X509Certificate(d.pkcsReq.signerCertificate).publicKey.export({ type: 'spki', format: 'der' }));
+    expect(await h.store.activeSecrets(d.id, h.now())).toHaveLength(0);
+    expect(await h.store.spentSecrets(d.id, new Date(0))).toEqual([expect.objectContaining({ certSerial: out.serial })]);
+    expect((await h.store.listRequests({})).items.find((r) => r.id === d.requestId)).toMatchObject({ status: 'issued', certSerial: out.serial });
+    expect(issued(await d.poll()).certificate).toEqual(out.certificate);
+    expect(issued(await h.ra.scepEnroll(d.pkcsReq)).certificate).toEqual(out.certificate);
+    expect(await issuedTo(d.id)).toHaveLength(1);
+  });
+
+  it('polls and the PKCSReq sent again at once after approval: one certificate, the secret spent once', async () => {
+    const d = await held();
+    await h.ra.decideRequest(d.requestId, 'approved', 'operator');
+    const outs = (await Promise.all([d.poll(), d.poll(), h.ra.scepEnroll(d.pkcsReq), d.poll()])).map(issued);
+    expect(new Set(outs.map((o) => o.serial)).size).toBe(1);
+    expect(await issuedTo(d.id)).toHaveLength(1);
+    expect(await h.store.spentSecrets(d.id, new Date(0))).toHaveLength(1);
+  });
+
+  it('rejected: FAILURE (forbidden), and it stays the answer; nothing issued, the secret unspent', async () => {
+    const d = await held();
+    await h.ra.decideRequest(d.requestId, 'rejected', 'operator');
+    const r = await refusal(d.poll());
+    expect(r).toEqual({ code: 'forbidden', message: 'the enrollment request was rejected by an operator' });
+    expect(await refusal(d.poll())).toEqual(r);
+    expect(await issuedTo(d.id)).toHaveLength(0);
+    expect(await h.store.activeSecrets(d.id, h.now())).toHaveLength(1);
+  });
+
+  it('a device suspended after approval: the poll is refused and nothing is issued', async () => {
+    const d = await held();
+    await h.ra.decideRequest(d.requestId, 'approved', 'operator');
+    await h.store.applyDeviceChange({ deviceId: d.id, fromStates: ['registered'], toState: 'suspended', audit: { type: 'device.suspended', actor: 'test', subject: d.id, data: {} } });
+    expect((await refusal(d.poll())).code).toBe('forbidden');
+    expect(await issuedTo(d.id)).toHaveLength(0);
+  });
+
+  it('a poll signed by another key, under an unknown transactionID, on another path, or with a malformed IssuerAndSubject: refused, nothing issued, the transaction still open', async () => {
+    const d = await held();
+    await h.ra.decideRequest(d.requestId, 'approved', 'operator');
+    const other = selfSigned(h.csr(d.id).key, d.id);
+    const base = { profile: 'manual', transactionId: d.pkcsReq.transactionId, signerCertificate: d.pkcsReq.signerCertificate, issuerAndSubject: issuerAndSubject(d.pkcsReq.signerCertificate) };
+    expect((await refusal(h.ra.scepPoll({ ...base, signerCertificate: other }))).code).toBe('not-found');
+    expect((await refusal(h.ra.scepPoll({ ...base, transactionId: txId('never-used') }))).code).toBe('not-found');
+    expect((await refusal(h.ra.scepPoll({ ...base, profile: 'default' }))).code).toBe('not-found');
+    expect((await refusal(h.ra.scepPoll({ ...base, issuerAndSubject: Buffer.from([0x30, 0x03, 0x02, 0x01, 0x01]) }))).code).toBe('bad-request');
+    expect(await issuedTo(d.id)).toHaveLength(0);
+    expect((await d.poll()).status).toBe('issued');
+  });
+
+  it('a transaction that was never PENDING (issued at once) is not polled into a second certificate', async () => {
+    const id = nextId();
+    const secret = await h.register(id);
+    const csr = h.csr(id, { challengePassword: secret });
+    const signer = selfSigned(csr.key, id);
+    const first = issued(await h.ra.scepEnroll({ profile: 'default', kind: 'PKCSReq', transactionId: txId('np'), signerCertificate: signer, csr: csr.der }));
+    const again = issued(await h.ra.scepPoll({ profile: 'default', transactionId: txId('np'), signerCertificate: signer, issuerAndSubject: issuerAndSubject(signer) }));
+    expect(again.serial).toBe(first.serial);
+    expect(await issuedTo(id)).toHaveLength(1);
+  });
+
+  it('held longer than enrollment.retryWindow: an approval days later is still collected by the poll', async () => {
+    const d = await held();
+    h.advance(3 * 24 * 3600);
+    try {
+      await h.ra.decideRequest(d.requestId, 'approved', 'operator');
+      expect((await d.poll()).status).toBe('issued');
+    } finally {
+      h.advance(-3 * 24 * 3600);
+    }
   });
 });

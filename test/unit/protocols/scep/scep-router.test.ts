@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { issuerAndSerialNumber } from '../../../../src/cms/issuer-and-serial';
 import { buildSignedData, verifySignedData } from '../../../../src/cms/signed-data';
-import { printableString, octetString } from '../../../../src/der/der-writer';
+import { children, readOne } from '../../../../src/der/der-reader';
+import { printableString, octetString, tlv } from '../../../../src/der/der-writer';
 import { softwareSigningKey } from '../../../../src/keys/software-key-backend';
 import { SCEP_RA_RECORD } from '../../../../src/ca/service-certificates';
 import { buildService, Service } from '../../../../src/main';
@@ -251,6 +252,44 @@ describe('SCEP', () => {
     await svc.ra.decideRequest(r2.id, 'rejected', 'operator');
     const refused = certRep((await post(await pkcsReq(d, ra, { transactionId: 'tx-10' }), '/scep/manual')).body, ra);
     expect([refused.status, refused.failInfo, refused.failInfoText]).toEqual(['2', '2', 'the enrollment request was rejected by an operator']);
+  });
+
+  it('CertPoll (GetCertInitial, messageType 20): PENDING until an operator approves, then SUCCESS with the certificate; after a rejection FAILURE', async () => {
+    const ra = await raCertFile();
+    // IssuerAndSubject (RFC 8894 §3.3.3): the issuing CA's subject Name and the requester's
+    const issuerAndSubject = (c: Client): Buffer => {
+      const tbs = (der: Buffer) => {
+        const f = children(children(readOne(der, 0x30))[0]);
+        return f.slice(f[0].tag === 0xa0 ? 1 : 0);
+      };
+      return tlv(0x30, tbs(t.hierarchy.issuing.der)[4].full, tbs(c.certDer)[4].full);
+    };
+    const { secret } = await svc.ra.registerDevice({ id: 'scep-dev-11', actor: 'test', label: 'manual' });
+    const c = client('scep-dev-11', secret);
+    const poll = async () => certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-11', messageType: MESSAGE_TYPE.CertPoll, csr: issuerAndSubject(c) }), '/scep/manual')).body, ra);
+    expect(certRep((await post(await pkcsReq(c, ra, { transactionId: 'tx-11' }), '/scep/manual')).body, ra).status).toBe('3');
+    const waiting = await poll();
+    expect([waiting.status, waiting.content]).toEqual(['3', Buffer.alloc(0)]);
+    const [request] = (await svc.ra.listRequests({ status: 'pending' })).items.filter((r) => r.deviceId === 'scep-dev-11');
+    await svc.ra.decideRequest(request.id, 'approved', 'operator');
+    const done = await poll();
+    expect(done.status).toBe('0');
+    const cert = new crypto.X509Certificate(issuedCert(done, c));
+    expect(cert.subject).toContain('CN=scep-dev-11');
+    expect(cert.publicKey.export({ type: 'spki', format: 'der' })).toEqual(crypto.createPublicKey(c.key).export({ type: 'spki', format: 'der' }));
+    expect(issuedCert(await poll(), c)).toEqual(Buffer.from(cert.raw));
+    expect(await svc.store.activeSecrets('scep-dev-11', new Date())).toHaveLength(0);
+
+    const { secret: s2 } = await svc.ra.registerDevice({ id: 'scep-dev-12', actor: 'test', label: 'manual' });
+    const d = client('scep-dev-12', s2);
+    expect(certRep((await post(await pkcsReq(d, ra, { transactionId: 'tx-12' }), '/scep/manual')).body, ra).status).toBe('3');
+    const [r2] = (await svc.ra.listRequests({ status: 'pending' })).items.filter((r) => r.deviceId === 'scep-dev-12');
+    await svc.ra.decideRequest(r2.id, 'rejected', 'operator');
+    const refused = certRep((await post(await pkcsReq(d, ra, { transactionId: 'tx-12', messageType: MESSAGE_TYPE.CertPoll, csr: issuerAndSubject(d) }), '/scep/manual')).body, ra);
+    expect([refused.status, refused.failInfo, refused.failInfoText]).toEqual(['2', '2', 'the enrollment request was rejected by an operator']);
+    // a poll for a transaction never sent: FAILURE badCertId
+    const stray = certRep((await post(await pkcsReq(d, ra, { transactionId: 'tx-none', messageType: MESSAGE_TYPE.CertPoll, csr: issuerAndSubject(d) }), '/scep/manual')).body, ra);
+    expect([stray.status, stray.failInfo]).toEqual(['2', '4']);
   });
 
   describe('with a device certificate: RenewalReq, GetCert, GetCRL', () => {
