@@ -1,7 +1,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { buildCsr } from '../fixtures/build-csr';
-import { Endpoint, RawReply, sendRaw } from '../helpers/raw-http';
+import { Endpoint, RawReply, adminRequest, sendRaw } from '../helpers/raw-http';
 import { RunningService } from '../helpers/service-process';
 
 /**
@@ -39,6 +39,25 @@ export const normalSerial = (hex: string): string =>
     .toLowerCase()
     .replace(/:/g, '')
     .replace(/^0+(?=.)/, '');
+
+/**
+ * registerLoadDevices registers `count` devices `<prefix>-<i>` through the admin API, ten at a time, each
+ * with its one-time secret and a new P-256 key: the clients of an EnrollmentLoad.
+ */
+export async function registerLoadDevices(ep: Endpoint, token: string, prefix: string, count: number): Promise<LoadDevice[]> {
+  const devices: LoadDevice[] = [];
+  for (let batch = 0; batch < count; batch += 10) {
+    await Promise.all(
+      Array.from({ length: Math.min(10, count - batch) }, async (_, j) => {
+        const id = `${prefix}-${batch + j}`;
+        const r = await adminRequest(ep, token, 'POST', '/devices', { id, owner: 'crash' });
+        if (r.status !== 201) throw new Error(`register ${id}: HTTP ${r.status} ${r.body.toString()}`);
+        devices.push({ id, secret: (JSON.parse(r.body.toString()) as { secret: string }).secret, key: crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey });
+      }),
+    );
+  }
+  return devices;
+}
 
 /** endpointOf: where to reach a service, trusting its chain. */
 export const endpointOf = (svc: RunningService): Endpoint => ({ host: '127.0.0.1', httpsPort: svc.httpsPort, httpPort: svc.httpPort, ca: fs.readFileSync(svc.chainPem, 'utf8') });

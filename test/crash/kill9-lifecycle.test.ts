@@ -6,7 +6,7 @@ import { Endpoint, RawReply, TransportFailure, adminRequest } from '../helpers/r
 import { RunningService, assertBuilt, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 import { SeededRandom } from '../fuzz/seeded-random';
-import { EnrollmentLoad, LoadDevice, endpointOf } from './enrollment-load';
+import { EnrollmentLoad, endpointOf, registerLoadDevices } from './enrollment-load';
 import { killWhole } from './kill-whole';
 
 /**
@@ -87,17 +87,7 @@ beforeAll(async () => {
   if (t.code !== 0) throw new Error(t.stderr);
   token = t.stdout.trim();
   const ep = endpointOf(svc);
-  const devices: LoadDevice[] = [];
-  for (let batch = 0; batch < DEVICES; batch += 10) {
-    await Promise.all(
-      Array.from({ length: Math.min(10, DEVICES - batch) }, async (_, j) => {
-        const id = `life-${batch + j}`;
-        const r = await admin(ep, 'POST', '/devices', { id, owner: 'crash' });
-        if (r.status !== 201) throw new Error(`register ${id}: HTTP ${r.status} ${r.body.toString()}`);
-        devices.push({ id, secret: (JSON.parse(r.body.toString()) as { secret: string }).secret, key: crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey });
-      }),
-    );
-  }
+  const devices = await registerLoadDevices(ep, token, 'life', DEVICES);
   const enroll = new EnrollmentLoad(devices, CLIENTS);
   await enroll.run(ep);
   if (enroll.received.length !== DEVICES) throw new Error(`enrolled ${enroll.received.length} of ${DEVICES}`);

@@ -5,7 +5,7 @@ import { Endpoint, RawReply, adminRequest, sendRaw } from '../helpers/raw-http';
 import { RunningService, assertBuilt, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 import { SeededRandom } from '../fuzz/seeded-random';
-import { EnrollmentLoad, LoadDevice, endpointOf } from './enrollment-load';
+import { EnrollmentLoad, endpointOf, registerLoadDevices } from './enrollment-load';
 import { killWhole } from './kill-whole';
 
 /**
@@ -43,18 +43,7 @@ beforeAll(async () => {
   if (t.code !== 0) throw new Error(t.stderr);
   token = t.stdout.trim();
   const ep = endpointOf(svc);
-  const devices: LoadDevice[] = [];
-  for (let batch = 0; batch < DEVICES; batch += 8) {
-    await Promise.all(
-      Array.from({ length: Math.min(8, DEVICES - batch) }, async (_, j) => {
-        const id = `crash-${batch + j}`;
-        const r = await admin(ep, 'POST', '/devices', { id, owner: 'crash' });
-        if (r.status !== 201) throw new Error(`register ${id}: HTTP ${r.status} ${r.body.toString()}`);
-        const secret = (JSON.parse(r.body.toString()) as { secret: string }).secret;
-        devices.push({ id, secret, key: crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey });
-      }),
-    );
-  }
+  const devices = await registerLoadDevices(ep, token, 'crash', DEVICES);
   load = new EnrollmentLoad(devices, CLIENTS);
 }, 120_000);
 

@@ -296,12 +296,12 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
 
   async activeSecrets(deviceId: string, now: Date): Promise<SecretRecord[]> {
     const rows = this.db.prepare('SELECT * FROM secrets WHERE device_id = ? AND used_at IS NULL AND expires_at > ? ORDER BY id DESC').all(deviceId, ms(now)) as Row[];
-    return rows.map((r) => ({ id: Number(r.id), deviceId: String(r.device_id), hash: String(r.hash), expiresAt: date(r.expires_at), usedAt: null, certSerial: null }));
+    return rows.map(secretFromRow);
   }
 
   async spentSecrets(deviceId: string, usedSince: Date): Promise<SecretRecord[]> {
     const rows = this.stmt('SELECT * FROM secrets WHERE device_id = ? AND used_at >= ? AND cert_serial IS NOT NULL ORDER BY id DESC').all(deviceId, ms(usedSince)) as Row[];
-    return rows.map((r) => ({ id: Number(r.id), deviceId: String(r.device_id), hash: String(r.hash), expiresAt: date(r.expires_at), usedAt: date(r.used_at), certSerial: String(r.cert_serial) }));
+    return rows.map(secretFromRow);
   }
 
   // ---- certificates ----
