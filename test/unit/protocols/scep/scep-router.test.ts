@@ -193,6 +193,70 @@ describe('SCEP', () => {
     expect(await svc.store.getDevice('scep-dev-4')).toMatchObject({ state: 'registered' });
   });
 
+  describe('refusals a client meets (issue 10 negatives)', () => {
+    it('an expired challenge: FAILURE badRequest, the device stays unenrolled', async () => {
+      const { secret } = await svc.ra.registerDevice({ id: 'scep-neg-expired', actor: 'test', secretTtlSeconds: 1 });
+      const ra = await raCertFile();
+      await new Promise((r) => setTimeout(r, 1200));
+      const rep = certRep((await post(await pkcsReq(client('scep-neg-expired', secret), ra, { transactionId: 'neg-expired' }))).body, ra);
+      expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
+      expect(await svc.store.getDevice('scep-neg-expired')).toMatchObject({ state: 'registered' });
+    });
+
+    it("a CSR for another device with this device's challenge: FAILURE badRequest, neither device enrolled", async () => {
+      const { secret } = await svc.ra.registerDevice({ id: 'scep-neg-a', actor: 'test' });
+      await svc.ra.registerDevice({ id: 'scep-neg-b', actor: 'test' });
+      const ra = await raCertFile();
+      const rep = certRep((await post(await pkcsReq(client('scep-neg-b', secret), ra, { transactionId: 'neg-other' }))).body, ra);
+      expect([rep.status, rep.failInfo]).toEqual(['2', '2']);
+      for (const id of ['scep-neg-a', 'scep-neg-b']) expect(await svc.store.getDevice(id)).toMatchObject({ state: 'registered' });
+    });
+
+    it('a content-encryption algorithm device-ca does not take (Camellia): FAILURE badAlg, nothing issued', async () => {
+      const { secret } = await svc.ra.registerDevice({ id: 'scep-neg-alg', actor: 'test' });
+      const ra = await raCertFile();
+      const c = client('scep-neg-alg', secret);
+      const envelope = openssl(['cms', '-encrypt', '-binary', '-outform', 'DER', '-camellia128', ra], c.csrDer);
+      const msg = await buildSignedData({
+        content: envelope,
+        signer: { certificate: c.certDer, key: softwareSigningKey(c.key, 'rsa-2048', 'memory') },
+        attributes: [
+          { type: SCEP_OID.messageType, values: [printableString(MESSAGE_TYPE.PKCSReq)] },
+          { type: SCEP_OID.transactionID, values: [printableString('neg-alg')] },
+          { type: SCEP_OID.senderNonce, values: [octetString(crypto.randomBytes(16))] },
+        ],
+        certificates: [c.certDer],
+      });
+      const rep = certRep((await post(msg)).body, ra);
+      expect([rep.status, rep.failInfo]).toEqual(['2', '0']);
+      expect(await svc.store.getDevice('scep-neg-alg')).toMatchObject({ state: 'registered' });
+    });
+
+    it('a message encrypted to another recipient: a signed FAILURE, nothing issued, the secret unspent', async () => {
+      const { secret } = await svc.ra.registerDevice({ id: 'scep-neg-recip', actor: 'test' });
+      const ra = await raCertFile();
+      const stranger = client('someone-else', 'x');
+      const c = client('scep-neg-recip', secret);
+      const rep = certRep((await post(await pkcsReq(c, stranger.certFile, { transactionId: 'neg-recip' }))).body, ra);
+      expect(rep.status).toBe('2');
+      expect(rep.failInfo).toBe('2'); // badRequest: no recipient info for the RA (RFC 8894 gives no finer reason)
+      expect(await svc.store.getDevice('scep-neg-recip')).toMatchObject({ state: 'registered' });
+      // the secret still works with a proper message
+      expect(certRep((await post(await pkcsReq(c, ra, { transactionId: 'neg-recip-2' }))).body, ra).status).toBe('0');
+    });
+
+    it('garbage and oversize bodies: HTTP 4xx without a CertRep, nothing issued', async () => {
+      const garbage = await post(crypto.randomBytes(3000));
+      expect(garbage.status).toBe(400);
+      const notCms = await post(Buffer.from('30820100', 'hex'));
+      expect(notCms.status).toBe(400);
+      const huge = await post(Buffer.alloc(8 * 1024 * 1024, 0x30));
+      expect([400, 413]).toContain(huge.status);
+      const badQuery = await get('operation=PKIOperation&message=%%%');
+      expect(badQuery.status).toBe(400);
+    });
+  });
+
   /** issuedCert: the certificate in a SUCCESS CertRep, decrypted by openssl with the client's key. */
   const issuedCert = (rep: { content: Buffer | null }, c: Client): Buffer =>
     Buffer.from(
