@@ -50,6 +50,8 @@ export const BENCH_IDS = [
   /** bench/scale: filling the store (rows/s, store size) and `devices import` (devices/s); no baseline ratio target */
   'scale.populate',
   'scale.import',
+  /** bench/tpm-attestation: attestations verified per second on one core / the raw signature checks of the same evidence */
+  'tpm.attestation.verify',
   /** bench/redis-http, the built service, one worker per node: a node on Redis / a node on SQLite (target 0.8) */
   'redis.enroll.basic',
   'redis.reenroll.mtls',

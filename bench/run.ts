@@ -22,6 +22,7 @@ const MODULES: { name: string; file: string; fn: string }[] = [
   { name: 'redis-store', file: './redis-store', fn: 'benchRedisStore' },
   { name: 'redis-http', file: './redis-http', fn: 'benchRedisHttp' },
   { name: 'scale', file: './scale', fn: 'benchScale' },
+  { name: 'tpm-attestation', file: './tpm-attestation', fn: 'benchTpmAttestation' },
   { name: 'console-overview', file: './console-overview', fn: 'benchConsoleOverview' },
 ];
 

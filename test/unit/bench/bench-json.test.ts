@@ -54,6 +54,7 @@ describe('bench --json', () => {
         'scale.crl',
         'scale.populate',
         'scale.import',
+        'tpm.attestation.verify',
         'redis.enroll.basic',
         'redis.reenroll.mtls',
         'redis.ocsp.cached',
