@@ -84,7 +84,9 @@ export function scepCorpus(messages: Buffer[]): Generated[] {
     post('a ContentInfo of another type (authEnvelopedData)', Buffer.from('3014060b2a864886f70d0109100117a0053003020100', 'hex')),
     get('message= missing', '/scep?operation=PKIOperation'),
     get('message= not base64', '/scep?operation=PKIOperation&message=%%%%'),
-    get('message= 3 MB', `/scep?operation=PKIOperation&message=${'A'.repeat(3_000_000)}`),
+    // over Node's 16 KB header limit (431), yet small enough to be written whole before the server closes: a
+    // multi-megabyte request line is cut by a TCP reset on any server, which says nothing about this one
+    get('message= 60 KB', `/scep?operation=PKIOperation&message=${'A'.repeat(60_000)}`),
     get('operation twice', '/scep?operation=GetCACaps&operation=PKIOperation'),
     get('no operation', '/scep'),
     get('NDES path', '/certsrv/mscep/mscep.dll?operation=GetCACaps'),

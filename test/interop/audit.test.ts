@@ -133,7 +133,16 @@ beforeAll(async () => {
   const serial = JSON.parse(await cliOk('certs', 'list', '--device', 'dev-a', '--json'))[0].serial as string;
   await cliOk('revoke', serial, '--reason', 'keyCompromise');
   await cliOk('tokens', 'create', '--scope', 'operator');
-}, 60_000);
+  // the revocations are published on the CRL within crl.checkInterval (2 s), each audited: let the log
+  // settle before the tests compare two reads of it
+  const records = async (): Promise<number> => (JSON.parse((await runCli(['audit', 'verify', '--json'], { DEVICE_CA_DATA: dataDir })).stdout) as { records: number }).records;
+  for (let before = await records(), end = Date.now() + 30_000; ;) {
+    await new Promise((r) => setTimeout(r, 3000));
+    const now = await records();
+    if (now === before || Date.now() > end) break;
+    before = now;
+  }
+}, 90_000);
 
 afterAll(async () => {
   await svc?.stop();
