@@ -303,6 +303,20 @@ devices
     }
   });
 devices
+  .command('new-secret <id>')
+  .description('a new one-time enrollment secret for a registered or active device (earlier secrets stop working, pending requests are cancelled, certificates stay valid); prints it alone on stdout')
+  .option('--secret-ttl <duration>', 'lifetime of the new secret (default: enrollment.secretTtl)')
+  .action(async (id: string, o: { secretTtl?: string }) => {
+    const h = await openRegistrationAuthority(config());
+    try {
+      const r = await h.lifecycle.replaceSecret(id, OPERATOR, actor(), o.secretTtl === undefined ? undefined : ttlOption(o.secretTtl));
+      if (json()) console.log(JSON.stringify({ device: r.device, secret: r.secret, secretExpiresAt: r.expiresAt.toISOString() }));
+      else console.log(r.secret);
+    } finally {
+      await h.close();
+    }
+  });
+devices
   .command('release <id>')
   .description('first half of a two-sided transfer: revoke its certificates (affiliationChanged), drop its credentials; the device is transferring until the new owner claims it')
   .requiredOption('--to <owner>', 'the new owner')

@@ -142,6 +142,24 @@ describe('transfer and retire', () => {
     expect(again.stderr).toMatch(/dev-xfer is retired/);
   });
 
+  it('new-secret: the old secret stops working, the new one (alone on stdout) enrolls; a retired device gets none', async () => {
+    const old = (await cliOk('devices', 'add', 'dev-lost', '--owner', 'acme')).trim();
+    const fresh = (await cliOk('devices', 'new-secret', 'dev-lost')).trim();
+    expect(fresh).toMatch(/^\S{20,}$/);
+    expect(fresh).not.toBe(old);
+    const key = tmp.file('keys/dev-lost.key');
+    await openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key);
+    const refused = await postEst('simpleenroll', await csrB64(key, '/CN=dev-lost'), { user: ['dev-lost', old] });
+    expect(refused.status).toBe(401);
+    const ok = await postEst('simpleenroll', await csrB64(key, '/CN=dev-lost'), { user: ['dev-lost', fresh] });
+    expect(ok.status).toBe(200);
+    await cliOk('devices', 'retire', 'dev-lost');
+    const none = await cli('devices', 'new-secret', 'dev-lost');
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toMatch(/dev-lost is retired/);
+    expect(none.stdout).toBe('');
+  });
+
   it('a device retired before it enrolled cannot use its unused secret (403)', async () => {
     const secret = (await cliOk('devices', 'add', 'dev-never', '--owner', 'acme')).trim();
     await cliOk('devices', 'retire', 'dev-never');
