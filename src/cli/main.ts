@@ -493,7 +493,7 @@ const printRootCrl = (what: string, info: RootCrlInfo, file?: string): void => {
   else console.log(`${what}: root CRL number ${out.number}, next update ${out.nextUpdate}, ${out.revoked.length} revoked CA certificate(s)${file ? `, written to ${file}` : ''}`);
 };
 
-const caCmd = program.command('ca').description("the CA's own life cycle: root CRL, rolling over, reissuing and revoking the issuing CA");
+const caCmd = program.command('ca').description("the CA's own life cycle: root CRL, rolling over the root, rolling over, reissuing and revoking the issuing CA");
 caCmd
   .command('root-crl')
   .description('sign a new root CRL with the root key (into the store, or --out a file on the offline root machine), or --import one signed elsewhere')

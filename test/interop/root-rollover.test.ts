@@ -160,3 +160,17 @@ it('/healthz?detail names no root CRL problem (both roots have a current CRL); c
   // a relying party with the exported directory (both roots as anchors) accepts devices of both hierarchies
   for (const d of [oldLeaf, newLeaf]) expect((await opensslAny('verify', '-crl_check_all', '-CApath', dir, d.crt)).out).toBe(`${d.crt}: OK\n`);
 });
+
+it('OCSP for the issuing CA certificates: each root answers for the issuing CA it signed (good, verified with that root)', async () => {
+  const url = `http://127.0.0.1:${svc.httpPort}/ocsp`;
+  for (const [rootSubject, issSubject, name] of [
+    [ROOT1, ISS1, 'old'],
+    [ROOT2, ISS2, 'new'],
+  ]) {
+    const rootFile = tmp.write(`ocsp-${name}-root.pem`, pick(certsAfter, rootSubject, rootSubject));
+    const issFile = tmp.write(`ocsp-${name}-iss.pem`, pick(certsAfter, issSubject, rootSubject));
+    const r = await opensslAny('ocsp', '-issuer', rootFile, '-cert', issFile, '-url', url, '-CAfile', rootFile, '-no_nonce');
+    expect(r.out).toContain('Response verify OK');
+    expect(r.out).toContain(`${issFile}: good\n`);
+  }
+});
