@@ -6,6 +6,7 @@ import { HIERARCHY_RECORD, StoredCa, loadCa } from '../../../src/ca/ca-hierarchy
 import { revokeIssuing, rolloverRoot } from '../../../src/ca/ca-lifecycle';
 import { certificateParts } from '../../../src/ca/certificate-parts';
 import { IssuingCaSet } from '../../../src/ca/issuing-ca-set';
+import { keyAssignments } from '../../../src/ca/key-assignments';
 import { rolloverIssuing } from '../../../src/ca/issuing-rollover';
 import { toPem } from '../../../src/ca/pem';
 import { ROOT_CRL_RECORD, readRootCrl } from '../../../src/ca/root-crl';
@@ -136,6 +137,15 @@ describe('root rollover', () => {
     const newCrl = await readRootCrl(store, h.roots[0].der, h.roots[0].crlRecord);
     expect(oldCrl!.entries.map((e) => String(e.serial))).toEqual([oldIssuing]);
     expect(newCrl!.entries).toEqual([]);
+  });
+
+  it('keys list: the new root in force, the old one retired (its key still signs its CRL)', async () => {
+    const rows = await keyAssignments(t.cfg, t.keys, store);
+    expect(rows.filter((r) => r.role.startsWith('root')).map((r) => [r.role, r.ca, r.status])).toEqual([
+      ['root', 'device-ca-root-2', 'in force'],
+      ['root-retired', 'device-ca-root', 'retired'],
+    ]);
+    expect(rows.find((r) => r.role === 'root-retired')!.ref).toBe(t.hierarchy.state.root.keyRef);
   });
 
   it('the root CRL watch covers both roots: a missing CRL of either is a warning', async () => {
