@@ -175,7 +175,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     }
   });
   const access = new AdminAccess(store, operatorFingerprints(cfg));
-  const certs = new ServiceCertificates({ cfg, keys, ca, hierarchy, store, issuers: () => cas.trusted() });
+  const certs = new ServiceCertificates({ cfg, keys, ca, hierarchy, store, issuers: () => cas.trusted(), links: () => cas.hierarchy.links });
   let holding = false;
   const duties = new CaDuties({
     store,

@@ -1,5 +1,5 @@
 import { Device, must, openssl, opensslAny, pkiClient } from '../helpers/pki-client';
-import { RunningService, assertBuilt, startService } from '../helpers/service-process';
+import { RunningService, assertBuilt, runProcess, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
 /**
@@ -174,3 +174,18 @@ it('OCSP for the issuing CA certificates: each root answers for the issuing CA i
     expect(r.out).toContain(`${issFile}: good\n`);
   }
 });
+
+it('HTTPS: a client trusting only the new root verifies the listener (its chain carries NewWithOld after the reload)', async () => {
+  const newRoot = tmp.write('tls-new-root.pem', pick(certsAfter, ROOT2, ROOT2));
+  const connect = () =>
+    runProcess('openssl', ['s_client', '-connect', `127.0.0.1:${svc.httpsPort}`, '-servername', 'localhost', '-CAfile', newRoot, '-verify_return_error', '-showcerts'], { input: '' });
+  // the service reloads its service certificates each CA duties round (10 s)
+  const end = Date.now() + 30_000;
+  let r = await connect();
+  while (!r.stdout.includes('Verify return code: 0 (ok)')) {
+    if (Date.now() > end) throw new Error(`the listener's chain does not verify under the new root:\n${r.stdout}${r.stderr}`);
+    await new Promise((res) => setTimeout(res, 500));
+    r = await connect();
+  }
+  expect(r.stdout).toMatch(/^ 2 s:O ?= ?device-ca, CN ?= ?device-ca Root CA\n\s+i:O ?= ?device-ca, CN ?= ?device-ca Root CA 2\n/m);
+}, 60_000);

@@ -9,6 +9,7 @@ import { IssuingCaSet } from '../../../src/ca/issuing-ca-set';
 import { keyAssignments } from '../../../src/ca/key-assignments';
 import { rolloverIssuing } from '../../../src/ca/issuing-rollover';
 import { toPem } from '../../../src/ca/pem';
+import { ensureTlsServerCertificate } from '../../../src/ca/service-certificates';
 import { ROOT_CRL_RECORD, readRootCrl } from '../../../src/ca/root-crl';
 import { RootCrlWatch } from '../../../src/ca/root-crl-watch';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
@@ -111,6 +112,20 @@ describe('root rollover', () => {
     expect(openssl(['verify', '-CAfile', pem('r1.pem', h.roots[1].der), '-untrusted', pem('i1.pem', h.issuing.der), leafFile]).out).toContain(': OK');
     expect(openssl(['verify', '-CAfile', pem('r2.pem', h.roots[0].der), '-untrusted', pem('u.pem', h.issuing.der, h.links[1]), leafFile]).out).toContain(': OK');
     expect(openssl(['verify', '-CAfile', pem('r2.pem', h.roots[0].der), '-untrusted', pem('i1.pem', h.issuing.der), leafFile]).status).not.toBe(0);
+  });
+
+  it('the HTTPS chain carries the link to the other root: a client trusting only the new root verifies the listener (old hierarchy)', async () => {
+    const h = await loadCa(t.cfg, t.keys, store);
+    const tls = await ensureTlsServerCertificate(t.cfg, buildCertificateAuthority(t.cfg, h, new IssuingCaSet(h)), h, store);
+    const blocks = tls.certPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/g)!;
+    expect(blocks).toHaveLength(3);
+    expect(blocks[1]).toBe(toPem(h.issuing.der, 'CERTIFICATE'));
+    expect(blocks[2]).toBe(toPem(h.links[1], 'CERTIFICATE')); // NewWithOld
+    const leaf = path.join(t.dir, 'tls-leaf.pem');
+    fs.writeFileSync(leaf, blocks[0]);
+    const untrusted = path.join(t.dir, 'tls-chain.pem');
+    fs.writeFileSync(untrusted, blocks.slice(1).join(''));
+    for (const root of h.roots) expect(openssl(['verify', '-CAfile', pem(`tls-${root.name}.pem`, root.der), '-untrusted', untrusted, leaf]).out).toContain(': OK');
   });
 
   it('refuses a second root rollover until an issuing CA is under the new root; `ca rollover` puts it there', async () => {
