@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import pino, { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { CaDuties, CA_DUTIES_INTERVAL_MS, CA_DUTIES_LEASE_TTL_MS } from './ca/ca-duties';
-import { CaHierarchy, issuingCas, loadCa } from './ca/ca-hierarchy';
+import { CaHierarchy, issuingCas, loadCa, rootOf } from './ca/ca-hierarchy';
 import { StoreMarkRecorder, verifyStoreIdentity } from './ca/ca-identity';
 import { CaMaterial, CertificateAuthority } from './ca/certificate-authority';
 import { IssuingCaSet } from './ca/issuing-ca-set';
@@ -175,7 +175,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     }
   });
   const access = new AdminAccess(store, operatorFingerprints(cfg));
-  const certs = new ServiceCertificates({ cfg, keys, ca, hierarchy, store, issuers: () => cas.trusted() });
+  const certs = new ServiceCertificates({ cfg, keys, ca, hierarchy, store, issuers: () => cas.trusted(), links: () => cas.hierarchy.links });
   let holding = false;
   const duties = new CaDuties({
     store,
@@ -206,10 +206,11 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     store,
     cfg.ocsp,
     undefined,
-    new RootOcspSource(hierarchy.root.der, store),
+    // every published root answers for the CA certificates it signed (two after `ca rollover-root`)
+    new RootOcspSource(() => cas.hierarchy.roots.map((r) => ({ der: r.der, record: r.ocspRecord })), store),
     isRevocationFeed(store) ? store : undefined,
   );
-  const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), toPem(hierarchy.root.der, 'CERTIFICATE'), ...bootstrap.anchors.map((a) => a.toString())];
+  const trustPems = [toPem(hierarchy.issuing.der, 'CERTIFICATE'), ...hierarchy.roots.map((r) => toPem(r.der, 'CERTIFICATE')), ...bootstrap.anchors.map((a) => a.toString())];
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };
   const health = new StoreHealth(store);
@@ -258,7 +259,13 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     log: opts.log,
   });
   const publicUrlProblem = publicUrlWarning(cfg, hierarchy.issuing.name);
-  const rootCrl = new RootCrlWatch(hierarchy.root.name, hierarchy.root.der, store, registry, (w) => opts.log.warn(w));
+  // each published root's CRL (two during a root rollover), from the hierarchy as the last refresh read it
+  const rootCrl = new RootCrlWatch(
+    () => cas.hierarchy.roots.map((r) => ({ name: r.name, der: r.der, record: r.crlRecord })),
+    store,
+    registry,
+    (w) => opts.log.warn(w),
+  );
   rootCrl.start(logError('reading the root CRL failed'));
   const warnings = (): string[] => [publicUrlProblem, rootCrl.warning].filter((w): w is string => w !== null);
   // the SCEP RA in use; a renewal saved by the CA duties holder replaces it (certs.onChange below)
@@ -274,7 +281,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
             caCerts: () => cas.chain(),
             nextCaCerts: () => {
               const next = cas.pending();
-              return next ? [next.ca.der, hierarchy.root.der] : null;
+              return next ? [next.ca.der, rootOf(cas.hierarchy, next.ca.der).der, ...cas.hierarchy.links] : null;
             },
             paths: new Map(Object.entries(cfg.scep.paths).map(([name, p]) => [name, p.profile])),
             bodyLimit: cfg.http.bodyLimit,
@@ -287,7 +294,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     mounts: [
       {
         path: '/ca',
-        router: caCertsRouter((name) => (name === hierarchy.root.name ? hierarchy.root.der : cas.all().find((c) => c.name === name)?.der)),
+        router: caCertsRouter((name) => cas.rootDer(name) ?? cas.all().find((c) => c.name === name)?.der),
       },
       { path: '/crl', router: crlRouter(crls, 60, rootCrl) },
       { path: '/firmware', router: firmware },
@@ -353,9 +360,12 @@ export async function openRegistrationAuthority(cfg: Config): Promise<{
   access: AdminAccess;
   crl: CrlPublisher;
   caCerts: Buffer[];
-  /** otherIssuers: the other issuing CAs served during a rollover (next or retired), each with its CRL publisher */
-  otherIssuers: { der: Buffer; crl: CrlPublisher }[];
+  /** otherIssuers: the other issuing CAs served during a rollover (next or retired), each with its CRL publisher and the root that signed it */
+  otherIssuers: { der: Buffer; root: Buffer; crl: CrlPublisher }[];
+  /** rootCrl: the CRL of the root that signed the issuing CA in force (caCerts[last]) */
   rootCrl: () => Promise<RootCrlInfo | null>;
+  /** otherRoots: the other published roots after `ca rollover-root`, each with its CRL */
+  otherRoots: { der: Buffer; crl: () => Promise<RootCrlInfo | null> }[];
   store: Store;
   close(): Promise<void>;
 }> {
@@ -368,6 +378,8 @@ export async function openRegistrationAuthority(cfg: Config): Promise<{
     const hierarchy = await loadCa(cfg, keys, store, { lazyKeys: true });
     const ra = new RegistrationAuthority({ config: cfg, store, ca: buildCertificateAuthority(cfg, hierarchy), bootstrap: loadBootstrapPolicy(cfg) });
     const crl = new CrlPublisher(hierarchy.issuing, store, cfg.crl, publicBaseUrl(cfg));
+    // the root that signed the issuing CA in force (after `ca rollover-root`, not always the root in force)
+    const issuingRoot = hierarchy.roots.find((r) => r.der.equals(rootOf(hierarchy, hierarchy.issuing.der).der)) ?? hierarchy.roots[0];
     // a CLI change reaches running services through the store (shard revisions, OCSP status reads)
     const lifecycle = new DeviceLifecycle(cfg, store);
     return {
@@ -375,11 +387,12 @@ export async function openRegistrationAuthority(cfg: Config): Promise<{
       lifecycle,
       access: new AdminAccess(store),
       crl,
-      caCerts: [hierarchy.issuing.der, hierarchy.root.der],
+      caCerts: [hierarchy.issuing.der, issuingRoot.der],
       otherIssuers: issuingCas(hierarchy)
         .slice(1)
-        .map((c) => ({ der: c.der, crl: new CrlPublisher(c, store, cfg.crl, publicBaseUrl(cfg)) })),
-      rootCrl: () => readRootCrl(store, hierarchy.root.der),
+        .map((c) => ({ der: c.der, root: rootOf(hierarchy, c.der).der, crl: new CrlPublisher(c, store, cfg.crl, publicBaseUrl(cfg)) })),
+      rootCrl: () => readRootCrl(store, issuingRoot.der, issuingRoot.crlRecord),
+      otherRoots: hierarchy.roots.filter((r) => r !== issuingRoot).map((r) => ({ der: r.der, crl: () => readRootCrl(store, r.der, r.crlRecord) })),
       store,
       close: async () => (await store.close(), await keys.close()),
     };

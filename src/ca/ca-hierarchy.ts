@@ -27,8 +27,8 @@ import { encodeName } from './name';
 import { toPem } from './pem';
 import { AuditStore, CaStateStore } from '../store/store';
 import { publicBaseUrl } from '../config/load-config';
-import { rootCrlUrl, saveRootCrl, signRootCrl } from './root-crl';
-import { saveRootOcsp, signRootOcsp } from './root-ocsp';
+import { ROOT_CRL_RECORD, rootCrlUrl, saveRootCrl, signRootCrl } from './root-crl';
+import { ROOT_OCSP_RECORD, saveRootOcsp, signRootOcsp } from './root-ocsp';
 
 /**
  * CaState says which key and certificate serve each CA role. keyRef is what a KeyBackend opens (a key
@@ -45,8 +45,20 @@ export interface CaState {
 /** CaCertificate: a CA as relying parties see it, without its key (the root's key stays offline). */
 export type CaCertificate = Omit<CaMaterial, 'key'>;
 
+/**
+ * PublishedRoot: a root CA whose certificate and CRL are published: the root in force and, after
+ * `ca rollover-root`, the roots it replaced until they expire. crlRecord/ocspRecord name the store
+ * records of its CRL and of its OCSP answer for the CA certificates it signed.
+ */
+export type PublishedRoot = CaCertificate & { crlRecord: string; ocspRecord: string };
+
 export interface CaHierarchy {
+  /** root: the root in force (the one `ca rollover` puts new issuing CAs under) */
   root: CaCertificate;
+  /** roots: every published root, the one in force first, then those `ca rollover-root` replaced (not expired) */
+  roots: PublishedRoot[];
+  /** links: the root key update certificates (OldWithNew, NewWithOld; RFC 4210 §4.4) served beside the roots */
+  links: Buffer[];
   /** issuing: the issuing CA in force when the hierarchy was loaded */
   issuing: CaMaterial;
   /** next: the issuing CA `ca rollover` made, taking over new issuance at activatesAt */
@@ -68,12 +80,51 @@ export const HIERARCHY_RECORD = 'hierarchy';
  */
 export interface StoredCa {
   version: 2;
-  root: { name: string; keyRef: string; der: string };
+  /** root: the root in force; issuing CAs made from now on are signed by it */
+  root: StoredRoot;
+  /** previousRoots: roots `ca rollover-root` replaced, newest first: published (certificate, CRL) while the CAs they signed are in use */
+  previousRoots?: StoredRoot[];
+  /** links: the link certificates each root rollover made (base64 DER) */
+  links?: StoredRootLink[];
   issuing: StoredIssuing;
   /** next: a rolled-over issuing CA (`ca rollover`) that takes over new issuance at activatesAt (ISO time) */
   next?: StoredIssuing & { activatesAt: string };
   /** retired: earlier issuing CAs, served (CRLs, OCSP, /ca/<name>.crt) until their certificates expire */
   retired?: StoredIssuing[];
+}
+
+/**
+ * StoredRoot: one root CA in the store record. records: where its CRL and OCSP answer are kept; absent for
+ * the root `init` made (ROOT_CRL_RECORD, ROOT_OCSP_RECORD, as before root rollover existed).
+ */
+export interface StoredRoot {
+  name: string;
+  keyRef: string;
+  der: string;
+  records?: { crl: string; ocsp: string };
+}
+
+/** StoredRootLink: the link certificates between two roots (RFC 4210 §4.4, RFC 7030 §4.1.3), base64 DER. */
+export interface StoredRootLink {
+  from: string;
+  to: string;
+  /** oldWithNew: the new root's key certified by the old root key (clients trusting the old root reach the new hierarchy) */
+  oldWithNew: string;
+  /** newWithOld: the old root's key certified by the new root key (clients trusting the new root reach the old hierarchy) */
+  newWithOld: string;
+}
+
+/** rootCrlRecordOf / rootOcspRecordOf: the store records of a root's CRL and OCSP answer. */
+export const rootCrlRecordOf = (r: StoredRoot): string => r.records?.crl ?? ROOT_CRL_RECORD;
+export const rootOcspRecordOf = (r: StoredRoot): string => r.records?.ocsp ?? ROOT_OCSP_RECORD;
+
+/** allRoots: every root the record names, the one in force first. */
+export const allRoots = (rec: StoredCa): StoredRoot[] => [rec.root, ...(rec.previousRoots ?? [])];
+
+/** issuerRootOf: the root (in force or previous) that signed this CA certificate (its issuer is the root's subject); null when none did. */
+export function issuerRootOf(rec: StoredCa, der: Buffer): StoredRoot | null {
+  const issuer = certificateParts(der).issuer;
+  return allRoots(rec).find((r) => certificateParts(Buffer.from(r.der, 'base64')).subject.equals(issuer)) ?? null;
 }
 
 /** StoredIssuing: one issuing CA in the store record. */
@@ -94,7 +145,8 @@ export interface StoredIssuing {
 export function promoteDue(rec: StoredCa, now: Date): StoredCa {
   if (!rec.next || new Date(rec.next.activatesAt) > now) return rec;
   const { activatesAt: _at, ...next } = rec.next;
-  return { version: 2, root: rec.root, issuing: next, retired: [...(rec.retired ?? []), rec.issuing] };
+  const { next: _next, ...rest } = rec;
+  return { ...rest, issuing: next, retired: [...(rec.retired ?? []), rec.issuing] };
 }
 
 /** LegacyCaState is ca/state.json of device-ca before the CA state moved into the store (absolute paths). */
@@ -263,7 +315,9 @@ export async function initCa(cfg: Config, keys: KeyBackend, store: CaStateStore 
   await saveRootOcsp(store, await signRootOcsp({ rootKey, rec, entries: [], thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate }));
   exportCaFiles(cfg, rootDer, issDer);
   const state = stateOf(cfg, rec);
-  return { root: material(state.root.name, rootDer, rootKey), issuing: material(state.issuing.name, issDer, issKey), retired: [], state };
+  const root = material(state.root.name, rootDer, rootKey);
+  const { key: _k, ...published } = root;
+  return { root, roots: [{ ...published, crlRecord: ROOT_CRL_RECORD, ocspRecord: ROOT_OCSP_RECORD }], links: [], issuing: material(state.issuing.name, issDer, issKey), retired: [], state };
 }
 
 /** rootUrlsOf: the root CRL and root certificate URLs an issuing CA certificate names. */
@@ -276,18 +330,25 @@ export function rootUrlsOf(cfg: Config, rootName: string): { crl: string; caIssu
  * exportCaFiles writes the CA certificates for operators and relying parties: <name>.crt (DER),
  * <name>.pem and chain.pem (issuing then root; the README's trust anchor for clients). A file whose
  * bytes are already right is left alone, so a restart does not touch them. chain: false for a CA that is
- * not in force yet (a pending rollover).
+ * not in force yet (a pending rollover). rootName: the root that signed issDer (after `ca rollover-root`,
+ * `<ca.root.name>-<n>` for the new hierarchy).
  */
-export function exportCaFiles(cfg: Config, rootDer: Buffer, issDer: Buffer, issName = cfg.ca.issuing.name, o: { chain?: boolean } = {}): void {
-  const dir = caDir(cfg);
+export function exportCaFiles(cfg: Config, rootDer: Buffer, issDer: Buffer, issName = cfg.ca.issuing.name, o: { chain?: boolean; rootName?: string } = {}): void {
+  const rootName = o.rootName ?? cfg.ca.root.name;
   // issName: after a rollover the issuing CA in force is `<ca.issuing.name>-<n>`; each CA keeps its own files
   const files: [string, Buffer | string][] = [
-    [`${cfg.ca.root.name}.crt`, rootDer],
+    [`${rootName}.crt`, rootDer],
     [`${issName}.crt`, issDer],
-    [`${cfg.ca.root.name}.pem`, toPem(rootDer, 'CERTIFICATE')],
+    [`${rootName}.pem`, toPem(rootDer, 'CERTIFICATE')],
     [`${issName}.pem`, toPem(issDer, 'CERTIFICATE')],
   ];
   if (o.chain !== false) files.push(['chain.pem', toPem(issDer, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE')]);
+  writeCaFiles(cfg, files);
+}
+
+/** writeCaFiles writes operator exports into <dataDir>/ca, leaving alone a file whose bytes are already right. */
+export function writeCaFiles(cfg: Config, files: [string, Buffer | string][]): void {
+  const dir = caDir(cfg);
   for (const [name, data] of files) {
     const f = path.join(dir, name);
     try {
@@ -326,8 +387,22 @@ export async function loadCa(cfg: Config, keys: KeyBackend, store: CaStateStore 
   // a retired CA is served while a certificate it signed can be valid: none outlives its CA certificate
   for (const r of rec.retired ?? []) if (new Date(new crypto.X509Certificate(Buffer.from(r.der, 'base64')).validTo) > now) retired.push(await open(r));
   const { key: _none, ...root } = material(state.root.name, rootDer, issuing.key);
+  // a previous root is published while it has not expired (the CAs it signed cannot outlive it)
+  const roots: PublishedRoot[] = [];
+  for (const r of allRoots(rec)) {
+    const der = Buffer.from(r.der, 'base64');
+    const { key: _k, ...pub } = material(r.name, der, issuing.key);
+    if (r === rec.root || pub.notAfter > now) roots.push({ ...pub, crlRecord: rootCrlRecordOf(r), ocspRecord: rootOcspRecordOf(r) });
+  }
+  const links = (rec.links ?? []).flatMap((l) => [Buffer.from(l.oldWithNew, 'base64'), Buffer.from(l.newWithOld, 'base64')]).filter((d) => new Date(new crypto.X509Certificate(d).validTo) > now);
   const revoked = [rec.issuing, ...(rec.next ? [rec.next] : []), ...(rec.retired ?? [])].filter((r) => r.revoked).map((r) => r.name);
-  return { root, issuing, next, retired, revoked, state };
+  return { root, roots, links, issuing, next, retired, revoked, state };
+}
+
+/** rootOf: the published root that signed a CA certificate (the root in force when none matches). */
+export function rootOf(h: Pick<CaHierarchy, 'root' | 'roots'>, der: Buffer): CaCertificate {
+  const issuer = certificateParts(der).issuer;
+  return h.roots.find((r) => r.subject.equals(issuer)) ?? h.root;
 }
 
 /** openIssuing: one issuing CA's certificate from the store and its key from the backend, checked to match. */
@@ -378,7 +453,8 @@ export function material(name: string, der: Buffer, key: SigningKey): CaMaterial
 export async function ensureCa(cfg: Config, keys: KeyBackend, store: CaStateStore & AuditStore): Promise<{ ca: CaHierarchy; created: boolean }> {
   const load = async () => {
     const ca = await loadCa(cfg, keys, store);
-    exportCaFiles(cfg, ca.root.der, ca.issuing.der, ca.issuing.name);
+    const root = rootOf(ca, ca.issuing.der);
+    exportCaFiles(cfg, root.der, ca.issuing.der, ca.issuing.name, { rootName: root.name });
     return { ca, created: false };
   };
   if (await caExists(cfg, store)) return load();

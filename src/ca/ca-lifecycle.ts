@@ -2,12 +2,31 @@ import * as crypto from 'node:crypto';
 import { Config } from '../config/schema';
 import { fromStoredRef } from '../data-dir/data-dir-ref';
 import { DeviceCaError } from '../errors/device-ca-error';
-import { KeyBackend, SigningKey } from '../keys/key-backend';
+import { KeyAlgorithm, KeyBackend, SigningKey } from '../keys/key-backend';
+import { toStoredRef } from '../data-dir/data-dir-ref';
 import { AuditStore, CaStateStore } from '../store/store';
-import { HIERARCHY_RECORD, StoredCa, StoredIssuing, exportCaFiles, promoteDue, readCaRecord, rootUrlsOf, signCaCert } from './ca-hierarchy';
+import {
+  HIERARCHY_RECORD,
+  StoredCa,
+  StoredIssuing,
+  StoredRoot,
+  allRoots,
+  exportCaFiles,
+  writeCaFiles,
+  issuerRootOf,
+  promoteDue,
+  readCaRecord,
+  rootCrlRecordOf,
+  rootOcspRecordOf,
+  rootUrlsOf,
+  signCaCert,
+} from './ca-hierarchy';
 import { keyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 import { CrlReason, RevokedEntry } from './crl-encoder';
+import { encodeName } from './name';
+import { toPem } from './pem';
+import { signRootLinks } from './root-links';
 import { RootCrlInfo, parseRootCrl, readRootCrl, saveRootCrl, signRootCrl } from './root-crl';
 import { saveRootOcsp, signRootOcsp } from './root-ocsp';
 
@@ -31,29 +50,51 @@ export async function caRecord(cfg: Config, store: LifecycleStore, now = new Dat
   return { rec: promoteDue(e.value as StoredCa, now), version: e.version };
 }
 
-/** openRootKey loads the root key named in the store and checks it against the root certificate. */
-export async function openRootKey(cfg: Config, keys: KeyBackend, rec: StoredCa): Promise<SigningKey> {
-  const key = await keys.load(fromStoredRef(cfg.dataDir, rec.root.keyRef));
-  if (!key.spki.equals(certificateParts(Buffer.from(rec.root.der, 'base64')).spki)) throw new DeviceCaError('config', `root key ${rec.root.keyRef} does not match the root CA certificate`);
+/** openRootKey loads the root key named in the store (root: a previous root; default the one in force) and checks it against its certificate. */
+export async function openRootKey(cfg: Config, keys: KeyBackend, rec: StoredCa, root: StoredRoot = rec.root): Promise<SigningKey> {
+  const key = await keys.load(fromStoredRef(cfg.dataDir, root.keyRef));
+  if (!key.spki.equals(certificateParts(Buffer.from(root.der, 'base64')).spki)) throw new DeviceCaError('config', `root key ${root.keyRef} does not match the root CA certificate ${root.name}`);
   return key;
+}
+
+/** findRoot: the root of this name (default the one in force); 'not-found' naming the CA's roots otherwise. */
+export function findRoot(rec: StoredCa, name?: string): StoredRoot {
+  if (name === undefined) return rec.root;
+  const r = allRoots(rec).find((x) => x.name === name);
+  if (!r)
+    throw new DeviceCaError(
+      'not-found',
+      `no root CA named ${name} (this CA's: ${allRoots(rec)
+        .map((x) => x.name)
+        .join(', ')})`,
+    );
+  return r;
+}
+
+/** rootSigning: the root that signed an issuing CA certificate; a record whose issuing CA matches no root is damaged. */
+function rootSigning(rec: StoredCa, der: Buffer): StoredRoot {
+  const r = issuerRootOf(rec, der);
+  if (!r) throw new DeviceCaError('config', 'the issuing CA certificate was signed by none of the roots in the store');
+  return r;
 }
 
 /**
  * makeRootCrl signs a new root CRL carrying the current one's entries plus `add`; with `out` the caller
  * writes the bytes to a file (offline machine) and the store is left alone, otherwise it is stored.
  */
-export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: LifecycleStore, o: { add?: RevokedEntry[]; store: boolean; actor: string; now?: Date }): Promise<RootCrlInfo> {
+export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: LifecycleStore, o: { add?: RevokedEntry[]; store: boolean; actor: string; now?: Date; root?: string }): Promise<RootCrlInfo> {
   const { rec } = await caRecord(cfg, store);
-  const rootDer = Buffer.from(rec.root.der, 'base64');
-  const rootKey = await openRootKey(cfg, keys, rec);
-  const current = await readRootCrl(store, rootDer);
+  const root = findRoot(rec, o.root);
+  const rootDer = Buffer.from(root.der, 'base64');
+  const rootKey = await openRootKey(cfg, keys, rec, root);
+  const current = await readRootCrl(store, rootDer, rootCrlRecordOf(root));
   const entries = [...(current?.entries ?? [])];
   for (const e of o.add ?? []) if (!entries.some((x) => String(x.serial) === String(e.serial))) entries.push(e);
   const der = await signRootCrl({ rootKey, rootDer, validitySeconds: cfg.ca.root.crlValidity, entries, now: o.now, after: current?.number });
   if (!o.store) return parseRootCrl(der, rootDer);
-  const info = await saveRootCrl(store, rootDer, der, o.actor, 'signed');
+  const info = await saveRootCrl(store, rootDer, der, o.actor, 'signed', rootCrlRecordOf(root));
   await markRevoked(cfg, store, info);
-  await refreshRootOcsp(cfg, store, rootKey, o.now);
+  await refreshRootOcsp(cfg, store, rootKey, o.now, root.name);
   return info;
 }
 
@@ -62,13 +103,14 @@ export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: Lifecycl
  * from the CA record and root CRL as they are now; it lapses with the root CRL. Run wherever the root
  * key is open with the store beside it.
  */
-export async function refreshRootOcsp(cfg: Config, store: LifecycleStore, rootKey: SigningKey, now = new Date()): Promise<void> {
+export async function refreshRootOcsp(cfg: Config, store: LifecycleStore, rootKey: SigningKey, now = new Date(), rootName?: string): Promise<void> {
   const { rec } = await caRecord(cfg, store, now);
-  const rootDer = Buffer.from(rec.root.der, 'base64');
-  const crl = await readRootCrl(store, rootDer);
+  const root = findRoot(rec, rootName);
+  const rootDer = Buffer.from(root.der, 'base64');
+  const crl = await readRootCrl(store, rootDer, rootCrlRecordOf(root));
   const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
   const nextUpdate = crl?.nextUpdate ?? new Date(Math.min(thisUpdate.getTime() + cfg.ca.root.crlValidity * 1000, new Date(new crypto.X509Certificate(rootDer).validTo).getTime()));
-  await saveRootOcsp(store, await signRootOcsp({ rootKey, rec, entries: crl?.entries ?? [], thisUpdate, nextUpdate }));
+  await saveRootOcsp(store, await signRootOcsp({ rootKey, rec, root, entries: crl?.entries ?? [], thisUpdate, nextUpdate }), rootOcspRecordOf(root));
 }
 
 /**
@@ -99,10 +141,24 @@ async function markRevoked(cfg: Config, store: LifecycleStore, crl: RootCrlInfo)
   }
 }
 
-/** importRootCrl stores a root CRL signed elsewhere (the offline root machine); it must verify with the root key and be newer. */
+/**
+ * importRootCrl stores a root CRL signed elsewhere (the offline root machine); it must verify with the key
+ * of one of the CA's roots (the one whose name is its issuer) and be newer than that root's CRL.
+ */
 export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buffer, actor: string): Promise<RootCrlInfo> {
   const { rec } = await caRecord(cfg, store);
-  const info = await saveRootCrl(store, Buffer.from(rec.root.der, 'base64'), der, actor, 'imported');
+  const roots = allRoots(rec);
+  // the root whose CRL this is: its signature decides (parseRootCrl); the last root's refusal is the one reported
+  const root = roots.find((r, i) => {
+    if (i === roots.length - 1) return true;
+    try {
+      parseRootCrl(der, Buffer.from(r.der, 'base64'));
+      return true;
+    } catch {
+      return false;
+    }
+  })!;
+  const info = await saveRootCrl(store, Buffer.from(root.der, 'base64'), der, actor, 'imported', rootCrlRecordOf(root));
   await markRevoked(cfg, store, info);
   return info;
 }
@@ -115,9 +171,11 @@ export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buf
  */
 export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: LifecycleStore, actor: string, now = new Date()): Promise<{ der: Buffer; replaced: string }> {
   const { rec, version } = await caRecord(cfg, store);
-  const rootDer = Buffer.from(rec.root.der, 'base64');
   const oldDer = Buffer.from(rec.issuing.der, 'base64');
-  const rootKey = await openRootKey(cfg, keys, rec);
+  // the root that signed it (after `ca rollover-root` the issuing CA in force may be under the previous root)
+  const signer = rootSigning(rec, oldDer);
+  const rootDer = Buffer.from(signer.der, 'base64');
+  const rootKey = await openRootKey(cfg, keys, rec, signer);
   const root = certificateParts(rootDer);
   const old = certificateParts(oldDer);
   const x = new crypto.X509Certificate(oldDer);
@@ -131,7 +189,7 @@ export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: Lifec
     pathLen: 0,
     now,
     window: { notBefore: new Date(x.validFrom), notAfter: new Date(x.validTo) },
-    rootUrls: rootUrlsOf(cfg, rec.root.name),
+    rootUrls: rootUrlsOf(cfg, signer.name),
   });
   const next: StoredCa = { ...rec, issuing: { ...rec.issuing, der: der.toString('base64'), replaced: [...(rec.issuing.replaced ?? []), old.serial] } };
   await store.saveCaState(HIERARCHY_RECORD, next, version, {
@@ -140,8 +198,8 @@ export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: Lifec
     subject: rec.issuing.name,
     data: { replaced: old.serial, serial: certificateParts(der).serial },
   });
-  exportCaFiles(cfg, rootDer, der, rec.issuing.name);
-  await refreshRootOcsp(cfg, store, rootKey, now);
+  exportCaFiles(cfg, rootDer, der, rec.issuing.name, { rootName: signer.name });
+  await refreshRootOcsp(cfg, store, rootKey, now, signer.name);
   return { der, replaced: old.serial };
 }
 
@@ -165,7 +223,125 @@ export async function revokeIssuing(
   const now = o.now ?? new Date();
   const serials = [certificateParts(Buffer.from(target.der, 'base64')).serial, ...(target.replaced ?? [])];
   const add = serials.map((serial) => ({ serial, revokedAt: new Date(Math.floor(now.getTime() / 1000) * 1000), reason }));
-  const crl = await makeRootCrl(cfg, keys, store, { add, store: o.store, actor: o.actor, now });
+  // listed on the CRL of the root that signed it
+  const root = rootSigning(rec, Buffer.from(target.der, 'base64')).name;
+  const crl = await makeRootCrl(cfg, keys, store, { add, store: o.store, actor: o.actor, now, root });
   if (o.store) await store.appendAudit({ type: 'ca.issuing-revoked', actor: o.actor, subject: name, data: { serials, reason } });
   return { crl, serials };
+}
+
+/** RootRolloverResult: the root `ca rollover-root` made and its link certificates. */
+export interface RootRolloverResult {
+  name: string;
+  der: Buffer;
+  keyRef: string;
+  /** replaces: the root it takes over from (retired but published: certificate, CRL, OCSP for its CAs) */
+  replaces: string;
+  oldWithNew: Buffer;
+  newWithOld: Buffer;
+  /** resumed: an earlier run had committed the root but was stopped before its first CRL; this run finished it */
+  resumed: boolean;
+}
+
+/**
+ * rolloverRoot makes a new root CA (new key: on the PKCS#11 token when keys.roles.root says so, a key file
+ * otherwise) and the two link certificates (root-links.ts), with the old root key. The new root becomes
+ * the root in force: the next `ca rollover` puts its issuing CA under it. The old root is retired but
+ * published (certificate, CRL at /crl/<old>.crl, OCSP for the issuing CAs it signed) while it has not
+ * expired, so the issuing CA in force stays valid under it until devices have re-enrolled.
+ *
+ * When: one root rollover at a time. A second one is refused until an issuing CA has been put under the
+ * new root (`ca rollover`): before that, the new root signs nothing devices use, and a third root would
+ * only lengthen the chains relying parties must follow.
+ *
+ * Crash safety: the key and certificates are made first, then the store record is written in one
+ * versioned write (the commit point, audited), then the new root's first CRL and the export files. A
+ * kill before the commit leaves at most an unused key (a rerun makes another); a kill after it leaves a
+ * root without a CRL, which a rerun notices and finishes (resumed), never a second new root.
+ */
+export async function rolloverRoot(cfg: Config, keys: KeyBackend, store: LifecycleStore, o: { actor: string; now?: Date }): Promise<RootRolloverResult> {
+  const now = o.now ?? new Date();
+  const { rec, version } = await caRecord(cfg, store, now);
+  const last = (rec.links ?? []).find((l) => l.to === rec.root.name);
+  if (last) {
+    const newKey = await openRootKey(cfg, keys, rec);
+    const result = (resumed: boolean): RootRolloverResult => ({
+      name: rec.root.name,
+      der: Buffer.from(rec.root.der, 'base64'),
+      keyRef: rec.root.keyRef,
+      replaces: last.from,
+      oldWithNew: Buffer.from(last.oldWithNew, 'base64'),
+      newWithOld: Buffer.from(last.newWithOld, 'base64'),
+      resumed,
+    });
+    // committed, but stopped before its first CRL: finish what the earlier run began
+    if (!(await readRootCrl(store, Buffer.from(rec.root.der, 'base64'), rootCrlRecordOf(rec.root)))) {
+      await publishNewRoot(cfg, store, newKey, o.actor, now);
+      return result(true);
+    }
+    const under = [rec.issuing, ...(rec.next ? [rec.next] : [])].some((i) => issuerRootOf(rec, Buffer.from(i.der, 'base64'))?.name === rec.root.name);
+    if (!under)
+      throw new DeviceCaError(
+        'conflict',
+        `root ${rec.root.name} (the last root rollover, from ${last.from}) has no issuing CA under it yet; run \`device-ca ca rollover\` to put one there before rolling the root over again`,
+      );
+  }
+  const oldRoot = rec.root;
+  const oldDer = Buffer.from(oldRoot.der, 'base64');
+  const oldKey = await openRootKey(cfg, keys, rec);
+  const taken = new Set([...allRoots(rec).map((r) => r.name), rec.issuing.name, ...(rec.next ? [rec.next.name] : []), ...(rec.retired ?? []).map((r) => r.name)]);
+  let n = (rec.previousRoots?.length ?? 0) + 2;
+  while (taken.has(`${cfg.ca.root.name}-${n}`)) n++;
+  const name = `${cfg.ca.root.name}-${n}`;
+  const algorithm = (cfg.ca.root.algorithm ?? cfg.ca.algorithm) as KeyAlgorithm;
+  const key = await keys.generate('root', algorithm, `${name}-${now.toISOString().slice(0, 10).replace(/-/g, '')}-${crypto.randomBytes(3).toString('hex')}`);
+  const subject = encodeName([
+    { type: 'O', value: cfg.ca.organization },
+    { type: 'CN', value: `${cfg.ca.root.commonName ?? `${cfg.ca.organization} Root CA`} ${n}` },
+  ]);
+  const der = await signCaCert({ issuerKey: key, issuerName: subject, subjectName: subject, spki: key.spki, validitySeconds: cfg.ca.root.validity, now });
+  const links = await signRootLinks({
+    old: { der: oldDer, key: oldKey, urls: rootUrlsOf(cfg, oldRoot.name) },
+    new: { der, key, urls: rootUrlsOf(cfg, name) },
+    now,
+  });
+  const keyRef = toStoredRef(cfg.dataDir, key.ref);
+  const next: StoredCa = {
+    ...rec,
+    root: { name, keyRef, der: der.toString('base64'), records: { crl: `root-crl:${name}`, ocsp: `root-ocsp:${name}` } },
+    previousRoots: [oldRoot, ...(rec.previousRoots ?? [])],
+    links: [...(rec.links ?? []), { from: oldRoot.name, to: name, oldWithNew: links.oldWithNew.toString('base64'), newWithOld: links.newWithOld.toString('base64') }],
+  };
+  // the commit point: one versioned write (a concurrent rollover or rewrite loses with 'conflict')
+  await store.saveCaState(HIERARCHY_RECORD, next, version, {
+    type: 'ca.root-rolled-over',
+    actor: o.actor,
+    subject: name,
+    data: {
+      replaces: oldRoot.name,
+      serial: certificateParts(der).serial,
+      key: keyRef,
+      oldWithNew: certificateParts(links.oldWithNew).serial,
+      newWithOld: certificateParts(links.newWithOld).serial,
+    },
+  });
+  await publishNewRoot(cfg, store, key, o.actor, now);
+  return { name, der, keyRef, replaces: oldRoot.name, ...links, resumed: false };
+}
+
+/**
+ * publishNewRoot: what follows the commit of a root rollover, each step safe to repeat: the new root's
+ * first CRL (empty), and the operator exports <name>.crt/.pem and root-links.pem (every link certificate).
+ */
+async function publishNewRoot(cfg: Config, store: LifecycleStore, key: SigningKey, actor: string, now: Date): Promise<void> {
+  const { rec } = await caRecord(cfg, store, now);
+  const der = Buffer.from(rec.root.der, 'base64');
+  if (!(await readRootCrl(store, der, rootCrlRecordOf(rec.root))))
+    await saveRootCrl(store, der, await signRootCrl({ rootKey: key, rootDer: der, validitySeconds: cfg.ca.root.crlValidity, entries: [], now }), actor, 'signed', rootCrlRecordOf(rec.root));
+  const linkPems = (rec.links ?? []).map((l) => toPem(Buffer.from(l.oldWithNew, 'base64'), 'CERTIFICATE') + toPem(Buffer.from(l.newWithOld, 'base64'), 'CERTIFICATE')).join('');
+  writeCaFiles(cfg, [
+    [`${rec.root.name}.crt`, der],
+    [`${rec.root.name}.pem`, toPem(der, 'CERTIFICATE')],
+    ['root-links.pem', linkPems],
+  ]);
 }

@@ -65,6 +65,25 @@ export async function exportHashedDir(
   return numbers;
 }
 
+/**
+ * exportRootToHashedDir writes a root certificate (<hash>.0) and its CRL (<hash>.r0) into the hashed
+ * directory: after `ca rollover-root` both roots are anchors there, each with its own CRL. Returns the
+ * CRL number written (null when the store holds no CRL of that root).
+ */
+export function exportRootToHashedDir(dir: string, rootDer: Buffer, rootCrl: Pick<RootCrlInfo, 'der' | 'number'> | null): bigint | null {
+  fs.mkdirSync(dir, { recursive: true });
+  const h = opensslNameHash(certificateParts(rootDer).subject);
+  const write = (name: string, text: string) => {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f + '.tmp', text);
+    fs.renameSync(f + '.tmp', f);
+  };
+  write(`${h}.0`, toPem(rootDer, 'CERTIFICATE'));
+  if (!rootCrl) return null;
+  write(`${h}.r0`, crlToPem(rootCrl.der));
+  return rootCrl.number;
+}
+
 /** runReload runs the operator's reload command through the shell; resolves with its exit code. */
 export function runReload(cmd: string): Promise<number> {
   return new Promise((resolve) => {

@@ -1,5 +1,5 @@
 import { CaStateStore } from '../store/store';
-import { CaHierarchy, HIERARCHY_RECORD, issuingCas } from './ca-hierarchy';
+import { CaHierarchy, HIERARCHY_RECORD, issuingCas, rootOf } from './ca-hierarchy';
 import { CaMaterial } from './certificate-authority';
 
 /**
@@ -58,17 +58,27 @@ export class IssuingCaSet {
   /**
    * chain: what clients fetch as the CA certificates (EST /cacerts, SCEP GetCACert): the active issuing
    * CA first (clients that take the first certificate as their issuer), then the other issuing CAs served
-   * during a rollover's overlap, then the root.
+   * during a rollover's overlap, then the root that signed the active one; after `ca rollover-root` the
+   * other published roots and the link certificates follow (OldWithNew, NewWithOld: RFC 7030 §4.1.3), so a
+   * client trusting either root can reach both hierarchies.
    */
   chain(now = this.now()): Buffer[] {
     const active = this.active(now);
+    const root = rootOf(this.h, active.der);
     return [
       active.der,
       ...this.all()
         .filter((c) => c.name !== active.name)
         .map((c) => c.der),
-      this.h.root.der,
+      root.der,
+      ...this.h.roots.filter((r) => !r.der.equals(root.der)).map((r) => r.der),
+      ...this.h.links,
     ];
+  }
+
+  /** rootDer: the published root of this name (current or previous), for /ca/<name>.crt. */
+  rootDer(name: string): Buffer | undefined {
+    return this.h.roots.find((r) => r.name === name)?.der;
   }
 
   /** onAdded: called with each issuing CA a refresh finds that this process did not serve yet. */

@@ -3,7 +3,7 @@ import { Config } from '../config/schema';
 import { toStoredRef } from '../data-dir/data-dir-ref';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm, KeyBackend } from '../keys/key-backend';
-import { HIERARCHY_RECORD, StoredCa, exportCaFiles, rootUrlsOf, signCaCert } from './ca-hierarchy';
+import { HIERARCHY_RECORD, StoredCa, allRoots, exportCaFiles, rootUrlsOf, signCaCert } from './ca-hierarchy';
 import { LifecycleStore, caRecord, openRootKey, refreshRootOcsp } from './ca-lifecycle';
 import { keyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
@@ -20,7 +20,7 @@ export interface RolloverResult {
 }
 
 /**
- * rolloverIssuing makes a new issuing CA under the same root: a new key (keys.roles.issuing decides where:
+ * rolloverIssuing makes a new issuing CA under the root in force (after `ca rollover-root`, the new root): a new key (keys.roles.issuing decides where:
  * the PKCS#11 token when configured, a key file otherwise) and a root-signed certificate with the CRL
  * distribution point and caIssuers of this version. It is recorded in the store as the next issuing CA
  * with its activation time, in one versioned write: every process reads it from there, serves it at once
@@ -38,7 +38,7 @@ export async function rolloverIssuing(cfg: Config, keys: KeyBackend, store: Life
   const rootX = new crypto.X509Certificate(rootDer);
   if (activatesAt >= new Date(rootX.validTo)) throw new DeviceCaError('bad-request', `--at ${activatesAt.toISOString()} is after the root CA expires (${rootX.validTo})`);
   const rootKey = await openRootKey(cfg, keys, rec);
-  const taken = new Set([rec.issuing.name, ...(rec.retired ?? []).map((r) => r.name), rec.root.name]);
+  const taken = new Set([rec.issuing.name, ...(rec.retired ?? []).map((r) => r.name), ...allRoots(rec).map((r) => r.name)]);
   let n = (rec.retired?.length ?? 0) + 2;
   while (taken.has(`${cfg.ca.issuing.name}-${n}`)) n++;
   const name = `${cfg.ca.issuing.name}-${n}`;
@@ -71,6 +71,6 @@ export async function rolloverIssuing(cfg: Config, keys: KeyBackend, store: Life
   // the root vouches for the new CA over OCSP too
   await refreshRootOcsp(cfg, store, rootKey, now);
   // <name>.crt/.pem for operators now; chain.pem follows at the first `serve` start after activatesAt
-  exportCaFiles(cfg, rootDer, der, name, { chain: false });
+  exportCaFiles(cfg, rootDer, der, name, { chain: false, rootName: rec.root.name });
   return { name, der, keyRef, activatesAt, replaces: rec.issuing.name };
 }

@@ -3,14 +3,14 @@ import { Config } from '../config/schema';
 import { AuditStore, CaStateStore } from '../store/store';
 import { KeyBackend } from '../keys/key-backend';
 import * as path from 'node:path';
-import { caDir, loadCa } from './ca-hierarchy';
+import { HIERARCHY_RECORD, StoredCa, caDir, loadCa } from './ca-hierarchy';
 import { CaMaterial } from './certificate-authority';
 import { certificateParts } from './certificate-parts';
 import { OCSP_RESPONDER_RECORD } from './service-certificates';
 import { fromStoredRef } from '../data-dir/data-dir-ref';
 
 export interface KeyAssignment {
-  /** role: root, issuing (the one in force), issuing-next (a pending rollover), issuing-retired, ocsp */
+  /** role: root, root-retired (replaced by `ca rollover-root`, still published), issuing (the one in force), issuing-next (a pending rollover), issuing-retired, ocsp */
   role: string;
   ca: string;
   /** status: 'in force', 'from <ISO time>' (issuing-next), 'retired' (still serving CRLs and OCSP), 'revoked' (listed on the root CRL) */
@@ -30,6 +30,7 @@ export interface KeyAssignment {
  */
 export async function keyAssignments(cfg: Config, keys: KeyBackend, store: CaStateStore & AuditStore, now = new Date()): Promise<KeyAssignment[]> {
   const h = await loadCa(cfg, keys, store, { lazyKeys: true, now });
+  const rec = await store.getCaState(HIERARCHY_RECORD);
   const spkiHash = (der: Buffer) => crypto.createHash('sha256').update(certificateParts(der).spki).digest('hex');
   const revoked = new Set(h.revoked ?? []);
   const issuing = (role: string, ca: CaMaterial, status: string): KeyAssignment => ({
@@ -44,6 +45,18 @@ export async function keyAssignments(cfg: Config, keys: KeyBackend, store: CaSta
     { role: 'root', ca: h.state.root.name, status: 'in force', ref: h.state.root.keyRef, certificate: h.state.root.certFile, spkiSha256: spkiHash(h.root.der) },
     issuing('issuing', h.issuing, 'in force'),
     ...(h.next ? [issuing('issuing-next', h.next.ca, `from ${h.next.activatesAt.toISOString()}`)] : []),
+    // a root `ca rollover-root` replaced: its key still signs its CRL (`ca root-crl --root`) while it is published
+    ...h.roots.slice(1).map((r) => {
+      const stored = ((rec?.value as StoredCa | undefined)?.previousRoots ?? []).find((p) => p.name === r.name);
+      return {
+        role: 'root-retired',
+        ca: r.name,
+        status: 'retired',
+        ref: stored ? fromStoredRef(cfg.dataDir, stored.keyRef) : '',
+        certificate: path.join(caDir(cfg), `${r.name}.crt`),
+        spkiSha256: spkiHash(r.der),
+      };
+    }),
     ...h.retired.map((r) => issuing('issuing-retired', r, 'retired')),
   ];
   const o = await store.getCaState(OCSP_RESPONDER_RECORD);

@@ -145,6 +145,7 @@ export class OcspService {
       const a = await this.root.answer(
         req.certIds.map((id) => id.serialNumber),
         now,
+        req.certIds[0],
       );
       return { der: a.der, cache: req.nonce ? undefined : { thisUpdate: now, nextUpdate: a.nextUpdate, etag: rootOcspEtag(a.der) }, outcome: 'ca-certificate' };
     }

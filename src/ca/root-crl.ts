@@ -139,9 +139,12 @@ interface StoredRootCrl {
   der: string;
 }
 
-/** readRootCrl returns the root CRL in the store; null when none was made yet (an installation older than issue 15). */
-export async function readRootCrl(store: CaStateStore, rootDer: Buffer): Promise<RootCrlInfo | null> {
-  const e = await store.getCaState(ROOT_CRL_RECORD);
+/**
+ * readRootCrl returns the root CRL in the store; null when none was made yet (an installation older than
+ * issue 15). record: the root's CRL record (rootCrlRecordOf; each root of a rollover has its own).
+ */
+export async function readRootCrl(store: CaStateStore, rootDer: Buffer, record = ROOT_CRL_RECORD): Promise<RootCrlInfo | null> {
+  const e = await store.getCaState(record);
   return e ? parseRootCrl(Buffer.from((e.value as StoredRootCrl).der, 'base64'), rootDer) : null;
 }
 
@@ -149,17 +152,17 @@ export async function readRootCrl(store: CaStateStore, rootDer: Buffer): Promise
  * saveRootCrl stores a root CRL signed by the root (made here or imported), refusing one that is not newer
  * than the one in the store: an older CRL could drop a revoked issuing CA. Compare-and-set, audited.
  */
-export async function saveRootCrl(store: CaStateStore & AuditStore, rootDer: Buffer, der: Buffer, actor: string, how: 'signed' | 'imported'): Promise<RootCrlInfo> {
+export async function saveRootCrl(store: CaStateStore & AuditStore, rootDer: Buffer, der: Buffer, actor: string, how: 'signed' | 'imported', record = ROOT_CRL_RECORD): Promise<RootCrlInfo> {
   const info = parseRootCrl(der, rootDer);
-  const cur = await store.getCaState(ROOT_CRL_RECORD);
+  const cur = await store.getCaState(record);
   if (cur) {
     const old = parseRootCrl(Buffer.from((cur.value as StoredRootCrl).der, 'base64'), rootDer);
     if (info.number <= old.number) throw new DeviceCaError('conflict', `the root CRL in the store (number ${old.number}) is as new as or newer than this one (number ${info.number})`);
   }
-  await store.saveCaState(ROOT_CRL_RECORD, { der: info.der.toString('base64') } satisfies StoredRootCrl, cur?.version ?? 0, {
+  await store.saveCaState(record, { der: info.der.toString('base64') } satisfies StoredRootCrl, cur?.version ?? 0, {
     type: `root-crl.${how}`,
     actor,
-    subject: 'root-crl',
+    subject: record,
     data: { number: info.number.toString(), nextUpdate: info.nextUpdate.toISOString(), revoked: info.entries.map((e) => String(e.serial)) },
   });
   return info;
@@ -168,8 +171,8 @@ export async function saveRootCrl(store: CaStateStore & AuditStore, rootDer: Buf
 /** rootCrlWarning: the /healthz?detail and log line when the root CRL is missing or lapses within 30 days; null when fine. */
 export function rootCrlWarning(info: RootCrlInfo | null, rootName: string, now = new Date()): string | null {
   if (!info)
-    return `no root CRL in the store: relying parties that check every CRL (openssl -crl_check_all, FreeRADIUS check_all_crl) reject every device; run \`device-ca ca root-crl\` where the root key is`;
+    return `no root CRL in the store for ${rootName}: relying parties that check every CRL (openssl -crl_check_all, FreeRADIUS check_all_crl) reject every device; run \`device-ca ca root-crl --root ${rootName}\` where the root key is`;
   const left = info.nextUpdate.getTime() - now.getTime();
   if (left > ROOT_CRL_WARN_BEFORE_MS) return null;
-  return `the root CRL of ${rootName} ${left <= 0 ? 'lapsed' : 'lapses'} at ${info.nextUpdate.toISOString()}: run \`device-ca ca root-crl\` where the root key is`;
+  return `the root CRL of ${rootName} ${left <= 0 ? 'lapsed' : 'lapses'} at ${info.nextUpdate.toISOString()}: run \`device-ca ca root-crl --root ${rootName}\` where the root key is`;
 }

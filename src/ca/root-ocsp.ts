@@ -2,7 +2,7 @@ import * as crypto from 'node:crypto';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
 import { CaStateStore } from '../store/store';
-import { StoredCa } from './ca-hierarchy';
+import { StoredCa, StoredRoot } from './ca-hierarchy';
 import { certificateParts } from './certificate-parts';
 import { RevokedEntry } from './crl-encoder';
 import { OcspHashName, OcspResponder, OcspSingleResponse, certIdHashes, encodeCertId } from './ocsp-codec';
@@ -30,11 +30,13 @@ const hex = (s: string): string => s.toLowerCase().replace(/^0+(?=.)/, '');
  * The root key signs only where it is (init, `ca root-crl`, `ca revoke-issuing`, `ca rollover`,
  * `ca reissue-issuing`), so the response is pre-signed and lives as long as the root CRL signed with it.
  * A single pre-signed response answers every request, so it carries no nonce (RFC 5019 §2.2.1 allows that).
+ * root: the root answering (default the one in force); after `ca rollover-root` each root answers only for
+ * the issuing CA certificates it signed itself.
  */
-export async function signRootOcsp(args: { rootKey: SigningKey; rec: StoredCa; entries: RevokedEntry[]; thisUpdate: Date; nextUpdate: Date }): Promise<StoredRootOcsp> {
-  const rootDer = Buffer.from(args.rec.root.der, 'base64');
+export async function signRootOcsp(args: { rootKey: SigningKey; rec: StoredCa; root?: StoredRoot; entries: RevokedEntry[]; thisUpdate: Date; nextUpdate: Date }): Promise<StoredRootOcsp> {
+  const rootDer = Buffer.from((args.root ?? args.rec.root).der, 'base64');
   const root = certificateParts(rootDer);
-  const issuing = [args.rec.issuing, ...(args.rec.next ? [args.rec.next] : []), ...(args.rec.retired ?? [])];
+  const issuing = [args.rec.issuing, ...(args.rec.next ? [args.rec.next] : []), ...(args.rec.retired ?? [])].filter((i) => certificateParts(Buffer.from(i.der, 'base64')).issuer.equals(root.subject));
   const serials = [...new Set(issuing.flatMap((i) => [certificateParts(Buffer.from(i.der, 'base64')).serial, ...(i.replaced ?? [])].map(hex)))];
   const revoked = new Map(args.entries.map((e) => [hex(String(e.serial)), e]));
   const singles: OcspSingleResponse[] = [];
@@ -55,12 +57,12 @@ export async function signRootOcsp(args: { rootKey: SigningKey; rec: StoredCa; e
   return { der: der.toString('base64'), serials, nextUpdate: args.nextUpdate.toISOString() };
 }
 
-/** saveRootOcsp stores the response (last writer wins: each is made from the record and root CRL of its time). */
-export async function saveRootOcsp(store: CaStateStore, value: StoredRootOcsp): Promise<void> {
+/** saveRootOcsp stores the response (last writer wins: each is made from the record and root CRL of its time); record: the root's (rootOcspRecordOf). */
+export async function saveRootOcsp(store: CaStateStore, value: StoredRootOcsp, record = ROOT_OCSP_RECORD): Promise<void> {
   for (;;) {
-    const cur = await store.getCaState(ROOT_OCSP_RECORD);
+    const cur = await store.getCaState(record);
     try {
-      await store.saveCaState(ROOT_OCSP_RECORD, value, cur?.version ?? 0);
+      await store.saveCaState(record, value, cur?.version ?? 0);
       return;
     } catch (e) {
       if (!(e instanceof DeviceCaError && e.code === 'conflict')) throw e;
@@ -68,34 +70,57 @@ export async function saveRootOcsp(store: CaStateStore, value: StoredRootOcsp): 
   }
 }
 
+type CertIdHashes = Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }>;
+
 /**
- * RootOcspSource answers OCSP requests whose CertIDs name the root as issuer, from the stored response:
- * the service never holds the root key. null when the request is not about the root's certificates.
+ * RootOcspSource answers OCSP requests whose CertIDs name a root as issuer, from the stored response:
+ * the service never holds a root key. After `ca rollover-root` there are several roots, each with its own
+ * stored response (roots() is read on every request, so a root added while serving is answered for).
  */
 export class RootOcspSource {
-  private readonly hashes: Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }>;
+  private readonly byDer = new Map<string, CertIdHashes>();
+  private readonly roots: () => { der: Buffer; record: string }[];
 
   constructor(
-    rootDer: Buffer,
+    roots: Buffer | (() => { der: Buffer; record: string }[]),
     private readonly store: Pick<CaStateStore, 'getCaState'>,
   ) {
-    const p = certificateParts(rootDer);
-    const h = (alg: OcspHashName) => certIdHashes(p.subject, p.spki, alg);
-    this.hashes = { sha1: h('sha1'), sha256: h('sha256'), sha384: h('sha384'), sha512: h('sha512') };
+    this.roots = Buffer.isBuffer(roots) ? () => [{ der: roots, record: ROOT_OCSP_RECORD }] : roots;
   }
 
-  /** names: does this CertID name the root as issuer? */
+  private hashesOf(der: Buffer): CertIdHashes {
+    const key = der.toString('base64');
+    let v = this.byDer.get(key);
+    if (!v) {
+      const p = certificateParts(der);
+      const h = (alg: OcspHashName) => certIdHashes(p.subject, p.spki, alg);
+      v = { sha1: h('sha1'), sha256: h('sha256'), sha384: h('sha384'), sha512: h('sha512') };
+      this.byDer.set(key, v);
+    }
+    return v;
+  }
+
+  /** rootOf: the root a CertID names as issuer, or undefined. */
+  private rootOf(id: { hash: OcspHashName; issuerNameHash: Buffer; issuerKeyHash: Buffer }): { der: Buffer; record: string } | undefined {
+    return this.roots().find((r) => {
+      const h = this.hashesOf(r.der)[id.hash];
+      return h.issuerNameHash.equals(id.issuerNameHash) && h.issuerKeyHash.equals(id.issuerKeyHash);
+    });
+  }
+
+  /** names: does this CertID name a root as issuer? */
   names(id: { hash: OcspHashName; issuerNameHash: Buffer; issuerKeyHash: Buffer }): boolean {
-    const h = this.hashes[id.hash];
-    return h.issuerNameHash.equals(id.issuerNameHash) && h.issuerKeyHash.equals(id.issuerKeyHash);
+    return this.rootOf(id) !== undefined;
   }
 
   /**
-   * answer: the stored response when it covers every serial asked for and has not lapsed; otherwise
-   * 'not-found' (OCSP unauthorized), as for any certificate this responder cannot vouch for.
+   * answer: the stored response of the root the CertID names (id; default the first root) when it covers
+   * every serial asked for and has not lapsed; otherwise 'not-found' (OCSP unauthorized), as for any
+   * certificate this responder cannot vouch for.
    */
-  async answer(serials: string[], now: Date): Promise<{ der: Buffer; nextUpdate: Date }> {
-    const e = await this.store.getCaState(ROOT_OCSP_RECORD);
+  async answer(serials: string[], now: Date, id?: { hash: OcspHashName; issuerNameHash: Buffer; issuerKeyHash: Buffer }): Promise<{ der: Buffer; nextUpdate: Date }> {
+    const root = id ? this.rootOf(id) : this.roots()[0];
+    const e = root ? await this.store.getCaState(root.record) : null;
     const v = e?.value as StoredRootOcsp | undefined;
     if (!v || new Date(v.nextUpdate) <= now || !serials.every((s) => v.serials.includes(hex(s)))) throw new DeviceCaError('not-found', 'no current root-signed OCSP response for this CA certificate');
     return { der: Buffer.from(v.der, 'base64'), nextUpdate: new Date(v.nextUpdate) };

@@ -12,6 +12,7 @@ import { CaHierarchy, issuingCas } from './ca-hierarchy';
 import { CaMaterial, CertificateAuthority, SCEP_RA_PROFILE, TLS_SERVER_PROFILE } from './certificate-authority';
 import { issueAndRecord, signAndRecord } from './issuance';
 import { pemBlocks, toPem } from './pem';
+import { certificateParts } from './certificate-parts';
 
 /**
  * service-certificates: the certificates device-ca issues to itself, the delegated OCSP responder
@@ -240,12 +241,21 @@ function signedBy(x: crypto.X509Certificate, ca: CaMaterial): boolean {
  * (every issuing CA served). After a rollover another node may have issued the leaf from the new CA while
  * this process started under the old one: appending the start-time CA would send a chain that does not
  * link (RFC 8446 §4.4.2: each certificate certifies the one before it). Falls back to the first CA.
+ * After `ca rollover-root`, the link certificate that certifies the issuing CA's root under the other
+ * root follows (OldWithNew behind a CA of the new hierarchy, NewWithOld behind one of the old), so a
+ * client that trusts either root can verify the listener (and fetch /cacerts to learn the other root).
  */
-function tlsMaterial(cfg: Config, issuers: readonly CaMaterial[], rec: { value: StoredTlsServer; version: number }): TlsServerMaterial {
+function tlsMaterial(cfg: Config, issuers: readonly CaMaterial[], rec: { value: StoredTlsServer; version: number }, links: readonly Buffer[] = []): TlsServerMaterial {
   const der = Buffer.from(rec.value.der, 'base64');
   const leaf = new crypto.X509Certificate(der);
   const issuer = issuers.find((c) => signedBy(leaf, c)) ?? issuers[0];
-  return { certPem: toPem(der, 'CERTIFICATE') + toPem(issuer.der, 'CERTIFICATE'), keyPem: fs.readFileSync(fromStoredRef(cfg.dataDir, rec.value.keyRef), 'utf8'), version: rec.version };
+  const rootName = certificateParts(issuer.der).issuer;
+  const link = links.filter((l) => certificateParts(l).subject.equals(rootName));
+  return {
+    certPem: [der, issuer.der, ...link].map((d) => toPem(d, 'CERTIFICATE')).join(''),
+    keyPem: fs.readFileSync(fromStoredRef(cfg.dataDir, rec.value.keyRef), 'utf8'),
+    version: rec.version,
+  };
 }
 
 /**
@@ -256,7 +266,7 @@ export async function readTlsServerCertificate(cfg: Config, hierarchy: CaHierarc
   const ext = externalTls(cfg);
   if (ext) return ext;
   const rec = await currentTlsRecord(cfg, store);
-  return rec ? tlsMaterial(cfg, issuingCas(hierarchy), rec) : null;
+  return rec ? tlsMaterial(cfg, issuingCas(hierarchy), rec, hierarchy.links) : null;
 }
 
 /**
@@ -285,7 +295,7 @@ export async function ensureTlsServerCertificate(
       const sameNames = names.every((n) => have.includes(n.toLowerCase()) || (n === '::1' && have.includes('0:0:0:0:0:0:0:1')));
       // kept while an issuing CA served (not revoked) signed it: after a rollover, nodes started before and
       // after it agree on the certificate another node issued instead of replacing it every round
-      if (fresh && sameNames && issuers.some((c) => signedBy(x, c))) return tlsMaterial(cfg, issuers, rec);
+      if (fresh && sameNames && issuers.some((c) => signedBy(x, c))) return tlsMaterial(cfg, issuers, rec, hierarchy.links);
     } catch {
       // unparsable certificate or unreadable key: issue a new one
     }
@@ -304,7 +314,7 @@ export async function ensureTlsServerCertificate(
   const keyRef = path.join('tls', `server-${issued.serial.slice(0, 16)}.key`);
   writeFileAtomic(fromStoredRef(cfg.dataDir, keyRef), kp.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
   const saved = await saveOrReread(store, TLS_SERVER_RECORD, { keyRef, der: issued.der.toString('base64') }, rec?.version ?? 0);
-  return tlsMaterial(cfg, issuers, saved);
+  return tlsMaterial(cfg, issuers, saved, hierarchy.links);
 }
 
 // ---------- every worker: follow the store ----------
@@ -317,6 +327,8 @@ export interface ServiceCertificatesOptions {
   store: ServiceCertificateStore;
   /** issuers: the issuing CAs served now and not revoked (IssuingCaSet.trusted, which follows rollovers); default: the hierarchy's */
   issuers?: () => readonly CaMaterial[];
+  /** links: the root link certificates served now (CaHierarchy.links, which follows `ca rollover-root`); default: the hierarchy's */
+  links?: () => readonly Buffer[];
   now?: () => Date;
 }
 
@@ -361,8 +373,10 @@ export class ServiceCertificates {
     }
     if (!externalTls(this.o.cfg)) {
       const tls = await getRecord<StoredTlsServer>(this.o.store, TLS_SERVER_RECORD);
-      if (tls && tls.version !== this.tls?.version) {
-        this.tls = tlsMaterial(this.o.cfg, this.o.issuers?.() ?? issuingCas(this.o.hierarchy), tls);
+      // a new record, or the same one with another chain (a root rollover added a link certificate)
+      const m = tls ? tlsMaterial(this.o.cfg, this.o.issuers?.() ?? issuingCas(this.o.hierarchy), tls, this.links()) : null;
+      if (m && (m.version !== this.tls?.version || m.certPem !== this.tls.certPem)) {
+        this.tls = m;
         this.tlsChanged(this.tls);
         changed = true;
       }
@@ -413,7 +427,11 @@ export class ServiceCertificates {
     const ext = externalTls(this.o.cfg);
     if (ext) return ext;
     const rec = await currentTlsRecord(this.o.cfg, this.o.store);
-    return rec ? tlsMaterial(this.o.cfg, this.o.issuers?.() ?? issuingCas(this.o.hierarchy), rec) : null;
+    return rec ? tlsMaterial(this.o.cfg, this.o.issuers?.() ?? issuingCas(this.o.hierarchy), rec, this.links()) : null;
+  }
+
+  private links(): readonly Buffer[] {
+    return this.o.links?.() ?? this.o.hierarchy.links;
   }
 
   private now(): Date {

@@ -4,8 +4,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { initCa, caDir } from '../ca/ca-hierarchy';
 import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
-import { exportHashedDir, runReload } from '../ca/crl-export';
-import { importRootCrl, makeRootCrl, reissueIssuing, revokeIssuing } from '../ca/ca-lifecycle';
+import { exportHashedDir, exportRootToHashedDir, runReload } from '../ca/crl-export';
+import { importRootCrl, makeRootCrl, reissueIssuing, revokeIssuing, rolloverRoot } from '../ca/ca-lifecycle';
 import { rolloverIssuing } from '../ca/issuing-rollover';
 import { CA_DUTIES_INTERVAL_MS } from '../ca/ca-duties';
 import { CrlReason, crlReasonCode } from '../ca/crl-encoder';
@@ -447,12 +447,17 @@ program
       const numbers = await exportHashedDir(o.dir, h.caCerts, h.crl, await h.rootCrl(), { rootOnly: o.rootOnly });
       // during a rollover the other issuing CA's certificate and CRLs too: its devices are still in use
       const others = [];
-      for (const x of h.otherIssuers) others.push(...(await exportHashedDir(o.dir, [x.der, h.caCerts[h.caCerts.length - 1]], x.crl, null, { rootOnly: o.rootOnly })).values());
+      for (const x of h.otherIssuers) others.push(...(await exportHashedDir(o.dir, [x.der, x.root], x.crl, null, { rootOnly: o.rootOnly })).values());
+      // after `ca rollover-root` the other root too, with its own CRL
+      for (const r of h.otherRoots) {
+        const n = exportRootToHashedDir(o.dir, r.der, await r.crl());
+        if (n !== null) others.push(n);
+      }
       const sig = [...numbers.values(), ...others].join(',');
       if (sig === last) return;
       last = sig;
       if (json()) console.log(JSON.stringify({ dir: o.dir, crls: Object.fromEntries([...numbers].map(([s, n]) => [s < 0 ? 'root' : s, n.toString()])) }));
-      else console.log(`exported ${numbers.size + others.length} CRLs and ${o.rootOnly ? 1 : h.caCerts.length + h.otherIssuers.length} CA certificates to ${o.dir}`);
+      else console.log(`exported ${numbers.size + others.length} CRLs and ${(o.rootOnly ? 1 : h.caCerts.length + h.otherIssuers.length) + h.otherRoots.length} CA certificates to ${o.dir}`);
       if (o.reloadCmd) {
         const code = await runReload(o.reloadCmd);
         if (code !== 0) console.error(`device-ca: reload command exited ${code}`);
@@ -488,13 +493,14 @@ const printRootCrl = (what: string, info: RootCrlInfo, file?: string): void => {
   else console.log(`${what}: root CRL number ${out.number}, next update ${out.nextUpdate}, ${out.revoked.length} revoked CA certificate(s)${file ? `, written to ${file}` : ''}`);
 };
 
-const caCmd = program.command('ca').description("the CA's own life cycle: root CRL, rolling over, reissuing and revoking the issuing CA");
+const caCmd = program.command('ca').description("the CA's own life cycle: root CRL, rolling over the root, rolling over, reissuing and revoking the issuing CA");
 caCmd
   .command('root-crl')
   .description('sign a new root CRL with the root key (into the store, or --out a file on the offline root machine), or --import one signed elsewhere')
   .option('--out <file>', 'write the signed root CRL (DER) to this file instead of the store; copy it to the server and run `ca root-crl --import <file>`')
   .option('--import <file>', 'store a root CRL signed elsewhere (needs no root key): it must verify with the root certificate and be newer than the stored one')
-  .action(async (o: { out?: string; import?: string }) => {
+  .option('--root <name>', 'after `ca rollover-root`: the root whose CRL to sign (default: the root in force; the old root keeps its own CRL until it expires)')
+  .action(async (o: { out?: string; import?: string; root?: string }) => {
     const cfg = config();
     if (o.out && o.import) throw new DeviceCaError('bad-request', '--out and --import go separately: --out where the root key is, --import on the server');
     if (o.import) {
@@ -515,7 +521,7 @@ caCmd
     }
     const h = await openRootSide(cfg);
     try {
-      const info = await makeRootCrl(cfg, h.keys, h.store, { store: !o.out, actor: actor() });
+      const info = await makeRootCrl(cfg, h.keys, h.store, { store: !o.out, actor: actor(), root: o.root });
       if (o.out) fs.writeFileSync(o.out, info.der);
       printRootCrl('signed', info, o.out);
     } finally {
@@ -571,6 +577,41 @@ caCmd
       const out = { name: r.name, serial: x.serialNumber.toLowerCase(), replaces: r.replaces, activatesAt: r.activatesAt.toISOString(), notAfter: new Date(x.validTo).toISOString(), key: r.keyRef };
       if (json()) console.log(JSON.stringify(out));
       else console.log(`issuing CA ${out.name} (${out.serial}) takes over from ${out.replaces} at ${out.activatesAt}; running services pick it up within ${CA_DUTIES_INTERVAL_MS / 1000} s`);
+    } finally {
+      await h.close();
+    }
+  });
+
+caCmd
+  .command('rollover-root')
+  .description(
+    'make a new root CA (new key: on the token when keys.roles.root is PKCS#11, else a key file) and the link certificates ' +
+      'OldWithNew and NewWithOld (RFC 7030 §4.1.3); needs the old root key. The issuing CA in force stays valid under the old root; ' +
+      'the next `ca rollover` puts the new issuing CA under the new root. README: "Rolling over the root"',
+  )
+  .action(async () => {
+    const cfg = config();
+    const h = await openRootSide(cfg);
+    try {
+      const r = await rolloverRoot(cfg, h.keys, h.store, { actor: actor() });
+      const x = new crypto.X509Certificate(r.der);
+      const serial = (d: Buffer) => new crypto.X509Certificate(d).serialNumber.toLowerCase();
+      const out = {
+        name: r.name,
+        serial: x.serialNumber.toLowerCase(),
+        replaces: r.replaces,
+        notAfter: new Date(x.validTo).toISOString(),
+        key: r.keyRef,
+        oldWithNew: serial(r.oldWithNew),
+        newWithOld: serial(r.newWithOld),
+        resumed: r.resumed,
+      };
+      if (json()) console.log(JSON.stringify(out));
+      else
+        console.log(
+          `${r.resumed ? 'finished the interrupted root rollover: ' : ''}root CA ${out.name} (${out.serial}) replaces ${out.replaces}; link certificates OldWithNew ${out.oldWithNew} and NewWithOld ${out.newWithOld} ` +
+            `are served in /cacerts within ${CA_DUTIES_INTERVAL_MS / 1000} s; next: \`device-ca ca rollover\` puts a new issuing CA under ${out.name}`,
+        );
     } finally {
       await h.close();
     }

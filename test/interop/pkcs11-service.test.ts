@@ -473,6 +473,28 @@ describe('quick path: every CA key on token "ca"', () => {
     expect(spkiOfCertFile(path.join(dataDir, 'ca', 'device-ca-issuing-2.pem'))).toEqual(pubkeyFromToken('ca', idHex));
   });
 
+  test('ca rollover-root makes the new root key on the token (role root): sensitive, never extractable, its public key in the new root certificate', async () => {
+    const r = await runCli(['ca', 'rollover-root', '--json'], svc.env);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+    const out = JSON.parse(r.stdout) as { name: string; key: string; replaces: string };
+    expect(out).toMatchObject({ name: 'device-ca-root-2', replaces: 'device-ca-root' });
+    expect(out.key).toMatch(/^pkcs11:token=ca;object=[^;]+;id=(%[0-9a-f]{2})+;type=private$/);
+    const idHex = uriAttr(out.key, 'id')!.toString('hex');
+    expect(privateKeyBlocks('ca').get(idHex)).toMatch(/Access:\s*sensitive, always sensitive, never extractable, local/);
+    expect(spkiOfCertFile(path.join(dataDir, 'ca', 'device-ca-root-2.pem'))).toEqual(pubkeyFromToken('ca', idHex));
+    // the link certificates, signed on the token by the old and the new root key, verify under the root each names as issuer
+    const links = fs.readFileSync(path.join(dataDir, 'ca', 'root-links.pem'), 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/g)!;
+    expect(links).toHaveLength(2);
+    // OldWithNew under the old root, NewWithOld under the new one
+    for (const [root, i] of [
+      ['device-ca-root.pem', 0],
+      ['device-ca-root-2.pem', 1],
+    ] as const) {
+      const v = await runProcess('openssl', ['verify', '-CAfile', path.join(dataDir, 'ca', root), tmp.write(`link-${i}.pem`, links[i])]);
+      expect(v.stdout).toContain(': OK');
+    }
+  });
+
   afterAll(async () => {
     await svc?.stop();
   });

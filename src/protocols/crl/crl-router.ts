@@ -8,15 +8,15 @@ import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
 /** ERROR_REPLY: CRL fetchers (openssl, FreeRADIUS, curl) read short text; nothing here asks for credentials */
 const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic realm="device-ca"' };
 
-/** RootCrlSource: the root CA's CRL as the store holds it (signed where the root key lives, root-crl.ts). */
+/** RootCrlSource: the root CAs' CRLs as the store holds them (signed where each root key lives, root-crl.ts); two during a root rollover. */
 export interface RootCrlSource {
-  name: string;
-  current(): Promise<RootCrlInfo | null>;
+  names(): string[];
+  current(name: string): Promise<RootCrlInfo | null>;
 }
 
 /**
  * crlRouter serves /crl/<ca-name>/<shard>.crl (DER, application/pkix-crl, RFC 5280 §4.2.1.13) and
- * .crl.pem, and the root CRL at /crl/<root-name>.crl (.crl.pem). Caching headers never reach past
+ * .crl.pem, and each published root's CRL at /crl/<root-name>.crl (.crl.pem). Caching headers never reach past
  * nextUpdate, and stay short because a shard is re-issued within seconds of a revocation (and the root
  * CRL at once by `ca revoke-issuing`).
  */
@@ -26,9 +26,10 @@ export function crlRouter(publishers: CrlPublisher[], maxAgeSeconds: number, roo
     res.locals.route = 'crl';
     const m = /^(.+)\.crl(\.pem)?$/.exec(String(req.params.file));
     try {
-      const crl = root && m && m[1] === root.name ? await root.current() : null;
+      const name = m && root?.names().includes(m[1]) ? m[1] : null;
+      const crl = name ? await root!.current(name) : null;
       if (!crl) throw new DeviceCaError('not-found', 'unknown CRL');
-      sendCrl(req, res, crl, `"${root!.name}-${crl.number}"`, Boolean(m![2]), maxAgeSeconds);
+      sendCrl(req, res, crl, `"${name}-${crl.number}"`, Boolean(m![2]), maxAgeSeconds);
     } catch (e) {
       sendHttpError(res, e, ERROR_REPLY);
     }
