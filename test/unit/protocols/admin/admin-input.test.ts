@@ -55,6 +55,15 @@ const CASES: Case[] = [
   ['certificates: an unknown status', 'GET', () => '/certificates?status=expired', undefined, /^status: must be one of valid, revoked$/],
   ['certificates: limit -1', 'GET', () => '/certificates?limit=-1', undefined, /^limit: must be a whole number$/],
   ['requests: an unknown status', 'GET', () => '/requests?status=lost', undefined, /^status: must be one of pending, approved, rejected, issued$/],
+  ['audit: a time without a zone', 'GET', () => '/audit?from=2026-01-01T00:00', undefined, /^from: must be an ISO 8601 time with a zone/],
+  ['audit: month 13', 'GET', () => '/audit?to=2026-13-01T00:00Z', undefined, /^to: is not a valid time$/],
+  ['audit: to before from', 'GET', () => '/audit?from=2026-02-01T00:00Z&to=2026-01-01T00:00Z', undefined, /^to: must be after from$/],
+  ['audit: a type with a space', 'GET', () => '/audit?type=device%20x', undefined, /^type: must be 1-64 characters/],
+  ['audit: a cursor of another list', 'GET', () => '/audit?after=abc', undefined, /^after: not a cursor of this list$/],
+  ['audit verify: a short hash', 'GET', () => `/audit/verify?after=1&hash=${'0'.repeat(63)}`, undefined, /^hash: must be 64 lower-case hex digits$/],
+  ['audit verify: after without hash', 'GET', () => '/audit/verify?after=1', undefined, /^hash: is required after the first chunk/],
+  ['audit verify: a position past the end', 'GET', () => `/audit/verify?after=999999999&hash=${'0'.repeat(64)}`, undefined, /^after: the audit log has no record 999999999$/],
+  ['audit verify: limit 10001', 'GET', () => '/audit/verify?limit=10001', undefined, /^limit: must be at most 10000$/],
   ['device: a query string', 'GET', () => `/devices/${active.id}?verbose=1`, undefined, /^query: unknown field "verbose"$/],
 ];
 
