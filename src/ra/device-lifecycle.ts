@@ -72,7 +72,7 @@ export class DeviceLifecycle {
   }
 
   /** listDevices: an owner scope sees its own devices whatever owner filter it asks for. */
-  listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest, scope: Scope): Promise<Page<DeviceRecord>> {
+  listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string } & PageRequest, scope: Scope): Promise<Page<DeviceRecord>> {
     return this.store.listDevices({ ...filter, owner: scope.kind === 'owner' ? scope.owner : filter.owner });
   }
 

@@ -252,6 +252,24 @@ describe('an operator session', () => {
     await shot(page, '14-audit-verified');
   });
 
+  it('searches devices by label on the server: only the devices with that label, combined with the other filters', async () => {
+    await cliOk('devices', 'add', 'lab-1', '--owner', 'initech', '--label', 'manual');
+    await cliOk('devices', 'add', 'lab-2', '--owner', 'initech');
+    await page.goto(`${base}/console/#/devices`);
+    await page.locator('#device-list').waitFor();
+    await page.locator('#filter-label').fill('manual');
+    await page.locator('#device-filter button[type=submit]').click();
+    await page.locator('#device-list:not(:has-text("lab-2"))').waitFor();
+    const rows = await page.locator('#device-list tbody tr').allInnerTexts();
+    expect(rows.map((r) => r.split('\t')[0])).toEqual(['lab-1']);
+    expect(rows[0]).toMatch(/^lab-1\tinitech\tregistered\tmanual\t/);
+    expect(await page.evaluate<string>('location.hash')).toBe('#/devices?label=manual');
+    await shot(page, '15-devices-label-search');
+    await page.locator('#filter-state').selectOption('active');
+    await page.locator('#device-filter button[type=submit]').click();
+    await page.locator('#no-devices').waitFor();
+  });
+
   it('a POST without the CSRF token is refused with 403 and changes nothing; with it, the same call works', async () => {
     const url = `${base}/console/api/v1/devices/acme-2/suspend`;
     const bare = await page.evaluate<{ status: number; body: string }>(

@@ -69,6 +69,7 @@ export const QUERY = {
       .optional(),
     owner: owner.optional(),
     state: z.enum(DEVICE_STATES as [string, ...string[]]).optional(),
+    label: text().min(1, 'must not be empty').max(64, 'must be at most 64 characters').optional(),
     limit: limit.optional(),
     after: cursor.optional(),
   }),

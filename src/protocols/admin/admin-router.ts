@@ -85,7 +85,10 @@ export function adminRouter(o: AdminRouterOptions): Router {
     '/devices',
     route('devices.list', async (req, c) => {
       const q = parseInput(QUERY.devices, req.query, 'query');
-      const page = await o.lifecycle.listDevices({ idPrefix: q.idPrefix, owner: q.owner, state: q.state as DeviceState | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
+      const page = await o.lifecycle.listDevices(
+        { idPrefix: q.idPrefix, owner: q.owner, state: q.state as DeviceState | undefined, label: q.label, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after },
+        c.scope,
+      );
       return [200, { items: page.items, next: page.next }];
     }),
   );

@@ -57,6 +57,7 @@ export const OPENAPI = {
           { name: 'idPrefix', in: 'query', description: 'only ids that start with this', schema: { type: 'string', pattern: '^[A-Za-z0-9._@-]{1,128}$' } },
           { name: 'owner', in: 'query', schema: { type: 'string' } },
           { name: 'state', in: 'query', schema: { $ref: '#/components/schemas/DeviceState' } },
+          { name: 'label', in: 'query', description: 'only devices with exactly this label', schema: { type: 'string', minLength: 1, maxLength: 64 } },
           ...pageParams,
         ],
         responses: ok(page({ $ref: '#/components/schemas/Device' })),

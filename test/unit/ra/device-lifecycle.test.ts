@@ -652,3 +652,17 @@ describe("deviceAudit: an owner sees its own ownership period of a device's hist
     await expect(lifecycle.deviceAudit('dev-r', ACME, { after: 'x' })).rejects.toMatchObject({ code: 'bad-request' });
   });
 });
+
+it('listDevices by label: an owner scope finds only its own devices with that label, whatever owner it asks for', async () => {
+  for (const [id, owner] of [
+    ['gw-a', 'acme'],
+    ['gw-g', 'globex'],
+  ] as const)
+    await store.createDevice(
+      { id, owner, label: 'gateway', state: 'registered' },
+      { hash: 'h', expiresAt: new Date(Date.now() + DAY) },
+      { type: 'device.registered', actor: 'test', subject: id, data: {} },
+    );
+  expect((await lifecycle.listDevices({ label: 'gateway' }, OPERATOR)).items.map((d) => d.id)).toEqual(['gw-a', 'gw-g']);
+  expect((await lifecycle.listDevices({ label: 'gateway', owner: 'acme' }, GLOBEX)).items.map((d) => d.id)).toEqual(['gw-g']);
+});

@@ -51,6 +51,8 @@ const CASES: Case[] = [
   ['devices: limit 1e300', 'GET', () => '/devices?limit=1e300', undefined, /^limit: must be a whole number$/],
   ['devices: limit twice', 'GET', () => '/devices?limit=1&limit=2', undefined, /^limit: must be a string$/],
   ['devices: an unknown state', 'GET', () => '/devices?state=sleeping', undefined, /^state: must be one of registered, active, suspended, transferring, retired$/],
+  ['devices: an empty label', 'GET', () => '/devices?label=', undefined, /^label: must not be empty$/],
+  ['devices: a label of 65 characters', 'GET', () => `/devices?label=${'a'.repeat(65)}`, undefined, /^label: must be at most 64 characters$/],
   ['devices: an unknown parameter', 'GET', () => '/devices?sort=id', undefined, /^query: unknown field "sort"$/],
   ['certificates: an unknown status', 'GET', () => '/certificates?status=expired', undefined, /^status: must be one of valid, revoked$/],
   ['certificates: limit -1', 'GET', () => '/certificates?limit=-1', undefined, /^limit: must be a whole number$/],
