@@ -5,10 +5,15 @@ import { everyItem } from '../src/store/paging';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store';
 import { BenchRow } from './bench-table';
 
+/** LABELS: the devices' labels, round-robin; 'rare' is one device in 1,000 (a label search that a walk would read the whole store for) */
+const LABELS = ['gateway', 'sensor', ...Array.from({ length: 997 }, () => null), 'rare'] as (string | null)[];
+
 /**
  * benchConsoleOverview: the console overview's device counts (by state, top 20 owners) on a SQLite store of
  * BENCH_CONSOLE_N devices (100 000; 50 owners), from the counts the store keeps (Store.countDevices) beside
- * walking every device page by page (what the overview did before). Median of 21 counts, of 3 walks.
+ * walking every device page by page (what the overview did before). Median of 21 counts, of 3 walks. And the
+ * devices page's label search (first page of 50 devices with a label 1 in 1,000 devices have, through the
+ * (label, id) index) beside the unfiltered first page.
  * Run: npx tsc -p tsconfig.bench.json && node dist-bench/bench/run.js console-overview.
  */
 export async function benchConsoleOverview(): Promise<BenchRow[]> {
@@ -22,7 +27,7 @@ export async function benchConsoleOverview(): Promise<BenchRow[]> {
       for (let j = i; j < Math.min(n, i + 1000); j++) {
         const id = `dev-${String(j).padStart(7, '0')}`;
         items.push({
-          device: { id, owner: `owner-${j % 50}`, label: null, state: 'registered' as const },
+          device: { id, owner: `owner-${j % 50}`, label: LABELS[j % LABELS.length], state: 'registered' as const },
           secret: { hash: 'h', expiresAt },
           audit: { type: 'device.registered', actor: 'bench', subject: id, data: {} },
         });
@@ -51,7 +56,20 @@ export async function benchConsoleOverview(): Promise<BenchRow[]> {
       const c = await store.countDevices({ topOwners: 20 });
       if (c.total !== n) throw new Error(`counted ${c.total} devices, expected ${n}`);
     });
+    const firstPage = await median(21, async () => {
+      if ((await store.listDevices({ limit: 50 })).items.length !== 50) throw new Error('first page is short');
+    });
+    const rare = await median(21, async () => {
+      const p = await store.listDevices({ label: 'rare', limit: 50 });
+      if (p.items.length !== Math.min(50, Math.floor(n / LABELS.length)) || p.items.some((d) => d.label !== 'rare')) throw new Error('label search answered wrong');
+    });
     return [
+      {
+        name: `devices page: label search, first page of 50 (a label 1 in 1,000 devices have), ${n.toLocaleString('en')} devices (SQLite; ratio: unfiltered / search)`,
+        figure: `${rare.toFixed(2)} ms`,
+        baseline: `${firstPage.toFixed(2)} ms for the unfiltered first page`,
+        ratio: firstPage / rare,
+      },
       {
         name: `console overview device counts, ${n.toLocaleString('en')} devices (SQLite; ratio: speed-up)`,
         figure: `${count.toFixed(2)} ms`,

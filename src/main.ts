@@ -35,6 +35,7 @@ import { ocspHandler } from './protocols/ocsp/ocsp-handler';
 import { opsRouter } from './protocols/ops/ops-router';
 import { ScepRa, scepRouter } from './protocols/scep/scep-router';
 import { AdminAccess } from './ra/admin-access';
+import { AuditBrowser } from './ra/audit-browser';
 import { loadBootstrapPolicy } from './ra/bootstrap-policy-loader';
 import { ConsoleOverview } from './ra/console-overview';
 import { ConsoleSessions } from './ra/console-sessions';
@@ -163,6 +164,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   // the store's high-water mark in the data directory moves after each CRL publication (ca-identity.ts)
   const marks = new StoreMarkRecorder(cfg, store);
   const recordMark = () => void marks.record().catch(logError('recording the store mark failed'));
+  const auditBrowser = new AuditBrowser(store);
   const lifecycle = new DeviceLifecycle(cfg, store, (changes) => {
     // re-issue the touched shards now; OCSP reads status from the store on every request
     // (on the CRL of the CA that issued each certificate: an old CA's after a rollover)
@@ -231,7 +233,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
               ocspResponderCertificate: () => ocspCert,
               storeHealth: () => health.check(),
             }),
-            admin: { access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit },
+            admin: { access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit },
             maxAgeSeconds: cfg.console.maxAge,
           }),
         },
@@ -251,7 +253,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
           replyBase64: new Map(Object.entries(cfg.est.labels).map(([name, l]) => [name, l.replyBase64])),
         }),
       },
-      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit }) },
+      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit }) },
       { path: '/firmware', router: firmware },
       ...consoleMounts,
     ],

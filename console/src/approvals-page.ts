@@ -1,5 +1,5 @@
 import { api, q } from './api.js';
-import { errorBox } from './device-page.js';
+import { confirm } from './confirm.js';
 import { h, show, table, when } from './dom.js';
 import { EnrollmentRequest, Page } from './types.js';
 
@@ -12,38 +12,18 @@ export async function renderApprovals(app: HTMLElement, params: URLSearchParams,
   const page = await api<Page<EnrollmentRequest>>('GET', `/v1/requests${q({ status: 'pending', after, limit: 50 })}`);
   const panel = h('div', { id: 'action-panel' });
   const ask = (r: EnrollmentRequest, action: 'approve' | 'reject') =>
-    show(
-      panel,
-      h(
-        'form',
-        {
-          class: 'confirm',
-          id: 'confirm',
-          onsubmit: async (e: Event) => {
-            e.preventDefault();
-            try {
-              const out = await api<EnrollmentRequest>('POST', `/v1/requests/${encodeURIComponent(r.id)}/${action}`, {});
-              await renderApprovals(app, params, h('div', { class: 'notice', id: 'action-result' }, `Request of ${out.deviceId}: ${out.status}.`));
-            } catch (err) {
-              show(panel, errorBox(err));
-            }
-          },
-        },
-        h(
-          'p',
-          { id: 'confirm-text' },
-          action === 'approve'
-            ? `Approve the ${r.operation} request of ${r.deviceId} (label ${r.label}): the device gets its certificate when it asks again.`
-            : `Reject the ${r.operation} request of ${r.deviceId} (label ${r.label}): the device is refused and must send a new request.`,
-        ),
-        h(
-          'div',
-          { class: 'actions' },
-          h('button', { type: 'submit', class: action === 'reject' ? 'danger' : '', id: 'confirm-action' }, `Yes, ${action}`),
-          h('button', { type: 'button', class: 'secondary', onclick: () => show(panel) }, 'Cancel'),
-        ),
-      ),
-    );
+    confirm(panel, {
+      text:
+        action === 'approve'
+          ? `Approve the ${r.operation} request of ${r.deviceId} (label ${r.label}): the device gets its certificate when it asks again.`
+          : `Reject the ${r.operation} request of ${r.deviceId} (label ${r.label}): the device is refused and must send a new request.`,
+      action: `Yes, ${action}`,
+      danger: action === 'reject',
+      run: async () => {
+        const out = await api<EnrollmentRequest>('POST', `/v1/requests/${encodeURIComponent(r.id)}/${action}`, {});
+        await renderApprovals(app, params, h('div', { class: 'notice', id: 'action-result' }, `Request of ${out.deviceId}: ${out.status}.`));
+      },
+    });
   show(
     app,
     h('h1', {}, 'Approval queue'),

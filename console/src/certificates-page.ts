@@ -1,5 +1,5 @@
 import { api, q } from './api.js';
-import { errorBox } from './device-page.js';
+import { confirm } from './confirm.js';
 import { Child, h, show, table, when } from './dom.js';
 import { Certificate, CertificateDetail, Page } from './types.js';
 
@@ -104,41 +104,20 @@ export async function renderCertificate(app: HTMLElement, serial: string, notice
           : `Revoke certificate ${c.serial} of ${c.deviceId ?? 'no device'} (${reason.value}): relying parties see it revoked at the next OCSP answer and CRL. This cannot be undone.`);
     reason.addEventListener('change', say);
     say();
-    show(
-      panel,
-      h(
-        'form',
-        {
-          class: 'confirm',
-          id: 'confirm',
-          onsubmit: async (e: Event) => {
-            e.preventDefault();
-            try {
-              const r = await api<{ certificate: Certificate; changed: boolean }>('POST', `/v1/certificates/${encodeURIComponent(c.serial)}/revoke`, { reason: reason.value });
-              await renderCertificate(
-                app,
-                c.serial,
-                h(
-                  'div',
-                  { class: 'notice', id: 'action-result' },
-                  r.changed ? `Revoked (${r.certificate.revocationReason}).` : `Already revoked (${r.certificate.revocationReason}): nothing changed.`,
-                ),
-              );
-            } catch (err) {
-              show(panel, errorBox(err));
-            }
-          },
-        },
-        text,
-        h('label', {}, 'Reason', reason),
-        h(
-          'div',
-          { class: 'actions' },
-          h('button', { type: 'submit', class: 'danger', id: 'confirm-action' }, 'Yes, revoke'),
-          h('button', { type: 'button', class: 'secondary', onclick: () => show(panel) }, 'Cancel'),
-        ),
-      ),
-    );
+    confirm(panel, {
+      text,
+      fields: [h('label', {}, 'Reason', reason)],
+      action: 'Yes, revoke',
+      danger: true,
+      run: async () => {
+        const r = await api<{ certificate: Certificate; changed: boolean }>('POST', `/v1/certificates/${encodeURIComponent(c.serial)}/revoke`, { reason: reason.value });
+        await renderCertificate(
+          app,
+          c.serial,
+          h('div', { class: 'notice', id: 'action-result' }, r.changed ? `Revoked (${r.certificate.revocationReason}).` : `Already revoked (${r.certificate.revocationReason}): nothing changed.`),
+        );
+      },
+    });
   };
   show(
     app,

@@ -1,7 +1,9 @@
 import { ApiError, api, useCsrf } from './api.js';
-import { errorBox, renderDevice } from './device-page.js';
+import { renderDevice } from './device-page.js';
+import { errorBox } from './error-box.js';
 import { renderDevices } from './devices-page.js';
 import { renderApprovals } from './approvals-page.js';
+import { renderAudit } from './audit-page.js';
 import { renderCertificate, renderCertificates } from './certificates-page.js';
 import { h, show } from './dom.js';
 import { renderOverview } from './overview-page.js';
@@ -10,7 +12,7 @@ import { Session } from './types.js';
 /**
  * console: the operator console's entry. It asks the service for the session (the cookie is HttpOnly),
  * shows the sign-in form when there is none, and routes on the URL fragment: #/overview, #/devices,
- * #/devices/<id>, #/certificates, #/certificates/<serial>, #/approvals. Every page is drawn from the API's answers; a refusal is shown with the API's reason.
+ * #/devices/<id>, #/certificates, #/certificates/<serial>, #/approvals, #/audit. Every page is drawn from the API's answers; a refusal is shown with the API's reason.
  */
 const app = document.getElementById('app') as HTMLElement;
 const bar = document.getElementById('bar') as HTMLElement;
@@ -73,6 +75,7 @@ function drawBar(s: Session): void {
     h('a', { href: '#/devices' }, 'Devices'),
     h('a', { href: '#/certificates' }, 'Certificates'),
     s.scope === 'operator' ? h('a', { href: '#/approvals' }, 'Approvals') : null,
+    s.scope === 'operator' ? h('a', { href: '#/audit', id: 'nav-audit' }, 'Audit') : null,
     h('span', { class: 'spacer' }),
     h('span', { class: 'scope', id: 'scope' }, s.scope),
     h(
@@ -110,6 +113,7 @@ async function route(): Promise<void> {
     else if (cert) await renderCertificate(app, decodeURIComponent(cert[1]));
     else if (pathPart === '/certificates') await renderCertificates(app, params);
     else if (pathPart === '/approvals') await renderApprovals(app, params);
+    else if (pathPart === '/audit') await renderAudit(app, params);
     else if (pathPart === '/devices') await renderDevices(app, params, session.scope === 'operator');
     else await renderOverview(app);
   } catch (e) {

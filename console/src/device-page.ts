@@ -1,4 +1,6 @@
 import { ApiError, api, q } from './api.js';
+import { confirm } from './confirm.js';
+import { errorBox } from './error-box.js';
 import { Child, h, show, stateBadge, table, when } from './dom.js';
 import { AuditRecord, Certificate, Device, Page } from './types.js';
 
@@ -84,45 +86,28 @@ export async function renderDevice(app: HTMLElement, id: string, scope: string, 
     const toInput = h('input', { id: 'action-to', placeholder: 'new owner', required: '' });
     const text = h('p', { id: 'confirm-text' }, `${a.label.replace('…', '')} ${d.id}: ${a.consequence('')}`);
     if (a.to) toInput.addEventListener('input', () => (text.textContent = `${a.label.replace('…', '')} ${d.id} to ${toInput.value}: ${a.consequence(toInput.value.trim())}`));
-    show(
-      panel,
-      h(
-        'form',
-        {
-          class: 'confirm',
-          id: 'confirm',
-          onsubmit: async (e: Event) => {
-            e.preventDefault();
-            try {
-              const body = a.to ? { to: toInput.value.trim() } : {};
-              const r = await api<ActionReply>('POST', `/v1/devices/${encodeURIComponent(d.id)}/${a.path}`, body);
-              const changed = r.certificates.length;
-              await renderDevice(
-                app,
-                id,
-                scope,
-                h(
-                  'div',
-                  { class: 'notice', id: 'action-result' },
-                  `${a.label.replace('…', '')}: done; the device is now ${r.device.state}; ${changed} certificate${changed === 1 ? '' : 's'} changed.`,
-                  r.secret ? h('div', {}, 'New one-time enrollment secret (shown once): ', h('span', { class: 'mono', id: 'new-secret' }, r.secret), ` valid until ${when(r.secretExpiresAt)}`) : null,
-                ),
-              );
-            } catch (err) {
-              show(panel, errorBox(err));
-            }
-          },
-        },
-        text,
-        a.to ? h('label', {}, 'New owner', toInput) : null,
-        h(
-          'div',
-          { class: 'actions' },
-          h('button', { type: 'submit', class: a.danger ? 'danger' : '', id: 'confirm-action' }, `Yes, ${a.label.replace('…', '').toLowerCase()}`),
-          h('button', { type: 'button', class: 'secondary', onclick: () => show(panel) }, 'Cancel'),
-        ),
-      ),
-    );
+    confirm(panel, {
+      text,
+      fields: a.to ? [h('label', {}, 'New owner', toInput)] : [],
+      action: `Yes, ${a.label.replace('…', '').toLowerCase()}`,
+      danger: a.danger,
+      run: async () => {
+        const body = a.to ? { to: toInput.value.trim() } : {};
+        const r = await api<ActionReply>('POST', `/v1/devices/${encodeURIComponent(d.id)}/${a.path}`, body);
+        const changed = r.certificates.length;
+        await renderDevice(
+          app,
+          id,
+          scope,
+          h(
+            'div',
+            { class: 'notice', id: 'action-result' },
+            `${a.label.replace('…', '')}: done; the device is now ${r.device.state}; ${changed} certificate${changed === 1 ? '' : 's'} changed.`,
+            r.secret ? h('div', {}, 'New one-time enrollment secret (shown once): ', h('span', { class: 'mono', id: 'new-secret' }, r.secret), ` valid until ${when(r.secretExpiresAt)}`) : null,
+          ),
+        );
+      },
+    });
   };
   show(
     app,
@@ -158,10 +143,4 @@ export async function renderDevice(app: HTMLElement, id: string, scope: string, 
           'history',
         ),
   );
-}
-
-/** errorBox: the API's reason for a refusal, as it gave it. */
-export function errorBox(e: unknown): HTMLElement {
-  if (e instanceof ApiError) return h('p', { class: 'error', role: 'alert' }, `${e.status ? e.status + ' ' : ''}${e.code}: ${e.message}`);
-  return h('p', { class: 'error', role: 'alert' }, `error: ${(e as Error)?.message ?? String(e)}`);
 }

@@ -7,16 +7,18 @@ const PAGE = 50;
 
 /**
  * renderDevices: one page of devices from the server (the store's {after, limit} paging), filtered by id
- * prefix, owner and state there; the filter lives in the URL so a page can be bookmarked and the back button works.
+ * prefix, owner, state and label there; the filter lives in the URL so a page can be bookmarked and the back button works.
  */
 export async function renderDevices(app: HTMLElement, params: URLSearchParams, operator: boolean): Promise<void> {
   const idPrefix = params.get('idPrefix') ?? '';
   const owner = params.get('owner') ?? '';
   const state = params.get('state') ?? '';
+  const label = params.get('label') ?? '';
   const after = params.get('after') ?? '';
-  const page = await api<Page<Device>>('GET', `/v1/devices${q({ idPrefix, owner: operator ? owner : undefined, state, after, limit: PAGE })}`);
+  const page = await api<Page<Device>>('GET', `/v1/devices${q({ idPrefix, owner: operator ? owner : undefined, state, label, after, limit: PAGE })}`);
   const prefixInput = h('input', { name: 'idPrefix', value: idPrefix, placeholder: 'any', id: 'filter-prefix' });
   const ownerInput = h('input', { name: 'owner', value: owner, placeholder: 'any', id: 'filter-owner' });
+  const labelInput = h('input', { name: 'label', value: label, placeholder: 'any', id: 'filter-label' });
   const stateSelect = h('select', { name: 'state', id: 'filter-state' }, ...STATES.map((s) => h('option', { value: s, ...(s === state ? { selected: '' } : {}) }, s || 'any')));
   const idInput = h('input', { name: 'id', placeholder: 'device id', id: 'open-id', required: '' });
   show(
@@ -29,12 +31,13 @@ export async function renderDevices(app: HTMLElement, params: URLSearchParams, o
         id: 'device-filter',
         onsubmit: (e: Event) => {
           e.preventDefault();
-          location.hash = `#/devices${q({ idPrefix: prefixInput.value.trim(), owner: operator ? ownerInput.value.trim() : undefined, state: stateSelect.value })}`;
+          location.hash = `#/devices${q({ idPrefix: prefixInput.value.trim(), owner: operator ? ownerInput.value.trim() : undefined, state: stateSelect.value, label: labelInput.value.trim() })}`;
         },
       },
       h('label', {}, 'Id starts with', prefixInput),
       operator ? h('label', {}, 'Owner', ownerInput) : null,
       h('label', {}, 'State', stateSelect),
+      h('label', {}, 'Label', labelInput),
       h('button', { type: 'submit' }, 'Search'),
     ),
     h(
@@ -60,8 +63,8 @@ export async function renderDevices(app: HTMLElement, params: URLSearchParams, o
     h(
       'div',
       { class: 'pager' },
-      after ? h('a', { href: `#/devices${q({ idPrefix, owner, state })}` }, '« first page') : null,
-      page.next ? h('a', { href: `#/devices${q({ idPrefix, owner, state, after: page.next })}`, id: 'next-page' }, 'next page »') : null,
+      after ? h('a', { href: `#/devices${q({ idPrefix, owner, state, label })}` }, '« first page') : null,
+      page.next ? h('a', { href: `#/devices${q({ idPrefix, owner, state, label, after: page.next })}`, id: 'next-page' }, 'next page »') : null,
     ),
   );
 }

@@ -61,6 +61,16 @@ export interface AuditRecord {
   data: Record<string, unknown>;
 }
 
+/** AuditVerdict: one chunk of GET /audit/verify; pass `position` back until `done` */
+export interface AuditVerdict {
+  ok: boolean;
+  checked: number;
+  position: { seq: number; hash: string };
+  done: boolean;
+  total: number;
+  firstBad?: { seq: number; problem: string };
+}
+
 export interface Overview {
   scope: string;
   devices: { total: number; byState: Record<string, number>; byOwner: { owner: string | null; count: number }[] };

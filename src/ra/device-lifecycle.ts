@@ -72,7 +72,7 @@ export class DeviceLifecycle {
   }
 
   /** listDevices: an owner scope sees its own devices whatever owner filter it asks for. */
-  listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest, scope: Scope): Promise<Page<DeviceRecord>> {
+  listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string } & PageRequest, scope: Scope): Promise<Page<DeviceRecord>> {
     return this.store.listDevices({ ...filter, owner: scope.kind === 'owner' ? scope.owner : filter.owner });
   }
 
@@ -89,11 +89,30 @@ export class DeviceLifecycle {
 
   /**
    * deviceAudit: the audit records about a device, oldest first, for a scope that may change it (its owner
-   * or the operator; the new owner of a transferring device sees them once it has claimed it).
+   * or the operator; the new owner of a transferring device sees them once it has claimed it). An owner
+   * sees its own ownership period only: from the record that made it the owner (the last `device.claimed`
+   * or `device.transferred` to it; the whole history when it registered the device), never what a previous
+   * owner did with the device. The operator sees everything.
    */
   async deviceAudit(id: string, scope: Scope, page: PageRequest): Promise<Page<AuditRecord>> {
     await this.owned(id, scope);
-    return this.store.listAudit({ subject: id, ...page });
+    if (scope.kind === 'operator') return this.store.listAudit({ subject: id, ...page });
+    const start = await this.ownershipStart(id, scope.owner);
+    const after = page.after === undefined ? start - 1 : /^\d{1,15}$/.test(page.after) ? Math.max(Number(page.after), start - 1) : NaN;
+    if (Number.isNaN(after)) throw new DeviceCaError('bad-request', 'after: not a cursor of this list');
+    return this.store.listAudit({ subject: id, limit: page.limit, after: String(after) });
+  }
+
+  /**
+   * ownershipStart: the seq of the record that made `owner` the device's owner this time (1 when no record
+   * did: it registered the device). Reads the device's own records (the store's subject index), which a
+   * device has tens of, not the log.
+   */
+  private async ownershipStart(id: string, owner: string): Promise<number> {
+    let start = 1;
+    for await (const r of everyItem((after) => this.store.listAudit({ subject: id, after, limit: MAX_PAGE_LIMIT })))
+      if ((r.type === 'device.claimed' || r.type === 'device.transferred') && r.data.to === owner) start = r.seq;
+    return start;
   }
 
   /** ownerFor decides the owner of a device an admin caller registers: an owner scope registers for itself only. */

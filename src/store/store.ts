@@ -192,9 +192,11 @@ export interface DeviceStore {
   getDevice(id: string): Promise<DeviceRecord | null>;
   /**
    * listDevices: devices in id order; idPrefix keeps the ids that start with it (device ids are ASCII
-   * letters, digits and . _ @ -, so the ids with a prefix are the range [prefix, prefix + DEL)).
+   * letters, digits and . _ @ -, so the ids with a prefix are the range [prefix, prefix + DEL)); label keeps
+   * the devices with exactly that label, read from an index of (label, id) so a label search stays fast at
+   * fleet scale.
    */
-  listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>>;
+  listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string } & PageRequest): Promise<Page<DeviceRecord>>;
   /**
    * countDevices: devices by state and the owners with most devices, from counts the store keeps beside the
    * devices and changes in the same transaction as each device (SQLite triggers, Redis counters), so the

@@ -49,6 +49,18 @@ export function adminCorpus(m: FuzzMaterial): Generated[] {
   }
   for (const limit of ['1e300', '-1', 'NaN', '9007199254740993', '0x10', '', '1.5', '0.5', '999.9'])
     out.push(get(`/devices?limit=${limit}`, `limit=${limit}`), get(`/certificates?limit=${limit}&after=${limit}`, `certificates limit=${limit}`));
+  // the audit listing's times and the verification's running position
+  for (const t of ['2026-13-45T99:99Z', '1e300', '-271821-04-20T00:00Z', '9999-12-31T23:59:59.999Z', '2026-01-01T00:00', 'now', '__proto__'])
+    out.push(get(`/audit?from=${encodeURIComponent(t)}&to=${encodeURIComponent(t)}`, `audit from/to ${t}`));
+  for (const [after, hash] of [
+    ['999999999999999', '0'.repeat(64)],
+    ['1', 'f'.repeat(63)],
+    ['-1', ''],
+    ['1e3', 'A'.repeat(64)],
+    ['1', '0'.repeat(64)],
+  ])
+    out.push(get(`/audit/verify?after=${after}&hash=${hash}&limit=10000`, `audit verify after=${after} hash=${hash.slice(0, 8)}`));
+  out.push(get('/audit?type=' + 'a'.repeat(65), 'audit type too long'), get('/audit?after=99999999999999999999', 'audit cursor past 2^53'));
   out.push(post('/devices', `{"__proto__":{"admin":true},"id":"fz-corpus-${++n}"}`, '__proto__ key'));
   out.push(post('/devices', `{"constructor":{"prototype":{"admin":true}},"id":"fz-corpus-${++n}"}`, 'constructor.prototype key'));
   out.push(post('/devices', '['.repeat(30_000) + ']'.repeat(30_000), '30 000 nested arrays'));

@@ -20,6 +20,7 @@ export interface Locator {
   selectOption(value: string): Promise<unknown>;
   textContent(): Promise<string | null>;
   innerText(): Promise<string>;
+  allInnerTexts(): Promise<string[]>;
   waitFor(o?: { state?: 'attached' | 'detached' | 'visible' | 'hidden'; timeout?: number }): Promise<void>;
   count(): Promise<number>;
 }

@@ -250,6 +250,26 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await store.listDevices({ idPrefix: 'nope' })).items).toEqual([]);
       });
 
+      it('listDevices with label: exactly that label, in id order, paged and combined with the other filters, whichever way the device was created', async () => {
+        const labelled = (id: string, label: string | null, owner: string | null = 'acme') => store.createDevice({ id, owner, label, state: 'registered' }, secret(), audit('device.create', id));
+        await Promise.all(Array.from({ length: 12 }, (_, i) => labelled(`lab-${String(i).padStart(2, '0')}`, i % 2 ? 'gateway' : 'sensor', i % 4 === 1 ? 'globex' : 'acme')));
+        await labelled('lab-x', 'gateway-2');
+        await labelled('lab-y', null);
+        await store.createDevices(
+          ['lab-bulk-1', 'lab-bulk-2'].map((id) => ({ device: { id, owner: 'acme', label: 'gateway', state: 'registered' as const }, secret: secret(), audit: audit('device.create', id) })),
+          { skipExisting: false },
+        );
+        const gateways = ['lab-01', 'lab-03', 'lab-05', 'lab-07', 'lab-09', 'lab-11', 'lab-bulk-1', 'lab-bulk-2'];
+        for (const limit of [1, 3, 8, 100]) expect((await walk((after) => store.listDevices({ label: 'gateway', after, limit }))).items.map((d) => d.id)).toEqual(gateways);
+        expect((await walk((after) => store.listDevices({ label: 'gateway', owner: 'globex', after, limit: 1 }))).items.map((d) => d.id)).toEqual(['lab-01', 'lab-05', 'lab-09']);
+        expect((await store.listDevices({ label: 'gateway', idPrefix: 'lab-bulk' })).items.map((d) => d.id)).toEqual(['lab-bulk-1', 'lab-bulk-2']);
+        expect((await store.listDevices({ label: 'gateway', after: 'lab-07' })).items.map((d) => d.id)).toEqual(['lab-09', 'lab-11', 'lab-bulk-1', 'lab-bulk-2']);
+        expect((await store.listDevices({ label: 'gateway-2' })).items.map((d) => d.id)).toEqual(['lab-x']);
+        expect((await store.listDevices({ label: 'gate' })).items).toEqual([]);
+        await store.applyDeviceChange({ deviceId: 'lab-03', fromStates: ['registered'], toState: 'retired', audit: audit('device.retired', 'lab-03') });
+        expect((await store.listDevices({ label: 'gateway', state: 'retired' })).items.map((d) => d.id)).toEqual(['lab-03']);
+      });
+
       it(`a limit above MAX_PAGE_LIMIT (${MAX_PAGE_LIMIT}) is clamped, and next still leads to the rest: nothing is silently cut`, async () => {
         const n = MAX_PAGE_LIMIT + 345;
         await addDevice('dev-big');

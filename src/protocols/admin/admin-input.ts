@@ -31,6 +31,19 @@ const secretTtl = z
   })
   .pipe(z.number().min(1, 'must be at least 1s').max(MAX_SECRET_TTL_SECONDS, 'must be at most 365d').int('must be a whole number of seconds'));
 
+/** isoTime: an ISO 8601 date-time with a zone (Z or ±hh:mm), as Date; a bare local time would mean the server's zone */
+const isoTime = () =>
+  text()
+    .regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/, 'must be an ISO 8601 time with a zone, such as 2026-01-31T12:00Z')
+    .transform((v, ctx) => {
+      const d = new Date(v);
+      if (Number.isNaN(d.getTime())) {
+        ctx.addIssue({ code: 'custom', message: 'is not a valid time' });
+        return z.NEVER;
+      }
+      return d;
+    });
+
 /** limit: query strings are text; a page is 1-1000 items, and a value outside that is refused, not clamped */
 const limit = text()
   .regex(/^\d{1,7}$/, 'must be a whole number')
@@ -56,10 +69,37 @@ export const QUERY = {
       .optional(),
     owner: owner.optional(),
     state: z.enum(DEVICE_STATES as [string, ...string[]]).optional(),
+    label: text().min(1, 'must not be empty').max(64, 'must be at most 64 characters').optional(),
     limit: limit.optional(),
     after: cursor.optional(),
   }),
   certificates: z.strictObject({ device: deviceId.optional(), status: z.enum(['valid', 'revoked']).optional(), limit: limit.optional(), after: cursor.optional() }),
+  /** audit: filters of the audit listing; times are ISO 8601 with a zone (what the console's date fields send) */
+  audit: z.strictObject({
+    device: deviceId.optional(),
+    type: text()
+      .regex(/^[a-z0-9._-]{1,64}$/, 'must be 1-64 characters of a-z, 0-9, . _ -')
+      .optional(),
+    from: isoTime().optional(),
+    to: isoTime().optional(),
+    limit: limit.optional(),
+    after: cursor.optional(),
+  }),
+  /** auditVerify: a chunk of the chain: after a seq whose record had `hash` (the previous chunk's position) */
+  auditVerify: z.strictObject({
+    after: text()
+      .regex(/^\d{1,15}$/, 'must be a record number')
+      .transform(Number)
+      .optional(),
+    hash: text()
+      .regex(/^[0-9a-f]{64}$/, 'must be 64 lower-case hex digits')
+      .optional(),
+    limit: text()
+      .regex(/^\d{1,7}$/, 'must be a whole number')
+      .transform(Number)
+      .pipe(z.number().min(1, 'must be at least 1').max(10_000, 'must be at most 10000'))
+      .optional(),
+  }),
   requests: z.strictObject({ status: z.enum(['pending', 'approved', 'rejected', 'issued']).optional(), limit: limit.optional(), after: cursor.optional() }),
 };
 

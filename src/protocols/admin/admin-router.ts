@@ -5,6 +5,7 @@ import { toPem } from '../../ca/pem';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { AdminAccess } from '../../ra/admin-access';
+import { AuditBrowser } from '../../ra/audit-browser';
 import { DeviceLifecycle, Scope } from '../../ra/device-lifecycle';
 import { RegistrationAuthority } from '../../ra/registration-authority';
 import { collectItems } from '../../store/paging';
@@ -17,6 +18,8 @@ export interface AdminRouterOptions {
   access: AdminAccess;
   lifecycle: DeviceLifecycle;
   ra: RegistrationAuthority;
+  /** audit: the audit listing and chunked chain verification (operator only; the decision is the RA's) */
+  audit: AuditBrowser;
   bodyLimit: number;
   /**
    * authenticate: who is calling; default a bearer token or a pinned operator client certificate. The console
@@ -82,7 +85,10 @@ export function adminRouter(o: AdminRouterOptions): Router {
     '/devices',
     route('devices.list', async (req, c) => {
       const q = parseInput(QUERY.devices, req.query, 'query');
-      const page = await o.lifecycle.listDevices({ idPrefix: q.idPrefix, owner: q.owner, state: q.state as DeviceState | undefined, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after }, c.scope);
+      const page = await o.lifecycle.listDevices(
+        { idPrefix: q.idPrefix, owner: q.owner, state: q.state as DeviceState | undefined, label: q.label, limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after },
+        c.scope,
+      );
       return [200, { items: page.items, next: page.next }];
     }),
   );
@@ -208,6 +214,21 @@ export function adminRouter(o: AdminRouterOptions): Router {
       }),
     );
   }
+  r.get(
+    '/audit',
+    route('audit.list', async (req, c) => {
+      const q = parseInput(QUERY.audit, req.query, 'query');
+      const page = await o.audit.list(c.scope, { device: q.device, type: q.type, from: q.from, to: q.to, after: q.after, limit: q.limit ?? DEFAULT_PAGE_LIMIT });
+      return [200, { items: page.items.map(({ prevHash: _p, ...x }) => x), next: page.next }];
+    }),
+  );
+  r.get(
+    '/audit/verify',
+    route('audit.verify', async (req, c) => {
+      const q = parseInput(QUERY.auditVerify, req.query, 'query');
+      return [200, await o.audit.verify(c.scope, { after: q.after ?? 0, hash: q.hash, limit: q.limit ?? 2000 })];
+    }),
+  );
   r.use((_req: Request, res: Response, _n: NextFunction) => {
     res.locals.route = 'admin.unknown';
     sendHttpError(res, new DeviceCaError('not-found', 'unknown admin API path'), ERROR_REPLY);

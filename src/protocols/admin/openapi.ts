@@ -57,6 +57,7 @@ export const OPENAPI = {
           { name: 'idPrefix', in: 'query', description: 'only ids that start with this', schema: { type: 'string', pattern: '^[A-Za-z0-9._@-]{1,128}$' } },
           { name: 'owner', in: 'query', schema: { type: 'string' } },
           { name: 'state', in: 'query', schema: { $ref: '#/components/schemas/DeviceState' } },
+          { name: 'label', in: 'query', description: 'only devices with exactly this label', schema: { type: 'string', minLength: 1, maxLength: 64 } },
           ...pageParams,
         ],
         responses: ok(page({ $ref: '#/components/schemas/Device' })),
@@ -128,6 +129,42 @@ export const OPENAPI = {
         summary: 'Manual-approval queue (operator)',
         parameters: [{ name: 'status', in: 'query', schema: { type: 'string', enum: ['pending', 'approved', 'rejected', 'issued'] } }, ...pageParams],
         responses: ok(page({ $ref: '#/components/schemas/Request' })),
+      },
+    },
+    '/audit': {
+      get: {
+        summary:
+          "The audit log in chain order (operator only; an owner reads its devices' history on the device page). A call reads at most 5000 records to fill a page when `type` filters, so a page may be short with `next` set",
+        parameters: [
+          { name: 'device', in: 'query', description: 'records about this device id (or serial, request id)', schema: { type: 'string' } },
+          { name: 'type', in: 'query', description: 'an event type or a prefix of one (`device.` for every device event)', schema: { type: 'string', pattern: '^[a-z0-9._-]{1,64}$' } },
+          { name: 'from', in: 'query', description: 'records at or after this time (ISO 8601 with a zone)', schema: { type: 'string', format: 'date-time' } },
+          { name: 'to', in: 'query', description: 'records before this time (exclusive)', schema: { type: 'string', format: 'date-time' } },
+          ...pageParams,
+        ],
+        responses: ok(page({ $ref: '#/components/schemas/AuditRecord' })),
+      },
+    },
+    '/audit/verify': {
+      get: {
+        summary:
+          "Verify one chunk of the audit hash chain (operator only): the records after `after` (0: from the start), linked to `hash` (the `position.hash` the previous chunk returned). Repeat with `position` until `done`; `total` is the chain's length now",
+        parameters: [
+          { name: 'after', in: 'query', schema: { type: 'integer', minimum: 0, default: 0 } },
+          { name: 'hash', in: 'query', description: 'required when after > 0', schema: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+          { name: 'limit', in: 'query', description: 'records to check in this chunk', schema: { type: 'integer', minimum: 1, maximum: 10000, default: 2000 } },
+        ],
+        responses: ok({
+          type: 'object',
+          properties: {
+            ok: { type: 'boolean' },
+            checked: { type: 'integer' },
+            position: { type: 'object', properties: { seq: { type: 'integer' }, hash: { type: 'string' } } },
+            done: { type: 'boolean' },
+            total: { type: 'integer' },
+            firstBad: { type: 'object', properties: { seq: { type: 'integer' }, problem: { type: 'string' } } },
+          },
+        }),
       },
     },
     '/requests/{id}/approve': { post: { summary: 'Approve a pending request (operator)', parameters: [idParam], requestBody: json(strict({}), false), responses: ok({ type: 'object' }) } },
@@ -227,6 +264,18 @@ export const OPENAPI = {
           createdAt: { type: 'string', format: 'date-time' },
           decidedAt: { type: 'string', format: 'date-time', nullable: true },
           decidedBy: { type: 'string', nullable: true },
+        },
+      },
+      AuditRecord: {
+        type: 'object',
+        properties: {
+          seq: { type: 'integer' },
+          at: { type: 'string', format: 'date-time' },
+          type: { type: 'string' },
+          actor: { type: 'string' },
+          subject: { type: 'string' },
+          data: { type: 'object' },
+          hash: { type: 'string' },
         },
       },
       LifecycleResult: {

@@ -357,6 +357,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       const rec: DeviceRecord = { ...d, pendingOwner: null, createdAt: now, updatedAt: now };
       m.set(devKey, JSON.stringify(deviceRow(rec)));
       m.zadd(this.k('devs'), 0, d.id);
+      this.indexLabel(m, rec);
       this.countDevice(m, rec, 1);
       await this.addSecretTo(m, d.id, secret.hash, secret.expiresAt);
       await this.auditTo(m, audit, now);
@@ -390,6 +391,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         const rec: DeviceRecord = { ...d, pendingOwner: null, createdAt: now, updatedAt: now };
         m.set(this.k('dev', d.id), JSON.stringify(deviceRow(rec)));
         m.zadd(this.k('devs'), 0, d.id);
+        this.indexLabel(m, rec);
         this.countDevice(m, rec, 1);
         const id = last - fresh.length + 1 + i;
         const row: SecretRow = { id, deviceId: d.id, hash: secret.hash, expiresAt: ms(secret.expiresAt), usedAt: null, certSerial: null };
@@ -402,6 +404,15 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       });
       return { created, existing };
     });
+  }
+
+  /**
+   * indexLabel queues a device into its label's sorted set (`devs-label:<label>`, ids in lexicographic
+   * order, as `devs`), in the transaction that creates it: a label search walks that set, not every
+   * device. A device's label is set when it is created and never changes.
+   */
+  private indexLabel(m: Tx, d: { id: string; label: string | null }): void {
+    if (d.label !== null) m.zadd(this.k('devs-label', d.label), 0, d.id);
   }
 
   /**
@@ -421,7 +432,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     let counts: Map<string, number>;
     let owners: [string, number][];
     // a store written by an earlier version has devices but no counts yet: counted once, then kept
-    const walked = (await this.r.exists(this.k('dev-counts-ready'))) ? null : await this.rebuildDeviceCounts();
+    const walked = (await this.r.exists(this.k('dev-counts-ready'), this.k('dev-labels-ready'))) === 2 ? null : await this.rebuildDeviceCounts();
     if (walked) {
       counts = walked.counts;
       owners = [...walked.owners].filter(([, n]) => n > 0);
@@ -454,7 +465,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
 
   /**
    * rebuildDeviceCounts counts every device once (a store written before the counts existed) and saves the
-   * counts only if no device was written meanwhile: every device write moves the audit head, a copy into
+   * counts (and fills the label sets, `indexLabel`) only if no device was written meanwhile: every device write moves the audit head, a copy into
    * the store adds to `devs`; either makes it count again. After three tries (a busy fleet) it returns the
    * walk's counts without saving them (exact as of the walk, like a listing), and the next call tries again.
    */
@@ -465,6 +476,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       const [head, n] = await Promise.all([this.w.get(this.headKey), this.w.zcard(this.k('devs'))]);
       counts = new Map<string, number>();
       owners = new Map<string, number>();
+      const labels: [string, string][] = [];
       const add = (k: string, map: Map<string, number>) => map.set(k, (map.get(k) ?? 0) + 1);
       for (let start = 0; ; start += 1000) {
         const ids = await this.w.zrange(this.k('devs'), start, start + 999);
@@ -475,6 +487,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         );
         for (const r of rows) {
           if (!r) continue;
+          if (r.label !== null) labels.push([r.label, r.id]);
           add(`${r.state}|*`, counts);
           add(`${r.state}|${ownerKey(r.owner)}`, counts);
           add(ownerKey(r.owner), owners);
@@ -487,6 +500,9 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         if (counts.size) m.hset(this.k('dev-counts'), Object.fromEntries(counts));
         if (owners.size) m.zadd(this.k('dev-owners'), ...[...owners].flatMap(([k, v]) => [v, k]));
         m.set(this.k('dev-counts-ready'), '1');
+        // the label sets: adding is idempotent and a label never changes, so sets written meanwhile stay right
+        for (const [label, id] of labels) m.zadd(this.k('devs-label', label), 0, id);
+        m.set(this.k('dev-labels-ready'), '1');
         return true;
       });
       if (saved) return null;
@@ -507,17 +523,26 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     return row ? deviceFromRow(row) : null;
   }
 
-  async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>> {
+  async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
+    // a label search walks the label's own set; a store written before the sets has them filled once, by the
+    // first label search or overview (rebuildDeviceCounts); while a busy fleet keeps that from saving, every device is walked
+    const byLabel = filter.label !== undefined && ((await this.r.exists(this.k('dev-labels-ready'))) === 1 || (await this.rebuildDeviceCounts()) === null);
     const p = filter.idPrefix;
     // with a prefix: the lexicographic range [p, p + DEL), entered at the cursor when it is inside it
     const range = p === undefined ? undefined : { from: filter.after !== undefined && filter.after >= p ? `(${filter.after}` : `[${p}`, to: `(${p}\x7f` };
-    const rows = await this.scanLex(this.k('devs'), filter.after, limit + 1, range, async (ids) => {
+    const rows = await this.scanLex(byLabel ? this.k('devs-label', filter.label!) : this.k('devs'), filter.after, limit + 1, range, async (ids) => {
       const devs = await this.mgetJson<DeviceRow>(
         this.r,
         ids.map((id) => this.k('dev', id)),
       );
-      return devs.filter((x): x is DeviceRow => x !== null && (filter.owner === undefined || x.owner === filter.owner) && (filter.state === undefined || x.state === filter.state));
+      return devs.filter(
+        (x): x is DeviceRow =>
+          x !== null &&
+          (filter.owner === undefined || x.owner === filter.owner) &&
+          (filter.state === undefined || x.state === filter.state) &&
+          (filter.label === undefined || x.label === filter.label),
+      );
     });
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
@@ -1263,6 +1288,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         case 'device':
           m.set(this.k('dev', x.row.id), JSON.stringify(deviceRow(x.row)));
           m.zadd(this.k('devs'), 0, x.row.id);
+          this.indexLabel(m, x.row);
           this.countDevice(m, x.row, 1);
           break;
         case 'secret': {

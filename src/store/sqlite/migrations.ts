@@ -279,3 +279,7 @@ MIGRATIONS.push(
 
 // 15: a SCEP transaction held for manual approval keeps what its CertPoll needs (RFC 8894 §3.3.3): JSON ScepPending
 MIGRATIONS.push(`ALTER TABLE scep_transactions ADD COLUMN pending TEXT;`);
+
+// 16: devices by label (issue 14, the console's device search): the (label, id) index answers a label
+// search in id order from the index, without walking the devices
+MIGRATIONS.push(`CREATE INDEX devices_label ON devices(label, id);`);

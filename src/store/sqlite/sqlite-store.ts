@@ -262,7 +262,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     return r ? deviceFromRow(r) : null;
   }
 
-  async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string } & PageRequest): Promise<Page<DeviceRecord>> {
+  async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
     // one lower bound (the cursor or the prefix, whichever is further), so the primary key range starts there
     const p = filter.idPrefix;
@@ -272,8 +272,11 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
       ['id < ?', p === undefined ? undefined : p + '\x7f'],
       ['owner = ?', filter.owner],
       ['state = ?', filter.state],
+      ['label = ?', filter.label],
     );
-    const rows = this.stmt(`SELECT * FROM devices WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
+    // a label search reads the (label, id) index (migration 16): the label's devices in id order
+    const index = filter.label === undefined ? '' : ' INDEXED BY devices_label';
+    const rows = this.stmt(`SELECT * FROM devices${index} WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
 

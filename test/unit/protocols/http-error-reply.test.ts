@@ -12,6 +12,7 @@ import { estRouter } from '../../../src/protocols/est/est-router';
 import { DEFAULT_RETRY_AFTER_SECONDS, HttpErrorReplyOptions, sendHttpError } from '../../../src/protocols/http-error-reply';
 import { HTTP_ERROR_STATUS } from '../../../src/protocols/http-error-status';
 import { AdminAccess } from '../../../src/ra/admin-access';
+import { AuditBrowser } from '../../../src/ra/audit-browser';
 import { DeviceLifecycle } from '../../../src/ra/device-lifecycle';
 import { RegistrationAuthority } from '../../../src/ra/registration-authority';
 
@@ -175,7 +176,7 @@ describe('the routers answer errors through sendHttpError', () => {
     } as unknown as CrlPublisher;
     s = await serve((app) => {
       app.use('/.well-known/est', estRouter({ ra, caCerts: [], bodyLimit: 4096 }));
-      app.use('/api/v1', adminRouter({ access, lifecycle: {} as DeviceLifecycle, ra, bodyLimit: 4096 }));
+      app.use('/api/v1', adminRouter({ access, lifecycle: {} as DeviceLifecycle, ra, audit: {} as AuditBrowser, bodyLimit: 4096 }));
       app.use('/crl', crlRouter([publisher], 60) as Router);
     });
   });

@@ -614,3 +614,55 @@ describe('TPM attestation keys through the lifecycle (issue 9)', () => {
     expect(await statuses('dev-k')).toContain('active');
   });
 });
+
+describe("deviceAudit: an owner sees its own ownership period of a device's history, the operator all of it", () => {
+  const types = (p: { items: { type: string }[] }) => p.items.map((r) => r.type);
+
+  it('after a transfer the new owner does not see what the previous owner did; the operator does', async () => {
+    await addDevice('dev-h');
+    await issue('dev-h');
+    await lifecycle.suspend('dev-h', ACME, 'acme-op');
+    await lifecycle.transfer('dev-h', 'globex', OPERATOR, 'op');
+    await lifecycle.replaceSecret('dev-h', GLOBEX, 'globex-op');
+    const all = await lifecycle.deviceAudit('dev-h', OPERATOR, {});
+    expect(types(all)).toEqual(['device.registered', 'certificate.issued', 'device.suspended', 'device.transferred', 'device.secret-replaced']);
+    const globex = await lifecycle.deviceAudit('dev-h', GLOBEX, {});
+    expect(types(globex)).toEqual(['device.transferred', 'device.secret-replaced']);
+    expect(globex.items.map((r) => r.actor)).not.toContain('acme-op');
+    // a cursor from before the period does not reach back into it
+    expect(types(await lifecycle.deviceAudit('dev-h', GLOBEX, { after: '0' }))).toEqual(['device.transferred', 'device.secret-replaced']);
+    // the previous owner no longer sees the device at all
+    await expect(lifecycle.deviceAudit('dev-h', ACME, {})).rejects.toMatchObject({ code: 'not-found' });
+  });
+
+  it('release and claim: the period starts at the claim; an owner that registered the device sees it all; paging stays in the period', async () => {
+    await addDevice('dev-r');
+    await lifecycle.release('dev-r', 'globex', ACME, 'acme-op');
+    expect(types(await lifecycle.deviceAudit('dev-r', ACME, {}))).toEqual(['device.registered', 'device.released']);
+    await lifecycle.claim('dev-r', GLOBEX, 'globex-op');
+    await lifecycle.replaceSecret('dev-r', GLOBEX, 'globex-op');
+    const first = await lifecycle.deviceAudit('dev-r', GLOBEX, { limit: 1 });
+    expect(types(first)).toEqual(['device.claimed']);
+    const second = await lifecycle.deviceAudit('dev-r', GLOBEX, { limit: 1, after: first.next! });
+    expect(types(second)).toEqual(['device.secret-replaced']);
+    // and back: acme's second period starts at its own claim, not at its first registration
+    await lifecycle.release('dev-r', 'acme', GLOBEX, 'globex-op');
+    await lifecycle.claim('dev-r', ACME, 'acme-op');
+    expect(types(await lifecycle.deviceAudit('dev-r', ACME, {}))).toEqual(['device.claimed']);
+    await expect(lifecycle.deviceAudit('dev-r', ACME, { after: 'x' })).rejects.toMatchObject({ code: 'bad-request' });
+  });
+});
+
+it('listDevices by label: an owner scope finds only its own devices with that label, whatever owner it asks for', async () => {
+  for (const [id, owner] of [
+    ['gw-a', 'acme'],
+    ['gw-g', 'globex'],
+  ] as const)
+    await store.createDevice(
+      { id, owner, label: 'gateway', state: 'registered' },
+      { hash: 'h', expiresAt: new Date(Date.now() + DAY) },
+      { type: 'device.registered', actor: 'test', subject: id, data: {} },
+    );
+  expect((await lifecycle.listDevices({ label: 'gateway' }, OPERATOR)).items.map((d) => d.id)).toEqual(['gw-a', 'gw-g']);
+  expect((await lifecycle.listDevices({ label: 'gateway', owner: 'acme' }, GLOBEX)).items.map((d) => d.id)).toEqual(['gw-g']);
+});

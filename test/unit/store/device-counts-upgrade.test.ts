@@ -101,4 +101,30 @@ describe('Redis', () => {
       await store.close();
     }
   });
+
+  it('a store without label sets (an earlier version wrote it) fills them on the first label search, which answers right before and after', async () => {
+    await admin.flushdb();
+    const store = new RedisStore({ url: server.url });
+    try {
+      for (const [id, label] of [
+        ['g-1', 'gateway'],
+        ['s-1', 'sensor'],
+        ['g-2', 'gateway'],
+        ['n-1', null],
+      ] as const)
+        await store.createDevice({ id, owner: 'acme', label, state: 'registered' }, secret(), audit(id));
+      await store.countDevices({ topOwners: 1 });
+      expect(await admin.exists('{dca}:dev-labels-ready')).toBe(1);
+      // as an earlier version left it: counts ready, no label sets
+      await admin.del('{dca}:dev-labels-ready', ...(await admin.keys('*devs-label*')));
+      expect((await store.listDevices({ label: 'gateway' })).items.map((d) => d.id)).toEqual(['g-1', 'g-2']);
+      expect(await admin.exists('{dca}:dev-labels-ready')).toBe(1);
+      expect(await admin.zrange('{dca}:devs-label:gateway', 0, -1)).toEqual(['g-1', 'g-2']);
+      await store.createDevice({ id: 'g-0', owner: 'acme', label: 'gateway', state: 'registered' }, secret(), audit('g-0'));
+      expect((await store.listDevices({ label: 'gateway' })).items.map((d) => d.id)).toEqual(['g-0', 'g-1', 'g-2']);
+      expect((await store.listDevices({ label: 'sensor' })).items.map((d) => d.id)).toEqual(['s-1']);
+    } finally {
+      await store.close();
+    }
+  });
 });

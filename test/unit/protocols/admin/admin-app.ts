@@ -6,6 +6,7 @@ import { verifyAuditChain } from '../../../../src/audit/audit-verify';
 import { adminRouter } from '../../../../src/protocols/admin/admin-router';
 import { consoleRouter } from '../../../../src/protocols/console/console-router';
 import { AdminAccess } from '../../../../src/ra/admin-access';
+import { AuditBrowser } from '../../../../src/ra/audit-browser';
 import { ConsoleOverview } from '../../../../src/ra/console-overview';
 import { ConsoleSessions } from '../../../../src/ra/console-sessions';
 import { DeviceLifecycle, OPERATOR } from '../../../../src/ra/device-lifecycle';
@@ -58,12 +59,13 @@ export async function startAdminApp(): Promise<AdminApp> {
   const ra = new RegistrationAuthority({ config: ca.cfg, store, ca: ca.ca, bootstrap: { anchors: [], deviceIdFrom: ca.cfg.bootstrap.deviceIdFrom } });
   const lifecycle = new DeviceLifecycle(ca.cfg, store);
   const access = new AdminAccess(store);
-  const router = adminRouter({ access, lifecycle, ra, bodyLimit: ca.cfg.https.bodyLimit });
+  const audit = new AuditBrowser(store);
+  const router = adminRouter({ access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit });
   const sessions = new ConsoleSessions(store, access, { idleSeconds: 900, maxAgeSeconds: 3600 });
   const consoleRoutes = consoleRouter({
     sessions,
     overview: new ConsoleOverview({ store, lifecycle, ra, issuer: 'device-ca-issuing', crlShards: 2, ocspResponderCertificate: () => null, storeHealth: async () => undefined }),
-    admin: { access, lifecycle, ra, bodyLimit: ca.cfg.https.bodyLimit },
+    admin: { access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit },
     maxAgeSeconds: 3600,
     assetsDir: path.join(ca.dir, 'no-console-assets'),
   });

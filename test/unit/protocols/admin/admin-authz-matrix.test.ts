@@ -110,6 +110,12 @@ const MATRIX: Record<string, Variant[]> = {
   'GET /certificates': [{ name: 'list', target: async () => ({ path: '/certificates' }), expect: [200, 200, 200, 200, ...ANON] }],
   'GET /certificates/{serial}': [{ name: "acme's certificate", target: onCertificate(''), expect: [200, 200, 404, 404, ...ANON] }],
   'POST /certificates/{serial}/revoke': [{ name: "acme's certificate", target: onCertificate('/revoke', { reason: 'superseded' }), expect: [200, 200, 404, 404, ...ANON] }],
+  // the audit log spans every owner (tokens, CA events): operator only; owners read their devices' history on the device
+  'GET /audit': [
+    { name: 'the whole log', target: async () => ({ path: '/audit' }), expect: [200, 403, 403, 403, ...ANON] },
+    { name: "filtered to acme's device", target: async (app) => ({ path: `/audit?device=${(await app.device('active')).id}` }), expect: [200, 403, 403, 403, ...ANON] },
+  ],
+  'GET /audit/verify': [{ name: 'first chunk', target: async () => ({ path: '/audit/verify?limit=50' }), expect: [200, 403, 403, 403, ...ANON] }],
   'GET /requests': [{ name: 'queue', target: async () => ({ path: '/requests' }), expect: [200, 403, 403, 403, ...ANON] }],
   'POST /requests/{id}/approve': [{ name: 'pending request', target: onRequest('/approve'), expect: [200, 403, 403, 403, ...ANON] }],
   'POST /requests/{id}/reject': [{ name: 'pending request', target: onRequest('/reject'), expect: [200, 403, 403, 403, ...ANON] }],
