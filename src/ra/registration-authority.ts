@@ -32,7 +32,7 @@ import { EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
 import { SecretKey, hashSecret, newEnrollmentSecret, serverSecretKey } from './enrollment-secret';
 import { DEVICE_ID, Principal, principalName } from './principal';
 import { ScepTransaction, ScepTransactions } from './scep-transactions';
-import { TpmAttestation } from './tpm-attestation';
+import { TpmAttestation, TpmProfilePolicy } from './tpm-attestation';
 
 export type { ChannelBinding, EnrollOperation, EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
 export { DEVICE_ID };
@@ -85,6 +85,18 @@ const PCR_BANK_ALG = { sha1: TPM_ALG.SHA1, sha256: TPM_ALG.SHA256, sha384: TPM_A
 /** pcrPolicyOf turns a profile's pcrPolicy (config: bank name, index -> hex) into what the verifier compares. */
 function pcrPolicyOf(p: NonNullable<ProfileConfig['pcrPolicy']>): PcrPolicy {
   return { bankAlg: PCR_BANK_ALG[p.bank], pcrs: new Map(Object.entries(p.pcrs).map(([i, v]) => [Number(i), Buffer.from(v, 'hex')])) };
+}
+
+/** tpmPolicyOf turns a profile's allowedTpms (config: firmware versions as hex strings) into what TpmAttestation compares. */
+function tpmPolicyOf(p: ProfileConfig): TpmProfilePolicy {
+  if (!p.allowedTpms) return {};
+  return {
+    allowedTpms: p.allowedTpms.map((e) => ({
+      manufacturer: e.manufacturer,
+      ...(e.model === undefined ? {} : { model: e.model }),
+      ...(e.minFirmwareVersion === undefined ? {} : { minFirmwareVersion: BigInt(e.minFirmwareVersion) }),
+    })),
+  };
 }
 
 /**
@@ -463,7 +475,7 @@ export class RegistrationAuthority {
       if (!q) await tpm.refuse(device.id, 'quote', 'the profile has a PCR policy and the CSR carries no TPM quote statement');
       pcr = { policy: pcrPolicyOf(profile.pcrPolicy), quote: decodeTpmQuoteStatement(q!.stmt) };
     }
-    await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki, pcr);
+    await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki, pcr, tpmPolicyOf(profile));
     return true;
   }
 
@@ -501,10 +513,10 @@ export class RegistrationAuthority {
     return tpm.issueNonce(device.id);
   }
 
-  /** tpmRegisterAk: checks EK certificate, EK and AK, and answers with the MakeCredential challenge. */
+  /** tpmRegisterAk: checks EK certificate, EK, AK and the profile's TPM allow-list, and answers with the MakeCredential challenge. */
   async tpmRegisterAk(profileName: string, proofs: Proofs, req: AkRegistrationRequest): Promise<Credential & { akName: Buffer }> {
     const { device, tpm } = await this.attestingDevice(profileName, proofs);
-    return tpm.registerAk(device.id, req);
+    return tpm.registerAk(device.id, req, tpmPolicyOf(this.profile(profileName)));
   }
 
   /**

@@ -6,6 +6,7 @@ import { KeyAttributePolicy } from '../attestation/tpm/key-policy';
 import { Credential, makeCredential } from '../attestation/tpm/make-credential';
 import { parseTpmtPublic } from '../attestation/tpm/tpm-public';
 import { PcrPolicy, QuoteStatement, verifyQuoteEvidence } from '../attestation/tpm/quote-evidence';
+import { AllowedTpm, checkAllowedTpm, checkFirmwareVersion } from '../attestation/tpm/tpm-allow-list';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { AkBindingRecord, AttestationStore, AuditStore } from '../store/store';
 
@@ -25,6 +26,14 @@ export interface TpmAttestationOptions {
   challengeTtlSeconds: number;
   keyPolicy?: KeyAttributePolicy;
   now?: () => Date;
+}
+
+/**
+ * TpmProfilePolicy: what a profile adds to the checks (profiles.<name>.allowedTpms): the TPM manufacturers
+ * and models it accepts, and per entry the lowest firmware version. Absent: any TPM with a trusted EK root.
+ */
+export interface TpmProfilePolicy {
+  allowedTpms?: readonly AllowedTpm[];
 }
 
 /**
@@ -72,12 +81,16 @@ export class TpmAttestation {
   /**
    * registerAk checks the EK certificate, EK and AK, then answers with MakeCredential(EK, name(AK), secret):
    * only the TPM holding both keys can recover the secret (TPM 2.0 Part 1 §24). The binding stays pending
-   * until activateAk.
+   * until activateAk. A TPM whose EK certificate names a manufacturer/model off the profile's allow-list
+   * is refused ('tpm-model') before any challenge.
    */
-  async registerAk(deviceId: string, req: AkRegistrationRequest): Promise<Credential & { akName: Buffer }> {
+  async registerAk(deviceId: string, req: AkRegistrationRequest, policy: TpmProfilePolicy = {}): Promise<Credential & { akName: Buffer }> {
     const now = this.now();
     const v = verifyAkRegistration(req, this.opts.ekRoots, now);
     if (!v.ok) return this.refuse(deviceId, v.check, v.detail);
+    // the TPM's manufacturer and model as its EK certificate names them: only a TPM the profile accepts gets a challenge
+    const allowed = checkAllowedTpm(policy.allowedTpms, v.value.ekIdentity);
+    if (!allowed.ok) return this.refuse(deviceId, allowed.check, allowed.detail);
     const secret = randomBytes(32);
     const credential = makeCredential(v.value.ek, v.value.akName, secret);
     await this.store.saveAkChallenge(
@@ -110,9 +123,10 @@ export class TpmAttestation {
    * device's unexpired, unused nonces; the nonce is consumed only once everything else has passed, so a
    * forged statement cannot burn a device's nonce. With a PCR policy, `quote` must be a TPM2_Quote by the
    * same AK with the same nonce whose PCRs match the policy (verifyQuoteEvidence); the one nonce then
-   * covers both statements.
+   * covers both statements. With an allow-list (`policy`), the AK's TPM must still be on it and the
+   * certify statement's firmwareVersion must reach the matching entry's minimum.
    */
-  async checkCertify(deviceId: string, st: CertifyStatement, csrSpki: Buffer, pcr?: { policy: PcrPolicy; quote: QuoteStatement }): Promise<{ ak: AkBindingRecord }> {
+  async checkCertify(deviceId: string, st: CertifyStatement, csrSpki: Buffer, pcr?: { policy: PcrPolicy; quote: QuoteStatement }, policy: TpmProfilePolicy = {}): Promise<{ ak: AkBindingRecord }> {
     const aks = (await this.store.aksOfDevice(deviceId)).filter((a) => a.status === 'active');
     if (aks.length === 0) return this.refuse(deviceId, 'ak-unregistered', 'device has no active attestation key');
     let last: { check: AttestationCheck; detail: string } = { check: 'ak-unregistered', detail: 'no AK of this device signed the statement' };
@@ -127,6 +141,12 @@ export class TpmAttestation {
         const q = verifyQuoteEvidence(pcr.quote, parseTpmtPublic(ak.akPublic), v.value.extraData, pcr.policy);
         if (!q.ok) return this.refuse(deviceId, q.check, q.detail, q.pcr);
       }
+      // the allow-list again, as it is now and for this profile (the AK may have registered under another,
+      // or before the operator narrowed the list), then the firmware the TPM itself reports
+      const allowed = checkAllowedTpm(policy.allowedTpms, { manufacturer: ak.ekManufacturer, model: ak.ekModel });
+      if (!allowed.ok) return this.refuse(deviceId, allowed.check, allowed.detail);
+      const firmware = checkFirmwareVersion(allowed.value, v.value.attest.firmwareVersion);
+      if (!firmware.ok) return this.refuse(deviceId, firmware.check, firmware.detail);
       if (!(await this.store.consumeNonce(deviceId, sha256(v.value.extraData), this.now()))) {
         return this.refuse(deviceId, 'nonce', 'qualifyingData is not an unexpired, unused nonce of this device');
       }
