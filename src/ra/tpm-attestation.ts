@@ -2,11 +2,13 @@ import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { AkRegistrationRequest, verifyAkRegistration } from '../attestation/tpm/ak-registration';
 import { AttestationCheck } from '../attestation/tpm/attestation-verdict';
 import { CertifyStatement, verifyCertifyEvidence } from '../attestation/tpm/certify-evidence';
+import { checkClockHistory, checkClockSafe, ClockCounters, newestClock } from '../attestation/tpm/clock-history';
 import { KeyAttributePolicy } from '../attestation/tpm/key-policy';
 import { Credential, makeCredential } from '../attestation/tpm/make-credential';
 import { parseTpmtPublic } from '../attestation/tpm/tpm-public';
 import { PcrPolicy, QuoteStatement, verifyQuoteEvidence } from '../attestation/tpm/quote-evidence';
 import { AllowedTpm, checkAllowedTpm, checkFirmwareVersion } from '../attestation/tpm/tpm-allow-list';
+import { parseTpmsAttest, TpmClockInfo } from '../attestation/tpm/tpms-attest';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { AkBindingRecord, AttestationStore, AuditStore } from '../store/store';
 
@@ -124,7 +126,8 @@ export class TpmAttestation {
    * forged statement cannot burn a device's nonce. With a PCR policy, `quote` must be a TPM2_Quote by the
    * same AK with the same nonce whose PCRs match the policy (verifyQuoteEvidence); the one nonce then
    * covers both statements. With an allow-list (`policy`), the AK's TPM must still be on it and the
-   * certify statement's firmwareVersion must reach the matching entry's minimum.
+   * certify statement's firmwareVersion must reach the matching entry's minimum. Each statement's
+   * clockInfo must be safe and not behind the last one accepted from this AK (recorded after the nonce).
    */
   async checkCertify(deviceId: string, st: CertifyStatement, csrSpki: Buffer, pcr?: { policy: PcrPolicy; quote: QuoteStatement }, policy: TpmProfilePolicy = {}): Promise<{ ak: AkBindingRecord }> {
     const aks = (await this.store.aksOfDevice(deviceId)).filter((a) => a.status === 'active');
@@ -147,11 +150,42 @@ export class TpmAttestation {
       if (!allowed.ok) return this.refuse(deviceId, allowed.check, allowed.detail);
       const firmware = checkFirmwareVersion(allowed.value, v.value.attest.firmwareVersion);
       if (!firmware.ok) return this.refuse(deviceId, firmware.check, firmware.detail);
+      // freshness beyond the nonce: the TPM vouches for its clock, and nothing goes back from the last
+      // statement accepted from this AK
+      const clocks: [string, TpmClockInfo][] = [['certify', v.value.attest.clockInfo]];
+      if (pcr) clocks.push(['quote', parseTpmsAttest(pcr.quote.tpmsAttest).clockInfo]);
+      for (const [what, c] of clocks) {
+        const safe = checkClockSafe(c, what);
+        if (!safe.ok) return this.refuse(deviceId, safe.check, safe.detail);
+        const history = checkClockHistory(ak.lastClock, c, what);
+        if (!history.ok) return this.refuse(deviceId, history.check, history.detail);
+      }
       if (!(await this.store.consumeNonce(deviceId, sha256(v.value.extraData), this.now()))) {
         return this.refuse(deviceId, 'nonce', 'qualifyingData is not an unexpired, unused nonce of this device');
       }
+      await this.recordClock(deviceId, ak, clocks.map(([, c]) => c).reduce<ClockCounters>(newestClock, clocks[0][1]));
       return { ak };
     }
     return this.refuse(deviceId, last.check, last.detail);
+  }
+
+  /**
+   * recordClock stores the clockInfo of the statement just accepted as the AK's last (setAkClock, a
+   * compare-and-set on the value checkCertify read). When another statement of the same AK was accepted
+   * meanwhile, it reads the binding again and checks once more: the later of two racing statements is
+   * recorded, and one from before the other's is refused even though its nonce was spent.
+   */
+  private async recordClock(deviceId: string, ak: AkBindingRecord, next: ClockCounters): Promise<void> {
+    const value = { clock: next.clock, resetCount: next.resetCount, restartCount: next.restartCount };
+    let last = ak.lastClock;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      if (await this.store.setAkClock(ak.akName, last, value)) return;
+      const now = await this.store.getAk(ak.akName);
+      if (!now) return this.refuse(deviceId, 'ak-unregistered', 'the AK binding went away during the check');
+      last = now.lastClock;
+      const history = checkClockHistory(last, value, 'statement');
+      if (!history.ok) return this.refuse(deviceId, history.check, history.detail);
+    }
+    throw new DeviceCaError('conflict', 'attestation statements of this AK keep arriving at once; try again');
   }
 }

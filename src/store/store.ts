@@ -446,6 +446,17 @@ export interface IntegrityStore {
  */
 export type AkBindingStatus = 'pending' | 'active' | 'revoked';
 
+/**
+ * TpmClockState: the clockInfo counters of a TPM attestation statement (TPM 2.0 Part 2 §10.11.1): clock
+ * (milliseconds the TPM has run, kept across power cycles), resetCount (TPM Resets) and restartCount
+ * (TPM Restarts and Resumes since the last Reset). None of them goes backwards on a genuine TPM.
+ */
+export interface TpmClockState {
+  clock: bigint;
+  resetCount: number;
+  restartCount: number;
+}
+
 /** AkBindingRecord binds a TPM attestation key (by its TPM name) to a device and to the TPM's EK certificate. */
 export interface AkBindingRecord {
   /** akName: hex of nameAlg || H(TPMT_PUBLIC), unique across devices */
@@ -463,6 +474,8 @@ export interface AkBindingRecord {
   challengeExpiresAt: Date;
   createdAt: Date;
   activatedAt: Date | null;
+  /** lastClock: the clockInfo of the newest statement this AK signed that was accepted; null before the first */
+  lastClock: TpmClockState | null;
 }
 
 /**
@@ -481,7 +494,7 @@ export interface AttestationStore {
    * 'forbidden' if the EK is blocked (its device was retired); 'conflict' if the AK is bound to another
    * device or already active.
    */
-  saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt'>, now: Date, audit: AuditInput): Promise<AkBindingRecord>;
+  saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt' | 'lastClock'>, now: Date, audit: AuditInput): Promise<AkBindingRecord>;
   /**
    * activateAk turns a pending binding active if the credential's hash matches and the challenge has not
    * expired; null (and nothing changes) otherwise. The audit record is appended in the same transaction.
@@ -490,6 +503,13 @@ export interface AttestationStore {
    */
   activateAk(akName: string, deviceId: string, challengeSha256: string, now: Date, audit: AuditInput): Promise<AkBindingRecord | null>;
   getAk(akName: string): Promise<AkBindingRecord | null>;
+  /**
+   * setAkClock records the clockInfo of an accepted statement on the AK's binding if its lastClock is still
+   * `expected` (compare-and-set: of two statements accepted at once, only one moves it from a given value;
+   * the other's caller reads again and decides again); false, and nothing changes, otherwise or without
+   * such a binding. The RA decides whether `next` goes backwards; the store only applies.
+   */
+  setAkClock(akName: string, expected: TpmClockState | null, next: TpmClockState): Promise<boolean>;
   /** aksOfDevice: a device's bindings, newest first. */
   aksOfDevice(deviceId: string): Promise<AkBindingRecord[]>;
   /** revokeAks revokes every binding of a device; with blockEks its EKs may never register again (retirement). */

@@ -303,6 +303,16 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     const text = (await openssl('x509', '-in', crt, '-noout', '-text')).stdout;
     expect(text).toMatch(/X509v3 Certificate Policies: *\n *Policy: 2\.23\.133\.11\.1\.1\n *Policy: 2\.23\.133\.11\.1\.2\n/);
     expect(text).toMatch(/X509v3 Extended Key Usage: *\n *TLS Web Client Authentication\n/);
+    // swtpm's clockInfo (safe, a real TPM's counters) is recorded on the AK binding as its last accepted
+    const db = new Database(join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
+    try {
+      const ak = db.prepare('SELECT last_clock, last_reset_count, last_restart_count FROM tpm_aks WHERE ak_name = ?').get(tpm.dir.read('ak1.name').toString('hex')) as Record<string, unknown>;
+      expect(BigInt(String(ak.last_clock))).toBeGreaterThan(0n);
+      expect(ak.last_reset_count).toEqual(expect.any(Number));
+      expect(ak.last_restart_count).toEqual(expect.any(Number));
+    } finally {
+      db.close();
+    }
 
     // devices show: the AK binding with its EK, the verdict, and which certificate's key was attested
     const serial = (await openssl('x509', '-in', crt, '-noout', '-serial')).stdout

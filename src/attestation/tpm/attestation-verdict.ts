@@ -23,7 +23,9 @@ export type AttestationCheck =
   | 'pcr-selection' // the quote does not select exactly the policy's bank and PCRs
   | 'pcr-digest' // the quote's PCR digest is not the hash of the PCR values claimed
   | 'pcr-value' // a claimed PCR value is not the policy's (the reason names the PCR)
-  | 'firmware-version'; // TPMS_ATTEST.firmwareVersion is below the allow-list entry's minFirmwareVersion
+  | 'firmware-version' // TPMS_ATTEST.firmwareVersion is below the allow-list entry's minFirmwareVersion
+  | 'clock-unsafe' // TPMS_ATTEST.clockInfo.safe is not set (the TPM's clock may have gone backwards)
+  | 'clock-backwards'; // resetCount, restartCount or clock is below the last statement accepted from this AK
 
 export type AttestationVerdict<T> = { ok: true; value: T } | { ok: false; check: AttestationCheck; detail: string };
 

@@ -279,3 +279,11 @@ MIGRATIONS.push(
 
 // 15: a SCEP transaction held for manual approval keeps what its CertPoll needs (RFC 8894 §3.3.3): JSON ScepPending
 MIGRATIONS.push(`ALTER TABLE scep_transactions ADD COLUMN pending TEXT;`);
+
+// 16: the clockInfo of the newest accepted TPM statement per AK binding (issue 9: clock, resetCount and
+// restartCount must not go backwards); clock as decimal text (a UINT64)
+MIGRATIONS.push(
+  `ALTER TABLE tpm_aks ADD COLUMN last_clock TEXT;
+   ALTER TABLE tpm_aks ADD COLUMN last_reset_count INTEGER;
+   ALTER TABLE tpm_aks ADD COLUMN last_restart_count INTEGER;`,
+);
