@@ -999,6 +999,29 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await att().aksOfDevice('d1')).map((a) => a.lastClock)).toEqual([{ ...c2, restartCount: won }]);
       });
 
+      it("an active AK's certificate is claimed by one caller of many at once (several nodes), then the serial answers everyone", async () => {
+        const now = new Date();
+        const until = new Date(now.getTime() + 30_000);
+        await att().saveAkChallenge(challenge('000bak1', 'd1'), now, audit('tpm.ak.challenge', 'd1'));
+        expect(await att().claimAkCertificate('000bak1', 'd1', until, now)).toBeNull(); // still pending
+        await att().activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1'));
+        expect(await att().claimAkCertificate('000bak1', 'd2', until, now)).toBeNull(); // another device's
+        const clients: Store[] = [store];
+        for (let i = 0; i < 3; i++) clients.push(sut.another ? await sut.another() : store);
+        const got = await Promise.all(clients.flatMap((c) => [0, 1].map(() => (c as Store & AttestationStore).claimAkCertificate('000bak1', 'd1', until, now))));
+        expect(got.filter((g) => g?.state === 'claimed')).toHaveLength(1);
+        expect(got.filter((g) => g?.state === 'busy')).toHaveLength(got.length - 1);
+        // a holder that failed frees the claim; one that died frees it when it expires
+        await att().settleAkCertificate('000bak1', null);
+        expect(await att().claimAkCertificate('000bak1', 'd1', until, now)).toEqual({ state: 'claimed' });
+        expect(await att().claimAkCertificate('000bak1', 'd1', until, new Date(until.getTime() - 1))).toEqual({ state: 'busy' });
+        expect(await att().claimAkCertificate('000bak1', 'd1', new Date(until.getTime() + 30_000), until)).toEqual({ state: 'claimed' });
+        await att().settleAkCertificate('000bak1', '0a01');
+        await att().settleAkCertificate('000bak1', '0a02'); // the first serial recorded stays
+        expect(await att().claimAkCertificate('000bak1', 'd1', until, now)).toEqual({ state: 'issued', serial: '0a01' });
+        expect((await att().getAk('000bak1'))?.akCertSerial).toBe('0a01');
+      });
+
       it('retiring revokes the AK bindings and blocks the EK from registering again; a transfer (no block) does not', async () => {
         const now = new Date();
         await att().saveAkChallenge(challenge('000bak1', 'd1', { ek: 'ek-A' }), now, audit('tpm.ak.challenge', 'd1'));

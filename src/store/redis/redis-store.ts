@@ -5,6 +5,7 @@ import { distinctIds } from '../batch';
 import { pageLimit, pageOf } from '../paging';
 import {
   AkBindingRecord,
+  AkCertificateClaim,
   TpmClockState,
   AttestationStore,
   AuditInput,
@@ -92,6 +93,9 @@ type AkRow = Omit<AkBindingRecord, 'akPublic' | 'challengeExpiresAt' | 'createdA
   activatedAt: number | null;
   /** lastClock: clock as decimal text (a UINT64; JSON has no bigint); absent in rows written before it existed */
   lastClock?: { clock: string; resetCount: number; restartCount: number } | null;
+  /** akCertSerial, certClaimUntil (ms): absent in rows written before them */
+  akCertSerial?: string | null;
+  certClaimUntil?: number | null;
 };
 
 /**
@@ -1152,14 +1156,14 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     });
   }
 
-  async saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt' | 'lastClock'>, now: Date, audit: AuditInput): Promise<AkBindingRecord> {
+  async saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt' | 'lastClock' | 'akCertSerial'>, now: Date, audit: AuditInput): Promise<AkBindingRecord> {
     const akKey = this.k('tpm-ak', b.akName);
     const blockedKey = this.k('tpm-blocked-ek', b.ekCertSha256);
     return this.tx([this.headKey, akKey, blockedKey], async (m) => {
       if (await this.w.exists(blockedKey)) throw new DeviceCaError('forbidden', 'this TPM belonged to a retired device and may not register again');
       const old = await this.getJson<AkRow>(this.w, akKey);
       if (old && (old.deviceId !== b.deviceId || old.status !== 'pending')) throw new DeviceCaError('conflict', 'this attestation key is already registered');
-      const rec: AkBindingRecord = { ...b, status: 'pending', createdAt: now, activatedAt: null, lastClock: null };
+      const rec: AkBindingRecord = { ...b, status: 'pending', createdAt: now, activatedAt: null, lastClock: null, akCertSerial: null };
       m.set(akKey, JSON.stringify(akRow(rec)));
       m.zadd(this.k('tpm-dev-aks', b.deviceId), ms(now), b.akName);
       await this.auditTo(m, audit, now);
@@ -1184,6 +1188,26 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   async getAk(akName: string): Promise<AkBindingRecord | null> {
     const row = await this.getJson<AkRow>(this.r, this.k('tpm-ak', akName));
     return row ? akFromRow(row) : null;
+  }
+
+  async claimAkCertificate(akName: string, deviceId: string, until: Date, now: Date): Promise<AkCertificateClaim | null> {
+    const akKey = this.k('tpm-ak', akName);
+    return this.tx([akKey], async (m) => {
+      const row = await this.getJson<AkRow>(this.w, akKey);
+      if (!row || row.deviceId !== deviceId || row.status !== 'active') return null;
+      if (row.akCertSerial) return { state: 'issued', serial: row.akCertSerial };
+      if (row.certClaimUntil && row.certClaimUntil > ms(now)) return { state: 'busy' };
+      m.set(akKey, JSON.stringify({ ...row, certClaimUntil: ms(until) } satisfies AkRow)); // EXEC fails if another claimed meanwhile
+      return { state: 'claimed' };
+    });
+  }
+
+  async settleAkCertificate(akName: string, serial: string | null): Promise<void> {
+    const akKey = this.k('tpm-ak', akName);
+    await this.tx([akKey], async (m) => {
+      const row = await this.getJson<AkRow>(this.w, akKey);
+      if (row) m.set(akKey, JSON.stringify({ ...row, akCertSerial: row.akCertSerial ?? serial, certClaimUntil: null } satisfies AkRow));
+    });
   }
 
   async setAkClock(akName: string, expected: TpmClockState | null, next: TpmClockState): Promise<boolean> {
@@ -1559,6 +1583,7 @@ function akFromRow(r: AkRow): AkBindingRecord {
     challengeExpiresAt: new Date(r.challengeExpiresAt),
     createdAt: new Date(r.createdAt),
     activatedAt: dateOrNull(r.activatedAt),
+    akCertSerial: r.akCertSerial ?? null,
     lastClock: r.lastClock ? { clock: BigInt(r.lastClock.clock), resetCount: r.lastClock.resetCount, restartCount: r.lastClock.restartCount } : null,
   };
 }

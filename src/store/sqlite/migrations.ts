@@ -287,3 +287,10 @@ MIGRATIONS.push(
    ALTER TABLE tpm_aks ADD COLUMN last_reset_count INTEGER;
    ALTER TABLE tpm_aks ADD COLUMN last_restart_count INTEGER;`,
 );
+
+// 17: the AK certificate of a binding and the claim of whoever issues it (issue 9: two activations at once
+// issued two AK certificates); cert_claim_until in ms, NULL when nobody holds the claim
+MIGRATIONS.push(
+  `ALTER TABLE tpm_aks ADD COLUMN cert_serial TEXT;
+   ALTER TABLE tpm_aks ADD COLUMN cert_claim_until INTEGER;`,
+);
