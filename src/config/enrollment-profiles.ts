@@ -80,10 +80,14 @@ export function resolveProfiles(cfg: ProfilesInput): EnrollmentProfiles & { prob
     problems.push({ path: at, message: 'keyEncipherment is for TLS servers doing RSA key transport: set serverAuth: true too, or drop keyEncipherment (RFC 5280 §4.2.1.12)' });
   }
   // a PCR policy is checked with the key's evidence: on a profile that ignores evidence it would do nothing
+  // so is a TPM allow-list
   for (const [name, p] of profiles) {
-    if (!p.pcrPolicy || p.attestation !== 'off') continue;
-    const at = Object.hasOwn(cfg.profiles, name) ? ['profiles', name, 'pcrPolicy'] : ['est', 'labels', name, 'pcrPolicy'];
-    problems.push({ path: at, message: 'pcrPolicy is checked with TPM evidence: set attestation: required (or optional)' });
+    if (p.attestation !== 'off') continue;
+    for (const key of ['pcrPolicy', 'allowedTpms'] as const) {
+      if (!p[key]) continue;
+      const at = Object.hasOwn(cfg.profiles, name) ? ['profiles', name, key] : ['est', 'labels', name, key];
+      problems.push({ path: at, message: `${key} is checked with TPM evidence: set attestation: required (or optional)` });
+    }
   }
   return { profiles, labels, problems };
 }

@@ -114,6 +114,20 @@ const pcrPolicySchema = z
   .refine((p) => Object.values(p.pcrs).every((v) => v.length === 2 * PCR_BANK_BYTES[p.bank]), { message: 'pcrs: each value is a digest of the bank (sha256: 64 hex digits)' });
 
 /**
+ * allowedTpmSchema: one entry of `profiles.<name>.allowedTpms`: a TPM manufacturer as its EK certificates
+ * write it (TCG vendor id, "id:" + 8 hex digits), optionally a model, optionally the lowest firmware version
+ * (TPMS_ATTEST.firmwareVersion, a quoted "0x" + up to 16 hex digits: YAML numbers lose 64-bit precision).
+ */
+const allowedTpmSchema = z.strictObject({
+  manufacturer: z.string().min(1).max(64),
+  model: z.string().min(1).max(64).optional(),
+  minFirmwareVersion: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{1,16}$/, 'a quoted hex string: "0x" and 1-16 hex digits')
+    .optional(),
+});
+
+/**
  * profileSchema: the policy of one named enrollment profile (`profiles.<name>`), whatever protocol the
  * device enrolls with. The RA reads the decision keys; the CA reads validity, serverAuth and keyEncipherment by name.
  */
@@ -146,6 +160,11 @@ export const profileSchema = z.strictObject({
    * same nonce, over exactly these PCRs of this bank, each holding the value given (hex)
    */
   pcrPolicy: pcrPolicySchema.optional(),
+  /**
+   * TPM allow-list (issue 9): with attestation on, only TPMs whose EK certificate names one of these
+   * manufacturers (and model) register an AK or have keys attested; unset = any TPM with a trusted EK root
+   */
+  allowedTpms: z.array(allowedTpmSchema).min(1).max(100).optional(),
 });
 export type ProfileConfig = z.infer<typeof profileSchema>;
 

@@ -19,7 +19,7 @@ import { OID } from '../der/oids';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm } from '../keys/key-backend';
 import { generateKeyPair } from '../keys/software-key-backend';
-import { CertificateRecord, DeviceRecord, EnrollmentRequestRecord, Page, PageRequest, Store } from '../store/store';
+import { CertificateRecord, DeviceRecord, EnrollmentRequestRecord, isAttestationStore, Page, PageRequest, Store } from '../store/store';
 import { everyItem } from '../store/paging';
 import { AuthMethod, Authenticator } from './authenticators/authenticator';
 import { checkChannelBinding } from './authenticators/channel-binding-check';
@@ -32,7 +32,7 @@ import { EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
 import { SecretKey, hashSecret, newEnrollmentSecret, serverSecretKey } from './enrollment-secret';
 import { DEVICE_ID, Principal, principalName } from './principal';
 import { ScepTransaction, ScepTransactions } from './scep-transactions';
-import { TpmAttestation } from './tpm-attestation';
+import { TpmAttestation, TpmProfilePolicy } from './tpm-attestation';
 
 export type { ChannelBinding, EnrollOperation, EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
 export { DEVICE_ID };
@@ -79,12 +79,30 @@ interface Issuance {
   tpmAttested: boolean;
 }
 
+/** AK_CLAIM_MS: how long one activation holds the issuance of an AK certificate; a holder that died frees it then. */
+const AK_CLAIM_MS = 30_000;
+/** AK_CLAIM_WAIT_MS, AK_CLAIM_POLL_MS: how long, and how often, a concurrent activation waits for the holder's certificate before 409. */
+const AK_CLAIM_WAIT_MS = 2_000;
+const AK_CLAIM_POLL_MS = 20;
+
 /** PCR_BANK_ALG: the TPM_ALG id of each PCR bank a profile's pcrPolicy may name. */
 const PCR_BANK_ALG = { sha1: TPM_ALG.SHA1, sha256: TPM_ALG.SHA256, sha384: TPM_ALG.SHA384, sha512: TPM_ALG.SHA512 } as const;
 
 /** pcrPolicyOf turns a profile's pcrPolicy (config: bank name, index -> hex) into what the verifier compares. */
 function pcrPolicyOf(p: NonNullable<ProfileConfig['pcrPolicy']>): PcrPolicy {
   return { bankAlg: PCR_BANK_ALG[p.bank], pcrs: new Map(Object.entries(p.pcrs).map(([i, v]) => [Number(i), Buffer.from(v, 'hex')])) };
+}
+
+/** tpmPolicyOf turns a profile's allowedTpms (config: firmware versions as hex strings) into what TpmAttestation compares. */
+function tpmPolicyOf(p: ProfileConfig): TpmProfilePolicy {
+  if (!p.allowedTpms) return {};
+  return {
+    allowedTpms: p.allowedTpms.map((e) => ({
+      manufacturer: e.manufacturer,
+      ...(e.model === undefined ? {} : { model: e.model }),
+      ...(e.minFirmwareVersion === undefined ? {} : { minFirmwareVersion: BigInt(e.minFirmwareVersion) }),
+    })),
+  };
 }
 
 /**
@@ -463,7 +481,7 @@ export class RegistrationAuthority {
       if (!q) await tpm.refuse(device.id, 'quote', 'the profile has a PCR policy and the CSR carries no TPM quote statement');
       pcr = { policy: pcrPolicyOf(profile.pcrPolicy), quote: decodeTpmQuoteStatement(q!.stmt) };
     }
-    await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki, pcr);
+    await tpm.checkCertify(device.id, decodeTpmCertifyStatement(st.stmt), csr.spki, pcr, tpmPolicyOf(profile));
     return true;
   }
 
@@ -501,10 +519,10 @@ export class RegistrationAuthority {
     return tpm.issueNonce(device.id);
   }
 
-  /** tpmRegisterAk: checks EK certificate, EK and AK, and answers with the MakeCredential challenge. */
+  /** tpmRegisterAk: checks EK certificate, EK, AK and the profile's TPM allow-list, and answers with the MakeCredential challenge. */
   async tpmRegisterAk(profileName: string, proofs: Proofs, req: AkRegistrationRequest): Promise<Credential & { akName: Buffer }> {
     const { device, tpm } = await this.attestingDevice(profileName, proofs);
-    return tpm.registerAk(device.id, req);
+    return tpm.registerAk(device.id, req, tpmPolicyOf(this.profile(profileName)));
   }
 
   /**
@@ -513,27 +531,54 @@ export class RegistrationAuthority {
    * subject O=owner, CN=device id, valid as long as the profile's device certificates. It is recorded as a
    * certificate of the device (profile "tpm-ak"), so the device's lifecycle revokes it with the binding.
    * A device whose reply was lost repeats the same activation (same secret) while the challenge lives and
-   * gets the same certificate again.
+   * gets the same certificate again. Activations that arrive at once (a device retrying before the first
+   * reply, on any node) issue one certificate: the store lets one of them claim the issuance
+   * (claimAkCertificate); the others wait for its serial and answer that certificate, or 409 if it takes
+   * longer than AK_CLAIM_WAIT_MS.
    */
   async tpmActivateAk(profileName: string, proofs: Proofs, akName: Buffer, secret: Buffer): Promise<{ akName: string; status: string; serial: string; certificate: Buffer }> {
     const { device, tpm } = await this.attestingDevice(profileName, proofs);
     const b = await tpm.activateAk(device.id, akName, secret);
-    const subject: NameAttribute[] = [];
-    if (device.owner) subject.push({ type: 'O', value: device.owner });
-    subject.push({ type: 'CN', value: device.id });
-    const spki = tpmPublicKey(parseTpmtPublic(b.akPublic)).export({ type: 'spki', format: 'der' });
-    // a repeat of an activation whose reply was lost (or that stopped before the certificate): the AK
-    // certificate already issued, if any, rather than a second one
-    for await (const c of everyItem((after) => this.store.listCertificates({ deviceId: device.id, status: 'valid', after }))) {
-      if (c.profile === TPM_AK_PROFILE && c.spkiSha256 === sha256(spki)) return { akName: b.akName, status: b.status, serial: c.serial, certificate: c.der };
+    if (!isAttestationStore(this.store)) throw new DeviceCaError('not-implemented', 'TPM attestation needs a store that keeps attestation state');
+    const store = this.store;
+    const answer = (c: { serial: string; der: Buffer }) => ({ akName: b.akName, status: b.status, serial: c.serial, certificate: c.der });
+    for (let waited = 0; ; waited += AK_CLAIM_POLL_MS) {
+      const now = this.now();
+      const claim = await store.claimAkCertificate(b.akName, device.id, new Date(now.getTime() + AK_CLAIM_MS), now);
+      if (!claim) throw new DeviceCaError('conflict', 'the attestation key is no longer active');
+      if (claim.state === 'claimed') break;
+      if (claim.state === 'issued') {
+        const c = await this.store.getCertificate(claim.serial);
+        if (!c) throw new DeviceCaError('internal', `AK certificate ${claim.serial} is recorded on the binding but not in the store`);
+        return answer(c);
+      }
+      if (waited >= AK_CLAIM_WAIT_MS) throw new DeviceCaError('conflict', 'the AK certificate is being issued for another request of this activation; repeat it');
+      await new Promise((r) => setTimeout(r, AK_CLAIM_POLL_MS));
     }
-    const cert = await signAndRecord(
-      this.store,
-      { spki, profile: TPM_AK_PROFILE },
-      () => this.ca.issueAttestationKey({ subject, spki, validitySeconds: this.profile(profileName).validity }, this.now()),
-      { deviceId: device.id, subject: nameToString(subject), audit: { actor: `device:${device.id}`, subject: device.id, data: { profile: TPM_AK_PROFILE, ak: b.akName } } },
-    );
-    return { akName: b.akName, status: b.status, serial: cert.serial, certificate: cert.der };
+    try {
+      const subject: NameAttribute[] = [];
+      if (device.owner) subject.push({ type: 'O', value: device.owner });
+      subject.push({ type: 'CN', value: device.id });
+      const spki = tpmPublicKey(parseTpmtPublic(b.akPublic)).export({ type: 'spki', format: 'der' });
+      // a binding activated before the store recorded AK certificates, or a claim holder that stopped
+      // between recording the certificate and settling: the AK certificate already issued, not a second one
+      let cert: { serial: string; der: Buffer } | undefined;
+      for await (const c of everyItem((after) => this.store.listCertificates({ deviceId: device.id, status: 'valid', after }))) {
+        if (c.profile === TPM_AK_PROFILE && c.spkiSha256 === sha256(spki)) cert = c;
+      }
+      cert ??= await signAndRecord(
+        this.store,
+        { spki, profile: TPM_AK_PROFILE },
+        () => this.ca.issueAttestationKey({ subject, spki, validitySeconds: this.profile(profileName).validity }, this.now()),
+        { deviceId: device.id, subject: nameToString(subject), audit: { actor: `device:${device.id}`, subject: device.id, data: { profile: TPM_AK_PROFILE, ak: b.akName } } },
+      );
+      await store.settleAkCertificate(b.akName, cert.serial);
+      return answer(cert);
+    } catch (e) {
+      // free the claim at once: the device's next repeat issues the certificate
+      await store.settleAkCertificate(b.akName, null).catch(() => undefined);
+      throw e;
+    }
   }
 
   private checkKey(profile: ProfileConfig, alg: KeyAlgorithm | null): void {

@@ -2,10 +2,13 @@ import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { AkRegistrationRequest, verifyAkRegistration } from '../attestation/tpm/ak-registration';
 import { AttestationCheck } from '../attestation/tpm/attestation-verdict';
 import { CertifyStatement, verifyCertifyEvidence } from '../attestation/tpm/certify-evidence';
+import { checkClockHistory, checkClockSafe, ClockCounters, newestClock } from '../attestation/tpm/clock-history';
 import { KeyAttributePolicy } from '../attestation/tpm/key-policy';
 import { Credential, makeCredential } from '../attestation/tpm/make-credential';
 import { parseTpmtPublic } from '../attestation/tpm/tpm-public';
 import { PcrPolicy, QuoteStatement, verifyQuoteEvidence } from '../attestation/tpm/quote-evidence';
+import { AllowedTpm, checkAllowedTpm, checkFirmwareVersion } from '../attestation/tpm/tpm-allow-list';
+import { parseTpmsAttest, TpmClockInfo } from '../attestation/tpm/tpms-attest';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { AkBindingRecord, AttestationStore, AuditStore } from '../store/store';
 
@@ -25,6 +28,14 @@ export interface TpmAttestationOptions {
   challengeTtlSeconds: number;
   keyPolicy?: KeyAttributePolicy;
   now?: () => Date;
+}
+
+/**
+ * TpmProfilePolicy: what a profile adds to the checks (profiles.<name>.allowedTpms): the TPM manufacturers
+ * and models it accepts, and per entry the lowest firmware version. Absent: any TPM with a trusted EK root.
+ */
+export interface TpmProfilePolicy {
+  allowedTpms?: readonly AllowedTpm[];
 }
 
 /**
@@ -72,12 +83,16 @@ export class TpmAttestation {
   /**
    * registerAk checks the EK certificate, EK and AK, then answers with MakeCredential(EK, name(AK), secret):
    * only the TPM holding both keys can recover the secret (TPM 2.0 Part 1 §24). The binding stays pending
-   * until activateAk.
+   * until activateAk. A TPM whose EK certificate names a manufacturer/model off the profile's allow-list
+   * is refused ('tpm-model') before any challenge.
    */
-  async registerAk(deviceId: string, req: AkRegistrationRequest): Promise<Credential & { akName: Buffer }> {
+  async registerAk(deviceId: string, req: AkRegistrationRequest, policy: TpmProfilePolicy = {}): Promise<Credential & { akName: Buffer }> {
     const now = this.now();
     const v = verifyAkRegistration(req, this.opts.ekRoots, now);
     if (!v.ok) return this.refuse(deviceId, v.check, v.detail);
+    // the TPM's manufacturer and model as its EK certificate names them: only a TPM the profile accepts gets a challenge
+    const allowed = checkAllowedTpm(policy.allowedTpms, v.value.ekIdentity);
+    if (!allowed.ok) return this.refuse(deviceId, allowed.check, allowed.detail);
     const secret = randomBytes(32);
     const credential = makeCredential(v.value.ek, v.value.akName, secret);
     await this.store.saveAkChallenge(
@@ -110,9 +125,11 @@ export class TpmAttestation {
    * device's unexpired, unused nonces; the nonce is consumed only once everything else has passed, so a
    * forged statement cannot burn a device's nonce. With a PCR policy, `quote` must be a TPM2_Quote by the
    * same AK with the same nonce whose PCRs match the policy (verifyQuoteEvidence); the one nonce then
-   * covers both statements.
+   * covers both statements. With an allow-list (`policy`), the AK's TPM must still be on it and the
+   * certify statement's firmwareVersion must reach the matching entry's minimum. Each statement's
+   * clockInfo must be safe and not behind the last one accepted from this AK (recorded after the nonce).
    */
-  async checkCertify(deviceId: string, st: CertifyStatement, csrSpki: Buffer, pcr?: { policy: PcrPolicy; quote: QuoteStatement }): Promise<{ ak: AkBindingRecord }> {
+  async checkCertify(deviceId: string, st: CertifyStatement, csrSpki: Buffer, pcr?: { policy: PcrPolicy; quote: QuoteStatement }, policy: TpmProfilePolicy = {}): Promise<{ ak: AkBindingRecord }> {
     const aks = (await this.store.aksOfDevice(deviceId)).filter((a) => a.status === 'active');
     if (aks.length === 0) return this.refuse(deviceId, 'ak-unregistered', 'device has no active attestation key');
     let last: { check: AttestationCheck; detail: string } = { check: 'ak-unregistered', detail: 'no AK of this device signed the statement' };
@@ -127,11 +144,48 @@ export class TpmAttestation {
         const q = verifyQuoteEvidence(pcr.quote, parseTpmtPublic(ak.akPublic), v.value.extraData, pcr.policy);
         if (!q.ok) return this.refuse(deviceId, q.check, q.detail, q.pcr);
       }
+      // the allow-list again, as it is now and for this profile (the AK may have registered under another,
+      // or before the operator narrowed the list), then the firmware the TPM itself reports
+      const allowed = checkAllowedTpm(policy.allowedTpms, { manufacturer: ak.ekManufacturer, model: ak.ekModel });
+      if (!allowed.ok) return this.refuse(deviceId, allowed.check, allowed.detail);
+      const firmware = checkFirmwareVersion(allowed.value, v.value.attest.firmwareVersion);
+      if (!firmware.ok) return this.refuse(deviceId, firmware.check, firmware.detail);
+      // freshness beyond the nonce: the TPM vouches for its clock, and nothing goes back from the last
+      // statement accepted from this AK
+      const clocks: [string, TpmClockInfo][] = [['certify', v.value.attest.clockInfo]];
+      if (pcr) clocks.push(['quote', parseTpmsAttest(pcr.quote.tpmsAttest).clockInfo]);
+      for (const [what, c] of clocks) {
+        const safe = checkClockSafe(c, what);
+        if (!safe.ok) return this.refuse(deviceId, safe.check, safe.detail);
+        const history = checkClockHistory(ak.lastClock, c, what);
+        if (!history.ok) return this.refuse(deviceId, history.check, history.detail);
+      }
       if (!(await this.store.consumeNonce(deviceId, sha256(v.value.extraData), this.now()))) {
         return this.refuse(deviceId, 'nonce', 'qualifyingData is not an unexpired, unused nonce of this device');
       }
+      await this.recordClock(deviceId, ak, clocks.map(([, c]) => c).reduce<ClockCounters>(newestClock, clocks[0][1]));
       return { ak };
     }
     return this.refuse(deviceId, last.check, last.detail);
+  }
+
+  /**
+   * recordClock stores the clockInfo of the statement just accepted as the AK's last (setAkClock, a
+   * compare-and-set on the value checkCertify read). When another statement of the same AK was accepted
+   * meanwhile, it reads the binding again and checks once more: the later of two racing statements is
+   * recorded, and one from before the other's is refused even though its nonce was spent.
+   */
+  private async recordClock(deviceId: string, ak: AkBindingRecord, next: ClockCounters): Promise<void> {
+    const value = { clock: next.clock, resetCount: next.resetCount, restartCount: next.restartCount };
+    let last = ak.lastClock;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      if (await this.store.setAkClock(ak.akName, last, value)) return;
+      const now = await this.store.getAk(ak.akName);
+      if (!now) return this.refuse(deviceId, 'ak-unregistered', 'the AK binding went away during the check');
+      last = now.lastClock;
+      const history = checkClockHistory(last, value, 'statement');
+      if (!history.ok) return this.refuse(deviceId, history.check, history.detail);
+    }
+    throw new DeviceCaError('conflict', 'attestation statements of this AK keep arriving at once; try again');
   }
 }

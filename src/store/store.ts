@@ -448,6 +448,17 @@ export interface IntegrityStore {
  */
 export type AkBindingStatus = 'pending' | 'active' | 'revoked';
 
+/**
+ * TpmClockState: the clockInfo counters of a TPM attestation statement (TPM 2.0 Part 2 §10.11.1): clock
+ * (milliseconds the TPM has run, kept across power cycles), resetCount (TPM Resets) and restartCount
+ * (TPM Restarts and Resumes since the last Reset). None of them goes backwards on a genuine TPM.
+ */
+export interface TpmClockState {
+  clock: bigint;
+  resetCount: number;
+  restartCount: number;
+}
+
 /** AkBindingRecord binds a TPM attestation key (by its TPM name) to a device and to the TPM's EK certificate. */
 export interface AkBindingRecord {
   /** akName: hex of nameAlg || H(TPMT_PUBLIC), unique across devices */
@@ -465,7 +476,14 @@ export interface AkBindingRecord {
   challengeExpiresAt: Date;
   createdAt: Date;
   activatedAt: Date | null;
+  /** lastClock: the clockInfo of the newest statement this AK signed that was accepted; null before the first */
+  lastClock: TpmClockState | null;
+  /** akCertSerial: the AK certificate issued at activation (settleAkCertificate); null before */
+  akCertSerial: string | null;
 }
+
+/** AkCertificateClaim: who issues an active AK's certificate (claimAkCertificate). */
+export type AkCertificateClaim = { state: 'claimed' } | { state: 'busy' } | { state: 'issued'; serial: string };
 
 /**
  * AttestationStore keeps TPM attestation state: single-use nonces (by SHA-256, so a stored nonce is useless
@@ -483,7 +501,7 @@ export interface AttestationStore {
    * 'forbidden' if the EK is blocked (its device was retired); 'conflict' if the AK is bound to another
    * device or already active.
    */
-  saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt'>, now: Date, audit: AuditInput): Promise<AkBindingRecord>;
+  saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt' | 'lastClock' | 'akCertSerial'>, now: Date, audit: AuditInput): Promise<AkBindingRecord>;
   /**
    * activateAk turns a pending binding active if the credential's hash matches and the challenge has not
    * expired; null (and nothing changes) otherwise. The audit record is appended in the same transaction.
@@ -492,6 +510,22 @@ export interface AttestationStore {
    */
   activateAk(akName: string, deviceId: string, challengeSha256: string, now: Date, audit: AuditInput): Promise<AkBindingRecord | null>;
   getAk(akName: string): Promise<AkBindingRecord | null>;
+  /**
+   * claimAkCertificate makes the issuance of an active AK's certificate happen once, however many
+   * activations of it arrive at once (on any node): 'issued' with the serial once it has one; 'busy' while
+   * another caller's claim lives; otherwise 'claimed' (the claim is the caller's until `until`, so a caller
+   * that died frees it). null if the device has no active binding of this AK.
+   */
+  claimAkCertificate(akName: string, deviceId: string, until: Date, now: Date): Promise<AkCertificateClaim | null>;
+  /** settleAkCertificate ends a claim: records the AK certificate's serial (the first one recorded stays), or just frees the claim (null: issuance failed). */
+  settleAkCertificate(akName: string, serial: string | null): Promise<void>;
+  /**
+   * setAkClock records the clockInfo of an accepted statement on the AK's binding if its lastClock is still
+   * `expected` (compare-and-set: of two statements accepted at once, only one moves it from a given value;
+   * the other's caller reads again and decides again); false, and nothing changes, otherwise or without
+   * such a binding. The RA decides whether `next` goes backwards; the store only applies.
+   */
+  setAkClock(akName: string, expected: TpmClockState | null, next: TpmClockState): Promise<boolean>;
   /** aksOfDevice: a device's bindings, newest first. */
   aksOfDevice(deviceId: string): Promise<AkBindingRecord[]>;
   /** revokeAks revokes every binding of a device; with blockEks its EKs may never register again (retirement). */

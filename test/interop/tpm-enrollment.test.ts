@@ -26,6 +26,7 @@ const AK3 = '0x81010006';
 const AK4 = '0x81010007';
 const AK5 = '0x81010008';
 const AK6 = '0x81010009';
+const AK7 = '0x8101000a';
 /** PCR_EVENT: what the PCR test extends PCR 23 with; the policy expects sha256(zeros || PCR_EVENT) */
 const PCR_EVENT = createHash('sha256').update('device-ca boot event').digest();
 const CERTIFY = join(__dirname, '../fixtures/tpm/tpm-certify.py');
@@ -52,12 +53,17 @@ const configYaml = (nonceTtl: string, own = true): string =>
           '  default: {}',
           '  tpm: { auth: [basic], attestation: required, keyAlgorithms: [ecdsa-p256] }',
           '  tpm-manual: { auth: [basic], attestation: required, manualApproval: true }',
+          // swtpm is manufacturer id:00001014, model swtpm, firmware 0x2019102300163636
+          "  tpm-vendor: { auth: [basic], attestation: required, allowedTpms: [{ manufacturer: 'id:49465800' }] }",
+          "  tpm-fw: { auth: [basic], attestation: required, allowedTpms: [{ manufacturer: 'id:00001014', model: swtpm, minFirmwareVersion: '0x2019102300163637' }] }",
           `  tpm-pcr: { auth: [basic], attestation: required, pcrPolicy: { bank: sha256, pcrs: { '0': '${'00'.repeat(32)}', '23': '${createHash('sha256').update(Buffer.alloc(32)).update(PCR_EVENT).digest('hex')}' } } }`,
           'est:',
           '  labels:',
           '    default: {}',
           '    tpm: { profile: tpm }',
           '    tpm-manual: { profile: tpm-manual }',
+          '    tpm-vendor: { profile: tpm-vendor }',
+          '    tpm-fw: { profile: tpm-fw }',
           '    tpm-pcr: { profile: tpm-pcr }',
         ]
       : []),
@@ -169,6 +175,7 @@ beforeAll(async () => {
     ['ak3', AK3],
     ['ak4', AK4],
     ['ak5', AK5],
+    ['ak7', AK7],
   ]) {
     tpm.tpm2('tpm2_createak', ['-C', 'ek.ctx', '-c', `${name}.ctx`, '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', `${name}.pub`, '-n', `${name}.name`]);
     tpm.tpm2('tpm2_evictcontrol', ['-C', 'o', '-c', `${name}.ctx`, handle]);
@@ -243,6 +250,29 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect(shown.aks.map((x) => x.ekSha256)).toEqual([createHash('sha256').update(tpm.dir.read('ekecc.der')).digest('hex')]);
   });
 
+  it("TPM allow-list: a profile that names another manufacturer refuses swtpm's AK registration (403 tpm-model), before any challenge", async () => {
+    await addDevice(svc, 'dev-9', 'tpm-vendor');
+    const r = await postTpm('ak', 'dev-9', {
+      ekCertificate: tpm.dir.read('ek.der').toString('base64'),
+      ekChain: [new X509Certificate(tpm.ekIssuerPem).raw.toString('base64')],
+      ekPublic: tpm.dir.read('ek.pub').toString('base64'),
+      akPublic: tpm.dir.read('ak7.pub').toString('base64'),
+    });
+    expect(r.status).toBe(403);
+    expect(r.text).toContain('attestation failed: tpm-model');
+    expect(r.text).not.toContain('credentialBlob');
+    expect(failedChecks(svc, 'dev-9')).toEqual(['tpm-model']);
+  });
+
+  it("minimum firmware version: swtpm's TPM2_Certify reports 0x2019102300163636, below the profile's minimum: 403 firmware-version", async () => {
+    await addDevice(svc, 'dev-10', 'tpm-fw');
+    expect((await registerAk('dev-10', AK7, 'ak7.pub')).status).toBe(200); // manufacturer and model are on the list
+    const r = await postLabel('dev-10', tpmCsr('dev-10', evidence(AK7, await nonceOf('dev-10'))));
+    expect(r.status).toBe(403);
+    expect(r.text).toContain('attestation failed: firmware-version');
+    expect(failedChecks(svc, 'dev-10')).toEqual(['firmware-version']);
+  });
+
   it('refuses a key that is not in the TPM: no evidence, or evidence about another key', async () => {
     const none = await postLabel('dev-1', softwareCsr('dev-1'));
     expect(none.status).toBe(403);
@@ -273,6 +303,16 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     const text = (await openssl('x509', '-in', crt, '-noout', '-text')).stdout;
     expect(text).toMatch(/X509v3 Certificate Policies: *\n *Policy: 2\.23\.133\.11\.1\.1\n *Policy: 2\.23\.133\.11\.1\.2\n/);
     expect(text).toMatch(/X509v3 Extended Key Usage: *\n *TLS Web Client Authentication\n/);
+    // swtpm's clockInfo (safe, a real TPM's counters) is recorded on the AK binding as its last accepted
+    const db = new Database(join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
+    try {
+      const ak = db.prepare('SELECT last_clock, last_reset_count, last_restart_count FROM tpm_aks WHERE ak_name = ?').get(tpm.dir.read('ak1.name').toString('hex')) as Record<string, unknown>;
+      expect(BigInt(String(ak.last_clock))).toBeGreaterThan(0n);
+      expect(ak.last_reset_count).toEqual(expect.any(Number));
+      expect(ak.last_restart_count).toEqual(expect.any(Number));
+    } finally {
+      db.close();
+    }
 
     // devices show: the AK binding with its EK, the verdict, and which certificate's key was attested
     const serial = (await openssl('x509', '-in', crt, '-noout', '-serial')).stdout

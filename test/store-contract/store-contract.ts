@@ -999,6 +999,49 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await att().aksOfDevice('d1')).map((a) => a.akName)).toEqual(['000bak1']);
       });
 
+      it("an AK's last clockInfo: null until set, then changed only from the value read (compare-and-set, racing clients: one wins), a UINT64 clock exact", async () => {
+        const now = new Date();
+        await att().saveAkChallenge(challenge('000bak1', 'd1'), now, audit('tpm.ak.challenge', 'd1'));
+        await att().activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1'));
+        expect((await att().getAk('000bak1'))?.lastClock).toBeNull();
+        const c1 = { clock: 1790n, resetCount: 2, restartCount: 0 };
+        const c2 = { clock: 0xfffffffffffffff0n, resetCount: 3, restartCount: 1 };
+        expect(await att().setAkClock('000bak1', c1, c2)).toBe(false); // not what is stored (null)
+        expect(await att().setAkClock('000bak9', null, c1)).toBe(false); // no such binding
+        expect(await att().setAkClock('000bak1', null, c1)).toBe(true);
+        expect(await att().setAkClock('000bak1', null, c2)).toBe(false);
+        expect((await att().getAk('000bak1'))?.lastClock).toEqual(c1);
+        const clients: Store[] = [store];
+        for (let i = 0; i < 3; i++) clients.push(sut.another ? await sut.another() : store);
+        const got = await Promise.all(clients.map((c, i) => (c as Store & AttestationStore).setAkClock('000bak1', c1, { ...c2, restartCount: i })));
+        expect(got.filter(Boolean)).toHaveLength(1);
+        const won = got.indexOf(true);
+        expect((await att().aksOfDevice('d1')).map((a) => a.lastClock)).toEqual([{ ...c2, restartCount: won }]);
+      });
+
+      it("an active AK's certificate is claimed by one caller of many at once (several nodes), then the serial answers everyone", async () => {
+        const now = new Date();
+        const until = new Date(now.getTime() + 30_000);
+        await att().saveAkChallenge(challenge('000bak1', 'd1'), now, audit('tpm.ak.challenge', 'd1'));
+        expect(await att().claimAkCertificate('000bak1', 'd1', until, now)).toBeNull(); // still pending
+        await att().activateAk('000bak1', 'd1', h('secret'), now, audit('tpm.ak.activate', 'd1'));
+        expect(await att().claimAkCertificate('000bak1', 'd2', until, now)).toBeNull(); // another device's
+        const clients: Store[] = [store];
+        for (let i = 0; i < 3; i++) clients.push(sut.another ? await sut.another() : store);
+        const got = await Promise.all(clients.flatMap((c) => [0, 1].map(() => (c as Store & AttestationStore).claimAkCertificate('000bak1', 'd1', until, now))));
+        expect(got.filter((g) => g?.state === 'claimed')).toHaveLength(1);
+        expect(got.filter((g) => g?.state === 'busy')).toHaveLength(got.length - 1);
+        // a holder that failed frees the claim; one that died frees it when it expires
+        await att().settleAkCertificate('000bak1', null);
+        expect(await att().claimAkCertificate('000bak1', 'd1', until, now)).toEqual({ state: 'claimed' });
+        expect(await att().claimAkCertificate('000bak1', 'd1', until, new Date(until.getTime() - 1))).toEqual({ state: 'busy' });
+        expect(await att().claimAkCertificate('000bak1', 'd1', new Date(until.getTime() + 30_000), until)).toEqual({ state: 'claimed' });
+        await att().settleAkCertificate('000bak1', '0a01');
+        await att().settleAkCertificate('000bak1', '0a02'); // the first serial recorded stays
+        expect(await att().claimAkCertificate('000bak1', 'd1', until, now)).toEqual({ state: 'issued', serial: '0a01' });
+        expect((await att().getAk('000bak1'))?.akCertSerial).toBe('0a01');
+      });
+
       it('retiring revokes the AK bindings and blocks the EK from registering again; a transfer (no block) does not', async () => {
         const now = new Date();
         await att().saveAkChallenge(challenge('000bak1', 'd1', { ek: 'ek-A' }), now, audit('tpm.ak.challenge', 'd1'));

@@ -8,6 +8,7 @@ export type AttestationCheck =
   | 'ek-key-mismatch' // the EK public area sent is not the key in the EK certificate
   | 'ak-attributes' // the AK is not fixedTPM|fixedParent|sensitiveDataOrigin|restricted|sign, or can decrypt
   | 'ak-algorithm' // the AK is not RSA >= 2048 or ECC P-256+
+  | 'tpm-model' // the EK certificate's TPM manufacturer/model is not on the profile's allow-list (allowedTpms)
   | 'credential' // the credential returned is not the one MakeCredential sealed, or the challenge expired
   | 'ak-unregistered' // the evidence is signed by an AK not bound to this device
   | 'signature' // the AK signature over TPMS_ATTEST does not verify
@@ -21,7 +22,10 @@ export type AttestationCheck =
   | 'quote' // the profile has a PCR policy and the CSR carries no TPM2_Quote statement
   | 'pcr-selection' // the quote does not select exactly the policy's bank and PCRs
   | 'pcr-digest' // the quote's PCR digest is not the hash of the PCR values claimed
-  | 'pcr-value'; // a claimed PCR value is not the policy's (the reason names the PCR)
+  | 'pcr-value' // a claimed PCR value is not the policy's (the reason names the PCR)
+  | 'firmware-version' // TPMS_ATTEST.firmwareVersion is below the allow-list entry's minFirmwareVersion
+  | 'clock-unsafe' // TPMS_ATTEST.clockInfo.safe is not set (the TPM's clock may have gone backwards)
+  | 'clock-backwards'; // resetCount, restartCount or clock is below the last statement accepted from this AK
 
 export type AttestationVerdict<T> = { ok: true; value: T } | { ok: false; check: AttestationCheck; detail: string };
 

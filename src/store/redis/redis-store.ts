@@ -5,6 +5,8 @@ import { distinctIds } from '../batch';
 import { pageLimit, pageOf } from '../paging';
 import {
   AkBindingRecord,
+  AkCertificateClaim,
+  TpmClockState,
   AttestationStore,
   AuditInput,
   AuditRecord,
@@ -84,11 +86,16 @@ type AuditRow = Omit<AuditRecord, 'at'> & { at: number };
 type AttemptRow = { key: string; at: number };
 /** NonceRow: a TPM nonce's times; `n` orders nonces saved in the same millisecond (SQLite's rowid) */
 type NonceRow = { expiresAt: number; createdAt: number; n: number };
-type AkRow = Omit<AkBindingRecord, 'akPublic' | 'challengeExpiresAt' | 'createdAt' | 'activatedAt'> & {
+type AkRow = Omit<AkBindingRecord, 'akPublic' | 'challengeExpiresAt' | 'createdAt' | 'activatedAt' | 'lastClock'> & {
   akPublic: string;
   challengeExpiresAt: number;
   createdAt: number;
   activatedAt: number | null;
+  /** lastClock: clock as decimal text (a UINT64; JSON has no bigint); absent in rows written before it existed */
+  lastClock?: { clock: string; resetCount: number; restartCount: number } | null;
+  /** akCertSerial, certClaimUntil (ms): absent in rows written before them */
+  akCertSerial?: string | null;
+  certClaimUntil?: number | null;
 };
 
 /**
@@ -1174,14 +1181,14 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     });
   }
 
-  async saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt'>, now: Date, audit: AuditInput): Promise<AkBindingRecord> {
+  async saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt' | 'lastClock' | 'akCertSerial'>, now: Date, audit: AuditInput): Promise<AkBindingRecord> {
     const akKey = this.k('tpm-ak', b.akName);
     const blockedKey = this.k('tpm-blocked-ek', b.ekCertSha256);
     return this.tx([this.headKey, akKey, blockedKey], async (m) => {
       if (await this.w.exists(blockedKey)) throw new DeviceCaError('forbidden', 'this TPM belonged to a retired device and may not register again');
       const old = await this.getJson<AkRow>(this.w, akKey);
       if (old && (old.deviceId !== b.deviceId || old.status !== 'pending')) throw new DeviceCaError('conflict', 'this attestation key is already registered');
-      const rec: AkBindingRecord = { ...b, status: 'pending', createdAt: now, activatedAt: null };
+      const rec: AkBindingRecord = { ...b, status: 'pending', createdAt: now, activatedAt: null, lastClock: null, akCertSerial: null };
       m.set(akKey, JSON.stringify(akRow(rec)));
       m.zadd(this.k('tpm-dev-aks', b.deviceId), ms(now), b.akName);
       await this.auditTo(m, audit, now);
@@ -1206,6 +1213,36 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   async getAk(akName: string): Promise<AkBindingRecord | null> {
     const row = await this.getJson<AkRow>(this.r, this.k('tpm-ak', akName));
     return row ? akFromRow(row) : null;
+  }
+
+  async claimAkCertificate(akName: string, deviceId: string, until: Date, now: Date): Promise<AkCertificateClaim | null> {
+    const akKey = this.k('tpm-ak', akName);
+    return this.tx([akKey], async (m) => {
+      const row = await this.getJson<AkRow>(this.w, akKey);
+      if (!row || row.deviceId !== deviceId || row.status !== 'active') return null;
+      if (row.akCertSerial) return { state: 'issued', serial: row.akCertSerial };
+      if (row.certClaimUntil && row.certClaimUntil > ms(now)) return { state: 'busy' };
+      m.set(akKey, JSON.stringify({ ...row, certClaimUntil: ms(until) } satisfies AkRow)); // EXEC fails if another claimed meanwhile
+      return { state: 'claimed' };
+    });
+  }
+
+  async settleAkCertificate(akName: string, serial: string | null): Promise<void> {
+    const akKey = this.k('tpm-ak', akName);
+    await this.tx([akKey], async (m) => {
+      const row = await this.getJson<AkRow>(this.w, akKey);
+      if (row) m.set(akKey, JSON.stringify({ ...row, akCertSerial: row.akCertSerial ?? serial, certClaimUntil: null } satisfies AkRow));
+    });
+  }
+
+  async setAkClock(akName: string, expected: TpmClockState | null, next: TpmClockState): Promise<boolean> {
+    const akKey = this.k('tpm-ak', akName);
+    return this.tx([akKey], async (m) => {
+      const row = await this.getJson<AkRow>(this.w, akKey);
+      if (!row || JSON.stringify(row.lastClock ?? null) !== JSON.stringify(clockRow(expected))) return false;
+      m.set(akKey, JSON.stringify({ ...row, lastClock: clockRow(next) } satisfies AkRow));
+      return true;
+    });
   }
 
   async aksOfDevice(deviceId: string): Promise<AkBindingRecord[]> {
@@ -1553,7 +1590,11 @@ function akRow(a: AkBindingRecord): AkRow {
     challengeExpiresAt: ms(a.challengeExpiresAt),
     createdAt: ms(a.createdAt),
     activatedAt: a.activatedAt ? ms(a.activatedAt) : null,
+    lastClock: clockRow(a.lastClock),
   };
+}
+function clockRow(c: TpmClockState | null): AkRow['lastClock'] {
+  return c ? { clock: c.clock.toString(), resetCount: c.resetCount, restartCount: c.restartCount } : null;
 }
 function akFromRow(r: AkRow): AkBindingRecord {
   return {
@@ -1568,6 +1609,8 @@ function akFromRow(r: AkRow): AkBindingRecord {
     challengeExpiresAt: new Date(r.challengeExpiresAt),
     createdAt: new Date(r.createdAt),
     activatedAt: dateOrNull(r.activatedAt),
+    akCertSerial: r.akCertSerial ?? null,
+    lastClock: r.lastClock ? { clock: BigInt(r.lastClock.clock), resetCount: r.lastClock.resetCount, restartCount: r.lastClock.restartCount } : null,
   };
 }
 function tokenFromRow(r: TokenRow): TokenRecord {

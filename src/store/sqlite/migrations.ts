@@ -283,3 +283,18 @@ MIGRATIONS.push(`ALTER TABLE scep_transactions ADD COLUMN pending TEXT;`);
 // 16: devices by label (issue 14, the console's device search): the (label, id) index answers a label
 // search in id order from the index, without walking the devices
 MIGRATIONS.push(`CREATE INDEX devices_label ON devices(label, id);`);
+
+// 17: the clockInfo of the newest accepted TPM statement per AK binding (issue 9: clock, resetCount and
+// restartCount must not go backwards); clock as decimal text (a UINT64)
+MIGRATIONS.push(
+  `ALTER TABLE tpm_aks ADD COLUMN last_clock TEXT;
+   ALTER TABLE tpm_aks ADD COLUMN last_reset_count INTEGER;
+   ALTER TABLE tpm_aks ADD COLUMN last_restart_count INTEGER;`,
+);
+
+// 18: the AK certificate of a binding and the claim of whoever issues it (issue 9: two activations at once
+// issued two AK certificates); cert_claim_until in ms, NULL when nobody holds the claim
+MIGRATIONS.push(
+  `ALTER TABLE tpm_aks ADD COLUMN cert_serial TEXT;
+   ALTER TABLE tpm_aks ADD COLUMN cert_claim_until INTEGER;`,
+);

@@ -4,6 +4,8 @@ import { createPrivateFile } from '../../data-dir/atomic-file';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import {
   AkBindingRecord,
+  AkCertificateClaim,
+  TpmClockState,
   AkBindingStatus,
   AttestationStore,
   AuditInput,
@@ -773,7 +775,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     return this.stmt('DELETE FROM tpm_nonces WHERE device_id = ? AND nonce_sha256 = ? AND expires_at > ?').run(deviceId, nonceSha256, ms(now)).changes === 1;
   }
 
-  async saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt'>, now: Date, audit: AuditInput): Promise<AkBindingRecord> {
+  async saveAkChallenge(b: Omit<AkBindingRecord, 'status' | 'createdAt' | 'activatedAt' | 'lastClock' | 'akCertSerial'>, now: Date, audit: AuditInput): Promise<AkBindingRecord> {
     return this.db
       .transaction(() => {
         if (this.stmt('SELECT 1 FROM tpm_blocked_eks WHERE ek_cert_sha256 = ?').get(b.ekCertSha256)) {
@@ -789,7 +791,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
            VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
         ).run(b.akName, b.deviceId, b.akPublic, b.ekCertSha256, b.ekManufacturer, b.ekModel, b.challengeSha256, ms(b.challengeExpiresAt), ms(now));
         this.appendAuditSync(audit, now);
-        return { ...b, status: 'pending' as const, createdAt: now, activatedAt: null };
+        return { ...b, status: 'pending' as const, createdAt: now, activatedAt: null, lastClock: null, akCertSerial: null };
       })
       .immediate();
   }
@@ -820,6 +822,38 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
   async getAk(akName: string): Promise<AkBindingRecord | null> {
     const r = this.stmt('SELECT * FROM tpm_aks WHERE ak_name = ?').get(akName) as Row | undefined;
     return r ? akFromRow(r) : null;
+  }
+
+  async claimAkCertificate(akName: string, deviceId: string, until: Date, now: Date): Promise<AkCertificateClaim | null> {
+    return this.db
+      .transaction((): AkCertificateClaim | null => {
+        const r = this.stmt("SELECT cert_serial, cert_claim_until FROM tpm_aks WHERE ak_name = ? AND device_id = ? AND status = 'active'").get(akName, deviceId) as Row | undefined;
+        if (!r) return null;
+        if (r.cert_serial !== null) return { state: 'issued', serial: String(r.cert_serial) };
+        if (r.cert_claim_until !== null && Number(r.cert_claim_until) > ms(now)) return { state: 'busy' };
+        this.stmt('UPDATE tpm_aks SET cert_claim_until = ? WHERE ak_name = ?').run(ms(until), akName);
+        return { state: 'claimed' };
+      })
+      .immediate();
+  }
+
+  async settleAkCertificate(akName: string, serial: string | null): Promise<void> {
+    this.stmt('UPDATE tpm_aks SET cert_serial = COALESCE(cert_serial, ?), cert_claim_until = NULL WHERE ak_name = ?').run(serial, akName);
+  }
+
+  async setAkClock(akName: string, expected: TpmClockState | null, next: TpmClockState): Promise<boolean> {
+    const [c, r, s] = expected ? [expected.clock.toString(), expected.resetCount, expected.restartCount] : [null, null, null];
+    return (
+      this.stmt('UPDATE tpm_aks SET last_clock = ?, last_reset_count = ?, last_restart_count = ? WHERE ak_name = ? AND last_clock IS ? AND last_reset_count IS ? AND last_restart_count IS ?').run(
+        next.clock.toString(),
+        next.resetCount,
+        next.restartCount,
+        akName,
+        c,
+        r,
+        s,
+      ).changes === 1
+    );
   }
 
   async aksOfDevice(deviceId: string): Promise<AkBindingRecord[]> {
@@ -1073,6 +1107,8 @@ function akFromRow(r: Row): AkBindingRecord {
     challengeExpiresAt: date(r.challenge_expires_at),
     createdAt: date(r.created_at),
     activatedAt: dateOrNull(r.activated_at),
+    akCertSerial: r.cert_serial === null || r.cert_serial === undefined ? null : String(r.cert_serial),
+    lastClock: r.last_clock === null || r.last_clock === undefined ? null : { clock: BigInt(String(r.last_clock)), resetCount: Number(r.last_reset_count), restartCount: Number(r.last_restart_count) },
   };
 }
 

@@ -224,6 +224,7 @@ describe('the file', () => {
     ['a profile named like the AK certificate profile', 'profiles.tpm-ak', 'profiles:\n  default: {}\n  tpm-ak: {}\n'],
     ['a profile with keyEncipherment but without serverAuth', 'profiles.p.keyEncipherment', 'profiles:\n  default: {}\n  p: { keyEncipherment: true }\n'],
     ['a PCR policy on a profile with attestation off', 'profiles.p.pcrPolicy', `profiles:\n  default: {}\n  p: { pcrPolicy: { pcrs: { '0': '${'00'.repeat(32)}' } } }\n`],
+    ['a TPM allow-list on a profile with attestation off', 'profiles.p.allowedTpms', "profiles:\n  default: {}\n  p: { allowedTpms: [{ manufacturer: 'id:00001014' }] }\n"],
     ['a label with keyEncipherment inline but without serverAuth', 'est.labels.gw.keyEncipherment', 'est:\n  labels:\n    gw: { keyEncipherment: true }\n'],
     ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
     ['a SCEP path serving a profile with proofOfPossession', 'scep.paths.default.profile', 'profiles:\n  default: { proofOfPossession: true }\nscep:\n  enabled: true\n'],
@@ -306,5 +307,27 @@ describe('profiles.<name>.pcrPolicy', () => {
   ])('refuses %s', (_n, policy) => {
     const file = yaml(`pcr-bad-${++badFiles}.yaml`, `profiles:\n  default: {}\n  p: { pcrPolicy: ${policy} }\n`);
     expect(configError(() => loadConfig({ file, env: {} }))).toContain('pcrPolicy');
+  });
+});
+
+describe('profiles.<name>.allowedTpms', () => {
+  it('reads manufacturer, model and a quoted hex firmware version; absent by default', () => {
+    const file = yaml(
+      'tpms-ok.yaml',
+      `profiles:\n  default: {}\n  p:\n    attestation: required\n    allowedTpms:\n      - { manufacturer: 'id:49465800' }\n      - { manufacturer: 'id:00001014', model: swtpm, minFirmwareVersion: '0x2019102300163636' }\n`,
+    );
+    expect(loadConfig({ file, env: {} }).profiles.p.allowedTpms).toEqual([{ manufacturer: 'id:49465800' }, { manufacturer: 'id:00001014', model: 'swtpm', minFirmwareVersion: '0x2019102300163636' }]);
+    expect(loadConfig({ env: {} }).profiles.tpm.allowedTpms).toBeUndefined();
+  });
+
+  it.each([
+    ['an unquoted firmware version (a YAML number)', "[{ manufacturer: 'id:00001014', minFirmwareVersion: 0x2019 }]"],
+    ['a firmware version over 64 bits', "[{ manufacturer: 'id:00001014', minFirmwareVersion: '0x12345678901234567' }]"],
+    ['an empty list', '[]'],
+    ['an entry without manufacturer', '[{ model: swtpm }]'],
+    ['an unknown entry key', "[{ manufacturer: 'id:00001014', vendor: x }]"],
+  ])('refuses %s', (_n, list) => {
+    const file = yaml(`tpms-bad-${++badFiles}.yaml`, `profiles:\n  default: {}\n  p: { attestation: required, allowedTpms: ${list} }\n`);
+    expect(configError(() => loadConfig({ file, env: {} }))).toContain('allowedTpms');
   });
 });

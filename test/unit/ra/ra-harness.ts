@@ -50,6 +50,8 @@ export interface RaHarnessOptions {
   /** config overrides by dotted path, e.g. { profiles: {...}, 'enrollment.retryWindow': '1m' } */
   overrides?: Record<string, unknown>;
   bootstrap?: BootstrapPolicy;
+  /** ekRoots: trusted TPM manufacturer certificates (none by default) */
+  ekRoots?: crypto.X509Certificate[];
 }
 
 export async function makeRaHarness(o: RaHarnessOptions = {}): Promise<RaHarness> {
@@ -61,7 +63,7 @@ export async function makeRaHarness(o: RaHarnessOptions = {}): Promise<RaHarness
   let offsetMs = 0;
   const now = (): Date => new Date(Date.now() + offsetMs);
   const bootstrap = o.bootstrap ?? { anchors: [], deviceIdFrom: cfg.bootstrap.deviceIdFrom };
-  const attestation = new TpmAttestation(store, { ekRoots: [], nonceTtlSeconds: cfg.attestation.nonceTtl, challengeTtlSeconds: cfg.attestation.challengeTtl, now });
+  const attestation = new TpmAttestation(store, { ekRoots: o.ekRoots ?? [], nonceTtlSeconds: cfg.attestation.nonceTtl, challengeTtlSeconds: cfg.attestation.challengeTtl, now });
   const ra = new RegistrationAuthority({ config: cfg, store, ca, bootstrap, attestation, now });
   const h: RaHarness = {
     dir,

@@ -99,6 +99,8 @@ async function populate(s: SqliteStore): Promise<void> {
   });
   await s.saveAkChallenge(ak('000bak1', 'dev-1', 'ek-1'), now, audit('tpm.ak.challenge', 'dev-1'));
   await s.activateAk('000bak1', 'dev-1', h('secret'), now, audit('tpm.ak.activate', 'dev-1'));
+  // the last accepted clockInfo travels with the binding, a UINT64 clock exact
+  await s.setAkClock('000bak1', null, { clock: 0xfffffffffffffffen, resetCount: 7, restartCount: 3 });
   await s.saveAkChallenge(ak('000bak2', 'dev-2', 'ek-2'), now, audit('tpm.ak.challenge', 'dev-2'));
   await s.revokeAks('dev-2', true, now, audit('tpm.ak.revoked', 'dev-2'));
 }
@@ -137,6 +139,7 @@ it('copies every row: the target reads as the source did, and goes on from there
   expect(await redis.findToken(h('token'))).toEqual(await sqlite.findToken(h('token')));
   expect(await redis.findRequest('dev-3', h('csr'))).toEqual(await sqlite.findRequest('dev-3', h('csr')));
   expect(await redis.aksOfDevice('dev-1')).toEqual(await sqlite.aksOfDevice('dev-1'));
+  expect((await redis.getAk('000bak1'))?.lastClock).toEqual({ clock: 0xfffffffffffffffen, resetCount: 7, restartCount: 3 });
   expect(await redis.shardRevision('issuing-1', 3)).toBe(await sqlite.shardRevision('issuing-1', 3));
   const revoked = [];
   for await (const page of redis.revokedInShard('issuing-1', 3, new Date())) revoked.push(...page.map((r) => r.serial));
