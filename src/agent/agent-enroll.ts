@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { tpm2ToolsCredentialFile } from '../attestation/tpm/make-credential';
+import { DeviceCaError } from '../errors/device-ca-error';
 import { AgentState, checkIssued, commit, FILES, loadTrust, readCertificateFile } from './agent-files';
 import { attestedCsrFor, createDeviceKey, spkiOf } from './attested-key';
 import { deviceSubject } from './attested-csr';
@@ -43,6 +44,12 @@ export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string;
   const tpm = new TpmTools(work, o.tcti);
   const made: number[] = [];
   try {
+    if (!tpm.sessionsSpanTools) {
+      throw new DeviceCaError(
+        'bad-request',
+        `enroll cannot activate the AK credential through "${tpm.tcti}": the EK's policy session must outlive one tpm2-tools run, and the kernel resource manager flushes it. Run tpm2-abrmd and set TPM2TOOLS_TCTI=tabrmd (renew works through /dev/tpmrm0)`,
+      );
+    }
     const ekCertificate = ekCertFile ?? tpm.ekCertificate();
     tpm.run('tpm2_createek', ['-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub']);
     tpm.run('tpm2_createak', ['-C', 'ek.ctx', '-c', 'ak.ctx', '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', 'ak.pub', '-n', 'ak.name']);

@@ -29,6 +29,15 @@ export class TpmTools {
     this.flush = !/^(device:\/dev\/tpmrm\d*|tabrmd)/.test(this.tcti);
   }
 
+  /**
+   * sessionsSpanTools: whether a session saved by one tool can be loaded by the next. The kernel's
+   * resource manager flushes a connection's sessions when it closes (tpm2_startauthsession(1): "this will
+   * not work with resource managers outside of abrmd"); tpm2-abrmd and a TPM without a manager keep them.
+   */
+  get sessionsSpanTools(): boolean {
+    return !/^device:\/dev\/tpmrm/.test(this.tcti);
+  }
+
   /** file: a path in the work directory (tools write their outputs there). */
   file(name: string): string {
     return path.join(this.workDir, name);

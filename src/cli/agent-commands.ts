@@ -5,7 +5,8 @@ import { DEFAULT_TCTI, parseHandle } from '../agent/tpm-tools';
 import { DeviceCaError } from '../errors/device-ca-error';
 
 const TPM_HELP = `
-The TPM is the one TPM2TOOLS_TCTI names (default ${DEFAULT_TCTI}; a simulator: swtpm:host=127.0.0.1,port=2321).
+The TPM is the one TPM2TOOLS_TCTI names (default ${DEFAULT_TCTI}). Use tpm2-abrmd: TPM2TOOLS_TCTI=tabrmd
+(enroll cannot activate the AK through /dev/tpmrm0, renew cannot sign TLS without a resource manager).
 Needs tpm2-tools 5.4+ (tpm2_createek, tpm2_createak, tpm2_activatecredential, tpm2_send, tpm2_sign, ...) and,
 for renew, openssl 3 with the tpm2 provider (Debian: tpm2-tools tpm2-openssl openssl). README "Device agent".
 Files in --out: cert.pem (the device certificate), chain.pem (it and the CA intermediates), ak.pem (the AK
