@@ -160,4 +160,19 @@ describe('device-ca agent (swtpm + tpm2-tools + tpm2-openssl)', () => {
     expect(await verifies(`${out}/cert.pem`)).toBe(`${out}/cert.pem: OK\n`);
     expect((await showDevice('agent-2')).lastAttestation).toMatchObject({ verdict: 'attested' });
   });
+
+  it('a renewal the server refuses (device suspended): non-zero exit with the reason, cert.pem and agent.json untouched, no new key left in the TPM', async () => {
+    const out = tmp.file('out-2');
+    const before = { cert: fs.readFileSync(`${out}/cert.pem`), state: fs.readFileSync(`${out}/agent.json`) };
+    expect((await svc.cli(['devices', 'suspend', 'agent-2'])).code).toBe(0);
+    const r = await agent(['renew', '--trust', svc.chainPem, '--out', out]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^device-ca: EST server refused (tpm\/nonce|simplereenroll) \(HTTP 403\): \S.*\n$/);
+    expect(fs.readFileSync(`${out}/cert.pem`)).toEqual(before.cert);
+    expect(fs.readFileSync(`${out}/agent.json`)).toEqual(before.state);
+    expect(fs.readdirSync(out).sort()).toEqual(['agent.json', 'ak.pem', 'cert.pem', 'chain.pem']);
+    const held = rm.tpm2('tpm2_getcap', ['handles-persistent']).toString();
+    expect(held).toContain('0x81018011');
+    expect(held).not.toContain('0x81018012');
+  });
 });
