@@ -175,4 +175,26 @@ describe('device-ca agent (swtpm + tpm2-tools + tpm2-openssl)', () => {
     expect(held).toContain('0x81018011');
     expect(held).not.toContain('0x81018012');
   });
+
+  it('a TPM in dictionary-attack lockout: the agent says so and how to clear it; after tpm2_dictionarylockout the renewal passes', async () => {
+    // three wrong passwords on a DA-protected key (swtpm: TPM2_PT_MAX_AUTH_FAIL 3) put the TPM in lockout
+    rm.tpm2('tpm2_createprimary', ['-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', 'da-srk.ctx']);
+    rm.tpm2('tpm2_create', ['-C', 'da-srk.ctx', '-G', 'ecc256:ecdsa-sha256', '-p', 'right', '-u', 'da.pub', '-r', 'da.priv']);
+    rm.tpm2('tpm2_load', ['-C', 'da-srk.ctx', '-u', 'da.pub', '-r', 'da.priv', '-c', 'da.ctx']);
+    tpm.dir.write('da.msg', Buffer.from('x'));
+    for (let i = 0; i < 4; i++) expect(() => rm.tpm2('tpm2_sign', ['-c', 'da.ctx', '-p', 'wrong', '-g', 'sha256', '-o', 'da.sig', 'da.msg'])).toThrow();
+    expect(rm.tpm2('tpm2_getcap', ['properties-variable']).toString()).toMatch(/inLockout: +1/);
+    const out = tmp.file('out-1');
+    const before = fs.readFileSync(`${out}/cert.pem`);
+    const locked = await agent(['renew', '--trust', svc.chainPem, '--out', out]);
+    expect(locked.code).toBe(1);
+    expect(locked.stderr).toMatch(/^device-ca: the TPM is in dictionary-attack lockout \(TPM_RC_LOCKOUT from tpm2_\w+\): .*tpm2_dictionarylockout --clear-lockout/);
+    expect(fs.readFileSync(`${out}/cert.pem`)).toEqual(before);
+    // the advice works (swtpm's lockout authorization is empty)
+    rm.tpm2('tpm2_dictionarylockout', ['--clear-lockout']);
+    const r = await agent(['renew', '--trust', svc.chainPem, '--out', out]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(fs.readFileSync(`${out}/cert.pem`)).not.toEqual(before);
+  });
 });
