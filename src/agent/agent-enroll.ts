@@ -26,6 +26,8 @@ export interface EnrollOptions {
   akHandle: number;
   keySlots: [number, number];
   tcti?: string;
+  /** force: replace objects already persistent at the agent's handles (an earlier enrollment's AK and key) */
+  force?: boolean;
 }
 
 /**
@@ -48,6 +50,15 @@ export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string;
       throw new DeviceCaError(
         'bad-request',
         `enroll cannot activate the AK credential through "${tpm.tcti}": the EK's policy session must outlive one tpm2-tools run, and the kernel resource manager flushes it. Run tpm2-abrmd and set TPM2TOOLS_TCTI=tabrmd (renew works through /dev/tpmrm0)`,
+      );
+    }
+    // a working enrollment's AK and key live at these handles: replacing them is a decision, not a side effect
+    const held = tpm.persistentHandles();
+    const taken = [o.akHandle, ...o.keySlots].filter((h) => held.includes(h));
+    if (taken.length > 0 && !o.force) {
+      throw new DeviceCaError(
+        'conflict',
+        `the TPM already holds objects at ${taken.map(hex).join(', ')} (an earlier enrollment's AK or key?): use "agent renew", other --ak-handle/--key-handles, or --force to replace them`,
       );
     }
     const ekCertificate = ekCertFile ?? tpm.ekCertificate();

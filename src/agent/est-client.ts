@@ -95,7 +95,10 @@ export class EstClient {
     try {
       return await this.transport.request('POST', url, headers, body);
     } catch (e) {
-      throw new DeviceCaError('ca-unavailable', `cannot reach the EST server at ${url.origin}: ${(e as Error).message}`, { cause: e });
+      const m = (e as Error).message;
+      // Node's TLS verification errors (UNABLE_TO_VERIFY_LEAF_SIGNATURE, SELF_SIGNED_CERT_IN_CHAIN, ...) and altnames mismatches
+      const untrusted = /certificate|self.signed|altnames/i.test(m) && !/TPM/.test(m) ? " (the server's TLS certificate does not chain to --trust or does not name the host)" : '';
+      throw new DeviceCaError('ca-unavailable', `cannot reach the EST server at ${url.origin}: ${m}${untrusted}`, { cause: e });
     }
   }
 }

@@ -32,8 +32,9 @@ export function registerAgentCommands(program: Command): void {
     .option('--ek-chain <file...>', "the EK certificate's issuing CAs, if the CA does not hold them")
     .option('--ak-handle <handle>', 'persistent handle for the attestation key', DEFAULT_HANDLES.ak)
     .option('--key-handles <a,b>', 'the two persistent handles the device key alternates between on renewal', DEFAULT_HANDLES.keys.join(','))
+    .option('--force', 'replace objects already persistent at those handles (an earlier enrollment: its certificate stops working)')
     .addHelpText('after', TPM_HELP)
-    .action(async (o: { est: string; device: string; secret: string; trust: string; out: string; ekCert?: string; ekChain?: string[]; akHandle: string; keyHandles: string }) => {
+    .action(async (o: { est: string; device: string; secret: string; trust: string; out: string; ekCert?: string; ekChain?: string[]; akHandle: string; keyHandles: string; force?: boolean }) => {
       const slots = o.keyHandles.split(',').map((h) => parseHandle(h.trim(), '--key-handles'));
       if (slots.length !== 2 || slots[0] === slots[1]) throw new DeviceCaError('bad-request', '--key-handles: two different handles, comma-separated');
       const r = await agentEnroll({ ...o, akHandle: parseHandle(o.akHandle, '--ak-handle'), keySlots: [slots[0], slots[1]] });

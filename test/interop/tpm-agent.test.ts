@@ -106,6 +106,18 @@ describe('device-ca agent (swtpm + tpm2-tools + tpm2-openssl)', () => {
     expect(shown.certificates.find((c) => c.serial === cert.serialNumber.toLowerCase())).toMatchObject({ profile: 'tpm', tpmAttested: true });
   });
 
+  it('enroll again at the handles of a working enrollment: refused, naming them and --force; the TPM and --out unchanged', async () => {
+    const secret = await addDevice('agent-3');
+    const out = tmp.file('out-3');
+    const before = rm.tpm2('tpm2_getcap', ['handles-persistent']).toString();
+    const r = await agent(enrollArgs('agent-3', secret, out));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('the TPM already holds objects at 0x81018000, 0x81018001 (an earlier enrollment');
+    expect(r.stderr).toContain('--force');
+    expect(rm.tpm2('tpm2_getcap', ['handles-persistent']).toString()).toBe(before);
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
   it('renew: a new TPM key, a new certificate over TLS with the old key; the old certificate stays valid', async () => {
     const out = tmp.file('out-1');
     const old = new X509Certificate(fs.readFileSync(`${out}/cert.pem`));
@@ -136,11 +148,23 @@ describe('device-ca agent (swtpm + tpm2-tools + tpm2-openssl)', () => {
     expect(fs.existsSync(out)).toBe(false);
   });
 
-  it('a trust file without certificates is refused before anything runs', async () => {
+  it('a trust file without certificates is refused before anything runs; one of another CA fails the TLS check', async () => {
     const bad = tmp.write('not-a-chain.pem', 'hello\n');
     const r = await agent(['renew', '--trust', bad, '--out', tmp.file('out-1')]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`--trust ${bad}: no PEM certificate in it`);
+    // a certificate, but not the CA the server's TLS certificate chains to
+    const out = tmp.file('out-wrong-trust');
+    const other = await agent([
+      ...enrollArgs('agent-0', 'x', out).map((a) => (a === svc.chainPem ? tmp.file('tpm-roots/swtpm-root.pem') : a)),
+      '--ak-handle',
+      '0x81018020',
+      '--key-handles',
+      '0x81018021,0x81018022',
+    ]);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain("the server's TLS certificate does not chain to --trust or does not name the host");
+    expect(fs.existsSync(out)).toBe(false);
   });
 
   it('a TPM without its EK certificate in NV: the error names --ek-cert, and with --ek-cert the device enrolls', async () => {
