@@ -22,6 +22,11 @@ declare -A CHECK=(
   [swtpm]=/usr/bin/swtpm
   [swtpm-tools]=/usr/bin/swtpm_setup
   [tpm2-tools]=/usr/bin/tpm2_createak
+  # the device agent (device-ca agent): TLS with the TPM key through openssl's tpm2 provider, which needs a
+  # resource manager in front of swtpm (tpm2-abrmd on a private D-Bus session, as /dev/tpmrm0 on a device)
+  [tpm2-openssl]=/usr/lib/x86_64-linux-gnu/ossl-modules/tpm2.so
+  [tpm2-abrmd]=/usr/sbin/tpm2-abrmd
+  [libtss2-tcti-tabrmd0]=/usr/lib/x86_64-linux-gnu/libtss2-tcti-tabrmd.so.0
   # SCEP: certmonger as the client, its daemon on a private D-Bus session (dbus-run-session)
   [certmonger]=/usr/sbin/certmonger
   [dbus-daemon]=/usr/bin/dbus-run-session

@@ -31,6 +31,7 @@ import { collectItems } from '../store/paging';
 import { printRecords, printRecord } from './output';
 import { importDevices, importFormat } from './devices-import';
 import { registerFirmwareCommands } from './firmware-commands';
+import { registerAgentCommands } from './agent-commands';
 import { storeCopy } from './store-copy-command';
 
 /** device-ca command line: the operator's interface. Every command takes --json and --help. */
@@ -720,6 +721,7 @@ for (const [cmd, decision] of [
 }
 
 registerFirmwareCommands(program, { config, json, actor, openCheckedStore });
+registerAgentCommands(program);
 program
   .command('store')
   .description('the store itself')

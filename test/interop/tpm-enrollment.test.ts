@@ -1,7 +1,7 @@
-import { execFileSync } from 'node:child_process';
 import { createHash, generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { TpmTools } from '../../src/agent/tpm-tools';
 import { tpm2ToolsCredentialFile } from '../../src/attestation/tpm/make-credential';
 import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
 import { seq } from '../../src/der/der-writer';
@@ -29,7 +29,6 @@ const AK6 = '0x81010009';
 const AK7 = '0x8101000a';
 /** PCR_EVENT: what the PCR test extends PCR 23 with; the policy expects sha256(zeros || PCR_EVENT) */
 const PCR_EVENT = createHash('sha256').update('device-ca boot event').digest();
-const CERTIFY = join(__dirname, '../fixtures/tpm/tpm-certify.py');
 
 let prov: TmpDir;
 let tpm: SwTpm;
@@ -110,10 +109,14 @@ async function nonceOf(id: string): Promise<Buffer> {
   return Buffer.from((JSON.parse(r.text) as { nonce: string }).nonce, 'base64');
 }
 
-/** certify: TPM2_Certify of KEY by the AK with qualifyingData = nonce, as the evidence statement of the CSR */
+/**
+ * certify: TPM2_Certify of KEY by the AK with qualifyingData = nonce, as the evidence statement of the CSR
+ * (older single-statement form with a hint). The command goes through the device agent's TpmTools, the
+ * same code `device-ca agent` certifies with (tpm2-tools 5.4 tpm2_certify cannot set qualifyingData).
+ */
 function evidence(akHandle: string, nonce: Buffer): Buffer {
-  execFileSync('python3', [CERTIFY, String(tpm.port), KEY, akHandle, nonce.toString('hex'), tpm.dir.file('c.attest'), tpm.dir.file('c.sig')]);
-  return tpmCertifyStatement({ tpmsAttest: tpm.dir.read('c.attest'), signature: tpm.dir.read('c.sig'), tpmtPublic: tpm.dir.read('key.pub').subarray(2) }, 'tpm2');
+  const c = new TpmTools(tpm.dir.path, tpm.env.TPM2TOOLS_TCTI).certify(parseInt(KEY, 16), parseInt(akHandle, 16), nonce);
+  return tpmCertifyStatement({ tpmsAttest: c.attest, signature: c.signature, tpmtPublic: tpm.dir.read('key.pub').subarray(2) }, 'tpm2');
 }
 
 /** tpmCsr: a CSR for the TPM key, signed by the TPM (tpm2_sign), optionally carrying evidence */

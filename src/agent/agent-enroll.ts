@@ -1,0 +1,93 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { tpm2ToolsCredentialFile } from '../attestation/tpm/make-credential';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { AgentState, checkIssued, commit, FILES, loadTrust, readCertificateFile } from './agent-files';
+import { attestedCsrFor, createDeviceKey, spkiOf } from './attested-key';
+import { deviceSubject } from './attested-csr';
+import { EstClient } from './est-client';
+import { NodeHttpsTransport } from './node-https-transport';
+import { hex, TpmTools } from './tpm-tools';
+
+/** DEFAULT_HANDLES: the persistent handles the agent owns unless told otherwise (owner range, TCG handle registry leaves 0x8101xxxx to platforms and owners). */
+export const DEFAULT_HANDLES = { ak: '0x81018000', keys: ['0x81018001', '0x81018002'] as [string, string] };
+
+export interface EnrollOptions {
+  est: string;
+  device: string;
+  secret: string;
+  trust: string;
+  out: string;
+  /** ekCert: the EK certificate from a file, for a TPM without one in NV */
+  ekCert?: string;
+  /** ekChain: the EK certificate's issuers (manufacturer intermediates), PEM or DER files */
+  ekChain?: string[];
+  akHandle: number;
+  keySlots: [number, number];
+  tcti?: string;
+  /** force: replace objects already persistent at the agent's handles (an earlier enrollment's AK and key) */
+  force?: boolean;
+}
+
+/**
+ * agentEnroll is `device-ca agent enroll`: the whole device side of TPM-attested enrollment (README
+ * "Device agent"): EK certificate (NV or --ek-cert), EK and AK in the TPM, AK registration and credential
+ * activation, a new P-256 key in the TPM certified by the AK with the CA's nonce, CSR signed by that key,
+ * simpleenroll with the one-time secret. --out is written only after the certificate came back and was
+ * checked; the TPM objects made by a failed run are removed.
+ */
+export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string; serial: string }> {
+  const trust = loadTrust(o.trust);
+  const ekCertFile = o.ekCert === undefined ? undefined : readCertificateFile(o.ekCert, '--ek-cert');
+  const ekChain = (o.ekChain ?? []).map((f) => readCertificateFile(f, '--ek-chain'));
+  const est = new EstClient(o.est, new NodeHttpsTransport(trust.pem), { id: o.device, secret: o.secret });
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-agent-'));
+  const tpm = new TpmTools(work, o.tcti);
+  const made: number[] = [];
+  try {
+    if (!tpm.sessionsSpanTools) {
+      throw new DeviceCaError(
+        'bad-request',
+        `enroll cannot activate the AK credential through "${tpm.tcti}": the EK's policy session must outlive one tpm2-tools run, and the kernel resource manager flushes it. Run tpm2-abrmd and set TPM2TOOLS_TCTI=tabrmd (renew works through /dev/tpmrm0)`,
+      );
+    }
+    // a working enrollment's AK and key live at these handles: replacing them is a decision, not a side effect
+    const held = tpm.persistentHandles();
+    const taken = [o.akHandle, ...o.keySlots].filter((h) => held.includes(h));
+    if (taken.length > 0 && !o.force) {
+      throw new DeviceCaError(
+        'conflict',
+        `the TPM already holds objects at ${taken.map(hex).join(', ')} (an earlier enrollment's AK or key?): use "agent renew", other --ak-handle/--key-handles, or --force to replace them`,
+      );
+    }
+    const ekCertificate = ekCertFile ?? tpm.ekCertificate();
+    tpm.run('tpm2_createek', ['-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub']);
+    tpm.run('tpm2_createak', ['-C', 'ek.ctx', '-c', 'ak.ctx', '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', 'ak.pub', '-n', 'ak.name']);
+    tpm.persist('ak.ctx', o.akHandle);
+    made.push(o.akHandle);
+    const challenge = await est.registerAk({ ekCertificate, ekChain, ekPublic: tpm.read('ek.pub'), akPublic: tpm.read('ak.pub') });
+    const blob = tpm.write('credential.blob', tpm2ToolsCredentialFile({ credentialBlob: challenge.credentialBlob, secret: challenge.encryptedSecret }));
+    const akCert = await est.activateAk(challenge.akName, tpm.activateCredential(o.akHandle, blob));
+
+    const keyHandle = o.keySlots[0];
+    const keyPublic = createDeviceKey(tpm, keyHandle);
+    made.push(keyHandle);
+    const nonce = await est.nonce();
+    const csr = attestedCsrFor(tpm, { keyHandle, akHandle: o.akHandle, keyPublic, nonce, subject: deviceSubject(o.device) });
+    const cert = checkIssued(await est.enroll('simpleenroll', csr), spkiOf(keyPublic), trust);
+    const state: AgentState = { device: o.device, est: o.est, akHandle: hex(o.akHandle), keyHandle: hex(keyHandle), keySlots: [hex(o.keySlots[0]), hex(o.keySlots[1])] };
+    commit(o.out, { cert, trust, state, akCert });
+    made.length = 0;
+    return { certFile: path.join(o.out, FILES.cert), serial: cert.serialNumber };
+  } finally {
+    for (const h of made.reverse()) {
+      try {
+        tpm.evict(h);
+      } catch {
+        // best effort: the TPM that failed the enrollment may be the reason this fails too
+      }
+    }
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,171 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { certifyCommand, CertifyResponse, parseCertifyResponse } from './tpm-certify-command';
+import { tpmToolError } from './tpm-tool-error';
+
+/** DEFAULT_TCTI: the kernel's resource manager, where a device's TPM is in the field. */
+export const DEFAULT_TCTI = 'device:/dev/tpmrm0';
+
+/** EK_CERT_NV_RSA: the NV index of the RSA 2048 EK certificate (TCG EK Credential Profile 2.0 §2.2.1.4). */
+export const EK_CERT_NV_RSA = 0x01c00002;
+
+/**
+ * TpmTools is the agent's one door to the TPM: every TPM operation is a tpm2-tools 5.4 command run here,
+ * with TPM2TOOLS_TCTI set to the TCTI the agent was given, in a private work directory for the tools'
+ * context files. TPM2_Certify with a nonce is marshalled by the agent and sent with tpm2_send.
+ * Without a resource manager (swtpm, mssim, /dev/tpm0) transient objects and sessions stay loaded after
+ * a tool exits, so they are flushed after each command; under /dev/tpmrm0 or tpm2-abrmd that is not needed.
+ */
+export class TpmTools {
+  readonly tcti: string;
+  private readonly flush: boolean;
+  constructor(
+    private readonly workDir: string,
+    tcti: string | undefined = process.env.TPM2TOOLS_TCTI,
+  ) {
+    this.tcti = tcti && tcti.trim() ? tcti.trim() : DEFAULT_TCTI;
+    this.flush = !/^(device:\/dev\/tpmrm\d*|tabrmd)/.test(this.tcti);
+  }
+
+  /**
+   * sessionsSpanTools: whether a session saved by one tool can be loaded by the next. The kernel's
+   * resource manager flushes a connection's sessions when it closes (tpm2_startauthsession(1): "this will
+   * not work with resource managers outside of abrmd"); tpm2-abrmd and a TPM without a manager keep them.
+   */
+  get sessionsSpanTools(): boolean {
+    return !/^device:\/dev\/tpmrm/.test(this.tcti);
+  }
+
+  /** file: a path in the work directory (tools write their outputs there). */
+  file(name: string): string {
+    return path.join(this.workDir, name);
+  }
+
+  read(name: string): Buffer {
+    return fs.readFileSync(this.file(name));
+  }
+
+  write(name: string, data: Buffer): string {
+    fs.writeFileSync(this.file(name), data, { mode: 0o600 });
+    return this.file(name);
+  }
+
+  /** run one tool; a failure becomes a DeviceCaError with the cause a person can act on (tpm-tool-error.ts). */
+  run(tool: string, args: string[], input?: Buffer): Buffer {
+    try {
+      return this.exec(tool, args, input);
+    } finally {
+      this.flushNow();
+    }
+  }
+
+  private exec(tool: string, args: string[], input: Buffer | undefined, quiet = false): Buffer {
+    const r = spawnSync(tool, args, { cwd: this.workDir, env: { ...process.env, TPM2TOOLS_TCTI: this.tcti }, input, maxBuffer: 1 << 20 });
+    if (r.error) {
+      if (quiet) return Buffer.alloc(0);
+      const missing = (r.error as NodeJS.ErrnoException).code === 'ENOENT';
+      throw new DeviceCaError('key-backend', missing ? `${tool} not found: install tpm2-tools (Debian package tpm2-tools, version 5.4 or later)` : `${tool}: ${r.error.message}`);
+    }
+    if (r.status !== 0 && !quiet) throw tpmToolError(tool, r.stderr.toString('utf8'), this.tcti);
+    return r.stdout;
+  }
+
+  /**
+   * activateCredential runs TPM2_ActivateCredential of the CA's challenge with the AK at `akHandle` and the
+   * RSA EK (context `ek.ctx`, TCG template L-1, whose policy is PolicySecret(endorsement)): the policy
+   * session is started, satisfied and used in one sequence, flushed only at the end. Returns the secret.
+   */
+  activateCredential(akHandle: number, credentialFile: string): Buffer {
+    try {
+      this.exec('tpm2_startauthsession', ['--policy-session', '-S', 'ek-session.ctx'], undefined);
+      this.exec('tpm2_policysecret', ['-S', 'ek-session.ctx', '-c', 'e'], undefined);
+      this.exec('tpm2_activatecredential', ['-c', hex(akHandle), '-C', 'ek.ctx', '-i', credentialFile, '-o', 'credential-secret.bin', '-P', 'session:ek-session.ctx'], undefined);
+    } finally {
+      this.exec('tpm2_flushcontext', ['ek-session.ctx'], undefined, true);
+      this.flushNow();
+    }
+    return this.read('credential-secret.bin');
+  }
+
+  /** flushNow frees transient objects and sessions where no resource manager does (after openssl used the TPM, too). */
+  flushNow(): void {
+    if (!this.flush) return;
+    this.exec('tpm2_flushcontext', ['-t'], undefined, true);
+    this.exec('tpm2_flushcontext', ['-s'], undefined, true);
+  }
+
+  /** persistentHandles: the persistent objects the TPM holds now (tpm2_getcap handles-persistent). */
+  persistentHandles(): number[] {
+    const out = this.run('tpm2_getcap', ['handles-persistent']).toString('utf8');
+    return [...out.matchAll(/0x([0-9a-fA-F]{8})/g)].map((m) => parseInt(m[1], 16));
+  }
+
+  /** evict removes a persistent object, if there is one at `handle`. */
+  evict(handle: number): void {
+    if (this.persistentHandles().includes(handle)) this.run('tpm2_evictcontrol', ['-C', 'o', '-c', hex(handle)]);
+  }
+
+  /** persist makes the object in context file `ctx` persistent at `handle` (replacing what was there). */
+  persist(ctx: string, handle: number): void {
+    this.evict(handle);
+    this.run('tpm2_evictcontrol', ['-C', 'o', '-c', ctx, hex(handle)]);
+  }
+
+  /** readPublic: the TPM2B_PUBLIC of a persistent object. */
+  readPublic(handle: number): Buffer {
+    const name = `pub-${hex(handle)}.bin`;
+    this.run('tpm2_readpublic', ['-c', hex(handle), '-o', name]);
+    return this.read(name);
+  }
+
+  /**
+   * ekCertificate reads the RSA EK certificate from its NV index; a TPM without one (many firmware TPMs,
+   * a TPM whose NV was cleared) gets a message that names the --ek-cert flag. The index may hold padding
+   * after the DER, so only the first TLV is returned.
+   */
+  ekCertificate(): Buffer {
+    let nv: Buffer;
+    try {
+      this.run('tpm2_nvread', [hex(EK_CERT_NV_RSA), '-C', 'o', '-o', 'ek-nv.der']);
+      nv = this.read('ek-nv.der');
+    } catch (e) {
+      if (e instanceof DeviceCaError && /handle is not correct|0x18b/i.test(e.detail ?? '')) {
+        throw new DeviceCaError('not-found', `the TPM has no EK certificate in NV index ${hex(EK_CERT_NV_RSA)}: pass it with --ek-cert <file> (DER or PEM, from the TPM vendor)`);
+      }
+      throw e;
+    }
+    return firstTlv(nv);
+  }
+
+  /** certify: TPM2_Certify of `keyHandle` by `akHandle` with qualifyingData = nonce, through tpm2_send. */
+  certify(keyHandle: number, akHandle: number, nonce: Buffer): CertifyResponse {
+    return parseCertifyResponse(this.run('tpm2_send', [], certifyCommand(keyHandle, akHandle, nonce)));
+  }
+}
+
+/** hex: a handle as the tools write it, 0x81010002. */
+export const hex = (h: number): string => `0x${h.toString(16).padStart(8, '0')}`;
+
+/** parseHandle reads a persistent handle given on the command line (0x81000000-0x817FFFFF, TPM 2.0 Part 2 §7.4). */
+export function parseHandle(s: string, what: string): number {
+  const n = /^0x[0-9a-fA-F]{8}$/.test(s) ? parseInt(s, 16) : NaN;
+  if (!(n >= 0x81000000 && n <= 0x817fffff)) throw new DeviceCaError('bad-request', `${what} must be a persistent handle 0x81000000..0x817fffff, got "${s}"`);
+  return n;
+}
+
+/** firstTlv: the first DER element of `b` (definite length), so NV padding after a certificate is dropped. */
+function firstTlv(b: Buffer): Buffer {
+  if (b.length < 2 || b[0] !== 0x30) throw new DeviceCaError('bad-request', 'the EK certificate in NV is not DER');
+  let len = b[1];
+  let off = 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n < 1 || n > 3 || b.length < 2 + n) throw new DeviceCaError('bad-request', 'the EK certificate in NV is not DER');
+    len = b.readUIntBE(2, n);
+    off = 2 + n;
+  }
+  if (off + len > b.length) throw new DeviceCaError('bad-request', 'the EK certificate in NV is truncated');
+  return Buffer.from(b.subarray(0, off + len));
+}
