@@ -137,6 +137,11 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
   private readonly subscribers = new Set<RedisClient>();
   private auditQueue: { e: AuditInput; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }[] = [];
+  /**
+   * writeStats: how this client's writes went, for the benchmarks' profile (bench/redis-store): writes
+   * committed, and commits refused because another client wrote a watched key first (each one retried).
+   */
+  readonly writeStats = { commits: 0, conflicts: 0 };
 
   constructor(opts: RedisStoreOptions) {
     this.p = opts.prefix ?? KEY_PREFIX;
@@ -241,10 +246,12 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         }
         const replies = await m.exec();
         if (replies === null) {
+          this.writeStats.conflicts++;
           if (attempt > 3) await new Promise((res) => setTimeout(res, Math.random() * Math.min(attempt, 20)));
           continue; // a watched key changed: read again
         }
         for (const [err] of replies) if (err) throw err;
+        this.writeStats.commits++;
         if (replies.length && this.waitReplicas) await this.awaitReplicas(this.waitReplicas);
         return result;
       }
