@@ -260,6 +260,9 @@ export async function benchRedisHttp(): Promise<BenchRow[]> {
     const b = await start(service, red, dirB);
     servers.push(b);
     await measureSetup('redis2', red, [a, b]);
+    // the chain both nodes appended to at once is still one chain: what `device-ca audit verify` says
+    const verified = execFileSync(process.execPath, [path.join(service, 'cli', 'main.js'), 'audit', 'verify'], { env: red.env(), encoding: 'utf8', timeout: 120_000 }).trim();
+    log(`  after the 2-node load: ${verified}`);
 
     for (const k of ['sqlite.ocsp', 'redis1.ocsp']) log(`  ${k}: ${f1(results[k].rate)}/s, ${results[k].cpuMsPerOp.toFixed(3)} ms server CPU each; ${results[k].note}`);
     return [
@@ -309,6 +312,7 @@ export async function benchRedisHttp(): Promise<BenchRow[]> {
         'enroll',
         '1 node',
         1.6,
+        `audit verify after the 2-node load: ${verified}`,
       ),
       ratioRow(
         'redis.nodes2.reenroll.mtls.keepalive',

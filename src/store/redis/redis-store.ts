@@ -379,8 +379,14 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           const reply = (await this.auditedScript()(...plan.batch.args(head ?? '', plan.newHead))) as string[];
           if (reply[0] === 'ok') {
             this.writeStats.commits++;
-            if (this.waitReplicas) await this.awaitReplicas(this.waitReplicas);
-            return this.settleAudited(jobs, plan);
+            const replicated = this.waitReplicas
+              ? await this.awaitReplicas(this.waitReplicas).then(
+                  () => null,
+                  (e: unknown) => ({ error: e }),
+                )
+              : null;
+            // too few replicas: the committed writes' callers get that error, the refused ones their refusal
+            return this.settleAudited(jobs, replicated ? { ...plan, outcomes: plan.outcomes.map((o) => ('error' in o ? o : replicated)) } : plan);
           }
           this.writeStats.conflicts++;
           if (reply[0] !== 'head') break; // a checked value changed: read again
