@@ -51,8 +51,9 @@ it('a write waits for the replica; without it, store-unavailable after the timeo
   const store = new RedisStore({ url: primary.url, waitReplicas: { replicas: 1, timeoutMs: 300 } });
   try {
     await store.createToken({ id: 'tok-1', hash: 'h1', scope: 'operator', description: null }, audit('tok-1'));
+    // SIGKILL: gone at once (a SIGTERM'd redis-server flushes its AOF first, seconds on a busy disk)
     const gone = new Promise((r) => replica.once('exit', r));
-    replica.kill('SIGTERM');
+    replica.kill('SIGKILL');
     await gone;
     await expect(store.createToken({ id: 'tok-2', hash: 'h2', scope: 'operator', description: null }, audit('tok-2'))).rejects.toMatchObject({
       code: 'store-unavailable',
