@@ -59,6 +59,9 @@ export const BENCH_IDS = [
   /** bench/redis-http: 2 nodes on one Redis / 1 node (target 1.6) */
   'redis.nodes2.enroll.basic',
   'redis.nodes2.reenroll.mtls',
+  /** bench/redis-http: the same two rows with keep-alive clients (one TLS connection per lane, reused) */
+  'redis.nodes2.enroll.basic.keepalive',
+  'redis.nodes2.reenroll.mtls.keepalive',
 ] as const;
 
 export type BenchId = (typeof BENCH_IDS)[number];

@@ -4,8 +4,10 @@ import * as tls from 'node:tls';
 /**
  * est-client is the EST benchmark's load generator, run as its own process (child_process.fork) so the
  * numbers it reports are not disturbed by the orchestrator and its client-side crypto is the same in
- * every run. Each request is a NEW TLS connection (full handshake, no session resumption: no session
- * is ever offered) with a hand-written HTTP/1.1 request and `Connection: close`; a fixed number of
+ * every run. By default each request is a NEW TLS connection (full handshake, no session resumption: no
+ * session is ever offered) with a hand-written HTTP/1.1 request and `Connection: close`; with
+ * `connection: 'keep-alive'` each of the `concurrency` lanes keeps one TLS connection and sends its
+ * requests on it one after another (requests then say `Connection: keep-alive`). A fixed number of
  * requests are kept in flight for a fixed time.
  */
 
@@ -24,6 +26,11 @@ export interface ClientJob {
   /** cycle: reuse requests round-robin; otherwise each is sent once (one-time secrets) */
   cycle: boolean;
   identities: { certPem: string; keyPem: string }[];
+  /**
+   * connection: 'new' (default) a TLS connection per request; 'keep-alive' one per lane, reused (lane i
+   * presents identity i % identities.length and sends only the requests made for that identity)
+   */
+  connection?: 'new' | 'keep-alive';
 }
 
 export interface ClientResult {
@@ -76,8 +83,93 @@ function once(port: number, ctx: tls.SecureContext, req: ClientRequest): Promise
   });
 }
 
+/**
+ * responseEnd: where the first complete HTTP/1.1 response in `buf` ends (Content-Length or chunked),
+ * with its status; null while incomplete.
+ */
+function responseEnd(buf: Buffer): { end: number; status: string; head: string } | null {
+  const h = buf.indexOf('\r\n\r\n');
+  if (h < 0) return null;
+  const head = buf.subarray(0, h).toString('latin1');
+  const status = /^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 'no-status';
+  const len = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+  if (len) {
+    const end = h + 4 + Number(len[1]);
+    return buf.length >= end ? { end, status, head: buf.subarray(0, end).toString('latin1') } : null;
+  }
+  if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
+    const z = buf.indexOf('\r\n0\r\n\r\n', h);
+    return z < 0 ? null : { end: z + 7, status, head: buf.subarray(0, z + 7).toString('latin1') };
+  }
+  return { end: h + 4, status, head };
+}
+
+/**
+ * keepAliveLane sends `next()`'s requests one after another on one TLS connection (opened again when the
+ * server closes it), reporting each; it stops when next() gives nothing.
+ */
+function keepAliveLane(port: number, ctx: tls.SecureContext, next: () => ClientRequest | undefined, report: (r: One) => void): Promise<void> {
+  return new Promise((done) => {
+    let s: tls.TLSSocket | null = null;
+    let buf = Buffer.alloc(0);
+    let waiting: ((r: One) => void) | null = null;
+    let t0 = 0;
+    const connect = (): Promise<tls.TLSSocket> =>
+      new Promise((resolve) => {
+        const c = tls.connect({ host: '127.0.0.1', port, secureContext: ctx, rejectUnauthorized: false });
+        c.setTimeout(15_000, () => c.destroy(new Error('timeout')));
+        c.on('secureConnect', () => resolve(c));
+        c.on('data', (d: Buffer) => {
+          buf = Buffer.concat([buf, d]);
+          const r = responseEnd(buf);
+          if (r && waiting) {
+            buf = buf.subarray(r.end);
+            const w = waiting;
+            waiting = null;
+            const ok = r.status.startsWith('2');
+            w({ ok, status: r.status, ms: performance.now() - t0, error: ok ? undefined : `HTTP ${r.status}: ${r.head.split('\r\n\r\n')[1]?.slice(0, 200) ?? ''}` });
+          }
+        });
+        const fail = (e?: Error) => {
+          if (s === c) s = null;
+          resolve(c); // a connection that failed before it was up: the request on it reports the error
+          if (waiting) {
+            const w = waiting;
+            waiting = null;
+            w({ ok: false, status: 'error', ms: performance.now() - t0, error: e?.message ?? 'connection closed' });
+          }
+        };
+        c.on('error', fail);
+        c.on('close', () => fail());
+      });
+    const loop = async () => {
+      for (let req = next(); req !== undefined; req = next()) {
+        t0 = performance.now();
+        if (!s || s.destroyed) {
+          buf = Buffer.alloc(0);
+          s = await connect();
+        }
+        const sock = s;
+        report(
+          await new Promise<One>((resolve) => {
+            waiting = resolve;
+            if (sock.destroyed) {
+              waiting = null;
+              resolve({ ok: false, status: 'error', ms: performance.now() - t0, error: 'connection closed' });
+            } else sock.write(req.http ?? '');
+          }),
+        );
+      }
+      s?.end();
+      done();
+    };
+    void loop();
+  });
+}
+
 /** runJob keeps job.concurrency requests in flight for job.durationMs; completions after the deadline are not counted. */
 export function runJob(job: ClientJob): Promise<ClientResult> {
+  if (job.connection === 'keep-alive') return runKeepAlive(job);
   const anon = tls.createSecureContext({});
   const ctxs = job.identities.map((i) => tls.createSecureContext({ cert: i.certPem, key: i.keyPem }));
   const statuses: Record<string, number> = {};
@@ -132,6 +224,66 @@ export function runJob(job: ClientJob): Promise<ClientResult> {
     };
     launch();
   });
+}
+
+/** runKeepAlive is runJob with one reused connection per lane (see ClientJob.connection). */
+async function runKeepAlive(job: ClientJob): Promise<ClientResult> {
+  const anon = tls.createSecureContext({});
+  const ctxs = job.identities.map((i) => tls.createSecureContext({ cert: i.certPem, key: i.keyPem }));
+  const statuses: Record<string, number> = {};
+  const lat: number[] = [];
+  let ok = 0;
+  let failed = 0;
+  let sent = 0;
+  let next = 0;
+  let last = 0;
+  let firstError: string | undefined;
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  const deadline = start + job.durationMs;
+  const lanes = Array.from({ length: job.concurrency }, (_, lane) => {
+    const identity = job.identities.length ? lane % job.identities.length : undefined;
+    const mine = identity === undefined ? [] : job.requests.filter((r) => r.identity === identity);
+    let k = 0;
+    const pick = (): ClientRequest | undefined => {
+      if (performance.now() >= deadline) return undefined;
+      if (identity !== undefined) {
+        if (mine.length === 0) return undefined;
+        sent++;
+        return mine[k++ % mine.length];
+      }
+      if (!job.cycle && next >= job.requests.length) return undefined;
+      sent++;
+      return job.requests[next++ % job.requests.length];
+    };
+    return keepAliveLane(job.port, identity === undefined ? anon : ctxs[identity], pick, (r) => {
+      const t = performance.now();
+      if (t > deadline) return;
+      last = t;
+      statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+      if (r.ok) {
+        ok++;
+        lat.push(r.ms);
+      } else {
+        failed++;
+        firstError = firstError ?? r.error;
+      }
+    });
+  });
+  await Promise.all(lanes);
+  const exhausted = !job.cycle && next >= job.requests.length && last < deadline;
+  const cpu = process.cpuUsage(cpu0);
+  return {
+    sent,
+    ok,
+    failed,
+    elapsedMs: exhausted ? last - start : job.durationMs,
+    exhausted,
+    statuses,
+    latMs: lat.map((x) => Math.round(x * 100) / 100),
+    clientCpuMs: (cpu.user + cpu.system) / 1000,
+    firstError,
+  };
 }
 
 if (require.main === module && process.send) {

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Redis } from 'ioredis';
 import { freePort } from './ports';
+import { waitForRedis } from './redis-server';
 import { TmpDir, makeTmpDir } from './tmp';
 
 /** SentinelGroup: a Sentinel-managed master with replicas and Sentinels, all on free loopback ports. */
@@ -21,24 +22,6 @@ export interface SentinelGroup {
 }
 
 const NAME = 'dca';
-
-/** waitPing waits until a redis-server (or Sentinel) on port answers PING. */
-async function waitPing(port: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    c.on('error', () => undefined);
-    try {
-      await c.connect();
-      if ((await c.ping()) === 'PONG') return;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`redis on port ${port} did not start`);
-      await new Promise((r) => setTimeout(r, 50));
-    } finally {
-      c.disconnect();
-    }
-  }
-}
 
 /**
  * startSentinelGroup runs a master and `replicas` replicas (redis-server, AOF on, RDB off, as
@@ -83,14 +66,14 @@ export async function startSentinelGroup(replicas = 2): Promise<SentinelGroup> {
     const masterPort = await freePort();
     fs.mkdirSync(path.join(tmp.path, 'm'));
     launch(masterPort, serverArgs(masterPort, path.join(tmp.path, 'm')));
-    await waitPing(masterPort);
+    await waitForRedis(masterPort);
     const replicaPorts: number[] = [];
     for (let i = 0; i < replicas; i++) {
       const port = await freePort();
       const dir = path.join(tmp.path, `r${i}`);
       fs.mkdirSync(dir);
       launch(port, [...serverArgs(port, dir), '--replicaof', '127.0.0.1', String(masterPort)]);
-      await waitPing(port);
+      await waitForRedis(port);
       replicaPorts.push(port);
     }
     const sentinelPorts: number[] = [];
@@ -110,7 +93,7 @@ export async function startSentinelGroup(replicas = 2): Promise<SentinelGroup> {
         ].join('\n'),
       );
       launch(port, [conf, '--sentinel']);
-      await waitPing(port);
+      await waitForRedis(port);
       sentinelPorts.push(port);
     }
     // ready: every replica linked, every Sentinel sees the others and the replicas

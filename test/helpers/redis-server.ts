@@ -16,6 +16,28 @@ export interface RedisServer {
   kill(): Promise<void>;
 }
 
+/**
+ * waitForRedis waits until a redis-server (or a Sentinel) on the loopback port answers PING, polling
+ * with a fresh connection every 50 ms; after 10 s it throws.
+ */
+export async function waitForRedis(port: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    c.on('error', () => undefined);
+    try {
+      await c.connect();
+      if ((await c.ping()) === 'PONG') return;
+    } catch {
+      // not listening yet, or still loading its data: try again
+    } finally {
+      c.disconnect();
+    }
+    if (Date.now() > deadline) throw new Error(`redis on port ${port} did not answer PING within 10 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** hasRedisServer: whether the Debian package redis-server is installed (scripts/install-test-deps.sh installs it). */
 export function hasRedisServer(): boolean {
   return spawnSync('redis-server', ['--version']).status === 0;
@@ -34,20 +56,7 @@ export async function startRedisServer(opts: { persistence?: 'aof' | 'none'; app
   if (opts.appendfsync) args.push('--appendfsync', opts.appendfsync);
   const launch = async () => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      c.on('error', () => undefined);
-      try {
-        await c.connect();
-        if ((await c.ping()) === 'PONG') return;
-      } catch {
-        if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start`);
-        await new Promise((r) => setTimeout(r, 50));
-      } finally {
-        c.disconnect();
-      }
-    }
+    await waitForRedis(port);
   };
   const halt = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -102,20 +111,7 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
         ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--dir', tmp.path, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--daemonize', 'no'],
         { stdio: 'ignore' },
       );
-      const deadline = Date.now() + 10_000;
-      for (;;) {
-        const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-        c.on('error', () => undefined);
-        try {
-          await c.connect();
-          if ((await c.ping()) === 'PONG') break;
-        } catch {
-          if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start`);
-          await new Promise((r) => setTimeout(r, 50));
-        } finally {
-          c.disconnect();
-        }
-      }
+      await waitForRedis(port);
       servers.push({
         port,
         url: `redis://127.0.0.1:${port}`,

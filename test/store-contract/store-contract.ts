@@ -380,6 +380,46 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         }
       });
 
+      it('issuances and audit appends sent together from two clients: each refused one writes nothing, the others are recorded once on one chain', async () => {
+        await addDevice('dev-2');
+        const [s1] = await store.activeSecrets('dev-1', new Date());
+        const other = sut.another ? await sut.another() : store;
+        try {
+          // sent in one tick: a store that commits its writes in batches gets them in one batch
+          const results = await Promise.allSettled([
+            store.appendAudit(audit('note', 'n1')),
+            store.recordIssuance({ cert: cert('ab01', 'dev-1'), consumeSecretId: s1.id, audit: audit('cert.issue', 'ab01') }),
+            store.recordIssuance({ cert: cert('ab02', 'dev-1'), consumeSecretId: s1.id, audit: audit('cert.issue', 'ab02') }),
+            store.recordIssuance({ cert: cert('ab01', 'dev-2'), audit: audit('cert.issue', 'ab01-again') }),
+            store.recordIssuance({ cert: cert('ab03', 'dev-1'), audit: audit('cert.issue', 'ab03') }),
+            other.recordIssuance({ cert: cert('ab04', 'dev-2'), audit: audit('cert.issue', 'ab04') }),
+            other.appendAudit(audit('note', 'n2')),
+            store.appendAudit(audit('note', 'n3')),
+          ]);
+          expect(results.map((r) => (r.status === 'fulfilled' ? 'ok' : (r.reason as DeviceCaError).code))).toEqual(['ok', 'ok', 'unauthenticated', 'internal', 'ok', 'ok', 'ok', 'ok']);
+        } finally {
+          if (other !== store) await other.close();
+        }
+        expect((await store.listCertificates({})).items.map((c) => `${c.serial}:${c.deviceId}`)).toEqual(['ab01:dev-1', 'ab03:dev-1', 'ab04:dev-2']);
+        expect(await store.activeSecrets('dev-1', new Date())).toEqual([]);
+        expect((await store.spentSecrets('dev-1', new Date(0))).map((x) => x.certSerial)).toEqual(['ab01']);
+        expect(await store.countDevices({ topOwners: 0 })).toMatchObject({ total: 2, byState: { registered: 0, active: 2 } });
+        const records = await allAudit();
+        expect(
+          records
+            .filter((a) => a.type === 'cert.issue')
+            .map((a) => a.subject)
+            .sort(),
+        ).toEqual(['ab01', 'ab03', 'ab04']);
+        expect(
+          records
+            .filter((a) => a.type === 'note')
+            .map((a) => a.subject)
+            .sort(),
+        ).toEqual(['n1', 'n2', 'n3']);
+        expect(await verifyAuditChain(store)).toMatchObject({ ok: true, records: records.length });
+      });
+
       it('a failing issuance (duplicate serial) leaves nothing half-written: secret, device state and audit unchanged', async () => {
         await issue('cc01', null);
         const [s] = await store.activeSecrets('dev-1', new Date());

@@ -43,6 +43,7 @@ import {
 } from '../store';
 import { RevocationFeed } from '../revocation-feed';
 import { SnapshotRow, SnapshotTarget } from '../store-snapshot';
+import { AUDITED_WRITE_LUA, AuditedWriteBatch, AuditedWrites } from './audited-write-script';
 import { redisUnavailable } from './redis-errors';
 
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation, as in the SQLite store */
@@ -68,6 +69,21 @@ const seqCursor = (after: string | undefined): number => {
 };
 /** lexAfter: the ZRANGEBYLEX lower bound strictly after a cursor ('-' from the start). */
 const lexAfter = (after: string | undefined): string => (after ? `(${after}` : '-');
+
+type IssuanceArgs = Parameters<Store['recordIssuance']>[0];
+/** AuditedWrite: a write of the hot path committed in batches by one script call (RedisStore.commitAudited) */
+type AuditedWrite = { kind: 'audit'; e: AuditInput } | { kind: 'issuance'; args: IssuanceArgs };
+type AuditedJob = { w: AuditedWrite; resolve: (v: unknown) => void; reject: (e: unknown) => void };
+/** AuditedPlan: a batch decided on one view: the script's arguments, and each job's result or refusal */
+type AuditedPlan = { batch: AuditedWriteBatch; accepted: number; newHead: string; outcomes: ({ value: unknown } | { error: unknown })[] };
+/** headValue: the audit head as stored, "<seq>:<hash>" */
+const headValue = (r: { seq: number; hash: string }): string => `${r.seq}:${r.hash}`;
+/** parseHead: the stored head back (null: an empty chain) */
+function parseHead(v: string | null): { seq: number; hash: string } | null {
+  if (!v) return null;
+  const i = v.indexOf(':');
+  return { seq: Number(v.slice(0, i)), hash: v.slice(i + 1) };
+}
 
 /** CertMeta: a certificate without its DER (kept under its own key, so status reads stay small). */
 type CertMeta = Omit<CertificateRecord, 'der' | 'notBefore' | 'notAfter' | 'revokedAt' | 'invalidityDate' | 'createdAt'> & {
@@ -122,12 +138,16 @@ export interface RedisStoreOptions {
 
 /**
  * RedisStore is the shared store for several nodes: every node (and every worker) holds two connections,
- * a reader and a writer. Every write is one optimistic transaction (WATCH, reads, MULTI ... EXEC, retried
- * when a watched key changed), with the same all-or-nothing steps as the SQLite store. Every write that
- * appends to the audit chain watches the chain's head: those writes are serialized across all nodes like
- * SQLite's one writer, which keeps one chain without forks, and makes the head the guard of every
- * device, secret, certificate, request and token change (all of them are audited). The hashes are
- * computed in Node (audit-chain.ts), not in Lua, since Redis' Lua has no SHA-256.
+ * a reader and a writer. The hot audited writes (audit appends and recorded issuances) are queued and
+ * committed in batches by one script call each (commitAudited, audited-write-script.ts): the script checks
+ * that what Node read is unchanged and that the head is the one Node chained to, then writes; when only
+ * the head moved (another node appended first) Node chains the same batch to the new head and sends it
+ * again without reading. Every other write is one optimistic transaction (WATCH, reads, MULTI ... EXEC,
+ * retried when a watched key changed), with the same all-or-nothing steps as the SQLite store. Every
+ * write that appends to the audit chain is conditional on the chain's head, which keeps one chain without
+ * forks, and makes the head the guard of every device, secret, certificate, request and token change
+ * (all of them are audited). The hashes are computed in Node (audit-chain.ts), not in Lua, since Redis'
+ * Lua has no SHA-256.
  *
  * Key layout: `{dca}:<kind>:<id>` JSON strings (DER and CRLs as raw bytes), and sorted sets for every list
  * (lexicographic for ids and serials, scores for sequence numbers and times): no KEYS or SCAN. One hash
@@ -143,7 +163,14 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   private readonly waitReplicas?: { replicas: number; timeoutMs: number };
   /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
   private readonly subscribers = new Set<RedisClient>();
-  private auditQueue: { e: AuditInput; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }[] = [];
+  /** auditedQueue: audited writes waiting for the next batch (queueAudited); draining: a batch is being committed */
+  private auditedQueue: AuditedJob[] = [];
+  private draining = false;
+  /**
+   * writeStats: how this client's writes went, for the benchmarks' profile (bench/redis-store): writes
+   * committed, and commits refused because another client wrote a watched key first (each one retried).
+   */
+  readonly writeStats = { commits: 0, conflicts: 0 };
 
   constructor(opts: RedisStoreOptions) {
     this.p = opts.prefix ?? KEY_PREFIX;
@@ -248,10 +275,12 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         }
         const replies = await m.exec();
         if (replies === null) {
+          this.writeStats.conflicts++;
           if (attempt > 3) await new Promise((res) => setTimeout(res, Math.random() * Math.min(attempt, 20)));
           continue; // a watched key changed: read again
         }
         for (const [err] of replies) if (err) throw err;
+        this.writeStats.commits++;
         if (replies.length && this.waitReplicas) await this.awaitReplicas(this.waitReplicas);
         return result;
       }
@@ -278,17 +307,19 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   private queueAudit(m: Tx, rec: AuditRecord): void {
+    this.queueAuditRecord(m, rec);
+    m.set(this.headKey, headValue(rec));
+  }
+
+  /** queueAuditRecord queues a record and its subject index entry; the head is set by the caller. */
+  private queueAuditRecord(m: AuditedWrites, rec: AuditRecord): void {
     const row: AuditRow = { ...rec, at: ms(rec.at) };
     m.hset(this.k('audit', 'rec'), String(rec.seq), JSON.stringify(row));
     m.zadd(this.k('audit', 'subject', rec.subject), rec.seq, String(rec.seq));
-    m.set(this.headKey, `${rec.seq}:${rec.hash}`);
   }
 
   private async readHead(c: RedisClient): Promise<{ seq: number; hash: string } | null> {
-    const v = await c.get(this.headKey);
-    if (!v) return null;
-    const i = v.indexOf(':');
-    return { seq: Number(v.slice(0, i)), hash: v.slice(i + 1) };
+    return parseHead(await c.get(this.headKey));
   }
 
   private async getJson<T>(c: RedisClient, key: string): Promise<T | null> {
@@ -302,37 +333,185 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   // ---- audit ----
-  /**
-   * appendAudit: appends waiting in this client are chained in one transaction (a group commit): one
-   * head read and one EXEC for all of them.
-   */
+  /** appendAudit: one record, committed with whatever else this client has queued (see commitAudited). */
   appendAudit(e: AuditInput): Promise<AuditRecord> {
-    return new Promise<AuditRecord>((resolve, reject) => {
-      this.auditQueue.push({ e, resolve, reject });
-      if (this.auditQueue.length === 1) void this.flushAudit();
+    return this.queueAudited<AuditRecord>({ kind: 'audit', e });
+  }
+
+  /**
+   * queueAudited queues an audited write of the hot path (audit appends, recorded issuances) and starts
+   * a commit unless one is under way: what arrives while a batch is on its way to Redis goes in the next
+   * batch, so a busy node sends one script call for many writes (a group commit).
+   */
+  private queueAudited<T>(w: AuditedWrite): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.auditedQueue.push({ w, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.draining) {
+        this.draining = true;
+        void this.drainAudited();
+      }
     });
   }
 
-  private async flushAudit(): Promise<void> {
-    await this.serial(async () => undefined); // let other queued writes go first; gather what arrives meanwhile
-    const jobs = this.auditQueue;
-    this.auditQueue = [];
-    if (jobs.length === 0) return;
+  private async drainAudited(): Promise<void> {
     try {
-      const recs = await this.tx([this.headKey], async (m) => {
-        let head = await this.readHead(this.w);
-        const at = new Date();
-        return jobs.map((j) => {
-          const rec = nextAuditRecord(head, j.e, at);
-          this.queueAudit(m, rec);
-          head = rec;
-          return rec;
+      while (this.auditedQueue.length)
+        await this.serial(() => {
+          const jobs = this.auditedQueue;
+          this.auditedQueue = [];
+          return this.commitAudited(jobs);
         });
-      });
-      jobs.forEach((j, i) => j.resolve(recs[i]));
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /**
+   * commitAudited commits a batch of audited writes with one script call (AUDITED_WRITE_LUA) and settles
+   * each job: read every value the jobs check (one pipelined round trip), decide each job in order on
+   * that view (a refused job is rejected and writes nothing; the later jobs see the earlier ones'
+   * writes), chain the accepted jobs' audit records to the head, send. When another node appended first
+   * the script answers the new head and the same batch is chained to it and sent again, with no reads;
+   * when a checked value changed, everything is read and decided again. Never throws.
+   */
+  private async commitAudited(jobs: AuditedJob[]): Promise<void> {
+    let plan: AuditedPlan | undefined;
+    try {
+      for (let attempt = 0; attempt < TX_ATTEMPTS; attempt++) {
+        const view = await this.readAudited(jobs);
+        let head = view.head;
+        for (let rechain = 0; rechain < TX_ATTEMPTS; rechain++) {
+          plan = this.planAudited(jobs, view.values, parseHead(head));
+          if (plan.accepted === 0) return this.settleAudited(jobs, plan);
+          const reply = (await this.auditedScript()(...plan.batch.args(head ?? '', plan.newHead))) as string[];
+          if (reply[0] === 'ok') {
+            this.writeStats.commits++;
+            const replicated = this.waitReplicas
+              ? await this.awaitReplicas(this.waitReplicas).then(
+                  () => null,
+                  (e: unknown) => ({ error: e }),
+                )
+              : null;
+            // too few replicas: the committed writes' callers get that error, the refused ones their refusal
+            return this.settleAudited(jobs, replicated ? { ...plan, outcomes: plan.outcomes.map((o) => ('error' in o ? o : replicated)) } : plan);
+          }
+          this.writeStats.conflicts++;
+          if (reply[0] !== 'head') break; // a checked value changed: read again
+          head = reply[1] === '' ? null : reply[1];
+        }
+        if (attempt > 3) await new Promise((res) => setTimeout(res, Math.random() * Math.min(attempt, 20)));
+      }
+      throw new DeviceCaError('store-unavailable', 'store busy (too many concurrent writers)', { retryAfterSeconds: 2 });
     } catch (e) {
       for (const j of jobs) j.reject(e);
     }
+  }
+
+  private settleAudited(jobs: AuditedJob[], plan: AuditedPlan): void {
+    jobs.forEach((j, i) => {
+      const out = plan.outcomes[i];
+      if ('error' in out) j.reject(out.error);
+      else j.resolve(out.value);
+    });
+  }
+
+  /** auditedScript: the script as a command of the writer connection (EVALSHA, EVAL once when Redis lacks it). */
+  private auditedScript(): (...args: (string | number | Buffer)[]) => Promise<unknown> {
+    const w = this.w as unknown as { dcaAuditedWrite?: (...args: (string | number | Buffer)[]) => Promise<unknown> };
+    if (!w.dcaAuditedWrite) this.w.defineCommand('dcaAuditedWrite', { lua: AUDITED_WRITE_LUA });
+    return w.dcaAuditedWrite!.bind(this.w);
+  }
+
+  /** readAudited: the head and every value the jobs' decisions read, in one round trip on the writer. */
+  private async readAudited(jobs: AuditedJob[]): Promise<{ head: string | null; values: Map<string, string | null> }> {
+    const keys = new Set<string>();
+    for (const { w } of jobs) if (w.kind === 'issuance') for (const k of this.issuanceKeys(w.args)) keys.add(k);
+    const list = [...keys];
+    const [head, ...values] = await Promise.all([this.w.get(this.headKey), ...list.map((k) => this.w.get(k))]);
+    return { head, values: new Map(list.map((k, i) => [k, values[i]])) };
+  }
+
+  /** issuanceKeys: what recordIssuance decides on: the device, the secret, the serial's record, the request. */
+  private issuanceKeys(a: IssuanceArgs): string[] {
+    const keys = [this.k('cert', a.cert.serial)];
+    if (a.cert.deviceId !== null) keys.push(this.k('dev', a.cert.deviceId));
+    if (a.consumeSecretId !== undefined) keys.push(this.k('secret', a.consumeSecretId));
+    if (a.requestId !== undefined) keys.push(this.k('req', a.requestId));
+    return keys;
+  }
+
+  /**
+   * planAudited decides every job on `read` (what Redis held) in order, chaining the accepted jobs'
+   * records to `head`; each value a decision used becomes a check of the batch.
+   */
+  private planAudited(jobs: AuditedJob[], read: Map<string, string | null>, head: { seq: number; hash: string } | null): AuditedPlan {
+    const batch = new AuditedWriteBatch(this.headKey);
+    const checked = new Set<string>();
+    // what Redis holds after the earlier jobs of the batch; each key read checked as it was before the batch
+    const get = (key: string): string | null => {
+      if (!checked.has(key)) {
+        checked.add(key);
+        batch.expect(key, read.get(key) ?? null);
+      }
+      const written = batch.lastSet(key);
+      return written !== undefined ? String(written) : (read.get(key) ?? null);
+    };
+    const now = new Date();
+    let accepted = 0;
+    const outcomes: AuditedPlan['outcomes'] = jobs.map(({ w }) => {
+      try {
+        let rec: AuditRecord;
+        if (w.kind === 'audit') rec = nextAuditRecord(head, w.e, now);
+        else {
+          this.planIssuance(w.args, get, batch, now); // refuses before it queues any write
+          rec = nextAuditRecord(head, w.args.audit, now);
+        }
+        this.queueAuditRecord(batch, rec);
+        head = rec;
+        accepted++;
+        return { value: w.kind === 'audit' ? rec : undefined };
+      } catch (error) {
+        return { error };
+      }
+    });
+    return { batch, accepted, outcomes, newHead: head ? headValue(head) : '' };
+  }
+
+  /** planIssuance: recordIssuance's checks on the batch's view, then its writes (nothing queued when it refuses). */
+  private planIssuance(args: IssuanceArgs, get: (key: string) => string | null, m: AuditedWrites, now: Date): void {
+    const c = args.cert;
+    const parse = <T>(v: string | null): T | null => (v === null ? null : (JSON.parse(v) as T));
+    const dev = c.deviceId !== null ? parse<DeviceRow>(get(this.k('dev', c.deviceId))) : null;
+    const secret = args.consumeSecretId !== undefined ? parse<SecretRow>(get(this.k('secret', args.consumeSecretId))) : null;
+    const serialTaken = get(this.k('cert', c.serial)) !== null;
+    const req = args.requestId !== undefined ? parse<RequestRow>(get(this.k('req', args.requestId))) : null;
+    // the RA checked the device's state before signing; a release, suspension or retirement that
+    // committed meanwhile must not be outlived by a certificate recorded after it
+    if (dev && dev.state !== 'registered' && dev.state !== 'active') throw new DeviceCaError('forbidden', `device is ${dev.state}`);
+    if (args.consumeSecretId !== undefined && (!secret || secret.usedAt !== null)) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
+    if (serialTaken) throw new DeviceCaError('internal', 'store write failed', { detail: `certificate serial ${c.serial} exists` });
+    if (secret) m.set(this.k('secret', secret.id), JSON.stringify({ ...secret, usedAt: ms(now), certSerial: c.serial }));
+    const { der, ...fields } = c;
+    const meta: CertMeta = {
+      ...fields,
+      notBefore: ms(c.notBefore),
+      notAfter: ms(c.notAfter),
+      status: 'valid',
+      revokedAt: null,
+      revocationReason: null,
+      invalidityDate: null,
+      createdAt: ms(now),
+    };
+    m.set(this.k('cert', c.serial), JSON.stringify(meta));
+    m.set(this.k('cert-der', c.serial), der);
+    m.zadd(this.k('certs'), 0, c.serial);
+    if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
+    if (dev && dev.state === 'registered') {
+      m.set(this.k('dev', dev.id), JSON.stringify({ ...dev, state: 'active', updatedAt: ms(now) }));
+      this.countDevice(m, dev, -1);
+      this.countDevice(m, { owner: dev.owner, state: 'active' }, 1);
+    }
+    if (req && req.status === 'approved') m.set(this.k('req', req.id), JSON.stringify({ ...req, status: 'issued', certSerial: c.serial }));
   }
 
   async listAudit(filter: { subject?: string } & PageRequest): Promise<Page<AuditRecord>> {
@@ -427,7 +606,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
    * owner and state, in the transaction that writes the device: `dev-counts` holds `<state>|*` (the fleet)
    * and `<state>|<owner key>` fields, `dev-owners` each owner's devices as a sorted-set score.
    */
-  private countDevice(m: Tx, d: { owner: string | null; state: DeviceState }, by: 1 | -1): void {
+  private countDevice(m: AuditedWrites, d: { owner: string | null; state: DeviceState }, by: 1 | -1): void {
     const o = ownerKey(d.owner);
     m.hincrby(this.k('dev-counts'), `${d.state}|*`, by);
     m.hincrby(this.k('dev-counts'), `${d.state}|${o}`, by);
@@ -624,47 +803,14 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     return pageOf(rows, limit, (c) => c.serial);
   }
 
-  async recordIssuance(args: Parameters<Store['recordIssuance']>[0]): Promise<void> {
-    const c = args.cert;
-    await this.tx([this.headKey], async (m) => {
-      const now = new Date();
-      // the RA checked the device's state before signing; a release, suspension or retirement that
-      // committed meanwhile must not be outlived by a certificate recorded after it
-      // every read in one round trip (the connection pipelines them), then the checks in order
-      const [dev, secret, serialTaken, req, head] = await Promise.all([
-        c.deviceId !== null ? this.getJson<DeviceRow>(this.w, this.k('dev', c.deviceId)) : null,
-        args.consumeSecretId !== undefined ? this.getJson<SecretRow>(this.w, this.k('secret', args.consumeSecretId)) : null,
-        this.w.exists(this.k('cert', c.serial)),
-        args.requestId !== undefined ? this.getJson<RequestRow>(this.w, this.k('req', args.requestId)) : null,
-        this.readHead(this.w),
-      ]);
-      if (dev && dev.state !== 'registered' && dev.state !== 'active') throw new DeviceCaError('forbidden', `device is ${dev.state}`);
-      if (args.consumeSecretId !== undefined && (!secret || secret.usedAt !== null)) throw new DeviceCaError('unauthenticated', 'enrollment secret already used');
-      if (serialTaken) throw new DeviceCaError('internal', 'store write failed', { detail: `certificate serial ${c.serial} exists` });
-      if (secret) m.set(this.k('secret', secret.id), JSON.stringify({ ...secret, usedAt: ms(now), certSerial: c.serial }));
-      const { der, ...fields } = c;
-      const meta: CertMeta = {
-        ...fields,
-        notBefore: ms(c.notBefore),
-        notAfter: ms(c.notAfter),
-        status: 'valid',
-        revokedAt: null,
-        revocationReason: null,
-        invalidityDate: null,
-        createdAt: ms(now),
-      };
-      m.set(this.k('cert', c.serial), JSON.stringify(meta));
-      m.set(this.k('cert-der', c.serial), der);
-      m.zadd(this.k('certs'), 0, c.serial);
-      if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
-      if (dev && dev.state === 'registered') {
-        m.set(this.k('dev', dev.id), JSON.stringify({ ...dev, state: 'active', updatedAt: ms(now) }));
-        this.countDevice(m, dev, -1);
-        this.countDevice(m, { owner: dev.owner, state: 'active' }, 1);
-      }
-      if (req && req.status === 'approved') m.set(this.k('req', req.id), JSON.stringify({ ...req, status: 'issued', certSerial: c.serial }));
-      await this.auditTo(m, args.audit, now, head);
-    });
+  /**
+   * recordIssuance: the certificate, its device's state, the consumed secret, the settled request and the
+   * audit result, committed by one script call with other audited writes of this client (commitAudited):
+   * no WATCH, and the promise settles only after Redis has applied it (the certificate is acknowledged
+   * by Redis before it is returned).
+   */
+  recordIssuance(args: IssuanceArgs): Promise<void> {
+    return this.queueAudited<void>({ kind: 'issuance', args });
   }
 
   // ---- authentication attempts ----

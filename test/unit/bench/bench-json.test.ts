@@ -60,6 +60,8 @@ describe('bench --json', () => {
         'redis.ocsp.cached',
         'redis.nodes2.enroll.basic',
         'redis.nodes2.reenroll.mtls',
+        'redis.nodes2.enroll.basic.keepalive',
+        'redis.nodes2.reenroll.mtls.keepalive',
       ].sort(),
     );
   });

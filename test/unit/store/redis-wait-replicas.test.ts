@@ -8,7 +8,8 @@ import { TmpDir, makeTmpDir } from '../../helpers/tmp';
 /**
  * store.redis.waitReplicas against a real primary and replica (redis-server --replicaof): a write returns
  * once the replica has it; with the replica stopped (by pid) the write is 'store-unavailable' after the
- * timeout, and what was written on the primary is there (a retry finds it).
+ * timeout, and what was written on the primary is there (a retry finds it); in a batch of issuances the
+ * committed ones get that error and a refused one its own.
  */
 let primary: RedisServer;
 let replica: ChildProcess;
@@ -50,8 +51,9 @@ it('a write waits for the replica; without it, store-unavailable after the timeo
   const store = new RedisStore({ url: primary.url, waitReplicas: { replicas: 1, timeoutMs: 300 } });
   try {
     await store.createToken({ id: 'tok-1', hash: 'h1', scope: 'operator', description: null }, audit('tok-1'));
+    // SIGKILL: gone at once (a SIGTERM'd redis-server flushes its AOF first, seconds on a busy disk)
     const gone = new Promise((r) => replica.once('exit', r));
-    replica.kill('SIGTERM');
+    replica.kill('SIGKILL');
     await gone;
     await expect(store.createToken({ id: 'tok-2', hash: 'h2', scope: 'operator', description: null }, audit('tok-2'))).rejects.toMatchObject({
       code: 'store-unavailable',
@@ -60,6 +62,25 @@ it('a write waits for the replica; without it, store-unavailable after the timeo
     expect(await store.findToken('h2')).toMatchObject({ id: 'tok-2' });
     // reads do not wait
     expect(await store.findToken('h1')).toMatchObject({ id: 'tok-1' });
+
+    // a batch of issuances (one script call): the committed one is not replicated, the refused one keeps its own refusal
+    const cert = {
+      deviceId: null,
+      issuer: 'device-ca-issuing',
+      subject: 'CN=svc',
+      profile: 'default',
+      notBefore: new Date(),
+      notAfter: new Date(Date.now() + 86400_000),
+      shard: 0,
+      spkiSha256: 'ab',
+      der: Buffer.from([0x30, 0x00]),
+    };
+    const results = await Promise.allSettled([
+      store.recordIssuance({ cert: { ...cert, serial: '0a01' }, audit: audit('0a01') }),
+      store.recordIssuance({ cert: { ...cert, serial: '0a01' }, audit: audit('0a01-again') }),
+    ]);
+    expect(results.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok'))).toEqual(['store-unavailable', 'internal']);
+    expect(await store.getCertificate('0a01')).toMatchObject({ serial: '0a01', subject: 'CN=svc' });
   } finally {
     await store.close();
   }
