@@ -44,6 +44,7 @@ import { pageLimit, pageOf } from '../paging';
 import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
 import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
+import { StatusVersion } from '../status-version';
 
 type Row = Record<string, unknown>;
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation */
@@ -76,7 +77,7 @@ export const REVOKED_IN_SHARD_SQL =
  * processes of one machine (each opens its own connection; writers serialize on SQLite's lock).
  * synchronous=NORMAL in WAL mode keeps every committed transaction across a process crash.
  */
-export class SqliteStore implements Store, AttestationStore, SnapshotSource {
+export class SqliteStore implements Store, AttestationStore, SnapshotSource, StatusVersion {
   private readonly db: Database.Database;
   /** stmts caches prepared statements by SQL text: preparing costs more than running on the issuance path */
   private readonly stmts = new Map<string, Database.Statement>();
@@ -91,8 +92,11 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     this.db.pragma('foreign_keys = ON');
     this.migrate();
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
+    this.versionStmt = this.db.prepare('SELECT data_version, total_changes() FROM pragma_data_version()').raw(true);
   }
   private readonly statusStmt: Database.Statement;
+  private readonly versionStmt: Database.Statement;
+  private seen: { dataVersion: number; changes: number; version: number } = { dataVersion: -1, changes: -1, version: 0 };
 
   private stmt(sql: string): Database.Statement {
     let s = this.stmts.get(sql);
@@ -572,6 +576,19 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
       nextUpdate: date(r.next_update),
       entries: Number(r.entries),
     };
+  }
+
+  /**
+   * statusVersion (StatusVersion, store/status-version.ts): changes when a commit may have happened since the
+   * last call. PRAGMA data_version changes on a commit by any other connection, this process's or another's
+   * (https://sqlite.org/pragma.html#pragma_data_version), and total_changes() counts this connection's own
+   * writes, which data_version does not show. Both are read without touching a table row.
+   */
+  statusVersion(): number {
+    const [dataVersion, changes] = this.versionStmt.get() as [number, number];
+    const s = this.seen;
+    if (dataVersion !== s.dataVersion || changes !== s.changes) this.seen = { dataVersion, changes, version: s.version + 1 };
+    return this.seen.version;
   }
 
   async certificateStatus(serial: string): Promise<Pick<CertificateRecord, 'serial' | 'issuer' | 'status' | 'revokedAt' | 'revocationReason' | 'notAfter'> | null> {
