@@ -516,7 +516,7 @@ describe("with SQLite's statusVersion (every process of one machine reads one fi
     expect(single(verdict(held, req), SERIAL)).toMatch(/Cert Status: revoked[\s\S]*Revocation Reason: certificateHold/);
     await other.releaseHold(SERIAL, audit);
     expect((await svc.respond(req.der)).outcome).toBe('good');
-    // a write through this very connection: PRAGMA data_version does not show it, total_changes() does
+    // a write through this very connection rewrites the same wal-index header
     await mine.revokeCertificate(SERIAL, 'keyCompromise', new Date(Date.now() - 1000), null, audit);
     const after = await svc.respond(req.der);
     expect(single(verdict(after, req), SERIAL)).toMatch(/Revocation Reason: keyCompromise/);
