@@ -174,7 +174,8 @@ export class OcspService {
     const singles: OcspSingleResponse[] = [];
     for (let i = 0; i < req.certIds.length; i++) {
       const id = req.certIds[i];
-      singles.push({ ...toStatus(await this.store.certificateStatus(id.serialNumber), issuers[i]), certId: id, ...this.window(now) });
+      // the same kept status as a cached answer: a nonce makes the signature fresh, not the status read
+      singles.push({ ...toStatus(await this.statusOf(id.serialNumber), issuers[i]), certId: id, ...this.window(now) });
     }
     const responder = this.responderFor(issuers[0]);
     if (issuers.some((ca) => this.responderFor(ca) !== responder))

@@ -524,6 +524,21 @@ describe("with SQLite's statusVersion (every process of one machine reads one fi
     expect(reads).toBe(4);
   });
 
+  it('a request with a nonce is signed live over the kept status, and sees a revocation by another process at once', async () => {
+    await issueIn(other, SERIAL);
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf());
+    const first = request([SERIAL]);
+    expect(single(verdict(await svc.respond(first.der), first), SERIAL)).toContain('Cert Status: good');
+    const second = request([SERIAL]);
+    const again = await svc.respond(second.der);
+    expect(verdict(again, second)).toMatch(/Response verify OK/);
+    expect(reads).toBe(1);
+    await other.revokeCertificate(SERIAL, 'superseded', new Date(Date.now() - 1000), null, audit);
+    const third = request([SERIAL]);
+    expect(single(verdict(await svc.respond(third.der), third), SERIAL)).toMatch(/Cert Status: revoked[\s\S]*Revocation Reason: superseded/);
+    expect(reads).toBe(2);
+  });
+
   it('a serial answered unknown is good on the next request once another process has issued it', async () => {
     const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf());
     const req = request([SERIAL2], { noNonce: true });
