@@ -73,6 +73,20 @@ const seqCursor = (after: string | undefined): number => {
 /** WAL_INDEX_HEADER: bytes of one copy of the wal-index header (WalIndexHdr) at the start of the -shm file */
 const WAL_INDEX_HEADER = 48;
 
+/**
+ * openWalIndex opens the -shm file for statusVersion, only when the database really is in WAL mode (a file
+ * system without shared memory leaves it in another journal mode, where a leftover -shm would never change)
+ * and the file is there; otherwise statusVersion is unavailable and OCSP reads every status from the store.
+ */
+function openWalIndex(db: Database.Database, file: string): { fd: number; last: Buffer; now: Buffer; version: number } | undefined {
+  if (file === ':memory:' || String(db.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') return undefined;
+  try {
+    return { fd: fs.openSync(`${file}-shm`, 'r'), last: Buffer.alloc(WAL_INDEX_HEADER), now: Buffer.alloc(WAL_INDEX_HEADER), version: 0 };
+  } catch {
+    return undefined;
+  }
+}
+
 export const REVOKED_IN_SHARD_SQL =
   "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates WHERE issuer = ? AND shard = ? AND status = 'revoked' AND not_after > ? AND serial > ? ORDER BY serial LIMIT ?";
 
@@ -96,8 +110,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     this.db.pragma('foreign_keys = ON');
     this.migrate();
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
-    // the wal-index (-shm) exists once the migration's reads and writes have run in WAL mode
-    if (file !== ':memory:') this.walIndex = { fd: fs.openSync(`${file}-shm`, 'r'), last: Buffer.alloc(WAL_INDEX_HEADER), now: Buffer.alloc(WAL_INDEX_HEADER), version: 0 };
+    this.walIndex = openWalIndex(this.db, file);
   }
   private readonly statusStmt: Database.Statement;
   /** walIndex: the -shm file and the wal-index header last seen (statusVersion) */
@@ -598,7 +611,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
    */
   statusVersion(): number {
     const w = this.walIndex;
-    if (!w) throw new DeviceCaError('internal', 'statusVersion: an in-memory database has no wal-index');
+    if (!w) throw new DeviceCaError('internal', 'statusVersion: no wal-index (an in-memory database, or not in WAL mode)');
     if (fs.readSync(w.fd, w.now, 0, WAL_INDEX_HEADER, 0) !== WAL_INDEX_HEADER) throw new DeviceCaError('internal', 'statusVersion: short read of the wal-index header');
     if (!w.now.equals(w.last)) {
       w.now.copy(w.last);

@@ -549,6 +549,15 @@ describe("with SQLite's statusVersion (every process of one machine reads one fi
     expect((await svc.respond(req.der)).outcome).toBe('good');
   });
 
+  it('a database without a wal-index (in memory) has no statusVersion to offer: it refuses rather than never changing', async () => {
+    const mem = new SqliteStore(':memory:');
+    try {
+      expect(() => mem.statusVersion()).toThrow(/no wal-index/);
+    } finally {
+      await mem.close();
+    }
+  });
+
   it('a store whose version check fails is read on every request', async () => {
     await issueIn(other, SERIAL);
     const broken = {
