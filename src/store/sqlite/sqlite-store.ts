@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import * as fs from 'node:fs';
 import { nextAuditRecord } from '../../audit/audit-chain';
 import { createPrivateFile } from '../../data-dir/atomic-file';
 import { DeviceCaError } from '../../errors/device-ca-error';
@@ -46,6 +47,7 @@ import { pageLimit, pageOf } from '../paging';
 import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
 import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
+import { StatusVersion } from '../status-version';
 
 type Row = Record<string, unknown>;
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation */
@@ -70,6 +72,23 @@ const seqCursor = (after: string | undefined): number => {
  * written out (not bound) so SQLite can use the partial index certificates_crl_revoked (migration 12),
  * which covers every column read here.
  */
+/** WAL_INDEX_HEADER: bytes of one copy of the wal-index header (WalIndexHdr) at the start of the -shm file */
+const WAL_INDEX_HEADER = 48;
+
+/**
+ * openWalIndex opens the -shm file for statusVersion, only when the database really is in WAL mode (a file
+ * system without shared memory leaves it in another journal mode, where a leftover -shm would never change)
+ * and the file is there; otherwise statusVersion is unavailable and OCSP reads every status from the store.
+ */
+function openWalIndex(db: Database.Database, file: string): { fd: number; last: Buffer; now: Buffer; version: number } | undefined {
+  if (file === ':memory:' || String(db.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') return undefined;
+  try {
+    return { fd: fs.openSync(`${file}-shm`, 'r'), last: Buffer.alloc(WAL_INDEX_HEADER), now: Buffer.alloc(WAL_INDEX_HEADER), version: 0 };
+  } catch {
+    return undefined;
+  }
+}
+
 export const REVOKED_IN_SHARD_SQL =
   "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates WHERE issuer = ? AND shard = ? AND status = 'revoked' AND not_after > ? AND serial > ? ORDER BY serial LIMIT ?";
 
@@ -78,7 +97,7 @@ export const REVOKED_IN_SHARD_SQL =
  * processes of one machine (each opens its own connection; writers serialize on SQLite's lock).
  * synchronous=NORMAL in WAL mode keeps every committed transaction across a process crash.
  */
-export class SqliteStore implements Store, AttestationStore, SnapshotSource {
+export class SqliteStore implements Store, AttestationStore, SnapshotSource, StatusVersion {
   private readonly db: Database.Database;
   /** stmts caches prepared statements by SQL text: preparing costs more than running on the issuance path */
   private readonly stmts = new Map<string, Database.Statement>();
@@ -93,8 +112,11 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     this.db.pragma('foreign_keys = ON');
     this.migrate();
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
+    this.walIndex = openWalIndex(this.db, file);
   }
   private readonly statusStmt: Database.Statement;
+  /** walIndex: the -shm file and the wal-index header last seen (statusVersion) */
+  private readonly walIndex?: { fd: number; last: Buffer; now: Buffer; version: number };
 
   private stmt(sql: string): Database.Statement {
     let s = this.stmts.get(sql);
@@ -122,6 +144,10 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
   async close(): Promise<void> {
     if (this.queue.length) this.flush(); // nothing queued is lost
     this.db.close();
+    if (this.walIndex && this.walIndex.fd >= 0) {
+      fs.closeSync(this.walIndex.fd);
+      this.walIndex.fd = -1;
+    }
   }
 
   // ---- audit ----
@@ -577,6 +603,26 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
       nextUpdate: date(r.next_update),
       entries: Number(r.entries),
     };
+  }
+
+  /**
+   * statusVersion (StatusVersion, store/status-version.ts): changes when a commit may have happened since the
+   * last call, by any connection. It reads the first copy of the wal-index header from the -shm file
+   * (https://sqlite.org/walformat.html §2.1: iChange, mxFrame, the last frame's checksum and the salts), which
+   * every commit rewrites before it returns, whichever process made it. One pread without a lock: a read
+   * transaction (even PRAGMA data_version) takes the WAL read lock, which costs as much as the row read it
+   * would save once the worker processes contend for it (bench/ocsp-http). A header read in the middle of a
+   * commit is at worst a change seen once more, never a change missed: that commit has not returned yet.
+   */
+  statusVersion(): number {
+    const w = this.walIndex;
+    if (!w) throw new DeviceCaError('internal', 'statusVersion: no wal-index (an in-memory database, or not in WAL mode)');
+    if (fs.readSync(w.fd, w.now, 0, WAL_INDEX_HEADER, 0) !== WAL_INDEX_HEADER) throw new DeviceCaError('internal', 'statusVersion: short read of the wal-index header');
+    if (!w.now.equals(w.last)) {
+      w.now.copy(w.last);
+      w.version++;
+    }
+    return w.version;
   }
 
   async certificateStatus(serial: string): Promise<Pick<CertificateRecord, 'serial' | 'issuer' | 'status' | 'revokedAt' | 'revocationReason' | 'notAfter'> | null> {
