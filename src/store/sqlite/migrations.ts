@@ -279,3 +279,23 @@ MIGRATIONS.push(
 
 // 15: a SCEP transaction held for manual approval keeps what its CertPoll needs (RFC 8894 §3.3.3): JSON ScepPending
 MIGRATIONS.push(`ALTER TABLE scep_transactions ADD COLUMN pending TEXT;`);
+
+// 16: firmware receipts (issue 13, RFC 4108 §3/§4): per firmware name and device, the version it reported
+// loading and its last load error above that version (`firmware status`); the receipt's SHA-256 makes a
+// repeated post recognisable. Keyed by name first: a status reads one name's devices in order.
+MIGRATIONS.push(
+  `CREATE TABLE firmware_receipts (
+     name TEXT NOT NULL,
+     device_id TEXT NOT NULL,
+     hw_type TEXT NOT NULL,
+     running_version INTEGER,
+     running_at INTEGER,
+     error_version INTEGER,
+     error_code INTEGER,
+     error_vendor_code INTEGER,
+     error_at INTEGER,
+     receipt_sha256 TEXT NOT NULL,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (name, device_id)
+   ) WITHOUT ROWID;`,
+);
