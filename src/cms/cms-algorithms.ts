@@ -11,6 +11,10 @@ export const CMS_OID = {
   rsaEncryption: '1.2.840.113549.1.1.1',
   /** RFC 4108 §2: id-ct-firmwarePackage, the content type of a firmware package */
   firmwarePackage: '1.2.840.113549.1.9.16.1.16',
+  /** RFC 4108 §3: id-ct-firmwareLoadReceipt, a device's receipt for a package it loaded */
+  firmwareLoadReceipt: '1.2.840.113549.1.9.16.1.17',
+  /** RFC 4108 §4: id-ct-firmwareLoadError, a device's report of a package it failed to load */
+  firmwareLoadError: '1.2.840.113549.1.9.16.1.18',
   /** RFC 4108 §2.2.1: id-aa-firmwarePackageID */
   firmwarePackageId: '1.2.840.113549.1.9.16.2.35',
   /** RFC 4108 §2.2.2: id-aa-targetHardwareIDs */
