@@ -40,6 +40,7 @@ import { ConsoleOverview } from './ra/console-overview';
 import { ConsoleSessions } from './ra/console-sessions';
 import { DeviceLifecycle } from './ra/device-lifecycle';
 import { FirmwareDistribution } from './ra/firmware-distribution';
+import { FirmwareReceipts } from './ra/firmware-receipts';
 import { CsrVerifyPool, csrVerifyThreads } from './ra/csr-verify-pool';
 import { serverSecretKey } from './ra/enrollment-secret';
 import { operatorFingerprints } from './ra/operator-fingerprints';
@@ -237,7 +238,10 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       ]
     : [];
   // firmware releases (issue 13): plain ones on both listeners, encrypted ones per device over mTLS
-  const firmware = firmwareRouter({ distribution: new FirmwareDistribution(store) });
+  const distribution = new FirmwareDistribution(store);
+  const firmware = firmwareRouter({ distribution });
+  // receipts (RFC 4108 §3/§4) only where devices authenticate with their certificate
+  const firmwareTls = firmwareRouter({ distribution, receipts: { decide: new FirmwareReceipts(store), bodyLimit: cfg.https.bodyLimit } });
   const httpsServer = createHttpsListener({
     tls: { ...tlsContext, cert: initial.tls.certPem, key: initial.tls.keyPem, requestCert: true, rejectUnauthorized: false, handshakeTimeout: cfg.https.handshakeTimeout * 1000 },
     mounts: [
@@ -251,7 +255,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
         }),
       },
       { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit }) },
-      { path: '/firmware', router: firmware },
+      { path: '/firmware', router: firmwareTls },
       ...consoleMounts,
     ],
     registry,

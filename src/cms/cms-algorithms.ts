@@ -34,10 +34,13 @@ export const CMS_OID = {
    * device-ca's own UUID OIDs (X.667 2.25 arc, no registration needed):
    * packageTemplate: the RFC 4108 attributes of a package nobody has signed yet, carried as an
    * OtherRevocationInfoFormat (RFC 5652 §10.2.1) until the first signer copies them into its SignerInfo;
+   * genericHardware: a receipt's hwType for a module without a type of its own;
    * approvals: signed attribute of the CA's SignerInfo in an encrypted release, holding the signers'
    * SignerInfos over the plaintext image (they cannot sit beside it: their digest is of the image).
    */
   packageTemplate: '2.25.42488998365112415796939854817394427682',
+  /** genericHardware: the hwType `firmware receipt` writes when the device names no hardware module type */
+  genericHardware: '2.25.7327223032410910152310828997899567310',
   approvals: '2.25.34095129011205272110375071476827141686',
 } as const;
 

@@ -80,22 +80,31 @@ export class FirmwareDistribution {
     return { release, der };
   }
 
-  /**
-   * deviceOf: the device whose current certificate this is: byte-identical to a certificate this CA
-   * recorded for a device (TLS proved the key; no signature check needed), valid, unexpired, not an AK or
-   * signer certificate, of an active device. Anything else is 'forbidden': a device that presents a
-   * certificate expects to be known, and must learn why it is not.
-   */
-  private async deviceOf(leaf: crypto.X509Certificate): Promise<string> {
-    const serial = leaf.serialNumber.toLowerCase().padStart(32, '0'); // as the CA records it (32 hex digits)
-    const rec = await this.store.getCertificate(serial);
-    if (!rec || !rec.der.equals(leaf.raw) || !rec.deviceId || NOT_DEVICE_PROFILES.includes(rec.profile))
-      throw new DeviceCaError('forbidden', 'the client certificate is not a device certificate of this CA');
-    const now = this.now();
-    if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'the client certificate is revoked');
-    if (now < rec.notBefore || now > rec.notAfter) throw new DeviceCaError('forbidden', 'the client certificate is not within its validity');
-    const device = await this.store.getDevice(rec.deviceId);
-    if (!device || device.state !== 'active') throw new DeviceCaError('forbidden', `device ${rec.deviceId} is ${device?.state ?? 'unknown'}: it cannot receive firmware`);
-    return device.id;
+  private deviceOf(leaf: crypto.X509Certificate): Promise<string> {
+    return firmwareDeviceOf(this.store, leaf, this.now());
   }
 }
+
+/**
+ * firmwareDeviceOf: the device whose current certificate this is: byte-identical to a certificate this CA
+ * recorded for a device (TLS proved the key; no signature check needed), valid, unexpired, not an AK or
+ * signer certificate, of an active device. Anything else is 'forbidden': a device that presents a
+ * certificate expects to be known, and must learn why it is not. Downloads and receipts share it.
+ */
+export async function firmwareDeviceOf(store: Pick<Store, 'getCertificate' | 'getDevice'>, leaf: crypto.X509Certificate, now: Date): Promise<string> {
+  const serial = leaf.serialNumber.toLowerCase().padStart(32, '0'); // as the CA records it (32 hex digits)
+  const rec = await store.getCertificate(serial);
+  if (!rec || !rec.der.equals(leaf.raw) || !rec.deviceId || NOT_DEVICE_PROFILES.includes(rec.profile))
+    throw new DeviceCaError('forbidden', 'the client certificate is not a device certificate of this CA');
+  if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'the client certificate is revoked');
+  if (now < rec.notBefore || now > rec.notAfter) throw new DeviceCaError('forbidden', 'the client certificate is not within its validity');
+  const device = await store.getDevice(rec.deviceId);
+  if (!device || device.state !== 'active') throw new DeviceCaError('forbidden', `device ${rec.deviceId} is ${device?.state ?? 'unknown'}: it cannot receive firmware`);
+  return device.id;
+}
+
+/** FIRMWARE_NAME_RE, FIRMWARE_VERSION_RE: what a firmware name and a version look like in a URL (anything else is 'not-found'). */
+export const FIRMWARE_NAME_RE = NAME_RE;
+export const FIRMWARE_VERSION_RE = VERSION_RE;
+/** FIRMWARE_NOT_FOUND: one message for "no such release" and "not yours". */
+export const FIRMWARE_NOT_FOUND = NOT_FOUND;
