@@ -214,6 +214,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };
   const health = new StoreHealth(store);
+  // firmware receipts and status (issue 13): the admin API, the console and the HTTPS firmware routes share one
+  const receipts = new FirmwareReceipts(store);
   // the operator console (issue 14): the admin API behind a session cookie, and its overview
   let ocspCert: Buffer = initial.ocsp.cert;
   const consoleMounts = cfg.console.enabled
@@ -231,7 +233,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
               ocspResponderCertificate: () => ocspCert,
               storeHealth: () => health.check(),
             }),
-            admin: { access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit },
+            admin: { access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit, firmware: receipts },
             maxAgeSeconds: cfg.console.maxAge,
           }),
         },
@@ -241,7 +243,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const distribution = new FirmwareDistribution(store);
   const firmware = firmwareRouter({ distribution });
   // receipts (RFC 4108 §3/§4) only where devices authenticate with their certificate
-  const firmwareTls = firmwareRouter({ distribution, receipts: { decide: new FirmwareReceipts(store), bodyLimit: cfg.https.bodyLimit } });
+  const firmwareTls = firmwareRouter({ distribution, receipts: { decide: receipts, bodyLimit: cfg.https.bodyLimit } });
   const httpsServer = createHttpsListener({
     tls: { ...tlsContext, cert: initial.tls.certPem, key: initial.tls.keyPem, requestCert: true, rejectUnauthorized: false, handshakeTimeout: cfg.https.handshakeTimeout * 1000 },
     mounts: [
@@ -254,7 +256,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
           replyBase64: new Map(Object.entries(cfg.est.labels).map(([name, l]) => [name, l.replyBase64])),
         }),
       },
-      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit }) },
+      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, bodyLimit: cfg.https.bodyLimit, firmware: receipts }) },
       { path: '/firmware', router: firmwareTls },
       ...consoleMounts,
     ],

@@ -3,6 +3,7 @@ import { readFirmwareReceipt } from '../cms/firmware-receipt';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { everyItem } from '../store/paging';
 import { FirmwareReceiptRecord, Store } from '../store/store';
+import { OPERATOR, Scope } from './device-lifecycle';
 import { FIRMWARE_NAME_RE, FIRMWARE_NOT_FOUND, FIRMWARE_VERSION_RE, firmwareDeviceOf, FirmwareRequester } from './firmware-distribution';
 
 /**
@@ -91,8 +92,12 @@ export class FirmwareReceipts {
     return { ...res, kind: r.kind };
   }
 
-  /** status: releases, versions run and load errors of one firmware name; 'not-found' when nothing of that name was released. */
-  async status(name: string): Promise<FirmwareStatus> {
+  /**
+   * status: releases, versions run and load errors of one firmware name; 'not-found' when nothing of that
+   * name was released. The operator's only ('forbidden' for an owner scope): it lists every owner's devices.
+   */
+  async status(name: string, scope: Scope = OPERATOR): Promise<FirmwareStatus> {
+    if (scope.kind !== 'operator') throw new DeviceCaError('forbidden', 'operator scope required');
     if (!FIRMWARE_NAME_RE.test(name)) throw new DeviceCaError('not-found', `no firmware named ${JSON.stringify(name)} was released`);
     const releases: FirmwareStatus['releases'] = [];
     for await (const r of everyItem((after) => this.store.listFirmwareReleases({ name, after, limit: 500 })))

@@ -171,6 +171,20 @@ describe('firmware status', () => {
     expect((await cli('firmware', 'status', 'nothing')).stderr).toBe('device-ca: no firmware named "nothing" was released\n');
   });
 
+  it('the admin API mirrors it for the operator (GET /api/v1/firmware/<name>/status); an owner token is refused', async () => {
+    const api = (token: string) => curl(`https://localhost:${svc.httpsPort}/api/v1/firmware/sensor-fw/status`, ['-H', `Authorization: Bearer ${token}`]);
+    const r = await api(operatorToken);
+    expect(r.status).toBe(200);
+    const st = JSON.parse(r.text) as { versions: unknown; errors: { device: string }[] };
+    expect(st.versions).toEqual([
+      { version: 2, devices: 1 },
+      { version: 1, devices: 1 },
+    ]);
+    expect(st.errors.map((e) => e.device)).toEqual(['rc-c']);
+    const owner = await api((await cliOk('tokens', 'create', '--scope', 'owner:acme')).trim());
+    expect([owner.status, JSON.parse(owner.text).error.message]).toEqual([403, 'operator scope required']);
+  });
+
   it('each recorded receipt is one audit record; the chain verifies', async () => {
     const db = new Database(path.join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
     const rows = (db.prepare("SELECT actor, data FROM audit WHERE type = 'firmware.receipt'").all() as { actor: string; data: string }[]).map((r) => [r.actor, JSON.parse(r.data).version]);

@@ -6,6 +6,7 @@ import { DeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { AdminAccess } from '../../ra/admin-access';
 import { DeviceLifecycle, Scope } from '../../ra/device-lifecycle';
+import { FirmwareReceipts } from '../../ra/firmware-receipts';
 import { RegistrationAuthority } from '../../ra/registration-authority';
 import { collectItems } from '../../store/paging';
 import { CertificateRecord, DEFAULT_PAGE_LIMIT, DeviceState, RequestStatus } from '../../store/store';
@@ -18,6 +19,8 @@ export interface AdminRouterOptions {
   lifecycle: DeviceLifecycle;
   ra: RegistrationAuthority;
   bodyLimit: number;
+  /** firmware: receipts and `GET /firmware/{name}/status` (absent: that route answers 501) */
+  firmware?: FirmwareReceipts;
   /**
    * authenticate: who is calling; default a bearer token or a pinned operator client certificate. The console
    * mounts the same router behind its session cookie and CSRF check (protocols/console).
@@ -208,6 +211,14 @@ export function adminRouter(o: AdminRouterOptions): Router {
       }),
     );
   }
+  r.get(
+    '/firmware/:name/status',
+    route('firmware.status', async (req, c) => {
+      parseInput(QUERY.none, req.query, 'query');
+      if (!o.firmware) throw new DeviceCaError('not-implemented', 'firmware status is not available here');
+      return [200, await o.firmware.status(String(req.params.name), c.scope)];
+    }),
+  );
   r.use((_req: Request, res: Response, _n: NextFunction) => {
     res.locals.route = 'admin.unknown';
     sendHttpError(res, new DeviceCaError('not-found', 'unknown admin API path'), ERROR_REPLY);
