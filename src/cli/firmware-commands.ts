@@ -129,11 +129,13 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .command('set')
     .description('set the roles that must all sign (default policy, or one owner’s)')
     .requiredOption('--roles <list>', 'comma-separated roles, e.g. manufacturer,developer,administrator')
+    .option('--require <m>', 'how many distinct roles of --roles must sign (M-of-N; default: all)')
     .option('--owner <name>', 'the policy for this owner’s devices')
-    .action(async (o: { roles: string; owner?: string }) => {
+    .action(async (o: { roles: string; require?: string; owner?: string }) => {
       const roles = o.roles.split(',').map((r) => r.trim());
-      await withReleases((f) => f.setPolicy({ roles, owner: o.owner, actor: ctx.actor() }));
-      if (ctx.json()) console.log(JSON.stringify({ owner: o.owner ?? null, roles }));
+      const require = countOption(o.require, '--require');
+      await withReleases((f) => f.setPolicy({ roles, require, owner: o.owner, actor: ctx.actor() }));
+      if (ctx.json()) console.log(JSON.stringify({ owner: o.owner ?? null, roles, require: require ?? roles.length }));
     });
   firmware
     .command('verify')
@@ -142,11 +144,12 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .requiredOption('--chain <file>', 'the firmware chain (PEM: signer CA and root, <data>/ca/firmware-chain.pem)')
     .option('--cert <file>', 'the device certificate (an encrypted release)')
     .option('--key <file>', 'the device private key (an encrypted release)')
-    .option('--roles <list>', 'roles that must all have approved', DEFAULT_ROLES.join(','))
+    .option('--roles <list>', 'the roles of the policy', DEFAULT_ROLES.join(','))
+    .option('--require <m>', 'how many distinct roles of --roles must have approved (M-of-N; default: all)')
     .option('--installed <version>', 'the installed version: refuse one not above it (anti-rollback)')
     .option('--hardware <oid:serial>', "this device's hardware module type and serial: refuse a package for other hardware")
     .requiredOption('--out <file>', 'where to write the image')
-    .action(async (o: { in: string; chain: string; cert?: string; key?: string; roles: string; installed?: string; hardware?: string; out: string }) => {
+    .action(async (o: { in: string; chain: string; cert?: string; key?: string; roles: string; require?: string; installed?: string; hardware?: string; out: string }) => {
       if ((o.cert === undefined) !== (o.key === undefined)) throw new DeviceCaError('bad-request', '--cert and --key go together');
       if (o.installed !== undefined && !/^(0|[1-9][0-9]{0,15})$/.test(o.installed)) throw new DeviceCaError('bad-request', '--installed must be a non-negative integer');
       const chain = pemBlocks(readFile(o.chain).toString('latin1'), 'CERTIFICATE');
@@ -156,7 +159,15 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
         .split(',')
         .map((r) => r.trim())
         .filter((r) => r.length > 0);
-      const v = verifyFirmwareRelease(readFile(o.in), { chain, recipient, roles, installed: o.installed === undefined ? undefined : Number(o.installed), hardware, now: new Date() });
+      const v = verifyFirmwareRelease(readFile(o.in), {
+        chain,
+        recipient,
+        roles,
+        require: countOption(o.require, '--require'),
+        installed: o.installed === undefined ? undefined : Number(o.installed),
+        hardware,
+        now: new Date(),
+      });
       writeFileAtomic(o.out, v.image, 0o600);
       if (ctx.json()) console.log(JSON.stringify({ ...v.metadata, encrypted: v.encrypted, approvals: v.approvals }));
       else console.log(`verified ${v.metadata.name} version ${v.metadata.version}${v.encrypted ? ' (decrypted)' : ''}, approved by ${v.approvals.map((a) => a.role).join(', ')}`);
@@ -232,6 +243,13 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .command('list')
     .description('list releases')
     .action(async () => printRecords(ctx.json(), await withReleases((f) => f.listReleases()), ['name', 'version', 'sha256', 'releasedAt']));
+}
+
+/** countOption: an optional positive integer option (`--require`). */
+function countOption(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^[1-9][0-9]{0,3}$/.test(v)) throw new DeviceCaError('bad-request', `${name} must be a positive integer`);
+  return Number(v);
 }
 
 function readFile(f: string): Buffer {
