@@ -341,6 +341,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     duties,
     async close() {
       rootCrl.stop();
+      await distribution.close();
       await duties.stop();
       for (const p of crls) p.stop();
       await marks.record().catch(logError('recording the store mark failed'));

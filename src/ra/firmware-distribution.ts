@@ -16,7 +16,8 @@ import { FirmwareReleaseInfo, Store } from '../store/store';
  *
  * `latest` is the newest version the requester may have, so a device is never pointed at a release it
  * cannot read. A release the requester may not have is 'not-found' with the same message as one that does
- * not exist: the answer tells nobody which encrypted releases exist. Every download is audited.
+ * not exist: the answer tells nobody which encrypted releases exist. Every download by a device is an
+ * audit record; anonymous downloads are counted and audited once per release per interval.
  */
 
 /** FirmwareRequester: what the transport proved about who asks. */
@@ -40,11 +41,61 @@ const NOT_FOUND = 'no such firmware release';
 
 type DistributionStore = Pick<Store, 'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'firmwareReleaseBytes' | 'listFirmwareReleases' | 'appendAudit'>;
 
+/**
+ * ANONYMOUS_AUDIT_INTERVAL_MS: anonymous downloads of a release are audited as one `firmware.downloads`
+ * record per release per this interval (per process), with the count: anyone may download a plain
+ * release, and a record per download would let anyone grow the audit chain without bound.
+ */
+export const ANONYMOUS_AUDIT_INTERVAL_MS = 60_000;
+
+/** AnonymousWindow: the anonymous downloads of one release counted since `since`, not yet audited. */
+interface AnonymousWindow {
+  name: string;
+  version: number;
+  count: number;
+  since: Date;
+}
+
 export class FirmwareDistribution {
+  private readonly anonymous = new Map<string, AnonymousWindow>();
+  private timer: NodeJS.Timeout | null = null;
+
   constructor(
     private readonly store: DistributionStore,
     private readonly now: () => Date = () => new Date(),
+    private readonly anonymousIntervalMs = ANONYMOUS_AUDIT_INTERVAL_MS,
   ) {}
+
+  /**
+   * flushAnonymous audits the anonymous downloads counted so far: one `firmware.downloads` record per
+   * release (actor `anonymous`, data: version, count, since). The interval timer calls it, and close()
+   * at shutdown.
+   */
+  async flushAnonymous(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const windows = [...this.anonymous.values()];
+    this.anonymous.clear();
+    for (const w of windows)
+      await this.store.appendAudit({ type: 'firmware.downloads', actor: 'anonymous', subject: `firmware:${w.name}`, data: { version: w.version, count: w.count, since: w.since.toISOString() } });
+  }
+
+  /** close: audit what is counted (a stopping process loses no count). */
+  close(): Promise<void> {
+    return this.flushAnonymous();
+  }
+
+  /** countAnonymous: one more anonymous download of a release, audited at the end of the interval. */
+  private countAnonymous(r: FirmwareReleaseInfo): void {
+    const key = `${r.name} ${r.version}`;
+    const w = this.anonymous.get(key);
+    if (w) w.count++;
+    else this.anonymous.set(key, { name: r.name, version: r.version, count: 1, since: this.now() });
+    if (!this.timer) {
+      this.timer = setTimeout(() => void this.flushAnonymous().catch(() => undefined), this.anonymousIntervalMs);
+      this.timer.unref();
+    }
+  }
 
   /**
    * download decides one request for `name` at `version` (digits, or 'latest') and returns the release;
@@ -71,12 +122,15 @@ export class FirmwareDistribution {
     if (!release || !mayHave(release)) throw new DeviceCaError('not-found', NOT_FOUND);
     const der = await this.store.firmwareReleaseBytes(release.name, release.version);
     if (!der) throw new DeviceCaError('not-found', NOT_FOUND);
-    await this.store.appendAudit({
-      type: 'firmware.downloaded',
-      actor: deviceId === null ? 'anonymous' : `device:${deviceId}`,
-      subject: `firmware:${release.name}`,
-      data: { version: release.version, device: deviceId, encrypted: release.recipients !== null },
-    });
+    // a device's download is one record; anonymous ones are counted (see ANONYMOUS_AUDIT_INTERVAL_MS)
+    if (deviceId === null) this.countAnonymous(release);
+    else
+      await this.store.appendAudit({
+        type: 'firmware.downloaded',
+        actor: `device:${deviceId}`,
+        subject: `firmware:${release.name}`,
+        data: { version: release.version, device: deviceId, encrypted: release.recipients !== null },
+      });
     return { release, der };
   }
 
