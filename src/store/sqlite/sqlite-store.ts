@@ -27,6 +27,8 @@ import {
   Lease,
   DeviceChange,
   EnrollmentRequestRecord,
+  FirmwareReceiptInput,
+  FirmwareReceiptRecord,
   FirmwareReleaseInfo,
   firmwareReleaseKey,
   Page,
@@ -43,6 +45,7 @@ import {
   StoreHead,
 } from '../store';
 import { distinctIds } from '../batch';
+import { applyFirmwareReceipt } from '../firmware-receipt-rule';
 import { pageLimit, pageOf } from '../paging';
 import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
@@ -947,6 +950,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
         (r) => ({ kind: 'tpm-nonce', row: { deviceId: String(r.device_id), nonceSha256: String(r.nonce_sha256), expiresAt: date(r.expires_at), createdAt: date(r.created_at) } }),
       ],
       ['SELECT * FROM firmware_releases ORDER BY sort_key', (r) => ({ kind: 'firmware-release', row: { ...releaseFromRow(r), der: r.der as Buffer } })],
+      ['SELECT * FROM firmware_receipts ORDER BY name, device_id', (r) => ({ kind: 'firmware-receipt', row: receiptFromRow(r) })],
       ['SELECT * FROM audit ORDER BY seq', (r) => ({ kind: 'audit', row: auditFromRow(r) })],
       [
         'SELECT * FROM ca_state ORDER BY name',
@@ -1029,6 +1033,66 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     ) as Row[];
     return pageOf(rows.map(releaseFromRow), limit, (r) => firmwareReleaseKey(r.name, r.version));
   }
+
+  // ---- firmware receipts ----
+  async recordFirmwareReceipt(r: FirmwareReceiptInput, audit: AuditInput): Promise<{ outcome: 'recorded' | 'repeat'; record: FirmwareReceiptRecord }> {
+    return this.db
+      .transaction(() => {
+        const row = this.stmt('SELECT * FROM firmware_receipts WHERE name = ? AND device_id = ?').get(r.name, r.deviceId) as Row | undefined;
+        const prev = row ? receiptFromRow(row) : null;
+        const next = applyFirmwareReceipt(prev, r);
+        if (next === 'repeat') return { outcome: 'repeat' as const, record: prev! };
+        this.stmt(
+          `INSERT INTO firmware_receipts (name, device_id, hw_type, running_version, running_at, error_version, error_code, error_vendor_code, error_at, receipt_sha256, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (name, device_id) DO UPDATE SET hw_type = excluded.hw_type, running_version = excluded.running_version, running_at = excluded.running_at,
+             error_version = excluded.error_version, error_code = excluded.error_code, error_vendor_code = excluded.error_vendor_code, error_at = excluded.error_at,
+             receipt_sha256 = excluded.receipt_sha256, updated_at = excluded.updated_at`,
+        ).run(
+          next.name,
+          next.deviceId,
+          next.hwType,
+          next.running?.version ?? null,
+          next.running ? ms(next.running.at) : null,
+          next.error?.version ?? null,
+          next.error?.code ?? null,
+          next.error?.vendorCode ?? null,
+          next.error ? ms(next.error.at) : null,
+          next.receiptSha256,
+          ms(next.updatedAt),
+        );
+        this.appendAuditSync(audit, new Date());
+        return { outcome: 'recorded' as const, record: next };
+      })
+      .immediate();
+  }
+
+  async getFirmwareReceipt(name: string, deviceId: string): Promise<FirmwareReceiptRecord | null> {
+    const row = this.stmt('SELECT * FROM firmware_receipts WHERE name = ? AND device_id = ?').get(name, deviceId) as Row | undefined;
+    return row ? receiptFromRow(row) : null;
+  }
+
+  async listFirmwareReceipts(filter: { name: string } & PageRequest): Promise<Page<FirmwareReceiptRecord>> {
+    const limit = pageLimit(filter);
+    const rows = this.stmt('SELECT * FROM firmware_receipts WHERE name = ? AND device_id > ? ORDER BY device_id LIMIT ?').all(filter.name, filter.after ?? '', limit + 1) as Row[];
+    return pageOf(rows.map(receiptFromRow), limit, (r) => r.deviceId);
+  }
+}
+
+/** receiptFromRow: a firmware_receipts row as a FirmwareReceiptRecord. */
+function receiptFromRow(r: Row): FirmwareReceiptRecord {
+  return {
+    name: String(r.name),
+    deviceId: String(r.device_id),
+    hwType: String(r.hw_type),
+    running: r.running_version === null ? null : { version: Number(r.running_version), at: date(r.running_at) },
+    error:
+      r.error_version === null
+        ? null
+        : { version: Number(r.error_version), code: Number(r.error_code), vendorCode: r.error_vendor_code === null ? null : Number(r.error_vendor_code), at: date(r.error_at) },
+    receiptSha256: String(r.receipt_sha256),
+    updatedAt: date(r.updated_at),
+  };
 }
 
 /** RELEASE_COLUMNS: a release's row without its bytes. */
