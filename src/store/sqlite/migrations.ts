@@ -283,3 +283,21 @@ MIGRATIONS.push(`ALTER TABLE scep_transactions ADD COLUMN pending TEXT;`);
 // 16: devices by label (issue 14, the console's device search): the (label, id) index answers a label
 // search in id order from the index, without walking the devices
 MIGRATIONS.push(`CREATE INDEX devices_label ON devices(label, id);`);
+
+// 17: the console's overview charts (issue 14). cert_issued_hours counts device certificates by the UTC
+// hour the store recorded them (created_at / 3600000), kept by a trigger in the issuance's transaction and
+// filled here from the certificates there are; certificates_valid_expiry indexes valid device
+// certificates by not_after, so "expiring per day" reads the 90 days' range of the index only
+MIGRATIONS.push(
+  `CREATE TABLE cert_issued_hours (
+     hour INTEGER PRIMARY KEY,
+     n INTEGER NOT NULL
+   );
+   INSERT INTO cert_issued_hours (hour, n)
+     SELECT created_at / 3600000, COUNT(*) FROM certificates WHERE device_id IS NOT NULL GROUP BY 1;
+   CREATE TRIGGER cert_issued_hours_insert AFTER INSERT ON certificates WHEN NEW.device_id IS NOT NULL BEGIN
+     INSERT INTO cert_issued_hours (hour, n) VALUES (NEW.created_at / 3600000, 1)
+       ON CONFLICT (hour) DO UPDATE SET n = n + 1;
+   END;
+   CREATE INDEX certificates_valid_expiry ON certificates(not_after) WHERE status = 'valid' AND device_id IS NOT NULL;`,
+);

@@ -40,6 +40,7 @@ import {
   StoreHead,
 } from '../store';
 import { distinctIds } from '../batch';
+import { chartBuckets, DAY_MS, HOUR_MS } from '../chart-buckets';
 import { pageLimit, pageOf } from '../paging';
 import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
@@ -347,6 +348,25 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
       if (args.requestId !== undefined) this.stmt("UPDATE requests SET status = 'issued', cert_serial = ? WHERE id = ? AND status = 'approved'").run(c.serial, args.requestId);
       this.appendAuditSync(args.audit, now);
     });
+  }
+
+  async countIssuedPerHour(o: { from: Date; hours: number }): Promise<number[]> {
+    const first = Math.floor(ms(o.from) / HOUR_MS);
+    const out = new Array<number>(chartBuckets(o.hours)).fill(0);
+    for (const r of this.stmt('SELECT hour, n FROM cert_issued_hours WHERE hour >= ? AND hour < ?').all(first, first + o.hours) as Row[]) out[Number(r.hour) - first] = Number(r.n);
+    return out;
+  }
+
+  async countExpiringPerDay(o: { from: Date; days: number }): Promise<number[]> {
+    const firstDay = Math.floor(ms(o.from) / DAY_MS);
+    const out = new Array<number>(chartBuckets(o.days)).fill(0);
+    // INDEXED BY: the partial index's range only (the plan cannot drift to a scan of the table)
+    const rows = this.stmt(
+      `SELECT not_after / ${DAY_MS} AS day, COUNT(*) AS n FROM certificates INDEXED BY certificates_valid_expiry
+         WHERE status = 'valid' AND device_id IS NOT NULL AND not_after >= ? AND not_after < ? GROUP BY day`,
+    ).all(ms(o.from), (firstDay + o.days) * DAY_MS) as Row[];
+    for (const r of rows) out[Number(r.day) - firstDay] = Number(r.n);
+    return out;
   }
 
   // ---- authentication attempts ----
