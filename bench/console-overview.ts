@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -79,6 +80,88 @@ export async function benchConsoleOverview(): Promise<BenchRow[]> {
     ];
   } finally {
     await store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * benchConsoleCharts: the overview charts' two store calls (Store.countIssuedPerHour over 168 hours,
+ * Store.countExpiringPerDay over 90 days) on a SQLite store of BENCH_CHART_N device certificates
+ * (1,000,000), recorded over the last 7 days and expiring over the next BENCH_CHART_SPREAD_DAYS days (365:
+ * a quarter of them inside the 90 days the chart reads), beside the same calls on an empty store. The
+ * certificates are written by SQL in large transactions (the triggers count them as an issuance does);
+ * median of 21 calls.
+ * Run: npx tsc -p tsconfig.bench.json && node dist-bench/bench/run.js console-charts.
+ */
+export async function benchConsoleCharts(): Promise<BenchRow[]> {
+  const n = Math.max(1000, Math.round(Number(process.env.BENCH_CHART_N) || 1_000_000));
+  const spreadDays = Math.max(1, Number(process.env.BENCH_CHART_SPREAD_DAYS) || 365);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-bench-charts-'));
+  const full = new SqliteStore(path.join(dir, 'full.sqlite'));
+  const empty = new SqliteStore(path.join(dir, 'empty.sqlite'));
+  try {
+    const now = Date.now();
+    const db = new Database(path.join(dir, 'full.sqlite'));
+    db.pragma('synchronous = OFF');
+    const ins = db.prepare(
+      `INSERT INTO certificates (serial, device_id, issuer, subject, profile, not_before, not_after, shard, spki_sha256, der, status, created_at)
+         VALUES (?, ?, 'device-ca-issuing', ?, 'default', ?, ?, 0, 'x', x'00', ?, ?)`,
+    );
+    const hourStart = new Date((Math.floor(now / 3_600_000) - 167) * 3_600_000);
+    let inRange = 0;
+    const write = db.transaction((from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        const id = `dev-${String(i).padStart(7, '0')}`;
+        const created = hourStart.getTime() + Math.floor((i / n) * (now - hourStart.getTime()));
+        const notAfter = now + Math.floor((((i * 7919) % n) / n) * spreadDays * 86_400_000) + 1;
+        const valid = i % 100 !== 99;
+        if (valid && notAfter < (Math.floor(now / 86_400_000) + 90) * 86_400_000) inRange++;
+        ins.run(i.toString(16).padStart(16, '0'), id, `CN=${id}`, created, notAfter, valid ? 'valid' : 'revoked', created);
+      }
+    });
+    for (let i = 0; i < n; i += 50_000) write(i, Math.min(n, i + 50_000));
+    db.close();
+
+    const median = async (f: () => Promise<unknown>): Promise<number> => {
+      const t: number[] = [];
+      for (let i = 0; i < 21; i++) {
+        const s = process.hrtime.bigint();
+        await f();
+        t.push(Number(process.hrtime.bigint() - s) / 1e6);
+      }
+      return t.sort((a, b) => a - b)[10];
+    };
+    const hours = async (s: SqliteStore, want: number) => {
+      const c = await s.countIssuedPerHour({ from: hourStart, hours: 168 });
+      if (c.reduce((a, b) => a + b, 0) !== want) throw new Error(`counted ${c.reduce((a, b) => a + b, 0)} issuances, expected ${want}`);
+    };
+    const days = async (s: SqliteStore, want: number) => {
+      const c = await s.countExpiringPerDay({ from: new Date(now), days: 90 });
+      const got = c.reduce((a, b) => a + b, 0);
+      if (got !== want) throw new Error(`counted ${got} expiring certificates, expected ${want}`);
+    };
+    const hourFull = await median(() => hours(full, n));
+    const hourEmpty = await median(() => hours(empty, 0));
+    const dayFull = await median(() => days(full, inRange));
+    const dayEmpty = await median(() => days(empty, 0));
+    const label = `${n.toLocaleString('en')} device certificates`;
+    return [
+      {
+        name: `console chart: enrollments per hour (168 hours), ${label} (SQLite; ratio: full / empty)`,
+        figure: `${hourFull.toFixed(2)} ms`,
+        baseline: `${hourEmpty.toFixed(2)} ms on an empty store`,
+        ratio: hourFull / hourEmpty,
+      },
+      {
+        name: `console chart: certificates expiring per day (90 days), ${label}, ${inRange.toLocaleString('en')} of them in the 90 days (SQLite; ratio: full / empty)`,
+        figure: `${dayFull.toFixed(2)} ms`,
+        baseline: `${dayEmpty.toFixed(2)} ms on an empty store`,
+        ratio: dayFull / dayEmpty,
+      },
+    ];
+  } finally {
+    await full.close();
+    await empty.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -235,9 +235,10 @@ export interface CertificateStore {
   countIssuedPerHour(o: { from: Date; hours: number }): Promise<number[]>;
   /**
    * countExpiringPerDay: valid device certificates whose notAfter is in each of `days` UTC days, the first
-   * the day that holds `from` (counting only notAfter >= from there). Read from an index of valid
-   * certificates by notAfter over the range only (SQLite partial index, Redis sorted set kept wherever a
-   * status changes). `days` at most MAX_CHART_BUCKETS.
+   * the day that holds `from` (counting only notAfter >= from there). The later days come from per-day
+   * counts kept in every status change's transaction (SQLite triggers), or from an index of valid
+   * certificates by notAfter (Redis sorted set kept wherever a status changes, one ZCOUNT per day); the
+   * first day from that index's range within the day. `days` at most MAX_CHART_BUCKETS.
    */
   countExpiringPerDay(o: { from: Date; days: number }): Promise<number[]>;
 }

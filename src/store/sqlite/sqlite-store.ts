@@ -360,13 +360,19 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
   async countExpiringPerDay(o: { from: Date; days: number }): Promise<number[]> {
     const firstDay = Math.floor(ms(o.from) / DAY_MS);
     const out = new Array<number>(chartBuckets(o.days)).fill(0);
-    // INDEXED BY: the partial index's range only (the plan cannot drift to a scan of the table)
-    const rows = this.stmt(
-      `SELECT not_after / ${DAY_MS} AS day, COUNT(*) AS n FROM certificates INDEXED BY certificates_valid_expiry
-         WHERE status = 'valid' AND device_id IS NOT NULL AND not_after >= ? AND not_after < ? GROUP BY day`,
-    ).all(ms(o.from), (firstDay + o.days) * DAY_MS) as Row[];
-    for (const r of rows) out[Number(r.day) - firstDay] = Number(r.n);
-    return out;
+    // one read transaction: the day counts and the index agree even while another process writes
+    return this.db.transaction(() => {
+      // today from `from` on: the partial index's range within one day (INDEXED BY: the plan cannot drift
+      // to a scan); certificates that expired earlier today are still 'valid' rows, the day count has them
+      const today = this.stmt(
+        `SELECT COUNT(*) AS n FROM certificates INDEXED BY certificates_valid_expiry
+           WHERE status = 'valid' AND device_id IS NOT NULL AND not_after >= ? AND not_after < ?`,
+      ).get(ms(o.from), (firstDay + 1) * DAY_MS) as Row;
+      out[0] = Number(today.n);
+      // the later days from the counts the triggers keep (cert_expiry_days): one row per day
+      for (const r of this.stmt('SELECT day, n FROM cert_expiry_days WHERE day > ? AND day < ?').all(firstDay, firstDay + o.days) as Row[]) out[Number(r.day) - firstDay] = Number(r.n);
+      return out;
+    })();
   }
 
   // ---- authentication attempts ----
