@@ -1,9 +1,12 @@
 import Database from 'better-sqlite3';
+import { Redis } from 'ioredis';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { everyItem } from '../src/store/paging';
+import { RedisStore } from '../src/store/redis/redis-store';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store';
+import { hasRedisServer, startRedisServer } from '../test/helpers/redis-server';
 import { BenchRow } from './bench-table';
 
 /** LABELS: the devices' labels, round-robin; 'rare' is one device in 1,000 (a label search that a walk would read the whole store for) */
@@ -90,7 +93,7 @@ export async function benchConsoleOverview(): Promise<BenchRow[]> {
  * (1,000,000), recorded over the last 7 days and expiring over the next BENCH_CHART_SPREAD_DAYS days (365:
  * a quarter of them inside the 90 days the chart reads), beside the same calls on an empty store. The
  * certificates are written by SQL in large transactions (the triggers count them as an issuance does);
- * median of 21 calls.
+ * median of 21 calls. With redis-server installed, the same on Redis (redisCharts).
  * Run: npx tsc -p tsconfig.bench.json && node dist-bench/bench/run.js console-charts.
  */
 export async function benchConsoleCharts(): Promise<BenchRow[]> {
@@ -145,7 +148,7 @@ export async function benchConsoleCharts(): Promise<BenchRow[]> {
     const dayFull = await median(() => days(full, inRange));
     const dayEmpty = await median(() => days(empty, 0));
     const label = `${n.toLocaleString('en')} device certificates`;
-    return [
+    const rows: BenchRow[] = [
       {
         name: `console chart: enrollments per hour (168 hours), ${label} (SQLite; ratio: full / empty)`,
         figure: `${hourFull.toFixed(2)} ms`,
@@ -159,9 +162,67 @@ export async function benchConsoleCharts(): Promise<BenchRow[]> {
         ratio: dayFull / dayEmpty,
       },
     ];
+    if (hasRedisServer()) rows.push(...(await redisCharts(n, now, hourStart, spreadDays, median)));
+    return rows;
   } finally {
     await full.close();
     await empty.close();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * redisCharts: the same two calls on a Redis store whose chart keys hold n certificates, written as
+ * recordIssuance writes them (HINCRBY cert-hours <hour>, ZADD certs-expiry <notAfter> <serial>; the
+ * certificates' own keys are not read by either call, so they are left out), beside a store with none.
+ */
+async function redisCharts(n: number, now: number, hourStart: Date, spreadDays: number, median: (f: () => Promise<unknown>) => Promise<number>): Promise<BenchRow[]> {
+  const server = await startRedisServer();
+  const full = new RedisStore({ url: server.url, prefix: '{full}' });
+  const empty = new RedisStore({ url: server.url, prefix: '{empty}' });
+  const admin = new Redis(server.url);
+  try {
+    const hours = new Map<number, number>();
+    for (let i = 0; i < n; i += 10_000) {
+      const members: (string | number)[] = [];
+      for (let j = i; j < Math.min(n, i + 10_000); j++) {
+        const h = Math.floor((hourStart.getTime() + Math.floor((j / n) * (now - hourStart.getTime()))) / 3_600_000);
+        hours.set(h, (hours.get(h) ?? 0) + 1);
+        if (j % 100 !== 99) members.push(now + Math.floor((((j * 7919) % n) / n) * spreadDays * 86_400_000) + 1, j.toString(16).padStart(16, '0'));
+      }
+      await admin.zadd('{full}:certs-expiry', ...members);
+    }
+    await admin.hset('{full}:cert-hours', Object.fromEntries([...hours].map(([h, c]) => [String(h), c])));
+    await admin.set('{full}:cert-charts-ready', '1');
+    await admin.set('{empty}:cert-charts-ready', '1');
+    const sum = (c: number[]) => c.reduce((a, b) => a + b, 0);
+    const check = async (p: Promise<number[]>, want: number | null) => {
+      const got = sum(await p);
+      if (want !== null && got !== want) throw new Error(`Redis chart counted ${got}, expected ${want}`);
+    };
+    const hourFull = await median(() => check(full.countIssuedPerHour({ from: hourStart, hours: 168 }), n));
+    const hourEmpty = await median(() => check(empty.countIssuedPerHour({ from: hourStart, hours: 168 }), 0));
+    const dayFull = await median(() => check(full.countExpiringPerDay({ from: new Date(now), days: 90 }), null));
+    const dayEmpty = await median(() => check(empty.countExpiringPerDay({ from: new Date(now), days: 90 }), 0));
+    const label = `${n.toLocaleString('en')} device certificates`;
+    return [
+      {
+        name: `console chart: enrollments per hour (168 hours), ${label} (Redis; ratio: full / empty)`,
+        figure: `${hourFull.toFixed(2)} ms`,
+        baseline: `${hourEmpty.toFixed(2)} ms on an empty store`,
+        ratio: hourFull / hourEmpty,
+      },
+      {
+        name: `console chart: certificates expiring per day (90 days, one ZCOUNT each), ${label} (Redis; ratio: full / empty)`,
+        figure: `${dayFull.toFixed(2)} ms`,
+        baseline: `${dayEmpty.toFixed(2)} ms on an empty store`,
+        ratio: dayFull / dayEmpty,
+      },
+    ];
+  } finally {
+    admin.disconnect();
+    await full.close();
+    await empty.close();
+    await server.stop();
   }
 }
