@@ -204,6 +204,11 @@ describe('an operator session', () => {
     }
     expect(await page.locator('h2:has-text("Enrollments per hour")').innerText()).toMatch(/\(\d+\)$/);
     await shot(page, '1b-overview-charts');
+    // on a phone the charts shrink to the screen's width
+    await page.setViewportSize({ width: 390, height: 844 });
+    expect(await page.evaluate<boolean>(`[...document.querySelectorAll('svg.chart')].every((e) => e.getBoundingClientRect().right <= window.innerWidth)`)).toBe(true);
+    await shot(page, '1b-overview-charts-phone');
+    await page.setViewportSize({ width: 1280, height: 900 });
     expect(messages.filter((m) => /Content Security Policy|Refused/i.test(m))).toEqual([]);
   });
 
@@ -377,6 +382,10 @@ describe('an owner-scoped session', () => {
       await page.locator('#devices-total .big').waitFor();
       expect(await page.locator('#devices-total .big').innerText()).toBe('2');
       expect(await page.locator('#pending-approvals').count()).toBe(0);
+      // the charts count the whole fleet: a note instead, and the API refuses the owner's cookie
+      expect(await page.locator('#charts-operator-only').count()).toBe(1);
+      expect(await page.locator('svg.chart').count()).toBe(0);
+      for (const chart of ['enrollments', 'expiring']) expect(await page.evaluate<number>(`fetch('/console/api/overview/${chart}').then((r) => r.status)`)).toBe(403);
       await page.goto(`${base}/console/#/devices`);
       await page.locator('#device-list').waitFor();
       const list = await page.locator('#device-list').innerText();
