@@ -102,6 +102,18 @@ describe('Redis', () => {
       await admin.del(...keys);
       const now = Date.now();
       const sum = async () => (await store.countIssuedPerHour({ from: new Date(now - 2 * HOUR), hours: 4 })).reduce((a, b) => a + b, 0);
+      // while writes keep the walk from being saved (here: every save refused), the walk's own figures answer
+      const saving = store as unknown as { tx: (watch: string[], body: unknown) => Promise<unknown> };
+      const tx = saving.tx;
+      saving.tx = async () => false;
+      try {
+        expect(await store.countExpiringPerDay({ from: FROM, days: 3 })).toEqual([1, 1, 0]);
+        expect(await store.countExpiringPerDay({ from: new Date(FROM.getTime() + 6 * HOUR), days: 2 })).toEqual([0, 1]);
+        expect(await sum()).toBe(3);
+        expect(await admin.exists('{dca}:cert-charts-ready')).toBe(0);
+      } finally {
+        saving.tx = tx;
+      }
       expect(await store.countExpiringPerDay({ from: FROM, days: 3 })).toEqual([1, 1, 0]);
       expect(await admin.exists('{dca}:cert-charts-ready')).toBe(1);
       expect(await admin.zrange('{dca}:certs-expiry', 0, -1)).toEqual(['a1', 'a2']);
