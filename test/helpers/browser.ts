@@ -23,6 +23,8 @@ export interface Locator {
   allInnerTexts(): Promise<string[]>;
   waitFor(o?: { state?: 'attached' | 'detached' | 'visible' | 'hidden'; timeout?: number }): Promise<void>;
   count(): Promise<number>;
+  getAttribute(name: string): Promise<string | null>;
+  last(): Locator;
 }
 
 export interface Page {

@@ -122,6 +122,20 @@ export function consoleRouter(o: ConsoleRouterOptions): Router {
     }),
   );
   r.get(
+    '/api/overview/enrollments',
+    json('overview.enrollments', async (req) => {
+      const c = await o.sessions.authenticate(sessionOf(req), undefined, false);
+      return [200, await o.overview.enrollmentsPerHour(c.scope)];
+    }),
+  );
+  r.get(
+    '/api/overview/expiring',
+    json('overview.expiring', async (req) => {
+      const c = await o.sessions.authenticate(sessionOf(req), undefined, false);
+      return [200, await o.overview.expiringPerDay(c.scope)];
+    }),
+  );
+  r.get(
     '/api/devices/:id/audit',
     json('device.audit', async (req) => {
       const c = await o.sessions.authenticate(sessionOf(req), undefined, false);

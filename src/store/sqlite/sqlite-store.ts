@@ -46,6 +46,7 @@ import {
 } from '../store';
 import { distinctIds } from '../batch';
 import { applyFirmwareReceipt } from '../firmware-receipt-rule';
+import { chartBuckets, DAY_MS, HOUR_MS } from '../chart-buckets';
 import { pageLimit, pageOf } from '../paging';
 import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
@@ -378,6 +379,31 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
       if (args.requestId !== undefined) this.stmt("UPDATE requests SET status = 'issued', cert_serial = ? WHERE id = ? AND status = 'approved'").run(c.serial, args.requestId);
       this.appendAuditSync(args.audit, now);
     });
+  }
+
+  async countIssuedPerHour(o: { from: Date; hours: number }): Promise<number[]> {
+    const first = Math.floor(ms(o.from) / HOUR_MS);
+    const out = new Array<number>(chartBuckets(o.hours)).fill(0);
+    for (const r of this.stmt('SELECT hour, n FROM cert_issued_hours WHERE hour >= ? AND hour < ?').all(first, first + o.hours) as Row[]) out[Number(r.hour) - first] = Number(r.n);
+    return out;
+  }
+
+  async countExpiringPerDay(o: { from: Date; days: number }): Promise<number[]> {
+    const firstDay = Math.floor(ms(o.from) / DAY_MS);
+    const out = new Array<number>(chartBuckets(o.days)).fill(0);
+    // one read transaction: the day counts and the index agree even while another process writes
+    return this.db.transaction(() => {
+      // today from `from` on: the partial index's range within one day (INDEXED BY: the plan cannot drift
+      // to a scan); certificates that expired earlier today are still 'valid' rows, the day count has them
+      const today = this.stmt(
+        `SELECT COUNT(*) AS n FROM certificates INDEXED BY certificates_valid_expiry
+           WHERE status = 'valid' AND device_id IS NOT NULL AND not_after >= ? AND not_after < ?`,
+      ).get(ms(o.from), (firstDay + 1) * DAY_MS) as Row;
+      out[0] = Number(today.n);
+      // the later days from the counts the triggers keep (cert_expiry_days): one row per day
+      for (const r of this.stmt('SELECT day, n FROM cert_expiry_days WHERE day > ? AND day < ?').all(firstDay, firstDay + o.days) as Row[]) out[Number(r.day) - firstDay] = Number(r.n);
+      return out;
+    })();
   }
 
   // ---- authentication attempts ----
