@@ -32,6 +32,8 @@ declare -A CHECK=(
   [dbus-daemon]=/usr/bin/dbus-run-session
   # the operator console's browser test: headless Chromium driven by playwright-core (no browser download)
   [chromium]=/usr/bin/chromium
+  # ... and the same scenario in headless Firefox ESR over WebDriver BiDi (test/helpers/bidi-firefox.ts)
+  [firefox-esr]=/usr/bin/firefox-esr
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do

@@ -360,6 +360,8 @@ export interface TokenStore {
  * ConsoleSessionRecord: one signed-in operator console session. The session id (the cookie) is kept only as
  * its SHA-256; the session holds the SHA-256 of the admin token it was exchanged for, so the token's scope
  * and revocation are read again on every request.
+ * A session signed in with a pinned operator certificate holds `cert:<SHA-256 fingerprint>` in tokenHash
+ * instead (ra/console-sessions.ts), and its pin is asked again on every request.
  */
 export interface ConsoleSessionRecord {
   idHash: string;

@@ -58,7 +58,12 @@ export interface BrowserContext {
 }
 
 export interface Browser {
-  newContext(o: { ignoreHTTPSErrors?: boolean; viewport?: { width: number; height: number } }): Promise<BrowserContext>;
+  /** newContext: clientCertificates are the TLS client certificates the browser presents to an origin (Playwright 1.46+) */
+  newContext(o: {
+    ignoreHTTPSErrors?: boolean;
+    viewport?: { width: number; height: number };
+    clientCertificates?: { origin: string; certPath: string; keyPath: string }[];
+  }): Promise<BrowserContext>;
   close(): Promise<void>;
 }
 

@@ -72,6 +72,30 @@ const seqCursor = (after: string | undefined): number => {
 };
 
 /**
+ * listDevicesSql: the devices page's query. One lower bound on id (the cursor or the prefix, whichever is
+ * further), so the range starts there; and the index named with INDEXED BY, so the plan cannot drift to a
+ * walk of every device when the store has no statistics (a deployed store never runs ANALYZE): a label
+ * search reads (label, id) (migration 16), an owner search (owner, id) and a state search (state, id)
+ * (migration 17), each in id order, so a page costs the same for an owner of ten devices and of a million,
+ * and a state few devices are in is not found by reading them all. With several filters the first of
+ * label, owner, state chooses the index and the others are checked on its rows.
+ */
+export function listDevicesSql(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string; after?: string }, limit: number): { sql: string; args: unknown[] } {
+  const p = filter.idPrefix;
+  const fromPrefix = p !== undefined && (filter.after ?? '') < p;
+  const { where, args } = conditions(
+    fromPrefix ? ['id >= ?', p] : ['id > ?', filter.after ?? ''],
+    ['id < ?', p === undefined ? undefined : p + '\x7f'],
+    ['owner = ?', filter.owner],
+    ['state = ?', filter.state],
+    ['label = ?', filter.label],
+  );
+  const index =
+    filter.label !== undefined ? ' INDEXED BY devices_label' : filter.owner !== undefined ? ' INDEXED BY devices_owner_id' : filter.state !== undefined ? ' INDEXED BY devices_state_id' : '';
+  return { sql: `SELECT * FROM devices${index} WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`, args: [...args, limit + 1] };
+}
+
+/**
  * REVOKED_IN_SHARD_SQL is one page of a CRL shard's entries, in serial order. `status = 'revoked'` is
  * written out (not bound) so SQLite can use the partial index certificates_crl_revoked (migration 12),
  * which covers every column read here.
@@ -296,19 +320,8 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
 
   async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
-    // one lower bound (the cursor or the prefix, whichever is further), so the primary key range starts there
-    const p = filter.idPrefix;
-    const fromPrefix = p !== undefined && (filter.after ?? '') < p;
-    const { where, args } = conditions(
-      fromPrefix ? ['id >= ?', p] : ['id > ?', filter.after ?? ''],
-      ['id < ?', p === undefined ? undefined : p + '\x7f'],
-      ['owner = ?', filter.owner],
-      ['state = ?', filter.state],
-      ['label = ?', filter.label],
-    );
-    // a label search reads the (label, id) index (migration 16): the label's devices in id order
-    const index = filter.label === undefined ? '' : ' INDEXED BY devices_label';
-    const rows = this.stmt(`SELECT * FROM devices${index} WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
+    const q = listDevicesSql(filter, limit);
+    const rows = this.stmt(q.sql).all(...q.args) as Row[];
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
 

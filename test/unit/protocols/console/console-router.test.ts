@@ -45,6 +45,26 @@ describe('sign-in (POST /console/api/session)', () => {
   });
 });
 
+describe('sign-in with a client certificate (POST /console/api/session/certificate)', () => {
+  // the in-process app listens on plain HTTP, so no certificate ever arrives: the TLS path is the interop test's
+  it.each([
+    ['no client certificate', '{}', 'application/json', 401, 'no client certificate: the browser sent none (choose the operator certificate when it asks, or sign in with a token)'],
+    ['a token in the body', JSON.stringify({ token: 'dca_x' }), 'application/json', 400, 'body must be {}'],
+    ['not JSON', '{', 'application/json', 400, 'body is not valid JSON'],
+    ['a form', '', 'application/x-www-form-urlencoded', 400, 'Content-Type must be application/json'],
+    ['a body over 4 KiB', JSON.stringify({ x: 'x'.repeat(5000) }), 'application/json', 413, 'body larger than 4096 bytes'],
+  ])('%s: refused (4xx) with the reason, no cookie', async (_name, body, contentType, status, message) => {
+    const r = await fetch(consoleBase() + '/session/certificate', { method: 'POST', headers: { 'content-type': contentType }, body });
+    const json = (await r.json()) as { error: { message: string } };
+    expect({ status: r.status, message: json.error.message, cookie: r.headers.get('set-cookie') }).toEqual({ status, message, cookie: null });
+  });
+
+  it('from another site: 403 before anything else', async () => {
+    const r = await fetch(consoleBase() + '/session/certificate', { method: 'POST', headers: { 'content-type': 'application/json', 'sec-fetch-site': 'cross-site' }, body: '{}' });
+    expect({ status: r.status, message: ((await r.json()) as { error: { message: string } }).error.message }).toEqual({ status: 403, message: 'cross-site request refused' });
+  });
+});
+
 describe('cross-site requests and security headers', () => {
   it.each([
     ['Origin of another site', { origin: 'https://evil.example' }],
