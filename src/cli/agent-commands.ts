@@ -44,7 +44,7 @@ export function registerAgentCommands(program: Command): void {
     .requiredOption('--secret <secret>', 'the one-time enrollment secret of the device')
     .requiredOption('--trust <pem>', "the CA chain (PEM) the server's TLS certificate and the issued certificate must chain to")
     .requiredOption('--out <dir>', 'where cert.pem, chain.pem, ak.pem and agent.json go (written only on success)')
-    .option('--ek-cert <file>', 'the EK certificate (DER or PEM) for a TPM without one in NV index 0x01c00002')
+    .option('--ek-cert <file>', 'the EK certificate (DER or PEM) for a TPM without one in NV index (that of the --ek-alg EK)')
     .option('--ek-chain <file...>', "the EK certificate's issuing CAs, if the CA does not hold them")
     .addOption(
       new Option('--ek-alg <alg>', 'which TCG default EK: rsa (RSA 2048, certificate in NV 0x01c00002), ecc (P-256, NV 0x01c0000a) or ecc384 (P-384, NV 0x01c00016)')
