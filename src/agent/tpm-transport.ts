@@ -55,12 +55,24 @@ class DeviceTransport implements TpmTransport {
   async send(command: Buffer): Promise<Buffer> {
     try {
       await this.fh.write(command, 0, command.length);
-      const buf = Buffer.alloc(MAX_RESPONSE);
-      const { bytesRead } = await this.fh.read(buf, 0, buf.length, null);
-      return buf.subarray(0, bytesRead);
     } catch (e) {
       throw new DeviceCaError('key-backend', `TPM I/O through TCTI "${this.tcti}" failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
+    // the TPM driver returns the whole response in one read; a device that hands it out in pieces (a
+    // pseudo-terminal in front of a simulator) is read on until the header's size is reached
+    const buf = Buffer.alloc(MAX_RESPONSE);
+    let have = 0;
+    while (have < 10 || have < Math.min(buf.readUInt32BE(2), MAX_RESPONSE)) {
+      let n: number;
+      try {
+        n = (await this.fh.read(buf, have, buf.length - have, null)).bytesRead;
+      } catch (e) {
+        throw new DeviceCaError('key-backend', `TPM I/O through TCTI "${this.tcti}" failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+      if (n === 0) break; // end of file: parseResponse names what is missing
+      have += n;
+    }
+    return Buffer.from(buf.subarray(0, have));
   }
 
   async close(): Promise<void> {

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
@@ -114,6 +115,28 @@ describe('device-ca agent on swtpm without a resource manager', () => {
     await expect(openTpmTransport({ kind, host: '127.0.0.1', port }, `${kind}:port=${port}`)).rejects.toThrow(
       `TPM unreachable through TCTI "${kind}:port=${port}" (set TPM2TOOLS_TCTI, e.g. device:/dev/tpmrm0): cannot connect to 127.0.0.1:${port}: ECONNREFUSED`,
     );
+  });
+
+  it('enroll through device:<character device>: the agent writes and reads the device file (a pseudo-terminal socat joins to swtpm)', async () => {
+    // no TPM character device in CI (no /dev/tpm*, no vtpm proxy): socat makes a raw pty whose bytes go to
+    // swtpm's command port, the path the agent opens as it would /dev/tpmrm0. socat holds swtpm's one
+    // connection while it runs, so it is stopped (by pid) before the other tests.
+    const link = tmp.file('tpmdev');
+    const socat = spawn('socat', [`pty,raw,echo=0,link=${link}`, `TCP:127.0.0.1:${tpm.port}`], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 100 && !fs.existsSync(link); i++) await new Promise((r) => setTimeout(r, 50));
+      const secret = await addDevice('direct-device');
+      const out = tmp.file('out-device');
+      const r = await agent(enrollArgs('direct-device', secret, out, ['0x81018030', '0x81018031', '0x81018032']), `device:${link}`);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect((await opensslAny('verify', '-CAfile', svc.chainPem, `${out}/cert.pem`)).out).toBe(`${out}/cert.pem: OK\n`);
+      expect((await showDevice('direct-device')).lastAttestation).toMatchObject({ verdict: 'attested' });
+    } finally {
+      const exited = new Promise((r) => socat.once('exit', r));
+      socat.kill('SIGTERM');
+      await exited;
+    }
   });
 
   it('a TCTI conf the agent cannot read is refused before the TPM is touched', async () => {
