@@ -12,13 +12,15 @@ import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
 import { makeTmpDir, TmpDir } from '../helpers/tmp';
 
 /**
- * `device-ca agent enroll` straight against swtpm's command port, no resource manager (issue 9): the
- * EK policy session of the credential activation lives only inside the agent's own TPM connection
- * (src/agent/tpm-credential-session.ts), the marshalling /dev/tpmrm0 gets in the field. The RSA EK
- * (template L-1, policy session) and the ECC P-384 EK (H-3, swtpm's ECC EK certificate) both answer the CA's challenge; cert.pem verifies with openssl. swtpm also speaks the mssim
- * framing (TPM_SEND_COMMAND) on its command port, so the mssim transport is checked against it too
- * (tpm2-tools' mssim TCTI cannot drive swtpm: it powers the simulator on through a platform port swtpm lacks). Renewal needs a resource manager (the tpm2
- * openssl provider keeps more objects loaded than swtpm has slots): the agent says so.
+ * `device-ca agent enroll` straight against swtpm, no resource manager (issue 9): the EK policy session
+ * of the credential activation lives only inside the agent's own TPM connection
+ * (src/agent/tpm-credential-session.ts), as it must under /dev/tpmrm0 in the field. Through the swtpm
+ * TCTI with the RSA EK (template L-1, policy session) and the ECC P-384 EK (H-3, swtpm's ECC EK
+ * certificate), and through `device:<pty>` (socat joins a raw pseudo-terminal to swtpm's command port);
+ * cert.pem verifies with openssl. swtpm also answers the mssim framing (TPM_SEND_COMMAND) on its command
+ * port, so the mssim transport is checked against it too (tpm2-tools' own mssim TCTI fails to connect to
+ * swtpm, so no whole enrollment over mssim here). Renewal needs a resource manager (the tpm2 openssl
+ * provider keeps more objects loaded than swtpm has slots): the agent says so.
  */
 let prov: TmpDir;
 let tpm: SwTpm;
