@@ -1,6 +1,9 @@
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { parseTcti } from '../../../src/agent/tcti-config';
-import { activateCredentialCommand, createPrimaryCommand, ekTemplate, flushContextCommand, policySecretCommand, TPM_RH_ENDORSEMENT } from '../../../src/agent/tpm-commands';
+import { activateCredentialCommand, createPrimaryCommand, ekTemplate, flushContextCommand, parseResponse, policySecretCommand, TPM_RH_ENDORSEMENT } from '../../../src/agent/tpm-commands';
 import { activateCredentialOnce } from '../../../src/agent/tpm-credential-session';
 import { openTpmTransport, TpmTransport } from '../../../src/agent/tpm-transport';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
@@ -187,6 +190,34 @@ describe('socket transports', () => {
     } finally {
       await t.close();
       await srv.close();
+    }
+  });
+});
+
+describe('device transport', () => {
+  it('a device path that does not exist: unreachable, naming the TCTI and the errno', async () => {
+    const missing = path.join(os.tmpdir(), `device-ca-no-tpm-${process.pid}`);
+    await expect(openTpmTransport(parseTcti(`device:${missing}`), `device:${missing}`)).rejects.toThrow(
+      `TPM unreachable through TCTI "device:${missing}" (set TPM2TOOLS_TCTI, e.g. device:/dev/tpmrm0): cannot open ${missing}: ENOENT`,
+    );
+  });
+
+  it('a file that answers nothing (end of file after the command): an empty reply, which parseResponse calls short', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-tpmdev-'));
+    try {
+      const file = path.join(dir, 'tpm0');
+      fs.writeFileSync(file, '');
+      const t = await openTpmTransport(parseTcti(`device:${file}`), `device:${file}`);
+      try {
+        const rsp = await t.send(flushContextCommand(0x80000000));
+        expect(rsp.length).toBe(0);
+        expect(() => parseResponse('TPM2_FlushContext', rsp, 0)).toThrow('TPM2_FlushContext: short response from the TPM (0 bytes)');
+        expect(fs.readFileSync(file).toString('hex')).toBe(flushContextCommand(0x80000000).toString('hex'));
+      } finally {
+        await t.close();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
