@@ -43,7 +43,7 @@ describe('agentEnroll before the TPM', () => {
     expect(fs.existsSync(path.join(dir, 'out'))).toBe(false);
   });
 
-  it('/dev/tpmrm0 is no longer refused: a device that is not there is "unreachable", naming the TCTI', async () => {
+  it('a device TCTI whose device is not there: "unreachable", naming the TCTI, nothing written', async () => {
     const missing = path.join(dir, 'tpmrm9');
     await expect(enroll({ tcti: `device:${missing}` })).rejects.toThrow(`TPM unreachable through TCTI "device:${missing}"`);
     expect(fs.existsSync(path.join(dir, 'out'))).toBe(false);
