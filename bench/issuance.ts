@@ -55,7 +55,8 @@ export interface IssuanceRig {
 export async function makeIssuanceRig(): Promise<IssuanceRig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-bench-issuance-'));
   const cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { publicUrl: 'http://ca.example.test:8080' } });
-  const store = new SqliteStore(cfg.store.path);
+  // as createStore opens it for the service: WAL checkpoints on a thread of their own
+  const store = new SqliteStore(cfg.store.path, { backgroundCheckpoint: true });
   const h = await initCa(cfg, new SoftwareKeyBackend(path.join(dir, 'keys')), store);
   if (h.issuing.key.algorithm !== 'ecdsa-p256') throw new Error(`expected an ecdsa-p256 issuing key, got ${h.issuing.key.algorithm}`);
   const profile = { name: 'default', validitySeconds: 365 * 86400, serverAuth: false };
