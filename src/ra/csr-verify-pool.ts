@@ -40,7 +40,7 @@ parentPort.on('message', (m) => {
 `;
 
 /** MAX_BATCH: requests handed to one verifying thread in one message (one round trip for all of them). */
-export const MAX_BATCH = 8;
+export const MAX_BATCH = 4;
 
 /** VerifyMessage is what a verifying thread receives: the requests' bytes and where each part lies in them. */
 export interface VerifyMessage {
