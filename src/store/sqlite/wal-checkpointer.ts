@@ -61,8 +61,13 @@ export class WalCheckpointer {
     this.worker.on('error', () => undefined);
   }
 
-  /** close stops the thread after it closed its connection (so the last connection to close is the store's). */
+  /**
+   * close stops the thread after it closed its connection (so the last connection to close is the
+   * store's). The thread is referenced meanwhile: unreferenced, a process with nothing else to do would
+   * exit before the thread answered, leaving whoever awaits close() (and everything after it) undone.
+   */
   async close(): Promise<void> {
+    this.worker.ref();
     this.worker.postMessage('close');
     await this.exited;
   }

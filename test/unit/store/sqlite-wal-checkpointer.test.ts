@@ -77,3 +77,14 @@ describe('WAL checkpoints on their own thread', () => {
     }
   });
 });
+
+describe('closing', () => {
+  it('keeps the process alive until the checkpointing thread is done, so whoever awaits close() goes on', async () => {
+    const store = new SqliteStore(tmp.file('closing.sqlite'), { backgroundCheckpoint: true });
+    await createDevices(store, 1);
+    const closing = store.close();
+    // with nothing else to do, an unreferenced thread would let the process exit here (the bench did)
+    expect(process.getActiveResourcesInfo()).toContain('MessagePort');
+    await closing;
+  });
+});
