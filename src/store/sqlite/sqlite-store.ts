@@ -52,6 +52,7 @@ import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
 import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
 import { StatusVersion } from '../status-version';
+import { FALLBACK_AUTOCHECKPOINT_PAGES, WalCheckpointer } from './wal-checkpointer';
 
 type Row = Record<string, unknown>;
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation */
@@ -130,7 +131,14 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   /** stmts caches prepared statements by SQL text: preparing costs more than running on the issuance path */
   private readonly stmts = new Map<string, Database.Statement>();
 
-  constructor(file: string) {
+  /** checkpointer: WAL checkpoints on a thread of their own (option backgroundCheckpoint), else SQLite's on commit */
+  private readonly checkpointer: WalCheckpointer | null = null;
+
+  /**
+   * backgroundCheckpoint: checkpoint the WAL on a thread of its own (wal-checkpointer.ts) instead of in
+   * the commit that crosses SQLite's 1000-page mark; the service's stores (createStore) use it.
+   */
+  constructor(file: string, opts: { backgroundCheckpoint?: boolean } = {}) {
     // the file holds enrollment secrets' hashes and the CA state: 0600 in a 0700 directory, whatever the umask
     if (file !== ':memory:') createPrivateFile(file);
     this.db = new Database(file);
@@ -139,6 +147,10 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     this.db.pragma('busy_timeout = 10000');
     this.db.pragma('foreign_keys = ON');
     this.migrate();
+    if (opts.backgroundCheckpoint && file !== ':memory:') {
+      this.db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`);
+      this.checkpointer = new WalCheckpointer(file);
+    }
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
     this.walIndex = openWalIndex(this.db, file);
   }
@@ -171,6 +183,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
 
   async close(): Promise<void> {
     if (this.queue.length) this.flush(); // nothing queued is lost
+    await this.checkpointer?.close();
     this.db.close();
     if (this.walIndex && this.walIndex.fd >= 0) {
       fs.closeSync(this.walIndex.fd);
