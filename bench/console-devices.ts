@@ -60,7 +60,9 @@ interface Query {
 
 /** queries: the devices page's calls on a store of n devices (the id prefix picks 10,000 devices from the middle). */
 function queries(n: number): Query[] {
-  const prefix = `fleet-${String(Math.floor(n / 2)).padStart(8, '0').slice(0, 4)}`;
+  const prefix = `fleet-${String(Math.floor(n / 2))
+    .padStart(8, '0')
+    .slice(0, 4)}`;
   const k = (x: number) => x.toLocaleString('en');
   return [
     { name: 'first page', query: 'limit=50', check: (i) => i.length === 50 },

@@ -59,11 +59,7 @@ export interface BrowserContext {
 
 export interface Browser {
   /** newContext: clientCertificates are the TLS client certificates the browser presents to an origin (Playwright 1.46+) */
-  newContext(o: {
-    ignoreHTTPSErrors?: boolean;
-    viewport?: { width: number; height: number };
-    clientCertificates?: { origin: string; certPath: string; keyPath: string }[];
-  }): Promise<BrowserContext>;
+  newContext(o: { ignoreHTTPSErrors?: boolean; viewport?: { width: number; height: number }; clientCertificates?: { origin: string; certPath: string; keyPath: string }[] }): Promise<BrowserContext>;
   close(): Promise<void>;
 }
 

@@ -129,9 +129,7 @@ describe.each([
       await until(page.locator('#certificates'), (t) => t.includes('valid'), "the device's certificates");
       expect(await page.locator('#device-id').innerText()).toBe(id('acme-1'));
       await page.locator('#action-retire').click();
-      expect(await page.locator('#confirm-text').innerText()).toBe(
-        `Retire ${id('acme-1')}: revokes 1 certificate (cessationOfOperation); the device can never enroll again. This cannot be undone.`,
-      );
+      expect(await page.locator('#confirm-text').innerText()).toBe(`Retire ${id('acme-1')}: revokes 1 certificate (cessationOfOperation); the device can never enroll again. This cannot be undone.`);
       await shot(page, '3-confirm-retire');
       await page.locator('#confirm-action').click();
       expect(await until(page.locator('#action-result'), (t) => t !== '', 'the action result')).toContain('the device is now retired; 1 certificate changed');
