@@ -23,7 +23,7 @@ function peakKiB(): number {
 function recipients(file: string): Buffer[] {
   const all = fs.readFileSync(file);
   const out: Buffer[] = [];
-  for (let p = 0; p < all.length; ) {
+  for (let p = 0; p < all.length;) {
     const n = all.readUInt32BE(p);
     out.push(all.subarray(p + 4, p + 4 + n));
     p += 4 + n;
