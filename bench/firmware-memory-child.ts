@@ -2,6 +2,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createFirmwarePackage, buildFirmwareRelease, readFirmwarePackage, signFirmwarePackage } from '../src/cms/firmware-package';
+import { fdSink, wholeFile } from '../src/cms/file-range';
+import { buildPlainReleaseFile, createFirmwarePackageFile, readFirmwarePackageFile, signFirmwarePackageFile } from '../src/cms/firmware-package-file';
 import { softwareSigningKey } from '../src/keys/software-key-backend';
 
 /**
@@ -11,7 +13,18 @@ import { softwareSigningKey } from '../src/keys/software-key-backend';
  * Usage: node firmware-memory-child.js <operation> <dir>; the dir holds image.bin, signer.key, signer.crt,
  * recipients.der (DER certificates, each length-prefixed) and receives its outputs.
  */
-export const MEMORY_OPERATIONS = ['baseline', 'create', 'sign', 'verify', 'release-plain', 'release-encrypted'] as const;
+export const MEMORY_OPERATIONS = [
+  'baseline',
+  'create',
+  'sign',
+  'verify',
+  'release-plain',
+  'release-encrypted',
+  'create-streamed',
+  'sign-streamed',
+  'verify-streamed',
+  'release-plain-streamed',
+] as const;
 export type MemoryOperation = (typeof MEMORY_OPERATIONS)[number];
 
 function peakKiB(): number {
@@ -29,6 +42,18 @@ function recipients(file: string): Buffer[] {
     p += 4 + n;
   }
   return out;
+}
+
+/** streamed: a streaming operation from one file into another, as the CLI runs it (without the atomic rename). */
+async function streamed(from: string, to: string, op: (fd: number, sink: (b: Buffer) => void) => unknown): Promise<void> {
+  const fd = fs.openSync(from, 'r');
+  const out = fs.openSync(to, 'w');
+  try {
+    await op(fd, fdSink(out));
+  } finally {
+    fs.closeSync(fd);
+    fs.closeSync(out);
+  }
 }
 
 async function run(op: MemoryOperation, dir: string): Promise<void> {
@@ -56,6 +81,14 @@ async function run(op: MemoryOperation, dir: string): Promise<void> {
     case 'release-encrypted':
       fs.writeFileSync(f('release-enc.der'), await buildFirmwareRelease(readFirmwarePackage(fs.readFileSync(f('signed.der'))), signer, { now, recipients: recipients(f('recipients.der')) }));
       return;
+    case 'create-streamed':
+      return streamed(f('image.bin'), f('unsigned-s.der'), (fd, sink) => createFirmwarePackageFile(wholeFile(fd), { name: 'bench', version: 1, hardware: [] }, sink));
+    case 'sign-streamed':
+      return streamed(f('unsigned-s.der'), f('signed-s.der'), async (fd, sink) => (await signFirmwarePackageFile(fd, signer, now)).writeTo(sink));
+    case 'verify-streamed':
+      return streamed(f('signed-s.der'), '/dev/null', (fd) => readFirmwarePackageFile(fd));
+    case 'release-plain-streamed':
+      return streamed(f('signed-s.der'), f('release-s.der'), async (fd, sink) => (await buildPlainReleaseFile(readFirmwarePackageFile(fd, ['sha256']), signer, now)).writeTo(sink));
   }
 }
 

@@ -131,11 +131,15 @@ export async function benchFirmware(): Promise<BenchRow[]> {
       ),
     );
     const memory = memoryRows(dir, [
-      { op: 'create', what: 'firmware create' },
-      { op: 'sign', what: 'firmware sign' },
-      { op: 'verify', what: 'package verify (every SignerInfo)' },
-      { op: 'release-plain', what: 'release (plain)' },
-      { op: 'release-encrypted', what: 'release (encrypted to 100 devices)' },
+      { op: 'create', what: 'firmware create, in memory (createFirmwarePackage)' },
+      { op: 'create-streamed', what: 'firmware create, streamed (the CLI)' },
+      { op: 'sign', what: 'firmware sign, in memory (signFirmwarePackage)' },
+      { op: 'sign-streamed', what: 'firmware sign, streamed (the CLI)' },
+      { op: 'verify', what: 'package verify, in memory (readFirmwarePackage)' },
+      { op: 'verify-streamed', what: 'package verify, streamed (readFirmwarePackageFile)' },
+      { op: 'release-plain', what: 'release plain, in memory (buildFirmwareRelease)' },
+      { op: 'release-plain-streamed', what: 'release plain, streamed (buildPlainReleaseFile)' },
+      { op: 'release-encrypted', what: 'release encrypted to 100 devices, in memory (buildFirmwareRelease)' },
     ]);
 
     return [
