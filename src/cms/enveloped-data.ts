@@ -6,7 +6,7 @@ import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID, CONTENT_CIPHERS, ContentCipher, contentCipherOf } from './cms-algorithms';
 import { octets, parsed, toBuffer, unwrapContentInfo } from './content-info';
 import { issuerAndSerialNumber } from './issuer-and-serial';
-import { curveOf, EcCurve, keyAgreeRecipientInfo } from './key-agree-recipient';
+import { ecPointOf, EcCurve, keyAgreeRecipientInfo } from './key-agree-recipient';
 import { KeyTransportDecryptor } from './rsa-key-transport';
 import { oaepKeyTransRecipientInfo } from './rsa-oaep-recipient';
 
@@ -97,13 +97,18 @@ export function envelopeToCertificates(content: Buffer, contentType: string, cer
   const spec = CONTENT_CIPHERS['aes-256-cbc'];
   const cek = crypto.randomBytes(spec.keyLength);
   const iv = crypto.randomBytes(spec.ivLength);
-  const byCurve = new Map<EcCurve, { certificate: Buffer; publicKey: crypto.KeyObject }[]>();
+  const byCurve = new Map<EcCurve, { certificate: Buffer; point: Buffer }[]>();
   const recipientInfos: Buffer[] = [];
   for (const certificate of certificates) {
+    const ec = ecPointOf(certificate);
+    if (ec) {
+      const group = byCurve.get(ec.curve);
+      if (group) group.push({ certificate, point: ec.point });
+      else byCurve.set(ec.curve, [{ certificate, point: ec.point }]);
+      continue;
+    }
     const publicKey = new crypto.X509Certificate(certificate).publicKey;
-    const curve = curveOf(publicKey);
-    if (curve) byCurve.set(curve, [...(byCurve.get(curve) ?? []), { certificate, publicKey }]);
-    else if (publicKey.asymmetricKeyType === 'rsa') recipientInfos.push(oaepKeyTransRecipientInfo(cek, certificate, publicKey));
+    if (publicKey.asymmetricKeyType === 'rsa') recipientInfos.push(oaepKeyTransRecipientInfo(cek, certificate, publicKey));
     else throw new DeviceCaError('bad-algorithm', `a recipient certificate has a ${publicKey.asymmetricKeyType} key; device-ca encrypts to RSA, P-256 and P-384 keys`);
   }
   for (const [curve, rs] of byCurve) recipientInfos.unshift(keyAgreeRecipientInfo(cek, curve, rs));

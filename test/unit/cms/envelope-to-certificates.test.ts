@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { CMS_OID } from '../../../src/cms/cms-algorithms';
 import { envelopeToCertificates } from '../../../src/cms/enveloped-data';
+import { ecPointOf } from '../../../src/cms/key-agree-recipient';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { CmsParty, makeParty, openssl, opensslStatus, removeParty } from './cms-fixture';
 
@@ -52,5 +53,32 @@ describe('envelopeToCertificates (openssl cms -decrypt is the recipient)', () =>
       code = (e as DeviceCaError).code;
     }
     expect(code).toBe('bad-algorithm');
+  });
+
+  it('reads each EC recipient key from the certificate DER (curve, point); a P-521 key is refused, a point off the curve too, a broken certificate is a bad request', () => {
+    expect(ecPointOf(p256.certDer)).toMatchObject({ curve: 'prime256v1' });
+    const raw = (p: CmsParty): Buffer => {
+      const j = crypto.createPublicKey(p.key).export({ format: 'jwk' });
+      return Buffer.concat([Buffer.from([4]), Buffer.from(j.x!, 'base64url'), Buffer.from(j.y!, 'base64url')]);
+    };
+    expect(ecPointOf(p256.certDer)?.point.equals(raw(p256))).toBe(true);
+    expect(ecPointOf(p384.certDer)).toMatchObject({ curve: 'secp384r1' });
+    expect(ecPointOf(p384.certDer)?.point.equals(raw(p384))).toBe(true);
+    expect(ecPointOf(rsa.certDer)).toBeNull();
+    const p521 = openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-521', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=p521', '-days', '1', '-outform', 'DER']);
+    expect(ecPointOf(p521)).toBeNull();
+    const codeOf = (f: () => unknown): string => {
+      try {
+        f();
+        return 'returned';
+      } catch (e) {
+        return e instanceof DeviceCaError ? e.code : `other: ${String(e)}`;
+      }
+    };
+    expect(codeOf(() => envelopeToCertificates(Buffer.from('x'), CMS_OID.data, [p521]))).toBe('bad-algorithm');
+    const offCurve = Buffer.from(p256.certDer);
+    offCurve[offCurve.indexOf(raw(p256)) + 64] ^= 1; // the last byte of y: no longer a point of P-256
+    expect(codeOf(() => envelopeToCertificates(Buffer.from('x'), CMS_OID.data, [p256.certDer, offCurve]))).toBe('bad-algorithm');
+    expect(codeOf(() => envelopeToCertificates(Buffer.from('x'), CMS_OID.data, [p256.certDer.subarray(0, 100)]))).toBe('bad-request');
   });
 });
