@@ -2,6 +2,9 @@ import * as crypto from 'node:crypto';
 import { CMS_OID } from '../../../src/cms/cms-algorithms';
 import { envelopeToCertificates } from '../../../src/cms/enveloped-data';
 import { ecPointOf } from '../../../src/cms/key-agree-recipient';
+import { openFirmwareEnvelope } from '../../../src/cms/firmware-envelope-open';
+import { children, readOne } from '../../../src/der/der-reader';
+import { contextExplicit, contextImplicitPrimitive, seq } from '../../../src/der/der-writer';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { CmsParty, makeParty, openssl, opensslStatus, removeParty } from './cms-fixture';
 
@@ -80,5 +83,18 @@ describe('envelopeToCertificates (openssl cms -decrypt is the recipient)', () =>
     offCurve[offCurve.indexOf(raw(p256)) + 64] ^= 1; // the last byte of y: no longer a point of P-256
     expect(codeOf(() => envelopeToCertificates(Buffer.from('x'), CMS_OID.data, [p256.certDer, offCurve]))).toBe('bad-algorithm');
     expect(codeOf(() => envelopeToCertificates(Buffer.from('x'), CMS_OID.data, [p256.certDer.subarray(0, 100)]))).toBe('bad-request');
+  });
+
+  it('writes the DER the nested encoder writes, for contents across chunk and length-of-length boundaries; each decrypts', () => {
+    for (const n of [0, 15, 16, 17, 100, 65_500, (1 << 20) + 3]) {
+      const content = crypto.randomBytes(n);
+      const env = envelopeToCertificates(content, CMS_OID.firmwarePackage, [p256.certDer]);
+      const [type, explicit] = children(readOne(env, 0x30), 2);
+      const [version, ris, eci] = children(readOne(explicit.value, 0x30), 3);
+      const [ct, alg, enc] = children(eci, 3);
+      const nested = seq(type.full, contextExplicit(0, seq(version.full, ris.full, seq(ct.full, alg.full, contextImplicitPrimitive(0, enc.value)))));
+      expect({ n, same: nested.equals(env), padded: enc.value.length === (Math.floor(n / 16) + 1) * 16 }).toEqual({ n, same: true, padded: true });
+      expect(openFirmwareEnvelope(env, { certificate: p256.certDer, key: p256.key }).content.equals(content)).toBe(true);
+    }
   });
 });
