@@ -10,6 +10,7 @@ import { assembleCertificate, encodeTbs, newSerial } from '../src/ca/certificate
 import { encodeName } from '../src/ca/name';
 import { generateKeyPair, softwareSigningKey } from '../src/keys/software-key-backend';
 import { BenchRow, fmtRate } from './bench-table';
+import { MemoryOperation } from './firmware-memory-child';
 
 /**
  * benchFirmware: a 64 MiB image signed (one SignerInfo added to a package) and verified by device-ca,
@@ -38,6 +39,25 @@ async function bestAsync(rounds: number, f: () => Promise<unknown>): Promise<num
     s = Math.min(s, Number(process.hrtime.bigint() - t) / 1e9);
   }
   return s;
+}
+/** peakRss runs one operation in a fresh process (firmware-memory-child.ts) and returns its peak RSS in MiB. */
+function peakRss(op: MemoryOperation, dir: string): number {
+  const r = spawnSync(process.execPath, [path.join(__dirname, 'firmware-memory-child.js'), op, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.status !== 0) throw new Error(`firmware-memory-child ${op}: ${r.stderr.toString()}`);
+  return Number(r.stdout.toString().trim()) / 1024;
+}
+function memoryRows(dir: string, ops: { op: MemoryOperation; what: string }[]): BenchRow[] {
+  const floor = peakRss('baseline', dir);
+  return ops.map(({ op, what }) => {
+    const peak = peakRss(op, dir);
+    return {
+      name: `peak RSS: ${what} of a ${IMAGE_MIB} MiB image (fresh process, files in and out; node alone ${floor.toFixed(0)} MiB)`,
+      figure: `${peak.toFixed(0)} MiB`,
+      baseline: `${IMAGE_MIB} MiB image`,
+      ratio: peak / IMAGE_MIB,
+      note: 'ratio = peak / image size (target well under 2)',
+    };
+  });
 }
 function openssl(args: string[]): void {
   const r = spawnSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -99,6 +119,29 @@ export async function benchFirmware(): Promise<BenchRow[]> {
     });
     const raw = best(3, () => points.forEach((p) => ecdh.computeSecret(p)));
 
+    // memory: each operation in its own process; the encrypted release goes to the first 100 devices
+    fs.writeFileSync(
+      path.join(dir, 'recipients.der'),
+      Buffer.concat(
+        certs.slice(0, 100).flatMap((c) => {
+          const n = Buffer.alloc(4);
+          n.writeUInt32BE(c.length);
+          return [n, c];
+        }),
+      ),
+    );
+    const memory = memoryRows(dir, [
+      { op: 'create', what: 'firmware create, in memory (createFirmwarePackage)' },
+      { op: 'create-streamed', what: 'firmware create, streamed (the CLI)' },
+      { op: 'sign', what: 'firmware sign, in memory (signFirmwarePackage)' },
+      { op: 'sign-streamed', what: 'firmware sign, streamed (the CLI)' },
+      { op: 'verify', what: 'package verify, in memory (readFirmwarePackage)' },
+      { op: 'verify-streamed', what: 'package verify, streamed (readFirmwarePackageFile)' },
+      { op: 'release-plain', what: 'release plain, in memory (buildFirmwareRelease)' },
+      { op: 'release-plain-streamed', what: 'release plain, streamed (buildPlainReleaseFile)' },
+      { op: 'release-encrypted', what: 'release encrypted to 100 devices, in memory (buildFirmwareRelease)' },
+    ]);
+
     return [
       {
         name: `firmware sign ${IMAGE_MIB} MiB (add one P-256 SignerInfo) vs openssl cms -sign`,
@@ -118,6 +161,7 @@ export async function benchFirmware(): Promise<BenchRow[]> {
         baseline: fmtRate(RECIPIENTS / raw, 'ECDH'),
         ratio: raw / envelope,
       },
+      ...memory,
     ];
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -2,13 +2,14 @@ import { Command } from 'commander';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { parseHardwareList } from '../cms/firmware-attributes';
-import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../cms/firmware-package';
+import { fdSink, hashRange, wholeFile } from '../cms/file-range';
+import { createFirmwarePackageFile, FirmwarePackageFile, signFirmwarePackageFile, StreamedOutput } from '../cms/firmware-package-file';
 import { buildFirmwareReceipt, FirmwareReceipt } from '../cms/firmware-receipt';
 import { verifyFirmwareRelease } from '../cms/firmware-release-verify';
 import { CMS_OID } from '../cms/cms-algorithms';
 import { pemBlocks, toPem } from '../ca/pem';
 import { Config } from '../config/schema';
-import { writeFileAtomic } from '../data-dir/atomic-file';
+import { writeFileAtomic, writeFileAtomicWith } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
 import { openKeyBackend } from '../keys/open-key-backend';
@@ -79,11 +80,12 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .requiredOption('--version <n>', 'version, a non-negative integer (devices refuse a lower one)')
     .option('--hardware <list>', 'target hardware modules: oid[:serial],...')
     .requiredOption('--out <file>', 'the package (DER CMS)')
-    .action((o: { image: string; name: string; version: string; hardware?: string; out: string }) => {
+    .action(async (o: { image: string; name: string; version: string; hardware?: string; out: string }) => {
       if (!/^(0|[1-9][0-9]{0,14})$/.test(o.version)) throw new DeviceCaError('bad-request', '--version must be a non-negative integer');
-      const pkg = createFirmwarePackage(readFile(o.image), { name: o.name, version: Number(o.version), hardware: parseHardwareList(o.hardware) });
-      writeFileAtomic(o.out, pkg, 0o644);
-      if (ctx.json()) console.log(JSON.stringify({ out: o.out, bytes: pkg.length }));
+      const metadata = { name: o.name, version: Number(o.version), hardware: parseHardwareList(o.hardware) };
+      // streamed: the image is copied from its file into the package, never held in memory whole
+      const bytes = await withOpenFile(o.image, (image) => writeFileAtomicWith(o.out, (fd) => createFirmwarePackageFile(wholeFile(image), metadata, fdSink(fd)), 0o644));
+      if (ctx.json()) console.log(JSON.stringify({ out: o.out, bytes }));
     });
   firmware
     .command('sign')
@@ -95,32 +97,37 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .action(async (o: { in: string; cert: string; key: string; out: string }) => {
       const certs = pemBlocks(readFile(o.cert).toString('latin1'));
       if (certs.length === 0) throw new DeviceCaError('bad-request', `${o.cert} holds no PEM certificate`);
-      const before = readFirmwarePackage(readFile(o.in));
-      const withKey = async (key: SigningKey): Promise<Buffer> => {
-        if (!key.spki.equals(Buffer.from(new crypto.X509Certificate(certs[0]).publicKey.export({ type: 'spki', format: 'der' }))))
-          throw new DeviceCaError('bad-request', 'the key does not belong to the certificate');
-        return signFirmwarePackage(readFile(o.in), { certificate: certs[0], key, chain: certs.slice(1) }, new Date());
-      };
-      let out: Buffer;
-      if (o.key.startsWith('pkcs11:')) {
-        const keys = openKeyBackend(ctx.config());
-        try {
-          out = await withKey(await keys.load(o.key));
-        } finally {
-          await keys.close();
+      // streamed: the image is hashed and copied from the input file, never held in memory whole
+      const { before, sha256 } = await withOpenFile(o.in, async (input) => {
+        const withKey = async (key: SigningKey): Promise<StreamedOutput & { before: FirmwarePackageFile }> => {
+          if (!key.spki.equals(Buffer.from(new crypto.X509Certificate(certs[0]).publicKey.export({ type: 'spki', format: 'der' }))))
+            throw new DeviceCaError('bad-request', 'the key does not belong to the certificate');
+          return signFirmwarePackageFile(input, { certificate: certs[0], key, chain: certs.slice(1) }, new Date());
+        };
+        let out: StreamedOutput & { before: FirmwarePackageFile };
+        if (o.key.startsWith('pkcs11:')) {
+          const keys = openKeyBackend(ctx.config());
+          try {
+            out = await withKey(await keys.load(o.key));
+          } finally {
+            await keys.close();
+          }
+        } else {
+          let k: crypto.KeyObject;
+          try {
+            k = crypto.createPrivateKey({ key: readFile(o.key), passphrase: process.env.DEVICE_CA_SIGNER_KEY_PASSPHRASE });
+          } catch (e) {
+            throw new DeviceCaError('bad-request', `cannot read the key ${o.key} (encrypted? set DEVICE_CA_SIGNER_KEY_PASSPHRASE)`, { cause: e });
+          }
+          out = await withKey(softwareSigningKey(k, algorithmOfKey(k), o.key));
         }
-      } else {
-        let k: crypto.KeyObject;
-        try {
-          k = crypto.createPrivateKey({ key: readFile(o.key), passphrase: process.env.DEVICE_CA_SIGNER_KEY_PASSPHRASE });
-        } catch (e) {
-          throw new DeviceCaError('bad-request', `cannot read the key ${o.key} (encrypted? set DEVICE_CA_SIGNER_KEY_PASSPHRASE)`, { cause: e });
-        }
-        out = await withKey(softwareSigningKey(k, algorithmOfKey(k), o.key));
-      }
-      writeFileAtomic(o.out, out, 0o644);
+        writeFileAtomicWith(o.out, (fd) => out.writeTo(fdSink(fd)), 0o644);
+        // the image's SHA-256 for the summary: hashed already unless every signature (and this key) uses SHA-384
+        const sha256 = out.before.digests.digests.get('sha256') ?? hashRange(out.before.image, ['sha256']).get('sha256');
+        return { before: out.before, sha256: sha256?.toString('hex') };
+      });
       const m = before.metadata;
-      const summary = { name: m.name, version: m.version, hardware: m.hardware, sha256: crypto.createHash('sha256').update(before.image).digest('hex'), signers: before.signers.length + 1 };
+      const summary = { name: m.name, version: m.version, hardware: m.hardware, sha256, signers: before.signers.length + 1 };
       if (ctx.json()) console.log(JSON.stringify(summary));
       else console.log(`signed ${m.name} version ${m.version} (image sha256 ${summary.sha256}); ${summary.signers} signature(s)`);
     });
@@ -250,6 +257,25 @@ function countOption(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
   if (!/^[1-9][0-9]{0,3}$/.test(v)) throw new DeviceCaError('bad-request', `${name} must be a positive integer`);
   return Number(v);
+}
+
+/** openFile opens a file to read ('not-found' when it cannot be), for the commands that stream it. */
+function openFile(f: string): number {
+  try {
+    return fs.openSync(f, 'r');
+  } catch (e) {
+    throw new DeviceCaError('not-found', `cannot read ${f}: ${(e as Error).message}`);
+  }
+}
+
+/** withOpenFile runs fn with the file open to read, and closes it whatever happens. */
+async function withOpenFile<T>(f: string, fn: (fd: number) => T | Promise<T>): Promise<T> {
+  const fd = openFile(f);
+  try {
+    return await fn(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function readFile(f: string): Buffer {

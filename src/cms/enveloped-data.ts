@@ -1,12 +1,12 @@
 import * as crypto from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
-import { contextExplicit, contextImplicitPrimitive, integer, NULL, octetString, oid, seq, set } from '../der/der-writer';
+import { contextExplicit, contextImplicitPrimitive, derLength, integer, NULL, octetString, oid, seq, set } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID, CONTENT_CIPHERS, ContentCipher, contentCipherOf } from './cms-algorithms';
 import { octets, parsed, toBuffer, unwrapContentInfo } from './content-info';
 import { issuerAndSerialNumber } from './issuer-and-serial';
-import { curveOf, EcCurve, keyAgreeRecipientInfo } from './key-agree-recipient';
+import { ecPointOf, EcCurve, keyAgreeRecipientInfo } from './key-agree-recipient';
 import { KeyTransportDecryptor } from './rsa-key-transport';
 import { oaepKeyTransRecipientInfo } from './rsa-oaep-recipient';
 
@@ -97,19 +97,43 @@ export function envelopeToCertificates(content: Buffer, contentType: string, cer
   const spec = CONTENT_CIPHERS['aes-256-cbc'];
   const cek = crypto.randomBytes(spec.keyLength);
   const iv = crypto.randomBytes(spec.ivLength);
-  const byCurve = new Map<EcCurve, { certificate: Buffer; publicKey: crypto.KeyObject }[]>();
+  const byCurve = new Map<EcCurve, { certificate: Buffer; point: Buffer }[]>();
   const recipientInfos: Buffer[] = [];
   for (const certificate of certificates) {
+    const ec = ecPointOf(certificate);
+    if (ec) {
+      const group = byCurve.get(ec.curve);
+      if (group) group.push({ certificate, point: ec.point });
+      else byCurve.set(ec.curve, [{ certificate, point: ec.point }]);
+      continue;
+    }
     const publicKey = new crypto.X509Certificate(certificate).publicKey;
-    const curve = curveOf(publicKey);
-    if (curve) byCurve.set(curve, [...(byCurve.get(curve) ?? []), { certificate, publicKey }]);
-    else if (publicKey.asymmetricKeyType === 'rsa') recipientInfos.push(oaepKeyTransRecipientInfo(cek, certificate, publicKey));
+    if (publicKey.asymmetricKeyType === 'rsa') recipientInfos.push(oaepKeyTransRecipientInfo(cek, certificate, publicKey));
     else throw new DeviceCaError('bad-algorithm', `a recipient certificate has a ${publicKey.asymmetricKeyType} key; device-ca encrypts to RSA, P-256 and P-384 keys`);
   }
   for (const [curve, rs] of byCurve) recipientInfos.unshift(keyAgreeRecipientInfo(cek, curve, rs));
-  const c = crypto.createCipheriv('aes-256-cbc', cek, iv);
-  const encrypted = Buffer.concat([c.update(content), c.final()]);
-  const eci = seq(oid(contentType), seq(oid(spec.oid), octetString(iv)), contextImplicitPrimitive(0, encrypted));
   // RFC 5652 §6.1: version 2 when a RecipientInfo is not version 0 (kari is 3), else 0
-  return seq(oid(CMS_OID.envelopedData), contextExplicit(0, seq(integer(byCurve.size > 0 ? 2 : 0), set(...recipientInfos), eci)));
+  const version = integer(byCurve.size > 0 ? 2 : 0);
+  // the DER is laid out ahead (CBC with PKCS#7 padding: the ciphertext length is known) and the content
+  // encrypted chunk by chunk into its place: one copy of a 64 MiB image, not one per enclosing TLV
+  const encryptedLength = (Math.floor(content.length / 16) + 1) * 16;
+  const eciFields = Buffer.concat([oid(contentType), seq(oid(spec.oid), octetString(iv)), header(0x80, encryptedLength)]);
+  const eciHeader = header(0x30, eciFields.length + encryptedLength);
+  const fields = Buffer.concat([version, set(...recipientInfos), eciHeader, eciFields]);
+  const envelopedHeader = header(0x30, fields.length + encryptedLength);
+  const explicitHeader = header(0xa0, envelopedHeader.length + fields.length + encryptedLength);
+  const type = oid(CMS_OID.envelopedData);
+  const head = Buffer.concat([header(0x30, type.length + explicitHeader.length + envelopedHeader.length + fields.length + encryptedLength), type, explicitHeader, envelopedHeader, fields]);
+  const out = Buffer.allocUnsafe(head.length + encryptedLength);
+  let p = head.copy(out);
+  const c = crypto.createCipheriv('aes-256-cbc', cek, iv);
+  for (let at = 0; at < content.length; at += 1 << 20) p += c.update(content.subarray(at, at + (1 << 20))).copy(out, p);
+  p += c.final().copy(out, p);
+  if (p !== out.length) throw new Error('envelopeToCertificates: ciphertext length differs from the layout'); // cannot happen with CBC
+  return out;
+}
+
+/** header: a DER tag and definite length (X.690 §8.1.2-3) for content written after it. */
+function header(tag: number, length: number): Buffer {
+  return Buffer.concat([Buffer.from([tag]), derLength(length)]);
 }

@@ -7,7 +7,7 @@ import { envelopeToCertificates } from './enveloped-data';
 import { FirmwareMetadata, firmwareAttributes, firmwareAttributesOf, readFirmwareMetadata, sameAttributes } from './firmware-attributes';
 import { issuerAndSerialNumber } from './issuer-and-serial';
 import { encodeSignedData, parseSignedDataParts, SignedDataParts } from './signed-data-parts';
-import { buildSignerInfo, SignedAttribute, VerifiedSigner, verifySignerInfo } from './signer-info';
+import { buildSignerInfo, ContentDigests, SignedAttribute, VerifiedSigner, verifySignerInfo } from './signer-info';
 
 /**
  * firmware-package: RFC 4108 firmware packages as device-ca writes them. The nesting (docs/firmware.md):
@@ -38,16 +38,13 @@ export interface FirmwareSigner {
 
 /** createFirmwarePackage: an unsigned package; the RFC 4108 attributes ride in a template until the first signer copies them. */
 export function createFirmwarePackage(image: Buffer, metadata: FirmwareMetadata): Buffer {
-  if (image.length === 0) throw new DeviceCaError('bad-request', 'the firmware image is empty');
-  const attrs = firmwareAttributes(metadata);
-  return encodeSignedData({
-    digestAlgorithms: [],
-    eContentType: CMS_OID.firmwarePackage,
-    eContent: image,
-    certificates: [],
-    crls: [templateOf(attrs)],
-    signerInfos: [],
-  });
+  return encodeSignedData({ ...unsignedPackageParts(image.length, metadata), eContent: image });
+}
+
+/** unsignedPackageParts: the fields of an unsigned package around an image of imageLength bytes. */
+export function unsignedPackageParts(imageLength: number, metadata: FirmwareMetadata): Omit<SignedDataParts, 'eContent'> {
+  if (imageLength === 0) throw new DeviceCaError('bad-request', 'the firmware image is empty');
+  return { digestAlgorithms: [], eContentType: CMS_OID.firmwarePackage, certificates: [], crls: [templateOf(firmwareAttributes(metadata))], signerInfos: [] };
 }
 
 /** FirmwarePackage: a package whose every signature verified, and what the parties signed. */
@@ -69,7 +66,15 @@ export interface FirmwarePackage {
 export function readFirmwarePackage(der: Buffer): FirmwarePackage {
   const parts = parseSignedDataParts(der);
   if (parts.eContentType !== CMS_OID.firmwarePackage || !parts.eContent) throw new DeviceCaError('bad-request', 'the file is not a firmware package (id-ct-firmwarePackage, RFC 4108)');
-  const image = parts.eContent;
+  return { ...verifiedPackage(parts, parts.eContent), image: parts.eContent };
+}
+
+/**
+ * verifiedPackage verifies every SignerInfo of a package's parts over its image (the bytes, or their
+ * digests when the image is streamed from a file) and reads the attributes the parties signed.
+ */
+export function verifiedPackage(parts: SignedDataParts, image: Buffer | ContentDigests): Omit<FirmwarePackage, 'image'> {
+  if (parts.eContentType !== CMS_OID.firmwarePackage) throw new DeviceCaError('bad-request', 'the file is not a firmware package (id-ct-firmwarePackage, RFC 4108)');
   const signers = parts.signerInfos.map((si) => verifySignerInfo(si, CMS_OID.firmwarePackage, image, parts.certificates));
   let attributes: SignedAttribute[] | null = null;
   for (const s of signers) {
@@ -82,7 +87,7 @@ export function readFirmwarePackage(der: Buffer): FirmwarePackage {
     if (!template) throw new DeviceCaError('bad-request', 'the package has neither signers nor a package template');
     attributes = firmwareAttributesOf(new Map(template.map((a) => [a.type, a.values]))); // nothing else is copied into a signature
   }
-  return { parts, image, metadata: readFirmwareMetadata(new Map(attributes.map((a) => [a.type, a.values]))), attributes, signers };
+  return { parts, metadata: readFirmwareMetadata(new Map(attributes.map((a) => [a.type, a.values]))), attributes, signers };
 }
 
 /**
@@ -92,20 +97,28 @@ export function readFirmwarePackage(der: Buffer): FirmwarePackage {
  */
 export async function signFirmwarePackage(der: Buffer, signer: FirmwareSigner, now: Date): Promise<Buffer> {
   const pkg = readFirmwarePackage(der);
+  return encodeSignedData({ ...(await withSignature(pkg, pkg.image, signer, now)), eContent: pkg.image });
+}
+
+/**
+ * withSignature: the package's fields with one more SignerInfo over the image (its bytes, or its digests
+ * when streamed), after refusing a certificate that already signed.
+ */
+export async function withSignature(pkg: Omit<FirmwarePackage, 'image'>, image: Buffer | ContentDigests, signer: FirmwareSigner, now: Date): Promise<Omit<SignedDataParts, 'eContent'>> {
   const ias = issuerAndSerialNumber(signer.certificate);
   if (pkg.signers.some((s) => issuerAndSerialNumber(s.certificate).equals(ias))) throw new DeviceCaError('conflict', 'this certificate has already signed the package');
   const { signerInfo, digestAlgorithm } = await buildSignerInfo({
     contentType: CMS_OID.firmwarePackage,
-    content: pkg.image,
+    content: image,
     signer,
     attributes: [...pkg.attributes, signingTimeAttribute(now)],
   });
-  return encodeSignedData({
+  return {
     ...pkg.parts,
     digestAlgorithms: [...pkg.parts.digestAlgorithms, digestAlgorithm],
     certificates: [...pkg.parts.certificates, signer.certificate, ...(signer.chain ?? [])],
     signerInfos: [...pkg.parts.signerInfos, signerInfo],
-  });
+  };
 }
 
 /**
@@ -117,16 +130,7 @@ export async function buildFirmwareRelease(pkg: FirmwarePackage, ca: FirmwareSig
   if (pkg.signers.length === 0) throw new DeviceCaError('bad-request', 'the package has no signers');
   const caCerts = [ca.certificate, ...(ca.chain ?? [])];
   const st = signingTimeAttribute(opts.now);
-  if (!opts.recipients) {
-    const { signerInfo, digestAlgorithm } = await buildSignerInfo({ contentType: CMS_OID.firmwarePackage, content: pkg.image, signer: ca, attributes: [...pkg.attributes, st] });
-    return encodeSignedData({
-      ...pkg.parts,
-      crls: pkg.parts.crls.filter((c) => readTemplate(c) === null),
-      digestAlgorithms: [...pkg.parts.digestAlgorithms, digestAlgorithm],
-      certificates: [...pkg.parts.certificates, ...caCerts],
-      signerInfos: [...pkg.parts.signerInfos, signerInfo],
-    });
-  }
+  if (!opts.recipients) return encodeSignedData({ ...(await plainReleaseParts(pkg, pkg.image, ca, opts.now)), eContent: pkg.image });
   const envelope = envelopeToCertificates(pkg.image, CMS_OID.firmwarePackage, opts.recipients);
   const approvals = { type: CMS_OID.approvals, values: [set(...pkg.parts.signerInfos)] };
   const { signerInfo, digestAlgorithm } = await buildSignerInfo({ contentType: CMS_OID.data, content: envelope, signer: ca, attributes: [...pkg.attributes, approvals, st] });
@@ -138,6 +142,19 @@ export async function buildFirmwareRelease(pkg: FirmwarePackage, ca: FirmwareSig
     crls: [],
     signerInfos: [signerInfo],
   });
+}
+
+/** plainReleaseParts: the fields of a plain release: the package's, without the template, with the CA's SignerInfo over the image added. */
+export async function plainReleaseParts(pkg: Omit<FirmwarePackage, 'image'>, image: Buffer | ContentDigests, ca: FirmwareSigner, now: Date): Promise<Omit<SignedDataParts, 'eContent'>> {
+  if (pkg.signers.length === 0) throw new DeviceCaError('bad-request', 'the package has no signers');
+  const { signerInfo, digestAlgorithm } = await buildSignerInfo({ contentType: CMS_OID.firmwarePackage, content: image, signer: ca, attributes: [...pkg.attributes, signingTimeAttribute(now)] });
+  return {
+    ...pkg.parts,
+    crls: pkg.parts.crls.filter((c) => readTemplate(c) === null),
+    digestAlgorithms: [...pkg.parts.digestAlgorithms, digestAlgorithm],
+    certificates: [...pkg.parts.certificates, ca.certificate, ...(ca.chain ?? [])],
+    signerInfos: [...pkg.parts.signerInfos, signerInfo],
+  };
 }
 
 /** signingTimeAttribute: RFC 5652 §11.3, UTCTime through 2049 and GeneralizedTime after, as RFC 5280 times. */

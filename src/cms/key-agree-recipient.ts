@@ -1,5 +1,5 @@
 import * as crypto from 'node:crypto';
-import { children, readOne } from '../der/der-reader';
+import { children, decodeOid, readOne } from '../der/der-reader';
 import { bitString, contextExplicit, contextImplicitConstructed, integer, octetString, oid, seq, tlv } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
@@ -28,6 +28,32 @@ export function curveOf(key: crypto.KeyObject): EcCurve | null {
   return c === 'prime256v1' || c === 'secp384r1' ? c : null;
 }
 
+const CURVE_BY_OID: ReadonlyMap<string, EcCurve> = new Map([
+  ['1.2.840.10045.3.1.7', 'prime256v1'],
+  ['1.3.132.0.34', 'secp384r1'],
+]);
+
+/**
+ * ecPointOf reads a certificate's EC public key straight from its DER (RFC 5280 §4.1: tbsCertificate ->
+ * subjectPublicKeyInfo; RFC 5480 §2.1.1: id-ecPublicKey with a named curve): its curve and point, or null
+ * when the key is not EC on a curve device-ca encrypts to. It spares encrypting to a fleet the parse of a
+ * whole X509Certificate and a key export per recipient, which cost more than the ECDH itself; ECDH still
+ * checks the point is on the curve. 'bad-request' when the certificate cannot be read.
+ */
+export function ecPointOf(certificate: Buffer): { curve: EcCurve; point: Buffer } | null {
+  const [tbsTlv] = children(readOne(certificate, 0x30), 3);
+  if (tbsTlv?.tag !== 0x30) throw new DeviceCaError('bad-request', 'a recipient certificate cannot be read');
+  const tbs = children(tbsTlv, 12);
+  const spki = tbs[tbs[0]?.tag === 0xa0 ? 6 : 5];
+  if (spki?.tag !== 0x30) throw new DeviceCaError('bad-request', 'a recipient certificate cannot be read');
+  const [alg, key] = children(spki, 2);
+  if (alg?.tag !== 0x30 || key?.tag !== 0x03) throw new DeviceCaError('bad-request', 'a recipient certificate cannot be read');
+  const [algOid, params] = children(alg, 2);
+  if (decodeOid(algOid) !== CMS_OID.ecPublicKey || params?.tag !== 0x06) return null;
+  const curve = CURVE_BY_OID.get(decodeOid(params));
+  return curve && key.value[0] === 0 ? { curve, point: key.value.subarray(1) } : null;
+}
+
 /**
  * keyAgreeRecipientInfo wraps `cek` to every certificate given (all on one curve) in one
  * KeyAgreeRecipientInfo (RFC 5652 §6.2.2, version 3) with one ephemeral-static ECDH originator key
@@ -35,14 +61,18 @@ export function curveOf(key: crypto.KeyObject): EcCurve | null {
  * RecipientEncryptedKey). The KEK of each recipient is the ANSI X9.63 KDF of the shared secret with
  * ECC-CMS-SharedInfo (RFC 5753 §7.2); no ukm.
  */
-export function keyAgreeRecipientInfo(cek: Buffer, curve: EcCurve, recipients: { certificate: Buffer; publicKey: crypto.KeyObject }[]): Buffer {
+export function keyAgreeRecipientInfo(cek: Buffer, curve: EcCurve, recipients: { certificate: Buffer; point: Buffer }[]): Buffer {
   const { scheme, hash } = KDF_BY_CURVE[curve];
   const ecdh = crypto.createECDH(curve);
   const ephemeral = ecdh.generateKeys(); // uncompressed point
   const sharedInfo = seq(KEY_WRAP, contextExplicit(2, octetString(uint32(KEK_BYTES * 8))));
   const reks = recipients.map((r) => {
-    if (curveOf(r.publicKey) !== curve) throw new DeviceCaError('bad-algorithm', 'a recipient key is not on the curve of its key-agreement group');
-    const z = ecdh.computeSecret(rawPoint(r.publicKey));
+    let z: Buffer;
+    try {
+      z = ecdh.computeSecret(r.point);
+    } catch {
+      throw new DeviceCaError('bad-algorithm', 'a recipient key is not a point of the curve of its key-agreement group');
+    }
     const kek = x963Kdf(hash, z, sharedInfo, KEK_BYTES);
     const w = crypto.createCipheriv('id-aes256-wrap', kek, RFC3394_IV);
     const wrapped = Buffer.concat([w.update(cek), w.final()]);
@@ -68,10 +98,4 @@ function uint32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n);
   return b;
-}
-
-/** rawPoint: the EC point (SEC 1 §2.3.3) of a public key: the subjectPublicKey BIT STRING of its SPKI, unused-bits octet dropped. */
-function rawPoint(key: crypto.KeyObject): Buffer {
-  const spki = key.export({ type: 'spki', format: 'der' });
-  return children(readOne(spki, 0x30), 2)[1].value.subarray(1);
 }

@@ -1,4 +1,4 @@
-import { children, decodeOid, readOne } from '../der/der-reader';
+import { children, decodeOid, readOne, Tlv } from '../der/der-reader';
 import { contextImplicitConstructed, derLength, integer, oid, set } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
@@ -48,18 +48,19 @@ function splitSignedData(der: Buffer): SignedDataParts {
     if (encap[1].tag !== 0xa0) throw new DeviceCaError('bad-request', 'SignedData eContent cannot be read');
     eContent = readOne(encap[1].value, 0x04).value; // a constructed (0x24) OCTET STRING is refused here
   }
-  let i = 3;
+  return { digestAlgorithms: children(f[1], 16).map((d) => d.full), eContentType: decodeOid(encap[0]), eContent, ...fieldsAfterContent(f.slice(3)) };
+}
+
+/**
+ * fieldsAfterContent reads the SignedData fields that follow encapContentInfo (RFC 5652 §5.1):
+ * [0] certificates, [1] crls, then signerInfos, the last field. Errors: 'bad-request'.
+ */
+export function fieldsAfterContent(f: Tlv[]): Pick<SignedDataParts, 'certificates' | 'crls' | 'signerInfos'> {
+  let i = 0;
   const certificates = f[i]?.tag === 0xa0 ? children(f[i++], MAX_ELEMENTS).map((c) => c.full) : [];
   const crls = f[i]?.tag === 0xa1 ? children(f[i++], MAX_ELEMENTS).map((c) => c.full) : [];
   if (f[i]?.tag !== 0x31 || i !== f.length - 1) throw new DeviceCaError('bad-request', 'SignedData signerInfos cannot be read');
-  return {
-    digestAlgorithms: children(f[1], 16).map((d) => d.full),
-    eContentType: decodeOid(encap[0]),
-    eContent,
-    certificates,
-    crls,
-    signerInfos: children(f[i], MAX_ELEMENTS).map((s) => s.full),
-  };
+  return { certificates, crls, signerInfos: children(f[i], MAX_ELEMENTS).map((s) => s.full) };
 }
 
 /**
@@ -69,32 +70,63 @@ function splitSignedData(der: Buffer): SignedDataParts {
  * certsOnly does: readers take them in order and openssl accepts it.
  */
 export function encodeSignedData(p: SignedDataParts): Buffer {
+  const { head, tail } = signedDataLayout(p, p.eContent?.length ?? null);
+  return p.eContent ? Buffer.concat([head, p.eContent, tail], head.length + p.eContent.length + tail.length) : head;
+}
+
+/**
+ * SignedDataLayout: the DER of a SignedData ContentInfo cut around its eContent bytes: `head`, then the
+ * content (contentLength bytes, streamed from a file by the caller), then `tail`. DER lengths are definite,
+ * so only the content's length must be known ahead, not its bytes.
+ */
+export interface SignedDataLayout {
+  head: Buffer;
+  tail: Buffer;
+}
+
+/**
+ * signedDataLayout encodes the parts as encodeSignedData does, with a content of contentLength bytes (null:
+ * no eContent, the whole encoding is `head`). head + content + tail is byte for byte encodeSignedData's
+ * output for the same parts and content.
+ */
+export function signedDataLayout(p: Omit<SignedDataParts, 'eContent'>, contentLength: number | null): SignedDataLayout {
   const unique = (xs: Buffer[]): Buffer[] => xs.filter((x, i) => xs.findIndex((y) => y.equals(x)) === i);
-  const encap = p.eContent ? wrap(0x30, [oid(p.eContentType), wrap(0xa0, [wrap(0x04, [p.eContent])])]) : wrap(0x30, [oid(p.eContentType)]);
+  const encap = contentLength !== null ? wrap(0x30, [oid(p.eContentType), wrap(0xa0, [wrap(0x04, [{ hole: contentLength }])])]) : wrap(0x30, [oid(p.eContentType)]);
   const certs = p.certificates.length > 0 ? [contextImplicitConstructed(0, Buffer.concat(unique(p.certificates)))] : [];
   const crls = p.crls.length > 0 ? [contextImplicitConstructed(1, Buffer.concat(p.crls))] : [];
   const version = p.eContentType === CMS_OID.data ? 1 : 3;
   const sd = wrap(0x30, [integer(version), set(...unique(p.digestAlgorithms)), encap, ...certs, ...crls, set(...p.signerInfos)]);
   const ci = wrap(0x30, [oid(CMS_OID.signedData), wrap(0xa0, [sd])]);
-  return Buffer.concat(ci.parts, ci.length);
+  const at = ci.parts.findIndex((x) => !Buffer.isBuffer(x));
+  const before = (at < 0 ? ci.parts : ci.parts.slice(0, at)) as Buffer[];
+  const after = (at < 0 ? [] : ci.parts.slice(at + 1)) as Buffer[];
+  return { head: Buffer.concat(before), tail: Buffer.concat(after) };
+}
+
+/** Hole: the place of the content in a Rope, by its length only. */
+interface Hole {
+  hole: number;
 }
 
 /**
  * Rope: an encoding kept as its pieces until the end, so that a large eContent (a 64 MiB image) is
- * copied once into the result instead of once per enclosing TLV.
+ * never copied into the enclosing TLVs: it is a Hole, filled by the caller (one copy, or a file stream).
  */
 interface Rope {
-  parts: Buffer[];
+  parts: (Buffer | Hole)[];
   length: number;
 }
 
-function wrap(tag: number, items: (Buffer | Rope)[]): Rope {
-  const parts: Buffer[] = [];
+function wrap(tag: number, items: (Buffer | Rope | Hole)[]): Rope {
+  const parts: (Buffer | Hole)[] = [];
   let length = 0;
   for (const it of items) {
     if (Buffer.isBuffer(it)) {
       parts.push(it);
       length += it.length;
+    } else if ('hole' in it) {
+      parts.push(it);
+      length += it.hole;
     } else {
       parts.push(...it.parts);
       length += it.length;

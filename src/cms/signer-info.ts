@@ -26,6 +26,22 @@ export function contentDigest(content: Buffer, digest: DigestName): Buffer {
   return d;
 }
 
+/**
+ * ContentDigests: a content's digests computed ahead, in place of its bytes, when the content is streamed
+ * from a file (a 64 MiB image hashed once while reading, for every SignerInfo over it).
+ */
+export interface ContentDigests {
+  digests: ReadonlyMap<DigestName, Buffer>;
+}
+
+/** digestOfContent: the content's digest, from its bytes or from the digests computed ahead ('bad-algorithm' when that one was not). */
+function digestOfContent(content: Buffer | null | ContentDigests, digest: DigestName): Buffer {
+  if (content === null || Buffer.isBuffer(content)) return contentDigest(content ?? Buffer.alloc(0), digest);
+  const d = content.digests.get(digest);
+  if (!d) throw new DeviceCaError('bad-algorithm', `the content was not hashed with ${digest}`);
+  return d;
+}
+
 /** digestFor: the digest a SignerInfo made with this key uses (SHA-384 for P-384, RFC 5753 §7.1.1 / RFC 5758 §3.2; else SHA-256). */
 export function digestFor(key: SigningKey): DigestName {
   return key.algorithm === 'ecdsa-p384' ? 'sha384' : 'sha256';
@@ -38,13 +54,13 @@ export function digestFor(key: SigningKey): DigestName {
  */
 export async function buildSignerInfo(args: {
   contentType: string;
-  content: Buffer | null;
+  content: Buffer | null | ContentDigests;
   signer: { certificate: Buffer; key: SigningKey };
   attributes: SignedAttribute[];
 }): Promise<{ signerInfo: Buffer; digestAlgorithm: Buffer }> {
   const digest = digestFor(args.signer.key);
   const digestAlgorithm = seq(oid(DIGEST_OID[digest])); // RFC 5754 §2: parameters absent
-  const md = contentDigest(args.content ?? Buffer.alloc(0), digest);
+  const md = digestOfContent(args.content, digest);
   const attrs = [{ type: CMS_OID.contentType, values: [oid(args.contentType)] }, { type: CMS_OID.messageDigest, values: [octetString(md)] }, ...args.attributes]
     .map((a) => seq(oid(a.type), set(...a.values)))
     .sort(Buffer.compare); // X.690 §11.6: DER SET OF in ascending order of the encodings
@@ -80,7 +96,7 @@ export interface VerifiedSigner {
  * attributes verifies with the certificate's key. It says nothing about who the certificate belongs to.
  * Errors: 'bad-request' (malformed), 'bad-algorithm', 'bad-signature'.
  */
-export function verifySignerInfo(signerInfo: Buffer, contentType: string, content: Buffer | null, certificates: Buffer[]): VerifiedSigner {
+export function verifySignerInfo(signerInfo: Buffer, contentType: string, content: Buffer | null | ContentDigests, certificates: Buffer[]): VerifiedSigner {
   const f = children(readOne(signerInfo, 0x30), 8);
   if (f.length < 5 || f[0].tag !== 0x02) throw new DeviceCaError('bad-request', 'SignerInfo cannot be read');
   const [, sid, digestAlg, signedAttrs, sigAlg, sig] = f;
@@ -104,7 +120,7 @@ export function verifySignerInfo(signerInfo: Buffer, contentType: string, conten
   const ct = singleValue(attributes, CMS_OID.contentType);
   if (decodeOid(readOne(ct)) !== contentType) throw new DeviceCaError('bad-signature', 'contentType attribute differs from the content type');
   const md = readOne(singleValue(attributes, CMS_OID.messageDigest), 0x04).value;
-  const expected = contentDigest(content ?? Buffer.alloc(0), digest);
+  const expected = digestOfContent(content, digest);
   if (md.length !== expected.length || !crypto.timingSafeEqual(md, expected)) throw new DeviceCaError('bad-signature', 'message digest does not match the content');
   const st = attributes.get(CMS_OID.signingTime);
   const signingTime = st && st.length === 1 ? decodeTime(readOne(st[0])) : null;
@@ -120,6 +136,13 @@ export function verifySignerInfo(signerInfo: Buffer, contentType: string, conten
   }
   if (!ok) throw new DeviceCaError('bad-signature', 'a signature does not verify');
   return { certificate, digest, attributes, signingTime, signerInfo };
+}
+
+/** signerInfoDigest: the digest a SignerInfo names (its digestAlgorithm), to hash a streamed content with before verifying it. */
+export function signerInfoDigest(signerInfo: Buffer): DigestName {
+  const f = children(readOne(signerInfo, 0x30), 8);
+  if (f.length < 5 || f[2].tag !== 0x30) throw new DeviceCaError('bad-request', 'SignerInfo cannot be read');
+  return digestOf(decodeOid(children(f[2])[0]));
 }
 
 /** singleValue: the one value of a signed attribute that must occur with exactly one (RFC 5652 §11). */

@@ -43,12 +43,22 @@ export function ensurePrivateDir(dir: string): void {
  * and is set with fchmod, so the umask cannot widen or narrow it.
  */
 export function writeFileAtomic(file: string, data: string | Buffer, mode: number = PRIVATE_FILE_MODE): void {
+  writeFileAtomicWith(file, (fd) => fs.writeFileSync(fd, data), mode);
+}
+
+/**
+ * writeFileAtomicWith is writeFileAtomic for content written in pieces (a streamed firmware package):
+ * `write` writes to the temporary file's descriptor; if it throws, the temporary file is removed and
+ * `file` is left as it was.
+ */
+export function writeFileAtomicWith<T>(file: string, write: (fd: number) => T, mode: number = PRIVATE_FILE_MODE): T {
   ensurePrivateDir(path.dirname(file));
   const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   const fd = fs.openSync(tmp, 'wx', mode);
+  let result: T;
   try {
     fs.fchmodSync(fd, mode);
-    fs.writeFileSync(fd, data);
+    result = write(fd);
     fs.fsyncSync(fd);
   } catch (e) {
     fs.closeSync(fd);
@@ -62,6 +72,7 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode: numbe
     fs.rmSync(tmp, { force: true });
     throw e;
   }
+  return result;
 }
 
 /**

@@ -114,6 +114,28 @@ describe('signing', () => {
   });
 });
 
+describe('signing a multi-MiB image (streamed)', () => {
+  it('create and three signatures in place (--in and --out the same file): openssl cms -verify gives the exact image; a truncated package is refused and nothing is written', async () => {
+    const big = tmp.write('big.bin', crypto.randomBytes((6 << 20) + 7)); // several 1 MiB read chunks, the last one partial
+    const pkg = tmp.file('pkg/big.der');
+    expect(JSON.parse(await offline('firmware', 'create', '--image', big, '--name', 'big-fw', '--version', '3', '--out', pkg, '--json'))).toEqual({ out: pkg, bytes: fs.statSync(pkg).size });
+    const sha256 = crypto.createHash('sha256').update(fs.readFileSync(big)).digest('hex');
+    for (const [i, s] of signers.entries()) {
+      const summary = JSON.parse(await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', pkg, '--json')) as { sha256: string; signers: number };
+      expect(summary).toMatchObject({ sha256, signers: i + 1 });
+    }
+    const out = tmp.file('pkg/big.out');
+    await openssl('cms', '-verify', '-binary', '-inform', 'DER', '-in', pkg, '-CAfile', chain(), '-out', out);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(big))).toBe(true);
+
+    const cut = tmp.write('pkg/big-cut.der', fs.readFileSync(pkg).subarray(0, 3 << 20));
+    const refused = await runCli(['firmware', 'sign', '--in', cut, '--cert', signers[0].crt, '--key', signers[0].key, '--out', tmp.file('pkg/big-cut-signed.der')], {});
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^device-ca: the file is not a DER CMS SignedData \(malformed DER: ContentInfo ends at \d+, not 3145728: truncated or trailing bytes\?\)\n$/);
+    expect(fs.readdirSync(path.dirname(cut)).filter((f) => f.startsWith('big-cut-signed'))).toEqual([]);
+  });
+});
+
 describe('release', () => {
   it('signed by all three roles: the release verifies with openssl against the firmware chain and gives the image', async () => {
     const pkg = await signedPackage('sensor-fw', 1, signers);

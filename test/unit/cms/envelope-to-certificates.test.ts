@@ -1,6 +1,10 @@
 import * as crypto from 'node:crypto';
 import { CMS_OID } from '../../../src/cms/cms-algorithms';
 import { envelopeToCertificates } from '../../../src/cms/enveloped-data';
+import { ecPointOf } from '../../../src/cms/key-agree-recipient';
+import { openFirmwareEnvelope } from '../../../src/cms/firmware-envelope-open';
+import { children, readOne } from '../../../src/der/der-reader';
+import { contextExplicit, contextImplicitPrimitive, seq } from '../../../src/der/der-writer';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { CmsParty, makeParty, openssl, opensslStatus, removeParty } from './cms-fixture';
 
@@ -52,5 +56,45 @@ describe('envelopeToCertificates (openssl cms -decrypt is the recipient)', () =>
       code = (e as DeviceCaError).code;
     }
     expect(code).toBe('bad-algorithm');
+  });
+
+  it('reads each EC recipient key from the certificate DER (curve, point); a P-521 key is refused, a point off the curve too, a broken certificate is a bad request', () => {
+    expect(ecPointOf(p256.certDer)).toMatchObject({ curve: 'prime256v1' });
+    const raw = (p: CmsParty): Buffer => {
+      const j = crypto.createPublicKey(p.key).export({ format: 'jwk' });
+      return Buffer.concat([Buffer.from([4]), Buffer.from(j.x!, 'base64url'), Buffer.from(j.y!, 'base64url')]);
+    };
+    expect(ecPointOf(p256.certDer)?.point.equals(raw(p256))).toBe(true);
+    expect(ecPointOf(p384.certDer)).toMatchObject({ curve: 'secp384r1' });
+    expect(ecPointOf(p384.certDer)?.point.equals(raw(p384))).toBe(true);
+    expect(ecPointOf(rsa.certDer)).toBeNull();
+    const p521 = openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-521', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=p521', '-days', '1', '-outform', 'DER']);
+    expect(ecPointOf(p521)).toBeNull();
+    const codeOf = (f: () => unknown): string => {
+      try {
+        f();
+        return 'returned';
+      } catch (e) {
+        return e instanceof DeviceCaError ? e.code : `other: ${String(e)}`;
+      }
+    };
+    expect(codeOf(() => envelopeToCertificates(Buffer.from('x'), CMS_OID.data, [p521]))).toBe('bad-algorithm');
+    const offCurve = Buffer.from(p256.certDer);
+    offCurve[offCurve.indexOf(raw(p256)) + 64] ^= 1; // the last byte of y: no longer a point of P-256
+    expect(codeOf(() => envelopeToCertificates(Buffer.from('x'), CMS_OID.data, [p256.certDer, offCurve]))).toBe('bad-algorithm');
+    expect(codeOf(() => envelopeToCertificates(Buffer.from('x'), CMS_OID.data, [p256.certDer.subarray(0, 100)]))).toBe('bad-request');
+  });
+
+  it('writes the DER the nested encoder writes, for contents across chunk and length-of-length boundaries; each decrypts', () => {
+    for (const n of [0, 15, 16, 17, 100, 65_500, (1 << 20) + 3]) {
+      const content = crypto.randomBytes(n);
+      const env = envelopeToCertificates(content, CMS_OID.firmwarePackage, [p256.certDer]);
+      const [type, explicit] = children(readOne(env, 0x30), 2);
+      const [version, ris, eci] = children(readOne(explicit.value, 0x30), 3);
+      const [ct, alg, enc] = children(eci, 3);
+      const nested = seq(type.full, contextExplicit(0, seq(version.full, ris.full, seq(ct.full, alg.full, contextImplicitPrimitive(0, enc.value)))));
+      expect({ n, same: nested.equals(env), padded: enc.value.length === (Math.floor(n / 16) + 1) * 16 }).toEqual({ n, same: true, padded: true });
+      expect(openFirmwareEnvelope(env, { certificate: p256.certDer, key: p256.key }).content.equals(content)).toBe(true);
+    }
   });
 });

@@ -1,4 +1,9 @@
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { chunksOf } from '../../../src/cms/file-range';
+import { readFirmwarePackageFile } from '../../../src/cms/firmware-package-file';
 import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../../../src/cms/firmware-package';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { softwareSigningKey } from '../../../src/keys/software-key-backend';
@@ -38,5 +43,45 @@ it('readFirmwarePackage refuses mutated packages with a DeviceCaError, and accep
     expect(refused).toBeGreaterThan(1000); // the mutations reach the checks
   } finally {
     removeParty(party);
+  }
+});
+
+it('readFirmwarePackageFile (streamed) gives the same verdict as readFirmwarePackage on every mutated package, and the same image', async () => {
+  const party = makeParty('fuzz-signer', 'P-256');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-fw-fuzz-'));
+  try {
+    const signer = { certificate: party.certDer, key: softwareSigningKey(party.key, 'ecdsa-p256', party.keyFile) };
+    const image = crypto.randomBytes(2000);
+    const unsigned = createFirmwarePackage(image, { name: 'fuzz', version: 3, hardware: [{ type: '1.2.3.4' }] });
+    const signed = await signFirmwarePackage(unsigned, signer, new Date());
+    const rng = new SeededRandom(SEED + 1);
+    const verdict = (f: () => Buffer): string => {
+      try {
+        return `accepted ${crypto.createHash('sha256').update(f()).digest('hex')}`;
+      } catch (e) {
+        return e instanceof DeviceCaError ? `refused ${e.code}` : `other ${String(e)}`;
+      }
+    };
+    const differ: string[] = [];
+    const file = path.join(dir, 'm.der');
+    for (let i = 0; i < 1500; i++) {
+      const m = mutateBytes(rng, i % 3 === 0 ? unsigned : signed);
+      fs.writeFileSync(file, m.bytes);
+      const fd = fs.openSync(file, 'r');
+      try {
+        const ours = verdict(() => {
+          const p = readFirmwarePackageFile(fd);
+          return Buffer.concat([...chunksOf(p.image)].map((c) => Buffer.from(c)));
+        });
+        const theirs = verdict(() => readFirmwarePackage(m.bytes).image);
+        if (ours !== theirs) differ.push(`case ${i} (${m.how}): file ${ours}, buffer ${theirs}`);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    expect(differ).toEqual([]);
+  } finally {
+    removeParty(party);
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createPrivateFile, writeFileAtomic } from '../../../src/data-dir/atomic-file';
+import { createPrivateFile, writeFileAtomic, writeFileAtomicWith } from '../../../src/data-dir/atomic-file';
 import { fromStoredRef, importLegacyPath, toStoredRef } from '../../../src/data-dir/data-dir-ref';
 
 let dir: string;
@@ -16,6 +16,32 @@ afterEach(() => {
 });
 
 const mode = (p: string): number => fs.statSync(p).mode & 0o777;
+
+describe('writeFileAtomicWith (content written in pieces)', () => {
+  it('writes the pieces with the given mode and returns what the writer returns; a writer that throws halfway leaves the old file and no temporary one', () => {
+    const f = path.join(dir, 'pkg.der');
+    expect(
+      writeFileAtomicWith(
+        f,
+        (fd) => {
+          fs.writeSync(fd, 'one ');
+          fs.writeSync(fd, 'two');
+          return 7;
+        },
+        0o644,
+      ),
+    ).toBe(7);
+    expect([fs.readFileSync(f, 'utf8'), mode(f)]).toEqual(['one two', 0o644]);
+    expect(() =>
+      writeFileAtomicWith(f, (fd) => {
+        fs.writeSync(fd, 'half');
+        throw new Error('the input ended');
+      }),
+    ).toThrow('the input ended');
+    expect(fs.readFileSync(f, 'utf8')).toBe('one two');
+    expect(fs.readdirSync(dir)).toEqual(['pkg.der']);
+  });
+});
 
 describe('writeFileAtomic', () => {
   it('creates the file 0600 and missing directories 0700 under umask 000, with the exact bytes', () => {

@@ -1,0 +1,108 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createFirmwarePackage, buildFirmwareRelease, readFirmwarePackage, signFirmwarePackage } from '../src/cms/firmware-package';
+import { fdSink, wholeFile } from '../src/cms/file-range';
+import { buildPlainReleaseFile, createFirmwarePackageFile, readFirmwarePackageFile, signFirmwarePackageFile } from '../src/cms/firmware-package-file';
+import { softwareSigningKey } from '../src/keys/software-key-backend';
+
+/**
+ * firmware-memory-child: one firmware operation in a process of its own, as the CLI runs it (files in,
+ * files out), printing the process's peak resident set (VmHWM of /proc/self/status, in KiB) on stdout.
+ * bench/firmware.ts runs it once per operation: a peak is only meaningful in a fresh process.
+ * Usage: node firmware-memory-child.js <operation> <dir>; the dir holds image.bin, signer.key, signer.crt,
+ * recipients.der (DER certificates, each length-prefixed) and receives its outputs.
+ */
+export const MEMORY_OPERATIONS = [
+  'baseline',
+  'create',
+  'sign',
+  'verify',
+  'release-plain',
+  'release-encrypted',
+  'create-streamed',
+  'sign-streamed',
+  'verify-streamed',
+  'release-plain-streamed',
+] as const;
+export type MemoryOperation = (typeof MEMORY_OPERATIONS)[number];
+
+function peakKiB(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'latin1'));
+  if (!m) throw new Error('no VmHWM in /proc/self/status');
+  return Number(m[1]);
+}
+
+function recipients(file: string): Buffer[] {
+  const all = fs.readFileSync(file);
+  const out: Buffer[] = [];
+  for (let p = 0; p < all.length;) {
+    const n = all.readUInt32BE(p);
+    out.push(all.subarray(p + 4, p + 4 + n));
+    p += 4 + n;
+  }
+  return out;
+}
+
+/** streamed: a streaming operation from one file into another, as the CLI runs it (without the atomic rename). */
+async function streamed(from: string, to: string, op: (fd: number, sink: (b: Buffer) => void) => unknown): Promise<void> {
+  const fd = fs.openSync(from, 'r');
+  const out = fs.openSync(to, 'w');
+  try {
+    await op(fd, fdSink(out));
+  } finally {
+    fs.closeSync(fd);
+    fs.closeSync(out);
+  }
+}
+
+async function run(op: MemoryOperation, dir: string): Promise<void> {
+  const f = (name: string): string => path.join(dir, name);
+  const signer = {
+    certificate: Buffer.from(new crypto.X509Certificate(fs.readFileSync(f('signer.crt'))).raw),
+    key: softwareSigningKey(crypto.createPrivateKey(fs.readFileSync(f('signer.key'))), 'ecdsa-p256', f('signer.key')),
+  };
+  const now = new Date();
+  switch (op) {
+    case 'baseline':
+      return;
+    case 'create':
+      fs.writeFileSync(f('unsigned.der'), createFirmwarePackage(fs.readFileSync(f('image.bin')), { name: 'bench', version: 1, hardware: [] }));
+      return;
+    case 'sign':
+      fs.writeFileSync(f('signed.der'), await signFirmwarePackage(fs.readFileSync(f('unsigned.der')), signer, now));
+      return;
+    case 'verify':
+      readFirmwarePackage(fs.readFileSync(f('signed.der')));
+      return;
+    case 'release-plain':
+      fs.writeFileSync(f('release.der'), await buildFirmwareRelease(readFirmwarePackage(fs.readFileSync(f('signed.der'))), signer, { now }));
+      return;
+    case 'release-encrypted':
+      fs.writeFileSync(f('release-enc.der'), await buildFirmwareRelease(readFirmwarePackage(fs.readFileSync(f('signed.der'))), signer, { now, recipients: recipients(f('recipients.der')) }));
+      return;
+    case 'create-streamed':
+      return streamed(f('image.bin'), f('unsigned-s.der'), (fd, sink) => createFirmwarePackageFile(wholeFile(fd), { name: 'bench', version: 1, hardware: [] }, sink));
+    case 'sign-streamed':
+      return streamed(f('unsigned-s.der'), f('signed-s.der'), async (fd, sink) => (await signFirmwarePackageFile(fd, signer, now)).writeTo(sink));
+    case 'verify-streamed':
+      return streamed(f('signed-s.der'), '/dev/null', (fd) => readFirmwarePackageFile(fd));
+    case 'release-plain-streamed':
+      return streamed(f('signed-s.der'), f('release-s.der'), async (fd, sink) => (await buildPlainReleaseFile(readFirmwarePackageFile(fd, ['sha256']), signer, now)).writeTo(sink));
+  }
+}
+
+if (require.main === module) {
+  const [op, dir] = process.argv.slice(2);
+  if (!MEMORY_OPERATIONS.includes(op as MemoryOperation) || !dir) {
+    process.stderr.write(`usage: firmware-memory-child <${MEMORY_OPERATIONS.join('|')}> <dir>\n`);
+    process.exit(2);
+  }
+  run(op as MemoryOperation, dir).then(
+    () => process.stdout.write(`${peakKiB()}\n`),
+    (e: unknown) => {
+      process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}
