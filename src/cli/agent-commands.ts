@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { agentEnroll, DEFAULT_HANDLES } from '../agent/agent-enroll';
 import { agentRenew } from '../agent/agent-renew';
+import { agentUpdate } from '../agent/agent-update';
+import { parseHardwareList } from '../cms/firmware-attributes';
 import { DEFAULT_TCTI, parseHandle } from '../agent/tpm-tools';
 import { DeviceCaError } from '../errors/device-ca-error';
 
@@ -13,6 +15,15 @@ Files in --out: cert.pem (the device certificate), chain.pem (it and the CA inte
 certificate), agent.json (device, EST URL, TPM handles). The private key never leaves the TPM: openssl
 reaches it as -provider tpm2 -key handle:<agent.json keyHandle>.
 Exit status: 0 done; 1 refused or failed (the server's reason or the TPM's is printed); 4 nothing enrolled in --out.`;
+
+const UPDATE_HELP = `
+Checks, in order: the firmware signer CA's counter-signature (--firmware-chain), every approval over the image
+and the roles (--roles), the hardware (--hardware), the package name, and the version against the one in
+<out>/firmware.json (RFC 4108 anti-rollback: a lower version is refused). An encrypted release is opened
+with the device key in the TPM (TPM2_ECDH_ZGen): the key must have been enrolled with --key-decrypt.
+Exit status: 0 installed, or nothing newer than the installed version; 1 refused (the reason is printed:
+a signature, a missing role, another hardware, a downgrade, a key that cannot decrypt) or failed;
+4 no release of that name for this device, or nothing enrolled in --out. docs/firmware.md "Device agent".`;
 
 /**
  * registerAgentCommands adds `device-ca agent enroll|renew`, the reference device client of TPM-attested
@@ -33,13 +44,28 @@ export function registerAgentCommands(program: Command): void {
     .option('--ak-handle <handle>', 'persistent handle for the attestation key', DEFAULT_HANDLES.ak)
     .option('--key-handles <a,b>', 'the two persistent handles the device key alternates between on renewal', DEFAULT_HANDLES.keys.join(','))
     .option('--force', 'replace objects already persistent at those handles (an earlier enrollment: its certificate stops working)')
+    .option('--key-decrypt', 'make the device key a decrypt key too, so encrypted firmware can be opened in the TPM (the profile needs tpmKeyDecrypt: true)')
     .addHelpText('after', TPM_HELP)
-    .action(async (o: { est: string; device: string; secret: string; trust: string; out: string; ekCert?: string; ekChain?: string[]; akHandle: string; keyHandles: string; force?: boolean }) => {
-      const slots = o.keyHandles.split(',').map((h) => parseHandle(h.trim(), '--key-handles'));
-      if (slots.length !== 2 || slots[0] === slots[1]) throw new DeviceCaError('bad-request', '--key-handles: two different handles, comma-separated');
-      const r = await agentEnroll({ ...o, akHandle: parseHandle(o.akHandle, '--ak-handle'), keySlots: [slots[0], slots[1]] });
-      console.log(`enrolled: ${r.certFile} (serial ${r.serial})`);
-    });
+    .action(
+      async (o: {
+        est: string;
+        device: string;
+        secret: string;
+        trust: string;
+        out: string;
+        ekCert?: string;
+        ekChain?: string[];
+        akHandle: string;
+        keyHandles: string;
+        force?: boolean;
+        keyDecrypt?: boolean;
+      }) => {
+        const slots = o.keyHandles.split(',').map((h) => parseHandle(h.trim(), '--key-handles'));
+        if (slots.length !== 2 || slots[0] === slots[1]) throw new DeviceCaError('bad-request', '--key-handles: two different handles, comma-separated');
+        const r = await agentEnroll({ ...o, akHandle: parseHandle(o.akHandle, '--ak-handle'), keySlots: [slots[0], slots[1]] });
+        console.log(`enrolled: ${r.certFile} (serial ${r.serial})`);
+      },
+    );
   agent
     .command('renew')
     .description('a new TPM key certified by the AK, re-enrolled (simplereenroll) with the current certificate; cert.pem replaced only on success')
@@ -50,5 +76,28 @@ export function registerAgentCommands(program: Command): void {
     .action(async (o: { est?: string; trust: string; out: string }) => {
       const r = await agentRenew(o);
       console.log(`renewed: ${r.certFile} (serial ${r.serial})`);
+    });
+  agent
+    .command('update')
+    .description('download the latest release of a firmware over TLS with the TPM key, verify it as a device must, decrypt it in the TPM, refuse a downgrade, write the image')
+    .requiredOption('--check', 'check for a newer release and install it (the only mode so far)')
+    .option('--est <url>', 'EST base URL; its origin serves /firmware/ (default: the one recorded at enrollment)')
+    .requiredOption('--trust <pem>', "the CA chain (PEM) the server's TLS certificate must chain to")
+    .requiredOption('--firmware-chain <pem>', "the firmware signer CA and root (PEM; the server's <data>/ca/firmware-chain.pem)")
+    .requiredOption('--out <dir>', 'the directory "agent enroll" wrote; firmware.json there remembers the installed versions')
+    .requiredOption('--name <id>', 'the firmware name')
+    .option('--image-out <file>', 'where to write the image (default <out>/firmware/<name>.bin)')
+    .option('--roles <list>', 'roles that must all have approved', 'manufacturer,developer,administrator')
+    .option('--hardware <oid:serial>', "this device's hardware module type and serial: refuse a package for other hardware")
+    .addHelpText('after', UPDATE_HELP)
+    .action(async (o: { est?: string; trust: string; firmwareChain: string; out: string; name: string; imageOut?: string; roles: string; hardware?: string }) => {
+      const roles = o.roles
+        .split(',')
+        .map((r) => r.trim())
+        .filter((r) => r.length > 0);
+      const hardware = o.hardware === undefined ? undefined : parseHardwareList(o.hardware)[0];
+      const r = await agentUpdate({ ...o, roles, hardware });
+      if (r.outcome === 'up-to-date') console.log(`${r.name}: version ${r.version} is installed, nothing newer`);
+      else console.log(`${r.name}: installed version ${r.version}${r.previous === null ? '' : ` (was ${r.previous})`}${r.encrypted ? ', decrypted in the TPM' : ''}: ${r.image}`);
     });
 }

@@ -3,7 +3,7 @@ import { children, readOne } from '../der/der-reader';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
 import { FirmwareMetadata, HardwareTarget, firmwareAttributesOf, readFirmwareMetadata, sameAttributes } from './firmware-attributes';
-import { openFirmwareEnvelope } from './firmware-envelope-open';
+import { EnvelopeRecipient, openFirmwareEnvelope } from './firmware-envelope-open';
 import { parseSignedDataParts } from './signed-data-parts';
 import { VerifiedSigner, verifySignerInfo } from './signer-info';
 
@@ -21,8 +21,8 @@ import { VerifiedSigner, verifySignerInfo } from './signer-info';
 export interface ReleaseCheck {
   /** chain: the firmware chain: the signer CA certificate and the root */
   chain: Buffer[];
-  /** recipient: the device's certificate and key, to decrypt an encrypted release */
-  recipient?: { certificate: Buffer; key: crypto.KeyObject };
+  /** recipient: the device's certificate and its key (software, or the agent's TPM), to decrypt an encrypted release */
+  recipient?: EnvelopeRecipient;
   /** roles: roles that must all have signed */
   roles: readonly string[];
   /** installed: the installed version; the release must be above it */

@@ -1,0 +1,170 @@
+import Database from 'better-sqlite3';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openssl } from '../helpers/pki-client';
+import { assertBuilt, CLI_JS, ProcessResult, RunningService, runCli, runProcess, startService } from '../helpers/service-process';
+import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
+import { makeTmpDir, TmpDir } from '../helpers/tmp';
+import { startAbrmd, TpmAbrmd } from '../helpers/tpm-abrmd';
+
+/**
+ * `device-ca agent update --check` (issue 13) against the BUILT service and swtpm behind tpm2-abrmd: a
+ * device enrolled by the agent with a TPM key that can decrypt (--key-decrypt, on a label whose profile
+ * sets tpmKeyDecrypt) downloads a release encrypted to it over TLS with that key, verifies it with the
+ * firmware chain, opens it by TPM2_ECDH_ZGen and writes the exact image; a sign-only device is told why it
+ * cannot; a downgrade served by the server and a tampered release are refused with their reasons, and
+ * nothing is written.
+ */
+let prov: TmpDir;
+let tpm: SwTpm;
+let rm: TpmAbrmd;
+let tmp: TmpDir;
+let svc: RunningService;
+let image1: Buffer;
+let image2: Buffer;
+const signers: { role: string; key: string; crt: string }[] = [];
+
+const agent = (args: string[]): Promise<ProcessResult> => runProcess(process.execPath, [CLI_JS, 'agent', ...args], { env: { ...rm.env, TPM2TOOLS_TCTI: rm.tcti }, timeoutMs: 90_000 });
+const cliOk = async (...args: string[]): Promise<string> => {
+  const r = await svc.cli(args);
+  if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+};
+const firmwareChain = (): string => path.join(svc.dataDir, 'ca', 'firmware-chain.pem');
+const outA = (): string => tmp.file('dev-a');
+const outB = (): string => tmp.file('dev-b');
+
+async function enrollDevice(id: string, out: string, extra: string[]): Promise<void> {
+  const secret = (await cliOk('devices', 'add', id, '--owner', 'acme', '--label', 'fwtpm')).trim();
+  const r = await agent(['enroll', '--est', `${svc.est}/fwtpm`, '--device', id, '--secret', secret, '--trust', svc.chainPem, '--out', out, '--ek-chain', tmp.file('ek-issuer.pem'), ...extra]);
+  if (r.code !== 0) throw new Error(`agent enroll ${id} exited ${r.code}: ${r.stderr}`);
+}
+
+/** release: create, have the three roles sign (offline), release encrypted to the devices; the release file */
+async function release(version: number, image: Buffer, to: string): Promise<string> {
+  const img = tmp.write(`img-${version}.bin`, image);
+  let pkg = tmp.file(`pkg/${version}-0.der`);
+  const offline = async (...args: string[]) => {
+    const r = await runCli(args, {});
+    if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')}: ${r.stderr}`);
+  };
+  await offline('firmware', 'create', '--image', img, '--name', 'sensor-fw', '--version', String(version), '--out', pkg);
+  for (const [i, s] of signers.entries()) {
+    const next = tmp.file(`pkg/${version}-${i + 1}.der`);
+    await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', next);
+    pkg = next;
+  }
+  const rel = tmp.file(`rel/${version}.der`);
+  await cliOk('firmware', 'release', '--in', pkg, '--encrypt-to', to, '--out', rel);
+  return rel;
+}
+
+const update = (out: string, imageOut: string): Promise<ProcessResult> =>
+  agent(['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', out, '--name', 'sensor-fw', '--image-out', imageOut]);
+
+/** storedRelease: the release bytes in the service's store (what GET /firmware/<name>/... serves) */
+function withStore<T>(fn: (db: Database.Database) => T): T {
+  const db = new Database(path.join(svc.dataDir, 'device-ca.sqlite'));
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
+
+beforeAll(async () => {
+  assertBuilt();
+  tmp = makeTmpDir('device-ca-agent-fw-');
+  prov = provisionSwTpm();
+  tpm = await startSwTpm(prov);
+  rm = await startAbrmd(tpm);
+  tmp.write('tpm-roots/swtpm-root.pem', tpm.ekRootPem);
+  tmp.write('ek-issuer.pem', tpm.ekIssuerPem);
+  svc = await startService({
+    configYaml: [
+      `attestation:\n  ekRoots: [${JSON.stringify(tmp.file('tpm-roots'))}]`,
+      'est:\n  labels:\n    fwtpm:\n      attestation: required\n      serverKeyGen: false\n      tpmKeyDecrypt: true',
+      '',
+    ].join('\n'),
+  });
+  for (const role of ['manufacturer', 'developer', 'administrator']) {
+    const key = tmp.file(`signers/${role}.key`);
+    const csr = tmp.file(`signers/${role}.csr`);
+    await openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key);
+    await openssl('req', '-new', '-key', key, '-subj', `/CN=${role}-1`, '-out', csr);
+    signers.push({ role, key, crt: tmp.write(`signers/${role}.crt`, await cliOk('signers', 'add', `${role}-1`, '--role', role, '--csr', csr)) });
+  }
+  await enrollDevice('fw-tpm-a', outA(), ['--key-decrypt']);
+  // a second identity in the same TPM, sign-only (the default key), at other handles
+  await enrollDevice('fw-tpm-b', outB(), ['--ak-handle', '0x81018010', '--key-handles', '0x81018011,0x81018012']);
+  image1 = crypto.randomBytes(70_001);
+  image2 = crypto.randomBytes(50_003);
+}, 240_000);
+
+afterAll(async () => {
+  await svc?.stop();
+  await rm?.stop();
+  await tpm?.stop();
+  prov?.cleanup();
+  tmp?.cleanup();
+});
+
+describe('agent update --check (swtpm)', () => {
+  it('an encrypted release: downloaded over TLS with the TPM key, opened in the TPM, the exact image written; the version remembered', async () => {
+    await release(1, image1, 'fw-tpm-a,fw-tpm-b');
+    const img = tmp.file('a/sensor-fw.bin');
+    const r = await update(outA(), img);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`sensor-fw: installed version 1, decrypted in the TPM: ${img}\n`);
+    expect(fs.readFileSync(img).equals(image1)).toBe(true);
+    expect(JSON.parse(fs.readFileSync(path.join(outA(), 'firmware.json'), 'utf8'))).toMatchObject({
+      'sensor-fw': { version: 1, sha256: crypto.createHash('sha256').update(image1).digest('hex'), image: img },
+    });
+    // again: nothing newer, nothing rewritten
+    const again = await update(outA(), img);
+    expect([again.code, again.stdout]).toEqual([0, 'sensor-fw: version 1 is installed, nothing newer\n']);
+  });
+
+  it('a sign-only TPM key: refused, saying why and what to do; no image', async () => {
+    const img = tmp.file('b/sensor-fw.bin');
+    const r = await update(outB(), img);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      'device-ca: sensor-fw: refused: the release is encrypted by ECDH to this device, and its TPM key at 0x81018011 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true\n',
+    );
+    expect(fs.existsSync(img)).toBe(false);
+  });
+
+  it('a tampered release (one byte of the stored release changed) is refused, the installed image untouched', async () => {
+    await release(2, image2, 'fw-tpm-a');
+    const der = withStore((db) => (db.prepare('SELECT der FROM firmware_releases WHERE name = ? AND version = ?').get('sensor-fw', 2) as { der: Buffer }).der);
+    const bad = Buffer.from(der);
+    bad[bad.length - 200] ^= 0x01; // inside the CA's signature or the envelope: either way the signature must fail
+    withStore((db) => db.prepare('UPDATE firmware_releases SET der = ? WHERE name = ? AND version = ?').run(bad, 'sensor-fw', 2));
+    const img = tmp.file('a/sensor-fw.bin');
+    const r = await update(outA(), img);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^device-ca: sensor-fw: refused: .*(signature|digest)/);
+    expect(fs.readFileSync(img).equals(image1)).toBe(true);
+    withStore((db) => db.prepare('UPDATE firmware_releases SET der = ? WHERE name = ? AND version = ?').run(der, 'sensor-fw', 2));
+  });
+
+  it('version 2 installs; then a server replaying version 1 as the latest is refused (anti-rollback)', async () => {
+    const img = tmp.file('a/sensor-fw.bin');
+    const r = await update(outA(), img);
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', `sensor-fw: installed version 2 (was 1), decrypted in the TPM: ${img}\n`]);
+    expect(fs.readFileSync(img).equals(image2)).toBe(true);
+    withStore((db) => db.prepare('DELETE FROM firmware_releases WHERE name = ? AND version = ?').run('sensor-fw', 2));
+    const replay = await update(outA(), img);
+    expect(replay.code).toBe(1);
+    expect(replay.stderr).toBe('device-ca: sensor-fw: refused: version 1 is below the installed version 2 (anti-rollback, RFC 4108)\n');
+    expect(fs.readFileSync(img).equals(image2)).toBe(true);
+  });
+
+  it('a name with no release for this device: exit 4', async () => {
+    const r = await agent(['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', outA(), '--name', 'no-such-fw']);
+    expect([r.code, r.stderr]).toEqual([4, `device-ca: no release of no-such-fw for this device at ${new URL(svc.est).origin}\n`]);
+  });
+});
