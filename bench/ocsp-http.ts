@@ -44,7 +44,9 @@ import { Responder, machineBusyMs, probe, startDeviceCa, startFloor, startOpenss
  * bench/ocsp-http-whatif), OCSP_BENCH_PROFILE=1 (one
  * more device-ca per path with node --cpu-prof on every process; summary on stderr; V8 samples wall-clock
  * time, so under CPU contention a syscall or native call is also charged for time the thread was preempted),
- * OCSP_BENCH_KEEP=1 (keep the temp dir with the servers' logs).
+ * OCSP_BENCH_KEEP=1 (keep the temp dir with the servers' logs), OCSP_BENCH_COMPARE_ROOT=<dir> (one more device-ca
+ * started from another built checkout, e.g. `git archive main` built in /tmp, over the same data directory:
+ * rows of this build against that one in the same run, which on a shared machine says more than two runs).
  */
 
 export interface Row {
@@ -154,6 +156,8 @@ export interface OcspHttpOptions {
   /** whatif: patches of bench/ocsp-http-whatif to measure as extra rows (OCSP_BENCH_WHATIF) */
   whatif: string[];
   keep: boolean;
+  /** compareRoot: another built checkout to measure beside this one (OCSP_BENCH_COMPARE_ROOT) */
+  compareRoot?: string;
   log: (s: string) => void;
 }
 
@@ -168,6 +172,7 @@ export function optionsFromEnv(): OcspHttpOptions {
     profile: process.env.OCSP_BENCH_PROFILE === '1',
     whatif: (process.env.OCSP_BENCH_WHATIF ?? '').split(',').filter(Boolean),
     keep: process.env.OCSP_BENCH_KEEP === '1',
+    compareRoot: process.env.OCSP_BENCH_COMPARE_ROOT || undefined,
     log: (s) => process.stderr.write(`bench/ocsp-http: ${s}\n`),
   };
 }
@@ -208,6 +213,10 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
           }),
         )
       : null;
+    // OCSP_BENCH_COMPARE_ROOT: the same service from another build, same data directory and settings
+    const other = opts.compareRoot
+      ? await start(() => startDeviceCa({ root: opts.compareRoot!, dataDir: rig.dataDir, name: 'device-ca-compare', logLevel: 'info', workers: 0, maxSeconds, probeBody }))
+      : null;
     // the floor answers with the response device-ca itself gives for certs[0]
     const responseFile = path.join(rig.dir, 'floor-response.der');
     fs.writeFileSync(responseFile, (await probe(info.port, probeBody)).body);
@@ -244,6 +253,26 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
               requests: rig.noncePost,
               connection: 'keep-alive',
               concurrency: c,
+            },
+          ] as Scenario[])
+        : []),
+      ...(other
+        ? ([
+            {
+              key: 'cachedPostCompare',
+              label: `${opts.compareRoot}: cached POST /ocsp, keep-alive c=${c}, log info`,
+              server: () => other,
+              requests: rig.cachedPost,
+              connection: 'keep-alive',
+              concurrency: c,
+            },
+            {
+              key: 'liveCloseCompare',
+              label: `${opts.compareRoot}: nonce POST /ocsp, new connection per request c=${oc}, log info`,
+              server: () => other,
+              requests: rig.noncePost,
+              connection: 'close',
+              concurrency: oc,
             },
           ] as Scenario[])
         : []),
@@ -322,6 +351,18 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
         baseline: `device-ca as built: ${rate(real)}, server CPU ${real.serverCpuUs.toFixed(0)} µs/resp`,
         ratio: m.rate / real.rate,
         note: `estimate of the proposed fixes (patched in memory); server CPU ${m.serverCpuUs.toFixed(0)} µs/resp (${(m.serverCpuUs - real.serverCpuUs).toFixed(0)}); ${m.rate / base.rate >= (key.startsWith('cached') ? CACHED_TARGET_RATIO : LIVE_TARGET_RATIO) ? 'would meet' : 'would still miss'} the ratio target (${(m.rate / base.rate).toFixed(2)}x openssl); ${detail(m)}`,
+      });
+    }
+    for (const key of ['cachedPostCompare', 'liveCloseCompare']) {
+      const m = best.get(key);
+      const mine = best.get(key.replace('Compare', ''));
+      if (!m || !mine) continue;
+      rows.push({
+        name: `this build vs ${m.label}`,
+        figure: rate(mine),
+        baseline: `${rate(m)}, server CPU ${m.serverCpuUs.toFixed(0)} µs/resp`,
+        ratio: mine.rate / m.rate,
+        note: `same run, rounds interleaved; server CPU ${mine.serverCpuUs.toFixed(0)} µs/resp here against ${m.serverCpuUs.toFixed(0)} there; ${detail(mine)}`,
       });
     }
     const c1 = best.get('opensslC1');

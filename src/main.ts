@@ -41,6 +41,7 @@ import { ConsoleOverview } from './ra/console-overview';
 import { ConsoleSessions } from './ra/console-sessions';
 import { DeviceLifecycle } from './ra/device-lifecycle';
 import { FirmwareDistribution } from './ra/firmware-distribution';
+import { FirmwareReceipts } from './ra/firmware-receipts';
 import { CsrVerifyPool, csrVerifyThreads } from './ra/csr-verify-pool';
 import { serverSecretKey } from './ra/enrollment-secret';
 import { operatorFingerprints } from './ra/operator-fingerprints';
@@ -216,6 +217,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };
   const health = new StoreHealth(store);
+  // firmware receipts and status (issue 13): the admin API, the console and the HTTPS firmware routes share one
+  const receipts = new FirmwareReceipts(store);
   // the operator console (issue 14): the admin API behind a session cookie, and its overview
   let ocspCert: Buffer = initial.ocsp.cert;
   const consoleMounts = cfg.console.enabled
@@ -233,14 +236,17 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
               ocspResponderCertificate: () => ocspCert,
               storeHealth: () => health.check(),
             }),
-            admin: { access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit },
+            admin: { access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit, firmware: receipts },
             maxAgeSeconds: cfg.console.maxAge,
           }),
         },
       ]
     : [];
   // firmware releases (issue 13): plain ones on both listeners, encrypted ones per device over mTLS
-  const firmware = firmwareRouter({ distribution: new FirmwareDistribution(store) });
+  const distribution = new FirmwareDistribution(store);
+  const firmware = firmwareRouter({ distribution });
+  // receipts (RFC 4108 §3/§4) only where devices authenticate with their certificate
+  const firmwareTls = firmwareRouter({ distribution, receipts: { decide: receipts, bodyLimit: cfg.https.bodyLimit } });
   const httpsServer = createHttpsListener({
     tls: { ...tlsContext, cert: initial.tls.certPem, key: initial.tls.keyPem, requestCert: true, rejectUnauthorized: false, handshakeTimeout: cfg.https.handshakeTimeout * 1000 },
     mounts: [
@@ -253,8 +259,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
           replyBase64: new Map(Object.entries(cfg.est.labels).map(([name, l]) => [name, l.replyBase64])),
         }),
       },
-      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit }) },
-      { path: '/firmware', router: firmware },
+      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit, firmware: receipts }) },
+      { path: '/firmware', router: firmwareTls },
       ...consoleMounts,
     ],
     registry,
@@ -344,6 +350,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     duties,
     async close() {
       rootCrl.stop();
+      await distribution.close();
       await duties.stop();
       for (const p of crls) p.stop();
       await marks.record().catch(logError('recording the store mark failed'));

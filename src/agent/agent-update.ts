@@ -3,8 +3,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pemBlocks } from '../ca/pem';
+import { CMS_OID } from '../cms/cms-algorithms';
 import { HardwareTarget } from '../cms/firmware-attributes';
 import { EnvelopeRecipient } from '../cms/firmware-envelope-open';
+import { buildFirmwareReceipt } from '../cms/firmware-receipt';
 import { verifyFirmwareRelease, VerifiedRelease } from '../cms/firmware-release-verify';
 import { writeFileAtomic } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
@@ -12,7 +14,7 @@ import { FILES, loadTrust, readState } from './agent-files';
 import { spkiOf } from './attested-key';
 import { HttpReply } from './http-reply';
 import { OpensslTlsTransport } from './openssl-tls-transport';
-import { keyCanDecrypt, tpmEcdhZ } from './tpm-device-key';
+import { keyCanDecrypt, tpmEcdhZ, tpmSigningKey } from './tpm-device-key';
 import { hex, parseHandle, TpmTools } from './tpm-tools';
 
 /** FIRMWARE_STATE: the file of --out that remembers, per firmware name, the version the agent installed (anti-rollback survives restarts). */
@@ -25,6 +27,8 @@ export interface InstalledFirmware {
   sha256: string;
   image: string;
   installedAt: string;
+  /** receipt: whether the server recorded the RFC 4108 load receipt of this version (else the next run posts it again) */
+  receipt: boolean;
 }
 
 /** NAME_RE: the firmware names the agent asks for (a URL path segment; the server's own rule is narrower or equal). */
@@ -41,12 +45,18 @@ export interface UpdateOptions {
   /** imageOut: where the image goes; default <out>/firmware/<name>.bin */
   imageOut?: string;
   roles: readonly string[];
+  /** require: how many of `roles` must have approved (M-of-N); default all */
+  require?: number;
   hardware?: HardwareTarget;
   tcti?: string;
 }
 
+/** ReceiptResult: what became of the load receipt: recorded (HTTP 201), already recorded (200), or why not. */
+export type ReceiptResult = { posted: true; status: number } | { posted: false; reason: string };
+
 export type UpdateResult =
-  { outcome: 'installed'; name: string; version: number; previous: number | null; image: string; encrypted: boolean; approvals: string[] } | { outcome: 'up-to-date'; name: string; version: number };
+  | { outcome: 'installed'; name: string; version: number; previous: number | null; image: string; encrypted: boolean; approvals: string[]; receipt: ReceiptResult }
+  | { outcome: 'up-to-date'; name: string; version: number; receipt: ReceiptResult | null };
 
 /**
  * agentUpdate is `device-ca agent update --check`: GET /firmware/<name>/latest over TLS authenticated by
@@ -103,7 +113,7 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
     };
     let v: VerifiedRelease;
     try {
-      v = verifyFirmwareRelease(reply.body, { chain, recipient, roles: o.roles, hardware: o.hardware, now: new Date() });
+      v = verifyFirmwareRelease(reply.body, { chain, recipient, roles: o.roles, require: o.require, hardware: o.hardware, now: new Date() });
     } catch (e) {
       if (e instanceof DeviceCaError) throw new DeviceCaError(e.code, `${o.name}: refused: ${e.message}`, { detail: e.detail, cause: e });
       throw new DeviceCaError('bad-request', `${o.name}: refused: the release cannot be read (${(e as Error).message})`, { cause: e });
@@ -113,15 +123,47 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
     if (installed && version < installed.version) {
       throw new DeviceCaError('forbidden', `${o.name}: refused: version ${version} is below the installed version ${installed.version} (anti-rollback, RFC 4108)`);
     }
-    if (installed && version === installed.version) return { outcome: 'up-to-date', name, version };
+    const postReceipt = async (entry: InstalledFirmware): Promise<ReceiptResult> => {
+      const r = await sendReceipt(transport, base, { tpm, keyHandle, certificate: cert.raw, device: state.device, name, version, hwType: o.hardware?.type });
+      if (r.posted) writeInstalled(o.out, { ...readInstalled(o.out), [o.name]: { ...entry, receipt: true } });
+      return r;
+    };
+    if (installed && version === installed.version) return { outcome: 'up-to-date', name, version, receipt: installed.receipt === false ? await postReceipt(installed) : null };
 
     const image = path.resolve(o.imageOut ?? path.join(o.out, 'firmware', `${o.name}.bin`));
     writeFileAtomic(image, v.image, 0o600);
-    const entry: InstalledFirmware = { version, sha256: crypto.createHash('sha256').update(v.image).digest('hex'), image, installedAt: new Date().toISOString() };
+    const entry: InstalledFirmware = { version, sha256: crypto.createHash('sha256').update(v.image).digest('hex'), image, installedAt: new Date().toISOString(), receipt: false };
     writeInstalled(o.out, { ...readInstalled(o.out), [o.name]: entry });
-    return { outcome: 'installed', name, version, previous: installed?.version ?? null, image, encrypted: v.encrypted, approvals: v.approvals.map((a) => a.role) };
+    const receipt = await postReceipt(entry);
+    return { outcome: 'installed', name, version, previous: installed?.version ?? null, image, encrypted: v.encrypted, approvals: v.approvals.map((a) => a.role), receipt };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * sendReceipt posts the RFC 4108 §3 load receipt of `name` `version` (hwSerialNum = the device id, hwType
+ * --hardware's type or CMS_OID.genericHardware), signed by the device key in the TPM, to
+ * POST /firmware/<name>/<version>/receipt over the same TLS as the download. A refusal or an unreachable
+ * server is returned, not thrown: the image is installed either way, and the next run posts it again.
+ */
+async function sendReceipt(
+  transport: OpensslTlsTransport,
+  base: URL,
+  r: { tpm: TpmTools; keyHandle: number; certificate: Buffer; device: string; name: string; version: number; hwType?: string },
+): Promise<ReceiptResult> {
+  const der = await buildFirmwareReceipt(
+    { kind: 'loaded', hwType: r.hwType ?? CMS_OID.genericHardware, hwSerial: r.device, package: { name: r.name, version: r.version } },
+    { certificate: r.certificate, key: tpmSigningKey(r.tpm, r.keyHandle) },
+    new Date(),
+  );
+  const url = new URL(`/firmware/${r.name}/${r.version}/receipt`, base);
+  try {
+    const reply = await transport.request('POST', url, { 'Content-Type': 'application/cms' }, der);
+    if (reply.status === 200 || reply.status === 201) return { posted: true, status: reply.status };
+    return { posted: false, reason: `HTTP ${reply.status}: ${reply.body.toString('utf8').replace(/\s+/g, ' ').trim().slice(0, 300)}` };
+  } catch (e) {
+    return { posted: false, reason: (e as Error).message };
   }
 }
 

@@ -2,6 +2,7 @@ import * as crypto from 'node:crypto';
 import { Config } from '../config/schema';
 import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
 import { RevocationFeed } from '../store/revocation-feed';
+import { StatusVersion, hasStatusVersion } from '../store/status-version';
 import { RevocationStore } from '../store/store';
 import { CaMaterial } from './certificate-authority';
 import { OcspCertId, OcspHashName, OcspResponder, OcspSingleResponse, OcspStatus, certIdHashes, parseOcspRequest } from './ocsp-codec';
@@ -40,15 +41,21 @@ const STATUS_MAX_AGE_MS = 60_000;
  * pre-signed response from a cache; before any cached answer is sent, the certificate's status is read
  * from the store, so a revocation made by any process is visible on the next request. With a revocation
  * feed (the shared Redis store's pub/sub), statuses are kept in memory while the feed is live and dropped
- * when a status changes through any node, so a cached answer costs no store read. While the store is
+ * when a status changes through any node, so a cached answer costs no store read. With SQLite, statuses are
+ * kept while the store's statusVersion (store/status-version.ts) stays the same, a check that any commit by
+ * any process changes and that costs less than the row read. While the store is
  * unavailable, a pre-signed answer is still served until its nextUpdate (RFC 5019 §6: a relying party
  * may use it that long anyway); nothing new is signed.
  */
 export class OcspService {
   private readonly cache = new Map<string, Cached>();
-  /** statuses: by serial, learnt from the store while the feed was live (empty without a feed) */
+  /** statuses: by serial, learnt from the store while the feed was live or under the store's current statusVersion */
   private readonly statuses = new Map<string, { row: StatusRow; at: number }>();
   private feedLive = false;
+  /** readVersion: the store's statusVersion (SQLite), called once per request; undefined for other stores */
+  private readonly readVersion?: () => number;
+  /** seenVersion: the statusVersion the kept statuses were read under (undefined: nothing may be kept) */
+  private seenVersion: number | undefined;
   /** feedEpoch: counts feed events; a status read during which one arrived is not kept (it may predate the change) */
   private feedEpoch = 0;
   private readonly unwatch?: () => void;
@@ -68,7 +75,7 @@ export class OcspService {
   constructor(
     issuers: CaMaterial[],
     private responder: OcspResponder,
-    private readonly store: Pick<RevocationStore, 'certificateStatus'>,
+    private readonly store: Pick<RevocationStore, 'certificateStatus'> | (Pick<RevocationStore, 'certificateStatus'> & StatusVersion),
     private readonly cfg: Config['ocsp'],
     private readonly now: () => Date = () => new Date(),
     /** root: the root-signed answers for the issuing CA certificates themselves (root-ocsp.ts) */
@@ -86,6 +93,11 @@ export class OcspService {
         this.statuses.clear();
       },
     );
+    if (hasStatusVersion(store)) {
+      // taken once: a store wrapped in a Proxy (store-metrics, store-errors) hands out a new function per property read
+      const f = store.statusVersion;
+      this.readVersion = () => f.call(store);
+    }
     for (const ca of issuers) this.addIssuer(ca);
     this.delegatedFor = this.issuerOfResponder(responder);
   }
@@ -163,7 +175,8 @@ export class OcspService {
     const singles: OcspSingleResponse[] = [];
     for (let i = 0; i < req.certIds.length; i++) {
       const id = req.certIds[i];
-      singles.push({ ...toStatus(await this.store.certificateStatus(id.serialNumber), issuers[i]), certId: id, ...this.window(now) });
+      // the same kept status as a cached answer: a nonce makes the signature fresh, not the status read
+      singles.push({ ...toStatus(await this.statusOf(id.serialNumber), issuers[i]), certId: id, ...this.window(now) });
     }
     const responder = this.responderFor(issuers[0]);
     if (issuers.some((ca) => this.responderFor(ca) !== responder))
@@ -181,19 +194,44 @@ export class OcspService {
     return { thisUpdate: t, nextUpdate: new Date(t.getTime() + this.cfg.validity * 1000) };
   }
 
-  /** statusOf: the certificate's status, from memory while the feed is live and the entry fresh, else from the store. */
+  /**
+   * statusOf: the certificate's status, from memory while the feed is live or the store's statusVersion is
+   * the one it was read under (and the entry is fresh), else from the store.
+   */
   private async statusOf(serial: string): Promise<StatusRow> {
     const t = Date.now();
-    const known = this.feedLive ? this.statuses.get(serial) : undefined;
+    const version = this.feedLive ? undefined : this.currentVersion();
+    const keep = this.feedLive || version !== undefined;
+    const known = keep ? this.statuses.get(serial) : undefined;
     if (known && t - known.at < STATUS_MAX_AGE_MS) return known.row;
     const epoch = this.feedEpoch;
     const row = await this.store.certificateStatus(serial);
-    if (this.feedLive && epoch === this.feedEpoch && this.cfg.cacheSize > 0) {
+    // kept only if nothing changed since before the read: no feed event, no newer version seen by another request
+    if (keep && epoch === this.feedEpoch && (this.feedLive || version === this.seenVersion) && this.cfg.cacheSize > 0) {
       this.statuses.delete(serial);
       if (this.statuses.size >= this.cfg.cacheSize) this.statuses.delete(this.statuses.keys().next().value as string);
       this.statuses.set(serial, { row, at: t });
     }
     return row;
+  }
+
+  /**
+   * currentVersion: the store's statusVersion now; statuses kept under another version are forgotten. A store
+   * without one, or whose check fails, gives undefined: nothing is kept and every request reads the store.
+   */
+  private currentVersion(): number | undefined {
+    if (!this.readVersion) return undefined;
+    let v: number | undefined;
+    try {
+      v = this.readVersion();
+    } catch {
+      v = undefined; // the status read that follows reports the store's failure
+    }
+    if (v !== this.seenVersion || v === undefined) {
+      this.statuses.clear();
+      this.seenVersion = v;
+    }
+    return v;
   }
 
   private async cached(id: OcspCertId, issuer: CaMaterial): Promise<OcspAnswer> {

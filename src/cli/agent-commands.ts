@@ -21,6 +21,8 @@ Checks, in order: the firmware signer CA's counter-signature (--firmware-chain),
 and the roles (--roles), the hardware (--hardware), the package name, and the version against the one in
 <out>/firmware.json (RFC 4108 anti-rollback: a lower version is refused). An encrypted release is opened
 with the device key in the TPM (TPM2_ECDH_ZGen): the key must have been enrolled with --key-decrypt.
+After installing, it posts an RFC 4108 load receipt signed by the TPM key (hwType: --hardware's type) to
+/firmware/<name>/<version>/receipt; a receipt the server did not record is a warning, posted again next run.
 Exit status: 0 installed, or nothing newer than the installed version; 1 refused (the reason is printed:
 a signature, a missing role, another hardware, a downgrade, a key that cannot decrypt) or failed;
 4 no release of that name for this device, or nothing enrolled in --out. docs/firmware.md "Device agent".`;
@@ -87,17 +89,21 @@ export function registerAgentCommands(program: Command): void {
     .requiredOption('--out <dir>', 'the directory "agent enroll" wrote; firmware.json there remembers the installed versions')
     .requiredOption('--name <id>', 'the firmware name')
     .option('--image-out <file>', 'where to write the image (default <out>/firmware/<name>.bin)')
-    .option('--roles <list>', 'roles that must all have approved', 'manufacturer,developer,administrator')
+    .option('--roles <list>', 'the roles of the policy', 'manufacturer,developer,administrator')
+    .option('--require <m>', 'how many of --roles must have approved (M-of-N; default all)')
     .option('--hardware <oid:serial>', "this device's hardware module type and serial: refuse a package for other hardware")
     .addHelpText('after', UPDATE_HELP)
-    .action(async (o: { est?: string; trust: string; firmwareChain: string; out: string; name: string; imageOut?: string; roles: string; hardware?: string }) => {
+    .action(async (o: { est?: string; trust: string; firmwareChain: string; out: string; name: string; imageOut?: string; roles: string; require?: string; hardware?: string }) => {
+      if (o.require !== undefined && !/^[1-9][0-9]{0,2}$/.test(o.require)) throw new DeviceCaError('bad-request', '--require must be a positive integer');
       const roles = o.roles
         .split(',')
         .map((r) => r.trim())
         .filter((r) => r.length > 0);
       const hardware = o.hardware === undefined ? undefined : parseHardwareList(o.hardware)[0];
-      const r = await agentUpdate({ ...o, roles, hardware });
+      const r = await agentUpdate({ ...o, roles, require: o.require === undefined ? undefined : Number(o.require), hardware });
       if (r.outcome === 'up-to-date') console.log(`${r.name}: version ${r.version} is installed, nothing newer`);
       else console.log(`${r.name}: installed version ${r.version}${r.previous === null ? '' : ` (was ${r.previous})`}${r.encrypted ? ', decrypted in the TPM' : ''}: ${r.image}`);
+      if (r.receipt?.posted) console.log(`${r.name}: load receipt of version ${r.version} recorded`);
+      else if (r.receipt) process.stderr.write(`device-ca agent: ${r.name}: the load receipt was not recorded (${r.receipt.reason}); the next "agent update --check" posts it again\n`);
     });
 }

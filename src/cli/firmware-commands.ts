@@ -3,7 +3,9 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { parseHardwareList } from '../cms/firmware-attributes';
 import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../cms/firmware-package';
+import { buildFirmwareReceipt, FirmwareReceipt } from '../cms/firmware-receipt';
 import { verifyFirmwareRelease } from '../cms/firmware-release-verify';
+import { CMS_OID } from '../cms/cms-algorithms';
 import { pemBlocks, toPem } from '../ca/pem';
 import { Config } from '../config/schema';
 import { writeFileAtomic } from '../data-dir/atomic-file';
@@ -12,6 +14,7 @@ import { SigningKey } from '../keys/key-backend';
 import { openKeyBackend } from '../keys/open-key-backend';
 import { algorithmOfKey, softwareSigningKey } from '../keys/software-key-backend';
 import { DEFAULT_ROLES, FirmwareReleases } from '../ra/firmware-release';
+import { FirmwareReceipts } from '../ra/firmware-receipts';
 import { Store } from '../store/store';
 import { printRecords } from './output';
 
@@ -38,6 +41,15 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     } finally {
       await store.close();
       await keys.close();
+    }
+  };
+
+  const withReceipts = async <T>(fn: (r: FirmwareReceipts) => Promise<T>): Promise<T> => {
+    const store = await ctx.openCheckedStore(ctx.config());
+    try {
+      return await fn(new FirmwareReceipts(store));
+    } finally {
+      await store.close();
     }
   };
 
@@ -117,11 +129,13 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .command('set')
     .description('set the roles that must all sign (default policy, or one owner’s)')
     .requiredOption('--roles <list>', 'comma-separated roles, e.g. manufacturer,developer,administrator')
+    .option('--require <m>', 'how many distinct roles of --roles must sign (M-of-N; default: all)')
     .option('--owner <name>', 'the policy for this owner’s devices')
-    .action(async (o: { roles: string; owner?: string }) => {
+    .action(async (o: { roles: string; require?: string; owner?: string }) => {
       const roles = o.roles.split(',').map((r) => r.trim());
-      await withReleases((f) => f.setPolicy({ roles, owner: o.owner, actor: ctx.actor() }));
-      if (ctx.json()) console.log(JSON.stringify({ owner: o.owner ?? null, roles }));
+      const require = countOption(o.require, '--require');
+      await withReleases((f) => f.setPolicy({ roles, require, owner: o.owner, actor: ctx.actor() }));
+      if (ctx.json()) console.log(JSON.stringify({ owner: o.owner ?? null, roles, require: require ?? roles.length }));
     });
   firmware
     .command('verify')
@@ -130,11 +144,12 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .requiredOption('--chain <file>', 'the firmware chain (PEM: signer CA and root, <data>/ca/firmware-chain.pem)')
     .option('--cert <file>', 'the device certificate (an encrypted release)')
     .option('--key <file>', 'the device private key (an encrypted release)')
-    .option('--roles <list>', 'roles that must all have approved', DEFAULT_ROLES.join(','))
+    .option('--roles <list>', 'the roles of the policy', DEFAULT_ROLES.join(','))
+    .option('--require <m>', 'how many distinct roles of --roles must have approved (M-of-N; default: all)')
     .option('--installed <version>', 'the installed version: refuse one not above it (anti-rollback)')
     .option('--hardware <oid:serial>', "this device's hardware module type and serial: refuse a package for other hardware")
     .requiredOption('--out <file>', 'where to write the image')
-    .action(async (o: { in: string; chain: string; cert?: string; key?: string; roles: string; installed?: string; hardware?: string; out: string }) => {
+    .action(async (o: { in: string; chain: string; cert?: string; key?: string; roles: string; require?: string; installed?: string; hardware?: string; out: string }) => {
       if ((o.cert === undefined) !== (o.key === undefined)) throw new DeviceCaError('bad-request', '--cert and --key go together');
       if (o.installed !== undefined && !/^(0|[1-9][0-9]{0,15})$/.test(o.installed)) throw new DeviceCaError('bad-request', '--installed must be a non-negative integer');
       const chain = pemBlocks(readFile(o.chain).toString('latin1'), 'CERTIFICATE');
@@ -144,7 +159,15 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
         .split(',')
         .map((r) => r.trim())
         .filter((r) => r.length > 0);
-      const v = verifyFirmwareRelease(readFile(o.in), { chain, recipient, roles, installed: o.installed === undefined ? undefined : Number(o.installed), hardware, now: new Date() });
+      const v = verifyFirmwareRelease(readFile(o.in), {
+        chain,
+        recipient,
+        roles,
+        require: countOption(o.require, '--require'),
+        installed: o.installed === undefined ? undefined : Number(o.installed),
+        hardware,
+        now: new Date(),
+      });
       writeFileAtomic(o.out, v.image, 0o600);
       if (ctx.json()) console.log(JSON.stringify({ ...v.metadata, encrypted: v.encrypted, approvals: v.approvals }));
       else console.log(`verified ${v.metadata.name} version ${v.metadata.version}${v.encrypted ? ' (decrypted)' : ''}, approved by ${v.approvals.map((a) => a.role).join(', ')}`);
@@ -164,9 +187,69 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
       else console.log(`released ${r.record.name} version ${r.record.version}${r.record.recipients ? ` encrypted to ${r.record.recipients.length} device(s)` : ''}`);
     });
   firmware
+    .command('receipt')
+    .description('make an RFC 4108 load receipt (or, with --error, a load error report) signed by the device key (works offline); POST it to /firmware/<name>/<version>/receipt over mTLS')
+    .requiredOption('--name <id>', 'the package name')
+    .requiredOption('--version <n>', 'the version loaded (or that failed to load)')
+    .requiredOption('--cert <file>', 'the device certificate (PEM or DER)')
+    .requiredOption('--key <file>', 'the device private key (PEM or DER PKCS#8)')
+    .option('--serial <id>', "hwSerialNum: the device id (default: the certificate's CN)")
+    .option('--hardware <oid>', 'hwType: the hardware module type', CMS_OID.genericHardware)
+    .option('--error <code>', 'make a load error report with this RFC 4108 §4 error code (1-127, e.g. 23 decryptFailure, 99 otherError)')
+    .requiredOption('--out <file>', 'the receipt (DER CMS)')
+    .action(async (o: { name: string; version: string; cert: string; key: string; serial?: string; hardware: string; error?: string; out: string }) => {
+      if (!/^(0|[1-9][0-9]{0,14})$/.test(o.version)) throw new DeviceCaError('bad-request', '--version must be a non-negative integer');
+      if (o.error !== undefined && !/^[1-9][0-9]{0,2}$/.test(o.error)) throw new DeviceCaError('bad-request', '--error must be an RFC 4108 error code (1-127)');
+      const certificate = readPemOrDer(o.cert, 'CERTIFICATE');
+      const cert = new crypto.X509Certificate(certificate);
+      const key = privateKeyOf(o.key);
+      if (
+        !crypto
+          .createPublicKey(key)
+          .export({ type: 'spki', format: 'der' })
+          .equals(cert.publicKey.export({ type: 'spki', format: 'der' }))
+      )
+        throw new DeviceCaError('bad-request', 'the key does not belong to the certificate');
+      const serial = o.serial ?? /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
+      if (!serial) throw new DeviceCaError('bad-request', 'the certificate has no CN: name the device with --serial');
+      const pkg = { name: o.name, version: Number(o.version) };
+      const receipt: FirmwareReceipt =
+        o.error === undefined
+          ? { kind: 'loaded', hwType: o.hardware, hwSerial: serial, package: pkg }
+          : { kind: 'error', hwType: o.hardware, hwSerial: serial, package: pkg, errorCode: Number(o.error) };
+      const der = await buildFirmwareReceipt(receipt, { certificate, key: softwareSigningKey(key, algorithmOfKey(key), o.key) }, new Date());
+      writeFileAtomic(o.out, der, 0o644);
+      if (ctx.json()) console.log(JSON.stringify({ out: o.out, receipt: receipt.kind, device: serial, ...pkg }));
+    });
+  firmware
+    .command('status <name>')
+    .description('which devices run which version of a firmware (from their receipts), counts per version, devices with a load error')
+    .action(async (name: string) => {
+      const st = await withReceipts((r) => r.status(name));
+      if (ctx.json()) {
+        console.log(JSON.stringify(st));
+        return;
+      }
+      console.log(`${st.name}: released ${st.releases.map((r) => r.version).join(', ')}`);
+      for (const v of st.versions) console.log(`  version ${v.version}: ${v.devices} device(s)`);
+      printRecords(
+        false,
+        st.devices.map((d) => ({ device: d.device, version: d.version ?? '-', loadedAt: d.loadedAt?.toISOString() ?? '-', error: d.error ? `code ${d.error.code} loading ${d.error.version}` : '-' })),
+        ['device', 'version', 'loadedAt', 'error'],
+      );
+      if (st.errors.length > 0) console.log(`${st.errors.length} device(s) with a load error: ${st.errors.map((e) => e.device).join(', ')}`);
+    });
+  firmware
     .command('list')
     .description('list releases')
     .action(async () => printRecords(ctx.json(), await withReleases((f) => f.listReleases()), ['name', 'version', 'sha256', 'releasedAt']));
+}
+
+/** countOption: an optional positive integer option (`--require`). */
+function countOption(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^[1-9][0-9]{0,3}$/.test(v)) throw new DeviceCaError('bad-request', `${name} must be a positive integer`);
+  return Number(v);
 }
 
 function readFile(f: string): Buffer {

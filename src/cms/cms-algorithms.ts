@@ -11,6 +11,10 @@ export const CMS_OID = {
   rsaEncryption: '1.2.840.113549.1.1.1',
   /** RFC 4108 §2: id-ct-firmwarePackage, the content type of a firmware package */
   firmwarePackage: '1.2.840.113549.1.9.16.1.16',
+  /** RFC 4108 §3: id-ct-firmwareLoadReceipt, a device's receipt for a package it loaded */
+  firmwareLoadReceipt: '1.2.840.113549.1.9.16.1.17',
+  /** RFC 4108 §4: id-ct-firmwareLoadError, a device's report of a package it failed to load */
+  firmwareLoadError: '1.2.840.113549.1.9.16.1.18',
   /** RFC 4108 §2.2.1: id-aa-firmwarePackageID */
   firmwarePackageId: '1.2.840.113549.1.9.16.2.35',
   /** RFC 4108 §2.2.2: id-aa-targetHardwareIDs */
@@ -30,10 +34,13 @@ export const CMS_OID = {
    * device-ca's own UUID OIDs (X.667 2.25 arc, no registration needed):
    * packageTemplate: the RFC 4108 attributes of a package nobody has signed yet, carried as an
    * OtherRevocationInfoFormat (RFC 5652 §10.2.1) until the first signer copies them into its SignerInfo;
+   * genericHardware: a receipt's hwType for a module without a type of its own;
    * approvals: signed attribute of the CA's SignerInfo in an encrypted release, holding the signers'
    * SignerInfos over the plaintext image (they cannot sit beside it: their digest is of the image).
    */
   packageTemplate: '2.25.42488998365112415796939854817394427682',
+  /** genericHardware: the hwType `firmware receipt` writes when the device names no hardware module type */
+  genericHardware: '2.25.7327223032410910152310828997899567310',
   approvals: '2.25.34095129011205272110375071476827141686',
 } as const;
 

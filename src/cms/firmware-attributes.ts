@@ -1,4 +1,4 @@
-import { children, decodeOid, readOne } from '../der/der-reader';
+import { children, decodeOid, readOne, Tlv } from '../der/der-reader';
 import { integer, octetString, oid, seq, tlv } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
@@ -40,7 +40,7 @@ export function checkFirmwareMetadata(m: FirmwareMetadata): void {
  */
 export function firmwareAttributes(m: FirmwareMetadata): SignedAttribute[] {
   checkFirmwareMetadata(m);
-  const name = OID_RE.test(m.name) ? seq(oid(m.name), integer(m.version)) : octetString(Buffer.from(`${m.name}@${m.version}`, 'utf8'));
+  const name = packageIdentifier(m.name, m.version);
   const attrs: SignedAttribute[] = [{ type: CMS_OID.firmwarePackageId, values: [seq(name)] }];
   const types = [...new Set(m.hardware.map((h) => h.type))];
   if (types.length > 0) attrs.push({ type: CMS_OID.targetHardwareIds, values: [seq(...types.map((t) => oid(t)))] });
@@ -70,24 +70,35 @@ export function sameAttributes(a: SignedAttribute[], b: SignedAttribute[]): bool
   return enc(a) === enc(b);
 }
 
+/**
+ * packageIdentifier encodes RFC 4108's PreferredOrLegacyPackageIdentifier (§2.2.1), as the package and its
+ * receipts (§3) carry it: the preferred {fwPkgID OID, verNum} when the name is an OID, else the legacy
+ * OCTET STRING "<name>@<version>" (UTF-8).
+ */
+export function packageIdentifier(name: string, version: number): Buffer {
+  return OID_RE.test(name) ? seq(oid(name), integer(version)) : octetString(Buffer.from(`${name}@${version}`, 'utf8'));
+}
+
+/** readPackageIdentifier decodes a PreferredOrLegacyPackageIdentifier (packageIdentifier); 'bad-request' when it cannot be read. */
+export function readPackageIdentifier(t: Tlv | undefined): { name: string; version: number } {
+  if (t?.tag === 0x30) {
+    const [o, v] = children(t, 2);
+    if (!o || !v || v.tag !== 0x02 || v.value.length === 0 || v.value.length > 6 || (v.value[0] & 0x80) !== 0) throw new DeviceCaError('bad-request', 'firmware package identifier cannot be read');
+    return { name: decodeOid(o), version: v.value.readUIntBE(0, v.value.length) };
+  }
+  if (t?.tag === 0x04) {
+    const s = t.value.toString('utf8');
+    const at = s.lastIndexOf('@');
+    return { name: s.slice(0, at), version: Number(s.slice(at + 1)) };
+  }
+  throw new DeviceCaError('bad-request', 'firmware package identifier cannot be read');
+}
+
 /** readFirmwareMetadata decodes the attributes firmwareAttributes wrote; 'bad-request' when they are absent or malformed. */
 export function readFirmwareMetadata(attrs: ReadonlyMap<string, Buffer[]>): FirmwareMetadata {
   const id = attrs.get(CMS_OID.firmwarePackageId);
   if (!id || id.length !== 1) throw new DeviceCaError('bad-request', 'the package has no firmware package identifier (RFC 4108 §2.2.1)');
-  const nameTlv = children(readOne(id[0], 0x30), 2)[0];
-  let name: string;
-  let version: number;
-  if (nameTlv?.tag === 0x30) {
-    const [o, v] = children(nameTlv, 2);
-    if (!o || !v || v.tag !== 0x02 || v.value.length > 6) throw new DeviceCaError('bad-request', 'firmware package identifier cannot be read');
-    name = decodeOid(o);
-    version = v.value.readUIntBE(0, v.value.length);
-  } else if (nameTlv?.tag === 0x04) {
-    const s = nameTlv.value.toString('utf8');
-    const at = s.lastIndexOf('@');
-    name = s.slice(0, at);
-    version = Number(s.slice(at + 1));
-  } else throw new DeviceCaError('bad-request', 'firmware package identifier cannot be read');
+  const { name, version } = readPackageIdentifier(children(readOne(id[0], 0x30), 2)[0]);
   const hardware: HardwareTarget[] = [];
   const serials = new Map<string, string[]>();
   for (const c of children(readOne(attrs.get(CMS_OID.communityIdentifiers)?.[0] ?? tlv(0x30), 0x30), 256)) {

@@ -4,6 +4,7 @@ import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
 import { FirmwareMetadata, HardwareTarget, firmwareAttributesOf, readFirmwareMetadata, sameAttributes } from './firmware-attributes';
 import { EnvelopeRecipient, openFirmwareEnvelope } from './firmware-envelope-open';
+import { describeShortfall, policyShortfall, rolePolicy } from './firmware-policy';
 import { parseSignedDataParts } from './signed-data-parts';
 import { VerifiedSigner, verifySignerInfo } from './signer-info';
 
@@ -23,8 +24,10 @@ export interface ReleaseCheck {
   chain: Buffer[];
   /** recipient: the device's certificate and its key (software, or the agent's TPM), to decrypt an encrypted release */
   recipient?: EnvelopeRecipient;
-  /** roles: roles that must all have signed */
+  /** roles: the roles of the device's policy */
   roles: readonly string[];
+  /** require: how many distinct roles of `roles` must have approved (default: all) */
+  require?: number;
   /** installed: the installed version; the release must be above it */
   installed?: number;
   /** hardware: this device's module type and serial number */
@@ -80,8 +83,9 @@ export function verifyFirmwareRelease(der: Buffer, check: ReleaseCheck): Verifie
     const role = /(?:^|\n)OU=([^\n]*)/.exec(x.subject)?.[1] ?? '';
     approvals.push({ subject, role, signingTime: p.signingTime });
   }
-  const missing = check.roles.filter((r) => !approvals.some((a) => a.role === r));
-  if (missing.length > 0) throw new DeviceCaError('forbidden', `the release lacks approvals of role ${missing.join(', ')}`);
+  const policy = rolePolicy(check.roles, check.require);
+  const short = policyShortfall(policy, new Set(approvals.map((a) => a.role)));
+  if (short) throw new DeviceCaError('forbidden', `the release lacks approvals of ${describeShortfall(policy, short)}`);
   if (check.installed !== undefined && metadata.version <= check.installed)
     throw new DeviceCaError('forbidden', `version ${metadata.version} is not above the installed version ${check.installed} (anti-rollback)`);
   if (check.hardware && !forHardware(metadata.hardware, check.hardware))

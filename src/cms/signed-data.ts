@@ -100,7 +100,8 @@ export async function buildSignedData(args: {
   const { signerInfo, digestAlgorithm } = await buildSignerInfo({ contentType, content: args.content, signer: args.signer, attributes: args.attributes });
   const encap = args.content ? seq(oid(contentType), contextExplicit(0, octetString(args.content))) : seq(oid(contentType));
   const certs = args.certificates.length > 0 ? [contextImplicitConstructed(0, Buffer.concat(args.certificates))] : [];
-  const signedData = seq(integer(1), set(digestAlgorithm), encap, ...certs, set(signerInfo));
+  // RFC 5652 §5.1: version 3 when the eContentType is not id-data (an RFC 4108 receipt, §3), else 1
+  const signedData = seq(integer(contentType === CMS_OID.data ? 1 : 3), set(digestAlgorithm), encap, ...certs, set(signerInfo));
   return seq(oid(CMS_OID.signedData), contextExplicit(0, signedData));
 }
 

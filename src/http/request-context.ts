@@ -11,6 +11,7 @@ import { Logger } from 'pino';
 export class HttpObservability {
   private readonly duration: Histogram<'listener' | 'route' | 'method' | 'status'>;
   private readonly total: Counter<'listener' | 'route' | 'method' | 'status'>;
+  private readonly children = new Map<string, { duration: { observe(v: number): void }; total: { inc(): void } }>();
 
   constructor(
     private readonly listener: 'https' | 'http',
@@ -33,6 +34,22 @@ export class HttpObservability {
       new Counter({ name: 'device_ca_http_requests_total', help: 'HTTP requests by listener, route, method and status', labelNames: ['listener', 'route', 'method', 'status'], registers: [registry] });
   }
 
+  /**
+   * metricsFor: the metric children of one route, method and status, looked up once: prom-client hashes a
+   * labels object on every observe, which the OCSP route would pay per request. Bounded: routes are fixed
+   * names, Node's parser accepts a fixed set of methods, statuses are three digits.
+   */
+  private metricsFor(route: string, method: string, status: number): { duration: { observe(v: number): void }; total: { inc(): void } } {
+    const key = `${route} ${method} ${status}`;
+    let m = this.children.get(key);
+    if (!m) {
+      const labels = { listener: this.listener, route, method, status: String(status) };
+      m = { duration: this.duration.labels(labels), total: this.total.labels(labels) };
+      this.children.set(key, m);
+    }
+    return m;
+  }
+
   middleware() {
     return (req: Request, res: Response, next: NextFunction): void => {
       const start = process.hrtime.bigint();
@@ -42,12 +59,15 @@ export class HttpObservability {
       res.locals.requestId = id; // error replies quote it (sendHttpError), so a user's report finds the log line
       res.on('finish', () => {
         const secs = Number(process.hrtime.bigint() - start) / 1e9;
-        const labels = { listener: this.listener, route: String(res.locals.route ?? 'unknown'), method: req.method, status: String(res.statusCode) };
-        this.duration.observe(labels, secs);
-        this.total.inc(labels);
-        const line = { reqId: id, method: req.method, route: labels.route, status: res.statusCode, ms: Math.round(secs * 1e4) / 10, remote: req.socket.remoteAddress, code: res.locals.errorCode };
+        const route = String(res.locals.route ?? 'unknown');
+        const metrics = this.metricsFor(route, req.method, res.statusCode);
+        metrics.duration.observe(secs);
+        metrics.total.inc();
+        const quiet = !res.locals.error && this.quietRoutes.has(route) && res.statusCode < 400;
+        if (quiet && !this.log.isLevelEnabled('debug')) return; // the hot path builds no line nobody writes
+        const line = { reqId: id, method: req.method, route, status: res.statusCode, ms: Math.round(secs * 1e4) / 10, remote: req.socket.remoteAddress, code: res.locals.errorCode };
         if (res.locals.error) this.log.error({ ...line, err: { message: res.locals.error.message, detail: res.locals.error.detail } }, 'request failed');
-        else if (this.quietRoutes.has(labels.route) && res.statusCode < 400) this.log.debug(line, 'request');
+        else if (quiet) this.log.debug(line, 'request');
         else this.log.info(line, 'request');
       });
       next();

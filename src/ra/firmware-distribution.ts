@@ -16,7 +16,8 @@ import { FirmwareReleaseInfo, Store } from '../store/store';
  *
  * `latest` is the newest version the requester may have, so a device is never pointed at a release it
  * cannot read. A release the requester may not have is 'not-found' with the same message as one that does
- * not exist: the answer tells nobody which encrypted releases exist. Every download is audited.
+ * not exist: the answer tells nobody which encrypted releases exist. Every download by a device is an
+ * audit record; anonymous downloads are counted and audited once per release per interval.
  */
 
 /** FirmwareRequester: what the transport proved about who asks. */
@@ -40,11 +41,61 @@ const NOT_FOUND = 'no such firmware release';
 
 type DistributionStore = Pick<Store, 'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'firmwareReleaseBytes' | 'listFirmwareReleases' | 'appendAudit'>;
 
+/**
+ * ANONYMOUS_AUDIT_INTERVAL_MS: anonymous downloads of a release are audited as one `firmware.downloads`
+ * record per release per this interval (per process), with the count: anyone may download a plain
+ * release, and a record per download would let anyone grow the audit chain without bound.
+ */
+export const ANONYMOUS_AUDIT_INTERVAL_MS = 60_000;
+
+/** AnonymousWindow: the anonymous downloads of one release counted since `since`, not yet audited. */
+interface AnonymousWindow {
+  name: string;
+  version: number;
+  count: number;
+  since: Date;
+}
+
 export class FirmwareDistribution {
+  private readonly anonymous = new Map<string, AnonymousWindow>();
+  private timer: NodeJS.Timeout | null = null;
+
   constructor(
     private readonly store: DistributionStore,
     private readonly now: () => Date = () => new Date(),
+    private readonly anonymousIntervalMs = ANONYMOUS_AUDIT_INTERVAL_MS,
   ) {}
+
+  /**
+   * flushAnonymous audits the anonymous downloads counted so far: one `firmware.downloads` record per
+   * release (actor `anonymous`, data: version, count, since). The interval timer calls it, and close()
+   * at shutdown.
+   */
+  async flushAnonymous(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const windows = [...this.anonymous.values()];
+    this.anonymous.clear();
+    for (const w of windows)
+      await this.store.appendAudit({ type: 'firmware.downloads', actor: 'anonymous', subject: `firmware:${w.name}`, data: { version: w.version, count: w.count, since: w.since.toISOString() } });
+  }
+
+  /** close: audit what is counted (a stopping process loses no count). */
+  close(): Promise<void> {
+    return this.flushAnonymous();
+  }
+
+  /** countAnonymous: one more anonymous download of a release, audited at the end of the interval. */
+  private countAnonymous(r: FirmwareReleaseInfo): void {
+    const key = `${r.name} ${r.version}`;
+    const w = this.anonymous.get(key);
+    if (w) w.count++;
+    else this.anonymous.set(key, { name: r.name, version: r.version, count: 1, since: this.now() });
+    if (!this.timer) {
+      this.timer = setTimeout(() => void this.flushAnonymous().catch(() => undefined), this.anonymousIntervalMs);
+      this.timer.unref();
+    }
+  }
 
   /**
    * download decides one request for `name` at `version` (digits, or 'latest') and returns the release;
@@ -71,31 +122,43 @@ export class FirmwareDistribution {
     if (!release || !mayHave(release)) throw new DeviceCaError('not-found', NOT_FOUND);
     const der = await this.store.firmwareReleaseBytes(release.name, release.version);
     if (!der) throw new DeviceCaError('not-found', NOT_FOUND);
-    await this.store.appendAudit({
-      type: 'firmware.downloaded',
-      actor: deviceId === null ? 'anonymous' : `device:${deviceId}`,
-      subject: `firmware:${release.name}`,
-      data: { version: release.version, device: deviceId, encrypted: release.recipients !== null },
-    });
+    // a device's download is one record; anonymous ones are counted (see ANONYMOUS_AUDIT_INTERVAL_MS)
+    if (deviceId === null) this.countAnonymous(release);
+    else
+      await this.store.appendAudit({
+        type: 'firmware.downloaded',
+        actor: `device:${deviceId}`,
+        subject: `firmware:${release.name}`,
+        data: { version: release.version, device: deviceId, encrypted: release.recipients !== null },
+      });
     return { release, der };
   }
 
-  /**
-   * deviceOf: the device whose current certificate this is: byte-identical to a certificate this CA
-   * recorded for a device (TLS proved the key; no signature check needed), valid, unexpired, not an AK or
-   * signer certificate, of an active device. Anything else is 'forbidden': a device that presents a
-   * certificate expects to be known, and must learn why it is not.
-   */
-  private async deviceOf(leaf: crypto.X509Certificate): Promise<string> {
-    const serial = leaf.serialNumber.toLowerCase().padStart(32, '0'); // as the CA records it (32 hex digits)
-    const rec = await this.store.getCertificate(serial);
-    if (!rec || !rec.der.equals(leaf.raw) || !rec.deviceId || NOT_DEVICE_PROFILES.includes(rec.profile))
-      throw new DeviceCaError('forbidden', 'the client certificate is not a device certificate of this CA');
-    const now = this.now();
-    if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'the client certificate is revoked');
-    if (now < rec.notBefore || now > rec.notAfter) throw new DeviceCaError('forbidden', 'the client certificate is not within its validity');
-    const device = await this.store.getDevice(rec.deviceId);
-    if (!device || device.state !== 'active') throw new DeviceCaError('forbidden', `device ${rec.deviceId} is ${device?.state ?? 'unknown'}: it cannot receive firmware`);
-    return device.id;
+  private deviceOf(leaf: crypto.X509Certificate): Promise<string> {
+    return firmwareDeviceOf(this.store, leaf, this.now());
   }
 }
+
+/**
+ * firmwareDeviceOf: the device whose current certificate this is: byte-identical to a certificate this CA
+ * recorded for a device (TLS proved the key; no signature check needed), valid, unexpired, not an AK or
+ * signer certificate, of an active device. Anything else is 'forbidden': a device that presents a
+ * certificate expects to be known, and must learn why it is not. Downloads and receipts share it.
+ */
+export async function firmwareDeviceOf(store: Pick<Store, 'getCertificate' | 'getDevice'>, leaf: crypto.X509Certificate, now: Date): Promise<string> {
+  const serial = leaf.serialNumber.toLowerCase().padStart(32, '0'); // as the CA records it (32 hex digits)
+  const rec = await store.getCertificate(serial);
+  if (!rec || !rec.der.equals(leaf.raw) || !rec.deviceId || NOT_DEVICE_PROFILES.includes(rec.profile))
+    throw new DeviceCaError('forbidden', 'the client certificate is not a device certificate of this CA');
+  if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'the client certificate is revoked');
+  if (now < rec.notBefore || now > rec.notAfter) throw new DeviceCaError('forbidden', 'the client certificate is not within its validity');
+  const device = await store.getDevice(rec.deviceId);
+  if (!device || device.state !== 'active') throw new DeviceCaError('forbidden', `device ${rec.deviceId} is ${device?.state ?? 'unknown'}: it cannot receive firmware`);
+  return device.id;
+}
+
+/** FIRMWARE_NAME_RE, FIRMWARE_VERSION_RE: what a firmware name and a version look like in a URL (anything else is 'not-found'). */
+export const FIRMWARE_NAME_RE = NAME_RE;
+export const FIRMWARE_VERSION_RE = VERSION_RE;
+/** FIRMWARE_NOT_FOUND: one message for "no such release" and "not yours". */
+export const FIRMWARE_NOT_FOUND = NOT_FOUND;

@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { Config } from '../config/schema';
 import { buildFirmwareRelease, readFirmwarePackage } from '../cms/firmware-package';
+import { describeShortfall, policyShortfall, RolePolicy, rolePolicy } from '../cms/firmware-policy';
 import { isSignedBy, issueSignerCertificate, openSignerCa, releaseSigner, signerCaCertificate } from '../ca/signer-ca';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyBackend } from '../keys/key-backend';
@@ -38,9 +39,15 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const SIGNING_TIME_SKEW_MS = 5 * 60_000;
 const SIGNER_VALIDITY_SECONDS = 2 * 365 * 86400;
 
+/** Policy: the ca_state record; a bare role list (the first form) means every role of it is required. */
 interface Policy {
-  default: string[];
-  owners: Record<string, string[]>;
+  default: string[] | RolePolicy;
+  owners: Record<string, string[] | RolePolicy>;
+}
+
+/** asPolicy: a stored policy entry in its current form. */
+function asPolicy(p: string[] | RolePolicy): RolePolicy {
+  return Array.isArray(p) ? { roles: p, require: p.length } : p;
 }
 
 export class FirmwareReleases {
@@ -79,24 +86,31 @@ export class FirmwareReleases {
     return (await this.read<SignerRecord[]>(SIGNERS_RECORD, [])).value;
   }
 
-  /** setPolicy names the roles that must all sign a release (for one owner's devices, or the default). */
-  async setPolicy(a: { roles: string[]; owner?: string; actor: string }): Promise<void> {
-    const roles = [...new Set(a.roles)];
-    if (roles.length === 0) throw new DeviceCaError('bad-request', 'a policy names at least one role');
-    roles.forEach((r) => checkName(r, 'role'));
-    const change = (p: Policy): Policy => (a.owner === undefined ? { ...p, default: roles } : { ...p, owners: { ...p.owners, [a.owner]: roles } });
+  /**
+   * setPolicy names the roles of a release policy (for one owner's devices, or the default) and how many
+   * distinct roles of them must sign (`require`, default all: M-of-N when fewer).
+   */
+  async setPolicy(a: { roles: string[]; require?: number; owner?: string; actor: string }): Promise<void> {
+    const policy = rolePolicy(a.roles, a.require);
+    policy.roles.forEach((r) => checkName(r, 'role'));
+    const change = (p: Policy): Policy => (a.owner === undefined ? { ...p, default: policy } : { ...p, owners: { ...p.owners, [a.owner]: policy } });
     await this.update<Policy>(POLICY_RECORD, { default: [...DEFAULT_ROLES], owners: {} }, change, {
       type: 'firmware.policy.set',
       actor: a.actor,
       subject: a.owner === undefined ? 'firmware-policy' : `owner:${a.owner}`,
-      data: { roles },
+      data: { roles: policy.roles, require: policy.require },
     });
   }
 
-  /** requiredRoles: the owner's policy, else the default policy, else DEFAULT_ROLES. */
-  async requiredRoles(owner?: string): Promise<string[]> {
+  /** policyFor: the owner's policy, else the default policy, else all of DEFAULT_ROLES. */
+  async policyFor(owner?: string): Promise<RolePolicy> {
     const { value } = await this.read<Policy>(POLICY_RECORD, { default: [...DEFAULT_ROLES], owners: {} });
-    return owner !== undefined && Object.hasOwn(value.owners, owner) ? value.owners[owner] : value.default;
+    return asPolicy(owner !== undefined && Object.hasOwn(value.owners, owner) ? value.owners[owner] : value.default);
+  }
+
+  /** requiredRoles: the roles of policyFor(owner). */
+  async requiredRoles(owner?: string): Promise<string[]> {
+    return (await this.policyFor(owner)).roles;
   }
 
   /** listReleases: every release (of one name), by name and newest version first. */
@@ -138,13 +152,21 @@ export class FirmwareReleases {
     }
     const recipients = a.encryptTo ? await this.recipients(a.encryptTo) : null;
     const owners = recipients ? [...new Set(recipients.map((r) => r.owner))] : [];
-    const required = new Set<string>();
-    if (a.encryptTo?.owner !== undefined) (await this.requiredRoles(a.encryptTo.owner)).forEach((r) => required.add(r));
-    for (const o of owners) (await this.requiredRoles(o ?? undefined)).forEach((r) => required.add(r));
-    if (required.size === 0) (await this.requiredRoles()).forEach((r) => required.add(r));
+    // every policy that applies must be met on its own (an owner's M-of-N does not lower another's)
+    const policies: RolePolicy[] = [];
+    if (a.encryptTo?.owner !== undefined) policies.push(await this.policyFor(a.encryptTo.owner));
+    for (const o of owners) policies.push(await this.policyFor(o ?? undefined));
+    if (policies.length === 0) policies.push(await this.policyFor());
     const have = new Set(signers.map((s) => s.role));
-    const missing = [...required].filter((r) => !have.has(r));
-    if (missing.length > 0) throw new DeviceCaError('forbidden', `the release policy is not met: missing signatures of role ${missing.join(', ')}`);
+    const allOf = new Set<string>();
+    const partial: string[] = [];
+    for (const p of new Map(policies.map((p) => [JSON.stringify(p), p])).values()) {
+      const short = policyShortfall(p, have);
+      if (short && p.require === p.roles.length) short.missing.forEach((r) => allOf.add(r));
+      else if (short) partial.push(describeShortfall(p, short));
+    }
+    const unmet = [...(allOf.size > 0 ? [`missing signatures of role ${[...allOf].join(', ')}`] : []), ...partial.map((d) => `missing signatures: ${d}`)];
+    if (unmet.length > 0) throw new DeviceCaError('forbidden', `the release policy is not met: ${unmet.join('; ')}`);
     const latest = (await this.store.listFirmwareReleases({ name: pkg.metadata.name, limit: 1 })).items[0]?.version ?? -1;
     if (pkg.metadata.version < latest) throw new DeviceCaError('conflict', `version ${pkg.metadata.version} is below the released version ${latest} of ${pkg.metadata.name}`);
 

@@ -24,6 +24,8 @@ export interface Census {
   tpmAks: number;
   /** firmwareReleases: name@version:sha256 of each release */
   firmwareReleases: string[];
+  /** firmwareReceipts: name/device:sha256 of the last receipt of each device, for each released name */
+  firmwareReceipts: string[];
   auditRecords: number;
   auditLastHash: string;
   crlNumbers: Record<string, string>;
@@ -97,6 +99,7 @@ async function takeCensus(store: Store, what: { names: string[]; crls: { issuer:
     tokens: 0,
     tpmAks: 0,
     firmwareReleases: [],
+    firmwareReceipts: [],
     auditRecords: 0,
     auditLastHash: '',
     crlNumbers: {},
@@ -117,6 +120,8 @@ async function takeCensus(store: Store, what: { names: string[]; crls: { issuer:
   c.requests = (await collectItems((after, limit) => store.listRequests({ after, limit }))).items.length;
   c.tokens = (await collectItems((after, limit) => store.listTokens({ after, limit }))).items.length;
   for await (const r of everyItem((after) => store.listFirmwareReleases({ after, limit: MAX_PAGE_LIMIT }))) c.firmwareReleases.push(`${r.name}@${r.version}:${r.sha256}`);
+  for (const name of new Set(c.firmwareReleases.map((r) => r.slice(0, r.lastIndexOf('@')))))
+    for await (const x of everyItem((after) => store.listFirmwareReceipts({ name, after, limit: MAX_PAGE_LIMIT }))) c.firmwareReceipts.push(`${name}/${x.deviceId}:${x.receiptSha256}`);
   const audit = await verifyAuditChain(store);
   c.auditRecords = audit.records;
   c.auditLastHash = audit.lastHash;

@@ -1,10 +1,10 @@
-import { AkBindingRecord, AuditRecord, CertificateRecord, CrlRecord, DeviceRecord, EnrollmentRequestRecord, FirmwareReleaseInfo, SecretRecord, TokenRecord } from './store';
+import { AkBindingRecord, AuditRecord, CertificateRecord, CrlRecord, DeviceRecord, EnrollmentRequestRecord, FirmwareReceiptRecord, FirmwareReleaseInfo, SecretRecord, TokenRecord } from './store';
 
 /**
  * SnapshotRow is one stored row of a CA, as `device-ca store copy` moves it from one store to another:
  * everything a node needs to serve the same CA (devices, secrets, certificates with their status, the
  * approval queue, the audit chain as recorded, admin tokens, CRLs, CRL numbers and shard revisions, the
- * CA state, TPM attestation state, firmware releases with their bytes). Leases, authentication attempts, SCEP transactions (the replay
+ * CA state, TPM attestation state, firmware releases with their bytes, firmware receipts). Leases, authentication attempts, SCEP transactions (the replay
  * answers kept for enrollment.retryWindow) and console sessions are not rows of a snapshot: they are
  * about running processes and recent requests, and start afresh in the target (operators sign in to
  * the console again; a SCEP client resending a message sent before the copy is answered as new).
@@ -24,7 +24,8 @@ export type SnapshotRow =
   | { kind: 'tpm-ak'; row: AkBindingRecord }
   | { kind: 'tpm-blocked-ek'; row: { ekCertSha256: string; deviceId: string; blockedAt: Date } }
   | { kind: 'tpm-nonce'; row: { deviceId: string; nonceSha256: string; expiresAt: Date; createdAt: Date } }
-  | { kind: 'firmware-release'; row: FirmwareReleaseInfo & { der: Buffer } };
+  | { kind: 'firmware-release'; row: FirmwareReleaseInfo & { der: Buffer } }
+  | { kind: 'firmware-receipt'; row: FirmwareReceiptRecord };
 
 export type SnapshotKind = SnapshotRow['kind'];
 
@@ -42,6 +43,7 @@ export const SNAPSHOT_KINDS: readonly SnapshotKind[] = [
   'tpm-blocked-ek',
   'tpm-nonce',
   'firmware-release',
+  'firmware-receipt',
   'audit',
   'ca-state',
 ];

@@ -619,6 +619,58 @@ export interface FirmwareReleaseStore {
   listFirmwareReleases(filter: { name?: string } & PageRequest): Promise<Page<FirmwareReleaseInfo>>;
 }
 
+/**
+ * FirmwareReceiptInput: one verified RFC 4108 receipt (§3, 'loaded') or load error report (§4, 'error')
+ * of a device for a release, as the RA hands it to the store.
+ */
+export interface FirmwareReceiptInput {
+  name: string;
+  version: number;
+  deviceId: string;
+  outcome: 'loaded' | 'error';
+  /** errorCode: RFC 4108 §4 FirmwarePackageLoadErrorCode (errors only) */
+  errorCode?: number;
+  vendorErrorCode?: number;
+  hwType: string;
+  /** sha256: hex SHA-256 of the receipt's DER, what makes a repeat recognisable */
+  sha256: string;
+  at: Date;
+}
+
+/**
+ * FirmwareReceiptRecord: what a device's receipts say about one firmware name: the version it runs (its
+ * newest 'loaded' receipt) and its last load error, kept while that error is about a version above the
+ * one it runs.
+ */
+export interface FirmwareReceiptRecord {
+  name: string;
+  deviceId: string;
+  hwType: string;
+  /** running: the version of the device's newest load receipt, null before its first */
+  running: { version: number; at: Date } | null;
+  /** error: the last load error report for a version above `running`, or null */
+  error: { version: number; code: number; vendorCode: number | null; at: Date } | null;
+  /** receiptSha256: hex SHA-256 of the last receipt recorded */
+  receiptSha256: string;
+  updatedAt: Date;
+}
+
+/**
+ * FirmwareReceiptStore keeps one record per firmware name and device (issue 13, `firmware status`).
+ * recordFirmwareReceipt folds a receipt into it in one transaction with its audit record:
+ * - the same receipt as the last one recorded (same SHA-256) changes nothing and appends no audit record
+ *   ('repeat': a device that lost the reply posts again);
+ * - a 'loaded' receipt for a version below the one the device runs is 'conflict' (a replayed old receipt);
+ * - a 'loaded' receipt sets `running` and clears an error about that version or below;
+ * - an 'error' report sets `error` unless the device already runs that version or a later one.
+ */
+export interface FirmwareReceiptStore {
+  recordFirmwareReceipt(r: FirmwareReceiptInput, audit: AuditInput): Promise<{ outcome: 'recorded' | 'repeat'; record: FirmwareReceiptRecord }>;
+  getFirmwareReceipt(name: string, deviceId: string): Promise<FirmwareReceiptRecord | null>;
+  /** listFirmwareReceipts: one name's records by device id (cursor: the device id) */
+  listFirmwareReceipts(filter: { name: string } & PageRequest): Promise<Page<FirmwareReceiptRecord>>;
+}
+
 /** FIRMWARE_VERSION_MAX: the largest verNum a store orders (Number.MAX_SAFE_INTEGER, 16 digits). */
 const FIRMWARE_VERSION_MAX = Number.MAX_SAFE_INTEGER;
 
@@ -645,7 +697,8 @@ export interface Store
     CaStateStore,
     IntegrityStore,
     ScepTransactionStore,
-    FirmwareReleaseStore {
+    FirmwareReleaseStore,
+    FirmwareReceiptStore {
   close(): Promise<void>;
 }
 

@@ -71,7 +71,7 @@ export function adminCorpus(m: FuzzMaterial): Generated[] {
 
 function paramValue(rng: SeededRandom, m: FuzzMaterial, name: string): { value: string; how: string } {
   if (rng.chance(0.6)) {
-    const value = name === 'serial' ? rng.pick(m.adminSerials) : name === 'id' ? rng.pick(m.adminDevices) : 'x';
+    const value = name === 'serial' ? rng.pick(m.adminSerials) : name === 'id' ? rng.pick(m.adminDevices) : name === 'name' ? m.firmware.name : 'x';
     return { value, how: '' };
   }
   const v = rng.pick(HOSTILE_SEGMENTS);

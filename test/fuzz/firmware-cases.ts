@@ -1,3 +1,4 @@
+import { mutateBytes, nestedSequences } from './byte-mutations';
 import { CaseGenerator, Generated } from './fuzz-case';
 import { FuzzMaterial } from './fuzz-material';
 import { RawRequest } from '../helpers/raw-http';
@@ -6,7 +7,10 @@ import { HOSTILE_SEGMENTS, PROTO_NAMES } from './text-mutations';
 /**
  * firmware-cases: GET /firmware/<name>/<version> on both listeners (issue 13): hostile names and versions
  * (huge, negative, non-decimal, prototype names, traversal), odd methods and extra segments, with and
- * without a device's client certificate. Every answer must be a 4xx or a 200, never a 5xx.
+ * without a device's client certificate; and POST /firmware/<name>/<version>/receipt: valid RFC 4108
+ * receipts for the campaign's release damaged byte by byte (byte-mutations.ts), empty, huge and deeply
+ * nested bodies, posted with and without the device certificate, to the release and to hostile names.
+ * Every answer must be a 4xx or a 2xx, never a 5xx.
  */
 
 const NAMES = ['sensor-fw', 'fw', '1.3.6.1.4.1.99999.7', '0.0', 'a'.repeat(64), 'a'.repeat(65), '-fw', 'fw.', ...PROTO_NAMES];
@@ -23,12 +27,40 @@ export function firmwareCorpus(m: FuzzMaterial): Generated[] {
   for (const v of VERSIONS) out.push(get(`/firmware/sensor-fw/${v}`, 'https', true), get(`/firmware/sensor-fw/${v}`, 'https', false));
   for (const p of ['/firmware', '/firmware/', '/firmware/fw', '/firmware/fw/', '/firmware/fw/latest/x', '/firmware//latest', '/firmware/..%2f..%2fca/latest', '/firmware/fw/latest?x=1'])
     out.push(get(p, 'http', false), get(p, 'https', true));
+  const receipt = (p: string, body: Buffer, listener: 'http' | 'https', cert: boolean, what: string): Generated => ({
+    how: `POST ${p.slice(0, 60)} ${what} (${listener}${cert ? ', device certificate' : ''})`,
+    request: { listener, method: 'POST', path: p, headers: [['Content-Type', 'application/cms']], body, clientCert: cert ? { cert: m.reenroll.certPem, key: m.reenroll.keyPem } : undefined },
+  });
+  const own = `/firmware/${m.firmware.name}/${m.firmware.version}/receipt`;
+  const bodies: [string, Buffer][] = [
+    ...m.firmware.receipts.map((r, i): [string, Buffer] => [`valid receipt ${i}`, r]),
+    ['empty body', Buffer.alloc(0)],
+    ['64 KiB of zeros', Buffer.alloc(65536)],
+    ['nested SEQUENCEs', nestedSequences(5000)],
+    ['truncated receipt', m.firmware.receipts[0].subarray(0, 40)],
+  ];
+  for (const [what, body] of bodies) out.push(receipt(own, body, 'https', true, what), receipt(own, body, 'https', false, what), receipt(own, body, 'http', false, what));
+  for (const n of NAMES) for (const v of ['1', 'latest', '-1', '99999999999999999999']) out.push(receipt(`/firmware/${n}/${v}/receipt`, m.firmware.receipts[0], 'https', true, 'valid receipt'));
   return out;
 }
 
-/** firmwareCases: random firmware download requests. */
+/** firmwareCases: random firmware download requests, and damaged receipts posted for the campaign's release. */
 export function firmwareCases(m: FuzzMaterial): CaseGenerator {
   return (rng) => {
+    if (rng.chance(0.4)) {
+      const mu = mutateBytes(rng, rng.pick(m.firmware.receipts));
+      const cert = rng.chance(0.8);
+      const path = rng.chance(0.9) ? `/firmware/${m.firmware.name}/${m.firmware.version}/receipt` : `/firmware/${rng.pick(HOSTILE_SEGMENTS)}/1/receipt`;
+      const request: RawRequest = {
+        listener: 'https',
+        method: 'POST',
+        path,
+        headers: [['Content-Type', 'application/cms']],
+        body: mu.bytes,
+        clientCert: cert ? { cert: m.reenroll.certPem, key: m.reenroll.keyPem } : undefined,
+      };
+      return { how: `POST ${path.slice(0, 80)} receipt ${mu.how}${cert ? ' (device certificate)' : ''}`, request };
+    }
     const name = rng.chance(0.5) ? rng.pick(NAMES) : rng.pick(HOSTILE_SEGMENTS);
     const version = rng.chance(0.5) ? rng.pick(VERSIONS) : rng.chance(0.5) ? String(rng.int(1_000_000)) : rng.pick(HOSTILE_SEGMENTS);
     const listener = rng.chance(0.5) ? 'http' : 'https';

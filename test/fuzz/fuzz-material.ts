@@ -2,6 +2,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { X509Certificates } from '@peculiar/x509';
+import { buildFirmwareReceipt } from '../../src/cms/firmware-receipt';
+import { algorithmOfKey, softwareSigningKey } from '../../src/keys/software-key-backend';
 import { buildCsr } from '../fixtures/build-csr';
 import { openssl } from '../helpers/pki-client';
 import { RunningService } from '../helpers/service-process';
@@ -57,6 +59,8 @@ export interface FuzzMaterial {
   caNames: string[];
   /** scepMessages: valid SCEP pkiMessages (PKCSReq for registered devices, GetCert, GetCRL, CertPoll) */
   scepMessages: Buffer[];
+  /** firmware: a plain release (name, version) and valid RFC 4108 receipts for it signed by `reenroll` (a load receipt, an error report) */
+  firmware: { name: string; version: number; receipts: Buffer[] };
   /** consoleSession: an operator console session (the cookie's value) and its CSRF token */
   consoleSession: { id: string; csrf: string };
   /** replaceSlot: register a fresh device in slot i (its secret was used by a successful enrollment) */
@@ -178,6 +182,8 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
   if (signIn.kind !== 'reply' || signIn.status !== 201) throw new Error(`console sign-in: ${signIn.kind === 'reply' ? `HTTP ${signIn.status}` : signIn.error}`);
   const consoleSession = { id: /dca_console=([^;]+)/.exec(signIn.headers.get('set-cookie') ?? '')![1], csrf: bodyJson(signIn).csrf as string };
 
+  const firmware = await firmwareRelease(svc, tmp, reenroll);
+
   const m: FuzzMaterial = {
     ep,
     token,
@@ -191,9 +197,42 @@ export async function prepareMaterial(svc: RunningService, tmp: TmpDir, token: s
     caNames: ['device-ca-issuing', 'device-ca-root'],
     scepMessages: scep,
     consoleSession,
+    firmware,
     async replaceSlot(i) {
       m.estSlots[i] = await register('fz-est');
     },
   };
   return m;
+}
+
+/**
+ * firmwareRelease: one plain firmware release (a one-role policy, one signer made with openssl) so that
+ * receipts reach the receipt parser instead of stopping at "no such release", and two valid receipts for
+ * it, signed by the enrolled device.
+ */
+async function firmwareRelease(svc: RunningService, tmp: TmpDir, device: EnrolledDevice): Promise<FuzzMaterial['firmware']> {
+  const cli = async (...args: string[]): Promise<string> => {
+    const r = await svc.cli(args);
+    if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const name = 'fz-fw';
+  const key = tmp.file('fuzz/fw-signer.key');
+  const csr = tmp.file('fuzz/fw-signer.csr');
+  await openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key);
+  await openssl('req', '-new', '-key', key, '-subj', '/CN=fz-signer', '-out', csr);
+  const crt = tmp.write('fuzz/fw-signer.crt', await cli('signers', 'add', 'fz-signer', '--role', 'fuzz', '--csr', csr));
+  await cli('firmware', 'policy', 'set', '--roles', 'fuzz');
+  const pkg = tmp.file('fuzz/fw-0.der');
+  await cli('firmware', 'create', '--image', tmp.write('fuzz/fw.bin', crypto.randomBytes(512)), '--name', name, '--version', '1', '--out', pkg);
+  await cli('firmware', 'sign', '--in', pkg, '--cert', crt, '--key', key, '--out', tmp.file('fuzz/fw-1.der'));
+  await cli('firmware', 'release', '--in', tmp.file('fuzz/fw-1.der'), '--out', tmp.file('fuzz/fw-rel.der'));
+  const k = crypto.createPrivateKey(device.keyPem);
+  const signer = { certificate: Buffer.from(new crypto.X509Certificate(device.certPem).raw), key: softwareSigningKey(k, algorithmOfKey(k), 'fuzz') };
+  const base = { hwType: '1.3.6.1.4.1.99999.1', hwSerial: device.id, package: { name, version: 1 } };
+  const receipts = [
+    await buildFirmwareReceipt({ kind: 'loaded', ...base }, signer, new Date()),
+    await buildFirmwareReceipt({ kind: 'error', ...base, errorCode: 23, vendorErrorCode: 1 }, signer, new Date()),
+  ];
+  return { name, version: 1, receipts };
 }

@@ -229,13 +229,14 @@ describe('distribution (GET /firmware/<name>/latest and /<version>)', () => {
     expect((await https('sensor-fw/latest')).body.equals(fs.readFileSync(tmp.file('rel/plain.der')))).toBe(true);
   });
 
-  it('each download is an audit record naming the device and the version', async () => {
+  it("each device's download is an audit record naming the device and the version; anonymous ones are counted", async () => {
     const db = new Database(path.join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
     const rows = (db.prepare("SELECT actor, data FROM audit WHERE type = 'firmware.downloaded'").all() as { actor: string; data: string }[]).map((r) => [r.actor, JSON.parse(r.data)]);
     db.close();
     expect(rows).toContainEqual(['device:fw-a', { version: 4, device: 'fw-a', encrypted: true }]);
     expect(rows).toContainEqual(['device:fw-other', { version: 3, device: 'fw-other', encrypted: true }]);
-    expect(rows.filter(([actor]) => actor === 'anonymous').length).toBe(3); // HTTP latest and /1, HTTPS latest without a certificate
+    // HTTP latest and /1, HTTPS latest without a certificate: counted, audited as firmware.downloads once per interval
+    expect(rows.filter(([actor]) => actor === 'anonymous')).toEqual([]);
   });
 });
 
@@ -274,5 +275,18 @@ describe('firmware verify (what the device agent checks, offline)', () => {
     expect(await refusal(tmp.file('rel/after-retire.der'))).toBe('device-ca: the release is encrypted: give the device certificate and key (--cert, --key)\n');
     // a module type named without serials takes any serial of it
     expect((await verify(tmp.file('rel/plain.der'), '--hardware', '1.3.6.1.4.1.99999.2:whatever')).code).toBe(0);
+  });
+
+  it('M-of-N: 2 of 3 roles releases with any two, refused with one naming how many more; the device applies its own --require', async () => {
+    await cliOk('firmware', 'policy', 'set', '--roles', 'manufacturer,developer,administrator', '--require', '2', '--owner', 'globex');
+    const one = await cli('firmware', 'release', '--in', await signedPackage('mn-fw', 1, [signers[2]]), '--encrypt-to', 'owner:globex', '--out', tmp.file('rel/mn-1.der'));
+    expect(one.stderr).toBe('device-ca: the release policy is not met: missing signatures: 1 more of role manufacturer, developer (2 of manufacturer, developer, administrator)\n');
+    const release = tmp.file('rel/mn.der');
+    await cliOk('firmware', 'release', '--in', await signedPackage('mn-fw', 1, [signers[0], signers[2]]) /* developer-1 is revoked by now */, '--encrypt-to', 'owner:globex', '--out', release);
+    const dev = ['--cert', devOther.crt, '--key', devOther.key];
+    const ok = await verify(release, ...dev, '--require', '2');
+    expect([ok.code, ok.stdout]).toEqual([0, 'verified mn-fw version 1 (decrypted), approved by manufacturer, administrator\n']);
+    expect(await refusal(release, ...dev)).toBe('device-ca: the release lacks approvals of role developer\n');
+    expect(await refusal(release, ...dev, '--require', 'two')).toBe('device-ca: --require must be a positive integer\n');
   });
 });

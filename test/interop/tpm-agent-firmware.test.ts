@@ -14,7 +14,8 @@ import { startAbrmd, TpmAbrmd } from '../helpers/tpm-abrmd';
  * sets tpmKeyDecrypt) downloads a release encrypted to it over TLS with that key, verifies it with the
  * firmware chain, opens it by TPM2_ECDH_ZGen and writes the exact image; a sign-only device is told why it
  * cannot; a downgrade served by the server and a tampered release are refused with their reasons, and
- * nothing is written.
+ * nothing is written. Each install posts an RFC 4108 load receipt signed by the TPM key: `firmware status`
+ * shows the device on that version.
  */
 let prov: TmpDir;
 let tpm: SwTpm;
@@ -34,6 +35,11 @@ const cliOk = async (...args: string[]): Promise<string> => {
 const firmwareChain = (): string => path.join(svc.dataDir, 'ca', 'firmware-chain.pem');
 const outA = (): string => tmp.file('dev-a');
 const outB = (): string => tmp.file('dev-b');
+/** runs: `firmware status <name>`: device -> the version its receipts say it runs */
+const runs = async (): Promise<Record<string, number | null>> => {
+  const st = JSON.parse(await cliOk('firmware', 'status', 'sensor-fw', '--json')) as { devices: { device: string; version: number | null }[] };
+  return Object.fromEntries(st.devices.map((d) => [d.device, d.version]));
+};
 
 async function enrollDevice(id: string, out: string, extra: string[]): Promise<void> {
   const secret = (await cliOk('devices', 'add', id, '--owner', 'acme', '--label', 'fwtpm')).trim();
@@ -117,11 +123,13 @@ describe('agent update --check (swtpm)', () => {
     const r = await update(outA(), img);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe(`sensor-fw: installed version 1, decrypted in the TPM: ${img}\n`);
+    expect(r.stdout).toBe(`sensor-fw: installed version 1, decrypted in the TPM: ${img}\nsensor-fw: load receipt of version 1 recorded\n`);
     expect(fs.readFileSync(img).equals(image1)).toBe(true);
     expect(JSON.parse(fs.readFileSync(path.join(outA(), 'firmware.json'), 'utf8'))).toMatchObject({
-      'sensor-fw': { version: 1, sha256: crypto.createHash('sha256').update(image1).digest('hex'), image: img },
+      'sensor-fw': { version: 1, sha256: crypto.createHash('sha256').update(image1).digest('hex'), image: img, receipt: true },
     });
+    // the receipt, signed by the TPM key, is what firmware status shows
+    expect(await runs()).toEqual({ 'fw-tpm-a': 1 });
     // again: nothing newer, nothing rewritten
     const again = await update(outA(), img);
     expect([again.code, again.stdout]).toEqual([0, 'sensor-fw: version 1 is installed, nothing newer\n']);
@@ -135,6 +143,7 @@ describe('agent update --check (swtpm)', () => {
       'device-ca: sensor-fw: refused: the release is encrypted by ECDH to this device, and its TPM key at 0x81018011 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true\n',
     );
     expect(fs.existsSync(img)).toBe(false);
+    expect(await runs()).toEqual({ 'fw-tpm-a': 1 });
   });
 
   it('a tampered release (one byte of the stored release changed) is refused, the installed image untouched', async () => {
@@ -154,7 +163,8 @@ describe('agent update --check (swtpm)', () => {
   it('version 2 installs; then a server replaying version 1 as the latest is refused (anti-rollback)', async () => {
     const img = tmp.file('a/sensor-fw.bin');
     const r = await update(outA(), img);
-    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', `sensor-fw: installed version 2 (was 1), decrypted in the TPM: ${img}\n`]);
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', `sensor-fw: installed version 2 (was 1), decrypted in the TPM: ${img}\nsensor-fw: load receipt of version 2 recorded\n`]);
+    expect(await runs()).toEqual({ 'fw-tpm-a': 2 });
     expect(fs.readFileSync(img).equals(image2)).toBe(true);
     withStore((db) => db.prepare('DELETE FROM firmware_releases WHERE name = ? AND version = ?').run('sensor-fw', 2));
     const replay = await update(outA(), img);

@@ -1167,5 +1167,66 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await store.listFirmwareReleases({ name: 'zzz' })).items).toEqual([]);
       });
     });
+
+    describe('firmware receipts (recordFirmwareReceipt / getFirmwareReceipt / listFirmwareReceipts)', () => {
+      const at = new Date('2026-03-01T00:00:00Z');
+      const receipt = (deviceId: string, version: number, outcome: 'loaded' | 'error' = 'loaded', sha = `${deviceId}-${version}-${outcome}`) => ({
+        name: 'fw',
+        version,
+        deviceId,
+        outcome,
+        ...(outcome === 'error' ? { errorCode: 23, vendorErrorCode: 7 } : {}),
+        hwType: '1.3.6.1.4.1.99999.1',
+        sha256: sha,
+        at,
+      });
+      const record = (r: ReturnType<typeof receipt>) => store.recordFirmwareReceipt(r, audit('firmware.receipt', `device:${r.deviceId}`, { version: r.version, outcome: r.outcome }));
+
+      it('records the version a device loaded, visible to another instance; the same receipt again is a repeat that audits nothing', async () => {
+        expect((await record(receipt('dev-1', 3))).outcome).toBe('recorded');
+        const other = sut.another ? await sut.another() : store;
+        expect(await other.getFirmwareReceipt('fw', 'dev-1')).toEqual({
+          name: 'fw',
+          deviceId: 'dev-1',
+          hwType: '1.3.6.1.4.1.99999.1',
+          running: { version: 3, at },
+          error: null,
+          receiptSha256: 'dev-1-3-loaded',
+          updatedAt: at,
+        });
+        expect((await record(receipt('dev-1', 3))).outcome).toBe('repeat');
+        expect((await store.listAudit({ subject: 'device:dev-1' })).items.map((r) => r.data)).toEqual([{ version: 3, outcome: 'loaded' }]);
+        expect(await store.getFirmwareReceipt('fw', 'dev-2')).toBeNull();
+        expect(await store.getFirmwareReceipt('other', 'dev-1')).toBeNull();
+      });
+
+      it('refuses a load receipt below the running version (a replay), writing and auditing nothing', async () => {
+        await record(receipt('dev-1', 5));
+        expect(await codeOf(record(receipt('dev-1', 4)))).toBe('conflict');
+        expect((await store.getFirmwareReceipt('fw', 'dev-1'))?.running?.version).toBe(5);
+        expect((await store.listAudit({ subject: 'device:dev-1' })).items).toHaveLength(1);
+      });
+
+      it('keeps a load error above the running version until that version (or a later one) loads', async () => {
+        await record(receipt('dev-1', 1));
+        await record(receipt('dev-1', 2, 'error'));
+        expect(await store.getFirmwareReceipt('fw', 'dev-1')).toMatchObject({ running: { version: 1 }, error: { version: 2, code: 23, vendorCode: 7, at } });
+        await record(receipt('dev-1', 1, 'error', 'again-1')); // an error about a version it runs is no load error
+        expect((await store.getFirmwareReceipt('fw', 'dev-1'))?.error?.version).toBe(2);
+        await record(receipt('dev-1', 2));
+        expect(await store.getFirmwareReceipt('fw', 'dev-1')).toMatchObject({ running: { version: 2 }, error: null });
+        await record(receipt('dev-2', 9, 'error')); // before any receipt
+        expect(await store.getFirmwareReceipt('fw', 'dev-2')).toMatchObject({ running: null, error: { version: 9 } });
+      });
+
+      it("lists one name's devices in order, page by page without losing or repeating a row", async () => {
+        for (const d of ['d-3', 'd-1', 'd-10', 'd-2', 'd-20']) await record(receipt(d, 1));
+        await store.recordFirmwareReceipt({ ...receipt('d-1', 1), name: 'other' }, audit('firmware.receipt', 'device:d-1'));
+        const all = await walk((after) => store.listFirmwareReceipts({ name: 'fw', after, limit: 2 }));
+        expect(all.items.map((r) => r.deviceId)).toEqual(['d-1', 'd-10', 'd-2', 'd-20', 'd-3']);
+        expect((await store.listFirmwareReceipts({ name: 'other' })).items.map((r) => r.deviceId)).toEqual(['d-1']);
+        expect((await store.listFirmwareReceipts({ name: 'zzz' })).items).toEqual([]);
+      });
+    });
   });
 }

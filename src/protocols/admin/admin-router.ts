@@ -7,6 +7,7 @@ import { readRawBody } from '../../http/raw-body';
 import { AdminAccess } from '../../ra/admin-access';
 import { AuditBrowser } from '../../ra/audit-browser';
 import { DeviceLifecycle, Scope } from '../../ra/device-lifecycle';
+import { FirmwareReceipts } from '../../ra/firmware-receipts';
 import { RegistrationAuthority } from '../../ra/registration-authority';
 import { collectItems } from '../../store/paging';
 import { CertificateRecord, DEFAULT_PAGE_LIMIT, DeviceState, RequestStatus } from '../../store/store';
@@ -21,6 +22,8 @@ export interface AdminRouterOptions {
   /** audit: the audit listing and chunked chain verification (operator only; the decision is the RA's) */
   audit: AuditBrowser;
   bodyLimit: number;
+  /** firmware: receipts and `GET /firmware/{name}/status` (absent: that route answers 501) */
+  firmware?: FirmwareReceipts;
   /**
    * authenticate: who is calling; default a bearer token or a pinned operator client certificate. The console
    * mounts the same router behind its session cookie and CSRF check (protocols/console).
@@ -227,6 +230,14 @@ export function adminRouter(o: AdminRouterOptions): Router {
     route('audit.verify', async (req, c) => {
       const q = parseInput(QUERY.auditVerify, req.query, 'query');
       return [200, await o.audit.verify(c.scope, { after: q.after ?? 0, hash: q.hash, limit: q.limit ?? 2000 })];
+    }),
+  );
+  r.get(
+    '/firmware/:name/status',
+    route('firmware.status', async (req, c) => {
+      parseInput(QUERY.none, req.query, 'query');
+      if (!o.firmware) throw new DeviceCaError('not-implemented', 'firmware status is not available here');
+      return [200, await o.firmware.status(String(req.params.name), c.scope)];
     }),
   );
   r.use((_req: Request, res: Response, _n: NextFunction) => {

@@ -169,6 +169,34 @@ export const OPENAPI = {
     },
     '/requests/{id}/approve': { post: { summary: 'Approve a pending request (operator)', parameters: [idParam], requestBody: json(strict({}), false), responses: ok({ type: 'object' }) } },
     '/requests/{id}/reject': { post: { summary: 'Reject a pending request (operator)', parameters: [idParam], requestBody: json(strict({}), false), responses: ok({ type: 'object' }) } },
+    '/firmware/{name}/status': {
+      get: {
+        summary: 'Which devices run which version of a firmware, from their RFC 4108 receipts; devices per version; devices with a load error (operator)',
+        parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: ok({
+          type: 'object',
+          properties: {
+            name: { type: 'string' },
+            releases: { type: 'array', items: { type: 'object', properties: { version: { type: 'integer' }, releasedAt: { type: 'string' }, encrypted: { type: 'boolean' } } } },
+            versions: { type: 'array', items: { type: 'object', properties: { version: { type: 'integer' }, devices: { type: 'integer' } } } },
+            devices: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: { device: { type: 'string' }, version: { type: 'integer', nullable: true }, loadedAt: { type: 'string', nullable: true }, error: { type: 'object', nullable: true } },
+              },
+            },
+            errors: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: { device: { type: 'string' }, version: { type: 'integer' }, code: { type: 'integer' }, vendorCode: { type: 'integer', nullable: true }, at: { type: 'string' } },
+              },
+            },
+          },
+        }),
+      },
+    },
   },
   components: {
     securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },

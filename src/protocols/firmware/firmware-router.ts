@@ -1,6 +1,8 @@
 import { Request, Response, Router } from 'express';
 import { TLSSocket } from 'node:tls';
+import { readRawBody } from '../../http/raw-body';
 import { FirmwareDistribution, FirmwareRequester } from '../../ra/firmware-distribution';
+import { FirmwareReceipts } from '../../ra/firmware-receipts';
 import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
 
 /** ERROR_REPLY: agents and curl read short text; a device authenticates with its TLS certificate, never Basic */
@@ -10,10 +12,32 @@ const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic r
  * firmwareRouter serves GET /firmware/<name>/latest and /firmware/<name>/<version>: the release as DER CMS
  * (application/cms, RFC 7193). Mounted on the HTTP listener (plain releases only) and on the HTTPS
  * listener, where the TLS client certificate is handed to the RA, which decides what this device may have
- * (ra/firmware-distribution.ts). One RA call per request.
+ * (ra/firmware-distribution.ts). With `receipts` (the HTTPS listener only: a device authenticates with its
+ * certificate) it also takes POST /firmware/<name>/<version>/receipt, an RFC 4108 load receipt or error
+ * report (DER CMS SignedData), decided by ra/firmware-receipts.ts. One RA call per request.
  */
-export function firmwareRouter(opts: { distribution: FirmwareDistribution }): Router {
+export function firmwareRouter(opts: { distribution: FirmwareDistribution; receipts?: { decide: FirmwareReceipts; bodyLimit: number } }): Router {
   const r = Router();
+  const receipts = opts.receipts;
+  if (receipts)
+    r.post('/:name/:version/receipt', async (req: Request, res: Response) => {
+      res.locals.route = 'firmware-receipt';
+      try {
+        const body = await readRawBody(req, receipts.bodyLimit);
+        const got = await receipts.decide.submit({ name: String(req.params.name), version: String(req.params.version), body, requester: requesterOf(req) });
+        const rec = got.record;
+        res.status(got.outcome === 'recorded' ? 201 : 200).json({
+          name: rec.name,
+          device: rec.deviceId,
+          receipt: got.kind,
+          outcome: got.outcome,
+          running: rec.running ? { version: rec.running.version, at: rec.running.at.toISOString() } : null,
+          error: rec.error ? { ...rec.error, at: rec.error.at.toISOString() } : null,
+        });
+      } catch (e) {
+        sendHttpError(res, e, ERROR_REPLY);
+      }
+    });
   r.get('/:name/:version', async (req: Request, res: Response) => {
     res.locals.route = 'firmware';
     try {

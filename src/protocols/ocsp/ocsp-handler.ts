@@ -18,8 +18,20 @@ export function ocspHandler(service: OcspService, opts: { maxRequestBytes: numbe
     (opts.registry.getSingleMetric('device_ca_ocsp_responses_total') as Counter<'method' | 'outcome'>) ??
     new Counter({ name: 'device_ca_ocsp_responses_total', help: 'OCSP responses by method and outcome', labelNames: ['method', 'outcome'], registers: [opts.registry] });
 
-  const send = (res: http.ServerResponse, der: Buffer, headers: Record<string, string> = {}) => {
-    res.writeHead(200, { 'Content-Type': 'application/ocsp-response', 'Content-Length': der.length, ...headers });
+  // the counter's child per method and outcome, looked up once (prom-client hashes a labels object per inc)
+  const counted = new Map<string, { inc(): void }>();
+  const count = (method: string, outcome: string) => {
+    const key = `${method} ${outcome}`;
+    let c = counted.get(key);
+    if (!c) counted.set(key, (c = answers.labels({ method, outcome })));
+    c.inc();
+  };
+
+  const send = (res: http.ServerResponse, der: Buffer, headers?: Record<string, string>) => {
+    res.writeHead(
+      200,
+      headers ? { 'Content-Type': 'application/ocsp-response', 'Content-Length': der.length, ...headers } : { 'Content-Type': 'application/ocsp-response', 'Content-Length': der.length },
+    );
     res.end(der);
   };
 
@@ -29,28 +41,29 @@ export function ocspHandler(service: OcspService, opts: { maxRequestBytes: numbe
       const work = request === null ? Promise.reject(new DeviceCaError('bad-request', 'OCSP request is not base64 DER or is over ocsp.maxRequestBytes')) : service.respond(request);
       work.then(
         (a) => {
-          answers.inc({ method, outcome: a.outcome });
+          count(method, a.outcome);
+          if (method !== 'GET') return send(res, a.der);
           const headers: Record<string, string> = {};
-          if (method === 'GET' && a.cache) {
+          if (a.cache) {
             // RFC 5019 §6.2: caching headers bounded by nextUpdate
             const left = Math.floor((a.cache.nextUpdate.getTime() - Date.now()) / 1000);
             headers['Cache-Control'] = `max-age=${Math.max(0, Math.min(left, opts.maxAgeSeconds))}, public, no-transform, must-revalidate`;
             headers['Last-Modified'] = a.cache.thisUpdate.toUTCString();
             headers['Expires'] = a.cache.nextUpdate.toUTCString();
             headers['ETag'] = a.cache.etag;
-          } else if (method === 'GET') headers['Cache-Control'] = 'no-store';
+          } else headers['Cache-Control'] = 'no-store';
           send(res, a.der, headers);
         },
         (thrown: unknown) => {
           const e = toDeviceCaError(thrown);
           const status = OCSP_ERROR_STATUS[e.code];
-          answers.inc({ method, outcome: OCSP_ERROR_OUTCOME[status] });
+          count(method, OCSP_ERROR_OUTCOME[status]);
           const locals = (res as http.ServerResponse & { locals?: Record<string, unknown> }).locals;
           if (locals) {
             locals.errorCode = e.code;
             if (status === 'internalError' || status === 'tryLater') locals.error = e;
           }
-          send(res, encodeOcspError(status), method === 'GET' ? { 'Cache-Control': 'no-store' } : {});
+          send(res, encodeOcspError(status), method === 'GET' ? { 'Cache-Control': 'no-store' } : undefined);
         },
       );
     };

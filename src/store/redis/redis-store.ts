@@ -2,6 +2,7 @@ import { ChainableCommander, Cluster, Redis, RedisOptions } from 'ioredis';
 import { nextAuditRecord } from '../../audit/audit-chain';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { distinctIds } from '../batch';
+import { applyFirmwareReceipt } from '../firmware-receipt-rule';
 import { pageLimit, pageOf } from '../paging';
 import {
   AkBindingRecord,
@@ -25,6 +26,8 @@ import {
   DEVICE_STATES,
   emptyDeviceCounts,
   EnrollmentRequestRecord,
+  FirmwareReceiptInput,
+  FirmwareReceiptRecord,
   FirmwareReleaseInfo,
   firmwareReleaseKey,
   Lease,
@@ -1555,6 +1558,10 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           m.zadd(this.k('fw-rels'), 0, key);
           break;
         }
+        case 'firmware-receipt':
+          m.set(this.k('fw-rcpt', x.row.name, x.row.deviceId), JSON.stringify(receiptToJson(x.row)));
+          m.zadd(this.k('fw-rcpts', x.row.name), 0, x.row.deviceId);
+          break;
       }
     }
     const replies = await m.exec();
@@ -1657,6 +1664,64 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       (r) => firmwareReleaseKey(r.name, r.version),
     );
   }
+
+  // ---- firmware receipts ----
+  // fw-rcpts:<name>: lex sorted set of device ids; fw-rcpt:<name>:<device> the JSON record
+  async recordFirmwareReceipt(r: FirmwareReceiptInput, audit: AuditInput): Promise<{ outcome: 'recorded' | 'repeat'; record: FirmwareReceiptRecord }> {
+    const key = this.k('fw-rcpt', r.name, r.deviceId);
+    return this.tx([this.headKey, key], async (m) => {
+      const row = await this.getJson<ReceiptRow>(this.w, key);
+      const prev = row ? receiptFromJson(row) : null;
+      const next = applyFirmwareReceipt(prev, r);
+      if (next === 'repeat') return { outcome: 'repeat' as const, record: prev! };
+      m.set(key, JSON.stringify(receiptToJson(next)));
+      m.zadd(this.k('fw-rcpts', r.name), 0, r.deviceId);
+      await this.auditTo(m, audit, new Date());
+      return { outcome: 'recorded' as const, record: next };
+    });
+  }
+
+  async getFirmwareReceipt(name: string, deviceId: string): Promise<FirmwareReceiptRecord | null> {
+    const row = await this.getJson<ReceiptRow>(this.r, this.k('fw-rcpt', name, deviceId));
+    return row ? receiptFromJson(row) : null;
+  }
+
+  async listFirmwareReceipts(filter: { name: string } & PageRequest): Promise<Page<FirmwareReceiptRecord>> {
+    const limit = pageLimit(filter);
+    const rows = await this.scanLex(this.k('fw-rcpts', filter.name), filter.after, limit + 1, undefined, async (ids) =>
+      (
+        await this.mgetJson<ReceiptRow>(
+          this.r,
+          ids.map((id) => this.k('fw-rcpt', filter.name, id)),
+        )
+      ).filter((x): x is ReceiptRow => x !== null),
+    );
+    return pageOf(rows.map(receiptFromJson), limit, (r) => r.deviceId);
+  }
+}
+
+/** ReceiptRow: a firmware receipt record's JSON row (times in ms). */
+interface ReceiptRow {
+  name: string;
+  deviceId: string;
+  hwType: string;
+  running: { version: number; at: number } | null;
+  error: { version: number; code: number; vendorCode: number | null; at: number } | null;
+  receiptSha256: string;
+  updatedAt: number;
+}
+
+function receiptFromJson(r: ReceiptRow): FirmwareReceiptRecord {
+  return {
+    ...r,
+    running: r.running ? { version: r.running.version, at: new Date(r.running.at) } : null,
+    error: r.error ? { ...r.error, at: new Date(r.error.at) } : null,
+    updatedAt: new Date(r.updatedAt),
+  };
+}
+
+function receiptToJson(r: FirmwareReceiptRecord): ReceiptRow {
+  return { ...r, running: r.running ? { version: r.running.version, at: ms(r.running.at) } : null, error: r.error ? { ...r.error, at: ms(r.error.at) } : null, updatedAt: ms(r.updatedAt) };
 }
 
 /** ReleaseRow: a firmware release's JSON row (times in ms). */

@@ -298,3 +298,23 @@ MIGRATIONS.push(
   `ALTER TABLE tpm_aks ADD COLUMN cert_serial TEXT;
    ALTER TABLE tpm_aks ADD COLUMN cert_claim_until INTEGER;`,
 );
+
+// 19: firmware receipts (issue 13, RFC 4108 §3/§4): per firmware name and device, the version it reported
+// loading and its last load error above that version (`firmware status`); the receipt's SHA-256 makes a
+// repeated post recognisable. Keyed by name first: a status reads one name's devices in order.
+MIGRATIONS.push(
+  `CREATE TABLE firmware_receipts (
+     name TEXT NOT NULL,
+     device_id TEXT NOT NULL,
+     hw_type TEXT NOT NULL,
+     running_version INTEGER,
+     running_at INTEGER,
+     error_version INTEGER,
+     error_code INTEGER,
+     error_vendor_code INTEGER,
+     error_at INTEGER,
+     receipt_sha256 TEXT NOT NULL,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (name, device_id)
+   ) WITHOUT ROWID;`,
+);

@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import * as fs from 'node:fs';
 import { nextAuditRecord } from '../../audit/audit-chain';
 import { createPrivateFile } from '../../data-dir/atomic-file';
 import { DeviceCaError } from '../../errors/device-ca-error';
@@ -26,6 +27,8 @@ import {
   Lease,
   DeviceChange,
   EnrollmentRequestRecord,
+  FirmwareReceiptInput,
+  FirmwareReceiptRecord,
   FirmwareReleaseInfo,
   firmwareReleaseKey,
   Page,
@@ -42,10 +45,12 @@ import {
   StoreHead,
 } from '../store';
 import { distinctIds } from '../batch';
+import { applyFirmwareReceipt } from '../firmware-receipt-rule';
 import { pageLimit, pageOf } from '../paging';
 import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
 import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
+import { StatusVersion } from '../status-version';
 
 type Row = Record<string, unknown>;
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation */
@@ -70,6 +75,23 @@ const seqCursor = (after: string | undefined): number => {
  * written out (not bound) so SQLite can use the partial index certificates_crl_revoked (migration 12),
  * which covers every column read here.
  */
+/** WAL_INDEX_HEADER: bytes of one copy of the wal-index header (WalIndexHdr) at the start of the -shm file */
+const WAL_INDEX_HEADER = 48;
+
+/**
+ * openWalIndex opens the -shm file for statusVersion, only when the database really is in WAL mode (a file
+ * system without shared memory leaves it in another journal mode, where a leftover -shm would never change)
+ * and the file is there; otherwise statusVersion is unavailable and OCSP reads every status from the store.
+ */
+function openWalIndex(db: Database.Database, file: string): { fd: number; last: Buffer; now: Buffer; version: number } | undefined {
+  if (file === ':memory:' || String(db.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') return undefined;
+  try {
+    return { fd: fs.openSync(`${file}-shm`, 'r'), last: Buffer.alloc(WAL_INDEX_HEADER), now: Buffer.alloc(WAL_INDEX_HEADER), version: 0 };
+  } catch {
+    return undefined;
+  }
+}
+
 export const REVOKED_IN_SHARD_SQL =
   "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates WHERE issuer = ? AND shard = ? AND status = 'revoked' AND not_after > ? AND serial > ? ORDER BY serial LIMIT ?";
 
@@ -78,7 +100,7 @@ export const REVOKED_IN_SHARD_SQL =
  * processes of one machine (each opens its own connection; writers serialize on SQLite's lock).
  * synchronous=NORMAL in WAL mode keeps every committed transaction across a process crash.
  */
-export class SqliteStore implements Store, AttestationStore, SnapshotSource {
+export class SqliteStore implements Store, AttestationStore, SnapshotSource, StatusVersion {
   private readonly db: Database.Database;
   /** stmts caches prepared statements by SQL text: preparing costs more than running on the issuance path */
   private readonly stmts = new Map<string, Database.Statement>();
@@ -93,8 +115,11 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     this.db.pragma('foreign_keys = ON');
     this.migrate();
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
+    this.walIndex = openWalIndex(this.db, file);
   }
   private readonly statusStmt: Database.Statement;
+  /** walIndex: the -shm file and the wal-index header last seen (statusVersion) */
+  private readonly walIndex?: { fd: number; last: Buffer; now: Buffer; version: number };
 
   private stmt(sql: string): Database.Statement {
     let s = this.stmts.get(sql);
@@ -122,6 +147,10 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
   async close(): Promise<void> {
     if (this.queue.length) this.flush(); // nothing queued is lost
     this.db.close();
+    if (this.walIndex && this.walIndex.fd >= 0) {
+      fs.closeSync(this.walIndex.fd);
+      this.walIndex.fd = -1;
+    }
   }
 
   // ---- audit ----
@@ -579,6 +608,26 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     };
   }
 
+  /**
+   * statusVersion (StatusVersion, store/status-version.ts): changes when a commit may have happened since the
+   * last call, by any connection. It reads the first copy of the wal-index header from the -shm file
+   * (https://sqlite.org/walformat.html §2.1: iChange, mxFrame, the last frame's checksum and the salts), which
+   * every commit rewrites before it returns, whichever process made it. One pread without a lock: a read
+   * transaction (even PRAGMA data_version) takes the WAL read lock, which costs as much as the row read it
+   * would save once the worker processes contend for it (bench/ocsp-http). A header read in the middle of a
+   * commit is at worst a change seen once more, never a change missed: that commit has not returned yet.
+   */
+  statusVersion(): number {
+    const w = this.walIndex;
+    if (!w) throw new DeviceCaError('internal', 'statusVersion: no wal-index (an in-memory database, or not in WAL mode)');
+    if (fs.readSync(w.fd, w.now, 0, WAL_INDEX_HEADER, 0) !== WAL_INDEX_HEADER) throw new DeviceCaError('internal', 'statusVersion: short read of the wal-index header');
+    if (!w.now.equals(w.last)) {
+      w.now.copy(w.last);
+      w.version++;
+    }
+    return w.version;
+  }
+
   async certificateStatus(serial: string): Promise<Pick<CertificateRecord, 'serial' | 'issuer' | 'status' | 'revokedAt' | 'revocationReason' | 'notAfter'> | null> {
     const r = this.statusStmt.get(serial) as Row | undefined;
     if (!r) return null;
@@ -901,6 +950,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
         (r) => ({ kind: 'tpm-nonce', row: { deviceId: String(r.device_id), nonceSha256: String(r.nonce_sha256), expiresAt: date(r.expires_at), createdAt: date(r.created_at) } }),
       ],
       ['SELECT * FROM firmware_releases ORDER BY sort_key', (r) => ({ kind: 'firmware-release', row: { ...releaseFromRow(r), der: r.der as Buffer } })],
+      ['SELECT * FROM firmware_receipts ORDER BY name, device_id', (r) => ({ kind: 'firmware-receipt', row: receiptFromRow(r) })],
       ['SELECT * FROM audit ORDER BY seq', (r) => ({ kind: 'audit', row: auditFromRow(r) })],
       [
         'SELECT * FROM ca_state ORDER BY name',
@@ -983,6 +1033,66 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource {
     ) as Row[];
     return pageOf(rows.map(releaseFromRow), limit, (r) => firmwareReleaseKey(r.name, r.version));
   }
+
+  // ---- firmware receipts ----
+  async recordFirmwareReceipt(r: FirmwareReceiptInput, audit: AuditInput): Promise<{ outcome: 'recorded' | 'repeat'; record: FirmwareReceiptRecord }> {
+    return this.db
+      .transaction(() => {
+        const row = this.stmt('SELECT * FROM firmware_receipts WHERE name = ? AND device_id = ?').get(r.name, r.deviceId) as Row | undefined;
+        const prev = row ? receiptFromRow(row) : null;
+        const next = applyFirmwareReceipt(prev, r);
+        if (next === 'repeat') return { outcome: 'repeat' as const, record: prev! };
+        this.stmt(
+          `INSERT INTO firmware_receipts (name, device_id, hw_type, running_version, running_at, error_version, error_code, error_vendor_code, error_at, receipt_sha256, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (name, device_id) DO UPDATE SET hw_type = excluded.hw_type, running_version = excluded.running_version, running_at = excluded.running_at,
+             error_version = excluded.error_version, error_code = excluded.error_code, error_vendor_code = excluded.error_vendor_code, error_at = excluded.error_at,
+             receipt_sha256 = excluded.receipt_sha256, updated_at = excluded.updated_at`,
+        ).run(
+          next.name,
+          next.deviceId,
+          next.hwType,
+          next.running?.version ?? null,
+          next.running ? ms(next.running.at) : null,
+          next.error?.version ?? null,
+          next.error?.code ?? null,
+          next.error?.vendorCode ?? null,
+          next.error ? ms(next.error.at) : null,
+          next.receiptSha256,
+          ms(next.updatedAt),
+        );
+        this.appendAuditSync(audit, new Date());
+        return { outcome: 'recorded' as const, record: next };
+      })
+      .immediate();
+  }
+
+  async getFirmwareReceipt(name: string, deviceId: string): Promise<FirmwareReceiptRecord | null> {
+    const row = this.stmt('SELECT * FROM firmware_receipts WHERE name = ? AND device_id = ?').get(name, deviceId) as Row | undefined;
+    return row ? receiptFromRow(row) : null;
+  }
+
+  async listFirmwareReceipts(filter: { name: string } & PageRequest): Promise<Page<FirmwareReceiptRecord>> {
+    const limit = pageLimit(filter);
+    const rows = this.stmt('SELECT * FROM firmware_receipts WHERE name = ? AND device_id > ? ORDER BY device_id LIMIT ?').all(filter.name, filter.after ?? '', limit + 1) as Row[];
+    return pageOf(rows.map(receiptFromRow), limit, (r) => r.deviceId);
+  }
+}
+
+/** receiptFromRow: a firmware_receipts row as a FirmwareReceiptRecord. */
+function receiptFromRow(r: Row): FirmwareReceiptRecord {
+  return {
+    name: String(r.name),
+    deviceId: String(r.device_id),
+    hwType: String(r.hw_type),
+    running: r.running_version === null ? null : { version: Number(r.running_version), at: date(r.running_at) },
+    error:
+      r.error_version === null
+        ? null
+        : { version: Number(r.error_version), code: Number(r.error_code), vendorCode: r.error_vendor_code === null ? null : Number(r.error_vendor_code), at: date(r.error_at) },
+    receiptSha256: String(r.receipt_sha256),
+    updatedAt: date(r.updated_at),
+  };
 }
 
 /** RELEASE_COLUMNS: a release's row without its bytes. */

@@ -14,6 +14,8 @@ import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { RevocationFeed } from '../../../src/store/revocation-feed';
 import { RevocationStore } from '../../../src/store/store';
 import { TestCa, makeTestCa } from '../../fixtures/test-ca';
+import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
+import { TmpDir, makeTmpDir } from '../../helpers/tmp';
 
 /**
  * OcspService: nonce-less single requests (RFC 5019) are answered from a cache of pre-signed responses
@@ -462,5 +464,111 @@ describe('with a revocation feed (the shared store publishes status changes)', (
     const req = request([SERIAL], { noNonce: true });
     expect((await svc.respond(req.der)).outcome).toBe('good');
     expect((await svc.respond(req.der)).outcome).toBe('revoked');
+  });
+});
+
+describe("with SQLite's statusVersion (every process of one machine reads one file)", () => {
+  let tmp: TmpDir;
+  let mine: SqliteStore;
+  let other: SqliteStore;
+  beforeEach(() => {
+    tmp = makeTmpDir('device-ca-ocsp-version-');
+    // two connections to one file: this process's store and another process's (another worker, the CLI)
+    mine = new SqliteStore(tmp.file('device-ca.sqlite'));
+    other = new SqliteStore(tmp.file('device-ca.sqlite'));
+  });
+  afterEach(async () => {
+    await mine.close();
+    await other.close();
+    tmp.cleanup();
+  });
+  const audit = { type: 'test', actor: 'test', subject: 'x', data: {} };
+  const issueIn = (s: SqliteStore, serial: string) =>
+    s.recordIssuance({
+      cert: {
+        serial,
+        deviceId: null,
+        issuer: tca.hierarchy.issuing.name,
+        subject: `CN=${serial}`,
+        profile: 'default',
+        notBefore: new Date(Date.now() - HOUR),
+        notAfter: NOT_AFTER,
+        shard: 0,
+        spkiSha256: '00'.repeat(32),
+        der: Buffer.from([0x30, 0]),
+      },
+      audit,
+    });
+  /** counted: this process's store as OcspService sees it, counting status reads */
+  const counted = () => ({
+    certificateStatus: (serial: string) => (reads++, mine.certificateStatus(serial)),
+    statusVersion: () => mine.statusVersion(),
+  });
+
+  it("statuses are kept between requests; a revocation committed by another process is answered on the next request, and by this process's own connection too", async () => {
+    await issueIn(other, SERIAL);
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf());
+    const req = request([SERIAL], { noNonce: true });
+    for (let i = 0; i < 3; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect(reads).toBe(1);
+    await other.revokeCertificate(SERIAL, 'certificateHold', new Date(Date.now() - 1000), null, audit);
+    const held = await svc.respond(req.der);
+    expect(single(verdict(held, req), SERIAL)).toMatch(/Cert Status: revoked[\s\S]*Revocation Reason: certificateHold/);
+    await other.releaseHold(SERIAL, audit);
+    expect((await svc.respond(req.der)).outcome).toBe('good');
+    // a write through this very connection rewrites the same wal-index header
+    await mine.revokeCertificate(SERIAL, 'keyCompromise', new Date(Date.now() - 1000), null, audit);
+    const after = await svc.respond(req.der);
+    expect(single(verdict(after, req), SERIAL)).toMatch(/Revocation Reason: keyCompromise/);
+    expect((await svc.respond(req.der)).outcome).toBe('revoked');
+    expect(reads).toBe(4);
+  });
+
+  it('a request with a nonce is signed live over the kept status, and sees a revocation by another process at once', async () => {
+    await issueIn(other, SERIAL);
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf());
+    const first = request([SERIAL]);
+    expect(single(verdict(await svc.respond(first.der), first), SERIAL)).toContain('Cert Status: good');
+    const second = request([SERIAL]);
+    const again = await svc.respond(second.der);
+    expect(verdict(again, second)).toMatch(/Response verify OK/);
+    expect(reads).toBe(1);
+    await other.revokeCertificate(SERIAL, 'superseded', new Date(Date.now() - 1000), null, audit);
+    const third = request([SERIAL]);
+    expect(single(verdict(await svc.respond(third.der), third), SERIAL)).toMatch(/Cert Status: revoked[\s\S]*Revocation Reason: superseded/);
+    expect(reads).toBe(2);
+  });
+
+  it('a serial answered unknown is good on the next request once another process has issued it', async () => {
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf());
+    const req = request([SERIAL2], { noNonce: true });
+    expect((await svc.respond(req.der)).outcome).toBe('unknown');
+    expect((await svc.respond(req.der)).outcome).toBe('unknown');
+    expect(reads).toBe(1);
+    await issueIn(other, SERIAL2);
+    expect((await svc.respond(req.der)).outcome).toBe('good');
+  });
+
+  it('a database without a wal-index (in memory) has no statusVersion to offer: it refuses rather than never changing', async () => {
+    const mem = new SqliteStore(':memory:');
+    try {
+      expect(() => mem.statusVersion()).toThrow(/no wal-index/);
+    } finally {
+      await mem.close();
+    }
+  });
+
+  it('a store whose version check fails is read on every request', async () => {
+    await issueIn(other, SERIAL);
+    const broken = {
+      certificateStatus: (serial: string) => (reads++, mine.certificateStatus(serial)),
+      statusVersion: (): number => {
+        throw new Error('closed');
+      },
+    };
+    const svc = new OcspService([tca.hierarchy.issuing], responder, broken, cfgOf());
+    const req = request([SERIAL], { noNonce: true });
+    for (let i = 0; i < 3; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect(reads).toBe(3);
   });
 });

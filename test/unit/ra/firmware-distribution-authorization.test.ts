@@ -104,15 +104,31 @@ describe('who may download which release', () => {
       expect(await outcome('dev-a', version, name)).toBe(NF);
   });
 
-  it('every download is audited with who got which version; a refusal is not a download', async () => {
+  it("every device's download is audited with who got which version; a refusal is not a download", async () => {
     const before = (await h.audit('firmware.downloaded')).length;
     await outcome('dev-a', 'latest');
     await outcome('anonymous', '1');
     await outcome('dev-b', '2');
     const after = (await h.audit('firmware.downloaded')).slice(before);
-    expect(after.map((r) => [r.actor, r.data])).toEqual([
-      ['device:dev-a', { version: 2, device: 'dev-a', encrypted: true }],
-      ['anonymous', { version: 1, device: null, encrypted: false }],
+    expect(after.map((r) => [r.actor, r.data])).toEqual([['device:dev-a', { version: 2, device: 'dev-a', encrypted: true }]]);
+    await dist.flushAnonymous();
+  });
+
+  it('anonymous downloads are one firmware.downloads record per release per interval, with the count: the audit log does not grow per download', async () => {
+    const t = new Date();
+    const quiet = new FirmwareDistribution(h.store, () => t, 3_600_000);
+    const before = (await h.audit()).length;
+    for (let i = 0; i < 250; i++) expect((await quiet.download({ name: 'fw', version: 'latest', requester: {} })).release.version).toBe(1);
+    await quiet.download({ name: 'fw', version: '1', requester: {} });
+    expect((await h.audit()).length).toBe(before); // nothing yet: counted
+    await quiet.download({ name: 'fw', version: '2', requester: { clientCertificate: certs.get('dev-a') } });
+    await quiet.close();
+    const added = (await h.audit()).slice(before);
+    expect(added.map((r) => [r.type, r.actor, r.subject, r.data])).toEqual([
+      ['firmware.downloaded', 'device:dev-a', 'firmware:fw', { version: 2, device: 'dev-a', encrypted: true }],
+      ['firmware.downloads', 'anonymous', 'firmware:fw', { version: 1, count: 251, since: t.toISOString() }],
     ]);
+    await quiet.close(); // nothing counted since: no record
+    expect((await h.audit()).length).toBe(before + 2);
   });
 });

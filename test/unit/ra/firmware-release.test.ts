@@ -1,7 +1,8 @@
 import * as crypto from 'node:crypto';
 import * as path from 'node:path';
-import { openSignerCa, issueSignerCertificate } from '../../../src/ca/signer-ca';
+import { openSignerCa, issueSignerCertificate, signerCaCertificate } from '../../../src/ca/signer-ca';
 import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../../../src/cms/firmware-package';
+import { verifyFirmwareRelease } from '../../../src/cms/firmware-release-verify';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { KeyAlgorithm } from '../../../src/keys/key-backend';
 import { generateKeyPair, softwareSigningKey, SoftwareKeyBackend } from '../../../src/keys/software-key-backend';
@@ -90,6 +91,74 @@ describe('roles: the default policy needs manufacturer, developer and administra
       /^forbidden: .*missing signatures of role manufacturer, developer, administrator$/,
     );
     expect(await fw.requiredRoles('acme')).toEqual(['manufacturer', 'developer', 'administrator']);
+  });
+});
+
+describe('M-of-N: a policy that needs some of its roles, at release and on the device alike', () => {
+  let chain: Buffer[];
+  beforeAll(async () => {
+    await fw.setPolicy({ roles: ['manufacturer', 'developer', 'administrator'], require: 2, owner: 'initech', actor: 'test' });
+    await device('dev-i', 'initech');
+    const root = Buffer.from(((await h.store.getCaState('hierarchy'))!.value as { root: { der: string } }).root.der, 'base64');
+    chain = [(await signerCaCertificate(h.store))!, root];
+  });
+  const release = async (roles: string[], version: number) =>
+    refusal(fw.release({ package: await pkgSignedBy(roles, { name: 'mn', version, hardware: [] }), encryptTo: { owner: 'initech' }, actor: 'test' }));
+  const verify = (rel: Buffer, roles: string[], require?: number): string => {
+    try {
+      const v = verifyFirmwareRelease(rel, { chain, roles, require, now: new Date() });
+      return `verified by ${v.approvals.map((a) => a.role).join(', ')}`;
+    } catch (e) {
+      return e instanceof DeviceCaError ? `${e.code}: ${e.message}` : `other: ${String(e)}`;
+    }
+  };
+
+  it.each([
+    [['manufacturer', 'developer'], 'released'],
+    [['developer', 'administrator'], 'released'],
+    [['qa', 'administrator'], 'forbidden: the release policy is not met: missing signatures: 1 more of role manufacturer, developer (2 of manufacturer, developer, administrator)'],
+    [['qa'], 'forbidden: the release policy is not met: missing signatures: 2 more of role manufacturer, developer, administrator (2 of manufacturer, developer, administrator)'],
+  ])('signed by %j for initech (2 of 3) -> %s', async (roles, expected) => {
+    expect(await release(roles, 1)).toBe(expected);
+  });
+
+  it('a release to devices of an M-of-N owner and of an all-of owner must meet both', async () => {
+    const pkg = await pkgSignedBy(['manufacturer', 'developer'], { name: 'mn', version: 2, hardware: [] });
+    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['dev-i', 'dev-1'] }, actor: 'test' }))).toBe(
+      'forbidden: the release policy is not met: missing signatures of role administrator',
+    );
+  });
+
+  it('the device applies the same rule with its own --roles/--require (the CA cannot lower it)', async () => {
+    const two = await pkgSignedBy(['manufacturer', 'developer'], { name: 'mn-plain', version: 1, hardware: [] });
+    await fw.setPolicy({ roles: ['manufacturer', 'developer', 'administrator'], require: 2, actor: 'test' });
+    let rel: Buffer;
+    try {
+      rel = (await fw.release({ package: two, actor: 'test' })).release;
+    } finally {
+      await fw.setPolicy({ roles: ['manufacturer', 'developer', 'administrator'], actor: 'test' });
+    }
+    const all = ['manufacturer', 'developer', 'administrator'];
+    expect(verify(rel, all, 2)).toBe('verified by manufacturer, developer');
+    expect(verify(rel, all)).toBe('forbidden: the release lacks approvals of role administrator');
+    expect(verify(rel, all, 3)).toBe('forbidden: the release lacks approvals of role administrator');
+    expect(verify(rel, ['administrator', 'qa'], 1)).toBe('forbidden: the release lacks approvals of 1 more of role administrator, qa (1 of administrator, qa)');
+    expect(verify(rel, all, 4)).toBe('bad-request: --require must be between 1 and the number of roles (3)');
+  });
+
+  it('a policy whose count is out of range is refused and not recorded', async () => {
+    expect(await refusal(fw.setPolicy({ roles: ['a', 'b'], require: 3, actor: 't' }))).toBe('bad-request: --require must be between 1 and the number of roles (2)');
+    expect(await refusal(fw.setPolicy({ roles: ['a', 'b'], require: 0, actor: 't' }))).toBe('bad-request: --require must be between 1 and the number of roles (2)');
+    expect(await fw.policyFor()).toEqual({ roles: ['manufacturer', 'developer', 'administrator'], require: 3 });
+    expect(await fw.policyFor('initech')).toEqual({ roles: ['manufacturer', 'developer', 'administrator'], require: 2 });
+    const audit = (await h.audit('firmware.policy.set')).find((r) => r.subject === 'owner:initech');
+    expect(audit?.data).toEqual({ roles: ['manufacturer', 'developer', 'administrator'], require: 2 });
+  });
+
+  it('a policy stored in the first form (a bare role list) still means all of them', async () => {
+    const e = (await h.store.getCaState('firmware-policy'))!;
+    await h.store.saveCaState('firmware-policy', { ...(e.value as object), owners: { ...(e.value as { owners: object }).owners, legacy: ['qa', 'developer'] } }, e.version);
+    expect(await fw.policyFor('legacy')).toEqual({ roles: ['qa', 'developer'], require: 2 });
   });
 });
 

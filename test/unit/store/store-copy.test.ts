@@ -54,6 +54,9 @@ async function populate(s: SqliteStore): Promise<void> {
   const fw = { name: 'fw', sha256: 'cd'.repeat(32), signers: [], recipients: ['dev-1'], releasedAt: new Date('2026-01-01T00:00:00Z') };
   await s.saveFirmwareRelease({ ...fw, version: 1 }, Buffer.from('release 1'), audit('firmware.released', 'firmware:fw'));
   await s.saveFirmwareRelease({ ...fw, version: 2, recipients: null }, Buffer.alloc(5000, 2), audit('firmware.released', 'firmware:fw'));
+  const receipt = { name: 'fw', deviceId: 'dev-1', hwType: '1.2.3', sha256: 'ef'.repeat(32), at: new Date('2026-01-02T00:00:00Z') };
+  await s.recordFirmwareReceipt({ ...receipt, version: 1, outcome: 'loaded' }, audit('firmware.receipt', 'device:dev-1'));
+  await s.recordFirmwareReceipt({ ...receipt, version: 2, outcome: 'error', errorCode: 23, sha256: '12'.repeat(32) }, audit('firmware.receipt', 'device:dev-1'));
   for (const id of ['dev-1', 'dev-2', 'dev-3'])
     await s.createDevice({ id, owner: id === 'dev-3' ? 'team-b' : null, label: null, state: 'registered' }, { hash: `hash-${id}`, expiresAt: new Date(Date.now() + DAY) }, audit('device.create', id));
   const [secret] = await s.activeSecrets('dev-1', new Date());
@@ -121,6 +124,7 @@ it('copies every row: the target reads as the source did, and goes on from there
     'tpm-blocked-ek': 1,
     'tpm-nonce': 1,
     'firmware-release': 2,
+    'firmware-receipt': 1,
     'ca-state': 2,
   });
   expect(progress).toContain('device:3');
@@ -136,6 +140,8 @@ it('copies every row: the target reads as the source did, and goes on from there
   expect(await redis.getCaState('hierarchy')).toEqual(await sqlite.getCaState('hierarchy'));
   expect(await redis.listFirmwareReleases({})).toEqual(await sqlite.listFirmwareReleases({}));
   expect(await redis.firmwareReleaseBytes('fw', 2)).toEqual(Buffer.alloc(5000, 2));
+  expect(await redis.getFirmwareReceipt('fw', 'dev-1')).toEqual(await sqlite.getFirmwareReceipt('fw', 'dev-1'));
+  expect(summary.census.firmwareReceipts).toEqual([`fw/dev-1:${'12'.repeat(32)}`]);
   expect(await redis.findToken(h('token'))).toEqual(await sqlite.findToken(h('token')));
   expect(await redis.findRequest('dev-3', h('csr'))).toEqual(await sqlite.findRequest('dev-3', h('csr')));
   expect(await redis.aksOfDevice('dev-1')).toEqual(await sqlite.aksOfDevice('dev-1'));

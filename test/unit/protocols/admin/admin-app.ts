@@ -10,6 +10,7 @@ import { AuditBrowser } from '../../../../src/ra/audit-browser';
 import { ConsoleOverview } from '../../../../src/ra/console-overview';
 import { ConsoleSessions } from '../../../../src/ra/console-sessions';
 import { DeviceLifecycle, OPERATOR } from '../../../../src/ra/device-lifecycle';
+import { FirmwareReceipts } from '../../../../src/ra/firmware-receipts';
 import { RegistrationAuthority } from '../../../../src/ra/registration-authority';
 import { SqliteStore } from '../../../../src/store/sqlite/sqlite-store';
 import { TestCa, makeTestCa } from '../../../fixtures/test-ca';
@@ -60,12 +61,13 @@ export async function startAdminApp(): Promise<AdminApp> {
   const lifecycle = new DeviceLifecycle(ca.cfg, store);
   const access = new AdminAccess(store);
   const audit = new AuditBrowser(store);
-  const router = adminRouter({ access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit });
+  const firmware = new FirmwareReceipts(store);
+  const router = adminRouter({ access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit, firmware });
   const sessions = new ConsoleSessions(store, access, { idleSeconds: 900, maxAgeSeconds: 3600 });
   const consoleRoutes = consoleRouter({
     sessions,
     overview: new ConsoleOverview({ store, lifecycle, ra, issuer: 'device-ca-issuing', crlShards: 2, ocspResponderCertificate: () => null, storeHealth: async () => undefined }),
-    admin: { access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit },
+    admin: { access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit, firmware },
     maxAgeSeconds: 3600,
     assetsDir: path.join(ca.dir, 'no-console-assets'),
   });

@@ -119,6 +119,24 @@ const MATRIX: Record<string, Variant[]> = {
   'GET /requests': [{ name: 'queue', target: async () => ({ path: '/requests' }), expect: [200, 403, 403, 403, ...ANON] }],
   'POST /requests/{id}/approve': [{ name: 'pending request', target: onRequest('/approve'), expect: [200, 403, 403, 403, ...ANON] }],
   'POST /requests/{id}/reject': [{ name: 'pending request', target: onRequest('/reject'), expect: [200, 403, 403, 403, ...ANON] }],
+  // fleet-wide (every owner's devices): the operator's; a name never released is 404 for the operator only
+  'GET /firmware/{name}/status': [
+    {
+      name: 'a released firmware',
+      target: async (app) => {
+        const name = `fw-${crypto.randomBytes(4).toString('hex')}`;
+        await app.store.saveFirmwareRelease({ name, version: 1, sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date() }, Buffer.from('r'), {
+          type: 'firmware.released',
+          actor: 'test',
+          subject: `firmware:${name}`,
+          data: {},
+        });
+        return { path: `/firmware/${name}/status` };
+      },
+      expect: [200, 403, 403, 403, ...ANON],
+    },
+    { name: 'a name never released', target: async () => ({ path: '/firmware/never-released/status' }), expect: [404, 403, 403, 403, ...ANON] },
+  ],
 };
 
 /** DOCUMENTED: every `METHOD /path` of the OpenAPI document */

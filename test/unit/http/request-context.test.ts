@@ -1,0 +1,69 @@
+import { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { createHttpListener } from '../../../src/http/listeners';
+
+/**
+ * HttpObservability on the plain HTTP listener: every request is counted and timed under its own route,
+ * method and status (the metric children are looked up once per combination, so one combination must never
+ * be counted under another), and a quiet route's successful requests write no access line at level info
+ * while its failures and every other route still do.
+ */
+let base: string;
+let close: () => Promise<void>;
+const logs: Record<string, unknown>[] = [];
+const registry = new Registry();
+
+beforeAll(async () => {
+  const log = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) });
+  const server = createHttpListener({
+    mounts: [],
+    fast: [
+      {
+        prefix: '/fast',
+        route: 'fast',
+        handler: (req, res) => {
+          res.writeHead(req.url === '/fast/fail' ? 503 : 200, { 'Content-Length': 2 });
+          res.end('ok');
+        },
+      },
+    ],
+    registry,
+    log,
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  close = () => new Promise<void>((r) => server.close(() => r()));
+});
+afterAll(() => close());
+
+async function counts(name: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const v of (await registry.getSingleMetric(name)!.get()).values as { labels: Record<string, string | number>; value: number; metricName?: string }[]) {
+    if (name.endsWith('_seconds') && !v.metricName?.endsWith('_count')) continue; // a histogram: its _count series
+    out[`${v.labels.route} ${v.labels.method} ${v.labels.status}`] = v.value;
+  }
+  return out;
+}
+
+it('counts and times each route, method and status apart; quiet successes write no line at info', async () => {
+  const ids: string[] = [];
+  for (const [path, method] of [
+    ['/fast', 'POST'],
+    ['/fast', 'POST'],
+    ['/fast', 'GET'],
+    ['/fast/fail', 'POST'],
+    ['/nothing', 'GET'],
+    ['/fast', 'POST'],
+  ]) {
+    const r = await fetch(base + path, { method, body: method === 'POST' ? 'x' : undefined });
+    await r.arrayBuffer();
+    ids.push(r.headers.get('x-request-id')!);
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  const expected = { 'fast POST 200': 3, 'fast GET 200': 1, 'fast POST 503': 1, 'not-found GET 404': 1 };
+  expect(await counts('device_ca_http_requests_total')).toEqual(expected);
+  expect(await counts('device_ca_http_request_duration_seconds')).toEqual(expected);
+  const lines = logs.filter((l) => ids.includes(l.reqId as string)).map((l) => `${l.route} ${l.status}`);
+  expect(lines.sort()).toEqual(['fast 503', 'not-found 404']);
+});
