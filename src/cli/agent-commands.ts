@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { agentEnroll, DEFAULT_HANDLES } from '../agent/agent-enroll';
 import { agentRenew } from '../agent/agent-renew';
 import { agentUpdate } from '../agent/agent-update';
+import { agentCommand } from '../agent/agent-command';
 import { parseHardwareList } from '../cms/firmware-attributes';
 import { DEFAULT_TCTI, parseHandle } from '../agent/tpm-tools';
 import { DeviceCaError } from '../errors/device-ca-error';
@@ -78,6 +79,17 @@ export function registerAgentCommands(program: Command): void {
     .action(async (o: { est?: string; trust: string; out: string }) => {
       const r = await agentRenew(o);
       console.log(`renewed: ${r.certFile} (serial ${r.serial})`);
+    });
+  agent
+    .command('command')
+    .description('verify a signed device command (from "device-ca devices command") and carry it out: retire = evict the TPM objects and delete the identity files')
+    .requiredOption('--in <file>', 'the command (DER CMS)')
+    .requiredOption('--firmware-chain <pem>', "the firmware signer CA and root (PEM; the server's <data>/ca/firmware-chain.pem)")
+    .requiredOption('--out <dir>', 'the directory "agent enroll" wrote')
+    .addHelpText('after', '\nExit status: 0 done; 1 refused (not signed by the signer CA, for another device, expired) or failed; 4 nothing enrolled in --out.')
+    .action((o: { in: string; firmwareChain: string; out: string }) => {
+      const r = agentCommand(o);
+      console.log(`${r.command.command}: device ${r.command.device}: evicted ${r.evicted.length ? r.evicted.join(', ') : 'nothing'} from the TPM, identity files deleted`);
     });
   agent
     .command('update')

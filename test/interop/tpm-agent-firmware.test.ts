@@ -178,3 +178,62 @@ describe('agent update --check (swtpm)', () => {
     expect([r.code, r.stderr]).toEqual([4, `device-ca: no release of no-such-fw for this device at ${new URL(svc.est).origin}\n`]);
   });
 });
+
+describe('signed device commands: retire (swtpm)', () => {
+  const handles = (): string => rm.tpm2('tpm2_getcap', ['handles-persistent']).toString();
+  const command = (out: string, cmd: string): Promise<ProcessResult> => agent(['command', '--in', cmd, '--firmware-chain', firmwareChain(), '--out', out]);
+
+  it('refused for an active device; after devices retire, the command is made and audited', async () => {
+    const early = await svc.cli(['devices', 'command', 'fw-tpm-b', '--retire', '--out', tmp.file('cmd/early.der')]);
+    expect([early.code, early.stderr]).toEqual([1, 'device-ca: device fw-tpm-b is active: retire it first (devices retire fw-tpm-b); the command tells its agent to delete what is left\n']);
+    expect(fs.existsSync(tmp.file('cmd/early.der'))).toBe(false);
+    await cliOk('devices', 'retire', 'fw-tpm-b');
+    expect(await cliOk('devices', 'command', 'fw-tpm-b', '--retire', '--out', tmp.file('cmd/b.der'))).toMatch(/^retire command for fw-tpm-b \(nonce [0-9a-f]{32}, valid until \S+\): .*b\.der\n$/);
+    // openssl verifies it against the firmware chain like any release
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', tmp.file('cmd/b.der'), '-CAfile', firmwareChain(), '-out', tmp.file('cmd/b.json'));
+    expect(JSON.parse(fs.readFileSync(tmp.file('cmd/b.json'), 'utf8'))).toMatchObject({ command: 'retire', device: 'fw-tpm-b' });
+    const { nonce } = JSON.parse(fs.readFileSync(tmp.file('cmd/b.json'), 'utf8')) as { nonce: string };
+    const audited = withStore((db) => db.prepare("SELECT actor, data FROM audit WHERE type = 'device.command.issued' AND subject = 'device:fw-tpm-b'").all() as { data: string }[]);
+    expect(audited.map((a) => JSON.parse(a.data) as unknown)).toEqual([expect.objectContaining({ command: 'retire', nonce })]);
+  });
+
+  it("another device's agent refuses it; a command not signed by the signer CA is refused", async () => {
+    const before = handles();
+    const r = await command(outA(), tmp.file('cmd/b.der'));
+    expect([r.code, r.stderr]).toEqual([1, 'device-ca: the command is for device "fw-tpm-b", not "fw-tpm-a"\n']);
+    // the same content signed by a signer's key, not the signer CA
+    const forged = tmp.file('cmd/forged.der');
+    await openssl(
+      'cms',
+      '-sign',
+      '-binary',
+      '-nodetach',
+      '-outform',
+      'DER',
+      '-econtent_type',
+      '2.25.181106915634063386203377113302683929911',
+      '-in',
+      tmp.file('cmd/b.json'),
+      '-signer',
+      signers[0].crt,
+      '-inkey',
+      signers[0].key,
+      '-out',
+      forged,
+    );
+    const f = await command(outB(), forged);
+    expect([f.code, f.stderr]).toEqual([1, 'device-ca: the command is not signed by the firmware signer CA\n']);
+    expect(handles()).toBe(before);
+    expect(fs.existsSync(path.join(outB(), 'agent.json'))).toBe(true);
+  });
+
+  it("the device's agent carries it out: its AK and key are gone from the TPM (tpm2_getcap), its files deleted; the other identity untouched", async () => {
+    expect(handles()).toMatch(/0x81018010[\s\S]*0x81018011/);
+    const r = await command(outB(), tmp.file('cmd/b.der'));
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', 'retire: device fw-tpm-b: evicted 0x81018010, 0x81018011 from the TPM, identity files deleted\n']);
+    const after = handles();
+    expect(after).not.toMatch(/0x81018010|0x81018011|0x81018012/);
+    expect(after).toMatch(/0x81018000/); // fw-tpm-a's AK
+    expect(fs.existsSync(outB())).toBe(false);
+  });
+});
