@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { pemBlocks } from '../ca/pem';
 import { DeviceCommand, verifyDeviceCommand } from '../cms/device-command';
 import { DeviceCaError } from '../errors/device-ca-error';
+import { agentEnroll } from './agent-enroll';
 import { FILES, readState } from './agent-files';
 import { FIRMWARE_STATE } from './agent-update';
 import { hex, parseHandle, TpmTools } from './tpm-tools';
@@ -13,6 +14,11 @@ export interface CommandOptions {
   firmwareChain: string;
   out: string;
   tcti?: string;
+  /** transfer only: the one-time secret of the new owner's claim, the CA chain, and the EK files enroll may need */
+  secret?: string;
+  trust?: string;
+  ekCert?: string;
+  ekChain?: string[];
 }
 
 /**
@@ -20,9 +26,12 @@ export interface CommandOptions {
  * is verified (the firmware signer CA of --firmware-chain, this device's id from agent.json, its validity)
  * and carried out. retire: every persistent TPM object of this identity (the AK and both key slots) is
  * evicted, then the identity files of --out (cert.pem, chain.pem, ak.pem, agent.json, firmware.json)
- * are deleted, and the directory if nothing else is left. Returns the command and the handles evicted.
+ * are deleted, and the directory if nothing else is left. transfer: the same, then `agent enroll` again
+ * at the same handles with the secret the new owner gives (--secret), so the device has a new AK, key and
+ * certificate under its new owner and nothing of the old identity. Returns the command, the handles
+ * evicted and, after a transfer, the new certificate's serial.
  */
-export function agentCommand(o: CommandOptions): { command: DeviceCommand; evicted: string[] } {
+export async function agentCommand(o: CommandOptions): Promise<{ command: DeviceCommand; evicted: string[]; enrolled?: string }> {
   let der: Buffer;
   try {
     der = fs.readFileSync(o.in);
@@ -37,6 +46,12 @@ export function agentCommand(o: CommandOptions): { command: DeviceCommand; evict
   }
   const { state } = readState(o.out);
   const command = verifyDeviceCommand(der, { chain: pemBlocks(chainText, 'CERTIFICATE'), device: state.device, now: new Date() });
+  if (command.command === 'transfer' && (!o.secret || !o.trust)) {
+    throw new DeviceCaError(
+      'bad-request',
+      `a transfer command enrolls the device again under ${command.newOwner}: give --secret (from the new owner's "devices claim") and --trust; nothing was changed`,
+    );
+  }
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-agent-'));
   const tpm = new TpmTools(work, o.tcti);
   try {
@@ -51,7 +66,22 @@ export function agentCommand(o: CommandOptions): { command: DeviceCommand; evict
     // the TPM objects first: identity files without a key are harmless, a key without its files would be orphaned
     for (const f of [FILES.cert, FILES.chain, FILES.ak, FIRMWARE_STATE, FILES.state]) fs.rmSync(path.join(o.out, f), { force: true });
     if (fs.readdirSync(o.out).length === 0) fs.rmdirSync(o.out);
-    return { command, evicted };
+    if (command.command !== 'transfer') return { command, evicted };
+    const slots = state.keySlots.map((h) => parseHandle(h, `${FILES.state} keySlots`)) as [number, number];
+    const r = await agentEnroll({
+      est: state.est,
+      device: state.device,
+      secret: o.secret as string,
+      trust: o.trust as string,
+      out: o.out,
+      ekCert: o.ekCert,
+      ekChain: o.ekChain,
+      akHandle: parseHandle(state.akHandle, `${FILES.state} akHandle`),
+      keySlots: slots,
+      tcti: o.tcti,
+      keyDecrypt: state.keyDecrypt,
+    });
+    return { command, evicted, enrolled: r.serial };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }

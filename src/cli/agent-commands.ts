@@ -82,14 +82,19 @@ export function registerAgentCommands(program: Command): void {
     });
   agent
     .command('command')
-    .description('verify a signed device command (from "device-ca devices command") and carry it out: retire = evict the TPM objects and delete the identity files')
+    .description('verify a signed device command (from "device-ca devices command") and carry it out: retire = evict the TPM objects and delete the identity files; transfer = that, then enroll again')
     .requiredOption('--in <file>', 'the command (DER CMS)')
     .requiredOption('--firmware-chain <pem>', "the firmware signer CA and root (PEM; the server's <data>/ca/firmware-chain.pem)")
     .requiredOption('--out <dir>', 'the directory "agent enroll" wrote')
+    .option('--secret <secret>', "transfer: the one-time secret of the new owner's claim")
+    .option('--trust <pem>', 'transfer: the CA chain (PEM), as for enroll')
+    .option('--ek-cert <file>', 'transfer: as for enroll')
+    .option('--ek-chain <file...>', 'transfer: as for enroll')
     .addHelpText('after', '\nExit status: 0 done; 1 refused (not signed by the signer CA, for another device, expired) or failed; 4 nothing enrolled in --out.')
-    .action((o: { in: string; firmwareChain: string; out: string }) => {
-      const r = agentCommand(o);
+    .action(async (o: { in: string; firmwareChain: string; out: string; secret?: string; trust?: string; ekCert?: string; ekChain?: string[] }) => {
+      const r = await agentCommand(o);
       console.log(`${r.command.command}: device ${r.command.device}: evicted ${r.evicted.length ? r.evicted.join(', ') : 'nothing'} from the TPM, identity files deleted`);
+      if (r.enrolled) console.log(`enrolled again for ${r.command.newOwner ?? ''}: ${o.out}/cert.pem (serial ${r.enrolled})`);
     });
   agent
     .command('update')

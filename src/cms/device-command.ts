@@ -10,7 +10,7 @@ import { verifySignerInfo } from './signer-info';
 /**
  * device-command: a signed order to one device that it must carry out itself (issue 13: the end of life
  * of its identity). A SignedData (RFC 5652 §5) whose eContentType is device-ca's id-ct-deviceCommand
- * (DEVICE_COMMAND_OID) and whose eContent is UTF-8 JSON { command, device, nonce, issuedAt, expiresAt },
+ * (DEVICE_COMMAND_OID) and whose eContent is UTF-8 JSON { command, device, nonce, issuedAt, expiresAt, newOwner? },
  * signed by the firmware signer CA with a signingTime, carrying its certificate and the root. Who may
  * have one made is decided in ra/device-commands.ts; this module proves who signed and what it says.
  */
@@ -18,8 +18,11 @@ import { verifySignerInfo } from './signer-info';
 /** DEVICE_COMMAND_OID: device-ca's UUID OID (X.667 2.25 arc) for the content type of a device command. */
 export const DEVICE_COMMAND_OID = '2.25.181106915634063386203377113302683929911';
 
-/** DeviceCommandKind: what a command tells the agent; 'retire' = evict its TPM objects and delete its identity. */
-export type DeviceCommandKind = 'retire';
+/**
+ * DeviceCommandKind: what a command tells the agent: 'retire' = evict its TPM objects and delete its
+ * identity; 'transfer' = the same, then enroll again (with the one-time secret the new owner gives).
+ */
+export type DeviceCommandKind = 'retire' | 'transfer';
 
 export interface DeviceCommand {
   command: DeviceCommandKind;
@@ -28,6 +31,8 @@ export interface DeviceCommand {
   nonce: string;
   issuedAt: string;
   expiresAt: string;
+  /** newOwner: a transfer's new owner (the device's pendingOwner when the command was made) */
+  newOwner?: string;
 }
 
 /** CLOCK_SKEW_MS: a device clock this far behind the CA's still accepts a command issued just now. */
@@ -68,8 +73,9 @@ export function verifyDeviceCommand(der: Buffer, o: { chain: Buffer[]; device: s
   }
   const issuedAt = new Date(c?.issuedAt);
   const expiresAt = new Date(c?.expiresAt);
-  if (c?.command !== 'retire' || typeof c.device !== 'string' || typeof c.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(c.nonce) || isNaN(issuedAt.getTime()) || isNaN(expiresAt.getTime())) {
-    throw new DeviceCaError('bad-request', 'the command is not one this agent knows (retire, with device, nonce, issuedAt, expiresAt)');
+  const known = c?.command === 'retire' || (c?.command === 'transfer' && typeof c.newOwner === 'string');
+  if (!known || typeof c.device !== 'string' || typeof c.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(c.nonce) || isNaN(issuedAt.getTime()) || isNaN(expiresAt.getTime())) {
+    throw new DeviceCaError('bad-request', 'the command is not one this agent knows (retire or transfer, with device, nonce, issuedAt, expiresAt)');
   }
   if (c.device !== o.device) throw new DeviceCaError('forbidden', `the command is for device ${JSON.stringify(c.device)}, not ${JSON.stringify(o.device)}`);
   if (o.now.getTime() < issuedAt.getTime() - CLOCK_SKEW_MS || o.now > expiresAt) throw new DeviceCaError('forbidden', `the command is valid from ${c.issuedAt} to ${c.expiresAt}, not now`);

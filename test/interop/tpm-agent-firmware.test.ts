@@ -2,6 +2,8 @@ import Database from 'better-sqlite3';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
 import { openssl } from '../helpers/pki-client';
 import { assertBuilt, CLI_JS, ProcessResult, RunningService, runCli, runProcess, startService } from '../helpers/service-process';
 import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
@@ -176,6 +178,45 @@ describe('agent update --check (swtpm)', () => {
   it('a name with no release for this device: exit 4', async () => {
     const r = await agent(['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', outA(), '--name', 'no-such-fw']);
     expect([r.code, r.stderr]).toEqual([4, `device-ca: no release of no-such-fw for this device at ${new URL(svc.est).origin}\n`]);
+  });
+});
+
+// before the retire: the CA refuses a TPM that belonged to a retired device (fw-tpm-b shares this swtpm)
+describe('signed device commands: transfer (swtpm)', () => {
+  const spkiOfHandle = (handle: string): string => {
+    rm.tpm2('tpm2_readpublic', ['-c', handle, '-o', `pub-${handle}.bin`]);
+    return tpmPublicKey(parseTpm2bPublic(tpm.dir.read(`pub-${handle}.bin`))).export({ type: 'spki', format: 'pem' }) as string;
+  };
+
+  it('released to a new owner: the agent evicts the old AK and key, deletes the identity and enrolls again with the new secret', async () => {
+    const oldCert = new X509Certificate(fs.readFileSync(path.join(outA(), 'cert.pem')));
+    const [oldAk, oldKey] = [spkiOfHandle('0x81018000'), spkiOfHandle('0x81018001')];
+    await cliOk('devices', 'release', 'fw-tpm-a', '--to', 'globex');
+    await cliOk('devices', 'command', 'fw-tpm-a', '--transfer', '--out', tmp.file('cmd/a.der'));
+    const secret = (await cliOk('devices', 'claim', 'fw-tpm-a')).trim();
+    // without the secret: refused before anything changes
+    const bare = await agent(['command', '--in', tmp.file('cmd/a.der'), '--firmware-chain', firmwareChain(), '--out', outA()]);
+    expect([bare.code, bare.stderr]).toEqual([
+      1,
+      'device-ca: a transfer command enrolls the device again under globex: give --secret (from the new owner\'s "devices claim") and --trust; nothing was changed\n',
+    ]);
+    expect(spkiOfHandle('0x81018001')).toBe(oldKey);
+    const r = await agent([
+      ...['command', '--in', tmp.file('cmd/a.der'), '--firmware-chain', firmwareChain(), '--out', outA()],
+      ...['--secret', secret, '--trust', svc.chainPem, '--ek-chain', tmp.file('ek-issuer.pem')],
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^transfer: device fw-tpm-a: evicted 0x81018000, 0x81018001 from the TPM, identity files deleted\nenrolled again for globex: .*cert\.pem \(serial [0-9A-F]+\)\n$/);
+    const newCert = new X509Certificate(fs.readFileSync(path.join(outA(), 'cert.pem')));
+    expect(newCert.serialNumber).not.toBe(oldCert.serialNumber);
+    // no key of the old identity is left in the TPM: the handles hold new objects
+    expect(spkiOfHandle('0x81018000')).not.toBe(oldAk);
+    expect(spkiOfHandle('0x81018001')).not.toBe(oldKey);
+    expect(newCert.publicKey.export({ type: 'spki', format: 'pem' })).toBe(spkiOfHandle('0x81018001'));
+    const shown = JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { owner: string; state: string };
+    expect(shown).toMatchObject({ owner: 'globex', state: 'active' });
+    expect(fs.existsSync(path.join(outA(), 'firmware.json'))).toBe(false);
   });
 });
 

@@ -46,6 +46,29 @@ const cases: [string, Scope, string][] = [
   ['d-transferring', OPERATOR, 'forbidden: device d-transferring is transferring: retire it first (devices retire d-transferring); the command tells its agent to delete what is left'],
   ['nope', OPERATOR, 'not-found: device nope is not registered'],
 ];
+const RELEASE_FIRST = (id: string, state: string): string => `forbidden: device ${id} is ${state}: release it first (devices release ${id} --to <owner>); the command tells its agent to enroll again`;
+const transferCases: [string, Scope, string][] = [
+  ['d-transferring', OPERATOR, 'issued for globex'],
+  ['d-transferring', OWNER, 'forbidden: operator scope required'],
+  ['d-active', OPERATOR, RELEASE_FIRST('d-active', 'active')],
+  ['d-registered', OPERATOR, RELEASE_FIRST('d-registered', 'registered')],
+  ['d-suspended', OPERATOR, RELEASE_FIRST('d-suspended', 'suspended')],
+  ['d-retired', OPERATOR, RELEASE_FIRST('d-retired', 'retired')],
+  ['nope', OPERATOR, 'not-found: device nope is not registered'],
+];
+
+it.each(transferCases)('transfer command for %s as %j -> %s', async (id, scope, expected) => {
+  const before = (await h.audit('device.command.issued')).length;
+  let got: string;
+  try {
+    const r = await dc.issue({ deviceId: id, command: 'transfer', actor: 'test', scope });
+    got = `issued for ${r.command.newOwner}`;
+  } catch (e) {
+    got = e instanceof DeviceCaError ? `${e.code}: ${e.message}` : `other: ${String(e)}`;
+  }
+  expect(got).toBe(expected);
+  expect((await h.audit('device.command.issued')).length).toBe(before + (expected.startsWith('issued') ? 1 : 0));
+});
 
 it.each(cases)('retire command for %s as %j -> %s', async (id, scope, expected) => {
   const before = (await h.audit('device.command.issued')).length;
