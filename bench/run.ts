@@ -24,6 +24,8 @@ const MODULES: { name: string; file: string; fn: string }[] = [
   { name: 'scale', file: './scale', fn: 'benchScale' },
   { name: 'tpm-attestation', file: './tpm-attestation', fn: 'benchTpmAttestation' },
   { name: 'console-overview', file: './console-overview', fn: 'benchConsoleOverview' },
+  { name: 'console-charts', file: './console-overview', fn: 'benchConsoleCharts' },
+  { name: 'console-devices', file: './console-devices', fn: 'benchConsoleDevices' },
 ];
 
 function load(file: string, fn: string): BenchFunction | string {

@@ -36,6 +36,8 @@ export interface PopulateOptions {
   /** der: a real leaf certificate of this CA, stored for every row */
   der: Buffer;
   idPrefix: string;
+  /** label: device i's label (default none); the devices page's label search reads it through devices(label, id) */
+  label?: (i: number) => string | null;
   /** batch: rows per transaction */
   batch?: number;
   progress?: (done: number) => void;
@@ -63,7 +65,7 @@ export function populateStore(o: PopulateOptions): PopulateResult {
   // a fixture: the run is thrown away on a crash, so no fsync per transaction
   db.pragma('synchronous = OFF');
   db.pragma('cache_size = -262144');
-  const insDevice = db.prepare('INSERT INTO devices (id, owner, label, state, created_at, updated_at) VALUES (?, ?, NULL, ?, ?, ?)');
+  const insDevice = db.prepare('INSERT INTO devices (id, owner, label, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)');
   const insSecret = db.prepare('INSERT INTO secrets (device_id, hash, expires_at, used_at, cert_serial) VALUES (?, ?, ?, ?, ?)');
   const insCert = db.prepare(
     `INSERT INTO certificates (serial, device_id, issuer, subject, profile, not_before, not_after, shard, spki_sha256, der, status, revoked_at, revocation_reason, created_at)
@@ -92,8 +94,9 @@ export function populateStore(o: PopulateOptions): PopulateResult {
       const id = `${o.idPrefix}-${String(i).padStart(8, '0')}`;
       const owner = `owner-${i % 1000}`;
       const at = new Date(base + i);
-      insDevice.run(id, owner, 'active', at.getTime(), at.getTime());
-      audit({ type: 'device.create', actor: 'operator:bench', subject: id, data: { owner, label: null } }, at);
+      const label = o.label ? o.label(i) : null;
+      insDevice.run(id, owner, label, 'active', at.getTime(), at.getTime());
+      audit({ type: 'device.create', actor: 'operator:bench', subject: id, data: { owner, label } }, at);
       let s = newSerial();
       while (o.onlyShard !== undefined && s.readUInt32BE(12) % o.shards !== o.onlyShard) s = newSerial();
       const serial = s.toString('hex');

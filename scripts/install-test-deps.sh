@@ -27,11 +27,15 @@ declare -A CHECK=(
   [tpm2-openssl]=/usr/lib/x86_64-linux-gnu/ossl-modules/tpm2.so
   [tpm2-abrmd]=/usr/sbin/tpm2-abrmd
   [libtss2-tcti-tabrmd0]=/usr/lib/x86_64-linux-gnu/libtss2-tcti-tabrmd.so.0
+  # the agent's device: transport without a TPM device: a raw pseudo-terminal joined to swtpm's command port
+  [socat]=/usr/bin/socat
   # SCEP: certmonger as the client, its daemon on a private D-Bus session (dbus-run-session)
   [certmonger]=/usr/sbin/certmonger
   [dbus-daemon]=/usr/bin/dbus-run-session
   # the operator console's browser test: headless Chromium driven by playwright-core (no browser download)
   [chromium]=/usr/bin/chromium
+  # ... and the same scenario in headless Firefox ESR over WebDriver BiDi (test/helpers/bidi-firefox.ts)
+  [firefox-esr]=/usr/bin/firefox-esr
 )
 missing=()
 for pkg in "${!CHECK[@]}"; do

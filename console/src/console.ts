@@ -36,6 +36,17 @@ function signIn(reason?: string): void {
   show(bar, h('span', { class: 'brand' }, 'device-ca'));
   const token = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'off', placeholder: 'dca_…', required: '' });
   const out = h('div', { id: 'signin-error' }, reason ? h('p', { class: 'error', role: 'alert' }, reason) : null);
+  /** begin: a sign-in answered (token or certificate): the session's CSRF token, then the page asked for; a refusal stays on the form with its reason. */
+  const begin = async (answer: Promise<Session>): Promise<void> => {
+    try {
+      session = await answer;
+      useCsrf(session.csrf);
+      if (!location.hash || location.hash === '#/') location.hash = '#/overview';
+      await route();
+    } catch (err) {
+      show(out, errorBox(err));
+    }
+  };
   show(
     app,
     h(
@@ -46,21 +57,26 @@ function signIn(reason?: string): void {
         'form',
         {
           id: 'signin',
-          onsubmit: async (e: Event) => {
+          onsubmit: (e: Event) => {
             e.preventDefault();
-            try {
-              session = await api<Session>('POST', '/session', { token: token.value.trim() });
-              useCsrf(session.csrf);
-              token.value = '';
-              if (!location.hash || location.hash === '#/') location.hash = '#/overview';
-              await route();
-            } catch (err) {
-              show(out, errorBox(err));
-            }
+            void begin(api<Session>('POST', '/session', { token: token.value.trim() }));
+            token.value = '';
           },
         },
         h('label', {}, 'Admin token (from `device-ca tokens create`)', token),
         h('button', { type: 'submit' }, 'Sign in'),
+      ),
+      h('p', { class: 'or' }, 'or'),
+      h(
+        'button',
+        {
+          type: 'button',
+          id: 'signin-certificate',
+          class: 'secondary',
+          // the TLS client certificate the browser chose for this site (admin.clientCerts pins operators')
+          onclick: () => void begin(api<Session>('POST', '/session/certificate', {})),
+        },
+        'Sign in with certificate',
       ),
       out,
     ),

@@ -80,6 +80,14 @@ export interface Overview {
   store: { healthy: boolean; problem: string | null };
 }
 
+/** ChartSeries: GET /overview/enrollments and /overview/expiring (ConsoleChartReply): counts[i] starts at start + i * bucketSeconds. */
+export interface ChartSeries {
+  start: string;
+  from: string;
+  bucketSeconds: number;
+  counts: number[];
+}
+
 export interface Session {
   csrf: string;
   scope: string;

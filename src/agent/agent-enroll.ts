@@ -1,14 +1,13 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { tpm2ToolsCredentialFile } from '../attestation/tpm/make-credential';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { AgentState, checkIssued, commit, FILES, loadTrust, readCertificateFile } from './agent-files';
 import { attestedCsrFor, createDeviceKey, spkiOf } from './attested-key';
 import { deviceSubject } from './attested-csr';
 import { EstClient } from './est-client';
 import { NodeHttpsTransport } from './node-https-transport';
-import { hex, TpmTools } from './tpm-tools';
+import { EkAlgorithm, hex, resolveTcti, TpmTools } from './tpm-tools';
 
 /** DEFAULT_HANDLES: the persistent handles the agent owns unless told otherwise (owner range, TCG handle registry leaves 0x8101xxxx to platforms and owners). */
 export const DEFAULT_HANDLES = { ak: '0x81018000', keys: ['0x81018001', '0x81018002'] as [string, string] };
@@ -23,6 +22,8 @@ export interface EnrollOptions {
   ekCert?: string;
   /** ekChain: the EK certificate's issuers (manufacturer intermediates), PEM or DER files */
   ekChain?: string[];
+  /** ekAlg: the TCG default EK to use, RSA 2048 (L-1, default) or ECC P-256 (L-2); its certificate is read from that EK's NV index */
+  ekAlg?: EkAlgorithm;
   akHandle: number;
   keySlots: [number, number];
   tcti?: string;
@@ -43,17 +44,12 @@ export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string;
   const trust = loadTrust(o.trust);
   const ekCertFile = o.ekCert === undefined ? undefined : readCertificateFile(o.ekCert, '--ek-cert');
   const ekChain = (o.ekChain ?? []).map((f) => readCertificateFile(f, '--ek-chain'));
+  const tcti = resolveTcti(o.tcti);
   const est = new EstClient(o.est, new NodeHttpsTransport(trust.pem), { id: o.device, secret: o.secret });
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-agent-'));
-  const tpm = new TpmTools(work, o.tcti);
+  const tpm = new TpmTools(work, tcti);
   const made: number[] = [];
   try {
-    if (!tpm.sessionsSpanTools) {
-      throw new DeviceCaError(
-        'bad-request',
-        `enroll cannot activate the AK credential through "${tpm.tcti}": the EK's policy session must outlive one tpm2-tools run, and the kernel resource manager flushes it. Run tpm2-abrmd and set TPM2TOOLS_TCTI=tabrmd (renew works through /dev/tpmrm0)`,
-      );
-    }
     // a working enrollment's AK and key live at these handles: replacing them is a decision, not a side effect
     const held = tpm.persistentHandles();
     const taken = [o.akHandle, ...o.keySlots].filter((h) => held.includes(h));
@@ -63,14 +59,15 @@ export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string;
         `the TPM already holds objects at ${taken.map(hex).join(', ')} (an earlier enrollment's AK or key?): use "agent renew", other --ak-handle/--key-handles, or --force to replace them`,
       );
     }
-    const ekCertificate = ekCertFile ?? tpm.ekCertificate();
-    tpm.run('tpm2_createek', ['-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub']);
+    const ekAlg = o.ekAlg ?? 'rsa';
+    const ekCertificate = ekCertFile ?? tpm.ekCertificate(ekAlg);
+    tpm.run('tpm2_createek', ['-c', 'ek.ctx', '-G', ekAlg, '-u', 'ek.pub']);
     tpm.run('tpm2_createak', ['-C', 'ek.ctx', '-c', 'ak.ctx', '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', 'ak.pub', '-n', 'ak.name']);
     tpm.persist('ak.ctx', o.akHandle);
     made.push(o.akHandle);
     const challenge = await est.registerAk({ ekCertificate, ekChain, ekPublic: tpm.read('ek.pub'), akPublic: tpm.read('ak.pub') });
-    const blob = tpm.write('credential.blob', tpm2ToolsCredentialFile({ credentialBlob: challenge.credentialBlob, secret: challenge.encryptedSecret }));
-    const akCert = await est.activateAk(challenge.akName, tpm.activateCredential(o.akHandle, blob));
+    const secret = await tpm.activateCredential(o.akHandle, tpm.read('ek.pub'), { credentialBlob: challenge.credentialBlob, secret: challenge.encryptedSecret });
+    const akCert = await est.activateAk(challenge.akName, secret);
 
     const keyHandle = o.keySlots[0];
     const keyPublic = createDeviceKey(tpm, keyHandle, o.keyDecrypt);

@@ -7,7 +7,7 @@ import { attestedCsrFor, createDeviceKey, spkiOf } from './attested-key';
 import { certificateSubject } from './attested-csr';
 import { EstClient } from './est-client';
 import { OpensslTlsTransport } from './openssl-tls-transport';
-import { hex, parseHandle, TpmTools } from './tpm-tools';
+import { hex, parseHandle, resolveTcti, TpmTools } from './tpm-tools';
 
 export interface RenewOptions {
   /** est: the EST base URL; default the one agent.json recorded at enrollment */
@@ -28,8 +28,9 @@ export interface RenewOptions {
 export async function agentRenew(o: RenewOptions): Promise<{ certFile: string; serial: string }> {
   const trust = loadTrust(o.trust);
   const { state, cert } = readState(o.out);
+  const tcti = resolveTcti(o.tcti);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-agent-'));
-  const tpm = new TpmTools(work, o.tcti);
+  const tpm = new TpmTools(work, tcti);
   const slots = state.keySlots.map((h) => parseHandle(h, 'keySlots')) as [number, number];
   const currentSpki = cert.publicKey.export({ type: 'spki', format: 'der' });
   let made: number | undefined;

@@ -1,7 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { tpm2ToolsCredentialFile } from '../attestation/tpm/make-credential';
 import { DeviceCaError } from '../errors/device-ca-error';
+import { parseTcti, TctiConfig } from './tcti-config';
+import { activateCredentialOnce, CredentialChallenge, templateOf } from './tpm-credential-session';
+import { openTpmTransport } from './tpm-transport';
 import { certifyCommand, CertifyResponse, parseCertifyResponse } from './tpm-certify-command';
 import { tpmToolError } from './tpm-tool-error';
 
@@ -10,32 +14,38 @@ export const DEFAULT_TCTI = 'device:/dev/tpmrm0';
 
 /** EK_CERT_NV_RSA: the NV index of the RSA 2048 EK certificate (TCG EK Credential Profile 2.0 §2.2.1.4). */
 export const EK_CERT_NV_RSA = 0x01c00002;
+/**
+ * EK_CERT_NV: the NV index of each default EK's certificate (TCG EK Credential Profile 2.0 §2.2.1.4,
+ * §2.2.1.5): RSA 2048 (L-1), ECC P-256 (L-2), ECC P-384 (high range H-3; swtpm provisions this one).
+ */
+export const EK_CERT_NV = { rsa: EK_CERT_NV_RSA, ecc: 0x01c0000a, ecc384: 0x01c00016 } as const;
+
+/** EkAlgorithm: which of the TCG default EKs the agent uses (`agent enroll --ek-alg`), as tpm2_createek -G names it. */
+export type EkAlgorithm = keyof typeof EK_CERT_NV;
 
 /**
  * TpmTools is the agent's one door to the TPM: every TPM operation is a tpm2-tools 5.4 command run here,
  * with TPM2TOOLS_TCTI set to the TCTI the agent was given, in a private work directory for the tools'
- * context files. TPM2_Certify with a nonce is marshalled by the agent and sent with tpm2_send.
+ * context files. TPM2_Certify with a nonce is marshalled by the agent and sent with tpm2_send. The
+ * credential activation, whose EK policy session must live across several commands, is spoken in-process
+ * over one connection (tpm-credential-session.ts) under the TCTIs the agent can speak (device, swtpm,
+ * mssim); under others (tabrmd) it runs as tpm2-tools commands.
  * Without a resource manager (swtpm, mssim, /dev/tpm0) transient objects and sessions stay loaded after
  * a tool exits, so they are flushed after each command; under /dev/tpmrm0 or tpm2-abrmd that is not needed.
  */
 export class TpmTools {
   readonly tcti: string;
+  /** tctiConfig: the TCTI as parsed (tcti-config.ts); `other` kinds are reached only through tpm2-tools */
+  readonly tctiConfig: TctiConfig;
   private readonly flush: boolean;
   constructor(
     private readonly workDir: string,
     tcti: string | undefined = process.env.TPM2TOOLS_TCTI,
   ) {
-    this.tcti = tcti && tcti.trim() ? tcti.trim() : DEFAULT_TCTI;
-    this.flush = !/^(device:\/dev\/tpmrm\d*|tabrmd)/.test(this.tcti);
-  }
-
-  /**
-   * sessionsSpanTools: whether a session saved by one tool can be loaded by the next. The kernel's
-   * resource manager flushes a connection's sessions when it closes (tpm2_startauthsession(1): "this will
-   * not work with resource managers outside of abrmd"); tpm2-abrmd and a TPM without a manager keep them.
-   */
-  get sessionsSpanTools(): boolean {
-    return !/^device:\/dev\/tpmrm/.test(this.tcti);
+    this.tcti = resolveTcti(tcti);
+    this.tctiConfig = parseTcti(this.tcti);
+    const c = this.tctiConfig;
+    this.flush = !((c.kind === 'device' && /^\/dev\/tpmrm\d*$/.test(c.path)) || (c.kind === 'other' && c.name === 'tabrmd'));
   }
 
   /** file: a path in the work directory (tools write their outputs there). */
@@ -74,14 +84,33 @@ export class TpmTools {
 
   /**
    * activateCredential runs TPM2_ActivateCredential of the CA's challenge with the AK at `akHandle` and the
-   * RSA EK (context `ek.ctx`, TCG template L-1, whose policy is PolicySecret(endorsement)): the policy
-   * session is started, satisfied and used in one sequence, flushed only at the end. Returns the secret.
+   * EK (public area `ekPublic`, context `ek.ctx`, TCG template L-1 or L-2, whose policy is
+   * PolicySecret(endorsement)): the policy session is started, satisfied and used in one sequence. Spoken
+   * in-process over one connection where the agent can (the kernel resource manager flushes a session
+   * when a tool exits, tpm2_startauthsession(1)); else by tpm2-tools, whose sessions tpm2-abrmd keeps.
+   * Returns the recovered secret.
    */
-  activateCredential(akHandle: number, credentialFile: string): Buffer {
+  async activateCredential(akHandle: number, ekPublic: Buffer, challenge: CredentialChallenge): Promise<Buffer> {
+    if (this.tctiConfig.kind !== 'other') {
+      this.flushNow();
+      const t = await openTpmTransport(this.tctiConfig, this.tcti);
+      try {
+        return await activateCredentialOnce(t, { akHandle, ekPublic, challenge });
+      } finally {
+        await t.close();
+      }
+    }
+    const credentialFile = this.write('credential.blob', tpm2ToolsCredentialFile({ credentialBlob: challenge.credentialBlob, secret: challenge.secret }));
+    const activate = ['-c', hex(akHandle), '-C', 'ek.ctx', '-i', credentialFile, '-o', 'credential-secret.bin'];
+    if (templateOf(ekPublic) === 'ecc384') {
+      // H-3 has userWithAuth: the EK's empty password authorizes it, no policy session
+      this.run('tpm2_activatecredential', activate);
+      return this.read('credential-secret.bin');
+    }
     try {
       this.exec('tpm2_startauthsession', ['--policy-session', '-S', 'ek-session.ctx'], undefined);
       this.exec('tpm2_policysecret', ['-S', 'ek-session.ctx', '-c', 'e'], undefined);
-      this.exec('tpm2_activatecredential', ['-c', hex(akHandle), '-C', 'ek.ctx', '-i', credentialFile, '-o', 'credential-secret.bin', '-P', 'session:ek-session.ctx'], undefined);
+      this.exec('tpm2_activatecredential', [...activate, '-P', 'session:ek-session.ctx'], undefined);
     } finally {
       this.exec('tpm2_flushcontext', ['ek-session.ctx'], undefined, true);
       this.flushNow();
@@ -121,18 +150,19 @@ export class TpmTools {
   }
 
   /**
-   * ekCertificate reads the RSA EK certificate from its NV index; a TPM without one (many firmware TPMs,
+   * ekCertificate reads the RSA or ECC EK certificate from its NV index; a TPM without one (many firmware TPMs,
    * a TPM whose NV was cleared) gets a message that names the --ek-cert flag. The index may hold padding
    * after the DER, so only the first TLV is returned.
    */
-  ekCertificate(): Buffer {
+  ekCertificate(alg: EkAlgorithm = 'rsa'): Buffer {
+    const index = EK_CERT_NV[alg];
     let nv: Buffer;
     try {
-      this.run('tpm2_nvread', [hex(EK_CERT_NV_RSA), '-C', 'o', '-o', 'ek-nv.der']);
+      this.run('tpm2_nvread', [hex(index), '-C', 'o', '-o', 'ek-nv.der']);
       nv = this.read('ek-nv.der');
     } catch (e) {
       if (e instanceof DeviceCaError && /handle is not correct|0x18b/i.test(e.detail ?? '')) {
-        throw new DeviceCaError('not-found', `the TPM has no EK certificate in NV index ${hex(EK_CERT_NV_RSA)}: pass it with --ek-cert <file> (DER or PEM, from the TPM vendor)`);
+        throw new DeviceCaError('not-found', `the TPM has no EK certificate in NV index ${hex(index)}: pass it with --ek-cert <file> (DER or PEM, from the TPM vendor)`);
       }
       throw e;
     }
@@ -143,6 +173,16 @@ export class TpmTools {
   certify(keyHandle: number, akHandle: number, nonce: Buffer): CertifyResponse {
     return parseCertifyResponse(this.run('tpm2_send', [], certifyCommand(keyHandle, akHandle, nonce)));
   }
+}
+
+/**
+ * resolveTcti: the TCTI the agent uses (the given one, else DEFAULT_TCTI), checked to be readable
+ * (tcti-config.ts), so a typo in TPM2TOOLS_TCTI is refused before anything is created.
+ */
+export function resolveTcti(tcti: string | undefined = process.env.TPM2TOOLS_TCTI): string {
+  const t = tcti && tcti.trim() ? tcti.trim() : DEFAULT_TCTI;
+  parseTcti(t);
+  return t;
 }
 
 /** hex: a handle as the tools write it, 0x81010002. */

@@ -340,7 +340,7 @@ export const configSchema = z
       .prefault({}),
     admin: z
       .strictObject({
-        /** PEM files of client certificates that act as operators on the admin API (pinned by SHA-256) */
+        /** PEM files of client certificates that act as operators on the admin API and sign in to the console (pinned by SHA-256) */
         clientCerts: z.array(z.string()).default([]),
       })
       .prefault({}),

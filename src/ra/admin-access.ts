@@ -57,10 +57,20 @@ export class AdminAccess {
   async authenticate(authorization: string | undefined, clientCert: Buffer | undefined): Promise<{ scope: Scope; actor: string }> {
     if (authorization && /^bearer /i.test(authorization)) return this.tokenCaller(authorization.slice(7).trim());
     if (clientCert) {
-      const fp = new crypto.X509Certificate(clientCert).fingerprint256.replace(/:/g, '');
-      if (this.pinned.has(fp)) return { scope: { kind: 'operator' }, actor: `cert:${fp.slice(0, 16)}` };
+      const c = this.pinnedCaller(fingerprintOfDer(clientCert));
+      if (c) return c;
     }
     throw new DeviceCaError('unauthenticated', 'bearer token or operator client certificate required');
+  }
+
+  /**
+   * pinnedCaller: the operator a pinned client certificate stands for (by its SHA-256 fingerprint, hex without
+   * colons), or null when the fingerprint is not in admin.clientCerts. One rule for the admin API and the
+   * console's certificate sign-in, which asks again on every request so that unpinning ends its sessions.
+   */
+  pinnedCaller(fingerprint: string): { scope: Scope; actor: string } | null {
+    const fp = fingerprint.toUpperCase();
+    return this.pinned.has(fp) ? { scope: { kind: 'operator' }, actor: `cert:${fp.slice(0, 16)}` } : null;
   }
 }
 
@@ -69,6 +79,15 @@ export function parseScope(s: string): Scope {
   const m = /^owner:(.{1,128})$/.exec(s);
   if (m) return { kind: 'owner', owner: m[1] };
   throw new DeviceCaError('bad-request', 'scope must be "operator" or "owner:<name>"');
+}
+
+/** fingerprintOfDer: SHA-256 fingerprint (hex, upper case, no colons) of a DER certificate; a malformed one is bad-request. */
+export function fingerprintOfDer(der: Buffer): string {
+  try {
+    return new crypto.X509Certificate(der).fingerprint256.replace(/:/g, '');
+  } catch (e) {
+    throw new DeviceCaError('bad-request', 'the client certificate cannot be parsed', { cause: e });
+  }
 }
 
 /** fingerprintOfPem: SHA-256 fingerprint (hex, no colons) of a PEM certificate, for admin.clientCerts. */

@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
-import { isDeviceCaError } from '../errors/device-ca-error';
+import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
+import { DAY_MS, HOUR_MS } from '../store/chart-buckets';
 import { DeviceState, MAX_PAGE_LIMIT, Store } from '../store/store';
 import { DeviceLifecycle, Scope } from './device-lifecycle';
 import { RegistrationAuthority } from './registration-authority';
@@ -15,6 +16,22 @@ export interface ConsoleOverviewReply {
   store: { healthy: boolean; problem: string | null };
 }
 
+/**
+ * ConsoleChartReply: one overview chart, `counts[i]` for the bucket that starts at start + i * bucketSeconds
+ * (UTC hours or days). `from` is where counting begins when it is inside the first bucket (expiring: now).
+ */
+export interface ConsoleChartReply {
+  start: Date;
+  from: Date;
+  bucketSeconds: number;
+  counts: number[];
+}
+
+/** CHART_HOURS: "enrollments per hour over the last 7 days", the current hour last. */
+export const CHART_HOURS = 7 * 24;
+/** CHART_DAYS: "certificates expiring in the next 90 days", today first. */
+export const CHART_DAYS = 90;
+
 export interface ConsoleOverviewOptions {
   store: Store;
   lifecycle: DeviceLifecycle;
@@ -25,6 +42,8 @@ export interface ConsoleOverviewOptions {
   ocspResponderCertificate: () => Buffer | null;
   /** storeHealth: resolves when the store reads and writes (StoreHealth.check) */
   storeHealth: () => Promise<void>;
+  /** now: the clock the charts' ranges are taken from (tests set it) */
+  now?: () => Date;
 }
 
 /** OWNERS_SHOWN: the owners with most devices listed on the overview; the rest are summed as "others" by the page. */
@@ -38,6 +57,39 @@ const OWNERS_SHOWN = 20;
  */
 export class ConsoleOverview {
   constructor(private readonly o: ConsoleOverviewOptions) {}
+
+  /**
+   * enrollmentsPerHour: device certificates recorded in each UTC hour of the last 7 days (Store.countIssuedPerHour,
+   * counters kept at issuance). Operators only: the store keeps fleet-wide figures, and an owner's share
+   * would have to be counted under the owner the device had at each issuance; an owner is refused
+   * (403) rather than shown the fleet's, as the approval queue is the operator's.
+   */
+  async enrollmentsPerHour(scope: Scope): Promise<ConsoleChartReply> {
+    this.operatorOnly(scope);
+    const now = this.now();
+    const start = new Date((Math.floor(now.getTime() / HOUR_MS) - (CHART_HOURS - 1)) * HOUR_MS);
+    return { start, from: start, bucketSeconds: HOUR_MS / 1000, counts: await this.o.store.countIssuedPerHour({ from: start, hours: CHART_HOURS }) };
+  }
+
+  /**
+   * expiringPerDay: valid device certificates by the UTC day their notAfter falls on, today (from now on)
+   * and the next 89 days (Store.countExpiringPerDay, an index range over those days only). Operators only, as
+   * enrollmentsPerHour.
+   */
+  async expiringPerDay(scope: Scope): Promise<ConsoleChartReply> {
+    this.operatorOnly(scope);
+    const now = this.now();
+    const start = new Date(Math.floor(now.getTime() / DAY_MS) * DAY_MS);
+    return { start, from: now, bucketSeconds: DAY_MS / 1000, counts: await this.o.store.countExpiringPerDay({ from: now, days: CHART_DAYS }) };
+  }
+
+  private now(): Date {
+    return this.o.now ? this.o.now() : new Date();
+  }
+
+  private operatorOnly(scope: Scope): void {
+    if (scope.kind !== 'operator') throw new DeviceCaError('forbidden', 'the certificate charts are for operators: they count the whole fleet');
+  }
 
   async overview(scope: Scope): Promise<ConsoleOverviewReply> {
     const counts = await this.o.lifecycle.countDevices(scope, OWNERS_SHOWN);

@@ -21,7 +21,7 @@ export function createStore(cfg: StoreConfig): Store {
     case 'sqlite': {
       let store: SqliteStore;
       try {
-        store = new SqliteStore(cfg.store.path);
+        store = new SqliteStore(cfg.store.path, { backgroundCheckpoint: true });
       } catch (e) {
         // at start-up: the operator reads this, so it names the file and SQLite's reason
         const f = sqliteFailure(e);

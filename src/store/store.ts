@@ -226,6 +226,21 @@ export interface CertificateStore {
     requestId?: string;
     audit: AuditInput;
   }): Promise<void>;
+  /**
+   * countIssuedPerHour: device certificates (deviceId set; not the service's own) recorded in each of
+   * `hours` hours, the first the UTC hour that holds `from`, by the time the store recorded them
+   * (createdAt). Read from counters changed in the issuance's own transaction (SQLite trigger, Redis
+   * HINCRBY), so the cost does not grow with the certificates. `hours` at most MAX_CHART_BUCKETS (chart-buckets.ts).
+   */
+  countIssuedPerHour(o: { from: Date; hours: number }): Promise<number[]>;
+  /**
+   * countExpiringPerDay: valid device certificates whose notAfter is in each of `days` UTC days, the first
+   * the day that holds `from` (counting only notAfter >= from there). The later days come from per-day
+   * counts kept in every status change's transaction (SQLite triggers), or from an index of valid
+   * certificates by notAfter (Redis sorted set kept wherever a status changes, one ZCOUNT per day); the
+   * first day from that index's range within the day. `days` at most MAX_CHART_BUCKETS.
+   */
+  countExpiringPerDay(o: { from: Date; days: number }): Promise<number[]>;
 }
 
 /**
@@ -345,6 +360,8 @@ export interface TokenStore {
  * ConsoleSessionRecord: one signed-in operator console session. The session id (the cookie) is kept only as
  * its SHA-256; the session holds the SHA-256 of the admin token it was exchanged for, so the token's scope
  * and revocation are read again on every request.
+ * A session signed in with a pinned operator certificate holds `cert:<SHA-256 fingerprint>` in tokenHash
+ * instead (ra/console-sessions.ts), and its pin is asked again on every request.
  */
 export interface ConsoleSessionRecord {
   idHash: string;

@@ -7,7 +7,7 @@ import { HOSTILE_SEGMENTS, PROTO_NAMES, mutateJson } from './text-mutations';
 
 /**
  * console-cases: the operator console (/console) as a hostile browser or script would meet it: the sign-in
- * body mutated, the session cookie and CSRF header missing, doubled, oversized or odd, Origin and
+ * body mutated (the token one, and the certificate one with no or a device's client certificate), the session cookie and CSRF header missing, doubled, oversized or odd, Origin and
  * Sec-Fetch-Site of other sites, asset paths with traversal, the device history with odd paging; and the
  * admin campaign's random cases sent through the console's mount (/console/api/v1) with the session
  * instead of a bearer token. Sign-out is only ever sent without the CSRF token, so the session lives on.
@@ -41,6 +41,14 @@ export function consoleCorpus(m: FuzzMaterial): Generated[] {
     '{"token":"dca_' + '\u0000'.repeat(43) + '"}',
   ])
     out.push({ how: `sign-in body ${JSON.stringify(body.slice(0, 40))}`, request: req('POST', '/api/session', [json], body) });
+  // certificate sign-in: odd bodies, with no client certificate and with a device's (refused: not pinned)
+  const device = { cert: m.reenroll.certPem, key: m.reenroll.keyPem };
+  for (const body of ['', '{}', '{"token":"x"}', 'null', '[]', '{"__proto__":{}}', `{"${'a'.repeat(4100)}":1}`])
+    for (const clientCert of [undefined, device])
+      out.push({
+        how: `certificate sign-in body ${JSON.stringify(body.slice(0, 40))}${clientCert ? ' with a device certificate' : ''}`,
+        request: { ...req('POST', '/api/session/certificate', [json], body), clientCert },
+      });
   for (const cookie of [
     'dca_console=',
     'dca_console=dcs_',

@@ -23,6 +23,8 @@ export interface Locator {
   allInnerTexts(): Promise<string[]>;
   waitFor(o?: { state?: 'attached' | 'detached' | 'visible' | 'hidden'; timeout?: number }): Promise<void>;
   count(): Promise<number>;
+  getAttribute(name: string): Promise<string | null>;
+  last(): Locator;
 }
 
 export interface Page {
@@ -56,7 +58,8 @@ export interface BrowserContext {
 }
 
 export interface Browser {
-  newContext(o: { ignoreHTTPSErrors?: boolean; viewport?: { width: number; height: number } }): Promise<BrowserContext>;
+  /** newContext: clientCertificates are the TLS client certificates the browser presents to an origin (Playwright 1.46+) */
+  newContext(o: { ignoreHTTPSErrors?: boolean; viewport?: { width: number; height: number }; clientCertificates?: { origin: string; certPath: string; keyPath: string }[] }): Promise<BrowserContext>;
   close(): Promise<void>;
 }
 

@@ -188,6 +188,9 @@ describe('the OpenAPI document', () => {
         '/requests',
         '/requests/{id}/approve',
         '/requests/{id}/reject',
+        '/audit',
+        '/audit/verify',
+        '/firmware/{name}/status',
       ].sort(),
     );
     expect(Object.keys(r.json.paths['/devices'])).toEqual(['get', 'post']);

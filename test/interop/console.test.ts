@@ -56,7 +56,8 @@ beforeAll(async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
   tmp = makeTmpDir('device-ca-console-');
   // a label with manual approval, for the approval queue (`manual`), beside the default one
-  svc = await startService({ configYaml: ['est:', '  labels:', '    default: {}', '    manual: { manualApproval: true }', ''].join('\n') });
+  // certificates for 30 days, so the expiry chart (next 90 days) shows them
+  svc = await startService({ configYaml: ['profiles:', '  default: { validity: 30d }', 'est:', '  labels:', '    default: {}', '    manual: { manualApproval: true }', ''].join('\n') });
   base = `https://localhost:${svc.httpsPort}`;
   issuingPem = path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem');
   operatorToken = (await cliOk('tokens', 'create', '--scope', 'operator')).trim();
@@ -164,6 +165,51 @@ describe('an operator session', () => {
     await page.locator('#by-state').waitFor();
     expect(await page.locator('#by-state').innerText()).toMatch(/active\s+0/);
     expect(await page.locator('#by-state').innerText()).toMatch(/retired\s+1/);
+  });
+
+  it('draws enrollments per hour and certificates expiring per day as SVG: N enrollments raise the current hour by N and their expiry day by N', async () => {
+    const HOUR = 3600_000;
+    const DAY = 86400_000;
+    const messages: string[] = [];
+    page.on('console', (m) => messages.push(m.toString()));
+    const bar = async (chart: string, start: number) => Number(await page.locator(`#${chart} rect[data-start="${new Date(start).toISOString()}"]`).getAttribute('data-count'));
+    const total = async (chart: string) => Number(await page.locator(`#${chart}`).getAttribute('data-total'));
+    const overview = async () => {
+      await page.goto(`${base}/console/#/devices`);
+      await page.goto(`${base}/console/#/overview`);
+      await page.locator('#chart-expiring').waitFor();
+    };
+    // an hour that begins while the test runs moves the current bar: then the test runs again in the new hour
+    for (let attempt = 1; ; attempt++) {
+      const hour = Math.floor(Date.now() / HOUR) * HOUR;
+      await overview();
+      expect(await page.locator('#chart-enrollments rect').count()).toBe(168);
+      expect(await page.locator('#chart-expiring rect').count()).toBe(90);
+      // the current hour is the last bar; so far the device certificates were acme-1's (beforeAll) and earlier attempts'
+      expect(await page.locator('#chart-enrollments rect').last().getAttribute('data-start')).toBe(new Date(hour).toISOString());
+      const before = { hour: await bar('chart-enrollments', hour), total: await total('chart-enrollments') };
+      const devices = [];
+      for (let i = 0; i < 3; i++) devices.push(await enroll(`chart-${attempt}-${i}`, 'charts'));
+      const ends = await Promise.all(devices.map(async (d) => Date.parse((await openssl('x509', '-in', d.crt, '-noout', '-enddate')).stdout.trim().replace(/^notAfter=/, ''))));
+      const days = [...new Set(ends.map((t) => Math.floor(t / DAY) * DAY))];
+      const expiringBefore = await Promise.all(days.map((d) => bar('chart-expiring', d)));
+      await overview();
+      if (Math.floor(Date.now() / HOUR) * HOUR !== hour && attempt < 2) continue;
+      expect(await bar('chart-enrollments', hour)).toBe(before.hour + 3);
+      expect(await total('chart-enrollments')).toBe(before.total + 3);
+      // the profile's 30 days: inside the 90 days; one or two UTC days if midnight passed between the enrollments
+      expect((await Promise.all(days.map((d) => bar('chart-expiring', d)))).reduce((a, b) => a + b, 0)).toBe(expiringBefore.reduce((a, b) => a + b, 0) + 3);
+      expect(await page.locator('#chart-enrollments title').last().textContent()).toMatch(/UTC: \d+ issued$/);
+      break;
+    }
+    expect(await page.locator('h2:has-text("Enrollments per hour")').innerText()).toMatch(/\(\d+\)$/);
+    await shot(page, '1b-overview-charts');
+    // on a phone the charts shrink to the screen's width
+    await page.setViewportSize({ width: 390, height: 844 });
+    expect(await page.evaluate<boolean>(`[...document.querySelectorAll('svg.chart')].every((e) => e.getBoundingClientRect().right <= window.innerWidth)`)).toBe(true);
+    await shot(page, '1b-overview-charts-phone');
+    await page.setViewportSize({ width: 1280, height: 900 });
+    expect(messages.filter((m) => /Content Security Policy|Refused/i.test(m))).toEqual([]);
   });
 
   it('finds a certificate by serial as openssl prints it, shows it decoded, and revokes it with a reason after a confirmation: OCSP says revoked', async () => {
@@ -336,6 +382,10 @@ describe('an owner-scoped session', () => {
       await page.locator('#devices-total .big').waitFor();
       expect(await page.locator('#devices-total .big').innerText()).toBe('2');
       expect(await page.locator('#pending-approvals').count()).toBe(0);
+      // the charts count the whole fleet: a note instead, and the API refuses the owner's cookie
+      expect(await page.locator('#charts-operator-only').count()).toBe(1);
+      expect(await page.locator('svg.chart').count()).toBe(0);
+      for (const chart of ['enrollments', 'expiring']) expect(await page.evaluate<number>(`fetch('/console/api/overview/${chart}').then((r) => r.status)`)).toBe(403);
       await page.goto(`${base}/console/#/devices`);
       await page.locator('#device-list').waitFor();
       const list = await page.locator('#device-list').innerText();

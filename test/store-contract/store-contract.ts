@@ -332,6 +332,77 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
     });
 
+    describe('overview charts: countIssuedPerHour, countExpiringPerDay', () => {
+      const HOUR = 3600_000;
+      it("countIssuedPerHour counts the device certificates recorded in each UTC hour (not the service's own), and nothing else", async () => {
+        await addDevice('dev-1', 'acme');
+        await addDevice('dev-2', 'globex');
+        const before = Date.now();
+        await issue('h01', 'dev-1');
+        await issue('h02', 'dev-1');
+        await issue('h03', 'dev-2');
+        await issue('h04', null); // a service certificate (HTTPS, OCSP responder): not an enrollment
+        const after = Date.now();
+        const first = Math.floor(before / HOUR) - 3;
+        const counts = await store.countIssuedPerHour({ from: new Date(first * HOUR + 1234), hours: 6 });
+        expect(counts).toHaveLength(6);
+        // the hours the issuances fell in (one, or two when an hour began meanwhile) hold them all
+        const inHours = counts.slice(3, 4 + Math.floor(after / HOUR) - Math.floor(before / HOUR));
+        expect(inHours.reduce((a, b) => a + b, 0)).toBe(3);
+        expect(counts.reduce((a, b) => a + b, 0)).toBe(3);
+        expect(await store.countIssuedPerHour({ from: new Date(before + 2 * HOUR), hours: 168 })).toEqual(new Array(168).fill(0));
+        // a refused issuance counts nothing
+        await store.applyDeviceChange({ deviceId: 'dev-2', fromStates: ['active'], toState: 'retired', audit: audit('device.retired', 'dev-2') });
+        expect(await codeOf(issue('h05', 'dev-2'))).toBe('forbidden');
+        expect((await store.countIssuedPerHour({ from: new Date(first * HOUR), hours: 6 })).reduce((a, b) => a + b, 0)).toBe(3);
+        expect(await codeOf(store.countIssuedPerHour({ from: new Date(), hours: 0 }))).toBe('bad-request');
+        expect(await codeOf(store.countIssuedPerHour({ from: new Date(), hours: 100_000 }))).toBe('bad-request');
+      });
+
+      it('countExpiringPerDay counts valid device certificates by the UTC day of notAfter, from `from` on, and follows revocation, hold and release', async () => {
+        const from = new Date('2030-01-01T12:00:00Z');
+        const t = (iso: string) => ({ notAfter: new Date(iso) });
+        await addDevice('dev-1', 'acme');
+        await addDevice('dev-2', 'acme');
+        await issue('x01', 'dev-1', t('2030-01-01T11:59:59.999Z')); // before `from`: not counted
+        await issue('x02', 'dev-1', t('2030-01-01T12:00:00.000Z')); // day 0
+        await issue('x03', 'dev-1', t('2030-01-01T23:59:59.999Z')); // day 0
+        await issue('x04', 'dev-1', t('2030-01-02T00:00:00.000Z')); // day 1
+        await issue('x05', 'dev-2', t('2030-01-04T05:00:00.000Z')); // day 3 (dev-2: suspended below)
+        await issue('x06', 'dev-1', t('2030-01-05T00:00:00.000Z')); // day 4: beyond 4 days
+        await issue('x07', null, t('2030-01-02T08:00:00.000Z')); // a service certificate: not counted
+        await issue('x08', 'dev-1', t('2030-01-02T09:00:00.000Z')); // day 1, revoked below
+        expect(await store.countExpiringPerDay({ from, days: 4 })).toEqual([2, 2, 0, 1]);
+        expect(await store.countExpiringPerDay({ from, days: 5 })).toEqual([2, 2, 0, 1, 1]);
+        await store.revokeCertificate('x08', 'keyCompromise', new Date(), null, audit('cert.revoke', 'x08'));
+        expect(await store.countExpiringPerDay({ from, days: 4 })).toEqual([2, 1, 0, 1]);
+        // a repeated revocation changes nothing
+        await store.revokeCertificate('x08', 'keyCompromise', new Date(), null, audit('cert.revoke', 'x08'));
+        expect(await store.countExpiringPerDay({ from, days: 4 })).toEqual([2, 1, 0, 1]);
+        // hold (device suspended), then release (resumed): out of the count, then back in
+        await store.applyDeviceChange({
+          deviceId: 'dev-2',
+          fromStates: ['active'],
+          toState: 'suspended',
+          revoke: { reason: 'certificateHold', at: new Date(), holdOnly: true },
+          audit: audit('device.suspended', 'dev-2'),
+        });
+        expect(await store.countExpiringPerDay({ from, days: 4 })).toEqual([2, 1, 0, 0]);
+        await store.applyDeviceChange({ deviceId: 'dev-2', fromStates: ['suspended'], toState: 'active', releaseHolds: true, audit: audit('device.resumed', 'dev-2') });
+        expect(await store.countExpiringPerDay({ from, days: 4 })).toEqual([2, 1, 0, 1]);
+        // retire: every certificate of the device revoked
+        await store.applyDeviceChange({
+          deviceId: 'dev-1',
+          fromStates: ['active'],
+          toState: 'retired',
+          revoke: { reason: 'cessationOfOperation', at: new Date() },
+          audit: audit('device.retired', 'dev-1'),
+        });
+        expect(await store.countExpiringPerDay({ from, days: 5 })).toEqual([0, 0, 0, 1, 0]);
+        expect(await codeOf(store.countExpiringPerDay({ from, days: 0 }))).toBe('bad-request');
+      });
+    });
+
     describe('certificates and recordIssuance', () => {
       beforeEach(async () => {
         await addDevice('dev-1');

@@ -1,6 +1,7 @@
 import { NextFunction, Request, Response, Router } from 'express';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { ConsoleOverview } from '../../ra/console-overview';
@@ -38,7 +39,7 @@ const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.j
 
 /**
  * consoleRouter serves the operator console at /console: its static files, the session (sign-in with an
- * admin token, sign-out), the overview, and the admin API at /console/api/v1 authenticated by the session
+ * admin token or a pinned operator client certificate, sign-out), the overview, and the admin API at /console/api/v1 authenticated by the session
  * cookie instead of a bearer token. Every decision is the RA's (ConsoleSessions, ConsoleOverview, the admin
  * API's lifecycle calls); this file decodes and encodes.
  */
@@ -83,18 +84,19 @@ export function consoleRouter(o: ConsoleRouterOptions): Router {
   r.post(
     '/api/session',
     json('session.create', async (req, res) => {
-      const raw = await readRawBody(req, 4096);
-      if (!/^application\/json\b/i.test(req.headers['content-type'] ?? '')) throw new DeviceCaError('bad-request', 'Content-Type must be application/json');
-      let body: unknown;
-      try {
-        body = JSON.parse(raw.toString('utf8'));
-      } catch {
-        throw new DeviceCaError('bad-request', 'body is not valid JSON');
-      }
-      if (typeof body !== 'object' || body === null || Array.isArray(body) || Object.keys(body).some((k) => k !== 'token')) {
-        throw new DeviceCaError('bad-request', 'body must be {"token": "dca_..."}');
-      }
-      const s = await o.sessions.signIn((body as { token?: unknown }).token);
+      const body = await jsonObject(req, ['token'], 'body must be {"token": "dca_..."}');
+      const s = await o.sessions.signIn(body.token);
+      res.setHeader('Set-Cookie', cookie(s.sessionId, o.maxAgeSeconds));
+      return [201, { csrf: s.csrf, scope: scopeName(s.scope), idleExpiresAt: s.idleExpiresAt, expiresAt: s.expiresAt }];
+    }),
+  );
+  // sign-in with the TLS client certificate: the HTTPS listener requests one (never requires it); the body
+  // is {} as application/json, so a cross-site form cannot send it without a CORS preflight
+  r.post(
+    '/api/session/certificate',
+    json('session.create-certificate', async (req, res) => {
+      await jsonObject(req, [], 'body must be {}');
+      const s = await o.sessions.signInWithCertificate(peerCertificate(req));
       res.setHeader('Set-Cookie', cookie(s.sessionId, o.maxAgeSeconds));
       return [201, { csrf: s.csrf, scope: scopeName(s.scope), idleExpiresAt: s.idleExpiresAt, expiresAt: s.expiresAt }];
     }),
@@ -119,6 +121,20 @@ export function consoleRouter(o: ConsoleRouterOptions): Router {
     json('overview', async (req) => {
       const c = await o.sessions.authenticate(sessionOf(req), undefined, false);
       return [200, await o.overview.overview(c.scope)];
+    }),
+  );
+  r.get(
+    '/api/overview/enrollments',
+    json('overview.enrollments', async (req) => {
+      const c = await o.sessions.authenticate(sessionOf(req), undefined, false);
+      return [200, await o.overview.enrollmentsPerHour(c.scope)];
+    }),
+  );
+  r.get(
+    '/api/overview/expiring',
+    json('overview.expiring', async (req) => {
+      const c = await o.sessions.authenticate(sessionOf(req), undefined, false);
+      return [200, await o.overview.expiringPerDay(c.scope)];
     }),
   );
   r.get(
@@ -158,6 +174,29 @@ export function consoleRouter(o: ConsoleRouterOptions): Router {
     res.status(200).type(file.type).send(file.body);
   });
   return r;
+}
+
+/** jsonObject: the request's JSON object body (application/json, at most 4 KiB) with only the keys allowed. */
+async function jsonObject(req: Request, keys: string[], shape: string): Promise<Record<string, unknown>> {
+  const raw = await readRawBody(req, 4096);
+  if (!/^application\/json\b/i.test(req.headers['content-type'] ?? '')) throw new DeviceCaError('bad-request', 'Content-Type must be application/json');
+  let body: unknown;
+  try {
+    body = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new DeviceCaError('bad-request', 'body is not valid JSON');
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body) || Object.keys(body).some((k) => !keys.includes(k))) {
+    throw new DeviceCaError('bad-request', shape);
+  }
+  return body as Record<string, unknown>;
+}
+
+/** peerCertificate: the DER of the TLS client certificate the browser presented on this connection, if any. */
+function peerCertificate(req: Request): Buffer | undefined {
+  const sock = req.socket as TLSSocket;
+  const peer = typeof sock.getPeerCertificate === 'function' ? sock.getPeerCertificate() : undefined;
+  return peer && peer.raw ? peer.raw : undefined;
 }
 
 function header(req: Request, name: string): string | undefined {

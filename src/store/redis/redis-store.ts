@@ -3,6 +3,7 @@ import { nextAuditRecord } from '../../audit/audit-chain';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { distinctIds } from '../batch';
 import { applyFirmwareReceipt } from '../firmware-receipt-rule';
+import { chartBuckets, DAY_MS, HOUR_MS } from '../chart-buckets';
 import { pageLimit, pageOf } from '../paging';
 import {
   AkBindingRecord,
@@ -509,6 +510,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     m.set(this.k('cert-der', c.serial), der);
     m.zadd(this.k('certs'), 0, c.serial);
     if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
+    this.chartCertificate(m, meta);
     if (dev && dev.state === 'registered') {
       m.set(this.k('dev', dev.id), JSON.stringify({ ...dev, state: 'active', updatedAt: ms(now) }));
       this.countDevice(m, dev, -1);
@@ -816,6 +818,112 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     return this.queueAudited<void>({ kind: 'issuance', args });
   }
 
+  /**
+   * chartCertificate queues a newly recorded device certificate into the overview charts' keys, in the
+   * transaction that records it: `cert-hours` (a hash: UTC hour number -> certificates recorded in it,
+   * HINCRBY) and, while it is valid, the expiry index (indexExpiry).
+   */
+  private chartCertificate(m: AuditedWrites, meta: CertMeta): void {
+    if (meta.deviceId === null) return;
+    m.hincrby(this.k('cert-hours'), String(Math.floor(meta.createdAt / HOUR_MS)), 1);
+    // a certificate is recorded once, into a store that never held it: only a valid one enters the index
+    if (meta.status === 'valid') m.zadd(this.k('certs-expiry'), meta.notAfter, meta.serial);
+  }
+
+  /**
+   * indexExpiry keeps `certs-expiry`, the valid device certificates scored by notAfter, in step with a
+   * certificate's status: every status change goes through setCertStatus, which calls this, and ZADD/ZREM
+   * are idempotent, so a repeated change cannot count twice (per-day counters would need the old status).
+   */
+  private indexExpiry(m: Tx, meta: CertMeta): void {
+    if (meta.deviceId === null) return;
+    if (meta.status === 'valid') m.zadd(this.k('certs-expiry'), meta.notAfter, meta.serial);
+    else m.zrem(this.k('certs-expiry'), meta.serial);
+  }
+
+  async countIssuedPerHour(o: { from: Date; hours: number }): Promise<number[]> {
+    const first = Math.floor(ms(o.from) / HOUR_MS);
+    const hours = Array.from({ length: chartBuckets(o.hours) }, (_x, i) => first + i);
+    const walked = (await this.r.exists(this.k('cert-charts-ready'))) === 1 ? null : await this.rebuildCertCharts();
+    if (walked) return hours.map((h) => walked.hours.get(h) ?? 0);
+    return (await this.r.hmget(this.k('cert-hours'), ...hours.map(String))).map((v) => Number(v ?? 0));
+  }
+
+  async countExpiringPerDay(o: { from: Date; days: number }): Promise<number[]> {
+    const firstDay = Math.floor(ms(o.from) / DAY_MS);
+    // bucket i: [start of day firstDay + i, start of the next day), the first from `from` on
+    const bounds = Array.from({ length: chartBuckets(o.days) }, (_x, i) => [i === 0 ? ms(o.from) : (firstDay + i) * DAY_MS, (firstDay + i + 1) * DAY_MS]);
+    const walked = (await this.r.exists(this.k('cert-charts-ready'))) === 1 ? null : await this.rebuildCertCharts();
+    if (walked) {
+      // the walk's notAfter times, sorted: each day is two binary searches
+      const t = walked.expiry.sort((x, y) => x - y);
+      const below = (v: number) => {
+        let lo = 0;
+        let hi = t.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (t[mid] < v) lo = mid + 1;
+          else hi = mid;
+        }
+        return lo;
+      };
+      return bounds.map(([a, b]) => below(b) - below(a));
+    }
+    // MULTI on the reader: one consistent view of the index, one ZCOUNT (O(log n)) per day
+    const m = this.r.multi();
+    for (const [a, b] of bounds) m.zcount(this.k('certs-expiry'), a, `(${b}`);
+    const replies = (await m.exec()) ?? [];
+    return replies.map(([err, n]) => {
+      if (err) throw err;
+      return Number(n);
+    });
+  }
+
+  /**
+   * rebuildCertCharts fills `cert-hours` and `certs-expiry` once, for a store written before them, by
+   * walking every certificate; it saves them only if no certificate was written meanwhile (every
+   * certificate write moves the audit head, a copy adds to `certs`), as rebuildDeviceCounts. After three
+   * tries (a busy CA) it returns the walk's figures unsaved and the next call tries again.
+   */
+  private async rebuildCertCharts(): Promise<{ hours: Map<number, number>; expiry: number[] } | null> {
+    let hours = new Map<number, number>();
+    let expiry: number[] = [];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const [head, n] = await Promise.all([this.w.get(this.headKey), this.w.zcard(this.k('certs'))]);
+      hours = new Map<number, number>();
+      expiry = [];
+      const valid: [number, string][] = [];
+      for (let start = 0; ; start += 1000) {
+        const serials = await this.w.zrange(this.k('certs'), start, start + 999);
+        if (serials.length === 0) break;
+        const metas = await this.mgetJson<CertMeta>(
+          this.w,
+          serials.map((x) => this.k('cert', x)),
+        );
+        for (const c of metas) {
+          if (!c || c.deviceId === null) continue;
+          const h = Math.floor(c.createdAt / HOUR_MS);
+          hours.set(h, (hours.get(h) ?? 0) + 1);
+          if (c.status === 'valid') {
+            expiry.push(c.notAfter);
+            valid.push([c.notAfter, c.serial]);
+          }
+        }
+      }
+      const saved = await this.tx([this.headKey, this.k('certs')], async (m) => {
+        const [head2, n2] = await Promise.all([this.w.get(this.headKey), this.w.zcard(this.k('certs'))]);
+        if (head2 !== head || n2 !== n) return false;
+        m.del(this.k('cert-hours'), this.k('certs-expiry'));
+        if (hours.size) m.hset(this.k('cert-hours'), Object.fromEntries([...hours].map(([h, c]) => [String(h), c])));
+        for (let i = 0; i < valid.length; i += 1000) m.zadd(this.k('certs-expiry'), ...valid.slice(i, i + 1000).flatMap(([t, serial]) => [t, serial]));
+        m.set(this.k('cert-charts-ready'), '1');
+        return true;
+      });
+      if (saved) return null;
+    }
+    return { hours, expiry };
+  }
+
   // ---- authentication attempts ----
   async reserveAuthAttempt(key: string, now: Date, rules: AuthAttemptRules): Promise<AuthAttemptReservation> {
     const cutoff = ms(now) - rules.windowSeconds * 1000;
@@ -946,13 +1054,14 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     return this.k('shard-rev', issuer, shard);
   }
 
-  /** setCertStatus queues a status change: the record, the shard's revision, and the shard's revoked index. */
+  /** setCertStatus queues a status change: the record, the shard's revision, the shard's revoked index and the expiry index. */
   private setCertStatus(m: Tx, meta: CertMeta): void {
     m.set(this.k('cert', meta.serial), JSON.stringify(meta));
     m.incr(this.shardKey(meta.issuer, meta.shard));
     const revokedIdx = this.k('shard-revoked', meta.issuer, meta.shard);
     if (meta.status === 'revoked') m.zadd(revokedIdx, 0, meta.serial);
     else m.zrem(revokedIdx, meta.serial);
+    this.indexExpiry(m, meta);
     // every node's OCSP status cache forgets this serial when EXEC commits (watchRevocations)
     m.publish(this.revocationChannel, meta.serial);
   }
@@ -1500,6 +1609,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           m.zadd(this.k('certs'), 0, c.serial);
           if (c.deviceId !== null) m.zadd(this.k('dev-certs', c.deviceId), 0, c.serial);
           if (c.status === 'revoked') m.zadd(this.k('shard-revoked', c.issuer, c.shard), 0, c.serial);
+          this.chartCertificate(m, meta);
           break;
         }
         case 'request': {

@@ -318,3 +318,47 @@ MIGRATIONS.push(
      PRIMARY KEY (name, device_id)
    ) WITHOUT ROWID;`,
 );
+
+// 20: the console's overview charts (issue 14). cert_issued_hours counts device certificates by the UTC
+// hour the store recorded them (created_at / 3600000); cert_expiry_days counts valid device certificates
+// by the UTC day of not_after. Triggers keep both in the transaction of every insert and status change
+// (so no write path can forget them), and both are filled here from the certificates there are.
+// certificates_valid_expiry indexes valid device certificates by not_after for the first day of the
+// expiry chart, which counts from "now" on, inside a day
+MIGRATIONS.push(
+  `CREATE TABLE cert_issued_hours (
+     hour INTEGER PRIMARY KEY,
+     n INTEGER NOT NULL
+   );
+   INSERT INTO cert_issued_hours (hour, n)
+     SELECT created_at / 3600000, COUNT(*) FROM certificates WHERE device_id IS NOT NULL GROUP BY 1;
+   CREATE TRIGGER cert_issued_hours_insert AFTER INSERT ON certificates WHEN NEW.device_id IS NOT NULL BEGIN
+     INSERT INTO cert_issued_hours (hour, n) VALUES (NEW.created_at / 3600000, 1)
+       ON CONFLICT (hour) DO UPDATE SET n = n + 1;
+   END;
+   CREATE TABLE cert_expiry_days (
+     day INTEGER PRIMARY KEY,
+     n INTEGER NOT NULL
+   );
+   INSERT INTO cert_expiry_days (day, n)
+     SELECT not_after / 86400000, COUNT(*) FROM certificates WHERE device_id IS NOT NULL AND status = 'valid' GROUP BY 1;
+   CREATE TRIGGER cert_expiry_days_insert AFTER INSERT ON certificates WHEN NEW.device_id IS NOT NULL AND NEW.status = 'valid' BEGIN
+     INSERT INTO cert_expiry_days (day, n) VALUES (NEW.not_after / 86400000, 1)
+       ON CONFLICT (day) DO UPDATE SET n = n + 1;
+   END;
+   CREATE TRIGGER cert_expiry_days_status AFTER UPDATE OF status ON certificates
+     WHEN NEW.device_id IS NOT NULL AND (OLD.status = 'valid') <> (NEW.status = 'valid') BEGIN
+     UPDATE cert_expiry_days SET n = n - 1 WHERE OLD.status = 'valid' AND day = OLD.not_after / 86400000;
+     INSERT INTO cert_expiry_days (day, n) SELECT NEW.not_after / 86400000, 1 WHERE NEW.status = 'valid'
+       ON CONFLICT (day) DO UPDATE SET n = n + 1;
+   END;
+   CREATE TRIGGER cert_expiry_days_delete AFTER DELETE ON certificates WHEN OLD.device_id IS NOT NULL AND OLD.status = 'valid' BEGIN
+     UPDATE cert_expiry_days SET n = n - 1 WHERE day = OLD.not_after / 86400000;
+   END;
+   CREATE INDEX certificates_valid_expiry ON certificates(not_after) WHERE status = 'valid' AND device_id IS NOT NULL;`,
+);
+
+// 21: devices by owner and by state in id order (issue 14, the console's device search at 1,000,000
+// devices): (owner, id) replaces (owner), with which SQLite sorted all of an owner's devices for every
+// page; (state, id) answers a state search without reading every device
+MIGRATIONS.push(`CREATE INDEX devices_owner_id ON devices(owner, id); DROP INDEX devices_owner; CREATE INDEX devices_state_id ON devices(state, id);`);

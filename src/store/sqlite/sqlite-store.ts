@@ -46,11 +46,13 @@ import {
 } from '../store';
 import { distinctIds } from '../batch';
 import { applyFirmwareReceipt } from '../firmware-receipt-rule';
+import { chartBuckets, DAY_MS, HOUR_MS } from '../chart-buckets';
 import { pageLimit, pageOf } from '../paging';
 import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
 import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
 import { StatusVersion } from '../status-version';
+import { FALLBACK_AUTOCHECKPOINT_PAGES, WalCheckpointer } from './wal-checkpointer';
 
 type Row = Record<string, unknown>;
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation */
@@ -69,6 +71,30 @@ const seqCursor = (after: string | undefined): number => {
   if (!/^\d{1,15}$/.test(after)) throw new DeviceCaError('bad-request', 'after: not a cursor of this list');
   return Number(after);
 };
+
+/**
+ * listDevicesSql: the devices page's query. One lower bound on id (the cursor or the prefix, whichever is
+ * further), so the range starts there; and the index named with INDEXED BY, so the plan cannot drift to a
+ * walk of every device when the store has no statistics (a deployed store never runs ANALYZE): a label
+ * search reads (label, id) (migration 16), an owner search (owner, id) and a state search (state, id)
+ * (migration 17), each in id order, so a page costs the same for an owner of ten devices and of a million,
+ * and a state few devices are in is not found by reading them all. With several filters the first of
+ * label, owner, state chooses the index and the others are checked on its rows.
+ */
+export function listDevicesSql(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string; after?: string }, limit: number): { sql: string; args: unknown[] } {
+  const p = filter.idPrefix;
+  const fromPrefix = p !== undefined && (filter.after ?? '') < p;
+  const { where, args } = conditions(
+    fromPrefix ? ['id >= ?', p] : ['id > ?', filter.after ?? ''],
+    ['id < ?', p === undefined ? undefined : p + '\x7f'],
+    ['owner = ?', filter.owner],
+    ['state = ?', filter.state],
+    ['label = ?', filter.label],
+  );
+  const index =
+    filter.label !== undefined ? ' INDEXED BY devices_label' : filter.owner !== undefined ? ' INDEXED BY devices_owner_id' : filter.state !== undefined ? ' INDEXED BY devices_state_id' : '';
+  return { sql: `SELECT * FROM devices${index} WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`, args: [...args, limit + 1] };
+}
 
 /**
  * REVOKED_IN_SHARD_SQL is one page of a CRL shard's entries, in serial order. `status = 'revoked'` is
@@ -105,7 +131,14 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   /** stmts caches prepared statements by SQL text: preparing costs more than running on the issuance path */
   private readonly stmts = new Map<string, Database.Statement>();
 
-  constructor(file: string) {
+  /** checkpointer: WAL checkpoints on a thread of their own (option backgroundCheckpoint), else SQLite's on commit */
+  private readonly checkpointer: WalCheckpointer | null = null;
+
+  /**
+   * backgroundCheckpoint: checkpoint the WAL on a thread of its own (wal-checkpointer.ts) instead of in
+   * the commit that crosses SQLite's 1000-page mark; the service's stores (createStore) use it.
+   */
+  constructor(file: string, opts: { backgroundCheckpoint?: boolean } = {}) {
     // the file holds enrollment secrets' hashes and the CA state: 0600 in a 0700 directory, whatever the umask
     if (file !== ':memory:') createPrivateFile(file);
     this.db = new Database(file);
@@ -114,6 +147,10 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     this.db.pragma('busy_timeout = 10000');
     this.db.pragma('foreign_keys = ON');
     this.migrate();
+    if (opts.backgroundCheckpoint && file !== ':memory:') {
+      this.db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`);
+      this.checkpointer = new WalCheckpointer(file);
+    }
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
     this.walIndex = openWalIndex(this.db, file);
   }
@@ -146,6 +183,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
 
   async close(): Promise<void> {
     if (this.queue.length) this.flush(); // nothing queued is lost
+    await this.checkpointer?.close();
     this.db.close();
     if (this.walIndex && this.walIndex.fd >= 0) {
       fs.closeSync(this.walIndex.fd);
@@ -295,19 +333,8 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
 
   async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
-    // one lower bound (the cursor or the prefix, whichever is further), so the primary key range starts there
-    const p = filter.idPrefix;
-    const fromPrefix = p !== undefined && (filter.after ?? '') < p;
-    const { where, args } = conditions(
-      fromPrefix ? ['id >= ?', p] : ['id > ?', filter.after ?? ''],
-      ['id < ?', p === undefined ? undefined : p + '\x7f'],
-      ['owner = ?', filter.owner],
-      ['state = ?', filter.state],
-      ['label = ?', filter.label],
-    );
-    // a label search reads the (label, id) index (migration 16): the label's devices in id order
-    const index = filter.label === undefined ? '' : ' INDEXED BY devices_label';
-    const rows = this.stmt(`SELECT * FROM devices${index} WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, limit + 1) as Row[];
+    const q = listDevicesSql(filter, limit);
+    const rows = this.stmt(q.sql).all(...q.args) as Row[];
     return pageOf(rows.map(deviceFromRow), limit, (d) => d.id);
   }
 
@@ -378,6 +405,31 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
       if (args.requestId !== undefined) this.stmt("UPDATE requests SET status = 'issued', cert_serial = ? WHERE id = ? AND status = 'approved'").run(c.serial, args.requestId);
       this.appendAuditSync(args.audit, now);
     });
+  }
+
+  async countIssuedPerHour(o: { from: Date; hours: number }): Promise<number[]> {
+    const first = Math.floor(ms(o.from) / HOUR_MS);
+    const out = new Array<number>(chartBuckets(o.hours)).fill(0);
+    for (const r of this.stmt('SELECT hour, n FROM cert_issued_hours WHERE hour >= ? AND hour < ?').all(first, first + o.hours) as Row[]) out[Number(r.hour) - first] = Number(r.n);
+    return out;
+  }
+
+  async countExpiringPerDay(o: { from: Date; days: number }): Promise<number[]> {
+    const firstDay = Math.floor(ms(o.from) / DAY_MS);
+    const out = new Array<number>(chartBuckets(o.days)).fill(0);
+    // one read transaction: the day counts and the index agree even while another process writes
+    return this.db.transaction(() => {
+      // today from `from` on: the partial index's range within one day (INDEXED BY: the plan cannot drift
+      // to a scan); certificates that expired earlier today are still 'valid' rows, the day count has them
+      const today = this.stmt(
+        `SELECT COUNT(*) AS n FROM certificates INDEXED BY certificates_valid_expiry
+           WHERE status = 'valid' AND device_id IS NOT NULL AND not_after >= ? AND not_after < ?`,
+      ).get(ms(o.from), (firstDay + 1) * DAY_MS) as Row;
+      out[0] = Number(today.n);
+      // the later days from the counts the triggers keep (cert_expiry_days): one row per day
+      for (const r of this.stmt('SELECT day, n FROM cert_expiry_days WHERE day > ? AND day < ?').all(firstDay, firstDay + o.days) as Row[]) out[Number(r.day) - firstDay] = Number(r.n);
+      return out;
+    })();
   }
 
   // ---- authentication attempts ----

@@ -28,8 +28,24 @@ const enroll = (o: { tcti?: string; trust?: string; est?: string; ekCert?: strin
   });
 
 describe('agentEnroll before the TPM', () => {
-  it('the kernel resource manager: refused with what to use instead (the EK policy session spans tools)', async () => {
-    await expect(enroll({ tcti: 'device:/dev/tpmrm0' })).rejects.toThrow(/the kernel resource manager flushes it\. Run tpm2-abrmd and set TPM2TOOLS_TCTI=tabrmd/);
+  it('a TCTI it cannot read: refused naming it, no work directory left behind', async () => {
+    // the agent's work directory would go to os.tmpdir(): a private one here, to see that none was made
+    const tmpdir = fs.mkdtempSync(path.join(dir, 'tmp-'));
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = tmpdir;
+    try {
+      await expect(enroll({ tcti: 'swtpm:host=127.0.0.1,port=99999' })).rejects.toThrow('TCTI "swtpm:host=127.0.0.1,port=99999": "port=99999" is not host=<name> or port=<1..65535>');
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+    expect(fs.readdirSync(tmpdir)).toEqual([]);
+    expect(fs.existsSync(path.join(dir, 'out'))).toBe(false);
+  });
+
+  it('a device TCTI whose device is not there: "unreachable", naming the TCTI, nothing written', async () => {
+    const missing = path.join(dir, 'tpmrm9');
+    await expect(enroll({ tcti: `device:${missing}` })).rejects.toThrow(`TPM unreachable through TCTI "device:${missing}"`);
     expect(fs.existsSync(path.join(dir, 'out'))).toBe(false);
   });
 

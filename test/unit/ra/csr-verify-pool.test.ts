@@ -2,8 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { generateKeyPair } from '../../../src/keys/software-key-backend';
-import { ParsedCsr, parseCsr } from '../../../src/ra/csr';
-import { CsrVerifyPool, csrVerifyThreads } from '../../../src/ra/csr-verify-pool';
+import { ParsedCsr, parseCsr, readCsr } from '../../../src/ra/csr';
+import { CsrVerifyPool, MAX_BATCH, csrVerifyThreads, packJobs } from '../../../src/ra/csr-verify-pool';
 import { buildCsr } from '../../fixtures/build-csr';
 
 /**
@@ -95,6 +95,36 @@ describe('CsrVerifyPool', () => {
     } finally {
       await small.close();
     }
+  });
+
+  it('a request carved from a large buffer: the thread gets only its signed data, signature and key, in one transferred buffer', async () => {
+    for (const alg of ['ecdsa-p256', 'rsa-2048'] as const) {
+      const csr = buildCsr({ privateKey: generateKeyPair(alg).privateKey });
+      const big = Buffer.alloc(1 << 20);
+      csr.copy(big, 4096);
+      const der = big.subarray(4096, 4096 + csr.length);
+      const v = readCsr(der).verify;
+      const msg = packJobs([{ id: 7, csr: readCsr(der) }]);
+      // the SPKI travels as bytes only when it is not a JWK (RSA); never the 1 MiB around the request
+      const keyBytes = alg === 'rsa-2048' ? parseCsr(csr).spki.length : 0;
+      expect(msg.buf.byteLength).toBe(v.data.length + v.sig.length + keyBytes);
+      const j = msg.jobs[0];
+      expect(Buffer.from(msg.buf, j.data[0], j.data[1] - j.data[0]).equals(v.data)).toBe(true);
+      expect(Buffer.from(msg.buf, j.sig[0], j.sig[1] - j.sig[0]).equals(v.sig)).toBe(true);
+      expect(await pool.parse(der)).toEqual(parseCsr(csr));
+    }
+  });
+
+  it('many requests at once go in batches; each keeps its own verdict', async () => {
+    const good = Array.from({ length: 3 * MAX_BATCH }, () => buildCsr({ privateKey: generateKeyPair('ecdsa-p256').privateKey }));
+    const bad = good.map((d, i) => {
+      const t = Buffer.from(d);
+      if (i % 3 === 0) t[t.length - 1] ^= 0x01;
+      return t;
+    });
+    const got = await Promise.all(bad.map((d) => onPool(pool, d)));
+    expect(got).toEqual(bad.map(inThread));
+    expect(got.filter((g) => 'code' in g)).toHaveLength(MAX_BATCH);
   });
 
   it('after close: refused, not hung', async () => {

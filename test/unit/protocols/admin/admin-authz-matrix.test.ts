@@ -247,7 +247,12 @@ describe('the console: the same matrix with session cookies', () => {
   const CONSOLE_MATRIX: Record<string, Variant[]> = {
     'GET /api/session': [{ name: 'session', target: async () => ({ path: '/session' }), expect: [200, 200, 200, 200, ...ANON] }],
     'POST /api/session/sign-out': [{ name: 'sign out', target: async () => ({ path: '/session/sign-out' }), expect: [200, 200, 200, 200, ...ANON] }],
+    // a session (of any scope) never stands in for the TLS client certificate: without one, 401 for all
+    'POST /api/session/certificate': [{ name: 'certificate sign-in without a certificate', target: async () => ({ path: '/session/certificate' }), expect: [401, 401, 401, 401, ...ANON] }],
     'GET /api/overview': [{ name: 'overview', target: async () => ({ path: '/overview' }), expect: [200, 200, 200, 200, ...ANON] }],
+    // the charts count the whole fleet: operators only (ConsoleOverview.operatorOnly)
+    'GET /api/overview/enrollments': [{ name: 'enrollments per hour', target: async () => ({ path: '/overview/enrollments' }), expect: [200, 403, 403, 403, ...ANON] }],
+    'GET /api/overview/expiring': [{ name: 'expiring per day', target: async () => ({ path: '/overview/expiring' }), expect: [200, 403, 403, 403, ...ANON] }],
     'GET /api/devices/:id/audit': [
       { name: 'active device', target: onDevice('active', '/audit'), expect: [200, 200, 404, 404, ...ANON] },
       { name: 'transferring device', target: onDevice('transferring', '/audit'), expect: [200, 200, 403, 404, ...ANON] },

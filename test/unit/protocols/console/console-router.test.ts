@@ -1,3 +1,4 @@
+import * as crypto from 'node:crypto';
 import { AdminApp, startAdminApp } from '../admin/admin-app';
 
 /**
@@ -41,6 +42,26 @@ describe('sign-in (POST /console/api/session)', () => {
     const r = await fetch(consoleBase() + '/session', { method: 'POST', headers: { 'content-type': contentType }, body: text });
     const json = (await r.json()) as { error: { message: string } };
     expect({ status: r.status, message: json.error.message, cookie: r.headers.get('set-cookie') }).toEqual({ status, message, cookie: null });
+  });
+});
+
+describe('sign-in with a client certificate (POST /console/api/session/certificate)', () => {
+  // the in-process app listens on plain HTTP, so no certificate ever arrives: the TLS path is the interop test's
+  it.each([
+    ['no client certificate', '{}', 'application/json', 401, 'no client certificate: the browser sent none (choose the operator certificate when it asks, or sign in with a token)'],
+    ['a token in the body', JSON.stringify({ token: 'dca_x' }), 'application/json', 400, 'body must be {}'],
+    ['not JSON', '{', 'application/json', 400, 'body is not valid JSON'],
+    ['a form', '', 'application/x-www-form-urlencoded', 400, 'Content-Type must be application/json'],
+    ['a body over 4 KiB', JSON.stringify({ x: 'x'.repeat(5000) }), 'application/json', 413, 'body larger than 4096 bytes'],
+  ])('%s: refused (4xx) with the reason, no cookie', async (_name, body, contentType, status, message) => {
+    const r = await fetch(consoleBase() + '/session/certificate', { method: 'POST', headers: { 'content-type': contentType }, body });
+    const json = (await r.json()) as { error: { message: string } };
+    expect({ status: r.status, message: json.error.message, cookie: r.headers.get('set-cookie') }).toEqual({ status, message, cookie: null });
+  });
+
+  it('from another site: 403 before anything else', async () => {
+    const r = await fetch(consoleBase() + '/session/certificate', { method: 'POST', headers: { 'content-type': 'application/json', 'sec-fetch-site': 'cross-site' }, body: '{}' });
+    expect({ status: r.status, message: ((await r.json()) as { error: { message: string } }).error.message }).toEqual({ status: 403, message: 'cross-site request refused' });
   });
 });
 
@@ -89,5 +110,55 @@ describe('cross-site requests and security headers', () => {
     expect({ status: r.status, text: (await r.text()).trim() }).toEqual({ status: 404, text: 'the console is not built (npm run build)' });
     const bare = await fetch(consoleBase().replace(/\/api$/, ''), { redirect: 'manual' });
     expect({ status: bare.status, location: bare.headers.get('location') }).toEqual({ status: 301, location: '/console/' });
+  });
+});
+
+describe('overview charts (GET /console/api/overview/enrollments, /overview/expiring)', () => {
+  const HOUR = 3600_000;
+  const DAY = 86400_000;
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+  it('enrollments: 168 UTC hours ending with the current one; expiring: 90 UTC days from today; both follow issuances and revocations', async () => {
+    const s = await app.sessions.signIn(app.tokens.operator);
+    const get = async (p: string) => {
+      const r = await app.consoleCall('GET', p, { session: s.sessionId });
+      expect(r.status).toBe(200);
+      return r.json as { start: string; from: string; bucketSeconds: number; counts: number[] };
+    };
+    const [e0, x0] = [await get('/overview/enrollments'), await get('/overview/expiring')];
+    const t0 = Date.now();
+    const devices = [await app.device('active'), await app.device('active'), await app.device('active', 'globex')];
+    const [e1, x1] = [await get('/overview/enrollments'), await get('/overview/expiring')];
+    const t1 = Date.now();
+    expect(e1.counts).toHaveLength(168);
+    expect(e1.bucketSeconds).toBe(3600);
+    expect([Math.floor(t0 / HOUR) - 167, Math.floor(t1 / HOUR) - 167]).toContain(Date.parse(e1.start) / HOUR);
+    expect(e1.from).toBe(e1.start);
+    // a new hour may begin between the two reads: compare the totals of the hours both cover
+    const shift = (Date.parse(e1.start) - Date.parse(e0.start)) / HOUR;
+    expect(sum(e1.counts) - sum(e0.counts.slice(shift))).toBe(3);
+    expect(e1.counts[167]).toBeGreaterThanOrEqual(1);
+    expect(x1.counts).toHaveLength(90);
+    expect(x1.bucketSeconds).toBe(86400);
+    expect(Date.parse(x1.start) % DAY).toBe(0);
+    expect(Date.parse(x1.from)).toBeGreaterThanOrEqual(Date.parse(x1.start));
+    // the fixtures' certificates expire in a day: today's or tomorrow's bucket
+    expect(x1.counts[0] + x1.counts[1] - (x0.counts[0] + x0.counts[1])).toBe(3);
+    await app.lifecycle.retire(devices[0].id, { kind: 'operator' }, 'test');
+    const x2 = await get('/overview/expiring');
+    expect(x2.counts[0] + x2.counts[1]).toBe(x1.counts[0] + x1.counts[1] - 1);
+  });
+
+  it('fuzz: whatever query or trailing path comes with them, the charts answer 200 with the same shape or 404, never a 500', async () => {
+    const s = await app.sessions.signIn(app.tokens.operator);
+    const rnd = (n: number) => Array.from(crypto.randomBytes(n), (b) => '%' + b.toString(16).padStart(2, '0')).join('');
+    for (let i = 0; i < 40; i++) {
+      const which = i % 2 ? 'enrollments' : 'expiring';
+      const p = i % 4 < 2 ? `/overview/${which}?${rnd(1 + (i % 7))}=${rnd(i % 5)}&hours=-1&days=1e9` : `/overview/${which}/${rnd(1 + (i % 9))}`;
+      const r = await app.consoleCall('GET', p, { session: s.sessionId });
+      expect({ p, status: r.status < 500 }).toEqual({ p, status: true });
+      if (r.status === 200) expect(r.json.counts).toHaveLength(which === 'enrollments' ? 168 : 90);
+      else expect({ p, status: r.status, code: r.json.error.code }).toEqual({ p, status: 404, code: 'not-found' });
+    }
   });
 });
