@@ -29,6 +29,8 @@ export interface EnrollOptions {
   tcti?: string;
   /** force: replace objects already persistent at the agent's handles (an earlier enrollment's AK and key) */
   force?: boolean;
+  /** keyDecrypt: make the device key a decrypt key too (attested-key.ts DECRYPT_KEY_ATTRIBUTES), for encrypted firmware */
+  keyDecrypt?: boolean;
 }
 
 /**
@@ -68,12 +70,19 @@ export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string;
     const akCert = await est.activateAk(challenge.akName, secret);
 
     const keyHandle = o.keySlots[0];
-    const keyPublic = createDeviceKey(tpm, keyHandle);
+    const keyPublic = createDeviceKey(tpm, keyHandle, o.keyDecrypt);
     made.push(keyHandle);
     const nonce = await est.nonce();
     const csr = attestedCsrFor(tpm, { keyHandle, akHandle: o.akHandle, keyPublic, nonce, subject: deviceSubject(o.device) });
     const cert = checkIssued(await est.enroll('simpleenroll', csr), spkiOf(keyPublic), trust);
-    const state: AgentState = { device: o.device, est: o.est, akHandle: hex(o.akHandle), keyHandle: hex(keyHandle), keySlots: [hex(o.keySlots[0]), hex(o.keySlots[1])] };
+    const state: AgentState = {
+      device: o.device,
+      est: o.est,
+      akHandle: hex(o.akHandle),
+      keyHandle: hex(keyHandle),
+      keySlots: [hex(o.keySlots[0]), hex(o.keySlots[1])],
+      ...(o.keyDecrypt ? { keyDecrypt: true } : {}),
+    };
     commit(o.out, { cert, trust, state, akCert });
     made.length = 0;
     return { certFile: path.join(o.out, FILES.cert), serial: cert.serialNumber };

@@ -18,6 +18,8 @@ export interface AgentState {
   keyHandle: string;
   /** keySlots: the two handles a renewal alternates between (the new key is made beside the current one) */
   keySlots: [string, string];
+  /** keyDecrypt: the device key is also a decrypt key (enroll --key-decrypt); a renewal makes its next key the same way */
+  keyDecrypt?: boolean;
 }
 
 /** the files of --out (README "Device agent") */

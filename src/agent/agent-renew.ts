@@ -44,7 +44,7 @@ export async function agentRenew(o: RenewOptions): Promise<{ certFile: string; s
       new OpensslTlsTransport({ trustFile: trust.file, certFile: path.resolve(o.out, FILES.cert), keyHandle: current, tcti: tpm.tcti, afterUse: () => tpm.flushNow() }),
     );
     const nonce = await est.nonce();
-    const keyPublic = createDeviceKey(tpm, next);
+    const keyPublic = createDeviceKey(tpm, next, state.keyDecrypt);
     made = next;
     const csr = attestedCsrFor(tpm, { keyHandle: next, akHandle: parseHandle(state.akHandle, 'akHandle'), keyPublic, nonce, subject: certificateSubject(cert.raw) });
     const renewed = checkIssued(await est.enroll('simplereenroll', csr), spkiOf(keyPublic), trust);

@@ -11,13 +11,22 @@ import { hex, TpmTools } from './tpm-tools';
 export const KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign|noda';
 
 /**
+ * DECRYPT_KEY_ATTRIBUTES: `agent enroll --key-decrypt` (issue 13): the same key, also a decrypt key, so
+ * firmware encrypted to its certificate is opened with TPM2_ECDH_ZGen (TPM 2.0 Part 3 §14.5: an
+ * unrestricted decrypt key whose scheme is ECDH or NULL; the key is made with the NULL scheme and
+ * tpm2_sign names ECDSA-SHA256 per signature). The CA accepts it on profiles with tpmKeyDecrypt.
+ */
+export const DECRYPT_KEY_ATTRIBUTES = `${KEY_ATTRIBUTES}|decrypt`;
+
+/**
  * createDeviceKey makes a P-256 ECDSA key under the owner hierarchy's storage primary (the TCG SRK
  * template of tpm2_createprimary -G ecc, re-derived each time from the TPM's seed) and makes it persistent
- * at `handle`; returns its TPM2B_PUBLIC.
+ * at `handle`; returns its TPM2B_PUBLIC. `decrypt`: DECRYPT_KEY_ATTRIBUTES.
  */
-export function createDeviceKey(tpm: TpmTools, handle: number): Buffer {
+export function createDeviceKey(tpm: TpmTools, handle: number, decrypt = false): Buffer {
   tpm.run('tpm2_createprimary', ['-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', 'srk.ctx']);
-  tpm.run('tpm2_create', ['-C', 'srk.ctx', '-G', 'ecc256:ecdsa-sha256', '-a', KEY_ATTRIBUTES, '-u', 'key.pub', '-r', 'key.priv']);
+  const template = decrypt ? ['-G', 'ecc256', '-a', DECRYPT_KEY_ATTRIBUTES] : ['-G', 'ecc256:ecdsa-sha256', '-a', KEY_ATTRIBUTES];
+  tpm.run('tpm2_create', ['-C', 'srk.ctx', ...template, '-u', 'key.pub', '-r', 'key.priv']);
   tpm.run('tpm2_load', ['-C', 'srk.ctx', '-u', 'key.pub', '-r', 'key.priv', '-c', 'key.ctx']);
   tpm.persist('key.ctx', handle);
   return tpm.read('key.pub');

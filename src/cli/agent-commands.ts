@@ -1,6 +1,9 @@
 import { Command, Option } from 'commander';
 import { agentEnroll, DEFAULT_HANDLES } from '../agent/agent-enroll';
 import { agentRenew } from '../agent/agent-renew';
+import { agentUpdate } from '../agent/agent-update';
+import { agentCommand } from '../agent/agent-command';
+import { parseHardwareList } from '../cms/firmware-attributes';
 import { DEFAULT_TCTI, EkAlgorithm, parseHandle } from '../agent/tpm-tools';
 import { DeviceCaError } from '../errors/device-ca-error';
 
@@ -15,6 +18,17 @@ certificate), agent.json (device, EST URL, TPM handles). The private key never l
 reaches it as -provider tpm2 -key handle:<agent.json keyHandle>.
 Exit status: 0 done; 1 refused or failed (the server's reason or the TPM's is printed); 4 nothing enrolled in --out.`;
 
+const UPDATE_HELP = `
+Checks, in order: the firmware signer CA's counter-signature (--firmware-chain), every approval over the image
+and the roles (--roles), the hardware (--hardware), the package name, and the version against the one in
+<out>/firmware.json (RFC 4108 anti-rollback: a lower version is refused). An encrypted release is opened
+with the device key in the TPM (TPM2_ECDH_ZGen): the key must have been enrolled with --key-decrypt.
+After installing, it posts an RFC 4108 load receipt signed by the TPM key (hwType: --hardware's type) to
+/firmware/<name>/<version>/receipt; a receipt the server did not record is a warning, posted again next run.
+Exit status: 0 installed, or nothing newer than the installed version; 1 refused (the reason is printed:
+a signature, a missing role, another hardware, a downgrade, a key that cannot decrypt) or failed;
+4 no release of that name for this device, or nothing enrolled in --out. docs/firmware.md "Device agent".`;
+
 /** EnrollFlags: the options of `agent enroll` as commander parses them. */
 type EnrollFlags = {
   est: string;
@@ -28,6 +42,7 @@ type EnrollFlags = {
   akHandle: string;
   keyHandles: string;
   force?: boolean;
+  keyDecrypt?: boolean;
 };
 
 /**
@@ -54,6 +69,7 @@ export function registerAgentCommands(program: Command): void {
     .option('--ak-handle <handle>', 'persistent handle for the attestation key', DEFAULT_HANDLES.ak)
     .option('--key-handles <a,b>', 'the two persistent handles the device key alternates between on renewal', DEFAULT_HANDLES.keys.join(','))
     .option('--force', 'replace objects already persistent at those handles (an earlier enrollment: its certificate stops working)')
+    .option('--key-decrypt', 'make the device key a decrypt key too, so encrypted firmware can be opened in the TPM (the profile needs tpmKeyDecrypt: true)')
     .addHelpText('after', TPM_HELP)
     .action(async (o: EnrollFlags) => {
       const slots = o.keyHandles.split(',').map((h) => parseHandle(h.trim(), '--key-handles'));
@@ -71,5 +87,48 @@ export function registerAgentCommands(program: Command): void {
     .action(async (o: { est?: string; trust: string; out: string }) => {
       const r = await agentRenew(o);
       console.log(`renewed: ${r.certFile} (serial ${r.serial})`);
+    });
+  agent
+    .command('command')
+    .description('verify a signed device command (from "device-ca devices command") and carry it out: retire = evict the TPM objects and delete the identity files; transfer = that, then enroll again')
+    .requiredOption('--in <file>', 'the command (DER CMS)')
+    .requiredOption('--firmware-chain <pem>', "the firmware signer CA and root (PEM; the server's <data>/ca/firmware-chain.pem)")
+    .requiredOption('--out <dir>', 'the directory "agent enroll" wrote')
+    .option('--secret <secret>', "transfer: the one-time secret of the new owner's claim")
+    .option('--trust <pem>', 'transfer: the CA chain (PEM), as for enroll')
+    .option('--ek-cert <file>', 'transfer: as for enroll')
+    .option('--ek-chain <file...>', 'transfer: as for enroll')
+    .addHelpText('after', '\nExit status: 0 done; 1 refused (not signed by the signer CA, for another device, expired) or failed; 4 nothing enrolled in --out.')
+    .action(async (o: { in: string; firmwareChain: string; out: string; secret?: string; trust?: string; ekCert?: string; ekChain?: string[] }) => {
+      const r = await agentCommand(o);
+      console.log(`${r.command.command}: device ${r.command.device}: evicted ${r.evicted.length ? r.evicted.join(', ') : 'nothing'} from the TPM, identity files deleted`);
+      if (r.enrolled) console.log(`enrolled again for ${r.command.newOwner ?? ''}: ${o.out}/cert.pem (serial ${r.enrolled})`);
+    });
+  agent
+    .command('update')
+    .description('download the latest release of a firmware over TLS with the TPM key, verify it as a device must, decrypt it in the TPM, refuse a downgrade, write the image')
+    .requiredOption('--check', 'check for a newer release and install it (the only mode so far)')
+    .option('--est <url>', 'EST base URL; its origin serves /firmware/ (default: the one recorded at enrollment)')
+    .requiredOption('--trust <pem>', "the CA chain (PEM) the server's TLS certificate must chain to")
+    .requiredOption('--firmware-chain <pem>', "the firmware signer CA and root (PEM; the server's <data>/ca/firmware-chain.pem)")
+    .requiredOption('--out <dir>', 'the directory "agent enroll" wrote; firmware.json there remembers the installed versions')
+    .requiredOption('--name <id>', 'the firmware name')
+    .option('--image-out <file>', 'where to write the image (default <out>/firmware/<name>.bin)')
+    .option('--roles <list>', 'the roles of the policy', 'manufacturer,developer,administrator')
+    .option('--require <m>', 'how many of --roles must have approved (M-of-N; default all)')
+    .option('--hardware <oid:serial>', "this device's hardware module type and serial: refuse a package for other hardware")
+    .addHelpText('after', UPDATE_HELP)
+    .action(async (o: { est?: string; trust: string; firmwareChain: string; out: string; name: string; imageOut?: string; roles: string; require?: string; hardware?: string }) => {
+      if (o.require !== undefined && !/^[1-9][0-9]{0,2}$/.test(o.require)) throw new DeviceCaError('bad-request', '--require must be a positive integer');
+      const roles = o.roles
+        .split(',')
+        .map((r) => r.trim())
+        .filter((r) => r.length > 0);
+      const hardware = o.hardware === undefined ? undefined : parseHardwareList(o.hardware)[0];
+      const r = await agentUpdate({ ...o, roles, require: o.require === undefined ? undefined : Number(o.require), hardware });
+      if (r.outcome === 'up-to-date') console.log(`${r.name}: version ${r.version} is installed, nothing newer`);
+      else console.log(`${r.name}: installed version ${r.version}${r.previous === null ? '' : ` (was ${r.previous})`}${r.encrypted ? ', decrypted in the TPM' : ''}: ${r.image}`);
+      if (r.receipt?.posted) console.log(`${r.name}: load receipt of version ${r.version} recorded`);
+      else if (r.receipt) process.stderr.write(`device-ca agent: ${r.name}: the load receipt was not recorded (${r.receipt.reason}); the next "agent update --check" posts it again\n`);
     });
 }

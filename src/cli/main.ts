@@ -32,6 +32,7 @@ import { printRecords, printRecord } from './output';
 import { importDevices, importFormat } from './devices-import';
 import { registerFirmwareCommands } from './firmware-commands';
 import { registerAgentCommands } from './agent-commands';
+import { registerDeviceCommandCommands } from './device-command-commands';
 import { storeCopy } from './store-copy-command';
 
 /** device-ca command line: the operator's interface. Every command takes --json and --help. */
@@ -722,6 +723,7 @@ for (const [cmd, decision] of [
 
 registerFirmwareCommands(program, { config, json, actor, openCheckedStore });
 registerAgentCommands(program);
+registerDeviceCommandCommands(program, { config, json, actor, openCheckedStore });
 program
   .command('store')
   .description('the store itself')

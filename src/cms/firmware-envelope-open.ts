@@ -14,7 +14,21 @@ import { contextExplicit, octetString, oid, seq } from '../der/der-writer';
  * TPM path belongs to the agent. Errors: 'bad-request' (malformed, or not addressed to this certificate,
  * or does not decrypt), 'bad-algorithm'.
  */
-export function openFirmwareEnvelope(contentInfo: Buffer, recipient: { certificate: Buffer; key: crypto.KeyObject }): { contentType: string; content: Buffer } {
+/**
+ * EnvelopeRecipient: the device certificate and what can use its private key: a software key (`key`), or
+ * a key held elsewhere (the agent's TPM) that does the one private-key step itself: `agree` returns the
+ * ECDH shared secret Z (the x-coordinate, RFC 5753 §3.1.2) with the originator's public point, and
+ * `decryptOaep` undoes RSA-OAEP with SHA-256 (RFC 8017 §7.1.2). The KDF, key unwrap and content
+ * decryption stay here, so there is one CMS reader for both.
+ */
+export interface EnvelopeRecipient {
+  certificate: Buffer;
+  key?: crypto.KeyObject;
+  agree?: (originatorPoint: Buffer) => Buffer;
+  decryptOaep?: (encryptedKey: Buffer) => Buffer;
+}
+
+export function openFirmwareEnvelope(contentInfo: Buffer, recipient: EnvelopeRecipient): { contentType: string; content: Buffer } {
   const [type, body] = children(readOne(contentInfo, 0x30), 2);
   if (!type || decodeOid(type) !== CMS_OID.envelopedData || body?.tag !== 0xa0) throw new DeviceCaError('bad-request', 'the release does not hold an EnvelopedData');
   const fields = children(readOne(body.value, 0x30), 8).filter((f) => f.tag !== 0xa0); // skip originatorInfo
@@ -23,7 +37,7 @@ export function openFirmwareEnvelope(contentInfo: Buffer, recipient: { certifica
   const ours = issuerAndSerialNumber(recipient.certificate);
   let cek: Buffer | null = null;
   for (const ri of children(ris, 64)) {
-    cek = ri.tag === 0xa1 ? keyAgreeCek(ri, ours, recipient.key) : ri.tag === 0x30 ? keyTransCek(ri, ours, recipient.key) : null;
+    cek = ri.tag === 0xa1 ? keyAgreeCek(ri, ours, recipient) : ri.tag === 0x30 ? keyTransCek(ri, ours, recipient) : null;
     if (cek) break;
   }
   if (!cek) throw new DeviceCaError('bad-request', 'the release is not encrypted to this device certificate');
@@ -40,7 +54,7 @@ export function openFirmwareEnvelope(contentInfo: Buffer, recipient: { certifica
 }
 
 /** keyAgreeCek: our content key from a KeyAgreeRecipientInfo (RFC 5652 §6.2.2, RFC 5753 §3.1.2), or null when none of its keys is ours. */
-function keyAgreeCek(kari: Tlv, ours: Buffer, key: crypto.KeyObject): Buffer | null {
+function keyAgreeCek(kari: Tlv, ours: Buffer, recipient: EnvelopeRecipient): Buffer | null {
   const f = children(kari, 6);
   const originator = f.find((x) => x.tag === 0xa0);
   const alg = f.find((x, i) => i > 1 && x.tag === 0x30 && children(x, 2)[0]?.tag === 0x06);
@@ -48,15 +62,20 @@ function keyAgreeCek(kari: Tlv, ours: Buffer, key: crypto.KeyObject): Buffer | n
   if (!originator || !alg || reks?.tag !== 0x30) throw new DeviceCaError('bad-request', 'a KeyAgreeRecipientInfo cannot be read');
   const mine = children(reks, 100_000).find((r) => Buffer.from(children(r, 2)[0].full).equals(ours));
   if (!mine) return null;
-  const curve = curveOf(key);
-  if (!curve) throw new DeviceCaError('bad-algorithm', 'the release is encrypted by ECDH, and the key is not a P-256/P-384 key');
+  const curve = curveOf(new crypto.X509Certificate(recipient.certificate).publicKey);
+  if (!curve) throw new DeviceCaError('bad-algorithm', 'the release is encrypted by ECDH, and the device certificate does not hold a P-256/P-384 key');
   const scheme = decodeOid(children(alg, 2)[0]);
   const hash = scheme === CMS_OID.ecdhStdSha256Kdf ? 'sha256' : scheme === CMS_OID.ecdhStdSha384Kdf ? 'sha384' : null;
   if (!hash) throw new DeviceCaError('bad-algorithm', `key agreement ${scheme} is not one device-ca writes`);
   const [, point] = children(readOne(originator.value, 0xa1), 2); // [1] IMPLICIT OriginatorPublicKey
-  const ecdh = crypto.createECDH(curve);
-  ecdh.setPrivateKey(Buffer.from(key.export({ format: 'jwk' }).d!, 'base64url'));
-  const z = ecdh.computeSecret(point.value.subarray(1));
+  const ephemeral = point.value.subarray(1); // BIT STRING: unused-bits octet, then the uncompressed point
+  let z: Buffer;
+  if (recipient.agree) z = recipient.agree(ephemeral);
+  else if (recipient.key) {
+    const ecdh = crypto.createECDH(curve);
+    ecdh.setPrivateKey(Buffer.from(recipient.key.export({ format: 'jwk' }).d!, 'base64url'));
+    z = ecdh.computeSecret(ephemeral);
+  } else throw new DeviceCaError('bad-algorithm', 'the release is encrypted by ECDH (RFC 5753), and the device key cannot do key agreement');
   const wrap = seq(oid(CMS_OID.aes256Wrap));
   const kek = x963Kdf(hash, z, seq(wrap, contextExplicit(2, octetString(Buffer.from([0, 0, 1, 0])))), 32);
   try {
@@ -68,12 +87,16 @@ function keyAgreeCek(kari: Tlv, ours: Buffer, key: crypto.KeyObject): Buffer | n
 }
 
 /** keyTransCek: our content key from an RSA-OAEP KeyTransRecipientInfo (RFC 5652 §6.2.1, RFC 8017 §7.1), or null when it is not ours. */
-function keyTransCek(ktri: Tlv, ours: Buffer, key: crypto.KeyObject): Buffer | null {
+function keyTransCek(ktri: Tlv, ours: Buffer, recipient: EnvelopeRecipient): Buffer | null {
   const [, rid, , encryptedKey] = children(ktri, 4);
   if (!rid || !Buffer.from(rid.full).equals(ours) || encryptedKey?.tag !== 0x04) return null;
+  const { key, decryptOaep } = recipient;
+  if (!decryptOaep && !key) throw new DeviceCaError('bad-algorithm', 'the release wraps the content key by RSA-OAEP (RFC 8017), and the device key cannot decrypt RSA');
   try {
-    return crypto.privateDecrypt({ key, padding: crypto.constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, encryptedKey.value);
-  } catch {
+    if (decryptOaep) return decryptOaep(encryptedKey.value);
+    return crypto.privateDecrypt({ key: key as crypto.KeyObject, padding: crypto.constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, encryptedKey.value);
+  } catch (e) {
+    if (e instanceof DeviceCaError && e.code !== 'bad-request') throw e;
     throw new DeviceCaError('bad-request', 'the content key does not decrypt with this device key');
   }
 }

@@ -3,7 +3,7 @@ import { children, readOne } from '../der/der-reader';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
 import { FirmwareMetadata, HardwareTarget, firmwareAttributesOf, readFirmwareMetadata, sameAttributes } from './firmware-attributes';
-import { openFirmwareEnvelope } from './firmware-envelope-open';
+import { EnvelopeRecipient, openFirmwareEnvelope } from './firmware-envelope-open';
 import { describeShortfall, policyShortfall, rolePolicy } from './firmware-policy';
 import { parseSignedDataParts } from './signed-data-parts';
 import { VerifiedSigner, verifySignerInfo } from './signer-info';
@@ -22,8 +22,8 @@ import { VerifiedSigner, verifySignerInfo } from './signer-info';
 export interface ReleaseCheck {
   /** chain: the firmware chain: the signer CA certificate and the root */
   chain: Buffer[];
-  /** recipient: the device's certificate and key, to decrypt an encrypted release */
-  recipient?: { certificate: Buffer; key: crypto.KeyObject };
+  /** recipient: the device's certificate and its key (software, or the agent's TPM), to decrypt an encrypted release */
+  recipient?: EnvelopeRecipient;
   /** roles: the roles of the device's policy */
   roles: readonly string[];
   /** require: how many distinct roles of `roles` must have approved (default: all) */

@@ -83,7 +83,7 @@ export function resolveProfiles(cfg: ProfilesInput): EnrollmentProfiles & { prob
   // so is a TPM allow-list
   for (const [name, p] of profiles) {
     if (p.attestation !== 'off') continue;
-    for (const key of ['pcrPolicy', 'allowedTpms'] as const) {
+    for (const key of ['pcrPolicy', 'allowedTpms', 'tpmKeyDecrypt'] as const) {
       if (!p[key]) continue;
       const at = Object.hasOwn(cfg.profiles, name) ? ['profiles', name, key] : ['est', 'labels', name, key];
       problems.push({ path: at, message: `${key} is checked with TPM evidence: set attestation: required (or optional)` });

@@ -165,6 +165,12 @@ export const profileSchema = z.strictObject({
    * manufacturers (and model) register an AK or have keys attested; unset = any TPM with a trusted EK root
    */
   allowedTpms: z.array(allowedTpmSchema).min(1).max(100).optional(),
+  /**
+   * tpmKeyDecrypt (issue 13): with attestation on, an attested device key may also have the TPM's decrypt
+   * attribute (still unrestricted, never restricted), so firmware can be encrypted to it and the device
+   * agent opens it with TPM2_ECDH_ZGen; off = issue 9's default, a sign-only key
+   */
+  tpmKeyDecrypt: z.boolean().default(false),
 });
 export type ProfileConfig = z.infer<typeof profileSchema>;
 

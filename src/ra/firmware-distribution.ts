@@ -35,7 +35,7 @@ export interface FirmwareDownload {
 const NAME_RE = /^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[0-2](?:\.(?:0|[1-9][0-9]{0,15})){1,63})$/;
 const VERSION_RE = /^(?:0|[1-9][0-9]{0,15})$/;
 /** NOT_DEVICE_PROFILES: certificates of a device that do not authenticate it (a TPM AK signs evidence; a signer signs firmware). */
-const NOT_DEVICE_PROFILES: readonly string[] = [TPM_AK_PROFILE, SIGNER_PROFILE];
+export const NOT_DEVICE_PROFILES: readonly string[] = [TPM_AK_PROFILE, SIGNER_PROFILE];
 /** NOT_FOUND: one message for "no such release" and "not yours", see above. */
 const NOT_FOUND = 'no such firmware release';
 

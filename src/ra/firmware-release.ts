@@ -8,6 +8,7 @@ import { KeyBackend } from '../keys/key-backend';
 import { collectItems } from '../store/paging';
 import { AuditInput, FirmwareReleaseInfo, Store } from '../store/store';
 import { parseCsr } from './csr';
+import { NOT_DEVICE_PROFILES } from './firmware-distribution';
 
 /**
  * firmware-release: the decisions around firmware (issue 13): who may sign (registered signers and their
@@ -207,7 +208,8 @@ export class FirmwareReleases {
     for (const d of devices) {
       if (out.some((o) => o.deviceId === d.id)) continue;
       const certs = (await collectItems((after, limit) => this.store.listCertificates({ deviceId: d.id, status: 'valid', after, limit }))).items;
-      const current = certs.filter((c) => c.notAfter.getTime() > Date.now()).sort((x, y) => y.notBefore.getTime() - x.notBefore.getTime())[0];
+      // a TPM device's AK certificate is its too, issued the same second: never a recipient (a restricted signing key cannot decrypt)
+      const current = certs.filter((c) => c.notAfter.getTime() > Date.now() && !NOT_DEVICE_PROFILES.includes(c.profile)).sort((x, y) => y.notBefore.getTime() - x.notBefore.getTime())[0];
       if (!current) {
         if (to.deviceIds?.includes(d.id)) throw new DeviceCaError('forbidden', `device ${d.id} has no valid certificate to encrypt to`);
         continue;

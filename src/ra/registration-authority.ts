@@ -93,10 +93,12 @@ function pcrPolicyOf(p: NonNullable<ProfileConfig['pcrPolicy']>): PcrPolicy {
   return { bankAlg: PCR_BANK_ALG[p.bank], pcrs: new Map(Object.entries(p.pcrs).map(([i, v]) => [Number(i), Buffer.from(v, 'hex')])) };
 }
 
-/** tpmPolicyOf turns a profile's allowedTpms (config: firmware versions as hex strings) into what TpmAttestation compares. */
+/** tpmPolicyOf turns a profile's allowedTpms (config: firmware versions as hex strings) and tpmKeyDecrypt into what TpmAttestation compares. */
 function tpmPolicyOf(p: ProfileConfig): TpmProfilePolicy {
-  if (!p.allowedTpms) return {};
+  const decrypt = p.tpmKeyDecrypt ? { keyMayDecrypt: true } : {};
+  if (!p.allowedTpms) return decrypt;
   return {
+    ...decrypt,
     allowedTpms: p.allowedTpms.map((e) => ({
       manufacturer: e.manufacturer,
       ...(e.model === undefined ? {} : { model: e.model }),

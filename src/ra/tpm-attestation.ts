@@ -3,7 +3,7 @@ import { AkRegistrationRequest, verifyAkRegistration } from '../attestation/tpm/
 import { AttestationCheck } from '../attestation/tpm/attestation-verdict';
 import { CertifyStatement, verifyCertifyEvidence } from '../attestation/tpm/certify-evidence';
 import { checkClockHistory, checkClockSafe, ClockCounters, newestClock } from '../attestation/tpm/clock-history';
-import { KeyAttributePolicy } from '../attestation/tpm/key-policy';
+import { DECRYPTING_DEVICE_KEY_ATTRIBUTES, KeyAttributePolicy } from '../attestation/tpm/key-policy';
 import { Credential, makeCredential } from '../attestation/tpm/make-credential';
 import { parseTpmtPublic } from '../attestation/tpm/tpm-public';
 import { PcrPolicy, QuoteStatement, verifyQuoteEvidence } from '../attestation/tpm/quote-evidence';
@@ -36,6 +36,8 @@ export interface TpmAttestationOptions {
  */
 export interface TpmProfilePolicy {
   allowedTpms?: readonly AllowedTpm[];
+  /** keyMayDecrypt: profiles.<name>.tpmKeyDecrypt: the certified key may have the decrypt attribute */
+  keyMayDecrypt?: boolean;
 }
 
 /**
@@ -134,7 +136,7 @@ export class TpmAttestation {
     if (aks.length === 0) return this.refuse(deviceId, 'ak-unregistered', 'device has no active attestation key');
     let last: { check: AttestationCheck; detail: string } = { check: 'ak-unregistered', detail: 'no AK of this device signed the statement' };
     for (const ak of aks) {
-      const v = verifyCertifyEvidence(st, parseTpmtPublic(ak.akPublic), csrSpki, { keyPolicy: this.opts.keyPolicy });
+      const v = verifyCertifyEvidence(st, parseTpmtPublic(ak.akPublic), csrSpki, { keyPolicy: policy.keyMayDecrypt ? DECRYPTING_DEVICE_KEY_ATTRIBUTES : this.opts.keyPolicy });
       if (!v.ok) {
         // a signature that no AK of this device verifies: certified by an AK that is not registered to it
         last = v.check === 'signature' ? { check: 'ak-unregistered', detail: v.detail } : v;

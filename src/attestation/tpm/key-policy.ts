@@ -22,6 +22,16 @@ export const DEVICE_KEY_ATTRIBUTES: KeyAttributePolicy = {
   forbidden: ['decrypt', 'restricted'],
 };
 
+/**
+ * DECRYPTING_DEVICE_KEY_ATTRIBUTES: a profile with tpmKeyDecrypt (issue 13) also accepts a device key that
+ * can decrypt: the same required bits, still never restricted, so the firmware encrypted to its
+ * certificate is opened inside the TPM (TPM2_ECDH_ZGen needs decrypt, TPM 2.0 Part 3 §14.5).
+ */
+export const DECRYPTING_DEVICE_KEY_ATTRIBUTES: KeyAttributePolicy = {
+  required: DEVICE_KEY_ATTRIBUTES.required,
+  forbidden: ['restricted'],
+};
+
 /** MIN_RSA_BITS and the curve floor: RSA >= 2048 or ECC P-256 and up (issue 9, point 1). */
 const MIN_RSA_BITS = 2048;
 const MIN_ECC_BITS = 256;

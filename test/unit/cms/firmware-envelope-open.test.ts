@@ -51,3 +51,31 @@ it('each recipient opens the exact image; a stranger is refused with the reason'
   // the right certificate with another key: the key does not unwrap
   expect(() => openFirmwareEnvelope(env, { certificate: devs[1].certificate, key: stranger.key })).toThrow('the content key does not unwrap with this device key');
 });
+
+it("a key held elsewhere (the agent's TPM): agree gets the originator point and its Z opens the image; decryptOaep for RSA", async () => {
+  const [ec, rsa] = await Promise.all([device('P-256', '11'), device('RSA', '12')]);
+  const image = crypto.randomBytes(4099);
+  const env = envelopeToCertificates(image, CMS_OID.firmwarePackage, [ec.certificate, rsa.certificate]);
+  const points: Buffer[] = [];
+  const agree = (point: Buffer): Buffer => {
+    points.push(point);
+    const ecdh = crypto.createECDH('prime256v1');
+    ecdh.setPrivateKey(Buffer.from(ec.key.export({ format: 'jwk' }).d as string, 'base64url'));
+    return ecdh.computeSecret(point);
+  };
+  expect(openFirmwareEnvelope(env, { certificate: ec.certificate, agree }).content.equals(image)).toBe(true);
+  expect(points.map((p) => [p.length, p[0]])).toEqual([[65, 4]]); // the uncompressed ephemeral point, as TPM2_ECDH_ZGen takes it
+  const decryptOaep = (k: Buffer): Buffer => crypto.privateDecrypt({ key: rsa.key, padding: crypto.constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, k);
+  expect(openFirmwareEnvelope(env, { certificate: rsa.certificate, decryptOaep }).content.equals(image)).toBe(true);
+  // a wrong Z: the content key does not unwrap (never a crash, never garbage content)
+  expect(() => openFirmwareEnvelope(env, { certificate: ec.certificate, agree: () => Buffer.alloc(32, 7) })).toThrow('the content key does not unwrap with this device key');
+});
+
+it('a device whose key cannot do the step its recipient info needs is told which one', async () => {
+  const [ec, rsa] = await Promise.all([device('P-256', '21'), device('RSA', '22')]);
+  const env = envelopeToCertificates(Buffer.from('image'), CMS_OID.firmwarePackage, [ec.certificate, rsa.certificate]);
+  expect(() => openFirmwareEnvelope(env, { certificate: ec.certificate })).toThrow('the release is encrypted by ECDH (RFC 5753), and the device key cannot do key agreement');
+  expect(() => openFirmwareEnvelope(env, { certificate: rsa.certificate, agree: () => Buffer.alloc(32) })).toThrow(
+    'the release wraps the content key by RSA-OAEP (RFC 8017), and the device key cannot decrypt RSA',
+  );
+});

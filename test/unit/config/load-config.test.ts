@@ -225,6 +225,7 @@ describe('the file', () => {
     ['a profile with keyEncipherment but without serverAuth', 'profiles.p.keyEncipherment', 'profiles:\n  default: {}\n  p: { keyEncipherment: true }\n'],
     ['a PCR policy on a profile with attestation off', 'profiles.p.pcrPolicy', `profiles:\n  default: {}\n  p: { pcrPolicy: { pcrs: { '0': '${'00'.repeat(32)}' } } }\n`],
     ['a TPM allow-list on a profile with attestation off', 'profiles.p.allowedTpms', "profiles:\n  default: {}\n  p: { allowedTpms: [{ manufacturer: 'id:00001014' }] }\n"],
+    ['a key that may decrypt on a profile with attestation off', 'profiles.p.tpmKeyDecrypt', 'profiles:\n  default: {}\n  p: { tpmKeyDecrypt: true }\n'],
     ['a label with keyEncipherment inline but without serverAuth', 'est.labels.gw.keyEncipherment', 'est:\n  labels:\n    gw: { keyEncipherment: true }\n'],
     ['an unknown profile key', 'profiles.p.validty', 'profiles:\n  p: { validty: 1d }\n'],
     ['a SCEP path serving a profile with proofOfPossession', 'scep.paths.default.profile', 'profiles:\n  default: { proofOfPossession: true }\nscep:\n  enabled: true\n'],

@@ -8,6 +8,8 @@ import { KeyAlgorithm } from '../../../src/keys/key-backend';
 import { generateKeyPair, softwareSigningKey, SoftwareKeyBackend } from '../../../src/keys/software-key-backend';
 import { DeviceLifecycle, OPERATOR } from '../../../src/ra/device-lifecycle';
 import { FirmwareReleases } from '../../../src/ra/firmware-release';
+import { issuerAndSerialNumber } from '../../../src/cms/issuer-and-serial';
+import * as x509 from '@peculiar/x509';
 import { makeRaHarness, RaHarness, secretProof } from './ra-harness';
 
 /**
@@ -35,6 +37,7 @@ async function addParty(name: string, role: string, alg: KeyAlgorithm = 'ecdsa-p
 }
 
 const META = { name: 'fw', version: 1, hardware: [] };
+const ALL_ROLES = ['manufacturer', 'developer', 'administrator'];
 async function pkgSignedBy(roles: string[], meta = META, at = new Date()): Promise<Buffer> {
   let pkg = createFirmwarePackage(Buffer.from('image bytes'), meta);
   for (const r of roles) pkg = await signFirmwarePackage(pkg, parties.get(r)!, at);
@@ -246,5 +249,29 @@ describe('records', () => {
     expect(await refusal(fw.addSigner({ name: 'ok', role: '', csr, actor: 't' }))).toMatch(/^bad-request: role must be/);
     expect(await refusal(fw.addSigner({ name: 'ok', role: 'x', csr: Buffer.from('junk'), actor: 't' }))).toMatch(/^bad-request/);
     expect(await refusal(fw.setPolicy({ roles: [], actor: 't' }))).toBe('bad-request: a policy names at least one role');
+  });
+});
+
+describe('recipients of a TPM device', () => {
+  it("the device's certificate, never its AK certificate, even when the AK certificate is the newer one", async () => {
+    const dev = (await h.store.listCertificates({ deviceId: 'dev-1', status: 'valid', limit: 10 })).items.find((c) => c.profile === 'default')!;
+    const keys = (await crypto.webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as crypto.webcrypto.CryptoKeyPair;
+    const notBefore = new Date(dev.notBefore.getTime() + 3600_000);
+    const ak = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: '7a7a01',
+      name: 'CN=dev-1',
+      keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      notBefore,
+      notAfter: dev.notAfter,
+    });
+    const akDer = Buffer.from(ak.rawData);
+    await h.store.recordIssuance({
+      cert: { serial: '7a7a01', deviceId: 'dev-1', issuer: dev.issuer, subject: 'CN=dev-1', profile: 'tpm-ak', notBefore, notAfter: dev.notAfter, shard: 0, spkiSha256: '00', der: akDer },
+      audit: { type: 'test', actor: 'test', subject: 'device:dev-1', data: {} },
+    });
+    const r = await fw.release({ package: await pkgSignedBy(ALL_ROLES, { ...META, name: 'fw-ak' }), encryptTo: { deviceIds: ['dev-1'] }, actor: 'test' });
+    expect(r.release.includes(issuerAndSerialNumber(dev.der))).toBe(true);
+    expect(r.release.includes(issuerAndSerialNumber(akDer))).toBe(false);
   });
 });

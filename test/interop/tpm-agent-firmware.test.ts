@@ -1,0 +1,280 @@
+import Database from 'better-sqlite3';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
+import { openssl } from '../helpers/pki-client';
+import { assertBuilt, CLI_JS, ProcessResult, RunningService, runCli, runProcess, startService } from '../helpers/service-process';
+import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
+import { makeTmpDir, TmpDir } from '../helpers/tmp';
+import { startAbrmd, TpmAbrmd } from '../helpers/tpm-abrmd';
+
+/**
+ * `device-ca agent update --check` (issue 13) against the BUILT service and swtpm behind tpm2-abrmd: a
+ * device enrolled by the agent with a TPM key that can decrypt (--key-decrypt, on a label whose profile
+ * sets tpmKeyDecrypt) downloads a release encrypted to it over TLS with that key, verifies it with the
+ * firmware chain, opens it by TPM2_ECDH_ZGen and writes the exact image; a sign-only device is told why it
+ * cannot; a downgrade served by the server and a tampered release are refused with their reasons, and
+ * nothing is written. Each install posts an RFC 4108 load receipt signed by the TPM key: `firmware status`
+ * shows the device on that version.
+ */
+let prov: TmpDir;
+let tpm: SwTpm;
+let rm: TpmAbrmd;
+let tmp: TmpDir;
+let svc: RunningService;
+let image1: Buffer;
+let image2: Buffer;
+const signers: { role: string; key: string; crt: string }[] = [];
+
+const agent = (args: string[]): Promise<ProcessResult> => runProcess(process.execPath, [CLI_JS, 'agent', ...args], { env: { ...rm.env, TPM2TOOLS_TCTI: rm.tcti }, timeoutMs: 90_000 });
+const cliOk = async (...args: string[]): Promise<string> => {
+  const r = await svc.cli(args);
+  if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+};
+const firmwareChain = (): string => path.join(svc.dataDir, 'ca', 'firmware-chain.pem');
+const outA = (): string => tmp.file('dev-a');
+const outB = (): string => tmp.file('dev-b');
+/** runs: `firmware status <name>`: device -> the version its receipts say it runs */
+const runs = async (): Promise<Record<string, number | null>> => {
+  const st = JSON.parse(await cliOk('firmware', 'status', 'sensor-fw', '--json')) as { devices: { device: string; version: number | null }[] };
+  return Object.fromEntries(st.devices.map((d) => [d.device, d.version]));
+};
+
+async function enrollDevice(id: string, out: string, extra: string[]): Promise<void> {
+  const secret = (await cliOk('devices', 'add', id, '--owner', 'acme', '--label', 'fwtpm')).trim();
+  const r = await agent(['enroll', '--est', `${svc.est}/fwtpm`, '--device', id, '--secret', secret, '--trust', svc.chainPem, '--out', out, '--ek-chain', tmp.file('ek-issuer.pem'), ...extra]);
+  if (r.code !== 0) throw new Error(`agent enroll ${id} exited ${r.code}: ${r.stderr}`);
+}
+
+/** release: create, have the three roles sign (offline), release encrypted to the devices; the release file */
+async function release(version: number, image: Buffer, to: string): Promise<string> {
+  const img = tmp.write(`img-${version}.bin`, image);
+  let pkg = tmp.file(`pkg/${version}-0.der`);
+  const offline = async (...args: string[]) => {
+    const r = await runCli(args, {});
+    if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')}: ${r.stderr}`);
+  };
+  await offline('firmware', 'create', '--image', img, '--name', 'sensor-fw', '--version', String(version), '--out', pkg);
+  for (const [i, s] of signers.entries()) {
+    const next = tmp.file(`pkg/${version}-${i + 1}.der`);
+    await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', next);
+    pkg = next;
+  }
+  const rel = tmp.file(`rel/${version}.der`);
+  await cliOk('firmware', 'release', '--in', pkg, '--encrypt-to', to, '--out', rel);
+  return rel;
+}
+
+const update = (out: string, imageOut: string): Promise<ProcessResult> =>
+  agent(['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', out, '--name', 'sensor-fw', '--image-out', imageOut]);
+
+/** storedRelease: the release bytes in the service's store (what GET /firmware/<name>/... serves) */
+function withStore<T>(fn: (db: Database.Database) => T): T {
+  const db = new Database(path.join(svc.dataDir, 'device-ca.sqlite'));
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
+
+beforeAll(async () => {
+  assertBuilt();
+  tmp = makeTmpDir('device-ca-agent-fw-');
+  prov = provisionSwTpm();
+  tpm = await startSwTpm(prov);
+  rm = await startAbrmd(tpm);
+  tmp.write('tpm-roots/swtpm-root.pem', tpm.ekRootPem);
+  tmp.write('ek-issuer.pem', tpm.ekIssuerPem);
+  svc = await startService({
+    configYaml: [
+      `attestation:\n  ekRoots: [${JSON.stringify(tmp.file('tpm-roots'))}]`,
+      'est:\n  labels:\n    fwtpm:\n      attestation: required\n      serverKeyGen: false\n      tpmKeyDecrypt: true',
+      '',
+    ].join('\n'),
+  });
+  for (const role of ['manufacturer', 'developer', 'administrator']) {
+    const key = tmp.file(`signers/${role}.key`);
+    const csr = tmp.file(`signers/${role}.csr`);
+    await openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key);
+    await openssl('req', '-new', '-key', key, '-subj', `/CN=${role}-1`, '-out', csr);
+    signers.push({ role, key, crt: tmp.write(`signers/${role}.crt`, await cliOk('signers', 'add', `${role}-1`, '--role', role, '--csr', csr)) });
+  }
+  await enrollDevice('fw-tpm-a', outA(), ['--key-decrypt']);
+  // a second identity in the same TPM, sign-only (the default key), at other handles
+  await enrollDevice('fw-tpm-b', outB(), ['--ak-handle', '0x81018010', '--key-handles', '0x81018011,0x81018012']);
+  image1 = crypto.randomBytes(70_001);
+  image2 = crypto.randomBytes(50_003);
+}, 240_000);
+
+afterAll(async () => {
+  await svc?.stop();
+  await rm?.stop();
+  await tpm?.stop();
+  prov?.cleanup();
+  tmp?.cleanup();
+});
+
+describe('agent update --check (swtpm)', () => {
+  it('an encrypted release: downloaded over TLS with the TPM key, opened in the TPM, the exact image written; the version remembered', async () => {
+    await release(1, image1, 'fw-tpm-a,fw-tpm-b');
+    const img = tmp.file('a/sensor-fw.bin');
+    const r = await update(outA(), img);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`sensor-fw: installed version 1, decrypted in the TPM: ${img}\nsensor-fw: load receipt of version 1 recorded\n`);
+    expect(fs.readFileSync(img).equals(image1)).toBe(true);
+    expect(JSON.parse(fs.readFileSync(path.join(outA(), 'firmware.json'), 'utf8'))).toMatchObject({
+      'sensor-fw': { version: 1, sha256: crypto.createHash('sha256').update(image1).digest('hex'), image: img, receipt: true },
+    });
+    // the receipt, signed by the TPM key, is what firmware status shows
+    expect(await runs()).toEqual({ 'fw-tpm-a': 1 });
+    // again: nothing newer, nothing rewritten
+    const again = await update(outA(), img);
+    expect([again.code, again.stdout]).toEqual([0, 'sensor-fw: version 1 is installed, nothing newer\n']);
+  });
+
+  it('a sign-only TPM key: refused, saying why and what to do; no image', async () => {
+    const img = tmp.file('b/sensor-fw.bin');
+    const r = await update(outB(), img);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      'device-ca: sensor-fw: refused: the release is encrypted by ECDH to this device, and its TPM key at 0x81018011 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true\n',
+    );
+    expect(fs.existsSync(img)).toBe(false);
+    expect(await runs()).toEqual({ 'fw-tpm-a': 1 });
+  });
+
+  it('a tampered release (one byte of the stored release changed) is refused, the installed image untouched', async () => {
+    await release(2, image2, 'fw-tpm-a');
+    const der = withStore((db) => (db.prepare('SELECT der FROM firmware_releases WHERE name = ? AND version = ?').get('sensor-fw', 2) as { der: Buffer }).der);
+    const bad = Buffer.from(der);
+    bad[bad.length - 200] ^= 0x01; // inside the CA's signature or the envelope: either way the signature must fail
+    withStore((db) => db.prepare('UPDATE firmware_releases SET der = ? WHERE name = ? AND version = ?').run(bad, 'sensor-fw', 2));
+    const img = tmp.file('a/sensor-fw.bin');
+    const r = await update(outA(), img);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^device-ca: sensor-fw: refused: .*(signature|digest)/);
+    expect(fs.readFileSync(img).equals(image1)).toBe(true);
+    withStore((db) => db.prepare('UPDATE firmware_releases SET der = ? WHERE name = ? AND version = ?').run(der, 'sensor-fw', 2));
+  });
+
+  it('version 2 installs; then a server replaying version 1 as the latest is refused (anti-rollback)', async () => {
+    const img = tmp.file('a/sensor-fw.bin');
+    const r = await update(outA(), img);
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', `sensor-fw: installed version 2 (was 1), decrypted in the TPM: ${img}\nsensor-fw: load receipt of version 2 recorded\n`]);
+    expect(await runs()).toEqual({ 'fw-tpm-a': 2 });
+    expect(fs.readFileSync(img).equals(image2)).toBe(true);
+    withStore((db) => db.prepare('DELETE FROM firmware_releases WHERE name = ? AND version = ?').run('sensor-fw', 2));
+    const replay = await update(outA(), img);
+    expect(replay.code).toBe(1);
+    expect(replay.stderr).toBe('device-ca: sensor-fw: refused: version 1 is below the installed version 2 (anti-rollback, RFC 4108)\n');
+    expect(fs.readFileSync(img).equals(image2)).toBe(true);
+  });
+
+  it('a name with no release for this device: exit 4', async () => {
+    const r = await agent(['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', outA(), '--name', 'no-such-fw']);
+    expect([r.code, r.stderr]).toEqual([4, `device-ca: no release of no-such-fw for this device at ${new URL(svc.est).origin}\n`]);
+  });
+});
+
+// before the retire: the CA refuses a TPM that belonged to a retired device (fw-tpm-b shares this swtpm)
+describe('signed device commands: transfer (swtpm)', () => {
+  const spkiOfHandle = (handle: string): string => {
+    rm.tpm2('tpm2_readpublic', ['-c', handle, '-o', `pub-${handle}.bin`]);
+    return tpmPublicKey(parseTpm2bPublic(tpm.dir.read(`pub-${handle}.bin`))).export({ type: 'spki', format: 'pem' }) as string;
+  };
+
+  it('released to a new owner: the agent evicts the old AK and key, deletes the identity and enrolls again with the new secret', async () => {
+    const oldCert = new X509Certificate(fs.readFileSync(path.join(outA(), 'cert.pem')));
+    const [oldAk, oldKey] = [spkiOfHandle('0x81018000'), spkiOfHandle('0x81018001')];
+    await cliOk('devices', 'release', 'fw-tpm-a', '--to', 'globex');
+    await cliOk('devices', 'command', 'fw-tpm-a', '--transfer', '--out', tmp.file('cmd/a.der'));
+    const secret = (await cliOk('devices', 'claim', 'fw-tpm-a')).trim();
+    // without the secret: refused before anything changes
+    const bare = await agent(['command', '--in', tmp.file('cmd/a.der'), '--firmware-chain', firmwareChain(), '--out', outA()]);
+    expect([bare.code, bare.stderr]).toEqual([
+      1,
+      'device-ca: a transfer command enrolls the device again under globex: give --secret (from the new owner\'s "devices claim") and --trust; nothing was changed\n',
+    ]);
+    expect(spkiOfHandle('0x81018001')).toBe(oldKey);
+    const r = await agent([
+      ...['command', '--in', tmp.file('cmd/a.der'), '--firmware-chain', firmwareChain(), '--out', outA()],
+      ...['--secret', secret, '--trust', svc.chainPem, '--ek-chain', tmp.file('ek-issuer.pem')],
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^transfer: device fw-tpm-a: evicted 0x81018000, 0x81018001 from the TPM, identity files deleted\nenrolled again for globex: .*cert\.pem \(serial [0-9A-F]+\)\n$/);
+    const newCert = new X509Certificate(fs.readFileSync(path.join(outA(), 'cert.pem')));
+    expect(newCert.serialNumber).not.toBe(oldCert.serialNumber);
+    // no key of the old identity is left in the TPM: the handles hold new objects
+    expect(spkiOfHandle('0x81018000')).not.toBe(oldAk);
+    expect(spkiOfHandle('0x81018001')).not.toBe(oldKey);
+    expect(newCert.publicKey.export({ type: 'spki', format: 'pem' })).toBe(spkiOfHandle('0x81018001'));
+    const shown = JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { owner: string; state: string };
+    expect(shown).toMatchObject({ owner: 'globex', state: 'active' });
+    expect(fs.existsSync(path.join(outA(), 'firmware.json'))).toBe(false);
+  });
+});
+
+describe('signed device commands: retire (swtpm)', () => {
+  const handles = (): string => rm.tpm2('tpm2_getcap', ['handles-persistent']).toString();
+  const command = (out: string, cmd: string): Promise<ProcessResult> => agent(['command', '--in', cmd, '--firmware-chain', firmwareChain(), '--out', out]);
+
+  it('refused for an active device; after devices retire, the command is made and audited', async () => {
+    const early = await svc.cli(['devices', 'command', 'fw-tpm-b', '--retire', '--out', tmp.file('cmd/early.der')]);
+    expect([early.code, early.stderr]).toEqual([1, 'device-ca: device fw-tpm-b is active: retire it first (devices retire fw-tpm-b); the command tells its agent to delete what is left\n']);
+    expect(fs.existsSync(tmp.file('cmd/early.der'))).toBe(false);
+    await cliOk('devices', 'retire', 'fw-tpm-b');
+    expect(await cliOk('devices', 'command', 'fw-tpm-b', '--retire', '--out', tmp.file('cmd/b.der'))).toMatch(/^retire command for fw-tpm-b \(nonce [0-9a-f]{32}, valid until \S+\): .*b\.der\n$/);
+    // openssl verifies it against the firmware chain like any release
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', tmp.file('cmd/b.der'), '-CAfile', firmwareChain(), '-out', tmp.file('cmd/b.json'));
+    expect(JSON.parse(fs.readFileSync(tmp.file('cmd/b.json'), 'utf8'))).toMatchObject({ command: 'retire', device: 'fw-tpm-b' });
+    const { nonce } = JSON.parse(fs.readFileSync(tmp.file('cmd/b.json'), 'utf8')) as { nonce: string };
+    const audited = withStore((db) => db.prepare("SELECT actor, data FROM audit WHERE type = 'device.command.issued' AND subject = 'device:fw-tpm-b'").all() as { data: string }[]);
+    expect(audited.map((a) => JSON.parse(a.data) as unknown)).toEqual([expect.objectContaining({ command: 'retire', nonce })]);
+  });
+
+  it("another device's agent refuses it; a command not signed by the signer CA is refused", async () => {
+    const before = handles();
+    const r = await command(outA(), tmp.file('cmd/b.der'));
+    expect([r.code, r.stderr]).toEqual([1, 'device-ca: the command is for device "fw-tpm-b", not "fw-tpm-a"\n']);
+    // the same content signed by a signer's key, not the signer CA
+    const forged = tmp.file('cmd/forged.der');
+    await openssl(
+      'cms',
+      '-sign',
+      '-binary',
+      '-nodetach',
+      '-outform',
+      'DER',
+      '-econtent_type',
+      '2.25.181106915634063386203377113302683929911',
+      '-in',
+      tmp.file('cmd/b.json'),
+      '-signer',
+      signers[0].crt,
+      '-inkey',
+      signers[0].key,
+      '-out',
+      forged,
+    );
+    const f = await command(outB(), forged);
+    expect([f.code, f.stderr]).toEqual([1, 'device-ca: the command is not signed by the firmware signer CA\n']);
+    expect(handles()).toBe(before);
+    expect(fs.existsSync(path.join(outB(), 'agent.json'))).toBe(true);
+  });
+
+  it("the device's agent carries it out: its AK and key are gone from the TPM (tpm2_getcap), its files deleted; the other identity untouched", async () => {
+    expect(handles()).toMatch(/0x81018010[\s\S]*0x81018011/);
+    const r = await command(outB(), tmp.file('cmd/b.der'));
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', 'retire: device fw-tpm-b: evicted 0x81018010, 0x81018011 from the TPM, identity files deleted\n']);
+    const after = handles();
+    expect(after).not.toMatch(/0x81018010|0x81018011|0x81018012/);
+    expect(after).toMatch(/0x81018000/); // fw-tpm-a's AK
+    expect(fs.existsSync(outB())).toBe(false);
+  });
+});
