@@ -26,6 +26,7 @@ const MODULES: { name: string; file: string; fn: string }[] = [
   { name: 'console-overview', file: './console-overview', fn: 'benchConsoleOverview' },
   { name: 'console-charts', file: './console-overview', fn: 'benchConsoleCharts' },
   { name: 'console-devices', file: './console-devices', fn: 'benchConsoleDevices' },
+  { name: 'console-devices-redis', file: './console-devices', fn: 'benchConsoleDevicesRedis' },
 ];
 
 function load(file: string, fn: string): BenchFunction | string {

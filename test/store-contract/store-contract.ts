@@ -270,6 +270,86 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await store.listDevices({ label: 'gateway', state: 'retired' })).items.map((d) => d.id)).toEqual(['lab-03']);
       });
 
+      it('listDevices by owner, state, label and id prefix in every combination: exactly the matching devices, in id order, paged; a device moves between searches as it is issued, retired, released, claimed and transferred', async () => {
+        type Row = { id: string; owner: string | null; label: string | null; state: string };
+        const model = new Map<string, Row>();
+        const owners = ['acme', 'globex', null];
+        const labels = ['gateway', 'sensor', null];
+        for (let i = 0; i < 12; i++) {
+          const row = { id: `cmb-${i % 2}${String(i).padStart(2, '0')}`, owner: owners[i % 3], label: labels[i % 4 === 3 ? 2 : i % 2] };
+          await store.createDevice({ ...row, state: 'registered' }, secret(), audit('device.create', row.id));
+          model.set(row.id, { ...row, state: 'registered' });
+        }
+        const bulk = ['cmb-bulk-1', 'cmb-bulk-2', 'cmb-bulk-3'].map((id, i) => ({ id, owner: owners[i], label: 'gateway', state: 'registered' as const }));
+        await store.createDevices(
+          bulk.map((device) => ({ device, secret: secret(), audit: audit('device.create', device.id) })),
+          { skipExisting: false },
+        );
+        for (const d of bulk) model.set(d.id, { ...d });
+        const set = (id: string, o: Partial<Row>) => model.set(id, { ...model.get(id)!, ...o });
+
+        const check = async () => {
+          const all = [...model.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+          for (const owner of [undefined, 'acme', 'globex', 'initech'])
+            for (const state of [undefined, ...DEVICE_STATES])
+              for (const label of [undefined, 'gateway'])
+                for (const idPrefix of [undefined, 'cmb-1']) {
+                  const want = all
+                    .filter((d) => (owner === undefined || d.owner === owner) && (state === undefined || d.state === state) && (label === undefined || d.label === label))
+                    .filter((d) => idPrefix === undefined || d.id.startsWith(idPrefix))
+                    .map((d) => ({ id: d.id, owner: d.owner, label: d.label, state: d.state }));
+                  const got = (await walk((after) => store.listDevices({ owner, state, label, idPrefix, after, limit: 2 }))).items;
+                  expect({ owner, state, label, idPrefix, devices: got.map((d) => ({ id: d.id, owner: d.owner, label: d.label, state: d.state })) }).toEqual({
+                    owner,
+                    state,
+                    label,
+                    idPrefix,
+                    devices: want,
+                  });
+                }
+        };
+        await check();
+        // issued (the batched issuance path): registered -> active
+        await issue('cc01', 'cmb-000');
+        await issue('cc02', 'cmb-bulk-1');
+        set('cmb-000', { state: 'active' });
+        set('cmb-bulk-1', { state: 'active' });
+        // retired, suspended
+        await store.applyDeviceChange({
+          deviceId: 'cmb-000',
+          fromStates: ['active'],
+          toState: 'retired',
+          revoke: { reason: 'cessationOfOperation', at: new Date() },
+          audit: audit('device.retired', 'cmb-000'),
+        });
+        set('cmb-000', { state: 'retired' });
+        await store.applyDeviceChange({ deviceId: 'cmb-bulk-1', fromStates: ['active'], toState: 'suspended', audit: audit('device.suspended', 'cmb-bulk-1') });
+        set('cmb-bulk-1', { state: 'suspended' });
+        // released to globex, then claimed: the owner changes at the claim
+        await store.applyDeviceChange({ deviceId: 'cmb-101', fromStates: ['registered'], toState: 'transferring', pendingOwner: 'globex', audit: audit('device.released', 'cmb-101') });
+        set('cmb-101', { state: 'transferring' });
+        await check();
+        await store.applyDeviceChange({ deviceId: 'cmb-101', fromStates: ['transferring'], toState: 'registered', newOwner: 'globex', pendingOwner: null, audit: audit('device.claimed', 'cmb-101') });
+        set('cmb-101', { state: 'registered', owner: 'globex' });
+        // transferred in one step, and a device without an owner given one
+        await store.applyDeviceChange({ deviceId: 'cmb-bulk-2', fromStates: ['registered'], toState: 'registered', newOwner: 'acme', audit: audit('device.transferred', 'cmb-bulk-2') });
+        set('cmb-bulk-2', { owner: 'acme' });
+        await store.applyDeviceChange({ deviceId: 'cmb-bulk-3', fromStates: ['registered'], toState: 'retired', newOwner: 'initech', audit: audit('device.transferred', 'cmb-bulk-3') });
+        set('cmb-bulk-3', { owner: 'initech', state: 'retired' });
+        await check();
+        // another client of the same data answers the same
+        if (sut.another) {
+          const other = await sut.another();
+          try {
+            expect((await other.listDevices({ owner: 'acme', state: 'registered' })).items.map((d) => d.id)).toEqual(
+              (await store.listDevices({ owner: 'acme', state: 'registered' })).items.map((d) => d.id),
+            );
+          } finally {
+            await other.close();
+          }
+        }
+      });
+
       it(`a limit above MAX_PAGE_LIMIT (${MAX_PAGE_LIMIT}) is clamped, and next still leads to the rest: nothing is silently cut`, async () => {
         const n = MAX_PAGE_LIMIT + 345;
         await addDevice('dev-big');

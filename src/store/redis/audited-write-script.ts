@@ -27,7 +27,7 @@ for c = 1, tonumber(a[3]) do
 end
 local head = redis.call('GET', KEYS[1])
 if (head or '') ~= a[1] then return {'head', head or ''} end
-local allowed = {SET = true, ZADD = true, HSET = true, HINCRBY = true, ZINCRBY = true}
+local allowed = {SET = true, ZADD = true, ZREM = true, HSET = true, HINCRBY = true, ZINCRBY = true}
 while i <= #a do
   local op, key, n = a[i], KEYS[tonumber(a[i + 1])], tonumber(a[i + 2])
   if not allowed[op] then return redis.error_reply('audited write: command ' .. op .. ' not allowed') end
@@ -42,6 +42,7 @@ return {'ok'}
 export interface AuditedWrites {
   set(key: string, value: string | Buffer): unknown;
   zadd(key: string, score: number, member: string): unknown;
+  zrem(key: string, member: string): unknown;
   hset(key: string, field: string, value: string): unknown;
   hincrby(key: string, field: string, by: number): unknown;
   zincrby(key: string, by: number, member: string): unknown;
@@ -95,6 +96,9 @@ export class AuditedWriteBatch implements AuditedWrites {
   }
   zadd(key: string, score: number, member: string): void {
     this.write('ZADD', key, [String(score), member]);
+  }
+  zrem(key: string, member: string): void {
+    this.write('ZREM', key, [member]);
   }
   hset(key: string, field: string, value: string): void {
     this.write('HSET', key, [field, value]);

@@ -513,8 +513,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     this.chartCertificate(m, meta);
     if (dev && dev.state === 'registered') {
       m.set(this.k('dev', dev.id), JSON.stringify({ ...dev, state: 'active', updatedAt: ms(now) }));
-      this.countDevice(m, dev, -1);
-      this.countDevice(m, { owner: dev.owner, state: 'active' }, 1);
+      this.trackDevice(m, dev, -1);
+      this.trackDevice(m, { id: dev.id, owner: dev.owner, state: 'active' }, 1);
     }
     if (req && req.status === 'approved') m.set(this.k('req', req.id), JSON.stringify({ ...req, status: 'issued', certSerial: c.serial }));
   }
@@ -549,7 +549,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       m.set(devKey, JSON.stringify(deviceRow(rec)));
       m.zadd(this.k('devs'), 0, d.id);
       this.indexLabel(m, rec);
-      this.countDevice(m, rec, 1);
+      this.trackDevice(m, rec, 1);
       await this.addSecretTo(m, d.id, secret.hash, secret.expiresAt);
       await this.auditTo(m, audit, now);
       return rec;
@@ -583,7 +583,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         m.set(this.k('dev', d.id), JSON.stringify(deviceRow(rec)));
         m.zadd(this.k('devs'), 0, d.id);
         this.indexLabel(m, rec);
-        this.countDevice(m, rec, 1);
+        this.trackDevice(m, rec, 1);
         const id = last - fresh.length + 1 + i;
         const row: SecretRow = { id, deviceId: d.id, hash: secret.hash, expiresAt: ms(secret.expiresAt), usedAt: null, certSerial: null };
         m.set(this.k('secret', id), JSON.stringify(row));
@@ -607,15 +607,25 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   /**
-   * countDevice queues the change of the device counts for one device entering (1) or leaving (-1) an
-   * owner and state, in the transaction that writes the device: `dev-counts` holds `<state>|*` (the fleet)
-   * and `<state>|<owner key>` fields, `dev-owners` each owner's devices as a sorted-set score.
+   * trackDevice queues, for one device entering (1) or leaving (-1) an owner and state, the change of the
+   * device counts and of the search sets, in the transaction (or audited batch) that writes the device, so
+   * no write path can change a device without them: `dev-counts` holds `<state>|*` (the fleet) and
+   * `<state>|<owner key>` fields, `dev-owners` each owner's devices as a sorted-set score;
+   * `devs-owner:<owner>` and `devs-state:<state>` hold the ids (score 0, lexicographic order = id order, as
+   * `devs`), so an owner or state search reads its own set instead of walking every device. A device
+   * without an owner is in no owner set (no search asks for it). Leaving then entering the same set (a state
+   * change that keeps the owner) removes then adds: the id stays.
    */
-  private countDevice(m: AuditedWrites, d: { owner: string | null; state: DeviceState }, by: 1 | -1): void {
+  private trackDevice(m: AuditedWrites, d: { id: string; owner: string | null; state: DeviceState }, by: 1 | -1): void {
     const o = ownerKey(d.owner);
     m.hincrby(this.k('dev-counts'), `${d.state}|*`, by);
     m.hincrby(this.k('dev-counts'), `${d.state}|${o}`, by);
     m.zincrby(this.k('dev-owners'), by, o);
+    const sets = d.owner === null ? [this.k('devs-state', d.state)] : [this.k('devs-state', d.state), this.k('devs-owner', d.owner)];
+    for (const key of sets) {
+      if (by === 1) m.zadd(key, 0, d.id);
+      else m.zrem(key, d.id);
+    }
   }
 
   async countDevices(o: { owner?: string; topOwners: number }): Promise<DeviceCounts> {
@@ -623,7 +633,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     let counts: Map<string, number>;
     let owners: [string, number][];
     // a store written by an earlier version has devices but no counts yet: counted once, then kept
-    const walked = (await this.r.exists(this.k('dev-counts-ready'), this.k('dev-labels-ready'))) === 2 ? null : await this.rebuildDeviceCounts();
+    const walked = (await this.r.exists(...this.deviceIndexFlags)) === this.deviceIndexFlags.length ? null : await this.rebuildDeviceCounts();
     if (walked) {
       counts = walked.counts;
       owners = [...walked.owners].filter(([, n]) => n > 0);
@@ -655,8 +665,18 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   /**
+   * deviceIndexFlags: what rebuildDeviceCounts sets once the counts (`dev-counts-ready`), the label sets
+   * (`dev-labels-ready`) and the owner and state sets (`dev-index-ready`) hold every device; a store
+   * written by an earlier version lacks one or more of them.
+   */
+  private get deviceIndexFlags(): string[] {
+    return [this.k('dev-counts-ready'), this.k('dev-labels-ready'), this.k('dev-index-ready')];
+  }
+
+  /**
    * rebuildDeviceCounts counts every device once (a store written before the counts existed) and saves the
-   * counts (and fills the label sets, `indexLabel`) only if no device was written meanwhile: every device write moves the audit head, a copy into
+   * counts, fills the label sets (`indexLabel`) and rewrites the owner and state sets (`trackDevice`) only if
+   * no device was written meanwhile: every device write moves the audit head, a copy into
    * the store adds to `devs`; either makes it count again. After three tries (a busy fleet) it returns the
    * walk's counts without saving them (exact as of the walk, like a listing), and the next call tries again.
    */
@@ -668,6 +688,12 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       counts = new Map<string, number>();
       owners = new Map<string, number>();
       const labels: [string, string][] = [];
+      const sets = new Map<string, string[]>();
+      const index = (key: string, id: string) => {
+        const ids = sets.get(key);
+        if (ids) ids.push(id);
+        else sets.set(key, [id]);
+      };
       const add = (k: string, map: Map<string, number>) => map.set(k, (map.get(k) ?? 0) + 1);
       for (let start = 0; ; start += 1000) {
         const ids = await this.w.zrange(this.k('devs'), start, start + 999);
@@ -682,11 +708,20 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           add(`${r.state}|*`, counts);
           add(`${r.state}|${ownerKey(r.owner)}`, counts);
           add(ownerKey(r.owner), owners);
+          index(this.k('devs-state', r.state), r.id);
+          if (r.owner !== null) index(this.k('devs-owner', r.owner), r.id);
         }
       }
       const saved = await this.tx([this.headKey, this.k('devs')], async (m) => {
         const [head2, n2] = await Promise.all([this.w.get(this.headKey), this.w.zcard(this.k('devs'))]);
         if (head2 !== head || n2 !== n) return false;
+        // the owner and state sets are rewritten whole: every state's, and every owner's the counts knew
+        // (an owner's set is written exactly when its count is); what a write left meanwhile is replaced
+        const known = await this.w.zrange(this.k('dev-owners'), 0, -1);
+        const stale = [...DEVICE_STATES.map((st) => this.k('devs-state', st)), ...known.filter((o) => o.startsWith('+')).map((o) => this.k('devs-owner', o.slice(1)))];
+        for (let i = 0; i < stale.length; i += 1000) m.del(...stale.slice(i, i + 1000));
+        for (const [key, ids] of sets) for (let i = 0; i < ids.length; i += 10_000) m.zadd(key, ...ids.slice(i, i + 10_000).flatMap((id) => [0, id]));
+        m.set(this.k('dev-index-ready'), '1');
         m.del(this.k('dev-counts'), this.k('dev-owners'));
         if (counts.size) m.hset(this.k('dev-counts'), Object.fromEntries(counts));
         if (owners.size) m.zadd(this.k('dev-owners'), ...[...owners].flatMap(([k, v]) => [v, k]));
@@ -714,15 +749,41 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     return row ? deviceFromRow(row) : null;
   }
 
+  /**
+   * listDevices reads the sorted set of each filter given (`devs-label:<label>`, `devs-owner:<owner>`,
+   * `devs-state:<state>`; `devs` without one) from `after` by ZRANGEBYLEX, within the id prefix's range.
+   * With two or three filters it walks the smallest set (ZCARD) and keeps the ids the other sets hold
+   * (ZMSCORE per batch), so no filter walks the fleet. The device rows are checked against the filters
+   * again: a device changed between the set read and the row read is answered as the row says. A store
+   * written before the sets has them filled once, by the first search or overview (rebuildDeviceCounts);
+   * while a busy fleet keeps that from saving, every device is walked and filtered.
+   */
   async listDevices(filter: { owner?: string; state?: DeviceState; idPrefix?: string; label?: string } & PageRequest): Promise<Page<DeviceRecord>> {
     const limit = pageLimit(filter);
-    // a label search walks the label's own set; a store written before the sets has them filled once, by the
-    // first label search or overview (rebuildDeviceCounts); while a busy fleet keeps that from saving, every device is walked
-    const byLabel = filter.label !== undefined && ((await this.r.exists(this.k('dev-labels-ready'))) === 1 || (await this.rebuildDeviceCounts()) === null);
+    const wanted: string[] = [];
+    if (filter.label !== undefined) wanted.push(this.k('devs-label', filter.label));
+    if (filter.owner !== undefined) wanted.push(this.k('devs-owner', filter.owner));
+    if (filter.state !== undefined) wanted.push(this.k('devs-state', filter.state));
+    const indexed = wanted.length > 0 && ((await this.r.exists(...this.deviceIndexFlags)) === this.deviceIndexFlags.length || (await this.rebuildDeviceCounts()) === null);
+    let walk = this.k('devs');
+    let others: string[] = [];
+    if (indexed) {
+      const sizes = wanted.length > 1 ? await Promise.all(wanted.map((key) => this.r.zcard(key))) : [0];
+      const smallest = sizes.indexOf(Math.min(...sizes));
+      walk = wanted[smallest];
+      others = wanted.filter((_, i) => i !== smallest);
+    }
     const p = filter.idPrefix;
     // with a prefix: the lexicographic range [p, p + DEL), entered at the cursor when it is inside it
     const range = p === undefined ? undefined : { from: filter.after !== undefined && filter.after >= p ? `(${filter.after}` : `[${p}`, to: `(${p}\x7f` };
-    const rows = await this.scanLex(byLabel ? this.k('devs-label', filter.label!) : this.k('devs'), filter.after, limit + 1, range, async (ids) => {
+    const rows = await this.scanLex(walk, filter.after, limit + 1, range, async (members) => {
+      let ids = members;
+      for (const key of others) {
+        if (ids.length === 0) break;
+        const scores = await this.r.zmscore(key, ...ids);
+        ids = ids.filter((_, i) => scores[i] !== null);
+      }
+      if (ids.length === 0) return [];
       const devs = await this.mgetJson<DeviceRow>(
         this.r,
         ids.map((id) => this.k('dev', id)),
@@ -739,14 +800,15 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   /**
-   * scanLex walks a lexicographic sorted set from after, batch by batch, keeping what `load` returns for
-   * each batch, until `want` items are found or the set ends: a filter never hides rows behind a page.
+   * scanLex walks a lexicographic sorted set from after, batch by batch (growing while the filter keeps
+   * few), keeping what `load` returns for each batch, until `want` items are found or the set ends: a filter never hides rows behind a page.
    */
   private async scanLex<T>(key: string, after: string | undefined, want: number, range: { from: string; to: string } | undefined, load: (members: string[]) => Promise<T[]>): Promise<T[]> {
     const out: T[] = [];
     let from = range?.from ?? lexAfter(after);
-    for (;;) {
-      const batch = Math.max(want - out.length, Math.min(SCAN_BATCH, want * 4));
+    // a filter that keeps few members: each round reads twice as many, up to 16 times the first round's
+    for (let grow = 1; ; grow = Math.min(grow * 2, 16)) {
+      const batch = Math.max(want - out.length, Math.min(SCAN_BATCH, want * 4) * grow);
       const members = await this.r.zrangebylex(key, from, range?.to ?? '+', 'LIMIT', 0, batch);
       if (members.length === 0) return out;
       for (const item of await load(members)) {
@@ -1148,8 +1210,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       const next: DeviceRow = { ...row, state: c.toState, owner, pendingOwner, updatedAt: ms(now) };
       m.set(this.k('dev', c.deviceId), JSON.stringify(next));
       if (row.owner !== next.owner || row.state !== next.state) {
-        this.countDevice(m, row, -1);
-        this.countDevice(m, next, 1);
+        this.trackDevice(m, row, -1);
+        this.trackDevice(m, next, 1);
       }
       await this.auditTo(m, { ...c.audit, data: { ...c.audit.data, certificates: changed.map((x) => x.serial) } }, now);
       return { device: deviceFromRow(next), changed };
@@ -1584,7 +1646,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           m.set(this.k('dev', x.row.id), JSON.stringify(deviceRow(x.row)));
           m.zadd(this.k('devs'), 0, x.row.id);
           this.indexLabel(m, x.row);
-          this.countDevice(m, x.row, 1);
+          this.trackDevice(m, x.row, 1);
           break;
         case 'secret': {
           const r = x.row;

@@ -12,7 +12,9 @@ import { RedisServer, hasRedisServer, startRedisServer } from '../../helpers/red
 /**
  * Device counts on a store written before they existed: SQLite migration 14 fills them from the devices
  * there are; a Redis store without them counts every device once, on the first countDevices, and keeps
- * the counts from then on.
+ * the counts from then on. The same for the owner and state search sets (`devs-owner:<owner>`,
+ * `devs-state:<state>`, flag `dev-index-ready`), and those sets hold exactly the devices they name after
+ * every write path.
  */
 
 const audit = (id: string) => ({ type: 'device.registered', actor: 'test', subject: id, data: {} });
@@ -123,6 +125,96 @@ describe('Redis', () => {
       await store.createDevice({ id: 'g-0', owner: 'acme', label: 'gateway', state: 'registered' }, secret(), audit('g-0'));
       expect((await store.listDevices({ label: 'gateway' })).items.map((d) => d.id)).toEqual(['g-0', 'g-1', 'g-2']);
       expect((await store.listDevices({ label: 'sensor' })).items.map((d) => d.id)).toEqual(['s-1']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  /** searchSets: every owner and state search set with its ids, as Redis holds them */
+  const searchSets = async (): Promise<Record<string, string[]>> => {
+    const out: Record<string, string[]> = {};
+    for (const key of (await admin.keys('{dca}:devs-owner:*')).concat(await admin.keys('{dca}:devs-state:*')).sort()) out[key.slice('{dca}:'.length)] = await admin.zrange(key, 0, -1);
+    return out;
+  };
+
+  it('the owner and state sets hold exactly the devices of each owner and state after create, bulk create, issuance, retire, release, claim and transfer', async () => {
+    await admin.flushdb();
+    const store = new RedisStore({ url: server.url });
+    try {
+      await store.createDevice({ id: 'd-1', owner: 'acme', label: null, state: 'registered' }, secret(), audit('d-1'));
+      await store.createDevices(
+        [
+          { id: 'd-2', owner: 'acme' },
+          { id: 'd-3', owner: null },
+        ].map((d) => ({ device: { ...d, label: null, state: 'registered' as const }, secret: secret(), audit: audit(d.id) })),
+        { skipExisting: false },
+      );
+      expect(await searchSets()).toEqual({ 'devs-owner:acme': ['d-1', 'd-2'], 'devs-state:registered': ['d-1', 'd-2', 'd-3'] });
+      const now = Date.now();
+      await store.recordIssuance({
+        cert: {
+          serial: '0a',
+          deviceId: 'd-1',
+          issuer: 'ca',
+          subject: 'CN=d-1',
+          profile: 'default',
+          notBefore: new Date(now),
+          notAfter: new Date(now + 86400_000),
+          shard: 0,
+          spkiSha256: 'x',
+          der: Buffer.from('der'),
+        },
+        audit: audit('d-1'),
+      });
+      await store.applyDeviceChange({ deviceId: 'd-2', fromStates: ['registered'], toState: 'retired', audit: audit('d-2') });
+      await store.applyDeviceChange({ deviceId: 'd-1', fromStates: ['active'], toState: 'transferring', pendingOwner: 'globex', audit: audit('d-1') });
+      expect(await searchSets()).toEqual({
+        'devs-owner:acme': ['d-1', 'd-2'],
+        'devs-state:registered': ['d-3'],
+        'devs-state:retired': ['d-2'],
+        'devs-state:transferring': ['d-1'],
+      });
+      await store.applyDeviceChange({ deviceId: 'd-1', fromStates: ['transferring'], toState: 'registered', newOwner: 'globex', pendingOwner: null, audit: audit('d-1') });
+      await store.applyDeviceChange({ deviceId: 'd-3', fromStates: ['registered'], toState: 'registered', newOwner: 'initech', audit: audit('d-3') });
+      expect(await searchSets()).toEqual({
+        'devs-owner:acme': ['d-2'],
+        'devs-owner:globex': ['d-1'],
+        'devs-owner:initech': ['d-3'],
+        'devs-state:registered': ['d-1', 'd-3'],
+        'devs-state:retired': ['d-2'],
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a store without owner and state sets (an earlier version wrote it) fills them on the first owner or state search, which answers right before and after; stale members are dropped', async () => {
+    await admin.flushdb();
+    const store = new RedisStore({ url: server.url });
+    try {
+      for (const [id, owner] of [
+        ['a-1', 'acme'],
+        ['g-1', 'globex'],
+        ['a-2', 'acme'],
+        ['n-1', null],
+      ] as const)
+        await store.createDevice({ id, owner, label: null, state: 'registered' }, secret(), audit(id));
+      await store.applyDeviceChange({ deviceId: 'a-2', fromStates: ['registered'], toState: 'suspended', audit: audit('a-2') });
+      await store.countDevices({ topOwners: 1 });
+      expect(await admin.exists('{dca}:dev-index-ready')).toBe(1);
+      const full = await searchSets();
+      // as the version before the sets left it: counts and label sets ready, no owner or state sets, no flag;
+      // and a member an older node left behind (a device that is not acme's, not retired)
+      await admin.del('{dca}:dev-index-ready', ...(await admin.keys('{dca}:devs-owner:*')), ...(await admin.keys('{dca}:devs-state:*')));
+      await admin.zadd('{dca}:devs-owner:acme', 0, 'g-1');
+      await admin.zadd('{dca}:devs-state:retired', 0, 'a-1');
+      expect((await store.listDevices({ owner: 'acme' })).items.map((d) => d.id)).toEqual(['a-1', 'a-2']);
+      expect(await admin.exists('{dca}:dev-index-ready')).toBe(1);
+      expect(await searchSets()).toEqual(full);
+      expect((await store.listDevices({ state: 'suspended' })).items.map((d) => d.id)).toEqual(['a-2']);
+      await store.createDevice({ id: 'a-0', owner: 'acme', label: null, state: 'registered' }, secret(), audit('a-0'));
+      expect((await store.listDevices({ owner: 'acme', state: 'registered' })).items.map((d) => d.id)).toEqual(['a-0', 'a-1']);
+      expect(await admin.zrange('{dca}:devs-owner:acme', 0, -1)).toEqual(['a-0', 'a-1', 'a-2']);
     } finally {
       await store.close();
     }

@@ -91,6 +91,17 @@ it('only the head moved (another node appended first): answers the head, nothing
   expect(await redis.get(HEAD)).toBe('10:dd');
 });
 
+it('ZREM: a device leaving its state set in the batch that activates it (the search sets move with the device)', async () => {
+  await redis.zadd('{t}:devs-state:registered', 0, 'd1', 0, 'd2');
+  const b = new AuditedWriteBatch(HEAD);
+  b.zrem('{t}:devs-state:registered', 'd1');
+  b.zadd('{t}:devs-state:active', 0, 'd1');
+  b.hset('{t}:audit:rec', '1', '{"seq":1}');
+  expect(await run(b, '', '1:aa')).toEqual(['ok']);
+  expect(await redis.zrange('{t}:devs-state:registered', 0, -1)).toEqual(['d2']);
+  expect(await redis.zrange('{t}:devs-state:active', 0, -1)).toEqual(['d1']);
+});
+
 it('refuses a command outside its list (the script writes, it does not run what it is given)', async () => {
   const b = new AuditedWriteBatch(HEAD);
   (b as unknown as { write: (op: string, key: string, args: string[]) => void }).write('DEL', '{t}:x', []);
