@@ -9,6 +9,7 @@ import { CaHierarchy, issuingCas, loadCa, rootOf } from './ca/ca-hierarchy';
 import { StoreMarkRecorder, verifyStoreIdentity } from './ca/ca-identity';
 import { CaMaterial, CertificateAuthority } from './ca/certificate-authority';
 import { IssuingCaSet } from './ca/issuing-ca-set';
+import { activateDueRollover } from './ca/issuing-rollover';
 import { CrlPublisher } from './ca/crl-publisher';
 import { OcspResponder } from './ca/ocsp-codec';
 import { OcspService } from './ca/ocsp-service';
@@ -193,7 +194,14 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       holding = false;
       for (const p of crls) p.stop();
     },
-    renew: () => certs.renew(),
+    renew: async () => {
+      // a scheduled issuing CA switch whose time has come is committed here, once, by the duties holder
+      await activateDueRollover(cfg, store, { actor: 'ca-duties' }).then(
+        (name) => name && opts.log.info({ ca: name }, 'issuing CA rollover activated'),
+        logError('activating the issuing CA rollover failed'),
+      );
+      await certs.renew();
+    },
     reload: async () => {
       // the CAs first: an HTTPS certificate another node issued from a new CA needs that CA for its chain
       await cas.refresh();

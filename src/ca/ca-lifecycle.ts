@@ -50,6 +50,19 @@ export async function caRecord(cfg: Config, store: LifecycleStore, now = new Dat
   return { rec: promoteDue(e.value as StoredCa, now), version: e.version };
 }
 
+/**
+ * storedCaRecord: the CA's store record exactly as written (a due rollover NOT promoted) and its version.
+ * Every write that is not the activation itself (issuing-rollover.ts activateDueRollover, `ca rollover`)
+ * changes this record, so a revocation, a reissue or a root rollover never commits a scheduled switch as
+ * a side effect: the switch stays the activation path's, audited there, at its time.
+ */
+export async function storedCaRecord(cfg: Config, store: LifecycleStore): Promise<{ rec: StoredCa; version: number }> {
+  await readCaRecord(cfg, store); // imports an older data directory first
+  const e = await store.getCaState(HIERARCHY_RECORD);
+  if (!e) throw new DeviceCaError('config', `no CA in ${cfg.store.path}; run \`device-ca init\` first`);
+  return { rec: e.value as StoredCa, version: e.version };
+}
+
 /** openRootKey loads the root key named in the store (root: a previous root; default the one in force) and checks it against its certificate. */
 export async function openRootKey(cfg: Config, keys: KeyBackend, rec: StoredCa, root: StoredRoot = rec.root): Promise<SigningKey> {
   const key = await keys.load(fromStoredRef(cfg.dataDir, root.keyRef));
@@ -120,7 +133,8 @@ export async function refreshRootOcsp(cfg: Config, store: LifecycleStore, rootKe
  */
 async function markRevoked(cfg: Config, store: LifecycleStore, crl: RootCrlInfo): Promise<void> {
   for (;;) {
-    const { rec, version } = await caRecord(cfg, store);
+    // the record as stored: marking a CA revoked must not promote a rollover that is due (storedCaRecord)
+    const { rec, version } = await storedCaRecord(cfg, store);
     const hex = (s: string) => s.toLowerCase().replace(/^0+(?=.)/, '');
     const listed = new Set(crl.entries.map((e) => hex(String(e.serial))));
     let changed = false;
@@ -170,7 +184,9 @@ export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buf
  * Running services serve it in place of the old one from their next CA duties round (issuing-ca-set.ts).
  */
 export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: LifecycleStore, actor: string, now = new Date()): Promise<{ der: Buffer; replaced: string }> {
-  const { rec, version } = await caRecord(cfg, store);
+  // the issuing CA in force at `now` (a due rollover's), written back where the stored record keeps it
+  const { rec: stored, version } = await storedCaRecord(cfg, store);
+  const rec = promoteDue(stored, now);
   const oldDer = Buffer.from(rec.issuing.der, 'base64');
   // the root that signed it (after `ca rollover-root` the issuing CA in force may be under the previous root)
   const signer = rootSigning(rec, oldDer);
@@ -191,7 +207,8 @@ export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: Lifec
     window: { notBefore: new Date(x.validFrom), notAfter: new Date(x.validTo) },
     rootUrls: rootUrlsOf(cfg, signer.name),
   });
-  const next: StoredCa = { ...rec, issuing: { ...rec.issuing, der: der.toString('base64'), replaced: [...(rec.issuing.replaced ?? []), old.serial] } };
+  const reissued = { ...rec.issuing, der: der.toString('base64'), replaced: [...(rec.issuing.replaced ?? []), old.serial] };
+  const next: StoredCa = stored.next?.name === reissued.name ? { ...stored, next: { ...reissued, activatesAt: stored.next.activatesAt } } : { ...stored, issuing: reissued };
   await store.saveCaState(HIERARCHY_RECORD, next, version, {
     type: 'ca.issuing-reissued',
     actor,
@@ -261,7 +278,8 @@ export interface RootRolloverResult {
  */
 export async function rolloverRoot(cfg: Config, keys: KeyBackend, store: LifecycleStore, o: { actor: string; now?: Date }): Promise<RootRolloverResult> {
   const now = o.now ?? new Date();
-  const { rec, version } = await caRecord(cfg, store, now);
+  // the record as stored (storedCaRecord): a root rollover does not commit a due issuing CA rollover
+  const { rec, version } = await storedCaRecord(cfg, store);
   const last = (rec.links ?? []).find((l) => l.to === rec.root.name);
   if (last) {
     const newKey = await openRootKey(cfg, keys, rec);
