@@ -28,7 +28,7 @@ import { encodeName } from './name';
 import { toPem } from './pem';
 import { signRootLinks } from './root-links';
 import { RootCrlInfo, parseRootCrl, readRootCrl, saveRootCrl, signRootCrl } from './root-crl';
-import { saveRootOcsp, signRootOcsp } from './root-ocsp';
+import { ParsedRootOcsp, StoredRootOcsp, parseRootOcsp, saveRootOcsp, signRootOcsp } from './root-ocsp';
 
 /**
  * ca-lifecycle: what only the root key can do to the CA itself: sign the root CRL, give the issuing key a
@@ -93,9 +93,16 @@ function rootSigning(rec: StoredCa, der: Buffer): StoredRoot {
 
 /**
  * makeRootCrl signs a new root CRL carrying the current one's entries plus `add`; with `out` the caller
- * writes the bytes to a file (offline machine) and the store is left alone, otherwise it is stored.
+ * writes the bytes to a file (offline machine) and the store is left alone, otherwise it is stored. Offline
+ * (store: false) it also signs the root's OCSP answer for the issuing CA certificates from that CRL (ocsp:
+ * DER OCSPResponse), which the server imports beside it, since the server cannot sign one.
  */
-export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: LifecycleStore, o: { add?: RevokedEntry[]; store: boolean; actor: string; now?: Date; root?: string }): Promise<RootCrlInfo> {
+export async function makeRootCrl(
+  cfg: Config,
+  keys: KeyBackend,
+  store: LifecycleStore,
+  o: { add?: RevokedEntry[]; store: boolean; actor: string; now?: Date; root?: string },
+): Promise<RootCrlInfo & { ocsp?: Buffer }> {
   const { rec } = await caRecord(cfg, store);
   const root = findRoot(rec, o.root);
   const rootDer = Buffer.from(root.der, 'base64');
@@ -104,7 +111,11 @@ export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: Lifecycl
   const entries = [...(current?.entries ?? [])];
   for (const e of o.add ?? []) if (!entries.some((x) => String(x.serial) === String(e.serial))) entries.push(e);
   const der = await signRootCrl({ rootKey, rootDer, validitySeconds: cfg.ca.root.crlValidity, entries, now: o.now, after: current?.number });
-  if (!o.store) return parseRootCrl(der, rootDer);
+  if (!o.store) {
+    const info = parseRootCrl(der, rootDer);
+    const signed = await signRootOcsp({ rootKey, rec, root, entries, thisUpdate: info.thisUpdate, nextUpdate: info.nextUpdate });
+    return { ...info, ocsp: Buffer.from(signed.der, 'base64') };
+  }
   const info = await saveRootCrl(store, rootDer, der, o.actor, 'signed', rootCrlRecordOf(root));
   await markRevoked(cfg, store, info);
   await refreshRootOcsp(cfg, store, rootKey, o.now, root.name);
@@ -155,11 +166,19 @@ async function markRevoked(cfg: Config, store: LifecycleStore, crl: RootCrlInfo)
   }
 }
 
+/** RootOcspImport: what an import did to the root's OCSP answer (see importRootCrl). */
+export type RootOcspImport = 'imported' | 'kept' | 'withdrawn';
+
 /**
  * importRootCrl stores a root CRL signed elsewhere (the offline root machine); it must verify with the key
- * of one of the CA's roots (the one whose name is its issuer) and be newer than that root's CRL.
+ * of one of the CA's roots (the one whose name is its issuer) and be newer than that root's CRL. The root's
+ * OCSP answer for the issuing CA certificates (root-ocsp.ts) must then say what the CRL says, and the
+ * server cannot sign one: with `ocsp` (the answer the offline machine signed beside the CRL, checked to be
+ * the root's and to agree with this CRL before anything is written) it is stored ('imported'); without
+ * it the stored answer stays when it agrees ('kept') and is withdrawn otherwise ('withdrawn': OCSP then
+ * answers unauthorized for the issuing CA, never `good` for a CA the CRL revokes).
  */
-export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buffer, actor: string): Promise<RootCrlInfo> {
+export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buffer, actor: string, ocsp?: Buffer): Promise<RootCrlInfo & { ocsp: RootOcspImport }> {
   const { rec } = await caRecord(cfg, store);
   const roots = allRoots(rec);
   // the root whose CRL this is: its signature decides (parseRootCrl); the last root's refusal is the one reported
@@ -172,10 +191,41 @@ export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buf
       return false;
     }
   })!;
-  const info = await saveRootCrl(store, Buffer.from(root.der, 'base64'), der, actor, 'imported', rootCrlRecordOf(root));
+  const rootDer = Buffer.from(root.der, 'base64');
+  const listed = new Set(parseRootCrl(der, rootDer).entries.map((e) => hexSerial(String(e.serial))));
+  const agrees = (o: ParsedRootOcsp) => o.serials.every((s) => listed.has(s) === o.revoked.includes(s));
+  let imported: StoredRootOcsp | null = null;
+  if (ocsp) {
+    const o = parseRootOcsp(ocsp, rootDer);
+    if (!agrees(o)) throw new DeviceCaError('bad-request', 'the root OCSP answer does not agree with this root CRL (sign both in one `ca root-crl --out` run)');
+    imported = { der: ocsp.toString('base64'), serials: o.serials, nextUpdate: o.nextUpdate.toISOString() };
+  }
+  const info = await saveRootCrl(store, rootDer, der, actor, 'imported', rootCrlRecordOf(root));
   await markRevoked(cfg, store, info);
-  return info;
+  const record = rootOcspRecordOf(root);
+  let outcome: RootOcspImport = 'kept';
+  if (imported) {
+    await saveRootOcsp(store, imported, record);
+    outcome = 'imported';
+  } else {
+    const cur = (await store.getCaState(record))?.value as StoredRootOcsp | undefined;
+    let ok = false;
+    try {
+      ok = cur !== undefined && agrees(parseRootOcsp(Buffer.from(cur.der, 'base64'), rootDer));
+    } catch {
+      ok = false; // withdrawn before, or unreadable: nothing to keep
+    }
+    if (!ok) {
+      await saveRootOcsp(store, { der: '', serials: [], nextUpdate: new Date(0).toISOString() }, record);
+      outcome = 'withdrawn';
+    }
+  }
+  if (outcome !== 'kept') await store.appendAudit({ type: `root-ocsp.${outcome}`, actor, subject: record, data: { crlNumber: info.number.toString() } });
+  return { ...info, ocsp: outcome };
 }
+
+/** hexSerial: a serial as lower-case hex without leading zeros, the form CRL entries and OCSP answers are compared in. */
+const hexSerial = (s: string): string => s.toLowerCase().replace(/^0+(?=.)/, '');
 
 /**
  * reissueIssuing gives the current issuing key a new certificate signed by the root, with the same subject,
@@ -232,7 +282,7 @@ export async function revokeIssuing(
   name: string,
   reason: CrlReason,
   o: { store: boolean; actor: string; now?: Date },
-): Promise<{ crl: RootCrlInfo; serials: string[] }> {
+): Promise<{ crl: RootCrlInfo & { ocsp?: Buffer }; serials: string[] }> {
   const { rec } = await caRecord(cfg, store);
   const all = [rec.issuing, ...(rec.next ? [rec.next] : []), ...(rec.retired ?? [])];
   const target = all.find((i) => i.name === name);
