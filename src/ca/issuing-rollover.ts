@@ -4,7 +4,7 @@ import { toStoredRef } from '../data-dir/data-dir-ref';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { AuditStore, CaStateStore } from '../store/store';
 import { KeyAlgorithm, KeyBackend } from '../keys/key-backend';
-import { HIERARCHY_RECORD, StoredCa, allRoots, exportCaFiles, issuerRootOf, promoteDue, rootUrlsOf, signCaCert } from './ca-hierarchy';
+import { HIERARCHY_RECORD, StoredCa, allRoots, exportCaFiles, promoteDue, rootUrlsOf, signCaCert } from './ca-hierarchy';
 import { LifecycleStore, caRecord, openRootKey, refreshRootOcsp, storedCaRecord } from './ca-lifecycle';
 import { keyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
@@ -80,7 +80,8 @@ export async function rolloverIssuing(cfg: Config, keys: KeyBackend, store: Life
  * activateDueRollover is where a scheduled switch is committed: run by the CA duties holder each round
  * (and by `ca rollover`, which promotes a due CA before scheduling the next). Once the next issuing CA's
  * activation time has come, the store record makes it the issuing CA and retires the one it replaced, in
- * one versioned write audited as `ca.rollover-activated`, and chain.pem follows. Every process already
+ * one versioned write audited as `ca.rollover-activated` (the files in <dataDir>/ca stay as they are until
+ * the next `serve` start, as before: relying parties may read chain.pem meanwhile). Every process already
  * issues from the new CA from activatesAt on (a clock comparison, issuing-ca-set.ts), so this write
  * changes no process's behaviour; it records the switch where writers of the record find it. Returns the
  * name of the CA activated, or null when nothing was due (or another process committed it first).
@@ -101,8 +102,5 @@ export async function activateDueRollover(cfg: Config, store: CaStateStore & Aud
     if (e instanceof DeviceCaError && e.code === 'conflict') return null; // written meanwhile: the next round looks again
     throw e;
   }
-  const issDer = Buffer.from(promoted.issuing.der, 'base64');
-  const root = issuerRootOf(promoted, issDer) ?? promoted.root;
-  exportCaFiles(cfg, Buffer.from(root.der, 'base64'), issDer, promoted.issuing.name, { rootName: root.name });
   return promoted.issuing.name;
 }
