@@ -357,7 +357,13 @@ export async function rolloverRoot(cfg: Config, keys: KeyBackend, store: Lifecyc
   const oldRoot = rec.root;
   const oldDer = Buffer.from(oldRoot.der, 'base64');
   const oldKey = await openRootKey(cfg, keys, rec);
-  const taken = new Set([...allRoots(rec).map((r) => r.name), rec.issuing.name, ...(rec.next ? [rec.next.name] : []), ...(rec.retired ?? []).map((r) => r.name)]);
+  const taken = new Set([
+    ...allRoots(rec).map((r) => r.name),
+    ...(rec.droppedRoots ?? []).map((r) => r.name),
+    rec.issuing.name,
+    ...(rec.next ? [rec.next.name] : []),
+    ...(rec.retired ?? []).map((r) => r.name),
+  ]);
   let n = (rec.previousRoots?.length ?? 0) + 2;
   while (taken.has(`${cfg.ca.root.name}-${n}`)) n++;
   const name = `${cfg.ca.root.name}-${n}`;
@@ -412,4 +418,45 @@ async function publishNewRoot(cfg: Config, store: LifecycleStore, key: SigningKe
     [`${rec.root.name}.pem`, toPem(der, 'CERTIFICATE')],
     ['root-links.pem', linkPems],
   ]);
+}
+
+/**
+ * dropRoot stops publishing a previous root (`ca rollover-root` replaced it) before it expires: its
+ * certificate (`/ca/<name>.crt`, `/cacerts`, `crl export`), its CRL, its OCSP answers and the link
+ * certificates to and from it leave every running service at its next CA duties round. Refused for the
+ * root in force, and while an issuing CA it signed may still have valid certificates: one in force or
+ * pending, or a retired one whose own certificate has not expired (no certificate it signed outlives it)
+ * and that the root CRL does not list. One versioned write, audited `ca.root-dropped`; the record keeps the
+ * root and its links under droppedRoots. Needs no root key.
+ */
+export async function dropRoot(cfg: Config, store: LifecycleStore, name: string, o: { actor: string; now?: Date }): Promise<{ name: string; linkCertificates: number }> {
+  const now = o.now ?? new Date();
+  const { rec, version } = await storedCaRecord(cfg, store);
+  if (name === rec.root.name) throw new DeviceCaError('conflict', `${name} is the root in force; only a root \`ca rollover-root\` replaced can be dropped`);
+  const root = (rec.previousRoots ?? []).find((r) => r.name === name);
+  if (!root) throw new DeviceCaError('not-found', `no previous root named ${name} (this CA's: ${(rec.previousRoots ?? []).map((r) => r.name).join(', ') || 'none'})`);
+  const rootSubject = certificateParts(Buffer.from(root.der, 'base64')).subject;
+  const under = (i: StoredIssuing) => certificateParts(Buffer.from(i.der, 'base64')).issuer.equals(rootSubject);
+  const expires = (i: StoredIssuing) => new Date(new crypto.X509Certificate(Buffer.from(i.der, 'base64')).validTo);
+  // decided on the CAs as of now (a due rollover promoted), written on the record as stored
+  const view = promoteDue(rec, now);
+  const inUse = [
+    ...[view.issuing, ...(view.next ? [view.next] : [])].filter(under).map((i) => `${i.name} (${i === view.issuing ? 'in force' : 'pending'})`),
+    ...(view.retired ?? []).filter((i) => under(i) && !i.revoked && expires(i) > now).map((i) => `${i.name} (retired, its certificates may be valid until ${expires(i).toISOString()})`),
+  ];
+  if (inUse.length)
+    throw new DeviceCaError(
+      'conflict',
+      `root ${name} still vouches for certificates in use: ${inUse.join(', ')}; wait until they expire, or \`ca revoke-issuing <name> --reason superseded\` once every device has re-enrolled`,
+    );
+  const links = (rec.links ?? []).filter((l) => l.from === name || l.to === name);
+  const next: StoredCa = {
+    ...rec,
+    previousRoots: (rec.previousRoots ?? []).filter((r) => r.name !== name),
+    links: (rec.links ?? []).filter((l) => !links.includes(l)),
+    droppedRoots: [...(rec.droppedRoots ?? []), { ...root, droppedAt: now.toISOString(), links }],
+  };
+  await store.saveCaState(HIERARCHY_RECORD, next, version, { type: 'ca.root-dropped', actor: o.actor, subject: name, data: { linkCertificates: links.length * 2 } });
+  // each link record holds two certificates: OldWithNew and NewWithOld
+  return { name, linkCertificates: links.length * 2 };
 }

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { initCa, caDir } from '../ca/ca-hierarchy';
 import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
 import { exportHashedDir, exportRootToHashedDir, runReload } from '../ca/crl-export';
-import { RootOcspImport, importRootCrl, makeRootCrl, reissueIssuing, revokeIssuing, rolloverRoot } from '../ca/ca-lifecycle';
+import { RootOcspImport, dropRoot, importRootCrl, makeRootCrl, reissueIssuing, revokeIssuing, rolloverRoot } from '../ca/ca-lifecycle';
 import { rolloverIssuing } from '../ca/issuing-rollover';
 import { CA_DUTIES_INTERVAL_MS } from '../ca/ca-duties';
 import { CrlReason, crlReasonCode } from '../ca/crl-encoder';
@@ -637,6 +637,23 @@ caCmd
         );
     } finally {
       await h.close();
+    }
+  });
+caCmd
+  .command('drop-root <name>')
+  .description(
+    'stop publishing a root `ca rollover-root` replaced (certificate, CRL, OCSP, link certificates) before it expires; needs no root key. ' +
+      'Refused while an issuing CA under it is in force, pending, or retired with certificates that may be valid (not expired, not revoked)',
+  )
+  .action(async (name: string) => {
+    const cfg = config();
+    const store = await openCheckedStore(cfg);
+    try {
+      const r = await dropRoot(cfg, store, name, { actor: actor() });
+      if (json()) console.log(JSON.stringify(r));
+      else console.log(`root ${r.name} and ${r.linkCertificates} link certificate(s) are no longer published; running services drop them within ${CA_DUTIES_INTERVAL_MS / 1000} s`);
+    } finally {
+      await store.close();
     }
   });
 
