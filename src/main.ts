@@ -9,6 +9,7 @@ import { CaHierarchy, issuingCas, loadCa, rootOf } from './ca/ca-hierarchy';
 import { StoreMarkRecorder, verifyStoreIdentity } from './ca/ca-identity';
 import { CaMaterial, CertificateAuthority } from './ca/certificate-authority';
 import { IssuingCaSet } from './ca/issuing-ca-set';
+import { activateDueRollover } from './ca/issuing-rollover';
 import { CrlPublisher } from './ca/crl-publisher';
 import { OcspResponder } from './ca/ocsp-codec';
 import { OcspService } from './ca/ocsp-service';
@@ -149,7 +150,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const keys = openKeyBackend(cfg);
   const hierarchy = await loadCa(cfg, keys, store);
   // the issuing CAs served; a rollover written by another process reaches this one in the duties reload
-  const cas = new IssuingCaSet(hierarchy, { store, load: () => loadCa(cfg, keys, store) });
+  const cas = new IssuingCaSet(hierarchy, { store, load: (now) => loadCa(cfg, keys, store, { now }) });
   const ca = buildCertificateAuthority(cfg, hierarchy, cas);
   const bootstrap = loadBootstrapPolicy(cfg);
   // read (or, for a data directory of an earlier version, created) at start: a bad key file stops the start, not an enrollment
@@ -193,7 +194,14 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       holding = false;
       for (const p of crls) p.stop();
     },
-    renew: () => certs.renew(),
+    renew: async () => {
+      // a scheduled issuing CA switch whose time has come is committed here, once, by the duties holder
+      await activateDueRollover(cfg, store, { actor: 'ca-duties' }).then(
+        (name) => name && opts.log.info({ ca: name }, 'issuing CA rollover activated'),
+        logError('activating the issuing CA rollover failed'),
+      );
+      await certs.renew();
+    },
     reload: async () => {
       // the CAs first: an HTTPS certificate another node issued from a new CA needs that CA for its chain
       await cas.refresh();
@@ -320,6 +328,13 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
     if (holding) p.start(logError('CRL refresh failed'), recordMark);
     ocsp.addIssuer(added);
     opts.log.info({ ca: added.name }, 'issuing CA added (rollover)');
+  });
+  // a retired issuing CA whose certificate expired is dropped at the duties reload: no CRL shards, no OCSP
+  cas.onRemoved((gone: CaMaterial) => {
+    const i = crls.findIndex((p) => p.caName === gone.name);
+    if (i >= 0) crls.splice(i, 1)[0].stop();
+    ocsp.removeIssuer(gone.name);
+    opts.log.info({ ca: gone.name }, 'retired issuing CA expired: no longer served');
   });
   // renewed certificates reach this worker from the store, whoever issued them
   certs.onChange({

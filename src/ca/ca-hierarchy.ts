@@ -86,6 +86,8 @@ export interface StoredCa {
   previousRoots?: StoredRoot[];
   /** links: the link certificates each root rollover made (base64 DER) */
   links?: StoredRootLink[];
+  /** droppedRoots: previous roots `ca drop-root` stopped publishing before they expired (with their links); kept for the record and their names */
+  droppedRoots?: (StoredRoot & { droppedAt: string; links: StoredRootLink[] })[];
   issuing: StoredIssuing;
   /** next: a rolled-over issuing CA (`ca rollover`) that takes over new issuance at activatesAt (ISO time) */
   next?: StoredIssuing & { activatesAt: string };

@@ -28,7 +28,7 @@ import { encodeName } from './name';
 import { toPem } from './pem';
 import { signRootLinks } from './root-links';
 import { RootCrlInfo, parseRootCrl, readRootCrl, saveRootCrl, signRootCrl } from './root-crl';
-import { saveRootOcsp, signRootOcsp } from './root-ocsp';
+import { ParsedRootOcsp, StoredRootOcsp, parseRootOcsp, saveRootOcsp, signRootOcsp } from './root-ocsp';
 
 /**
  * ca-lifecycle: what only the root key can do to the CA itself: sign the root CRL, give the issuing key a
@@ -48,6 +48,19 @@ export async function caRecord(cfg: Config, store: LifecycleStore, now = new Dat
   const e = await store.getCaState(HIERARCHY_RECORD);
   if (!e) throw new DeviceCaError('config', `no CA in ${cfg.store.path}; run \`device-ca init\` first`);
   return { rec: promoteDue(e.value as StoredCa, now), version: e.version };
+}
+
+/**
+ * storedCaRecord: the CA's store record exactly as written (a due rollover NOT promoted) and its version.
+ * Every write that is not the activation itself (issuing-rollover.ts activateDueRollover, `ca rollover`)
+ * changes this record, so a revocation, a reissue or a root rollover never commits a scheduled switch as
+ * a side effect: the switch stays the activation path's, audited there, at its time.
+ */
+export async function storedCaRecord(cfg: Config, store: LifecycleStore): Promise<{ rec: StoredCa; version: number }> {
+  await readCaRecord(cfg, store); // imports an older data directory first
+  const e = await store.getCaState(HIERARCHY_RECORD);
+  if (!e) throw new DeviceCaError('config', `no CA in ${cfg.store.path}; run \`device-ca init\` first`);
+  return { rec: e.value as StoredCa, version: e.version };
 }
 
 /** openRootKey loads the root key named in the store (root: a previous root; default the one in force) and checks it against its certificate. */
@@ -80,9 +93,16 @@ function rootSigning(rec: StoredCa, der: Buffer): StoredRoot {
 
 /**
  * makeRootCrl signs a new root CRL carrying the current one's entries plus `add`; with `out` the caller
- * writes the bytes to a file (offline machine) and the store is left alone, otherwise it is stored.
+ * writes the bytes to a file (offline machine) and the store is left alone, otherwise it is stored. Offline
+ * (store: false) it also signs the root's OCSP answer for the issuing CA certificates from that CRL (ocsp:
+ * DER OCSPResponse), which the server imports beside it, since the server cannot sign one.
  */
-export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: LifecycleStore, o: { add?: RevokedEntry[]; store: boolean; actor: string; now?: Date; root?: string }): Promise<RootCrlInfo> {
+export async function makeRootCrl(
+  cfg: Config,
+  keys: KeyBackend,
+  store: LifecycleStore,
+  o: { add?: RevokedEntry[]; store: boolean; actor: string; now?: Date; root?: string },
+): Promise<RootCrlInfo & { ocsp?: Buffer }> {
   const { rec } = await caRecord(cfg, store);
   const root = findRoot(rec, o.root);
   const rootDer = Buffer.from(root.der, 'base64');
@@ -91,7 +111,11 @@ export async function makeRootCrl(cfg: Config, keys: KeyBackend, store: Lifecycl
   const entries = [...(current?.entries ?? [])];
   for (const e of o.add ?? []) if (!entries.some((x) => String(x.serial) === String(e.serial))) entries.push(e);
   const der = await signRootCrl({ rootKey, rootDer, validitySeconds: cfg.ca.root.crlValidity, entries, now: o.now, after: current?.number });
-  if (!o.store) return parseRootCrl(der, rootDer);
+  if (!o.store) {
+    const info = parseRootCrl(der, rootDer);
+    const signed = await signRootOcsp({ rootKey, rec, root, entries, thisUpdate: info.thisUpdate, nextUpdate: info.nextUpdate });
+    return { ...info, ocsp: Buffer.from(signed.der, 'base64') };
+  }
   const info = await saveRootCrl(store, rootDer, der, o.actor, 'signed', rootCrlRecordOf(root));
   await markRevoked(cfg, store, info);
   await refreshRootOcsp(cfg, store, rootKey, o.now, root.name);
@@ -120,7 +144,8 @@ export async function refreshRootOcsp(cfg: Config, store: LifecycleStore, rootKe
  */
 async function markRevoked(cfg: Config, store: LifecycleStore, crl: RootCrlInfo): Promise<void> {
   for (;;) {
-    const { rec, version } = await caRecord(cfg, store);
+    // the record as stored: marking a CA revoked must not promote a rollover that is due (storedCaRecord)
+    const { rec, version } = await storedCaRecord(cfg, store);
     const hex = (s: string) => s.toLowerCase().replace(/^0+(?=.)/, '');
     const listed = new Set(crl.entries.map((e) => hex(String(e.serial))));
     let changed = false;
@@ -141,11 +166,19 @@ async function markRevoked(cfg: Config, store: LifecycleStore, crl: RootCrlInfo)
   }
 }
 
+/** RootOcspImport: what an import did to the root's OCSP answer (see importRootCrl). */
+export type RootOcspImport = 'imported' | 'kept' | 'withdrawn';
+
 /**
  * importRootCrl stores a root CRL signed elsewhere (the offline root machine); it must verify with the key
- * of one of the CA's roots (the one whose name is its issuer) and be newer than that root's CRL.
+ * of one of the CA's roots (the one whose name is its issuer) and be newer than that root's CRL. The root's
+ * OCSP answer for the issuing CA certificates (root-ocsp.ts) must then say what the CRL says, and the
+ * server cannot sign one: with `ocsp` (the answer the offline machine signed beside the CRL, checked to be
+ * the root's and to agree with this CRL before anything is written) it is stored ('imported'); without
+ * it the stored answer stays when it agrees ('kept') and is withdrawn otherwise ('withdrawn': OCSP then
+ * answers unauthorized for the issuing CA, never `good` for a CA the CRL revokes).
  */
-export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buffer, actor: string): Promise<RootCrlInfo> {
+export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buffer, actor: string, ocsp?: Buffer): Promise<RootCrlInfo & { ocsp: RootOcspImport }> {
   const { rec } = await caRecord(cfg, store);
   const roots = allRoots(rec);
   // the root whose CRL this is: its signature decides (parseRootCrl); the last root's refusal is the one reported
@@ -158,10 +191,41 @@ export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buf
       return false;
     }
   })!;
-  const info = await saveRootCrl(store, Buffer.from(root.der, 'base64'), der, actor, 'imported', rootCrlRecordOf(root));
+  const rootDer = Buffer.from(root.der, 'base64');
+  const listed = new Set(parseRootCrl(der, rootDer).entries.map((e) => hexSerial(String(e.serial))));
+  const agrees = (o: ParsedRootOcsp) => o.serials.every((s) => listed.has(s) === o.revoked.includes(s));
+  let imported: StoredRootOcsp | null = null;
+  if (ocsp) {
+    const o = parseRootOcsp(ocsp, rootDer);
+    if (!agrees(o)) throw new DeviceCaError('bad-request', 'the root OCSP answer does not agree with this root CRL (sign both in one `ca root-crl --out` run)');
+    imported = { der: ocsp.toString('base64'), serials: o.serials, nextUpdate: o.nextUpdate.toISOString() };
+  }
+  const info = await saveRootCrl(store, rootDer, der, actor, 'imported', rootCrlRecordOf(root));
   await markRevoked(cfg, store, info);
-  return info;
+  const record = rootOcspRecordOf(root);
+  let outcome: RootOcspImport = 'kept';
+  if (imported) {
+    await saveRootOcsp(store, imported, record);
+    outcome = 'imported';
+  } else {
+    const cur = (await store.getCaState(record))?.value as StoredRootOcsp | undefined;
+    let ok = false;
+    try {
+      ok = cur !== undefined && agrees(parseRootOcsp(Buffer.from(cur.der, 'base64'), rootDer));
+    } catch {
+      ok = false; // withdrawn before, or unreadable: nothing to keep
+    }
+    if (!ok) {
+      await saveRootOcsp(store, { der: '', serials: [], nextUpdate: new Date(0).toISOString() }, record);
+      outcome = 'withdrawn';
+    }
+  }
+  if (outcome !== 'kept') await store.appendAudit({ type: `root-ocsp.${outcome}`, actor, subject: record, data: { crlNumber: info.number.toString() } });
+  return { ...info, ocsp: outcome };
 }
+
+/** hexSerial: a serial as lower-case hex without leading zeros, the form CRL entries and OCSP answers are compared in. */
+const hexSerial = (s: string): string => s.toLowerCase().replace(/^0+(?=.)/, '');
 
 /**
  * reissueIssuing gives the current issuing key a new certificate signed by the root, with the same subject,
@@ -170,7 +234,9 @@ export async function importRootCrl(cfg: Config, store: LifecycleStore, der: Buf
  * Running services serve it in place of the old one from their next CA duties round (issuing-ca-set.ts).
  */
 export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: LifecycleStore, actor: string, now = new Date()): Promise<{ der: Buffer; replaced: string }> {
-  const { rec, version } = await caRecord(cfg, store);
+  // the issuing CA in force at `now` (a due rollover's), written back where the stored record keeps it
+  const { rec: stored, version } = await storedCaRecord(cfg, store);
+  const rec = promoteDue(stored, now);
   const oldDer = Buffer.from(rec.issuing.der, 'base64');
   // the root that signed it (after `ca rollover-root` the issuing CA in force may be under the previous root)
   const signer = rootSigning(rec, oldDer);
@@ -191,7 +257,8 @@ export async function reissueIssuing(cfg: Config, keys: KeyBackend, store: Lifec
     window: { notBefore: new Date(x.validFrom), notAfter: new Date(x.validTo) },
     rootUrls: rootUrlsOf(cfg, signer.name),
   });
-  const next: StoredCa = { ...rec, issuing: { ...rec.issuing, der: der.toString('base64'), replaced: [...(rec.issuing.replaced ?? []), old.serial] } };
+  const reissued = { ...rec.issuing, der: der.toString('base64'), replaced: [...(rec.issuing.replaced ?? []), old.serial] };
+  const next: StoredCa = stored.next?.name === reissued.name ? { ...stored, next: { ...reissued, activatesAt: stored.next.activatesAt } } : { ...stored, issuing: reissued };
   await store.saveCaState(HIERARCHY_RECORD, next, version, {
     type: 'ca.issuing-reissued',
     actor,
@@ -215,7 +282,7 @@ export async function revokeIssuing(
   name: string,
   reason: CrlReason,
   o: { store: boolean; actor: string; now?: Date },
-): Promise<{ crl: RootCrlInfo; serials: string[] }> {
+): Promise<{ crl: RootCrlInfo & { ocsp?: Buffer }; serials: string[] }> {
   const { rec } = await caRecord(cfg, store);
   const all = [rec.issuing, ...(rec.next ? [rec.next] : []), ...(rec.retired ?? [])];
   const target = all.find((i) => i.name === name);
@@ -261,7 +328,8 @@ export interface RootRolloverResult {
  */
 export async function rolloverRoot(cfg: Config, keys: KeyBackend, store: LifecycleStore, o: { actor: string; now?: Date }): Promise<RootRolloverResult> {
   const now = o.now ?? new Date();
-  const { rec, version } = await caRecord(cfg, store, now);
+  // the record as stored (storedCaRecord): a root rollover does not commit a due issuing CA rollover
+  const { rec, version } = await storedCaRecord(cfg, store);
   const last = (rec.links ?? []).find((l) => l.to === rec.root.name);
   if (last) {
     const newKey = await openRootKey(cfg, keys, rec);
@@ -289,7 +357,13 @@ export async function rolloverRoot(cfg: Config, keys: KeyBackend, store: Lifecyc
   const oldRoot = rec.root;
   const oldDer = Buffer.from(oldRoot.der, 'base64');
   const oldKey = await openRootKey(cfg, keys, rec);
-  const taken = new Set([...allRoots(rec).map((r) => r.name), rec.issuing.name, ...(rec.next ? [rec.next.name] : []), ...(rec.retired ?? []).map((r) => r.name)]);
+  const taken = new Set([
+    ...allRoots(rec).map((r) => r.name),
+    ...(rec.droppedRoots ?? []).map((r) => r.name),
+    rec.issuing.name,
+    ...(rec.next ? [rec.next.name] : []),
+    ...(rec.retired ?? []).map((r) => r.name),
+  ]);
   let n = (rec.previousRoots?.length ?? 0) + 2;
   while (taken.has(`${cfg.ca.root.name}-${n}`)) n++;
   const name = `${cfg.ca.root.name}-${n}`;
@@ -344,4 +418,45 @@ async function publishNewRoot(cfg: Config, store: LifecycleStore, key: SigningKe
     [`${rec.root.name}.pem`, toPem(der, 'CERTIFICATE')],
     ['root-links.pem', linkPems],
   ]);
+}
+
+/**
+ * dropRoot stops publishing a previous root (`ca rollover-root` replaced it) before it expires: its
+ * certificate (`/ca/<name>.crt`, `/cacerts`, `crl export`), its CRL, its OCSP answers and the link
+ * certificates to and from it leave every running service at its next CA duties round. Refused for the
+ * root in force, and while an issuing CA it signed may still have valid certificates: one in force or
+ * pending, or a retired one whose own certificate has not expired (no certificate it signed outlives it)
+ * and that the root CRL does not list. One versioned write, audited `ca.root-dropped`; the record keeps the
+ * root and its links under droppedRoots. Needs no root key.
+ */
+export async function dropRoot(cfg: Config, store: LifecycleStore, name: string, o: { actor: string; now?: Date }): Promise<{ name: string; linkCertificates: number }> {
+  const now = o.now ?? new Date();
+  const { rec, version } = await storedCaRecord(cfg, store);
+  if (name === rec.root.name) throw new DeviceCaError('conflict', `${name} is the root in force; only a root \`ca rollover-root\` replaced can be dropped`);
+  const root = (rec.previousRoots ?? []).find((r) => r.name === name);
+  if (!root) throw new DeviceCaError('not-found', `no previous root named ${name} (this CA's: ${(rec.previousRoots ?? []).map((r) => r.name).join(', ') || 'none'})`);
+  const rootSubject = certificateParts(Buffer.from(root.der, 'base64')).subject;
+  const under = (i: StoredIssuing) => certificateParts(Buffer.from(i.der, 'base64')).issuer.equals(rootSubject);
+  const expires = (i: StoredIssuing) => new Date(new crypto.X509Certificate(Buffer.from(i.der, 'base64')).validTo);
+  // decided on the CAs as of now (a due rollover promoted), written on the record as stored
+  const view = promoteDue(rec, now);
+  const inUse = [
+    ...[view.issuing, ...(view.next ? [view.next] : [])].filter(under).map((i) => `${i.name} (${i === view.issuing ? 'in force' : 'pending'})`),
+    ...(view.retired ?? []).filter((i) => under(i) && !i.revoked && expires(i) > now).map((i) => `${i.name} (retired, its certificates may be valid until ${expires(i).toISOString()})`),
+  ];
+  if (inUse.length)
+    throw new DeviceCaError(
+      'conflict',
+      `root ${name} still vouches for certificates in use: ${inUse.join(', ')}; wait until they expire, or \`ca revoke-issuing <name> --reason superseded\` once every device has re-enrolled`,
+    );
+  const links = (rec.links ?? []).filter((l) => l.from === name || l.to === name);
+  const next: StoredCa = {
+    ...rec,
+    previousRoots: (rec.previousRoots ?? []).filter((r) => r.name !== name),
+    links: (rec.links ?? []).filter((l) => !links.includes(l)),
+    droppedRoots: [...(rec.droppedRoots ?? []), { ...root, droppedAt: now.toISOString(), links }],
+  };
+  await store.saveCaState(HIERARCHY_RECORD, next, version, { type: 'ca.root-dropped', actor: o.actor, subject: name, data: { linkCertificates: links.length * 2 } });
+  // each link record holds two certificates: OldWithNew and NewWithOld
+  return { name, linkCertificates: links.length * 2 };
 }

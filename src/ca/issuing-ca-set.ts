@@ -8,15 +8,18 @@ import { CaMaterial } from './certificate-authority';
  * certificates may still be in use (all: their CRLs, OCSP and /ca/<name>.crt are served). The switch at a
  * rollover's activation time is a clock comparison, so every process and node switches at the same
  * moment; refresh() (run each CA duties round) picks up a rollover or reissue another process wrote to
- * the store, and tells the listeners of CAs it had not served yet.
+ * the store, tells the listeners of CAs it had not served yet, and drops a retired CA once its own
+ * certificate has expired (no certificate it signed can still be valid: RFC 5280 §6.1.3), telling the
+ * listeners that stop its CRLs and OCSP, as a restart would.
  */
 export class IssuingCaSet {
   private readonly added: ((ca: CaMaterial) => void)[] = [];
+  private readonly removed: ((ca: CaMaterial) => void)[] = [];
   private version = -1;
 
   constructor(
     private h: CaHierarchy,
-    private readonly source?: { store: Pick<CaStateStore, 'getCaState'>; load: () => Promise<CaHierarchy> },
+    private readonly source?: { store: Pick<CaStateStore, 'getCaState'>; load: (now: Date) => Promise<CaHierarchy> },
     private readonly now: () => Date = () => new Date(),
   ) {}
 
@@ -86,16 +89,35 @@ export class IssuingCaSet {
     this.added.push(fn);
   }
 
-  /** refresh reloads the hierarchy when its store record changed; true when it did. */
+  /** onRemoved: called with each retired issuing CA a refresh stops serving (its certificate expired). */
+  onRemoved(fn: (ca: CaMaterial) => void): void {
+    this.removed.push(fn);
+  }
+
+  /**
+   * refresh reloads the hierarchy when its store record changed, and drops retired CAs whose certificate
+   * has expired by this set's clock; true when the CAs served changed or the record was reloaded.
+   */
   async refresh(): Promise<boolean> {
-    if (!this.source) return false;
-    const entry = await this.source.store.getCaState(HIERARCHY_RECORD);
-    if (!entry || entry.version === this.version) return false;
-    const known = new Set(this.all().map((c) => c.name));
-    const h = await this.source.load();
-    this.h = h;
-    this.version = entry.version;
-    for (const ca of issuingCas(h)) if (!known.has(ca.name)) for (const fn of this.added) fn(ca);
-    return true;
+    const now = this.now();
+    const before = this.all();
+    let changed = false;
+    if (this.source) {
+      const entry = await this.source.store.getCaState(HIERARCHY_RECORD);
+      if (entry && entry.version !== this.version) {
+        this.h = await this.source.load(now);
+        this.version = entry.version;
+        changed = true;
+      }
+    }
+    if (this.h.retired.some((c) => c.notAfter <= now)) {
+      this.h = { ...this.h, retired: this.h.retired.filter((c) => c.notAfter > now) };
+      changed = true;
+    }
+    const after = new Set(this.all().map((c) => c.name));
+    const known = new Set(before.map((c) => c.name));
+    for (const ca of this.all()) if (!known.has(ca.name)) for (const fn of this.added) fn(ca);
+    for (const ca of before) if (!after.has(ca.name)) for (const fn of this.removed) fn(ca);
+    return changed;
   }
 }

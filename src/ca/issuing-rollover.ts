@@ -2,9 +2,10 @@ import * as crypto from 'node:crypto';
 import { Config } from '../config/schema';
 import { toStoredRef } from '../data-dir/data-dir-ref';
 import { DeviceCaError } from '../errors/device-ca-error';
+import { AuditStore, CaStateStore } from '../store/store';
 import { KeyAlgorithm, KeyBackend } from '../keys/key-backend';
-import { HIERARCHY_RECORD, StoredCa, allRoots, exportCaFiles, rootUrlsOf, signCaCert } from './ca-hierarchy';
-import { LifecycleStore, caRecord, openRootKey, refreshRootOcsp } from './ca-lifecycle';
+import { HIERARCHY_RECORD, StoredCa, allRoots, exportCaFiles, promoteDue, rootUrlsOf, signCaCert } from './ca-hierarchy';
+import { LifecycleStore, caRecord, openRootKey, refreshRootOcsp, storedCaRecord } from './ca-lifecycle';
 import { keyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 import { encodeName } from './name';
@@ -73,4 +74,33 @@ export async function rolloverIssuing(cfg: Config, keys: KeyBackend, store: Life
   // <name>.crt/.pem for operators now; chain.pem follows at the first `serve` start after activatesAt
   exportCaFiles(cfg, rootDer, der, name, { chain: false, rootName: rec.root.name });
   return { name, der, keyRef, activatesAt, replaces: rec.issuing.name };
+}
+
+/**
+ * activateDueRollover is where a scheduled switch is committed: run by the CA duties holder each round
+ * (and by `ca rollover`, which promotes a due CA before scheduling the next). Once the next issuing CA's
+ * activation time has come, the store record makes it the issuing CA and retires the one it replaced, in
+ * one versioned write audited as `ca.rollover-activated` (the files in <dataDir>/ca stay as they are until
+ * the next `serve` start, as before: relying parties may read chain.pem meanwhile). Every process already
+ * issues from the new CA from activatesAt on (a clock comparison, issuing-ca-set.ts), so this write
+ * changes no process's behaviour; it records the switch where writers of the record find it. Returns the
+ * name of the CA activated, or null when nothing was due (or another process committed it first).
+ */
+export async function activateDueRollover(cfg: Config, store: CaStateStore & AuditStore, o: { actor: string; now?: Date }): Promise<string | null> {
+  const now = o.now ?? new Date();
+  const { rec, version } = await storedCaRecord(cfg, store);
+  if (!rec.next || new Date(rec.next.activatesAt) > now) return null;
+  const promoted = promoteDue(rec, now);
+  try {
+    await store.saveCaState(HIERARCHY_RECORD, promoted, version, {
+      type: 'ca.rollover-activated',
+      actor: o.actor,
+      subject: promoted.issuing.name,
+      data: { replaces: rec.issuing.name, activatesAt: rec.next.activatesAt },
+    });
+  } catch (e) {
+    if (e instanceof DeviceCaError && e.code === 'conflict') return null; // written meanwhile: the next round looks again
+    throw e;
+  }
+  return promoted.issuing.name;
 }

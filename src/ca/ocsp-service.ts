@@ -111,6 +111,20 @@ export class OcspService {
     if (this.responder) this.delegatedFor = this.issuerOfResponder(this.responder);
   }
 
+  /**
+   * removeIssuer stops answering for an issuing CA (a retired one whose certificate expired): requests
+   * naming it get 'unauthorized' from now on, as for any CA this responder does not serve.
+   */
+  removeIssuer(name: string): void {
+    const i = this.issuers.findIndex((x) => x.ca.name === name);
+    if (i < 0) return;
+    this.issuers.splice(i, 1);
+    // both caches: a remembered request would otherwise still be answered for the CA removed
+    this.cache.clear();
+    this.byRequest.clear();
+    if (this.responder) this.delegatedFor = this.issuerOfResponder(this.responder);
+  }
+
   /** close stops listening to the revocation feed. */
   close(): void {
     this.unwatch?.();

@@ -72,7 +72,8 @@ export async function signRootCrl(args: { rootKey: SigningKey; rootDer: Buffer; 
   );
 }
 
-function readTime(t: Tlv): Date {
+/** readTime reads a UTCTime or GeneralizedTime (CRLs, and the root OCSP answer an offline machine made). */
+export function readTime(t: Tlv): Date {
   const s = t.value.toString('latin1');
   let iso: string;
   if (t.tag === 0x17 && /^\d{12}Z$/.test(s))

@@ -1,10 +1,14 @@
 import * as crypto from 'node:crypto';
+import { children, readOne } from '../der/der-reader';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
+import { hashFor } from '../keys/signature-algorithm';
+import { algorithmOfKey } from '../keys/software-key-backend';
 import { CaStateStore } from '../store/store';
 import { StoredCa, StoredRoot } from './ca-hierarchy';
 import { certificateParts } from './certificate-parts';
 import { RevokedEntry } from './crl-encoder';
+import { readTime } from './root-crl';
 import { OcspHashName, OcspResponder, OcspSingleResponse, certIdHashes, encodeCertId } from './ocsp-codec';
 
 /** ROOT_OCSP_RECORD names the store record of the root-signed OCSP response for the issuing CA certificates. */
@@ -55,6 +59,58 @@ export async function signRootOcsp(args: { rootKey: SigningKey; rec: StoredCa; r
   }
   const der = await new OcspResponder(args.rootKey, rootDer).respond(singles, { producedAt: args.thisUpdate });
   return { der: der.toString('base64'), serials, nextUpdate: args.nextUpdate.toISOString() };
+}
+
+/** ParsedRootOcsp: what a root-signed OCSP answer says: the serials it covers (hex), those it says revoked, when it lapses. */
+export interface ParsedRootOcsp {
+  serials: string[];
+  revoked: string[];
+  nextUpdate: Date;
+}
+
+/**
+ * parseRootOcsp checks that der is an OCSPResponse (successful, BasicOCSPResponse) signed by the root key
+ * of rootDer, whose every SingleResponse names that root as issuer (RFC 6960 §4.1.1 CertID, SHA-1 or
+ * SHA-256) and has a nextUpdate, and returns what it says. Used to import the answer an offline root
+ * machine signed beside its root CRL (`ca root-crl --import`), and to read the stored one back.
+ */
+export function parseRootOcsp(der: Buffer, rootDer: Buffer): ParsedRootOcsp {
+  const root = certificateParts(rootDer);
+  const ids = ROOT_OCSP_HASHES.map((h) => certIdHashes(root.subject, root.spki, h));
+  let tbs: Buffer;
+  let signature: Buffer;
+  const out: ParsedRootOcsp = { serials: [], revoked: [], nextUpdate: new Date(8.64e15) };
+  try {
+    const [status, bytes] = children(readOne(der, 0x30), 2);
+    if (status.tag !== 0x0a || status.value[0] !== 0 || bytes?.tag !== 0xa0) throw new Error('not a successful OCSP response');
+    const [, basicOctets] = children(readOne(bytes.value, 0x30), 2);
+    const basic = children(readOne(basicOctets.value, 0x30), 4);
+    if (basic.length < 3 || basic[2].tag !== 0x03) throw new Error('not a BasicOCSPResponse');
+    tbs = basic[0].full;
+    signature = basic[2].value.subarray(1);
+    const f = children(basic[0], 5);
+    const responses = f[f[0].tag === 0xa0 ? 3 : 2];
+    if (responses?.tag !== 0x30) throw new Error('no responses');
+    for (const single of children(responses, 10_000)) {
+      const [certId, certStatus, , ...rest] = children(single, 5);
+      const [, nameHash, keyHash, serial] = children(certId, 4);
+      if (!ids.some((h) => h.issuerNameHash.equals(nameHash.value) && h.issuerKeyHash.equals(keyHash.value))) throw new Error('a response names another issuer than the root');
+      const next = rest.find((x) => x.tag === 0xa0);
+      if (!next) throw new Error('a response without nextUpdate');
+      const s = hex(serial.value.toString('hex'));
+      if (!out.serials.includes(s)) out.serials.push(s);
+      if (certStatus.tag === 0xa1 && !out.revoked.includes(s)) out.revoked.push(s);
+      else if (certStatus.tag !== 0x80 && certStatus.tag !== 0xa1) throw new Error('a response that is neither good nor revoked');
+      const nu = readTime(readOne(next.value));
+      if (nu < out.nextUpdate) out.nextUpdate = nu;
+    }
+    if (!out.serials.length) throw new Error('no responses');
+  } catch (e) {
+    throw new DeviceCaError('bad-request', `not a root OCSP response of this CA: ${(e as Error).message}`);
+  }
+  const key = crypto.createPublicKey({ key: root.spki, format: 'der', type: 'spki' });
+  if (!crypto.verify(hashFor(algorithmOfKey(key)), tbs, key, signature)) throw new DeviceCaError('bad-request', 'not a root OCSP response of this CA: the signature does not verify with the root key');
+  return out;
 }
 
 /** saveRootOcsp stores the response (last writer wins: each is made from the record and root CRL of its time); record: the root's (rootOcspRecordOf). */

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { initCa, caDir } from '../ca/ca-hierarchy';
 import { recordStoreMark, verifyStoreIdentity } from '../ca/ca-identity';
 import { exportHashedDir, exportRootToHashedDir, runReload } from '../ca/crl-export';
-import { importRootCrl, makeRootCrl, reissueIssuing, revokeIssuing, rolloverRoot } from '../ca/ca-lifecycle';
+import { RootOcspImport, dropRoot, importRootCrl, makeRootCrl, reissueIssuing, revokeIssuing, rolloverRoot } from '../ca/ca-lifecycle';
 import { rolloverIssuing } from '../ca/issuing-rollover';
 import { CA_DUTIES_INTERVAL_MS } from '../ca/ca-duties';
 import { CrlReason, crlReasonCode } from '../ca/crl-encoder';
@@ -489,20 +489,35 @@ const openRootSide = async (cfg: Config): Promise<{ keys: ReturnType<typeof open
   const store = await openCheckedStore(cfg).catch(async (e: unknown) => (await keys.close(), Promise.reject(e)));
   return { keys, store, close: async () => (await store.close(), await keys.close()) };
 };
-const printRootCrl = (what: string, info: RootCrlInfo, file?: string): void => {
-  const out = { number: info.number.toString(), thisUpdate: info.thisUpdate.toISOString(), nextUpdate: info.nextUpdate.toISOString(), revoked: info.entries.map((e) => String(e.serial)), file };
+const printRootCrl = (what: string, info: RootCrlInfo & { ocsp?: Buffer | RootOcspImport }, file?: string): void => {
+  const ocsp = info.ocsp === undefined ? undefined : Buffer.isBuffer(info.ocsp) ? `${file}.ocsp` : info.ocsp;
+  const out = { number: info.number.toString(), thisUpdate: info.thisUpdate.toISOString(), nextUpdate: info.nextUpdate.toISOString(), revoked: info.entries.map((e) => String(e.serial)), file, ocsp };
   if (json()) console.log(JSON.stringify(out));
-  else console.log(`${what}: root CRL number ${out.number}, next update ${out.nextUpdate}, ${out.revoked.length} revoked CA certificate(s)${file ? `, written to ${file}` : ''}`);
+  else
+    console.log(
+      `${what}: root CRL number ${out.number}, next update ${out.nextUpdate}, ${out.revoked.length} revoked CA certificate(s)${file ? `, written to ${file} (and its root OCSP answer to ${ocsp}: copy both)` : ''}` +
+        (ocsp === 'withdrawn'
+          ? '; the root OCSP answer for the issuing CA disagreed with this CRL and was withdrawn: import the .ocsp file written beside the CRL'
+          : ocsp
+            ? `; root OCSP answer ${ocsp}`
+            : ''),
+    );
+};
+/** writeRootCrlFiles: the offline root machine's output, the CRL at `file` and the root OCSP answer signed with it at `file`.ocsp. */
+const writeRootCrlFiles = (file: string, info: RootCrlInfo & { ocsp?: Buffer }): void => {
+  fs.writeFileSync(file, info.der);
+  if (info.ocsp) fs.writeFileSync(`${file}.ocsp`, info.ocsp);
 };
 
 const caCmd = program.command('ca').description("the CA's own life cycle: root CRL, rolling over the root, rolling over, reissuing and revoking the issuing CA");
 caCmd
   .command('root-crl')
   .description('sign a new root CRL with the root key (into the store, or --out a file on the offline root machine), or --import one signed elsewhere')
-  .option('--out <file>', 'write the signed root CRL (DER) to this file instead of the store; copy it to the server and run `ca root-crl --import <file>`')
+  .option('--out <file>', 'write the signed root CRL (DER) to this file and the root OCSP answer to <file>.ocsp instead of the store; copy both to the server and run `ca root-crl --import <file>`')
   .option('--import <file>', 'store a root CRL signed elsewhere (needs no root key): it must verify with the root certificate and be newer than the stored one')
+  .option('--ocsp <file>', 'with --import: the root OCSP answer signed beside the CRL (default: <import file>.ocsp when it exists)')
   .option('--root <name>', 'after `ca rollover-root`: the root whose CRL to sign (default: the root in force; the old root keeps its own CRL until it expires)')
-  .action(async (o: { out?: string; import?: string; root?: string }) => {
+  .action(async (o: { out?: string; import?: string; root?: string; ocsp?: string }) => {
     const cfg = config();
     if (o.out && o.import) throw new DeviceCaError('bad-request', '--out and --import go separately: --out where the root key is, --import on the server');
     if (o.import) {
@@ -515,7 +530,14 @@ caCmd
           throw new DeviceCaError('bad-request', `--import: ${(e as Error).message}`);
         }
         const pem = /-----BEGIN X509 CRL-----([^-]+)-----END X509 CRL-----/.exec(der.toString('latin1'));
-        printRootCrl('imported', await importRootCrl(cfg, store, pem ? Buffer.from(pem[1], 'base64') : der, actor()));
+        const ocspFile = o.ocsp ?? (fs.existsSync(`${o.import}.ocsp`) ? `${o.import}.ocsp` : undefined);
+        let ocsp: Buffer | undefined;
+        try {
+          ocsp = ocspFile === undefined ? undefined : fs.readFileSync(ocspFile);
+        } catch (e) {
+          throw new DeviceCaError('bad-request', `--ocsp: ${(e as Error).message}`);
+        }
+        printRootCrl('imported', await importRootCrl(cfg, store, pem ? Buffer.from(pem[1], 'base64') : der, actor(), ocsp));
       } finally {
         await store.close();
       }
@@ -524,7 +546,7 @@ caCmd
     const h = await openRootSide(cfg);
     try {
       const info = await makeRootCrl(cfg, h.keys, h.store, { store: !o.out, actor: actor(), root: o.root });
-      if (o.out) fs.writeFileSync(o.out, info.der);
+      if (o.out) writeRootCrlFiles(o.out, info);
       printRootCrl('signed', info, o.out);
     } finally {
       await h.close();
@@ -549,7 +571,7 @@ caCmd
   .command('revoke-issuing <name>')
   .description('revoke the issuing CA (every certificate of its key) on the root CRL at once; needs the root key. Then roll over and re-enroll (README runbook)')
   .requiredOption('--reason <reason>', `RFC 5280 reason, e.g. keyCompromise, cACompromise, superseded, cessationOfOperation`)
-  .option('--out <file>', 'offline root machine: write the new root CRL to this file (import it on the server with `ca root-crl --import`)')
+  .option('--out <file>', 'offline root machine: write the new root CRL to this file and the root OCSP answer to <file>.ocsp (import both on the server with `ca root-crl --import <file>`)')
   .action(async (name: string, o: { reason: string; out?: string }) => {
     if (crlReasonCode(o.reason) === undefined || o.reason === 'removeFromCRL' || o.reason === 'certificateHold')
       throw new DeviceCaError('bad-request', `--reason: ${o.reason} is not a reason to revoke a CA (RFC 5280 §5.3.1)`);
@@ -557,7 +579,7 @@ caCmd
     const h = await openRootSide(cfg);
     try {
       const r = await revokeIssuing(cfg, h.keys, h.store, name, o.reason as CrlReason, { store: !o.out, actor: actor() });
-      if (o.out) fs.writeFileSync(o.out, r.crl.der);
+      if (o.out) writeRootCrlFiles(o.out, r.crl);
       printRootCrl(`revoked ${name} (${r.serials.join(', ')})`, r.crl, o.out);
     } finally {
       await h.close();
@@ -616,6 +638,23 @@ caCmd
         );
     } finally {
       await h.close();
+    }
+  });
+caCmd
+  .command('drop-root <name>')
+  .description(
+    'stop publishing a root `ca rollover-root` replaced (certificate, CRL, OCSP, link certificates) before it expires; needs no root key. ' +
+      'Refused while an issuing CA under it is in force, pending, or retired with certificates that may be valid (not expired, not revoked)',
+  )
+  .action(async (name: string) => {
+    const cfg = config();
+    const store = await openCheckedStore(cfg);
+    try {
+      const r = await dropRoot(cfg, store, name, { actor: actor() });
+      if (json()) console.log(JSON.stringify(r));
+      else console.log(`root ${r.name} and ${r.linkCertificates} link certificate(s) are no longer published; running services drop them within ${CA_DUTIES_INTERVAL_MS / 1000} s`);
+    } finally {
+      await store.close();
     }
   });
 

@@ -189,3 +189,24 @@ it('HTTPS: a client trusting only the new root verifies the listener (its chain 
   }
   expect(r.stdout).toMatch(/^ 2 s:O ?= ?device-ca, CN ?= ?device-ca Root CA\n\s+i:O ?= ?device-ca, CN ?= ?device-ca Root CA 2\n/m);
 }, 60_000);
+
+it('ca drop-root: refused while the old issuing CA may have valid certificates; after it is revoked, the old root, its CRL and both links leave /cacerts', async () => {
+  const refusedDrop = await svc.cli(['ca', 'drop-root', OLD_ROOT]);
+  expect(refusedDrop.code).not.toBe(0);
+  expect(refusedDrop.stderr).toContain(`root ${OLD_ROOT} still vouches for certificates in use: device-ca-issuing (retired`);
+  await cliOk('ca', 'revoke-issuing', 'device-ca-issuing', '--reason', 'superseded');
+  await cliOk('ca', 'drop-root', OLD_ROOT);
+  const end = Date.now() + 30_000;
+  let certs = await cacerts();
+  const oldRootOrLink = (c: CertInfo) => c.subject === ROOT1 || (c.subject === ROOT2 && c.issuer === ROOT1);
+  while (certs.some(oldRootOrLink)) {
+    if (Date.now() > end) throw new Error(`/cacerts still holds the old root: ${certs.map((x) => `${x.subject} <- ${x.issuer}`).join('; ')}`);
+    await new Promise((r) => setTimeout(r, 500));
+    certs = await cacerts();
+  }
+  // the retired, revoked old issuing CA is still served (its CRL and OCSP) until it expires; the old root and the links are gone
+  expect(certs.map((c) => `${c.subject} <- ${c.issuer}`)).toEqual([`${ISS2} <- ${ROOT2}`, `${ISS1} <- ${ROOT1}`, `${ROOT2} <- ${ROOT2}`]);
+  expect((await curl(`http://127.0.0.1:${svc.httpPort}/ca/${OLD_ROOT}.crt`)).status).toBe(404);
+  expect((await curl(`http://127.0.0.1:${svc.httpPort}/crl/${OLD_ROOT}.crl`)).status).toBe(404);
+  expect((await curl(`http://127.0.0.1:${svc.httpPort}/ca/${NEW_ROOT}.crt`)).status).toBe(200);
+}, 60_000);
