@@ -71,7 +71,7 @@ export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string;
     const keyPublic = createDeviceKey(tpm, keyHandle);
     made.push(keyHandle);
     const nonce = await est.nonce();
-    const csr = attestedCsrFor(tpm, { keyHandle, akHandle: o.akHandle, keyPublic, nonce, subject: deviceSubject(o.device) });
+    const csr = await attestedCsrFor(tpm, { keyHandle, akHandle: o.akHandle, keyPublic, nonce, subject: deviceSubject(o.device) });
     const cert = checkIssued(await est.enroll('simpleenroll', csr), spkiOf(keyPublic), trust);
     const state: AgentState = { device: o.device, est: o.est, akHandle: hex(o.akHandle), keyHandle: hex(keyHandle), keySlots: [hex(o.keySlots[0]), hex(o.keySlots[1])] };
     commit(o.out, { cert, trust, state, akCert });
