@@ -308,8 +308,12 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect(text).toMatch(/X509v3 Extended Key Usage: *\n *TLS Web Client Authentication\n/);
     // swtpm's clockInfo (safe, a real TPM's counters) is recorded on the AK binding as its last accepted
     const db = new Database(join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
+    let recorded: Record<string, unknown>;
     try {
-      const ak = db.prepare('SELECT last_clock, last_reset_count, last_restart_count FROM tpm_aks WHERE ak_name = ?').get(tpm.dir.read('ak1.name').toString('hex')) as Record<string, unknown>;
+      const ak = (recorded = db.prepare('SELECT last_clock, last_reset_count, last_restart_count FROM tpm_aks WHERE ak_name = ?').get(tpm.dir.read('ak1.name').toString('hex')) as Record<
+        string,
+        unknown
+      >);
       expect(BigInt(String(ak.last_clock))).toBeGreaterThan(0n);
       expect(ak.last_reset_count).toEqual(expect.any(Number));
       expect(ak.last_restart_count).toEqual(expect.any(Number));
@@ -323,13 +327,17 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
       .replace(/^serial=/, '')
       .toLowerCase();
     const shown = JSON.parse(await c.cliOk('devices', 'show', 'dev-1', '--json')) as {
-      aks: { akName: string; status: string; ekSha256: string; ekModel: string }[];
+      aks: { akName: string; status: string; ekSha256: string; ekModel: string; akCertSerial: string; lastClock: unknown }[];
       lastAttestation: { verdict: string; serial: string };
       certificates: { serial: string; profile: string; tpmAttested: boolean }[];
     };
     expect(shown.aks).toEqual([
       expect.objectContaining({ akName: tpm.dir.read('ak1.name').toString('hex'), status: 'active', ekSha256: createHash('sha256').update(tpm.dir.read('ek.der')).digest('hex'), ekModel: 'swtpm' }),
     ]);
+    // per AK: the AK certificate's serial and the clock the clock checks recorded (decimal text: a UINT64)
+    const akCert = shown.certificates.find((x) => x.profile === 'tpm-ak');
+    expect(shown.aks[0].akCertSerial).toBe(akCert?.serial);
+    expect(shown.aks[0].lastClock).toEqual({ resetCount: recorded.last_reset_count, restartCount: recorded.last_restart_count, clock: String(recorded.last_clock) });
     expect(shown.lastAttestation).toMatchObject({ verdict: 'attested', serial });
     expect(shown.certificates.map((x) => [x.profile, x.tpmAttested]).sort()).toEqual([
       ['tpm', true],
