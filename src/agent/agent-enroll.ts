@@ -35,8 +35,9 @@ export interface EnrollOptions {
 
 /**
  * agentEnroll is `device-ca agent enroll`: the whole device side of TPM-attested enrollment (README
- * "Device agent"): EK certificate (NV or --ek-cert), EK and AK in the TPM, AK registration and credential
- * activation, a new P-256 key in the TPM certified by the AK with the CA's nonce, CSR signed by that key,
+ * "Device agent"): EK certificate (NV or --ek-cert), EK and AK in the TPM (under a TCTI the agent speaks,
+ * the EK derived once in-process and held until the activation, tpm-credential-session.ts EkSession; under
+ * tabrmd by tpm2-tools), AK registration and credential activation, a new P-256 key in the TPM certified by the AK with the CA's nonce, CSR signed by that key,
  * simpleenroll with the one-time secret. --out is written only after the certificate came back and was
  * checked; the TPM objects made by a failed run are removed.
  */
@@ -61,19 +62,35 @@ export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string;
     }
     const ekAlg = o.ekAlg ?? 'rsa';
     const ekCertificate = ekCertFile ?? tpm.ekCertificate(ekAlg);
-    tpm.run('tpm2_createek', ['-c', 'ek.ctx', '-G', ekAlg, '-u', 'ek.pub']);
-    tpm.run('tpm2_createak', ['-C', 'ek.ctx', '-c', 'ak.ctx', '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', 'ak.pub', '-n', 'ak.name']);
-    tpm.persist('ak.ctx', o.akHandle);
-    made.push(o.akHandle);
-    const challenge = await est.registerAk({ ekCertificate, ekChain, ekPublic: tpm.read('ek.pub'), akPublic: tpm.read('ak.pub') });
-    const secret = await tpm.activateCredential(o.akHandle, tpm.read('ek.pub'), { credentialBlob: challenge.credentialBlob, secret: challenge.encryptedSecret });
-    const akCert = await est.activateAk(challenge.akName, secret);
+    let akCert: Buffer;
+    if (tpm.speaksTcti) {
+      // the EK derived once, in-process, and held from the AK's creation through the activation
+      if (taken.includes(o.akHandle)) tpm.evict(o.akHandle);
+      const ek = await tpm.ekSession(ekAlg);
+      try {
+        const akPublic = await ek.createAk(o.akHandle);
+        made.push(o.akHandle);
+        const challenge = await est.registerAk({ ekCertificate, ekChain, ekPublic: ek.ekPublic, akPublic });
+        const secret = await ek.activateCredential(o.akHandle, { credentialBlob: challenge.credentialBlob, secret: challenge.encryptedSecret });
+        akCert = await est.activateAk(challenge.akName, secret);
+      } finally {
+        await ek.close();
+      }
+    } else {
+      tpm.run('tpm2_createek', ['-c', 'ek.ctx', '-G', ekAlg, '-u', 'ek.pub']);
+      tpm.run('tpm2_createak', ['-C', 'ek.ctx', '-c', 'ak.ctx', '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', 'ak.pub', '-n', 'ak.name']);
+      tpm.persist('ak.ctx', o.akHandle);
+      made.push(o.akHandle);
+      const challenge = await est.registerAk({ ekCertificate, ekChain, ekPublic: tpm.read('ek.pub'), akPublic: tpm.read('ak.pub') });
+      const secret = await tpm.activateCredential(o.akHandle, tpm.read('ek.pub'), { credentialBlob: challenge.credentialBlob, secret: challenge.encryptedSecret });
+      akCert = await est.activateAk(challenge.akName, secret);
+    }
 
     const keyHandle = o.keySlots[0];
     const keyPublic = createDeviceKey(tpm, keyHandle, o.keyDecrypt);
     made.push(keyHandle);
     const nonce = await est.nonce();
-    const csr = attestedCsrFor(tpm, { keyHandle, akHandle: o.akHandle, keyPublic, nonce, subject: deviceSubject(o.device) });
+    const csr = await attestedCsrFor(tpm, { keyHandle, akHandle: o.akHandle, keyPublic, nonce, subject: deviceSubject(o.device) });
     const cert = checkIssued(await est.enroll('simpleenroll', csr), spkiOf(keyPublic), trust);
     const state: AgentState = {
       device: o.device,

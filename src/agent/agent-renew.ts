@@ -46,7 +46,7 @@ export async function agentRenew(o: RenewOptions): Promise<{ certFile: string; s
     const nonce = await est.nonce();
     const keyPublic = createDeviceKey(tpm, next, state.keyDecrypt);
     made = next;
-    const csr = attestedCsrFor(tpm, { keyHandle: next, akHandle: parseHandle(state.akHandle, 'akHandle'), keyPublic, nonce, subject: certificateSubject(cert.raw) });
+    const csr = await attestedCsrFor(tpm, { keyHandle: next, akHandle: parseHandle(state.akHandle, 'akHandle'), keyPublic, nonce, subject: certificateSubject(cert.raw) });
     const renewed = checkIssued(await est.enroll('simplereenroll', csr), spkiOf(keyPublic), trust);
     commit(o.out, { cert: renewed, trust, state: { ...state, est: o.est ?? state.est, keyHandle: hex(next) } });
     made = undefined;

@@ -39,8 +39,8 @@ export const spkiOf = (tpm2bPublic: Buffer): Buffer => tpmPublicKey(parseTpm2bPu
  * attestedCsrFor: TPM2_Certify of the key at `keyHandle` by the AK at `akHandle` with qualifyingData =
  * the CA's nonce, and the CSR carrying that evidence, signed by the key in the TPM (tpm2_sign).
  */
-export function attestedCsrFor(tpm: TpmTools, o: { keyHandle: number; akHandle: number; keyPublic: Buffer; nonce: Buffer; subject: Buffer }): Buffer {
-  const c = tpm.certify(o.keyHandle, o.akHandle, o.nonce);
+export async function attestedCsrFor(tpm: TpmTools, o: { keyHandle: number; akHandle: number; keyPublic: Buffer; nonce: Buffer; subject: Buffer }): Promise<Buffer> {
+  const c = await tpm.certify(o.keyHandle, o.akHandle, o.nonce);
   const evidence = certifyEvidence({ tpmsAttest: c.attest, signature: c.signature, tpmtPublic: o.keyPublic.subarray(2) });
   return attestedCsr({
     spki: spkiOf(o.keyPublic),

@@ -6,16 +6,27 @@ import { tpmResponseError } from './tpm-tool-error';
  * tpm-commands: the few TPM 2.0 commands the agent marshals itself, for the steps that must share one
  * connection (tpm-credential-session.ts): the EK re-derived as a primary key, a policy session, the EK's
  * policy (PolicySecret with the endorsement hierarchy) and TPM2_ActivateCredential. Byte layouts from
- * TPM 2.0 Part 3 (commands) and Part 2 (structures); sessions from Part 1 §19.
+ * TPM 2.0 Part 3 (commands) and Part 2 (structures); sessions from Part 1 §19. Under the TCTIs the agent
+ * speaks, the AK is made here too (Create, Load, EvictControl under the EK derived once, tpm-credential-session.ts).
  */
 
 /** TPM_ST: command tags (Part 2 §6.9). */
 const TPM_ST_NO_SESSIONS = 0x8001;
 const TPM_ST_SESSIONS = 0x8002;
 /** TPM_CC: command codes (Part 2 §6.5.2). */
-export const TPM_CC = { CreatePrimary: 0x131, ActivateCredential: 0x147, PolicySecret: 0x151, FlushContext: 0x165, StartAuthSession: 0x176 } as const;
+export const TPM_CC = {
+  EvictControl: 0x120,
+  CreatePrimary: 0x131,
+  ActivateCredential: 0x147,
+  PolicySecret: 0x151,
+  Create: 0x153,
+  Load: 0x157,
+  FlushContext: 0x165,
+  StartAuthSession: 0x176,
+} as const;
 /** TPM_RH / TPM_RS: permanent handles (Part 2 §7.4): the endorsement hierarchy, "no key", the password session. */
 export const TPM_RH_ENDORSEMENT = 0x4000000b;
+export const TPM_RH_OWNER = 0x40000001;
 const TPM_RH_NULL = 0x40000007;
 const TPM_RS_PW = 0x40000009;
 /** TPM_SE_POLICY: a policy session (Part 2 §6.11). */
@@ -57,6 +68,20 @@ export function ekTemplate(type: EkTemplateName): Buffer {
   return Buffer.concat([head, symmetric, u16(TPM_ALG.NULL), u16(TPM_ECC_CURVE.NIST_P256), u16(TPM_ALG.NULL), tpm2b(Buffer.alloc(32)), tpm2b(Buffer.alloc(32))]);
 }
 
+/**
+ * AK_ATTRIBUTES: fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, restricted, sign (0x00050072):
+ * what tpm2_createak sets and what the CA's AK check asks for (a restricted signing key bound to this TPM).
+ */
+const AK_ATTRIBUTES = 0x00050072;
+
+/**
+ * akTemplate: TPMT_PUBLIC of the agent's AK, the key tpm2_createak -G rsa -g sha256 -s rsassa makes: RSA
+ * 2048, RSASSA with SHA-256, no symmetric algorithm (a signing key), empty authPolicy and unique.
+ */
+export function akTemplate(): Buffer {
+  return Buffer.concat([...[u16(TPM_ALG.RSA), u16(TPM_ALG.SHA256), u32(AK_ATTRIBUTES), u16(0)], ...[u16(TPM_ALG.NULL), u16(TPM_ALG.RSASSA), u16(TPM_ALG.SHA256), u16(2048), u32(0), u16(0)]]);
+}
+
 /** passwordSession: a TPMS_AUTH_COMMAND for an empty authValue (Part 1 §19.8.4): TPM_RS_PW, empty nonce, attributes 0, empty hmac. */
 const passwordSession = (): Buffer => Buffer.concat([u32(TPM_RS_PW), u16(0), Buffer.from([0]), u16(0)]);
 
@@ -96,9 +121,31 @@ export function policySecretCommand(authHandle: number, session: number): Buffer
  * password when the template has userWithAuth, H-3). `credentialBlob` and `secret` are the
  * TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET as the CA sent them (size included).
  */
-export function activateCredentialCommand(akHandle: number, ekHandle: number, ekSession: { handle: number; nonceCaller: Buffer } | 'password', credentialBlob: Buffer, secret: Buffer): Buffer {
-  const ekAuth = ekSession === 'password' ? passwordSession() : policySessionAuth(ekSession.handle, ekSession.nonceCaller);
-  return command(TPM_CC.ActivateCredential, [akHandle, ekHandle], [passwordSession(), ekAuth], Buffer.concat([credentialBlob, secret]));
+export function activateCredentialCommand(akHandle: number, ekHandle: number, ekSession: EkAuth, credentialBlob: Buffer, secret: Buffer): Buffer {
+  return command(TPM_CC.ActivateCredential, [akHandle, ekHandle], [passwordSession(), ekAuthArea(ekSession)], Buffer.concat([credentialBlob, secret]));
+}
+
+/** EkAuth: how a command authorizes the EK's USER role: a satisfied PolicySecret session, or (H-3, userWithAuth) its empty password. */
+export type EkAuth = { handle: number; nonceCaller: Buffer } | 'password';
+const ekAuthArea = (a: EkAuth): Buffer => (a === 'password' ? passwordSession() : policySessionAuth(a.handle, a.nonceCaller));
+
+/**
+ * createCommand: TPM2_Create (Part 3 §12.1) of a child of `parent` (the EK, authorized by `parentAuth`)
+ * from `tpmtPublic`, with an empty authValue, no outsideInfo and no creation PCRs.
+ */
+export function createCommand(parent: number, parentAuth: EkAuth, tpmtPublic: Buffer): Buffer {
+  const inSensitive = tpm2b(Buffer.concat([u16(0), u16(0)]));
+  return command(TPM_CC.Create, [parent], [ekAuthArea(parentAuth)], Buffer.concat([inSensitive, tpm2b(tpmtPublic), u16(0), u32(0)]));
+}
+
+/** loadCommand: TPM2_Load (Part 3 §12.2) of `inPrivate` and `inPublic` (TPM2B, size included, as TPM2_Create returned them) under `parent`. */
+export function loadCommand(parent: number, parentAuth: EkAuth, inPrivate: Buffer, inPublic: Buffer): Buffer {
+  return command(TPM_CC.Load, [parent], [ekAuthArea(parentAuth)], Buffer.concat([inPrivate, inPublic]));
+}
+
+/** evictControlCommand: TPM2_EvictControl (Part 3 §28.5) by the owner (empty password): `object` made persistent at `persistentHandle`. */
+export function evictControlCommand(object: number, persistentHandle: number): Buffer {
+  return command(TPM_CC.EvictControl, [TPM_RH_OWNER, object], [passwordSession()], u32(persistentHandle));
 }
 
 /** flushContextCommand: TPM2_FlushContext (Part 3 §28.4); the handle is a parameter, not in the handle area. */

@@ -2,8 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { DeviceCaError } from '../errors/device-ca-error';
 import {
   activateCredentialCommand,
+  akTemplate,
+  createCommand,
   createPrimaryCommand,
+  EkAuth,
   EkTemplateName,
+  evictControlCommand,
+  loadCommand,
   ekTemplate,
   flushContextCommand,
   parseResponse,
@@ -42,42 +47,117 @@ export interface CredentialChallenge {
 /**
  * activateCredentialOnce answers the CA's credential challenge over ONE TPM connection: the EK re-derived
  * from its TCG template (CreatePrimary; checked to be the EK whose public area `ekPublic` was registered),
- * a policy session satisfied with PolicySecret(endorsement), and TPM2_ActivateCredential of the AK at
- * `akHandle` with that session for the EK (an H-3 EK has userWithAuth: its empty password instead). Under /dev/tpmrm0 the resource manager would flush the
- * session between tpm2-tools runs; here it lives until ActivateCredential consumes it. The EK and the
- * session are flushed before returning, also on failure. Returns the recovered secret (certInfo).
+ * then EkSession.activateCredential. For a caller that did not keep the EK it derived (under tabrmd
+ * tpm2-tools made it); agent enroll holds one EkSession from AK creation to activation instead.
+ * The EK and the session are flushed before returning, also on failure. Returns the recovered secret (certInfo).
  */
 export async function activateCredentialOnce(t: TpmTransport, o: { akHandle: number; ekPublic: Buffer; challenge: CredentialChallenge }): Promise<Buffer> {
-  const template = templateOf(o.ekPublic);
-  const loaded: number[] = [];
+  const ek = await EkSession.start(t, templateOf(o.ekPublic));
   try {
-    const created = await call(t, 'TPM2_CreatePrimary', createPrimaryCommand(TPM_RH_ENDORSEMENT, ekTemplate(template)), 1);
-    const ek = created.handles[0];
-    loaded.push(ek);
-    const outPublic = readTpm2b('TPM2_CreatePrimary', 'outPublic', created.params, 0, true);
-    if (!outPublic.equals(o.ekPublic)) {
+    if (!ek.ekPublic.equals(o.ekPublic)) {
       throw new DeviceCaError('key-backend', 'the EK this TPM derives from the TCG default template is not the EK that was registered (a TPM with a non-default EK template?)');
     }
-    if (template === 'ecc384') {
-      const activate = activateCredentialCommand(o.akHandle, ek, 'password', o.challenge.credentialBlob, o.challenge.secret);
-      return readTpm2b('TPM2_ActivateCredential', 'certInfo', (await call(t, 'TPM2_ActivateCredential', activate, 0)).params, 0);
-    }
-    const started = await call(t, 'TPM2_StartAuthSession', startPolicySessionCommand(randomBytes(32)), 1);
-    const session = started.handles[0];
-    loaded.push(session);
-    await call(t, 'TPM2_PolicySecret', policySecretCommand(TPM_RH_ENDORSEMENT, session), 0);
-    const activate = activateCredentialCommand(o.akHandle, ek, { handle: session, nonceCaller: randomBytes(32) }, o.challenge.credentialBlob, o.challenge.secret);
-    const activated = await call(t, 'TPM2_ActivateCredential', activate, 0);
-    loaded.pop(); // the session: continueSession was clear, the TPM flushed it with the command
-    return readTpm2b('TPM2_ActivateCredential', 'certInfo', activated.params, 0);
+    return await ek.activateCredential(o.akHandle, o.challenge);
   } finally {
-    for (const h of loaded.reverse()) {
-      try {
-        await t.send(flushContextCommand(h));
-      } catch {
-        // best effort: a connection that failed is closed by the caller, and the resource manager or a TPM restart frees it
-      }
+    await ek.flush();
+  }
+}
+
+/**
+ * EkSession: the EK derived ONCE from its TCG default template (TPM2_CreatePrimary, the slow step: an RSA
+ * EK is a prime search on a real TPM) and kept loaded on one TPM connection for everything that needs it:
+ * the AK made under it (createAk) and the credential activation (activateCredential). Under /dev/tpmrm0 the
+ * resource manager keeps it while the connection is open and flushes it when it closes; without one,
+ * flush() (or close()) frees it. Each use of the EK's USER role gets a fresh PolicySecret(endorsement)
+ * policy session (TCG EK Credential Profile 2.0 §B.3.2), consumed by the command (continueSession clear),
+ * flushed if the command failed; an H-3 EK (userWithAuth) uses its empty password instead.
+ */
+export class EkSession {
+  private loaded = true;
+  private constructor(
+    private readonly t: TpmTransport,
+    /** ek: the EK's transient handle */
+    readonly ek: number,
+    /** ekPublic: the EK's TPM2B_PUBLIC as CreatePrimary returned it (what AK registration sends) */
+    readonly ekPublic: Buffer,
+    private readonly template: EkTemplateName,
+  ) {}
+
+  /** start derives the EK of `template` on `t`; the transport stays the caller's until close(). */
+  static async start(t: TpmTransport, template: EkTemplateName): Promise<EkSession> {
+    const created = await call(t, 'TPM2_CreatePrimary', createPrimaryCommand(TPM_RH_ENDORSEMENT, ekTemplate(template)), 1);
+    const ek = created.handles[0];
+    let ekPublic: Buffer;
+    try {
+      ekPublic = readTpm2b('TPM2_CreatePrimary', 'outPublic', created.params, 0, true);
+    } catch (e) {
+      await flushQuietly(t, ek);
+      throw e;
     }
+    return new EkSession(t, ek, ekPublic, template);
+  }
+
+  /**
+   * createAk makes the agent's AK (akTemplate: what tpm2_createak -G rsa -g sha256 -s rsassa makes) under
+   * the EK (TPM2_Create, TPM2_Load) and makes it persistent at `handle` (TPM2_EvictControl; the handle must
+   * be free); the transient copy is flushed. Returns the AK's TPM2B_PUBLIC for the registration.
+   */
+  async createAk(handle: number): Promise<Buffer> {
+    const created = await this.withEkAuth((auth) => call(this.t, 'TPM2_Create', createCommand(this.ek, auth, akTemplate()), 0));
+    const outPrivate = readTpm2b('TPM2_Create', 'outPrivate', created.params, 0, true);
+    const outPublic = readTpm2b('TPM2_Create', 'outPublic', created.params, outPrivate.length, true);
+    const ak = (await this.withEkAuth((auth) => call(this.t, 'TPM2_Load', loadCommand(this.ek, auth, outPrivate, outPublic), 1))).handles[0];
+    try {
+      await call(this.t, 'TPM2_EvictControl', evictControlCommand(ak, handle), 0);
+    } finally {
+      await flushQuietly(this.t, ak);
+    }
+    return outPublic;
+  }
+
+  /** activateCredential: TPM2_ActivateCredential of the CA's challenge with the AK at `akHandle` and this EK; the recovered secret (certInfo). */
+  async activateCredential(akHandle: number, challenge: CredentialChallenge): Promise<Buffer> {
+    const activated = await this.withEkAuth((auth) => call(this.t, 'TPM2_ActivateCredential', activateCredentialCommand(akHandle, this.ek, auth, challenge.credentialBlob, challenge.secret), 0));
+    return readTpm2b('TPM2_ActivateCredential', 'certInfo', activated.params, 0);
+  }
+
+  /** flush frees the EK (best effort, once). */
+  async flush(): Promise<void> {
+    if (!this.loaded) return;
+    this.loaded = false;
+    await flushQuietly(this.t, this.ek);
+  }
+
+  /** close frees the EK and closes the connection. */
+  async close(): Promise<void> {
+    try {
+      await this.flush();
+    } finally {
+      await this.t.close();
+    }
+  }
+
+  /** withEkAuth runs one command that uses the EK's USER role, with a fresh satisfied policy session (H-3: the password). */
+  private async withEkAuth<T>(use: (auth: EkAuth) => Promise<T>): Promise<T> {
+    if (this.template === 'ecc384') return use('password');
+    const session = (await call(this.t, 'TPM2_StartAuthSession', startPolicySessionCommand(randomBytes(32)), 1)).handles[0];
+    try {
+      await call(this.t, 'TPM2_PolicySecret', policySecretCommand(TPM_RH_ENDORSEMENT, session), 0);
+      // continueSession is clear: the TPM flushes the session with a command that succeeds
+      return await use({ handle: session, nonceCaller: randomBytes(32) });
+    } catch (e) {
+      await flushQuietly(this.t, session);
+      throw e;
+    }
+  }
+}
+
+/** flushQuietly: TPM2_FlushContext, best effort: a connection that failed is closed by the caller, and the resource manager or a TPM restart frees it. */
+async function flushQuietly(t: TpmTransport, handle: number): Promise<void> {
+  try {
+    await t.send(flushContextCommand(handle));
+  } catch {
+    // best effort (see above)
   }
 }
 

@@ -4,9 +4,9 @@ import * as path from 'node:path';
 import { tpm2ToolsCredentialFile } from '../attestation/tpm/make-credential';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { parseTcti, TctiConfig } from './tcti-config';
-import { activateCredentialOnce, CredentialChallenge, templateOf } from './tpm-credential-session';
+import { activateCredentialOnce, CredentialChallenge, EkSession, templateOf } from './tpm-credential-session';
 import { openTpmTransport } from './tpm-transport';
-import { certifyCommand, CertifyResponse, parseCertifyResponse } from './tpm-certify-command';
+import { certifyCommand, certifyOnce, CertifyResponse, parseCertifyResponse } from './tpm-certify-command';
 import { tpmToolError } from './tpm-tool-error';
 
 /** DEFAULT_TCTI: the kernel's resource manager, where a device's TPM is in the field. */
@@ -26,8 +26,9 @@ export type EkAlgorithm = keyof typeof EK_CERT_NV;
 /**
  * TpmTools is the agent's one door to the TPM: every TPM operation is a tpm2-tools 5.4 command run here,
  * with TPM2TOOLS_TCTI set to the TCTI the agent was given, in a private work directory for the tools'
- * context files. TPM2_Certify with a nonce is marshalled by the agent and sent with tpm2_send. The
- * credential activation, whose EK policy session must live across several commands, is spoken in-process
+ * context files. TPM2_Certify with a nonce is marshalled by the agent and sent in-process (with
+ * resubmission) where it speaks the TCTI, else with tpm2_send. There the EK, too, is derived once in-process
+ * and the AK made under it (ekSession), instead of tpm2_createek + tpm2_createak. The credential activation, whose EK policy session must live across several commands, is spoken in-process
  * over one connection (tpm-credential-session.ts) under the TCTIs the agent can speak (device, swtpm,
  * mssim); under others (tabrmd) it runs as tpm2-tools commands.
  * Without a resource manager (swtpm, mssim, /dev/tpm0) transient objects and sessions stay loaded after
@@ -118,6 +119,27 @@ export class TpmTools {
     return this.read('credential-secret.bin');
   }
 
+  /**
+   * ekSession derives the TCG default EK `alg` once, in-process, and holds it on one TPM connection for the
+   * AK's creation and the credential activation (EkSession); only under the TCTIs the agent speaks
+   * (speaksTcti), and nothing else may use a socket TPM (swtpm, mssim) until it is closed.
+   */
+  async ekSession(alg: EkAlgorithm): Promise<EkSession> {
+    this.flushNow();
+    const t = await openTpmTransport(this.tctiConfig, this.tcti);
+    try {
+      return await EkSession.start(t, alg);
+    } catch (e) {
+      await t.close();
+      throw e;
+    }
+  }
+
+  /** speaksTcti: the agent talks to this TPM itself (device, swtpm, mssim), not only through tpm2-tools (tabrmd). */
+  get speaksTcti(): boolean {
+    return this.tctiConfig.kind !== 'other';
+  }
+
   /** flushNow frees transient objects and sessions where no resource manager does (after openssl used the TPM, too). */
   flushNow(): void {
     if (!this.flush) return;
@@ -169,9 +191,19 @@ export class TpmTools {
     return firstTlv(nv);
   }
 
-  /** certify: TPM2_Certify of `keyHandle` by `akHandle` with qualifyingData = nonce, through tpm2_send. */
-  certify(keyHandle: number, akHandle: number, nonce: Buffer): CertifyResponse {
-    return parseCertifyResponse(this.run('tpm2_send', [], certifyCommand(keyHandle, akHandle, nonce)));
+  /**
+   * certify: TPM2_Certify of `keyHandle` by `akHandle` with qualifyingData = nonce: in-process under the
+   * TCTIs the agent speaks, so TPM_RC_RETRY is resubmitted (certifyOnce); through tpm2_send under others (tabrmd).
+   */
+  async certify(keyHandle: number, akHandle: number, nonce: Buffer): Promise<CertifyResponse> {
+    if (this.tctiConfig.kind === 'other') return parseCertifyResponse(this.run('tpm2_send', [], certifyCommand(keyHandle, akHandle, nonce)));
+    this.flushNow();
+    const t = await openTpmTransport(this.tctiConfig, this.tcti);
+    try {
+      return await certifyOnce(t, keyHandle, akHandle, nonce);
+    } finally {
+      await t.close();
+    }
   }
 }
 

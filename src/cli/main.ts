@@ -250,7 +250,7 @@ devices
   });
 devices
   .command('show <id>')
-  .description('show a device, its certificates (tpmAttested: key attested by a TPM), its TPM attestation keys and last attestation verdict')
+  .description('show a device, its certificates (tpmAttested: key attested by a TPM), its TPM attestation keys (AK certificate serial, last accepted TPM clock) and last attestation verdict')
   .action(async (id: string) => {
     const store = await openCheckedStore(config());
     try {
@@ -263,7 +263,10 @@ devices
       }));
       const last = tpm.lastAttestation;
       const lastAttestation = json() || !last ? last : `${last.verdict} ${last.at.toISOString()} ${last.verdict === 'attested' ? `serial ${last.serial}` : `check ${last.check}`}`;
-      printRecord(json(), { ...d, certificates: certs, aks: tpm.aks, lastAttestation });
+      const aks = json()
+        ? tpm.aks
+        : tpm.aks.map((a) => ({ ...a, lastClock: a.lastClock && `resetCount ${a.lastClock.resetCount} restartCount ${a.lastClock.restartCount} clock ${a.lastClock.clock}` }));
+      printRecord(json(), { ...d, certificates: certs, aks, lastAttestation });
     } finally {
       await store.close();
     }

@@ -11,6 +11,14 @@ export interface AkFacts {
   ekModel: string | null;
   registeredAt: Date;
   activatedAt: Date | null;
+  /** akCertSerial: the serial of the AK certificate issued at activation (EKU 2.23.133.8.3); null before */
+  akCertSerial: string | null;
+  /**
+   * lastClock: the TPM clockInfo (TPM 2.0 Part 2 §10.11.1) of the newest statement this AK signed that the
+   * clock checks accepted: what the next statement's counters must not go below. clock is decimal text
+   * (a UINT64, milliseconds; JSON has no 64-bit integers). null before the first accepted statement.
+   */
+  lastClock: { resetCount: number; restartCount: number; clock: string } | null;
 }
 
 /** LastAttestation: the device's latest attestation verdict: a key attested at issuance, or a refusal naming the check. */
@@ -25,7 +33,8 @@ export interface DeviceAttestationFacts {
 
 /**
  * deviceAttestationFacts gathers what `devices show` and the admin device view say about a device's TPM:
- * its AK bindings (with the EK's hash, manufacturer and model) from the store, and its attestation
+ * its AK bindings (with the EK's hash, manufacturer and model, the AK certificate's serial and the last
+ * accepted TPM clock) from the store, and its attestation
  * verdicts from the audit chain (`certificate.issued` with `tpmAttested`, `tpm.attestation.failed` with
  * the check), which already records both: no second copy to keep in step. A store without attestation
  * state has no AKs.
@@ -40,6 +49,8 @@ export async function deviceAttestationFacts(store: Store, deviceId: string): Pr
     ekModel: b.ekModel,
     registeredAt: b.createdAt,
     activatedAt: b.activatedAt,
+    akCertSerial: b.akCertSerial,
+    lastClock: b.lastClock ? { resetCount: b.lastClock.resetCount, restartCount: b.lastClock.restartCount, clock: b.lastClock.clock.toString() } : null,
   }));
   const audit = (await collectItems((after, want) => store.listAudit({ subject: deviceId, after, limit: want }))).items;
   let lastAttestation: LastAttestation | null = null;

@@ -100,6 +100,22 @@ describe('device-ca agent on swtpm without a resource manager', () => {
     expect(fs.readFileSync(`${out}/cert.pem`)).toEqual(before);
   });
 
+  it('enroll --force at the handles of an earlier enrollment: the held AK and key are replaced in-process, the new AK is what the CA bound', async () => {
+    const handles: [string, string, string] = ['0x81018010', '0x81018011', '0x81018012'];
+    const oldAk = spkiAt(handles[0]);
+    const secret = await addDevice('direct-force');
+    const out = tmp.file('out-force');
+    const r = await agent([...enrollArgs('direct-force', secret, out, handles), '--force'], `swtpm:host=127.0.0.1,port=${tpm.port}`);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect((await opensslAny('verify', '-CAfile', svc.chainPem, `${out}/cert.pem`)).out).toBe(`${out}/cert.pem: OK\n`);
+    expect(spkiAt(handles[0])).not.toBe(oldAk);
+    // ak.pem, the AK certificate the CA issued at activation, is for the AK now at the handle
+    expect(new X509Certificate(fs.readFileSync(`${out}/ak.pem`)).publicKey.export({ type: 'spki', format: 'pem' })).toBe(spkiAt(handles[0]));
+    expect((await showDevice('direct-force')).aks.map((a) => a.status)).toEqual(['active']);
+    expect(tpm.tpm2('tpm2_getcap', ['handles-transient']).toString().trim()).toBe('');
+  });
+
   it.each(['swtpm', 'mssim'] as const)('the %s framing on the command port: each EK template re-derived in-process gives the EK tpm2_createek makes; a closed port is "unreachable"', async (kind) => {
     for (const alg of ['rsa', 'ecc', 'ecc384'] as const) {
       tpm.tpm2('tpm2_createek', ['-c', `ek-${alg}.ctx`, '-G', alg, '-u', `ek-${alg}.pub`]);

@@ -114,8 +114,8 @@ async function nonceOf(id: string): Promise<Buffer> {
  * (older single-statement form with a hint). The command goes through the device agent's TpmTools, the
  * same code `device-ca agent` certifies with (tpm2-tools 5.4 tpm2_certify cannot set qualifyingData).
  */
-function evidence(akHandle: string, nonce: Buffer): Buffer {
-  const c = new TpmTools(tpm.dir.path, tpm.env.TPM2TOOLS_TCTI).certify(parseInt(KEY, 16), parseInt(akHandle, 16), nonce);
+async function evidence(akHandle: string, nonce: Buffer): Promise<Buffer> {
+  const c = await new TpmTools(tpm.dir.path, tpm.env.TPM2TOOLS_TCTI).certify(parseInt(KEY, 16), parseInt(akHandle, 16), nonce);
   return tpmCertifyStatement({ tpmsAttest: c.attest, signature: c.signature, tpmtPublic: tpm.dir.read('key.pub').subarray(2) }, 'tpm2');
 }
 
@@ -270,7 +270,7 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
   it("minimum firmware version: swtpm's TPM2_Certify reports 0x2019102300163636, below the profile's minimum: 403 firmware-version", async () => {
     await addDevice(svc, 'dev-10', 'tpm-fw');
     expect((await registerAk('dev-10', AK7, 'ak7.pub')).status).toBe(200); // manufacturer and model are on the list
-    const r = await postLabel('dev-10', tpmCsr('dev-10', evidence(AK7, await nonceOf('dev-10'))));
+    const r = await postLabel('dev-10', tpmCsr('dev-10', await evidence(AK7, await nonceOf('dev-10'))));
     expect(r.status).toBe(403);
     expect(r.text).toContain('attestation failed: firmware-version');
     expect(failedChecks(svc, 'dev-10')).toEqual(['firmware-version']);
@@ -280,24 +280,24 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     const none = await postLabel('dev-1', softwareCsr('dev-1'));
     expect(none.status).toBe(403);
     expect(none.text).toContain('attestation failed: evidence');
-    const other = await postLabel('dev-1', softwareCsr('dev-1', evidence(AK1, await nonceOf('dev-1'))));
+    const other = await postLabel('dev-1', softwareCsr('dev-1', await evidence(AK1, await nonceOf('dev-1'))));
     expect(other.status).toBe(403);
     expect(other.text).toContain('attestation failed: key-mismatch');
     expect(failedChecks(svc, 'dev-1')).toEqual(['evidence', 'key-mismatch']);
   });
 
   it("refuses evidence certified by another device's AK, and a nonce of another device", async () => {
-    const byAk1 = await postLabel('dev-2', tpmCsr('dev-2', evidence(AK1, await nonceOf('dev-2'))));
+    const byAk1 = await postLabel('dev-2', tpmCsr('dev-2', await evidence(AK1, await nonceOf('dev-2'))));
     expect(byAk1.status).toBe(403);
     expect(byAk1.text).toContain('attestation failed: ak-unregistered');
-    const foreignNonce = await postLabel('dev-2', tpmCsr('dev-2', evidence(AK2, await nonceOf('dev-1'))));
+    const foreignNonce = await postLabel('dev-2', tpmCsr('dev-2', await evidence(AK2, await nonceOf('dev-1'))));
     expect(foreignNonce.status).toBe(403);
     expect(foreignNonce.text).toContain('attestation failed: nonce');
     expect(failedChecks(svc, 'dev-2')).toEqual(['ak-unregistered', 'nonce']);
   });
 
   it('issues a certificate for the TPM key: CSR signed by the TPM, TPM2_Certify with a fresh nonce; openssl verifies it', async () => {
-    const r = await postLabel('dev-1', tpmCsr('dev-1', evidence(AK1, await nonceOf('dev-1'))));
+    const r = await postLabel('dev-1', tpmCsr('dev-1', await evidence(AK1, await nonceOf('dev-1'))));
     const crt = await c.certOf(r, 'dev-1');
     expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
     const pub = (await openssl('x509', '-in', crt, '-noout', '-pubkey')).stdout;
@@ -308,8 +308,12 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect(text).toMatch(/X509v3 Extended Key Usage: *\n *TLS Web Client Authentication\n/);
     // swtpm's clockInfo (safe, a real TPM's counters) is recorded on the AK binding as its last accepted
     const db = new Database(join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
+    let recorded: Record<string, unknown>;
     try {
-      const ak = db.prepare('SELECT last_clock, last_reset_count, last_restart_count FROM tpm_aks WHERE ak_name = ?').get(tpm.dir.read('ak1.name').toString('hex')) as Record<string, unknown>;
+      const ak = (recorded = db.prepare('SELECT last_clock, last_reset_count, last_restart_count FROM tpm_aks WHERE ak_name = ?').get(tpm.dir.read('ak1.name').toString('hex')) as Record<
+        string,
+        unknown
+      >);
       expect(BigInt(String(ak.last_clock))).toBeGreaterThan(0n);
       expect(ak.last_reset_count).toEqual(expect.any(Number));
       expect(ak.last_restart_count).toEqual(expect.any(Number));
@@ -323,13 +327,17 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
       .replace(/^serial=/, '')
       .toLowerCase();
     const shown = JSON.parse(await c.cliOk('devices', 'show', 'dev-1', '--json')) as {
-      aks: { akName: string; status: string; ekSha256: string; ekModel: string }[];
+      aks: { akName: string; status: string; ekSha256: string; ekModel: string; akCertSerial: string; lastClock: unknown }[];
       lastAttestation: { verdict: string; serial: string };
       certificates: { serial: string; profile: string; tpmAttested: boolean }[];
     };
     expect(shown.aks).toEqual([
       expect.objectContaining({ akName: tpm.dir.read('ak1.name').toString('hex'), status: 'active', ekSha256: createHash('sha256').update(tpm.dir.read('ek.der')).digest('hex'), ekModel: 'swtpm' }),
     ]);
+    // per AK: the AK certificate's serial and the clock the clock checks recorded (decimal text: a UINT64)
+    const akCert = shown.certificates.find((x) => x.profile === 'tpm-ak');
+    expect(shown.aks[0].akCertSerial).toBe(akCert?.serial);
+    expect(shown.aks[0].lastClock).toEqual({ resetCount: recorded.last_reset_count, restartCount: recorded.last_restart_count, clock: String(recorded.last_clock) });
     expect(shown.lastAttestation).toMatchObject({ verdict: 'attested', serial });
     expect(shown.certificates.map((x) => [x.profile, x.tpmAttested]).sort()).toEqual([
       ['tpm', true],
@@ -354,7 +362,7 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
   it('manual approval: the device polls with the same CSR and gets its certificate once approved; a new CSR cannot reuse the nonce', async () => {
     await addDevice(svc, 'dev-4', 'tpm-manual');
     expect((await registerAk('dev-4', AK3, 'ak3.pub')).status).toBe(200);
-    const ev = evidence(AK3, await nonceOf('dev-4'));
+    const ev = await evidence(AK3, await nonceOf('dev-4'));
     const csr = tpmCsr('dev-4', ev);
     const held = await postLabel('dev-4', csr);
     expect(held.status).toBe(202);
@@ -377,25 +385,25 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
     expect((await registerAk('dev-6', AK4, 'ak4.pub')).status).toBe(200);
     tpm.tpm2('tpm2_pcrextend', [`23:sha256=${PCR_EVENT.toString('hex')}`]);
     /** withQuote: certify + tpm2_quote over sha256:0,23 with the same nonce, both statements in the CSR's evidence */
-    const withQuote = (nonce: Buffer): Buffer => {
-      const certify = evidence(AK4, nonce);
+    const withQuote = async (nonce: Buffer): Promise<Buffer> => {
+      const certify = await evidence(AK4, nonce);
       tpm.tpm2('tpm2_quote', ['-c', AK4, '-l', 'sha256:0,23', '-q', nonce.toString('hex'), '-m', 'q.attest', '-s', 'q.sig', '-o', 'q.pcrs', '-F', 'values']);
       const pcrs = tpm.dir.read('q.pcrs');
       const quote = tpmQuoteStatement({ tpmsAttest: tpm.dir.read('q.attest'), signature: tpm.dir.read('q.sig'), pcrValues: [pcrs.subarray(0, 32), pcrs.subarray(32, 64)] });
       return tpmCsr('dev-6', seq(certify, quote));
     };
-    const none = await postLabel('dev-6', tpmCsr('dev-6', evidence(AK4, await nonceOf('dev-6'))));
+    const none = await postLabel('dev-6', tpmCsr('dev-6', await evidence(AK4, await nonceOf('dev-6'))));
     expect(none.status).toBe(403);
     expect(none.text).toContain('attestation failed: quote');
     // one extend too many: PCR 23 is off the policy (the enrollment's secret stays unspent)
     tpm.tpm2('tpm2_pcrextend', [`23:sha256=${PCR_EVENT.toString('hex')}`]);
-    const off = await postLabel('dev-6', withQuote(await nonceOf('dev-6')));
+    const off = await postLabel('dev-6', await withQuote(await nonceOf('dev-6')));
     expect(off.status).toBe(403);
     expect(off.text).toContain('attestation failed: pcr-value 23');
     // back to the known state (PCR 23 is resettable from locality 0): the same device now enrolls
     tpm.tpm2('tpm2_pcrreset', ['23']);
     tpm.tpm2('tpm2_pcrextend', [`23:sha256=${PCR_EVENT.toString('hex')}`]);
-    const crt = await c.certOf(await postLabel('dev-6', withQuote(await nonceOf('dev-6'))), 'dev-6');
+    const crt = await c.certOf(await postLabel('dev-6', await withQuote(await nonceOf('dev-6'))), 'dev-6');
     expect((await opensslAny('verify', '-CAfile', svc.chainPem, crt)).out).toBe(`${crt}: OK\n`);
     expect(failedChecks(svc, 'dev-6')).toEqual(['quote', 'pcr-value']);
   });
@@ -408,7 +416,7 @@ describe('TPM-attested enrollment through EST (swtpm + tpm2-tools)', () => {
       expect((await registerAk('dev-3', AK1, 'ak1.pub')).status).toBe(200);
       const nonce = await nonceOf('dev-3');
       await new Promise((r) => setTimeout(r, 1500));
-      const stale = await postLabel('dev-3', tpmCsr('dev-3', evidence(AK1, nonce)));
+      const stale = await postLabel('dev-3', tpmCsr('dev-3', await evidence(AK1, nonce)));
       expect(stale.status).toBe(403);
       expect(stale.text).toContain('attestation failed: nonce');
       expect(failedChecks(short, 'dev-3')).toEqual(['nonce']);

@@ -236,6 +236,13 @@ export const OPENAPI = {
                 ekModel: { type: 'string', nullable: true },
                 registeredAt: { type: 'string', format: 'date-time' },
                 activatedAt: { type: 'string', format: 'date-time', nullable: true },
+                akCertSerial: { type: 'string', nullable: true, description: 'serial of the AK certificate issued at activation' },
+                lastClock: {
+                  type: 'object',
+                  nullable: true,
+                  description: 'TPM clockInfo of the newest accepted statement by this AK (the floor the next one must not go below); clock in milliseconds as decimal text (UINT64)',
+                  properties: { resetCount: { type: 'integer' }, restartCount: { type: 'integer' }, clock: { type: 'string', pattern: '^[0-9]+$' } },
+                },
               },
             },
           },

@@ -3,8 +3,20 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseTcti } from '../../../src/agent/tcti-config';
-import { activateCredentialCommand, createPrimaryCommand, ekTemplate, flushContextCommand, parseResponse, policySecretCommand, TPM_RH_ENDORSEMENT } from '../../../src/agent/tpm-commands';
-import { activateCredentialOnce } from '../../../src/agent/tpm-credential-session';
+import {
+  activateCredentialCommand,
+  akTemplate,
+  createCommand,
+  createPrimaryCommand,
+  ekTemplate,
+  evictControlCommand,
+  flushContextCommand,
+  loadCommand,
+  parseResponse,
+  policySecretCommand,
+  TPM_RH_ENDORSEMENT,
+} from '../../../src/agent/tpm-commands';
+import { activateCredentialOnce, EkSession } from '../../../src/agent/tpm-credential-session';
 import { openTpmTransport, TpmTransport } from '../../../src/agent/tpm-transport';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 
@@ -122,6 +134,67 @@ describe('activateCredentialOnce', () => {
     expect(tpm.sent.map(cc)).toEqual([0x131, 0x147, 0x165]);
     expect(tpm.sent[0]).toEqual(createPrimaryCommand(TPM_RH_ENDORSEMENT, ekTemplate('ecc384')));
     expect(tpm.sent[1]).toEqual(activateCredentialCommand(AK, EK, 'password', CHALLENGE.credentialBlob, CHALLENGE.secret));
+  });
+});
+
+describe('EkSession: the EK derived once for AK creation and activation (agent enroll)', () => {
+  const AK_TRANSIENT = 0x80000001;
+  const PRIVATE = Buffer.from('0003010203', 'hex');
+  const AK_PUBLIC = Buffer.concat([Buffer.from('00080001000b', 'hex'), Buffer.alloc(4, 0xa5)]);
+  const created = response(0, [], Buffer.concat([PRIVATE, AK_PUBLIC, Buffer.from('0000' + '0000' + '8021' + '40000007' + '0000', 'hex')]));
+  const loaded = response(0, [AK_TRANSIENT], Buffer.from('0002000b', 'hex'));
+  const withAk = (extra: Partial<Record<number, Buffer[]>> = {}): Map<number, Buffer[]> => ok({ 0x153: [created], 0x157: [loaded], 0x120: [response(0, [], Buffer.alloc(0))], ...extra });
+
+  it('one CreatePrimary: Create and Load of the AK under it, EvictControl to the handle, then ActivateCredential with the same EK; a fresh policy session for each EK use', async () => {
+    const tpm = new ScriptedTpm(withAk());
+    const ek = await EkSession.start(tpm, 'rsa');
+    expect(ek.ekPublic).toEqual(EK_PUBLIC);
+    expect(await ek.createAk(AK)).toEqual(AK_PUBLIC);
+    expect((await ek.activateCredential(AK, CHALLENGE)).toString('hex')).toBe('deadbeef');
+    await ek.close();
+    expect(tpm.sent.map(cc)).toEqual([0x131, 0x176, 0x151, 0x153, 0x176, 0x151, 0x157, 0x120, 0x165, 0x176, 0x151, 0x147, 0x165]);
+    expect(tpm.sent.filter((c) => cc(c) === 0x131)).toHaveLength(1);
+    const nonceOf = (c: Buffer): Buffer => c.subarray(10 + 4 + 4 + 4 + 2, 10 + 4 + 4 + 4 + 2 + 32);
+    expect(tpm.sent[3]).toEqual(createCommand(EK, { handle: SESSION, nonceCaller: nonceOf(tpm.sent[3]) }, akTemplate()));
+    expect(tpm.sent[6]).toEqual(loadCommand(EK, { handle: SESSION, nonceCaller: nonceOf(tpm.sent[6]) }, PRIVATE, AK_PUBLIC));
+    expect(tpm.sent[7]).toEqual(evictControlCommand(AK_TRANSIENT, AK));
+    expect(tpm.sent[8]).toEqual(flushContextCommand(AK_TRANSIENT));
+    expect(tpm.sent[12]).toEqual(flushContextCommand(EK));
+  });
+
+  it('the AK template is what tpm2_createak -G rsa -g sha256 -s rsassa makes: restricted RSA-2048 signing key bound to the TPM', () => {
+    // type RSA, nameAlg SHA-256, fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|sign, empty policy;
+    // symmetric NULL, scheme RSASSA/SHA-256, 2048 bits, default exponent, empty unique
+    expect(akTemplate().toString('hex')).toBe('0001' + '000b' + '00050072' + '0000' + '0010' + '0014' + '000b' + '0800' + '00000000' + '0000');
+  });
+
+  it('EvictControl refused (the handle is taken): the loaded AK is flushed, the EK stays until close', async () => {
+    const tpm = new ScriptedTpm(withAk({ 0x120: [response(0x14c)] }));
+    const ek = await EkSession.start(tpm, 'rsa');
+    await expect(ek.createAk(AK)).rejects.toThrow('TPM2_EvictControl failed: TPM response code 0x14c');
+    expect(tpm.sent.slice(-1)).toEqual([flushContextCommand(AK_TRANSIENT)]);
+    await ek.close();
+    await ek.close();
+    expect(tpm.sent.slice(-2)).toEqual([flushContextCommand(AK_TRANSIENT), flushContextCommand(EK)]);
+  });
+
+  it('TPM2_Create refused: its policy session flushed (the TPM keeps a session a failed command did not consume)', async () => {
+    const tpm = new ScriptedTpm(withAk({ 0x153: [response(0x9a2)] }));
+    const ek = await EkSession.start(tpm, 'rsa');
+    await expect(ek.createAk(AK)).rejects.toThrow(/TPM2_Create failed/);
+    expect(tpm.sent.slice(-1)).toEqual([flushContextCommand(SESSION)]);
+    await ek.close();
+  });
+
+  it('an H-3 EK (userWithAuth): Create, Load and ActivateCredential with its password, no policy sessions', async () => {
+    const h3 = Buffer.concat([Buffer.from('000c0023000c', 'hex'), Buffer.alloc(8, 3)]);
+    const tpm = new ScriptedTpm(withAk({ 0x131: [createPrimaryOk(h3)] }));
+    const ek = await EkSession.start(tpm, 'ecc384');
+    await ek.createAk(AK);
+    await ek.activateCredential(AK, CHALLENGE);
+    await ek.close();
+    expect(tpm.sent.map(cc)).toEqual([0x131, 0x153, 0x157, 0x120, 0x165, 0x147, 0x165]);
+    expect(tpm.sent[1]).toEqual(createCommand(EK, 'password', akTemplate()));
   });
 });
 

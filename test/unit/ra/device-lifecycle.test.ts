@@ -604,6 +604,23 @@ describe('TPM attestation keys through the lifecycle (issue 9)', () => {
     await expect(bindAk('dev-c2', '000b06', 'ek-c')).rejects.toBeInstanceOf(DeviceCaError);
   });
 
+  it('the device view shows per AK the AK certificate serial and the last accepted TPM clock, as JSON can carry them', async () => {
+    await addDevice('dev-f');
+    await bindAk('dev-f', '000b09', 'ek-f');
+    await bindAk('dev-f', '000b0a', 'ek-f');
+    expect(await store.claimAkCertificate('000b0a', 'dev-f', new Date(NOW.getTime() + DAY), NOW)).toMatchObject({ state: 'claimed' });
+    await store.settleAkCertificate('000b0a', '7f3a0c11');
+    // a UINT64 clock past 2^53: kept exactly, as decimal text
+    const clock = { clock: 2n ** 60n + 7n, resetCount: 3, restartCount: 11 };
+    expect(await store.setAkClock('000b0a', null, clock)).toBe(true);
+    const facts = await lifecycle.attestation('dev-f', ACME);
+    const byName = Object.fromEntries(facts.aks.map((a) => [a.akName, a]));
+    expect(byName['000b0a']).toMatchObject({ akCertSerial: '7f3a0c11', lastClock: { resetCount: 3, restartCount: 11, clock: '1152921504606846983' } });
+    expect(byName['000b09']).toMatchObject({ akCertSerial: null, lastClock: null });
+    // what the admin API and `devices show --json` print
+    expect(JSON.parse(JSON.stringify(facts.aks)).find((a: { akName: string }) => a.akName === '000b0a').lastClock.clock).toBe('1152921504606846983');
+  });
+
   it('a device change refused as a conflict leaves the AKs alone', async () => {
     await addDevice('dev-k');
     await bindAk('dev-k', '000b07', 'ek-k');
