@@ -311,7 +311,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       { path: '/crl', router: crlRouter(crls, 60, rootCrl) },
       { path: '/firmware', router: firmware },
       ...scepMounts,
-      { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), warnings }) },
+      { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), keyHealth: () => keyHealth.check(), warnings }) },
     ],
     fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry }) }],
     registry,
