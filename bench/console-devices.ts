@@ -106,6 +106,7 @@ async function measure(side: Side, full: boolean, qs: Query[]): Promise<number[]
         crlShards: side.cfg.crl.shards,
         ocspResponderCertificate: () => null,
         storeHealth: async () => undefined,
+        keyHealth: async () => undefined,
       }),
       admin: { access: h.access, lifecycle: h.lifecycle, ra: h.ra, audit: new AuditBrowser(h.store), bodyLimit: side.cfg.https.bodyLimit },
       maxAgeSeconds: 3600,

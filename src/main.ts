@@ -25,6 +25,7 @@ import { publicBaseUrl } from './config/load-config';
 import { BUILT_IN_TPM_PROFILE, Config, profileSchema } from './config/schema';
 import { createHttpListener, createHttpsListener } from './http/listeners';
 import { groupedSigning } from './keys/grouped-signing-key';
+import { KeyHealth } from './keys/key-health';
 import { openKeyBackend } from './keys/open-key-backend';
 import { adminRouter } from './protocols/admin/admin-router';
 import { caCertsRouter } from './protocols/ca-certs/ca-certs-router';
@@ -225,6 +226,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   // the secure context a renewal swaps in keeps the same trust, versions and ciphers
   const tlsContext = { ca: trustPems, minVersion: 'TLSv1.2' as const, ciphers: cfg.https.ciphers };
   const health = new StoreHealth(store);
+  // the signing key of the issuing CA in force (followed across rollovers), probed without signing
+  const keyHealth = new KeyHealth({ backend: keys, refs: () => [cas.active().key.ref] });
   // firmware receipts and status (issue 13): the admin API, the console and the HTTPS firmware routes share one
   const receipts = new FirmwareReceipts(store);
   // the operator console (issue 14): the admin API behind a session cookie, and its overview
@@ -243,6 +246,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
               crlShards: cfg.crl.shards,
               ocspResponderCertificate: () => ocspCert,
               storeHealth: () => health.check(),
+              keyHealth: () => keyHealth.check(),
             }),
             admin: { access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit, firmware: receipts },
             maxAgeSeconds: cfg.console.maxAge,
@@ -315,7 +319,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       { path: '/crl', router: crlRouter(crls, 60, rootCrl) },
       { path: '/firmware', router: firmware },
       ...scepMounts,
-      { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), warnings }) },
+      { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), keyHealth: () => keyHealth.check(), warnings }) },
     ],
     fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry }) }],
     registry,

@@ -70,6 +70,12 @@ export async function renderOverview(app: HTMLElement): Promise<void> {
         h('div', { class: 'muted' }, 'Store'),
         o.store.healthy ? h('div', { class: 'notice' }, 'healthy') : h('div', { class: 'error' }, o.store.problem ?? 'unavailable'),
       ),
+      h(
+        'div',
+        { class: 'card', id: 'key-backend-health' },
+        h('div', { class: 'muted' }, 'Key backend'),
+        o.keyBackend.healthy ? h('div', { class: 'notice' }, 'healthy') : h('div', { class: 'error' }, o.keyBackend.problem ?? 'unavailable'),
+      ),
     ),
     h('h2', {}, 'Devices by state'),
     table(

@@ -78,6 +78,7 @@ export interface Overview {
   crlShards: { shard: number; number: string | null; thisUpdate: string | null; nextUpdate: string | null; entries: number | null }[];
   ocspResponder: { notAfter: string; subject: string } | null;
   store: { healthy: boolean; problem: string | null };
+  keyBackend: { healthy: boolean; problem: string | null };
 }
 
 /** ChartSeries: GET /overview/enrollments and /overview/expiring (ConsoleChartReply): counts[i] starts at start + i * bucketSeconds. */

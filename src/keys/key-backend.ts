@@ -26,5 +26,11 @@ export interface KeyBackend {
   generate(role: KeyRole, algorithm: KeyAlgorithm, label: string): Promise<SigningKey>;
   /** load finds an existing key by the ref that generate returned. */
   load(ref: string): Promise<SigningKey>;
+  /**
+   * probe checks cheaply that the key at ref could sign now (software: the file is readable; PKCS#11: a
+   * session answers and the private key is found), for the health checks (key-health.ts). It never signs
+   * and never reads key material into an error; it rejects with a 'key-backend' error saying what is wrong.
+   */
+  probe(ref: string): Promise<void>;
   close(): Promise<void>;
 }

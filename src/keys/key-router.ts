@@ -45,6 +45,11 @@ export class KeyRouter implements KeyBackend, RsaDecryptor {
     return (await this.owner(ref)).load(ref);
   }
 
+  /** probe forwards to the backend that holds ref. */
+  async probe(ref: string): Promise<void> {
+    return (await this.owner(ref)).probe(ref);
+  }
+
   /** rsaDecrypt forwards to the backend that holds ref; 'key-backend' when that backend cannot decrypt. */
   async rsaDecrypt(ref: string, ciphertext: Buffer): Promise<Buffer> {
     const b = await this.owner(ref);

@@ -44,6 +44,15 @@ export class SoftwareKeyBackend implements KeyBackend {
     return softwareSigningKey(key, algorithmOfKey(key), ref);
   }
 
+  /** probe: the key file is there and readable by this process (its contents are not read: a health check parses no key). */
+  async probe(ref: string): Promise<void> {
+    try {
+      await fs.promises.access(ref, fs.constants.R_OK);
+    } catch (e) {
+      throw new DeviceCaError('key-backend', `key file ${ref} is not readable (${(e as NodeJS.ErrnoException).code ?? 'error'})`, { retryAfterSeconds: 30 });
+    }
+  }
+
   async close(): Promise<void> {}
 }
 

@@ -14,6 +14,8 @@ export interface ConsoleOverviewReply {
   crlShards: { shard: number; number: string | null; thisUpdate: Date | null; nextUpdate: Date | null; entries: number | null }[];
   ocspResponder: { notAfter: Date; subject: string } | null;
   store: { healthy: boolean; problem: string | null };
+  /** keyBackend: whether the issuing CA's signing key can be used now (KeyHealth: probed, never signed with) */
+  keyBackend: { healthy: boolean; problem: string | null };
 }
 
 /**
@@ -42,6 +44,8 @@ export interface ConsoleOverviewOptions {
   ocspResponderCertificate: () => Buffer | null;
   /** storeHealth: resolves when the store reads and writes (StoreHealth.check) */
   storeHealth: () => Promise<void>;
+  /** keyHealth: resolves when the CA signing key is usable (KeyHealth.check: cached, bounded by a timeout) */
+  keyHealth: () => Promise<void>;
   /** now: the clock the charts' ranges are taken from (tests set it) */
   now?: () => Date;
 }
@@ -111,10 +115,7 @@ export class ConsoleOverview {
     );
     const der = this.o.ocspResponderCertificate();
     const ocsp = der ? new crypto.X509Certificate(der) : null;
-    let problem: string | null = null;
-    await this.o.storeHealth().catch((e: unknown) => {
-      problem = isDeviceCaError(e) ? e.message : 'store probe failed';
-    });
+    const [problem, keyProblem] = await Promise.all([problemOf(this.o.storeHealth(), 'store probe failed'), problemOf(this.o.keyHealth(), 'key backend probe failed')]);
     return {
       scope: scope.kind === 'operator' ? 'operator' : `owner:${scope.owner}`,
       devices: { total: counts.total, byState: counts.byState, byOwner: counts.topOwners },
@@ -122,6 +123,15 @@ export class ConsoleOverview {
       crlShards,
       ocspResponder: ocsp ? { notAfter: new Date(ocsp.validTo), subject: ocsp.subject } : null,
       store: { healthy: problem === null, problem },
+      keyBackend: { healthy: keyProblem === null, problem: keyProblem },
     };
   }
+}
+
+/** problemOf: null when a health check resolves, else its short reason (a DeviceCaError's message, never its detail). */
+function problemOf(check: Promise<void>, fallback: string): Promise<string | null> {
+  return check.then(
+    () => null,
+    (e: unknown) => (isDeviceCaError(e) ? e.message : fallback),
+  );
 }

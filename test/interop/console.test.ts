@@ -129,6 +129,7 @@ describe('an operator session', () => {
     expect(await page.locator('#by-state').innerText()).toMatch(/active\s+1/);
     expect(await page.locator('#by-state').innerText()).toMatch(/retired\s+0/);
     expect(await page.locator('#store-health').innerText()).toContain('healthy');
+    expect(await page.locator('#key-backend-health').innerText()).toContain('healthy');
     await shot(page, '1-overview');
 
     await page.goto(`${base}/console/#/devices`);

@@ -157,6 +157,20 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
     return this.loadKey(ref);
   }
 
+  /**
+   * probe: on a pooled main-thread session, C_GetSessionInfo must show the user logged in and the private
+   * key at ref must be found (C_FindObjects); nothing is signed, so a health poller costs the token two
+   * metadata calls. A lost session is reconnected once by the pool, as for any lookup.
+   */
+  async probe(ref: string): Promise<void> {
+    const uri = parsePkcs11Uri(ref);
+    const locator: KeyLocator = uri.id && uri.id.length > 0 ? { id: uri.id } : { label: uri.object };
+    await this.op('health probe', async ({ session }) => {
+      if (!isLoggedIn(session)) throw new Error('CKR_USER_NOT_LOGGED_IN (the token logged out)');
+      this.findPrivateKey(session, locator, ref, 'key-backend');
+    });
+  }
+
   /** rsaDecrypt decrypts RSAES-PKCS1-v1_5 with the RSA private key at `ref` (CKM_RSA_PKCS). */
   async rsaDecrypt(ref: string, ciphertext: Buffer): Promise<Buffer> {
     let p = this.decryptKeys.get(ref);

@@ -12,6 +12,9 @@ function fakeBackend(kind: string, decrypt?: (ref: string, c: Buffer) => Buffer)
     closed: 0,
     generate: async (_role: KeyRole, _alg: string, label: string) => key(`${kind}:${label}`),
     load: async (ref: string) => key(ref),
+    probe: async (ref: string) => {
+      if (ref.endsWith('missing')) throw new Error(`${kind} probe: ${ref} missing`);
+    },
     close: async () => void b.closed++,
   };
   return decrypt ? Object.assign(b, { rsaDecrypt: async (ref: string, c: Buffer) => decrypt(ref, c) }) : b;
@@ -34,6 +37,12 @@ describe('KeyRouter', () => {
 
   it('refuses with key-backend when the owning backend cannot decrypt', async () => {
     await expect(router.rsaDecrypt('/data/keys/ra.key.pem', Buffer.from([1]))).rejects.toMatchObject({ code: 'key-backend' });
+  });
+
+  it('probes with the backend that holds the ref', async () => {
+    await expect(router.probe('pkcs11:token=ca;object=missing')).rejects.toThrow('pkcs11 probe: pkcs11:token=ca;object=missing missing');
+    await expect(router.probe('/data/keys/missing')).rejects.toThrow('software probe: /data/keys/missing missing');
+    await expect(router.probe('/data/keys/issuing.key.pem')).resolves.toBeUndefined();
   });
 
   it('closes every backend it used, once', async () => {

@@ -66,7 +66,16 @@ export async function startAdminApp(): Promise<AdminApp> {
   const sessions = new ConsoleSessions(store, access, { idleSeconds: 900, maxAgeSeconds: 3600 });
   const consoleRoutes = consoleRouter({
     sessions,
-    overview: new ConsoleOverview({ store, lifecycle, ra, issuer: 'device-ca-issuing', crlShards: 2, ocspResponderCertificate: () => null, storeHealth: async () => undefined }),
+    overview: new ConsoleOverview({
+      store,
+      lifecycle,
+      ra,
+      issuer: 'device-ca-issuing',
+      crlShards: 2,
+      ocspResponderCertificate: () => null,
+      storeHealth: async () => undefined,
+      keyHealth: async () => undefined,
+    }),
     admin: { access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit, firmware },
     maxAgeSeconds: 3600,
     assetsDir: path.join(ca.dir, 'no-console-assets'),
