@@ -5,7 +5,8 @@ import * as x509 from '@peculiar/x509';
 import { parseTpm2bPublic, parseTpmtPublic, tpmName } from '../../../src/attestation/tpm/tpm-public';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { EnrollOutcome } from '../../../src/ra/registration-authority';
-import { printableString } from '../../../src/der/der-writer';
+import { children, readOne } from '../../../src/der/der-reader';
+import { printableString, tlv } from '../../../src/der/der-writer';
 import { SCEP_FAIL_INFO } from '../../../src/protocols/scep/scep-error-map';
 import { buildCsr, tpmCertifyStatement } from '../../fixtures/build-csr';
 import { openssl } from '../cms/cms-fixture';
@@ -59,10 +60,10 @@ let profile: string;
 beforeAll(async () => {
   h = await makeRaHarness({
     overrides: {
-      profiles: { default: {}, tpm: { attestation: 'required' } },
-      'est.labels': { default: { profile: 'default' }, tpm: {} },
+      profiles: { default: {}, tpm: { attestation: 'required' }, tpmmanual: { attestation: 'required', manualApproval: true } },
+      'est.labels': { default: { profile: 'default' }, tpm: {}, tpmmanual: {} },
       'scep.enabled': true,
-      'scep.paths': { default: { profile: 'default' }, tpm: { profile: 'tpm' } },
+      'scep.paths': { default: { profile: 'default' }, tpm: { profile: 'tpm' }, tpmmanual: { profile: 'tpmmanual' } },
       'enrollment.retryWindow': '10m',
     },
   });
@@ -182,5 +183,26 @@ describe('SCEP carries TPM key attestation (scep.paths.tpm -> profile with attes
     const fresh = await h.ra.tpmNonce(profile, certProof(cert));
     const out = issued(await renew(newKey(), fresh.nonce, 'reuse-3'));
     expect(policiesOf(out.certificate)).toEqual(TPM_POLICIES);
+  });
+
+  it('manual approval: the PKCSReq is checked (nonce spent) when queued; once approved, the CertPoll issues it with the TPM policies', async () => {
+    const id = 'scep-tpm-held';
+    const manual = h.cfg.scep.paths.tpmmanual.profile;
+    const secret = await registered(id);
+    const { nonce } = await h.ra.tpmNonce(manual, secretProof(id, secret));
+    const key = newKey();
+    const csr = buildCsr({ privateKey: key, subject: [{ type: 'CN', value: id }], challengePassword: { value: secret }, evidence: certifyStatement(key, nonce) });
+    const signer = selfSigned(key, id);
+    const first = await h.ra.scepEnroll({ profile: manual, kind: 'PKCSReq', transactionId: printableString('held-1'), signerCertificate: signer, csr });
+    if (first.status !== 'pending') throw new Error(`expected PENDING, got ${first.status}`);
+    // the evidence was checked before the operator sees the request: its nonce is gone
+    expect(await h.store.consumeNonce(id, sha256(nonce), h.now())).toBe(false);
+    await h.ra.decideRequest(first.requestId, 'approved', 'operator');
+    // CertPoll (RFC 8894 §3.3.3): IssuerAndSubject of the self-signed certificate, the same transactionID and signer
+    const f = children(children(readOne(signer, 0x30))[0]);
+    const i = f[0].tag === 0xa0 ? 1 : 0;
+    const out = issued(await h.ra.scepPoll({ profile: manual, transactionId: printableString('held-1'), signerCertificate: signer, issuerAndSubject: tlv(0x30, f[i + 2].full, f[i + 4].full) }));
+    expect(policiesOf(out.certificate)).toEqual(TPM_POLICIES);
+    expect(await failedChecks(id)).toEqual([]);
   });
 });
