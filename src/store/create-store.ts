@@ -21,7 +21,10 @@ export function createStore(cfg: StoreConfig): Store {
     case 'sqlite': {
       let store: SqliteStore;
       try {
-        store = new SqliteStore(cfg.store.path, { backgroundCheckpoint: true });
+        // SQLite's own checkpoints, not the checkpointing thread (backgroundCheckpoint): with WAL checkpoints
+        // every 100 ms the WAL file's space is reused at once, so on a full disk the store health probe's
+        // write still succeeded and /healthz kept the node in the pool (test/interop/store-unavailable.test.ts)
+        store = new SqliteStore(cfg.store.path);
       } catch (e) {
         // at start-up: the operator reads this, so it names the file and SQLite's reason
         const f = sqliteFailure(e);

@@ -4,7 +4,7 @@ import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { TmpDir, makeTmpDir } from '../../helpers/tmp';
 
 /**
- * SqliteStore with backgroundCheckpoint (as createStore opens it for the service): the WAL is copied into
+ * SqliteStore with backgroundCheckpoint (the issuance bench opens it so; the service does not): the WAL is copied into
  * the database file by a thread of its own, well before SQLite's 1000-page mark would make a commit on
  * the socket thread do it.
  */
