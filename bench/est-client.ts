@@ -50,6 +50,58 @@ export interface ClientResult {
 
 type One = { ok: boolean; status: string; ms: number; error?: string };
 
+/**
+ * Tally counts the replies that complete before a job's deadline and builds its ClientResult: one place for
+ * both connection modes (a new TLS connection per request, or keep-alive lanes).
+ */
+class Tally {
+  private readonly statuses: Record<string, number> = {};
+  private readonly lat: number[] = [];
+  private ok = 0;
+  private failed = 0;
+  private last = 0;
+  private firstError: string | undefined;
+  private readonly cpu0 = process.cpuUsage();
+  private readonly start = performance.now();
+  readonly deadline: number;
+
+  constructor(private readonly job: ClientJob) {
+    this.deadline = this.start + job.durationMs;
+  }
+
+  /** count: one reply, unless it completed after the deadline */
+  count(r: One): void {
+    const t = performance.now();
+    if (t > this.deadline) return;
+    this.last = t;
+    this.statuses[r.status] = (this.statuses[r.status] ?? 0) + 1;
+    if (r.ok) {
+      this.ok++;
+      this.lat.push(r.ms);
+    } else {
+      this.failed++;
+      this.firstError = this.firstError ?? r.error;
+    }
+  }
+
+  /** result: `sent` requests started; `next` is how far the shared request list was consumed */
+  result(sent: number, next: number): ClientResult {
+    const exhausted = !this.job.cycle && next >= this.job.requests.length && this.last < this.deadline;
+    const cpu = process.cpuUsage(this.cpu0);
+    return {
+      sent,
+      ok: this.ok,
+      failed: this.failed,
+      elapsedMs: exhausted ? this.last - this.start : this.job.durationMs,
+      exhausted,
+      statuses: this.statuses,
+      latMs: this.lat.map((x) => Math.round(x * 100) / 100),
+      clientCpuMs: (cpu.user + cpu.system) / 1000,
+      firstError: this.firstError,
+    };
+  }
+}
+
 function once(port: number, ctx: tls.SecureContext, req: ClientRequest): Promise<One> {
   return new Promise((resolve) => {
     const t0 = performance.now();
@@ -172,55 +224,21 @@ export function runJob(job: ClientJob): Promise<ClientResult> {
   if (job.connection === 'keep-alive') return runKeepAlive(job);
   const anon = tls.createSecureContext({});
   const ctxs = job.identities.map((i) => tls.createSecureContext({ cert: i.certPem, key: i.keyPem }));
-  const statuses: Record<string, number> = {};
-  const lat: number[] = [];
-  let ok = 0;
-  let failed = 0;
+  const tally = new Tally(job);
   let next = 0;
   let inflight = 0;
-  let last = 0;
-  let firstError: string | undefined;
-  const cpu0 = process.cpuUsage();
-  const start = performance.now();
-  const deadline = start + job.durationMs;
   return new Promise((resolve) => {
-    const finish = () => {
-      const exhausted = !job.cycle && next >= job.requests.length && last < deadline;
-      const cpu = process.cpuUsage(cpu0);
-      resolve({
-        sent: next,
-        ok,
-        failed,
-        elapsedMs: exhausted ? last - start : job.durationMs,
-        exhausted,
-        statuses,
-        latMs: lat.map((x) => Math.round(x * 100) / 100),
-        clientCpuMs: (cpu.user + cpu.system) / 1000,
-        firstError,
-      });
-    };
     const launch = () => {
-      while (inflight < job.concurrency && performance.now() < deadline && (job.cycle || next < job.requests.length)) {
+      while (inflight < job.concurrency && performance.now() < tally.deadline && (job.cycle || next < job.requests.length)) {
         const req = job.requests[next++ % job.requests.length];
         inflight++;
         void once(job.port, req.identity === undefined ? anon : ctxs[req.identity], req).then((r) => {
           inflight--;
-          const t = performance.now();
-          if (t <= deadline) {
-            last = t;
-            statuses[r.status] = (statuses[r.status] ?? 0) + 1;
-            if (r.ok) {
-              ok++;
-              lat.push(r.ms);
-            } else {
-              failed++;
-              firstError = firstError ?? r.error;
-            }
-          }
+          tally.count(r);
           launch();
         });
       }
-      if (inflight === 0) finish();
+      if (inflight === 0) resolve(tally.result(next, next));
     };
     launch();
   });
@@ -230,17 +248,10 @@ export function runJob(job: ClientJob): Promise<ClientResult> {
 async function runKeepAlive(job: ClientJob): Promise<ClientResult> {
   const anon = tls.createSecureContext({});
   const ctxs = job.identities.map((i) => tls.createSecureContext({ cert: i.certPem, key: i.keyPem }));
-  const statuses: Record<string, number> = {};
-  const lat: number[] = [];
-  let ok = 0;
-  let failed = 0;
+  const tally = new Tally(job);
+  const deadline = tally.deadline;
   let sent = 0;
   let next = 0;
-  let last = 0;
-  let firstError: string | undefined;
-  const cpu0 = process.cpuUsage();
-  const start = performance.now();
-  const deadline = start + job.durationMs;
   const lanes = Array.from({ length: job.concurrency }, (_, lane) => {
     const identity = job.identities.length ? lane % job.identities.length : undefined;
     const mine = identity === undefined ? [] : job.requests.filter((r) => r.identity === identity);
@@ -256,34 +267,10 @@ async function runKeepAlive(job: ClientJob): Promise<ClientResult> {
       sent++;
       return job.requests[next++ % job.requests.length];
     };
-    return keepAliveLane(job.port, identity === undefined ? anon : ctxs[identity], pick, (r) => {
-      const t = performance.now();
-      if (t > deadline) return;
-      last = t;
-      statuses[r.status] = (statuses[r.status] ?? 0) + 1;
-      if (r.ok) {
-        ok++;
-        lat.push(r.ms);
-      } else {
-        failed++;
-        firstError = firstError ?? r.error;
-      }
-    });
+    return keepAliveLane(job.port, identity === undefined ? anon : ctxs[identity], pick, (r) => tally.count(r));
   });
   await Promise.all(lanes);
-  const exhausted = !job.cycle && next >= job.requests.length && last < deadline;
-  const cpu = process.cpuUsage(cpu0);
-  return {
-    sent,
-    ok,
-    failed,
-    elapsedMs: exhausted ? last - start : job.durationMs,
-    exhausted,
-    statuses,
-    latMs: lat.map((x) => Math.round(x * 100) / 100),
-    clientCpuMs: (cpu.user + cpu.system) / 1000,
-    firstError,
-  };
+  return tally.result(sent, next);
 }
 
 if (require.main === module && process.send) {
