@@ -50,7 +50,10 @@ export interface ProtocolResult {
   fixed: number;
   /** statuses: replies by HTTP status */
   statuses: Map<number, number>;
+  /** fiveXx: 5xx replies the verdict refuses (defects, known or not) */
   fiveXx: number;
+  /** allowed5xx: 5xx replies the verdict allows (503 with Retry-After under load, 501 from /fullcmc), counted apart so they are not read as defects */
+  allowed5xx: number;
   failures: string[];
   /** known: known-defect id -> 5xx replies it excused */
   known: Map<string, number>;
@@ -60,7 +63,7 @@ export interface ProtocolResult {
 }
 
 export async function runProtocol(protocol: Protocol, ep: Endpoint, corpus: Generated[], generate: CaseGenerator, s: CampaignSettings, watch: LogWatch): Promise<ProtocolResult> {
-  const res: ProtocolResult = { protocol, sent: 0, fixed: 0, statuses: new Map(), fiveXx: 0, failures: [], known: new Map(), knownMatched: new Map(), workerRestarts: 0 };
+  const res: ProtocolResult = { protocol, sent: 0, fixed: 0, statuses: new Map(), fiveXx: 0, allowed5xx: 0, failures: [], known: new Map(), knownMatched: new Map(), workerRestarts: 0 };
   const total = corpus.length + s.casesPerProtocol;
   const deadline = Date.now() + s.secondsPerProtocol * 1000;
   let nextIndex = 0;
@@ -106,11 +109,14 @@ export async function runProtocol(protocol: Protocol, ep: Endpoint, corpus: Gene
     if (c.fixed) res.fixed++;
     if (reply.kind === 'reply') {
       res.statuses.set(reply.status, (res.statuses.get(reply.status) ?? 0) + 1);
-      if (reply.status >= 500) res.fiveXx++;
     }
     const known = knownDefectOf(c);
     if (known) res.knownMatched.set(known.id, (res.knownMatched.get(known.id) ?? 0) + 1);
     const v = verdict(c, reply);
+    if (reply.kind === 'reply' && reply.status >= 500) {
+      if (v.ok) res.allowed5xx++;
+      else res.fiveXx++;
+    }
     if (!v.ok) {
       if (known && reply.kind === 'reply') res.known.set(known.id, (res.known.get(known.id) ?? 0) + 1);
       else res.failures.push(describeCase(c, s.seed, reply, v.why));
@@ -142,7 +148,7 @@ export function summarize(r: ProtocolResult): string {
   const known = [...r.knownMatched].map(([id, n]) => `${id} (${n} sent, ${r.known.get(id) ?? 0} answered 5xx)`).join('; ');
   const fixedNow = [...r.knownMatched].filter(([id]) => !r.known.has(id)).map(([id]) => id);
   return [
-    `fuzz ${r.protocol}: ${r.sent} cases (${r.fixed} corpus), ${r.fiveXx} 5xx, ${r.failures.length} failures, ${r.workerRestarts} worker restarts; statuses ${statuses}`,
+    `fuzz ${r.protocol}: ${r.sent} cases (${r.fixed} corpus), ${r.fiveXx} 5xx refused, ${r.allowed5xx} 5xx allowed, ${r.failures.length} failures, ${r.workerRestarts} worker restarts; statuses ${statuses}`,
     known ? `  known defects: ${known}` : '',
     fixedNow.length ? `  no longer reproduced (remove from KNOWN_DEFECTS): ${fixedNow.join(', ')}` : '',
   ]
