@@ -287,6 +287,8 @@ export const configSchema = z
         type: z.enum(['sqlite', 'redis']).default('sqlite'),
         /** SQLite file; relative paths are under dataDir */
         path: z.string().default('device-ca.sqlite'),
+        /** sqlite only: WAL checkpoints on a thread of their own instead of inside a commit (store/sqlite/wal-checkpointer.ts) */
+        checkpointThread: z.boolean().default(true),
         /** redis only: redis://[user:password@]host:port/db, or rediss:// for TLS */
         url: z
           .string()

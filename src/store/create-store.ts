@@ -21,10 +21,9 @@ export function createStore(cfg: StoreConfig): Store {
     case 'sqlite': {
       let store: SqliteStore;
       try {
-        // SQLite's own checkpoints, not the checkpointing thread (backgroundCheckpoint): with WAL checkpoints
-        // every 100 ms the WAL file's space is reused at once, so on a full disk the store health probe's
-        // write still succeeded and /healthz kept the node in the pool (test/interop/store-unavailable.test.ts)
-        store = new SqliteStore(cfg.store.path);
+        // WAL checkpoints on a thread of their own unless store.checkpointThread is off; a full disk is seen
+        // by the store's disk space guard, not by a write that may land in WAL space a checkpoint freed
+        store = new SqliteStore(cfg.store.path, { backgroundCheckpoint: cfg.store.checkpointThread ?? true });
       } catch (e) {
         // at start-up: the operator reads this, so it names the file and SQLite's reason
         const f = sqliteFailure(e);

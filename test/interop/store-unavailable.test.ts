@@ -1,7 +1,9 @@
+import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { CheckpointFailure, WalCheckpointer } from '../../src/store/sqlite/wal-checkpointer';
 import { RunningService, assertBuilt, runProcess, startService } from '../helpers/service-process';
 import { TmpDir, makeTmpDir } from '../helpers/tmp';
 
@@ -145,5 +147,57 @@ describeIfMount('the store on a full disk', () => {
     expect(again.status).toBe(200);
     const list = await svc.cli(['certs', 'list', '--device', 'full-1', '--json']);
     expect(JSON.parse(list.stdout)).toHaveLength(1);
+  });
+});
+
+/** until polls cond every 20 ms for at most ms (no timing is asserted: only that it happens at all). */
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  for (const end = Date.now() + ms; !cond();) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await sleep(20);
+  }
+}
+
+describeIfMount('the checkpointing thread on a full disk', () => {
+  let dir: TmpDir;
+  let at: string;
+  let on = false;
+  beforeAll(() => {
+    dir = makeTmpDir('device-ca-ckpt-full-');
+    at = dir.file('mnt');
+    fs.mkdirSync(at);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m,mode=0700', 'tmpfs', at]);
+    on = true;
+  });
+  afterAll(() => {
+    if (on) execFileSync('umount', ['-l', at]);
+    dir?.cleanup();
+  });
+
+  it("reports SQLite's SQLITE_FULL when the database file cannot take the WAL's pages, and null once a checkpoint succeeds again", async () => {
+    const file = path.join(at, 'ck.sqlite');
+    const db = new Database(file);
+    const reports: (CheckpointFailure | null)[] = [];
+    let ck: WalCheckpointer | undefined;
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('wal_autocheckpoint = 0');
+      db.exec('CREATE TABLE t (x BLOB)');
+      const ins = db.prepare('INSERT INTO t VALUES (randomblob(3000))');
+      for (let i = 0; i < 200; i++) ins.run(); // about 600 KB in the WAL, not yet in the database file
+      fill(path.join(at, 'filler'));
+      ck = new WalCheckpointer(file, (f) => reports.push(f), 20);
+      await until(() => reports.length >= 1);
+      expect(reports[0]).toMatchObject({ code: 'SQLITE_FULL' });
+      fs.rmSync(path.join(at, 'filler'));
+      await until(() => reports.length >= 2);
+      expect(reports).toHaveLength(2);
+      expect(reports[1]).toBeNull();
+      // the rows made it into the database file
+      expect(fs.statSync(file).size).toBeGreaterThan(200 * 3000);
+    } finally {
+      await ck?.close();
+      db.close();
+    }
   });
 });

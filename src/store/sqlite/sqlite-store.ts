@@ -52,6 +52,7 @@ import { SnapshotRow, SnapshotSource } from '../store-snapshot';
 import { MIGRATIONS } from './migrations';
 import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
 import { StatusVersion } from '../status-version';
+import { DiskSpaceGuard } from './disk-space-guard';
 import { FALLBACK_AUTOCHECKPOINT_PAGES, WalCheckpointer } from './wal-checkpointer';
 
 type Row = Record<string, unknown>;
@@ -128,15 +129,22 @@ export const REVOKED_IN_SHARD_SQL =
  */
 export class SqliteStore implements Store, AttestationStore, SnapshotSource, StatusVersion {
   private readonly db: Database.Database;
-  /** stmts caches prepared statements by SQL text: preparing costs more than running on the issuance path */
-  private readonly stmts = new Map<string, Database.Statement>();
+  /**
+   * stmts caches prepared statements by SQL text (preparing costs more than running on the issuance path),
+   * each with whether it writes (then stmt() asks the disk space guard first)
+   */
+  private readonly stmts = new Map<string, { s: Database.Statement; writes: boolean }>();
+  /** space: refuses writes while the store cannot grow (disk-space-guard.ts); none for ':memory:' */
+  private readonly space: DiskSpaceGuard | null = null;
 
   /** checkpointer: WAL checkpoints on a thread of their own (option backgroundCheckpoint), else SQLite's on commit */
   private readonly checkpointer: WalCheckpointer | null = null;
 
   /**
    * backgroundCheckpoint: checkpoint the WAL on a thread of its own (wal-checkpointer.ts) instead of in
-   * the commit that crosses SQLite's 1000-page mark; the service's stores (createStore) use it.
+   * the commit that crosses SQLite's 1000-page mark; the service's stores (createStore) use it unless
+   * `store.checkpointThread` is off. Its checkpoint errors reach the disk space guard, so /healthz and
+   * the writes see a database file that cannot take the WAL's pages.
    */
   constructor(file: string, opts: { backgroundCheckpoint?: boolean } = {}) {
     // the file holds enrollment secrets' hashes and the CA state: 0600 in a 0700 directory, whatever the umask
@@ -147,24 +155,33 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     this.db.pragma('busy_timeout = 10000');
     this.db.pragma('foreign_keys = ON');
     this.migrate();
-    if (opts.backgroundCheckpoint && file !== ':memory:') {
+    if (file !== ':memory:') this.space = new DiskSpaceGuard(file);
+    if (opts.backgroundCheckpoint && this.space) {
+      const space = this.space;
       this.db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`);
-      this.checkpointer = new WalCheckpointer(file);
+      this.checkpointer = new WalCheckpointer(file, (f) => space.setCheckpointFailure(f));
     }
+    this.probeWrite = this.db.prepare('INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at');
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
     this.walIndex = openWalIndex(this.db, file);
   }
   private readonly statusStmt: Database.Statement;
+  /** probeWrite: the health probe's write, outside stmt() so the disk space guard does not refuse it first */
+  private readonly probeWrite: Database.Statement;
   /** walIndex: the -shm file and the wal-index header last seen (statusVersion) */
   private readonly walIndex?: { fd: number; last: Buffer; now: Buffer; version: number };
 
   private stmt(sql: string): Database.Statement {
-    let s = this.stmts.get(sql);
-    if (!s) {
-      s = this.db.prepare(sql);
-      this.stmts.set(sql, s);
+    let e = this.stmts.get(sql);
+    if (!e) {
+      const s = this.db.prepare(sql);
+      // SAVEPOINT, RELEASE and ROLLBACK TO count as read-only (sqlite3_stmt_readonly): a refused job still rolls back
+      e = { s, writes: !s.readonly };
+      this.stmts.set(sql, e);
     }
-    return s;
+    // a write while the store cannot grow: refused before it runs (inside a transaction, which rolls back)
+    if (e.writes && this.space) this.space.assertWritable();
+    return e.s;
   }
 
   private migrate(): void {
@@ -184,6 +201,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   async close(): Promise<void> {
     if (this.queue.length) this.flush(); // nothing queued is lost
     await this.checkpointer?.close();
+    this.space?.close();
     this.db.close();
     if (this.walIndex && this.walIndex.fd >= 0) {
       fs.closeSync(this.walIndex.fd);
@@ -850,10 +868,13 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     }
     try {
       // a real write (a WAL frame): BEGIN IMMEDIATE alone takes the lock but would not notice a full disk
-      this.db.transaction(() => this.stmt('INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at').run(ms(now))).immediate();
+      this.db.transaction(() => this.probeWrite.run(ms(now))).immediate();
     } catch (e) {
       throw probeError('write', e);
     }
+    // and room to grow: the write above may have gone into WAL space a checkpoint freed (disk-space-guard.ts)
+    const f = this.space?.check();
+    if (f) throw new DeviceCaError('store-unavailable', `store write failed (${f.reason})`, { detail: f.detail, retryAfterSeconds: 30 });
   }
 
   // ---- TPM attestation ----

@@ -25,11 +25,22 @@ const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.module);
 const db = new Database(workerData.file, { fileMustExist: true });
 db.pragma('synchronous = NORMAL');
+// failing: the code of the last checkpoint's error, reported to the store once when it starts and once
+// when a checkpoint succeeds again (a checkpoint busy with another process' is no error: the pragma
+// answers busy=1 and the next round tries again)
+let failing = null;
 const timer = setInterval(() => {
   try {
     db.pragma('wal_checkpoint(PASSIVE)');
-  } catch {
-    // busy (another process' checkpoint) or a transient error: the next round tries again
+    if (failing !== null) {
+      failing = null;
+      parentPort.postMessage({ failure: null });
+    }
+  } catch (e) {
+    const code = e && typeof e.code === 'string' ? e.code : 'SQLITE_ERROR';
+    if (code === failing) return;
+    failing = code;
+    parentPort.postMessage({ failure: { code, message: String(e && e.message) } });
   }
 }, workerData.intervalMs);
 parentPort.on('message', (m) => {
@@ -39,6 +50,12 @@ parentPort.on('message', (m) => {
   parentPort.close();
 });
 `;
+
+/** CheckpointFailure: SQLite's error code and message from a failed checkpoint on the thread. */
+export interface CheckpointFailure {
+  code: string;
+  message: string;
+}
 
 /**
  * WalCheckpointer moves SQLite's WAL checkpoints off the thread that owns the sockets. With SQLite's
@@ -52,8 +69,15 @@ export class WalCheckpointer {
   private readonly worker: Worker;
   private readonly exited: Promise<void>;
 
-  constructor(file: string, intervalMs = CHECKPOINT_INTERVAL_MS) {
+  /**
+   * onFailure hears the thread's checkpoint errors as they start ({ code, message } of SQLite's error: the
+   * database file could not take the WAL's pages, e.g. SQLITE_FULL) and end (null), for the store's health.
+   */
+  constructor(file: string, onFailure: (e: CheckpointFailure | null) => void = () => undefined, intervalMs = CHECKPOINT_INTERVAL_MS) {
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file, intervalMs, module: require.resolve('better-sqlite3') } });
+    this.worker.on('message', (m: { failure?: CheckpointFailure | null }) => {
+      if (m && m.failure !== undefined) onFailure(m.failure);
+    });
     // the checkpoints must not keep a CLI or a test process alive on their own
     this.worker.unref();
     this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));

@@ -1,10 +1,12 @@
 import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
+import { loadConfig } from '../../../src/config/load-config';
+import { createStore } from '../../../src/store/create-store';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { TmpDir, makeTmpDir } from '../../helpers/tmp';
 
 /**
- * SqliteStore with backgroundCheckpoint (the issuance bench opens it so; the service does not): the WAL is copied into
+ * SqliteStore with backgroundCheckpoint (as createStore opens it for the service unless store.checkpointThread is off): the WAL is copied into
  * the database file by a thread of its own, well before SQLite's 1000-page mark would make a commit on
  * the socket thread do it.
  */
@@ -29,7 +31,7 @@ function devicesInMainFile(file: string): number {
   }
 }
 
-async function createDevices(store: SqliteStore, n: number): Promise<void> {
+async function createDevices(store: Pick<SqliteStore, 'createDevice'>, n: number): Promise<void> {
   for (let i = 0; i < n; i++)
     await store.createDevice(
       { id: `dev-${i}`, owner: null, label: null, state: 'registered' },
@@ -74,6 +76,30 @@ describe('WAL checkpoints on their own thread', () => {
       expect(devicesInMainFile(file)).toBe(0);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('store.checkpointThread', () => {
+  it('createStore runs the thread by default (rows reach the database file) and not when the key is false', async () => {
+    const dataDir = tmp.file('data');
+    const on = createStore(loadConfig({ env: { DEVICE_CA_DATA: dataDir } }));
+    const offCfg = loadConfig({ env: { DEVICE_CA_DATA: dataDir }, overrides: { store: { path: 'off.sqlite', checkpointThread: false } } });
+    const off = createStore(offCfg);
+    try {
+      await createDevices(on, 20);
+      await createDevices(off, 20);
+      const onFile = loadConfig({ env: { DEVICE_CA_DATA: dataDir } }).store.path;
+      let n = 0;
+      for (let i = 0; i < 100 && n < 20; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        n = devicesInMainFile(onFile);
+      }
+      expect(n).toBe(20);
+      expect(devicesInMainFile(offCfg.store.path)).toBe(0);
+    } finally {
+      await on.close();
+      await off.close();
     }
   });
 });
