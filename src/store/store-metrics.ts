@@ -29,9 +29,10 @@ export function withStoreMetrics<S extends object>(store: S, registry: Registry,
       const value: unknown = Reflect.get(target, prop, receiver);
       if (typeof value !== 'function' || typeof prop !== 'string') return value;
       return function (this: unknown, ...args: unknown[]) {
+        // the timer starts before the call: SQLite does its work synchronously inside it
+        const end = seconds.startTimer({ backend, operation: prop });
         const out: unknown = (value as (...a: unknown[]) => unknown).apply(this === receiver ? target : this, args);
         if (!(out instanceof Promise)) return out;
-        const end = seconds.startTimer({ backend, operation: prop });
         return out.then(
           (v: unknown) => (end(), v),
           (e: unknown) => {

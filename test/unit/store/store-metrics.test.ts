@@ -39,3 +39,27 @@ it('times each promise-returning call per operation and counts failures by code;
     .catch(() => undefined);
   expect(await registry.metrics()).toContain('device_ca_store_errors_total{backend="sqlite",operation="probe",code="internal"} 1');
 });
+
+/** withStoreMetrics times the synchronous part of a call too: SQLite does its work before the promise is made. */
+it('counts the time a store spends synchronously before it returns its promise', async () => {
+  const registry = new Registry();
+  const fake = {
+    async countDevices() {
+      return 1;
+    },
+  };
+  // a store method that works synchronously for 30 ms, then hands back a settled promise (as SqliteStore does)
+  const busy = {
+    countDevices(): Promise<number> {
+      const until = Date.now() + 30;
+      while (Date.now() < until) {
+        /* SQLite's synchronous work */
+      }
+      return fake.countDevices();
+    },
+  };
+  await withStoreMetrics(busy, registry, 'sqlite').countDevices();
+  const text = await registry.metrics();
+  const sum = Number(/device_ca_store_operation_seconds_sum\{backend="sqlite",operation="countDevices"\} ([0-9.e-]+)/.exec(text)?.[1]);
+  expect(sum).toBeGreaterThanOrEqual(0.025);
+});
