@@ -251,13 +251,16 @@ class FrontConnection {
     this.next();
   }
 
-  /** finish writes the last bytes and ends the connection; whatever the client sends after is not read. */
+  /**
+   * finish writes the last bytes and closes the connection once they are written (destroySoon, as node:http
+   * does after a `Connection: close` answer), so a client that never closes its side holds nothing open.
+   */
   private finish(out: Buffer): void {
     this.done = true;
     this.buf = null;
     this.socket.removeListener('data', this.onData);
-    this.socket.end(out);
-    this.socket.resume(); // drain to the FIN, so the close completes
+    this.socket.write(out);
+    this.socket.destroySoon();
   }
 
   private requestTimedOut(): void {
@@ -265,7 +268,8 @@ class FrontConnection {
   }
 
   private timeout(): void {
-    if (this.busy || this.done) return; // an answer in flight: its reply decides
+    if (this.done) return void this.socket.destroy(); // ended by us, and the client never closed its side
+    if (this.busy) return; // an answer in flight: its reply decides
     if (this.buf === null)
       this.socket.destroy(); // idle keep-alive connection
     else this.requestTimedOut();

@@ -199,6 +199,21 @@ describe('attachFastFront', () => {
     expect(closed).toBe(true);
   });
 
+  it('a client that keeps its side open after Connection: close holds no connection on the server', async () => {
+    const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    s.on('error', () => undefined);
+    let got = Buffer.alloc(0);
+    s.on('data', (c: Buffer) => (got = Buffer.concat([got, c])));
+    const ended = new Promise<void>((r) => s.on('end', () => r()));
+    s.write(post('x', 'Connection: close\r\n'));
+    await ended; // the server's FIN; this side stays open
+    expect(parseReplies(got).map((r) => r.body)).toEqual(['front:POST:/ocsp:x']);
+    const connections = () => new Promise<number>((r) => server.getConnections((_e, n) => r(n)));
+    for (let i = 0; i < 100 && (await connections()) > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await connections()).toBe(0);
+    s.destroy();
+  });
+
   it('a route that throws: 500, logged as an error, connection closed', async () => {
     const { bytes, closed } = await talk([post('throw')]);
     expect(parseReplies(bytes).map((r) => r.status)).toEqual([500]);
