@@ -13,7 +13,9 @@ import Module from 'node:module';
  *             instead of two SHA-1 digests (and an SPKI parse) per call, twice per request
  *   status    SqliteStore.certificateStatus answers from an in-process Map after the first read: the upper
  *             bound of any cheaper status read (NOT correct as is: revocations by other processes go unseen)
- *   obs       HttpObservability.middleware does nothing: no request id, metrics or access log line
+ *   obs       HttpObservability.middleware does nothing: no request id, metrics or access log line (obs and
+ *             quietlog reach only requests served through node:http: the OCSP front, src/http/fast-front.ts,
+ *             calls HttpObservability.record itself)
  *   quietlog  HttpObservability keeps request ids and metrics but writes no access line for a successful
  *             request (as if access lines were logged at debug); failures are still logged at error
  *   noredact  the pino logger without `redact` (the access line's fields are fixed and secret-free)

@@ -285,6 +285,16 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
         connection: 'keep-alive',
         concurrency: c,
       },
+      {
+        // what a new connection per request costs node:http alone here: the part of ocsp.nonce.newconn no
+        // OCSP work can remove (the nonce row's signature comes on top)
+        key: 'floorClose',
+        label: `node:http floor (${workers} workers, fixed response), new connection per request c=${oc}`,
+        server: () => floor,
+        requests: rig.cachedPost.slice(0, 1),
+        connection: 'close',
+        concurrency: oc,
+      },
     ];
     // OCSP_BENCH_ONLY=key,key (the openssl baseline always runs)
     const only = (process.env.OCSP_BENCH_ONLY ?? '').split(',').filter(Boolean);
@@ -380,6 +390,15 @@ export async function benchOcspHttp(opts: OcspHttpOptions = optionsFromEnv()): P
         baseline: `${fl.label}: ${rate(fl)}`,
         ratio: cachedInfo.rate / fl.rate,
         note: `the floor is node:http answering one fixed response with the same workers and client: what any Node responder can reach here; ${detail(cachedInfo)}`,
+      });
+    const flc = best.get('floorClose');
+    if (flc)
+      rows.push({
+        name: flc.label,
+        figure: rate(flc),
+        baseline: baseText,
+        ratio: flc.rate / base.rate,
+        note: `reference: node:http accepting, answering and closing a connection per request, no OCSP work and no signature: the ceiling of ocsp.nonce.newconn for a Node responder here; ${detail(flc)}`,
       });
     if (fl) {
       const cw = best.get('cachedPostWarn');

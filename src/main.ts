@@ -33,7 +33,7 @@ import { crlRouter } from './protocols/crl/crl-router';
 import { estRouter } from './protocols/est/est-router';
 import { firmwareRouter } from './protocols/firmware/firmware-router';
 import { consoleRouter } from './protocols/console/console-router';
-import { ocspHandler } from './protocols/ocsp/ocsp-handler';
+import { ocspRoute } from './protocols/ocsp/ocsp-handler';
 import { opsRouter } from './protocols/ops/ops-router';
 import { ScepRa, scepRouter } from './protocols/scep/scep-router';
 import { AdminAccess } from './ra/admin-access';
@@ -321,7 +321,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
       ...scepMounts,
       { path: '/', router: opsRouter({ registry: metricsRegistry, health: () => health.check(), keyHealth: () => keyHealth.check(), warnings }) },
     ],
-    fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry }) }],
+    fast: [ocspRoute(ocsp, { maxRequestBytes: cfg.ocsp.maxRequestBytes, maxAgeSeconds: cfg.ocsp.maxAge, registry })],
     registry,
     log: opts.log,
   });

@@ -7,6 +7,7 @@ import { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { HttpErrorReplyOptions, sendHttpError } from '../protocols/http-error-reply';
+import { FrontRoute, attachFastFront } from './fast-front';
 import { HttpObservability } from './request-context';
 import { TlsFailureLog } from './tls-failure-log';
 
@@ -90,6 +91,8 @@ export interface FastRoute {
   prefix: string;
   route: string;
   handler: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  /** front: the requests of this route the connection-level front answers without node:http (fast-front.ts) */
+  front?: Omit<FrontRoute, 'route'>;
 }
 
 /** createHttpListener: CA certificates, CRLs, OCSP, health and metrics over plain HTTP. */
@@ -115,5 +118,11 @@ export function createHttpListener(args: { mounts: Mount[]; fast?: FastRoute[]; 
   server.headersTimeout = 20_000;
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
+  attachFastFront(
+    server,
+    fast.flatMap((f) => (f.front ? [{ ...f.front, route: f.route }] : [])),
+    obs,
+    { maxHeaderSize: http.maxHeaderSize, headersTimeout: server.headersTimeout, requestTimeout: server.requestTimeout, keepAliveTimeout: server.keepAliveTimeout },
+  );
   return server;
 }

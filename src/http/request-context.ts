@@ -3,6 +3,22 @@ import { NextFunction, Request, Response } from 'express';
 import { Counter, Histogram, Registry } from 'prom-client';
 import { Logger } from 'pino';
 
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** RequestRecord: one finished request, as HttpObservability.record counts and logs it. */
+export interface RequestRecord {
+  route: string;
+  method: string;
+  status: number;
+  /** start: process.hrtime.bigint() when the request began */
+  start: bigint;
+  requestId: string;
+  remote?: string;
+  errorCode?: string;
+  /** error: a failure of ours, logged at error level with its detail */
+  error?: { message: string; detail?: unknown };
+}
+
 /**
  * HttpObservability owns the per-endpoint metrics of one listener and writes one access-log line per
  * request, with a request id. Handlers set res.locals.route to a fixed name (never the raw path, which
@@ -50,26 +66,46 @@ export class HttpObservability {
     return m;
   }
 
+  /**
+   * record counts one finished request and writes its access line: for express routes (middleware) and for
+   * the requests the connection-level front answers itself (fast-front.ts), so both are counted alike.
+   */
+  record(r: RequestRecord): void {
+    const secs = Number(process.hrtime.bigint() - r.start) / 1e9;
+    const metrics = this.metricsFor(r.route, r.method, r.status);
+    metrics.duration.observe(secs);
+    metrics.total.inc();
+    const quiet = !r.error && this.quietRoutes.has(r.route) && r.status < 400;
+    if (quiet && !this.log.isLevelEnabled('debug')) return; // the hot path builds no line nobody writes
+    const line = { reqId: r.requestId, method: r.method, route: r.route, status: r.status, ms: Math.round(secs * 1e4) / 10, remote: r.remote, code: r.errorCode };
+    if (r.error) this.log.error({ ...line, err: { message: r.error.message, detail: r.error.detail } }, 'request failed');
+    else if (quiet) this.log.debug(line, 'request');
+    else this.log.info(line, 'request');
+  }
+
+  /** requestIdFor: the client's X-Request-Id when it is a plain token of at most 64 characters, else a new one. */
+  requestIdFor(incoming: unknown): string {
+    return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+  }
+
   middleware() {
     return (req: Request, res: Response, next: NextFunction): void => {
       const start = process.hrtime.bigint();
-      const incoming = req.headers['x-request-id'];
-      const id = typeof incoming === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(incoming) ? incoming : crypto.randomUUID();
+      const id = this.requestIdFor(req.headers['x-request-id']);
       res.setHeader('X-Request-Id', id);
       res.locals.requestId = id; // error replies quote it (sendHttpError), so a user's report finds the log line
-      res.on('finish', () => {
-        const secs = Number(process.hrtime.bigint() - start) / 1e9;
-        const route = String(res.locals.route ?? 'unknown');
-        const metrics = this.metricsFor(route, req.method, res.statusCode);
-        metrics.duration.observe(secs);
-        metrics.total.inc();
-        const quiet = !res.locals.error && this.quietRoutes.has(route) && res.statusCode < 400;
-        if (quiet && !this.log.isLevelEnabled('debug')) return; // the hot path builds no line nobody writes
-        const line = { reqId: id, method: req.method, route, status: res.statusCode, ms: Math.round(secs * 1e4) / 10, remote: req.socket.remoteAddress, code: res.locals.errorCode };
-        if (res.locals.error) this.log.error({ ...line, err: { message: res.locals.error.message, detail: res.locals.error.detail } }, 'request failed');
-        else if (quiet) this.log.debug(line, 'request');
-        else this.log.info(line, 'request');
-      });
+      res.on('finish', () =>
+        this.record({
+          route: String(res.locals.route ?? 'unknown'),
+          method: req.method,
+          status: res.statusCode,
+          start,
+          requestId: id,
+          remote: req.socket.remoteAddress,
+          errorCode: res.locals.errorCode as string | undefined,
+          error: res.locals.error as { message: string; detail?: unknown } | undefined,
+        }),
+      );
       next();
     };
   }

@@ -1,7 +1,8 @@
 import { mutateBytes, nestedSequences } from './byte-mutations';
 import { CaseGenerator, Generated } from './fuzz-case';
 import { FuzzMaterial } from './fuzz-material';
-import { RawRequest } from '../helpers/raw-http';
+import { SeededRandom } from './seeded-random';
+import { RawRequest, encodeRequest } from '../helpers/raw-http';
 import { reshape } from './request-shapes';
 import { HOSTILE_SEGMENTS, mutateBase64 } from './text-mutations';
 
@@ -9,7 +10,34 @@ import { HOSTILE_SEGMENTS, mutateBase64 } from './text-mutations';
  * ocsp-cases: OCSP (RFC 6960 Appendix A, RFC 5019) requests made from openssl's: POST with the DER
  * damaged, GET with damaged DER or damaged (URL-encoded) base64 in the path, odd methods and paths.
  * Every answer to a malformed request should be an OCSPResponse (malformedRequest) with HTTP 200.
+ * The connection-level front (src/http/fast-front.ts) reads these heads itself: framing cases (pipelining,
+ * HTTP/1.0, bare LF, Expect, Upgrade, odd Content-Length) check that what it does not take reaches node:http.
  */
+
+/** raw: a request sent as these bytes exactly (rawHead) */
+const raw = (how: string, bytes: Buffer | string): Generated => ({
+  how,
+  request: { listener: 'http', method: '', path: '', headers: [], rawHead: typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes },
+});
+
+/** postHead: a POST /ocsp head with these extra header lines and the body after it */
+const postBytes = (body: Buffer, extra = '', version = '1.1') =>
+  Buffer.concat([Buffer.from(`POST /ocsp HTTP/${version}\r\nHost: localhost\r\n${extra}Content-Type: application/ocsp-request\r\nContent-Length: ${body.length}\r\n\r\n`, 'latin1'), body]);
+
+/** frontFraming: the request as HTTP/1.0, or sent twice pipelined on one connection (the second closes it) */
+function frontFraming(rng: SeededRandom, r: RawRequest): { request: RawRequest; how: string } {
+  const host = 'localhost';
+  if (rng.pick([true, false])) {
+    const first = encodeRequest({ ...r, headers: [...r.headers.filter(([k]) => k.toLowerCase() !== 'connection'), ['Connection', 'keep-alive']] }, host);
+    return { request: { ...r, rawHead: Buffer.concat([first, encodeRequest(r, host)]), body: undefined }, how: 'pipelined twice' };
+  }
+  // the request line's version, whatever the line ends (a shape may have made them bare LF)
+  const bytes = encodeRequest(r, host);
+  const lineEnd = bytes.indexOf('\n');
+  const line = bytes.toString('latin1', 0, lineEnd);
+  if (lineEnd < 0 || !/ HTTP\/1\.1\r?$/.test(line)) return { request: r, how: '' };
+  return { request: { ...r, rawHead: Buffer.concat([Buffer.from(line.replace(/ HTTP\/1\.1(\r?)$/, ' HTTP/1.0$1'), 'latin1'), bytes.subarray(lineEnd)]), body: undefined }, how: 'HTTP/1.0' };
+}
 
 /** OCSP_CORPUS: requests sent on every run. */
 export function ocspCorpus(m: FuzzMaterial): Generated[] {
@@ -26,6 +54,25 @@ export function ocspCorpus(m: FuzzMaterial): Generated[] {
     get('GET with bad percent-encoding', '/ocsp/%E0%A4%A'),
     get('GET with __proto__', '/ocsp/__proto__'),
     get('GET with traversal', '/ocsp/..%2f..%2fhealthz'),
+    raw('pipelined: two POSTs, the second closes', Buffer.concat([postBytes(m.ocspRequests[0]), postBytes(m.ocspRequests[1], 'Connection: close\r\n')])),
+    raw('pipelined: POST then a garbage line', Buffer.concat([postBytes(m.ocspRequests[0]), Buffer.from('GARBAGE\r\n\r\n', 'latin1')])),
+    raw('pipelined: POST then GET /healthz', Buffer.concat([postBytes(m.ocspRequests[0]), Buffer.from('GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', 'latin1')])),
+    raw('HTTP/1.0 POST', postBytes(m.ocspRequests[0], '', '1.0')),
+    raw('HTTP/1.0 GET', `GET /ocsp/${encodeURIComponent(m.ocspRequests[1].toString('base64'))} HTTP/1.0\r\n\r\n`),
+    raw('HTTP/1.0 POST asking for keep-alive, then one that closes', Buffer.concat([postBytes(m.ocspRequests[0], 'Connection: keep-alive\r\n', '1.0'), postBytes(m.ocspRequests[0], '', '1.0')])),
+    raw('bare LF line ends', Buffer.concat([Buffer.from(`POST /ocsp HTTP/1.1\nHost: localhost\nConnection: close\nContent-Length: ${m.ocspRequests[0].length}\n\n`, 'latin1'), m.ocspRequests[0]])),
+    raw('Expect: 100-continue', postBytes(m.ocspRequests[0], 'Expect: 100-continue\r\nConnection: close\r\n')),
+    raw('Connection: Upgrade to h2c', postBytes(m.ocspRequests[0], 'Connection: Upgrade, close\r\nUpgrade: h2c\r\n')),
+    raw('Connection: keep-alive, close', postBytes(m.ocspRequests[0], 'Connection: keep-alive, close\r\n')),
+    raw('Content-Length: 0', 'POST /ocsp HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'),
+    raw(
+      'Content-Length with a plus sign',
+      `POST /ocsp HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: +${m.ocspRequests[0].length}\r\n\r\n${m.ocspRequests[0].toString('latin1')}`,
+    ),
+    raw('a 17 KB header on POST /ocsp', postBytes(m.ocspRequests[0], `X-Pad: ${'a'.repeat(17_000)}\r\nConnection: close\r\n`)),
+    raw('an empty line before the request line', Buffer.concat([Buffer.from('\r\n', 'latin1'), postBytes(m.ocspRequests[0], 'Connection: close\r\n')])),
+    raw('two Host headers on GET', `GET /ocsp/${encodeURIComponent(m.ocspRequests[1].toString('base64'))} HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n`),
+    raw('no Host header', 'POST /ocsp HTTP/1.1\r\nConnection: close\r\nContent-Length: 1\r\n\r\n0'),
   ];
 }
 
@@ -74,6 +121,9 @@ export function ocspCases(m: FuzzMaterial): CaseGenerator {
     }
     const shaped = reshape(rng, request, 0.2);
     if (shaped.how) hows.push(shaped.how);
-    return { how: hows.join('; '), request: shaped.request };
+    if (!rng.chance(0.15)) return { how: hows.join('; '), request: shaped.request };
+    const framed = frontFraming(rng, shaped.request);
+    if (framed.how) hows.push(framed.how);
+    return { how: hows.join('; '), request: framed.request };
   };
 }

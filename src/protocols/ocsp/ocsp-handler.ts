@@ -5,15 +5,35 @@ import { encodeOcspError } from '../../ca/ocsp-codec';
 import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
 import { OCSP_ERROR_OUTCOME, OCSP_ERROR_STATUS } from './ocsp-error-map';
 
+export interface OcspHandlerOptions {
+  maxRequestBytes: number;
+  maxAgeSeconds: number;
+  registry: Registry;
+}
+
 /**
- * ocspHandler is the OCSP adapter (RFC 6960 Appendix A, RFC 5019): POST /ocsp with the DER request as
- * body, GET /ocsp/<url-encoded base64 request>. It runs on the raw Node request, ahead of express,
- * because it is the hottest path of the service. Every reply is an OCSPResponse with HTTP 200, errors
- * included, as clients expect: a thrown DeviceCaError becomes the status OCSP_ERROR_STATUS names. A
- * failure of ours (internalError, tryLater) goes to res.locals.error, which the access log writes at error
- * level with the request id; the metrics count every outcome.
+ * OcspReply is one answer of the OCSP adapter, before HTTP: the OCSPResponse (always with HTTP 200), the
+ * headers beyond Content-Type and Content-Length, and what the access log needs to know of a failure.
  */
-export function ocspHandler(service: OcspService, opts: { maxRequestBytes: number; maxAgeSeconds: number; registry: Registry }) {
+export interface OcspReply {
+  der: Buffer;
+  headers?: Record<string, string>;
+  errorCode?: string;
+  /** error: a failure of ours (internalError, tryLater), logged at error level with the request id */
+  error?: DeviceCaError;
+}
+
+const GET_PREFIX = /^\/ocsp\/?/;
+const BASE64 = /^[A-Za-z0-9+/]+=*$/;
+
+/**
+ * ocspAnswerer is the OCSP adapter (RFC 6960 Appendix A, RFC 5019) without HTTP: POST with the DER request
+ * as body, GET /ocsp/<url-encoded base64 request>. Every reply is an OCSPResponse for HTTP 200, errors
+ * included, as clients expect: a thrown DeviceCaError becomes the status OCSP_ERROR_STATUS names; the
+ * metrics count every outcome. Both the node:http route and the connection-level front
+ * (http/fast-front.ts) call it, so the two give the same bytes.
+ */
+export function ocspAnswerer(service: OcspService, opts: OcspHandlerOptions): (method: string, target: string, body: Buffer | null) => Promise<OcspReply> {
   const answers =
     (opts.registry.getSingleMetric('device_ca_ocsp_responses_total') as Counter<'method' | 'outcome'>) ??
     new Counter({ name: 'device_ca_ocsp_responses_total', help: 'OCSP responses by method and outcome', labelNames: ['method', 'outcome'], registers: [opts.registry] });
@@ -27,57 +47,71 @@ export function ocspHandler(service: OcspService, opts: { maxRequestBytes: numbe
     c.inc();
   };
 
-  const send = (res: http.ServerResponse, der: Buffer, headers?: Record<string, string>) => {
+  return async (method, target, body) => {
+    let request = body;
+    if (method === 'GET') {
+      const raw = target.replace(GET_PREFIX, '');
+      request = null;
+      try {
+        const b64 = decodeURIComponent(raw).replace(/-/g, '+').replace(/_/g, '/');
+        if (b64.length > 0 && b64.length <= opts.maxRequestBytes * 2 && BASE64.test(b64)) request = Buffer.from(b64, 'base64');
+      } catch {
+        request = null;
+      }
+    }
+    try {
+      if (request === null) throw new DeviceCaError('bad-request', 'OCSP request is not base64 DER or is over ocsp.maxRequestBytes');
+      const a = await service.respond(request);
+      count(method, a.outcome);
+      if (method !== 'GET') return { der: a.der };
+      const headers: Record<string, string> = {};
+      if (a.cache) {
+        // RFC 5019 §6.2: caching headers bounded by nextUpdate
+        const left = Math.floor((a.cache.nextUpdate.getTime() - Date.now()) / 1000);
+        headers['Cache-Control'] = `max-age=${Math.max(0, Math.min(left, opts.maxAgeSeconds))}, public, no-transform, must-revalidate`;
+        headers['Last-Modified'] = a.cache.thisUpdate.toUTCString();
+        headers['Expires'] = a.cache.nextUpdate.toUTCString();
+        headers['ETag'] = a.cache.etag;
+      } else headers['Cache-Control'] = 'no-store';
+      return { der: a.der, headers };
+    } catch (thrown: unknown) {
+      const e = toDeviceCaError(thrown);
+      const status = OCSP_ERROR_STATUS[e.code];
+      count(method, OCSP_ERROR_OUTCOME[status]);
+      return {
+        der: encodeOcspError(status),
+        headers: method === 'GET' ? { 'Cache-Control': 'no-store' } : undefined,
+        errorCode: e.code,
+        error: status === 'internalError' || status === 'tryLater' ? e : undefined,
+      };
+    }
+  };
+}
+
+/**
+ * ocspHandler is the OCSP route on the raw node:http request, ahead of express: the requests the
+ * connection-level front (http/fast-front.ts) hands over (chunked bodies, Expect, odd targets, other
+ * methods). A failure of ours goes to res.locals.error, which the access log writes at error level with the
+ * request id.
+ */
+export function ocspHandler(service: OcspService, opts: OcspHandlerOptions, answer = ocspAnswerer(service, opts)) {
+  const send = (res: http.ServerResponse, r: OcspReply) => {
+    const locals = (res as http.ServerResponse & { locals?: Record<string, unknown> }).locals;
+    if (locals && r.errorCode) {
+      locals.errorCode = r.errorCode;
+      if (r.error) locals.error = r.error;
+    }
     res.writeHead(
       200,
-      headers ? { 'Content-Type': 'application/ocsp-response', 'Content-Length': der.length, ...headers } : { 'Content-Type': 'application/ocsp-response', 'Content-Length': der.length },
+      r.headers ? { 'Content-Type': 'application/ocsp-response', 'Content-Length': r.der.length, ...r.headers } : { 'Content-Type': 'application/ocsp-response', 'Content-Length': r.der.length },
     );
-    res.end(der);
+    res.end(r.der);
   };
 
   return (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const method = req.method ?? '';
-    const answer = (request: Buffer | null) => {
-      const work = request === null ? Promise.reject(new DeviceCaError('bad-request', 'OCSP request is not base64 DER or is over ocsp.maxRequestBytes')) : service.respond(request);
-      work.then(
-        (a) => {
-          count(method, a.outcome);
-          if (method !== 'GET') return send(res, a.der);
-          const headers: Record<string, string> = {};
-          if (a.cache) {
-            // RFC 5019 §6.2: caching headers bounded by nextUpdate
-            const left = Math.floor((a.cache.nextUpdate.getTime() - Date.now()) / 1000);
-            headers['Cache-Control'] = `max-age=${Math.max(0, Math.min(left, opts.maxAgeSeconds))}, public, no-transform, must-revalidate`;
-            headers['Last-Modified'] = a.cache.thisUpdate.toUTCString();
-            headers['Expires'] = a.cache.nextUpdate.toUTCString();
-            headers['ETag'] = a.cache.etag;
-          } else headers['Cache-Control'] = 'no-store';
-          send(res, a.der, headers);
-        },
-        (thrown: unknown) => {
-          const e = toDeviceCaError(thrown);
-          const status = OCSP_ERROR_STATUS[e.code];
-          count(method, OCSP_ERROR_OUTCOME[status]);
-          const locals = (res as http.ServerResponse & { locals?: Record<string, unknown> }).locals;
-          if (locals) {
-            locals.errorCode = e.code;
-            if (status === 'internalError' || status === 'tryLater') locals.error = e;
-          }
-          send(res, encodeOcspError(status), method === 'GET' ? { 'Cache-Control': 'no-store' } : undefined);
-        },
-      );
-    };
-
     if (method === 'GET') {
-      const raw = (req.url ?? '').replace(/^\/ocsp\/?/, '');
-      let der: Buffer | null = null;
-      try {
-        const b64 = decodeURIComponent(raw).replace(/-/g, '+').replace(/_/g, '/');
-        if (b64.length > 0 && b64.length <= opts.maxRequestBytes * 2 && /^[A-Za-z0-9+/]+=*$/.test(b64)) der = Buffer.from(b64, 'base64');
-      } catch {
-        der = null;
-      }
-      answer(der);
+      void answer(method, req.url ?? '', null).then((r) => send(res, r));
       return;
     }
     if (method !== 'POST') {
@@ -94,7 +128,51 @@ export function ocspHandler(service: OcspService, opts: { maxRequestBytes: numbe
       if (size > opts.maxRequestBytes) over = true;
       else chunks.push(c);
     });
-    req.on('end', () => answer(over ? null : Buffer.concat(chunks, size)));
+    req.on('end', () => void answer(method, req.url ?? '', over ? null : Buffer.concat(chunks, size)).then((r) => send(res, r)));
     req.on('error', () => res.destroy());
+  };
+}
+
+/**
+ * OcspRoute: the OCSP route as createHttpListener takes it (http/listeners.ts FastRoute, structurally: the
+ * adapter does not import the listener layer): the node:http handler and the connection-level front's part.
+ */
+export interface OcspRoute {
+  prefix: string;
+  route: string;
+  handler: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  front: {
+    prefixes: string[];
+    maxBody: number;
+    accepts(method: string, target: string): boolean;
+    answer(method: string, target: string, body: Buffer): Promise<{ status: number; headers: string; body: Buffer; errorCode?: string; error?: DeviceCaError }>;
+  };
+}
+
+/** GET_TARGET: what the front answers itself for GET: /ocsp/ and URL-safe base64, percent-encoded or not */
+const GET_TARGET = /^\/ocsp\/[A-Za-z0-9%+/=_-]+$/;
+
+/**
+ * ocspRoute is the OCSP route for createHttpListener: the node:http handler, and the same answers for the
+ * connection-level front, which takes `POST /ocsp` with a Content-Length up to ocsp.maxRequestBytes and
+ * `GET /ocsp/<base64>`; anything else on /ocsp reaches the node:http handler.
+ */
+export function ocspRoute(service: OcspService, opts: OcspHandlerOptions): OcspRoute {
+  const answer = ocspAnswerer(service, opts);
+  return {
+    prefix: '/ocsp',
+    route: 'ocsp',
+    handler: ocspHandler(service, opts, answer),
+    front: {
+      prefixes: ['POST /ocsp ', 'GET /ocsp/'],
+      maxBody: opts.maxRequestBytes,
+      accepts: (method, target) => (method === 'POST' ? target === '/ocsp' : method === 'GET' && GET_TARGET.test(target)),
+      answer: async (method, target, body) => {
+        const r = await answer(method, target, method === 'POST' ? body : null);
+        let headers = 'Content-Type: application/ocsp-response\r\n';
+        if (r.headers) for (const k in r.headers) headers += `${k}: ${r.headers[k]}\r\n`;
+        return { status: 200, headers, body: r.der, errorCode: r.errorCode, error: r.error };
+      },
+    },
   };
 }

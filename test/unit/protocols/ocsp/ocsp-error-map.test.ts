@@ -5,7 +5,7 @@ import { OcspService } from '../../../../src/ca/ocsp-service';
 import { DeviceCaError, ErrorCode } from '../../../../src/errors/device-ca-error';
 import { createHttpListener } from '../../../../src/http/listeners';
 import { OCSP_ERROR_STATUS } from '../../../../src/protocols/ocsp/ocsp-error-map';
-import { ocspHandler } from '../../../../src/protocols/ocsp/ocsp-handler';
+import { ocspRoute } from '../../../../src/protocols/ocsp/ocsp-handler';
 import { HTTP_ERROR_STATUS } from '../../../../src/protocols/http-error-status';
 
 /**
@@ -64,7 +64,7 @@ describe('ocspHandler answers a thrown error with the mapped OCSPResponseStatus'
     } as unknown as OcspService;
     const server = createHttpListener({
       mounts: [],
-      fast: [{ prefix: '/ocsp', route: 'ocsp', handler: ocspHandler(service, { maxRequestBytes: 1024, maxAgeSeconds: 60, registry }) }],
+      fast: [ocspRoute(service, { maxRequestBytes: 1024, maxAgeSeconds: 60, registry })],
       registry,
       log,
     });
