@@ -182,6 +182,7 @@ describe('the OpenAPI document', () => {
         '/devices/{id}/retire',
         '/devices/{id}/transfer',
         '/devices/{id}/secret',
+        '/devices/{id}/commands',
         '/certificates',
         '/certificates/{serial}',
         '/certificates/{serial}/revoke',

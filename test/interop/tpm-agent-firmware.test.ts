@@ -234,7 +234,7 @@ describe('signed device commands: retire (swtpm)', () => {
     await openssl('cms', '-verify', '-inform', 'DER', '-in', tmp.file('cmd/b.der'), '-CAfile', firmwareChain(), '-out', tmp.file('cmd/b.json'));
     expect(JSON.parse(fs.readFileSync(tmp.file('cmd/b.json'), 'utf8'))).toMatchObject({ command: 'retire', device: 'fw-tpm-b' });
     const { nonce } = JSON.parse(fs.readFileSync(tmp.file('cmd/b.json'), 'utf8')) as { nonce: string };
-    const audited = withStore((db) => db.prepare("SELECT actor, data FROM audit WHERE type = 'device.command.issued' AND subject = 'device:fw-tpm-b'").all() as { data: string }[]);
+    const audited = withStore((db) => db.prepare("SELECT actor, data FROM audit WHERE type = 'device.command.issued' AND subject = 'fw-tpm-b'").all() as { data: string }[]);
     expect(audited.map((a) => JSON.parse(a.data) as unknown)).toEqual([expect.objectContaining({ command: 'retire', nonce })]);
   });
 
