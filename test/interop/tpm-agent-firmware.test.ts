@@ -37,6 +37,7 @@ const cliOk = async (...args: string[]): Promise<string> => {
 const firmwareChain = (): string => path.join(svc.dataDir, 'ca', 'firmware-chain.pem');
 const outA = (): string => tmp.file('dev-a');
 const outB = (): string => tmp.file('dev-b');
+const outC = (): string => tmp.file('dev-c');
 /** runs: `firmware status <name>`: device -> the version its receipts say it runs */
 const runs = async (): Promise<Record<string, number | null>> => {
   const st = JSON.parse(await cliOk('firmware', 'status', 'sensor-fw', '--json')) as { devices: { device: string; version: number | null }[] };
@@ -103,9 +104,11 @@ beforeAll(async () => {
     await openssl('req', '-new', '-key', key, '-subj', `/CN=${role}-1`, '-out', csr);
     signers.push({ role, key, crt: tmp.write(`signers/${role}.crt`, await cliOk('signers', 'add', `${role}-1`, '--role', role, '--csr', csr)) });
   }
-  await enrollDevice('fw-tpm-a', outA(), ['--key-decrypt']);
+  await enrollDevice('fw-tpm-a', outA(), ['--key-decrypt', '--ek-alg', 'ecc384']);
   // a second identity in the same TPM, sign-only (the default key), at other handles
   await enrollDevice('fw-tpm-b', outB(), ['--ak-handle', '0x81018010', '--key-handles', '0x81018011,0x81018012']);
+  // a third: it fetches its retire command from the service
+  await enrollDevice('fw-tpm-c', outC(), ['--ak-handle', '0x81018020', '--key-handles', '0x81018021,0x81018022']);
   image1 = crypto.randomBytes(70_001);
   image2 = crypto.randomBytes(50_003);
 }, 240_000);
@@ -188,35 +191,51 @@ describe('signed device commands: transfer (swtpm)', () => {
     return tpmPublicKey(parseTpm2bPublic(tpm.dir.read(`pub-${handle}.bin`))).export({ type: 'spki', format: 'pem' }) as string;
   };
 
-  it('released to a new owner: the agent evicts the old AK and key, deletes the identity and enrolls again with the new secret', async () => {
+  it('released to a new owner: the agent fetches the command with its revoked certificate, evicts the old AK and key, deletes the identity, enrolls again with the new secret and its recorded EK algorithm, and reports done', async () => {
     const oldCert = new X509Certificate(fs.readFileSync(path.join(outA(), 'cert.pem')));
     const [oldAk, oldKey] = [spkiOfHandle('0x81018000'), spkiOfHandle('0x81018001')];
+    // enrolled with --ek-alg ecc384: agent.json keeps it for the enrollment after the transfer
+    expect(JSON.parse(fs.readFileSync(path.join(outA(), 'agent.json'), 'utf8'))).toMatchObject({ ekAlg: 'ecc384' });
+    const ekBefore = (JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { aks: { status: string; ekSha256: string }[] }).aks.filter((a) => a.status === 'active');
+    expect(ekBefore).toHaveLength(1);
+    // nothing pending yet: the agent says so and changes nothing
+    const none = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', outA(), '--trust', svc.chainPem]);
+    expect([none.code, none.stderr, none.stdout]).toEqual([0, '', 'no command for device fw-tpm-a\n']);
     await cliOk('devices', 'release', 'fw-tpm-a', '--to', 'globex');
     await cliOk('devices', 'command', 'fw-tpm-a', '--transfer', '--out', tmp.file('cmd/a.der'));
+    expect(JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json'))).toMatchObject({ command: { command: 'transfer', state: 'pending', newOwner: 'globex' } });
     const secret = (await cliOk('devices', 'claim', 'fw-tpm-a')).trim();
     // without the secret: refused before anything changes
-    const bare = await agent(['command', '--in', tmp.file('cmd/a.der'), '--firmware-chain', firmwareChain(), '--out', outA()]);
+    const bare = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', outA(), '--trust', svc.chainPem]);
     expect([bare.code, bare.stderr]).toEqual([
       1,
       'device-ca: a transfer command enrolls the device again under globex: give --secret (from the new owner\'s "devices claim") and --trust; nothing was changed\n',
     ]);
     expect(spkiOfHandle('0x81018001')).toBe(oldKey);
-    const r = await agent([
-      ...['command', '--in', tmp.file('cmd/a.der'), '--firmware-chain', firmwareChain(), '--out', outA()],
-      ...['--secret', secret, '--trust', svc.chainPem, '--ek-chain', tmp.file('ek-issuer.pem')],
-    ]);
+    const r = await agent([...['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', outA()], ...['--secret', secret, '--trust', svc.chainPem, '--ek-chain', tmp.file('ek-issuer.pem')]]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^transfer: device fw-tpm-a: evicted 0x81018000, 0x81018001 from the TPM, identity files deleted\nenrolled again for globex: .*cert\.pem \(serial [0-9A-F]+\)\n$/);
+    expect(r.stdout).toMatch(
+      /^transfer: device fw-tpm-a: evicted 0x81018000, 0x81018001 from the TPM, identity files deleted\nenrolled again for globex: .*cert\.pem \(serial [0-9A-F]+\)\nreport recorded: done\n$/,
+    );
     const newCert = new X509Certificate(fs.readFileSync(path.join(outA(), 'cert.pem')));
     expect(newCert.serialNumber).not.toBe(oldCert.serialNumber);
     // no key of the old identity is left in the TPM: the handles hold new objects
     expect(spkiOfHandle('0x81018000')).not.toBe(oldAk);
     expect(spkiOfHandle('0x81018001')).not.toBe(oldKey);
     expect(newCert.publicKey.export({ type: 'spki', format: 'pem' })).toBe(spkiOfHandle('0x81018001'));
-    const shown = JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { owner: string; state: string };
-    expect(shown).toMatchObject({ owner: 'globex', state: 'active' });
+    const shown = JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { owner: string; state: string; command: { state: string; fetches: number; evicted: string[] } };
+    expect(shown).toMatchObject({ owner: 'globex', state: 'active', command: { command: 'transfer', state: 'done', fetches: 2, evicted: ['0x81018000', '0x81018001'] } });
     expect(fs.existsSync(path.join(outA(), 'firmware.json'))).toBe(false);
+    // the new AK was registered with the same (P-384) EK, not the enroll default
+    const aksAfter = (JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { aks: { status: string; ekSha256: string }[] }).aks.filter((a) => a.status === 'active');
+    expect(aksAfter.map((a) => a.ekSha256)).toEqual([ekBefore[0].ekSha256]);
+    expect(JSON.parse(fs.readFileSync(path.join(outA(), 'agent.json'), 'utf8'))).toMatchObject({ ekAlg: 'ecc384' });
+    // the report is audited, signed by the certificate that fetched the command (the old one, revoked by the release)
+    const reported = withStore((db) => db.prepare("SELECT actor, data FROM audit WHERE type = 'device.command.reported' AND subject = 'fw-tpm-a'").all() as { actor: string; data: string }[]);
+    expect(reported.map((x) => [x.actor, JSON.parse(x.data) as unknown])).toEqual([
+      ['device:fw-tpm-a', expect.objectContaining({ outcome: 'done', serial: oldCert.serialNumber.toLowerCase().padStart(32, '0') })],
+    ]);
   });
 });
 
@@ -276,5 +295,23 @@ describe('signed device commands: retire (swtpm)', () => {
     expect(after).not.toMatch(/0x81018010|0x81018011|0x81018012/);
     expect(after).toMatch(/0x81018000/); // fw-tpm-a's AK
     expect(fs.existsSync(outB())).toBe(false);
+  });
+
+  it('a retired device fetches its retire command with its last (revoked) certificate and a fresh nonce, carries it out and reports done; nothing left to fetch after', async () => {
+    expect(JSON.parse(fs.readFileSync(path.join(outC(), 'agent.json'), 'utf8'))).toMatchObject({ ekAlg: 'rsa' });
+    await cliOk('devices', 'retire', 'fw-tpm-c');
+    await cliOk('devices', 'command', 'fw-tpm-c', '--retire', '--out', tmp.file('cmd/c.der'));
+    expect(handles()).toMatch(/0x81018020[\s\S]*0x81018021/);
+    const copy = tmp.file('dev-c-copy');
+    fs.cpSync(outC(), copy, { recursive: true });
+    const r = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', outC(), '--trust', svc.chainPem]);
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', 'retire: device fw-tpm-c: evicted 0x81018020, 0x81018021 from the TPM, identity files deleted\nreport recorded: done\n']);
+    expect(handles()).not.toMatch(/0x81018020|0x81018021|0x81018022/);
+    expect(fs.existsSync(outC())).toBe(false);
+    const shown = JSON.parse(await cliOk('devices', 'show', 'fw-tpm-c', '--json')) as { command: unknown };
+    expect(shown.command).toMatchObject({ command: 'retire', state: 'done', fetches: 1, evicted: ['0x81018020', '0x81018021'], reason: null });
+    // the identity files kept aside: the key is gone, so the agent cannot even ask again
+    const again = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', copy, '--trust', svc.chainPem]);
+    expect([again.code, again.stderr]).toEqual([4, `device-ca: the key of ${path.join(copy, 'cert.pem')} is not at TPM handle 0x81018021 (TCTI "${rm.tcti}")\n`]);
   });
 });
