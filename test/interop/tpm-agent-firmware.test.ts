@@ -44,6 +44,12 @@ const runs = async (): Promise<Record<string, number | null>> => {
   return Object.fromEntries(st.devices.map((d) => [d.device, d.version]));
 };
 
+/** errors: `firmware status <name>`: device -> [version, RFC 4108 error code] of its last load error report above the version it runs */
+const errors = async (): Promise<Record<string, [number, number]>> => {
+  const st = JSON.parse(await cliOk('firmware', 'status', 'sensor-fw', '--json')) as { errors: { device: string; version: number; code: number }[] };
+  return Object.fromEntries(st.errors.map((e) => [e.device, [e.version, e.code]]));
+};
+
 async function enrollDevice(id: string, out: string, extra: string[]): Promise<void> {
   const secret = (await cliOk('devices', 'add', id, '--owner', 'acme', '--label', 'fwtpm')).trim();
   const r = await agent(['enroll', '--est', `${svc.est}/fwtpm`, '--device', id, '--secret', secret, '--trust', svc.chainPem, '--out', out, '--ek-chain', tmp.file('ek-issuer.pem'), ...extra]);
@@ -51,14 +57,14 @@ async function enrollDevice(id: string, out: string, extra: string[]): Promise<v
 }
 
 /** release: create, have the three roles sign (offline), release encrypted to the devices; the release file */
-async function release(version: number, image: Buffer, to: string): Promise<string> {
+async function release(version: number, image: Buffer, to: string, hardware?: string): Promise<string> {
   const img = tmp.write(`img-${version}.bin`, image);
   let pkg = tmp.file(`pkg/${version}-0.der`);
   const offline = async (...args: string[]) => {
     const r = await runCli(args, {});
     if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')}: ${r.stderr}`);
   };
-  await offline('firmware', 'create', '--image', img, '--name', 'sensor-fw', '--version', String(version), '--out', pkg);
+  await offline('firmware', 'create', '--image', img, '--name', 'sensor-fw', '--version', String(version), ...(hardware ? ['--hardware', hardware] : []), '--out', pkg);
   for (const [i, s] of signers.entries()) {
     const next = tmp.file(`pkg/${version}-${i + 1}.der`);
     await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', next);
@@ -145,10 +151,12 @@ describe('agent update --check (swtpm)', () => {
     const r = await update(outB(), img);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(
-      'device-ca: sensor-fw: refused: the release is encrypted by ECDH to this device, and its TPM key at 0x81018011 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true\n',
+      'device-ca: sensor-fw: refused: the release is encrypted by ECDH to this device, and its TPM key at 0x81018011 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true; load error report (noDecryptKey) recorded\n',
     );
     expect(fs.existsSync(img)).toBe(false);
-    expect(await runs()).toEqual({ 'fw-tpm-a': 1 });
+    // the refusal is an RFC 4108 load error report signed by the TPM key: firmware status shows it (noDecryptKey = 22)
+    expect(await runs()).toEqual({ 'fw-tpm-a': 1, 'fw-tpm-b': null });
+    expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22] });
   });
 
   it('a tampered release (one byte of the stored release changed) is refused, the installed image untouched', async () => {
@@ -160,8 +168,9 @@ describe('agent update --check (swtpm)', () => {
     const img = tmp.file('a/sensor-fw.bin');
     const r = await update(outA(), img);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^device-ca: sensor-fw: refused: .*(signature|digest)/);
+    expect(r.stderr).toMatch(/^device-ca: sensor-fw: refused: .*(signature|digest).*; load error report \(signatureFailure\) recorded\n$/);
     expect(fs.readFileSync(img).equals(image1)).toBe(true);
+    expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22], 'fw-tpm-a': [2, 15] });
     withStore((db) => db.prepare('UPDATE firmware_releases SET der = ? WHERE name = ? AND version = ?').run(der, 'sensor-fw', 2));
   });
 
@@ -169,13 +178,30 @@ describe('agent update --check (swtpm)', () => {
     const img = tmp.file('a/sensor-fw.bin');
     const r = await update(outA(), img);
     expect([r.code, r.stderr, r.stdout]).toEqual([0, '', `sensor-fw: installed version 2 (was 1), decrypted in the TPM: ${img}\nsensor-fw: load receipt of version 2 recorded\n`]);
-    expect(await runs()).toEqual({ 'fw-tpm-a': 2 });
+    expect(await runs()).toEqual({ 'fw-tpm-a': 2, 'fw-tpm-b': null });
+    // the load receipt of version 2 settles the error about it
+    expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22] });
     expect(fs.readFileSync(img).equals(image2)).toBe(true);
     withStore((db) => db.prepare('DELETE FROM firmware_releases WHERE name = ? AND version = ?').run('sensor-fw', 2));
     const replay = await update(outA(), img);
     expect(replay.code).toBe(1);
-    expect(replay.stderr).toBe('device-ca: sensor-fw: refused: version 1 is below the installed version 2 (anti-rollback, RFC 4108)\n');
+    expect(replay.stderr).toBe('device-ca: sensor-fw: refused: version 1 is below the installed version 2 (anti-rollback, RFC 4108); load error report (stalePackage) recorded\n');
     expect(fs.readFileSync(img).equals(image2)).toBe(true);
+  });
+
+  it('a package for other hardware (RFC 4108 targetHardwareIDs) is refused with the reason and reported wrongHardware; the image untouched', async () => {
+    await release(3, crypto.randomBytes(1_000), 'fw-tpm-a', '1.3.6.1.4.1.99999.1.1');
+    const img = tmp.file('a/sensor-fw.bin');
+    const r = await agent([
+      ...['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', outA(), '--name', 'sensor-fw', '--image-out', img],
+      ...['--hardware', '1.3.6.1.4.1.99999.2.2:fw-tpm-a'],
+    ]);
+    expect([r.code, r.stderr]).toEqual([1, 'device-ca: sensor-fw: refused: the package is for other hardware (1.3.6.1.4.1.99999.1.1); load error report (wrongHardware) recorded\n']);
+    expect(fs.readFileSync(img).equals(image2)).toBe(true);
+    expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22], 'fw-tpm-a': [3, 27] });
+    // the report carries the device's hardware type, as its receipts do
+    const hw = withStore((db) => db.prepare("SELECT hw_type FROM firmware_receipts WHERE name = 'sensor-fw' AND device_id = 'fw-tpm-a'").get() as { hw_type: string });
+    expect(hw.hw_type).toBe('1.3.6.1.4.1.99999.2.2');
   });
 
   it('a name with no release for this device: exit 4', async () => {
