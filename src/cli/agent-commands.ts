@@ -103,7 +103,7 @@ export function registerAgentCommands(program: Command): void {
     .option('--ek-chain <file...>', 'transfer: as for enroll')
     .addHelpText(
       'after',
-      '\nWith --fetch and no command pending: prints so, exit 0. A report the server did not record is a warning on stderr (the device has acted).\nExit status: 0 done; 1 refused (not signed by the signer CA, for another device, expired, not over this agent\'s nonce) or failed; 4 nothing enrolled in --out.',
+      "\nWith --fetch and no command pending: prints so, exit 0. A report the server did not record is a warning on stderr (the device has acted).\nExit status: 0 done; 1 refused (not signed by the signer CA, for another device, expired, not over this agent's nonce) or failed; 4 nothing enrolled in --out.",
     )
     .action(async (o: { in?: string; fetch?: boolean; firmwareChain: string; out: string; secret?: string; trust?: string; ekCert?: string; ekChain?: string[] }) => {
       const r = await agentCommand(o);
