@@ -233,7 +233,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   // firmware receipts and status (issue 13): the admin API, the console and the HTTPS firmware routes share one
   const receipts = new FirmwareReceipts(store);
   // signed device commands (issue 13): made by the admin API, fetched and reported by devices over mTLS
-  const commands = new DeviceCommands(cfg, store, keys);
+  const commands = new DeviceCommands(cfg, store, keys, undefined, { rootKey: false });
   // the operator console (issue 14): the admin API behind a session cookie, and its overview
   let ocspCert: Buffer = initial.ocsp.cert;
   const consoleMounts = cfg.console.enabled

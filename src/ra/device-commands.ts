@@ -1,5 +1,5 @@
 import * as crypto from 'node:crypto';
-import { openSignerCa } from '../ca/signer-ca';
+import { openSignerCa, signerCaCertificate } from '../ca/signer-ca';
 import { buildDeviceCommand, DEVICE_NONCE_RE, DeviceCommand, DeviceCommandKind } from '../cms/device-command';
 import { readDeviceCommandReport } from '../cms/device-command-report';
 import { Config } from '../config/schema';
@@ -85,6 +85,11 @@ export class DeviceCommands {
     private readonly store: CommandStore,
     private readonly keys: KeyBackend,
     private readonly now: () => Date = () => new Date(),
+    /**
+     * opts.rootKey: may make the firmware signer CA (with the root key) when there is none yet: the CLI
+     * only. `serve` never opens the root key, so the service refuses a command until a signer CA exists.
+     */
+    private readonly opts: { rootKey: boolean } = { rootKey: true },
   ) {}
 
   async issue(a: { deviceId: string; command: DeviceCommandKind; actor: string; scope?: Scope }): Promise<{ der: Buffer; command: DeviceCommand }> {
@@ -192,6 +197,8 @@ export class DeviceCommands {
   }
 
   private async sign(command: DeviceCommand, now: Date): Promise<Buffer> {
+    if (!this.opts.rootKey && !(await signerCaCertificate(this.store)))
+      throw new DeviceCaError('conflict', 'there is no firmware signer CA yet: it is made with the root key by the CLI (device-ca signers add, or device-ca devices command)');
     const ca = await openSignerCa(this.cfg, this.keys, this.store, now);
     return buildDeviceCommand(command, { certificate: ca.der, key: ca.key }, [ca.der, ca.rootDer], now);
   }
