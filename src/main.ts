@@ -32,6 +32,7 @@ import { caCertsRouter } from './protocols/ca-certs/ca-certs-router';
 import { crlRouter } from './protocols/crl/crl-router';
 import { estRouter } from './protocols/est/est-router';
 import { firmwareRouter } from './protocols/firmware/firmware-router';
+import { deviceCommandRouter } from './protocols/device-command/device-command-router';
 import { consoleRouter } from './protocols/console/console-router';
 import { ocspRoute } from './protocols/ocsp/ocsp-handler';
 import { opsRouter } from './protocols/ops/ops-router';
@@ -44,6 +45,7 @@ import { ConsoleSessions } from './ra/console-sessions';
 import { DeviceLifecycle } from './ra/device-lifecycle';
 import { FirmwareDistribution } from './ra/firmware-distribution';
 import { FirmwareReceipts } from './ra/firmware-receipts';
+import { DeviceCommands } from './ra/device-commands';
 import { CsrVerifyPool, csrVerifyThreads } from './ra/csr-verify-pool';
 import { serverSecretKey } from './ra/enrollment-secret';
 import { operatorFingerprints } from './ra/operator-fingerprints';
@@ -230,6 +232,8 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const keyHealth = new KeyHealth({ backend: keys, refs: () => [cas.active().key.ref] });
   // firmware receipts and status (issue 13): the admin API, the console and the HTTPS firmware routes share one
   const receipts = new FirmwareReceipts(store);
+  // signed device commands (issue 13): made by the admin API, fetched and reported by devices over mTLS
+  const commands = new DeviceCommands(cfg, store, keys, undefined, { rootKey: false });
   // the operator console (issue 14): the admin API behind a session cookie, and its overview
   let ocspCert: Buffer = initial.ocsp.cert;
   const consoleMounts = cfg.console.enabled
@@ -248,7 +252,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
               storeHealth: () => health.check(),
               keyHealth: () => keyHealth.check(),
             }),
-            admin: { access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit, firmware: receipts },
+            admin: { access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit, firmware: receipts, commands },
             maxAgeSeconds: cfg.console.maxAge,
           }),
         },
@@ -271,8 +275,9 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
           replyBase64: new Map(Object.entries(cfg.est.labels).map(([name, l]) => [name, l.replyBase64])),
         }),
       },
-      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit, firmware: receipts }) },
+      { path: '/api/v1', router: adminRouter({ access, lifecycle, ra, audit: auditBrowser, bodyLimit: cfg.https.bodyLimit, firmware: receipts, commands }) },
       { path: '/firmware', router: firmwareTls },
+      { path: '/device-command', router: deviceCommandRouter({ commands, bodyLimit: cfg.https.bodyLimit }) },
       ...consoleMounts,
     ],
     registry,

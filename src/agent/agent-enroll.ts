@@ -98,6 +98,7 @@ export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string;
       akHandle: hex(o.akHandle),
       keyHandle: hex(keyHandle),
       keySlots: [hex(o.keySlots[0]), hex(o.keySlots[1])],
+      ekAlg,
       ...(o.keyDecrypt ? { keyDecrypt: true } : {}),
     };
     commit(o.out, { cert, trust, state, akCert });

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { toPem } from '../ca/pem';
 import { ensurePrivateDir, writeFileAtomic } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
-import { parseHandle } from './tpm-tools';
+import { EkAlgorithm, parseHandle } from './tpm-tools';
 
 /**
  * AgentState: agent.json in the --out directory, what a renewal needs besides cert.pem: the device, the
@@ -20,6 +20,12 @@ export interface AgentState {
   keySlots: [string, string];
   /** keyDecrypt: the device key is also a decrypt key (enroll --key-decrypt); a renewal makes its next key the same way */
   keyDecrypt?: boolean;
+  /**
+   * ekAlg: the EK the device enrolled with (enroll --ek-alg); the enrollment again after a transfer command
+   * uses the same one (its EK certificate is the one the TPM's NV index or --ek-cert holds). Absent in an
+   * agent.json written before it was recorded: the enroll default, rsa.
+   */
+  ekAlg?: EkAlgorithm;
 }
 
 /** the files of --out (README "Device agent") */

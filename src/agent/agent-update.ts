@@ -15,6 +15,7 @@ import { spkiOf } from './attested-key';
 import { HttpReply } from './http-reply';
 import { OpensslTlsTransport } from './openssl-tls-transport';
 import { keyCanDecrypt, tpmEcdhZ, tpmSigningKey } from './tpm-device-key';
+import { LOAD_ERROR, loadErrorOf } from './load-error-code';
 import { hex, parseHandle, TpmTools } from './tpm-tools';
 
 /** FIRMWARE_STATE: the file of --out that remembers, per firmware name, the version the agent installed (anti-rollback survives restarts). */
@@ -65,7 +66,10 @@ export type UpdateResult =
  * role, the hardware; an encrypted release opened by ECDH in the TPM: tpmEcdhZ), the package name, and
  * the version against the one remembered in firmware.json (RFC 4108 §2.2.1 verNum, anti-rollback: a
  * lower version is refused, the same one is "up to date"). Only then the image is written (temporary file
- * + rename) and firmware.json updated. Refusals are DeviceCaErrors naming the check.
+ * + rename) and firmware.json updated. Refusals are DeviceCaErrors naming the check; each refusal of a
+ * release the server named (Content-Disposition) is also posted as an RFC 4108 §4 load error report
+ * signed by the TPM key (load-error-code.ts picks the code), so `firmware status` shows it; the message
+ * says whether the server recorded it.
  */
 export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
   if (!NAME_RE.test(o.name)) throw new DeviceCaError('bad-request', `--name ${JSON.stringify(o.name)}: letters, digits, ".", "_" and "-" only`);
@@ -111,17 +115,35 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
         return tpmEcdhZ(tpm, keyHandle, point);
       },
     };
+    // the release the server says it sent (Content-Disposition), for an error report if it is refused
+    const served = /^attachment; filename="(.+)-(0|[1-9][0-9]{0,15})\.cms"$/.exec(reply.headers['content-disposition'] ?? '');
+    const refuse = async (e: DeviceCaError): Promise<never> => {
+      if (!served) throw e;
+      const code = loadErrorOf(e);
+      const r = await sendReceipt(transport, base, {
+        tpm,
+        keyHandle,
+        certificate: cert.raw,
+        device: state.device,
+        name: served[1],
+        version: Number(served[2]),
+        hwType: o.hardware?.type,
+        error: LOAD_ERROR[code],
+      });
+      const said = r.posted ? `load error report (${code}) recorded` : `load error report (${code}) not recorded: ${r.reason}`;
+      throw new DeviceCaError(e.code, `${e.message}; ${said}`, { detail: e.detail, cause: e });
+    };
     let v: VerifiedRelease;
     try {
       v = verifyFirmwareRelease(reply.body, { chain, recipient, roles: o.roles, require: o.require, hardware: o.hardware, now: new Date() });
     } catch (e) {
-      if (e instanceof DeviceCaError) throw new DeviceCaError(e.code, `${o.name}: refused: ${e.message}`, { detail: e.detail, cause: e });
-      throw new DeviceCaError('bad-request', `${o.name}: refused: the release cannot be read (${(e as Error).message})`, { cause: e });
+      if (e instanceof DeviceCaError) return refuse(new DeviceCaError(e.code, `${o.name}: refused: ${e.message}`, { detail: e.detail, cause: e }));
+      return refuse(new DeviceCaError('bad-request', `${o.name}: refused: the release cannot be read (${(e as Error).message})`, { cause: e }));
     }
     const { name, version } = v.metadata;
-    if (name !== o.name) throw new DeviceCaError('forbidden', `${o.name}: refused: the server sent a release of ${JSON.stringify(name)}`);
+    if (name !== o.name) return refuse(new DeviceCaError('forbidden', `${o.name}: refused: the server sent a release of ${JSON.stringify(name)}`));
     if (installed && version < installed.version) {
-      throw new DeviceCaError('forbidden', `${o.name}: refused: version ${version} is below the installed version ${installed.version} (anti-rollback, RFC 4108)`);
+      return refuse(new DeviceCaError('forbidden', `${o.name}: refused: version ${version} is below the installed version ${installed.version} (anti-rollback, RFC 4108)`));
     }
     const postReceipt = async (entry: InstalledFirmware): Promise<ReceiptResult> => {
       const r = await sendReceipt(transport, base, { tpm, keyHandle, certificate: cert.raw, device: state.device, name, version, hwType: o.hardware?.type });
@@ -142,7 +164,8 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
 }
 
 /**
- * sendReceipt posts the RFC 4108 §3 load receipt of `name` `version` (hwSerialNum = the device id, hwType
+ * sendReceipt posts the RFC 4108 §3 load receipt (or, with `error`, the §4 load error report with that
+ * code) of `name` `version` (hwSerialNum = the device id, hwType
  * --hardware's type or CMS_OID.genericHardware), signed by the device key in the TPM, to
  * POST /firmware/<name>/<version>/receipt over the same TLS as the download. A refusal or an unreachable
  * server is returned, not thrown: the image is installed either way, and the next run posts it again.
@@ -150,10 +173,11 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
 async function sendReceipt(
   transport: OpensslTlsTransport,
   base: URL,
-  r: { tpm: TpmTools; keyHandle: number; certificate: Buffer; device: string; name: string; version: number; hwType?: string },
+  r: { tpm: TpmTools; keyHandle: number; certificate: Buffer; device: string; name: string; version: number; hwType?: string; error?: number },
 ): Promise<ReceiptResult> {
+  const hw = { hwType: r.hwType ?? CMS_OID.genericHardware, hwSerial: r.device, package: { name: r.name, version: r.version } };
   const der = await buildFirmwareReceipt(
-    { kind: 'loaded', hwType: r.hwType ?? CMS_OID.genericHardware, hwSerial: r.device, package: { name: r.name, version: r.version } },
+    r.error === undefined ? { kind: 'loaded', ...hw } : { kind: 'error', ...hw, errorCode: r.error },
     { certificate: r.certificate, key: tpmSigningKey(r.tpm, r.keyHandle) },
     new Date(),
   );

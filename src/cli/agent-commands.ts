@@ -90,19 +90,31 @@ export function registerAgentCommands(program: Command): void {
     });
   agent
     .command('command')
-    .description('verify a signed device command (from "device-ca devices command") and carry it out: retire = evict the TPM objects and delete the identity files; transfer = that, then enroll again')
-    .requiredOption('--in <file>', 'the command (DER CMS)')
+    .description(
+      'carry out a signed device command, from a file ("device-ca devices command --out") or fetched from the service (--fetch, signed over a fresh nonce, reported back): retire = evict the TPM objects and delete the identity files; transfer = that, then enroll again',
+    )
+    .option('--in <file>', 'the command (DER CMS)')
+    .option('--fetch', "fetch this device's pending command over TLS with the device key (GET /device-command), carry it out and post a signed report")
     .requiredOption('--firmware-chain <pem>', "the firmware signer CA and root (PEM; the server's <data>/ca/firmware-chain.pem)")
     .requiredOption('--out <dir>', 'the directory "agent enroll" wrote')
+    .option('--trust <pem>', 'the CA chain (PEM), as for enroll: needed by --fetch and by a transfer')
     .option('--secret <secret>', "transfer: the one-time secret of the new owner's claim")
-    .option('--trust <pem>', 'transfer: the CA chain (PEM), as for enroll')
-    .option('--ek-cert <file>', 'transfer: as for enroll')
+    .option('--ek-cert <file>', 'transfer: as for enroll (the EK algorithm is the one agent.json recorded)')
     .option('--ek-chain <file...>', 'transfer: as for enroll')
-    .addHelpText('after', '\nExit status: 0 done; 1 refused (not signed by the signer CA, for another device, expired) or failed; 4 nothing enrolled in --out.')
-    .action(async (o: { in: string; firmwareChain: string; out: string; secret?: string; trust?: string; ekCert?: string; ekChain?: string[] }) => {
+    .addHelpText(
+      'after',
+      "\nWith --fetch and no command pending: prints so, exit 0. A report the server did not record is a warning on stderr (the device has acted).\nExit status: 0 done; 1 refused (not signed by the signer CA, for another device, expired, not over this agent's nonce) or failed; 4 nothing enrolled in --out.",
+    )
+    .action(async (o: { in?: string; fetch?: boolean; firmwareChain: string; out: string; secret?: string; trust?: string; ekCert?: string; ekChain?: string[] }) => {
       const r = await agentCommand(o);
+      if (r.command === null) {
+        console.log(`no command for device ${r.device}`);
+        return;
+      }
       console.log(`${r.command.command}: device ${r.command.device}: evicted ${r.evicted.length ? r.evicted.join(', ') : 'nothing'} from the TPM, identity files deleted`);
       if (r.enrolled) console.log(`enrolled again for ${r.command.newOwner ?? ''}: ${o.out}/cert.pem (serial ${r.enrolled})`);
+      if (r.report?.posted) console.log(`report recorded: ${r.report.outcome}`);
+      else if (r.report) process.stderr.write(`device-ca agent: the report was not recorded (${r.report.reason})\n`);
     });
   agent
     .command('update')

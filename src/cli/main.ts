@@ -13,6 +13,7 @@ import { RootCrlInfo } from '../ca/root-crl';
 import { verifyAuditChain } from '../audit/audit-verify';
 import { OPERATOR } from '../ra/device-lifecycle';
 import { deviceAttestationFacts } from '../ra/device-attestation-facts';
+import { currentCommand } from '../ra/device-commands';
 import { serverSecretKey } from '../ra/enrollment-secret';
 import { DEVICE_STATES, REVOCATION_REASONS } from '../store/store';
 import { toPem } from '../ca/pem';
@@ -250,7 +251,9 @@ devices
   });
 devices
   .command('show <id>')
-  .description('show a device, its certificates (tpmAttested: key attested by a TPM), its TPM attestation keys (AK certificate serial, last accepted TPM clock) and last attestation verdict')
+  .description(
+    'show a device, its certificates (tpmAttested: key attested by a TPM), its TPM attestation keys (AK certificate serial, last accepted TPM clock), last attestation verdict and last signed command (pending, fetched, done, failed, expired)',
+  )
   .action(async (id: string) => {
     const store = await openCheckedStore(config());
     try {
@@ -266,7 +269,12 @@ devices
       const aks = json()
         ? tpm.aks
         : tpm.aks.map((a) => ({ ...a, lastClock: a.lastClock && `resetCount ${a.lastClock.resetCount} restartCount ${a.lastClock.restartCount} clock ${a.lastClock.clock}` }));
-      printRecord(json(), { ...d, certificates: certs, aks, lastAttestation });
+      const cmd = (await currentCommand(store, id, new Date())).state;
+      const command =
+        json() || !cmd
+          ? cmd
+          : `${cmd.command} ${cmd.state} (nonce ${cmd.nonce}, issued ${cmd.issuedAt.toISOString()}${cmd.reportedAt ? `, reported ${cmd.reportedAt.toISOString()}` : ''}${cmd.reason ? `: ${cmd.reason}` : ''})`;
+      printRecord(json(), { ...d, certificates: certs, aks, lastAttestation, command });
     } finally {
       await store.close();
     }

@@ -33,7 +33,16 @@ export interface DeviceCommand {
   expiresAt: string;
   /** newOwner: a transfer's new owner (the device's pendingOwner when the command was made) */
   newOwner?: string;
+  /**
+   * deviceNonce: the nonce the agent sent when it fetched the command (`agent command --fetch`), hex; the
+   * command is signed over it at fetch time, so a recorded command cannot be replayed to the device.
+   * Absent in a command made for a file (`devices command --out`), which only the validity window bounds.
+   */
+  deviceNonce?: string;
 }
+
+/** DEVICE_NONCE_RE: what a device's nonce looks like: 16 to 64 random bytes, lowercase hex. */
+export const DEVICE_NONCE_RE = /^(?:[0-9a-f]{2}){16,64}$/;
 
 /** CLOCK_SKEW_MS: a device clock this far behind the CA's still accepts a command issued just now. */
 const CLOCK_SKEW_MS = 5 * 60_000;
@@ -52,10 +61,11 @@ export function buildDeviceCommand(c: DeviceCommand, signer: { certificate: Buff
 /**
  * verifyDeviceCommand: the command's one signature verifies, by the signer CA of `chain` (a CA certificate
  * issued by the chain's self-signed root), the content is a well-formed command for `device`, and `now`
- * is within [issuedAt, expiresAt]. Errors: 'bad-request' (malformed), 'bad-signature', 'forbidden'
- * (another signer, another device, expired).
+ * is within [issuedAt, expiresAt]. With `deviceNonce` (a fetched command) the command must carry exactly
+ * that nonce. Errors: 'bad-request' (malformed), 'bad-signature', 'forbidden' (another signer, another
+ * device, expired, another device nonce).
  */
-export function verifyDeviceCommand(der: Buffer, o: { chain: Buffer[]; device: string; now: Date }): DeviceCommand {
+export function verifyDeviceCommand(der: Buffer, o: { chain: Buffer[]; device: string; now: Date; deviceNonce?: string }): DeviceCommand {
   const certs = o.chain.map((c) => new crypto.X509Certificate(c));
   const root = certs.find((c) => c.checkIssued(c) && c.verify(c.publicKey));
   const signerCa = certs.find((c) => c !== root && root !== undefined && c.checkIssued(root) && c.verify(root.publicKey));
@@ -78,6 +88,8 @@ export function verifyDeviceCommand(der: Buffer, o: { chain: Buffer[]; device: s
     throw new DeviceCaError('bad-request', 'the command is not one this agent knows (retire or transfer, with device, nonce, issuedAt, expiresAt)');
   }
   if (c.device !== o.device) throw new DeviceCaError('forbidden', `the command is for device ${JSON.stringify(c.device)}, not ${JSON.stringify(o.device)}`);
+  if (c.deviceNonce !== undefined && (typeof c.deviceNonce !== 'string' || !DEVICE_NONCE_RE.test(c.deviceNonce))) throw new DeviceCaError('bad-request', "the command's device nonce is not hex");
+  if (o.deviceNonce !== undefined && c.deviceNonce !== o.deviceNonce) throw new DeviceCaError('forbidden', 'the command is not signed over the nonce this agent sent (a recorded command replayed?)');
   if (o.now.getTime() < issuedAt.getTime() - CLOCK_SKEW_MS || o.now > expiresAt) throw new DeviceCaError('forbidden', `the command is valid from ${c.issuedAt} to ${c.expiresAt}, not now`);
   return c;
 }

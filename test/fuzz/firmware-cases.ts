@@ -10,8 +10,13 @@ import { HOSTILE_SEGMENTS, PROTO_NAMES } from './text-mutations';
  * without a device's client certificate; and POST /firmware/<name>/<version>/receipt: valid RFC 4108
  * receipts for the campaign's release damaged byte by byte (byte-mutations.ts), empty, huge and deeply
  * nested bodies, posted with and without the device certificate, to the release and to hostile names.
+ * Signed device commands: GET /device-command with hostile nonces, with and without the device
+ * certificate, and POST /device-command/report with the same damaged CMS bodies (a receipt is a SignedData
+ * of another content type, so the damage reaches the report's parser at every depth).
  * Every answer must be a 4xx or a 2xx, never a 5xx.
  */
+
+const NONCES = ['', '00', 'ab'.repeat(16), 'AB'.repeat(16), 'ab'.repeat(65), 'zz'.repeat(16), '%00', '../..', 'ab'.repeat(16) + '&nonce=' + 'cd'.repeat(16), ...PROTO_NAMES];
 
 const NAMES = ['sensor-fw', 'fw', '1.3.6.1.4.1.99999.7', '0.0', 'a'.repeat(64), 'a'.repeat(65), '-fw', 'fw.', ...PROTO_NAMES];
 const VERSIONS = ['latest', '0', '1', '01', '-1', '1e3', '0x10', '9007199254740991', '9007199254740992', '99999999999999999999', 'LATEST', 'latest%00', '%20', '1.0', ...PROTO_NAMES];
@@ -41,12 +46,29 @@ export function firmwareCorpus(m: FuzzMaterial): Generated[] {
   ];
   for (const [what, body] of bodies) out.push(receipt(own, body, 'https', true, what), receipt(own, body, 'https', false, what), receipt(own, body, 'http', false, what));
   for (const n of NAMES) for (const v of ['1', 'latest', '-1', '99999999999999999999']) out.push(receipt(`/firmware/${n}/${v}/receipt`, m.firmware.receipts[0], 'https', true, 'valid receipt'));
+  for (const nonce of NONCES) out.push(get(`/device-command?nonce=${nonce}`, 'https', true), get(`/device-command?nonce=${nonce}`, 'https', false));
+  out.push(get('/device-command?nonce[]=1&nonce[]=2', 'https', true), get('/device-command', 'http', false), get('/device-command/report', 'https', true));
+  for (const [what, body] of bodies) out.push(receipt('/device-command/report', body, 'https', true, what), receipt('/device-command/report', body, 'https', false, what));
   return out;
 }
 
 /** firmwareCases: random firmware download requests, and damaged receipts posted for the campaign's release. */
 export function firmwareCases(m: FuzzMaterial): CaseGenerator {
   return (rng) => {
+    if (rng.chance(0.15)) {
+      const cert = rng.chance(0.7);
+      const clientCert = cert ? { cert: m.reenroll.certPem, key: m.reenroll.keyPem } : undefined;
+      if (rng.chance(0.5)) {
+        const mu = mutateBytes(rng, rng.pick(m.firmware.receipts));
+        const request: RawRequest = { listener: 'https', method: 'POST', path: '/device-command/report', headers: [['Content-Type', 'application/cms']], body: mu.bytes, clientCert };
+        return { how: `POST /device-command/report ${mu.how}${cert ? ' (device certificate)' : ''}`, request };
+      }
+      const nonce = rng.chance(0.5) ? rng.pick(NONCES) : rng.pick(HOSTILE_SEGMENTS);
+      return {
+        how: `GET /device-command?nonce=${nonce.slice(0, 60)}${cert ? ' (device certificate)' : ''}`,
+        request: { listener: 'https', method: 'GET', path: `/device-command?nonce=${nonce}`, headers: [], clientCert },
+      };
+    }
     if (rng.chance(0.4)) {
       const mu = mutateBytes(rng, rng.pick(m.firmware.receipts));
       const cert = rng.chance(0.8);

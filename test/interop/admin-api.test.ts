@@ -182,6 +182,7 @@ describe('the OpenAPI document', () => {
         '/devices/{id}/retire',
         '/devices/{id}/transfer',
         '/devices/{id}/secret',
+        '/devices/{id}/commands',
         '/certificates',
         '/certificates/{serial}',
         '/certificates/{serial}/revoke',
@@ -548,5 +549,37 @@ describe('ownership transfer between owners: release, claim, cancel-release', ()
     expect([claim.status, claim.json.error.code]).toEqual([404, 'not-found']);
     const again = await enrollOverEst('xfer-2', c.json.secret);
     expect((await openssl('x509', '-in', again.crt, '-noout', '-subject', '-nameopt', 'RFC2253')).stdout.trim()).toBe('subject=CN=xfer-2,O=acme');
+  });
+});
+
+describe('signed device commands: POST /devices/{id}/commands', () => {
+  it('operator only: a retire command for a retired device (201, the CMS verifies with openssl against the firmware chain), shown pending in the device view; an owner token 403, an active device 403, bad bodies 400', async () => {
+    const reg = await call('POST', '/devices', { token: acme, json: { id: 'cmd-1' } });
+    expect(reg.status).toBe(201);
+    await enrollOverEst('cmd-1', reg.json.secret);
+    const active = await call('POST', '/devices/cmd-1/commands', { token: operator, json: { command: 'retire' } });
+    expect([active.status, active.json.error.message]).toEqual([403, 'device cmd-1 is active: retire it first (devices retire cmd-1); the command tells its agent to delete what is left']);
+    expect((await call('POST', '/devices/cmd-1/retire', { token: operator })).status).toBe(200);
+    // the service never opens the root key: the firmware signer CA is made by the CLI first
+    const noSignerCa = await call('POST', '/devices/cmd-1/commands', { token: operator, json: { command: 'retire' } });
+    expect([noSignerCa.status, noSignerCa.json.error.message]).toEqual([
+      409,
+      'there is no firmware signer CA yet: it is made with the root key by the CLI (device-ca signers add, or device-ca devices command)',
+    ]);
+    expect((await cli('devices', 'command', 'cmd-1', '--retire', '--out', tmp.file('cmd-1-cli.der'))).code).toBe(0);
+    const owner = await call('POST', '/devices/cmd-1/commands', { token: acme, json: { command: 'retire' } });
+    expect([owner.status, owner.json.error.message]).toEqual([403, 'operator scope required']);
+    for (const json of [{}, { command: 'wipe' }, { command: 'retire', extra: 1 }]) expect((await call('POST', '/devices/cmd-1/commands', { token: operator, json })).status).toBe(400);
+    const before = await auditCount();
+    const r = await call('POST', '/devices/cmd-1/commands', { token: operator, json: { command: 'retire' } });
+    expect(r.status).toBe(201);
+    expect(r.json).toMatchObject({ command: 'retire', device: 'cmd-1', nonce: expect.stringMatching(/^[0-9a-f]{32}$/) });
+    await expectAudited(before, { type: 'device.command.issued', subject: 'cmd-1', data: { command: 'retire', nonce: r.json.nonce } });
+    const der = tmp.write('cmd-1.der', Buffer.from(r.json.cms, 'base64'));
+    const out = tmp.file('cmd-1.json');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', der, '-CAfile', path.join(svc.dataDir, 'ca', 'firmware-chain.pem'), '-out', out);
+    expect(JSON.parse(fs.readFileSync(out, 'utf8'))).toMatchObject({ command: 'retire', device: 'cmd-1', nonce: r.json.nonce });
+    const shown = await call('GET', '/devices/cmd-1', { token: acme });
+    expect(shown.json.command).toMatchObject({ command: 'retire', nonce: r.json.nonce, state: 'pending', fetches: 0, reportedAt: null });
   });
 });

@@ -37,10 +37,17 @@ const cliOk = async (...args: string[]): Promise<string> => {
 const firmwareChain = (): string => path.join(svc.dataDir, 'ca', 'firmware-chain.pem');
 const outA = (): string => tmp.file('dev-a');
 const outB = (): string => tmp.file('dev-b');
+const outC = (): string => tmp.file('dev-c');
 /** runs: `firmware status <name>`: device -> the version its receipts say it runs */
 const runs = async (): Promise<Record<string, number | null>> => {
   const st = JSON.parse(await cliOk('firmware', 'status', 'sensor-fw', '--json')) as { devices: { device: string; version: number | null }[] };
   return Object.fromEntries(st.devices.map((d) => [d.device, d.version]));
+};
+
+/** errors: `firmware status <name>`: device -> [version, RFC 4108 error code] of its last load error report above the version it runs */
+const errors = async (): Promise<Record<string, [number, number]>> => {
+  const st = JSON.parse(await cliOk('firmware', 'status', 'sensor-fw', '--json')) as { errors: { device: string; version: number; code: number }[] };
+  return Object.fromEntries(st.errors.map((e) => [e.device, [e.version, e.code]]));
 };
 
 async function enrollDevice(id: string, out: string, extra: string[]): Promise<void> {
@@ -50,14 +57,14 @@ async function enrollDevice(id: string, out: string, extra: string[]): Promise<v
 }
 
 /** release: create, have the three roles sign (offline), release encrypted to the devices; the release file */
-async function release(version: number, image: Buffer, to: string): Promise<string> {
+async function release(version: number, image: Buffer, to: string, hardware?: string): Promise<string> {
   const img = tmp.write(`img-${version}.bin`, image);
   let pkg = tmp.file(`pkg/${version}-0.der`);
   const offline = async (...args: string[]) => {
     const r = await runCli(args, {});
     if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')}: ${r.stderr}`);
   };
-  await offline('firmware', 'create', '--image', img, '--name', 'sensor-fw', '--version', String(version), '--out', pkg);
+  await offline('firmware', 'create', '--image', img, '--name', 'sensor-fw', '--version', String(version), ...(hardware ? ['--hardware', hardware] : []), '--out', pkg);
   for (const [i, s] of signers.entries()) {
     const next = tmp.file(`pkg/${version}-${i + 1}.der`);
     await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', next);
@@ -103,9 +110,11 @@ beforeAll(async () => {
     await openssl('req', '-new', '-key', key, '-subj', `/CN=${role}-1`, '-out', csr);
     signers.push({ role, key, crt: tmp.write(`signers/${role}.crt`, await cliOk('signers', 'add', `${role}-1`, '--role', role, '--csr', csr)) });
   }
-  await enrollDevice('fw-tpm-a', outA(), ['--key-decrypt']);
+  await enrollDevice('fw-tpm-a', outA(), ['--key-decrypt', '--ek-alg', 'ecc384']);
   // a second identity in the same TPM, sign-only (the default key), at other handles
   await enrollDevice('fw-tpm-b', outB(), ['--ak-handle', '0x81018010', '--key-handles', '0x81018011,0x81018012']);
+  // a third: it fetches its retire command from the service
+  await enrollDevice('fw-tpm-c', outC(), ['--ak-handle', '0x81018020', '--key-handles', '0x81018021,0x81018022']);
   image1 = crypto.randomBytes(70_001);
   image2 = crypto.randomBytes(50_003);
 }, 240_000);
@@ -142,10 +151,12 @@ describe('agent update --check (swtpm)', () => {
     const r = await update(outB(), img);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(
-      'device-ca: sensor-fw: refused: the release is encrypted by ECDH to this device, and its TPM key at 0x81018011 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true\n',
+      'device-ca: sensor-fw: refused: the release is encrypted by ECDH to this device, and its TPM key at 0x81018011 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true; load error report (noDecryptKey) recorded\n',
     );
     expect(fs.existsSync(img)).toBe(false);
-    expect(await runs()).toEqual({ 'fw-tpm-a': 1 });
+    // the refusal is an RFC 4108 load error report signed by the TPM key: firmware status shows it (noDecryptKey = 22)
+    expect(await runs()).toEqual({ 'fw-tpm-a': 1, 'fw-tpm-b': null });
+    expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22] });
   });
 
   it('a tampered release (one byte of the stored release changed) is refused, the installed image untouched', async () => {
@@ -157,8 +168,9 @@ describe('agent update --check (swtpm)', () => {
     const img = tmp.file('a/sensor-fw.bin');
     const r = await update(outA(), img);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^device-ca: sensor-fw: refused: .*(signature|digest)/);
+    expect(r.stderr).toMatch(/^device-ca: sensor-fw: refused: .*(signature|digest).*; load error report \(signatureFailure\) recorded\n$/);
     expect(fs.readFileSync(img).equals(image1)).toBe(true);
+    expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22], 'fw-tpm-a': [2, 15] });
     withStore((db) => db.prepare('UPDATE firmware_releases SET der = ? WHERE name = ? AND version = ?').run(der, 'sensor-fw', 2));
   });
 
@@ -166,13 +178,30 @@ describe('agent update --check (swtpm)', () => {
     const img = tmp.file('a/sensor-fw.bin');
     const r = await update(outA(), img);
     expect([r.code, r.stderr, r.stdout]).toEqual([0, '', `sensor-fw: installed version 2 (was 1), decrypted in the TPM: ${img}\nsensor-fw: load receipt of version 2 recorded\n`]);
-    expect(await runs()).toEqual({ 'fw-tpm-a': 2 });
+    expect(await runs()).toEqual({ 'fw-tpm-a': 2, 'fw-tpm-b': null });
+    // the load receipt of version 2 settles the error about it
+    expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22] });
     expect(fs.readFileSync(img).equals(image2)).toBe(true);
     withStore((db) => db.prepare('DELETE FROM firmware_releases WHERE name = ? AND version = ?').run('sensor-fw', 2));
     const replay = await update(outA(), img);
     expect(replay.code).toBe(1);
-    expect(replay.stderr).toBe('device-ca: sensor-fw: refused: version 1 is below the installed version 2 (anti-rollback, RFC 4108)\n');
+    expect(replay.stderr).toBe('device-ca: sensor-fw: refused: version 1 is below the installed version 2 (anti-rollback, RFC 4108); load error report (stalePackage) recorded\n');
     expect(fs.readFileSync(img).equals(image2)).toBe(true);
+  });
+
+  it('a package for other hardware (RFC 4108 targetHardwareIDs) is refused with the reason and reported wrongHardware; the image untouched', async () => {
+    await release(3, crypto.randomBytes(1_000), 'fw-tpm-a', '1.3.6.1.4.1.99999.1.1');
+    const img = tmp.file('a/sensor-fw.bin');
+    const r = await agent([
+      ...['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', outA(), '--name', 'sensor-fw', '--image-out', img],
+      ...['--hardware', '1.3.6.1.4.1.99999.2.2:fw-tpm-a'],
+    ]);
+    expect([r.code, r.stderr]).toEqual([1, 'device-ca: sensor-fw: refused: the package is for other hardware (1.3.6.1.4.1.99999.1.1); load error report (wrongHardware) recorded\n']);
+    expect(fs.readFileSync(img).equals(image2)).toBe(true);
+    expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22], 'fw-tpm-a': [3, 27] });
+    // the report carries the device's hardware type, as its receipts do
+    const hw = withStore((db) => db.prepare("SELECT hw_type FROM firmware_receipts WHERE name = 'sensor-fw' AND device_id = 'fw-tpm-a'").get() as { hw_type: string });
+    expect(hw.hw_type).toBe('1.3.6.1.4.1.99999.2.2');
   });
 
   it('a name with no release for this device: exit 4', async () => {
@@ -188,35 +217,51 @@ describe('signed device commands: transfer (swtpm)', () => {
     return tpmPublicKey(parseTpm2bPublic(tpm.dir.read(`pub-${handle}.bin`))).export({ type: 'spki', format: 'pem' }) as string;
   };
 
-  it('released to a new owner: the agent evicts the old AK and key, deletes the identity and enrolls again with the new secret', async () => {
+  it('released to a new owner: the agent fetches the command with its revoked certificate, evicts the old AK and key, deletes the identity, enrolls again with the new secret and its recorded EK algorithm, and reports done', async () => {
     const oldCert = new X509Certificate(fs.readFileSync(path.join(outA(), 'cert.pem')));
     const [oldAk, oldKey] = [spkiOfHandle('0x81018000'), spkiOfHandle('0x81018001')];
+    // enrolled with --ek-alg ecc384: agent.json keeps it for the enrollment after the transfer
+    expect(JSON.parse(fs.readFileSync(path.join(outA(), 'agent.json'), 'utf8'))).toMatchObject({ ekAlg: 'ecc384' });
+    const ekBefore = (JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { aks: { status: string; ekSha256: string }[] }).aks.filter((a) => a.status === 'active');
+    expect(ekBefore).toHaveLength(1);
+    // nothing pending yet: the agent says so and changes nothing
+    const none = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', outA(), '--trust', svc.chainPem]);
+    expect([none.code, none.stderr, none.stdout]).toEqual([0, '', 'no command for device fw-tpm-a\n']);
     await cliOk('devices', 'release', 'fw-tpm-a', '--to', 'globex');
     await cliOk('devices', 'command', 'fw-tpm-a', '--transfer', '--out', tmp.file('cmd/a.der'));
+    expect(JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json'))).toMatchObject({ command: { command: 'transfer', state: 'pending', newOwner: 'globex' } });
     const secret = (await cliOk('devices', 'claim', 'fw-tpm-a')).trim();
     // without the secret: refused before anything changes
-    const bare = await agent(['command', '--in', tmp.file('cmd/a.der'), '--firmware-chain', firmwareChain(), '--out', outA()]);
+    const bare = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', outA(), '--trust', svc.chainPem]);
     expect([bare.code, bare.stderr]).toEqual([
       1,
       'device-ca: a transfer command enrolls the device again under globex: give --secret (from the new owner\'s "devices claim") and --trust; nothing was changed\n',
     ]);
     expect(spkiOfHandle('0x81018001')).toBe(oldKey);
-    const r = await agent([
-      ...['command', '--in', tmp.file('cmd/a.der'), '--firmware-chain', firmwareChain(), '--out', outA()],
-      ...['--secret', secret, '--trust', svc.chainPem, '--ek-chain', tmp.file('ek-issuer.pem')],
-    ]);
+    const r = await agent([...['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', outA()], ...['--secret', secret, '--trust', svc.chainPem, '--ek-chain', tmp.file('ek-issuer.pem')]]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^transfer: device fw-tpm-a: evicted 0x81018000, 0x81018001 from the TPM, identity files deleted\nenrolled again for globex: .*cert\.pem \(serial [0-9A-F]+\)\n$/);
+    expect(r.stdout).toMatch(
+      /^transfer: device fw-tpm-a: evicted 0x81018000, 0x81018001 from the TPM, identity files deleted\nenrolled again for globex: .*cert\.pem \(serial [0-9A-F]+\)\nreport recorded: done\n$/,
+    );
     const newCert = new X509Certificate(fs.readFileSync(path.join(outA(), 'cert.pem')));
     expect(newCert.serialNumber).not.toBe(oldCert.serialNumber);
     // no key of the old identity is left in the TPM: the handles hold new objects
     expect(spkiOfHandle('0x81018000')).not.toBe(oldAk);
     expect(spkiOfHandle('0x81018001')).not.toBe(oldKey);
     expect(newCert.publicKey.export({ type: 'spki', format: 'pem' })).toBe(spkiOfHandle('0x81018001'));
-    const shown = JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { owner: string; state: string };
-    expect(shown).toMatchObject({ owner: 'globex', state: 'active' });
+    const shown = JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { owner: string; state: string; command: { state: string; fetches: number; evicted: string[] } };
+    expect(shown).toMatchObject({ owner: 'globex', state: 'active', command: { command: 'transfer', state: 'done', fetches: 2, evicted: ['0x81018000', '0x81018001'] } });
     expect(fs.existsSync(path.join(outA(), 'firmware.json'))).toBe(false);
+    // the new AK was registered with the same (P-384) EK, not the enroll default
+    const aksAfter = (JSON.parse(await cliOk('devices', 'show', 'fw-tpm-a', '--json')) as { aks: { status: string; ekSha256: string }[] }).aks.filter((a) => a.status === 'active');
+    expect(aksAfter.map((a) => a.ekSha256)).toEqual([ekBefore[0].ekSha256]);
+    expect(JSON.parse(fs.readFileSync(path.join(outA(), 'agent.json'), 'utf8'))).toMatchObject({ ekAlg: 'ecc384' });
+    // the report is audited, signed by the certificate that fetched the command (the old one, revoked by the release)
+    const reported = withStore((db) => db.prepare("SELECT actor, data FROM audit WHERE type = 'device.command.reported' AND subject = 'fw-tpm-a'").all() as { actor: string; data: string }[]);
+    expect(reported.map((x) => [x.actor, JSON.parse(x.data) as unknown])).toEqual([
+      ['device:fw-tpm-a', expect.objectContaining({ outcome: 'done', serial: oldCert.serialNumber.toLowerCase().padStart(32, '0') })],
+    ]);
   });
 });
 
@@ -234,7 +279,7 @@ describe('signed device commands: retire (swtpm)', () => {
     await openssl('cms', '-verify', '-inform', 'DER', '-in', tmp.file('cmd/b.der'), '-CAfile', firmwareChain(), '-out', tmp.file('cmd/b.json'));
     expect(JSON.parse(fs.readFileSync(tmp.file('cmd/b.json'), 'utf8'))).toMatchObject({ command: 'retire', device: 'fw-tpm-b' });
     const { nonce } = JSON.parse(fs.readFileSync(tmp.file('cmd/b.json'), 'utf8')) as { nonce: string };
-    const audited = withStore((db) => db.prepare("SELECT actor, data FROM audit WHERE type = 'device.command.issued' AND subject = 'device:fw-tpm-b'").all() as { data: string }[]);
+    const audited = withStore((db) => db.prepare("SELECT actor, data FROM audit WHERE type = 'device.command.issued' AND subject = 'fw-tpm-b'").all() as { data: string }[]);
     expect(audited.map((a) => JSON.parse(a.data) as unknown)).toEqual([expect.objectContaining({ command: 'retire', nonce })]);
   });
 
@@ -276,5 +321,23 @@ describe('signed device commands: retire (swtpm)', () => {
     expect(after).not.toMatch(/0x81018010|0x81018011|0x81018012/);
     expect(after).toMatch(/0x81018000/); // fw-tpm-a's AK
     expect(fs.existsSync(outB())).toBe(false);
+  });
+
+  it('a retired device fetches its retire command with its last (revoked) certificate and a fresh nonce, carries it out and reports done; nothing left to fetch after', async () => {
+    expect(JSON.parse(fs.readFileSync(path.join(outC(), 'agent.json'), 'utf8'))).toMatchObject({ ekAlg: 'rsa' });
+    await cliOk('devices', 'retire', 'fw-tpm-c');
+    await cliOk('devices', 'command', 'fw-tpm-c', '--retire', '--out', tmp.file('cmd/c.der'));
+    expect(handles()).toMatch(/0x81018020[\s\S]*0x81018021/);
+    const copy = tmp.file('dev-c-copy');
+    fs.cpSync(outC(), copy, { recursive: true });
+    const r = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', outC(), '--trust', svc.chainPem]);
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', 'retire: device fw-tpm-c: evicted 0x81018020, 0x81018021 from the TPM, identity files deleted\nreport recorded: done\n']);
+    expect(handles()).not.toMatch(/0x81018020|0x81018021|0x81018022/);
+    expect(fs.existsSync(outC())).toBe(false);
+    const shown = JSON.parse(await cliOk('devices', 'show', 'fw-tpm-c', '--json')) as { command: unknown };
+    expect(shown.command).toMatchObject({ command: 'retire', state: 'done', fetches: 1, evicted: ['0x81018020', '0x81018021'], reason: null });
+    // the identity files kept aside: the key is gone, so the agent cannot even ask again
+    const again = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', copy, '--trust', svc.chainPem]);
+    expect([again.code, again.stderr]).toEqual([4, `device-ca: the key of ${path.join(copy, 'cert.pem')} is not at TPM handle 0x81018021 (TCTI "${rm.tcti}")\n`]);
   });
 });

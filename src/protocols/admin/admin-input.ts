@@ -55,6 +55,7 @@ export const BODY = {
   none: z.strictObject({}),
   transfer: z.strictObject({ to: owner, secretTtl: secretTtl.optional() }),
   release: z.strictObject({ to: owner }),
+  command: z.strictObject({ command: z.enum(['retire', 'transfer']) }),
   newSecret: z.strictObject({ secretTtl: secretTtl.optional() }),
   revoke: z.strictObject({ reason: z.enum(REVOCATION_REASONS as [string, ...string[]]).optional() }),
 };

@@ -6,6 +6,7 @@ import { DeviceCaError } from '../../errors/device-ca-error';
 import { readRawBody } from '../../http/raw-body';
 import { AdminAccess } from '../../ra/admin-access';
 import { AuditBrowser } from '../../ra/audit-browser';
+import { DeviceCommands } from '../../ra/device-commands';
 import { DeviceLifecycle, Scope } from '../../ra/device-lifecycle';
 import { FirmwareReceipts } from '../../ra/firmware-receipts';
 import { RegistrationAuthority } from '../../ra/registration-authority';
@@ -24,6 +25,8 @@ export interface AdminRouterOptions {
   bodyLimit: number;
   /** firmware: receipts and `GET /firmware/{name}/status` (absent: that route answers 501) */
   firmware?: FirmwareReceipts;
+  /** commands: signed device commands, `POST /devices/{id}/commands` and the device view's `command` (absent: 501, no field) */
+  commands?: DeviceCommands;
   /**
    * authenticate: who is calling; default a bearer token or a pinned operator client certificate. The console
    * mounts the same router behind its session cookie and CSRF check (protocols/console).
@@ -113,7 +116,20 @@ export function adminRouter(o: AdminRouterOptions): Router {
       const certs = await collectItems((after, want) => o.lifecycle.listCertificates({ deviceId: d.id, after, limit: want }, c.scope));
       const tpm = await o.lifecycle.attestation(d.id, c.scope);
       const certificates = certs.items.map((x) => ({ ...certJson(x), tpmAttested: tpm.attestedSerials.has(x.serial) }));
-      return [200, { ...d, certificates, aks: tpm.aks, lastAttestation: tpm.lastAttestation }];
+      const command = o.commands ? { command: await o.commands.state(d.id) } : {};
+      return [200, { ...d, certificates, aks: tpm.aks, lastAttestation: tpm.lastAttestation, ...command }];
+    }),
+  );
+  r.post(
+    '/devices/:id/commands',
+    route('devices.command', async (req, c, raw) => {
+      parseInput(QUERY.none, req.query, 'query');
+      const b = parseInput(BODY.command, raw, 'body');
+      if (!o.commands) throw new DeviceCaError('not-implemented', 'device commands are not available here');
+      // a device the caller may not see is 404, as for any device route; then the RA's rule (operator only)
+      await o.lifecycle.device(String(req.params.id), c.scope);
+      const out = await o.commands.issue({ deviceId: String(req.params.id), command: b.command, actor: c.actor, scope: c.scope });
+      return [201, { ...out.command, cms: out.der.toString('base64') }];
     }),
   );
   for (const action of ['suspend', 'resume', 'retire'] as const) {

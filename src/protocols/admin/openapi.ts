@@ -95,6 +95,29 @@ export const OPENAPI = {
         responses: ok({ $ref: '#/components/schemas/LifecycleResult' }),
       },
     },
+    '/devices/{id}/commands': {
+      post: {
+        summary:
+          "Operator only: a signed command for the device's agent (as `devices command`): retire (the device must be retired) or transfer (released to its new owner). It becomes the device's pending command, which its agent fetches over mTLS (GET /device-command?nonce=, signed over the agent's nonce) and reports on; also returned here (cms: base64 DER CMS) for delivery by file",
+        parameters: [idParam],
+        requestBody: json(strict({ command: { type: 'string', enum: ['retire', 'transfer'] } }, ['command'])),
+        responses: ok(
+          {
+            type: 'object',
+            properties: {
+              command: { type: 'string', enum: ['retire', 'transfer'] },
+              device: { type: 'string' },
+              nonce: { type: 'string', description: "the command's nonce (16 bytes, hex): the audit records' handle on it" },
+              issuedAt: { type: 'string', format: 'date-time' },
+              expiresAt: { type: 'string', format: 'date-time' },
+              newOwner: { type: 'string', description: 'transfer only' },
+              cms: { type: 'string', format: 'byte', description: 'the command, DER CMS SignedData signed by the firmware signer CA (for `agent command --in`)' },
+            },
+          },
+          '201',
+        ),
+      },
+    },
     '/devices/{id}/claim': withSecret('The new owner named in the release (or an operator) claims a transferring device: it becomes the owner, and gets the new one-time secret (shown once)'),
     '/devices/{id}/cancel-release': withSecret(
       "The releasing owner (or an operator) cancels a release before the claim: the device stays its owner's, registered, with a new one-time secret (shown once)",
@@ -244,6 +267,25 @@ export const OPENAPI = {
                   properties: { resetCount: { type: 'integer' }, restartCount: { type: 'integer' }, clock: { type: 'string', pattern: '^[0-9]+$' } },
                 },
               },
+            },
+          },
+          command: {
+            type: 'object',
+            nullable: true,
+            description:
+              "GET /devices/{id} only: the device's last signed command and where it stands: pending (not fetched), fetched (its agent has it), done / failed (the agent's signed report, with its reason), expired (no report within its validity)",
+            properties: {
+              command: { type: 'string', enum: ['retire', 'transfer'] },
+              nonce: { type: 'string' },
+              issuedAt: { type: 'string', format: 'date-time' },
+              expiresAt: { type: 'string', format: 'date-time' },
+              newOwner: { type: 'string', nullable: true },
+              state: { type: 'string', enum: ['pending', 'fetched', 'done', 'failed', 'expired'] },
+              fetches: { type: 'integer' },
+              lastFetchedAt: { type: 'string', format: 'date-time', nullable: true },
+              reportedAt: { type: 'string', format: 'date-time', nullable: true },
+              reason: { type: 'string', nullable: true },
+              evicted: { type: 'array', nullable: true, items: { type: 'string' }, description: 'the TPM handles the agent says it evicted' },
             },
           },
           lastAttestation: {

@@ -11,6 +11,7 @@ import { ConsoleOverview } from '../../../../src/ra/console-overview';
 import { ConsoleSessions } from '../../../../src/ra/console-sessions';
 import { DeviceLifecycle, OPERATOR } from '../../../../src/ra/device-lifecycle';
 import { FirmwareReceipts } from '../../../../src/ra/firmware-receipts';
+import { DeviceCommands } from '../../../../src/ra/device-commands';
 import { RegistrationAuthority } from '../../../../src/ra/registration-authority';
 import { SqliteStore } from '../../../../src/store/sqlite/sqlite-store';
 import { TestCa, makeTestCa } from '../../../fixtures/test-ca';
@@ -62,7 +63,8 @@ export async function startAdminApp(): Promise<AdminApp> {
   const access = new AdminAccess(store);
   const audit = new AuditBrowser(store);
   const firmware = new FirmwareReceipts(store);
-  const router = adminRouter({ access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit, firmware });
+  const commands = new DeviceCommands(ca.cfg, store, ca.keys);
+  const router = adminRouter({ access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit, firmware, commands });
   const sessions = new ConsoleSessions(store, access, { idleSeconds: 900, maxAgeSeconds: 3600 });
   const consoleRoutes = consoleRouter({
     sessions,
@@ -76,7 +78,7 @@ export async function startAdminApp(): Promise<AdminApp> {
       storeHealth: async () => undefined,
       keyHealth: async () => undefined,
     }),
-    admin: { access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit, firmware },
+    admin: { access, lifecycle, ra, audit, bodyLimit: ca.cfg.https.bodyLimit, firmware, commands },
     maxAgeSeconds: 3600,
     assetsDir: path.join(ca.dir, 'no-console-assets'),
   });

@@ -88,6 +88,12 @@ const MATRIX: Record<string, Variant[]> = {
     { name: 'active device', target: onDevice('active', '/transfer', { to: 'initech' }), expect: [200, 403, 404, 404, ...ANON] },
     { name: 'transferring device', target: onDevice('transferring', '/transfer', { to: 'bravo' }), expect: [200, 403, 403, 404, ...ANON] },
   ],
+  'POST /devices/{id}/commands': [
+    // operator only (it ends a device's identity); a device the caller cannot see is 404 first
+    { name: 'retire, retired device', target: onDevice('retired', '/commands', { command: 'retire' }), expect: [201, 403, 404, 404, ...ANON] },
+    { name: 'transfer, transferring device', target: onDevice('transferring', '/commands', { command: 'transfer' }), expect: [201, 403, 403, 404, ...ANON] },
+    { name: 'retire, active device', target: onDevice('active', '/commands', { command: 'retire' }), expect: [403, 403, 404, 404, ...ANON] },
+  ],
   'POST /devices/{id}/release': [
     { name: 'active device', target: onDevice('active', '/release', { to: 'bravo' }), expect: [200, 200, 404, 404, ...ANON] },
     { name: 'transferring device', target: onDevice('transferring', '/release', { to: 'globex' }), expect: [409, 409, 403, 404, ...ANON] },
