@@ -27,15 +27,16 @@ interface Party extends FirmwareSigner {
   certFile: string;
   privateKey: crypto.KeyObject;
 }
-function issue(cn: string, newkey: string[], eku = 'codeSigning,emailProtection'): Party {
+function issue(cn: string, newkey: string[], eku = 'codeSigning,emailProtection', issuer?: Party): Party {
   const i = n++;
   const keyFile = path.join(dir, `${i}.key`);
   const csr = path.join(dir, `${i}.csr`);
   const certFile = path.join(dir, `${i}.crt`);
   const ext = path.join(dir, `${i}.ext`);
-  fs.writeFileSync(ext, `keyUsage=critical,digitalSignature,keyAgreement,keyEncipherment\nextendedKeyUsage=${eku}\nsubjectKeyIdentifier=hash\n`);
+  const usage = eku === 'ca' ? 'basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,digitalSignature\n' : `keyUsage=critical,digitalSignature,keyAgreement,keyEncipherment\nextendedKeyUsage=${eku}\n`;
+  fs.writeFileSync(ext, `${usage}subjectKeyIdentifier=hash\n`);
   openssl(['req', '-new', ...newkey, '-nodes', '-keyout', keyFile, '-out', csr, '-subj', `/CN=${cn}/OU=${cn}`]);
-  openssl(['x509', '-req', '-in', csr, '-CA', rootFile, '-CAkey', path.join(dir, 'root.key'), '-CAcreateserial', '-days', '2', '-extfile', ext, '-out', certFile]);
+  openssl(['x509', '-req', '-in', csr, '-CA', issuer?.certFile ?? rootFile, '-CAkey', issuer?.keyFile ?? path.join(dir, 'root.key'), '-CAcreateserial', '-days', '2', '-extfile', ext, '-out', certFile]);
   const key = crypto.createPrivateKey(fs.readFileSync(keyFile));
   const certificate = Buffer.from(new crypto.X509Certificate(fs.readFileSync(certFile)).raw);
   return { keyFile, certFile, certificate, privateKey: key, key: softwareSigningKey(key, algorithmOfKey(key), keyFile) };
@@ -48,10 +49,10 @@ beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-fwgroup-'));
   rootFile = path.join(dir, 'root.crt');
   openssl(['req', '-x509', ...P256, '-nodes', '-keyout', path.join(dir, 'root.key'), '-out', rootFile, '-subj', '/CN=fw root', '-days', '2']);
-  manufacturer = issue('manufacturer', P256);
-  developer = issue('developer', P256);
-  administrator = issue('administrator', RSA);
-  ca = issue('signer-ca', P256);
+  ca = issue('signer-ca', P256, 'ca');
+  manufacturer = issue('manufacturer', P256, undefined, ca);
+  developer = issue('developer', P256, undefined, ca);
+  administrator = issue('administrator', RSA, undefined, ca);
   deviceEc = issue('dev-ec', P256, 'clientAuth');
   deviceRsa = issue('dev-rsa', RSA, 'clientAuth');
   stranger = issue('dev-other', P256, 'clientAuth');
