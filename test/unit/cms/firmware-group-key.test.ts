@@ -33,10 +33,27 @@ function issue(cn: string, newkey: string[], eku = 'codeSigning,emailProtection'
   const csr = path.join(dir, `${i}.csr`);
   const certFile = path.join(dir, `${i}.crt`);
   const ext = path.join(dir, `${i}.ext`);
-  const usage = eku === 'ca' ? 'basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,digitalSignature\n' : `keyUsage=critical,digitalSignature,keyAgreement,keyEncipherment\nextendedKeyUsage=${eku}\n`;
+  const usage =
+    eku === 'ca' ? 'basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,digitalSignature\n' : `keyUsage=critical,digitalSignature,keyAgreement,keyEncipherment\nextendedKeyUsage=${eku}\n`;
   fs.writeFileSync(ext, `${usage}subjectKeyIdentifier=hash\n`);
   openssl(['req', '-new', ...newkey, '-nodes', '-keyout', keyFile, '-out', csr, '-subj', `/CN=${cn}/OU=${cn}`]);
-  openssl(['x509', '-req', '-in', csr, '-CA', issuer?.certFile ?? rootFile, '-CAkey', issuer?.keyFile ?? path.join(dir, 'root.key'), '-CAcreateserial', '-days', '2', '-extfile', ext, '-out', certFile]);
+  openssl([
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    issuer?.certFile ?? rootFile,
+    '-CAkey',
+    issuer?.keyFile ?? path.join(dir, 'root.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+    '-out',
+    certFile,
+  ]);
   const key = crypto.createPrivateKey(fs.readFileSync(keyFile));
   const certificate = Buffer.from(new crypto.X509Certificate(fs.readFileSync(certFile)).raw);
   return { keyFile, certFile, certificate, privateKey: key, key: softwareSigningKey(key, algorithmOfKey(key), keyFile) };
