@@ -130,6 +130,8 @@ export class FirmwareReleases {
    * 3. the version is not below the latest release of the same name (RFC 4108 anti-rollback);
    * 4. recipients: the current certificate of each active device (a retired, suspended or transferring
    *    device is never one: named explicitly it is refused, in an owner's fleet it is left out);
+   *    with `encryptToGroup` the recipients are the group's members and the image is encrypted once under
+   *    the group key FirmwareGroupKeys.keyForRelease picks (a new one when a member left);
    * then the signer CA counter-signs, and the signatures and release are audited.
    */
   async release(a: {
