@@ -47,7 +47,10 @@ export function groupKeyPackage(g: GroupKey): Buffer {
 export function readGroupKeyPackage(der: Buffer): GroupKey {
   const fields = children(readOne(der, 0x30), 3);
   const sKeys = fields[fields.length - 1];
-  if (sKeys?.tag !== 0x30 || (fields.length === 2 && fields[0].tag !== 0x02)) throw new DeviceCaError('bad-request', 'the symmetric key package cannot be read (RFC 6031)');
+  // before sKeys: an optional version (INTEGER) and optional sKeyPkgAttrs ([0]), in that order
+  const before = fields.slice(0, -1).map((f) => f.tag);
+  if (sKeys?.tag !== 0x30 || !['', '2', 'a0', '2,a0'].includes(before.map((t) => t.toString(16)).join(',')))
+    throw new DeviceCaError('bad-request', 'the symmetric key package cannot be read (RFC 6031)');
   const keys = children(sKeys, 2);
   if (keys.length !== 1 || keys[0].tag !== 0x30) throw new DeviceCaError('bad-request', 'the symmetric key package must hold exactly one key');
   const [attrs, sKey] = children(keys[0], 2);

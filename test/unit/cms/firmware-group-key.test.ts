@@ -168,6 +168,11 @@ describe('group key releases (RFC 4108 decryptKeyID, RFC 5652 EncryptedData, RFC
     // sKeys with the one key twice
     const oneKey = Buffer.from(children(children(readOne(two))[0])[0].full);
     expect(() => readGroupKeyPackage(seq(seq(oneKey, oneKey)))).toThrow('exactly one key');
+    // RFC 6031's optional version and package attributes before sKeys are read past; anything else is refused
+    const sKeys = Buffer.from(children(readOne(two))[0].full);
+    expect(readGroupKeyPackage(seq(Buffer.from([0x02, 0x01, 0x01]), sKeys))).toEqual(g);
+    expect(readGroupKeyPackage(seq(Buffer.from([0x02, 0x01, 0x01]), Buffer.from([0xa0, 0x00]), sKeys))).toEqual(g);
+    expect(() => readGroupKeyPackage(seq(octetString(Buffer.alloc(1)), sKeys))).toThrow('cannot be read (RFC 6031)');
     // a key without id-pskc-keyId
     expect(() => readGroupKeyPackage(seq(seq(seq(seq(), octetString(g.key)))))).toThrow('no identifier');
     expect(() => readGroupKeyPackage(two.subarray(0, two.length - 1))).toThrow();
