@@ -5,11 +5,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CMS_OID } from '../src/cms/cms-algorithms';
 import { envelopeToCertificates } from '../src/cms/enveloped-data';
+import { encryptedDataContentInfo, newGroupKey, wrapGroupKeyTo } from '../src/cms/firmware-group-key';
 import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../src/cms/firmware-package';
 import { assembleCertificate, encodeTbs, newSerial } from '../src/ca/certificate-encoder';
 import { encodeName } from '../src/ca/name';
 import { generateKeyPair, softwareSigningKey } from '../src/keys/software-key-backend';
-import { BenchRow, fmtRate } from './bench-table';
+import { BenchRow, fmtMicros, fmtRate } from './bench-table';
 import { MemoryOperation } from './firmware-memory-child';
 
 /**
@@ -118,6 +119,13 @@ export async function benchFirmware(): Promise<BenchRow[]> {
       return Buffer.concat([Buffer.from([4]), Buffer.from(j.x!, 'base64url'), Buffer.from(j.y!, 'base64url')]);
     });
     const raw = best(3, () => points.forEach((p) => ecdh.computeSecret(p)));
+    // the same release to a group key (docs/firmware.md "Group key"): one EncryptedData, whatever the fleet;
+    // each device's cost moves to its fetch, one key package wrapped to its certificate
+    const perDeviceSize = envelopeToCertificates(small, CMS_OID.firmwarePackage, certs).length;
+    const groupKey = newGroupKey();
+    const group = best(3, () => encryptedDataContentInfo(small, CMS_OID.firmwarePackage, groupKey.key));
+    const groupSize = encryptedDataContentInfo(small, CMS_OID.firmwarePackage, groupKey.key).length;
+    const wraps = best(3, () => certs.slice(0, 1000).forEach((c) => wrapGroupKeyTo(c, groupKey)));
 
     // memory: each operation in its own process; the encrypted release goes to the first 100 devices
     fs.writeFileSync(
@@ -160,6 +168,19 @@ export async function benchFirmware(): Promise<BenchRow[]> {
         figure: fmtRate(RECIPIENTS / envelope, 'recipients'),
         baseline: fmtRate(RECIPIENTS / raw, 'ECDH'),
         ratio: raw / envelope,
+      },
+      {
+        name: `encrypt a 64 KiB release to a group of ${RECIPIENTS} P-256 devices (one EncryptedData) vs to each device: time, bytes`,
+        figure: `${fmtMicros(group * 1e6)}, ${groupSize} B`,
+        baseline: `${fmtMicros(envelope * 1e6)}, ${perDeviceSize} B`,
+        ratio: envelope / group,
+        note: `release size ${(perDeviceSize / groupSize).toFixed(1)}x smaller`,
+      },
+      {
+        name: 'wrap the group key to one device certificate (GET /firmware/keys/<id>, the CMS part) vs raw ECDH',
+        figure: fmtRate(1000 / wraps, 'key packages'),
+        baseline: fmtRate(RECIPIENTS / raw, 'ECDH'),
+        ratio: raw / RECIPIENTS / (wraps / 1000),
       },
       ...memory,
     ];

@@ -6,6 +6,8 @@ import { pemBlocks } from '../ca/pem';
 import { CMS_OID } from '../cms/cms-algorithms';
 import { HardwareTarget } from '../cms/firmware-attributes';
 import { EnvelopeRecipient } from '../cms/firmware-envelope-open';
+import { GroupKey, openGroupKeyEnvelope } from '../cms/firmware-group-key';
+import { decryptKeyIdOf } from '../cms/firmware-group-release';
 import { buildFirmwareReceipt } from '../cms/firmware-receipt';
 import { verifyFirmwareRelease, VerifiedRelease } from '../cms/firmware-release-verify';
 import { writeFileAtomic } from '../data-dir/atomic-file';
@@ -63,7 +65,8 @@ export type UpdateResult =
  * agentUpdate is `device-ca agent update --check`: GET /firmware/<name>/latest over TLS authenticated by
  * the device certificate and its TPM key (an encrypted release is served only that way), then, with
  * nothing but the firmware chain: verifyFirmwareRelease (the CA's counter-signature, every approval and
- * role, the hardware; an encrypted release opened by ECDH in the TPM: tpmEcdhZ), the package name, and
+ * role, the hardware; an encrypted release opened by ECDH in the TPM: tpmEcdhZ; a release to a group key:
+ * the key fetched first, fetchGroupKey), the package name, and
  * the version against the one remembered in firmware.json (RFC 4108 §2.2.1 verNum, anti-rollback: a
  * lower version is refused, the same one is "up to date"). Only then the image is written (temporary file
  * + rename) and firmware.json updated. Refusals are DeviceCaErrors naming the check; each refusal of a
@@ -133,9 +136,18 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
       const said = r.posted ? `load error report (${code}) recorded` : `load error report (${code}) not recorded: ${r.reason}`;
       throw new DeviceCaError(e.code, `${e.message}; ${said}`, { detail: e.detail, cause: e });
     };
+    // a release to a group key: the key first (a refusal of it is reported like any other; an unreachable
+    // server is not a verdict on the release)
+    let groupKey: GroupKey | undefined;
+    try {
+      groupKey = await fetchGroupKey(transport, base, o.name, reply.body, recipient);
+    } catch (e) {
+      if (e instanceof DeviceCaError && e.code !== 'ca-unavailable') return refuse(e);
+      throw e;
+    }
     let v: VerifiedRelease;
     try {
-      v = verifyFirmwareRelease(reply.body, { chain, recipient, roles: o.roles, require: o.require, hardware: o.hardware, now: new Date() });
+      v = verifyFirmwareRelease(reply.body, { chain, recipient, groupKey, roles: o.roles, require: o.require, hardware: o.hardware, now: new Date() });
     } catch (e) {
       if (e instanceof DeviceCaError) return refuse(new DeviceCaError(e.code, `${o.name}: refused: ${e.message}`, { detail: e.detail, cause: e }));
       return refuse(new DeviceCaError('bad-request', `${o.name}: refused: the release cannot be read (${(e as Error).message})`, { cause: e }));
@@ -160,6 +172,40 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
     return { outcome: 'installed', name, version, previous: installed?.version ?? null, image, encrypted: v.encrypted, approvals: v.approvals.map((a) => a.role), receipt };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * fetchGroupKey: for a release to a group key (RFC 4108 decryptKeyID, docs/firmware.md "Group key"), the
+ * key: GET /firmware/keys/<id> over the same TLS, an EnvelopedData to this device's certificate opened
+ * with the TPM key (the ECDH path of a per-device release). Undefined for a release that names no key.
+ * The release's signature over the identifier is checked afterwards by verifyFirmwareRelease, which
+ * refuses a key whose identifier is not the one the CA signed.
+ */
+async function fetchGroupKey(transport: OpensslTlsTransport, base: URL, name: string, release: Buffer, recipient: EnvelopeRecipient): Promise<GroupKey | undefined> {
+  let keyId: string | null;
+  try {
+    keyId = decryptKeyIdOf(release);
+  } catch (e) {
+    throw new DeviceCaError('bad-request', `${name}: refused: the release cannot be read (${(e as Error).message})`, { cause: e });
+  }
+  if (keyId === null) return undefined;
+  const url = new URL(`/firmware/keys/${keyId}`, base);
+  let reply: HttpReply;
+  try {
+    reply = await transport.request('GET', url, { Accept: 'application/cms' });
+  } catch (e) {
+    throw new DeviceCaError('ca-unavailable', `cannot reach ${url.origin}: ${(e as Error).message}`, { cause: e });
+  }
+  if (reply.status !== 200) {
+    const why = reply.body.toString('utf8').trim().slice(0, 300);
+    throw new DeviceCaError(reply.status === 404 ? 'not-found' : reply.status === 403 ? 'forbidden' : 'internal', `${name}: the server refused group key ${keyId} (HTTP ${reply.status}): ${why}`);
+  }
+  try {
+    return openGroupKeyEnvelope(reply.body, recipient);
+  } catch (e) {
+    if (e instanceof DeviceCaError) throw new DeviceCaError(e.code, `${name}: refused: group key ${keyId}: ${e.message}`, { cause: e });
+    throw e;
   }
 }
 

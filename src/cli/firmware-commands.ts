@@ -184,14 +184,21 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .description('check the policy and the signers, counter-sign as the CA and record the release; --encrypt-to encrypts the image to device certificates')
     .requiredOption('--in <file>', 'the signed package')
     .option('--encrypt-to <list>', 'device ids (comma-separated), or owner:<name> for every active device of an owner')
+    .option(
+      '--encrypt-to-group <group>',
+      'owner:<name> or fleet: encrypt once under the group key (RFC 4108 decryptKeyID); each member fetches the key wrapped to its certificate (GET /firmware/keys/<id>)',
+    )
     .requiredOption('--out <file>', 'the release (DER CMS)')
-    .action(async (o: { in: string; encryptTo?: string; out: string }) => {
+    .action(async (o: { in: string; encryptTo?: string; encryptToGroup?: string; out: string }) => {
       const to = o.encryptTo;
       const encryptTo = to === undefined ? undefined : to.startsWith('owner:') ? { owner: to.slice('owner:'.length) } : { deviceIds: to.split(',').map((d) => d.trim()) };
-      const r = await withReleases((f) => f.release({ package: readFile(o.in), encryptTo, actor: ctx.actor() }));
+      const r = await withReleases((f) => f.release({ package: readFile(o.in), encryptTo, encryptToGroup: o.encryptToGroup, actor: ctx.actor() }));
       writeFileAtomic(o.out, r.release, 0o644);
-      if (ctx.json()) console.log(JSON.stringify(r.record));
-      else console.log(`released ${r.record.name} version ${r.record.version}${r.record.recipients ? ` encrypted to ${r.record.recipients.length} device(s)` : ''}`);
+      if (ctx.json()) console.log(JSON.stringify(r.groupKeyId ? { ...r.record, group: o.encryptToGroup, groupKeyId: r.groupKeyId } : r.record));
+      else
+        console.log(
+          `released ${r.record.name} version ${r.record.version}${r.record.recipients ? ` encrypted to ${r.record.recipients.length} device(s)` : ''}${r.groupKeyId ? ` under group key ${r.groupKeyId} (${o.encryptToGroup})` : ''}`,
+        );
     });
   firmware
     .command('receipt')

@@ -5,6 +5,8 @@ export const CMS_OID = {
   data: '1.2.840.113549.1.7.1',
   signedData: '1.2.840.113549.1.7.2',
   envelopedData: '1.2.840.113549.1.7.3',
+  /** RFC 5652 §8: id-encryptedData (content encrypted under a key delivered apart) */
+  encryptedData: '1.2.840.113549.1.7.6',
   contentType: '1.2.840.113549.1.9.3',
   messageDigest: '1.2.840.113549.1.9.4',
   signingTime: '1.2.840.113549.1.9.5',
@@ -19,6 +21,12 @@ export const CMS_OID = {
   firmwarePackageId: '1.2.840.113549.1.9.16.2.35',
   /** RFC 4108 §2.2.2: id-aa-targetHardwareIDs */
   targetHardwareIds: '1.2.840.113549.1.9.16.2.36',
+  /** RFC 4108 §2.2.4: id-aa-decryptKeyID, names the key that decrypts an EncryptedData firmware package */
+  decryptKeyId: '1.2.840.113549.1.9.16.2.37',
+  /** RFC 6031 §1.1: id-ct-KP-sKeyPackage, the symmetric key package content type */
+  symmetricKeyPackage: '2.16.840.1.101.2.1.2.78.5',
+  /** RFC 6031 §3.2.7: id-pskc-keyId (UTF8String), a symmetric key's identifier */
+  pskcKeyId: '1.2.840.113549.1.9.16.12.9',
   /** RFC 4108 §2.2.5: id-aa-communityIdentifiers */
   communityIdentifiers: '1.2.840.113549.1.9.16.2.40',
   /** RFC 8017 A.2.1: id-RSAES-OAEP, and MGF1 (B.2.1) */

@@ -158,7 +158,7 @@ export async function plainReleaseParts(pkg: Omit<FirmwarePackage, 'image'>, ima
 }
 
 /** signingTimeAttribute: RFC 5652 §11.3, UTCTime through 2049 and GeneralizedTime after, as RFC 5280 times. */
-function signingTimeAttribute(now: Date): SignedAttribute {
+export function signingTimeAttribute(now: Date): SignedAttribute {
   return { type: CMS_OID.signingTime, values: [now.getUTCFullYear() < 2050 ? time(now) : generalizedTime(now)] };
 }
 

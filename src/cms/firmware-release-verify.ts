@@ -1,9 +1,11 @@
 import * as crypto from 'node:crypto';
-import { children, readOne } from '../der/der-reader';
+import { children, decodeOid, readOne } from '../der/der-reader';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
 import { FirmwareMetadata, HardwareTarget, firmwareAttributesOf, readFirmwareMetadata, sameAttributes } from './firmware-attributes';
 import { EnvelopeRecipient, openFirmwareEnvelope } from './firmware-envelope-open';
+import { GroupKey, openEncryptedData } from './firmware-group-key';
+import { decryptKeyIdValue } from './firmware-group-release';
 import { describeShortfall, policyShortfall, rolePolicy } from './firmware-policy';
 import { parseSignedDataParts } from './signed-data-parts';
 import { VerifiedSigner, verifySignerInfo } from './signer-info';
@@ -24,6 +26,8 @@ export interface ReleaseCheck {
   chain: Buffer[];
   /** recipient: the device's certificate and its key (software, or the agent's TPM), to decrypt an encrypted release */
   recipient?: EnvelopeRecipient;
+  /** groupKey: the group key a release to a group is encrypted under (decryptKeyIdOf names it; the agent fetches it) */
+  groupKey?: GroupKey;
   /** roles: the roles of the device's policy */
   roles: readonly string[];
   /** require: how many distinct roles of `roles` must have approved (default: all) */
@@ -60,8 +64,7 @@ export function verifyFirmwareRelease(der: Buffer, check: ReleaseCheck): Verifie
   let parties: VerifiedSigner[];
   const encrypted = parts.eContentType === CMS_OID.data;
   if (encrypted) {
-    if (!check.recipient) throw new DeviceCaError('bad-request', 'the release is encrypted: give the device certificate and key (--cert, --key)');
-    const opened = openFirmwareEnvelope(parts.eContent, check.recipient);
+    const opened = openEncryptedRelease(parts.eContent, ca.attributes, check);
     if (opened.contentType !== CMS_OID.firmwarePackage) throw new DeviceCaError('bad-request', 'the encrypted content is not a firmware package');
     image = opened.content;
     const approvals = ca.attributes.get(CMS_OID.approvals);
@@ -91,6 +94,24 @@ export function verifyFirmwareRelease(der: Buffer, check: ReleaseCheck): Verifie
   if (check.hardware && !forHardware(metadata.hardware, check.hardware))
     throw new DeviceCaError('forbidden', `the package is for other hardware (${metadata.hardware.map((h) => (h.serial ? `${h.type}:${h.serial}` : h.type)).join(', ')})`);
   return { image, metadata, encrypted, approvals };
+}
+
+/**
+ * openEncryptedRelease: the encrypted layer of a release: an EnvelopedData opened with the device key, or
+ * an EncryptedData (a release to a group) opened with the group key the CA's signed decryptKeyID names.
+ */
+function openEncryptedRelease(contentInfo: Buffer, caAttributes: ReadonlyMap<string, Buffer[]>, check: ReleaseCheck): { contentType: string; content: Buffer } {
+  const [type] = children(readOne(contentInfo, 0x30), 2);
+  if (type?.tag === 0x06 && decodeOid(type) === CMS_OID.encryptedData) {
+    const named = caAttributes.get(CMS_OID.decryptKeyId);
+    if (!named) throw new DeviceCaError('bad-request', 'the release is encrypted to a group key but names none (RFC 4108 decryptKeyID)');
+    const id = decryptKeyIdValue(named);
+    if (!check.groupKey) throw new DeviceCaError('bad-request', `the release is encrypted to group key ${id}: fetch it first (GET /firmware/keys/${id})`);
+    if (check.groupKey.id !== id) throw new DeviceCaError('bad-request', `the release is encrypted to group key ${id}, not ${check.groupKey.id}`);
+    return openEncryptedData(contentInfo, check.groupKey.key);
+  }
+  if (!check.recipient) throw new DeviceCaError('bad-request', 'the release is encrypted: give the device certificate and key (--cert, --key)');
+  return openFirmwareEnvelope(contentInfo, check.recipient);
 }
 
 /** forHardware: RFC 4108 §2.2.2: the module type is a target (no targets: any), and when serials of that type are named (§2.2.5), ours is one. */

@@ -17,11 +17,20 @@ const loaded = new Map<string, Buffer>();
  * process and directory. Every node of a cluster needs the same file, as it needs the CA's key files.
  */
 export function enrollmentSecretKey(keysDir: string): Buffer {
-  const file = path.resolve(keysDir, ENROLLMENT_SECRET_KEY_FILE);
+  return serverKeyFile(keysDir, ENROLLMENT_SECRET_KEY_FILE, 'an enrollment secret key');
+}
+
+/**
+ * serverKeyFile: a 256-bit key the service keeps in `<keysDir>/<fileName>` (64 hex digits), created (0600)
+ * on first use as enrollmentSecretKey describes; `what` names it in the error for a file that is not one.
+ * Other server keys (the firmware group key-encryption key) use the same file rules.
+ */
+export function serverKeyFile(keysDir: string, fileName: string, what: string): Buffer {
+  const file = path.resolve(keysDir, fileName);
   let key = loaded.get(file);
   if (!key) {
     if (!fs.existsSync(file)) createKeyFile(file);
-    key = parseKeyFile(file);
+    key = parseKeyFile(file, what);
     loaded.set(file, key);
   }
   return key;
@@ -45,8 +54,8 @@ function createKeyFile(file: string): void {
   }
 }
 
-function parseKeyFile(file: string): Buffer {
+function parseKeyFile(file: string, what: string): Buffer {
   const text = fs.readFileSync(file, 'utf8').trim();
-  if (!/^[0-9a-f]{64}$/i.test(text)) throw new DeviceCaError('config', `${file}: not an enrollment secret key (64 hex digits expected)`);
+  if (!/^[0-9a-f]{64}$/i.test(text)) throw new DeviceCaError('config', `${file}: not ${what} (64 hex digits expected)`);
   return Buffer.from(text, 'hex');
 }

@@ -9,6 +9,8 @@ import { collectItems } from '../store/paging';
 import { AuditInput, FirmwareReleaseInfo, Store } from '../store/store';
 import { parseCsr } from './csr';
 import { NOT_DEVICE_PROFILES } from './firmware-distribution';
+import { buildGroupFirmwareRelease } from '../cms/firmware-group-release';
+import { FirmwareGroupKeys, firmwareGroupKek, ownerOfGroup, parseFirmwareGroup } from './firmware-group-keys';
 
 /**
  * firmware-release: the decisions around firmware (issue 13): who may sign (registered signers and their
@@ -128,10 +130,23 @@ export class FirmwareReleases {
    * 3. the version is not below the latest release of the same name (RFC 4108 anti-rollback);
    * 4. recipients: the current certificate of each active device (a retired, suspended or transferring
    *    device is never one: named explicitly it is refused, in an owner's fleet it is left out);
+   *    with `encryptToGroup` the recipients are the group's members and the image is encrypted once under
+   *    the group key FirmwareGroupKeys.keyForRelease picks (a new one when a member left);
    * then the signer CA counter-signs, and the signatures and release are audited.
    */
-  async release(a: { package: Buffer; encryptTo?: { deviceIds?: string[]; owner?: string }; actor: string; now?: Date }): Promise<{ release: Buffer; record: ReleaseRecord }> {
+  async release(a: {
+    package: Buffer;
+    encryptTo?: { deviceIds?: string[]; owner?: string };
+    /** encryptToGroup: 'fleet' or 'owner:<name>': the image under the group's key (firmware-group-keys.ts), its members the recipients */
+    encryptToGroup?: string;
+    actor: string;
+    now?: Date;
+  }): Promise<{ release: Buffer; record: ReleaseRecord; groupKeyId?: string }> {
     const now = a.now ?? new Date();
+    const group = a.encryptToGroup === undefined ? undefined : parseFirmwareGroup(a.encryptToGroup);
+    if (group !== undefined && a.encryptTo) throw new DeviceCaError('bad-request', 'a release is encrypted to devices or to a group, not both');
+    // a group's members are the recipients a per-device release would have (the fleet: every active device)
+    const encryptTo = group === undefined ? a.encryptTo : { owner: ownerOfGroup(group), fleet: group === 'fleet' };
     const pkg = readFirmwarePackage(a.package);
     if (pkg.signers.length === 0) throw new DeviceCaError('forbidden', 'the package is not signed');
     const signerCa = await signerCaCertificate(this.store);
@@ -150,11 +165,11 @@ export class FirmwareReleases {
       if (s.signingTime.getTime() > now.getTime() + SIGNING_TIME_SKEW_MS) throw new DeviceCaError('forbidden', `signer ${who.name}'s signing time is in the future`);
       signers.push({ name: who.name, role: who.role, serial, signingTime: s.signingTime.toISOString() });
     }
-    const recipients = a.encryptTo ? await this.recipients(a.encryptTo) : null;
+    const recipients = encryptTo ? await this.recipients(encryptTo) : null;
     const owners = recipients ? [...new Set(recipients.map((r) => r.owner))] : [];
     // every policy that applies must be met on its own (an owner's M-of-N does not lower another's)
     const policies: RolePolicy[] = [];
-    if (a.encryptTo?.owner !== undefined) policies.push(await this.policyFor(a.encryptTo.owner));
+    if (encryptTo?.owner !== undefined) policies.push(await this.policyFor(encryptTo.owner));
     for (const o of owners) policies.push(await this.policyFor(o ?? undefined));
     if (policies.length === 0) policies.push(await this.policyFor());
     const have = new Set(signers.map((s) => s.role));
@@ -173,7 +188,19 @@ export class FirmwareReleases {
     const ca = await openSignerCa(this.cfg, this.keys, this.store, now);
     for (const s of signers)
       await this.store.appendAudit({ type: 'firmware.signature.accepted', actor: a.actor, subject: `firmware:${pkg.metadata.name}`, data: { version: pkg.metadata.version, ...s } });
-    const release = await buildFirmwareRelease(pkg, releaseSigner(ca), { now, recipients: recipients?.map((r) => r.certificate) });
+    const groupKey =
+      group !== undefined && recipients
+        ? (
+            await new FirmwareGroupKeys(this.store, firmwareGroupKek(this.cfg), () => now).keyForRelease(
+              group,
+              recipients.map((r) => r.deviceId),
+              a.actor,
+            )
+          ).key
+        : null;
+    const release = groupKey
+      ? await buildGroupFirmwareRelease(pkg, releaseSigner(ca), { groupKey, now })
+      : await buildFirmwareRelease(pkg, releaseSigner(ca), { now, recipients: recipients?.map((r) => r.certificate) });
     const record: ReleaseRecord = {
       name: pkg.metadata.name,
       version: pkg.metadata.version,
@@ -187,14 +214,21 @@ export class FirmwareReleases {
       type: 'firmware.released',
       actor: a.actor,
       subject: `firmware:${record.name}`,
-      data: { version: record.version, sha256: record.sha256, signers: signers.map((s) => s.name), recipients: record.recipients?.length ?? null },
+      data: {
+        version: record.version,
+        sha256: record.sha256,
+        signers: signers.map((s) => s.name),
+        recipients: record.recipients?.length ?? null,
+        ...(groupKey ? { group, groupKeyId: groupKey.id } : {}),
+      },
     });
-    return { release, record };
+    return groupKey ? { release, record, groupKeyId: groupKey.id } : { release, record };
   }
 
   /** recipients: each device's newest valid certificate; see release() for which devices count. */
-  private async recipients(to: { deviceIds?: string[]; owner?: string }): Promise<{ deviceId: string; owner: string | null; certificate: Buffer }[]> {
+  private async recipients(to: { deviceIds?: string[]; owner?: string; fleet?: boolean }): Promise<{ deviceId: string; owner: string | null; certificate: Buffer }[]> {
     const devices = [];
+    if (to.fleet) devices.push(...(await collectItems((after, limit) => this.store.listDevices({ state: 'active', after, limit }))).items);
     if (to.owner !== undefined) {
       devices.push(...(await collectItems((after, limit) => this.store.listDevices({ owner: to.owner, state: 'active', after, limit }))).items);
     }

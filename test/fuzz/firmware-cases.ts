@@ -9,7 +9,8 @@ import { HOSTILE_SEGMENTS, PROTO_NAMES } from './text-mutations';
  * (huge, negative, non-decimal, prototype names, traversal), odd methods and extra segments, with and
  * without a device's client certificate; and POST /firmware/<name>/<version>/receipt: valid RFC 4108
  * receipts for the campaign's release damaged byte by byte (byte-mutations.ts), empty, huge and deeply
- * nested bodies, posted with and without the device certificate, to the release and to hostile names.
+ * nested bodies, posted with and without the device certificate, to the release and to hostile names;
+ * GET /firmware/keys/<id> (group keys) with unknown, malformed and prototype ids.
  * Signed device commands: GET /device-command with hostile nonces, with and without the device
  * certificate, and POST /device-command/report with the same damaged CMS bodies (a receipt is a SignedData
  * of another content type, so the damage reaches the report's parser at every depth).
@@ -32,6 +33,10 @@ export function firmwareCorpus(m: FuzzMaterial): Generated[] {
   for (const v of VERSIONS) out.push(get(`/firmware/sensor-fw/${v}`, 'https', true), get(`/firmware/sensor-fw/${v}`, 'https', false));
   for (const p of ['/firmware', '/firmware/', '/firmware/fw', '/firmware/fw/', '/firmware/fw/latest/x', '/firmware//latest', '/firmware/..%2f..%2fca/latest', '/firmware/fw/latest?x=1'])
     out.push(get(p, 'http', false), get(p, 'https', true));
+  // GET /firmware/keys/<id> (group keys, HTTPS with the device certificate): unknown, malformed and hostile ids
+  const KEY_IDS = ['0'.repeat(32), 'f'.repeat(32), 'F'.repeat(32), '0'.repeat(31), '0'.repeat(33), 'g'.repeat(32), '%00'.repeat(11), ...PROTO_NAMES, ...HOSTILE_SEGMENTS.slice(0, 8)];
+  for (const id of KEY_IDS) out.push(get(`/firmware/keys/${id}`, 'https', true), get(`/firmware/keys/${id}`, 'https', false), get(`/firmware/keys/${id}`, 'http', false));
+  for (const p of ['/firmware/keys', '/firmware/keys/', `/firmware/keys/${'0'.repeat(32)}/x`, `/firmware/keys/${'0'.repeat(32)}?x=1`]) out.push(get(p, 'https', true), get(p, 'http', false));
   const receipt = (p: string, body: Buffer, listener: 'http' | 'https', cert: boolean, what: string): Generated => ({
     how: `POST ${p.slice(0, 60)} ${what} (${listener}${cert ? ', device certificate' : ''})`,
     request: { listener, method: 'POST', path: p, headers: [['Content-Type', 'application/cms']], body, clientCert: cert ? { cert: m.reenroll.certPem, key: m.reenroll.keyPem } : undefined },

@@ -56,22 +56,22 @@ async function enrollDevice(id: string, out: string, extra: string[]): Promise<v
   if (r.code !== 0) throw new Error(`agent enroll ${id} exited ${r.code}: ${r.stderr}`);
 }
 
-/** release: create, have the three roles sign (offline), release encrypted to the devices; the release file */
-async function release(version: number, image: Buffer, to: string, hardware?: string): Promise<string> {
+/** release: create, have the three roles sign (offline), release encrypted to the devices (or, with --encrypt-to-group, to a group key); the release file */
+async function release(version: number, image: Buffer, to: string, hardware?: string, name = 'sensor-fw', how = '--encrypt-to'): Promise<string> {
   const img = tmp.write(`img-${version}.bin`, image);
   let pkg = tmp.file(`pkg/${version}-0.der`);
   const offline = async (...args: string[]) => {
     const r = await runCli(args, {});
     if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')}: ${r.stderr}`);
   };
-  await offline('firmware', 'create', '--image', img, '--name', 'sensor-fw', '--version', String(version), ...(hardware ? ['--hardware', hardware] : []), '--out', pkg);
+  await offline('firmware', 'create', '--image', img, '--name', name, '--version', String(version), ...(hardware ? ['--hardware', hardware] : []), '--out', pkg);
   for (const [i, s] of signers.entries()) {
     const next = tmp.file(`pkg/${version}-${i + 1}.der`);
     await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', next);
     pkg = next;
   }
-  const rel = tmp.file(`rel/${version}.der`);
-  await cliOk('firmware', 'release', '--in', pkg, '--encrypt-to', to, '--out', rel);
+  const rel = tmp.file(`rel/${name}-${version}.der`);
+  await cliOk('firmware', 'release', '--in', pkg, how, to, '--out', rel);
   return rel;
 }
 
@@ -202,6 +202,18 @@ describe('agent update --check (swtpm)', () => {
     // the report carries the device's hardware type, as its receipts do
     const hw = withStore((db) => db.prepare("SELECT hw_type FROM firmware_receipts WHERE name = 'sensor-fw' AND device_id = 'fw-tpm-a'").get() as { hw_type: string });
     expect(hw.hw_type).toBe('1.3.6.1.4.1.99999.2.2');
+  });
+
+  it('a release to a group key: the agent fetches its copy of the key (wrapped to its certificate, opened in the TPM) and decrypts the exact image', async () => {
+    const groupImage = crypto.randomBytes(40_009);
+    await release(1, groupImage, 'owner:acme', undefined, 'group-fw', '--encrypt-to-group');
+    const img = tmp.file('a/group-fw.bin');
+    const r = await agent(['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', outA(), '--name', 'group-fw', '--image-out', img]);
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(r.stdout).toContain(`group-fw: installed version 1, decrypted in the TPM: ${img}\n`);
+    expect(fs.readFileSync(img).equals(groupImage)).toBe(true);
+    const fetched = withStore((db) => db.prepare("SELECT actor FROM audit WHERE type = 'firmware.group-key.fetched'").all() as { actor: string }[]);
+    expect(fetched.map((f) => f.actor)).toEqual(['device:fw-tpm-a']);
   });
 
   it('a name with no release for this device: exit 4', async () => {

@@ -3,6 +3,7 @@ import { GENESIS, auditLinkProblem } from '../../src/audit/audit-chain';
 import { verifyAuditChain } from '../../src/audit/audit-verify';
 import { DeviceCaError, ErrorCode } from '../../src/errors/device-ca-error';
 import { collectItems } from '../../src/store/paging';
+import { FirmwareGroupKeys } from '../../src/ra/firmware-group-keys';
 import { AttestationStore, AuditInput, AuditRecord, CertificateRecord, DEFAULT_PAGE_LIMIT, DEVICE_STATES, MAX_PAGE_LIMIT, Page, Store, isAttestationStore } from '../../src/store/store';
 
 /**
@@ -1269,6 +1270,23 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         });
         const audit = (await s.listAudit({ subject: 'ocsp-responder' })).items;
         expect(audit.map((r) => r.data)).toEqual([{}]);
+      });
+
+      it('firmware group keys (CA state records, ra/firmware-group-keys.ts): two releases to one group at once, from two instances, use one key; a member gone makes a new one', async () => {
+        const kek = crypto.randomBytes(32);
+        const a = new FirmwareGroupKeys(store, () => kek);
+        const b = new FirmwareGroupKeys(await other(), () => kek);
+        const [x, y] = await Promise.all([a.keyForRelease('owner:acme', ['d1', 'd2'], 'test'), b.keyForRelease('owner:acme', ['d2', 'd1'], 'test')]);
+        expect(x.key).toEqual(y.key);
+        expect([x.created, y.created].filter(Boolean)).toEqual([true]);
+        expect((await b.keyForRelease('owner:acme', ['d1', 'd2', 'd3'], 'test')).key).toEqual(x.key);
+        const after = await a.keyForRelease('owner:acme', ['d1', 'd3'], 'test');
+        expect(after.created).toBe(true);
+        expect(after.key.id).not.toBe(x.key.id);
+        expect((await b.keyForRelease('owner:acme', ['d1', 'd3'], 'test')).key).toEqual(after.key);
+        const records = (await store.listAudit({ subject: 'firmware-group:owner:acme' })).items.map((r) => r.type);
+        expect(records.filter((t) => t === 'firmware.group-key.created').length).toBeGreaterThanOrEqual(2);
+        expect(JSON.stringify(await store.getCaState(`firmware-group-key:${after.key.id}`))).not.toContain(after.key.key.toString('hex'));
       });
     });
 

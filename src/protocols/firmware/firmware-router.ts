@@ -1,8 +1,10 @@
-import { Request, Response, Router } from 'express';
+import { NextFunction, Request, Response, Router } from 'express';
 import { TLSSocket } from 'node:tls';
 import { readRawBody } from '../../http/raw-body';
 import { FirmwareDistribution, FirmwareRequester } from '../../ra/firmware-distribution';
 import { FirmwareReceipts } from '../../ra/firmware-receipts';
+import { FirmwareGroupKeys } from '../../ra/firmware-group-keys';
+import { GROUP_KEY_ID_RE } from '../../cms/firmware-group-key';
 import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
 
 /** ERROR_REPLY: agents and curl read short text; a device authenticates with its TLS certificate, never Basic */
@@ -16,9 +18,28 @@ const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic r
  * certificate) it also takes POST /firmware/<name>/<version>/receipt, an RFC 4108 load receipt or error
  * report (DER CMS SignedData), decided by ra/firmware-receipts.ts. One RA call per request.
  */
-export function firmwareRouter(opts: { distribution: FirmwareDistribution; receipts?: { decide: FirmwareReceipts; bodyLimit: number } }): Router {
+export function firmwareRouter(opts: { distribution: FirmwareDistribution; receipts?: { decide: FirmwareReceipts; bodyLimit: number }; groupKeys?: FirmwareGroupKeys }): Router {
   const r = Router();
   const receipts = opts.receipts;
+  const groupKeys = opts.groupKeys;
+  // GET /firmware/keys/<32 hex digits>: a group key wrapped to the device's certificate (HTTPS only;
+  // ra/firmware-group-keys.ts decides). Anything else under /keys/ is a release of a firmware named
+  // "keys": a version has at most 16 digits, so the two never meet.
+  if (groupKeys)
+    r.get('/keys/:id', async (req: Request, res: Response, next: NextFunction) => {
+      const id = String(req.params.id);
+      if (!GROUP_KEY_ID_RE.test(id)) return next();
+      res.locals.route = 'firmware-group-key';
+      try {
+        const der = await groupKeys.fetch({ keyId: id, requester: requesterOf(req) });
+        res.status(200).setHeader('Content-Type', 'application/cms');
+        res.setHeader('Cache-Control', 'no-store');
+        res.setHeader('Content-Length', der.length);
+        res.end(der);
+      } catch (e) {
+        sendHttpError(res, e, ERROR_REPLY);
+      }
+    });
   if (receipts)
     r.post('/:name/:version/receipt', async (req: Request, res: Response) => {
       res.locals.route = 'firmware-receipt';

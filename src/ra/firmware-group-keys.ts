@@ -1,0 +1,186 @@
+import * as crypto from 'node:crypto';
+import * as path from 'node:path';
+import { GROUP_KEY_BYTES, GROUP_KEY_ID_RE, GroupKey, newGroupKey, wrapGroupKeyTo } from '../cms/firmware-group-key';
+import { Config } from '../config/schema';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { serverKeyFile } from '../keys/enrollment-secret-key';
+import { Store } from '../store/store';
+import { firmwareDeviceOf, FirmwareRequester } from './firmware-distribution';
+
+/**
+ * firmware-group-keys: the decisions about group content-encryption keys (issue 13, docs/firmware.md
+ * "Group key"): which key a release to a group uses (a new one whenever a device that could have the
+ * current key is no longer a member), and who may fetch a key (`GET /firmware/keys/<id>` over mTLS).
+ *
+ * A group is `fleet` (every active device) or `owner:<name>` (the active devices of one owner); a member
+ * is an active device of the group with a valid device certificate (the recipients of a per-device
+ * release). State, in the store's CA state records (compare-and-set, audited in the same write, copied by
+ * `store copy`):
+ * - `firmware-group:<group>`: { current: key id };
+ * - `firmware-group-key:<id>`: { id, group, wrapped, createdAt, members }: `members` are the devices that
+ *   may fetch the key (sorted ids), set at each release that uses it; `wrapped` is the key under the
+ *   service's key-encryption key (AES-256-GCM, the id and group as additional data), never the key itself.
+ * Key material never reaches the audit log or an error message.
+ */
+
+/** FIRMWARE_GROUP_KEK_FILE: the key-encryption key of group keys, in the keys directory beside enrollment-secret.key. */
+export const FIRMWARE_GROUP_KEK_FILE = 'firmware-group.key';
+
+/** firmwareGroupKek: the data directory's key-encryption key (created on first use, 0600), as a function read on use. */
+export function firmwareGroupKek(cfg: Config): () => Buffer {
+  const dir = path.join(cfg.dataDir, 'keys');
+  return () => serverKeyFile(dir, FIRMWARE_GROUP_KEK_FILE, 'a firmware group key-encryption key');
+}
+
+/** GroupKeyRecord: the CA state record of one group key. */
+interface GroupKeyRecord {
+  id: string;
+  group: string;
+  /** wrapped: hex of IV (12) | tag (16) | ciphertext (32), AES-256-GCM under the key-encryption key */
+  wrapped: string;
+  createdAt: string;
+  members: string[];
+}
+
+/** OWNER_RE: an owner name as the admin API takes it (1-128 printable characters). */
+const OWNER_RE = /^[^\u0000-\u001f]{1,128}$/;
+const NOT_FOUND = 'no such group key';
+
+/** parseFirmwareGroup: 'fleet' or 'owner:<name>', as the CLI writes it; 'bad-request' otherwise. */
+export function parseFirmwareGroup(s: string): string {
+  if (s === 'fleet') return s;
+  if (s.startsWith('owner:') && OWNER_RE.test(s.slice('owner:'.length))) return s;
+  throw new DeviceCaError('bad-request', 'a firmware group is fleet or owner:<name>');
+}
+
+/** ownerOfGroup: the owner of an owner group, undefined for the fleet. */
+export function ownerOfGroup(group: string): string | undefined {
+  return group.startsWith('owner:') ? group.slice('owner:'.length) : undefined;
+}
+
+type GroupKeyStore = Pick<Store, 'getCaState' | 'saveCaState' | 'getCertificate' | 'getDevice' | 'appendAudit'>;
+
+export class FirmwareGroupKeys {
+  constructor(
+    private readonly store: GroupKeyStore,
+    private readonly kek: () => Buffer,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  /**
+   * keyForRelease: the group key a release to `group` is encrypted under, given the group's members now.
+   * The current key stays when every device it was given to (its `members`) is still a member; the
+   * newcomers are added. Otherwise (a member left: retired, suspended, transferred, its certificate
+   * revoked or expired) a new key is made and becomes the current one, so nothing released from now on
+   * can be read by a device that left. Audited: `firmware.group-key.created` (group, key id, members,
+   * the key it replaces), `firmware.group-key.members` when newcomers are added.
+   */
+  async keyForRelease(group: string, members: string[], actor: string): Promise<{ key: GroupKey; created: boolean }> {
+    parseFirmwareGroup(group);
+    const sorted = [...new Set(members)].sort();
+    const now = new Set(sorted);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const pointer = await this.store.getCaState(groupRecord(group));
+        const currentId = pointer ? (pointer.value as { current: string }).current : null;
+        const current = currentId ? await this.store.getCaState(keyRecord(currentId)) : null;
+        const rec = current ? (current.value as GroupKeyRecord) : null;
+        if (rec && current && rec.members.every((m) => now.has(m))) {
+          if (rec.members.length !== sorted.length)
+            await this.store.saveCaState(keyRecord(rec.id), { ...rec, members: sorted }, current.version, {
+              type: 'firmware.group-key.members',
+              actor,
+              subject: `firmware-group:${group}`,
+              data: { keyId: rec.id, members: sorted.length, added: sorted.length - rec.members.length },
+            });
+          return { key: this.unwrap(rec), created: false };
+        }
+        const g = newGroupKey();
+        const created: GroupKeyRecord = { id: g.id, group, wrapped: this.wrap(g, group), createdAt: this.now().toISOString(), members: sorted };
+        await this.store.saveCaState(keyRecord(g.id), created, 0, {
+          type: 'firmware.group-key.created',
+          actor,
+          subject: `firmware-group:${group}`,
+          data: { keyId: g.id, members: sorted.length, replaces: rec?.id ?? null, left: rec ? rec.members.filter((m) => !now.has(m)).length : 0 },
+        });
+        // the group's pointer last: a writer that lost the race retries and sees the winner's key
+        await this.store.saveCaState(groupRecord(group), { current: g.id }, pointer?.version ?? 0);
+        return { key: g, created: true };
+      } catch (e) {
+        if (!(e instanceof DeviceCaError && e.code === 'conflict' && e.message.startsWith('CA state')) || attempt >= 3) throw e;
+      }
+    }
+  }
+
+  /**
+   * fetch decides `GET /firmware/keys/<id>` and returns the key wrapped to the requester's certificate
+   * (DER ContentInfo EnvelopedData of an RFC 6031 key package):
+   * - no TLS client certificate: 'unauthenticated';
+   * - a certificate that is not the current certificate of an active device: 'forbidden' (firmwareDeviceOf);
+   * - a malformed or unknown key id, or a device that is not a member of the key's group now, or was not
+   *   given the key at its last release: 'not-found', one message for all, so nobody learns which keys exist.
+   * Each fetch is audited `firmware.group-key.fetched` (device, key id).
+   */
+  async fetch(a: { keyId: string; requester: FirmwareRequester }): Promise<Buffer> {
+    const leaf = a.requester.clientCertificate;
+    if (!leaf) throw new DeviceCaError('unauthenticated', 'a group key is fetched over TLS with the device certificate');
+    const deviceId = await firmwareDeviceOf(this.store, leaf, this.now());
+    if (!GROUP_KEY_ID_RE.test(a.keyId)) throw new DeviceCaError('not-found', NOT_FOUND);
+    const entry = await this.store.getCaState(keyRecord(a.keyId));
+    const rec = entry ? (entry.value as GroupKeyRecord) : null;
+    if (!rec || rec.id !== a.keyId || !binaryIncludes(rec.members, deviceId)) throw new DeviceCaError('not-found', NOT_FOUND);
+    const owner = ownerOfGroup(rec.group);
+    if (owner !== undefined && (await this.store.getDevice(deviceId))?.owner !== owner) throw new DeviceCaError('not-found', NOT_FOUND);
+    const der = wrapGroupKeyTo(Buffer.from(leaf.raw), this.unwrap(rec));
+    await this.store.appendAudit({ type: 'firmware.group-key.fetched', actor: `device:${deviceId}`, subject: `firmware-group:${rec.group}`, data: { keyId: rec.id, device: deviceId } });
+    return der;
+  }
+
+  private wrap(g: GroupKey, group: string): string {
+    const iv = crypto.randomBytes(12);
+    const c = crypto.createCipheriv('aes-256-gcm', this.kek(), iv);
+    c.setAAD(aad(g.id, group));
+    const ct = Buffer.concat([c.update(g.key), c.final()]);
+    return Buffer.concat([iv, c.getAuthTag(), ct]).toString('hex');
+  }
+
+  private unwrap(rec: GroupKeyRecord): GroupKey {
+    const b = Buffer.from(rec.wrapped, 'hex');
+    try {
+      const d = crypto.createDecipheriv('aes-256-gcm', this.kek(), b.subarray(0, 12));
+      d.setAAD(aad(rec.id, rec.group));
+      d.setAuthTag(b.subarray(12, 28));
+      const key = Buffer.concat([d.update(b.subarray(28)), d.final()]);
+      if (key.length !== GROUP_KEY_BYTES) throw new Error('length');
+      return { id: rec.id, key };
+    } catch {
+      // the key file is not the one the group key was made under (another node's, or replaced)
+      throw new DeviceCaError('key-backend', `group key ${rec.id} does not unwrap with keys/${FIRMWARE_GROUP_KEK_FILE}: every node needs the same file`);
+    }
+  }
+}
+
+function groupRecord(group: string): string {
+  return `firmware-group:${group}`;
+}
+
+function keyRecord(id: string): string {
+  return `firmware-group-key:${id}`;
+}
+
+function aad(id: string, group: string): Buffer {
+  return Buffer.from(`device-ca firmware group key ${id} ${group}`, 'utf8');
+}
+
+/** binaryIncludes: whether a sorted list holds s (a group's members can be the whole fleet). */
+function binaryIncludes(sorted: string[], s: string): boolean {
+  let lo = 0;
+  let hi = sorted.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid] === s) return true;
+    if (sorted[mid] < s) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return false;
+}
