@@ -5,7 +5,7 @@ import { pemBlocks } from '../ca/pem';
 import { DeviceCommand, verifyDeviceCommand } from '../cms/device-command';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { agentEnroll } from './agent-enroll';
-import { FILES, readState } from './agent-files';
+import { FILES, keyAlgorithmOf, readState } from './agent-files';
 import { FIRMWARE_STATE } from './agent-update';
 import { hex, parseHandle, TpmTools } from './tpm-tools';
 
@@ -44,7 +44,7 @@ export async function agentCommand(o: CommandOptions): Promise<{ command: Device
   } catch (e) {
     throw new DeviceCaError('bad-request', `--firmware-chain ${o.firmwareChain}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  const { state } = readState(o.out);
+  const { state, cert } = readState(o.out);
   const command = verifyDeviceCommand(der, { chain: pemBlocks(chainText, 'CERTIFICATE'), device: state.device, now: new Date() });
   if (command.command === 'transfer' && (!o.secret || !o.trust)) {
     throw new DeviceCaError(
@@ -80,6 +80,7 @@ export async function agentCommand(o: CommandOptions): Promise<{ command: Device
       keySlots: slots,
       tcti: o.tcti,
       keyDecrypt: state.keyDecrypt,
+      keyAlg: keyAlgorithmOf(cert),
     });
     return { command, evicted, enrolled: r.serial };
   } finally {

@@ -3,6 +3,7 @@ import { agentEnroll, DEFAULT_HANDLES } from '../agent/agent-enroll';
 import { agentRenew } from '../agent/agent-renew';
 import { agentUpdate } from '../agent/agent-update';
 import { agentCommand } from '../agent/agent-command';
+import { DEVICE_KEY_ALGORITHMS, DeviceKeyAlgorithm } from '../agent/attested-key';
 import { parseHardwareList } from '../cms/firmware-attributes';
 import { DEFAULT_TCTI, EkAlgorithm, parseHandle } from '../agent/tpm-tools';
 import { DeviceCaError } from '../errors/device-ca-error';
@@ -43,6 +44,7 @@ type EnrollFlags = {
   keyHandles: string;
   force?: boolean;
   keyDecrypt?: boolean;
+  keyAlg?: DeviceKeyAlgorithm;
 };
 
 /**
@@ -70,6 +72,11 @@ export function registerAgentCommands(program: Command): void {
     .option('--key-handles <a,b>', 'the two persistent handles the device key alternates between on renewal', DEFAULT_HANDLES.keys.join(','))
     .option('--force', 'replace objects already persistent at those handles (an earlier enrollment: its certificate stops working)')
     .option('--key-decrypt', 'make the device key a decrypt key too, so encrypted firmware can be opened in the TPM (the profile needs tpmKeyDecrypt: true)')
+    .addOption(
+      new Option('--key-alg <alg>', 'the device key: ecc256 (P-256; firmware opened by ECDH) or rsa2048 (RSA 2048; firmware opened by RSA-OAEP with SHA-256)')
+        .choices([...DEVICE_KEY_ALGORITHMS])
+        .default('ecc256'),
+    )
     .addHelpText('after', TPM_HELP)
     .action(async (o: EnrollFlags) => {
       const slots = o.keyHandles.split(',').map((h) => parseHandle(h.trim(), '--key-handles'));
