@@ -1,5 +1,5 @@
 import * as crypto from 'node:crypto';
-import { openSignerCa } from '../ca/signer-ca';
+import { openSignerCa, signerCaChain } from '../ca/signer-ca';
 import { buildDeviceCommand, DeviceCommand, DeviceCommandKind } from '../cms/device-command';
 import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
@@ -45,7 +45,7 @@ export class DeviceCommands {
       expiresAt: new Date(now.getTime() + COMMAND_VALIDITY_MS).toISOString(),
       ...(a.command === 'transfer' ? { newOwner: device.pendingOwner as string } : {}),
     };
-    const der = await buildDeviceCommand(command, { certificate: ca.der, key: ca.key }, [ca.der, ca.rootDer], now);
+    const der = await buildDeviceCommand(command, { certificate: ca.der, key: ca.key }, [ca.der, ...signerCaChain(ca)], now);
     await this.store.appendAudit({
       type: 'device.command.issued',
       actor: a.actor,
