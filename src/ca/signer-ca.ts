@@ -79,9 +79,10 @@ export async function openSignerCa(cfg: Config, keys: KeyBackend, store: SignerC
 /**
  * signerCaAnchors: the root that issued the signer CA certificate `der` (the one in force or a previous
  * one: a signer CA made before `ca rollover-root` stays under the old root until it expires) and the
- * unexpired link certificates whose subject is that root, i.e. that certify its key under another root.
+ * unexpired link certificates whose subject is that root, i.e. that certify its key under another root,
+ * each with that other root (`via`, for the chain file of a device that trusts only it).
  */
-export function signerCaAnchors(rec: StoredCa, der: Buffer, now: Date): { rootDer: Buffer; links: Buffer[] } {
+export function signerCaAnchors(rec: StoredCa, der: Buffer, now: Date): { rootDer: Buffer; links: Buffer[]; via: { rootName: string; rootDer: Buffer; link: Buffer }[] } {
   const root = issuerRootOf(rec, der);
   if (!root) throw new DeviceCaError('config', 'the signer CA certificate was issued by none of the roots of the CA record');
   const rootDer = Buffer.from(root.der, 'base64');
@@ -90,7 +91,11 @@ export function signerCaAnchors(rec: StoredCa, der: Buffer, now: Date): { rootDe
     .flatMap((l) => [l.oldWithNew, l.newWithOld])
     .map((b) => Buffer.from(b, 'base64'))
     .filter((d) => certificateParts(d).subject.equals(rootSubject) && new Date(new crypto.X509Certificate(d).validTo) > now);
-  return { rootDer, links };
+  const via = links.flatMap((link) => {
+    const other = issuerRootOf(rec, link);
+    return other ? [{ rootName: other.name, rootDer: Buffer.from(other.der, 'base64'), link }] : [];
+  });
+  return { rootDer, links, via };
 }
 
 /** signerCaCertificate: the signer CA certificate when it exists, without opening any key. */
@@ -103,8 +108,8 @@ async function loadSignerCa(cfg: Config, keys: KeyBackend, s: StoredSignerCa, re
   const der = Buffer.from(s.der, 'base64');
   const key = await keys.load(fromStoredRef(cfg.dataDir, s.keyRef));
   if (!key.spki.equals(certificateParts(der).spki)) throw new DeviceCaError('config', `signer CA key ${s.keyRef} does not match the signer CA certificate`);
-  const { rootDer, links } = signerCaAnchors(rec, der, now);
-  exportSignerCa(cfg, s.name, der, rootDer);
+  const { rootDer, links, via } = signerCaAnchors(rec, der, now);
+  exportSignerCa(cfg, s.name, der, rootDer, via);
   return { name: s.name, der, rootDer, links, key };
 }
 
@@ -136,18 +141,22 @@ async function createSignerCa(cfg: Config, keys: KeyBackend, store: SignerCaStor
     if (e instanceof DeviceCaError && e.code === 'conflict') return null;
     throw e;
   }
-  exportSignerCa(cfg, name, der, rootDer);
-  return { name, der, ...signerCaAnchors(rec, der, now), key };
+  const anchors = signerCaAnchors(rec, der, now);
+  exportSignerCa(cfg, name, der, rootDer, anchors.via);
+  return { name, der, rootDer, links: anchors.links, key };
 }
 
 /**
- * exportSignerCa writes ca/<name>.crt and ca/firmware-chain.pem (signer CA, root): the -CAfile for
- * `openssl cms -verify`. A file whose bytes are already right is left alone.
+ * exportSignerCa writes ca/<name>.crt and ca/firmware-chain.pem (signer CA, the root that issued it): the
+ * -CAfile for `openssl cms -verify` and the agent's --firmware-chain; after `ca rollover-root` also
+ * ca/firmware-chain-<other root>.pem (signer CA, link certificate, that other root) for devices that trust
+ * only the other root. A file whose bytes are already right is left alone.
  */
-function exportSignerCa(cfg: Config, name: string, der: Buffer, rootDer: Buffer): void {
+function exportSignerCa(cfg: Config, name: string, der: Buffer, rootDer: Buffer, via: { rootName: string; rootDer: Buffer; link: Buffer }[]): void {
   const files: [string, Buffer | string][] = [
     [`${name}.crt`, der],
     ['firmware-chain.pem', toPem(der, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE')],
+    ...via.map((v): [string, string] => [`firmware-chain-${v.rootName}.pem`, toPem(der, 'CERTIFICATE') + toPem(v.link, 'CERTIFICATE') + toPem(v.rootDer, 'CERTIFICATE')]),
   ];
   for (const [f, data] of files) {
     const file = path.join(caDir(cfg), f);

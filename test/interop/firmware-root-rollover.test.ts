@@ -125,6 +125,42 @@ describe('the signer CA is made after the root rollover (under the new root)', (
     );
     expect((await opensslAny('cms', '-verify', '-inform', 'DER', '-in', release, '-CAfile', stranger, '-out', tmp.file('after/x.out'))).code).not.toBe(0);
   });
+
+  it('a device given ca/firmware-chain-<old root>.pem (signer CA, OldWithNew, old root) verifies the release as the agent does', async () => {
+    const viaOld = caFile(svc, `firmware-chain-${OLD_ROOT}.pem`);
+    expect(await subjects(viaOld)).toEqual([`${SIGNER_CA} <- ${ROOT2}`, `${ROOT2} <- ${ROOT1}`, `${ROOT1} <- ${ROOT1}`]);
+    const out = tmp.file('after/verified.bin');
+    const v = await runCli(['firmware', 'verify', '--in', release, '--chain', viaOld, '--roles', 'manufacturer', '--out', out], {});
+    expect([v.code, v.stderr, v.stdout]).toEqual([0, '', 'verified fw version 1, approved by manufacturer\n']);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+    // the old root alone names no signer CA: refused, saying what the chain must hold
+    const bare = await runCli(
+      [
+        'firmware',
+        'verify',
+        '--in',
+        release,
+        '--chain',
+        tmp.write('after/roots.pem', fs.readFileSync(oldRoot, 'utf8') + fs.readFileSync(caFile(svc, `${NEW_ROOT}.pem`), 'utf8')),
+        '--out',
+        tmp.file('after/no.bin'),
+      ],
+      {},
+    );
+    expect(bare.code).toBe(1);
+    expect(bare.stderr).toContain('the chain must hold the firmware signer CA');
+    expect(fs.existsSync(tmp.file('after/no.bin'))).toBe(false);
+  });
+
+  it('a signed device command carries the link too: openssl trusting only the old root verifies it', async () => {
+    await cliOk(svc, 'devices', 'add', 'dev-r1', '--owner', 'acme');
+    await cliOk(svc, 'devices', 'retire', 'dev-r1');
+    const cmd = tmp.file('after/cmd.der');
+    await cliOk(svc, 'devices', 'command', 'dev-r1', '--retire', '--out', cmd);
+    const r = await opensslAny('cms', '-verify', '-inform', 'DER', '-in', cmd, '-CAfile', oldRoot, '-out', tmp.file('after/cmd.json'));
+    expect(r.code).toBe(0);
+    expect(JSON.parse(fs.readFileSync(tmp.file('after/cmd.json'), 'utf8'))).toMatchObject({ command: 'retire', device: 'dev-r1' });
+  });
 });
 
 describe('the signer CA was made before the root rollover (under the old root)', () => {
@@ -154,8 +190,11 @@ describe('the signer CA was made before the root rollover (under the old root)',
       expect(fs.readFileSync(tmp.file('before/image.out')).equals(fs.readFileSync(image))).toBe(true);
     }
     const out = tmp.file('before/verified.bin');
-    const v = await runCli(['firmware', 'verify', '--in', release, '--chain', chain, '--roles', 'manufacturer', '--out', out], {});
-    expect([v.code, v.stderr, v.stdout]).toEqual([0, '', 'verified fw version 1, approved by manufacturer\n']);
-    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+    for (const c of [chain, caFile(svc, `firmware-chain-${NEW_ROOT}.pem`)]) {
+      const v = await runCli(['firmware', 'verify', '--in', release, '--chain', c, '--roles', 'manufacturer', '--out', out], {});
+      expect([path.basename(c), v.code, v.stderr, v.stdout]).toEqual([path.basename(c), 0, '', 'verified fw version 1, approved by manufacturer\n']);
+      expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+    }
+    expect(await subjects(caFile(svc, `firmware-chain-${NEW_ROOT}.pem`))).toEqual([`${SIGNER_CA} <- ${ROOT1}`, `${ROOT1} <- ${ROOT2}`, `${ROOT2} <- ${ROOT2}`]);
   });
 });
