@@ -23,7 +23,9 @@ const UPDATE_HELP = `
 Checks, in order: the firmware signer CA's counter-signature (--firmware-chain), every approval over the image
 and the roles (--roles), the hardware (--hardware), the package name, and the version against the one in
 <out>/firmware.json (RFC 4108 anti-rollback: a lower version is refused). An encrypted release is opened
-with the device key in the TPM (TPM2_ECDH_ZGen): the key must have been enrolled with --key-decrypt.
+with the device key in the TPM (TPM2_ECDH_ZGen for a P-256 key, TPM2_RSA_Decrypt with OAEP-SHA-256 for an
+RSA key, --key-alg rsa2048): the key must have been enrolled with --key-decrypt. After a root rollover, a
+device that trusts only the other root takes <data>/ca/firmware-chain-<root name>.pem as --firmware-chain.
 After installing, it posts an RFC 4108 load receipt signed by the TPM key (hwType: --hardware's type) to
 /firmware/<name>/<version>/receipt; a receipt the server did not record is a warning, posted again next run.
 Exit status: 0 installed, or nothing newer than the installed version; 1 refused (the reason is printed:
