@@ -39,7 +39,7 @@ export function tpmEcdhZ(tpm: TpmTools, handle: number, point: Buffer): Buffer {
  * tpmOaepDecrypt: the content key of a release's RSA-OAEP KeyTransRecipientInfo, undone by the RSA key at
  * `handle` with TPM2_RSA_Decrypt (TPM 2.0 Part 3 §14.3) through tpm2_rsadecrypt. The scheme is named
  * with its hash, `oaep-sha256`: the TPM uses that one hash for the label and for MGF1 (TPM 2.0 Part 1
- * Annex B.4), which is what the CA writes (rsa-oaep-recipient.ts: SHA-256, MGF1-SHA-256, RFC 8017
+ * Annex B, RSAES_OAEP), which is what the CA writes (rsa-oaep-recipient.ts: SHA-256, MGF1-SHA-256, RFC 8017
  * §7.1); the label is the empty one, RFC 4055 §4.1's default (no -l). A TPM that cannot do OAEP with
  * SHA-256 fails the command: the error names the tool.
  */
