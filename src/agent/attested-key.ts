@@ -26,8 +26,8 @@ export const DEVICE_KEY_ALGORITHMS: readonly DeviceKeyAlgorithm[] = ['ecc256', '
 
 /**
  * keyTemplate: tpm2_create -G and -a of a device key. P-256: a sign-only key names ECDSA-SHA256 as its
- * scheme, a decrypt key has the NULL scheme (TPM 2.0 Part 2, the scheme rules of TPMS_RSA_PARMS and TPMS_ECC_PARMS: a key that both signs and decrypts
- * must). RSA 2048: always the NULL scheme, so one key signs PKCS#1 v1.5 (the CSR, receipts), RSASSA-PSS
+ * scheme, a decrypt key has the NULL scheme (a key that both signs and decrypts must: TPM 2.0 Part 2, the
+ * scheme rules of TPMS_RSA_PARMS and TPMS_ECC_PARMS). RSA 2048: always the NULL scheme, so one key signs PKCS#1 v1.5 (the CSR, receipts), RSASSA-PSS
  * (TLS 1.3 CertificateVerify, RFC 8446 §4.2.3, through openssl's tpm2 provider) and, with decrypt,
  * undoes RSA-OAEP (tpm2_rsadecrypt -s oaep-sha256): the scheme is chosen per command.
  */
