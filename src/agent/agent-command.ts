@@ -7,7 +7,7 @@ import { DeviceCommand, verifyDeviceCommand } from '../cms/device-command';
 import { buildDeviceCommandReport, DeviceCommandReport, MAX_REASON } from '../cms/device-command-report';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { agentEnroll } from './agent-enroll';
-import { AgentState, FILES, loadTrust, readState, Trust } from './agent-files';
+import { AgentState, FILES, keyAlgorithmOf, loadTrust, readState, Trust } from './agent-files';
 import { FIRMWARE_STATE } from './agent-update';
 import { spkiOf } from './attested-key';
 import { HttpReply } from './http-reply';
@@ -131,6 +131,7 @@ export async function agentCommand(o: CommandOptions): Promise<CommandResult> {
         keySlots: slots,
         tcti: o.tcti,
         keyDecrypt: state.keyDecrypt,
+        keyAlg: keyAlgorithmOf(cert),
       });
       enrolled = r.serial;
     } catch (e) {

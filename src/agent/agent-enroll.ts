@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { AgentState, checkIssued, commit, FILES, loadTrust, readCertificateFile } from './agent-files';
-import { attestedCsrFor, createDeviceKey, spkiOf } from './attested-key';
+import { attestedCsrFor, createDeviceKey, DeviceKeyAlgorithm, spkiOf } from './attested-key';
 import { deviceSubject } from './attested-csr';
 import { EstClient } from './est-client';
 import { NodeHttpsTransport } from './node-https-transport';
@@ -31,13 +31,15 @@ export interface EnrollOptions {
   force?: boolean;
   /** keyDecrypt: make the device key a decrypt key too (attested-key.ts DECRYPT_KEY_ATTRIBUTES), for encrypted firmware */
   keyDecrypt?: boolean;
+  /** keyAlg: the device key's type, P-256 (default) or RSA 2048 (attested-key.ts keyTemplate) */
+  keyAlg?: DeviceKeyAlgorithm;
 }
 
 /**
  * agentEnroll is `device-ca agent enroll`: the whole device side of TPM-attested enrollment (README
  * "Device agent"): EK certificate (NV or --ek-cert), EK and AK in the TPM (under a TCTI the agent speaks,
  * the EK derived once in-process and held until the activation, tpm-credential-session.ts EkSession; under
- * tabrmd by tpm2-tools), AK registration and credential activation, a new P-256 key in the TPM certified by the AK with the CA's nonce, CSR signed by that key,
+ * tabrmd by tpm2-tools), AK registration and credential activation, a new P-256 or RSA 2048 key in the TPM certified by the AK with the CA's nonce, CSR signed by that key,
  * simpleenroll with the one-time secret. --out is written only after the certificate came back and was
  * checked; the TPM objects made by a failed run are removed.
  */
@@ -87,7 +89,7 @@ export async function agentEnroll(o: EnrollOptions): Promise<{ certFile: string;
     }
 
     const keyHandle = o.keySlots[0];
-    const keyPublic = createDeviceKey(tpm, keyHandle, o.keyDecrypt);
+    const keyPublic = createDeviceKey(tpm, keyHandle, o.keyDecrypt, o.keyAlg);
     made.push(keyHandle);
     const nonce = await est.nonce();
     const csr = await attestedCsrFor(tpm, { keyHandle, akHandle: o.akHandle, keyPublic, nonce, subject: deviceSubject(o.device) });

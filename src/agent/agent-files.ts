@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { toPem } from '../ca/pem';
 import { ensurePrivateDir, writeFileAtomic } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
+import type { DeviceKeyAlgorithm } from './attested-key';
 import { EkAlgorithm, parseHandle } from './tpm-tools';
 
 /**
@@ -27,6 +28,9 @@ export interface AgentState {
    */
   ekAlg?: EkAlgorithm;
 }
+
+/** keyAlgorithmOf: the type of the device key a certificate certifies, so a renewal or a transfer makes the next key the same type. */
+export const keyAlgorithmOf = (cert: crypto.X509Certificate): DeviceKeyAlgorithm => (cert.publicKey.asymmetricKeyType === 'rsa' ? 'rsa2048' : 'ecc256');
 
 /** the files of --out (README "Device agent") */
 export const FILES = { cert: 'cert.pem', chain: 'chain.pem', ak: 'ak.pem', state: 'agent.json' } as const;

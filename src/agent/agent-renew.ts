@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DeviceCaError } from '../errors/device-ca-error';
-import { checkIssued, commit, FILES, loadTrust, readState } from './agent-files';
+import { checkIssued, commit, FILES, keyAlgorithmOf, loadTrust, readState } from './agent-files';
 import { attestedCsrFor, createDeviceKey, spkiOf } from './attested-key';
 import { certificateSubject } from './attested-csr';
 import { EstClient } from './est-client';
@@ -19,7 +19,7 @@ export interface RenewOptions {
 
 /**
  * agentRenew is `device-ca agent renew`: a new key in the TPM (the free one of agent.json's two key
- * slots), certified by the registered AK with a fresh nonce, sent with simplereenroll over TLS
+ * slots, of the current key's type), certified by the registered AK with a fresh nonce, sent with simplereenroll over TLS
  * authenticated by the current certificate and its key in the TPM (RFC 7030 §4.2.2). cert.pem is
  * replaced only after the new certificate came back and was checked; then the old key is evicted.
  * The current key is found by matching cert.pem's public key, so a renewal interrupted between
@@ -44,7 +44,7 @@ export async function agentRenew(o: RenewOptions): Promise<{ certFile: string; s
       new OpensslTlsTransport({ trustFile: trust.file, certFile: path.resolve(o.out, FILES.cert), keyHandle: current, tcti: tpm.tcti, afterUse: () => tpm.flushNow() }),
     );
     const nonce = await est.nonce();
-    const keyPublic = createDeviceKey(tpm, next, state.keyDecrypt);
+    const keyPublic = createDeviceKey(tpm, next, state.keyDecrypt, keyAlgorithmOf(cert));
     made = next;
     const csr = await attestedCsrFor(tpm, { keyHandle: next, akHandle: parseHandle(state.akHandle, 'akHandle'), keyPublic, nonce, subject: certificateSubject(cert.raw) });
     const renewed = checkIssued(await est.enroll('simplereenroll', csr), spkiOf(keyPublic), trust);

@@ -16,7 +16,7 @@ import { FILES, loadTrust, readState } from './agent-files';
 import { spkiOf } from './attested-key';
 import { HttpReply } from './http-reply';
 import { OpensslTlsTransport } from './openssl-tls-transport';
-import { keyCanDecrypt, tpmEcdhZ, tpmSigningKey } from './tpm-device-key';
+import { keyCanDecrypt, tpmEcdhZ, tpmOaepDecrypt, tpmSigningKey } from './tpm-device-key';
 import { LOAD_ERROR, loadErrorOf } from './load-error-code';
 import { hex, parseHandle, TpmTools } from './tpm-tools';
 
@@ -65,8 +65,8 @@ export type UpdateResult =
  * agentUpdate is `device-ca agent update --check`: GET /firmware/<name>/latest over TLS authenticated by
  * the device certificate and its TPM key (an encrypted release is served only that way), then, with
  * nothing but the firmware chain: verifyFirmwareRelease (the CA's counter-signature, every approval and
- * role, the hardware; an encrypted release opened by ECDH in the TPM: tpmEcdhZ; a release to a group key:
- * the key fetched first, fetchGroupKey), the package name, and
+ * role, the hardware; an encrypted release opened in the TPM by ECDH, tpmEcdhZ, or RSA-OAEP, tpmOaepDecrypt;
+ * a release to a group key: the key fetched first, fetchGroupKey), the package name, and
  * the version against the one remembered in firmware.json (RFC 4108 §2.2.1 verNum, anti-rollback: a
  * lower version is refused, the same one is "up to date"). Only then the image is written (temporary file
  * + rename) and firmware.json updated. Refusals are DeviceCaErrors naming the check; each refusal of a
@@ -106,16 +106,22 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
     if (reply.status !== 200)
       throw new DeviceCaError(reply.status === 403 ? 'forbidden' : 'internal', `the server refused the download (HTTP ${reply.status}): ${reply.body.toString('utf8').trim().slice(0, 300)}`);
 
+    const mayDecrypt = (how: string): void => {
+      if (keyCanDecrypt(tpm, keyHandle)) return;
+      throw new DeviceCaError(
+        'bad-algorithm',
+        `the release is encrypted by ${how} to this device, and its TPM key at ${hex(keyHandle)} is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true`,
+      );
+    };
     const recipient: EnvelopeRecipient = {
       certificate: cert.raw,
       agree: (point) => {
-        if (!keyCanDecrypt(tpm, keyHandle)) {
-          throw new DeviceCaError(
-            'bad-algorithm',
-            `the release is encrypted by ECDH to this device, and its TPM key at ${hex(keyHandle)} is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true`,
-          );
-        }
+        mayDecrypt('ECDH');
         return tpmEcdhZ(tpm, keyHandle, point);
+      },
+      decryptOaep: (encryptedKey) => {
+        mayDecrypt('RSA-OAEP');
+        return tpmOaepDecrypt(tpm, keyHandle, encryptedKey);
       },
     };
     // the release the server says it sent (Content-Disposition), for an error report if it is refused

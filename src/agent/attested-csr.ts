@@ -2,6 +2,7 @@ import { encodeName } from '../ca/name';
 import { children, readOne } from '../der/der-reader';
 import { bitString, integer, octetString, oid, seq, set, tlv } from '../der/der-writer';
 import { OID } from '../der/oids';
+import { KeyAlgorithm } from '../keys/key-backend';
 import { signatureAlgorithmFor } from '../keys/signature-algorithm';
 
 /** CertifyEvidence: TPM2_Certify's output and the certified key's TPMT_PUBLIC (TPM2B_PUBLIC without its size). */
@@ -23,15 +24,16 @@ export function certifyEvidence(e: CertifyEvidence): Buffer {
 }
 
 /**
- * attestedCsr builds a PKCS#10 request (RFC 2986 §4) for a P-256 key held in the TPM: the subject (DER
+ * attestedCsr builds a PKCS#10 request (RFC 2986 §4) for a key held in the TPM: the subject (DER
  * Name: `deviceSubject` for a first enrollment, `certificateSubject` of the current certificate for a
  * renewal, RFC 7030 §4.2.2), the evidence attribute (OID id-aa-evidence), signed by `sign` (the
- * TPM: tpm2_sign over the DER CertificationRequestInfo, ECDSA with SHA-256, DER signature).
+ * TPM: tpm2_sign over the DER CertificationRequestInfo with SHA-256; `algorithm` names the signature:
+ * ECDSA P-256 (the default) or RSA PKCS#1 v1.5).
  */
-export function attestedCsr(o: { spki: Buffer; subject: Buffer; evidence: Buffer; sign: (info: Buffer) => Buffer }): Buffer {
+export function attestedCsr(o: { algorithm?: KeyAlgorithm; spki: Buffer; subject: Buffer; evidence: Buffer; sign: (info: Buffer) => Buffer }): Buffer {
   const attrs = [seq(oid(OID.evidence), set(o.evidence))];
   const info = seq(integer(0), o.subject, o.spki, tlv(0xa0, ...attrs));
-  return seq(info, signatureAlgorithmFor('ecdsa-p256'), bitString(o.sign(info)));
+  return seq(info, signatureAlgorithmFor(o.algorithm ?? 'ecdsa-p256'), bitString(o.sign(info)));
 }
 
 /** deviceSubject: the Name of a first enrollment, CN = the device id (the RA's identity rule). */

@@ -3,12 +3,13 @@ import { TPMA_OBJECT } from '../attestation/tpm/tpm-constants';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
 import { signatureAlgorithmFor } from '../keys/signature-algorithm';
-import { spkiOf } from './attested-key';
+import { spkiOf, tpmSignatureOf } from './attested-key';
 import { hex, TpmTools } from './tpm-tools';
 
 /**
  * tpm-device-key: the private-key steps of firmware updates done by the enrolled device key in the TPM,
- * through the agent's one TPM door (TpmTools): ECDH for an encrypted release, signatures for receipts.
+ * through the agent's one TPM door (TpmTools): ECDH or RSA-OAEP for an encrypted release, signatures
+ * for receipts.
  */
 
 /** keyCanDecrypt: whether the persistent key at `handle` has the decrypt attribute (TPMA_OBJECT, TPM 2.0 Part 2 §8.3). */
@@ -35,19 +36,36 @@ export function tpmEcdhZ(tpm: TpmTools, handle: number, point: Buffer): Buffer {
 }
 
 /**
- * tpmSigningKey: the device key at `handle` as a SigningKey (ECDSA P-256 with SHA-256, DER signature by
- * tpm2_sign, as the enrollment CSR is signed), so the CMS code signs RFC 4108 receipts with it.
+ * tpmOaepDecrypt: the content key of a release's RSA-OAEP KeyTransRecipientInfo, undone by the RSA key at
+ * `handle` with TPM2_RSA_Decrypt (TPM 2.0 Part 3 §14.3) through tpm2_rsadecrypt. The scheme is named
+ * with its hash, `oaep-sha256`: the TPM uses that one hash for the label and for MGF1 (TPM 2.0 Part 1
+ * Annex B, RSAES_OAEP), which is what the CA writes (rsa-oaep-recipient.ts: SHA-256, MGF1-SHA-256, RFC 8017
+ * §7.1); the label is the empty one, RFC 4055 §4.1's default (no -l). A TPM that cannot do OAEP with
+ * SHA-256 fails the command: the error names the tool.
+ */
+export function tpmOaepDecrypt(tpm: TpmTools, handle: number, encryptedKey: Buffer): Buffer {
+  const input = tpm.write('oaep-in.bin', encryptedKey);
+  tpm.run('tpm2_rsadecrypt', ['-c', hex(handle), '-s', 'oaep-sha256', '-o', 'oaep-out.bin', input]);
+  return tpm.read('oaep-out.bin');
+}
+
+/**
+ * tpmSigningKey: the device key at `handle` as a SigningKey (SHA-256 with ECDSA P-256 or RSA PKCS#1 v1.5
+ * by tpm2_sign, as the enrollment CSR is signed: tpmSignatureOf), so the CMS code signs RFC 4108 receipts
+ * with it.
  */
 export function tpmSigningKey(tpm: TpmTools, handle: number): SigningKey {
-  const spki = spkiOf(tpm.readPublic(handle));
+  const pub = tpm.readPublic(handle);
+  const spki = spkiOf(pub);
+  const how = tpmSignatureOf(pub);
   return {
-    algorithm: 'ecdsa-p256',
+    algorithm: how.algorithm,
     ref: `tpm:${hex(handle)}`,
     spki,
-    signatureAlgorithm: signatureAlgorithmFor('ecdsa-p256'),
+    signatureAlgorithm: signatureAlgorithmFor(how.algorithm),
     sign: (data: Buffer) => {
       const input = tpm.write('sign-in.bin', data);
-      tpm.run('tpm2_sign', ['-c', hex(handle), '-g', 'sha256', '-s', 'ecdsa', '-f', 'plain', '-o', 'sign-out.bin', input]);
+      tpm.run('tpm2_sign', ['-c', hex(handle), ...how.signArgs, '-o', 'sign-out.bin', input]);
       return Promise.resolve(tpm.read('sign-out.bin'));
     },
   };

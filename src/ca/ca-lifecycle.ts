@@ -29,6 +29,7 @@ import { toPem } from './pem';
 import { signRootLinks } from './root-links';
 import { RootCrlInfo, parseRootCrl, readRootCrl, saveRootCrl, signRootCrl } from './root-crl';
 import { ParsedRootOcsp, StoredRootOcsp, parseRootOcsp, saveRootOcsp, signRootOcsp } from './root-ocsp';
+import { signerCaCertificate } from './signer-ca';
 
 /**
  * ca-lifecycle: what only the root key can do to the CA itself: sign the root CRL, give the issuing key a
@@ -444,6 +445,11 @@ export async function dropRoot(cfg: Config, store: LifecycleStore, name: string,
     ...[view.issuing, ...(view.next ? [view.next] : [])].filter(under).map((i) => `${i.name} (${i === view.issuing ? 'in force' : 'pending'})`),
     ...(view.retired ?? []).filter((i) => under(i) && !i.revoked && expires(i) > now).map((i) => `${i.name} (retired, its certificates may be valid until ${expires(i).toISOString()})`),
   ];
+  // the firmware signer CA is made once and stays under the root it was made under: its releases and
+  // signed device commands chain to that root (signer-ca.ts signerCaAnchors) until it expires
+  const signerCa = await signerCaCertificate(store);
+  if (signerCa && certificateParts(signerCa).issuer.equals(rootSubject) && new Date(new crypto.X509Certificate(signerCa).validTo) > now)
+    inUse.push(`the firmware signer CA (releases and device commands chain to it until ${new Date(new crypto.X509Certificate(signerCa).validTo).toISOString()})`);
   if (inUse.length)
     throw new DeviceCaError(
       'conflict',

@@ -8,7 +8,7 @@ import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm, KeyBackend, SigningKey } from '../keys/key-backend';
 import { AuditStore, CaStateStore, CertificateStore } from '../store/store';
 import { FirmwareSigner } from '../cms/firmware-package';
-import { caDir, readCaRecord, rootUrlsOf, signCaCert, StoredCa } from './ca-hierarchy';
+import { caDir, issuerRootOf, readCaRecord, rootUrlsOf, signCaCert, StoredCa } from './ca-hierarchy';
 import { assembleCertificate, authorityKeyIdentifier, encodeTbs, extKeyUsage, keyIdentifier, keyUsage, KU, newSerial, subjectKeyIdentifier } from './certificate-encoder';
 import { certificateParts } from './certificate-parts';
 import { signAndRecord } from './issuance';
@@ -41,11 +41,17 @@ interface StoredSignerCa {
   der: string;
 }
 
-/** SignerCa: the signer CA's certificate and key, and the root above it. */
+/**
+ * SignerCa: the signer CA's certificate and key, the root that issued it (after `ca rollover-root` not
+ * necessarily the root in force), and `links`: the unexpired link certificates that certify that root's
+ * key under another root of the CA (RFC 4210 §4.4: OldWithNew when the signer CA is under the new root,
+ * NewWithOld when it is under the old one), so a device that trusts only the other root still reaches it.
+ */
 export interface SignerCa {
   name: string;
   der: Buffer;
   rootDer: Buffer;
+  links: Buffer[];
   key: SigningKey;
 }
 
@@ -63,12 +69,33 @@ const signerCaName = (cfg: Config): string => `${cfg.ca.issuing.name}-signers`;
 export async function openSignerCa(cfg: Config, keys: KeyBackend, store: SignerCaStore, now = new Date()): Promise<SignerCa> {
   const rec = await readCaRecord(cfg, store);
   if (!rec) throw new DeviceCaError('config', `no CA in ${cfg.store.path}; run \`device-ca init\` first`);
-  const rootDer = Buffer.from(rec.root.der, 'base64');
   const existing = await store.getCaState(SIGNER_CA_RECORD);
-  if (existing) return loadSignerCa(cfg, keys, existing.value as StoredSignerCa, rootDer);
+  if (existing) return loadSignerCa(cfg, keys, existing.value as StoredSignerCa, rec, now);
   const created = await createSignerCa(cfg, keys, store, rec, now);
   if (created) return created;
-  return loadSignerCa(cfg, keys, (await store.getCaState(SIGNER_CA_RECORD))!.value as StoredSignerCa, rootDer);
+  return loadSignerCa(cfg, keys, (await store.getCaState(SIGNER_CA_RECORD))!.value as StoredSignerCa, rec, now);
+}
+
+/**
+ * signerCaAnchors: the root that issued the signer CA certificate `der` (the one in force or a previous
+ * one: a signer CA made before `ca rollover-root` stays under the old root until it expires) and the
+ * unexpired link certificates whose subject is that root, i.e. that certify its key under another root,
+ * each with that other root (`via`, for the chain file of a device that trusts only it).
+ */
+export function signerCaAnchors(rec: StoredCa, der: Buffer, now: Date): { rootDer: Buffer; links: Buffer[]; via: { rootName: string; rootDer: Buffer; link: Buffer }[] } {
+  const root = issuerRootOf(rec, der);
+  if (!root) throw new DeviceCaError('config', 'the signer CA certificate was issued by none of the roots of the CA record');
+  const rootDer = Buffer.from(root.der, 'base64');
+  const rootSubject = certificateParts(rootDer).subject;
+  const links = (rec.links ?? [])
+    .flatMap((l) => [l.oldWithNew, l.newWithOld])
+    .map((b) => Buffer.from(b, 'base64'))
+    .filter((d) => certificateParts(d).subject.equals(rootSubject) && new Date(new crypto.X509Certificate(d).validTo) > now);
+  const via = links.flatMap((link) => {
+    const other = issuerRootOf(rec, link);
+    return other ? [{ rootName: other.name, rootDer: Buffer.from(other.der, 'base64'), link }] : [];
+  });
+  return { rootDer, links, via };
 }
 
 /** signerCaCertificate: the signer CA certificate when it exists, without opening any key. */
@@ -77,12 +104,13 @@ export async function signerCaCertificate(store: CaStateStore): Promise<Buffer |
   return e ? Buffer.from((e.value as StoredSignerCa).der, 'base64') : null;
 }
 
-async function loadSignerCa(cfg: Config, keys: KeyBackend, s: StoredSignerCa, rootDer: Buffer): Promise<SignerCa> {
+async function loadSignerCa(cfg: Config, keys: KeyBackend, s: StoredSignerCa, rec: StoredCa, now: Date): Promise<SignerCa> {
   const der = Buffer.from(s.der, 'base64');
   const key = await keys.load(fromStoredRef(cfg.dataDir, s.keyRef));
   if (!key.spki.equals(certificateParts(der).spki)) throw new DeviceCaError('config', `signer CA key ${s.keyRef} does not match the signer CA certificate`);
-  exportSignerCa(cfg, s.name, der, rootDer);
-  return { name: s.name, der, rootDer, key };
+  const { rootDer, links, via } = signerCaAnchors(rec, der, now);
+  exportSignerCa(cfg, s.name, der, rootDer, via);
+  return { name: s.name, der, rootDer, links, key };
 }
 
 async function createSignerCa(cfg: Config, keys: KeyBackend, store: SignerCaStore, rec: StoredCa, now: Date): Promise<SignerCa | null> {
@@ -113,18 +141,22 @@ async function createSignerCa(cfg: Config, keys: KeyBackend, store: SignerCaStor
     if (e instanceof DeviceCaError && e.code === 'conflict') return null;
     throw e;
   }
-  exportSignerCa(cfg, name, der, rootDer);
-  return { name, der, rootDer, key };
+  const anchors = signerCaAnchors(rec, der, now);
+  exportSignerCa(cfg, name, der, rootDer, anchors.via);
+  return { name, der, rootDer, links: anchors.links, key };
 }
 
 /**
- * exportSignerCa writes ca/<name>.crt and ca/firmware-chain.pem (signer CA, root): the -CAfile for
- * `openssl cms -verify`. A file whose bytes are already right is left alone.
+ * exportSignerCa writes ca/<name>.crt and ca/firmware-chain.pem (signer CA, the root that issued it): the
+ * -CAfile for `openssl cms -verify` and the agent's --firmware-chain; after `ca rollover-root` also
+ * ca/firmware-chain-<other root>.pem (signer CA, link certificate, that other root) for devices that trust
+ * only the other root. A file whose bytes are already right is left alone.
  */
-function exportSignerCa(cfg: Config, name: string, der: Buffer, rootDer: Buffer): void {
+function exportSignerCa(cfg: Config, name: string, der: Buffer, rootDer: Buffer, via: { rootName: string; rootDer: Buffer; link: Buffer }[]): void {
   const files: [string, Buffer | string][] = [
     [`${name}.crt`, der],
     ['firmware-chain.pem', toPem(der, 'CERTIFICATE') + toPem(rootDer, 'CERTIFICATE')],
+    ...via.map((v): [string, string] => [`firmware-chain-${v.rootName}.pem`, toPem(der, 'CERTIFICATE') + toPem(v.link, 'CERTIFICATE') + toPem(v.rootDer, 'CERTIFICATE')]),
   ];
   for (const [f, data] of files) {
     const file = path.join(caDir(cfg), f);
@@ -186,8 +218,16 @@ export async function issueSignerCertificate(
 
 /** releaseSigner: the signer CA as the CMS signer of releases, with the root for the chain. */
 export function releaseSigner(ca: SignerCa): FirmwareSigner {
-  return { certificate: ca.der, key: ca.key, chain: [ca.rootDer] };
+  return { certificate: ca.der, key: ca.key, chain: signerCaChain(ca) };
 }
+
+/**
+ * signerCaChain: the certificates above the signer CA that a release or a device command carries: the
+ * link certificates first, then the root. The order matters to openssl: a verifier looks an issuer up
+ * among its trusted certificates first and then takes the first match among the message's, so one that
+ * trusts only the other root must meet the link (same subject as the root) before the root itself.
+ */
+export const signerCaChain = (ca: SignerCa): Buffer[] => [...ca.links, ca.rootDer];
 
 /** isSignedBy: the certificate's signature verifies with the CA certificate's key (the chain step to the signer CA). */
 export function isSignedBy(certDer: Buffer, caDer: Buffer): boolean {

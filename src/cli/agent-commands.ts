@@ -3,6 +3,7 @@ import { agentEnroll, DEFAULT_HANDLES } from '../agent/agent-enroll';
 import { agentRenew } from '../agent/agent-renew';
 import { agentUpdate } from '../agent/agent-update';
 import { agentCommand } from '../agent/agent-command';
+import { DEVICE_KEY_ALGORITHMS, DeviceKeyAlgorithm } from '../agent/attested-key';
 import { parseHardwareList } from '../cms/firmware-attributes';
 import { DEFAULT_TCTI, EkAlgorithm, parseHandle } from '../agent/tpm-tools';
 import { DeviceCaError } from '../errors/device-ca-error';
@@ -22,7 +23,9 @@ const UPDATE_HELP = `
 Checks, in order: the firmware signer CA's counter-signature (--firmware-chain), every approval over the image
 and the roles (--roles), the hardware (--hardware), the package name, and the version against the one in
 <out>/firmware.json (RFC 4108 anti-rollback: a lower version is refused). An encrypted release is opened
-with the device key in the TPM (TPM2_ECDH_ZGen): the key must have been enrolled with --key-decrypt.
+with the device key in the TPM (TPM2_ECDH_ZGen for a P-256 key, TPM2_RSA_Decrypt with OAEP-SHA-256 for an
+RSA key, --key-alg rsa2048): the key must have been enrolled with --key-decrypt. After a root rollover, a
+device that trusts only the other root takes <data>/ca/firmware-chain-<root name>.pem as --firmware-chain.
 After installing, it posts an RFC 4108 load receipt signed by the TPM key (hwType: --hardware's type) to
 /firmware/<name>/<version>/receipt; a receipt the server did not record is a warning, posted again next run.
 Exit status: 0 installed, or nothing newer than the installed version; 1 refused (the reason is printed:
@@ -43,6 +46,7 @@ type EnrollFlags = {
   keyHandles: string;
   force?: boolean;
   keyDecrypt?: boolean;
+  keyAlg?: DeviceKeyAlgorithm;
 };
 
 /**
@@ -70,6 +74,11 @@ export function registerAgentCommands(program: Command): void {
     .option('--key-handles <a,b>', 'the two persistent handles the device key alternates between on renewal', DEFAULT_HANDLES.keys.join(','))
     .option('--force', 'replace objects already persistent at those handles (an earlier enrollment: its certificate stops working)')
     .option('--key-decrypt', 'make the device key a decrypt key too, so encrypted firmware can be opened in the TPM (the profile needs tpmKeyDecrypt: true)')
+    .addOption(
+      new Option('--key-alg <alg>', 'the device key: ecc256 (P-256; firmware opened by ECDH) or rsa2048 (RSA 2048; firmware opened by RSA-OAEP with SHA-256)')
+        .choices([...DEVICE_KEY_ALGORITHMS])
+        .default('ecc256'),
+    )
     .addHelpText('after', TPM_HELP)
     .action(async (o: EnrollFlags) => {
       const slots = o.keyHandles.split(',').map((h) => parseHandle(h.trim(), '--key-handles'));

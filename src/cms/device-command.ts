@@ -1,5 +1,5 @@
-import * as crypto from 'node:crypto';
 import { time } from '../der/der-writer';
+import { firmwareChainOf } from './firmware-chain';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
 import { CMS_OID } from './cms-algorithms';
@@ -59,17 +59,14 @@ export function buildDeviceCommand(c: DeviceCommand, signer: { certificate: Buff
 }
 
 /**
- * verifyDeviceCommand: the command's one signature verifies, by the signer CA of `chain` (a CA certificate
- * issued by the chain's self-signed root), the content is a well-formed command for `device`, and `now`
- * is within [issuedAt, expiresAt]. With `deviceNonce` (a fetched command) the command must carry exactly
- * that nonce. Errors: 'bad-request' (malformed), 'bad-signature', 'forbidden' (another signer, another
- * device, expired, another device nonce).
+ * verifyDeviceCommand: the command's one signature verifies, by the signer CA of `chain` (firmwareChainOf:
+ * the CA certificate that reaches the chain's self-signed root), the content is a well-formed command for
+ * `device`, and `now` is within [issuedAt, expiresAt]. With `deviceNonce` (a fetched command) the command
+ * must carry exactly that nonce. Errors: 'bad-request' (malformed), 'bad-signature', 'forbidden' (another
+ * signer, another device, expired, another device nonce).
  */
 export function verifyDeviceCommand(der: Buffer, o: { chain: Buffer[]; device: string; now: Date; deviceNonce?: string }): DeviceCommand {
-  const certs = o.chain.map((c) => new crypto.X509Certificate(c));
-  const root = certs.find((c) => c.checkIssued(c) && c.verify(c.publicKey));
-  const signerCa = certs.find((c) => c !== root && root !== undefined && c.checkIssued(root) && c.verify(root.publicKey));
-  if (!root || !signerCa) throw new DeviceCaError('bad-request', 'the chain must hold the firmware signer CA and the root that issued it');
+  const { signerCa } = firmwareChainOf(o.chain);
   const p = parseSignedDataParts(der);
   if (p.eContentType !== DEVICE_COMMAND_OID || !p.eContent) throw new DeviceCaError('bad-request', 'the file is not a device-ca device command');
   if (p.signerInfos.length !== 1) throw new DeviceCaError('bad-request', 'a device command has exactly one signer');

@@ -3,6 +3,7 @@ import { children, decodeOid, readOne } from '../der/der-reader';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
 import { FirmwareMetadata, HardwareTarget, firmwareAttributesOf, readFirmwareMetadata, sameAttributes } from './firmware-attributes';
+import { firmwareChainOf } from './firmware-chain';
 import { EnvelopeRecipient, openFirmwareEnvelope } from './firmware-envelope-open';
 import { GroupKey, openEncryptedData } from './firmware-group-key';
 import { decryptKeyIdValue } from './firmware-group-release';
@@ -22,7 +23,7 @@ import { VerifiedSigner, verifySignerInfo } from './signer-info';
 
 /** ReleaseCheck: what the device knows and requires. */
 export interface ReleaseCheck {
-  /** chain: the firmware chain: the signer CA certificate and the root */
+  /** chain: the firmware chain: the signer CA certificate and the root (and link certificates between them: firmwareChainOf) */
   chain: Buffer[];
   /** recipient: the device's certificate and its key (software, or the agent's TPM), to decrypt an encrypted release */
   recipient?: EnvelopeRecipient;
@@ -48,10 +49,7 @@ export interface VerifiedRelease {
 }
 
 export function verifyFirmwareRelease(der: Buffer, check: ReleaseCheck): VerifiedRelease {
-  const certs = check.chain.map((c) => new crypto.X509Certificate(c));
-  const root = certs.find((c) => c.checkIssued(c) && c.verify(c.publicKey));
-  const signerCa = certs.find((c) => c !== root && root && c.checkIssued(root) && c.verify(root.publicKey));
-  if (!root || !signerCa) throw new DeviceCaError('bad-request', 'the chain must hold the firmware signer CA and the root that issued it');
+  const { signerCa } = firmwareChainOf(check.chain);
   const parts = parseSignedDataParts(der);
   if (!parts.eContent) throw new DeviceCaError('bad-request', 'the release has no content');
   const signerInfos = parts.signerInfos.map((si) => verifySignerInfo(si, parts.eContentType, parts.eContent, parts.certificates));

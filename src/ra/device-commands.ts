@@ -1,5 +1,5 @@
 import * as crypto from 'node:crypto';
-import { openSignerCa, signerCaCertificate } from '../ca/signer-ca';
+import { openSignerCa, signerCaCertificate, signerCaChain } from '../ca/signer-ca';
 import { buildDeviceCommand, DEVICE_NONCE_RE, DeviceCommand, DeviceCommandKind } from '../cms/device-command';
 import { readDeviceCommandReport } from '../cms/device-command-report';
 import { Config } from '../config/schema';
@@ -200,7 +200,7 @@ export class DeviceCommands {
     if (!this.opts.rootKey && !(await signerCaCertificate(this.store)))
       throw new DeviceCaError('conflict', 'there is no firmware signer CA yet: it is made with the root key by the CLI (device-ca signers add, or device-ca devices command)');
     const ca = await openSignerCa(this.cfg, this.keys, this.store, now);
-    return buildDeviceCommand(command, { certificate: ca.der, key: ca.key }, [ca.der, ca.rootDer], now);
+    return buildDeviceCommand(command, { certificate: ca.der, key: ca.key }, [ca.der, ...signerCaChain(ca)], now);
   }
 
   /**

@@ -16,7 +16,7 @@ import { TmpDir, makeTmpDir } from '../helpers/tmp';
 let svc: RunningService;
 let tmp: TmpDir;
 let operatorToken: string;
-const { cli, cliOk, curl, enroll, teardown } = pkiClient({
+const { cli, cliOk, curl, enroll, register, certOf, postEst, csrB64, teardown } = pkiClient({
   svc: () => svc,
   tmp: () => tmp,
   issuingPem: () => path.join(svc.dataDir, 'ca', 'device-ca-issuing.pem'),
@@ -160,14 +160,41 @@ describe('release', () => {
     expect((await opensslAny('cms', '-decrypt', '-inform', 'DER', '-in', x, '-recip', devOther.crt, '-inkey', devOther.key, '-out', tmp.file('rel/no.bin'))).code).not.toBe(0);
   });
 
+  it('encrypted to an RSA device: openssl cms -decrypt with its RSA key opens the RSA-OAEP recipient info (SHA-256), the exact image; firmware verify too', async () => {
+    // a device enrolled with an RSA 2048 key (the README recipe, RSA instead of P-256), of an owner no other case releases to
+    const secret = await register('fw-rsa', 'initech', 'api');
+    const key = tmp.file('keys/fw-rsa.key');
+    await openssl('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', key);
+    const crt = await certOf(await postEst('simpleenroll', await csrB64(key, '/CN=fw-rsa'), { user: ['fw-rsa', secret] }), 'fw-rsa');
+    const pkg = await signedPackage('rsa-fw', 1, signers);
+    const release = tmp.file('rel/rsa.der');
+    await cliOk('firmware', 'release', '--in', pkg, '--encrypt-to', 'fw-rsa,fw-a', '--out', release);
+    const x = tmp.file('rel/rsa.x');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', release, '-CAfile', chain(), '-out', x);
+    const printed = (await openssl('cms', '-cmsout', '-print', '-inform', 'DER', '-in', x)).stdout;
+    expect(printed).toMatch(/algorithm: rsaesOaep[\s\S]*?OBJECT\s+:sha256[\s\S]*?OBJECT\s+:mgf1[\s\S]*?OBJECT\s+:sha256/);
+    for (const [c, k] of [
+      [crt, key],
+      [devA.crt, devA.key],
+    ]) {
+      const out = tmp.file(`rel/rsa-${path.basename(c)}.bin`);
+      await openssl('cms', '-decrypt', '-inform', 'DER', '-in', x, '-recip', c, '-inkey', k, '-out', out);
+      expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+    }
+    const out = tmp.file('rel/rsa-verified.bin');
+    const r = await runCli(['firmware', 'verify', '--in', release, '--chain', chain(), '--cert', crt, '--key', key, '--installed', '0', '--out', out], {});
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', 'verified rsa-fw version 1 (decrypted), approved by manufacturer, developer, administrator\n']);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+  });
+
   it('two of three roles: refused, naming the missing role, and nothing is released', async () => {
     const pkg = await signedPackage('sensor-fw', 3, signers.slice(0, 2));
     const r = await cli('firmware', 'release', '--in', pkg, '--out', tmp.file('rel/two.der'));
     expect(r.code).toBe(1);
     expect(r.stderr).toBe('device-ca: the release policy is not met: missing signatures of role administrator\n');
     expect(fs.existsSync(tmp.file('rel/two.der'))).toBe(false);
-    const releases = JSON.parse(await cliOk('firmware', 'list', '--json')) as { version: number }[];
-    expect(releases.map((x) => x.version)).toEqual([2, 1]); // newest first
+    const releases = JSON.parse(await cliOk('firmware', 'list', '--json')) as { name: string; version: number }[];
+    expect(releases.filter((x) => x.name === 'sensor-fw').map((x) => x.version)).toEqual([2, 1]); // newest first
   });
 
   it('a policy for an owner: two roles suffice for its fleet', async () => {

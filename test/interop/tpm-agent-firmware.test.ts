@@ -3,6 +3,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { X509Certificate } from 'node:crypto';
+import { TPM_ALG, TPMA_OBJECT } from '../../src/attestation/tpm/tpm-constants';
 import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
 import { openssl } from '../helpers/pki-client';
 import { assertBuilt, CLI_JS, ProcessResult, RunningService, runCli, runProcess, startService } from '../helpers/service-process';
@@ -17,7 +18,8 @@ import { startAbrmd, TpmAbrmd } from '../helpers/tpm-abrmd';
  * firmware chain, opens it by TPM2_ECDH_ZGen and writes the exact image; a sign-only device is told why it
  * cannot; a downgrade served by the server and a tampered release are refused with their reasons, and
  * nothing is written. Each install posts an RFC 4108 load receipt signed by the TPM key: `firmware status`
- * shows the device on that version.
+ * shows the device on that version. The same with an RSA 2048 device key (--key-alg rsa2048): the
+ * release's RSA-OAEP recipient info is opened by TPM2_RSA_Decrypt.
  */
 let prov: TmpDir;
 let tpm: SwTpm;
@@ -38,9 +40,11 @@ const firmwareChain = (): string => path.join(svc.dataDir, 'ca', 'firmware-chain
 const outA = (): string => tmp.file('dev-a');
 const outB = (): string => tmp.file('dev-b');
 const outC = (): string => tmp.file('dev-c');
+const outR = (): string => tmp.file('dev-r');
+const outS = (): string => tmp.file('dev-s');
 /** runs: `firmware status <name>`: device -> the version its receipts say it runs */
-const runs = async (): Promise<Record<string, number | null>> => {
-  const st = JSON.parse(await cliOk('firmware', 'status', 'sensor-fw', '--json')) as { devices: { device: string; version: number | null }[] };
+const runs = async (name = 'sensor-fw'): Promise<Record<string, number | null>> => {
+  const st = JSON.parse(await cliOk('firmware', 'status', name, '--json')) as { devices: { device: string; version: number | null }[] };
   return Object.fromEntries(st.devices.map((d) => [d.device, d.version]));
 };
 
@@ -58,15 +62,15 @@ async function enrollDevice(id: string, out: string, extra: string[]): Promise<v
 
 /** release: create, have the three roles sign (offline), release encrypted to the devices (or, with --encrypt-to-group, to a group key); the release file */
 async function release(version: number, image: Buffer, to: string, hardware?: string, name = 'sensor-fw', how = '--encrypt-to'): Promise<string> {
-  const img = tmp.write(`img-${version}.bin`, image);
-  let pkg = tmp.file(`pkg/${version}-0.der`);
+  const img = tmp.write(`img-${name}-${version}.bin`, image);
+  let pkg = tmp.file(`pkg/${name}-${version}-0.der`);
   const offline = async (...args: string[]) => {
     const r = await runCli(args, {});
     if (r.code !== 0) throw new Error(`device-ca ${args.join(' ')}: ${r.stderr}`);
   };
   await offline('firmware', 'create', '--image', img, '--name', name, '--version', String(version), ...(hardware ? ['--hardware', hardware] : []), '--out', pkg);
   for (const [i, s] of signers.entries()) {
-    const next = tmp.file(`pkg/${version}-${i + 1}.der`);
+    const next = tmp.file(`pkg/${name}-${version}-${i + 1}.der`);
     await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', next);
     pkg = next;
   }
@@ -75,8 +79,8 @@ async function release(version: number, image: Buffer, to: string, hardware?: st
   return rel;
 }
 
-const update = (out: string, imageOut: string): Promise<ProcessResult> =>
-  agent(['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', out, '--name', 'sensor-fw', '--image-out', imageOut]);
+const update = (out: string, imageOut: string, name = 'sensor-fw'): Promise<ProcessResult> =>
+  agent(['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', out, '--name', name, '--image-out', imageOut]);
 
 /** storedRelease: the release bytes in the service's store (what GET /firmware/<name>/... serves) */
 function withStore<T>(fn: (db: Database.Database) => T): T {
@@ -114,7 +118,10 @@ beforeAll(async () => {
   // a second identity in the same TPM, sign-only (the default key), at other handles
   await enrollDevice('fw-tpm-b', outB(), ['--ak-handle', '0x81018010', '--key-handles', '0x81018011,0x81018012']);
   // a third: it fetches its retire command from the service
-  await enrollDevice('fw-tpm-c', outC(), ['--ak-handle', '0x81018020', '--key-handles', '0x81018021,0x81018022']);
+  await enrollDevice('fw-tpm-c', outC(), ['--ak-handle', '0x81018050', '--key-handles', '0x81018051,0x81018052']);
+  // RSA 2048 device keys (--key-alg rsa2048): one that may decrypt, one sign-only
+  await enrollDevice('fw-tpm-r', outR(), ['--key-alg', 'rsa2048', '--key-decrypt', '--ak-handle', '0x81018020', '--key-handles', '0x81018021,0x81018022']);
+  await enrollDevice('fw-tpm-s', outS(), ['--key-alg', 'rsa2048', '--ak-handle', '0x81018030', '--key-handles', '0x81018031,0x81018032']);
   image1 = crypto.randomBytes(70_001);
   image2 = crypto.randomBytes(50_003);
 }, 240_000);
@@ -220,6 +227,77 @@ describe('agent update --check (swtpm)', () => {
     const r = await agent(['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', outA(), '--name', 'no-such-fw']);
     expect([r.code, r.stderr]).toEqual([4, `device-ca: no release of no-such-fw for this device at ${new URL(svc.est).origin}\n`]);
   });
+});
+
+describe('agent update --check with an RSA 2048 device key (swtpm)', () => {
+  const publicAt = (handle: string) => {
+    rm.tpm2('tpm2_readpublic', ['-c', handle, '-o', `rsa-pub-${handle}.bin`]);
+    return parseTpm2bPublic(tpm.dir.read(`rsa-pub-${handle}.bin`));
+  };
+  const certOf = (out: string): X509Certificate => new X509Certificate(fs.readFileSync(path.join(out, 'cert.pem')));
+
+  it('agent enroll --key-alg rsa2048: an attested RSA 2048 key in the TPM (a decrypt key only with --key-decrypt), certified as is', () => {
+    expect(rm.tpm2('tpm2_getcap', ['handles-persistent']).toString()).toMatch(/0x81018021[\s\S]*0x81018031/);
+    for (const [out, handle, decrypt] of [
+      [outR(), '0x81018021', true],
+      [outS(), '0x81018031', false],
+    ] as const) {
+      const pub = publicAt(handle);
+      expect([pub.type, pub.type === TPM_ALG.RSA ? pub.keyBits : 0]).toEqual([TPM_ALG.RSA, 2048]);
+      expect((pub.objectAttributes & TPMA_OBJECT.decrypt) !== 0).toBe(decrypt);
+      expect((pub.objectAttributes & TPMA_OBJECT.sign) !== 0).toBe(true);
+      expect(certOf(out).publicKey.export({ type: 'spki', format: 'pem' })).toBe(tpmPublicKey(pub).export({ type: 'spki', format: 'pem' }));
+    }
+  });
+
+  it('a release to RSA and EC devices: RSA-OAEP (SHA-256) recipient info opened by tpm2_rsadecrypt, the exact image written, the RSA-signed receipt recorded', async () => {
+    const imageR = crypto.randomBytes(40_009);
+    const rel = await release(1, imageR, 'fw-tpm-r,fw-tpm-s,fw-tpm-a', undefined, 'rsa-fw');
+    // what the TPM must undo: one KeyTransRecipientInfo per RSA device, RSAES-OAEP with SHA-256 and MGF1-SHA-256
+    const inner = tmp.file('rel/rsa-fw-1.x');
+    await openssl('cms', '-verify', '-inform', 'DER', '-in', rel, '-CAfile', firmwareChain(), '-out', inner);
+    const printed = (await openssl('cms', '-cmsout', '-print', '-inform', 'DER', '-in', inner)).stdout;
+    // each OAEP recipient's RSAES-OAEP-params, as openssl lists their OIDs: hashFunc, maskGenFunc and its hash
+    const oaepParams = printed
+      .split('algorithm: rsaesOaep')
+      .slice(1)
+      .map((p) => [...p.split('encryptedKey')[0].matchAll(/OBJECT\s+:(\S+)/g)].map((m) => m[1]));
+    expect(oaepParams).toEqual([
+      ['sha256', 'mgf1', 'sha256'],
+      ['sha256', 'mgf1', 'sha256'],
+    ]);
+    const img = tmp.file('r/rsa-fw.bin');
+    const r = await update(outR(), img, 'rsa-fw');
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', `rsa-fw: installed version 1, decrypted in the TPM: ${img}\nrsa-fw: load receipt of version 1 recorded\n`]);
+    expect(fs.readFileSync(img).equals(imageR)).toBe(true);
+    expect(await runs('rsa-fw')).toEqual({ 'fw-tpm-r': 1 });
+  }, 180_000);
+
+  it('a sign-only RSA key: refused naming RSA-OAEP and what to do; no image', async () => {
+    const img = tmp.file('s/rsa-fw.bin');
+    const r = await update(outS(), img, 'rsa-fw');
+    expect([r.code, r.stderr]).toEqual([
+      1,
+      'device-ca: rsa-fw: refused: the release is encrypted by RSA-OAEP to this device, and its TPM key at 0x81018031 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true\n',
+    ]);
+    expect(fs.existsSync(img)).toBe(false);
+    expect(await runs('rsa-fw')).toEqual({ 'fw-tpm-r': 1 });
+  });
+
+  it('agent renew: the next key is RSA 2048 and may decrypt too, and opens the next release', async () => {
+    const renewed = await agent(['renew', '--trust', svc.chainPem, '--out', outR()]);
+    expect([renewed.code, renewed.stderr]).toEqual([0, '']);
+    const pub = publicAt('0x81018022');
+    expect([pub.type, (pub.objectAttributes & TPMA_OBJECT.decrypt) !== 0]).toEqual([TPM_ALG.RSA, true]);
+    expect(certOf(outR()).publicKey.export({ type: 'spki', format: 'pem' })).toBe(tpmPublicKey(pub).export({ type: 'spki', format: 'pem' }));
+    expect(rm.tpm2('tpm2_getcap', ['handles-persistent']).toString()).not.toMatch(/0x81018021/);
+    const imageR2 = crypto.randomBytes(30_011);
+    await release(2, imageR2, 'fw-tpm-r', undefined, 'rsa-fw');
+    const img = tmp.file('r/rsa-fw.bin');
+    const r = await update(outR(), img, 'rsa-fw');
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', `rsa-fw: installed version 2 (was 1), decrypted in the TPM: ${img}\nrsa-fw: load receipt of version 2 recorded\n`]);
+    expect(fs.readFileSync(img).equals(imageR2)).toBe(true);
+  }, 180_000);
 });
 
 // before the retire: the CA refuses a TPM that belonged to a retired device (fw-tpm-b shares this swtpm)
@@ -339,17 +417,17 @@ describe('signed device commands: retire (swtpm)', () => {
     expect(JSON.parse(fs.readFileSync(path.join(outC(), 'agent.json'), 'utf8'))).toMatchObject({ ekAlg: 'rsa' });
     await cliOk('devices', 'retire', 'fw-tpm-c');
     await cliOk('devices', 'command', 'fw-tpm-c', '--retire', '--out', tmp.file('cmd/c.der'));
-    expect(handles()).toMatch(/0x81018020[\s\S]*0x81018021/);
+    expect(handles()).toMatch(/0x81018050[\s\S]*0x81018051/);
     const copy = tmp.file('dev-c-copy');
     fs.cpSync(outC(), copy, { recursive: true });
     const r = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', outC(), '--trust', svc.chainPem]);
-    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', 'retire: device fw-tpm-c: evicted 0x81018020, 0x81018021 from the TPM, identity files deleted\nreport recorded: done\n']);
-    expect(handles()).not.toMatch(/0x81018020|0x81018021|0x81018022/);
+    expect([r.code, r.stderr, r.stdout]).toEqual([0, '', 'retire: device fw-tpm-c: evicted 0x81018050, 0x81018051 from the TPM, identity files deleted\nreport recorded: done\n']);
+    expect(handles()).not.toMatch(/0x81018050|0x81018051|0x81018052/);
     expect(fs.existsSync(outC())).toBe(false);
     const shown = JSON.parse(await cliOk('devices', 'show', 'fw-tpm-c', '--json')) as { command: unknown };
-    expect(shown.command).toMatchObject({ command: 'retire', state: 'done', fetches: 1, evicted: ['0x81018020', '0x81018021'], reason: null });
+    expect(shown.command).toMatchObject({ command: 'retire', state: 'done', fetches: 1, evicted: ['0x81018050', '0x81018051'], reason: null });
     // the identity files kept aside: the key is gone, so the agent cannot even ask again
     const again = await agent(['command', '--fetch', '--firmware-chain', firmwareChain(), '--out', copy, '--trust', svc.chainPem]);
-    expect([again.code, again.stderr]).toEqual([4, `device-ca: the key of ${path.join(copy, 'cert.pem')} is not at TPM handle 0x81018021 (TCTI "${rm.tcti}")\n`]);
+    expect([again.code, again.stderr]).toEqual([4, `device-ca: the key of ${path.join(copy, 'cert.pem')} is not at TPM handle 0x81018051 (TCTI "${rm.tcti}")\n`]);
   });
 });

@@ -1,7 +1,9 @@
+import { X509Certificate } from 'node:crypto';
 import { HIERARCHY_RECORD, StoredCa, loadCa } from '../../../src/ca/ca-hierarchy';
 import { dropRoot, revokeIssuing, rolloverRoot } from '../../../src/ca/ca-lifecycle';
 import { IssuingCaSet } from '../../../src/ca/issuing-ca-set';
 import { rolloverIssuing } from '../../../src/ca/issuing-rollover';
+import { openSignerCa } from '../../../src/ca/signer-ca';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { TestCa, makeTestCa } from '../../fixtures/test-ca';
 
@@ -60,5 +62,34 @@ describe('ca drop-root', () => {
     // its name is not given to a later root
     const r3 = await rolloverRoot(t.cfg, t.keys, store, { actor: 'test' });
     expect(r3.name).toBe('device-ca-root-3');
+  });
+});
+
+describe('ca drop-root with a firmware signer CA under the old root', () => {
+  let t: TestCa;
+  let store: SqliteStore;
+  beforeAll(async () => {
+    t = await makeTestCa({}, 'device-ca-drop-root-signer-');
+    store = new SqliteStore(t.cfg.store.path);
+    await openSignerCa(t.cfg, t.keys, store); // the first `signers add`, before the rollover
+    await rolloverRoot(t.cfg, t.keys, store, { actor: 'test' });
+    await rolloverIssuing(t.cfg, t.keys, store, { actor: 'test' });
+    await revokeIssuing(t.cfg, t.keys, store, 'device-ca-issuing', 'superseded', { store: true, actor: 'test' });
+  });
+  afterAll(async () => {
+    await store.close();
+    t.cleanup();
+  });
+
+  it('is refused while the signer CA is under it (its releases chain to it), nothing written; the signer CA keeps its root', async () => {
+    const v = (await store.getCaState(HIERARCHY_RECORD))!.version;
+    await expect(dropRoot(t.cfg, store, 'device-ca-root', { actor: 'test' })).rejects.toMatchObject({
+      code: 'conflict',
+      message: expect.stringContaining('the firmware signer CA (releases and device commands chain to it until'),
+    });
+    expect((await store.getCaState(HIERARCHY_RECORD))!.version).toBe(v);
+    const ca = await openSignerCa(t.cfg, t.keys, store);
+    expect(new X509Certificate(ca.der).checkIssued(new X509Certificate(ca.rootDer))).toBe(true);
+    expect(ca.links).toHaveLength(1); // NewWithOld: a device trusting only the new root reaches the old one
   });
 });
