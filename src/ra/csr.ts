@@ -44,6 +44,19 @@ const SIG_HASH: Record<string, string> = {
   [OID.sha384WithRSAEncryption]: 'sha384',
   [OID.sha512WithRSAEncryption]: 'sha512',
 };
+/**
+ * SIG_KEY_TYPE: the key type each CSR signature algorithm is for. crypto.verify takes only the hash from
+ * the algorithm, so without this check an RSA key's request labelled ecdsa-with-SHA256 would verify; a
+ * request must name the algorithm it was signed with (RFC 2986 §4.2, RFC 5758 §3.2, RFC 4055 §5).
+ */
+const SIG_KEY_TYPE: Record<string, 'ec' | 'rsa'> = {
+  [OID.ecdsaWithSHA256]: 'ec',
+  [OID.ecdsaWithSHA384]: 'ec',
+  [OID.ecdsaWithSHA512]: 'ec',
+  [OID.sha256WithRSAEncryption]: 'rsa',
+  [OID.sha384WithRSAEncryption]: 'rsa',
+  [OID.sha512WithRSAEncryption]: 'rsa',
+};
 const NAME_TYPES: Record<string, string> = { [OID.commonName]: 'CN', [OID.organizationName]: 'O', [OID.serialNumber]: 'serialNumber' };
 
 const bad = (msg: string): never => {
@@ -118,7 +131,10 @@ export function readCsr(der: Buffer): UnverifiedCsr {
   const { keyInput, algorithm } = publicKeyInput(spki);
   return {
     verify: { keyInput, algorithm, hash, data: info.full, sig: sigBits.value.subarray(1) },
-    complete: (keyType, keyAlgorithm) => ({ der, subject, spki, keyAlgorithm, keyType: keyType === 'ec' ? 'ec' : keyType === 'rsa' ? 'rsa' : 'other', ...attrs }),
+    complete: (keyType, keyAlgorithm) => {
+      if (keyType !== SIG_KEY_TYPE[sigOid]) bad(`CSR signature algorithm ${sigOid} is not for its ${keyType} key`);
+      return { der, subject, spki, keyAlgorithm, keyType: keyType === 'ec' ? 'ec' : keyType === 'rsa' ? 'rsa' : 'other', ...attrs };
+    },
   };
 }
 

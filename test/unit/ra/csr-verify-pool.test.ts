@@ -1,5 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { oid, seq } from '../../../src/der/der-writer';
+import { OID } from '../../../src/der/oids';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { generateKeyPair } from '../../../src/keys/software-key-backend';
 import { ParsedCsr, parseCsr, readCsr } from '../../../src/ra/csr';
@@ -52,6 +54,13 @@ describe('CsrVerifyPool', () => {
     der[der.length - 1] ^= 0x01;
     expect(await onPool(pool, der)).toEqual({ code: 'bad-csr', message: 'CSR signature does not verify' });
     expect(inThread(der)).toEqual({ code: 'bad-csr', message: 'CSR signature does not verify' });
+  });
+
+  it('an RSA key labelled ecdsa-with-SHA256: refused on the pool as parseCsr refuses it', async () => {
+    const der = buildCsr({ privateKey: generateKeyPair('rsa-2048').privateKey, signatureAlgorithm: seq(oid(OID.ecdsaWithSHA256)) });
+    const expected = { code: 'bad-csr', message: `CSR signature algorithm ${OID.ecdsaWithSHA256} is not for its rsa key` };
+    expect(await onPool(pool, der)).toEqual(expected);
+    expect(inThread(der)).toEqual(expected);
   });
 
   it('malformed DER is refused before any thread is asked: bad-request', async () => {

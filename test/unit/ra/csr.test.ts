@@ -166,6 +166,15 @@ describe('signatures', () => {
     expect(codeOf(der)).toBe('bad-csr');
   });
 
+  it.each([
+    ['an RSA key labelled ecdsa-with-SHA256', 'rsa-2048', OID.ecdsaWithSHA256, false],
+    ['a P-256 key labelled sha256WithRSAEncryption', 'ecdsa-p256', OID.sha256WithRSAEncryption, true],
+  ] as const)('%s (signed correctly, only the algorithm field lies): bad-csr naming the mismatch', (_what, alg, sigOid, withNull) => {
+    const der = buildCsr({ privateKey: generateKeyPair(alg).privateKey, signatureAlgorithm: withNull ? seq(oid(sigOid), NULL) : seq(oid(sigOid)) });
+    expect(() => parseCsr(der)).toThrow(/CSR signature algorithm .* is not for its (rsa|ec) key/);
+    expect(codeOf(der)).toBe('bad-csr');
+  });
+
   it.each(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072'] as const)('in-process %s requests with SHA-256/384 parse', (alg) => {
     const { privateKey } = generateKeyPair(alg);
     const csr = parseCsr(buildCsr({ privateKey, challengePassword: { value: 'pw', type: 'utf8' }, sans: [{ type: 'ip', value: '::1' }] }));
