@@ -278,7 +278,7 @@ describe('agent update --check with an RSA 2048 device key (swtpm)', () => {
     const r = await update(outS(), img, 'rsa-fw');
     expect([r.code, r.stderr]).toEqual([
       1,
-      'device-ca: rsa-fw: refused: the release is encrypted by RSA-OAEP to this device, and its TPM key at 0x81018031 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true\n',
+      'device-ca: rsa-fw: refused: the release is encrypted by RSA-OAEP to this device, and its TPM key at 0x81018031 is sign-only (no decrypt attribute): enroll with "agent enroll --key-decrypt" on a profile with tpmKeyDecrypt: true; load error report (noDecryptKey) recorded\n',
     ]);
     expect(fs.existsSync(img)).toBe(false);
     expect(await runs('rsa-fw')).toEqual({ 'fw-tpm-r': 1 });
