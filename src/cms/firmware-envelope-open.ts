@@ -130,7 +130,10 @@ function keyAgreeCek(kari: Tlv, ours: Buffer, recipient: EnvelopeRecipient): Buf
   const alg = f.find((x, i) => i > 1 && x.tag === 0x30 && children(x, 2)[0]?.tag === 0x06);
   const reks = f[f.length - 1];
   if (!originator || !alg || reks?.tag !== 0x30) throw new DeviceCaError('bad-request', 'a KeyAgreeRecipientInfo cannot be read');
-  const mine = children(reks, 100_000).find((r) => Buffer.from(children(r, 2)[0].full).equals(ours));
+  const mine = children(reks, 100_000).find((r) => {
+    const [rid] = children(r, 2);
+    return rid !== undefined && Buffer.from(rid.full).equals(ours);
+  });
   if (!mine) return null;
   const curve = curveOf(new crypto.X509Certificate(recipient.certificate).publicKey);
   if (!curve) throw new DeviceCaError('bad-algorithm', 'the release is encrypted by ECDH, and the device certificate does not hold a P-256/P-384 key');
@@ -144,7 +147,11 @@ function keyAgreeCek(kari: Tlv, ours: Buffer, recipient: EnvelopeRecipient): Buf
   else if (recipient.key) {
     const ecdh = crypto.createECDH(curve);
     ecdh.setPrivateKey(Buffer.from(recipient.key.export({ format: 'jwk' }).d!, 'base64url'));
-    z = ecdh.computeSecret(ephemeral);
+    try {
+      z = ecdh.computeSecret(ephemeral);
+    } catch {
+      throw new DeviceCaError('bad-request', "the originator's key of a KeyAgreeRecipientInfo is not a point of the device key's curve");
+    }
   } else throw new DeviceCaError('bad-algorithm', 'the release is encrypted by ECDH (RFC 5753), and the device key cannot do key agreement');
   const wrap = seq(oid(CMS_OID.aes256Wrap));
   const kek = x963Kdf(hash, z, seq(wrap, contextExplicit(2, octetString(Buffer.from([0, 0, 1, 0])))), 32);

@@ -4,7 +4,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CMS_OID } from '../../../src/cms/cms-algorithms';
 import { envelopeToCertificates } from '../../../src/cms/enveloped-data';
-import { fdSink } from '../../../src/cms/file-range';
+import { bufferSource, ByteSource, fileSource } from '../../../src/cms/byte-source';
+import { fdSink, wholeFile } from '../../../src/cms/file-range';
+import { envelopeContentOf } from '../../../src/cms/firmware-envelope-open';
 import { buildFirmwareRelease, createFirmwarePackage, FirmwarePackage, FirmwareSigner, readFirmwarePackage, signFirmwarePackage } from '../../../src/cms/firmware-package';
 import { ReleaseCheck, verifyFirmwareRelease, verifyFirmwareReleaseFile } from '../../../src/cms/firmware-release-verify';
 import { encodeSignedData } from '../../../src/cms/signed-data-parts';
@@ -13,6 +15,8 @@ import { writeFileAtomicWith } from '../../../src/data-dir/atomic-file';
 import { set, time } from '../../../src/der/der-writer';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { softwareSigningKey } from '../../../src/keys/software-key-backend';
+import { mutateBytes } from '../../fuzz/byte-mutations';
+import { SeededRandom } from '../../fuzz/seeded-random';
 import { makeTmpDir, TmpDir } from '../../helpers/tmp';
 
 /**
@@ -170,4 +174,51 @@ it('a bad padding, or an image other than the approved one, is found after decry
   }
   // the same construction with the untouched envelope is accepted: the refusals above are the tampering's
   expect(verifyToFile(await caSigned(pkg, good), tmp.file('bad/good.bin')).approvals.length).toBe(3);
+});
+
+it('fuzz: mutated releases and envelopes are refused with a DeviceCaError (file and Buffer alike), never accepted with another image', async () => {
+  const small = crypto.randomBytes(5000);
+  const pkg = await signedPackage(small);
+  const ca = signer(signerCa, [root.certificate]);
+  const releases = [await buildFirmwareRelease(pkg, ca, { now: new Date() }), await buildFirmwareRelease(pkg, ca, { now: new Date(), recipients: [stranger.certificate, device.certificate] })];
+  const envelope = envelopeToCertificates(small, CMS_OID.firmwarePackage, [stranger.certificate, device.certificate]);
+  const rng = new SeededRandom(Number(process.env.FUZZ_SEED ?? 5083));
+  const verdict = (f: () => Buffer): string => {
+    try {
+      const out = f();
+      return out.equals(small) ? 'accepted' : `accepted another ${out.length}`;
+    } catch (e) {
+      return e instanceof DeviceCaError ? `refused ${e.code}` : `other ${String(e)}`;
+    }
+  };
+  const problems: string[] = [];
+  let refused = 0;
+  for (let i = 0; i < 400; i++) {
+    const m = mutateBytes(rng, releases[i % 2]);
+    const out = tmp.file(`fuzz/${i}.bin`);
+    const fromFile = verdict(() => (verifyToFile(m.bytes, out), fs.readFileSync(out)));
+    const inMemory = verdict(() => verifyFirmwareRelease(m.bytes, check).image);
+    if (fromFile.startsWith('refused')) refused++;
+    if (fromFile !== inMemory || !/^(accepted|refused [a-z-]+)$/.test(fromFile)) problems.push(`release case ${i} (${m.how}): file ${fromFile}, buffer ${inMemory}`);
+  }
+  // the envelope alone (behind the CA's signature in a release): its reader over a file and over a Buffer
+  const file = tmp.file('fuzz/env.der');
+  for (let i = 0; i < 600; i++) {
+    const m = mutateBytes(rng, envelope);
+    fs.writeFileSync(file, m.bytes);
+    const fd = fs.openSync(file, 'r');
+    try {
+      const read = (src: ByteSource) => (): Buffer => {
+        const parts: Buffer[] = [];
+        envelopeContentOf(src, check.recipient!).decrypt((c) => parts.push(Buffer.from(c)));
+        return Buffer.concat(parts);
+      };
+      const [fromFile, inMemory] = [verdict(read(fileSource(wholeFile(fd)))), verdict(read(bufferSource(m.bytes)))];
+      if (fromFile !== inMemory || fromFile.startsWith('other')) problems.push(`envelope case ${i} (${m.how}): file ${fromFile}, buffer ${inMemory}`);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  expect(problems).toEqual([]);
+  expect(refused).toBeGreaterThan(200); // the mutations reach the checks
 });
