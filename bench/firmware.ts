@@ -69,7 +69,7 @@ function openssl(args: string[]): void {
  * (root, signer CA, one party of role manufacturer), a device key and certificate, and the image released
  * plain and encrypted to the device and `others` (made here, in memory: only the verifying is measured).
  */
-async function releasesToVerify(dir: string, image: Buffer, others: Buffer[]): Promise<void> {
+export async function releasesToVerify(dir: string, image: Buffer, others: Buffer[]): Promise<void> {
   const f = (name: string): string => path.join(dir, name);
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
   fs.writeFileSync(f('ca.ext'), 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');

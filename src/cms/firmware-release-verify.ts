@@ -53,10 +53,12 @@ export interface VerifiedRelease {
 export function verifyFirmwareRelease(der: Buffer, check: ReleaseCheck): VerifiedRelease {
   const parts = parseSignedDataParts(der);
   if (!parts.eContent) throw new DeviceCaError('bad-request', 'the release has no content');
+  // kept without copying: a bufferSource's pieces are views of `der`, and deciphered pieces are fresh
+  // Buffers, neither reused (a plain image stays the view of der it was, as before streaming)
   const pieces: Buffer[] = [];
   const release = openFirmwareRelease(parts, bufferSource(parts.eContent), check);
-  const approvals = release.verifyImage((c) => pieces.push(Buffer.from(c)));
-  return { image: Buffer.concat(pieces), metadata: release.metadata, encrypted: release.encrypted, approvals };
+  const approvals = release.verifyImage((c) => pieces.push(c));
+  return { image: pieces.length === 1 ? pieces[0] : Buffer.concat(pieces), metadata: release.metadata, encrypted: release.encrypted, approvals };
 }
 
 /**
