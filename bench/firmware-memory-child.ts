@@ -4,6 +4,8 @@ import * as path from 'node:path';
 import { createFirmwarePackage, buildFirmwareRelease, readFirmwarePackage, signFirmwarePackage } from '../src/cms/firmware-package';
 import { fdSink, wholeFile } from '../src/cms/file-range';
 import { buildPlainReleaseFile, createFirmwarePackageFile, readFirmwarePackageFile, signFirmwarePackageFile } from '../src/cms/firmware-package-file';
+import { ReleaseCheck, verifyFirmwareRelease, verifyFirmwareReleaseFile } from '../src/cms/firmware-release-verify';
+import { pemBlocks } from '../src/ca/pem';
 import { softwareSigningKey } from '../src/keys/software-key-backend';
 
 /**
@@ -11,7 +13,8 @@ import { softwareSigningKey } from '../src/keys/software-key-backend';
  * files out), printing the process's peak resident set (VmHWM of /proc/self/status, in KiB) on stdout.
  * bench/firmware.ts runs it once per operation: a peak is only meaningful in a fresh process.
  * Usage: node firmware-memory-child.js <operation> <dir>; the dir holds image.bin, signer.key, signer.crt,
- * recipients.der (DER certificates, each length-prefixed) and receives its outputs.
+ * recipients.der (DER certificates, each length-prefixed), and for the release-verify operations chain.pem
+ * (signer CA, root), device.crt/device.key and verify-plain.der/verify-enc.der; it receives the outputs.
  */
 export const MEMORY_OPERATIONS = [
   'baseline',
@@ -24,6 +27,10 @@ export const MEMORY_OPERATIONS = [
   'sign-streamed',
   'verify-streamed',
   'release-plain-streamed',
+  'release-verify-plain',
+  'release-verify-encrypted',
+  'release-verify-plain-streamed',
+  'release-verify-encrypted-streamed',
 ] as const;
 export type MemoryOperation = (typeof MEMORY_OPERATIONS)[number];
 
@@ -54,6 +61,16 @@ async function streamed(from: string, to: string, op: (fd: number, sink: (b: Buf
     fs.closeSync(fd);
     fs.closeSync(out);
   }
+}
+
+/** releaseCheck: a device of the bench's chain (role manufacturer is the policy). */
+function releaseCheck(f: (name: string) => string): ReleaseCheck {
+  return {
+    chain: pemBlocks(fs.readFileSync(f('chain.pem'), 'latin1'), 'CERTIFICATE'),
+    recipient: { certificate: Buffer.from(new crypto.X509Certificate(fs.readFileSync(f('device.crt'))).raw), key: crypto.createPrivateKey(fs.readFileSync(f('device.key'))) },
+    roles: ['manufacturer'],
+    now: new Date(),
+  };
 }
 
 async function run(op: MemoryOperation, dir: string): Promise<void> {
@@ -87,6 +104,13 @@ async function run(op: MemoryOperation, dir: string): Promise<void> {
       return streamed(f('unsigned-s.der'), f('signed-s.der'), async (fd, sink) => (await signFirmwarePackageFile(fd, signer, now)).writeTo(sink));
     case 'verify-streamed':
       return streamed(f('signed-s.der'), '/dev/null', (fd) => readFirmwarePackageFile(fd));
+    case 'release-verify-plain':
+    case 'release-verify-encrypted':
+      fs.writeFileSync(f('verified.bin'), verifyFirmwareRelease(fs.readFileSync(f(op === 'release-verify-plain' ? 'verify-plain.der' : 'verify-enc.der')), releaseCheck(f)).image);
+      return;
+    case 'release-verify-plain-streamed':
+    case 'release-verify-encrypted-streamed':
+      return streamed(f(op === 'release-verify-plain-streamed' ? 'verify-plain.der' : 'verify-enc.der'), f('verified-s.bin'), (fd, sink) => verifyFirmwareReleaseFile(fd, releaseCheck(f), sink));
     case 'release-plain-streamed':
       return streamed(f('signed-s.der'), f('release-s.der'), async (fd, sink) => (await buildPlainReleaseFile(readFirmwarePackageFile(fd, ['sha256']), signer, now)).writeTo(sink));
   }

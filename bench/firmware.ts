@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { CMS_OID } from '../src/cms/cms-algorithms';
 import { envelopeToCertificates } from '../src/cms/enveloped-data';
 import { encryptedDataContentInfo, newGroupKey, wrapGroupKeyTo } from '../src/cms/firmware-group-key';
-import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../src/cms/firmware-package';
+import { buildFirmwareRelease, createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../src/cms/firmware-package';
 import { assembleCertificate, encodeTbs, newSerial } from '../src/ca/certificate-encoder';
 import { encodeName } from '../src/ca/name';
 import { generateKeyPair, softwareSigningKey } from '../src/keys/software-key-backend';
@@ -63,6 +63,34 @@ function memoryRows(dir: string, ops: { op: MemoryOperation; what: string }[]): 
 function openssl(args: string[]): void {
   const r = spawnSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr.toString()}`);
+}
+
+/**
+ * releasesToVerify writes what the release-verify memory operations read: a firmware chain made by openssl
+ * (root, signer CA, one party of role manufacturer), a device key and certificate, and the image released
+ * plain and encrypted to the device and `others` (made here, in memory: only the verifying is measured).
+ */
+export async function releasesToVerify(dir: string, image: Buffer, others: Buffer[]): Promise<void> {
+  const f = (name: string): string => path.join(dir, name);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  fs.writeFileSync(f('ca.ext'), 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
+  fs.writeFileSync(f('leaf.ext'), 'basicConstraints=CA:FALSE\n');
+  openssl(['req', '-x509', ...ec, '-keyout', f('root.key'), '-out', f('root.crt'), '-subj', '/CN=bench root', '-days', '2']);
+  const issue = (name: string, subj: string, ca: string, ext: string): void => {
+    openssl(['req', '-new', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', subj]);
+    openssl(['x509', '-req', '-in', f(`${name}.csr`), '-CA', f(`${ca}.crt`), '-CAkey', f(`${ca}.key`), '-CAcreateserial', '-days', '2', '-extfile', f(ext), '-out', f(`${name}.crt`)]);
+  };
+  issue('signer-ca', '/CN=bench signer CA', 'root', 'ca.ext');
+  issue('party', '/OU=manufacturer/CN=bench party', 'signer-ca', 'leaf.ext');
+  issue('device', '/CN=bench device', 'root', 'leaf.ext');
+  fs.writeFileSync(f('chain.pem'), fs.readFileSync(f('signer-ca.crt'), 'latin1') + fs.readFileSync(f('root.crt'), 'latin1'));
+  const der = (name: string): Buffer => Buffer.from(new crypto.X509Certificate(fs.readFileSync(f(`${name}.crt`))).raw);
+  const signerOf = (name: string) => ({ certificate: der(name), key: softwareSigningKey(crypto.createPrivateKey(fs.readFileSync(f(`${name}.key`))), 'ecdsa-p256', f(`${name}.key`)) });
+  const now = new Date();
+  const pkg = readFirmwarePackage(await signFirmwarePackage(createFirmwarePackage(image, { name: 'bench', version: 1, hardware: [] }), signerOf('party'), now));
+  const ca = { ...signerOf('signer-ca'), chain: [der('root')] };
+  fs.writeFileSync(f('verify-plain.der'), await buildFirmwareRelease(pkg, ca, { now }));
+  fs.writeFileSync(f('verify-enc.der'), await buildFirmwareRelease(pkg, ca, { now, recipients: [der('device'), ...others] }));
 }
 
 export async function benchFirmware(): Promise<BenchRow[]> {
@@ -138,6 +166,7 @@ export async function benchFirmware(): Promise<BenchRow[]> {
         }),
       ),
     );
+    await releasesToVerify(dir, image, certs.slice(0, 99));
     const memory = memoryRows(dir, [
       { op: 'create', what: 'firmware create, in memory (createFirmwarePackage)' },
       { op: 'create-streamed', what: 'firmware create, streamed (the CLI)' },
@@ -148,6 +177,10 @@ export async function benchFirmware(): Promise<BenchRow[]> {
       { op: 'release-plain', what: 'release plain, in memory (buildFirmwareRelease)' },
       { op: 'release-plain-streamed', what: 'release plain, streamed (buildPlainReleaseFile)' },
       { op: 'release-encrypted', what: 'release encrypted to 100 devices, in memory (buildFirmwareRelease)' },
+      { op: 'release-verify-plain', what: 'firmware verify of a plain release, in memory (verifyFirmwareRelease)' },
+      { op: 'release-verify-plain-streamed', what: 'firmware verify of a plain release, streamed (verifyFirmwareReleaseFile, the CLI and agent)' },
+      { op: 'release-verify-encrypted', what: 'firmware verify + decrypt of a release to 100 devices, in memory (verifyFirmwareRelease)' },
+      { op: 'release-verify-encrypted-streamed', what: 'firmware verify + decrypt of a release to 100 devices, streamed (verifyFirmwareReleaseFile)' },
     ]);
 
     return [

@@ -7,10 +7,12 @@ import { CMS_OID } from '../cms/cms-algorithms';
 import { HardwareTarget } from '../cms/firmware-attributes';
 import { EnvelopeRecipient } from '../cms/firmware-envelope-open';
 import { GroupKey, openGroupKeyEnvelope } from '../cms/firmware-group-key';
-import { decryptKeyIdOf } from '../cms/firmware-group-release';
+import { decryptKeyIdOfSignerInfos } from '../cms/firmware-group-release';
+import { readSignedDataFile } from '../cms/signed-data-file';
 import { buildFirmwareReceipt } from '../cms/firmware-receipt';
-import { verifyFirmwareRelease, VerifiedRelease } from '../cms/firmware-release-verify';
-import { writeFileAtomic } from '../data-dir/atomic-file';
+import { fdSink } from '../cms/file-range';
+import { OpenedRelease, openReleaseFile, VerifiedRelease } from '../cms/firmware-release-verify';
+import { writeFileAtomic, writeFileAtomicWith } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { FILES, loadTrust, readState } from './agent-files';
 import { spkiOf } from './attested-key';
@@ -68,8 +70,10 @@ export type UpdateResult =
  * role, the hardware; an encrypted release opened in the TPM by ECDH, tpmEcdhZ, or RSA-OAEP, tpmOaepDecrypt;
  * a release to a group key: the key fetched first, fetchGroupKey), the package name, and
  * the version against the one remembered in firmware.json (RFC 4108 §2.2.1 verNum, anti-rollback: a
- * lower version is refused, the same one is "up to date"). Only then the image is written (temporary file
- * + rename) and firmware.json updated. Refusals are DeviceCaErrors naming the check; each refusal of a
+ * lower version is refused, the same one is "up to date"; both decided once the CA's counter-signature
+ * verified, before anything is decrypted). Streamed: the release is downloaded to a file, and the image
+ * decrypted chunk by chunk into a temporary file that is renamed into place only after every check passed;
+ * then firmware.json is updated. Refusals are DeviceCaErrors naming the check; each refusal of a
  * release the server named (Content-Disposition) is also posted as an RFC 4108 §4 load error report
  * signed by the TPM key (load-error-code.ts picks the code), so `firmware status` shows it; the message
  * says whether the server recorded it.
@@ -96,15 +100,16 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
       afterUse: () => tpm.flushNow(),
     });
     const url = new URL(`/firmware/${o.name}/latest`, base);
-    let reply: HttpReply;
+    // the release goes to a file as it arrives and is read from there: memory holds a chunk, not the image
+    const downloaded = path.join(work, 'release.der');
+    let reply: Omit<HttpReply, 'body'>;
     try {
-      reply = await transport.request('GET', url, { Accept: 'application/cms' });
+      reply = await transport.download(url, { Accept: 'application/cms' }, downloaded);
     } catch (e) {
       throw new DeviceCaError('ca-unavailable', `cannot reach ${url.origin}: ${(e as Error).message}`, { cause: e });
     }
     if (reply.status === 404) throw new DeviceCaError('not-found', `no release of ${o.name} for this device at ${url.origin}`);
-    if (reply.status !== 200)
-      throw new DeviceCaError(reply.status === 403 ? 'forbidden' : 'internal', `the server refused the download (HTTP ${reply.status}): ${reply.body.toString('utf8').trim().slice(0, 300)}`);
+    if (reply.status !== 200) throw new DeviceCaError(reply.status === 403 ? 'forbidden' : 'internal', `the server refused the download (HTTP ${reply.status}): ${replyText(downloaded)}`);
 
     const mayDecrypt = (how: string): void => {
       if (keyCanDecrypt(tpm, keyHandle)) return;
@@ -142,40 +147,67 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
       const said = r.posted ? `load error report (${code}) recorded` : `load error report (${code}) not recorded: ${r.reason}`;
       throw new DeviceCaError(e.code, `${e.message}; ${said}`, { detail: e.detail, cause: e });
     };
-    // a release to a group key: the key first (a refusal of it is reported like any other; an unreachable
-    // server is not a verdict on the release)
-    let groupKey: GroupKey | undefined;
+    const refused = (e: unknown): DeviceCaError =>
+      e instanceof DeviceCaError
+        ? new DeviceCaError(e.code, `${o.name}: refused: ${e.message}`, { detail: e.detail, cause: e })
+        : new DeviceCaError('bad-request', `${o.name}: refused: the release cannot be read (${(e as Error).message})`, { cause: e });
+    const releaseFd = fs.openSync(downloaded, 'r');
     try {
-      groupKey = await fetchGroupKey(transport, base, o.name, reply.body, recipient);
-    } catch (e) {
-      if (e instanceof DeviceCaError && e.code !== 'ca-unavailable') return refuse(e);
-      throw e;
-    }
-    let v: VerifiedRelease;
-    try {
-      v = verifyFirmwareRelease(reply.body, { chain, recipient, groupKey, roles: o.roles, require: o.require, hardware: o.hardware, now: new Date() });
-    } catch (e) {
-      if (e instanceof DeviceCaError) return refuse(new DeviceCaError(e.code, `${o.name}: refused: ${e.message}`, { detail: e.detail, cause: e }));
-      return refuse(new DeviceCaError('bad-request', `${o.name}: refused: the release cannot be read (${(e as Error).message})`, { cause: e }));
-    }
-    const { name, version } = v.metadata;
-    if (name !== o.name) return refuse(new DeviceCaError('forbidden', `${o.name}: refused: the server sent a release of ${JSON.stringify(name)}`));
-    if (installed && version < installed.version) {
-      return refuse(new DeviceCaError('forbidden', `${o.name}: refused: version ${version} is below the installed version ${installed.version} (anti-rollback, RFC 4108)`));
-    }
-    const postReceipt = async (entry: InstalledFirmware): Promise<ReceiptResult> => {
-      const r = await sendReceipt(transport, base, { tpm, keyHandle, certificate: cert.raw, device: state.device, name, version, hwType: o.hardware?.type });
-      if (r.posted) writeInstalled(o.out, { ...readInstalled(o.out), [o.name]: { ...entry, receipt: true } });
-      return r;
-    };
-    if (installed && version === installed.version) return { outcome: 'up-to-date', name, version, receipt: installed.receipt === false ? await postReceipt(installed) : null };
+      // a release to a group key: the key first (a refusal of it is reported like any other; an unreachable
+      // server is not a verdict on the release)
+      let groupKey: GroupKey | undefined;
+      try {
+        groupKey = await fetchGroupKey(transport, base, o.name, releaseFd, recipient);
+      } catch (e) {
+        if (e instanceof DeviceCaError && e.code !== 'ca-unavailable') return await refuse(e);
+        throw e;
+      }
+      let release: OpenedRelease;
+      try {
+        release = openReleaseFile(releaseFd, { chain, recipient, groupKey, roles: o.roles, require: o.require, hardware: o.hardware, now: new Date() });
+      } catch (e) {
+        return await refuse(refused(e));
+      }
+      // the CA's counter-signature verified: the name and version are the CA's, checked before decrypting anything
+      const { name, version } = release.metadata;
+      if (name !== o.name) return await refuse(new DeviceCaError('forbidden', `${o.name}: refused: the server sent a release of ${JSON.stringify(name)}`));
+      if (installed && version < installed.version) {
+        return await refuse(new DeviceCaError('forbidden', `${o.name}: refused: version ${version} is below the installed version ${installed.version} (anti-rollback, RFC 4108)`));
+      }
+      const postReceipt = async (entry: InstalledFirmware): Promise<ReceiptResult> => {
+        const r = await sendReceipt(transport, base, { tpm, keyHandle, certificate: cert.raw, device: state.device, name, version, hwType: o.hardware?.type });
+        if (r.posted) writeInstalled(o.out, { ...readInstalled(o.out), [o.name]: { ...entry, receipt: true } });
+        return r;
+      };
+      if (installed && version === installed.version) return { outcome: 'up-to-date', name, version, receipt: installed.receipt === false ? await postReceipt(installed) : null };
 
-    const image = path.resolve(o.imageOut ?? path.join(o.out, 'firmware', `${o.name}.bin`));
-    writeFileAtomic(image, v.image, 0o600);
-    const entry: InstalledFirmware = { version, sha256: crypto.createHash('sha256').update(v.image).digest('hex'), image, installedAt: new Date().toISOString(), receipt: false };
-    writeInstalled(o.out, { ...readInstalled(o.out), [o.name]: entry });
-    const receipt = await postReceipt(entry);
-    return { outcome: 'installed', name, version, previous: installed?.version ?? null, image, encrypted: v.encrypted, approvals: v.approvals.map((a) => a.role), receipt };
+      // the image is decrypted chunk by chunk into a temporary file beside its place, and renamed into
+      // place only when every check passed (a bad padding, approval or role leaves nothing written)
+      const image = path.resolve(o.imageOut ?? path.join(o.out, 'firmware', `${o.name}.bin`));
+      const sha256 = crypto.createHash('sha256');
+      let approvals: VerifiedRelease['approvals'];
+      try {
+        approvals = writeFileAtomicWith(
+          image,
+          (fd) => {
+            const write = fdSink(fd);
+            return release.verifyImage((c) => {
+              sha256.update(c);
+              write(c);
+            });
+          },
+          0o600,
+        );
+      } catch (e) {
+        return await refuse(refused(e));
+      }
+      const entry: InstalledFirmware = { version, sha256: sha256.digest('hex'), image, installedAt: new Date().toISOString(), receipt: false };
+      writeInstalled(o.out, { ...readInstalled(o.out), [o.name]: entry });
+      const receipt = await postReceipt(entry);
+      return { outcome: 'installed', name, version, previous: installed?.version ?? null, image, encrypted: release.encrypted, approvals: approvals.map((a) => a.role), receipt };
+    } finally {
+      fs.closeSync(releaseFd);
+    }
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
@@ -188,10 +220,10 @@ export async function agentUpdate(o: UpdateOptions): Promise<UpdateResult> {
  * The release's signature over the identifier is checked afterwards by verifyFirmwareRelease, which
  * refuses a key whose identifier is not the one the CA signed.
  */
-async function fetchGroupKey(transport: OpensslTlsTransport, base: URL, name: string, release: Buffer, recipient: EnvelopeRecipient): Promise<GroupKey | undefined> {
+async function fetchGroupKey(transport: OpensslTlsTransport, base: URL, name: string, releaseFd: number, recipient: EnvelopeRecipient): Promise<GroupKey | undefined> {
   let keyId: string | null;
   try {
-    keyId = decryptKeyIdOf(release);
+    keyId = decryptKeyIdOfSignerInfos(readSignedDataFile(releaseFd).parts.signerInfos);
   } catch (e) {
     throw new DeviceCaError('bad-request', `${name}: refused: the release cannot be read (${(e as Error).message})`, { cause: e });
   }
@@ -270,6 +302,18 @@ export function readInstalled(out: string): Record<string, InstalledFirmware> {
 
 function writeInstalled(out: string, all: Record<string, InstalledFirmware>): void {
   writeFileAtomic(path.join(out, FIRMWARE_STATE), JSON.stringify(all, null, 2) + '\n', 0o644);
+}
+
+/** replyText: the start of a refusal's body, for the error message. */
+function replyText(file: string): string {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(Math.min(fs.fstatSync(fd).size, 600));
+    fs.readSync(fd, b, 0, b.length, 0);
+    return b.toString('utf8').trim().slice(0, 300);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** readChain: the firmware chain file (PEM): at least the signer CA and the root. */

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import { isIP } from 'node:net';
-import { HttpReply, HttpTransport, parseHttpResponse } from './http-reply';
+import { HttpReply, HttpTransport, parseHttpResponse, readHttpResponseFile } from './http-reply';
 import { hex } from './tpm-tools';
 
 /**
@@ -23,6 +24,33 @@ export class OpensslTlsTransport implements HttpTransport {
   ) {}
 
   request(method: 'GET' | 'POST', url: URL, headers: Record<string, string>, body?: Buffer): Promise<HttpReply> {
+    const out: Buffer[] = [];
+    return this.exchange(method, url, headers, body, (c) => out.push(c)).then(() => parseHttpResponse(Buffer.concat(out)));
+  }
+
+  /**
+   * download is a GET whose response goes to a file as it arrives (a firmware release: memory holds a
+   * chunk, not the image); the body ends up alone in `bodyFile` (readHttpResponseFile).
+   */
+  async download(url: URL, headers: Record<string, string>, bodyFile: string): Promise<Omit<HttpReply, 'body'>> {
+    const raw = `${bodyFile}.http`;
+    const fd = fs.openSync(raw, 'w', 0o600);
+    try {
+      await this.exchange('GET', url, headers, undefined, (c) => {
+        for (let p = 0; p < c.length;) p += fs.writeSync(fd, c, p, c.length - p);
+      });
+    } finally {
+      fs.closeSync(fd);
+    }
+    try {
+      return readHttpResponseFile(raw, bodyFile);
+    } finally {
+      fs.rmSync(raw, { force: true });
+    }
+  }
+
+  /** exchange sends one request through openssl s_client and hands every piece of the raw response to `onData`. */
+  private exchange(method: 'GET' | 'POST', url: URL, headers: Record<string, string>, body: Buffer | undefined, onData: (c: Buffer) => void): Promise<void> {
     const host = url.hostname.replace(/^\[|\]$/g, '');
     const port = url.port || '443';
     const head =
@@ -40,15 +68,27 @@ export class OpensslTlsTransport implements HttpTransport {
     this.o.afterUse?.();
     return new Promise((resolve, reject) => {
       const child = spawn('openssl', args, { env: { ...process.env, TPM2OPENSSL_TCTI: this.o.tcti }, stdio: ['pipe', 'pipe', 'pipe'] });
-      const out: Buffer[] = [];
+      let received = 0;
+      let failed: Error | null = null;
       const err: Buffer[] = [];
-      child.stdout.on('data', (c: Buffer) => out.push(c));
+      child.stdout.on('data', (c: Buffer) => {
+        received += c.length;
+        if (failed) return;
+        try {
+          onData(c);
+        } catch (e) {
+          failed = e as Error; // a full disk: reported when openssl ends
+        }
+      });
       child.stderr.on('data', (c: Buffer) => err.push(c));
       child.on('error', (e) => reject(new Error(`openssl: ${e.message}`)));
       child.on('close', (code) => {
         this.o.afterUse?.();
-        const raw = Buffer.concat(out);
-        if (raw.length === 0) {
+        if (failed) {
+          reject(failed);
+          return;
+        }
+        if (received === 0) {
           const stderr = Buffer.concat(err).toString('utf8');
           if (/out of memory for object contexts/.test(stderr)) {
             reject(new Error(`TLS with the TPM key ran out of TPM object slots: the tpm2 provider needs a resource manager (TPM2TOOLS_TCTI device:/dev/tpmrm0 or tabrmd, not "${this.o.tcti}")`));
@@ -58,11 +98,7 @@ export class OpensslTlsTransport implements HttpTransport {
           reject(new Error(`TLS with the TPM key failed (openssl s_client exit ${code}): ${why || 'no reply'}`));
           return;
         }
-        try {
-          resolve(parseHttpResponse(raw));
-        } catch (e) {
-          reject(e);
-        }
+        resolve();
       });
       child.stdin.end(Buffer.concat([Buffer.from(head, 'latin1'), body ?? Buffer.alloc(0)]));
     });

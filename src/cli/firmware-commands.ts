@@ -5,7 +5,7 @@ import { parseHardwareList } from '../cms/firmware-attributes';
 import { fdSink, hashRange, wholeFile } from '../cms/file-range';
 import { createFirmwarePackageFile, FirmwarePackageFile, signFirmwarePackageFile, StreamedOutput } from '../cms/firmware-package-file';
 import { buildFirmwareReceipt, FirmwareReceipt } from '../cms/firmware-receipt';
-import { verifyFirmwareRelease } from '../cms/firmware-release-verify';
+import { verifyFirmwareReleaseFile } from '../cms/firmware-release-verify';
 import { CMS_OID } from '../cms/cms-algorithms';
 import { pemBlocks, toPem } from '../ca/pem';
 import { Config } from '../config/schema';
@@ -166,16 +166,9 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
         .split(',')
         .map((r) => r.trim())
         .filter((r) => r.length > 0);
-      const v = verifyFirmwareRelease(readFile(o.in), {
-        chain,
-        recipient,
-        roles,
-        require: countOption(o.require, '--require'),
-        installed: o.installed === undefined ? undefined : Number(o.installed),
-        hardware,
-        now: new Date(),
-      });
-      writeFileAtomic(o.out, v.image, 0o600);
+      const check = { chain, recipient, roles, require: countOption(o.require, '--require'), installed: o.installed === undefined ? undefined : Number(o.installed), hardware, now: new Date() };
+      // streamed: the image goes to a temporary file beside --out, renamed over it only when every check passed
+      const v = await withOpenFile(o.in, (release) => writeFileAtomicWith(o.out, (fd) => verifyFirmwareReleaseFile(release, check, fdSink(fd)), 0o600));
       if (ctx.json()) console.log(JSON.stringify({ ...v.metadata, encrypted: v.encrypted, approvals: v.approvals }));
       else console.log(`verified ${v.metadata.name} version ${v.metadata.version}${v.encrypted ? ' (decrypted)' : ''}, approved by ${v.approvals.map((a) => a.role).join(', ')}`);
     });

@@ -5,6 +5,8 @@ import { CMS_OID, contentCipherOf } from './cms-algorithms';
 import { issuerAndSerialNumber } from './issuer-and-serial';
 import { curveOf, x963Kdf } from './key-agree-recipient';
 import { contextExplicit, octetString, oid, seq } from '../der/der-writer';
+import { bufferSource, ByteSource, SourceTlv, tlvAt } from './byte-source';
+import { Sink } from './file-range';
 
 /**
  * firmware-envelope-open: what a device does with the EnvelopedData of an encrypted release
@@ -28,12 +30,55 @@ export interface EnvelopeRecipient {
   decryptOaep?: (encryptedKey: Buffer) => Buffer;
 }
 
+/**
+ * openFirmwareEnvelope opens an EnvelopedData ContentInfo held in memory: envelopeContentOf over the
+ * Buffer, the plaintext collected.
+ */
 export function openFirmwareEnvelope(contentInfo: Buffer, recipient: EnvelopeRecipient): { contentType: string; content: Buffer } {
-  const [type, body] = children(readOne(contentInfo, 0x30), 2);
-  if (!type || decodeOid(type) !== CMS_OID.envelopedData || body?.tag !== 0xa0) throw new DeviceCaError('bad-request', 'the release does not hold an EnvelopedData');
-  const fields = children(readOne(body.value, 0x30), 8).filter((f) => f.tag !== 0xa0); // skip originatorInfo
-  const [, ris, eci] = fields;
-  if (ris?.tag !== 0x31 || eci?.tag !== 0x30) throw new DeviceCaError('bad-request', 'the EnvelopedData cannot be read');
+  const opened = envelopeContentOf(bufferSource(contentInfo), recipient);
+  const parts: Buffer[] = [];
+  opened.decrypt((c) => parts.push(Buffer.from(c)));
+  return { contentType: opened.contentType, content: Buffer.concat(parts) };
+}
+
+/** EnvelopeContent: an envelope whose content key is unwrapped; `decrypt` streams the plaintext to a sink. */
+export interface EnvelopeContent {
+  contentType: string;
+  /**
+   * decrypt sends the plaintext to the sink chunk by chunk as it is deciphered; the last block is checked
+   * (CBC padding) only at the end, so a sink that writes a file must not keep it unless decrypt returns.
+   */
+  decrypt(sink: Sink): void;
+}
+
+/** MAX_RECIPIENT_INFOS_BYTES: bound on the recipientInfos, read into memory (about 150 bytes per device: 400,000 devices). */
+const MAX_RECIPIENT_INFOS_BYTES = 64 << 20;
+
+/**
+ * envelopeContentOf reads an EnvelopedData ContentInfo (RFC 5652 §6.1) from a source without reading the
+ * encrypted content: it walks the headers, reads the recipientInfos, unwraps our content key, and leaves
+ * the encryptedContent in the source for `decrypt`. Errors as openFirmwareEnvelope's.
+ */
+export function envelopeContentOf(src: ByteSource, recipient: EnvelopeRecipient): EnvelopeContent {
+  const ci = tlvAt(src, 0, src.length, 'ContentInfo');
+  if (ci.tag !== 0x30 || ci.end !== src.length) throw new DeviceCaError('bad-request', 'the release does not hold an EnvelopedData');
+  const type = tlvAt(src, ci.valueStart, ci.end, 'contentType');
+  const body = type.end < ci.end ? tlvAt(src, type.end, ci.end, 'content') : null;
+  if (type.tag !== 0x06 || decodeOid(readOne(whole(src, type), 0x06)) !== CMS_OID.envelopedData || body?.tag !== 0xa0 || body.end !== ci.end)
+    throw new DeviceCaError('bad-request', 'the release does not hold an EnvelopedData');
+  const env = tlvAt(src, body.valueStart, body.end, 'EnvelopedData');
+  if (env.tag !== 0x30 || env.end !== body.end) throw new DeviceCaError('bad-request', 'the EnvelopedData cannot be read');
+  const fields: SourceTlv[] = [];
+  for (let p = env.valueStart; p < env.end;) {
+    if (fields.length >= 8) throw new DeviceCaError('bad-request', 'malformed DER: too many elements');
+    const f = tlvAt(src, p, env.end, 'EnvelopedData field');
+    fields.push(f);
+    p = f.end;
+  }
+  const [, risAt, eciAt] = fields.filter((f) => f.tag !== 0xa0); // skip originatorInfo
+  if (risAt?.tag !== 0x31 || eciAt?.tag !== 0x30) throw new DeviceCaError('bad-request', 'the EnvelopedData cannot be read');
+  if (risAt.end - risAt.start > MAX_RECIPIENT_INFOS_BYTES) throw new DeviceCaError('bad-request', 'the recipientInfos are too large');
+  const ris = readOne(whole(src, risAt), 0x31);
   const ours = issuerAndSerialNumber(recipient.certificate);
   let cek: Buffer | null = null;
   for (const ri of children(ris, 64)) {
@@ -41,16 +86,41 @@ export function openFirmwareEnvelope(contentInfo: Buffer, recipient: EnvelopeRec
     if (cek) break;
   }
   if (!cek) throw new DeviceCaError('bad-request', 'the release is not encrypted to this device certificate');
-  const [ct, alg, enc] = children(eci, 3);
-  if (!ct || alg?.tag !== 0x30 || enc?.tag !== 0x80) throw new DeviceCaError('bad-request', 'the encrypted content cannot be read');
-  const [algOid, ivTlv] = children(alg, 2);
+  const ctAt = tlvAt(src, eciAt.valueStart, eciAt.end, 'contentType');
+  const algAt = ctAt.end < eciAt.end ? tlvAt(src, ctAt.end, eciAt.end, 'contentEncryptionAlgorithm') : null;
+  const encAt = algAt && algAt.end < eciAt.end ? tlvAt(src, algAt.end, eciAt.end, 'encryptedContent') : null;
+  if (ctAt.tag !== 0x06 || algAt?.tag !== 0x30 || encAt?.tag !== 0x80) throw new DeviceCaError('bad-request', 'the encrypted content cannot be read');
+  if (encAt.end !== eciAt.end) throw new DeviceCaError('bad-request', 'malformed DER: too many elements');
+  const [algOid, ivTlv] = children(readOne(whole(src, algAt), 0x30), 2);
   const cipher = contentCipherOf(decodeOid(algOid));
-  try {
-    const d = crypto.createDecipheriv(cipher, cek, ivTlv.value);
-    return { contentType: decodeOid(ct), content: Buffer.concat([d.update(enc.value), d.final()]) };
-  } catch {
-    throw new DeviceCaError('bad-request', 'the encrypted content does not decrypt');
-  }
+  const key = cek;
+  return {
+    contentType: decodeOid(readOne(whole(src, ctAt), 0x06)),
+    decrypt: (sink) => {
+      let d: crypto.Decipher;
+      try {
+        d = crypto.createDecipheriv(cipher, key, ivTlv?.value ?? Buffer.alloc(0));
+      } catch {
+        throw new DeviceCaError('bad-request', 'the encrypted content does not decrypt');
+      }
+      for (const c of src.chunks(encAt.valueStart, encAt.end - encAt.valueStart)) {
+        const out = d.update(c);
+        if (out.length > 0) sink(out);
+      }
+      let last: Buffer;
+      try {
+        last = d.final();
+      } catch {
+        throw new DeviceCaError('bad-request', 'the encrypted content does not decrypt');
+      }
+      if (last.length > 0) sink(last);
+    },
+  };
+}
+
+/** whole: the DER of one (small) TLV of the source. */
+function whole(src: ByteSource, t: SourceTlv): Buffer {
+  return src.read(t.start, t.end - t.start);
 }
 
 /** keyAgreeCek: our content key from a KeyAgreeRecipientInfo (RFC 5652 §6.2.2, RFC 5753 §3.1.2), or null when none of its keys is ours. */
@@ -60,7 +130,10 @@ function keyAgreeCek(kari: Tlv, ours: Buffer, recipient: EnvelopeRecipient): Buf
   const alg = f.find((x, i) => i > 1 && x.tag === 0x30 && children(x, 2)[0]?.tag === 0x06);
   const reks = f[f.length - 1];
   if (!originator || !alg || reks?.tag !== 0x30) throw new DeviceCaError('bad-request', 'a KeyAgreeRecipientInfo cannot be read');
-  const mine = children(reks, 100_000).find((r) => Buffer.from(children(r, 2)[0].full).equals(ours));
+  const mine = children(reks, 100_000).find((r) => {
+    const [rid] = children(r, 2);
+    return rid !== undefined && Buffer.from(rid.full).equals(ours);
+  });
   if (!mine) return null;
   const curve = curveOf(new crypto.X509Certificate(recipient.certificate).publicKey);
   if (!curve) throw new DeviceCaError('bad-algorithm', 'the release is encrypted by ECDH, and the device certificate does not hold a P-256/P-384 key');
@@ -74,7 +147,11 @@ function keyAgreeCek(kari: Tlv, ours: Buffer, recipient: EnvelopeRecipient): Buf
   else if (recipient.key) {
     const ecdh = crypto.createECDH(curve);
     ecdh.setPrivateKey(Buffer.from(recipient.key.export({ format: 'jwk' }).d!, 'base64url'));
-    z = ecdh.computeSecret(ephemeral);
+    try {
+      z = ecdh.computeSecret(ephemeral);
+    } catch {
+      throw new DeviceCaError('bad-request', "the originator's key of a KeyAgreeRecipientInfo is not a point of the device key's curve");
+    }
   } else throw new DeviceCaError('bad-algorithm', 'the release is encrypted by ECDH (RFC 5753), and the device key cannot do key agreement');
   const wrap = seq(oid(CMS_OID.aes256Wrap));
   const kek = x963Kdf(hash, z, seq(wrap, contextExplicit(2, octetString(Buffer.from([0, 0, 1, 0])))), 32);

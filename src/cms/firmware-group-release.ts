@@ -49,8 +49,12 @@ export async function buildGroupFirmwareRelease(pkg: FirmwarePackage, ca: Firmwa
  * attribute. 'bad-request' for a malformed attribute.
  */
 export function decryptKeyIdOf(release: Buffer): string | null {
-  const parts = parseSignedDataParts(release);
-  for (const si of parts.signerInfos) {
+  return decryptKeyIdOfSignerInfos(parseSignedDataParts(release).signerInfos);
+}
+
+/** decryptKeyIdOfSignerInfos: decryptKeyIdOf over SignerInfos already read (e.g. by readSignedDataFile, the content left in the file). */
+export function decryptKeyIdOfSignerInfos(signerInfos: Buffer[]): string | null {
+  for (const si of signerInfos) {
     const values = signedAttributeValues(si, CMS_OID.decryptKeyId);
     if (values === null) continue;
     return decryptKeyIdValue(values);

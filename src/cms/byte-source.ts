@@ -1,0 +1,96 @@
+import * as crypto from 'node:crypto';
+import { DeviceCaError } from '../errors/device-ca-error';
+import { DigestName } from './cms-algorithms';
+import { chunksOf, FileRange, readAt } from './file-range';
+
+/**
+ * byte-source: a large content (a release's eContent, the encrypted image inside it) read by range, from
+ * a Buffer or from a file alike, so one reader serves both and the file case keeps one chunk in memory,
+ * not the image (issue 13, "memory stays bounded").
+ */
+
+/** ByteSource: `length` bytes readable by range; offsets are relative to the source. */
+export interface ByteSource {
+  length: number;
+  /** read: exactly `length` bytes at `offset` in a Buffer of their own (headers, not contents) */
+  read(offset: number, length: number): Buffer;
+  /** chunks: the range in pieces; a piece is only valid until the next is asked for */
+  chunks(offset: number, length: number): Iterable<Buffer>;
+}
+
+/** bufferSource: a Buffer as a ByteSource (pieces are views of it, never copied). */
+export function bufferSource(b: Buffer): ByteSource {
+  return {
+    length: b.length,
+    read: (offset, length) => {
+      within(b.length, offset, length);
+      return Buffer.from(b.subarray(offset, offset + length));
+    },
+    chunks: (offset, length) => {
+      within(b.length, offset, length);
+      return [b.subarray(offset, offset + length)];
+    },
+  };
+}
+
+/** fileSource: a range of an open file as a ByteSource (read in CHUNK_BYTES pieces into one reused buffer). */
+export function fileSource(r: FileRange): ByteSource {
+  return {
+    length: r.length,
+    read: (offset, length) => {
+      within(r.length, offset, length);
+      return readAt(r.fd, r.offset + offset, length);
+    },
+    chunks: (offset, length) => {
+      within(r.length, offset, length);
+      return chunksOf({ fd: r.fd, offset: r.offset + offset, length });
+    },
+  };
+}
+
+/** hashSource hashes a range once with every digest given (one pass). */
+export function hashSource(src: ByteSource, digests: Iterable<DigestName>, offset = 0, length = src.length - offset): Map<DigestName, Buffer> {
+  const hashes = [...new Set(digests)].map((d) => [d, crypto.createHash(d)] as const);
+  for (const c of src.chunks(offset, length)) for (const [, h] of hashes) h.update(c);
+  return new Map(hashes.map(([d, h]) => [d, h.digest()]));
+}
+
+/** SourceTlv: where one DER TLV of a source is: its tag, where its value starts and where it ends. */
+export interface SourceTlv {
+  tag: number;
+  start: number;
+  valueStart: number;
+  end: number;
+}
+
+/**
+ * tlvAt reads the tag and definite length at `offset` (X.690 §8.1.2-3) without reading the value, and
+ * checks the value ends no later than `limit`. Errors: 'bad-request' naming `what`.
+ */
+export function tlvAt(src: ByteSource, offset: number, limit: number, what: string): SourceTlv {
+  const bad = (why: string): never => {
+    throw new DeviceCaError('bad-request', `malformed DER: ${what}: ${why}`);
+  };
+  if (offset + 2 > limit) bad('truncated header');
+  const h = src.read(offset, Math.min(6, limit - offset));
+  const tag = h[0];
+  if ((tag & 0x1f) === 0x1f) bad('high tag numbers are not used here');
+  let len = h[1];
+  let p = 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0) bad('indefinite length');
+    if (n > 4) bad('length too long');
+    if (p + n > h.length) bad('truncated length');
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + h[p + i];
+    p += n;
+  }
+  const end = offset + p + len;
+  if (end > limit) bad('truncated content');
+  return { tag, start: offset, valueStart: offset + p, end };
+}
+
+function within(size: number, offset: number, length: number): void {
+  if (offset < 0 || length < 0 || offset + length > size) throw new DeviceCaError('bad-request', 'a read runs past the end of the content (truncated?)');
+}
