@@ -48,6 +48,7 @@ import {
 import { RevocationFeed } from '../revocation-feed';
 import { SnapshotRow, SnapshotTarget } from '../store-snapshot';
 import { AUDITED_WRITE_LUA, AuditedWriteBatch, AuditedWrites } from './audited-write-script';
+import { closeRedisClient } from './close-client';
 import { redisUnavailable } from './redis-errors';
 
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation, as in the SQLite store */
@@ -224,9 +225,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     await this.writeChain.catch(() => undefined);
     for (const sub of this.subscribers) sub.disconnect();
     this.subscribers.clear();
-    await Promise.allSettled([this.r.quit(), this.w.quit()]);
-    this.r.disconnect();
-    this.w.disconnect();
+    await Promise.all([closeRedisClient(this.r), closeRedisClient(this.w)]);
   }
 
   /**
