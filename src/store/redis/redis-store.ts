@@ -986,12 +986,21 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   // ---- authentication attempts ----
+  /**
+   * reserveAuthAttempt decides on the key's own attempts (`auth:key:<key>`), so that set is what the
+   * transaction watches, with `auth:ev` when the attempt is evictable (the count it bounds). The global
+   * index `auth:all` is not watched: every reservation and every forgiveness writes it, so watching it
+   * made reservations for unrelated devices, on this node (a forgiveness on the reader connection) and
+   * on others, retry each other (bench/redis-http counted about one retry per Basic enrollment; issue 11).
+   * The purge it feeds needs no watch: attempt ids are never reused and a stored attempt never changes,
+   * so dropping an attempt another client dropped first is a no-op.
+   */
   async reserveAuthAttempt(key: string, now: Date, rules: AuthAttemptRules): Promise<AuthAttemptReservation> {
     const cutoff = ms(now) - rules.windowSeconds * 1000;
     const all = this.k('auth', 'all');
     const ev = this.k('auth', 'ev');
     const keyZ = this.k('auth', 'key', key);
-    return this.tx([all, ev, keyZ], async (m): Promise<AuthAttemptReservation> => {
+    return this.tx(rules.evictable ? [ev, keyZ] : [keyZ], async (m): Promise<AuthAttemptReservation> => {
       const drop = new Map<string, string>(); // attempt id -> its key
       // expired attempts of any key, oldest first, a few per call (as the SQLite store)
       const oldest = await this.w.zrange(all, 0, AUTH_PURGE_BATCH - 1);
