@@ -1002,8 +1002,9 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     const keyZ = this.k('auth', 'key', key);
     return this.tx(rules.evictable ? [ev, keyZ] : [keyZ], async (m): Promise<AuthAttemptReservation> => {
       const drop = new Map<string, string>(); // attempt id -> its key
-      // expired attempts of any key, oldest first, a few per call (as the SQLite store)
-      const oldest = await this.w.zrange(all, 0, AUTH_PURGE_BATCH - 1);
+      // one round trip for the reads that do not depend on each other: the expired attempts of any key,
+      // oldest first, a few per call (as the SQLite store), and the key's own attempts
+      const [oldest, mine] = await Promise.all([this.w.zrange(all, 0, AUTH_PURGE_BATCH - 1), this.w.zrange(keyZ, 0, -1, 'WITHSCORES')]);
       const rows = await this.mgetJson<AttemptRow>(
         this.w,
         oldest.map((id) => this.k('auth', 'a', id)),
@@ -1012,7 +1013,6 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         if (r === null) drop.set(oldest[i], '');
         else if (r.at <= cutoff) drop.set(oldest[i], r.key);
       });
-      const mine = await this.w.zrange(keyZ, 0, -1, 'WITHSCORES');
       const live: { id: string; at: number }[] = [];
       for (let i = 0; i < mine.length; i += 2) {
         const at = Number(mine[i + 1]);
