@@ -63,6 +63,18 @@ export const BENCH_IDS = [
   /** bench/redis-http: the same two rows with keep-alive clients (one TLS connection per lane, reused) */
   'redis.nodes2.enroll.basic.keepalive',
   'redis.nodes2.reenroll.mtls.keepalive',
+  /**
+   * bench/redis-http, DERIVED from CPU per request (bench/redis-capacity: one core per node, one for Redis),
+   * beside the raw rows above: a Redis node / a SQLite node (target 0.8), 2 nodes / 1 node (target 1.6)
+   */
+  'redis.enroll.basic.cpu',
+  'redis.reenroll.mtls.cpu',
+  'redis.nodes2.enroll.basic.derived',
+  'redis.nodes2.reenroll.mtls.derived',
+  'redis.nodes2.enroll.basic.keepalive.derived',
+  'redis.nodes2.reenroll.mtls.keepalive.derived',
+  /** bench/redis-http: Redis commands per cached OCSP answer on a Redis node (INFO commandstats; target <= 1, the bench fails above) */
+  'redis.ocsp.cached.commands',
 ] as const;
 
 export type BenchId = (typeof BENCH_IDS)[number];

@@ -253,9 +253,27 @@ function tlsMaterial(cfg: Config, issuers: readonly CaMaterial[], rec: { value: 
   const link = links.filter((l) => certificateParts(l).subject.equals(rootName));
   return {
     certPem: [der, issuer.der, ...link].map((d) => toPem(d, 'CERTIFICATE')).join(''),
-    keyPem: fs.readFileSync(fromStoredRef(cfg.dataDir, rec.value.keyRef), 'utf8'),
+    keyPem: readTlsKey(fromStoredRef(cfg.dataDir, rec.value.keyRef)),
     version: rec.version,
   };
+}
+
+/**
+ * readTlsKey reads the HTTPS key file the store names. Missing, it is a set-up error, not an internal
+ * one: the usual cause is a second node whose data directory does not share the first node's `tls/`
+ * (the store names one key file for every node; README "Several nodes, one CA").
+ */
+function readTlsKey(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    throw new DeviceCaError(
+      'config',
+      `the HTTPS key ${file} named by the store is not there: nodes that share a store must share the data directory's tls/ and keys/ (a shared file system or symbolic links), or set https.certFile and https.keyFile on each node`,
+      { cause: e },
+    );
+  }
 }
 
 /**

@@ -202,6 +202,9 @@ async function runWorker(cfg: Config, log: Logger, inCluster: boolean): Promise<
     if (inCluster) process.send?.({ type: 'device-ca:fatal', message });
     process.exitCode = 1;
     if (inCluster) setTimeout(() => process.exit(1), 100);
+    // one worker in this process: what the failed start had opened (store connections, CSR threads) would
+    // keep it running without serving; exit with the code the CLI sets for the error once it has printed it
+    else setTimeout(() => process.exit(), 100).unref();
     throw e;
   }
   if (inCluster) process.send?.({ type: 'device-ca:ready' });

@@ -31,7 +31,8 @@ export async function waitForRedis(port: number): Promise<void> {
     } catch {
       // not listening yet, or still loading its data: try again
     } finally {
-      c.disconnect();
+      // a refused connection has ended already: disconnect() would arm ioredis' 2 s destroy timer for a socket already closed
+      if (c.status !== 'end') c.disconnect();
     }
     if (Date.now() > deadline) throw new Error(`redis on port ${port} did not answer PING within 10 s`);
     await new Promise((r) => setTimeout(r, 50));

@@ -117,6 +117,19 @@ describeIfRedis('three device-ca nodes sharing one Redis store', () => {
     expect(keyFiles(nodes[0].dataDir)).toEqual(keysAfterNode1);
   });
 
+  it('a node with its own data directory refuses to start and names what it lacks: without tls/ the HTTPS key the store names, without keys/ the CA key file; nothing is written to the shared keys/', async () => {
+    const keysOnly = tmp.file('node-keys-only');
+    fs.mkdirSync(keysOnly, { recursive: true, mode: 0o700 });
+    fs.symlinkSync(path.join(nodes[0].dataDir, 'keys'), path.join(keysOnly, 'keys'));
+    await expect(startNode(keysOnly)).rejects.toThrow(
+      /exited \(code 3[\s\S]*the HTTPS key \S+\/tls\/server-[0-9a-f]+\.key named by the store is not there: nodes that share a store must share the data directory's tls\/ and keys\//,
+    );
+    const bare = tmp.file('node-bare');
+    fs.mkdirSync(bare, { recursive: true, mode: 0o700 });
+    await expect(startNode(bare)).rejects.toThrow(/exited \(code [1-9][\s\S]*cannot read key file \S+\/keys\/device-ca-issuing-\S+\.key\.pem/);
+    expect(keyFiles(nodes[0].dataDir)).toEqual(keysAfterNode1);
+  });
+
   it('50 concurrent enrollments with one secret and one CSR over the three nodes: exactly one certificate, carried by every 200', async () => {
     const d = await register(endpointOf(nodes[0]), 'same-secret-1');
     const csr = Buffer.from(buildCsr({ privateKey: d.key, subject: [{ type: 'CN', value: d.id }] }).toString('base64'));

@@ -48,6 +48,7 @@ import {
 import { RevocationFeed } from '../revocation-feed';
 import { SnapshotRow, SnapshotTarget } from '../store-snapshot';
 import { AUDITED_WRITE_LUA, AuditedWriteBatch, AuditedWrites } from './audited-write-script';
+import { closeRedisClient } from './close-client';
 import { redisUnavailable } from './redis-errors';
 
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation, as in the SQLite store */
@@ -224,9 +225,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     await this.writeChain.catch(() => undefined);
     for (const sub of this.subscribers) sub.disconnect();
     this.subscribers.clear();
-    await Promise.allSettled([this.r.quit(), this.w.quit()]);
-    this.r.disconnect();
-    this.w.disconnect();
+    await Promise.all([closeRedisClient(this.r), closeRedisClient(this.w)]);
   }
 
   /**
@@ -987,15 +986,25 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   // ---- authentication attempts ----
+  /**
+   * reserveAuthAttempt decides on the key's own attempts (`auth:key:<key>`), so that set is what the
+   * transaction watches, with `auth:ev` when the attempt is evictable (the count it bounds). The global
+   * index `auth:all` is not watched: every reservation and every forgiveness writes it, so watching it
+   * made reservations for unrelated devices, on this node (a forgiveness on the reader connection) and
+   * on others, retry each other (bench/redis-http counted about one retry per Basic enrollment; issue 11).
+   * The purge it feeds needs no watch: attempt ids are never reused and a stored attempt never changes,
+   * so dropping an attempt another client dropped first is a no-op.
+   */
   async reserveAuthAttempt(key: string, now: Date, rules: AuthAttemptRules): Promise<AuthAttemptReservation> {
     const cutoff = ms(now) - rules.windowSeconds * 1000;
     const all = this.k('auth', 'all');
     const ev = this.k('auth', 'ev');
     const keyZ = this.k('auth', 'key', key);
-    return this.tx([all, ev, keyZ], async (m): Promise<AuthAttemptReservation> => {
+    return this.tx(rules.evictable ? [ev, keyZ] : [keyZ], async (m): Promise<AuthAttemptReservation> => {
       const drop = new Map<string, string>(); // attempt id -> its key
-      // expired attempts of any key, oldest first, a few per call (as the SQLite store)
-      const oldest = await this.w.zrange(all, 0, AUTH_PURGE_BATCH - 1);
+      // one round trip for the reads that do not depend on each other: the expired attempts of any key,
+      // oldest first, a few per call (as the SQLite store), and the key's own attempts
+      const [oldest, mine] = await Promise.all([this.w.zrange(all, 0, AUTH_PURGE_BATCH - 1), this.w.zrange(keyZ, 0, -1, 'WITHSCORES')]);
       const rows = await this.mgetJson<AttemptRow>(
         this.w,
         oldest.map((id) => this.k('auth', 'a', id)),
@@ -1004,7 +1013,6 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         if (r === null) drop.set(oldest[i], '');
         else if (r.at <= cutoff) drop.set(oldest[i], r.key);
       });
-      const mine = await this.w.zrange(keyZ, 0, -1, 'WITHSCORES');
       const live: { id: string; at: number }[] = [];
       for (let i = 0; i < mine.length; i += 2) {
         const at = Number(mine[i + 1]);

@@ -62,6 +62,13 @@ describe('bench --json', () => {
         'redis.nodes2.reenroll.mtls',
         'redis.nodes2.enroll.basic.keepalive',
         'redis.nodes2.reenroll.mtls.keepalive',
+        'redis.enroll.basic.cpu',
+        'redis.reenroll.mtls.cpu',
+        'redis.nodes2.enroll.basic.derived',
+        'redis.nodes2.reenroll.mtls.derived',
+        'redis.nodes2.enroll.basic.keepalive.derived',
+        'redis.nodes2.reenroll.mtls.keepalive.derived',
+        'redis.ocsp.cached.commands',
       ].sort(),
     );
   });

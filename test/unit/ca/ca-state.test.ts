@@ -125,3 +125,23 @@ describe('a data directory from the previous version', () => {
     });
   });
 });
+
+describe('a node whose data directory lacks the tls/ the store names', () => {
+  it('refuses with a set-up error that says what to share, not an internal ENOENT', async () => {
+    const made = path.join(root, 'node-a');
+    await writeLegacyDataDir(made, path.join(root, 'scratch.sqlite'));
+    const cfg = configFor(made);
+    await withStore(cfg, async (s) => {
+      const h = await loadCa(cfg, keysFor(cfg), s);
+      expect((await readTlsServerCertificate(cfg, h, s))!.keyPem).toContain('PRIVATE KEY');
+      // node B: the same store, keys/ shared, its own data directory without node A's tls/
+      fs.rmSync(path.join(made, 'tls'), { recursive: true });
+      const err = await readTlsServerCertificate(cfg, h, s).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({ code: 'config', message: expect.stringContaining(`the HTTPS key ${path.join(made, 'tls', 'server.key')} named by the store is not there`) });
+      expect((err as Error).message).toMatch(/share the data directory's tls\/ and keys\/.*https\.certFile and https\.keyFile/);
+    });
+  });
+});
