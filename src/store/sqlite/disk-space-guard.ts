@@ -98,6 +98,9 @@ export class DiskSpaceGuard {
       this.checkpointFailure = null;
       return;
     }
+    // a checkpoint that met another connection's lock (SQLITE_BUSY_*, SQLITE_LOCKED_*) says nothing about
+    // the disk: the next round tries again, and the writes must not be refused meanwhile
+    if (/^SQLITE_(BUSY|LOCKED)(_|$)/.test(e.code)) return;
     const f = sqliteFailure({ name: 'SqliteError', code: e.code, message: e.message });
     this.checkpointFailure = { reason: f?.reason ?? 'I/O error', detail: `WAL checkpoint: ${f?.detail ?? `${e.code}: ${e.message}`}` };
   }

@@ -91,6 +91,23 @@ describe('DiskSpaceGuard', () => {
     }
   });
 
+  it("a checkpoint that met another connection's lock (SQLITE_BUSY, SQLITE_LOCKED) refuses nothing: it is not about the disk", () => {
+    const guard = new DiskSpaceGuard(tmp.file('b.sqlite'));
+    try {
+      for (const code of ['SQLITE_BUSY', 'SQLITE_BUSY_RECOVERY', 'SQLITE_BUSY_SNAPSHOT', 'SQLITE_LOCKED', 'SQLITE_LOCKED_SHAREDCACHE']) {
+        guard.setCheckpointFailure({ code, message: 'database is locked' });
+        expect(guard.failure()).toBeNull();
+        expect(() => guard.assertWritable()).not.toThrow();
+      }
+      // a lock met after a real failure leaves the failure standing until a checkpoint succeeds
+      guard.setCheckpointFailure({ code: 'SQLITE_FULL', message: 'database or disk is full' });
+      guard.setCheckpointFailure({ code: 'SQLITE_BUSY', message: 'database is locked' });
+      expect(guard.failure()?.reason).toBe('disk full');
+    } finally {
+      guard.close();
+    }
+  });
+
   it("a checkpoint the thread could not finish refuses writes and fails the probe's check until a checkpoint succeeds", () => {
     const guard = new DiskSpaceGuard(tmp.file('c.sqlite'));
     try {
