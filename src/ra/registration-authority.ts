@@ -397,7 +397,8 @@ export class RegistrationAuthority {
     // approve
     let requestId: string | undefined;
     if (profile.manualApproval && principal.kind !== 'device-cert') {
-      const gate = await this.approvalGate(req, device, csr);
+      const gate = await this.approvalGate(req, device, csr, principal);
+      if (gate.status === 'repeat') return this.repeat(req, device, csr, gate.principal);
       if (gate.status === 'pending') return { ...gate, deviceId: device.id, ...(principal.kind === 'secret' ? { secretId: principal.secretId } : {}) };
       requestId = gate.requestId;
     }
@@ -684,15 +685,26 @@ export class RegistrationAuthority {
     );
   }
 
-  /** approvalGate: pending (EST 202) until an operator approves; the retried request (same CSR) then proceeds. */
+  /**
+   * approvalGate: pending (EST 202) until an operator approves; the retried request (same CSR) then
+   * proceeds. A request whose secret was spent, after it authenticated, on this very CSR's approved request
+   * (a CertPoll or another retry issued it meanwhile) is a repeat of that issuance, not a new request.
+   */
   private async approvalGate(
     req: EnrollRequest,
     device: DeviceRecord,
     csr: ParsedCsr,
-  ): Promise<{ status: 'pending'; requestId: string; retryAfterSeconds: number } | { status: 'go'; requestId: string }> {
+    principal: Principal,
+  ): Promise<
+    { status: 'pending'; requestId: string; retryAfterSeconds: number } | { status: 'go'; requestId: string } | { status: 'repeat'; principal: Extract<Principal, { kind: 'secret-repeat' }> }
+  > {
     const hash = sha256(csr.der);
     const retryAfterSeconds = this.cfg.enrollment.pendingRetryAfter;
     const existing = await this.store.findRequest(device.id, hash);
+    if (existing?.status === 'issued' && principal.kind === 'secret') {
+      const spent = await this.spentOn(principal);
+      if (spent && spent.certSerial === existing.certSerial) return { status: 'repeat', principal: spent };
+    }
     if (!existing || existing.status === 'issued') {
       const id = crypto.randomUUID();
       // the request's label column holds the profile name
