@@ -616,6 +616,12 @@ export interface FirmwareReleaseInfo {
   signers: { name: string; role: string; serial: string; signingTime: string }[];
   /** recipients: device ids the image is encrypted to; null for a plain (unencrypted) release */
   recipients: string[] | null;
+  /**
+   * hardware: the package's RFC 4108 target hardware (§2.2.2 module type OIDs, §2.2.5 serials), so that
+   * `latest` can skip a release for other hardware; empty or absent (a release recorded before it was
+   * kept): any hardware
+   */
+  hardware?: { type: string; serial?: string }[];
   releasedAt: Date;
 }
 

@@ -1325,6 +1325,19 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await store.listAudit({ subject: 'firmware:fw' })).items.map((r) => r.data)).toEqual([{ version: 5 }, { version: 5 }]);
       });
 
+      it("keeps a release's target hardware (type, serial) through a get, a list and a re-release; a release without it reads back without it", async () => {
+        const hardware = [{ type: '1.3.6.1.4.1.99.1' }, { type: '1.3.6.1.4.1.99.2', serial: 'dev-7' }];
+        await save('fw', 1);
+        await store.saveFirmwareRelease({ ...release('fw', 2), hardware }, Buffer.from('fw@2'), audit('firmware.released', 'firmware:fw', { version: 2 }));
+        const other = sut.another ? await sut.another() : store;
+        expect(await other.getFirmwareRelease('fw', 2)).toEqual({ ...release('fw', 2), hardware });
+        expect((await other.listFirmwareReleases({ name: 'fw' })).items.map((r) => r.hardware)).toEqual([hardware, undefined]);
+        expect(await other.getFirmwareRelease('fw', 1)).toEqual(release('fw', 1));
+        // a re-release of the same version for any hardware drops the targets
+        await store.saveFirmwareRelease({ ...release('fw', 2), hardware: [] }, Buffer.from('fw@2'), audit('firmware.released', 'firmware:fw', { version: 2 }));
+        expect((await other.getFirmwareRelease('fw', 2))?.hardware).toEqual([]);
+      });
+
       it('lists by name, newest version first, page by page without losing or repeating a row', async () => {
         for (const v of [1, 2, 10, 11]) await save('a', v);
         for (const v of [3, 100]) await save('a-b', v);

@@ -362,3 +362,7 @@ MIGRATIONS.push(
 // devices): (owner, id) replaces (owner), with which SQLite sorted all of an owner's devices for every
 // page; (state, id) answers a state search without reading every device
 MIGRATIONS.push(`CREATE INDEX devices_owner_id ON devices(owner, id); DROP INDEX devices_owner; CREATE INDEX devices_state_id ON devices(state, id);`);
+
+// 22: a firmware release's RFC 4108 target hardware (issue 13: `latest` skips a release for other
+// hardware): JSON [{type, serial?}]; NULL for the releases recorded before, which are for any hardware
+MIGRATIONS.push(`ALTER TABLE firmware_releases ADD COLUMN hardware TEXT;`);
