@@ -43,7 +43,10 @@ export const NOT_DEVICE_PROFILES: readonly string[] = [TPM_AK_PROFILE, SIGNER_PR
 /** NOT_FOUND: one message for "no such release" and "not yours", see above. */
 const NOT_FOUND = 'no such firmware release';
 
-type DistributionStore = Pick<Store, 'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'firmwareReleaseBytes' | 'listFirmwareReleases' | 'getFirmwareReceipt' | 'appendAudit'>;
+type DistributionStore = Pick<
+  Store,
+  'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'firmwareReleaseBytes' | 'listFirmwareReleases' | 'getFirmwareReceipt' | 'firmwareHardwareOf' | 'appendAudit'
+>;
 
 /**
  * ANONYMOUS_AUDIT_INTERVAL_MS: anonymous downloads of a release are audited as one `firmware.downloads`
@@ -146,13 +149,14 @@ export class FirmwareDistribution {
 }
 
 /**
- * hardwareOf: a device's hardware as its receipts for this firmware name report it (RFC 4108 §3/§4 hwType;
- * hwSerialNum is the device id, firmware-receipts.ts checks it), or null when it never posted one: then
- * nothing is known and `latest` is the newest release it may have, as before the device reported.
+ * hardwareOf: a device's hardware as its receipts report it (RFC 4108 §3/§4 hwType; hwSerialNum is the
+ * device id, firmware-receipts.ts checks it): its receipt for this firmware name first (a device may hold
+ * several modules, one per firmware name), else its newest receipt of any name; null when it never posted
+ * one: then nothing is known and `latest` is the newest release it may have, as before.
  */
-export async function hardwareOf(store: Pick<Store, 'getFirmwareReceipt'>, name: string, deviceId: string): Promise<{ type: string; serial: string } | null> {
-  const receipt = await store.getFirmwareReceipt(name, deviceId);
-  return receipt ? { type: receipt.hwType, serial: deviceId } : null;
+export async function hardwareOf(store: Pick<Store, 'getFirmwareReceipt' | 'firmwareHardwareOf'>, name: string, deviceId: string): Promise<{ type: string; serial: string } | null> {
+  const type = (await store.getFirmwareReceipt(name, deviceId))?.hwType ?? (await store.firmwareHardwareOf(deviceId));
+  return type === null ? null : { type, serial: deviceId };
 }
 
 /**

@@ -692,6 +692,12 @@ export interface FirmwareReceiptStore {
   getFirmwareReceipt(name: string, deviceId: string): Promise<FirmwareReceiptRecord | null>;
   /** listFirmwareReceipts: one name's records by device id (cursor: the device id) */
   listFirmwareReceipts(filter: { name: string } & PageRequest): Promise<Page<FirmwareReceiptRecord>>;
+  /**
+   * firmwareHardwareOf: the hwType of the device's newest receipt record of any firmware name (by
+   * updatedAt; at the same time, the greatest name), or null when it has none: `latest` of a name the
+   * device never reported on still knows its hardware.
+   */
+  firmwareHardwareOf(deviceId: string): Promise<string | null>;
 }
 
 /** FIRMWARE_VERSION_MAX: the largest verNum a store orders (Number.MAX_SAFE_INTEGER, 16 digits). */

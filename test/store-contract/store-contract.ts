@@ -1409,6 +1409,21 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await store.listFirmwareReceipts({ name: 'other' })).items.map((r) => r.deviceId)).toEqual(['d-1']);
         expect((await store.listFirmwareReceipts({ name: 'zzz' })).items).toEqual([]);
       });
+
+      it("firmwareHardwareOf: the hwType of the device's newest record of any name (at the same time, the greatest name); null without one", async () => {
+        const post = (name: string, deviceId: string, hwType: string, when: Date) =>
+          store.recordFirmwareReceipt({ ...receipt(deviceId, 1), name, hwType, sha256: `${name}-${hwType}-${when.getTime()}`, at: when }, audit('firmware.receipt', `device:${deviceId}`));
+        expect(await store.firmwareHardwareOf('dev-h')).toBeNull();
+        await post('b-fw', 'dev-h', '1.3.6.1.4.1.99.1', new Date('2026-03-01T00:00:00Z'));
+        await post('a-fw', 'dev-h', '1.3.6.1.4.1.99.2', new Date('2026-03-02T00:00:00Z'));
+        await post('c-fw', 'dev-h', '1.3.6.1.4.1.99.3', new Date('2026-02-01T00:00:00Z')); // posted last, but older
+        await post('x-fw', 'dev-other', '1.3.6.1.4.1.99.9', new Date('2026-04-01T00:00:00Z'));
+        const other = sut.another ? await sut.another() : store;
+        expect(await other.firmwareHardwareOf('dev-h')).toBe('1.3.6.1.4.1.99.2');
+        await post('b-fw', 'dev-h', '1.3.6.1.4.1.99.4', new Date('2026-03-02T00:00:00Z')); // same time as a-fw: b-fw > a-fw
+        expect(await other.firmwareHardwareOf('dev-h')).toBe('1.3.6.1.4.1.99.4');
+        expect(await other.firmwareHardwareOf('dev-none')).toBeNull();
+      });
     });
   });
 }

@@ -1155,6 +1155,11 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     return row ? receiptFromRow(row) : null;
   }
 
+  async firmwareHardwareOf(deviceId: string): Promise<string | null> {
+    const row = this.stmt('SELECT hw_type FROM firmware_receipts WHERE device_id = ? ORDER BY updated_at DESC, name DESC LIMIT 1').get(deviceId) as Row | undefined;
+    return row ? String(row.hw_type) : null;
+  }
+
   async listFirmwareReceipts(filter: { name: string } & PageRequest): Promise<Page<FirmwareReceiptRecord>> {
     const limit = pageLimit(filter);
     const rows = this.stmt('SELECT * FROM firmware_receipts WHERE name = ? AND device_id > ? ORDER BY device_id LIMIT ?').all(filter.name, filter.after ?? '', limit + 1) as Row[];

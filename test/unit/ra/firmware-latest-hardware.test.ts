@@ -7,8 +7,8 @@ import { makeRaHarness, RaHarness, secretProof } from './ra-harness';
 /**
  * `GET /firmware/<name>/latest` and the device's hardware (issue 13, ra/firmware-distribution.ts) as a
  * matrix: the releases' RFC 4108 targets (none, a module type, a type with a serial list with and without
- * the device's serial, another type) x the device's hardware (a type its receipts reported, unknown) x
- * anonymous. The hardware serial is the device id (the receipts' hwSerialNum).
+ * the device's serial, another type) x the device's hardware (a type its receipts reported, for this
+ * name or another; unknown) x anonymous. The hardware serial is the device id (the receipts' hwSerialNum).
  */
 
 const A = '1.3.6.1.4.1.99.1';
@@ -27,10 +27,11 @@ async function release(name: string, version: number, hardware: FirmwareReleaseI
   const info: FirmwareReleaseInfo = { name, version, sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date(), ...(hardware ? { hardware } : {}) };
   await h.store.saveFirmwareRelease(info, Buffer.from(`${name} ${version}`), { type: 'firmware.released', actor: 'test', subject: `firmware:${name}`, data: { version } });
 }
-/** reported: the device posted a receipt for `name` saying its hardware is of type `hwType` */
+let clock = Date.parse('2026-03-01T00:00:00Z');
+/** reported: the device posted a receipt for `name` saying its hardware is of type `hwType` (each a second after the one before) */
 async function reported(name: string, deviceId: string, hwType: string): Promise<void> {
   await h.store.recordFirmwareReceipt(
-    { name, version: 1, deviceId, outcome: 'error', errorCode: 23, hwType, sha256: crypto.randomBytes(32).toString('hex'), at: new Date() },
+    { name, version: 1, deviceId, outcome: 'error', errorCode: 23, hwType, sha256: crypto.randomBytes(32).toString('hex'), at: new Date((clock += 1000)) },
     { type: 'firmware.receipt', actor: `device:${deviceId}`, subject: `firmware:${name}`, data: {} },
   );
 }
@@ -102,6 +103,20 @@ describe('latest skips releases for other hardware when the device reported its 
     expect(await latest('dev-u', 'moved')).toBe('v1');
     await reported('moved', 'dev-u', B);
     expect(await latest('dev-u', 'moved')).toBe('v2');
+  });
+
+  it("a device's receipt of another name tells its hardware when it has none for this name; its receipt for this name comes first", async () => {
+    await device('dev-n');
+    await release('fresh', 1, [{ type: A }]);
+    await release('fresh', 2, [{ type: B }]);
+    expect(await latest('dev-n', 'fresh')).toBe('v2'); // nothing reported yet
+    await reported('elsewhere', 'dev-n', A);
+    expect(await latest('dev-n', 'fresh')).toBe('v1');
+    await reported('another', 'dev-n', B); // newer, of another name: the newest of any name counts
+    expect(await latest('dev-n', 'fresh')).toBe('v2');
+    await reported('fresh', 'dev-n', A); // this name's own receipt, whatever came after elsewhere
+    await reported('later', 'dev-n', B);
+    expect(await latest('dev-n', 'fresh')).toBe('v1');
   });
 
   it('the download audit names the version served for the hardware', async () => {

@@ -142,6 +142,7 @@ it('copies every row: the target reads as the source did, and goes on from there
   expect((await redis.getFirmwareRelease('fw', 2))?.hardware).toEqual([{ type: '1.3.6.1.4.1.99.1', serial: 'dev-1' }]);
   expect(await redis.firmwareReleaseBytes('fw', 2)).toEqual(Buffer.alloc(5000, 2));
   expect(await redis.getFirmwareReceipt('fw', 'dev-1')).toEqual(await sqlite.getFirmwareReceipt('fw', 'dev-1'));
+  expect(await redis.firmwareHardwareOf('dev-1')).toBe('1.2.3');
   expect(summary.census.firmwareReceipts).toEqual([`fw/dev-1:${'12'.repeat(32)}`]);
   expect(await redis.findToken(h('token'))).toEqual(await sqlite.findToken(h('token')));
   expect(await redis.findRequest('dev-3', h('csr'))).toEqual(await sqlite.findRequest('dev-3', h('csr')));
