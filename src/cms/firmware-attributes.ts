@@ -10,6 +10,20 @@ export interface HardwareTarget {
   serial?: string;
 }
 
+/**
+ * forHardware: whether a package for `targets` is for the hardware `ours`, by RFC 4108 §2.2.2: the module
+ * type is one of the targets (no targets: any hardware), and when serials of that type are named (§2.2.5),
+ * ours is one of them. The agent refuses a package by it, and the server's `latest` skips a release by it,
+ * so that both apply the same rule.
+ */
+export function forHardware(targets: readonly HardwareTarget[], ours: HardwareTarget): boolean {
+  if (targets.length === 0) return true;
+  const ofType = targets.filter((t) => t.type === ours.type);
+  if (ofType.length === 0) return false;
+  const serials = ofType.filter((t) => t.serial !== undefined).map((t) => t.serial);
+  return serials.length === 0 || (ours.serial !== undefined && serials.includes(ours.serial));
+}
+
 /** FirmwareMetadata: what the RFC 4108 signed attributes of a firmware package say. */
 export interface FirmwareMetadata {
   name: string;

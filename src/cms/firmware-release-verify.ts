@@ -2,7 +2,7 @@ import * as crypto from 'node:crypto';
 import { children, decodeOid, readOne } from '../der/der-reader';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
-import { FirmwareMetadata, HardwareTarget, firmwareAttributesOf, readFirmwareMetadata, sameAttributes } from './firmware-attributes';
+import { FirmwareMetadata, HardwareTarget, firmwareAttributesOf, forHardware, readFirmwareMetadata, sameAttributes } from './firmware-attributes';
 import { bufferSource, ByteSource, fileSource, hashSource, tlvAt } from './byte-source';
 import { Sink } from './file-range';
 import { firmwareChainOf } from './firmware-chain';
@@ -184,15 +184,6 @@ function groupKeyOf(content: ByteSource, caAttributes: ReadonlyMap<string, Buffe
 /** inMemory: an opened content held in a Buffer, in the shape envelopeContentOf gives a streamed one. */
 function inMemory(o: { contentType: string; content: Buffer }): { contentType: string; decrypt(sink: Sink): void } {
   return { contentType: o.contentType, decrypt: (sink) => sink(o.content) };
-}
-
-/** forHardware: RFC 4108 §2.2.2: the module type is a target (no targets: any), and when serials of that type are named (§2.2.5), ours is one. */
-function forHardware(targets: HardwareTarget[], ours: HardwareTarget): boolean {
-  if (targets.length === 0) return true;
-  const ofType = targets.filter((t) => t.type === ours.type);
-  if (ofType.length === 0) return false;
-  const serials = ofType.filter((t) => t.serial !== undefined).map((t) => t.serial);
-  return serials.length === 0 || (ours.serial !== undefined && serials.includes(ours.serial));
 }
 
 function within(x: crypto.X509Certificate, at: Date): boolean {

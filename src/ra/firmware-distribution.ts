@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { TPM_AK_PROFILE } from '../ca/certificate-authority';
 import { SIGNER_PROFILE } from '../ca/signer-ca';
+import { forHardware } from '../cms/firmware-attributes';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { FirmwareReleaseInfo, Store } from '../store/store';
 
@@ -15,7 +16,10 @@ import { FirmwareReleaseInfo, Store } from '../store/store';
  * | a device not active, or a certificate that is not a current device certificate | 403 | 403 |
  *
  * `latest` is the newest version the requester may have, so a device is never pointed at a release it
- * cannot read. A release the requester may not have is 'not-found' with the same message as one that does
+ * cannot read; for a device whose hardware is known (`hardwareOf`: the hwType of its receipts), the newest
+ * one for that hardware too (RFC 4108 §2.2.2, the rule the agent applies: `forHardware`), so that a release
+ * for other hardware does not hide an older one meant for it. A named version is served whatever its
+ * targets (the agent refuses it, and reports why). A release the requester may not have is 'not-found' with the same message as one that does
  * not exist: the answer tells nobody which encrypted releases exist. Every download by a device is an
  * audit record; anonymous downloads are counted and audited once per release per interval.
  */
@@ -39,7 +43,10 @@ export const NOT_DEVICE_PROFILES: readonly string[] = [TPM_AK_PROFILE, SIGNER_PR
 /** NOT_FOUND: one message for "no such release" and "not yours", see above. */
 const NOT_FOUND = 'no such firmware release';
 
-type DistributionStore = Pick<Store, 'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'firmwareReleaseBytes' | 'listFirmwareReleases' | 'appendAudit'>;
+type DistributionStore = Pick<
+  Store,
+  'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'firmwareReleaseBytes' | 'listFirmwareReleases' | 'getFirmwareReceipt' | 'firmwareHardwareOf' | 'appendAudit'
+>;
 
 /**
  * ANONYMOUS_AUDIT_INTERVAL_MS: anonymous downloads of a release are audited as one `firmware.downloads`
@@ -108,9 +115,11 @@ export class FirmwareDistribution {
     const mayHave = (r: FirmwareReleaseInfo): boolean => r.recipients === null || (deviceId !== null && r.recipients.includes(deviceId));
     let release: FirmwareReleaseInfo | null = null;
     if (a.version === 'latest') {
+      const hardware = deviceId === null ? null : await hardwareOf(this.store, a.name, deviceId);
+      const forIt = (r: FirmwareReleaseInfo): boolean => mayHave(r) && (hardware === null || forHardware(r.hardware ?? [], hardware));
       for (let after: string | undefined, guard = 0; guard < 10_000 && release === null; guard++) {
         const page = await this.store.listFirmwareReleases({ name: a.name, after, limit: 100 });
-        release = page.items.find(mayHave) ?? null;
+        release = page.items.find(forIt) ?? null;
         if (page.next === null) break;
         after = page.next;
       }
@@ -137,6 +146,17 @@ export class FirmwareDistribution {
   private deviceOf(leaf: crypto.X509Certificate): Promise<string> {
     return firmwareDeviceOf(this.store, leaf, this.now());
   }
+}
+
+/**
+ * hardwareOf: a device's hardware as its receipts report it (RFC 4108 §3/§4 hwType; hwSerialNum is the
+ * device id, firmware-receipts.ts checks it): its receipt for this firmware name first (a device may hold
+ * several modules, one per firmware name), else its newest receipt of any name; null when it never posted
+ * one: then nothing is known and `latest` is the newest release it may have, as before.
+ */
+export async function hardwareOf(store: Pick<Store, 'getFirmwareReceipt' | 'firmwareHardwareOf'>, name: string, deviceId: string): Promise<{ type: string; serial: string } | null> {
+  const type = (await store.getFirmwareReceipt(name, deviceId))?.hwType ?? (await store.firmwareHardwareOf(deviceId));
+  return type === null ? null : { type, serial: deviceId };
 }
 
 /**

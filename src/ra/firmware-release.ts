@@ -207,6 +207,8 @@ export class FirmwareReleases {
       sha256: crypto.createHash('sha256').update(pkg.image).digest('hex'),
       signers,
       recipients: recipients ? recipients.map((r) => r.deviceId) : null,
+      // the targets the agent checks (RFC 4108 §2.2.2), so that `latest` can skip a release for other hardware
+      hardware: pkg.metadata.hardware.map((h) => (h.serial === undefined ? { type: h.type } : { type: h.type, serial: h.serial })),
       releasedAt: now,
     };
     // the store checks the version again in its transaction: two releases at once cannot roll back

@@ -616,6 +616,12 @@ export interface FirmwareReleaseInfo {
   signers: { name: string; role: string; serial: string; signingTime: string }[];
   /** recipients: device ids the image is encrypted to; null for a plain (unencrypted) release */
   recipients: string[] | null;
+  /**
+   * hardware: the package's RFC 4108 target hardware (§2.2.2 module type OIDs, §2.2.5 serials), so that
+   * `latest` can skip a release for other hardware; empty or absent (a release recorded before it was
+   * kept): any hardware
+   */
+  hardware?: { type: string; serial?: string }[];
   releasedAt: Date;
 }
 
@@ -686,6 +692,12 @@ export interface FirmwareReceiptStore {
   getFirmwareReceipt(name: string, deviceId: string): Promise<FirmwareReceiptRecord | null>;
   /** listFirmwareReceipts: one name's records by device id (cursor: the device id) */
   listFirmwareReceipts(filter: { name: string } & PageRequest): Promise<Page<FirmwareReceiptRecord>>;
+  /**
+   * firmwareHardwareOf: the hwType of the device's newest receipt record of any firmware name (by
+   * updatedAt; at the same time, the greatest name), or null when it has none: `latest` of a name the
+   * device never reported on still knows its hardware.
+   */
+  firmwareHardwareOf(deviceId: string): Promise<string | null>;
 }
 
 /** FIRMWARE_VERSION_MAX: the largest verNum a store orders (Number.MAX_SAFE_INTEGER, 16 digits). */

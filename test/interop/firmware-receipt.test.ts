@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import * as crypto from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Device, openssl, pkiClient } from '../helpers/pki-client';
 import { RunningService, assertBuilt, runCli, startService } from '../helpers/service-process';
@@ -9,7 +10,8 @@ import { TmpDir, makeTmpDir } from '../helpers/tmp';
  * Firmware receipts (issue 13, RFC 4108 §3/§4) as a device posts them: devices enrolled over EST with
  * openssl-made keys, a plain and an encrypted release, receipts made by `device-ca firmware receipt`
  * (offline) or by openssl alone (asn1parse -genconf + cms -sign), posted with curl over mTLS;
- * `device-ca firmware status` then shows who runs what.
+ * `device-ca firmware status` then shows who runs what, and `latest` serves a device that reported its
+ * hardware the newest release for that hardware.
  */
 
 let svc: RunningService;
@@ -22,6 +24,8 @@ const { cli, cliOk, curl, enroll, teardown } = pkiClient({
   operatorToken: () => operatorToken,
 });
 let devA: Device, devB: Device, devC: Device;
+const signers: { key: string; crt: string }[] = [];
+let image: string;
 
 /** offline: the CLI with no DEVICE_CA_* environment (a device, or a signer's machine) */
 const offline = async (...args: string[]): Promise<string> => {
@@ -49,7 +53,6 @@ beforeAll(async () => {
   svc = await startService();
   operatorToken = (await cliOk('tokens', 'create', '--scope', 'operator')).trim();
   [devA, devB, devC] = await Promise.all([enroll('rc-a', 'acme'), enroll('rc-b', 'acme'), enroll('rc-c', 'globex')]);
-  const signers: { key: string; crt: string }[] = [];
   for (const role of ['manufacturer', 'developer', 'administrator']) {
     const key = tmp.file(`signers/${role}.key`);
     const csr = tmp.file(`signers/${role}.csr`);
@@ -57,21 +60,22 @@ beforeAll(async () => {
     await openssl('req', '-new', '-key', key, '-subj', `/CN=${role}-1`, '-out', csr);
     signers.push({ key, crt: tmp.write(`signers/${role}.crt`, await cliOk('signers', 'add', `${role}-1`, '--role', role, '--csr', csr)) });
   }
-  const image = tmp.write('image.bin', crypto.randomBytes(4096));
-  for (const [version, encryptTo] of [
-    [1, null],
-    [2, 'rc-a'],
-  ] as const) {
-    let pkg = tmp.file(`pkg/${version}-0.der`);
-    await offline('firmware', 'create', '--image', image, '--name', 'sensor-fw', '--version', String(version), '--out', pkg);
-    for (const [i, s] of signers.entries()) {
-      const out = tmp.file(`pkg/${version}-${i + 1}.der`);
-      await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', out);
-      pkg = out;
-    }
-    await cliOk('firmware', 'release', '--in', pkg, ...(encryptTo ? ['--encrypt-to', encryptTo] : []), '--out', tmp.file(`rel/${version}.der`));
-  }
+  image = tmp.write('image.bin', crypto.randomBytes(4096));
+  await publish('sensor-fw', 1, ['--out', tmp.file('rel/1.der')]);
+  await publish('sensor-fw', 2, ['--encrypt-to', 'rc-a', '--out', tmp.file('rel/2.der')]);
 }, 120_000);
+
+/** publish: create a package, sign it as each role (offline), release it with `release` arguments */
+async function publish(name: string, version: number, release: string[], create: string[] = []): Promise<void> {
+  let pkg = tmp.file(`pkg/${name}-${version}-0.der`);
+  await offline('firmware', 'create', '--image', image, '--name', name, '--version', String(version), ...create, '--out', pkg);
+  for (const [i, s] of signers.entries()) {
+    const out = tmp.file(`pkg/${name}-${version}-${i + 1}.der`);
+    await offline('firmware', 'sign', '--in', pkg, '--cert', s.crt, '--key', s.key, '--out', out);
+    pkg = out;
+  }
+  await cliOk('firmware', 'release', '--in', pkg, ...release);
+}
 
 afterAll(teardown);
 
@@ -196,5 +200,28 @@ describe('firmware status', () => {
       ['device:rc-c', 1],
     ]);
     expect((await cliOk('audit', 'verify')).startsWith('audit log intact')).toBe(true);
+  });
+});
+
+describe('GET /firmware/<name>/latest and the hardware a device reported', () => {
+  it('a device whose receipts say hwType 1.3.6.1.4.1.99999.1 gets the newest release for it; anyone else the newest', async () => {
+    const forB1 = tmp.file('rel/board-1.der');
+    const forOther = tmp.file('rel/board-2.der');
+    await publish('board-fw', 1, ['--out', forB1], ['--hardware', '1.3.6.1.4.1.99999.1']);
+    await publish('board-fw', 2, ['--out', forOther], ['--hardware', '1.3.6.1.4.1.99999.2']);
+    const latest = (d?: Device) => curl(`https://localhost:${svc.httpsPort}/firmware/board-fw/latest`, d ? ['--cert', d.crt, '--key', d.key] : []);
+    // rc-b posted a receipt for sensor-fw with hwType 1.3.6.1.4.1.99999.1 (built with openssl above)
+    const b = await latest(devB);
+    expect([b.status, b.headers.get('content-disposition')]).toEqual([200, 'attachment; filename="board-fw-1.cms"']);
+    expect(b.body.equals(readFileSync(forB1))).toBe(true);
+    // rc-a reported the generic hardware type (the CLI's default): neither release is for it
+    const a = await latest(devA);
+    expect([a.status, a.text]).toEqual([404, 'no such firmware release\n']);
+    // without a client certificate nothing is known about the hardware: the newest, as before
+    const anyone = await latest();
+    expect([anyone.status, anyone.headers.get('content-disposition')]).toEqual([200, 'attachment; filename="board-fw-2.cms"']);
+    expect(anyone.body.equals(readFileSync(forOther))).toBe(true);
+    // a named version is served whatever its targets (the agent refuses it)
+    expect((await curl(`https://localhost:${svc.httpsPort}/firmware/board-fw/2`, ['--cert', devB.crt, '--key', devB.key])).status).toBe(200);
   });
 });

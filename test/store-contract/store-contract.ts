@@ -1325,6 +1325,19 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect((await store.listAudit({ subject: 'firmware:fw' })).items.map((r) => r.data)).toEqual([{ version: 5 }, { version: 5 }]);
       });
 
+      it("keeps a release's target hardware (type, serial) through a get, a list and a re-release; a release without it reads back without it", async () => {
+        const hardware = [{ type: '1.3.6.1.4.1.99.1' }, { type: '1.3.6.1.4.1.99.2', serial: 'dev-7' }];
+        await save('fw', 1);
+        await store.saveFirmwareRelease({ ...release('fw', 2), hardware }, Buffer.from('fw@2'), audit('firmware.released', 'firmware:fw', { version: 2 }));
+        const other = sut.another ? await sut.another() : store;
+        expect(await other.getFirmwareRelease('fw', 2)).toEqual({ ...release('fw', 2), hardware });
+        expect((await other.listFirmwareReleases({ name: 'fw' })).items.map((r) => r.hardware)).toEqual([hardware, undefined]);
+        expect(await other.getFirmwareRelease('fw', 1)).toEqual(release('fw', 1));
+        // a re-release of the same version for any hardware drops the targets
+        await store.saveFirmwareRelease({ ...release('fw', 2), hardware: [] }, Buffer.from('fw@2'), audit('firmware.released', 'firmware:fw', { version: 2 }));
+        expect((await other.getFirmwareRelease('fw', 2))?.hardware).toEqual([]);
+      });
+
       it('lists by name, newest version first, page by page without losing or repeating a row', async () => {
         for (const v of [1, 2, 10, 11]) await save('a', v);
         for (const v of [3, 100]) await save('a-b', v);
@@ -1395,6 +1408,21 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(all.items.map((r) => r.deviceId)).toEqual(['d-1', 'd-10', 'd-2', 'd-20', 'd-3']);
         expect((await store.listFirmwareReceipts({ name: 'other' })).items.map((r) => r.deviceId)).toEqual(['d-1']);
         expect((await store.listFirmwareReceipts({ name: 'zzz' })).items).toEqual([]);
+      });
+
+      it("firmwareHardwareOf: the hwType of the device's newest record of any name (at the same time, the greatest name); null without one", async () => {
+        const post = (name: string, deviceId: string, hwType: string, when: Date) =>
+          store.recordFirmwareReceipt({ ...receipt(deviceId, 1), name, hwType, sha256: `${name}-${hwType}-${when.getTime()}`, at: when }, audit('firmware.receipt', `device:${deviceId}`));
+        expect(await store.firmwareHardwareOf('dev-h')).toBeNull();
+        await post('b-fw', 'dev-h', '1.3.6.1.4.1.99.1', new Date('2026-03-01T00:00:00Z'));
+        await post('a-fw', 'dev-h', '1.3.6.1.4.1.99.2', new Date('2026-03-02T00:00:00Z'));
+        await post('c-fw', 'dev-h', '1.3.6.1.4.1.99.3', new Date('2026-02-01T00:00:00Z')); // posted last, but older
+        await post('x-fw', 'dev-other', '1.3.6.1.4.1.99.9', new Date('2026-04-01T00:00:00Z'));
+        const other = sut.another ? await sut.another() : store;
+        expect(await other.firmwareHardwareOf('dev-h')).toBe('1.3.6.1.4.1.99.2');
+        await post('b-fw', 'dev-h', '1.3.6.1.4.1.99.4', new Date('2026-03-02T00:00:00Z')); // same time as a-fw: b-fw > a-fw
+        expect(await other.firmwareHardwareOf('dev-h')).toBe('1.3.6.1.4.1.99.4');
+        expect(await other.firmwareHardwareOf('dev-none')).toBeNull();
       });
     });
   });

@@ -1740,6 +1740,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         }
         case 'firmware-receipt':
           m.set(this.k('fw-rcpt', x.row.name, x.row.deviceId), JSON.stringify(receiptToJson(x.row)));
+          m.zadd(this.k('fw-rcpt-dev', x.row.deviceId), ms(x.row.updatedAt), x.row.name);
           m.zadd(this.k('fw-rcpts', x.row.name), 0, x.row.deviceId);
           break;
       }
@@ -1856,6 +1857,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       if (next === 'repeat') return { outcome: 'repeat' as const, record: prev! };
       m.set(key, JSON.stringify(receiptToJson(next)));
       m.zadd(this.k('fw-rcpts', r.name), 0, r.deviceId);
+      m.zadd(this.k('fw-rcpt-dev', r.deviceId), ms(next.updatedAt), r.name);
       await this.auditTo(m, audit, new Date());
       return { outcome: 'recorded' as const, record: next };
     });
@@ -1864,6 +1866,13 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   async getFirmwareReceipt(name: string, deviceId: string): Promise<FirmwareReceiptRecord | null> {
     const row = await this.getJson<ReceiptRow>(this.r, this.k('fw-rcpt', name, deviceId));
     return row ? receiptFromJson(row) : null;
+  }
+
+  // fw-rcpt-dev:<device>: sorted set of the names it has a record of, scored by the record's updatedAt (ms)
+  async firmwareHardwareOf(deviceId: string): Promise<string | null> {
+    const [name] = await this.r.zrevrange(this.k('fw-rcpt-dev', deviceId), 0, 0);
+    if (name === undefined) return null;
+    return (await this.getJson<ReceiptRow>(this.r, this.k('fw-rcpt', name, deviceId)))?.hwType ?? null;
   }
 
   async listFirmwareReceipts(filter: { name: string } & PageRequest): Promise<Page<FirmwareReceiptRecord>> {

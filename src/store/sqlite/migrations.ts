@@ -362,3 +362,11 @@ MIGRATIONS.push(
 // devices): (owner, id) replaces (owner), with which SQLite sorted all of an owner's devices for every
 // page; (state, id) answers a state search without reading every device
 MIGRATIONS.push(`CREATE INDEX devices_owner_id ON devices(owner, id); DROP INDEX devices_owner; CREATE INDEX devices_state_id ON devices(state, id);`);
+
+// 22: a firmware release's RFC 4108 target hardware (issue 13: `latest` skips a release for other
+// hardware): JSON [{type, serial?}]; NULL for the releases recorded before, which are for any hardware.
+// firmware_receipts_device finds a device's newest receipt of any name (firmwareHardwareOf) from the index
+MIGRATIONS.push(
+  `ALTER TABLE firmware_releases ADD COLUMN hardware TEXT;
+   CREATE INDEX firmware_receipts_device ON firmware_receipts(device_id, updated_at, name);`,
+);

@@ -1079,9 +1079,19 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
         const top = this.stmt('SELECT MAX(version) AS v FROM firmware_releases WHERE name = ?').get(r.name) as Row;
         if (top.v !== null && Number(top.v) > r.version) throw new DeviceCaError('conflict', `version ${r.version} is below the released version ${Number(top.v)} of ${r.name}`);
         this.stmt(
-          `INSERT INTO firmware_releases (sort_key, name, version, sha256, signers, recipients, released_at, der) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT(sort_key) DO UPDATE SET sha256 = excluded.sha256, signers = excluded.signers, recipients = excluded.recipients, released_at = excluded.released_at, der = excluded.der`,
-        ).run(firmwareReleaseKey(r.name, r.version), r.name, r.version, r.sha256, JSON.stringify(r.signers), r.recipients === null ? null : JSON.stringify(r.recipients), ms(r.releasedAt), der);
+          `INSERT INTO firmware_releases (sort_key, name, version, sha256, signers, recipients, hardware, released_at, der) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT(sort_key) DO UPDATE SET sha256 = excluded.sha256, signers = excluded.signers, recipients = excluded.recipients, hardware = excluded.hardware, released_at = excluded.released_at, der = excluded.der`,
+        ).run(
+          firmwareReleaseKey(r.name, r.version),
+          r.name,
+          r.version,
+          r.sha256,
+          JSON.stringify(r.signers),
+          r.recipients === null ? null : JSON.stringify(r.recipients),
+          r.hardware === undefined ? null : JSON.stringify(r.hardware),
+          ms(r.releasedAt),
+          der,
+        );
         this.appendAuditSync(audit, now);
       })
       .immediate();
@@ -1145,6 +1155,11 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     return row ? receiptFromRow(row) : null;
   }
 
+  async firmwareHardwareOf(deviceId: string): Promise<string | null> {
+    const row = this.stmt('SELECT hw_type FROM firmware_receipts WHERE device_id = ? ORDER BY updated_at DESC, name DESC LIMIT 1').get(deviceId) as Row | undefined;
+    return row ? String(row.hw_type) : null;
+  }
+
   async listFirmwareReceipts(filter: { name: string } & PageRequest): Promise<Page<FirmwareReceiptRecord>> {
     const limit = pageLimit(filter);
     const rows = this.stmt('SELECT * FROM firmware_receipts WHERE name = ? AND device_id > ? ORDER BY device_id LIMIT ?').all(filter.name, filter.after ?? '', limit + 1) as Row[];
@@ -1169,7 +1184,7 @@ function receiptFromRow(r: Row): FirmwareReceiptRecord {
 }
 
 /** RELEASE_COLUMNS: a release's row without its bytes. */
-const RELEASE_COLUMNS = 'name, version, sha256, signers, recipients, released_at';
+const RELEASE_COLUMNS = 'name, version, sha256, signers, recipients, hardware, released_at';
 
 function releaseFromRow(r: Row): FirmwareReleaseInfo {
   return {
@@ -1178,6 +1193,7 @@ function releaseFromRow(r: Row): FirmwareReleaseInfo {
     sha256: String(r.sha256),
     signers: JSON.parse(String(r.signers)) as FirmwareReleaseInfo['signers'],
     recipients: r.recipients === null ? null : (JSON.parse(String(r.recipients)) as string[]),
+    ...(r.hardware === null || r.hardware === undefined ? {} : { hardware: JSON.parse(String(r.hardware)) as NonNullable<FirmwareReleaseInfo['hardware']> }),
     releasedAt: date(r.released_at),
   };
 }

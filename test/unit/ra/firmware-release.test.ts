@@ -36,7 +36,7 @@ async function addParty(name: string, role: string, alg: KeyAlgorithm = 'ecdsa-p
   return p;
 }
 
-const META = { name: 'fw', version: 1, hardware: [] };
+const META: { name: string; version: number; hardware: { type: string; serial?: string }[] } = { name: 'fw', version: 1, hardware: [] };
 const ALL_ROLES = ['manufacturer', 'developer', 'administrator'];
 async function pkgSignedBy(roles: string[], meta = META, at = new Date()): Promise<Buffer> {
   let pkg = createFirmwarePackage(Buffer.from('image bytes'), meta);
@@ -236,6 +236,15 @@ describe('records', () => {
     expect(r.record.sha256).toBe(crypto.createHash('sha256').update('image bytes').digest('hex'));
     expect((await h.audit('firmware.released')).length).toBe(auditBefore + 1);
     expect(readFirmwarePackage(r.release).signers.length).toBe(4); // the parties and the signer CA
+  });
+
+  it("a release records the package's target hardware (RFC 4108 §2.2.2 types, §2.2.5 serials) in the store", async () => {
+    const hardware = [{ type: '1.3.6.1.4.1.99.1' }, { type: '1.3.6.1.4.1.99.2', serial: 'dev-1' }];
+    const r = await fw.release({ package: await pkgSignedBy(ALL_ROLES, { name: 'fw-hw', version: 1, hardware }), actor: 'test' });
+    expect(r.record.hardware).toEqual(hardware);
+    expect((await h.store.getFirmwareRelease('fw-hw', 1))?.hardware).toEqual(hardware);
+    await fw.release({ package: await pkgSignedBy(ALL_ROLES, { name: 'fw-hw', version: 2, hardware: [] }), actor: 'test' });
+    expect((await h.store.getFirmwareRelease('fw-hw', 2))?.hardware).toEqual([]);
   });
 
   it('an older version than the latest release of the name is refused', async () => {
