@@ -5,6 +5,7 @@ import { parseHardwareList } from '../cms/firmware-attributes';
 import { fdSink, hashRange, wholeFile } from '../cms/file-range';
 import { createFirmwarePackageFile, FirmwarePackageFile, signFirmwarePackageFile, StreamedOutput } from '../cms/firmware-package-file';
 import { buildFirmwareReceipt, FirmwareReceipt } from '../cms/firmware-receipt';
+import { openGroupKeyEnvelope } from '../cms/firmware-group-key';
 import { verifyFirmwareReleaseFile } from '../cms/firmware-release-verify';
 import { CMS_OID } from '../cms/cms-algorithms';
 import { pemBlocks, toPem } from '../ca/pem';
@@ -151,26 +152,42 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .requiredOption('--chain <file>', 'the firmware chain (PEM: signer CA and root, <data>/ca/firmware-chain.pem)')
     .option('--cert <file>', 'the device certificate (an encrypted release)')
     .option('--key <file>', 'the device private key (an encrypted release)')
+    .option('--key-package <file>', 'a release to a group key: the key package the device fetched (GET /firmware/keys/<id>, DER), opened with --cert/--key')
     .option('--roles <list>', 'the roles of the policy', DEFAULT_ROLES.join(','))
     .option('--require <m>', 'how many distinct roles of --roles must have approved (M-of-N; default: all)')
     .option('--installed <version>', 'the installed version: refuse one not above it (anti-rollback)')
     .option('--hardware <oid:serial>', "this device's hardware module type and serial: refuse a package for other hardware")
     .requiredOption('--out <file>', 'where to write the image')
-    .action(async (o: { in: string; chain: string; cert?: string; key?: string; roles: string; require?: string; installed?: string; hardware?: string; out: string }) => {
+    .action(async (o: { in: string; chain: string; cert?: string; key?: string; keyPackage?: string; roles: string; require?: string; installed?: string; hardware?: string; out: string }) => {
       if ((o.cert === undefined) !== (o.key === undefined)) throw new DeviceCaError('bad-request', '--cert and --key go together');
+      if (o.keyPackage !== undefined && o.cert === undefined) throw new DeviceCaError('bad-request', '--key-package is opened with the device certificate and key: give --cert and --key');
       if (o.installed !== undefined && !/^(0|[1-9][0-9]{0,15})$/.test(o.installed)) throw new DeviceCaError('bad-request', '--installed must be a non-negative integer');
       const chain = pemBlocks(readFile(o.chain).toString('latin1'), 'CERTIFICATE');
       const recipient = o.cert && o.key ? { certificate: readPemOrDer(o.cert, 'CERTIFICATE'), key: privateKeyOf(o.key) } : undefined;
+      // a group release: the key package is opened as the device opens it (RFC 6031 inside an EnvelopedData to its certificate)
+      const groupKey = o.keyPackage !== undefined && recipient ? openGroupKeyEnvelope(readFile(o.keyPackage), recipient) : undefined;
       const hardware = o.hardware === undefined ? undefined : parseHardwareList(o.hardware)[0];
       const roles = o.roles
         .split(',')
         .map((r) => r.trim())
         .filter((r) => r.length > 0);
-      const check = { chain, recipient, roles, require: countOption(o.require, '--require'), installed: o.installed === undefined ? undefined : Number(o.installed), hardware, now: new Date() };
+      const check = {
+        chain,
+        recipient,
+        groupKey,
+        roles,
+        require: countOption(o.require, '--require'),
+        installed: o.installed === undefined ? undefined : Number(o.installed),
+        hardware,
+        now: new Date(),
+      };
       // streamed: the image goes to a temporary file beside --out, renamed over it only when every check passed
       const v = await withOpenFile(o.in, (release) => writeFileAtomicWith(o.out, (fd) => verifyFirmwareReleaseFile(release, check, fdSink(fd)), 0o600));
-      if (ctx.json()) console.log(JSON.stringify({ ...v.metadata, encrypted: v.encrypted, approvals: v.approvals }));
-      else console.log(`verified ${v.metadata.name} version ${v.metadata.version}${v.encrypted ? ' (decrypted)' : ''}, approved by ${v.approvals.map((a) => a.role).join(', ')}`);
+      if (ctx.json()) console.log(JSON.stringify({ ...v.metadata, encrypted: v.encrypted, ...(groupKey ? { groupKeyId: groupKey.id } : {}), approvals: v.approvals }));
+      else
+        console.log(
+          `verified ${v.metadata.name} version ${v.metadata.version}${v.encrypted ? (groupKey ? ` (decrypted with group key ${groupKey.id})` : ' (decrypted)') : ''}, approved by ${v.approvals.map((a) => a.role).join(', ')}`,
+        );
     });
   firmware
     .command('release')
