@@ -247,21 +247,31 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     });
   firmware
     .command('status <name>')
-    .description('which devices run which version of a firmware (from their receipts), counts per version, devices with a load error')
-    .action(async (name: string) => {
-      const st = await withReceipts((r) => r.status(name));
-      if (ctx.json()) {
-        console.log(JSON.stringify(st));
-        return;
+    .description('which devices run which version of a firmware (from their receipts): counts per version and per load error code over every device, then one page of devices')
+    .option('--limit <n>', 'at most n device rows (1-1000)', '100')
+    .option('--after <cursor>', 'page: continue after this cursor (printed on stderr when more remain)')
+    .action(async (name: string, o: { limit: string; after?: string }) => {
+      if (!/^[1-9][0-9]{0,3}$/.test(o.limit) || Number(o.limit) > 1000) throw new DeviceCaError('bad-request', '--limit must be an integer from 1 to 1000');
+      const st = await withReceipts((r) => r.status(name, undefined, { limit: Number(o.limit), after: o.after }));
+      if (ctx.json()) console.log(JSON.stringify(st));
+      else {
+        console.log(`${st.name}: released ${st.releases.map((r) => r.version).join(', ')}; ${st.summary.devices} device(s) reported`);
+        for (const v of st.versions) console.log(`  version ${v.version}: ${v.devices} device(s)`);
+        for (const e of st.summary.loadErrors) console.log(`  load error code ${e.code}: ${e.devices} device(s)`);
+        printRecords(
+          false,
+          st.devices.map((d) => ({
+            device: d.device,
+            version: d.version ?? '-',
+            loadedAt: d.loadedAt?.toISOString() ?? '-',
+            error: d.error ? `code ${d.error.code} loading ${d.error.version}` : '-',
+          })),
+          ['device', 'version', 'loadedAt', 'error'],
+        );
+        if (st.errors.length > 0) console.log(`${st.errors.length} device(s) with a load error: ${st.errors.map((e) => e.device).join(', ')}`);
       }
-      console.log(`${st.name}: released ${st.releases.map((r) => r.version).join(', ')}`);
-      for (const v of st.versions) console.log(`  version ${v.version}: ${v.devices} device(s)`);
-      printRecords(
-        false,
-        st.devices.map((d) => ({ device: d.device, version: d.version ?? '-', loadedAt: d.loadedAt?.toISOString() ?? '-', error: d.error ? `code ${d.error.code} loading ${d.error.version}` : '-' })),
-        ['device', 'version', 'loadedAt', 'error'],
-      );
-      if (st.errors.length > 0) console.log(`${st.errors.length} device(s) with a load error: ${st.errors.map((e) => e.device).join(', ')}`);
+      // on stderr, as the other lists do: stdout keeps its format
+      if (st.next !== null) console.error(`device-ca: more devices: repeat with --after ${st.next}`);
     });
   firmware
     .command('list')

@@ -362,3 +362,10 @@ MIGRATIONS.push(
 // devices): (owner, id) replaces (owner), with which SQLite sorted all of an owner's devices for every
 // page; (state, id) answers a state search without reading every device
 MIGRATIONS.push(`CREATE INDEX devices_owner_id ON devices(owner, id); DROP INDEX devices_owner; CREATE INDEX devices_state_id ON devices(state, id);`);
+
+// 22: firmware status summary (issue 13): devices per running version and per load error code of one
+// firmware name, counted on these indexes (covering: SQLite reads index entries, not the receipt rows)
+MIGRATIONS.push(
+  `CREATE INDEX firmware_receipts_running ON firmware_receipts(name, running_version);
+   CREATE INDEX firmware_receipts_error ON firmware_receipts(name, error_code);`,
+);
