@@ -5,6 +5,7 @@ import { parseHardwareList } from '../cms/firmware-attributes';
 import { fdSink, hashRange, wholeFile } from '../cms/file-range';
 import { createFirmwarePackageFile, FirmwarePackageFile, signFirmwarePackageFile, StreamedOutput } from '../cms/firmware-package-file';
 import { buildFirmwareReceipt, FirmwareReceipt } from '../cms/firmware-receipt';
+import { openGroupKeyEnvelope } from '../cms/firmware-group-key';
 import { verifyFirmwareReleaseFile } from '../cms/firmware-release-verify';
 import { CMS_OID } from '../cms/cms-algorithms';
 import { pemBlocks, toPem } from '../ca/pem';
@@ -151,26 +152,42 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .requiredOption('--chain <file>', 'the firmware chain (PEM: signer CA and root, <data>/ca/firmware-chain.pem)')
     .option('--cert <file>', 'the device certificate (an encrypted release)')
     .option('--key <file>', 'the device private key (an encrypted release)')
+    .option('--key-package <file>', 'a release to a group key: the key package the device fetched (GET /firmware/keys/<id>, DER), opened with --cert/--key')
     .option('--roles <list>', 'the roles of the policy', DEFAULT_ROLES.join(','))
     .option('--require <m>', 'how many distinct roles of --roles must have approved (M-of-N; default: all)')
     .option('--installed <version>', 'the installed version: refuse one not above it (anti-rollback)')
     .option('--hardware <oid:serial>', "this device's hardware module type and serial: refuse a package for other hardware")
     .requiredOption('--out <file>', 'where to write the image')
-    .action(async (o: { in: string; chain: string; cert?: string; key?: string; roles: string; require?: string; installed?: string; hardware?: string; out: string }) => {
+    .action(async (o: { in: string; chain: string; cert?: string; key?: string; keyPackage?: string; roles: string; require?: string; installed?: string; hardware?: string; out: string }) => {
       if ((o.cert === undefined) !== (o.key === undefined)) throw new DeviceCaError('bad-request', '--cert and --key go together');
+      if (o.keyPackage !== undefined && o.cert === undefined) throw new DeviceCaError('bad-request', '--key-package is opened with the device certificate and key: give --cert and --key');
       if (o.installed !== undefined && !/^(0|[1-9][0-9]{0,15})$/.test(o.installed)) throw new DeviceCaError('bad-request', '--installed must be a non-negative integer');
       const chain = pemBlocks(readFile(o.chain).toString('latin1'), 'CERTIFICATE');
       const recipient = o.cert && o.key ? { certificate: readPemOrDer(o.cert, 'CERTIFICATE'), key: privateKeyOf(o.key) } : undefined;
+      // a group release: the key package is opened as the device opens it (RFC 6031 inside an EnvelopedData to its certificate)
+      const groupKey = o.keyPackage !== undefined && recipient ? openGroupKeyEnvelope(readFile(o.keyPackage), recipient) : undefined;
       const hardware = o.hardware === undefined ? undefined : parseHardwareList(o.hardware)[0];
       const roles = o.roles
         .split(',')
         .map((r) => r.trim())
         .filter((r) => r.length > 0);
-      const check = { chain, recipient, roles, require: countOption(o.require, '--require'), installed: o.installed === undefined ? undefined : Number(o.installed), hardware, now: new Date() };
+      const check = {
+        chain,
+        recipient,
+        groupKey,
+        roles,
+        require: countOption(o.require, '--require'),
+        installed: o.installed === undefined ? undefined : Number(o.installed),
+        hardware,
+        now: new Date(),
+      };
       // streamed: the image goes to a temporary file beside --out, renamed over it only when every check passed
       const v = await withOpenFile(o.in, (release) => writeFileAtomicWith(o.out, (fd) => verifyFirmwareReleaseFile(release, check, fdSink(fd)), 0o600));
-      if (ctx.json()) console.log(JSON.stringify({ ...v.metadata, encrypted: v.encrypted, approvals: v.approvals }));
-      else console.log(`verified ${v.metadata.name} version ${v.metadata.version}${v.encrypted ? ' (decrypted)' : ''}, approved by ${v.approvals.map((a) => a.role).join(', ')}`);
+      if (ctx.json()) console.log(JSON.stringify({ ...v.metadata, encrypted: v.encrypted, ...(groupKey ? { groupKeyId: groupKey.id } : {}), approvals: v.approvals }));
+      else
+        console.log(
+          `verified ${v.metadata.name} version ${v.metadata.version}${v.encrypted ? (groupKey ? ` (decrypted with group key ${groupKey.id})` : ' (decrypted)') : ''}, approved by ${v.approvals.map((a) => a.role).join(', ')}`,
+        );
     });
   firmware
     .command('release')
@@ -230,21 +247,31 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     });
   firmware
     .command('status <name>')
-    .description('which devices run which version of a firmware (from their receipts), counts per version, devices with a load error')
-    .action(async (name: string) => {
-      const st = await withReceipts((r) => r.status(name));
-      if (ctx.json()) {
-        console.log(JSON.stringify(st));
-        return;
+    .description('which devices run which version of a firmware (from their receipts): counts per version and per load error code over every device, then one page of devices')
+    .option('--limit <n>', 'at most n device rows (1-1000)', '100')
+    .option('--after <cursor>', 'page: continue after this cursor (printed on stderr when more remain)')
+    .action(async (name: string, o: { limit: string; after?: string }) => {
+      if (!/^[1-9][0-9]{0,3}$/.test(o.limit) || Number(o.limit) > 1000) throw new DeviceCaError('bad-request', '--limit must be an integer from 1 to 1000');
+      const st = await withReceipts((r) => r.status(name, undefined, { limit: Number(o.limit), after: o.after }));
+      if (ctx.json()) console.log(JSON.stringify(st));
+      else {
+        console.log(`${st.name}: released ${st.releases.map((r) => r.version).join(', ')}; ${st.summary.devices} device(s) reported`);
+        for (const v of st.versions) console.log(`  version ${v.version}: ${v.devices} device(s)`);
+        for (const e of st.summary.loadErrors) console.log(`  load error code ${e.code}: ${e.devices} device(s)`);
+        printRecords(
+          false,
+          st.devices.map((d) => ({
+            device: d.device,
+            version: d.version ?? '-',
+            loadedAt: d.loadedAt?.toISOString() ?? '-',
+            error: d.error ? `code ${d.error.code} loading ${d.error.version}` : '-',
+          })),
+          ['device', 'version', 'loadedAt', 'error'],
+        );
+        if (st.errors.length > 0) console.log(`${st.errors.length} device(s) with a load error: ${st.errors.map((e) => e.device).join(', ')}`);
       }
-      console.log(`${st.name}: released ${st.releases.map((r) => r.version).join(', ')}`);
-      for (const v of st.versions) console.log(`  version ${v.version}: ${v.devices} device(s)`);
-      printRecords(
-        false,
-        st.devices.map((d) => ({ device: d.device, version: d.version ?? '-', loadedAt: d.loadedAt?.toISOString() ?? '-', error: d.error ? `code ${d.error.code} loading ${d.error.version}` : '-' })),
-        ['device', 'version', 'loadedAt', 'error'],
-      );
-      if (st.errors.length > 0) console.log(`${st.errors.length} device(s) with a load error: ${st.errors.map((e) => e.device).join(', ')}`);
+      // on stderr, as the other lists do: stdout keeps its format
+      if (st.next !== null) console.error(`device-ca: more devices: repeat with --after ${st.next}`);
     });
   firmware
     .command('list')

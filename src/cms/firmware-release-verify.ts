@@ -121,7 +121,8 @@ export function openFirmwareRelease(parts: SignedDataParts, content: ByteSource,
   if (groupKeyId !== null) {
     if (!check.groupKey) throw new DeviceCaError('bad-request', `the release is encrypted to group key ${groupKeyId}: fetch it first (GET /firmware/keys/${groupKeyId})`);
     if (check.groupKey.id !== groupKeyId) throw new DeviceCaError('bad-request', `the release is encrypted to group key ${groupKeyId}, not ${check.groupKey.id}`);
-  } else if (encrypted && !check.recipient) throw new DeviceCaError('bad-request', 'the release is encrypted: give the device certificate and key (--cert, --key)');
+  } else if (check.groupKey) throw new DeviceCaError('bad-request', `a group key (${check.groupKey.id}) was given but the release is not encrypted to a group key`);
+  else if (encrypted && !check.recipient) throw new DeviceCaError('bad-request', 'the release is encrypted: give the device certificate and key (--cert, --key)');
 
   const verifyImage = (sink: Sink): VerifiedRelease['approvals'] => {
     let parties: VerifiedSigner[];

@@ -2,7 +2,7 @@ import * as crypto from 'node:crypto';
 import { readFirmwareReceipt } from '../cms/firmware-receipt';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { everyItem } from '../store/paging';
-import { FirmwareReceiptRecord, Store } from '../store/store';
+import { DEFAULT_PAGE_LIMIT, FirmwareReceiptRecord, MAX_PAGE_LIMIT, PageRequest, Store } from '../store/store';
 import { OPERATOR, Scope } from './device-lifecycle';
 import { FIRMWARE_NAME_RE, FIRMWARE_NOT_FOUND, FIRMWARE_VERSION_RE, firmwareDeviceOf, FirmwareRequester } from './firmware-distribution';
 
@@ -31,20 +31,28 @@ export interface ReceiptOutcome {
   record: FirmwareReceiptRecord;
 }
 
-/** FirmwareStatus: which devices run which version of a firmware name, from their receipts. */
+/**
+ * FirmwareStatus: which devices run which version of a firmware name, from their receipts: a summary of
+ * every device (`versions`, `summary`), counted by the store without reading the receipts, and one page
+ * of device rows (`devices`, `errors`, `next`), so the answer stays small at a million devices.
+ */
 export interface FirmwareStatus {
   name: string;
   /** releases: every released version, newest first */
   releases: { version: number; releasedAt: Date; encrypted: boolean }[];
-  /** versions: how many devices run each version (newest first) */
+  /** versions: how many devices run each version (newest first), over every device */
   versions: { version: number; devices: number }[];
-  /** devices: each device that posted a receipt, by device id */
+  /** summary: how many devices posted a receipt, and how many hold a load error of each RFC 4108 §4 code, over every device */
+  summary: { devices: number; loadErrors: { code: number; devices: number }[] };
+  /** devices: one page of the devices that posted a receipt, by device id */
   devices: { device: string; version: number | null; loadedAt: Date | null; error: FirmwareReceiptRecord['error'] }[];
-  /** errors: the devices whose last load error is about a version above the one they run */
+  /** errors: the devices of this page whose last load error is about a version above the one they run */
   errors: { device: string; version: number; code: number; vendorCode: number | null; at: Date }[];
+  /** next: the cursor of the following page of devices (pass as `after`), null after the last */
+  next: string | null;
 }
 
-type ReceiptStore = Pick<Store, 'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'listFirmwareReleases' | 'recordFirmwareReceipt' | 'listFirmwareReceipts'>;
+type ReceiptStore = Pick<Store, 'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'listFirmwareReleases' | 'recordFirmwareReceipt' | 'listFirmwareReceipts' | 'firmwareReceiptSummary'>;
 
 export class FirmwareReceipts {
   constructor(
@@ -93,25 +101,28 @@ export class FirmwareReceipts {
   }
 
   /**
-   * status: releases, versions run and load errors of one firmware name; 'not-found' when nothing of that
-   * name was released. The operator's only ('forbidden' for an owner scope): it lists every owner's devices.
+   * status: releases, the summary of every device (versions run, load errors per code) and one page of
+   * device rows (`page.limit`, 1-1000, default 100; `page.after`: the `next` of the previous page) of one
+   * firmware name; 'not-found' when nothing of that name was released. The operator's only ('forbidden'
+   * for an owner scope): it lists every owner's devices.
    */
-  async status(name: string, scope: Scope = OPERATOR): Promise<FirmwareStatus> {
+  async status(name: string, scope: Scope = OPERATOR, page: PageRequest = {}): Promise<FirmwareStatus> {
     if (scope.kind !== 'operator') throw new DeviceCaError('forbidden', 'operator scope required');
     if (!FIRMWARE_NAME_RE.test(name)) throw new DeviceCaError('not-found', `no firmware named ${JSON.stringify(name)} was released`);
+    const limit = page.limit ?? DEFAULT_PAGE_LIMIT;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_LIMIT) throw new DeviceCaError('bad-request', `limit must be 1 to ${MAX_PAGE_LIMIT}`);
     const releases: FirmwareStatus['releases'] = [];
     for await (const r of everyItem((after) => this.store.listFirmwareReleases({ name, after, limit: 500 })))
       releases.push({ version: r.version, releasedAt: r.releasedAt, encrypted: r.recipients !== null });
     if (releases.length === 0) throw new DeviceCaError('not-found', `no firmware named ${JSON.stringify(name)} was released`);
+    const sum = await this.store.firmwareReceiptSummary(name);
+    const rows = await this.store.listFirmwareReceipts({ name, after: page.after, limit });
     const devices: FirmwareStatus['devices'] = [];
-    const counts = new Map<number, number>();
     const errors: FirmwareStatus['errors'] = [];
-    for await (const x of everyItem((after) => this.store.listFirmwareReceipts({ name, after, limit: 500 }))) {
+    for (const x of rows.items) {
       devices.push({ device: x.deviceId, version: x.running?.version ?? null, loadedAt: x.running?.at ?? null, error: x.error });
-      if (x.running) counts.set(x.running.version, (counts.get(x.running.version) ?? 0) + 1);
       if (x.error) errors.push({ device: x.deviceId, ...x.error });
     }
-    const versions = [...counts].map(([version, n]) => ({ version, devices: n })).sort((p, q) => q.version - p.version);
-    return { name, releases, versions, devices, errors };
+    return { name, releases, versions: sum.versions, summary: { devices: sum.devices, loadErrors: sum.errors }, devices, errors, next: rows.next };
   }
 }

@@ -679,6 +679,16 @@ export interface FirmwareReceiptRecord {
 }
 
 /**
+ * FirmwareReceiptSummary: how many devices of one firmware name have a record, run each version (newest
+ * first), and hold a load error of each RFC 4108 §4 code (the records whose `error` is set, by code).
+ */
+export interface FirmwareReceiptSummary {
+  devices: number;
+  versions: { version: number; devices: number }[];
+  errors: { code: number; devices: number }[];
+}
+
+/**
  * FirmwareReceiptStore keeps one record per firmware name and device (issue 13, `firmware status`).
  * recordFirmwareReceipt folds a receipt into it in one transaction with its audit record:
  * - the same receipt as the last one recorded (same SHA-256) changes nothing and appends no audit record
@@ -698,6 +708,11 @@ export interface FirmwareReceiptStore {
    * device never reported on still knows its hardware.
    */
   firmwareHardwareOf(deviceId: string): Promise<string | null>;
+  /**
+   * firmwareReceiptSummary: one name's counts without reading its records (what `firmware status` shows
+   * above its paged device rows): SQLite groups on indexes, Redis keeps counters in the receipt write.
+   */
+  firmwareReceiptSummary(name: string): Promise<FirmwareReceiptSummary>;
 }
 
 /** FIRMWARE_VERSION_MAX: the largest verNum a store orders (Number.MAX_SAFE_INTEGER, 16 digits). */

@@ -94,6 +94,7 @@ afterAll(teardown);
 
 describe('a release to a group key', () => {
   let first: { file: string; groupKeyId: string; recipients: string[] };
+  let second: { file: string; groupKeyId: string; recipients: string[] };
 
   it('each member fetches its copy of the key over mTLS and openssl decrypts the exact image with it; the release does not carry the members', async () => {
     first = await releaseToGroup(1, 'owner:acme');
@@ -123,7 +124,7 @@ describe('a release to a group key', () => {
 
   it('a device retired before a release: the release names a new key, which the retired device cannot fetch nor decrypt', async () => {
     await cliOk('devices', 'retire', 'grp-b');
-    const second = await releaseToGroup(2, 'owner:acme');
+    second = await releaseToGroup(2, 'owner:acme');
     expect(second.groupKeyId).not.toBe(first.groupKeyId);
     expect(second.recipients).toEqual(['grp-a']);
     const retired = await fetchKey(second.groupKeyId, devB);
@@ -141,6 +142,34 @@ describe('a release to a group key', () => {
     // the remaining member opens it
     const mine = await fetchKey(second.groupKeyId, devA);
     expect((await openWithOpenssl(second.file, mine.body, devA, '2-a')).equals(fs.readFileSync(image))).toBe(true);
+  });
+
+  it('firmware verify --key-package: an operator checks a group release as a device does and gets the exact image; a key package of another group key is refused', async () => {
+    const kp = tmp.write('verify/a-1.kp.der', (await fetchKey(first.groupKeyId, devA)).body);
+    const out = tmp.file('verify/a-1.bin');
+    const v = JSON.parse(await offline('firmware', 'verify', '--in', first.file, '--chain', chain(), '--cert', devA.crt, '--key', devA.key, '--key-package', kp, '--out', out, '--json')) as {
+      name: string;
+      version: number;
+      encrypted: boolean;
+      groupKeyId: string;
+    };
+    expect([v.name, v.version, v.encrypted, v.groupKeyId]).toEqual(['group-fw', 1, true, first.groupKeyId]);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(image))).toBe(true);
+    // release 2 is under a new key: the key package of release 1 is refused by name, and nothing is written
+    const wrongOut = tmp.file('verify/a-2.bin');
+    const refused = await runCli(['firmware', 'verify', '--in', second.file, '--chain', chain(), '--cert', devA.crt, '--key', devA.key, '--key-package', kp, '--out', wrongOut], {});
+    expect([refused.code, refused.stderr]).toEqual([1, `device-ca: the release is encrypted to group key ${second.groupKeyId}, not ${first.groupKeyId}\n`]);
+    expect(fs.existsSync(wrongOut)).toBe(false);
+    // another device's key does not open devA's key package
+    const stranger = await runCli(['firmware', 'verify', '--in', first.file, '--chain', chain(), '--cert', devOther.crt, '--key', devOther.key, '--key-package', kp, '--out', wrongOut], {});
+    expect([stranger.code, stranger.stderr]).toEqual([1, 'device-ca: the release is not encrypted to this device certificate\n']);
+    expect(fs.existsSync(wrongOut)).toBe(false);
+    // without the key package the CLI says which key to fetch
+    const missing = await runCli(['firmware', 'verify', '--in', first.file, '--chain', chain(), '--cert', devA.crt, '--key', devA.key, '--out', wrongOut], {});
+    expect([missing.code, missing.stderr]).toEqual([1, `device-ca: the release is encrypted to group key ${first.groupKeyId}: fetch it first (GET /firmware/keys/${first.groupKeyId})\n`]);
+    // --key-package without the device key that opens it
+    const alone = await runCli(['firmware', 'verify', '--in', first.file, '--chain', chain(), '--key-package', kp, '--out', wrongOut], {});
+    expect([alone.code, alone.stderr]).toEqual([1, 'device-ca: --key-package is opened with the device certificate and key: give --cert and --key\n']);
   });
 
   it('the audit log records the key made, replaced, and each fetch; the store holds no key in clear', async () => {

@@ -173,6 +173,27 @@ describe('firmware status', () => {
     expect(text).toContain('version 2: 1 device(s)');
     expect(text).toContain('1 device(s) with a load error: rc-c');
     expect((await cli('firmware', 'status', 'nothing')).stderr).toBe('device-ca: no firmware named "nothing" was released\n');
+    expect(text).toContain('sensor-fw: released 2, 1; 3 device(s) reported');
+    expect(text).toContain('load error code 23: 1 device(s)');
+  });
+
+  it('pages the device rows (--limit, --after); the summary counts every device on every page', async () => {
+    type Status = { versions: unknown; summary: unknown; devices: { device: string }[]; errors: { device: string }[]; next: string | null };
+    const first = await cli('firmware', 'status', 'sensor-fw', '--limit', '2', '--json');
+    const p1 = JSON.parse(first.stdout) as Status;
+    expect([p1.devices.map((d) => d.device), p1.errors, p1.next]).toEqual([['rc-a', 'rc-b'], [], 'rc-b']);
+    expect(first.stderr).toBe('device-ca: more devices: repeat with --after rc-b\n');
+    const p2 = JSON.parse(await cliOk('firmware', 'status', 'sensor-fw', '--limit', '2', '--after', p1.next!, '--json')) as Status;
+    expect([p2.devices.map((d) => d.device), p2.errors.map((e) => e.device), p2.next]).toEqual([['rc-c'], ['rc-c'], null]);
+    for (const p of [p1, p2]) {
+      expect(p.versions).toEqual([
+        { version: 2, devices: 1 },
+        { version: 1, devices: 1 },
+      ]);
+      expect(p.summary).toEqual({ devices: 3, loadErrors: [{ code: 23, devices: 1 }] });
+    }
+    const bad = await cli('firmware', 'status', 'sensor-fw', '--limit', '0');
+    expect([bad.code, bad.stderr]).toEqual([1, 'device-ca: --limit must be an integer from 1 to 1000\n']);
   });
 
   it('the admin API mirrors it for the operator (GET /api/v1/firmware/<name>/status); an owner token is refused', async () => {
@@ -185,6 +206,21 @@ describe('firmware status', () => {
       { version: 1, devices: 1 },
     ]);
     expect(st.errors.map((e) => e.device)).toEqual(['rc-c']);
+    const page = (q: string) => curl(`https://localhost:${svc.httpsPort}/api/v1/firmware/sensor-fw/status?${q}`, ['-H', `Authorization: Bearer ${operatorToken}`]);
+    const p1 = JSON.parse((await page('limit=1')).text) as { devices: { device: string }[]; summary: unknown; next: string | null };
+    expect([p1.devices.map((d) => d.device), p1.next, p1.summary]).toEqual([['rc-a'], 'rc-a', { devices: 3, loadErrors: [{ code: 23, devices: 1 }] }]);
+    const p2 = JSON.parse((await page(`limit=5&after=${p1.next}`)).text) as { devices: { device: string }[]; next: string | null };
+    expect([p2.devices.map((d) => d.device), p2.next]).toEqual([['rc-b', 'rc-c'], null]);
+    for (const [q, field] of [
+      ['limit=0', 'limit'],
+      ['limit=1001', 'limit'],
+      ['limit=x', 'limit'],
+      ['device=rc-a', 'device'],
+    ]) {
+      const r = await page(q);
+      expect([q, r.status, JSON.parse(r.text).error.code]).toEqual([q, 400, 'bad-request']);
+      expect(JSON.parse(r.text).error.message).toContain(field);
+    }
     const owner = await api((await cliOk('tokens', 'create', '--scope', 'owner:acme')).trim());
     expect([owner.status, JSON.parse(owner.text).error.message]).toEqual([403, 'operator scope required']);
   });

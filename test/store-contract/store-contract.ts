@@ -1424,6 +1424,38 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(await other.firmwareHardwareOf('dev-h')).toBe('1.3.6.1.4.1.99.4');
         expect(await other.firmwareHardwareOf('dev-none')).toBeNull();
       });
+
+      it('firmwareReceiptSummary counts devices per running version and per load error code, moving a device as its receipts change', async () => {
+        expect(await store.firmwareReceiptSummary('fw')).toEqual({ devices: 0, versions: [], errors: [] });
+        for (const d of ['s-1', 's-2', 's-3']) await record(receipt(d, 1));
+        await record(receipt('s-4', 2, 'error')); // an error report before any load receipt
+        await record(receipt('s-1', 2)); // s-1 moves from 1 to 2
+        await record(receipt('s-1', 2)); // a repeat counts nothing
+        expect(await codeOf(record(receipt('s-1', 1, 'loaded', 'replay')))).toBe('conflict'); // nor does a refused replay
+        await record(receipt('s-2', 3, 'error'));
+        await store.recordFirmwareReceipt({ ...receipt('s-9', 7), name: 'other' }, audit('firmware.receipt', 'device:s-9'));
+        const other = sut.another ? await sut.another() : store;
+        expect(await other.firmwareReceiptSummary('fw')).toEqual({
+          devices: 4,
+          versions: [
+            { version: 2, devices: 1 },
+            { version: 1, devices: 2 },
+          ],
+          errors: [{ code: 23, devices: 2 }],
+        });
+        // s-2 loads version 3: its error is cleared and it moves to 3; version 1 keeps s-3 only
+        await record(receipt('s-2', 3));
+        expect(await store.firmwareReceiptSummary('fw')).toEqual({
+          devices: 4,
+          versions: [
+            { version: 3, devices: 1 },
+            { version: 2, devices: 1 },
+            { version: 1, devices: 1 },
+          ],
+          errors: [{ code: 23, devices: 1 }],
+        });
+        expect(await store.firmwareReceiptSummary('other')).toEqual({ devices: 1, versions: [{ version: 7, devices: 1 }], errors: [] });
+      });
     });
   });
 }

@@ -251,9 +251,9 @@ export function adminRouter(o: AdminRouterOptions): Router {
   r.get(
     '/firmware/:name/status',
     route('firmware.status', async (req, c) => {
-      parseInput(QUERY.none, req.query, 'query');
+      const q = parseInput(QUERY.page, req.query, 'query');
       if (!o.firmware) throw new DeviceCaError('not-implemented', 'firmware status is not available here');
-      return [200, await o.firmware.status(String(req.params.name), c.scope)];
+      return [200, await o.firmware.status(String(req.params.name), c.scope, { limit: q.limit ?? DEFAULT_PAGE_LIMIT, after: q.after })];
     }),
   );
   r.use((_req: Request, res: Response, _n: NextFunction) => {

@@ -194,15 +194,24 @@ export const OPENAPI = {
     '/requests/{id}/reject': { post: { summary: 'Reject a pending request (operator)', parameters: [idParam], requestBody: json(strict({}), false), responses: ok({ type: 'object' }) } },
     '/firmware/{name}/status': {
       get: {
-        summary: 'Which devices run which version of a firmware, from their RFC 4108 receipts; devices per version; devices with a load error (operator)',
-        parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }],
+        summary: 'Which devices run which version of a firmware, from their RFC 4108 receipts: devices per version and per load error code over every device, and one page of device rows (operator)',
+        parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }, ...pageParams],
         responses: ok({
           type: 'object',
           properties: {
             name: { type: 'string' },
             releases: { type: 'array', items: { type: 'object', properties: { version: { type: 'integer' }, releasedAt: { type: 'string' }, encrypted: { type: 'boolean' } } } },
-            versions: { type: 'array', items: { type: 'object', properties: { version: { type: 'integer' }, devices: { type: 'integer' } } } },
+            versions: { type: 'array', description: 'over every device', items: { type: 'object', properties: { version: { type: 'integer' }, devices: { type: 'integer' } } } },
+            summary: {
+              type: 'object',
+              description: 'over every device',
+              properties: {
+                devices: { type: 'integer', description: 'devices that posted a receipt' },
+                loadErrors: { type: 'array', items: { type: 'object', properties: { code: { type: 'integer', description: 'RFC 4108 §4 error code' }, devices: { type: 'integer' } } } },
+              },
+            },
             devices: {
+              description: 'this page of devices, by device id',
               type: 'array',
               items: {
                 type: 'object',
@@ -211,11 +220,13 @@ export const OPENAPI = {
             },
             errors: {
               type: 'array',
+              description: 'the devices of this page with a load error',
               items: {
                 type: 'object',
                 properties: { device: { type: 'string' }, version: { type: 'integer' }, code: { type: 'integer' }, vendorCode: { type: 'integer', nullable: true }, at: { type: 'string' } },
               },
             },
+            next: { type: 'string', nullable: true, description: 'cursor for the following page of devices (pass as `after`), or null when there are no more' },
           },
         }),
       },

@@ -29,6 +29,7 @@ import {
   EnrollmentRequestRecord,
   FirmwareReceiptInput,
   FirmwareReceiptRecord,
+  FirmwareReceiptSummary,
   FirmwareReleaseInfo,
   firmwareReleaseKey,
   Lease,
@@ -1742,6 +1743,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           m.set(this.k('fw-rcpt', x.row.name, x.row.deviceId), JSON.stringify(receiptToJson(x.row)));
           m.zadd(this.k('fw-rcpt-dev', x.row.deviceId), ms(x.row.updatedAt), x.row.name);
           m.zadd(this.k('fw-rcpts', x.row.name), 0, x.row.deviceId);
+          this.countReceipt(m, x.row.name, null, x.row);
           break;
       }
     }
@@ -1847,7 +1849,9 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   // ---- firmware receipts ----
-  // fw-rcpts:<name>: lex sorted set of device ids; fw-rcpt:<name>:<device> the JSON record
+  // fw-rcpts:<name>: lex sorted set of device ids; fw-rcpt:<name>:<device> the JSON record;
+  // fw-rcpt-sum:<name>: hash of counters kept in the same MULTI as the record (countReceipt): n (devices),
+  // v:<running version>, e:<load error code>
   async recordFirmwareReceipt(r: FirmwareReceiptInput, audit: AuditInput): Promise<{ outcome: 'recorded' | 'repeat'; record: FirmwareReceiptRecord }> {
     const key = this.k('fw-rcpt', r.name, r.deviceId);
     return this.tx([this.headKey, key], async (m) => {
@@ -1858,9 +1862,41 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       m.set(key, JSON.stringify(receiptToJson(next)));
       m.zadd(this.k('fw-rcpts', r.name), 0, r.deviceId);
       m.zadd(this.k('fw-rcpt-dev', r.deviceId), ms(next.updatedAt), r.name);
+      this.countReceipt(m, r.name, prev, next);
       await this.auditTo(m, audit, new Date());
       return { outcome: 'recorded' as const, record: next };
     });
+  }
+
+  /** countReceipt queues the counter changes from prev to next (a record replaced, or a first one) in the write's MULTI. */
+  private countReceipt(m: Tx, name: string, prev: FirmwareReceiptRecord | null, next: FirmwareReceiptRecord): void {
+    const key = this.k('fw-rcpt-sum', name);
+    if (!prev) m.hincrby(key, 'n', 1);
+    if (prev?.running?.version !== next.running?.version) {
+      if (prev?.running) m.hincrby(key, `v:${prev.running.version}`, -1);
+      if (next.running) m.hincrby(key, `v:${next.running.version}`, 1);
+    }
+    if (prev?.error?.code !== next.error?.code) {
+      if (prev?.error) m.hincrby(key, `e:${prev.error.code}`, -1);
+      if (next.error) m.hincrby(key, `e:${next.error.code}`, 1);
+    }
+  }
+
+  async firmwareReceiptSummary(name: string): Promise<FirmwareReceiptSummary> {
+    const h = await this.r.hgetall(this.k('fw-rcpt-sum', name));
+    const counted = (prefix: string): [number, number][] =>
+      Object.entries(h)
+        .filter(([f, n]) => f.startsWith(prefix) && Number(n) > 0)
+        .map(([f, n]) => [Number(f.slice(prefix.length)), Number(n)]);
+    return {
+      devices: Number(h.n ?? 0),
+      versions: counted('v:')
+        .map(([version, devices]) => ({ version, devices }))
+        .sort((p, q) => q.version - p.version),
+      errors: counted('e:')
+        .map(([code, devices]) => ({ code, devices }))
+        .sort((p, q) => p.code - q.code),
+    };
   }
 
   async getFirmwareReceipt(name: string, deviceId: string): Promise<FirmwareReceiptRecord | null> {

@@ -370,3 +370,10 @@ MIGRATIONS.push(
   `ALTER TABLE firmware_releases ADD COLUMN hardware TEXT;
    CREATE INDEX firmware_receipts_device ON firmware_receipts(device_id, updated_at, name);`,
 );
+
+// 23: firmware status summary (issue 13): devices per running version and per load error code of one
+// firmware name, counted on these indexes (covering: SQLite reads index entries, not the receipt rows)
+MIGRATIONS.push(
+  `CREATE INDEX firmware_receipts_running ON firmware_receipts(name, running_version);
+   CREATE INDEX firmware_receipts_error ON firmware_receipts(name, error_code);`,
+);

@@ -29,6 +29,7 @@ import {
   EnrollmentRequestRecord,
   FirmwareReceiptInput,
   FirmwareReceiptRecord,
+  FirmwareReceiptSummary,
   FirmwareReleaseInfo,
   firmwareReleaseKey,
   Page,
@@ -96,6 +97,15 @@ export function listDevicesSql(filter: { owner?: string; state?: DeviceState; id
     filter.label !== undefined ? ' INDEXED BY devices_label' : filter.owner !== undefined ? ' INDEXED BY devices_owner_id' : filter.state !== undefined ? ' INDEXED BY devices_state_id' : '';
   return { sql: `SELECT * FROM devices${index} WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`, args: [...args, limit + 1] };
 }
+
+/**
+ * FIRMWARE_RUNNING_SUMMARY_SQL counts one firmware name's devices per running version (NULL: no load
+ * receipt yet) on the index firmware_receipts_running (migration 22): a covering index scan of that
+ * name's entries, no receipt row read (test/unit/store/sqlite-firmware-summary-plan.test.ts).
+ */
+export const FIRMWARE_RUNNING_SUMMARY_SQL = 'SELECT running_version AS v, COUNT(*) AS n FROM firmware_receipts WHERE name = ? GROUP BY running_version';
+/** FIRMWARE_ERROR_SUMMARY_SQL: the same per load error code, on firmware_receipts_error. */
+export const FIRMWARE_ERROR_SUMMARY_SQL = 'SELECT error_code AS c, COUNT(*) AS n FROM firmware_receipts WHERE name = ? AND error_code IS NOT NULL GROUP BY error_code ORDER BY error_code';
 
 /**
  * REVOKED_IN_SHARD_SQL is one page of a CRL shard's entries, in serial order. `status = 'revoked'` is
@@ -1164,6 +1174,19 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     const limit = pageLimit(filter);
     const rows = this.stmt('SELECT * FROM firmware_receipts WHERE name = ? AND device_id > ? ORDER BY device_id LIMIT ?').all(filter.name, filter.after ?? '', limit + 1) as Row[];
     return pageOf(rows.map(receiptFromRow), limit, (r) => r.deviceId);
+  }
+
+  async firmwareReceiptSummary(name: string): Promise<FirmwareReceiptSummary> {
+    const running = this.stmt(FIRMWARE_RUNNING_SUMMARY_SQL).all(name) as { v: number | null; n: number }[];
+    const errors = this.stmt(FIRMWARE_ERROR_SUMMARY_SQL).all(name) as { c: number; n: number }[];
+    return {
+      devices: running.reduce((t, r) => t + r.n, 0),
+      versions: running
+        .filter((r) => r.v !== null)
+        .map((r) => ({ version: Number(r.v), devices: r.n }))
+        .sort((p, q) => q.version - p.version),
+      errors: errors.map((r) => ({ code: r.c, devices: r.n })),
+    };
   }
 }
 

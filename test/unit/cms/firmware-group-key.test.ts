@@ -142,7 +142,12 @@ describe('group key releases (RFC 4108 decryptKeyID, RFC 5652 EncryptedData, RFC
     // a per-device release names no group key
     let pkg = createFirmwarePackage(image, META);
     for (const p of [manufacturer, developer, administrator]) pkg = await signFirmwarePackage(pkg, p, NOW);
-    expect(decryptKeyIdOf(await buildFirmwareRelease(readFirmwarePackage(pkg), ca, { now: NOW, recipients: [deviceEc.certificate] }))).toBeNull();
+    const perDevice = await buildFirmwareRelease(readFirmwarePackage(pkg), ca, { now: NOW, recipients: [deviceEc.certificate] });
+    expect(decryptKeyIdOf(perDevice)).toBeNull();
+    // a group key given for a release not encrypted to one (firmware verify --key-package on the wrong file) is refused, not ignored
+    expect(() => verifyFirmwareRelease(perDevice, { ...check, groupKey: g, recipient: { certificate: deviceEc.certificate, key: deviceEc.privateKey } })).toThrow(
+      `a group key (${g.id}) was given but the release is not encrypted to a group key`,
+    );
   });
 
   it('a tampered ciphertext or decrypt key identifier fails the CA signature', async () => {

@@ -130,6 +130,14 @@ describe('who may post which receipt', () => {
       ['dev-c', 1, 34],
     ]);
     expect(s.errors).toEqual([{ device: 'dev-c', version: 2, code: 34, vendorCode: null, at: expect.any(Date) }]);
+    expect([s.summary, s.next]).toEqual([{ devices: 3, loadErrors: [{ code: 34, devices: 1 }] }, null]);
+    // paged: the device rows and their errors one page at a time, the summary of every device on each page
+    const p1 = await receipts.status('st', OPERATOR, { limit: 2 });
+    expect([p1.devices.map((d) => d.device), p1.errors, p1.next, p1.versions, p1.summary]).toEqual([['dev-a', 'dev-b'], [], 'dev-b', s.versions, s.summary]);
+    const p2 = await receipts.status('st', OPERATOR, { limit: 2, after: p1.next! });
+    expect([p2.devices.map((d) => d.device), p2.errors.map((e) => e.device), p2.next]).toEqual([['dev-c'], ['dev-c'], null]);
+    for (const limit of [0, 1001, 1.5]) await expect(receipts.status('st', OPERATOR, { limit })).rejects.toMatchObject({ code: 'bad-request', message: 'limit must be 1 to 1000' });
+    await expect(receipts.status('st', { kind: 'owner', owner: 'acme' }, { limit: 1 })).rejects.toMatchObject({ code: 'forbidden' });
     await expect(receipts.status('nothing')).rejects.toMatchObject({ code: 'not-found' });
     await expect(receipts.status('../x')).rejects.toMatchObject({ code: 'not-found' });
   });

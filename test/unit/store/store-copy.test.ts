@@ -144,6 +144,9 @@ it('copies every row: the target reads as the source did, and goes on from there
   expect(await redis.getFirmwareReceipt('fw', 'dev-1')).toEqual(await sqlite.getFirmwareReceipt('fw', 'dev-1'));
   expect(await redis.firmwareHardwareOf('dev-1')).toBe('1.2.3');
   expect(summary.census.firmwareReceipts).toEqual([`fw/dev-1:${'12'.repeat(32)}`]);
+  // the Redis counters of `firmware status` are kept by the copy too
+  expect(await redis.firmwareReceiptSummary('fw')).toEqual({ devices: 1, versions: [{ version: 1, devices: 1 }], errors: [{ code: 23, devices: 1 }] });
+  expect(await redis.firmwareReceiptSummary('fw')).toEqual(await sqlite.firmwareReceiptSummary('fw'));
   expect(await redis.findToken(h('token'))).toEqual(await sqlite.findToken(h('token')));
   expect(await redis.findRequest('dev-3', h('csr'))).toEqual(await sqlite.findRequest('dev-3', h('csr')));
   expect(await redis.aksOfDevice('dev-1')).toEqual(await sqlite.aksOfDevice('dev-1'));

@@ -1,3 +1,4 @@
+import * as crypto from 'node:crypto';
 import { AdminApp, startAdminApp } from './admin-app';
 
 /**
@@ -66,6 +67,11 @@ const CASES: Case[] = [
   ['audit verify: after without hash', 'GET', () => '/audit/verify?after=1', undefined, /^hash: is required after the first chunk/],
   ['audit verify: a position past the end', 'GET', () => `/audit/verify?after=999999999&hash=${'0'.repeat(64)}`, undefined, /^after: the audit log has no record 999999999$/],
   ['audit verify: limit 10001', 'GET', () => '/audit/verify?limit=10001', undefined, /^limit: must be at most 10000$/],
+  ['firmware status: limit 0', 'GET', () => '/firmware/fw/status?limit=0', undefined, /^limit: must be at least 1$/],
+  ['firmware status: limit 5000', 'GET', () => '/firmware/fw/status?limit=5000', undefined, /^limit: must be at most 1000$/],
+  ['firmware status: limit twice', 'GET', () => '/firmware/fw/status?limit=1&limit=2', undefined, /^limit: must be a string$/],
+  ['firmware status: a cursor of 257 characters', 'GET', () => `/firmware/fw/status?after=${'a'.repeat(257)}`, undefined, /^after: must be at most 256 characters$/],
+  ['firmware status: an unknown parameter', 'GET', () => '/firmware/fw/status?device=d-1', undefined, /^query: unknown field "device"$/],
   ['device: a query string', 'GET', () => `/devices/${active.id}?verbose=1`, undefined, /^query: unknown field "verbose"$/],
 ];
 
@@ -87,4 +93,21 @@ it('values inside the bounds are taken: secretTtl 365d and 1s, limit 1 and 1000'
   const many = await app.call('GET', '/devices?limit=1000&state=active', { token: app.tokens.operator });
   expect(many.status).toBe(200);
   expect(many.json.items.map((d: { id: string }) => d.id)).toContain(active.id);
+});
+
+it('fuzz: firmware status with any cursor and limit answers 200 with a page (or 400 naming the field), never a 500', async () => {
+  await app.store.saveFirmwareRelease({ name: 'fuzz-fw', version: 1, sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date() }, Buffer.from('r'), {
+    type: 'firmware.released',
+    actor: 'test',
+    subject: 'firmware:fuzz-fw',
+    data: {},
+  });
+  const cursors = ['', '__proto__', '%00', '%FF', '%F0%9F%92%A9', "'%20OR%201=1--", 'zzz', '..%2F..', 'a'.repeat(256), crypto.randomBytes(40).toString('base64url')];
+  for (const after of cursors)
+    for (const limit of ['1', '1000', '', '-0', '1.0']) {
+      const r = await app.call('GET', `/firmware/fuzz-fw/status?after=${after}&limit=${limit}`, { token: app.tokens.operator });
+      expect([after, limit, r.status === 200 || r.status === 400]).toEqual([after, limit, true]);
+      if (r.status === 200) expect([Array.isArray(r.json.devices), r.json.summary.devices, r.json.next]).toEqual([true, 0, null]);
+      else expect([r.json.error.code, r.json.error.message]).toEqual(['bad-request', expect.stringMatching(/^(limit|after): /)]);
+    }
 });
