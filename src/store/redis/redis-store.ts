@@ -49,7 +49,7 @@ import {
 import { RevocationFeed } from '../revocation-feed';
 import { SnapshotRow, SnapshotTarget } from '../store-snapshot';
 import { AUDITED_WRITE_LUA, AuditedWriteBatch, AuditedWrites } from './audited-write-script';
-import { closeRedisClient } from './close-client';
+import { closeRedisClient, disconnectRedisClient } from './close-client';
 import { redisUnavailable } from './redis-errors';
 
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation, as in the SQLite store */
@@ -224,9 +224,9 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
 
   async close(): Promise<void> {
     await this.writeChain.catch(() => undefined);
-    for (const sub of this.subscribers) sub.disconnect();
+    const subs = [...this.subscribers];
     this.subscribers.clear();
-    await Promise.all([closeRedisClient(this.r), closeRedisClient(this.w)]);
+    await Promise.all([closeRedisClient(this.r), closeRedisClient(this.w), ...subs.map((s) => closeRedisClient(s))]);
   }
 
   /**
@@ -1163,7 +1163,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     return () => {
       closed = true;
       this.subscribers.delete(sub);
-      sub.disconnect();
+      disconnectRedisClient(sub);
     };
   }
 
