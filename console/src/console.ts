@@ -113,6 +113,11 @@ function drawBar(s: Session): void {
   );
 }
 
+/**
+ * route renders the page the hash names into a view of its own, put in place at once: a page still
+ * loading when the operator moves on renders into its detached view and is never seen (without this, a
+ * slow page could land over the one navigated to after it).
+ */
 async function route(): Promise<void> {
   if (!session) {
     signIn();
@@ -122,24 +127,28 @@ async function route(): Promise<void> {
   const hash = location.hash.replace(/^#/, '') || '/overview';
   const [pathPart, query = ''] = hash.split('?', 2);
   const params = new URLSearchParams(query);
+  const view = h('div', { class: 'view' }, h('p', { class: 'muted' }, 'Loading…'));
+  show(app, view);
+  const current = () => view.isConnected;
   try {
     const device = /^\/devices\/(.+)$/.exec(pathPart);
     const cert = /^\/certificates\/(.+)$/.exec(pathPart);
-    if (device) await renderDevice(app, decodeURIComponent(device[1]), session.scope);
-    else if (cert) await renderCertificate(app, decodeURIComponent(cert[1]));
-    else if (pathPart === '/certificates') await renderCertificates(app, params);
-    else if (pathPart === '/approvals') await renderApprovals(app, params);
-    else if (pathPart === '/audit') await renderAudit(app, params);
-    else if (pathPart === '/devices') await renderDevices(app, params, session.scope === 'operator');
-    else await renderOverview(app);
+    if (device) await renderDevice(view, decodeURIComponent(device[1]), session.scope);
+    else if (cert) await renderCertificate(view, decodeURIComponent(cert[1]));
+    else if (pathPart === '/certificates') await renderCertificates(view, params);
+    else if (pathPart === '/approvals') await renderApprovals(view, params);
+    else if (pathPart === '/audit') await renderAudit(view, params);
+    else if (pathPart === '/devices') await renderDevices(view, params, session.scope === 'operator');
+    else await renderOverview(view);
   } catch (e) {
+    if (!current()) return;
     if (e instanceof ApiError && e.status === 401) {
       session = null;
       useCsrf(null);
       signIn(`${e.message}`);
       return;
     }
-    show(app, errorBox(e));
+    show(view, errorBox(e));
   }
 }
 

@@ -34,8 +34,12 @@ export interface Page {
   screenshot(o: { path: string; fullPage?: boolean }): Promise<Buffer>;
   evaluate<T>(fn: string): Promise<T>;
   on(event: 'response', fn: (r: BrowserResponse) => void): void;
+  on(event: 'requestfinished', fn: (r: { url(): string }) => void): void;
   on(event: 'console' | 'pageerror', fn: (m: { toString(): string }) => void): void;
   setViewportSize(s: { width: number; height: number }): Promise<void>;
+  /** route: hold or change the page's requests whose URL matches (a fault a real server is not made to show: a slow answer) */
+  route(url: RegExp, handler: (route: { continue(): Promise<void> }) => Promise<void> | void): Promise<void>;
+  unroute(url: RegExp): Promise<void>;
   close(): Promise<void>;
 }
 

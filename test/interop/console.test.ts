@@ -213,6 +213,48 @@ describe('an operator session', () => {
     expect(messages.filter((m) => /Content Security Policy|Refused/i.test(m))).toEqual([]);
   });
 
+  it('a page still loading when the operator moves on never lands over the page navigated to after it', async () => {
+    // the devices list is held (a slow store, say) while the operator goes on to the overview
+    const DEVICES = /\/console\/api\/v1\/devices(\?[^/]*)?$/;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let asked!: () => void;
+    const devicesAsked = new Promise<void>((r) => (asked = r));
+    let answered!: () => void;
+    const devicesAnswered = new Promise<void>((r) => (answered = r));
+    // finished: the answer's body is in the page, so the late page's render is a task or two away
+    page.on('requestfinished', (r) => {
+      if (DEVICES.test(r.url())) answered();
+    });
+    await page.route(DEVICES, async (route) => {
+      asked();
+      await held;
+      await route.continue();
+    });
+    try {
+      await page.goto(`${base}/console/#/devices`);
+      await devicesAsked; // the devices page is loading
+      await page.goto(`${base}/console/#/overview`);
+      await page.locator('#chart-expiring').waitFor();
+      release();
+      await devicesAnswered;
+      // the late devices page renders into its own view, detached: it must not show up within 3 s
+      const landed = await page
+        .locator('#device-list, #no-devices')
+        .waitFor({ timeout: 3000 })
+        .then(
+          () => true,
+          () => false,
+        );
+      expect(landed).toBe(false);
+      expect(await page.locator('#chart-expiring').count()).toBe(1);
+      expect(await page.locator('#by-state').count()).toBe(1);
+    } finally {
+      release();
+      await page.unroute(DEVICES);
+    }
+  });
+
   it('finds a certificate by serial as openssl prints it, shows it decoded, and revokes it with a reason after a confirmation: OCSP says revoked', async () => {
     const d = await enroll('ini-1', 'initech');
     await page.goto(`${base}/console/#/certificates`);
