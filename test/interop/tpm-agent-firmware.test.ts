@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { CMS_OID } from '../../src/cms/cms-algorithms';
 import { X509Certificate } from 'node:crypto';
 import { TPM_ALG, TPMA_OBJECT } from '../../src/attestation/tpm/tpm-constants';
 import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
@@ -197,13 +198,16 @@ describe('agent update --check (swtpm)', () => {
   });
 
   it('a package for other hardware (RFC 4108 targetHardwareIDs) is refused with the reason and reported wrongHardware; the image untouched', async () => {
-    await release(3, crypto.randomBytes(1_000), 'fw-tpm-a', '1.3.6.1.4.1.99999.1.1');
+    // for the hardware type the server knows from the device's receipts so far (generic): the server offers
+    // it (latest skips only releases for other hardware than that), and the agent, now naming its module
+    // type 1.3.6.1.4.1.99999.2.2, refuses it itself
+    await release(3, crypto.randomBytes(1_000), 'fw-tpm-a', CMS_OID.genericHardware);
     const img = tmp.file('a/sensor-fw.bin');
     const r = await agent([
       ...['update', '--check', '--trust', svc.chainPem, '--firmware-chain', firmwareChain(), '--out', outA(), '--name', 'sensor-fw', '--image-out', img],
       ...['--hardware', '1.3.6.1.4.1.99999.2.2:fw-tpm-a'],
     ]);
-    expect([r.code, r.stderr]).toEqual([1, 'device-ca: sensor-fw: refused: the package is for other hardware (1.3.6.1.4.1.99999.1.1); load error report (wrongHardware) recorded\n']);
+    expect([r.code, r.stderr]).toEqual([1, `device-ca: sensor-fw: refused: the package is for other hardware (${CMS_OID.genericHardware}); load error report (wrongHardware) recorded\n`]);
     expect(fs.readFileSync(img).equals(image2)).toBe(true);
     expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22], 'fw-tpm-a': [3, 27] });
     // the report carries the device's hardware type, as its receipts do
