@@ -1,9 +1,8 @@
 import { Request, Response, Router } from 'express';
-import { TLSSocket } from 'node:tls';
 import { readRawBody } from '../../http/raw-body';
 import { DeviceCommands } from '../../ra/device-commands';
-import { FirmwareRequester } from '../../ra/firmware-distribution';
 import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
+import { requesterOf } from '../tls-requester';
 
 /** ERROR_REPLY: agents read short text; a device authenticates with its TLS certificate */
 const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic realm="device-ca"' };
@@ -53,12 +52,4 @@ export function deviceCommandRouter(opts: { commands: DeviceCommands; bodyLimit:
     }
   });
   return r;
-}
-
-/** requesterOf: the TLS client certificate, when the request came over TLS with one. */
-function requesterOf(req: Request): FirmwareRequester {
-  const sock = req.socket as TLSSocket;
-  if (typeof sock.getPeerX509Certificate !== 'function') return {};
-  const leaf = sock.getPeerX509Certificate();
-  return leaf ? { clientCertificate: leaf } : {};
 }

@@ -1,11 +1,11 @@
 import { NextFunction, Request, Response, Router } from 'express';
-import { TLSSocket } from 'node:tls';
 import { readRawBody } from '../../http/raw-body';
-import { FirmwareDistribution, FirmwareRequester } from '../../ra/firmware-distribution';
+import { FirmwareDistribution } from '../../ra/firmware-distribution';
 import { FirmwareReceipts } from '../../ra/firmware-receipts';
 import { FirmwareGroupKeys } from '../../ra/firmware-group-keys';
 import { GROUP_KEY_ID_RE } from '../../cms/firmware-group-key';
 import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
+import { requesterOf } from '../tls-requester';
 
 /** ERROR_REPLY: agents and curl read short text; a device authenticates with its TLS certificate, never Basic */
 const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic realm="device-ca"' };
@@ -74,12 +74,4 @@ export function firmwareRouter(opts: { distribution: FirmwareDistribution; recei
     }
   });
   return r;
-}
-
-/** requesterOf: the TLS client certificate, when the request came over TLS with one. */
-function requesterOf(req: Request): FirmwareRequester {
-  const sock = req.socket as TLSSocket;
-  if (typeof sock.getPeerX509Certificate !== 'function') return {};
-  const leaf = sock.getPeerX509Certificate();
-  return leaf ? { clientCertificate: leaf } : {};
 }
