@@ -36,26 +36,19 @@ export interface EvidenceStatement {
 /** MAX_EVIDENCE_STATEMENTS bounds the statements read from one CSR (a TPM sends one certify, maybe one quote). */
 const MAX_EVIDENCE_STATEMENTS = 8;
 
-const SIG_HASH: Record<string, string> = {
-  [OID.ecdsaWithSHA256]: 'sha256',
-  [OID.ecdsaWithSHA384]: 'sha384',
-  [OID.ecdsaWithSHA512]: 'sha512',
-  [OID.sha256WithRSAEncryption]: 'sha256',
-  [OID.sha384WithRSAEncryption]: 'sha384',
-  [OID.sha512WithRSAEncryption]: 'sha512',
-};
 /**
- * SIG_KEY_TYPE: the key type each CSR signature algorithm is for. crypto.verify takes only the hash from
- * the algorithm, so without this check an RSA key's request labelled ecdsa-with-SHA256 would verify; a
- * request must name the algorithm it was signed with (RFC 2986 §4.2, RFC 5758 §3.2, RFC 4055 §5).
+ * SIG_ALGS: the CSR signature algorithms device-ca reads: the hash, and the key type each is for.
+ * crypto.verify takes only the hash, so without the key type an RSA key's request labelled
+ * ecdsa-with-SHA256 would verify; a request must name the algorithm it was signed with (RFC 2986 §4.2,
+ * RFC 5758 §3.2, RFC 4055 §5).
  */
-const SIG_KEY_TYPE: Record<string, 'ec' | 'rsa'> = {
-  [OID.ecdsaWithSHA256]: 'ec',
-  [OID.ecdsaWithSHA384]: 'ec',
-  [OID.ecdsaWithSHA512]: 'ec',
-  [OID.sha256WithRSAEncryption]: 'rsa',
-  [OID.sha384WithRSAEncryption]: 'rsa',
-  [OID.sha512WithRSAEncryption]: 'rsa',
+const SIG_ALGS: Record<string, { hash: string; keyType: 'ec' | 'rsa' }> = {
+  [OID.ecdsaWithSHA256]: { hash: 'sha256', keyType: 'ec' },
+  [OID.ecdsaWithSHA384]: { hash: 'sha384', keyType: 'ec' },
+  [OID.ecdsaWithSHA512]: { hash: 'sha512', keyType: 'ec' },
+  [OID.sha256WithRSAEncryption]: { hash: 'sha256', keyType: 'rsa' },
+  [OID.sha384WithRSAEncryption]: { hash: 'sha384', keyType: 'rsa' },
+  [OID.sha512WithRSAEncryption]: { hash: 'sha512', keyType: 'rsa' },
 };
 const NAME_TYPES: Record<string, string> = { [OID.commonName]: 'CN', [OID.organizationName]: 'O', [OID.serialNumber]: 'serialNumber' };
 
@@ -125,14 +118,15 @@ export function readCsr(der: Buffer): UnverifiedCsr {
   const algParts = children(expectTag(sigAlg, 0x30, 'signatureAlgorithm'), 2);
   if (algParts.length === 0) bad('signatureAlgorithm is empty');
   const sigOid = decodeOid(algParts[0]);
-  const hash = SIG_HASH[sigOid];
-  if (!hash) bad(`unsupported CSR signature algorithm ${sigOid}`);
+  const named = Object.prototype.hasOwnProperty.call(SIG_ALGS, sigOid) ? SIG_ALGS[sigOid] : undefined;
+  if (!named) bad(`unsupported CSR signature algorithm ${sigOid}`);
+  const { hash, keyType: sigKeyType } = named as { hash: string; keyType: 'ec' | 'rsa' };
   if (sigBits.value.length < 2 || sigBits.value[0] !== 0) bad('signature BIT STRING malformed');
   const { keyInput, algorithm } = publicKeyInput(spki);
   return {
     verify: { keyInput, algorithm, hash, data: info.full, sig: sigBits.value.subarray(1) },
     complete: (keyType, keyAlgorithm) => {
-      if (keyType !== SIG_KEY_TYPE[sigOid]) bad(`CSR signature algorithm ${sigOid} is not for its ${keyType} key`);
+      if (keyType !== sigKeyType) bad(`CSR signature algorithm ${sigOid} is not for its ${keyType} key`);
       return { der, subject, spki, keyAlgorithm, keyType: keyType === 'ec' ? 'ec' : keyType === 'rsa' ? 'rsa' : 'other', ...attrs };
     },
   };
