@@ -49,7 +49,7 @@ export interface ReportOutcome {
   state: DeviceCommandState;
 }
 
-type CommandStore = Pick<Store, 'getDevice' | 'getCertificate' | 'listAudit' | 'appendAudit'> & Parameters<typeof openSignerCa>[2];
+type CommandStore = Pick<Store, 'listCertificates' | 'getDevice' | 'getCertificate' | 'listAudit' | 'appendAudit'> & Parameters<typeof openSignerCa>[2];
 
 /**
  * DeviceCommands decides who gets a signed device command (cms/device-command.ts) and for which device,
@@ -220,6 +220,15 @@ export class DeviceCommands {
     if (rec.status !== 'valid' && !LIFECYCLE_REVOCATIONS.includes(rec.revocationReason as RevocationReason))
       throw new DeviceCaError('forbidden', `the certificate is revoked (${rec.revocationReason ?? 'unspecified'})`);
     if (now < rec.notBefore || now > rec.notAfter) throw new DeviceCaError('forbidden', 'the certificate is not within its validity');
+    // a revoked certificate speaks for the device only while it is the device's last: an earlier owner's
+    // certificate (revoked affiliationChanged at that owner's release) must not fetch or answer a command
+    // made for the owner after it
+    if (rec.status !== 'valid') {
+      const deviceId = rec.deviceId;
+      const all = await collectItems((after, want) => this.store.listCertificates({ deviceId, after, limit: want }));
+      if (all.items.some((c) => c.serial !== rec.serial && !NOT_DEVICE_PROFILES.includes(c.profile) && c.createdAt.getTime() > rec.createdAt.getTime()))
+        throw new DeviceCaError('forbidden', 'the certificate is revoked and the device has a newer one: only its last certificate may fetch or answer its command');
+    }
     return rec;
   }
 

@@ -64,6 +64,17 @@ beforeAll(async () => {
   await life.release('c-cancelled', 'globex', OPERATOR, 'test');
   await dc.issue({ deviceId: 'c-cancelled', command: 'transfer', actor: 'test' });
   await life.cancelRelease('c-cancelled', OPERATOR, 'test');
+  // moved from acme to globex (its acme certificate revoked affiliationChanged), enrolled by globex, retired by
+  // globex: the acme certificate is not the device's last, so it must not fetch globex's retire command
+  await active('c-moved');
+  devs['c-moved-acme'] = devs['c-moved'];
+  await life.release('c-moved', 'globex', OPERATOR, 'test');
+  const claimed = await life.claim('c-moved', OPERATOR, 'test');
+  const movedCsr = h.csr('c-moved');
+  const moved = await h.issued('default', 'enroll', movedCsr.der, secretProof('c-moved', claimed.secret));
+  devs['c-moved'] = { id: 'c-moved', cert: new crypto.X509Certificate(moved.certificate), key: movedCsr.key };
+  await life.retire('c-moved', OPERATOR, 'test');
+  await dc.issue({ deviceId: 'c-moved', command: 'retire', actor: 'test' });
   const chainPem = fs.readFileSync(path.join(h.dir, 'ca', 'firmware-chain.pem'), 'latin1');
   chain = [...chainPem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((m) => new crypto.X509Certificate(m[0]).raw);
 }, 60_000);
@@ -79,6 +90,12 @@ const cases: [string, () => Dev | null, string][] = [
   ['a released device (revoked affiliationChanged), transfer command made', () => devs['c-released'], 'command transfer'],
   ['a released device the new owner claimed (not enrolled yet)', () => devs['c-claimed'], 'command transfer'],
   ['a released device whose release was cancelled (the command no longer stands)', () => devs['c-cancelled'], 'none'],
+  [
+    "a device's earlier owner's certificate (revoked affiliationChanged) after the new owner enrolled and retired it",
+    () => devs['c-moved-acme'],
+    'forbidden: the certificate is revoked and the device has a newer one: only its last certificate may fetch or answer its command',
+  ],
+  ["that device with the new owner's last certificate (revoked cessationOfOperation)", () => devs['c-moved'], 'command retire'],
 ];
 
 it.each(cases)('fetch by %s -> %s', async (_what, who, expected) => {
