@@ -179,20 +179,30 @@ export class DeviceCommands {
       if (reported.data.outcome === r.outcome && reported.data.deviceNonce === r.deviceNonce) return { outcome: 'repeat', state };
       throw new DeviceCaError('conflict', `device ${r.device} already reported command ${r.nonce} ${String(reported.data.outcome)}`);
     }
-    await this.store.appendAudit({
-      type: 'device.command.reported',
-      actor: `device:${r.device}`,
-      subject: r.device,
-      data: {
-        command: r.command,
-        nonce: r.nonce,
-        deviceNonce: r.deviceNonce,
-        outcome: r.outcome,
-        serial: cert.serial,
-        ...(r.reason !== undefined ? { reason: r.reason } : {}),
-        ...(r.evicted !== undefined ? { evicted: r.evicted } : {}),
-      },
-    });
+    // one report per command, whichever of two concurrent ones is first: a record created only if it does
+    // not exist yet (compare-and-set), with the audit record in the same write
+    const report = { outcome: r.outcome, deviceNonce: r.deviceNonce };
+    try {
+      await this.store.saveCaState(`device-command-report:${r.nonce}`, report, 0, {
+        type: 'device.command.reported',
+        actor: `device:${r.device}`,
+        subject: r.device,
+        data: {
+          command: r.command,
+          nonce: r.nonce,
+          deviceNonce: r.deviceNonce,
+          outcome: r.outcome,
+          serial: cert.serial,
+          ...(r.reason !== undefined ? { reason: r.reason } : {}),
+          ...(r.evicted !== undefined ? { evicted: r.evicted } : {}),
+        },
+      });
+    } catch (e) {
+      if (!(e instanceof DeviceCaError && e.code === 'conflict')) throw e;
+      const first = (await this.store.getCaState(`device-command-report:${r.nonce}`))?.value as typeof report | undefined;
+      if (first && first.outcome === r.outcome && first.deviceNonce === r.deviceNonce) return { outcome: 'repeat', state: (await this.current(r.device)).state as DeviceCommandState };
+      throw new DeviceCaError('conflict', `device ${r.device} already reported command ${r.nonce} ${String(first?.outcome ?? '')}`);
+    }
     return { outcome: 'recorded', state: (await this.current(r.device)).state as DeviceCommandState };
   }
 

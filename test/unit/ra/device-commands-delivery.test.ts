@@ -170,6 +170,25 @@ it('report: recorded once for the fetched command by the fetching key; the same 
   expect(await dc.fetch({ requester: as(devs['c-rep']), deviceNonce: nonce() })).toBeNull();
 });
 
+it('two different reports at once: exactly one is recorded, the other is a conflict (and the same one twice at once: recorded and repeat)', async () => {
+  for (const [id, second] of [
+    ['c-race', 'failed'],
+    ['c-race-same', 'done'],
+  ] as const) {
+    await active(id);
+    await life.retire(id, OPERATOR, 'test');
+    const issued = await dc.issue({ deviceId: id, command: 'retire', actor: 'test' });
+    const n = nonce();
+    await dc.fetch({ requester: as(devs[id]), deviceNonce: n });
+    const base: DeviceCommandReport = { device: id, command: 'retire', nonce: issued.command.nonce, deviceNonce: n, outcome: 'done' };
+    const bodies = [await signReport(devs[id], base), await signReport(devs[id], second === 'failed' ? { ...base, outcome: 'failed', reason: 'x' } : base)];
+    const outcomes = await Promise.allSettled(bodies.map((b) => dc.report(b)));
+    const got = outcomes.map((o) => (o.status === 'fulfilled' ? o.value.outcome : o.reason instanceof DeviceCaError ? o.reason.code : 'other')).sort();
+    expect(got).toEqual(second === 'failed' ? ['conflict', 'recorded'] : ['recorded', 'repeat']);
+    expect((await h.audit('device.command.reported')).filter((a) => a.subject === id)).toHaveLength(1);
+  }
+});
+
 it('a failed report keeps its reason; a command not fetched before it expires is expired, and is not served', async () => {
   await active('c-fail');
   await life.retire('c-fail', OPERATOR, 'test');
