@@ -62,8 +62,11 @@ export function parseFastHead(text: string): FastHead | null {
     if (colon <= 0) return null; // obs-fold (a line starting with SP/HTAB), no colon, empty name
     const name = line.slice(0, colon);
     if (!NAME.test(name)) return null; // includes a space before the colon (RFC 9112 §5.1: must be rejected)
-    const value = line.slice(colon + 1).trim();
-    if (!VALUE.test(value)) return null;
+    // optional whitespace is SP and HTAB only (RFC 9110 §5.6.3): String.trim would also take VT, FF, NBSP...,
+    // which node:http refuses around a Content-Length
+    const raw = line.slice(colon + 1);
+    if (!VALUE.test(raw)) return null;
+    const value = raw.replace(/^[ \t]+|[ \t]+$/g, '');
     switch (name.toLowerCase()) {
       case 'content-length':
         if (contentLength >= 0 || !DIGITS.test(value)) return null;
@@ -74,7 +77,7 @@ export function parseFastHead(text: string): FastHead | null {
         break;
       case 'connection':
         for (const t of value.toLowerCase().split(',')) {
-          const token = t.trim();
+          const token = t.replace(/^[ \t]+|[ \t]+$/g, '');
           if (token === 'close') close = true;
           else if (token === 'keep-alive') keepAlive = true;
           else if (token !== '') return null; // e.g. Upgrade: node:http's business
