@@ -162,7 +162,16 @@ export function openFirmwareRelease(parts: SignedDataParts, content: ByteSource,
     if (check.hardware && !forHardware(metadata.hardware, check.hardware))
       throw new DeviceCaError('forbidden', `the package is for other hardware (${metadata.hardware.map((h) => (h.serial ? `${h.type}:${h.serial}` : h.type)).join(', ')})`);
     // a plain image is the content the signatures were checked over: sent only once every check passed
-    if (!encrypted) for (const c of content.chunks(0, content.length)) sink(c);
+    // (hashed again on the way: a file that changed since its signatures were checked is refused, and the
+    // caller drops what reached the sink)
+    if (!encrypted) {
+      const again = [...outer.digests.keys()].map((d) => [d, crypto.createHash(d)] as const);
+      for (const c of content.chunks(0, content.length)) {
+        for (const [, h] of again) h.update(c);
+        sink(c);
+      }
+      for (const [d, h] of again) if (!h.digest().equals(outer.digests.get(d) as Buffer)) throw new DeviceCaError('bad-signature', 'the release changed while it was read');
+    }
     return approvals;
   };
   return { metadata, encrypted, verifyImage };

@@ -8,7 +8,7 @@ import { bufferSource, ByteSource, fileSource } from '../../../src/cms/byte-sour
 import { fdSink, wholeFile } from '../../../src/cms/file-range';
 import { envelopeContentOf } from '../../../src/cms/firmware-envelope-open';
 import { buildFirmwareRelease, createFirmwarePackage, FirmwarePackage, FirmwareSigner, readFirmwarePackage, signFirmwarePackage } from '../../../src/cms/firmware-package';
-import { ReleaseCheck, verifyFirmwareRelease, verifyFirmwareReleaseFile } from '../../../src/cms/firmware-release-verify';
+import { openReleaseFile, ReleaseCheck, verifyFirmwareRelease, verifyFirmwareReleaseFile } from '../../../src/cms/firmware-release-verify';
 import { encodeSignedData } from '../../../src/cms/signed-data-parts';
 import { buildSignerInfo } from '../../../src/cms/signer-info';
 import { writeFileAtomicWith } from '../../../src/data-dir/atomic-file';
@@ -131,6 +131,23 @@ it('the same refusals as the in-memory verifier, and an earlier image at --out i
   expect(refusal(() => verifyToFile(tampered, out))).toBe('bad-signature: message digest does not match the content');
   expect(fs.readFileSync(out, 'utf8')).toBe('the installed image');
   expect(fs.readdirSync(path.dirname(out)).filter((f) => f.includes('.tmp-'))).toEqual([]);
+});
+
+it('a plain release whose file changes after its signatures were checked is refused, and nothing is installed', async () => {
+  const release = await buildFirmwareRelease(await signedPackage(image), signer(signerCa, [root.certificate]), { now: new Date() });
+  const file = tmp.write(`in/${crypto.randomUUID()}.der`, release);
+  const out = tmp.write('out/swapped.bin', 'the installed image');
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const opened = openReleaseFile(fd, check);
+    // the image is the release's eContent: change one of its bytes in the file, as another writer would
+    const at = release.indexOf(image.subarray(0, 64)) + 100_000;
+    fs.writeSync(fd, Buffer.from([release[at] ^ 1]), 0, 1, at);
+    expect(refusal(() => writeFileAtomicWith(out, (o) => opened.verifyImage(fdSink(o))))).toBe('bad-signature: the release changed while it was read');
+  } finally {
+    fs.closeSync(fd);
+  }
+  expect(fs.readFileSync(out, 'utf8')).toBe('the installed image');
 });
 
 /** caSigned: an encrypted release whose envelope the CA signed as given: the checks after decryption decide. */
