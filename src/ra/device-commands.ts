@@ -137,7 +137,7 @@ export class DeviceCommands {
     const leaf = a.requester.clientCertificate;
     if (!leaf) throw new DeviceCaError('unauthenticated', 'a device fetches its command over HTTPS with its device certificate (TLS client authentication)');
     const now = this.now();
-    const cert = await this.deviceCertificate(leaf.raw, now);
+    const cert = await this.deviceCertificate(leaf.raw, now, true);
     const deviceId = cert.deviceId as string;
     const { state } = await this.current(deviceId);
     const device = await this.store.getDevice(deviceId);
@@ -165,7 +165,7 @@ export class DeviceCommands {
   async report(body: Buffer): Promise<ReportOutcome> {
     const { report: r, signerCertificate } = readDeviceCommandReport(body);
     const now = this.now();
-    const cert = await this.deviceCertificate(signerCertificate, now);
+    const cert = await this.deviceCertificate(signerCertificate, now, false);
     if (cert.deviceId !== r.device) throw new DeviceCaError('forbidden', `the report is for device ${JSON.stringify(r.device)} but signed by a certificate of device ${cert.deviceId}`);
     const { state, records } = await this.current(r.device);
     if (!state || state.nonce !== r.nonce || state.command !== r.command)
@@ -215,10 +215,11 @@ export class DeviceCommands {
 
   /**
    * deviceCertificate: the record of a certificate this CA issued to a device (byte-identical; not an AK or
-   * signer certificate), within its validity, valid or revoked by a lifecycle step (LIFECYCLE_REVOCATIONS).
+   * signer certificate), within its validity, valid or revoked by a lifecycle step (LIFECYCLE_REVOCATIONS);
+   * to fetch, a revoked one must also be the device's newest.
    * Anything else is 'forbidden', saying why.
    */
-  private async deviceCertificate(der: Buffer, now: Date): Promise<CertificateRecord> {
+  private async deviceCertificate(der: Buffer, now: Date, fetching: boolean): Promise<CertificateRecord> {
     let x: crypto.X509Certificate;
     try {
       x = new crypto.X509Certificate(der);
@@ -230,10 +231,11 @@ export class DeviceCommands {
     if (rec.status !== 'valid' && !LIFECYCLE_REVOCATIONS.includes(rec.revocationReason as RevocationReason))
       throw new DeviceCaError('forbidden', `the certificate is revoked (${rec.revocationReason ?? 'unspecified'})`);
     if (now < rec.notBefore || now > rec.notAfter) throw new DeviceCaError('forbidden', 'the certificate is not within its validity');
-    // a revoked certificate speaks for the device only while it is the device's last: an earlier owner's
-    // certificate (revoked affiliationChanged at that owner's release) must not fetch or answer a command
-    // made for the owner after it
-    if (rec.status !== 'valid') {
+    // a revoked certificate fetches for the device only while it is the device's last: an earlier owner's
+    // certificate (revoked affiliationChanged at that owner's release) must not fetch a command made for the
+    // owner after it. A report needs no such rule: it must be signed by the certificate that fetched (or a
+    // valid one issued since), and after a transfer the fetching certificate is no longer the last.
+    if (rec.status !== 'valid' && fetching) {
       const deviceId = rec.deviceId;
       const all = await collectItems((after, want) => this.store.listCertificates({ deviceId, after, limit: want }));
       if (all.items.some((c) => c.serial !== rec.serial && !NOT_DEVICE_PROFILES.includes(c.profile) && c.createdAt.getTime() > rec.createdAt.getTime()))
