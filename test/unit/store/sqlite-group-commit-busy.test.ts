@@ -37,64 +37,56 @@ function holdWriteLock(file: string): Database.Database {
   return db;
 }
 
-test(
-  'writes wait for the lock holder on a timer (the holder on the same thread can commit meanwhile), then commit in order',
-  async () => {
-    const file = tmp.file('store.sqlite');
-    store = new SqliteStore(file);
-    other = holdWriteLock(file);
-    const settled: string[] = [];
-    const first = [store.appendAudit(audit('a')), store.appendAudit(audit('b'))].map((p, i) =>
-      p.then(
-        (r) => (settled.push(`ok ${i}`), r),
-        (e: unknown) => {
-          settled.push(`failed ${i}: ${(e as Error).message}`);
-          throw e;
-        },
-      ),
-    );
-    // a blocking busy handler would hold this thread until busy_timeout and then fail both writes
-    await tick(30);
-    expect(settled).toEqual([]);
-    // a write made while the group waits joins it
-    const third = store.appendAudit(audit('c'));
-    await tick(10);
-    other.exec('COMMIT');
-    const recs = await Promise.all([...first, third]);
-    expect(recs.map((r) => [r.seq, r.subject])).toEqual([
-      [1, 'a'],
-      [2, 'b'],
-      [3, 'c'],
-    ]);
-    const page = await store.listAudit({});
-    expect(page.items.map((r) => r.subject)).toEqual(['a', 'b', 'c']);
-    expect(page.items[1].prevHash).toBe(page.items[0].hash);
-    // the other connection's write is there too
-    expect((other.prepare('SELECT at FROM store_probe WHERE id = 1').get() as { at: number }).at).toBe(42);
-  },
-  30_000,
-);
+test('writes wait for the lock holder on a timer (the holder on the same thread can commit meanwhile), then commit in order', async () => {
+  const file = tmp.file('store.sqlite');
+  store = new SqliteStore(file);
+  other = holdWriteLock(file);
+  const settled: string[] = [];
+  const first = [store.appendAudit(audit('a')), store.appendAudit(audit('b'))].map((p, i) =>
+    p.then(
+      (r) => (settled.push(`ok ${i}`), r),
+      (e: unknown) => {
+        settled.push(`failed ${i}: ${(e as Error).message}`);
+        throw e;
+      },
+    ),
+  );
+  // a blocking busy handler would hold this thread until busy_timeout and then fail both writes
+  await tick(30);
+  expect(settled).toEqual([]);
+  // a write made while the group waits joins it
+  const third = store.appendAudit(audit('c'));
+  await tick(10);
+  other.exec('COMMIT');
+  const recs = await Promise.all([...first, third]);
+  expect(recs.map((r) => [r.seq, r.subject])).toEqual([
+    [1, 'a'],
+    [2, 'b'],
+    [3, 'c'],
+  ]);
+  const page = await store.listAudit({});
+  expect(page.items.map((r) => r.subject)).toEqual(['a', 'b', 'c']);
+  expect(page.items[1].prevHash).toBe(page.items[0].hash);
+  // the other connection's write is there too
+  expect((other.prepare('SELECT at FROM store_probe WHERE id = 1').get() as { at: number }).at).toBe(42);
+}, 30_000);
 
-test(
-  "past busy_timeout the waiting writes fail as 'store-unavailable' with nothing written, and later writes succeed",
-  async () => {
-    const file = tmp.file('store.sqlite');
-    store = new SqliteStore(file, { busyTimeoutMs: 50 });
-    other = holdWriteLock(file);
-    const failed = await store.appendAudit(audit('a')).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    expect(failed).toBeInstanceOf(DeviceCaError);
-    expect((failed as DeviceCaError).code).toBe('store-unavailable');
-    expect((failed as DeviceCaError).retryAfterSeconds).toBe(2);
-    other.exec('COMMIT');
-    expect((await store.listAudit({})).items).toEqual([]);
-    const rec = await store.appendAudit(audit('b'));
-    expect([rec.seq, rec.subject]).toEqual([1, 'b']);
-  },
-  30_000,
-);
+test("past busy_timeout the waiting writes fail as 'store-unavailable' with nothing written, and later writes succeed", async () => {
+  const file = tmp.file('store.sqlite');
+  store = new SqliteStore(file, { busyTimeoutMs: 50 });
+  other = holdWriteLock(file);
+  const failed = await store.appendAudit(audit('a')).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(failed).toBeInstanceOf(DeviceCaError);
+  expect((failed as DeviceCaError).code).toBe('store-unavailable');
+  expect((failed as DeviceCaError).retryAfterSeconds).toBe(2);
+  other.exec('COMMIT');
+  expect((await store.listAudit({})).items).toEqual([]);
+  const rec = await store.appendAudit(audit('b'));
+  expect([rec.seq, rec.subject]).toEqual([1, 'b']);
+}, 30_000);
 
 test('close commits the writes still queued', async () => {
   const file = tmp.file('store.sqlite');
