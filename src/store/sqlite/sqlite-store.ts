@@ -57,6 +57,10 @@ import { DiskSpaceGuard } from './disk-space-guard';
 import { FALLBACK_AUTOCHECKPOINT_PAGES, WalCheckpointer } from './wal-checkpointer';
 
 type Row = Record<string, unknown>;
+/** BUSY_TIMEOUT_MS: how long a write waits for another connection's write lock before it fails as 'store-unavailable' */
+const BUSY_TIMEOUT_MS = 10_000;
+/** BUSY_RETRY_MAX_MS: the longest pause between a waiting group commit's attempts to take the write lock (SqliteStore.waitForLock) */
+const BUSY_RETRY_MAX_MS = 4;
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation */
 const AUTH_PURGE_BATCH = 32;
 const ms = (d: Date): number => d.getTime();
@@ -156,13 +160,14 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
    * `store.checkpointThread` is off. Its checkpoint errors reach the disk space guard, so /healthz and
    * the writes see a database file that cannot take the WAL's pages.
    */
-  constructor(file: string, opts: { backgroundCheckpoint?: boolean } = {}) {
+  constructor(file: string, opts: { backgroundCheckpoint?: boolean; busyTimeoutMs?: number } = {}) {
     // the file holds enrollment secrets' hashes and the CA state: 0600 in a 0700 directory, whatever the umask
     if (file !== ':memory:') createPrivateFile(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 10000');
+    this.busyTimeoutMs = opts.busyTimeoutMs ?? BUSY_TIMEOUT_MS;
+    this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
     this.db.pragma('foreign_keys = ON');
     this.migrate();
     if (file !== ':memory:') this.space = new DiskSpaceGuard(file);
@@ -171,11 +176,21 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
       this.db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`);
       this.checkpointer = new WalCheckpointer(file, (f) => space.setCheckpointFailure(f));
     }
+    // the group commit's own transaction control, outside stmt(): the disk space guard refuses its writes, not these
+    this.control = {
+      begin: this.db.prepare('BEGIN IMMEDIATE'),
+      commit: this.db.prepare('COMMIT'),
+      rollback: this.db.prepare('ROLLBACK'),
+    };
     this.probeWrite = this.db.prepare('INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at');
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
     this.walIndex = openWalIndex(this.db, file);
   }
   private readonly statusStmt: Database.Statement;
+  /** busyTimeoutMs: how long a write waits for another connection's write lock (BUSY_TIMEOUT_MS unless a test sets it) */
+  private readonly busyTimeoutMs: number;
+  /** control: the group commit's BEGIN IMMEDIATE, COMMIT and ROLLBACK (beginGroup) */
+  private readonly control: Record<'begin' | 'commit' | 'rollback', Database.Statement>;
   /** probeWrite: the health probe's write, outside stmt() so the disk space guard does not refuse it first */
   private readonly probeWrite: Database.Statement;
   /** walIndex: the -shm file and the wal-index header last seen (statusVersion) */
@@ -209,7 +224,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   }
 
   async close(): Promise<void> {
-    if (this.queue.length) this.flush(); // nothing queued is lost
+    if (this.queue.length) this.flush(true); // nothing queued is lost, even while another connection holds the lock
     await this.checkpointer?.close();
     this.space?.close();
     this.db.close();
@@ -243,6 +258,8 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   // ---- group commit ----
   private queue: { fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
   private flushScheduled = false;
+  /** busyRetry: the timer of a group commit waiting for another connection's write lock (beginGroup), with when it first found it taken */
+  private busyRetry: { timer: NodeJS.Timeout; since: number; delayMs: number } | null = null;
 
   /**
    * grouped runs a write in the next group commit: the writes queued during one event-loop turn share one
@@ -260,7 +277,78 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     });
   }
 
-  private flush(): void {
+  /**
+   * beginGroup opens the group commit's IMMEDIATE transaction without waiting for the write lock when
+   * another connection (a cluster worker, another node's CLI) holds it: false then, and flush() tries again on
+   * a timer. SQLite's busy handler would instead sleep inside the synchronous call (1, 2, 5, 10, 15 ... 100 ms,
+   * up to busy_timeout) with the event loop stopped: in the mTLS re-enroll bench the workers spent hundreds
+   * of milliseconds at a time so, no TLS handshake served meanwhile. busy_timeout is 0 only for this BEGIN;
+   * the connection's other transactions keep BUSY_TIMEOUT_MS. `blocking` (close) waits as they do.
+   */
+  private beginGroup(blocking: boolean): boolean {
+    const c = this.control;
+    if (blocking) {
+      c.begin.run();
+      return true;
+    }
+    // by exec, not a cached statement: SQLite applies PRAGMA busy_timeout when it compiles the pragma, so
+    // running a prepared one again changes nothing (5 us for the pair)
+    this.db.exec('PRAGMA busy_timeout = 0');
+    try {
+      c.begin.run();
+      return true;
+    } catch (e) {
+      const code = (e as { code?: unknown })?.code;
+      if (typeof code === 'string' && code.startsWith('SQLITE_BUSY')) return false;
+      throw e;
+    } finally {
+      this.db.exec(`PRAGMA busy_timeout = ${this.busyTimeoutMs}`);
+    }
+  }
+
+  /**
+   * waitForLock schedules the next attempt of a group commit whose BEGIN found the write lock taken: after
+   * 1 ms, doubling to BUSY_RETRY_MAX_MS, while writes queued meanwhile join the group. Past the connection's
+   * busy_timeout the queued writes fail as SQLite's busy handler would have failed them (SQLITE_BUSY:
+   * 'store-unavailable', 503 with Retry-After), nothing of them written.
+   */
+  private waitForLock(): void {
+    const now = Date.now();
+    const since = this.busyRetry?.since ?? now;
+    if (now - since >= this.busyTimeoutMs) {
+      this.busyRetry = null;
+      this.flushScheduled = false;
+      const jobs = this.queue;
+      this.queue = [];
+      const e = new DeviceCaError('store-unavailable', 'store unavailable (locked by another writer)', { detail: `SQLITE_BUSY: write lock held for ${now - since} ms`, retryAfterSeconds: 2 });
+      for (const j of jobs) j.reject(e);
+      return;
+    }
+    const delayMs = this.busyRetry ? Math.min(this.busyRetry.delayMs * 2, BUSY_RETRY_MAX_MS) : 1;
+    this.busyRetry = { since, delayMs, timer: setTimeout(() => this.flush(), delayMs) };
+  }
+
+  private flush(blocking = false): void {
+    if (this.busyRetry) clearTimeout(this.busyRetry.timer);
+    if (this.queue.length === 0) {
+      this.busyRetry = null;
+      this.flushScheduled = false;
+      return;
+    }
+    // the write lock first: while another connection holds it the jobs stay queued and the event loop runs
+    let begun: boolean;
+    try {
+      begun = this.beginGroup(blocking);
+    } catch (e) {
+      this.busyRetry = null;
+      this.flushScheduled = false;
+      const jobs = this.queue;
+      this.queue = [];
+      for (const j of jobs) j.reject(e);
+      return;
+    }
+    if (!begun) return this.waitForLock();
+    this.busyRetry = null;
     this.flushScheduled = false;
     const jobs = this.queue;
     this.queue = [];
@@ -271,28 +359,27 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     const release = this.stmt('RELEASE job');
     const rollback = this.stmt('ROLLBACK TO job');
     try {
-      this.db
-        .transaction(() => {
-          for (const j of jobs) {
-            savepoint.run();
-            try {
-              const v = j.fn();
-              release.run();
-              results.push({ ok: true, v });
-            } catch (e) {
-              rollback.run();
-              release.run();
-              // one error class leaves the store: a full disk or a damaged file is 'store-unavailable',
-              // SQLite's other errors 'internal' (detail logged only)
-              results.push({
-                ok: false,
-                v: e instanceof DeviceCaError ? e : (sqliteUnavailable(e) ?? new DeviceCaError('internal', 'store write failed', { detail: (e as Error)?.message, cause: e })),
-              });
-            }
-          }
-        })
-        .immediate();
+      for (const j of jobs) {
+        savepoint.run();
+        try {
+          const v = j.fn();
+          release.run();
+          results.push({ ok: true, v });
+        } catch (e) {
+          rollback.run();
+          release.run();
+          // one error class leaves the store: a full disk or a damaged file is 'store-unavailable',
+          // SQLite's other errors 'internal' (detail logged only)
+          results.push({
+            ok: false,
+            v: e instanceof DeviceCaError ? e : (sqliteUnavailable(e) ?? new DeviceCaError('internal', 'store write failed', { detail: (e as Error)?.message, cause: e })),
+          });
+        }
+      }
+      this.control.commit.run();
     } catch (e) {
+      // as db.transaction() does: whatever failed, the group's transaction is not left open
+      if (this.db.inTransaction) this.control.rollback.run();
       for (const j of jobs) j.reject(e);
       return;
     }
