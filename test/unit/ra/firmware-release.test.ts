@@ -189,6 +189,23 @@ describe('signers: which signatures count', () => {
     expect(await refusal(releaseToBuffer(fw, { package: ahead, actor: 'test' }))).toBe("forbidden: signer m's signing time is in the future");
   });
 
+  it('a signer whose certificate is revoked is refused, and nothing is left at --out', async () => {
+    const { privateKey } = generateKeyPair('ecdsa-p256');
+    const r = await fw.addSigner({ name: 'revoked-one', role: 'auditor', csr: h.csr('revoked-one', { key: privateKey }).der, actor: 'test' });
+    await h.store.revokeCertificate(r.serial, 'keyCompromise', new Date(), null, { type: 'certificate.revoked', actor: 'test', subject: r.serial, data: {} });
+    const pkg = await signFirmwarePackage(await pkgSignedBy(ALL_ROLES), { certificate: r.certificate, key: softwareSigningKey(privateKey, 'ecdsa-p256', 'r') }, new Date());
+    // releaseToBuffer fails the refusal if anything (the release or its temporary file) is left beside --out
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, actor: 'test' }))).toBe("forbidden: signer revoked-one's certificate is revoked");
+  });
+
+  it('a truncated or garbled package is a clear bad-request, and nothing is left at --out', async () => {
+    const pkg = await pkgSignedBy(ALL_ROLES);
+    expect(await refusal(releaseToBuffer(fw, { package: pkg.subarray(0, pkg.length - 10), actor: 'test' }))).toMatch(
+      /^bad-request: the file is not a DER CMS SignedData \(malformed DER: ContentInfo ends at \d+, not \d+/,
+    );
+    expect(await refusal(releaseToBuffer(fw, { package: Buffer.from('not a package'), actor: 'test' }))).toMatch(/^bad-request: the file is not a DER CMS SignedData/);
+  });
+
   it('a tampered package is refused as bad-signature', async () => {
     const pkg = await pkgSignedBy(['manufacturer', 'developer', 'administrator']);
     const at = pkg.indexOf(Buffer.from('image bytes'));
