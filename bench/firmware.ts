@@ -145,6 +145,14 @@ export async function benchFirmware(): Promise<BenchRow[]> {
       certs.push(assembleCertificate(tbs, issuerKey.signatureAlgorithm, await issuerKey.sign(tbs)));
     }
     const ourReleaseEnc = await bestAsync(3, () => releaseFile(signedFile, releaseOut, signer, { now, recipients: certs.slice(0, 1) }));
+    // openssl doing the same work: encrypt the image to the device (AES-256-CBC, ECDH), then sign the result
+    const devicePem = path.join(dir, 'device-0.pem');
+    fs.writeFileSync(devicePem, new crypto.X509Certificate(certs[0]).toString());
+    const encrypted = path.join(dir, 'openssl-enc.der');
+    const theirEncSign = best(3, () => {
+      openssl(['cms', '-encrypt', '-binary', '-aes256', '-outform', 'DER', '-in', imageFile, '-recip', devicePem, '-out', encrypted]);
+      openssl(['cms', '-sign', '-binary', '-nodetach', '-outform', 'DER', '-in', encrypted, '-signer', certFile, '-inkey', keyFile, '-md', 'sha256', '-out', out]);
+    });
     const small = crypto.randomBytes(64 << 10);
     const envelope = best(3, () => envelopeToCertificates(small, CMS_OID.firmwarePackage, certs));
     const ecdh = crypto.createECDH('prime256v1');
@@ -213,10 +221,11 @@ export async function benchFirmware(): Promise<BenchRow[]> {
         ratio: theirSign / ourReleasePlain,
       },
       {
-        name: `firmware release ${IMAGE_MIB} MiB encrypted to 1 P-256 device, streamed file to file (verify, AES-256-CBC, counter-sign) vs openssl cms -sign`,
+        name: `firmware release ${IMAGE_MIB} MiB encrypted to 1 P-256 device, streamed file to file (verify, AES-256-CBC, counter-sign) vs openssl cms -encrypt then -sign`,
         figure: fmtRate(mibps(ourReleaseEnc), 'MiB'),
-        baseline: fmtRate(mibps(theirSign), 'MiB'),
-        ratio: theirSign / ourReleaseEnc,
+        baseline: fmtRate(mibps(theirEncSign), 'MiB'),
+        ratio: theirEncSign / ourReleaseEnc,
+        note: `openssl cms -sign alone: ${fmtRate(mibps(theirSign), 'MiB')}`,
       },
       {
         name: `encrypt a release to ${RECIPIENTS} P-256 devices (ECDH + KDF + AES wrap) vs raw ECDH`,
