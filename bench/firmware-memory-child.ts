@@ -1,9 +1,11 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createFirmwarePackage, buildFirmwareRelease, readFirmwarePackage, signFirmwarePackage } from '../src/cms/firmware-package';
+import { createFirmwarePackage, buildFirmwareRelease, FirmwareSigner, readFirmwarePackage, signFirmwarePackage } from '../src/cms/firmware-package';
+import { fileSource } from '../src/cms/byte-source';
 import { fdSink, wholeFile } from '../src/cms/file-range';
-import { buildPlainReleaseFile, createFirmwarePackageFile, readFirmwarePackageFile, signFirmwarePackageFile } from '../src/cms/firmware-package-file';
+import { ReleaseFileOptions, writeFirmwareReleaseFile } from '../src/cms/firmware-release-file';
+import { buildPlainReleaseFile, createFirmwarePackageFile, readFirmwarePackageFile, readFirmwarePackageSource, signFirmwarePackageFile } from '../src/cms/firmware-package-file';
 import { ReleaseCheck, verifyFirmwareRelease, verifyFirmwareReleaseFile } from '../src/cms/firmware-release-verify';
 import { pemBlocks } from '../src/ca/pem';
 import { softwareSigningKey } from '../src/keys/software-key-backend';
@@ -31,6 +33,9 @@ export const MEMORY_OPERATIONS = [
   'release-verify-encrypted',
   'release-verify-plain-streamed',
   'release-verify-encrypted-streamed',
+  'release-encrypted-one',
+  'release-file-plain',
+  'release-file-encrypted-one',
 ] as const;
 export type MemoryOperation = (typeof MEMORY_OPERATIONS)[number];
 
@@ -57,6 +62,21 @@ async function streamed(from: string, to: string, op: (fd: number, sink: (b: Buf
   const out = fs.openSync(to, 'w');
   try {
     await op(fd, fdSink(out));
+  } finally {
+    fs.closeSync(fd);
+    fs.closeSync(out);
+  }
+}
+
+/**
+ * releaseFile: what `firmware release` does with the package and the release (the RA's path without its
+ * store): the package verified from its file, the release written into another file piece by piece.
+ */
+export async function releaseFile(from: string, to: string, signer: FirmwareSigner, opts: ReleaseFileOptions): Promise<void> {
+  const fd = fs.openSync(from, 'r');
+  const out = fs.openSync(to, 'w+');
+  try {
+    await writeFirmwareReleaseFile(readFirmwarePackageSource(fileSource(wholeFile(fd)), ['sha256']), signer, opts, out);
   } finally {
     fs.closeSync(fd);
     fs.closeSync(out);
@@ -111,6 +131,15 @@ async function run(op: MemoryOperation, dir: string): Promise<void> {
     case 'release-verify-plain-streamed':
     case 'release-verify-encrypted-streamed':
       return streamed(f(op === 'release-verify-plain-streamed' ? 'verify-plain.der' : 'verify-enc.der'), f('verified-s.bin'), (fd, sink) => verifyFirmwareReleaseFile(fd, releaseCheck(f), sink));
+    case 'release-encrypted-one':
+      fs.writeFileSync(
+        f('release-enc1.der'),
+        await buildFirmwareRelease(readFirmwarePackage(fs.readFileSync(f('signed.der'))), signer, { now, recipients: recipients(f('recipients.der')).slice(0, 1) }),
+      );
+      return;
+    case 'release-file-plain':
+    case 'release-file-encrypted-one':
+      return releaseFile(f('signed-s.der'), f('release-file.der'), signer, op === 'release-file-plain' ? { now } : { now, recipients: recipients(f('recipients.der')).slice(0, 1) });
     case 'release-plain-streamed':
       return streamed(f('signed-s.der'), f('release-s.der'), async (fd, sink) => (await buildPlainReleaseFile(readFirmwarePackageFile(fd, ['sha256']), signer, now)).writeTo(sink));
   }

@@ -2,7 +2,8 @@ import { Command } from 'commander';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { parseHardwareList } from '../cms/firmware-attributes';
-import { fdSink, hashRange, wholeFile } from '../cms/file-range';
+import { fileSource, hashSource } from '../cms/byte-source';
+import { fdSink, wholeFile } from '../cms/file-range';
 import { createFirmwarePackageFile, FirmwarePackageFile, signFirmwarePackageFile, StreamedOutput } from '../cms/firmware-package-file';
 import { buildFirmwareReceipt, FirmwareReceipt } from '../cms/firmware-receipt';
 import { openGroupKeyEnvelope } from '../cms/firmware-group-key';
@@ -124,7 +125,7 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
         }
         writeFileAtomicWith(o.out, (fd) => out.writeTo(fdSink(fd)), 0o644);
         // the image's SHA-256 for the summary: hashed already unless every signature (and this key) uses SHA-384
-        const sha256 = out.before.digests.digests.get('sha256') ?? hashRange(out.before.image, ['sha256']).get('sha256');
+        const sha256 = out.before.digests.digests.get('sha256') ?? hashSource(out.before.image, ['sha256']).get('sha256');
         return { before: out.before, sha256: sha256?.toString('hex') };
       });
       const m = before.metadata;
@@ -202,8 +203,11 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     .action(async (o: { in: string; encryptTo?: string; encryptToGroup?: string; out: string }) => {
       const to = o.encryptTo;
       const encryptTo = to === undefined ? undefined : to.startsWith('owner:') ? { owner: to.slice('owner:'.length) } : { deviceIds: to.split(',').map((d) => d.trim()) };
-      const r = await withReleases((f) => f.release({ package: readFile(o.in), encryptTo, encryptToGroup: o.encryptToGroup, actor: ctx.actor() }));
-      writeFileAtomic(o.out, r.release, 0o644);
+      // streamed: the package is read from its file and the release written into a temporary file beside
+      // --out, renamed over it once it is complete and recorded (a refusal leaves no --out)
+      const r = await withOpenFile(o.in, (input) =>
+        withReleases((f) => f.release({ package: fileSource(wholeFile(input)), out: o.out, encryptTo, encryptToGroup: o.encryptToGroup, actor: ctx.actor() })),
+      );
       if (ctx.json()) console.log(JSON.stringify(r.groupKeyId ? { ...r.record, group: o.encryptToGroup, groupKeyId: r.groupKeyId } : r.record));
       else
         console.log(

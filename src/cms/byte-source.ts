@@ -48,6 +48,22 @@ export function fileSource(r: FileRange): ByteSource {
   };
 }
 
+/** subSource: `length` bytes of a source from `offset`, as a source of their own (a package's image inside the package). */
+export function subSource(src: ByteSource, offset: number, length: number): ByteSource {
+  within(src.length, offset, length);
+  return {
+    length,
+    read: (o, n) => {
+      within(length, o, n);
+      return src.read(offset + o, n);
+    },
+    chunks: (o, n) => {
+      within(length, o, n);
+      return src.chunks(offset + o, n);
+    },
+  };
+}
+
 /** hashSource hashes a range once with every digest given (one pass). */
 export function hashSource(src: ByteSource, digests: Iterable<DigestName>, offset = 0, length = src.length - offset): Map<DigestName, Buffer> {
   const hashes = [...new Set(digests)].map((d) => [d, crypto.createHash(d)] as const);

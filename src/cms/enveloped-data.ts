@@ -93,6 +93,25 @@ function subjectKeyIdentifier(certDer: Buffer): Buffer | null {
  * 'bad-request' for no recipient.
  */
 export function envelopeToCertificates(content: Buffer, contentType: string, certificates: Buffer[]): Buffer {
+  return encryptInto(envelopeLayout(content.length, contentType, certificates), content);
+}
+
+/**
+ * EncryptedLayout: an encrypted ContentInfo (EnvelopedData, or the EncryptedData of a group release) laid
+ * out ahead of its content: CBC with PKCS#7 padding makes the ciphertext length known from the content
+ * length, so the DER before the ciphertext (`head`) is complete before any byte is encrypted, and a
+ * 64 MiB image can be encrypted chunk by chunk into its place, in memory or in a file.
+ */
+export interface EncryptedLayout {
+  /** head: the DER up to the encryptedContent's value; the ciphertext follows and ends the encoding */
+  head: Buffer;
+  encryptedLength: number;
+  /** cipher: a fresh cipher under the layout's key and IV (the same ciphertext each time) */
+  cipher(): crypto.Cipher;
+}
+
+/** envelopeLayout: envelopeToCertificates' EnvelopedData for a content of contentLength bytes, its key wrapped to every certificate. */
+export function envelopeLayout(contentLength: number, contentType: string, certificates: Buffer[]): EncryptedLayout {
   if (certificates.length === 0) throw new DeviceCaError('bad-request', 'an encrypted package needs at least one recipient');
   const spec = CONTENT_CIPHERS['aes-256-cbc'];
   const cek = crypto.randomBytes(spec.keyLength);
@@ -114,9 +133,7 @@ export function envelopeToCertificates(content: Buffer, contentType: string, cer
   for (const [curve, rs] of byCurve) recipientInfos.unshift(keyAgreeRecipientInfo(cek, curve, rs));
   // RFC 5652 §6.1: version 2 when a RecipientInfo is not version 0 (kari is 3), else 0
   const version = integer(byCurve.size > 0 ? 2 : 0);
-  // the DER is laid out ahead (CBC with PKCS#7 padding: the ciphertext length is known) and the content
-  // encrypted chunk by chunk into its place: one copy of a 64 MiB image, not one per enclosing TLV
-  const encryptedLength = (Math.floor(content.length / 16) + 1) * 16;
+  const encryptedLength = cbcLength(contentLength);
   const eciFields = Buffer.concat([oid(contentType), seq(oid(spec.oid), octetString(iv)), header(0x80, encryptedLength)]);
   const eciHeader = header(0x30, eciFields.length + encryptedLength);
   const fields = Buffer.concat([version, set(...recipientInfos), eciHeader, eciFields]);
@@ -124,12 +141,22 @@ export function envelopeToCertificates(content: Buffer, contentType: string, cer
   const explicitHeader = header(0xa0, envelopedHeader.length + fields.length + encryptedLength);
   const type = oid(CMS_OID.envelopedData);
   const head = Buffer.concat([header(0x30, type.length + explicitHeader.length + envelopedHeader.length + fields.length + encryptedLength), type, explicitHeader, envelopedHeader, fields]);
-  const out = Buffer.allocUnsafe(head.length + encryptedLength);
-  let p = head.copy(out);
-  const c = crypto.createCipheriv('aes-256-cbc', cek, iv);
+  return { head, encryptedLength, cipher: () => crypto.createCipheriv('aes-256-cbc', cek, iv) };
+}
+
+/** cbcLength: the AES-CBC ciphertext length of a content with PKCS#7 padding (always 1 to 16 bytes of it). */
+export function cbcLength(contentLength: number): number {
+  return (Math.floor(contentLength / 16) + 1) * 16;
+}
+
+/** encryptInto: the whole encoding of a layout in one Buffer, the content encrypted chunk by chunk into place (one copy of a 64 MiB image). */
+export function encryptInto(layout: EncryptedLayout, content: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(layout.head.length + layout.encryptedLength);
+  let p = layout.head.copy(out);
+  const c = layout.cipher();
   for (let at = 0; at < content.length; at += 1 << 20) p += c.update(content.subarray(at, at + (1 << 20))).copy(out, p);
   p += c.final().copy(out, p);
-  if (p !== out.length) throw new Error('envelopeToCertificates: ciphertext length differs from the layout'); // cannot happen with CBC
+  if (p !== out.length) throw new Error('encryptInto: ciphertext length differs from the layout'); // cannot happen with CBC
   return out;
 }
 

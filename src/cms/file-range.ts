@@ -71,3 +71,32 @@ export function fdSink(fd: number): Sink {
     for (let p = 0; p < chunk.length;) p += fs.writeSync(fd, chunk, p, chunk.length - p);
   };
 }
+
+/** writeAt writes the whole buffer at `position` of an open file (a header written once the lengths are known). */
+export function writeAt(fd: number, b: Buffer, position: number): void {
+  for (let p = 0; p < b.length;) p += fs.writeSync(fd, b, p, b.length - p, position + p);
+}
+
+/**
+ * moveWithin moves `length` bytes of an open file from `from` to `to` (the ranges may overlap, as
+ * memmove's), chunk by chunk: a streamed release whose DER header turned out longer or shorter than laid
+ * out shifts its content by those few bytes instead of being written again.
+ */
+export function moveWithin(fd: number, from: number, to: number, length: number): void {
+  if (from === to || length === 0) return;
+  const buf = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, length));
+  // moving towards the end: copy the last chunk first, so no byte is overwritten before it is read
+  const forward = to > from;
+  for (let done = 0; done < length;) {
+    const n = Math.min(buf.length, length - done);
+    const at = forward ? length - done - n : done;
+    let got = 0;
+    while (got < n) {
+      const r = fs.readSync(fd, buf, got, n - got, from + at + got);
+      if (r === 0) throw new DeviceCaError('bad-request', 'the file ended before its content did (truncated?)');
+      got += r;
+    }
+    writeAt(fd, buf.subarray(0, n), to + at);
+    done += n;
+  }
+}

@@ -3,7 +3,7 @@ import { children, decodeOid, decodeString, readOne } from '../der/der-reader';
 import { derLength, integer, octetString, oid, seq, set, utf8String } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID, CONTENT_CIPHERS } from './cms-algorithms';
-import { envelopeToCertificates } from './enveloped-data';
+import { cbcLength, EncryptedLayout, encryptInto, envelopeToCertificates } from './enveloped-data';
 import { EnvelopeRecipient, openFirmwareEnvelope } from './firmware-envelope-open';
 
 /**
@@ -85,10 +85,15 @@ export function openGroupKeyEnvelope(der: Buffer, recipient: EnvelopeRecipient):
  * chunk by chunk into place, as envelopeToCertificates does: one copy of the image.
  */
 export function encryptedDataContentInfo(content: Buffer, contentType: string, key: Buffer): Buffer {
+  return encryptInto(encryptedDataLayout(content.length, contentType, key), content);
+}
+
+/** encryptedDataLayout: encryptedDataContentInfo's EncryptedData for a content of contentLength bytes, to be encrypted into place (a file, or a Buffer). */
+export function encryptedDataLayout(contentLength: number, contentType: string, key: Buffer): EncryptedLayout {
   if (key.length !== GROUP_KEY_BYTES) throw new DeviceCaError('bad-request', 'a group key has 32 bytes (AES-256)');
   const spec = CONTENT_CIPHERS['aes-256-cbc'];
   const iv = crypto.randomBytes(spec.ivLength);
-  const encryptedLength = (Math.floor(content.length / 16) + 1) * 16;
+  const encryptedLength = cbcLength(contentLength);
   const eciFields = Buffer.concat([oid(contentType), seq(oid(spec.oid), octetString(iv)), header(0x80, encryptedLength)]);
   const eci = Buffer.concat([header(0x30, eciFields.length + encryptedLength), eciFields]);
   const version = integer(0);
@@ -96,13 +101,7 @@ export function encryptedDataContentInfo(content: Buffer, contentType: string, k
   const explicit = Buffer.concat([header(0xa0, body.length + encryptedLength), body]);
   const type = oid(CMS_OID.encryptedData);
   const head = Buffer.concat([header(0x30, type.length + explicit.length + encryptedLength), type, explicit]);
-  const out = Buffer.allocUnsafe(head.length + encryptedLength);
-  let p = head.copy(out);
-  const c = crypto.createCipheriv('aes-256-cbc', key, iv);
-  for (let at = 0; at < content.length; at += 1 << 20) p += c.update(content.subarray(at, at + (1 << 20))).copy(out, p);
-  p += c.final().copy(out, p);
-  if (p !== out.length) throw new Error('encryptedDataContentInfo: ciphertext length differs from the layout'); // cannot happen with CBC
-  return out;
+  return { head, encryptedLength, cipher: () => crypto.createCipheriv('aes-256-cbc', key, iv) };
 }
 
 /**

@@ -1,11 +1,11 @@
 import { children, decodeOid, readOne } from '../der/der-reader';
-import { octetString, set } from '../der/der-writer';
+import { octetString } from '../der/der-writer';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
 import { encryptedDataContentInfo, GROUP_KEY_ID_BYTES, GroupKey } from './firmware-group-key';
-import { FirmwarePackage, FirmwareSigner, signingTimeAttribute } from './firmware-package';
+import { encryptedReleaseAttributes, encryptedReleaseParts, FirmwarePackage, FirmwareSigner } from './firmware-package';
 import { encodeSignedData, parseSignedDataParts } from './signed-data-parts';
-import { buildSignerInfo } from './signer-info';
+import { buildSignerInfo, SignedAttribute } from './signer-info';
 
 /**
  * firmware-group-release: an encrypted release to a group key (docs/firmware.md "Group key"). The nesting
@@ -24,22 +24,14 @@ import { buildSignerInfo } from './signer-info';
 export async function buildGroupFirmwareRelease(pkg: FirmwarePackage, ca: FirmwareSigner, opts: { groupKey: GroupKey; now: Date }): Promise<Buffer> {
   if (pkg.signers.length === 0) throw new DeviceCaError('bad-request', 'the package has no signers');
   const encrypted = encryptedDataContentInfo(pkg.image, CMS_OID.firmwarePackage, opts.groupKey.key);
-  const approvals = { type: CMS_OID.approvals, values: [set(...pkg.parts.signerInfos)] };
-  const keyId = { type: CMS_OID.decryptKeyId, values: [octetString(Buffer.from(opts.groupKey.id, 'hex'))] };
-  const { signerInfo, digestAlgorithm } = await buildSignerInfo({
-    contentType: CMS_OID.data,
-    content: encrypted,
-    signer: ca,
-    attributes: [...pkg.attributes, approvals, keyId, signingTimeAttribute(opts.now)],
-  });
-  return encodeSignedData({
-    digestAlgorithms: [digestAlgorithm],
-    eContentType: CMS_OID.data,
-    eContent: encrypted,
-    certificates: [...pkg.parts.certificates, ca.certificate, ...(ca.chain ?? [])],
-    crls: [],
-    signerInfos: [signerInfo],
-  });
+  const attributes = encryptedReleaseAttributes(pkg, opts.now, [decryptKeyIdAttribute(opts.groupKey)]);
+  const signed = await buildSignerInfo({ contentType: CMS_OID.data, content: encrypted, signer: ca, attributes });
+  return encodeSignedData({ ...encryptedReleaseParts(pkg, ca, signed), eContent: encrypted });
+}
+
+/** decryptKeyIdAttribute: RFC 4108 §2.2.4 decryptKeyID naming the group key (OCTET STRING of its 16 bytes), signed by the CA. */
+export function decryptKeyIdAttribute(g: GroupKey): SignedAttribute {
+  return { type: CMS_OID.decryptKeyId, values: [octetString(Buffer.from(g.id, 'hex'))] };
 }
 
 /**

@@ -1,9 +1,11 @@
+import * as crypto from 'node:crypto';
 import { DeviceCaError } from '../errors/device-ca-error';
+import { ByteSource, fileSource, hashSource, subSource } from './byte-source';
 import { CMS_OID, DigestName } from './cms-algorithms';
-import { copyRange, FileRange, hashRange, Sink } from './file-range';
+import { FileRange, Sink, wholeFile } from './file-range';
 import { FirmwareMetadata } from './firmware-attributes';
 import { FirmwarePackage, FirmwareSigner, plainReleaseParts, unsignedPackageParts, verifiedPackage, withSignature } from './firmware-package';
-import { readSignedDataFile } from './signed-data-file';
+import { readSignedDataSource } from './signed-data-file';
 import { SignedDataParts, signedDataLayout } from './signed-data-parts';
 import { ContentDigests, digestFor, signerInfoDigest } from './signer-info';
 
@@ -15,15 +17,18 @@ import { ContentDigests, digestFor, signerInfoDigest } from './signer-info';
  * functions write for the same inputs; the encoding decisions stay in firmware-package.ts.
  */
 
-/** FirmwarePackageFile: a package in a file whose every signature verified; the image is a range of the file, with its digests. */
+/**
+ * FirmwarePackageFile: a package whose every signature verified, its image left in its source (a range of
+ * the package file, or of a Buffer), with the digests computed while verifying.
+ */
 export interface FirmwarePackageFile extends Omit<FirmwarePackage, 'image'> {
-  image: FileRange;
+  image: ByteSource;
   digests: ContentDigests;
 }
 
 /** createFirmwarePackageFile writes an unsigned package around the image (createFirmwarePackage's bytes) to the sink; returns its length. */
 export function createFirmwarePackageFile(image: FileRange, metadata: FirmwareMetadata, sink: Sink): number {
-  const out = around(unsignedPackageParts(image.length, metadata), image);
+  const out = around(unsignedPackageParts(image.length, metadata), fileSource(image));
   out.writeTo(sink);
   return out.length;
 }
@@ -34,10 +39,19 @@ export function createFirmwarePackageFile(image: FileRange, metadata: FirmwareMe
  * (a signature about to be added). Errors as readFirmwarePackage's.
  */
 export function readFirmwarePackageFile(fd: number, also: DigestName[] = []): FirmwarePackageFile {
-  const { parts, content } = readSignedDataFile(fd);
+  return readFirmwarePackageSource(fileSource(wholeFile(fd)), also);
+}
+
+/**
+ * readFirmwarePackageSource is readFirmwarePackageFile over any source (the release of the RA takes a
+ * file or a Buffer alike): one pass over the image, whatever the number of signers.
+ */
+export function readFirmwarePackageSource(src: ByteSource, also: DigestName[] = []): FirmwarePackageFile {
+  const { parts, content } = readSignedDataSource(src);
   if (parts.eContentType !== CMS_OID.firmwarePackage) throw new DeviceCaError('bad-request', 'the file is not a firmware package (id-ct-firmwarePackage, RFC 4108)');
-  const digests = { digests: hashRange(content, [...parts.signerInfos.map(signerInfoDigest), ...also]) };
-  return { ...verifiedPackage(parts, digests), image: content, digests };
+  const image = subSource(src, content.offset, content.length);
+  const digests = { digests: hashSource(image, [...parts.signerInfos.map(signerInfoDigest), ...also]) };
+  return { ...verifiedPackage(parts, digests), image, digests };
 }
 
 /**
@@ -56,23 +70,34 @@ export interface StreamedOutput {
  */
 export async function signFirmwarePackageFile(fd: number, signer: FirmwareSigner, now: Date): Promise<StreamedOutput & { before: FirmwarePackageFile }> {
   const before = readFirmwarePackageFile(fd, [digestFor(signer.key)]);
-  return { ...around(await withSignature(before, before.digests, signer, now), before.image), before };
+  return { ...around(await withSignature(before, before.digests, signer, now), before.image, before.digests), before };
 }
 
-/** buildPlainReleaseFile: buildFirmwareRelease's plain release of a package read by readFirmwarePackageFile (with the CA key's digest among `also`). */
+/** buildPlainReleaseFile: buildFirmwareRelease's plain release of a package read by readFirmwarePackageSource (with the CA key's digest among `also`). */
 export async function buildPlainReleaseFile(pkg: FirmwarePackageFile, ca: FirmwareSigner, now: Date): Promise<StreamedOutput> {
   if (!pkg.digests.digests.has(digestFor(ca.key))) throw new DeviceCaError('bad-algorithm', `the package was not hashed with ${digestFor(ca.key)}`);
-  return around(await plainReleaseParts(pkg, pkg.digests, ca, now), pkg.image);
+  return around(await plainReleaseParts(pkg, pkg.digests, ca, now), pkg.image, pkg.digests);
 }
 
-/** around: the SignedData of `parts` with the range as its eContent, to be streamed. */
-function around(parts: Omit<SignedDataParts, 'eContent'>, content: FileRange): StreamedOutput {
+/**
+ * around: the SignedData of `parts` with the source as its eContent, to be streamed. With `signed` (the
+ * digests the signatures were made over) the content is hashed again on its way out and a content that
+ * changed since (a file rewritten under us) is refused after the write, which the caller's atomic write
+ * then discards: what is kept always matches its signatures.
+ */
+function around(parts: Omit<SignedDataParts, 'eContent'>, content: ByteSource, signed?: ContentDigests): StreamedOutput {
   const { head, tail } = signedDataLayout(parts, content.length);
   return {
     length: head.length + content.length + tail.length,
     writeTo: (sink) => {
       sink(head);
-      copyRange(content, sink);
+      const [digest, expected] = signed ? [...signed.digests][0] : [];
+      const h = digest ? crypto.createHash(digest) : null;
+      for (const c of content.chunks(0, content.length)) {
+        h?.update(c);
+        sink(c);
+      }
+      if (h && !h.digest().equals(expected as Buffer)) throw new DeviceCaError('bad-request', 'the package changed while it was read');
       sink(tail);
     },
   };

@@ -128,20 +128,31 @@ export async function withSignature(pkg: Omit<FirmwarePackage, 'image'>, image: 
  */
 export async function buildFirmwareRelease(pkg: FirmwarePackage, ca: FirmwareSigner, opts: { recipients?: Buffer[]; now: Date }): Promise<Buffer> {
   if (pkg.signers.length === 0) throw new DeviceCaError('bad-request', 'the package has no signers');
-  const caCerts = [ca.certificate, ...(ca.chain ?? [])];
-  const st = signingTimeAttribute(opts.now);
   if (!opts.recipients) return encodeSignedData({ ...(await plainReleaseParts(pkg, pkg.image, ca, opts.now)), eContent: pkg.image });
   const envelope = envelopeToCertificates(pkg.image, CMS_OID.firmwarePackage, opts.recipients);
-  const approvals = { type: CMS_OID.approvals, values: [set(...pkg.parts.signerInfos)] };
-  const { signerInfo, digestAlgorithm } = await buildSignerInfo({ contentType: CMS_OID.data, content: envelope, signer: ca, attributes: [...pkg.attributes, approvals, st] });
-  return encodeSignedData({
-    digestAlgorithms: [digestAlgorithm],
+  const signed = await buildSignerInfo({ contentType: CMS_OID.data, content: envelope, signer: ca, attributes: encryptedReleaseAttributes(pkg, opts.now) });
+  return encodeSignedData({ ...encryptedReleaseParts(pkg, ca, signed), eContent: envelope });
+}
+
+/**
+ * encryptedReleaseAttributes: what the CA signs in an encrypted release beside contentType and
+ * messageDigest: the RFC 4108 attributes, approvals (the parties' SignerInfos over the plaintext), `extra`
+ * (a group release's decryptKeyID) and signingTime.
+ */
+export function encryptedReleaseAttributes(pkg: Omit<FirmwarePackage, 'image'>, now: Date, extra: SignedAttribute[] = []): SignedAttribute[] {
+  if (pkg.signers.length === 0) throw new DeviceCaError('bad-request', 'the package has no signers');
+  return [...pkg.attributes, { type: CMS_OID.approvals, values: [set(...pkg.parts.signerInfos)] }, ...extra, signingTimeAttribute(now)];
+}
+
+/** encryptedReleaseParts: the fields of an encrypted release (eContentType id-data) around its encrypted ContentInfo: the CA's SignerInfo only, the parties' and the CA's certificates. */
+export function encryptedReleaseParts(pkg: Omit<FirmwarePackage, 'image'>, ca: FirmwareSigner, signed: { signerInfo: Buffer; digestAlgorithm: Buffer }): Omit<SignedDataParts, 'eContent'> {
+  return {
+    digestAlgorithms: [signed.digestAlgorithm],
     eContentType: CMS_OID.data,
-    eContent: envelope,
-    certificates: [...pkg.parts.certificates, ...caCerts],
+    certificates: [...pkg.parts.certificates, ca.certificate, ...(ca.chain ?? [])],
     crls: [],
-    signerInfos: [signerInfo],
-  });
+    signerInfos: [signed.signerInfo],
+  };
 }
 
 /** plainReleaseParts: the fields of a plain release: the package's, without the template, with the CA's SignerInfo over the image added. */

@@ -1,8 +1,8 @@
-import * as fs from 'node:fs';
 import { children, decodeOid, readTlv } from '../der/der-reader';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID } from './cms-algorithms';
-import { FileRange, readAt } from './file-range';
+import { ByteSource, fileSource } from './byte-source';
+import { FileRange, wholeFile } from './file-range';
 import { fieldsAfterContent, SignedDataParts } from './signed-data-parts';
 
 /**
@@ -20,15 +20,27 @@ const HEAD_BYTES = 64 << 10;
 /** MAX_TAIL_BYTES: bound on what follows the content (certificates, SignerInfos), all of which is read into memory. */
 const MAX_TAIL_BYTES = 16 << 20;
 
+/** SignedDataSource: SignedDataFile of a ByteSource: the content is `length` bytes of the source from `offset`. */
+export interface SignedDataSource {
+  parts: SignedDataParts;
+  content: { offset: number; length: number };
+}
+
+/** readSignedDataFile: readSignedDataSource over an open file, the content as a range of the file. */
+export function readSignedDataFile(fd: number): SignedDataFile {
+  const { parts, content } = readSignedDataSource(fileSource(wholeFile(fd)));
+  return { parts, content: { fd, ...content } };
+}
+
 /**
- * readSignedDataFile locates the eContent OCTET STRING of a DER SignedData ContentInfo (RFC 5652 §5.1) in
- * an open file without reading it: it reads the headers before it and the fields after it, and checks
+ * readSignedDataSource locates the eContent OCTET STRING of a DER SignedData ContentInfo (RFC 5652 §5.1) in
+ * a source (a file, or a Buffer) without reading it: it reads the headers before it and the fields after it, and checks
  * that every enclosing length ends where the content, the SignedData and the file end. Only DER is read,
  * with a primitive eContent, as encodeSignedData writes it. Errors: 'bad-request' naming the problem.
  */
-export function readSignedDataFile(fd: number): SignedDataFile {
-  const size = fs.fstatSync(fd).size;
-  const head = readAt(fd, 0, Math.min(size, HEAD_BYTES));
+export function readSignedDataSource(src: ByteSource): SignedDataSource {
+  const size = src.length;
+  const head = src.read(0, Math.min(size, HEAD_BYTES));
   let p = 0;
   /** open enters a constructed TLV (or a primitive's value) that must end at `end`, or, given `within`, no later than it. */
   const open = (tag: number, what: string, end: number, within = false): number => {
@@ -56,9 +68,9 @@ export function readSignedDataFile(fd: number): SignedDataFile {
   if (p === encapEnd) throw new DeviceCaError('bad-request', 'the SignedData has no content');
   open(0xa0, 'eContent', encapEnd);
   open(0x04, 'eContent OCTET STRING', encapEnd); // a constructed (0x24) OCTET STRING is refused here
-  const content = { fd, offset: p, length: encapEnd - p };
+  const content = { offset: p, length: encapEnd - p };
   if (ciEnd - encapEnd > MAX_TAIL_BYTES) throw new DeviceCaError('bad-request', 'the SignedData fields after the content are too large');
-  const tail = readAt(fd, encapEnd, ciEnd - encapEnd);
+  const tail = src.read(encapEnd, ciEnd - encapEnd);
   const fields = guarded(() => children({ tag: 0x30, full: tail, value: tail }, 6), 'SignedData fields');
   return {
     parts: { digestAlgorithms: children(digestAlgorithms, 16).map((d) => d.full), eContentType, eContent: null, ...fieldsAfterContent(fields) },

@@ -47,6 +47,11 @@ export function digestFor(key: SigningKey): DigestName {
   return key.algorithm === 'ecdsa-p384' ? 'sha384' : 'sha256';
 }
 
+/** digestForCertificate: digestFor of the key a certificate certifies (a package is hashed for the CA before its key is opened). */
+export function digestForCertificate(certificate: Buffer): DigestName {
+  return new crypto.X509Certificate(certificate).publicKey.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? 'sha384' : 'sha256';
+}
+
 /**
  * buildSignerInfo makes one SignerInfo (RFC 5652 §5.3, version 1, signer named by issuer and serial) over
  * content of the given type, with contentType and messageDigest (§11.1, §11.2) and the given attributes

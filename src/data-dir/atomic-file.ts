@@ -52,19 +52,56 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode: numbe
  * `file` is left as it was.
  */
 export function writeFileAtomicWith<T>(file: string, write: (fd: number) => T, mode: number = PRIVATE_FILE_MODE): T {
-  ensurePrivateDir(path.dirname(file));
-  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
-  const fd = fs.openSync(tmp, 'wx', mode);
+  const { tmp, fd } = openTemporary(file, mode);
   let result: T;
   try {
-    fs.fchmodSync(fd, mode);
     result = write(fd);
     fs.fsyncSync(fd);
   } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
+    discard(tmp, fd);
     throw e;
   }
+  return renameOver(tmp, fd, file, result);
+}
+
+/**
+ * writeFileAtomicAsync is writeFileAtomicWith for a writer that awaits between its pieces (a firmware
+ * release: the CA's signature, then the store's record, before the file may appear): the temporary file
+ * is renamed over `file` only when `write` resolves, and removed when it rejects.
+ */
+export async function writeFileAtomicAsync<T>(file: string, write: (fd: number) => Promise<T>, mode: number = PRIVATE_FILE_MODE): Promise<T> {
+  const { tmp, fd } = openTemporary(file, mode);
+  let result: T;
+  try {
+    result = await write(fd);
+    fs.fsyncSync(fd);
+  } catch (e) {
+    discard(tmp, fd);
+    throw e;
+  }
+  return renameOver(tmp, fd, file, result);
+}
+
+/** openTemporary creates the temporary file beside `file` (unique per process and call) with `mode`. */
+function openTemporary(file: string, mode: number): { tmp: string; fd: number } {
+  ensurePrivateDir(path.dirname(file));
+  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  const fd = fs.openSync(tmp, 'wx+', mode); // readable too: a streamed release is read back (its content moved, its bytes recorded)
+  try {
+    fs.fchmodSync(fd, mode);
+  } catch (e) {
+    discard(tmp, fd);
+    throw e;
+  }
+  return { tmp, fd };
+}
+
+function discard(tmp: string, fd: number): void {
+  fs.closeSync(fd);
+  fs.rmSync(tmp, { force: true });
+}
+
+function renameOver<T>(tmp: string, fd: number, file: string, result: T): T {
   fs.closeSync(fd);
   try {
     fs.renameSync(tmp, file);

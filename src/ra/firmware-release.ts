@@ -1,6 +1,12 @@
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import { Config } from '../config/schema';
-import { buildFirmwareRelease, readFirmwarePackage } from '../cms/firmware-package';
+import { ByteSource } from '../cms/byte-source';
+import { readAt } from '../cms/file-range';
+import { readFirmwarePackageSource } from '../cms/firmware-package-file';
+import { writeFirmwareReleaseFile } from '../cms/firmware-release-file';
+import { digestForCertificate } from '../cms/signer-info';
+import { writeFileAtomicAsync } from '../data-dir/atomic-file';
 import { describeShortfall, policyShortfall, RolePolicy, rolePolicy } from '../cms/firmware-policy';
 import { isSignedBy, issueSignerCertificate, openSignerCa, releaseSigner, signerCaCertificate } from '../ca/signer-ca';
 import { DeviceCaError } from '../errors/device-ca-error';
@@ -9,7 +15,6 @@ import { collectItems } from '../store/paging';
 import { AuditInput, FirmwareReleaseInfo, Store } from '../store/store';
 import { parseCsr } from './csr';
 import { NOT_DEVICE_PROFILES } from './firmware-distribution';
-import { buildGroupFirmwareRelease } from '../cms/firmware-group-release';
 import { FirmwareGroupKeys, firmwareGroupKek, ownerOfGroup, parseFirmwareGroup } from './firmware-group-keys';
 
 /**
@@ -122,7 +127,8 @@ export class FirmwareReleases {
 
   /**
    * release decides whether a signed package may go out and makes the release:
-   * 1. every signature verifies (readFirmwarePackage) and every signer certificate was issued by the
+   * 1. every signature verifies (readFirmwarePackageSource: one pass over the image, which stays in its
+   *    file) and every signer certificate was issued by the
    *    signer CA to a registered signer, is not revoked, and was valid at its signingTime (which is not in
    *    the future);
    * 2. the roles of those signers cover the policy: of the owner (`encryptTo.owner`), of each named
@@ -132,24 +138,31 @@ export class FirmwareReleases {
    *    device is never one: named explicitly it is refused, in an owner's fleet it is left out);
    *    with `encryptToGroup` the recipients are the group's members and the image is encrypted once under
    *    the group key FirmwareGroupKeys.keyForRelease picks (a new one when a member left);
-   * then the signer CA counter-signs, and the signatures and release are audited.
+   * then the signer CA counter-signs, and the signatures and release are audited. Nothing is encrypted or
+   * written before every decision is made. The release is written streamed into a temporary file beside
+   * `out` (writeFirmwareReleaseFile), recorded in the store, and only then renamed to `out`: a refusal or
+   * an error leaves neither `out` nor the temporary file.
    */
   async release(a: {
-    package: Buffer;
+    /** package: the signed package, in a file (fileSource) or a Buffer (bufferSource) */
+    package: ByteSource;
+    /** out: where the release is written (replaced only when it is complete and recorded) */
+    out: string;
     encryptTo?: { deviceIds?: string[]; owner?: string };
     /** encryptToGroup: 'fleet' or 'owner:<name>': the image under the group's key (firmware-group-keys.ts), its members the recipients */
     encryptToGroup?: string;
     actor: string;
     now?: Date;
-  }): Promise<{ release: Buffer; record: ReleaseRecord; groupKeyId?: string }> {
+  }): Promise<{ bytes: number; record: ReleaseRecord; groupKeyId?: string }> {
     const now = a.now ?? new Date();
     const group = a.encryptToGroup === undefined ? undefined : parseFirmwareGroup(a.encryptToGroup);
     if (group !== undefined && a.encryptTo) throw new DeviceCaError('bad-request', 'a release is encrypted to devices or to a group, not both');
     // a group's members are the recipients a per-device release would have (the fleet: every active device)
     const encryptTo = group === undefined ? a.encryptTo : { owner: ownerOfGroup(group), fleet: group === 'fleet' };
-    const pkg = readFirmwarePackage(a.package);
-    if (pkg.signers.length === 0) throw new DeviceCaError('forbidden', 'the package is not signed');
     const signerCa = await signerCaCertificate(this.store);
+    // one pass over the image: every party's digest, SHA-256 for the record and the CA's for its counter-signature
+    const pkg = readFirmwarePackageSource(a.package, ['sha256', ...(signerCa ? [digestForCertificate(signerCa)] : [])]);
+    if (pkg.signers.length === 0) throw new DeviceCaError('forbidden', 'the package is not signed');
     if (!signerCa) throw new DeviceCaError('forbidden', 'no signer is registered (device-ca signers add)');
     const registered = await this.listSigners();
     const signers: ReleaseRecord['signers'] = [];
@@ -198,33 +211,40 @@ export class FirmwareReleases {
             )
           ).key
         : null;
-    const release = groupKey
-      ? await buildGroupFirmwareRelease(pkg, releaseSigner(ca), { groupKey, now })
-      : await buildFirmwareRelease(pkg, releaseSigner(ca), { now, recipients: recipients?.map((r) => r.certificate) });
     const record: ReleaseRecord = {
       name: pkg.metadata.name,
       version: pkg.metadata.version,
-      sha256: crypto.createHash('sha256').update(pkg.image).digest('hex'),
+      sha256: (pkg.digests.digests.get('sha256') as Buffer).toString('hex'),
       signers,
       recipients: recipients ? recipients.map((r) => r.deviceId) : null,
       // the targets the agent checks (RFC 4108 §2.2.2), so that `latest` can skip a release for other hardware
       hardware: pkg.metadata.hardware.map((h) => (h.serial === undefined ? { type: h.type } : { type: h.type, serial: h.serial })),
       releasedAt: now,
     };
-    // the store checks the version again in its transaction: two releases at once cannot roll back
-    await this.store.saveFirmwareRelease(record, release, {
-      type: 'firmware.released',
-      actor: a.actor,
-      subject: `firmware:${record.name}`,
-      data: {
-        version: record.version,
-        sha256: record.sha256,
-        signers: signers.map((s) => s.name),
-        recipients: record.recipients?.length ?? null,
-        ...(groupKey ? { group, groupKeyId: groupKey.id } : {}),
+    const bytes = await writeFileAtomicAsync(
+      a.out,
+      async (fd) => {
+        const length = await writeFirmwareReleaseFile(pkg, releaseSigner(ca), groupKey ? { groupKey, now } : { recipients: recipients?.map((r) => r.certificate), now }, fd);
+        fs.fsyncSync(fd);
+        // the store checks the version again in its transaction: two releases at once cannot roll back
+        // MERGE(fwrelstore): pass fileSource(wholeFile(fd))
+        await this.store.saveFirmwareRelease(record, readAt(fd, 0, length), {
+          type: 'firmware.released',
+          actor: a.actor,
+          subject: `firmware:${record.name}`,
+          data: {
+            version: record.version,
+            sha256: record.sha256,
+            signers: signers.map((s) => s.name),
+            recipients: record.recipients?.length ?? null,
+            ...(groupKey ? { group, groupKeyId: groupKey.id } : {}),
+          },
+        });
+        return length;
       },
-    });
-    return groupKey ? { release, record, groupKeyId: groupKey.id } : { release, record };
+      0o644,
+    );
+    return groupKey ? { bytes, record, groupKeyId: groupKey.id } : { bytes, record };
   }
 
   /** recipients: each device's newest valid certificate; see release() for which devices count. */

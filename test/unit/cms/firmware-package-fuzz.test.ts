@@ -2,8 +2,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { chunksOf } from '../../../src/cms/file-range';
-import { readFirmwarePackageFile } from '../../../src/cms/firmware-package-file';
+import { bufferSource } from '../../../src/cms/byte-source';
+import { readFirmwarePackageFile, readFirmwarePackageSource } from '../../../src/cms/firmware-package-file';
 import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../../../src/cms/firmware-package';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { softwareSigningKey } from '../../../src/keys/software-key-backend';
@@ -46,7 +46,7 @@ it('readFirmwarePackage refuses mutated packages with a DeviceCaError, and accep
   }
 });
 
-it('readFirmwarePackageFile (streamed) gives the same verdict as readFirmwarePackage on every mutated package, and the same image', async () => {
+it('readFirmwarePackageFile and readFirmwarePackageSource (streamed) give the same verdict as readFirmwarePackage on every mutated package, and the same image', async () => {
   const party = makeParty('fuzz-signer', 'P-256');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-fw-fuzz-'));
   try {
@@ -71,10 +71,15 @@ it('readFirmwarePackageFile (streamed) gives the same verdict as readFirmwarePac
       try {
         const ours = verdict(() => {
           const p = readFirmwarePackageFile(fd);
-          return Buffer.concat([...chunksOf(p.image)].map((c) => Buffer.from(c)));
+          return Buffer.concat([...p.image.chunks(0, p.image.length)].map((c) => Buffer.from(c)));
+        });
+        // the RA's release reads a package from a source: a Buffer's must give the file's verdict
+        const source = verdict(() => {
+          const p = readFirmwarePackageSource(bufferSource(m.bytes));
+          return p.image.read(0, p.image.length);
         });
         const theirs = verdict(() => readFirmwarePackage(m.bytes).image);
-        if (ours !== theirs) differ.push(`case ${i} (${m.how}): file ${ours}, buffer ${theirs}`);
+        if (ours !== theirs || source !== theirs) differ.push(`case ${i} (${m.how}): file ${ours}, source ${source}, buffer ${theirs}`);
       } finally {
         fs.closeSync(fd);
       }

@@ -12,6 +12,7 @@ import { generateKeyPair, softwareSigningKey, SoftwareKeyBackend } from '../../.
 import { DeviceLifecycle, OPERATOR } from '../../../src/ra/device-lifecycle';
 import { FIRMWARE_GROUP_KEK_FILE, FirmwareGroupKeys, firmwareGroupKek } from '../../../src/ra/firmware-group-keys';
 import { FirmwareReleases } from '../../../src/ra/firmware-release';
+import { releaseToBuffer } from './release-to-buffer';
 import { makeRaHarness, RaHarness, secretProof } from './ra-harness';
 
 /**
@@ -37,7 +38,7 @@ async function device(id: string, owner: string): Promise<void> {
 async function groupRelease(group: string): Promise<{ keyId: string; release: Buffer; recipients: string[] }> {
   let pkg = createFirmwarePackage(Buffer.from(`image ${++version}`), { name: 'fw', version, hardware: [] });
   for (const p of parties) pkg = await signFirmwarePackage(pkg, p, new Date());
-  const r = await fw.release({ package: pkg, encryptToGroup: group, actor: 'test' });
+  const r = await releaseToBuffer(fw, { package: pkg, encryptToGroup: group, actor: 'test' });
   return { keyId: r.groupKeyId!, release: r.release, recipients: r.record.recipients! };
 }
 /** fetch: "served" (and the device opens its key package), or "<code>: <message>" */
@@ -191,9 +192,9 @@ describe('rotation: a member that left is not a recipient of anything released a
   it('refuses a malformed group, and devices plus a group at once', async () => {
     let pkg = createFirmwarePackage(Buffer.from('x'), { name: 'fw', version: 999, hardware: [] });
     for (const p of parties) pkg = await signFirmwarePackage(pkg, p, new Date());
-    await expect(fw.release({ package: pkg, encryptToGroup: 'owners:acme', actor: 't' })).rejects.toThrow('a firmware group is fleet or owner:<name>');
-    await expect(fw.release({ package: pkg, encryptToGroup: 'owner:', actor: 't' })).rejects.toThrow('a firmware group is fleet or owner:<name>');
-    await expect(fw.release({ package: pkg, encryptToGroup: 'fleet', encryptTo: { deviceIds: ['dev-a'] }, actor: 't' })).rejects.toThrow('not both');
-    await expect(fw.release({ package: pkg, encryptToGroup: 'owner:nobody', actor: 't' })).rejects.toThrow('no active device with a valid certificate to encrypt to');
+    await expect(releaseToBuffer(fw, { package: pkg, encryptToGroup: 'owners:acme', actor: 't' })).rejects.toThrow('a firmware group is fleet or owner:<name>');
+    await expect(releaseToBuffer(fw, { package: pkg, encryptToGroup: 'owner:', actor: 't' })).rejects.toThrow('a firmware group is fleet or owner:<name>');
+    await expect(releaseToBuffer(fw, { package: pkg, encryptToGroup: 'fleet', encryptTo: { deviceIds: ['dev-a'] }, actor: 't' })).rejects.toThrow('not both');
+    await expect(releaseToBuffer(fw, { package: pkg, encryptToGroup: 'owner:nobody', actor: 't' })).rejects.toThrow('no active device with a valid certificate to encrypt to');
   });
 });

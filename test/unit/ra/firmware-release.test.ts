@@ -8,6 +8,7 @@ import { KeyAlgorithm } from '../../../src/keys/key-backend';
 import { generateKeyPair, softwareSigningKey, SoftwareKeyBackend } from '../../../src/keys/software-key-backend';
 import { DeviceLifecycle, OPERATOR } from '../../../src/ra/device-lifecycle';
 import { FirmwareReleases } from '../../../src/ra/firmware-release';
+import { releaseToBuffer } from './release-to-buffer';
 import { issuerAndSerialNumber } from '../../../src/cms/issuer-and-serial';
 import * as x509 from '@peculiar/x509';
 import { makeRaHarness, RaHarness, secretProof } from './ra-harness';
@@ -79,15 +80,15 @@ describe('roles: the default policy needs manufacturer, developer and administra
     [[], 'forbidden: the package is not signed'],
   ];
   it.each(cases)('signed by %j -> %s', async (roles, expected) => {
-    expect(await refusal(fw.release({ package: await pkgSignedBy(roles), actor: 'test' }))).toBe(expected);
+    expect(await refusal(releaseToBuffer(fw, { package: await pkgSignedBy(roles), actor: 'test' }))).toBe(expected);
   });
 
   it('an owner policy applies to releases for its devices; other owners keep the default', async () => {
     await fw.setPolicy({ roles: ['qa'], owner: 'globex', actor: 'test' });
-    expect(await refusal(fw.release({ package: await pkgSignedBy(['qa']), encryptTo: { owner: 'globex' }, actor: 'test' }))).toBe('released');
-    expect(await refusal(fw.release({ package: await pkgSignedBy(['qa']), encryptTo: { deviceIds: ['dev-g'] }, actor: 'test' }))).toBe('released');
+    expect(await refusal(releaseToBuffer(fw, { package: await pkgSignedBy(['qa']), encryptTo: { owner: 'globex' }, actor: 'test' }))).toBe('released');
+    expect(await refusal(releaseToBuffer(fw, { package: await pkgSignedBy(['qa']), encryptTo: { deviceIds: ['dev-g'] }, actor: 'test' }))).toBe('released');
     // a release to devices of both owners needs both policies
-    expect(await refusal(fw.release({ package: await pkgSignedBy(['qa']), encryptTo: { deviceIds: ['dev-g', 'dev-1'] }, actor: 'test' }))).toMatch(
+    expect(await refusal(releaseToBuffer(fw, { package: await pkgSignedBy(['qa']), encryptTo: { deviceIds: ['dev-g', 'dev-1'] }, actor: 'test' }))).toMatch(
       /^forbidden: .*missing signatures of role manufacturer, developer, administrator$/,
     );
     expect(await fw.requiredRoles('acme')).toEqual(['manufacturer', 'developer', 'administrator']);
@@ -103,7 +104,7 @@ describe('M-of-N: a policy that needs some of its roles, at release and on the d
     chain = [(await signerCaCertificate(h.store))!, root];
   });
   const release = async (roles: string[], version: number) =>
-    refusal(fw.release({ package: await pkgSignedBy(roles, { name: 'mn', version, hardware: [] }), encryptTo: { owner: 'initech' }, actor: 'test' }));
+    refusal(releaseToBuffer(fw, { package: await pkgSignedBy(roles, { name: 'mn', version, hardware: [] }), encryptTo: { owner: 'initech' }, actor: 'test' }));
   const verify = (rel: Buffer, roles: string[], require?: number): string => {
     try {
       const v = verifyFirmwareRelease(rel, { chain, roles, require, now: new Date() });
@@ -124,7 +125,7 @@ describe('M-of-N: a policy that needs some of its roles, at release and on the d
 
   it('a release to devices of an M-of-N owner and of an all-of owner must meet both', async () => {
     const pkg = await pkgSignedBy(['manufacturer', 'developer'], { name: 'mn', version: 2, hardware: [] });
-    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['dev-i', 'dev-1'] }, actor: 'test' }))).toBe(
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, encryptTo: { deviceIds: ['dev-i', 'dev-1'] }, actor: 'test' }))).toBe(
       'forbidden: the release policy is not met: missing signatures of role administrator',
     );
   });
@@ -134,7 +135,7 @@ describe('M-of-N: a policy that needs some of its roles, at release and on the d
     await fw.setPolicy({ roles: ['manufacturer', 'developer', 'administrator'], require: 2, actor: 'test' });
     let rel: Buffer;
     try {
-      rel = (await fw.release({ package: two, actor: 'test' })).release;
+      rel = (await releaseToBuffer(fw, { package: two, actor: 'test' })).release;
     } finally {
       await fw.setPolicy({ roles: ['manufacturer', 'developer', 'administrator'], actor: 'test' });
     }
@@ -168,7 +169,7 @@ describe('signers: which signatures count', () => {
     const issued = await h.issued('default', 'enroll', h.csr('dev-x', { key: privateKey }).der, secretProof('dev-x', await h.register('dev-x')));
     const foreign = { certificate: issued.certificate, key: softwareSigningKey(privateKey, 'ecdsa-p256', 'x') };
     const pkg = await signFirmwarePackage(await pkgSignedBy(['manufacturer', 'developer', 'administrator']), foreign, new Date());
-    expect(await refusal(fw.release({ package: pkg, actor: 'test' }))).toMatch(/^forbidden: a signature is by .*CN=dev-x, which is not a registered signer certificate$/);
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, actor: 'test' }))).toMatch(/^forbidden: a signature is by .*CN=dev-x, which is not a registered signer certificate$/);
   });
 
   it('a signer CA certificate that was never registered as a signer does not count', async () => {
@@ -178,21 +179,38 @@ describe('signers: which signatures count', () => {
     const c = await issueSignerCertificate(h.cfg, ca, h.store, { name: 'ghost', role: 'administrator', spki, validitySeconds: 86400, actor: 'test' });
     const ghost = { certificate: c.der, key: softwareSigningKey(privateKey, 'ecdsa-p256', 'g') };
     const pkg = await signFirmwarePackage(await pkgSignedBy(['manufacturer', 'developer']), ghost, new Date());
-    expect(await refusal(fw.release({ package: pkg, actor: 'test' }))).toMatch(/not a registered signer certificate$/);
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, actor: 'test' }))).toMatch(/not a registered signer certificate$/);
   });
 
   it('a signing time outside the certificate, or ahead of the CA clock, is refused', async () => {
     const before = await pkgSignedBy(['manufacturer', 'developer', 'administrator'], META, new Date(Date.now() - 86400_000));
-    expect(await refusal(fw.release({ package: before, actor: 'test' }))).toBe("forbidden: signer m's certificate was not valid at its signing time");
+    expect(await refusal(releaseToBuffer(fw, { package: before, actor: 'test' }))).toBe("forbidden: signer m's certificate was not valid at its signing time");
     const ahead = await pkgSignedBy(['manufacturer', 'developer', 'administrator'], META, new Date(Date.now() + 3600_000));
-    expect(await refusal(fw.release({ package: ahead, actor: 'test' }))).toBe("forbidden: signer m's signing time is in the future");
+    expect(await refusal(releaseToBuffer(fw, { package: ahead, actor: 'test' }))).toBe("forbidden: signer m's signing time is in the future");
+  });
+
+  it('a signer whose certificate is revoked is refused, and nothing is left at --out', async () => {
+    const { privateKey } = generateKeyPair('ecdsa-p256');
+    const r = await fw.addSigner({ name: 'revoked-one', role: 'auditor', csr: h.csr('revoked-one', { key: privateKey }).der, actor: 'test' });
+    await h.store.revokeCertificate(r.serial, 'keyCompromise', new Date(), null, { type: 'certificate.revoked', actor: 'test', subject: r.serial, data: {} });
+    const pkg = await signFirmwarePackage(await pkgSignedBy(ALL_ROLES), { certificate: r.certificate, key: softwareSigningKey(privateKey, 'ecdsa-p256', 'r') }, new Date());
+    // releaseToBuffer fails the refusal if anything (the release or its temporary file) is left beside --out
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, actor: 'test' }))).toBe("forbidden: signer revoked-one's certificate is revoked");
+  });
+
+  it('a truncated or garbled package is a clear bad-request, and nothing is left at --out', async () => {
+    const pkg = await pkgSignedBy(ALL_ROLES);
+    expect(await refusal(releaseToBuffer(fw, { package: pkg.subarray(0, pkg.length - 10), actor: 'test' }))).toMatch(
+      /^bad-request: the file is not a DER CMS SignedData \(malformed DER: ContentInfo ends at \d+, not \d+/,
+    );
+    expect(await refusal(releaseToBuffer(fw, { package: Buffer.from('not a package'), actor: 'test' }))).toMatch(/^bad-request: the file is not a DER CMS SignedData/);
   });
 
   it('a tampered package is refused as bad-signature', async () => {
     const pkg = await pkgSignedBy(['manufacturer', 'developer', 'administrator']);
     const at = pkg.indexOf(Buffer.from('image bytes'));
     pkg[at] ^= 1;
-    expect(await refusal(fw.release({ package: pkg, actor: 'test' }))).toBe('bad-signature: message digest does not match the content');
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, actor: 'test' }))).toBe('bad-signature: message digest does not match the content');
   });
 });
 
@@ -200,7 +218,7 @@ describe('recipients', () => {
   const ALL = ['manufacturer', 'developer', 'administrator'];
 
   it('by owner: every active device of the owner with a valid certificate', async () => {
-    const r = await fw.release({ package: await pkgSignedBy(ALL, { ...META, version: 2 }), encryptTo: { owner: 'acme' }, actor: 'test' });
+    const r = await releaseToBuffer(fw, { package: await pkgSignedBy(ALL, { ...META, version: 2 }), encryptTo: { owner: 'acme' }, actor: 'test' });
     expect(r.record.recipients).toEqual(['dev-1', 'dev-2', 'dev-x']);
   });
 
@@ -210,13 +228,13 @@ describe('recipients', () => {
     await lifecycle.retire('dev-x', OPERATOR, 'test');
     await h.register('dev-new');
     const pkg = await pkgSignedBy(ALL, { ...META, version: 3 });
-    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['dev-2'] }, actor: 'test' }))).toBe('forbidden: device dev-2 is suspended: it cannot receive firmware');
-    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['dev-x'] }, actor: 'test' }))).toBe('forbidden: device dev-x is retired: it cannot receive firmware');
-    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['nope'] }, actor: 'test' }))).toBe('not-found: device nope is not registered');
-    expect(await refusal(fw.release({ package: pkg, encryptTo: { deviceIds: ['dev-new'] }, actor: 'test' }))).toBe('forbidden: device dev-new is registered: it cannot receive firmware');
-    const r = await fw.release({ package: pkg, encryptTo: { owner: 'acme' }, actor: 'test' });
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, encryptTo: { deviceIds: ['dev-2'] }, actor: 'test' }))).toBe('forbidden: device dev-2 is suspended: it cannot receive firmware');
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, encryptTo: { deviceIds: ['dev-x'] }, actor: 'test' }))).toBe('forbidden: device dev-x is retired: it cannot receive firmware');
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, encryptTo: { deviceIds: ['nope'] }, actor: 'test' }))).toBe('not-found: device nope is not registered');
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, encryptTo: { deviceIds: ['dev-new'] }, actor: 'test' }))).toBe('forbidden: device dev-new is registered: it cannot receive firmware');
+    const r = await releaseToBuffer(fw, { package: pkg, encryptTo: { owner: 'acme' }, actor: 'test' });
     expect(r.record.recipients).toEqual(['dev-1']);
-    expect(await refusal(fw.release({ package: pkg, encryptTo: { owner: 'nobody' }, actor: 'test' }))).toBe('bad-request: no active device with a valid certificate to encrypt to');
+    expect(await refusal(releaseToBuffer(fw, { package: pkg, encryptTo: { owner: 'nobody' }, actor: 'test' }))).toBe('bad-request: no active device with a valid certificate to encrypt to');
   });
 });
 
@@ -224,10 +242,10 @@ describe('records', () => {
   it('a refusal records nothing; a release records the signers, audited per signature', async () => {
     const before = (await fw.listReleases()).length;
     const auditBefore = (await h.audit('firmware.released')).length;
-    await refusal(fw.release({ package: await pkgSignedBy(['qa']), actor: 'test' }));
+    await refusal(releaseToBuffer(fw, { package: await pkgSignedBy(['qa']), actor: 'test' }));
     expect((await fw.listReleases()).length).toBe(before);
     expect((await h.audit('firmware.released')).length).toBe(auditBefore);
-    const r = await fw.release({ package: await pkgSignedBy(['manufacturer', 'developer', 'administrator'], { ...META, version: 9 }), actor: 'test' });
+    const r = await releaseToBuffer(fw, { package: await pkgSignedBy(['manufacturer', 'developer', 'administrator'], { ...META, version: 9 }), actor: 'test' });
     expect(r.record.signers.map((s) => [s.name, s.role])).toEqual([
       ['m', 'manufacturer'],
       ['d', 'developer'],
@@ -240,15 +258,17 @@ describe('records', () => {
 
   it("a release records the package's target hardware (RFC 4108 §2.2.2 types, §2.2.5 serials) in the store", async () => {
     const hardware = [{ type: '1.3.6.1.4.1.99.1' }, { type: '1.3.6.1.4.1.99.2', serial: 'dev-1' }];
-    const r = await fw.release({ package: await pkgSignedBy(ALL_ROLES, { name: 'fw-hw', version: 1, hardware }), actor: 'test' });
+    const r = await releaseToBuffer(fw, { package: await pkgSignedBy(ALL_ROLES, { name: 'fw-hw', version: 1, hardware }), actor: 'test' });
     expect(r.record.hardware).toEqual(hardware);
     expect((await h.store.getFirmwareRelease('fw-hw', 1))?.hardware).toEqual(hardware);
-    await fw.release({ package: await pkgSignedBy(ALL_ROLES, { name: 'fw-hw', version: 2, hardware: [] }), actor: 'test' });
+    await releaseToBuffer(fw, { package: await pkgSignedBy(ALL_ROLES, { name: 'fw-hw', version: 2, hardware: [] }), actor: 'test' });
     expect((await h.store.getFirmwareRelease('fw-hw', 2))?.hardware).toEqual([]);
   });
 
   it('an older version than the latest release of the name is refused', async () => {
-    expect(await refusal(fw.release({ package: await pkgSignedBy(['manufacturer', 'developer', 'administrator']), actor: 'test' }))).toBe('conflict: version 1 is below the released version 9 of fw');
+    expect(await refusal(releaseToBuffer(fw, { package: await pkgSignedBy(['manufacturer', 'developer', 'administrator']), actor: 'test' }))).toBe(
+      'conflict: version 1 is below the released version 9 of fw',
+    );
   });
 
   it('signer names and roles are checked, and a name is registered once', async () => {
@@ -279,7 +299,7 @@ describe('recipients of a TPM device', () => {
       cert: { serial: '7a7a01', deviceId: 'dev-1', issuer: dev.issuer, subject: 'CN=dev-1', profile: 'tpm-ak', notBefore, notAfter: dev.notAfter, shard: 0, spkiSha256: '00', der: akDer },
       audit: { type: 'test', actor: 'test', subject: 'device:dev-1', data: {} },
     });
-    const r = await fw.release({ package: await pkgSignedBy(ALL_ROLES, { ...META, name: 'fw-ak' }), encryptTo: { deviceIds: ['dev-1'] }, actor: 'test' });
+    const r = await releaseToBuffer(fw, { package: await pkgSignedBy(ALL_ROLES, { ...META, name: 'fw-ak' }), encryptTo: { deviceIds: ['dev-1'] }, actor: 'test' });
     expect(r.release.includes(issuerAndSerialNumber(dev.der))).toBe(true);
     expect(r.release.includes(issuerAndSerialNumber(akDer))).toBe(false);
   });
