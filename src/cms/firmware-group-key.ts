@@ -113,7 +113,7 @@ export function encryptedDataContentInfo(content: Buffer, contentType: string, k
 export function openEncryptedData(contentInfo: Buffer, key: Buffer): { contentType: string; content: Buffer } {
   const opened = encryptedDataContentOf(bufferSource(contentInfo), key);
   const parts: Buffer[] = [];
-  opened.decrypt((c) => parts.push(Buffer.from(c)));
+  opened.decrypt((c) => parts.push(c)); // each piece is a fresh Buffer of the decipher's
   return { contentType: opened.contentType, content: Buffer.concat(parts) };
 }
 
