@@ -114,7 +114,11 @@ async function groupKeyFetchRows(dir: string, members: string[], certs: Buffer[]
     const at = new Date();
     const enrol = async (id: string, der: Buffer): Promise<crypto.X509Certificate> => {
       const x = new crypto.X509Certificate(der);
-      await store.createDevice({ id, owner: null, label: null, state: 'registered' }, { hash: 'h', expiresAt: new Date(at.getTime() + 86400_000) }, { type: 'bench', actor: 'bench', subject: id, data: {} });
+      await store.createDevice(
+        { id, owner: null, label: null, state: 'registered' },
+        { hash: 'h', expiresAt: new Date(at.getTime() + 86400_000) },
+        { type: 'bench', actor: 'bench', subject: id, data: {} },
+      );
       await store.recordIssuance({
         cert: {
           serial: x.serialNumber.toLowerCase().padStart(32, '0'),

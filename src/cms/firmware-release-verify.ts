@@ -128,8 +128,7 @@ export function openFirmwareRelease(parts: SignedDataParts, content: ByteSource,
     let parties: VerifiedSigner[];
     if (encrypted) {
       // a release to a group or to devices: either is deciphered chunk by chunk from the source into the sink
-      const opened =
-        groupKeyId !== null ? encryptedDataContentOf(content, (check.groupKey as GroupKey).key) : envelopeContentOf(content, check.recipient as EnvelopeRecipient);
+      const opened = groupKeyId !== null ? encryptedDataContentOf(content, (check.groupKey as GroupKey).key) : envelopeContentOf(content, check.recipient as EnvelopeRecipient);
       if (opened.contentType !== CMS_OID.firmwarePackage) throw new DeviceCaError('bad-request', 'the encrypted content is not a firmware package');
       const approvals = ca.attributes.get(CMS_OID.approvals);
       if (!approvals || approvals.length !== 1) throw new DeviceCaError('forbidden', 'the release carries no approvals');

@@ -62,10 +62,7 @@ export function ownerOfGroup(group: string): string | undefined {
   return group.startsWith('owner:') ? group.slice('owner:'.length) : undefined;
 }
 
-type GroupKeyStore = Pick<
-  Store,
-  'getCaState' | 'saveCaState' | 'getCertificate' | 'getDevice' | 'appendAudit' | 'saveFirmwareGroupKey' | 'isFirmwareGroupKeyMember' | 'firmwareGroupKeyMembership'
->;
+type GroupKeyStore = Pick<Store, 'getCaState' | 'saveCaState' | 'getCertificate' | 'getDevice' | 'appendAudit' | 'saveFirmwareGroupKey' | 'isFirmwareGroupKeyMember' | 'firmwareGroupKeyMembership'>;
 
 export class FirmwareGroupKeys {
   constructor(

@@ -1035,10 +1035,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
       ],
       ['SELECT * FROM firmware_releases ORDER BY sort_key', (r) => ({ kind: 'firmware-release', row: { ...releaseFromRow(r), der: r.der as Buffer } })],
       ['SELECT * FROM firmware_receipts ORDER BY name, device_id', (r) => ({ kind: 'firmware-receipt', row: receiptFromRow(r) })],
-      [
-        'SELECT * FROM firmware_group_key_members ORDER BY key_id, device_id',
-        (r) => ({ kind: 'firmware-group-key-member', row: { keyId: String(r.key_id), deviceId: String(r.device_id) } }),
-      ],
+      ['SELECT * FROM firmware_group_key_members ORDER BY key_id, device_id', (r) => ({ kind: 'firmware-group-key-member', row: { keyId: String(r.key_id), deviceId: String(r.device_id) } })],
       ['SELECT * FROM audit ORDER BY seq', (r) => ({ kind: 'audit', row: auditFromRow(r) })],
       [
         'SELECT * FROM ca_state ORDER BY name',
@@ -1115,9 +1112,10 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     return this.db.transaction(() => {
       const members = Number((this.stmt('SELECT COUNT(*) AS n FROM firmware_group_key_members WHERE key_id = ?').get(keyId) as Row).n);
       const newcomers = (
-        this.stmt(
-          'SELECT j.value AS id FROM json_each(?) j WHERE NOT EXISTS (SELECT 1 FROM firmware_group_key_members m WHERE m.key_id = ? AND m.device_id = j.value) ORDER BY j.key',
-        ).all(JSON.stringify(candidates), keyId) as Row[]
+        this.stmt('SELECT j.value AS id FROM json_each(?) j WHERE NOT EXISTS (SELECT 1 FROM firmware_group_key_members m WHERE m.key_id = ? AND m.device_id = j.value) ORDER BY j.key').all(
+          JSON.stringify(candidates),
+          keyId,
+        ) as Row[]
       ).map((r) => String(r.id));
       return { members, newcomers };
     })();

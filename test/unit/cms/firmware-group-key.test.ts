@@ -192,9 +192,7 @@ describe('group key releases (RFC 4108 decryptKeyID, RFC 5652 EncryptedData, RFC
     // the right key id with other key bytes: every block deciphers to garbage, the padding of the last one does not check
     const sent: number[] = [];
     expect(() =>
-      withFd(relFile, (fd) =>
-        writeFileAtomicWith(out, (o) => verifyFirmwareReleaseFile(fd, { ...check, groupKey: { id: g.id, key: newGroupKey().key } }, (c) => (sent.push(c.length), fdSink(o)(c)))),
-      ),
+      withFd(relFile, (fd) => writeFileAtomicWith(out, (o) => verifyFirmwareReleaseFile(fd, { ...check, groupKey: { id: g.id, key: newGroupKey().key } }, (c) => (sent.push(c.length), fdSink(o)(c))))),
     ).toThrow(new DeviceCaError('bad-request', 'the encrypted content does not decrypt with this group key'));
     expect(sent.reduce((a, b) => a + b, 0)).toBeGreaterThan(1 << 20); // it failed at the end, after most of the image went out
     expect(fs.existsSync(out)).toBe(false);
@@ -213,9 +211,9 @@ describe('group key releases (RFC 4108 decryptKeyID, RFC 5652 EncryptedData, RFC
     const tampered = Buffer.from(ci);
     tampered[tampered.length - 1] ^= 0x01;
     const out = path.join(dir, 'ed.bin');
-    expect(() =>
-      withFd(file('ed.der', tampered), (fd) => writeFileAtomicWith(out, (o) => encryptedDataContentOf(fileSource(wholeFile(fd)), g.key).decrypt(fdSink(o)))),
-    ).toThrow(new DeviceCaError('bad-request', 'the encrypted content does not decrypt with this group key'));
+    expect(() => withFd(file('ed.der', tampered), (fd) => writeFileAtomicWith(out, (o) => encryptedDataContentOf(fileSource(wholeFile(fd)), g.key).decrypt(fdSink(o))))).toThrow(
+      new DeviceCaError('bad-request', 'the encrypted content does not decrypt with this group key'),
+    );
     expect(fs.existsSync(out)).toBe(false);
     // truncated, or not an EncryptedData: refused from the headers
     expect(() => opened(ci.subarray(0, ci.length - 16))).toThrow(/malformed DER|EncryptedData/);
