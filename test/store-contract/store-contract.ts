@@ -1294,6 +1294,34 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(await store.isFirmwareGroupKeyMember(after.key.id, 'd2')).toBe(false);
       });
 
+      it('firmware group keys written by the previous version (members inside the record): kept while nobody left and moved into the member store; replaced once one left', async () => {
+        const kek = crypto.randomBytes(32);
+        // the previous version's writer: the same records, the members listed inside, no member entries
+        const previous = new FirmwareGroupKeys(
+          Object.assign(Object.create(store) as Store, {
+            saveFirmwareGroupKey: (keyId: string, value: object, ifVersion: number, add: readonly string[], a: AuditInput) =>
+              store.saveCaState(`firmware-group-key:${keyId}`, { ...value, members: [...add].sort() }, ifVersion, a),
+          }),
+          () => kek,
+        );
+        const now = new FirmwareGroupKeys(await other(), () => kek);
+        const old = await previous.keyForRelease('owner:acme', ['d2', 'd1'], 'test');
+        expect((await store.getCaState(`firmware-group-key:${old.key.id}`))?.value).toMatchObject({ members: ['d1', 'd2'] });
+        expect(await store.isFirmwareGroupKeyMember(old.key.id, 'd1')).toBe(false);
+        const kept = await now.keyForRelease('owner:acme', ['d1', 'd2', 'd3'], 'test');
+        expect([kept.created, kept.key]).toEqual([false, old.key]);
+        expect((await store.getCaState(`firmware-group-key:${old.key.id}`))?.value).not.toHaveProperty('members');
+        expect(await store.firmwareGroupKeyMembership(old.key.id, ['d1', 'd2', 'd3'])).toEqual({ members: 3, newcomers: [] });
+        const gone = await previous.keyForRelease('owner:globex', ['g1', 'g2'], 'test');
+        const next = await now.keyForRelease('owner:globex', ['g1'], 'test');
+        expect(next.created).toBe(true);
+        const created = (await store.listAudit({ subject: 'firmware-group:owner:globex' })).items.filter((r) => r.type === 'firmware.group-key.created');
+        expect(created.map((r) => r.data)).toEqual([
+          { keyId: gone.key.id, members: 2, replaces: null, left: 0 },
+          { keyId: next.key.id, members: 1, replaces: gone.key.id, left: 1 },
+        ]);
+      });
+
       it('firmware group key members (saveFirmwareGroupKey / isFirmwareGroupKeyMember / firmwareGroupKeyMembership): written with the record and its audit, compare-and-set, nothing of a refused write', async () => {
         const id = 'cd'.repeat(16);
         const b = await other();
