@@ -3,10 +3,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createFirmwarePackage, buildFirmwareRelease, FirmwareSigner, readFirmwarePackage, signFirmwarePackage } from '../src/cms/firmware-package';
 import { fileSource } from '../src/cms/byte-source';
-import { fdSink, wholeFile } from '../src/cms/file-range';
+import { fdSink, readAt, wholeFile } from '../src/cms/file-range';
 import { ReleaseFileOptions, writeFirmwareReleaseFile } from '../src/cms/firmware-release-file';
+import { GroupKey, openEncryptedData } from '../src/cms/firmware-group-key';
+import { readSignedDataFile } from '../src/cms/signed-data-file';
 import { buildPlainReleaseFile, createFirmwarePackageFile, readFirmwarePackageFile, readFirmwarePackageSource, signFirmwarePackageFile } from '../src/cms/firmware-package-file';
-import { ReleaseCheck, verifyFirmwareRelease, verifyFirmwareReleaseFile } from '../src/cms/firmware-release-verify';
+import { openFirmwareRelease, ReleaseCheck, verifyFirmwareRelease, verifyFirmwareReleaseFile } from '../src/cms/firmware-release-verify';
 import { pemBlocks } from '../src/ca/pem';
 import { softwareSigningKey } from '../src/keys/software-key-backend';
 
@@ -16,7 +18,8 @@ import { softwareSigningKey } from '../src/keys/software-key-backend';
  * bench/firmware.ts runs it once per operation: a peak is only meaningful in a fresh process.
  * Usage: node firmware-memory-child.js <operation> <dir>; the dir holds image.bin, signer.key, signer.crt,
  * recipients.der (DER certificates, each length-prefixed), and for the release-verify operations chain.pem
- * (signer CA, root), device.crt/device.key and verify-plain.der/verify-enc.der; it receives the outputs.
+ * (signer CA, root), device.crt/device.key, verify-plain.der/verify-enc.der, and verify-group.der with
+ * group-key.json (id, key in hex); it receives the outputs.
  */
 export const MEMORY_OPERATIONS = [
   'baseline',
@@ -36,6 +39,8 @@ export const MEMORY_OPERATIONS = [
   'release-encrypted-one',
   'release-file-plain',
   'release-file-encrypted-one',
+  'release-verify-group-previous',
+  'release-verify-group-streamed',
 ] as const;
 export type MemoryOperation = (typeof MEMORY_OPERATIONS)[number];
 
@@ -81,6 +86,12 @@ export async function releaseFile(from: string, to: string, signer: FirmwareSign
     fs.closeSync(fd);
     fs.closeSync(out);
   }
+}
+
+/** groupKey: the group key releasesToVerify encrypted verify-group.der under. */
+function groupKey(f: (name: string) => string): GroupKey {
+  const j = JSON.parse(fs.readFileSync(f('group-key.json'), 'utf8')) as { id: string; key: string };
+  return { id: j.id, key: Buffer.from(j.key, 'hex') };
 }
 
 /** releaseCheck: a device of the bench's chain (role manufacturer is the policy). */
@@ -140,6 +151,16 @@ async function run(op: MemoryOperation, dir: string): Promise<void> {
     case 'release-file-plain':
     case 'release-file-encrypted-one':
       return releaseFile(f('signed-s.der'), f('release-file.der'), signer, op === 'release-file-plain' ? { now } : { now, recipients: recipients(f('recipients.der')).slice(0, 1) });
+    case 'release-verify-group-streamed':
+      return streamed(f('verify-group.der'), f('verified-g.bin'), (fd, sink) => verifyFirmwareReleaseFile(fd, { ...releaseCheck(f), recipient: undefined, groupKey: groupKey(f) }, sink));
+    case 'release-verify-group-previous':
+      // the previous version's group path: the CA's signature checked over the file (streamed, as now),
+      // then the whole EncryptedData read into memory and opened there
+      return streamed(f('verify-group.der'), f('verified-g.bin'), (fd, sink) => {
+        const { parts, content } = readSignedDataFile(fd);
+        openFirmwareRelease(parts, fileSource(content), { ...releaseCheck(f), recipient: undefined, groupKey: groupKey(f) });
+        sink(openEncryptedData(readAt(fd, content.offset, content.length), groupKey(f).key).content);
+      });
     case 'release-plain-streamed':
       return streamed(f('signed-s.der'), f('release-s.der'), async (fd, sink) => (await buildPlainReleaseFile(readFirmwarePackageFile(fd, ['sha256']), signer, now)).writeTo(sink));
   }

@@ -10,6 +10,10 @@ import { buildFirmwareRelease, createFirmwarePackage, readFirmwarePackage, signF
 import { assembleCertificate, encodeTbs, newSerial } from '../src/ca/certificate-encoder';
 import { encodeName } from '../src/ca/name';
 import { generateKeyPair, softwareSigningKey } from '../src/keys/software-key-backend';
+import { buildGroupFirmwareRelease } from '../src/cms/firmware-group-release';
+import { FirmwareGroupKeys } from '../src/ra/firmware-group-keys';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store';
+import { firmwareGroupKeyRecord } from '../src/store/store';
 import { BenchRow, fmtMicros, fmtRate } from './bench-table';
 import { MemoryOperation, releaseFile } from './firmware-memory-child';
 
@@ -91,6 +95,86 @@ export async function releasesToVerify(dir: string, image: Buffer, others: Buffe
   const ca = { ...signerOf('signer-ca'), chain: [der('root')] };
   fs.writeFileSync(f('verify-plain.der'), await buildFirmwareRelease(pkg, ca, { now }));
   fs.writeFileSync(f('verify-enc.der'), await buildFirmwareRelease(pkg, ca, { now, recipients: [der('device'), ...others] }));
+  const groupKey = newGroupKey();
+  fs.writeFileSync(f('group-key.json'), JSON.stringify({ id: groupKey.id, key: groupKey.key.toString('hex') }));
+  fs.writeFileSync(f('verify-group.der'), await buildGroupFirmwareRelease(pkg, ca, { groupKey, now }));
+}
+
+/**
+ * groupKeyFetchRows: `GET /firmware/keys/<id>` decided by FirmwareGroupKeys.fetch on a SQLite store, for a
+ * key given to `members.length` devices: with the members in their own table (this version) and, in the
+ * same run, with the record of the previous version (the same key, its members listed inside the record,
+ * which every fetch read and parsed). A fetch by a member (record, membership, the device's owner, the
+ * key wrapped to its certificate, the audit record) and one by a device that is not a member (refused
+ * after the record and the membership: the store's part alone).
+ */
+async function groupKeyFetchRows(dir: string, members: string[], certs: Buffer[]): Promise<BenchRow[]> {
+  const store = new SqliteStore(path.join(dir, 'group-keys.sqlite'));
+  try {
+    const at = new Date();
+    const enrol = async (id: string, der: Buffer): Promise<crypto.X509Certificate> => {
+      const x = new crypto.X509Certificate(der);
+      await store.createDevice(
+        { id, owner: null, label: null, state: 'registered' },
+        { hash: 'h', expiresAt: new Date(at.getTime() + 86400_000) },
+        { type: 'bench', actor: 'bench', subject: id, data: {} },
+      );
+      await store.recordIssuance({
+        cert: {
+          serial: x.serialNumber.toLowerCase().padStart(32, '0'),
+          deviceId: id,
+          issuer: 'bench',
+          subject: `CN=${id}`,
+          profile: 'default',
+          notBefore: new Date(x.validFrom),
+          notAfter: new Date(x.validTo),
+          shard: 0,
+          spkiSha256: '00',
+          der,
+        },
+        audit: { type: 'bench', actor: 'bench', subject: id, data: {} },
+      });
+      return x;
+    };
+    const member = await enrol(members[0], certs[0]);
+    const outsider = await enrol('outsider', certs[1]);
+    const kek = crypto.randomBytes(32);
+    const keys = new FirmwareGroupKeys(store, () => kek);
+    const { key } = await keys.keyForRelease('fleet', members, 'bench');
+    const FETCHES = 200;
+    const rate = async (who: crypto.X509Certificate): Promise<number> =>
+      FETCHES /
+      (await bestAsync(3, async () => {
+        for (let i = 0; i < FETCHES; i++) await keys.fetch({ keyId: key.id, requester: { clientCertificate: who } }).catch(() => undefined);
+      }));
+    const name = firmwareGroupKeyRecord(key.id);
+    const record = (await store.getCaState(name))!;
+    const newBytes = JSON.stringify(record.value).length;
+    const [served, refused] = [await rate(member), await rate(outsider)];
+    const previous = { ...(record.value as object), members: [...members].sort() };
+    await store.saveCaState(name, previous, record.version);
+    const oldBytes = JSON.stringify(previous).length;
+    const [servedOld, refusedOld] = [await rate(member), await rate(outsider)];
+    const shape = `${members.length} members: member table vs the previous record (members inside, ${(oldBytes / 1024).toFixed(0)} KB; now ${newBytes} B)`;
+    return [
+      {
+        name: `group key fetch by a member at ${shape}`,
+        figure: fmtRate(served, 'fetches'),
+        baseline: fmtRate(servedOld, 'fetches'),
+        ratio: served / servedOld,
+        note: 'FirmwareGroupKeys.fetch on SQLite: record, membership, owner, key wrapped to the certificate (one ECDH), audit',
+      },
+      {
+        name: `group key fetch refused (not a member) at ${shape}`,
+        figure: fmtRate(refused, 'fetches'),
+        baseline: fmtRate(refusedOld, 'fetches'),
+        ratio: refused / refusedOld,
+        note: "the store's part alone: the certificate, the device, the key record and the membership",
+      },
+    ];
+  } finally {
+    await store.close();
+  }
 }
 
 export async function benchFirmware(): Promise<BenchRow[]> {
@@ -169,6 +253,11 @@ export async function benchFirmware(): Promise<BenchRow[]> {
     const group = best(3, () => encryptedDataContentInfo(small, CMS_OID.firmwarePackage, groupKey.key));
     const groupSize = encryptedDataContentInfo(small, CMS_OID.firmwarePackage, groupKey.key).length;
     const wraps = best(3, () => certs.slice(0, 1000).forEach((c) => wrapGroupKeyTo(c, groupKey)));
+    const fetchRows = await groupKeyFetchRows(
+      dir,
+      certs.map((_, i) => `dev-${String(i).padStart(5, '0')}`),
+      certs,
+    );
 
     // memory: each operation in its own process; the encrypted release goes to the first 100 devices
     fs.writeFileSync(
@@ -199,6 +288,8 @@ export async function benchFirmware(): Promise<BenchRow[]> {
       { op: 'release-verify-plain-streamed', what: 'firmware verify of a plain release, streamed (verifyFirmwareReleaseFile, the CLI and agent)' },
       { op: 'release-verify-encrypted', what: 'firmware verify + decrypt of a release to 100 devices, in memory (verifyFirmwareRelease)' },
       { op: 'release-verify-encrypted-streamed', what: 'firmware verify + decrypt of a release to 100 devices, streamed (verifyFirmwareReleaseFile)' },
+      { op: 'release-verify-group-previous', what: 'firmware verify --key-package of a group release as the previous version did (EncryptedData read whole, openEncryptedData)' },
+      { op: 'release-verify-group-streamed', what: 'firmware verify --key-package of a group release, streamed (verifyFirmwareReleaseFile, the CLI and agent)' },
     ]);
 
     return [
@@ -246,6 +337,7 @@ export async function benchFirmware(): Promise<BenchRow[]> {
         baseline: fmtRate(RECIPIENTS / raw, 'ECDH'),
         ratio: raw / RECIPIENTS / (wraps / 1000),
       },
+      ...fetchRows,
       ...memory,
     ];
   } finally {

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import { parseHardwareList } from '../cms/firmware-attributes';
+import { hardwareText, parseHardwareList } from '../cms/firmware-attributes';
 import { fileSource, hashSource } from '../cms/byte-source';
 import { fdSink, wholeFile } from '../cms/file-range';
 import { createFirmwarePackageFile, FirmwarePackageFile, signFirmwarePackageFile, StreamedOutput } from '../cms/firmware-package-file';
@@ -279,8 +279,18 @@ export function registerFirmwareCommands(program: Command, ctx: FirmwareCliConte
     });
   firmware
     .command('list')
-    .description('list releases')
-    .action(async () => printRecords(ctx.json(), await withReleases((f) => f.listReleases()), ['name', 'version', 'sha256', 'releasedAt']));
+    .description('list releases, with the hardware each is for (oid[:serial],..., or any)')
+    .action(async () => {
+      // --json: `hardware` is always there, [] for any hardware; the table shows it as --hardware takes it
+      const rows = (await withReleases((f) => f.listReleases())).map((r) => ({ ...r, hardware: r.hardware ?? [] }));
+      if (ctx.json()) printRecords(true, rows, []);
+      else
+        printRecords(
+          false,
+          rows.map((r) => ({ ...r, hardware: hardwareText(r.hardware) })),
+          ['name', 'version', 'sha256', 'releasedAt', 'hardware'],
+        );
+    });
 }
 
 /** countOption: an optional positive integer option (`--require`). */

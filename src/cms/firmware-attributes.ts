@@ -24,6 +24,16 @@ export function forHardware(targets: readonly HardwareTarget[], ours: HardwareTa
   return serials.length === 0 || (ours.serial !== undefined && serials.includes(ours.serial));
 }
 
+/**
+ * hardwareText: targets as `firmware create --hardware` takes them (oid[:serial],...), or `any` when there
+ * are none (RFC 4108 §2.2.2: a package without targetHardwareIDs is for any hardware; a release recorded
+ * before the targets were kept has none either), for `firmware list`.
+ */
+export function hardwareText(targets: readonly HardwareTarget[] | undefined): string {
+  if (!targets || targets.length === 0) return 'any';
+  return targets.map((t) => (t.serial !== undefined ? `${t.type}:${t.serial}` : t.type)).join(',');
+}
+
 /** FirmwareMetadata: what the RFC 4108 signed attributes of a firmware package say. */
 export interface FirmwareMetadata {
   name: string;

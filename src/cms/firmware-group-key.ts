@@ -4,7 +4,8 @@ import { derLength, integer, octetString, oid, seq, set, utf8String } from '../d
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID, CONTENT_CIPHERS } from './cms-algorithms';
 import { cbcLength, EncryptedLayout, encryptInto, envelopeToCertificates } from './enveloped-data';
-import { EnvelopeRecipient, openFirmwareEnvelope } from './firmware-envelope-open';
+import { bufferSource, ByteSource, SourceTlv, tlvAt } from './byte-source';
+import { EnvelopeContent, EnvelopeRecipient, openFirmwareEnvelope } from './firmware-envelope-open';
 
 /**
  * firmware-group-key: the CMS pieces of a group content-encryption key (issue 13, docs/firmware.md
@@ -105,26 +106,69 @@ export function encryptedDataLayout(contentLength: number, contentType: string, 
 }
 
 /**
- * openEncryptedData decrypts a ContentInfo EncryptedData with the group key: its content type and
- * content. 'bad-request' when it is malformed or does not decrypt with this key; 'bad-algorithm' for a
- * cipher device-ca does not write.
+ * openEncryptedData decrypts a ContentInfo EncryptedData held in memory with the group key:
+ * encryptedDataContentOf over the Buffer, the plaintext collected. Errors as encryptedDataContentOf's.
  */
 export function openEncryptedData(contentInfo: Buffer, key: Buffer): { contentType: string; content: Buffer } {
-  const [type, body] = children(readOne(contentInfo, 0x30), 2);
-  if (!type || decodeOid(type) !== CMS_OID.encryptedData || body?.tag !== 0xa0) throw new DeviceCaError('bad-request', 'the release does not hold an EncryptedData');
-  const [version, eci] = children(readOne(body.value, 0x30), 3);
-  if (version?.tag !== 0x02 || eci?.tag !== 0x30) throw new DeviceCaError('bad-request', 'the EncryptedData cannot be read');
-  const [ct, alg, enc] = children(eci, 3);
-  if (ct?.tag !== 0x06 || alg?.tag !== 0x30 || enc?.tag !== 0x80) throw new DeviceCaError('bad-request', 'the encrypted content cannot be read');
-  const [algOid, iv] = children(alg, 2);
-  if (decodeOid(algOid) !== CONTENT_CIPHERS['aes-256-cbc'].oid) throw new DeviceCaError('bad-algorithm', 'a group release is encrypted with AES-256-CBC', { detail: decodeOid(algOid) });
+  const opened = encryptedDataContentOf(bufferSource(contentInfo), key);
+  const parts: Buffer[] = [];
+  opened.decrypt((c) => parts.push(c)); // each piece is a fresh Buffer of the decipher's
+  return { contentType: opened.contentType, content: Buffer.concat(parts) };
+}
+
+/**
+ * encryptedDataContentOf reads a ContentInfo EncryptedData (RFC 5652 §8) from a source without reading
+ * the encrypted content: it walks the headers and leaves the encryptedContent in the source for
+ * `decrypt`, which deciphers it chunk by chunk (AES-256-CBC) into the sink, as envelopeContentOf does for a
+ * release to devices. The padding (RFC 5652 §6.3) is checked only at the end, so a sink that writes a file
+ * keeps it only when decrypt returns. 'bad-request' when it is malformed or does not decrypt with this
+ * key; 'bad-algorithm' for a cipher device-ca does not write.
+ */
+export function encryptedDataContentOf(src: ByteSource, key: Buffer): EnvelopeContent {
+  const ci = tlvAt(src, 0, src.length, 'ContentInfo');
+  if (ci.tag !== 0x30 || ci.end !== src.length) throw new DeviceCaError('bad-request', 'the release does not hold an EncryptedData');
+  const type = tlvAt(src, ci.valueStart, ci.end, 'contentType');
+  const body = type.end < ci.end ? tlvAt(src, type.end, ci.end, 'content') : null;
+  if (type.tag !== 0x06 || decodeOid(readOne(whole(src, type), 0x06)) !== CMS_OID.encryptedData || body?.tag !== 0xa0 || body.end !== ci.end)
+    throw new DeviceCaError('bad-request', 'the release does not hold an EncryptedData');
+  const ed = tlvAt(src, body.valueStart, body.end, 'EncryptedData');
+  const version = ed.tag === 0x30 && ed.end === body.end ? tlvAt(src, ed.valueStart, ed.end, 'version') : null;
+  const eci = version?.tag === 0x02 && version.end < ed.end ? tlvAt(src, version.end, ed.end, 'encryptedContentInfo') : null;
+  // unprotectedAttrs ([1]) may follow; device-ca writes none and reads past them
+  if (eci?.tag !== 0x30) throw new DeviceCaError('bad-request', 'the EncryptedData cannot be read');
+  const ct = tlvAt(src, eci.valueStart, eci.end, 'contentType');
+  const alg = ct.end < eci.end ? tlvAt(src, ct.end, eci.end, 'contentEncryptionAlgorithm') : null;
+  const enc = alg && alg.end < eci.end ? tlvAt(src, alg.end, eci.end, 'encryptedContent') : null;
+  if (ct.tag !== 0x06 || alg?.tag !== 0x30 || enc?.tag !== 0x80 || enc.end !== eci.end) throw new DeviceCaError('bad-request', 'the encrypted content cannot be read');
+  const [algOid, iv] = children(readOne(whole(src, alg), 0x30), 2);
+  if (algOid?.tag !== 0x06 || decodeOid(algOid) !== CONTENT_CIPHERS['aes-256-cbc'].oid)
+    throw new DeviceCaError('bad-algorithm', 'a group release is encrypted with AES-256-CBC', { detail: algOid?.tag === 0x06 ? decodeOid(algOid) : 'none' });
   if (iv?.tag !== 0x04 || iv.value.length !== 16) throw new DeviceCaError('bad-request', 'the content-encryption IV is missing or has the wrong length');
-  try {
-    const d = crypto.createDecipheriv('aes-256-cbc', key, iv.value);
-    return { contentType: decodeOid(ct), content: Buffer.concat([d.update(enc.value), d.final()]) };
-  } catch {
-    throw new DeviceCaError('bad-request', 'the encrypted content does not decrypt with this group key');
-  }
+  if (key.length !== GROUP_KEY_BYTES) throw new DeviceCaError('bad-request', 'a group key has 32 bytes (AES-256)');
+  const ivBytes = Buffer.from(iv.value);
+  return {
+    contentType: decodeOid(readOne(whole(src, ct), 0x06)),
+    decrypt: (sink) => {
+      const d = crypto.createDecipheriv('aes-256-cbc', key, ivBytes);
+      for (const c of src.chunks(enc.valueStart, enc.end - enc.valueStart)) {
+        const out = d.update(c);
+        if (out.length > 0) sink(out);
+      }
+      let last: Buffer;
+      try {
+        last = d.final();
+      } catch {
+        // a wrong key or a changed last block: the CBC padding does not check (the key's identity is the CA's signed decryptKeyID)
+        throw new DeviceCaError('bad-request', 'the encrypted content does not decrypt with this group key');
+      }
+      if (last.length > 0) sink(last);
+    },
+  };
+}
+
+/** whole: the DER of one (small) TLV of the source. */
+function whole(src: ByteSource, t: SourceTlv): Buffer {
+  return src.read(t.start, t.end - t.start);
 }
 
 function checkGroupKey(g: GroupKey): void {

@@ -7,7 +7,7 @@ import { bufferSource, ByteSource, fileSource, hashSource, tlvAt } from './byte-
 import { Sink } from './file-range';
 import { firmwareChainOf } from './firmware-chain';
 import { EnvelopeRecipient, envelopeContentOf } from './firmware-envelope-open';
-import { openEncryptedData } from './firmware-group-key';
+import { encryptedDataContentOf } from './firmware-group-key';
 import type { GroupKey } from './firmware-group-key';
 import { decryptKeyIdValue } from './firmware-group-release';
 import { describeShortfall, policyShortfall, rolePolicy } from './firmware-policy';
@@ -127,9 +127,8 @@ export function openFirmwareRelease(parts: SignedDataParts, content: ByteSource,
   const verifyImage = (sink: Sink): VerifiedRelease['approvals'] => {
     let parties: VerifiedSigner[];
     if (encrypted) {
-      // a group release is opened in memory (openEncryptedData); a release to devices is streamed
-      const opened =
-        groupKeyId !== null ? inMemory(openEncryptedData(content.read(0, content.length), (check.groupKey as GroupKey).key)) : envelopeContentOf(content, check.recipient as EnvelopeRecipient);
+      // a release to a group or to devices: either is deciphered chunk by chunk from the source into the sink
+      const opened = groupKeyId !== null ? encryptedDataContentOf(content, (check.groupKey as GroupKey).key) : envelopeContentOf(content, check.recipient as EnvelopeRecipient);
       if (opened.contentType !== CMS_OID.firmwarePackage) throw new DeviceCaError('bad-request', 'the encrypted content is not a firmware package');
       const approvals = ca.attributes.get(CMS_OID.approvals);
       if (!approvals || approvals.length !== 1) throw new DeviceCaError('forbidden', 'the release carries no approvals');
@@ -189,11 +188,6 @@ function groupKeyOf(content: ByteSource, caAttributes: ReadonlyMap<string, Buffe
   const named = caAttributes.get(CMS_OID.decryptKeyId);
   if (!named) throw new DeviceCaError('bad-request', 'the release is encrypted to a group key but names none (RFC 4108 decryptKeyID)');
   return decryptKeyIdValue(named);
-}
-
-/** inMemory: an opened content held in a Buffer, in the shape envelopeContentOf gives a streamed one. */
-function inMemory(o: { contentType: string; content: Buffer }): { contentType: string; decrypt(sink: Sink): void } {
-  return { contentType: o.contentType, decrypt: (sink) => sink(o.content) };
 }
 
 function within(x: crypto.X509Certificate, at: Date): boolean {

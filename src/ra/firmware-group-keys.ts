@@ -4,7 +4,7 @@ import { GROUP_KEY_BYTES, GROUP_KEY_ID_RE, GroupKey, newGroupKey, wrapGroupKeyTo
 import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { serverKeyFile } from '../keys/enrollment-secret-key';
-import { Store } from '../store/store';
+import { firmwareGroupKeyRecord, Store } from '../store/store';
 import { firmwareDeviceOf, FirmwareRequester } from './firmware-distribution';
 
 /**
@@ -14,12 +14,15 @@ import { firmwareDeviceOf, FirmwareRequester } from './firmware-distribution';
  *
  * A group is `fleet` (every active device) or `owner:<name>` (the active devices of one owner); a member
  * is an active device of the group with a valid device certificate (the recipients of a per-device
- * release). State, in the store's CA state records (compare-and-set, audited in the same write, copied by
- * `store copy`):
- * - `firmware-group:<group>`: { current: key id };
- * - `firmware-group-key:<id>`: { id, group, wrapped, createdAt, members }: `members` are the devices that
- *   may fetch the key (sorted ids), set at each release that uses it; `wrapped` is the key under the
- *   service's key-encryption key (AES-256-GCM, the id and group as additional data), never the key itself.
+ * release). State, in the store (compare-and-set, audited in the same write, copied by `store copy`):
+ * - CA state `firmware-group:<group>`: { current: key id };
+ * - CA state `firmware-group-key:<id>`: { id, group, wrapped, createdAt }: `wrapped` is the key under the
+ *   service's key-encryption key (AES-256-GCM, the id and group as additional data), never the key itself;
+ * - the key's members (FirmwareGroupKeyStore, one entry per device, written with the record): the devices
+ *   that may fetch the key, added at each release that uses it.
+ * A record written before the member store holds its members itself (`members`, sorted ids): read as they
+ * are (fetch), and moved into the member store by the next release that keeps the key (SQLite's migration
+ * 24 moves them at upgrade already; Redis on that release).
  * Key material never reaches the audit log or an error message.
  */
 
@@ -39,7 +42,8 @@ interface GroupKeyRecord {
   /** wrapped: hex of IV (12) | tag (16) | ciphertext (32), AES-256-GCM under the key-encryption key */
   wrapped: string;
   createdAt: string;
-  members: string[];
+  /** members: only in a record written before the member store (FirmwareGroupKeyStore): the sorted ids */
+  members?: string[];
 }
 
 /** OWNER_RE: an owner name as the admin API takes it (1-128 printable characters). */
@@ -58,7 +62,7 @@ export function ownerOfGroup(group: string): string | undefined {
   return group.startsWith('owner:') ? group.slice('owner:'.length) : undefined;
 }
 
-type GroupKeyStore = Pick<Store, 'getCaState' | 'saveCaState' | 'getCertificate' | 'getDevice' | 'appendAudit'>;
+type GroupKeyStore = Pick<Store, 'getCaState' | 'saveCaState' | 'getCertificate' | 'getDevice' | 'appendAudit' | 'saveFirmwareGroupKey' | 'isFirmwareGroupKeyMember' | 'firmwareGroupKeyMembership'>;
 
 export class FirmwareGroupKeys {
   constructor(
@@ -69,8 +73,9 @@ export class FirmwareGroupKeys {
 
   /**
    * keyForRelease: the group key a release to `group` is encrypted under, given the group's members now.
-   * The current key stays when every device it was given to (its `members`) is still a member; the
-   * newcomers are added. Otherwise (a member left: retired, suspended, transferred, its certificate
+   * The current key stays when every device it was given to (its members) is still a member; the
+   * newcomers are added. The check is the store's (firmwareGroupKeyMembership: a count and the newcomers),
+   * the key's members are never read out. Otherwise (a member left: retired, suspended, transferred, its certificate
    * revoked or expired) a new key is made and becomes the current one, so nothing released from now on
    * can be read by a device that left. Audited: `firmware.group-key.created` (group, key id, members,
    * the key it replaces), `firmware.group-key.members` when newcomers are added.
@@ -78,30 +83,32 @@ export class FirmwareGroupKeys {
   async keyForRelease(group: string, members: string[], actor: string): Promise<{ key: GroupKey; created: boolean }> {
     parseFirmwareGroup(group);
     const sorted = [...new Set(members)].sort();
-    const now = new Set(sorted);
     for (let attempt = 0; ; attempt++) {
       try {
         const pointer = await this.store.getCaState(groupRecord(group));
         const currentId = pointer ? (pointer.value as { current: string }).current : null;
-        const current = currentId ? await this.store.getCaState(keyRecord(currentId)) : null;
+        const current = currentId ? await this.store.getCaState(firmwareGroupKeyRecord(currentId)) : null;
         const rec = current ? (current.value as GroupKeyRecord) : null;
-        if (rec && current && rec.members.every((m) => now.has(m))) {
-          if (rec.members.length !== sorted.length)
-            await this.store.saveCaState(keyRecord(rec.id), { ...rec, members: sorted }, current.version, {
+        const compared = rec ? await this.compare(rec, sorted) : null;
+        if (rec && current && compared?.left === 0) {
+          // a record of the previous version is rewritten without its list, every member moving to the store
+          const legacy = Array.isArray(rec.members);
+          if (compared.newcomers.length > 0 || legacy)
+            await this.store.saveFirmwareGroupKey(rec.id, withoutMembers(rec), current.version, legacy ? sorted : compared.newcomers, {
               type: 'firmware.group-key.members',
               actor,
               subject: `firmware-group:${group}`,
-              data: { keyId: rec.id, members: sorted.length, added: sorted.length - rec.members.length },
+              data: { keyId: rec.id, members: sorted.length, added: compared.newcomers.length },
             });
           return { key: this.unwrap(rec), created: false };
         }
         const g = newGroupKey();
-        const created: GroupKeyRecord = { id: g.id, group, wrapped: this.wrap(g, group), createdAt: this.now().toISOString(), members: sorted };
-        await this.store.saveCaState(keyRecord(g.id), created, 0, {
+        const created: GroupKeyRecord = { id: g.id, group, wrapped: this.wrap(g, group), createdAt: this.now().toISOString() };
+        await this.store.saveFirmwareGroupKey(g.id, created, 0, sorted, {
           type: 'firmware.group-key.created',
           actor,
           subject: `firmware-group:${group}`,
-          data: { keyId: g.id, members: sorted.length, replaces: rec?.id ?? null, left: rec ? rec.members.filter((m) => !now.has(m)).length : 0 },
+          data: { keyId: g.id, members: sorted.length, replaces: rec?.id ?? null, left: compared?.left ?? 0 },
         });
         // the group's pointer last: a writer that lost the race retries and sees the winner's key
         await this.store.saveCaState(groupRecord(group), { current: g.id }, pointer?.version ?? 0);
@@ -110,6 +117,20 @@ export class FirmwareGroupKeys {
         if (!(e instanceof DeviceCaError && e.code === 'conflict' && e.message.startsWith('CA state')) || attempt >= 3) throw e;
       }
     }
+  }
+
+  /**
+   * compare: how many devices the key was given to are not in `sorted` (they left the group), and which
+   * of `sorted` it was not given to (newcomers); from the record's own list when it has one (previous version).
+   */
+  private async compare(rec: GroupKeyRecord, sorted: string[]): Promise<{ left: number; newcomers: string[] }> {
+    if (Array.isArray(rec.members)) {
+      const now = new Set(sorted);
+      const had = new Set(rec.members);
+      return { left: rec.members.filter((m) => !now.has(m)).length, newcomers: sorted.filter((m) => !had.has(m)) };
+    }
+    const { members, newcomers } = await this.store.firmwareGroupKeyMembership(rec.id, sorted);
+    return { left: members - (sorted.length - newcomers.length), newcomers };
   }
 
   /**
@@ -126,9 +147,11 @@ export class FirmwareGroupKeys {
     if (!leaf) throw new DeviceCaError('unauthenticated', 'a group key is fetched over TLS with the device certificate');
     const deviceId = await firmwareDeviceOf(this.store, leaf, this.now());
     if (!GROUP_KEY_ID_RE.test(a.keyId)) throw new DeviceCaError('not-found', NOT_FOUND);
-    const entry = await this.store.getCaState(keyRecord(a.keyId));
+    const entry = await this.store.getCaState(firmwareGroupKeyRecord(a.keyId));
     const rec = entry ? (entry.value as GroupKeyRecord) : null;
-    if (!rec || rec.id !== a.keyId || !binaryIncludes(rec.members, deviceId)) throw new DeviceCaError('not-found', NOT_FOUND);
+    if (!rec || rec.id !== a.keyId) throw new DeviceCaError('not-found', NOT_FOUND);
+    const member = Array.isArray(rec.members) ? binaryIncludes(rec.members, deviceId) : await this.store.isFirmwareGroupKeyMember(rec.id, deviceId);
+    if (!member) throw new DeviceCaError('not-found', NOT_FOUND);
     const owner = ownerOfGroup(rec.group);
     if (owner !== undefined && (await this.store.getDevice(deviceId))?.owner !== owner) throw new DeviceCaError('not-found', NOT_FOUND);
     const der = wrapGroupKeyTo(Buffer.from(leaf.raw), this.unwrap(rec));
@@ -164,15 +187,16 @@ function groupRecord(group: string): string {
   return `firmware-group:${group}`;
 }
 
-function keyRecord(id: string): string {
-  return `firmware-group-key:${id}`;
+/** withoutMembers: the record as this version writes it (a previous version's `members` list dropped). */
+function withoutMembers(rec: GroupKeyRecord): GroupKeyRecord {
+  return { id: rec.id, group: rec.group, wrapped: rec.wrapped, createdAt: rec.createdAt };
 }
 
 function aad(id: string, group: string): Buffer {
   return Buffer.from(`device-ca firmware group key ${id} ${group}`, 'utf8');
 }
 
-/** binaryIncludes: whether a sorted list holds s (a group's members can be the whole fleet). */
+/** binaryIncludes: whether a sorted list holds s (a previous version's record lists the whole group). */
 function binaryIncludes(sorted: string[], s: string): boolean {
   let lo = 0;
   let hi = sorted.length - 1;

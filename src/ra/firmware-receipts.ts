@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
 import { readFirmwareReceipt } from '../cms/firmware-receipt';
+import type { HardwareTarget } from '../cms/firmware-attributes';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { everyItem } from '../store/paging';
 import { DEFAULT_PAGE_LIMIT, FirmwareReceiptRecord, MAX_PAGE_LIMIT, PageRequest, Store } from '../store/store';
@@ -39,7 +40,7 @@ export interface ReceiptOutcome {
 export interface FirmwareStatus {
   name: string;
   /** releases: every released version, newest first */
-  releases: { version: number; releasedAt: Date; encrypted: boolean }[];
+  releases: { version: number; releasedAt: Date; encrypted: boolean; hardware: HardwareTarget[] }[];
   /** versions: how many devices run each version (newest first), over every device */
   versions: { version: number; devices: number }[];
   /** summary: how many devices posted a receipt, and how many hold a load error of each RFC 4108 §4 code, over every device */
@@ -113,7 +114,7 @@ export class FirmwareReceipts {
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_LIMIT) throw new DeviceCaError('bad-request', `limit must be 1 to ${MAX_PAGE_LIMIT}`);
     const releases: FirmwareStatus['releases'] = [];
     for await (const r of everyItem((after) => this.store.listFirmwareReleases({ name, after, limit: 500 })))
-      releases.push({ version: r.version, releasedAt: r.releasedAt, encrypted: r.recipients !== null });
+      releases.push({ version: r.version, releasedAt: r.releasedAt, encrypted: r.recipients !== null, hardware: r.hardware ?? [] });
     if (releases.length === 0) throw new DeviceCaError('not-found', `no firmware named ${JSON.stringify(name)} was released`);
     const sum = await this.store.firmwareReceiptSummary(name);
     const rows = await this.store.listFirmwareReceipts({ name, after: page.after, limit });

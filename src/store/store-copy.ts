@@ -1,7 +1,7 @@
 import { AuditVerdict, verifyAuditChain } from '../audit/audit-verify';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { collectItems, everyItem } from './paging';
-import { MAX_PAGE_LIMIT, Store, isAttestationStore } from './store';
+import { firmwareGroupKeyRecord, MAX_PAGE_LIMIT, Store, isAttestationStore } from './store';
 import { SNAPSHOT_KINDS, SnapshotKind, SnapshotSource, SnapshotTarget } from './store-snapshot';
 
 /** COPY_BATCH: rows written per MULTI (one round trip to Redis each). */
@@ -31,6 +31,8 @@ export interface Census {
   crlNumbers: Record<string, string>;
   crls: Record<string, string>;
   caState: Record<string, number>;
+  /** firmwareGroupKeyMembers: how many devices each firmware group key was given (by key id) */
+  firmwareGroupKeyMembers: Record<string, number>;
 }
 
 export interface CopySummary {
@@ -47,7 +49,7 @@ export interface CopySummary {
  * store to the shared Redis store): every row as recorded (ids, times, audit hashes), into a target that
  * holds nothing. It then verifies the copy: the target's audit chain verifies and ends at the source's
  * last hash, and the census (counts of devices, secrets, certificates, revocations, requests, tokens, AK
- * bindings, firmware releases; CRL numbers and CA state versions) is the same on both sides. A copy that fails half-way or
+ * bindings, firmware releases, firmware group key members; CRL numbers and CA state versions) is the same on both sides. A copy that fails half-way or
  * does not verify is removed from the target, so nothing half-written is left to serve. Stop the node
  * that serves the source first: rows it writes after the snapshot began are not copied.
  */
@@ -105,6 +107,7 @@ async function takeCensus(store: Store, what: { names: string[]; crls: { issuer:
     crlNumbers: {},
     crls: {},
     caState: {},
+    firmwareGroupKeyMembers: {},
   };
   const epoch = new Date(0);
   for await (const d of everyItem((after) => store.listDevices({ after, limit: MAX_PAGE_LIMIT }))) {
@@ -128,5 +131,8 @@ async function takeCensus(store: Store, what: { names: string[]; crls: { issuer:
   for (const issuer of what.issuers) c.crlNumbers[issuer] = (await store.head(issuer)).crlNumber.toString();
   for (const { issuer, shard } of what.crls) c.crls[`${issuer}/${shard}`] = String((await store.crlInfo(issuer, shard))?.number ?? 'none');
   for (const name of what.names) c.caState[name] = (await store.getCaState(name))?.version ?? 0;
+  const groupKey = firmwareGroupKeyRecord('');
+  for (const keyId of what.names.filter((n) => n.startsWith(groupKey)).map((n) => n.slice(groupKey.length)))
+    c.firmwareGroupKeyMembers[keyId] = (await store.firmwareGroupKeyMembership(keyId, [])).members;
   return c;
 }

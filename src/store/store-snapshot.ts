@@ -25,7 +25,8 @@ export type SnapshotRow =
   | { kind: 'tpm-blocked-ek'; row: { ekCertSha256: string; deviceId: string; blockedAt: Date } }
   | { kind: 'tpm-nonce'; row: { deviceId: string; nonceSha256: string; expiresAt: Date; createdAt: Date } }
   | { kind: 'firmware-release'; row: FirmwareReleaseInfo & { der: Buffer } }
-  | { kind: 'firmware-receipt'; row: FirmwareReceiptRecord };
+  | { kind: 'firmware-receipt'; row: FirmwareReceiptRecord }
+  | { kind: 'firmware-group-key-member'; row: { keyId: string; deviceId: string } };
 
 export type SnapshotKind = SnapshotRow['kind'];
 
@@ -44,6 +45,7 @@ export const SNAPSHOT_KINDS: readonly SnapshotKind[] = [
   'tpm-nonce',
   'firmware-release',
   'firmware-receipt',
+  'firmware-group-key-member',
   'audit',
   'ca-state',
 ];

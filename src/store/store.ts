@@ -715,6 +715,33 @@ export interface FirmwareReceiptStore {
   firmwareReceiptSummary(name: string): Promise<FirmwareReceiptSummary>;
 }
 
+/** firmwareGroupKeyRecord: the CA state record of one firmware group key (ra/firmware-group-keys.ts), whose members FirmwareGroupKeyStore keeps. */
+export function firmwareGroupKeyRecord(keyId: string): string {
+  return `firmware-group-key:${keyId}`;
+}
+
+/**
+ * FirmwareGroupKeyStore keeps which devices were given each firmware group key (issue 13, docs/firmware.md
+ * "Group key"), one entry per (key id, device id) beside the key's CA state record, so a key fetch is one
+ * indexed lookup and a release never rewrites the whole list.
+ */
+export interface FirmwareGroupKeyStore {
+  /**
+   * saveFirmwareGroupKey writes the key's CA state record (firmwareGroupKeyRecord: saveCaState's
+   * compare-and-set on `ifVersion`, 'conflict' when it moved) and adds `addMembers` to the key's members,
+   * with the audit record, in one transaction. Returns the record's new version.
+   */
+  saveFirmwareGroupKey(keyId: string, value: unknown, ifVersion: number, addMembers: readonly string[], audit: AuditInput): Promise<number>;
+  /** isFirmwareGroupKeyMember: whether the device was given the key (one indexed lookup). */
+  isFirmwareGroupKeyMember(keyId: string, deviceId: string): Promise<boolean>;
+  /**
+   * firmwareGroupKeyMembership compares the key's members with `candidates` (distinct device ids) without
+   * reading the members out: how many members the key has, and which candidates are not among them. The
+   * members that are not candidates number `members - (candidates.length - newcomers.length)`.
+   */
+  firmwareGroupKeyMembership(keyId: string, candidates: readonly string[]): Promise<{ members: number; newcomers: string[] }>;
+}
+
 /** FIRMWARE_VERSION_MAX: the largest verNum a store orders (Number.MAX_SAFE_INTEGER, 16 digits). */
 const FIRMWARE_VERSION_MAX = Number.MAX_SAFE_INTEGER;
 
@@ -742,7 +769,8 @@ export interface Store
     IntegrityStore,
     ScepTransactionStore,
     FirmwareReleaseStore,
-    FirmwareReceiptStore {
+    FirmwareReceiptStore,
+    FirmwareGroupKeyStore {
   close(): Promise<void>;
 }
 

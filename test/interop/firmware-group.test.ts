@@ -177,6 +177,7 @@ describe('a release to a group key', () => {
     const db = new Database(file, { readonly: true });
     const rows = db.prepare("SELECT type, data FROM audit WHERE type LIKE 'firmware.group-key.%' ORDER BY seq").all() as { type: string; data: string }[];
     const state = db.prepare("SELECT value FROM ca_state WHERE name LIKE 'firmware-group-key:%'").all() as { value: string }[];
+    const members = db.prepare('SELECT key_id, COUNT(*) AS n FROM firmware_group_key_members GROUP BY key_id').all() as { key_id: string; n: number }[];
     db.close();
     expect((await cliOk('audit', 'verify')).startsWith('audit log intact')).toBe(true);
     const created = rows.filter((r) => r.type === 'firmware.group-key.created').map((r) => JSON.parse(r.data) as { replaces: string | null; left: number });
@@ -186,7 +187,10 @@ describe('a release to a group key', () => {
     ]);
     expect(rows.filter((r) => r.type === 'firmware.group-key.fetched').length).toBeGreaterThanOrEqual(4);
     expect(state.length).toBe(2);
-    for (const s of state) expect(Object.keys(JSON.parse(s.value) as object).sort()).toEqual(['createdAt', 'group', 'id', 'members', 'wrapped']);
+    for (const s of state) expect(Object.keys(JSON.parse(s.value) as object).sort()).toEqual(['createdAt', 'group', 'id', 'wrapped']);
+    // the members are rows beside the records (one per device given the key)
+    expect(members.map((m) => m.key_id).sort()).toEqual(state.map((s) => (JSON.parse(s.value) as { id: string }).id).sort());
+    for (const m of members) expect(m.n).toBeGreaterThan(0);
     expect(fs.statSync(path.join(svc.dataDir, 'keys', 'firmware-group.key')).mode & 0o777).toBe(0o600);
   });
 });

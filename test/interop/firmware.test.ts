@@ -193,8 +193,18 @@ describe('release', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toBe('device-ca: the release policy is not met: missing signatures of role administrator\n');
     expect(fs.existsSync(tmp.file('rel/two.der'))).toBe(false);
-    const releases = JSON.parse(await cliOk('firmware', 'list', '--json')) as { name: string; version: number }[];
+    const releases = JSON.parse(await cliOk('firmware', 'list', '--json')) as { name: string; version: number; hardware: unknown }[];
     expect(releases.filter((x) => x.name === 'sensor-fw').map((x) => x.version)).toEqual([2, 1]); // newest first
+    // each release's target hardware: in JSON as recorded, in the table as `firmware create --hardware` takes it
+    const targets = [{ type: '1.3.6.1.4.1.99999.1', serial: 'SN-1' }, { type: '1.3.6.1.4.1.99999.2' }];
+    expect(releases.filter((x) => x.name === 'sensor-fw').map((x) => x.hardware)).toEqual([targets, targets]);
+    const table = (await cliOk('firmware', 'list')).trimEnd().split('\n');
+    expect(table[0].trimEnd().split(/ +/)).toEqual(['name', 'version', 'sha256', 'releasedAt', 'hardware']);
+    const rows = table.slice(1).map((l) => l.split(/ +/));
+    expect(rows.filter((r) => r[0] === 'sensor-fw').map((r) => [r[1], r[4]])).toEqual([
+      ['2', '1.3.6.1.4.1.99999.1:SN-1,1.3.6.1.4.1.99999.2'],
+      ['1', '1.3.6.1.4.1.99999.1:SN-1,1.3.6.1.4.1.99999.2'],
+    ]);
   });
 
   it('a policy for an owner: two roles suffice for its fleet', async () => {

@@ -1287,6 +1287,63 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         const records = (await store.listAudit({ subject: 'firmware-group:owner:acme' })).items.map((r) => r.type);
         expect(records.filter((t) => t === 'firmware.group-key.created').length).toBeGreaterThanOrEqual(2);
         expect(JSON.stringify(await store.getCaState(`firmware-group-key:${after.key.id}`))).not.toContain(after.key.key.toString('hex'));
+        // the members are kept beside the record, not in it
+        expect((await store.getCaState(`firmware-group-key:${after.key.id}`))?.value).not.toHaveProperty('members');
+        expect(await store.firmwareGroupKeyMembership(after.key.id, [])).toEqual({ members: 2, newcomers: [] });
+        expect(await store.isFirmwareGroupKeyMember(x.key.id, 'd2')).toBe(true);
+        expect(await store.isFirmwareGroupKeyMember(after.key.id, 'd2')).toBe(false);
+      });
+
+      it('firmware group keys written by the previous version (members inside the record): kept while nobody left and moved into the member store; replaced once one left', async () => {
+        const kek = crypto.randomBytes(32);
+        // the previous version's writer: the same records, the members listed inside, no member entries
+        const previous = new FirmwareGroupKeys(
+          Object.assign(Object.create(store) as Store, {
+            saveFirmwareGroupKey: (keyId: string, value: object, ifVersion: number, add: readonly string[], a: AuditInput) =>
+              store.saveCaState(`firmware-group-key:${keyId}`, { ...value, members: [...add].sort() }, ifVersion, a),
+          }),
+          () => kek,
+        );
+        const now = new FirmwareGroupKeys(await other(), () => kek);
+        const old = await previous.keyForRelease('owner:acme', ['d2', 'd1'], 'test');
+        expect((await store.getCaState(`firmware-group-key:${old.key.id}`))?.value).toMatchObject({ members: ['d1', 'd2'] });
+        expect(await store.isFirmwareGroupKeyMember(old.key.id, 'd1')).toBe(false);
+        const kept = await now.keyForRelease('owner:acme', ['d1', 'd2', 'd3'], 'test');
+        expect([kept.created, kept.key]).toEqual([false, old.key]);
+        expect((await store.getCaState(`firmware-group-key:${old.key.id}`))?.value).not.toHaveProperty('members');
+        expect(await store.firmwareGroupKeyMembership(old.key.id, ['d1', 'd2', 'd3'])).toEqual({ members: 3, newcomers: [] });
+        const gone = await previous.keyForRelease('owner:globex', ['g1', 'g2'], 'test');
+        const next = await now.keyForRelease('owner:globex', ['g1'], 'test');
+        expect(next.created).toBe(true);
+        const created = (await store.listAudit({ subject: 'firmware-group:owner:globex' })).items.filter((r) => r.type === 'firmware.group-key.created');
+        expect(created.map((r) => r.data)).toEqual([
+          { keyId: gone.key.id, members: 2, replaces: null, left: 0 },
+          { keyId: next.key.id, members: 1, replaces: gone.key.id, left: 1 },
+        ]);
+      });
+
+      it('firmware group key members (saveFirmwareGroupKey / isFirmwareGroupKeyMember / firmwareGroupKeyMembership): written with the record and its audit, compare-and-set, nothing of a refused write', async () => {
+        const id = 'cd'.repeat(16);
+        const b = await other();
+        const fleet = Array.from({ length: 2500 }, (_, i) => `dev-${String(i).padStart(5, '0')}`);
+        expect(await store.firmwareGroupKeyMembership(id, ['d1'])).toEqual({ members: 0, newcomers: ['d1'] });
+        expect(await store.saveFirmwareGroupKey(id, { id, n: 1 }, 0, fleet, audit('firmware.group-key.created', 'firmware-group:fleet', { keyId: id }))).toBe(1);
+        expect(await b.getCaState(`firmware-group-key:${id}`)).toMatchObject({ value: { id, n: 1 }, version: 1 });
+        expect(await b.isFirmwareGroupKeyMember(id, 'dev-02499')).toBe(true);
+        expect(await b.isFirmwareGroupKeyMember(id, 'dev-2499')).toBe(false);
+        expect(await b.isFirmwareGroupKeyMember('ef'.repeat(16), 'dev-00000')).toBe(false);
+        // candidates in the caller's order; the newcomers keep it
+        expect(await b.firmwareGroupKeyMembership(id, ['zz', 'dev-00007', 'aa', ...fleet.slice(100)])).toEqual({ members: 2500, newcomers: ['zz', 'aa'] });
+        // a write from a version that moved on adds nothing and audits nothing
+        await expect(b.saveFirmwareGroupKey(id, { id, n: 2 }, 0, ['late'], audit('firmware.group-key.members', 'firmware-group:fleet', { refused: true }))).rejects.toMatchObject({
+          code: 'conflict',
+        });
+        expect(await store.isFirmwareGroupKeyMember(id, 'late')).toBe(false);
+        expect(await b.saveFirmwareGroupKey(id, { id, n: 2 }, 1, ['late', 'dev-00001'], audit('firmware.group-key.members', 'firmware-group:fleet', { added: 1 }))).toBe(2);
+        expect(await store.firmwareGroupKeyMembership(id, ['late'])).toEqual({ members: 2501, newcomers: [] });
+        expect((await store.getCaState(`firmware-group-key:${id}`))?.value).toEqual({ id, n: 2 });
+        expect((await store.listAudit({ subject: 'firmware-group:fleet' })).items.map((r) => r.data)).toEqual([{ keyId: id }, { added: 1 }]);
+        expect((await verifyAuditChain(store)).ok).toBe(true);
       });
     });
 

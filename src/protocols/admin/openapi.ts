@@ -200,7 +200,22 @@ export const OPENAPI = {
           type: 'object',
           properties: {
             name: { type: 'string' },
-            releases: { type: 'array', items: { type: 'object', properties: { version: { type: 'integer' }, releasedAt: { type: 'string' }, encrypted: { type: 'boolean' } } } },
+            releases: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: {
+                  version: { type: 'integer' },
+                  releasedAt: { type: 'string' },
+                  encrypted: { type: 'boolean' },
+                  hardware: {
+                    type: 'array',
+                    description: 'the RFC 4108 target hardware modules the release is for (module type OID, optionally one serial number); empty: any hardware',
+                    items: { type: 'object', required: ['type'], properties: { type: { type: 'string' }, serial: { type: 'string' } } },
+                  },
+                },
+              },
+            },
             versions: { type: 'array', description: 'over every device', items: { type: 'object', properties: { version: { type: 'integer' }, devices: { type: 'integer' } } } },
             summary: {
               type: 'object',

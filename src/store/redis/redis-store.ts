@@ -31,6 +31,7 @@ import {
   FirmwareReceiptRecord,
   FirmwareReceiptSummary,
   FirmwareReleaseInfo,
+  firmwareGroupKeyRecord,
   firmwareReleaseKey,
   Lease,
   Page,
@@ -61,6 +62,8 @@ const SCAN_BATCH = 500;
 
 /** KEY_PREFIX: every key carries one hash tag, so every multi-key step lands in one Redis Cluster slot. */
 export const KEY_PREFIX = '{dca}';
+/** GROUP_MEMBER_BATCH: device ids per SADD / SMISMEMBER of a firmware group key's members. */
+const GROUP_MEMBER_BATCH = 1000;
 
 type Json = Record<string, unknown>;
 type Tx = ChainableCommander;
@@ -1745,6 +1748,9 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           m.zadd(this.k('fw-rcpts', x.row.name), 0, x.row.deviceId);
           this.countReceipt(m, x.row.name, null, x.row);
           break;
+        case 'firmware-group-key-member':
+          m.sadd(this.k('fw-gk-members', x.row.keyId), x.row.deviceId);
+          break;
       }
     }
     const replies = await m.exec();
@@ -1802,6 +1808,40 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       if (audit) await this.auditTo(m, audit, now);
       return next;
     });
+  }
+
+  // ---- firmware group key members ----
+  // fw-gk-members:<key id>: a set of device ids, under the store's prefix (its hash tag: one slot, so the
+  // CA state record, the set and the audit head change in one MULTI under Cluster too)
+  async saveFirmwareGroupKey(keyId: string, value: unknown, ifVersion: number, addMembers: readonly string[], audit: AuditInput): Promise<number> {
+    const name = firmwareGroupKeyRecord(keyId);
+    const key = this.k('ca-state', name);
+    return this.tx([this.headKey, key], async (m) => {
+      const row = await this.getJson<{ version: number }>(this.w, key);
+      const current = row ? row.version : 0;
+      if (current !== ifVersion) throw new DeviceCaError('conflict', `CA state ${name} changed meanwhile (version ${current}, expected ${ifVersion})`);
+      const now = new Date();
+      const next = current + 1;
+      m.set(key, JSON.stringify({ value, version: next, updatedAt: ms(now) }));
+      for (let i = 0; i < addMembers.length; i += GROUP_MEMBER_BATCH) m.sadd(this.k('fw-gk-members', keyId), ...addMembers.slice(i, i + GROUP_MEMBER_BATCH));
+      await this.auditTo(m, audit, now);
+      return next;
+    });
+  }
+
+  async isFirmwareGroupKeyMember(keyId: string, deviceId: string): Promise<boolean> {
+    return (await this.r.sismember(this.k('fw-gk-members', keyId), deviceId)) === 1;
+  }
+
+  async firmwareGroupKeyMembership(keyId: string, candidates: readonly string[]): Promise<{ members: number; newcomers: string[] }> {
+    const set = this.k('fw-gk-members', keyId);
+    // one MULTI: the count and the comparison see the same members
+    const m = this.r.multi().scard(set);
+    for (let i = 0; i < candidates.length; i += GROUP_MEMBER_BATCH) m.smismember(set, ...candidates.slice(i, i + GROUP_MEMBER_BATCH));
+    const replies = (await m.exec()) ?? [];
+    for (const [err] of replies) if (err) throw err;
+    const flags = replies.slice(1).flatMap(([, r]) => r as number[]);
+    return { members: Number(replies[0]?.[1] ?? 0), newcomers: candidates.filter((_, i) => flags[i] !== 1) };
   }
 
   // ---- firmware releases ----

@@ -377,3 +377,21 @@ MIGRATIONS.push(
   `CREATE INDEX firmware_receipts_running ON firmware_receipts(name, running_version);
    CREATE INDEX firmware_receipts_error ON firmware_receipts(name, error_code);`,
 );
+
+// 24: firmware group key members, one row per (key id, device id) (issue 13, docs/firmware.md "Group
+// key"): a key fetch is one primary-key lookup, a release adds only the newcomers. The members that the
+// previous version kept inside each `firmware-group-key:<id>` CA state record (`members`, a JSON array)
+// move here, and the records lose the array (their version moves on, as any write of them would)
+MIGRATIONS.push(
+  `CREATE TABLE firmware_group_key_members (
+     key_id TEXT NOT NULL,
+     device_id TEXT NOT NULL,
+     PRIMARY KEY (key_id, device_id)
+   ) WITHOUT ROWID;
+   INSERT OR IGNORE INTO firmware_group_key_members (key_id, device_id)
+     SELECT substr(s.name, length('firmware-group-key:') + 1), m.value
+     FROM ca_state s, json_each(s.value, '$.members') m
+     WHERE substr(s.name, 1, length('firmware-group-key:')) = 'firmware-group-key:' AND json_type(s.value, '$.members') = 'array';
+   UPDATE ca_state SET value = json_remove(value, '$.members'), version = version + 1
+     WHERE substr(name, 1, length('firmware-group-key:')) = 'firmware-group-key:' AND json_type(value, '$.members') = 'array';`,
+);

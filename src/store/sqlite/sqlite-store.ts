@@ -31,6 +31,7 @@ import {
   FirmwareReceiptRecord,
   FirmwareReceiptSummary,
   FirmwareReleaseInfo,
+  firmwareGroupKeyRecord,
   firmwareReleaseKey,
   Page,
   PageRequest,
@@ -1121,6 +1122,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
       ],
       ['SELECT * FROM firmware_releases ORDER BY sort_key', (r) => ({ kind: 'firmware-release', row: { ...releaseFromRow(r), der: r.der as Buffer } })],
       ['SELECT * FROM firmware_receipts ORDER BY name, device_id', (r) => ({ kind: 'firmware-receipt', row: receiptFromRow(r) })],
+      ['SELECT * FROM firmware_group_key_members ORDER BY key_id, device_id', (r) => ({ kind: 'firmware-group-key-member', row: { keyId: String(r.key_id), deviceId: String(r.device_id) } })],
       ['SELECT * FROM audit ORDER BY seq', (r) => ({ kind: 'audit', row: auditFromRow(r) })],
       [
         'SELECT * FROM ca_state ORDER BY name',
@@ -1155,17 +1157,55 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     const now = new Date();
     return this.db
       .transaction(() => {
-        const row = this.stmt('SELECT version FROM ca_state WHERE name = ?').get(name) as Row | undefined;
-        const current = row ? Number(row.version) : 0;
-        if (current !== ifVersion) throw new DeviceCaError('conflict', `CA state ${name} changed meanwhile (version ${current}, expected ${ifVersion})`);
-        const next = current + 1;
-        this.stmt(
-          'INSERT INTO ca_state (name, value, version, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at',
-        ).run(name, JSON.stringify(value), next, ms(now));
+        const next = this.saveCaStateSync(name, value, ifVersion, now);
         if (audit) this.appendAuditSync(audit, now);
         return next;
       })
       .immediate();
+  }
+
+  /** saveCaStateSync: saveCaState's compare-and-set write, inside the caller's transaction. */
+  private saveCaStateSync(name: string, value: unknown, ifVersion: number, now: Date): number {
+    const row = this.stmt('SELECT version FROM ca_state WHERE name = ?').get(name) as Row | undefined;
+    const current = row ? Number(row.version) : 0;
+    if (current !== ifVersion) throw new DeviceCaError('conflict', `CA state ${name} changed meanwhile (version ${current}, expected ${ifVersion})`);
+    const next = current + 1;
+    this.stmt(
+      'INSERT INTO ca_state (name, value, version, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at',
+    ).run(name, JSON.stringify(value), next, ms(now));
+    return next;
+  }
+
+  // ---- firmware group key members (migration 24) ----
+  async saveFirmwareGroupKey(keyId: string, value: unknown, ifVersion: number, addMembers: readonly string[], audit: AuditInput): Promise<number> {
+    const now = new Date();
+    return this.db
+      .transaction(() => {
+        const next = this.saveCaStateSync(firmwareGroupKeyRecord(keyId), value, ifVersion, now);
+        const add = this.stmt('INSERT OR IGNORE INTO firmware_group_key_members (key_id, device_id) VALUES (?, ?)');
+        for (const d of addMembers) add.run(keyId, d);
+        this.appendAuditSync(audit, now);
+        return next;
+      })
+      .immediate();
+  }
+
+  async isFirmwareGroupKeyMember(keyId: string, deviceId: string): Promise<boolean> {
+    return this.stmt('SELECT 1 FROM firmware_group_key_members WHERE key_id = ? AND device_id = ?').get(keyId, deviceId) !== undefined;
+  }
+
+  async firmwareGroupKeyMembership(keyId: string, candidates: readonly string[]): Promise<{ members: number; newcomers: string[] }> {
+    // one read transaction: the count and the comparison see the same members
+    return this.db.transaction(() => {
+      const members = Number((this.stmt('SELECT COUNT(*) AS n FROM firmware_group_key_members WHERE key_id = ?').get(keyId) as Row).n);
+      const newcomers = (
+        this.stmt('SELECT j.value AS id FROM json_each(?) j WHERE NOT EXISTS (SELECT 1 FROM firmware_group_key_members m WHERE m.key_id = ? AND m.device_id = j.value) ORDER BY j.key').all(
+          JSON.stringify(candidates),
+          keyId,
+        ) as Row[]
+      ).map((r) => String(r.id));
+      return { members, newcomers };
+    })();
   }
 
   // ---- firmware releases ----

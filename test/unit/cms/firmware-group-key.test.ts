@@ -5,10 +5,23 @@ import * as path from 'node:path';
 import { CMS_OID } from '../../../src/cms/cms-algorithms';
 import { children, readOne } from '../../../src/der/der-reader';
 import { octetString, seq } from '../../../src/der/der-writer';
-import { groupKeyPackage, newGroupKey, openEncryptedData, openGroupKeyEnvelope, readGroupKeyPackage, wrapGroupKeyTo } from '../../../src/cms/firmware-group-key';
+import {
+  encryptedDataContentInfo,
+  encryptedDataContentOf,
+  groupKeyPackage,
+  newGroupKey,
+  openEncryptedData,
+  openGroupKeyEnvelope,
+  readGroupKeyPackage,
+  wrapGroupKeyTo,
+} from '../../../src/cms/firmware-group-key';
+import { fileSource } from '../../../src/cms/byte-source';
+import { CHUNK_BYTES, fdSink, wholeFile } from '../../../src/cms/file-range';
+import { writeFileAtomicWith } from '../../../src/data-dir/atomic-file';
+import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { buildGroupFirmwareRelease, decryptKeyIdOf } from '../../../src/cms/firmware-group-release';
 import { buildFirmwareRelease, createFirmwarePackage, FirmwareSigner, readFirmwarePackage, signFirmwarePackage } from '../../../src/cms/firmware-package';
-import { verifyFirmwareRelease } from '../../../src/cms/firmware-release-verify';
+import { verifyFirmwareRelease, verifyFirmwareReleaseFile } from '../../../src/cms/firmware-release-verify';
 import { parseSignedDataParts } from '../../../src/cms/signed-data-parts';
 import { algorithmOfKey, softwareSigningKey } from '../../../src/keys/software-key-backend';
 import { openssl, opensslStatus } from './cms-fixture';
@@ -79,6 +92,14 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const NOW = new Date(Date.now() + 60_000); // after the certificates made in beforeAll (their notBefore is the second they were made)
 const META = { name: 'sensor-fw', version: 7, hardware: [] };
 const file = (name: string, b: Buffer): string => (fs.writeFileSync(path.join(dir, name), b), path.join(dir, name));
+function withFd<T>(f: string, use: (fd: number) => T): T {
+  const fd = fs.openSync(f, 'r');
+  try {
+    return use(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 const CHAIN = (): Buffer[] => [ca.certificate, Buffer.from(new crypto.X509Certificate(fs.readFileSync(rootFile)).raw)];
 
 async function groupRelease(image: Buffer, g = newGroupKey()): Promise<{ release: Buffer; g: ReturnType<typeof newGroupKey> }> {
@@ -148,6 +169,58 @@ describe('group key releases (RFC 4108 decryptKeyID, RFC 5652 EncryptedData, RFC
     expect(() => verifyFirmwareRelease(perDevice, { ...check, groupKey: g, recipient: { certificate: deviceEc.certificate, key: deviceEc.privateKey } })).toThrow(
       `a group key (${g.id}) was given but the release is not encrypted to a group key`,
     );
+  });
+
+  it('verifyFirmwareReleaseFile streams a group release of several MiB chunk by chunk to the file; a key that does not open it leaves no file', async () => {
+    const image = crypto.randomBytes((2 << 20) + 12_345);
+    const { release, g } = await groupRelease(image);
+    const relFile = file('big-group.der', release);
+    const check = { chain: CHAIN(), roles: ['manufacturer', 'developer', 'administrator'], now: NOW };
+    const out = path.join(dir, 'big-group.bin');
+    const pieces: number[] = [];
+    const v = withFd(relFile, (fd) =>
+      writeFileAtomicWith(out, (o) => {
+        const sink = fdSink(o);
+        return verifyFirmwareReleaseFile(fd, { ...check, groupKey: g }, (c) => (pieces.push(c.length), sink(c)));
+      }),
+    );
+    expect(v.encrypted).toBe(true);
+    expect(fs.readFileSync(out).equals(image)).toBe(true);
+    expect(pieces.length).toBeGreaterThan(2); // deciphered as read, not whole
+    expect(Math.max(...pieces)).toBeLessThanOrEqual(CHUNK_BYTES + 16);
+    fs.rmSync(out);
+    // the right key id with other key bytes: every block deciphers to garbage, the padding of the last one does not check
+    const sent: number[] = [];
+    expect(() =>
+      withFd(relFile, (fd) => writeFileAtomicWith(out, (o) => verifyFirmwareReleaseFile(fd, { ...check, groupKey: { id: g.id, key: newGroupKey().key } }, (c) => (sent.push(c.length), fdSink(o)(c))))),
+    ).toThrow(new DeviceCaError('bad-request', 'the encrypted content does not decrypt with this group key'));
+    expect(sent.reduce((a, b) => a + b, 0)).toBeGreaterThan(1 << 20); // it failed at the end, after most of the image went out
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('big-group.bin'))).toEqual([]);
+  });
+
+  it('encryptedDataContentOf: a changed last block fails the padding check at the end, nothing kept; a changed header is refused before any output', () => {
+    const g = newGroupKey();
+    const image = crypto.randomBytes((1 << 20) + 100);
+    const ci = encryptedDataContentInfo(image, CMS_OID.firmwarePackage, g.key);
+    const opened = (b: Buffer) => withFd(file('ed.der', b), (fd) => encryptedDataContentOf(fileSource(wholeFile(fd)), g.key));
+    const plain: Buffer[] = [];
+    withFd(file('ed.der', ci), (fd) => encryptedDataContentOf(fileSource(wholeFile(fd)), g.key).decrypt((c) => plain.push(Buffer.from(c))));
+    expect(Buffer.concat(plain).equals(image)).toBe(true);
+    expect(opened(ci).contentType).toBe(CMS_OID.firmwarePackage);
+    const tampered = Buffer.from(ci);
+    tampered[tampered.length - 1] ^= 0x01;
+    const out = path.join(dir, 'ed.bin');
+    expect(() => withFd(file('ed.der', tampered), (fd) => writeFileAtomicWith(out, (o) => encryptedDataContentOf(fileSource(wholeFile(fd)), g.key).decrypt(fdSink(o))))).toThrow(
+      new DeviceCaError('bad-request', 'the encrypted content does not decrypt with this group key'),
+    );
+    expect(fs.existsSync(out)).toBe(false);
+    // truncated, or not an EncryptedData: refused from the headers
+    expect(() => opened(ci.subarray(0, ci.length - 16))).toThrow(/malformed DER|EncryptedData/);
+    expect(() => opened(wrapGroupKeyTo(deviceEc.certificate, g))).toThrow('the release does not hold an EncryptedData');
+    expect(() => withFd(file('ed.der', ci), (fd) => encryptedDataContentOf(fileSource(wholeFile(fd)), g.key.subarray(1)))).toThrow('32 bytes');
+    // the in-memory reader gives the same
+    expect(openEncryptedData(ci, g.key).content.equals(image)).toBe(true);
   });
 
   it('a tampered ciphertext or decrypt key identifier fails the CA signature', async () => {

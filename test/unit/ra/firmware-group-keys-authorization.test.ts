@@ -54,8 +54,28 @@ async function fetch(who: string, keyId: string): Promise<string> {
   }
 }
 
+/**
+ * legacyRecord: a group key record as the previous version wrote it, its members inside (sorted ids), the
+ * key wrapped under the data directory's key-encryption key as FirmwareGroupKeys does; made the group's
+ * current key. The members table knows nothing of it (a Redis store, or a record copied from one).
+ */
+async function legacyRecord(group: string, members: string[]): Promise<{ id: string; key: Buffer }> {
+  const id = crypto.randomBytes(16).toString('hex');
+  const key = crypto.randomBytes(32);
+  const iv = crypto.randomBytes(12);
+  const c = crypto.createCipheriv('aes-256-gcm', firmwareGroupKek(h.cfg)(), iv);
+  c.setAAD(Buffer.from(`device-ca firmware group key ${id} ${group}`, 'utf8'));
+  const ct = Buffer.concat([c.update(key), c.final()]);
+  const wrapped = Buffer.concat([iv, c.getAuthTag(), ct]).toString('hex');
+  await h.store.saveCaState(`firmware-group-key:${id}`, { id, group, wrapped, createdAt: new Date().toISOString(), members: [...members].sort() }, 0);
+  const pointer = await h.store.getCaState(`firmware-group:${group}`);
+  await h.store.saveCaState(`firmware-group:${group}`, { current: id }, pointer?.version ?? 0);
+  return { id, key };
+}
+
 let acmeKey: string;
 let fleetKey: string;
+let legacyKey: string;
 beforeAll(async () => {
   h = await makeRaHarness();
   fw = new FirmwareReleases(h.cfg, h.store, new SoftwareKeyBackend(path.join(h.dir, 'keys')));
@@ -72,6 +92,8 @@ beforeAll(async () => {
   }
   for (const id of ['dev-a', 'dev-s', 'dev-r', 'dev-t']) await device(id, 'acme');
   await device('dev-o', 'globex');
+  for (const id of ['dev-l1', 'dev-l2']) await device(id, 'initech');
+  legacyKey = (await legacyRecord('owner:initech', ['dev-l1', 'dev-a'])).id;
   acmeKey = (await groupRelease('owner:acme')).keyId;
   fleetKey = (await groupRelease('fleet')).keyId;
   await lifecycle.suspend('dev-s', OPERATOR, 'test');
@@ -132,6 +154,9 @@ describe('who may fetch a group key', () => {
     ['dev-a, __proto__ as key id', NF, () => '__proto__'],
     ['dev-a, constructor as key id', NF, () => 'constructor'],
     ['dev-a, the key id in upper case', NF, () => acmeKey.toUpperCase()],
+    ['dev-l1 (named in a key record of the previous version, members inside)', 'served', () => legacyKey],
+    ['dev-l2 (of the group, not named in that record)', NF, () => legacyKey],
+    ['dev-a (named in that record, of another owner now)', NF, () => legacyKey],
   ];
   it.each(matrix)('%s -> %s', async (label, expected, keyId) => {
     const who = label.split(' ')[0].replace(/,$/, '');
@@ -173,6 +198,31 @@ describe('rotation: a member that left is not a recipient of anything released a
     const root = Buffer.from(((await h.store.getCaState('hierarchy'))!.value as { root: { der: string } }).root.der, 'base64');
     const chain = [(await signerCaCertificate(h.store))!, root];
     expect(verifyFirmwareRelease(after.release, { chain, groupKey: g, roles: ['manufacturer', 'developer', 'administrator'], now: new Date() }).image).toEqual(Buffer.from(`image ${version}`));
+  });
+
+  it('a key record of the previous version (members inside): kept while nobody left, its members moved out of it; replaced once one left', async () => {
+    await device('dev-p1', 'hooli');
+    await device('dev-p2', 'hooli');
+    const old = await legacyRecord('owner:hooli', ['dev-p1']);
+    const kept = await groupRelease('owner:hooli');
+    expect(kept.keyId).toBe(old.id); // dev-p1 is still a member: same key, dev-p2 joins
+    const record = await h.store.getCaState(`firmware-group-key:${old.id}`);
+    expect(record?.value).not.toHaveProperty('members');
+    expect(await h.store.firmwareGroupKeyMembership(old.id, [])).toEqual({ members: 2, newcomers: [] });
+    expect(await fetch('dev-p2', old.id)).toBe('served');
+    const d = devices.get('dev-p1')!;
+    expect(openGroupKeyEnvelope(await keys.fetch({ keyId: old.id, requester: { clientCertificate: d.cert } }), { certificate: Buffer.from(d.cert.raw), key: d.key }).key).toEqual(old.key);
+    const audited = (await h.audit('firmware.group-key.members')).filter((r) => (r.data as { keyId: string }).keyId === old.id);
+    expect(audited.map((r) => r.data)).toEqual([{ keyId: old.id, members: 2, added: 1 }]);
+
+    // an old record naming a device that left: a new key, the leaver counted from the record's list
+    await device('dev-q1', 'vandelay');
+    const gone = await legacyRecord('owner:vandelay', ['dev-q1', 'dev-q-retired-long-ago']);
+    const next = await groupRelease('owner:vandelay');
+    expect(next.keyId).not.toBe(gone.id);
+    const created = (await h.audit('firmware.group-key.created')).filter((r) => (r.data as { keyId: string }).keyId === next.keyId);
+    expect(created.map((r) => r.data)).toEqual([{ keyId: next.keyId, members: 1, replaces: gone.id, left: 1 }]);
+    expect(await fetch('dev-q1', next.keyId)).toBe('served');
   });
 
   it('the group key is stored wrapped: neither the store nor the audit log holds it in clear', async () => {

@@ -1,3 +1,4 @@
+import type { HardwareTarget } from '../../../src/cms/firmware-attributes';
 import * as crypto from 'node:crypto';
 import { buildFirmwareReceipt, FirmwareReceipt } from '../../../src/cms/firmware-receipt';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
@@ -24,8 +25,8 @@ async function device(id: string): Promise<void> {
   const r = await h.issued('default', 'enroll', csr.der, secretProof(id, secret));
   devices.set(id, { cert: new crypto.X509Certificate(r.certificate), key: csr.key });
 }
-async function release(version: number, recipients: string[] | null, name = 'fw'): Promise<void> {
-  const info = { name, version, sha256: '00'.repeat(32), signers: [], recipients, releasedAt: new Date() };
+async function release(version: number, recipients: string[] | null, name = 'fw', hardware?: HardwareTarget[]): Promise<void> {
+  const info = { name, version, sha256: '00'.repeat(32), signers: [], recipients, hardware, releasedAt: new Date() };
   await h.store.saveFirmwareRelease(info, Buffer.from(`release ${version}`), { type: 'firmware.released', actor: 'test', subject: `firmware:${name}`, data: { version } });
 }
 /** receipt: a receipt signed by `signer` (default: the device named in it) */
@@ -111,7 +112,7 @@ describe('who may post which receipt', () => {
 
   it('status: versions run, counts per version, devices with a load error', async () => {
     await release(1, null, 'st');
-    await release(2, null, 'st');
+    await release(2, null, 'st', [{ type: '1.3.6.1.4.1.99.1', serial: 'SN-1' }, { type: '1.3.6.1.4.1.99.2' }]);
     const st = (id: string, version: number, extra: Partial<FirmwareReceipt> = {}) => receipt({ hwSerial: id, package: { name: 'st', version }, ...extra });
     await post('dev-a', '1', await st('dev-a', 1), 'st');
     await post('dev-a', '2', await st('dev-a', 2), 'st');
@@ -120,6 +121,8 @@ describe('who may post which receipt', () => {
     await post('dev-c', '2', await st('dev-c', 2, { kind: 'error', errorCode: 34, package: null }), 'st');
     const s = await receipts.status('st');
     expect(s.releases.map((r) => r.version)).toEqual([2, 1]);
+    // each release's target hardware, [] for any hardware
+    expect(s.releases.map((r) => r.hardware)).toEqual([[{ type: '1.3.6.1.4.1.99.1', serial: 'SN-1' }, { type: '1.3.6.1.4.1.99.2' }], []]);
     expect(s.versions).toEqual([
       { version: 2, devices: 1 },
       { version: 1, devices: 2 },

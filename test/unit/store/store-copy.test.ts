@@ -23,6 +23,7 @@ let dir: TmpDir;
 let sqlite: SqliteStore;
 let redis: RedisStore;
 const DAY = 86400_000;
+const GROUP_KEY = 'ab'.repeat(16);
 const audit = (type: string, subject: string, data: Record<string, unknown> = {}): AuditInput => ({ type, actor: 'test', subject, data });
 const h = (s: string): string => crypto.createHash('sha256').update(s).digest('hex');
 
@@ -51,6 +52,7 @@ afterEach(async () => {
 async function populate(s: SqliteStore): Promise<void> {
   await s.saveCaState('hierarchy', { issuing: { name: 'issuing-1' } }, 0, audit('ca.created', 'ca'));
   await s.saveCaState('ocsp-responder', { serial: 'aa' }, 0);
+  await s.saveFirmwareGroupKey(GROUP_KEY, { id: GROUP_KEY }, 0, ['dev-1', 'dev-3'], audit('firmware.group-key.created', 'firmware-group:fleet'));
   const fw = { name: 'fw', sha256: 'cd'.repeat(32), signers: [], recipients: ['dev-1'], releasedAt: new Date('2026-01-01T00:00:00Z') };
   await s.saveFirmwareRelease({ ...fw, version: 1 }, Buffer.from('release 1'), audit('firmware.released', 'firmware:fw'));
   await s.saveFirmwareRelease({ ...fw, version: 2, recipients: null, hardware: [{ type: '1.3.6.1.4.1.99.1', serial: 'dev-1' }] }, Buffer.alloc(5000, 2), audit('firmware.released', 'firmware:fw'));
@@ -125,10 +127,16 @@ it('copies every row: the target reads as the source did, and goes on from there
     'tpm-nonce': 1,
     'firmware-release': 2,
     'firmware-receipt': 1,
-    'ca-state': 2,
+    'firmware-group-key-member': 2,
+    'ca-state': 3,
   });
   expect(progress).toContain('device:3');
   expect(summary.census).toMatchObject({ devices: 3, certificates: 2, revokedCertificates: 1, requests: 1, tokens: 1, tpmAks: 2, crlNumbers: { 'issuing-1': '1' } });
+  // the firmware group key's members (the devices that may fetch it) come along
+  expect(summary.census.firmwareGroupKeyMembers).toEqual({ [GROUP_KEY]: 2 });
+  expect(await redis.isFirmwareGroupKeyMember(GROUP_KEY, 'dev-3')).toBe(true);
+  expect(await redis.isFirmwareGroupKeyMember(GROUP_KEY, 'dev-2')).toBe(false);
+  expect(await redis.firmwareGroupKeyMembership(GROUP_KEY, ['dev-1', 'dev-2'])).toEqual({ members: 2, newcomers: ['dev-2'] });
 
   const src = await verifyAuditChain(sqlite);
   expect(summary.audit).toEqual(src);
