@@ -10,6 +10,7 @@ import { AuditInput, FirmwareReleaseInfo, Store } from '../store/store';
 import { parseCsr } from './csr';
 import { NOT_DEVICE_PROFILES } from './firmware-distribution';
 import { buildGroupFirmwareRelease } from '../cms/firmware-group-release';
+import { bufferSource } from '../cms/byte-source';
 import { FirmwareGroupKeys, firmwareGroupKek, ownerOfGroup, parseFirmwareGroup } from './firmware-group-keys';
 
 /**
@@ -212,7 +213,7 @@ export class FirmwareReleases {
       releasedAt: now,
     };
     // the store checks the version again in its transaction: two releases at once cannot roll back
-    await this.store.saveFirmwareRelease(record, release, {
+    await this.store.saveFirmwareRelease(record, bufferSource(release), {
       type: 'firmware.released',
       actor: a.actor,
       subject: `firmware:${record.name}`,

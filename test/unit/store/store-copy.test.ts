@@ -1,4 +1,6 @@
 import Database from 'better-sqlite3';
+import { readReleaseBytes } from '../../../src/store/release-chunks';
+import { bufferSource } from '../../../src/cms/byte-source';
 import * as crypto from 'node:crypto';
 import * as path from 'node:path';
 import { Redis } from 'ioredis';
@@ -52,8 +54,12 @@ async function populate(s: SqliteStore): Promise<void> {
   await s.saveCaState('hierarchy', { issuing: { name: 'issuing-1' } }, 0, audit('ca.created', 'ca'));
   await s.saveCaState('ocsp-responder', { serial: 'aa' }, 0);
   const fw = { name: 'fw', sha256: 'cd'.repeat(32), signers: [], recipients: ['dev-1'], releasedAt: new Date('2026-01-01T00:00:00Z') };
-  await s.saveFirmwareRelease({ ...fw, version: 1 }, Buffer.from('release 1'), audit('firmware.released', 'firmware:fw'));
-  await s.saveFirmwareRelease({ ...fw, version: 2, recipients: null, hardware: [{ type: '1.3.6.1.4.1.99.1', serial: 'dev-1' }] }, Buffer.alloc(5000, 2), audit('firmware.released', 'firmware:fw'));
+  await s.saveFirmwareRelease({ ...fw, version: 1 }, bufferSource(Buffer.from('release 1')), audit('firmware.released', 'firmware:fw'));
+  await s.saveFirmwareRelease(
+    { ...fw, version: 2, recipients: null, hardware: [{ type: '1.3.6.1.4.1.99.1', serial: 'dev-1' }] },
+    bufferSource(Buffer.alloc(5000, 2)),
+    audit('firmware.released', 'firmware:fw'),
+  );
   const receipt = { name: 'fw', deviceId: 'dev-1', hwType: '1.2.3', sha256: 'ef'.repeat(32), at: new Date('2026-01-02T00:00:00Z') };
   await s.recordFirmwareReceipt({ ...receipt, version: 1, outcome: 'loaded' }, audit('firmware.receipt', 'device:dev-1'));
   await s.recordFirmwareReceipt({ ...receipt, version: 2, outcome: 'error', errorCode: 23, sha256: '12'.repeat(32) }, audit('firmware.receipt', 'device:dev-1'));
@@ -140,7 +146,7 @@ it('copies every row: the target reads as the source did, and goes on from there
   expect(await redis.getCaState('hierarchy')).toEqual(await sqlite.getCaState('hierarchy'));
   expect(await redis.listFirmwareReleases({})).toEqual(await sqlite.listFirmwareReleases({}));
   expect((await redis.getFirmwareRelease('fw', 2))?.hardware).toEqual([{ type: '1.3.6.1.4.1.99.1', serial: 'dev-1' }]);
-  expect(await redis.firmwareReleaseBytes('fw', 2)).toEqual(Buffer.alloc(5000, 2));
+  expect(await readReleaseBytes((await redis.openFirmwareRelease('fw', 2))!)).toEqual(Buffer.alloc(5000, 2));
   expect(await redis.getFirmwareReceipt('fw', 'dev-1')).toEqual(await sqlite.getFirmwareReceipt('fw', 'dev-1'));
   expect(await redis.firmwareHardwareOf('dev-1')).toBe('1.2.3');
   expect(summary.census.firmwareReceipts).toEqual([`fw/dev-1:${'12'.repeat(32)}`]);
