@@ -8,7 +8,7 @@ import { verifyAuditChain } from '../../../src/audit/audit-verify';
 import { RedisStore } from '../../../src/store/redis/redis-store';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { collectItems } from '../../../src/store/paging';
-import { AuditInput } from '../../../src/store/store';
+import { AuditInput, RELEASE_CHUNK_BYTES, firmwareReleaseKey } from '../../../src/store/store';
 import { copyStore } from '../../../src/store/store-copy';
 import { SnapshotRow } from '../../../src/store/store-snapshot';
 import { RedisServer, hasRedisServer, startRedisServer } from '../../helpers/redis-server';
@@ -210,4 +210,35 @@ it('a source whose audit chain was edited is not copied (the copy would not veri
   db.close();
   await expect(copyStore(sqlite, redis)).rejects.toMatchObject({ code: 'internal', message: expect.stringContaining('audit chain does not verify: record 2') });
   expect(await admin.dbsize()).toBe(0);
+});
+
+it('copies release bytes chunk by chunk: a multi-MiB release and a one-value release of an earlier version arrive as chunks, byte for byte', async () => {
+  await sqlite.saveCaState('hierarchy', { issuing: { name: 'issuing-1' } }, 0, audit('ca.created', 'ca'));
+  const fw = { name: 'fw', sha256: 'cd'.repeat(32), signers: [], recipients: null, releasedAt: new Date('2026-01-01T00:00:00Z') };
+  const large = crypto.randomBytes(3 * RELEASE_CHUNK_BYTES + 7);
+  await sqlite.saveFirmwareRelease({ ...fw, version: 3 }, bufferSource(large), audit('firmware.released', 'firmware:fw'));
+  // a release as an earlier device-ca recorded it: one `der` value
+  const old = crypto.randomBytes(RELEASE_CHUNK_BYTES + RELEASE_CHUNK_BYTES / 2);
+  const db = new Database(path.join(dir.path, 'device-ca.sqlite'));
+  db.prepare(`INSERT INTO firmware_releases (sort_key, name, version, sha256, signers, recipients, released_at, der) VALUES (?, 'old-fw', 1, ?, '[]', NULL, 1000, ?)`).run(
+    firmwareReleaseKey('old-fw', 1),
+    'ab'.repeat(32),
+    old,
+  );
+  db.close();
+
+  const summary = await copyStore(sqlite, redis);
+  expect(summary.rows['firmware-release']).toBe(2);
+  const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
+  expect(summary.census.firmwareReleaseBytes).toEqual([`fw@3:${large.length}:${sha(large)}`, `old-fw@1:${old.length}:${sha(old)}`]);
+  expect(sha(await readReleaseBytes((await redis.openFirmwareRelease('fw', 3))!))).toBe(sha(large));
+  expect(sha(await readReleaseBytes((await redis.openFirmwareRelease('old-fw', 1))!))).toBe(sha(old));
+  // in the target every release is chunks of at most RELEASE_CHUNK_BYTES, without a time to live; no one-value key
+  const chunkKeys = (await admin.keys('{dca}:fw-rel-chunk:*')).sort();
+  expect(chunkKeys).toHaveLength(4 + 2);
+  for (const k of chunkKeys) {
+    expect(await admin.strlen(k)).toBeLessThanOrEqual(RELEASE_CHUNK_BYTES);
+    expect(await admin.pttl(k)).toBe(-1);
+  }
+  expect(await admin.keys('{dca}:fw-rel-der:*')).toEqual([]);
 });
