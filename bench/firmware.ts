@@ -1,4 +1,5 @@
-import { spawnSync } from 'node:child_process';
+import Database from 'better-sqlite3';
+import { spawn, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -11,9 +12,10 @@ import { assembleCertificate, encodeTbs, newSerial } from '../src/ca/certificate
 import { encodeName } from '../src/ca/name';
 import { generateKeyPair, softwareSigningKey } from '../src/keys/software-key-backend';
 import { buildGroupFirmwareRelease } from '../src/cms/firmware-group-release';
+import { bufferSource } from '../src/cms/byte-source';
 import { FirmwareGroupKeys } from '../src/ra/firmware-group-keys';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store';
-import { firmwareGroupKeyRecord } from '../src/store/store';
+import { firmwareGroupKeyRecord, firmwareReleaseKey } from '../src/store/store';
 import { BenchRow, fmtMicros, fmtRate } from './bench-table';
 import { MemoryOperation, releaseFile } from './firmware-memory-child';
 
@@ -339,8 +341,72 @@ export async function benchFirmware(): Promise<BenchRow[]> {
       },
       ...fetchRows,
       ...memory,
+      ...(await servingRows(dir, image)),
     ];
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * servingRows: the peak RSS of a process serving GET /firmware/<name>/<version> of a 64 MiB release to
+ * curl (bench/firmware-serve-child.ts), the release stored in 1 MiB chunks beside the same bytes stored
+ * as one value, as device-ca stored releases before (that row is read whole, as then), in the same run;
+ * and the process's peak when it served nothing.
+ */
+export async function servingRows(dir: string, image: Buffer): Promise<BenchRow[]> {
+  const file = path.join(dir, 'serve.sqlite');
+  const store = new SqliteStore(file);
+  const info = { name: 'big', sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date() };
+  await store.saveFirmwareRelease({ ...info, version: 2 }, bufferSource(image), { type: 'firmware.released', actor: 'bench', subject: 'firmware:big', data: {} });
+  await store.close();
+  const db = new Database(file);
+  db.prepare(`INSERT INTO firmware_releases (sort_key, name, version, sha256, signers, recipients, released_at, der) VALUES (?, 'big', 1, ?, '[]', NULL, 0, ?)`).run(
+    firmwareReleaseKey('big', 1),
+    info.sha256,
+    image,
+  );
+  db.close();
+  const serve = async (version: number | null): Promise<{ peakMiB: number; seconds: number }> => {
+    const child = spawn(process.execPath, [path.join(__dirname, 'firmware-serve-child.js'), file], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const lines = (async function* () {
+      let buf = '';
+      for await (const d of child.stdout) {
+        buf += String(d);
+        for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+          yield buf.slice(0, i);
+          buf = buf.slice(i + 1);
+        }
+      }
+    })();
+    const port = Number((await lines.next()).value);
+    const t = process.hrtime.bigint();
+    if (version !== null) {
+      const r = await new Promise<{ code: number | null; out: string }>((res) => {
+        const c = spawn('curl', ['-sS', '-o', '/dev/null', '-w', '%{size_download}', `http://127.0.0.1:${port}/firmware/big/${version}`]);
+        let out = '';
+        c.stdout.on('data', (d) => (out += String(d)));
+        c.on('exit', (code) => res({ code, out }));
+      });
+      if (r.code !== 0 || Number(r.out) !== image.length) throw new Error(`curl of release ${version}: exit ${r.code}, ${r.out} bytes`);
+    }
+    const seconds = Number(process.hrtime.bigint() - t) / 1e9;
+    child.stdin.write('rss\n');
+    const kib = Number((await lines.next()).value);
+    await new Promise((res) => child.once('exit', res));
+    return { peakMiB: kib / 1024, seconds };
+  };
+  const idle = await serve(null);
+  const whole = await serve(1);
+  const chunked = await serve(2);
+  const mib = image.length / (1 << 20);
+  return [
+    {
+      name: `peak RSS of a process serving a ${IMAGE_MIB} MiB release (GET /firmware, curl): stored in 1 MiB chunks vs one value (as before); idle ${idle.peakMiB.toFixed(0)} MiB`,
+      figure: `${chunked.peakMiB.toFixed(0)} MiB (${(mib / chunked.seconds).toFixed(0)} MiB/s)`,
+      baseline: `${whole.peakMiB.toFixed(0)} MiB (${(mib / whole.seconds).toFixed(0)} MiB/s)`,
+      ratio: whole.peakMiB / chunked.peakMiB,
+      note: 'ratio = one value / chunks (higher is better)',
+    },
+  ];
 }

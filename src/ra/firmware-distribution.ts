@@ -3,7 +3,7 @@ import { TPM_AK_PROFILE } from '../ca/certificate-authority';
 import { SIGNER_PROFILE } from '../ca/signer-ca';
 import { forHardware } from '../cms/firmware-attributes';
 import { DeviceCaError } from '../errors/device-ca-error';
-import { FirmwareReleaseInfo, Store } from '../store/store';
+import { FirmwareReleaseInfo, ReleaseBytes, Store } from '../store/store';
 
 /**
  * firmware-distribution: who may download which firmware release (issue 13). protocols/firmware asks one
@@ -30,10 +30,13 @@ export interface FirmwareRequester {
   clientCertificate?: crypto.X509Certificate;
 }
 
-/** FirmwareDownload: the release served and its DER bytes (a CMS ContentInfo, docs/firmware.md). */
+/**
+ * FirmwareDownload: the release served and its DER bytes (a CMS ContentInfo, docs/firmware.md), read from
+ * the store chunk by chunk as the adapter sends them (a 64 MiB release is never in memory whole).
+ */
 export interface FirmwareDownload {
   release: FirmwareReleaseInfo;
-  der: Buffer;
+  bytes: ReleaseBytes;
 }
 
 const NAME_RE = /^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[0-2](?:\.(?:0|[1-9][0-9]{0,15})){1,63})$/;
@@ -45,7 +48,7 @@ const NOT_FOUND = 'no such firmware release';
 
 type DistributionStore = Pick<
   Store,
-  'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'firmwareReleaseBytes' | 'listFirmwareReleases' | 'getFirmwareReceipt' | 'firmwareHardwareOf' | 'appendAudit'
+  'getCertificate' | 'getDevice' | 'getFirmwareRelease' | 'openFirmwareRelease' | 'listFirmwareReleases' | 'getFirmwareReceipt' | 'firmwareHardwareOf' | 'appendAudit'
 >;
 
 /**
@@ -129,8 +132,8 @@ export class FirmwareDistribution {
       release = await this.store.getFirmwareRelease(a.name, version);
     }
     if (!release || !mayHave(release)) throw new DeviceCaError('not-found', NOT_FOUND);
-    const der = await this.store.firmwareReleaseBytes(release.name, release.version);
-    if (!der) throw new DeviceCaError('not-found', NOT_FOUND);
+    const bytes = await this.store.openFirmwareRelease(release.name, release.version);
+    if (!bytes) throw new DeviceCaError('not-found', NOT_FOUND);
     // a device's download is one record; anonymous ones are counted (see ANONYMOUS_AUDIT_INTERVAL_MS)
     if (deviceId === null) this.countAnonymous(release);
     else
@@ -140,7 +143,7 @@ export class FirmwareDistribution {
         subject: `firmware:${release.name}`,
         data: { version: release.version, device: deviceId, encrypted: release.recipients !== null },
       });
-    return { release, der };
+    return { release, bytes };
   }
 
   private deviceOf(leaf: crypto.X509Certificate): Promise<string> {

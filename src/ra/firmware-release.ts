@@ -1,8 +1,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { Config } from '../config/schema';
-import { ByteSource } from '../cms/byte-source';
-import { readAt } from '../cms/file-range';
+import { ByteSource, fileSource } from '../cms/byte-source';
 import { readFirmwarePackageSource } from '../cms/firmware-package-file';
 import { writeFirmwareReleaseFile } from '../cms/firmware-release-file';
 import { digestForCertificate } from '../cms/signer-info';
@@ -227,8 +226,7 @@ export class FirmwareReleases {
         const length = await writeFirmwareReleaseFile(pkg, releaseSigner(ca), groupKey ? { groupKey, now } : { recipients: recipients?.map((r) => r.certificate), now }, fd);
         fs.fsyncSync(fd);
         // the store checks the version again in its transaction: two releases at once cannot roll back
-        // MERGE(fwrelstore): pass fileSource(wholeFile(fd))
-        await this.store.saveFirmwareRelease(record, readAt(fd, 0, length), {
+        await this.store.saveFirmwareRelease(record, fileSource({ fd, offset: 0, length }), {
           type: 'firmware.released',
           actor: a.actor,
           subject: `firmware:${record.name}`,

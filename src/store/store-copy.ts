@@ -1,3 +1,4 @@
+import * as crypto from 'node:crypto';
 import { AuditVerdict, verifyAuditChain } from '../audit/audit-verify';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { collectItems, everyItem } from './paging';
@@ -24,6 +25,8 @@ export interface Census {
   tpmAks: number;
   /** firmwareReleases: name@version:sha256 of each release */
   firmwareReleases: string[];
+  /** firmwareReleaseBytes: name@version:length:SHA-256 of each release's stored bytes (read chunk by chunk) */
+  firmwareReleaseBytes: string[];
   /** firmwareReceipts: name/device:sha256 of the last receipt of each device, for each released name */
   firmwareReceipts: string[];
   auditRecords: number;
@@ -49,7 +52,7 @@ export interface CopySummary {
  * store to the shared Redis store): every row as recorded (ids, times, audit hashes), into a target that
  * holds nothing. It then verifies the copy: the target's audit chain verifies and ends at the source's
  * last hash, and the census (counts of devices, secrets, certificates, revocations, requests, tokens, AK
- * bindings, firmware releases, firmware group key members; CRL numbers and CA state versions) is the same on both sides. A copy that fails half-way or
+ * bindings, firmware releases and the SHA-256 of their bytes, firmware group key members; CRL numbers and CA state versions) is the same on both sides. A copy that fails half-way or
  * does not verify is removed from the target, so nothing half-written is left to serve. Stop the node
  * that serves the source first: rows it writes after the snapshot began are not copied.
  */
@@ -101,6 +104,7 @@ async function takeCensus(store: Store, what: { names: string[]; crls: { issuer:
     tokens: 0,
     tpmAks: 0,
     firmwareReleases: [],
+    firmwareReleaseBytes: [],
     firmwareReceipts: [],
     auditRecords: 0,
     auditLastHash: '',
@@ -122,7 +126,13 @@ async function takeCensus(store: Store, what: { names: string[]; crls: { issuer:
   }
   c.requests = (await collectItems((after, limit) => store.listRequests({ after, limit }))).items.length;
   c.tokens = (await collectItems((after, limit) => store.listTokens({ after, limit }))).items.length;
-  for await (const r of everyItem((after) => store.listFirmwareReleases({ after, limit: MAX_PAGE_LIMIT }))) c.firmwareReleases.push(`${r.name}@${r.version}:${r.sha256}`);
+  for await (const r of everyItem((after) => store.listFirmwareReleases({ after, limit: MAX_PAGE_LIMIT }))) {
+    c.firmwareReleases.push(`${r.name}@${r.version}:${r.sha256}`);
+    const bytes = await store.openFirmwareRelease(r.name, r.version);
+    const h = crypto.createHash('sha256');
+    for await (const chunk of bytes?.chunks() ?? []) h.update(chunk);
+    c.firmwareReleaseBytes.push(`${r.name}@${r.version}:${bytes?.length ?? 'none'}:${h.digest('hex')}`);
+  }
   for (const name of new Set(c.firmwareReleases.map((r) => r.slice(0, r.lastIndexOf('@')))))
     for await (const x of everyItem((after) => store.listFirmwareReceipts({ name, after, limit: MAX_PAGE_LIMIT }))) c.firmwareReceipts.push(`${name}/${x.deviceId}:${x.receiptSha256}`);
   const audit = await verifyAuditChain(store);

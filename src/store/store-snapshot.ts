@@ -1,4 +1,16 @@
-import { AkBindingRecord, AuditRecord, CertificateRecord, CrlRecord, DeviceRecord, EnrollmentRequestRecord, FirmwareReceiptRecord, FirmwareReleaseInfo, SecretRecord, TokenRecord } from './store';
+import {
+  AkBindingRecord,
+  AuditRecord,
+  CertificateRecord,
+  CrlRecord,
+  DeviceRecord,
+  EnrollmentRequestRecord,
+  FirmwareReceiptRecord,
+  FirmwareReleaseInfo,
+  ReleaseBytes,
+  SecretRecord,
+  TokenRecord,
+} from './store';
 
 /**
  * SnapshotRow is one stored row of a CA, as `device-ca store copy` moves it from one store to another:
@@ -24,7 +36,8 @@ export type SnapshotRow =
   | { kind: 'tpm-ak'; row: AkBindingRecord }
   | { kind: 'tpm-blocked-ek'; row: { ekCertSha256: string; deviceId: string; blockedAt: Date } }
   | { kind: 'tpm-nonce'; row: { deviceId: string; nonceSha256: string; expiresAt: Date; createdAt: Date } }
-  | { kind: 'firmware-release'; row: FirmwareReleaseInfo & { der: Buffer } }
+  /** firmware-release: the row, and its bytes to be read chunk by chunk while the target writes them */
+  | { kind: 'firmware-release'; row: FirmwareReleaseInfo & { bytes: ReleaseBytes } }
   | { kind: 'firmware-receipt'; row: FirmwareReceiptRecord }
   | { kind: 'firmware-group-key-member'; row: { keyId: string; deviceId: string } };
 

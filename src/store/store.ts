@@ -1,3 +1,5 @@
+import { ByteSource } from '../cms/byte-source';
+
 /**
  * Store interfaces. Every method is asynchronous because the shared Redis store (multi-node) implements
  * the same interfaces; the embedded SQLite store simply resolves at once. Each write method is atomic:
@@ -605,7 +607,7 @@ export interface ScepTransactionStore {
 
 /**
  * FirmwareReleaseInfo: one firmware release as recorded (issue 13): what was released, signed by whom,
- * encrypted to which devices. The release bytes are read apart (firmwareReleaseBytes): they can be large.
+ * encrypted to which devices. The release bytes are read apart (openFirmwareRelease): they can be large.
  */
 export interface FirmwareReleaseInfo {
   name: string;
@@ -625,6 +627,19 @@ export interface FirmwareReleaseInfo {
   releasedAt: Date;
 }
 
+/** RELEASE_CHUNK_BYTES: the size of a stored release chunk (the last one of a release may be shorter). */
+export const RELEASE_CHUNK_BYTES = 1 << 20;
+
+/**
+ * ReleaseBytes: a stored release's bytes: `length` in all, and `chunks()` reading them from the store as
+ * the consumer asks for them (each piece a Buffer of its own, at most RELEASE_CHUNK_BYTES), so a server
+ * sending them to a slow client holds one chunk, not the release.
+ */
+export interface ReleaseBytes {
+  length: number;
+  chunks(): AsyncIterable<Buffer>;
+}
+
 /**
  * FirmwareReleaseStore keeps firmware releases, one row per name and version, so a release does not grow
  * one shared record. Lists run by name, then newest version first (`firmwareReleaseKey` is the cursor).
@@ -634,11 +649,22 @@ export interface FirmwareReleaseStore {
    * saveFirmwareRelease records a release with its DER bytes, replacing a release of the same name and
    * version (a re-release, e.g. to the devices enrolled since); 'conflict' when a higher version of the
    * name is recorded (anti-rollback, checked in the same transaction). The audit record is appended in
-   * the same transaction.
+   * the same transaction. The bytes are read from `release` in pieces and written as pending chunks
+   * first, each in a short write of its own, so a 64 MiB release never sits in memory whole nor holds
+   * the store's writer for the whole copy; one final transaction checks the version, points the release
+   * at its chunks (removing the chunks of a release it replaces) and appends the audit record. A process
+   * killed before that transaction leaves only pending chunks, which no reader sees: SQLite removes them
+   * when a store is opened and before each save (those of a process that is gone); Redis lets them expire
+   * (RELEASE_PENDING_TTL_MS). Callers holding a Buffer pass bufferSource(buf).
    */
-  saveFirmwareRelease(r: FirmwareReleaseInfo, der: Buffer, audit: AuditInput): Promise<void>;
+  saveFirmwareRelease(r: FirmwareReleaseInfo, release: ByteSource, audit: AuditInput): Promise<void>;
   getFirmwareRelease(name: string, version: number): Promise<FirmwareReleaseInfo | null>;
-  firmwareReleaseBytes(name: string, version: number): Promise<Buffer | null>;
+  /**
+   * openFirmwareRelease: the release's bytes, read from the store piece by piece as they are consumed
+   * (RELEASE_CHUNK_BYTES at most in memory), or null when no such release is recorded. A release replaced
+   * while it is read ends the reading with 'conflict' instead of yielding bytes of two releases.
+   */
+  openFirmwareRelease(name: string, version: number): Promise<ReleaseBytes | null>;
   listFirmwareReleases(filter: { name?: string } & PageRequest): Promise<Page<FirmwareReleaseInfo>>;
 }
 

@@ -4,7 +4,22 @@ import { verifyAuditChain } from '../../src/audit/audit-verify';
 import { DeviceCaError, ErrorCode } from '../../src/errors/device-ca-error';
 import { collectItems } from '../../src/store/paging';
 import { FirmwareGroupKeys } from '../../src/ra/firmware-group-keys';
-import { AttestationStore, AuditInput, AuditRecord, CertificateRecord, DEFAULT_PAGE_LIMIT, DEVICE_STATES, MAX_PAGE_LIMIT, Page, Store, isAttestationStore } from '../../src/store/store';
+import { ByteSource, bufferSource } from '../../src/cms/byte-source';
+import { readReleaseBytes } from '../../src/store/release-chunks';
+import {
+  AttestationStore,
+  AuditInput,
+  AuditRecord,
+  CertificateRecord,
+  DEFAULT_PAGE_LIMIT,
+  DEVICE_STATES,
+  FirmwareReleaseInfo,
+  MAX_PAGE_LIMIT,
+  Page,
+  RELEASE_CHUNK_BYTES,
+  Store,
+  isAttestationStore,
+} from '../../src/store/store';
 
 /**
  * StoreUnderTest is what a store's test file hands the contract: a fresh, empty store, and optional
@@ -16,6 +31,13 @@ export interface StoreUnderTest {
   another?: () => Promise<Store>;
   /** tamperAudit: edits the stored data of one audit record behind the store's back, as someone with access to the database could */
   tamperAudit?: (seq: number, data: Record<string, unknown>) => Promise<void>;
+  /**
+   * writeOldRelease: records a firmware release as device-ca did before release bytes were chunked (one
+   * value: SQLite's `der` column, Redis' fw-rel-der key), behind the store's back
+   */
+  writeOldRelease: (r: FirmwareReleaseInfo, der: Buffer) => Promise<void>;
+  /** strayReleaseChunks: how many stored release chunks no release row names (pending or left over) */
+  strayReleaseChunks: () => Promise<number>;
   /** cleanup: closes what the factory opened (the store itself included, unless a test closed it) and removes its data */
   cleanup(): Promise<void>;
 }
@@ -1347,7 +1369,7 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       });
     });
 
-    describe('firmware releases (saveFirmwareRelease / getFirmwareRelease / firmwareReleaseBytes / listFirmwareReleases)', () => {
+    describe('firmware releases (saveFirmwareRelease / getFirmwareRelease / openFirmwareRelease / listFirmwareReleases)', () => {
       const release = (name: string, version: number, recipients: string[] | null = null) => ({
         name,
         version,
@@ -1356,18 +1378,37 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         recipients,
         releasedAt: new Date('2026-01-02T00:00:00Z'),
       });
-      const save = (name: string, version: number, recipients: string[] | null = null, der = Buffer.from(`${name}@${version}`)) =>
-        store.saveFirmwareRelease(release(name, version, recipients), der, audit('firmware.released', `firmware:${name}`, { version }));
+      const save = (name: string, version: number, recipients: string[] | null = null, der: Buffer | ByteSource = Buffer.from(`${name}@${version}`), on: Store = store) =>
+        on.saveFirmwareRelease(release(name, version, recipients), Buffer.isBuffer(der) ? bufferSource(der) : der, audit('firmware.released', `firmware:${name}`, { version }));
+      const bytesOf = async (s: Store, name: string, version: number): Promise<Buffer | null> => {
+        const r = await s.openFirmwareRelease(name, version);
+        return r ? readReleaseBytes(r) : null;
+      };
+      /** piecewise: a source handing its bytes out in pieces of `piece` bytes (as a file source does), never whole */
+      const piecewise = (b: Buffer, piece: number): ByteSource => ({
+        length: b.length,
+        read: (offset, length) => Buffer.from(b.subarray(offset, offset + length)),
+        chunks: function* (offset, length) {
+          for (let at = offset; at < offset + length; at += piece) yield Buffer.from(b.subarray(at, Math.min(offset + length, at + piece)));
+        },
+      });
+      /** sha: a large Buffer compared by its SHA-256 (jest compares Buffers byte by byte, slowly) */
+      const sha = (b: Buffer | null): string => (b === null ? 'null' : crypto.createHash('sha256').update(b).digest('hex'));
+      const big = (n: number, seed: string): Buffer => {
+        const out = Buffer.alloc(n);
+        for (let at = 0, i = 0; at < n; at += 32, i++) crypto.createHash('sha256').update(`${seed}/${i}`).digest().copy(out, at);
+        return out;
+      };
 
       it('keeps each version with its bytes and recipients, visible to another instance', async () => {
         await save('fw', 1);
         await save('fw', 2, ['dev-1', 'dev-2'], Buffer.alloc(70_000, 7));
         const other = sut.another ? await sut.another() : store;
         expect(await other.getFirmwareRelease('fw', 2)).toEqual(release('fw', 2, ['dev-1', 'dev-2']));
-        expect(await other.firmwareReleaseBytes('fw', 2)).toEqual(Buffer.alloc(70_000, 7));
+        expect(await bytesOf(other, 'fw', 2)).toEqual(Buffer.alloc(70_000, 7));
         expect(await other.getFirmwareRelease('fw', 1)).toMatchObject({ recipients: null });
         expect(await other.getFirmwareRelease('fw', 3)).toBeNull();
-        expect(await other.firmwareReleaseBytes('fw', 3)).toBeNull();
+        expect(await other.openFirmwareRelease('fw', 3)).toBeNull();
         expect(await other.getFirmwareRelease('fw-other', 1)).toBeNull();
       });
 
@@ -1377,7 +1418,7 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(await store.getFirmwareRelease('fw', 4)).toBeNull();
         await save('fw', 5, ['dev-9'], Buffer.from('again'));
         expect(await store.getFirmwareRelease('fw', 5)).toMatchObject({ recipients: ['dev-9'] });
-        expect(await store.firmwareReleaseBytes('fw', 5)).toEqual(Buffer.from('again'));
+        expect(await bytesOf(store, 'fw', 5)).toEqual(Buffer.from('again'));
         await save('other', 1); // another name has its own versions
         expect((await store.listAudit({ subject: 'firmware:fw' })).items.map((r) => r.data)).toEqual([{ version: 5 }, { version: 5 }]);
       });
@@ -1385,14 +1426,97 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
       it("keeps a release's target hardware (type, serial) through a get, a list and a re-release; a release without it reads back without it", async () => {
         const hardware = [{ type: '1.3.6.1.4.1.99.1' }, { type: '1.3.6.1.4.1.99.2', serial: 'dev-7' }];
         await save('fw', 1);
-        await store.saveFirmwareRelease({ ...release('fw', 2), hardware }, Buffer.from('fw@2'), audit('firmware.released', 'firmware:fw', { version: 2 }));
+        await store.saveFirmwareRelease({ ...release('fw', 2), hardware }, bufferSource(Buffer.from('fw@2')), audit('firmware.released', 'firmware:fw', { version: 2 }));
         const other = sut.another ? await sut.another() : store;
         expect(await other.getFirmwareRelease('fw', 2)).toEqual({ ...release('fw', 2), hardware });
         expect((await other.listFirmwareReleases({ name: 'fw' })).items.map((r) => r.hardware)).toEqual([hardware, undefined]);
         expect(await other.getFirmwareRelease('fw', 1)).toEqual(release('fw', 1));
         // a re-release of the same version for any hardware drops the targets
-        await store.saveFirmwareRelease({ ...release('fw', 2), hardware: [] }, Buffer.from('fw@2'), audit('firmware.released', 'firmware:fw', { version: 2 }));
+        await store.saveFirmwareRelease({ ...release('fw', 2), hardware: [] }, bufferSource(Buffer.from('fw@2')), audit('firmware.released', 'firmware:fw', { version: 2 }));
         expect((await other.getFirmwareRelease('fw', 2))?.hardware).toEqual([]);
+      });
+
+      it('keeps a multi-MiB release in chunks: the same bytes back, piece by piece, to another instance; an empty release too', async () => {
+        const image = big(5 * RELEASE_CHUNK_BYTES + 3, 'large');
+        await save('fw', 1, null, piecewise(image, 333_333)); // pieces that do not fall on chunk bounds
+        await save('fw', 2, null, image); // one piece of 5 MiB
+        const other = sut.another ? await sut.another() : store;
+        for (const v of [1, 2]) {
+          const r = await other.openFirmwareRelease('fw', v);
+          expect(r?.length).toBe(image.length);
+          const pieces: number[] = [];
+          const h = crypto.createHash('sha256');
+          for await (const c of r!.chunks()) {
+            pieces.push(c.length);
+            h.update(c);
+          }
+          expect(Math.max(...pieces)).toBeLessThanOrEqual(RELEASE_CHUNK_BYTES);
+          expect(h.digest('hex')).toBe(sha(image));
+        }
+        await save('empty', 1, null, Buffer.alloc(0));
+        expect(await bytesOf(other, 'empty', 1)).toEqual(Buffer.alloc(0));
+        expect(await sut.strayReleaseChunks()).toBe(0);
+      });
+
+      it('a reader that stops after the first chunk leaves the release intact for the next one', async () => {
+        const image = big(3 * RELEASE_CHUNK_BYTES, 'stop');
+        await save('fw', 1, null, image);
+        const r = await store.openFirmwareRelease('fw', 1);
+        for await (const c of r!.chunks()) {
+          expect(sha(c)).toBe(sha(image.subarray(0, RELEASE_CHUNK_BYTES)));
+          break;
+        }
+        expect(sha(await bytesOf(store, 'fw', 1))).toBe(sha(image));
+      });
+
+      it('a replace of the same version serves the new bytes and removes the old chunks; a reader of the old ones ends with conflict, never mixed bytes', async () => {
+        const first = big(3 * RELEASE_CHUNK_BYTES + 10, 'first');
+        const second = big(2 * RELEASE_CHUNK_BYTES + 1, 'second');
+        await save('fw', 7, null, first);
+        const reading = await store.openFirmwareRelease('fw', 7);
+        const it = reading!.chunks()[Symbol.asyncIterator]();
+        expect(sha((await it.next()).value as Buffer)).toBe(sha(first.subarray(0, RELEASE_CHUNK_BYTES)));
+        await save('fw', 7, ['dev-1'], second);
+        const rest = async (): Promise<void> => {
+          while (!(await it.next()).done);
+        };
+        expect(await codeOf(rest())).toBe('conflict');
+        const other = sut.another ? await sut.another() : store;
+        expect(sha(await bytesOf(other, 'fw', 7))).toBe(sha(second));
+        expect(await other.getFirmwareRelease('fw', 7)).toEqual(release('fw', 7, ['dev-1']));
+        expect(await sut.strayReleaseChunks()).toBe(0);
+      });
+
+      it('a version conflict found at the end of a large save writes nothing: the release it would replace keeps its chunks, no chunk is left behind', async () => {
+        const kept = big(2 * RELEASE_CHUNK_BYTES + 5, 'kept');
+        await save('fw', 5, null, kept);
+        // a re-release of 5 still writing its chunks while version 6 is released from another instance:
+        // the re-release's final check finds 6 and is refused
+        const other = sut.another ? await sut.another() : store;
+        const [slow, fast] = await Promise.all([codeOf(save('fw', 5, ['dev-9'], big(6 * RELEASE_CHUNK_BYTES, 'slow'))), codeOf(save('fw', 6, null, Buffer.from('six'), other))]);
+        expect([slow, fast]).toEqual(['conflict', 'resolved']);
+        expect(sha(await bytesOf(store, 'fw', 5))).toBe(sha(kept));
+        expect(await store.getFirmwareRelease('fw', 5)).toEqual(release('fw', 5));
+        expect(await bytesOf(store, 'fw', 6)).toEqual(Buffer.from('six'));
+        // refused up front too: a version below the newest writes no chunk
+        expect(await codeOf(save('fw', 4, null, big(RELEASE_CHUNK_BYTES + 1, 'four')))).toBe('conflict');
+        expect(await sut.strayReleaseChunks()).toBe(0);
+        expect((await store.listAudit({ subject: 'firmware:fw' })).items.map((r) => r.data)).toEqual([{ version: 5 }, { version: 6 }]);
+      });
+
+      it('serves a release recorded as one value by an earlier version, and replaces it with chunks', async () => {
+        const old = big(RELEASE_CHUNK_BYTES + 99, 'old');
+        await sut.writeOldRelease(release('fw', 3), old);
+        expect(await store.getFirmwareRelease('fw', 3)).toEqual(release('fw', 3));
+        const r = await store.openFirmwareRelease('fw', 3);
+        expect(r?.length).toBe(old.length);
+        const pieces: Buffer[] = [];
+        for await (const c of r!.chunks()) pieces.push(c);
+        expect(pieces.map((c) => c.length)).toEqual([RELEASE_CHUNK_BYTES, 99]);
+        expect(sha(Buffer.concat(pieces))).toBe(sha(old));
+        expect((await store.listFirmwareReleases({ name: 'fw' })).items).toEqual([release('fw', 3)]);
+        await save('fw', 3, null, Buffer.from('chunked now'));
+        expect(await bytesOf(store, 'fw', 3)).toEqual(Buffer.from('chunked now'));
       });
 
       it('lists by name, newest version first, page by page without losing or repeating a row', async () => {

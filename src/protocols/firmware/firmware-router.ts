@@ -1,3 +1,4 @@
+import { Readable, pipeline } from 'node:stream';
 import { NextFunction, Request, Response, Router } from 'express';
 import { readRawBody } from '../../http/raw-body';
 import { FirmwareDistribution } from '../../ra/firmware-distribution';
@@ -12,7 +13,7 @@ const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic r
 
 /**
  * firmwareRouter serves GET /firmware/<name>/latest and /firmware/<name>/<version>: the release as DER CMS
- * (application/cms, RFC 7193). Mounted on the HTTP listener (plain releases only) and on the HTTPS
+ * (application/cms, RFC 7193), streamed from the store with Content-Length. Mounted on the HTTP listener (plain releases only) and on the HTTPS
  * listener, where the TLS client certificate is handed to the RA, which decides what this device may have
  * (ra/firmware-distribution.ts). With `receipts` (the HTTPS listener only: a device authenticates with its
  * certificate) it also takes POST /firmware/<name>/<version>/receipt, an RFC 4108 load receipt or error
@@ -67,8 +68,17 @@ export function firmwareRouter(opts: { distribution: FirmwareDistribution; recei
       // per device and changing with each release: no shared cache may keep it
       res.setHeader('Cache-Control', 'no-store');
       res.setHeader('Content-Disposition', `attachment; filename="${got.release.name}-${got.release.version}.cms"`);
-      res.setHeader('Content-Length', got.der.length);
-      res.end(got.der);
+      res.setHeader('Content-Length', got.bytes.length);
+      if (req.method === 'HEAD') {
+        res.end();
+        return;
+      }
+      // chunk by chunk as the client takes them (pipeline waits on 'drain'); a client that goes away
+      // destroys the stream, which ends the store reads (the iterator's return). A store error after the
+      // head was sent can only cut the connection: the client sees fewer bytes than Content-Length.
+      pipeline(Readable.from(got.bytes.chunks(), { objectMode: false }), res, (err) => {
+        if (err && !res.destroyed) res.destroy(err);
+      });
     } catch (e) {
       sendHttpError(res, e, ERROR_REPLY);
     }

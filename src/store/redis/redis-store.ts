@@ -1,7 +1,10 @@
+import * as crypto from 'node:crypto';
 import { ChainableCommander, Cluster, Redis, RedisOptions } from 'ioredis';
 import { nextAuditRecord } from '../../audit/audit-chain';
 import { DeviceCaError } from '../../errors/device-ca-error';
+import { ByteSource } from '../../cms/byte-source';
 import { distinctIds } from '../batch';
+import { releaseChunksOf, storedReleaseBytes, wholeReleaseBytes } from '../release-chunks';
 import { applyFirmwareReceipt } from '../firmware-receipt-rule';
 import { chartBuckets, DAY_MS, HOUR_MS } from '../chart-buckets';
 import { pageLimit, pageOf } from '../paging';
@@ -32,6 +35,8 @@ import {
   FirmwareReceiptSummary,
   FirmwareReleaseInfo,
   firmwareGroupKeyRecord,
+  RELEASE_CHUNK_BYTES,
+  ReleaseBytes,
   firmwareReleaseKey,
   Lease,
   Page,
@@ -1651,6 +1656,24 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   async importSnapshot(rows: SnapshotRow[]): Promise<void> {
     const st = this.imported;
     if (!st) throw new DeviceCaError('internal', 'importSnapshot before beginImport');
+    // release bytes first, chunk by chunk as they are read from the source (one chunk in memory), under
+    // new chunk set ids; the rows naming them follow in the batch's MULTI. Without a time to live:
+    // abortImport removes everything an unfinished copy wrote
+    const copiedChunks = new Map<object, { set: string; count: number }>();
+    for (const x of rows) {
+      if (x.kind !== 'firmware-release') continue;
+      const set = crypto.randomBytes(16).toString('hex');
+      let count = 0;
+      let length = 0;
+      for await (const c of x.row.bytes.chunks())
+        for (let at = 0; at < c.length; at += RELEASE_CHUNK_BYTES) {
+          const piece = c.subarray(at, Math.min(c.length, at + RELEASE_CHUNK_BYTES));
+          await this.w.set(this.chunkKey(set, count++), piece);
+          length += piece.length;
+        }
+      if (length !== x.row.bytes.length) throw new DeviceCaError('internal', `release ${x.row.name}@${x.row.version}: ${length} bytes read, ${x.row.bytes.length} expected`);
+      copiedChunks.set(x.row, { set, count });
+    }
     const m = this.w.multi();
     for (const x of rows) {
       switch (x.kind) {
@@ -1735,10 +1758,11 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           st.caState.push(x.row);
           break;
         case 'firmware-release': {
-          const { der, ...info } = x.row;
+          const { bytes: _bytes, ...info } = x.row;
           const key = firmwareReleaseKey(info.name, info.version);
-          m.set(this.k('fw-rel', key), JSON.stringify({ ...info, releasedAt: ms(info.releasedAt) } satisfies ReleaseRow));
-          m.set(this.k('fw-rel-der', key), der);
+          const at = copiedChunks.get(x.row);
+          if (!at) throw new DeviceCaError('internal', `the chunks of release ${key} were not copied`);
+          m.set(this.k('fw-rel', key), JSON.stringify({ ...info, releasedAt: ms(info.releasedAt), chunkSet: at.set, length: x.row.bytes.length, chunks: at.count } satisfies ReleaseRow));
           m.zadd(this.k('fw-rels'), 0, key);
           break;
         }
@@ -1845,28 +1869,90 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   // ---- firmware releases ----
-  // fw-rels: lex sorted set of firmwareReleaseKey members; fw-rel:<key> the JSON row, fw-rel-der:<key> the bytes
-  async saveFirmwareRelease(r: FirmwareReleaseInfo, der: Buffer, audit: AuditInput): Promise<void> {
+  // fw-rels: lex sorted set of firmwareReleaseKey members; fw-rel:<key> the JSON row (ReleaseRow), which
+  // names its chunk set: fw-rel-chunk:<set>:<seq> the bytes in RELEASE_CHUNK_BYTES pieces. A release of an
+  // earlier version has no chunk set: fw-rel-der:<key> holds its bytes in one value.
+  private chunkKey(set: string, seq: number): string {
+    return this.k('fw-rel-chunk', set, seq);
+  }
+
+  private chunkKeys(set: string, count: number): string[] {
+    return Array.from({ length: count }, (_, i) => this.chunkKey(set, i));
+  }
+
+  /**
+   * saveFirmwareRelease (Redis): the chunks are written first, each by a SET of its own with a time to
+   * live (RELEASE_PENDING_TTL_MS), so chunks of a writer that dies expire unseen; the final transaction
+   * (WATCH on the audit head, the release index and the row) checks the version, PERSISTs the chunks,
+   * writes the row naming them, unlinks the chunks (or the one value) of the release it replaces and
+   * appends the audit record. Every key carries the store's hash tag: one slot under Cluster.
+   */
+  async saveFirmwareRelease(r: FirmwareReleaseInfo, release: ByteSource, audit: AuditInput): Promise<void> {
     const index = this.k('fw-rels');
     const key = firmwareReleaseKey(r.name, r.version);
-    await this.tx([this.headKey, index], async (m) => {
-      const newest = await this.w.zrangebylex(index, `[${r.name} `, `(${r.name}!`, 'LIMIT', 0, 1);
-      const top = newest.length ? await this.getJson<ReleaseRow>(this.w, this.k('fw-rel', newest[0])) : null;
-      if (top && top.version > r.version) throw new DeviceCaError('conflict', `version ${r.version} is below the released version ${top.version} of ${r.name}`);
-      m.set(this.k('fw-rel', key), JSON.stringify({ ...r, releasedAt: ms(r.releasedAt) }));
-      m.set(this.k('fw-rel-der', key), der);
-      m.zadd(index, 0, key);
-      await this.auditTo(m, audit, new Date());
-    });
+    const rowKey = this.k('fw-rel', key);
+    const newest = async (c: RedisClient): Promise<number | null> => {
+      const top = await c.zrangebylex(index, `[${r.name} `, `(${r.name}!`, 'LIMIT', 0, 1);
+      const row = top.length ? await this.getJson<ReleaseRow>(c, this.k('fw-rel', top[0])) : null;
+      return row ? row.version : null;
+    };
+    const below = (top: number | null): DeviceCaError | null =>
+      top !== null && top > r.version ? new DeviceCaError('conflict', `version ${r.version} is below the released version ${top} of ${r.name}`) : null;
+    const early = below(await newest(this.r)); // refused before any byte is written; checked again at the end
+    if (early) throw early;
+    const set = crypto.randomBytes(16).toString('hex');
+    let count = 0;
+    let committed = false;
+    try {
+      for (const chunk of releaseChunksOf(release)) {
+        const k = this.chunkKey(set, count++);
+        // one write at a time on the writer connection, between the other writers' transactions
+        await this.serial(() => this.w.set(k, chunk, 'PX', RELEASE_PENDING_TTL_MS));
+      }
+      const keys = this.chunkKeys(set, count);
+      // a full time to live again before the final transaction: none can expire before EXEC
+      const kept = await this.serial(async () => Promise.all(keys.map((k) => this.w.pexpire(k, RELEASE_PENDING_TTL_MS))));
+      if (kept.some((n) => n !== 1)) throw new DeviceCaError('store-unavailable', 'the chunks of this release expired before it was saved; save it again', { retryAfterSeconds: 1 });
+      await this.tx([this.headKey, index, rowKey], async (m) => {
+        const late = below(await newest(this.w));
+        if (late) throw late;
+        const old = await this.getJson<ReleaseRow>(this.w, rowKey);
+        for (const k of keys) m.persist(k);
+        m.set(rowKey, JSON.stringify({ ...r, releasedAt: ms(r.releasedAt), chunkSet: set, length: release.length, chunks: count } satisfies ReleaseRow));
+        if (old?.chunkSet !== undefined) {
+          const gone = this.chunkKeys(old.chunkSet, old.chunks ?? 0);
+          if (gone.length) m.unlink(...gone);
+        }
+        m.unlink(this.k('fw-rel-der', key));
+        m.zadd(index, 0, key);
+        await this.auditTo(m, audit, new Date());
+      });
+      committed = true;
+    } finally {
+      if (!committed && count > 0) {
+        const keys = this.chunkKeys(set, count);
+        // best effort: what is not removed here expires
+        await this.serial(() => this.w.unlink(...keys)).catch(() => undefined);
+      }
+    }
   }
 
   async getFirmwareRelease(name: string, version: number): Promise<FirmwareReleaseInfo | null> {
     const row = await this.getJson<ReleaseRow>(this.r, this.k('fw-rel', firmwareReleaseKey(name, version)));
-    return row ? { ...row, releasedAt: new Date(row.releasedAt) } : null;
+    return row ? releaseFromRow(row) : null;
   }
 
-  async firmwareReleaseBytes(name: string, version: number): Promise<Buffer | null> {
-    return this.r.getBuffer(this.k('fw-rel-der', firmwareReleaseKey(name, version)));
+  async openFirmwareRelease(name: string, version: number): Promise<ReleaseBytes | null> {
+    const key = firmwareReleaseKey(name, version);
+    const row = await this.getJson<ReleaseRow>(this.r, this.k('fw-rel', key));
+    if (!row) return null;
+    if (row.chunkSet === undefined) {
+      // a release of an earlier version: one value, read whole as then
+      const der = await this.r.getBuffer(this.k('fw-rel-der', key));
+      return der ? wholeReleaseBytes(der) : null;
+    }
+    const set = row.chunkSet;
+    return storedReleaseBytes(row.length ?? 0, row.chunks ?? 0, (seq) => this.r.getBuffer(this.chunkKey(set, seq)));
   }
 
   async listFirmwareReleases(filter: { name?: string } & PageRequest): Promise<Page<FirmwareReleaseInfo>> {
@@ -1881,11 +1967,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
         )
       ).filter((x): x is ReleaseRow => x !== null),
     );
-    return pageOf(
-      rows.map((row) => ({ ...row, releasedAt: new Date(row.releasedAt) })),
-      limit,
-      (r) => firmwareReleaseKey(r.name, r.version),
-    );
+    return pageOf(rows.map(releaseFromRow), limit, (r) => firmwareReleaseKey(r.name, r.version));
   }
 
   // ---- firmware receipts ----
@@ -1990,7 +2072,21 @@ function receiptToJson(r: FirmwareReceiptRecord): ReceiptRow {
 }
 
 /** ReleaseRow: a firmware release's JSON row (times in ms). */
-type ReleaseRow = Omit<FirmwareReleaseInfo, 'releasedAt'> & { releasedAt: number };
+/** ReleaseRow: fw-rel:<key>; chunkSet, length, chunks: where its bytes are (absent: fw-rel-der:<key>, an earlier version's row) */
+type ReleaseRow = Omit<FirmwareReleaseInfo, 'releasedAt'> & { releasedAt: number; chunkSet?: string; length?: number; chunks?: number };
+
+function releaseFromRow(row: ReleaseRow): FirmwareReleaseInfo {
+  // the storage fields stay out of the record
+  const { chunkSet: _set, length: _length, chunks: _chunks, releasedAt, ...info } = row;
+  return { ...info, releasedAt: new Date(releasedAt) };
+}
+
+/**
+ * RELEASE_PENDING_TTL_MS: how long a release chunk written by a save lives before the save's final
+ * transaction makes it permanent: chunks of a writer that died expire after this (far beyond the time a
+ * save of a 64 MiB release takes; each chunk's clock starts when it is written and is reset before the end).
+ */
+export const RELEASE_PENDING_TTL_MS = 3_600_000;
 
 /** hostPort: "host:port" (IPv6 in brackets) as ioredis wants a node. */
 function hostPort(s: string): { host: string; port: number } {

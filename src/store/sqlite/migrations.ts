@@ -395,3 +395,27 @@ MIGRATIONS.push(
    UPDATE ca_state SET value = json_remove(value, '$.members'), version = version + 1
      WHERE substr(name, 1, length('firmware-group-key:')) = 'firmware-group-key:' AND json_type(value, '$.members') = 'array';`,
 );
+
+// 25: firmware release bytes in chunks (issue 13: a 64 MiB release is neither held in memory whole nor
+// written in one transaction). A save writes its chunks under a pending set id first, each chunk in a
+// short transaction of its own (firmware_release_pending names the writing process: pid and host, so a
+// set whose writer is gone is recognisable); the final transaction deletes the pending row and points the
+// release at the set (chunk_set, length, chunk_count). A release row of an earlier version keeps its
+// bytes in `der` (chunk_set NULL); a chunked one has an empty `der` (the column is NOT NULL)
+MIGRATIONS.push(
+  `CREATE TABLE firmware_release_chunks (
+     set_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     bytes BLOB NOT NULL,
+     PRIMARY KEY (set_id, seq)
+   );
+   CREATE TABLE firmware_release_pending (
+     set_id TEXT PRIMARY KEY,
+     pid INTEGER NOT NULL,
+     host TEXT NOT NULL,
+     started_at INTEGER NOT NULL
+   );
+   ALTER TABLE firmware_releases ADD COLUMN chunk_set TEXT;
+   ALTER TABLE firmware_releases ADD COLUMN length INTEGER;
+   ALTER TABLE firmware_releases ADD COLUMN chunk_count INTEGER;`,
+);

@@ -1,5 +1,7 @@
 import Database from 'better-sqlite3';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { nextAuditRecord } from '../../audit/audit-chain';
 import { createPrivateFile } from '../../data-dir/atomic-file';
 import { DeviceCaError } from '../../errors/device-ca-error';
@@ -32,6 +34,7 @@ import {
   FirmwareReceiptSummary,
   FirmwareReleaseInfo,
   firmwareGroupKeyRecord,
+  ReleaseBytes,
   firmwareReleaseKey,
   Page,
   PageRequest,
@@ -46,7 +49,9 @@ import {
   Store,
   StoreHead,
 } from '../store';
+import { ByteSource } from '../../cms/byte-source';
 import { distinctIds } from '../batch';
+import { releaseChunksOf, storedReleaseBytes, wholeReleaseBytes } from '../release-chunks';
 import { applyFirmwareReceipt } from '../firmware-receipt-rule';
 import { chartBuckets, DAY_MS, HOUR_MS } from '../chart-buckets';
 import { pageLimit, pageOf } from '../paging';
@@ -171,6 +176,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
     this.db.pragma('foreign_keys = ON');
     this.migrate();
+    this.removeOrphanedReleaseChunks();
     if (file !== ':memory:') this.space = new DiskSpaceGuard(file);
     if (opts.backgroundCheckpoint && this.space) {
       const space = this.space;
@@ -1102,7 +1108,10 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
    * moment, even if a node still writes meanwhile (what it writes later is not in this snapshot).
    */
   async *exportSnapshot(batchSize: number): AsyncIterable<SnapshotRow[]> {
-    const tables: [string, (r: Row) => SnapshotRow][] = [
+    // [sql, row, read whole]: firmware releases are read whole (they are few, and without their bytes):
+    // while an iterate() is open the connection runs no other statement, and the copy reads their chunks
+    // between batches
+    const tables: [string, (r: Row) => SnapshotRow, boolean?][] = [
       ['SELECT * FROM devices ORDER BY id', (r) => ({ kind: 'device', row: deviceFromRow(r) })],
       ['SELECT * FROM secrets ORDER BY id', (r) => ({ kind: 'secret', row: secretFromRow(r) })],
       ['SELECT * FROM certificates ORDER BY serial', (r) => ({ kind: 'certificate', row: certFromRow(r) })],
@@ -1120,7 +1129,12 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
         'SELECT * FROM tpm_nonces ORDER BY device_id, created_at, rowid',
         (r) => ({ kind: 'tpm-nonce', row: { deviceId: String(r.device_id), nonceSha256: String(r.nonce_sha256), expiresAt: date(r.expires_at), createdAt: date(r.created_at) } }),
       ],
-      ['SELECT * FROM firmware_releases ORDER BY sort_key', (r) => ({ kind: 'firmware-release', row: { ...releaseFromRow(r), der: r.der as Buffer } })],
+      // without the bytes: each row's are read chunk by chunk while the copy writes them (releaseBytesOf)
+      [
+        `SELECT sort_key, ${RELEASE_COLUMNS}, ${RELEASE_BYTES_COLUMNS} FROM firmware_releases ORDER BY sort_key`,
+        (r) => ({ kind: 'firmware-release', row: { ...releaseFromRow(r), bytes: this.releaseBytesOf(String(r.sort_key), r) } }),
+        true,
+      ],
       ['SELECT * FROM firmware_receipts ORDER BY name, device_id', (r) => ({ kind: 'firmware-receipt', row: receiptFromRow(r) })],
       ['SELECT * FROM firmware_group_key_members ORDER BY key_id, device_id', (r) => ({ kind: 'firmware-group-key-member', row: { keyId: String(r.key_id), deviceId: String(r.device_id) } })],
       ['SELECT * FROM audit ORDER BY seq', (r) => ({ kind: 'audit', row: auditFromRow(r) })],
@@ -1131,9 +1145,10 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     ];
     this.db.exec('BEGIN');
     try {
-      for (const [sql, map] of tables) {
+      for (const [sql, map, whole] of tables) {
         let batch: SnapshotRow[] = [];
-        for (const r of this.db.prepare(sql).iterate() as IterableIterator<Row>) {
+        const rows = whole ? (this.db.prepare(sql).all() as Row[]) : (this.db.prepare(sql).iterate() as IterableIterator<Row>);
+        for (const r of rows) {
           batch.push(map(r));
           if (batch.length >= batchSize) {
             yield batch;
@@ -1209,29 +1224,86 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   }
 
   // ---- firmware releases ----
-  async saveFirmwareRelease(r: FirmwareReleaseInfo, der: Buffer, audit: AuditInput): Promise<void> {
-    const now = new Date();
-    this.db
-      .transaction(() => {
-        const top = this.stmt('SELECT MAX(version) AS v FROM firmware_releases WHERE name = ?').get(r.name) as Row;
-        if (top.v !== null && Number(top.v) > r.version) throw new DeviceCaError('conflict', `version ${r.version} is below the released version ${Number(top.v)} of ${r.name}`);
-        this.stmt(
-          `INSERT INTO firmware_releases (sort_key, name, version, sha256, signers, recipients, hardware, released_at, der) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT(sort_key) DO UPDATE SET sha256 = excluded.sha256, signers = excluded.signers, recipients = excluded.recipients, hardware = excluded.hardware, released_at = excluded.released_at, der = excluded.der`,
-        ).run(
-          firmwareReleaseKey(r.name, r.version),
-          r.name,
-          r.version,
-          r.sha256,
-          JSON.stringify(r.signers),
-          r.recipients === null ? null : JSON.stringify(r.recipients),
-          r.hardware === undefined ? null : JSON.stringify(r.hardware),
-          ms(r.releasedAt),
-          der,
-        );
-        this.appendAuditSync(audit, now);
-      })
-      .immediate();
+  /**
+   * removeOrphanedReleaseChunks deletes the pending chunk sets whose writer is gone: written on this host
+   * by a process that no longer runs, or by this process but by no save under way (a pid a restarted
+   * process took over). Runs when a store is opened and before each save. Sets written on another host
+   * are left alone (SQLite is one host's store; a set there cannot be judged from here).
+   */
+  private removeOrphanedReleaseChunks(): void {
+    const rows = this.db.prepare('SELECT set_id, pid FROM firmware_release_pending WHERE host = ?').all(os.hostname()) as Row[];
+    const gone = rows.filter((r) => (Number(r.pid) === process.pid ? !RELEASES_BEING_WRITTEN.has(String(r.set_id)) : !processRuns(Number(r.pid)))).map((r) => String(r.set_id));
+    if (gone.length) this.db.transaction(() => gone.forEach((id) => this.discardChunkSet(id))).immediate();
+  }
+
+  private discardChunkSet(setId: string): void {
+    this.stmt('DELETE FROM firmware_release_chunks WHERE set_id = ?').run(setId);
+    this.stmt('DELETE FROM firmware_release_pending WHERE set_id = ?').run(setId);
+  }
+
+  async saveFirmwareRelease(r: FirmwareReleaseInfo, release: ByteSource, audit: AuditInput): Promise<void> {
+    this.removeOrphanedReleaseChunks();
+    const newest = (): number | null => {
+      const top = this.stmt('SELECT MAX(version) AS v FROM firmware_releases WHERE name = ?').get(r.name) as Row;
+      return top.v === null ? null : Number(top.v);
+    };
+    const below = (top: number | null): DeviceCaError | null =>
+      top !== null && top > r.version ? new DeviceCaError('conflict', `version ${r.version} is below the released version ${top} of ${r.name}`) : null;
+    const early = below(newest()); // refused before any byte is written; checked again at the end
+    if (early) throw early;
+    const setId = crypto.randomBytes(16).toString('hex');
+    RELEASES_BEING_WRITTEN.add(setId);
+    let committed = false;
+    try {
+      this.stmt('INSERT INTO firmware_release_pending (set_id, pid, host, started_at) VALUES (?, ?, ?, ?)').run(setId, process.pid, os.hostname(), Date.now());
+      let count = 0;
+      for (const chunk of releaseChunksOf(release)) {
+        // one short transaction per chunk; other writers (and this process's requests) run in between
+        this.stmt('INSERT INTO firmware_release_chunks (set_id, seq, bytes) VALUES (?, ?, ?)').run(setId, count++, chunk);
+        await new Promise((res) => setImmediate(res));
+      }
+      const now = new Date();
+      const key = firmwareReleaseKey(r.name, r.version);
+      this.db
+        .transaction(() => {
+          if (this.stmt('DELETE FROM firmware_release_pending WHERE set_id = ?').run(setId).changes !== 1)
+            throw new DeviceCaError('conflict', "the chunks of this release were removed while it was saved (taken for a dead writer's); save it again");
+          const late = below(newest());
+          if (late) throw late;
+          const old = this.stmt('SELECT chunk_set FROM firmware_releases WHERE sort_key = ?').get(key) as Row | undefined;
+          this.stmt(
+            `INSERT INTO firmware_releases (sort_key, name, version, sha256, signers, recipients, hardware, released_at, der, chunk_set, length, chunk_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, X'', ?, ?, ?)
+             ON CONFLICT(sort_key) DO UPDATE SET sha256 = excluded.sha256, signers = excluded.signers, recipients = excluded.recipients, hardware = excluded.hardware,
+               released_at = excluded.released_at, der = excluded.der, chunk_set = excluded.chunk_set, length = excluded.length, chunk_count = excluded.chunk_count`,
+          ).run(
+            key,
+            r.name,
+            r.version,
+            r.sha256,
+            JSON.stringify(r.signers),
+            r.recipients === null ? null : JSON.stringify(r.recipients),
+            r.hardware === undefined ? null : JSON.stringify(r.hardware),
+            ms(r.releasedAt),
+            setId,
+            release.length,
+            count,
+          );
+          // the replaced release's chunks go in the same transaction: nothing is left that no row points at
+          if (old?.chunk_set !== null && old?.chunk_set !== undefined) this.stmt('DELETE FROM firmware_release_chunks WHERE set_id = ?').run(String(old.chunk_set));
+          this.appendAuditSync(audit, now);
+        })
+        .immediate();
+      committed = true;
+    } finally {
+      RELEASES_BEING_WRITTEN.delete(setId);
+      if (!committed) {
+        try {
+          this.db.transaction(() => this.discardChunkSet(setId)).immediate();
+        } catch {
+          // left pending: the next save or store open removes it (its writer is no longer saving it)
+        }
+      }
+    }
   }
 
   async getFirmwareRelease(name: string, version: number): Promise<FirmwareReleaseInfo | null> {
@@ -1239,9 +1311,32 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     return row ? releaseFromRow(row) : null;
   }
 
-  async firmwareReleaseBytes(name: string, version: number): Promise<Buffer | null> {
-    const row = this.stmt('SELECT der FROM firmware_releases WHERE sort_key = ?').get(firmwareReleaseKey(name, version)) as Row | undefined;
-    return row ? (row.der as Buffer) : null;
+  async openFirmwareRelease(name: string, version: number): Promise<ReleaseBytes | null> {
+    const key = firmwareReleaseKey(name, version);
+    const row = this.stmt(`SELECT ${RELEASE_BYTES_COLUMNS} FROM firmware_releases WHERE sort_key = ?`).get(key) as Row | undefined;
+    return row ? this.releaseBytesOf(key, row) : null;
+  }
+
+  /**
+   * releaseBytesOf: the bytes of a release row (RELEASE_BYTES_COLUMNS): its chunks one by one, or, for a
+   * row of an earlier version, its one `der` value, read when the bytes are asked for.
+   */
+  private releaseBytesOf(key: string, row: Row): ReleaseBytes {
+    if (row.chunk_set === null || row.chunk_set === undefined) {
+      const length = Number(row.byte_length);
+      const der = this.stmt('SELECT der, chunk_set FROM firmware_releases WHERE sort_key = ?');
+      return {
+        length,
+        async *chunks() {
+          const got = der.get(key) as Row | undefined;
+          if (!got || got.chunk_set !== null || (got.der as Buffer).length !== length) throw new DeviceCaError('conflict', 'the firmware release was replaced while it was read');
+          yield* wholeReleaseBytes(got.der as Buffer).chunks();
+        },
+      };
+    }
+    const set = String(row.chunk_set);
+    const chunk = this.stmt('SELECT bytes FROM firmware_release_chunks WHERE set_id = ? AND seq = ?');
+    return storedReleaseBytes(Number(row.length), Number(row.chunk_count), async (seq) => ((chunk.get(set, seq) as Row | undefined)?.bytes as Buffer | undefined) ?? null);
   }
 
   async listFirmwareReleases(filter: { name?: string } & PageRequest): Promise<Page<FirmwareReleaseInfo>> {
@@ -1335,6 +1430,28 @@ function receiptFromRow(r: Row): FirmwareReceiptRecord {
 
 /** RELEASE_COLUMNS: a release's row without its bytes. */
 const RELEASE_COLUMNS = 'name, version, sha256, signers, recipients, hardware, released_at';
+/** RELEASE_BYTES_COLUMNS: where a release's bytes are (releaseBytesOf), without reading them. */
+const RELEASE_BYTES_COLUMNS = 'chunk_set, length, chunk_count, CASE WHEN chunk_set IS NULL THEN length(der) END AS byte_length';
+
+/**
+ * RELEASES_BEING_WRITTEN: the pending chunk sets this process is writing (every SqliteStore of the
+ * process): a pending set of this pid that is not here belongs to a process that had the pid before.
+ */
+const RELEASES_BEING_WRITTEN = new Set<string>();
+
+/** processRuns: whether a process of this host runs (a zombie, killed and not yet reaped, does not). */
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    return !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'latin1'));
+  } catch {
+    return true; // no /proc: kill(0) said it runs
+  }
+}
 
 function releaseFromRow(r: Row): FirmwareReleaseInfo {
   return {

@@ -1,4 +1,6 @@
 import * as crypto from 'node:crypto';
+import { readReleaseBytes } from '../../../src/store/release-chunks';
+import { bufferSource } from '../../../src/cms/byte-source';
 import * as x509 from '@peculiar/x509';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { DeviceLifecycle, OPERATOR } from '../../../src/ra/device-lifecycle';
@@ -23,14 +25,14 @@ async function device(id: string): Promise<void> {
 }
 async function release(version: number, recipients: string[] | null): Promise<void> {
   const info = { name: 'fw', version, sha256: '00'.repeat(32), signers: [], recipients, releasedAt: new Date() };
-  await h.store.saveFirmwareRelease(info, Buffer.from(`release ${version}`), { type: 'firmware.released', actor: 'test', subject: 'firmware:fw', data: { version } });
+  await h.store.saveFirmwareRelease(info, bufferSource(Buffer.from(`release ${version}`)), { type: 'firmware.released', actor: 'test', subject: 'firmware:fw', data: { version } });
 }
 /** outcome: the release served ("v<n>") or the refusal ("<code>: <message>") */
 async function outcome(who: string, version: string, name = 'fw'): Promise<string> {
   const clientCertificate = who === 'anonymous' ? undefined : certs.get(who);
   try {
     const got = await dist.download({ name, version, requester: { clientCertificate } });
-    expect(got.der).toEqual(Buffer.from(`release ${got.release.version}`));
+    expect(await readReleaseBytes(got.bytes)).toEqual(Buffer.from(`release ${got.release.version}`));
     return `v${got.release.version}`;
   } catch (e) {
     if (!(e instanceof DeviceCaError)) throw e;

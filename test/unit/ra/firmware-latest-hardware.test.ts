@@ -1,4 +1,6 @@
 import * as crypto from 'node:crypto';
+import { readReleaseBytes } from '../../../src/store/release-chunks';
+import { bufferSource } from '../../../src/cms/byte-source';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { FirmwareDistribution } from '../../../src/ra/firmware-distribution';
 import { FirmwareReleaseInfo } from '../../../src/store/store';
@@ -25,7 +27,7 @@ async function device(id: string): Promise<void> {
 }
 async function release(name: string, version: number, hardware: FirmwareReleaseInfo['hardware']): Promise<void> {
   const info: FirmwareReleaseInfo = { name, version, sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date(), ...(hardware ? { hardware } : {}) };
-  await h.store.saveFirmwareRelease(info, Buffer.from(`${name} ${version}`), { type: 'firmware.released', actor: 'test', subject: `firmware:${name}`, data: { version } });
+  await h.store.saveFirmwareRelease(info, bufferSource(Buffer.from(`${name} ${version}`)), { type: 'firmware.released', actor: 'test', subject: `firmware:${name}`, data: { version } });
 }
 let clock = Date.parse('2026-03-01T00:00:00Z');
 /** reported: the device posted a receipt for `name` saying its hardware is of type `hwType` (each a second after the one before) */
@@ -39,7 +41,7 @@ async function reported(name: string, deviceId: string, hwType: string): Promise
 async function latest(who: string, name: string, version = 'latest'): Promise<string> {
   try {
     const got = await dist.download({ name, version, requester: { clientCertificate: who === 'anonymous' ? undefined : certs.get(who) } });
-    expect(got.der).toEqual(Buffer.from(`${name} ${got.release.version}`));
+    expect(await readReleaseBytes(got.bytes)).toEqual(Buffer.from(`${name} ${got.release.version}`));
     return `v${got.release.version}`;
   } catch (e) {
     if (!(e instanceof DeviceCaError)) throw e;

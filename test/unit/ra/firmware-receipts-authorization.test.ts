@@ -1,5 +1,6 @@
 import type { HardwareTarget } from '../../../src/cms/firmware-attributes';
 import * as crypto from 'node:crypto';
+import { bufferSource } from '../../../src/cms/byte-source';
 import { buildFirmwareReceipt, FirmwareReceipt } from '../../../src/cms/firmware-receipt';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { algorithmOfKey, softwareSigningKey } from '../../../src/keys/software-key-backend';
@@ -27,7 +28,7 @@ async function device(id: string): Promise<void> {
 }
 async function release(version: number, recipients: string[] | null, name = 'fw', hardware?: HardwareTarget[]): Promise<void> {
   const info = { name, version, sha256: '00'.repeat(32), signers: [], recipients, hardware, releasedAt: new Date() };
-  await h.store.saveFirmwareRelease(info, Buffer.from(`release ${version}`), { type: 'firmware.released', actor: 'test', subject: `firmware:${name}`, data: { version } });
+  await h.store.saveFirmwareRelease(info, bufferSource(Buffer.from(`release ${version}`)), { type: 'firmware.released', actor: 'test', subject: `firmware:${name}`, data: { version } });
 }
 /** receipt: a receipt signed by `signer` (default: the device named in it) */
 async function receipt(r: Partial<FirmwareReceipt> & { hwSerial: string }, signer = r.hwSerial): Promise<Buffer> {

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { MIGRATIONS } from '../../../src/store/sqlite/migrations';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { firmwareReleaseKey } from '../../../src/store/store';
+import { bufferSource } from '../../../src/cms/byte-source';
 
 /**
  * Firmware releases and receipts written before releases kept their target hardware (issue 13): after
@@ -39,7 +40,7 @@ it('SQLite: releases recorded before the hardware column read back without targe
     expect(await store.firmwareHardwareOf('dev-2')).toBeNull();
     await store.saveFirmwareRelease(
       { name: 'fw', version: 2, sha256: '00'.repeat(32), signers: [], recipients: null, hardware: [{ type: '1.3.6.1.4.1.99.1' }], releasedAt: new Date() },
-      Buffer.from('release 2'),
+      bufferSource(Buffer.from('release 2')),
       { type: 'firmware.released', actor: 'test', subject: 'firmware:fw', data: { version: 2 } },
     );
     expect((await store.listFirmwareReleases({ name: 'fw' })).items.map((r) => [r.version, r.hardware])).toEqual([

@@ -2,6 +2,7 @@ import { Cluster } from 'ioredis';
 import { RedisStore } from '../../../src/store/redis/redis-store';
 import { RedisCluster, hasRedisServer, startRedisCluster } from '../../helpers/redis-server';
 import { describeStoreContract } from '../../store-contract/store-contract';
+import { redisReleaseHooks } from '../../store-contract/redis-release-hooks';
 
 /**
  * The store contract on a 3-master Redis Cluster (redis-server --cluster-enabled yes x3, joined by
@@ -39,6 +40,7 @@ describeStoreContract(
         const row = JSON.parse((await admin.hget(key, String(seq)))!) as Record<string, unknown>;
         await admin.hset(key, String(seq), JSON.stringify({ ...row, data }));
       },
+      ...redisReleaseHooks(admin),
       cleanup: async () => {
         await Promise.allSettled(opened.map((s) => s.close()));
       },

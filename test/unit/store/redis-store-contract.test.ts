@@ -2,6 +2,7 @@ import { Redis } from 'ioredis';
 import { RedisStore } from '../../../src/store/redis/redis-store';
 import { RedisServer, hasRedisServer, startRedisServer } from '../../helpers/redis-server';
 import { describeStoreContract } from '../../store-contract/store-contract';
+import { redisReleaseHooks } from '../../store-contract/redis-release-hooks';
 
 /**
  * The store contract on the shared Redis store, against a real redis-server (AOF on) started for this
@@ -36,6 +37,7 @@ describeStoreContract(
         const row = JSON.parse((await admin.hget(key, String(seq)))!) as Record<string, unknown>;
         await admin.hset(key, String(seq), JSON.stringify({ ...row, data }));
       },
+      ...redisReleaseHooks(admin),
       cleanup: async () => {
         await Promise.allSettled(opened.map((s) => s.close()));
         admin.disconnect();

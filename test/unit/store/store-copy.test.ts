@@ -1,4 +1,6 @@
 import Database from 'better-sqlite3';
+import { readReleaseBytes } from '../../../src/store/release-chunks';
+import { bufferSource } from '../../../src/cms/byte-source';
 import * as crypto from 'node:crypto';
 import * as path from 'node:path';
 import { Redis } from 'ioredis';
@@ -6,7 +8,7 @@ import { verifyAuditChain } from '../../../src/audit/audit-verify';
 import { RedisStore } from '../../../src/store/redis/redis-store';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { collectItems } from '../../../src/store/paging';
-import { AuditInput } from '../../../src/store/store';
+import { AuditInput, RELEASE_CHUNK_BYTES, firmwareReleaseKey } from '../../../src/store/store';
 import { copyStore } from '../../../src/store/store-copy';
 import { SnapshotRow } from '../../../src/store/store-snapshot';
 import { RedisServer, hasRedisServer, startRedisServer } from '../../helpers/redis-server';
@@ -54,8 +56,12 @@ async function populate(s: SqliteStore): Promise<void> {
   await s.saveCaState('ocsp-responder', { serial: 'aa' }, 0);
   await s.saveFirmwareGroupKey(GROUP_KEY, { id: GROUP_KEY }, 0, ['dev-1', 'dev-3'], audit('firmware.group-key.created', 'firmware-group:fleet'));
   const fw = { name: 'fw', sha256: 'cd'.repeat(32), signers: [], recipients: ['dev-1'], releasedAt: new Date('2026-01-01T00:00:00Z') };
-  await s.saveFirmwareRelease({ ...fw, version: 1 }, Buffer.from('release 1'), audit('firmware.released', 'firmware:fw'));
-  await s.saveFirmwareRelease({ ...fw, version: 2, recipients: null, hardware: [{ type: '1.3.6.1.4.1.99.1', serial: 'dev-1' }] }, Buffer.alloc(5000, 2), audit('firmware.released', 'firmware:fw'));
+  await s.saveFirmwareRelease({ ...fw, version: 1 }, bufferSource(Buffer.from('release 1')), audit('firmware.released', 'firmware:fw'));
+  await s.saveFirmwareRelease(
+    { ...fw, version: 2, recipients: null, hardware: [{ type: '1.3.6.1.4.1.99.1', serial: 'dev-1' }] },
+    bufferSource(Buffer.alloc(5000, 2)),
+    audit('firmware.released', 'firmware:fw'),
+  );
   const receipt = { name: 'fw', deviceId: 'dev-1', hwType: '1.2.3', sha256: 'ef'.repeat(32), at: new Date('2026-01-02T00:00:00Z') };
   await s.recordFirmwareReceipt({ ...receipt, version: 1, outcome: 'loaded' }, audit('firmware.receipt', 'device:dev-1'));
   await s.recordFirmwareReceipt({ ...receipt, version: 2, outcome: 'error', errorCode: 23, sha256: '12'.repeat(32) }, audit('firmware.receipt', 'device:dev-1'));
@@ -148,7 +154,7 @@ it('copies every row: the target reads as the source did, and goes on from there
   expect(await redis.getCaState('hierarchy')).toEqual(await sqlite.getCaState('hierarchy'));
   expect(await redis.listFirmwareReleases({})).toEqual(await sqlite.listFirmwareReleases({}));
   expect((await redis.getFirmwareRelease('fw', 2))?.hardware).toEqual([{ type: '1.3.6.1.4.1.99.1', serial: 'dev-1' }]);
-  expect(await redis.firmwareReleaseBytes('fw', 2)).toEqual(Buffer.alloc(5000, 2));
+  expect(await readReleaseBytes((await redis.openFirmwareRelease('fw', 2))!)).toEqual(Buffer.alloc(5000, 2));
   expect(await redis.getFirmwareReceipt('fw', 'dev-1')).toEqual(await sqlite.getFirmwareReceipt('fw', 'dev-1'));
   expect(await redis.firmwareHardwareOf('dev-1')).toBe('1.2.3');
   expect(summary.census.firmwareReceipts).toEqual([`fw/dev-1:${'12'.repeat(32)}`]);
@@ -212,4 +218,35 @@ it('a source whose audit chain was edited is not copied (the copy would not veri
   db.close();
   await expect(copyStore(sqlite, redis)).rejects.toMatchObject({ code: 'internal', message: expect.stringContaining('audit chain does not verify: record 2') });
   expect(await admin.dbsize()).toBe(0);
+});
+
+it('copies release bytes chunk by chunk: a multi-MiB release and a one-value release of an earlier version arrive as chunks, byte for byte', async () => {
+  await sqlite.saveCaState('hierarchy', { issuing: { name: 'issuing-1' } }, 0, audit('ca.created', 'ca'));
+  const fw = { name: 'fw', sha256: 'cd'.repeat(32), signers: [], recipients: null, releasedAt: new Date('2026-01-01T00:00:00Z') };
+  const large = crypto.randomBytes(3 * RELEASE_CHUNK_BYTES + 7);
+  await sqlite.saveFirmwareRelease({ ...fw, version: 3 }, bufferSource(large), audit('firmware.released', 'firmware:fw'));
+  // a release as an earlier device-ca recorded it: one `der` value
+  const old = crypto.randomBytes(RELEASE_CHUNK_BYTES + RELEASE_CHUNK_BYTES / 2);
+  const db = new Database(path.join(dir.path, 'device-ca.sqlite'));
+  db.prepare(`INSERT INTO firmware_releases (sort_key, name, version, sha256, signers, recipients, released_at, der) VALUES (?, 'old-fw', 1, ?, '[]', NULL, 1000, ?)`).run(
+    firmwareReleaseKey('old-fw', 1),
+    'ab'.repeat(32),
+    old,
+  );
+  db.close();
+
+  const summary = await copyStore(sqlite, redis);
+  expect(summary.rows['firmware-release']).toBe(2);
+  const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
+  expect(summary.census.firmwareReleaseBytes).toEqual([`fw@3:${large.length}:${sha(large)}`, `old-fw@1:${old.length}:${sha(old)}`]);
+  expect(sha(await readReleaseBytes((await redis.openFirmwareRelease('fw', 3))!))).toBe(sha(large));
+  expect(sha(await readReleaseBytes((await redis.openFirmwareRelease('old-fw', 1))!))).toBe(sha(old));
+  // in the target every release is chunks of at most RELEASE_CHUNK_BYTES, without a time to live; no one-value key
+  const chunkKeys = (await admin.keys('{dca}:fw-rel-chunk:*')).sort();
+  expect(chunkKeys).toHaveLength(4 + 2);
+  for (const k of chunkKeys) {
+    expect(await admin.strlen(k)).toBeLessThanOrEqual(RELEASE_CHUNK_BYTES);
+    expect(await admin.pttl(k)).toBe(-1);
+  }
+  expect(await admin.keys('{dca}:fw-rel-der:*')).toEqual([]);
 });

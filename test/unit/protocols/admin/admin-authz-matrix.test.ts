@@ -1,4 +1,5 @@
 import * as crypto from 'node:crypto';
+import { bufferSource } from '../../../../src/cms/byte-source';
 import { OPENAPI } from '../../../../src/protocols/admin/openapi';
 import { csrfOf } from '../../../../src/ra/console-sessions';
 import { AdminApp, ApiReply, startAdminApp } from './admin-app';
@@ -131,7 +132,7 @@ const MATRIX: Record<string, Variant[]> = {
       name: 'a released firmware',
       target: async (app) => {
         const name = `fw-${crypto.randomBytes(4).toString('hex')}`;
-        await app.store.saveFirmwareRelease({ name, version: 1, sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date() }, Buffer.from('r'), {
+        await app.store.saveFirmwareRelease({ name, version: 1, sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date() }, bufferSource(Buffer.from('r')), {
           type: 'firmware.released',
           actor: 'test',
           subject: `firmware:${name}`,

@@ -1,4 +1,5 @@
 import * as crypto from 'node:crypto';
+import { bufferSource } from '../../../../src/cms/byte-source';
 import { AdminApp, startAdminApp } from './admin-app';
 
 /**
@@ -96,7 +97,7 @@ it('values inside the bounds are taken: secretTtl 365d and 1s, limit 1 and 1000'
 });
 
 it('fuzz: firmware status with any cursor and limit answers 200 with a page (or 400 naming the field), never a 500', async () => {
-  await app.store.saveFirmwareRelease({ name: 'fuzz-fw', version: 1, sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date() }, Buffer.from('r'), {
+  await app.store.saveFirmwareRelease({ name: 'fuzz-fw', version: 1, sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date() }, bufferSource(Buffer.from('r')), {
     type: 'firmware.released',
     actor: 'test',
     subject: 'firmware:fuzz-fw',
