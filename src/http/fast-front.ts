@@ -15,6 +15,11 @@ export interface FrontRoute {
   maxBody: number;
   accepts(method: string, target: string): boolean;
   answer(method: string, target: string, body: Buffer): Promise<FrontReply>;
+  /**
+   * answerNow: the reply when the route has it at hand (a kept OCSP answer), without a promise; undefined
+   * sends the request to `answer`. Optional.
+   */
+  answerNow?(method: string, target: string, body: Buffer): FrontReply | undefined;
 }
 
 /** FrontReply: status, header lines (each ending CRLF; Content-Length, Date, Connection are added), body. */
@@ -171,54 +176,74 @@ class FrontConnection {
     this.next();
   }
 
-  /** next: answer the request at the start of buf if it is complete; hand over what the front does not take. */
+  /**
+   * next: answer the requests at the start of buf while they are complete and answered at once (answerNow);
+   * stop at one answered asynchronously (its reply calls next again) or at an incomplete one; hand over
+   * what the front does not take.
+   */
   private next(): void {
+    while (this.step());
+  }
+
+  /** step: one request of next; true when it was answered at once and the connection may read the next one */
+  private step(): boolean {
     const buf = this.buf;
-    if (buf === null) return;
+    if (buf === null || this.busy || this.done) return false;
     if (this.requestStart === 0) this.requestStart = Date.now();
-    if (!this.ctx.prefixes.some((p) => startsLike(buf, p))) return this.handOver();
+    if (!this.ctx.prefixes.some((p) => startsLike(buf, p))) return (this.handOver(), false);
     const end = headEnd(buf, 0);
     if (end < 0) {
       // node:http answers an oversized head (431) and decides on a bare LF
-      if (buf.length > this.ctx.limits.maxHeaderSize || hasBareLf(buf)) return this.handOver();
+      if (buf.length > this.ctx.limits.maxHeaderSize || hasBareLf(buf)) return (this.handOver(), false);
       if (this.late(this.ctx.limits.headersTimeout)) this.requestTimedOut();
-      return;
+      return false;
     }
-    if (end - 4 > this.ctx.limits.maxHeaderSize) return this.handOver();
+    if (end - 4 > this.ctx.limits.maxHeaderSize) return (this.handOver(), false);
     const head = parseFastHead(buf.toString('latin1', 0, end - 4));
     const route = head ? this.ctx.routes.find((r) => r.accepts(head.method, head.target)) : undefined;
-    if (!head || !route || head.contentLength > route.maxBody || (head.method !== 'POST' && head.contentLength > 0)) return this.handOver();
+    if (!head || !route || head.contentLength > route.maxBody || (head.method !== 'POST' && head.contentLength > 0)) return (this.handOver(), false);
     if (buf.length < end + head.contentLength) {
       if (this.late(this.ctx.limits.requestTimeout)) this.requestTimedOut();
-      return;
+      return false;
     }
     const body = buf.subarray(end, end + head.contentLength);
     this.buf = buf.length > end + head.contentLength ? buf.subarray(end + head.contentLength) : null;
-    this.answer(head, route, body);
+    return this.answer(head, route, body);
   }
 
   private late(limit: number): boolean {
     return Date.now() - this.requestStart > limit;
   }
 
-  private answer(head: FastHead, route: FrontRoute, body: Buffer): void {
+  /** answer: one request; true when it was answered at once and the connection may go on (step) */
+  private answer(head: FastHead, route: FrontRoute, body: Buffer): boolean {
     const start = process.hrtime.bigint();
     const requestId = this.ctx.obs.requestIdFor(head.requestId);
+    let now: FrontReply | undefined;
+    try {
+      now = route.answerNow?.(head.method, head.target, body);
+    } catch {
+      now = undefined; // `answer` decides, and reports a failure as it always has
+    }
+    if (now) return this.reply(head, route, start, requestId, now);
     this.busy = true;
-    route.answer(head.method, head.target, body).then(
-      (reply) => this.reply(head, route, start, requestId, reply),
-      (e: unknown) =>
-        this.reply(head, route, start, requestId, {
-          status: 500,
-          headers: 'Content-Type: text/plain\r\n',
-          body: Buffer.from('internal error\n'),
-          errorCode: 'internal',
-          error: { message: (e as Error)?.message ?? String(e) },
-        }),
+    const go = (r: FrontReply) => {
+      if (this.reply(head, route, start, requestId, r)) this.next();
+    };
+    route.answer(head.method, head.target, body).then(go, (e: unknown) =>
+      go({
+        status: 500,
+        headers: 'Content-Type: text/plain\r\n',
+        body: Buffer.from('internal error\n'),
+        errorCode: 'internal',
+        error: { message: (e as Error)?.message ?? String(e) },
+      }),
     );
+    return false;
   }
 
-  private reply(head: FastHead, route: FrontRoute, start: bigint, requestId: string, r: FrontReply): void {
+  /** reply writes one answer; true when the connection may read its next request now (else the end, or a drain, decides) */
+  private reply(head: FastHead, route: FrontRoute, start: bigint, requestId: string, r: FrontReply): boolean {
     this.busy = false;
     this.requestStart = 0;
     this.answered++;
@@ -230,10 +255,10 @@ class FrontConnection {
     out.write(text, 0, 'latin1');
     r.body.copy(out, text.length);
     this.ctx.obs.record({ route: route.route, method: head.method, status: r.status, start, requestId, remote: this.socket.remoteAddress, errorCode: r.errorCode, error: r.error });
-    if (this.socket.destroyed) return;
+    if (this.socket.destroyed) return false;
     if (!keepAlive) {
       this.finish(out);
-      return;
+      return false;
     }
     if (this.answered === 1) this.socket.setTimeout(this.ctx.limits.keepAliveTimeout);
     if (!this.socket.write(out)) {
@@ -245,10 +270,10 @@ class FrontConnection {
         this.socket.resume();
         this.next();
       });
-      return;
+      return false;
     }
     if (this.socket.isPaused()) this.socket.resume();
-    this.next();
+    return true;
   }
 
   /**

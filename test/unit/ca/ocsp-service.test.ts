@@ -549,6 +549,58 @@ describe("with SQLite's statusVersion (every process of one machine reads one fi
     expect((await svc.respond(req.der)).outcome).toBe('good');
   });
 
+  it('answerKept: a repeated request is answered at once with the same bytes; a revocation by another process makes it defer to respond, which answers revoked', async () => {
+    await issueIn(other, SERIAL);
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf(), () => clock);
+    const req = request([SERIAL], { noNonce: true });
+    expect(svc.answerKept(req.der)).toBeUndefined(); // never answered: respond parses, reads and signs
+    const first = await svc.respond(req.der);
+    const kept = svc.answerKept(Buffer.from(req.der)); // equal bytes, another buffer
+    expect(kept?.der.equals(first.der)).toBe(true);
+    expect(kept?.cache).toEqual(first.cache);
+    expect(reads).toBe(1);
+
+    await other.revokeCertificate(SERIAL, 'keyCompromise', new Date(Date.now() - 1000), null, audit);
+    expect(svc.answerKept(req.der)).toBeUndefined(); // the version changed: the status is read again
+    const revokedNow = await svc.respond(req.der);
+    expect(single(verdict(revokedNow, req), SERIAL)).toMatch(/Cert Status: revoked[\s\S]*Revocation Reason: keyCompromise/);
+    expect(reads).toBe(2);
+    expect(svc.answerKept(req.der)?.der.equals(revokedNow.der)).toBe(true);
+
+    // half of the validity gone: re-signed by respond, never served stale by answerKept
+    clock = new Date(clock.getTime() + 31 * 60_000);
+    expect(svc.answerKept(req.der)).toBeUndefined();
+    const resigned = await svc.respond(req.der);
+    expect(resigned.der.equals(revokedNow.der)).toBe(false);
+    expect(svc.answerKept(req.der)?.der.equals(resigned.der)).toBe(true);
+  });
+
+  it('answerKept defers every other shape to respond: a nonce, several CertIDs, a status older than the kept-status bound, a store without statusVersion', async () => {
+    await issueIn(other, SERIAL);
+    await issueIn(other, SERIAL2);
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf());
+    const withNonce = request([SERIAL]);
+    await svc.respond(withNonce.der);
+    expect(svc.answerKept(withNonce.der)).toBeUndefined();
+    const two = request([SERIAL, SERIAL2], { noNonce: true });
+    await svc.respond(two.der);
+    expect(svc.answerKept(two.der)).toBeUndefined();
+    const one = request([SERIAL], { noNonce: true });
+    await svc.respond(one.der);
+    expect(svc.answerKept(one.der)).toBeDefined();
+    const now = Date.now();
+    const later = jest.spyOn(Date, 'now').mockReturnValue(now + 61_000); // STATUS_MAX_AGE_MS
+    try {
+      expect(svc.answerKept(one.der)).toBeUndefined();
+    } finally {
+      later.mockRestore();
+    }
+    // without a version or a feed, every answer reads the store: nothing is answered from memory
+    const plain = new OcspService([tca.hierarchy.issuing], responder, { certificateStatus: (serial: string) => mine.certificateStatus(serial) }, cfgOf());
+    await plain.respond(one.der);
+    expect(plain.answerKept(one.der)).toBeUndefined();
+  });
+
   it('a database without a wal-index (in memory) has no statusVersion to offer: it refuses rather than never changing', async () => {
     const mem = new SqliteStore(':memory:');
     try {
