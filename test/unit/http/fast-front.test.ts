@@ -144,6 +144,18 @@ describe('attachFastFront', () => {
     ]);
   });
 
+  it('a head repeated byte for byte on a connection is read as the first; one that changes (same length) is read anew', async () => {
+    // the same length as the keep-alive head: only the bytes tell them apart
+    const all = post('one1') + post('two2') + post('thr3', 'X-Request-Id: aaaa\r\n') + post('fou4', 'X-Request-Id: bbbb\r\n') + post('fiv5', 'Connection: close\r\n');
+    const { bytes, closed } = await talk([all]);
+    const r = parseReplies(bytes);
+    expect(r.map((x) => x.body)).toEqual(['front:POST:/ocsp:one1', 'front:POST:/ocsp:two2', 'front:POST:/ocsp:thr3', 'front:POST:/ocsp:fou4', 'front:POST:/ocsp:fiv5']);
+    expect(r.map((x) => x.headers.get('x-request-id')!.length)).toEqual([36, 36, 4, 4, 36]);
+    expect([r[2].headers.get('x-request-id'), r[3].headers.get('x-request-id')]).toEqual(['aaaa', 'bbbb']);
+    expect(r.map((x) => x.headers.get('connection'))).toEqual(['keep-alive', 'keep-alive', 'keep-alive', 'keep-alive', 'close']);
+    expect(closed).toBe(true);
+  });
+
   it('reads a request that arrives a few bytes at a time', async () => {
     const req = post('split');
     const pieces = [];
