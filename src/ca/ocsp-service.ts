@@ -108,9 +108,10 @@ export class OcspService {
       },
     );
     if (hasStatusVersion(store)) {
-      // taken once: a store wrapped in a Proxy (store-metrics, store-errors) hands out a new function per property read
+      // taken once: a store wrapped in a Proxy (store-metrics, store-errors) hands out a new function per
+      // property read, and times and maps each call of it; the store's own reader skips those per request
       const f = store.statusVersion;
-      this.readVersion = () => f.call(store);
+      this.readVersion = store.statusVersionReader?.() ?? (() => f.call(store));
     }
     for (const ca of issuers) this.addIssuer(ca);
     this.delegatedFor = this.issuerOfResponder(responder);

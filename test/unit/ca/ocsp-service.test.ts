@@ -16,6 +16,9 @@ import { RevocationStore } from '../../../src/store/store';
 import { TestCa, makeTestCa } from '../../fixtures/test-ca';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { TmpDir, makeTmpDir } from '../../helpers/tmp';
+import { Registry } from 'prom-client';
+import { withStoreErrors } from '../../../src/store/store-errors';
+import { withStoreMetrics } from '../../../src/store/store-metrics';
 
 /**
  * OcspService: nonce-less single requests (RFC 5019) are answered from a cache of pre-signed responses
@@ -599,6 +602,46 @@ describe("with SQLite's statusVersion (every process of one machine reads one fi
     const plain = new OcspService([tca.hierarchy.issuing], responder, { certificateStatus: (serial: string) => mine.certificateStatus(serial) }, cfgOf());
     await plain.respond(one.der);
     expect(plain.answerKept(one.der)).toBeUndefined();
+  });
+
+  it("wrapped as the service wraps it (store-errors, store-metrics), the store's own reader is what is checked per request, and a revocation by another process is still answered next", async () => {
+    await issueIn(other, SERIAL);
+    const wrapped = withStoreMetrics(
+      withStoreErrors(mine, (e) => e),
+      new Registry(),
+      'sqlite',
+    );
+    const viaWrapper = jest.spyOn(mine, 'statusVersion');
+    const svc = new OcspService([tca.hierarchy.issuing], responder, wrapped, cfgOf());
+    const req = request([SERIAL], { noNonce: true });
+    for (let i = 0; i < 3; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect(svc.answerKept(req.der)?.outcome).toBe('good');
+    // statusVersion runs for each check (through the reader): the same method, not a second way to read
+    expect(viaWrapper.mock.calls.length).toBeGreaterThanOrEqual(4);
+    await other.revokeCertificate(SERIAL, 'keyCompromise', new Date(Date.now() - 1000), null, audit);
+    expect(svc.answerKept(req.der)).toBeUndefined();
+    expect((await svc.respond(req.der)).outcome).toBe('revoked');
+    expect(svc.answerKept(req.der)?.outcome).toBe('revoked');
+    viaWrapper.mockRestore();
+  });
+
+  it('a store offering statusVersionReader is checked through it, not through statusVersion', async () => {
+    await issueIn(other, SERIAL);
+    let direct = 0;
+    let wrapped = 0;
+    const svc = new OcspService(
+      [tca.hierarchy.issuing],
+      responder,
+      {
+        certificateStatus: (serial: string) => (reads++, mine.certificateStatus(serial)),
+        statusVersion: () => (wrapped++, mine.statusVersion()),
+        statusVersionReader: () => () => (direct++, mine.statusVersion()),
+      },
+      cfgOf(),
+    );
+    const req = request([SERIAL], { noNonce: true });
+    for (let i = 0; i < 3; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect([direct, wrapped, reads]).toEqual([3, 0, 1]);
   });
 
   it('a database without a wal-index (in memory) has no statusVersion to offer: it refuses rather than never changing', async () => {
