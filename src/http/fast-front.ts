@@ -88,6 +88,7 @@ export function attachFastFront(server: http.Server, routes: FrontRoute[], obs: 
     limits,
     prefixes,
     maxBody: Math.max(...routes.map((r) => r.maxBody)),
+    keepAliveTail: `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(limits.keepAliveTimeout / 1000)}\r\n\r\n`,
     open,
     handOver: (socket, pending) => {
       socket.pause();
@@ -117,6 +118,8 @@ interface FrontContext {
   prefixes: Buffer[];
   /** maxBody: the largest body any route reads */
   maxBody: number;
+  /** keepAliveTail: the last lines of a head that keeps the connection open (the limits are fixed) */
+  keepAliveTail: string;
   open: Set<FrontConnection>;
   handOver(socket: net.Socket, pending: Buffer | null): void;
 }
@@ -152,6 +155,8 @@ class FrontConnection {
   private readonly onTimeout = () => this.timeout();
   private readonly onError = () => this.socket.destroy();
   private readonly onClose = () => this.ctx.open.delete(this);
+  /** remote: the client's address, read only when an access line is written (HttpObservability.record) */
+  private readonly remote = () => this.socket.remoteAddress;
 
   constructor(
     readonly socket: net.Socket,
@@ -267,11 +272,11 @@ class FrontConnection {
     const keepAlive = head.keepAlive && r.status < 500 && this.ctx.server.listening;
     const text =
       `HTTP/1.1 ${r.status} ${REASON[r.status] ?? ''}\r\n${r.headers}Content-Length: ${r.body.length}\r\nDate: ${httpDate()}\r\nX-Request-Id: ${requestId}\r\n` +
-      (keepAlive ? `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.ctx.limits.keepAliveTimeout / 1000)}\r\n\r\n` : 'Connection: close\r\n\r\n');
+      (keepAlive ? this.ctx.keepAliveTail : 'Connection: close\r\n\r\n');
     const out = Buffer.allocUnsafe(text.length + r.body.length);
     out.write(text, 0, 'latin1');
     r.body.copy(out, text.length);
-    this.ctx.obs.record({ route: route.route, method: head.method, status: r.status, start, requestId, remote: this.socket.remoteAddress, errorCode: r.errorCode, error: r.error });
+    this.ctx.obs.record({ route: route.route, method: head.method, status: r.status, start, requestId, remote: this.remote, errorCode: r.errorCode, error: r.error });
     if (this.socket.destroyed) return false;
     if (!keepAlive) {
       this.finish(out);

@@ -13,7 +13,12 @@ export interface RequestRecord {
   /** start: process.hrtime.bigint() when the request began */
   start: bigint;
   requestId: string;
-  remote?: string;
+  /**
+   * remote: the client's address, or a function giving it, called only when a line is written: the
+   * connection-level front passes one, so a quiet request costs no getpeername (one per connection when a
+   * client connects for each request)
+   */
+  remote?: string | (() => string | undefined);
   errorCode?: string;
   /** error: a failure of ours, logged at error level with its detail */
   error?: { message: string; detail?: unknown };
@@ -27,7 +32,8 @@ export interface RequestRecord {
 export class HttpObservability {
   private readonly duration: Histogram<'listener' | 'route' | 'method' | 'status'>;
   private readonly total: Counter<'listener' | 'route' | 'method' | 'status'>;
-  private readonly children = new Map<string, { duration: { observe(v: number): void }; total: { inc(): void } }>();
+  /** children: route -> method -> status -> the metric children (metricsFor) */
+  private readonly children = new Map<string, Map<string, Map<number, { duration: { observe(v: number): void }; total: { inc(): void } }>>>();
 
   constructor(
     private readonly listener: 'https' | 'http',
@@ -56,12 +62,16 @@ export class HttpObservability {
    * names, Node's parser accepts a fixed set of methods, statuses are three digits.
    */
   private metricsFor(route: string, method: string, status: number): { duration: { observe(v: number): void }; total: { inc(): void } } {
-    const key = `${route} ${method} ${status}`;
-    let m = this.children.get(key);
+    // nested maps, not a joined key: no string is built per request
+    let byMethod = this.children.get(route);
+    if (!byMethod) this.children.set(route, (byMethod = new Map()));
+    let byStatus = byMethod.get(method);
+    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
+    let m = byStatus.get(status);
     if (!m) {
       const labels = { listener: this.listener, route, method, status: String(status) };
       m = { duration: this.duration.labels(labels), total: this.total.labels(labels) };
-      this.children.set(key, m);
+      byStatus.set(status, m);
     }
     return m;
   }
@@ -77,7 +87,15 @@ export class HttpObservability {
     metrics.total.inc();
     const quiet = !r.error && this.quietRoutes.has(r.route) && r.status < 400;
     if (quiet && !this.log.isLevelEnabled('debug')) return; // the hot path builds no line nobody writes
-    const line = { reqId: r.requestId, method: r.method, route: r.route, status: r.status, ms: Math.round(secs * 1e4) / 10, remote: r.remote, code: r.errorCode };
+    const line = {
+      reqId: r.requestId,
+      method: r.method,
+      route: r.route,
+      status: r.status,
+      ms: Math.round(secs * 1e4) / 10,
+      remote: typeof r.remote === 'function' ? r.remote() : r.remote,
+      code: r.errorCode,
+    };
     if (r.error) this.log.error({ ...line, err: { message: r.error.message, detail: r.error.detail } }, 'request failed');
     else if (quiet) this.log.debug(line, 'request');
     else this.log.info(line, 'request');

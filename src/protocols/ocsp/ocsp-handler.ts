@@ -56,12 +56,14 @@ export function ocspAnswerers(service: OcspService, opts: OcspHandlerOptions): O
     (opts.registry.getSingleMetric('device_ca_ocsp_responses_total') as Counter<'method' | 'outcome'>) ??
     new Counter({ name: 'device_ca_ocsp_responses_total', help: 'OCSP responses by method and outcome', labelNames: ['method', 'outcome'], registers: [opts.registry] });
 
-  // the counter's child per method and outcome, looked up once (prom-client hashes a labels object per inc)
-  const counted = new Map<string, { inc(): void }>();
+  // the counter's child per method and outcome, looked up once (prom-client hashes a labels object per inc);
+  // nested maps, not a joined key: no string is built per answer
+  const counted = new Map<string, Map<string, { inc(): void }>>();
   const count = (method: string, outcome: string) => {
-    const key = `${method} ${outcome}`;
-    let c = counted.get(key);
-    if (!c) counted.set(key, (c = answers.labels({ method, outcome })));
+    let byOutcome = counted.get(method);
+    if (!byOutcome) counted.set(method, (byOutcome = new Map()));
+    let c = byOutcome.get(outcome);
+    if (!c) byOutcome.set(outcome, (c = answers.labels({ method, outcome })));
     c.inc();
   };
 
