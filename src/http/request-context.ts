@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { NextFunction, Request, Response } from 'express';
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Histogram, Registry } from 'prom-client';
+import { DeferredChild, deferredCounter } from '../metrics/deferred-counter';
 import { Logger } from 'pino';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -31,7 +32,7 @@ export interface RequestRecord {
  */
 export class HttpObservability {
   private readonly duration: Histogram<'listener' | 'route' | 'method' | 'status'>;
-  private readonly total: Counter<'listener' | 'route' | 'method' | 'status'>;
+  private readonly total: (labels: Partial<Record<'listener' | 'route' | 'method' | 'status', string>>) => DeferredChild;
   /** children: route -> method -> status -> the metric children (metricsFor) */
   private readonly children = new Map<string, Map<string, Map<number, { duration: { observe(v: number): void }; total: { inc(): void } }>>>();
 
@@ -51,9 +52,12 @@ export class HttpObservability {
         buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
         registers: [registry],
       });
-    this.total =
-      (registry.getSingleMetric('device_ca_http_requests_total') as Counter<'listener' | 'route' | 'method' | 'status'>) ??
-      new Counter({ name: 'device_ca_http_requests_total', help: 'HTTP requests by listener, route, method and status', labelNames: ['listener', 'route', 'method', 'status'], registers: [registry] });
+    // counted in plain numbers, added to the counter when /metrics reads it (metrics/deferred-counter.ts)
+    this.total = deferredCounter(registry, {
+      name: 'device_ca_http_requests_total',
+      help: 'HTTP requests by listener, route, method and status',
+      labelNames: ['listener', 'route', 'method', 'status'],
+    });
   }
 
   /**
@@ -70,7 +74,7 @@ export class HttpObservability {
     let m = byStatus.get(status);
     if (!m) {
       const labels = { listener: this.listener, route, method, status: String(status) };
-      m = { duration: this.duration.labels(labels), total: this.total.labels(labels) };
+      m = { duration: this.duration.labels(labels), total: this.total(labels) };
       byStatus.set(status, m);
     }
     return m;

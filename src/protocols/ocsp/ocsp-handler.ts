@@ -1,5 +1,6 @@
 import * as http from 'node:http';
-import { Counter, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
+import { deferredCounter } from '../../metrics/deferred-counter';
 import { OcspAnswer, OcspService } from '../../ca/ocsp-service';
 import { encodeOcspError } from '../../ca/ocsp-codec';
 import { DeviceCaError, toDeviceCaError } from '../../errors/device-ca-error';
@@ -52,18 +53,17 @@ export function ocspAnswerer(service: OcspService, opts: OcspHandlerOptions): Oc
 
 /** ocspAnswerers: ocspAnswerer and its synchronous door for kept answers (OcspAnswerers). */
 export function ocspAnswerers(service: OcspService, opts: OcspHandlerOptions): OcspAnswerers {
-  const answers =
-    (opts.registry.getSingleMetric('device_ca_ocsp_responses_total') as Counter<'method' | 'outcome'>) ??
-    new Counter({ name: 'device_ca_ocsp_responses_total', help: 'OCSP responses by method and outcome', labelNames: ['method', 'outcome'], registers: [opts.registry] });
+  // counted in plain numbers, added to the counter when /metrics reads it (metrics/deferred-counter.ts)
+  const answers = deferredCounter(opts.registry, { name: 'device_ca_ocsp_responses_total', help: 'OCSP responses by method and outcome', labelNames: ['method', 'outcome'] });
 
-  // the counter's child per method and outcome, looked up once (prom-client hashes a labels object per inc);
-  // nested maps, not a joined key: no string is built per answer
+  // the counter's child per method and outcome, looked up once; nested maps, not a joined key: no string is
+  // built per answer
   const counted = new Map<string, Map<string, { inc(): void }>>();
   const count = (method: string, outcome: string) => {
     let byOutcome = counted.get(method);
     if (!byOutcome) counted.set(method, (byOutcome = new Map()));
     let c = byOutcome.get(outcome);
-    if (!c) byOutcome.set(outcome, (c = answers.labels({ method, outcome })));
+    if (!c) byOutcome.set(outcome, (c = answers({ method, outcome })));
     c.inc();
   };
 
