@@ -428,6 +428,24 @@ describe('with a revocation feed (the shared store publishes status changes)', (
     expect(f.closed).toBe(true);
   });
 
+  it('answerKept follows the feed: answered from memory while live, deferred to respond after a published change or while the feed is down', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const f = feed();
+    const svc = withFeed(f);
+    const req = request([SERIAL], { noNonce: true });
+    f.live(true);
+    const first = await svc.respond(req.der);
+    expect(svc.answerKept(req.der)?.der.equals(first.der)).toBe(true);
+    rows.set(SERIAL, revoked(SERIAL, 'keyCompromise'));
+    f.change(SERIAL);
+    expect(svc.answerKept(req.der)).toBeUndefined();
+    expect((await svc.respond(req.der)).outcome).toBe('revoked');
+    expect(svc.answerKept(req.der)?.outcome).toBe('revoked');
+    f.live(false);
+    expect(svc.answerKept(req.der)).toBeUndefined();
+    expect(reads).toBe(2);
+  });
+
   it('not live (never subscribed, or disconnected): every request reads the store, and what was kept is forgotten', async () => {
     rows.set(SERIAL, good(SERIAL));
     const f = feed();
