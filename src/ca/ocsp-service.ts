@@ -24,6 +24,20 @@ interface Cached {
   nextUpdate: Date;
   etag: string;
   outcome: string;
+  /** refreshAt: epoch ms after which the answer is re-signed (half of its validity gone) */
+  refreshAt: number;
+  /** row: the status row it was signed over; the same kept row object means the same status, without comparing */
+  row: StatusRow;
+  /** answer: what respond returns for it, built once (callers only read it) */
+  answer: OcspAnswer;
+}
+
+/** KnownRequest: a nonce-less single request already answered once: its CertID, its issuer and the cache key */
+interface KnownRequest {
+  id: OcspCertId;
+  issuer: CaMaterial;
+  /** key: the CertID's DER as a latin1 string, the key of the response cache */
+  key: string;
 }
 
 type StatusRow = Awaited<ReturnType<RevocationStore['certificateStatus']>>;
@@ -64,7 +78,7 @@ export class OcspService {
    * issuer, so a repeated request (what RFC 5019 clients and caches send) skips parsing and the issuer
    * lookup. Only the parse is skipped: the status is still read from the store on every request.
    */
-  private readonly byRequest = new Map<string, { id: OcspCertId; issuer: CaMaterial }>();
+  private readonly byRequest = new Map<string, KnownRequest>();
   /** issuers with their CertID hashes computed once per hash algorithm (not per request) */
   private readonly issuers: { ca: CaMaterial; hashes: Record<OcspHashName, { issuerNameHash: Buffer; issuerKeyHash: Buffer }> }[] = [];
   /** delegatedFor: the name of the issuing CA that issued the delegated responder certificate */
@@ -94,9 +108,10 @@ export class OcspService {
       },
     );
     if (hasStatusVersion(store)) {
-      // taken once: a store wrapped in a Proxy (store-metrics, store-errors) hands out a new function per property read
+      // taken once: a store wrapped in a Proxy (store-metrics, store-errors) hands out a new function per
+      // property read, and times and maps each call of it; the store's own reader skips those per request
       const f = store.statusVersion;
-      this.readVersion = () => f.call(store);
+      this.readVersion = store.statusVersionReader?.() ?? (() => f.call(store));
     }
     for (const ca of issuers) this.addIssuer(ca);
     this.delegatedFor = this.issuerOfResponder(responder);
@@ -155,6 +170,28 @@ export class OcspService {
   }
 
   /**
+   * answerKept answers a repeated nonce-less single request synchronously when nothing needs the store or a
+   * signature: the request's exact bytes were answered before, its certificate's status is kept in memory
+   * under the same rule as statusOf (feed live, or the store's statusVersion unchanged, read now, and the
+   * entry younger than STATUS_MAX_AGE_MS), and the response signed over that status is not due for
+   * re-signing. Otherwise it returns undefined and the caller calls respond, which reads the store and signs
+   * as needed. It saves the promise chain of respond on the hot path (bench/ocsp-http); the status rule is
+   * the same, so a revocation by any process is still answered on the next request.
+   */
+  answerKept(request: Buffer): OcspAnswer | undefined {
+    if (this.cfg.cacheSize <= 0 || request.length > this.cfg.maxRequestBytes) return undefined;
+    const known = this.byRequest.get(request.toString('latin1'));
+    if (!known) return undefined;
+    const hit = this.cache.get(known.key);
+    if (!hit) return undefined;
+    const row = this.keptStatus(known.id.serialNumber);
+    if (row === undefined) return undefined;
+    if (row !== hit.row && statusKeyOf(toStatus(row, known.issuer)) !== hit.statusKey) return undefined;
+    if (this.now().getTime() >= hit.refreshAt) return undefined;
+    return hit.answer;
+  }
+
+  /**
    * respond answers one DER OCSPRequest. What it cannot answer it throws as a DeviceCaError, which the OCSP
    * adapter turns into an OCSPResponseStatus (protocols/ocsp/ocsp-error-map.ts) and logs: 'bad-request' for
    * a malformed request (checked before any store read), 'not-found' for a CertID of a CA not served here,
@@ -163,7 +200,7 @@ export class OcspService {
   async respond(request: Buffer): Promise<OcspAnswer> {
     const bytes = this.cfg.cacheSize > 0 && request.length <= this.cfg.maxRequestBytes ? request.toString('latin1') : null;
     const known = bytes === null ? undefined : this.byRequest.get(bytes);
-    if (known) return await this.cached(known.id, known.issuer);
+    if (known) return await this.cached(known);
     const req = parseOcspRequest(request, { maxBytes: this.cfg.maxRequestBytes });
     if (this.root && req.certIds.every((id) => this.root!.names(id))) {
       // an issuing CA certificate: the root's pre-signed answer (no nonce: one response serves everyone)
@@ -182,8 +219,9 @@ export class OcspService {
       issuers.push(ca);
     }
     if (!req.nonce && req.certIds.length === 1) {
-      if (bytes !== null) remember(this.byRequest, bytes, { id: req.certIds[0], issuer: issuers[0] }, this.cfg.cacheSize);
-      return await this.cached(req.certIds[0], issuers[0]);
+      const k: KnownRequest = { id: req.certIds[0], issuer: issuers[0], key: req.certIds[0].der.toString('latin1') };
+      if (bytes !== null) remember(this.byRequest, bytes, k, this.cfg.cacheSize);
+      return await this.cached(k);
     }
     const now = this.now();
     const singles: OcspSingleResponse[] = [];
@@ -230,6 +268,16 @@ export class OcspService {
   }
 
   /**
+   * keptStatus: the status statusOf would take from memory now (the feed live, or the store's statusVersion,
+   * read now, the one it was kept under; the entry fresh), or undefined when statusOf would read the store.
+   */
+  private keptStatus(serial: string): StatusRow | undefined {
+    if (!this.feedLive && this.currentVersion() === undefined) return undefined;
+    const known = this.statuses.get(serial);
+    return known && Date.now() - known.at < STATUS_MAX_AGE_MS ? known.row : undefined;
+  }
+
+  /**
    * currentVersion: the store's statusVersion now; statuses kept under another version are forgotten. A store
    * without one, or whose check fails, gives undefined: nothing is kept and every request reads the store.
    */
@@ -248,29 +296,32 @@ export class OcspService {
     return v;
   }
 
-  private async cached(id: OcspCertId, issuer: CaMaterial): Promise<OcspAnswer> {
-    const key = id.der.toString('latin1');
+  private async cached(known: KnownRequest): Promise<OcspAnswer> {
+    const { id, issuer, key } = known;
     const hit = this.cache.get(key);
     let row: StatusRow;
     try {
       row = await this.statusOf(id.serialNumber);
     } catch (e) {
       // the store is unreachable: the last answer signed for this CertID holds until its nextUpdate
-      if (hit && isDeviceCaError(e) && e.code === 'store-unavailable' && hit.nextUpdate.getTime() > this.now().getTime())
-        return { der: hit.der, cache: { thisUpdate: hit.thisUpdate, nextUpdate: hit.nextUpdate, etag: hit.etag }, outcome: hit.outcome };
+      if (hit && isDeviceCaError(e) && e.code === 'store-unavailable' && hit.nextUpdate.getTime() > this.now().getTime()) return hit.answer;
       throw e;
     }
     const status = toStatus(row, issuer);
-    const statusKey = status.status === 'revoked' ? `r|${status.revokedAt.getTime()}|${status.reason ?? ''}` : status.status;
+    const statusKey = statusKeyOf(status);
     const now = this.now();
     // re-sign when the status changed or half of the validity is gone
-    if (hit && hit.statusKey === statusKey && hit.nextUpdate.getTime() - now.getTime() > (this.cfg.validity * 1000) / 2)
-      return { der: hit.der, cache: { thisUpdate: hit.thisUpdate, nextUpdate: hit.nextUpdate, etag: hit.etag }, outcome: hit.outcome };
+    if (hit && hit.statusKey === statusKey && now.getTime() < hit.refreshAt) {
+      hit.row = row; // the row kept now: answerKept compares by identity first
+      return hit.answer;
+    }
     const w = this.window(now);
     const der = await this.responderFor(issuer).respond([{ ...status, certId: id, ...w }], { producedAt: now });
-    const entry: Cached = { der, statusKey, ...w, etag: '"' + crypto.createHash('sha1').update(der).digest('hex') + '"', outcome: status.status };
+    const etag = '"' + crypto.createHash('sha1').update(der).digest('hex') + '"';
+    const answer: OcspAnswer = { der, cache: { thisUpdate: w.thisUpdate, nextUpdate: w.nextUpdate, etag }, outcome: status.status };
+    const entry: Cached = { der, statusKey, ...w, etag, outcome: status.status, refreshAt: w.nextUpdate.getTime() - (this.cfg.validity * 1000) / 2, row, answer };
     if (this.cfg.cacheSize > 0) remember(this.cache, key, entry, this.cfg.cacheSize);
-    return { der, cache: { thisUpdate: entry.thisUpdate, nextUpdate: entry.nextUpdate, etag: entry.etag }, outcome: entry.outcome };
+    return answer;
   }
 }
 
@@ -279,6 +330,11 @@ function remember<V>(map: Map<string, V>, key: string, value: V, size: number): 
   map.delete(key);
   if (map.size >= size) map.delete(map.keys().next().value as string);
   map.set(key, value);
+}
+
+/** statusKeyOf: what must be equal for a signed answer to still say the status (revocation time and reason included) */
+function statusKeyOf(status: OcspStatus): string {
+  return status.status === 'revoked' ? `r|${status.revokedAt.getTime()}|${status.reason ?? ''}` : status.status;
 }
 
 /** toStatus: valid -> good, revoked (hold included, with its reason) -> revoked, never issued here -> unknown. */

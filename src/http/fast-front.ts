@@ -15,6 +15,11 @@ export interface FrontRoute {
   maxBody: number;
   accepts(method: string, target: string): boolean;
   answer(method: string, target: string, body: Buffer): Promise<FrontReply>;
+  /**
+   * answerNow: the reply when the route has it at hand (a kept OCSP answer), without a promise; undefined
+   * sends the request to `answer`. Optional.
+   */
+  answerNow?(method: string, target: string, body: Buffer): FrontReply | undefined;
 }
 
 /** FrontReply: status, header lines (each ending CRLF; Content-Length, Date, Connection are added), body. */
@@ -83,6 +88,7 @@ export function attachFastFront(server: http.Server, routes: FrontRoute[], obs: 
     limits,
     prefixes,
     maxBody: Math.max(...routes.map((r) => r.maxBody)),
+    keepAliveTail: `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(limits.keepAliveTimeout / 1000)}\r\n\r\n`,
     open,
     handOver: (socket, pending) => {
       socket.pause();
@@ -112,6 +118,8 @@ interface FrontContext {
   prefixes: Buffer[];
   /** maxBody: the largest body any route reads */
   maxBody: number;
+  /** keepAliveTail: the last lines of a head that keeps the connection open (the limits are fixed) */
+  keepAliveTail: string;
   open: Set<FrontConnection>;
   handOver(socket: net.Socket, pending: Buffer | null): void;
 }
@@ -136,10 +144,19 @@ class FrontConnection {
   /** requestStart: Date.now() when the first byte of the request being read arrived; 0 between requests */
   private requestStart = 0;
   private answered = 0;
+  /**
+   * lastHead, lastParsed: the bytes of the last head this connection sent (up to its blank line) and its
+   * parse. A client sends the same head for every request of its connection unless something in it changes
+   * (a new Content-Length, a request id): equal bytes are equal heads, compared instead of parsed again.
+   */
+  private lastHead: Buffer | null = null;
+  private lastParsed: FastHead | null = null;
   private readonly onData = (chunk: Buffer) => this.data(chunk);
   private readonly onTimeout = () => this.timeout();
   private readonly onError = () => this.socket.destroy();
   private readonly onClose = () => this.ctx.open.delete(this);
+  /** remote: the client's address, read only when an access line is written (HttpObservability.record) */
+  private readonly remote = () => this.socket.remoteAddress;
 
   constructor(
     readonly socket: net.Socket,
@@ -171,69 +188,99 @@ class FrontConnection {
     this.next();
   }
 
-  /** next: answer the request at the start of buf if it is complete; hand over what the front does not take. */
+  /**
+   * next: answer the requests at the start of buf while they are complete and answered at once (answerNow);
+   * stop at one answered asynchronously (its reply calls next again) or at an incomplete one; hand over
+   * what the front does not take.
+   */
   private next(): void {
+    while (this.step());
+  }
+
+  /** step: one request of next; true when it was answered at once and the connection may read the next one */
+  private step(): boolean {
     const buf = this.buf;
-    if (buf === null) return;
+    if (buf === null || this.busy || this.done) return false;
     if (this.requestStart === 0) this.requestStart = Date.now();
-    if (!this.ctx.prefixes.some((p) => startsLike(buf, p))) return this.handOver();
+    if (!this.ctx.prefixes.some((p) => startsLike(buf, p))) return (this.handOver(), false);
     const end = headEnd(buf, 0);
     if (end < 0) {
       // node:http answers an oversized head (431) and decides on a bare LF
-      if (buf.length > this.ctx.limits.maxHeaderSize || hasBareLf(buf)) return this.handOver();
+      if (buf.length > this.ctx.limits.maxHeaderSize || hasBareLf(buf)) return (this.handOver(), false);
       if (this.late(this.ctx.limits.headersTimeout)) this.requestTimedOut();
-      return;
+      return false;
     }
-    if (end - 4 > this.ctx.limits.maxHeaderSize) return this.handOver();
-    const head = parseFastHead(buf.toString('latin1', 0, end - 4));
+    if (end - 4 > this.ctx.limits.maxHeaderSize) return (this.handOver(), false);
+    const head = this.headOf(buf, end);
     const route = head ? this.ctx.routes.find((r) => r.accepts(head.method, head.target)) : undefined;
-    if (!head || !route || head.contentLength > route.maxBody || (head.method !== 'POST' && head.contentLength > 0)) return this.handOver();
+    if (!head || !route || head.contentLength > route.maxBody || (head.method !== 'POST' && head.contentLength > 0)) return (this.handOver(), false);
     if (buf.length < end + head.contentLength) {
       if (this.late(this.ctx.limits.requestTimeout)) this.requestTimedOut();
-      return;
+      return false;
     }
     const body = buf.subarray(end, end + head.contentLength);
     this.buf = buf.length > end + head.contentLength ? buf.subarray(end + head.contentLength) : null;
-    this.answer(head, route, body);
+    return this.answer(head, route, body);
+  }
+
+  /** headOf: the parsed head ending at `end` in buf (parseFastHead), or null; the last one again when the bytes are equal */
+  private headOf(buf: Buffer, end: number): FastHead | null {
+    const last = this.lastHead;
+    if (last !== null && last.length === end && buf.compare(last, 0, end, 0, end) === 0) return this.lastParsed;
+    const head = parseFastHead(buf.toString('latin1', 0, end - 4));
+    this.lastHead = head ? Buffer.from(buf.subarray(0, end)) : null; // a copy: buf is not ours to keep
+    this.lastParsed = head;
+    return head;
   }
 
   private late(limit: number): boolean {
     return Date.now() - this.requestStart > limit;
   }
 
-  private answer(head: FastHead, route: FrontRoute, body: Buffer): void {
+  /** answer: one request; true when it was answered at once and the connection may go on (step) */
+  private answer(head: FastHead, route: FrontRoute, body: Buffer): boolean {
     const start = process.hrtime.bigint();
     const requestId = this.ctx.obs.requestIdFor(head.requestId);
+    let now: FrontReply | undefined;
+    try {
+      now = route.answerNow?.(head.method, head.target, body);
+    } catch {
+      now = undefined; // `answer` decides, and reports a failure as it always has
+    }
+    if (now) return this.reply(head, route, start, requestId, now);
     this.busy = true;
-    route.answer(head.method, head.target, body).then(
-      (reply) => this.reply(head, route, start, requestId, reply),
-      (e: unknown) =>
-        this.reply(head, route, start, requestId, {
-          status: 500,
-          headers: 'Content-Type: text/plain\r\n',
-          body: Buffer.from('internal error\n'),
-          errorCode: 'internal',
-          error: { message: (e as Error)?.message ?? String(e) },
-        }),
+    const go = (r: FrontReply) => {
+      if (this.reply(head, route, start, requestId, r)) this.next();
+    };
+    route.answer(head.method, head.target, body).then(go, (e: unknown) =>
+      go({
+        status: 500,
+        headers: 'Content-Type: text/plain\r\n',
+        body: Buffer.from('internal error\n'),
+        errorCode: 'internal',
+        error: { message: (e as Error)?.message ?? String(e) },
+      }),
     );
+    return false;
   }
 
-  private reply(head: FastHead, route: FrontRoute, start: bigint, requestId: string, r: FrontReply): void {
+  /** reply writes one answer; true when the connection may read its next request now (else the end, or a drain, decides) */
+  private reply(head: FastHead, route: FrontRoute, start: bigint, requestId: string, r: FrontReply): boolean {
     this.busy = false;
     this.requestStart = 0;
     this.answered++;
     const keepAlive = head.keepAlive && r.status < 500 && this.ctx.server.listening;
     const text =
       `HTTP/1.1 ${r.status} ${REASON[r.status] ?? ''}\r\n${r.headers}Content-Length: ${r.body.length}\r\nDate: ${httpDate()}\r\nX-Request-Id: ${requestId}\r\n` +
-      (keepAlive ? `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.ctx.limits.keepAliveTimeout / 1000)}\r\n\r\n` : 'Connection: close\r\n\r\n');
+      (keepAlive ? this.ctx.keepAliveTail : 'Connection: close\r\n\r\n');
     const out = Buffer.allocUnsafe(text.length + r.body.length);
     out.write(text, 0, 'latin1');
     r.body.copy(out, text.length);
-    this.ctx.obs.record({ route: route.route, method: head.method, status: r.status, start, requestId, remote: this.socket.remoteAddress, errorCode: r.errorCode, error: r.error });
-    if (this.socket.destroyed) return;
+    this.ctx.obs.record({ route: route.route, method: head.method, status: r.status, start, requestId, remote: this.remote, errorCode: r.errorCode, error: r.error });
+    if (this.socket.destroyed) return false;
     if (!keepAlive) {
       this.finish(out);
-      return;
+      return false;
     }
     if (this.answered === 1) this.socket.setTimeout(this.ctx.limits.keepAliveTimeout);
     if (!this.socket.write(out)) {
@@ -245,10 +292,10 @@ class FrontConnection {
         this.socket.resume();
         this.next();
       });
-      return;
+      return false;
     }
     if (this.socket.isPaused()) this.socket.resume();
-    this.next();
+    return true;
   }
 
   /**

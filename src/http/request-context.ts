@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { NextFunction, Request, Response } from 'express';
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Histogram, Registry } from 'prom-client';
+import { DeferredChild, deferredCounter } from '../metrics/deferred-counter';
 import { Logger } from 'pino';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -13,7 +14,12 @@ export interface RequestRecord {
   /** start: process.hrtime.bigint() when the request began */
   start: bigint;
   requestId: string;
-  remote?: string;
+  /**
+   * remote: the client's address, or a function giving it, called only when a line is written: the
+   * connection-level front passes one, so a quiet request costs no getpeername (one per connection when a
+   * client connects for each request)
+   */
+  remote?: string | (() => string | undefined);
   errorCode?: string;
   /** error: a failure of ours, logged at error level with its detail */
   error?: { message: string; detail?: unknown };
@@ -26,8 +32,9 @@ export interface RequestRecord {
  */
 export class HttpObservability {
   private readonly duration: Histogram<'listener' | 'route' | 'method' | 'status'>;
-  private readonly total: Counter<'listener' | 'route' | 'method' | 'status'>;
-  private readonly children = new Map<string, { duration: { observe(v: number): void }; total: { inc(): void } }>();
+  private readonly total: (labels: Partial<Record<'listener' | 'route' | 'method' | 'status', string>>) => DeferredChild;
+  /** children: route -> method -> status -> the metric children (metricsFor) */
+  private readonly children = new Map<string, Map<string, Map<number, { duration: { observe(v: number): void }; total: { inc(): void } }>>>();
 
   constructor(
     private readonly listener: 'https' | 'http',
@@ -45,9 +52,12 @@ export class HttpObservability {
         buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
         registers: [registry],
       });
-    this.total =
-      (registry.getSingleMetric('device_ca_http_requests_total') as Counter<'listener' | 'route' | 'method' | 'status'>) ??
-      new Counter({ name: 'device_ca_http_requests_total', help: 'HTTP requests by listener, route, method and status', labelNames: ['listener', 'route', 'method', 'status'], registers: [registry] });
+    // counted in plain numbers, added to the counter when /metrics reads it (metrics/deferred-counter.ts)
+    this.total = deferredCounter(registry, {
+      name: 'device_ca_http_requests_total',
+      help: 'HTTP requests by listener, route, method and status',
+      labelNames: ['listener', 'route', 'method', 'status'],
+    });
   }
 
   /**
@@ -56,12 +66,16 @@ export class HttpObservability {
    * names, Node's parser accepts a fixed set of methods, statuses are three digits.
    */
   private metricsFor(route: string, method: string, status: number): { duration: { observe(v: number): void }; total: { inc(): void } } {
-    const key = `${route} ${method} ${status}`;
-    let m = this.children.get(key);
+    // nested maps, not a joined key: no string is built per request
+    let byMethod = this.children.get(route);
+    if (!byMethod) this.children.set(route, (byMethod = new Map()));
+    let byStatus = byMethod.get(method);
+    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
+    let m = byStatus.get(status);
     if (!m) {
       const labels = { listener: this.listener, route, method, status: String(status) };
-      m = { duration: this.duration.labels(labels), total: this.total.labels(labels) };
-      this.children.set(key, m);
+      m = { duration: this.duration.labels(labels), total: this.total(labels) };
+      byStatus.set(status, m);
     }
     return m;
   }
@@ -77,7 +91,15 @@ export class HttpObservability {
     metrics.total.inc();
     const quiet = !r.error && this.quietRoutes.has(r.route) && r.status < 400;
     if (quiet && !this.log.isLevelEnabled('debug')) return; // the hot path builds no line nobody writes
-    const line = { reqId: r.requestId, method: r.method, route: r.route, status: r.status, ms: Math.round(secs * 1e4) / 10, remote: r.remote, code: r.errorCode };
+    const line = {
+      reqId: r.requestId,
+      method: r.method,
+      route: r.route,
+      status: r.status,
+      ms: Math.round(secs * 1e4) / 10,
+      remote: typeof r.remote === 'function' ? r.remote() : r.remote,
+      code: r.errorCode,
+    };
     if (r.error) this.log.error({ ...line, err: { message: r.error.message, detail: r.error.detail } }, 'request failed');
     else if (quiet) this.log.debug(line, 'request');
     else this.log.info(line, 'request');

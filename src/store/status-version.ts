@@ -9,6 +9,13 @@
  */
 export interface StatusVersion {
   statusVersion(): number;
+  /**
+   * statusVersionReader (optional): statusVersion as a plain function, for a caller that checks it on every
+   * request (ca/ocsp-service.ts). Taken once through the wrappers the service puts around its store
+   * (store-metrics, store-errors), the function it returns is not wrapped itself: each check is the read
+   * alone, without a timer and an error mapping around it.
+   */
+  statusVersionReader?(): () => number;
 }
 
 /** hasStatusVersion: whether a store offers statusVersion() (StatusVersion). */

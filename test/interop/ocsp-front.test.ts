@@ -83,6 +83,38 @@ function rawExchange(bytes: Buffer, n: number): Promise<{ bytes: Buffer; closed:
   });
 }
 
+/** keptConnection: one keep-alive connection; ask writes a request and resolves with the body of the next reply */
+function keptConnection(): Promise<{ ask(bytes: Buffer): Promise<Buffer>; close(): void }> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(svc.httpPort, '127.0.0.1');
+    let got = Buffer.alloc(0);
+    let taken = 0;
+    let waiting: (() => void) | null = null;
+    s.on('data', (c: Buffer) => {
+      got = Buffer.concat([got, c]);
+      waiting?.();
+    });
+    s.on('error', reject);
+    s.on('connect', () =>
+      resolve({
+        ask: (bytes) =>
+          new Promise<Buffer>((res, rej) => {
+            const timer = setTimeout(() => rej(new Error('no reply within 10 s')), 10_000);
+            waiting = () => {
+              const r = replies(got);
+              if (r.length <= taken) return;
+              clearTimeout(timer);
+              waiting = null;
+              res(r[taken++].body);
+            };
+            s.write(bytes);
+          }),
+        close: () => s.destroy(),
+      }),
+    );
+  });
+}
+
 const ocspPost = (der: Buffer, extra = '') =>
   Buffer.concat([Buffer.from(`POST /ocsp HTTP/1.1\r\nHost: 127.0.0.1\r\n${extra}Content-Type: application/ocsp-request\r\nContent-Length: ${der.length}\r\n\r\n`, 'latin1'), der]);
 
@@ -174,6 +206,23 @@ describe('the OCSP front with real clients', () => {
     const [r] = replies(bytes);
     expect(r.status).toBe(200);
     expect(r.body.toString('hex')).toBe('30030a0101');
+  });
+
+  it('one keep-alive connection: the cached answer repeated from memory says revoked on the very next request after the CLI (another process) revoked the certificate', async () => {
+    const later = await enroll('dev-front-later');
+    const der = fs.readFileSync(await requestDer(later));
+    const conn = await keptConnection();
+    try {
+      const answers: Buffer[] = [];
+      for (let i = 0; i < 4; i++) answers.push(await conn.ask(ocspPost(der)));
+      for (const a of answers) expect(await statusOf(later, a)).toBe('good');
+      expect(answers[3].equals(answers[1])).toBe(true); // the same pre-signed answer, not signed again
+      await cliOk('revoke', later.serial, '--reason', 'keyCompromise');
+      expect(await statusOf(later, await conn.ask(ocspPost(der)))).toBe('revoked');
+      expect(await statusOf(later, await conn.ask(ocspPost(der)))).toBe('revoked');
+    } finally {
+      conn.close();
+    }
   });
 
   it('the metrics count what the front answered', async () => {

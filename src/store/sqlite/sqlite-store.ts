@@ -802,6 +802,11 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     return w.version;
   }
 
+  /** statusVersionReader (StatusVersion): statusVersion, unwrapped by the service's store wrappers */
+  statusVersionReader(): () => number {
+    return () => this.statusVersion();
+  }
+
   async certificateStatus(serial: string): Promise<Pick<CertificateRecord, 'serial' | 'issuer' | 'status' | 'revokedAt' | 'revocationReason' | 'notAfter'> | null> {
     const r = this.statusStmt.get(serial) as Row | undefined;
     if (!r) return null;

@@ -16,6 +16,9 @@ import { RevocationStore } from '../../../src/store/store';
 import { TestCa, makeTestCa } from '../../fixtures/test-ca';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 import { TmpDir, makeTmpDir } from '../../helpers/tmp';
+import { Registry } from 'prom-client';
+import { withStoreErrors } from '../../../src/store/store-errors';
+import { withStoreMetrics } from '../../../src/store/store-metrics';
 
 /**
  * OcspService: nonce-less single requests (RFC 5019) are answered from a cache of pre-signed responses
@@ -425,6 +428,24 @@ describe('with a revocation feed (the shared store publishes status changes)', (
     expect(f.closed).toBe(true);
   });
 
+  it('answerKept follows the feed: answered from memory while live, deferred to respond after a published change or while the feed is down', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const f = feed();
+    const svc = withFeed(f);
+    const req = request([SERIAL], { noNonce: true });
+    f.live(true);
+    const first = await svc.respond(req.der);
+    expect(svc.answerKept(req.der)?.der.equals(first.der)).toBe(true);
+    rows.set(SERIAL, revoked(SERIAL, 'keyCompromise'));
+    f.change(SERIAL);
+    expect(svc.answerKept(req.der)).toBeUndefined();
+    expect((await svc.respond(req.der)).outcome).toBe('revoked');
+    expect(svc.answerKept(req.der)?.outcome).toBe('revoked');
+    f.live(false);
+    expect(svc.answerKept(req.der)).toBeUndefined();
+    expect(reads).toBe(2);
+  });
+
   it('not live (never subscribed, or disconnected): every request reads the store, and what was kept is forgotten', async () => {
     rows.set(SERIAL, good(SERIAL));
     const f = feed();
@@ -547,6 +568,98 @@ describe("with SQLite's statusVersion (every process of one machine reads one fi
     expect(reads).toBe(1);
     await issueIn(other, SERIAL2);
     expect((await svc.respond(req.der)).outcome).toBe('good');
+  });
+
+  it('answerKept: a repeated request is answered at once with the same bytes; a revocation by another process makes it defer to respond, which answers revoked', async () => {
+    await issueIn(other, SERIAL);
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf(), () => clock);
+    const req = request([SERIAL], { noNonce: true });
+    expect(svc.answerKept(req.der)).toBeUndefined(); // never answered: respond parses, reads and signs
+    const first = await svc.respond(req.der);
+    const kept = svc.answerKept(Buffer.from(req.der)); // equal bytes, another buffer
+    expect(kept?.der.equals(first.der)).toBe(true);
+    expect(kept?.cache).toEqual(first.cache);
+    expect(reads).toBe(1);
+
+    await other.revokeCertificate(SERIAL, 'keyCompromise', new Date(Date.now() - 1000), null, audit);
+    expect(svc.answerKept(req.der)).toBeUndefined(); // the version changed: the status is read again
+    const revokedNow = await svc.respond(req.der);
+    expect(single(verdict(revokedNow, req), SERIAL)).toMatch(/Cert Status: revoked[\s\S]*Revocation Reason: keyCompromise/);
+    expect(reads).toBe(2);
+    expect(svc.answerKept(req.der)?.der.equals(revokedNow.der)).toBe(true);
+
+    // half of the validity gone: re-signed by respond, never served stale by answerKept
+    clock = new Date(clock.getTime() + 31 * 60_000);
+    expect(svc.answerKept(req.der)).toBeUndefined();
+    const resigned = await svc.respond(req.der);
+    expect(resigned.der.equals(revokedNow.der)).toBe(false);
+    expect(svc.answerKept(req.der)?.der.equals(resigned.der)).toBe(true);
+  });
+
+  it('answerKept defers every other shape to respond: a nonce, several CertIDs, a status older than the kept-status bound, a store without statusVersion', async () => {
+    await issueIn(other, SERIAL);
+    await issueIn(other, SERIAL2);
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf());
+    const withNonce = request([SERIAL]);
+    await svc.respond(withNonce.der);
+    expect(svc.answerKept(withNonce.der)).toBeUndefined();
+    const two = request([SERIAL, SERIAL2], { noNonce: true });
+    await svc.respond(two.der);
+    expect(svc.answerKept(two.der)).toBeUndefined();
+    const one = request([SERIAL], { noNonce: true });
+    await svc.respond(one.der);
+    expect(svc.answerKept(one.der)).toBeDefined();
+    const now = Date.now();
+    const later = jest.spyOn(Date, 'now').mockReturnValue(now + 61_000); // STATUS_MAX_AGE_MS
+    try {
+      expect(svc.answerKept(one.der)).toBeUndefined();
+    } finally {
+      later.mockRestore();
+    }
+    // without a version or a feed, every answer reads the store: nothing is answered from memory
+    const plain = new OcspService([tca.hierarchy.issuing], responder, { certificateStatus: (serial: string) => mine.certificateStatus(serial) }, cfgOf());
+    await plain.respond(one.der);
+    expect(plain.answerKept(one.der)).toBeUndefined();
+  });
+
+  it("wrapped as the service wraps it (store-errors, store-metrics), the store's own reader is what is checked per request, and a revocation by another process is still answered next", async () => {
+    await issueIn(other, SERIAL);
+    const wrapped = withStoreMetrics(
+      withStoreErrors(mine, (e) => e),
+      new Registry(),
+      'sqlite',
+    );
+    const viaWrapper = jest.spyOn(mine, 'statusVersion');
+    const svc = new OcspService([tca.hierarchy.issuing], responder, wrapped, cfgOf());
+    const req = request([SERIAL], { noNonce: true });
+    for (let i = 0; i < 3; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect(svc.answerKept(req.der)?.outcome).toBe('good');
+    // statusVersion runs for each check (through the reader): the same method, not a second way to read
+    expect(viaWrapper.mock.calls.length).toBeGreaterThanOrEqual(4);
+    await other.revokeCertificate(SERIAL, 'keyCompromise', new Date(Date.now() - 1000), null, audit);
+    expect(svc.answerKept(req.der)).toBeUndefined();
+    expect((await svc.respond(req.der)).outcome).toBe('revoked');
+    expect(svc.answerKept(req.der)?.outcome).toBe('revoked');
+    viaWrapper.mockRestore();
+  });
+
+  it('a store offering statusVersionReader is checked through it, not through statusVersion', async () => {
+    await issueIn(other, SERIAL);
+    let direct = 0;
+    let wrapped = 0;
+    const svc = new OcspService(
+      [tca.hierarchy.issuing],
+      responder,
+      {
+        certificateStatus: (serial: string) => (reads++, mine.certificateStatus(serial)),
+        statusVersion: () => (wrapped++, mine.statusVersion()),
+        statusVersionReader: () => () => (direct++, mine.statusVersion()),
+      },
+      cfgOf(),
+    );
+    const req = request([SERIAL], { noNonce: true });
+    for (let i = 0; i < 3; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect([direct, wrapped, reads]).toEqual([3, 0, 1]);
   });
 
   it('a database without a wal-index (in memory) has no statusVersion to offer: it refuses rather than never changing', async () => {

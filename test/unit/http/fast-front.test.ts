@@ -49,6 +49,14 @@ describe('attachFastFront', () => {
       if (body.toString() === 'throw') throw new Error('boom');
       return { status: 200, headers: 'Content-Type: text/plain\r\n', body: Buffer.from(`front:${method}:${target}:${body.toString('latin1')}`) };
     },
+    // bodies starting "now" are answered at once (as a kept OCSP answer), "nowthrow" throws there
+    answerNow: (method, target, body) => {
+      const text = body.toString('latin1');
+      if (text === 'nowthrow') throw new Error('boom');
+      if (!text.startsWith('now')) return undefined;
+      answered.push(`now ${method} ${target}`);
+      return { status: 200, headers: 'Content-Type: text/plain\r\n', body: Buffer.from(`now:${method}:${target}:${text}`) };
+    },
   };
 
   beforeAll(async () => {
@@ -117,6 +125,35 @@ describe('attachFastFront', () => {
     const all = post('a') + 'GET /ocsp/QUJD HTTP/1.1\r\nHost: a\r\n\r\n' + post('b') + 'GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n' + post('c');
     const { bytes } = await talk([all], replies(5));
     expect(parseReplies(bytes).map((x) => x.body)).toEqual(['front:POST:/ocsp:a', 'front:GET:/ocsp/QUJD:', 'front:POST:/ocsp:b', 'node:GET:/healthz:', 'node:POST:/ocsp:c']);
+  });
+
+  it('answers at once what answerNow has, and keeps the order when pipelined with answers that wait and with a hand-over', async () => {
+    const all = post('now1') + post('later') + post('now2') + post('now3') + 'GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n' + post('now4');
+    const { bytes } = await talk([all], replies(6));
+    const r = parseReplies(bytes);
+    expect(r.map((x) => x.body)).toEqual(['now:POST:/ocsp:now1', 'front:POST:/ocsp:later', 'now:POST:/ocsp:now2', 'now:POST:/ocsp:now3', 'node:GET:/healthz:', 'node:POST:/ocsp:now4']);
+    expect(r[0].headers.get('connection')).toBe('keep-alive');
+    expect(r[2].headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('answerNow that throws leaves the request to answer', async () => {
+    const { bytes } = await talk([post('nowthrow'), post('now5')], replies(2));
+    expect(parseReplies(bytes).map((x) => [x.status, x.body])).toEqual([
+      [200, 'front:POST:/ocsp:nowthrow'],
+      [200, 'now:POST:/ocsp:now5'],
+    ]);
+  });
+
+  it('a head repeated byte for byte on a connection is read as the first; one that changes (same length) is read anew', async () => {
+    // the same length as the keep-alive head: only the bytes tell them apart
+    const all = post('one1') + post('two2') + post('thr3', 'X-Request-Id: aaaa\r\n') + post('fou4', 'X-Request-Id: bbbb\r\n') + post('fiv5', 'Connection: close\r\n');
+    const { bytes, closed } = await talk([all]);
+    const r = parseReplies(bytes);
+    expect(r.map((x) => x.body)).toEqual(['front:POST:/ocsp:one1', 'front:POST:/ocsp:two2', 'front:POST:/ocsp:thr3', 'front:POST:/ocsp:fou4', 'front:POST:/ocsp:fiv5']);
+    expect(r.map((x) => x.headers.get('x-request-id')!.length)).toEqual([36, 36, 4, 4, 36]);
+    expect([r[2].headers.get('x-request-id'), r[3].headers.get('x-request-id')]).toEqual(['aaaa', 'bbbb']);
+    expect(r.map((x) => x.headers.get('connection'))).toEqual(['keep-alive', 'keep-alive', 'keep-alive', 'keep-alive', 'close']);
+    expect(closed).toBe(true);
   });
 
   it('reads a request that arrives a few bytes at a time', async () => {
@@ -224,7 +261,7 @@ describe('attachFastFront', () => {
     const count = async () =>
       (await registry.getSingleMetric('device_ca_http_requests_total')!.get()).values.find((v) => v.labels.route === 'ocsp' && v.labels.method === 'POST' && v.labels.status === '200')?.value ?? 0;
     const before = await count();
-    await talk([post('1'), post('2'), post('3')], replies(3));
+    await talk([post('1'), post('2'), post('now3')], replies(3));
     expect((await count()) - before).toBe(3);
   });
 

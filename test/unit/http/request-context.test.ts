@@ -2,6 +2,7 @@ import { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { createHttpListener } from '../../../src/http/listeners';
+import { HttpObservability } from '../../../src/http/request-context';
 
 /**
  * HttpObservability on the plain HTTP listener: every request is counted and timed under its own route,
@@ -66,4 +67,21 @@ it('counts and times each route, method and status apart; quiet successes write 
   expect(await counts('device_ca_http_request_duration_seconds')).toEqual(expected);
   const lines = logs.filter((l) => ids.includes(l.reqId as string)).map((l) => `${l.route} ${l.status}`);
   expect(lines.sort()).toEqual(['fast 503', 'not-found 404']);
+});
+
+it("a remote given as a function (the OCSP front's) is asked only for a line that is written, and the line carries it", () => {
+  const lines: Record<string, unknown>[] = [];
+  const obs = new HttpObservability('http', new Registry(), pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) }), new Set(['ocsp']));
+  let asked = 0;
+  const remote = () => (asked++, '192.0.2.7');
+  const start = process.hrtime.bigint();
+  obs.record({ route: 'ocsp', method: 'POST', status: 200, start, requestId: 'quiet', remote });
+  expect([asked, lines.length]).toEqual([0, 0]);
+  obs.record({ route: 'ocsp', method: 'POST', status: 200, start, requestId: 'failed', remote, errorCode: 'internal', error: { message: 'boom' } });
+  obs.record({ route: 'other', method: 'GET', status: 200, start, requestId: 'loud', remote });
+  expect(asked).toBe(2);
+  expect(lines.map((l) => [l.reqId, l.remote])).toEqual([
+    ['failed', '192.0.2.7'],
+    ['loud', '192.0.2.7'],
+  ]);
 });
