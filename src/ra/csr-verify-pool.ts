@@ -125,10 +125,13 @@ export class CsrVerifyPool {
   private nextId = 0;
   private closed = false;
   private readonly maxQueued: number;
+  private readonly maxBatch: number;
 
-  constructor(opts: { threads?: number; maxQueued?: number } = {}) {
+  /** maxBatch: requests per message to a thread (default MAX_BATCH; bench/writer-pair.ts measures others) */
+  constructor(opts: { threads?: number; maxQueued?: number; maxBatch?: number } = {}) {
     const threads = Math.max(1, opts.threads ?? os.availableParallelism());
     this.maxQueued = opts.maxQueued ?? 1024;
+    this.maxBatch = Math.max(1, opts.maxBatch ?? MAX_BATCH);
     for (let i = 0; i < threads; i++) this.spawn();
   }
 
@@ -199,7 +202,7 @@ export class CsrVerifyPool {
   private dispatch(): void {
     for (const slot of this.workers) {
       if (slot.busy || !this.waiting.length) continue;
-      const n = Math.min(MAX_BATCH, Math.ceil(this.waiting.length / this.workers.length));
+      const n = Math.min(this.maxBatch, Math.ceil(this.waiting.length / this.workers.length));
       const jobs = this.waiting.splice(0, n);
       slot.busy = jobs;
       const msg = packJobs(jobs);
