@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import { verifyAuditChain } from '../src/audit/audit-verify';
 import { certificateParts } from '../src/ca/certificate-parts';
 import { parseCsr } from '../src/ra/csr';
 import { MAX_BATCH } from '../src/ra/csr-verify-pool';
@@ -12,11 +13,12 @@ import { IssuanceRig, makeIssuanceRig } from './issuance';
  * and by the socket thread's own group commit. Both stores are open in one process and short slices of each
  * alternate (the order flips every round), each round between raw signatures with the issuing key: on a
  * shared machine two runs minutes apart differ by more than the two designs do. Per round and then as
- * medians: rates, ratios to the signature, the paired writer/inline ratio, the socket thread's CPU per
+ * medians: rates, ratios to the signature, the paired a/b ratio, the socket thread's CPU per
  * certificate, the batch latencies. `intent` also records the audit intent before each issuance, as the RA
- * does (2 writes per certificate); csrBatch sets the writer side's requests per message to a CSR verify thread
- * (the inline side keeps the default, MAX_BATCH). Not part of `npm run bench`:
- *   npx tsc -p tsconfig.bench.json && node dist-bench/bench/writer-pair.js [rounds=16] [sliceMs=2000] [core|intent] [csrBatch=4]
+ * does (2 writes per certificate). The two sides are named `writer|inline:<CSR requests per message to a
+ * verify thread>` (default writer:4 against inline:4, MAX_BATCH being 4), so one factor can vary at a time.
+ * Not part of `npm run bench`:
+ *   npx tsc -p tsconfig.bench.json && node dist-bench/bench/writer-pair.js [rounds=16] [sliceMs=2000] [core|intent] [a=writer:4] [b=inline:4]
  */
 
 const IN_FLIGHT = 32;
@@ -37,12 +39,18 @@ async function main(): Promise<void> {
   const rounds = Number(process.argv[2] ?? 16);
   const sliceMs = Number(process.argv[3] ?? 2000);
   const withIntent = process.argv[4] === 'intent';
-  const csrBatch = Number(process.argv[5] ?? MAX_BATCH);
-  const writer = await makeIssuanceRig({ writerThread: true, csrBatch });
-  const inline = await makeIssuanceRig({ writerThread: false });
+  const side = (spec: string): { writerThread: boolean; csrBatch: number } => {
+    const [kind, batch] = spec.split(':');
+    if (kind !== 'writer' && kind !== 'inline') throw new Error(`side ${spec}: writer:<n> or inline:<n>`);
+    return { writerThread: kind === 'writer', csrBatch: Number(batch ?? MAX_BATCH) };
+  };
+  const specA = process.argv[5] ?? `writer:${MAX_BATCH}`;
+  const specB = process.argv[6] ?? `inline:${MAX_BATCH}`;
+  const a = await makeIssuanceRig(side(specA));
+  const b = await makeIssuanceRig(side(specB));
   try {
-    const key = crypto.createPrivateKey(fs.readFileSync(writer.h.issuing.key.ref, 'utf8'));
-    const tbs = certificateParts((await writer.ca.issue(writer.leafRequest(parseCsr(writer.pool[0])))).der).tbs;
+    const key = crypto.createPrivateKey(fs.readFileSync(a.h.issuing.key.ref, 'utf8'));
+    const tbs = certificateParts((await a.ca.issue(a.leafRequest(parseCsr(a.pool[0])))).der).tbs;
     let next = 0;
     const one = async (r: IssuanceRig, i: number): Promise<void> => {
       if (withIntent) {
@@ -73,42 +81,48 @@ async function main(): Promise<void> {
       for (const end = Date.now() + sliceMs / 3; Date.now() < end; n += 50) for (let k = 0; k < 50; k++) crypto.sign('sha256', tbs, { key, dsaEncoding: 'der' });
       return n / (Number(process.hrtime.bigint() - t0) / 1e9);
     };
-    await slice(writer, null); // warm-up, both
-    await slice(inline, null);
-    const m = { writer: { rate: [], cpu: [], processCpu: [], batches: [] } as Slices, inline: { rate: [], cpu: [], processCpu: [], batches: [] } as Slices, sign: [] as number[] };
+    await slice(a, null); // warm-up, both
+    await slice(b, null);
+    const m = { a: { rate: [], cpu: [], processCpu: [], batches: [] } as Slices, b: { rate: [], cpu: [], processCpu: [], batches: [] } as Slices, sign: [] as number[] };
     for (let i = 0; i < rounds; i++) {
       const before = signRate();
       const order: [IssuanceRig, Slices][] = [
-        [writer, m.writer],
-        [inline, m.inline],
+        [a, m.a],
+        [b, m.b],
       ];
       if (i % 2) order.reverse();
       for (const [r, into] of order) await slice(r, into);
       m.sign.push((before + signRate()) / 2);
       process.stdout.write(
-        `${JSON.stringify({ round: i, writer: Math.round(m.writer.rate[i]), inline: Math.round(m.inline.rate[i]), sign: Math.round(m.sign[i]), socketCpuWriter: Math.round(m.writer.cpu[i]), socketCpuInline: Math.round(m.inline.cpu[i]) })}\n`,
+        `${JSON.stringify({ round: i, a: Math.round(m.a.rate[i]), b: Math.round(m.b.rate[i]), sign: Math.round(m.sign[i]), socketCpuA: Math.round(m.a.cpu[i]), socketCpuB: Math.round(m.b.cpu[i]) })}\n`,
       );
     }
-    // the writer's rows really are in the store, chained, and verify under the issuing key
-    const last = (await writer.store.listCertificates({ deviceId: writer.deviceIds[1], limit: 1 })).items;
-    if (!last.length || !new crypto.X509Certificate(last[0].der).verify(crypto.createPublicKey(key))) throw new Error('writer thread: issued certificate not recorded');
+    // both sides' rows really are in the store and verify under the issuing key; both chains hold
+    for (const r of [a, b]) {
+      const last = (await r.store.listCertificates({ deviceId: r.deviceIds[1], limit: 1 })).items;
+      const issuer = crypto.createPublicKey(crypto.createPrivateKey(fs.readFileSync(r.h.issuing.key.ref, 'utf8')));
+      if (!last.length || !new crypto.X509Certificate(last[0].der).verify(issuer)) throw new Error('issued certificate not recorded');
+      const chain = await verifyAuditChain(r.store);
+      if (!chain.ok) throw new Error(`audit chain broken: ${JSON.stringify(chain.firstBad)}`);
+    }
     const ratio = (s: Slices): number => median(s.rate.map((v, i) => v / m.sign[i]));
     const batches = (s: Slices): Record<string, number> => ({ p50: percentile(s.batches, 0.5), p99: percentile(s.batches, 0.99), max: percentile(s.batches, 1) });
     process.stdout.write(
       `${JSON.stringify({
         flow: withIntent ? 'intent + issuance' : 'issuance',
-        writerCsrBatch: csrBatch,
-        certsPerSecond: { writer: median(m.writer.rate), inline: median(m.inline.rate), sign: median(m.sign) },
-        ratioToSign: { writer: ratio(m.writer), inline: ratio(m.inline) },
-        pairedWriterOverInline: median(m.writer.rate.map((v, i) => v / m.inline.rate[i])),
-        socketThreadMicrosPerCert: { writer: median(m.writer.cpu), inline: median(m.inline.cpu) },
-        processMicrosPerCert: { writer: median(m.writer.processCpu), inline: median(m.inline.processCpu) },
-        batchMs: { writer: batches(m.writer), inline: batches(m.inline) },
+        a: specA,
+        b: specB,
+        certsPerSecond: { a: median(m.a.rate), b: median(m.b.rate), sign: median(m.sign) },
+        ratioToSign: { a: ratio(m.a), b: ratio(m.b) },
+        pairedAOverB: median(m.a.rate.map((v, i) => v / m.b.rate[i])),
+        socketThreadMicrosPerCert: { a: median(m.a.cpu), b: median(m.b.cpu) },
+        processMicrosPerCert: { a: median(m.a.processCpu), b: median(m.b.processCpu) },
+        batchMs: { a: batches(m.a), b: batches(m.b) },
       })}\n`,
     );
   } finally {
-    await writer.close();
-    await inline.close();
+    await a.close();
+    await b.close();
   }
 }
 
