@@ -52,13 +52,13 @@ export interface IssuanceRig {
   close(): Promise<void>;
 }
 
-/** makeIssuanceRig: writerThread as store.writerThread; csrBatch: requests per message to a CSR verify thread */
-export async function makeIssuanceRig(opts: { writerThread?: boolean; csrBatch?: number } = {}): Promise<IssuanceRig> {
+/** makeIssuanceRig: csrBatch: requests per message to a CSR verify thread (CsrVerifyPool maxBatch) */
+export async function makeIssuanceRig(opts: { csrBatch?: number } = {}): Promise<IssuanceRig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-bench-issuance-'));
   const cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { publicUrl: 'http://ca.example.test:8080' } });
   // as createStore opens it for the service (WAL checkpoints on a thread of their own, store.checkpointThread);
   // BENCH_BACKGROUND_CHECKPOINT=0 measures SQLite's own checkpoints instead
-  const store = new SqliteStore(cfg.store.path, { backgroundCheckpoint: process.env.BENCH_BACKGROUND_CHECKPOINT !== '0', writerThread: opts.writerThread });
+  const store = new SqliteStore(cfg.store.path, { backgroundCheckpoint: process.env.BENCH_BACKGROUND_CHECKPOINT !== '0' });
   const h = await initCa(cfg, new SoftwareKeyBackend(path.join(dir, 'keys')), store);
   if (h.issuing.key.algorithm !== 'ecdsa-p256') throw new Error(`expected an ecdsa-p256 issuing key, got ${h.issuing.key.algorithm}`);
   const profile = { name: 'default', validitySeconds: 365 * 86400, serverAuth: false };

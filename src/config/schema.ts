@@ -289,8 +289,6 @@ export const configSchema = z
         path: z.string().default('device-ca.sqlite'),
         /** sqlite only: WAL checkpoints on a thread of their own instead of inside a commit (store/sqlite/wal-checkpointer.ts) */
         checkpointThread: z.boolean().default(true),
-        /** sqlite only: issuance records and audit appends written by a thread with its own connection (store/sqlite/issuance-writer.ts) */
-        writerThread: z.boolean().default(false),
         /** redis only: redis://[user:password@]host:port/db, or rediss:// for TLS */
         url: z
           .string()

@@ -23,7 +23,7 @@ export function createStore(cfg: StoreConfig): Store {
       try {
         // WAL checkpoints on a thread of their own unless store.checkpointThread is off; a full disk is seen
         // by the store's disk space guard, not by a write that may land in WAL space a checkpoint freed
-        store = new SqliteStore(cfg.store.path, { backgroundCheckpoint: cfg.store.checkpointThread ?? true, writerThread: cfg.store.writerThread ?? false });
+        store = new SqliteStore(cfg.store.path, { backgroundCheckpoint: cfg.store.checkpointThread ?? true });
       } catch (e) {
         // at start-up: the operator reads this, so it names the file and SQLite's reason
         const f = sqliteFailure(e);

@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
-import { nextAuditRecord, prepareAudit } from '../../audit/audit-chain';
+import { nextAuditRecord } from '../../audit/audit-chain';
 import { createPrivateFile } from '../../data-dir/atomic-file';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import {
@@ -55,7 +55,6 @@ import { sqliteFailure, sqliteUnavailable } from './sqlite-errors';
 import { StatusVersion } from '../status-version';
 import { DiskSpaceGuard } from './disk-space-guard';
 import { FALLBACK_AUTOCHECKPOINT_PAGES, WalCheckpointer } from './wal-checkpointer';
-import { IssuanceWriter } from './issuance-writer';
 
 type Row = Record<string, unknown>;
 /** AUTH_PURGE_BATCH: expired authentication attempts (of any key) dropped per reservation */
@@ -157,15 +156,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
    * `store.checkpointThread` is off. Its checkpoint errors reach the disk space guard, so /healthz and
    * the writes see a database file that cannot take the WAL's pages.
    */
-  /** writer: issuance records and audit appends on a thread of their own (option writerThread, issuance-writer.ts) */
-  private readonly writer: IssuanceWriter | null = null;
-
-  /**
-   * writerThread: record issuances and audit appends on a thread with its own connection
-   * (issuance-writer.ts) instead of in this thread's group commit; not for ':memory:' (a second
-   * connection would be another database). `store.writerThread` in the service's config.
-   */
-  constructor(file: string, opts: { backgroundCheckpoint?: boolean; writerThread?: boolean } = {}) {
+  constructor(file: string, opts: { backgroundCheckpoint?: boolean } = {}) {
     // the file holds enrollment secrets' hashes and the CA state: 0600 in a 0700 directory, whatever the umask
     if (file !== ':memory:') createPrivateFile(file);
     this.db = new Database(file);
@@ -183,7 +174,6 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     this.probeWrite = this.db.prepare('INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at');
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
     this.walIndex = openWalIndex(this.db, file);
-    if (opts.writerThread && file !== ':memory:') this.writer = new IssuanceWriter(file, { autocheckpoint: this.checkpointer ? FALLBACK_AUTOCHECKPOINT_PAGES : 0 });
   }
   private readonly statusStmt: Database.Statement;
   /** probeWrite: the health probe's write, outside stmt() so the disk space guard does not refuse it first */
@@ -204,12 +194,6 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     return e.s;
   }
 
-  /** writable: v, once the disk space guard allows writes (the writer thread's writes pass the same gate). */
-  private writable<T>(v: T): T {
-    this.space?.assertWritable();
-    return v;
-  }
-
   private migrate(): void {
     this.db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
     this.db
@@ -225,7 +209,6 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   }
 
   async close(): Promise<void> {
-    await this.writer?.close(); // its queued writes answered, its connection closed before this one
     if (this.queue.length) this.flush(); // nothing queued is lost
     await this.checkpointer?.close();
     this.space?.close();
@@ -254,7 +237,6 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   }
 
   async appendAudit(e: AuditInput): Promise<AuditRecord> {
-    if (this.writer) return this.writer.appendAudit(this.writable(prepareAudit(e, new Date())));
     return this.grouped(() => this.appendAuditSync(e));
   }
 
@@ -432,7 +414,6 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   async recordIssuance(args: Parameters<Store['recordIssuance']>[0]): Promise<void> {
     const c = args.cert;
     const now = new Date();
-    if (this.writer) return this.writer.recordIssuance({ ...args, audit: this.writable(prepareAudit(args.audit, now)) }, now);
     return this.grouped(() => {
       // the RA checked the device's state before signing; a release, suspension or retirement that
       // committed meanwhile must not be outlived by a certificate recorded after it

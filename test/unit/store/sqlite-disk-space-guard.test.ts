@@ -37,14 +37,13 @@ async function refusal(p: Promise<unknown>): Promise<{ code: string; message: st
 }
 
 describe.each([
-  ['with the checkpointing thread', true, false],
-  ["with SQLite's own checkpoints", false, false],
-  ['with the writer thread (store.writerThread)', true, true],
-])('a store on a file system without room (%s)', (_name, backgroundCheckpoint, writerThread) => {
+  ['with the checkpointing thread', true],
+  ["with SQLite's own checkpoints", false],
+])('a store on a file system without room (%s)', (_name, backgroundCheckpoint) => {
   it('refuses writes with store-unavailable before they start, its probe says disk full, and both recover when room is back', async () => {
     const file = tmp.file('store.sqlite');
     fs.symlinkSync('/dev/full', `${file}-space`);
-    const store = new SqliteStore(file, { backgroundCheckpoint, writerThread });
+    const store = new SqliteStore(file, { backgroundCheckpoint });
     try {
       expect(await refusal(store.probe())).toEqual({ code: 'store-unavailable', message: 'store write failed (disk full)', retryAfterSeconds: 30 });
       // a write with its own transaction, and one in the group commit (the audit intent of an issuance)

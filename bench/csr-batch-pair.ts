@@ -8,17 +8,15 @@ import { mainThreadCpuMicros } from './bench-table';
 import { IssuanceRig, makeIssuanceRig } from './issuance';
 
 /**
- * writer-pair compares `issuance.core.parallel` (32 in flight, CSR checks on the verify threads) with the
- * issuance records written by the store's writer thread (store.writerThread, store/sqlite/issuance-writer.ts)
- * and by the socket thread's own group commit. Both stores are open in one process and short slices of each
- * alternate (the order flips every round), each round between raw signatures with the issuing key: on a
- * shared machine two runs minutes apart differ by more than the two designs do. Per round and then as
- * medians: rates, ratios to the signature, the paired a/b ratio, the socket thread's CPU per
- * certificate, the batch latencies. `intent` also records the audit intent before each issuance, as the RA
- * does (2 writes per certificate). The two sides are named `writer|inline:<CSR requests per message to a
- * verify thread>` (default writer:4 against inline:4, MAX_BATCH being 4), so one factor can vary at a time.
- * Not part of `npm run bench`:
- *   npx tsc -p tsconfig.bench.json && node dist-bench/bench/writer-pair.js [rounds=16] [sliceMs=2000] [core|intent] [a=writer:4] [b=inline:4]
+ * csr-batch-pair compares `issuance.core.parallel` (32 in flight, CSR checks on the verify threads) with two
+ * sizes of the CSR verify pool's batches (requests per message to a verify thread, CsrVerifyPool maxBatch).
+ * Both rigs are open in one process and short slices of each alternate (the order flips every round), each
+ * round between raw signatures with the issuing key: on a shared machine two runs minutes apart differ by
+ * more than the two settings do. Per round and then as medians: rates, ratios to the signature, the paired
+ * a/b ratio, the socket thread's CPU and the process' CPU per certificate, the batch latencies. `intent`
+ * also records the audit intent before each issuance, as the RA does (2 writes per certificate). Side a
+ * defaults to MAX_BATCH, side b to 4 (the size before MAX_BATCH was raised). Not part of `npm run bench`:
+ *   npx tsc -p tsconfig.bench.json && node dist-bench/bench/csr-batch-pair.js [rounds=16] [sliceMs=2000] [core|intent] [a=MAX_BATCH] [b=4]
  */
 
 const IN_FLIGHT = 32;
@@ -26,11 +24,11 @@ const IN_FLIGHT = 32;
 const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >> 1];
 const percentile = (a: number[], p: number): number => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * p))];
 
-/** Slices: what one design's slices measured, one entry per round (batches: every batch's milliseconds). */
+/** Slices: what one side's slices measured, one entry per round (batches: every batch's milliseconds). */
 interface Slices {
   rate: number[];
   cpu: number[];
-  /** process CPU (every thread: socket, CSR verify, writer, checkpoint) per certificate */
+  /** process CPU (every thread: socket, CSR verify, checkpoint) per certificate */
   processCpu: number[];
   batches: number[];
 }
@@ -39,13 +37,12 @@ async function main(): Promise<void> {
   const rounds = Number(process.argv[2] ?? 16);
   const sliceMs = Number(process.argv[3] ?? 2000);
   const withIntent = process.argv[4] === 'intent';
-  const side = (spec: string): { writerThread: boolean; csrBatch: number } => {
-    const [kind, batch] = spec.split(':');
-    if (kind !== 'writer' && kind !== 'inline') throw new Error(`side ${spec}: writer:<n> or inline:<n>`);
-    return { writerThread: kind === 'writer', csrBatch: Number(batch ?? MAX_BATCH) };
+  const side = (spec: string): { csrBatch: number } => {
+    if (!/^[1-9]\d*$/.test(spec)) throw new Error(`CSR batch ${spec}: a positive integer`);
+    return { csrBatch: Number(spec) };
   };
-  const specA = process.argv[5] ?? `writer:${MAX_BATCH}`;
-  const specB = process.argv[6] ?? `inline:${MAX_BATCH}`;
+  const specA = process.argv[5] ?? String(MAX_BATCH);
+  const specB = process.argv[6] ?? '4';
   const a = await makeIssuanceRig(side(specA));
   const b = await makeIssuanceRig(side(specB));
   try {
