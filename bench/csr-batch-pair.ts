@@ -61,7 +61,7 @@ async function main(): Promise<void> {
       const c0 = mainThreadCpuMicros();
       const p0 = process.cpuUsage();
       let n = 0;
-      for (const end = Date.now() + sliceMs; Date.now() < end; ) {
+      for (const end = Date.now() + sliceMs; Date.now() < end;) {
         const b0 = process.hrtime.bigint();
         await Promise.all(Array.from({ length: IN_FLIGHT }, () => one(r, next++)));
         into?.batches.push(Number(process.hrtime.bigint() - b0) / 1e6);
