@@ -52,7 +52,8 @@ export interface IssuanceRig {
   close(): Promise<void>;
 }
 
-export async function makeIssuanceRig(): Promise<IssuanceRig> {
+/** makeIssuanceRig: csrBatch: requests per message to a CSR verify thread (CsrVerifyPool maxBatch) */
+export async function makeIssuanceRig(opts: { csrBatch?: number } = {}): Promise<IssuanceRig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-bench-issuance-'));
   const cfg = loadConfig({ env: { DEVICE_CA_DATA: dir }, overrides: { publicUrl: 'http://ca.example.test:8080' } });
   // as createStore opens it for the service (WAL checkpoints on a thread of their own, store.checkpointThread);
@@ -73,7 +74,7 @@ export async function makeIssuanceRig(): Promise<IssuanceRig> {
       { type: 'device.create', actor: 'bench', subject: id, data: {} },
     );
 
-  const verifyPool = new CsrVerifyPool();
+  const verifyPool = new CsrVerifyPool({ maxBatch: opts.csrBatch });
   const rig: IssuanceRig = {
     dir,
     cfg,

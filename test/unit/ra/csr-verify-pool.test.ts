@@ -136,6 +136,18 @@ describe('CsrVerifyPool', () => {
     expect(got.filter((g) => 'code' in g)).toHaveLength(MAX_BATCH);
   });
 
+  it('a smaller maxBatch (bench/csr-batch-pair.ts) hands the same requests over in more messages, verdicts unchanged', async () => {
+    const p = new CsrVerifyPool({ threads: 1, maxBatch: 1 });
+    try {
+      const ders = Array.from({ length: 3 }, () => buildCsr({ privateKey: generateKeyPair('ecdsa-p256').privateKey }));
+      ders[1] = Buffer.from(ders[1]);
+      ders[1][ders[1].length - 1] ^= 0x01;
+      expect(await Promise.all(ders.map((d) => onPool(p, d)))).toEqual(ders.map(inThread));
+    } finally {
+      await p.close();
+    }
+  });
+
   it('after close: refused, not hung', async () => {
     const p = new CsrVerifyPool({ threads: 1 });
     await p.close();
