@@ -56,8 +56,9 @@ const STATUS_MAX_AGE_MS = 60_000;
  * from the store, so a revocation made by any process is visible on the next request. With a revocation
  * feed (the shared Redis store's pub/sub), statuses are kept in memory while the feed is live and dropped
  * when a status changes through any node, so a cached answer costs no store read. With SQLite, statuses are
- * kept while the store's statusVersion (store/status-version.ts) stays the same, a check that any commit by
- * any process changes and that costs less than the row read. While the store is
+ * kept while the store's statusVersion (store/status-version.ts) stays the same, a check that any status change
+ * by any process changes, and that costs a shared-memory read while nothing was committed (one small row read
+ * after a commit), not the certificate's row read, whose cost grows with the store. While the store is
  * unavailable, a pre-signed answer is still served until its nextUpdate (RFC 5019 §6: a relying party
  * may use it that long anyway); nothing new is signed.
  */
@@ -258,8 +259,9 @@ export class OcspService {
     if (known && t - known.at < STATUS_MAX_AGE_MS) return known.row;
     const epoch = this.feedEpoch;
     const row = await this.store.certificateStatus(serial);
-    // kept only if nothing changed since before the read: no feed event, no newer version seen by another request
-    if (keep && epoch === this.feedEpoch && (this.feedLive || version === this.seenVersion) && this.cfg.cacheSize > 0) {
+    // kept only if nothing changed since before the read: no feed event, no newer version seen by another request;
+    // under a statusVersion, not an absent row: an issuance does not change the version (store/status-version.ts)
+    if (keep && epoch === this.feedEpoch && (this.feedLive || (version === this.seenVersion && row !== null)) && this.cfg.cacheSize > 0) {
       this.statuses.delete(serial);
       if (this.statuses.size >= this.cfg.cacheSize) this.statuses.delete(this.statuses.keys().next().value as string);
       this.statuses.set(serial, { row, at: t });

@@ -419,3 +419,20 @@ MIGRATIONS.push(
    ALTER TABLE firmware_releases ADD COLUMN length INTEGER;
    ALTER TABLE firmware_releases ADD COLUMN chunk_count INTEGER;`,
 );
+
+// 26: the status generation (issue 12, OCSP flat at 1,000,000 certificates): one counter that every
+// change of a stored certificate's status fields (update of status, revocation time or reason, issuer,
+// notAfter; a delete) moves in the same transaction, by trigger, so no write path can skip it.
+// SqliteStore.statusVersion reads it only when the wal-index header moved: a commit that changed no
+// status (an issuance, a lease renewal, a CRL, an audit record) no longer makes every OCSP worker read
+// its kept statuses again from the certificates table.
+MIGRATIONS.push(
+  `CREATE TABLE status_generation (id INTEGER PRIMARY KEY CHECK (id = 1), gen INTEGER NOT NULL);
+   INSERT INTO status_generation (id, gen) VALUES (1, 0);
+   CREATE TRIGGER status_generation_update AFTER UPDATE OF status, revoked_at, revocation_reason, issuer, not_after ON certificates BEGIN
+     UPDATE status_generation SET gen = gen + 1 WHERE id = 1;
+   END;
+   CREATE TRIGGER status_generation_delete AFTER DELETE ON certificates BEGIN
+     UPDATE status_generation SET gen = gen + 1 WHERE id = 1;
+   END;`,
+);

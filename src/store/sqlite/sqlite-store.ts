@@ -130,10 +130,10 @@ const WAL_INDEX_HEADER = 48;
  * system without shared memory leaves it in another journal mode, where a leftover -shm would never change)
  * and the file is there; otherwise statusVersion is unavailable and OCSP reads every status from the store.
  */
-function openWalIndex(db: Database.Database, file: string): { fd: number; last: Buffer; now: Buffer; version: number } | undefined {
+function openWalIndex(db: Database.Database, file: string): { fd: number; last: Buffer; now: Buffer; version: number; gen: number } | undefined {
   if (file === ':memory:' || String(db.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') return undefined;
   try {
-    return { fd: fs.openSync(`${file}-shm`, 'r'), last: Buffer.alloc(WAL_INDEX_HEADER), now: Buffer.alloc(WAL_INDEX_HEADER), version: 0 };
+    return { fd: fs.openSync(`${file}-shm`, 'r'), last: Buffer.alloc(WAL_INDEX_HEADER), now: Buffer.alloc(WAL_INDEX_HEADER), version: 0, gen: -1 };
   } catch {
     return undefined;
   }
@@ -191,6 +191,7 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     };
     this.probeWrite = this.db.prepare('INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at');
     this.statusStmt = this.db.prepare('SELECT issuer, status, revoked_at, revocation_reason, not_after FROM certificates WHERE serial = ?');
+    this.statusGenStmt = this.db.prepare('SELECT gen FROM status_generation WHERE id = 1');
     this.walIndex = openWalIndex(this.db, file);
   }
   private readonly statusStmt: Database.Statement;
@@ -198,10 +199,12 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   private readonly busyTimeoutMs: number;
   /** control: the group commit's BEGIN IMMEDIATE, COMMIT and ROLLBACK (beginGroup) */
   private readonly control: Record<'begin' | 'commit' | 'rollback', Database.Statement>;
+  /** statusGenStmt: the status generation (migration 26), read by statusVersion when the wal-index header moved */
+  private readonly statusGenStmt: Database.Statement;
   /** probeWrite: the health probe's write, outside stmt() so the disk space guard does not refuse it first */
   private readonly probeWrite: Database.Statement;
-  /** walIndex: the -shm file and the wal-index header last seen (statusVersion) */
-  private readonly walIndex?: { fd: number; last: Buffer; now: Buffer; version: number };
+  /** walIndex: the -shm file, the wal-index header and the status generation last seen (statusVersion) */
+  private readonly walIndex?: { fd: number; last: Buffer; now: Buffer; version: number; gen: number };
 
   private stmt(sql: string): Database.Statement {
     let e = this.stmts.get(sql);
@@ -783,21 +786,34 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   }
 
   /**
-   * statusVersion (StatusVersion, store/status-version.ts): changes when a commit may have happened since the
-   * last call, by any connection. It reads the first copy of the wal-index header from the -shm file
-   * (https://sqlite.org/walformat.html §2.1: iChange, mxFrame, the last frame's checksum and the salts), which
-   * every commit rewrites before it returns, whichever process made it. One pread without a lock: a read
-   * transaction (even PRAGMA data_version) takes the WAL read lock, which costs as much as the row read it
-   * would save once the worker processes contend for it (bench/ocsp-http). A header read in the middle of a
-   * commit is at worst a change seen once more, never a change missed: that commit has not returned yet.
+   * statusVersion (StatusVersion, store/status-version.ts): changes when a certificate's status may have been
+   * changed since the last call, by any connection. It first reads the first copy of the wal-index header
+   * from the -shm file (https://sqlite.org/walformat.html §2.1: iChange, mxFrame, the last frame's checksum
+   * and the salts), which every commit rewrites before it returns, whichever process made it: one pread
+   * without a lock (a read transaction, even PRAGMA data_version, takes the WAL read lock, which costs as much
+   * as the row read it would save once the worker processes contend for it, bench/ocsp-http). Only when the
+   * header moved does it read the status generation (migration 26: a counter the triggers on `certificates`
+   * move with every status change and every delete, in the same transaction), so a commit that changed no
+   * status (issuance, a lease renewal, a CRL, an audit record: most commits of a busy CA) keeps the version,
+   * and the OCSP statuses kept under it (bench/scale: every commit used to send each worker back to the
+   * certificates table for every status it kept). A header read in the middle of a commit is at worst a
+   * change seen once more, never a change missed: that commit has not returned yet, and the generation is
+   * read after the header, so it holds at least every commit the header showed.
+   *
+   * A certificate added does not move the generation: a caller must not keep an absent row (null).
    */
   statusVersion(): number {
     const w = this.walIndex;
     if (!w) throw new DeviceCaError('internal', 'statusVersion: no wal-index (an in-memory database, or not in WAL mode)');
     if (fs.readSync(w.fd, w.now, 0, WAL_INDEX_HEADER, 0) !== WAL_INDEX_HEADER) throw new DeviceCaError('internal', 'statusVersion: short read of the wal-index header');
     if (!w.now.equals(w.last)) {
+      const gen = Number((this.statusGenStmt.get() as Row).gen);
+      // the header is taken as seen only once the generation read succeeded: a failed read is tried again
       w.now.copy(w.last);
-      w.version++;
+      if (gen !== w.gen) {
+        w.gen = gen;
+        w.version++;
+      }
     }
     return w.version;
   }

@@ -565,7 +565,8 @@ describe("with SQLite's statusVersion (every process of one machine reads one fi
     const req = request([SERIAL2], { noNonce: true });
     expect((await svc.respond(req.der)).outcome).toBe('unknown');
     expect((await svc.respond(req.der)).outcome).toBe('unknown');
-    expect(reads).toBe(1);
+    // an absent row is not kept: an issuance moves no status, so the version would not tell
+    expect(reads).toBe(2);
     await issueIn(other, SERIAL2);
     expect((await svc.respond(req.der)).outcome).toBe('good');
   });
@@ -660,6 +661,68 @@ describe("with SQLite's statusVersion (every process of one machine reads one fi
     const req = request([SERIAL], { noNonce: true });
     for (let i = 0; i < 3; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
     expect([direct, wrapped, reads]).toEqual([3, 0, 1]);
+  });
+
+  it('commits by another process that change no status (an issuance, an audit record, a lease, a CRL) keep the statuses: no row read; a revocation after them is answered', async () => {
+    await issueIn(other, SERIAL);
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf());
+    const req = request([SERIAL], { noNonce: true });
+    expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect(reads).toBe(1);
+    // what a busy CA commits all the time: none of it is a status change
+    await issueIn(other, SERIAL2);
+    await other.appendAudit(audit);
+    await other.acquireLease('ca-duties', 'other', 30_000, new Date());
+    const crlNumber = await other.nextCrlNumber(tca.hierarchy.issuing.name);
+    await other.saveCrl({
+      issuer: tca.hierarchy.issuing.name,
+      shard: 0,
+      number: crlNumber,
+      revision: 0,
+      thisUpdate: new Date(),
+      nextUpdate: new Date(Date.now() + HOUR),
+      entries: 0,
+      der: Buffer.from([0x30, 0]),
+    });
+    for (let i = 0; i < 3; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect(reads).toBe(1);
+    await other.revokeCertificate(SERIAL, 'keyCompromise', new Date(Date.now() - 1000), null, audit);
+    expect(single(verdict(await svc.respond(req.der), req), SERIAL)).toMatch(/Cert Status: revoked[\s\S]*Revocation Reason: keyCompromise/);
+    expect(reads).toBe(2);
+  });
+
+  it("a device change by another process that revokes the device's certificates is answered on the next request", async () => {
+    await other.createDevices([{ device: { id: 'dev-1', owner: 'o', label: null, state: 'registered' }, secret: { hash: 'h', expiresAt: new Date(Date.now() + HOUR) }, audit }], {
+      skipExisting: false,
+    });
+    await other.recordIssuance({
+      cert: {
+        serial: SERIAL,
+        deviceId: 'dev-1',
+        issuer: tca.hierarchy.issuing.name,
+        subject: 'CN=dev-1',
+        profile: 'default',
+        notBefore: new Date(Date.now() - HOUR),
+        notAfter: NOT_AFTER,
+        shard: 0,
+        spkiSha256: '00'.repeat(32),
+        der: Buffer.from([0x30, 0]),
+      },
+      audit,
+    });
+    const svc = new OcspService([tca.hierarchy.issuing], responder, counted(), cfgOf());
+    const req = request([SERIAL], { noNonce: true });
+    expect((await svc.respond(req.der)).outcome).toBe('good');
+    await other.applyDeviceChange({
+      deviceId: 'dev-1',
+      fromStates: ['active', 'registered'],
+      toState: 'suspended',
+      revoke: { reason: 'certificateHold', at: new Date(Date.now() - 1000), holdOnly: true },
+      audit,
+    });
+    expect(single(verdict(await svc.respond(req.der), req), SERIAL)).toMatch(/Cert Status: revoked[\s\S]*Revocation Reason: certificateHold/);
+    await other.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['suspended'], toState: 'active', releaseHolds: true, audit });
+    expect((await svc.respond(req.der)).outcome).toBe('good');
   });
 
   it('a database without a wal-index (in memory) has no statusVersion to offer: it refuses rather than never changing', async () => {
