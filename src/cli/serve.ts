@@ -26,7 +26,8 @@ export interface ServeOptions {
  * serve runs device-ca: the primary checks that the store is this data directory's (ca-identity.ts),
  * creates the CA on first start, issues the HTTPS certificate, then forks one worker per core (config
  * `workers`); workers share the listening ports and the store.
- * SIGTERM/SIGINT: stop accepting, finish requests in flight (up to shutdownGrace), exit 0.
+ * SIGTERM/SIGINT: stop accepting, finish requests in flight (up to shutdownGrace), exit 0; the primary
+ * forks no worker once it is stopping and kills a worker still running shutdownGrace + 5 s later.
  */
 export async function serve(cfg: Config, log: Logger, opts: ServeOptions = {}): Promise<void> {
   if (cluster.isWorker) return runWorker(cfg, log, true);
@@ -84,6 +85,23 @@ async function prepare(cfg: Config, log: Logger, opts: ServeOptions): Promise<vo
   }
 }
 
+/**
+ * WORKER_EXIT_MARGIN_MS: how long after shutdownGrace the primary still waits for a worker to close its
+ * store and threads before it kills the worker, so a worker that hangs cannot keep the service running.
+ */
+const WORKER_EXIT_MARGIN_MS = 5000;
+
+/** RESPAWN_DELAY_MS: pause before a worker that exited is replaced, so a crash loop does not spin. */
+const RESPAWN_DELAY_MS = 500;
+
+/**
+ * runPrimary forks the workers and replaces one that exits, except once the primary itself is stopping:
+ * then it never forks again (a respawn timer already set is dropped when it fires), signals its workers,
+ * waits for them up to shutdownGrace plus WORKER_EXIT_MARGIN_MS, kills what remains and exits.
+ * A SIGTERM to the whole process group (`pkill -f`, `kill -- -pgid`, a container stop) reaches the
+ * workers too, and the primary may see a worker exit before its own SIGTERM: that exit must not leave
+ * a worker forked after the primary stopped, which nothing would ever signal again.
+ */
 function runPrimary(cfg: Config, log: Logger, n: number): Promise<void> {
   // let the kernel hand new connections to whichever worker accepts first: the default round robin
   // passes every connection through the primary, about 0.3 ms each, which EST and OCSP clients that
@@ -93,10 +111,20 @@ function runPrimary(cfg: Config, log: Logger, n: number): Promise<void> {
   let stopping = false;
   let ready = 0;
   let started = 0;
+  // the workers whose process has not exited yet: cluster.workers keeps a worker until its IPC channel
+  // closes too, which may come after the exit
+  const alive = new Set<Worker>();
+  let onAllExited: (() => void) | undefined;
   return new Promise((resolve) => {
     // CRL publication and certificate renewal run in whichever worker holds the CA duties lease (ca-duties.ts)
-    const fork = (): Worker => {
+    const fork = (): void => {
+      if (stopping) return;
       const w = cluster.fork();
+      alive.add(w);
+      w.once('exit', () => {
+        alive.delete(w);
+        if (alive.size === 0) onAllExited?.();
+      });
       w.on('message', async (m: { type?: string; id?: string }) => {
         if (m?.type === 'device-ca:ready') {
           ready++;
@@ -122,27 +150,31 @@ function runPrimary(cfg: Config, log: Logger, n: number): Promise<void> {
           stop(1);
         }
       });
-      return w;
     };
     const stop = (code: number) => {
       if (stopping) return;
       stopping = true;
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-      const done = () => {
-        if (Object.keys(cluster.workers ?? {}).length === 0) {
-          log.info('device-ca stopped');
-          log.flush?.();
-          process.exitCode = code;
-          resolve();
-        }
+      for (const w of alive) w.process.kill('SIGTERM');
+      const bound = setTimeout(
+        () => {
+          log.warn({ workers: [...alive].map((w) => w.process.pid) }, 'workers still running after shutdownGrace; killing them');
+          for (const w of alive) w.process.kill('SIGKILL');
+        },
+        cfg.shutdownGrace * 1000 + WORKER_EXIT_MARGIN_MS,
+      );
+      onAllExited = () => {
+        clearTimeout(bound);
+        log.info('device-ca stopped');
+        log.flush?.();
+        process.exitCode = code;
+        resolve();
       };
-      cluster.on('exit', done);
-      done();
+      if (alive.size === 0) onAllExited();
     };
     cluster.on('exit', (w, code, signal) => {
       if (stopping) return;
       log.error({ pid: w.process.pid, code, signal }, 'worker exited; starting another');
-      setTimeout(fork, 500);
+      setTimeout(fork, RESPAWN_DELAY_MS); // fork() does nothing once the primary is stopping
     });
     process.on('SIGTERM', () => stop(0));
     process.on('SIGINT', () => stop(0));

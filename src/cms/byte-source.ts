@@ -1,4 +1,5 @@
 import * as crypto from 'node:crypto';
+import { readTlvHeader } from '../der/der-reader';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { DigestName } from './cms-algorithms';
 import { chunksOf, FileRange, readAt } from './file-range';
@@ -80,31 +81,16 @@ export interface SourceTlv {
 }
 
 /**
- * tlvAt reads the tag and definite length at `offset` (X.690 §8.1.2-3) without reading the value, and
- * checks the value ends no later than `limit`. Errors: 'bad-request' naming `what`.
+ * tlvAt reads the tag and definite length at `offset` (der-reader.ts readTlvHeader, X.690 §8.1.2-3) without
+ * reading the value, and checks the value ends no later than `limit`. Errors: 'bad-request' naming `what`.
  */
 export function tlvAt(src: ByteSource, offset: number, limit: number, what: string): SourceTlv {
-  const bad = (why: string): never => {
-    throw new DeviceCaError('bad-request', `malformed DER: ${what}: ${why}`);
-  };
-  if (offset + 2 > limit) bad('truncated header');
-  const h = src.read(offset, Math.min(6, limit - offset));
-  const tag = h[0];
-  if ((tag & 0x1f) === 0x1f) bad('high tag numbers are not used here');
-  let len = h[1];
-  let p = 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    if (n === 0) bad('indefinite length');
-    if (n > 4) bad('length too long');
-    if (p + n > h.length) bad('truncated length');
-    len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + h[p + i];
-    p += n;
-  }
-  const end = offset + p + len;
-  if (end > limit) bad('truncated content');
-  return { tag, start: offset, valueStart: offset + p, end };
+  // a header is at most 6 bytes here (one tag octet, a length in up to 4 octets): read no more than that
+  const h = offset + 2 > limit ? Buffer.alloc(0) : src.read(offset, Math.min(6, limit - offset));
+  const { tag, headerLength, length } = readTlvHeader(h, 0, what);
+  const end = offset + headerLength + length;
+  if (end > limit) throw new DeviceCaError('bad-request', `malformed DER: ${what}: truncated content`);
+  return { tag, start: offset, valueStart: offset + headerLength, end };
 }
 
 function within(size: number, offset: number, length: number): void {

@@ -17,24 +17,44 @@ function bad(what: string): never {
   throw new DeviceCaError('bad-request', `malformed DER: ${what}`);
 }
 
+/** TlvHeader: a TLV's tag, the length of its tag and length octets, and the length of its content. */
+export interface TlvHeader {
+  tag: number;
+  headerLength: number;
+  length: number;
+}
+
+/**
+ * readTlvHeader reads the tag and the definite length at `offset` (X.690 §8.1.2-3: low tag numbers only,
+ * lengths in at most 4 octets) from `buf`, which must hold the whole header but need not hold the content:
+ * readTlv checks the content against its buffer, cms/byte-source.ts `tlvAt` against a file range it reads
+ * by pieces. Errors: 'bad-request' "malformed DER: ...", after `what: ` when given.
+ */
+export function readTlvHeader(buf: Buffer, offset: number, what?: string): TlvHeader {
+  const fail = what === undefined ? bad : (why: string): never => bad(`${what}: ${why}`);
+  if (offset + 2 > buf.length) fail('truncated header');
+  const tag = buf[offset];
+  if ((tag & 0x1f) === 0x1f) fail('high tag numbers are not used here');
+  let length = buf[offset + 1];
+  let headerLength = 2;
+  if (length & 0x80) {
+    const n = length & 0x7f;
+    if (n === 0) fail('indefinite length');
+    if (n > 4) fail('length too long');
+    if (offset + 2 + n > buf.length) fail('truncated length');
+    length = 0;
+    for (let i = 0; i < n; i++) length = length * 256 + buf[offset + 2 + i];
+    headerLength += n;
+  }
+  return { tag, headerLength, length };
+}
+
 /** readTlv reads one TLV at offset; returns it and the offset after it. */
 export function readTlv(buf: Buffer, offset = 0): { tlv: Tlv; next: number } {
-  if (offset + 2 > buf.length) bad('truncated header');
-  const tag = buf[offset];
-  if ((tag & 0x1f) === 0x1f) bad('high tag numbers are not used here');
-  let len = buf[offset + 1];
-  let p = offset + 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    if (n === 0) bad('indefinite length');
-    if (n > 4) bad('length too long');
-    if (p + n > buf.length) bad('truncated length');
-    len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + buf[p + i];
-    p += n;
-  }
-  if (p + len > buf.length) bad('truncated content');
-  return { tlv: { tag, full: buf.subarray(offset, p + len), value: buf.subarray(p, p + len) }, next: p + len };
+  const { tag, headerLength, length } = readTlvHeader(buf, offset);
+  const p = offset + headerLength;
+  if (p + length > buf.length) bad('truncated content');
+  return { tlv: { tag, full: buf.subarray(offset, p + length), value: buf.subarray(p, p + length) }, next: p + length };
 }
 
 /** readOne parses a buffer that must hold exactly one TLV. */

@@ -68,7 +68,8 @@ type ConnectionListener = (this: http.Server, socket: net.Socket) => void;
  * connection listener), so every other route keeps its behaviour, errors included.
  *
  * Limits: a head must be complete within maxHeaderSize bytes and headersTimeout, a request within
- * requestTimeout (else 408 and close); a connection idle for keepAliveTimeout after an answer is closed
+ * requestTimeout, both counted from the request's first byte (else 408 and close: one deadline, which bytes
+ * dripped slowly do not push back, unlike the socket's idle timeout); a connection idle for keepAliveTimeout after an answer is closed
  * (headersTimeout before the first request); an unanswered pipeline is read no further than one head and
  * one body ahead. `Connection: close` and HTTP/1.0 without keep-alive end the connection after the answer;
  * after server.close() every answer ends its connection. server.closeIdleConnections and
@@ -151,10 +152,20 @@ class FrontConnection {
    */
   private lastHead: Buffer | null = null;
   private lastParsed: FastHead | null = null;
+  /** deadline: the timer ending the request being read at deadlineAt (requestStart + a limit); null when none is set */
+  private deadline: NodeJS.Timeout | null = null;
+  private deadlineAt = 0;
+  private readonly onDeadline = () => {
+    this.deadline = null;
+    if (!this.done && !this.busy) this.requestTimedOut();
+  };
   private readonly onData = (chunk: Buffer) => this.data(chunk);
   private readonly onTimeout = () => this.timeout();
   private readonly onError = () => this.socket.destroy();
-  private readonly onClose = () => this.ctx.open.delete(this);
+  private readonly onClose = () => {
+    this.clearDeadline();
+    this.ctx.open.delete(this);
+  };
   /** remote: the client's address, read only when an access line is written (HttpObservability.record) */
   private readonly remote = () => this.socket.remoteAddress;
 
@@ -208,6 +219,7 @@ class FrontConnection {
       // node:http answers an oversized head (431) and decides on a bare LF
       if (buf.length > this.ctx.limits.maxHeaderSize || hasBareLf(buf)) return (this.handOver(), false);
       if (this.late(this.ctx.limits.headersTimeout)) this.requestTimedOut();
+      else this.waitAtMost(this.ctx.limits.headersTimeout);
       return false;
     }
     if (end - 4 > this.ctx.limits.maxHeaderSize) return (this.handOver(), false);
@@ -216,6 +228,7 @@ class FrontConnection {
     if (!head || !route || head.contentLength > route.maxBody || (head.method !== 'POST' && head.contentLength > 0)) return (this.handOver(), false);
     if (buf.length < end + head.contentLength) {
       if (this.late(this.ctx.limits.requestTimeout)) this.requestTimedOut();
+      else this.waitAtMost(this.ctx.limits.requestTimeout);
       return false;
     }
     const body = buf.subarray(end, end + head.contentLength);
@@ -235,6 +248,25 @@ class FrontConnection {
 
   private late(limit: number): boolean {
     return Date.now() - this.requestStart > limit;
+  }
+
+  /**
+   * waitAtMost sets the deadline of the request being read to requestStart + limit. The socket's idle
+   * timeout alone restarts with every byte, so a head dripped just inside it took up to twice
+   * headersTimeout; a request that arrives in one piece never sets a timer.
+   */
+  private waitAtMost(limit: number): void {
+    const at = this.requestStart + limit;
+    if (this.deadline !== null && this.deadlineAt === at) return;
+    this.clearDeadline();
+    this.deadlineAt = at;
+    this.deadline = setTimeout(this.onDeadline, Math.max(0, at - Date.now()));
+  }
+
+  private clearDeadline(): void {
+    if (this.deadline === null) return;
+    clearTimeout(this.deadline);
+    this.deadline = null;
   }
 
   /** answer: one request; true when it was answered at once and the connection may go on (step) */
@@ -268,6 +300,7 @@ class FrontConnection {
   private reply(head: FastHead, route: FrontRoute, start: bigint, requestId: string, r: FrontReply): boolean {
     this.busy = false;
     this.requestStart = 0;
+    this.clearDeadline();
     this.answered++;
     const keepAlive = head.keepAlive && r.status < 500 && this.ctx.server.listening;
     const text =
@@ -304,6 +337,7 @@ class FrontConnection {
    */
   private finish(out: Buffer): void {
     this.done = true;
+    this.clearDeadline();
     this.buf = null;
     this.socket.removeListener('data', this.onData);
     this.socket.write(out);
@@ -327,6 +361,7 @@ class FrontConnection {
     const pending = this.buf;
     this.buf = null;
     this.done = true;
+    this.clearDeadline();
     this.ctx.open.delete(this);
     this.socket.removeListener('data', this.onData);
     this.socket.removeListener('timeout', this.onTimeout);

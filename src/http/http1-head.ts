@@ -1,3 +1,5 @@
+import { CLIENT_REQUEST_ID } from './request-id';
+
 /**
  * http1-head reads the head of one HTTP/1.x request for the connection-level front (fast-front.ts). It
  * accepts only the plain shape a responder client sends (RFC 9112 §3, §5): a request line of exactly
@@ -40,7 +42,6 @@ const NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** field-value (RFC 9110 §5.5): visible ASCII, obs-text, SP and HTAB; no CR, LF, NUL or other controls */
 const VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const DIGITS = /^[0-9]{1,15}$/;
-const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 /**
  * parseFastHead parses the head in text (latin1, the request line through the last header line, without
@@ -84,7 +85,7 @@ export function parseFastHead(text: string): FastHead | null {
         }
         break;
       case 'x-request-id':
-        if (REQUEST_ID.test(value)) requestId = value;
+        if (CLIENT_REQUEST_ID.test(value)) requestId = value;
         break;
       case 'transfer-encoding':
       case 'expect':

@@ -3,8 +3,7 @@ import { NextFunction, Request, Response } from 'express';
 import { Histogram, Registry } from 'prom-client';
 import { DeferredChild, deferredCounter } from '../metrics/deferred-counter';
 import { Logger } from 'pino';
-
-const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+import { CLIENT_REQUEST_ID } from './request-id';
 
 /** RequestRecord: one finished request, as HttpObservability.record counts and logs it. */
 export interface RequestRecord {
@@ -107,7 +106,7 @@ export class HttpObservability {
 
   /** requestIdFor: the client's X-Request-Id when it is a plain token of at most 64 characters, else a new one. */
   requestIdFor(incoming: unknown): string {
-    return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+    return typeof incoming === 'string' && CLIENT_REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
   }
 
   middleware() {

@@ -8,7 +8,8 @@ import { KeyBackend } from '../keys/key-backend';
 import { collectItems } from '../store/paging';
 import { AuditRecord, CertificateRecord, DeviceRecord, RevocationReason, Store } from '../store/store';
 import { OPERATOR, Scope } from './device-lifecycle';
-import { FirmwareRequester, NOT_DEVICE_PROFILES } from './firmware-distribution';
+import { deviceCertificateRecord, NOT_DEVICE_PROFILES } from './device-certificate-record';
+import { FirmwareRequester } from './firmware-distribution';
 
 /** COMMAND_VALIDITY_MS: how long a device command stays good (the agent refuses it after expiresAt). */
 export const COMMAND_VALIDITY_MS = 7 * 24 * 3600_000;
@@ -137,7 +138,7 @@ export class DeviceCommands {
     const leaf = a.requester.clientCertificate;
     if (!leaf) throw new DeviceCaError('unauthenticated', 'a device fetches its command over HTTPS with its device certificate (TLS client authentication)');
     const now = this.now();
-    const cert = await this.deviceCertificate(leaf.raw, now, true);
+    const cert = await this.deviceCertificate(leaf, now, true);
     const deviceId = cert.deviceId as string;
     const { state } = await this.current(deviceId);
     const device = await this.store.getDevice(deviceId);
@@ -214,23 +215,13 @@ export class DeviceCommands {
   }
 
   /**
-   * deviceCertificate: the record of a certificate this CA issued to a device (byte-identical; not an AK or
-   * signer certificate), within its validity, valid or revoked by a lifecycle step (LIFECYCLE_REVOCATIONS);
-   * to fetch, a revoked one must also be the device's newest.
+   * deviceCertificate: the record of a certificate this CA issued to a device (deviceCertificateRecord),
+   * valid or revoked by a lifecycle step (LIFECYCLE_REVOCATIONS); to fetch, a revoked one must also be the
+   * device's newest.
    * Anything else is 'forbidden', saying why.
    */
-  private async deviceCertificate(der: Buffer, now: Date, fetching: boolean): Promise<CertificateRecord> {
-    let x: crypto.X509Certificate;
-    try {
-      x = new crypto.X509Certificate(der);
-    } catch {
-      throw new DeviceCaError('forbidden', 'the certificate is not a device certificate of this CA');
-    }
-    const rec = await this.store.getCertificate(x.serialNumber.toLowerCase().padStart(32, '0'));
-    if (!rec || !rec.der.equals(der) || !rec.deviceId || NOT_DEVICE_PROFILES.includes(rec.profile)) throw new DeviceCaError('forbidden', 'the certificate is not a device certificate of this CA');
-    if (rec.status !== 'valid' && !LIFECYCLE_REVOCATIONS.includes(rec.revocationReason as RevocationReason))
-      throw new DeviceCaError('forbidden', `the certificate is revoked (${rec.revocationReason ?? 'unspecified'})`);
-    if (now < rec.notBefore || now > rec.notAfter) throw new DeviceCaError('forbidden', 'the certificate is not within its validity');
+  private async deviceCertificate(der: Buffer | crypto.X509Certificate, now: Date, fetching: boolean): Promise<CertificateRecord> {
+    const rec = await deviceCertificateRecord(this.store, der, now, { name: 'the certificate', acceptRevoked: LIFECYCLE_REVOCATIONS });
     // a revoked certificate fetches for the device only while it is the device's last: an earlier owner's
     // certificate (revoked affiliationChanged at that owner's release) must not fetch a command made for the
     // owner after it. A report needs no such rule: it must be signed by the certificate that fetched (or a

@@ -1,9 +1,8 @@
 import * as crypto from 'node:crypto';
-import { TPM_AK_PROFILE } from '../ca/certificate-authority';
-import { SIGNER_PROFILE } from '../ca/signer-ca';
 import { forHardware } from '../cms/firmware-attributes';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { FirmwareReleaseInfo, ReleaseBytes, Store } from '../store/store';
+import { deviceCertificateRecord } from './device-certificate-record';
 
 /**
  * firmware-distribution: who may download which firmware release (issue 13). protocols/firmware asks one
@@ -41,8 +40,8 @@ export interface FirmwareDownload {
 
 const NAME_RE = /^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[0-2](?:\.(?:0|[1-9][0-9]{0,15})){1,63})$/;
 const VERSION_RE = /^(?:0|[1-9][0-9]{0,15})$/;
-/** NOT_DEVICE_PROFILES: certificates of a device that do not authenticate it (a TPM AK signs evidence; a signer signs firmware). */
-export const NOT_DEVICE_PROFILES: readonly string[] = [TPM_AK_PROFILE, SIGNER_PROFILE];
+// NOT_DEVICE_PROFILES lives beside deviceCertificateRecord; firmware-release.ts imports it from here
+export { NOT_DEVICE_PROFILES } from './device-certificate-record';
 /** NOT_FOUND: one message for "no such release" and "not yours", see above. */
 const NOT_FOUND = 'no such firmware release';
 
@@ -163,18 +162,13 @@ export async function hardwareOf(store: Pick<Store, 'getFirmwareReceipt' | 'firm
 }
 
 /**
- * firmwareDeviceOf: the device whose current certificate this is: byte-identical to a certificate this CA
- * recorded for a device (TLS proved the key; no signature check needed), valid, unexpired, not an AK or
- * signer certificate, of an active device. Anything else is 'forbidden': a device that presents a
- * certificate expects to be known, and must learn why it is not. Downloads and receipts share it.
+ * firmwareDeviceOf: the device whose current certificate this is: a device certificate of this CA
+ * (deviceCertificateRecord: byte-identical to its record, TLS proved the key), valid, unexpired, of an
+ * active device. Anything else is 'forbidden': a device that presents a certificate expects to be known,
+ * and must learn why it is not. Downloads and receipts share it.
  */
 export async function firmwareDeviceOf(store: Pick<Store, 'getCertificate' | 'getDevice'>, leaf: crypto.X509Certificate, now: Date): Promise<string> {
-  const serial = leaf.serialNumber.toLowerCase().padStart(32, '0'); // as the CA records it (32 hex digits)
-  const rec = await store.getCertificate(serial);
-  if (!rec || !rec.der.equals(leaf.raw) || !rec.deviceId || NOT_DEVICE_PROFILES.includes(rec.profile))
-    throw new DeviceCaError('forbidden', 'the client certificate is not a device certificate of this CA');
-  if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'the client certificate is revoked');
-  if (now < rec.notBefore || now > rec.notAfter) throw new DeviceCaError('forbidden', 'the client certificate is not within its validity');
+  const rec = await deviceCertificateRecord(store, leaf, now, { name: 'the client certificate' });
   const device = await store.getDevice(rec.deviceId);
   if (!device || device.state !== 'active') throw new DeviceCaError('forbidden', `device ${rec.deviceId} is ${device?.state ?? 'unknown'}: it cannot receive firmware`);
   return device.id;

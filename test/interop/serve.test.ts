@@ -340,6 +340,88 @@ describe('workers: 2', () => {
   });
 });
 
+/** groupPids: the live processes in process group pgid (from /proc, Linux; zombies count as gone) */
+function groupPids(pgid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(pgrp) === pgid && state !== 'Z') out.push(Number(d));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return out;
+}
+
+/** watchGroupUntilEmpty polls the group until no process is left or boundMs passed; returns every pid seen on the way */
+async function watchGroupUntilEmpty(pgid: number, boundMs: number): Promise<{ seen: Set<number>; left: number[] }> {
+  const seen = new Set<number>();
+  const deadline = Date.now() + boundMs;
+  for (;;) {
+    const now = groupPids(pgid);
+    for (const p of now) seen.add(p);
+    if (now.length === 0 || Date.now() > deadline) return { seen, left: now };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('SIGTERM to the whole process group (pkill -f, kill -- -pgid) with 2 workers', () => {
+  // 'late': the primary runs its SIGTERM handler after it saw its workers exit (a loaded machine, or
+  // signals delivered workers first): the signal reaches the workers, and the primary's follows as soon
+  // as they are gone, well inside the primary's respawn delay (500 ms)
+  it.each([
+    ['the primary and its workers are signalled at once', 'group'],
+    ['the primary sees its workers exit before its own SIGTERM', 'late'],
+  ])('%s: every process exits, none is forked meanwhile, and the store serves the next start', async (_name, order) => {
+    const dataDir = tmp.file(`group-term-${order}`);
+    fs.mkdirSync(dataDir);
+    const svc = await start({ dataDir, workers: 2 });
+    const e = await enroll(svc, 'group-term-1');
+    expect(e.status).toBe(200);
+    const before = groupPids(svc.pid).sort((a, b) => a - b);
+    expect(before).toEqual([svc.pid, ...childPids(svc.pid)].sort((a, b) => a - b));
+    expect(before).toHaveLength(3);
+
+    if (order === 'group') process.kill(-svc.pid, 'SIGTERM');
+    else {
+      const workers = childPids(svc.pid);
+      for (const w of workers) process.kill(w, 'SIGTERM');
+      const deadline = Date.now() + 20_000;
+      while (workers.some((w) => childPids(svc.pid).includes(w)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      process.kill(svc.pid, 'SIGTERM');
+    }
+    // shutdownGrace is 10 s by default; nothing is in flight, so every process is gone well before that
+    const { seen, left } = await watchGroupUntilEmpty(svc.pid, 20_000);
+    expect(left).toEqual([]);
+    expect([...seen].filter((p) => !before.includes(p))).toEqual([]);
+    expect(await svc.exited).toEqual({ code: 0, signal: null });
+
+    const again = await start({ dataDir });
+    const list = await again.cli(['certs', 'list', '--device', 'group-term-1', '--json']);
+    expect(JSON.parse(list.stdout)).toHaveLength(1);
+    expect((await enroll(again, 'group-term-2')).status).toBe(200);
+    expect(await again.stop()).toBe(0);
+  });
+});
+
+describe('a worker that does not exit after SIGTERM', () => {
+  it('is killed once shutdownGrace (1 s) and the 5 s margin are over, and the primary exits', async () => {
+    const svc = await start({ workers: 2, env: { DEVICE_CA_SHUTDOWN_GRACE: '1s' } });
+    const workers = childPids(svc.pid);
+    expect(workers).toHaveLength(2);
+    process.kill(workers[0], 'SIGSTOP'); // a stopped process cannot run its SIGTERM handler; SIGKILL still ends it
+    process.kill(svc.pid, 'SIGTERM');
+    const { seen, left } = await watchGroupUntilEmpty(svc.pid, 30_000);
+    expect(left).toEqual([]);
+    expect([...seen].filter((p) => p !== svc.pid && !workers.includes(p))).toEqual([]);
+    expect(await svc.exited).toEqual({ code: 0, signal: null });
+    expect(svc.logs()).toContain('workers still running after shutdownGrace; killing them');
+  });
+});
+
 describe('a bad configuration fails fast, naming the key', () => {
   it('an unknown key in the config file (https.prot): non-zero exit, stderr names https.prot', async () => {
     const file = tmp.write('bad-key.yaml', 'https:\n  prot: 8443\n');

@@ -7,9 +7,10 @@ import { call } from '../../src/agent/tpm-credential-session';
 import { openTpmTransport } from '../../src/agent/tpm-transport';
 import { freePort } from '../helpers/ports';
 import { opensslAny } from '../helpers/pki-client';
-import { assertBuilt, ProcessResult, RunningService, runProcess, startService, CLI_JS } from '../helpers/service-process';
-import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
-import { makeTmpDir, TmpDir } from '../helpers/tmp';
+import { assertBuilt, ProcessResult, RunningService, runProcess, CLI_JS } from '../helpers/service-process';
+import { SwTpm } from '../helpers/swtpm';
+import { startTpmAgentSetup, TpmAgentSetup } from '../helpers/tpm-agent-setup';
+import { TmpDir } from '../helpers/tmp';
 
 /**
  * `device-ca agent enroll` straight against swtpm, no resource manager (issue 9): the EK policy session
@@ -22,7 +23,7 @@ import { makeTmpDir, TmpDir } from '../helpers/tmp';
  * swtpm, so no whole enrollment over mssim here). Renewal needs a resource manager (the tpm2 openssl
  * provider keeps more objects loaded than swtpm has slots): the agent says so.
  */
-let prov: TmpDir;
+let setup: TpmAgentSetup;
 let tpm: SwTpm;
 let tmp: TmpDir;
 let svc: RunningService;
@@ -54,19 +55,12 @@ const spkiAt = (handle: string): string => {
 
 beforeAll(async () => {
   assertBuilt();
-  tmp = makeTmpDir('device-ca-tpm-direct-');
-  prov = provisionSwTpm();
-  tpm = await startSwTpm(prov);
-  tmp.write('tpm-roots/swtpm-root.pem', tpm.ekRootPem);
-  tmp.write('ek-issuer.pem', tpm.ekIssuerPem);
-  svc = await startService({ configYaml: `attestation:\n  ekRoots: [${JSON.stringify(tmp.file('tpm-roots'))}]\n` });
+  setup = await startTpmAgentSetup({ tmpPrefix: 'device-ca-tpm-direct-', abrmd: false });
+  ({ tmp, tpm, svc } = setup);
 }, 60_000);
 
 afterAll(async () => {
-  await svc?.stop();
-  await tpm?.stop();
-  prov?.cleanup();
-  tmp?.cleanup();
+  await setup?.stop();
 });
 
 describe('device-ca agent on swtpm without a resource manager', () => {

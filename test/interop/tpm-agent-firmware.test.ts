@@ -7,10 +7,11 @@ import { X509Certificate } from 'node:crypto';
 import { TPM_ALG, TPMA_OBJECT } from '../../src/attestation/tpm/tpm-constants';
 import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
 import { openssl } from '../helpers/pki-client';
-import { assertBuilt, CLI_JS, ProcessResult, RunningService, runCli, runProcess, startService } from '../helpers/service-process';
-import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
-import { makeTmpDir, TmpDir } from '../helpers/tmp';
-import { startAbrmd, TpmAbrmd } from '../helpers/tpm-abrmd';
+import { assertBuilt, CLI_JS, ProcessResult, RunningService, runCli, runProcess } from '../helpers/service-process';
+import { SwTpm } from '../helpers/swtpm';
+import { startTpmAgentSetup, TpmAgentSetup } from '../helpers/tpm-agent-setup';
+import { TmpDir } from '../helpers/tmp';
+import { TpmAbrmd } from '../helpers/tpm-abrmd';
 
 /**
  * `device-ca agent update --check` (issue 13) against the BUILT service and swtpm behind tpm2-abrmd: a
@@ -22,7 +23,7 @@ import { startAbrmd, TpmAbrmd } from '../helpers/tpm-abrmd';
  * shows the device on that version. The same with an RSA 2048 device key (--key-alg rsa2048): the
  * release's RSA-OAEP recipient info is opened by TPM2_RSA_Decrypt.
  */
-let prov: TmpDir;
+let setup: TpmAgentSetup;
 let tpm: SwTpm;
 let rm: TpmAbrmd;
 let tmp: TmpDir;
@@ -95,19 +96,13 @@ function withStore<T>(fn: (db: Database.Database) => T): T {
 
 beforeAll(async () => {
   assertBuilt();
-  tmp = makeTmpDir('device-ca-agent-fw-');
-  prov = provisionSwTpm();
-  tpm = await startSwTpm(prov);
-  rm = await startAbrmd(tpm);
-  tmp.write('tpm-roots/swtpm-root.pem', tpm.ekRootPem);
-  tmp.write('ek-issuer.pem', tpm.ekIssuerPem);
-  svc = await startService({
-    configYaml: [
-      `attestation:\n  ekRoots: [${JSON.stringify(tmp.file('tpm-roots'))}]`,
-      'est:\n  labels:\n    fwtpm:\n      attestation: required\n      serverKeyGen: false\n      tpmKeyDecrypt: true',
-      '',
-    ].join('\n'),
+  setup = await startTpmAgentSetup({
+    tmpPrefix: 'device-ca-agent-fw-',
+    abrmd: true,
+    configYaml: 'est:\n  labels:\n    fwtpm:\n      attestation: required\n      serverKeyGen: false\n      tpmKeyDecrypt: true',
   });
+  ({ tmp, tpm, svc } = setup);
+  rm = setup.rm!;
   for (const role of ['manufacturer', 'developer', 'administrator']) {
     const key = tmp.file(`signers/${role}.key`);
     const csr = tmp.file(`signers/${role}.csr`);
@@ -128,11 +123,7 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  await svc?.stop();
-  await rm?.stop();
-  await tpm?.stop();
-  prov?.cleanup();
-  tmp?.cleanup();
+  await setup?.stop();
 });
 
 describe('agent update --check (swtpm)', () => {

@@ -3,10 +3,11 @@ import * as fs from 'node:fs';
 import { parseTpm2bPublic, tpmPublicKey } from '../../src/attestation/tpm/tpm-public';
 import { freePort } from '../helpers/ports';
 import { opensslAny } from '../helpers/pki-client';
-import { assertBuilt, ProcessResult, RunningService, runProcess, startService, CLI_JS } from '../helpers/service-process';
-import { provisionSwTpm, startSwTpm, SwTpm } from '../helpers/swtpm';
-import { startAbrmd, TpmAbrmd } from '../helpers/tpm-abrmd';
-import { makeTmpDir, TmpDir } from '../helpers/tmp';
+import { assertBuilt, ProcessResult, RunningService, runProcess, CLI_JS } from '../helpers/service-process';
+import { SwTpm } from '../helpers/swtpm';
+import { startTpmAgentSetup, TpmAgentSetup } from '../helpers/tpm-agent-setup';
+import { TpmAbrmd } from '../helpers/tpm-abrmd';
+import { TmpDir } from '../helpers/tmp';
 
 /**
  * The reference device agent (issue 9, README "Device agent") against the BUILT service and a real TPM
@@ -15,7 +16,7 @@ import { makeTmpDir, TmpDir } from '../helpers/tmp';
  * label "tpm" (attestation required); `agent renew` re-enrolls over TLS with the TPM key. Refusals print
  * the server's or the TPM's reason, exit non-zero and leave --out untouched.
  */
-let prov: TmpDir;
+let setup: TpmAgentSetup;
 let tpm: SwTpm;
 /** rm: tpm2-abrmd in front of swtpm (the device's /dev/tpmrm0): every TPM command of this file goes through it */
 let rm: TpmAbrmd;
@@ -56,22 +57,14 @@ const spkiAt = (handle: string): string => {
 
 beforeAll(async () => {
   assertBuilt();
-  tmp = makeTmpDir('device-ca-tpm-agent-');
-  prov = provisionSwTpm();
-  tpm = await startSwTpm(prov);
-  rm = await startAbrmd(tpm);
-  tmp.write('tpm-roots/swtpm-root.pem', tpm.ekRootPem);
-  tmp.write('ek-issuer.pem', tpm.ekIssuerPem);
   // the built-in label "tpm" (attestation required); the EK roots: the test's swtpm CA
-  svc = await startService({ configYaml: `attestation:\n  ekRoots: [${JSON.stringify(tmp.file('tpm-roots'))}]\n` });
+  setup = await startTpmAgentSetup({ tmpPrefix: 'device-ca-tpm-agent-', abrmd: true });
+  ({ tmp, tpm, svc } = setup);
+  rm = setup.rm!;
 }, 60_000);
 
 afterAll(async () => {
-  await svc?.stop();
-  await rm?.stop();
-  await tpm?.stop();
-  prov?.cleanup();
-  tmp?.cleanup();
+  await setup?.stop();
 });
 
 describe('device-ca agent (swtpm + tpm2-tools + tpm2-openssl)', () => {

@@ -281,3 +281,104 @@ describe('attachFastFront', () => {
     expect(await closed).toBe(true);
   });
 });
+
+/**
+ * The front's request deadlines on a fake clock: headersTimeout and requestTimeout run from the request's
+ * first byte, and a byte that arrives just inside the limit does not push them back (the socket's own idle
+ * timeout, which each byte restarts, runs on the real clock here and is far longer than the test).
+ */
+describe('attachFastFront: one deadline from the first byte', () => {
+  const headersTimeout = 60_000;
+  const requestTimeout = 120_000;
+  const realSetTimeout = globalThis.setTimeout;
+  let server: http.Server;
+  let port: number;
+  const serverSide: net.Socket[] = [];
+  const route: FrontRoute = {
+    route: 'ocsp',
+    prefixes: ['POST /ocsp '],
+    maxBody: 64,
+    accepts: (method, target) => method === 'POST' && target === '/ocsp',
+    answer: async () => ({ status: 200, headers: '', body: Buffer.from('answered') }),
+  };
+
+  beforeAll(async () => {
+    server = http.createServer((_req, res) => res.end('node'));
+    const obs = new HttpObservability('http', new Registry(), pino({ level: 'silent' }), new Set(['ocsp']));
+    attachFastFront(server, [route], obs, { maxHeaderSize: 1024, headersTimeout, requestTimeout, keepAliveTimeout: headersTimeout });
+    // after the front's listener: a chunk this sees has been read by the front
+    server.on('connection', (s: net.Socket) => serverSide.push(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(
+    () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections(); // the last test leaves a request half read
+      }),
+  );
+  beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] }));
+  afterEach(() => jest.useRealTimers());
+
+  /** dripped: sends each piece after moving the fake clock by its delay (once the front has read the one before), then moves it by `last` */
+  async function dripped(pieces: [number, string][], last: number, waitMs = 3000): Promise<{ bytes: Buffer; closed: boolean }> {
+    const client = net.connect(port, '127.0.0.1');
+    client.on('error', () => undefined);
+    const got: Buffer[] = [];
+    client.on('data', (c: Buffer) => got.push(c));
+    const closed = new Promise<boolean>((r) => client.once('close', () => r(true)));
+    await new Promise<void>((r) => client.once('connect', () => r()));
+    while (serverSide.length === 0) await new Promise((r) => setImmediate(r));
+    const peer = serverSide.shift()!;
+    for (const [delay, piece] of pieces) {
+      jest.advanceTimersByTime(delay);
+      const read = new Promise<void>((r) => peer.once('data', () => r()));
+      client.write(piece);
+      await read;
+    }
+    jest.advanceTimersByTime(last);
+    // real time (3 s unless told) for a reply and the close to arrive over loopback
+    const result = await Promise.race([closed, new Promise<boolean>((r) => realSetTimeout(() => r(false), waitMs))]);
+    client.destroy();
+    return { bytes: Buffer.concat(got), closed: result };
+  }
+
+  it.each([
+    [
+      'a head',
+      [
+        [0, 'POST /ocsp HTTP/1.1\r\n'],
+        [headersTimeout - 1000, 'Host: a\r\n'],
+      ],
+      1500,
+    ],
+    [
+      'a body',
+      [
+        [0, 'POST /ocsp HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab'],
+        [requestTimeout - 1000, 'c'],
+      ],
+      1500,
+    ],
+  ] as [string, [number, string][], number][])('%s dripped just inside its limit: 408 and closed once the limit from the first byte is over', async (_what, pieces, last) => {
+    const { bytes, closed } = await dripped(pieces, last);
+    expect(bytes.toString('latin1')).toBe('HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    expect(closed).toBe(true);
+  });
+
+  it('a request completed inside its limit is answered, and its deadline does not end the next one', async () => {
+    const { bytes, closed } = await dripped(
+      [
+        [0, 'POST /ocsp HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n'],
+        [headersTimeout - 1000, '\r\nx'],
+        [0, 'POST /ocsp HTTP/1.1\r\n'],
+      ],
+      1500,
+      500,
+    );
+    // the first answer, then nothing: the second request began 1.5 s ago (fake clock)
+    expect(parseReplies(bytes).map((r) => [r.status, r.body])).toEqual([[200, 'answered']]);
+    expect(closed).toBe(false);
+  });
+});
