@@ -64,6 +64,12 @@ const STATUS_MAX_AGE_MS = 60_000;
  */
 export class OcspService {
   private readonly cache = new Map<string, Cached>();
+  /**
+   * cacheEpoch counts the times the response cache was emptied (a renewed responder, an issuer removed): an
+   * answer whose signing began before is returned to its caller but not kept, so the old responder's
+   * signature is not served for half a validity period after the renewal.
+   */
+  private cacheEpoch = 0;
   /** statuses: by serial, learnt from the store while the feed was live or under the store's current statusVersion */
   private readonly statuses = new Map<string, { row: StatusRow; at: number }>();
   private feedLive = false;
@@ -136,6 +142,7 @@ export class OcspService {
     if (i < 0) return;
     this.issuers.splice(i, 1);
     // both caches: a remembered request would otherwise still be answered for the CA removed
+    this.cacheEpoch++;
     this.cache.clear();
     this.byRequest.clear();
     if (this.responder) this.delegatedFor = this.issuerOfResponder(this.responder);
@@ -150,6 +157,7 @@ export class OcspService {
   useResponder(r: OcspResponder): void {
     this.responder = r;
     this.delegatedFor = this.issuerOfResponder(r);
+    this.cacheEpoch++;
     this.cache.clear();
   }
 
@@ -318,11 +326,13 @@ export class OcspService {
       return hit.answer;
     }
     const w = this.window(now);
+    const epoch = this.cacheEpoch;
     const der = await this.responderFor(issuer).respond([{ ...status, certId: id, ...w }], { producedAt: now });
     const etag = '"' + crypto.createHash('sha1').update(der).digest('hex') + '"';
     const answer: OcspAnswer = { der, cache: { thisUpdate: w.thisUpdate, nextUpdate: w.nextUpdate, etag }, outcome: status.status };
     const entry: Cached = { der, statusKey, ...w, etag, outcome: status.status, refreshAt: w.nextUpdate.getTime() - (this.cfg.validity * 1000) / 2, row, answer };
-    if (this.cfg.cacheSize > 0) remember(this.cache, key, entry, this.cfg.cacheSize);
+    // signed by a responder replaced meanwhile (useResponder): answered, not kept
+    if (this.cfg.cacheSize > 0 && epoch === this.cacheEpoch) remember(this.cache, key, entry, this.cfg.cacheSize);
     return answer;
   }
 }

@@ -436,3 +436,20 @@ MIGRATIONS.push(
      UPDATE status_generation SET gen = gen + 1 WHERE id = 1;
    END;`,
 );
+
+// 27: the status generation (migration 26) becomes a random value instead of a count. A backup restored into
+// the live file (sqlite3's .restore, the backup API) brings back an earlier count, and as many status
+// changes after it as the live file had counted since the backup gave the very value a process last read:
+// its kept OCSP statuses (a "good" among them) outlived a revocation. A fresh random value per change (a
+// safe integer, compared as a JS number) cannot land on a value read before but by chance (2^-53).
+MIGRATIONS.push(
+  `DROP TRIGGER status_generation_update;
+   DROP TRIGGER status_generation_delete;
+   CREATE TRIGGER status_generation_update AFTER UPDATE OF status, revoked_at, revocation_reason, issuer, not_after ON certificates BEGIN
+     UPDATE status_generation SET gen = random() % 9007199254740992 WHERE id = 1;
+   END;
+   CREATE TRIGGER status_generation_delete AFTER DELETE ON certificates BEGIN
+     UPDATE status_generation SET gen = random() % 9007199254740992 WHERE id = 1;
+   END;
+   UPDATE status_generation SET gen = random() % 9007199254740992 WHERE id = 1;`,
+);

@@ -792,8 +792,8 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
    * and the salts), which every commit rewrites before it returns, whichever process made it: one pread
    * without a lock (a read transaction, even PRAGMA data_version, takes the WAL read lock, which costs as much
    * as the row read it would save once the worker processes contend for it, bench/ocsp-http). Only when the
-   * header moved does it read the status generation (migration 26: a counter the triggers on `certificates`
-   * move with every status change and every delete, in the same transaction), so a commit that changed no
+   * header moved does it read the status generation (migrations 26 and 27: a value the triggers on `certificates`
+   * set afresh at random with every status change and every delete, in the same transaction), so a commit that changed no
    * status (issuance, a lease renewal, a CRL, an audit record: most commits of a busy CA) keeps the version,
    * and the OCSP statuses kept under it (bench/scale: every commit used to send each worker back to the
    * certificates table for every status it kept). A header read in the middle of a commit is at worst a

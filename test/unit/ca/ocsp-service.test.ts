@@ -247,6 +247,42 @@ describe('nonce-less single requests: the cache', () => {
   });
 });
 
+describe('a renewed responder certificate (useResponder)', () => {
+  it('an answer still being signed by the old responder when it is renewed is not kept: the next request is signed by the renewed one', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const responderOf = async (): Promise<{ key: ReturnType<typeof softwareSigningKey>; der: Buffer }> => {
+      const { privateKey } = generateKeyPair('ecdsa-p256');
+      const key = softwareSigningKey(privateKey, 'ecdsa-p256', 'memory');
+      return { key, der: (await tca.ca.issueOcspResponder(key.spki)).der };
+    };
+    const before = await responderOf();
+    const renewed = await responderOf();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    /** Held: the old responder, whose signature completes only once the test releases it */
+    class Held extends OcspResponder {
+      override async respond(...a: Parameters<OcspResponder['respond']>): Promise<Buffer> {
+        await gate;
+        return super.respond(...a);
+      }
+    }
+    const svc = new OcspService([tca.hierarchy.issuing], new Held(before.key, before.der), store, cfgOf(), () => clock);
+    const req = request([SERIAL], { noNonce: true });
+    const pending = svc.respond(req.der);
+    await new Promise((r) => setImmediate(r)); // the old responder is signing
+    svc.useResponder(new OcspResponder(renewed.key, renewed.der));
+    release();
+    const first = await pending;
+    expect(first.der.includes(before.der)).toBe(true); // asked before the renewal: the old responder's answer
+    const next = await svc.respond(req.der);
+    expect(next.der.includes(renewed.der)).toBe(true);
+    expect(next.der.includes(before.der)).toBe(false);
+    const v = verdict(next, req);
+    expect(v).toContain('Response verify OK');
+    expect(single(v, SERIAL)).toContain('Cert Status: good');
+  });
+});
+
 describe('requests with a nonce: live responses', () => {
   it('echo the nonce (openssl checks it), are never cached, and leave the cache alone', async () => {
     rows.set(SERIAL, good(SERIAL));

@@ -92,4 +92,30 @@ describe('SqliteStore.statusVersion', () => {
       raw.close();
     }
   });
+
+  it("moves when a backup restored into the live file (sqlite3's .restore) is followed by a status change, though as many changes were counted as before", async () => {
+    const file = tmp.file('device-ca.sqlite');
+    await issue('cc01');
+    await issue('cc02');
+    const backup = tmp.file('backup.sqlite');
+    const live = new Database(file);
+    try {
+      await live.backup(backup);
+    } finally {
+      live.close();
+    }
+    await other.revokeCertificate('cc02', 'superseded', new Date(), null, audit);
+    const v = mine.statusVersion(); // kept under it: cc01 good, cc02 revoked
+    // the operator restores the backup (cc02 good again) and at once revokes cc01: as many status changes since
+    // the backup as the live file had counted when the version was read
+    const restore = new Database(backup);
+    try {
+      await restore.backup(file);
+    } finally {
+      restore.close();
+    }
+    await other.revokeCertificate('cc01', 'keyCompromise', new Date(), null, audit);
+    expect((await mine.certificateStatus('cc01'))?.status).toBe('revoked');
+    expect(mine.statusVersion()).not.toBe(v);
+  });
 });
