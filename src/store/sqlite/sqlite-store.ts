@@ -1254,12 +1254,18 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   private removeOrphanedReleaseChunks(): void {
     const rows = this.db.prepare('SELECT set_id, pid FROM firmware_release_pending WHERE host = ?').all(os.hostname()) as Row[];
     const gone = rows.filter((r) => (Number(r.pid) === process.pid ? !RELEASES_BEING_WRITTEN.has(String(r.set_id)) : !processRuns(Number(r.pid)))).map((r) => String(r.set_id));
-    if (gone.length) this.db.transaction(() => gone.forEach((id) => this.discardChunkSet(id))).immediate();
+    if (gone.length) this.db.transaction(() => gone.forEach((id) => this.discardChunkSet(id, true))).immediate();
   }
 
-  private discardChunkSet(setId: string): void {
+  /**
+   * discardChunkSet deletes a chunk set and its pending row. `onlyPending` (the clean-up): only when its
+   * pending row is still there; the rows were read before this transaction, whose BEGIN IMMEDIATE may have
+   * waited for that very writer's final transaction, which deleted the row and made the set a release's.
+   */
+  private discardChunkSet(setId: string, onlyPending = false): void {
+    const pending = this.stmt('DELETE FROM firmware_release_pending WHERE set_id = ?').run(setId).changes;
+    if (onlyPending && pending === 0) return;
     this.stmt('DELETE FROM firmware_release_chunks WHERE set_id = ?').run(setId);
-    this.stmt('DELETE FROM firmware_release_pending WHERE set_id = ?').run(setId);
   }
 
   async saveFirmwareRelease(r: FirmwareReleaseInfo, release: ByteSource, audit: AuditInput): Promise<void> {
