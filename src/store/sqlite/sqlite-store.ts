@@ -1285,8 +1285,15 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
       this.stmt('INSERT INTO firmware_release_pending (set_id, pid, host, started_at) VALUES (?, ?, ?, ?)').run(setId, process.pid, os.hostname(), Date.now());
       let count = 0;
       for (const chunk of releaseChunksOf(release)) {
-        // one short transaction per chunk; other writers (and this process's requests) run in between
-        this.stmt('INSERT INTO firmware_release_chunks (set_id, seq, bytes) VALUES (?, ?, ?)').run(setId, count++, chunk);
+        // one short transaction per chunk; other writers (and this process's requests) run in between. Only
+        // while the set is pending: one a clean-up took for a dead writer's stops here, leaving no chunk behind
+        const added = this.stmt('INSERT INTO firmware_release_chunks (set_id, seq, bytes) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM firmware_release_pending WHERE set_id = ?)').run(
+          setId,
+          count++,
+          chunk,
+          setId,
+        );
+        if (added.changes !== 1) throw new DeviceCaError('conflict', "the chunks of this release were removed while it was saved (taken for a dead writer's); save it again");
         await new Promise((res) => setImmediate(res));
       }
       const now = new Date();

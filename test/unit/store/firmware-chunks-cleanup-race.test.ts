@@ -5,7 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { readReleaseBytes } from '../../../src/store/release-chunks';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
-import { firmwareReleaseKey } from '../../../src/store/store';
+import { DeviceCaError } from '../../../src/errors/device-ca-error';
+import { RELEASE_CHUNK_BYTES, firmwareReleaseKey } from '../../../src/store/store';
 import { makeTmpDir } from '../../helpers/tmp';
 
 /**
@@ -73,6 +74,43 @@ it('a release committed between the clean-up reading the pending sets and deleti
       await store.close();
     }
   } finally {
+    dir.cleanup();
+  }
+});
+
+it('a save whose pending set is removed meanwhile stops at its next chunk, refused as a conflict, and leaves no chunk', async () => {
+  const dir = makeTmpDir('device-ca-fwchunks-race-');
+  const file = path.join(dir.path, 'store.sqlite');
+  const store = new SqliteStore(file);
+  const other = new Database(file);
+  try {
+    const CHUNKS = 16;
+    let pulled = 0;
+    const piece = Buffer.alloc(RELEASE_CHUNK_BYTES, 7);
+    const source = {
+      length: CHUNKS * RELEASE_CHUNK_BYTES,
+      read: () => {
+        throw new Error('not used');
+      },
+      *chunks() {
+        for (let i = 0; i < CHUNKS; i++) {
+          // another process's clean-up takes the set for a dead writer's once two chunks are written
+          if (i === 2) other.prepare('DELETE FROM firmware_release_pending').run();
+          pulled++;
+          yield piece;
+        }
+      },
+    };
+    const info = { name: 'fw', version: 1, sha256: '00'.repeat(32), signers: [], recipients: null, releasedAt: new Date(1000) };
+    const refused = await store.saveFirmwareRelease(info, source, { type: 'firmware.released', actor: 'test', subject: 'firmware:fw', data: {} }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(DeviceCaError);
+    expect((refused as DeviceCaError).code).toBe('conflict');
+    expect(pulled).toBeLessThanOrEqual(4);
+    expect(other.prepare('SELECT COUNT(*) AS n FROM firmware_release_chunks').get()).toEqual({ n: 0 });
+    expect(await store.getFirmwareRelease('fw', 1)).toBeNull();
+  } finally {
+    other.close();
+    await store.close();
     dir.cleanup();
   }
 });
