@@ -63,7 +63,12 @@ export function firmwareRouter(opts: { distribution: FirmwareDistribution; recei
   r.get('/:name/:version', async (req: Request, res: Response) => {
     res.locals.route = 'firmware';
     try {
-      const got = await opts.distribution.download({ name: String(req.params.name), version: String(req.params.version), requester: requesterOf(req) });
+      const got = await opts.distribution.download({
+        name: String(req.params.name),
+        version: String(req.params.version),
+        requester: requesterOf(req),
+        head: req.method === 'HEAD',
+      });
       // the first chunk before the head: a release whose bytes cannot be read at all (replaced meanwhile,
       // its chunks missing) still gets an error reply with its reason, not an empty one
       const chunks = req.method === 'HEAD' ? null : got.bytes.chunks()[Symbol.asyncIterator]();
