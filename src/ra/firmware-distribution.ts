@@ -110,8 +110,10 @@ export class FirmwareDistribution {
    * download decides one request for `name` at `version` (digits, or 'latest') and returns the release;
    * 'not-found' for a name or version that is malformed, unknown, or not the requester's (see the table);
    * 'forbidden' for a client certificate that is not a current device certificate of an active device.
+   * `head` (HTTP HEAD, RFC 9110 §9.3.2): the same decision and length, but nothing is sent, so it is not a
+   * download: neither audited nor counted.
    */
-  async download(a: { name: string; version: string; requester: FirmwareRequester }): Promise<FirmwareDownload> {
+  async download(a: { name: string; version: string; requester: FirmwareRequester; head?: boolean }): Promise<FirmwareDownload> {
     if (!NAME_RE.test(a.name) || (a.version !== 'latest' && !VERSION_RE.test(a.version))) throw new DeviceCaError('not-found', NOT_FOUND);
     const deviceId = a.requester.clientCertificate ? await this.deviceOf(a.requester.clientCertificate) : null;
     const mayHave = (r: FirmwareReleaseInfo): boolean => r.recipients === null || (deviceId !== null && r.recipients.includes(deviceId));
@@ -134,6 +136,7 @@ export class FirmwareDistribution {
     const bytes = await this.store.openFirmwareRelease(release.name, release.version);
     if (!bytes) throw new DeviceCaError('not-found', NOT_FOUND);
     // a device's download is one record; anonymous ones are counted (see ANONYMOUS_AUDIT_INTERVAL_MS)
+    if (a.head) return { release, bytes };
     if (deviceId === null) this.countAnonymous(release);
     else
       await this.store.appendAudit({

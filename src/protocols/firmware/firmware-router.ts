@@ -63,20 +63,29 @@ export function firmwareRouter(opts: { distribution: FirmwareDistribution; recei
   r.get('/:name/:version', async (req: Request, res: Response) => {
     res.locals.route = 'firmware';
     try {
-      const got = await opts.distribution.download({ name: String(req.params.name), version: String(req.params.version), requester: requesterOf(req) });
+      const got = await opts.distribution.download({
+        name: String(req.params.name),
+        version: String(req.params.version),
+        requester: requesterOf(req),
+        head: req.method === 'HEAD',
+      });
+      // the first chunk before the head: a release whose bytes cannot be read at all (replaced meanwhile,
+      // its chunks missing) still gets an error reply with its reason, not an empty one
+      const chunks = req.method === 'HEAD' ? null : got.bytes.chunks()[Symbol.asyncIterator]();
+      const first = chunks ? await chunks.next() : null;
       res.status(200).setHeader('Content-Type', 'application/cms');
       // per device and changing with each release: no shared cache may keep it
       res.setHeader('Cache-Control', 'no-store');
       res.setHeader('Content-Disposition', `attachment; filename="${got.release.name}-${got.release.version}.cms"`);
       res.setHeader('Content-Length', got.bytes.length);
-      if (req.method === 'HEAD') {
+      if (!chunks || !first) {
         res.end();
         return;
       }
       // chunk by chunk as the client takes them (pipeline waits on 'drain'); a client that goes away
       // destroys the stream, which ends the store reads (the iterator's return). A store error after the
       // head was sent can only cut the connection: the client sees fewer bytes than Content-Length.
-      pipeline(Readable.from(got.bytes.chunks(), { objectMode: false }), res, (err) => {
+      pipeline(Readable.from(continued(first, chunks), { objectMode: false }), res, (err) => {
         if (err && !res.destroyed) res.destroy(err);
       });
     } catch (e) {
@@ -84,4 +93,13 @@ export function firmwareRouter(opts: { distribution: FirmwareDistribution; recei
     }
   });
   return r;
+}
+
+/** continued: an iteration whose first result was already taken, from that result on; ending it ends `rest`. */
+async function* continued(first: IteratorResult<Buffer>, rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+  try {
+    for (let r = first; !r.done; r = await rest.next()) yield r.value;
+  } finally {
+    await rest.return?.();
+  }
 }

@@ -1883,7 +1883,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   /**
    * saveFirmwareRelease (Redis): the chunks are written first, each by a SET of its own with a time to
    * live (RELEASE_PENDING_TTL_MS), so chunks of a writer that dies expire unseen; the final transaction
-   * (WATCH on the audit head, the release index and the row) checks the version, PERSISTs the chunks,
+   * (WATCH on the audit head, the release index, the row and the chunks) checks the version and that
+   * every chunk is still there, PERSISTs the chunks,
    * writes the row naming them, unlinks the chunks (or the one value) of the release it replaces and
    * appends the audit record. Every key carries the store's hash tag: one slot under Cluster.
    */
@@ -1913,9 +1914,13 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       // a full time to live again before the final transaction: none can expire before EXEC
       const kept = await this.serial(async () => Promise.all(keys.map((k) => this.w.pexpire(k, RELEASE_PENDING_TTL_MS))));
       if (kept.some((n) => n !== 1)) throw new DeviceCaError('store-unavailable', 'the chunks of this release expired before it was saved; save it again', { retryAfterSeconds: 1 });
-      await this.tx([this.headKey, index, rowKey], async (m) => {
+      // the chunks are watched too: one that expires or is evicted (volatile-* maxmemory policies pick keys
+      // with a time to live) before EXEC aborts it, and the check below refuses the save on the next attempt
+      await this.tx([this.headKey, index, rowKey, ...keys], async (m) => {
         const late = below(await newest(this.w));
         if (late) throw late;
+        if (keys.length > 0 && (await this.w.exists(...keys)) !== keys.length)
+          throw new DeviceCaError('store-unavailable', 'the chunks of this release expired or were evicted before it was saved; save it again', { retryAfterSeconds: 1 });
         const old = await this.getJson<ReleaseRow>(this.w, rowKey);
         for (const k of keys) m.persist(k);
         m.set(rowKey, JSON.stringify({ ...r, releasedAt: ms(r.releasedAt), chunkSet: set, length: release.length, chunks: count } satisfies ReleaseRow));

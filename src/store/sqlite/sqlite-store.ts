@@ -1254,12 +1254,18 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
   private removeOrphanedReleaseChunks(): void {
     const rows = this.db.prepare('SELECT set_id, pid FROM firmware_release_pending WHERE host = ?').all(os.hostname()) as Row[];
     const gone = rows.filter((r) => (Number(r.pid) === process.pid ? !RELEASES_BEING_WRITTEN.has(String(r.set_id)) : !processRuns(Number(r.pid)))).map((r) => String(r.set_id));
-    if (gone.length) this.db.transaction(() => gone.forEach((id) => this.discardChunkSet(id))).immediate();
+    if (gone.length) this.db.transaction(() => gone.forEach((id) => this.discardChunkSet(id, true))).immediate();
   }
 
-  private discardChunkSet(setId: string): void {
+  /**
+   * discardChunkSet deletes a chunk set and its pending row. `onlyPending` (the clean-up): only when its
+   * pending row is still there; the rows were read before this transaction, whose BEGIN IMMEDIATE may have
+   * waited for that very writer's final transaction, which deleted the row and made the set a release's.
+   */
+  private discardChunkSet(setId: string, onlyPending = false): void {
+    const pending = this.stmt('DELETE FROM firmware_release_pending WHERE set_id = ?').run(setId).changes;
+    if (onlyPending && pending === 0) return;
     this.stmt('DELETE FROM firmware_release_chunks WHERE set_id = ?').run(setId);
-    this.stmt('DELETE FROM firmware_release_pending WHERE set_id = ?').run(setId);
   }
 
   async saveFirmwareRelease(r: FirmwareReleaseInfo, release: ByteSource, audit: AuditInput): Promise<void> {
@@ -1279,8 +1285,15 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
       this.stmt('INSERT INTO firmware_release_pending (set_id, pid, host, started_at) VALUES (?, ?, ?, ?)').run(setId, process.pid, os.hostname(), Date.now());
       let count = 0;
       for (const chunk of releaseChunksOf(release)) {
-        // one short transaction per chunk; other writers (and this process's requests) run in between
-        this.stmt('INSERT INTO firmware_release_chunks (set_id, seq, bytes) VALUES (?, ?, ?)').run(setId, count++, chunk);
+        // one short transaction per chunk; other writers (and this process's requests) run in between. Only
+        // while the set is pending: one a clean-up took for a dead writer's stops here, leaving no chunk behind
+        const added = this.stmt('INSERT INTO firmware_release_chunks (set_id, seq, bytes) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM firmware_release_pending WHERE set_id = ?)').run(
+          setId,
+          count++,
+          chunk,
+          setId,
+        );
+        if (added.changes !== 1) throw new DeviceCaError('conflict', "the chunks of this release were removed while it was saved (taken for a dead writer's); save it again");
         await new Promise((res) => setImmediate(res));
       }
       const now = new Date();

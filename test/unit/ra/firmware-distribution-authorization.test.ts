@@ -116,6 +116,19 @@ describe('who may download which release', () => {
     await dist.flushAnonymous();
   });
 
+  it('a HEAD request gets the same decision and length but is no download: nothing audited or counted', async () => {
+    const t = new Date();
+    const quiet = new FirmwareDistribution(h.store, () => t, 3_600_000);
+    const before = (await h.audit()).length;
+    const mine = await quiet.download({ name: 'fw', version: '2', requester: { clientCertificate: certs.get('dev-a') }, head: true });
+    expect(mine.release.version).toBe(2);
+    expect(mine.bytes.length).toBeGreaterThan(0);
+    expect((await quiet.download({ name: 'fw', version: 'latest', requester: {}, head: true })).release.version).toBe(1);
+    await expect(quiet.download({ name: 'fw', version: '2', requester: {}, head: true })).rejects.toThrow('no such firmware release');
+    await quiet.close();
+    expect((await h.audit()).length).toBe(before);
+  });
+
   it('anonymous downloads are one firmware.downloads record per release per interval, with the count: the audit log does not grow per download', async () => {
     const t = new Date();
     const quiet = new FirmwareDistribution(h.store, () => t, 3_600_000);

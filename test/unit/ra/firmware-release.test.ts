@@ -1,4 +1,6 @@
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { openSignerCa, issueSignerCertificate, signerCaCertificate } from '../../../src/ca/signer-ca';
 import { createFirmwarePackage, readFirmwarePackage, signFirmwarePackage } from '../../../src/cms/firmware-package';
@@ -9,6 +11,8 @@ import { generateKeyPair, softwareSigningKey, SoftwareKeyBackend } from '../../.
 import { DeviceLifecycle, OPERATOR } from '../../../src/ra/device-lifecycle';
 import { FirmwareReleases } from '../../../src/ra/firmware-release';
 import { releaseToBuffer } from './release-to-buffer';
+import { bufferSource } from '../../../src/cms/byte-source';
+import { readReleaseBytes } from '../../../src/store/release-chunks';
 import { issuerAndSerialNumber } from '../../../src/cms/issuer-and-serial';
 import * as x509 from '@peculiar/x509';
 import { makeRaHarness, RaHarness, secretProof } from './ra-harness';
@@ -303,4 +307,26 @@ describe('recipients of a TPM device', () => {
     expect(r.release.includes(issuerAndSerialNumber(dev.der))).toBe(true);
     expect(r.release.includes(issuerAndSerialNumber(akDer))).toBe(false);
   });
+});
+
+it('recorded but --out never renamed (the rename fails, as a kill -9 after the store commit leaves it): the same version released again is accepted and replaces it', async () => {
+  const meta = { name: 'fw-rename', version: 3, hardware: [] };
+  const pkg = await pkgSignedBy(ALL_ROLES, meta);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-rename-'));
+  try {
+    const out = path.join(dir, 'release.der');
+    fs.mkdirSync(out); // renameSync(file, directory) fails after the store recorded the release
+    await expect(fw.release({ package: bufferSource(pkg), out, actor: 'test' })).rejects.toThrow();
+    expect(fs.readdirSync(dir)).toEqual(['release.der']);
+    const first = await h.store.getFirmwareRelease('fw-rename', 3);
+    expect(first?.version).toBe(3);
+    fs.rmdirSync(out);
+    const again = await fw.release({ package: bufferSource(pkg), out, actor: 'test' });
+    expect(fs.statSync(out).size).toBe(again.bytes);
+    const stored = await readReleaseBytes((await h.store.openFirmwareRelease('fw-rename', 3))!);
+    expect(stored.equals(fs.readFileSync(out))).toBe(true);
+    expect((await h.store.listFirmwareReleases({ name: 'fw-rename' })).items).toHaveLength(1);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

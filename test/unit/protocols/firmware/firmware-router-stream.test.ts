@@ -106,3 +106,15 @@ it('a store error half way cuts the connection: the client never sees a complete
   next.resume();
   expect(next.statusCode).toBe(200);
 });
+
+it('a release whose bytes cannot be read at all (replaced meanwhile, chunks missing) gets an error reply with its reason, not an empty one', async () => {
+  failAt = 0;
+  const res = await request('GET');
+  let body = '';
+  res.setEncoding('utf8');
+  for await (const c of res) body += c as string;
+  expect(res.statusCode).toBe(409);
+  expect(res.headers['content-disposition']).toBeUndefined();
+  expect(body).toBe('the firmware release was replaced while it was read\n');
+  expect(ended).toBe(true);
+});
