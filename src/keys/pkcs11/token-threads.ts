@@ -24,7 +24,8 @@ export interface TokenJob {
  * sessions), opens one session of its own on the slot each batch names, and runs each batch's jobs one
  * after the other with the synchronous calls: blocking is what this thread is for. A job that fails
  * answers the CKR name in its message; a failure that means the session is gone drops the session, so
- * the next job opens a new one. It is evaluated from this string (Worker eval), so the same code runs
+ * the next job opens a new one. A batch arrives as one transferred buffer and is answered as one
+ * (packBatch, settleBatch). It is evaluated from this string (Worker eval), so the same code runs
  * from the compiled service and under ts-jest.
  */
 const WORKER_SOURCE = `
@@ -38,9 +39,10 @@ try {
   if (!/CKR_CRYPTOKI_ALREADY_INITIALIZED/.test(String(e && e.message))) throw e;
 }
 const DROP = /CKR_(SESSION_HANDLE_INVALID|SESSION_CLOSED|DEVICE_REMOVED|DEVICE_ERROR|TOKEN_NOT_PRESENT|CRYPTOKI_NOT_INITIALIZED|OPERATION_ACTIVE|OPERATION_NOT_INITIALIZED|SLOT_ID_INVALID)/;
-const buf = (u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 let session = null;
 let sessionSlot = null;
+// out is reused by every job: C_Sign/C_Decrypt write into it, and the reply copies what they wrote
+let out = Buffer.alloc(1024);
 function closeSession() {
   if (session) {
     try { lib.C_CloseSession(session); } catch {}
@@ -56,13 +58,54 @@ function run(slot, job) {
   const mech = job.pss
     ? { mechanism: job.mechanism, parameter: { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: job.pss.hashAlg, mgf: job.pss.mgf, saltLen: job.pss.saltLen } }
     : { mechanism: job.mechanism, parameter: null };
-  const out = Buffer.alloc(job.maxOut || 1024);
+  if (out.length < job.maxOut) out = Buffer.alloc(job.maxOut);
+  const room = out.subarray(0, job.maxOut);
   if (job.op === 'sign') {
-    lib.C_SignInit(session, mech, buf(job.key));
-    return new Uint8Array(lib.C_Sign(session, buf(job.input), out));
+    lib.C_SignInit(session, mech, job.key);
+    return lib.C_Sign(session, job.input, room);
   }
-  lib.C_DecryptInit(session, mech, buf(job.key));
-  return new Uint8Array(lib.C_Decrypt(session, buf(job.input), out));
+  lib.C_DecryptInit(session, mech, job.key);
+  return lib.C_Decrypt(session, job.input, room);
+}
+// runBatch reads the jobs packBatch (token-threads.ts) wrote, runs them, and packs the reply settleBatch reads
+function runBatch(slot, b) {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const n = v.getUint32(0);
+  const reply = [];
+  let size = 0;
+  let at = 4;
+  for (let i = 0; i < n; i++) {
+    const job = { op: b[at] === 0 ? 'sign' : 'decrypt', mechanism: v.getUint32(at + 2), maxOut: v.getUint32(at + 18) };
+    if (b[at + 1] === 1) job.pss = { hashAlg: v.getUint32(at + 6), mgf: v.getUint32(at + 10), saltLen: v.getUint32(at + 14) };
+    const keyLen = v.getUint16(at + 22);
+    const inputLen = v.getUint32(at + 24);
+    at += 28;
+    job.key = b.subarray(at, at + keyLen);
+    at += keyLen;
+    job.input = b.subarray(at, at + inputLen);
+    at += inputLen;
+    let status = 0;
+    let bytes;
+    try {
+      bytes = Buffer.from(run(slot, job));
+    } catch (e) {
+      const message = String((e && e.message) || e);
+      if (DROP.test(message)) closeSession();
+      status = 1;
+      bytes = Buffer.from(message, 'utf8');
+    }
+    reply.push(status, bytes);
+    size += 5 + bytes.length;
+  }
+  const r = Buffer.allocUnsafeSlow(size);
+  let w = 0;
+  for (let i = 0; i < reply.length; i += 2) {
+    r[w] = reply[i];
+    r.writeUInt32BE(reply[i + 1].length, w + 1);
+    reply[i + 1].copy(r, w + 5);
+    w += 5 + reply[i + 1].length;
+  }
+  return r.buffer;
 }
 parentPort.on('message', (m) => {
   if (m.close) {
@@ -70,17 +113,8 @@ parentPort.on('message', (m) => {
     parentPort.postMessage({ closed: true });
     return;
   }
-  const slot = Buffer.from(m.slot);
-  const results = m.jobs.map((job) => {
-    try {
-      return { out: run(slot, job) };
-    } catch (e) {
-      const message = String((e && e.message) || e);
-      if (DROP.test(message)) closeSession();
-      return { error: message };
-    }
-  });
-  parentPort.postMessage({ results });
+  const reply = runBatch(Buffer.from(m.slot), Buffer.from(m.batch));
+  parentPort.postMessage({ reply }, [reply]);
 });
 `;
 
@@ -99,6 +133,65 @@ interface Thread {
 
 /** MAX_BATCH bounds one message: a thread answers a batch at once, so a huge one would hold every reply back. */
 const MAX_BATCH = 64;
+
+/** JOB_HEADER: op (1), PSS present (1), mechanism, hashAlg, mgf, saltLen, maxOut (4 each), key length (2), input length (4). */
+const JOB_HEADER = 28;
+
+/**
+ * packBatch writes a batch into one ArrayBuffer, transferred rather than cloned to the token thread: the
+ * structured clone of an object and two byte arrays per job was the largest share of the socket
+ * thread's own cost per signature (a --cpu-prof of bench/pkcs11-sign.ts). Layout: job count (4), then
+ * per job JOB_HEADER, the key handle and the input; WORKER_SOURCE's runBatch reads it.
+ */
+function packBatch(batch: readonly { job: TokenJob }[]): ArrayBuffer {
+  let size = 4;
+  for (const { job } of batch) {
+    if (job.key.length > 0xffff) throw new DeviceCaError('key-backend', `PKCS#11 object handle of ${job.key.length} octets`);
+    size += JOB_HEADER + job.key.length + job.input.length;
+  }
+  const b = new Uint8Array(size);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, batch.length);
+  let at = 4;
+  for (const { job } of batch) {
+    b[at] = job.op === 'sign' ? 0 : 1;
+    b[at + 1] = job.pss ? 1 : 0;
+    v.setUint32(at + 2, job.mechanism);
+    v.setUint32(at + 6, job.pss?.hashAlg ?? 0);
+    v.setUint32(at + 10, job.pss?.mgf ?? 0);
+    v.setUint32(at + 14, job.pss?.saltLen ?? 0);
+    v.setUint32(at + 18, job.maxOut ?? 1024);
+    v.setUint16(at + 22, job.key.length);
+    v.setUint32(at + 24, job.input.length);
+    at += JOB_HEADER;
+    b.set(job.key, at);
+    at += job.key.length;
+    b.set(job.input, at);
+    at += job.input.length;
+  }
+  return b.buffer;
+}
+
+/**
+ * settleBatch reads a token thread's packed reply (per job: status 0 = output, 1 = error message in
+ * UTF-8; a 4-octet length; the octets) and settles the batch's promises in order. Each output is a view
+ * of the one transferred reply, not a copy; a reply cut short rejects the jobs it does not cover.
+ */
+function settleBatch(batch: readonly Pending[], reply: ArrayBuffer): void {
+  const bytes = Buffer.from(reply);
+  let at = 0;
+  for (const p of batch) {
+    const len = at + 5 <= bytes.length ? bytes.readUInt32BE(at + 1) : -1;
+    if (len < 0 || at + 5 + len > bytes.length) {
+      p.reject(new Error('PKCS#11 token thread answered nothing'));
+      continue;
+    }
+    const out = bytes.subarray(at + 5, at + 5 + len);
+    if (bytes[at] === 0) p.resolve(out);
+    else p.reject(new Error(out.toString('utf8')));
+    at += 5 + len;
+  }
+}
 
 /**
  * TokenThreads runs a PKCS#11 backend's private-key operations on worker threads that own their
@@ -162,16 +255,12 @@ export class TokenThreads {
     const t: Thread = { w: new Worker(WORKER_SOURCE, { eval: true, workerData: { module: this.module, pkcs11js: require.resolve('pkcs11js') } }), batch: null, answered: false };
     // the threads must not keep a CLI or a test process alive on their own
     t.w.unref();
-    t.w.on('message', (m: { results?: ({ out: Uint8Array } | { error: string })[] }) => {
-      if (!m.results) return;
+    t.w.on('message', (m: { reply?: ArrayBuffer }) => {
+      if (!m.reply) return;
       t.answered = true;
       const batch = t.batch ?? [];
       t.batch = null;
-      batch.forEach((p, i) => {
-        const r = m.results![i];
-        if (r && 'out' in r) p.resolve(Buffer.from(r.out.buffer, r.out.byteOffset, r.out.byteLength));
-        else p.reject(new Error(r?.error ?? 'PKCS#11 token thread answered nothing'));
-      });
+      settleBatch(batch, m.reply);
       this.dispatch();
     });
     const lost = (e: unknown): void => {
@@ -202,17 +291,8 @@ export class TokenThreads {
       // share what is queued among the idle threads
       const batch = this.queue.splice(0, Math.min(MAX_BATCH, Math.ceil(this.queue.length / idle--)));
       t.batch = batch;
-      t.w.postMessage({
-        slot: new Uint8Array(this.slot()),
-        jobs: batch.map((p) => ({
-          op: p.job.op,
-          mechanism: p.job.mechanism,
-          pss: p.job.pss,
-          key: new Uint8Array(p.job.key),
-          input: new Uint8Array(p.job.input),
-          maxOut: p.job.maxOut,
-        })),
-      });
+      const packed = packBatch(batch);
+      t.w.postMessage({ slot: new Uint8Array(this.slot()), batch: packed }, [packed]);
     }
   }
 }
