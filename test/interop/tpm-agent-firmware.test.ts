@@ -160,17 +160,26 @@ describe('agent update --check (swtpm)', () => {
 
   it('a tampered release (one byte of the stored release changed) is refused, the installed image untouched', async () => {
     await release(2, image2, 'fw-tpm-a');
-    const der = withStore((db) => (db.prepare('SELECT der FROM firmware_releases WHERE name = ? AND version = ?').get('sensor-fw', 2) as { der: Buffer }).der);
-    const bad = Buffer.from(der);
+    // the release's bytes are stored in chunks (firmware_release_chunks): one byte of its last chunk changed
+    const last = withStore(
+      (db) =>
+        db
+          .prepare(
+            'SELECT c.set_id AS setId, c.seq AS seq, c.bytes AS bytes FROM firmware_release_chunks c JOIN firmware_releases r ON c.set_id = r.chunk_set WHERE r.name = ? AND r.version = ? ORDER BY c.seq DESC LIMIT 1',
+          )
+          .get('sensor-fw', 2) as { setId: string; seq: number; bytes: Buffer },
+    );
+    const bad = Buffer.from(last.bytes);
     bad[bad.length - 200] ^= 0x01; // inside the CA's signature or the envelope: either way the signature must fail
-    withStore((db) => db.prepare('UPDATE firmware_releases SET der = ? WHERE name = ? AND version = ?').run(bad, 'sensor-fw', 2));
+    const setChunk = (bytes: Buffer) => withStore((db) => db.prepare('UPDATE firmware_release_chunks SET bytes = ? WHERE set_id = ? AND seq = ?').run(bytes, last.setId, last.seq));
+    setChunk(bad);
     const img = tmp.file('a/sensor-fw.bin');
     const r = await update(outA(), img);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^device-ca: sensor-fw: refused: .*(signature|digest).*; load error report \(signatureFailure\) recorded\n$/);
     expect(fs.readFileSync(img).equals(image1)).toBe(true);
     expect(await errors()).toEqual({ 'fw-tpm-b': [1, 22], 'fw-tpm-a': [2, 15] });
-    withStore((db) => db.prepare('UPDATE firmware_releases SET der = ? WHERE name = ? AND version = ?').run(der, 'sensor-fw', 2));
+    setChunk(last.bytes);
   });
 
   it('version 2 installs; then a server replaying version 1 as the latest is refused (anti-rollback)', async () => {
