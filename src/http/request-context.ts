@@ -1,6 +1,6 @@
 import * as crypto from 'node:crypto';
 import { NextFunction, Request, Response } from 'express';
-import { Histogram, Registry } from 'prom-client';
+import { Counter, Histogram, Registry } from 'prom-client';
 import { DeferredChild, deferredCounter } from '../metrics/deferred-counter';
 import { Logger } from 'pino';
 import { CLIENT_REQUEST_ID } from './request-id';
@@ -22,6 +22,11 @@ export interface RequestRecord {
   errorCode?: string;
   /** error: a failure of ours, logged at error level with its detail */
   error?: { message: string; detail?: unknown };
+  /**
+   * aborted: the response was cut before it ended (destroyed by us half way, or the client went away):
+   * `status` is then the status sent, 0 when not even the head was
+   */
+  aborted?: boolean;
 }
 
 /**
@@ -32,6 +37,8 @@ export interface RequestRecord {
 export class HttpObservability {
   private readonly duration: Histogram<'listener' | 'route' | 'method' | 'status'>;
   private readonly total: (labels: Partial<Record<'listener' | 'route' | 'method' | 'status', string>>) => DeferredChild;
+  /** aborted: the requests whose response was cut (counted in `total` too, under the status sent) */
+  private readonly aborted: Counter<'listener' | 'route' | 'method'>;
   /** children: route -> method -> status -> the metric children (metricsFor) */
   private readonly children = new Map<string, Map<string, Map<number, { duration: { observe(v: number): void }; total: { inc(): void } }>>>();
 
@@ -57,6 +64,14 @@ export class HttpObservability {
       help: 'HTTP requests by listener, route, method and status',
       labelNames: ['listener', 'route', 'method', 'status'],
     });
+    this.aborted =
+      (registry.getSingleMetric('device_ca_http_requests_aborted_total') as Counter<'listener' | 'route' | 'method'>) ??
+      new Counter({
+        name: 'device_ca_http_requests_aborted_total',
+        help: 'HTTP requests whose response was cut before it ended (a failure half way, or the client went away), by listener, route and method',
+        labelNames: ['listener', 'route', 'method'],
+        registers: [registry],
+      });
   }
 
   /**
@@ -88,7 +103,8 @@ export class HttpObservability {
     const metrics = this.metricsFor(r.route, r.method, r.status);
     metrics.duration.observe(secs);
     metrics.total.inc();
-    const quiet = !r.error && this.quietRoutes.has(r.route) && r.status < 400;
+    if (r.aborted) this.aborted.inc({ listener: this.listener, route: r.route, method: r.method });
+    const quiet = !r.error && !r.aborted && this.quietRoutes.has(r.route) && r.status < 400;
     if (quiet && !this.log.isLevelEnabled('debug')) return; // the hot path builds no line nobody writes
     const line = {
       reqId: r.requestId,
@@ -98,8 +114,10 @@ export class HttpObservability {
       ms: Math.round(secs * 1e4) / 10,
       remote: typeof r.remote === 'function' ? r.remote() : r.remote,
       code: r.errorCode,
+      aborted: r.aborted || undefined,
     };
     if (r.error) this.log.error({ ...line, err: { message: r.error.message, detail: r.error.detail } }, 'request failed');
+    else if (r.aborted) this.log.warn(line, 'request aborted');
     else if (quiet) this.log.debug(line, 'request');
     else this.log.info(line, 'request');
   }
@@ -115,18 +133,27 @@ export class HttpObservability {
       const id = this.requestIdFor(req.headers['x-request-id']);
       res.setHeader('X-Request-Id', id);
       res.locals.requestId = id; // error replies quote it (sendHttpError), so a user's report finds the log line
-      res.on('finish', () =>
+      // 'finish' when the response ended; a response cut before that (destroyed half way by a store error,
+      // or its client gone) emits only 'close', and is recorded then, once, as aborted
+      let recorded = false;
+      const remote = req.socket.remoteAddress; // read now: a socket already gone at 'close' may no longer tell it
+      const done = (aborted: boolean): void => {
+        if (recorded) return;
+        recorded = true;
         this.record({
           route: String(res.locals.route ?? 'unknown'),
           method: req.method,
-          status: res.statusCode,
+          status: aborted && !res.headersSent ? 0 : res.statusCode,
           start,
           requestId: id,
-          remote: req.socket.remoteAddress,
+          remote,
           errorCode: res.locals.errorCode as string | undefined,
           error: res.locals.error as { message: string; detail?: unknown } | undefined,
-        }),
-      );
+          aborted: aborted || undefined,
+        });
+      };
+      res.once('finish', () => done(false));
+      res.once('close', () => done(!res.writableFinished));
       next();
     };
   }

@@ -7,6 +7,7 @@ import { FirmwareGroupKeys } from '../../ra/firmware-group-keys';
 import { GROUP_KEY_ID_RE } from '../../cms/firmware-group-key';
 import { HttpErrorReplyOptions, sendHttpError } from '../http-error-reply';
 import { requesterOf } from '../tls-requester';
+import { DeviceCaError } from '../../errors/device-ca-error';
 
 /** ERROR_REPLY: agents and curl read short text; a device authenticates with its TLS certificate, never Basic */
 const ERROR_REPLY: HttpErrorReplyOptions = { format: 'text', challenge: 'Basic realm="device-ca"' };
@@ -85,7 +86,14 @@ export function firmwareRouter(opts: { distribution: FirmwareDistribution; recei
       // chunk by chunk as the client takes them (pipeline waits on 'drain'); a client that goes away
       // destroys the stream, which ends the store reads (the iterator's return). A store error after the
       // head was sent can only cut the connection: the client sees fewer bytes than Content-Length.
-      pipeline(Readable.from(continued(first, chunks), { objectMode: false }), res, (err) => {
+      // The failure is put where the access line (request-context.ts, written on 'close' as aborted) finds it,
+      // before the pipeline destroys the reply: an operator sees why the download was cut.
+      const failed = (e: unknown): void => {
+        const err = e instanceof DeviceCaError ? e : { code: 'internal', message: e instanceof Error ? e.message : String(e) };
+        res.locals.errorCode = err.code;
+        res.locals.error = { message: err.message };
+      };
+      pipeline(Readable.from(continued(first, chunks, failed), { objectMode: false }), res, (err) => {
         if (err && !res.destroyed) res.destroy(err);
       });
     } catch (e) {
@@ -95,10 +103,16 @@ export function firmwareRouter(opts: { distribution: FirmwareDistribution; recei
   return r;
 }
 
-/** continued: an iteration whose first result was already taken, from that result on; ending it ends `rest`. */
-async function* continued(first: IteratorResult<Buffer>, rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+/**
+ * continued: an iteration whose first result was already taken, from that result on; ending it ends `rest`.
+ * `failed` hears an error of `rest` before it is thrown on.
+ */
+async function* continued(first: IteratorResult<Buffer>, rest: AsyncIterator<Buffer>, failed: (e: unknown) => void): AsyncGenerator<Buffer> {
   try {
     for (let r = first; !r.done; r = await rest.next()) yield r.value;
+  } catch (e) {
+    failed(e);
+    throw e;
   } finally {
     await rest.return?.();
   }

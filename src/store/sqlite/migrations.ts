@@ -453,3 +453,14 @@ MIGRATIONS.push(
    END;
    UPDATE status_generation SET gen = random() % 9007199254740992 WHERE id = 1;`,
 );
+
+// 28: the pending chunk sets (migration 25) name the writer's process table too: its pid namespace
+// (readlink /proc/self/ns/pid, e.g. "pid:[4026531836]") and the kernel's boot id
+// (/proc/sys/kernel/random/boot_id). A writer in another pid namespace under the same host name
+// (containers with --network host, pods sharing the volume) no longer looks gone because its pid does
+// not run here. NULL where the writer could not tell them (not Linux), and in the rows of earlier
+// versions, which are judged as before (host and pid).
+MIGRATIONS.push(
+  `ALTER TABLE firmware_release_pending ADD COLUMN pid_ns TEXT;
+   ALTER TABLE firmware_release_pending ADD COLUMN boot_id TEXT;`,
+);

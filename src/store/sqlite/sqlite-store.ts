@@ -1246,14 +1246,26 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
 
   // ---- firmware releases ----
   /**
-   * removeOrphanedReleaseChunks deletes the pending chunk sets whose writer is gone: written on this host
-   * by a process that no longer runs, or by this process but by no save under way (a pid a restarted
-   * process took over). Runs when a store is opened and before each save. Sets written on another host
-   * are left alone (SQLite is one host's store; a set there cannot be judged from here).
+   * removeOrphanedReleaseChunks deletes the pending chunk sets whose writer is gone: written in this host's
+   * process table (same host name, pid namespace and boot: PROCESS_TABLE) by a process that no longer runs,
+   * or by this process but by no save under way (a pid a restarted process took over); and any set older
+   * than PENDING_SET_MAX_AGE_MS, whoever wrote it. Runs when a store is opened and before each save. Sets of
+   * another host, pid namespace or boot are otherwise left alone: their pid means nothing here (a writer in
+   * another container under the same host name would look gone). A row without a namespace (written before
+   * migration 28, or where none could be read) is judged by host and pid alone, as before.
    */
   private removeOrphanedReleaseChunks(): void {
-    const rows = this.db.prepare('SELECT set_id, pid FROM firmware_release_pending WHERE host = ?').all(os.hostname()) as Row[];
-    const gone = rows.filter((r) => (Number(r.pid) === process.pid ? !RELEASES_BEING_WRITTEN.has(String(r.set_id)) : !processRuns(Number(r.pid)))).map((r) => String(r.set_id));
+    const rows = this.db.prepare('SELECT set_id, pid, host, pid_ns, boot_id, started_at FROM firmware_release_pending').all() as Row[];
+    const host = os.hostname();
+    const staleBefore = Date.now() - PENDING_SET_MAX_AGE_MS;
+    const gone = rows
+      .filter((r) => {
+        if (Number(r.started_at) < staleBefore) return true;
+        if (String(r.host) !== host) return false;
+        if (r.pid_ns !== null && (r.pid_ns !== PROCESS_TABLE.pidNs || r.boot_id !== PROCESS_TABLE.bootId)) return false;
+        return Number(r.pid) === process.pid ? !RELEASES_BEING_WRITTEN.has(String(r.set_id)) : !processRuns(Number(r.pid));
+      })
+      .map((r) => String(r.set_id));
     if (gone.length) this.db.transaction(() => gone.forEach((id) => this.discardChunkSet(id, true))).immediate();
   }
 
@@ -1282,7 +1294,14 @@ export class SqliteStore implements Store, AttestationStore, SnapshotSource, Sta
     RELEASES_BEING_WRITTEN.add(setId);
     let committed = false;
     try {
-      this.stmt('INSERT INTO firmware_release_pending (set_id, pid, host, started_at) VALUES (?, ?, ?, ?)').run(setId, process.pid, os.hostname(), Date.now());
+      this.stmt('INSERT INTO firmware_release_pending (set_id, pid, host, pid_ns, boot_id, started_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+        setId,
+        process.pid,
+        os.hostname(),
+        PROCESS_TABLE.pidNs,
+        PROCESS_TABLE.bootId,
+        Date.now(),
+      );
       let count = 0;
       for (const chunk of releaseChunksOf(release)) {
         // one short transaction per chunk; other writers (and this process's requests) run in between. Only
@@ -1472,6 +1491,32 @@ const RELEASE_BYTES_COLUMNS = 'chunk_set, length, chunk_count, CASE WHEN chunk_s
  * process): a pending set of this pid that is not here belongs to a process that had the pid before.
  */
 const RELEASES_BEING_WRITTEN = new Set<string>();
+
+/**
+ * PENDING_SET_MAX_AGE_MS: a pending chunk set older than this (24 h) is removed whoever wrote it: no save of
+ * a release (at most a few hundred MiB, a short write per chunk) takes that long, and a set of a writer the
+ * clean-up cannot judge (another host, pid namespace or boot) must not stay for ever. A save still running
+ * then is refused ('conflict', save again) rather than recording missing bytes.
+ */
+const PENDING_SET_MAX_AGE_MS = 24 * 3600_000;
+
+/**
+ * PROCESS_TABLE: what tells this process's pid table from another's on the same host name (Linux: the pid
+ * namespace, as readlink /proc/self/ns/pid gives it, and the kernel's boot id); a pid is only judged in the
+ * table it was taken from. null where /proc does not tell (not Linux): the rows say nothing more than host.
+ */
+const PROCESS_TABLE: { pidNs: string | null; bootId: string | null } = {
+  pidNs: readOrNull(() => fs.readlinkSync('/proc/self/ns/pid')),
+  bootId: readOrNull(() => fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()),
+};
+
+function readOrNull(read: () => string): string | null {
+  try {
+    return read() || null;
+  } catch {
+    return null;
+  }
+}
 
 /** processRuns: whether a process of this host runs (a zombie, killed and not yet reaped, does not). */
 function processRuns(pid: number): boolean {

@@ -1,3 +1,4 @@
+import * as http from 'node:http';
 import { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -8,17 +9,28 @@ import { HttpObservability } from '../../../src/http/request-context';
  * HttpObservability on the plain HTTP listener: every request is counted and timed under its own route,
  * method and status (the metric children are looked up once per combination, so one combination must never
  * be counted under another), and a quiet route's successful requests write no access line at level info
- * while its failures and every other route still do.
+ * while its failures and every other route still do. A request whose client goes away before any answer
+ * is recorded once, when its connection closes: aborted, status 0 (none was sent).
  */
 let base: string;
 let close: () => Promise<void>;
+/** stalled: the requests of the `stalled` route, which never answers; the test ends them */
+const stalled: http.ServerResponse[] = [];
 const logs: Record<string, unknown>[] = [];
 const registry = new Registry();
 
 beforeAll(async () => {
   const log = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) });
   const server = createHttpListener({
-    mounts: [],
+    mounts: [
+      {
+        path: '/stalled',
+        router: (_req, res) => {
+          res.locals.route = 'stalled';
+          stalled.push(res);
+        },
+      },
+    ],
     fast: [
       {
         prefix: '/fast',
@@ -84,4 +96,23 @@ it("a remote given as a function (the OCSP front's) is asked only for a line tha
     ['failed', '192.0.2.7'],
     ['loud', '192.0.2.7'],
   ]);
+});
+
+it('a client that goes away before any answer: one line, aborted, status 0, and one sample; an answer written after it adds none', async () => {
+  const req = http.request(`${base}/stalled`);
+  req.on('error', () => undefined);
+  req.end();
+  for (let i = 0; i < 200 && stalled.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  expect(stalled).toHaveLength(1);
+  const res = stalled[0];
+  const id = res.getHeader('x-request-id');
+  req.destroy();
+  const mine = () => logs.filter((l) => l.reqId === id);
+  for (let i = 0; i < 200 && mine().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  res.end('late'); // the handler answering after all: nobody gets it, and it is not counted again
+  await new Promise((r) => setTimeout(r, 50));
+  expect(mine().map((l) => [l.level, l.msg, l.route, l.status, l.aborted])).toEqual([[40, 'request aborted', 'stalled', 0, true]]);
+  expect((await counts('device_ca_http_requests_total'))['stalled GET 0']).toBe(1);
+  const aborted = (await registry.getSingleMetric('device_ca_http_requests_aborted_total')!.get()).values.map((v) => [v.labels, v.value]);
+  expect(aborted).toEqual([[{ listener: 'http', route: 'stalled', method: 'GET' }, 1]]);
 });

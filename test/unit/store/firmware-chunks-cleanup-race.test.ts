@@ -18,7 +18,7 @@ import { makeTmpDir } from '../../helpers/tmp';
  * set's pending row.
  */
 
-const PENDING_SELECT = 'SELECT set_id, pid FROM firmware_release_pending WHERE host = ?';
+const PENDING_SELECT = 'SELECT set_id, pid, host, pid_ns, boot_id, started_at FROM firmware_release_pending';
 
 afterEach(() => jest.restoreAllMocks());
 
@@ -32,7 +32,7 @@ it('a release committed between the clean-up reading the pending sets and deleti
     const bytes = crypto.randomBytes(4096);
     // the writer (pid of another namespace, dead as seen from here) has written its chunk set and is about to commit
     const writer = new Database(file);
-    writer.prepare('INSERT INTO firmware_release_pending (set_id, pid, host, started_at) VALUES (?, ?, ?, 0)').run('live', deadPid, os.hostname());
+    writer.prepare('INSERT INTO firmware_release_pending (set_id, pid, host, started_at) VALUES (?, ?, ?, ?)').run('live', deadPid, os.hostname(), Date.now());
     writer.prepare('INSERT INTO firmware_release_chunks (set_id, seq, bytes) VALUES (?, 0, ?)').run('live', bytes);
     const commit = (): void => {
       writer
@@ -55,8 +55,8 @@ it('a release committed between the clean-up reading the pending sets and deleti
       return new Proxy(st, {
         get(target, prop) {
           if (prop !== 'all') return Reflect.get(target, prop, target) as unknown;
-          return (host: string) => {
-            const rows = target.all(host);
+          return () => {
+            const rows = (target as Database.Statement<[]>).all();
             commit();
             return rows;
           };

@@ -74,7 +74,8 @@ it('opening a store removes the pending chunks of writers that are gone (a dead 
     const deadPid = Number(dead.stdout);
     expect(deadPid).toBeGreaterThan(0);
     const db = new Database(file);
-    const pend = db.prepare('INSERT INTO firmware_release_pending (set_id, pid, host, started_at) VALUES (?, ?, ?, 0)');
+    // rows as the version before migration 28 wrote them (no pid namespace, no boot id), started just now
+    const pend = db.prepare(`INSERT INTO firmware_release_pending (set_id, pid, host, started_at) VALUES (?, ?, ?, ${Date.now()})`);
     const chunk = db.prepare("INSERT INTO firmware_release_chunks (set_id, seq, bytes) VALUES (?, 0, X'01')");
     for (const [set, pid, host] of [
       ['dead', deadPid, os.hostname()],
