@@ -277,11 +277,8 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, SecretKeyCiph
   private findSecretKey(session: graphene.Session, id: Buffer): graphene.SecretKey {
     const found = session.find({ class: graphene.ObjectClass.SECRET_KEY, keyType: graphene.KeyType.AES, id });
     if (found.length === 0 && !isLoggedIn(session)) throw new Error('CKR_USER_NOT_LOGGED_IN (secret key not visible: the token logged out)');
-    if (found.length !== 1)
-      throw new DeviceCaError(
-        'key-backend',
-        `${found.length === 0 ? 'no' : found.length} AES secret key${found.length === 1 ? '' : 's'} with CKA_ID ${id.toString('hex')} on token "${this.tokenLabel}"`,
-      );
+    if (found.length === 0) throw new DeviceCaError('key-backend', `no AES secret key with CKA_ID ${id.toString('hex')} on token "${this.tokenLabel}"`);
+    if (found.length > 1) throw new DeviceCaError('key-backend', `${found.length} AES secret keys with CKA_ID ${id.toString('hex')} on token "${this.tokenLabel}"`);
     return new graphene.SecretKey(found.items(0));
   }
 
