@@ -44,7 +44,7 @@ import { ConsoleOverview } from './ra/console-overview';
 import { ConsoleSessions } from './ra/console-sessions';
 import { DeviceLifecycle } from './ra/device-lifecycle';
 import { FirmwareDistribution } from './ra/firmware-distribution';
-import { FirmwareGroupKeys, firmwareGroupKek } from './ra/firmware-group-keys';
+import { FirmwareGroupKeys, firmwareGroupKeks } from './ra/firmware-group-keys';
 import { FirmwareReceipts } from './ra/firmware-receipts';
 import { DeviceCommands } from './ra/device-commands';
 import { CsrVerifyPool, csrVerifyThreads } from './ra/csr-verify-pool';
@@ -264,7 +264,7 @@ export async function buildService(cfg: Config, opts: ServiceOptions): Promise<S
   const firmware = firmwareRouter({ distribution });
   // receipts (RFC 4108 §3/§4) only where devices authenticate with their certificate
   // group keys (GET /firmware/keys/<id>) likewise: the key is wrapped to the device's TLS certificate
-  const groupKeys = new FirmwareGroupKeys(store, firmwareGroupKek(cfg));
+  const groupKeys = new FirmwareGroupKeys(store, firmwareGroupKeks(cfg, keys, store));
   const firmwareTls = firmwareRouter({ distribution, receipts: { decide: receipts, bodyLimit: cfg.https.bodyLimit }, groupKeys });
   const httpsServer = createHttpsListener({
     tls: { ...tlsContext, cert: initial.tls.certPem, key: initial.tls.keyPem, requestCert: true, rejectUnauthorized: false, handshakeTimeout: cfg.https.handshakeTimeout * 1000 },

@@ -1,6 +1,6 @@
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm, KeyBackend, KeyRole, SigningKey } from './key-backend';
-import { RsaDecryptor, isRsaDecryptor } from './pkcs11/key-capabilities';
+import { RsaDecryptor, SecretKeyCipher, isRsaDecryptor, isSecretKeyCipher } from './pkcs11/key-capabilities';
 
 /**
  * KeyRouter is the KeyBackend the CA sees when keys live in more than one place (software files, one
@@ -55,6 +55,17 @@ export class KeyRouter implements KeyBackend, RsaDecryptor {
     const b = await this.owner(ref);
     if (!isRsaDecryptor(b)) throw new DeviceCaError('key-backend', `the ${b.kind} key backend holding ${ref} cannot decrypt`);
     return b.rsaDecrypt(ref, ciphertext);
+  }
+
+  /**
+   * secretKeyCipher: the backend of the firmware signer role (the token keys.roles.signer names, else
+   * keys.pkcs11's) when it keeps secret keys (SecretKeyCipher), for the firmware group key-encryption key
+   * (ra/firmware-group-kek.ts); undefined when it cannot.
+   */
+  async secretKeyCipher(): Promise<SecretKeyCipher | undefined> {
+    const b = await this.forRole('signer');
+    this.opened.add(b);
+    return isSecretKeyCipher(b) ? b : undefined;
   }
 
   async close(): Promise<void> {

@@ -4,8 +4,12 @@ import { GROUP_KEY_BYTES, GROUP_KEY_ID_RE, GroupKey, newGroupKey, wrapGroupKeyTo
 import { Config } from '../config/schema';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { serverKeyFile } from '../keys/enrollment-secret-key';
+import { KeyBackend } from '../keys/key-backend';
+import { isSecretKeyCipher } from '../keys/pkcs11/key-capabilities';
+import { keysBackendKind } from '../keys/open-key-backend';
 import { firmwareGroupKeyRecord, Store } from '../store/store';
 import { firmwareDeviceOf, FirmwareRequester } from './firmware-distribution';
+import { FIRMWARE_GROUP_KEK_LABEL, TokenKek, tokenGroupKek } from './firmware-group-kek';
 
 /**
  * firmware-group-keys: the decisions about group content-encryption keys (issue 13, docs/firmware.md
@@ -16,8 +20,11 @@ import { firmwareDeviceOf, FirmwareRequester } from './firmware-distribution';
  * is an active device of the group with a valid device certificate (the recipients of a per-device
  * release). State, in the store (compare-and-set, audited in the same write, copied by `store copy`):
  * - CA state `firmware-group:<group>`: { current: key id };
- * - CA state `firmware-group-key:<id>`: { id, group, wrapped, createdAt }: `wrapped` is the key under the
+ * - CA state `firmware-group-key:<id>`: { id, group, wrapped, kek, createdAt }: `wrapped` is the key under the
  *   service's key-encryption key (AES-256-GCM, the id and group as additional data), never the key itself;
+ *   `kek` says which one: 'file' (keys/firmware-group.key) or 'pkcs11' (the AES key in the token,
+ *   firmware-group-kek.ts, used for new keys when keys.backend is pkcs11); a record without it is 'file',
+ *   so keys wrapped before a switch to the token still open while the file is there;
  * - the key's members (FirmwareGroupKeyStore, one entry per device, written with the record): the devices
  *   that may fetch the key, added at each release that uses it.
  * A record written before the member store holds its members itself (`members`, sorted ids): read as they
@@ -35,12 +42,42 @@ export function firmwareGroupKek(cfg: Config): () => Buffer {
   return () => serverKeyFile(dir, FIRMWARE_GROUP_KEK_FILE, 'a firmware group key-encryption key');
 }
 
+/**
+ * GroupKeks: the key-encryption keys a FirmwareGroupKeys may use: the data directory's file (read on
+ * use: only when a record needs it) and, with the PKCS#11 backend, the token's, which wraps new keys.
+ */
+export interface GroupKeks {
+  file: () => Buffer;
+  token?: TokenKek;
+}
+
+/**
+ * firmwareGroupKeks: the key-encryption keys of this configuration: the file always (older records), and
+ * the token's AES key (label FIRMWARE_GROUP_KEK_LABEL, in the firmware signer role's token) when
+ * keys.backend is pkcs11, so no keys/firmware-group.key is created there.
+ */
+export function firmwareGroupKeks(cfg: Config, keys: KeyBackend, store: Pick<Store, 'getCaState' | 'saveCaState'>): GroupKeks {
+  const file = firmwareGroupKek(cfg);
+  if (keysBackendKind(cfg) !== 'pkcs11') return { file };
+  return {
+    file,
+    token: tokenGroupKek(store, async () => {
+      const router = keys as KeyBackend & { secretKeyCipher?: () => Promise<unknown> };
+      const c = isSecretKeyCipher(keys) ? keys : await router.secretKeyCipher?.();
+      if (!isSecretKeyCipher(c)) throw new DeviceCaError('key-backend', `the ${keys.kind} key backend cannot keep the firmware group key-encryption key (${FIRMWARE_GROUP_KEK_LABEL})`);
+      return c;
+    }),
+  };
+}
+
 /** GroupKeyRecord: the CA state record of one group key. */
 interface GroupKeyRecord {
   id: string;
   group: string;
   /** wrapped: hex of IV (12) | tag (16) | ciphertext (32), AES-256-GCM under the key-encryption key */
   wrapped: string;
+  /** kek: which key-encryption key wrapped it; absent (records of earlier versions): 'file' */
+  kek?: 'file' | 'pkcs11';
   createdAt: string;
   /** members: only in a record written before the member store (FirmwareGroupKeyStore): the sorted ids */
   members?: string[];
@@ -65,11 +102,16 @@ export function ownerOfGroup(group: string): string | undefined {
 type GroupKeyStore = Pick<Store, 'getCaState' | 'saveCaState' | 'getCertificate' | 'getDevice' | 'appendAudit' | 'saveFirmwareGroupKey' | 'isFirmwareGroupKeyMember' | 'firmwareGroupKeyMembership'>;
 
 export class FirmwareGroupKeys {
+  private readonly keks: GroupKeks;
+
+  /** kek: the key-encryption keys (firmwareGroupKeks), or only the file's, as a function read on use. */
   constructor(
     private readonly store: GroupKeyStore,
-    private readonly kek: () => Buffer,
+    kek: (() => Buffer) | GroupKeks,
     private readonly now: () => Date = () => new Date(),
-  ) {}
+  ) {
+    this.keks = typeof kek === 'function' ? { file: kek } : kek;
+  }
 
   /**
    * keyForRelease: the group key a release to `group` is encrypted under, given the group's members now.
@@ -100,10 +142,10 @@ export class FirmwareGroupKeys {
               subject: `firmware-group:${group}`,
               data: { keyId: rec.id, members: sorted.length, added: compared.newcomers.length },
             });
-          return { key: this.unwrap(rec), created: false };
+          return { key: await this.unwrap(rec), created: false };
         }
         const g = newGroupKey();
-        const created: GroupKeyRecord = { id: g.id, group, wrapped: this.wrap(g, group), createdAt: this.now().toISOString() };
+        const created: GroupKeyRecord = { id: g.id, group, ...(await this.wrap(g, group)), createdAt: this.now().toISOString() };
         await this.store.saveFirmwareGroupKey(g.id, created, 0, sorted, {
           type: 'firmware.group-key.created',
           actor,
@@ -154,32 +196,53 @@ export class FirmwareGroupKeys {
     if (!member) throw new DeviceCaError('not-found', NOT_FOUND);
     const owner = ownerOfGroup(rec.group);
     if (owner !== undefined && (await this.store.getDevice(deviceId))?.owner !== owner) throw new DeviceCaError('not-found', NOT_FOUND);
-    const der = wrapGroupKeyTo(Buffer.from(leaf.raw), this.unwrap(rec));
+    const der = wrapGroupKeyTo(Buffer.from(leaf.raw), await this.unwrap(rec));
     await this.store.appendAudit({ type: 'firmware.group-key.fetched', actor: `device:${deviceId}`, subject: `firmware-group:${rec.group}`, data: { keyId: rec.id, device: deviceId } });
     return der;
   }
 
-  private wrap(g: GroupKey, group: string): string {
+  /** wrap: the key under the token's key-encryption key when there is one, else the file's; `kek` says which. */
+  private async wrap(g: GroupKey, group: string): Promise<{ wrapped: string; kek: 'file' | 'pkcs11' }> {
     const iv = crypto.randomBytes(12);
-    const c = crypto.createCipheriv('aes-256-gcm', this.kek(), iv);
+    if (this.keks.token) {
+      const sealed = await this.keks.token.seal(iv, aad(g.id, group), g.key);
+      // the token answers ciphertext | tag; the record keeps IV | tag | ciphertext as the file's does
+      const ct = sealed.subarray(0, sealed.length - 16);
+      return { wrapped: Buffer.concat([iv, sealed.subarray(sealed.length - 16), ct]).toString('hex'), kek: 'pkcs11' };
+    }
+    const c = crypto.createCipheriv('aes-256-gcm', this.keks.file(), iv);
     c.setAAD(aad(g.id, group));
     const ct = Buffer.concat([c.update(g.key), c.final()]);
-    return Buffer.concat([iv, c.getAuthTag(), ct]).toString('hex');
+    return { wrapped: Buffer.concat([iv, c.getAuthTag(), ct]).toString('hex'), kek: 'file' };
   }
 
-  private unwrap(rec: GroupKeyRecord): GroupKey {
+  /** unwrap: with the key-encryption key the record names ('file' when it names none). */
+  private async unwrap(rec: GroupKeyRecord): Promise<GroupKey> {
     const b = Buffer.from(rec.wrapped, 'hex');
+    const kek = rec.kek ?? 'file';
+    let key: Buffer;
     try {
-      const d = crypto.createDecipheriv('aes-256-gcm', this.kek(), b.subarray(0, 12));
-      d.setAAD(aad(rec.id, rec.group));
-      d.setAuthTag(b.subarray(12, 28));
-      const key = Buffer.concat([d.update(b.subarray(28)), d.final()]);
+      if (kek === 'pkcs11') {
+        if (!this.keks.token) throw new Error('no token');
+        key = await this.keks.token.open(b.subarray(0, 12), aad(rec.id, rec.group), Buffer.concat([b.subarray(28), b.subarray(12, 28)]));
+      } else {
+        const d = crypto.createDecipheriv('aes-256-gcm', this.keks.file(), b.subarray(0, 12));
+        d.setAAD(aad(rec.id, rec.group));
+        d.setAuthTag(b.subarray(12, 28));
+        key = Buffer.concat([d.update(b.subarray(28)), d.final()]);
+      }
       if (key.length !== GROUP_KEY_BYTES) throw new Error('length');
-      return { id: rec.id, key };
-    } catch {
-      // the key file is not the one the group key was made under (another node's, or replaced)
-      throw new DeviceCaError('key-backend', `group key ${rec.id} does not unwrap with keys/${FIRMWARE_GROUP_KEK_FILE}: every node needs the same file`);
+    } catch (e) {
+      // a token that cannot be reached says so; otherwise the key-encryption key is not the one the group key was made under
+      if (e instanceof DeviceCaError && e.code === 'key-backend') throw e;
+      throw new DeviceCaError(
+        'key-backend',
+        kek === 'pkcs11'
+          ? `group key ${rec.id} does not unwrap with the token's ${FIRMWARE_GROUP_KEK_LABEL}: it was wrapped in a PKCS#11 token, and keys.backend must be pkcs11 with that token`
+          : `group key ${rec.id} does not unwrap with keys/${FIRMWARE_GROUP_KEK_FILE}: every node needs the same file`,
+      );
     }
+    return { id: rec.id, key };
   }
 }
 
@@ -189,7 +252,7 @@ function groupRecord(group: string): string {
 
 /** withoutMembers: the record as this version writes it (a previous version's `members` list dropped). */
 function withoutMembers(rec: GroupKeyRecord): GroupKeyRecord {
-  return { id: rec.id, group: rec.group, wrapped: rec.wrapped, createdAt: rec.createdAt };
+  return { id: rec.id, group: rec.group, wrapped: rec.wrapped, ...(rec.kek ? { kek: rec.kek } : {}), createdAt: rec.createdAt };
 }
 
 function aad(id: string, group: string): Buffer {

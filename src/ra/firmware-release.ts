@@ -14,7 +14,7 @@ import { collectItems } from '../store/paging';
 import { AuditInput, FirmwareReleaseInfo, Store } from '../store/store';
 import { parseCsr } from './csr';
 import { NOT_DEVICE_PROFILES } from './firmware-distribution';
-import { FirmwareGroupKeys, firmwareGroupKek, ownerOfGroup, parseFirmwareGroup } from './firmware-group-keys';
+import { FirmwareGroupKeys, firmwareGroupKeks, ownerOfGroup, parseFirmwareGroup } from './firmware-group-keys';
 
 /**
  * firmware-release: the decisions around firmware (issue 13): who may sign (registered signers and their
@@ -203,7 +203,7 @@ export class FirmwareReleases {
     const groupKey =
       group !== undefined && recipients
         ? (
-            await new FirmwareGroupKeys(this.store, firmwareGroupKek(this.cfg), () => now).keyForRelease(
+            await new FirmwareGroupKeys(this.store, firmwareGroupKeks(this.cfg, this.keys, this.store), () => now).keyForRelease(
               group,
               recipients.map((r) => r.deviceId),
               a.actor,

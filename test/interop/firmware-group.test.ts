@@ -187,7 +187,9 @@ describe('a release to a group key', () => {
     ]);
     expect(rows.filter((r) => r.type === 'firmware.group-key.fetched').length).toBeGreaterThanOrEqual(4);
     expect(state.length).toBe(2);
-    for (const s of state) expect(Object.keys(JSON.parse(s.value) as object).sort()).toEqual(['createdAt', 'group', 'id', 'wrapped']);
+    for (const s of state) expect(Object.keys(JSON.parse(s.value) as object).sort()).toEqual(['createdAt', 'group', 'id', 'kek', 'wrapped']);
+    // the software backend wraps under keys/firmware-group.key, and the record says so
+    for (const s of state) expect((JSON.parse(s.value) as { kek: string }).kek).toBe('file');
     // the members are rows beside the records (one per device given the key)
     expect(members.map((m) => m.key_id).sort()).toEqual(state.map((s) => (JSON.parse(s.value) as { id: string }).id).sort());
     for (const m of members) expect(m.n).toBeGreaterThan(0);

@@ -13,13 +13,14 @@ import { toPem } from '../../src/ca/pem';
 import { loadConfig, publicBaseUrl } from '../../src/config/load-config';
 import { DeviceCaError } from '../../src/errors/device-ca-error';
 import { KEY_ALGORITHMS, KeyAlgorithm, SigningKey } from '../../src/keys/key-backend';
-import { isRsaDecryptor, isRsaPssSigner } from '../../src/keys/pkcs11/key-capabilities';
+import { isRsaDecryptor, isRsaPssSigner, isSecretKeyCipher } from '../../src/keys/pkcs11/key-capabilities';
 import { Pkcs11KeyBackend } from '../../src/keys/pkcs11/pkcs11-key-backend';
 import { acquireModule, moduleUsers, releaseModule } from '../../src/keys/pkcs11/pkcs11-module';
 import { parsePkcs11Uri } from '../../src/keys/pkcs11/pkcs11-uri';
 import { hashFor } from '../../src/keys/signature-algorithm';
 import { openKeyBackend } from '../../src/keys/open-key-backend';
 import { SoftwareKeyBackend } from '../../src/keys/software-key-backend';
+import { FIRMWARE_GROUP_KEK_LABEL, FIRMWARE_GROUP_KEK_STATE, tokenGroupKek } from '../../src/ra/firmware-group-kek';
 import { SoftHsm, createSoftHsm } from '../helpers/softhsm';
 
 /**
@@ -295,6 +296,66 @@ describe('capabilities', () => {
     ] as const) {
       const sig = await key.signRsaPss(data, opts);
       expect(crypto.verify(hash, data, { key: pub, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength }, sig)).toBe(true);
+    }
+  });
+});
+
+describe('AES secret keys (SecretKeyCipher, the firmware group key-encryption key)', () => {
+  /** secretKeyBlocks: pkcs11-tool's view of the AES secret keys with a label */
+  const secretKeyBlocks = (label: string): string[] =>
+    hsm
+      .pkcs11Tool(['--token-label', 'ca', '--login', '--pin', hsm.pin, '--list-objects', '--type', 'secrkey'])
+      .split(/\n(?=Secret Key Object)/)
+      .filter((b) => new RegExp(`label:\\s+${label}\\n`).test(b));
+
+  test('generated in the token sensitive and never extractable; CKM_AES_GCM round trip; a wrong tag or additional data is one generic error', async () => {
+    expect(isSecretKeyCipher(backend)).toBe(true);
+    expect(isSecretKeyCipher(new SoftwareKeyBackend(os.tmpdir()))).toBe(false);
+    const id = crypto.randomBytes(16);
+    await backend.generateSecretKey('aes-test', id);
+    expect((await backend.secretKeyIds('aes-test')).map((b) => b.toString('hex'))).toEqual([id.toString('hex')]);
+    const [block] = secretKeyBlocks('aes-test');
+    expect(block).toMatch(/AES length 32/);
+    expect(block).toMatch(/Usage:\s+encrypt, decrypt\s*\n/);
+    expect(block).toMatch(/Access:\s+.*sensitive.*never extractable/);
+    const iv = crypto.randomBytes(12);
+    const aad = Buffer.from('additional data');
+    const plain = crypto.randomBytes(32);
+    const sealed = await backend.aesGcmEncrypt(id, iv, aad, plain);
+    expect(sealed.length).toBe(48);
+    expect(sealed.includes(plain)).toBe(false);
+    expect(await backend.aesGcmDecrypt(id, iv, aad, sealed)).toEqual(plain);
+    const bad = Buffer.from(sealed);
+    bad[47] ^= 1;
+    await expect(backend.aesGcmDecrypt(id, iv, aad, bad)).rejects.toMatchObject({ code: 'bad-request', message: 'AES-GCM decryption failed' });
+    await expect(backend.aesGcmDecrypt(id, iv, Buffer.from('other'), sealed)).rejects.toMatchObject({ code: 'bad-request' });
+    // the backend still works after a failed decryption (the session was not left mid-operation)
+    expect(await backend.aesGcmDecrypt(id, iv, aad, sealed)).toEqual(plain);
+    await backend.destroySecretKey(id);
+    expect(await backend.secretKeyIds('aes-test')).toEqual([]);
+    await expect(backend.aesGcmEncrypt(id, iv, aad, plain)).rejects.toMatchObject({ code: 'key-backend', message: expect.stringMatching(/no AES secret key with CKA_ID/) });
+  });
+
+  test('two backends (two processes) generating the group key-encryption key at once end with one key in the token', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-kek-race-'));
+    const store = new SqliteStore(path.join(dir, 'store.sqlite'));
+    const other = await openBackend().open();
+    try {
+      const a = tokenGroupKek(store, async () => backend);
+      const b = tokenGroupKek(store, async () => other);
+      const iv = crypto.randomBytes(12);
+      const aad = Buffer.from('aad');
+      const [sa, sb] = await Promise.all([a.seal(iv, aad, Buffer.from('from a')), b.seal(iv, aad, Buffer.from('from b'))]);
+      expect((await b.open(iv, aad, sa)).toString()).toBe('from a');
+      expect((await a.open(iv, aad, sb)).toString()).toBe('from b');
+      const ids = await backend.secretKeyIds(FIRMWARE_GROUP_KEK_LABEL);
+      const recorded = (await store.getCaState(FIRMWARE_GROUP_KEK_STATE))!.value as { id: string };
+      expect(ids.map((x) => x.toString('hex'))).toEqual([recorded.id]);
+      expect(secretKeyBlocks(FIRMWARE_GROUP_KEK_LABEL)).toHaveLength(1);
+    } finally {
+      await other.close();
+      await store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -35,3 +35,27 @@ export interface RsaPssSigner {
 export function isRsaPssSigner(key: SigningKey): key is SigningKey & RsaPssSigner {
   return typeof (key as Partial<RsaPssSigner>).signRsaPss === 'function';
 }
+
+/**
+ * SecretKeyCipher keeps AES-256 secret keys in the backend (a PKCS#11 token: CKO_SECRET_KEY, CKK_AES,
+ * sensitive, never extractable) and encrypts and decrypts with them under AES-GCM (CKM_AES_GCM, a 16-octet
+ * tag appended to the ciphertext, PKCS#11 v2.40 §2.11.5): the firmware group key-encryption key
+ * (ra/firmware-group-kek.ts) lives there when the CA keys do. Keys are named by CKA_ID (`id`); `label` is
+ * for operators.
+ */
+export interface SecretKeyCipher {
+  /** secretKeyIds: the CKA_IDs of the AES secret keys labelled `label`. */
+  secretKeyIds(label: string): Promise<Buffer[]>;
+  /** generateSecretKey: a new AES-256 key in the token (C_GenerateKey) with this label and CKA_ID. */
+  generateSecretKey(label: string, id: Buffer): Promise<void>;
+  /** destroySecretKey: C_DestroyObject on the AES key with this CKA_ID (the loser of a generation race). */
+  destroySecretKey(id: Buffer): Promise<void>;
+  /** aesGcmEncrypt: ciphertext | 16-octet tag. */
+  aesGcmEncrypt(id: Buffer, iv: Buffer, aad: Buffer, plaintext: Buffer): Promise<Buffer>;
+  /** aesGcmDecrypt: the plaintext of ciphertext | tag; rejects when the tag does not check. */
+  aesGcmDecrypt(id: Buffer, iv: Buffer, aad: Buffer, sealed: Buffer): Promise<Buffer>;
+}
+
+export function isSecretKeyCipher(backend: unknown): backend is SecretKeyCipher {
+  return typeof (backend as Partial<SecretKeyCipher> | undefined)?.aesGcmEncrypt === 'function';
+}

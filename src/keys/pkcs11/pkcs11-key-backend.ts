@@ -5,7 +5,7 @@ import * as graphene from 'graphene-pk11';
 import { DeviceCaError, isDeviceCaError } from '../../errors/device-ca-error';
 import { KEY_ALGORITHMS, KeyAlgorithm, KeyBackend, KeyRole, SigningKey } from '../key-backend';
 import { hashFor } from '../signature-algorithm';
-import { RsaDecryptor } from './key-capabilities';
+import { RsaDecryptor, SecretKeyCipher } from './key-capabilities';
 import { ckrOf, isLoginFailure, isRecoverable, keyBackendError, loginError, uninitializedTokenError } from './pkcs11-errors';
 import { acquireModule, reinitializeModule, releaseModule } from './pkcs11-module';
 import { KeyLocator, Pkcs11KeyRunner, Pkcs11RsaSigningKey, Pkcs11SigningKey } from './pkcs11-signing-key';
@@ -84,7 +84,7 @@ const TYPE_TO_CLASS: Record<Pkcs11ObjectType, graphene.ObjectClass> = {
   data: graphene.ObjectClass.DATA,
 };
 
-export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunner {
+export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, SecretKeyCipher, Pkcs11KeyRunner {
   readonly kind = 'pkcs11';
   private mod?: graphene.Module;
   private readonly pool: SessionPool<graphene.Session>;
@@ -194,6 +194,92 @@ export class Pkcs11KeyBackend implements KeyBackend, RsaDecryptor, Pkcs11KeyRunn
       }
       throw e;
     }
+  }
+
+  /** secretKeyIds: the CKA_IDs of the AES secret keys labelled `label` (SecretKeyCipher). */
+  async secretKeyIds(label: string): Promise<Buffer[]> {
+    return this.op('secret key lookup', async ({ session }) => {
+      const found = session.find({ class: graphene.ObjectClass.SECRET_KEY, keyType: graphene.KeyType.AES, label });
+      const ids: Buffer[] = [];
+      for (let i = 0; i < found.length; i++) ids.push(found.items(i).getAttribute({ id: null }).id as Buffer);
+      return ids;
+    });
+  }
+
+  /**
+   * generateSecretKey makes an AES-256 key in the token (C_GenerateKey, CKM_AES_KEY_GEN): a token object,
+   * private, sensitive, never extractable, allowed to encrypt and decrypt only (no wrap, unwrap, sign or
+   * derive), so its value never leaves the token and it serves no other purpose.
+   */
+  async generateSecretKey(label: string, id: Buffer): Promise<void> {
+    if (label.length === 0 || label.length > MAX_LABEL || /[\u0000-\u001f]/.test(label)) {
+      throw new DeviceCaError('config', `pkcs11: key label must be 1 to ${MAX_LABEL} printable characters`);
+    }
+    const template: graphene.ITemplate = {
+      token: true,
+      private: true,
+      label,
+      id,
+      keyType: graphene.KeyType.AES,
+      valueLen: 32,
+      sensitive: true,
+      extractable: false,
+      encrypt: true,
+      decrypt: true,
+      wrap: false,
+      unwrap: false,
+      sign: false,
+      verify: false,
+      derive: false,
+    };
+    await this.op(
+      'secret key generation',
+      ({ session }) => new Promise<void>((resolve, reject) => session.generateKey(graphene.KeyGenMechanism.AES, template, (err) => (err ? reject(err) : resolve()))),
+    );
+  }
+
+  /** destroySecretKey removes the AES key with this CKA_ID (C_DestroyObject). */
+  async destroySecretKey(id: Buffer): Promise<void> {
+    await this.op('secret key removal', async ({ session }) => {
+      const found = session.find({ class: graphene.ObjectClass.SECRET_KEY, keyType: graphene.KeyType.AES, id });
+      for (let i = 0; i < found.length; i++) found.items(i).destroy();
+    });
+  }
+
+  /**
+   * aesGcmEncrypt: C_EncryptInit (CKM_AES_GCM, the IV, the additional data, a 128-bit tag) and C_Encrypt
+   * with the AES key at `id`; the output is ciphertext | tag (PKCS#11 v2.40 §2.11.5). C_Encrypt runs on
+   * the libuv pool (graphene's asynchronous call); the lookup and C_EncryptInit run on the main thread,
+   * which is acceptable for a key-encryption key used once per release and once per key fetch.
+   */
+  async aesGcmEncrypt(id: Buffer, iv: Buffer, aad: Buffer, plaintext: Buffer): Promise<Buffer> {
+    return this.op('AES-GCM encryption', ({ session }) => {
+      const c = session.createCipher({ name: 'AES_GCM', params: new graphene.AesGcmParams(iv, aad, 128) }, this.findSecretKey(session, id));
+      return new Promise<Buffer>((resolve, reject) => c.once(plaintext, Buffer.alloc(plaintext.length + 16), (err, out) => (err ? reject(err) : resolve(Buffer.from(out)))));
+    });
+  }
+
+  /** aesGcmDecrypt: the reverse of aesGcmEncrypt; a tag that does not check rejects ('bad-request', no detail). */
+  async aesGcmDecrypt(id: Buffer, iv: Buffer, aad: Buffer, sealed: Buffer): Promise<Buffer> {
+    return this.op('AES-GCM decryption', ({ session }) => {
+      const d = session.createDecipher({ name: 'AES_GCM', params: new graphene.AesGcmParams(iv, aad, 128) }, this.findSecretKey(session, id));
+      return new Promise<Buffer>((resolve, reject) =>
+        d.once(sealed, Buffer.alloc(sealed.length), (err, out) => {
+          if (!err) return resolve(Buffer.from(out));
+          // SoftHSM answers CKR_GENERAL_ERROR for a tag that does not check, others CKR_ENCRYPTED_DATA_INVALID
+          const ckr = ckrOf(err);
+          reject(ckr !== undefined && DECRYPT_FAILURES.has(ckr) ? new DeviceCaError('bad-request', 'AES-GCM decryption failed') : err);
+        }),
+      );
+    });
+  }
+
+  private findSecretKey(session: graphene.Session, id: Buffer): graphene.SecretKey {
+    const found = session.find({ class: graphene.ObjectClass.SECRET_KEY, keyType: graphene.KeyType.AES, id });
+    if (found.length === 0 && !isLoggedIn(session)) throw new Error('CKR_USER_NOT_LOGGED_IN (secret key not visible: the token logged out)');
+    if (found.length === 0) throw new DeviceCaError('key-backend', `no AES secret key with CKA_ID ${id.toString('hex')} on token "${this.tokenLabel}"`);
+    if (found.length > 1) throw new DeviceCaError('key-backend', `${found.length} AES secret keys with CKA_ID ${id.toString('hex')} on token "${this.tokenLabel}"`);
+    return new graphene.SecretKey(found.items(0));
   }
 
   /** listKeys describes every object the logged-in user can see on the token, for `device-ca keys list`. */

@@ -1,6 +1,6 @@
 import { KeyBackend, KeyRole, SigningKey } from '../../../src/keys/key-backend';
 import { KeyRouter } from '../../../src/keys/key-router';
-import { isRsaDecryptor } from '../../../src/keys/pkcs11/key-capabilities';
+import { isRsaDecryptor, isSecretKeyCipher, SecretKeyCipher } from '../../../src/keys/pkcs11/key-capabilities';
 
 /** KeyRouter forwards optional backend capabilities to the backend that owns a ref. */
 
@@ -50,5 +50,38 @@ describe('KeyRouter', () => {
     await router.close();
     expect(token.closed).toBe(1);
     expect(software.closed).toBe(1);
+  });
+});
+
+describe('KeyRouter.secretKeyCipher', () => {
+  it("is the signer role's backend when it keeps secret keys, undefined otherwise, and that backend is closed with the router", async () => {
+    const cipher: SecretKeyCipher = {
+      secretKeyIds: async () => [],
+      generateSecretKey: async () => undefined,
+      destroySecretKey: async () => undefined,
+      aesGcmEncrypt: async () => Buffer.alloc(0),
+      aesGcmDecrypt: async () => Buffer.alloc(0),
+    };
+    const signerToken = Object.assign(fakeBackend('pkcs11'), cipher);
+    const other = fakeBackend('pkcs11');
+    const roles: KeyRole[] = [];
+    const router = new KeyRouter(
+      async (role) => {
+        roles.push(role);
+        return role === 'signer' ? signerToken : other;
+      },
+      async () => other,
+    );
+    const got = await router.secretKeyCipher();
+    expect(roles).toEqual(['signer']);
+    expect(got).toBe(signerToken);
+    expect(isSecretKeyCipher(got)).toBe(true);
+    await router.close();
+    expect(signerToken.closed).toBe(1);
+    const none = new KeyRouter(
+      async () => other,
+      async () => other,
+    );
+    expect(await none.secretKeyCipher()).toBeUndefined();
   });
 });
