@@ -96,3 +96,27 @@ export function tlvAt(src: ByteSource, offset: number, limit: number, what: stri
 function within(size: number, offset: number, length: number): void {
   if (offset < 0 || length < 0 || offset + length > size) throw new DeviceCaError('bad-request', 'a read runs past the end of the content (truncated?)');
 }
+
+/** tlvBytes: the DER of one (small) TLV of the source, e.g. an algorithm identifier before its content. */
+export function tlvBytes(src: ByteSource, t: SourceTlv): Buffer {
+  return src.read(t.start, t.end - t.start);
+}
+
+/**
+ * decipherInto deciphers `length` bytes of the source at `offset` chunk by chunk into sink (one chunk in
+ * memory). The padding is only checked by the decipher's final(), after the last chunk: a failure there
+ * is 'bad-request' with `failure`, and the caller drops what sink got (EnvelopedData and EncryptedData alike).
+ */
+export function decipherInto(src: ByteSource, offset: number, length: number, d: crypto.Decipher, sink: (b: Buffer) => void, failure: string): void {
+  for (const c of src.chunks(offset, length)) {
+    const out = d.update(c);
+    if (out.length > 0) sink(out);
+  }
+  let last: Buffer;
+  try {
+    last = d.final();
+  } catch {
+    throw new DeviceCaError('bad-request', failure);
+  }
+  if (last.length > 0) sink(last);
+}

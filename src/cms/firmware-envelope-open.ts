@@ -5,7 +5,7 @@ import { CMS_OID, contentCipherOf } from './cms-algorithms';
 import { issuerAndSerialNumber } from './issuer-and-serial';
 import { curveOf, x963Kdf } from './key-agree-recipient';
 import { contextExplicit, octetString, oid, seq } from '../der/der-writer';
-import { bufferSource, ByteSource, SourceTlv, tlvAt } from './byte-source';
+import { bufferSource, ByteSource, decipherInto, SourceTlv, tlvAt, tlvBytes } from './byte-source';
 import { Sink } from './file-range';
 
 /**
@@ -64,7 +64,7 @@ export function envelopeContentOf(src: ByteSource, recipient: EnvelopeRecipient)
   if (ci.tag !== 0x30 || ci.end !== src.length) throw new DeviceCaError('bad-request', 'the release does not hold an EnvelopedData');
   const type = tlvAt(src, ci.valueStart, ci.end, 'contentType');
   const body = type.end < ci.end ? tlvAt(src, type.end, ci.end, 'content') : null;
-  if (type.tag !== 0x06 || decodeOid(readOne(whole(src, type), 0x06)) !== CMS_OID.envelopedData || body?.tag !== 0xa0 || body.end !== ci.end)
+  if (type.tag !== 0x06 || decodeOid(readOne(tlvBytes(src, type), 0x06)) !== CMS_OID.envelopedData || body?.tag !== 0xa0 || body.end !== ci.end)
     throw new DeviceCaError('bad-request', 'the release does not hold an EnvelopedData');
   const env = tlvAt(src, body.valueStart, body.end, 'EnvelopedData');
   if (env.tag !== 0x30 || env.end !== body.end) throw new DeviceCaError('bad-request', 'the EnvelopedData cannot be read');
@@ -78,7 +78,7 @@ export function envelopeContentOf(src: ByteSource, recipient: EnvelopeRecipient)
   const [, risAt, eciAt] = fields.filter((f) => f.tag !== 0xa0); // skip originatorInfo
   if (risAt?.tag !== 0x31 || eciAt?.tag !== 0x30) throw new DeviceCaError('bad-request', 'the EnvelopedData cannot be read');
   if (risAt.end - risAt.start > MAX_RECIPIENT_INFOS_BYTES) throw new DeviceCaError('bad-request', 'the recipientInfos are too large');
-  const ris = readOne(whole(src, risAt), 0x31);
+  const ris = readOne(tlvBytes(src, risAt), 0x31);
   const ours = issuerAndSerialNumber(recipient.certificate);
   let cek: Buffer | null = null;
   for (const ri of children(ris, 64)) {
@@ -91,11 +91,11 @@ export function envelopeContentOf(src: ByteSource, recipient: EnvelopeRecipient)
   const encAt = algAt && algAt.end < eciAt.end ? tlvAt(src, algAt.end, eciAt.end, 'encryptedContent') : null;
   if (ctAt.tag !== 0x06 || algAt?.tag !== 0x30 || encAt?.tag !== 0x80) throw new DeviceCaError('bad-request', 'the encrypted content cannot be read');
   if (encAt.end !== eciAt.end) throw new DeviceCaError('bad-request', 'malformed DER: too many elements');
-  const [algOid, ivTlv] = children(readOne(whole(src, algAt), 0x30), 2);
+  const [algOid, ivTlv] = children(readOne(tlvBytes(src, algAt), 0x30), 2);
   const cipher = contentCipherOf(decodeOid(algOid));
   const key = cek;
   return {
-    contentType: decodeOid(readOne(whole(src, ctAt), 0x06)),
+    contentType: decodeOid(readOne(tlvBytes(src, ctAt), 0x06)),
     decrypt: (sink) => {
       let d: crypto.Decipher;
       try {
@@ -103,24 +103,9 @@ export function envelopeContentOf(src: ByteSource, recipient: EnvelopeRecipient)
       } catch {
         throw new DeviceCaError('bad-request', 'the encrypted content does not decrypt');
       }
-      for (const c of src.chunks(encAt.valueStart, encAt.end - encAt.valueStart)) {
-        const out = d.update(c);
-        if (out.length > 0) sink(out);
-      }
-      let last: Buffer;
-      try {
-        last = d.final();
-      } catch {
-        throw new DeviceCaError('bad-request', 'the encrypted content does not decrypt');
-      }
-      if (last.length > 0) sink(last);
+      decipherInto(src, encAt.valueStart, encAt.end - encAt.valueStart, d, sink, 'the encrypted content does not decrypt');
     },
   };
-}
-
-/** whole: the DER of one (small) TLV of the source. */
-function whole(src: ByteSource, t: SourceTlv): Buffer {
-  return src.read(t.start, t.end - t.start);
 }
 
 /** keyAgreeCek: our content key from a KeyAgreeRecipientInfo (RFC 5652 §6.2.2, RFC 5753 §3.1.2), or null when none of its keys is ours. */

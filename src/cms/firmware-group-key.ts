@@ -4,7 +4,7 @@ import { derLength, integer, octetString, oid, seq, set, utf8String } from '../d
 import { DeviceCaError } from '../errors/device-ca-error';
 import { CMS_OID, CONTENT_CIPHERS } from './cms-algorithms';
 import { cbcLength, EncryptedLayout, encryptInto, envelopeToCertificates } from './enveloped-data';
-import { bufferSource, ByteSource, SourceTlv, tlvAt } from './byte-source';
+import { bufferSource, ByteSource, decipherInto, tlvAt, tlvBytes } from './byte-source';
 import { EnvelopeContent, EnvelopeRecipient, openFirmwareEnvelope } from './firmware-envelope-open';
 
 /**
@@ -129,7 +129,7 @@ export function encryptedDataContentOf(src: ByteSource, key: Buffer): EnvelopeCo
   if (ci.tag !== 0x30 || ci.end !== src.length) throw new DeviceCaError('bad-request', 'the release does not hold an EncryptedData');
   const type = tlvAt(src, ci.valueStart, ci.end, 'contentType');
   const body = type.end < ci.end ? tlvAt(src, type.end, ci.end, 'content') : null;
-  if (type.tag !== 0x06 || decodeOid(readOne(whole(src, type), 0x06)) !== CMS_OID.encryptedData || body?.tag !== 0xa0 || body.end !== ci.end)
+  if (type.tag !== 0x06 || decodeOid(readOne(tlvBytes(src, type), 0x06)) !== CMS_OID.encryptedData || body?.tag !== 0xa0 || body.end !== ci.end)
     throw new DeviceCaError('bad-request', 'the release does not hold an EncryptedData');
   const ed = tlvAt(src, body.valueStart, body.end, 'EncryptedData');
   const version = ed.tag === 0x30 && ed.end === body.end ? tlvAt(src, ed.valueStart, ed.end, 'version') : null;
@@ -140,35 +140,18 @@ export function encryptedDataContentOf(src: ByteSource, key: Buffer): EnvelopeCo
   const alg = ct.end < eci.end ? tlvAt(src, ct.end, eci.end, 'contentEncryptionAlgorithm') : null;
   const enc = alg && alg.end < eci.end ? tlvAt(src, alg.end, eci.end, 'encryptedContent') : null;
   if (ct.tag !== 0x06 || alg?.tag !== 0x30 || enc?.tag !== 0x80 || enc.end !== eci.end) throw new DeviceCaError('bad-request', 'the encrypted content cannot be read');
-  const [algOid, iv] = children(readOne(whole(src, alg), 0x30), 2);
+  const [algOid, iv] = children(readOne(tlvBytes(src, alg), 0x30), 2);
   if (algOid?.tag !== 0x06 || decodeOid(algOid) !== CONTENT_CIPHERS['aes-256-cbc'].oid)
     throw new DeviceCaError('bad-algorithm', 'a group release is encrypted with AES-256-CBC', { detail: algOid?.tag === 0x06 ? decodeOid(algOid) : 'none' });
   if (iv?.tag !== 0x04 || iv.value.length !== 16) throw new DeviceCaError('bad-request', 'the content-encryption IV is missing or has the wrong length');
   if (key.length !== GROUP_KEY_BYTES) throw new DeviceCaError('bad-request', 'a group key has 32 bytes (AES-256)');
   const ivBytes = Buffer.from(iv.value);
   return {
-    contentType: decodeOid(readOne(whole(src, ct), 0x06)),
-    decrypt: (sink) => {
-      const d = crypto.createDecipheriv('aes-256-cbc', key, ivBytes);
-      for (const c of src.chunks(enc.valueStart, enc.end - enc.valueStart)) {
-        const out = d.update(c);
-        if (out.length > 0) sink(out);
-      }
-      let last: Buffer;
-      try {
-        last = d.final();
-      } catch {
-        // a wrong key or a changed last block: the CBC padding does not check (the key's identity is the CA's signed decryptKeyID)
-        throw new DeviceCaError('bad-request', 'the encrypted content does not decrypt with this group key');
-      }
-      if (last.length > 0) sink(last);
-    },
+    contentType: decodeOid(readOne(tlvBytes(src, ct), 0x06)),
+    decrypt: (sink) =>
+      // a wrong key or a changed last block: the CBC padding does not check (the key's identity is the CA's signed decryptKeyID)
+      decipherInto(src, enc.valueStart, enc.end - enc.valueStart, crypto.createDecipheriv('aes-256-cbc', key, ivBytes), sink, 'the encrypted content does not decrypt with this group key'),
   };
-}
-
-/** whole: the DER of one (small) TLV of the source. */
-function whole(src: ByteSource, t: SourceTlv): Buffer {
-  return src.read(t.start, t.end - t.start);
 }
 
 function checkGroupKey(g: GroupKey): void {
