@@ -1823,15 +1823,21 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   async saveCaState(name: string, value: unknown, ifVersion: number, audit?: AuditInput): Promise<number> {
     const key = this.k('ca-state', name);
     return this.tx(audit ? [this.headKey, key] : [key], async (m) => {
-      const row = await this.getJson<{ version: number }>(this.w, key);
-      const current = row ? row.version : 0;
-      if (current !== ifVersion) throw new DeviceCaError('conflict', `CA state ${name} changed meanwhile (version ${current}, expected ${ifVersion})`);
-      const now = new Date();
-      const next = current + 1;
-      m.set(key, JSON.stringify({ value, version: next, updatedAt: ms(now) }));
+      const { next, now } = await this.setCaStateIn(m, name, key, value, ifVersion);
       if (audit) await this.auditTo(m, audit, now);
       return next;
     });
+  }
+
+  /** setCaStateIn: the compare-and-set of one CA state record inside a transaction (saveCaState, saveFirmwareGroupKey). */
+  private async setCaStateIn(m: Tx, name: string, key: string, value: unknown, ifVersion: number): Promise<{ next: number; now: Date }> {
+    const row = await this.getJson<{ version: number }>(this.w, key);
+    const current = row ? row.version : 0;
+    if (current !== ifVersion) throw new DeviceCaError('conflict', `CA state ${name} changed meanwhile (version ${current}, expected ${ifVersion})`);
+    const now = new Date();
+    const next = current + 1;
+    m.set(key, JSON.stringify({ value, version: next, updatedAt: ms(now) }));
+    return { next, now };
   }
 
   // ---- firmware group key members ----
@@ -1841,12 +1847,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     const name = firmwareGroupKeyRecord(keyId);
     const key = this.k('ca-state', name);
     return this.tx([this.headKey, key], async (m) => {
-      const row = await this.getJson<{ version: number }>(this.w, key);
-      const current = row ? row.version : 0;
-      if (current !== ifVersion) throw new DeviceCaError('conflict', `CA state ${name} changed meanwhile (version ${current}, expected ${ifVersion})`);
-      const now = new Date();
-      const next = current + 1;
-      m.set(key, JSON.stringify({ value, version: next, updatedAt: ms(now) }));
+      const { next, now } = await this.setCaStateIn(m, name, key, value, ifVersion);
       for (let i = 0; i < addMembers.length; i += GROUP_MEMBER_BATCH) m.sadd(this.k('fw-gk-members', keyId), ...addMembers.slice(i, i + GROUP_MEMBER_BATCH));
       await this.auditTo(m, audit, now);
       return next;
