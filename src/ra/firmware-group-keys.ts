@@ -219,7 +219,10 @@ export class FirmwareGroupKeys {
   /** unwrap: with the key-encryption key the record names ('file' when it names none). */
   private async unwrap(rec: GroupKeyRecord): Promise<GroupKey> {
     const b = Buffer.from(rec.wrapped, 'hex');
-    const kek = rec.kek ?? 'file';
+    const kek: unknown = rec.kek === undefined ? 'file' : rec.kek;
+    // a kek of a later version (or a hand-edited record) is refused as it is: read as 'file', it would
+    // create keys/firmware-group.key on a token node and blame that file
+    if (kek !== 'file' && kek !== 'pkcs11') throw new DeviceCaError('key-backend', `group key ${rec.id} names an unknown key-encryption key (kek ${String(JSON.stringify(kek)).slice(0, 40)})`);
     let key: Buffer;
     try {
       if (kek === 'pkcs11') {

@@ -118,6 +118,41 @@ describe('firmware group key-encryption key in the token', () => {
     expect((await fresh.keyForRelease('owner:acme', ['dev-1', 'dev-3'], 'test')).key.key.equals(next.key.key)).toBe(true);
   });
 
+  it('a record naming a key-encryption key this version does not know: a clear error, and no key file made', async () => {
+    const token = new FakeToken();
+    const keys = new FirmwareGroupKeys(store, { file: firmwareGroupKek(cfg), token: tokenGroupKek(store, async () => token) });
+    const made = await keys.keyForRelease('fleet', ['dev-1'], 'test');
+    const entry = (await store.getCaState(`firmware-group-key:${made.key.id}`))!;
+    for (const kek of ['hsm', 'PKCS11', '__proto__', 42, null]) {
+      const cur = (await store.getCaState(`firmware-group-key:${made.key.id}`))!;
+      await store.saveCaState(`firmware-group-key:${made.key.id}`, { ...(entry.value as object), kek }, cur.version);
+      const e = await keys.keyForRelease('fleet', ['dev-1'], 'test').catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(DeviceCaError);
+      expect(e).toMatchObject({ code: 'key-backend', message: `group key ${made.key.id} names an unknown key-encryption key (kek ${JSON.stringify(kek)})` });
+      expect(String((e as Error).message)).not.toContain(made.key.key.toString('hex'));
+      expect(fs.existsSync(kekFile())).toBe(false);
+    }
+  });
+
+  it('a compare-and-set that reports a conflict although our CKA_ID is the one recorded: the recorded key is kept', async () => {
+    // e.g. a write that committed and whose answer was lost, retried: the conflict is with ourselves
+    const token = new FakeToken();
+    const echo = {
+      getCaState: store.getCaState.bind(store),
+      saveCaState: async (...a: Parameters<SqliteStore['saveCaState']>) => {
+        await store.saveCaState(...a);
+        throw new DeviceCaError('conflict', `CA state ${a[0]} changed meanwhile`);
+      },
+    };
+    const kek = tokenGroupKek(echo, async () => token);
+    const iv = crypto.randomBytes(12);
+    const sealed = await kek.seal(iv, Buffer.from('aad'), Buffer.from('one'));
+    expect(token.destroyed).toBe(0);
+    expect(token.keys.size).toBe(1);
+    expect(await store.getCaState(FIRMWARE_GROUP_KEK_STATE)).toMatchObject({ value: { id: [...token.keys.keys()][0] } });
+    expect((await kek.open(iv, Buffer.from('aad'), sealed)).toString()).toBe('one');
+  });
+
   it('two processes generating the token key at once end with one key, named in the store', async () => {
     const token = new FakeToken();
     const a = tokenGroupKek(store, async () => token);
