@@ -134,6 +134,20 @@ describe('firmware group key-encryption key in the token', () => {
     }
   });
 
+  it('an owner named __proto__ is a group like any other: its own key, under the token, opened again', async () => {
+    const token = new FakeToken();
+    const keys = new FirmwareGroupKeys(store, { file: firmwareGroupKek(cfg), token: tokenGroupKek(store, async () => token) });
+    const proto = await keys.keyForRelease('owner:__proto__', ['dev-1'], 'test');
+    const other = await keys.keyForRelease('owner:constructor', ['dev-1'], 'test');
+    expect(proto.key.id).not.toBe(other.key.id);
+    expect(await record(proto.key.id)).toMatchObject({ group: 'owner:__proto__', kek: 'pkcs11' });
+    expect(await store.getCaState('firmware-group:owner:__proto__')).toMatchObject({ value: { current: proto.key.id } });
+    const again = await keys.keyForRelease('owner:__proto__', ['dev-1'], 'test');
+    expect(again).toMatchObject({ created: false });
+    expect(again.key.key.equals(proto.key.key)).toBe(true);
+    expect(Object.prototype).not.toHaveProperty('current');
+  });
+
   it('a compare-and-set that reports a conflict although our CKA_ID is the one recorded: the recorded key is kept', async () => {
     // e.g. a write that committed and whose answer was lost, retried: the conflict is with ourselves
     const token = new FakeToken();
