@@ -6,7 +6,8 @@ import { loadConfig } from '../../../src/config/load-config';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { SecretKeyCipher } from '../../../src/keys/pkcs11/key-capabilities';
 import { FIRMWARE_GROUP_KEK_LABEL, FIRMWARE_GROUP_KEK_STATE, tokenGroupKek } from '../../../src/ra/firmware-group-kek';
-import { FIRMWARE_GROUP_KEK_FILE, FirmwareGroupKeys, firmwareGroupKek } from '../../../src/ra/firmware-group-keys';
+import { FIRMWARE_GROUP_KEK_FILE, FirmwareGroupKeys, firmwareGroupKek, firmwareGroupKeks } from '../../../src/ra/firmware-group-keys';
+import { KeyBackend } from '../../../src/keys/key-backend';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 
 /**
@@ -131,6 +132,32 @@ describe('firmware group key-encryption key in the token', () => {
       expect(e).toMatchObject({ code: 'key-backend', message: `group key ${made.key.id} names an unknown key-encryption key (kek ${JSON.stringify(kek)})` });
       expect(String((e as Error).message)).not.toContain(made.key.key.toString('hex'));
       expect(fs.existsSync(kekFile())).toBe(false);
+    }
+  });
+
+  it('with keys.backend pkcs11, a record of the key file on a node without that file: a clear error, and no new random file', async () => {
+    // written on a node with keys/firmware-group.key (before the switch to the token)
+    const old = await new FirmwareGroupKeys(store, firmwareGroupKek(cfg)).keyForRelease('fleet', ['dev-1'], 'test');
+    const other = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-kek-node-'));
+    try {
+      // another node of the same store, with the token and without the file
+      const node = loadConfig({ env: { DEVICE_CA_DATA: other }, overrides: { 'keys.backend': 'pkcs11' } });
+      const token = Object.assign(new FakeToken(), { kind: 'pkcs11' }) as unknown as KeyBackend;
+      const keys = new FirmwareGroupKeys(store, firmwareGroupKeks(node, token, store));
+      await expect(keys.keyForRelease('fleet', ['dev-1'], 'test')).rejects.toMatchObject({
+        code: 'key-backend',
+        message: expect.stringContaining(`keys/${FIRMWARE_GROUP_KEK_FILE}, which is not on this node`),
+      });
+      expect(fs.existsSync(path.join(other, 'keys', FIRMWARE_GROUP_KEK_FILE))).toBe(false);
+      // the file copied over: the record opens
+      fs.mkdirSync(path.join(other, 'keys'), { recursive: true, mode: 0o700 });
+      fs.copyFileSync(kekFile(), path.join(other, 'keys', FIRMWARE_GROUP_KEK_FILE));
+      fs.chmodSync(path.join(other, 'keys', FIRMWARE_GROUP_KEK_FILE), 0o600);
+      const kept = await keys.keyForRelease('fleet', ['dev-1'], 'test');
+      expect(kept.created).toBe(false);
+      expect(kept.key.key.equals(old.key.key)).toBe(true);
+    } finally {
+      fs.rmSync(other, { recursive: true, force: true });
     }
   });
 
