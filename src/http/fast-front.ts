@@ -309,8 +309,25 @@ class FrontConnection {
     const out = Buffer.allocUnsafe(text.length + r.body.length);
     out.write(text, 0, 'latin1');
     r.body.copy(out, text.length);
-    this.ctx.obs.record({ route: route.route, method: head.method, status: r.status, start, requestId, remote: this.remote, errorCode: r.errorCode, error: r.error });
-    if (this.socket.destroyed) return false;
+    // a client gone while the answer was made (the socket destroyed, or its FIN read: node:http aborts the
+    // requests of a connection whose client ended it, httpAllowHalfOpen being false) gets nothing; recorded
+    // as request-context.ts records a response cut before its head (aborted, status 0)
+    const gone = this.socket.destroyed || this.socket.readableEnded;
+    this.ctx.obs.record({
+      route: route.route,
+      method: head.method,
+      status: gone ? 0 : r.status,
+      start,
+      requestId,
+      remote: this.remote,
+      errorCode: r.errorCode,
+      error: r.error,
+      aborted: gone || undefined,
+    });
+    if (gone) {
+      this.socket.destroy();
+      return false;
+    }
     if (!keepAlive) {
       this.finish(out);
       return false;

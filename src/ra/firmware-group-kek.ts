@@ -74,11 +74,13 @@ async function kekId(store: Pick<Store, 'getCaState' | 'saveCaState'>, c: Secret
     return id;
   } catch (e) {
     if (!(e instanceof DeviceCaError && e.code === 'conflict')) throw e;
-    // another process recorded its key first: ours is destroyed, theirs is the one
-    await c.destroySecretKey(id);
+    // another process recorded its key first: theirs is the one, ours is destroyed; read before the
+    // destroy, so a conflict with our own committed write (its answer lost, retried) keeps the recorded key
     const winner = await store.getCaState(FIRMWARE_GROUP_KEK_STATE);
     if (!winner) throw e;
-    return recordedId(winner.value);
+    const theirs = recordedId(winner.value);
+    if (!theirs.equals(id)) await c.destroySecretKey(id);
+    return theirs;
   }
 }
 

@@ -1,4 +1,5 @@
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GROUP_KEY_BYTES, GROUP_KEY_ID_RE, GroupKey, newGroupKey, wrapGroupKeyTo } from '../cms/firmware-group-key';
 import { Config } from '../config/schema';
@@ -54,13 +55,22 @@ export interface GroupKeks {
 /**
  * firmwareGroupKeks: the key-encryption keys of this configuration: the file always (older records), and
  * the token's AES key (label FIRMWARE_GROUP_KEK_LABEL, in the firmware signer role's token) when
- * keys.backend is pkcs11, so no keys/firmware-group.key is created there.
+ * keys.backend is pkcs11, so no keys/firmware-group.key is created there (it is only read, if present).
  */
 export function firmwareGroupKeks(cfg: Config, keys: KeyBackend, store: Pick<Store, 'getCaState' | 'saveCaState'>): GroupKeks {
   const file = firmwareGroupKek(cfg);
   if (keysBackendKind(cfg) !== 'pkcs11') return { file };
+  const kekPath = path.join(cfg.dataDir, 'keys', FIRMWARE_GROUP_KEK_FILE);
   return {
-    file,
+    // only read here, never created: a new random file could open no record, and would hide the missing one
+    file: () => {
+      if (!fs.existsSync(kekPath))
+        throw new DeviceCaError(
+          'key-backend',
+          `a group key record was wrapped with keys/${FIRMWARE_GROUP_KEK_FILE}, which is not on this node (keys.backend pkcs11 makes none): copy it from the node that wrote the record`,
+        );
+      return file();
+    },
     token: tokenGroupKek(store, async () => {
       const router = keys as KeyBackend & { secretKeyCipher?: () => Promise<unknown> };
       const c = isSecretKeyCipher(keys) ? keys : await router.secretKeyCipher?.();
@@ -219,7 +229,10 @@ export class FirmwareGroupKeys {
   /** unwrap: with the key-encryption key the record names ('file' when it names none). */
   private async unwrap(rec: GroupKeyRecord): Promise<GroupKey> {
     const b = Buffer.from(rec.wrapped, 'hex');
-    const kek = rec.kek ?? 'file';
+    const kek: unknown = rec.kek === undefined ? 'file' : rec.kek;
+    // a kek of a later version (or a hand-edited record) is refused as it is: read as 'file', it would
+    // create keys/firmware-group.key on a token node and blame that file
+    if (kek !== 'file' && kek !== 'pkcs11') throw new DeviceCaError('key-backend', `group key ${rec.id} names an unknown key-encryption key (kek ${String(JSON.stringify(kek)).slice(0, 40)})`);
     let key: Buffer;
     try {
       if (kek === 'pkcs11') {

@@ -30,6 +30,8 @@ const { cliOk, curl, enroll, teardown } = pkiClient({
 const signers: { key: string; crt: string }[] = [];
 let image: string;
 let devA: Device;
+/** seen: what the first test learnt (the key in clear, its wrapped form, the token key's CKA_ID, the CLI's output) */
+const seen = { keyId: '', keyHex: '', wrapped: '', kekId: '', cliOut: '' };
 
 const offline = async (...args: string[]): Promise<string> => {
   const r = await runCli(args, {});
@@ -71,7 +73,8 @@ afterAll(async () => {
 
 it('a group release and a key fetch with the key-encryption key in the token; no key file; pkcs11-tool lists the AES key', async () => {
   const file = tmp.file('rel/1.der');
-  const rec = JSON.parse(await cliOk('firmware', 'release', '--in', await signedPackage(1), '--encrypt-to-group', 'owner:acme', '--out', file, '--json')) as {
+  seen.cliOut = await cliOk('firmware', 'release', '--in', await signedPackage(1), '--encrypt-to-group', 'owner:acme', '--out', file, '--json');
+  const rec = JSON.parse(seen.cliOut) as {
     groupKeyId: string;
     recipients: string[];
   };
@@ -99,9 +102,35 @@ it('a group release and a key fetch with the key-encryption key in the token; no
 
   // the record names the token's key; the store names its CKA_ID
   const db = new Database(path.join(svc.dataDir, 'device-ca.sqlite'), { readonly: true });
-  const keyRec = JSON.parse((db.prepare('SELECT value FROM ca_state WHERE name = ?').get(`firmware-group-key:${rec.groupKeyId}`) as { value: string }).value) as { kek: string };
+  const keyRec = JSON.parse((db.prepare('SELECT value FROM ca_state WHERE name = ?').get(`firmware-group-key:${rec.groupKeyId}`) as { value: string }).value) as {
+    kek: string;
+    wrapped: string;
+  };
   const kek = JSON.parse((db.prepare("SELECT value FROM ca_state WHERE name = 'firmware-group-kek'").get() as { value: string }).value) as { id: string };
   db.close();
   expect(keyRec.kek).toBe('pkcs11');
+  Object.assign(seen, { keyId: rec.groupKeyId, keyHex: hex, wrapped: keyRec.wrapped, kekId: kek.id });
   expect(objects[0]).toMatch(new RegExp(`ID:\\s+${kek.id}`));
+});
+
+it('neither the key nor its wrapped form reaches a log line; the token key deleted by an operator: a 503 naming nothing, the reason in the log, the service up', async () => {
+  expect(seen.keyHex).toMatch(/^[0-9A-F]{64}$/);
+  const secrets = [seen.keyHex, seen.keyHex.toLowerCase(), seen.wrapped, seen.wrapped.slice(24 + 32)];
+  for (const text of [svc.logs(), seen.cliOut]) for (const x of secrets) expect(text).not.toContain(x);
+
+  // an operator deletes the AES key the store names
+  hsm.pkcs11Tool(['--token-label', 'ca', '--login', '--pin', hsm.pin, '--delete-object', '--type', 'secrkey', '--id', seen.kekId]);
+  for (let i = 0; i < 2; i++) {
+    const r = await curl(`https://localhost:${svc.httpsPort}/firmware/keys/${seen.keyId}`, ['--cert', devA.crt, '--key', devA.key]);
+    expect(r.status).toBe(503);
+    expect(r.body.toString()).toMatch(/^service unavailable, request id [\w-]+\n$/);
+  }
+  const failed = svc
+    .logs()
+    .split('\n')
+    .filter((l) => l.includes('"route":"firmware-group-key"') && l.includes('"status":503'));
+  expect(failed).toHaveLength(2);
+  expect(failed[0]).toContain(`no AES secret key with CKA_ID ${seen.kekId}`);
+  expect(failed[0]).not.toMatch(/\n\s+at /);
+  for (const x of secrets) expect(svc.logs()).not.toContain(x);
 });

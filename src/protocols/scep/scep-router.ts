@@ -44,6 +44,11 @@ const CA_CAPS = 'POSTPKIOperation\nRenewal\nSHA-256\nSHA-512\nAES\nSCEPStandard\
 /** KNOWN_TYPES: the pkiMessage types answered (RFC 8894 §3.2.1.2). */
 const KNOWN_TYPES: ReadonlySet<string> = new Set([MESSAGE_TYPE.PKCSReq, MESSAGE_TYPE.RenewalReq, MESSAGE_TYPE.CertPoll, MESSAGE_TYPE.GetCert, MESSAGE_TYPE.GetCRL]);
 const ERROR_REPLY = { format: 'text', challenge: 'SCEP' } as const;
+/**
+ * SCEP_OPERATIONS: the operations answered (RFC 8894 §4); any other is labelled scep.unknown in the
+ * metrics, so a client cannot create a label value per request.
+ */
+const SCEP_OPERATIONS: ReadonlySet<string> = new Set(['GetCACaps', 'GetCACert', 'GetNextCACert', 'PKIOperation']);
 
 /**
  * scepRouter is the SCEP adapter (RFC 8894) on the plain HTTP listener: /scep, /scep/<path> and
@@ -62,7 +67,7 @@ export function scepRouter(opts: ScepRouterOptions): Router {
       const pathName = fixedPath ?? (req.params.path as string);
       const query = rawQuery(req.originalUrl);
       const operation = query.get('operation') ?? '';
-      res.locals.route = `scep.${/^[A-Za-z]{1,20}$/.test(operation) ? operation : 'unknown'}`;
+      res.locals.route = `scep.${SCEP_OPERATIONS.has(operation) ? operation : 'unknown'}`;
       try {
         const profile = opts.paths.get(pathName);
         if (profile === undefined) throw new DeviceCaError('not-found', 'unknown SCEP path');

@@ -39,6 +39,8 @@ describe('attachFastFront', () => {
   let port: number;
   const registry = new Registry();
   const answered: string[] = [];
+  /** slow: the answers of body "slow", held until the test releases them */
+  const slow: (() => void)[] = [];
   const route: FrontRoute = {
     route: 'ocsp',
     prefixes: ['POST /ocsp ', 'GET /ocsp/'],
@@ -47,6 +49,7 @@ describe('attachFastFront', () => {
     answer: async (method, target, body) => {
       answered.push(`${method} ${target}`);
       if (body.toString() === 'throw') throw new Error('boom');
+      if (body.toString() === 'slow') await new Promise<void>((r) => slow.push(r));
       return { status: 200, headers: 'Content-Type: text/plain\r\n', body: Buffer.from(`front:${method}:${target}:${body.toString('latin1')}`) };
     },
     // bodies starting "now" are answered at once (as a kept OCSP answer), "nowthrow" throws there
@@ -263,6 +266,23 @@ describe('attachFastFront', () => {
     const before = await count();
     await talk([post('1'), post('2'), post('now3')], replies(3));
     expect((await count()) - before).toBe(3);
+  });
+
+  it('a client gone before its answer is ready: counted once, aborted, status 0 (nothing was sent), as through express', async () => {
+    const count = async (name: string, status?: string) =>
+      (await registry.getSingleMetric(name)!.get()).values.find((v) => v.labels.route === 'ocsp' && v.labels.method === 'POST' && (status === undefined || v.labels.status === status))?.value ?? 0;
+    const before = [await count('device_ca_http_requests_total', '0'), await count('device_ca_http_requests_total', '200'), await count('device_ca_http_requests_aborted_total')];
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    sock.write(post('slow'));
+    for (let i = 0; i < 200 && slow.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(slow).toHaveLength(1);
+    sock.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    slow.shift()!();
+    await new Promise((r) => setTimeout(r, 50));
+    const after = [await count('device_ca_http_requests_total', '0'), await count('device_ca_http_requests_total', '200'), await count('device_ca_http_requests_aborted_total')];
+    expect(after.map((v, i) => v - before[i])).toEqual([1, 0, 1]);
   });
 
   it('closeIdleConnections closes the idle connections the front holds', async () => {

@@ -24,6 +24,26 @@ beforeAll(async () => {
   const server = createHttpListener({
     mounts: [
       {
+        path: '/cached',
+        router: (req, res) => {
+          // a conditional GET answered 304, and HEAD: no body, both end with 'finish'
+          res.locals.route = 'cached';
+          if (req.headers['if-none-match']) res.writeHead(304).end();
+          else res.writeHead(200, { 'Content-Length': 2 }).end(req.method === 'HEAD' ? undefined : 'ok');
+        },
+      },
+      {
+        path: '/half',
+        router: async (_req, res) => {
+          // a handler that fails after its head went out: the last-resort handler cuts the response
+          res.locals.route = 'half';
+          res.writeHead(200, { 'Content-Length': 10 });
+          res.write('12345');
+          await new Promise((r) => setImmediate(r));
+          throw new Error('store failed half way');
+        },
+      },
+      {
         path: '/stalled',
         router: (_req, res) => {
           res.locals.route = 'stalled';
@@ -115,4 +135,57 @@ it('a client that goes away before any answer: one line, aborted, status 0, and 
   expect((await counts('device_ca_http_requests_total'))['stalled GET 0']).toBe(1);
   const aborted = (await registry.getSingleMetric('device_ca_http_requests_aborted_total')!.get()).values.map((v) => [v.labels, v.value]);
   expect(aborted).toEqual([[{ listener: 'http', route: 'stalled', method: 'GET' }, 1]]);
+});
+
+it('keep-alive reuse with GET, HEAD and a 304, then a response cut after its head: one line and one sample each', async () => {
+  const before = await counts('device_ca_http_requests_total');
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const sockets = new Set<unknown>();
+  const send = (method: string, p: string, headers: Record<string, string> = {}) =>
+    new Promise<{ status: number; id: string; body: string }>((resolve, reject) => {
+      const req = http.request(`${base}${p}`, { method, agent, headers }, (res) => {
+        sockets.add(req.socket);
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, id: String(res.headers['x-request-id']), body }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const got = [await send('GET', '/cached'), await send('HEAD', '/cached'), await send('GET', '/cached', { 'If-None-Match': '"x"' }), await send('GET', '/fast')];
+  expect(got.map((g) => [g.status, g.body])).toEqual([
+    [200, 'ok'],
+    [200, ''],
+    [304, ''],
+    [200, 'ok'],
+  ]);
+  expect(sockets.size).toBe(1);
+  // the cut one: the client sees the connection end before the 10 bytes promised
+  const cut = await new Promise<{ id: string; error: string }>((resolve) => {
+    const req = http.request(`${base}/half`, { agent: false }, (res) => {
+      res.on('data', () => undefined);
+      res.on('error', (e) => resolve({ id: String(res.headers['x-request-id']), error: e.message }));
+      res.on('end', () => resolve({ id: String(res.headers['x-request-id']), error: 'none' }));
+    });
+    req.on('error', (e) => resolve({ id: '', error: e.message }));
+    req.end();
+  });
+  expect(cut.error).toBe('aborted');
+  agent.destroy();
+  await new Promise((r) => setTimeout(r, 50));
+  const ids = [...got.map((g) => g.id), cut.id];
+  const lines = ids.map((id) => logs.filter((l) => l.reqId === id).map((l) => [l.level, l.msg, l.route, l.method, l.status, l.aborted]));
+  expect(lines).toEqual([
+    [[30, 'request', 'cached', 'GET', 200, undefined]],
+    [[30, 'request', 'cached', 'HEAD', 200, undefined]],
+    [[30, 'request', 'cached', 'GET', 304, undefined]],
+    [], // the quiet route's success: counted, no line at info
+    [[50, 'request failed', 'half', 'GET', 200, true]],
+  ]);
+  const after = await counts('device_ca_http_requests_total');
+  const added = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+  expect(['cached GET 200', 'cached HEAD 200', 'cached GET 304', 'fast GET 200', 'half GET 200'].map(added)).toEqual([1, 1, 1, 1, 1]);
+  const aborted = (await registry.getSingleMetric('device_ca_http_requests_aborted_total')!.get()).values.filter((v) => v.labels.route === 'half');
+  expect(aborted.map((v) => v.value)).toEqual([1]);
 });

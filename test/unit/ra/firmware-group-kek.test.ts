@@ -6,7 +6,8 @@ import { loadConfig } from '../../../src/config/load-config';
 import { DeviceCaError } from '../../../src/errors/device-ca-error';
 import { SecretKeyCipher } from '../../../src/keys/pkcs11/key-capabilities';
 import { FIRMWARE_GROUP_KEK_LABEL, FIRMWARE_GROUP_KEK_STATE, tokenGroupKek } from '../../../src/ra/firmware-group-kek';
-import { FIRMWARE_GROUP_KEK_FILE, FirmwareGroupKeys, firmwareGroupKek } from '../../../src/ra/firmware-group-keys';
+import { FIRMWARE_GROUP_KEK_FILE, FirmwareGroupKeys, firmwareGroupKek, firmwareGroupKeks } from '../../../src/ra/firmware-group-keys';
+import { KeyBackend } from '../../../src/keys/key-backend';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
 
 /**
@@ -116,6 +117,81 @@ describe('firmware group key-encryption key in the token', () => {
     fs.rmSync(kekFile());
     const fresh = new FirmwareGroupKeys(store, { file: () => crypto.randomBytes(32), token: tokenGroupKek(store, async () => token) });
     expect((await fresh.keyForRelease('owner:acme', ['dev-1', 'dev-3'], 'test')).key.key.equals(next.key.key)).toBe(true);
+  });
+
+  it('a record naming a key-encryption key this version does not know: a clear error, and no key file made', async () => {
+    const token = new FakeToken();
+    const keys = new FirmwareGroupKeys(store, { file: firmwareGroupKek(cfg), token: tokenGroupKek(store, async () => token) });
+    const made = await keys.keyForRelease('fleet', ['dev-1'], 'test');
+    const entry = (await store.getCaState(`firmware-group-key:${made.key.id}`))!;
+    for (const kek of ['hsm', 'PKCS11', '__proto__', 42, null]) {
+      const cur = (await store.getCaState(`firmware-group-key:${made.key.id}`))!;
+      await store.saveCaState(`firmware-group-key:${made.key.id}`, { ...(entry.value as object), kek }, cur.version);
+      const e = await keys.keyForRelease('fleet', ['dev-1'], 'test').catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(DeviceCaError);
+      expect(e).toMatchObject({ code: 'key-backend', message: `group key ${made.key.id} names an unknown key-encryption key (kek ${JSON.stringify(kek)})` });
+      expect(String((e as Error).message)).not.toContain(made.key.key.toString('hex'));
+      expect(fs.existsSync(kekFile())).toBe(false);
+    }
+  });
+
+  it('with keys.backend pkcs11, a record of the key file on a node without that file: a clear error, and no new random file', async () => {
+    // written on a node with keys/firmware-group.key (before the switch to the token)
+    const old = await new FirmwareGroupKeys(store, firmwareGroupKek(cfg)).keyForRelease('fleet', ['dev-1'], 'test');
+    const other = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-kek-node-'));
+    try {
+      // another node of the same store, with the token and without the file
+      const node = loadConfig({ env: { DEVICE_CA_DATA: other }, overrides: { 'keys.backend': 'pkcs11' } });
+      const token = Object.assign(new FakeToken(), { kind: 'pkcs11' }) as unknown as KeyBackend;
+      const keys = new FirmwareGroupKeys(store, firmwareGroupKeks(node, token, store));
+      await expect(keys.keyForRelease('fleet', ['dev-1'], 'test')).rejects.toMatchObject({
+        code: 'key-backend',
+        message: expect.stringContaining(`keys/${FIRMWARE_GROUP_KEK_FILE}, which is not on this node`),
+      });
+      expect(fs.existsSync(path.join(other, 'keys', FIRMWARE_GROUP_KEK_FILE))).toBe(false);
+      // the file copied over: the record opens
+      fs.mkdirSync(path.join(other, 'keys'), { recursive: true, mode: 0o700 });
+      fs.copyFileSync(kekFile(), path.join(other, 'keys', FIRMWARE_GROUP_KEK_FILE));
+      fs.chmodSync(path.join(other, 'keys', FIRMWARE_GROUP_KEK_FILE), 0o600);
+      const kept = await keys.keyForRelease('fleet', ['dev-1'], 'test');
+      expect(kept.created).toBe(false);
+      expect(kept.key.key.equals(old.key.key)).toBe(true);
+    } finally {
+      fs.rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it('an owner named __proto__ is a group like any other: its own key, under the token, opened again', async () => {
+    const token = new FakeToken();
+    const keys = new FirmwareGroupKeys(store, { file: firmwareGroupKek(cfg), token: tokenGroupKek(store, async () => token) });
+    const proto = await keys.keyForRelease('owner:__proto__', ['dev-1'], 'test');
+    const other = await keys.keyForRelease('owner:constructor', ['dev-1'], 'test');
+    expect(proto.key.id).not.toBe(other.key.id);
+    expect(await record(proto.key.id)).toMatchObject({ group: 'owner:__proto__', kek: 'pkcs11' });
+    expect(await store.getCaState('firmware-group:owner:__proto__')).toMatchObject({ value: { current: proto.key.id } });
+    const again = await keys.keyForRelease('owner:__proto__', ['dev-1'], 'test');
+    expect(again).toMatchObject({ created: false });
+    expect(again.key.key.equals(proto.key.key)).toBe(true);
+    expect(Object.prototype).not.toHaveProperty('current');
+  });
+
+  it('a compare-and-set that reports a conflict although our CKA_ID is the one recorded: the recorded key is kept', async () => {
+    // e.g. a write that committed and whose answer was lost, retried: the conflict is with ourselves
+    const token = new FakeToken();
+    const echo = {
+      getCaState: store.getCaState.bind(store),
+      saveCaState: async (...a: Parameters<SqliteStore['saveCaState']>) => {
+        await store.saveCaState(...a);
+        throw new DeviceCaError('conflict', `CA state ${a[0]} changed meanwhile`);
+      },
+    };
+    const kek = tokenGroupKek(echo, async () => token);
+    const iv = crypto.randomBytes(12);
+    const sealed = await kek.seal(iv, Buffer.from('aad'), Buffer.from('one'));
+    expect(token.destroyed).toBe(0);
+    expect(token.keys.size).toBe(1);
+    expect(await store.getCaState(FIRMWARE_GROUP_KEK_STATE)).toMatchObject({ value: { id: [...token.keys.keys()][0] } });
+    expect((await kek.open(iv, Buffer.from('aad'), sealed)).toString()).toBe('one');
   });
 
   it('two processes generating the token key at once end with one key, named in the store', async () => {

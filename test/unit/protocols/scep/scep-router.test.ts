@@ -451,6 +451,16 @@ describe('SCEP', () => {
     expect((await get('operation=Nope')).status).toBe(400);
     expect((await get('operation=GetCACaps', '/scep/nosuch')).status).toBe(404);
   });
+
+  it('an operation the service does not know is counted as scep.unknown: a client cannot mint metric labels', async () => {
+    for (const op of ['Nope', 'AttackerLabelA', 'AttackerLabelB']) expect((await get(`operation=${op}`)).status).toBe(400);
+    await get('operation=GetCACaps');
+    const text = await svc.registry.metrics();
+    const routes = new Set([...text.matchAll(/^device_ca_http_requests_total\{[^}]*route="(scep\.[^"]*)"/gm)].map((m) => m[1]));
+    expect(routes.has('scep.GetCACaps')).toBe(true);
+    expect(routes.has('scep.unknown')).toBe(true);
+    expect([...routes].filter((r) => /Nope|Attacker/.test(r))).toEqual([]);
+  });
 });
 
 describe('SCEP disabled (the default)', () => {
