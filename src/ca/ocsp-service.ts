@@ -76,7 +76,7 @@ export class OcspService {
    * signature is not served for half a validity period after the renewal.
    */
   private cacheEpoch = 0;
-  /** statuses: by serial, learnt from the store while the feed was live or under the store's current statusVersion */
+  /** statuses: by serial, learnt from the store under its status generation (Redis), while the feed was live, or under its current statusVersion (SQLite) */
   private readonly statuses = new Map<string, { row: StatusRow; at: number }>();
   private feedLive = false;
   /** readVersion: the store's statusVersion (SQLite), called once per request; undefined for other stores */
@@ -277,8 +277,9 @@ export class OcspService {
   }
 
   /**
-   * statusOf: the certificate's status, from memory while the feed is live or the store's statusVersion is
-   * the one it was read under (and the entry is fresh), else from the store.
+   * statusOf: the certificate's status, from memory when the store's status generation, read after this call,
+   * allows it (statusUnderGeneration), or while the feed is live or the store's statusVersion is the one it
+   * was read under (and the entry is fresh), else from the store.
    */
   private async statusOf(serial: string): Promise<StatusRow> {
     if (this.generation) return await this.statusUnderGeneration(serial, await this.generation.next());
