@@ -183,6 +183,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
    * per event-loop turn costs the node about half the CPU it costs through the pipelined reader (bench/redis-http)
    */
   private barrier?: RedisClient;
+  /** closed: close() was called; no connection opens after it */
+  private closed = false;
   /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
   private readonly subscribers = new Set<RedisClient>();
   /** auditedQueue: audited writes waiting for the next batch (queueAudited); draining: a batch is being committed */
@@ -239,6 +241,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.writeChain.catch(() => undefined);
     const subs = [...this.subscribers];
     this.subscribers.clear();
@@ -1182,6 +1185,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
    * on a connection of its own (`barrier`): a GET sent after another node's EXEC returned sees what it set.
    */
   async statusGeneration(): Promise<string | null> {
+    // after close(), fails as every other call does, without opening a connection
+    if (this.closed) return await this.r.get(this.statusGenerationKey);
     if (!this.barrier) {
       this.barrier = this.r instanceof Cluster ? this.r.duplicate(undefined, { enableAutoPipelining: false }) : this.r.duplicate({ enableAutoPipelining: false });
       this.barrier.on('error', () => undefined);
