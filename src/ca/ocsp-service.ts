@@ -2,11 +2,13 @@ import * as crypto from 'node:crypto';
 import { Config } from '../config/schema';
 import { DeviceCaError, isDeviceCaError } from '../errors/device-ca-error';
 import { RevocationFeed } from '../store/revocation-feed';
+import { StatusGeneration, hasStatusGeneration } from '../store/status-generation';
 import { StatusVersion, hasStatusVersion } from '../store/status-version';
 import { RevocationStore } from '../store/store';
 import { CaMaterial } from './certificate-authority';
 import { OcspCertId, OcspHashName, OcspResponder, OcspSingleResponse, OcspStatus, certIdHashes, parseOcspRequest } from './ocsp-codec';
 import { certificateParts } from './certificate-parts';
+import { CoalescedRead } from './coalesced-read';
 import { RootOcspSource, rootOcspEtag } from './root-ocsp';
 
 /** OcspAnswer is the response bytes plus, for a cacheable (nonce-less) answer, what HTTP caching needs. */
@@ -43,9 +45,9 @@ interface KnownRequest {
 type StatusRow = Awaited<ReturnType<RevocationStore['certificateStatus']>>;
 
 /**
- * STATUS_MAX_AGE_MS: how long a status learnt from the store is reused while the revocation feed is live.
- * The feed drops a status as soon as it changes; this bound only limits the harm of a message lost
- * without the subscription noticing.
+ * STATUS_MAX_AGE_MS: how long a status learnt from the store is reused. The status generation or the feed
+ * drops a status as soon as it changes; this bound only limits the harm of a message lost without the
+ * subscription noticing, on a store that has a feed and no generation.
  */
 const STATUS_MAX_AGE_MS = 60_000;
 
@@ -53,9 +55,13 @@ const STATUS_MAX_AGE_MS = 60_000;
  * OcspService answers RFC 6960 requests for the issuing CAs it serves. Requests with a nonce are signed
  * live and echo it (FreeRADIUS requires that by default). Nonce-less single requests (RFC 5019) get a
  * pre-signed response from a cache; before any cached answer is sent, the certificate's status is read
- * from the store, so a revocation made by any process is visible on the next request. With a revocation
- * feed (the shared Redis store's pub/sub), statuses are kept in memory while the feed is live and dropped
- * when a status changes through any node, so a cached answer costs no store read. With SQLite, statuses are
+ * from the store, so a revocation made by any process is visible on the next request. With a shared store's
+ * status generation (Redis, store/status-generation.ts), statuses are kept in memory and every request
+ * first waits for a generation read sent after it arrived (coalesced: one GET per event-loop turn for all
+ * the requests of the turn): unchanged, or changed only by changes the revocation feed (pub/sub) already
+ * told (each dropping its serial), the kept statuses hold; else they are forgotten. So a revocation whose
+ * call returned on any node is in the next answer of every node, and a cached answer costs a share of one
+ * GET, no status read. With SQLite, statuses are
  * kept while the store's statusVersion (store/status-version.ts) stays the same, a check that any status change
  * by any process changes, and that costs a shared-memory read while nothing was committed (one small row read
  * after a commit), not the certificate's row read, whose cost grows with the store. While the store is
@@ -70,7 +76,7 @@ export class OcspService {
    * signature is not served for half a validity period after the renewal.
    */
   private cacheEpoch = 0;
-  /** statuses: by serial, learnt from the store while the feed was live or under the store's current statusVersion */
+  /** statuses: by serial, learnt from the store under its status generation (Redis), while the feed was live, or under its current statusVersion (SQLite) */
   private readonly statuses = new Map<string, { row: StatusRow; at: number }>();
   private feedLive = false;
   /** readVersion: the store's statusVersion (SQLite), called once per request; undefined for other stores */
@@ -79,6 +85,12 @@ export class OcspService {
   private seenVersion: number | undefined;
   /** feedEpoch: counts feed events; a status read during which one arrived is not kept (it may predate the change) */
   private feedEpoch = 0;
+  /** generation: the store's status generation (Redis), read once per request through one coalesced read; undefined for other stores */
+  private readonly generation?: CoalescedRead<string | null>;
+  /** seenGeneration: the status generation the kept statuses hold under (undefined: none read yet) */
+  private seenGeneration: string | null | undefined;
+  /** fedGeneration: the last generation the feed told, after the serials of every change up to it (undefined: none since the feed went live) */
+  private fedGeneration: string | undefined;
   private readonly unwatch?: () => void;
   /**
    * byRequest maps the exact bytes of a nonce-less single request already answered to its CertID and
@@ -96,7 +108,7 @@ export class OcspService {
   constructor(
     issuers: CaMaterial[],
     private responder: OcspResponder,
-    private readonly store: Pick<RevocationStore, 'certificateStatus'> | (Pick<RevocationStore, 'certificateStatus'> & StatusVersion),
+    private readonly store: Pick<RevocationStore, 'certificateStatus'> | (Pick<RevocationStore, 'certificateStatus'> & StatusVersion) | (Pick<RevocationStore, 'certificateStatus'> & StatusGeneration),
     private readonly cfg: Config['ocsp'],
     private readonly now: () => Date = () => new Date(),
     /** root: the root-signed answers for the issuing CA certificates themselves (root-ocsp.ts) */
@@ -111,7 +123,12 @@ export class OcspService {
       (live) => {
         this.feedEpoch++;
         this.feedLive = live;
+        this.fedGeneration = undefined;
         this.statuses.clear();
+      },
+      (generation) => {
+        this.feedEpoch++;
+        this.fedGeneration = generation;
       },
     );
     if (hasStatusVersion(store)) {
@@ -119,6 +136,9 @@ export class OcspService {
       // property read, and times and maps each call of it; the store's own reader skips those per request
       const f = store.statusVersion;
       this.readVersion = store.statusVersionReader?.() ?? (() => f.call(store));
+    } else if (hasStatusGeneration(store)) {
+      // through the store's wrappers: one read per event-loop turn, its failure mapped ('store-unavailable')
+      this.generation = new CoalescedRead(() => store.statusGeneration());
     }
     for (const ca of issuers) this.addIssuer(ca);
     this.delegatedFor = this.issuerOfResponder(responder);
@@ -185,7 +205,8 @@ export class OcspService {
    * entry younger than STATUS_MAX_AGE_MS), and the response signed over that status is not due for
    * re-signing. Otherwise it returns undefined and the caller calls respond, which reads the store and signs
    * as needed. It saves the promise chain of respond on the hot path (bench/ocsp-http); the status rule is
-   * the same, so a revocation by any process is still answered on the next request.
+   * the same, so a revocation by any process is still answered on the next request. A store with a status
+   * generation (Redis) is never answered here: its barrier is a read that cannot be done synchronously.
    */
   answerKept(request: Buffer): OcspAnswer | undefined {
     if (this.cfg.cacheSize <= 0 || request.length > this.cfg.maxRequestBytes) return undefined;
@@ -256,10 +277,12 @@ export class OcspService {
   }
 
   /**
-   * statusOf: the certificate's status, from memory while the feed is live or the store's statusVersion is
-   * the one it was read under (and the entry is fresh), else from the store.
+   * statusOf: the certificate's status, from memory when the store's status generation, read after this call,
+   * allows it (statusUnderGeneration), or while the feed is live or the store's statusVersion is the one it
+   * was read under (and the entry is fresh), else from the store.
    */
   private async statusOf(serial: string): Promise<StatusRow> {
+    if (this.generation) return await this.statusUnderGeneration(serial, await this.generation.next());
     const t = Date.now();
     const version = this.feedLive ? undefined : this.currentVersion();
     const keep = this.feedLive || version !== undefined;
@@ -278,10 +301,38 @@ export class OcspService {
   }
 
   /**
+   * statusUnderGeneration: statusOf on a store with a status generation, given one read after the request
+   * arrived. The kept statuses hold under it when it is the one they were kept under, or when the feed has
+   * told it: the feed tells a change's serial before its generation, in commit order, so every status that
+   * changed up to it is dropped already. Any other generation (the feed's message still on its way, the
+   * feed down, a copy into the store) forgets them all. A status read is kept only if no feed event came
+   * during it and the generation is still the one it was read after, and never an absent one (issuance
+   * does not change the generation).
+   */
+  private async statusUnderGeneration(serial: string, generation: string | null): Promise<StatusRow> {
+    if (generation !== this.seenGeneration) {
+      if (!(this.feedLive && generation !== null && generation === this.fedGeneration)) this.statuses.clear();
+      this.seenGeneration = generation;
+    }
+    const t = Date.now();
+    const known = this.statuses.get(serial);
+    if (known && t - known.at < STATUS_MAX_AGE_MS) return known.row;
+    const epoch = this.feedEpoch;
+    const row = await this.store.certificateStatus(serial);
+    if (epoch === this.feedEpoch && generation === this.seenGeneration && row !== null && this.cfg.cacheSize > 0) {
+      this.statuses.delete(serial);
+      if (this.statuses.size >= this.cfg.cacheSize) this.statuses.delete(this.statuses.keys().next().value as string);
+      this.statuses.set(serial, { row, at: t });
+    }
+    return row;
+  }
+
+  /**
    * keptStatus: the status statusOf would take from memory now (the feed live, or the store's statusVersion,
    * read now, the one it was kept under; the entry fresh), or undefined when statusOf would read the store.
    */
   private keptStatus(serial: string): StatusRow | undefined {
+    if (this.generation) return undefined;
     if (!this.feedLive && this.currentVersion() === undefined) return undefined;
     const known = this.statuses.get(serial);
     return known && Date.now() - known.at < STATUS_MAX_AGE_MS ? known.row : undefined;

@@ -1,16 +1,22 @@
 /**
  * RevocationFeed is an optional store capability: a store shared by several nodes tells every node when a
  * certificate's status changes (the Redis store publishes on a pub/sub channel in the same MULTI as the
- * change), so a node may keep certificate statuses in memory between requests and still answer a
- * revocation made through any other node within the time a message takes (ca/ocsp-service.ts).
+ * change), so a node may keep certificate statuses in memory between requests and drop only the one that
+ * changed (ca/ocsp-service.ts). A message may arrive after a request that must already see the change:
+ * a store that has the feed also has a StatusGeneration (store/status-generation.ts), the barrier that
+ * closes that window; the feed is what lets a change keep every other status in memory.
  *
  * Delivery is at most once (Redis pub/sub keeps nothing for a subscriber that is away): `onLive(false)`
  * says the feed may miss changes from now on, and `onLive(true)` says it listens again; a listener must
  * forget what it kept while the feed was not live.
  */
 export interface RevocationFeed {
-  /** watchRevocations calls onChange(serial) for each status change and onLive on each change of the feed's state; returns the unsubscribe. */
-  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void): () => void;
+  /**
+   * watchRevocations calls onChange(serial) for each status change, onLive on each change of the feed's
+   * state, and onGeneration(generation) with the StatusGeneration value each change set, after that change's
+   * onChange (messages arrive in commit order); returns the unsubscribe.
+   */
+  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (generation: string) => void): () => void;
 }
 
 /** isRevocationFeed: whether a store tells about status changes (RevocationFeed). */

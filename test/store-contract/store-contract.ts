@@ -6,6 +6,8 @@ import { collectItems } from '../../src/store/paging';
 import { FirmwareGroupKeys } from '../../src/ra/firmware-group-keys';
 import { ByteSource, bufferSource } from '../../src/cms/byte-source';
 import { readReleaseBytes } from '../../src/store/release-chunks';
+import { hasStatusGeneration } from '../../src/store/status-generation';
+import { hasStatusVersion } from '../../src/store/status-version';
 import {
   AttestationStore,
   AuditInput,
@@ -824,6 +826,67 @@ export function describeStoreContract(name: string, factory: () => Promise<Store
         expect(await store.getCertificate('f01')).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise', revokedAt: at, invalidityDate: inv });
         expect(await store.certificateStatus('f01')).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise', revokedAt: at });
         expect(await codeOf(store.revokeCertificate('ffff', 'keyCompromise', at, null, audit('certificate.revoked', 'ffff')))).toBe('not-found');
+      });
+
+      it("the status generation another client reads changes with each status change (revoke, hold, release, a device's revocation), not with an issuance or a revocation that changes nothing", async () => {
+        // what OCSP keeps statuses under (store/status-generation.ts on a shared store, status-version.ts on SQLite)
+        const other = sut.another ? await sut.another() : store;
+        const generation = async (): Promise<unknown> => {
+          if (hasStatusGeneration(other)) return await other.statusGeneration();
+          if (hasStatusVersion(other)) return other.statusVersion();
+          throw new Error('the store offers neither a status generation nor a status version');
+        };
+        try {
+          const seen = [await generation()];
+          const changes = async (what: string, change: () => Promise<unknown>): Promise<void> => {
+            await change();
+            const g = await generation();
+            expect({ what, seenBefore: seen.includes(g) }).toEqual({ what, seenBefore: false });
+            seen.push(g);
+          };
+          const stays = async (what: string, change: () => Promise<unknown>): Promise<void> => {
+            await change();
+            expect({ what, generation: await generation() }).toEqual({ what, generation: seen[seen.length - 1] });
+          };
+          await stays('issuance', () => issue('f05', 'dev-1'));
+          await changes('hold', () => store.revokeCertificate('f01', 'certificateHold', new Date(), null, audit('certificate.revoked', 'f01')));
+          await changes('release', () => store.releaseHold('f01', audit('certificate.released', 'f01')));
+          await changes('revoke', () => store.revokeCertificate('f02', 'keyCompromise', new Date(), null, audit('certificate.revoked', 'f02')));
+          await stays('a revocation that changes nothing', () => store.revokeCertificate('f02', 'superseded', new Date(), null, audit('certificate.revoked', 'f02')));
+          await changes('suspend (holds)', () =>
+            store.applyDeviceChange({
+              deviceId: 'dev-1',
+              fromStates: ['active'],
+              toState: 'suspended',
+              revoke: { reason: 'certificateHold', at: new Date(), holdOnly: true },
+              audit: audit('device.suspended', 'dev-1'),
+            }),
+          );
+          await changes('resume (releases the holds)', () =>
+            store.applyDeviceChange({ deviceId: 'dev-1', fromStates: ['suspended'], toState: 'active', releaseHolds: true, audit: audit('device.resumed', 'dev-1') }),
+          );
+          await changes('retire (revokes)', () =>
+            store.applyDeviceChange({
+              deviceId: 'dev-1',
+              fromStates: ['active'],
+              toState: 'retired',
+              revoke: { reason: 'cessationOfOperation', at: new Date() },
+              audit: audit('device.retired', 'dev-1'),
+            }),
+          );
+          await stays('a device without certificates', async () => {
+            await addDevice('dev-9');
+            await store.applyDeviceChange({
+              deviceId: 'dev-9',
+              fromStates: ['registered'],
+              toState: 'retired',
+              revoke: { reason: 'cessationOfOperation', at: new Date() },
+              audit: audit('device.retired', 'dev-9'),
+            });
+          });
+        } finally {
+          if (other !== store) await other.close();
+        }
       });
 
       it('releaseHold: a held certificate becomes valid; anything else is a conflict', async () => {

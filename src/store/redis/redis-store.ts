@@ -53,6 +53,7 @@ import {
   TokenRecord,
 } from '../store';
 import { RevocationFeed } from '../revocation-feed';
+import { StatusGeneration } from '../status-generation';
 import { SnapshotRow, SnapshotTarget } from '../store-snapshot';
 import { AUDITED_WRITE_LUA, AuditedWriteBatch, AuditedWrites } from './audited-write-script';
 import { closeRedisClient, disconnectRedisClient } from './close-client';
@@ -91,6 +92,8 @@ type AuditedJob = { w: AuditedWrite; resolve: (v: unknown) => void; reject: (e: 
 /** AuditedPlan: a batch decided on one view: the script's arguments, and each job's result or refusal */
 type AuditedPlan = { batch: AuditedWriteBatch; accepted: number; newHead: string; outcomes: ({ value: unknown } | { error: unknown })[] };
 /** headValue: the audit head as stored, "<seq>:<hash>" */
+/** newStatusGeneration: a fresh status generation (StatusGeneration): 64 random bits, never a count a restore could repeat */
+const newStatusGeneration = (): string => crypto.randomBytes(8).toString('hex');
 const headValue = (r: { seq: number; hash: string }): string => `${r.seq}:${r.hash}`;
 /** parseHead: the stored head back (null: an empty chain) */
 function parseHead(v: string | null): { seq: number; hash: string } | null {
@@ -168,13 +171,20 @@ export interface RedisStoreOptions {
  * tag means one Cluster slot: correct under Cluster, but the whole CA lives on one master (a first
  * version's trade-off; device-ca's write rate is far below one Redis master's).
  */
-export class RedisStore implements Store, AttestationStore, SnapshotTarget, RevocationFeed {
+export class RedisStore implements Store, AttestationStore, SnapshotTarget, RevocationFeed, StatusGeneration {
   /** r: the reader connection (auto-pipelined); w: the writer, one transaction at a time (WATCH is per connection) */
   readonly r: RedisClient;
   private readonly w: RedisClient;
   private readonly p: string;
   private writeChain: Promise<unknown> = Promise.resolve();
   private readonly waitReplicas?: { replicas: number; timeoutMs: number };
+  /**
+   * barrier: the connection of statusGeneration, opened at its first call, without auto-pipelining: one GET
+   * per event-loop turn costs the node about half the CPU it costs through the pipelined reader (bench/redis-http)
+   */
+  private barrier?: RedisClient;
+  /** closed: close() was called; no connection opens after it */
+  private closed = false;
   /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
   private readonly subscribers = new Set<RedisClient>();
   /** auditedQueue: audited writes waiting for the next batch (queueAudited); draining: a batch is being committed */
@@ -231,9 +241,12 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.writeChain.catch(() => undefined);
     const subs = [...this.subscribers];
     this.subscribers.clear();
+    if (this.barrier) subs.push(this.barrier);
+    this.barrier = undefined;
     await Promise.all([closeRedisClient(this.r), closeRedisClient(this.w), ...subs.map((s) => closeRedisClient(s))]);
   }
 
@@ -1133,7 +1146,11 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     return this.k('shard-rev', issuer, shard);
   }
 
-  /** setCertStatus queues a status change: the record, the shard's revision, the shard's revoked index and the expiry index. */
+  /**
+   * setCertStatus queues a status change: the record, the shard's revision, the shard's revoked index, the
+   * expiry index, and a new status generation (statusGeneration), with the serial and then the generation
+   * published (watchRevocations).
+   */
   private setCertStatus(m: Tx, meta: CertMeta): void {
     m.set(this.k('cert', meta.serial), JSON.stringify(meta));
     m.incr(this.shardKey(meta.issuer, meta.shard));
@@ -1141,32 +1158,63 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     if (meta.status === 'revoked') m.zadd(revokedIdx, 0, meta.serial);
     else m.zrem(revokedIdx, meta.serial);
     this.indexExpiry(m, meta);
-    // every node's OCSP status cache forgets this serial when EXEC commits (watchRevocations)
+    const generation = newStatusGeneration();
+    m.set(this.statusGenerationKey, generation);
+    // every node's OCSP status cache forgets this serial when EXEC commits (watchRevocations), then learns
+    // the generation that change set: from then on the generation alone says nothing else changed
     m.publish(this.revocationChannel, meta.serial);
+    m.publish(this.generationChannel, generation);
   }
 
   private get revocationChannel(): string {
     return this.k('revocations');
   }
 
+  /** generationChannel: where setCertStatus publishes the generation it set (a channel of its own: nodes of a version before it read every message on revocationChannel as a serial) */
+  private get generationChannel(): string {
+    return this.k('status-gens');
+  }
+
+  private get statusGenerationKey(): string {
+    return this.k('status-gen');
+  }
+
+  /**
+   * statusGeneration (StatusGeneration, store/status-generation.ts): the value every status change sets in
+   * its MULTI (setCertStatus) and every copied batch of certificates (importSnapshot), read from the master
+   * on a connection of its own (`barrier`): a GET sent after another node's EXEC returned sees what it set.
+   */
+  async statusGeneration(): Promise<string | null> {
+    // after close(), fails as every other call does, without opening a connection
+    if (this.closed) return await this.r.get(this.statusGenerationKey);
+    if (!this.barrier) {
+      this.barrier = this.r instanceof Cluster ? this.r.duplicate(undefined, { enableAutoPipelining: false }) : this.r.duplicate({ enableAutoPipelining: false });
+      this.barrier.on('error', () => undefined);
+    }
+    return await this.barrier.get(this.statusGenerationKey);
+  }
+
   /**
    * watchRevocations subscribes (on a connection of its own: a subscribed connection runs no other
-   * command) to the channel setCertStatus publishes on. It is live once SUBSCRIBE is acknowledged, and
+   * command) to the channels setCertStatus publishes on. It is live once SUBSCRIBE is acknowledged, and
    * again after each reconnection once the subscription is renewed; not live while disconnected.
    */
-  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void): () => void {
+  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (generation: string) => void): () => void {
     // under Cluster, PUBLISH reaches every node, so a subscription on any node hears it
     const sub: RedisClient = this.r instanceof Cluster ? this.r.duplicate() : this.r.duplicate({ enableAutoPipelining: false, autoResubscribe: false, maxRetriesPerRequest: null });
     sub.on('error', () => undefined);
     let closed = false;
+    const channels = onGeneration ? [this.revocationChannel, this.generationChannel] : [this.revocationChannel];
     const subscribe = () =>
-      void sub.subscribe(this.revocationChannel).then(
+      void sub.subscribe(...channels).then(
         () => !closed && onLive(true),
         () => undefined,
       );
     sub.on('ready', subscribe);
     sub.on('close', () => !closed && onLive(false));
-    sub.on('message', (_channel: string, serial: string) => onChange(serial));
+    // one connection: the messages of both channels arrive in the order the MULTIs published them
+    const generationChannel = this.generationChannel;
+    sub.on('message', (channel: string, message: string) => (channel === generationChannel ? onGeneration?.(message) : onChange(message)));
     this.subscribers.add(sub);
     return () => {
       closed = true;
@@ -1675,6 +1723,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       copiedChunks.set(x.row, { set, count });
     }
     const m = this.w.multi();
+    // copied certificates are statuses a node may have read as absent: a new generation (statusGeneration)
+    if (rows.some((x) => x.kind === 'certificate')) m.set(this.statusGenerationKey, newStatusGeneration());
     for (const x of rows) {
       switch (x.kind) {
         case 'device':

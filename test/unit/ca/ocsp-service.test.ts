@@ -784,3 +784,74 @@ describe("with SQLite's statusVersion (every process of one machine reads one fi
     expect(reads).toBe(3);
   });
 });
+
+describe("with a shared store's status generation (Redis: a read per event-loop turn, after the request arrived)", () => {
+  let generation: string | null;
+  let generationReads: number;
+  const genStore = {
+    certificateStatus: (serial: string) => store.certificateStatus(serial),
+    async statusGeneration(): Promise<string | null> {
+      generationReads++;
+      if (failing === 'unavailable') throw new DeviceCaError('store-unavailable', 'store unavailable (Redis unreachable)');
+      return generation;
+    },
+  };
+  beforeEach(() => {
+    generation = null;
+    generationReads = 0;
+  });
+  const withGeneration = () => new OcspService([tca.hierarchy.issuing], responder, genStore, cfgOf(), () => clock);
+
+  it('keeps statuses while the generation is unchanged and forgets them all when it changes; answerKept always defers to respond', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    rows.set(SERIAL2, good(SERIAL2));
+    const svc = withGeneration();
+    const req = request([SERIAL], { noNonce: true });
+    const req2 = request([SERIAL2], { noNonce: true });
+    await svc.respond(req.der);
+    await svc.respond(req2.der);
+    for (let i = 0; i < 3; i++) expect((await svc.respond(req.der)).outcome).toBe('good');
+    expect(reads).toBe(2);
+    expect(svc.answerKept(req.der)).toBeUndefined(); // its barrier is a read: never answered synchronously
+    rows.set(SERIAL, revoked(SERIAL, 'keyCompromise'));
+    generation = 'a1';
+    const after = await svc.respond(req.der);
+    expect(single(verdict(after, req), SERIAL)).toMatch(/Cert Status: revoked[\s\S]*Revocation Reason: keyCompromise/);
+    expect((await svc.respond(req2.der)).outcome).toBe('good');
+    expect(reads).toBe(4); // both read again after the change, once
+    expect((await svc.respond(req2.der)).outcome).toBe('good');
+    expect(reads).toBe(4);
+  });
+
+  it('requests of one event-loop turn share one generation read; a request after that read was sent waits for the next', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = withGeneration();
+    const req = request([SERIAL], { noNonce: true });
+    await svc.respond(req.der);
+    generationReads = 0;
+    const answers = await Promise.all(Array.from({ length: 20 }, () => svc.respond(req.der)));
+    expect(answers.map((a) => a.outcome)).toEqual(Array(20).fill('good'));
+    expect(generationReads).toBe(1);
+    expect(reads).toBe(1);
+  });
+
+  it('an absent status (unknown) is not kept: an issuance does not change the generation', async () => {
+    const svc = withGeneration();
+    const req = request([SERIAL], { noNonce: true });
+    expect((await svc.respond(req.der)).outcome).toBe('unknown');
+    rows.set(SERIAL, good(SERIAL));
+    expect((await svc.respond(req.der)).outcome).toBe('good');
+  });
+
+  it('while the generation cannot be read, the last signed answer holds until its nextUpdate; nothing unsigned is made up', async () => {
+    rows.set(SERIAL, good(SERIAL));
+    const svc = withGeneration();
+    const req = request([SERIAL], { noNonce: true });
+    const first = await svc.respond(req.der);
+    failing = 'unavailable';
+    expect((await svc.respond(req.der)).der.equals(first.der)).toBe(true);
+    await expect(svc.respond(request([SERIAL2], { noNonce: true }).der)).rejects.toMatchObject({ code: 'store-unavailable' });
+    clock = new Date(first.cache!.nextUpdate.getTime() + 1000);
+    await expect(svc.respond(req.der)).rejects.toMatchObject({ code: 'store-unavailable' });
+  });
+});

@@ -95,6 +95,7 @@ it('starting redis-server, a RedisStore writing, subscribing and closing, and st
         const id = `d-${round}`;
         await store.createDevice(...device(id));
         expect((await other.getDevice(id))?.state).toBe('registered');
+        expect(await other.statusGeneration()).toBeNull(); // the OCSP barrier's own connection, closed with the store
         for (let i = 0; i < 100 && !subscribed; i++) await new Promise((r) => setImmediate(r));
         await Promise.all([store.close(), other.close()]);
       }
@@ -126,11 +127,13 @@ it('a RedisStore opened against a port with nothing listening closes at once, re
     );
     expect(await failureOf(store.getDevice('d-1'))).toBe('store-unavailable');
     expect(await failureOf(store.createDevice(...device('d-1')))).toBe('store-unavailable');
+    expect(await failureOf(store.statusGeneration())).toBe('store-unavailable');
     await untilReconnecting(store);
     await store.close();
     expect(store.r.status).toBe('end');
     // a call after close() fails instead of waiting in ioredis' offline queue for a reconnection that will not come
     expect(await failureOf(store.getDevice('d-1'))).toBe('store-unavailable');
+    expect(await failureOf(store.statusGeneration())).toBe('store-unavailable');
     expect(await handles.left()).toEqual([]);
   } finally {
     handles.stop();
@@ -151,8 +154,10 @@ it('a RedisStore whose redis-server was killed under it closes and leaves no ior
       await store.createDevice(...device('d-1'));
       for (let i = 0; i < 100 && !live; i++) await new Promise((r) => setTimeout(r, 10));
       expect(live).toBe(true);
+      expect(await store.statusGeneration()).toBeNull();
       await server.kill();
       expect(await failureOf(store.getDevice('d-1'))).toBe('store-unavailable');
+      expect(await failureOf(store.statusGeneration())).toBe('store-unavailable');
       expect(await failureOf(store.createDevice(...device('d-2')))).toBe('store-unavailable');
       for (let i = 0; i < 100 && live; i++) await new Promise((r) => setTimeout(r, 10));
       expect(live).toBe(false);
