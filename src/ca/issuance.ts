@@ -17,8 +17,6 @@ export interface IssuanceRecord {
   consumeSecretId?: number;
   /** approved enrollment request this issuance settles */
   requestId?: string;
-  /** spkiSha256: hex SHA-256 of the request's SPKI when the caller already computed it (the RA, to tell a renewal from a rekey) */
-  spkiSha256?: string;
   audit: {
     /** audit event type of the result, e.g. 'certificate.issued'; the intent is recorded as 'certificate.issue.intent' */
     type?: string;
@@ -61,7 +59,7 @@ export async function signAndRecord(store: IssuanceStore, what: { spki: Buffer; 
       notBefore: issued.notBefore,
       notAfter: issued.notAfter,
       shard: issued.shard,
-      spkiSha256: rec.spkiSha256 ?? crypto.createHash('sha256').update(what.spki).digest('hex'),
+      spkiSha256: crypto.createHash('sha256').update(what.spki).digest('hex'),
       der: issued.der,
     },
     consumeSecretId: rec.consumeSecretId,

@@ -17,12 +17,8 @@ export interface Proofs {
    * bootstrap path, since building it costs) the certificates the peer presented behind it.
    */
   clientCertificate?: { leaf: crypto.X509Certificate; intermediates: () => Buffer[] };
-  /**
-   * channelBinding: values of the TLS connection, for RFC 7030 §3.5 proof of possession; or a function the
-   * RA calls only for a profile that asks for that proof (TLS 1.3's exporter costs about 30 µs a request),
-   * before its first await, so while the request's connection is the one it came over
-   */
-  channelBinding?: ChannelBinding | (() => ChannelBinding);
+  /** channelBinding: values of the TLS connection, for RFC 7030 §3.5 proof of possession */
+  channelBinding?: ChannelBinding;
 }
 
 /** ChannelBinding values of the TLS connection the request came over. */

@@ -28,7 +28,7 @@ import { SecretAuthenticator } from './authenticators/secret-authenticator';
 import { BootstrapPolicy } from './bootstrap-identity';
 import { csrAttributes } from './csr-attributes';
 import { ParsedCsr, parseCsr } from './csr';
-import { ChannelBinding, EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
+import { EnrollOutcome, EnrollRequest, Proofs } from './enrollment-request';
 import { SecretKey, hashSecret, newEnrollmentSecret, serverSecretKey } from './enrollment-secret';
 import { DEVICE_ID, Principal, principalName } from './principal';
 import { ScepTransaction, ScepTransactions } from './scep-transactions';
@@ -377,8 +377,6 @@ export class RegistrationAuthority {
   private async decide(req: EnrollRequest, proven?: Extract<Principal, { kind: 'secret' }>): Promise<EnrollOutcome> {
     const profile = this.profile(req.profile);
     if (req.operation === 'server-keygen' && !profile.serverKeyGen) throw new DeviceCaError('not-found', 'server key generation is not offered on this profile');
-    // read before the first await, and only when the profile checks it
-    const binding = profile.proofOfPossession ? channelBindingOf(req.proofs) : undefined;
 
     // authenticate
     const principal = proven ?? (await this.authenticate(req, profile));
@@ -386,7 +384,7 @@ export class RegistrationAuthority {
     // authorize
     const device = await this.deviceOf(principal, req.profile);
     const csr = await this.csrs.parse(req.csr);
-    if (profile.proofOfPossession) checkChannelBinding(csr.challengePassword, binding);
+    if (profile.proofOfPossession) checkChannelBinding(csr.challengePassword, req.proofs.channelBinding);
     if (req.operation !== 'server-keygen') this.checkKey(profile, csr.keyAlgorithm);
     const sans = this.checkIdentity(profile, device, csr, principal);
 
@@ -661,7 +659,6 @@ export class RegistrationAuthority {
    */
   private async issue(i: Issuance): Promise<{ serial: string; der: Buffer }> {
     const previous = i.principal.kind === 'device-cert' ? i.principal.cert : undefined;
-    const spkiSha256 = sha256(i.spki); // once: the record keeps it, and a renewal is told from a rekey by it
     const req: AuthorizedRequest = { profile: i.profile, subject: i.subject, spki: i.spki, keyType: i.keyType, sans: i.sans, tpmAttested: i.tpmAttested };
     return issueAndRecord(
       this.ca,
@@ -672,7 +669,6 @@ export class RegistrationAuthority {
         subject: nameToString(i.subject),
         consumeSecretId: i.principal.kind === 'secret' ? i.principal.secretId : undefined,
         requestId: i.requestId,
-        spkiSha256,
         audit: {
           actor: principalName(i.principal),
           subject: i.device.id,
@@ -681,7 +677,7 @@ export class RegistrationAuthority {
             profile: i.profile,
             operation: i.operation,
             ...(i.tpmAttested ? { tpmAttested: true } : {}),
-            ...(previous ? { renewal: previous.spkiSha256 === spkiSha256 ? 'renew' : 'rekey', previous: previous.serial } : {}),
+            ...(previous ? { renewal: previous.spkiSha256 === sha256(i.spki) ? 'renew' : 'rekey', previous: previous.serial } : {}),
           },
         },
       },
@@ -741,11 +737,6 @@ export class RegistrationAuthority {
  */
 export function serverKeyAlgorithm(profile: ProfileConfig, requested: KeyAlgorithm | null): KeyAlgorithm {
   return requested && profile.keyAlgorithms.includes(requested) ? requested : (profile.keyAlgorithms[0] as KeyAlgorithm);
-}
-
-/** channelBindingOf: the request's TLS channel binding values, asking the adapter's function when it gave one. */
-function channelBindingOf(p: Proofs): ChannelBinding | undefined {
-  return typeof p.channelBinding === 'function' ? p.channelBinding() : p.channelBinding;
 }
 
 function sanText(s: SanEntry): string {

@@ -10,24 +10,17 @@ export function withStoreErrors<S extends object>(store: S, map: (e: unknown) =>
     if (v !== null && typeof v === 'object' && Symbol.asyncIterator in v) return mapIterable(v as AsyncIterable<unknown>, map);
     return v;
   };
-  // one wrapper per method, made on its first use: a new closure on every call was garbage on every store call
-  const wrappers = new WrapperCache();
   return new Proxy(store, {
     get(target, prop, receiver) {
       const value: unknown = Reflect.get(target, prop, receiver);
       if (typeof value !== 'function') return value;
-      return wrappers.get(
-        prop,
-        value as (...a: unknown[]) => unknown,
-        (fn) =>
-          function (this: unknown, ...args: unknown[]) {
-            try {
-              return wrap(fn.apply(this === receiver ? target : this, args));
-            } catch (e) {
-              throw map(e);
-            }
-          },
-      );
+      return function (this: unknown, ...args: unknown[]) {
+        try {
+          return wrap((value as (...a: unknown[]) => unknown).apply(this === receiver ? target : this, args));
+        } catch (e) {
+          throw map(e);
+        }
+      };
     },
   });
 }
@@ -37,24 +30,5 @@ async function* mapIterable<T>(it: AsyncIterable<T>, map: (e: unknown) => unknow
     yield* it;
   } catch (e) {
     throw map(e);
-  }
-}
-
-type Method = (...a: unknown[]) => unknown;
-
-/**
- * WrapperCache keeps the wrapper a store proxy made for each method, keyed by property and checked against
- * the method it wrapped (a property that now holds another function gets a new wrapper), so a proxy's get
- * allocates nothing on the hot paths that call the store several times per request.
- */
-export class WrapperCache {
-  private readonly byProp = new Map<PropertyKey, { fn: Method; wrapper: Method }>();
-
-  get(prop: PropertyKey, fn: Method, make: (fn: Method) => Method): Method {
-    const e = this.byProp.get(prop);
-    if (e && e.fn === fn) return e.wrapper;
-    const wrapper = make(fn);
-    this.byProp.set(prop, { fn, wrapper });
-    return wrapper;
   }
 }

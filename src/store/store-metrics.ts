@@ -1,6 +1,5 @@
 import { Counter, Histogram, Registry } from 'prom-client';
 import { isDeviceCaError } from '../errors/device-ca-error';
-import { WrapperCache } from './store-errors';
 
 /** STORE_SECONDS_BUCKETS: store calls take from tens of microseconds (SQLite reads) to seconds (Redis unreachable). */
 const STORE_SECONDS_BUCKETS = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -25,31 +24,24 @@ export function withStoreMetrics<S extends object>(store: S, registry: Registry,
   const errors =
     (registry.getSingleMetric('device_ca_store_errors_total') as Counter<'backend' | 'operation' | 'code'> | undefined) ??
     new Counter({ name: 'device_ca_store_errors_total', help: 'failed store calls by backend, operation and error code', labelNames: ['backend', 'operation', 'code'], registers: [registry] });
-  // per method: one wrapper and one labelled child, made on first use (startTimer built two closures and
-  // a merged labels object on every call)
-  const wrappers = new WrapperCache();
   return new Proxy(store, {
     get(target, prop, receiver) {
       const value: unknown = Reflect.get(target, prop, receiver);
       if (typeof value !== 'function' || typeof prop !== 'string') return value;
-      return wrappers.get(prop, value as (...a: unknown[]) => unknown, (fn) => {
-        const timed = seconds.labels({ backend, operation: prop });
-        return function (this: unknown, ...args: unknown[]) {
-          // the clock starts before the call: SQLite does its work synchronously inside it
-          const start = process.hrtime.bigint();
-          const out: unknown = fn.apply(this === receiver ? target : this, args);
-          if (!(out instanceof Promise)) return out;
-          const end = (): void => timed.observe(Number(process.hrtime.bigint() - start) / 1e9);
-          return out.then(
-            (v: unknown) => (end(), v),
-            (e: unknown) => {
-              end();
-              errors.inc({ backend, operation: prop, code: isDeviceCaError(e) ? e.code : 'internal' });
-              throw e;
-            },
-          );
-        };
-      });
+      return function (this: unknown, ...args: unknown[]) {
+        // the timer starts before the call: SQLite does its work synchronously inside it
+        const end = seconds.startTimer({ backend, operation: prop });
+        const out: unknown = (value as (...a: unknown[]) => unknown).apply(this === receiver ? target : this, args);
+        if (!(out instanceof Promise)) return out;
+        return out.then(
+          (v: unknown) => (end(), v),
+          (e: unknown) => {
+            end();
+            errors.inc({ backend, operation: prop, code: isDeviceCaError(e) ? e.code : 'internal' });
+            throw e;
+          },
+        );
+      };
     },
   });
 }

@@ -70,7 +70,7 @@ export function estRouter(opts: EstRouterOptions): Router {
       const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
       if (ct !== 'application/pkcs10') throw new DeviceCaError('bad-request', 'Content-Type must be application/pkcs10');
       const csr = decodeEstBody(await readRawBody(req, opts.bodyLimit));
-      const out = await opts.ra.enroll({ profile, operation: OPERATION[op], csr, proofs: { ...credentials(req), channelBinding: () => channelBinding(req) } });
+      const out = await opts.ra.enroll({ profile, operation: OPERATION[op], csr, proofs: { ...credentials(req), channelBinding: channelBinding(req) } });
       if (out.status === 'pending') {
         res.setHeader('Retry-After', String(out.retryAfterSeconds));
         sendText(res, 202, `request ${out.requestId} is waiting for approval\n`);

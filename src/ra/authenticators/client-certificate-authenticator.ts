@@ -4,7 +4,7 @@ import { Config } from '../../config/schema';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import { TPM_AK_PROFILE } from '../../ca/certificate-authority';
 import { Store } from '../../store/store';
-import { BootstrapPolicy, bootstrapDeviceId, chainsToAnchor } from '../bootstrap-identity';
+import { BootstrapPolicy, bootstrapDeviceId, chainsToAnchor, withinValidity } from '../bootstrap-identity';
 import { SecretKey, hashSecret, newEnrollmentSecret } from '../enrollment-secret';
 import { Proofs } from '../enrollment-request';
 import { DEVICE_ID, Principal } from '../principal';
@@ -59,8 +59,7 @@ export class ClientCertificateAuthenticator implements Authenticator {
       const rec = await store.getCertificate(serial);
       if (rec && rec.der.equals(leaf.raw)) {
         if (rec.status !== 'valid') throw new DeviceCaError('forbidden', 'certificate is revoked');
-        // the record's validity is the leaf's (same bytes), without parsing the certificate's date strings
-        if (!(rec.notBefore <= now && now <= rec.notAfter)) throw new DeviceCaError('forbidden', 'certificate has expired');
+        if (!withinValidity(leaf, now)) throw new DeviceCaError('forbidden', 'certificate has expired');
         if (!rec.deviceId) throw new DeviceCaError('forbidden', 'certificate does not belong to a device');
         // an AK certificate names the device too, but an AK signs TPM evidence; it never authenticates a device
         if (rec.profile === TPM_AK_PROFILE) throw new DeviceCaError('forbidden', 'an attestation key certificate does not authenticate a device');

@@ -115,22 +115,6 @@ describe('authorize', () => {
     await h.issued('pop', 'enroll', h.csr(id, { challengePassword: binding.toString('base64') }).der, { ...secretProof(id, secret), channelBinding: { tlsUnique: binding } });
   });
 
-  it('proof of possession, binding given as a function (the EST adapter): asked on a proof-of-possession profile and checked; never asked on another', async () => {
-    const id = nextId();
-    const secret = await h.register(id);
-    const binding = crypto.randomBytes(12);
-    let asked = 0;
-    const lazy = () => (asked++, { tlsUnique: binding });
-    expect(await h.refused('pop', 'enroll', h.csr(id, { challengePassword: crypto.randomBytes(12).toString('base64') }).der, { ...secretProof(id, secret), channelBinding: lazy })).toBe('forbidden');
-    expect(asked).toBe(1);
-    await h.issued('pop', 'enroll', h.csr(id, { challengePassword: binding.toString('base64') }).der, { ...secretProof(id, secret), channelBinding: lazy });
-    expect(asked).toBe(2);
-    const other = nextId();
-    const s2 = await h.register(other);
-    await h.issued('default', 'enroll', h.csr(other).der, { ...secretProof(other, s2), channelBinding: lazy });
-    expect(asked).toBe(2);
-  });
-
   it('no proof at all is unauthenticated; a secret on renew is unauthenticated (renew takes the current certificate)', async () => {
     const id = nextId();
     const secret = await h.register(id);
