@@ -99,11 +99,11 @@ function defaults(): EstBenchOptions {
 
 // ---------------------------------------------------------------- requests
 
-function get(port: number, p: string): string {
+export function get(port: number, p: string): string {
   return `GET ${p} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: */*\r\nConnection: close\r\n\r\n`;
 }
 
-function postCsr(port: number, p: string, csr: Buffer, auth?: { user: string; pass: string }): string {
+export function postCsr(port: number, p: string, csr: Buffer, auth?: { user: string; pass: string }): string {
   const body = csr.toString('base64').replace(/(.{64})/g, '$1\r\n') + '\r\n';
   const a = auth ? `Authorization: Basic ${Buffer.from(`${auth.user}:${auth.pass}`).toString('base64')}\r\n` : '';
   return `POST ${p} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n${a}Content-Type: application/pkcs10\r\nContent-Transfer-Encoding: base64\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
@@ -149,7 +149,7 @@ class LoadClient {
  * event loop (about 1 ms of CPU per TLS handshake) never caps the bare-handshake baseline. The
  * concurrency is split between them; one-time requests are dealt out, cyclic ones shared.
  */
-class LoadClients {
+export class LoadClients {
   private constructor(private readonly clients: LoadClient[]) {}
 
   static async start(n: number): Promise<LoadClients> {

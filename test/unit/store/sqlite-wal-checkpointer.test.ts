@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import { loadConfig } from '../../../src/config/load-config';
 import { createStore } from '../../../src/store/create-store';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store';
+import { WalCheckpointer } from '../../../src/store/sqlite/wal-checkpointer';
 import { TmpDir, makeTmpDir } from '../../helpers/tmp';
 
 /**
@@ -112,5 +113,75 @@ describe('closing', () => {
     // with nothing else to do, an unreferenced thread would let the process exit here (the bench did)
     expect(process.getActiveResourcesInfo()).toContain('MessagePort');
     await closing;
+  });
+});
+
+describe('when the thread checkpoints', () => {
+  /** pendingRows: the rows of t the database file alone holds (a copy without its -wal), 0 before any checkpoint. */
+  const pendingRows = (file: string): number => {
+    const copy = tmp.file(`main-${Date.now()}-${Math.random()}.sqlite`);
+    fs.copyFileSync(file, copy);
+    const db = new Database(copy, { readonly: true });
+    try {
+      return Number((db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n);
+    } catch {
+      return 0;
+    } finally {
+      db.close();
+    }
+  };
+
+  it('leaves a small backlog in the WAL until the delay, and checkpoints at once when enough frames wait', async () => {
+    const file = tmp.file('backlog.sqlite');
+    const db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.pragma('wal_autocheckpoint = 0');
+    db.exec('CREATE TABLE t (x BLOB)');
+    db.pragma('wal_checkpoint(TRUNCATE)'); // the table is in the database file, the WAL empty
+    const ins = db.prepare('INSERT INTO t VALUES (randomblob(3000))');
+    for (let i = 0; i < 5; i++) ins.run(); // a few frames
+    // a delay no test reaches: only the backlog can make this thread checkpoint
+    const ck = new WalCheckpointer(file, () => undefined, 10, { minFrames: 100, maxDelayMs: 3_600_000 });
+    try {
+      // many rounds of the thread pass (every 10 ms) without a checkpoint: the 5 rows stay in the WAL only
+      for (let i = 0; i < 20; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        expect(pendingRows(file)).toBe(0);
+      }
+      for (let i = 0; i < 150; i++) ins.run(); // now well over 100 frames
+      let n = 0;
+      for (let i = 0; i < 200 && n === 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        n = pendingRows(file);
+      }
+      // the thread checkpointed once 100 frames waited (it runs beside the inserts: maybe before the last of
+      // them); what came after stays in the WAL, fewer than 100 frames
+      expect(n).toBeGreaterThanOrEqual(95);
+      expect(n).toBeLessThanOrEqual(155);
+    } finally {
+      await ck.close();
+      db.close();
+    }
+  });
+
+  it('checkpoints a small backlog once the delay passed', async () => {
+    const file = tmp.file('delay.sqlite');
+    const db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.pragma('wal_autocheckpoint = 0');
+    db.exec('CREATE TABLE t (x BLOB)');
+    for (let i = 0; i < 5; i++) db.prepare('INSERT INTO t VALUES (randomblob(3000))').run();
+    const ck = new WalCheckpointer(file, () => undefined, 10, { minFrames: 1_000_000, maxDelayMs: 200 });
+    try {
+      let n = 0;
+      for (let i = 0; i < 200 && n < 5; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        n = pendingRows(file);
+      }
+      expect(n).toBe(5);
+    } finally {
+      await ck.close();
+      db.close();
+    }
   });
 });

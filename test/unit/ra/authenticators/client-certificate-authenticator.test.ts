@@ -18,6 +18,7 @@ let h: RaHarness;
 let mfr: TestCa;
 let other: TestCa;
 let auth: ClientCertificateAuthenticator;
+let deps: () => ConstructorParameters<typeof ClientCertificateAuthenticator>[0];
 
 /** idevid: a manufacturer certificate with subject serialNumber = sn (the default deviceIdFrom) */
 async function idevid(ca: TestCa, sn: string): Promise<Buffer> {
@@ -39,7 +40,7 @@ beforeAll(async () => {
   [mfr, other] = await Promise.all([makeTestCa({}, 'device-ca-mfr-'), makeTestCa({}, 'device-ca-rogue-')]);
   const anchors = [new crypto.X509Certificate(mfr.hierarchy.root.der)];
   h = await makeRaHarness({ overrides: { 'bootstrap.autoRegisterOwner': 'maker' }, bootstrap: { anchors, deviceIdFrom: 'subject.serialNumber' } });
-  auth = new ClientCertificateAuthenticator({
+  deps = () => ({
     store: h.store,
     issuingCas: () => [h.ca.issuer.der],
     bootstrap: { anchors, deviceIdFrom: 'subject.serialNumber' },
@@ -47,6 +48,7 @@ beforeAll(async () => {
     secretKey: serverSecretKey(h.cfg),
     now: h.now,
   });
+  auth = new ClientCertificateAuthenticator(deps());
 });
 afterAll(async () => {
   await h?.close();
@@ -82,6 +84,17 @@ describe('ClientCertificateAuthenticator', () => {
     const c = await enrolled('dev-rev');
     await h.store.revokeCertificate(c.serial, 'keyCompromise', h.now(), null, { type: 't', actor: 't', subject: c.serial, data: {} });
     expect(await code(auth.authenticate(certProof(c.certificate)))).toBe('forbidden');
+  });
+
+  it('a recorded device certificate outside its validity: forbidden as expired, one second either side of the window; inside it device-cert', async () => {
+    const c = await enrolled('dev-window');
+    const x = new crypto.X509Certificate(c.certificate);
+    const at = (t: Date) => new ClientCertificateAuthenticator({ ...deps(), now: () => t });
+    const from = new Date(x.validFrom);
+    const to = new Date(x.validTo);
+    await expect(at(new Date(from.getTime() - 1000)).authenticate(certProof(c.certificate))).rejects.toMatchObject({ code: 'forbidden', message: 'certificate has expired' });
+    await expect(at(new Date(to.getTime() + 1000)).authenticate(certProof(c.certificate))).rejects.toMatchObject({ code: 'forbidden', message: 'certificate has expired' });
+    for (const t of [from, to]) expect(await at(t).authenticate(certProof(c.certificate))).toMatchObject({ kind: 'device-cert', deviceId: 'dev-window' });
   });
 
   it('an attestation key certificate of a device (profile tpm-ak): forbidden, an AK never authenticates a device', async () => {
