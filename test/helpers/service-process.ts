@@ -100,6 +100,13 @@ export interface RunningService {
   cli(args: string[]): Promise<ProcessResult>;
   /** logs: what the service wrote to stdout and stderr so far */
   logs(): string;
+  /**
+   * waitForLog polls logs() every 50 ms until predicate holds or ms (default 10 s) passed, and resolves to the log
+   * either way: the caller asserts on it. A line the service wrote (an access line is written when the response
+   * finishes) reaches this process through a pipe, possibly after the client already has its reply or the
+   * process has exited, so a test that reads logs() once races the pipe.
+   */
+  waitForLog(predicate: (log: string) => boolean, ms?: number): Promise<string>;
   /** exited resolves when the process has exited */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** stop sends SIGTERM to the pid and waits; after timeoutMs (default 15 s) it kills the process group. Returns the exit code (null when killed). */
@@ -136,6 +143,19 @@ function httpStatus(url: string, timeoutMs: number): Promise<number> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * waitForText polls read() every 50 ms until predicate holds or ms passed, and resolves to the last text read: a
+ * bounded wait for output that travels through a pipe, never an assertion of its own (the caller asserts).
+ */
+export async function waitForText(read: () => string, predicate: (text: string) => boolean, ms = 10_000): Promise<string> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const text = read();
+    if (predicate(text) || Date.now() >= end) return text;
+    await sleep(50);
+  }
+}
 
 /**
  * startService spawns `node dist/cli/main.js serve` on free ports with its own data directory and waits
@@ -196,6 +216,7 @@ export async function startService(opts: StartOptions = {}): Promise<RunningServ
     env,
     cli: (args) => runCli(args, env),
     logs: () => output,
+    waitForLog: (predicate, ms) => waitForText(() => output, predicate, ms),
     exited,
     stop(timeoutMs = 15_000) {
       stopped ??= (async () => {
