@@ -1159,13 +1159,21 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     const sub: RedisClient = this.r instanceof Cluster ? this.r.duplicate() : this.r.duplicate({ enableAutoPipelining: false, autoResubscribe: false, maxRetriesPerRequest: null });
     sub.on('error', () => undefined);
     let closed = false;
+    // ioredis emits 'close' again for each failed reconnection while Redis is away: onLive is told changes only
+    // (RevocationFeed), so the state is kept here
+    let live: boolean | undefined;
+    const report = (now: boolean) => {
+      if (closed || now === live) return;
+      live = now;
+      onLive(now);
+    };
     const subscribe = () =>
       void sub.subscribe(this.revocationChannel).then(
-        () => !closed && onLive(true),
+        () => report(true),
         () => undefined,
       );
     sub.on('ready', subscribe);
-    sub.on('close', () => !closed && onLive(false));
+    sub.on('close', () => report(false));
     sub.on('message', (_channel: string, serial: string) => onChange(serial));
     this.subscribers.add(sub);
     return () => {
