@@ -157,11 +157,28 @@ export async function waitForText(read: () => string, predicate: (text: string) 
   }
 }
 
+/** PortTaken: the service could not bind a port freePorts had found free (another process took it meanwhile). */
+class PortTaken extends Error {}
+
 /**
  * startService spawns `node dist/cli/main.js serve` on free ports with its own data directory and waits
- * until http://127.0.0.1:<http>/healthz answers 200. The caller must stop() it (afterAll).
+ * until http://127.0.0.1:<http>/healthz answers 200. The caller must stop() it (afterAll). A port is free
+ * when freePorts looks and bound seconds later, once the service has started: a process that took it meanwhile
+ * (an outgoing connection's local port, another test run on the machine) makes the start fail with
+ * EADDRINUSE, and then it is tried again on new ports (three times at most), unless the caller chose them.
  */
 export async function startService(opts: StartOptions = {}): Promise<RunningService> {
+  const chosen = opts.env?.DEVICE_CA_HTTP_PORT !== undefined || opts.env?.DEVICE_CA_HTTPS_PORT !== undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServiceOnce(opts);
+    } catch (e) {
+      if (!(e instanceof PortTaken) || chosen || attempt >= 3) throw e;
+    }
+  }
+}
+
+async function startServiceOnce(opts: StartOptions): Promise<RunningService> {
   assertBuilt();
   installExitHook();
   const work: TmpDir = makeTmpDir('device-ca-svc-');
@@ -242,7 +259,8 @@ export async function startService(opts: StartOptions = {}): Promise<RunningServ
     if (hasExited) {
       const { code, signal } = await exited;
       work.cleanup();
-      throw new Error(`device-ca serve exited (code ${code}, signal ${signal}) before it was healthy:\n${output}`);
+      const message = `device-ca serve exited (code ${code}, signal ${signal}) before it was healthy:\n${output}`;
+      throw /listen EADDRINUSE: address already in use/.test(output) ? new PortTaken(message) : new Error(message);
     }
     if ((await httpStatus(`http://127.0.0.1:${httpPort}/healthz`, 1000)) === 200) return svc;
     if (Date.now() > deadline) {
