@@ -100,6 +100,13 @@ export interface RunningService {
   cli(args: string[]): Promise<ProcessResult>;
   /** logs: what the service wrote to stdout and stderr so far */
   logs(): string;
+  /**
+   * waitForLog polls logs() every 50 ms until predicate holds or ms (default 10 s) passed, and resolves to the log
+   * either way: the caller asserts on it. A line the service wrote (an access line is written when the response
+   * finishes) reaches this process through a pipe, possibly after the client already has its reply or the
+   * process has exited, so a test that reads logs() once races the pipe.
+   */
+  waitForLog(predicate: (log: string) => boolean, ms?: number): Promise<string>;
   /** exited resolves when the process has exited */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** stop sends SIGTERM to the pid and waits; after timeoutMs (default 15 s) it kills the process group. Returns the exit code (null when killed). */
@@ -138,10 +145,40 @@ function httpStatus(url: string, timeoutMs: number): Promise<number> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * waitForText polls read() every 50 ms until predicate holds or ms passed, and resolves to the last text read: a
+ * bounded wait for output that travels through a pipe, never an assertion of its own (the caller asserts).
+ */
+export async function waitForText(read: () => string, predicate: (text: string) => boolean, ms = 10_000): Promise<string> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const text = read();
+    if (predicate(text) || Date.now() >= end) return text;
+    await sleep(50);
+  }
+}
+
+/** PortTaken: the service could not bind a port freePorts had found free (another process took it meanwhile). */
+class PortTaken extends Error {}
+
+/**
  * startService spawns `node dist/cli/main.js serve` on free ports with its own data directory and waits
- * until http://127.0.0.1:<http>/healthz answers 200. The caller must stop() it (afterAll).
+ * until http://127.0.0.1:<http>/healthz answers 200. The caller must stop() it (afterAll). A port is free
+ * when freePorts looks and bound seconds later, once the service has started: a process that took it meanwhile
+ * (an outgoing connection's local port, another test run on the machine) makes the start fail with
+ * EADDRINUSE, and then it is tried again on new ports (three times at most), unless the caller chose them.
  */
 export async function startService(opts: StartOptions = {}): Promise<RunningService> {
+  const chosen = opts.env?.DEVICE_CA_HTTP_PORT !== undefined || opts.env?.DEVICE_CA_HTTPS_PORT !== undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServiceOnce(opts);
+    } catch (e) {
+      if (!(e instanceof PortTaken) || chosen || attempt >= 3) throw e;
+    }
+  }
+}
+
+async function startServiceOnce(opts: StartOptions): Promise<RunningService> {
   assertBuilt();
   installExitHook();
   const work: TmpDir = makeTmpDir('device-ca-svc-');
@@ -196,6 +233,7 @@ export async function startService(opts: StartOptions = {}): Promise<RunningServ
     env,
     cli: (args) => runCli(args, env),
     logs: () => output,
+    waitForLog: (predicate, ms) => waitForText(() => output, predicate, ms),
     exited,
     stop(timeoutMs = 15_000) {
       stopped ??= (async () => {
@@ -221,7 +259,8 @@ export async function startService(opts: StartOptions = {}): Promise<RunningServ
     if (hasExited) {
       const { code, signal } = await exited;
       work.cleanup();
-      throw new Error(`device-ca serve exited (code ${code}, signal ${signal}) before it was healthy:\n${output}`);
+      const message = `device-ca serve exited (code ${code}, signal ${signal}) before it was healthy:\n${output}`;
+      throw /listen EADDRINUSE: address already in use/.test(output) ? new PortTaken(message) : new Error(message);
     }
     if ((await httpStatus(`http://127.0.0.1:${httpPort}/healthz`, 1000)) === 200) return svc;
     if (Date.now() > deadline) {

@@ -127,13 +127,8 @@ it('neither the key nor its wrapped form reaches a log line; the token key delet
   }
   // the access line is written when the response finishes and reaches us through the child's stdout pipe, which may
   // lag curl's exit: wait for both lines (bounded) rather than reading the log once
-  const failedLines = (): string[] =>
-    svc
-      .logs()
-      .split('\n')
-      .filter((l) => l.includes('"route":"firmware-group-key"') && l.includes('"status":503'));
-  for (const end = Date.now() + 10_000; failedLines().length < 2 && Date.now() < end;) await new Promise((r) => setTimeout(r, 50));
-  const failed = failedLines();
+  const failedLines = (log: string): string[] => log.split('\n').filter((l) => l.includes('"route":"firmware-group-key"') && l.includes('"status":503'));
+  const failed = failedLines(await svc.waitForLog((log) => failedLines(log).length >= 2));
   expect(failed).toHaveLength(2);
   expect(failed[0]).toContain(`no AES secret key with CKA_ID ${seen.kekId}`);
   expect(failed[0]).not.toMatch(/\n\s+at /);

@@ -249,8 +249,12 @@ describe('capabilities', () => {
     const secret = crypto.randomBytes(32);
     const ct = crypto.publicEncrypt({ key: crypto.createPublicKey({ key: ra.spki, format: 'der', type: 'spki' }), padding: crypto.constants.RSA_PKCS1_PADDING }, secret);
     expect(await backend.rsaDecrypt(ra.ref, ct)).toEqual(secret);
-    const bad = Buffer.from(ct);
-    bad[0] ^= 0xff;
+    // bad padding made so, not by chance: a random change to the ciphertext decrypts to a valid PKCS#1 v1.5
+    // block now and then; this is raw RSA over a well-formed block of the wrong type (01, the signature padding,
+    // RFC 8017 §7.2.2 wants 02)
+    const pub = crypto.createPublicKey({ key: ra.spki, format: 'der', type: 'spki' });
+    const block = Buffer.concat([Buffer.from([0x00, 0x01]), Buffer.alloc(256 - 3 - secret.length, 0xff), Buffer.from([0x00]), secret]);
+    const bad = crypto.publicEncrypt({ key: pub, padding: crypto.constants.RSA_NO_PADDING }, block);
     await expect(backend.rsaDecrypt(ra.ref, bad)).rejects.toMatchObject({ code: 'bad-request', message: 'RSA decryption failed' });
     await expect(backend.rsaDecrypt(ra.ref, ct.subarray(1))).rejects.toMatchObject({ code: 'bad-request' });
   });

@@ -238,28 +238,35 @@ describe('SIGTERM while a request is in flight', () => {
         'Content-Type: application/pkcs10',
         `Content-Length: ${bodyBuf.length}`,
         'Connection: close',
+        // the interim 100 says the server has parsed the head: from then on the request is in flight (a connection
+        // whose head was not read yet is idle, and a draining server may close it), whatever the machine's load
+        'Expect: 100-continue',
         '',
         '',
       ].join('\r\n'),
     );
+    const received = () => Buffer.concat(chunks).toString('latin1');
+    for (const end = Date.now() + 10_000; !received().includes('\r\n\r\n') && Date.now() < end;) await new Promise((r) => setTimeout(r, 20));
+    expect(received()).toBe('HTTP/1.1 100 Continue\r\n\r\n');
     const pieces = 5;
     const size = Math.ceil(bodyBuf.length / pieces);
     sock.write(bodyBuf.subarray(0, size));
-    await new Promise((r) => setTimeout(r, 200));
 
     process.kill(svc.pid, 'SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
+    // the listeners close when the SIGTERM handler ran: wait for that (bounded), then assert
+    const refused = async () => [await connectResult(svc.httpsPort), await connectResult(svc.httpPort)];
+    let seen = await refused();
+    for (const end = Date.now() + 10_000; seen.some((x) => x !== 'ECONNREFUSED') && Date.now() < end; seen = await refused()) await new Promise((r) => setTimeout(r, 50));
+    expect(seen).toEqual(['ECONNREFUSED', 'ECONNREFUSED']);
     expect(running(svc.pid)).toBe(true); // still draining
-    expect(await connectResult(svc.httpsPort)).toBe('ECONNREFUSED');
-    expect(await connectResult(svc.httpPort)).toBe('ECONNREFUSED');
 
     for (let i = 1; i < pieces; i++) {
       sock.write(bodyBuf.subarray(i * size, (i + 1) * size));
       await new Promise((r) => setTimeout(r, 200));
     }
     await closed;
-    const reply = Buffer.concat(chunks).toString('latin1');
-    expect(reply).toMatch(/^HTTP\/1\.1 200 /);
+    const reply = received();
+    expect(reply).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
     expect(reply).toMatch(/\r\nContent-Type: application\/pkcs7-mime; smime-type=certs-only\r\n/i);
     const exit = await svc.exited;
     expect(exit).toEqual({ code: 0, signal: null });
@@ -289,13 +296,22 @@ describe('workers: 2', () => {
       expect(r.status).toBe(200);
       expect(r.subject).toContain(`subject=O = acme, CN = ${ids[i]}`);
     }
-    const m = await curl(svc, `http://127.0.0.1:${svc.httpPort}/metrics`);
-    expect(m.status).toBe(200);
-    const text = m.body.toString('utf8');
-    const lines = text.split('\n').filter((l) => l.startsWith('device_ca_http_requests_total{'));
-    expect(lines.length).toBeGreaterThan(0);
-    const enrolls = lines.filter((l) => l.includes('route="est.simpleenroll"') && l.includes('status="200"'));
-    expect(enrolls.reduce((sum, l) => sum + Number(l.split(' ').pop()), 0)).toBe(ids.length);
+    // a worker counts a request when its response finishes ('finish' may follow the client's read of the reply):
+    // read /metrics until it has all four (bounded), then assert the exact count
+    const scrape = async () => {
+      const m = await curl(svc, `http://127.0.0.1:${svc.httpPort}/metrics`);
+      const lines = m.body
+        .toString('utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('device_ca_http_requests_total{'));
+      const enrolls = lines.filter((l) => l.includes('route="est.simpleenroll"') && l.includes('status="200"'));
+      return { status: m.status, lines, enrolled: enrolls.reduce((sum, l) => sum + Number(l.split(' ').pop()), 0) };
+    };
+    let seen = await scrape();
+    for (const end = Date.now() + 10_000; seen.enrolled < ids.length && Date.now() < end; seen = await scrape()) await new Promise((r) => setTimeout(r, 100));
+    expect(seen.status).toBe(200);
+    expect(seen.lines.length).toBeGreaterThan(0);
+    expect(seen.enrolled).toBe(ids.length);
   });
 
   // 5 requests: each is counted as an attempt until its secret checks out (enrollment.authFailureLimit 5)
@@ -418,7 +434,8 @@ describe('a worker that does not exit after SIGTERM', () => {
     expect(left).toEqual([]);
     expect([...seen].filter((p) => p !== svc.pid && !workers.includes(p))).toEqual([]);
     expect(await svc.exited).toEqual({ code: 0, signal: null });
-    expect(svc.logs()).toContain('workers still running after shutdownGrace; killing them');
+    // the primary's last lines may reach the pipe after its exit was seen: wait for the line (bounded)
+    expect(await svc.waitForLog((log) => log.includes('workers still running after shutdownGrace; killing them'))).toContain('workers still running after shutdownGrace; killing them');
   });
 });
 

@@ -136,7 +136,8 @@ describe('device-ca agent on swtpm without a resource manager', () => {
     const link = tmp.file('tpmdev');
     const socat = spawn('socat', [`pty,raw,echo=0,link=${link}`, `TCP:127.0.0.1:${tpm.port}`], { stdio: 'ignore' });
     try {
-      for (let i = 0; i < 100 && !fs.existsSync(link); i++) await new Promise((r) => setTimeout(r, 50));
+      for (const end = Date.now() + 10_000; !fs.existsSync(link) && Date.now() < end;) await new Promise((r) => setTimeout(r, 50));
+      expect(fs.existsSync(link)).toBe(true);
       const secret = await addDevice('direct-device');
       const out = tmp.file('out-device');
       const r = await agent(enrollArgs('direct-device', secret, out, ['0x81018030', '0x81018031', '0x81018032']), `device:${link}`);

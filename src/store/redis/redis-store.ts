@@ -1204,14 +1204,22 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     const sub: RedisClient = this.r instanceof Cluster ? this.r.duplicate() : this.r.duplicate({ enableAutoPipelining: false, autoResubscribe: false, maxRetriesPerRequest: null });
     sub.on('error', () => undefined);
     let closed = false;
+    // ioredis emits 'close' again for each failed reconnection while Redis is away: onLive is told changes only
+    // (RevocationFeed), so the state is kept here
+    let live: boolean | undefined;
+    const report = (now: boolean) => {
+      if (closed || now === live) return;
+      live = now;
+      onLive(now);
+    };
     const channels = onGeneration ? [this.revocationChannel, this.generationChannel] : [this.revocationChannel];
     const subscribe = () =>
       void sub.subscribe(...channels).then(
-        () => !closed && onLive(true),
+        () => report(true),
         () => undefined,
       );
     sub.on('ready', subscribe);
-    sub.on('close', () => !closed && onLive(false));
+    sub.on('close', () => report(false));
     // one connection: the messages of both channels arrive in the order the MULTIs published them
     const generationChannel = this.generationChannel;
     sub.on('message', (channel: string, message: string) => (channel === generationChannel ? onGeneration?.(message) : onChange(message)));

@@ -58,9 +58,9 @@ async function get(url: string, init: RequestInit = {}): Promise<Got> {
   return { status: r.status, headers: r.headers, text: await r.text() };
 }
 
-/** waitForLog: the access log line of a request is written on 'finish', just after the client has the reply */
+/** logOf: the access log line of a request (bounded wait), written on 'finish', just after the client has the reply */
 async function logOf(s: Served, reqId: string): Promise<Record<string, unknown>> {
-  for (let i = 0; i < 50; i++) {
+  for (const end = Date.now() + 10_000; Date.now() < end;) {
     const line = s.logs.find((l) => l.reqId === reqId);
     if (line) return line;
     await new Promise((r) => setTimeout(r, 10));

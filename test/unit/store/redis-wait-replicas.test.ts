@@ -25,7 +25,8 @@ beforeAll(async () => {
   });
   const admin = new Redis(primary.url);
   try {
-    for (let i = 0; i < 100; i++) {
+    // bounded by time, not by a count of tries: a loaded machine starts the replica and syncs it later
+    for (const end = Date.now() + 30_000; Date.now() < end;) {
       if (/slave0:.*state=online/.test(String(await admin.info('replication')))) return; // connected and past the initial sync
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -33,7 +34,7 @@ beforeAll(async () => {
   } finally {
     admin.disconnect();
   }
-}, 30_000);
+}, 60_000);
 
 afterAll(async () => {
   if (replica && replica.exitCode === null && replica.signalCode === null) {
@@ -48,7 +49,9 @@ afterAll(async () => {
 const audit = (subject: string) => ({ type: 'token.created', actor: 'test', subject, data: {} });
 
 it('a write waits for the replica; without it, store-unavailable after the timeout, and the write is on the primary', async () => {
-  const store = new RedisStore({ url: primary.url, waitReplicas: { replicas: 1, timeoutMs: 300 } });
+  // 2 s for the replica's acknowledgement: a loaded machine may take longer than a few hundred ms for a write the
+  // replica is there to take, and the first write below must not be refused for that
+  const store = new RedisStore({ url: primary.url, waitReplicas: { replicas: 1, timeoutMs: 2000 } });
   try {
     await store.createToken({ id: 'tok-1', hash: 'h1', scope: 'operator', description: null }, audit('tok-1'));
     // SIGKILL: gone at once (a SIGTERM'd redis-server flushes its AOF first, seconds on a busy disk)
@@ -57,7 +60,7 @@ it('a write waits for the replica; without it, store-unavailable after the timeo
     await gone;
     await expect(store.createToken({ id: 'tok-2', hash: 'h2', scope: 'operator', description: null }, audit('tok-2'))).rejects.toMatchObject({
       code: 'store-unavailable',
-      message: 'store write not replicated (0 of 1 replicas within 300 ms)',
+      message: 'store write not replicated (0 of 1 replicas within 2000 ms)',
     });
     expect(await store.findToken('h2')).toMatchObject({ id: 'tok-2' });
     // reads do not wait
