@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import {
   BOOLEAN_TRUE,
@@ -16,6 +17,7 @@ import {
   writeHeader,
 } from '../der/der-writer';
 import { OID } from '../der/oids';
+import { fsyncDirectoryAsync, temporaryPath } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
 import { authorityKeyIdentifier, extension } from './certificate-encoder';
@@ -418,23 +420,24 @@ export async function writeCrl(out: Writable, der: Buffer, format: 'der' | 'pem'
 
 /**
  * writeCrlFile writes a CRL next to its final name and renames it into place, so a reader (a web server,
- * FreeRADIUS' ca_path) never sees half a CRL.
+ * FreeRADIUS' ca_path) never sees half a CRL; the file is fsynced before the rename and the directory after
+ * it, so a power loss cannot leave an empty CRL or the previous one under the name.
  */
 export async function writeCrlFile(file: string, der: Buffer, format: 'der' | 'pem' = 'der'): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  const tmp = temporaryPath(file);
   try {
-    if (format === 'der') await fs.promises.writeFile(tmp, der, { mode: 0o644 });
-    else {
-      const fh = await fs.promises.open(tmp, 'w', 0o644);
-      try {
-        for (const c of crlPemChunks(der)) await fh.write(c);
-      } finally {
-        await fh.close();
-      }
+    const fh = await fs.promises.open(tmp, 'wx', 0o644);
+    try {
+      if (format === 'der') await fh.write(der);
+      else for (const c of crlPemChunks(der)) await fh.write(c);
+      await fh.sync();
+    } finally {
+      await fh.close();
     }
     await fs.promises.rename(tmp, file);
   } catch (e) {
     await fs.promises.rm(tmp, { force: true });
     throw e;
   }
+  await fsyncDirectoryAsync(path.dirname(path.resolve(file)));
 }

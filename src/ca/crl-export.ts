@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { writeFileAtomic } from '../data-dir/atomic-file';
 import { toPem } from './pem';
 import { certificateParts } from './certificate-parts';
 import { CrlPublisher } from './crl-publisher';
@@ -31,8 +32,7 @@ export async function exportHashedDir(
   fs.mkdirSync(dir, { recursive: true });
   const write = (name: string, text: string) => {
     const f = path.join(dir, name);
-    fs.writeFileSync(f + '.tmp', text);
-    fs.renameSync(f + '.tmp', f);
+    writeFileAtomic(f, text, 0o644); // fsynced, renamed, directory fsynced: the CRL number recorded is the one on disk
   };
   const byHash = new Map<string, number>();
   const issuerHash = opensslNameHash(certificateParts(caCerts[0]).subject);
@@ -75,8 +75,7 @@ export function exportRootToHashedDir(dir: string, rootDer: Buffer, rootCrl: Pic
   const h = opensslNameHash(certificateParts(rootDer).subject);
   const write = (name: string, text: string) => {
     const f = path.join(dir, name);
-    fs.writeFileSync(f + '.tmp', text);
-    fs.renameSync(f + '.tmp', f);
+    writeFileAtomic(f, text, 0o644); // fsynced, renamed, directory fsynced: the CRL number recorded is the one on disk
   };
   write(`${h}.0`, toPem(rootDer, 'CERTIFICATE'));
   if (!rootCrl) return null;

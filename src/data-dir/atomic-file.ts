@@ -1,12 +1,20 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { PROCESS_TABLE, processRuns } from './process-identity';
 
 /**
  * atomic-file: the one way device-ca writes files into its data directory. Files are created 0600 and
  * directories 0700 whatever the process umask (keys, CA state and the store must not be readable by
  * other local users, issue 8 point 10), and a file is replaced by rename, so a reader (or a crash)
- * sees the old content or the new one, never half of it.
+ * sees the old content or the new one, never half of it. The rename is made durable: the file is fsynced
+ * before it and its directory after it (renameDurably), since a rename is a change of the directory, and
+ * without that fsync a power loss can lose the new name although the store already recorded what the file
+ * holds (a firmware release, a key reference).
+ *
+ * Temporary files are named `<file>.tmp-<table>-<boot>-<pid>-<random>` (temporaryPath): a later writer
+ * into the same directory removes those whose writer is provably gone (removeDeadWritersTemporaries), e.g.
+ * after kill -9 of `firmware release`.
  */
 
 /** PRIVATE_FILE_MODE: owner read/write only. */
@@ -85,8 +93,10 @@ export async function writeFileAtomicAsync<T>(file: string, write: (fd: number) 
 /** openTemporary creates the temporary file beside `file` (unique per process and call) with `mode`. */
 function openTemporary(file: string, mode: number): { tmp: string; fd: number } {
   ensurePrivateDir(path.dirname(file));
-  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  removeDeadWritersTemporaries(path.dirname(file));
+  const tmp = temporaryPath(file);
   const fd = fs.openSync(tmp, 'wx+', mode); // readable too: a streamed release is read back (its content moved, its bytes recorded)
+  OPEN_TEMPORARIES.add(path.resolve(tmp));
   try {
     fs.fchmodSync(fd, mode);
   } catch (e) {
@@ -99,17 +109,109 @@ function openTemporary(file: string, mode: number): { tmp: string; fd: number } 
 function discard(tmp: string, fd: number): void {
   fs.closeSync(fd);
   fs.rmSync(tmp, { force: true });
+  OPEN_TEMPORARIES.delete(path.resolve(tmp));
 }
 
 function renameOver<T>(tmp: string, fd: number, file: string, result: T): T {
   fs.closeSync(fd);
   try {
-    fs.renameSync(tmp, file);
+    renameDurably(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
     throw e;
+  } finally {
+    OPEN_TEMPORARIES.delete(path.resolve(tmp));
   }
   return result;
+}
+
+/**
+ * fsyncDirectory makes the directory entries of `dir` durable (a created, renamed or linked name).
+ * A file system that cannot fsync a directory (EINVAL: some network and FUSE file systems) has nothing
+ * more to give, and is not an error.
+ */
+export function fsyncDirectory(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** fsyncDirectoryAsync is fsyncDirectory for callers that must not block the event loop (the CRL files). */
+export async function fsyncDirectoryAsync(dir: string): Promise<void> {
+  const fh = await fs.promises.open(dir, 'r');
+  try {
+    await fh.sync();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** renameDurably renames `from` over `to` and fsyncs the directory of `to`; `from` must already be fsynced. */
+export function renameDurably(from: string, to: string): void {
+  fs.renameSync(from, to);
+  fsyncDirectory(path.dirname(path.resolve(to)));
+}
+
+/** OPEN_TEMPORARIES: the temporary files this process is writing (its own pid on them does not mean it is alive). */
+const OPEN_TEMPORARIES = new Set<string>();
+
+/**
+ * TABLE_TAG: 12 hex digits of SHA-256(host, pid namespace) and the first 8 of the boot id, or null where
+ * /proc does not tell them (then temporary files carry only the pid and are never removed by another
+ * process). The boot part may be short: a writer of another boot is gone whatever its pid, and two boots
+ * that share 8 hex digits only make the clean-up ask the pid table, which keeps a file whose pid runs.
+ */
+const TABLE_TAG: { table: string; boot: string } | null =
+  PROCESS_TABLE.pidNs !== null && PROCESS_TABLE.bootId !== null
+    ? {
+        table: crypto.createHash('sha256').update(`${PROCESS_TABLE.host}\0${PROCESS_TABLE.pidNs}`).digest('hex').slice(0, 12),
+        boot: PROCESS_TABLE.bootId.replace(/-/g, '').slice(0, 8).toLowerCase(),
+      }
+    : null;
+
+/** TEMPORARY_NAME: what temporaryPath appends: `.tmp-<table>-<boot>-<pid>-<random>`. */
+const TEMPORARY_NAME = /\.tmp-([0-9a-f]{12})-([0-9a-f]{8})-([1-9][0-9]{0,9})-[0-9a-f]{8}$/;
+
+/** temporaryPath: a new temporary file name beside `file` that names this writer (see removeDeadWritersTemporaries). */
+export function temporaryPath(file: string): string {
+  const random = crypto.randomBytes(4).toString('hex');
+  return TABLE_TAG ? `${file}.tmp-${TABLE_TAG.table}-${TABLE_TAG.boot}-${process.pid}-${random}` : `${file}.tmp-${process.pid}-${random}`;
+}
+
+/**
+ * removeDeadWritersTemporaries removes the temporary files of temporaryPath's naming in `dir` whose writer
+ * is provably gone: written in this host's pid namespace (same table tag) by an earlier boot, or by a pid
+ * that no longer runs, or by this very pid when this process is not writing that file (a pid taken over).
+ * A file of another host or namespace, or of a pid that runs (even one reused by an unrelated process), is
+ * kept. Returns the names removed. Errors (a directory that cannot be read) are not the writer's concern.
+ */
+export function removeDeadWritersTemporaries(dir: string): string[] {
+  if (!TABLE_TAG) return [];
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = TEMPORARY_NAME.exec(name);
+    if (!m || m[1] !== TABLE_TAG.table) continue;
+    const full = path.resolve(dir, name);
+    const pid = Number(m[3]);
+    const gone = m[2] !== TABLE_TAG.boot || (pid === process.pid ? !OPEN_TEMPORARIES.has(full) : !processRuns(pid));
+    if (!gone) continue;
+    fs.rmSync(full, { force: true });
+    removed.push(name);
+  }
+  return removed;
 }
 
 /**

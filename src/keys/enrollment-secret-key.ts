@@ -1,7 +1,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PRIVATE_FILE_MODE, ensurePrivateDir } from '../data-dir/atomic-file';
+import { PRIVATE_FILE_MODE, ensurePrivateDir, fsyncDirectory, temporaryPath } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
 
 /** ENROLLMENT_SECRET_KEY_FILE: the server key's file name in the keys directory, beside the CA's key files. */
@@ -39,7 +39,7 @@ export function serverKeyFile(keysDir: string, fileName: string, what: string): 
 /** createKeyFile writes a new random key unless another process got there first (link fails with EEXIST). */
 function createKeyFile(file: string): void {
   ensurePrivateDir(path.dirname(file));
-  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  const tmp = temporaryPath(file);
   const fd = fs.openSync(tmp, 'wx', PRIVATE_FILE_MODE);
   try {
     fs.fchmodSync(fd, PRIVATE_FILE_MODE);
@@ -47,6 +47,7 @@ function createKeyFile(file: string): void {
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fs.linkSync(tmp, file);
+    fsyncDirectory(path.dirname(file)); // the new name survives a power loss, as the secrets stored under the key do
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   } finally {

@@ -2,10 +2,11 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { Config } from '../config/schema';
 import { ByteSource, fileSource } from '../cms/byte-source';
-import { readFirmwarePackageSource } from '../cms/firmware-package-file';
+import { FirmwarePackageFile, readFirmwarePackageSource } from '../cms/firmware-package-file';
 import { writeFirmwareReleaseFile } from '../cms/firmware-release-file';
 import { digestForCertificate } from '../cms/signer-info';
 import { writeFileAtomicAsync } from '../data-dir/atomic-file';
+import { lockForWriting } from '../data-dir/writer-lock';
 import { describeShortfall, policyShortfall, RolePolicy, rolePolicy } from '../cms/firmware-policy';
 import { isSignedBy, issueSignerCertificate, openSignerCa, releaseSigner, signerCaCertificate } from '../ca/signer-ca';
 import { DeviceCaError } from '../errors/device-ca-error';
@@ -49,6 +50,13 @@ const SIGNER_VALIDITY_SECONDS = 2 * 365 * 86400;
 interface Policy {
   default: string[] | RolePolicy;
   owners: Record<string, string[] | RolePolicy>;
+}
+
+/** Recipient: a device a release is encrypted to, with its current certificate. */
+interface Recipient {
+  deviceId: string;
+  owner: string | null;
+  certificate: Buffer;
 }
 
 /** asPolicy: a stored policy entry in its current form. */
@@ -140,7 +148,10 @@ export class FirmwareReleases {
    * then the signer CA counter-signs, and the signatures and release are audited. Nothing is encrypted or
    * written before every decision is made. The release is written streamed into a temporary file beside
    * `out` (writeFirmwareReleaseFile), recorded in the store, and only then renamed to `out`: a refusal or
-   * an error leaves neither `out` nor the temporary file.
+   * an error leaves neither `out` nor the temporary file. The writing holds `<out>.lock` (writer-lock.ts):
+   * a second release to the same `out` while one runs is refused ('conflict', naming the writer), so the
+   * file at `out` is always the one the store recorded last through it; a lock or temporary file left by
+   * a killed release is removed by the next one.
    */
   async release(a: {
     /** package: the signed package, in a file (fileSource) or a Buffer (bufferSource) */
@@ -197,6 +208,26 @@ export class FirmwareReleases {
     const latest = (await this.store.listFirmwareReleases({ name: pkg.metadata.name, limit: 1 })).items[0]?.version ?? -1;
     if (pkg.metadata.version < latest) throw new DeviceCaError('conflict', `version ${pkg.metadata.version} is below the released version ${latest} of ${pkg.metadata.name}`);
 
+    // one release at a time to one --out (writer-lock.ts), taken before anything is audited or written: a
+    // second one is refused naming the first; without it each would record and rename its own bytes, and
+    // the file left at --out might not be the one the store holds
+    const lock = lockForWriting(a.out, `a firmware release to ${a.out}`);
+    try {
+      return await this.counterSignAndWrite(a, now, pkg, signers, group, recipients);
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** counterSignAndWrite: release() once every decision is made and --out is locked. */
+  private async counterSignAndWrite(
+    a: { out: string; actor: string },
+    now: Date,
+    pkg: FirmwarePackageFile,
+    signers: ReleaseRecord['signers'],
+    group: string | undefined,
+    recipients: Recipient[] | null,
+  ): Promise<{ bytes: number; record: ReleaseRecord; groupKeyId?: string }> {
     const ca = await openSignerCa(this.cfg, this.keys, this.store, now);
     for (const s of signers)
       await this.store.appendAudit({ type: 'firmware.signature.accepted', actor: a.actor, subject: `firmware:${pkg.metadata.name}`, data: { version: pkg.metadata.version, ...s } });
@@ -246,7 +277,7 @@ export class FirmwareReleases {
   }
 
   /** recipients: each device's newest valid certificate; see release() for which devices count. */
-  private async recipients(to: { deviceIds?: string[]; owner?: string; fleet?: boolean }): Promise<{ deviceId: string; owner: string | null; certificate: Buffer }[]> {
+  private async recipients(to: { deviceIds?: string[]; owner?: string; fleet?: boolean }): Promise<Recipient[]> {
     const devices = [];
     if (to.fleet) devices.push(...(await collectItems((after, limit) => this.store.listDevices({ state: 'active', after, limit }))).items);
     if (to.owner !== undefined) {

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { nextAuditRecord } from '../../audit/audit-chain';
 import { createPrivateFile } from '../../data-dir/atomic-file';
+import { PROCESS_TABLE, processRuns } from '../../data-dir/process-identity';
 import { DeviceCaError } from '../../errors/device-ca-error';
 import {
   AkBindingRecord,
@@ -1499,38 +1500,6 @@ const RELEASES_BEING_WRITTEN = new Set<string>();
  * then is refused ('conflict', save again) rather than recording missing bytes.
  */
 const PENDING_SET_MAX_AGE_MS = 24 * 3600_000;
-
-/**
- * PROCESS_TABLE: what tells this process's pid table from another's on the same host name (Linux: the pid
- * namespace, as readlink /proc/self/ns/pid gives it, and the kernel's boot id); a pid is only judged in the
- * table it was taken from. null where /proc does not tell (not Linux): the rows say nothing more than host.
- */
-const PROCESS_TABLE: { pidNs: string | null; bootId: string | null } = {
-  pidNs: readOrNull(() => fs.readlinkSync('/proc/self/ns/pid')),
-  bootId: readOrNull(() => fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()),
-};
-
-function readOrNull(read: () => string): string | null {
-  try {
-    return read() || null;
-  } catch {
-    return null;
-  }
-}
-
-/** processRuns: whether a process of this host runs (a zombie, killed and not yet reaped, does not). */
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    return !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'latin1'));
-  } catch {
-    return true; // no /proc: kill(0) said it runs
-  }
-}
 
 function releaseFromRow(r: Row): FirmwareReleaseInfo {
   return {

@@ -1,0 +1,48 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+
+/**
+ * process-identity: how device-ca names a writing process so that another process can later tell whether
+ * that writer is gone (the store's pending release chunk sets, SQLite migration 28; the temporary files and
+ * lock files beside a firmware release's --out, data-dir/atomic-file.ts and data-dir/writer-lock.ts).
+ * A pid only means something in the process table it was taken from: the same host name, pid namespace
+ * and boot. A writer in another container under the same host name is never judged by our pid table.
+ */
+
+/** ProcessTable: what tells this process's pid table from another's on the same host name. */
+export interface ProcessTable {
+  host: string;
+  /** pidNs: readlink /proc/self/ns/pid (e.g. "pid:[4026531836]"); null where /proc does not tell (not Linux) */
+  pidNs: string | null;
+  /** bootId: /proc/sys/kernel/random/boot_id; null where /proc does not tell */
+  bootId: string | null;
+}
+
+/** PROCESS_TABLE: this process's table (read once: none of it changes while the process runs, the host name aside). */
+export const PROCESS_TABLE: ProcessTable = {
+  host: os.hostname(),
+  pidNs: readOrNull(() => fs.readlinkSync('/proc/self/ns/pid')),
+  bootId: readOrNull(() => fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()),
+};
+
+function readOrNull(read: () => string): string | null {
+  try {
+    return read() || null;
+  } catch {
+    return null;
+  }
+}
+
+/** processRuns: whether a process of this host's table runs (a zombie, killed and not yet reaped, does not). */
+export function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    return !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'latin1'));
+  } catch {
+    return true; // no /proc: kill(0) said it runs
+  }
+}
