@@ -37,6 +37,11 @@ import { RedisCost, RedisMeter, topCommands } from './redis-meter';
 const SECONDS = Number(process.env.REDIS_HTTP_SECONDS ?? 5);
 const CONCURRENCY = Number(process.env.REDIS_HTTP_CONCURRENCY ?? 16);
 const POOL = Number(process.env.REDIS_HTTP_POOL ?? 32);
+/** ocspCachedRow: the `redis.ocsp.cached` row, the same in the full run and in REDIS_HTTP_ONLY=ocsp */
+function ocspCachedRow(results: Record<string, Rate>): BenchRow {
+  return ratioRow('redis.ocsp.cached', 'redis-http OCSP cached, keep-alive c=32: Redis node / SQLite node', results['redis1.ocsp'], results['sqlite.ocsp'], 'answer', 'SQLite node', 0.8);
+}
+
 /** OCSP_ONLY: REDIS_HTTP_ONLY=ocsp measures the cached OCSP rows alone (a before/after pair in a minute) */
 const OCSP_ONLY = process.env.REDIS_HTTP_ONLY === 'ocsp';
 const EST = '/.well-known/est';
@@ -354,10 +359,7 @@ export async function benchRedisHttp(): Promise<BenchRow[]> {
     results['redis1.ocsp'] = await ocspRun(red, a, meter);
     if (OCSP_ONLY) {
       for (const k of ['sqlite.ocsp', 'redis1.ocsp']) log(`  ${k}: ${describe(results[k], 3)}`);
-      return [
-        ratioRow('redis.ocsp.cached', 'redis-http OCSP cached, keep-alive c=32: Redis node / SQLite node', results['redis1.ocsp'], results['sqlite.ocsp'], 'answer', 'SQLite node', 0.8),
-        ocspCommandsRow(results['redis1.ocsp']),
-      ];
+      return [ocspCachedRow(results), ocspCommandsRow(results['redis1.ocsp'])];
     }
 
     log('Redis nodes A + B, 1 worker each, one Redis');
@@ -431,7 +433,7 @@ export async function benchRedisHttp(): Promise<BenchRow[]> {
         '1 node',
         1.6,
       ),
-      ratioRow('redis.ocsp.cached', 'redis-http OCSP cached, keep-alive c=32: Redis node / SQLite node', results['redis1.ocsp'], results['sqlite.ocsp'], 'answer', 'SQLite node', 0.8),
+      ocspCachedRow(results),
       storeCpuRow(
         'redis.enroll.basic.cpu',
         'redis-http simpleenroll Basic, new conn, DERIVED from CPU per enrollment: Redis node / SQLite node',
