@@ -45,7 +45,10 @@ function load(file: string, fn: string): BenchFunction | string {
 async function main(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   const filters = argv.filter((a) => !a.startsWith('--'));
-  const selected = filters.length ? MODULES.filter((m) => filters.some((f) => m.name.includes(f))) : MODULES;
+  // a filter that is a module's whole name selects that module alone (`est` is not also tpm-attestation); any
+  // other filter selects every module whose name contains it
+  const matches = (m: { name: string }, f: string): boolean => (MODULES.some((x) => x.name === f) ? m.name === f : m.name.includes(f));
+  const selected = filters.length ? MODULES.filter((m) => filters.some((f) => matches(m, f))) : MODULES;
   if (!selected.length) {
     process.stderr.write(`no benchmark matches ${filters.join(' ')}; known: ${MODULES.map((m) => m.name).join(', ')}\n`);
     return 2;
