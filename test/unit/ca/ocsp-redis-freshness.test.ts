@@ -60,12 +60,12 @@ function heldFeed(store: RedisStore): RevocationFeed & { held: boolean; release(
       f.held = false;
       for (const m of queue.splice(0)) m();
     },
-    watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (g: string) => void) {
+    watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (g: string, previous: string | null | undefined) => void) {
       const deliver = (m: () => void) => (f.held ? queue.push(m) : m());
       return store.watchRevocations(
         (serial) => deliver(() => (f.told++, onChange(serial))),
         (live) => ((f.live = live), onLive(live)),
-        onGeneration && ((g) => deliver(() => onGeneration(g))),
+        onGeneration && ((g, previous) => deliver(() => onGeneration(g, previous))),
       );
     },
   };
@@ -146,6 +146,98 @@ it.each(shapes)(
       expect(verdict(await ask('0b03'))).toBe('good');
       expect(verdict(await ask('0b01'))).toBe('revoked');
       expect(reads.mock.calls.map(([s]) => s)).toEqual(['0b02']);
+    } finally {
+      svcB.close();
+      await a.close();
+      await b.close();
+    }
+  },
+  30_000,
+);
+
+/**
+ * lossyFeed: node B's feed, losing the messages (the serial and the generation after it) of the changes to
+ * the serials in `lose` (what ioredis' Cluster subscriber does when its node goes away: it picks another
+ * node and subscribes again without any 'close', so the feed stays live and what was published in between
+ * is gone)
+ */
+function lossyFeed(store: RedisStore): RevocationFeed & { lose: Set<string>; live: boolean; told: number } {
+  let dropping = false;
+  const f = {
+    lose: new Set<string>(),
+    live: false,
+    told: 0,
+    watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (g: string, previous: string | null | undefined) => void) {
+      return store.watchRevocations(
+        (serial) => {
+          dropping = f.lose.has(serial);
+          if (dropping) return;
+          f.told++;
+          onChange(serial);
+        },
+        (live) => ((f.live = live), onLive(live)),
+        onGeneration &&
+          ((g, previous) => {
+            if (!dropping) onGeneration(g, previous);
+          }),
+      );
+    },
+  };
+  return f;
+}
+
+it.each(shapes)(
+  "on %s, a revocation whose messages B's feed lost (still live) is answered revoked once a later change's messages arrive",
+  async (_shape, open) => {
+    const a = open();
+    const b = open();
+    const feed = lossyFeed(b);
+    const svcB = new OcspService([tca.hierarchy.issuing], responder, b, { ...tca.cfg.ocsp, cacheSize: 100 }, undefined, undefined, feed);
+    try {
+      const now = new Date();
+      for (const serial of ['0c01', '0c02']) {
+        const cert = {
+          serial,
+          deviceId: null,
+          issuer: tca.hierarchy.issuing.name,
+          subject: 'CN=x',
+          profile: 'default',
+          notBefore: now,
+          notAfter: new Date(now.getTime() + 86400_000),
+          shard: 1,
+          spkiSha256: serial,
+          der: Buffer.from(serial),
+        };
+        await a.recordIssuance({ cert, audit: audit('cert.issue', serial) });
+      }
+      await until(() => feed.live);
+      const req = { '0c01': ocspRequest(tca.hierarchy.issuing, '0c01'), '0c02': ocspRequest(tca.hierarchy.issuing, '0c02') };
+      expect(verdict(await svcB.respond(req['0c01']))).toBe('good');
+      // a status change B's feed hears, so the feed has told a generation
+      await a.revokeCertificate('0c02', 'superseded', new Date(), null, audit('cert.revoke', '0c02'));
+      await until(() => feed.told === 1);
+      expect(verdict(await svcB.respond(req['0c01']))).toBe('good');
+      expect(verdict(await svcB.respond(req['0c02']))).toBe('revoked');
+      // 0c01's revocation is lost on the way to B; a later change (0c03's revocation) is heard
+      feed.lose.add('0c01');
+      await a.revokeCertificate('0c01', 'keyCompromise', new Date(), null, audit('cert.revoke', '0c01'));
+      const cert = {
+        serial: '0c03',
+        deviceId: null,
+        issuer: tca.hierarchy.issuing.name,
+        subject: 'CN=x',
+        profile: 'default',
+        notBefore: now,
+        notAfter: new Date(now.getTime() + 86400_000),
+        shard: 1,
+        spkiSha256: '0c03',
+        der: Buffer.from('0c03'),
+      };
+      await a.recordIssuance({ cert, audit: audit('cert.issue', '0c03') });
+      await a.revokeCertificate('0c03', 'superseded', new Date(), null, audit('cert.revoke', '0c03'));
+      await until(() => feed.told === 2);
+      // A's revocation of 0c01 returned long ago: B must not answer good from memory
+      expect(verdict(await svcB.respond(req['0c01']))).toBe('revoked');
     } finally {
       svcB.close();
       await a.close();
