@@ -183,6 +183,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
    * per event-loop turn costs the node about half the CPU it costs through the pipelined reader (bench/redis-http)
    */
   private barrier?: RedisClient;
+  /** barrierTimeoutMs: how long statusGeneration waits for its GET before it gives up ('store-unavailable') */
+  private readonly barrierTimeoutMs: number;
   /** closed: close() was called; no connection opens after it */
   private closed = false;
   /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
@@ -200,6 +202,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     this.p = opts.prefix ?? KEY_PREFIX;
     if (opts.waitReplicas && opts.cluster) throw new DeviceCaError('config', 'store.redis.waitReplicas does not work with store.redis.cluster');
     this.waitReplicas = opts.waitReplicas;
+    this.barrierTimeoutMs = opts.connectTimeoutMs ?? 2000;
     const common: RedisOptions = {
       // a command waits for one reconnection attempt at most, then fails: the client gets 503 + Retry-After
       maxRetriesPerRequest: 1,
@@ -1200,7 +1203,25 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       this.barrier = this.r instanceof Cluster ? this.r.duplicate(undefined, { enableAutoPipelining: false }) : this.r.duplicate({ enableAutoPipelining: false });
       this.barrier.on('error', () => undefined);
     }
-    return await this.barrier.get(this.statusGenerationKey);
+    const barrier = this.barrier;
+    // bounded: every OCSP answer of the node waits for this one read (ca/coalesced-read.ts), and a Redis
+    // that keeps the connection but answers nothing (a hung host, a partition without a reset) would hold
+    // them all for as long; ioredis has no such bound by default (no commandTimeout, and a Cluster's
+    // offline queue waits while the cluster reconnects). On a timeout the connection is dropped (what it
+    // has queued fails with it) and the next call opens a new one.
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        if (this.barrier === barrier) this.barrier = undefined;
+        disconnectRedisClient(barrier);
+        reject(new DeviceCaError('store-unavailable', `store unavailable (Redis did not answer within ${this.barrierTimeoutMs} ms)`, { retryAfterSeconds: 5 }));
+      }, this.barrierTimeoutMs);
+    });
+    try {
+      return await Promise.race([barrier.get(this.statusGenerationKey), timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

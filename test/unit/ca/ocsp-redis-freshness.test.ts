@@ -7,7 +7,9 @@ import { OcspResponder, certIdHashes, encodeCertId } from '../../../src/ca/ocsp-
 import { OcspAnswer, OcspService } from '../../../src/ca/ocsp-service';
 import { seq } from '../../../src/der/der-writer';
 import { generateKeyPair, softwareSigningKey } from '../../../src/keys/software-key-backend';
+import { toRedisStoreError } from '../../../src/store/redis/redis-errors';
 import { RedisStore } from '../../../src/store/redis/redis-store';
+import { withStoreErrors } from '../../../src/store/store-errors';
 import { RevocationFeed } from '../../../src/store/revocation-feed';
 import { AuditInput } from '../../../src/store/store';
 import { TestCa, makeTestCa } from '../../fixtures/test-ca';
@@ -246,3 +248,53 @@ it.each(shapes)(
   },
   30_000,
 );
+
+it('while Redis hangs (connections open, nothing answered), a cached answer still comes: the generation read gives up as store-unavailable', async () => {
+  const hung = await startRedisServer({ persistence: 'none' });
+  const raw = new RedisStore({ url: hung.url, prefix: '{hung}' });
+  // as serve wires it (store/create-store.ts): the store's failures mapped
+  const b = withStoreErrors(raw, toRedisStoreError);
+  const svc = new OcspService([tca.hierarchy.issuing], responder, b, { ...tca.cfg.ocsp, cacheSize: 100 }, undefined, undefined, raw);
+  try {
+    const now = new Date();
+    const cert = {
+      serial: '0d01',
+      deviceId: null,
+      issuer: tca.hierarchy.issuing.name,
+      subject: 'CN=x',
+      profile: 'default',
+      notBefore: now,
+      notAfter: new Date(now.getTime() + 86400_000),
+      shard: 1,
+      spkiSha256: '0d01',
+      der: Buffer.from('0d01'),
+    };
+    await raw.recordIssuance({ cert, audit: audit('cert.issue', '0d01') });
+    const req = ocspRequest(tca.hierarchy.issuing, '0d01');
+    const first = await svc.respond(req);
+    expect(verdict(first)).toBe('good');
+    // Redis is let go after 15 s whatever happens (a bound far above the read's own, so the test ends either way)
+    let resumed = false;
+    hung.pause();
+    const guard = setTimeout(() => {
+      resumed = true;
+      hung.resume();
+    }, 15_000);
+    try {
+      // before: the generation GET waited as long as Redis hung, and with it every OCSP request of the node
+      const during = await svc.respond(req);
+      expect(resumed).toBe(false);
+      expect(during.der.equals(first.der)).toBe(true);
+      // a request with nothing signed yet fails as the store's unavailability (503 at the HTTP front), not a hang
+      await expect(svc.respond(ocspRequest(tca.hierarchy.issuing, '0d02'))).rejects.toMatchObject({ code: 'store-unavailable' });
+      expect(resumed).toBe(false);
+    } finally {
+      clearTimeout(guard);
+    }
+  } finally {
+    hung.resume();
+    svc.close();
+    await raw.close();
+    await hung.stop();
+  }
+}, 30_000);
