@@ -17,6 +17,9 @@ let heldPort = 0;
 let handedOut = 0;
 let dataDir = '';
 let seenByRetry: string[] | null | undefined;
+/** rigFrom: the freePorts call that names the held port (the next one records what the retry begins on) */
+let rigFrom = 0;
+let recordsSeenByRetry: number | undefined;
 
 jest.mock('../helpers/ports', () => {
   const actual = jest.requireActual<typeof import('../helpers/ports')>('../helpers/ports');
@@ -25,12 +28,22 @@ jest.mock('../helpers/ports', () => {
     freePorts: async (n: number, host?: string): Promise<number[]> => {
       const ports = await actual.freePorts(n, host);
       const call = handedOut++;
-      if (call === 0 && heldPort !== 0) ports[1] = heldPort;
-      if (call === 1) seenByRetry = fs.existsSync(dataDir) ? fs.readdirSync(dataDir) : null;
+      if (call === rigFrom && heldPort !== 0) ports[1] = heldPort;
+      if (call === rigFrom + 1) {
+        seenByRetry = fs.existsSync(dataDir) ? fs.readdirSync(dataDir) : null;
+        if (seenByRetry) recordsSeenByRetry = await auditRecords(dataDir);
+      }
       return ports;
     },
   };
 });
+
+/** auditRecords: the length of the audit chain in a data directory, as `audit verify` tells a user */
+async function auditRecords(dir: string): Promise<number> {
+  const v = JSON.parse((await runCli(['audit', 'verify', '--json'], { DEVICE_CA_DATA: dir })).stdout) as { ok: boolean; records: number };
+  if (!v.ok) throw new Error(`audit chain of ${dir} does not verify`);
+  return v.records;
+}
 
 let tmp: TmpDir;
 let svc: RunningService | undefined;
@@ -60,4 +73,18 @@ it("a caller's new data directory: the retried start begins on it as given (abse
   const v = JSON.parse((await runCli(['audit', 'verify', '--json'], { DEVICE_CA_DATA: dataDir })).stdout) as { ok: boolean };
   expect(v.ok).toBe(true);
   expect(fs.existsSync(path.join(dataDir, 'ca'))).toBe(true);
+}, 120_000);
+
+it("a caller's data directory of a stopped service: the retried restart begins on what the service left (restored from the copy taken before the failed start)", async () => {
+  await svc?.stop();
+  svc = undefined;
+  dataDir = tmp.file('data-restart');
+  rigFrom = Number.MAX_SAFE_INTEGER;
+  const first = await startService({ dataDir });
+  await first.stop();
+  const left = await auditRecords(dataDir);
+  rigFrom = handedOut;
+  svc = await startService({ dataDir });
+  expect(handedOut).toBe(rigFrom + 2);
+  expect(recordsSeenByRetry).toBe(left);
 }, 120_000);
