@@ -89,8 +89,12 @@ export class OcspService {
   private readonly generation?: CoalescedRead<string | null>;
   /** seenGeneration: the status generation the kept statuses hold under (undefined: none read yet) */
   private seenGeneration: string | null | undefined;
-  /** fedGeneration: the last generation the feed told, after the serials of every change up to it (undefined: none since the feed went live) */
-  private fedGeneration: string | undefined;
+  /**
+   * toldTo: the generation up to which the feed told every change since seenGeneration, each serial dropped
+   * (a chain of told "previous>new" steps starting at seenGeneration); undefined: a step is missing or
+   * nothing is known since the feed went live
+   */
+  private toldTo: string | null | undefined;
   private readonly unwatch?: () => void;
   /**
    * byRequest maps the exact bytes of a nonce-less single request already answered to its CertID and
@@ -123,12 +127,16 @@ export class OcspService {
       (live) => {
         this.feedEpoch++;
         this.feedLive = live;
-        this.fedGeneration = undefined;
+        this.toldTo = undefined;
         this.statuses.clear();
       },
-      (generation) => {
+      (generation, previous) => {
         this.feedEpoch++;
-        this.fedGeneration = generation;
+        // a step that joins the chain extends it; the step that made seenGeneration starts it again (every
+        // later message follows it); any other (a message lost, or one from before seenGeneration) breaks it
+        if (previous !== undefined && this.toldTo !== undefined && previous === this.toldTo) this.toldTo = generation;
+        else if (generation === this.seenGeneration) this.toldTo = generation;
+        else this.toldTo = undefined;
       },
     );
     if (hasStatusVersion(store)) {
@@ -302,17 +310,19 @@ export class OcspService {
 
   /**
    * statusUnderGeneration: statusOf on a store with a status generation, given one read after the request
-   * arrived. The kept statuses hold under it when it is the one they were kept under, or when the feed has
-   * told it: the feed tells a change's serial before its generation, in commit order, so every status that
-   * changed up to it is dropped already. Any other generation (the feed's message still on its way, the
-   * feed down, a copy into the store) forgets them all. A status read is kept only if no feed event came
-   * during it and the generation is still the one it was read after, and never an absent one (issuance
-   * does not change the generation).
+   * arrived. The kept statuses hold under it when it is the one they were kept under, or when the feed told
+   * every change from that one to it (toldTo): the feed tells a change's serial before its generation, in
+   * commit order, so every status that changed up to it is dropped already. Any other generation (the
+   * feed's message still on its way or lost, the feed down, a copy into the store) forgets them all. A
+   * status read is kept only if no feed event came during it and the generation is still the one it was
+   * read after, and never an absent one (issuance does not change the generation).
    */
   private async statusUnderGeneration(serial: string, generation: string | null): Promise<StatusRow> {
     if (generation !== this.seenGeneration) {
-      if (!(this.feedLive && generation !== null && generation === this.fedGeneration)) this.statuses.clear();
+      if (!(this.feedLive && generation !== null && generation === this.toldTo)) this.statuses.clear();
       this.seenGeneration = generation;
+      // the chain starts again here: the statuses kept from now on hold under this generation
+      this.toldTo = generation;
     }
     const t = Date.now();
     const known = this.statuses.get(serial);

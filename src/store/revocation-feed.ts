@@ -13,10 +13,13 @@
 export interface RevocationFeed {
   /**
    * watchRevocations calls onChange(serial) for each status change, onLive on each change of the feed's
-   * state, and onGeneration(generation) with the StatusGeneration value each change set, after that change's
-   * onChange (messages arrive in commit order); returns the unsubscribe.
+   * state, and onGeneration(generation, previous) with the StatusGeneration value each change set and the
+   * one it replaced (null: none; undefined: not told), after that change's onChange (messages arrive in
+   * commit order); returns the unsubscribe. A message may be lost while the feed stays live (ioredis'
+   * Cluster subscriber moves to another node without a 'close'): a listener that skips the store's
+   * generation read on a told generation checks that `previous` joins what it was told before.
    */
-  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (generation: string) => void): () => void;
+  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (generation: string, previous: string | null | undefined) => void): () => void;
 }
 
 /** isRevocationFeed: whether a store tells about status changes (RevocationFeed). */

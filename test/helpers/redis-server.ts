@@ -14,6 +14,9 @@ export interface RedisServer {
   restart(): Promise<void>;
   /** kill sends SIGKILL to its pid (a crash: no shutdown save) and waits for the exit; the data directory stays for restart() */
   kill(): Promise<void>;
+  /** pause stops the server (SIGSTOP to its pid): connections stay open and nothing is answered, as a hung host; resume (SIGCONT) lets it go on */
+  pause(): void;
+  resume(): void;
 }
 
 /**
@@ -84,6 +87,12 @@ export async function startRedisServer(opts: { persistence?: 'aof' | 'none'; app
       process.kill(child.pid!, 'SIGKILL');
       await exited;
     },
+    pause() {
+      process.kill(child.pid!, 'SIGSTOP');
+    },
+    resume() {
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGCONT');
+    },
   };
 }
 
@@ -128,6 +137,12 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
         },
         async kill() {
           throw new Error('not supported for cluster nodes');
+        },
+        pause() {
+          process.kill(child.pid!, 'SIGSTOP');
+        },
+        resume() {
+          if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGCONT');
         },
       });
     }

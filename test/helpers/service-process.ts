@@ -170,12 +170,36 @@ class PortTaken extends Error {}
 export async function startService(opts: StartOptions = {}): Promise<RunningService> {
   const chosen = opts.env?.DEVICE_CA_HTTP_PORT !== undefined || opts.env?.DEVICE_CA_HTTPS_PORT !== undefined;
   for (let attempt = 1; ; attempt++) {
+    const given = chosen || attempt >= 3 || opts.dataDir === undefined ? undefined : keepDataDir(opts.dataDir);
     try {
       return await startServiceOnce(opts);
     } catch (e) {
       if (!(e instanceof PortTaken) || chosen || attempt >= 3) throw e;
+      given?.restore();
+    } finally {
+      given?.drop();
     }
   }
+}
+
+/**
+ * keepDataDir remembers a caller's data directory as it is before a start (absent, or a copy of what it
+ * holds): serve makes the CA, its keys and certificates and their audit records before it binds, so a start
+ * that fails on a taken port has written there, and its retry must begin on the directory as the caller gave
+ * it. A store outside the directory (Redis) keeps what the failed start wrote: a retry there is a restart.
+ */
+function keepDataDir(dir: string): { restore(): void; drop(): void } {
+  const copy = fs.existsSync(dir) ? makeTmpDir('device-ca-svc-keep-') : undefined;
+  if (copy) fs.cpSync(dir, copy.file('d'), { recursive: true });
+  return {
+    restore() {
+      fs.rmSync(dir, { recursive: true, force: true });
+      if (copy) fs.cpSync(copy.file('d'), dir, { recursive: true });
+    },
+    drop() {
+      copy?.cleanup();
+    },
+  };
 }
 
 async function startServiceOnce(opts: StartOptions): Promise<RunningService> {

@@ -183,6 +183,8 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
    * per event-loop turn costs the node about half the CPU it costs through the pipelined reader (bench/redis-http)
    */
   private barrier?: RedisClient;
+  /** barrierTimeoutMs: how long statusGeneration waits for its GET before it gives up ('store-unavailable') */
+  private readonly barrierTimeoutMs: number;
   /** closed: close() was called; no connection opens after it */
   private closed = false;
   /** subscribers: the pub/sub connections of watchRevocations, closed with the store */
@@ -200,6 +202,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     this.p = opts.prefix ?? KEY_PREFIX;
     if (opts.waitReplicas && opts.cluster) throw new DeviceCaError('config', 'store.redis.waitReplicas does not work with store.redis.cluster');
     this.waitReplicas = opts.waitReplicas;
+    this.barrierTimeoutMs = opts.connectTimeoutMs ?? 2000;
     const common: RedisOptions = {
       // a command waits for one reconnection attempt at most, then fails: the client gets 503 + Retry-After
       maxRetriesPerRequest: 1,
@@ -1149,9 +1152,11 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   /**
    * setCertStatus queues a status change: the record, the shard's revision, the shard's revoked index, the
    * expiry index, and a new status generation (statusGeneration), with the serial and then the generation
-   * published (watchRevocations).
+   * published (watchRevocations) as "<previous>><new>": `gen` holds the generation the transaction read
+   * (its key watched) and moves on to the new one, so a listener can tell a message it never got (a chain
+   * that does not join) from one that is late.
    */
-  private setCertStatus(m: Tx, meta: CertMeta): void {
+  private setCertStatus(m: Tx, meta: CertMeta, gen: { value: string | null }): void {
     m.set(this.k('cert', meta.serial), JSON.stringify(meta));
     m.incr(this.shardKey(meta.issuer, meta.shard));
     const revokedIdx = this.k('shard-revoked', meta.issuer, meta.shard);
@@ -1161,9 +1166,16 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     const generation = newStatusGeneration();
     m.set(this.statusGenerationKey, generation);
     // every node's OCSP status cache forgets this serial when EXEC commits (watchRevocations), then learns
-    // the generation that change set: from then on the generation alone says nothing else changed
+    // the generation that change set and the one before it: from then on the generation alone says nothing
+    // else changed, if the node was told every change since the generation its statuses were kept under
     m.publish(this.revocationChannel, meta.serial);
-    m.publish(this.generationChannel, generation);
+    m.publish(this.generationChannel, `${gen.value ?? ''}>${generation}`);
+    gen.value = generation;
+  }
+
+  /** readStatusGeneration: the generation a transaction that watches its key chains its changes to (setCertStatus). */
+  private async readStatusGeneration(): Promise<{ value: string | null }> {
+    return { value: await this.w.get(this.statusGenerationKey) };
   }
 
   private get revocationChannel(): string {
@@ -1191,7 +1203,25 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
       this.barrier = this.r instanceof Cluster ? this.r.duplicate(undefined, { enableAutoPipelining: false }) : this.r.duplicate({ enableAutoPipelining: false });
       this.barrier.on('error', () => undefined);
     }
-    return await this.barrier.get(this.statusGenerationKey);
+    const barrier = this.barrier;
+    // bounded: every OCSP answer of the node waits for this one read (ca/coalesced-read.ts), and a Redis
+    // that keeps the connection but answers nothing (a hung host, a partition without a reset) would hold
+    // them all for as long; ioredis has no such bound by default (no commandTimeout, and a Cluster's
+    // offline queue waits while the cluster reconnects). On a timeout the connection is dropped (what it
+    // has queued fails with it) and the next call opens a new one.
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        if (this.barrier === barrier) this.barrier = undefined;
+        disconnectRedisClient(barrier);
+        reject(new DeviceCaError('store-unavailable', `store unavailable (Redis did not answer within ${this.barrierTimeoutMs} ms)`, { retryAfterSeconds: 5 }));
+      }, this.barrierTimeoutMs);
+    });
+    try {
+      return await Promise.race([barrier.get(this.statusGenerationKey), timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -1199,7 +1229,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
    * command) to the channels setCertStatus publishes on. It is live once SUBSCRIBE is acknowledged, and
    * again after each reconnection once the subscription is renewed; not live while disconnected.
    */
-  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (generation: string) => void): () => void {
+  watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (generation: string, previous: string | null | undefined) => void): () => void {
     // under Cluster, PUBLISH reaches every node, so a subscription on any node hears it
     const sub: RedisClient = this.r instanceof Cluster ? this.r.duplicate() : this.r.duplicate({ enableAutoPipelining: false, autoResubscribe: false, maxRetriesPerRequest: null });
     sub.on('error', () => undefined);
@@ -1222,7 +1252,13 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
     sub.on('close', () => report(false));
     // one connection: the messages of both channels arrive in the order the MULTIs published them
     const generationChannel = this.generationChannel;
-    sub.on('message', (channel: string, message: string) => (channel === generationChannel ? onGeneration?.(message) : onChange(message)));
+    sub.on('message', (channel: string, message: string) => {
+      if (channel !== generationChannel) return onChange(message);
+      // "<previous>><new>" (setCertStatus); a bare value (a node of the first version) has no previous to chain to
+      const at = message.indexOf('>');
+      if (at < 0) onGeneration?.(message, undefined);
+      else onGeneration?.(message.slice(at + 1), at === 0 ? null : message.slice(0, at));
+    });
     this.subscribers.add(sub);
     return () => {
       closed = true;
@@ -1232,7 +1268,7 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   async applyDeviceChange(c: DeviceChange): Promise<{ device: DeviceRecord; changed: CertificateChange[] }> {
-    return this.tx([this.headKey], async (m) => {
+    return this.tx([this.headKey, this.statusGenerationKey], async (m) => {
       const now = new Date();
       const row = await this.getJson<DeviceRow>(this.w, this.k('dev', c.deviceId));
       if (!row) throw new DeviceCaError('not-found', `no device ${c.deviceId}`);
@@ -1250,16 +1286,17 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
           )
         ).filter((x): x is CertMeta => x !== null);
         const held = (x: CertMeta) => x.status === 'revoked' && x.revocationReason === 'certificateHold';
+        const gen = await this.readStatusGeneration();
         for (const x of metas) {
           if (c.revoke && x.notAfter > ms(now) && (c.revoke.holdOnly ? x.status === 'valid' : x.status === 'valid' || held(x))) {
-            this.setCertStatus(m, { ...x, status: 'revoked', revokedAt: ms(c.revoke.at), revocationReason: c.revoke.reason });
+            this.setCertStatus(m, { ...x, status: 'revoked', revokedAt: ms(c.revoke.at), revocationReason: c.revoke.reason }, gen);
             changed.push({ serial: x.serial, issuer: x.issuer, shard: x.shard, status: 'revoked', reason: c.revoke.reason });
           }
         }
         if (c.releaseHolds)
           for (const x of metas)
             if (held(x)) {
-              this.setCertStatus(m, { ...x, status: 'valid', revokedAt: null, revocationReason: null });
+              this.setCertStatus(m, { ...x, status: 'valid', revokedAt: null, revocationReason: null }, gen);
               changed.push({ serial: x.serial, issuer: x.issuer, shard: x.shard, status: 'valid', reason: null });
             }
       }
@@ -1292,24 +1329,24 @@ export class RedisStore implements Store, AttestationStore, SnapshotTarget, Revo
   }
 
   async revokeCertificate(serial: string, reason: RevocationReason, at: Date, invalidityDate: Date | null, audit: AuditInput): Promise<{ cert: CertificateRecord; changed: boolean }> {
-    return this.tx([this.headKey], async (m) => {
-      const [meta, der] = await Promise.all([this.getJson<CertMeta>(this.w, this.k('cert', serial)), this.w.getBuffer(this.k('cert-der', serial))]);
+    return this.tx([this.headKey, this.statusGenerationKey], async (m) => {
+      const [meta, der, gen] = await Promise.all([this.getJson<CertMeta>(this.w, this.k('cert', serial)), this.w.getBuffer(this.k('cert-der', serial)), this.readStatusGeneration()]);
       if (!meta) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
       const cur = certFromRow(meta, der ?? Buffer.alloc(0));
       const onHold = cur.status === 'revoked' && cur.revocationReason === 'certificateHold';
       if (cur.status === 'revoked' && !(onHold && reason !== 'certificateHold')) return { cert: cur, changed: false };
-      this.setCertStatus(m, { ...meta, status: 'revoked', revokedAt: ms(at), revocationReason: reason, invalidityDate: invalidityDate ? ms(invalidityDate) : null });
+      this.setCertStatus(m, { ...meta, status: 'revoked', revokedAt: ms(at), revocationReason: reason, invalidityDate: invalidityDate ? ms(invalidityDate) : null }, gen);
       await this.auditTo(m, audit, new Date());
       return { cert: { ...cur, status: 'revoked' as const, revokedAt: at, revocationReason: reason, invalidityDate }, changed: true };
     });
   }
 
   async releaseHold(serial: string, audit: AuditInput): Promise<CertificateRecord> {
-    return this.tx([this.headKey], async (m) => {
-      const [meta, der] = await Promise.all([this.getJson<CertMeta>(this.w, this.k('cert', serial)), this.w.getBuffer(this.k('cert-der', serial))]);
+    return this.tx([this.headKey, this.statusGenerationKey], async (m) => {
+      const [meta, der, gen] = await Promise.all([this.getJson<CertMeta>(this.w, this.k('cert', serial)), this.w.getBuffer(this.k('cert-der', serial)), this.readStatusGeneration()]);
       if (!meta) throw new DeviceCaError('not-found', `no certificate with serial ${serial}`);
       if (!(meta.status === 'revoked' && meta.revocationReason === 'certificateHold')) throw new DeviceCaError('conflict', `certificate ${serial} is not on hold`);
-      this.setCertStatus(m, { ...meta, status: 'valid', revokedAt: null, revocationReason: null });
+      this.setCertStatus(m, { ...meta, status: 'valid', revokedAt: null, revocationReason: null }, gen);
       await this.auditTo(m, audit, new Date());
       return { ...certFromRow(meta, der ?? Buffer.alloc(0)), status: 'valid' as const, revokedAt: null, revocationReason: null };
     });

@@ -7,7 +7,9 @@ import { OcspResponder, certIdHashes, encodeCertId } from '../../../src/ca/ocsp-
 import { OcspAnswer, OcspService } from '../../../src/ca/ocsp-service';
 import { seq } from '../../../src/der/der-writer';
 import { generateKeyPair, softwareSigningKey } from '../../../src/keys/software-key-backend';
+import { toRedisStoreError } from '../../../src/store/redis/redis-errors';
 import { RedisStore } from '../../../src/store/redis/redis-store';
+import { withStoreErrors } from '../../../src/store/store-errors';
 import { RevocationFeed } from '../../../src/store/revocation-feed';
 import { AuditInput } from '../../../src/store/store';
 import { TestCa, makeTestCa } from '../../fixtures/test-ca';
@@ -60,12 +62,12 @@ function heldFeed(store: RedisStore): RevocationFeed & { held: boolean; release(
       f.held = false;
       for (const m of queue.splice(0)) m();
     },
-    watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (g: string) => void) {
+    watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (g: string, previous: string | null | undefined) => void) {
       const deliver = (m: () => void) => (f.held ? queue.push(m) : m());
       return store.watchRevocations(
         (serial) => deliver(() => (f.told++, onChange(serial))),
         (live) => ((f.live = live), onLive(live)),
-        onGeneration && ((g) => deliver(() => onGeneration(g))),
+        onGeneration && ((g, previous) => deliver(() => onGeneration(g, previous))),
       );
     },
   };
@@ -154,3 +156,145 @@ it.each(shapes)(
   },
   30_000,
 );
+
+/**
+ * lossyFeed: node B's feed, losing the messages (the serial and the generation after it) of the changes to
+ * the serials in `lose` (what ioredis' Cluster subscriber does when its node goes away: it picks another
+ * node and subscribes again without any 'close', so the feed stays live and what was published in between
+ * is gone)
+ */
+function lossyFeed(store: RedisStore): RevocationFeed & { lose: Set<string>; live: boolean; told: number } {
+  let dropping = false;
+  const f = {
+    lose: new Set<string>(),
+    live: false,
+    told: 0,
+    watchRevocations(onChange: (serial: string) => void, onLive: (live: boolean) => void, onGeneration?: (g: string, previous: string | null | undefined) => void) {
+      return store.watchRevocations(
+        (serial) => {
+          dropping = f.lose.has(serial);
+          if (dropping) return;
+          f.told++;
+          onChange(serial);
+        },
+        (live) => ((f.live = live), onLive(live)),
+        onGeneration &&
+          ((g, previous) => {
+            if (!dropping) onGeneration(g, previous);
+          }),
+      );
+    },
+  };
+  return f;
+}
+
+it.each(shapes)(
+  "on %s, a revocation whose messages B's feed lost (still live) is answered revoked once a later change's messages arrive",
+  async (_shape, open) => {
+    const a = open();
+    const b = open();
+    const feed = lossyFeed(b);
+    const svcB = new OcspService([tca.hierarchy.issuing], responder, b, { ...tca.cfg.ocsp, cacheSize: 100 }, undefined, undefined, feed);
+    try {
+      const now = new Date();
+      for (const serial of ['0c01', '0c02']) {
+        const cert = {
+          serial,
+          deviceId: null,
+          issuer: tca.hierarchy.issuing.name,
+          subject: 'CN=x',
+          profile: 'default',
+          notBefore: now,
+          notAfter: new Date(now.getTime() + 86400_000),
+          shard: 1,
+          spkiSha256: serial,
+          der: Buffer.from(serial),
+        };
+        await a.recordIssuance({ cert, audit: audit('cert.issue', serial) });
+      }
+      await until(() => feed.live);
+      const req = { '0c01': ocspRequest(tca.hierarchy.issuing, '0c01'), '0c02': ocspRequest(tca.hierarchy.issuing, '0c02') };
+      expect(verdict(await svcB.respond(req['0c01']))).toBe('good');
+      // a status change B's feed hears, so the feed has told a generation
+      await a.revokeCertificate('0c02', 'superseded', new Date(), null, audit('cert.revoke', '0c02'));
+      await until(() => feed.told === 1);
+      expect(verdict(await svcB.respond(req['0c01']))).toBe('good');
+      expect(verdict(await svcB.respond(req['0c02']))).toBe('revoked');
+      // 0c01's revocation is lost on the way to B; a later change (0c03's revocation) is heard
+      feed.lose.add('0c01');
+      await a.revokeCertificate('0c01', 'keyCompromise', new Date(), null, audit('cert.revoke', '0c01'));
+      const cert = {
+        serial: '0c03',
+        deviceId: null,
+        issuer: tca.hierarchy.issuing.name,
+        subject: 'CN=x',
+        profile: 'default',
+        notBefore: now,
+        notAfter: new Date(now.getTime() + 86400_000),
+        shard: 1,
+        spkiSha256: '0c03',
+        der: Buffer.from('0c03'),
+      };
+      await a.recordIssuance({ cert, audit: audit('cert.issue', '0c03') });
+      await a.revokeCertificate('0c03', 'superseded', new Date(), null, audit('cert.revoke', '0c03'));
+      await until(() => feed.told === 2);
+      // A's revocation of 0c01 returned long ago: B must not answer good from memory
+      expect(verdict(await svcB.respond(req['0c01']))).toBe('revoked');
+    } finally {
+      svcB.close();
+      await a.close();
+      await b.close();
+    }
+  },
+  30_000,
+);
+
+it('while Redis hangs (connections open, nothing answered), a cached answer still comes: the generation read gives up as store-unavailable', async () => {
+  const hung = await startRedisServer({ persistence: 'none' });
+  const raw = new RedisStore({ url: hung.url, prefix: '{hung}' });
+  // as serve wires it (store/create-store.ts): the store's failures mapped
+  const b = withStoreErrors(raw, toRedisStoreError);
+  const svc = new OcspService([tca.hierarchy.issuing], responder, b, { ...tca.cfg.ocsp, cacheSize: 100 }, undefined, undefined, raw);
+  try {
+    const now = new Date();
+    const cert = {
+      serial: '0d01',
+      deviceId: null,
+      issuer: tca.hierarchy.issuing.name,
+      subject: 'CN=x',
+      profile: 'default',
+      notBefore: now,
+      notAfter: new Date(now.getTime() + 86400_000),
+      shard: 1,
+      spkiSha256: '0d01',
+      der: Buffer.from('0d01'),
+    };
+    await raw.recordIssuance({ cert, audit: audit('cert.issue', '0d01') });
+    const req = ocspRequest(tca.hierarchy.issuing, '0d01');
+    const first = await svc.respond(req);
+    expect(verdict(first)).toBe('good');
+    // Redis is let go after 15 s whatever happens (a bound far above the read's own, so the test ends either way)
+    let resumed = false;
+    hung.pause();
+    const guard = setTimeout(() => {
+      resumed = true;
+      hung.resume();
+    }, 15_000);
+    try {
+      // before: the generation GET waited as long as Redis hung, and with it every OCSP request of the node
+      const during = await svc.respond(req);
+      expect(resumed).toBe(false);
+      expect(during.der.equals(first.der)).toBe(true);
+      // a request with nothing signed yet fails as the store's unavailability (503 at the HTTP front), not a hang
+      await expect(svc.respond(ocspRequest(tca.hierarchy.issuing, '0d02'))).rejects.toMatchObject({ code: 'store-unavailable' });
+      expect(resumed).toBe(false);
+    } finally {
+      clearTimeout(guard);
+    }
+  } finally {
+    hung.resume();
+    svc.close();
+    await raw.close();
+    await hung.stop();
+  }
+}, 30_000);
