@@ -25,6 +25,33 @@ export const PROCESS_TABLE: ProcessTable = {
   bootId: readOrNull(() => fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()),
 };
 
+/**
+ * BOOTED_AT_MS: when this machine booted (/proc/stat btime, ms since the epoch); null where /proc does not tell.
+ * A boot id unlike ours does not say that boot is over: two machines of one host name in the initial pid
+ * namespace (whose inode, 4026531836, is the same on every Linux host) or in pid namespaces that happen to get
+ * the same inode share a pid table name, and a volume they share (an NFS --out) holds files of both boots.
+ * A file of another boot that was last written before this boot began is an earlier boot's (writtenBeforeThisBoot).
+ */
+export const BOOTED_AT_MS: number | null = bootedAtMs();
+
+function bootedAtMs(): number | null {
+  const btime = readOrNull(() => /^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'latin1'))?.[1] ?? '');
+  return btime === null ? null : Number(btime) * 1000;
+}
+
+/**
+ * writtenBeforeThisBoot: whether `file` was last modified before this machine booted, so that a writer of
+ * another boot that left it is provably gone (see BOOTED_AT_MS); false when that cannot be told.
+ */
+export function writtenBeforeThisBoot(file: string): boolean {
+  if (BOOTED_AT_MS === null) return false;
+  try {
+    return fs.statSync(file).mtimeMs < BOOTED_AT_MS;
+  } catch {
+    return false;
+  }
+}
+
 function readOrNull(read: () => string): string | null {
   try {
     return read() || null;

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { ensurePrivateDir, fsyncDirectory, temporaryPath } from './atomic-file';
-import { PROCESS_TABLE, ProcessTable, processRuns } from './process-identity';
+import { PROCESS_TABLE, ProcessTable, processRuns, writtenBeforeThisBoot } from './process-identity';
 
 /**
  * writer-lock: one writer at a time for a file written by several steps that must agree (a firmware
@@ -15,8 +15,8 @@ import { PROCESS_TABLE, ProcessTable, processRuns } from './process-identity';
  * pid, since, and a random nonce that tells this lock from a later one of the same writer: inode numbers
  * are reused at once). It is made complete in a temporary file and hard-linked into place, so it never exists
  * half written, and the link fails (EEXIST) while another writer holds it. A lock whose writer is provably
- * gone (process-identity.ts: same host and pid namespace, and another boot or a pid that no longer runs;
- * a kill -9) is stale and is broken; one of another host or namespace, or that cannot be read, is not,
+ * gone (process-identity.ts: same host and pid namespace, and another boot with the lock older than this
+ * boot, or a pid of this boot that no longer runs; a kill -9) is stale and is broken; one of another host or namespace, or that cannot be read, is not,
  * and the refusal names the file for the operator to remove.
  */
 
@@ -101,7 +101,8 @@ function parseHolder(text: string): LockHolder | null {
 /** writerGone: whether the lock's writer provably no longer runs (see the module comment). */
 function writerGone(h: LockHolder, lock: string): boolean {
   if (h.host !== PROCESS_TABLE.host || h.pidNs === null || h.pidNs !== PROCESS_TABLE.pidNs || h.bootId === null || PROCESS_TABLE.bootId === null) return false;
-  if (h.bootId !== PROCESS_TABLE.bootId) return true; // that boot is over
+  // another boot is over only if the lock predates this boot: another machine of the same host name and pid namespace differs by boot id alone
+  if (h.bootId !== PROCESS_TABLE.bootId) return writtenBeforeThisBoot(lock);
   return h.pid === process.pid ? !HELD.has(lock) : !processRuns(h.pid);
 }
 
