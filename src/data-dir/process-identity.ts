@@ -60,6 +60,26 @@ function readOrNull(read: () => string): string | null {
   }
 }
 
+/**
+ * processStartTicks: when process `pid` of this table started, in clock ticks since boot (/proc/<pid>/stat
+ * field 22, proc(5)); null where /proc does not tell. A pid names one process only together with this: after
+ * a kill -9 the pid may be given to another process, which starts later. No wall clock is involved, so a
+ * clock step cannot make a live writer look like another process.
+ */
+export function processStartTicks(pid: number): number | null {
+  try {
+    // the fields after the command name (which may hold spaces and parentheses) start at field 3
+    const fields = fs
+      .readFileSync(`/proc/${pid}/stat`, 'latin1')
+      .replace(/^.*\) /s, '')
+      .split(' ');
+    const ticks = Number(fields[19]);
+    return Number.isSafeInteger(ticks) ? ticks : null;
+  } catch {
+    return null;
+  }
+}
+
 /** processRuns: whether a process of this host's table runs (a zombie, killed and not yet reaped, does not). */
 export function processRuns(pid: number): boolean {
   try {
