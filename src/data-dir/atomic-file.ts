@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { removeIfInterrupted } from './interrupt-clean-up';
 import { PROCESS_TABLE, processRuns, writtenBeforeThisBoot } from './process-identity';
 
 /**
@@ -79,14 +80,18 @@ export function writeFileAtomicWith<T>(file: string, write: (fd: number) => T, m
  */
 export async function writeFileAtomicAsync<T>(file: string, write: (fd: number) => Promise<T>, mode: number = PRIVATE_FILE_MODE): Promise<T> {
   const { tmp, fd } = openTemporary(file, mode);
+  // interrupt-clean-up.ts: a CLI interrupted while this awaits removes the temporary file
+  const keep = removeIfInterrupted(() => fs.rmSync(tmp, { force: true }));
   let result: T;
   try {
     result = await write(fd);
     fs.fsyncSync(fd);
   } catch (e) {
+    keep();
     discard(tmp, fd);
     throw e;
   }
+  keep();
   return renameOver(tmp, fd, file, result);
 }
 
@@ -172,9 +177,11 @@ export async function withTemporaryPath<T>(file: string, write: (tmp: string) =>
   const tmp = temporaryPath(file);
   const key = path.resolve(tmp);
   OPEN_TEMPORARIES.add(key);
+  const keep = removeIfInterrupted(() => fs.rmSync(tmp, { force: true }));
   try {
     return await write(tmp);
   } finally {
+    keep();
     OPEN_TEMPORARIES.delete(key);
   }
 }

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { ensurePrivateDir, fsyncDirectory, temporaryPath } from './atomic-file';
+import { removeIfInterrupted } from './interrupt-clean-up';
 import { PROCESS_TABLE, ProcessTable, processRuns, processStartTicks, writtenBeforeThisBoot } from './process-identity';
 
 /**
@@ -59,7 +60,15 @@ export function lockForWriting(file: string, what: string): WriterLock {
     const text = linkLock(lock, me);
     if (text !== null) {
       HELD.add(lock);
-      return { path: lock, release: () => releaseLock(lock, text) };
+      // interrupt-clean-up.ts: a CLI interrupted (Ctrl-C, kill, container stop) while it holds the lock releases it
+      const keep = removeIfInterrupted(() => releaseLock(lock, text));
+      return {
+        path: lock,
+        release: () => {
+          keep();
+          releaseLock(lock, text);
+        },
+      };
     }
     let seen: { holder: LockHolder | null; text: string };
     try {
