@@ -1,3 +1,5 @@
+import * as os from 'node:os';
+
 /**
  * interrupt-clean-up: what a CLI process removes when it is interrupted (SIGINT: Ctrl-C; SIGTERM: kill, a
  * container stop; SIGHUP: a closed terminal) while it holds files that only mean something while it runs:
@@ -8,7 +10,8 @@
  *
  * Only where nothing else handles the signal: a process with its own handler (the service's graceful stop,
  * src/cli/serve.ts) lets its writes in flight finish, so their files must stay. After the clean-up the
- * signal is raised again with its default action, so the exit status still says which signal ended it.
+ * signal is raised again with its default action, so the exit status still says which signal ended it
+ * (pid 1 of a container, which that does not end, exits with 128 + the signal's number).
  */
 
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
@@ -43,4 +46,7 @@ function onSignal(signal: NodeJS.Signals): void {
     }
   }
   process.kill(process.pid, signal); // no listener now: the default action ends the process
+  // still here: pid 1 of a container (the kernel ignores a signal pid 1 does not handle); the lock is gone,
+  // so this writer must not go on
+  process.exit(128 + (os.constants.signals[signal] ?? 0));
 }
