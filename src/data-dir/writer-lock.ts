@@ -34,6 +34,13 @@ interface LockHolder extends ProcessTable {
 /** WriterLock: a lock held by this process; release() removes it (only if it is still this lock). */
 export interface WriterLock {
   readonly path: string;
+  /**
+   * assertHeld throws DeviceCaError 'conflict' unless the lock is still this one (same text, nonce
+   * included): an operator removed it by hand, or a stale-lock break lost it, and another writer may hold
+   * it now. A writer calls it before its commit point (a release: before the store records it), so a
+   * writer that lost the lock records nothing.
+   */
+  assertHeld(): void;
   release(): void;
 }
 
@@ -64,6 +71,9 @@ export function lockForWriting(file: string, what: string): WriterLock {
       const keep = removeIfInterrupted(() => releaseLock(lock, text));
       return {
         path: lock,
+        assertHeld: () => {
+          if (!stillHeld(lock, text)) throw new DeviceCaError('conflict', `${what}: ${lock} is no longer this writer's (removed, or taken by another writer); nothing was recorded, run it again`);
+        },
         release: () => {
           keep();
           releaseLock(lock, text);
@@ -168,6 +178,16 @@ function breakStale(lock: string, staleText: string): void {
     }
   } finally {
     fs.rmSync(aside, { force: true });
+  }
+}
+
+/** stillHeld: whether `lock` still holds `text` (this writer's identity and nonce). */
+function stillHeld(lock: string, text: string): boolean {
+  try {
+    return fs.readFileSync(lock, 'utf8') === text;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
   }
 }
 
