@@ -17,7 +17,7 @@ import {
   writeHeader,
 } from '../der/der-writer';
 import { OID } from '../der/oids';
-import { fsyncDirectoryAsync, temporaryPath } from '../data-dir/atomic-file';
+import { fsyncDirectoryAsync, withTemporaryPath } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { SigningKey } from '../keys/key-backend';
 import { authorityKeyIdentifier, extension } from './certificate-encoder';
@@ -424,20 +424,22 @@ export async function writeCrl(out: Writable, der: Buffer, format: 'der' | 'pem'
  * it, so a power loss cannot leave an empty CRL or the previous one under the name.
  */
 export async function writeCrlFile(file: string, der: Buffer, format: 'der' | 'pem' = 'der'): Promise<void> {
-  const tmp = temporaryPath(file);
-  try {
-    const fh = await fs.promises.open(tmp, 'wx', 0o644);
+  // withTemporaryPath: an atomic write into the same directory while this one awaits must not remove its temporary file
+  await withTemporaryPath(file, async (tmp) => {
     try {
-      if (format === 'der') await fh.write(der);
-      else for (const c of crlPemChunks(der)) await fh.write(c);
-      await fh.sync();
-    } finally {
-      await fh.close();
+      const fh = await fs.promises.open(tmp, 'wx', 0o644);
+      try {
+        if (format === 'der') await fh.write(der);
+        else for (const c of crlPemChunks(der)) await fh.write(c);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.promises.rename(tmp, file);
+    } catch (e) {
+      await fs.promises.rm(tmp, { force: true });
+      throw e;
     }
-    await fs.promises.rename(tmp, file);
-  } catch (e) {
-    await fs.promises.rm(tmp, { force: true });
-    throw e;
-  }
+  });
   await fsyncDirectoryAsync(path.dirname(path.resolve(file)));
 }

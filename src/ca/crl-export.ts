@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../data-dir/atomic-file';
+import { fsyncDirectory, writeFileAtomic } from '../data-dir/atomic-file';
 import { toPem } from './pem';
 import { certificateParts } from './certificate-parts';
 import { CrlPublisher } from './crl-publisher';
@@ -58,10 +58,16 @@ export async function exportHashedDir(
     write(`${rootHash}.r0`, crlToPem(rootCrl.der));
     numbers.set(-1, rootCrl.number);
   }
+  let removed = false;
   for (const f of fs.readdirSync(dir)) {
     const m = new RegExp(`^${issuerHash}\\.r(\\d+)$`).exec(f);
-    if (m && Number(m[1]) >= publisher.shards) fs.unlinkSync(path.join(dir, f));
+    if (m && Number(m[1]) >= publisher.shards) {
+      fs.unlinkSync(path.join(dir, f));
+      removed = true;
+    }
   }
+  // an unlink is a change of the directory too: without this a power loss could bring back an old shard's CRL
+  if (removed) fsyncDirectory(dir);
   return numbers;
 }
 

@@ -1,7 +1,8 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PROCESS_TABLE, processRuns } from './process-identity';
+import { removeIfInterrupted } from './interrupt-clean-up';
+import { PROCESS_TABLE, processRuns, writtenBeforeThisBoot } from './process-identity';
 
 /**
  * atomic-file: the one way device-ca writes files into its data directory. Files are created 0600 and
@@ -79,14 +80,18 @@ export function writeFileAtomicWith<T>(file: string, write: (fd: number) => T, m
  */
 export async function writeFileAtomicAsync<T>(file: string, write: (fd: number) => Promise<T>, mode: number = PRIVATE_FILE_MODE): Promise<T> {
   const { tmp, fd } = openTemporary(file, mode);
+  // interrupt-clean-up.ts: a CLI interrupted while this awaits removes the temporary file
+  const keep = removeIfInterrupted(() => fs.rmSync(tmp, { force: true }));
   let result: T;
   try {
     result = await write(fd);
     fs.fsyncSync(fd);
   } catch (e) {
+    keep();
     discard(tmp, fd);
     throw e;
   }
+  keep();
   return renameOver(tmp, fd, file, result);
 }
 
@@ -163,6 +168,25 @@ export function renameDurably(from: string, to: string): void {
 const OPEN_TEMPORARIES = new Set<string>();
 
 /**
+ * withTemporaryPath gives `write` a new temporary file name beside `file` (temporaryPath) and counts it as
+ * this process's open temporary file until `write` settles, so that an atomic write into the same directory
+ * meanwhile (one event loop, another request) does not take it for the leftover of a pid taken over.
+ * Every writer that awaits between creating its temporary file and renaming it must use this.
+ */
+export async function withTemporaryPath<T>(file: string, write: (tmp: string) => Promise<T>): Promise<T> {
+  const tmp = temporaryPath(file);
+  const key = path.resolve(tmp);
+  OPEN_TEMPORARIES.add(key);
+  const keep = removeIfInterrupted(() => fs.rmSync(tmp, { force: true }));
+  try {
+    return await write(tmp);
+  } finally {
+    keep();
+    OPEN_TEMPORARIES.delete(key);
+  }
+}
+
+/**
  * TABLE_TAG: 12 hex digits of SHA-256(host, pid namespace) and the first 8 of the boot id, or null where
  * /proc does not tell them (then temporary files carry only the pid and are never removed by another
  * process). The boot part may be short: a writer of another boot is gone whatever its pid, and two boots
@@ -187,10 +211,12 @@ export function temporaryPath(file: string): string {
 
 /**
  * removeDeadWritersTemporaries removes the temporary files of temporaryPath's naming in `dir` whose writer
- * is provably gone: written in this host's pid namespace (same table tag) by an earlier boot, or by a pid
- * that no longer runs, or by this very pid when this process is not writing that file (a pid taken over).
- * A file of another host or namespace, or of a pid that runs (even one reused by an unrelated process), is
- * kept. Returns the names removed. Errors (a directory that cannot be read) are not the writer's concern.
+ * is provably gone: written in this host's pid namespace (same table tag) by another boot and last modified
+ * before this boot began (an earlier boot: another machine of the same host name and pid namespace shares
+ * the tag, process-identity.ts BOOTED_AT_MS), or by a pid of this boot that no longer runs, or by this very
+ * pid when this process is not writing that file (a pid taken over). A file of another host or namespace,
+ * of another boot written since this one began, or of a pid that runs (even one reused by an unrelated
+ * process), is kept. Returns the names removed. Errors (a directory that cannot be read) are not the writer's concern.
  */
 export function removeDeadWritersTemporaries(dir: string): string[] {
   if (!TABLE_TAG) return [];
@@ -206,7 +232,7 @@ export function removeDeadWritersTemporaries(dir: string): string[] {
     if (!m || m[1] !== TABLE_TAG.table) continue;
     const full = path.resolve(dir, name);
     const pid = Number(m[3]);
-    const gone = m[2] !== TABLE_TAG.boot || (pid === process.pid ? !OPEN_TEMPORARIES.has(full) : !processRuns(pid));
+    const gone = m[2] !== TABLE_TAG.boot ? writtenBeforeThisBoot(full) : pid === process.pid ? !OPEN_TEMPORARIES.has(full) : !processRuns(pid);
     if (!gone) continue;
     fs.rmSync(full, { force: true });
     removed.push(name);

@@ -25,9 +25,56 @@ export const PROCESS_TABLE: ProcessTable = {
   bootId: readOrNull(() => fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()),
 };
 
+/**
+ * BOOTED_AT_MS: when this machine booted (/proc/stat btime, ms since the epoch); null where /proc does not tell.
+ * A boot id unlike ours does not say that boot is over: two machines of one host name in the initial pid
+ * namespace (whose inode, 4026531836, is the same on every Linux host) or in pid namespaces that happen to get
+ * the same inode share a pid table name, and a volume they share (an NFS --out) holds files of both boots.
+ * A file of another boot that was last written before this boot began is an earlier boot's (writtenBeforeThisBoot).
+ */
+export const BOOTED_AT_MS: number | null = bootedAtMs();
+
+function bootedAtMs(): number | null {
+  const btime = readOrNull(() => /^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'latin1'))?.[1] ?? '');
+  return btime === null ? null : Number(btime) * 1000;
+}
+
+/**
+ * writtenBeforeThisBoot: whether `file` was last modified before this machine booted, so that a writer of
+ * another boot that left it is provably gone (see BOOTED_AT_MS); false when that cannot be told.
+ */
+export function writtenBeforeThisBoot(file: string): boolean {
+  if (BOOTED_AT_MS === null) return false;
+  try {
+    return fs.statSync(file).mtimeMs < BOOTED_AT_MS;
+  } catch {
+    return false;
+  }
+}
+
 function readOrNull(read: () => string): string | null {
   try {
     return read() || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * processStartTicks: when process `pid` of this table started, in clock ticks since boot (/proc/<pid>/stat
+ * field 22, proc(5)); null where /proc does not tell. A pid names one process only together with this: after
+ * a kill -9 the pid may be given to another process, which starts later. No wall clock is involved, so a
+ * clock step cannot make a live writer look like another process.
+ */
+export function processStartTicks(pid: number): number | null {
+  try {
+    // the fields after the command name (which may hold spaces and parentheses) start at field 3
+    const fields = fs
+      .readFileSync(`/proc/${pid}/stat`, 'latin1')
+      .replace(/^.*\) /s, '')
+      .split(' ');
+    const ticks = Number(fields[19]);
+    return Number.isSafeInteger(ticks) ? ticks : null;
   } catch {
     return null;
   }

@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { ensurePrivateDir, fsyncDirectory, temporaryPath } from './atomic-file';
-import { PROCESS_TABLE, ProcessTable, processRuns } from './process-identity';
+import { removeIfInterrupted } from './interrupt-clean-up';
+import { PROCESS_TABLE, ProcessTable, processRuns, processStartTicks, writtenBeforeThisBoot } from './process-identity';
 
 /**
  * writer-lock: one writer at a time for a file written by several steps that must agree (a firmware
@@ -12,11 +13,12 @@ import { PROCESS_TABLE, ProcessTable, processRuns } from './process-identity';
  * any order: the file left at --out could be the one the store no longer holds.
  *
  * The lock is the file `<file>.lock`, holding the writer's identity as JSON (host, pid namespace, boot id,
- * pid, since, and a random nonce that tells this lock from a later one of the same writer: inode numbers
+ * pid, its start time in ticks since boot, since, and a random nonce that tells this lock from a later one of the same writer: inode numbers
  * are reused at once). It is made complete in a temporary file and hard-linked into place, so it never exists
  * half written, and the link fails (EEXIST) while another writer holds it. A lock whose writer is provably
- * gone (process-identity.ts: same host and pid namespace, and another boot or a pid that no longer runs;
- * a kill -9) is stale and is broken; one of another host or namespace, or that cannot be read, is not,
+ * gone (process-identity.ts: same host and pid namespace, and another boot with the lock older than this
+ * boot, or a pid of this boot that no longer runs or now runs a process started at another time; a kill -9)
+ * is stale and is broken; one of another host or namespace, or that cannot be read, is not,
  * and the refusal names the file for the operator to remove.
  */
 
@@ -24,12 +26,21 @@ import { PROCESS_TABLE, ProcessTable, processRuns } from './process-identity';
 interface LockHolder extends ProcessTable {
   pid: number;
   since: string;
+  /** started: the writer's start time (processStartTicks); absent in locks of this format's first version */
+  started?: number;
   nonce?: string;
 }
 
 /** WriterLock: a lock held by this process; release() removes it (only if it is still this lock). */
 export interface WriterLock {
   readonly path: string;
+  /**
+   * assertHeld throws DeviceCaError 'conflict' unless the lock is still this one (same text, nonce
+   * included): an operator removed it by hand, or a stale-lock break lost it, and another writer may hold
+   * it now. A writer calls it before its commit point (a release: before the store records it), so a
+   * writer that lost the lock records nothing.
+   */
+  assertHeld(): void;
   release(): void;
 }
 
@@ -43,13 +54,31 @@ const HELD = new Set<string>();
 export function lockForWriting(file: string, what: string): WriterLock {
   const lock = `${path.resolve(file)}.lock`;
   ensurePrivateDir(path.dirname(lock));
-  const me: LockHolder = { ...PROCESS_TABLE, pid: process.pid, since: new Date().toISOString(), nonce: crypto.randomBytes(16).toString('hex') };
+  const started = processStartTicks(process.pid);
+  const me: LockHolder = {
+    ...PROCESS_TABLE,
+    pid: process.pid,
+    since: new Date().toISOString(),
+    ...(started !== null ? { started } : {}),
+    nonce: crypto.randomBytes(16).toString('hex'),
+  };
   // a few rounds: a stale lock broken here may be taken by another writer before this one links its own
   for (let round = 0; round < 3; round++) {
     const text = linkLock(lock, me);
     if (text !== null) {
       HELD.add(lock);
-      return { path: lock, release: () => releaseLock(lock, text) };
+      // interrupt-clean-up.ts: a CLI interrupted (Ctrl-C, kill, container stop) while it holds the lock releases it
+      const keep = removeIfInterrupted(() => releaseLock(lock, text));
+      return {
+        path: lock,
+        assertHeld: () => {
+          if (!stillHeld(lock, text)) throw new DeviceCaError('conflict', `${what}: ${lock} is no longer this writer's (removed, or taken by another writer); nothing was recorded, run it again`);
+        },
+        release: () => {
+          keep();
+          releaseLock(lock, text);
+        },
+      };
     }
     let seen: { holder: LockHolder | null; text: string };
     try {
@@ -92,7 +121,14 @@ function parseHolder(text: string): LockHolder | null {
   try {
     const h = JSON.parse(text) as Partial<LockHolder>;
     if (typeof h.host !== 'string' || !Number.isSafeInteger(h.pid) || (h.pid as number) <= 0) return null;
-    return { host: h.host, pidNs: typeof h.pidNs === 'string' ? h.pidNs : null, bootId: typeof h.bootId === 'string' ? h.bootId : null, pid: h.pid as number, since: String(h.since) };
+    return {
+      host: h.host,
+      pidNs: typeof h.pidNs === 'string' ? h.pidNs : null,
+      bootId: typeof h.bootId === 'string' ? h.bootId : null,
+      pid: h.pid as number,
+      since: String(h.since),
+      ...(Number.isSafeInteger(h.started) ? { started: h.started } : {}),
+    };
   } catch {
     return null;
   }
@@ -101,8 +137,13 @@ function parseHolder(text: string): LockHolder | null {
 /** writerGone: whether the lock's writer provably no longer runs (see the module comment). */
 function writerGone(h: LockHolder, lock: string): boolean {
   if (h.host !== PROCESS_TABLE.host || h.pidNs === null || h.pidNs !== PROCESS_TABLE.pidNs || h.bootId === null || PROCESS_TABLE.bootId === null) return false;
-  if (h.bootId !== PROCESS_TABLE.bootId) return true; // that boot is over
-  return h.pid === process.pid ? !HELD.has(lock) : !processRuns(h.pid);
+  // another boot is over only if the lock predates this boot: another machine of the same host name and pid namespace differs by boot id alone
+  if (h.bootId !== PROCESS_TABLE.bootId) return writtenBeforeThisBoot(lock);
+  if (h.pid === process.pid) return !HELD.has(lock);
+  if (!processRuns(h.pid)) return true;
+  // the pid runs: the writer only if it is the process that started then (a killed writer's pid may be reused)
+  const started = h.started === undefined ? null : processStartTicks(h.pid);
+  return started !== null && started !== h.started;
 }
 
 function describe(h: LockHolder | null, lock: string): string {
@@ -137,6 +178,16 @@ function breakStale(lock: string, staleText: string): void {
     }
   } finally {
     fs.rmSync(aside, { force: true });
+  }
+}
+
+/** stillHeld: whether `lock` still holds `text` (this writer's identity and nonce). */
+function stillHeld(lock: string, text: string): boolean {
+  try {
+    return fs.readFileSync(lock, 'utf8') === text;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
   }
 }
 

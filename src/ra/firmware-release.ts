@@ -213,7 +213,7 @@ export class FirmwareReleases {
     // the file left at --out might not be the one the store holds
     const lock = lockForWriting(a.out, `a firmware release to ${a.out}`);
     try {
-      return await this.counterSignAndWrite(a, now, pkg, signers, group, recipients);
+      return await this.counterSignAndWrite(a, now, pkg, signers, group, recipients, () => lock.assertHeld());
     } finally {
       lock.release();
     }
@@ -227,6 +227,8 @@ export class FirmwareReleases {
     signers: ReleaseRecord['signers'],
     group: string | undefined,
     recipients: Recipient[] | null,
+    /** assertLocked: throws unless --out's lock is still this release's (checked just before the store records it) */
+    assertLocked: () => void,
   ): Promise<{ bytes: number; record: ReleaseRecord; groupKeyId?: string }> {
     const ca = await openSignerCa(this.cfg, this.keys, this.store, now);
     for (const s of signers)
@@ -256,6 +258,8 @@ export class FirmwareReleases {
       async (fd) => {
         const length = await writeFirmwareReleaseFile(pkg, releaseSigner(ca), groupKey ? { groupKey, now } : { recipients: recipients?.map((r) => r.certificate), now }, fd);
         fs.fsyncSync(fd);
+        // a release that lost --out's lock (removed by hand, taken by another writer) must not record bytes it may not rename into place
+        assertLocked();
         // the store checks the version again in its transaction: two releases at once cannot roll back
         await this.store.saveFirmwareRelease(record, fileSource({ fd, offset: 0, length }), {
           type: 'firmware.released',

@@ -319,4 +319,27 @@ describe('firmware release (the CLI): the files beside --out', () => {
     expect(fs.readdirSync(dir)).toEqual(['release.der']);
     expect(shaFile(out)).toBe(await recorded(3));
   }, 120_000);
+
+  it.each(['SIGINT', 'SIGTERM'] as const)(
+    '%s while it writes: it ends by that signal and leaves neither <out>.lock nor its temporary file; the next release works',
+    async (signal) => {
+      // in a new container per command (docker run --rm) a lock left behind could not be judged, only removed by hand
+      const dir = path.join(tmp.path, `out-${signal}`);
+      fs.mkdirSync(dir);
+      const out = path.join(dir, 'release.der');
+      const a = release(3, out);
+      const temporary = (): string[] => fs.readdirSync(dir).filter((n) => n.startsWith('release.der.tmp-'));
+      await until(() => fs.existsSync(`${out}.lock`) && temporary().some((n) => fs.statSync(path.join(dir, n)).size > 0), 'its temporary file was written', a.exit);
+      a.child.kill(signal);
+      const ended = await a.exit;
+      expect([ended.signal, ended.stdout]).toEqual([signal, '']);
+      expect(fs.readdirSync(dir)).toEqual([]);
+
+      const b = await release(3, out).exit;
+      expect([b.code, b.stderr]).toEqual([0, '']);
+      expect(fs.readdirSync(dir)).toEqual(['release.der']);
+      expect(shaFile(out)).toBe(await recorded(3));
+    },
+    120_000,
+  );
 });

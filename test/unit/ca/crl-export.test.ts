@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
+import realFs from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { exportHashedDir } from '../../../src/ca/crl-export';
@@ -70,4 +71,38 @@ it('--root-only: the root is the only anchor; a device sending its chain verifie
   expect(freeradiusVerdict(dir, [issuingPem])).toBe(`${leaf}: OK\n`);
   // without its chain the device cannot be verified at all: the issuing CA is no longer in the directory
   expect(freeradiusVerdict(dir, [])).toMatch(/unable to get local issuer certificate/);
+});
+
+it('a CRL shard file removed (fewer shards than before) stays removed after a power loss: the directory is fsynced after the unlink', async () => {
+  const dir = path.join(t.dir, 'fewer-shards');
+  const root = await readRootCrl(store, t.hierarchy.root.der);
+  await exportHashedDir(dir, [t.hierarchy.issuing.der, t.hierarchy.root.der], publisher, root);
+  const shard0 = fs.readdirSync(dir).find((f) => /^[0-9a-f]{8}\.r0$/.test(f) && fs.readFileSync(path.join(dir, f), 'utf8') !== toPem(root!.der, 'X509 CRL'))!;
+  const stale = shard0.replace(/\.r0$/, `.r${publisher.shards + 3}`);
+  fs.copyFileSync(path.join(dir, shard0), path.join(dir, stale)); // a shard of an export with more shards
+  const events: string[] = [];
+  const open = realFs.openSync;
+  const fsync = realFs.fsyncSync;
+  const unlink = realFs.unlinkSync;
+  const dirFds = new Set<number>();
+  jest.spyOn(realFs, 'openSync').mockImplementation((p: fs.PathLike, ...rest: unknown[]) => {
+    const fd = (open as (...a: unknown[]) => number)(p, ...rest);
+    if (path.resolve(String(p)) === dir) dirFds.add(fd);
+    return fd;
+  });
+  jest.spyOn(realFs, 'fsyncSync').mockImplementation((fd: number) => {
+    fsync(fd);
+    if (dirFds.has(fd)) events.push('fsync dir');
+  });
+  jest.spyOn(realFs, 'unlinkSync').mockImplementation((p: fs.PathLike) => {
+    unlink(p);
+    events.push(`unlink ${path.basename(String(p))}`);
+  });
+  try {
+    await exportHashedDir(dir, [t.hierarchy.issuing.der, t.hierarchy.root.der], publisher, root);
+  } finally {
+    jest.restoreAllMocks();
+  }
+  expect(fs.existsSync(path.join(dir, stale))).toBe(false);
+  expect(events.slice(events.indexOf(`unlink ${stale}`))).toContain('fsync dir');
 });

@@ -122,6 +122,12 @@ describe('the directory is fsynced after a file gets its name', () => {
   });
 });
 
+/** beforeThisBoot: sets a file's times to a day before this machine booted (/proc/stat btime), as a file of an earlier boot has. */
+function beforeThisBoot(file: string): void {
+  const btime = Number(/^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'latin1'))![1]);
+  fs.utimesSync(file, btime - 86400, btime - 86400);
+}
+
 /** deadPid: the pid of a process that ran and has exited (and was reaped). */
 function deadPid(): number {
   const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
@@ -145,6 +151,7 @@ describe('removeDeadWritersTemporaries', () => {
       release: 'f.der',
     };
     for (const n of Object.values(names)) fs.writeFileSync(path.join(dir, n), 'x');
+    beforeThisBoot(path.join(dir, names.earlierBoot)); // an earlier boot's file was last written before this boot began
     expect(removeDeadWritersTemporaries(dir).sort()).toEqual([names.dead, names.earlierBoot, names.thisPidNotWriting].sort());
     expect(fs.readdirSync(dir).sort()).toEqual([names.running, names.otherTable, names.oldNaming, names.release].sort());
   });
@@ -163,5 +170,30 @@ describe('removeDeadWritersTemporaries', () => {
     });
     expect(fs.readdirSync(dir).sort()).toEqual(['other.der', 'release.der']);
     expect(fs.readFileSync(f, 'utf8')).toBe('one');
+  });
+
+  it("keeps the temporary file of another boot written since this boot began: another machine's live writer (same host name and pid namespace, a shared volume)", () => {
+    // two hosts named alike in the initial pid namespace (its inode is the same on every Linux host) have one table tag;
+    // only their boot ids differ, and a boot id unlike ours does not say that boot is over
+    const mine = /\.tmp-([0-9a-f]{12})-([0-9a-f]{8})-/.exec(temporaryPath(path.join(dir, 'x')))!;
+    const otherBoot = mine[2] === '00000000' ? '11111111' : '00000000';
+    const live = `release.der.tmp-${mine[1]}-${otherBoot}-${deadPid()}-0000aaaa`;
+    fs.writeFileSync(path.join(dir, live), 'half a release, still being written');
+    writeFileAtomic(path.join(dir, 'other.der'), 'two');
+    expect(fs.readdirSync(dir).sort()).toEqual(['other.der', live].sort());
+    beforeThisBoot(path.join(dir, live)); // once it predates this boot, its writer's boot is over
+    expect(removeDeadWritersTemporaries(dir)).toEqual([live]);
+  });
+
+  it('never removes the temporary file of a CRL this process is writing (writeCrlFile awaits between its pieces)', async () => {
+    const f = path.join(dir, 'issuing.crl');
+    const der = Buffer.concat([Buffer.from([0x30, 0x83, 0x10, 0x00, 0x00]), Buffer.alloc(0x100000, 0x41)]);
+    const writing = writeCrlFile(f, der, 'pem');
+    // wait until its temporary file exists (it is renamed only at the end), then write another file of the directory
+    while (!fs.readdirSync(dir).some((n) => n.startsWith('issuing.crl.tmp-'))) await new Promise((r) => setImmediate(r));
+    writeFileAtomic(path.join(dir, 'issuing.crt'), 'a certificate');
+    await writing;
+    expect(fs.readFileSync(f, 'latin1')).toMatch(/^-----BEGIN X509 CRL-----\n/);
+    expect(fs.readdirSync(dir).sort()).toEqual(['issuing.crl', 'issuing.crt']);
   });
 });

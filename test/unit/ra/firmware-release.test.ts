@@ -330,3 +330,28 @@ it('recorded but --out never renamed (the rename fails, as a kill -9 after the s
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it('a release whose <out>.lock was taken from it meanwhile (removed by hand, taken by another writer) records nothing and leaves that lock and --out alone', async () => {
+  const meta = { name: 'fw-lock-lost', version: 1, hardware: [] };
+  const pkg = await pkgSignedBy(ALL_ROLES, meta);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'device-ca-lock-lost-'));
+  const theirs = `${JSON.stringify({ host: os.hostname(), pidNs: null, bootId: null, pid: process.ppid, since: new Date().toISOString() })}\n`;
+  const appendAudit = h.store.appendAudit.bind(h.store);
+  const spy = jest.spyOn(h.store, 'appendAudit').mockImplementation(async (a) => {
+    // after the lock is taken, before the release is written: an operator removes the lock, another writer links its own
+    fs.rmSync(path.join(dir, 'release.der.lock'), { force: true });
+    fs.writeFileSync(path.join(dir, 'release.der.lock'), theirs);
+    return appendAudit(a);
+  });
+  try {
+    const out = path.join(dir, 'release.der');
+    const e = await fw.release({ package: bufferSource(pkg), out, actor: 'test' }).catch((x: unknown) => x);
+    expect(e instanceof DeviceCaError ? `${e.code}: ${e.message}` : String(e)).toMatch(/^conflict: a firmware release to .*release\.der: .*release\.der\.lock.* no longer this writer's/);
+    expect(await h.store.getFirmwareRelease('fw-lock-lost', 1)).toBeNull();
+    expect(fs.readdirSync(dir)).toEqual(['release.der.lock']);
+    expect(fs.readFileSync(path.join(dir, 'release.der.lock'), 'utf8')).toBe(theirs);
+  } finally {
+    spy.mockRestore();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
