@@ -10,6 +10,7 @@ import { rolloverIssuing } from '../ca/issuing-rollover';
 import { CA_DUTIES_INTERVAL_MS } from '../ca/ca-duties';
 import { CrlReason, crlReasonCode } from '../ca/crl-encoder';
 import { RootCrlInfo } from '../ca/root-crl';
+import { writeFileAtomic } from '../data-dir/atomic-file';
 import { verifyAuditChain } from '../audit/audit-verify';
 import { OPERATOR } from '../ra/device-lifecycle';
 import { deviceAttestationFacts } from '../ra/device-attestation-facts';
@@ -516,8 +517,9 @@ const printRootCrl = (what: string, info: RootCrlInfo & { ocsp?: Buffer | RootOc
 };
 /** writeRootCrlFiles: the offline root machine's output, the CRL at `file` and the root OCSP answer signed with it at `file`.ocsp. */
 const writeRootCrlFiles = (file: string, info: RootCrlInfo & { ocsp?: Buffer }): void => {
-  fs.writeFileSync(file, info.der);
-  if (info.ocsp) fs.writeFileSync(`${file}.ocsp`, info.ocsp);
+  // whole or not at all, and on disk when the command says so: the operator carries these files off the offline machine
+  writeFileAtomic(file, info.der, 0o644);
+  if (info.ocsp) writeFileAtomic(`${file}.ocsp`, info.ocsp, 0o644);
 };
 
 const caCmd = program.command('ca').description("the CA's own life cycle: root CRL, rolling over the root, rolling over, reissuing and revoking the issuing CA");
