@@ -241,6 +241,21 @@ export function removeDeadWritersTemporaries(dir: string): string[] {
 }
 
 /**
+ * writeNewFileSync creates `file`, which must not exist ('wx': EEXIST otherwise, so another process's file is
+ * never clobbered), writes `data` and fsyncs it before closing. The caller fsyncs the directory when the
+ * name itself must survive a power loss (a key file, a lock).
+ */
+export function writeNewFileSync(file: string, data: string | Buffer, mode: number): void {
+  const fd = fs.openSync(file, 'wx', mode);
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
  * createPrivateFile creates an empty file with mode 0600 unless it exists (used for the SQLite file,
  * which SQLite would otherwise create with the umask's mode; its -wal and -shm files copy this mode).
  */

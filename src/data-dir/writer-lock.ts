@@ -2,7 +2,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DeviceCaError } from '../errors/device-ca-error';
-import { ensurePrivateDir, fsyncDirectory, temporaryPath } from './atomic-file';
+import { ensurePrivateDir, fsyncDirectory, temporaryPath, writeNewFileSync } from './atomic-file';
 import { removeIfInterrupted } from './interrupt-clean-up';
 import { PROCESS_TABLE, ProcessTable, processRuns, processStartTicks, writtenBeforeThisBoot } from './process-identity';
 
@@ -98,13 +98,7 @@ export function lockForWriting(file: string, what: string): WriterLock {
 function linkLock(lock: string, me: LockHolder): string | null {
   const tmp = temporaryPath(lock);
   const text = `${JSON.stringify(me)}\n`;
-  const fd = fs.openSync(tmp, 'wx', 0o644);
-  try {
-    fs.writeFileSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writeNewFileSync(tmp, text, 0o644);
   try {
     fs.linkSync(tmp, lock);
     fsyncDirectory(path.dirname(lock));

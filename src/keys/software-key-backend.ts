@@ -1,7 +1,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fsyncDirectory } from '../data-dir/atomic-file';
+import { fsyncDirectory, writeNewFileSync } from '../data-dir/atomic-file';
 import { DeviceCaError } from '../errors/device-ca-error';
 import { KeyAlgorithm, KeyBackend, KeyRole, SigningKey } from './key-backend';
 import { hashFor, signatureAlgorithmFor } from './signature-algorithm';
@@ -23,14 +23,8 @@ export class SoftwareKeyBackend implements KeyBackend {
     if (fs.existsSync(file)) throw new DeviceCaError('conflict', `key file ${file} exists; refusing to overwrite`);
     const { privateKey } = generateKeyPair(algorithm);
     const pem = privateKey.export(this.passphrase ? { type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: this.passphrase } : { type: 'pkcs8', format: 'pem' }) as string;
-    // wx: never clobber a key another process created meanwhile
-    const fd = fs.openSync(file, 'wx', 0o600);
-    try {
-      fs.writeFileSync(fd, pem);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    // created exclusively: never clobber a key another process created meanwhile
+    writeNewFileSync(file, pem, 0o600);
     // the store records this file as the CA's key next: its name must survive a power loss
     fsyncDirectory(this.dir);
     void role;
