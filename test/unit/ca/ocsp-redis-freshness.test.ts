@@ -75,6 +75,22 @@ function heldFeed(store: RedisStore): RevocationFeed & { held: boolean; release(
 }
 
 /** verdict: what openssl ocsp -respin says about the one certificate an answer is about */
+/** certRecord: an issued certificate's record as the store keeps it (the DER is a placeholder: only statuses are asked) */
+function certRecord(serial: string, now: Date, deviceId: string | null = null) {
+  return {
+    serial,
+    deviceId,
+    issuer: tca.hierarchy.issuing.name,
+    subject: deviceId ? `CN=${deviceId}` : 'CN=x',
+    profile: 'default',
+    notBefore: now,
+    notAfter: new Date(now.getTime() + 86400_000),
+    shard: 1,
+    spkiSha256: serial,
+    der: Buffer.from(serial),
+  };
+}
+
 function verdict(a: OcspAnswer): string {
   const file = path.join(tca.dir, `resp-${Date.now()}-${Math.random()}.der`);
   fs.writeFileSync(file, a.der);
@@ -104,18 +120,7 @@ it.each(shapes)(
       const serials = ['0b01', '0b02', '0b03'];
       for (const serial of serials) {
         const now = new Date();
-        const cert = {
-          serial,
-          deviceId: 'dev-1',
-          issuer: tca.hierarchy.issuing.name,
-          subject: 'CN=dev-1',
-          profile: 'default',
-          notBefore: now,
-          notAfter: new Date(now.getTime() + 86400_000),
-          shard: 1,
-          spkiSha256: serial,
-          der: Buffer.from(serial),
-        };
+        const cert = certRecord(serial, now, 'dev-1');
         await a.recordIssuance({ cert, audit: audit('cert.issue', serial) });
       }
       await until(() => feed.live);
@@ -198,18 +203,7 @@ it.each(shapes)(
     try {
       const now = new Date();
       for (const serial of ['0c01', '0c02']) {
-        const cert = {
-          serial,
-          deviceId: null,
-          issuer: tca.hierarchy.issuing.name,
-          subject: 'CN=x',
-          profile: 'default',
-          notBefore: now,
-          notAfter: new Date(now.getTime() + 86400_000),
-          shard: 1,
-          spkiSha256: serial,
-          der: Buffer.from(serial),
-        };
+        const cert = certRecord(serial, now);
         await a.recordIssuance({ cert, audit: audit('cert.issue', serial) });
       }
       await until(() => feed.live);
@@ -223,18 +217,7 @@ it.each(shapes)(
       // 0c01's revocation is lost on the way to B; a later change (0c03's revocation) is heard
       feed.lose.add('0c01');
       await a.revokeCertificate('0c01', 'keyCompromise', new Date(), null, audit('cert.revoke', '0c01'));
-      const cert = {
-        serial: '0c03',
-        deviceId: null,
-        issuer: tca.hierarchy.issuing.name,
-        subject: 'CN=x',
-        profile: 'default',
-        notBefore: now,
-        notAfter: new Date(now.getTime() + 86400_000),
-        shard: 1,
-        spkiSha256: '0c03',
-        der: Buffer.from('0c03'),
-      };
+      const cert = certRecord('0c03', now);
       await a.recordIssuance({ cert, audit: audit('cert.issue', '0c03') });
       await a.revokeCertificate('0c03', 'superseded', new Date(), null, audit('cert.revoke', '0c03'));
       await until(() => feed.told === 2);
@@ -257,18 +240,7 @@ it('while Redis hangs (connections open, nothing answered), a cached answer stil
   const svc = new OcspService([tca.hierarchy.issuing], responder, b, { ...tca.cfg.ocsp, cacheSize: 100 }, undefined, undefined, raw);
   try {
     const now = new Date();
-    const cert = {
-      serial: '0d01',
-      deviceId: null,
-      issuer: tca.hierarchy.issuing.name,
-      subject: 'CN=x',
-      profile: 'default',
-      notBefore: now,
-      notAfter: new Date(now.getTime() + 86400_000),
-      shard: 1,
-      spkiSha256: '0d01',
-      der: Buffer.from('0d01'),
-    };
+    const cert = certRecord('0d01', now);
     await raw.recordIssuance({ cert, audit: audit('cert.issue', '0d01') });
     const req = ocspRequest(tca.hierarchy.issuing, '0d01');
     const first = await svc.respond(req);
